@@ -1,0 +1,34 @@
+#!/usr/bin/env node
+/**
+ * `sd-trt` command line. Each command is a yargs CommandModule in ./commands; this file only
+ * wires them up and turns errors into one readable line and an exit code:
+ * 1 for failures, 2 for invalid options and usage errors, 130 for an interrupted run.
+ */
+import yargs from "yargs";
+import { hideBin } from "yargs/helpers";
+import { commands } from "./commands/index.js";
+import { reportCliError } from "./errors.js";
+import { packageVersion } from "../package-info.js";
+
+export async function main(argv: string[] = hideBin(process.argv)): Promise<void> {
+  let cli = yargs(argv)
+    .scriptName("sd-trt")
+    .usage("$0 <command> [options]")
+    .version(packageVersion())
+    .strict()
+    .demandCommand(1, "Name a command: see sd-trt --help")
+    .recommendCommands()
+    .wrap(Math.min(110, process.stdout.columns ?? 110))
+    .fail((message, error, y) => {
+      if (error) throw error;
+      // A usage error from yargs itself (unknown option, missing value): show it with the help.
+      console.error(y.help().toString() ? `${message}\nRun sd-trt --help for usage.` : message);
+      process.exitCode = 2;
+    });
+  for (const command of commands) cli = cli.command(command);
+  await cli.parseAsync();
+}
+
+main().catch((error: unknown) => {
+  process.exitCode = reportCliError(error);
+});
