@@ -1,0 +1,173 @@
+/**
+ * Reading and checking a CLIP BPE vocabulary in the Hugging Face layout: `vocab.json` (token →
+ * id) and `merges.txt` ("#version" header line, then one "first second" merge per line in rank
+ * order). Problems are reported as ModelFileError naming the file and what is wrong with it, at
+ * load time, so encoding can never meet a token the vocabulary lacks.
+ */
+import { readFile } from "node:fs/promises";
+import { ModelFileError } from "../errors.js";
+import { BYTE_ENCODER, END_OF_WORD, pairKey } from "./bpe.js";
+
+export const BOS_TOKEN = "<|startoftext|>";
+export const EOS_TOKEN = "<|endoftext|>";
+
+/**
+ * CLIP reads at most this many merges (49152 − 256 − 2: its vocabulary has room for 256 bytes,
+ * 256 bytes + "</w>", the merges and two special tokens); OpenAI's and Hugging Face's tokenizers
+ * both ignore any further lines.
+ */
+export const MAX_MERGES = 49152 - 256 - 2;
+
+/** A loaded, checked vocabulary. */
+export interface ClipVocabulary {
+  /** Token → id. */
+  readonly encoder: ReadonlyMap<string, number>;
+  /** Id → token. */
+  readonly decoder: ReadonlyMap<number, string>;
+  /** Merge pair (`pairKey(first, second)`) → rank; lower merges first. */
+  readonly ranks: ReadonlyMap<string, number>;
+}
+
+const MAX_ID = 0x7fffffff; // ids go to the model as int32
+
+function describeJson(value: unknown): string {
+  if (value === null) return "null";
+  if (Array.isArray(value)) return "an array";
+  if (typeof value === "object") return "an object";
+  return `${JSON.stringify(value)} (${typeof value})`;
+}
+
+/** Parses `vocab.json` text into token → id. */
+export function parseVocabJson(text: string, file: string): Map<string, number> {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch (error) {
+    throw new ModelFileError(file, `${file} is not valid JSON (${(error as Error).message})`, { cause: error });
+  }
+  if (parsed === null || typeof parsed !== "object" || Array.isArray(parsed)) {
+    throw new ModelFileError(file, `${file} must be a JSON object mapping tokens to ids, got ${describeJson(parsed)}`);
+  }
+  const encoder = new Map<string, number>();
+  const tokenOfId = new Map<number, string>();
+  for (const [token, id] of Object.entries(parsed)) {
+    if (typeof id !== "number" || !Number.isInteger(id) || id < 0 || id > MAX_ID) {
+      throw new ModelFileError(
+        file,
+        `${file}: the id of ${JSON.stringify(token)} must be an integer from 0 to ${MAX_ID}, got ${describeJson(id)}`,
+      );
+    }
+    const other = tokenOfId.get(id);
+    if (other !== undefined) {
+      throw new ModelFileError(file, `${file} gives the same id ${id} to ${JSON.stringify(other)} and ${JSON.stringify(token)}`);
+    }
+    tokenOfId.set(id, token);
+    encoder.set(token, id);
+  }
+  return encoder;
+}
+
+/** Parses `merges.txt` text into merge pairs in rank order. */
+export function parseMergesTxt(text: string, file: string): Array<[string, string]> {
+  // Like the reference readers: strip the whole file, split into lines, skip the header line.
+  const lines = text.replace(/^\ufeff/, "").trim().split("\n");
+  if (!lines[0].startsWith("#version")) {
+    const first = lines[0] === "" ? "an empty file" : `first line ${JSON.stringify(lines[0].slice(0, 40))}`;
+    throw new ModelFileError(
+      file,
+      `${file} must start with a "#version: 0.2" header line (the Hugging Face merges.txt format), got ${first}`,
+    );
+  }
+  const merges: Array<[string, string]> = [];
+  const body = lines.slice(1, 1 + MAX_MERGES);
+  for (let i = 0; i < body.length; i++) {
+    const parts = body[i].replace(/\r$/, "").split(" ");
+    if (parts.length !== 2 || parts[0] === "" || parts[1] === "") {
+      throw new ModelFileError(
+        file,
+        `${file} line ${i + 2} must be two tokens separated by one space, got ${JSON.stringify(body[i].slice(0, 40))}`,
+      );
+    }
+    merges.push([parts[0], parts[1]]);
+  }
+  if (merges.length === 0) throw new ModelFileError(file, `${file} has a header but no merges`);
+  return merges;
+}
+
+/** Checks that the vocabulary and merges fit together and builds the lookup tables. */
+export function buildVocabulary(
+  encoder: Map<string, number>,
+  merges: ReadonlyArray<readonly [string, string]>,
+  files: { vocab: string; merges: string },
+): ClipVocabulary {
+  for (const [token, role] of [
+    [BOS_TOKEN, "start-of-text"],
+    [EOS_TOKEN, "end-of-text"],
+  ]) {
+    if (!encoder.has(token)) {
+      throw new ModelFileError(files.vocab, `${files.vocab} has no ${JSON.stringify(token)} entry (the ${role} token)`);
+    }
+  }
+  // Every byte must be encodable on its own, inside a word and at its end.
+  for (const symbol of BYTE_ENCODER) {
+    for (const token of [symbol, symbol + END_OF_WORD]) {
+      if (!encoder.has(token)) {
+        throw new ModelFileError(
+          files.vocab,
+          `${files.vocab} is not a byte-level CLIP vocabulary: it has no entry for ${JSON.stringify(token)}`,
+        );
+      }
+    }
+  }
+  const ranks = new Map<string, number>();
+  merges.forEach(([first, second], rank) => {
+    if (!encoder.has(first + second)) {
+      throw new ModelFileError(
+        files.merges,
+        `${files.merges} line ${rank + 2}: merging ${JSON.stringify(first)} and ${JSON.stringify(second)} gives ` +
+          `${JSON.stringify(first + second)}, which ${files.vocab} does not have (the files do not belong together)`,
+      );
+    }
+    // A repeated pair takes its later rank, as dict(zip(merges, range(...))) does in the reference.
+    ranks.set(pairKey(first, second), rank);
+  });
+  const decoder = new Map<number, string>();
+  for (const [token, id] of encoder) decoder.set(id, token);
+  return { encoder, decoder, ranks };
+}
+
+const utf8 = new TextDecoder("utf-8", { fatal: true });
+
+/** Reads a UTF-8 text file, turning failures into ModelFileError. */
+export async function readTextFile(file: string, what: string): Promise<string> {
+  let bytes: Buffer;
+  try {
+    bytes = await readFile(file);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    const reason =
+      code === "ENOENT"
+        ? "does not exist"
+        : code === "EISDIR"
+          ? "is a directory, not a file"
+          : `cannot be read (${(error as Error).message})`;
+    throw new ModelFileError(file, `${what} ${file} ${reason}`, { cause: error });
+  }
+  try {
+    return utf8.decode(bytes);
+  } catch (error) {
+    throw new ModelFileError(file, `${what} ${file} is not UTF-8 text`, { cause: error });
+  }
+}
+
+/** Reads and checks `vocab.json` and `merges.txt`. */
+export async function readVocabulary(vocabPath: string, mergesPath: string): Promise<ClipVocabulary> {
+  const [vocabText, mergesText] = await Promise.all([
+    readTextFile(vocabPath, "CLIP vocabulary"),
+    readTextFile(mergesPath, "CLIP merges file"),
+  ]);
+  return buildVocabulary(parseVocabJson(vocabText, vocabPath), parseMergesTxt(mergesText, mergesPath), {
+    vocab: vocabPath,
+    merges: mergesPath,
+  });
+}
