@@ -5,9 +5,16 @@ export const EXIT_FAILURE = 1;
 export const EXIT_USAGE = 2;
 export const EXIT_INTERRUPTED = 130;
 
+/** A command line that yargs could not parse (unknown option, missing value). */
+export class UsageError extends SdTrtError {
+  constructor(message: string) {
+    super("ERR_USAGE", message);
+  }
+}
+
 export function exitCodeFor(error: unknown): number {
   if (error instanceof AbortError || (error instanceof Error && error.name === "AbortError")) return EXIT_INTERRUPTED;
-  if (error instanceof InvalidOptionError) return EXIT_USAGE;
+  if (error instanceof InvalidOptionError || error instanceof UsageError) return EXIT_USAGE;
   return EXIT_FAILURE;
 }
 

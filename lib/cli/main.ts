@@ -7,7 +7,7 @@
 import yargs from "yargs";
 import { hideBin } from "yargs/helpers";
 import { commands } from "./commands/index.js";
-import { reportCliError } from "./errors.js";
+import { reportCliError, UsageError } from "./errors.js";
 import { packageVersion } from "../package-info.js";
 
 export async function main(argv: string[] = hideBin(process.argv)): Promise<void> {
@@ -19,11 +19,10 @@ export async function main(argv: string[] = hideBin(process.argv)): Promise<void
     .demandCommand(1, "Name a command: see sd-trt --help")
     .recommendCommands()
     .wrap(Math.min(110, process.stdout.columns ?? 110))
-    .fail((message, error, y) => {
-      if (error) throw error;
-      // A usage error from yargs itself (unknown option, missing value): show it with the help.
-      console.error(y.help().toString() ? `${message}\nRun sd-trt --help for usage.` : message);
-      process.exitCode = 2;
+    .fail((message, error) => {
+      // yargs' own usage errors (unknown option, missing value) come as a message; throwing
+      // stops the command from running and gives exit code 2.
+      throw error ?? new UsageError(`${message}\nRun sd-trt --help for usage.`);
     });
   for (const command of commands) cli = cli.command(command);
   await cli.parseAsync();

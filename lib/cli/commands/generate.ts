@@ -1,0 +1,266 @@
+/**
+ * `sd-trt generate`: text-to-image (and img2img with `--init-image`) to PNG/JPEG/WebP files.
+ *
+ * Progress goes to stderr (a bar on a terminal, plain lines otherwise); the result summary to
+ * stdout (`--json` for a machine-readable one). Every output file is written to a temporary name
+ * first and renamed into place only when all of them are written, so a failed or interrupted run
+ * (Ctrl-C: exit code 130) leaves no partial or half-written file.
+ */
+import type { ArgumentsCamelCase, Argv, CommandModule } from "yargs";
+import { AbortError, InvalidOptionError } from "../../errors.js";
+import { Pipeline, type GenerateOptions, type GenerateResult } from "../../pipeline.js";
+import { defaultModelDir } from "../../package-info.js";
+import { encodeImage, formatFromExtension, IMAGE_FORMATS, type ImageFormat } from "../../image/encode.js";
+import { BACKEND_CHOICES, type BackendChoice } from "../../backends/select.js";
+import { RNG_SOURCES, type RngSource } from "../../rng/index.js";
+import { encodeNpyFloat32 } from "../shared/npy.js";
+import { StagedFiles, checkWritable } from "../shared/staged-files.js";
+import { outputPaths, outputPath } from "../shared/output-paths.js";
+import { createProgress } from "../shared/progress.js";
+
+export interface GenerateArgs {
+  prompt?: string | string[];
+  "negative-prompt"?: string | string[];
+  model: string;
+  backend: BackendChoice;
+  engines?: string;
+  threads?: number;
+  steps?: number;
+  guidance?: number;
+  scheduler?: string;
+  seed?: string;
+  seeds?: string;
+  batch?: number;
+  rng?: RngSource;
+  width?: number;
+  height?: number;
+  "init-image"?: string;
+  strength?: number;
+  out: string;
+  format?: ImageFormat;
+  quality?: number;
+  "latents-out"?: string;
+  quiet: boolean;
+  json: boolean;
+}
+
+/** Where the command writes; tests pass their own streams. */
+export interface CommandIo {
+  stdout: NodeJS.WritableStream;
+  stderr: NodeJS.WriteStream;
+}
+
+/** The CLI flag of each `generate()` option, so messages name what the user typed. */
+const FLAG_OF: Record<string, string> = {
+  prompt: "--prompt",
+  negativePrompt: "--negative-prompt",
+  width: "--width",
+  height: "--height",
+  steps: "--steps",
+  guidance: "--guidance",
+  scheduler: "--scheduler",
+  seed: "--seed",
+  seeds: "--seeds",
+  batch: "--batch",
+  rng: "--rng",
+  initImage: "--init-image",
+  strength: "--strength",
+  backend: "--backend",
+  engines: "--engines",
+  format: "--format",
+  quality: "--quality",
+  out: "--out",
+};
+
+function flagError(error: InvalidOptionError): InvalidOptionError {
+  const flag = FLAG_OF[error.option.replace(/\[\d+\]$/, "")];
+  if (!flag || error.message.startsWith(flag)) return error;
+  const rethrown = new InvalidOptionError(error.option, `${flag}: ${error.message}`);
+  rethrown.stack = error.stack;
+  return rethrown;
+}
+
+/** Parses a seed flag: a non-negative decimal integer, kept exact up to 2⁶⁴ − 1. */
+function parseSeed(flag: string, option: string, text: string): bigint {
+  const trimmed = text.trim();
+  if (!/^\d+$/.test(trimmed)) throw new InvalidOptionError(option, `${flag} must be a non-negative integer (0 to 18446744073709551615), got ${JSON.stringify(text)}`);
+  return BigInt(trimmed);
+}
+
+function jsonSeed(seed: bigint): number | string {
+  return seed <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(seed) : seed.toString();
+}
+
+function resolveFormat(args: GenerateArgs): ImageFormat {
+  const fromExtension = formatFromExtension(args.out);
+  if (args.format !== undefined) {
+    if (fromExtension !== undefined && fromExtension !== args.format) {
+      throw new InvalidOptionError("format", `--format ${args.format} does not match the extension of --out ${args.out} (${fromExtension})`);
+    }
+    return args.format;
+  }
+  return fromExtension ?? "png";
+}
+
+/** Builds the `generate()` options from the flags (the pipeline validates the values). */
+function generateOptions(args: GenerateArgs, signal: AbortSignal): GenerateOptions {
+  if (args.prompt === undefined) throw new InvalidOptionError("prompt", "--prompt (or a positional prompt) is required");
+  // A repeated --prompt (or --negative-prompt) gives one per image.
+  const options: GenerateOptions = { prompt: args.prompt, signal };
+  if (args["negative-prompt"] !== undefined) options.negativePrompt = args["negative-prompt"];
+  if (args.width !== undefined) options.width = args.width;
+  if (args.height !== undefined) options.height = args.height;
+  if (args.steps !== undefined) options.steps = args.steps;
+  if (args.guidance !== undefined) options.guidance = args.guidance;
+  if (args.scheduler !== undefined) options.scheduler = args.scheduler;
+  if (args.seed !== undefined) options.seed = parseSeed("--seed", "seed", String(args.seed));
+  if (args.seeds !== undefined) options.seeds = String(args.seeds).split(",").map((s, i) => parseSeed("--seeds", `seeds[${i}]`, s));
+  if (args.batch !== undefined) options.batch = args.batch;
+  if (args.rng !== undefined) options.rng = args.rng;
+  if (args["init-image"] !== undefined) options.initImage = args["init-image"];
+  if (args.strength !== undefined) options.strength = args.strength;
+  if (args["latents-out"] !== undefined) options.returnLatents = true;
+  return options;
+}
+
+function summary(result: GenerateResult, files: string[], latentsFile: string | undefined, pipeline: Pipeline) {
+  return {
+    backend: result.backend,
+    backendReason: pipeline.backendReason,
+    model: pipeline.modelDir,
+    scheduler: result.scheduler,
+    steps: result.steps,
+    guidance: result.guidance,
+    width: result.width,
+    height: result.height,
+    seeds: result.seeds.map(jsonSeed),
+    randomSeed: result.randomSeed,
+    images: result.images.map((image, i) => ({ file: files[i], seed: jsonSeed(image.seed), width: image.width, height: image.height, infotext: image.infotext })),
+    latents: latentsFile ?? null,
+    timings: result.timings,
+    warnings: result.warnings,
+  };
+}
+
+/**
+ * Runs `sd-trt generate` with parsed flags. Throws the error to report (InvalidOptionError for
+ * bad flags, AbortError on Ctrl-C, ModelFileError / OutputFileError naming the file).
+ */
+export async function runGenerate(args: GenerateArgs, io: CommandIo = { stdout: process.stdout, stderr: process.stderr }): Promise<void> {
+  const staged = new StagedFiles();
+  const controller = new AbortController();
+  // First Ctrl-C: stop between steps and clean up. A second one: remove temporary files, exit now.
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (!controller.signal.aborted) {
+      controller.abort(new AbortError(`interrupted by ${signal}`));
+      return;
+    }
+    staged.discardSync();
+    process.exit(130);
+  };
+  process.on("SIGINT", onSignal);
+  process.on("SIGTERM", onSignal);
+  const progress = createProgress({ quiet: args.quiet, stream: io.stderr });
+  let pipeline: Pipeline | undefined;
+  try {
+    const format = resolveFormat(args);
+    const options = generateOptions(args, controller.signal);
+    if (args.quality !== undefined && format === "png") throw new InvalidOptionError("quality", "--quality applies to --format jpeg or webp");
+    // Fail on an unwritable destination before spending time on the models.
+    await checkWritable(outputPath(args.out, 0, 0n, 1), "--out");
+    if (args["latents-out"] !== undefined) await checkWritable(args["latents-out"], "--latents-out");
+
+    const loadOptions: { backend: BackendChoice; engines?: string; threads?: number } = { backend: args.backend };
+    if (args.engines !== undefined) loadOptions.engines = args.engines;
+    if (args.threads !== undefined) loadOptions.threads = args.threads;
+    pipeline = await Pipeline.load(args.model, loadOptions);
+    if (!args.quiet && !args.json) io.stderr.write(`sd-trt: ${pipeline.backendName} backend (${pipeline.backendReason})\n`);
+
+    let denoiseStarted = false;
+    options.onProgress = (event) => {
+      if (event.stage !== "denoise") return;
+      if (!denoiseStarted) {
+        denoiseStarted = true;
+        progress.start("denoise", event.total);
+      }
+      progress.update(event.step);
+    };
+    const result = await pipeline.generate(options);
+    progress.stop();
+
+    const files = outputPaths(args.out, result.images.map((image) => image.seed));
+    for (const [i, image] of result.images.entries()) {
+      controller.signal.throwIfAborted();
+      const encoded = await encodeImage(image.rgb, image.width, image.height, {
+        format,
+        parameters: image.infotext,
+        ...(args.quality !== undefined ? { quality: args.quality } : {}),
+      });
+      await staged.stage(files[i]!, encoded, "--out");
+    }
+    const latentsFile = args["latents-out"];
+    if (latentsFile !== undefined) {
+      const shape = [result.images.length, 4, result.height / 8, result.width / 8];
+      await staged.stage(latentsFile, encodeNpyFloat32(result.latents!, shape), "--latents-out");
+    }
+    controller.signal.throwIfAborted();
+    await staged.commit();
+
+    if (args.json) {
+      io.stdout.write(`${JSON.stringify(summary(result, files, latentsFile, pipeline), null, 2)}\n`);
+    } else if (!args.quiet) {
+      const seconds = (result.timings.total / 1000).toFixed(2);
+      for (const [i, image] of result.images.entries()) io.stdout.write(`wrote ${files[i]} (seed ${image.seed}, ${image.width}x${image.height})\n`);
+      if (latentsFile !== undefined) io.stdout.write(`wrote ${latentsFile} (final latents, float32 [${result.images.length}, 4, ${result.height / 8}, ${result.width / 8}])\n`);
+      io.stdout.write(`${result.steps} steps of ${result.scheduler} on ${result.backend} in ${seconds} s\n`);
+      for (const warning of result.warnings) io.stderr.write(`sd-trt: warning: ${warning}\n`);
+    }
+  } catch (error) {
+    progress.stop();
+    await staged.discard();
+    // An abort surfaces as the reason we gave, whichever stage noticed it.
+    if (controller.signal.aborted) throw controller.signal.reason;
+    if (error instanceof InvalidOptionError) throw flagError(error);
+    throw error;
+  } finally {
+    process.off("SIGINT", onSignal);
+    process.off("SIGTERM", onSignal);
+    await pipeline?.dispose();
+  }
+}
+
+const command: CommandModule<object, GenerateArgs> = {
+  command: "generate [prompt]",
+  describe: "Generate images from a prompt (img2img with --init-image)",
+  builder: (yargs: Argv) =>
+    yargs
+      .positional("prompt", { type: "string", describe: "The prompt (or use --prompt)" })
+      .option("prompt", { alias: "p", type: "string", describe: "The prompt; repeat it for one prompt per image" })
+      .option("negative-prompt", { alias: "n", type: "string", describe: "What to steer away from (with guidance > 1); repeat it for one per image" })
+      .option("model", { type: "string", default: defaultModelDir, defaultDescription: "the tiny test model in models/tiny-sd", describe: "Model folder (optimum ONNX layout or TensorRT demo names)" })
+      .option("backend", { choices: BACKEND_CHOICES, default: "auto" as BackendChoice, describe: "Inference backend: TensorRT engines, the ONNX Runtime CPU backend, or auto (TensorRT when usable)" })
+      .option("engines", { type: "string", describe: "Folder of TensorRT engines built by sd-trt build (tensorrt backend)" })
+      .option("threads", { type: "number", describe: "ONNX Runtime threads (cpu backend; default: physical cores)" })
+      .option("steps", { type: "number", describe: "Denoising steps, 1-1000 (default 50)" })
+      .option("guidance", { type: "number", describe: "Classifier-free guidance scale, 0-100; ≤ 1 turns guidance off (default 7.5)" })
+      .option("scheduler", { type: "string", describe: "lms, euler, euler_a, ddim, pndm, dpmpp_2m, dpmpp_2m_karras, heun, ddpm, unipc (default: the model's scheduler config)" })
+      .option("seed", { type: "string", describe: "One seed for the batch (one generator, diffusers semantics); random when absent" })
+      .option("seeds", { type: "string", describe: "One seed per image, comma-separated (one generator each, A1111 semantics)" })
+      .option("batch", { type: "number", describe: "Images to generate (default: the number of --seeds, else 1)" })
+      .option("rng", { choices: RNG_SOURCES, describe: "Noise source: cpu (torch CPU) or nv (torch CUDA / A1111 NV) (default cpu)" })
+      .option("width", { type: "number", describe: "Width in pixels, a multiple of 8 (default: the model's native size)" })
+      .option("height", { type: "number", describe: "Height in pixels, a multiple of 8 (default: the model's native size)" })
+      .option("init-image", { type: "string", describe: "img2img: the starting image (any format sharp reads)" })
+      .option("strength", { type: "number", describe: "img2img: how much to change the init image, (0, 1] (default 0.8)" })
+      .option("out", { alias: "o", type: "string", default: "out.png", describe: "Output file; {i} = image index, {seed} = its seed; else -<i> is added for several images" })
+      .option("format", { choices: IMAGE_FORMATS, describe: "Image format (default: from the --out extension, else png)" })
+      .option("quality", { type: "number", describe: "JPEG/WebP quality, 1-100" })
+      .option("latents-out", { type: "string", describe: "Also write the final latents as a NumPy .npy file (float32 [B,4,H/8,W/8])" })
+      .option("quiet", { alias: "q", type: "boolean", default: false, describe: "No progress or summary output" })
+      .option("json", { type: "boolean", default: false, describe: "Print a JSON summary on stdout" }) as unknown as Argv<GenerateArgs>,
+  handler: async (argv: ArgumentsCamelCase<GenerateArgs>) => {
+    await runGenerate(argv);
+  },
+};
+
+export default command;

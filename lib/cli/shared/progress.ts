@@ -1,0 +1,44 @@
+/**
+ * The progress display of long CLI commands, on stderr: a cli-progress bar on a terminal, plain
+ * lines (one at the start, then about every second, then at the end) when stderr is not a TTY,
+ * and nothing with `--quiet` or `--json`... (JSON mode keeps stderr for errors only).
+ */
+import cliProgress from "cli-progress";
+
+export interface ProgressDisplay {
+  /** Starts (or restarts) the bar for a stage of `total` units. */
+  start(label: string, total: number): void;
+  update(value: number): void;
+  stop(): void;
+}
+
+const SILENT: ProgressDisplay = { start() {}, update() {}, stop() {} };
+
+export function createProgress(options: { quiet: boolean; stream?: NodeJS.WriteStream }): ProgressDisplay {
+  if (options.quiet) return SILENT;
+  const stream = options.stream ?? process.stderr;
+  let bar: cliProgress.SingleBar | null = null;
+  return {
+    start(label, total) {
+      bar?.stop();
+      bar = new cliProgress.SingleBar(
+        {
+          stream,
+          noTTYOutput: true,
+          notTTYSchedule: 1000,
+          hideCursor: stream.isTTY ? true : null,
+          format: `${label} [{bar}] {value}/{total} | {duration_formatted} | ETA {eta_formatted}`,
+        },
+        stream.isTTY ? cliProgress.Presets.shades_classic : cliProgress.Presets.legacy,
+      );
+      bar.start(total, 0);
+    },
+    update(value) {
+      bar?.update(value);
+    },
+    stop() {
+      bar?.stop();
+      bar = null;
+    },
+  };
+}
