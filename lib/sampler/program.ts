@@ -58,7 +58,13 @@ export interface SamplerProgram {
   addNoise?: AddNoiseSpec;
 }
 
-/** Number of float64 words in the flat header written by `packProgram`. */
+/**
+ * Number of float64 words in the flat header written by `packProgram` (lib/sampler/pack.ts):
+ * [0] layout version, [1] M = evals.length, [2] K = historyDepth, [3] initNoiseSigma,
+ * [4] timestep dtype (0 = float32, 1 = int64), [5] steps, [6] startIndex, [7] reserved (0).
+ * Then M rows of 4 + 2K words: [t, cIn, c, drawsNoise (0/1), a[0..K−1], b[0..K−1]].
+ * `scheduler` and `addNoise` are host-side only and not packed.
+ */
 export const PACKED_HEADER_WORDS = 8;
 /** Layout version written in word 0 of the flat program. */
 export const PACKED_LAYOUT_VERSION = 1;

@@ -1,0 +1,105 @@
+/**
+ * Euler ancestral: an Euler step down to σ_down followed by fresh noise of size σ_up, where
+ * σ_up² + σ_down² = σ_next² splits the next noise level between "deterministic" and "ancestral"
+ * parts (k-diffusion's `sample_euler_ancestral` with eta = 1). Follows diffusers'
+ * src/diffusers/schedulers/scheduling_euler_ancestral_discrete.py
+ * (EulerAncestralDiscreteScheduler) at 58eb52c: one noise draw on every step, the last one
+ * included (σ_up = 0 there, but the generator still advances).
+ */
+import type { LinearAlgebra } from "./algebra.js";
+import { ZERO_SNR, checkBetaSchedule, resolveConfig, type ConfigSpec } from "./config.js";
+import { div32, mul32, sqrt32, square32, sub32 } from "./float32.js";
+import {
+  SIGMA_FAMILY_KEYS,
+  derivative,
+  interpolateSigmas,
+  predictOriginal,
+  scaleDivisor,
+  sigmaAddNoise,
+  sigmaInitNoise,
+  withFinalSigma,
+  type SigmaFamilyConfig,
+  type SigmaPlan,
+} from "./sigma-family.js";
+import { checkSchedule, float32Timesteps } from "./spacing.js";
+import { trainTables } from "./tables.js";
+import type { SchedulerDefinition, SchedulerRun } from "./types.js";
+
+export interface EulerAncestralConfig extends SigmaFamilyConfig {
+  rescale_betas_zero_snr: false;
+}
+
+const CLASS = "EulerAncestralDiscreteScheduler";
+
+const SPEC: ConfigSpec<EulerAncestralConfig> = {
+  ...SIGMA_FAMILY_KEYS,
+  rescale_betas_zero_snr: ZERO_SNR,
+};
+
+/** σ_up and σ_down for a step σ_from → σ_to, in float32 as diffusers computes them. */
+export function ancestralSplit(sigmaFrom: number, sigmaTo: number): { up: number; down: number } {
+  const fromSq = square32(sigmaFrom);
+  const toSq = square32(sigmaTo);
+  // (σ_to² · (σ_from² − σ_to²) / σ_from²) ** 0.5
+  const up = sqrt32(div32(mul32(toSq, sub32(fromSq, toSq)), fromSq));
+  const down = sqrt32(sub32(toSq, square32(up)));
+  return { up, down };
+}
+
+class EulerAncestralRun<V> implements SchedulerRun<V> {
+  #index: number;
+
+  constructor(
+    private readonly config: EulerAncestralConfig,
+    private readonly plan: SigmaPlan,
+    private readonly la: LinearAlgebra<V>,
+    beginIndex: number,
+  ) {
+    this.#index = beginIndex;
+  }
+
+  inputScale(): number {
+    return 1 / scaleDivisor(this.plan.sigmas[this.#index]!);
+  }
+
+  step(modelOutput: V, sample: V, drawNoise: () => V): V {
+    const { la, plan } = this;
+    const i = this.#index;
+    const sigma = plan.sigmas[i]!;
+    const predicted = predictOriginal(la, this.config.prediction_type, sigma, sample, modelOutput);
+    const { up, down } = ancestralSplit(sigma, plan.sigmas[i + 1]!);
+    const d = derivative(la, sample, predicted, sigma);
+    const dt = sub32(down, sigma);
+    const noise = drawNoise();
+    this.#index++;
+    return la.combine([1, sample], [dt, d], [up, noise]);
+  }
+}
+
+export const eulerAncestral: SchedulerDefinition<EulerAncestralConfig, SigmaPlan> = {
+  className: CLASS,
+  order: 1,
+  resolveConfig(raw) {
+    const config = resolveConfig(CLASS, SPEC, raw);
+    checkBetaSchedule(CLASS, config);
+    return config;
+  },
+  plan(config, steps) {
+    const tables = trainTables(config);
+    const timesteps = float32Timesteps(config.num_train_timesteps, steps, config.timestep_spacing, config.steps_offset);
+    checkSchedule(CLASS, timesteps, steps, config.timestep_spacing);
+    const all = withFinalSigma(interpolateSigmas(timesteps, tables), 0);
+    return {
+      timesteps,
+      timestepDtype: "float32",
+      sigmas: all,
+      initNoiseSigma: sigmaInitNoise(all, config.timestep_spacing),
+    };
+  },
+  start(config, plan, la, beginIndex) {
+    return new EulerAncestralRun(config, plan, la, beginIndex);
+  },
+  addNoise(_config, plan, beginIndex) {
+    return sigmaAddNoise(plan, beginIndex);
+  },
+};

@@ -1,0 +1,19 @@
+/**
+ * Schedulers: diffusers' schedulers (LMS, Euler, Euler a, DDIM, PNDM, DPM++ 2M [Karras], Heun,
+ * DDPM, UniPC) built from `scheduler_config.json` and compiled to sampler programs.
+ */
+export {
+  SCHEDULER_NAMES,
+  SD1_SCHEDULER_CONFIG,
+  canonicalSchedulerName,
+  createScheduler,
+  type CompileOptions,
+  type Scheduler,
+  type SchedulerName,
+  type SchedulerReferenceRun,
+} from "./registry.js";
+export type { RawSchedulerConfig } from "./config.js";
+export { strengthToStartStep } from "./img2img.js";
+export { a1111SamplerName, schedulerFromA1111Name } from "./a1111.js";
+export { float64Algebra, symbolicAlgebra, SymbolicVector, type LinearAlgebra, type Term } from "./algebra.js";
+export type { NoiseScales, SchedulerRun } from "./types.js";
