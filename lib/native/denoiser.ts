@@ -1,0 +1,208 @@
+/**
+ * `Denoiser`: the TypeScript handle on the native denoise loop (native/denoiser). It runs a packed
+ * sampler program on the GPU — UNet, classifier-free guidance and the scheduler update for every
+ * evaluation, under CUDA graphs — and adds what belongs in TS: AbortSignal, one run at a time
+ * (later calls wait their turn instead of failing with ERR_BUSY), typed errors with the caller's
+ * stack, and an idempotent `dispose()` / `Symbol.asyncDispose`.
+ */
+import { AbortError, DisposedError, throwIfAborted } from "../errors.js";
+import { booleanValue, integerInRange, invalidOption } from "../validate.js";
+import { callNative, requireNativeBinding, toTypedError } from "./load.js";
+import type {
+  NativeDenoiseResult,
+  NativeDenoiser,
+  NativeDenoiserOptions,
+  NativeDeviceTensor,
+  NativeUnetEngine,
+} from "./types.js";
+
+export interface DenoiserOptions {
+  /** `"analytic"` (the built-in stand-in network of the GPU self-test) or a TensorRT UNet engine. */
+  unet: "analytic" | NativeUnetEngine;
+  /** The stand-in's input/output dtype. Defaults to `"float32"`. */
+  analyticDtype?: "float32" | "float16";
+  /** CUDA device index. Defaults to 0. */
+  device?: number;
+}
+
+export interface DenoiseRunOptions {
+  /** The flat program from `packProgram()` (lib/sampler). */
+  program: Float64Array;
+  /** x_0 [batch, 4, latentHeight, latentWidth]. Do not modify it until the promise settles. */
+  latents: Float32Array;
+  /** The program's noise draws in order, one [batch, 4, h, w] array per draw (or all of them
+   *  concatenated in one array). */
+  noise: Float32Array[] | Float32Array;
+  /** Images in the batch, 1 to 1024. */
+  batch: number;
+  /** Latent size (pixels / 8), 1 to 16384. */
+  latentHeight: number;
+  latentWidth: number;
+  /** Guidance scale per image; omit (or null) to run without classifier-free guidance. */
+  guidance?: Float64Array | null;
+  /** Text embeddings [unetBatch, 77, hidden], uncond rows first with guidance. Needed by TensorRT
+   *  UNets; the analytic stand-in ignores them. */
+  embeddings?: Float32Array | Uint16Array | NativeDeviceTensor;
+  /** Capture the loop step in a CUDA graph and replay it. Defaults to true. */
+  useGraphs?: boolean;
+  /** Evaluations queued ahead on the GPU, 0 (no limit) to 64; cancellation lands within this many.
+   *  Defaults to 3. */
+  queueDepth?: number;
+  signal?: AbortSignal;
+  /** Called after each model evaluation (evalIndex 0-based, total = evaluations). */
+  onStep?: (evalIndex: number, total: number) => void;
+}
+
+export type DenoiseRunResult = NativeDenoiseResult;
+
+interface ValidatedRun {
+  batch: number;
+  height: number;
+  width: number;
+  useGraphs: boolean;
+  queueDepth: number;
+  noise: Float32Array;
+}
+
+function concatNoise(noise: Float32Array[] | Float32Array): Float32Array {
+  if (noise instanceof Float32Array) return noise;
+  if (!Array.isArray(noise)) throw invalidOption("noise", "an array of Float32Array draws or one Float32Array", noise);
+  const total = noise.reduce((sum, draw, i) => {
+    if (!(draw instanceof Float32Array)) throw invalidOption(`noise[${i}]`, "a Float32Array", draw);
+    return sum + draw.length;
+  }, 0);
+  const flat = new Float32Array(total);
+  let offset = 0;
+  for (const draw of noise) {
+    flat.set(draw, offset);
+    offset += draw.length;
+  }
+  return flat;
+}
+
+export class Denoiser {
+  #native: NativeDenoiser | undefined;
+  #queue: Promise<unknown> = Promise.resolve();
+  #pending = 0;
+
+  private constructor(native: NativeDenoiser) {
+    this.#native = native;
+  }
+
+  /**
+   * Creates a denoiser on a GPU. Throws NativeError ERR_NATIVE_UNAVAILABLE (no addon), ERR_NO_CUDA
+   * (built without CUDA) or ERR_NO_GPU (no usable GPU), each with what to do.
+   */
+  static async create(options: DenoiserOptions): Promise<Denoiser> {
+    if (typeof options !== "object" || options === null) throw invalidOption("options", "an object", options);
+    if (options.unet !== "analytic" && (typeof options.unet !== "object" || options.unet === null)) {
+      throw invalidOption("unet", "\"analytic\" or a TensorRT UNet engine", options.unet);
+    }
+    const nativeOptions: NativeDenoiserOptions = { unet: options.unet };
+    if (options.analyticDtype !== undefined) {
+      if (options.analyticDtype !== "float32" && options.analyticDtype !== "float16") {
+        throw invalidOption("analyticDtype", "\"float32\" or \"float16\"", options.analyticDtype);
+      }
+      nativeOptions.analyticDtype = options.analyticDtype;
+    }
+    if (options.device !== undefined) nativeOptions.device = integerInRange("device", options.device, 0, 1024);
+    const binding = requireNativeBinding();
+    return new Denoiser(callNative(() => new binding.Denoiser(nativeOptions)));
+  }
+
+  /**
+   * @internal Wraps a native denoiser that already exists. The addon's is the only real one; tests
+   * of this class's own logic (queueing, abort, dispose) hand it a scripted object instead, because
+   * the real one cannot be constructed on a machine without a GPU.
+   */
+  static fromNative(native: NativeDenoiser): Denoiser {
+    return new Denoiser(native);
+  }
+
+  get disposed(): boolean {
+    return this.#native === undefined;
+  }
+
+  /** Runs waiting behind this one (plus the one running). */
+  get queueLength(): number {
+    return this.#pending;
+  }
+
+  /** Runs the whole program on the GPU and returns x_M. Runs of one Denoiser go one at a time. */
+  run(options: DenoiseRunOptions): Promise<DenoiseRunResult> {
+    if (this.#native === undefined) return Promise.reject(new DisposedError("Denoiser"));
+    const request = this.#validate(options);
+    // Captured now: by the time the run starts, the caller's frames are gone.
+    const callerStack = new Error();
+    this.#pending++;
+    const result = this.#queue.then(() => this.#runNow(request, options, callerStack)).finally(() => this.#pending--);
+    this.#queue = result.catch(() => undefined);
+    return result;
+  }
+
+  #validate(options: DenoiseRunOptions): ValidatedRun {
+    if (typeof options !== "object" || options === null) throw invalidOption("options", "an object", options);
+    if (!(options.program instanceof Float64Array)) throw invalidOption("program", "a Float64Array from packProgram()", options.program);
+    if (!(options.latents instanceof Float32Array)) throw invalidOption("latents", "a Float32Array", options.latents);
+    const batch = integerInRange("batch", options.batch, 1, 1024);
+    const height = integerInRange("latentHeight", options.latentHeight, 1, 16384);
+    const width = integerInRange("latentWidth", options.latentWidth, 1, 16384);
+    if (options.latents.length !== batch * 4 * height * width) {
+      throw invalidOption("latents", `${batch * 4 * height * width} values (batch·4·latentHeight·latentWidth)`, options.latents);
+    }
+    if (options.guidance != null) {
+      if (!(options.guidance instanceof Float64Array) || options.guidance.length !== batch) {
+        throw invalidOption("guidance", `a Float64Array of ${batch} scales (one per image)`, options.guidance);
+      }
+    }
+    const useGraphs = options.useGraphs === undefined ? true : booleanValue("useGraphs", options.useGraphs);
+    const queueDepth = options.queueDepth === undefined ? 3 : integerInRange("queueDepth", options.queueDepth, 0, 64);
+    if (options.onStep !== undefined && typeof options.onStep !== "function") throw invalidOption("onStep", "a function", options.onStep);
+    return { batch, height, width, useGraphs, queueDepth, noise: concatNoise(options.noise) };
+  }
+
+  async #runNow(request: ValidatedRun, options: DenoiseRunOptions, callerStack: Error): Promise<DenoiseRunResult> {
+    const native = this.#native;
+    if (native === undefined) throw new DisposedError("Denoiser");
+    const { signal, onStep } = options;
+    throwIfAborted(signal);
+    const onAbort = () => native.cancel();
+    signal?.addEventListener("abort", onAbort, { once: true });
+    try {
+      return await native.run({
+        program: options.program,
+        latents: options.latents,
+        noise: request.noise,
+        batch: request.batch,
+        height: request.height,
+        width: request.width,
+        guidance: options.guidance ?? null,
+        ...(options.embeddings !== undefined ? { embeddings: options.embeddings } : {}),
+        useGraphs: request.useGraphs,
+        queueDepth: request.queueDepth,
+        ...(onStep ? { onProgress: (completed: number, total: number) => onStep(completed - 1, total) } : {}),
+      });
+    } catch (nativeError) {
+      const error = toTypedError(nativeError, callerStack);
+      // The native loop stopped because of our signal: surface the signal's reason (node-llama-cpp).
+      if (error instanceof AbortError && signal?.aborted) throwIfAborted(signal);
+      throw error;
+    } finally {
+      signal?.removeEventListener("abort", onAbort);
+    }
+  }
+
+  /** Cancels a running loop, waits for it to stop, then frees the GPU resources. Idempotent. */
+  async dispose(): Promise<void> {
+    const native = this.#native;
+    if (native === undefined) return;
+    this.#native = undefined;
+    native.cancel();
+    await this.#queue.catch(() => undefined);
+    native.dispose();
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.dispose();
+  }
+}

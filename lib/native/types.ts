@@ -1,0 +1,253 @@
+/**
+ * The one typed description of the native addon (`build/Release/sd_trt.node`, built from
+ * `native/`). Hand-written, like node-llama-cpp's `AddonTypes.ts`: every export of the addon is
+ * described here, and only `lib/native/load.ts` loads it. The contract behind each call (what is
+ * borrowed, what is copied, threading) is in `native/README.md`.
+ *
+ * The addon re-checks only argument types: a wrong type is a `TypeError` (code
+ * `ERR_INVALID_ARG_TYPE`), an impossible size a `RangeError` (`ERR_OUT_OF_RANGE`). Values are
+ * validated in TypeScript before they get here. Failures of CUDA / TensorRT reject with an Error
+ * carrying `code`, `stage` and `status` (see {@link NativeErrorShape}), which
+ * `lib/native/load.ts` turns into the TS `NativeError`.
+ */
+
+/** What a native failure looks like before `rethrowNative` turns it into a typed error. */
+export interface NativeErrorShape extends Error {
+  /** Stable code: `ERR_CUDA`, `ERR_NO_GPU`, `ERR_NO_CUDA`, `ERR_TENSORRT`, `ERR_DISPOSED`, `ERR_BUSY`,
+   *  `ERR_INVALID_PROGRAM`, `ABORT_ERR`, `ERR_INVALID_ARG_TYPE`, `ERR_OUT_OF_RANGE`, … */
+  code?: string;
+  /** Where it happened: `denoise`, `denoiser-create`, `program`, `engine-load`, … */
+  stage?: string;
+  /** The CUDA / TensorRT status name when there is one (`cudaErrorMemoryAllocation`). */
+  status?: string;
+}
+
+export type NativeDType = "float32" | "float16" | "int32" | "int64";
+
+/** How the addon was compiled. */
+export interface NativeBuildInfo {
+  napiVersion: number;
+  /** CUDA parts compiled in (nvcc was found at build time). */
+  cuda: boolean;
+  /** CUDART_VERSION of the toolkit the addon was built with (13000 = 13.0), 0 without CUDA. */
+  cudaVersion: number;
+  /** CMake architecture list, e.g. "80-real 86-real 89-real 90-real 90-virtual". */
+  cudaArchitectures: string;
+  /** TensorRT parts compiled in (headers were found at build time). */
+  tensorrt: boolean;
+}
+
+export interface NativeDeviceInfo {
+  index: number;
+  name: string;
+  /** "major.minor", e.g. "9.0" for H100. */
+  computeCapability: string;
+  /** Bytes. */
+  totalMemory: number;
+  /** Bytes; null unless `info({ freeMemory: true })` (it creates a CUDA context per device). */
+  freeMemory: number | null;
+  multiprocessors: number;
+  /** Why some field of this device could not be read. */
+  error?: string;
+}
+
+/** One shared library TensorRT needs, as the TensorRT module found it at run time. */
+export interface NativeTensorRtLibraryInfo {
+  loaded: boolean;
+  /** The name or path that loaded, e.g. "libnvinfer.so.11". */
+  library?: string;
+  /** Version of the loaded library ("11.1.0"). */
+  version?: string;
+  /** Why it did not load (every attempt's dlerror). */
+  error?: string;
+  /** Every name tried, in order. */
+  attempts?: string[];
+}
+
+/**
+ * TensorRT's run-time status, reported by `native/trt` (`sdtrt::trt::RuntimeInfo`). Its fields are
+ * defined by the TensorRT module; the ones below are those `doctor` reads, each optional.
+ */
+export interface NativeTensorRtInfo {
+  /** TensorRT version of the headers the addon was compiled against ("11.1.0"). */
+  compiledVersion?: string;
+  /** libnvinfer. */
+  infer?: NativeTensorRtLibraryInfo;
+  /** libnvonnxparser (needed only to build engines). */
+  parser?: NativeTensorRtLibraryInfo;
+  [field: string]: unknown;
+}
+
+/** `info()`: never throws because a driver, GPU or TensorRT is missing; those are reported here. */
+export interface NativeInfo {
+  /** The package version the addon was built from. */
+  version: string;
+  /** Node-API version the addon targets. */
+  napi: number;
+  build: NativeBuildInfo;
+  cudaCompiledIn: boolean;
+  /** Version of the statically linked CUDA runtime (13000 = 13.0), 0 without CUDA. */
+  cudaRuntimeVersion: number;
+  /** Newest CUDA version the installed driver supports (e.g. 13000), 0 when there is no driver. */
+  cudaDriverVersion: number;
+  /** Why the driver version is 0. */
+  cudaDriverError?: string;
+  devices: NativeDeviceInfo[];
+  /** Why no device could be listed ("no CUDA-capable device is detected (cudaErrorNoDevice)"). */
+  deviceError?: string;
+  /** CUDA status name of that failure. */
+  deviceErrorStatus?: string;
+  tensorrtCompiledIn: boolean;
+  /** Run-time TensorRT status when compiled in, else null. */
+  tensorrt: NativeTensorRtInfo | null;
+  /** "TensorRT support was not compiled in …" when it was not. */
+  tensorrtError?: string;
+}
+
+/** A tensor that lives in GPU memory (CUDA builds), e.g. CLIP embeddings from the TensorRT module. */
+export interface NativeDeviceTensor {
+  readonly dtype: NativeDType;
+  readonly shape: number[];
+  readonly byteLength: number;
+  readonly disposed: boolean;
+  /** Idempotent. Memory in use by a running call is freed when that call is done. */
+  dispose(): void;
+}
+
+/**
+ * A UNet engine object of the TensorRT module, accepted as `unet` by the Denoiser. Opaque here: the
+ * TensorRT module (lib/engines) describes its own objects.
+ */
+export type NativeUnetEngine = object;
+
+export interface NativeDenoiserOptions {
+  /** `"analytic"`: the built-in stand-in network of the GPU self-test; or a TensorRT UNet engine. */
+  unet: "analytic" | NativeUnetEngine;
+  /** The stand-in's input/output dtype. Defaults to `"float32"`. */
+  analyticDtype?: "float32" | "float16";
+  /** CUDA device index. Defaults to 0. */
+  device?: number;
+}
+
+export interface NativeDenoiseOptions {
+  /** `packProgram(program)` from lib/sampler (the flat layout of native/README.md). Copied. */
+  program: Float64Array;
+  /** x_0 [batch, channels, height, width]. Borrowed until the promise settles: do not transfer it. */
+  latents: Float32Array;
+  /** Every noise draw of the program, concatenated in order ([draws, batch, channels, h, w]); empty
+   *  when the program draws none. Borrowed until the promise settles. */
+  noise: Float32Array;
+  batch: number;
+  /** Latent height and width (pixels / 8). */
+  height: number;
+  width: number;
+  /** Latent channels. Defaults to 4. */
+  channels?: number;
+  /** Guidance scale per image; omitted or null = no classifier-free guidance (UNet batch = batch). */
+  guidance?: Float64Array | null;
+  /** Text embeddings [unetBatch, 77, hidden], uncond rows first with guidance: host values
+   *  (Float32Array, or Uint16Array of float16 bits; borrowed) or a device tensor. Required when the
+   *  UNet has a hidden size (TensorRT); ignored by the analytic stand-in. */
+  embeddings?: Float32Array | Uint16Array | NativeDeviceTensor;
+  /** Capture the loop step as a CUDA graph and replay it. Defaults to true. */
+  useGraphs?: boolean;
+  /** At most this many evaluations queued on the GPU ahead of the last finished one; cancellation
+   *  takes effect within that many evaluations. 0 = queue the whole loop at once (cancellation then
+   *  waits for the end). Defaults to 3. */
+  queueDepth?: number;
+  /** Called on the JS thread once per finished evaluation (completed = 1 … total). A throw rejects
+   *  the run's promise with that error once the run is over. */
+  onProgress?: (completed: number, total: number) => void;
+}
+
+/** How the run used CUDA graphs. */
+export type NativeGraphUse =
+  /** `useGraphs: false`. */
+  | "disabled"
+  /** This run captured the step graph after its first evaluation and replayed it for the rest. */
+  | "captured"
+  /** Every evaluation replayed a graph captured by an earlier run of the same shapes. */
+  | "replayed"
+  /** Capture failed (see graphFallbackReason); the loop ran with plain launches. */
+  | "fallback";
+
+export interface NativeDenoiseResult {
+  /** x_M [batch, channels, height, width], a new array owned by the caller. */
+  latents: Float32Array;
+  graph: NativeGraphUse;
+  graphFallbackReason?: string;
+  evaluations: number;
+  /** GPU time of the loop from CUDA events (prologue → last update). */
+  gpuMs: number;
+  /** Wall time of the native call, uploads and download included. */
+  hostMs: number;
+}
+
+export interface NativeDenoiser {
+  /** One run at a time (ERR_BUSY otherwise). Runs on a libuv thread (`SdDenoiseWorker`). */
+  run(options: NativeDenoiseOptions): Promise<NativeDenoiseResult>;
+  /** Stops the running loop between evaluations; its promise rejects with code ABORT_ERR. No-op when idle. */
+  cancel(): void;
+  /** Frees the GPU resources (after the running call, if any, is cancelled). Idempotent. */
+  dispose(): void;
+  readonly disposed: boolean;
+  readonly busy: boolean;
+}
+
+export interface NativeDenoiserConstructor {
+  /** Throws ERR_NO_CUDA (not compiled in) or ERR_NO_GPU (no usable GPU), stage "denoiser-create". */
+  new (options: NativeDenoiserOptions): NativeDenoiser;
+}
+
+export interface NativeHostRunProgramOptions {
+  program: Float64Array;
+  latents: Float32Array;
+  noise: Float32Array;
+  batch: number;
+  height: number;
+  width: number;
+  channels?: number;
+  guidance?: Float64Array;
+  sampleType?: "float32" | "float16";
+}
+
+export interface NativeVaeBytes {
+  /** uint8 RGB [batch, height, width, 3]. */
+  pixels: Uint8Array;
+  nanCount: number;
+  infCount: number;
+}
+
+export interface NativeBinding {
+  info(options?: { freeMemory?: boolean }): NativeInfo;
+  Denoiser: NativeDenoiserConstructor;
+  /** Present in CUDA builds; instances come from native calls only. */
+  DeviceTensor?: abstract new () => NativeDeviceTensor;
+  /**
+   * Host path of the denoise loop (synchronous, for tests): the same per-element code as the CUDA
+   * kernels, with the analytic stand-in as the UNet. Returns x_M.
+   */
+  hostRunProgram(options: NativeHostRunProgramOptions): Float32Array;
+  /** Host path of the VAE output kernel: NCHW [-1, 1] (float32, or float16 bits) → uint8 HWC. */
+  hostVaeToUint8(options: {
+    decoded: Float32Array | Uint16Array;
+    batch: number;
+    channels?: number;
+    height: number;
+    width: number;
+  }): NativeVaeBytes;
+  /** Device run of the VAE output kernel (CUDA builds; for the GPU self-test). Input borrowed until settled. */
+  deviceVaeToUint8?(options: {
+    decoded: Float32Array | Uint16Array;
+    batch: number;
+    channels?: number;
+    height: number;
+    width: number;
+    device?: number;
+  }): Promise<NativeVaeBytes>;
+  /** Device run of the float32 → float16 cast kernel (CUDA builds; for the GPU self-test). */
+  deviceFloatToHalf?(values: Float32Array, device?: number): Promise<Uint16Array>;
+  /** float32 → float16 bits, round to nearest even (the kernels' conversion). */
+  hostFloatToHalf(values: Float32Array): Uint16Array;
+  hostHalfToFloat(bits: Uint16Array): Float32Array;
+}

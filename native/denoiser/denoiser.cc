@@ -1,0 +1,378 @@
+#include "denoiser.h"
+
+#include <chrono>
+#include <cstring>
+#include <thread>
+#include <tuple>
+
+#include "../common/cuda_check.h"
+#include "../common/half.h"
+#include "program_math.h"
+
+namespace sdtrt {
+
+namespace {
+
+constexpr const char* kStage = "denoise";
+constexpr int kSequenceLength = 77;
+
+std::string describe(cudaError_t err) {
+  const char* text = cudaGetErrorString(err);
+  const char* name = cudaGetErrorName(err);
+  return std::string(text ? text : "unknown CUDA error") + " (" + (name ? name : "?") + ")";
+}
+
+void pause() { std::this_thread::sleep_for(std::chrono::microseconds(20)); }
+
+}  // namespace
+
+const char* graphUseName(GraphUse use) {
+  switch (use) {
+    case GraphUse::kDisabled: return "disabled";
+    case GraphUse::kCaptured: return "captured";
+    case GraphUse::kReplayed: return "replayed";
+    case GraphUse::kFallback: return "fallback";
+  }
+  return "disabled";
+}
+
+// Everything the bound runner and a captured graph depend on. Any change: re-bind, drop the graph.
+struct DenoiserCore::Layout {
+  int batch, channels, height, width, unetBatch, depth, evalCount, hiddenSize;
+  bool cfg;
+  const void *table, *xRing, *mRing, *noise, *guidance, *sample, *out, *timestep, *hidden;
+  auto key() const {
+    return std::tie(batch, channels, height, width, unetBatch, depth, evalCount, hiddenSize, cfg, table, xRing, mRing,
+                    noise, guidance, sample, out, timestep, hidden);
+  }
+  bool operator==(const Layout& o) const { return key() == o.key(); }
+};
+
+DenoiserCore::DenoiserCore(int device, std::shared_ptr<UnetRunner> runner) : device_(device), runner_(std::move(runner)) {
+  constexpr const char* stage = "denoiser-create";
+  int count = 0;
+  const cudaError_t countStatus = cudaGetDeviceCount(&count);
+  if (countStatus != cudaSuccess) {
+    (void)cudaGetLastError();
+    const char* name = cudaGetErrorName(countStatus);
+    throw NativeError("ERR_NO_GPU", stage,
+                      "no usable CUDA GPU: " + describe(countStatus) +
+                          ". Check that the NVIDIA driver is installed (`nvidia-smi`) and run `sd-trt doctor`",
+                      name ? name : "");
+  }
+  if (device < 0 || device >= count) {
+    throw NativeError("ERR_NO_GPU", stage,
+                      "CUDA device " + std::to_string(device) + " does not exist (" + std::to_string(count) +
+                          " device(s) found)",
+                      "cudaErrorInvalidDevice");
+  }
+  try {
+    SDTRT_CUDA_CHECK(stage, cudaSetDevice(device_));
+    SDTRT_CUDA_CHECK(stage, cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+    SDTRT_CUDA_CHECK(stage, cudaEventCreate(&start_));
+    SDTRT_CUDA_CHECK(stage, cudaEventCreate(&end_));
+    void* mapped = nullptr;
+    SDTRT_CUDA_CHECK(stage, cudaHostAlloc(&mapped, sizeof(int), cudaHostAllocMapped));
+    progressHost_ = static_cast<int*>(mapped);
+    *progressHost_ = 0;
+    void* progressDevice = nullptr;
+    SDTRT_CUDA_CHECK(stage, cudaHostGetDevicePointer(&progressDevice, mapped, 0));
+    control_.Allocate(2 * sizeof(int), stage);
+    SDTRT_CUDA_CHECK(stage, cudaMemset(control_.data(), 0, 2 * sizeof(int)));
+    loopControl_.step = control_.as<int>();
+    loopControl_.blocksDone = reinterpret_cast<unsigned int*>(control_.as<int>() + 1);
+    loopControl_.progressHost = static_cast<int*>(progressDevice);
+  } catch (...) {
+    Release();
+    throw;
+  }
+}
+
+DenoiserCore::~DenoiserCore() { Release(); }
+
+void DenoiserCore::DestroyGraph() {
+  if (graphExec_ != nullptr) (void)cudaGraphExecDestroy(graphExec_);
+  graphExec_ = nullptr;
+}
+
+void DenoiserCore::Release() {
+  cancel_.store(true);
+  std::lock_guard<std::mutex> lock(runMutex_);
+  if (released_) return;
+  released_ = true;
+  // Errors are ignored from here on: at process exit the runtime may already be unloading.
+  (void)cudaSetDevice(device_);
+  if (stream_ != nullptr) (void)cudaStreamSynchronize(stream_);
+  DestroyGraph();
+  for (DeviceBuffer* b : {&table_, &xRing_, &mRing_, &noise_, &guidance_, &sample_, &out_, &timestep_, &hidden_, &control_}) {
+    b->Free();
+  }
+  if (progressHost_ != nullptr) (void)cudaFreeHost(progressHost_);
+  progressHost_ = nullptr;
+  if (start_ != nullptr) (void)cudaEventDestroy(start_);
+  if (end_ != nullptr) (void)cudaEventDestroy(end_);
+  if (stream_ != nullptr) (void)cudaStreamDestroy(stream_);
+  start_ = end_ = nullptr;
+  stream_ = nullptr;
+  layout_.reset();
+  runner_.reset();
+  (void)cudaGetLastError();
+}
+
+int DenoiserCore::Completed() const { return *static_cast<volatile int*>(progressHost_); }
+
+void DenoiserCore::Prepare(const DenoiseRequest& r) {
+  const program::Program& program = *r.program;
+  UnetRunner& runner = *runner_;
+  const bool cfg = !r.guidance.empty();
+  const int imageElems = r.channels * r.height * r.width;
+  const size_t n = static_cast<size_t>(r.batch) * static_cast<size_t>(imageElems);
+  const int unetBatch = cfg ? 2 * r.batch : r.batch;
+  const size_t unetElems = static_cast<size_t>(unetBatch) * static_cast<size_t>(imageElems);
+  const int K = program.historyDepth;
+  const int hiddenSize = runner.hiddenSize();
+  const int timestepCount = runner.timestepCount(unetBatch);
+
+  table_.Reserve(static_cast<size_t>(program::rowStride(K)) * program.evalCount * sizeof(double), kStage);
+  xRing_.Reserve(static_cast<size_t>(K) * n * sizeof(float), kStage);
+  mRing_.Reserve(static_cast<size_t>(K) * n * sizeof(float), kStage);
+  noise_.Reserve(static_cast<size_t>(program.noiseDraws) * n * sizeof(float), kStage);
+  guidance_.Reserve(static_cast<size_t>(r.batch) * sizeof(float), kStage);
+  sample_.Reserve(unetElems * dtypeSize(runner.sampleType()), kStage);
+  out_.Reserve(unetElems * dtypeSize(runner.outType()), kStage);
+  timestep_.Reserve(static_cast<size_t>(timestepCount) * dtypeSize(runner.timestepType()), kStage);
+  if (hiddenSize > 0) {
+    hidden_.Reserve(static_cast<size_t>(unetBatch) * kSequenceLength * hiddenSize * dtypeSize(runner.hiddenType()), kStage);
+  }
+
+  Layout layout{r.batch, r.channels, r.height, r.width, unetBatch, K, program.evalCount, hiddenSize, cfg,
+                table_.data(), xRing_.data(), mRing_.data(), noise_.data(), guidance_.data(), sample_.data(),
+                out_.data(), timestep_.data(), hiddenSize > 0 ? hidden_.data() : nullptr};
+  if (layout_ && *layout_ == layout) return;
+
+  DestroyGraph();
+  captureFailure_.clear();
+  layout_.reset();
+
+  UnetBindings b;
+  b.unetBatch = unetBatch;
+  b.classifierFreeGuidance = cfg;
+  b.latentHeight = r.height;
+  b.latentWidth = r.width;
+  b.latentChannels = r.channels;
+  b.sequenceLength = kSequenceLength;
+  b.hiddenSize = hiddenSize;
+  b.sample = sample_.data();
+  b.sampleType = runner.sampleType();
+  b.timestep = timestep_.data();
+  b.timestepType = runner.timestepType();
+  b.timestepCount = timestepCount;
+  b.encoderHiddenStates = hiddenSize > 0 ? hidden_.data() : nullptr;
+  b.hiddenType = runner.hiddenType();
+  b.out = out_.data();
+  b.outType = runner.outType();
+  runner.bind(b, stream_);
+
+  loop::LoopParams& p = params_;
+  p.table = table_.as<double>();
+  p.evalCount = program.evalCount;
+  p.depth = K;
+  p.xRing = xRing_.as<float>();
+  p.mRing = mRing_.as<float>();
+  p.n = n;
+  p.imageElems = imageElems;
+  p.batch = r.batch;
+  p.cfg = cfg;
+  p.guidance = guidance_.as<float>();
+  p.noise = noise_.as<float>();
+  p.unetOut = out_.data();
+  p.outType = runner.outType();
+  p.sample = sample_.data();
+  p.sampleType = runner.sampleType();
+  p.timestep = timestep_.data();
+  p.timestepType = runner.timestepType();
+  p.timestepCount = timestepCount;
+  layout_ = std::make_unique<Layout>(layout);
+}
+
+void DenoiserCore::Upload(const DenoiseRequest& r) {
+  const size_t n = params_.n;
+  hostTable_ = program::BuildDeviceTable(*r.program);
+  // Pageable host → device copies return once the source is staged, so borrowed JS memory and the
+  // host vectors are free to change after each call returns.
+  SDTRT_CUDA_CHECK(kStage, cudaMemcpyAsync(table_.data(), hostTable_.data(), hostTable_.size() * sizeof(double),
+                                           cudaMemcpyHostToDevice, stream_));
+  SDTRT_CUDA_CHECK(kStage, cudaMemcpyAsync(xRing_.data(), r.latents, n * sizeof(float), cudaMemcpyHostToDevice, stream_));
+  if (r.noiseCount > 0) {
+    SDTRT_CUDA_CHECK(kStage, cudaMemcpyAsync(noise_.data(), r.noise, r.noiseCount * sizeof(float),
+                                             cudaMemcpyHostToDevice, stream_));
+  }
+  if (!r.guidance.empty()) {
+    SDTRT_CUDA_CHECK(kStage, cudaMemcpyAsync(guidance_.data(), r.guidance.data(), r.guidance.size() * sizeof(float),
+                                             cudaMemcpyHostToDevice, stream_));
+  }
+  if (runner_->hiddenSize() > 0) {
+    const DType want = runner_->hiddenType();
+    const size_t count = static_cast<size_t>(layout_->unetBatch) * kSequenceLength * runner_->hiddenSize();
+    if (r.deviceEmbeddings) {
+      SDTRT_CUDA_CHECK(kStage, cudaMemcpyAsync(hidden_.data(), r.deviceEmbeddings->data(), count * dtypeSize(want),
+                                               cudaMemcpyDeviceToDevice, stream_));
+    } else if (r.hostEmbeddingsType == want) {
+      SDTRT_CUDA_CHECK(kStage, cudaMemcpyAsync(hidden_.data(), r.hostEmbeddings, count * dtypeSize(want),
+                                               cudaMemcpyHostToDevice, stream_));
+    } else {
+      // float32 ↔ float16 on the host: embeddings are small (2·77·768 values for SD 1.x at batch 1).
+      hostStaging_.resize(count * dtypeSize(want));
+      for (size_t i = 0; i < count; ++i) {
+        const float v = loadFloat(r.hostEmbeddings, i, r.hostEmbeddingsType);
+        storeFloat(hostStaging_.data(), i, want, v);
+      }
+      SDTRT_CUDA_CHECK(kStage, cudaMemcpyAsync(hidden_.data(), hostStaging_.data(), hostStaging_.size(),
+                                               cudaMemcpyHostToDevice, stream_));
+    }
+  }
+}
+
+void DenoiserCore::EnqueueEval(bool useGraph) {
+  if (useGraph && graphExec_ != nullptr) {
+    SDTRT_CUDA_CHECK(kStage, cudaGraphLaunch(graphExec_, stream_));
+  } else {
+    runner_->enqueue(stream_);
+    SDTRT_CUDA_CHECK(kStage, kernels::launchFusedStep(params_, loopControl_, stream_));
+  }
+}
+
+bool DenoiserCore::Capture(std::string* reason) {
+  // Thread-local mode: only calls from this thread are checked for capture safety, so other
+  // threads (another Denoiser, an engine build) keep working while this stream is captured.
+  cudaError_t status = cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal);
+  if (status != cudaSuccess) {
+    (void)cudaGetLastError();
+    *reason = "cudaStreamBeginCapture failed: " + describe(status);
+    return false;
+  }
+  std::string enqueueError;
+  try {
+    runner_->enqueue(stream_);
+    status = kernels::launchFusedStep(params_, loopControl_, stream_);
+    if (status != cudaSuccess) enqueueError = "fused step launch: " + describe(status);
+  } catch (const std::exception& e) {
+    enqueueError = e.what();
+  }
+  cudaGraph_t graph = nullptr;
+  const cudaError_t endStatus = cudaStreamEndCapture(stream_, &graph);
+  if (!enqueueError.empty() || endStatus != cudaSuccess || graph == nullptr) {
+    if (graph != nullptr) (void)cudaGraphDestroy(graph);
+    (void)cudaGetLastError();
+    *reason = !enqueueError.empty() ? "the UNet could not be captured: " + enqueueError
+                                    : "cudaStreamEndCapture failed: " + describe(endStatus);
+    return false;
+  }
+  cudaGraphExec_t exec = nullptr;
+  status = cudaGraphInstantiate(&exec, graph, 0);
+  (void)cudaGraphDestroy(graph);
+  if (status != cudaSuccess) {
+    (void)cudaGetLastError();
+    *reason = "cudaGraphInstantiate failed: " + describe(status);
+    return false;
+  }
+  graphExec_ = exec;
+  return true;
+}
+
+DenoiseResult DenoiserCore::Run(const DenoiseRequest& r, const std::function<void(int)>& progress) {
+  std::lock_guard<std::mutex> lock(runMutex_);
+  if (released_) throw NativeError("ERR_DISPOSED", kStage, "Denoiser is disposed");
+  const auto wallStart = std::chrono::steady_clock::now();
+  const int M = r.program->evalCount;
+  DenoiseResult result;
+  result.evaluations = M;
+  int reported = 0;
+  auto report = [&]() {
+    const int done = Completed();
+    if (done > reported && done <= M) {
+      reported = done;
+      progress(done);
+    }
+  };
+  // Surfaces asynchronous failures (a kernel fault, a TensorRT error) while the host waits.
+  auto checkStream = [&]() -> bool {
+    const cudaError_t q = cudaStreamQuery(stream_);
+    if (q == cudaSuccess) return true;
+    if (q != cudaErrorNotReady) throwCudaError(q, kStage, "denoise loop (asynchronous error)");
+    return false;
+  };
+
+  try {
+    SDTRT_CUDA_CHECK(kStage, cudaSetDevice(device_));
+    Prepare(r);
+    Upload(r);
+    *static_cast<volatile int*>(progressHost_) = 0;
+    SDTRT_CUDA_CHECK(kStage, cudaEventRecord(start_, stream_));
+    SDTRT_CUDA_CHECK(kStage, kernels::launchLoopPrologue(params_, loopControl_, stream_));
+
+    if (!r.useGraphs) {
+      result.graph = GraphUse::kDisabled;
+    } else if (graphExec_ != nullptr) {
+      result.graph = GraphUse::kReplayed;
+    } else if (!captureFailure_.empty()) {
+      result.graph = GraphUse::kFallback;
+      result.graphFallbackReason = captureFailure_;
+    }
+    bool cancelled = false;
+    for (int j = 0; j < M && !cancelled; ++j) {
+      while (r.queueDepth > 0 && j - Completed() >= r.queueDepth) {
+        if (cancel_.load()) break;
+        report();
+        if (checkStream()) break;
+        pause();
+      }
+      if (cancel_.load()) {
+        cancelled = true;
+        break;
+      }
+      // A graph captured earlier is kept, but not used by a run that disabled graphs.
+      EnqueueEval(r.useGraphs);
+      if (j == 0 && r.useGraphs && graphExec_ == nullptr && captureFailure_.empty()) {
+        // The first evaluation ran as plain launches (warming TensorRT up); capture the next.
+        std::string reason;
+        if (Capture(&reason)) {
+          result.graph = GraphUse::kCaptured;
+        } else {
+          captureFailure_ = reason;
+          result.graph = GraphUse::kFallback;
+          result.graphFallbackReason = reason;
+        }
+      }
+      report();
+    }
+    SDTRT_CUDA_CHECK(kStage, cudaEventRecord(end_, stream_));
+    for (;;) {
+      report();
+      const cudaError_t q = cudaEventQuery(end_);
+      if (q == cudaSuccess) break;
+      if (q != cudaErrorNotReady) throwCudaError(q, kStage, "denoise loop (asynchronous error)");
+      pause();
+    }
+    report();
+    if (cancelled) {
+      throw NativeError("ABORT_ERR", kStage,
+                        "cancelled after " + std::to_string(Completed()) + " of " + std::to_string(M) + " evaluations");
+    }
+    SDTRT_CUDA_CHECK(kStage, cudaEventElapsedTime(&result.gpuMs, start_, end_));
+    result.latents.resize(params_.n);
+    const size_t last = static_cast<size_t>(program::ringSlot(M, params_.depth)) * params_.n;
+    SDTRT_CUDA_CHECK(kStage, cudaMemcpyAsync(result.latents.data(), params_.xRing + last, params_.n * sizeof(float),
+                                             cudaMemcpyDeviceToHost, stream_));
+    SDTRT_CUDA_CHECK(kStage, cudaStreamSynchronize(stream_));
+  } catch (...) {
+    // Leave nothing running on buffers the next call may reuse or free.
+    if (stream_ != nullptr) (void)cudaStreamSynchronize(stream_);
+    (void)cudaGetLastError();
+    throw;
+  }
+  result.hostMs = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - wallStart).count();
+  return result;
+}
+
+}  // namespace sdtrt

@@ -1,0 +1,122 @@
+// The denoise loop on the device (CUDA builds only). One DenoiserCore per JS Denoiser: a stream,
+// device buffers sized for the last request, the bound UNet runner and the captured CUDA graph.
+//
+// Run() (a libuv thread, never the JS thread):
+//   1. (re)allocates and re-binds when shapes grow, program length or history depth change, which
+//      also drops the graph (it holds fixed addresses and launch parameters);
+//   2. uploads the coefficient table, x_0, every noise draw, the guidance scales and the text
+//      embeddings once, up front;
+//   3. launches the prologue, then per evaluation the UNet and ONE fused kernel (guidance, update,
+//      next UNet input, next timestep). The evaluation index lives on the device, so one captured
+//      graph of "UNet + fused kernel" serves every evaluation: it is captured right after the first
+//      evaluation of a run was enqueued normally (TensorRT's warm-up), then replayed; if capture
+//      fails the loop goes on with plain launches and the result says why;
+//   4. never synchronises inside the loop: the host polls a mapped progress counter written by the
+//      fused kernel, to report progress and to keep at most `queueDepth` evaluations queued, so a
+//      cancellation lands within `queueDepth` evaluations (queueDepth 0 queues the whole loop at once:
+//      the lowest host overhead, but cancellation then waits for the end). See native/README.md.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "../common/device_buffer.h"
+#include "../common/dtype.h"
+#include "kernels.h"
+#include "program_table.h"
+#include "unet_runner.h"
+
+namespace sdtrt {
+
+struct DenoiseRequest {
+  const program::Program* program = nullptr;
+  const float* latents = nullptr;  // x_0, n = batch·channels·h·w values (borrowed for the call)
+  int batch = 1;
+  int channels = 4;
+  int height = 0;  // latent height
+  int width = 0;   // latent width
+  std::vector<float> guidance;  // one scale per image; empty = no classifier-free guidance
+  const float* noise = nullptr;  // program->noiseDraws · n values (borrowed)
+  size_t noiseCount = 0;
+  // Text embeddings [unetBatch, 77, hidden] (uncond rows first with CFG), when the runner needs them:
+  // host values (float32 or float16 bits, converted to the runner's dtype) or a device buffer.
+  const void* hostEmbeddings = nullptr;
+  DType hostEmbeddingsType = DType::kFloat32;
+  size_t hostEmbeddingsCount = 0;
+  std::shared_ptr<DeviceBuffer> deviceEmbeddings;
+  DType deviceEmbeddingsType = DType::kFloat16;
+  size_t deviceEmbeddingsCount = 0;
+  bool useGraphs = true;
+  int queueDepth = 3;  // 0 = no limit
+};
+
+enum class GraphUse { kDisabled, kCaptured, kReplayed, kFallback };
+const char* graphUseName(GraphUse use);
+
+struct DenoiseResult {
+  std::vector<float> latents;  // x_M
+  GraphUse graph = GraphUse::kDisabled;
+  std::string graphFallbackReason;
+  int evaluations = 0;
+  float gpuMs = 0;    // CUDA events: prologue start → last fused kernel end
+  double hostMs = 0;  // wall time of Run()
+};
+
+class DenoiserCore {
+ public:
+  // Throws NativeError ERR_NO_GPU (stage "denoiser-create") when no usable GPU is there.
+  DenoiserCore(int device, std::shared_ptr<UnetRunner> runner);
+  ~DenoiserCore();
+  DenoiserCore(const DenoiserCore&) = delete;
+  DenoiserCore& operator=(const DenoiserCore&) = delete;
+
+  // `progress(completed)` is called from this thread whenever evaluations complete (each count once).
+  DenoiseResult Run(const DenoiseRequest& request, const std::function<void(int)>& progress);
+
+  void RequestCancel() { cancel_.store(true); }
+  void ResetCancel() { cancel_.store(false); }
+  // Frees every CUDA object. Idempotent; cancels and waits for a Run() in progress.
+  void Release();
+
+  UnetRunner& runner() const { return *runner_; }
+  int device() const { return device_; }
+
+ private:
+  struct Layout;
+  void Prepare(const DenoiseRequest& request);
+  void Upload(const DenoiseRequest& request);
+  void EnqueueEval(bool useGraph);
+  bool Capture(std::string* reason);
+  void DestroyGraph();
+  int Completed() const;
+
+  int device_;
+  std::shared_ptr<UnetRunner> runner_;
+  std::mutex runMutex_;
+  std::atomic<bool> cancel_{false};
+  bool released_ = false;
+
+  cudaStream_t stream_ = nullptr;
+  cudaEvent_t start_ = nullptr;
+  cudaEvent_t end_ = nullptr;
+  int* progressHost_ = nullptr;  // mapped pinned host memory
+
+  DeviceBuffer control_;  // LoopControl step + blocksDone
+  DeviceBuffer table_, xRing_, mRing_, noise_, guidance_, sample_, out_, timestep_, hidden_;
+  std::vector<double> hostTable_;
+  std::vector<uint8_t> hostStaging_;
+
+  loop::LoopParams params_;
+  kernels::LoopControl loopControl_;
+  std::unique_ptr<Layout> layout_;  // what the runner is bound to
+  cudaGraphExec_t graphExec_ = nullptr;
+  std::string captureFailure_;  // why capture failed for the current layout ("" = not tried / worked)
+};
+
+}  // namespace sdtrt

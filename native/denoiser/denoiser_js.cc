@@ -1,0 +1,411 @@
+#include "denoiser_js.h"
+
+#include <algorithm>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "../common/addon_data.h"
+#include "../common/dtype.h"
+#include "../common/js_error.h"
+#include "../common/status.h"
+#include "program_table.h"
+
+#if SDTRT_WITH_CUDA
+#include "../common/device_tensor.h"
+#include "analytic_unet.h"
+#include "denoiser.h"
+#endif
+#if SDTRT_WITH_TENSORRT
+#include "../trt/register.h"
+#endif
+
+namespace sdtrt {
+
+namespace {
+
+constexpr int kSequenceLength = 77;
+
+class DenoiserWrap : public Napi::ObjectWrap<DenoiserWrap> {
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(env, "Denoiser",
+                       {
+                           InstanceMethod<&DenoiserWrap::Run>("run"),
+                           InstanceMethod<&DenoiserWrap::Cancel>("cancel"),
+                           InstanceMethod<&DenoiserWrap::Dispose>("dispose"),
+                           InstanceAccessor<&DenoiserWrap::GetDisposed>("disposed"),
+                           InstanceAccessor<&DenoiserWrap::GetBusy>("busy"),
+                       });
+  }
+
+  explicit DenoiserWrap(const Napi::CallbackInfo& info);
+  ~DenoiserWrap() override;
+
+#if SDTRT_WITH_CUDA
+  // Called by the worker on the JS thread when its run is over.
+  void RunFinished();
+  DenoiserCore* core() const { return core_.get(); }
+#endif
+
+ private:
+  Napi::Value Run(const Napi::CallbackInfo& info);
+  Napi::Value Cancel(const Napi::CallbackInfo& info);
+  Napi::Value Dispose(const Napi::CallbackInfo& info);
+  Napi::Value GetDisposed(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), disposed_); }
+  Napi::Value GetBusy(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), busy_); }
+  void ReleaseCore();
+
+  bool disposed_ = false;
+  bool busy_ = false;
+#if SDTRT_WITH_CUDA
+  std::shared_ptr<DenoiserCore> core_;
+  std::shared_ptr<CleanupRegistry> cleanup_;
+#endif
+};
+
+// Reads the options both builds check, so a wrong type is a TypeError with or without CUDA.
+struct CreateOptions {
+  bool analytic = false;
+  Napi::Value engine;
+  DType analyticType = DType::kFloat32;
+  int device = 0;
+};
+
+CreateOptions ReadCreateOptions(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object options = RequireObject(info[0], "options");
+  CreateOptions out;
+  Napi::Value unet = options.Get("unet");
+  if (unet.IsString()) {
+    const std::string name = unet.As<Napi::String>().Utf8Value();
+    if (name != "analytic") {
+      ThrowRangeError(env, "options.unet must be \"analytic\" or a TensorRT UNet engine object, got \"" + name + "\"");
+    }
+    out.analytic = true;
+  } else if (unet.IsObject()) {
+    out.engine = unet;
+  } else {
+    ThrowTypeError(env, "options.unet must be \"analytic\" or a TensorRT UNet engine object, got " + DescribeJsValue(unet));
+  }
+  if (HasOption(options, "analyticDtype")) {
+    const std::string dtype = RequireString(options, "analyticDtype", "options");
+    if (dtype == "float16") {
+      out.analyticType = DType::kFloat16;
+    } else if (dtype != "float32") {
+      ThrowRangeError(env, "options.analyticDtype must be \"float32\" or \"float16\", got \"" + dtype + "\"");
+    }
+  }
+  out.device = static_cast<int>(OptionalInteger(options, "device", "options", 0, 1024, 0));
+  return out;
+}
+
+#if SDTRT_WITH_CUDA
+
+class SdDenoiseWorker : public Napi::AsyncProgressQueueWorker<int> {
+ public:
+  SdDenoiseWorker(Napi::Env env, DenoiserWrap* owner, std::shared_ptr<DenoiserCore> core, program::Program program,
+                  DenoiseRequest request, std::vector<Napi::Value> pinned, Napi::Value onProgress)
+      : Napi::AsyncProgressQueueWorker<int>(env, "SdDenoiseWorker"),
+        deferred_(Napi::Promise::Deferred::New(env)),
+        owner_(owner),
+        core_(std::move(core)),
+        program_(std::move(program)),
+        request_(std::move(request)) {
+    request_.program = &program_;
+    // Keep the Denoiser and every borrowed input alive until the run is over.
+    owner_->Ref();
+    for (const Napi::Value& value : pinned) pinned_.push_back(Napi::Persistent(value.As<Napi::Object>()));
+    if (onProgress.IsFunction()) onProgress_ = Napi::Persistent(onProgress.As<Napi::Function>());
+  }
+  ~SdDenoiseWorker() override { owner_->Unref(); }
+
+  Napi::Promise Promise() const { return deferred_.Promise(); }
+
+ protected:
+  void Execute(const ExecutionProgress& progress) override {
+    try {
+      int sent = 0;
+      result_ = core_->Run(request_, [&](int done) {
+        // Every evaluation gets its own progress event (a queue, not "latest wins").
+        while (sent < done) {
+          ++sent;
+          progress.Send(&sent, 1);
+        }
+      });
+    } catch (...) {
+      error_ = CaptureCurrentException("denoise", "Denoiser.run");
+      SetError(error_.message);
+    }
+  }
+
+  void OnProgress(const int* data, size_t count) override {
+    if (onProgress_.IsEmpty() || progressFailed_) return;
+    Napi::Env env = Env();
+    for (size_t i = 0; i < count; ++i) {
+      try {
+        onProgress_.Call({Napi::Number::New(env, data[i]), Napi::Number::New(env, program_.evalCount)});
+      } catch (const Napi::Error& e) {
+        // A throwing progress callback must not be lost or crash the process: the run's promise
+        // rejects with it once the run is over.
+        progressFailed_ = true;
+        progressError_ = Napi::Persistent(e.Value());
+        return;
+      }
+    }
+  }
+
+  void OnOK() override {
+    Napi::Env env = Env();
+    owner_->RunFinished();
+    if (progressFailed_) {
+      deferred_.Reject(progressError_.Value());
+      return;
+    }
+    Napi::Object out = Napi::Object::New(env);
+    Napi::Float32Array latents = Napi::Float32Array::New(env, result_.latents.size());
+    std::copy(result_.latents.begin(), result_.latents.end(), latents.Data());
+    out.Set("latents", latents);
+    out.Set("graph", Napi::String::New(env, graphUseName(result_.graph)));
+    if (!result_.graphFallbackReason.empty()) {
+      out.Set("graphFallbackReason", Napi::String::New(env, result_.graphFallbackReason));
+    }
+    out.Set("evaluations", Napi::Number::New(env, result_.evaluations));
+    out.Set("gpuMs", Napi::Number::New(env, result_.gpuMs));
+    out.Set("hostMs", Napi::Number::New(env, result_.hostMs));
+    deferred_.Resolve(out);
+  }
+
+  void OnError(const Napi::Error&) override {
+    owner_->RunFinished();
+    deferred_.Reject(ToJsError(Env(), error_).Value());
+  }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  DenoiserWrap* owner_;
+  std::shared_ptr<DenoiserCore> core_;
+  program::Program program_;
+  DenoiseRequest request_;
+  std::vector<Napi::ObjectReference> pinned_;
+  Napi::FunctionReference onProgress_;
+  DenoiseResult result_;
+  ErrorInfo error_;
+  bool progressFailed_ = false;
+  Napi::ObjectReference progressError_;
+};
+
+#endif  // SDTRT_WITH_CUDA
+
+DenoiserWrap::DenoiserWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<DenoiserWrap>(info) {
+  Napi::Env env = info.Env();
+  CreateOptions options = ReadCreateOptions(info);
+#if !SDTRT_WITH_CUDA
+  (void)options;
+  throw ToJsError(env, NativeError("ERR_NO_CUDA", "denoiser-create",
+                                   "CUDA support was not compiled in: this addon was built without the CUDA toolkit. "
+                                   "Install the CUDA toolkit (nvcc) and run `npm run build:native`"));
+#else
+  std::shared_ptr<UnetRunner> runner;
+  if (options.analytic) {
+    runner = std::make_shared<AnalyticUnetRunner>(options.analyticType);
+  } else {
+#if SDTRT_WITH_TENSORRT
+    runner = trt::UnetRunnerFromJs(options.engine);
+    if (!runner) {
+      ThrowTypeError(env, "options.unet must be \"analytic\" or a TensorRT UNet engine object, got " +
+                              DescribeJsValue(options.engine) + " that is not a UNet engine");
+    }
+#else
+    ThrowTypeError(env, "options.unet must be \"analytic\": TensorRT support was not compiled in, so engine objects "
+                        "cannot exist in this build");
+#endif
+  }
+  try {
+    core_ = std::make_shared<DenoiserCore>(options.device, std::move(runner));
+  } catch (const NativeError& e) {
+    throw ToJsError(env, e);
+  }
+  // At environment shutdown, cancel any run and free the CUDA objects before the runtime unloads.
+  cleanup_ = GetAddonData(env).cleanup;
+  std::weak_ptr<DenoiserCore> weak = core_;
+  cleanup_->Add(this, [weak]() {
+    if (auto core = weak.lock()) core->Release();
+  });
+#endif
+}
+
+DenoiserWrap::~DenoiserWrap() { ReleaseCore(); }
+
+void DenoiserWrap::ReleaseCore() {
+#if SDTRT_WITH_CUDA
+  if (cleanup_) cleanup_->Remove(this);
+  if (core_) core_->Release();
+  core_.reset();
+#endif
+}
+
+#if SDTRT_WITH_CUDA
+void DenoiserWrap::RunFinished() {
+  busy_ = false;
+  if (disposed_) ReleaseCore();
+}
+#endif
+
+Napi::Value DenoiserWrap::Cancel(const Napi::CallbackInfo& info) {
+#if SDTRT_WITH_CUDA
+  if (core_ && busy_) core_->RequestCancel();
+#endif
+  return info.Env().Undefined();
+}
+
+Napi::Value DenoiserWrap::Dispose(const Napi::CallbackInfo& info) {
+  if (!disposed_) {
+    disposed_ = true;
+#if SDTRT_WITH_CUDA
+    if (busy_) {
+      // The worker still uses the core: cancel it; RunFinished() frees everything afterwards.
+      if (core_) core_->RequestCancel();
+    } else {
+      ReleaseCore();
+    }
+#endif
+  }
+  return info.Env().Undefined();
+}
+
+Napi::Value DenoiserWrap::Run(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (disposed_) throw ToJsError(env, NativeError("ERR_DISPOSED", "denoise", "Denoiser is disposed"));
+  const std::string owner = "options";
+  Napi::Object options = RequireObject(info[0], owner);
+  Napi::TypedArray packed = RequireTypedArray(options, "program", owner, napi_float64_array, "Float64Array");
+  Napi::TypedArray latents = RequireTypedArray(options, "latents", owner, napi_float32_array, "Float32Array");
+  Napi::TypedArray noise = RequireTypedArray(options, "noise", owner, napi_float32_array, "Float32Array");
+  const int batch = static_cast<int>(RequireInteger(options, "batch", owner, 1, 1024));
+  const int height = static_cast<int>(RequireInteger(options, "height", owner, 1, 1 << 14));
+  const int width = static_cast<int>(RequireInteger(options, "width", owner, 1, 1 << 14));
+  const int channels = static_cast<int>(OptionalInteger(options, "channels", owner, 1, 64, 4));
+  const bool useGraphs = OptionalBoolean(options, "useGraphs", owner, true);
+  const int queueDepth = static_cast<int>(OptionalInteger(options, "queueDepth", owner, 0, 1 << 20, 3));
+  Napi::Value onProgress = options.Get("onProgress");
+  if (!onProgress.IsUndefined() && !onProgress.IsNull() && !onProgress.IsFunction()) {
+    ThrowTypeError(env, "options.onProgress must be a function, got " + DescribeJsValue(onProgress));
+  }
+  std::vector<float> guidance;
+  if (HasOption(options, "guidance")) {
+    Napi::TypedArray g = RequireTypedArray(options, "guidance", owner, napi_float64_array, "Float64Array");
+    if (g.ElementLength() != static_cast<size_t>(batch)) {
+      ThrowRangeError(env, "options.guidance must hold one scale per image (" + std::to_string(batch) + "), got " +
+                               std::to_string(g.ElementLength()));
+    }
+    for (size_t b = 0; b < g.ElementLength(); ++b) guidance.push_back(static_cast<float>(g.As<Napi::Float64Array>()[b]));
+  }
+  program::Program program;
+  try {
+    program = program::Unpack(packed.As<Napi::Float64Array>().Data(), packed.ElementLength());
+  } catch (const NativeError& e) {
+    throw ToJsError(env, e);
+  }
+  const size_t n = static_cast<size_t>(batch) * channels * height * width;
+  if (latents.ElementLength() != n) {
+    ThrowRangeError(env, "options.latents must hold batch·channels·height·width = " + std::to_string(n) +
+                             " values, got " + std::to_string(latents.ElementLength()));
+  }
+  const size_t noiseCount = static_cast<size_t>(program.noiseDraws) * n;
+  if (noise.ElementLength() != noiseCount) {
+    ThrowRangeError(env, "options.noise must hold one latent-sized draw per evaluation that draws noise (" +
+                             std::to_string(program.noiseDraws) + " × " + std::to_string(n) + " = " +
+                             std::to_string(noiseCount) + " values), got " + std::to_string(noise.ElementLength()));
+  }
+  Napi::Value embeddings = options.Get("embeddings");
+  const bool hasEmbeddings = !embeddings.IsUndefined() && !embeddings.IsNull();
+  if (hasEmbeddings && !embeddings.IsObject()) {
+    ThrowTypeError(env, "options.embeddings must be a Float32Array, a Uint16Array of float16 bits or a DeviceTensor, got " +
+                            DescribeJsValue(embeddings));
+  }
+
+#if !SDTRT_WITH_CUDA
+  (void)useGraphs;
+  (void)queueDepth;
+  throw ToJsError(env, NativeError("ERR_NO_CUDA", "denoise", "CUDA support was not compiled in"));
+#else
+  if (busy_) {
+    throw ToJsError(env, NativeError("ERR_BUSY", "denoise",
+                                     "Denoiser is already running; wait for the previous run() to settle"));
+  }
+  DenoiseRequest request;
+  request.latents = latents.As<Napi::Float32Array>().Data();
+  request.batch = batch;
+  request.channels = channels;
+  request.height = height;
+  request.width = width;
+  request.guidance = std::move(guidance);
+  request.noise = noise.As<Napi::Float32Array>().Data();
+  request.noiseCount = noiseCount;
+  request.useGraphs = useGraphs;
+  request.queueDepth = queueDepth;
+  std::vector<Napi::Value> pinned = {latents, noise};
+
+  UnetRunner& runner = core_->runner();
+  if (runner.hiddenSize() > 0) {
+    const size_t unetBatch = static_cast<size_t>(request.guidance.empty() ? batch : 2 * batch);
+    const size_t count = unetBatch * kSequenceLength * static_cast<size_t>(runner.hiddenSize());
+    const std::string shape = "[" + std::to_string(unetBatch) + ", 77, " + std::to_string(runner.hiddenSize()) + "]";
+    if (!hasEmbeddings) {
+      ThrowTypeError(env, "options.embeddings is required by this UNet: " + shape +
+                              " text embeddings (uncond rows first with guidance)");
+    }
+    if (DeviceTensor* tensor = DeviceTensor::FromJs(embeddings)) {
+      if (!tensor->buffer()) throw ToJsError(env, NativeError("ERR_DISPOSED", "denoise", "DeviceTensor is disposed"));
+      if (tensor->dtype() != runner.hiddenType() || static_cast<size_t>(tensor->elementCount()) != count ||
+          tensor->device() != core_->device()) {
+        ThrowRangeError(env, "options.embeddings must be a " + std::string(dtypeName(runner.hiddenType())) + " " + shape +
+                                 " tensor on device " + std::to_string(core_->device()) + ", got " +
+                                 dtypeName(tensor->dtype()) + " with " + std::to_string(tensor->elementCount()) +
+                                 " elements on device " + std::to_string(tensor->device()));
+      }
+      request.deviceEmbeddings = tensor->buffer();
+      request.deviceEmbeddingsType = tensor->dtype();
+      request.deviceEmbeddingsCount = count;
+    } else if (embeddings.IsTypedArray()) {
+      Napi::TypedArray array = embeddings.As<Napi::TypedArray>();
+      if (array.TypedArrayType() == napi_float32_array) {
+        request.hostEmbeddingsType = DType::kFloat32;
+      } else if (array.TypedArrayType() == napi_uint16_array) {
+        request.hostEmbeddingsType = DType::kFloat16;
+      } else {
+        ThrowTypeError(env, "options.embeddings must be a Float32Array, a Uint16Array of float16 bits or a DeviceTensor, got " +
+                                DescribeJsValue(embeddings));
+      }
+      if (array.ElementLength() != count) {
+        ThrowRangeError(env, "options.embeddings must hold " + shape + " = " + std::to_string(count) + " values, got " +
+                                 std::to_string(array.ElementLength()));
+      }
+      request.hostEmbeddings = static_cast<const uint8_t*>(array.ArrayBuffer().Data()) + array.ByteOffset();
+      request.hostEmbeddingsCount = count;
+    } else {
+      ThrowTypeError(env, "options.embeddings must be a Float32Array, a Uint16Array of float16 bits or a DeviceTensor, got " +
+                              DescribeJsValue(embeddings));
+    }
+    pinned.push_back(embeddings);
+  }
+
+  core_->ResetCancel();
+  auto* worker = new SdDenoiseWorker(env, this, core_, std::move(program), std::move(request), std::move(pinned), onProgress);
+  Napi::Promise promise = worker->Promise();
+  busy_ = true;
+  worker->Queue();
+  return promise;
+#endif
+}
+
+}  // namespace
+
+void RegisterDenoiser(Napi::Env env, Napi::Object exports) {
+  Napi::Function ctor = DenoiserWrap::Define(env);
+  GetAddonData(env).constructors["Denoiser"] = Napi::Persistent(ctor);
+  exports.Set("Denoiser", ctor);
+}
+
+}  // namespace sdtrt

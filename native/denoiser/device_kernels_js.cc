@@ -1,0 +1,172 @@
+#include "device_kernels_js.h"
+
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "../common/cuda_check.h"
+#include "../common/device_buffer.h"
+#include "../common/js_error.h"
+#include "kernels.h"
+
+namespace sdtrt {
+
+namespace {
+
+// One stream per call: these are test entry points, not a hot path.
+class ScopedStream {
+ public:
+  explicit ScopedStream(const char* stage) { SDTRT_CUDA_CHECK(stage, cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking)); }
+  ~ScopedStream() {
+    if (stream_ != nullptr) (void)cudaStreamDestroy(stream_);
+  }
+  cudaStream_t get() const { return stream_; }
+
+ private:
+  cudaStream_t stream_ = nullptr;
+};
+
+class SdVaeToUint8Worker : public NativeAsyncWorker {
+ public:
+  SdVaeToUint8Worker(Napi::Env env, Napi::TypedArray decoded, DType type, int batch, int channels, int height, int width,
+                     int device)
+      : NativeAsyncWorker(env, "SdVaeToUint8Worker", "vae-to-uint8"),
+        pinned_(Napi::Persistent(decoded.As<Napi::Object>())),
+        src_(static_cast<const uint8_t*>(decoded.ArrayBuffer().Data()) + decoded.ByteOffset()),
+        srcBytes_(decoded.ByteLength()),
+        type_(type),
+        batch_(batch),
+        channels_(channels),
+        height_(height),
+        width_(width),
+        device_(device) {}
+
+ protected:
+  void Run() override {
+    constexpr const char* stage = "vae-to-uint8";
+    SDTRT_CUDA_CHECK(stage, cudaSetDevice(device_));
+    ScopedStream stream(stage);
+    const size_t outBytes = static_cast<size_t>(batch_) * height_ * width_ * 3;
+    DeviceBuffer src(srcBytes_, stage), dst(outBytes, stage), counters(2 * sizeof(unsigned long long), stage);
+    SDTRT_CUDA_CHECK(stage, cudaMemcpyAsync(src.data(), src_, srcBytes_, cudaMemcpyHostToDevice, stream.get()));
+    SDTRT_CUDA_CHECK(stage, cudaMemsetAsync(counters.data(), 0, counters.bytes(), stream.get()));
+    SDTRT_CUDA_CHECK(stage, kernels::launchVaeToUint8(src.data(), type_, batch_, channels_, height_, width_,
+                                                      dst.as<uint8_t>(), counters.as<unsigned long long>(), stream.get()));
+    pixels_.resize(outBytes);
+    SDTRT_CUDA_CHECK(stage, cudaMemcpyAsync(pixels_.data(), dst.data(), outBytes, cudaMemcpyDeviceToHost, stream.get()));
+    SDTRT_CUDA_CHECK(stage, cudaMemcpyAsync(counts_, counters.data(), sizeof counts_, cudaMemcpyDeviceToHost, stream.get()));
+    SDTRT_CUDA_CHECK(stage, cudaStreamSynchronize(stream.get()));
+  }
+
+  Napi::Value Result(Napi::Env env) override {
+    Napi::Object out = Napi::Object::New(env);
+    Napi::Uint8Array pixels = Napi::Uint8Array::New(env, pixels_.size());
+    std::memcpy(pixels.Data(), pixels_.data(), pixels_.size());
+    out.Set("pixels", pixels);
+    out.Set("nanCount", Napi::Number::New(env, static_cast<double>(counts_[0])));
+    out.Set("infCount", Napi::Number::New(env, static_cast<double>(counts_[1])));
+    return out;
+  }
+
+ private:
+  Napi::ObjectReference pinned_;
+  const uint8_t* src_;
+  size_t srcBytes_;
+  DType type_;
+  int batch_, channels_, height_, width_, device_;
+  std::vector<uint8_t> pixels_;
+  unsigned long long counts_[2] = {0, 0};
+};
+
+class SdFloatToHalfWorker : public NativeAsyncWorker {
+ public:
+  SdFloatToHalfWorker(Napi::Env env, Napi::Float32Array values, int device)
+      : NativeAsyncWorker(env, "SdFloatToHalfWorker", "float-to-half"),
+        pinned_(Napi::Persistent(values.As<Napi::Object>())),
+        src_(values.Data()),
+        count_(values.ElementLength()),
+        device_(device) {}
+
+ protected:
+  void Run() override {
+    constexpr const char* stage = "float-to-half";
+    SDTRT_CUDA_CHECK(stage, cudaSetDevice(device_));
+    ScopedStream stream(stage);
+    DeviceBuffer src(count_ * sizeof(float), stage), dst(count_ * sizeof(uint16_t), stage);
+    bits_.resize(count_);
+    if (count_ > 0) {
+      SDTRT_CUDA_CHECK(stage, cudaMemcpyAsync(src.data(), src_, count_ * sizeof(float), cudaMemcpyHostToDevice, stream.get()));
+      SDTRT_CUDA_CHECK(stage, kernels::launchCast(src.data(), DType::kFloat32, dst.data(), DType::kFloat16, count_, stream.get()));
+      SDTRT_CUDA_CHECK(stage, cudaMemcpyAsync(bits_.data(), dst.data(), count_ * sizeof(uint16_t), cudaMemcpyDeviceToHost,
+                                              stream.get()));
+    }
+    SDTRT_CUDA_CHECK(stage, cudaStreamSynchronize(stream.get()));
+  }
+
+  Napi::Value Result(Napi::Env env) override {
+    Napi::Uint16Array out = Napi::Uint16Array::New(env, bits_.size());
+    if (!bits_.empty()) std::memcpy(out.Data(), bits_.data(), bits_.size() * sizeof(uint16_t));
+    return out;
+  }
+
+ private:
+  Napi::ObjectReference pinned_;
+  const float* src_;
+  size_t count_;
+  int device_;
+  std::vector<uint16_t> bits_;
+};
+
+Napi::Value DeviceVaeToUint8(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const std::string owner = "options";
+  Napi::Object options = RequireObject(info[0], owner);
+  Napi::Value decodedValue = options.Get("decoded");
+  DType type = DType::kFloat32;
+  if (decodedValue.IsTypedArray() && decodedValue.As<Napi::TypedArray>().TypedArrayType() == napi_uint16_array) {
+    type = DType::kFloat16;
+  } else if (!decodedValue.IsTypedArray() || decodedValue.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array) {
+    ThrowTypeError(env, "options.decoded must be a Float32Array or a Uint16Array of float16 bits, got " +
+                            DescribeJsValue(decodedValue));
+  }
+  Napi::TypedArray decoded = decodedValue.As<Napi::TypedArray>();
+  const int batch = static_cast<int>(RequireInteger(options, "batch", owner, 1, 1024));
+  const int channels = static_cast<int>(OptionalInteger(options, "channels", owner, 3, 64, 3));
+  const int height = static_cast<int>(RequireInteger(options, "height", owner, 1, 1 << 16));
+  const int width = static_cast<int>(RequireInteger(options, "width", owner, 1, 1 << 16));
+  const int device = static_cast<int>(OptionalInteger(options, "device", owner, 0, 1024, 0));
+  const size_t expected = static_cast<size_t>(batch) * channels * height * width;
+  if (decoded.ElementLength() != expected) {
+    ThrowRangeError(env, "options.decoded must hold batch·channels·height·width = " + std::to_string(expected) +
+                             " values, got " + std::to_string(decoded.ElementLength()));
+  }
+  auto* worker = new SdVaeToUint8Worker(env, decoded, type, batch, channels, height, width, device);
+  Napi::Promise promise = worker->Promise();
+  worker->Queue();
+  return promise;
+}
+
+Napi::Value DeviceFloatToHalf(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_float32_array) {
+    ThrowTypeError(env, "values must be a Float32Array, got " + DescribeJsValue(info[0]));
+  }
+  int device = 0;
+  if (info.Length() > 1 && !info[1].IsUndefined()) {
+    if (!info[1].IsNumber()) ThrowTypeError(env, "device must be an integer, got " + DescribeJsValue(info[1]));
+    device = info[1].As<Napi::Number>().Int32Value();
+  }
+  auto* worker = new SdFloatToHalfWorker(env, info[0].As<Napi::Float32Array>(), device);
+  Napi::Promise promise = worker->Promise();
+  worker->Queue();
+  return promise;
+}
+
+}  // namespace
+
+void RegisterDeviceKernels(Napi::Env env, Napi::Object exports) {
+  exports.Set("deviceVaeToUint8", Napi::Function::New(env, DeviceVaeToUint8, "deviceVaeToUint8"));
+  exports.Set("deviceFloatToHalf", Napi::Function::New(env, DeviceFloatToHalf, "deviceFloatToHalf"));
+}
+
+}  // namespace sdtrt

@@ -1,0 +1,41 @@
+// Host paths of the device kernels: the same per-element functions (loop_math.h, analytic_model.h,
+// vae_math.h) run in plain loops on the CPU. They exist so that CI, which has no GPU, checks the
+// kernels' arithmetic against the TypeScript executor and diffusers' goldens; the addon exposes them
+// as hostRunProgram() / hostVaeToUint8() (host_math_js.cc).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "../common/dtype.h"
+#include "program_table.h"
+
+namespace sdtrt::host {
+
+struct AnalyticRunOptions {
+  int batch = 1;
+  int channels = 4;
+  int height = 0;
+  int width = 0;
+  std::vector<float> guidance;  // empty: no classifier-free guidance; else one scale per image
+  DType sampleType = DType::kFloat32;  // the stand-in's input/output dtype (float32 or float16)
+  DType timestepType = DType::kFloat32;
+};
+
+// Runs `program` with the analytic stand-in UNet exactly as the device loop does (prologue, UNet,
+// fused update per evaluation) and returns x_M [batch, channels, h, w]. `x0` holds n = batch ·
+// channels · h · w values, `noise` the program's draws, noiseDraws · n values in order.
+// The ring buffers start filled with NaN, so a read of a slot before it is written shows up.
+std::vector<float> RunProgramAnalytic(const program::Program& program, const float* x0, const float* noise,
+                                      size_t noiseCount, const AnalyticRunOptions& options);
+
+struct VaeFlagsCount {
+  uint64_t nanCount = 0;
+  uint64_t infCount = 0;
+};
+
+// Decoder output [batch][channels][h][w] (float32 or float16 bits) → uint8 [batch][h][w][3].
+VaeFlagsCount VaeToUint8(const void* src, DType srcType, int batch, int channels, int height, int width, uint8_t* dst);
+
+}  // namespace sdtrt::host

@@ -1,0 +1,132 @@
+#include "host_math_js.h"
+
+#include <cstring>
+#include <string>
+
+#include "../common/half.h"
+#include "../common/js_error.h"
+#include "host_math.h"
+
+namespace sdtrt::host {
+
+namespace {
+
+constexpr int64_t kMaxDim = 1 << 16;
+
+DType FloatTypeOption(const Napi::Object& options, const char* key, const std::string& owner) {
+  if (!HasOption(options, key)) return DType::kFloat32;
+  const std::string value = RequireString(options, key, owner);
+  if (value == "float32") return DType::kFloat32;
+  if (value == "float16") return DType::kFloat16;
+  ThrowRangeError(options.Env(), owner + "." + key + " must be \"float32\" or \"float16\", got \"" + value + "\"");
+}
+
+// hostRunProgram({ program, latents, noise, batch, height, width, channels?, guidance?, sampleType? })
+Napi::Value HostRunProgram(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const std::string owner = "options";
+  Napi::Object options = RequireObject(info[0], owner);
+  Napi::TypedArray packed = RequireTypedArray(options, "program", owner, napi_float64_array, "Float64Array");
+  Napi::TypedArray latents = RequireTypedArray(options, "latents", owner, napi_float32_array, "Float32Array");
+  Napi::TypedArray noise = RequireTypedArray(options, "noise", owner, napi_float32_array, "Float32Array");
+  AnalyticRunOptions run;
+  run.batch = static_cast<int>(RequireInteger(options, "batch", owner, 1, 1024));
+  run.height = static_cast<int>(RequireInteger(options, "height", owner, 1, kMaxDim));
+  run.width = static_cast<int>(RequireInteger(options, "width", owner, 1, kMaxDim));
+  run.channels = static_cast<int>(OptionalInteger(options, "channels", owner, 1, 64, 4));
+  run.sampleType = FloatTypeOption(options, "sampleType", owner);
+  if (HasOption(options, "guidance")) {
+    Napi::TypedArray g = RequireTypedArray(options, "guidance", owner, napi_float64_array, "Float64Array");
+    if (g.ElementLength() != static_cast<size_t>(run.batch)) {
+      ThrowRangeError(env, "options.guidance must hold one scale per image (" + std::to_string(run.batch) + "), got " +
+                               std::to_string(g.ElementLength()));
+    }
+    const double* values = g.As<Napi::Float64Array>().Data();
+    for (int b = 0; b < run.batch; ++b) run.guidance.push_back(static_cast<float>(values[b]));
+  }
+  const size_t n = static_cast<size_t>(run.batch) * run.channels * run.height * run.width;
+  if (latents.ElementLength() != n) {
+    ThrowRangeError(env, "options.latents must hold batch·channels·height·width = " + std::to_string(n) +
+                             " values, got " + std::to_string(latents.ElementLength()));
+  }
+  try {
+    const program::Program program =
+        program::Unpack(packed.As<Napi::Float64Array>().Data(), packed.ElementLength());
+    const std::vector<float> result =
+        RunProgramAnalytic(program, latents.As<Napi::Float32Array>().Data(), noise.As<Napi::Float32Array>().Data(),
+                           noise.ElementLength(), run);
+    Napi::Float32Array out = Napi::Float32Array::New(env, result.size());
+    std::memcpy(out.Data(), result.data(), result.size() * sizeof(float));
+    return out;
+  } catch (const NativeError& e) {
+    throw ToJsError(env, e);
+  }
+}
+
+// hostVaeToUint8({ decoded: Float32Array | Uint16Array (float16 bits), batch, channels?, height, width })
+Napi::Value HostVaeToUint8(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const std::string owner = "options";
+  Napi::Object options = RequireObject(info[0], owner);
+  Napi::Value decodedValue = options.Get("decoded");
+  DType type;
+  if (decodedValue.IsTypedArray() && decodedValue.As<Napi::TypedArray>().TypedArrayType() == napi_float32_array) {
+    type = DType::kFloat32;
+  } else if (decodedValue.IsTypedArray() && decodedValue.As<Napi::TypedArray>().TypedArrayType() == napi_uint16_array) {
+    type = DType::kFloat16;
+  } else {
+    ThrowTypeError(env, "options.decoded must be a Float32Array or a Uint16Array of float16 bits, got " +
+                            DescribeJsValue(decodedValue));
+  }
+  Napi::TypedArray decoded = decodedValue.As<Napi::TypedArray>();
+  const int batch = static_cast<int>(RequireInteger(options, "batch", owner, 1, 1024));
+  const int channels = static_cast<int>(OptionalInteger(options, "channels", owner, 3, 64, 3));
+  const int height = static_cast<int>(RequireInteger(options, "height", owner, 1, kMaxDim));
+  const int width = static_cast<int>(RequireInteger(options, "width", owner, 1, kMaxDim));
+  const size_t expected = static_cast<size_t>(batch) * channels * height * width;
+  if (decoded.ElementLength() != expected) {
+    ThrowRangeError(env, "options.decoded must hold batch·channels·height·width = " + std::to_string(expected) +
+                             " values, got " + std::to_string(decoded.ElementLength()));
+  }
+  const uint8_t* src = static_cast<const uint8_t*>(decoded.ArrayBuffer().Data()) + decoded.ByteOffset();
+  Napi::Uint8Array pixels = Napi::Uint8Array::New(env, static_cast<size_t>(batch) * height * width * 3);
+  const VaeFlagsCount counts = VaeToUint8(src, type, batch, channels, height, width, pixels.Data());
+  Napi::Object result = Napi::Object::New(env);
+  result.Set("pixels", pixels);
+  result.Set("nanCount", Napi::Number::New(env, static_cast<double>(counts.nanCount)));
+  result.Set("infCount", Napi::Number::New(env, static_cast<double>(counts.infCount)));
+  return result;
+}
+
+Napi::Value HostFloatToHalf(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_float32_array) {
+    ThrowTypeError(env, "values must be a Float32Array, got " + DescribeJsValue(info[0]));
+  }
+  Napi::Float32Array in = info[0].As<Napi::Float32Array>();
+  Napi::Uint16Array out = Napi::Uint16Array::New(env, in.ElementLength());
+  for (size_t i = 0; i < in.ElementLength(); ++i) out[i] = floatToHalfBits(in[i]);
+  return out;
+}
+
+Napi::Value HostHalfToFloat(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_uint16_array) {
+    ThrowTypeError(env, "bits must be a Uint16Array of float16 bits, got " + DescribeJsValue(info[0]));
+  }
+  Napi::Uint16Array in = info[0].As<Napi::Uint16Array>();
+  Napi::Float32Array out = Napi::Float32Array::New(env, in.ElementLength());
+  for (size_t i = 0; i < in.ElementLength(); ++i) out[i] = halfBitsToFloat(in[i]);
+  return out;
+}
+
+}  // namespace
+
+void RegisterHostMath(Napi::Env env, Napi::Object exports) {
+  exports.Set("hostRunProgram", Napi::Function::New(env, HostRunProgram, "hostRunProgram"));
+  exports.Set("hostVaeToUint8", Napi::Function::New(env, HostVaeToUint8, "hostVaeToUint8"));
+  exports.Set("hostFloatToHalf", Napi::Function::New(env, HostFloatToHalf, "hostFloatToHalf"));
+  exports.Set("hostHalfToFloat", Napi::Function::New(env, HostHalfToFloat, "hostHalfToFloat"));
+}
+
+}  // namespace sdtrt::host

@@ -1,0 +1,133 @@
+// The denoise loop's kernels and the pixel / cast kernels (kernels.h). Thin: every element's math
+// is in loop_math.h / vae_math.h, shared with the host paths.
+#include "kernels.h"
+
+#include <algorithm>
+
+namespace sdtrt::kernels {
+
+namespace {
+
+constexpr int kThreads = 256;
+// Grid-stride loops keep the grid bounded; 4096 blocks of 256 cover 1M elements per sweep.
+constexpr size_t kMaxBlocks = 4096;
+
+unsigned int blocksFor(size_t count) {
+  const size_t blocks = (count + kThreads - 1) / kThreads;
+  return static_cast<unsigned int>(std::max<size_t>(1, std::min(blocks, kMaxBlocks)));
+}
+
+__device__ size_t globalIndex() { return static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x; }
+__device__ size_t globalStride() { return static_cast<size_t>(gridDim.x) * blockDim.x; }
+
+__global__ void loopPrologueKernel(loop::LoopParams p, LoopControl control) {
+  for (size_t i = globalIndex(); i < p.n; i += globalStride()) loop::prologueElement(p, i);
+  if (globalIndex() == 0) {
+    *control.step = 0;
+    *control.blocksDone = 0;
+    *reinterpret_cast<volatile int*>(control.progressHost) = 0;
+  }
+}
+
+__global__ void fusedStepKernel(loop::LoopParams p, LoopControl control) {
+  // Every block reads the index before any block can advance it: the advancing block is the last
+  // one to arrive below, after all others finished (and thus read `step`).
+  const int j = *reinterpret_cast<volatile int*>(control.step);
+  for (size_t i = globalIndex(); i < p.n; i += globalStride()) loop::fusedElement(p, j, i);
+
+  __shared__ bool lastBlock;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    __threadfence();
+    const unsigned int arrived = atomicAdd(control.blocksDone, 1u);
+    lastBlock = arrived == gridDim.x - 1;
+  }
+  __syncthreads();
+  if (lastBlock && threadIdx.x == 0) {
+    *control.blocksDone = 0;
+    *reinterpret_cast<volatile int*>(control.step) = j + 1;
+    __threadfence_system();
+    *reinterpret_cast<volatile int*>(control.progressHost) = j + 1;
+  }
+}
+
+__global__ void vaeToUint8Kernel(const void* src, DType srcType, int channels, int height, int width, size_t total,
+                                 uint8_t* dst, unsigned long long* counters) {
+  unsigned long long nans = 0, infs = 0;
+  for (size_t o = globalIndex(); o < total; o += globalStride()) {
+    const uint32_t flags = loop::vaeElement(src, srcType, channels, height, width, o, dst);
+    nans += (flags & vae::kNanFlag) ? 1 : 0;
+    infs += (flags & vae::kInfFlag) ? 1 : 0;
+  }
+  if (nans) atomicAdd(&counters[0], nans);
+  if (infs) atomicAdd(&counters[1], infs);
+}
+
+__global__ void scaleCastKernel(const void* src, DType srcType, float scale, void* dst, DType dstType, size_t count) {
+  for (size_t i = globalIndex(); i < count; i += globalStride()) {
+    storeFloat(dst, i, dstType, scale * loadFloat(src, i, srcType));
+  }
+}
+
+// Any DType through double: exact for float32/float16 and for integers below 2^53 (token ids).
+__device__ double loadAny(const void* base, size_t i, DType type) {
+  switch (type) {
+    case DType::kFloat32: return static_cast<const float*>(base)[i];
+    case DType::kFloat16: return halfBitsToFloat(static_cast<const uint16_t*>(base)[i]);
+    case DType::kInt32: return static_cast<const int32_t*>(base)[i];
+    case DType::kInt64: return static_cast<double>(static_cast<const int64_t*>(base)[i]);
+  }
+  return 0.0;
+}
+
+// Floats round to nearest even, integers truncate toward zero (storeTimestep's rule).
+__device__ void storeAny(void* base, size_t i, DType type, double v) {
+  switch (type) {
+    case DType::kFloat32: static_cast<float*>(base)[i] = static_cast<float>(v); break;
+    case DType::kFloat16: static_cast<uint16_t*>(base)[i] = floatToHalfBits(static_cast<float>(v)); break;
+    case DType::kInt32: static_cast<int32_t*>(base)[i] = static_cast<int32_t>(v); break;
+    case DType::kInt64: static_cast<int64_t*>(base)[i] = static_cast<int64_t>(v); break;
+  }
+}
+
+__global__ void castKernel(const void* src, DType srcType, void* dst, DType dstType, size_t count) {
+  for (size_t i = globalIndex(); i < count; i += globalStride()) storeAny(dst, i, dstType, loadAny(src, i, srcType));
+}
+
+}  // namespace
+
+cudaError_t launchLoopPrologue(const loop::LoopParams& params, const LoopControl& control, cudaStream_t stream) {
+  loopPrologueKernel<<<blocksFor(params.n), kThreads, 0, stream>>>(params, control);
+  return cudaGetLastError();
+}
+
+cudaError_t launchFusedStep(const loop::LoopParams& params, const LoopControl& control, cudaStream_t stream) {
+  fusedStepKernel<<<blocksFor(params.n), kThreads, 0, stream>>>(params, control);
+  return cudaGetLastError();
+}
+
+cudaError_t launchVaeToUint8(const void* src, DType srcType, int batch, int channels, int height, int width,
+                             uint8_t* dst, unsigned long long* counters, cudaStream_t stream) {
+  const size_t total = static_cast<size_t>(batch) * height * width * 3;
+  if (total == 0) return cudaSuccess;
+  vaeToUint8Kernel<<<blocksFor(total), kThreads, 0, stream>>>(src, srcType, channels, height, width, total, dst, counters);
+  return cudaGetLastError();
+}
+
+cudaError_t launchScaleCast(const void* src, DType srcType, float scale, void* dst, DType dstType, size_t count,
+                            cudaStream_t stream) {
+  if (count == 0) return cudaSuccess;
+  const bool floatTypes = (srcType == DType::kFloat32 || srcType == DType::kFloat16) &&
+                          (dstType == DType::kFloat32 || dstType == DType::kFloat16);
+  if (!floatTypes) return cudaErrorInvalidValue;
+  scaleCastKernel<<<blocksFor(count), kThreads, 0, stream>>>(src, srcType, scale, dst, dstType, count);
+  return cudaGetLastError();
+}
+
+cudaError_t launchCast(const void* src, DType srcType, void* dst, DType dstType, size_t count, cudaStream_t stream) {
+  if (count == 0) return cudaSuccess;
+  castKernel<<<blocksFor(count), kThreads, 0, stream>>>(src, srcType, dst, dstType, count);
+  return cudaGetLastError();
+}
+
+}  // namespace sdtrt::kernels

@@ -1,0 +1,57 @@
+// The seam between the denoiser (CUDA loop, native/denoiser) and whatever computes the UNet:
+// a TensorRT engine (native/trt) or the built-in analytic stand-in used by the GPU self-test.
+//
+// Contract: bind() is called with fixed device addresses before the loop is captured into a
+// CUDA graph; enqueue() must only launch work on `stream` (no host synchronisation, no
+// allocation, no change of addresses) so that it can be captured and replayed.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+// DType and dtypeSize() live in common/dtype.h (no CUDA headers there, so host-only builds share them).
+#include "../common/dtype.h"
+
+namespace sdtrt {
+
+struct UnetBindings {
+  int unetBatch = 0;       // images × 2 with classifier-free guidance, else images
+  // True when the batch is [uncond rows; cond rows] (classifier-free guidance): unetBatch = 2 × images.
+  // Runners that compute a real UNet can ignore it; the analytic stand-in uses it to give the uncond
+  // half a different output.
+  bool classifierFreeGuidance = false;
+  int latentHeight = 0;
+  int latentWidth = 0;
+  int latentChannels = 4;
+  int sequenceLength = 77;
+  int hiddenSize = 0;
+  void* sample = nullptr;  // [unetBatch, 4, h, w] of sampleType
+  DType sampleType = DType::kFloat16;
+  void* timestep = nullptr;  // timestepCount elements of timestepType (1 = scalar / [1])
+  DType timestepType = DType::kFloat32;
+  int timestepCount = 1;
+  void* encoderHiddenStates = nullptr;  // [unetBatch, 77, hidden] of hiddenType
+  DType hiddenType = DType::kFloat16;
+  void* out = nullptr;  // [unetBatch, 4, h, w] of outType
+  DType outType = DType::kFloat16;
+};
+
+class UnetRunner {
+ public:
+  virtual ~UnetRunner() = default;
+  // What the model wants for each tensor, so the denoiser can allocate and cast to match.
+  virtual DType sampleType() const = 0;
+  virtual DType timestepType() const = 0;
+  // 1 for a scalar or [1] timestep; unetBatch for a [B] timestep.
+  virtual int timestepCount(int unetBatch) const = 0;
+  virtual DType hiddenType() const = 0;
+  virtual DType outType() const = 0;
+  virtual int hiddenSize() const = 0;
+  // Fixes the shapes and device addresses for the following enqueue() calls. May throw NativeError.
+  virtual void bind(const UnetBindings& bindings, cudaStream_t stream) = 0;
+  // Launches one UNet evaluation on `stream`. Must be CUDA-graph capturable.
+  virtual void enqueue(cudaStream_t stream) = 0;
+};
+
+}  // namespace sdtrt

@@ -1,0 +1,196 @@
+/**
+ * `sd-trt doctor`: on this machine it must name each missing piece and what to do; the report
+ * builder's other branches (a GPU machine, an old GPU, TensorRT compiled in but not installed, …)
+ * are checked with the addon's info() shape filled in by hand.
+ */
+import { describe, expect, jest, test } from "@jest/globals";
+import { Writable } from "node:stream";
+import yargs from "yargs";
+import doctorCommand, { formatDoctorReport, runDoctor } from "../../lib/cli/commands/doctor.js";
+import { buildDoctorReport, cudaVersionString, kernelSupport } from "../../lib/native/doctor-report.js";
+import type { NativeLoadResult } from "../../lib/native/load.js";
+import type { NativeBinding, NativeInfo } from "../../lib/native/types.js";
+import { builtAddon } from "./support.js";
+
+const addon = builtAddon();
+const info = addon.info();
+
+function capture() {
+  let text = "";
+  const stream = new Writable({
+    write(chunk, _encoding, done) {
+      text += String(chunk);
+      done();
+    },
+  });
+  return { stream, text: () => text };
+}
+
+describe("on this machine", () => {
+  test("the text report lists every check, and a fix for each missing one", () => {
+    const out = capture();
+    const report = runDoctor({ json: false }, out.stream);
+    const text = out.text();
+    expect(text).toContain("sd-trt doctor");
+    expect(report.addon.loaded).toBe(true);
+    for (const check of report.checks) {
+      expect(text).toContain(check.summary);
+      if (check.status !== "ok") expect(text).toContain(`→ ${check.fix}`);
+    }
+    if (info.devices.length === 0 && info.cudaCompiledIn) {
+      // CI: no driver, no GPU.
+      expect(report.checks.find((c) => c.name === "gpu")?.status).toBe("missing");
+      if (info.cudaDriverVersion === 0) {
+        expect(report.checks.find((c) => c.name === "driver")).toMatchObject({ status: "missing" });
+        expect(text).toMatch(/Install the NVIDIA driver/);
+      }
+      expect(text).toMatch(/TensorRT backend: not usable/);
+      expect(text).toMatch(/CPU backend: ready/);
+    }
+    if (!info.tensorrtCompiledIn) {
+      expect(text).toMatch(/TensorRT support was not compiled in/);
+      expect(text).toMatch(/TENSORRT_ROOT=\/path\/to\/TensorRT npm run build:native/);
+    }
+  });
+
+  test("--json gives the same report as machine-readable fields", () => {
+    const out = capture();
+    const report = runDoctor({ json: true }, out.stream);
+    const parsed = JSON.parse(out.text()) as typeof report;
+    expect(parsed).toEqual(JSON.parse(JSON.stringify(report)));
+    expect(parsed.cuda.compiledIn).toBe(info.cudaCompiledIn);
+    expect(parsed.tensorrt.compiledIn).toBe(info.tensorrtCompiledIn);
+    expect(typeof parsed.tensorrtUsable).toBe("boolean");
+  });
+
+  test("the yargs command exits 0 whatever it finds (it is a report)", async () => {
+    const write = jest.spyOn(process.stdout, "write").mockImplementation(() => true);
+    const before = process.exitCode;
+    try {
+      await yargs(["doctor", "--json"]).command(doctorCommand).strict().parseAsync();
+      expect(process.exitCode).toBe(0);
+      const printed = write.mock.calls.map((c) => String(c[0])).join("");
+      expect(JSON.parse(printed).checks.length).toBeGreaterThan(0);
+    } finally {
+      write.mockRestore();
+      process.exitCode = before;
+    }
+  });
+});
+
+const loaded: NativeLoadResult = { loaded: true, binding: {} as NativeBinding, path: "/x/build/Release/sd_trt.node" };
+
+function fakeInfo(overrides: Partial<NativeInfo>): NativeInfo {
+  return {
+    version: "0.1.0",
+    napi: 8,
+    build: { napiVersion: 8, cuda: true, cudaVersion: 13000, cudaArchitectures: "80-real 86-real 89-real 90-real 90-virtual", tensorrt: true },
+    cudaCompiledIn: true,
+    cudaRuntimeVersion: 13000,
+    cudaDriverVersion: 13000,
+    devices: [{ index: 0, name: "NVIDIA H100 80GB HBM3", computeCapability: "9.0", totalMemory: 85e9, freeMemory: 84e9, multiprocessors: 132 }],
+    tensorrtCompiledIn: true,
+    tensorrt: { compiledVersion: "11.1.0", infer: { loaded: true, library: "libnvinfer.so.11", version: "11.1.0" }, parser: { loaded: true } },
+    ...overrides,
+  };
+}
+
+describe("report branches", () => {
+  test("everything present: TensorRT usable, no fixes", () => {
+    const report = buildDoctorReport(loaded, fakeInfo({}));
+    expect(report.tensorrtUsable).toBe(true);
+    expect(report.checks.every((c) => c.status === "ok" && c.fix === undefined)).toBe(true);
+    expect(report.gpus[0]).toMatchObject({ supported: true, kernels: "sm_90 binary" });
+    expect(report.tensorrt).toMatchObject({ compiledIn: true, runtimeLoaded: true, runtimeVersion: "11.1.0", library: "libnvinfer.so.11" });
+    expect(formatDoctorReport(report)).toMatch(/TensorRT backend: ready/);
+  });
+
+  test("the addon did not load: its attempts and solutions are the report", () => {
+    const report = buildDoctorReport({
+      loaded: false,
+      attempts: [{ source: "node-gyp-build", error: "No native build was found for platform=linux" }],
+      solutions: ["Build the addon: `npm run build:native`"],
+      message: "",
+    });
+    expect(report.tensorrtUsable).toBe(false);
+    expect(report.checks).toEqual([
+      { name: "addon", status: "missing", summary: "not loaded: No native build was found for platform=linux", fix: "Build the addon: `npm run build:native`" },
+    ]);
+    expect(formatDoctorReport(report)).toContain("Load attempts:");
+  });
+
+  test("built without CUDA: says how to rebuild", () => {
+    const report = buildDoctorReport(loaded, fakeInfo({ cudaCompiledIn: false, cudaRuntimeVersion: 0, cudaDriverVersion: 0, devices: [] }));
+    expect(report.checks.find((c) => c.name === "cuda")).toMatchObject({ status: "missing", fix: expect.stringContaining("npm run build:native") });
+  });
+
+  test("a driver older than the runtime", () => {
+    const report = buildDoctorReport(loaded, fakeInfo({ cudaDriverVersion: 12040 }));
+    expect(report.checks.find((c) => c.name === "driver")).toMatchObject({
+      status: "missing",
+      summary: "the driver supports CUDA 12.4, older than the addon's CUDA 13.0 runtime",
+    });
+  });
+
+  test("GPUs the kernels do not cover, and newer GPUs that run the PTX", () => {
+    const turing = buildDoctorReport(loaded, fakeInfo({ devices: [{ index: 0, name: "Tesla T4", computeCapability: "7.5", totalMemory: 16e9, freeMemory: null, multiprocessors: 40 }] }));
+    expect(turing.checks.find((c) => c.name === "gpu")).toMatchObject({ status: "missing", fix: expect.stringContaining("8.0 (Ampere)") });
+    expect(kernelSupport("80-real 86-real 89-real 90-real 90-virtual", "8.7")).toEqual({ supported: true, kernels: "sm_86 binary" });
+    expect(kernelSupport("80-real 86-real 89-real 90-real 90-virtual", "12.0").kernels).toMatch(/JIT from compute_90 PTX/);
+    expect(kernelSupport("80-real", "9.0").supported).toBe(false);
+  });
+
+  test("TensorRT compiled in but libnvinfer missing; ONNX parser missing is only a warning", () => {
+    const report = buildDoctorReport(
+      loaded,
+      fakeInfo({
+        tensorrt: {
+          compiledVersion: "11.1.0",
+          infer: { loaded: false, error: "libnvinfer.so.11: cannot open shared object file: No such file or directory" },
+          parser: { loaded: false, error: "libnvonnxparser.so.11: cannot open shared object file" },
+        },
+      }),
+    );
+    expect(report.tensorrtUsable).toBe(false);
+    expect(report.checks.find((c) => c.name === "tensorrt-runtime")).toMatchObject({
+      status: "missing",
+      summary: expect.stringContaining("libnvinfer.so.11: cannot open shared object file"),
+      fix: expect.stringContaining("libnvinfer.so.11 visible to the loader"),
+    });
+    expect(report.checks.find((c) => c.name === "onnx-parser")?.status).toBe("warning");
+  });
+
+  test("no driver and no device: the GPU fix points at the driver first", () => {
+    const report = buildDoctorReport(
+      loaded,
+      fakeInfo({
+        cudaDriverVersion: 0,
+        cudaDriverError: "no NVIDIA driver is installed (libcuda.so.1 was not found)",
+        devices: [],
+        deviceError: "CUDA driver version is insufficient for CUDA runtime version (cudaErrorInsufficientDriver)",
+        tensorrtCompiledIn: false,
+        tensorrt: null,
+        tensorrtError: "TensorRT support was not compiled in (the addon was built without TensorRT headers)",
+      }),
+    );
+    expect(report.checks.map((c) => [c.name, c.status])).toEqual([
+      ["addon", "ok"],
+      ["cuda", "ok"],
+      ["driver", "missing"],
+      ["gpu", "missing"],
+      ["tensorrt", "missing"],
+    ]);
+    expect(report.checks.find((c) => c.name === "gpu")?.fix).toMatch(/Install the NVIDIA driver first/);
+  });
+
+  test("info() failing is reported, not thrown", () => {
+    const report = buildDoctorReport(loaded, undefined, "boom");
+    expect(report.checks[0]).toMatchObject({ name: "addon", status: "missing", summary: expect.stringContaining("info() failed: boom") });
+  });
+
+  test("CUDA version numbers read like CUDA's", () => {
+    expect(cudaVersionString(13000)).toBe("13.0");
+    expect(cudaVersionString(12080)).toBe("12.8");
+    expect(cudaVersionString(0)).toBeNull();
+  });
+});
