@@ -1,0 +1,420 @@
+/**
+ * The TensorRT backend: the Backend interface (backend.ts) on engines built by `sd-trt build`.
+ *
+ * - Engines come from `engines/<model-id>/<gpu-sm>-trt<version>/` (lib/engines/resolve.ts): the
+ *   manifest must match this GPU and TensorRT and the model folder's files, or loading fails with
+ *   the command that rebuilds them.
+ * - All contexts share one device scratch buffer sized to the largest engine's need; calls are
+ *   serialised per backend (one stage at a time, design rule 8), which is what makes sharing safe.
+ * - Text embeddings stay on the device: `encodeText` returns device tensors; `denoise` joins
+ *   [uncond; cond] on the device and hands them to the native Denoiser, which runs the whole
+ *   sampler program (UNet, guidance, scheduler update) under CUDA graphs.
+ * - `decode` runs the VAE and the fused uint8 kernel; NaN/Inf (an overflowing fp16 VAE) is a
+ *   VaeOverflowError with the command that rebuilds the VAE in fp32 — never a black image.
+ * - Limits (batch, sizes, img2img) come from the engines' optimization profiles.
+ */
+import { readFile } from "node:fs/promises";
+import { basename, join, resolve } from "node:path";
+import { DisposedError, InvalidOptionError, ModelFileError, NativeError, SdTrtError } from "../errors.js";
+import { checkTensorRt, requireTensorRt } from "../engines/availability.js";
+import { VaeOverflowError } from "../engines/errors.js";
+import { limitsFromEngines, smallestBatch, textRowsFor, unetAccepts, type EngineShapeInfo } from "../engines/limits.js";
+import { normalizeTensorRtVersion, rebuildCommand, type EngineManifest } from "../engines/manifest.js";
+import { resolveEngines } from "../engines/resolve.js";
+import { locateModelFolder, type ModelFolder } from "../model/folder.js";
+import type { ModelIo, ModelRole, TextEncoderIo, UnetIo, VaeDecoderIo, VaeEncoderIo } from "../model/graph-io.js";
+import { Denoiser, type DenoiseRunResult } from "../native/denoiser.js";
+import { callNative, callNativeAsync } from "../native/load.js";
+import type { TensorRtBinding, TrtContext, TrtDeviceScratch, TrtEngine, TrtUnet } from "../native/tensorrt-types.js";
+import type { NativeDeviceTensor } from "../native/types.js";
+import { packProgram } from "../sampler/pack.js";
+import type { Backend, BackendLimits, DenoiseRequest, StageTimings, TextEmbeddings } from "./backend.js";
+import { splitPosterior } from "./cpu.js";
+
+const TOKENS = 77;
+
+export interface TensorRtBackendOptions {
+  /** `engines/<model-id>` (the folder for this GPU and TensorRT is picked) or one variant folder.
+   *  Defaults to `engines/<model folder name>` in the current directory (where `sd-trt build` puts them). */
+  engines?: string;
+  /** CUDA device. Defaults to 0. */
+  device?: number;
+  /** Capture the denoise loop in a CUDA graph. Defaults to true. */
+  useGraphs?: boolean;
+}
+
+/** How the last denoise ran (for `sd-trt bench` and logs). */
+export interface TensorRtDenoiseStats {
+  graph: DenoiseRunResult["graph"];
+  graphFallbackReason?: string;
+  evaluations: number;
+  gpuMs: number;
+  hostMs: number;
+}
+
+class TrtTextEmbeddings implements TextEmbeddings {
+  #device: NativeDeviceTensor | undefined;
+  readonly host = undefined;
+  constructor(
+    readonly rows: number,
+    device: NativeDeviceTensor,
+  ) {
+    this.#device = device;
+  }
+  get device(): NativeDeviceTensor {
+    if (!this.#device || this.#device.disposed) throw new DisposedError("TensorRT text embeddings");
+    return this.#device;
+  }
+  dispose(): void {
+    this.#device?.dispose();
+    this.#device = undefined;
+  }
+}
+
+interface LoadedModel<Io extends ModelIo> {
+  engine: TrtEngine;
+  context: TrtContext;
+  contract: Io;
+  shapes: EngineShapeInfo;
+}
+
+/** Default engine folder of a model: engines/<model folder name> in the current directory. */
+export function defaultEnginesDir(modelDir: string): string {
+  return resolve("engines", basename(resolve(modelDir)));
+}
+
+export class TensorRtBackend implements Backend {
+  readonly name = "tensorrt" as const;
+  readonly limits: BackendLimits;
+  readonly hiddenSize: number;
+  readonly scalingFactor: number;
+  /** The engine folder in use and its manifest. */
+  readonly variantDir: string;
+  readonly manifest: EngineManifest;
+  /** Loaded, but worth telling the user (e.g. built on another GPU of the same architecture). */
+  readonly warnings: readonly string[];
+  readonly #trt: TensorRtBinding;
+  readonly #useGraphs: boolean;
+  #scratch: TrtDeviceScratch | undefined;
+  #text: LoadedModel<TextEncoderIo>;
+  #unet: LoadedModel<UnetIo>;
+  #unetEngine: TrtUnet;
+  #decoder: LoadedModel<VaeDecoderIo>;
+  #encoder: LoadedModel<VaeEncoderIo> | undefined;
+  #denoiser: Denoiser | undefined;
+  #serial: Promise<unknown> = Promise.resolve();
+  #lastDenoise: TensorRtDenoiseStats | undefined;
+  #timings: StageTimings = {};
+
+  private constructor(parts: {
+    trt: TensorRtBinding;
+    folder: ModelFolder;
+    variantDir: string;
+    manifest: EngineManifest;
+    warnings: string[];
+    scratch: TrtDeviceScratch;
+    models: { text: LoadedModel<TextEncoderIo>; unet: LoadedModel<UnetIo>; decoder: LoadedModel<VaeDecoderIo>; encoder?: LoadedModel<VaeEncoderIo> };
+    unetEngine: TrtUnet;
+    denoiser: Denoiser;
+    useGraphs: boolean;
+  }) {
+    this.#trt = parts.trt;
+    this.variantDir = parts.variantDir;
+    this.manifest = parts.manifest;
+    this.warnings = parts.warnings;
+    this.#scratch = parts.scratch;
+    this.#text = parts.models.text;
+    this.#unet = parts.models.unet;
+    this.#decoder = parts.models.decoder;
+    this.#encoder = parts.models.encoder;
+    this.#unetEngine = parts.unetEngine;
+    this.#denoiser = parts.denoiser;
+    this.#useGraphs = parts.useGraphs;
+    this.hiddenSize = parts.manifest.model.hiddenSize;
+    this.scalingFactor = parts.folder.scalingFactor;
+    const shapes = {
+      text_encoder: parts.models.text.shapes,
+      unet: parts.models.unet.shapes,
+      vae_decoder: parts.models.decoder.shapes,
+      ...(parts.models.encoder ? { vae_encoder: parts.models.encoder.shapes } : {}),
+    };
+    this.limits = limitsFromEngines(shapes);
+    const minBatch = smallestBatch(shapes);
+    if (minBatch > 1) {
+      parts.warnings.push(`the engines in ${parts.variantDir} take batches of ${minBatch} to ${this.limits.maxBatch} images only (built with --batch ${minBatch}-…)`);
+    }
+  }
+
+  /**
+   * Whether this machine can run TensorRT engines (addon with TensorRT, libnvinfer, driver, GPU),
+   * and why not. Never throws; engines still have to exist for the model (checked by `load`).
+   */
+  static async isUsable(): Promise<{ usable: boolean; reason: string }> {
+    const { usable, reason, fixes } = checkTensorRt("run");
+    return { usable, reason: usable || fixes.length === 0 ? reason : `${reason} (${fixes[0]})` };
+  }
+
+  /**
+   * Loads the engines of a model folder for this GPU.
+   * @throws TensorRtUnavailableError, ModelFileError (no engines), EngineMismatchError (built for
+   *   another GPU/TensorRT or from other model files; the message has the rebuild command).
+   */
+  static async load(model: string | ModelFolder, options: TensorRtBackendOptions = {}): Promise<TensorRtBackend> {
+    const device = options.device === undefined ? 0 : options.device;
+    if (!Number.isInteger(device) || device < 0) throw new InvalidOptionError("device", `device must be a CUDA device index, got ${String(device)}`);
+    const { binding: trt, info, report } = requireTensorRt("run", "cannot load TensorRT engines");
+    const gpu = info.devices.find((d) => d.index === device);
+    if (!gpu) throw new InvalidOptionError("device", `device ${device} is not a CUDA device here (devices: ${info.devices.map((d) => d.index).join(", ") || "none"})`);
+    const folder = typeof model === "string" ? await locateModelFolder(model) : model;
+    const enginesDir = options.engines ?? defaultEnginesDir(folder.dir);
+    const target = { tensorrtVersion: normalizeTensorRtVersion(String(report.tensorrt.runtimeVersion ?? "")), gpu: { name: gpu.name, computeCapability: gpu.computeCapability } };
+    const { variantDir, manifest, warnings } = await resolveEngines(enginesDir, folder.dir, target);
+
+    const engines: TrtEngine[] = [];
+    const disposables: Array<{ dispose(): unknown }> = [];
+    try {
+      const loadOne = async (role: ModelRole): Promise<{ engine: TrtEngine; entry: NonNullable<EngineManifest["engines"][ModelRole]> } | undefined> => {
+        const entry = manifest.engines[role];
+        if (!entry) return undefined;
+        const path = join(variantDir, entry.plan);
+        let plan: Buffer;
+        try {
+          plan = await readFile(path);
+        } catch (cause) {
+          throw new ModelFileError(path, `cannot read the ${role} plan ${path}: ${(cause as Error).message}; rebuild with\n  ${rebuildCommand(manifest, variantDir)} --force`, { cause });
+        }
+        if (plan.length !== entry.planBytes) {
+          throw new ModelFileError(path, `${path} has ${plan.length} bytes, its manifest says ${entry.planBytes}; rebuild with\n  ${rebuildCommand(manifest, variantDir)} --force`);
+        }
+        const engine = await callNativeAsync(() => trt.loadEngine(plan, { name: role, device }));
+        engines.push(engine);
+        return { engine, entry };
+      };
+      const loaded: Partial<Record<ModelRole, { engine: TrtEngine; entry: NonNullable<EngineManifest["engines"][ModelRole]> }>> = {};
+      for (const role of ["text_encoder", "unet", "vae_decoder", "vae_encoder"] as const) {
+        const one = await loadOne(role);
+        if (one) loaded[role] = one;
+      }
+      const scratchBytes = Math.max(...engines.map((e) => e.deviceMemoryBytes), 1);
+      const scratch = callNative(() => new trt.DeviceScratch(scratchBytes, { device }));
+      disposables.push(scratch);
+      const open = <Io extends ModelIo>(role: ModelRole): LoadedModel<Io> => {
+        const { engine, entry } = loaded[role]!;
+        const context = callNative(() => engine.createContext(scratch));
+        disposables.push(context);
+        return { engine, context, contract: entry.contract as Io, shapes: { contract: entry.contract, profiles: engine.profiles, io: engine.io } };
+      };
+      const text = open<TextEncoderIo>("text_encoder");
+      const unet = open<UnetIo>("unet");
+      const decoder = open<VaeDecoderIo>("vae_decoder");
+      const encoder = loaded.vae_encoder ? open<VaeEncoderIo>("vae_encoder") : undefined;
+      const unetEngine = callNative(() =>
+        unet.context.createUnet({
+          sample: unet.contract.sampleName,
+          timestep: unet.contract.timestepName,
+          hidden: unet.contract.contextName,
+          out: unet.contract.outputName,
+          timestepLayout: unet.contract.timestepLayout,
+          hiddenSize: manifest.model.hiddenSize,
+        }),
+      );
+      disposables.push(unetEngine);
+      const denoiser = await Denoiser.create({ unet: unetEngine, device });
+      return new TensorRtBackend({
+        trt,
+        folder,
+        variantDir,
+        manifest,
+        warnings,
+        scratch,
+        models: { text, unet, decoder, ...(encoder ? { encoder } : {}) },
+        unetEngine,
+        denoiser,
+        useGraphs: options.useGraphs ?? true,
+      });
+    } catch (error) {
+      for (const d of disposables.reverse()) d.dispose();
+      for (const e of engines) e.dispose();
+      throw error;
+    }
+  }
+
+  get disposed(): boolean {
+    return this.#denoiser === undefined;
+  }
+
+  /** How the last denoise call ran (graph capture, GPU time). */
+  get lastDenoise(): TensorRtDenoiseStats | undefined {
+    return this.#lastDenoise;
+  }
+
+  /**
+   * GPU milliseconds of the last call of each stage, from CUDA events: `textEncoder`, `unet` (the
+   * whole denoise loop), `vaeDecoder`, `vaeEncoder`. For `sd-trt bench`.
+   */
+  get lastTimings(): StageTimings {
+    return { ...this.#timings };
+  }
+
+  /** Runs `fn` after every earlier call: the contexts share one scratch buffer. */
+  #exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    if (this.#denoiser === undefined) return Promise.reject(new DisposedError("TensorRT backend"));
+    const run = this.#serial.then(() => {
+      if (this.#denoiser === undefined) throw new DisposedError("TensorRT backend");
+      return fn();
+    });
+    this.#serial = run.catch(() => undefined);
+    return run;
+  }
+
+  encodeText(ids: Int32Array, rows: number): Promise<TextEmbeddings> {
+    if (!(ids instanceof Int32Array) || !Number.isInteger(rows) || rows < 1 || ids.length !== rows * TOKENS) {
+      return Promise.reject(new SdTrtError("ERR_INVALID_ARGUMENT", `encodeText needs ${TOKENS} token ids per row, got ${ids?.length} ids for ${rows} rows`));
+    }
+    return this.#exclusive(async () => {
+      // Encode each distinct row once (a batch repeats one prompt; the negative prompt is often
+      // empty), padded up to a row count the engine's profiles take.
+      const keys = new Map<string, number>();
+      const unique: number[] = [];
+      const rowOf = new Int32Array(rows);
+      for (let r = 0; r < rows; r++) {
+        const key = ids.subarray(r * TOKENS, (r + 1) * TOKENS).join(",");
+        let index = keys.get(key);
+        if (index === undefined) {
+          index = unique.length;
+          keys.set(key, index);
+          unique.push(r);
+        }
+        rowOf[r] = index;
+      }
+      const computed = textRowsFor(this.#text.shapes, unique.length);
+      if (computed === undefined) {
+        throw new InvalidOptionError(
+          "batch",
+          `the text encoder engine takes at most ${this.limits.maxBatch * 2} prompts per call, got ${unique.length} distinct prompts; rebuild the engines for a larger --batch`,
+        );
+      }
+      const padded = new Int32Array(computed * TOKENS);
+      for (let i = 0; i < computed; i++) {
+        const r = unique[Math.min(i, unique.length - 1)]!;
+        padded.set(ids.subarray(r * TOKENS, (r + 1) * TOKENS), i * TOKENS);
+      }
+      const { embeddings, gpuMs } = await callNativeAsync(() =>
+        this.#text.context.encodeText({ ids: padded, rows: computed, input: this.#text.contract.idsName, output: this.#text.contract.hiddenName, outputRows: rowOf }),
+      );
+      this.#timings.textEncoder = gpuMs;
+      return new TrtTextEmbeddings(rows, embeddings);
+    });
+  }
+
+  denoise(request: DenoiseRequest): Promise<Float32Array> {
+    return this.#exclusive(async () => {
+      const denoiser = this.#denoiser!;
+      const { batch, latentHeight, latentWidth } = request;
+      const cond = deviceEmbeddings(request.cond, batch, "cond");
+      let guidance: Float64Array | null = null;
+      let parts: NativeDeviceTensor[];
+      if (request.uncond !== null) {
+        parts = [deviceEmbeddings(request.uncond, batch, "uncond"), cond];
+        guidance = request.guidance;
+      } else if (unetAccepts(this.#unet.shapes, batch, latentHeight, latentWidth)) {
+        parts = [cond];
+      } else {
+        // The engines were built for the guidance batch (2B) only: run with uncond = cond and a
+        // scale of 1, which gives m = u + 1·(c − u) = c, the unguided output.
+        parts = [cond, cond];
+        guidance = new Float64Array(batch).fill(1);
+      }
+      const embeddings = await callNativeAsync(() => this.#trt.concatEmbeddings(parts, { dtype: this.#unetEngine.types.hidden === "float16" ? "float16" : "float32" }));
+      try {
+        const result = await denoiser.run({
+          program: packProgram(request.program),
+          latents: request.latents,
+          noise: request.noise,
+          batch,
+          latentHeight,
+          latentWidth,
+          guidance,
+          embeddings,
+          useGraphs: this.#useGraphs,
+          ...(request.signal ? { signal: request.signal } : {}),
+          ...(request.onStep ? { onStep: request.onStep } : {}),
+        });
+        this.#lastDenoise = {
+          graph: result.graph,
+          ...(result.graphFallbackReason ? { graphFallbackReason: result.graphFallbackReason } : {}),
+          evaluations: result.evaluations,
+          gpuMs: result.gpuMs,
+          hostMs: result.hostMs,
+        };
+        this.#timings.unet = result.gpuMs;
+        return result.latents;
+      } finally {
+        embeddings.dispose();
+      }
+    });
+  }
+
+  decode(latents: Float32Array, batch: number, latentHeight: number, latentWidth: number): Promise<Uint8Array[]> {
+    return this.#exclusive(async () => {
+      let out: { pixels: Buffer; width: number; height: number; gpuMs: number };
+      try {
+        out = await callNativeAsync(() =>
+          this.#decoder.context.decodeImage({ latents, batch, height: latentHeight, width: latentWidth, input: this.#decoder.contract.latentName, output: this.#decoder.contract.imageName }),
+        );
+      } catch (error) {
+        if (error instanceof NativeError && error.code === "ERR_VAE_NAN") {
+          throw new VaeOverflowError(error.message.replace(/ — rebuild.*$/s, ""), rebuildCommand(this.manifest, this.variantDir, { fp32Vae: true }));
+        }
+        throw error;
+      }
+      this.#timings.vaeDecoder = out.gpuMs;
+      const size = out.width * out.height * 3;
+      return Array.from({ length: batch }, (_, b) => out.pixels.subarray(b * size, (b + 1) * size));
+    });
+  }
+
+  encodeImage(pixels: Float32Array, batch: number, height: number, width: number): Promise<{ mean: Float32Array; std?: Float32Array }> {
+    return this.#exclusive(async () => {
+      const encoder = this.#encoder;
+      if (!encoder) {
+        throw new ModelFileError(this.variantDir, `the engines in ${this.variantDir} have no VAE encoder, which img2img needs (the model folder had no vae_encoder when they were built)`);
+      }
+      const out = await callNativeAsync(() =>
+        encoder.context.encodeImage({ pixels, batch, height, width, input: encoder.contract.imageName, output: encoder.contract.outputName }),
+      );
+      this.#timings.vaeEncoder = out.gpuMs;
+      if (encoder.contract.outputKind === "sample") return { mean: out.data };
+      return splitPosterior(out.data, batch, out.shape[2]!, out.shape[3]!);
+    });
+  }
+
+  async dispose(): Promise<void> {
+    const denoiser = this.#denoiser;
+    if (denoiser === undefined) return;
+    this.#denoiser = undefined;
+    await denoiser.dispose();
+    await this.#serial.catch(() => undefined);
+    this.#unetEngine.dispose();
+    for (const m of [this.#text, this.#unet, this.#decoder, this.#encoder]) {
+      m?.context.dispose();
+      m?.engine.dispose();
+    }
+    this.#scratch?.dispose();
+    this.#scratch = undefined;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.dispose();
+  }
+}
+
+function deviceEmbeddings(embeddings: TextEmbeddings, batch: number, which: string): NativeDeviceTensor {
+  if (!(embeddings instanceof TrtTextEmbeddings)) {
+    throw new SdTrtError("ERR_INVALID_ARGUMENT", `denoise: the ${which} embeddings were not made by this TensorRT backend's encodeText`);
+  }
+  if (embeddings.rows !== batch) {
+    throw new SdTrtError("ERR_INVALID_ARGUMENT", `denoise: ${which} embeddings have ${embeddings.rows} rows, expected ${batch}`);
+  }
+  return embeddings.device;
+}

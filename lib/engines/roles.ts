@@ -1,0 +1,65 @@
+/**
+ * Model roles for engines: each graph's I/O contract (lib/model/graph-io.ts, the same rules as the
+ * CPU backend) read from the ONNX file at build time — it is recorded in the manifest, so the
+ * runtime binds the engine's tensors by the names the export used — and the precision of an
+ * export. TensorRT takes fp16 exports as they are, so element types are shown to the contract
+ * checks as float32 ("a float tensor"): which float type an engine uses is TensorRT's business.
+ */
+import { DATA_TYPE_NAMES, DataType, TensorField } from "./onnx/schema.js";
+import type { OnnxModel } from "./onnx/model.js";
+import { describeModel, type GraphSignature, type ModelIo, type ModelRole, type TensorSpec } from "../model/graph-io.js";
+
+const ORT_NAMES: Record<string, string> = { float: "float32", double: "float64", float16: "float16" };
+
+function floatAgnostic(type: string): string {
+  return type === "float16" || type === "bfloat16" ? "float32" : type;
+}
+
+/** The graph signature of an ONNX model, with ONNX Runtime's type names. */
+export function onnxSignature(model: OnnxModel): GraphSignature {
+  const io = model.io();
+  const spec = (v: { name: string; dtype: string; shape: (number | string)[] }): TensorSpec => ({
+    name: v.name,
+    type: ORT_NAMES[v.dtype] ?? v.dtype,
+    shape: v.shape.map((d) => (typeof d === "number" && d < 0 ? "?" : d)),
+  });
+  return { inputs: io.inputs.map(spec), outputs: io.outputs.map(spec) };
+}
+
+/** Describes a graph for `role`, accepting float16 where the contract says float32. */
+export function describeForEngine(role: ModelRole, signature: GraphSignature, file: string): ModelIo {
+  const relaxed: GraphSignature = {
+    inputs: signature.inputs.map((s) => ({ ...s, type: floatAgnostic(s.type) })),
+    outputs: signature.outputs.map((s) => ({ ...s, type: floatAgnostic(s.type) })),
+  };
+  return describeModel(role, relaxed, file);
+}
+
+/** The declared dims of each graph input, for profile checks. */
+export function declaredShapes(signature: GraphSignature): Record<string, (number | string)[]> {
+  return Object.fromEntries(signature.inputs.map((s) => [s.name, s.shape]));
+}
+
+export type ExportPrecision = "fp32" | "fp16";
+
+/**
+ * Whether an export computes in fp16 or fp32: by where its weight bytes are (an fp16 export keeps
+ * a few fp32 tensors, e.g. norms; an fp32 one has no fp16 weights). External tensors count by
+ * their declared length.
+ */
+export function exportPrecision(model: OnnxModel): ExportPrecision {
+  let fp16 = 0;
+  let fp32 = 0;
+  for (const t of model.initializers()) {
+    const type = t.int(TensorField.dataType);
+    const elements = t.ints(TensorField.dims).reduce((a, b) => a * b, 1);
+    if (type === DataType.FLOAT16) fp16 += elements * 2;
+    else if (type === DataType.FLOAT) fp32 += elements * 4;
+  }
+  if (fp16 === 0 && fp32 === 0) {
+    // No weights: decide by the graph's float inputs.
+    const io = model.io();
+    return [...io.inputs, ...io.outputs].some((v) => v.dtype === DATA_TYPE_NAMES[DataType.FLOAT16]) ? "fp16" : "fp32";
+  }
+  return fp16 > fp32 ? "fp16" : "fp32";
+}

@@ -1,0 +1,200 @@
+/**
+ * The TensorRT part of the addon (`native/trt`), present as `binding.tensorrt` only when the addon
+ * was compiled with TensorRT headers (`TENSORRT_ROOT=… npm run build:native`). Hand-written like
+ * `types.ts`, which this file extends; `lib/native/load.ts` stays the one loader.
+ *
+ * Threading and ownership (native/README.md): every long call is one named AsyncWorker
+ * (SdEngineBuildWorker, SdEngineLoadWorker, SdClipEncodeWorker, SdVaeDecodeWorker,
+ * SdVaeEncodeWorker, SdConcatEmbeddingsWorker) returning a Promise; borrowed typed arrays are pinned
+ * until it settles; every output is a new allocation. Failures reject with `code` / `stage` /
+ * `status` (NativeErrorShape): ERR_TENSORRT_MISSING (libnvinfer or libnvonnxparser not found),
+ * ERR_TENSORRT (a TensorRT call failed; the message carries what TensorRT logged), ERR_ONNX_PARSE
+ * (with every parser error: node index, name, operator and the parser's code in `status`),
+ * ERR_INVALID_PROFILE, ERR_SHAPE (no optimization profile fits), ERR_VAE_NAN, ERR_CUDA, ERR_DISPOSED,
+ * ABORT_ERR (a cancelled build).
+ */
+import type { NativeBinding, NativeDeviceTensor, NativeTensorRtInfo } from "./types.js";
+
+/** Element types TensorRT reports for engine tensors. */
+export type TrtDataType = "float32" | "float16" | "int32" | "int64" | "int8" | "uint8" | "bool" | "bfloat16" | "fp8" | "other";
+
+/** One I/O tensor of a network or engine; -1 marks a dynamic axis. */
+export interface TrtTensorInfo {
+  name: string;
+  mode: "input" | "output";
+  dtype: TrtDataType;
+  shape: number[];
+}
+
+export interface TrtShapeRange {
+  min: number[];
+  opt: number[];
+  max: number[];
+}
+
+/** One optimization profile: the shape range of each input with a dynamic axis. */
+export type TrtProfile = Record<string, TrtShapeRange>;
+
+export interface TrtLogMessage {
+  severity: "internal-error" | "error" | "warning" | "info" | "verbose";
+  message: string;
+}
+
+export interface TrtBuildOptions {
+  /** The ONNX file (its external data is read from the same folder). */
+  onnxPath: string;
+  /** At least one profile; every input with a dynamic axis must appear in each. */
+  profiles: TrtProfile[];
+  /** A timing cache from an earlier build (the bytes of the file). A cache from another GPU or
+   *  TensorRT version is replaced by a new one (`timingCacheReset` in the result). Copied. */
+  timingCache?: Uint8Array;
+  /** Builder workspace limit in bytes; 0 or absent = TensorRT's default (the device's memory). */
+  workspaceBytes?: number;
+  /** TensorRT builder optimization level 0…5 (default 3). */
+  optimizationLevel?: number;
+  /** CUDA device index. Defaults to 0. */
+  device?: number;
+}
+
+/** A builder progress event (TensorRT's IProgressMonitor phases and steps). */
+export interface TrtBuildProgress {
+  kind: "start" | "step" | "finish";
+  phase: string;
+  /** The enclosing phase of a "start" event, null at the top level. */
+  parent: string | null;
+  /** Steps done ("step") — 1-based. */
+  step: number;
+  /** Steps of the phase ("start"). */
+  steps: number;
+}
+
+export interface TrtGpuIdentity {
+  device: number;
+  name: string;
+  /** "8.9" */
+  computeCapability: string;
+  /** "580.65.06" (NVML) or "CUDA 13.0" when NVML is not available. */
+  driverVersion: string;
+  totalMemory: number;
+}
+
+export interface TrtBuildResult {
+  /** The serialized engine. */
+  plan: Buffer;
+  /** The timing cache after the build (write it back to its file). */
+  timingCache: Buffer;
+  /** The cache given did not fit this GPU/TensorRT and was replaced. */
+  timingCacheReset: boolean;
+  /** The network's inputs and outputs (types as the strongly typed network inferred them). */
+  io: TrtTensorInfo[];
+  /** TensorRT's warnings and errors during the build. */
+  log: TrtLogMessage[];
+  /** The GPU the plan was built for. */
+  gpu: TrtGpuIdentity;
+  /** libnvinfer's version ("11.1.0"). */
+  tensorrtVersion: string;
+}
+
+export interface TrtBuildJob {
+  promise: Promise<TrtBuildResult>;
+  /** Asks TensorRT to abandon the build (through its progress monitor); the promise then rejects
+   *  with code ABORT_ERR. Safe to call at any time, more than once. */
+  cancel(): void;
+}
+
+export interface TrtLoadOptions {
+  /** A name for messages ("unet"). */
+  name: string;
+  device?: number;
+}
+
+export interface TrtEngine {
+  readonly name: string;
+  readonly device: number;
+  readonly io: TrtTensorInfo[];
+  readonly profiles: TrtProfile[];
+  /** Activation memory a context of this engine needs (getDeviceMemorySizeV2). */
+  readonly deviceMemoryBytes: number;
+  readonly disposed: boolean;
+  /** A context on `scratch` (which must hold at least deviceMemoryBytes). */
+  createContext(scratch: TrtDeviceScratch): TrtContext;
+  /** Drops this handle; contexts keep the engine alive until they are disposed. Idempotent. */
+  dispose(): void;
+}
+
+export interface TrtDeviceScratch {
+  readonly bytes: number;
+  readonly disposed: boolean;
+  dispose(): void;
+}
+
+export interface TrtDeviceScratchConstructor {
+  /** Allocates `bytes` of device memory for the contexts of one pipeline. */
+  new (bytes: number, options?: { device?: number }): TrtDeviceScratch;
+}
+
+export interface TrtEncodeTextOptions {
+  /** Token ids [rows, 77]. Borrowed until the promise settles. */
+  ids: Int32Array;
+  rows: number;
+  input: string;
+  output: string;
+  /** Row r of the result is computed row outputRows[r]. */
+  outputRows: Int32Array;
+}
+
+export interface TrtImageIoOptions {
+  input: string;
+  output: string;
+  batch: number;
+  height: number;
+  width: number;
+}
+
+export interface TrtUnetOptions {
+  sample: string;
+  timestep: string;
+  hidden: string;
+  out: string;
+  timestepLayout: "scalar" | "single" | "per-row";
+  hiddenSize: number;
+}
+
+/** A UNet engine for `Denoiser.create({ unet })`. */
+export interface TrtUnet {
+  readonly disposed: boolean;
+  readonly types: { sample: TrtDataType; timestep: TrtDataType; hidden: TrtDataType; out: TrtDataType };
+  dispose(): void;
+}
+
+export interface TrtContext {
+  readonly disposed: boolean;
+  /** Text embeddings on the device [outputRows.length, 77, hidden], in the engine's output type.
+   *  `gpuMs` (every call here): GPU time on the context's stream from CUDA events, transfers included. */
+  encodeText(options: TrtEncodeTextOptions): Promise<{ embeddings: NativeDeviceTensor; gpuMs: number }>;
+  /** Latents (already divided by the scaling factor) [batch, 4, height, width] → uint8 RGB HWC. */
+  decodeImage(options: TrtImageIoOptions & { latents: Float32Array }): Promise<{ pixels: Buffer; width: number; height: number; gpuMs: number }>;
+  /** Pixels [batch, 3, height, width] in [-1, 1] → the encoder's output as float32. */
+  encodeImage(options: TrtImageIoOptions & { pixels: Float32Array }): Promise<{ data: Float32Array; shape: number[]; gpuMs: number }>;
+  createUnet(options: TrtUnetOptions): TrtUnet;
+  dispose(): void;
+}
+
+export interface TensorRtBinding {
+  /** TensorRT's run-time status (the same object `info().tensorrt` holds). Never throws. */
+  runtimeInfo(): NativeTensorRtInfo;
+  buildEngine(options: TrtBuildOptions, onProgress?: (event: TrtBuildProgress) => void): TrtBuildJob;
+  loadEngine(plan: Uint8Array, options: TrtLoadOptions): Promise<TrtEngine>;
+  DeviceScratch: TrtDeviceScratchConstructor;
+  /** Joins embedding rows on the device (uncond first), converting to `dtype`. */
+  concatEmbeddings(parts: NativeDeviceTensor[], options: { dtype: "float32" | "float16" }): Promise<NativeDeviceTensor>;
+}
+
+/** The addon's binding with its optional TensorRT part. */
+export type NativeBindingWithTensorRt = NativeBinding & { tensorrt?: TensorRtBinding };
+
+/** The TensorRT part of a loaded binding, or undefined when the addon was built without it. */
+export function tensorRtBindingOf(binding: NativeBinding): TensorRtBinding | undefined {
+  const trt = (binding as NativeBindingWithTensorRt).tensorrt;
+  return typeof trt === "object" && trt !== null && typeof trt.buildEngine === "function" ? trt : undefined;
+}

@@ -1,0 +1,609 @@
+#include "execution_context.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "../common/cuda_check.h"
+#include "../common/device_tensor.h"
+#include "../common/js_error.h"
+#include "../denoiser/kernels.h"
+#include "trt_unet.h"
+
+namespace sdtrt::trt {
+
+namespace {
+
+constexpr napi_type_tag kContextTag = {0x7364747274727463ULL, 0x6f6e746578740001ULL};
+constexpr int kTokens = 77;
+
+struct PendingContext {
+  std::shared_ptr<ContextState> state;
+};
+
+std::string DescribeProfiles(const LoadedEngine& engine, const InputShapes& shapes) {
+  std::string out;
+  for (size_t p = 0; p < engine.profiles.size(); ++p) {
+    out += "\n  profile " + std::to_string(p) + ":";
+    for (const auto& s : shapes) {
+      auto it = engine.profiles[p].find(s.first);
+      if (it == engine.profiles[p].end()) continue;
+      out += " " + s.first + " " + ShapeString(it->second.min) + "…" + ShapeString(it->second.max);
+    }
+  }
+  return out;
+}
+
+bool Within(const std::vector<int64_t>& shape, const std::vector<int64_t>& lo, const std::vector<int64_t>& hi) {
+  if (shape.size() != lo.size() || shape.size() != hi.size()) return false;
+  for (size_t i = 0; i < shape.size(); ++i) {
+    if (shape[i] < lo[i] || shape[i] > hi[i]) return false;
+  }
+  return true;
+}
+
+// The shapes of the engine's fixed inputs must match exactly.
+bool MatchesStatic(const std::vector<int64_t>& shape, const std::vector<int64_t>& declared) {
+  if (shape.size() != declared.size()) return false;
+  for (size_t i = 0; i < shape.size(); ++i) {
+    if (declared[i] >= 0 && declared[i] != shape[i]) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+// ------------------------------------------------------------------------------------ ContextState
+
+ContextState::ContextState(std::shared_ptr<LoadedEngine> e, std::shared_ptr<ScratchState> s)
+    : engine(std::move(e)), scratch(std::move(s)) {
+  constexpr const char* stage = "context-create";
+  SDTRT_CUDA_CHECK(stage, cudaSetDevice(engine->device));
+  // No memory of its own: the activations live in the shared scratch (setDeviceMemoryV2).
+  context.reset(engine->engine->createExecutionContext(nvinfer1::ExecutionContextAllocationStrategy::kUSER_MANAGED));
+  if (!context) ThrowTrt(stage, "ICudaEngine::createExecutionContext failed for " + engine->name, engine->logger);
+  context->setDeviceMemoryV2(scratch->buffer.data(), static_cast<int64_t>(scratch->buffer.bytes()));
+  SDTRT_CUDA_CHECK(stage, cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+}
+
+ContextState::~ContextState() { Release(); }
+
+void ContextState::Release() noexcept {
+  if (engine) (void)cudaSetDevice(engine->device);
+  if (stream != nullptr) {
+    (void)cudaStreamSynchronize(stream);
+    (void)cudaStreamDestroy(stream);
+    stream = nullptr;
+  }
+  context.reset();  // before the engine it came from
+  buffers.clear();
+  engine.reset();
+  scratch.reset();
+}
+
+void ContextState::RequireAlive(const char* stage) const {
+  if (!context) throw NativeError("ERR_DISPOSED", stage, "TrtContext is disposed");
+}
+
+nvinfer1::DataType ContextState::TypeOf(const std::string& tensor, const char* stage) const {
+  const TensorInfo* t = engine->Find(tensor);
+  if (t == nullptr) {
+    std::string names;
+    for (const TensorInfo& io : engine->io) names += (names.empty() ? "" : ", ") + io.name;
+    throw NativeError("ERR_TENSOR_NAME", stage, "engine " + engine->name + " has no tensor " + tensor + " (it has " + names + ")");
+  }
+  return t->type;
+}
+
+void ContextState::SetInputShapes(const InputShapes& shapes, cudaStream_t s, const char* stage) {
+  const int32_t count = engine->engine->getNbOptimizationProfiles();
+  int chosen = -1;
+  for (int32_t p = 0; p < count && chosen < 0; ++p) {
+    bool fits = true;
+    for (const auto& entry : shapes) {
+      const TensorInfo* t = engine->Find(entry.first);
+      if (t == nullptr || !t->input) {
+        throw NativeError("ERR_TENSOR_NAME", stage, "engine " + engine->name + " has no input " + entry.first);
+      }
+      auto range = engine->profiles[static_cast<size_t>(p)].find(entry.first);
+      fits = fits && (range == engine->profiles[static_cast<size_t>(p)].end() ? MatchesStatic(entry.second, t->shape)
+                                                                              : Within(entry.second, range->second.min, range->second.max));
+    }
+    if (fits) chosen = p;
+  }
+  if (chosen < 0) {
+    std::string asked;
+    for (const auto& entry : shapes) asked += (asked.empty() ? "" : ", ") + entry.first + " " + ShapeString(entry.second);
+    throw NativeError("ERR_SHAPE", stage,
+                      "no optimization profile of engine " + engine->name + " accepts " + asked + DescribeProfiles(*engine, shapes) +
+                          "\n(rebuild the engines for this batch size and image size with `sd-trt build`)");
+  }
+  if (chosen != profile || context->getOptimizationProfile() != chosen) {
+    if (!context->setOptimizationProfileAsync(chosen, s)) {
+      ThrowTrt(stage, "IExecutionContext::setOptimizationProfileAsync(" + std::to_string(chosen) + ") failed", engine->logger);
+    }
+    profile = chosen;
+  }
+  for (const auto& entry : shapes) {
+    if (!context->setInputShape(entry.first.c_str(), VectorToDims(entry.second, stage, entry.first))) {
+      ThrowTrt(stage, "IExecutionContext::setInputShape(" + entry.first + ", " + ShapeString(entry.second) + ") failed", engine->logger);
+    }
+  }
+  if (!context->allInputDimensionsSpecified()) {
+    std::string missing;
+    for (const TensorInfo& t : engine->io) {
+      if (!t.input) continue;
+      bool given = false;
+      for (const auto& entry : shapes) given = given || entry.first == t.name;
+      if (!given) missing += (missing.empty() ? "" : ", ") + t.name;
+    }
+    throw NativeError("ERR_SHAPE", stage, "engine " + engine->name + " needs shapes for every input; not given: " + missing);
+  }
+}
+
+std::vector<int64_t> ContextState::ShapeOf(const std::string& tensor, const char* stage) const {
+  std::vector<int64_t> shape = DimsToVector(context->getTensorShape(tensor.c_str()));
+  for (int64_t d : shape) {
+    if (d < 0) {
+      throw NativeError("ERR_SHAPE", stage, "TensorRT cannot tell the shape of " + tensor + " in engine " + engine->name + " (" +
+                                                ShapeString(shape) + ")");
+    }
+  }
+  return shape;
+}
+
+void* ContextState::Buffer(const std::string& key, size_t bytes, const char* stage) {
+  DeviceBuffer& buffer = buffers[key];
+  buffer.Reserve(std::max<size_t>(bytes, 1), stage);
+  return buffer.data();
+}
+
+void ContextState::Bind(const std::string& tensor, void* address, const char* stage) {
+  if (!context->setTensorAddress(tensor.c_str(), address)) {
+    ThrowTrt(stage, "IExecutionContext::setTensorAddress(" + tensor + ") failed", engine->logger);
+  }
+}
+
+void ContextState::BindRemaining(const std::set<std::string>& bound, const char* stage) {
+  for (const TensorInfo& t : engine->io) {
+    if (bound.count(t.name) != 0) continue;
+    const size_t size = DataTypeSize(t.type);
+    if (size == 0) {
+      throw NativeError("ERR_TENSORRT_UNSUPPORTED", stage, "engine tensor " + t.name + " has the sub-byte type " + DataTypeName(t.type));
+    }
+    const std::vector<int64_t> shape = ShapeOf(t.name, stage);
+    Bind(t.name, Buffer("io:" + t.name, static_cast<size_t>(Volume(shape)) * size, stage), stage);
+  }
+}
+
+void ContextState::Enqueue(cudaStream_t s, const char* stage) {
+  if (!context->enqueueV3(s)) ThrowTrt(stage, "IExecutionContext::enqueueV3 failed for " + engine->name, engine->logger);
+}
+
+// ---------------------------------------------------------------------------------------- workers
+
+namespace {
+
+// Base of the context workers: holds the context (and so its engine and scratch) and the pinned
+// JS inputs until the promise settles, and runs with both locks held.
+class ContextWorker : public NativeAsyncWorker {
+ public:
+  ContextWorker(Napi::Env env, const char* name, const char* stage, std::shared_ptr<ContextState> state, std::vector<Napi::Value> pinned)
+      : NativeAsyncWorker(env, name, stage), state_(std::move(state)), stage_(stage) {
+    for (const Napi::Value& v : pinned) pinned_.push_back(Napi::Persistent(v.As<Napi::Object>()));
+  }
+
+ protected:
+  void Run() final {
+    // Scratch first, then the context: the same order everywhere, so two workers cannot deadlock.
+    std::lock_guard<std::mutex> scratchLock(state_->scratch->mutex);
+    std::lock_guard<std::mutex> contextLock(state_->mutex);
+    state_->RequireAlive(stage_);
+    SDTRT_CUDA_CHECK(stage_, cudaSetDevice(state_->engine->device));
+    // GPU time of the whole call on the context's stream (uploads, engine, kernels, download),
+    // from CUDA events: what `sd-trt bench` reports per stage.
+    Events events(stage_);
+    SDTRT_CUDA_CHECK(stage_, cudaEventRecord(events.start, state_->stream));
+    RunLocked(*state_);
+    SDTRT_CUDA_CHECK(stage_, cudaEventRecord(events.end, state_->stream));
+    SDTRT_CUDA_CHECK(stage_, cudaStreamSynchronize(state_->stream));
+    float ms = 0;
+    SDTRT_CUDA_CHECK(stage_, cudaEventElapsedTime(&ms, events.start, events.end));
+    gpuMs_ = ms;
+    Finish();
+  }
+  virtual void RunLocked(ContextState& ctx) = 0;
+  virtual void Finish() {}
+
+  struct Events {
+    cudaEvent_t start = nullptr;
+    cudaEvent_t end = nullptr;
+    explicit Events(const char* stage) {
+      SDTRT_CUDA_CHECK(stage, cudaEventCreate(&start));
+      const cudaError_t status = cudaEventCreate(&end);
+      if (status != cudaSuccess) {
+        (void)cudaEventDestroy(start);
+        throwCudaError(status, stage, "cudaEventCreate(&end)");
+      }
+    }
+    ~Events() {
+      (void)cudaEventDestroy(start);
+      (void)cudaEventDestroy(end);
+    }
+  };
+
+  std::shared_ptr<ContextState> state_;
+  const char* stage_;
+  double gpuMs_ = 0;
+
+ private:
+  std::vector<Napi::ObjectReference> pinned_;
+};
+
+struct TensorNames {
+  std::string input;
+  std::string output;
+};
+
+class SdClipEncodeWorker : public ContextWorker {
+ public:
+  SdClipEncodeWorker(Napi::Env env, std::shared_ptr<ContextState> state, Napi::TypedArray ids, int rows, TensorNames names,
+                     std::vector<int32_t> outputRows)
+      : ContextWorker(env, "SdClipEncodeWorker", "clip-encode", std::move(state), {ids}),
+        ids_(ids.As<Napi::Int32Array>().Data()),
+        rows_(rows),
+        names_(std::move(names)),
+        outputRows_(std::move(outputRows)) {}
+
+ protected:
+  std::string ApiName() const override { return "nvinfer1::IExecutionContext::enqueueV3 (text encoder)"; }
+
+  void RunLocked(ContextState& ctx) override {
+    const size_t count = static_cast<size_t>(rows_) * kTokens;
+    const nvinfer1::DataType idsType = ctx.TypeOf(names_.input, stage_);
+    ctx.SetInputShapes({{names_.input, {rows_, kTokens}}}, ctx.stream, stage_);
+    void* ids = nullptr;
+    if (idsType == nvinfer1::DataType::kINT32) {
+      ids = ctx.Buffer("in:" + names_.input, count * 4, stage_);
+      SDTRT_CUDA_CHECK(stage_, cudaMemcpyAsync(ids, ids_, count * 4, cudaMemcpyHostToDevice, ctx.stream));
+    } else if (idsType == nvinfer1::DataType::kINT64) {
+      // Token ids are small; widening them on the host is cheaper than a kernel launch.
+      std::vector<int64_t> wide(ids_, ids_ + count);
+      ids = ctx.Buffer("in:" + names_.input, count * 8, stage_);
+      SDTRT_CUDA_CHECK(stage_, cudaMemcpyAsync(ids, wide.data(), count * 8, cudaMemcpyHostToDevice, ctx.stream));
+      SDTRT_CUDA_CHECK(stage_, cudaStreamSynchronize(ctx.stream));  // `wide` dies at the end of this block
+    } else {
+      throw NativeError("ERR_TENSORRT_UNSUPPORTED", stage_, "text encoder input " + names_.input + " is " + DataTypeName(idsType) +
+                                                                 ", expected int32 or int64 token ids");
+    }
+    ctx.Bind(names_.input, ids, stage_);
+    ctx.BindRemaining({names_.input}, stage_);
+    ctx.Enqueue(ctx.stream, stage_);
+
+    const std::vector<int64_t> shape = ctx.ShapeOf(names_.output, stage_);
+    if (shape.size() != 3 || shape[0] != rows_ || shape[1] != kTokens) {
+      throw NativeError("ERR_SHAPE", stage_, "text encoder output " + names_.output + " has shape " + ShapeString(shape) + ", expected [" +
+                                                 std::to_string(rows_) + ", 77, hidden]");
+    }
+    hidden_ = shape[2];
+    dtype_ = ToDType(ctx.TypeOf(names_.output, stage_), stage_, names_.output);
+    const size_t rowBytes = static_cast<size_t>(kTokens * hidden_) * dtypeSize(dtype_);
+    // A fresh allocation: the result outlives this call, the context's output buffer does not.
+    result_ = std::make_shared<DeviceBuffer>(std::max<size_t>(outputRows_.size() * rowBytes, 1), stage_);
+    const auto* src = static_cast<const uint8_t*>(ctx.Buffer("io:" + names_.output, 0, stage_));
+    auto* dst = result_->as<uint8_t>();
+    for (size_t r = 0; r < outputRows_.size(); ++r) {
+      SDTRT_CUDA_CHECK(stage_, cudaMemcpyAsync(dst + r * rowBytes, src + static_cast<size_t>(outputRows_[r]) * rowBytes, rowBytes,
+                                               cudaMemcpyDeviceToDevice, ctx.stream));
+    }
+    device_ = ctx.engine->device;
+  }
+
+  Napi::Value Result(Napi::Env env) override {
+    Napi::Object out = Napi::Object::New(env);
+    out.Set("embeddings", DeviceTensor::New(env, std::move(result_), dtype_, {static_cast<int64_t>(outputRows_.size()), kTokens, hidden_}, device_));
+    out.Set("gpuMs", Napi::Number::New(env, gpuMs_));
+    return out;
+  }
+
+ private:
+  const int32_t* ids_;
+  int rows_;
+  TensorNames names_;
+  std::vector<int32_t> outputRows_;
+  std::shared_ptr<DeviceBuffer> result_;
+  DType dtype_ = DType::kFloat32;
+  int64_t hidden_ = 0;
+  int device_ = 0;
+};
+
+// Uploads float32 host data into `tensor`'s input buffer in the engine's type.
+void* UploadAs(ContextState& ctx, const std::string& tensor, const float* host, size_t count, const char* stage) {
+  const DType type = ToDType(ctx.TypeOf(tensor, stage), stage, tensor);
+  if (type != DType::kFloat32 && type != DType::kFloat16) {
+    throw NativeError("ERR_TENSORRT_UNSUPPORTED", stage, "input " + tensor + " is " + dtypeName(type) + ", expected float32 or float16");
+  }
+  void* input = ctx.Buffer("in:" + tensor, count * dtypeSize(type), stage);
+  if (type == DType::kFloat32) {
+    SDTRT_CUDA_CHECK(stage, cudaMemcpyAsync(input, host, count * 4, cudaMemcpyHostToDevice, ctx.stream));
+  } else {
+    void* staging = ctx.Buffer("staging:" + tensor, count * 4, stage);
+    SDTRT_CUDA_CHECK(stage, cudaMemcpyAsync(staging, host, count * 4, cudaMemcpyHostToDevice, ctx.stream));
+    SDTRT_CUDA_CHECK(stage, kernels::launchCast(staging, DType::kFloat32, input, type, count, ctx.stream));
+  }
+  return input;
+}
+
+class SdVaeDecodeWorker : public ContextWorker {
+ public:
+  SdVaeDecodeWorker(Napi::Env env, std::shared_ptr<ContextState> state, Napi::TypedArray latents, int batch, int height, int width,
+                    TensorNames names)
+      : ContextWorker(env, "SdVaeDecodeWorker", "vae-decode", std::move(state), {latents}),
+        latents_(latents.As<Napi::Float32Array>().Data()),
+        batch_(batch),
+        height_(height),
+        width_(width),
+        names_(std::move(names)) {}
+
+ protected:
+  std::string ApiName() const override { return "nvinfer1::IExecutionContext::enqueueV3 (VAE decoder)"; }
+
+  void RunLocked(ContextState& ctx) override {
+    const size_t count = static_cast<size_t>(batch_) * 4 * height_ * width_;
+    ctx.SetInputShapes({{names_.input, {batch_, 4, height_, width_}}}, ctx.stream, stage_);
+    ctx.Bind(names_.input, UploadAs(ctx, names_.input, latents_, count, stage_), stage_);
+    ctx.BindRemaining({names_.input}, stage_);
+    ctx.Enqueue(ctx.stream, stage_);
+
+    const std::vector<int64_t> shape = ctx.ShapeOf(names_.output, stage_);
+    if (shape.size() != 4 || shape[0] != batch_ || shape[1] != 3) {
+      throw NativeError("ERR_SHAPE", stage_, "VAE decoder output " + names_.output + " has shape " + ShapeString(shape) + ", expected [" +
+                                                 std::to_string(batch_) + ", 3, H, W]");
+    }
+    outHeight_ = static_cast<int>(shape[2]);
+    outWidth_ = static_cast<int>(shape[3]);
+    const DType type = ToDType(ctx.TypeOf(names_.output, stage_), stage_, names_.output);
+    const size_t bytes = static_cast<size_t>(batch_) * outHeight_ * outWidth_ * 3;
+    auto* rgb = static_cast<uint8_t*>(ctx.Buffer("rgb", bytes, stage_));
+    auto* counters = static_cast<unsigned long long*>(ctx.Buffer("nan-counters", 2 * sizeof(unsigned long long), stage_));
+    SDTRT_CUDA_CHECK(stage_, cudaMemsetAsync(counters, 0, 2 * sizeof(unsigned long long), ctx.stream));
+    SDTRT_CUDA_CHECK(stage_, kernels::launchVaeToUint8(ctx.Buffer("io:" + names_.output, 0, stage_), type, batch_, 3, outHeight_,
+                                                       outWidth_, rgb, counters, ctx.stream));
+    pixels_.resize(bytes);
+    SDTRT_CUDA_CHECK(stage_, cudaMemcpyAsync(pixels_.data(), rgb, bytes, cudaMemcpyDeviceToHost, ctx.stream));
+    SDTRT_CUDA_CHECK(stage_, cudaMemcpyAsync(counts_, counters, sizeof(counts_), cudaMemcpyDeviceToHost, ctx.stream));
+  }
+
+  void Finish() override {
+    // Never hand back a black image for an overflowed fp16 VAE (design.md).
+    if (counts_[0] > 0 || counts_[1] > 0) {
+      const std::string what = counts_[0] > 0 ? std::to_string(counts_[0]) + " NaN" : std::to_string(counts_[1]) + " infinite";
+      throw NativeError("ERR_VAE_NAN", stage_,
+                        "VAE produced NaN (fp16 overflow?): " + what + " values in the decoded image — rebuild the VAE engine in fp32 with "
+                        "`sd-trt build … --fp32-vae`",
+                        counts_[0] > 0 ? "nan" : "inf");
+    }
+  }
+
+  Napi::Value Result(Napi::Env env) override {
+    Napi::Object out = Napi::Object::New(env);
+    out.Set("pixels", Napi::Buffer<uint8_t>::Copy(env, pixels_.data(), pixels_.size()));
+    out.Set("width", Napi::Number::New(env, outWidth_));
+    out.Set("height", Napi::Number::New(env, outHeight_));
+    out.Set("gpuMs", Napi::Number::New(env, gpuMs_));
+    return out;
+  }
+
+ private:
+  const float* latents_;
+  int batch_, height_, width_;
+  TensorNames names_;
+  int outHeight_ = 0, outWidth_ = 0;
+  std::vector<uint8_t> pixels_;
+  unsigned long long counts_[2] = {0, 0};
+};
+
+class SdVaeEncodeWorker : public ContextWorker {
+ public:
+  SdVaeEncodeWorker(Napi::Env env, std::shared_ptr<ContextState> state, Napi::TypedArray pixels, int batch, int height, int width,
+                    TensorNames names)
+      : ContextWorker(env, "SdVaeEncodeWorker", "vae-encode", std::move(state), {pixels}),
+        pixels_(pixels.As<Napi::Float32Array>().Data()),
+        batch_(batch),
+        height_(height),
+        width_(width),
+        names_(std::move(names)) {}
+
+ protected:
+  std::string ApiName() const override { return "nvinfer1::IExecutionContext::enqueueV3 (VAE encoder)"; }
+
+  void RunLocked(ContextState& ctx) override {
+    const size_t count = static_cast<size_t>(batch_) * 3 * height_ * width_;
+    ctx.SetInputShapes({{names_.input, {batch_, 3, height_, width_}}}, ctx.stream, stage_);
+    ctx.Bind(names_.input, UploadAs(ctx, names_.input, pixels_, count, stage_), stage_);
+    ctx.BindRemaining({names_.input}, stage_);
+    ctx.Enqueue(ctx.stream, stage_);
+    shape_ = ctx.ShapeOf(names_.output, stage_);
+    const DType type = ToDType(ctx.TypeOf(names_.output, stage_), stage_, names_.output);
+    const size_t n = static_cast<size_t>(Volume(shape_));
+    const void* out = ctx.Buffer("io:" + names_.output, 0, stage_);
+    void* wide = const_cast<void*>(out);
+    if (type != DType::kFloat32) {
+      wide = ctx.Buffer("staging:" + names_.output, n * 4, stage_);
+      SDTRT_CUDA_CHECK(stage_, kernels::launchCast(out, type, wide, DType::kFloat32, n, ctx.stream));
+    }
+    data_.resize(n);
+    SDTRT_CUDA_CHECK(stage_, cudaMemcpyAsync(data_.data(), wide, n * 4, cudaMemcpyDeviceToHost, ctx.stream));
+  }
+
+  Napi::Value Result(Napi::Env env) override {
+    Napi::Object out = Napi::Object::New(env);
+    Napi::Float32Array data = Napi::Float32Array::New(env, data_.size());
+    std::copy(data_.begin(), data_.end(), data.Data());
+    out.Set("data", data);
+    out.Set("shape", ShapeToJs(env, shape_));
+    out.Set("gpuMs", Napi::Number::New(env, gpuMs_));
+    return out;
+  }
+
+ private:
+  const float* pixels_;
+  int batch_, height_, width_;
+  TensorNames names_;
+  std::vector<int64_t> shape_;
+  std::vector<float> data_;
+};
+
+TensorNames ReadNames(const Napi::Object& options, const std::string& owner) {
+  return {RequireString(options, "input", owner), RequireString(options, "output", owner)};
+}
+
+}  // namespace
+
+// -------------------------------------------------------------------------------------- TrtContext
+
+Napi::Function ContextWrap::Define(Napi::Env env) {
+  return DefineClass(env, "TrtContext",
+                     {
+                         InstanceMethod<&ContextWrap::EncodeText>("encodeText"),
+                         InstanceMethod<&ContextWrap::DecodeImage>("decodeImage"),
+                         InstanceMethod<&ContextWrap::EncodeImage>("encodeImage"),
+                         InstanceMethod<&ContextWrap::CreateUnet>("createUnet"),
+                         InstanceAccessor<&ContextWrap::GetDisposed>("disposed"),
+                         InstanceMethod<&ContextWrap::Dispose>("dispose"),
+                     });
+}
+
+Napi::Object ContextWrap::New(Napi::Env env, std::shared_ptr<ContextState> state) {
+  PendingContext pending{std::move(state)};
+  Napi::External<PendingContext> external = Napi::External<PendingContext>::New(env, &pending);
+  Napi::Object object = GetAddonData(env).constructors["TrtContext"].New({external});
+  object.TypeTag(&kContextTag);
+  return object;
+}
+
+ContextWrap::ContextWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ContextWrap>(info) {
+  if (info.Length() != 1 || !info[0].IsExternal()) {
+    ThrowTypeError(info.Env(), "TrtContext objects are created by engine.createContext(), not with new");
+  }
+  state_ = std::move(info[0].As<Napi::External<PendingContext>>().Data()->state);
+  cleanup_ = GetAddonData(info.Env()).cleanup;
+  std::weak_ptr<ContextState> weak = state_;
+  cleanup_->Add(this, [weak]() {
+    if (auto s = weak.lock()) {
+      std::lock_guard<std::mutex> lock(s->mutex);
+      s->Release();
+    }
+  });
+}
+
+ContextWrap::~ContextWrap() { cleanup_->Remove(this); }
+
+std::shared_ptr<ContextState> ContextWrap::Require(Napi::Env env, const char* stage) const {
+  if (!state_) throw ToJsError(env, NativeError("ERR_DISPOSED", stage, "TrtContext is disposed"));
+  return state_;
+}
+
+Napi::Value ContextWrap::EncodeText(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const std::string owner = "options";
+  Napi::Object options = RequireObject(info[0], owner);
+  Napi::TypedArray ids = RequireTypedArray(options, "ids", owner, napi_int32_array, "Int32Array");
+  const int rows = static_cast<int>(RequireInteger(options, "rows", owner, 1, 4096));
+  if (ids.ElementLength() != static_cast<size_t>(rows) * kTokens) {
+    ThrowRangeError(env, "options.ids must hold rows × 77 = " + std::to_string(rows * kTokens) + " token ids, got " +
+                             std::to_string(ids.ElementLength()));
+  }
+  Napi::TypedArray map = RequireTypedArray(options, "outputRows", owner, napi_int32_array, "Int32Array");
+  std::vector<int32_t> outputRows(map.ElementLength());
+  for (size_t r = 0; r < outputRows.size(); ++r) {
+    outputRows[r] = map.As<Napi::Int32Array>()[r];
+    if (outputRows[r] < 0 || outputRows[r] >= rows) {
+      ThrowRangeError(env, "options.outputRows[" + std::to_string(r) + "] must be a computed row from 0 to " + std::to_string(rows - 1) +
+                               ", got " + std::to_string(outputRows[r]));
+    }
+  }
+  if (outputRows.empty()) ThrowRangeError(env, "options.outputRows must name at least one row");
+  auto* worker = new SdClipEncodeWorker(env, Require(env, "clip-encode"), ids, rows, ReadNames(options, owner), std::move(outputRows));
+  Napi::Promise promise = worker->Promise();
+  worker->Queue();
+  return promise;
+}
+
+Napi::Value ContextWrap::DecodeImage(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const std::string owner = "options";
+  Napi::Object options = RequireObject(info[0], owner);
+  Napi::TypedArray latents = RequireTypedArray(options, "latents", owner, napi_float32_array, "Float32Array");
+  const int batch = static_cast<int>(RequireInteger(options, "batch", owner, 1, 1024));
+  const int height = static_cast<int>(RequireInteger(options, "height", owner, 1, 1 << 12));
+  const int width = static_cast<int>(RequireInteger(options, "width", owner, 1, 1 << 12));
+  if (latents.ElementLength() != static_cast<size_t>(batch) * 4 * height * width) {
+    ThrowRangeError(env, "options.latents must hold batch × 4 × height × width values, got " + std::to_string(latents.ElementLength()));
+  }
+  auto* worker = new SdVaeDecodeWorker(env, Require(env, "vae-decode"), latents, batch, height, width, ReadNames(options, owner));
+  Napi::Promise promise = worker->Promise();
+  worker->Queue();
+  return promise;
+}
+
+Napi::Value ContextWrap::EncodeImage(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const std::string owner = "options";
+  Napi::Object options = RequireObject(info[0], owner);
+  Napi::TypedArray pixels = RequireTypedArray(options, "pixels", owner, napi_float32_array, "Float32Array");
+  const int batch = static_cast<int>(RequireInteger(options, "batch", owner, 1, 1024));
+  const int height = static_cast<int>(RequireInteger(options, "height", owner, 1, 1 << 15));
+  const int width = static_cast<int>(RequireInteger(options, "width", owner, 1, 1 << 15));
+  if (pixels.ElementLength() != static_cast<size_t>(batch) * 3 * height * width) {
+    ThrowRangeError(env, "options.pixels must hold batch × 3 × height × width values, got " + std::to_string(pixels.ElementLength()));
+  }
+  auto* worker = new SdVaeEncodeWorker(env, Require(env, "vae-encode"), pixels, batch, height, width, ReadNames(options, owner));
+  Napi::Promise promise = worker->Promise();
+  worker->Queue();
+  return promise;
+}
+
+Napi::Value ContextWrap::CreateUnet(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const std::string owner = "options";
+  Napi::Object options = RequireObject(info[0], owner);
+  UnetTensorNames names{RequireString(options, "sample", owner), RequireString(options, "timestep", owner),
+                        RequireString(options, "hidden", owner), RequireString(options, "out", owner)};
+  const std::string layout = RequireString(options, "timestepLayout", owner);
+  TimestepLayout timestepLayout;
+  if (layout == "scalar") {
+    timestepLayout = TimestepLayout::kScalar;
+  } else if (layout == "single") {
+    timestepLayout = TimestepLayout::kSingle;
+  } else if (layout == "per-row") {
+    timestepLayout = TimestepLayout::kPerRow;
+  } else {
+    ThrowRangeError(env, "options.timestepLayout must be \"scalar\", \"single\" or \"per-row\", got \"" + layout + "\"");
+  }
+  const int hiddenSize = static_cast<int>(RequireInteger(options, "hiddenSize", owner, 1, 1 << 16));
+  std::shared_ptr<TrtUnetRunner> runner;
+  try {
+    runner = std::make_shared<TrtUnetRunner>(Require(env, "unet-create"), std::move(names), timestepLayout, hiddenSize);
+  } catch (const NativeError& e) {
+    throw ToJsError(env, e);
+  }
+  return UnetWrap::New(env, std::move(runner));
+}
+
+Napi::Value ContextWrap::GetDisposed(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), !state_); }
+
+Napi::Value ContextWrap::Dispose(const Napi::CallbackInfo& info) {
+  // In-flight workers and UNet runners hold their own reference; the context is destroyed with the
+  // last of them (never under a running enqueue).
+  state_.reset();
+  return info.Env().Undefined();
+}
+
+void RegisterExecutionContext(Napi::Env env, Napi::Object target) {
+  Napi::Function ctor = ContextWrap::Define(env);
+  GetAddonData(env).constructors["TrtContext"] = Napi::Persistent(ctor);
+  target.Set("TrtContext", ctor);
+  RegisterUnet(env, target);
+}
+
+}  // namespace sdtrt::trt

@@ -1,0 +1,148 @@
+#include "trt_unet.h"
+
+#include "../common/addon_data.h"
+#include "../common/js_error.h"
+
+namespace sdtrt::trt {
+
+namespace {
+
+constexpr const char* kStage = "unet";
+constexpr napi_type_tag kUnetTag = {0x7364747274727475ULL, 0x6e65740000000001ULL};
+
+struct PendingUnet {
+  std::shared_ptr<TrtUnetRunner> runner;
+};
+
+DType FloatTypeOf(const ContextState& ctx, const std::string& tensor, bool input) {
+  const TensorInfo* t = ctx.engine->Find(tensor);
+  if (t == nullptr || t->input != input) {
+    throw NativeError("ERR_TENSOR_NAME", "unet-create",
+                      "UNet engine " + ctx.engine->name + " has no " + (input ? "input " : "output ") + tensor);
+  }
+  return ToDType(t->type, "unet-create", tensor);
+}
+
+}  // namespace
+
+TrtUnetRunner::TrtUnetRunner(std::shared_ptr<ContextState> context, UnetTensorNames names, TimestepLayout layout, int hiddenSize)
+    : context_(std::move(context)), names_(std::move(names)), layout_(layout), hiddenSize_(hiddenSize) {
+  sampleType_ = FloatTypeOf(*context_, names_.sample, true);
+  timestepType_ = FloatTypeOf(*context_, names_.timestep, true);
+  hiddenType_ = FloatTypeOf(*context_, names_.hidden, true);
+  outType_ = FloatTypeOf(*context_, names_.out, false);
+  for (DType t : {sampleType_, hiddenType_, outType_}) {
+    if (t != DType::kFloat32 && t != DType::kFloat16) {
+      throw NativeError("ERR_TENSORRT_UNSUPPORTED", "unet-create", "UNet sample, embeddings and output must be float32 or float16");
+    }
+  }
+  const TensorInfo* hidden = context_->engine->Find(names_.hidden);
+  if (!hidden->shape.empty() && hidden->shape.back() > 0 && hidden->shape.back() != hiddenSize_) {
+    throw NativeError("ERR_SHAPE", "unet-create",
+                      "UNet engine " + context_->engine->name + " takes embeddings of size " + std::to_string(hidden->shape.back()) +
+                          ", not " + std::to_string(hiddenSize_));
+  }
+}
+
+void TrtUnetRunner::bind(const UnetBindings& b, cudaStream_t stream) {
+  std::shared_ptr<ContextState> ctx = context_;
+  if (released() || !ctx->context) throw NativeError("ERR_DISPOSED", kStage, "TrtUnet is disposed");
+  std::lock_guard<std::mutex> lock(ctx->mutex);
+  if (b.sampleType != sampleType_ || b.hiddenType != hiddenType_ || b.outType != outType_ || b.timestepType != timestepType_) {
+    throw NativeError("ERR_INVALID_BINDING", kStage, "the denoiser bound tensors of other types than the UNet engine takes");
+  }
+  if (b.hiddenSize != hiddenSize_ || b.latentChannels != 4) {
+    throw NativeError("ERR_INVALID_BINDING", kStage,
+                      "the denoiser bound embeddings of size " + std::to_string(b.hiddenSize) + " and " + std::to_string(b.latentChannels) +
+                          " latent channels; the UNet takes " + std::to_string(hiddenSize_) + " and 4");
+  }
+  const int64_t batch = b.unetBatch;
+  std::vector<int64_t> timestep;
+  if (layout_ == TimestepLayout::kSingle) timestep = {1};
+  if (layout_ == TimestepLayout::kPerRow) timestep = {batch};
+  if (b.timestepCount != timestepCount(b.unetBatch)) {
+    throw NativeError("ERR_INVALID_BINDING", kStage,
+                      "the denoiser bound " + std::to_string(b.timestepCount) + " timestep values, the UNet takes " +
+                          std::to_string(timestepCount(b.unetBatch)));
+  }
+  ctx->SetInputShapes({{names_.sample, {batch, 4, b.latentHeight, b.latentWidth}},
+                       {names_.timestep, timestep},
+                       {names_.hidden, {batch, b.sequenceLength, b.hiddenSize}}},
+                      stream, kStage);
+  const std::vector<int64_t> out = ctx->ShapeOf(names_.out, kStage);
+  const std::vector<int64_t> expected = {batch, 4, b.latentHeight, b.latentWidth};
+  if (out != expected) {
+    throw NativeError("ERR_SHAPE", kStage, "UNet output " + names_.out + " has shape " + ShapeString(out) + ", expected " + ShapeString(expected));
+  }
+  ctx->Bind(names_.sample, b.sample, kStage);
+  ctx->Bind(names_.timestep, b.timestep, kStage);
+  ctx->Bind(names_.hidden, b.encoderHiddenStates, kStage);
+  ctx->Bind(names_.out, b.out, kStage);
+  ctx->BindRemaining({names_.sample, names_.timestep, names_.hidden, names_.out}, kStage);
+}
+
+void TrtUnetRunner::enqueue(cudaStream_t stream) {
+  // No lock and no allocation here: this runs inside CUDA graph capture.
+  context_->Enqueue(stream, kStage);
+}
+
+Napi::Function UnetWrap::Define(Napi::Env env) {
+  return DefineClass(env, "TrtUnet",
+                     {
+                         InstanceAccessor<&UnetWrap::GetDisposed>("disposed"),
+                         InstanceAccessor<&UnetWrap::GetTypes>("types"),
+                         InstanceMethod<&UnetWrap::Dispose>("dispose"),
+                     });
+}
+
+Napi::Object UnetWrap::New(Napi::Env env, std::shared_ptr<TrtUnetRunner> runner) {
+  PendingUnet pending{std::move(runner)};
+  Napi::External<PendingUnet> external = Napi::External<PendingUnet>::New(env, &pending);
+  Napi::Object object = GetAddonData(env).constructors["TrtUnet"].New({external});
+  object.TypeTag(&kUnetTag);
+  return object;
+}
+
+std::shared_ptr<TrtUnetRunner> UnetWrap::RunnerFromJs(const Napi::Value& value) {
+  if (!value.IsObject() || !value.As<Napi::Object>().CheckTypeTag(&kUnetTag)) return nullptr;
+  UnetWrap* wrap = Napi::ObjectWrap<UnetWrap>::Unwrap(value.As<Napi::Object>());
+  if (wrap == nullptr || !wrap->runner_ || wrap->runner_->released()) return nullptr;
+  return wrap->runner_;
+}
+
+UnetWrap::UnetWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<UnetWrap>(info) {
+  if (info.Length() != 1 || !info[0].IsExternal()) {
+    ThrowTypeError(info.Env(), "TrtUnet objects are created by context.createUnet(), not with new");
+  }
+  runner_ = std::move(info[0].As<Napi::External<PendingUnet>>().Data()->runner);
+}
+
+Napi::Value UnetWrap::GetDisposed(const Napi::CallbackInfo& info) {
+  return Napi::Boolean::New(info.Env(), !runner_ || runner_->released());
+}
+
+Napi::Value UnetWrap::GetTypes(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!runner_ || runner_->released()) throw ToJsError(env, NativeError("ERR_DISPOSED", "unet", "TrtUnet is disposed"));
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("sample", Napi::String::New(env, dtypeName(runner_->sampleType())));
+  out.Set("timestep", Napi::String::New(env, dtypeName(runner_->timestepType())));
+  out.Set("hidden", Napi::String::New(env, dtypeName(runner_->hiddenType())));
+  out.Set("out", Napi::String::New(env, dtypeName(runner_->outType())));
+  return out;
+}
+
+Napi::Value UnetWrap::Dispose(const Napi::CallbackInfo& info) {
+  // A Denoiser created from this UNet keeps its own runner reference; dispose that Denoiser first.
+  if (runner_) runner_->Release();
+  runner_.reset();
+  return info.Env().Undefined();
+}
+
+void RegisterUnet(Napi::Env env, Napi::Object target) {
+  Napi::Function ctor = UnetWrap::Define(env);
+  GetAddonData(env).constructors["TrtUnet"] = Napi::Persistent(ctor);
+  target.Set("TrtUnet", ctor);
+}
+
+}  // namespace sdtrt::trt

@@ -1,0 +1,80 @@
+// The TensorRT UNet as the denoiser's UnetRunner (denoiser/unet_runner.h).
+//
+//   context.createUnet({ sample, timestep, hidden, out, timestepLayout, hiddenSize }) → TrtUnet
+//   new Denoiser({ unet: trtUnet })        the denoiser finds the runner with UnetRunnerFromJs()
+//   trtUnet.disposed / trtUnet.dispose()
+//
+// bind() sets the input shapes (choosing the optimization profile that holds the UNet batch and
+// latent size, on the denoiser's stream) and binds the denoiser's fixed device buffers by tensor
+// name; enqueue() is a bare enqueueV3() on the denoiser's stream: no allocation, no host
+// synchronisation, no address change, so the denoiser can capture it into a CUDA graph after one
+// warm run. Every other output of the engine is bound once, in bind(), to a context buffer.
+#pragma once
+
+#include <napi.h>
+
+#include <atomic>
+#include <memory>
+#include <string>
+
+#include "../denoiser/unet_runner.h"
+#include "execution_context.h"
+
+namespace sdtrt::trt {
+
+struct UnetTensorNames {
+  std::string sample;
+  std::string timestep;
+  std::string hidden;
+  std::string out;
+};
+
+// How the graph takes its timestep (lib/model/graph-io.ts TimestepLayout).
+enum class TimestepLayout { kScalar, kSingle, kPerRow };
+
+class TrtUnetRunner : public UnetRunner {
+ public:
+  // Checks that the engine has the named tensors with usable types; throws NativeError otherwise.
+  TrtUnetRunner(std::shared_ptr<ContextState> context, UnetTensorNames names, TimestepLayout layout, int hiddenSize);
+
+  DType sampleType() const override { return sampleType_; }
+  DType timestepType() const override { return timestepType_; }
+  int timestepCount(int unetBatch) const override { return layout_ == TimestepLayout::kPerRow ? unetBatch : 1; }
+  DType hiddenType() const override { return hiddenType_; }
+  DType outType() const override { return outType_; }
+  int hiddenSize() const override { return hiddenSize_; }
+  void bind(const UnetBindings& bindings, cudaStream_t stream) override;
+  void enqueue(cudaStream_t stream) override;
+
+  // TrtUnet.dispose(): later bind() calls fail with ERR_DISPOSED. A run in progress keeps going
+  // (the context is freed with the runner, once the Denoiser holding it lets go).
+  void Release() { released_.store(true); }
+  bool released() const { return released_.load(); }
+
+ private:
+  std::shared_ptr<ContextState> context_;
+  std::atomic<bool> released_{false};
+  UnetTensorNames names_;
+  TimestepLayout layout_;
+  int hiddenSize_;
+  DType sampleType_, timestepType_, hiddenType_, outType_;
+};
+
+class UnetWrap : public Napi::ObjectWrap<UnetWrap> {
+ public:
+  static Napi::Function Define(Napi::Env env);
+  static Napi::Object New(Napi::Env env, std::shared_ptr<TrtUnetRunner> runner);
+  // The runner behind `value`, or nullptr when it is not a live TrtUnet.
+  static std::shared_ptr<TrtUnetRunner> RunnerFromJs(const Napi::Value& value);
+  explicit UnetWrap(const Napi::CallbackInfo& info);
+
+ private:
+  Napi::Value GetDisposed(const Napi::CallbackInfo& info);
+  Napi::Value GetTypes(const Napi::CallbackInfo& info);
+  Napi::Value Dispose(const Napi::CallbackInfo& info);
+  std::shared_ptr<TrtUnetRunner> runner_;
+};
+
+void RegisterUnet(Napi::Env env, Napi::Object target);
+
+}  // namespace sdtrt::trt

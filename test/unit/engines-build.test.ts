@@ -1,0 +1,245 @@
+/**
+ * `sd-trt build`. Without TensorRT (this machine) the real command must give the doctor-style
+ * diagnosis and write nothing. The orchestration around TensorRT — fp16 conversion, profiles,
+ * staging and the atomic swap, the timing cache, up-to-date checks, failure and cancellation — is
+ * exercised with a scripted stand-in for `binding.tensorrt.buildEngine` (the real builder needs a
+ * GPU): it reads the ONNX it is given like TensorRT would, reports progress, and returns bytes.
+ */
+import { describe, expect, test, beforeEach, afterEach } from "@jest/globals";
+import { mkdtemp, readdir, readFile, rm, stat } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { basename, join } from "node:path";
+import buildCommand from "../../lib/cli/commands/build.js";
+import { AbortError } from "../../lib/errors.js";
+import { buildEngines, type BuildEvent } from "../../lib/engines/build.js";
+import { EngineBuildError } from "../../lib/engines/errors.js";
+import { readManifest } from "../../lib/engines/manifest.js";
+import { OnnxModel } from "../../lib/engines/onnx/model.js";
+import { parseShapeOptions } from "../../lib/engines/profiles.js";
+import { exportPrecision } from "../../lib/engines/roles.js";
+import type { TensorRtBinding, TrtBuildOptions, TrtBuildProgress, TrtBuildResult } from "../../lib/native/tensorrt-types.js";
+import { runCommand } from "../support/run-cli.js";
+
+const TINY = join(process.cwd(), "models", "tiny-sd");
+const GPU = { name: "NVIDIA GeForce RTX 4090", computeCapability: "8.9" };
+
+interface BuilderCall {
+  role: string;
+  onnxPath: string;
+  precision: string;
+  profiles: TrtBuildOptions["profiles"];
+  timingCache: string | undefined;
+}
+
+/** A scripted TensorRT builder: behaves like binding.tensorrt.buildEngine at its interface. */
+function scriptedBuilder(options: { failOn?: string; holdOn?: string } = {}) {
+  const calls: BuilderCall[] = [];
+  let cacheVersion = 0;
+  const binding = {
+    buildEngine(build: TrtBuildOptions, onProgress?: (p: TrtBuildProgress) => void) {
+      // Like the native BuildControl: cancel() sets a flag the builder checks at its next step.
+      let cancelled = false;
+      let cancel = () => {
+        cancelled = true;
+      };
+      const promise = (async (): Promise<TrtBuildResult> => {
+        const model = await OnnxModel.read(build.onnxPath); // what TensorRT's parser would read
+        const role = basename(build.onnxPath) === "model.onnx" ? basename(join(build.onnxPath, "..")) : "?";
+        calls.push({
+          role,
+          onnxPath: build.onnxPath,
+          precision: exportPrecision(model),
+          profiles: build.profiles,
+          timingCache: build.timingCache ? Buffer.from(build.timingCache).toString() : undefined,
+        });
+        onProgress?.({ kind: "start", phase: "Building engine", parent: null, step: 0, steps: 2 });
+        onProgress?.({ kind: "step", phase: "Building engine", parent: null, step: 1, steps: 0 });
+        if (role === options.failOn) {
+          throw Object.assign(new Error(`onnx-parse: TensorRT's ONNX parser rejected ${build.onnxPath}\n  node 3 "/up/Resize" (Resize): kUNSUPPORTED_NODE: bad mode`), {
+            code: "ERR_ONNX_PARSE",
+            stage: "onnx-parse",
+            status: "kUNSUPPORTED_NODE",
+          });
+        }
+        if (role === options.holdOn) {
+          await new Promise<void>((_, reject) => {
+            const abort = () => reject(Object.assign(new Error("engine-build: the engine build was cancelled"), { code: "ABORT_ERR", stage: "engine-build" }));
+            if (cancelled) abort();
+            cancel = abort;
+          });
+        }
+        cacheVersion++;
+        return {
+          plan: Buffer.from(`plan of ${role}`),
+          timingCache: Buffer.from(`timing cache ${cacheVersion}`),
+          timingCacheReset: false,
+          io: [...model.io().inputs.map((i) => ({ ...i, mode: "input" as const })), ...model.io().outputs.map((o) => ({ ...o, mode: "output" as const }))].map((t) => ({
+            name: t.name,
+            mode: t.mode,
+            dtype: "float32" as const,
+            shape: t.shape.map((d) => (typeof d === "number" ? d : -1)),
+          })),
+          log: [{ severity: "warning", message: "scripted warning" }],
+          gpu: { device: 0, ...GPU, driverVersion: "580.65.06", totalMemory: 24e9 },
+          tensorrtVersion: "10.13.0",
+        };
+      })();
+      return { promise, cancel: () => cancel() };
+    },
+  } as unknown as TensorRtBinding;
+  return { calls, injected: { binding, gpu: GPU, tensorrtVersion: "10.13.0" } };
+}
+
+describe("sd-trt build orchestration", () => {
+  let root: string;
+  beforeEach(async () => {
+    root = await mkdtemp(join(tmpdir(), "sd-trt-build-"));
+  });
+  afterEach(async () => {
+    await rm(root, { recursive: true, force: true });
+  });
+
+  test("converts, builds every model and writes plans, manifest and timing cache in the cache layout", async () => {
+    const { calls, injected } = scriptedBuilder();
+    const events: BuildEvent[] = [];
+    const out = join(root, "tiny-sd");
+    const result = await buildEngines({ model: TINY, out, shapes: parseShapeOptions({ batch: "1-2", size: "64x64" }), onProgress: (e) => events.push(e) }, injected);
+
+    expect(result.variantDir).toBe(join(out, "sm89-trt10.13.0"));
+    expect(result.upToDate).toBe(false);
+    expect((await readdir(result.variantDir)).sort()).toEqual(["manifest.json", "text_encoder.plan", "unet.plan", "vae_decoder.plan", "vae_encoder.plan"]);
+    expect((await readdir(out)).sort()).toEqual(["sm89-trt10.13.0"]); // no staging or work folders left
+    expect(await readFile(join(result.variantDir, "unet.plan"), "utf8")).toBe("plan of unet");
+    expect(await readFile(join(root, "timing-sm89-trt10.13.0.cache"), "utf8")).toBe("timing cache 4");
+
+    // TensorRT got fp16 graphs (converted in a temporary folder) with the profiles, and each build
+    // the timing cache of the one before.
+    expect(calls.map((c) => [c.role, c.precision])).toEqual([
+      ["text_encoder", "fp16"],
+      ["unet", "fp16"],
+      ["vae_decoder", "fp16"],
+      ["vae_encoder", "fp16"],
+    ]);
+    expect(calls.map((c) => c.timingCache)).toEqual([undefined, "timing cache 1", "timing cache 2", "timing cache 3"]);
+    expect(calls[1]!.profiles.map((p) => p.sample!.min)).toEqual([
+      [2, 4, 8, 8],
+      [4, 4, 8, 8],
+    ]);
+    for (const c of calls) await expect(stat(c.onnxPath)).rejects.toThrow(/ENOENT/);
+
+    const manifest = await readManifest(join(result.variantDir, "manifest.json"));
+    expect(manifest).toEqual(result.manifest);
+    expect(manifest.tensorrt.version).toBe("10.13.0");
+    expect(manifest.gpu).toEqual({ ...GPU, driverVersion: "580.65.06" });
+    expect(manifest.model).toEqual({ dir: TINY, hiddenSize: 32, scalingFactor: 0.18215 });
+    expect(manifest.engines.unet!.source.files).toEqual([
+      { path: "unet/model.onnx", sha256: "216e7aeb1979c870fb636b0b0a8159cbdf3bf6ab89e1c26cd4da4b929f23aefb", bytes: 352780 },
+    ]);
+    expect(manifest.engines.unet!.conversion).toBe("fp32-to-fp16");
+    expect(manifest.engines.unet!.contract).toMatchObject({ role: "unet", timestepLayout: "single", timestepName: "timestep" });
+    expect(manifest.engines.vae_encoder!.planBytes).toBe("plan of vae_encoder".length);
+
+    expect(events.filter((e) => e.type === "model-start").map((e) => (e as { role: string }).role)).toEqual(["text_encoder", "unet", "vae_decoder", "vae_encoder"]);
+    expect(events.filter((e) => e.type === "converted")).toHaveLength(4);
+    expect(events.some((e) => e.type === "builder" && e.progress.kind === "step")).toBe(true);
+  });
+
+  test("--fp32-vae hands TensorRT the fp32 VAE graphs unconverted", async () => {
+    const { calls, injected } = scriptedBuilder();
+    const result = await buildEngines({ model: TINY, out: join(root, "tiny-sd"), shapes: parseShapeOptions({ size: "64x64" }), fp32Vae: true }, injected);
+    expect(calls.map((c) => [c.role, c.precision])).toEqual([
+      ["text_encoder", "fp16"],
+      ["unet", "fp16"],
+      ["vae_decoder", "fp32"],
+      ["vae_encoder", "fp32"],
+    ]);
+    expect(calls[2]!.onnxPath).toBe(join(TINY, "vae_decoder", "model.onnx"));
+    expect(result.manifest.engines.vae_decoder).toMatchObject({ precision: "fp32", conversion: "none" });
+    expect(result.manifest.options.fp32Vae).toBe(true);
+  });
+
+  test("an unchanged model, shapes, GPU and TensorRT are up to date; force rebuilds", async () => {
+    const shapes = parseShapeOptions({ size: "64x64" });
+    const first = scriptedBuilder();
+    await buildEngines({ model: TINY, out: join(root, "tiny-sd"), shapes }, first.injected);
+    const second = scriptedBuilder();
+    const events: BuildEvent[] = [];
+    const again = await buildEngines({ model: TINY, out: join(root, "tiny-sd"), shapes, onProgress: (e) => events.push(e) }, second.injected);
+    expect(again.upToDate).toBe(true);
+    expect(second.calls).toEqual([]);
+    expect(events.map((e) => e.type)).toEqual(["up-to-date"]);
+    const other = await buildEngines({ model: TINY, out: join(root, "tiny-sd"), shapes: parseShapeOptions({ batch: "1-2", size: "64x64" }) }, second.injected);
+    expect(other.upToDate).toBe(false); // new shapes
+    const forced = scriptedBuilder();
+    expect((await buildEngines({ model: TINY, out: join(root, "tiny-sd"), shapes: parseShapeOptions({ batch: "1-2", size: "64x64" }), force: true }, forced.injected)).upToDate).toBe(false);
+    expect(forced.calls).toHaveLength(4);
+  });
+
+  test("a parser error names the model and node and leaves the previous engines as they were", async () => {
+    const shapes = parseShapeOptions({ size: "64x64" });
+    const out = join(root, "tiny-sd");
+    const good = await buildEngines({ model: TINY, out, shapes }, scriptedBuilder().injected);
+    let error: unknown;
+    try {
+      await buildEngines({ model: TINY, out, shapes, force: true }, scriptedBuilder({ failOn: "unet" }).injected);
+    } catch (e) {
+      error = e;
+    }
+    expect(error).toBeInstanceOf(EngineBuildError);
+    expect((error as EngineBuildError).model).toBe("unet");
+    expect((error as Error).message).toMatch(/^building the UNet engine from unet\/model\.onnx failed: onnx-parse: TensorRT's ONNX parser rejected/);
+    expect((error as Error).message).toContain('node 3 "/up/Resize" (Resize): kUNSUPPORTED_NODE');
+    expect((await readManifest(join(good.variantDir, "manifest.json"))).createdAt).toBe(good.manifest.createdAt);
+    expect((await readdir(out)).sort()).toEqual(["sm89-trt10.13.0"]);
+  });
+
+  test("aborting cancels the running TensorRT build and writes no engine folder", async () => {
+    const controller = new AbortController();
+    const { injected } = scriptedBuilder({ holdOn: "unet" });
+    const out = join(root, "tiny-sd");
+    const build = buildEngines(
+      {
+        model: TINY,
+        out,
+        shapes: parseShapeOptions({ size: "64x64" }),
+        signal: controller.signal,
+        onProgress: (e) => {
+          if (e.type === "builder" && e.role === "unet" && e.progress.kind === "step") controller.abort();
+        },
+      },
+      injected,
+    );
+    await expect(build).rejects.toBeInstanceOf(AbortError);
+    expect(await readdir(out)).toEqual([]);
+    // The tactics timed before the cancel are kept.
+    expect(await readFile(join(root, "timing-sm89-trt10.13.0.cache"), "utf8")).toBe("timing cache 1");
+  });
+});
+
+describe("sd-trt build command", () => {
+  let root: string;
+  beforeEach(async () => {
+    root = await mkdtemp(join(tmpdir(), "sd-trt-build-cli-"));
+  });
+  afterEach(async () => {
+    await rm(root, { recursive: true, force: true });
+  });
+
+  test("without TensorRT it says what is missing and what to do, exits 1 and writes nothing", async () => {
+    const out = join(root, "engines", "tiny-sd");
+    const run = await runCommand(buildCommand, ["build", "--model", TINY, "--out", out, "--batch", "1-2", "--size", "64x64"]);
+    expect(run.code).toBe(1);
+    expect(run.stderr).toMatch(/sd-trt: cannot build engines: TensorRT is not usable on this machine\n {2}- \w/);
+    expect(run.stderr).toContain("What to do:");
+    // Whatever is missing here (addon, CUDA, driver, GPU, TensorRT), each line names it.
+    expect(run.stderr).toMatch(/ {2}- (addon|cuda|driver|gpu|tensorrt|tensorrt-runtime|onnx-parser): /);
+    expect(await readdir(root)).toEqual([]);
+  });
+
+  test("an invalid shape option is a usage error naming the option, before anything else", async () => {
+    const run = await runCommand(buildCommand, ["build", "--model", TINY, "--out", join(root, "x"), "--size", "512x512-768x768"]);
+    expect(run.code).toBe(2);
+    expect(run.stderr).toContain("--size gives a range of sizes, but engines are static unless --dynamic is given");
+    expect(await readdir(root)).toEqual([]);
+  });
+});

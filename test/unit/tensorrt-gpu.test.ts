@@ -1,0 +1,129 @@
+/**
+ * TensorRT engines of the tiny-sd fixture against the CPU backend, on a machine with an NVIDIA GPU
+ * and TensorRT (the engine half of `npm run test:gpu`). Builds fp16 engines for 64×64 into a temporary
+ * folder, then runs text encoding, the whole denoise loop (CUDA graphs) and the VAE on both backends
+ * with the same inputs. Skipped, with the reason, where TensorRT cannot build engines.
+ */
+import { describe, expect, test, beforeAll, afterAll } from "@jest/globals";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { CpuBackend } from "../../lib/backends/cpu.js";
+import { TensorRtBackend } from "../../lib/backends/tensorrt.js";
+import type { Backend } from "../../lib/backends/backend.js";
+import { checkTensorRt } from "../../lib/engines/availability.js";
+import { buildEngines } from "../../lib/engines/build.js";
+import { parseShapeOptions } from "../../lib/engines/profiles.js";
+import { createScheduler } from "../../lib/schedulers/index.js";
+
+const TINY = join(process.cwd(), "models", "tiny-sd");
+const availability = checkTensorRt("build");
+const gpuDescribe = availability.usable ? describe : describe.skip;
+
+function ids(words: number[]): Int32Array {
+  const out = new Int32Array(77).fill(49407);
+  out[0] = 49406;
+  words.forEach((w, i) => (out[i + 1] = w));
+  return out;
+}
+
+function seeded(n: number, seed: number): Float32Array {
+  // Box–Muller on a small LCG: a fixed pseudo-normal draw, identical for both backends.
+  const out = new Float32Array(n);
+  let s = seed >>> 0;
+  const next = () => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) + 1) / 4294967297;
+  for (let i = 0; i < n; i++) out[i] = Math.sqrt(-2 * Math.log(next())) * Math.cos(2 * Math.PI * next());
+  return out;
+}
+
+function relativeError(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  let diff = 0;
+  let scale = 0;
+  for (let i = 0; i < a.length; i++) {
+    diff = Math.max(diff, Math.abs(a[i]! - b[i]!));
+    scale = Math.max(scale, Math.abs(a[i]!));
+  }
+  return diff / Math.max(scale, 1e-6);
+}
+
+gpuDescribe(`TensorRT engines vs the CPU backend on tiny-sd${availability.usable ? "" : ` (skipped: ${availability.reason})`}`, () => {
+  let root: string;
+  let trt: TensorRtBackend;
+  let cpu: CpuBackend;
+
+  beforeAll(async () => {
+    root = await mkdtemp(join(tmpdir(), "sd-trt-gpu-"));
+    await buildEngines({ model: TINY, out: join(root, "tiny-sd"), shapes: parseShapeOptions({ batch: "1-2", size: "64x64" }) });
+    trt = await TensorRtBackend.load(TINY, { engines: join(root, "tiny-sd") });
+    cpu = await CpuBackend.load(TINY);
+  }, 600_000);
+
+  afterAll(async () => {
+    await trt?.dispose();
+    await cpu?.dispose();
+    await rm(root, { recursive: true, force: true });
+  });
+
+  test("limits come from the engines' profiles", () => {
+    expect(trt.limits).toMatchObject({ maxBatch: 2, minWidth: 64, maxWidth: 64, minHeight: 64, maxHeight: 64, canEncodeImages: true });
+    expect(trt.hiddenSize).toBe(32);
+  });
+
+  async function generate(backend: Backend, batch: number): Promise<{ latents: Float32Array; images: Uint8Array[] }> {
+    const scheduler = createScheduler("euler");
+    const program = scheduler.compile(6);
+    const prompt = ids([320, 1125, 539, 320, 2368]);
+    const condIds = new Int32Array(77 * batch);
+    for (let b = 0; b < batch; b++) condIds.set(prompt, b * 77);
+    const uncondIds = new Int32Array(77 * batch);
+    for (let b = 0; b < batch; b++) uncondIds.set(ids([]), b * 77);
+    const cond = await backend.encodeText(condIds, batch);
+    const uncond = await backend.encodeText(uncondIds, batch);
+    const z = seeded(batch * 4 * 8 * 8, 42).map((v) => v * program.initNoiseSigma);
+    try {
+      const latents = await backend.denoise({
+        program,
+        latents: z,
+        batch,
+        latentHeight: 8,
+        latentWidth: 8,
+        cond,
+        uncond,
+        guidance: new Float64Array(batch).fill(7.5),
+        noise: [],
+      });
+      const scaled = latents.map((v) => v / backend.scalingFactor);
+      return { latents, images: await backend.decode(scaled, batch, 8, 8) };
+    } finally {
+      cond.dispose();
+      uncond.dispose();
+    }
+  }
+
+  test("denoise (CUDA graphs) and decode match the CPU backend within fp16 tolerance", async () => {
+    for (const batch of [1, 2]) {
+      const a = await generate(cpu, batch);
+      const b = await generate(trt, batch);
+      expect(relativeError(a.latents, b.latents)).toBeLessThan(3e-2);
+      for (let i = 0; i < batch; i++) {
+        let max = 0;
+        let sum = 0;
+        for (let p = 0; p < a.images[i]!.length; p++) {
+          const d = Math.abs(a.images[i]![p]! - b.images[i]![p]!);
+          max = Math.max(max, d);
+          sum += d;
+        }
+        expect(max).toBeLessThanOrEqual(12);
+        expect(sum / a.images[i]!.length).toBeLessThan(2);
+      }
+      expect(["captured", "replayed"]).toContain(trt.lastDenoise?.graph);
+    }
+  });
+
+  test("the VAE encoder matches the CPU backend", async () => {
+    const pixels = seeded(3 * 64 * 64, 7).map((v) => Math.max(-1, Math.min(1, v * 0.5)));
+    const a = await cpu.encodeImage(pixels, 1, 64, 64);
+    const b = await trt.encodeImage(pixels, 1, 64, 64);
+    expect(relativeError(a.mean, b.mean)).toBeLessThan(2e-2);
+  });
+});
