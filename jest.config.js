@@ -11,4 +11,6 @@ export default {
   },
   testMatch: ["<rootDir>/test/**/*.test.ts"],
   testTimeout: 120000,
+  // Child-process tests run the built CLI: rebuild dist/ first when lib/ is newer.
+  globalSetup: "<rootDir>/test/support/global-setup.cjs",
 };

@@ -50,3 +50,46 @@ export {
   SAMPLER_PROGRAM_FORMAT,
 } from "./sampler/index.js";
 export type { SamplerProgram, SamplerEval, AddNoiseSpec } from "./sampler/index.js";
+
+// Pipeline (the main entry point) and its backends
+export { Pipeline } from "./pipeline.js";
+export type {
+  GenerateOptions,
+  GenerateResult,
+  GeneratedImage,
+  GenerateTimings,
+  ProgressEvent,
+  PipelineLoadOptions,
+  BackendChoice,
+} from "./pipeline.js";
+export type { Backend, BackendLimits, BackendName, DenoiseRequest, TextEmbeddings } from "./backends/backend.js";
+export { CpuBackend } from "./backends/cpu.js";
+export type { CpuBackendOptions, RuntimeStats } from "./backends/cpu.js";
+export { TensorRtBackend } from "./backends/tensorrt.js";
+export type { TensorRtBackendOptions } from "./backends/tensorrt.js";
+
+// Model folders and image output
+export { locateModelFolder, readExternalTensorRefs } from "./model/index.js";
+export type { ModelFolder } from "./model/index.js";
+export * from "./image/index.js";
+
+// Serving and benchmarking
+export * from "./service/index.js";
+export { SdServer, DEFAULT_MAX_BODY_BYTES } from "./server/index.js";
+export type { ListenOptions, SdServerOptions } from "./server/index.js";
+export { runBench, formatBenchReport } from "./bench/index.js";
+export type { BenchOptions, BenchReport } from "./bench/index.js";
+
+// Native addon, engines and diagnostics
+export { Denoiser } from "./native/denoiser.js";
+export type { DenoiserOptions, DenoiseRunOptions, DenoiseRunResult } from "./native/denoiser.js";
+export { loadNativeBinding } from "./native/load.js";
+export type { NativeLoadResult } from "./native/load.js";
+export { collectDoctorReport } from "./native/doctor-report.js";
+export type { DoctorReport } from "./native/doctor-report.js";
+export { buildEngines } from "./engines/build.js";
+export type { BuildEnginesOptions, BuildEvent } from "./engines/build.js";
+export { parseShapeOptions } from "./engines/profiles.js";
+export { readManifest } from "./engines/manifest.js";
+export type { EngineManifest } from "./engines/manifest.js";
+export { EngineMismatchError, TensorRtUnavailableError, EngineBuildError, VaeOverflowError } from "./engines/errors.js";

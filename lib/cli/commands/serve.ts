@@ -6,6 +6,7 @@
  * `--drain-timeout` seconds to finish, then it is cancelled. A second signal exits at once.
  */
 import type { ArgumentsCamelCase, Argv, CommandModule } from "yargs";
+import { InvalidOptionError } from "../../errors.js";
 import { Pipeline } from "../../pipeline.js";
 import { defaultModelDir } from "../../package-info.js";
 import { PipelineService } from "../../service/pipeline-service.js";
@@ -54,10 +55,10 @@ const command: CommandModule<object, ServeArgs> = {
         if (argv["max-batch"] !== undefined) checks.push(["max-batch", argv["max-batch"], 1, 1024]);
         for (const [name, value, min, max] of checks) {
           if (!Number.isFinite(value) || value < min || value > max || (name !== "batch-window-ms" && !Number.isInteger(value))) {
-            throw new Error(`--${name} must be ${name === "batch-window-ms" ? "a number" : "an integer"} from ${min} to ${max}, got ${value}`);
+            throw new InvalidOptionError(name, `--${name} must be ${name === "batch-window-ms" ? "a number" : "an integer"} from ${min} to ${max}, got ${value}`);
           }
         }
-        if (argv.token !== undefined && argv.token.length === 0) throw new Error("--token must not be empty");
+        if (argv.token !== undefined && argv.token.length === 0) throw new InvalidOptionError("token", "--token must not be empty");
         return true;
       }) as unknown as Argv<ServeArgs>,
   handler: async (argv: ArgumentsCamelCase<ServeArgs>) => {
@@ -72,7 +73,7 @@ const command: CommandModule<object, ServeArgs> = {
     const server = new SdServer({ service, token: argv.token, maxBodyBytes: argv["max-body"], log });
     const address = await server.listen({ host: argv.host, port: argv.port });
     // The load-test script and other tools read this line to find the port.
-    console.log(`sd-trt serve: listening on ${address.url} (model ${service.modelName}, backend ${service.backendName}${argv.token ? ", token required" : ""})`);
+    process.stdout.write(`sd-trt serve: listening on ${address.url} (model ${service.modelName}, backend ${service.backendName}${argv.token ? ", token required" : ""})\n`);
 
     await new Promise<void>((resolve) => {
       let stopping = false;
@@ -83,10 +84,14 @@ const command: CommandModule<object, ServeArgs> = {
         }
         stopping = true;
         log(`${signal}: shutting down (in-flight requests get ${argv["drain-timeout"]} s)`);
-        server.close(argv["drain-timeout"] * 1000).then(resolve, (error: unknown) => {
-          log(`shutdown failed: ${String(error)}`);
-          resolve();
-        });
+        server
+          .close(argv["drain-timeout"] * 1000)
+          .catch((error: unknown) => log(`shutdown failed: ${String(error)}`))
+          .finally(() => {
+            process.off("SIGINT", stop);
+            process.off("SIGTERM", stop);
+            resolve();
+          });
       };
       process.on("SIGINT", stop);
       process.on("SIGTERM", stop);

@@ -1,7 +1,7 @@
 /**
  * The progress display of long CLI commands, on stderr: a cli-progress bar on a terminal, plain
- * lines (one at the start, then about every second, then at the end) when stderr is not a TTY,
- * and nothing with `--quiet` or `--json`... (JSON mode keeps stderr for errors only).
+ * lines when stderr is not a TTY (one at the start, then about every second, then one at the
+ * end), and nothing with `--quiet`.
  */
 import cliProgress from "cli-progress";
 

@@ -1,0 +1,75 @@
+/**
+ * Chooses and loads a backend: `"cpu"` (ONNX Runtime), `"tensorrt"` (the native addon and
+ * engines built by `sd-trt build`), or `"auto"` — TensorRT when its addon, a GPU and the engines
+ * are usable, else the CPU, with the reason reported either way.
+ *
+ * The TensorRT module is imported lazily, so the CPU path never loads native GPU code and works
+ * on machines (and in builds) without it.
+ */
+import { InvalidOptionError, SdTrtError } from "../errors.js";
+import { oneOf } from "../validate.js";
+import type { Backend } from "./backend.js";
+import { CpuBackend } from "./cpu.js";
+import type { ModelFolder } from "../model/folder.js";
+
+export const BACKEND_CHOICES = ["cpu", "tensorrt", "auto"] as const;
+export type BackendChoice = (typeof BACKEND_CHOICES)[number];
+
+export interface BackendLoadOptions {
+  /** Folder of built TensorRT engines. Defaults to the TensorRT backend's own default. */
+  engines?: string;
+  /** ONNX Runtime intra-op threads (CPU backend). Defaults to ONNX Runtime's choice. */
+  threads?: number;
+}
+
+export interface SelectedBackend {
+  backend: Backend;
+  /** Why this backend runs (e.g. "requested", or why TensorRT was not usable). */
+  reason: string;
+}
+
+type TensorRtModule = typeof import("./tensorrt.js");
+
+/** First line of an error's message (module-resolution errors run over many lines). */
+function firstLine(error: unknown): string {
+  return String((error as Error)?.message ?? error).split("\n")[0]!;
+}
+
+async function importTensorRt(): Promise<TensorRtModule> {
+  // Imported on demand: the CPU path never loads the native GPU code.
+  return import("./tensorrt.js");
+}
+
+async function loadCpu(folder: ModelFolder, options: BackendLoadOptions): Promise<Backend> {
+  return CpuBackend.load(folder, options.threads === undefined ? {} : { intraOpThreads: options.threads });
+}
+
+export async function loadBackend(folder: ModelFolder, choice: BackendChoice, options: BackendLoadOptions = {}): Promise<SelectedBackend> {
+  oneOf("backend", choice, BACKEND_CHOICES);
+  if (options.engines !== undefined && choice === "cpu") {
+    throw new InvalidOptionError("engines", "engines applies to the TensorRT backend; it cannot be used with backend \"cpu\"");
+  }
+  if (choice === "cpu") return { backend: await loadCpu(folder, options), reason: "requested" };
+
+  let trt: TensorRtModule;
+  try {
+    trt = await importTensorRt();
+  } catch (error) {
+    const reason = `the TensorRT backend is not available in this build (${firstLine(error)})`;
+    if (choice === "tensorrt") throw new SdTrtError("ERR_TENSORRT_UNAVAILABLE", reason, { cause: error });
+    return { backend: await loadCpu(folder, options), reason: `auto: ${reason}; using the CPU` };
+  }
+  const { usable, reason } = await trt.TensorRtBackend.isUsable();
+  if (!usable) {
+    if (choice === "tensorrt") throw new SdTrtError("ERR_TENSORRT_UNAVAILABLE", `the TensorRT backend cannot run here: ${reason}`);
+    return { backend: await loadCpu(folder, options), reason: `auto: TensorRT is not usable (${reason}); using the CPU` };
+  }
+  const engineOptions = options.engines === undefined ? {} : { engines: options.engines };
+  if (choice === "tensorrt") return { backend: await trt.TensorRtBackend.load(folder, engineOptions), reason: "requested" };
+  try {
+    return { backend: await trt.TensorRtBackend.load(folder, engineOptions), reason: `auto: TensorRT is usable (${reason})` };
+  } catch (error) {
+    // Usable hardware but no engines for this model (not built yet, or built for another GPU).
+    return { backend: await loadCpu(folder, options), reason: `auto: TensorRT engines could not be loaded (${firstLine(error)}); using the CPU` };
+  }
+}

@@ -1,0 +1,54 @@
+/**
+ * The A1111 "infotext": the generation parameters A1111 writes into each image (PNG `parameters`
+ * chunk) and reads back with "PNG Info" / "Send to txt2img". Format (A1111 `create_infotext`):
+ *
+ * ```
+ * <prompt>
+ * Negative prompt: <negative prompt>            (only when one was given)
+ * Steps: 20, Sampler: Euler a, CFG scale: 7.5, Seed: 1, Size: 512x512, Model hash: 6ce0161689, Denoising strength: 0.6, RNG: CPU
+ * ```
+ *
+ * Numbers are written as the web UI writes them (`7.5`, `1`, `0.6`); values that contain a
+ * comma, colon or quote are JSON-quoted, as A1111's `quote()` does.
+ */
+
+export interface InfotextParameters {
+  prompt: string;
+  /** Omitted from the text when empty or undefined. */
+  negativePrompt?: string;
+  steps: number;
+  /** A1111's sampler name ("PLMS", "Euler a", "DPM++ 2M Karras", …). */
+  sampler: string;
+  cfgScale: number;
+  seed: bigint | number;
+  width: number;
+  height: number;
+  /** First 10 hex digits of the model's SHA-256 (A1111's "Model hash"). */
+  modelHash?: string;
+  /** img2img strength. */
+  denoisingStrength?: number;
+  /** "cpu" → `RNG: CPU` (torch's CPU generator), "nv" → `RNG: NV` (A1111's Philox source). */
+  rng: "cpu" | "nv";
+}
+
+/** A1111's `quote()`: JSON-quote a value that would break the comma-separated list. */
+function quote(value: string): string {
+  return /[,:\n"]/.test(value) ? JSON.stringify(value) : value;
+}
+
+export function formatInfotext(p: InfotextParameters): string {
+  const fields: [string, string][] = [
+    ["Steps", String(p.steps)],
+    ["Sampler", p.sampler],
+    ["CFG scale", String(p.cfgScale)],
+    ["Seed", String(p.seed)],
+    ["Size", `${p.width}x${p.height}`],
+  ];
+  if (p.modelHash) fields.push(["Model hash", p.modelHash]);
+  if (p.denoisingStrength !== undefined) fields.push(["Denoising strength", String(p.denoisingStrength)]);
+  fields.push(["RNG", p.rng === "nv" ? "NV" : "CPU"]);
+  const lines = [p.prompt];
+  if (p.negativePrompt) lines.push(`Negative prompt: ${p.negativePrompt}`);
+  lines.push(fields.map(([k, v]) => `${k}: ${quote(v)}`).join(", "));
+  return lines.join("\n");
+}

@@ -1,0 +1,262 @@
+/**
+ * `generate()` options: their documentation, defaults, and validation in one place (design rule
+ * 1). Everything is checked before any model runs, against the loaded backend's limits, and
+ * every message names the option, the allowed values and what was received.
+ */
+import { InvalidOptionError } from "../errors.js";
+import { integerInRange, invalidOption, numberInRange, oneOf } from "../validate.js";
+import type { BackendLimits } from "../backends/backend.js";
+import { validateSeed, RNG_SOURCES, type RngSource } from "../rng/index.js";
+import type { ImageSource } from "../image/read.js";
+import type { SchedulerName } from "../schedulers/index.js";
+
+/** One `onProgress` event. */
+export interface ProgressEvent {
+  /** `"encode-text"`, `"encode-image"` (img2img), `"denoise"` (once per model evaluation), `"decode"`. */
+  stage: "encode-text" | "encode-image" | "denoise" | "decode";
+  /** Model evaluations done in this stage (1-based when stage is "denoise"; 0 or 1 otherwise). */
+  step: number;
+  /** Model evaluations in this stage (PNDM makes steps + 1, Heun about 2·steps). */
+  total: number;
+  /** The timestep of the evaluation just done (denoise only). */
+  timestep?: number;
+}
+
+export interface GenerateOptions {
+  /**
+   * The prompt, or one prompt per image (an array whose length is the batch). Prompts longer than
+   * CLIP's 75 tokens are truncated, as diffusers does (reported in `warnings`).
+   */
+  prompt: string | string[];
+  /** What to steer away from: a string for every image, or one per image. Defaults to `""` (diffusers' unconditional prompt). Ignored when guidance ≤ 1. */
+  negativePrompt?: string | string[];
+  /** Image width in pixels: a multiple of 8 within the model's limits. Defaults to the model's native size (UNet `sample_size` × 8, 512 for SD 1.5) or, for img2img, the init image's width rounded down to a multiple of 8. */
+  width?: number;
+  /** Image height in pixels; as `width`. */
+  height?: number;
+  /** Denoising steps (`num_inference_steps`), 1…1000. Defaults to 50 (diffusers). */
+  steps?: number;
+  /** Classifier-free guidance scale, 0…100. A scale ≤ 1 turns guidance off (one UNet row per image, no negative prompt), as in diffusers. Defaults to 7.5. */
+  guidance?: number;
+  /** Scheduler: `lms`, `euler`, `euler_a`, `ddim`, `pndm`, `dpmpp_2m`, `dpmpp_2m_karras`, `heun`, `ddpm`, `unipc`, or a diffusers class name. Defaults to the model's `scheduler_config.json` (`_class_name`). */
+  scheduler?: string;
+  /**
+   * One seed for the whole batch: a single generator draws every image's noise in turn
+   * (diffusers with one `generator`). Image i is reported with seed + i, as A1111 writes it,
+   * but only `seeds: [seed + i]` would redraw that image alone. 0 … 2⁶⁴ − 1.
+   */
+  seed?: number | bigint;
+  /** One seed per image, each with its own generator (diffusers' list of generators; A1111's seed, seed + 1, …). Its length is the batch. Not with `seed`. */
+  seeds?: (number | bigint)[];
+  /** Images per call, 1 … the backend's `maxBatch`. Defaults to the length of `seeds` or of an array `prompt`, else 1. */
+  batch?: number;
+  /** Noise source: `"cpu"` = torch's CPU generator (diffusers on CPU, A1111 "CPU"), `"nv"` = torch's CUDA generator (A1111 "NV"). Defaults to `"cpu"`. */
+  rng?: RngSource;
+  /** img2img: the starting image (a file path, encoded image bytes, or raw pixels). It is resized to width × height when both are given and differ. */
+  initImage?: ImageSource;
+  /** img2img: how much of the schedule to run, (0, 1]; `floor(steps · strength)` steps run and must be at least 1. Defaults to 0.8 (diffusers). Only with `initImage`. */
+  strength?: number;
+  /** Cancels between model evaluations; `generate` then rejects with `signal.reason` (or an AbortError). */
+  signal?: AbortSignal;
+  /** Called after each stage and each model evaluation. */
+  onProgress?: (event: ProgressEvent) => void;
+  /** Return the final latents [batch, 4, height/8, width/8] (before the VAE) as `latents`. Defaults to false. */
+  returnLatents?: boolean;
+  /**
+   * CPU backend only: called with the initial latents (`evaluations` 0) and after each model
+   * evaluation j with the latents x_{j+1} (`evaluations` j + 1), [batch, 4, height/8, width/8].
+   * The array is a view valid only during the call: copy it to keep it. For previews and tests;
+   * the TensorRT backend keeps latents on the GPU.
+   */
+  onLatents?: (evaluations: number, latents: Float32Array) => void;
+}
+
+/** What the pipeline knows when it validates a request. */
+export interface ValidationContext {
+  limits: BackendLimits;
+  /** Default image size (model native). */
+  defaultWidth: number;
+  defaultHeight: number;
+  /** Scheduler used when none is given. */
+  defaultScheduler: SchedulerName;
+  /** Every accepted scheduler name, for messages. */
+  schedulerNames: readonly string[];
+  /** Resolves a scheduler name or class to its canonical name; undefined when unknown. */
+  canonicalScheduler: (name: string) => SchedulerName | undefined;
+  /** Whether `onLatents` can be honoured. */
+  hostLatents: boolean;
+}
+
+/** Options after validation, with defaults applied. */
+export interface ResolvedRequest {
+  prompts: string[];
+  negativePrompts: string[];
+  batch: number;
+  /** Undefined for img2img without an explicit size (taken from the init image). */
+  width: number | undefined;
+  height: number | undefined;
+  steps: number;
+  guidance: number;
+  scheduler: SchedulerName;
+  rng: RngSource;
+  /** The generator seeds: one (single generator) or one per image. */
+  generatorSeeds: bigint[];
+  /** Whether each image has its own generator. */
+  perImageGenerators: boolean;
+  /** True when no seed was given and one was drawn at random. */
+  randomSeed: boolean;
+  initImage?: ImageSource;
+  strength?: number;
+  signal?: AbortSignal;
+  onProgress?: (event: ProgressEvent) => void;
+  returnLatents: boolean;
+  onLatents?: (evaluations: number, latents: Float32Array) => void;
+}
+
+const DEFAULT_STEPS = 50;
+const DEFAULT_GUIDANCE = 7.5;
+const DEFAULT_STRENGTH = 0.8;
+export const MAX_STEPS = 1000;
+export const MAX_GUIDANCE = 100;
+
+const KNOWN_OPTIONS = new Set([
+  "prompt", "negativePrompt", "width", "height", "steps", "guidance", "scheduler", "seed", "seeds", "batch",
+  "rng", "initImage", "strength", "signal", "onProgress", "returnLatents", "onLatents",
+]);
+
+function promptList(name: string, value: unknown): string[] | string {
+  if (typeof value === "string") return value;
+  if (Array.isArray(value) && value.length > 0 && value.every((p) => typeof p === "string")) return value as string[];
+  throw invalidOption(name, "a string or a non-empty array of strings", value);
+}
+
+function size(name: "width" | "height", value: unknown, min: number, max: number, multiple: number): number {
+  if (typeof value !== "number" || !Number.isInteger(value) || value < min || value > max || value % multiple !== 0) {
+    throw invalidOption(name, `a multiple of ${multiple} from ${min} to ${max}`, value);
+  }
+  return value;
+}
+
+/** A random seed like A1111's (0 … 2³² − 2), for runs that give none. */
+export function randomSeed(): bigint {
+  return BigInt(Math.floor(Math.random() * 4294967295));
+}
+
+/** Validates `generate()` options and applies defaults. Throws InvalidOptionError naming the option. */
+export function resolveGenerateOptions(options: GenerateOptions, ctx: ValidationContext): ResolvedRequest {
+  if (typeof options !== "object" || options === null) throw invalidOption("options", "an object", options);
+  for (const key of Object.keys(options)) {
+    if (!KNOWN_OPTIONS.has(key)) throw new InvalidOptionError(key, `unknown option ${JSON.stringify(key)}; known options: ${[...KNOWN_OPTIONS].join(", ")}`);
+  }
+  const { limits } = ctx;
+  const prompt = promptList("prompt", options.prompt);
+  const negative = options.negativePrompt === undefined ? "" : promptList("negativePrompt", options.negativePrompt);
+
+  if (options.seed !== undefined && options.seeds !== undefined) {
+    throw new InvalidOptionError("seeds", "give either seed (one generator for the batch) or seeds (one per image), not both");
+  }
+  let seedsList: bigint[] | undefined;
+  if (options.seeds !== undefined) {
+    if (!Array.isArray(options.seeds) || options.seeds.length === 0) throw invalidOption("seeds", "a non-empty array of seeds", options.seeds);
+    seedsList = options.seeds.map((s, i) => validateSeed(`seeds[${i}]`, s));
+  }
+
+  // The batch: explicit, or implied by seeds / a prompt list; all must agree.
+  const implied = [
+    seedsList ? { name: "seeds", n: seedsList.length } : null,
+    Array.isArray(prompt) ? { name: "prompt", n: prompt.length } : null,
+    Array.isArray(negative) ? { name: "negativePrompt", n: negative.length } : null,
+  ].filter((x): x is { name: string; n: number } => x !== null);
+  const batch = options.batch !== undefined ? integerInRange("batch", options.batch, 1, limits.maxBatch) : (implied[0]?.n ?? 1);
+  if (options.batch === undefined && batch > limits.maxBatch) {
+    throw new InvalidOptionError(implied[0]!.name, `${implied[0]!.name} asks for ${batch} images, but the backend takes at most ${limits.maxBatch} per call (batch)`);
+  }
+  for (const { name, n } of implied) {
+    if (n !== batch) {
+      throw new InvalidOptionError(name, `${name} must have one ${name === "seeds" ? "seed" : "entry"} per image (batch ${batch}), got an array of length ${n}`);
+    }
+  }
+
+  const w = options.width;
+  const h = options.height;
+  const img2img = options.initImage !== undefined;
+  if (img2img && !limits.canEncodeImages) {
+    throw new InvalidOptionError("initImage", "initImage needs a model folder with a VAE encoder (vae_encoder/model.onnx); this model has none");
+  }
+  if ((w === undefined) !== (h === undefined) && img2img) {
+    throw new InvalidOptionError(w === undefined ? "width" : "height", "for img2img give both width and height, or neither (the init image's size is used)");
+  }
+  const width = w === undefined ? (img2img ? undefined : ctx.defaultWidth) : size("width", w, limits.minWidth, limits.maxWidth, limits.sizeMultiple);
+  const height = h === undefined ? (img2img ? undefined : ctx.defaultHeight) : size("height", h, limits.minHeight, limits.maxHeight, limits.sizeMultiple);
+
+  const steps = options.steps === undefined ? DEFAULT_STEPS : integerInRange("steps", options.steps, 1, MAX_STEPS);
+  const guidance = options.guidance === undefined ? DEFAULT_GUIDANCE : numberInRange("guidance", options.guidance, 0, MAX_GUIDANCE);
+
+  let scheduler = ctx.defaultScheduler;
+  if (options.scheduler !== undefined) {
+    const canonical = typeof options.scheduler === "string" ? ctx.canonicalScheduler(options.scheduler) : undefined;
+    if (!canonical) throw invalidOption("scheduler", `one of ${ctx.schedulerNames.join(", ")} (or a diffusers scheduler class name)`, options.scheduler);
+    scheduler = canonical;
+  }
+
+  const rng = options.rng === undefined ? "cpu" : oneOf("rng", options.rng, RNG_SOURCES);
+
+  let strength: number | undefined;
+  if (options.strength !== undefined && !img2img) throw new InvalidOptionError("strength", "strength applies to img2img only: give initImage too");
+  if (img2img) {
+    strength = DEFAULT_STRENGTH;
+    if (options.strength !== undefined) {
+      const s = options.strength;
+      if (typeof s !== "number" || !Number.isFinite(s) || s <= 0 || s > 1) throw invalidOption("strength", "a number greater than 0 and at most 1", s);
+      strength = s;
+    }
+    if (Math.trunc(steps * strength) < 1) {
+      throw new InvalidOptionError("strength", `strength ${strength} with ${steps} steps runs no step (floor(steps · strength) = 0); raise strength or steps`);
+    }
+  }
+
+  if (options.signal !== undefined && !(options.signal instanceof AbortSignal)) throw invalidOption("signal", "an AbortSignal", options.signal);
+  if (options.onProgress !== undefined && typeof options.onProgress !== "function") throw invalidOption("onProgress", "a function", options.onProgress);
+  if (options.onLatents !== undefined) {
+    if (typeof options.onLatents !== "function") throw invalidOption("onLatents", "a function", options.onLatents);
+    if (!ctx.hostLatents) throw new InvalidOptionError("onLatents", "onLatents needs the CPU backend (the TensorRT backend keeps latents on the GPU)");
+  }
+  if (options.returnLatents !== undefined && typeof options.returnLatents !== "boolean") throw invalidOption("returnLatents", "true or false", options.returnLatents);
+
+  let generatorSeeds: bigint[];
+  let perImageGenerators = false;
+  let random = false;
+  if (seedsList) {
+    generatorSeeds = seedsList;
+    perImageGenerators = true;
+  } else if (options.seed !== undefined) {
+    generatorSeeds = [validateSeed("seed", options.seed)];
+  } else {
+    generatorSeeds = [randomSeed()];
+    random = true;
+  }
+
+  const request: ResolvedRequest = {
+    prompts: Array.isArray(prompt) ? prompt : new Array<string>(batch).fill(prompt),
+    negativePrompts: Array.isArray(negative) ? negative : new Array<string>(batch).fill(negative),
+    batch,
+    width,
+    height,
+    steps,
+    guidance,
+    scheduler,
+    rng,
+    generatorSeeds,
+    perImageGenerators,
+    randomSeed: random,
+    returnLatents: options.returnLatents ?? false,
+  };
+  if (img2img) {
+    request.initImage = options.initImage!;
+    request.strength = strength!;
+  }
+  if (options.signal) request.signal = options.signal;
+  if (options.onProgress) request.onProgress = options.onProgress;
+  if (options.onLatents) request.onLatents = options.onLatents;
+  return request;
+}

@@ -1,0 +1,253 @@
+/**
+ * `sd-trt serve`: an HTTP server speaking the A1111 API over a PipelineService.
+ *
+ * Built on node:http alone: the API is a handful of JSON endpoints, and what a framework would
+ * add (routing, body parsing) is a few dozen lines here, while the parts that matter for a
+ * service — body size limits enforced while streaming, cancellation when a client disconnects,
+ * graceful shutdown — need direct access to the sockets anyway.
+ *
+ * Endpoints:
+ * - `POST /sdapi/v1/txt2img`, `POST /sdapi/v1/img2img`: A1111 generation (see a1111/handlers.ts).
+ * - `GET /sdapi/v1/samplers`, `GET /sdapi/v1/schedulers`, `GET /sdapi/v1/sd-models`: what can be asked for.
+ * - `GET /sdapi/v1/progress`, `POST /sdapi/v1/interrupt`: A1111's progress and interrupt.
+ * - `GET /health`: liveness, queue counters and memory (never needs the token).
+ * - `GET /internal/ping`: A1111's liveness probe (never needs the token).
+ *
+ * Errors are JSON `{error, detail, field?}` (http/errors.ts). With a token, every `/sdapi/` call
+ * needs `Authorization: Bearer <token>` and gets 401 without it.
+ *
+ * Shutdown (`close`): stop accepting connections, let in-flight requests finish for up to the
+ * drain timeout, then cancel what is left (their clients get a 503 "shutting down"), and close
+ * every socket.
+ */
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import type { AddressInfo } from "node:net";
+import { AbortError, InvalidOptionError, SdTrtError } from "../errors.js";
+import { packageVersion } from "../package-info.js";
+import type { PipelineService } from "../service/pipeline-service.js";
+import { BusyError, ServiceClosedError } from "../service/errors.js";
+import { a1111ProgressResponse, handleA1111Generation } from "./a1111/handlers.js";
+import { a1111FieldFor } from "./a1111/request.js";
+import { a1111SamplerList, a1111ScheduleTypeList } from "./a1111/samplers.js";
+import { BearerAuth } from "./http/auth.js";
+import { HttpError } from "./http/errors.js";
+import { sendError, sendJson } from "./http/respond.js";
+import { type RouteContext, Router } from "./http/router.js";
+
+/** Default request body limit: room for a few base64 init images of SD sizes. */
+export const DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024;
+
+export interface SdServerOptions {
+  /** The service that runs generations; the server does not own it unless `ownService`. */
+  service: PipelineService;
+  /** Bearer token required on `/sdapi/` endpoints. Defaults to none (open on loopback). */
+  token?: string;
+  /** Largest request body in bytes; larger bodies get 413. Defaults to 32 MiB. */
+  maxBodyBytes?: number;
+  /** Close the service when the server closes. Defaults to true. */
+  ownService?: boolean;
+  /** Where to write one line per request and lifecycle events. Defaults to nothing. */
+  log?: (line: string) => void;
+}
+
+export interface ListenOptions {
+  /** Interface to bind. Defaults to 127.0.0.1 (loopback only). */
+  host?: string;
+  /** Port; 0 picks a free one. Defaults to 7860 (A1111's). */
+  port?: number;
+}
+
+export class SdServer {
+  readonly #http: Server;
+  readonly #service: PipelineService;
+  readonly #auth: BearerAuth | null;
+  readonly #maxBody: number;
+  readonly #ownService: boolean;
+  readonly #log: (line: string) => void;
+  readonly #router = new Router();
+  readonly #inFlight = new Set<Promise<void>>();
+  /** Aborted when shutdown gives up waiting: cancels every request still being handled. */
+  readonly #shutdown = new AbortController();
+  #closing: Promise<void> | null = null;
+
+  constructor(options: SdServerOptions) {
+    this.#service = options.service;
+    this.#auth = options.token ? new BearerAuth(options.token) : null;
+    this.#maxBody = options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
+    this.#ownService = options.ownService ?? true;
+    this.#log = options.log ?? (() => {});
+    this.#http = createServer({ requestTimeout: 0, keepAliveTimeout: 5000 }, (request, response) => this.#handle(request, response));
+    this.#addRoutes();
+  }
+
+  /** The underlying node:http server. */
+  get http(): Server {
+    return this.#http;
+  }
+
+  get service(): PipelineService {
+    return this.#service;
+  }
+
+  /** Starts listening; resolves with the bound address. */
+  listen(options: ListenOptions = {}): Promise<{ host: string; port: number; url: string }> {
+    const host = options.host ?? "127.0.0.1";
+    const port = options.port ?? 7860;
+    return new Promise((resolve, reject) => {
+      const onError = (error: Error) => reject(error);
+      this.#http.once("error", onError);
+      this.#http.listen(port, host, () => {
+        this.#http.off("error", onError);
+        const address = this.#http.address() as AddressInfo;
+        const shown = address.family === "IPv6" ? `[${address.address}]` : address.address;
+        resolve({ host: address.address, port: address.port, url: `http://${shown}:${address.port}` });
+      });
+    });
+  }
+
+  /**
+   * Graceful shutdown: stops accepting, lets in-flight requests finish for up to `drainMs`,
+   * then cancels the rest and closes every connection. Idempotent.
+   */
+  close(drainMs = 10_000): Promise<void> {
+    this.#closing ??= this.#close(drainMs);
+    return this.#closing;
+  }
+
+  async #close(drainMs: number): Promise<void> {
+    this.#log("shutting down: no new connections; finishing in-flight requests");
+    const stopped = new Promise<void>((resolve) => this.#http.close(() => resolve()));
+    this.#http.closeIdleConnections();
+    const deadline = Date.now() + drainMs;
+    // The service drains its queue within the same deadline, then cancels what is left.
+    const serviceClosed = this.#service.close(drainMs);
+    const drained = Promise.all([...this.#inFlight]).then(() => true);
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), Math.max(0, deadline - Date.now()))));
+    const finished = await Promise.race([drained, timedOut]);
+    clearTimeout(timer);
+    if (!finished) {
+      this.#log("drain timeout: cancelling the requests still running");
+      this.#shutdown.abort(new AbortError("the server is shutting down"));
+    }
+    await serviceClosed;
+    await Promise.all([...this.#inFlight]);
+    this.#http.closeAllConnections();
+    await stopped;
+    if (this.#ownService) await this.#service.dispose();
+  }
+
+  #addRoutes(): void {
+    const service = this.#service;
+    this.#router
+      .add({ method: "GET", path: "/health", auth: false, handler: ({ response }) => sendJson(response, 200, this.#health()) })
+      .add({ method: "GET", path: "/internal/ping", auth: false, handler: ({ response }) => sendJson(response, 200, {}) })
+      .add({ method: "GET", path: "/sdapi/v1/samplers", auth: true, handler: ({ response }) => sendJson(response, 200, a1111SamplerList()) })
+      .add({ method: "GET", path: "/sdapi/v1/schedulers", auth: true, handler: ({ response }) => sendJson(response, 200, a1111ScheduleTypeList()) })
+      .add({
+        method: "GET",
+        path: "/sdapi/v1/sd-models",
+        auth: true,
+        handler: ({ response }) =>
+          sendJson(response, 200, [
+            { title: service.modelName, model_name: service.modelName, hash: service.modelHash ?? null, sha256: null, filename: service.modelDir, config: null },
+          ]),
+      })
+      .add({ method: "GET", path: "/sdapi/v1/progress", auth: true, handler: ({ response }) => sendJson(response, 200, a1111ProgressResponse(service)) })
+      // A1111's skip moves on to the next image of a job; a batch here is one job, so it interrupts.
+      .add({ method: "POST", path: "/sdapi/v1/interrupt", auth: true, handler: ({ response }) => this.#interrupt(response) })
+      .add({ method: "POST", path: "/sdapi/v1/skip", auth: true, handler: ({ response }) => this.#interrupt(response) })
+      .add({ method: "POST", path: "/sdapi/v1/txt2img", auth: true, handler: (context) => handleA1111Generation("txt2img", context, this.#generationContext()) })
+      .add({ method: "POST", path: "/sdapi/v1/img2img", auth: true, handler: (context) => handleA1111Generation("img2img", context, this.#generationContext()) });
+  }
+
+  #interrupt(response: ServerResponse): void {
+    this.#service.interrupt();
+    sendJson(response, 200, {});
+  }
+
+  #generationContext() {
+    return { service: this.#service, maxBodyBytes: this.#maxBody };
+  }
+
+  #health() {
+    const memory = process.memoryUsage();
+    return {
+      status: this.#closing ? "shutting-down" : "ok",
+      version: packageVersion(),
+      model: this.#service.modelName,
+      backend: this.#service.backendName,
+      counters: this.#service.counters(),
+      memory: { rss: memory.rss, heapUsed: memory.heapUsed, external: memory.external, arrayBuffers: memory.arrayBuffers },
+      uptimeSeconds: process.uptime(),
+    };
+  }
+
+  #handle(request: IncomingMessage, response: ServerResponse): void {
+    const started = performance.now();
+    const controller = new AbortController();
+    // The client went away before the response was complete: cancel its work.
+    const onClose = () => {
+      if (!response.writableFinished) controller.abort(new AbortError("the client closed the connection"));
+    };
+    // Shutdown gave up waiting: cancel it too. (A listener removed when done, rather than
+    // AbortSignal.any, so nothing per request stays attached to the long-lived shutdown signal.)
+    const onShutdown = () => controller.abort(this.#shutdown.signal.reason);
+    response.on("close", onClose);
+    this.#shutdown.signal.addEventListener("abort", onShutdown, { once: true });
+    const work = this.#dispatch(request, response, controller.signal)
+      .catch((error: unknown) => this.#fail(response, error))
+      .finally(() => {
+        this.#inFlight.delete(work);
+        response.off("close", onClose);
+        this.#shutdown.signal.removeEventListener("abort", onShutdown);
+        this.#log(`${request.method} ${request.url} ${response.statusCode} ${(performance.now() - started).toFixed(1)}ms`);
+      });
+    this.#inFlight.add(work);
+  }
+
+  async #dispatch(request: IncomingMessage, response: ServerResponse, signal: AbortSignal): Promise<void> {
+    const url = new URL(request.url ?? "/", "http://localhost");
+    const route = this.#router.find(request.method ?? "GET", url.pathname);
+    if (route.auth && this.#auth) this.#auth.check(request);
+    if (this.#closing && route.path.startsWith("/sdapi/v1/") && route.method === "POST" && route.path !== "/sdapi/v1/interrupt") {
+      throw new HttpError(503, "ShuttingDown", "the server is shutting down and accepts no new work", { headers: { Connection: "close" } });
+    }
+    // While shutting down, keep-alive connections are not kept for further requests.
+    if (this.#closing) response.setHeader("Connection", "close");
+    const context: RouteContext = { request, response, url, signal };
+    await route.handler(context);
+  }
+
+  #fail(response: ServerResponse, error: unknown): void {
+    const httpError = toHttpError(error);
+    if (httpError.status >= 500 && !(error instanceof BusyError) && !(error instanceof ServiceClosedError) && !(error instanceof AbortError)) {
+      this.#log(`error: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`);
+    }
+    // After a 413 the rest of the body is unread: close the connection instead of draining it.
+    const close: Record<string, string> = httpError.status === 413 ? { Connection: "close" } : {};
+    sendError(response, httpError, close);
+    if (httpError.status === 413) response.once("finish", () => response.socket?.destroy());
+  }
+}
+
+/** Maps library errors to HTTP: validation 422 naming the field, busy 503, cancelled 499-ish. */
+export function toHttpError(error: unknown): HttpError {
+  if (error instanceof HttpError) return error;
+  if (error instanceof InvalidOptionError) {
+    const field = a1111FieldFor(error.option);
+    return new HttpError(422, "InvalidField", error.message, { field });
+  }
+  if (error instanceof BusyError) {
+    return new HttpError(503, "Busy", error.message, { headers: { "Retry-After": "1" } });
+  }
+  if (error instanceof ServiceClosedError) {
+    return new HttpError(503, "ShuttingDown", error.message, { headers: { Connection: "close" } });
+  }
+  if (error instanceof AbortError || (error instanceof Error && error.name === "AbortError")) {
+    // A1111 would return the partial picture; we have none to return.
+    return new HttpError(409, "Interrupted", error.message);
+  }
+  if (error instanceof SdTrtError) return new HttpError(500, error.code, error.message);
+  return new HttpError(500, "InternalError", error instanceof Error ? error.message : String(error));
+}

@@ -1,0 +1,206 @@
+/**
+ * `PipelineService`: a Pipeline made safe and efficient for a server.
+ *
+ * ```ts
+ * const service = await PipelineService.create(await Pipeline.load(), { maxQueue: 64, batchWindowMs: 5 });
+ * const result = await service.generate({ prompt: "a cabin", seeds: [1], width: 512, height: 512, signal });
+ * ```
+ *
+ * - Concurrent `generate()` calls queue safely (one batch runs at a time on the pipeline).
+ * - Compatible requests — same size, steps, scheduler, guidance on/off, txt2img or img2img with
+ *   the same strength — are merged into one backend batch (up to the backend's maximum batch)
+ *   when they wait together; an idle service waits up to `batchWindowMs` for company. Each
+ *   caller gets exactly the images its own options give alone: noise, prompts and guidance stay
+ *   per request (see merged-generation.ts). The `rng` source need not match: noise is per request.
+ * - `signal` cancels: a queued request is removed; a running request is rejected at once. A
+ *   request running alone stops its generation between steps; a request sharing a merged batch
+ *   leaves the batch running for the others (it is aborted when all of its members cancelled).
+ * - `onProgress` gets the progress events of the batch the request runs in.
+ * - The queue is bounded: a request that finds `maxQueue` requests waiting is refused with a
+ *   `BusyError` (code `ERR_BUSY`).
+ * - `counters()`: queued, running, done, failed, cancelled, rejected, batches, batchedRequests, images.
+ *
+ * Invalid options are rejected before queueing (InvalidOptionError naming the option), so a bad
+ * request never reaches a merged batch.
+ */
+import { basename, dirname } from "node:path";
+import type { BackendLimits, BackendName } from "../backends/backend.js";
+import { locateModelFolder } from "../model/folder.js";
+import type { GenerateOptions, GenerateResult, Pipeline, ProgressEvent } from "../pipeline.js";
+import { resolveGenerateOptions, type ResolvedRequest, type ValidationContext } from "../pipeline/options.js";
+import { canonicalSchedulerName, SCHEDULER_NAMES } from "../schedulers/index.js";
+import { ClipTokenizer } from "../tokenizer/index.js";
+import { BatchingQueue, type BatchEngine, type QueueCounters, type RunningState } from "./batching-queue.js";
+import { generateMerged, mergeKey, type MergeContext } from "./merged-generation.js";
+
+/** A generation request as the service takes it: `generate()` options without the per-call hooks. */
+export type ServiceRequest = Omit<GenerateOptions, "signal" | "onProgress">;
+export type ServiceResult = GenerateResult;
+export type ServiceCounters = QueueCounters;
+
+export interface PipelineServiceOptions {
+  /** Most requests waiting (the running batch not counted); more are refused with ERR_BUSY. 1 … 100000, defaults to 64. */
+  maxQueue?: number;
+  /** How long an idle service waits for compatible requests to merge, in ms (0 … 60000). Defaults to 5. */
+  batchWindowMs?: number;
+  /** Most images per merged batch, 1 … the backend's maximum batch (the default). */
+  maxBatch?: number;
+  /** Dispose the pipeline when the service is disposed. Defaults to false. */
+  ownPipeline?: boolean;
+}
+
+export interface ServiceCallOptions {
+  /** Cancels the request (queued: removed; running: rejected at once, see the class comment). */
+  signal?: AbortSignal;
+  /** Progress of the batch the request runs in. */
+  onProgress?: (event: ProgressEvent) => void;
+}
+
+interface Job {
+  options: ServiceRequest;
+  resolved?: ResolvedRequest;
+}
+
+function checkInteger(name: string, value: number, min: number, max: number): number {
+  if (!Number.isInteger(value) || value < min || value > max) throw new RangeError(`${name} must be an integer from ${min} to ${max}, got ${value}`);
+  return value;
+}
+
+export class PipelineService {
+  readonly #pipeline: Pipeline;
+  readonly #queue: BatchingQueue<Job, GenerateResult, ProgressEvent>;
+  readonly #ownPipeline: boolean;
+  readonly #modelHash: string | undefined;
+  #disposed: Promise<void> | null = null;
+
+  private constructor(pipeline: Pipeline, queue: BatchingQueue<Job, GenerateResult, ProgressEvent>, ownPipeline: boolean, modelHash: string | undefined) {
+    this.#pipeline = pipeline;
+    this.#queue = queue;
+    this.#ownPipeline = ownPipeline;
+    this.#modelHash = modelHash;
+  }
+
+  /** Wraps a loaded pipeline. Reads the model's tokenizer and scheduler config for merged runs. */
+  static async create(pipeline: Pipeline, options: PipelineServiceOptions = {}): Promise<PipelineService> {
+    const maxQueue = checkInteger("maxQueue", options.maxQueue ?? 64, 1, 100_000);
+    const windowMs = options.batchWindowMs ?? 5;
+    if (!Number.isFinite(windowMs) || windowMs < 0 || windowMs > 60_000) throw new RangeError(`batchWindowMs must be a number from 0 to 60000, got ${windowMs}`);
+    const limits = pipeline.limits;
+    const maxBatch = checkInteger("maxBatch", options.maxBatch ?? limits.maxBatch, 1, limits.maxBatch);
+
+    // The same tokenizer and scheduler config the pipeline loaded (Pipeline keeps them private).
+    const folder = await locateModelFolder(pipeline.modelDir);
+    const tokenizer = folder.tokenizer ? await ClipTokenizer.fromDirectory(dirname(folder.tokenizer.vocab)) : await ClipTokenizer.default();
+    const merge: MergeContext = { pipeline, backend: pipeline.backend, tokenizer, schedulerConfig: folder.schedulerConfig };
+    const size = pipeline.defaultSize;
+    const validation: ValidationContext = {
+      limits,
+      defaultWidth: size.width,
+      defaultHeight: size.height,
+      defaultScheduler: pipeline.defaultScheduler,
+      schedulerNames: SCHEDULER_NAMES,
+      canonicalScheduler: (name) => canonicalSchedulerName(name, folder.schedulerConfig),
+      hostLatents: pipeline.backendName === "cpu",
+    };
+
+    const engine: BatchEngine<Job, GenerateResult, ProgressEvent> = {
+      maxBatch,
+      validate(job) {
+        job.resolved = resolveGenerateOptions(job.options, validation);
+      },
+      imagesOf: (job) => job.resolved!.batch,
+      keyOf: (job) => mergeKey(job.resolved!),
+      async runOne(job, signal, onProgress) {
+        const resolved = job.resolved!;
+        // Keep the seed that validation drew for a seedless request, so what was validated runs.
+        const options: GenerateOptions = { ...job.options, signal, onProgress };
+        if (resolved.randomSeed) options.seed = resolved.generatorSeeds[0]!;
+        const result = await pipeline.generate(options);
+        return resolved.randomSeed ? { ...result, randomSeed: true } : result;
+      },
+      runMerged: (jobs, signal, onProgress) => generateMerged(merge, jobs.map((j) => j.resolved!), signal, onProgress),
+    };
+    const queue = new BatchingQueue(engine, { maxQueue, batchWindowMs: windowMs, maxBatch });
+    const modelHash = await pipeline.modelHash().catch(() => undefined);
+    return new PipelineService(pipeline, queue, options.ownPipeline ?? false, modelHash);
+  }
+
+  get pipeline(): Pipeline {
+    return this.#pipeline;
+  }
+
+  get limits(): BackendLimits {
+    return { ...this.#pipeline.limits, maxBatch: this.#queue.maxBatch };
+  }
+
+  get backendName(): BackendName {
+    return this.#pipeline.backendName;
+  }
+
+  get modelDir(): string {
+    return this.#pipeline.modelDir;
+  }
+
+  /** The model folder's name (A1111's `sd_model_name`). */
+  get modelName(): string {
+    return basename(this.#pipeline.modelDir);
+  }
+
+  /** A1111's "Model hash" of the loaded model. */
+  get modelHash(): string | undefined {
+    return this.#modelHash;
+  }
+
+  get maxQueue(): number {
+    return this.#queue.maxQueue;
+  }
+
+  /** Generates, through the queue. See the class comment for batching and cancellation. */
+  generate(options: GenerateOptions): Promise<GenerateResult> {
+    const { signal, onProgress, ...request } = options;
+    return this.generateAll([request], { signal, onProgress })[0]!;
+  }
+
+  /**
+   * Queues several requests at once (an A1111 request with n_iter > 1): all are admitted or all
+   * rejected with the same error. They may be merged with each other and with other requests.
+   */
+  generateAll(requests: ServiceRequest[], call: ServiceCallOptions = {}): Promise<GenerateResult>[] {
+    return this.#queue.submitAll(requests.map((options) => ({ request: { options }, signal: call.signal, onProgress: call.onProgress })));
+  }
+
+  counters(): ServiceCounters {
+    return this.#queue.counters();
+  }
+
+  /** The running batch (requests, images, start time, last progress event), or null when idle. */
+  running(): RunningState<ProgressEvent> | null {
+    return this.#queue.running();
+  }
+
+  /** Cancels the running batch (A1111's interrupt); queued requests stay. Returns how many requests were cancelled. */
+  interrupt(): number {
+    return this.#queue.interrupt();
+  }
+
+  /**
+   * Stops accepting requests; what is queued or running gets `drainMs` to finish, then is
+   * cancelled. Resolves when nothing runs. Does not dispose the pipeline (see `dispose`).
+   */
+  close(drainMs = 0): Promise<void> {
+    return this.#queue.close(drainMs);
+  }
+
+  /** Closes (cancelling at once what is left) and disposes the pipeline if the service owns it. Idempotent. */
+  dispose(): Promise<void> {
+    this.#disposed ??= (async () => {
+      await this.#queue.close(0);
+      if (this.#ownPipeline) await this.#pipeline.dispose();
+    })();
+    return this.#disposed;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.dispose();
+  }
+}

@@ -1,0 +1,63 @@
+/**
+ * Runs one CLI command module in-process with yargs, the way lib/cli/main.ts wires it (strict
+ * parsing, errors → one line on stderr and an exit code), capturing stdout and stderr. Fast enough
+ * to exercise every flag; the child-process tests cover the real binary.
+ */
+import yargs from "yargs";
+import type { CommandModule } from "yargs";
+import { reportCliError, EXIT_USAGE } from "../../lib/cli/errors.js";
+
+/** A yargs usage error (unknown flag, bad choice, missing value). */
+class UsageError extends Error {}
+
+export interface CliRun {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+export async function runCommand(command: CommandModule<object, any>, argv: string[]): Promise<CliRun> {
+  let stdout = "";
+  let stderr = "";
+  const writeOut = process.stdout.write.bind(process.stdout);
+  const writeErr = process.stderr.write.bind(process.stderr);
+  const capture = (append: (text: string) => void) =>
+    ((chunk: string | Uint8Array, ...rest: unknown[]) => {
+      append(typeof chunk === "string" ? chunk : Buffer.from(chunk).toString("utf8"));
+      const callback = rest.find((r) => typeof r === "function") as (() => void) | undefined;
+      callback?.();
+      return true;
+    }) as typeof process.stdout.write;
+  process.stdout.write = capture((t) => (stdout += t));
+  process.stderr.write = capture((t) => (stderr += t));
+  const consoleError = console.error;
+  console.error = (...args: unknown[]) => {
+    stderr += `${args.map(String).join(" ")}\n`;
+  };
+  let code = 0;
+  try {
+    await yargs(argv)
+      .scriptName("sd-trt")
+      .exitProcess(false)
+      .strict()
+      .command(command)
+      .demandCommand(1)
+      .fail((message, error) => {
+        // Throwing stops yargs before the command's handler runs.
+        throw error ?? new UsageError(message);
+      })
+      .parseAsync();
+  } catch (error) {
+    if (error instanceof UsageError) {
+      stderr += `${error.message}\n`;
+      code = EXIT_USAGE;
+    } else {
+      code = reportCliError(error);
+    }
+  } finally {
+    process.stdout.write = writeOut;
+    process.stderr.write = writeErr;
+    console.error = consoleError;
+  }
+  return { code, stdout, stderr };
+}

@@ -1,0 +1,117 @@
+/** Validation of every `generate()` option, before any model runs: one throws-test per rule. */
+import { describe, expect, test } from "@jest/globals";
+import { InvalidOptionError } from "../../lib/errors.js";
+import { resolveGenerateOptions, type GenerateOptions, type ValidationContext } from "../../lib/pipeline/options.js";
+import { canonicalSchedulerName, SCHEDULER_NAMES } from "../../lib/schedulers/index.js";
+
+const ctx: ValidationContext = {
+  limits: { maxBatch: 4, minWidth: 64, maxWidth: 1024, minHeight: 64, maxHeight: 768, sizeMultiple: 8, canEncodeImages: true },
+  defaultWidth: 512,
+  defaultHeight: 512,
+  defaultScheduler: "pndm",
+  schedulerNames: SCHEDULER_NAMES,
+  canonicalScheduler: (name) => canonicalSchedulerName(name),
+  hostLatents: true,
+};
+
+function rejects(options: Record<string, unknown>, option: string, message: RegExp, context: ValidationContext = ctx): void {
+  let error: unknown;
+  try {
+    resolveGenerateOptions({ prompt: "a cat", ...options } as GenerateOptions, context);
+  } catch (e) {
+    error = e;
+  }
+  expect(error).toBeInstanceOf(InvalidOptionError);
+  expect({ option: (error as InvalidOptionError).option, message: (error as Error).message }).toEqual({ option, message: expect.stringMatching(message) });
+}
+
+describe("defaults", () => {
+  test("diffusers' defaults, the model's size and scheduler, a random seed on one generator", () => {
+    const r = resolveGenerateOptions({ prompt: "a cat" }, ctx);
+    expect(r).toMatchObject({ prompts: ["a cat"], negativePrompts: [""], batch: 1, width: 512, height: 512, steps: 50, guidance: 7.5, scheduler: "pndm", rng: "cpu", perImageGenerators: false, randomSeed: true, returnLatents: false });
+    expect(r.generatorSeeds).toHaveLength(1);
+    expect(r.generatorSeeds[0]! >= 0n && r.generatorSeeds[0]! < 2n ** 32n).toBe(true);
+  });
+
+  test("the batch follows seeds or a prompt list; a string prompt is repeated", () => {
+    expect(resolveGenerateOptions({ prompt: "x", seeds: [1, 2, 3] }, ctx)).toMatchObject({ batch: 3, prompts: ["x", "x", "x"], perImageGenerators: true, generatorSeeds: [1n, 2n, 3n] });
+    expect(resolveGenerateOptions({ prompt: ["a", "b"], negativePrompt: "n" }, ctx)).toMatchObject({ batch: 2, negativePrompts: ["n", "n"] });
+    expect(resolveGenerateOptions({ prompt: "x", seed: 5n, batch: 2 }, ctx)).toMatchObject({ batch: 2, generatorSeeds: [5n], perImageGenerators: false, randomSeed: false });
+  });
+
+  test("scheduler class names map to canonical names", () => {
+    expect(resolveGenerateOptions({ prompt: "x", scheduler: "EulerAncestralDiscreteScheduler" }, ctx).scheduler).toBe("euler_a");
+  });
+
+  test("img2img keeps the init image's size unless both sizes are given, and defaults strength to 0.8", () => {
+    const r = resolveGenerateOptions({ prompt: "x", initImage: "in.png" }, ctx);
+    expect([r.width, r.height, r.strength]).toEqual([undefined, undefined, 0.8]);
+  });
+});
+
+describe("each invalid option is refused, naming it", () => {
+  test("prompt", () => {
+    rejects({ prompt: 42 }, "prompt", /prompt must be a string or a non-empty array of strings, got 42/);
+    rejects({ prompt: [] }, "prompt", /non-empty array/);
+    rejects({ prompt: undefined }, "prompt", /got undefined/);
+  });
+  test("negativePrompt", () => {
+    rejects({ negativePrompt: 3 }, "negativePrompt", /negativePrompt must be a string/);
+    rejects({ prompt: ["a", "b"], negativePrompt: ["n"] }, "negativePrompt", /one entry per image \(batch 2\), got an array of length 1/);
+  });
+  test("width and height: multiples of 8 within the backend's limits", () => {
+    rejects({ width: 100 }, "width", /width must be a multiple of 8 from 64 to 1024, got 100/);
+    rejects({ width: 56 }, "width", /from 64 to 1024, got 56/);
+    rejects({ width: 1032 }, "width", /got 1032/);
+    rejects({ height: 776 }, "height", /height must be a multiple of 8 from 64 to 768, got 776/);
+    rejects({ height: "512" }, "height", /got "512" \(string\)/);
+    rejects({ width: 512, initImage: "x.png" }, "height", /give both width and height, or neither/);
+  });
+  test("steps", () => {
+    rejects({ steps: 0 }, "steps", /steps must be an integer from 1 to 1000, got 0/);
+    rejects({ steps: 1001 }, "steps", /got 1001/);
+    rejects({ steps: 2.5 }, "steps", /got 2\.5/);
+  });
+  test("guidance", () => {
+    rejects({ guidance: -1 }, "guidance", /guidance must be a number from 0 to 100, got -1/);
+    rejects({ guidance: 101 }, "guidance", /got 101/);
+    rejects({ guidance: Number.NaN }, "guidance", /got NaN/);
+  });
+  test("scheduler", () => {
+    rejects({ scheduler: "euler_b" }, "scheduler", /scheduler must be one of lms, euler, euler_a, ddim, pndm, dpmpp_2m, dpmpp_2m_karras, heun, ddpm, unipc .*got "euler_b"/);
+  });
+  test("seed and seeds", () => {
+    rejects({ seed: -1 }, "seed", /seed must be an integer from 0 to 18446744073709551615/);
+    rejects({ seed: 2n ** 64n }, "seed", /got 18446744073709551616n/);
+    rejects({ seed: 1, seeds: [1] }, "seeds", /either seed .* or seeds/);
+    rejects({ seeds: [] }, "seeds", /non-empty array of seeds/);
+    rejects({ seeds: [1, 1.5] }, "seeds[1]", /seeds\[1\] must be an integer/);
+    rejects({ seeds: [1, 2], batch: 3 }, "seeds", /one seed per image \(batch 3\), got an array of length 2/);
+  });
+  test("batch", () => {
+    rejects({ batch: 0 }, "batch", /batch must be an integer from 1 to 4, got 0/);
+    rejects({ batch: 5 }, "batch", /from 1 to 4, got 5/);
+    rejects({ seeds: [1, 2, 3, 4, 5] }, "seeds", /seeds asks for 5 images, but the backend takes at most 4 per call/);
+  });
+  test("rng", () => {
+    rejects({ rng: "gpu" }, "rng", /rng must be one of "cpu", "nv", got "gpu"/);
+  });
+  test("strength", () => {
+    rejects({ strength: 0.5 }, "strength", /strength applies to img2img only/);
+    rejects({ initImage: "x.png", strength: 0 }, "strength", /greater than 0 and at most 1, got 0/);
+    rejects({ initImage: "x.png", strength: 1.5 }, "strength", /got 1\.5/);
+    rejects({ initImage: "x.png", strength: 0.04, steps: 20 }, "strength", /runs no step/);
+  });
+  test("initImage without a VAE encoder", () => {
+    rejects({ initImage: "x.png" }, "initImage", /needs a model folder with a VAE encoder/, { ...ctx, limits: { ...ctx.limits, canEncodeImages: false } });
+  });
+  test("callbacks, signal and flags", () => {
+    rejects({ signal: {} }, "signal", /signal must be an AbortSignal/);
+    rejects({ onProgress: 1 }, "onProgress", /onProgress must be a function/);
+    rejects({ onLatents: () => {} }, "onLatents", /needs the CPU backend/, { ...ctx, hostLatents: false });
+    rejects({ returnLatents: "yes" }, "returnLatents", /true or false/);
+  });
+  test("unknown options (typos) are refused", () => {
+    rejects({ negative_prompt: "x" }, "negative_prompt", /unknown option "negative_prompt"/);
+  });
+});

@@ -1,0 +1,175 @@
+import { describe, expect, it } from "@jest/globals";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import type { BackendLimits } from "../../lib/backends/backend.js";
+import { HttpError } from "../../lib/server/http/errors.js";
+import { a1111FieldFor, parseA1111Request, type A1111RequestLimits } from "../../lib/server/a1111/request.js";
+import { a1111NameOf, a1111SamplerList, resolveA1111Sampler } from "../../lib/server/a1111/samplers.js";
+
+const backend: BackendLimits = { maxBatch: 8, minWidth: 64, maxWidth: 2048, minHeight: 64, maxHeight: 2048, sizeMultiple: 8, canEncodeImages: true };
+const limits: A1111RequestLimits = { backend, maxIterations: 16, maxSteps: 1000, modelName: "tiny-sd" };
+const docsBody = JSON.parse(readFileSync(join(process.cwd(), "test/fixtures/a1111/txt2img-docs-body.json"), "utf8")) as Record<string, unknown>;
+
+/** The 422 a parse throws, or fails the test. */
+function rejection(body: Record<string, unknown>, mode: "txt2img" | "img2img" = "txt2img"): HttpError {
+  try {
+    parseA1111Request(mode, body, limits);
+  } catch (error) {
+    expect(error).toBeInstanceOf(HttpError);
+    return error as HttpError;
+  }
+  throw new Error(`expected ${JSON.stringify(body)} to be rejected`);
+}
+
+describe("A1111 sampler names", () => {
+  it("maps A1111 names, legacy Karras names, schedule types and our canonical names", () => {
+    expect(resolveA1111Sampler("Euler a", undefined, undefined).scheduler).toBe("euler_a");
+    expect(resolveA1111Sampler("PLMS", undefined, undefined).scheduler).toBe("pndm");
+    expect(resolveA1111Sampler("DPM++ 2M Karras", undefined, undefined).scheduler).toBe("dpmpp_2m_karras");
+    expect(resolveA1111Sampler("DPM++ 2M", undefined, "Karras").scheduler).toBe("dpmpp_2m_karras");
+    // A1111 ≥ 1.9: "Automatic" is the sampler's default schedule, Karras for DPM++ 2M.
+    expect(resolveA1111Sampler("DPM++ 2M", undefined, "Automatic").scheduler).toBe("dpmpp_2m_karras");
+    expect(resolveA1111Sampler("DPM++ 2M", undefined, "Uniform").scheduler).toBe("dpmpp_2m");
+    expect(resolveA1111Sampler("DPM++ 2M", undefined, undefined).scheduler).toBe("dpmpp_2m");
+    expect(resolveA1111Sampler("k_lms", undefined, undefined).scheduler).toBe("lms");
+    expect(resolveA1111Sampler("unipc", undefined, undefined).scheduler).toBe("unipc");
+    expect(resolveA1111Sampler("ddpm", undefined, undefined).scheduler).toBe("ddpm");
+  });
+
+  it("falls back to sampler_index, whose A1111 default is Euler, when sampler_name is absent", () => {
+    expect(resolveA1111Sampler(undefined, undefined, undefined).scheduler).toBe("euler");
+    expect(resolveA1111Sampler("", "DDIM", undefined)).toEqual({ scheduler: "ddim", field: "sampler_index" });
+  });
+
+  it("treats the docs placeholder 'string' as A1111 does: its default sampler, DPM++ 2M Karras", () => {
+    expect(resolveA1111Sampler("string", "Euler", "string").scheduler).toBe("dpmpp_2m_karras");
+  });
+
+  it("refuses unknown samplers and unavailable schedule types, naming the field and listing the choices", () => {
+    expect(() => resolveA1111Sampler("DPM++ SDE", undefined, undefined)).toThrow(/sampler_name must be one of .*"Euler a"/);
+    const karras = (() => {
+      try {
+        resolveA1111Sampler("Euler", undefined, "Karras");
+      } catch (error) {
+        return error as HttpError;
+      }
+    })();
+    expect(karras?.field).toBe("scheduler");
+    expect(() => resolveA1111Sampler("Euler", undefined, "Exponential")).toThrow(/scheduler must be one of "Automatic", "Uniform", "Karras"/);
+    expect(() => resolveA1111Sampler("Euler", undefined, "no such schedule")).toThrow(/scheduler must be one of/);
+  });
+
+  it("lists every sampler with a name that resolves back to itself", () => {
+    for (const item of a1111SamplerList()) {
+      const canonical = resolveA1111Sampler(item.name, undefined, undefined).scheduler;
+      expect(a1111NameOf(canonical)).toBe(item.name);
+    }
+  });
+});
+
+describe("parseA1111Request", () => {
+  it("accepts the txt2img example body of A1111's /docs unchanged", () => {
+    const generation = parseA1111Request("txt2img", docsBody, limits);
+    expect(generation).toMatchObject({ width: 512, height: 512, steps: 50, cfgScale: 7, batchSize: 1, nIter: 1, scheduler: "dpmpp_2m_karras", rng: "nv", sendImages: true });
+    expect(generation.seed).toBeGreaterThanOrEqual(0);
+    expect(generation.seed).toBeLessThan(4294967294);
+    // The docs body asks for tiling, which we cannot honour: accepted, and reported.
+    expect(generation.ignored).toEqual(["restore_faces", "tiling"]);
+    expect(generation.parameters).toMatchObject({ ...docsBody });
+  });
+
+  it("applies A1111's defaults to an empty body", () => {
+    expect(parseA1111Request("txt2img", {}, limits)).toMatchObject({ prompt: "", negativePrompt: "", width: 512, height: 512, steps: 50, cfgScale: 7, scheduler: "euler", batchSize: 1, nIter: 1, ignored: [] });
+  });
+
+  it("keeps an explicit seed and honours override_settings.randn_source", () => {
+    const generation = parseA1111Request("txt2img", { seed: 1234, override_settings: { randn_source: "CPU" } }, limits);
+    expect(generation.seed).toBe(1234);
+    expect(generation.rng).toBe("cpu");
+  });
+
+  it.each([
+    [{ steps: "20" }, "steps", /steps must be an integer from 1 to 1000, got "20" \(string\)/],
+    [{ steps: 0 }, "steps", /steps must be an integer from 1 to 1000, got 0/],
+    [{ steps: 2.5 }, "steps", /steps must be an integer/],
+    [{ cfg_scale: "7" }, "cfg_scale", /cfg_scale must be a number/],
+    [{ width: 100 }, "width", /width must be a multiple of 8/],
+    [{ height: 4096 }, "height", /height must be an integer from 64 to 2048/],
+    [{ batch_size: 9 }, "batch_size", /batch_size must be an integer from 1 to 8/],
+    [{ n_iter: 17 }, "n_iter", /n_iter must be an integer from 1 to 16/],
+    [{ seed: -2 }, "seed", /seed must be an integer from 0/],
+    [{ seed: "42" }, "seed", /seed must be an integer/],
+    [{ prompt: 42 }, "prompt", /prompt must be a string/],
+    [{ negative_prompt: ["a"] }, "negative_prompt", /negative_prompt must be a string/],
+    [{ sampler_name: 3 }, "sampler_name", /sampler_name must be a string/],
+    [{ send_images: "yes" }, "send_images", /send_images must be true or false/],
+  ])("refuses %j with a 422 naming %s", (body, field, message) => {
+    const error = rejection(body);
+    expect(error.status).toBe(422);
+    expect(error.field).toBe(field);
+    expect(error.message).toMatch(message);
+  });
+
+  it.each([
+    [{ enable_hr: true }, "enable_hr"],
+    [{ subseed_strength: 0.5 }, "subseed_strength"],
+    [{ seed_resize_from_h: 512, seed_resize_from_w: 512 }, "seed_resize_from_h"],
+    [{ s_churn: 0.2 }, "s_churn"],
+    [{ sampler_name: "Euler a", eta: 0 }, "eta"],
+    [{ sampler_name: "DDIM", eta: 0.5 }, "eta"],
+    [{ refiner_checkpoint: "sdxl_refiner" }, "refiner_checkpoint"],
+    [{ firstphase_width: 256 }, "firstphase_width"],
+    [{ script_name: "x/y/z plot" }, "script_name"],
+    [{ alwayson_scripts: { controlnet: { args: [] } } }, "alwayson_scripts.controlnet"],
+    [{ infotext: "a cat\nSteps: 20" }, "infotext"],
+    [{ override_settings: { sd_model_checkpoint: "v1-5-pruned" } }, "override_settings.sd_model_checkpoint"],
+    [{ override_settings: { CLIP_stop_at_last_layers: 2 } }, "override_settings.CLIP_stop_at_last_layers"],
+    [{ override_settings: { some_unknown_setting: 1 } }, "override_settings.some_unknown_setting"],
+    [{ override_settings: { randn_source: "MPS" } }, "override_settings.randn_source"],
+  ])("refuses a result-changing value we cannot honour: %j names %s", (body, field) => {
+    const error = rejection(body);
+    expect(error.status).toBe(422);
+    expect(error.field).toBe(field);
+  });
+
+  it("accepts result-neutral values of unsupported fields", () => {
+    const neutral = {
+      sampler_name: "Euler a",
+      eta: 1,
+      subseed: 99,
+      subseed_strength: 0,
+      seed_resize_from_h: 0,
+      seed_resize_from_w: 512,
+      s_noise: 1,
+      s_tmax: 0,
+      refiner_checkpoint: "None",
+      hr_upscaler: "Latent",
+      styles: ["my style"],
+      override_settings: { sd_model_checkpoint: "tiny-sd", samples_save: false, randn_source: "GPU" },
+      comments: { anything: 1 },
+      some_field_a1111_does_not_have: [1, 2, 3],
+    };
+    expect(parseA1111Request("txt2img", neutral, limits)).toMatchObject({ scheduler: "euler_a", ignored: [] });
+  });
+
+  it("reads img2img's init image (data URL or plain base64), strength and resize mode", () => {
+    const png = Buffer.from("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGP4z8AAAAMBAQDJ/pLvAAAAAElFTkSuQmCC", "base64");
+    const generation = parseA1111Request("img2img", { init_images: [`data:image/png;base64,${png.toString("base64")}`], denoising_strength: 0.6, resize_mode: 1, width: 64, height: 64 }, limits);
+    expect(generation.initImage?.equals(png)).toBe(true);
+    expect(generation.strength).toBe(0.6);
+    expect(generation.resizeMode).toBe(1);
+    expect(generation.parameters.init_images).toBeNull();
+    expect(rejection({ init_images: [] }, "img2img").field).toBe("init_images");
+    expect(rejection({ init_images: ["not base64!"] }, "img2img").field).toBe("init_images[0]");
+    expect(rejection({ init_images: [png.toString("base64")], denoising_strength: 1.5 }, "img2img").field).toBe("denoising_strength");
+    expect(rejection({ init_images: [png.toString("base64")], resize_mode: 2 }, "img2img").field).toBe("resize_mode");
+    expect(rejection({ init_images: [png.toString("base64")], mask: png.toString("base64") }, "img2img").field).toBe("mask");
+  });
+
+  it("maps pipeline option names to A1111 fields", () => {
+    expect(a1111FieldFor("guidance")).toBe("cfg_scale");
+    expect(a1111FieldFor("seeds[3]")).toBe("seed");
+    expect(a1111FieldFor("strength")).toBe("denoising_strength");
+    expect(a1111FieldFor("batch")).toBe("batch_size");
+  });
+});
