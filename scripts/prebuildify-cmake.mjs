@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// Stands in for node-gyp under prebuildify (`npm run prebuild` =
+// Stands in for node-gyp under prebuildify (`npm run prebuildify` =
 // `prebuildify --napi --strip --node-gyp scripts/prebuildify-cmake.mjs`). prebuildify calls
 //   <this script> rebuild --target=<version> --devdir=<dir> --arch=<arch> --release|--debug
 // and then takes the .node file from build/Release (or build/Debug), strips it and stores it as

@@ -10,7 +10,7 @@
  * Where it looks, in order:
  *   1. `SDTRT_ADDON`: an explicit path to a `.node` file (tests, custom builds);
  *   2. node-gyp-build from the package root: `build/Release/sd_trt.node` (from `npm run build:native`),
- *      then `prebuilds/<platform>-<arch>/` (from `npm run prebuild`); `SD_TRT_PREBUILD` may point
+ *      then `prebuilds/<platform>-<arch>/` (from `npm run prebuildify`); `SD_TRT_PREBUILD` may point
  *      node-gyp-build at another folder.
  */
 import { existsSync } from "node:fs";
