@@ -28,6 +28,7 @@ import { callNative, callNativeAsync } from "../native/load.js";
 import type { TensorRtBinding, TrtContext, TrtDeviceScratch, TrtEngine, TrtUnet } from "../native/tensorrt-types.js";
 import type { NativeDeviceTensor } from "../native/types.js";
 import { packProgram } from "../sampler/pack.js";
+import { distinctRows } from "../tokenizer/distinct-rows.js";
 import type { Backend, BackendLimits, DenoiseRequest, StageTimings, TextEmbeddings } from "./backend.js";
 import { splitPosterior } from "./cpu.js";
 
@@ -272,21 +273,8 @@ export class TensorRtBackend implements Backend {
       return Promise.reject(new SdTrtError("ERR_INVALID_ARGUMENT", `encodeText needs ${TOKENS} token ids per row, got ${ids?.length} ids for ${rows} rows`));
     }
     return this.#exclusive(async () => {
-      // Encode each distinct row once (a batch repeats one prompt; the negative prompt is often
-      // empty), padded up to a row count the engine's profiles take.
-      const keys = new Map<string, number>();
-      const unique: number[] = [];
-      const rowOf = new Int32Array(rows);
-      for (let r = 0; r < rows; r++) {
-        const key = ids.subarray(r * TOKENS, (r + 1) * TOKENS).join(",");
-        let index = keys.get(key);
-        if (index === undefined) {
-          index = unique.length;
-          keys.set(key, index);
-          unique.push(r);
-        }
-        rowOf[r] = index;
-      }
+      // Encode each distinct row once, padded up to a row count the engine's profiles take.
+      const { unique, rowOf } = distinctRows(ids, rows, TOKENS);
       const computed = textRowsFor(this.#text.shapes, unique.length);
       if (computed === undefined) {
         throw new InvalidOptionError(

@@ -4,7 +4,7 @@
  * plan, manifest or timing cache.
  */
 import { randomBytes } from "node:crypto";
-import { mkdir, open, rename, rm } from "node:fs/promises";
+import { mkdir, open, rename, rm, type FileHandle } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 
 /** A temporary name next to `path`, unique per process and call. */
@@ -15,14 +15,24 @@ export function temporaryPathFor(path: string): string {
 /** Writes `data` (or the chunks an async iterable yields) to `path` atomically. */
 export async function writeFileAtomic(path: string, data: Uint8Array | string | AsyncIterable<Uint8Array>): Promise<void> {
   await mkdir(dirname(path), { recursive: true });
-  const tmp = temporaryPathFor(path);
-  const fh = await open(tmp, "wx", 0o644);
-  try {
+  await withAtomicFile(path, async (fh) => {
     if (typeof data === "string" || data instanceof Uint8Array) {
       await fh.writeFile(data);
     } else {
       for await (const chunk of data) await fh.write(chunk);
     }
+  });
+}
+
+/**
+ * Runs `write` on a new temporary file next to `path` (whose folder must exist), then flushes it
+ * and renames it over `path`. On any failure the temporary file is removed and the error rethrown.
+ */
+export async function withAtomicFile(path: string, write: (file: FileHandle) => Promise<void>): Promise<void> {
+  const tmp = temporaryPathFor(path);
+  const fh = await open(tmp, "wx", 0o644);
+  try {
+    await write(fh);
     await fh.sync();
     await fh.close();
     await rename(tmp, path);

@@ -129,13 +129,14 @@ export interface NativeDenoiserOptions {
   device?: number;
 }
 
-export interface NativeDenoiseOptions {
+/** A sampler program and its inputs: what the device loop and its host path both run. */
+export interface NativeProgramRunOptions {
   /** `packProgram(program)` from lib/sampler (the flat layout of native/README.md). Copied. */
   program: Float64Array;
-  /** x_0 [batch, channels, height, width]. Borrowed until the promise settles: do not transfer it. */
+  /** x_0 [batch, channels, height, width]. */
   latents: Float32Array;
   /** Every noise draw of the program, concatenated in order ([draws, batch, channels, h, w]); empty
-   *  when the program draws none. Borrowed until the promise settles. */
+   *  when the program draws none. */
   noise: Float32Array;
   batch: number;
   /** Latent height and width (pixels / 8). */
@@ -143,6 +144,10 @@ export interface NativeDenoiseOptions {
   width: number;
   /** Latent channels. Defaults to 4. */
   channels?: number;
+}
+
+/** `latents` and `noise` are borrowed until the promise settles: do not transfer them. */
+export interface NativeDenoiseOptions extends NativeProgramRunOptions {
   /** Guidance scale per image; omitted or null = no classifier-free guidance (UNet batch = batch). */
   guidance?: Float64Array | null;
   /** Text embeddings [unetBatch, 77, hidden], uncond rows first with guidance: host values
@@ -199,16 +204,19 @@ export interface NativeDenoiserConstructor {
   new (options: NativeDenoiserOptions): NativeDenoiser;
 }
 
-export interface NativeHostRunProgramOptions {
-  program: Float64Array;
-  latents: Float32Array;
-  noise: Float32Array;
-  batch: number;
-  height: number;
-  width: number;
-  channels?: number;
+export interface NativeHostRunProgramOptions extends NativeProgramRunOptions {
   guidance?: Float64Array;
   sampleType?: "float32" | "float16";
+}
+
+/** The VAE output kernel's input: decoder output NCHW in [-1, 1], float32 or float16 bits. */
+export interface NativeVaeToUint8Options {
+  decoded: Float32Array | Uint16Array;
+  batch: number;
+  /** Defaults to 3. */
+  channels?: number;
+  height: number;
+  width: number;
 }
 
 export interface NativeVaeBytes {
@@ -229,22 +237,9 @@ export interface NativeBinding {
    */
   hostRunProgram(options: NativeHostRunProgramOptions): Float32Array;
   /** Host path of the VAE output kernel: NCHW [-1, 1] (float32, or float16 bits) → uint8 HWC. */
-  hostVaeToUint8(options: {
-    decoded: Float32Array | Uint16Array;
-    batch: number;
-    channels?: number;
-    height: number;
-    width: number;
-  }): NativeVaeBytes;
+  hostVaeToUint8(options: NativeVaeToUint8Options): NativeVaeBytes;
   /** Device run of the VAE output kernel (CUDA builds; for the GPU self-test). Input borrowed until settled. */
-  deviceVaeToUint8?(options: {
-    decoded: Float32Array | Uint16Array;
-    batch: number;
-    channels?: number;
-    height: number;
-    width: number;
-    device?: number;
-  }): Promise<NativeVaeBytes>;
+  deviceVaeToUint8?(options: NativeVaeToUint8Options & { device?: number }): Promise<NativeVaeBytes>;
   /** Device run of the float32 → float16 cast kernel (CUDA builds; for the GPU self-test). */
   deviceFloatToHalf?(values: Float32Array, device?: number): Promise<Uint16Array>;
   /** float32 → float16 bits, round to nearest even (the kernels' conversion). */

@@ -101,6 +101,23 @@ export const PREDICTION_TYPE: KeyCheck = check.oneOf(
 export const TIMESTEP_SPACING: KeyCheck = check.oneOf(["linspace", "leading", "trailing"]);
 export const STEPS_OFFSET: KeyCheck = check.integer(0, 100000);
 
+/** The keys besides the beta schedule's that every supported class has. */
+export interface ScheduleConfig extends BetaScheduleConfig {
+  prediction_type: PredictionType;
+  timestep_spacing: TimestepSpacing;
+  steps_offset: number;
+}
+
+/** `ScheduleConfig`'s keys: the classes agree on every default but `timestep_spacing`'s. */
+export function scheduleKeys(defaultSpacing: TimestepSpacing): ConfigSpec<ScheduleConfig> {
+  return {
+    ...BETA_KEYS,
+    prediction_type: { default: "epsilon", check: PREDICTION_TYPE },
+    timestep_spacing: { default: defaultSpacing, check: TIMESTEP_SPACING },
+    steps_offset: { default: 0, check: STEPS_OFFSET },
+  };
+}
+
 export const ZERO_SNR: KeySpec = {
   default: false,
   check: check.only(false, "rescale_betas_zero_snr is not supported by sd-trt"),

@@ -8,13 +8,23 @@
  * `eta` is not a DDIMScheduler config key in diffusers — the pipeline passes it to `step()` —
  * but sd-trt compiles it into the program, so it is taken here as a config key (default 0).
  */
-import type { LinearAlgebra } from "./algebra.js";
-import { ALPHA_FAMILY_KEYS, alphaAddNoise, type AlphaFamilyConfig, type AlphaPlan } from "./alpha-family.js";
-import { ZERO_SNR, check, checkBetaSchedule, resolveConfig, type ConfigSpec } from "./config.js";
+import {
+  ALPHA_FAMILY_KEYS,
+  AlphaRun,
+  alphaAddNoise,
+  alphaProducts,
+  epsilonFromOutput,
+  finalAlphaCumprod,
+  originalFromOutput,
+  spacedAlphaPlan,
+  type AlphaFamilyConfig,
+  type AlphaPlan,
+} from "./alpha-family.js";
+import { ZERO_SNR, check, type ConfigSpec } from "./config.js";
+import { defineScheduler } from "./define.js";
 import { div32, f32, mul32, sqrt32, square32, sub32 } from "./float32.js";
-import { checkSchedule, integerTimesteps } from "./spacing.js";
 import { trainTables } from "./tables.js";
-import type { SchedulerDefinition, SchedulerRun } from "./types.js";
+import type { SchedulerDefinition } from "./types.js";
 
 export interface DdimConfig extends AlphaFamilyConfig {
   clip_sample: false;
@@ -43,47 +53,23 @@ const SPEC: ConfigSpec<DdimConfig> = {
   eta: { default: 0, check: check.number(0, 1) },
 };
 
-class DdimRun<V> implements SchedulerRun<V> {
-  #call: number;
-  readonly #finalAlphaCumprod: number;
-
-  constructor(
-    private readonly config: DdimConfig,
-    private readonly plan: AlphaPlan,
-    private readonly la: LinearAlgebra<V>,
-    beginIndex: number,
-  ) {
-    this.#call = beginIndex;
-    this.#finalAlphaCumprod = config.set_alpha_to_one ? 1 : trainTables(config).alphasCumprod[0]!;
-  }
-
-  inputScale(): number {
-    return 1;
-  }
+class DdimRun<V> extends AlphaRun<DdimConfig, V> {
+  readonly #finalAlphaCumprod = finalAlphaCumprod(this.config);
 
   step(modelOutput: V, sample: V, drawNoise: () => V): V {
     const { la, config } = this;
-    const ac = trainTables(config).alphasCumprod;
-    const t = this.plan.timesteps[this.#call++]!;
+    const t = this.plan.timesteps[this.index++]!;
     const prevT = t - this.plan.stepRatio;
-    const alphaProd = ac[t]!;
-    const alphaProdPrev = prevT >= 0 ? ac[prevT]! : this.#finalAlphaCumprod;
-    const betaProd = sub32(1, alphaProd);
-    const sqrtAlpha = sqrt32(alphaProd);
-    const sqrtBeta = sqrt32(betaProd);
-
-    let predictedOriginal: V;
-    let predictedEpsilon: V;
-    if (config.prediction_type === "epsilon") {
-      predictedOriginal = la.combine([1 / sqrtAlpha, sample], [-sqrtBeta / sqrtAlpha, modelOutput]);
-      predictedEpsilon = modelOutput;
-    } else {
-      predictedOriginal = la.combine([sqrtAlpha, sample], [-sqrtBeta, modelOutput]);
-      predictedEpsilon = la.combine([sqrtAlpha, modelOutput], [sqrtBeta, sample]);
-    }
+    const { alphaProd, alphaProdPrev, betaProd, betaProdPrev } = alphaProducts(
+      trainTables(config).alphasCumprod,
+      t,
+      prevT,
+      this.#finalAlphaCumprod,
+    );
+    const predictedOriginal = originalFromOutput(la, config.prediction_type, alphaProd, sample, modelOutput);
+    const predictedEpsilon = epsilonFromOutput(la, config.prediction_type, alphaProd, sample, modelOutput);
 
     // _get_variance: (β_prev / β_t) · (1 − ᾱ_t / ᾱ_prev), then σ_t = eta · variance ** 0.5
-    const betaProdPrev = sub32(1, alphaProdPrev);
     const variance = mul32(div32(betaProdPrev, betaProd), sub32(1, div32(alphaProd, alphaProdPrev)));
     const stdDev = f32(config.eta * sqrt32(variance));
     const direction = sqrt32(sub32(sub32(1, alphaProdPrev), square32(stdDev)));
@@ -96,24 +82,11 @@ class DdimRun<V> implements SchedulerRun<V> {
   }
 }
 
-export const ddim: SchedulerDefinition<DdimConfig, AlphaPlan> = {
+export const ddim: SchedulerDefinition<DdimConfig, AlphaPlan> = defineScheduler({
   className: CLASS,
   order: 1,
-  resolveConfig(raw) {
-    const config = resolveConfig(CLASS, SPEC, raw);
-    checkBetaSchedule(CLASS, config);
-    return config;
-  },
-  plan(config, steps) {
-    const T = config.num_train_timesteps;
-    const timesteps = integerTimesteps(T, steps, config.timestep_spacing, config.steps_offset);
-    checkSchedule(CLASS, timesteps, steps, config.timestep_spacing, { T });
-    return { timesteps, timestepDtype: "int64", initNoiseSigma: 1, stepRatio: Math.floor(T / steps) };
-  },
-  start(config, plan, la, beginIndex) {
-    return new DdimRun(config, plan, la, beginIndex);
-  },
-  addNoise(config, plan, beginIndex) {
-    return alphaAddNoise(trainTables(config).alphasCumprod, plan.timesteps[beginIndex]!);
-  },
-};
+  spec: SPEC,
+  plan: (config, steps) => spacedAlphaPlan(CLASS, config, steps),
+  Run: DdimRun,
+  addNoise: alphaAddNoise,
+});

@@ -5,13 +5,21 @@
  * the next entry of `timesteps` (−1 after the last, where ᾱ_prev = 1), the variance is clamped at
  * 1e-20, and noise is drawn whenever t > 0 (with steps_offset = 1 that includes the last step).
  */
-import type { LinearAlgebra } from "./algebra.js";
-import { ALPHA_FAMILY_KEYS, alphaAddNoise, type AlphaFamilyConfig, type AlphaPlan } from "./alpha-family.js";
-import { ZERO_SNR, check, checkBetaSchedule, resolveConfig, type ConfigSpec } from "./config.js";
+import {
+  ALPHA_FAMILY_KEYS,
+  AlphaRun,
+  alphaAddNoise,
+  alphaProducts,
+  originalFromOutput,
+  spacedAlphaPlan,
+  type AlphaFamilyConfig,
+  type AlphaPlan,
+} from "./alpha-family.js";
+import { ZERO_SNR, check, type ConfigSpec } from "./config.js";
+import { defineScheduler } from "./define.js";
 import { div32, exp32, f32, log32, mul32, sqrt32, sub32 } from "./float32.js";
-import { checkSchedule, integerTimesteps } from "./spacing.js";
 import { trainTables } from "./tables.js";
-import type { SchedulerDefinition, SchedulerRun } from "./types.js";
+import type { SchedulerDefinition } from "./types.js";
 
 export type DdpmVarianceType = "fixed_small" | "fixed_small_log" | "fixed_large";
 
@@ -44,43 +52,18 @@ const SPEC: ConfigSpec<DdpmConfig> = {
   rescale_betas_zero_snr: ZERO_SNR,
 };
 
-class DdpmRun<V> implements SchedulerRun<V> {
-  #call: number;
-
-  constructor(
-    private readonly config: DdpmConfig,
-    private readonly plan: AlphaPlan,
-    private readonly la: LinearAlgebra<V>,
-    beginIndex: number,
-  ) {
-    this.#call = beginIndex;
-  }
-
-  inputScale(): number {
-    return 1;
-  }
-
+class DdpmRun<V> extends AlphaRun<DdpmConfig, V> {
   step(modelOutput: V, sample: V, drawNoise: () => V): V {
     const { la, config } = this;
-    const ac = trainTables(config).alphasCumprod;
     const { timesteps } = this.plan;
-    const index = this.#call++;
+    const index = this.index++;
     const t = timesteps[index]!;
     // previous_timestep: the next scheduled timestep (timesteps are unique here), −1 at the end.
     const prevT = index === timesteps.length - 1 ? -1 : timesteps[index + 1]!;
-    const alphaProd = ac[t]!;
-    const alphaProdPrev = prevT >= 0 ? ac[prevT]! : 1;
-    const betaProd = sub32(1, alphaProd);
-    const betaProdPrev = sub32(1, alphaProdPrev);
+    const { alphaProd, alphaProdPrev, betaProd, betaProdPrev } = alphaProducts(trainTables(config).alphasCumprod, t, prevT, 1);
     const currentAlpha = div32(alphaProd, alphaProdPrev);
     const currentBeta = sub32(1, currentAlpha);
-
-    const sqrtAlpha = sqrt32(alphaProd);
-    const sqrtBeta = sqrt32(betaProd);
-    const predictedOriginal =
-      config.prediction_type === "epsilon"
-        ? la.combine([1 / sqrtAlpha, sample], [-sqrtBeta / sqrtAlpha, modelOutput])
-        : la.combine([sqrtAlpha, sample], [-sqrtBeta, modelOutput]);
+    const predictedOriginal = originalFromOutput(la, config.prediction_type, alphaProd, sample, modelOutput);
 
     // Posterior mean coefficients (eq. 7).
     const originalCoeff = div32(mul32(sqrt32(alphaProdPrev), currentBeta), betaProd);
@@ -109,24 +92,11 @@ class DdpmRun<V> implements SchedulerRun<V> {
   }
 }
 
-export const ddpm: SchedulerDefinition<DdpmConfig, AlphaPlan> = {
+export const ddpm: SchedulerDefinition<DdpmConfig, AlphaPlan> = defineScheduler({
   className: CLASS,
   order: 1,
-  resolveConfig(raw) {
-    const config = resolveConfig(CLASS, SPEC, raw);
-    checkBetaSchedule(CLASS, config);
-    return config;
-  },
-  plan(config, steps) {
-    const T = config.num_train_timesteps;
-    const timesteps = integerTimesteps(T, steps, config.timestep_spacing, config.steps_offset);
-    checkSchedule(CLASS, timesteps, steps, config.timestep_spacing, { T });
-    return { timesteps, timestepDtype: "int64", initNoiseSigma: 1, stepRatio: Math.floor(T / steps) };
-  },
-  start(config, plan, la, beginIndex) {
-    return new DdpmRun(config, plan, la, beginIndex);
-  },
-  addNoise(config, plan, beginIndex) {
-    return alphaAddNoise(trainTables(config).alphasCumprod, plan.timesteps[beginIndex]!);
-  },
-};
+  spec: SPEC,
+  plan: (config, steps) => spacedAlphaPlan(CLASS, config, steps),
+  Run: DdpmRun,
+  addNoise: alphaAddNoise,
+});

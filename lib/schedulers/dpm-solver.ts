@@ -8,22 +8,25 @@
  * `lower_order_final` rule below 15 steps), Karras timesteps rounded to int64 while the update
  * keeps the unrounded Karras sigmas.
  */
-import type { LinearAlgebra, Term } from "./algebra.js";
-import { ZERO_SNR, check, checkBetaSchedule, resolveConfig, unsupportedFlag, type ConfigSpec, type KeyCheck } from "./config.js";
-import { add32, div32, exp32, f32, mul32, sub32 } from "./float32.js";
+import type { Term } from "./algebra.js";
+import { ZERO_SNR, check, unsupportedFlag, type ConfigSpec, type KeyCheck } from "./config.js";
+import { defineScheduler } from "./define.js";
+import { add32, div32, exp32, mul32, sub32 } from "./float32.js";
 import { roundHalfEven } from "./numpy.js";
 import {
+  MultistepRun,
   alphaSigma,
   dataPrediction,
   lambdaOf,
   lastTimestepAfterClip,
   multistepAddNoise,
+  multistepPlan,
   type MultistepPlan,
 } from "./multistep-family.js";
 import { SIGMA_FAMILY_KEYS, interpolateSigmas, type SigmaFamilyConfig } from "./sigma-family.js";
-import { checkSchedule, checkStrictlyDecreasing, multistepTimesteps } from "./spacing.js";
+import { checkSchedule, multistepTimesteps } from "./spacing.js";
 import { karrasSigmas, sigmaToT, trainTables } from "./tables.js";
-import type { SchedulerDefinition, SchedulerRun } from "./types.js";
+import type { SchedulerDefinition } from "./types.js";
 
 export interface DpmSolverConfig extends SigmaFamilyConfig {
   solver_order: 1 | 2 | 3;
@@ -88,60 +91,33 @@ const SPEC: ConfigSpec<DpmSolverConfig> = {
   time_shift_type: { default: "exponential", check: check.anyString },
 };
 
-class DpmSolverRun<V> implements SchedulerRun<V> {
-  #index: number;
-  #lowerOrderNums = 0;
-  /** `model_outputs`: the last `solver_order` data predictions, newest last (null before warm-up). */
-  readonly #outputs: (V | null)[];
-
-  constructor(
-    private readonly config: DpmSolverConfig,
-    private readonly plan: MultistepPlan,
-    private readonly la: LinearAlgebra<V>,
-    beginIndex: number,
-  ) {
-    this.#index = beginIndex;
-    this.#outputs = new Array<V | null>(config.solver_order).fill(null);
-  }
-
-  inputScale(): number {
-    return 1;
-  }
-
+class DpmSolverRun<V> extends MultistepRun<DpmSolverConfig, V> {
   step(modelOutput: V, sample: V): V {
     const { config, plan } = this;
-    const i = this.#index;
+    const i = this.index;
     const n = plan.timesteps.length;
     const lowerOrderFinal =
       i === n - 1 &&
       (config.euler_at_final || (config.lower_order_final && n < 15) || config.final_sigmas_type === "zero");
     const lowerOrderSecond = i === n - 2 && config.lower_order_final && n < 15;
 
-    const x0 = dataPrediction(this.la, config.prediction_type, plan.sigmas[i]!, sample, modelOutput);
-    this.#outputs.shift();
-    this.#outputs.push(x0);
+    this.remember(dataPrediction(this.la, config.prediction_type, plan.sigmas[i]!, sample, modelOutput));
 
     let prev: V;
-    if (config.solver_order === 1 || this.#lowerOrderNums < 1 || lowerOrderFinal) {
+    if (config.solver_order === 1 || this.lowerOrderNums < 1 || lowerOrderFinal) {
       prev = this.#firstOrder(sample);
-    } else if (config.solver_order === 2 || this.#lowerOrderNums < 2 || lowerOrderSecond) {
+    } else if (config.solver_order === 2 || this.lowerOrderNums < 2 || lowerOrderSecond) {
       prev = this.#secondOrder(sample);
     } else {
       prev = this.#thirdOrder(sample);
     }
-    if (this.#lowerOrderNums < config.solver_order) this.#lowerOrderNums++;
-    this.#index++;
+    this.advance();
     return prev;
-  }
-
-  /** The stored data prediction `back` steps ago (0 = this step's). */
-  #output(back: number): V {
-    return this.#outputs[this.#outputs.length - 1 - back]!;
   }
 
   /** σ_t/σ_s0 · x and α_t for the interval sigmas[i] → sigmas[i+1], with h and λ's. */
   #interval(): { ratio: number; alphaT: number; h: number; lambdaS0: number } {
-    const i = this.#index;
+    const i = this.index;
     const target = alphaSigma(this.plan.sigmas[i + 1]!);
     const source = alphaSigma(this.plan.sigmas[i]!);
     const lambdaS0 = lambdaOf(this.plan.sigmas[i]!);
@@ -153,17 +129,17 @@ class DpmSolverRun<V> implements SchedulerRun<V> {
   #firstOrder(sample: V): V {
     const { ratio, alphaT, h } = this.#interval();
     const phi = mul32(alphaT, sub32(exp32(-h), 1));
-    return this.la.combine([ratio, sample], [-phi, this.#output(0)]);
+    return this.la.combine([ratio, sample], [-phi, this.output(0)]);
   }
 
   /** `multistep_dpm_solver_second_order_update` (dpmsolver++ branch). */
   #secondOrder(sample: V): V {
     const { la } = this;
     const { ratio, alphaT, h, lambdaS0 } = this.#interval();
-    const lambdaS1 = lambdaOf(this.plan.sigmas[this.#index - 1]!);
+    const lambdaS1 = lambdaOf(this.plan.sigmas[this.index - 1]!);
     const r0 = div32(sub32(lambdaS0, lambdaS1), h);
-    const m0 = this.#output(0);
-    const m1 = this.#output(1);
+    const m0 = this.output(0);
+    const m1 = this.output(1);
     const d1 = la.combine([div32(1, r0), m0], [-div32(1, r0), m1]);
     const phi = mul32(alphaT, sub32(exp32(-h), 1));
     const terms: Term<V>[] = [
@@ -182,13 +158,13 @@ class DpmSolverRun<V> implements SchedulerRun<V> {
   #thirdOrder(sample: V): V {
     const { la } = this;
     const { ratio, alphaT, h, lambdaS0 } = this.#interval();
-    const lambdaS1 = lambdaOf(this.plan.sigmas[this.#index - 1]!);
-    const lambdaS2 = lambdaOf(this.plan.sigmas[this.#index - 2]!);
+    const lambdaS1 = lambdaOf(this.plan.sigmas[this.index - 1]!);
+    const lambdaS2 = lambdaOf(this.plan.sigmas[this.index - 2]!);
     const r0 = div32(sub32(lambdaS0, lambdaS1), h);
     const r1 = div32(sub32(lambdaS1, lambdaS2), h);
-    const m0 = this.#output(0);
-    const m1 = this.#output(1);
-    const m2 = this.#output(2);
+    const m0 = this.output(0);
+    const m1 = this.output(1);
+    const m2 = this.output(2);
     const d10 = la.combine([div32(1, r0), m0], [-div32(1, r0), m1]);
     const d11 = la.combine([div32(1, r1), m1], [-div32(1, r1), m2]);
     const r0r1 = add32(r0, r1);
@@ -204,14 +180,10 @@ class DpmSolverRun<V> implements SchedulerRun<V> {
   }
 }
 
-export const dpmSolver: SchedulerDefinition<DpmSolverConfig, MultistepPlan> = {
+export const dpmSolver: SchedulerDefinition<DpmSolverConfig, MultistepPlan> = defineScheduler({
   className: CLASS,
   order: 1,
-  resolveConfig(raw) {
-    const config = resolveConfig(CLASS, SPEC, raw);
-    checkBetaSchedule(CLASS, config);
-    return config;
-  },
+  spec: SPEC,
   plan(config, steps) {
     const T = config.num_train_timesteps;
     const tables = trainTables(config);
@@ -230,14 +202,8 @@ export const dpmSolver: SchedulerDefinition<DpmSolverConfig, MultistepPlan> = {
       sigmas = interpolateSigmas(timesteps, tables);
     }
     const finalSigma = config.final_sigmas_type === "sigma_min" ? tables.sigmas[0]! : 0;
-    const all = [...sigmas, finalSigma].map(f32);
-    checkStrictlyDecreasing(CLASS, all, steps, "each step divides by the log-SNR difference of its interval");
-    return { timesteps, timestepDtype: "int64", initNoiseSigma: 1, sigmas: all };
+    return multistepPlan(CLASS, steps, timesteps, sigmas, finalSigma);
   },
-  start(config, plan, la, beginIndex) {
-    return new DpmSolverRun(config, plan, la, beginIndex);
-  },
-  addNoise(_config, plan, beginIndex) {
-    return multistepAddNoise(plan, beginIndex);
-  },
-};
+  Run: DpmSolverRun,
+  addNoise: multistepAddNoise,
+});

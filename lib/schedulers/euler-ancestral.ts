@@ -6,24 +6,20 @@
  * (EulerAncestralDiscreteScheduler) at 58eb52c: one noise draw on every step, the last one
  * included (σ_up = 0 there, but the generator still advances).
  */
-import type { LinearAlgebra } from "./algebra.js";
-import { ZERO_SNR, checkBetaSchedule, resolveConfig, type ConfigSpec } from "./config.js";
+import { ZERO_SNR, type ConfigSpec } from "./config.js";
+import { defineScheduler } from "./define.js";
 import { div32, mul32, sqrt32, square32, sub32 } from "./float32.js";
 import {
   SIGMA_FAMILY_KEYS,
-  derivative,
-  interpolateSigmas,
-  predictOriginal,
-  scaleDivisor,
+  SigmaRun,
   sigmaAddNoise,
-  sigmaInitNoise,
+  sigmaPlan,
+  spacedSigmas,
   withFinalSigma,
   type SigmaFamilyConfig,
   type SigmaPlan,
 } from "./sigma-family.js";
-import { checkSchedule, float32Timesteps } from "./spacing.js";
-import { trainTables } from "./tables.js";
-import type { SchedulerDefinition, SchedulerRun } from "./types.js";
+import type { SchedulerDefinition } from "./types.js";
 
 export interface EulerAncestralConfig extends SigmaFamilyConfig {
   rescale_betas_zero_snr: false;
@@ -46,60 +42,28 @@ export function ancestralSplit(sigmaFrom: number, sigmaTo: number): { up: number
   return { up, down };
 }
 
-class EulerAncestralRun<V> implements SchedulerRun<V> {
-  #index: number;
-
-  constructor(
-    private readonly config: EulerAncestralConfig,
-    private readonly plan: SigmaPlan,
-    private readonly la: LinearAlgebra<V>,
-    beginIndex: number,
-  ) {
-    this.#index = beginIndex;
-  }
-
-  inputScale(): number {
-    return 1 / scaleDivisor(this.plan.sigmas[this.#index]!);
-  }
-
+class EulerAncestralRun<V> extends SigmaRun<EulerAncestralConfig, V> {
   step(modelOutput: V, sample: V, drawNoise: () => V): V {
     const { la, plan } = this;
-    const i = this.#index;
+    const i = this.index;
     const sigma = plan.sigmas[i]!;
-    const predicted = predictOriginal(la, this.config.prediction_type, sigma, sample, modelOutput);
     const { up, down } = ancestralSplit(sigma, plan.sigmas[i + 1]!);
-    const d = derivative(la, sample, predicted, sigma);
+    const d = this.slope(sigma, sample, modelOutput);
     const dt = sub32(down, sigma);
     const noise = drawNoise();
-    this.#index++;
+    this.index++;
     return la.combine([1, sample], [dt, d], [up, noise]);
   }
 }
 
-export const eulerAncestral: SchedulerDefinition<EulerAncestralConfig, SigmaPlan> = {
+export const eulerAncestral: SchedulerDefinition<EulerAncestralConfig, SigmaPlan> = defineScheduler({
   className: CLASS,
   order: 1,
-  resolveConfig(raw) {
-    const config = resolveConfig(CLASS, SPEC, raw);
-    checkBetaSchedule(CLASS, config);
-    return config;
-  },
+  spec: SPEC,
   plan(config, steps) {
-    const tables = trainTables(config);
-    const timesteps = float32Timesteps(config.num_train_timesteps, steps, config.timestep_spacing, config.steps_offset);
-    checkSchedule(CLASS, timesteps, steps, config.timestep_spacing);
-    const all = withFinalSigma(interpolateSigmas(timesteps, tables), 0);
-    return {
-      timesteps,
-      timestepDtype: "float32",
-      sigmas: all,
-      initNoiseSigma: sigmaInitNoise(all, config.timestep_spacing),
-    };
+    const { timesteps, sigmas } = spacedSigmas(CLASS, config, steps);
+    return sigmaPlan(config, timesteps, withFinalSigma(sigmas, 0));
   },
-  start(config, plan, la, beginIndex) {
-    return new EulerAncestralRun(config, plan, la, beginIndex);
-  },
-  addNoise(_config, plan, beginIndex) {
-    return sigmaAddNoise(plan, beginIndex);
-  },
-};
+  Run: EulerAncestralRun,
+  addNoise: sigmaAddNoise,
+});

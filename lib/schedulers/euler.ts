@@ -3,24 +3,21 @@
  * 2022, algorithm 2 with s_churn = 0, so no noise). Follows diffusers'
  * src/diffusers/schedulers/scheduling_euler_discrete.py (EulerDiscreteScheduler) at 58eb52c.
  */
-import type { LinearAlgebra } from "./algebra.js";
-import { ZERO_SNR, check, checkBetaSchedule, resolveConfig, unsupportedFlag, type ConfigSpec } from "./config.js";
-import { f32, log32, mul32, sub32 } from "./float32.js";
+import { ZERO_SNR, check, unsupportedFlag, type ConfigSpec } from "./config.js";
+import { defineScheduler } from "./define.js";
+import { log32, mul32, sub32 } from "./float32.js";
 import {
   SIGMA_FAMILY_KEYS,
-  derivative,
-  interpolateSigmas,
-  predictOriginal,
-  scaleDivisor,
+  SigmaRun,
+  karrasSchedule,
   sigmaAddNoise,
-  sigmaInitNoise,
+  sigmaPlan,
+  spacedSigmas,
   withFinalSigma,
   type SigmaFamilyConfig,
   type SigmaPlan,
 } from "./sigma-family.js";
-import { checkSchedule, float32Timesteps } from "./spacing.js";
-import { karrasSigmas, sigmaToT, trainTables } from "./tables.js";
-import type { SchedulerDefinition, SchedulerRun } from "./types.js";
+import type { SchedulerDefinition } from "./types.js";
 
 export interface EulerConfig extends SigmaFamilyConfig {
   interpolation_type: "linear";
@@ -51,71 +48,37 @@ const SPEC: ConfigSpec<EulerConfig> = {
   final_sigmas_type: { default: "zero", check: check.oneOf(["zero", "sigma_min"]) },
 };
 
-class EulerRun<V> implements SchedulerRun<V> {
-  #index: number;
-
-  constructor(
-    private readonly config: EulerConfig,
-    private readonly plan: SigmaPlan,
-    private readonly la: LinearAlgebra<V>,
-    beginIndex: number,
-  ) {
-    this.#index = beginIndex;
-  }
-
-  inputScale(): number {
-    return 1 / scaleDivisor(this.plan.sigmas[this.#index]!);
-  }
-
+class EulerRun<V> extends SigmaRun<EulerConfig, V> {
   step(modelOutput: V, sample: V): V {
     const { la, plan } = this;
-    const i = this.#index;
+    const i = this.index;
     // s_churn = 0 ⇒ gamma = 0 ⇒ sigma_hat = sigma and no noise is drawn.
     const sigma = plan.sigmas[i]!;
-    const predicted = predictOriginal(la, this.config.prediction_type, sigma, sample, modelOutput);
-    const d = derivative(la, sample, predicted, sigma);
+    const d = this.slope(sigma, sample, modelOutput);
     const dt = sub32(plan.sigmas[i + 1]!, sigma);
-    this.#index++;
+    this.index++;
     return la.combine([1, sample], [dt, d]);
   }
 }
 
-export const euler: SchedulerDefinition<EulerConfig, SigmaPlan> = {
+export const euler: SchedulerDefinition<EulerConfig, SigmaPlan> = defineScheduler({
   className: CLASS,
   order: 1,
-  resolveConfig(raw) {
-    const config = resolveConfig(CLASS, SPEC, raw);
-    checkBetaSchedule(CLASS, config);
-    return config;
-  },
+  spec: SPEC,
   plan(config, steps) {
-    const tables = trainTables(config);
-    let timesteps = float32Timesteps(config.num_train_timesteps, steps, config.timestep_spacing, config.steps_offset);
-    checkSchedule(CLASS, timesteps, steps, config.timestep_spacing);
-    let sigmas = interpolateSigmas(timesteps, tables);
+    const spaced = spacedSigmas(CLASS, config, steps);
+    let { timesteps, sigmas } = spaced;
     if (config.use_karras_sigmas) {
-      const sigmaMin = config.sigma_min ?? sigmas.at(-1)!;
-      const sigmaMax = config.sigma_max ?? sigmas[0]!;
-      sigmas = karrasSigmas(sigmaMin, sigmaMax, steps);
-      timesteps = sigmas.map((s) => f32(sigmaToT(s, tables.logSigmas)));
+      ({ timesteps, sigmas } = karrasSchedule(config.sigma_min ?? sigmas.at(-1)!, config.sigma_max ?? sigmas[0]!, steps, spaced.tables));
     }
     // "sigma_min": ((1 - ᾱ_0) / ᾱ_0) ** 0.5 in float32, i.e. the smallest training sigma.
-    const finalSigma = config.final_sigmas_type === "sigma_min" ? tables.sigmas[0]! : 0;
+    const finalSigma = config.final_sigmas_type === "sigma_min" ? spaced.tables.sigmas[0]! : 0;
     const all = withFinalSigma(sigmas, finalSigma);
     if (config.timestep_type === "continuous" && config.prediction_type === "v_prediction") {
       timesteps = all.slice(0, -1).map((s) => mul32(0.25, log32(s)));
     }
-    return {
-      timesteps,
-      timestepDtype: "float32",
-      sigmas: all,
-      initNoiseSigma: sigmaInitNoise(all, config.timestep_spacing),
-    };
+    return sigmaPlan(config, timesteps, all);
   },
-  start(config, plan, la, beginIndex) {
-    return new EulerRun(config, plan, la, beginIndex);
-  },
-  addNoise(_config, plan, beginIndex) {
-    return sigmaAddNoise(plan, beginIndex);
-  },
-};
+  Run: EulerRun,
+  addNoise: sigmaAddNoise,
+});

@@ -6,24 +6,21 @@
  * src/diffusers/schedulers/scheduling_heun_discrete.py (HeunDiscreteScheduler) at 58eb52c:
  * timesteps [t0, t1, t1, …, t_{N−1}, t_{N−1}] and sigmas [σ0, σ1, σ1, …, σ_{N−1}, σ_{N−1}, 0].
  */
-import type { LinearAlgebra } from "./algebra.js";
-import { check, checkBetaSchedule, resolveConfig, unsupportedFlag, type ConfigSpec } from "./config.js";
+import { check, unsupportedFlag, type ConfigSpec } from "./config.js";
+import { defineScheduler } from "./define.js";
 import { f32, sub32 } from "./float32.js";
 import {
   SIGMA_FAMILY_KEYS,
-  derivative,
-  interpolateSigmas,
-  predictOriginal,
-  scaleDivisor,
+  SigmaRun,
+  karrasSchedule,
   sigmaAddNoise,
-  sigmaInitNoise,
+  sigmaPlan,
+  spacedSigmas,
   withFinalSigma,
   type SigmaFamilyConfig,
   type SigmaPlan,
 } from "./sigma-family.js";
-import { checkSchedule, float32Timesteps } from "./spacing.js";
-import { karrasSigmas, sigmaToT, trainTables } from "./tables.js";
-import type { SchedulerDefinition, SchedulerRun } from "./types.js";
+import type { SchedulerDefinition } from "./types.js";
 
 export interface HeunConfig extends SigmaFamilyConfig {
   use_karras_sigmas: boolean;
@@ -52,35 +49,20 @@ function interleave(values: readonly number[]): number[] {
   return [values[0]!, ...values.slice(1).flatMap((v) => [v, v])];
 }
 
-class HeunRun<V> implements SchedulerRun<V> {
-  #index: number;
+class HeunRun<V> extends SigmaRun<HeunConfig, V> {
   /** Set by a predictor call, consumed by the following corrector (diffusers' `self.dt is None`). */
   #pending: { derivative: V; dt: number; sample: V } | null = null;
 
-  constructor(
-    private readonly config: HeunConfig,
-    private readonly plan: SigmaPlan,
-    private readonly la: LinearAlgebra<V>,
-    beginIndex: number,
-  ) {
-    this.#index = beginIndex;
-  }
-
-  inputScale(): number {
-    return 1 / scaleDivisor(this.plan.sigmas[this.#index]!);
-  }
-
   step(modelOutput: V, sample: V): V {
     const { la, plan } = this;
-    const i = this.#index;
+    const i = this.index;
     const pending = this.#pending;
-    this.#index++;
+    this.index++;
     if (pending === null) {
       // First order (predictor): an Euler step from σ_i to σ_{i+1}.
       const sigma = plan.sigmas[i]!;
       const sigmaNext = plan.sigmas[i + 1]!;
-      const predicted = predictOriginal(la, this.config.prediction_type, sigma, sample, modelOutput);
-      const d = derivative(la, sample, predicted, sigma);
+      const d = this.slope(sigma, sample, modelOutput);
       const dt = sub32(sigmaNext, sigma);
       this.#pending = { derivative: d, dt, sample };
       return la.combine([1, sample], [dt, d]);
@@ -88,42 +70,25 @@ class HeunRun<V> implements SchedulerRun<V> {
     // Second order (corrector): the model saw the predicted sample at σ_next; average the slopes
     // and redo the step from the saved sample.
     const sigmaNext = plan.sigmas[i]!;
-    const predicted = predictOriginal(la, this.config.prediction_type, sigmaNext, sample, modelOutput);
-    const d = la.combine([0.5, pending.derivative], [0.5, derivative(la, sample, predicted, sigmaNext)]);
+    const d = la.combine([0.5, pending.derivative], [0.5, this.slope(sigmaNext, sample, modelOutput)]);
     this.#pending = null;
     return la.combine([1, pending.sample], [pending.dt, d]);
   }
 }
 
-export const heun: SchedulerDefinition<HeunConfig, SigmaPlan> = {
+export const heun: SchedulerDefinition<HeunConfig, SigmaPlan> = defineScheduler({
   className: CLASS,
   order: 2,
-  resolveConfig(raw) {
-    const config = resolveConfig(CLASS, SPEC, raw);
-    checkBetaSchedule(CLASS, config);
-    return config;
-  },
+  spec: SPEC,
   plan(config, steps) {
-    const tables = trainTables(config);
-    let timesteps = float32Timesteps(config.num_train_timesteps, steps, config.timestep_spacing, config.steps_offset);
-    checkSchedule(CLASS, timesteps, steps, config.timestep_spacing);
-    let sigmas = interpolateSigmas(timesteps, tables);
+    const spaced = spacedSigmas(CLASS, config, steps);
+    let { timesteps, sigmas } = spaced;
     if (config.use_karras_sigmas) {
-      sigmas = karrasSigmas(sigmas.at(-1)!, sigmas[0]!, steps);
-      timesteps = sigmas.map((s) => sigmaToT(s, tables.logSigmas));
+      ({ timesteps, sigmas } = karrasSchedule(sigmas.at(-1)!, sigmas[0]!, steps, spaced.tables));
     }
     const all = interleave(withFinalSigma(sigmas, 0).slice(0, -1)).concat(0);
-    return {
-      timesteps: interleave(timesteps).map(f32),
-      timestepDtype: "float32",
-      sigmas: all,
-      initNoiseSigma: sigmaInitNoise(all, config.timestep_spacing),
-    };
+    return sigmaPlan(config, interleave(timesteps).map(f32), all);
   },
-  start(config, plan, la, beginIndex) {
-    return new HeunRun(config, plan, la, beginIndex);
-  },
-  addNoise(_config, plan, beginIndex) {
-    return sigmaAddNoise(plan, beginIndex);
-  },
-};
+  Run: HeunRun,
+  addNoise: sigmaAddNoise,
+});

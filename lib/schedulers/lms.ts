@@ -7,25 +7,23 @@
  * float32 integrand, and the order comes from the step index, not from how many derivatives are
  * stored (so img2img's first step applies the order-4 coefficient of the newest derivative only).
  */
-import type { LinearAlgebra } from "./algebra.js";
-import { check, checkBetaSchedule, resolveConfig, unsupportedFlag, type ConfigSpec } from "./config.js";
+import { check, unsupportedFlag, type ConfigSpec } from "./config.js";
+import { defineScheduler } from "./define.js";
 import { f32 } from "./float32.js";
 import { gaussKronrod21 } from "./quadrature.js";
 import {
   SIGMA_FAMILY_KEYS,
-  derivative,
-  interpolateSigmas,
-  predictOriginal,
-  scaleDivisor,
+  SigmaRun,
+  karrasSchedule,
   sigmaAddNoise,
-  sigmaInitNoise,
+  sigmaPlan,
+  spacedSigmas,
   withFinalSigma,
   type SigmaFamilyConfig,
   type SigmaPlan,
 } from "./sigma-family.js";
-import { checkSchedule, checkStrictlyDecreasing, float32Timesteps } from "./spacing.js";
-import { karrasSigmas, sigmaToT, trainTables } from "./tables.js";
-import type { SchedulerDefinition, SchedulerRun } from "./types.js";
+import { checkStrictlyDecreasing } from "./spacing.js";
+import type { SchedulerDefinition } from "./types.js";
 
 export interface LmsConfig extends SigmaFamilyConfig {
   use_karras_sigmas: boolean;
@@ -63,29 +61,14 @@ export function lmsCoefficient(sigmas: readonly number[], order: number, t: numb
   return gaussKronrod21(integrand, sigmas[t]!, sigmas[t + 1]!);
 }
 
-class LmsRun<V> implements SchedulerRun<V> {
-  #index: number;
+class LmsRun<V> extends SigmaRun<LmsConfig, V> {
   readonly #derivatives: V[] = [];
-
-  constructor(
-    private readonly config: LmsConfig,
-    private readonly plan: SigmaPlan,
-    private readonly la: LinearAlgebra<V>,
-    beginIndex: number,
-  ) {
-    this.#index = beginIndex;
-  }
-
-  inputScale(): number {
-    return 1 / scaleDivisor(this.plan.sigmas[this.#index]!);
-  }
 
   step(modelOutput: V, sample: V): V {
     const { la, plan } = this;
-    const i = this.#index;
+    const i = this.index;
     const sigma = plan.sigmas[i]!;
-    const predicted = predictOriginal(la, this.config.prediction_type, sigma, sample, modelOutput);
-    this.#derivatives.push(derivative(la, sample, predicted, sigma));
+    this.#derivatives.push(this.slope(sigma, sample, modelOutput));
     if (this.#derivatives.length > MAX_ORDER) this.#derivatives.shift();
 
     const order = Math.min(i + 1, MAX_ORDER);
@@ -95,42 +78,26 @@ class LmsRun<V> implements SchedulerRun<V> {
     for (let k = 0; k < terms; k++) {
       update.push([lmsCoefficient(plan.sigmas, order, i, k), this.#derivatives[this.#derivatives.length - 1 - k]!]);
     }
-    this.#index++;
+    this.index++;
     return la.combine(...update);
   }
 }
 
-export const lms: SchedulerDefinition<LmsConfig, SigmaPlan> = {
+export const lms: SchedulerDefinition<LmsConfig, SigmaPlan> = defineScheduler({
   className: CLASS,
   order: 1,
-  resolveConfig(raw) {
-    const config = resolveConfig(CLASS, SPEC, raw);
-    checkBetaSchedule(CLASS, config);
-    return config;
-  },
+  spec: SPEC,
   plan(config, steps) {
-    const tables = trainTables(config);
-    let timesteps = float32Timesteps(config.num_train_timesteps, steps, config.timestep_spacing, config.steps_offset);
-    checkSchedule(CLASS, timesteps, steps, config.timestep_spacing);
-    let sigmas = interpolateSigmas(timesteps, tables);
+    const spaced = spacedSigmas(CLASS, config, steps);
+    let { timesteps, sigmas } = spaced;
     if (config.use_karras_sigmas) {
       // LMS's _convert_to_karras takes its range from the interpolated sigmas.
-      sigmas = karrasSigmas(sigmas.at(-1)!, sigmas[0]!, steps);
-      timesteps = sigmas.map((s) => f32(sigmaToT(s, tables.logSigmas)));
+      ({ timesteps, sigmas } = karrasSchedule(sigmas.at(-1)!, sigmas[0]!, steps, spaced.tables));
     }
     const all = withFinalSigma(sigmas, 0);
     checkStrictlyDecreasing(CLASS, all.slice(0, -1), steps, "the Lagrange basis divides by their differences");
-    return {
-      timesteps,
-      timestepDtype: "float32",
-      sigmas: all,
-      initNoiseSigma: sigmaInitNoise(all, config.timestep_spacing),
-    };
+    return sigmaPlan(config, timesteps, all);
   },
-  start(config, plan, la, beginIndex) {
-    return new LmsRun(config, plan, la, beginIndex);
-  },
-  addNoise(_config, plan, beginIndex) {
-    return sigmaAddNoise(plan, beginIndex);
-  },
-};
+  Run: LmsRun,
+  addNoise: sigmaAddNoise,
+});

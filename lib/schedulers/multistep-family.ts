@@ -5,8 +5,12 @@
  * α_t·x + σ_t·n for the sigma at `begin_index`.
  */
 import type { LinearAlgebra } from "./algebra.js";
-import { add32, div32, log32, mul32, sqrt32, square32, sub32 } from "./float32.js";
 import type { PredictionType } from "./config.js";
+import { ScheduledRun } from "./define.js";
+import { add32, div32, log32, mul32, sqrt32, square32, sub32 } from "./float32.js";
+import { withFinalSigma } from "./sigma-family.js";
+import { checkStrictlyDecreasing } from "./spacing.js";
+import type { BetaScheduleConfig } from "./tables.js";
 import type { NoiseScales, SchedulePlan } from "./types.js";
 
 export interface MultistepPlan extends SchedulePlan {
@@ -54,7 +58,7 @@ export function noisePrediction<V>(
 }
 
 /** `add_noise` at sigmas[begin_index]: α_t·x + σ_t·n. */
-export function multistepAddNoise(plan: MultistepPlan, beginIndex: number): NoiseScales {
+export function multistepAddNoise(_config: unknown, plan: MultistepPlan, beginIndex: number): NoiseScales {
   const { alpha, sigma } = alphaSigma(plan.sigmas[beginIndex]!);
   return { signal: alpha, noise: sigma };
 }
@@ -72,4 +76,55 @@ export function lastTimestepAfterClip(alphasCumprod: Float32Array, lambdaMinClip
     if (lambda < lambdaMinClipped) below++;
   }
   return T - below;
+}
+
+/**
+ * The plan from the int64 timesteps and their sigmas (`withFinalSigma`: the final sigma appended,
+ * all rounded to float32), which must be distinct: each step divides by the λ difference of its interval.
+ */
+export function multistepPlan(
+  className: string,
+  steps: number,
+  timesteps: number[],
+  sigmas: readonly number[],
+  finalSigma: number,
+): MultistepPlan {
+  const all = withFinalSigma(sigmas, finalSigma);
+  checkStrictlyDecreasing(className, all, steps, "each step divides by the log-SNR difference of its interval");
+  return { timesteps, timestepDtype: "int64", initNoiseSigma: 1, sigmas: all };
+}
+
+/** What a multistep run reads of its config. */
+type MultistepConfig = BetaScheduleConfig & { solver_order: number };
+
+/**
+ * A multistep run: the UNet sees x unscaled, the last `solver_order` converted model outputs are
+ * kept, and the order warms up one step at a time (`lower_order_nums`).
+ */
+export abstract class MultistepRun<C extends MultistepConfig, V> extends ScheduledRun<C, MultistepPlan, V> {
+  /** diffusers' `lower_order_nums`: steps taken so far, capped at `solver_order`. */
+  protected lowerOrderNums = 0;
+  /** `model_outputs`: the last `solver_order` converted outputs, newest last (null before warm-up). */
+  readonly #outputs = new Array<V | null>(this.config.solver_order).fill(null);
+
+  inputScale(): number {
+    return 1;
+  }
+
+  /** Stores this call's converted output, dropping the oldest. */
+  protected remember(output: V): void {
+    this.#outputs.shift();
+    this.#outputs.push(output);
+  }
+
+  /** The stored converted output `back` steps before the newest (0 = the newest). */
+  protected output(back: number): V {
+    return this.#outputs[this.#outputs.length - 1 - back]!;
+  }
+
+  /** Ends a step: one more warm-up step counted, and on to the next call. */
+  protected advance(): void {
+    if (this.lowerOrderNums < this.config.solver_order) this.lowerOrderNums++;
+    this.index++;
+  }
 }

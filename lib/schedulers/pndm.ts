@@ -14,14 +14,24 @@
  *
  * The Runge–Kutta warm-up (`skip_prk_steps: false`, the class default) is not implemented.
  */
-import type { LinearAlgebra } from "./algebra.js";
-import { ALPHA_FAMILY_KEYS, alphaAddNoise, type AlphaFamilyConfig, type AlphaPlan } from "./alpha-family.js";
-import { check, checkBetaSchedule, resolveConfig, type ConfigSpec } from "./config.js";
+import {
+  ALPHA_FAMILY_KEYS,
+  AlphaRun,
+  alphaAddNoise,
+  alphaPlan,
+  alphaProducts,
+  epsilonFromOutput,
+  finalAlphaCumprod,
+  type AlphaFamilyConfig,
+  type AlphaPlan,
+} from "./alpha-family.js";
+import { check, type ConfigSpec } from "./config.js";
+import { defineScheduler } from "./define.js";
 import { add32, div32, mul32, sqrt32, sub32 } from "./float32.js";
 import { arange, linspace, roundHalfEven } from "./numpy.js";
 import { checkSchedule } from "./spacing.js";
 import { trainTables } from "./tables.js";
-import type { SchedulerDefinition, SchedulerRun } from "./types.js";
+import type { SchedulerDefinition } from "./types.js";
 
 export interface PndmConfig extends AlphaFamilyConfig {
   skip_prk_steps: true;
@@ -64,30 +74,15 @@ const AB_WEIGHTS: Record<number, number[]> = {
   4: [-9 / 24, 37 / 24, -59 / 24, 55 / 24],
 };
 
-class PndmRun<V> implements SchedulerRun<V> {
-  #call: number;
+class PndmRun<V> extends AlphaRun<PndmConfig, V> {
   #counter = 0;
   #ets: V[] = [];
   #curSample: V | null = null;
-  readonly #finalAlphaCumprod: number;
-
-  constructor(
-    private readonly config: PndmConfig,
-    private readonly plan: AlphaPlan,
-    private readonly la: LinearAlgebra<V>,
-    beginIndex: number,
-  ) {
-    this.#call = beginIndex;
-    this.#finalAlphaCumprod = config.set_alpha_to_one ? 1 : trainTables(config).alphasCumprod[0]!;
-  }
-
-  inputScale(): number {
-    return 1;
-  }
+  readonly #finalAlphaCumprod = finalAlphaCumprod(this.config);
 
   step(modelOutput: V, sample: V): V {
     const { la } = this;
-    let t = this.plan.timesteps[this.#call++]!;
+    let t = this.plan.timesteps[this.index++]!;
     let prevT = t - this.plan.stepRatio;
     if (this.#counter !== 1) {
       this.#ets = [...this.#ets.slice(-3), modelOutput];
@@ -117,47 +112,34 @@ class PndmRun<V> implements SchedulerRun<V> {
 
   /** `_get_prev_sample` (PNDM paper eq. 11) from t to prevT. */
   #prevSample(sample: V, t: number, prevT: number, modelOutput: V): V {
-    const { la } = this;
-    const ac = trainTables(this.config).alphasCumprod;
-    const alphaProd = ac[t]!;
-    const alphaProdPrev = prevT >= 0 ? ac[prevT]! : this.#finalAlphaCumprod;
-    const betaProd = sub32(1, alphaProd);
-    const betaProdPrev = sub32(1, alphaProdPrev);
-    let epsilon = modelOutput;
-    if (this.config.prediction_type === "v_prediction") {
-      epsilon = la.combine([sqrt32(alphaProd), modelOutput], [sqrt32(betaProd), sample]);
-    }
+    const { alphaProd, alphaProdPrev, betaProd, betaProdPrev } = alphaProducts(
+      trainTables(this.config).alphasCumprod,
+      t,
+      prevT,
+      this.#finalAlphaCumprod,
+    );
+    const epsilon = epsilonFromOutput(this.la, this.config.prediction_type, alphaProd, sample, modelOutput);
     const sampleCoeff = sqrt32(div32(alphaProdPrev, alphaProd));
     const denominator = add32(
       mul32(alphaProd, sqrt32(betaProdPrev)),
       sqrt32(mul32(mul32(alphaProd, betaProd), alphaProdPrev)),
     );
     const outputCoeff = -sub32(alphaProdPrev, alphaProd) / denominator;
-    return la.combine([sampleCoeff, sample], [outputCoeff, epsilon]);
+    return this.la.combine([sampleCoeff, sample], [outputCoeff, epsilon]);
   }
 }
 
-export const pndm: SchedulerDefinition<PndmConfig, AlphaPlan> = {
+export const pndm: SchedulerDefinition<PndmConfig, AlphaPlan> = defineScheduler({
   className: CLASS,
   order: 1,
-  resolveConfig(raw) {
-    const config = resolveConfig(CLASS, SPEC, raw);
-    checkBetaSchedule(CLASS, config);
-    return config;
-  },
+  spec: SPEC,
   plan(config, steps) {
-    const T = config.num_train_timesteps;
     const ascending = ascendingTimesteps(config, steps);
-    checkSchedule(CLASS, ascending, steps, config.timestep_spacing, { T });
+    checkSchedule(CLASS, ascending, steps, config.timestep_spacing, { T: config.num_train_timesteps });
     // plms_timesteps = concat([_t[:-1], _t[-2:-1], _t[-1:]])[::-1]: the second-largest repeated.
     const repeated = ascending.length >= 2 ? [ascending.at(-2)!] : [];
-    const timesteps = [...ascending.slice(0, -1), ...repeated, ascending.at(-1)!].reverse();
-    return { timesteps, timestepDtype: "int64", initNoiseSigma: 1, stepRatio: Math.floor(T / steps) };
+    return alphaPlan(config, steps, [...ascending.slice(0, -1), ...repeated, ascending.at(-1)!].reverse());
   },
-  start(config, plan, la, beginIndex) {
-    return new PndmRun(config, plan, la, beginIndex);
-  },
-  addNoise(config, plan, beginIndex) {
-    return alphaAddNoise(trainTables(config).alphasCumprod, plan.timesteps[beginIndex]!);
-  },
-};
+  Run: PndmRun,
+  addNoise: alphaAddNoise,
+});

@@ -5,25 +5,18 @@
  * schedule, where x = x0 + σ·ε and the UNet sees x / sqrt(σ² + 1).
  */
 import type { LinearAlgebra } from "./algebra.js";
-import { BETA_KEYS, PREDICTION_TYPE, STEPS_OFFSET, TIMESTEP_SPACING, type PredictionType, type TimestepSpacing } from "./config.js";
+import { scheduleKeys, type PredictionType, type ScheduleConfig, type TimestepSpacing } from "./config.js";
+import { ScheduledRun } from "./define.js";
 import { add32, div32, f32, sqrt32, square32 } from "./float32.js";
 import { interpOnIndexGrid } from "./numpy.js";
-import type { BetaScheduleConfig, TrainTables } from "./tables.js";
+import { checkSchedule, float32Timesteps } from "./spacing.js";
+import { karrasSigmas, sigmaToT, trainTables, type TrainTables } from "./tables.js";
 import type { NoiseScales, SchedulePlan } from "./types.js";
 
-export interface SigmaFamilyConfig extends BetaScheduleConfig {
-  prediction_type: PredictionType;
-  timestep_spacing: TimestepSpacing;
-  steps_offset: number;
-}
+export type SigmaFamilyConfig = ScheduleConfig;
 
-/** The keys (and defaults) all four classes have. */
-export const SIGMA_FAMILY_KEYS = {
-  ...BETA_KEYS,
-  prediction_type: { default: "epsilon", check: PREDICTION_TYPE },
-  timestep_spacing: { default: "linspace", check: TIMESTEP_SPACING },
-  steps_offset: { default: 0, check: STEPS_OFFSET },
-} as const;
+/** The keys (and defaults) all four classes have — DPM-Solver and UniPC too. */
+export const SIGMA_FAMILY_KEYS = scheduleKeys("linspace");
 
 export interface SigmaPlan extends SchedulePlan {
   /** float32 sigmas indexed like diffusers' `self.sigmas` (the trailing final sigma included). */
@@ -69,11 +62,60 @@ export function derivative<V>(la: LinearAlgebra<V>, sample: V, predicted: V, sig
 }
 
 /** `add_noise` in sigma space: original + σ·noise, σ = sigmas[begin_index]. */
-export function sigmaAddNoise(plan: SigmaPlan, beginIndex: number): NoiseScales {
+export function sigmaAddNoise(_config: unknown, plan: SigmaPlan, beginIndex: number): NoiseScales {
   return { signal: 1, noise: plan.sigmas[beginIndex]! };
 }
 
 /** Appends the final sigma and rounds every sigma to float32 (`np.concatenate(...).astype(float32)`). */
 export function withFinalSigma(sigmas: readonly number[], finalSigma: number): number[] {
   return [...sigmas, finalSigma].map(f32);
+}
+
+/**
+ * The start of LMS / Euler / Euler ancestral / Heun `set_timesteps`: the spaced float32 timesteps
+ * (checked) and their sigmas interpolated from the training table, before any Karras conversion.
+ */
+export function spacedSigmas(
+  className: string,
+  config: SigmaFamilyConfig,
+  steps: number,
+): { tables: TrainTables; timesteps: number[]; sigmas: number[] } {
+  const tables = trainTables(config);
+  const timesteps = float32Timesteps(config.num_train_timesteps, steps, config.timestep_spacing, config.steps_offset);
+  checkSchedule(className, timesteps, steps, config.timestep_spacing);
+  return { tables, timesteps, sigmas: interpolateSigmas(timesteps, tables) };
+}
+
+/** `use_karras_sigmas`: Karras sigmas over [sigmaMin, sigmaMax] and their float32 `_sigma_to_t` timesteps. */
+export function karrasSchedule(
+  sigmaMin: number,
+  sigmaMax: number,
+  steps: number,
+  tables: TrainTables,
+): { timesteps: number[]; sigmas: number[] } {
+  const sigmas = karrasSigmas(sigmaMin, sigmaMax, steps);
+  return { timesteps: sigmas.map((s) => f32(sigmaToT(s, tables.logSigmas))), sigmas };
+}
+
+/** The plan of a float32-timestep sigma scheduler; `sigmas` already hold the final sigma. */
+export function sigmaPlan(config: SigmaFamilyConfig, timesteps: number[], sigmas: number[]): SigmaPlan {
+  return {
+    timesteps,
+    timestepDtype: "float32",
+    sigmas,
+    initNoiseSigma: sigmaInitNoise(sigmas, config.timestep_spacing),
+  };
+}
+
+/** A sigma-space run: the UNet sees x / sqrt(σ² + 1) at the current sigma. */
+export abstract class SigmaRun<C extends SigmaFamilyConfig, V> extends ScheduledRun<C, SigmaPlan, V> {
+  inputScale(): number {
+    return 1 / scaleDivisor(this.plan.sigmas[this.index]!);
+  }
+
+  /** dx/dσ at `sigma` from this call's model output: `pred_original_sample`, then `(sample − x0)/σ`. */
+  protected slope(sigma: number, sample: V, modelOutput: V): V {
+    const predicted = predictOriginal(this.la, this.config.prediction_type, sigma, sample, modelOutput);
+    return derivative(this.la, sample, predicted, sigma);
+  }
 }

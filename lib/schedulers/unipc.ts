@@ -13,22 +13,25 @@
  * stores that term instead of `last_sample`. It keeps every step a combination of the last few
  * samples and model outputs; the literal recomputation would drag the whole history along.
  */
-import type { LinearAlgebra, Term } from "./algebra.js";
-import { ZERO_SNR, check, checkBetaSchedule, configError, resolveConfig, unsupportedFlag, type ConfigSpec, type KeyCheck } from "./config.js";
+import type { Term } from "./algebra.js";
+import { ZERO_SNR, check, configError, unsupportedFlag, type ConfigSpec, type KeyCheck } from "./config.js";
+import { defineScheduler } from "./define.js";
 import { div32, expm132, f32, mul32, sub32 } from "./float32.js";
 import { roundHalfEven } from "./numpy.js";
 import {
+  MultistepRun,
   alphaSigma,
   dataPrediction,
   lambdaOf,
   multistepAddNoise,
+  multistepPlan,
   noisePrediction,
   type MultistepPlan,
 } from "./multistep-family.js";
 import { SIGMA_FAMILY_KEYS, interpolateSigmas, type SigmaFamilyConfig } from "./sigma-family.js";
-import { checkSchedule, checkStrictlyDecreasing, multistepTimesteps } from "./spacing.js";
+import { checkSchedule, multistepTimesteps } from "./spacing.js";
 import { karrasSigmas, sigmaToT, trainTables } from "./tables.js";
-import type { SchedulerDefinition, SchedulerRun } from "./types.js";
+import type { SchedulerDefinition } from "./types.js";
 
 export interface UniPcConfig extends SigmaFamilyConfig {
   solver_order: 1 | 2 | 3;
@@ -125,34 +128,16 @@ interface IntervalTerms<V> {
   b: number[];
 }
 
-class UniPcRun<V> implements SchedulerRun<V> {
-  #index: number;
-  #lowerOrderNums = 0;
+class UniPcRun<V> extends MultistepRun<UniPcConfig, V> {
   #thisOrder = 0;
   /** diffusers' `last_sample is not None`. */
   #hasLastSample = false;
   /** scale·B(h)·Σ ρ_p·D1 of the last predictor (null when it had no higher-order term). */
   #predictorTerm: V | null = null;
-  /** `model_outputs` (converted), newest last. */
-  readonly #outputs: (V | null)[];
-
-  constructor(
-    private readonly config: UniPcConfig,
-    private readonly plan: MultistepPlan,
-    private readonly la: LinearAlgebra<V>,
-    beginIndex: number,
-  ) {
-    this.#index = beginIndex;
-    this.#outputs = new Array<V | null>(config.solver_order).fill(null);
-  }
-
-  inputScale(): number {
-    return 1;
-  }
 
   step(modelOutput: V, sample: V): V {
     const { config, la, plan } = this;
-    const i = this.#index;
+    const i = this.index;
     const sigma = plan.sigmas[i]!;
     const converted = config.predict_x0
       ? dataPrediction(la, config.prediction_type, sigma, sample, modelOutput)
@@ -161,20 +146,13 @@ class UniPcRun<V> implements SchedulerRun<V> {
     const useCorrector = i > 0 && !config.disable_corrector.includes(i - 1) && this.#hasLastSample;
     const corrected = useCorrector ? this.#correct(converted, sample) : sample;
 
-    this.#outputs.shift();
-    this.#outputs.push(converted);
+    this.remember(converted);
     const order = config.lower_order_final ? Math.min(config.solver_order, plan.timesteps.length - i) : config.solver_order;
-    this.#thisOrder = Math.min(order, this.#lowerOrderNums + 1);
+    this.#thisOrder = Math.min(order, this.lowerOrderNums + 1);
     this.#hasLastSample = true;
     const prev = this.#predict(corrected, this.#thisOrder);
-    if (this.#lowerOrderNums < config.solver_order) this.#lowerOrderNums++;
-    this.#index++;
+    this.advance();
     return prev;
-  }
-
-  /** The stored converted output `back` steps before the newest. */
-  #output(back: number): V {
-    return this.#outputs[this.#outputs.length - 1 - back]!;
   }
 
   /**
@@ -187,13 +165,13 @@ class UniPcRun<V> implements SchedulerRun<V> {
     const source = alphaSigma(plan.sigmas[s0]!);
     const lambdaS0 = lambdaOf(plan.sigmas[s0]!);
     const h = sub32(lambdaOf(plan.sigmas[t]!), lambdaS0);
-    const m0 = this.#output(0);
+    const m0 = this.output(0);
     const rks: number[] = [];
     const d1s: V[] = [];
     for (let k = 1; k < order; k++) {
       const rk = div32(sub32(lambdaOf(plan.sigmas[historySigma(k)]!), lambdaS0), h);
       rks.push(rk);
-      d1s.push(la.combine([1 / rk, this.#output(k)], [-1 / rk, m0]));
+      d1s.push(la.combine([1 / rk, this.output(k)], [-1 / rk, m0]));
     }
     rks.push(1);
     const hh = config.predict_x0 ? -h : h;
@@ -217,11 +195,11 @@ class UniPcRun<V> implements SchedulerRun<V> {
   /** `multistep_uni_p_bh_update`: from `sample` at sigmas[i] to sigmas[i+1]. */
   #predict(sample: V, order: number): V {
     const { la } = this;
-    const i = this.#index;
+    const i = this.index;
     const terms = this.#terms(i, i + 1, order, (k) => i - k);
     const base: Term<V>[] = [
       [terms.ratio, sample],
-      [-mul32(terms.scale, terms.hPhi1), this.#output(0)],
+      [-mul32(terms.scale, terms.hPhi1), this.output(0)],
     ];
     this.#predictorTerm = null;
     if (terms.d1s.length === 0) return la.combine(...base);
@@ -234,7 +212,7 @@ class UniPcRun<V> implements SchedulerRun<V> {
   /** `multistep_uni_c_bh_update`: refines `sample` (at sigmas[i]) with this call's output. */
   #correct(converted: V, sample: V): V {
     const { la } = this;
-    const i = this.#index;
+    const i = this.index;
     const order = this.#thisOrder;
     const terms = this.#terms(i - 1, i, order, (k) => i - (k + 1));
     const rhos = order === 1 ? [0.5] : solve(terms.r, terms.b);
@@ -244,17 +222,16 @@ class UniPcRun<V> implements SchedulerRun<V> {
     const correction: Term<V>[] = terms.d1s.map((d, k) => [-factor * rhos[k]!, d] as const);
     const last = rhos[rhos.length - 1]!;
     // D1_t = model_t − m0
-    correction.push([-factor * last, converted], [factor * last, this.#output(0)]);
+    correction.push([-factor * last, converted], [factor * last, this.output(0)]);
     return la.combine(...base, ...correction);
   }
 }
 
-export const uniPc: SchedulerDefinition<UniPcConfig, MultistepPlan> = {
+export const uniPc: SchedulerDefinition<UniPcConfig, MultistepPlan> = defineScheduler({
   className: CLASS,
   order: 1,
-  resolveConfig(raw) {
-    const config = resolveConfig(CLASS, SPEC, raw);
-    checkBetaSchedule(CLASS, config);
+  spec: SPEC,
+  checkConfig(config) {
     // At a final σ of 0, h = ∞: B(h) = −h (bh1) or the noise-prediction form's σ_t·hφ₁ is 0·∞, and
     // diffusers' last step returns NaN. Say so instead of compiling NaN.
     if (config.final_sigmas_type === "zero" && config.solver_type === "bh1") {
@@ -263,7 +240,6 @@ export const uniPc: SchedulerDefinition<UniPcConfig, MultistepPlan> = {
     if (config.final_sigmas_type === "zero" && !config.predict_x0) {
       configError(CLASS, "predict_x0", `true with final_sigmas_type "zero" (the noise-prediction update computes 0 · infinity at the final sigma 0 and diffusers returns NaN there), or set final_sigmas_type "sigma_min"`, false);
     }
-    return config;
   },
   plan(config, steps) {
     const T = config.num_train_timesteps;
@@ -280,14 +256,8 @@ export const uniPc: SchedulerDefinition<UniPcConfig, MultistepPlan> = {
       sigmas = interpolateSigmas(timesteps, tables);
       finalSigma = config.final_sigmas_type === "sigma_min" ? tables.sigmas[0]! : 0;
     }
-    const all = [...sigmas, finalSigma].map(f32);
-    checkStrictlyDecreasing(CLASS, all, steps, "each step divides by the log-SNR difference of its interval");
-    return { timesteps, timestepDtype: "int64", initNoiseSigma: 1, sigmas: all };
+    return multistepPlan(CLASS, steps, timesteps, sigmas, finalSigma);
   },
-  start(config, plan, la, beginIndex) {
-    return new UniPcRun(config, plan, la, beginIndex);
-  },
-  addNoise(_config, plan, beginIndex) {
-    return multistepAddNoise(plan, beginIndex);
-  },
-};
+  Run: UniPcRun,
+  addNoise: multistepAddNoise,
+});

@@ -12,7 +12,7 @@ import { integerInRange, invalidOption, stringValue } from "../validate.js";
 import { BYTE_DECODER, BoundedCache, bytePairEncode, toByteLevel } from "./bpe.js";
 import { normalizeClipText } from "./normalize.js";
 import { splitWords } from "./pretokenize.js";
-import { BOS_TOKEN, EOS_TOKEN, readVocabulary, type ClipVocabulary } from "./vocabulary.js";
+import { BOS_TOKEN, EOS_TOKEN, parseJsonFile, readVocabulary, type ClipVocabulary } from "./vocabulary.js";
 
 /** The sequence length of SD 1.x/2.x text encoders (CLIP's context length). */
 export const CLIP_MAX_LENGTH = 77;
@@ -267,12 +267,7 @@ async function readPadToken(dir: string): Promise<PadToken | undefined> {
       if ((error as NodeJS.ErrnoException).code === "ENOENT") continue;
       throw new ModelFileError(file, `${file} cannot be read (${(error as Error).message})`, { cause: error });
     }
-    let parsed: unknown;
-    try {
-      parsed = JSON.parse(text);
-    } catch (error) {
-      throw new ModelFileError(file, `${file} is not valid JSON (${(error as Error).message})`, { cause: error });
-    }
+    const parsed = parseJsonFile(text, file);
     if (parsed === null || typeof parsed !== "object" || Array.isArray(parsed)) {
       throw new ModelFileError(file, `${file} must be a JSON object`);
     }

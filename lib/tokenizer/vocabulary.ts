@@ -37,14 +37,18 @@ function describeJson(value: unknown): string {
   return `${JSON.stringify(value)} (${typeof value})`;
 }
 
-/** Parses `vocab.json` text into token → id. */
-export function parseVocabJson(text: string, file: string): Map<string, number> {
-  let parsed: unknown;
+/** `JSON.parse` of a tokenizer file's text; a syntax error is a ModelFileError naming the file. */
+export function parseJsonFile(text: string, file: string): unknown {
   try {
-    parsed = JSON.parse(text);
+    return JSON.parse(text);
   } catch (error) {
     throw new ModelFileError(file, `${file} is not valid JSON (${(error as Error).message})`, { cause: error });
   }
+}
+
+/** Parses `vocab.json` text into token → id. */
+export function parseVocabJson(text: string, file: string): Map<string, number> {
+  const parsed = parseJsonFile(text, file);
   if (parsed === null || typeof parsed !== "object" || Array.isArray(parsed)) {
     throw new ModelFileError(file, `${file} must be a JSON object mapping tokens to ids, got ${describeJson(parsed)}`);
   }

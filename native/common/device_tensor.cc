@@ -1,7 +1,6 @@
 #include "device_tensor.h"
 
-#include "addon_data.h"
-#include "js_error.h"
+#include "js_class.h"
 
 namespace sdtrt {
 
@@ -10,7 +9,7 @@ namespace {
 // Identifies objects created by this class (napi_type_tag_object, Node-API 8).
 constexpr napi_type_tag kDeviceTensorTag = {0x7364747274656e73ULL, 0x6f72000000000001ULL};
 
-// Handed from New() to the constructor through an External, so JS cannot construct one.
+// Handed from New() to the constructor (NewFromNative).
 struct PendingTensor {
   std::shared_ptr<DeviceBuffer> buffer;
   DType dtype;
@@ -29,35 +28,23 @@ void DeviceTensor::Init(Napi::Env env, Napi::Object exports) {
                                         InstanceAccessor<&DeviceTensor::GetDisposed>("disposed"),
                                         InstanceMethod<&DeviceTensor::Dispose>("dispose"),
                                     });
-  GetAddonData(env).constructors["DeviceTensor"] = Napi::Persistent(ctor);
-  exports.Set("DeviceTensor", ctor);
+  RegisterClass(env, exports, "DeviceTensor", ctor);
 }
 
 Napi::Object DeviceTensor::New(Napi::Env env, std::shared_ptr<DeviceBuffer> buffer, DType dtype,
                                std::vector<int64_t> shape, int device) {
-  PendingTensor pending{std::move(buffer), dtype, std::move(shape), device};
-  Napi::External<PendingTensor> external = Napi::External<PendingTensor>::New(env, &pending);
-  Napi::Object object = GetAddonData(env).constructors["DeviceTensor"].New({external});
-  object.TypeTag(&kDeviceTensorTag);
-  return object;
+  return NewFromNative(env, "DeviceTensor", kDeviceTensorTag, PendingTensor{std::move(buffer), dtype, std::move(shape), device});
 }
 
-DeviceTensor* DeviceTensor::FromJs(const Napi::Value& value) {
-  if (!value.IsObject()) return nullptr;
-  Napi::Object object = value.As<Napi::Object>();
-  if (!object.CheckTypeTag(&kDeviceTensorTag)) return nullptr;
-  return Napi::ObjectWrap<DeviceTensor>::Unwrap(object);
-}
+DeviceTensor* DeviceTensor::FromJs(const Napi::Value& value) { return UnwrapTagged<DeviceTensor>(value, kDeviceTensorTag); }
 
 DeviceTensor::DeviceTensor(const Napi::CallbackInfo& info) : Napi::ObjectWrap<DeviceTensor>(info) {
-  if (info.Length() != 1 || !info[0].IsExternal()) {
-    ThrowTypeError(info.Env(), "DeviceTensor objects are created by the addon (CLIP encode and similar), not with new");
-  }
-  PendingTensor* pending = info[0].As<Napi::External<PendingTensor>>().Data();
-  buffer_ = std::move(pending->buffer);
-  dtype_ = pending->dtype;
-  shape_ = std::move(pending->shape);
-  device_ = pending->device;
+  PendingTensor pending = TakeNativePayload<PendingTensor>(
+      info, "DeviceTensor objects are created by the addon (CLIP encode and similar), not with new");
+  buffer_ = std::move(pending.buffer);
+  dtype_ = pending.dtype;
+  shape_ = std::move(pending.shape);
+  device_ = pending.device;
 }
 
 int64_t DeviceTensor::elementCount() const {

@@ -68,6 +68,13 @@ class NativeAsyncWorker : public Napi::AsyncWorker {
 
   Napi::Promise Promise() const { return deferred_.Promise(); }
 
+  // Queues the worker (which deletes itself once it has settled) and returns its promise.
+  Napi::Promise Start() {
+    Napi::Promise promise = Promise();
+    Queue();
+    return promise;
+  }
+
  protected:
   virtual void Run() = 0;
   virtual Napi::Value Result(Napi::Env env) = 0;

@@ -26,20 +26,21 @@ SDTRT_HD void storeFloat(void* base, size_t i, DType type, float v) {
   }
 }
 
-// Writes a timestep value the way diffusers hands it to a model of that dtype: float32/float16 by
-// rounding, integers by truncation toward zero (torch's `.to(torch.int64)`; SD timesteps of integer
-// schedules are whole numbers anyway).
-SDTRT_HD void storeTimestep(void* base, int i, DType type, double t) {
+// Writes v to element i of a tensor of any DType the way diffusers hands a timestep to a model of
+// that dtype: float32/float16 by rounding (to nearest even), integers by truncation toward zero
+// (torch's `.to(torch.int64)`; SD timesteps of integer schedules are whole numbers anyway).
+SDTRT_HD void storeAny(void* base, size_t i, DType type, double v) {
   switch (type) {
-    case DType::kFloat32: static_cast<float*>(base)[i] = static_cast<float>(t); break;
-    case DType::kFloat16: static_cast<uint16_t*>(base)[i] = floatToHalfBits(static_cast<float>(t)); break;
-    case DType::kInt32: static_cast<int32_t*>(base)[i] = static_cast<int32_t>(t); break;
-    case DType::kInt64: static_cast<int64_t*>(base)[i] = static_cast<int64_t>(t); break;
+    case DType::kFloat32: static_cast<float*>(base)[i] = static_cast<float>(v); break;
+    case DType::kFloat16: static_cast<uint16_t*>(base)[i] = floatToHalfBits(static_cast<float>(v)); break;
+    case DType::kInt32: static_cast<int32_t*>(base)[i] = static_cast<int32_t>(v); break;
+    case DType::kInt64: static_cast<int64_t*>(base)[i] = static_cast<int64_t>(v); break;
   }
 }
 
-// Reads a timestep back as double (the analytic stand-in's input).
-SDTRT_HD double loadTimestep(const void* base, int i, DType type) {
+// Reads element i of a tensor of any DType as double: exact for float32/float16 and for integers
+// below 2^53 (token ids, timesteps).
+SDTRT_HD double loadAny(const void* base, size_t i, DType type) {
   switch (type) {
     case DType::kFloat32: return static_cast<const float*>(base)[i];
     case DType::kFloat16: return halfBitsToFloat(static_cast<const uint16_t*>(base)[i]);

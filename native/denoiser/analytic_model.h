@@ -46,7 +46,7 @@ struct AnalyticParams {
 SDTRT_HD void element(const AnalyticParams& p, size_t i) {
   const size_t rowIndex = i / static_cast<size_t>(p.imageElems);
   const int k = static_cast<int>(i - rowIndex * static_cast<size_t>(p.imageElems));
-  const double t = loadTimestep(p.timestep, 0, p.timestepType);
+  const double t = loadAny(p.timestep, 0, p.timestepType);
   double out = modelOutput(static_cast<double>(loadFloat(p.sample, i, p.sampleType)), t, k);
   if (p.cfg && rowIndex < static_cast<size_t>(p.unetBatch / 2)) out = kUncondFactor * out;
   storeFloat(p.out, i, p.outType, static_cast<float>(out));

@@ -7,6 +7,7 @@
 
 #include "../common/addon_data.h"
 #include "../common/dtype.h"
+#include "../common/js_class.h"
 #include "../common/js_error.h"
 #include "../common/status.h"
 #include "program_table.h"
@@ -403,9 +404,7 @@ Napi::Value DenoiserWrap::Run(const Napi::CallbackInfo& info) {
 }  // namespace
 
 void RegisterDenoiser(Napi::Env env, Napi::Object exports) {
-  Napi::Function ctor = DenoiserWrap::Define(env);
-  GetAddonData(env).constructors["Denoiser"] = Napi::Persistent(ctor);
-  exports.Set("Denoiser", ctor);
+  RegisterClass(env, exports, "Denoiser", DenoiserWrap::Define(env));
 }
 
 }  // namespace sdtrt

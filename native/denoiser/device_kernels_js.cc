@@ -7,6 +7,7 @@
 #include "../common/cuda_check.h"
 #include "../common/device_buffer.h"
 #include "../common/js_error.h"
+#include "host_math_js.h"
 #include "kernels.h"
 
 namespace sdtrt {
@@ -121,29 +122,11 @@ Napi::Value DeviceVaeToUint8(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const std::string owner = "options";
   Napi::Object options = RequireObject(info[0], owner);
-  Napi::Value decodedValue = options.Get("decoded");
-  DType type = DType::kFloat32;
-  if (decodedValue.IsTypedArray() && decodedValue.As<Napi::TypedArray>().TypedArrayType() == napi_uint16_array) {
-    type = DType::kFloat16;
-  } else if (!decodedValue.IsTypedArray() || decodedValue.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array) {
-    ThrowTypeError(env, "options.decoded must be a Float32Array or a Uint16Array of float16 bits, got " +
-                            DescribeJsValue(decodedValue));
-  }
-  Napi::TypedArray decoded = decodedValue.As<Napi::TypedArray>();
-  const int batch = static_cast<int>(RequireInteger(options, "batch", owner, 1, 1024));
-  const int channels = static_cast<int>(OptionalInteger(options, "channels", owner, 3, 64, 3));
-  const int height = static_cast<int>(RequireInteger(options, "height", owner, 1, 1 << 16));
-  const int width = static_cast<int>(RequireInteger(options, "width", owner, 1, 1 << 16));
+  const host::VaeToUint8Options o = host::ReadVaeToUint8Options(options);
   const int device = static_cast<int>(OptionalInteger(options, "device", owner, 0, 1024, 0));
-  const size_t expected = static_cast<size_t>(batch) * channels * height * width;
-  if (decoded.ElementLength() != expected) {
-    ThrowRangeError(env, "options.decoded must hold batch·channels·height·width = " + std::to_string(expected) +
-                             " values, got " + std::to_string(decoded.ElementLength()));
-  }
-  auto* worker = new SdVaeToUint8Worker(env, decoded, type, batch, channels, height, width, device);
-  Napi::Promise promise = worker->Promise();
-  worker->Queue();
-  return promise;
+  o.CheckLength(env);
+  auto* worker = new SdVaeToUint8Worker(env, o.decoded, o.type, o.batch, o.channels, o.height, o.width, device);
+  return worker->Start();
 }
 
 Napi::Value DeviceFloatToHalf(const Napi::CallbackInfo& info) {
@@ -157,9 +140,7 @@ Napi::Value DeviceFloatToHalf(const Napi::CallbackInfo& info) {
     device = info[1].As<Napi::Number>().Int32Value();
   }
   auto* worker = new SdFloatToHalfWorker(env, info[0].As<Napi::Float32Array>(), device);
-  Napi::Promise promise = worker->Promise();
-  worker->Queue();
-  return promise;
+  return worker->Start();
 }
 
 }  // namespace

@@ -66,31 +66,11 @@ Napi::Value HostRunProgram(const Napi::CallbackInfo& info) {
 // hostVaeToUint8({ decoded: Float32Array | Uint16Array (float16 bits), batch, channels?, height, width })
 Napi::Value HostVaeToUint8(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  const std::string owner = "options";
-  Napi::Object options = RequireObject(info[0], owner);
-  Napi::Value decodedValue = options.Get("decoded");
-  DType type;
-  if (decodedValue.IsTypedArray() && decodedValue.As<Napi::TypedArray>().TypedArrayType() == napi_float32_array) {
-    type = DType::kFloat32;
-  } else if (decodedValue.IsTypedArray() && decodedValue.As<Napi::TypedArray>().TypedArrayType() == napi_uint16_array) {
-    type = DType::kFloat16;
-  } else {
-    ThrowTypeError(env, "options.decoded must be a Float32Array or a Uint16Array of float16 bits, got " +
-                            DescribeJsValue(decodedValue));
-  }
-  Napi::TypedArray decoded = decodedValue.As<Napi::TypedArray>();
-  const int batch = static_cast<int>(RequireInteger(options, "batch", owner, 1, 1024));
-  const int channels = static_cast<int>(OptionalInteger(options, "channels", owner, 3, 64, 3));
-  const int height = static_cast<int>(RequireInteger(options, "height", owner, 1, kMaxDim));
-  const int width = static_cast<int>(RequireInteger(options, "width", owner, 1, kMaxDim));
-  const size_t expected = static_cast<size_t>(batch) * channels * height * width;
-  if (decoded.ElementLength() != expected) {
-    ThrowRangeError(env, "options.decoded must hold batch·channels·height·width = " + std::to_string(expected) +
-                             " values, got " + std::to_string(decoded.ElementLength()));
-  }
-  const uint8_t* src = static_cast<const uint8_t*>(decoded.ArrayBuffer().Data()) + decoded.ByteOffset();
-  Napi::Uint8Array pixels = Napi::Uint8Array::New(env, static_cast<size_t>(batch) * height * width * 3);
-  const VaeFlagsCount counts = VaeToUint8(src, type, batch, channels, height, width, pixels.Data());
+  const VaeToUint8Options o = ReadVaeToUint8Options(RequireObject(info[0], "options"));
+  o.CheckLength(env);
+  const uint8_t* src = static_cast<const uint8_t*>(o.decoded.ArrayBuffer().Data()) + o.decoded.ByteOffset();
+  Napi::Uint8Array pixels = Napi::Uint8Array::New(env, static_cast<size_t>(o.batch) * o.height * o.width * 3);
+  const VaeFlagsCount counts = VaeToUint8(src, o.type, o.batch, o.channels, o.height, o.width, pixels.Data());
   Napi::Object result = Napi::Object::New(env);
   result.Set("pixels", pixels);
   result.Set("nanCount", Napi::Number::New(env, static_cast<double>(counts.nanCount)));
@@ -121,6 +101,34 @@ Napi::Value HostHalfToFloat(const Napi::CallbackInfo& info) {
 }
 
 }  // namespace
+
+VaeToUint8Options ReadVaeToUint8Options(const Napi::Object& options) {
+  const std::string owner = "options";
+  Napi::Value decodedValue = options.Get("decoded");
+  VaeToUint8Options out;
+  if (decodedValue.IsTypedArray() && decodedValue.As<Napi::TypedArray>().TypedArrayType() == napi_float32_array) {
+    out.type = DType::kFloat32;
+  } else if (decodedValue.IsTypedArray() && decodedValue.As<Napi::TypedArray>().TypedArrayType() == napi_uint16_array) {
+    out.type = DType::kFloat16;
+  } else {
+    ThrowTypeError(options.Env(), "options.decoded must be a Float32Array or a Uint16Array of float16 bits, got " +
+                                      DescribeJsValue(decodedValue));
+  }
+  out.decoded = decodedValue.As<Napi::TypedArray>();
+  out.batch = static_cast<int>(RequireInteger(options, "batch", owner, 1, 1024));
+  out.channels = static_cast<int>(OptionalInteger(options, "channels", owner, 3, 64, 3));
+  out.height = static_cast<int>(RequireInteger(options, "height", owner, 1, kMaxDim));
+  out.width = static_cast<int>(RequireInteger(options, "width", owner, 1, kMaxDim));
+  return out;
+}
+
+void VaeToUint8Options::CheckLength(Napi::Env env) const {
+  const size_t expected = static_cast<size_t>(batch) * channels * height * width;
+  if (decoded.ElementLength() != expected) {
+    ThrowRangeError(env, "options.decoded must hold batch·channels·height·width = " + std::to_string(expected) +
+                             " values, got " + std::to_string(decoded.ElementLength()));
+  }
+}
 
 void RegisterHostMath(Napi::Env env, Napi::Object exports) {
   exports.Set("hostRunProgram", Napi::Function::New(env, HostRunProgram, "hostRunProgram"));

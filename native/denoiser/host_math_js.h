@@ -5,7 +5,23 @@
 
 #include <napi.h>
 
+#include "../common/dtype.h"
+
 namespace sdtrt::host {
+
+// The options hostVaeToUint8 and deviceVaeToUint8 (device_kernels_js.h) share:
+// { decoded: Float32Array | Uint16Array (float16 bits), batch, channels?, height, width }.
+struct VaeToUint8Options {
+  Napi::TypedArray decoded;
+  DType type = DType::kFloat32;
+  int batch = 0, channels = 0, height = 0, width = 0;
+
+  // RangeError unless `decoded` holds batch·channels·height·width values.
+  void CheckLength(Napi::Env env) const;
+};
+
+// Reads them (types and ranges; the length is CheckLength's) from the call's `options` object.
+VaeToUint8Options ReadVaeToUint8Options(const Napi::Object& options);
 
 // Adds hostRunProgram, hostVaeToUint8, hostFloatToHalf, hostHalfToFloat to `exports`.
 void RegisterHostMath(Napi::Env env, Napi::Object exports);

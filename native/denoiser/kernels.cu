@@ -69,27 +69,7 @@ __global__ void scaleCastKernel(const void* src, DType srcType, float scale, voi
   }
 }
 
-// Any DType through double: exact for float32/float16 and for integers below 2^53 (token ids).
-__device__ double loadAny(const void* base, size_t i, DType type) {
-  switch (type) {
-    case DType::kFloat32: return static_cast<const float*>(base)[i];
-    case DType::kFloat16: return halfBitsToFloat(static_cast<const uint16_t*>(base)[i]);
-    case DType::kInt32: return static_cast<const int32_t*>(base)[i];
-    case DType::kInt64: return static_cast<double>(static_cast<const int64_t*>(base)[i]);
-  }
-  return 0.0;
-}
-
-// Floats round to nearest even, integers truncate toward zero (storeTimestep's rule).
-__device__ void storeAny(void* base, size_t i, DType type, double v) {
-  switch (type) {
-    case DType::kFloat32: static_cast<float*>(base)[i] = static_cast<float>(v); break;
-    case DType::kFloat16: static_cast<uint16_t*>(base)[i] = floatToHalfBits(static_cast<float>(v)); break;
-    case DType::kInt32: static_cast<int32_t*>(base)[i] = static_cast<int32_t>(v); break;
-    case DType::kInt64: static_cast<int64_t*>(base)[i] = static_cast<int64_t>(v); break;
-  }
-}
-
+// Any DType to any other through double (tensor_access.h's loadAny / storeAny).
 __global__ void castKernel(const void* src, DType srcType, void* dst, DType dstType, size_t count) {
   for (size_t i = globalIndex(); i < count; i += globalStride()) storeAny(dst, i, dstType, loadAny(src, i, srcType));
 }

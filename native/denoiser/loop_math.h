@@ -55,7 +55,7 @@ SDTRT_HD void writeUnetInput(const LoopParams& p, int j, size_t i, float x) {
 
 SDTRT_HD void writeTimestep(const LoopParams& p, int j) {
   const double t = row(p, j)[program::kRowT];
-  for (int k = 0; k < p.timestepCount; ++k) storeTimestep(p.timestep, k, p.timestepType, t);
+  for (int k = 0; k < p.timestepCount; ++k) storeAny(p.timestep, static_cast<size_t>(k), p.timestepType, t);
 }
 
 // Prologue, element i < n: the input and timestep of evaluation 0.

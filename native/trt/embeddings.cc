@@ -114,9 +114,7 @@ Napi::Value ConcatEmbeddings(const Napi::CallbackInfo& info) {
     pinned.push_back(v);
   }
   auto* worker = new SdConcatEmbeddingsWorker(env, std::move(parts), std::move(pinned), dtype, std::move(shape), device);
-  Napi::Promise promise = worker->Promise();
-  worker->Queue();
-  return promise;
+  return worker->Start();
 }
 
 }  // namespace

@@ -3,6 +3,7 @@
 #include <cuda_runtime_api.h>
 
 #include "../common/cuda_check.h"
+#include "../common/js_class.h"
 #include "../common/js_error.h"
 #include "execution_context.h"
 #include "trt_library.h"
@@ -16,11 +17,6 @@ constexpr const char* kLoadStage = "engine-load";
 // Identify objects created by this module (napi_type_tag_object).
 constexpr napi_type_tag kScratchTag = {0x7364747274727473ULL, 0x6372617463680001ULL};
 constexpr napi_type_tag kEngineTag = {0x7364747274727465ULL, 0x6e67696e65000001ULL};
-
-// Passed from EngineWrap::New() to the constructor through an External, so JS cannot construct one.
-struct PendingEngine {
-  std::shared_ptr<LoadedEngine> engine;
-};
 
 Napi::Object ProfilesToJs(Napi::Env env, const std::map<std::string, ProfileRange>& profile) {
   Napi::Object out = Napi::Object::New(env);
@@ -112,9 +108,7 @@ Napi::Value LoadEngine(const Napi::CallbackInfo& info) {
   const std::string name = RequireString(options, "name", "options");
   const int device = static_cast<int>(OptionalInteger(options, "device", "options", 0, 1024, 0));
   auto* worker = new SdEngineLoadWorker(env, plan, name, device);
-  Napi::Promise promise = worker->Promise();
-  worker->Queue();
-  return promise;
+  return worker->Start();
 }
 
 }  // namespace
@@ -147,8 +141,7 @@ Napi::Function DeviceScratchWrap::Define(Napi::Env env) {
 }
 
 DeviceScratchWrap* DeviceScratchWrap::FromJs(const Napi::Value& value) {
-  if (!value.IsObject() || !value.As<Napi::Object>().CheckTypeTag(&kScratchTag)) return nullptr;
-  return Napi::ObjectWrap<DeviceScratchWrap>::Unwrap(value.As<Napi::Object>());
+  return UnwrapTagged<DeviceScratchWrap>(value, kScratchTag);
 }
 
 DeviceScratchWrap::DeviceScratchWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<DeviceScratchWrap>(info) {
@@ -215,18 +208,13 @@ Napi::Function EngineWrap::Define(Napi::Env env) {
 }
 
 Napi::Object EngineWrap::New(Napi::Env env, std::shared_ptr<LoadedEngine> engine) {
-  PendingEngine pending{std::move(engine)};
-  Napi::External<PendingEngine> external = Napi::External<PendingEngine>::New(env, &pending);
-  Napi::Object object = GetAddonData(env).constructors["TrtEngine"].New({external});
-  object.TypeTag(&kEngineTag);
-  return object;
+  return NewFromNative(env, "TrtEngine", kEngineTag, std::move(engine));
 }
 
-EngineWrap::EngineWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<EngineWrap>(info) {
-  if (info.Length() != 1 || !info[0].IsExternal()) {
-    ThrowTypeError(info.Env(), "TrtEngine objects are created by tensorrt.loadEngine(), not with new");
-  }
-  engine_ = std::move(info[0].As<Napi::External<PendingEngine>>().Data()->engine);
+EngineWrap::EngineWrap(const Napi::CallbackInfo& info)
+    : Napi::ObjectWrap<EngineWrap>(info),
+      engine_(TakeNativePayload<std::shared_ptr<LoadedEngine>>(
+          info, "TrtEngine objects are created by tensorrt.loadEngine(), not with new")) {
   cleanup_ = GetAddonData(info.Env()).cleanup;
   // At shutdown the engine is dropped; contexts still holding it release it after themselves.
   cleanup_->Add(this, [this]() { engine_.reset(); });
@@ -286,13 +274,8 @@ Napi::Value EngineWrap::Dispose(const Napi::CallbackInfo& info) {
 }
 
 void RegisterEngine(Napi::Env env, Napi::Object target) {
-  Napi::Function scratch = DeviceScratchWrap::Define(env);
-  Napi::Function engine = EngineWrap::Define(env);
-  AddonData& data = GetAddonData(env);
-  data.constructors["DeviceScratch"] = Napi::Persistent(scratch);
-  data.constructors["TrtEngine"] = Napi::Persistent(engine);
-  target.Set("DeviceScratch", scratch);
-  target.Set("TrtEngine", engine);
+  RegisterClass(env, target, "DeviceScratch", DeviceScratchWrap::Define(env));
+  RegisterClass(env, target, "TrtEngine", EngineWrap::Define(env));
   target.Set("loadEngine", Napi::Function::New(env, LoadEngine, "loadEngine"));
 }
 

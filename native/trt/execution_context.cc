@@ -5,6 +5,7 @@
 
 #include "../common/cuda_check.h"
 #include "../common/device_tensor.h"
+#include "../common/js_class.h"
 #include "../common/js_error.h"
 #include "../denoiser/kernels.h"
 #include "trt_unet.h"
@@ -15,10 +16,6 @@ namespace {
 
 constexpr napi_type_tag kContextTag = {0x7364747274727463ULL, 0x6f6e746578740001ULL};
 constexpr int kTokens = 77;
-
-struct PendingContext {
-  std::shared_ptr<ContextState> state;
-};
 
 std::string DescribeProfiles(const LoadedEngine& engine, const InputShapes& shapes) {
   std::string out;
@@ -244,6 +241,26 @@ struct TensorNames {
   std::string output;
 };
 
+// A batch of NCHW float32 images (VAE latents or pixels) as a call passed it.
+struct ImageBatch {
+  Napi::TypedArray values;
+  int batch, channels, height, width;
+};
+
+// options[key]: a Float32Array of batch × channels × height × width values, with batch, height and
+// width (each side at most maxSide) read from options too.
+ImageBatch ReadImageBatch(const Napi::Object& options, const std::string& owner, const char* key, int channels, int64_t maxSide) {
+  Napi::TypedArray values = RequireTypedArray(options, key, owner, napi_float32_array, "Float32Array");
+  const int batch = static_cast<int>(RequireInteger(options, "batch", owner, 1, 1024));
+  const int height = static_cast<int>(RequireInteger(options, "height", owner, 1, maxSide));
+  const int width = static_cast<int>(RequireInteger(options, "width", owner, 1, maxSide));
+  if (values.ElementLength() != static_cast<size_t>(batch) * channels * height * width) {
+    ThrowRangeError(options.Env(), owner + "." + key + " must hold batch × " + std::to_string(channels) + " × height × width values, got " +
+                                       std::to_string(values.ElementLength()));
+  }
+  return {values, batch, channels, height, width};
+}
+
 class SdClipEncodeWorker : public ContextWorker {
  public:
   SdClipEncodeWorker(Napi::Env env, std::shared_ptr<ContextState> state, Napi::TypedArray ids, int rows, TensorNames names,
@@ -333,26 +350,45 @@ void* UploadAs(ContextState& ctx, const std::string& tensor, const float* host, 
   return input;
 }
 
-class SdVaeDecodeWorker : public ContextWorker {
+// Base of the VAE workers: the engine runs on one batch of NCHW float32 images, the input pinned
+// until the promise settles; subclasses read the output.
+class VaeWorker : public ContextWorker {
  public:
-  SdVaeDecodeWorker(Napi::Env env, std::shared_ptr<ContextState> state, Napi::TypedArray latents, int batch, int height, int width,
-                    TensorNames names)
-      : ContextWorker(env, "SdVaeDecodeWorker", "vae-decode", std::move(state), {latents}),
-        latents_(latents.As<Napi::Float32Array>().Data()),
-        batch_(batch),
-        height_(height),
-        width_(width),
+  VaeWorker(Napi::Env env, const char* name, const char* stage, std::shared_ptr<ContextState> state, const ImageBatch& input,
+            TensorNames names)
+      : ContextWorker(env, name, stage, std::move(state), {input.values}),
+        input_(input.values.As<Napi::Float32Array>().Data()),
+        batch_(input.batch),
+        channels_(input.channels),
+        height_(input.height),
+        width_(input.width),
         names_(std::move(names)) {}
+
+ protected:
+  // Uploads the input (cast to the engine's input dtype), binds every tensor and enqueues the engine.
+  void EnqueueInput(ContextState& ctx) {
+    const size_t count = static_cast<size_t>(batch_) * channels_ * height_ * width_;
+    ctx.SetInputShapes({{names_.input, {batch_, channels_, height_, width_}}}, ctx.stream, stage_);
+    ctx.Bind(names_.input, UploadAs(ctx, names_.input, input_, count, stage_), stage_);
+    ctx.BindRemaining({names_.input}, stage_);
+    ctx.Enqueue(ctx.stream, stage_);
+  }
+
+  const float* input_;
+  int batch_, channels_, height_, width_;
+  TensorNames names_;
+};
+
+class SdVaeDecodeWorker : public VaeWorker {
+ public:
+  SdVaeDecodeWorker(Napi::Env env, std::shared_ptr<ContextState> state, const ImageBatch& latents, TensorNames names)
+      : VaeWorker(env, "SdVaeDecodeWorker", "vae-decode", std::move(state), latents, std::move(names)) {}
 
  protected:
   std::string ApiName() const override { return "nvinfer1::IExecutionContext::enqueueV3 (VAE decoder)"; }
 
   void RunLocked(ContextState& ctx) override {
-    const size_t count = static_cast<size_t>(batch_) * 4 * height_ * width_;
-    ctx.SetInputShapes({{names_.input, {batch_, 4, height_, width_}}}, ctx.stream, stage_);
-    ctx.Bind(names_.input, UploadAs(ctx, names_.input, latents_, count, stage_), stage_);
-    ctx.BindRemaining({names_.input}, stage_);
-    ctx.Enqueue(ctx.stream, stage_);
+    EnqueueInput(ctx);
 
     const std::vector<int64_t> shape = ctx.ShapeOf(names_.output, stage_);
     if (shape.size() != 4 || shape[0] != batch_ || shape[1] != 3) {
@@ -394,34 +430,21 @@ class SdVaeDecodeWorker : public ContextWorker {
   }
 
  private:
-  const float* latents_;
-  int batch_, height_, width_;
-  TensorNames names_;
   int outHeight_ = 0, outWidth_ = 0;
   std::vector<uint8_t> pixels_;
   unsigned long long counts_[2] = {0, 0};
 };
 
-class SdVaeEncodeWorker : public ContextWorker {
+class SdVaeEncodeWorker : public VaeWorker {
  public:
-  SdVaeEncodeWorker(Napi::Env env, std::shared_ptr<ContextState> state, Napi::TypedArray pixels, int batch, int height, int width,
-                    TensorNames names)
-      : ContextWorker(env, "SdVaeEncodeWorker", "vae-encode", std::move(state), {pixels}),
-        pixels_(pixels.As<Napi::Float32Array>().Data()),
-        batch_(batch),
-        height_(height),
-        width_(width),
-        names_(std::move(names)) {}
+  SdVaeEncodeWorker(Napi::Env env, std::shared_ptr<ContextState> state, const ImageBatch& pixels, TensorNames names)
+      : VaeWorker(env, "SdVaeEncodeWorker", "vae-encode", std::move(state), pixels, std::move(names)) {}
 
  protected:
   std::string ApiName() const override { return "nvinfer1::IExecutionContext::enqueueV3 (VAE encoder)"; }
 
   void RunLocked(ContextState& ctx) override {
-    const size_t count = static_cast<size_t>(batch_) * 3 * height_ * width_;
-    ctx.SetInputShapes({{names_.input, {batch_, 3, height_, width_}}}, ctx.stream, stage_);
-    ctx.Bind(names_.input, UploadAs(ctx, names_.input, pixels_, count, stage_), stage_);
-    ctx.BindRemaining({names_.input}, stage_);
-    ctx.Enqueue(ctx.stream, stage_);
+    EnqueueInput(ctx);
     shape_ = ctx.ShapeOf(names_.output, stage_);
     const DType type = ToDType(ctx.TypeOf(names_.output, stage_), stage_, names_.output);
     const size_t n = static_cast<size_t>(Volume(shape_));
@@ -446,9 +469,6 @@ class SdVaeEncodeWorker : public ContextWorker {
   }
 
  private:
-  const float* pixels_;
-  int batch_, height_, width_;
-  TensorNames names_;
   std::vector<int64_t> shape_;
   std::vector<float> data_;
 };
@@ -474,18 +494,13 @@ Napi::Function ContextWrap::Define(Napi::Env env) {
 }
 
 Napi::Object ContextWrap::New(Napi::Env env, std::shared_ptr<ContextState> state) {
-  PendingContext pending{std::move(state)};
-  Napi::External<PendingContext> external = Napi::External<PendingContext>::New(env, &pending);
-  Napi::Object object = GetAddonData(env).constructors["TrtContext"].New({external});
-  object.TypeTag(&kContextTag);
-  return object;
+  return NewFromNative(env, "TrtContext", kContextTag, std::move(state));
 }
 
-ContextWrap::ContextWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ContextWrap>(info) {
-  if (info.Length() != 1 || !info[0].IsExternal()) {
-    ThrowTypeError(info.Env(), "TrtContext objects are created by engine.createContext(), not with new");
-  }
-  state_ = std::move(info[0].As<Napi::External<PendingContext>>().Data()->state);
+ContextWrap::ContextWrap(const Napi::CallbackInfo& info)
+    : Napi::ObjectWrap<ContextWrap>(info),
+      state_(TakeNativePayload<std::shared_ptr<ContextState>>(
+          info, "TrtContext objects are created by engine.createContext(), not with new")) {
   cleanup_ = GetAddonData(info.Env()).cleanup;
   std::weak_ptr<ContextState> weak = state_;
   cleanup_->Add(this, [weak]() {
@@ -524,43 +539,25 @@ Napi::Value ContextWrap::EncodeText(const Napi::CallbackInfo& info) {
   }
   if (outputRows.empty()) ThrowRangeError(env, "options.outputRows must name at least one row");
   auto* worker = new SdClipEncodeWorker(env, Require(env, "clip-encode"), ids, rows, ReadNames(options, owner), std::move(outputRows));
-  Napi::Promise promise = worker->Promise();
-  worker->Queue();
-  return promise;
+  return worker->Start();
 }
 
 Napi::Value ContextWrap::DecodeImage(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const std::string owner = "options";
   Napi::Object options = RequireObject(info[0], owner);
-  Napi::TypedArray latents = RequireTypedArray(options, "latents", owner, napi_float32_array, "Float32Array");
-  const int batch = static_cast<int>(RequireInteger(options, "batch", owner, 1, 1024));
-  const int height = static_cast<int>(RequireInteger(options, "height", owner, 1, 1 << 12));
-  const int width = static_cast<int>(RequireInteger(options, "width", owner, 1, 1 << 12));
-  if (latents.ElementLength() != static_cast<size_t>(batch) * 4 * height * width) {
-    ThrowRangeError(env, "options.latents must hold batch × 4 × height × width values, got " + std::to_string(latents.ElementLength()));
-  }
-  auto* worker = new SdVaeDecodeWorker(env, Require(env, "vae-decode"), latents, batch, height, width, ReadNames(options, owner));
-  Napi::Promise promise = worker->Promise();
-  worker->Queue();
-  return promise;
+  const ImageBatch latents = ReadImageBatch(options, owner, "latents", 4, 1 << 12);
+  auto* worker = new SdVaeDecodeWorker(env, Require(env, "vae-decode"), latents, ReadNames(options, owner));
+  return worker->Start();
 }
 
 Napi::Value ContextWrap::EncodeImage(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const std::string owner = "options";
   Napi::Object options = RequireObject(info[0], owner);
-  Napi::TypedArray pixels = RequireTypedArray(options, "pixels", owner, napi_float32_array, "Float32Array");
-  const int batch = static_cast<int>(RequireInteger(options, "batch", owner, 1, 1024));
-  const int height = static_cast<int>(RequireInteger(options, "height", owner, 1, 1 << 15));
-  const int width = static_cast<int>(RequireInteger(options, "width", owner, 1, 1 << 15));
-  if (pixels.ElementLength() != static_cast<size_t>(batch) * 3 * height * width) {
-    ThrowRangeError(env, "options.pixels must hold batch × 3 × height × width values, got " + std::to_string(pixels.ElementLength()));
-  }
-  auto* worker = new SdVaeEncodeWorker(env, Require(env, "vae-encode"), pixels, batch, height, width, ReadNames(options, owner));
-  Napi::Promise promise = worker->Promise();
-  worker->Queue();
-  return promise;
+  const ImageBatch pixels = ReadImageBatch(options, owner, "pixels", 3, 1 << 15);
+  auto* worker = new SdVaeEncodeWorker(env, Require(env, "vae-encode"), pixels, ReadNames(options, owner));
+  return worker->Start();
 }
 
 Napi::Value ContextWrap::CreateUnet(const Napi::CallbackInfo& info) {
@@ -600,9 +597,7 @@ Napi::Value ContextWrap::Dispose(const Napi::CallbackInfo& info) {
 }
 
 void RegisterExecutionContext(Napi::Env env, Napi::Object target) {
-  Napi::Function ctor = ContextWrap::Define(env);
-  GetAddonData(env).constructors["TrtContext"] = Napi::Persistent(ctor);
-  target.Set("TrtContext", ctor);
+  RegisterClass(env, target, "TrtContext", ContextWrap::Define(env));
   RegisterUnet(env, target);
 }
 

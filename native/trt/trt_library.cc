@@ -51,6 +51,15 @@ void* Symbol(void* handle, const char* name, LibraryStatus& status) {
                         ".x and make its lib folder visible to the dynamic loader (LD_LIBRARY_PATH or ldconfig)");
 }
 
+// `object` from a libnvinfer factory, which returns null when it rejects the headers' version.
+void* RequireCreated(void* object, const char* factory, const LibraryStatus& infer, const char* stage) {
+  if (object == nullptr) {
+    throw NativeError("ERR_TENSORRT", stage, std::string(factory) + " failed (TensorRT " + VersionString(infer.version) +
+                                                 " rejected headers " + CompiledVersion() + ", or no CUDA device)");
+  }
+  return object;
+}
+
 }  // namespace
 
 std::string VersionString(int32_t version) {
@@ -122,25 +131,17 @@ void TrtLibrary::RequireBuilder(const char* stage) {
   if (!Parser().loaded) ThrowMissing(stage, "libnvonnxparser (TensorRT's ONNX parser)", parser_);
 }
 
+// The same calls NvInferRuntime.h's inline createInferRuntime() / createInferBuilder() make.
 nvinfer1::IRuntime* TrtLibrary::CreateRuntime(nvinfer1::ILogger& logger, const char* stage) {
   RequireRuntime(stage);
-  // The same call NvInferRuntime.h's inline createInferRuntime() makes.
   void* runtime = createRuntime_(&logger, NV_TENSORRT_VERSION);
-  if (runtime == nullptr) {
-    throw NativeError("ERR_TENSORRT", stage, "createInferRuntime failed (TensorRT " + VersionString(infer_.version) +
-                                                 " rejected headers " + CompiledVersion() + ", or no CUDA device)");
-  }
-  return static_cast<nvinfer1::IRuntime*>(runtime);
+  return static_cast<nvinfer1::IRuntime*>(RequireCreated(runtime, "createInferRuntime", infer_, stage));
 }
 
 nvinfer1::IBuilder* TrtLibrary::CreateBuilder(nvinfer1::ILogger& logger, const char* stage) {
   RequireRuntime(stage);
   void* builder = createBuilder_(&logger, NV_TENSORRT_VERSION);
-  if (builder == nullptr) {
-    throw NativeError("ERR_TENSORRT", stage, "createInferBuilder failed (TensorRT " + VersionString(infer_.version) +
-                                                 " rejected headers " + CompiledVersion() + ", or no CUDA device)");
-  }
-  return static_cast<nvinfer1::IBuilder*>(builder);
+  return static_cast<nvinfer1::IBuilder*>(RequireCreated(builder, "createInferBuilder", infer_, stage));
 }
 
 nvonnxparser::IParser* TrtLibrary::CreateParser(nvinfer1::INetworkDefinition& network, nvinfer1::ILogger& logger,

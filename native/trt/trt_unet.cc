@@ -1,7 +1,6 @@
 #include "trt_unet.h"
 
-#include "../common/addon_data.h"
-#include "../common/js_error.h"
+#include "../common/js_class.h"
 
 namespace sdtrt::trt {
 
@@ -9,10 +8,6 @@ namespace {
 
 constexpr const char* kStage = "unet";
 constexpr napi_type_tag kUnetTag = {0x7364747274727475ULL, 0x6e65740000000001ULL};
-
-struct PendingUnet {
-  std::shared_ptr<TrtUnetRunner> runner;
-};
 
 DType FloatTypeOf(const ContextState& ctx, const std::string& tensor, bool input) {
   const TensorInfo* t = ctx.engine->Find(tensor);
@@ -96,26 +91,19 @@ Napi::Function UnetWrap::Define(Napi::Env env) {
 }
 
 Napi::Object UnetWrap::New(Napi::Env env, std::shared_ptr<TrtUnetRunner> runner) {
-  PendingUnet pending{std::move(runner)};
-  Napi::External<PendingUnet> external = Napi::External<PendingUnet>::New(env, &pending);
-  Napi::Object object = GetAddonData(env).constructors["TrtUnet"].New({external});
-  object.TypeTag(&kUnetTag);
-  return object;
+  return NewFromNative(env, "TrtUnet", kUnetTag, std::move(runner));
 }
 
 std::shared_ptr<TrtUnetRunner> UnetWrap::RunnerFromJs(const Napi::Value& value) {
-  if (!value.IsObject() || !value.As<Napi::Object>().CheckTypeTag(&kUnetTag)) return nullptr;
-  UnetWrap* wrap = Napi::ObjectWrap<UnetWrap>::Unwrap(value.As<Napi::Object>());
+  UnetWrap* wrap = UnwrapTagged<UnetWrap>(value, kUnetTag);
   if (wrap == nullptr || !wrap->runner_ || wrap->runner_->released()) return nullptr;
   return wrap->runner_;
 }
 
-UnetWrap::UnetWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<UnetWrap>(info) {
-  if (info.Length() != 1 || !info[0].IsExternal()) {
-    ThrowTypeError(info.Env(), "TrtUnet objects are created by context.createUnet(), not with new");
-  }
-  runner_ = std::move(info[0].As<Napi::External<PendingUnet>>().Data()->runner);
-}
+UnetWrap::UnetWrap(const Napi::CallbackInfo& info)
+    : Napi::ObjectWrap<UnetWrap>(info),
+      runner_(TakeNativePayload<std::shared_ptr<TrtUnetRunner>>(
+          info, "TrtUnet objects are created by context.createUnet(), not with new")) {}
 
 Napi::Value UnetWrap::GetDisposed(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(info.Env(), !runner_ || runner_->released());
@@ -140,9 +128,7 @@ Napi::Value UnetWrap::Dispose(const Napi::CallbackInfo& info) {
 }
 
 void RegisterUnet(Napi::Env env, Napi::Object target) {
-  Napi::Function ctor = UnetWrap::Define(env);
-  GetAddonData(env).constructors["TrtUnet"] = Napi::Persistent(ctor);
-  target.Set("TrtUnet", ctor);
+  RegisterClass(env, target, "TrtUnet", UnetWrap::Define(env));
 }
 
 }  // namespace sdtrt::trt

@@ -180,7 +180,7 @@ describe("GPU work without a usable GPU", () => {
 });
 
 describe("argument types are re-checked natively", () => {
-  const typeError = (fn: () => unknown, message: RegExp) => {
+  const throwsNative = (name: string, code: string) => (fn: () => unknown, message: RegExp) => {
     let caught: unknown;
     try {
       fn();
@@ -188,21 +188,12 @@ describe("argument types are re-checked natively", () => {
       caught = e;
     }
     // The addon's errors come from the main realm (jest runs tests in a vm context): compare names.
-    expect((caught as Error).name).toBe("TypeError");
-    expect((caught as { code?: string }).code).toBe("ERR_INVALID_ARG_TYPE");
+    expect((caught as Error).name).toBe(name);
+    expect((caught as { code?: string }).code).toBe(code);
     expect((caught as Error).message).toMatch(message);
   };
-  const rangeError = (fn: () => unknown, message: RegExp) => {
-    let caught: unknown;
-    try {
-      fn();
-    } catch (e) {
-      caught = e;
-    }
-    expect((caught as Error).name).toBe("RangeError");
-    expect((caught as { code?: string }).code).toBe("ERR_OUT_OF_RANGE");
-    expect((caught as Error).message).toMatch(message);
-  };
+  const typeError = throwsNative("TypeError", "ERR_INVALID_ARG_TYPE");
+  const rangeError = throwsNative("RangeError", "ERR_OUT_OF_RANGE");
   const Native = addon.Denoiser as unknown as new (options?: unknown) => unknown;
 
   test("Denoiser options", () => {

@@ -9,7 +9,8 @@ import yargs from "yargs";
 import doctorCommand, { formatDoctorReport, runDoctor } from "../../lib/cli/commands/doctor.js";
 import { buildDoctorReport, cudaVersionString, kernelSupport } from "../../lib/native/doctor-report.js";
 import type { NativeLoadResult } from "../../lib/native/load.js";
-import type { NativeBinding, NativeInfo } from "../../lib/native/types.js";
+import type { NativeBinding } from "../../lib/native/types.js";
+import { healthyNativeInfo } from "../fixtures/native/info.js";
 import { builtAddon } from "./support.js";
 
 const addon = builtAddon();
@@ -80,24 +81,9 @@ describe("on this machine", () => {
 
 const loaded: NativeLoadResult = { loaded: true, binding: {} as NativeBinding, path: "/x/build/Release/sd_trt.node" };
 
-function fakeInfo(overrides: Partial<NativeInfo>): NativeInfo {
-  return {
-    version: "0.1.0",
-    napi: 8,
-    build: { napiVersion: 8, cuda: true, cudaVersion: 13000, cudaArchitectures: "80-real 86-real 89-real 90-real 90-virtual", tensorrt: true },
-    cudaCompiledIn: true,
-    cudaRuntimeVersion: 13000,
-    cudaDriverVersion: 13000,
-    devices: [{ index: 0, name: "NVIDIA H100 80GB HBM3", computeCapability: "9.0", totalMemory: 85e9, freeMemory: 84e9, multiprocessors: 132 }],
-    tensorrtCompiledIn: true,
-    tensorrt: { compiledVersion: "11.1.0", infer: { loaded: true, library: "libnvinfer.so.11", version: "11.1.0" }, parser: { loaded: true } },
-    ...overrides,
-  };
-}
-
 describe("report branches", () => {
   test("everything present: TensorRT usable, no fixes", () => {
-    const report = buildDoctorReport(loaded, fakeInfo({}));
+    const report = buildDoctorReport(loaded, healthyNativeInfo({}));
     expect(report.tensorrtUsable).toBe(true);
     expect(report.checks.every((c) => c.status === "ok" && c.fix === undefined)).toBe(true);
     expect(report.gpus[0]).toMatchObject({ supported: true, kernels: "sm_90 binary" });
@@ -120,12 +106,12 @@ describe("report branches", () => {
   });
 
   test("built without CUDA: says how to rebuild", () => {
-    const report = buildDoctorReport(loaded, fakeInfo({ cudaCompiledIn: false, cudaRuntimeVersion: 0, cudaDriverVersion: 0, devices: [] }));
+    const report = buildDoctorReport(loaded, healthyNativeInfo({ cudaCompiledIn: false, cudaRuntimeVersion: 0, cudaDriverVersion: 0, devices: [] }));
     expect(report.checks.find((c) => c.name === "cuda")).toMatchObject({ status: "missing", fix: expect.stringContaining("npm run build:native") });
   });
 
   test("a driver older than the runtime", () => {
-    const report = buildDoctorReport(loaded, fakeInfo({ cudaDriverVersion: 12040 }));
+    const report = buildDoctorReport(loaded, healthyNativeInfo({ cudaDriverVersion: 12040 }));
     expect(report.checks.find((c) => c.name === "driver")).toMatchObject({
       status: "missing",
       summary: "the driver supports CUDA 12.4, older than the addon's CUDA 13.0 runtime",
@@ -133,7 +119,7 @@ describe("report branches", () => {
   });
 
   test("GPUs the kernels do not cover, and newer GPUs that run the PTX", () => {
-    const turing = buildDoctorReport(loaded, fakeInfo({ devices: [{ index: 0, name: "Tesla T4", computeCapability: "7.5", totalMemory: 16e9, freeMemory: null, multiprocessors: 40 }] }));
+    const turing = buildDoctorReport(loaded, healthyNativeInfo({ devices: [{ index: 0, name: "Tesla T4", computeCapability: "7.5", totalMemory: 16e9, freeMemory: null, multiprocessors: 40 }] }));
     expect(turing.checks.find((c) => c.name === "gpu")).toMatchObject({ status: "missing", fix: expect.stringContaining("8.0 (Ampere)") });
     expect(kernelSupport("80-real 86-real 89-real 90-real 90-virtual", "8.7")).toEqual({ supported: true, kernels: "sm_86 binary" });
     expect(kernelSupport("80-real 86-real 89-real 90-real 90-virtual", "12.0").kernels).toMatch(/JIT from compute_90 PTX/);
@@ -143,7 +129,7 @@ describe("report branches", () => {
   test("TensorRT compiled in but libnvinfer missing; ONNX parser missing is only a warning", () => {
     const report = buildDoctorReport(
       loaded,
-      fakeInfo({
+      healthyNativeInfo({
         tensorrt: {
           compiledVersion: "11.1.0",
           infer: { loaded: false, error: "libnvinfer.so.11: cannot open shared object file: No such file or directory" },
@@ -163,7 +149,7 @@ describe("report branches", () => {
   test("no driver and no device: the GPU fix points at the driver first", () => {
     const report = buildDoctorReport(
       loaded,
-      fakeInfo({
+      healthyNativeInfo({
         cudaDriverVersion: 0,
         cudaDriverError: "no NVIDIA driver is installed (libcuda.so.1 was not found)",
         devices: [],

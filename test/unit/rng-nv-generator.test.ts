@@ -1,45 +1,15 @@
-import { createHash } from "node:crypto";
-import { readFileSync } from "node:fs";
-
 import { describe, expect, test } from "@jest/globals";
 
 import { InvalidOptionError } from "../../lib/errors.js";
 import { NvGenerator } from "../../lib/rng/nv-generator.js";
 import { philox4x32, philoxOut } from "../../lib/rng/philox.js";
+import { expectMatchesGolden, loadRandnGoldens, type RandnGoldenCall, type RandnGoldenFile } from "../fixtures/rng/goldens.js";
 
-interface GoldenCall {
-  shape: number[];
-  numel: number;
+interface GoldenCall extends RandnGoldenCall {
   offset: number;
-  values?: number[];
-  first64?: number[];
-  last16?: number[];
-  sum: number;
-  sumsq: number;
-  sha256_f32le: string;
-}
-interface GoldenFile {
-  results: { seed: string; cases: { name: string; calls: GoldenCall[] }[] }[];
 }
 
-const golden = JSON.parse(
-  readFileSync(new URL("../fixtures/goldens/nv_randn.json", import.meta.url), "utf8"),
-) as GoldenFile;
-
-function sha256F32le(values: Float32Array): string {
-  const view = new DataView(new ArrayBuffer(values.length * 4));
-  values.forEach((v, i) => view.setFloat32(i * 4, v, true));
-  return createHash("sha256").update(new Uint8Array(view.buffer)).digest("hex");
-}
-
-function expectSameFloat32(actual: ArrayLike<number>, expected: readonly number[]): void {
-  expect(actual.length).toBe(expected.length);
-  const mismatches: string[] = [];
-  for (let i = 0; i < expected.length; i++) {
-    if (!Object.is(actual[i], Math.fround(expected[i]!))) mismatches.push(`[${i}] ${actual[i]} ≠ ${expected[i]}`);
-  }
-  expect(mismatches.slice(0, 5)).toEqual([]);
-}
+const golden = loadRandnGoldens<RandnGoldenFile<GoldenCall>>("nv_randn.json");
 
 /**
  * Independent reference for one element: Philox4x32-10 with BigInt products and the float64
@@ -90,20 +60,7 @@ describe("NvGenerator reproduces A1111's NV source bit for bit", () => {
         const generator = new NvGenerator(BigInt(result.seed));
         for (const call of goldenCase.calls) {
           expect(generator.offset).toBe(call.offset); // +1 per call, whatever its size
-          const out = generator.randn(call.shape);
-          expect(out.length).toBe(call.numel);
-          if (call.values) expectSameFloat32(out, call.values);
-          if (call.first64) expectSameFloat32(out.subarray(0, 64), call.first64);
-          if (call.last16) expectSameFloat32(out.subarray(out.length - 16), call.last16);
-          let sum = 0;
-          let sumsq = 0;
-          for (const v of out) {
-            sum += v;
-            sumsq += v * v;
-          }
-          expect(Math.abs(sum - call.sum)).toBeLessThanOrEqual(1e-12 * Math.max(1, sumsq));
-          expect(Math.abs(sumsq - call.sumsq)).toBeLessThanOrEqual(1e-12 * sumsq);
-          expect(sha256F32le(out)).toBe(call.sha256_f32le);
+          expectMatchesGolden(generator.randn(call.shape), call);
         }
       });
     }

@@ -1,63 +1,22 @@
-import { createHash } from "node:crypto";
-import { readFileSync } from "node:fs";
-
 import { describe, expect, test } from "@jest/globals";
 
 import { InvalidOptionError } from "../../lib/errors.js";
 import { MT19937 } from "../../lib/rng/mt19937.js";
 import { TorchGenerator } from "../../lib/rng/torch-generator.js";
+import {
+  expectMatchesGolden,
+  expectSameFloat32,
+  loadRandnGoldens,
+  sha256F32le,
+  type RandnGoldenCall,
+  type RandnGoldenFile,
+} from "../fixtures/rng/goldens.js";
 
-interface GoldenCall {
-  shape: number[];
-  numel: number;
+interface GoldenCall extends RandnGoldenCall {
   path: "block16" | "scalar";
-  values?: number[];
-  first64?: number[];
-  last16?: number[];
-  sum: number;
-  sumsq: number;
-  sha256_f32le: string;
-}
-interface GoldenFile {
-  results: { seed: string; seed_u32: number; cases: { name: string; calls: GoldenCall[] }[] }[];
 }
 
-const golden = JSON.parse(
-  readFileSync(new URL("../fixtures/goldens/torch_randn.json", import.meta.url), "utf8"),
-) as GoldenFile;
-
-/** sha256 of the tensor as little-endian float32 bytes, whatever the host's byte order. */
-function sha256F32le(values: Float32Array): string {
-  const view = new DataView(new ArrayBuffer(values.length * 4));
-  values.forEach((v, i) => view.setFloat32(i * 4, v, true));
-  return createHash("sha256").update(new Uint8Array(view.buffer)).digest("hex");
-}
-
-/** Compares float32 results with golden numbers bit for bit (−0 included). */
-function expectSameFloat32(actual: ArrayLike<number>, expected: readonly number[]): void {
-  expect(actual.length).toBe(expected.length);
-  const mismatches: string[] = [];
-  for (let i = 0; i < expected.length; i++) {
-    if (!Object.is(actual[i], Math.fround(expected[i]!))) mismatches.push(`[${i}] ${actual[i]} ≠ ${expected[i]}`);
-  }
-  expect(mismatches.slice(0, 5)).toEqual([]);
-}
-
-function expectMatchesGolden(out: Float32Array, call: GoldenCall): void {
-  expect(out.length).toBe(call.numel);
-  if (call.values) expectSameFloat32(out, call.values);
-  if (call.first64) expectSameFloat32(out.subarray(0, 64), call.first64);
-  if (call.last16) expectSameFloat32(out.subarray(out.length - 16), call.last16);
-  let sum = 0;
-  let sumsq = 0;
-  for (const v of out) {
-    sum += v;
-    sumsq += v * v;
-  }
-  expect(Math.abs(sum - call.sum)).toBeLessThanOrEqual(1e-12 * Math.max(1, sumsq));
-  expect(Math.abs(sumsq - call.sumsq)).toBeLessThanOrEqual(1e-12 * sumsq);
-  expect(sha256F32le(out)).toBe(call.sha256_f32le); // every element, bit for bit
-}
+const golden = loadRandnGoldens<RandnGoldenFile<GoldenCall, { seed_u32: number }>>("torch_randn.json");
 
 function goldenCase(seed: string, name: string): GoldenCall[] {
   const calls = golden.results.find((r) => r.seed === seed)?.cases.find((c) => c.name === name)?.calls;

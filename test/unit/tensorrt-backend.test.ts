@@ -13,45 +13,27 @@ import { limitsFromEngines, smallestBatch, textRowsFor, unetAccepts, type Engine
 import { parseShapeOptions, profilesFor, type EngineShapes } from "../../lib/engines/profiles.js";
 import { locateModelFolder } from "../../lib/model/folder.js";
 import type { NativeLoadResult } from "../../lib/native/load.js";
-import type { NativeBinding, NativeInfo } from "../../lib/native/types.js";
+import type { NativeBinding } from "../../lib/native/types.js";
 import type { ModelIo } from "../../lib/model/graph-io.js";
+import { healthyNativeInfo } from "../fixtures/native/info.js";
 
 const TINY = join(process.cwd(), "models", "tiny-sd");
 
-function info(overrides: Partial<NativeInfo> = {}): NativeInfo {
-  return {
-    version: "0.1.0",
-    napi: 8,
-    build: { napiVersion: 8, cuda: true, cudaVersion: 13000, cudaArchitectures: "80-real;86-real;89-real;90-real;90-virtual", tensorrt: true },
-    cudaCompiledIn: true,
-    cudaRuntimeVersion: 13000,
-    cudaDriverVersion: 13000,
-    devices: [{ index: 0, name: "NVIDIA H100 80GB HBM3", computeCapability: "9.0", totalMemory: 85e9, freeMemory: 80e9, multiprocessors: 132 }],
-    tensorrtCompiledIn: true,
-    tensorrt: {
-      compiledVersion: "11.1.0",
-      infer: { loaded: true, library: "libnvinfer.so.11", version: "11.1.0", attempts: ["libnvinfer.so.11"] },
-      parser: { loaded: true, library: "libnvonnxparser.so.11", version: "11.1.0", attempts: ["libnvonnxparser.so.11"] },
-    },
-    ...overrides,
-  };
-}
-
 /** A loader result around a binding object with (or without) the TensorRT module. */
 function loaded(withTensorRt = true): NativeLoadResult {
-  const binding = { info: () => info(), Denoiser: function Denoiser() {} } as unknown as NativeBinding & { tensorrt?: unknown };
+  const binding = { info: () => healthyNativeInfo(), Denoiser: function Denoiser() {} } as unknown as NativeBinding & { tensorrt?: unknown };
   if (withTensorRt) binding.tensorrt = { buildEngine: () => undefined, loadEngine: () => undefined };
   return { loaded: true, binding, path: "/x/sd_trt.node" };
 }
 
 describe("is TensorRT usable here, and why not", () => {
   test("everything present: usable for running and for building", () => {
-    const run = assessTensorRt(loaded(), info(), "run");
+    const run = assessTensorRt(loaded(), healthyNativeInfo(), "run");
     expect(run.usable).toBe(true);
     expect(run.problems).toEqual([]);
     expect(run.reason).toContain("libnvinfer.so.11 11.1.0 loaded");
     expect(run.binding).toBeDefined();
-    expect(assessTensorRt(loaded(), info(), "build").usable).toBe(true);
+    expect(assessTensorRt(loaded(), healthyNativeInfo(), "build").usable).toBe(true);
   });
 
   test("no addon: the loader's diagnosis", () => {
@@ -68,7 +50,7 @@ describe("is TensorRT usable here, and why not", () => {
   });
 
   test("built without TensorRT headers", () => {
-    const a = assessTensorRt(loaded(false), info({ tensorrtCompiledIn: false, tensorrt: null, tensorrtError: "TensorRT support was not compiled in (the addon was built without TensorRT headers)" }), "run");
+    const a = assessTensorRt(loaded(false), healthyNativeInfo({ tensorrtCompiledIn: false, tensorrt: null, tensorrtError: "TensorRT support was not compiled in (the addon was built without TensorRT headers)" }), "run");
     expect(a.usable).toBe(false);
     expect(a.problems).toEqual(["tensorrt: TensorRT support was not compiled in (the addon was built without TensorRT headers)"]);
     expect(a.fixes).toEqual([expect.stringContaining("TENSORRT_ROOT=/path/to/TensorRT npm run build:native")]);
@@ -77,7 +59,7 @@ describe("is TensorRT usable here, and why not", () => {
   test("compiled in, but libnvinfer is not installed", () => {
     const a = assessTensorRt(
       loaded(),
-      info({
+      healthyNativeInfo({
         tensorrt: {
           compiledVersion: "11.1.0",
           infer: { loaded: false, error: "libnvinfer.so.11: cannot open shared object file: No such file or directory", attempts: ["libnvinfer.so.11", "libnvinfer.so"] },
@@ -92,7 +74,7 @@ describe("is TensorRT usable here, and why not", () => {
   });
 
   test("the ONNX parser is needed to build, not to run", () => {
-    const noParser = info({
+    const noParser = healthyNativeInfo({
       tensorrt: {
         compiledVersion: "11.1.0",
         infer: { loaded: true, library: "libnvinfer.so.11", version: "11.1.0" },
@@ -106,15 +88,15 @@ describe("is TensorRT usable here, and why not", () => {
   });
 
   test("no driver, no GPU, or a GPU older than Ampere", () => {
-    const noDriver = assessTensorRt(loaded(), info({ cudaDriverVersion: 0, cudaDriverError: "CUDA driver version is insufficient", devices: [], deviceError: "no CUDA-capable device" }), "run");
+    const noDriver = assessTensorRt(loaded(), healthyNativeInfo({ cudaDriverVersion: 0, cudaDriverError: "CUDA driver version is insufficient", devices: [], deviceError: "no CUDA-capable device" }), "run");
     expect(noDriver.problems.map((p) => p.split(":")[0])).toEqual(["driver", "gpu"]);
-    const old = assessTensorRt(loaded(), info({ devices: [{ index: 0, name: "Tesla T4", computeCapability: "7.5", totalMemory: 16e9, freeMemory: null, multiprocessors: 40 }] }), "run");
+    const old = assessTensorRt(loaded(), healthyNativeInfo({ devices: [{ index: 0, name: "Tesla T4", computeCapability: "7.5", totalMemory: 16e9, freeMemory: null, multiprocessors: 40 }] }), "run");
     expect(old.usable).toBe(false);
     expect(old.problems[0]).toMatch(/^gpu: Tesla T4 \(sm 7\.5\): no kernels for sm_75/);
   });
 
   test("an addon claiming TensorRT without its module is not usable", () => {
-    const a = assessTensorRt(loaded(false), info(), "run");
+    const a = assessTensorRt(loaded(false), healthyNativeInfo(), "run");
     expect(a.usable).toBe(false);
     expect(a.problems).toEqual(["tensorrt: the addon reports TensorRT but has no `tensorrt` module"]);
   });

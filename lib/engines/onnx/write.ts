@@ -4,9 +4,8 @@
  * save_as_external_data=True)` use. This keeps the protobuf far below its 2 GiB limit and lets
  * TensorRT's parser read the weights straight from the file.
  */
-import { open, rename, rm } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
-import { temporaryPathFor, writeFileAtomic } from "../atomic.js";
+import { withAtomicFile, writeFileAtomic } from "../atomic.js";
 import { encodeMessage, PbMessage, stringField } from "./protobuf.js";
 import { DataLocation, GraphField, ModelField, StringStringField, StringStringSchema, TensorField } from "./schema.js";
 
@@ -35,9 +34,7 @@ export async function writeOnnxModel(model: PbMessage, path: string, options: Wr
   const large = graph.messages(GraphField.initializer).filter((t) => (t.bytes(TensorField.rawData)?.length ?? 0) >= threshold);
   const written: string[] = [];
   if (large.length > 0) {
-    const tmp = temporaryPathFor(dataPath);
-    const fh = await open(tmp, "wx", 0o644);
-    try {
+    await withAtomicFile(dataPath, async (fh) => {
       let offset = 0;
       for (const t of large) {
         const pad = (ALIGNMENT - (offset % ALIGNMENT)) % ALIGNMENT;
@@ -52,14 +49,7 @@ export async function writeOnnxModel(model: PbMessage, path: string, options: Wr
         t.setMessages(TensorField.externalData, [entry("location", location), entry("offset", String(offset)), entry("length", String(raw.length))]);
         offset += raw.length;
       }
-      await fh.sync();
-      await fh.close();
-      await rename(tmp, dataPath);
-    } catch (error) {
-      await fh.close().catch(() => undefined);
-      await rm(tmp, { force: true });
-      throw error;
-    }
+    });
     written.push(dataPath);
   }
   await writeFileAtomic(path, encodeMessage(model));
