@@ -18,7 +18,11 @@
  *   with diffusers' `(x·0.5 + 0.5).clamp(0, 1)`, `round(x·255)` (half to even).
  *
  * Every graph runs on one worker thread (`OrtHost`), so the event loop stays free while
- * ONNX Runtime computes.
+ * ONNX Runtime computes. The whole denoise loop runs there too, next to the UNet session
+ * (`model/cpu-denoise.ts`: the shared sampler executor, the UNet feeds and the guidance), and
+ * the decoder's output becomes RGB there: a generation crosses the thread boundary once per
+ * stage, not once per model evaluation. `runtimeStats` adds up the time inside `session.run`
+ * as the worker measures it.
  */
 import { DisposedError, InvalidOptionError, ModelFileError, SdTrtError, throwIfAborted } from "../errors.js";
 import type { Backend, BackendLimits, DenoiseRequest, TextEmbeddings } from "./backend.js";
@@ -33,16 +37,16 @@ import {
   type VaeDecoderIo,
   type VaeEncoderIo,
 } from "../model/graph-io.js";
-import { OrtHost, type HostTensor, type SessionOptions } from "../model/ort-host.js";
-import { runProgramAsync } from "../sampler/index.js";
-import { decodedToRgb } from "../image/pixels.js";
+import { OrtHost, type HostDenoiseOptions, type HostTensor, type SessionOptions } from "../model/ort-host.js";
+import { checkDenoiseJob, TOKENS, type CpuDenoiseJob } from "../model/cpu-denoise.js";
+import { distinctRows } from "../tokenizer/distinct-rows.js";
+
+export { combineGuidance, timestepTensor } from "../model/cpu-denoise.js";
 
 /** Image size limits of the CPU backend when the UNet export leaves the size dynamic. */
 export const CPU_SIZE_LIMITS = { min: 64, max: 2048, multiple: 8 } as const;
 /** Largest batch the CPU backend accepts when the export leaves the batch dynamic. */
 export const CPU_MAX_BATCH = 16;
-/** CLIP's token count. */
-const TOKENS = 77;
 
 export interface CpuBackendOptions extends SessionOptions {}
 
@@ -64,8 +68,9 @@ export interface RuntimeStats {
 /** A denoise request with the CPU backend's extra, host-only observer. */
 export interface CpuDenoiseRequest extends DenoiseRequest {
   /**
-   * Called after each model evaluation with x_{j+1} (a view valid only during the call: copy it
-   * to keep it). Host backends only; it lets tests and previews see every step's latents.
+   * Called after each model evaluation with x_{j+1}, a copy the worker posts without waiting
+   * (asking for it makes the worker copy every step's latents). Host backends only; it lets tests
+   * and previews see every step's latents.
    */
   onLatents?: (evalIndex: number, latents: Float32Array) => void;
 }
@@ -101,42 +106,6 @@ function emptyStats(): RuntimeStats {
   };
 }
 
-/** Tensor for the UNet timestep, in the graph's dtype and layout. */
-export function timestepTensor(io: Pick<UnetIo, "timestepType" | "timestepLayout">, t: number, unetBatch: number): HostTensor {
-  const count = io.timestepLayout === "per-row" ? unetBatch : 1;
-  const dims = io.timestepLayout === "scalar" ? [] : [count];
-  switch (io.timestepType) {
-    case "float32":
-      return { type: "float32", dims, data: new Float32Array(count).fill(t) };
-    case "float64":
-      return { type: "float64", dims, data: new Float64Array(count).fill(t) };
-    case "int32":
-      return { type: "int32", dims, data: new Int32Array(count).fill(Math.trunc(t)) };
-    case "int64":
-      return { type: "int64", dims, data: new BigInt64Array(count).fill(BigInt(Math.trunc(t))) };
-  }
-}
-
-/**
- * Classifier-free guidance on a UNet output [2B, …] laid out uncond rows first:
- * m = u + g·(c − u), each operation rounded to float32 as torch does.
- */
-export function combineGuidance(output: Float32Array, batch: number, guidance: Float64Array): Float32Array {
-  const perImage = output.length / (2 * batch);
-  const guided = new Float32Array(batch * perImage);
-  const condOffset = batch * perImage;
-  for (let image = 0; image < batch; image++) {
-    const g = Math.fround(guidance[image]!);
-    const start = image * perImage;
-    for (let i = start; i < start + perImage; i++) {
-      const u = output[i]!;
-      const diff = Math.fround(output[condOffset + i]! - u);
-      guided[i] = u + Math.fround(g * diff); // the Float32Array store rounds the sum
-    }
-  }
-  return guided;
-}
-
 export class CpuBackend implements Backend {
   readonly name = "cpu" as const;
   readonly limits: BackendLimits;
@@ -170,7 +139,13 @@ export class CpuBackend implements Backend {
     this.hiddenSize = hiddenSize;
     this.scalingFactor = folder.scalingFactor;
     const unet = sessions.unet.io;
-    const size = (fixed: number | undefined) => (fixed === undefined ? CPU_SIZE_LIMITS : { min: fixed * 8, max: fixed * 8 });
+    // Sizes the UNet can take: multiples of what its downsamplings need (the model folder's
+    // `sizeMultiple`, at least 8), inside the CPU limits rounded to that multiple.
+    const multiple = Math.max(CPU_SIZE_LIMITS.multiple, folder.sizeMultiple);
+    const size = (fixed: number | undefined) =>
+      fixed === undefined
+        ? { min: Math.ceil(CPU_SIZE_LIMITS.min / multiple) * multiple, max: Math.floor(CPU_SIZE_LIMITS.max / multiple) * multiple }
+        : { min: fixed * 8, max: fixed * 8 };
     const height = size(unet.staticHeight);
     const width = size(unet.staticWidth);
     this.limits = {
@@ -179,7 +154,7 @@ export class CpuBackend implements Backend {
       maxWidth: width.max,
       minHeight: height.min,
       maxHeight: height.max,
-      sizeMultiple: CPU_SIZE_LIMITS.multiple,
+      sizeMultiple: multiple,
       canEncodeImages: sessions.vaeEncoder !== null,
     };
   }
@@ -252,23 +227,11 @@ export class CpuBackend implements Backend {
     }
     // Encode each distinct row once: the same prompt for every image of a batch, or the empty
     // negative prompt, is one text-encoder row repeated, exactly as diffusers repeats it.
-    const keys = new Map<string, number>();
-    const rowOf: number[] = [];
-    const unique: number[] = [];
-    for (let r = 0; r < rows; r++) {
-      const key = ids.subarray(r * TOKENS, (r + 1) * TOKENS).join(",");
-      let index = keys.get(key);
-      if (index === undefined) {
-        index = unique.length;
-        keys.set(key, index);
-        unique.push(r);
-      }
-      rowOf.push(index);
-    }
+    const { unique, rowOf } = distinctRows(ids, rows, TOKENS);
     const uniqueIds = new Int32Array(unique.length * TOKENS);
     unique.forEach((r, i) => uniqueIds.set(ids.subarray(r * TOKENS, (r + 1) * TOKENS), i * TOKENS));
     const { io, handle, file } = this.#textEncoder;
-    const result = await host.run(handle, file.name, { [io.idsName]: idsTensor(io, uniqueIds, unique.length) }, [io.hiddenName], true);
+    const result = await host.run(handle, file.name, { [io.idsName]: idsTensor(io, uniqueIds, unique.length) }, [io.hiddenName]);
     this.#count("textEncoder", unique.length, result.ms);
     const hidden = result.outputs[io.hiddenName]!;
     const rowSize = TOKENS * this.hiddenSize;
@@ -284,11 +247,8 @@ export class CpuBackend implements Backend {
 
   async denoise(request: CpuDenoiseRequest): Promise<Float32Array> {
     const host = this.#hostOrThrow();
+    throwIfAborted(request.signal);
     const { program, latents, batch, latentHeight, latentWidth, cond, uncond, guidance, noise } = request;
-    const perImage = 4 * latentHeight * latentWidth;
-    if (latents.length !== batch * perImage) {
-      throw new SdTrtError("ERR_INVALID_ARGUMENT", `denoise: latents hold ${latents.length} values, expected [${batch}, 4, ${latentHeight}, ${latentWidth}]`);
-    }
     const cfg = uncond !== null;
     const unetBatch = cfg ? 2 * batch : batch;
     const { io, handle, file } = this.#unet;
@@ -299,73 +259,49 @@ export class CpuBackend implements Backend {
           (cfg ? " (classifier-free guidance doubles it)" : ""),
       );
     }
-    // The UNet's three inputs are built once and then travel to the worker and back with every
-    // call (transferred, never copied); only the sample's values change between calls.
+    // encoder_hidden_states = cat([uncond, cond]), uncond first, as diffusers builds it.
     const condHost = hostEmbeddings(cond, batch, "cond");
-    const context = new Float32Array(unetBatch * TOKENS * this.hiddenSize);
+    const context = cfg ? new Float32Array(unetBatch * TOKENS * this.hiddenSize) : condHost;
     if (cfg) {
       context.set(hostEmbeddings(uncond, batch, "uncond"));
       context.set(condHost, batch * TOKENS * this.hiddenSize);
-    } else {
-      context.set(condHost);
     }
-    let feeds: Record<string, HostTensor> = {
-      [io.sampleName]: { type: "float32", dims: [unetBatch, 4, latentHeight, latentWidth], data: new Float32Array(unetBatch * perImage) },
-      [io.timestepName]: timestepTensor(io, 0, unetBatch),
-      [io.contextName]: { type: "float32", dims: [unetBatch, TOKENS, this.hiddenSize], data: context },
-    };
+    const job: CpuDenoiseJob = { program, latents, noise, batch, latentHeight, latentWidth, context, hiddenSize: this.hiddenSize, guidance: cfg ? guidance : null, io };
+    checkDenoiseJob(job); // here, so a bad request fails with the caller's stack before it travels
 
-    // The k-th evaluation that draws noise gets the k-th pre-drawn array.
-    const noiseFor = new Map<number, Float32Array>();
-    let drawn = 0;
-    program.evals.forEach((e, j) => {
-      if (e.drawsNoise) noiseFor.set(j, noise[drawn++]!);
-    });
-    if (drawn !== noise.length || noise.some((n) => n.length !== latents.length)) {
-      throw new SdTrtError("ERR_INVALID_ARGUMENT", `denoise: the program draws noise ${drawn} times, got ${noise.length} arrays (each must match the latents)`);
+    // The whole loop runs on the worker, next to the UNet session.
+    const total = program.evals.length;
+    const options: HostDenoiseOptions = {};
+    if (request.signal) options.signal = request.signal;
+    if (request.onStep) {
+      const onStep = request.onStep;
+      options.onStep = (evalIndex) => onStep(evalIndex, total);
     }
-
-    const model = async (input: Float32Array, t: number): Promise<Float32Array> => {
-      // The executor checks the signal after each evaluation; check before one too, so an abort
-      // from a progress callback never starts another UNet call.
-      throwIfAborted(request.signal);
-      const sample = feeds[io.sampleName]!.data as Float32Array;
-      sample.set(input);
-      if (cfg) sample.set(input, batch * perImage);
-      feeds[io.timestepName] = timestepTensor(io, t, unetBatch);
-      const result = await host.run(handle, file.name, feeds, [io.outputName], true);
-      feeds = Object.fromEntries(Object.entries(feeds).map(([name, tensor]) => [name, { ...tensor, data: result.feeds![name]! }]));
-      this.#count("unet", unetBatch, result.ms);
-      const out = result.outputs[io.outputName]!.data as Float32Array;
-      return cfg ? combineGuidance(out, batch, guidance) : out;
-    };
-
-    return runProgramAsync(program, latents, model, {
-      noise: (evalIndex: number) => noiseFor.get(evalIndex)!,
-      signal: request.signal,
-      onStep: (evalIndex: number, x: Float32Array) => {
-        request.onLatents?.(evalIndex, x);
-        request.onStep?.(evalIndex, program.evals.length);
-      },
-    });
+    if (request.onLatents) options.onLatents = request.onLatents;
+    const result = await host.denoise(handle, file.name, job, options);
+    this.#count("unet", unetBatch, result.ms, result.calls);
+    if (result.latents === null) {
+      throwIfAborted(request.signal); // stopped by the signal: reject with its reason
+      throw new SdTrtError("ERR_INTERNAL", "denoise: the ONNX Runtime worker stopped the loop, but the signal did not abort");
+    }
+    return result.latents;
   }
 
   async decode(latents: Float32Array, batch: number, latentHeight: number, latentWidth: number): Promise<Uint8Array[]> {
     const host = this.#hostOrThrow();
     const { io, handle, file } = this.#vaeDecoder;
-    const result = await host.run(
-      handle,
-      file.name,
-      { [io.latentName]: { type: "float32", dims: [batch, 4, latentHeight, latentWidth], data: latents } },
-      [io.imageName],
-    );
+    // The decoder output becomes RGB on the worker (decodedToRgb), off the main thread.
+    const result = await host.decode(handle, file.path, {
+      latentName: io.latentName,
+      imageName: io.imageName,
+      latents: { type: "float32", dims: [batch, 4, latentHeight, latentWidth], data: latents },
+    });
     this.#count("vaeDecoder", batch, result.ms);
-    const image = result.outputs[io.imageName]!;
-    const [, channels, height, width] = image.dims;
-    if (channels !== 3 || height !== latentHeight * 8 || width !== latentWidth * 8) {
-      throw new ModelFileError(file.path, `${file.path} returned an image of shape [${image.dims.join(", ")}], expected [${batch}, 3, ${latentHeight * 8}, ${latentWidth * 8}]`);
+    const [, channels, height, width] = result.dims;
+    if (result.dims.length !== 4 || channels !== 3 || height !== latentHeight * 8 || width !== latentWidth * 8) {
+      throw new ModelFileError(file.path, `${file.path} returned an image of shape [${result.dims.join(", ")}], expected [${batch}, 3, ${latentHeight * 8}, ${latentWidth * 8}]`);
     }
-    return decodedToRgb(image.data as Float32Array, batch, height, width, file.path);
+    return result.images;
   }
 
   async encodeImage(pixels: Float32Array, batch: number, height: number, width: number): Promise<{ mean: Float32Array; std?: Float32Array }> {
@@ -382,9 +318,9 @@ export class CpuBackend implements Backend {
     return splitPosterior(data, batch, out.dims[2]!, out.dims[3]!);
   }
 
-  #count(model: keyof RuntimeStats, rows: number, ms: number): void {
-    this.#stats[model].calls++;
-    this.#stats[model].rows += rows;
+  #count(model: keyof RuntimeStats, rows: number, ms: number, calls = 1): void {
+    this.#stats[model].calls += calls;
+    this.#stats[model].rows += rows * calls;
     this.#stats[model].ms += ms;
   }
 

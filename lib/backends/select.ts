@@ -7,7 +7,7 @@
  * on machines (and in builds) without it.
  */
 import { InvalidOptionError, SdTrtError } from "../errors.js";
-import { oneOf } from "../validate.js";
+import { booleanValue, oneOf } from "../validate.js";
 import type { Backend } from "./backend.js";
 import { CpuBackend } from "./cpu.js";
 import type { ModelFolder } from "../model/folder.js";
@@ -20,6 +20,8 @@ export interface BackendLoadOptions {
   engines?: string;
   /** ONNX Runtime intra-op threads (CPU backend). Defaults to ONNX Runtime's choice. */
   threads?: number;
+  /** TensorRT backend: run the denoise loop under CUDA graphs. Defaults to true; the CPU backend ignores it. */
+  useGraphs?: boolean;
 }
 
 export interface SelectedBackend {
@@ -46,6 +48,7 @@ async function loadCpu(folder: ModelFolder, options: BackendLoadOptions): Promis
 
 export async function loadBackend(folder: ModelFolder, choice: BackendChoice, options: BackendLoadOptions = {}): Promise<SelectedBackend> {
   oneOf("backend", choice, BACKEND_CHOICES);
+  if (options.useGraphs !== undefined) booleanValue("useGraphs", options.useGraphs);
   if (options.engines !== undefined && choice === "cpu") {
     throw new InvalidOptionError("engines", "engines applies to the TensorRT backend; it cannot be used with backend \"cpu\"");
   }
@@ -64,7 +67,9 @@ export async function loadBackend(folder: ModelFolder, choice: BackendChoice, op
     if (choice === "tensorrt") throw new SdTrtError("ERR_TENSORRT_UNAVAILABLE", `the TensorRT backend cannot run here: ${reason}`);
     return { backend: await loadCpu(folder, options), reason: `auto: TensorRT is not usable (${reason}); using the CPU` };
   }
-  const engineOptions = options.engines === undefined ? {} : { engines: options.engines };
+  const engineOptions: { engines?: string; useGraphs?: boolean } = {};
+  if (options.engines !== undefined) engineOptions.engines = options.engines;
+  if (options.useGraphs !== undefined) engineOptions.useGraphs = options.useGraphs;
   if (choice === "tensorrt") return { backend: await trt.TensorRtBackend.load(folder, engineOptions), reason: "requested" };
   try {
     return { backend: await trt.TensorRtBackend.load(folder, engineOptions), reason: `auto: TensorRT is usable (${reason})` };

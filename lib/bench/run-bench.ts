@@ -18,9 +18,10 @@ import type { Backend } from "../backends/backend.js";
 import type { RuntimeStats } from "../backends/cpu.js";
 import { encodeImage } from "../image/encode.js";
 import { packageVersion } from "../package-info.js";
-import { Pipeline, type BackendChoice, type GenerateResult } from "../pipeline.js";
+import { Pipeline, type BackendChoice, type GenerateResult, type PipelineLoadOptions } from "../pipeline.js";
 import { InvalidOptionError } from "../errors.js";
 import { integerInRange, numberInRange } from "../validate.js";
+import { imageSize } from "../pipeline/options.js";
 import { PeakRssSampler } from "./memory.js";
 import { GpuMemorySampler } from "./gpu-memory.js";
 import { summarize, type Summary } from "./stats.js";
@@ -179,9 +180,9 @@ export async function runBench(options: BenchOptions = {}): Promise<BenchReport>
   const guidance = numberInRange("guidance", options.guidance ?? 7.5, 0, 100);
   const prompt = options.prompt ?? DEFAULT_PROMPT;
   const rng = options.rng ?? "cpu";
-  // `useGraphs` goes to the TensorRT backend's load options; whether the runs really used CUDA
-  // graphs is read back from the backend after each run (`lastDenoise.graph`), not assumed.
-  const loadOptions: { backend?: BackendChoice; engines?: string; threads?: number; useGraphs?: boolean } = { backend: options.backend ?? "auto" };
+  // `useGraphs` goes to the TensorRT backend's load options; how the runs really used CUDA graphs
+  // is read back from the backend after each run (`lastDenoise.graph`) and reported, not assumed.
+  const loadOptions: PipelineLoadOptions = { backend: options.backend ?? "auto" };
   if (options.engines !== undefined) loadOptions.engines = options.engines;
   if (options.threads !== undefined) loadOptions.threads = options.threads;
   if (options.useGraphs !== undefined) loadOptions.useGraphs = options.useGraphs;
@@ -199,8 +200,8 @@ export async function runBench(options: BenchOptions = {}): Promise<BenchReport>
     const steps = validateList("steps", options.steps ?? [20], 1, 1000);
     const sizes = options.sizes ?? [pipeline.defaultSize];
     sizes.forEach((s, i) => {
-      integerInRange(`sizes[${i}].width`, s.width, limits.minWidth, limits.maxWidth);
-      integerInRange(`sizes[${i}].height`, s.height, limits.minHeight, limits.maxHeight);
+      imageSize(`sizes[${i}].width`, "width", s.width, limits);
+      imageSize(`sizes[${i}].height`, "height", s.height, limits);
     });
 
     const cases: BenchCase[] = [];
@@ -209,7 +210,7 @@ export async function runBench(options: BenchOptions = {}): Promise<BenchReport>
       for (const batch of batches) {
         for (const stepCount of steps) {
           options.onCase?.(`batch ${batch}, ${size.width}×${size.height}, ${stepCount} steps`, cases.length, count);
-          cases.push(await runCase(pipeline, { batch, ...size, steps: stepCount, warmup, runs, guidance, prompt, rng, scheduler: options.scheduler, useGraphs }));
+          cases.push(await runCase(pipeline, { batch, ...size, steps: stepCount, warmup, runs, guidance, prompt, rng, scheduler: options.scheduler }));
         }
       }
     }
@@ -237,8 +238,6 @@ export async function runBench(options: BenchOptions = {}): Promise<BenchReport>
 
 interface CaseSettings extends BenchSize {
   batch: number;
-  /** TensorRT: whether CUDA graphs were asked for; null on other backends. */
-  useGraphs: boolean | null;
   steps: number;
   warmup: number;
   runs: number;
@@ -264,20 +263,6 @@ async function runCase(pipeline: Pipeline, settings: CaseSettings): Promise<Benc
     for (const image of result.images) await encodeImage(image.rgb, image.width, image.height, { format: "png", parameters: image.infotext });
   };
   for (let i = 0; i < settings.warmup; i++) await encodeAll(await pipeline.generate(request));
-  if (settings.useGraphs !== null) {
-    // Check that the backend honoured --graphs / --no-graphs (after a warm-up run, or a probe).
-    if (settings.warmup === 0) await pipeline.generate(request);
-    const use = lastGraphUse(backend);
-    if (use && (use.graph === "disabled") === settings.useGraphs) {
-      throw new InvalidOptionError(
-        "useGraphs",
-        settings.useGraphs
-          ? `CUDA graphs were asked for, but the denoise loop ran with them ${use.graph}`
-          : `--no-graphs was asked for, but the denoise loop ran with CUDA graphs (${use.graph}): this build's Pipeline.load does not pass useGraphs to the TensorRT backend`,
-      );
-    }
-  }
-
   const rss = new PeakRssSampler();
   const gpu = backend.name === "tensorrt" ? GpuMemorySampler.start() : null;
   const samples = { latency: [] as number[], tokenize: [] as number[], textEncode: [] as number[], denoise: [] as number[], perStep: [] as number[], decode: [] as number[], png: [] as number[], pipeline: [] as number[], it: [] as number[], gpuDenoise: [] as number[] };

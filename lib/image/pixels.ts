@@ -4,40 +4,44 @@
  */
 import { SdTrtError } from "../errors.js";
 
-/** numpy's `round` (half to even) for a non-negative value. */
-function roundHalfEven(value: number): number {
-  const floor = Math.floor(value);
-  const fraction = value - floor;
-  if (fraction > 0.5) return floor + 1;
-  if (fraction < 0.5) return floor;
-  return floor % 2 === 0 ? floor : floor + 1;
-}
-
 /**
  * Decoded images [B, 3, H, W] (VAE output, about −1…1) → one uint8 RGB HWC array per image:
  * `(x·0.5 + 0.5).clamp(0, 1)`, then `round(x·255)` half to even, as diffusers' `postprocess`
  * + `numpy_to_pil`.
+ *
+ * The clamp and the rounding are the store into a Uint8ClampedArray: ECMAScript's ToUint8Clamp
+ * clamps to 0…255 and rounds half to even, which equals clamping to [0, 1] before the float32
+ * product with 255 (both ends are exact) and numpy's `round`. One pass, three channels at a time,
+ * writing the output in order.
  * @param source names the model in the error raised for NaN.
  * @throws SdTrtError if any value is NaN (an fp16 VAE overflow): never a silent black image.
  */
 export function decodedToRgb(decoded: Float32Array, batch: number, height: number, width: number, source = "the VAE decoder"): Uint8Array[] {
   const plane = height * width;
+  const f32 = Math.fround;
   const images: Uint8Array[] = [];
   for (let b = 0; b < batch; b++) {
-    const rgb = new Uint8Array(plane * 3);
-    const base = b * 3 * plane;
-    for (let c = 0; c < 3; c++) {
-      const channel = base + c * plane;
-      for (let i = 0; i < plane; i++) {
-        const x = decoded[channel + i]!;
-        if (Number.isNaN(x)) {
-          throw new SdTrtError("ERR_NAN_IMAGE", `${source} produced NaN in image ${b} (at channel ${c}, pixel ${i}); the image would be black`);
-        }
-        const unit = Math.min(1, Math.max(0, Math.fround(x * 0.5 + 0.5)));
-        rgb[i * 3 + c] = roundHalfEven(Math.fround(unit * 255));
+    const rgb = new Uint8ClampedArray(plane * 3);
+    const red = b * 3 * plane;
+    const green = red + plane;
+    const blue = green + plane;
+    let nan = false;
+    for (let i = 0, o = 0; i < plane; i++, o += 3) {
+      const r = decoded[red + i]!;
+      const g = decoded[green + i]!;
+      const bl = decoded[blue + i]!;
+      if (r !== r || g !== g || bl !== bl) nan = true;
+      rgb[o] = f32(f32(r * 0.5 + 0.5) * 255);
+      rgb[o + 1] = f32(f32(g * 0.5 + 0.5) * 255);
+      rgb[o + 2] = f32(f32(bl * 0.5 + 0.5) * 255);
+    }
+    if (nan) {
+      for (let c = 0; c < 3; c++) {
+        const i = decoded.subarray(red + c * plane, red + (c + 1) * plane).findIndex(Number.isNaN);
+        if (i >= 0) throw new SdTrtError("ERR_NAN_IMAGE", `${source} produced NaN in image ${b} (at channel ${c}, pixel ${i}); the image would be black`);
       }
     }
-    images.push(rgb);
+    images.push(new Uint8Array(rgb.buffer));
   }
   return images;
 }

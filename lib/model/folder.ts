@@ -56,6 +56,23 @@ export interface ModelFolder {
   scalingFactor: number;
   /** The image size the model was trained at: UNet config `sample_size` × 8, or 512 when there is no config. */
   nativeSize: number;
+  /**
+   * Image widths and heights must be multiples of this: the VAE's factor 8 times 2 per UNet
+   * downsampling, so that every skip connection meets an upsampled map of its own size
+   * (an exported UNet fails in a Concat otherwise). From the UNet config's `block_out_channels`
+   * (n entries, n − 1 downsamplings): 8 · 2^(n−1), e.g. 64 for SD 1.x; 8 without a config.
+   */
+  sizeMultiple: number;
+}
+
+/** The size multiple of a UNet config (see `ModelFolder.sizeMultiple`). */
+export function unetSizeMultiple(config: Record<string, unknown>, path: string): number {
+  const blocks = config["block_out_channels"];
+  if (blocks === undefined) return 8;
+  if (!Array.isArray(blocks) || blocks.length === 0 || blocks.length > 8 || !blocks.every((c) => Number.isInteger(c) && (c as number) > 0)) {
+    throw new ModelFileError(path, `${path}: block_out_channels must be a list of 1 to 8 positive integers, got ${JSON.stringify(blocks)}`);
+  }
+  return 8 * 2 ** (blocks.length - 1);
 }
 
 interface Candidates {
@@ -232,11 +249,14 @@ export async function locateModelFolder(dirInput: string): Promise<ModelFolder> 
   }
 
   let nativeSize = 512;
+  let sizeMultiple = 8;
   const unetConfigPath = join(dir, "unet", "config.json");
   if (await isFile(unetConfigPath)) {
-    const sampleSize = (await readJson(unetConfigPath))["sample_size"];
+    const unetConfig = await readJson(unetConfigPath);
+    const sampleSize = unetConfig["sample_size"];
     if (typeof sampleSize === "number" && Number.isInteger(sampleSize) && sampleSize > 0) nativeSize = sampleSize * 8;
     // A list [h, w] (some SD 2.x configs) or no value keeps 512: the size is a default, not a limit.
+    sizeMultiple = unetSizeMultiple(unetConfig, unetConfigPath);
   }
 
   const folder: ModelFolder = {
@@ -251,6 +271,7 @@ export async function locateModelFolder(dirInput: string): Promise<ModelFolder> 
     schedulerClass,
     scalingFactor,
     nativeSize,
+    sizeMultiple,
   };
   if (found.vae_encoder) folder.vaeEncoder = await modelFile(dir, "vae_encoder", found.vae_encoder.name);
   return folder;

@@ -4,110 +4,30 @@
  * onnxruntime-node's `session.run()` returns a Promise, but the inference itself runs
  * synchronously on the calling thread (`setImmediate(() => resolve(binding.run(...)))`), so on
  * the main thread a UNet call blocks the event loop for its whole duration — seconds for SD 1.5
- * on a CPU. Here every session lives on one worker thread owned by the backend; the main thread
- * only posts tensors (copied, or transferred when the caller gives them away) and awaits replies,
- * so timers, I/O and progress output keep running during each call.
+ * on a CPU. Here every session lives on one worker thread owned by the backend (`ort-worker.ts`);
+ * the main thread only posts tensors and awaits replies, so timers, I/O and progress output keep
+ * running during each call.
+ *
+ * The whole denoise loop runs on the worker too (`denoise`): the main thread sends x_0, the noise
+ * draws and the embeddings once and gets x_M back, with progress posted as it goes. A per-step
+ * round trip between the threads would cost more than a small UNet evaluation.
  *
  * Calls are answered in order (the worker runs one at a time), and each reply carries the time
- * spent inside `session.run`, which the pipeline reports so its own overhead can be measured.
+ * spent inside `session.run`, which the backend reports so the pipeline's overhead can be measured.
  */
+import { existsSync } from "node:fs";
+import { fileURLToPath } from "node:url";
 import { Worker } from "node:worker_threads";
-import { createRequire } from "node:module";
 import { ModelFileError, SdTrtError, DisposedError } from "../errors.js";
-import type { GraphSignature, TensorSpec } from "./graph-io.js";
+import type { GraphSignature } from "./graph-io.js";
+import { TOKENS, type CpuDenoiseJob } from "./cpu-denoise.js";
+import type { DecodeValue, DenoiseValue, HostTensor, LoadValue, RunValue, StepReply, StepReport, WorkerReply, WorkerRequest } from "./ort-protocol.js";
 
-export type OrtElementType = "float32" | "float64" | "int32" | "int64";
-
-/** A host tensor crossing the thread boundary. */
-export interface HostTensor {
-  type: OrtElementType;
-  dims: number[];
-  data: Float32Array | Float64Array | Int32Array | BigInt64Array;
-}
+export type { HostTensor, OrtElementType } from "./ort-protocol.js";
 
 export interface SessionOptions {
   /** Threads ONNX Runtime may use inside one operator. Defaults to ONNX Runtime's choice (the physical cores). */
   intraOpThreads?: number;
-}
-
-/** The code the worker runs. Plain JavaScript so it runs the same from lib/ (ts-jest) and dist/. */
-const WORKER_SOURCE = `
-"use strict";
-const { parentPort, workerData } = require("node:worker_threads");
-const ort = require(workerData.ortPath);
-const sessions = new Map();
-let nextHandle = 1;
-
-function describe(meta) {
-  return meta.map((m) => ({ name: m.name, type: m.isTensor ? m.type : "non-tensor", shape: m.isTensor ? m.shape : [] }));
-}
-
-async function handle(message) {
-  switch (message.op) {
-    case "load": {
-      const options = { executionProviders: ["cpu"], graphOptimizationLevel: "all" };
-      if (message.intraOpThreads) options.intraOpNumThreads = message.intraOpThreads;
-      const session = await ort.InferenceSession.create(message.path, options);
-      const handle = nextHandle++;
-      sessions.set(handle, session);
-      return { value: { handle, inputs: describe(session.inputMetadata), outputs: describe(session.outputMetadata) } };
-    }
-    case "run": {
-      const session = sessions.get(message.handle);
-      if (!session) throw new Error("session " + message.handle + " was released");
-      const feeds = {};
-      for (const [name, t] of Object.entries(message.feeds)) feeds[name] = new ort.Tensor(t.type, t.data, t.dims);
-      const start = performance.now();
-      const results = await session.run(feeds, message.outputs);
-      const ms = performance.now() - start;
-      const outputs = {};
-      const transfer = new Set();
-      for (const name of message.outputs) {
-        const t = results[name];
-        outputs[name] = { type: t.type, dims: Array.from(t.dims), data: t.data };
-        transfer.add(t.data.buffer);
-      }
-      // Feeds that were transferred here go back the same way, for the caller to reuse.
-      let feedsBack;
-      if (message.returnFeeds) {
-        feedsBack = {};
-        for (const [name, t] of Object.entries(message.feeds)) {
-          feedsBack[name] = t.data;
-          transfer.add(t.data.buffer);
-        }
-      }
-      return { value: { outputs, ms, feeds: feedsBack }, transfer: [...transfer] };
-    }
-    case "release": {
-      const session = sessions.get(message.handle);
-      sessions.delete(message.handle);
-      if (session) await session.release();
-      return { value: null };
-    }
-    default:
-      throw new Error("unknown op " + message.op);
-  }
-}
-
-parentPort.on("message", async (message) => {
-  try {
-    const { value, transfer } = await handle(message);
-    try {
-      parentPort.postMessage({ id: message.id, value }, transfer || []);
-    } catch {
-      parentPort.postMessage({ id: message.id, value }); // a buffer that cannot be transferred is copied
-    }
-  } catch (error) {
-    parentPort.postMessage({ id: message.id, error: String(error && error.message ? error.message : error) });
-  }
-});
-`;
-
-interface Pending {
-  resolve: (value: unknown) => void;
-  reject: (error: Error) => void;
-  /** Turns the worker's error text into a typed error with the caller's stack. */
-  fail: (message: string) => Error;
 }
 
 export interface LoadedSession {
@@ -119,14 +39,53 @@ export interface RunResult {
   outputs: Record<string, HostTensor>;
   /** Milliseconds spent inside ONNX Runtime's `run` on the worker. */
   ms: number;
-  /** With `transfer`: the feed arrays, moved back here unchanged for reuse. */
-  feeds?: Record<string, HostTensor["data"]>;
 }
 
-let ortPath: string | undefined;
-function resolveOrt(): string {
-  ortPath ??= createRequire(import.meta.url).resolve("onnxruntime-node");
-  return ortPath;
+export interface HostDenoiseOptions {
+  /** Stops the loop between evaluations (the worker polls a shared flag). */
+  signal?: AbortSignal;
+  /** After each evaluation (0-based), posted by the worker without waiting; not called once `signal` has aborted. */
+  onStep?: (evalIndex: number) => void;
+  /** With each step: x_{evalIndex+1}, a copy the callee may keep. Asks the worker to copy every step's latents. */
+  onLatents?: (evalIndex: number, latents: Float32Array) => void;
+}
+
+/** A denoise's outcome: x_M (null when `signal` stopped it) and the UNet calls it made. */
+export type HostDenoiseResult = DenoiseValue;
+
+export interface DecodeRequest {
+  latentName: string;
+  imageName: string;
+  /** Latents [B, 4, h, w], already divided by the scaling factor. */
+  latents: HostTensor;
+}
+
+/** A request before `#call` numbers it (Omit distributed over the union). */
+type WithoutId<T> = T extends unknown ? Omit<T, "id"> : never;
+type Request = WithoutId<WorkerRequest>;
+
+interface Pending {
+  resolve: (value: unknown) => void;
+  reject: (error: Error) => void;
+  /** Turns the worker's error text (and code, when it sent one) into a typed error with the caller's stack. */
+  fail: (message: string, code?: string) => Error;
+  onStep?: (reply: StepReply) => void;
+}
+
+let workerFile: URL | undefined;
+/**
+ * The compiled worker beside this module, or — when this module runs from the TypeScript sources
+ * (ts-jest), where a worker cannot load .ts — the compiled copy in dist/, which the test setup
+ * rebuilds whenever lib/ is newer.
+ */
+function workerUrl(): URL {
+  if (workerFile) return workerFile;
+  const beside = new URL("./ort-worker.js", import.meta.url);
+  const built = new URL("../../dist/model/ort-worker.js", import.meta.url);
+  for (const url of [beside, built]) {
+    if (existsSync(url)) return (workerFile = url);
+  }
+  throw new SdTrtError("ERR_ONNX_RUNTIME", `the ONNX Runtime worker ${fileURLToPath(beside)} is missing (build with: npm run build:ts)`);
 }
 
 /** One worker thread holding ONNX Runtime sessions. */
@@ -137,14 +96,20 @@ export class OrtHost {
   #failure: Error | null = null;
 
   constructor() {
-    const worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { ortPath: resolveOrt() } });
+    // execArgv: [] — the worker must not inherit the parent's flags: `node --input-type=module
+    // -e …`, `--eval`, inspector or loader flags apply to the parent's entry, not to this module.
+    const worker = new Worker(workerUrl(), { execArgv: [] });
     worker.unref(); // only in-flight calls keep the process alive
-    worker.on("message", (message: { id: number; value?: unknown; error?: string }) => {
+    worker.on("message", (message: WorkerReply) => {
       const pending = this.#pending.get(message.id);
       if (!pending) return;
+      if ("step" in message) {
+        pending.onStep?.(message);
+        return;
+      }
       this.#pending.delete(message.id);
       if (this.#pending.size === 0) worker.unref();
-      if (message.error !== undefined) pending.reject(pending.fail(message.error));
+      if ("error" in message) pending.reject(pending.fail(message.error, message.code));
       else pending.resolve(message.value);
     });
     const failAll = (error: Error) => {
@@ -163,15 +128,15 @@ export class OrtHost {
     return this.#worker === null;
   }
 
-  #call<T>(message: Record<string, unknown>, fail: (text: string) => Error, transfer: ArrayBuffer[] = []): Promise<T> {
+  #call<T>(request: Request, fail: Pending["fail"], onStep?: Pending["onStep"], transfer: ArrayBuffer[] = []): Promise<T> {
     const worker = this.#worker;
     if (!worker) return Promise.reject(new DisposedError("ONNX Runtime session host"));
     if (this.#failure) return Promise.reject(this.#failure);
     const id = this.#nextId++;
     return new Promise<T>((resolve, reject) => {
-      this.#pending.set(id, { resolve: resolve as (v: unknown) => void, reject, fail });
+      this.#pending.set(id, { resolve: resolve as (v: unknown) => void, reject, fail, ...(onStep ? { onStep } : {}) });
       if (this.#pending.size === 1) worker.ref();
-      worker.postMessage({ ...message, id }, transfer);
+      worker.postMessage({ ...request, id } as WorkerRequest, transfer);
     });
   }
 
@@ -181,29 +146,61 @@ export class OrtHost {
    */
   load(path: string, options: SessionOptions = {}): Promise<LoadedSession> {
     const stack = new Error();
-    return this.#call<{ handle: number; inputs: TensorSpec[]; outputs: TensorSpec[] }>(
-      { op: "load", path, intraOpThreads: options.intraOpThreads },
-      (text) => withStack(new ModelFileError(path, `ONNX Runtime cannot load ${path}: ${text}`), stack),
-    ).then(({ handle, inputs, outputs }) => ({ handle, signature: { inputs, outputs } }));
+    const request: Request = options.intraOpThreads ? { op: "load", path, intraOpThreads: options.intraOpThreads } : { op: "load", path };
+    return this.#call<LoadValue>(request, (text) => withStack(new ModelFileError(path, `ONNX Runtime cannot load ${path}: ${text}`), stack)).then(
+      ({ handle, inputs, outputs }) => ({ handle, signature: { inputs, outputs } }),
+    );
   }
 
   /**
-   * Runs a session. Feed arrays are copied to the worker, unless `transfer` is set: then their
-   * buffers move there without a copy (detached here until the call returns) and come back in
-   * `RunResult.feeds`, so a loop can reuse the same buffers for every call. Each transferred feed
-   * must own its whole ArrayBuffer.
+   * Runs a session. Feed arrays are copied to the worker; outputs are moved here without a copy.
    * @param what names the model in error messages ("unet/model.onnx").
    */
-  run(handle: number, what: string, feeds: Record<string, HostTensor>, outputs: string[], transfer = false): Promise<RunResult> {
+  run(handle: number, what: string, feeds: Record<string, HostTensor>, outputs: string[]): Promise<RunResult> {
     const stack = new Error();
-    const buffers = transfer ? [...new Set(Object.values(feeds).map((t) => t.data.buffer as ArrayBuffer))] : [];
-    const shapes = Object.entries(feeds)
-      .map(([name, t]) => `${name} ${t.type} [${t.dims.join(", ")}]`)
-      .join(", ");
-    return this.#call<RunResult>(
-      { op: "run", handle, feeds, outputs, returnFeeds: transfer },
-      (text) => withStack(new SdTrtError("ERR_ONNX_RUNTIME", `${what} failed in ONNX Runtime with inputs ${shapes}: ${text}`), stack),
-      buffers,
+    return this.#call<RunValue>({ op: "run", handle, feeds, outputs }, (text) => withStack(ortError(what, feeds, text), stack));
+  }
+
+  /**
+   * Runs a whole denoise loop on the worker with a UNet session (see cpu-denoise.ts). Resolves
+   * with `latents: null` when `signal` aborted it: the worker stops before the next evaluation,
+   * so at most the evaluation running when the abort arrived completes.
+   */
+  denoise(handle: number, what: string, job: CpuDenoiseJob, options: HostDenoiseOptions = {}): Promise<HostDenoiseResult> {
+    const stack = new Error();
+    const { signal, onStep, onLatents } = options;
+    const stop = new Int32Array(new SharedArrayBuffer(4));
+    const requestStop = () => Atomics.store(stop, 0, 1);
+    if (signal?.aborted) requestStop();
+    signal?.addEventListener("abort", requestStop, { once: true });
+    const steps: StepReport = onLatents ? "latents" : onStep ? "progress" : "none";
+    const deliver =
+      steps === "none"
+        ? undefined
+        : (reply: StepReply) => {
+            if (signal?.aborted) return; // the caller has stopped listening
+            if (reply.latents) onLatents?.(reply.step, reply.latents);
+            onStep?.(reply.step);
+          };
+    const unetBatch = job.batch * (job.guidance ? 2 : 1);
+    const feeds: Record<string, HostTensor> = {
+      [job.io.sampleName]: { type: "float32", dims: [unetBatch, 4, job.latentHeight, job.latentWidth], data: job.latents },
+      [job.io.contextName]: { type: "float32", dims: [unetBatch, TOKENS, job.hiddenSize], data: job.context },
+    };
+    return this.#call<DenoiseValue>({ op: "denoise", handle, job, stop, steps }, (text) => withStack(ortError(what, feeds, text), stack), deliver).finally(() =>
+      signal?.removeEventListener("abort", requestStop),
+    );
+  }
+
+  /**
+   * Runs the VAE decoder and converts its output to 8-bit RGB on the worker (`decodedToRgb`).
+   * @param what names the model in error messages, including the NaN error (code ERR_NAN_IMAGE).
+   */
+  decode(handle: number, what: string, request: DecodeRequest): Promise<DecodeValue> {
+    const stack = new Error();
+    const feeds = { [request.latentName]: request.latents };
+    return this.#call<DecodeValue>({ op: "decode", handle, ...request, source: what }, (text, code) =>
+      withStack(code === "ERR_NAN_IMAGE" ? new SdTrtError(code, text) : ortError(what, feeds, text), stack),
     );
   }
 
@@ -221,6 +218,14 @@ export class OrtHost {
     this.#pending.clear();
     await worker.terminate();
   }
+}
+
+/** "unet/model.onnx failed in ONNX Runtime with inputs sample float32 [2, 4, 8, 8]: …" */
+function ortError(what: string, feeds: Record<string, HostTensor>, text: string): SdTrtError {
+  const shapes = Object.entries(feeds)
+    .map(([name, t]) => `${name} ${t.type} [${t.dims.join(", ")}]`)
+    .join(", ");
+  return new SdTrtError("ERR_ONNX_RUNTIME", `${what} failed in ONNX Runtime with inputs ${shapes}: ${text}`);
 }
 
 /** Gives an error created from a worker reply the stack of the call that caused it. */

@@ -30,7 +30,7 @@ export interface GenerateOptions {
   prompt: string | string[];
   /** What to steer away from: a string for every image, or one per image. Defaults to `""` (diffusers' unconditional prompt). Ignored when guidance ≤ 1. */
   negativePrompt?: string | string[];
-  /** Image width in pixels: a multiple of 8 within the model's limits. Defaults to the model's native size (UNet `sample_size` × 8, 512 for SD 1.5) or, for img2img, the init image's width rounded down to a multiple of 8. */
+  /** Image width in pixels: a multiple of the model's `limits.sizeMultiple` (8 · 2 per UNet downsampling: 64 for SD 1.x) within its limits. Defaults to the model's native size (UNet `sample_size` × 8, 512 for SD 1.5) or, for img2img, the init image's width rounded down to that multiple. */
   width?: number;
   /** Image height in pixels; as `width`. */
   height?: number;
@@ -130,11 +130,43 @@ function promptList(name: string, value: unknown): string[] | string {
   throw invalidOption(name, "a string or a non-empty array of strings", value);
 }
 
-function size(name: "width" | "height", value: unknown, min: number, max: number, multiple: number): number {
+/**
+ * Checks an image width or height against the model's limits: "width must be a multiple of 16
+ * from 64 to 2048 for this model, got 72 (number)".
+ * @param name the option as the caller spells it (e.g. `width`, `sizes[0].height`).
+ */
+export function imageSize(name: string, axis: "width" | "height", value: unknown, limits: BackendLimits): number {
+  const min = axis === "width" ? limits.minWidth : limits.minHeight;
+  const max = axis === "width" ? limits.maxWidth : limits.maxHeight;
+  const multiple = limits.sizeMultiple;
   if (typeof value !== "number" || !Number.isInteger(value) || value < min || value > max || value % multiple !== 0) {
-    throw invalidOption(name, `a multiple of ${multiple} from ${min} to ${max}`, value);
+    throw invalidOption(name, `a multiple of ${multiple} from ${min} to ${max} for this model`, value);
   }
   return value;
+}
+
+function lcm(a: number, b: number): number {
+  const gcd = (x: number, y: number): number => (y === 0 ? x : gcd(y, x % y));
+  return (a / gcd(a, b)) * b;
+}
+
+/**
+ * A backend's limits for a model whose UNet needs sizes in multiples of `modelMultiple`
+ * (`ModelFolder.sizeMultiple`): the size multiple becomes the least common multiple of both,
+ * and the size ranges shrink to the multiples inside them.
+ */
+export function limitsForModel(backend: BackendLimits, modelMultiple: number): BackendLimits {
+  const m = lcm(backend.sizeMultiple, modelMultiple);
+  const up = (v: number) => Math.ceil(v / m) * m;
+  const down = (v: number) => Math.floor(v / m) * m;
+  return {
+    ...backend,
+    sizeMultiple: m,
+    minWidth: up(backend.minWidth),
+    maxWidth: down(backend.maxWidth),
+    minHeight: up(backend.minHeight),
+    maxHeight: down(backend.maxHeight),
+  };
 }
 
 /** A random seed like A1111's (0 … 2³² − 2), for runs that give none. */
@@ -186,8 +218,8 @@ export function resolveGenerateOptions(options: GenerateOptions, ctx: Validation
   if ((w === undefined) !== (h === undefined) && img2img) {
     throw new InvalidOptionError(w === undefined ? "width" : "height", "for img2img give both width and height, or neither (the init image's size is used)");
   }
-  const width = w === undefined ? (img2img ? undefined : ctx.defaultWidth) : size("width", w, limits.minWidth, limits.maxWidth, limits.sizeMultiple);
-  const height = h === undefined ? (img2img ? undefined : ctx.defaultHeight) : size("height", h, limits.minHeight, limits.maxHeight, limits.sizeMultiple);
+  const width = w === undefined ? (img2img ? undefined : ctx.defaultWidth) : imageSize("width", "width", w, limits);
+  const height = h === undefined ? (img2img ? undefined : ctx.defaultHeight) : imageSize("height", "height", h, limits);
 
   const steps = options.steps === undefined ? DEFAULT_STEPS : integerInRange("steps", options.steps, 1, MAX_STEPS);
   const guidance = options.guidance === undefined ? DEFAULT_GUIDANCE : numberInRange("guidance", options.guidance, 0, MAX_GUIDANCE);

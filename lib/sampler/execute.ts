@@ -53,8 +53,11 @@ export class ProgramExecution<T extends LatentArray> {
   readonly #xs: T[];
   readonly #ms: T[];
   readonly #input: T;
-  /** Per evaluation: the history buffers it reads (non-zero coefficients only) and their coefficients. */
-  readonly #terms: { xs: T[]; xa: number[]; ms: T[]; mb: number[] }[];
+  /**
+   * Per evaluation: the history buffers its update reads (non-zero coefficients only), x terms
+   * then m terms, and their coefficients.
+   */
+  readonly #terms: { values: T[]; coefs: number[] }[];
   #j = 0;
 
   /** @param latents x_0 (txt2img: initNoiseSigma · z; img2img: the add_noise result). Not modified. */
@@ -71,20 +74,21 @@ export class ProgramExecution<T extends LatentArray> {
     this.#input = allocate(latents, latents.length);
     this.#xs[0]!.set(latents);
     this.#terms = program.evals.map((e, j) => {
-      const terms = { xs: [] as T[], xa: [] as number[], ms: [] as T[], mb: [] as number[] };
+      const xs = { values: [] as T[], coefs: [] as number[] };
+      const ms = { values: [] as T[], coefs: [] as number[] };
       // History before x_0 / m_0 is 0: evaluation j reads at most j + 1 entries.
       for (let k = 0; k < Math.min(K, j + 1); k++) {
         const slot = (j - k) % K;
         if (e.a[k] !== 0) {
-          terms.xs.push(this.#xs[slot]!);
-          terms.xa.push(e.a[k]!);
+          xs.values.push(this.#xs[slot]!);
+          xs.coefs.push(e.a[k]!);
         }
         if (e.b[k] !== 0) {
-          terms.ms.push(this.#ms[slot]!);
-          terms.mb.push(e.b[k]!);
+          ms.values.push(this.#ms[slot]!);
+          ms.coefs.push(e.b[k]!);
         }
       }
-      return terms;
+      return { values: [...xs.values, ...ms.values], coefs: [...xs.coefs, ...ms.coefs] };
     });
   }
 
@@ -116,6 +120,16 @@ export class ProgramExecution<T extends LatentArray> {
     return input;
   }
 
+  /**
+   * Where evaluation j keeps its model output m_j. A caller that computes m_j itself (classifier-
+   * free guidance) may write it here and pass this buffer to `advance`, which then copies nothing.
+   * Valid until that `advance`.
+   */
+  modelOutputBuffer(): T {
+    this.#evalOrThrow();
+    return this.#ms[this.#j % this.#program.historyDepth]!;
+  }
+
   /** Applies evaluation j's update with its model output m_j (and noise n_j when it draws). */
   advance(modelOutput: ArrayLike<number>, noise?: ArrayLike<number>): void {
     const e = this.#evalOrThrow();
@@ -132,19 +146,13 @@ export class ProgramExecution<T extends LatentArray> {
           : `noise for evaluation ${j} has ${noise.length} values, expected ${this.#length}`,
       );
     }
-    this.#ms[j % K]!.set(modelOutput);
-
-    const { xs, xa, ms, mb } = this.#terms[j]!;
+    const slot = this.#ms[j % K]!;
+    if (modelOutput !== slot) slot.set(modelOutput);
+    const { values, coefs } = this.#terms[j]!;
     const out = this.#xs[(j + 1) % K]!;
-    const c = e.drawsNoise ? e.c : 0;
-    for (let i = 0; i < this.#length; i++) {
-      // Same order as program_math.h's updateElement: x terms, m terms, then noise.
-      let acc = 0;
-      for (let k = 0; k < xs.length; k++) acc += xa[k]! * xs[k]![i]!;
-      for (let k = 0; k < ms.length; k++) acc += mb[k]! * ms[k]![i]!;
-      if (c !== 0) acc += c * noise![i]!;
-      out[i] = acc;
-    }
+    // x_{j+1} overwrites the slot of x_{j−K+1}; updateInto reads every term of an element first.
+    if (e.drawsNoise && e.c !== 0) updateInto(out, [...coefs, e.c], [...values, noise!]);
+    else updateInto(out, coefs, values);
     this.#j++;
   }
 
@@ -157,6 +165,49 @@ export class ProgramExecution<T extends LatentArray> {
     const e = this.#program.evals[this.#j];
     if (e === undefined) throw new SdTrtError("ERR_INVALID_STATE", "the sampler program has no evaluations left");
     return e;
+  }
+}
+
+/**
+ * out[i] = Σ_k coefs[k] · values[k][i]: the same float64 sum as program_math.h's updateElement —
+ * from 0, the x terms, the m terms, then the noise, in that order — rounded once when stored.
+ * Every term of an element is read before the element is written, so `out` may be one of the
+ * `values`. One pass over memory (the arrays are larger than the caches at SD sizes, so a pass
+ * per term would cost more than the arithmetic); the common term counts are unrolled, because a
+ * loop over the terms inside the loop over elements is several times slower in V8.
+ */
+function updateInto(out: LatentArray, coefs: number[], values: ArrayLike<number>[]): void {
+  const n = out.length;
+  const [c0, c1, c2, c3, c4, c5] = coefs as [number, number, number, number, number, number];
+  const [v0, v1, v2, v3, v4, v5] = values as [ArrayLike<number>, ArrayLike<number>, ArrayLike<number>, ArrayLike<number>, ArrayLike<number>, ArrayLike<number>];
+  switch (values.length) {
+    case 0:
+      out.fill(0);
+      return;
+    case 1:
+      for (let i = 0; i < n; i++) out[i] = 0 + c0 * v0[i]!;
+      return;
+    case 2:
+      for (let i = 0; i < n; i++) out[i] = 0 + c0 * v0[i]! + c1 * v1[i]!;
+      return;
+    case 3:
+      for (let i = 0; i < n; i++) out[i] = 0 + c0 * v0[i]! + c1 * v1[i]! + c2 * v2[i]!;
+      return;
+    case 4:
+      for (let i = 0; i < n; i++) out[i] = 0 + c0 * v0[i]! + c1 * v1[i]! + c2 * v2[i]! + c3 * v3[i]!;
+      return;
+    case 5:
+      for (let i = 0; i < n; i++) out[i] = 0 + c0 * v0[i]! + c1 * v1[i]! + c2 * v2[i]! + c3 * v3[i]! + c4 * v4[i]!;
+      return;
+    case 6:
+      for (let i = 0; i < n; i++) out[i] = 0 + c0 * v0[i]! + c1 * v1[i]! + c2 * v2[i]! + c3 * v3[i]! + c4 * v4[i]! + c5 * v5[i]!;
+      return;
+    default:
+      for (let i = 0; i < n; i++) {
+        let acc = 0;
+        for (let k = 0; k < values.length; k++) acc += coefs[k]! * values[k]![i]!;
+        out[i] = acc;
+      }
   }
 }
 

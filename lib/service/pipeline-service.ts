@@ -11,7 +11,8 @@
  *   the same strength — are merged into one backend batch (up to the backend's maximum batch)
  *   when they wait together; an idle service waits up to `batchWindowMs` for company. Each
  *   caller gets exactly the images its own options give alone: noise, prompts and guidance stay
- *   per request (see merged-generation.ts). The `rng` source need not match: noise is per request.
+ *   per request (`Pipeline.generateBatch`, pipeline/generation.ts). The `rng` source need not
+ *   match: noise is per request.
  * - `signal` cancels: a queued request is removed; a running request is rejected at once. A
  *   request running alone stops its generation between steps; a request sharing a merged batch
  *   leaves the batch running for the others (it is aborted when all of its members cancelled).
@@ -23,15 +24,12 @@
  * Invalid options are rejected before queueing (InvalidOptionError naming the option), so a bad
  * request never reaches a merged batch.
  */
-import { basename, dirname } from "node:path";
+import { basename } from "node:path";
 import type { BackendLimits, BackendName } from "../backends/backend.js";
-import { locateModelFolder } from "../model/folder.js";
 import type { GenerateOptions, GenerateResult, Pipeline, ProgressEvent } from "../pipeline.js";
-import { resolveGenerateOptions, type ResolvedRequest, type ValidationContext } from "../pipeline/options.js";
-import { canonicalSchedulerName, SCHEDULER_NAMES } from "../schedulers/index.js";
-import { ClipTokenizer } from "../tokenizer/index.js";
+import type { ResolvedRequest } from "../pipeline/options.js";
+import { batchKey } from "../pipeline/generation.js";
 import { BatchingQueue, type BatchEngine, type QueueCounters, type RunningState } from "./batching-queue.js";
-import { generateMerged, mergeKey, type MergeContext } from "./merged-generation.js";
 
 /** A generation request as the service takes it: `generate()` options without the per-call hooks. */
 export type ServiceRequest = Omit<GenerateOptions, "signal" | "onProgress">;
@@ -80,45 +78,24 @@ export class PipelineService {
     this.#modelHash = modelHash;
   }
 
-  /** Wraps a loaded pipeline. Reads the model's tokenizer and scheduler config for merged runs. */
+  /** Wraps a loaded pipeline. */
   static async create(pipeline: Pipeline, options: PipelineServiceOptions = {}): Promise<PipelineService> {
     const maxQueue = checkInteger("maxQueue", options.maxQueue ?? 64, 1, 100_000);
     const windowMs = options.batchWindowMs ?? 5;
     if (!Number.isFinite(windowMs) || windowMs < 0 || windowMs > 60_000) throw new RangeError(`batchWindowMs must be a number from 0 to 60000, got ${windowMs}`);
-    const limits = pipeline.limits;
-    const maxBatch = checkInteger("maxBatch", options.maxBatch ?? limits.maxBatch, 1, limits.maxBatch);
+    const maxBatch = checkInteger("maxBatch", options.maxBatch ?? pipeline.limits.maxBatch, 1, pipeline.limits.maxBatch);
 
-    // The same tokenizer and scheduler config the pipeline loaded (Pipeline keeps them private).
-    const folder = await locateModelFolder(pipeline.modelDir);
-    const tokenizer = folder.tokenizer ? await ClipTokenizer.fromDirectory(dirname(folder.tokenizer.vocab)) : await ClipTokenizer.default();
-    const merge: MergeContext = { pipeline, backend: pipeline.backend, tokenizer, schedulerConfig: folder.schedulerConfig };
-    const size = pipeline.defaultSize;
-    const validation: ValidationContext = {
-      limits,
-      defaultWidth: size.width,
-      defaultHeight: size.height,
-      defaultScheduler: pipeline.defaultScheduler,
-      schedulerNames: SCHEDULER_NAMES,
-      canonicalScheduler: (name) => canonicalSchedulerName(name, folder.schedulerConfig),
-      hostLatents: pipeline.backendName === "cpu",
-    };
-
+    // Alone or merged, a batch runs through the pipeline's one generation implementation.
+    const run = (jobs: Job[], signal: AbortSignal, onProgress: (event: ProgressEvent) => void) => pipeline.generateBatch(jobs.map((j) => j.resolved!), { signal, onProgress });
     const engine: BatchEngine<Job, GenerateResult, ProgressEvent> = {
       maxBatch,
       validate(job) {
-        job.resolved = resolveGenerateOptions(job.options, validation);
+        job.resolved = pipeline.resolveOptions(job.options);
       },
       imagesOf: (job) => job.resolved!.batch,
-      keyOf: (job) => mergeKey(job.resolved!),
-      async runOne(job, signal, onProgress) {
-        const resolved = job.resolved!;
-        // Keep the seed that validation drew for a seedless request, so what was validated runs.
-        const options: GenerateOptions = { ...job.options, signal, onProgress };
-        if (resolved.randomSeed) options.seed = resolved.generatorSeeds[0]!;
-        const result = await pipeline.generate(options);
-        return resolved.randomSeed ? { ...result, randomSeed: true } : result;
-      },
-      runMerged: (jobs, signal, onProgress) => generateMerged(merge, jobs.map((j) => j.resolved!), signal, onProgress),
+      keyOf: (job) => batchKey(job.resolved!),
+      runOne: async (job, signal, onProgress) => (await run([job], signal, onProgress))[0]!,
+      runMerged: run,
     };
     const queue = new BatchingQueue(engine, { maxQueue, batchWindowMs: windowMs, maxBatch });
     const modelHash = await pipeline.modelHash().catch(() => undefined);

@@ -117,9 +117,10 @@ describe("sd-trt generate refuses bad input: non-zero exit, the flag or file nam
     expect(await readdir(dir)).toEqual([]);
   }
 
-  test("width / height not a multiple of 8, or outside the model's limits", async () => {
-    await expectFailure(["--width", "100"], 2, /--width: width must be a multiple of 8 from 64 to 2048, got 100/);
-    await expectFailure(["--height", "4096"], 2, /--height: height must be a multiple of 8 from 64 to 2048, got 4096/);
+  test("width / height not a multiple of what the model's UNet takes (16 for the tiny model), or outside its limits", async () => {
+    await expectFailure(["--width", "100"], 2, /--width: width must be a multiple of 16 from 64 to 2048 for this model, got 100/);
+    await expectFailure(["--width", "72"], 2, /--width: width must be a multiple of 16 from 64 to 2048 for this model, got 72/);
+    await expectFailure(["--height", "4096"], 2, /--height: height must be a multiple of 16 from 64 to 2048 for this model, got 4096/);
     await expectFailure(["--width", "wide"], 2, /--width: width must be .* got NaN/);
   });
 

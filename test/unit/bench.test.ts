@@ -97,5 +97,8 @@ describe("runBench on the tiny model", () => {
     const badSize = await runCommand(bench, ["bench", "--backend", "cpu", "--size", "100x64", "--runs", "1", "--warmup", "0"]);
     expect(badSize.code).toBe(2);
     expect(badSize.stderr).toMatch(/width/);
+    const unetSize = await runCommand(bench, ["bench", "--backend", "cpu", "--size", "72x64", "--runs", "1", "--warmup", "0"]);
+    expect(unetSize.code).toBe(2);
+    expect(unetSize.stderr).toMatch(/sizes\[0\]\.width must be a multiple of 16 from 64 to 2048 for this model, got 72/);
   });
 });

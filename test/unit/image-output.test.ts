@@ -49,6 +49,38 @@ describe("decodedToRgb: diffusers' postprocess rounding", () => {
     expect(red.slice(5, 7)).toEqual([255, 255]);
   });
 
+  test("equals clamp, float32 ·255 and numpy's half-to-even round on a wide sample of float32 values", () => {
+    // Every 4099th float32 bit pattern (NaN excluded) plus every .5 tie of ·255: the
+    // Uint8ClampedArray store must agree with the formula written out step by step.
+    const bits = new Uint32Array(1);
+    const asFloat = new Float32Array(bits.buffer);
+    const values: number[] = [];
+    for (let b = 0; b < 2 ** 32; b += 4099) {
+      bits[0] = b;
+      if (!Number.isNaN(asFloat[0]!)) values.push(asFloat[0]!);
+    }
+    for (let k = 0; k < 256; k++) values.push(Math.fround(((k + 0.5) / 255) * 2 - 1), Math.fround((k / 255) * 2 - 1), Infinity, -Infinity, -0);
+    const plane = values.length;
+    const decoded = new Float32Array(3 * plane);
+    decoded.set(values, 0);
+    decoded.set(values.slice().reverse(), plane);
+    decoded.set(values, 2 * plane);
+    const [rgb] = decodedToRgb(decoded, 1, 1, plane);
+    const reference = (x: number) => {
+      const unit = Math.min(1, Math.max(0, Math.fround(x * 0.5 + 0.5)));
+      const scaled = Math.fround(unit * 255);
+      const floor = Math.floor(scaled);
+      const frac = scaled - floor;
+      return frac > 0.5 ? floor + 1 : frac < 0.5 ? floor : floor % 2 === 0 ? floor : floor + 1;
+    };
+    let mismatches = 0;
+    for (let i = 0; i < plane; i++) {
+      for (let c = 0; c < 3; c++) if (rgb![i * 3 + c] !== reference(decoded[c * plane + i]!)) mismatches++;
+    }
+    expect(plane).toBeGreaterThan(1_000_000);
+    expect(mismatches).toBe(0);
+  });
+
   test("lays the planes out as interleaved RGB rows", () => {
     const decoded = new Float32Array([1, -1, -1, 1, -1, -1]); // 1×2 image: R = [1, −1], G = [−1, 1], B = [−1, −1]
     expect(Array.from(decodedToRgb(decoded, 1, 1, 2)[0]!)).toEqual([255, 0, 0, 0, 255, 0]);
@@ -56,6 +88,9 @@ describe("decodedToRgb: diffusers' postprocess rounding", () => {
 
   test("refuses NaN instead of writing a black image", () => {
     expect(() => decodedToRgb(new Float32Array([0, NaN, 0]), 1, 1, 1, "vae/model.onnx")).toThrow(/vae\/model\.onnx produced NaN in image 0/);
+    const second = new Float32Array(2 * 3 * 4);
+    second[12 + 2 * 4 + 3] = NaN; // image 1, blue, pixel 3
+    expect(() => decodedToRgb(second, 2, 2, 2, "vae")).toThrow("vae produced NaN in image 1 (at channel 2, pixel 3); the image would be black");
   });
 
   test("rgbToPixels is diffusers' preprocess: u8/255 then 2x − 1, planar", () => {

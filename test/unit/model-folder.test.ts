@@ -145,3 +145,31 @@ describe("external data", () => {
     await expectModelFileError(locateModelFolder(dir), join(dir, "unet", "model.onnx"), /is not a valid ONNX model/);
   });
 });
+
+describe("the image size multiple the UNet needs", () => {
+  async function withUnetConfig(config: Record<string, unknown> | null): Promise<string> {
+    const dir = await freshCopy();
+    const path = join(dir, "unet", "config.json");
+    if (config === null) await unlink(path);
+    else await writeFile(path, JSON.stringify(config));
+    return dir;
+  }
+
+  test("8 · 2^(n−1) for n block_out_channels: 16 for the tiny model, 64 for SD 1.x", async () => {
+    expect((await locateModelFolder(TINY_MODEL_DIR)).sizeMultiple).toBe(16); // [24, 32]: one downsampling
+    const sd15 = await withUnetConfig({ _class_name: "UNet2DConditionModel", sample_size: 64, block_out_channels: [320, 640, 1280, 1280] });
+    expect((await locateModelFolder(sd15)).sizeMultiple).toBe(64);
+    expect((await locateModelFolder(await withUnetConfig({ block_out_channels: [32] }))).sizeMultiple).toBe(8);
+  });
+
+  test("8 px when the UNet config is missing or does not say (the TensorRT demo layout has none)", async () => {
+    expect((await locateModelFolder(await withUnetConfig(null))).sizeMultiple).toBe(8);
+    expect((await locateModelFolder(await withUnetConfig({ sample_size: 8 }))).sizeMultiple).toBe(8);
+    expect((await locateModelFolder(await toTensorRtDemoLayout(await freshCopy()))).sizeMultiple).toBe(8);
+  });
+
+  test("a malformed block_out_channels is an error naming the config file", async () => {
+    const dir = await withUnetConfig({ block_out_channels: "320,640" });
+    await expectModelFileError(locateModelFolder(dir), join(dir, "unet", "config.json"), /block_out_channels must be a list of 1 to 8 positive integers, got "320,640"/);
+  });
+});

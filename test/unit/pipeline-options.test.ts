@@ -59,11 +59,11 @@ describe("each invalid option is refused, naming it", () => {
     rejects({ negativePrompt: 3 }, "negativePrompt", /negativePrompt must be a string/);
     rejects({ prompt: ["a", "b"], negativePrompt: ["n"] }, "negativePrompt", /one entry per image \(batch 2\), got an array of length 1/);
   });
-  test("width and height: multiples of 8 within the backend's limits", () => {
-    rejects({ width: 100 }, "width", /width must be a multiple of 8 from 64 to 1024, got 100/);
-    rejects({ width: 56 }, "width", /from 64 to 1024, got 56/);
+  test("width and height: multiples of the model's size multiple within the backend's limits", () => {
+    rejects({ width: 100 }, "width", /width must be a multiple of 8 from 64 to 1024 for this model, got 100/);
+    rejects({ width: 56 }, "width", /from 64 to 1024 for this model, got 56/);
     rejects({ width: 1032 }, "width", /got 1032/);
-    rejects({ height: 776 }, "height", /height must be a multiple of 8 from 64 to 768, got 776/);
+    rejects({ height: 776 }, "height", /height must be a multiple of 8 from 64 to 768 for this model, got 776/);
     rejects({ height: "512" }, "height", /got "512" \(string\)/);
     rejects({ width: 512, initImage: "x.png" }, "height", /give both width and height, or neither/);
   });

@@ -78,6 +78,80 @@ describe("runProgram", () => {
   });
 });
 
+describe("the update x_{j+1} = Σ a·x + Σ b·m + c·n", () => {
+  /** A program of `depth` history entries, every x coefficient non-zero; m terms and noise as asked. */
+  function denseProgram(depth: number, evals: number, useModel: boolean, noise: boolean): SamplerProgram {
+    return {
+      format: "sd-trt-sampler/1",
+      scheduler: "dense-test",
+      steps: evals,
+      startIndex: 0,
+      initNoiseSigma: 1,
+      timestepDtype: "float32",
+      historyDepth: depth,
+      evals: Array.from({ length: evals }, (_, j) => ({
+        t: 999 - j,
+        cIn: 1 / (1 + j),
+        a: Array.from({ length: depth }, (_, k) => (k === 0 ? 0.9 : 0.05 / (k + j + 1))),
+        b: Array.from({ length: depth }, (_, k) => (useModel ? -0.1 / (k + 1) + j * 1e-3 : 0)),
+        c: noise ? 0.01 * (j + 1) : 0,
+        drawsNoise: noise,
+      })),
+    };
+  }
+
+  /** The update written out element by element, as program_math.h's updateElement sums it. */
+  function reference(program: SamplerProgram, x0: Float32Array): Float32Array {
+    const K = program.historyDepth;
+    const xs: Float32Array[] = [x0.slice()];
+    const ms: Float32Array[] = [];
+    program.evals.forEach((e, j) => {
+      const input = Float32Array.from(xs[j]!, (v) => e.cIn * v);
+      ms.push(Float32Array.from(model(input, e.t)));
+      const n = noiseSource(j);
+      const next = new Float32Array(x0.length);
+      for (let i = 0; i < x0.length; i++) {
+        let acc = 0;
+        for (let k = 0; k < Math.min(K, j + 1); k++) if (e.a[k] !== 0) acc += e.a[k]! * xs[j - k]![i]!;
+        for (let k = 0; k < Math.min(K, j + 1); k++) if (e.b[k] !== 0) acc += e.b[k]! * ms[j - k]![i]!;
+        if (e.drawsNoise) acc += e.c * n[i]!;
+        next[i] = acc;
+      }
+      xs.push(next);
+    });
+    return xs[program.evals.length]!;
+  }
+
+  test.each([
+    [1, false, false],
+    [1, true, false],
+    [1, true, true],
+    [2, true, false],
+    [2, true, true],
+    [3, true, false],
+    [3, true, true],
+    [4, true, true],
+  ])("is the element-wise float64 sum in program order (history depth %i, m terms %s, noise %s)", (depth, useModel, noise) => {
+    // From 1 term (x only) to 9 (4 x, 4 m, noise): every unrolled case and the general loop.
+    const program = denseProgram(depth, 6, useModel, noise);
+    const x0 = latents(5);
+    expect(Array.from(runProgram(program, x0, model, noiseSource))).toEqual(Array.from(reference(program, x0)));
+  });
+
+  test("a model output written into modelOutputBuffer is used in place", () => {
+    const program = createScheduler("dpmpp_2m").compile(6);
+    const x0 = latents(6);
+    const run = new ProgramExecution(program, x0);
+    while (!run.done) {
+      const output = model(run.modelInput(), run.timestep);
+      const slot = run.modelOutputBuffer();
+      slot.set(output);
+      run.advance(slot);
+    }
+    expect(Array.from(run.result())).toEqual(Array.from(runProgram(program, x0, model)));
+  });
+});
+
 describe("no shared state", () => {
   test("compiling twice, or interleaved with other compiles, gives identical programs", () => {
     const scheduler = createScheduler("unipc");

@@ -1,0 +1,161 @@
+/**
+ * The CPU denoise loop: a sampler program driven by the UNet with classifier-free guidance, the
+ * way diffusers feeds an ONNX UNet. It runs on the ONNX Runtime worker thread, next to the UNet
+ * session (`ort-worker.ts`), so a generation crosses the thread boundary once for the whole loop
+ * instead of once per model evaluation.
+ *
+ * Per evaluation j (diffusers `StableDiffusionPipeline.__call__` / `OnnxStableDiffusionPipeline`):
+ * - `sample = cat([x, x])` with guidance, `x` without, where x = cIn_j · x_j;
+ * - `timestep` = t_j cast to the graph's type in the graph's layout (`timestepTensor`);
+ * - `encoder_hidden_states = cat([uncond, cond])`, uncond first (prepared by the caller);
+ * - m_j = u + g·(c − u) per image in float32 (`combineGuidance`), or the raw output;
+ * - the program's update (`ProgramExecution`, the same CPU executor the tests check against
+ *   diffusers and the CUDA kernel).
+ *
+ * Nothing here knows about threads or ONNX Runtime objects: the UNet is a function, and a stop
+ * request is a function polled before every evaluation.
+ */
+import { AbortError, SdTrtError } from "../errors.js";
+import { ProgramExecution } from "../sampler/execute.js";
+import type { SamplerProgram } from "../sampler/program.js";
+import type { UnetIo } from "./graph-io.js";
+import type { HostTensor } from "./ort-protocol.js";
+
+/** CLIP's token count. */
+export const TOKENS = 77;
+
+/** The UNet contract fields the loop needs to build its feeds. */
+export type UnetFeedIo = Pick<UnetIo, "sampleName" | "timestepName" | "timestepType" | "timestepLayout" | "contextName" | "outputName">;
+
+/** Everything one denoise needs besides the UNet itself; plain data, so it can cross to the worker. */
+export interface CpuDenoiseJob {
+  program: SamplerProgram;
+  /** x_0 [batch, 4, latentHeight, latentWidth]. */
+  latents: Float32Array;
+  /** One [batch, 4, h, w] draw per evaluation with `drawsNoise`, in order. */
+  noise: Float32Array[];
+  batch: number;
+  latentHeight: number;
+  latentWidth: number;
+  /** encoder_hidden_states [unetBatch, 77, hiddenSize]: uncond rows first when guided. */
+  context: Float32Array;
+  hiddenSize: number;
+  /** Guidance scale per image, or null when classifier-free guidance is off (UNet batch = batch). */
+  guidance: Float64Array | null;
+  io: UnetFeedIo;
+}
+
+/** Runs the UNet once on these feeds and returns its output [unetBatch, 4, h, w]. */
+export type UnetRunner = (feeds: Record<string, HostTensor>) => Promise<Float32Array>;
+
+export interface CpuDenoiseHooks {
+  /** Polled before each evaluation; when true the loop stops with an AbortError. */
+  stopRequested?: () => boolean;
+  /** After evaluation `evalIndex` with x_{evalIndex+1} (a view valid only during the call). */
+  onStep?: (evalIndex: number, latents: Float32Array) => void;
+}
+
+/** Tensor for the UNet timestep, in the graph's dtype and layout. */
+export function timestepTensor(io: Pick<UnetIo, "timestepType" | "timestepLayout">, t: number, unetBatch: number): HostTensor {
+  const count = io.timestepLayout === "per-row" ? unetBatch : 1;
+  const dims = io.timestepLayout === "scalar" ? [] : [count];
+  switch (io.timestepType) {
+    case "float32":
+      return { type: "float32", dims, data: new Float32Array(count).fill(t) };
+    case "float64":
+      return { type: "float64", dims, data: new Float64Array(count).fill(t) };
+    case "int32":
+      return { type: "int32", dims, data: new Int32Array(count).fill(Math.trunc(t)) };
+    case "int64":
+      return { type: "int64", dims, data: new BigInt64Array(count).fill(BigInt(Math.trunc(t))) };
+  }
+}
+
+/**
+ * Classifier-free guidance on a UNet output [2B, …] laid out uncond rows first:
+ * m = u + g·(c − u), each operation rounded to float32 as torch does.
+ * @param out where to write [B, …]; a new array when omitted.
+ */
+export function combineGuidance(output: Float32Array, batch: number, guidance: Float64Array, out?: Float32Array): Float32Array {
+  const perImage = output.length / (2 * batch);
+  const guided = out ?? new Float32Array(batch * perImage);
+  const condOffset = batch * perImage;
+  for (let image = 0; image < batch; image++) {
+    const g = Math.fround(guidance[image]!);
+    const start = image * perImage;
+    for (let i = start; i < start + perImage; i++) {
+      const u = output[i]!;
+      const diff = Math.fround(output[condOffset + i]! - u);
+      guided[i] = u + Math.fround(g * diff); // the Float32Array store rounds the sum
+    }
+  }
+  return guided;
+}
+
+/** Checks a job's shapes; throws SdTrtError ERR_INVALID_ARGUMENT naming what is off. */
+export function checkDenoiseJob(job: CpuDenoiseJob): void {
+  const { program, latents, noise, batch, latentHeight, latentWidth, context, hiddenSize, guidance } = job;
+  const perImage = 4 * latentHeight * latentWidth;
+  if (latents.length !== batch * perImage) {
+    throw new SdTrtError("ERR_INVALID_ARGUMENT", `denoise: latents hold ${latents.length} values, expected [${batch}, 4, ${latentHeight}, ${latentWidth}]`);
+  }
+  const unetBatch = guidance ? 2 * batch : batch;
+  if (context.length !== unetBatch * TOKENS * hiddenSize) {
+    throw new SdTrtError("ERR_INVALID_ARGUMENT", `denoise: encoder_hidden_states hold ${context.length} values, expected [${unetBatch}, ${TOKENS}, ${hiddenSize}]`);
+  }
+  if (guidance && guidance.length !== batch) {
+    throw new SdTrtError("ERR_INVALID_ARGUMENT", `denoise: ${guidance.length} guidance scales for a batch of ${batch}`);
+  }
+  const draws = program.evals.filter((e) => e.drawsNoise).length;
+  if (draws !== noise.length || noise.some((n) => n.length !== latents.length)) {
+    throw new SdTrtError("ERR_INVALID_ARGUMENT", `denoise: the program draws noise ${draws} times, got ${noise.length} arrays (each must match the latents)`);
+  }
+}
+
+/**
+ * Runs the whole program: x_0 → x_M (a new array; the job's arrays are not modified).
+ * @throws AbortError when `hooks.stopRequested()` turns true before an evaluation.
+ */
+export async function runCpuDenoise(job: CpuDenoiseJob, runUnet: UnetRunner, hooks: CpuDenoiseHooks = {}): Promise<Float32Array> {
+  checkDenoiseJob(job);
+  const { program, latents, batch, latentHeight, latentWidth, context, hiddenSize, guidance, io } = job;
+  const perImage = 4 * latentHeight * latentWidth;
+  const unetBatch = guidance ? 2 * batch : batch;
+  // The feed buffers are allocated once; only the sample's values and the timestep change.
+  const sample = new Float32Array(unetBatch * perImage);
+  const feeds: Record<string, HostTensor> = {
+    [io.sampleName]: { type: "float32", dims: [unetBatch, 4, latentHeight, latentWidth], data: sample },
+    [io.contextName]: { type: "float32", dims: [unetBatch, TOKENS, hiddenSize], data: context },
+  };
+
+  // The k-th evaluation that draws noise gets the k-th pre-drawn array.
+  const noiseFor = new Map<number, Float32Array>();
+  let drawn = 0;
+  program.evals.forEach((e, j) => {
+    if (e.drawsNoise) noiseFor.set(j, job.noise[drawn++]!);
+  });
+
+  const run = new ProgramExecution(program, latents);
+  const half = batch * perImage;
+  while (!run.done) {
+    if (hooks.stopRequested?.()) throw new AbortError("the denoise loop was stopped");
+    const j = run.evalIndex;
+    const { t, cIn } = program.evals[j]!;
+    // sample = cIn · x_j, twice with guidance (diffusers' cat([x] * 2)), in one pass.
+    const x = run.latents;
+    if (guidance) {
+      for (let i = 0; i < half; i++) sample[i] = sample[half + i] = cIn * x[i]!;
+    } else {
+      for (let i = 0; i < half; i++) sample[i] = cIn * x[i]!;
+    }
+    feeds[io.timestepName] = timestepTensor(io, t, unetBatch);
+    const output = await runUnet(feeds);
+    if (output.length !== unetBatch * perImage) {
+      throw new SdTrtError("ERR_ONNX_RUNTIME", `the UNet returned ${output.length} values, expected [${unetBatch}, 4, ${latentHeight}, ${latentWidth}]`);
+    }
+    // With guidance, m_j is computed straight into the executor's history (no extra copy).
+    run.advance(guidance ? combineGuidance(output, batch, guidance, run.modelOutputBuffer()) : output, noiseFor.get(j));
+    hooks.onStep?.(j, run.latents);
+  }
+  return run.result();
+}
