@@ -37,7 +37,7 @@ import {
   type VaeDecoderIo,
   type VaeEncoderIo,
 } from "../model/graph-io.js";
-import { OrtHost, type HostDenoiseOptions, type HostTensor, type SessionOptions } from "../model/ort-host.js";
+import { OrtHost, type GenerateJob, type HostDenoiseOptions, type HostGenerateOptions, type HostTensor, type SessionOptions } from "../model/ort-host.js";
 import { checkDenoiseJob, TOKENS, type CpuDenoiseJob } from "../model/cpu-denoise.js";
 import { distinctRows } from "../tokenizer/distinct-rows.js";
 
@@ -73,6 +73,28 @@ export interface CpuDenoiseRequest extends DenoiseRequest {
    * and previews see every step's latents.
    */
   onLatents?: (evalIndex: number, latents: Float32Array) => void;
+}
+
+/**
+ * A whole txt2img generation for `CpuBackend.generateImages`: a denoise request with token ids in
+ * place of embeddings.
+ */
+export interface CpuGenerateRequest extends Omit<CpuDenoiseRequest, "cond" | "uncond"> {
+  /** Token ids [batch, 77] of the prompts. */
+  condIds: Int32Array;
+  /** Token ids [batch, 77] of the negative prompts; null when classifier-free guidance is off. */
+  uncondIds: Int32Array | null;
+  /** When the prompts are encoded and the denoise begins. */
+  onTextEncoded?: () => void;
+}
+
+export interface CpuGenerateResult {
+  /** x_M [batch, 4, h, w], before the scaling factor. */
+  latents: Float32Array;
+  /** One uint8 RGB HWC image per batch row. */
+  images: Uint8Array[];
+  /** Wall time of each stage on the ONNX Runtime worker, ms. */
+  timings: { textEncode: number; denoise: number; decode: number };
 }
 
 interface Session<Io> {
@@ -227,19 +249,17 @@ export class CpuBackend implements Backend {
     }
     // Encode each distinct row once: the same prompt for every image of a batch, or the empty
     // negative prompt, is one text-encoder row repeated, exactly as diffusers repeats it.
-    const { unique, rowOf } = distinctRows(ids, rows, TOKENS);
-    const uniqueIds = new Int32Array(unique.length * TOKENS);
-    unique.forEach((r, i) => uniqueIds.set(ids.subarray(r * TOKENS, (r + 1) * TOKENS), i * TOKENS));
+    const { uniqueIds, rowOf, distinct } = distinctIds(ids, rows);
     const { io, handle, file } = this.#textEncoder;
-    const result = await host.run(handle, file.name, { [io.idsName]: idsTensor(io, uniqueIds, unique.length) }, [io.hiddenName]);
-    this.#count("textEncoder", unique.length, result.ms);
+    const result = await host.run(handle, file.name, { [io.idsName]: idsTensor(io, uniqueIds, distinct) }, [io.hiddenName]);
+    this.#count("textEncoder", distinct, result.ms);
     const hidden = result.outputs[io.hiddenName]!;
     const rowSize = TOKENS * this.hiddenSize;
-    if (hidden.data.length !== unique.length * rowSize) {
-      throw new ModelFileError(file.path, `${file.path} returned ${io.hiddenName} of shape [${hidden.dims.join(", ")}], expected [${unique.length}, ${TOKENS}, ${this.hiddenSize}]`);
+    if (hidden.data.length !== distinct * rowSize) {
+      throw new ModelFileError(file.path, `${file.path} returned ${io.hiddenName} of shape [${hidden.dims.join(", ")}], expected [${distinct}, ${TOKENS}, ${this.hiddenSize}]`);
     }
     const data = hidden.data as Float32Array;
-    if (unique.length === rows) return new CpuTextEmbeddings(rows, data);
+    if (distinct === rows) return new CpuTextEmbeddings(rows, data);
     const out = new Float32Array(rows * rowSize);
     rowOf.forEach((u, r) => out.set(data.subarray(u * rowSize, (u + 1) * rowSize), r * rowSize));
     return new CpuTextEmbeddings(rows, out);
@@ -250,15 +270,8 @@ export class CpuBackend implements Backend {
     throwIfAborted(request.signal);
     const { program, latents, batch, latentHeight, latentWidth, cond, uncond, guidance, noise } = request;
     const cfg = uncond !== null;
-    const unetBatch = cfg ? 2 * batch : batch;
+    const unetBatch = this.#checkUnetBatch(batch, cfg);
     const { io, handle, file } = this.#unet;
-    if (io.staticBatch !== undefined && io.staticBatch !== unetBatch) {
-      throw new InvalidOptionError(
-        "batch",
-        `batch must make a UNet batch of ${io.staticBatch} for ${file.path} (fixed at export), got a UNet batch of ${unetBatch}` +
-          (cfg ? " (classifier-free guidance doubles it)" : ""),
-      );
-    }
     // encoder_hidden_states = cat([uncond, cond]), uncond first, as diffusers builds it.
     const condHost = hostEmbeddings(cond, batch, "cond");
     const context = cfg ? new Float32Array(unetBatch * TOKENS * this.hiddenSize) : condHost;
@@ -287,6 +300,86 @@ export class CpuBackend implements Backend {
     return result.latents;
   }
 
+  /** The UNet batch for `batch` images (doubled by classifier-free guidance), checked against a batch fixed at export. */
+  #checkUnetBatch(batch: number, cfg: boolean): number {
+    const unetBatch = cfg ? 2 * batch : batch;
+    const { io, file } = this.#unet;
+    if (io.staticBatch !== undefined && io.staticBatch !== unetBatch) {
+      throw new InvalidOptionError(
+        "batch",
+        `batch must make a UNet batch of ${io.staticBatch} for ${file.path} (fixed at export), got a UNet batch of ${unetBatch}` +
+          (cfg ? " (classifier-free guidance doubles it)" : ""),
+      );
+    }
+    return unetBatch;
+  }
+
+  /** The decoder output must be [batch, 3, 8·h, 8·w]. */
+  #checkImageDims(dims: number[], batch: number, latentHeight: number, latentWidth: number): void {
+    const [, channels, height, width] = dims;
+    if (dims.length !== 4 || channels !== 3 || height !== latentHeight * 8 || width !== latentWidth * 8) {
+      const { path } = this.#vaeDecoder.file;
+      throw new ModelFileError(path, `${path} returned an image of shape [${dims.join(", ")}], expected [${batch}, 3, ${latentHeight * 8}, ${latentWidth * 8}]`);
+    }
+  }
+
+  /**
+   * A whole txt2img generation in one request to the ONNX Runtime worker: text encoder (each
+   * distinct prompt row once, as `encodeText`), the denoise loop (as `denoise`) and the VAE decoder
+   * (as `decode`, with the latents divided by the scaling factor there). The same model calls as
+   * the three stages one by one, without the two round trips between them; the embeddings never
+   * leave the worker.
+   * @throws the signal's reason when it aborts (the worker stops between stages or evaluations).
+   */
+  async generateImages(request: CpuGenerateRequest): Promise<CpuGenerateResult> {
+    const host = this.#hostOrThrow();
+    throwIfAborted(request.signal);
+    const { program, latents, batch, latentHeight, latentWidth, guidance, noise, condIds, uncondIds } = request;
+    const cfg = uncondIds !== null;
+    const unetBatch = this.#checkUnetBatch(batch, cfg);
+    const prompts = (ids: Int32Array) => {
+      if (ids.length !== batch * TOKENS) {
+        throw new SdTrtError("ERR_INVALID_ARGUMENT", `generateImages needs ${TOKENS} token ids per image, got ${ids.length} ids for a batch of ${batch}`);
+      }
+      const { uniqueIds, rowOf, distinct } = distinctIds(ids, batch);
+      return { ids: idsTensor(this.#textEncoder.io, uniqueIds, distinct), rowOf };
+    };
+    const denoise = { program, latents, noise, batch, latentHeight, latentWidth, hiddenSize: this.hiddenSize, guidance: cfg ? guidance : null, io: this.#unet.io };
+    // Here, so a bad request fails with the caller's stack before it travels.
+    checkDenoiseJob({ ...denoise, context: new Float32Array(unetBatch * TOKENS * this.hiddenSize) });
+    const te = this.#textEncoder;
+    const vae = this.#vaeDecoder;
+    const job: GenerateJob = {
+      textEncoder: { handle: te.handle, idsName: te.io.idsName, hiddenName: te.io.hiddenName },
+      cond: prompts(condIds),
+      uncond: uncondIds ? prompts(uncondIds) : null,
+      unet: this.#unet.handle,
+      denoise,
+      decoder: { handle: vae.handle, latentName: vae.io.latentName, imageName: vae.io.imageName, scalingFactor: this.scalingFactor, source: vae.file.path },
+    };
+    const total = program.evals.length;
+    const options: HostGenerateOptions = {};
+    if (request.signal) options.signal = request.signal;
+    if (request.onStep) {
+      const onStep = request.onStep;
+      options.onStep = (evalIndex) => onStep(evalIndex, total);
+    }
+    if (request.onLatents) options.onLatents = request.onLatents;
+    if (request.onTextEncoded) options.onTextEncoded = request.onTextEncoded;
+    const result = await host.generate(job, { textEncoder: te.file, unet: this.#unet.file, vaeDecoder: vae.file }, options);
+    const { textEncoder, unet, vaeDecoder } = result.calls;
+    const encodedRows = [job.cond, job.uncond].slice(0, textEncoder.calls).reduce((n, p) => n + p!.ids.dims[0]!, 0);
+    this.#add("textEncoder", textEncoder.calls, encodedRows, textEncoder.ms);
+    this.#count("unet", unetBatch, unet.ms, unet.calls);
+    this.#count("vaeDecoder", batch, vaeDecoder.ms, vaeDecoder.calls);
+    if (result.latents === null) {
+      throwIfAborted(request.signal); // stopped by the signal: reject with its reason
+      throw new SdTrtError("ERR_INTERNAL", "generateImages: the ONNX Runtime worker stopped, but the signal did not abort");
+    }
+    this.#checkImageDims(result.imageDims, batch, latentHeight, latentWidth);
+    return { latents: result.latents, images: result.images, timings: result.stageMs };
+  }
+
   async decode(latents: Float32Array, batch: number, latentHeight: number, latentWidth: number): Promise<Uint8Array[]> {
     const host = this.#hostOrThrow();
     const { io, handle, file } = this.#vaeDecoder;
@@ -297,10 +390,7 @@ export class CpuBackend implements Backend {
       latents: { type: "float32", dims: [batch, 4, latentHeight, latentWidth], data: latents },
     });
     this.#count("vaeDecoder", batch, result.ms);
-    const [, channels, height, width] = result.dims;
-    if (result.dims.length !== 4 || channels !== 3 || height !== latentHeight * 8 || width !== latentWidth * 8) {
-      throw new ModelFileError(file.path, `${file.path} returned an image of shape [${result.dims.join(", ")}], expected [${batch}, 3, ${latentHeight * 8}, ${latentWidth * 8}]`);
-    }
+    this.#checkImageDims(result.dims, batch, latentHeight, latentWidth);
     return result.images;
   }
 
@@ -318,9 +408,14 @@ export class CpuBackend implements Backend {
     return splitPosterior(data, batch, out.dims[2]!, out.dims[3]!);
   }
 
+  /** Counts `calls` ONNX Runtime calls of `rows` rows each. */
   #count(model: keyof RuntimeStats, rows: number, ms: number, calls = 1): void {
+    this.#add(model, calls, rows * calls, ms);
+  }
+
+  #add(model: keyof RuntimeStats, calls: number, rows: number, ms: number): void {
     this.#stats[model].calls += calls;
-    this.#stats[model].rows += rows * calls;
+    this.#stats[model].rows += rows;
     this.#stats[model].ms += ms;
   }
 
@@ -333,6 +428,15 @@ export class CpuBackend implements Backend {
   async [Symbol.asyncDispose](): Promise<void> {
     await this.dispose();
   }
+}
+
+/** The distinct rows of token ids [rows, 77] packed together, and the distinct row of each row. */
+function distinctIds(ids: Int32Array, rows: number): { uniqueIds: Int32Array; rowOf: Int32Array; distinct: number } {
+  const { unique, rowOf } = distinctRows(ids, rows, TOKENS);
+  if (unique.length === rows) return { uniqueIds: ids, rowOf, distinct: rows };
+  const uniqueIds = new Int32Array(unique.length * TOKENS);
+  unique.forEach((r, i) => uniqueIds.set(ids.subarray(r * TOKENS, (r + 1) * TOKENS), i * TOKENS));
+  return { uniqueIds, rowOf, distinct: unique.length };
 }
 
 function idsTensor(io: TextEncoderIo, ids: Int32Array, rows: number): HostTensor {

@@ -18,24 +18,11 @@ import { SdTrtError } from "../errors.js";
  */
 export function decodedToRgb(decoded: Float32Array, batch: number, height: number, width: number, source = "the VAE decoder"): Uint8Array[] {
   const plane = height * width;
-  const f32 = Math.fround;
   const images: Uint8Array[] = [];
   for (let b = 0; b < batch; b++) {
     const rgb = new Uint8ClampedArray(plane * 3);
     const red = b * 3 * plane;
-    const green = red + plane;
-    const blue = green + plane;
-    let nan = false;
-    for (let i = 0, o = 0; i < plane; i++, o += 3) {
-      const r = decoded[red + i]!;
-      const g = decoded[green + i]!;
-      const bl = decoded[blue + i]!;
-      if (r !== r || g !== g || bl !== bl) nan = true;
-      rgb[o] = f32(f32(r * 0.5 + 0.5) * 255);
-      rgb[o + 1] = f32(f32(g * 0.5 + 0.5) * 255);
-      rgb[o + 2] = f32(f32(bl * 0.5 + 0.5) * 255);
-    }
-    if (nan) {
+    if (planesToRgb(decoded, red, plane, rgb)) {
       for (let c = 0; c < 3; c++) {
         const i = decoded.subarray(red + c * plane, red + (c + 1) * plane).findIndex(Number.isNaN);
         if (i >= 0) throw new SdTrtError("ERR_NAN_IMAGE", `${source} produced NaN in image ${b} (at channel ${c}, pixel ${i}); the image would be black`);
@@ -44,6 +31,29 @@ export function decodedToRgb(decoded: Float32Array, batch: number, height: numbe
     images.push(new Uint8Array(rgb.buffer));
   }
   return images;
+}
+
+/**
+ * One image's three planes from `red` on → interleaved `rgb`; true when any value is NaN. Only the
+ * loop, in its own function: V8 optimizes it within the first calls and keeps it optimized (with
+ * the loop inside `decodedToRgb`, code after it that had not run yet deoptimized the loop again
+ * for the first several images, each costing ~15× the optimized time).
+ */
+function planesToRgb(decoded: Float32Array, red: number, plane: number, rgb: Uint8ClampedArray): boolean {
+  const f32 = Math.fround;
+  const green = red + plane;
+  const blue = green + plane;
+  let nan = false;
+  for (let i = 0, o = 0; i < plane; i++, o += 3) {
+    const r = decoded[red + i]!;
+    const g = decoded[green + i]!;
+    const bl = decoded[blue + i]!;
+    if (r !== r || g !== g || bl !== bl) nan = true;
+    rgb[o] = f32(f32(r * 0.5 + 0.5) * 255);
+    rgb[o + 1] = f32(f32(g * 0.5 + 0.5) * 255);
+    rgb[o + 2] = f32(f32(bl * 0.5 + 0.5) * 255);
+  }
+  return nan;
 }
 
 /**

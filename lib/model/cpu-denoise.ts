@@ -45,7 +45,10 @@ export interface CpuDenoiseJob {
   io: UnetFeedIo;
 }
 
-/** Runs the UNet once on these feeds and returns its output [unetBatch, 4, h, w]. */
+/**
+ * Runs the UNet once on these feeds and returns its output [unetBatch, 4, h, w]. Every call gets
+ * the same feed objects, their arrays updated in place.
+ */
 export type UnetRunner = (feeds: Record<string, HostTensor>) => Promise<Float32Array>;
 
 export interface CpuDenoiseHooks {
@@ -69,6 +72,14 @@ export function timestepTensor(io: Pick<UnetIo, "timestepType" | "timestepLayout
     case "int64":
       return { type: "int64", dims, data: new BigInt64Array(count).fill(BigInt(Math.trunc(t))) };
   }
+}
+
+/** Writes t into a tensor made by `timestepTensor` for the same graph (its array is reused). */
+export function setTimestep(io: Pick<UnetIo, "timestepType">, tensor: HostTensor, t: number): void {
+  const data = tensor.data;
+  if (io.timestepType === "int64") (data as BigInt64Array).fill(BigInt(Math.trunc(t)));
+  else if (io.timestepType === "int32") (data as Int32Array).fill(Math.trunc(t));
+  else (data as Float32Array | Float64Array).fill(t);
 }
 
 /**
@@ -121,10 +132,13 @@ export async function runCpuDenoise(job: CpuDenoiseJob, runUnet: UnetRunner, hoo
   const { program, latents, batch, latentHeight, latentWidth, context, hiddenSize, guidance, io } = job;
   const perImage = 4 * latentHeight * latentWidth;
   const unetBatch = guidance ? 2 * batch : batch;
-  // The feed buffers are allocated once; only the sample's values and the timestep change.
+  // The feeds are made once and passed every time: only the sample's and the timestep's values
+  // change, in place (so a runner may keep whatever it builds around each feed object).
   const sample = new Float32Array(unetBatch * perImage);
+  const timestep = timestepTensor(io, program.evals[0]!.t, unetBatch);
   const feeds: Record<string, HostTensor> = {
     [io.sampleName]: { type: "float32", dims: [unetBatch, 4, latentHeight, latentWidth], data: sample },
+    [io.timestepName]: timestep,
     [io.contextName]: { type: "float32", dims: [unetBatch, TOKENS, hiddenSize], data: context },
   };
 
@@ -148,7 +162,7 @@ export async function runCpuDenoise(job: CpuDenoiseJob, runUnet: UnetRunner, hoo
     } else {
       for (let i = 0; i < half; i++) sample[i] = cIn * x[i]!;
     }
-    feeds[io.timestepName] = timestepTensor(io, t, unetBatch);
+    setTimestep(io, timestep, t);
     const output = await runUnet(feeds);
     if (output.length !== unetBatch * perImage) {
       throw new SdTrtError("ERR_ONNX_RUNTIME", `the UNet returned ${output.length} values, expected [${unetBatch}, 4, ${latentHeight}, ${latentWidth}]`);

@@ -10,7 +10,9 @@
  *
  * The whole denoise loop runs on the worker too (`denoise`): the main thread sends x_0, the noise
  * draws and the embeddings once and gets x_M back, with progress posted as it goes. A per-step
- * round trip between the threads would cost more than a small UNet evaluation.
+ * round trip between the threads would cost more than a small UNet evaluation. `generate` goes
+ * further for txt2img: token ids in, images out, one message each way for the text encoder, the
+ * loop and the decoder (each wake-up of an idle thread costs about 0.1 ms).
  *
  * Calls are answered in order (the worker runs one at a time), and each reply carries the time
  * spent inside `session.run`, which the backend reports so the pipeline's overhead can be measured.
@@ -21,9 +23,22 @@ import { Worker } from "node:worker_threads";
 import { ModelFileError, SdTrtError, DisposedError } from "../errors.js";
 import type { GraphSignature } from "./graph-io.js";
 import { TOKENS, type CpuDenoiseJob } from "./cpu-denoise.js";
-import type { DecodeValue, DenoiseValue, HostTensor, LoadValue, RunValue, StepReply, StepReport, WorkerReply, WorkerRequest } from "./ort-protocol.js";
+import type {
+  DecodeValue,
+  DenoiseValue,
+  GenerateJob,
+  GenerateStage,
+  GenerateValue,
+  HostTensor,
+  LoadValue,
+  ProgressReply,
+  RunValue,
+  StepReport,
+  WorkerReply,
+  WorkerRequest,
+} from "./ort-protocol.js";
 
-export type { HostTensor, OrtElementType } from "./ort-protocol.js";
+export type { GenerateJob, GenerateStage, GenerateValue, HostTensor, OrtElementType, PromptRows } from "./ort-protocol.js";
 
 export interface SessionOptions {
   /** Threads ONNX Runtime may use inside one operator. Defaults to ONNX Runtime's choice (the physical cores). */
@@ -50,6 +65,11 @@ export interface HostDenoiseOptions {
   onLatents?: (evalIndex: number, latents: Float32Array) => void;
 }
 
+export interface HostGenerateOptions extends HostDenoiseOptions {
+  /** When the prompts are encoded (posted by the worker without waiting); not called once `signal` has aborted. */
+  onTextEncoded?: () => void;
+}
+
 /** A denoise's outcome: x_M (null when `signal` stopped it) and the UNet calls it made. */
 export type HostDenoiseResult = DenoiseValue;
 
@@ -67,9 +87,9 @@ type Request = WithoutId<WorkerRequest>;
 interface Pending {
   resolve: (value: unknown) => void;
   reject: (error: Error) => void;
-  /** Turns the worker's error text (and code, when it sent one) into a typed error with the caller's stack. */
-  fail: (message: string, code?: string) => Error;
-  onStep?: (reply: StepReply) => void;
+  /** Turns the worker's error text (and code and failing model, when it sent them) into a typed error with the caller's stack. */
+  fail: (message: string, code?: string, model?: GenerateStage) => Error;
+  onProgress?: (reply: ProgressReply) => void;
 }
 
 let workerFile: URL | undefined;
@@ -103,13 +123,13 @@ export class OrtHost {
     worker.on("message", (message: WorkerReply) => {
       const pending = this.#pending.get(message.id);
       if (!pending) return;
-      if ("step" in message) {
-        pending.onStep?.(message);
+      if ("step" in message || "stage" in message) {
+        pending.onProgress?.(message);
         return;
       }
       this.#pending.delete(message.id);
       if (this.#pending.size === 0) worker.unref();
-      if ("error" in message) pending.reject(pending.fail(message.error, message.code));
+      if ("error" in message) pending.reject(pending.fail(message.error, message.code, message.model));
       else pending.resolve(message.value);
     });
     const failAll = (error: Error) => {
@@ -128,13 +148,13 @@ export class OrtHost {
     return this.#worker === null;
   }
 
-  #call<T>(request: Request, fail: Pending["fail"], onStep?: Pending["onStep"], transfer: ArrayBuffer[] = []): Promise<T> {
+  #call<T>(request: Request, fail: Pending["fail"], onProgress?: Pending["onProgress"], transfer: ArrayBuffer[] = []): Promise<T> {
     const worker = this.#worker;
     if (!worker) return Promise.reject(new DisposedError("ONNX Runtime session host"));
     if (this.#failure) return Promise.reject(this.#failure);
     const id = this.#nextId++;
     return new Promise<T>((resolve, reject) => {
-      this.#pending.set(id, { resolve: resolve as (v: unknown) => void, reject, fail, ...(onStep ? { onStep } : {}) });
+      this.#pending.set(id, { resolve: resolve as (v: unknown) => void, reject, fail, ...(onProgress ? { onProgress } : {}) });
       if (this.#pending.size === 1) worker.ref();
       worker.postMessage({ ...request, id } as WorkerRequest, transfer);
     });
@@ -168,28 +188,35 @@ export class OrtHost {
    */
   denoise(handle: number, what: string, job: CpuDenoiseJob, options: HostDenoiseOptions = {}): Promise<HostDenoiseResult> {
     const stack = new Error();
-    const { signal, onStep, onLatents } = options;
-    const stop = new Int32Array(new SharedArrayBuffer(4));
-    const requestStop = () => Atomics.store(stop, 0, 1);
-    if (signal?.aborted) requestStop();
-    signal?.addEventListener("abort", requestStop, { once: true });
-    const steps: StepReport = onLatents ? "latents" : onStep ? "progress" : "none";
-    const deliver =
-      steps === "none"
-        ? undefined
-        : (reply: StepReply) => {
-            if (signal?.aborted) return; // the caller has stopped listening
-            if (reply.latents) onLatents?.(reply.step, reply.latents);
-            onStep?.(reply.step);
-          };
-    const unetBatch = job.batch * (job.guidance ? 2 : 1);
-    const feeds: Record<string, HostTensor> = {
-      [job.io.sampleName]: { type: "float32", dims: [unetBatch, 4, job.latentHeight, job.latentWidth], data: job.latents },
-      [job.io.contextName]: { type: "float32", dims: [unetBatch, TOKENS, job.hiddenSize], data: job.context },
+    const feeds = unetFeeds(job, job.context);
+    const { stop, steps, deliver, done } = watch(options);
+    return this.#call<DenoiseValue>({ op: "denoise", handle, job, stop, steps }, (text) => withStack(ortError(what, feeds, text), stack), deliver).finally(done);
+  }
+
+  /**
+   * Runs a whole txt2img generation on the worker (`GenerateJob`): the text encoder, the denoise
+   * loop and the VAE decoder back to back, one message each way. Resolves with `latents: null`
+   * when `signal` stopped it (between the stages or between evaluations).
+   * @param files names each model in error messages; an output of the wrong shape is a
+   *   ModelFileError naming its file, a NaN image is ERR_NAN_IMAGE.
+   */
+  generate(job: GenerateJob, files: Record<GenerateStage, { name: string; path: string }>, options: HostGenerateOptions = {}): Promise<GenerateValue> {
+    const stack = new Error();
+    const { stop, steps, deliver, done } = watch(options);
+    const { batch, latentHeight, latentWidth } = job.denoise;
+    // Shapes only, for error messages.
+    const feeds: Record<GenerateStage, Record<string, HostTensor>> = {
+      textEncoder: { [job.textEncoder.idsName]: job.cond.ids },
+      unet: unetFeeds(job.denoise, new Float32Array(0)),
+      vaeDecoder: { [job.decoder.latentName]: { type: "float32", dims: [batch, 4, latentHeight, latentWidth], data: new Float32Array(0) } },
     };
-    return this.#call<DenoiseValue>({ op: "denoise", handle, job, stop, steps }, (text) => withStack(ortError(what, feeds, text), stack), deliver).finally(() =>
-      signal?.removeEventListener("abort", requestStop),
-    );
+    const fail = (text: string, code?: string, model: GenerateStage = "unet") => {
+      const file = files[model];
+      if (code === "ERR_NAN_IMAGE") return withStack(new SdTrtError(code, text), stack);
+      if (code === "ERR_OUTPUT_SHAPE") return withStack(new ModelFileError(file.path, `${file.path} ${text}`), stack);
+      return withStack(ortError(file.name, feeds[model], text), stack);
+    };
+    return this.#call<GenerateValue>({ op: "generate", job, stop, steps }, fail, deliver).finally(done);
   }
 
   /**
@@ -218,6 +245,41 @@ export class OrtHost {
     this.#pending.clear();
     await worker.terminate();
   }
+}
+
+/** The UNet feeds' shapes, for error messages. */
+function unetFeeds(job: Omit<CpuDenoiseJob, "context">, context: Float32Array): Record<string, HostTensor> {
+  const unetBatch = job.batch * (job.guidance ? 2 : 1);
+  return {
+    [job.io.sampleName]: { type: "float32", dims: [unetBatch, 4, job.latentHeight, job.latentWidth], data: job.latents },
+    [job.io.contextName]: { type: "float32", dims: [unetBatch, TOKENS, job.hiddenSize], data: context },
+  };
+}
+
+/**
+ * The stop flag a loop on the worker polls (set when `signal` aborts), what progress to ask for,
+ * and the delivery of progress replies; `done` detaches from the signal.
+ */
+function watch(options: HostGenerateOptions): { stop: Int32Array; steps: StepReport; deliver: ((reply: ProgressReply) => void) | undefined; done: () => void } {
+  const { signal, onStep, onLatents, onTextEncoded } = options;
+  const stop = new Int32Array(new SharedArrayBuffer(4));
+  const requestStop = () => Atomics.store(stop, 0, 1);
+  if (signal?.aborted) requestStop();
+  signal?.addEventListener("abort", requestStop, { once: true });
+  const steps: StepReport = onLatents ? "latents" : onStep || onTextEncoded ? "progress" : "none";
+  const deliver =
+    steps === "none"
+      ? undefined
+      : (reply: ProgressReply) => {
+          if (signal?.aborted) return; // the caller has stopped listening
+          if ("stage" in reply) {
+            onTextEncoded?.();
+            return;
+          }
+          if (reply.latents) onLatents?.(reply.step, reply.latents);
+          onStep?.(reply.step);
+        };
+  return { stop, steps, deliver, done: () => signal?.removeEventListener("abort", requestStop) };
 }
 
 /** "unet/model.onnx failed in ONNX Runtime with inputs sample float32 [2, 4, 8, 8]: …" */

@@ -3,8 +3,8 @@
  * Types only: both sides import them, so the protocol is checked on both ends.
  *
  * Every request carries an `id`; the worker answers each with exactly one `FinalReply`, in the
- * order the requests arrived (it runs one at a time). A `denoise` request may also get `StepReply`
- * messages before its final reply, posted without waiting for the main thread.
+ * order the requests arrived (it runs one at a time). A `denoise` or `generate` request may also
+ * get `ProgressReply` messages before its final reply, posted without waiting for the main thread.
  */
 import type { CpuDenoiseJob } from "./cpu-denoise.js";
 import type { TensorSpec } from "./graph-io.js";
@@ -43,7 +43,59 @@ export type WorkerRequest =
       /** Names the model in the NaN error. */
       source: string;
     }
+  | {
+      op: "generate";
+      id: number;
+      job: GenerateJob;
+      /** Int32Array over a SharedArrayBuffer: the main thread stores 1 to stop between evaluations. */
+      stop: Int32Array;
+      steps: StepReport;
+    }
   | { op: "release"; id: number; handle: number };
+
+/** Token ids of one prompt list, each distinct row once, and where each batch row takes its embedding. */
+export interface PromptRows {
+  /** input_ids [distinct rows, 77] in the text encoder's integer type. */
+  ids: HostTensor;
+  /** For each batch row, its row in `ids`. */
+  rowOf: Int32Array;
+}
+
+/**
+ * A whole txt2img generation in one request: text encoder, denoise loop and VAE decoder run back
+ * to back on the worker, and the embeddings never cross the thread boundary.
+ */
+export interface GenerateJob {
+  textEncoder: { handle: number; idsName: string; hiddenName: string };
+  cond: PromptRows;
+  /** The negative prompts; null when classifier-free guidance is off. */
+  uncond: PromptRows | null;
+  unet: number;
+  /** The denoise, without its `context`: the worker builds it from the embeddings. */
+  denoise: Omit<CpuDenoiseJob, "context">;
+  decoder: { handle: number; latentName: string; imageName: string; scalingFactor: number; source: string };
+}
+
+/** Which model a `generate` error came from. */
+export type GenerateStage = "textEncoder" | "unet" | "vaeDecoder";
+
+export interface ModelCalls {
+  calls: number;
+  ms: number;
+}
+
+export interface GenerateValue {
+  /** x_M, or null when the loop was stopped (then `images` is empty). */
+  latents: Float32Array | null;
+  /** One uint8 RGB HWC image per batch row. */
+  images: Uint8Array[];
+  /** The decoder output's shape [B, 3, H, W] (empty when it was not reached). */
+  imageDims: number[];
+  /** `session.run` calls and the milliseconds inside them, per model. */
+  calls: Record<GenerateStage, ModelCalls>;
+  /** Wall time of each stage on the worker, ms. */
+  stageMs: { textEncode: number; denoise: number; decode: number };
+}
 
 export interface LoadValue {
   handle: number;
@@ -79,6 +131,14 @@ export interface StepReply {
   latents?: Float32Array;
 }
 
-export type FinalReply = { id: number; value: unknown } | { id: number; error: string; code?: string };
+/** `generate`: the prompts are encoded and the denoise begins. */
+export interface StageReply {
+  id: number;
+  stage: "text-encoded";
+}
 
-export type WorkerReply = StepReply | FinalReply;
+export type ProgressReply = StepReply | StageReply;
+
+export type FinalReply = { id: number; value: unknown } | { id: number; error: string; code?: string; model?: GenerateStage };
+
+export type WorkerReply = ProgressReply | FinalReply;

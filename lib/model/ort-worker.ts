@@ -6,7 +6,9 @@
  * session, so no model evaluation waits for the main thread: per-step progress (and, when asked,
  * each step's latents) is posted back without waiting, and a stop request arrives through a
  * SharedArrayBuffer flag polled between evaluations. `decode` converts the VAE output to 8-bit RGB
- * here as well, so that work stays off the main thread too.
+ * here as well, so that work stays off the main thread too. `generate` chains the text encoder,
+ * the denoise and the decoder in one request: a txt2img generation wakes this thread once and
+ * the main thread once, and its embeddings never cross.
  *
  * This file only runs compiled (dist/model/ort-worker.js), as a worker's entry module.
  */
@@ -15,8 +17,25 @@ import { createRequire } from "node:module";
 import type * as Ort from "onnxruntime-node";
 import { AbortError } from "../errors.js";
 import { decodedToRgb } from "../image/pixels.js";
-import { runCpuDenoise } from "./cpu-denoise.js";
-import type { DecodeValue, DenoiseValue, FinalReply, HostTensor, LoadValue, RunValue, StepReply, WorkerRequest } from "./ort-protocol.js";
+import { divideFloat32 } from "../pipeline/noise.js";
+import { runCpuDenoise, TOKENS, type CpuDenoiseJob } from "./cpu-denoise.js";
+import type {
+  DecodeValue,
+  DenoiseValue,
+  FinalReply,
+  GenerateJob,
+  GenerateStage,
+  GenerateValue,
+  HostTensor,
+  LoadValue,
+  ModelCalls,
+  PromptRows,
+  RunValue,
+  StageReply,
+  StepReply,
+  StepReport,
+  WorkerRequest,
+} from "./ort-protocol.js";
 import type { TensorSpec } from "./graph-io.js";
 
 const ort = createRequire(import.meta.url)("onnxruntime-node") as typeof Ort;
@@ -36,9 +55,23 @@ function session(handle: number): Ort.InferenceSession {
   return s;
 }
 
+/**
+ * The ONNX Runtime tensor over each feed's array (no copy). One per feed object: the denoise loop
+ * passes the same feed objects to every UNet call, their arrays updated in place, so its tensors
+ * are made once per loop instead of once per call.
+ */
+const ortTensors = new WeakMap<HostTensor, Ort.Tensor>();
 function toOrt(feeds: Record<string, HostTensor>): Record<string, Ort.Tensor> {
   const out: Record<string, Ort.Tensor> = {};
-  for (const [name, t] of Object.entries(feeds)) out[name] = new ort.Tensor(t.type, t.data, t.dims);
+  for (const name in feeds) {
+    const feed = feeds[name]!;
+    let tensor = ortTensors.get(feed);
+    if (!tensor || tensor.data !== feed.data) {
+      tensor = new ort.Tensor(feed.type, feed.data, feed.dims);
+      ortTensors.set(feed, tensor);
+    }
+    out[name] = tensor;
+  }
   return out;
 }
 
@@ -53,6 +86,111 @@ async function timedRun(s: Ort.InferenceSession, feeds: Record<string, HostTenso
 interface Answer {
   value: unknown;
   transfer?: ArrayBuffer[];
+}
+
+/** Progress replies of one request: nothing, step indices, or steps with their latents. */
+function stepPoster(id: number, steps: StepReport): ((step: number, x: Float32Array) => void) | undefined {
+  if (steps === "none") return undefined;
+  // Posted, never awaited: the next evaluation starts at once.
+  return (step, x) => {
+    if (steps === "latents") {
+      const latents = x.slice();
+      port.postMessage({ id, step, latents } satisfies StepReply, [latents.buffer]);
+    } else {
+      port.postMessage({ id, step } satisfies StepReply);
+    }
+  };
+}
+
+/** The whole denoise loop next to the UNet; `latents` is null when the stop flag ended it. */
+async function denoise(unet: Ort.InferenceSession, job: CpuDenoiseJob, stop: Int32Array, onStep: ((step: number, x: Float32Array) => void) | undefined, calls: ModelCalls): Promise<Float32Array | null> {
+  try {
+    return await runCpuDenoise(
+      job,
+      async (feeds) => {
+        const run = await timedRun(unet, feeds, [job.io.outputName]);
+        calls.calls++;
+        calls.ms += run.ms;
+        return run.results[job.io.outputName]!.data as Float32Array;
+      },
+      { stopRequested: () => Atomics.load(stop, 0) !== 0, ...(onStep ? { onStep } : {}) },
+    );
+  } catch (error) {
+    if (error instanceof AbortError) return null;
+    throw error;
+  }
+}
+
+/** The VAE decoder, its output converted to 8-bit RGB here (`decodedToRgb`). */
+async function decode(handle: number, latentName: string, imageName: string, latents: HostTensor, source: string): Promise<DecodeValue> {
+  const { results, ms } = await timedRun(session(handle), { [latentName]: latents }, [imageName]);
+  const image = results[imageName]!;
+  const dims = [...image.dims];
+  const [batch, channels, height, width] = dims;
+  const images = dims.length === 4 && channels === 3 ? decodedToRgb(image.data as Float32Array, batch!, height!, width!, source) : [];
+  return { dims, images, ms };
+}
+
+/** Embeddings [batch rows, 77, hidden] of one prompt list: its distinct rows in one call, then repeated. */
+async function encodePrompts(job: GenerateJob, prompts: PromptRows, hiddenSize: number, calls: ModelCalls): Promise<Float32Array> {
+  const { handle, idsName, hiddenName } = job.textEncoder;
+  const { results, ms } = await timedRun(session(handle), { [idsName]: prompts.ids }, [hiddenName]);
+  calls.calls++;
+  calls.ms += ms;
+  const hidden = results[hiddenName]!;
+  const rowSize = TOKENS * hiddenSize;
+  const distinct = prompts.ids.dims[0]!;
+  if (hidden.data.length !== distinct * rowSize) {
+    throw Object.assign(new Error(`returned ${hiddenName} of shape [${hidden.dims.join(", ")}], expected [${distinct}, ${TOKENS}, ${hiddenSize}]`), { code: "ERR_OUTPUT_SHAPE" });
+  }
+  const data = hidden.data as Float32Array;
+  if (distinct === prompts.rowOf.length) return data;
+  const out = new Float32Array(prompts.rowOf.length * rowSize);
+  prompts.rowOf.forEach((u, r) => out.set(data.subarray(u * rowSize, (u + 1) * rowSize), r * rowSize));
+  return out;
+}
+
+/** `generate`: text encoder → denoise → decoder without leaving the worker. */
+async function generate(id: number, job: GenerateJob, stop: Int32Array, steps: StepReport): Promise<Answer> {
+  const calls: GenerateValue["calls"] = { textEncoder: { calls: 0, ms: 0 }, unet: { calls: 0, ms: 0 }, vaeDecoder: { calls: 0, ms: 0 } };
+  const stageMs: GenerateValue["stageMs"] = { textEncode: 0, denoise: 0, decode: 0 };
+  const stopped = (): Answer => ({ value: { latents: null, images: [], imageDims: [], calls, stageMs } satisfies GenerateValue });
+  let stage: GenerateStage = "textEncoder";
+  try {
+    const { denoise: d, decoder } = job;
+    let t = performance.now();
+    const cond = await encodePrompts(job, job.cond, d.hiddenSize, calls.textEncoder);
+    let context = cond;
+    if (job.uncond) {
+      // encoder_hidden_states = cat([uncond, cond]), uncond first, as diffusers builds it.
+      const uncond = await encodePrompts(job, job.uncond, d.hiddenSize, calls.textEncoder);
+      context = new Float32Array(uncond.length + cond.length);
+      context.set(uncond);
+      context.set(cond, uncond.length);
+    }
+    stageMs.textEncode = performance.now() - t;
+    if (steps !== "none") port.postMessage({ id, stage: "text-encoded" } satisfies StageReply);
+    if (Atomics.load(stop, 0) !== 0) return stopped();
+
+    stage = "unet";
+    t = performance.now();
+    const latents = await denoise(session(job.unet), { ...d, context }, stop, stepPoster(id, steps), calls.unet);
+    stageMs.denoise = performance.now() - t;
+    if (latents === null || Atomics.load(stop, 0) !== 0) return stopped();
+
+    stage = "vaeDecoder";
+    t = performance.now();
+    const { batch, latentHeight, latentWidth } = d;
+    const scaled = divideFloat32(latents, decoder.scalingFactor);
+    const image = await decode(decoder.handle, decoder.latentName, decoder.imageName, { type: "float32", dims: [batch, 4, latentHeight, latentWidth], data: scaled }, decoder.source);
+    calls.vaeDecoder = { calls: 1, ms: image.ms };
+    stageMs.decode = performance.now() - t;
+    const value: GenerateValue = { latents, images: image.images, imageDims: image.dims, calls, stageMs };
+    return { value, transfer: [latents.buffer as ArrayBuffer, ...image.images.map((i) => i.buffer as ArrayBuffer)] };
+  } catch (error) {
+    // The host names the model (and its feeds) from the stage.
+    throw Object.assign(error instanceof Error ? error : new Error(String(error)), { model: stage });
+  }
 }
 
 async function handle(message: WorkerRequest): Promise<Answer> {
@@ -80,49 +218,17 @@ async function handle(message: WorkerRequest): Promise<Answer> {
       return { value, transfer };
     }
     case "denoise": {
-      const unet = session(message.handle);
-      const { job, stop, steps, id } = message;
-      let calls = 0;
-      let ms = 0;
-      const onStep =
-        steps === "none"
-          ? undefined
-          : (step: number, x: Float32Array) => {
-              // Posted, never awaited: the next evaluation starts at once.
-              if (steps === "latents") {
-                const latents = x.slice();
-                port.postMessage({ id, step, latents } satisfies StepReply, [latents.buffer]);
-              } else {
-                port.postMessage({ id, step } satisfies StepReply);
-              }
-            };
-      try {
-        const latents = await runCpuDenoise(
-          job,
-          async (feeds) => {
-            const run = await timedRun(unet, feeds, [job.io.outputName]);
-            calls++;
-            ms += run.ms;
-            return run.results[job.io.outputName]!.data as Float32Array;
-          },
-          { stopRequested: () => Atomics.load(stop, 0) !== 0, ...(onStep ? { onStep } : {}) },
-        );
-        const value: DenoiseValue = { latents, calls, ms };
-        return { value, transfer: [latents.buffer as ArrayBuffer] };
-      } catch (error) {
-        if (error instanceof AbortError) return { value: { latents: null, calls, ms } satisfies DenoiseValue };
-        throw error;
-      }
+      const calls: ModelCalls = { calls: 0, ms: 0 };
+      const latents = await denoise(session(message.handle), message.job, message.stop, stepPoster(message.id, message.steps), calls);
+      const value: DenoiseValue = { latents, ...calls };
+      return latents ? { value, transfer: [latents.buffer as ArrayBuffer] } : { value };
     }
     case "decode": {
-      const { results, ms } = await timedRun(session(message.handle), { [message.latentName]: message.latents }, [message.imageName]);
-      const image = results[message.imageName]!;
-      const dims = [...image.dims];
-      const [batch, channels, height, width] = dims;
-      const images = dims.length === 4 && channels === 3 ? decodedToRgb(image.data as Float32Array, batch!, height!, width!, message.source) : [];
-      const value: DecodeValue = { dims, images, ms };
-      return { value, transfer: images.map((i) => i.buffer as ArrayBuffer) };
+      const value = await decode(message.handle, message.latentName, message.imageName, message.latents, message.source);
+      return { value, transfer: value.images.map((i) => i.buffer as ArrayBuffer) };
     }
+    case "generate":
+      return generate(message.id, message.job, message.stop, message.steps);
     case "release": {
       const s = sessions.get(message.handle);
       sessions.delete(message.handle);
@@ -140,8 +246,13 @@ async function answer(message: WorkerRequest): Promise<void> {
     reply = { id: message.id, value: answer.value };
     transfer = answer.transfer ?? [];
   } catch (error) {
-    const e = error as { message?: unknown; code?: unknown };
-    reply = { id: message.id, error: String(e && e.message !== undefined ? e.message : error), ...(typeof e?.code === "string" ? { code: e.code } : {}) };
+    const e = error as { message?: unknown; code?: unknown; model?: GenerateStage };
+    reply = {
+      id: message.id,
+      error: String(e && e.message !== undefined ? e.message : error),
+      ...(typeof e?.code === "string" ? { code: e.code } : {}),
+      ...(e?.model ? { model: e.model } : {}),
+    };
   }
   try {
     port.postMessage(reply, transfer);

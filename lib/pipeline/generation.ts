@@ -19,7 +19,7 @@
  */
 import { InvalidOptionError, SdTrtError, throwIfAborted } from "../errors.js";
 import type { Backend, BackendLimits, BackendName, TextEmbeddings } from "../backends/backend.js";
-import type { CpuDenoiseRequest } from "../backends/cpu.js";
+import type { CpuDenoiseRequest, CpuGenerateRequest, CpuGenerateResult } from "../backends/cpu.js";
 import { formatInfotext } from "../image/infotext.js";
 import { readImage, type RgbImage } from "../image/read.js";
 import { a1111SamplerName } from "../schedulers/index.js";
@@ -277,13 +277,155 @@ export async function executeBatch(context: GenerationContext, prepared: Prepare
   const latentWidth = width / 8;
   const cfg = first.uncondIds !== null;
 
-  let t = performance.now();
-  const { cond, uncond } = await encodePrompts(
-    backend,
-    concatenate(prepared.map((p) => p.condIds)),
-    cfg ? concatenate(prepared.map((p) => p.uncondIds!)) : null,
+  const guidance = new Float64Array(batch);
+  let row = 0;
+  for (const p of prepared) {
+    guidance.fill(p.request.guidance, row, row + p.request.batch);
+    row += p.request.batch;
+  }
+  const evaluations = program.evals.length;
+  const stages: BatchStages = {
+    program,
     batch,
-  );
+    latentHeight,
+    latentWidth,
+    guidance,
+    condIds: concatenate(prepared.map((p) => p.condIds)),
+    uncondIds: cfg ? concatenate(prepared.map((p) => p.uncondIds!)) : null,
+    noise: first.stepNoise.map((_, k) => concatenate(prepared.map((p) => p.stepNoise[k]!))),
+  };
+  if (signal) stages.signal = signal;
+  // Per-step progress only when someone listens: on the CPU each event is a message from the worker.
+  const { onProgress } = hooks;
+  if (onProgress) stages.onStep = (evalIndex) => onProgress({ stage: "denoise", step: evalIndex + 1, total: evaluations, timestep: program.evals[evalIndex]!.t });
+  const txt2img = prepared.every((p) => !p.img2img);
+  const { final, pixels, textEncodeMs, imageEncodeMs, denoiseMs, decodeMs } =
+    txt2img && hasWholeGeneration(backend)
+      ? await runWhole(backend, stages, prepared, progress, onLatents)
+      : await runStaged(backend, stages, prepared, progress, onLatents);
+  progress({ stage: "decode", step: 1, total: 1 });
+
+  const modelHash = await context.modelHash();
+  const perImage = 4 * latentHeight * latentWidth;
+  row = 0;
+  return prepared.map((p, index) => {
+    const r = p.request;
+    const sampler = a1111SamplerName(r.scheduler) ?? r.scheduler;
+    const images: GeneratedImage[] = [];
+    for (let i = 0; i < r.batch; i++) {
+      const seed = r.perImageGenerators ? r.generatorSeeds[i]! : r.generatorSeeds[0]! + BigInt(i);
+      const infotext = formatInfotext({
+        prompt: r.prompts[i]!,
+        negativePrompt: cfg ? r.negativePrompts[i]! : "",
+        steps: r.steps,
+        sampler,
+        cfgScale: r.guidance,
+        seed,
+        width,
+        height,
+        modelHash,
+        ...(r.strength !== undefined ? { denoisingStrength: r.strength } : {}),
+        rng: r.rng,
+      });
+      images.push({ rgb: pixels[row + i]!, width, height, seed, infotext });
+    }
+    const result: GenerateResult = {
+      images,
+      seeds: [...r.generatorSeeds],
+      randomSeed: r.randomSeed,
+      width,
+      height,
+      steps: r.steps,
+      guidance: r.guidance,
+      scheduler: r.scheduler,
+      backend: backend.name,
+      evaluations,
+      timings: {
+        tokenize: p.tokenizeMs,
+        textEncode: textEncodeMs,
+        imageEncode: imageEncodeMs[index]!,
+        denoise: denoiseMs,
+        decode: decodeMs,
+        total: performance.now() - p.started,
+      },
+      warnings: p.warnings,
+    };
+    if (r.returnLatents) result.latents = prepared.length === 1 ? final : final.slice(row * perImage, (row + r.batch) * perImage);
+    row += r.batch;
+    return result;
+  });
+}
+
+/** What both ways of running a batch's models need. */
+interface BatchStages {
+  program: SamplerProgram;
+  batch: number;
+  latentHeight: number;
+  latentWidth: number;
+  guidance: Float64Array;
+  condIds: Int32Array;
+  uncondIds: Int32Array | null;
+  noise: Float32Array[];
+  signal?: AbortSignal;
+  onStep?: (evalIndex: number) => void;
+}
+
+interface BatchOutputs {
+  /** x_M [batch, 4, h, w]. */
+  final: Float32Array;
+  pixels: Uint8Array[];
+  textEncodeMs: number;
+  /** Per request. */
+  imageEncodeMs: number[];
+  denoiseMs: number;
+  decodeMs: number;
+}
+
+/** A backend that runs a whole txt2img generation in one call (the CPU backend: one message to its worker). */
+interface WholeGenerationBackend extends Backend {
+  generateImages(request: CpuGenerateRequest): Promise<CpuGenerateResult>;
+}
+
+function hasWholeGeneration(backend: Backend): backend is WholeGenerationBackend {
+  return typeof (backend as Partial<WholeGenerationBackend>).generateImages === "function";
+}
+
+/** txt2img in one backend call; the stage times are the backend's. */
+async function runWhole(
+  backend: WholeGenerationBackend,
+  stages: BatchStages,
+  prepared: PreparedRequest[],
+  progress: (event: ProgressEvent) => void,
+  onLatents: ResolvedRequest["onLatents"],
+): Promise<BatchOutputs> {
+  const latents = concatenate(prepared.map((p) => p.initialLatents!));
+  const { onStep, ...rest } = stages;
+  const request: CpuGenerateRequest = { ...rest, latents };
+  if (onStep) {
+    // Progress is listened to (each event is a message from the worker, so only then).
+    request.onStep = onStep;
+    request.onTextEncoded = () => progress({ stage: "encode-text", step: 1, total: 1 });
+  }
+  if (onLatents) {
+    onLatents(0, latents);
+    request.onLatents = (evalIndex, x) => onLatents(evalIndex + 1, x);
+  }
+  const result = await backend.generateImages(request);
+  const { textEncode, denoise, decode } = result.timings;
+  return { final: result.latents, pixels: result.images, textEncodeMs: textEncode, imageEncodeMs: prepared.map(() => 0), denoiseMs: denoise, decodeMs: decode };
+}
+
+/** Stage by stage: text encoder, init images (img2img), denoise, decoder. */
+async function runStaged(
+  backend: Backend,
+  stages: BatchStages,
+  prepared: PreparedRequest[],
+  progress: (event: ProgressEvent) => void,
+  onLatents: ResolvedRequest["onLatents"],
+): Promise<BatchOutputs> {
+  const { program, batch, latentHeight, latentWidth, signal } = stages;
+  let t = performance.now();
+  const { cond, uncond } = await encodePrompts(backend, stages.condIds, stages.uncondIds, batch);
   try {
     const textEncodeMs = performance.now() - t;
     progress({ stage: "encode-text", step: 1, total: 1 });
@@ -305,30 +447,10 @@ export async function executeBatch(context: GenerationContext, prepared: Prepare
     if (prepared.some((p) => p.img2img)) progress({ stage: "encode-image", step: 1, total: 1 });
     const latents = concatenate(initial);
 
-    const guidance = new Float64Array(batch);
-    let row = 0;
-    for (const p of prepared) {
-      guidance.fill(p.request.guidance, row, row + p.request.batch);
-      row += p.request.batch;
-    }
-
     t = performance.now();
-    const evaluations = program.evals.length;
-    const denoise: CpuDenoiseRequest = {
-      program,
-      latents,
-      batch,
-      latentHeight,
-      latentWidth,
-      cond,
-      uncond,
-      guidance,
-      noise: first.stepNoise.map((_, k) => concatenate(prepared.map((p) => p.stepNoise[k]!))),
-    };
+    const denoise: CpuDenoiseRequest = { program, latents, batch, latentHeight, latentWidth, cond, uncond, guidance: stages.guidance, noise: stages.noise };
     if (signal) denoise.signal = signal;
-    // Per-step progress only when someone listens: on the CPU each event is a message from the worker.
-    const { onProgress } = hooks;
-    if (onProgress) denoise.onStep = (evalIndex) => onProgress({ stage: "denoise", step: evalIndex + 1, total: evaluations, timestep: program.evals[evalIndex]!.t });
+    if (stages.onStep) denoise.onStep = stages.onStep;
     if (onLatents) {
       onLatents(0, latents);
       denoise.onLatents = (evalIndex, x) => onLatents(evalIndex + 1, x);
@@ -339,58 +461,7 @@ export async function executeBatch(context: GenerationContext, prepared: Prepare
 
     t = performance.now();
     const pixels = await backend.decode(divideFloat32(final, backend.scalingFactor), batch, latentHeight, latentWidth);
-    const decodeMs = performance.now() - t;
-    progress({ stage: "decode", step: 1, total: 1 });
-
-    const modelHash = await context.modelHash();
-    const perImage = 4 * latentHeight * latentWidth;
-    row = 0;
-    return prepared.map((p, index) => {
-      const r = p.request;
-      const sampler = a1111SamplerName(r.scheduler) ?? r.scheduler;
-      const images: GeneratedImage[] = [];
-      for (let i = 0; i < r.batch; i++) {
-        const seed = r.perImageGenerators ? r.generatorSeeds[i]! : r.generatorSeeds[0]! + BigInt(i);
-        const infotext = formatInfotext({
-          prompt: r.prompts[i]!,
-          negativePrompt: cfg ? r.negativePrompts[i]! : "",
-          steps: r.steps,
-          sampler,
-          cfgScale: r.guidance,
-          seed,
-          width,
-          height,
-          modelHash,
-          ...(r.strength !== undefined ? { denoisingStrength: r.strength } : {}),
-          rng: r.rng,
-        });
-        images.push({ rgb: pixels[row + i]!, width, height, seed, infotext });
-      }
-      const result: GenerateResult = {
-        images,
-        seeds: [...r.generatorSeeds],
-        randomSeed: r.randomSeed,
-        width,
-        height,
-        steps: r.steps,
-        guidance: r.guidance,
-        scheduler: r.scheduler,
-        backend: backend.name,
-        evaluations,
-        timings: {
-          tokenize: p.tokenizeMs,
-          textEncode: textEncodeMs,
-          imageEncode: imageEncodeMs[index]!,
-          denoise: denoiseMs,
-          decode: decodeMs,
-          total: performance.now() - p.started,
-        },
-        warnings: p.warnings,
-      };
-      if (r.returnLatents) result.latents = prepared.length === 1 ? final : final.slice(row * perImage, (row + r.batch) * perImage);
-      row += r.batch;
-      return result;
-    });
+    return { final, pixels, textEncodeMs, imageEncodeMs, denoiseMs, decodeMs: performance.now() - t };
   } finally {
     cond.dispose();
     uncond?.dispose();

@@ -1,0 +1,129 @@
+import { afterAll, beforeAll, describe, expect, test } from "@jest/globals";
+import { CpuBackend, type CpuGenerateRequest, type RuntimeStats } from "../../lib/backends/cpu.js";
+import { setTimestep, timestepTensor } from "../../lib/model/cpu-denoise.js";
+import { divideFloat32 } from "../../lib/pipeline/noise.js";
+import { createScheduler } from "../../lib/schedulers/index.js";
+import { ClipTokenizer } from "../../lib/tokenizer/index.js";
+import { TINY_MODEL_DIR } from "../fixtures/tiny-sd-cases/model-variants.js";
+
+/** A deterministic pseudo-random array, so outputs are non-trivial. */
+function values(count: number, phase = 0): Float32Array {
+  const out = new Float32Array(count);
+  for (let i = 0; i < count; i++) out[i] = Math.sin(i * 12.9898 + phase) * 2;
+  return out;
+}
+
+function delta(after: RuntimeStats, before: RuntimeStats) {
+  const calls = (k: keyof RuntimeStats) => ({ calls: after[k].calls - before[k].calls, rows: after[k].rows - before[k].rows });
+  return { textEncoder: calls("textEncoder"), unet: calls("unet"), vaeDecoder: calls("vaeDecoder") };
+}
+
+describe("CpuBackend.generateImages: a whole txt2img generation in one worker request", () => {
+  let backend: CpuBackend;
+  let ids: (texts: string[]) => Int32Array;
+  beforeAll(async () => {
+    backend = await CpuBackend.load(TINY_MODEL_DIR);
+    const tokenizer = await ClipTokenizer.default();
+    ids = (texts) => Int32Array.from(texts.flatMap((t) => tokenizer.tokenize(t).inputIds77));
+  });
+  afterAll(async () => {
+    await backend.dispose();
+  });
+
+  /** Euler a (noise every step), a batch of 2 with two prompts and one repeated negative prompt. */
+  function request(steps: number, latentSize = 8): CpuGenerateRequest {
+    const program = createScheduler("euler_a").compile(steps);
+    const n = 2 * 4 * latentSize * latentSize;
+    return {
+      program,
+      latents: values(n),
+      batch: 2,
+      latentHeight: latentSize,
+      latentWidth: latentSize,
+      guidance: Float64Array.of(7.5, 3),
+      noise: program.evals.filter((e) => e.drawsNoise).map((_, k) => values(n, k + 1)),
+      condIds: ids(["a red barn", "a lighthouse at night"]),
+      uncondIds: ids(["", ""]),
+    };
+  }
+
+  test("gives exactly the latents and images of the stage-by-stage calls, counting the same model calls", async () => {
+    const r = request(5);
+    const before = backend.runtimeStats;
+    const cond = await backend.encodeText(r.condIds, 2);
+    const uncond = await backend.encodeText(r.uncondIds!, 2);
+    const staged = await backend.denoise({ ...r, cond, uncond });
+    const stagedImages = await backend.decode(divideFloat32(staged, backend.scalingFactor), 2, 8, 8);
+    const middle = backend.runtimeStats;
+    const whole = await backend.generateImages(r);
+    const after = backend.runtimeStats;
+
+    expect(Array.from(whole.latents)).toEqual(Array.from(staged));
+    expect(whole.images.map((i) => Buffer.from(i))).toEqual(stagedImages.map((i) => Buffer.from(i)));
+    expect(delta(after, middle)).toEqual(delta(middle, before));
+    expect(delta(after, middle).textEncoder).toEqual({ calls: 2, rows: 3 }); // the empty negative prompt once
+    expect(after.unet.ms - middle.unet.ms).toBeGreaterThan(0);
+    expect(whole.timings.denoise).toBeGreaterThan(0);
+  });
+
+  test("without guidance the negative prompts are not encoded and the UNet batch is the image batch", async () => {
+    const before = backend.runtimeStats;
+    const result = await backend.generateImages({ ...request(3), uncondIds: null });
+    expect(delta(backend.runtimeStats, before)).toEqual({ textEncoder: { calls: 1, rows: 2 }, unet: { calls: 3, rows: 6 }, vaeDecoder: { calls: 1, rows: 2 } });
+    expect(result.images).toHaveLength(2);
+  });
+
+  test("reports the text encoding before the steps, every step in order, and each step's latents", async () => {
+    const events: string[] = [];
+    const latents: Float32Array[] = [];
+    const result = await backend.generateImages({
+      ...request(4),
+      onTextEncoded: () => events.push("text"),
+      onStep: (step, total) => events.push(`${step + 1}/${total}`),
+      onLatents: (step, x) => (latents[step] = x),
+    });
+    expect(events).toEqual(["text", "1/4", "2/4", "3/4", "4/4"]);
+    expect(Array.from(latents[3]!)).toEqual(Array.from(result.latents));
+  });
+
+  test("an abort stops the worker between evaluations and rejects with the signal's reason", async () => {
+    const controller = new AbortController();
+    const reason = new Error("stop now");
+    const before = backend.runtimeStats;
+    const run = backend.generateImages({
+      ...request(200, 32),
+      signal: controller.signal,
+      onStep: (step) => {
+        if (step === 2) controller.abort(reason);
+      },
+    });
+    await expect(run).rejects.toBe(reason);
+    const calls = delta(backend.runtimeStats, before);
+    expect(calls.unet.calls).toBeGreaterThanOrEqual(3);
+    expect(calls.unet.calls).toBeLessThan(200);
+    expect(calls.vaeDecoder.calls).toBe(0);
+    await expect(backend.generateImages({ ...request(2), signal: AbortSignal.abort(reason) })).rejects.toBe(reason);
+  });
+
+  test("a model that fails in ONNX Runtime is named with its input shapes", async () => {
+    // The tiny UNet downsamples once: an odd latent size cannot go through it.
+    const r = request(2, 8);
+    const odd = { ...r, latentHeight: 7, latentWidth: 9, latents: values(2 * 4 * 63), noise: r.noise.map(() => values(2 * 4 * 63)) };
+    await expect(backend.generateImages(odd)).rejects.toThrow(/^unet\/model\.onnx failed in ONNX Runtime with inputs sample float32 \[4, 4, 7, 9\], encoder_hidden_states float32 \[4, 77, 32\]: /);
+  });
+
+  test("token ids that do not make 77 per image are refused before anything runs", async () => {
+    await expect(backend.generateImages({ ...request(2), condIds: new Int32Array(77) })).rejects.toMatchObject({ code: "ERR_INVALID_ARGUMENT" });
+  });
+});
+
+describe("setTimestep: the denoise loop's timestep tensor, updated in place", () => {
+  test("writes t in the graph's type and layout, truncating for integer graphs", () => {
+    const float = timestepTensor({ timestepType: "float32", timestepLayout: "per-row" }, 999, 2);
+    setTimestep({ timestepType: "float32" }, float, 946.42);
+    expect(float).toEqual({ type: "float32", dims: [2], data: Float32Array.of(946.42, 946.42) });
+    const int = timestepTensor({ timestepType: "int64", timestepLayout: "scalar" }, 999, 2);
+    setTimestep({ timestepType: "int64" }, int, 946.9);
+    expect(int).toEqual({ type: "int64", dims: [], data: BigInt64Array.of(946n) });
+  });
+});
