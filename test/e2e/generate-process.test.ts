@@ -18,14 +18,12 @@ const require = createRequire(import.meta.url);
 const { ensureDistBuilt } = require("../support/global-setup.cjs") as { ensureDistBuilt: () => string };
 const root = fileURLToPath(new URL("../../", import.meta.url));
 
-/** The CLI entry: dist/cli/main.js once it registers `generate`, else the command alone under yargs. */
+/** The built CLI, as a user runs it. */
 let entry: string[];
 let scratch: string;
 beforeAll(async () => {
   ensureDistBuilt();
-  const main = join(root, "dist", "cli", "main.js");
-  const probe = spawnSync(process.execPath, [main, "generate", "--help"], { cwd: root, encoding: "utf8", timeout: 60_000 });
-  entry = probe.status === 0 && probe.stdout.includes("--latents-out") ? [main] : [join(root, "test", "e2e", "support", "generate-entry.mjs")];
+  entry = [join(root, "dist", "cli", "main.js")];
   scratch = await mkdtemp(join(tmpdir(), "sd-trt-generate-process-"));
 }, 180_000);
 afterAll(async () => {
