@@ -65,7 +65,9 @@ export async function loadBackend(folder: ModelFolder, choice: BackendChoice, op
   const { usable, reason } = await trt.TensorRtBackend.isUsable();
   if (!usable) {
     if (choice === "tensorrt") throw new SdTrtError("ERR_TENSORRT_UNAVAILABLE", `the TensorRT backend cannot run here: ${reason}`);
-    return { backend: await loadCpu(folder, options), reason: `auto: TensorRT is not usable (${reason}); using the CPU` };
+    // The full diagnosis is `sd-trt doctor`'s job; name only the first missing piece here.
+    const firstMissing = reason.split("; ")[0]!.replace(/ \(.*$/, "");
+    return { backend: await loadCpu(folder, options), reason: `auto: TensorRT is not usable (${firstMissing}; see sd-trt doctor); using the CPU` };
   }
   const engineOptions: { engines?: string; useGraphs?: boolean } = {};
   if (options.engines !== undefined) engineOptions.engines = options.engines;

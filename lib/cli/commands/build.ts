@@ -105,7 +105,7 @@ const command: CommandModule<object, BuildArgs> = {
   describe: "Build the TensorRT engines of a model folder for this GPU (fp16, optimization profiles, timing cache, manifest)",
   builder: (yargs: Argv) =>
     yargs
-      .option("model", { type: "string", default: defaultModelDir, describe: "Model folder (optimum or TensorRT demo ONNX layout)" })
+      .option("model", { type: "string", default: defaultModelDir, defaultDescription: "the tiny test model in models/tiny-sd", describe: "Model folder (optimum or TensorRT demo ONNX layout)" })
       .option("out", { type: "string", describe: "Engine folder engines/<name> (default: engines/<model folder name>); plans go to <out>/<gpu-sm>-trt<version>/" })
       .option("batch", { type: "string", default: "1", describe: "Images per call: N or a range N-M (static: one profile per batch size)" })
       .option("size", { type: "string", describe: "Image size WxH, or a range WxH-WxH with --dynamic (default 512x512)" })

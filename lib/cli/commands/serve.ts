@@ -34,7 +34,7 @@ const command: CommandModule<object, ServeArgs> = {
     yargs
       .option("host", { type: "string", default: "127.0.0.1", describe: "Interface to bind (127.0.0.1 = this machine only)" })
       .option("port", { type: "number", default: 7860, describe: "Port to listen on (0 picks a free one)" })
-      .option("model", { type: "string", default: defaultModelDir, describe: "Model folder (diffusers/optimum ONNX layout)" })
+      .option("model", { type: "string", default: defaultModelDir, defaultDescription: "the tiny test model in models/tiny-sd", describe: "Model folder (diffusers/optimum ONNX layout)" })
       .option("backend", { choices: ["cpu", "tensorrt", "auto"] as const, default: "auto" as const, describe: "Inference backend" })
       .option("engines", { type: "string", describe: "TensorRT engine folder (tensorrt backend)" })
       .option("token", { type: "string", describe: "Require Authorization: Bearer <token> on /sdapi/ endpoints" })
