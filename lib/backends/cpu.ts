@@ -283,14 +283,7 @@ export class CpuBackend implements Backend {
     checkDenoiseJob(job); // here, so a bad request fails with the caller's stack before it travels
 
     // The whole loop runs on the worker, next to the UNet session.
-    const total = program.evals.length;
-    const options: HostDenoiseOptions = {};
-    if (request.signal) options.signal = request.signal;
-    if (request.onStep) {
-      const onStep = request.onStep;
-      options.onStep = (evalIndex) => onStep(evalIndex, total);
-    }
-    if (request.onLatents) options.onLatents = request.onLatents;
+    const options = loopHooks(request, program.evals.length);
     const result = await host.denoise(handle, file.name, job, options);
     this.#count("unet", unetBatch, result.ms, result.calls);
     if (result.latents === null) {
@@ -357,14 +350,7 @@ export class CpuBackend implements Backend {
       denoise,
       decoder: { handle: vae.handle, latentName: vae.io.latentName, imageName: vae.io.imageName, scalingFactor: this.scalingFactor, source: vae.file.path },
     };
-    const total = program.evals.length;
-    const options: HostGenerateOptions = {};
-    if (request.signal) options.signal = request.signal;
-    if (request.onStep) {
-      const onStep = request.onStep;
-      options.onStep = (evalIndex) => onStep(evalIndex, total);
-    }
-    if (request.onLatents) options.onLatents = request.onLatents;
+    const options: HostGenerateOptions = loopHooks(request, program.evals.length);
     if (request.onTextEncoded) options.onTextEncoded = request.onTextEncoded;
     const result = await host.generate(job, { textEncoder: te.file, unet: this.#unet.file, vaeDecoder: vae.file }, options);
     const { textEncoder, unet, vaeDecoder } = result.calls;
@@ -470,4 +456,19 @@ export function splitPosterior(parameters: Float32Array, batch: number, height: 
     }
   }
   return { mean, std };
+}
+
+/** The worker-side hooks of a denoise loop: cancellation, per-step progress and latents. */
+function loopHooks(
+  request: Pick<CpuDenoiseRequest, "signal" | "onStep" | "onLatents">,
+  total: number,
+): HostDenoiseOptions {
+  const options: HostDenoiseOptions = {};
+  if (request.signal) options.signal = request.signal;
+  if (request.onStep) {
+    const onStep = request.onStep;
+    options.onStep = (evalIndex) => onStep(evalIndex, total);
+  }
+  if (request.onLatents) options.onLatents = request.onLatents;
+  return options;
 }
