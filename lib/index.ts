@@ -52,7 +52,7 @@ export {
 export type { SamplerProgram, SamplerEval, AddNoiseSpec } from "./sampler/index.js";
 
 // Pipeline (the main entry point) and its backends
-export { Pipeline } from "./pipeline.js";
+export { Pipeline } from "./pipeline/pipeline.js";
 export type {
   GenerateOptions,
   GenerateResult,
@@ -61,12 +61,12 @@ export type {
   ProgressEvent,
   PipelineLoadOptions,
   BackendChoice,
-} from "./pipeline.js";
+} from "./pipeline/pipeline.js";
 export type { Backend, BackendLimits, BackendName, DenoiseRequest, TextEmbeddings } from "./backends/backend.js";
-export { CpuBackend } from "./backends/cpu.js";
-export type { CpuBackendOptions, RuntimeStats } from "./backends/cpu.js";
-export { TensorRtBackend } from "./backends/tensorrt.js";
-export type { TensorRtBackendOptions } from "./backends/tensorrt.js";
+export { CpuBackend } from "./backends/cpu/backend.js";
+export type { CpuBackendOptions, RuntimeStats } from "./backends/cpu/backend.js";
+export { TensorRtBackend } from "./backends/tensorrt/backend.js";
+export type { TensorRtBackendOptions } from "./backends/tensorrt/backend.js";
 
 // Model folders and image output
 export { locateModelFolder, readExternalTensorRefs } from "./model/index.js";
@@ -87,9 +87,9 @@ export { loadNativeBinding } from "./native/load.js";
 export type { NativeLoadResult } from "./native/load.js";
 export { collectDoctorReport } from "./native/doctor-report.js";
 export type { DoctorReport } from "./native/doctor-report.js";
-export { buildEngines } from "./engines/build.js";
-export type { BuildEnginesOptions, BuildEvent } from "./engines/build.js";
-export { parseShapeOptions } from "./engines/profiles.js";
-export { readManifest } from "./engines/manifest.js";
-export type { EngineManifest } from "./engines/manifest.js";
-export { EngineMismatchError, TensorRtUnavailableError, EngineBuildError, VaeOverflowError } from "./engines/errors.js";
+export { buildEngines } from "./backends/tensorrt/build.js";
+export type { BuildEnginesOptions, BuildEvent } from "./backends/tensorrt/build.js";
+export { parseShapeOptions } from "./backends/tensorrt/profiles.js";
+export { readManifest } from "./backends/tensorrt/manifest.js";
+export type { EngineManifest } from "./backends/tensorrt/manifest.js";
+export { EngineMismatchError, TensorRtUnavailableError, EngineBuildError, VaeOverflowError } from "./backends/tensorrt/errors.js";

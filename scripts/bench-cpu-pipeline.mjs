@@ -19,7 +19,7 @@ const { values } = parseArgs({
   },
 });
 
-const { Pipeline } = await import(new URL("../dist/pipeline.js", import.meta.url).href);
+const { Pipeline } = await import(new URL("../dist/index.js", import.meta.url).href);
 const size = Number(values.size);
 const steps = Number(values.steps);
 const runs = Number(values.runs);

@@ -9,7 +9,7 @@
 import { InvalidOptionError, SdTrtError } from "../errors.js";
 import { booleanValue, oneOf } from "../validate.js";
 import type { Backend } from "./backend.js";
-import { CpuBackend } from "./cpu.js";
+import { CpuBackend } from "./cpu/backend.js";
 import type { ModelFolder } from "../model/folder.js";
 
 export const BACKEND_CHOICES = ["cpu", "tensorrt", "auto"] as const;
@@ -30,7 +30,7 @@ export interface SelectedBackend {
   reason: string;
 }
 
-type TensorRtModule = typeof import("./tensorrt.js");
+type TensorRtModule = typeof import("./tensorrt/backend.js");
 
 /** First line of an error's message (module-resolution errors run over many lines). */
 function firstLine(error: unknown): string {
@@ -39,7 +39,7 @@ function firstLine(error: unknown): string {
 
 async function importTensorRt(): Promise<TensorRtModule> {
   // Imported on demand: the CPU path never loads the native GPU code.
-  return import("./tensorrt.js");
+  return import("./tensorrt/backend.js");
 }
 
 async function loadCpu(folder: ModelFolder, options: BackendLoadOptions): Promise<Backend> {

@@ -15,10 +15,10 @@
  */
 import { cpus } from "node:os";
 import type { Backend } from "../backends/backend.js";
-import type { RuntimeStats } from "../backends/cpu.js";
+import type { RuntimeStats } from "../backends/cpu/backend.js";
 import { encodeImage } from "../image/encode.js";
 import { packageVersion } from "../package-info.js";
-import { Pipeline, type BackendChoice, type GenerateResult, type PipelineLoadOptions } from "../pipeline.js";
+import { Pipeline, type BackendChoice, type GenerateResult, type PipelineLoadOptions } from "../pipeline/pipeline.js";
 import { InvalidOptionError } from "../errors.js";
 import { integerInRange, numberInRange } from "../validate.js";
 import { imageSize } from "../pipeline/options.js";
@@ -145,7 +145,7 @@ function hasRuntimeStats(backend: Backend): backend is CpuStatsBackend {
   return "runtimeStats" in backend && typeof (backend as CpuStatsBackend).runtimeStats === "object";
 }
 
-/** The TensorRT backend's report of its last denoise (lib/backends/tensorrt.ts). */
+/** The TensorRT backend's report of its last denoise (lib/backends/tensorrt/backend.ts). */
 interface GraphReportingBackend extends Backend {
   readonly lastDenoise?: { graph: "disabled" | "captured" | "replayed" | "fallback"; graphFallbackReason?: string; gpuMs: number };
 }

@@ -17,7 +17,7 @@
 import { readFile, stat } from "node:fs/promises";
 import { join, relative, resolve, dirname, isAbsolute, sep } from "node:path";
 import { ModelFileError } from "../errors.js";
-import { readExternalTensorRefs } from "./onnx-proto.js";
+import { readExternalTensorRefs } from "../onnx/external-refs.js";
 import type { ModelRole } from "./graph-io.js";
 import { SD1_SCHEDULER_CONFIG } from "../schedulers/index.js";
 

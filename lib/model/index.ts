@@ -19,4 +19,4 @@ export {
   type VaeDecoderIo,
   type VaeEncoderIo,
 } from "./graph-io.js";
-export { readExternalTensorRefs, type ExternalTensorRef } from "./onnx-proto.js";
+export { readExternalTensorRefs, type ExternalTensorRef } from "../onnx/external-refs.js";

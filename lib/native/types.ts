@@ -116,7 +116,7 @@ export interface NativeDeviceTensor {
 
 /**
  * A UNet engine object of the TensorRT module, accepted as `unet` by the Denoiser. Opaque here: the
- * TensorRT module (lib/engines) describes its own objects.
+ * TensorRT backend (lib/backends/tensorrt) describes its own objects.
  */
 export type NativeUnetEngine = object;
 

@@ -19,7 +19,7 @@
  */
 import { InvalidOptionError, SdTrtError, throwIfAborted } from "../errors.js";
 import type { Backend, BackendLimits, BackendName, TextEmbeddings } from "../backends/backend.js";
-import type { CpuDenoiseRequest, CpuGenerateRequest, CpuGenerateResult } from "../backends/cpu.js";
+import type { CpuDenoiseRequest, CpuGenerateRequest, CpuGenerateResult } from "../backends/cpu/backend.js";
 import { formatInfotext } from "../image/infotext.js";
 import { readImage, type RgbImage } from "../image/read.js";
 import { a1111SamplerName } from "../schedulers/index.js";

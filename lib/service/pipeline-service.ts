@@ -26,7 +26,7 @@
  */
 import { basename } from "node:path";
 import type { BackendLimits, BackendName } from "../backends/backend.js";
-import type { GenerateOptions, GenerateResult, Pipeline, ProgressEvent } from "../pipeline.js";
+import type { GenerateOptions, GenerateResult, Pipeline, ProgressEvent } from "../pipeline/pipeline.js";
 import type { ResolvedRequest } from "../pipeline/options.js";
 import { batchKey } from "../pipeline/generation.js";
 import { BatchingQueue, type BatchEngine, type QueueCounters, type RunningState } from "./batching-queue.js";

@@ -16,7 +16,7 @@ import { expectLatentsClose } from "../fixtures/tiny-sd-cases/compare.js";
 
 const require = createRequire(import.meta.url);
 const { ensureDistBuilt } = require("../support/global-setup.cjs") as { ensureDistBuilt: () => string };
-const root = fileURLToPath(new URL("../../", import.meta.url));
+const root = fileURLToPath(new URL("../..", import.meta.url));
 
 /** The built CLI, as a user runs it. */
 let entry: string[];

@@ -11,7 +11,7 @@ import { join } from "node:path";
 import sharp from "sharp";
 import generate from "../../lib/cli/commands/generate.js";
 import { readPngText } from "../../lib/image/png-text.js";
-import { Pipeline } from "../../lib/pipeline.js";
+import { Pipeline } from "../../lib/pipeline/pipeline.js";
 import { PipelineService } from "../../lib/service/pipeline-service.js";
 import { SdServer } from "../../lib/server/server.js";
 import { runCommand } from "../support/run-cli.js";

@@ -23,8 +23,8 @@ function sleep(ms) {
 }
 
 /** Builds dist/ if it is missing or older than lib/. Returns a note on what happened. */
-function ensureDistBuilt(required = ["cli/main.js", "cli/commands/generate.js", "pipeline.js"]) {
-  const stamp = join(root, "dist", "pipeline.js");
+function ensureDistBuilt(required = ["cli/main.js", "cli/commands/generate.js", "index.js", "backends/cpu/ort-worker.js"]) {
+  const stamp = join(root, "dist", "index.js");
   const fresh = () => required.every((f) => existsSync(join(root, "dist", f))) && existsSync(stamp) && statSync(stamp).mtimeMs >= newestMtime(join(root, "lib"));
   if (fresh()) return "dist is up to date";
   // One builder at a time across jest workers: mkdir is atomic.

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, test } from "@jest/globals";
-import { CpuBackend, type CpuGenerateRequest, type RuntimeStats } from "../../lib/backends/cpu.js";
-import { setTimestep, timestepTensor } from "../../lib/model/cpu-denoise.js";
+import { CpuBackend, type CpuGenerateRequest, type RuntimeStats } from "../../lib/backends/cpu/backend.js";
+import { setTimestep, timestepTensor } from "../../lib/backends/cpu/denoise-loop.js";
 import { divideFloat32 } from "../../lib/pipeline/noise.js";
 import { createScheduler } from "../../lib/schedulers/index.js";
 import { ClipTokenizer } from "../../lib/tokenizer/index.js";

@@ -11,12 +11,12 @@ import { tmpdir } from "node:os";
 import { basename, join } from "node:path";
 import buildCommand from "../../lib/cli/commands/build.js";
 import { AbortError } from "../../lib/errors.js";
-import { buildEngines, type BuildEvent } from "../../lib/engines/build.js";
-import { EngineBuildError } from "../../lib/engines/errors.js";
-import { readManifest } from "../../lib/engines/manifest.js";
-import { OnnxModel } from "../../lib/engines/onnx/model.js";
-import { parseShapeOptions } from "../../lib/engines/profiles.js";
-import { exportPrecision } from "../../lib/engines/roles.js";
+import { buildEngines, type BuildEvent } from "../../lib/backends/tensorrt/build.js";
+import { EngineBuildError } from "../../lib/backends/tensorrt/errors.js";
+import { readManifest } from "../../lib/backends/tensorrt/manifest.js";
+import { OnnxModel } from "../../lib/onnx/model.js";
+import { parseShapeOptions } from "../../lib/backends/tensorrt/profiles.js";
+import { exportPrecision } from "../../lib/backends/tensorrt/roles.js";
 import type { TensorRtBinding, TrtBuildOptions, TrtBuildProgress, TrtBuildResult } from "../../lib/native/tensorrt-types.js";
 import { runCommand } from "../support/run-cli.js";
 

@@ -1,5 +1,5 @@
 /**
- * fp32 → fp16 conversion (lib/engines/onnx/convert-fp16.ts) checked by running both graphs in
+ * fp32 → fp16 conversion (lib/onnx/convert-fp16.ts) checked by running both graphs in
  * ONNX Runtime on the tiny-sd fixtures: the converted graph must load, keep float32 I/O, really
  * compute in fp16 (outputs differ from fp32) and stay within fp16 tolerance of the fp32 graph.
  * ORT's CPU provider computes fp16 nodes it has no fp16 kernel for in fp32 between casts
@@ -11,12 +11,12 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import ort from "onnxruntime-node";
 import { ModelFileError } from "../../lib/errors.js";
-import { convertToFp16, KEEP_FP32_OPS } from "../../lib/engines/onnx/convert-fp16.js";
-import { float16BitsToFloat32, float32ArrayToFloat16, float32ToFloat16Bits } from "../../lib/engines/onnx/float16.js";
-import { ExternalDataReader, OnnxModel, tensorHeader, valueInfoOf } from "../../lib/engines/onnx/model.js";
-import { encodeMessage, intField, PbMessage, stringField, WireType } from "../../lib/engines/onnx/protobuf.js";
-import { DataType, GraphField, ModelField, NodeField, TensorField } from "../../lib/engines/onnx/schema.js";
-import { writeOnnxModel } from "../../lib/engines/onnx/write.js";
+import { convertToFp16, KEEP_FP32_OPS } from "../../lib/onnx/convert-fp16.js";
+import { float16BitsToFloat32, float32ArrayToFloat16, float32ToFloat16Bits } from "../../lib/onnx/float16.js";
+import { ExternalDataReader, OnnxModel, tensorHeader, valueInfoOf } from "../../lib/onnx/model.js";
+import { encodeMessage, intField, PbMessage, stringField, WireType } from "../../lib/onnx/protobuf.js";
+import { DataType, GraphField, ModelField, NodeField, TensorField } from "../../lib/onnx/schema.js";
+import { writeOnnxModel } from "../../lib/onnx/write.js";
 
 const TINY = join(process.cwd(), "models", "tiny-sd");
 

@@ -3,9 +3,9 @@ import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ModelFileError } from "../../lib/errors.js";
-import { EngineMismatchError } from "../../lib/engines/errors.js";
-import { digestFiles } from "../../lib/engines/hash.js";
-import { engineLocation, variantName } from "../../lib/engines/layout.js";
+import { EngineMismatchError } from "../../lib/backends/tensorrt/errors.js";
+import { digestFiles } from "../../lib/backends/tensorrt/hash.js";
+import { engineLocation, variantName } from "../../lib/backends/tensorrt/layout.js";
 import {
   checkManifestTarget,
   rebuildCommand,
@@ -13,9 +13,9 @@ import {
   sourceDifferences,
   validateManifest,
   type EngineManifest,
-} from "../../lib/engines/manifest.js";
-import { parseShapeOptions } from "../../lib/engines/profiles.js";
-import { resolveEngines } from "../../lib/engines/resolve.js";
+} from "../../lib/backends/tensorrt/manifest.js";
+import { parseShapeOptions } from "../../lib/backends/tensorrt/profiles.js";
+import { resolveEngines } from "../../lib/backends/tensorrt/resolve.js";
 
 const FIXTURE = join(process.cwd(), "test", "fixtures", "engines", "sd15-sm89-trt10.13.0.manifest.json");
 const SCHEMA = join(process.cwd(), "engines", "manifest.schema.json");

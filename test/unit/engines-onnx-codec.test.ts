@@ -3,10 +3,10 @@ import { mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ModelFileError } from "../../lib/errors.js";
-import { decodeMessage, encodeMessage, intField, packedIntsField, PbMessage, stringField, WireType } from "../../lib/engines/onnx/protobuf.js";
-import { ExternalDataReader, OnnxModel, tensorBytes, tensorHeader } from "../../lib/engines/onnx/model.js";
-import { writeOnnxModel } from "../../lib/engines/onnx/write.js";
-import { DataType, GraphField, ModelField, NodeField, TensorField } from "../../lib/engines/onnx/schema.js";
+import { decodeMessage, encodeMessage, intField, packedIntsField, PbMessage, stringField, WireType } from "../../lib/onnx/protobuf.js";
+import { ExternalDataReader, OnnxModel, tensorBytes, tensorHeader } from "../../lib/onnx/model.js";
+import { writeOnnxModel } from "../../lib/onnx/write.js";
+import { DataType, GraphField, ModelField, NodeField, TensorField } from "../../lib/onnx/schema.js";
 
 const TINY = join(process.cwd(), "models", "tiny-sd");
 const ROLES = ["text_encoder", "unet", "vae_decoder", "vae_encoder"] as const;

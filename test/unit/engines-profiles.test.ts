@@ -1,9 +1,9 @@
 import { describe, expect, test } from "@jest/globals";
 import { join } from "node:path";
 import { InvalidOptionError } from "../../lib/errors.js";
-import { OnnxModel } from "../../lib/engines/onnx/model.js";
-import { parseShapeOptions, profilesFor, shapeArguments, type ShapeOptions } from "../../lib/engines/profiles.js";
-import { declaredShapes, describeForEngine, onnxSignature } from "../../lib/engines/roles.js";
+import { OnnxModel } from "../../lib/onnx/model.js";
+import { parseShapeOptions, profilesFor, shapeArguments, type ShapeOptions } from "../../lib/backends/tensorrt/profiles.js";
+import { declaredShapes, describeForEngine, onnxSignature } from "../../lib/backends/tensorrt/roles.js";
 import type { ModelRole } from "../../lib/model/graph-io.js";
 
 const TINY = join(process.cwd(), "models", "tiny-sd");

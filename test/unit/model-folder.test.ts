@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ModelFileError } from "../../lib/errors.js";
 import { locateModelFolder } from "../../lib/model/folder.js";
-import { readExternalTensorRefs } from "../../lib/model/onnx-proto.js";
+import { readExternalTensorRefs } from "../../lib/onnx/external-refs.js";
 import { TINY_MODEL_DIR, copyTinyModel, moveWeightsToExternalData, toTensorRtDemoLayout } from "../fixtures/tiny-sd-cases/model-variants.js";
 
 let scratch: string;

@@ -11,7 +11,7 @@ import {
   type GraphSignature,
   type TensorSpec,
 } from "../../lib/model/graph-io.js";
-import { OrtHost } from "../../lib/model/ort-host.js";
+import { OrtHost } from "../../lib/backends/cpu/ort-host.js";
 import { TINY_MODEL_DIR, copyTinyModel, renameGraphName } from "../fixtures/tiny-sd-cases/model-variants.js";
 
 const spec = (name: string, type: string, shape: (number | string)[]): TensorSpec => ({ name, type, shape });

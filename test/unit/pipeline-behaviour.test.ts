@@ -12,8 +12,8 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { AbortError, DisposedError, InvalidOptionError, ModelFileError } from "../../lib/errors.js";
-import { Pipeline, type GenerateOptions, type GenerateResult, type ProgressEvent } from "../../lib/pipeline.js";
-import type { CpuBackend, RuntimeStats } from "../../lib/backends/cpu.js";
+import { Pipeline, type GenerateOptions, type GenerateResult, type ProgressEvent } from "../../lib/pipeline/pipeline.js";
+import type { CpuBackend, RuntimeStats } from "../../lib/backends/cpu/backend.js";
 import { limitsForModel } from "../../lib/pipeline/options.js";
 import { ProgramCache } from "../../lib/pipeline/program-cache.js";
 import { SD1_SCHEDULER_CONFIG } from "../../lib/schedulers/index.js";
@@ -210,7 +210,7 @@ describe("model folders", () => {
       await auto.dispose();
     }
     await expect(Pipeline.load(undefined, { backend: "cpu", engines: "/tmp/engines" })).rejects.toThrow(/engines applies to the TensorRT backend/);
-    const { TensorRtBackend } = await import("../../lib/backends/tensorrt.js");
+    const { TensorRtBackend } = await import("../../lib/backends/tensorrt/backend.js");
     const { usable } = await TensorRtBackend.isUsable();
     if (!usable) {
       // Asking for TensorRT where it cannot run is an error that says why, never a silent CPU run.

@@ -6,8 +6,8 @@
  * within the tolerance the reference's own ONNX re-run needed (see `expectImageClose`).
  */
 import { afterAll, beforeAll, describe, expect, test } from "@jest/globals";
-import { Pipeline, type GenerateOptions } from "../../lib/pipeline.js";
-import type { CpuBackend } from "../../lib/backends/cpu.js";
+import { Pipeline, type GenerateOptions } from "../../lib/pipeline/pipeline.js";
+import type { CpuBackend } from "../../lib/backends/cpu/backend.js";
 import { loadReference, referenceCases, optionsForCase, gradientInitImage, type ReferenceCase } from "../fixtures/tiny-sd-cases/reference.js";
 import { expectFloat32Exact, expectImageClose, expectLatentsClose, withoutModelHash } from "../fixtures/tiny-sd-cases/compare.js";
 

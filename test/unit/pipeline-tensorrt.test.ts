@@ -7,11 +7,11 @@ import { afterAll, beforeAll, describe, expect, test } from "@jest/globals";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Pipeline } from "../../lib/pipeline.js";
-import type { TensorRtBackend } from "../../lib/backends/tensorrt.js";
-import { checkTensorRt } from "../../lib/engines/availability.js";
-import { buildEngines } from "../../lib/engines/build.js";
-import { parseShapeOptions } from "../../lib/engines/profiles.js";
+import { Pipeline } from "../../lib/pipeline/pipeline.js";
+import type { TensorRtBackend } from "../../lib/backends/tensorrt/backend.js";
+import { checkTensorRt } from "../../lib/backends/tensorrt/availability.js";
+import { buildEngines } from "../../lib/backends/tensorrt/build.js";
+import { parseShapeOptions } from "../../lib/backends/tensorrt/profiles.js";
 import { runBench } from "../../lib/bench/run-bench.js";
 
 const TINY = join(process.cwd(), "models", "tiny-sd");

@@ -5,7 +5,7 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "@jest/globals";
 import { AbortError, InvalidOptionError } from "../../lib/errors.js";
-import { Pipeline, type GenerateOptions, type GenerateResult, type ProgressEvent } from "../../lib/pipeline.js";
+import { Pipeline, type GenerateOptions, type GenerateResult, type ProgressEvent } from "../../lib/pipeline/pipeline.js";
 import { BusyError, ServiceClosedError } from "../../lib/service/errors.js";
 import { PipelineService } from "../../lib/service/pipeline-service.js";
 

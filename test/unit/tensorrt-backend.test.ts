@@ -5,12 +5,12 @@
  */
 import { describe, expect, test } from "@jest/globals";
 import { join } from "node:path";
-import { TensorRtBackend, defaultEnginesDir } from "../../lib/backends/tensorrt.js";
+import { TensorRtBackend, defaultEnginesDir } from "../../lib/backends/tensorrt/backend.js";
 import { loadBackend } from "../../lib/backends/select.js";
-import { assessTensorRt, checkTensorRt } from "../../lib/engines/availability.js";
-import { TensorRtUnavailableError } from "../../lib/engines/errors.js";
-import { limitsFromEngines, smallestBatch, textRowsFor, unetAccepts, type EngineShapeInfo } from "../../lib/engines/limits.js";
-import { parseShapeOptions, profilesFor, type EngineShapes } from "../../lib/engines/profiles.js";
+import { assessTensorRt, checkTensorRt } from "../../lib/backends/tensorrt/availability.js";
+import { TensorRtUnavailableError } from "../../lib/backends/tensorrt/errors.js";
+import { limitsFromEngines, smallestBatch, textRowsFor, unetAccepts, type EngineShapeInfo } from "../../lib/backends/tensorrt/limits.js";
+import { parseShapeOptions, profilesFor, type EngineShapes } from "../../lib/backends/tensorrt/profiles.js";
 import { locateModelFolder } from "../../lib/model/folder.js";
 import type { NativeLoadResult } from "../../lib/native/load.js";
 import type { NativeBinding } from "../../lib/native/types.js";

@@ -8,12 +8,12 @@ import { describe, expect, test, beforeAll, afterAll } from "@jest/globals";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { CpuBackend } from "../../lib/backends/cpu.js";
-import { TensorRtBackend } from "../../lib/backends/tensorrt.js";
+import { CpuBackend } from "../../lib/backends/cpu/backend.js";
+import { TensorRtBackend } from "../../lib/backends/tensorrt/backend.js";
 import type { Backend } from "../../lib/backends/backend.js";
-import { checkTensorRt } from "../../lib/engines/availability.js";
-import { buildEngines } from "../../lib/engines/build.js";
-import { parseShapeOptions } from "../../lib/engines/profiles.js";
+import { checkTensorRt } from "../../lib/backends/tensorrt/availability.js";
+import { buildEngines } from "../../lib/backends/tensorrt/build.js";
+import { parseShapeOptions } from "../../lib/backends/tensorrt/profiles.js";
 import { createScheduler } from "../../lib/schedulers/index.js";
 
 const TINY = join(process.cwd(), "models", "tiny-sd");

@@ -10,8 +10,8 @@
  */
 import { basename, resolve } from "node:path";
 import type { ArgumentsCamelCase, Argv, CommandModule } from "yargs";
-import { buildEngines, type BuildEvent } from "../../engines/build.js";
-import { parseShapeOptions } from "../../engines/profiles.js";
+import { buildEngines, type BuildEvent } from "../../backends/tensorrt/build.js";
+import { parseShapeOptions } from "../../backends/tensorrt/profiles.js";
 import { defaultModelDir } from "../../package-info.js";
 import { ROLE_TITLES } from "../../model/graph-io.js";
 

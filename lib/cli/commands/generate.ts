@@ -8,7 +8,7 @@
  */
 import type { ArgumentsCamelCase, Argv, CommandModule } from "yargs";
 import { AbortError, InvalidOptionError } from "../../errors.js";
-import { Pipeline, type GenerateOptions, type GenerateResult } from "../../pipeline.js";
+import { Pipeline, type GenerateOptions, type GenerateResult } from "../../pipeline/pipeline.js";
 import { defaultModelDir } from "../../package-info.js";
 import { encodeImage, formatFromExtension, IMAGE_FORMATS, type ImageFormat } from "../../image/encode.js";
 import { BACKEND_CHOICES, type BackendChoice } from "../../backends/select.js";

@@ -7,7 +7,7 @@
  */
 import type { ArgumentsCamelCase, Argv, CommandModule } from "yargs";
 import { InvalidOptionError } from "../../errors.js";
-import { Pipeline } from "../../pipeline.js";
+import { Pipeline } from "../../pipeline/pipeline.js";
 import { defaultModelDir } from "../../package-info.js";
 import { PipelineService } from "../../service/pipeline-service.js";
 import { DEFAULT_MAX_BODY_BYTES, SdServer } from "../../server/server.js";

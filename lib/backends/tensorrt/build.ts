@@ -15,13 +15,13 @@
 import { randomBytes } from "node:crypto";
 import { mkdir, readFile, rename, rm, stat } from "node:fs/promises";
 import { basename, dirname, join, relative, sep } from "node:path";
-import { AbortError, InvalidOptionError, ModelFileError, NativeError, throwIfAborted } from "../errors.js";
-import { locateModelFolder, type ModelFile, type ModelFolder } from "../model/folder.js";
-import { ROLE_TITLES, type ModelIo, type ModelRole } from "../model/graph-io.js";
-import { callNativeAsync } from "../native/load.js";
-import type { TensorRtBinding, TrtBuildProgress, TrtBuildResult } from "../native/tensorrt-types.js";
-import { packageVersion } from "../package-info.js";
-import { writeFileAtomic } from "./atomic.js";
+import { AbortError, InvalidOptionError, ModelFileError, NativeError, throwIfAborted } from "../../errors.js";
+import { locateModelFolder, type ModelFile, type ModelFolder } from "../../model/folder.js";
+import { ROLE_TITLES, type ModelIo, type ModelRole } from "../../model/graph-io.js";
+import { callNativeAsync } from "../../native/load.js";
+import type { TensorRtBinding, TrtBuildProgress, TrtBuildResult } from "../../native/tensorrt-types.js";
+import { packageVersion } from "../../package-info.js";
+import { writeFileAtomic } from "../../fs/atomic.js";
 import { requireTensorRt } from "./availability.js";
 import { EngineBuildError } from "./errors.js";
 import { digestFiles, sha256Bytes, type FileDigest } from "./hash.js";
@@ -36,9 +36,9 @@ import {
   type EngineEntry,
   type EngineManifest,
 } from "./manifest.js";
-import { convertToFp16, type Fp16ConversionReport } from "./onnx/convert-fp16.js";
-import { ExternalDataReader, OnnxModel } from "./onnx/model.js";
-import { writeOnnxModel } from "./onnx/write.js";
+import { convertToFp16, type Fp16ConversionReport } from "../../onnx/convert-fp16.js";
+import { ExternalDataReader, OnnxModel } from "../../onnx/model.js";
+import { writeOnnxModel } from "../../onnx/write.js";
 import { profilesFor, type EngineShapes, type OptimizationProfile } from "./profiles.js";
 import { declaredShapes, describeForEngine, exportPrecision, onnxSignature } from "./roles.js";
 

@@ -18,7 +18,7 @@
  * its own variant next to others'.
  */
 import { basename, dirname, join, resolve } from "node:path";
-import type { ModelRole } from "../model/graph-io.js";
+import type { ModelRole } from "../../model/graph-io.js";
 
 export const MANIFEST_FILE = "manifest.json";
 

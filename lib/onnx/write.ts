@@ -5,7 +5,7 @@
  * TensorRT's parser read the weights straight from the file.
  */
 import { basename, dirname, join } from "node:path";
-import { withAtomicFile, writeFileAtomic } from "../atomic.js";
+import { withAtomicFile, writeFileAtomic } from "../fs/atomic.js";
 import { encodeMessage, PbMessage, stringField } from "./protobuf.js";
 import { DataLocation, GraphField, ModelField, StringStringField, StringStringSchema, TensorField } from "./schema.js";
 

@@ -6,8 +6,8 @@
  * order the requests arrived (it runs one at a time). A `denoise` or `generate` request may also
  * get `ProgressReply` messages before its final reply, posted without waiting for the main thread.
  */
-import type { CpuDenoiseJob } from "./cpu-denoise.js";
-import type { TensorSpec } from "./graph-io.js";
+import type { CpuDenoiseJob } from "./denoise-loop.js";
+import type { TensorSpec } from "../../model/graph-io.js";
 
 export type OrtElementType = "float32" | "float64" | "int32" | "int64";
 

@@ -19,21 +19,21 @@
 import { createHash } from "node:crypto";
 import { createReadStream } from "node:fs";
 import { dirname } from "node:path";
-import { DisposedError, SdTrtError, throwIfAborted } from "./errors.js";
-import type { Backend, BackendLimits, BackendName } from "./backends/backend.js";
-import { loadBackend, type BackendChoice, BACKEND_CHOICES } from "./backends/select.js";
-import { locateModelFolder, type ModelFolder } from "./model/folder.js";
-import { defaultModelDir } from "./package-info.js";
-import { ClipTokenizer } from "./tokenizer/index.js";
-import { canonicalSchedulerName, createScheduler, SCHEDULER_NAMES, type SchedulerName } from "./schedulers/index.js";
-import { limitsForModel, resolveGenerateOptions, type GenerateOptions, type ResolvedRequest } from "./pipeline/options.js";
-import { executeBatch, prepareRequest, type BatchHooks, type GenerateResult, type GenerationContext } from "./pipeline/generation.js";
-import { ProgramCache } from "./pipeline/program-cache.js";
-import { oneOf } from "./validate.js";
+import { DisposedError, SdTrtError, throwIfAborted } from "../errors.js";
+import type { Backend, BackendLimits, BackendName } from "../backends/backend.js";
+import { loadBackend, type BackendChoice, BACKEND_CHOICES } from "../backends/select.js";
+import { locateModelFolder, type ModelFolder } from "../model/folder.js";
+import { defaultModelDir } from "../package-info.js";
+import { ClipTokenizer } from "../tokenizer/index.js";
+import { canonicalSchedulerName, createScheduler, SCHEDULER_NAMES, type SchedulerName } from "../schedulers/index.js";
+import { limitsForModel, resolveGenerateOptions, type GenerateOptions, type ResolvedRequest } from "./options.js";
+import { executeBatch, prepareRequest, type BatchHooks, type GenerateResult, type GenerationContext } from "./generation.js";
+import { ProgramCache } from "./program-cache.js";
+import { oneOf } from "../validate.js";
 
-export type { GenerateOptions, ProgressEvent, ResolvedRequest } from "./pipeline/options.js";
-export type { BatchHooks, GeneratedImage, GenerateResult, GenerateTimings } from "./pipeline/generation.js";
-export type { BackendChoice } from "./backends/select.js";
+export type { GenerateOptions, ProgressEvent, ResolvedRequest } from "./options.js";
+export type { BatchHooks, GeneratedImage, GenerateResult, GenerateTimings } from "./generation.js";
+export type { BackendChoice } from "../backends/select.js";
 
 export interface PipelineLoadOptions {
   /**

@@ -20,9 +20,9 @@
 import { existsSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { Worker } from "node:worker_threads";
-import { ModelFileError, SdTrtError, DisposedError } from "../errors.js";
-import type { GraphSignature } from "./graph-io.js";
-import { TOKENS, type CpuDenoiseJob } from "./cpu-denoise.js";
+import { ModelFileError, SdTrtError, DisposedError } from "../../errors.js";
+import type { GraphSignature } from "../../model/graph-io.js";
+import { TOKENS, type CpuDenoiseJob } from "./denoise-loop.js";
 import type {
   DecodeValue,
   DenoiseValue,
@@ -101,7 +101,7 @@ let workerFile: URL | undefined;
 function workerUrl(): URL {
   if (workerFile) return workerFile;
   const beside = new URL("./ort-worker.js", import.meta.url);
-  const built = new URL("../../dist/model/ort-worker.js", import.meta.url);
+  const built = new URL("../../../dist/backends/cpu/ort-worker.js", import.meta.url);
   for (const url of [beside, built]) {
     if (existsSync(url)) return (workerFile = url);
   }

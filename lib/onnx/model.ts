@@ -5,7 +5,7 @@
  */
 import { open, readFile, type FileHandle } from "node:fs/promises";
 import { dirname, isAbsolute, relative, resolve, sep } from "node:path";
-import { ModelFileError } from "../../errors.js";
+import { ModelFileError } from "../errors.js";
 import { decodeMessage, encodeMessage, PbMessage, ProtobufDecodeError } from "./protobuf.js";
 import {
   AttributeField,

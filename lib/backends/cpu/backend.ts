@@ -24,9 +24,9 @@
  * stage, not once per model evaluation. `runtimeStats` adds up the time inside `session.run`
  * as the worker measures it.
  */
-import { DisposedError, InvalidOptionError, ModelFileError, SdTrtError, throwIfAborted } from "../errors.js";
-import type { Backend, BackendLimits, DenoiseRequest, TextEmbeddings } from "./backend.js";
-import { locateModelFolder, type ModelFile, type ModelFolder } from "../model/folder.js";
+import { DisposedError, InvalidOptionError, ModelFileError, SdTrtError, throwIfAborted } from "../../errors.js";
+import type { Backend, BackendLimits, DenoiseRequest, TextEmbeddings } from "../backend.js";
+import { locateModelFolder, type ModelFile, type ModelFolder } from "../../model/folder.js";
 import {
   describeTextEncoder,
   describeUnet,
@@ -36,12 +36,12 @@ import {
   type UnetIo,
   type VaeDecoderIo,
   type VaeEncoderIo,
-} from "../model/graph-io.js";
-import { OrtHost, type GenerateJob, type HostDenoiseOptions, type HostGenerateOptions, type HostTensor, type SessionOptions } from "../model/ort-host.js";
-import { checkDenoiseJob, TOKENS, type CpuDenoiseJob } from "../model/cpu-denoise.js";
-import { distinctRows } from "../tokenizer/distinct-rows.js";
+} from "../../model/graph-io.js";
+import { OrtHost, type GenerateJob, type HostDenoiseOptions, type HostGenerateOptions, type HostTensor, type SessionOptions } from "./ort-host.js";
+import { checkDenoiseJob, TOKENS, type CpuDenoiseJob } from "./denoise-loop.js";
+import { distinctRows } from "../../tokenizer/distinct-rows.js";
 
-export { combineGuidance, timestepTensor } from "../model/cpu-denoise.js";
+export { combineGuidance, timestepTensor } from "./denoise-loop.js";
 
 /** Image size limits of the CPU backend when the UNet export leaves the size dynamic. */
 export const CPU_SIZE_LIMITS = { min: 64, max: 2048, multiple: 8 } as const;

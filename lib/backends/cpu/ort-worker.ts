@@ -10,15 +10,15 @@
  * the denoise and the decoder in one request: a txt2img generation wakes this thread once and
  * the main thread once, and its embeddings never cross.
  *
- * This file only runs compiled (dist/model/ort-worker.js), as a worker's entry module.
+ * This file only runs compiled (dist/backends/cpu/ort-worker.js), as a worker's entry module.
  */
 import { parentPort } from "node:worker_threads";
 import { createRequire } from "node:module";
 import type * as Ort from "onnxruntime-node";
-import { AbortError } from "../errors.js";
-import { decodedToRgb } from "../image/pixels.js";
-import { divideFloat32 } from "../pipeline/noise.js";
-import { runCpuDenoise, TOKENS, type CpuDenoiseJob } from "./cpu-denoise.js";
+import { AbortError } from "../../errors.js";
+import { decodedToRgb } from "../../image/pixels.js";
+import { divideFloat32 } from "../../pipeline/noise.js";
+import { runCpuDenoise, TOKENS, type CpuDenoiseJob } from "./denoise-loop.js";
 import type {
   DecodeValue,
   DenoiseValue,
@@ -36,7 +36,7 @@ import type {
   StepReport,
   WorkerRequest,
 } from "./ort-protocol.js";
-import type { TensorSpec } from "./graph-io.js";
+import type { TensorSpec } from "../../model/graph-io.js";
 
 const ort = createRequire(import.meta.url)("onnxruntime-node") as typeof Ort;
 const port = parentPort!;

@@ -22,9 +22,9 @@
  * UNet batch is B). Axes the ONNX export fixed must match what is asked, or the option that
  * conflicts is named.
  */
-import { InvalidOptionError } from "../errors.js";
-import { invalidOption } from "../validate.js";
-import type { ModelIo } from "../model/graph-io.js";
+import { InvalidOptionError } from "../../errors.js";
+import { invalidOption } from "../../validate.js";
+import type { ModelIo } from "../../model/graph-io.js";
 
 /** Latent = image / 8 (the SD VAE's factor). */
 export const VAE_FACTOR = 8;

@@ -15,10 +15,10 @@
  * Nothing here knows about threads or ONNX Runtime objects: the UNet is a function, and a stop
  * request is a function polled before every evaluation.
  */
-import { AbortError, SdTrtError } from "../errors.js";
-import { ProgramExecution } from "../sampler/execute.js";
-import type { SamplerProgram } from "../sampler/program.js";
-import type { UnetIo } from "./graph-io.js";
+import { AbortError, SdTrtError } from "../../errors.js";
+import { ProgramExecution } from "../../sampler/execute.js";
+import type { SamplerProgram } from "../../sampler/program.js";
+import type { UnetIo } from "../../model/graph-io.js";
 import type { HostTensor } from "./ort-protocol.js";
 
 /** CLIP's token count. */

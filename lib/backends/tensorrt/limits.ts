@@ -3,8 +3,8 @@
  * `BackendLimits`, against which the pipeline validates requests (design rule 1: "limits read from
  * the loaded engine's profiles").
  */
-import type { BackendLimits } from "../backends/backend.js";
-import type { ModelIo, ModelRole } from "../model/graph-io.js";
+import type { BackendLimits } from "../backend.js";
+import type { ModelIo, ModelRole } from "../../model/graph-io.js";
 import type { EngineTensor } from "./manifest.js";
 import { VAE_FACTOR, type OptimizationProfile } from "./profiles.js";
 

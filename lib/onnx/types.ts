@@ -4,7 +4,7 @@
  * converter needs it to know which values are float32 (torch exports carry `value_info` for
  * only some values).
  */
-import { ModelFileError } from "../../errors.js";
+import { ModelFileError } from "../errors.js";
 import type { PbMessage } from "./protobuf.js";
 import { AttributeField, DataType, GraphField, NodeField, TensorField } from "./schema.js";
 import { tensorHeader, valueInfoOf } from "./model.js";

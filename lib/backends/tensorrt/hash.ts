@@ -3,7 +3,7 @@ import { createHash } from "node:crypto";
 import { createReadStream } from "node:fs";
 import { stat } from "node:fs/promises";
 import { relative, sep } from "node:path";
-import { ModelFileError } from "../errors.js";
+import { ModelFileError } from "../../errors.js";
 
 export interface FileDigest {
   /** Path relative to the model folder, with "/" separators. */

@@ -3,10 +3,10 @@
  * `sd-trt doctor` report (lib/native/doctor-report.ts) narrowed to what building or running
  * engines needs: building also needs TensorRT's ONNX parser, which only warns in `doctor`.
  */
-import { buildDoctorReport, type DoctorCheck, type DoctorReport } from "../native/doctor-report.js";
-import { loadNativeBinding, type NativeLoadResult } from "../native/load.js";
-import { tensorRtBindingOf, type TensorRtBinding } from "../native/tensorrt-types.js";
-import type { NativeInfo } from "../native/types.js";
+import { buildDoctorReport, type DoctorCheck, type DoctorReport } from "../../native/doctor-report.js";
+import { loadNativeBinding, type NativeLoadResult } from "../../native/load.js";
+import { tensorRtBindingOf, type TensorRtBinding } from "../../native/tensorrt-types.js";
+import type { NativeInfo } from "../../native/types.js";
 import { TensorRtUnavailableError } from "./errors.js";
 
 export type TensorRtPurpose = "build" | "run";

@@ -1,7 +1,7 @@
 /**
  * The TensorRT backend: the Backend interface (backend.ts) on engines built by `sd-trt build`.
  *
- * - Engines come from `engines/<model-id>/<gpu-sm>-trt<version>/` (lib/engines/resolve.ts): the
+ * - Engines come from `engines/<model-id>/<gpu-sm>-trt<version>/` (resolve.ts): the
  *   manifest must match this GPU and TensorRT and the model folder's files, or loading fails with
  *   the command that rebuilds them.
  * - All contexts share one device scratch buffer sized to the largest engine's need; calls are
@@ -15,22 +15,22 @@
  */
 import { readFile } from "node:fs/promises";
 import { basename, join, resolve } from "node:path";
-import { DisposedError, InvalidOptionError, ModelFileError, NativeError, SdTrtError } from "../errors.js";
-import { checkTensorRt, requireTensorRt } from "../engines/availability.js";
-import { VaeOverflowError } from "../engines/errors.js";
-import { limitsFromEngines, smallestBatch, textRowsFor, unetAccepts, type EngineShapeInfo } from "../engines/limits.js";
-import { normalizeTensorRtVersion, rebuildCommand, type EngineManifest } from "../engines/manifest.js";
-import { resolveEngines } from "../engines/resolve.js";
-import { locateModelFolder, type ModelFolder } from "../model/folder.js";
-import type { ModelIo, ModelRole, TextEncoderIo, UnetIo, VaeDecoderIo, VaeEncoderIo } from "../model/graph-io.js";
-import { Denoiser, type DenoiseRunResult } from "../native/denoiser.js";
-import { callNative, callNativeAsync } from "../native/load.js";
-import type { TensorRtBinding, TrtContext, TrtDeviceScratch, TrtEngine, TrtUnet } from "../native/tensorrt-types.js";
-import type { NativeDeviceTensor } from "../native/types.js";
-import { packProgram } from "../sampler/pack.js";
-import { distinctRows } from "../tokenizer/distinct-rows.js";
-import type { Backend, BackendLimits, DenoiseRequest, StageTimings, TextEmbeddings } from "./backend.js";
-import { splitPosterior } from "./cpu.js";
+import { DisposedError, InvalidOptionError, ModelFileError, NativeError, SdTrtError } from "../../errors.js";
+import { checkTensorRt, requireTensorRt } from "./availability.js";
+import { VaeOverflowError } from "./errors.js";
+import { limitsFromEngines, smallestBatch, textRowsFor, unetAccepts, type EngineShapeInfo } from "./limits.js";
+import { normalizeTensorRtVersion, rebuildCommand, type EngineManifest } from "./manifest.js";
+import { resolveEngines } from "./resolve.js";
+import { locateModelFolder, type ModelFolder } from "../../model/folder.js";
+import type { ModelIo, ModelRole, TextEncoderIo, UnetIo, VaeDecoderIo, VaeEncoderIo } from "../../model/graph-io.js";
+import { Denoiser, type DenoiseRunResult } from "../../native/denoiser.js";
+import { callNative, callNativeAsync } from "../../native/load.js";
+import type { TensorRtBinding, TrtContext, TrtDeviceScratch, TrtEngine, TrtUnet } from "../../native/tensorrt-types.js";
+import type { NativeDeviceTensor } from "../../native/types.js";
+import { packProgram } from "../../sampler/pack.js";
+import { distinctRows } from "../../tokenizer/distinct-rows.js";
+import type { Backend, BackendLimits, DenoiseRequest, StageTimings, TextEmbeddings } from "../backend.js";
+import { splitPosterior } from "../cpu/backend.js";
 
 const TOKENS = 77;
 

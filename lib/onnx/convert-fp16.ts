@@ -36,7 +36,7 @@
  * before its first reader. `value_info` entries are retyped to match. Graphs with control flow
  * (If/Loop/Scan sub-graphs) or operators from other domains are refused with a clear error.
  */
-import { ModelFileError } from "../../errors.js";
+import { ModelFileError } from "../errors.js";
 import { float32ArrayToFloat16 } from "./float16.js";
 import { ExternalDataReader, isExternal, OnnxModel, readFloat32Tensor, tensorBytes, tensorHeader } from "./model.js";
 import { intField, PbMessage, stringField, WireType } from "./protobuf.js";

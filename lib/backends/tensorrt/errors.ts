@@ -1,5 +1,5 @@
 /** Typed errors of the engine builder and the TensorRT backend. */
-import { SdTrtError } from "../errors.js";
+import { SdTrtError } from "../../errors.js";
 
 /** One way in which built engines do not fit this machine (or their model). */
 export interface EngineDifference {

@@ -5,9 +5,9 @@
  * export. TensorRT takes fp16 exports as they are, so element types are shown to the contract
  * checks as float32 ("a float tensor"): which float type an engine uses is TensorRT's business.
  */
-import { DATA_TYPE_NAMES, DataType, TensorField } from "./onnx/schema.js";
-import type { OnnxModel } from "./onnx/model.js";
-import { describeModel, type GraphSignature, type ModelIo, type ModelRole, type TensorSpec } from "../model/graph-io.js";
+import { DATA_TYPE_NAMES, DataType, TensorField } from "../../onnx/schema.js";
+import type { OnnxModel } from "../../onnx/model.js";
+import { describeModel, type GraphSignature, type ModelIo, type ModelRole, type TensorSpec } from "../../model/graph-io.js";
 
 const ORT_NAMES: Record<string, string> = { float: "float32", double: "float64", float16: "float16" };
 
