@@ -2,7 +2,7 @@
 // Benchmark (not a test) of the CPU pipeline's own overhead: the wall time of
 // Pipeline.generate() against the sum of the ONNX Runtime calls it makes (time inside
 // session.run on the worker thread), for a 20-step generation, and the process's peak RSS.
-// Target (design.md): wall ≤ 1.05 × the ONNX Runtime sum.
+// Target (docs/architecture.md): wall ≤ 1.05 × the ONNX Runtime sum.
 //
 //   npm run build:ts && node scripts/bench-cpu-pipeline.mjs [--model DIR] [--size 512] [--steps 20] [--runs 5] [--scheduler pndm] [--json]
 import { parseArgs } from "node:util";

@@ -1,5 +1,5 @@
 /**
- * The one place that loads the native addon (design.md, native boundary rule 6).
+ * The one place that loads the native addon (docs/architecture.md, native boundary rule 6).
  *
  * Loading never throws: {@link loadNativeBinding} returns either the binding or a diagnosis — every
  * path tried, each error, and "possible solutions" tailored to those errors (sharp's

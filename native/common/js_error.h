@@ -1,4 +1,4 @@
-// Errors crossing the Node-API boundary (design.md, native boundary rule 4).
+// Errors crossing the Node-API boundary (docs/architecture.md, native boundary rule 4).
 //
 // * NativeError (status.h) → JS Error whose message starts with the stage and which carries `code`,
 //   `stage` and `status` properties; lib/native/load.ts rethrows it as the TS NativeError with the

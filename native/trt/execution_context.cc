@@ -410,7 +410,7 @@ class SdVaeDecodeWorker : public VaeWorker {
   }
 
   void Finish() override {
-    // Never hand back a black image for an overflowed fp16 VAE (design.md).
+    // Never hand back a black image for an overflowed fp16 VAE (docs/architecture.md).
     if (counts_[0] > 0 || counts_[1] > 0) {
       const std::string what = counts_[0] > 0 ? std::to_string(counts_[0]) + " NaN" : std::to_string(counts_[1]) + " infinite";
       throw NativeError("ERR_VAE_NAN", stage_,

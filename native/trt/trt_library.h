@@ -1,4 +1,4 @@
-// Run-time loading of TensorRT (design.md, native boundary rule 7). The addon is compiled against
+// Run-time loading of TensorRT (docs/architecture.md, native boundary rule 7). The addon is compiled against
 // NVIDIA's headers but never linked with libnvinfer: the first use dlopen()s
 // libnvinfer.so.<major> / libnvonnxparser.so.<major> and dlsym()s only the factory functions (the
 // `*_INTERNAL` entry points that NvInfer.h's inline createInferRuntime()/createInferBuilder() and

@@ -1,5 +1,5 @@
 /**
- * The denoise loop on a real GPU (design.md testing tier 4): the analytic stand-in UNet under CUDA
+ * The denoise loop on a real GPU (docs/architecture.md, test tier 4): the analytic stand-in UNet under CUDA
  * graphs against the scheduler goldens and the CPU executor, for all 10 schedulers; graph capture,
  * replay and re-capture; plain launches; guidance per image in float32 and float16; progress,
  * cancellation, dispose; and the standalone kernels against their host paths bit for bit.

@@ -1,6 +1,6 @@
 /**
  * The options and img2img paths the shared goldens do not cover, against diffusers' own classes:
- * test/fixtures/schedulers/option_goldens.json, made by gen_option_goldens.py beside it (same
+ * test/fixtures/schedulers/option_goldens.json, made by scripts/reference/gen_option_goldens.py (same
  * recipe and analytic model as the shared goldens, on a [1,4,2,2] latent). That script reproduces
  * the shared goldens' float64 runs to 2e-7, so its harness around diffusers' files is faithful.
  */

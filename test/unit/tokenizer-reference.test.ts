@@ -3,7 +3,7 @@
  * openai/CLIP tokenizer for inputs the goldens barely touch: mojibake in many code pages,
  * lossy and partial mojibake, HTML entities of every kind, control characters, Unicode case and
  * normalisation edge cases, random text (test/fixtures/tokenizer/reference_cases.json, made by
- * make_reference_cases.py beside it).
+ * scripts/reference/make_reference_cases.py).
  */
 import { readFileSync } from "node:fs";
 import { describe, expect, test } from "@jest/globals";

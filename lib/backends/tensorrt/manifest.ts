@@ -1,5 +1,5 @@
 /**
- * `manifest.json` of an engine folder (design.md, "Models, engines and the cache"): everything
+ * `manifest.json` of an engine folder (docs/architecture.md, "Models, engines and the cache"): everything
  * that changes a plan — the hashes of the model files it was built from, the precision, the
  * optimization profiles, the TensorRT version, the GPU (name and compute capability) and its
  * driver — so that engines are only loaded where they are valid, and `sd-trt build` knows when
