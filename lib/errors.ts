@@ -1,7 +1,30 @@
 /**
- * Typed errors. Every error the library throws on purpose is an `SdTrtError` with a stable
- * `code`, so callers (and the CLI) can branch on it without parsing messages.
+ * Every error the library throws on purpose, in one module. Each is an `SdTrtError` with a
+ * stable `code`, so callers (the CLI, the server, a service) branch on the class or the code,
+ * never on the message. One class per condition, whichever backend hit it: a NaN image is a
+ * `VaeOverflowError` on the CPU and on TensorRT alike.
+ *
+ * | class                     | code                       | condition                                            |
+ * | ------------------------- | -------------------------- | ---------------------------------------------------- |
+ * | InvalidOptionError        | ERR_INVALID_OPTION         | a user option is out of range (names option + limit) |
+ * | InvalidArgumentError      | ERR_INVALID_ARGUMENT       | a lower-tier API got arrays of the wrong shape/type  |
+ * | ModelFileError            | ERR_MODEL_FILE             | a model/vocabulary/engine file is missing or bad     |
+ * | OutputFileError           | ERR_OUTPUT_FILE            | an output file cannot be written                     |
+ * | InvalidImageError         | ERR_INVALID_IMAGE          | image bytes are not a valid PNG (text chunks)        |
+ * | InvalidProgramError       | ERR_INVALID_PROGRAM        | a sampler program (or its packed form) is malformed  |
+ * | AbortError                | ABORT_ERR                  | cancelled through an AbortSignal                     |
+ * | DisposedError             | ERR_DISPOSED               | a call on a disposed object                          |
+ * | BusyError                 | ERR_BUSY                   | the service queue is full                            |
+ * | ServiceClosedError        | ERR_SERVICE_CLOSED         | the service is shutting down                         |
+ * | OnnxRuntimeError          | ERR_ONNX_RUNTIME           | ONNX Runtime failed a call (the CPU backend)         |
+ * | NativeError               | (the native status)        | a CUDA / TensorRT call failed (stage + status)       |
+ * | TensorRtUnavailableError  | ERR_TENSORRT_UNAVAILABLE   | the TensorRT backend cannot run here, and why        |
+ * | EngineMismatchError       | ERR_ENGINE_MISMATCH        | engines built for another GPU/TensorRT/model         |
+ * | EngineBuildError          | ERR_ENGINE_BUILD           | an engine build failed                               |
+ * | VaeOverflowError          | ERR_VAE_NAN                | the VAE decoder produced NaN/Inf (either backend)    |
+ * | InternalError             | ERR_INTERNAL               | a broken invariant inside sd-trt: a bug to report    |
  */
+
 export class SdTrtError extends Error {
   readonly code: string;
   constructor(code: string, message: string, options?: { cause?: unknown }) {
@@ -20,12 +43,45 @@ export class InvalidOptionError extends SdTrtError {
   }
 }
 
-/** A model, vocabulary, engine or other file is missing, unreadable or malformed. */
+/**
+ * A lower-tier API (sampler executor, backend jobs, pixel conversions) was handed arrays of the
+ * wrong size or type. User-facing options never reach this: they are `InvalidOptionError`s first.
+ */
+export class InvalidArgumentError extends SdTrtError {
+  constructor(message: string) {
+    super("ERR_INVALID_ARGUMENT", message);
+  }
+}
+
+/** A model, vocabulary, engine or other input file is missing, unreadable or malformed. */
 export class ModelFileError extends SdTrtError {
   readonly file: string;
   constructor(file: string, message: string, options?: { cause?: unknown }) {
     super("ERR_MODEL_FILE", message, options);
     this.file = file;
+  }
+}
+
+/** An output file cannot be written (missing folder, no permission, disk full, …). */
+export class OutputFileError extends SdTrtError {
+  readonly file: string;
+  constructor(file: string, message: string, options?: { cause?: unknown }) {
+    super("ERR_OUTPUT_FILE", message, options);
+    this.file = file;
+  }
+}
+
+/** Image bytes that should be a PNG are not a valid one. */
+export class InvalidImageError extends SdTrtError {
+  constructor(message: string) {
+    super("ERR_INVALID_IMAGE", message);
+  }
+}
+
+/** A sampler program, or its packed Float64Array form, breaks the contract (sampler/program.ts). */
+export class InvalidProgramError extends SdTrtError {
+  constructor(message: string) {
+    super("ERR_INVALID_PROGRAM", message);
   }
 }
 
@@ -43,6 +99,38 @@ export class DisposedError extends SdTrtError {
   }
 }
 
+/** The service queue is full: retry later (the server answers 503). */
+export class BusyError extends SdTrtError {
+  /** Requests waiting when this one was refused. */
+  readonly queued: number;
+  /** The queue's bound (`maxQueue`). */
+  readonly maxQueue: number;
+  constructor(queued: number, maxQueue: number, asked = 1) {
+    super(
+      "ERR_BUSY",
+      `the service is busy: ${queued} request(s) are already waiting and the queue holds at most ${maxQueue}` +
+        (asked > 1 ? ` (this request needs ${asked} places)` : "") +
+        "; retry later",
+    );
+    this.queued = queued;
+    this.maxQueue = maxQueue;
+  }
+}
+
+/** The service is closing or closed and accepts no new requests. */
+export class ServiceClosedError extends SdTrtError {
+  constructor() {
+    super("ERR_SERVICE_CLOSED", "the service is shutting down and accepts no new requests");
+  }
+}
+
+/** ONNX Runtime failed a call; the message names the model file and the input shapes. */
+export class OnnxRuntimeError extends SdTrtError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super("ERR_ONNX_RUNTIME", message, options);
+  }
+}
+
 /** A native (CUDA / TensorRT) failure, carrying the stage and the status name. */
 export class NativeError extends SdTrtError {
   readonly stage: string;
@@ -50,7 +138,76 @@ export class NativeError extends SdTrtError {
   constructor(code: string, stage: string, message: string, status?: string) {
     super(code, message);
     this.stage = stage;
-    this.status = status;
+    if (status !== undefined) this.status = status;
+  }
+}
+
+/** TensorRT cannot run (or build) here: the problems found and what to do about each. */
+export class TensorRtUnavailableError extends SdTrtError {
+  readonly problems: string[];
+  readonly fixes: string[];
+  constructor(what: string, problems: string[], fixes: string[]) {
+    const body = [`${what}: TensorRT is not usable on this machine`, ...problems.map((p) => `  - ${p}`)];
+    if (fixes.length > 0) body.push("What to do:", ...fixes.map((f) => `  - ${f}`));
+    super("ERR_TENSORRT_UNAVAILABLE", body.join("\n"));
+    this.problems = problems;
+    this.fixes = fixes;
+  }
+}
+
+/** One way built engines differ from what this machine or model folder has now. */
+export interface EngineDifference {
+  /** What differs: "tensorrt", "computeCapability", "gpu", "model:unet", "shapes", … */
+  field: string;
+  /** What the engines were built with / for. */
+  built: string;
+  /** What this machine or model folder has now. */
+  current: string;
+}
+
+/** Engines built for another GPU, TensorRT version or model files; the message has the rebuild command. */
+export class EngineMismatchError extends SdTrtError {
+  readonly enginesDir: string;
+  readonly differences: EngineDifference[];
+  readonly rebuildCommand: string;
+  constructor(enginesDir: string, differences: EngineDifference[], rebuildCommand: string, lead?: string) {
+    const lines = differences.map((d) => `  - ${d.field}: built for ${d.built}; here: ${d.current}`);
+    super(
+      "ERR_ENGINE_MISMATCH",
+      `${lead ?? `the TensorRT engines in ${enginesDir} do not match this machine`}:\n${lines.join("\n")}\n` + `Rebuild them with:\n  ${rebuildCommand}`,
+    );
+    this.enginesDir = enginesDir;
+    this.differences = differences;
+    this.rebuildCommand = rebuildCommand;
+  }
+}
+
+/** An engine build failed (parser, builder or an I/O step); `model` names the graph. */
+export class EngineBuildError extends SdTrtError {
+  readonly model: string;
+  constructor(model: string, message: string, options?: { cause?: unknown }) {
+    super("ERR_ENGINE_BUILD", message, options);
+    this.model = model;
+  }
+}
+
+/**
+ * The VAE decoder produced NaN or Inf (an fp16 VAE overflowing at this size), on either backend:
+ * never a silent black image. `rebuildCommand` is set where rebuilding the VAE engine in fp32 is
+ * the fix (TensorRT).
+ */
+export class VaeOverflowError extends SdTrtError {
+  readonly rebuildCommand?: string;
+  constructor(message: string, rebuildCommand?: string) {
+    super("ERR_VAE_NAN", rebuildCommand === undefined ? message : `${message}. Rebuild the VAE engine in fp32:\n  ${rebuildCommand}`);
+    if (rebuildCommand !== undefined) this.rebuildCommand = rebuildCommand;
+  }
+}
+
+/** A broken invariant inside sd-trt (a bug, not bad input): please report it with the message. */
+export class InternalError extends SdTrtError {
+  constructor(message: string) {
+    super("ERR_INTERNAL", message);
   }
 }
 

@@ -1,8 +1,16 @@
 /**
- * The backend interface (design.md): what a pipeline needs from an inference engine. The CPU
- * backend (ONNX Runtime) and the TensorRT backend (native addon) both implement it; everything
- * else — tokenization, noise, scheduler compilation, validation, image output — is shared
- * TypeScript in `lib/pipeline.ts`.
+ * The backend seam: what the pipeline needs from an inference engine. The CPU backend (ONNX
+ * Runtime on a worker thread, `backends/cpu/`) and the TensorRT backend (the native addon,
+ * `backends/tensorrt/`) each implement it; everything that is logic rather than arithmetic on big
+ * tensors (tokenization, noise, scheduler compilation, validation, image output) is shared
+ * TypeScript in `pipeline/`.
+ *
+ * A backend runs a whole batch in ONE call, the same way for every request kind: `generate(job)`
+ * takes token ids, the starting point (txt2img latents, or img2img init images and their draws),
+ * the compiled sampler program and every noise draw, and returns the images. So the pipeline has
+ * one generation path, and each backend keeps its intermediates where they are cheapest: the CPU
+ * backend's embeddings never leave its worker thread, the TensorRT backend's embeddings and
+ * latents never leave the GPU between its stages.
  */
 import type { SamplerProgram } from "../sampler/program.js";
 
@@ -10,7 +18,7 @@ export type BackendName = "cpu" | "tensorrt";
 
 /** What the loaded models/engines accept. Pipelines validate requests against these. */
 export interface BackendLimits {
-  /** Largest number of images in one denoise call (the UNet batch is twice this with CFG). */
+  /** Largest number of images in one generation (the UNet batch is twice this with CFG). */
   maxBatch: number;
   /** Image size limits in pixels (inclusive); sizes must also be multiples of `sizeMultiple`. */
   minWidth: number;
@@ -18,62 +26,82 @@ export interface BackendLimits {
   minHeight: number;
   maxHeight: number;
   sizeMultiple: number;
-  /** Whether the model folder has a VAE encoder (img2img). */
+  /** Whether the models include a VAE encoder (img2img). */
   canEncodeImages: boolean;
+  /** Whether `GenerationJob.onLatents` is honoured (host backends: the latents are on the host anyway). */
+  canObserveLatents: boolean;
 }
 
-/**
- * Text embeddings produced by `encodeText`, owned by the backend. On the CPU they are host
- * memory; on TensorRT they stay on the device. Rows are in the order of the ids given.
- */
-export interface TextEmbeddings {
-  readonly rows: number;
-  /** Host copy [rows, 77, hidden] when the backend keeps one (CPU); undefined on device backends. */
-  readonly host?: Float32Array;
-  dispose(): void;
+/** The stages of a generation, in the order they run. */
+export type GenerationStage = "encode-text" | "encode-image" | "denoise" | "decode";
+
+/** One img2img init image of a batch and the random draws that go with it (diffusers' order). */
+export interface InitImage {
+  /** The image as the VAE encoder takes it: [1, 3, H, W] in [-1, 1], at the output size. */
+  pixels: Float32Array;
+  /** The batch rows this image starts. */
+  rows: number;
+  /** The posterior draws, one [1, 4, h, w] array per row (`NoiseSource.drawPosterior`). */
+  eps: Float32Array[];
+  /** The add_noise draw [rows, 4, h, w]. */
+  noise: Float32Array;
 }
 
-export interface DenoiseRequest {
+/** A whole batch for `Backend.generate`. */
+export interface GenerationJob {
   program: SamplerProgram;
-  /** x_0 (already scaled by initNoiseSigma, or add_noise'd for img2img): [batch, 4, h, w]. */
-  latents: Float32Array;
   batch: number;
   latentHeight: number;
   latentWidth: number;
-  /** [batch] rows, the prompts of each image. */
-  cond: TextEmbeddings;
-  /** [batch] rows of negative/empty prompts; null when classifier-free guidance is off. */
-  uncond: TextEmbeddings | null;
-  /** Guidance scale per image (length batch). Unused when uncond is null. */
+  /** Token ids [batch, 77] of the prompts. */
+  condIds: Int32Array;
+  /** Token ids [batch, 77] of the negative prompts; null when classifier-free guidance is off. */
+  uncondIds: Int32Array | null;
+  /** Guidance scale per image (length batch). Unused when `uncondIds` is null. */
   guidance: Float64Array;
-  /** Every noise draw the program consumes, in order (one [batch,4,h,w] array per eval with
-   *  drawsNoise). Drawn by the pipeline up front so the generator stream order is diffusers'. */
+  /**
+   * Where the loop starts: txt2img's x_0 (randn · init_noise_sigma) [batch, 4, h, w], or the
+   * img2img init images in row order (the program must carry `addNoise`).
+   */
+  start: { latents: Float32Array } | { images: InitImage[] };
+  /** Every noise draw the program consumes, in order (one [batch, 4, h, w] array per eval with drawsNoise). */
   noise: Float32Array[];
+  /** Cancels between stages and between model evaluations. */
   signal?: AbortSignal;
-  /** Called after each model evaluation (evalIndex 0-based, total = program.evals.length). */
-  onStep?: (evalIndex: number, total: number) => void;
+  /** Called when a stage has finished. */
+  onStage?: (stage: GenerationStage) => void;
+  /** Called after each model evaluation (evalIndex 0-based, of program.evals.length). */
+  onStep?: (evalIndex: number) => void;
+  /**
+   * Called with x_0 (index 0) and after each evaluation j with x_{j+1} (index j + 1). Only where
+   * `limits.canObserveLatents`; it makes the backend copy every step's latents.
+   */
+  onLatents?: (index: number, latents: Float32Array) => void;
+  /** Return x_M on the host (`GenerationOutput.latents`). */
+  returnLatents?: boolean;
 }
 
-export interface StageTimings {
-  [stage: string]: number;
+export interface GenerationOutput {
+  /** One uint8 RGB HWC image per batch row. */
+  images: Uint8Array[];
+  /** x_M [batch, 4, h, w] before the scaling factor, when `returnLatents` was asked. */
+  latents?: Float32Array;
+  /** Milliseconds per stage; `imageEncode` per init image (0 for txt2img). */
+  timings: { textEncode: number; imageEncode: number[]; denoise: number; decode: number };
 }
 
 export interface Backend {
   readonly name: BackendName;
   readonly limits: BackendLimits;
-  /** Hidden size of the text encoder output (768 for SD 1.x, 32 for the tiny fixture). */
-  readonly hiddenSize: number;
   /** VAE scaling factor (config `scaling_factor`, default 0.18215). */
   readonly scalingFactor: number;
-  /** Encodes token ids [rows, 77] in one text-encoder call. */
-  encodeText(ids: Int32Array, rows: number): Promise<TextEmbeddings>;
-  /** Runs the whole sampler program with classifier-free guidance; returns x_M [batch,4,h,w]. */
-  denoise(request: DenoiseRequest): Promise<Float32Array>;
-  /** Decodes latents (already divided by the scaling factor) to RGB uint8 HWC, one array per
-   *  image. Throws if the decoder produced NaN (never a silent black image). */
-  decode(latents: Float32Array, batch: number, latentHeight: number, latentWidth: number): Promise<Uint8Array[]>;
-  /** VAE encoder: image [batch,3,H,W] in [-1,1] → posterior mean (and std when the graph
-   *  returns latent parameters) [batch,4,H/8,W/8], before the scaling factor. */
-  encodeImage(pixels: Float32Array, batch: number, height: number, width: number): Promise<{ mean: Float32Array; std?: Float32Array }>;
+  /**
+   * Runs a whole batch: text encoder (each distinct prompt row once), the VAE encoder for
+   * img2img, the denoise loop with classifier-free guidance, and the VAE decoder.
+   * @throws the signal's reason when cancelled; VaeOverflowError when the decoder produced NaN
+   *   (never a silent black image); DisposedError after `dispose()`.
+   */
+  generate(job: GenerationJob): Promise<GenerationOutput>;
+  /** Waits for a running generation, then releases everything. Idempotent. */
   dispose(): Promise<void>;
 }

@@ -6,7 +6,7 @@
  * The TensorRT module is imported lazily, so the CPU path never loads native GPU code and works
  * on machines (and in builds) without it.
  */
-import { InvalidOptionError, SdTrtError } from "../errors.js";
+import { InvalidOptionError, TensorRtUnavailableError } from "../errors.js";
 import { booleanValue, oneOf } from "../validate.js";
 import type { Backend } from "./backend.js";
 import { CpuBackend } from "./cpu/backend.js";
@@ -59,12 +59,12 @@ export async function loadBackend(folder: ModelFolder, choice: BackendChoice, op
     trt = await importTensorRt();
   } catch (error) {
     const reason = `the TensorRT backend is not available in this build (${firstLine(error)})`;
-    if (choice === "tensorrt") throw new SdTrtError("ERR_TENSORRT_UNAVAILABLE", reason, { cause: error });
+    if (choice === "tensorrt") throw new TensorRtUnavailableError("the TensorRT backend cannot run", [reason], ["rebuild the addon with TensorRT (TENSORRT_ROOT=… npm run build:native) and see sd-trt doctor"]);
     return { backend: await loadCpu(folder, options), reason: `auto: ${reason}; using the CPU` };
   }
   const { usable, reason } = await trt.TensorRtBackend.isUsable();
   if (!usable) {
-    if (choice === "tensorrt") throw new SdTrtError("ERR_TENSORRT_UNAVAILABLE", `the TensorRT backend cannot run here: ${reason}`);
+    if (choice === "tensorrt") throw new TensorRtUnavailableError("the TensorRT backend cannot run here", reason.split("; "), ["run sd-trt doctor for the full diagnosis"]);
     // The full diagnosis is `sd-trt doctor`'s job; name only the first missing piece here.
     const firstMissing = reason.split("; ")[0]!.replace(/ \(.*$/, "");
     return { backend: await loadCpu(folder, options), reason: `auto: TensorRT is not usable (${firstMissing}; see sd-trt doctor); using the CPU` };

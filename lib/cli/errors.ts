@@ -1,5 +1,5 @@
 /** Turns an error escaping a command into one line on stderr and the process exit code. */
-import { AbortError, InvalidOptionError, SdTrtError } from "../errors.js";
+import { SdTrtError, InvalidOptionError, AbortError } from "../errors.js";
 
 export const EXIT_FAILURE = 1;
 export const EXIT_USAGE = 2;

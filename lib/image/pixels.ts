@@ -2,7 +2,7 @@
  * Conversions between the VAE's float tensors and 8-bit RGB, with diffusers' exact rounding
  * (`VaeImageProcessor`): every float operation is rounded to float32 as torch/numpy do.
  */
-import { SdTrtError } from "../errors.js";
+import { InvalidArgumentError, VaeOverflowError } from "../errors.js";
 
 /**
  * Decoded images [B, 3, H, W] (VAE output, about −1…1) → one uint8 RGB HWC array per image:
@@ -25,7 +25,7 @@ export function decodedToRgb(decoded: Float32Array, batch: number, height: numbe
     if (planesToRgb(decoded, red, plane, rgb)) {
       for (let c = 0; c < 3; c++) {
         const i = decoded.subarray(red + c * plane, red + (c + 1) * plane).findIndex(Number.isNaN);
-        if (i >= 0) throw new SdTrtError("ERR_NAN_IMAGE", `${source} produced NaN in image ${b} (at channel ${c}, pixel ${i}); the image would be black`);
+        if (i >= 0) throw new VaeOverflowError(`${source} produced NaN in image ${b} (at channel ${c}, pixel ${i}); the image would be black`);
       }
     }
     images.push(new Uint8Array(rgb.buffer));
@@ -48,7 +48,7 @@ function planesToRgb(decoded: Float32Array, red: number, plane: number, rgb: Uin
     const r = decoded[red + i]!;
     const g = decoded[green + i]!;
     const bl = decoded[blue + i]!;
-    if (r !== r || g !== g || bl !== bl) nan = true;
+    if (Number.isNaN(r) || Number.isNaN(g) || Number.isNaN(bl)) nan = true;
     rgb[o] = f32(f32(r * 0.5 + 0.5) * 255);
     rgb[o + 1] = f32(f32(g * 0.5 + 0.5) * 255);
     rgb[o + 2] = f32(f32(bl * 0.5 + 0.5) * 255);
@@ -63,7 +63,7 @@ function planesToRgb(decoded: Float32Array, red: number, plane: number, rgb: Uin
 export function rgbToPixels(rgb: Uint8Array, height: number, width: number): Float32Array {
   const plane = height * width;
   if (rgb.length !== plane * 3) {
-    throw new SdTrtError("ERR_INVALID_ARGUMENT", `rgbToPixels: ${rgb.length} bytes is not ${width}×${height} RGB`);
+    throw new InvalidArgumentError(`rgbToPixels: ${rgb.length} bytes is not ${width}×${height} RGB`);
   }
   const out = new Float32Array(3 * plane);
   for (let i = 0; i < plane; i++) {

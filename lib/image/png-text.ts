@@ -4,7 +4,7 @@
  * compressed), exactly as PIL's `PngInfo.add_text` — what A1111 and its readers use.
  */
 import { crc32 } from "node:zlib";
-import { SdTrtError } from "../errors.js";
+import { SdTrtError, InvalidArgumentError, InvalidImageError } from "../errors.js";
 
 const SIGNATURE = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
 
@@ -21,7 +21,7 @@ export interface PngText {
 }
 
 function malformed(problem: string): SdTrtError {
-  return new SdTrtError("ERR_INVALID_PNG", `not a valid PNG: ${problem}`);
+  return new InvalidImageError(`not a valid PNG: ${problem}`);
 }
 
 /** Splits a PNG into its chunks, checking the signature and every CRC. */
@@ -59,7 +59,7 @@ const isLatin1 = (text: string): boolean => /^[\u0000-\u00ff]*$/.test(text);
 /** The chunk PIL would write for `keyword` = `text`: tEXt if Latin-1 fits, else iTXt. */
 export function textChunk(keyword: string, text: string): Buffer {
   if (!/^[\u0020-\u007e\u00a1-\u00ff]{1,79}$/.test(keyword) || keyword.startsWith(" ") || keyword.endsWith(" ")) {
-    throw new SdTrtError("ERR_INVALID_ARGUMENT", `PNG text keyword must be 1-79 printable Latin-1 characters, got ${JSON.stringify(keyword)}`);
+    throw new InvalidArgumentError(`PNG text keyword must be 1-79 printable Latin-1 characters, got ${JSON.stringify(keyword)}`);
   }
   if (isLatin1(text) && !text.includes("\0")) {
     return encodeChunk("tEXt", Buffer.concat([Buffer.from(keyword, "latin1"), Buffer.from([0]), Buffer.from(text, "latin1")]));

@@ -11,7 +11,7 @@
  * that need no resize reproduce diffusers bit for bit (PIL's Lanczos differs in the last bits).
  */
 import sharp, { type OutputInfo, type Sharp } from "sharp";
-import { ModelFileError, InvalidOptionError } from "../errors.js";
+import { InvalidOptionError, ModelFileError } from "../errors.js";
 
 /** Raw 8-bit pixels, row-major, interleaved (HWC). */
 export interface RawImage {

@@ -173,12 +173,9 @@ function describeCandidates(role: ModelRole): string {
  */
 export async function locateModelFolder(dirInput: string): Promise<ModelFolder> {
   const dir = resolve(dirInput);
-  let info;
-  try {
-    info = await stat(dir);
-  } catch {
+  const info = await stat(dir).catch(() => {
     throw new ModelFileError(dir, `model folder ${dir} does not exist`);
-  }
+  });
   if (!info.isDirectory()) throw new ModelFileError(dir, `model folder ${dir} is not a directory`);
 
   const modelIndexPath = join(dir, "model_index.json");

@@ -38,7 +38,7 @@
  */
 import { ModelFileError } from "../errors.js";
 import { float32ArrayToFloat16 } from "./float16.js";
-import { ExternalDataReader, isExternal, OnnxModel, readFloat32Tensor, tensorBytes, tensorHeader } from "./model.js";
+import { type ExternalDataReader, isExternal, type OnnxModel, readFloat32Tensor, tensorBytes, tensorHeader } from "./model.js";
 import { intField, PbMessage, stringField, WireType } from "./protobuf.js";
 import {
   AttributeField,
@@ -301,13 +301,14 @@ export async function convertToFp16(
 
   // Who needs each constant (initializer or Constant output) in which precision.
   const constantNeeds = new Map<string, Set<Precision>>();
-  plan.inputNeeds.forEach((needs, ni) => {
-    const inputs = nodes[ni].strings(NodeField.input);
-    needs.forEach((need, i) => {
-      if (need === undefined || plan.valuePrecision.get(inputs[i]) !== "neutral") return;
-      const set = constantNeeds.get(inputs[i]) ?? new Set<Precision>();
+  nodes.forEach((node, ni) => {
+    const needs = plan.inputNeeds[ni]!;
+    node.strings(NodeField.input).forEach((input, i) => {
+      const need = needs[i];
+      if (need === undefined || plan.valuePrecision.get(input) !== "neutral") return;
+      const set = constantNeeds.get(input) ?? new Set<Precision>();
       set.add(need);
-      constantNeeds.set(inputs[i], set);
+      constantNeeds.set(input, set);
     });
   });
   for (const name of graphOutputs) {
@@ -352,10 +353,10 @@ export async function convertToFp16(
   // Nodes, with casts inserted before their first reader.
   const castFor = new Map<string, string>(); // `${value}|${precision}` → cast output
   const newNodes: PbMessage[] = [];
-  for (let ni = 0; ni < nodes.length; ni++) {
-    const node = nodes[ni];
+  for (const [ni, node] of nodes.entries()) {
     const op = node.string(NodeField.opType) ?? "";
     const precision = plan.nodePrecision[ni];
+    const needs = plan.inputNeeds[ni]!;
     const inputs = node.strings(NodeField.input);
 
     if (op === "Constant") {
@@ -383,7 +384,7 @@ export async function convertToFp16(
     }
 
     const newInputs = inputs.map((name, i) => {
-      const need = plan.inputNeeds[ni][i];
+      const need = needs[i];
       const source = renamed.get(name) ?? name;
       if (need === undefined) return source;
       const have = plan.valuePrecision.get(name);

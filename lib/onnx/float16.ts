@@ -12,7 +12,7 @@ const u32 = new Uint32Array(f32.buffer);
 /** The fp16 bit pattern nearest to `value` (±Infinity beyond the fp16 range, NaN stays NaN). */
 export function float32ToFloat16Bits(value: number): number {
   f32[0] = value;
-  const x = u32[0];
+  const x = u32[0]!;
   const sign = (x >>> 16) & 0x8000;
   const exp = (x >>> 23) & 0xff;
   let mant = x & 0x7fffff;
@@ -54,7 +54,7 @@ export function float32ArrayToFloat16(src: Float32Array): { bits: Uint16Array; c
   const bits = new Uint16Array(src.length);
   let clamped = 0;
   for (let i = 0; i < src.length; i++) {
-    let v = src[i];
+    let v = src[i]!;
     if (v > FLOAT16_MAX && v !== Infinity) {
       v = FLOAT16_MAX;
       clamped++;
@@ -69,6 +69,6 @@ export function float32ArrayToFloat16(src: Float32Array): { bits: Uint16Array; c
 
 export function float16ArrayToFloat32(bits: Uint16Array): Float32Array {
   const out = new Float32Array(bits.length);
-  for (let i = 0; i < bits.length; i++) out[i] = float16BitsToFloat32(bits[i]);
+  for (let i = 0; i < bits.length; i++) out[i] = float16BitsToFloat32(bits[i]!);
   return out;
 }

@@ -6,7 +6,7 @@
 import { open, readFile, type FileHandle } from "node:fs/promises";
 import { dirname, isAbsolute, relative, resolve, sep } from "node:path";
 import { ModelFileError } from "../errors.js";
-import { decodeMessage, encodeMessage, PbMessage, ProtobufDecodeError } from "./protobuf.js";
+import { decodeMessage, encodeMessage, type PbMessage, ProtobufDecodeError } from "./protobuf.js";
 import {
   AttributeField,
   DATA_TYPE_NAMES,
@@ -260,13 +260,17 @@ export async function tensorBytes(t: PbMessage, model: OnnxModel, reader: Extern
     case DataType.FLOAT: {
       const v = t.floats(TensorField.floatData);
       checkCount(v.length, elements, name, model.path);
-      v.forEach((x, i) => dv.setFloat32(i * 4, x, true));
+      v.forEach((x, i) => {
+        dv.setFloat32(i * 4, x, true);
+      });
       break;
     }
     case DataType.INT64: {
       const v = t.ints(TensorField.int64Data);
       checkCount(v.length, elements, name, model.path);
-      v.forEach((x, i) => dv.setBigInt64(i * 8, BigInt(x), true));
+      v.forEach((x, i) => {
+        dv.setBigInt64(i * 8, BigInt(x), true);
+      });
       break;
     }
     case DataType.INT32:

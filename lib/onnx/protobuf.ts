@@ -51,8 +51,7 @@ export class PbMessage {
 
   /** The last occurrence of field `no` (protobuf's "last one wins" for singular fields). */
   get(no: number): PbField | undefined {
-    for (let i = this.fields.length - 1; i >= 0; i--) if (this.fields[i].no === no) return this.fields[i];
-    return undefined;
+    return this.fields.findLast((f) => f.no === no);
   }
 
   all(no: number): PbField[] {
@@ -228,8 +227,9 @@ class Reader {
     let result = 0n;
     let shift = 0n;
     for (let i = 0; i < 10; i++) {
-      if (this.pos >= this.buf.length) throw new ProtobufDecodeError(`truncated varint at byte ${this.pos}`);
-      const b = this.buf[this.pos++];
+      const b = this.buf[this.pos];
+      if (b === undefined) throw new ProtobufDecodeError(`truncated varint at byte ${this.pos}`);
+      this.pos++;
       result |= BigInt(b & 0x7f) << shift;
       if ((b & 0x80) === 0) return BigInt.asUintN(64, result);
       shift += 7n;
@@ -242,8 +242,9 @@ class Reader {
     let result = 0;
     let mul = 1;
     for (let i = 0; i < 8; i++) {
-      if (this.pos >= this.buf.length) throw new ProtobufDecodeError(`truncated varint at byte ${this.pos}`);
-      const b = this.buf[this.pos++];
+      const b = this.buf[this.pos];
+      if (b === undefined) throw new ProtobufDecodeError(`truncated varint at byte ${this.pos}`);
+      this.pos++;
       result += (b & 0x7f) * mul;
       if ((b & 0x80) === 0) return result;
       mul *= 128;

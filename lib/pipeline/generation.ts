@@ -6,27 +6,28 @@
  *    draw in diffusers' order from the request's own generators (txt2img: the initial latents ×
  *    init_noise_sigma; img2img: the posterior eps, then the add_noise draw; then one draw per
  *    evaluation that consumes noise).
- * 2. `executeBatch` — the model calls, once for all the requests given: ONE text-encoder call
- *    per prompt list (the prompts of every image, then the negative prompts with guidance), each
- *    request's init image through the VAE encoder (img2img), ONE denoise of the merged batch
- *    (per-image guidance scales, per-row embeddings, each request's own noise rows), ONE decode;
- *    then each request's images, infotext and latents.
+ * 2. `executeBatch` — the model calls, once for all the requests given, as ONE `Backend.generate`
+ *    job whatever the request kind: one text-encoder call per prompt list (the prompts of every
+ *    image, then the negative prompts with guidance), each request's init image through the VAE
+ *    encoder (img2img), one denoise of the merged batch (per-image guidance scales, per-row
+ *    embeddings, each request's own noise rows), one decode; then each request's images,
+ *    infotext and latents.
  *
  * `Pipeline.generate` is a batch of one; `PipelineService` merges requests whose `batchKey`
  * matches. A request's images never depend on the others in its batch: every random draw is its
  * own, and the models compute each batch row independently (the service tests check this pixel
  * for pixel).
  */
-import { InvalidOptionError, SdTrtError, throwIfAborted } from "../errors.js";
-import type { Backend, BackendLimits, BackendName, TextEmbeddings } from "../backends/backend.js";
-import type { CpuDenoiseRequest, CpuGenerateRequest, CpuGenerateResult } from "../backends/cpu/backend.js";
+import { InternalError, InvalidOptionError, throwIfAborted } from "../errors.js";
+import type { Backend, BackendLimits, BackendName, GenerationJob, InitImage } from "../backends/backend.js";
 import { formatInfotext } from "../image/infotext.js";
+import { rgbToPixels } from "../image/pixels.js";
 import { readImage, type RgbImage } from "../image/read.js";
 import { a1111SamplerName } from "../schedulers/index.js";
 import type { SamplerProgram } from "../sampler/program.js";
 import type { ClipTokenizer } from "../tokenizer/index.js";
-import { img2imgLatents } from "./img2img.js";
-import { NoiseSource, divideFloat32, scaleFloat32 } from "./noise.js";
+import { scaleFloat32 } from "../sampler/latents.js";
+import { NoiseSource } from "./noise.js";
 import type { ProgressEvent, ResolvedRequest } from "./options.js";
 import type { ProgramCache } from "./program-cache.js";
 
@@ -102,8 +103,8 @@ export interface PreparedRequest {
   readonly width: number;
   readonly height: number;
   readonly program: SamplerProgram;
-  /** Requests with equal keys can share a batch (size, guidance on/off, program). */
-  readonly batchKey: string;
+  /** `batchKey` of the request at its final size (null: it runs alone). */
+  readonly batchKey: string | null;
   /** Token ids [batch, 77] of the prompts, and of the negative prompts when guidance is on. */
   readonly condIds: Int32Array;
   readonly uncondIds: Int32Array | null;
@@ -120,15 +121,16 @@ export interface PreparedRequest {
 }
 
 /**
- * Whether validated requests can share a batch, before their init images are read: requests
- * with equal keys can. Null when a request must run alone (it observes per-step latents, or its
- * size comes from its init image).
+ * The one batch key: requests with equal keys can share a batch (size, steps, scheduler,
+ * guidance on/off, img2img strength); null when a request must run alone (it observes per-step
+ * latents, or its size comes from an init image not read yet). The service groups validated
+ * requests by it; `prepareRequest` computes it again once an init image has given the size.
  */
-export function batchKey(request: ResolvedRequest): string | null {
+export function batchKey(request: ResolvedRequest, width = request.width, height = request.height): string | null {
   if (request.onLatents) return null;
-  if (request.width === undefined || request.height === undefined) return null;
+  if (width === undefined || height === undefined) return null;
   const img2img = request.initImage !== undefined;
-  return JSON.stringify([request.width, request.height, request.steps, request.scheduler, request.guidance > 1, img2img, img2img ? request.strength : null]);
+  return JSON.stringify([width, height, request.steps, request.scheduler, request.guidance > 1, img2img ? request.strength : null]);
 }
 
 /** Token ids [rows, 77] for a list of texts, noting truncated ones. Each distinct text is tokenized once. */
@@ -183,7 +185,7 @@ export async function prepareRequest(context: GenerationContext, request: Resolv
     checkInitImageSize(limits, width, height);
   }
   const readImageMs = performance.now() - t;
-  if (width === undefined || height === undefined) throw new SdTrtError("ERR_INTERNAL", "a txt2img request reached prepareRequest without a size");
+  if (width === undefined || height === undefined) throw new InternalError("a txt2img request reached prepareRequest without a size");
 
   t = performance.now();
   const warnings: string[] = [];
@@ -191,7 +193,7 @@ export async function prepareRequest(context: GenerationContext, request: Resolv
   const uncondIds = cfg ? tokenize(tokenizer, r.negativePrompts, "negativePrompt", warnings) : null;
   const tokenizeMs = performance.now() - t;
 
-  const { program, key } = programs.get(r.scheduler, r.steps, image ? r.strength! : undefined);
+  const { program } = programs.get(r.scheduler, r.steps, image ? r.strength! : undefined);
   const noise = new NoiseSource(r.rng, r.generatorSeeds, r.perImageGenerators);
   const rest = [4, height / 8, width / 8];
   let initialLatents: Float32Array | null = null;
@@ -209,7 +211,7 @@ export async function prepareRequest(context: GenerationContext, request: Resolv
     width,
     height,
     program,
-    batchKey: JSON.stringify([width, height, cfg, key]),
+    batchKey: batchKey(r, width, height),
     condIds,
     uncondIds,
     initialLatents,
@@ -222,32 +224,6 @@ export async function prepareRequest(context: GenerationContext, request: Resolv
   };
 }
 
-/** The arrays end to end (the batch axis); a single array is returned as is. */
-function concatenate(parts: Float32Array[]): Float32Array;
-function concatenate(parts: Int32Array[]): Int32Array;
-function concatenate(parts: (Float32Array | Int32Array)[]): Float32Array | Int32Array {
-  if (parts.length === 1) return parts[0]!;
-  const out = parts[0] instanceof Int32Array ? new Int32Array(parts.reduce((n, p) => n + p.length, 0)) : new Float32Array(parts.reduce((n, p) => n + p.length, 0));
-  let offset = 0;
-  for (const part of parts) {
-    out.set(part, offset);
-    offset += part.length;
-  }
-  return out;
-}
-
-/** Encodes both prompt lists (one text-encoder call each, prompts first as diffusers does); disposes what was made if either fails. */
-async function encodePrompts(backend: Backend, cond: Int32Array, uncond: Int32Array | null, rows: number): Promise<{ cond: TextEmbeddings; uncond: TextEmbeddings | null }> {
-  // Both are posted at once: the backend runs them in order, and the second waits for no round trip.
-  const [c, u] = await Promise.allSettled([backend.encodeText(cond, rows), uncond ? backend.encodeText(uncond, rows) : Promise.resolve(null)]);
-  if (c.status === "rejected" || u.status === "rejected") {
-    if (c.status === "fulfilled") c.value.dispose();
-    if (u.status === "fulfilled") u.value?.dispose();
-    throw c.status === "rejected" ? c.reason : (u as PromiseRejectedResult).reason;
-  }
-  return { cond: c.value, uncond: u.value };
-}
-
 /**
  * Phase 2: runs prepared, compatible requests (equal `batchKey`) as one batch. Results are in
  * request order and equal what each request gives alone; stage timings are the batch's.
@@ -258,15 +234,14 @@ export async function executeBatch(context: GenerationContext, prepared: Prepare
   if (prepared.length === 0) return [];
   const { backend } = context;
   const { signal } = hooks;
-  const progress = (event: ProgressEvent) => hooks.onProgress?.(event);
   const first = prepared[0]!;
-  if (prepared.some((p) => p.batchKey !== first.batchKey)) {
-    throw new SdTrtError("ERR_INTERNAL", "executeBatch: the requests cannot share a batch (different sizes, guidance or programs)");
-  }
-  const onLatents = prepared.length === 1 ? first.request.onLatents : undefined;
   if (prepared.length > 1 && prepared.some((p) => p.request.onLatents)) {
-    throw new SdTrtError("ERR_INTERNAL", "executeBatch: a request that observes its latents (onLatents) must run alone");
+    throw new InternalError("executeBatch: a request that observes its latents (onLatents) must run alone");
   }
+  if (prepared.length > 1 && prepared.some((p) => p.batchKey === null || p.batchKey !== first.batchKey)) {
+    throw new InternalError("executeBatch: the requests cannot share a batch (different sizes, guidance or programs)");
+  }
+  const onLatents = first.request.onLatents;
   const batch = prepared.reduce((n, p) => n + p.request.batch, 0);
   if (batch > backend.limits.maxBatch) {
     throw new InvalidOptionError("batch", `the merged batch of ${batch} images exceeds the backend's maximum batch ${backend.limits.maxBatch}`);
@@ -284,26 +259,29 @@ export async function executeBatch(context: GenerationContext, prepared: Prepare
     row += p.request.batch;
   }
   const evaluations = program.evals.length;
-  const stages: BatchStages = {
+  const job: GenerationJob = {
     program,
     batch,
     latentHeight,
     latentWidth,
-    guidance,
     condIds: concatenate(prepared.map((p) => p.condIds)),
     uncondIds: cfg ? concatenate(prepared.map((p) => p.uncondIds!)) : null,
+    guidance,
+    start: first.img2img ? { images: prepared.map((p) => initImage(p)) } : { latents: concatenate(prepared.map((p) => p.initialLatents!)) },
     noise: first.stepNoise.map((_, k) => concatenate(prepared.map((p) => p.stepNoise[k]!))),
   };
-  if (signal) stages.signal = signal;
-  // Per-step progress only when someone listens: on the CPU each event is a message from the worker.
+  if (signal) job.signal = signal;
+  // Progress only when someone listens: on the CPU each event is a message from the worker.
   const { onProgress } = hooks;
-  if (onProgress) stages.onStep = (evalIndex) => onProgress({ stage: "denoise", step: evalIndex + 1, total: evaluations, timestep: program.evals[evalIndex]!.t });
-  const txt2img = prepared.every((p) => !p.img2img);
-  const { final, pixels, textEncodeMs, imageEncodeMs, denoiseMs, decodeMs } =
-    txt2img && hasWholeGeneration(backend)
-      ? await runWhole(backend, stages, prepared, progress, onLatents)
-      : await runStaged(backend, stages, prepared, progress, onLatents);
-  progress({ stage: "decode", step: 1, total: 1 });
+  if (onProgress) job.onStage = (stage) => stage !== "denoise" && onProgress({ stage, step: 1, total: 1 });
+  if (onProgress) job.onStep = (evalIndex) => onProgress({ stage: "denoise", step: evalIndex + 1, total: evaluations, timestep: program.evals[evalIndex]!.t });
+  if (onLatents) job.onLatents = onLatents;
+  if (prepared.some((p) => p.request.returnLatents)) job.returnLatents = true;
+  const output = await backend.generate(job);
+  const final = output.latents;
+  const pixels = output.images;
+  const { textEncode: textEncodeMs, denoise: denoiseMs, decode: decodeMs } = output.timings;
+  const imageEncodeMs = prepared.map((p, i) => p.readImageMs + (output.timings.imageEncode[i] ?? 0));
 
   const modelHash = await context.modelHash();
   const perImage = 4 * latentHeight * latentWidth;
@@ -350,120 +328,30 @@ export async function executeBatch(context: GenerationContext, prepared: Prepare
       },
       warnings: p.warnings,
     };
-    if (r.returnLatents) result.latents = prepared.length === 1 ? final : final.slice(row * perImage, (row + r.batch) * perImage);
+    if (r.returnLatents && final) result.latents = prepared.length === 1 ? final : final.slice(row * perImage, (row + r.batch) * perImage);
     row += r.batch;
     return result;
   });
 }
 
-/** What both ways of running a batch's models need. */
-interface BatchStages {
-  program: SamplerProgram;
-  batch: number;
-  latentHeight: number;
-  latentWidth: number;
-  guidance: Float64Array;
-  condIds: Int32Array;
-  uncondIds: Int32Array | null;
-  noise: Float32Array[];
-  signal?: AbortSignal;
-  onStep?: (evalIndex: number) => void;
+/** The img2img part of a prepared request, as the backend takes it. */
+function initImage(p: PreparedRequest): InitImage {
+  const part = p.img2img;
+  if (!part) throw new InternalError("executeBatch: a txt2img request was batched with img2img requests");
+  const { image, eps, noise } = part;
+  return { pixels: rgbToPixels(image.rgb, image.height, image.width), rows: p.request.batch, eps, noise };
 }
 
-interface BatchOutputs {
-  /** x_M [batch, 4, h, w]. */
-  final: Float32Array;
-  pixels: Uint8Array[];
-  textEncodeMs: number;
-  /** Per request. */
-  imageEncodeMs: number[];
-  denoiseMs: number;
-  decodeMs: number;
-}
-
-/** A backend that runs a whole txt2img generation in one call (the CPU backend: one message to its worker). */
-interface WholeGenerationBackend extends Backend {
-  generateImages(request: CpuGenerateRequest): Promise<CpuGenerateResult>;
-}
-
-function hasWholeGeneration(backend: Backend): backend is WholeGenerationBackend {
-  return typeof (backend as Partial<WholeGenerationBackend>).generateImages === "function";
-}
-
-/** txt2img in one backend call; the stage times are the backend's. */
-async function runWhole(
-  backend: WholeGenerationBackend,
-  stages: BatchStages,
-  prepared: PreparedRequest[],
-  progress: (event: ProgressEvent) => void,
-  onLatents: ResolvedRequest["onLatents"],
-): Promise<BatchOutputs> {
-  const latents = concatenate(prepared.map((p) => p.initialLatents!));
-  const { onStep, ...rest } = stages;
-  const request: CpuGenerateRequest = { ...rest, latents };
-  if (onStep) {
-    // Progress is listened to (each event is a message from the worker, so only then).
-    request.onStep = onStep;
-    request.onTextEncoded = () => progress({ stage: "encode-text", step: 1, total: 1 });
+/** The arrays end to end (the batch axis); a single array is returned as is. */
+function concatenate(parts: Float32Array[]): Float32Array;
+function concatenate(parts: Int32Array[]): Int32Array;
+function concatenate(parts: (Float32Array | Int32Array)[]): Float32Array | Int32Array {
+  if (parts.length === 1) return parts[0]!;
+  const out = parts[0] instanceof Int32Array ? new Int32Array(parts.reduce((n, p) => n + p.length, 0)) : new Float32Array(parts.reduce((n, p) => n + p.length, 0));
+  let offset = 0;
+  for (const part of parts) {
+    out.set(part, offset);
+    offset += part.length;
   }
-  if (onLatents) {
-    onLatents(0, latents);
-    request.onLatents = (evalIndex, x) => onLatents(evalIndex + 1, x);
-  }
-  const result = await backend.generateImages(request);
-  const { textEncode, denoise, decode } = result.timings;
-  return { final: result.latents, pixels: result.images, textEncodeMs: textEncode, imageEncodeMs: prepared.map(() => 0), denoiseMs: denoise, decodeMs: decode };
-}
-
-/** Stage by stage: text encoder, init images (img2img), denoise, decoder. */
-async function runStaged(
-  backend: Backend,
-  stages: BatchStages,
-  prepared: PreparedRequest[],
-  progress: (event: ProgressEvent) => void,
-  onLatents: ResolvedRequest["onLatents"],
-): Promise<BatchOutputs> {
-  const { program, batch, latentHeight, latentWidth, signal } = stages;
-  let t = performance.now();
-  const { cond, uncond } = await encodePrompts(backend, stages.condIds, stages.uncondIds, batch);
-  try {
-    const textEncodeMs = performance.now() - t;
-    progress({ stage: "encode-text", step: 1, total: 1 });
-    throwIfAborted(signal);
-
-    // x_0 of every request, in request order; img2img through the VAE encoder.
-    const imageEncodeMs = prepared.map((p) => p.readImageMs);
-    const initial: Float32Array[] = [];
-    for (const [i, p] of prepared.entries()) {
-      if (p.img2img) {
-        t = performance.now();
-        initial.push(await img2imgLatents({ backend, ...p.img2img, program }));
-        imageEncodeMs[i]! += performance.now() - t;
-        throwIfAborted(signal);
-      } else {
-        initial.push(p.initialLatents!);
-      }
-    }
-    if (prepared.some((p) => p.img2img)) progress({ stage: "encode-image", step: 1, total: 1 });
-    const latents = concatenate(initial);
-
-    t = performance.now();
-    const denoise: CpuDenoiseRequest = { program, latents, batch, latentHeight, latentWidth, cond, uncond, guidance: stages.guidance, noise: stages.noise };
-    if (signal) denoise.signal = signal;
-    if (stages.onStep) denoise.onStep = stages.onStep;
-    if (onLatents) {
-      onLatents(0, latents);
-      denoise.onLatents = (evalIndex, x) => onLatents(evalIndex + 1, x);
-    }
-    const final = await backend.denoise(denoise);
-    const denoiseMs = performance.now() - t;
-    throwIfAborted(signal);
-
-    t = performance.now();
-    const pixels = await backend.decode(divideFloat32(final, backend.scalingFactor), batch, latentHeight, latentWidth);
-    return { final, pixels, textEncodeMs, imageEncodeMs, denoiseMs, decodeMs: performance.now() - t };
-  } finally {
-    cond.dispose();
-    uncond?.dispose();
-  }
+  return out;
 }

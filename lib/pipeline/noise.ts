@@ -44,36 +44,3 @@ export class NoiseSource {
     return this.#generators.map((g) => randn(shape, g));
   }
 }
-
-/** `latents · scale` in float32 (diffusers' `randn · init_noise_sigma`, `scaling_factor · latents`). */
-export function scaleFloat32(values: Float32Array, scale: number): Float32Array {
-  const s = Math.fround(scale);
-  const out = new Float32Array(values.length);
-  for (let i = 0; i < values.length; i++) out[i] = values[i]! * s;
-  return out;
-}
-
-/** `latents / divisor` in float32 (diffusers' `latents / scaling_factor` before the VAE decoder). */
-export function divideFloat32(values: Float32Array, divisor: number): Float32Array {
-  const d = Math.fround(divisor);
-  const out = new Float32Array(values.length);
-  for (let i = 0; i < values.length; i++) out[i] = values[i]! / d;
-  return out;
-}
-
-/** `scheduler.add_noise`: signal · x + noise · n, each product and the sum rounded to float32. */
-export function addNoise(original: Float32Array, noise: Float32Array, signal: number, noiseScale: number): Float32Array {
-  const a = Math.fround(signal);
-  const b = Math.fround(noiseScale);
-  const out = new Float32Array(original.length);
-  for (let i = 0; i < original.length; i++) out[i] = Math.fround(a * original[i]!) + Math.fround(b * noise[i]!);
-  return out;
-}
-
-/** The posterior sample `mean + std · eps` in float32; just the mean when the graph gives no std. */
-export function samplePosterior(mean: Float32Array, std: Float32Array | undefined, eps: Float32Array): Float32Array {
-  if (!std) return mean;
-  const out = new Float32Array(mean.length);
-  for (let i = 0; i < mean.length; i++) out[i] = mean[i]! + Math.fround(std[i]! * eps[i]!);
-  return out;
-}

@@ -19,7 +19,8 @@
 import { createHash } from "node:crypto";
 import { createReadStream } from "node:fs";
 import { dirname } from "node:path";
-import { DisposedError, SdTrtError, throwIfAborted } from "../errors.js";
+import { ModelFileError, DisposedError, throwIfAborted } from "../errors.js";
+import { Lifecycle } from "../lifecycle.js";
 import type { Backend, BackendLimits, BackendName } from "../backends/backend.js";
 import { loadBackend, type BackendChoice, BACKEND_CHOICES } from "../backends/select.js";
 import { locateModelFolder, type ModelFolder } from "../model/folder.js";
@@ -70,8 +71,8 @@ export class Pipeline {
   readonly backendReason: string;
   /** The scheduler used when `generate` names none (from the model's scheduler config). */
   readonly defaultScheduler: SchedulerName;
-  #queue: Promise<unknown> = Promise.resolve();
-  #disposed = false;
+  /** One batch at a time; dispose waits for the accepted ones, then releases the backend. */
+  readonly #life = new Lifecycle("Pipeline");
   #modelHash: Promise<string> | undefined;
 
   private constructor(folder: ModelFolder, backend: Backend, reason: string, tokenizer: ClipTokenizer, defaultScheduler: SchedulerName) {
@@ -99,10 +100,7 @@ export class Pipeline {
     const folder = await locateModelFolder(modelDir);
     const defaultScheduler = canonicalSchedulerName(folder.schedulerClass, folder.schedulerConfig);
     if (!defaultScheduler) {
-      throw new SdTrtError(
-        "ERR_MODEL_FILE",
-        `${folder.schedulerConfigFile ?? "the default scheduler config"} names the scheduler class ${JSON.stringify(folder.schedulerClass)}, which sd-trt does not implement (supported: ${SCHEDULER_NAMES.join(", ")})`,
-      );
+      throw new ModelFileError(folder.schedulerConfigFile ?? folder.dir, `${folder.schedulerConfigFile ?? "the default scheduler config"} names the scheduler class ${JSON.stringify(folder.schedulerClass)}, which sd-trt does not implement (supported: ${SCHEDULER_NAMES.join(", ")})`);
     }
     createScheduler(defaultScheduler, folder.schedulerConfig); // a bad config fails at load, not at the first generate
     const tokenizer = folder.tokenizer ? await ClipTokenizer.fromDirectory(dirname(folder.tokenizer.vocab)) : await ClipTokenizer.default();
@@ -142,7 +140,7 @@ export class Pipeline {
   }
 
   get disposed(): boolean {
-    return this.#disposed;
+    return this.#life.disposed;
   }
 
   /** A1111's "Model hash": the first 10 hex digits of the UNet ONNX file's SHA-256 (computed once). */
@@ -164,7 +162,7 @@ export class Pipeline {
       defaultScheduler: this.defaultScheduler,
       schedulerNames: SCHEDULER_NAMES,
       canonicalScheduler: (name) => canonicalSchedulerName(name, this.#folder.schedulerConfig),
-      hostLatents: this.#backend.name === "cpu",
+      hostLatents: this.#limits.canObserveLatents,
     });
   }
 
@@ -174,7 +172,7 @@ export class Pipeline {
    */
   async generate(options: GenerateOptions): Promise<GenerateResult> {
     const started = performance.now();
-    if (this.#disposed) throw new DisposedError("Pipeline");
+    this.#life.assertLive();
     const request = this.resolveOptions(options);
     throwIfAborted(request.signal);
     const hooks: BatchHooks = {};
@@ -194,21 +192,17 @@ export class Pipeline {
    * @param started when the calls began, for `timings.total`. Defaults to now.
    */
   generateBatch(requests: ResolvedRequest[], hooks: BatchHooks = {}, started = performance.now()): Promise<GenerateResult[]> {
-    if (this.#disposed) return Promise.reject(new DisposedError("Pipeline"));
+    if (this.#life.disposed) return Promise.reject(new DisposedError("Pipeline"));
     const prepared = Promise.all(requests.map((r) => prepareRequest(this.#generation, r, started)));
-    // The queue slot is taken now, so dispose() waits for a call it accepted.
-    const run = this.#queue.then(async () => executeBatch(this.#generation, await prepared, hooks));
-    this.#queue = run.catch(() => undefined);
+    // The batch takes its turn now, so dispose() waits for a call it accepted.
+    const run = this.#life.exclusive(async () => executeBatch(this.#generation, await prepared, hooks));
     // A request that cannot be prepared (an unreadable init image) fails at once, not after the queue.
     return Promise.race([run, prepared.then(() => run)]);
   }
 
-  /** Releases the backend (sessions, engines, worker threads). Waits for a running generation. Idempotent. */
-  async dispose(): Promise<void> {
-    if (this.#disposed) return;
-    this.#disposed = true;
-    await this.#queue;
-    await this.#backend.dispose();
+  /** Waits for the accepted generations, then releases the backend (sessions, engines, worker threads). Idempotent. */
+  dispose(): Promise<void> {
+    return this.#life.dispose(() => this.#backend.dispose());
   }
 
   async [Symbol.asyncDispose](): Promise<void> {

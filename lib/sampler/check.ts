@@ -2,11 +2,11 @@
  * Structural checks of a SamplerProgram before an executor trusts it (programs are plain data and
  * may come from JSON). Throws SdTrtError code ERR_INVALID_PROGRAM, like the native unpacker.
  */
-import { SdTrtError } from "../errors.js";
+import { InvalidProgramError } from "../errors.js";
 import { SAMPLER_PROGRAM_FORMAT, type SamplerProgram } from "./program.js";
 
 function invalid(what: string): never {
-  throw new SdTrtError("ERR_INVALID_PROGRAM", `invalid sampler program: ${what}`);
+  throw new InvalidProgramError(`invalid sampler program: ${what}`);
 }
 
 function isFiniteNumber(v: unknown): v is number {

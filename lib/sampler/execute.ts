@@ -6,7 +6,7 @@
  * x_{j−K+1}, which is safe because each element reads all its history before it is written.
  * Apart from what the model returns, a run allocates only at the start.
  */
-import { SdTrtError, throwIfAborted } from "../errors.js";
+import { InvalidArgumentError, InternalError, throwIfAborted } from "../errors.js";
 import { checkProgram } from "./check.js";
 import type { SamplerProgram } from "./program.js";
 
@@ -64,7 +64,7 @@ export class ProgramExecution<T extends LatentArray> {
   constructor(program: SamplerProgram, latents: T) {
     checkProgram(program);
     if (!(latents instanceof Float32Array || latents instanceof Float64Array) || latents.length === 0) {
-      throw new SdTrtError("ERR_INVALID_ARGUMENT", "latents must be a non-empty Float32Array or Float64Array");
+      throw new InvalidArgumentError("latents must be a non-empty Float32Array or Float64Array");
     }
     this.#program = program;
     this.#length = latents.length;
@@ -136,11 +136,10 @@ export class ProgramExecution<T extends LatentArray> {
     const j = this.#j;
     const K = this.#program.historyDepth;
     if (modelOutput.length !== this.#length) {
-      throw new SdTrtError("ERR_INVALID_ARGUMENT", `model output for evaluation ${j} has ${modelOutput.length} values, expected ${this.#length}`);
+      throw new InvalidArgumentError(`model output for evaluation ${j} has ${modelOutput.length} values, expected ${this.#length}`);
     }
     if (e.drawsNoise && (noise === undefined || noise.length !== this.#length)) {
-      throw new SdTrtError(
-        "ERR_INVALID_ARGUMENT",
+      throw new InvalidArgumentError(
         noise === undefined
           ? `evaluation ${j} of the ${this.#program.scheduler} program draws noise, but no noise was given`
           : `noise for evaluation ${j} has ${noise.length} values, expected ${this.#length}`,
@@ -163,7 +162,7 @@ export class ProgramExecution<T extends LatentArray> {
 
   #evalOrThrow() {
     const e = this.#program.evals[this.#j];
-    if (e === undefined) throw new SdTrtError("ERR_INVALID_STATE", "the sampler program has no evaluations left");
+    if (e === undefined) throw new InternalError("the sampler program has no evaluations left");
     return e;
   }
 }
@@ -214,8 +213,7 @@ function updateInto(out: LatentArray, coefs: number[], values: ArrayLike<number>
 function noiseFor(program: SamplerProgram, source: NoiseSource | undefined, j: number): ArrayLike<number> | undefined {
   if (!program.evals[j]!.drawsNoise) return undefined;
   if (source === undefined) {
-    throw new SdTrtError(
-      "ERR_INVALID_ARGUMENT",
+    throw new InvalidArgumentError(
       `the ${program.scheduler} program draws noise at evaluation ${j}; pass a noise source`,
     );
   }

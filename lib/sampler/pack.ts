@@ -11,7 +11,7 @@
  * The device needs nothing else: the scheduler name and img2img's `addNoise` (applied on the host
  * before the loop) are not packed, so `unpackProgram` takes them back as metadata.
  */
-import { SdTrtError } from "../errors.js";
+import { InvalidProgramError } from "../errors.js";
 import { checkProgram } from "./check.js";
 import {
   PACKED_HEADER_WORDS,
@@ -56,7 +56,7 @@ export interface UnpackMetadata {
 }
 
 function invalid(what: string): never {
-  throw new SdTrtError("ERR_INVALID_PROGRAM", `invalid packed sampler program: ${what}`);
+  throw new InvalidProgramError(`invalid packed sampler program: ${what}`);
 }
 
 export function unpackProgram(words: Float64Array, metadata: UnpackMetadata): SamplerProgram {

@@ -69,7 +69,7 @@ export const float64Algebra: LinearAlgebra<Float64Array> = {
       if (vector.length !== length) throw new RangeError(`vector lengths differ: ${vector.length} vs ${length}`);
       // Same rule as the symbolic algebra: a zero coefficient drops the term entirely.
       if (scale === 0) continue;
-      for (let i = 0; i < length; i++) out[i] += scale * vector[i];
+      for (let i = 0; i < length; i++) out[i]! += scale * vector[i]!;
     }
     return out;
   },

@@ -4,7 +4,7 @@
  * step draws noise), and the returned prev_sample, a sparse combination of basis elements, is the
  * row a_j[k]·x_{j−k} + b_j[k]·m_{j−k} + c_j·n_j of the table.
  */
-import { InvalidOptionError, SdTrtError } from "../errors.js";
+import { InvalidOptionError, InternalError } from "../errors.js";
 import { SAMPLER_PROGRAM_FORMAT, type AddNoiseSpec, type SamplerEval, type SamplerProgram } from "../sampler/program.js";
 import { SymbolicVector } from "./algebra.js";
 import type { NoiseScales, SchedulePlan, SchedulerRun } from "./types.js";
@@ -49,7 +49,7 @@ function lagOf(row: RawRow, j: number): number {
   let lag = 0;
   for (const { kind, index } of row.result.entries()) {
     if (kind === "n" ? index !== j : index > j) {
-      throw new SdTrtError("ERR_INTERNAL", `scheduler step ${j} referenced ${kind}_${index}, which a sampler program cannot express`);
+      throw new InternalError(`scheduler step ${j} referenced ${kind}_${index}, which a sampler program cannot express`);
     }
     if (kind !== "n") lag = Math.max(lag, j - index);
   }

@@ -22,10 +22,9 @@
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
-import { AbortError, InvalidOptionError, SdTrtError } from "../errors.js";
+import { SdTrtError, InvalidOptionError, AbortError, BusyError, ServiceClosedError, InternalError } from "../errors.js";
 import { packageVersion } from "../package-info.js";
 import type { PipelineService } from "../service/pipeline-service.js";
-import { BusyError, ServiceClosedError } from "../service/errors.js";
 import { a1111ProgressResponse, handleA1111Generation } from "./a1111/handlers.js";
 import { a1111FieldFor } from "./a1111/request.js";
 import { a1111SamplerList, a1111ScheduleTypeList } from "./a1111/samplers.js";

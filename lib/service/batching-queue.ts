@@ -22,8 +22,7 @@
  * - **Counters.** queued, running, done, failed, cancelled, rejected (busy), batches,
  *   batchedRequests (requests that ran in a batch of two or more), images.
  */
-import { AbortError, throwIfAborted } from "../errors.js";
-import { BusyError, ServiceClosedError } from "./errors.js";
+import { AbortError, BusyError, ServiceClosedError, throwIfAborted } from "../errors.js";
 
 /** What the queue needs from whatever executes requests (the Pipeline, in the service). */
 export interface BatchEngine<Req, Res, Progress> {

@@ -7,5 +7,5 @@ export {
   type ServiceRequest,
   type ServiceResult,
 } from "./pipeline-service.js";
-export { BusyError, ServiceClosedError } from "./errors.js";
+export { BusyError, ServiceClosedError } from "../errors.js";
 export type { RunningState } from "./batching-queue.js";

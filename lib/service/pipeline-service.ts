@@ -24,6 +24,7 @@
  * Invalid options are rejected before queueing (InvalidOptionError naming the option), so a bad
  * request never reaches a merged batch.
  */
+import { integerInRange, numberInRange } from "../validate.js";
 import { basename } from "node:path";
 import type { BackendLimits, BackendName } from "../backends/backend.js";
 import type { GenerateOptions, GenerateResult, Pipeline, ProgressEvent } from "../pipeline/pipeline.js";
@@ -59,11 +60,6 @@ interface Job {
   resolved?: ResolvedRequest;
 }
 
-function checkInteger(name: string, value: number, min: number, max: number): number {
-  if (!Number.isInteger(value) || value < min || value > max) throw new RangeError(`${name} must be an integer from ${min} to ${max}, got ${value}`);
-  return value;
-}
-
 export class PipelineService {
   readonly #pipeline: Pipeline;
   readonly #queue: BatchingQueue<Job, GenerateResult, ProgressEvent>;
@@ -80,10 +76,9 @@ export class PipelineService {
 
   /** Wraps a loaded pipeline. */
   static async create(pipeline: Pipeline, options: PipelineServiceOptions = {}): Promise<PipelineService> {
-    const maxQueue = checkInteger("maxQueue", options.maxQueue ?? 64, 1, 100_000);
-    const windowMs = options.batchWindowMs ?? 5;
-    if (!Number.isFinite(windowMs) || windowMs < 0 || windowMs > 60_000) throw new RangeError(`batchWindowMs must be a number from 0 to 60000, got ${windowMs}`);
-    const maxBatch = checkInteger("maxBatch", options.maxBatch ?? pipeline.limits.maxBatch, 1, pipeline.limits.maxBatch);
+    const maxQueue = integerInRange("maxQueue", options.maxQueue ?? 64, 1, 100_000);
+    const windowMs = numberInRange("batchWindowMs", options.batchWindowMs ?? 5, 0, 60_000);
+    const maxBatch = integerInRange("maxBatch", options.maxBatch ?? pipeline.limits.maxBatch, 1, pipeline.limits.maxBatch);
 
     // Alone or merged, a batch runs through the pipeline's one generation implementation.
     const run = (jobs: Job[], signal: AbortSignal, onProgress: (event: ProgressEvent) => void) => pipeline.generateBatch(jobs.map((j) => j.resolved!), { signal, onProgress });

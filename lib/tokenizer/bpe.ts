@@ -57,15 +57,15 @@ export function bytePairEncode(byteLevelWord: string, ranks: ReadonlyMap<string,
     let bestRank = Infinity;
     let bestIndex = -1;
     for (let i = 0; i + 1 < symbols.length; i++) {
-      const rank = ranks.get(pairKey(symbols[i], symbols[i + 1]));
+      const rank = ranks.get(pairKey(symbols[i]!, symbols[i + 1]!));
       if (rank !== undefined && rank < bestRank) {
         bestRank = rank;
         bestIndex = i;
       }
     }
     if (bestIndex < 0) break;
-    const first = symbols[bestIndex];
-    const second = symbols[bestIndex + 1];
+    const first = symbols[bestIndex]!;
+    const second = symbols[bestIndex + 1]!;
     // Merge every occurrence, scanning left to right without overlap ("aaa" → "aa" + "a").
     const merged: string[] = [];
     for (let i = 0; i < symbols.length; ) {
@@ -73,7 +73,7 @@ export function bytePairEncode(byteLevelWord: string, ranks: ReadonlyMap<string,
         merged.push(first + second);
         i += 2;
       } else {
-        merged.push(symbols[i]);
+        merged.push(symbols[i]!);
         i += 1;
       }
     }

@@ -75,8 +75,9 @@ export function parseVocabJson(text: string, file: string): Map<string, number> 
 export function parseMergesTxt(text: string, file: string): Array<[string, string]> {
   // Like the reference readers: strip the whole file, split into lines, skip the header line.
   const lines = text.replace(/^\ufeff/, "").trim().split("\n");
-  if (!lines[0].startsWith("#version")) {
-    const first = lines[0] === "" ? "an empty file" : `first line ${JSON.stringify(lines[0].slice(0, 40))}`;
+  const header = lines[0] ?? "";
+  if (!header.startsWith("#version")) {
+    const first = header === "" ? "an empty file" : `first line ${JSON.stringify(header.slice(0, 40))}`;
     throw new ModelFileError(
       file,
       `${file} must start with a "#version: 0.2" header line (the Hugging Face merges.txt format), got ${first}`,
@@ -84,15 +85,16 @@ export function parseMergesTxt(text: string, file: string): Array<[string, strin
   }
   const merges: Array<[string, string]> = [];
   const body = lines.slice(1, 1 + MAX_MERGES);
-  for (let i = 0; i < body.length; i++) {
-    const parts = body[i].replace(/\r$/, "").split(" ");
-    if (parts.length !== 2 || parts[0] === "" || parts[1] === "") {
+  for (const [i, line] of body.entries()) {
+    const parts = line.replace(/\r$/, "").split(" ");
+    const [left, right] = parts;
+    if (parts.length !== 2 || !left || !right) {
       throw new ModelFileError(
         file,
-        `${file} line ${i + 2} must be two tokens separated by one space, got ${JSON.stringify(body[i].slice(0, 40))}`,
+        `${file} line ${i + 2} must be two tokens separated by one space, got ${JSON.stringify(line.slice(0, 40))}`,
       );
     }
-    merges.push([parts[0], parts[1]]);
+    merges.push([left, right]);
   }
   if (merges.length === 0) throw new ModelFileError(file, `${file} has a header but no merges`);
   return merges;
@@ -107,7 +109,7 @@ export function buildVocabulary(
   for (const [token, role] of [
     [BOS_TOKEN, "start-of-text"],
     [EOS_TOKEN, "end-of-text"],
-  ]) {
+  ] as const) {
     if (!encoder.has(token)) {
       throw new ModelFileError(files.vocab, `${files.vocab} has no ${JSON.stringify(token)} entry (the ${role} token)`);
     }

@@ -2,10 +2,10 @@ import { afterAll, beforeAll, describe, expect, test } from "@jest/globals";
 import { chmod, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { InvalidOptionError } from "../../lib/errors.js";
+import { InvalidOptionError, OutputFileError } from "../../lib/errors.js";
 import { decodeNpyFloat32, encodeNpyFloat32 } from "../../lib/cli/shared/npy.js";
 import { outputPath, outputPaths } from "../../lib/cli/shared/output-paths.js";
-import { OutputFileError, StagedFiles, checkWritable } from "../../lib/cli/shared/staged-files.js";
+import { StagedFiles, checkWritable } from "../../lib/cli/shared/staged-files.js";
 
 describe(".npy writer", () => {
   test("writes NumPy's own v1.0 header (checked against numpy 2.4's np.save) and little-endian float32 data", () => {

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "@jest/globals";
-import { CpuBackend, type CpuGenerateRequest, type RuntimeStats } from "../../lib/backends/cpu/backend.js";
+import type { GenerationJob } from "../../lib/backends/backend.js";
+import { CpuBackend, type RuntimeStats } from "../../lib/backends/cpu/backend.js";
 import { setTimestep, timestepTensor } from "../../lib/backends/cpu/denoise-loop.js";
-import { divideFloat32 } from "../../lib/pipeline/noise.js";
 import { createScheduler } from "../../lib/schedulers/index.js";
 import { ClipTokenizer } from "../../lib/tokenizer/index.js";
 import { TINY_MODEL_DIR } from "../fixtures/tiny-sd-cases/model-variants.js";
@@ -18,7 +18,7 @@ function delta(after: RuntimeStats, before: RuntimeStats) {
   return { textEncoder: calls("textEncoder"), unet: calls("unet"), vaeDecoder: calls("vaeDecoder") };
 }
 
-describe("CpuBackend.generateImages: a whole txt2img generation in one worker request", () => {
+describe("CpuBackend.generate: a whole txt2img generation in one worker request", () => {
   let backend: CpuBackend;
   let ids: (texts: string[]) => Int32Array;
   beforeAll(async () => {
@@ -31,12 +31,12 @@ describe("CpuBackend.generateImages: a whole txt2img generation in one worker re
   });
 
   /** Euler a (noise every step), a batch of 2 with two prompts and one repeated negative prompt. */
-  function request(steps: number, latentSize = 8): CpuGenerateRequest {
+  function request(steps: number, latentSize = 8): GenerationJob {
     const program = createScheduler("euler_a").compile(steps);
     const n = 2 * 4 * latentSize * latentSize;
     return {
       program,
-      latents: values(n),
+      start: { latents: values(n) },
       batch: 2,
       latentHeight: latentSize,
       latentWidth: latentSize,
@@ -47,50 +47,52 @@ describe("CpuBackend.generateImages: a whole txt2img generation in one worker re
     };
   }
 
-  test("gives exactly the latents and images of the stage-by-stage calls, counting the same model calls", async () => {
+  test("encodes each distinct prompt row once, runs one UNet call per evaluation and one decode, and returns x_M only when asked", async () => {
     const r = request(5);
     const before = backend.runtimeStats;
-    const cond = await backend.encodeText(r.condIds, 2);
-    const uncond = await backend.encodeText(r.uncondIds!, 2);
-    const staged = await backend.denoise({ ...r, cond, uncond });
-    const stagedImages = await backend.decode(divideFloat32(staged, backend.scalingFactor), 2, 8, 8);
+    const plain = await backend.generate(r);
     const middle = backend.runtimeStats;
-    const whole = await backend.generateImages(r);
+    const withLatents = await backend.generate({ ...r, returnLatents: true });
     const after = backend.runtimeStats;
 
-    expect(Array.from(whole.latents)).toEqual(Array.from(staged));
-    expect(whole.images.map((i) => Buffer.from(i))).toEqual(stagedImages.map((i) => Buffer.from(i)));
+    expect(plain.latents).toBeUndefined();
+    expect(withLatents.latents).toHaveLength(2 * 4 * 8 * 8);
+    expect(withLatents.images.map((i) => Buffer.from(i))).toEqual(plain.images.map((i) => Buffer.from(i)));
     expect(delta(after, middle)).toEqual(delta(middle, before));
-    expect(delta(after, middle).textEncoder).toEqual({ calls: 2, rows: 3 }); // the empty negative prompt once
+    expect(delta(after, middle)).toEqual({ textEncoder: { calls: 2, rows: 3 }, unet: { calls: 5, rows: 20 }, vaeDecoder: { calls: 1, rows: 2 } }); // the empty negative prompt once
     expect(after.unet.ms - middle.unet.ms).toBeGreaterThan(0);
-    expect(whole.timings.denoise).toBeGreaterThan(0);
+    expect(plain.timings.denoise).toBeGreaterThan(0);
+    expect(plain.timings.imageEncode).toEqual([]);
   });
 
   test("without guidance the negative prompts are not encoded and the UNet batch is the image batch", async () => {
     const before = backend.runtimeStats;
-    const result = await backend.generateImages({ ...request(3), uncondIds: null });
+    const result = await backend.generate({ ...request(3), uncondIds: null });
     expect(delta(backend.runtimeStats, before)).toEqual({ textEncoder: { calls: 1, rows: 2 }, unet: { calls: 3, rows: 6 }, vaeDecoder: { calls: 1, rows: 2 } });
     expect(result.images).toHaveLength(2);
   });
 
-  test("reports the text encoding before the steps, every step in order, and each step's latents", async () => {
+  test("reports the text encoding before the steps, every step in order, the decode last, and x_0 then each step's latents", async () => {
     const events: string[] = [];
     const latents: Float32Array[] = [];
-    const result = await backend.generateImages({
-      ...request(4),
-      onTextEncoded: () => events.push("text"),
-      onStep: (step, total) => events.push(`${step + 1}/${total}`),
-      onLatents: (step, x) => (latents[step] = x),
+    const job = request(4);
+    const result = await backend.generate({
+      ...job,
+      returnLatents: true,
+      onStage: (stage) => events.push(stage),
+      onStep: (step) => events.push(`${step + 1}`),
+      onLatents: (index, x) => (latents[index] = x),
     });
-    expect(events).toEqual(["text", "1/4", "2/4", "3/4", "4/4"]);
-    expect(Array.from(latents[3]!)).toEqual(Array.from(result.latents));
+    expect(events).toEqual(["encode-text", "1", "2", "3", "4", "decode"]);
+    expect(latents[0]).toBe((job.start as { latents: Float32Array }).latents);
+    expect(Array.from(latents[4]!)).toEqual(Array.from(result.latents!));
   });
 
   test("an abort stops the worker between evaluations and rejects with the signal's reason", async () => {
     const controller = new AbortController();
     const reason = new Error("stop now");
     const before = backend.runtimeStats;
-    const run = backend.generateImages({
+    const run = backend.generate({
       ...request(200, 32),
       signal: controller.signal,
       onStep: (step) => {
@@ -102,18 +104,18 @@ describe("CpuBackend.generateImages: a whole txt2img generation in one worker re
     expect(calls.unet.calls).toBeGreaterThanOrEqual(3);
     expect(calls.unet.calls).toBeLessThan(200);
     expect(calls.vaeDecoder.calls).toBe(0);
-    await expect(backend.generateImages({ ...request(2), signal: AbortSignal.abort(reason) })).rejects.toBe(reason);
+    await expect(backend.generate({ ...request(2), signal: AbortSignal.abort(reason) })).rejects.toBe(reason);
   });
 
   test("a model that fails in ONNX Runtime is named with its input shapes", async () => {
     // The tiny UNet downsamples once: an odd latent size cannot go through it.
     const r = request(2, 8);
-    const odd = { ...r, latentHeight: 7, latentWidth: 9, latents: values(2 * 4 * 63), noise: r.noise.map(() => values(2 * 4 * 63)) };
-    await expect(backend.generateImages(odd)).rejects.toThrow(/^unet\/model\.onnx failed in ONNX Runtime with inputs sample float32 \[4, 4, 7, 9\], encoder_hidden_states float32 \[4, 77, 32\]: /);
+    const odd = { ...r, latentHeight: 7, latentWidth: 9, start: { latents: values(2 * 4 * 63) }, noise: r.noise.map(() => values(2 * 4 * 63)) };
+    await expect(backend.generate(odd)).rejects.toThrow(/^unet\/model\.onnx failed in ONNX Runtime with inputs sample float32 \[4, 4, 7, 9\], encoder_hidden_states float32 \[4, 77, 32\]: /);
   });
 
   test("token ids that do not make 77 per image are refused before anything runs", async () => {
-    await expect(backend.generateImages({ ...request(2), condIds: new Int32Array(77) })).rejects.toMatchObject({ code: "ERR_INVALID_ARGUMENT" });
+    await expect(backend.generate({ ...request(2), condIds: new Int32Array(77) })).rejects.toMatchObject({ code: "ERR_INVALID_ARGUMENT" });
   });
 });
 

@@ -2,8 +2,7 @@ import { describe, expect, test, beforeAll, afterAll } from "@jest/globals";
 import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { ModelFileError } from "../../lib/errors.js";
-import { EngineMismatchError } from "../../lib/backends/tensorrt/errors.js";
+import { ModelFileError, EngineMismatchError } from "../../lib/errors.js";
 import { digestFiles } from "../../lib/backends/tensorrt/hash.js";
 import { engineLocation, variantName } from "../../lib/backends/tensorrt/layout.js";
 import {
@@ -64,6 +63,7 @@ describe("manifest validation", () => {
 
   test("wrong values are named with their path", async () => {
     const manifest = JSON.parse(await readFile(FIXTURE, "utf8"));
+    // biome-ignore lint/suspicious/noExplicitAny: each case breaks the raw JSON in its own way.
     const cases: Array<[(m: any) => void, RegExp]> = [
       [(m) => (m.format = "sd-trt-engines/0"), /format: must be "sd-trt-engines\/1"/],
       [(m) => (m.tensorrt.version = "10.13"), /tensorrt\.version: must match/],

@@ -1,6 +1,7 @@
 /** How the CPU backend builds the tensors diffusers would feed, for every I/O contract it accepts. */
 import { describe, expect, test } from "@jest/globals";
-import { combineGuidance, splitPosterior, timestepTensor } from "../../lib/backends/cpu/backend.js";
+import { combineGuidance, timestepTensor } from "../../lib/backends/cpu/backend.js";
+import { splitPosterior } from "../../lib/sampler/latents.js";
 
 describe("timestepTensor: the program's t in the graph's dtype and layout", () => {
   test("float32 [1] (diffusers' convert script, the tiny model): [t] rounded to float32, broadcast over the batch", () => {

@@ -5,7 +5,7 @@ import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
-import { DisposedError, ModelFileError, SdTrtError } from "../../lib/errors.js";
+import { SdTrtError, ModelFileError, DisposedError } from "../../lib/errors.js";
 import { OrtHost, type HostTensor } from "../../lib/backends/cpu/ort-host.js";
 import { runCpuDenoise, type CpuDenoiseJob } from "../../lib/backends/cpu/denoise-loop.js";
 import { decodedToRgb } from "../../lib/image/pixels.js";
@@ -191,7 +191,7 @@ describe("OrtHost.decode: the VAE decoder and the RGB conversion on the worker",
       expect(decoded.images.map((i) => Buffer.from(i))).toEqual(decodedToRgb(raw.data as Float32Array, 2, 64, 64).map((i) => Buffer.from(i)));
       const nan = { ...latents, data: latent(2 * 256).fill(Number.NaN, 300, 301) };
       const error = await host.decode(handle, "vae_decoder/model.onnx", { latentName: "latent_sample", imageName: "sample", latents: nan }).catch((e: unknown) => e);
-      expect(error).toMatchObject({ code: "ERR_NAN_IMAGE", message: expect.stringMatching(/^vae_decoder\/model\.onnx produced NaN in image 1/) });
+      expect(error).toMatchObject({ code: "ERR_VAE_NAN", message: expect.stringMatching(/^vae_decoder\/model\.onnx produced NaN in image 1/) });
     } finally {
       await host.dispose();
     }

@@ -5,7 +5,7 @@ import { resolveGenerateOptions, type GenerateOptions, type ValidationContext } 
 import { canonicalSchedulerName, SCHEDULER_NAMES } from "../../lib/schedulers/index.js";
 
 const ctx: ValidationContext = {
-  limits: { maxBatch: 4, minWidth: 64, maxWidth: 1024, minHeight: 64, maxHeight: 768, sizeMultiple: 8, canEncodeImages: true },
+  limits: { maxBatch: 4, minWidth: 64, maxWidth: 1024, minHeight: 64, maxHeight: 768, sizeMultiple: 8, canEncodeImages: true, canObserveLatents: true },
   defaultWidth: 512,
   defaultHeight: 512,
   defaultScheduler: "pndm",

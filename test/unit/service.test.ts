@@ -4,9 +4,8 @@
  * isolation, interrupt and shutdown.
  */
 import { afterAll, beforeAll, describe, expect, test } from "@jest/globals";
-import { AbortError, InvalidOptionError } from "../../lib/errors.js";
+import { InvalidOptionError, AbortError, BusyError, ServiceClosedError } from "../../lib/errors.js";
 import { Pipeline, type GenerateOptions, type GenerateResult, type ProgressEvent } from "../../lib/pipeline/pipeline.js";
-import { BusyError, ServiceClosedError } from "../../lib/service/errors.js";
 import { PipelineService } from "../../lib/service/pipeline-service.js";
 
 let pipe: Pipeline;

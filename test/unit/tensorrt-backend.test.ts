@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { TensorRtBackend, defaultEnginesDir } from "../../lib/backends/tensorrt/backend.js";
 import { loadBackend } from "../../lib/backends/select.js";
 import { assessTensorRt, checkTensorRt } from "../../lib/backends/tensorrt/availability.js";
-import { TensorRtUnavailableError } from "../../lib/backends/tensorrt/errors.js";
+import { TensorRtUnavailableError } from "../../lib/errors.js";
 import { limitsFromEngines, smallestBatch, textRowsFor, unetAccepts, type EngineShapeInfo } from "../../lib/backends/tensorrt/limits.js";
 import { parseShapeOptions, profilesFor, type EngineShapes } from "../../lib/backends/tensorrt/profiles.js";
 import { locateModelFolder } from "../../lib/model/folder.js";

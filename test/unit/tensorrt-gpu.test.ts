@@ -23,7 +23,7 @@ const gpuDescribe = availability.usable ? describe : describe.skip;
 function ids(words: number[]): Int32Array {
   const out = new Int32Array(77).fill(49407);
   out[0] = 49406;
-  words.forEach((w, i) => (out[i + 1] = w));
+  out.set(words, 1);
   return out;
 }
 
@@ -31,7 +31,10 @@ function seeded(n: number, seed: number): Float32Array {
   // Box–Muller on a small LCG: a fixed pseudo-normal draw, identical for both backends.
   const out = new Float32Array(n);
   let s = seed >>> 0;
-  const next = () => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) + 1) / 4294967297;
+  const next = () => {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    return (s + 1) / 4294967297;
+  };
   for (let i = 0; i < n; i++) out[i] = Math.sqrt(-2 * Math.log(next())) * Math.cos(2 * Math.PI * next());
   return out;
 }
@@ -77,27 +80,20 @@ gpuDescribe(`TensorRT engines vs the CPU backend on tiny-sd${availability.usable
     for (let b = 0; b < batch; b++) condIds.set(prompt, b * 77);
     const uncondIds = new Int32Array(77 * batch);
     for (let b = 0; b < batch; b++) uncondIds.set(ids([]), b * 77);
-    const cond = await backend.encodeText(condIds, batch);
-    const uncond = await backend.encodeText(uncondIds, batch);
     const z = seeded(batch * 4 * 8 * 8, 42).map((v) => v * program.initNoiseSigma);
-    try {
-      const latents = await backend.denoise({
-        program,
-        latents: z,
-        batch,
-        latentHeight: 8,
-        latentWidth: 8,
-        cond,
-        uncond,
-        guidance: new Float64Array(batch).fill(7.5),
-        noise: [],
-      });
-      const scaled = latents.map((v) => v / backend.scalingFactor);
-      return { latents, images: await backend.decode(scaled, batch, 8, 8) };
-    } finally {
-      cond.dispose();
-      uncond.dispose();
-    }
+    const out = await backend.generate({
+      program,
+      start: { latents: z },
+      batch,
+      latentHeight: 8,
+      latentWidth: 8,
+      condIds,
+      uncondIds,
+      guidance: new Float64Array(batch).fill(7.5),
+      noise: [],
+      returnLatents: true,
+    });
+    return { latents: out.latents!, images: out.images };
   }
 
   test("denoise (CUDA graphs) and decode match the CPU backend within fp16 tolerance", async () => {
@@ -120,10 +116,23 @@ gpuDescribe(`TensorRT engines vs the CPU backend on tiny-sd${availability.usable
     }
   });
 
-  test("the VAE encoder matches the CPU backend", async () => {
+  test("img2img (the VAE encoder, then add_noise) matches the CPU backend", async () => {
     const pixels = seeded(3 * 64 * 64, 7).map((v) => Math.max(-1, Math.min(1, v * 0.5)));
-    const a = await cpu.encodeImage(pixels, 1, 64, 64);
-    const b = await trt.encodeImage(pixels, 1, 64, 64);
-    expect(relativeError(a.mean, b.mean)).toBeLessThan(2e-2);
+    const program = createScheduler("euler").compile(6, { startIndex: 3 });
+    const job = {
+      program,
+      start: { images: [{ pixels, rows: 1, eps: [seeded(4 * 8 * 8, 3)], noise: seeded(4 * 8 * 8, 5) }] },
+      batch: 1,
+      latentHeight: 8,
+      latentWidth: 8,
+      condIds: ids([320, 1125]),
+      uncondIds: null,
+      guidance: Float64Array.of(1),
+      noise: [],
+      returnLatents: true,
+    };
+    const a = await cpu.generate(job);
+    const b = await trt.generate(job);
+    expect(relativeError(a.latents!, b.latents!)).toBeLessThan(3e-2);
   });
 });

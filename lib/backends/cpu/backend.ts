@@ -18,14 +18,15 @@
  *   with diffusers' `(x·0.5 + 0.5).clamp(0, 1)`, `round(x·255)` (half to even).
  *
  * Every graph runs on one worker thread (`OrtHost`), so the event loop stays free while
- * ONNX Runtime computes. The whole denoise loop runs there too, next to the UNet session
- * (`model/cpu-denoise.ts`: the shared sampler executor, the UNet feeds and the guidance), and
- * the decoder's output becomes RGB there: a generation crosses the thread boundary once per
- * stage, not once per model evaluation. `runtimeStats` adds up the time inside `session.run`
+ * ONNX Runtime computes. A whole generation (text encoder, denoise loop — `denoise-loop.ts`: the
+ * shared sampler executor, the UNet feeds and the guidance — and the decoder, whose output
+ * becomes RGB there) is one message to the worker; img2img first encodes its init images there
+ * (one more round trip per image). The embeddings never leave the worker. `runtimeStats` adds up the time inside `session.run`
  * as the worker measures it.
  */
-import { DisposedError, InvalidOptionError, ModelFileError, SdTrtError, throwIfAborted } from "../../errors.js";
-import type { Backend, BackendLimits, DenoiseRequest, TextEmbeddings } from "../backend.js";
+import { InternalError, InvalidArgumentError, InvalidOptionError, ModelFileError, throwIfAborted } from "../../errors.js";
+import { Lifecycle } from "../../lifecycle.js";
+import type { Backend, BackendLimits, GenerationJob, GenerationOutput, InitImage } from "../backend.js";
 import { locateModelFolder, type ModelFile, type ModelFolder } from "../../model/folder.js";
 import {
   describeTextEncoder,
@@ -37,8 +38,9 @@ import {
   type VaeDecoderIo,
   type VaeEncoderIo,
 } from "../../model/graph-io.js";
-import { OrtHost, type GenerateJob, type HostDenoiseOptions, type HostGenerateOptions, type HostTensor, type SessionOptions } from "./ort-host.js";
-import { checkDenoiseJob, TOKENS, type CpuDenoiseJob } from "./denoise-loop.js";
+import { img2imgStartLatents, splitPosterior } from "../../sampler/latents.js";
+import { OrtHost, type GenerateJob, type HostGenerateOptions, type HostTensor, type SessionOptions } from "./ort-host.js";
+import { checkDenoiseJob, TOKENS } from "./denoise-loop.js";
 import { distinctRows } from "../../tokenizer/distinct-rows.js";
 
 export { combineGuidance, timestepTensor } from "./denoise-loop.js";
@@ -65,58 +67,10 @@ export interface RuntimeStats {
   vaeEncoder: ModelCallStats;
 }
 
-/** A denoise request with the CPU backend's extra, host-only observer. */
-export interface CpuDenoiseRequest extends DenoiseRequest {
-  /**
-   * Called after each model evaluation with x_{j+1}, a copy the worker posts without waiting
-   * (asking for it makes the worker copy every step's latents). Host backends only; it lets tests
-   * and previews see every step's latents.
-   */
-  onLatents?: (evalIndex: number, latents: Float32Array) => void;
-}
-
-/**
- * A whole txt2img generation for `CpuBackend.generateImages`: a denoise request with token ids in
- * place of embeddings.
- */
-export interface CpuGenerateRequest extends Omit<CpuDenoiseRequest, "cond" | "uncond"> {
-  /** Token ids [batch, 77] of the prompts. */
-  condIds: Int32Array;
-  /** Token ids [batch, 77] of the negative prompts; null when classifier-free guidance is off. */
-  uncondIds: Int32Array | null;
-  /** When the prompts are encoded and the denoise begins. */
-  onTextEncoded?: () => void;
-}
-
-export interface CpuGenerateResult {
-  /** x_M [batch, 4, h, w], before the scaling factor. */
-  latents: Float32Array;
-  /** One uint8 RGB HWC image per batch row. */
-  images: Uint8Array[];
-  /** Wall time of each stage on the ONNX Runtime worker, ms. */
-  timings: { textEncode: number; denoise: number; decode: number };
-}
-
 interface Session<Io> {
   handle: number;
   file: ModelFile;
   io: Io;
-}
-
-class CpuTextEmbeddings implements TextEmbeddings {
-  #host: Float32Array | undefined;
-  constructor(
-    readonly rows: number,
-    host: Float32Array,
-  ) {
-    this.#host = host;
-  }
-  get host(): Float32Array | undefined {
-    return this.#host;
-  }
-  dispose(): void {
-    this.#host = undefined;
-  }
 }
 
 function emptyStats(): RuntimeStats {
@@ -131,10 +85,12 @@ function emptyStats(): RuntimeStats {
 export class CpuBackend implements Backend {
   readonly name = "cpu" as const;
   readonly limits: BackendLimits;
+  /** Hidden size of the text encoder output (768 for SD 1.x, 32 for the tiny fixture). */
   readonly hiddenSize: number;
   readonly scalingFactor: number;
   readonly folder: ModelFolder;
-  #host: OrtHost | null;
+  readonly #host: OrtHost;
+  readonly #life = new Lifecycle("CPU backend");
   readonly #textEncoder: Session<TextEncoderIo>;
   readonly #unet: Session<UnetIo>;
   readonly #vaeDecoder: Session<VaeDecoderIo>;
@@ -178,6 +134,7 @@ export class CpuBackend implements Backend {
       maxHeight: height.max,
       sizeMultiple: multiple,
       canEncodeImages: sessions.vaeEncoder !== null,
+      canObserveLatents: true,
     };
   }
 
@@ -225,7 +182,7 @@ export class CpuBackend implements Backend {
   }
 
   get disposed(): boolean {
-    return this.#host === null;
+    return this.#life.disposed;
   }
 
   /** Time spent inside ONNX Runtime since load (or the last `resetRuntimeStats`). */
@@ -237,60 +194,97 @@ export class CpuBackend implements Backend {
     this.#stats = emptyStats();
   }
 
-  #hostOrThrow(): OrtHost {
-    if (!this.#host) throw new DisposedError("CPU backend");
-    return this.#host;
+  /**
+   * A whole generation: img2img's init images through the VAE encoder (one worker call each),
+   * then one request to the worker for the rest — text encoder (each distinct prompt row once,
+   * repeated as diffusers repeats `num_images_per_prompt`), the denoise loop, the VAE decoder
+   * (latents divided by the scaling factor there, output to RGB there).
+   * @throws the signal's reason when it aborts (the worker stops between stages or evaluations).
+   */
+  generate(job: GenerationJob): Promise<GenerationOutput> {
+    return this.#life.exclusive(async () => {
+      throwIfAborted(job.signal);
+      const { program, batch, latentHeight, latentWidth, guidance, noise, condIds, uncondIds } = job;
+      const cfg = uncondIds !== null;
+      const unetBatch = this.#checkUnetBatch(batch, cfg);
+      const prompts = (ids: Int32Array) => {
+        if (ids.length !== batch * TOKENS) {
+          throw new InvalidArgumentError(`generate needs ${TOKENS} token ids per image, got ${ids.length} ids for a batch of ${batch}`);
+        }
+        const { uniqueIds, rowOf, distinct } = distinctIds(ids, batch);
+        return { ids: idsTensor(this.#textEncoder.io, uniqueIds, distinct), rowOf };
+      };
+      const cond = prompts(condIds);
+      const uncond = uncondIds ? prompts(uncondIds) : null;
+
+      const imageEncode: number[] = [];
+      let latents: Float32Array;
+      if ("latents" in job.start) {
+        latents = job.start.latents;
+      } else {
+        latents = await this.#img2imgLatents(job, job.start.images, imageEncode);
+        job.onStage?.("encode-image");
+      }
+      const denoise = { program, latents, noise, batch, latentHeight, latentWidth, hiddenSize: this.hiddenSize, guidance: cfg ? guidance : null, io: this.#unet.io };
+      // Here, so a bad job fails with the caller's stack before it travels.
+      checkDenoiseJob({ ...denoise, context: new Float32Array(unetBatch * TOKENS * this.hiddenSize) });
+      const te = this.#textEncoder;
+      const vae = this.#vaeDecoder;
+      const request: GenerateJob = {
+        textEncoder: { handle: te.handle, idsName: te.io.idsName, hiddenName: te.io.hiddenName },
+        cond,
+        uncond,
+        unet: this.#unet.handle,
+        denoise,
+        decoder: { handle: vae.handle, latentName: vae.io.latentName, imageName: vae.io.imageName, scalingFactor: this.scalingFactor, source: vae.file.path },
+      };
+      const options: HostGenerateOptions = {};
+      if (job.signal) options.signal = job.signal;
+      if (job.onStep) options.onStep = job.onStep;
+      const { onStage, onLatents } = job;
+      if (onStage) options.onTextEncoded = () => onStage("encode-text");
+      if (onLatents) {
+        onLatents(0, latents);
+        options.onLatents = (evalIndex, x) => onLatents(evalIndex + 1, x);
+      }
+      const result = await this.#host.generate(request, { textEncoder: te.file, unet: this.#unet.file, vaeDecoder: vae.file }, options);
+      const { textEncoder, unet, vaeDecoder } = result.calls;
+      const encodedRows = [cond, uncond].slice(0, textEncoder.calls).reduce((n, p) => n + (p?.ids.dims[0] ?? 0), 0);
+      this.#add("textEncoder", textEncoder.calls, encodedRows, textEncoder.ms);
+      this.#count("unet", unetBatch, unet.ms, unet.calls);
+      this.#count("vaeDecoder", batch, vaeDecoder.ms, vaeDecoder.calls);
+      if (result.latents === null) {
+        throwIfAborted(job.signal); // stopped by the signal: reject with its reason
+        throw new InternalError("generate: the ONNX Runtime worker stopped, but the signal did not abort");
+      }
+      this.#checkImageDims(result.imageDims, batch, latentHeight, latentWidth);
+      onStage?.("decode");
+      const { textEncode, denoise: denoiseMs, decode } = result.stageMs;
+      const output: GenerationOutput = { images: result.images, timings: { textEncode, imageEncode, denoise: denoiseMs, decode } };
+      if (job.returnLatents) output.latents = result.latents;
+      return output;
+    });
   }
 
-  async encodeText(ids: Int32Array, rows: number): Promise<TextEmbeddings> {
-    const host = this.#hostOrThrow();
-    if (!Number.isInteger(rows) || rows < 1 || ids.length !== rows * TOKENS) {
-      throw new SdTrtError("ERR_INVALID_ARGUMENT", `encodeText needs ${TOKENS} token ids per row, got ${ids.length} ids for ${rows} rows`);
+  /** img2img's x_0 of every init image, in row order; `imageEncode` gets each one's time. */
+  async #img2imgLatents(job: GenerationJob, images: InitImage[], imageEncode: number[]): Promise<Float32Array> {
+    const spec = job.program.addNoise;
+    if (!spec) throw new InternalError(`the ${job.program.scheduler} program was compiled without add_noise (compile it with startIndex for img2img)`);
+    const plane = 4 * job.latentHeight * job.latentWidth;
+    const rows = images.reduce((n, image) => n + image.rows, 0);
+    if (rows !== job.batch) throw new InvalidArgumentError(`generate: the init images start ${rows} rows, the batch has ${job.batch}`);
+    const latents = new Float32Array(job.batch * plane);
+    let row = 0;
+    for (const image of images) {
+      const t = performance.now();
+      // One image encoded once serves its rows; the posterior sample differs per row only with a generator list.
+      const encoded = await this.#encodeImage(image.pixels, job.latentHeight * 8, job.latentWidth * 8);
+      latents.set(img2imgStartLatents(encoded, image.eps, image.noise, spec, this.scalingFactor), row * plane);
+      row += image.rows;
+      imageEncode.push(performance.now() - t);
+      throwIfAborted(job.signal);
     }
-    // Encode each distinct row once: the same prompt for every image of a batch, or the empty
-    // negative prompt, is one text-encoder row repeated, exactly as diffusers repeats it.
-    const { uniqueIds, rowOf, distinct } = distinctIds(ids, rows);
-    const { io, handle, file } = this.#textEncoder;
-    const result = await host.run(handle, file.name, { [io.idsName]: idsTensor(io, uniqueIds, distinct) }, [io.hiddenName]);
-    this.#count("textEncoder", distinct, result.ms);
-    const hidden = result.outputs[io.hiddenName]!;
-    const rowSize = TOKENS * this.hiddenSize;
-    if (hidden.data.length !== distinct * rowSize) {
-      throw new ModelFileError(file.path, `${file.path} returned ${io.hiddenName} of shape [${hidden.dims.join(", ")}], expected [${distinct}, ${TOKENS}, ${this.hiddenSize}]`);
-    }
-    const data = hidden.data as Float32Array;
-    if (distinct === rows) return new CpuTextEmbeddings(rows, data);
-    const out = new Float32Array(rows * rowSize);
-    rowOf.forEach((u, r) => out.set(data.subarray(u * rowSize, (u + 1) * rowSize), r * rowSize));
-    return new CpuTextEmbeddings(rows, out);
-  }
-
-  async denoise(request: CpuDenoiseRequest): Promise<Float32Array> {
-    const host = this.#hostOrThrow();
-    throwIfAborted(request.signal);
-    const { program, latents, batch, latentHeight, latentWidth, cond, uncond, guidance, noise } = request;
-    const cfg = uncond !== null;
-    const unetBatch = this.#checkUnetBatch(batch, cfg);
-    const { io, handle, file } = this.#unet;
-    // encoder_hidden_states = cat([uncond, cond]), uncond first, as diffusers builds it.
-    const condHost = hostEmbeddings(cond, batch, "cond");
-    const context = cfg ? new Float32Array(unetBatch * TOKENS * this.hiddenSize) : condHost;
-    if (cfg) {
-      context.set(hostEmbeddings(uncond, batch, "uncond"));
-      context.set(condHost, batch * TOKENS * this.hiddenSize);
-    }
-    const job: CpuDenoiseJob = { program, latents, noise, batch, latentHeight, latentWidth, context, hiddenSize: this.hiddenSize, guidance: cfg ? guidance : null, io };
-    checkDenoiseJob(job); // here, so a bad request fails with the caller's stack before it travels
-
-    // The whole loop runs on the worker, next to the UNet session.
-    const options = loopHooks(request, program.evals.length);
-    const result = await host.denoise(handle, file.name, job, options);
-    this.#count("unet", unetBatch, result.ms, result.calls);
-    if (result.latents === null) {
-      throwIfAborted(request.signal); // stopped by the signal: reject with its reason
-      throw new SdTrtError("ERR_INTERNAL", "denoise: the ONNX Runtime worker stopped the loop, but the signal did not abort");
-    }
-    return result.latents;
+    return latents;
   }
 
   /** The UNet batch for `batch` images (doubled by classifier-free guidance), checked against a batch fixed at export. */
@@ -316,82 +310,18 @@ export class CpuBackend implements Backend {
     }
   }
 
-  /**
-   * A whole txt2img generation in one request to the ONNX Runtime worker: text encoder (each
-   * distinct prompt row once, as `encodeText`), the denoise loop (as `denoise`) and the VAE decoder
-   * (as `decode`, with the latents divided by the scaling factor there). The same model calls as
-   * the three stages one by one, without the two round trips between them; the embeddings never
-   * leave the worker.
-   * @throws the signal's reason when it aborts (the worker stops between stages or evaluations).
-   */
-  async generateImages(request: CpuGenerateRequest): Promise<CpuGenerateResult> {
-    const host = this.#hostOrThrow();
-    throwIfAborted(request.signal);
-    const { program, latents, batch, latentHeight, latentWidth, guidance, noise, condIds, uncondIds } = request;
-    const cfg = uncondIds !== null;
-    const unetBatch = this.#checkUnetBatch(batch, cfg);
-    const prompts = (ids: Int32Array) => {
-      if (ids.length !== batch * TOKENS) {
-        throw new SdTrtError("ERR_INVALID_ARGUMENT", `generateImages needs ${TOKENS} token ids per image, got ${ids.length} ids for a batch of ${batch}`);
-      }
-      const { uniqueIds, rowOf, distinct } = distinctIds(ids, batch);
-      return { ids: idsTensor(this.#textEncoder.io, uniqueIds, distinct), rowOf };
-    };
-    const denoise = { program, latents, noise, batch, latentHeight, latentWidth, hiddenSize: this.hiddenSize, guidance: cfg ? guidance : null, io: this.#unet.io };
-    // Here, so a bad request fails with the caller's stack before it travels.
-    checkDenoiseJob({ ...denoise, context: new Float32Array(unetBatch * TOKENS * this.hiddenSize) });
-    const te = this.#textEncoder;
-    const vae = this.#vaeDecoder;
-    const job: GenerateJob = {
-      textEncoder: { handle: te.handle, idsName: te.io.idsName, hiddenName: te.io.hiddenName },
-      cond: prompts(condIds),
-      uncond: uncondIds ? prompts(uncondIds) : null,
-      unet: this.#unet.handle,
-      denoise,
-      decoder: { handle: vae.handle, latentName: vae.io.latentName, imageName: vae.io.imageName, scalingFactor: this.scalingFactor, source: vae.file.path },
-    };
-    const options: HostGenerateOptions = loopHooks(request, program.evals.length);
-    if (request.onTextEncoded) options.onTextEncoded = request.onTextEncoded;
-    const result = await host.generate(job, { textEncoder: te.file, unet: this.#unet.file, vaeDecoder: vae.file }, options);
-    const { textEncoder, unet, vaeDecoder } = result.calls;
-    const encodedRows = [job.cond, job.uncond].slice(0, textEncoder.calls).reduce((n, p) => n + p!.ids.dims[0]!, 0);
-    this.#add("textEncoder", textEncoder.calls, encodedRows, textEncoder.ms);
-    this.#count("unet", unetBatch, unet.ms, unet.calls);
-    this.#count("vaeDecoder", batch, vaeDecoder.ms, vaeDecoder.calls);
-    if (result.latents === null) {
-      throwIfAborted(request.signal); // stopped by the signal: reject with its reason
-      throw new SdTrtError("ERR_INTERNAL", "generateImages: the ONNX Runtime worker stopped, but the signal did not abort");
-    }
-    this.#checkImageDims(result.imageDims, batch, latentHeight, latentWidth);
-    return { latents: result.latents, images: result.images, timings: result.stageMs };
-  }
-
-  async decode(latents: Float32Array, batch: number, latentHeight: number, latentWidth: number): Promise<Uint8Array[]> {
-    const host = this.#hostOrThrow();
-    const { io, handle, file } = this.#vaeDecoder;
-    // The decoder output becomes RGB on the worker (decodedToRgb), off the main thread.
-    const result = await host.decode(handle, file.path, {
-      latentName: io.latentName,
-      imageName: io.imageName,
-      latents: { type: "float32", dims: [batch, 4, latentHeight, latentWidth], data: latents },
-    });
-    this.#count("vaeDecoder", batch, result.ms);
-    this.#checkImageDims(result.dims, batch, latentHeight, latentWidth);
-    return result.images;
-  }
-
-  async encodeImage(pixels: Float32Array, batch: number, height: number, width: number): Promise<{ mean: Float32Array; std?: Float32Array }> {
-    const host = this.#hostOrThrow();
+  /** The VAE encoder on one image [1, 3, H, W]: the posterior mean (and std when the graph returns latent parameters). */
+  async #encodeImage(pixels: Float32Array, height: number, width: number): Promise<{ mean: Float32Array; std?: Float32Array }> {
     if (!this.#vaeEncoder) {
       throw new ModelFileError(this.folder.dir, `model folder ${this.folder.dir} has no VAE encoder (vae_encoder/model.onnx), which img2img needs`);
     }
     const { io, handle, file } = this.#vaeEncoder;
-    const result = await host.run(handle, file.name, { [io.imageName]: { type: "float32", dims: [batch, 3, height, width], data: pixels } }, [io.outputName]);
-    this.#count("vaeEncoder", batch, result.ms);
+    const result = await this.#host.run(handle, file.name, { [io.imageName]: { type: "float32", dims: [1, 3, height, width], data: pixels } }, [io.outputName]);
+    this.#count("vaeEncoder", 1, result.ms);
     const out = result.outputs[io.outputName]!;
     const data = out.data as Float32Array;
     if (io.outputKind === "sample") return { mean: data };
-    return splitPosterior(data, batch, out.dims[2]!, out.dims[3]!);
+    return splitPosterior(data, 1, out.dims[2]!, out.dims[3]!);
   }
 
   /** Counts `calls` ONNX Runtime calls of `rows` rows each. */
@@ -405,10 +335,9 @@ export class CpuBackend implements Backend {
     this.#stats[model].ms += ms;
   }
 
-  async dispose(): Promise<void> {
-    const host = this.#host;
-    this.#host = null;
-    await host?.dispose();
+  /** Waits for a running generation, then stops the worker (its sessions go with it). Idempotent. */
+  dispose(): Promise<void> {
+    return this.#life.dispose(() => this.#host.dispose());
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
@@ -429,46 +358,4 @@ function idsTensor(io: TextEncoderIo, ids: Int32Array, rows: number): HostTensor
   const dims = [rows, TOKENS];
   if (io.idsType === "int32") return { type: "int32", dims, data: ids };
   return { type: "int64", dims, data: BigInt64Array.from(ids, (v) => BigInt(v)) };
-}
-
-function hostEmbeddings(embeddings: TextEmbeddings, batch: number, which: string): Float32Array {
-  const host = embeddings.host;
-  if (!host) throw new SdTrtError("ERR_INVALID_ARGUMENT", `denoise: the ${which} embeddings are disposed or not host embeddings`);
-  if (embeddings.rows !== batch) {
-    throw new SdTrtError("ERR_INVALID_ARGUMENT", `denoise: ${which} embeddings have ${embeddings.rows} rows, expected ${batch}`);
-  }
-  return host;
-}
-
-/**
- * diffusers' `DiagonalGaussianDistribution` on `latent_parameters` [B, 8, h, w]: mean = the first
- * 4 channels, std = exp(0.5 · clamp(logvar, −30, 20)) in float32.
- */
-export function splitPosterior(parameters: Float32Array, batch: number, height: number, width: number): { mean: Float32Array; std: Float32Array } {
-  const plane = 4 * height * width;
-  const mean = new Float32Array(batch * plane);
-  const std = new Float32Array(batch * plane);
-  for (let b = 0; b < batch; b++) {
-    mean.set(parameters.subarray(2 * b * plane, (2 * b + 1) * plane), b * plane);
-    for (let i = 0; i < plane; i++) {
-      const logvar = Math.min(20, Math.max(-30, parameters[(2 * b + 1) * plane + i]!));
-      std[b * plane + i] = Math.exp(Math.fround(0.5 * logvar));
-    }
-  }
-  return { mean, std };
-}
-
-/** The worker-side hooks of a denoise loop: cancellation, per-step progress and latents. */
-function loopHooks(
-  request: Pick<CpuDenoiseRequest, "signal" | "onStep" | "onLatents">,
-  total: number,
-): HostDenoiseOptions {
-  const options: HostDenoiseOptions = {};
-  if (request.signal) options.signal = request.signal;
-  if (request.onStep) {
-    const onStep = request.onStep;
-    options.onStep = (evalIndex) => onStep(evalIndex, total);
-  }
-  if (request.onLatents) options.onLatents = request.onLatents;
-  return options;
 }

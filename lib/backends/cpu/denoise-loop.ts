@@ -15,7 +15,7 @@
  * Nothing here knows about threads or ONNX Runtime objects: the UNet is a function, and a stop
  * request is a function polled before every evaluation.
  */
-import { AbortError, SdTrtError } from "../../errors.js";
+import { InvalidArgumentError, AbortError, OnnxRuntimeError } from "../../errors.js";
 import { ProgramExecution } from "../../sampler/execute.js";
 import type { SamplerProgram } from "../../sampler/program.js";
 import type { UnetIo } from "../../model/graph-io.js";
@@ -108,18 +108,18 @@ export function checkDenoiseJob(job: CpuDenoiseJob): void {
   const { program, latents, noise, batch, latentHeight, latentWidth, context, hiddenSize, guidance } = job;
   const perImage = 4 * latentHeight * latentWidth;
   if (latents.length !== batch * perImage) {
-    throw new SdTrtError("ERR_INVALID_ARGUMENT", `denoise: latents hold ${latents.length} values, expected [${batch}, 4, ${latentHeight}, ${latentWidth}]`);
+    throw new InvalidArgumentError(`denoise: latents hold ${latents.length} values, expected [${batch}, 4, ${latentHeight}, ${latentWidth}]`);
   }
   const unetBatch = guidance ? 2 * batch : batch;
   if (context.length !== unetBatch * TOKENS * hiddenSize) {
-    throw new SdTrtError("ERR_INVALID_ARGUMENT", `denoise: encoder_hidden_states hold ${context.length} values, expected [${unetBatch}, ${TOKENS}, ${hiddenSize}]`);
+    throw new InvalidArgumentError(`denoise: encoder_hidden_states hold ${context.length} values, expected [${unetBatch}, ${TOKENS}, ${hiddenSize}]`);
   }
   if (guidance && guidance.length !== batch) {
-    throw new SdTrtError("ERR_INVALID_ARGUMENT", `denoise: ${guidance.length} guidance scales for a batch of ${batch}`);
+    throw new InvalidArgumentError(`denoise: ${guidance.length} guidance scales for a batch of ${batch}`);
   }
   const draws = program.evals.filter((e) => e.drawsNoise).length;
   if (draws !== noise.length || noise.some((n) => n.length !== latents.length)) {
-    throw new SdTrtError("ERR_INVALID_ARGUMENT", `denoise: the program draws noise ${draws} times, got ${noise.length} arrays (each must match the latents)`);
+    throw new InvalidArgumentError(`denoise: the program draws noise ${draws} times, got ${noise.length} arrays (each must match the latents)`);
   }
 }
 
@@ -165,7 +165,7 @@ export async function runCpuDenoise(job: CpuDenoiseJob, runUnet: UnetRunner, hoo
     setTimestep(io, timestep, t);
     const output = await runUnet(feeds);
     if (output.length !== unetBatch * perImage) {
-      throw new SdTrtError("ERR_ONNX_RUNTIME", `the UNet returned ${output.length} values, expected [${unetBatch}, 4, ${latentHeight}, ${latentWidth}]`);
+      throw new OnnxRuntimeError(`the UNet returned ${output.length} values, expected [${unetBatch}, 4, ${latentHeight}, ${latentWidth}]`);
     }
     // With guidance, m_j is computed straight into the executor's history (no extra copy).
     run.advance(guidance ? combineGuidance(output, batch, guidance, run.modelOutputBuffer()) : output, noiseFor.get(j));

@@ -20,7 +20,7 @@
 import { existsSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { Worker } from "node:worker_threads";
-import { ModelFileError, SdTrtError, DisposedError } from "../../errors.js";
+import { SdTrtError, ModelFileError, DisposedError, OnnxRuntimeError, VaeOverflowError } from "../../errors.js";
 import type { GraphSignature } from "../../model/graph-io.js";
 import { TOKENS, type CpuDenoiseJob } from "./denoise-loop.js";
 import type {
@@ -105,7 +105,7 @@ function workerUrl(): URL {
   for (const url of [beside, built]) {
     if (existsSync(url)) return (workerFile = url);
   }
-  throw new SdTrtError("ERR_ONNX_RUNTIME", `the ONNX Runtime worker ${fileURLToPath(beside)} is missing (build with: npm run build:ts)`);
+  throw new OnnxRuntimeError(`the ONNX Runtime worker ${fileURLToPath(beside)} is missing (build with: npm run build:ts)`);
 }
 
 /** One worker thread holding ONNX Runtime sessions. */
@@ -137,9 +137,9 @@ export class OrtHost {
       for (const pending of this.#pending.values()) pending.reject(error);
       this.#pending.clear();
     };
-    worker.on("error", (error) => failAll(new SdTrtError("ERR_ONNX_RUNTIME", `ONNX Runtime worker failed: ${error.message}`, { cause: error })));
+    worker.on("error", (error) => failAll(new OnnxRuntimeError(`ONNX Runtime worker failed: ${error.message}`, { cause: error })));
     worker.on("exit", (code) => {
-      if (this.#worker) failAll(new SdTrtError("ERR_ONNX_RUNTIME", `ONNX Runtime worker exited unexpectedly (code ${code})`));
+      if (this.#worker) failAll(new OnnxRuntimeError(`ONNX Runtime worker exited unexpectedly (code ${code})`));
     });
     this.#worker = worker;
   }
@@ -198,7 +198,7 @@ export class OrtHost {
    * loop and the VAE decoder back to back, one message each way. Resolves with `latents: null`
    * when `signal` stopped it (between the stages or between evaluations).
    * @param files names each model in error messages; an output of the wrong shape is a
-   *   ModelFileError naming its file, a NaN image is ERR_NAN_IMAGE.
+   *   ModelFileError naming its file, a NaN image is ERR_VAE_NAN.
    */
   generate(job: GenerateJob, files: Record<GenerateStage, { name: string; path: string }>, options: HostGenerateOptions = {}): Promise<GenerateValue> {
     const stack = new Error();
@@ -212,7 +212,7 @@ export class OrtHost {
     };
     const fail = (text: string, code?: string, model: GenerateStage = "unet") => {
       const file = files[model];
-      if (code === "ERR_NAN_IMAGE") return withStack(new SdTrtError(code, text), stack);
+      if (code === "ERR_VAE_NAN") return withStack(new VaeOverflowError(text), stack);
       if (code === "ERR_OUTPUT_SHAPE") return withStack(new ModelFileError(file.path, `${file.path} ${text}`), stack);
       return withStack(ortError(file.name, feeds[model], text), stack);
     };
@@ -221,19 +221,19 @@ export class OrtHost {
 
   /**
    * Runs the VAE decoder and converts its output to 8-bit RGB on the worker (`decodedToRgb`).
-   * @param what names the model in error messages, including the NaN error (code ERR_NAN_IMAGE).
+   * @param what names the model in error messages, including the NaN error (code ERR_VAE_NAN).
    */
   decode(handle: number, what: string, request: DecodeRequest): Promise<DecodeValue> {
     const stack = new Error();
     const feeds = { [request.latentName]: request.latents };
     return this.#call<DecodeValue>({ op: "decode", handle, ...request, source: what }, (text, code) =>
-      withStack(code === "ERR_NAN_IMAGE" ? new SdTrtError(code, text) : ortError(what, feeds, text), stack),
+      withStack(code === "ERR_VAE_NAN" ? new VaeOverflowError(text) : ortError(what, feeds, text), stack),
     );
   }
 
   release(handle: number): Promise<void> {
     if (!this.#worker) return Promise.resolve();
-    return this.#call<void>({ op: "release", handle }, (text) => new SdTrtError("ERR_ONNX_RUNTIME", text));
+    return this.#call<void>({ op: "release", handle }, (text) => new OnnxRuntimeError(text));
   }
 
   /** Stops the worker; sessions go with it. Idempotent. */
@@ -287,7 +287,7 @@ function ortError(what: string, feeds: Record<string, HostTensor>, text: string)
   const shapes = Object.entries(feeds)
     .map(([name, t]) => `${name} ${t.type} [${t.dims.join(", ")}]`)
     .join(", ");
-  return new SdTrtError("ERR_ONNX_RUNTIME", `${what} failed in ONNX Runtime with inputs ${shapes}: ${text}`);
+  return new OnnxRuntimeError(`${what} failed in ONNX Runtime with inputs ${shapes}: ${text}`);
 }
 
 /** Gives an error created from a worker reply the stack of the call that caused it. */

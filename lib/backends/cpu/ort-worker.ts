@@ -17,7 +17,7 @@ import { createRequire } from "node:module";
 import type * as Ort from "onnxruntime-node";
 import { AbortError } from "../../errors.js";
 import { decodedToRgb } from "../../image/pixels.js";
-import { divideFloat32 } from "../../pipeline/noise.js";
+import { divideFloat32 } from "../../sampler/latents.js";
 import { runCpuDenoise, TOKENS, type CpuDenoiseJob } from "./denoise-loop.js";
 import type {
   DecodeValue,

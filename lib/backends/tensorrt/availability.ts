@@ -7,7 +7,7 @@ import { buildDoctorReport, type DoctorCheck, type DoctorReport } from "../../na
 import { loadNativeBinding, type NativeLoadResult } from "../../native/load.js";
 import { tensorRtBindingOf, type TensorRtBinding } from "../../native/tensorrt-types.js";
 import type { NativeInfo } from "../../native/types.js";
-import { TensorRtUnavailableError } from "./errors.js";
+import { TensorRtUnavailableError } from "../../errors.js";
 
 export type TensorRtPurpose = "build" | "run";
 

@@ -4,20 +4,19 @@
  * - Engines come from `engines/<model-id>/<gpu-sm>-trt<version>/` (resolve.ts): the
  *   manifest must match this GPU and TensorRT and the model folder's files, or loading fails with
  *   the command that rebuilds them.
- * - All contexts share one device scratch buffer sized to the largest engine's need; calls are
- *   serialised per backend (one stage at a time, design rule 8), which is what makes sharing safe.
- * - Text embeddings stay on the device: `encodeText` returns device tensors; `denoise` joins
- *   [uncond; cond] on the device and hands them to the native Denoiser, which runs the whole
- *   sampler program (UNet, guidance, scheduler update) under CUDA graphs.
- * - `decode` runs the VAE and the fused uint8 kernel; NaN/Inf (an overflowing fp16 VAE) is a
- *   VaeOverflowError with the command that rebuilds the VAE in fp32 — never a black image.
+ * - All contexts share one device scratch buffer sized to the largest engine's need; generations
+ *   are serialised per backend (one at a time, design rule 8), which is what makes sharing safe.
+ * - `generate` runs a whole batch with its intermediates on the device: the text embeddings
+ *   (joined [uncond; cond] on the device) go to the native Denoiser, which runs the whole sampler
+ *   program (UNet, guidance, scheduler update) under CUDA graphs; the VAE and the fused uint8
+ *   kernel follow. NaN/Inf from the VAE (an overflowing fp16 VAE) is a VaeOverflowError with the
+ *   command that rebuilds the VAE in fp32 — never a black image.
  * - Limits (batch, sizes, img2img) come from the engines' optimization profiles.
  */
 import { readFile } from "node:fs/promises";
 import { basename, join, resolve } from "node:path";
-import { DisposedError, InvalidOptionError, ModelFileError, NativeError, SdTrtError } from "../../errors.js";
+import { DisposedError, InternalError, InvalidArgumentError, InvalidOptionError, ModelFileError, NativeError, VaeOverflowError, throwIfAborted } from "../../errors.js";
 import { checkTensorRt, requireTensorRt } from "./availability.js";
-import { VaeOverflowError } from "./errors.js";
 import { limitsFromEngines, smallestBatch, textRowsFor, unetAccepts, type EngineShapeInfo } from "./limits.js";
 import { normalizeTensorRtVersion, rebuildCommand, type EngineManifest } from "./manifest.js";
 import { resolveEngines } from "./resolve.js";
@@ -29,8 +28,9 @@ import type { TensorRtBinding, TrtContext, TrtDeviceScratch, TrtEngine, TrtUnet 
 import type { NativeDeviceTensor } from "../../native/types.js";
 import { packProgram } from "../../sampler/pack.js";
 import { distinctRows } from "../../tokenizer/distinct-rows.js";
-import type { Backend, BackendLimits, DenoiseRequest, StageTimings, TextEmbeddings } from "../backend.js";
-import { splitPosterior } from "../cpu/backend.js";
+import type { Backend, BackendLimits, GenerationJob, GenerationOutput } from "../backend.js";
+import { Lifecycle } from "../../lifecycle.js";
+import { divideFloat32, img2imgStartLatents, splitPosterior } from "../../sampler/latents.js";
 
 const TOKENS = 77;
 
@@ -53,9 +53,9 @@ export interface TensorRtDenoiseStats {
   hostMs: number;
 }
 
-class TrtTextEmbeddings implements TextEmbeddings {
+/** Text embeddings [rows, 77, hidden] on the device, as `#encodeText` made them. */
+class DeviceEmbeddings {
   #device: NativeDeviceTensor | undefined;
-  readonly host = undefined;
   constructor(
     readonly rows: number,
     device: NativeDeviceTensor,
@@ -70,6 +70,14 @@ class TrtTextEmbeddings implements TextEmbeddings {
     this.#device?.dispose();
     this.#device = undefined;
   }
+}
+
+/** GPU milliseconds of the last call of each stage. */
+export interface TensorRtStageTimings {
+  textEncoder?: number;
+  unet?: number;
+  vaeDecoder?: number;
+  vaeEncoder?: number;
 }
 
 interface LoadedModel<Io extends ModelIo> {
@@ -87,6 +95,7 @@ export function defaultEnginesDir(modelDir: string): string {
 export class TensorRtBackend implements Backend {
   readonly name = "tensorrt" as const;
   readonly limits: BackendLimits;
+  /** Hidden size of the text encoder output (768 for SD 1.x). */
   readonly hiddenSize: number;
   readonly scalingFactor: number;
   /** The engine folder in use and its manifest. */
@@ -102,10 +111,10 @@ export class TensorRtBackend implements Backend {
   #unetEngine: TrtUnet;
   #decoder: LoadedModel<VaeDecoderIo>;
   #encoder: LoadedModel<VaeEncoderIo> | undefined;
-  #denoiser: Denoiser | undefined;
-  #serial: Promise<unknown> = Promise.resolve();
+  #denoiser: Denoiser;
+  readonly #life = new Lifecycle("TensorRT backend");
   #lastDenoise: TensorRtDenoiseStats | undefined;
-  #timings: StageTimings = {};
+  #timings: TensorRtStageTimings = {};
 
   private constructor(parts: {
     trt: TensorRtBinding;
@@ -241,7 +250,7 @@ export class TensorRtBackend implements Backend {
   }
 
   get disposed(): boolean {
-    return this.#denoiser === undefined;
+    return this.#life.disposed;
   }
 
   /** How the last denoise call ran (graph capture, GPU time). */
@@ -253,26 +262,73 @@ export class TensorRtBackend implements Backend {
    * GPU milliseconds of the last call of each stage, from CUDA events: `textEncoder`, `unet` (the
    * whole denoise loop), `vaeDecoder`, `vaeEncoder`. For `sd-trt bench`.
    */
-  get lastTimings(): StageTimings {
+  get lastTimings(): TensorRtStageTimings {
     return { ...this.#timings };
   }
 
-  /** Runs `fn` after every earlier call: the contexts share one scratch buffer. */
-  #exclusive<T>(fn: () => Promise<T>): Promise<T> {
-    if (this.#denoiser === undefined) return Promise.reject(new DisposedError("TensorRT backend"));
-    const run = this.#serial.then(() => {
-      if (this.#denoiser === undefined) throw new DisposedError("TensorRT backend");
-      return fn();
+  /**
+   * A whole batch on the GPU: text encoder (each distinct prompt row once), the VAE encoder for
+   * img2img, the denoise loop under CUDA graphs, the VAE decoder. One generation at a time: the
+   * contexts share one scratch buffer.
+   */
+  generate(job: GenerationJob): Promise<GenerationOutput> {
+    if (job.onLatents) return Promise.reject(new InvalidOptionError("onLatents", "onLatents needs the CPU backend (the TensorRT backend keeps latents on the GPU)"));
+    return this.#life.exclusive(async () => {
+      throwIfAborted(job.signal);
+      const { batch, latentHeight, latentWidth } = job;
+      let t = performance.now();
+      const cond = await this.#encodeText(job.condIds, batch);
+      let uncond: DeviceEmbeddings | null = null;
+      try {
+        if (job.uncondIds) uncond = await this.#encodeText(job.uncondIds, batch);
+        const textEncode = performance.now() - t;
+        job.onStage?.("encode-text");
+        throwIfAborted(job.signal);
+
+        const imageEncode: number[] = [];
+        let latents: Float32Array;
+        if ("latents" in job.start) {
+          latents = job.start.latents;
+        } else {
+          const spec = job.program.addNoise;
+          if (!spec) throw new InternalError(`the ${job.program.scheduler} program was compiled without add_noise (compile it with startIndex for img2img)`);
+          const plane = 4 * latentHeight * latentWidth;
+          latents = new Float32Array(batch * plane);
+          let row = 0;
+          for (const image of job.start.images) {
+            t = performance.now();
+            const encoded = await this.#encodeImage(image.pixels, 1, latentHeight * 8, latentWidth * 8);
+            latents.set(img2imgStartLatents(encoded, image.eps, image.noise, spec, this.scalingFactor), row * plane);
+            row += image.rows;
+            imageEncode.push(performance.now() - t);
+            throwIfAborted(job.signal);
+          }
+          if (row !== batch) throw new InvalidArgumentError(`generate: the init images start ${row} rows, the batch has ${batch}`);
+          job.onStage?.("encode-image");
+        }
+
+        t = performance.now();
+        const final = await this.#denoise(job, latents, cond, uncond);
+        const denoise = performance.now() - t;
+        throwIfAborted(job.signal);
+
+        t = performance.now();
+        const images = await this.#decode(divideFloat32(final, this.scalingFactor), batch, latentHeight, latentWidth);
+        job.onStage?.("decode");
+        const output: GenerationOutput = { images, timings: { textEncode, imageEncode, denoise, decode: performance.now() - t } };
+        if (job.returnLatents) output.latents = final;
+        return output;
+      } finally {
+        cond.dispose();
+        uncond?.dispose();
+      }
     });
-    this.#serial = run.catch(() => undefined);
-    return run;
   }
 
-  encodeText(ids: Int32Array, rows: number): Promise<TextEmbeddings> {
-    if (!(ids instanceof Int32Array) || !Number.isInteger(rows) || rows < 1 || ids.length !== rows * TOKENS) {
-      return Promise.reject(new SdTrtError("ERR_INVALID_ARGUMENT", `encodeText needs ${TOKENS} token ids per row, got ${ids?.length} ids for ${rows} rows`));
-    }
-    return this.#exclusive(async () => {
+  /** Token ids [rows, 77] → embeddings on the device, each distinct row encoded once. */
+  async #encodeText(ids: Int32Array, rows: number): Promise<DeviceEmbeddings> {
+    if (ids.length !== rows * TOKENS) throw new InvalidArgumentError(`generate needs ${TOKENS} token ids per image, got ${ids.length} ids for a batch of ${rows}`);
+    {
       // Encode each distinct row once, padded up to a row count the engine's profiles take.
       const { unique, rowOf } = distinctRows(ids, rows, TOKENS);
       const computed = textRowsFor(this.#text.shapes, unique.length);
@@ -291,19 +347,21 @@ export class TensorRtBackend implements Backend {
         this.#text.context.encodeText({ ids: padded, rows: computed, input: this.#text.contract.idsName, output: this.#text.contract.hiddenName, outputRows: rowOf }),
       );
       this.#timings.textEncoder = gpuMs;
-      return new TrtTextEmbeddings(rows, embeddings);
-    });
+      return new DeviceEmbeddings(rows, embeddings);
+    }
   }
 
-  denoise(request: DenoiseRequest): Promise<Float32Array> {
-    return this.#exclusive(async () => {
-      const denoiser = this.#denoiser!;
+  /** The whole sampler program on the device; returns x_M. */
+  async #denoise(job: GenerationJob, latents: Float32Array, condEmbeddings: DeviceEmbeddings, uncondEmbeddings: DeviceEmbeddings | null): Promise<Float32Array> {
+    const request = job;
+    {
+      const denoiser = this.#denoiser;
       const { batch, latentHeight, latentWidth } = request;
-      const cond = deviceEmbeddings(request.cond, batch, "cond");
+      const cond = condEmbeddings.device;
       let guidance: Float64Array | null = null;
       let parts: NativeDeviceTensor[];
-      if (request.uncond !== null) {
-        parts = [deviceEmbeddings(request.uncond, batch, "uncond"), cond];
+      if (uncondEmbeddings !== null) {
+        parts = [uncondEmbeddings.device, cond];
         guidance = request.guidance;
       } else if (unetAccepts(this.#unet.shapes, batch, latentHeight, latentWidth)) {
         parts = [cond];
@@ -317,7 +375,7 @@ export class TensorRtBackend implements Backend {
       try {
         const result = await denoiser.run({
           program: packProgram(request.program),
-          latents: request.latents,
+          latents,
           noise: request.noise,
           batch,
           latentHeight,
@@ -340,11 +398,12 @@ export class TensorRtBackend implements Backend {
       } finally {
         embeddings.dispose();
       }
-    });
+    }
   }
 
-  decode(latents: Float32Array, batch: number, latentHeight: number, latentWidth: number): Promise<Uint8Array[]> {
-    return this.#exclusive(async () => {
+  /** The VAE decoder and the uint8 kernel on latents already divided by the scaling factor. */
+  async #decode(latents: Float32Array, batch: number, latentHeight: number, latentWidth: number): Promise<Uint8Array[]> {
+    {
       let out: { pixels: Buffer; width: number; height: number; gpuMs: number };
       try {
         out = await callNativeAsync(() =>
@@ -359,11 +418,12 @@ export class TensorRtBackend implements Backend {
       this.#timings.vaeDecoder = out.gpuMs;
       const size = out.width * out.height * 3;
       return Array.from({ length: batch }, (_, b) => out.pixels.subarray(b * size, (b + 1) * size));
-    });
+    }
   }
 
-  encodeImage(pixels: Float32Array, batch: number, height: number, width: number): Promise<{ mean: Float32Array; std?: Float32Array }> {
-    return this.#exclusive(async () => {
+  /** The VAE encoder on images [batch, 3, H, W]: the posterior mean (and std when the engine returns latent parameters). */
+  async #encodeImage(pixels: Float32Array, batch: number, height: number, width: number): Promise<{ mean: Float32Array; std?: Float32Array }> {
+    {
       const encoder = this.#encoder;
       if (!encoder) {
         throw new ModelFileError(this.variantDir, `the engines in ${this.variantDir} have no VAE encoder, which img2img needs (the model folder had no vae_encoder when they were built)`);
@@ -374,35 +434,24 @@ export class TensorRtBackend implements Backend {
       this.#timings.vaeEncoder = out.gpuMs;
       if (encoder.contract.outputKind === "sample") return { mean: out.data };
       return splitPosterior(out.data, batch, out.shape[2]!, out.shape[3]!);
-    });
+    }
   }
 
-  async dispose(): Promise<void> {
-    const denoiser = this.#denoiser;
-    if (denoiser === undefined) return;
-    this.#denoiser = undefined;
-    await denoiser.dispose();
-    await this.#serial.catch(() => undefined);
-    this.#unetEngine.dispose();
-    for (const m of [this.#text, this.#unet, this.#decoder, this.#encoder]) {
-      m?.context.dispose();
-      m?.engine.dispose();
-    }
-    this.#scratch?.dispose();
-    this.#scratch = undefined;
+  /** Waits for a running generation, then releases the native objects: denoiser, UNet runner, contexts, engines, scratch. Idempotent. */
+  dispose(): Promise<void> {
+    return this.#life.dispose(async () => {
+      await this.#denoiser.dispose();
+      this.#unetEngine.dispose();
+      for (const m of [this.#text, this.#unet, this.#decoder, this.#encoder]) {
+        m?.context.dispose();
+        m?.engine.dispose();
+      }
+      this.#scratch?.dispose();
+      this.#scratch = undefined;
+    });
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
     await this.dispose();
   }
-}
-
-function deviceEmbeddings(embeddings: TextEmbeddings, batch: number, which: string): NativeDeviceTensor {
-  if (!(embeddings instanceof TrtTextEmbeddings)) {
-    throw new SdTrtError("ERR_INVALID_ARGUMENT", `denoise: the ${which} embeddings were not made by this TensorRT backend's encodeText`);
-  }
-  if (embeddings.rows !== batch) {
-    throw new SdTrtError("ERR_INVALID_ARGUMENT", `denoise: ${which} embeddings have ${embeddings.rows} rows, expected ${batch}`);
-  }
-  return embeddings.device;
 }

@@ -15,7 +15,7 @@
 import { randomBytes } from "node:crypto";
 import { mkdir, readFile, rename, rm, stat } from "node:fs/promises";
 import { basename, dirname, join, relative, sep } from "node:path";
-import { AbortError, InvalidOptionError, ModelFileError, NativeError, throwIfAborted } from "../../errors.js";
+import { InvalidOptionError, ModelFileError, AbortError, NativeError, EngineBuildError, throwIfAborted } from "../../errors.js";
 import { locateModelFolder, type ModelFile, type ModelFolder } from "../../model/folder.js";
 import { ROLE_TITLES, type ModelIo, type ModelRole } from "../../model/graph-io.js";
 import { callNativeAsync } from "../../native/load.js";
@@ -23,7 +23,6 @@ import type { TensorRtBinding, TrtBuildProgress, TrtBuildResult } from "../../na
 import { packageVersion } from "../../package-info.js";
 import { writeFileAtomic } from "../../fs/atomic.js";
 import { requireTensorRt } from "./availability.js";
-import { EngineBuildError } from "./errors.js";
 import { digestFiles, sha256Bytes, type FileDigest } from "./hash.js";
 import { ENGINE_ROLES, engineLocation, MANIFEST_FILE, planFileName } from "./layout.js";
 import {

@@ -3,6 +3,7 @@
  * `BackendLimits`, against which the pipeline validates requests (design rule 1: "limits read from
  * the loaded engine's profiles").
  */
+import { InternalError } from "../../errors.js";
 import type { BackendLimits } from "../backend.js";
 import type { ModelIo, ModelRole } from "../../model/graph-io.js";
 import type { EngineTensor } from "./manifest.js";
@@ -70,7 +71,7 @@ export function limitsFromEngines(engines: Partial<Record<ModelRole, EngineShape
   const decoder = engines.vae_decoder;
   const text = engines.text_encoder;
   if (!unet || unet.contract.role !== "unet" || !decoder || decoder.contract.role !== "vae_decoder" || !text || text.contract.role !== "text_encoder") {
-    throw new Error("limitsFromEngines needs the text encoder, UNet and VAE decoder engines");
+    throw new InternalError("limitsFromEngines needs the text encoder, UNet and VAE decoder engines");
   }
   const sample = rangesOf(unet, unet.contract.sampleName);
   const latent = rangesOf(decoder, decoder.contract.latentName);
@@ -88,6 +89,8 @@ export function limitsFromEngines(engines: Partial<Record<ModelRole, EngineShape
     maxWidth: Math.min(w.max, dw.max) * VAE_FACTOR,
     sizeMultiple: VAE_FACTOR,
     canEncodeImages: engines.vae_encoder !== undefined,
+    // The engines keep latents on the GPU between evaluations.
+    canObserveLatents: false,
   };
 }
 

@@ -6,9 +6,8 @@
  * they are out of date. Its JSON Schema is `engines/manifest.schema.json`.
  */
 import { readFile } from "node:fs/promises";
-import { ModelFileError } from "../../errors.js";
+import { ModelFileError, EngineMismatchError, type EngineDifference } from "../../errors.js";
 import type { ModelIo, ModelRole } from "../../model/graph-io.js";
-import { EngineMismatchError, type EngineDifference } from "./errors.js";
 import type { FileDigest } from "./hash.js";
 import { modelIdDirOf } from "./layout.js";
 import { shapeArguments, type EngineShapes, type OptimizationProfile } from "./profiles.js";

@@ -7,9 +7,8 @@
  */
 import { readdir, stat } from "node:fs/promises";
 import { join, resolve } from "node:path";
-import { ModelFileError } from "../../errors.js";
+import { ModelFileError, EngineMismatchError, type EngineDifference } from "../../errors.js";
 import type { ModelRole } from "../../model/graph-io.js";
-import { EngineMismatchError, type EngineDifference } from "./errors.js";
 import { isVariantName, MANIFEST_FILE, variantName } from "./layout.js";
 import { checkManifestTarget, readManifest, rebuildCommand, type EngineManifest, type RuntimeTarget } from "./manifest.js";
 

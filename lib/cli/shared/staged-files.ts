@@ -8,16 +8,7 @@ import { constants, unlinkSync } from "node:fs";
 import { access, rename, unlink, writeFile, stat } from "node:fs/promises";
 import { basename, dirname, join, resolve } from "node:path";
 import { randomBytes } from "node:crypto";
-import { SdTrtError } from "../../errors.js";
-
-/** An output file cannot be written (missing folder, no permission, disk full, …). */
-export class OutputFileError extends SdTrtError {
-  readonly file: string;
-  constructor(file: string, message: string, options?: { cause?: unknown }) {
-    super("ERR_OUTPUT_FILE", message, options);
-    this.file = file;
-  }
-}
+import { OutputFileError } from "../../errors.js";
 
 function reason(error: unknown): string {
   const e = error as NodeJS.ErrnoException;

@@ -1,0 +1,38 @@
+/**
+ * `sd-trt/numerics`: the exact numerics core, usable without any model — openai/CLIP's tokenizer,
+ * torch.randn on the CPU and A1111's NV source bit for bit, diffusers' schedulers compiled to
+ * sampler programs (the table both backends run), the CPU program executor, and the float32
+ * latent arithmetic around it.
+ */
+export { ClipTokenizer, CLIP_MAX_LENGTH, DEFAULT_VOCABULARY_DIR, normalizeClipText } from "./tokenizer/index.js";
+export type { ClipTokenization, ClipTokenizerOptions } from "./tokenizer/index.js";
+
+export { TorchGenerator, NvGenerator, randn, randnRows, createGenerator, validateSeed, RNG_SOURCES, MAX_SEED } from "./rng/index.js";
+export type { Generator, RngSource } from "./rng/index.js";
+
+export {
+  createScheduler,
+  canonicalSchedulerName,
+  SCHEDULER_NAMES,
+  SD1_SCHEDULER_CONFIG,
+  strengthToStartStep,
+  a1111SamplerName,
+  schedulerFromA1111Name,
+} from "./schedulers/index.js";
+export type { CompileOptions, RawSchedulerConfig, Scheduler, SchedulerName } from "./schedulers/index.js";
+
+export { checkProgram, packProgram, unpackProgram, runProgram, runProgramAsync, ProgramExecution, SAMPLER_PROGRAM_FORMAT } from "./sampler/index.js";
+export type {
+  AddNoiseSpec,
+  AsyncProgramModel,
+  LatentArray,
+  NoiseSource,
+  ProgramModel,
+  RunProgramAsyncOptions,
+  RunProgramOptions,
+  SamplerEval,
+  SamplerProgram,
+  StepObserver,
+  UnpackMetadata,
+} from "./sampler/index.js";
+export { addNoise, divideFloat32, img2imgStartLatents, samplePosterior, scaleFloat32, splitPosterior } from "./sampler/latents.js";
