@@ -17,33 +17,14 @@
  */
 import { InvalidArgumentError, AbortError, OnnxRuntimeError } from "../../errors.js";
 import { ProgramExecution } from "../../sampler/execute.js";
-import type { SamplerProgram } from "../../sampler/program.js";
 import type { UnetIo } from "../../model/graph-io.js";
-import type { HostTensor } from "./ort-protocol.js";
+import type { CpuDenoiseJob, HostTensor, UnetFeedIo } from "./ort-protocol.js";
+
+export type { CpuDenoiseJob, UnetFeedIo } from "./ort-protocol.js";
 
 /** CLIP's token count. */
 export const TOKENS = 77;
 
-/** The UNet contract fields the loop needs to build its feeds. */
-export type UnetFeedIo = Pick<UnetIo, "sampleName" | "timestepName" | "timestepType" | "timestepLayout" | "contextName" | "outputName">;
-
-/** Everything one denoise needs besides the UNet itself; plain data, so it can cross to the worker. */
-export interface CpuDenoiseJob {
-  program: SamplerProgram;
-  /** x_0 [batch, 4, latentHeight, latentWidth]. */
-  latents: Float32Array;
-  /** One [batch, 4, h, w] draw per evaluation with `drawsNoise`, in order. */
-  noise: Float32Array[];
-  batch: number;
-  latentHeight: number;
-  latentWidth: number;
-  /** encoder_hidden_states [unetBatch, 77, hiddenSize]: uncond rows first when guided. */
-  context: Float32Array;
-  hiddenSize: number;
-  /** Guidance scale per image, or null when classifier-free guidance is off (UNet batch = batch). */
-  guidance: Float64Array | null;
-  io: UnetFeedIo;
-}
 
 /**
  * Runs the UNet once on these feeds and returns its output [unetBatch, 4, h, w]. Every call gets

@@ -6,8 +6,8 @@
  * order the requests arrived (it runs one at a time). A `denoise` or `generate` request may also
  * get `ProgressReply` messages before its final reply, posted without waiting for the main thread.
  */
-import type { CpuDenoiseJob } from "./denoise-loop.js";
-import type { TensorSpec } from "../../model/graph-io.js";
+import type { TensorSpec, UnetIo } from "../../model/graph-io.js";
+import type { SamplerProgram } from "../../sampler/program.js";
 
 export type OrtElementType = "float32" | "float64" | "int32" | "int64";
 
@@ -142,3 +142,24 @@ export type ProgressReply = StepReply | StageReply;
 export type FinalReply = { id: number; value: unknown } | { id: number; error: string; code?: string; model?: GenerateStage };
 
 export type WorkerReply = ProgressReply | FinalReply;
+
+/** The UNet contract fields the loop needs to build its feeds. */
+export type UnetFeedIo = Pick<UnetIo, "sampleName" | "timestepName" | "timestepType" | "timestepLayout" | "contextName" | "outputName">;
+
+/** Everything one denoise needs besides the UNet itself; plain data, so it can cross to the worker. */
+export interface CpuDenoiseJob {
+  program: SamplerProgram;
+  /** x_0 [batch, 4, latentHeight, latentWidth]. */
+  latents: Float32Array;
+  /** One [batch, 4, h, w] draw per evaluation with `drawsNoise`, in order. */
+  noise: Float32Array[];
+  batch: number;
+  latentHeight: number;
+  latentWidth: number;
+  /** encoder_hidden_states [unetBatch, 77, hiddenSize]: uncond rows first when guided. */
+  context: Float32Array;
+  hiddenSize: number;
+  /** Guidance scale per image, or null when classifier-free guidance is off (UNet batch = batch). */
+  guidance: Float64Array | null;
+  io: UnetFeedIo;
+}
