@@ -11,7 +11,7 @@ import { InvalidOptionError, ModelFileError } from "../../lib/errors.js";
 import { BYTE_ENCODER } from "../../lib/tokenizer/bpe.js";
 import { ClipTokenizer, DEFAULT_VOCABULARY_DIR } from "../../lib/tokenizer/index.js";
 
-const MERGES = [
+const MERGES: Array<[string, string]> = [
   ["h", "e"],
   ["l", "l"],
   ["he", "ll"],
