@@ -4,7 +4,7 @@
  * compressed), exactly as PIL's `PngInfo.add_text` — what A1111 and its readers use.
  */
 import { crc32 } from "node:zlib";
-import { SdTrtError, InvalidArgumentError, InvalidImageError } from "../errors.js";
+import { type SdTrtError, InvalidArgumentError, InvalidImageError } from "../errors.js";
 
 const SIGNATURE = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
 

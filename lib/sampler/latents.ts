@@ -77,6 +77,8 @@ export function img2imgStartLatents(
     throw new InvalidArgumentError(`img2img: the add_noise draw has ${noise.length} values, expected ${eps.length}·${plane}`);
   }
   const imageLatents = new Float32Array(eps.length * plane);
-  eps.forEach((e, row) => imageLatents.set(scaleFloat32(samplePosterior(encoded.mean, encoded.std, e), scalingFactor), row * plane));
+  eps.forEach((e, row) => {
+    imageLatents.set(scaleFloat32(samplePosterior(encoded.mean, encoded.std, e), scalingFactor), row * plane);
+  });
   return addNoise(imageLatents, noise, spec.signal, spec.noise);
 }

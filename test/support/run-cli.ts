@@ -16,7 +16,7 @@ export interface CliRun {
   stderr: string;
 }
 
-export async function runCommand(command: CommandModule<object, any>, argv: string[]): Promise<CliRun> {
+export async function runCommand<Args>(command: CommandModule<object, Args>, argv: string[]): Promise<CliRun> {
   let stdout = "";
   let stderr = "";
   const writeOut = process.stdout.write.bind(process.stdout);

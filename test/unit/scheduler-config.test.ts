@@ -110,7 +110,9 @@ describe("config resolution (from_config)", () => {
     const betas = Array.from({ length: 1000 }, (_, i) => 0.0001 + (0.02 - 0.0001) * (i / 999));
     const trained = createScheduler("ddim", sd1({ trained_betas: betas })).compile(10);
     const linear = createScheduler("ddim", sd1({ beta_schedule: "linear", beta_start: 0.0001, beta_end: 0.02 })).compile(10);
-    trained.evals.forEach((e, j) => expect(e.a[0]).toBeCloseTo(linear.evals[j]!.a[0]!, 6));
+    trained.evals.forEach((e, j) => {
+      expect(e.a[0]).toBeCloseTo(linear.evals[j]!.a[0]!, 6);
+    });
   });
 
   test("the cosine schedule (squaredcos_cap_v2) compiles", () => {

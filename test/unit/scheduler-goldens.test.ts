@@ -95,7 +95,9 @@ describe.each(goldens.runs.map((run) => [run.id, run] as const))("%s", (_id, run
     const steps: Float64Array[] = [];
     runProgram(program, Float64Array.from(run.x0), model, noiseOf(run), { onStep: (_j, x) => steps.push(x.slice()) });
     // Same arithmetic, different association: agreement to rounding.
-    steps.forEach((x, j) => expect(relativeError(x, reference[j]!)).toBeLessThan(1e-11));
+    steps.forEach((x, j) => {
+      expect(relativeError(x, reference[j]!)).toBeLessThan(1e-11);
+    });
     if (run.dtype === "float64") expect(relativeError(reference.at(-1)!, run.final)).toBeLessThan(TOLERANCE);
   });
 });
@@ -110,7 +112,9 @@ describe("schedule details", () => {
       program.evals.forEach((e, j) => {
         const coeffs = run.steps[j]!.lms_coeffs!;
         // With epsilon prediction the derivative is the model output: b holds the coefficients.
-        coeffs.forEach((c, k) => expect(Math.abs(e.b[k]! - c)).toBeLessThan(1e-12));
+        coeffs.forEach((c, k) => {
+          expect(Math.abs(e.b[k]! - c)).toBeLessThan(1e-12);
+        });
         expect(e.b.slice(coeffs.length).every((b) => b === 0)).toBe(true);
       });
     }

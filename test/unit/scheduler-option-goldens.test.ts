@@ -65,7 +65,9 @@ describe.each(goldens.runs.map((run) => [label(run), run] as const))("%s", (_lab
     expectTimesteps(scheduler.timesteps(steps), run.timesteps_full);
     expectTimesteps(program.evals.map((e) => e.t), run.timesteps);
     expect(startIndex).toBe(run.start_index);
-    program.evals.forEach((e, j) => expect(Math.abs(e.cIn / run.steps[j]!.scale - 1)).toBeLessThan(1e-6));
+    program.evals.forEach((e, j) => {
+      expect(Math.abs(e.cIn / run.steps[j]!.scale - 1)).toBeLessThan(1e-6);
+    });
     expect(program.evals.map((e) => e.drawsNoise)).toEqual(run.steps.map((s) => s.noise !== undefined));
   });
 

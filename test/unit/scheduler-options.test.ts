@@ -72,7 +72,9 @@ describe("closed forms", () => {
     const smallLog = createScheduler("ddpm", sd1({ variance_type: "fixed_small_log" })).compile(20);
     const [a, prev] = [alphasCumprod[951]!, alphasCumprod[901]!];
     expect(large.evals[0]!.c).toBeCloseTo(Math.sqrt(1 - a / prev), 6);
-    smallLog.evals.forEach((e, j) => expect(e.c / small.evals[j]!.c).toBeCloseTo(1, 5));
+    smallLog.evals.forEach((e, j) => {
+      expect(e.c / small.evals[j]!.c).toBeCloseTo(1, 5);
+    });
   });
 
   test("DDPM without steps_offset reaches t = 0 and draws no noise there", () => {

@@ -92,7 +92,9 @@ describe("v_prediction", () => {
     const expected = runReference(scheduler, 20, start, model, noise);
     const steps: Float64Array[] = [];
     runProgram(program, start, model, noise, { onStep: (_j, x) => steps.push(x.slice()) });
-    steps.forEach((x, j) => expect(relativeError(x, expected[j]!)).toBeLessThan(1e-11));
+    steps.forEach((x, j) => {
+      expect(relativeError(x, expected[j]!)).toBeLessThan(1e-11);
+    });
   });
 
   test("DDIM: x0 = √ᾱ·x − √(1−ᾱ)·v, ε = √ᾱ·v + √(1−ᾱ)·x (closed form of the first update)", () => {
