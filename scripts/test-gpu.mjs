@@ -2,9 +2,10 @@
 // The GPU self-test (`npm run test:gpu`), for a machine with an NVIDIA GPU:
 //   1. builds the addon (incremental; CUDA required: SDTRT_CUDA=ON; TENSORRT_ROOT passes through),
 //   2. checks, in a child process, that the addon loads and sees a GPU (else exits 1 saying why),
-//   3. runs every test/gpu/*.test.ts with SDTRT_REQUIRE_GPU=1 (a GPU test that would skip fails
-//      instead): the denoise loop under CUDA graphs with the analytic stand-in against the scheduler
-//      goldens and the CPU executor, and the TensorRT engine tests where TensorRT is installed,
+//   3. runs every test file under test/gpu with SDTRT_REQUIRE_GPU=1 (a GPU test that would skip for
+//      want of a GPU fails instead): the denoise loop under CUDA graphs with the analytic stand-in
+//      against the scheduler goldens and the CPU executor, device latents, and the TensorRT engine
+//      tests (test/gpu/tensorrt.test.ts) where TensorRT is installed (else they skip, saying why),
 //   4. prints each test's result, the loop timings, and "N passed, N failed".
 // Extra arguments go to jest (e.g. -t "graph").
 import { spawnSync } from "node:child_process";
@@ -72,7 +73,8 @@ const jest = spawnSync(
     "--verbose",
     "--json",
     `--outputFile=${resultsPath}`,
-    path.join("test", "gpu"),
+    // Every test file under test/gpu (jest matches this pattern against each file's path).
+    `${path.join("test", "gpu")}${path.sep}`,
     ...process.argv.slice(2),
   ],
   {

@@ -1,9 +1,10 @@
 /**
- * GPU tests run only where the addon is built with CUDA and sees a GPU; everywhere else they are
- * skipped with the reason (normal `npm test`). `npm run test:gpu` (scripts/test-gpu.mjs) runs them
+ * GPU tests run only where the addon is built with CUDA and sees a GPU (engine tests: and TensorRT
+ * can build engines); everywhere else they are skipped with the reason (normal `npm test`). `npm run test:gpu` (scripts/test-gpu.mjs) runs them
  * on a GPU machine and fails instead when there is no GPU.
  */
 import { describe, test } from "@jest/globals";
+import { checkTensorRt } from "../../lib/backends/tensorrt/availability.js";
 import { loadNativeBinding } from "../../lib/native/load.js";
 import type { NativeBinding, NativeInfo } from "../../lib/native/types.js";
 
@@ -18,20 +19,42 @@ export function detectGpu(): GpuContext {
   return { ok: true, addon: load.binding, info };
 }
 
-/** `describe` on a GPU machine; else one skipped test whose name says why, plus a console note. */
-export function describeGpu(name: string, body: (gpu: { addon: NativeBinding; info: NativeInfo }) => void): void {
-  const gpu = detectGpu();
-  if (!gpu.ok && process.env.SDTRT_REQUIRE_GPU === "1") {
-    // `npm run test:gpu`: a GPU test that cannot run is a failure, not a skip.
+/** One skipped test whose name says why, plus a console note. */
+function skipWithReason(name: string, reason: string): void {
+  console.info(`GPU tests skipped (${name}): ${reason}`);
+  test.skip(`${name} — skipped: ${reason}`, () => undefined);
+}
+
+/** No GPU: skipped with the reason, except under `npm run test:gpu`, where it is a failure. */
+function noGpu(name: string, reason: string): void {
+  if (process.env.SDTRT_REQUIRE_GPU === "1") {
     test(`${name} — needs a GPU`, () => {
-      throw new Error(`GPU required (SDTRT_REQUIRE_GPU=1) but ${gpu.reason}`);
+      throw new Error(`GPU required (SDTRT_REQUIRE_GPU=1) but ${reason}`);
     });
     return;
   }
+  skipWithReason(name, reason);
+}
+
+/** `describe` on a GPU machine; else one skipped test whose name says why, plus a console note. */
+export function describeGpu(name: string, body: (gpu: { addon: NativeBinding; info: NativeInfo }) => void): void {
+  const gpu = detectGpu();
+  if (gpu.ok) describe(name, () => body(gpu));
+  else noGpu(name, gpu.reason);
+}
+
+/**
+ * `describe` where TensorRT can build and run engines. Without a GPU it is handled as in
+ * describeGpu; on a GPU machine without a usable TensorRT it is skipped with the reason even under
+ * `npm run test:gpu` (TensorRT is optional there: the self-test says the engine tests will skip).
+ */
+export function describeTensorRt(name: string, body: () => void): void {
+  const gpu = detectGpu();
   if (!gpu.ok) {
-    console.info(`GPU tests skipped (${name}): ${gpu.reason}`);
-    test.skip(`${name} — skipped: ${gpu.reason}`, () => undefined);
+    noGpu(name, gpu.reason);
     return;
   }
-  describe(name, () => body(gpu));
+  const availability = checkTensorRt("build");
+  if (availability.usable) describe(name, body);
+  else skipWithReason(name, availability.reason);
 }

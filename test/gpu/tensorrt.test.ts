@@ -2,23 +2,21 @@
  * TensorRT engines of the tiny-sd fixture against the CPU backend, on a machine with an NVIDIA GPU
  * and TensorRT (the engine half of `npm run test:gpu`). Builds fp16 engines for 64×64 into a temporary
  * folder, then runs text encoding, the whole denoise loop (CUDA graphs) and the VAE on both backends
- * with the same inputs. Skipped, with the reason, where TensorRT cannot build engines.
+ * with the same inputs. Skipped, with the reason, where there is no GPU or TensorRT cannot build engines.
  */
-import { describe, expect, test, beforeAll, afterAll } from "@jest/globals";
+import { expect, test, beforeAll, afterAll } from "@jest/globals";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { CpuBackend } from "../../lib/backends/cpu/backend.js";
 import { TensorRtBackend } from "../../lib/backends/tensorrt/backend.js";
 import type { Backend } from "../../lib/backends/backend.js";
-import { checkTensorRt } from "../../lib/backends/tensorrt/availability.js";
 import { buildEngines } from "../../lib/backends/tensorrt/build.js";
 import { parseShapeOptions } from "../../lib/backends/tensorrt/profiles.js";
 import { createScheduler } from "../../lib/schedulers/index.js";
+import { describeTensorRt } from "./support.js";
 
 const TINY = join(process.cwd(), "models", "tiny-sd");
-const availability = checkTensorRt("build");
-const gpuDescribe = availability.usable ? describe : describe.skip;
 
 function ids(words: number[]): Int32Array {
   const out = new Int32Array(77).fill(49407);
@@ -49,7 +47,7 @@ function relativeError(a: ArrayLike<number>, b: ArrayLike<number>): number {
   return diff / Math.max(scale, 1e-6);
 }
 
-gpuDescribe(`TensorRT engines vs the CPU backend on tiny-sd${availability.usable ? "" : ` (skipped: ${availability.reason})`}`, () => {
+describeTensorRt("TensorRT engines vs the CPU backend on tiny-sd", () => {
   let root: string;
   let trt: TensorRtBackend;
   let cpu: CpuBackend;
