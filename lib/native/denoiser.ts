@@ -6,6 +6,7 @@
  * stack, and an idempotent `dispose()` / `Symbol.asyncDispose`.
  */
 import { AbortError, DisposedError, throwIfAborted } from "../errors.js";
+import { Lifecycle } from "../lifecycle.js";
 import { booleanValue, integerInRange, invalidOption } from "../validate.js";
 import { callNative, requireNativeBinding, toTypedError } from "./load.js";
 import type {
@@ -13,6 +14,7 @@ import type {
   NativeDenoiser,
   NativeDenoiserOptions,
   NativeDeviceTensor,
+  NativeLatentsOutput,
   NativeUnetEngine,
 } from "./types.js";
 
@@ -25,7 +27,9 @@ export interface DenoiserOptions {
   device?: number;
 }
 
-export interface DenoiseRunOptions {
+/** `Output` is the type of `output`: `"host"` (the default, also when the option is left out) or
+ *  `"device"`; it decides the type of the result's `latents` (LatentsFor). */
+export interface DenoiseRunOptions<Output extends NativeLatentsOutput = "host"> {
   /** The flat program from `packProgram()` (lib/sampler). */
   program: Float64Array;
   /** x_0 [batch, 4, latentHeight, latentWidth]. Do not modify it until the promise settles. */
@@ -40,9 +44,15 @@ export interface DenoiseRunOptions {
   latentWidth: number;
   /** Guidance scale per image; omit (or null) to run without classifier-free guidance. */
   guidance?: Float64Array | null;
-  /** Text embeddings [unetBatch, 77, hidden], uncond rows first with guidance. Needed by TensorRT
-   *  UNets; the analytic stand-in ignores them. */
-  embeddings?: Float32Array | Uint16Array | NativeDeviceTensor;
+  /** Text embeddings [unetBatch, 77, hidden], uncond rows first with guidance: host values, one
+   *  device tensor, or a list of device tensors [rows, 77, hidden] joined in order on the device
+   *  (e.g. `[uncond, cond]` from encodeText; no concatEmbeddings needed). Needed by TensorRT UNets;
+   *  the analytic stand-in ignores them. */
+  embeddings?: Float32Array | Uint16Array | NativeDeviceTensor | NativeDeviceTensor[];
+  /** Where x_M goes: `"host"` (default) → `latents` is a new Float32Array; `"device"` → a new
+   *  float32 NativeDeviceTensor [batch, 4, latentHeight, latentWidth] that stays on the GPU (for
+   *  `decodeImage({ latents, scalingFactor })`). The tensor is the caller's: dispose() it. */
+  output?: Output;
   /** Capture the loop step in a CUDA graph and replay it. Defaults to true. */
   useGraphs?: boolean;
   /** Evaluations queued ahead on the GPU, 0 (no limit) to 64; cancellation lands within this many.
@@ -53,7 +63,11 @@ export interface DenoiseRunOptions {
   onStep?: (evalIndex: number, total: number) => void;
 }
 
-export type DenoiseRunResult = NativeDenoiseResult;
+/** What `latents` is for an `output` value: Float32Array for "host", NativeDeviceTensor for "device". */
+export type LatentsFor<Output extends NativeLatentsOutput> = Output extends "device" ? NativeDeviceTensor : Float32Array;
+
+/** `latents` is a Float32Array, or a NativeDeviceTensor for `output: "device"`. */
+export type DenoiseRunResult<Latents extends Float32Array | NativeDeviceTensor = Float32Array> = NativeDenoiseResult<Latents>;
 
 interface ValidatedRun {
   batch: number;
@@ -61,6 +75,7 @@ interface ValidatedRun {
   width: number;
   useGraphs: boolean;
   queueDepth: number;
+  output: NativeLatentsOutput;
   noise: Float32Array;
 }
 
@@ -81,8 +96,9 @@ function concatNoise(noise: Float32Array[] | Float32Array): Float32Array {
 }
 
 export class Denoiser {
-  #native: NativeDenoiser | undefined;
-  #queue: Promise<unknown> = Promise.resolve();
+  readonly #native: NativeDenoiser;
+  /** Runs go one at a time; dispose cancels the running one, refuses the queued ones, then frees the GPU resources. */
+  readonly #life = new Lifecycle("Denoiser");
   #pending = 0;
 
   private constructor(native: NativeDenoiser) {
@@ -120,7 +136,7 @@ export class Denoiser {
   }
 
   get disposed(): boolean {
-    return this.#native === undefined;
+    return this.#life.disposed;
   }
 
   /** Runs waiting behind this one (plus the one running). */
@@ -128,19 +144,27 @@ export class Denoiser {
     return this.#pending;
   }
 
-  /** Runs the whole program on the GPU and returns x_M. Runs of one Denoiser go one at a time. */
-  run(options: DenoiseRunOptions): Promise<DenoiseRunResult> {
-    if (this.#native === undefined) return Promise.reject(new DisposedError("Denoiser"));
-    const request = this.#validate(options);
+  /**
+   * Runs the whole program on the GPU and returns x_M: a new Float32Array, or with
+   * `output: "device"` a new device tensor the caller disposes. Runs of one Denoiser go one at a time.
+   */
+  run<Output extends NativeLatentsOutput = "host">(options: DenoiseRunOptions<Output>): Promise<DenoiseRunResult<LatentsFor<Output>>> {
+    let request: ValidatedRun;
+    try {
+      this.#life.assertLive();
+      request = this.#validate(options);
+    } catch (error) {
+      return Promise.reject(error); // a promise-returning method never throws synchronously
+    }
     // Captured now: by the time the run starts, the caller's frames are gone.
     const callerStack = new Error();
     this.#pending++;
-    const result = this.#queue.then(() => this.#runNow(request, options, callerStack)).finally(() => this.#pending--);
-    this.#queue = result.catch(() => undefined);
-    return result;
+    const result = this.#life.exclusive(() => this.#runNow(request, options, callerStack)).finally(() => this.#pending--);
+    // The native result's latents are what request.output asked for (checked by #validate).
+    return result as Promise<DenoiseRunResult<LatentsFor<Output>>>;
   }
 
-  #validate(options: DenoiseRunOptions): ValidatedRun {
+  #validate(options: DenoiseRunOptions<NativeLatentsOutput>): ValidatedRun {
     if (typeof options !== "object" || options === null) throw invalidOption("options", "an object", options);
     if (!(options.program instanceof Float64Array)) throw invalidOption("program", "a Float64Array from packProgram()", options.program);
     if (!(options.latents instanceof Float32Array)) throw invalidOption("latents", "a Float32Array", options.latents);
@@ -158,12 +182,15 @@ export class Denoiser {
     const useGraphs = options.useGraphs === undefined ? true : booleanValue("useGraphs", options.useGraphs);
     const queueDepth = options.queueDepth === undefined ? 3 : integerInRange("queueDepth", options.queueDepth, 0, 64);
     if (options.onStep !== undefined && typeof options.onStep !== "function") throw invalidOption("onStep", "a function", options.onStep);
-    return { batch, height, width, useGraphs, queueDepth, noise: concatNoise(options.noise) };
+    const output = options.output ?? "host";
+    if (output !== "host" && output !== "device") throw invalidOption("output", "\"host\" or \"device\"", options.output);
+    return { batch, height, width, useGraphs, queueDepth, output, noise: concatNoise(options.noise) };
   }
 
-  async #runNow(request: ValidatedRun, options: DenoiseRunOptions, callerStack: Error): Promise<DenoiseRunResult> {
+  async #runNow(request: ValidatedRun, options: DenoiseRunOptions<NativeLatentsOutput>, callerStack: Error): Promise<DenoiseRunResult<Float32Array | NativeDeviceTensor>> {
+    // A run queued behind dispose() is refused rather than started.
+    if (this.#life.disposed) throw new DisposedError("Denoiser");
     const native = this.#native;
-    if (native === undefined) throw new DisposedError("Denoiser");
     const { signal, onStep } = options;
     throwIfAborted(signal);
     const onAbort = () => native.cancel();
@@ -180,6 +207,7 @@ export class Denoiser {
         ...(options.embeddings !== undefined ? { embeddings: options.embeddings } : {}),
         useGraphs: request.useGraphs,
         queueDepth: request.queueDepth,
+        ...(request.output === "device" ? { output: "device" as const } : {}),
         ...(onStep ? { onProgress: (completed: number, total: number) => onStep(completed - 1, total) } : {}),
       });
     } catch (nativeError) {
@@ -193,13 +221,9 @@ export class Denoiser {
   }
 
   /** Cancels a running loop, waits for it to stop, then frees the GPU resources. Idempotent. */
-  async dispose(): Promise<void> {
-    const native = this.#native;
-    if (native === undefined) return;
-    this.#native = undefined;
-    native.cancel();
-    await this.#queue.catch(() => undefined);
-    native.dispose();
+  dispose(): Promise<void> {
+    if (!this.#life.disposed) this.#native.cancel();
+    return this.#life.dispose(() => this.#native.dispose());
   }
 
   async [Symbol.asyncDispose](): Promise<void> {

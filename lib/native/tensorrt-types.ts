@@ -151,6 +151,32 @@ export interface TrtImageIoOptions {
   width: number;
 }
 
+/** decodeImage's input. */
+export interface TrtDecodeImageOptions extends TrtImageIoOptions {
+  /**
+   * Latents [batch, 4, height, width]: a Float32Array (borrowed until the promise settles), or a
+   * float32 / float16 device tensor of exactly that shape on the engine's device, e.g. the result of
+   * `Denoiser.run({ output: "device" })` — then the latents never leave the GPU. The tensor is pinned
+   * (not consumed) by the call: the caller still disposes it.
+   */
+  latents: Float32Array | NativeDeviceTensor;
+  /**
+   * When given (a finite number > 0), the latents are divided by it on the device before the VAE:
+   * diffusers' `latents / scaling_factor`, a float32 division (not a multiply by the reciprocal),
+   * bit-identical to `Math.fround(x / Math.fround(scalingFactor))` in TypeScript, then cast to the
+   * decoder's input dtype. Omitted: the latents go in as they are (host latents the caller divided).
+   */
+  scalingFactor?: number;
+}
+
+export interface TrtDecodedImage {
+  /** uint8 RGB HWC, image after image. */
+  pixels: Buffer;
+  width: number;
+  height: number;
+  gpuMs: number;
+}
+
 export interface TrtUnetOptions {
   sample: string;
   timestep: string;
@@ -172,8 +198,9 @@ export interface TrtContext {
   /** Text embeddings on the device [outputRows.length, 77, hidden], in the engine's output type.
    *  `gpuMs` (every call here): GPU time on the context's stream from CUDA events, transfers included. */
   encodeText(options: TrtEncodeTextOptions): Promise<{ embeddings: NativeDeviceTensor; gpuMs: number }>;
-  /** Latents (already divided by the scaling factor) [batch, 4, height, width] → uint8 RGB HWC. */
-  decodeImage(options: TrtImageIoOptions & { latents: Float32Array }): Promise<{ pixels: Buffer; width: number; height: number; gpuMs: number }>;
+  /** Latents [batch, 4, height, width] (host or device; divided by `scalingFactor` on the device
+   *  when given, else already divided) → uint8 RGB HWC. Rejects with ERR_VAE_NAN on NaN/Inf. */
+  decodeImage(options: TrtDecodeImageOptions): Promise<TrtDecodedImage>;
   /** Pixels [batch, 3, height, width] in [-1, 1] → the encoder's output as float32. */
   encodeImage(options: TrtImageIoOptions & { pixels: Float32Array }): Promise<{ data: Float32Array; shape: number[]; gpuMs: number }>;
   createUnet(options: TrtUnetOptions): TrtUnet;
@@ -186,7 +213,8 @@ export interface TensorRtBinding {
   buildEngine(options: TrtBuildOptions, onProgress?: (event: TrtBuildProgress) => void): TrtBuildJob;
   loadEngine(plan: Uint8Array, options: TrtLoadOptions): Promise<TrtEngine>;
   DeviceScratch: TrtDeviceScratchConstructor;
-  /** Joins embedding rows on the device (uncond first), converting to `dtype`. */
+  /** Joins embedding rows on the device (uncond first), converting to `dtype`, into a new tensor.
+   *  For the denoiser this step is unnecessary: `Denoiser.run` takes the parts as a list. */
   concatEmbeddings(parts: NativeDeviceTensor[], options: { dtype: "float32" | "float16" }): Promise<NativeDeviceTensor>;
 }
 

@@ -104,7 +104,11 @@ export interface NativeInfo {
   tensorrtError?: string;
 }
 
-/** A tensor that lives in GPU memory (CUDA builds), e.g. CLIP embeddings from the TensorRT module. */
+/**
+ * A tensor that lives in GPU memory (CUDA builds): CLIP embeddings from the TensorRT module, the
+ * denoiser's final latents with `output: "device"`. Each one owns its memory (no later call writes
+ * it); the holder disposes it.
+ */
 export interface NativeDeviceTensor {
   readonly dtype: NativeDType;
   readonly shape: number[];
@@ -112,6 +116,10 @@ export interface NativeDeviceTensor {
   readonly disposed: boolean;
   /** Idempotent. Memory in use by a running call is freed when that call is done. */
   dispose(): void;
+  /** Copies the values to a new host array (`SdTensorDownloadWorker`): float32 → Float32Array,
+   *  float16 → Uint16Array of bits, int32 → Int32Array, int64 → BigInt64Array. For tests and
+   *  debugging; rejects with ERR_DISPOSED once disposed. */
+  toHost(): Promise<Float32Array | Uint16Array | Int32Array | BigInt64Array>;
 }
 
 /**
@@ -146,14 +154,23 @@ export interface NativeProgramRunOptions {
   channels?: number;
 }
 
+/** Where `Denoiser.run` puts x_M: a new Float32Array (`"host"`, the default) or a new
+ *  NativeDeviceTensor (`"device"`, float32 [batch, channels, height, width]) for decodeImage. */
+export type NativeLatentsOutput = "host" | "device";
+
 /** `latents` and `noise` are borrowed until the promise settles: do not transfer them. */
 export interface NativeDenoiseOptions extends NativeProgramRunOptions {
   /** Guidance scale per image; omitted or null = no classifier-free guidance (UNet batch = batch). */
   guidance?: Float64Array | null;
   /** Text embeddings [unetBatch, 77, hidden], uncond rows first with guidance: host values
-   *  (Float32Array, or Uint16Array of float16 bits; borrowed) or a device tensor. Required when the
-   *  UNet has a hidden size (TensorRT); ignored by the analytic stand-in. */
-  embeddings?: Float32Array | Uint16Array | NativeDeviceTensor;
+   *  (Float32Array, or Uint16Array of float16 bits; borrowed), a device tensor, or a list of device
+   *  tensors [rows, 77, hidden] whose rows are joined in order on the device (e.g. `[uncond, cond]`
+   *  as encodeText returned them; together exactly unetBatch rows). Device tensors may be float32
+   *  or float16 (converted to the UNet's type on the device) and are pinned until the promise
+   *  settles. Required when the UNet has a hidden size (TensorRT); ignored by the analytic stand-in. */
+  embeddings?: Float32Array | Uint16Array | NativeDeviceTensor | NativeDeviceTensor[];
+  /** Defaults to `"host"`. */
+  output?: NativeLatentsOutput;
   /** Capture the loop step as a CUDA graph and replay it. Defaults to true. */
   useGraphs?: boolean;
   /** At most this many evaluations queued on the GPU ahead of the last finished one; cancellation
@@ -176,9 +193,11 @@ export type NativeGraphUse =
   /** Capture failed (see graphFallbackReason); the loop ran with plain launches. */
   | "fallback";
 
-export interface NativeDenoiseResult {
-  /** x_M [batch, channels, height, width], a new array owned by the caller. */
-  latents: Float32Array;
+/** `Latents` is Float32Array for `output: "host"`, NativeDeviceTensor for `output: "device"`. */
+export interface NativeDenoiseResult<Latents extends Float32Array | NativeDeviceTensor = Float32Array> {
+  /** x_M [batch, channels, height, width], owned by the caller: a new Float32Array, or a new
+   *  float32 device tensor (a copy, never the loop's ring buffer; the caller disposes it). */
+  latents: Latents;
   graph: NativeGraphUse;
   graphFallbackReason?: string;
   evaluations: number;
@@ -189,8 +208,10 @@ export interface NativeDenoiseResult {
 }
 
 export interface NativeDenoiser {
-  /** One run at a time (ERR_BUSY otherwise). Runs on a libuv thread (`SdDenoiseWorker`). */
-  run(options: NativeDenoiseOptions): Promise<NativeDenoiseResult>;
+  /** One run at a time (ERR_BUSY otherwise). Runs on a libuv thread (`SdDenoiseWorker`).
+   *  `latents` is a Float32Array unless `options.output` is `"device"` (lib/native/denoiser.ts
+   *  narrows the type per call). */
+  run(options: NativeDenoiseOptions): Promise<NativeDenoiseResult<Float32Array | NativeDeviceTensor>>;
   /** Stops the running loop between evaluations; its promise rejects with code ABORT_ERR. No-op when idle. */
   cancel(): void;
   /** Frees the GPU resources (after the running call, if any, is cancelled). Idempotent. */
@@ -226,6 +247,17 @@ export interface NativeVaeBytes {
   infCount: number;
 }
 
+/** The scale-cast kernel's input (kernels::launchScaleCast): `values / factor` (`op: "divide"`,
+ *  diffusers' `latents / scaling_factor`) or `factor · values` in float32, correctly rounded, then
+ *  `dtype` (default float32). `factor` is rounded to float32 first (Math.fround). */
+export interface NativeScaleCastOptions {
+  /** float32 values, or float16 bits. */
+  values: Float32Array | Uint16Array;
+  factor: number;
+  op: "divide" | "multiply";
+  dtype?: "float32" | "float16";
+}
+
 export interface NativeBinding {
   info(options?: { freeMemory?: boolean }): NativeInfo;
   Denoiser: NativeDenoiserConstructor;
@@ -242,6 +274,10 @@ export interface NativeBinding {
   deviceVaeToUint8?(options: NativeVaeToUint8Options & { device?: number }): Promise<NativeVaeBytes>;
   /** Device run of the float32 → float16 cast kernel (CUDA builds; for the GPU self-test). */
   deviceFloatToHalf?(values: Float32Array, device?: number): Promise<Uint16Array>;
+  /** Host path of the scale-cast kernel: Float32Array, or Uint16Array of float16 bits for dtype "float16". */
+  hostScaleCast(options: NativeScaleCastOptions): Float32Array | Uint16Array;
+  /** Device run of the scale-cast kernel (CUDA builds; for the GPU self-test). Input borrowed until settled. */
+  deviceScaleCast?(options: NativeScaleCastOptions & { device?: number }): Promise<Float32Array | Uint16Array>;
   /** float32 → float16 bits, round to nearest even (the kernels' conversion). */
   hostFloatToHalf(values: Float32Array): Uint16Array;
   hostHalfToFloat(bits: Uint16Array): Float32Array;

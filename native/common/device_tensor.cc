@@ -1,6 +1,11 @@
 #include "device_tensor.h"
 
+#include <cstring>
+#include <string>
+
+#include "cuda_check.h"
 #include "js_class.h"
+#include "js_error.h"
 
 namespace sdtrt {
 
@@ -17,6 +22,51 @@ struct PendingTensor {
   int device;
 };
 
+// Copies a tensor's bytes to the host. Holds the buffer (and the JS tensor) until it settles, so a
+// dispose() meanwhile frees the memory afterwards.
+class SdTensorDownloadWorker : public NativeAsyncWorker {
+ public:
+  SdTensorDownloadWorker(Napi::Env env, const Napi::Object& tensor, std::shared_ptr<DeviceBuffer> buffer, DType dtype,
+                         size_t count, int device)
+      : NativeAsyncWorker(env, "SdTensorDownloadWorker", "tensor-download"),
+        pinned_(Napi::Persistent(tensor)),
+        buffer_(std::move(buffer)),
+        dtype_(dtype),
+        count_(count),
+        device_(device) {}
+
+ protected:
+  void Run() override {
+    constexpr const char* stage = "tensor-download";
+    bytes_.resize(count_ * dtypeSize(dtype_));
+    if (bytes_.empty()) return;
+    SDTRT_CUDA_CHECK(stage, cudaSetDevice(device_));
+    // Synchronous copy: every producer of a DeviceTensor has finished writing it before the tensor
+    // reaches JS, and our streams are non-blocking, so this waits for nothing else.
+    SDTRT_CUDA_CHECK(stage, cudaMemcpy(bytes_.data(), buffer_->data(), bytes_.size(), cudaMemcpyDeviceToHost));
+  }
+
+  Napi::Value Result(Napi::Env env) override {
+    Napi::ArrayBuffer storage = Napi::ArrayBuffer::New(env, bytes_.size());
+    if (!bytes_.empty()) std::memcpy(storage.Data(), bytes_.data(), bytes_.size());
+    switch (dtype_) {
+      case DType::kFloat16: return Napi::Uint16Array::New(env, count_, storage, 0);
+      case DType::kInt32: return Napi::Int32Array::New(env, count_, storage, 0);
+      case DType::kInt64: return Napi::TypedArrayOf<int64_t>::New(env, count_, storage, 0, napi_bigint64_array);
+      case DType::kFloat32: break;
+    }
+    return Napi::Float32Array::New(env, count_, storage, 0);
+  }
+
+ private:
+  Napi::ObjectReference pinned_;
+  std::shared_ptr<DeviceBuffer> buffer_;
+  DType dtype_;
+  size_t count_;
+  int device_;
+  std::vector<uint8_t> bytes_;
+};
+
 }  // namespace
 
 void DeviceTensor::Init(Napi::Env env, Napi::Object exports) {
@@ -27,6 +77,7 @@ void DeviceTensor::Init(Napi::Env env, Napi::Object exports) {
                                         InstanceAccessor<&DeviceTensor::GetByteLength>("byteLength"),
                                         InstanceAccessor<&DeviceTensor::GetDisposed>("disposed"),
                                         InstanceMethod<&DeviceTensor::Dispose>("dispose"),
+                                        InstanceMethod<&DeviceTensor::ToHost>("toHost"),
                                     });
   RegisterClass(env, exports, "DeviceTensor", ctor);
 }
@@ -66,6 +117,14 @@ Napi::Value DeviceTensor::GetByteLength(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value DeviceTensor::GetDisposed(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), !buffer_); }
+
+Napi::Value DeviceTensor::ToHost(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!buffer_) throw ToJsError(env, NativeError("ERR_DISPOSED", "tensor-download", "DeviceTensor is disposed"));
+  auto* worker = new SdTensorDownloadWorker(env, info.This().As<Napi::Object>(), buffer_, dtype_,
+                                            static_cast<size_t>(elementCount()), device_);
+  return worker->Start();
+}
 
 Napi::Value DeviceTensor::Dispose(const Napi::CallbackInfo& info) {
   buffer_.reset();

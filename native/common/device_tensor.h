@@ -8,6 +8,10 @@
 // every consumer ("DeviceTensor is disposed").
 //
 // Created only from C++ (DeviceTensor::New); `new DeviceTensor()` from JS is a TypeError.
+//
+// tensor.toHost() → Promise<Float32Array | Uint16Array (float16 bits) | Int32Array | BigInt64Array>
+// (SdTensorDownloadWorker) copies the values to a new host array: for tests and debugging, not
+// for the generation path, where tensors stay on the device.
 #pragma once
 
 #include <napi.h>
@@ -44,6 +48,7 @@ class DeviceTensor : public Napi::ObjectWrap<DeviceTensor> {
   Napi::Value GetByteLength(const Napi::CallbackInfo& info);
   Napi::Value GetDisposed(const Napi::CallbackInfo& info);
   Napi::Value Dispose(const Napi::CallbackInfo& info);
+  Napi::Value ToHost(const Napi::CallbackInfo& info);
 
   std::shared_ptr<DeviceBuffer> buffer_;
   DType dtype_ = DType::kFloat32;

@@ -1,5 +1,6 @@
 #include "denoiser.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <thread>
@@ -214,9 +215,20 @@ void DenoiserCore::Upload(const DenoiseRequest& r) {
   if (runner_->hiddenSize() > 0) {
     const DType want = runner_->hiddenType();
     const size_t count = static_cast<size_t>(layout_->unetBatch) * kSequenceLength * runner_->hiddenSize();
-    if (r.deviceEmbeddings) {
-      SDTRT_CUDA_CHECK(kStage, cudaMemcpyAsync(hidden_.data(), r.deviceEmbeddings->data(), count * dtypeSize(want),
-                                               cudaMemcpyDeviceToDevice, stream_));
+    if (!r.deviceEmbeddings.empty()) {
+      // The parts' rows, joined in order (the JS layer checked that they hold `count` values).
+      auto* dst = hidden_.as<uint8_t>();
+      size_t written = 0;
+      for (const DenoiseRequest::DevicePart& part : r.deviceEmbeddings) {
+        const size_t take = std::min(part.count, count - written);
+        if (part.type == want) {
+          SDTRT_CUDA_CHECK(kStage, cudaMemcpyAsync(dst, part.buffer->data(), take * dtypeSize(want), cudaMemcpyDeviceToDevice, stream_));
+        } else {
+          SDTRT_CUDA_CHECK(kStage, kernels::launchCast(part.buffer->data(), part.type, dst, want, take, stream_));
+        }
+        dst += take * dtypeSize(want);
+        written += take;
+      }
     } else if (r.hostEmbeddingsType == want) {
       SDTRT_CUDA_CHECK(kStage, cudaMemcpyAsync(hidden_.data(), r.hostEmbeddings, count * dtypeSize(want),
                                                cudaMemcpyHostToDevice, stream_));
@@ -306,6 +318,9 @@ DenoiseResult DenoiserCore::Run(const DenoiseRequest& r, const std::function<voi
   try {
     SDTRT_CUDA_CHECK(kStage, cudaSetDevice(device_));
     Prepare(r);
+    // The device output is allocated before the loop: out of memory fails the run before it starts.
+    std::shared_ptr<DeviceBuffer> deviceLatents;
+    if (r.deviceOutput) deviceLatents = std::make_shared<DeviceBuffer>(params_.n * sizeof(float), kStage);
     Upload(r);
     *static_cast<volatile int*>(progressHost_) = 0;
     SDTRT_CUDA_CHECK(kStage, cudaEventRecord(start_, stream_));
@@ -360,11 +375,18 @@ DenoiseResult DenoiserCore::Run(const DenoiseRequest& r, const std::function<voi
                         "cancelled after " + std::to_string(Completed()) + " of " + std::to_string(M) + " evaluations");
     }
     SDTRT_CUDA_CHECK(kStage, cudaEventElapsedTime(&result.gpuMs, start_, end_));
-    result.latents.resize(params_.n);
     const size_t last = static_cast<size_t>(program::ringSlot(M, params_.depth)) * params_.n;
-    SDTRT_CUDA_CHECK(kStage, cudaMemcpyAsync(result.latents.data(), params_.xRing + last, params_.n * sizeof(float),
-                                             cudaMemcpyDeviceToHost, stream_));
+    if (deviceLatents) {
+      // A copy, never the ring slot itself: the next run overwrites the ring.
+      SDTRT_CUDA_CHECK(kStage, cudaMemcpyAsync(deviceLatents->data(), params_.xRing + last, params_.n * sizeof(float),
+                                               cudaMemcpyDeviceToDevice, stream_));
+    } else {
+      result.latents.resize(params_.n);
+      SDTRT_CUDA_CHECK(kStage, cudaMemcpyAsync(result.latents.data(), params_.xRing + last, params_.n * sizeof(float),
+                                               cudaMemcpyDeviceToHost, stream_));
+    }
     SDTRT_CUDA_CHECK(kStage, cudaStreamSynchronize(stream_));
+    result.deviceLatents = std::move(deviceLatents);
   } catch (...) {
     // Leave nothing running on buffers the next call may reuse or free.
     if (stream_ != nullptr) (void)cudaStreamSynchronize(stream_);

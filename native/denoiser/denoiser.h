@@ -14,7 +14,9 @@
 //   4. never synchronises inside the loop: the host polls a mapped progress counter written by the
 //      fused kernel, to report progress and to keep at most `queueDepth` evaluations queued, so a
 //      cancellation lands within `queueDepth` evaluations (queueDepth 0 queues the whole loop at once:
-//      the lowest host overhead, but cancellation then waits for the end). See native/README.md.
+//      the lowest host overhead, but cancellation then waits for the end);
+//   5. copies x_M to the host, or (deviceOutput) into a new device buffer the caller owns, so the
+//      latents can go on to the VAE without a round trip. See native/README.md.
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -45,22 +47,32 @@ struct DenoiseRequest {
   const float* noise = nullptr;  // program->noiseDraws · n values (borrowed)
   size_t noiseCount = 0;
   // Text embeddings [unetBatch, 77, hidden] (uncond rows first with CFG), when the runner needs them:
-  // host values (float32 or float16 bits, converted to the runner's dtype) or a device buffer.
+  // host values (float32 or float16 bits, converted to the runner's dtype) or device tensors whose
+  // rows are joined in order (each float32 or float16, converted on the device), holding together
+  // exactly unetBatch·77·hidden values.
   const void* hostEmbeddings = nullptr;
   DType hostEmbeddingsType = DType::kFloat32;
   size_t hostEmbeddingsCount = 0;
-  std::shared_ptr<DeviceBuffer> deviceEmbeddings;
-  DType deviceEmbeddingsType = DType::kFloat16;
-  size_t deviceEmbeddingsCount = 0;
+  struct DevicePart {
+    std::shared_ptr<DeviceBuffer> buffer;
+    DType type = DType::kFloat16;
+    size_t count = 0;
+  };
+  std::vector<DevicePart> deviceEmbeddings;
   bool useGraphs = true;
   int queueDepth = 3;  // 0 = no limit
+  // x_M into a new device buffer (DenoiseResult::deviceLatents) instead of host memory.
+  bool deviceOutput = false;
 };
 
 enum class GraphUse { kDisabled, kCaptured, kReplayed, kFallback };
 const char* graphUseName(GraphUse use);
 
 struct DenoiseResult {
-  std::vector<float> latents;  // x_M
+  std::vector<float> latents;  // x_M (host output)
+  // x_M (device output): float32 [batch, channels, h, w], a buffer of its own that no later run
+  // touches (the ring slot it was copied from is reused by the next run).
+  std::shared_ptr<DeviceBuffer> deviceLatents;
   GraphUse graph = GraphUse::kDisabled;
   std::string graphFallbackReason;
   int evaluations = 0;

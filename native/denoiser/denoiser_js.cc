@@ -26,6 +26,8 @@ namespace sdtrt {
 namespace {
 
 constexpr int kSequenceLength = 77;
+constexpr const char* kEmbeddingsTypes =
+    "options.embeddings must be a Float32Array, a Uint16Array of float16 bits, a DeviceTensor or an array of DeviceTensors, got ";
 
 class DenoiserWrap : public Napi::ObjectWrap<DenoiserWrap> {
  public:
@@ -164,9 +166,15 @@ class SdDenoiseWorker : public Napi::AsyncProgressQueueWorker<int> {
       return;
     }
     Napi::Object out = Napi::Object::New(env);
-    Napi::Float32Array latents = Napi::Float32Array::New(env, result_.latents.size());
-    std::copy(result_.latents.begin(), result_.latents.end(), latents.Data());
-    out.Set("latents", latents);
+    if (result_.deviceLatents) {
+      // The buffer is the tensor's own: nothing the next run writes (native/README.md).
+      out.Set("latents", DeviceTensor::New(env, std::move(result_.deviceLatents), DType::kFloat32,
+                                           {request_.batch, request_.channels, request_.height, request_.width}, core_->device()));
+    } else {
+      Napi::Float32Array latents = Napi::Float32Array::New(env, result_.latents.size());
+      std::copy(result_.latents.begin(), result_.latents.end(), latents.Data());
+      out.Set("latents", latents);
+    }
     out.Set("graph", Napi::String::New(env, graphUseName(result_.graph)));
     if (!result_.graphFallbackReason.empty()) {
       out.Set("graphFallbackReason", Napi::String::New(env, result_.graphFallbackReason));
@@ -319,16 +327,25 @@ Napi::Value DenoiserWrap::Run(const Napi::CallbackInfo& info) {
                              std::to_string(program.noiseDraws) + " × " + std::to_string(n) + " = " +
                              std::to_string(noiseCount) + " values), got " + std::to_string(noise.ElementLength()));
   }
+  bool deviceOutput = false;
+  if (HasOption(options, "output")) {
+    const std::string output = RequireString(options, "output", owner);
+    if (output == "device") {
+      deviceOutput = true;
+    } else if (output != "host") {
+      ThrowRangeError(env, "options.output must be \"host\" or \"device\", got \"" + output + "\"");
+    }
+  }
   Napi::Value embeddings = options.Get("embeddings");
   const bool hasEmbeddings = !embeddings.IsUndefined() && !embeddings.IsNull();
   if (hasEmbeddings && !embeddings.IsObject()) {
-    ThrowTypeError(env, "options.embeddings must be a Float32Array, a Uint16Array of float16 bits or a DeviceTensor, got " +
-                            DescribeJsValue(embeddings));
+    ThrowTypeError(env, std::string(kEmbeddingsTypes) + DescribeJsValue(embeddings));
   }
 
 #if !SDTRT_WITH_CUDA
   (void)useGraphs;
   (void)queueDepth;
+  (void)deviceOutput;
   throw ToJsError(env, NativeError("ERR_NO_CUDA", "denoise", "CUDA support was not compiled in"));
 #else
   if (busy_) {
@@ -346,6 +363,7 @@ Napi::Value DenoiserWrap::Run(const Napi::CallbackInfo& info) {
   request.noiseCount = noiseCount;
   request.useGraphs = useGraphs;
   request.queueDepth = queueDepth;
+  request.deviceOutput = deviceOutput;
   std::vector<Napi::Value> pinned = {latents, noise};
 
   UnetRunner& runner = core_->runner();
@@ -357,18 +375,40 @@ Napi::Value DenoiserWrap::Run(const Napi::CallbackInfo& info) {
       ThrowTypeError(env, "options.embeddings is required by this UNet: " + shape +
                               " text embeddings (uncond rows first with guidance)");
     }
-    if (DeviceTensor* tensor = DeviceTensor::FromJs(embeddings)) {
-      if (!tensor->buffer()) throw ToJsError(env, NativeError("ERR_DISPOSED", "denoise", "DeviceTensor is disposed"));
-      if (tensor->dtype() != runner.hiddenType() || static_cast<size_t>(tensor->elementCount()) != count ||
-          tensor->device() != core_->device()) {
-        ThrowRangeError(env, "options.embeddings must be a " + std::string(dtypeName(runner.hiddenType())) + " " + shape +
-                                 " tensor on device " + std::to_string(core_->device()) + ", got " +
-                                 dtypeName(tensor->dtype()) + " with " + std::to_string(tensor->elementCount()) +
-                                 " elements on device " + std::to_string(tensor->device()));
+    // Device tensors: one [unetBatch, 77, hidden] tensor, or a list whose rows are joined in order
+    // on the device (e.g. [uncond, cond] straight from encodeText), float32 or float16 each.
+    std::vector<Napi::Value> parts;
+    if (embeddings.IsArray()) {
+      Napi::Array list = embeddings.As<Napi::Array>();
+      for (uint32_t i = 0; i < list.Length(); ++i) parts.push_back(list.Get(i));
+      if (parts.empty()) ThrowRangeError(env, "options.embeddings must not be an empty list");
+    } else if (DeviceTensor::FromJs(embeddings) != nullptr) {
+      parts.push_back(embeddings);
+    }
+    if (!parts.empty()) {
+      int64_t rows = 0;
+      for (size_t i = 0; i < parts.size(); ++i) {
+        const std::string name = embeddings.IsArray() ? "options.embeddings[" + std::to_string(i) + "]" : "options.embeddings";
+        DeviceTensor* tensor = DeviceTensor::FromJs(parts[i]);
+        if (tensor == nullptr) ThrowTypeError(env, name + " must be a DeviceTensor, got " + DescribeJsValue(parts[i]));
+        if (!tensor->buffer()) throw ToJsError(env, NativeError("ERR_DISPOSED", "denoise", name + ": DeviceTensor is disposed"));
+        const std::vector<int64_t>& dims = tensor->shape();
+        const bool floatType = tensor->dtype() == DType::kFloat32 || tensor->dtype() == DType::kFloat16;
+        if (!floatType || dims.size() != 3 || dims[1] != kSequenceLength || dims[2] != runner.hiddenSize() ||
+            tensor->device() != core_->device()) {
+          std::string got = std::string(dtypeName(tensor->dtype())) + " [";
+          for (size_t d = 0; d < dims.size(); ++d) got += (d ? ", " : "") + std::to_string(dims[d]);
+          got += "] on device " + std::to_string(tensor->device());
+          ThrowRangeError(env, name + " must be a float32 or float16 [rows, 77, " + std::to_string(runner.hiddenSize()) +
+                                   "] tensor on device " + std::to_string(core_->device()) + ", got " + got);
+        }
+        rows += dims[0];
+        request.deviceEmbeddings.push_back({tensor->buffer(), tensor->dtype(), static_cast<size_t>(tensor->elementCount())});
+        pinned.push_back(parts[i]);
       }
-      request.deviceEmbeddings = tensor->buffer();
-      request.deviceEmbeddingsType = tensor->dtype();
-      request.deviceEmbeddingsCount = count;
+      if (static_cast<size_t>(rows) != unetBatch) {
+        ThrowRangeError(env, "options.embeddings must hold " + shape + " embeddings, got " + std::to_string(rows) + " rows");
+      }
     } else if (embeddings.IsTypedArray()) {
       Napi::TypedArray array = embeddings.As<Napi::TypedArray>();
       if (array.TypedArrayType() == napi_float32_array) {
@@ -376,8 +416,7 @@ Napi::Value DenoiserWrap::Run(const Napi::CallbackInfo& info) {
       } else if (array.TypedArrayType() == napi_uint16_array) {
         request.hostEmbeddingsType = DType::kFloat16;
       } else {
-        ThrowTypeError(env, "options.embeddings must be a Float32Array, a Uint16Array of float16 bits or a DeviceTensor, got " +
-                                DescribeJsValue(embeddings));
+        ThrowTypeError(env, std::string(kEmbeddingsTypes) + DescribeJsValue(embeddings));
       }
       if (array.ElementLength() != count) {
         ThrowRangeError(env, "options.embeddings must hold " + shape + " = " + std::to_string(count) + " values, got " +
@@ -385,11 +424,10 @@ Napi::Value DenoiserWrap::Run(const Napi::CallbackInfo& info) {
       }
       request.hostEmbeddings = static_cast<const uint8_t*>(array.ArrayBuffer().Data()) + array.ByteOffset();
       request.hostEmbeddingsCount = count;
+      pinned.push_back(embeddings);
     } else {
-      ThrowTypeError(env, "options.embeddings must be a Float32Array, a Uint16Array of float16 bits or a DeviceTensor, got " +
-                              DescribeJsValue(embeddings));
+      ThrowTypeError(env, std::string(kEmbeddingsTypes) + DescribeJsValue(embeddings));
     }
-    pinned.push_back(embeddings);
   }
 
   core_->ResetCancel();

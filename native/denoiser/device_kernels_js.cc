@@ -118,6 +118,57 @@ class SdFloatToHalfWorker : public NativeAsyncWorker {
   std::vector<uint16_t> bits_;
 };
 
+class SdScaleCastWorker : public NativeAsyncWorker {
+ public:
+  SdScaleCastWorker(Napi::Env env, const host::ScaleCastOptions& o, int device)
+      : NativeAsyncWorker(env, "SdScaleCastWorker", "scale-cast"),
+        pinned_(Napi::Persistent(o.values.As<Napi::Object>())),
+        src_(static_cast<const uint8_t*>(o.values.ArrayBuffer().Data()) + o.values.ByteOffset()),
+        options_(o),
+        count_(o.values.ElementLength()),
+        device_(device) {
+    options_.values = Napi::TypedArray();  // a handle of this call's scope: pinned_ holds the array
+  }
+
+ protected:
+  void Run() override {
+    constexpr const char* stage = "scale-cast";
+    out_.resize(count_ * dtypeSize(options_.dstType));
+    if (count_ == 0) return;
+    SDTRT_CUDA_CHECK(stage, cudaSetDevice(device_));
+    ScopedStream stream(stage);
+    const size_t inBytes = count_ * dtypeSize(options_.srcType);
+    DeviceBuffer src(inBytes, stage), dst(out_.size(), stage);
+    SDTRT_CUDA_CHECK(stage, cudaMemcpyAsync(src.data(), src_, inBytes, cudaMemcpyHostToDevice, stream.get()));
+    SDTRT_CUDA_CHECK(stage, kernels::launchScaleCast(src.data(), options_.srcType, options_.factor, options_.op, dst.data(),
+                                                     options_.dstType, count_, stream.get()));
+    SDTRT_CUDA_CHECK(stage, cudaMemcpyAsync(out_.data(), dst.data(), out_.size(), cudaMemcpyDeviceToHost, stream.get()));
+    SDTRT_CUDA_CHECK(stage, cudaStreamSynchronize(stream.get()));
+  }
+
+  Napi::Value Result(Napi::Env env) override {
+    Napi::TypedArray out = host::NewFloatArray(env, options_.dstType, count_);
+    if (!out_.empty()) std::memcpy(static_cast<uint8_t*>(out.ArrayBuffer().Data()) + out.ByteOffset(), out_.data(), out_.size());
+    return out;
+  }
+
+ private:
+  Napi::ObjectReference pinned_;
+  const uint8_t* src_;
+  host::ScaleCastOptions options_;
+  size_t count_;
+  int device_;
+  std::vector<uint8_t> out_;
+};
+
+Napi::Value DeviceScaleCast(const Napi::CallbackInfo& info) {
+  Napi::Object options = RequireObject(info[0], "options");
+  const host::ScaleCastOptions o = host::ReadScaleCastOptions(options);
+  const int device = static_cast<int>(OptionalInteger(options, "device", "options", 0, 1024, 0));
+  auto* worker = new SdScaleCastWorker(info.Env(), o, device);
+  return worker->Start();
+}
+
 Napi::Value DeviceVaeToUint8(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const std::string owner = "options";
@@ -148,6 +199,7 @@ Napi::Value DeviceFloatToHalf(const Napi::CallbackInfo& info) {
 void RegisterDeviceKernels(Napi::Env env, Napi::Object exports) {
   exports.Set("deviceVaeToUint8", Napi::Function::New(env, DeviceVaeToUint8, "deviceVaeToUint8"));
   exports.Set("deviceFloatToHalf", Napi::Function::New(env, DeviceFloatToHalf, "deviceFloatToHalf"));
+  exports.Set("deviceScaleCast", Napi::Function::New(env, DeviceScaleCast, "deviceScaleCast"));
 }
 
 }  // namespace sdtrt

@@ -4,6 +4,8 @@
 //
 //   deviceVaeToUint8({ decoded, batch, channels?, height, width, device? }) → Promise<{ pixels, nanCount, infCount }>
 //   deviceFloatToHalf(values: Float32Array, device?) → Promise<Uint16Array>
+//   deviceScaleCast({ values, factor, op, dtype?, device? }) → Promise<Float32Array | Uint16Array>
+//       (kernels::launchScaleCast; the host path is hostScaleCast)
 //
 // Inputs are borrowed (pinned) until the promise settles; outputs are new arrays.
 #pragma once

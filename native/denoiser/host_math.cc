@@ -84,4 +84,8 @@ VaeFlagsCount VaeToUint8(const void* src, DType srcType, int batch, int channels
   return counts;
 }
 
+void ScaleCast(const void* src, DType srcType, float factor, vae::ScaleOp op, void* dst, DType dstType, size_t count) {
+  for (size_t i = 0; i < count; ++i) vae::scaleCastElement(src, srcType, factor, op, dst, dstType, i);
+}
+
 }  // namespace sdtrt::host

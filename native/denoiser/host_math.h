@@ -1,7 +1,7 @@
 // Host paths of the device kernels: the same per-element functions (loop_math.h, analytic_model.h,
 // vae_math.h) run in plain loops on the CPU. They exist so that CI, which has no GPU, checks the
 // kernels' arithmetic against the TypeScript executor and diffusers' goldens; the addon exposes them
-// as hostRunProgram() / hostVaeToUint8() (host_math_js.cc).
+// as hostRunProgram() / hostVaeToUint8() / hostScaleCast() (host_math_js.cc).
 #pragma once
 
 #include <cstddef>
@@ -10,6 +10,7 @@
 
 #include "../common/dtype.h"
 #include "program_table.h"
+#include "vae_math.h"
 
 namespace sdtrt::host {
 
@@ -37,5 +38,9 @@ struct VaeFlagsCount {
 
 // Decoder output [batch][channels][h][w] (float32 or float16 bits) → uint8 [batch][h][w][3].
 VaeFlagsCount VaeToUint8(const void* src, DType srcType, int batch, int channels, int height, int width, uint8_t* dst);
+
+// dst[i] = cast(src[i] / factor) or cast(factor · src[i]) (vae::scaleCastElement), float32 or
+// float16 bits on either side: the host path of kernels::launchScaleCast.
+void ScaleCast(const void* src, DType srcType, float factor, vae::ScaleOp op, void* dst, DType dstType, size_t count);
 
 }  // namespace sdtrt::host

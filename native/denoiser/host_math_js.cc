@@ -78,6 +78,18 @@ Napi::Value HostVaeToUint8(const Napi::CallbackInfo& info) {
   return result;
 }
 
+// hostScaleCast({ values, factor, op, dtype? }) → Float32Array | Uint16Array (float16 bits)
+Napi::Value HostScaleCast(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const ScaleCastOptions o = ReadScaleCastOptions(RequireObject(info[0], "options"));
+  const size_t count = o.values.ElementLength();
+  Napi::TypedArray out = NewFloatArray(env, o.dstType, count);
+  const uint8_t* src = static_cast<const uint8_t*>(o.values.ArrayBuffer().Data()) + o.values.ByteOffset();
+  uint8_t* dst = static_cast<uint8_t*>(out.ArrayBuffer().Data()) + out.ByteOffset();
+  ScaleCast(src, o.srcType, o.factor, o.op, dst, o.dstType, count);
+  return out;
+}
+
 Napi::Value HostFloatToHalf(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_float32_array) {
@@ -130,7 +142,39 @@ void VaeToUint8Options::CheckLength(Napi::Env env) const {
   }
 }
 
+ScaleCastOptions ReadScaleCastOptions(const Napi::Object& options) {
+  const std::string owner = "options";
+  Napi::Env env = options.Env();
+  Napi::Value values = options.Get("values");
+  ScaleCastOptions out;
+  if (values.IsTypedArray() && values.As<Napi::TypedArray>().TypedArrayType() == napi_float32_array) {
+    out.srcType = DType::kFloat32;
+  } else if (values.IsTypedArray() && values.As<Napi::TypedArray>().TypedArrayType() == napi_uint16_array) {
+    out.srcType = DType::kFloat16;
+  } else {
+    ThrowTypeError(env, "options.values must be a Float32Array or a Uint16Array of float16 bits, got " + DescribeJsValue(values));
+  }
+  out.values = values.As<Napi::TypedArray>();
+  out.factor = static_cast<float>(RequireNumber(options, "factor", owner));
+  const std::string op = RequireString(options, "op", owner);
+  if (op == "divide") {
+    out.op = vae::ScaleOp::kDivide;
+  } else if (op == "multiply") {
+    out.op = vae::ScaleOp::kMultiply;
+  } else {
+    ThrowRangeError(env, "options.op must be \"divide\" or \"multiply\", got \"" + op + "\"");
+  }
+  out.dstType = FloatTypeOption(options, "dtype", owner);
+  return out;
+}
+
+Napi::TypedArray NewFloatArray(Napi::Env env, DType type, size_t count) {
+  if (type == DType::kFloat16) return Napi::Uint16Array::New(env, count);
+  return Napi::Float32Array::New(env, count);
+}
+
 void RegisterHostMath(Napi::Env env, Napi::Object exports) {
+  exports.Set("hostScaleCast", Napi::Function::New(env, HostScaleCast, "hostScaleCast"));
   exports.Set("hostRunProgram", Napi::Function::New(env, HostRunProgram, "hostRunProgram"));
   exports.Set("hostVaeToUint8", Napi::Function::New(env, HostVaeToUint8, "hostVaeToUint8"));
   exports.Set("hostFloatToHalf", Napi::Function::New(env, HostFloatToHalf, "hostFloatToHalf"));

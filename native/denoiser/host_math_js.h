@@ -6,6 +6,7 @@
 #include <napi.h>
 
 #include "../common/dtype.h"
+#include "vae_math.h"
 
 namespace sdtrt::host {
 
@@ -23,7 +24,20 @@ struct VaeToUint8Options {
 // Reads them (types and ranges; the length is CheckLength's) from the call's `options` object.
 VaeToUint8Options ReadVaeToUint8Options(const Napi::Object& options);
 
-// Adds hostRunProgram, hostVaeToUint8, hostFloatToHalf, hostHalfToFloat to `exports`.
+// The options hostScaleCast and deviceScaleCast share: { values: Float32Array | Uint16Array
+// (float16 bits), factor: number, op: "divide" | "multiply", dtype?: "float32" | "float16" }.
+struct ScaleCastOptions {
+  Napi::TypedArray values;
+  DType srcType = DType::kFloat32;
+  float factor = 1.0f;  // the JS number rounded to float32 (like Math.fround)
+  vae::ScaleOp op = vae::ScaleOp::kDivide;
+  DType dstType = DType::kFloat32;
+};
+ScaleCastOptions ReadScaleCastOptions(const Napi::Object& options);
+// A new Float32Array, or Uint16Array of float16 bits, of `count` elements of `type`.
+Napi::TypedArray NewFloatArray(Napi::Env env, DType type, size_t count);
+
+// Adds hostRunProgram, hostVaeToUint8, hostScaleCast, hostFloatToHalf, hostHalfToFloat to `exports`.
 void RegisterHostMath(Napi::Env env, Napi::Object exports);
 
 }  // namespace sdtrt::host

@@ -63,10 +63,9 @@ __global__ void vaeToUint8Kernel(const void* src, DType srcType, int channels, i
   if (infs) atomicAdd(&counters[1], infs);
 }
 
-__global__ void scaleCastKernel(const void* src, DType srcType, float scale, void* dst, DType dstType, size_t count) {
-  for (size_t i = globalIndex(); i < count; i += globalStride()) {
-    storeFloat(dst, i, dstType, scale * loadFloat(src, i, srcType));
-  }
+__global__ void scaleCastKernel(const void* src, DType srcType, float factor, vae::ScaleOp op, void* dst, DType dstType,
+                                size_t count) {
+  for (size_t i = globalIndex(); i < count; i += globalStride()) vae::scaleCastElement(src, srcType, factor, op, dst, dstType, i);
 }
 
 // Any DType to any other through double (tensor_access.h's loadAny / storeAny).
@@ -94,13 +93,15 @@ cudaError_t launchVaeToUint8(const void* src, DType srcType, int batch, int chan
   return cudaGetLastError();
 }
 
-cudaError_t launchScaleCast(const void* src, DType srcType, float scale, void* dst, DType dstType, size_t count,
-                            cudaStream_t stream) {
+cudaError_t launchScaleCast(const void* src, DType srcType, float factor, vae::ScaleOp op, void* dst, DType dstType,
+                            size_t count, cudaStream_t stream) {
   if (count == 0) return cudaSuccess;
   const bool floatTypes = (srcType == DType::kFloat32 || srcType == DType::kFloat16) &&
                           (dstType == DType::kFloat32 || dstType == DType::kFloat16);
   if (!floatTypes) return cudaErrorInvalidValue;
-  scaleCastKernel<<<blocksFor(count), kThreads, 0, stream>>>(src, srcType, scale, dst, dstType, count);
+  // In place only element for element: a float16 → float32 cast in place would overwrite inputs.
+  if (src == dst && srcType != dstType) return cudaErrorInvalidValue;
+  scaleCastKernel<<<blocksFor(count), kThreads, 0, stream>>>(src, srcType, factor, op, dst, dstType, count);
   return cudaGetLastError();
 }
 

@@ -13,6 +13,7 @@
 
 #include "../common/dtype.h"
 #include "loop_math.h"
+#include "vae_math.h"
 
 namespace sdtrt::kernels {
 
@@ -39,10 +40,13 @@ cudaError_t launchFusedStep(const loop::LoopParams& params, const LoopControl& c
 cudaError_t launchVaeToUint8(const void* src, DType srcType, int batch, int channels, int height, int width,
                              uint8_t* dst, unsigned long long* counters, cudaStream_t stream);
 
-// dst[i] = cast(scale · src[i]) for float32/float16 src and dst (e.g. latents / scaling_factor into
-// the VAE decoder's input dtype). scale is applied in float32: float(scale) · src[i].
-cudaError_t launchScaleCast(const void* src, DType srcType, float scale, void* dst, DType dstType, size_t count,
-                            cudaStream_t stream);
+// dst[i] = cast(src[i] / factor) (ScaleOp::kDivide: diffusers' `latents / scaling_factor` into the
+// VAE decoder's input dtype) or cast(factor · src[i]) (kMultiply), for float32/float16 src and dst.
+// One float32 operation, correctly rounded (vae::scaleElement): bit-identical to the TypeScript
+// `Math.fround(x / Math.fround(factor))` followed by the plain cast. src and dst may be the same
+// buffer (element-wise, in place) when the types are equal. cudaErrorInvalidValue for other dtypes.
+cudaError_t launchScaleCast(const void* src, DType srcType, float factor, vae::ScaleOp op, void* dst, DType dstType,
+                            size_t count, cudaStream_t stream);
 
 // Element-wise conversion between any two DTypes (float ↔ half, int32 ↔ int64 token ids, …);
 // float → integer truncates toward zero.

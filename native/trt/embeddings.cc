@@ -40,25 +40,22 @@ class SdConcatEmbeddingsWorker : public NativeAsyncWorker {
     SDTRT_CUDA_CHECK(kStage, cudaSetDevice(device_));
     size_t total = 0;
     for (const Part& p : parts_) total += p.count;
+    // The result is a new tensor (outputs are never views of reused memory), so it is allocated per
+    // call; the work runs on this libuv thread's per-thread default stream rather than a stream
+    // created and destroyed per call. (The Denoiser also takes the parts as a list and joins them
+    // into its own embedding buffer, which needs neither.)
     result_ = std::make_shared<DeviceBuffer>(total * dtypeSize(dtype_), kStage);
-    cudaStream_t stream = nullptr;
-    SDTRT_CUDA_CHECK(kStage, cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
-    try {
-      auto* dst = result_->as<uint8_t>();
-      for (const Part& p : parts_) {
-        if (p.dtype == dtype_) {
-          SDTRT_CUDA_CHECK(kStage, cudaMemcpyAsync(dst, p.buffer->data(), p.count * dtypeSize(dtype_), cudaMemcpyDeviceToDevice, stream));
-        } else {
-          SDTRT_CUDA_CHECK(kStage, kernels::launchCast(p.buffer->data(), p.dtype, dst, dtype_, p.count, stream));
-        }
-        dst += p.count * dtypeSize(dtype_);
+    const cudaStream_t stream = cudaStreamPerThread;
+    auto* dst = result_->as<uint8_t>();
+    for (const Part& p : parts_) {
+      if (p.dtype == dtype_) {
+        SDTRT_CUDA_CHECK(kStage, cudaMemcpyAsync(dst, p.buffer->data(), p.count * dtypeSize(dtype_), cudaMemcpyDeviceToDevice, stream));
+      } else {
+        SDTRT_CUDA_CHECK(kStage, kernels::launchCast(p.buffer->data(), p.dtype, dst, dtype_, p.count, stream));
       }
-      SDTRT_CUDA_CHECK(kStage, cudaStreamSynchronize(stream));
-    } catch (...) {
-      (void)cudaStreamDestroy(stream);
-      throw;
+      dst += p.count * dtypeSize(dtype_);
     }
-    SDTRT_CUDA_CHECK(kStage, cudaStreamDestroy(stream));
+    SDTRT_CUDA_CHECK(kStage, cudaStreamSynchronize(stream));
   }
 
   Napi::Value Result(Napi::Env env) override { return DeviceTensor::New(env, std::move(result_), dtype_, shape_, device_); }

@@ -1,6 +1,7 @@
 #include "execution_context.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 
 #include "../common/cuda_check.h"
@@ -241,24 +242,88 @@ struct TensorNames {
   std::string output;
 };
 
-// A batch of NCHW float32 images (VAE latents or pixels) as a call passed it.
+// A batch of NCHW images (VAE latents or pixels) as a call passed it: a borrowed Float32Array, or
+// (decodeImage) a float32 / float16 DeviceTensor, optionally divided by a scale factor on the device.
 struct ImageBatch {
-  Napi::TypedArray values;
-  int batch, channels, height, width;
+  Napi::Value source;  // pinned by the worker until it settles
+  const float* host = nullptr;
+  std::shared_ptr<DeviceBuffer> device;
+  DType deviceType = DType::kFloat32;
+  int batch = 0, channels = 0, height = 0, width = 0;
+  bool divide = false;
+  float divisor = 1.0f;  // the JS number rounded to float32, as Math.fround does
 };
+
+struct ImageDims {
+  int batch, height, width;
+};
+
+ImageDims ReadImageDims(const Napi::Object& options, const std::string& owner, int64_t maxSide) {
+  const int batch = static_cast<int>(RequireInteger(options, "batch", owner, 1, 1024));
+  const int height = static_cast<int>(RequireInteger(options, "height", owner, 1, maxSide));
+  const int width = static_cast<int>(RequireInteger(options, "width", owner, 1, maxSide));
+  return {batch, height, width};
+}
 
 // options[key]: a Float32Array of batch × channels × height × width values, with batch, height and
 // width (each side at most maxSide) read from options too.
 ImageBatch ReadImageBatch(const Napi::Object& options, const std::string& owner, const char* key, int channels, int64_t maxSide) {
   Napi::TypedArray values = RequireTypedArray(options, key, owner, napi_float32_array, "Float32Array");
-  const int batch = static_cast<int>(RequireInteger(options, "batch", owner, 1, 1024));
-  const int height = static_cast<int>(RequireInteger(options, "height", owner, 1, maxSide));
-  const int width = static_cast<int>(RequireInteger(options, "width", owner, 1, maxSide));
-  if (values.ElementLength() != static_cast<size_t>(batch) * channels * height * width) {
+  const ImageDims dims = ReadImageDims(options, owner, maxSide);
+  if (values.ElementLength() != static_cast<size_t>(dims.batch) * channels * dims.height * dims.width) {
     ThrowRangeError(options.Env(), owner + "." + key + " must hold batch × " + std::to_string(channels) + " × height × width values, got " +
                                        std::to_string(values.ElementLength()));
   }
-  return {values, batch, channels, height, width};
+  ImageBatch out;
+  out.source = values;
+  out.host = values.As<Napi::Float32Array>().Data();
+  out.batch = dims.batch;
+  out.channels = channels;
+  out.height = dims.height;
+  out.width = dims.width;
+  return out;
+}
+
+// decodeImage's latents: a Float32Array [batch, 4, height, width] or a DeviceTensor of that shape
+// (float32 or float16) on the engine's device; `scalingFactor` (optional, a finite number > 0)
+// divides them by it on the device first.
+ImageBatch ReadLatents(const Napi::Object& options, const std::string& owner, int device) {
+  constexpr int kChannels = 4;
+  constexpr int64_t kMaxSide = 1 << 12;
+  Napi::Env env = options.Env();
+  Napi::Value value = options.Get("latents");
+  ImageBatch out;
+  if (DeviceTensor* tensor = DeviceTensor::FromJs(value)) {
+    const ImageDims dims = ReadImageDims(options, owner, kMaxSide);
+    if (!tensor->buffer()) throw ToJsError(env, NativeError("ERR_DISPOSED", "vae-decode", "options.latents: DeviceTensor is disposed"));
+    const std::vector<int64_t> want = {dims.batch, kChannels, dims.height, dims.width};
+    const bool floatType = tensor->dtype() == DType::kFloat32 || tensor->dtype() == DType::kFloat16;
+    if (!floatType || tensor->shape() != want || tensor->device() != device) {
+      ThrowRangeError(env, owner + ".latents must be a float32 or float16 " + ShapeString(want) + " tensor on device " + std::to_string(device) +
+                               ", got " + dtypeName(tensor->dtype()) + " " + ShapeString(tensor->shape()) + " on device " +
+                               std::to_string(tensor->device()));
+    }
+    out.source = value;
+    out.device = tensor->buffer();
+    out.deviceType = tensor->dtype();
+    out.batch = dims.batch;
+    out.channels = kChannels;
+    out.height = dims.height;
+    out.width = dims.width;
+  } else if (value.IsTypedArray()) {
+    out = ReadImageBatch(options, owner, "latents", kChannels, kMaxSide);
+  } else {
+    ThrowTypeError(env, owner + ".latents must be a Float32Array or a DeviceTensor, got " + DescribeJsValue(value));
+  }
+  if (HasOption(options, "scalingFactor")) {
+    const double factor = RequireNumber(options, "scalingFactor", owner);
+    if (!std::isfinite(factor) || !(factor > 0)) {
+      ThrowRangeError(env, owner + ".scalingFactor must be a finite number > 0, got " + DescribeJsValue(options.Get("scalingFactor")));
+    }
+    out.divide = true;
+    out.divisor = static_cast<float>(factor);
+  }
+  return out;
 }
 
 class SdClipEncodeWorker : public ContextWorker {
@@ -333,56 +398,73 @@ class SdClipEncodeWorker : public ContextWorker {
   int device_ = 0;
 };
 
-// Uploads float32 host data into `tensor`'s input buffer in the engine's type.
-void* UploadAs(ContextState& ctx, const std::string& tensor, const float* host, size_t count, const char* stage) {
+// Writes the image batch into `tensor`'s input buffer in the engine's type (float32 or float16):
+// host values are uploaded, device values copied; with `divide`, x / divisor in float32 on the way
+// (kernels::launchScaleCast, bit-identical to TypeScript's divideFloat32 before the upload).
+void* StageInput(ContextState& ctx, const std::string& tensor, const ImageBatch& in, const char* stage) {
+  const size_t count = static_cast<size_t>(in.batch) * in.channels * in.height * in.width;
   const DType type = ToDType(ctx.TypeOf(tensor, stage), stage, tensor);
   if (type != DType::kFloat32 && type != DType::kFloat16) {
     throw NativeError("ERR_TENSORRT_UNSUPPORTED", stage, "input " + tensor + " is " + dtypeName(type) + ", expected float32 or float16");
   }
   void* input = ctx.Buffer("in:" + tensor, count * dtypeSize(type), stage);
-  if (type == DType::kFloat32) {
-    SDTRT_CUDA_CHECK(stage, cudaMemcpyAsync(input, host, count * 4, cudaMemcpyHostToDevice, ctx.stream));
+  const void* src = nullptr;
+  DType srcType = DType::kFloat32;
+  if (in.device) {
+    src = in.device->data();
+    srcType = in.deviceType;
+  } else if (type == DType::kFloat32 && !in.divide) {
+    SDTRT_CUDA_CHECK(stage, cudaMemcpyAsync(input, in.host, count * 4, cudaMemcpyHostToDevice, ctx.stream));
+    return input;
   } else {
     void* staging = ctx.Buffer("staging:" + tensor, count * 4, stage);
-    SDTRT_CUDA_CHECK(stage, cudaMemcpyAsync(staging, host, count * 4, cudaMemcpyHostToDevice, ctx.stream));
-    SDTRT_CUDA_CHECK(stage, kernels::launchCast(staging, DType::kFloat32, input, type, count, ctx.stream));
+    SDTRT_CUDA_CHECK(stage, cudaMemcpyAsync(staging, in.host, count * 4, cudaMemcpyHostToDevice, ctx.stream));
+    src = staging;
+  }
+  if (in.divide) {
+    SDTRT_CUDA_CHECK(stage, kernels::launchScaleCast(src, srcType, in.divisor, vae::ScaleOp::kDivide, input, type, count, ctx.stream));
+  } else if (srcType == type) {
+    SDTRT_CUDA_CHECK(stage, cudaMemcpyAsync(input, src, count * dtypeSize(type), cudaMemcpyDeviceToDevice, ctx.stream));
+  } else {
+    SDTRT_CUDA_CHECK(stage, kernels::launchCast(src, srcType, input, type, count, ctx.stream));
   }
   return input;
 }
 
-// Base of the VAE workers: the engine runs on one batch of NCHW float32 images, the input pinned
-// until the promise settles; subclasses read the output.
+// Base of the VAE workers: the engine runs on one batch of NCHW images, the input (and the device
+// tensor's buffer, if that is what it is) held until the promise settles; subclasses read the output.
 class VaeWorker : public ContextWorker {
  public:
-  VaeWorker(Napi::Env env, const char* name, const char* stage, std::shared_ptr<ContextState> state, const ImageBatch& input,
+  VaeWorker(Napi::Env env, const char* name, const char* stage, std::shared_ptr<ContextState> state, ImageBatch input,
             TensorNames names)
-      : ContextWorker(env, name, stage, std::move(state), {input.values}),
-        input_(input.values.As<Napi::Float32Array>().Data()),
-        batch_(input.batch),
-        channels_(input.channels),
-        height_(input.height),
-        width_(input.width),
-        names_(std::move(names)) {}
+      : ContextWorker(env, name, stage, std::move(state), {input.source}),
+        input_(std::move(input)),
+        batch_(input_.batch),
+        channels_(input_.channels),
+        height_(input_.height),
+        width_(input_.width),
+        names_(std::move(names)) {
+    input_.source = Napi::Value();  // a handle of this call's scope: ContextWorker pinned the object
+  }
 
  protected:
-  // Uploads the input (cast to the engine's input dtype), binds every tensor and enqueues the engine.
+  // Stages the input (in the engine's input dtype), binds every tensor and enqueues the engine.
   void EnqueueInput(ContextState& ctx) {
-    const size_t count = static_cast<size_t>(batch_) * channels_ * height_ * width_;
     ctx.SetInputShapes({{names_.input, {batch_, channels_, height_, width_}}}, ctx.stream, stage_);
-    ctx.Bind(names_.input, UploadAs(ctx, names_.input, input_, count, stage_), stage_);
+    ctx.Bind(names_.input, StageInput(ctx, names_.input, input_, stage_), stage_);
     ctx.BindRemaining({names_.input}, stage_);
     ctx.Enqueue(ctx.stream, stage_);
   }
 
-  const float* input_;
+  ImageBatch input_;
   int batch_, channels_, height_, width_;
   TensorNames names_;
 };
 
 class SdVaeDecodeWorker : public VaeWorker {
  public:
-  SdVaeDecodeWorker(Napi::Env env, std::shared_ptr<ContextState> state, const ImageBatch& latents, TensorNames names)
-      : VaeWorker(env, "SdVaeDecodeWorker", "vae-decode", std::move(state), latents, std::move(names)) {}
+  SdVaeDecodeWorker(Napi::Env env, std::shared_ptr<ContextState> state, ImageBatch latents, TensorNames names)
+      : VaeWorker(env, "SdVaeDecodeWorker", "vae-decode", std::move(state), std::move(latents), std::move(names)) {}
 
  protected:
   std::string ApiName() const override { return "nvinfer1::IExecutionContext::enqueueV3 (VAE decoder)"; }
@@ -437,8 +519,8 @@ class SdVaeDecodeWorker : public VaeWorker {
 
 class SdVaeEncodeWorker : public VaeWorker {
  public:
-  SdVaeEncodeWorker(Napi::Env env, std::shared_ptr<ContextState> state, const ImageBatch& pixels, TensorNames names)
-      : VaeWorker(env, "SdVaeEncodeWorker", "vae-encode", std::move(state), pixels, std::move(names)) {}
+  SdVaeEncodeWorker(Napi::Env env, std::shared_ptr<ContextState> state, ImageBatch pixels, TensorNames names)
+      : VaeWorker(env, "SdVaeEncodeWorker", "vae-encode", std::move(state), std::move(pixels), std::move(names)) {}
 
  protected:
   std::string ApiName() const override { return "nvinfer1::IExecutionContext::enqueueV3 (VAE encoder)"; }
@@ -546,8 +628,9 @@ Napi::Value ContextWrap::DecodeImage(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const std::string owner = "options";
   Napi::Object options = RequireObject(info[0], owner);
-  const ImageBatch latents = ReadImageBatch(options, owner, "latents", 4, 1 << 12);
-  auto* worker = new SdVaeDecodeWorker(env, Require(env, "vae-decode"), latents, ReadNames(options, owner));
+  std::shared_ptr<ContextState> state = Require(env, "vae-decode");
+  ImageBatch latents = ReadLatents(options, owner, state->engine ? state->engine->device : 0);
+  auto* worker = new SdVaeDecodeWorker(env, std::move(state), std::move(latents), ReadNames(options, owner));
   return worker->Start();
 }
 
@@ -555,8 +638,8 @@ Napi::Value ContextWrap::EncodeImage(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const std::string owner = "options";
   Napi::Object options = RequireObject(info[0], owner);
-  const ImageBatch pixels = ReadImageBatch(options, owner, "pixels", 3, 1 << 15);
-  auto* worker = new SdVaeEncodeWorker(env, Require(env, "vae-encode"), pixels, ReadNames(options, owner));
+  ImageBatch pixels = ReadImageBatch(options, owner, "pixels", 3, 1 << 15);
+  auto* worker = new SdVaeEncodeWorker(env, Require(env, "vae-encode"), std::move(pixels), ReadNames(options, owner));
   return worker->Start();
 }
 

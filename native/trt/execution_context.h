@@ -4,9 +4,12 @@
 //       → Promise<{ embeddings: DeviceTensor, gpuMs }>  (SdClipEncodeWorker) text embeddings
 //         [outputRows.length, 77, hidden] that stay on the device: row r of the result is computed
 //         row outputRows[r] (padding to a profile's batch and repeated prompts cost no extra rows)
-//   context.decodeImage({ latents: Float32Array, batch, height, width, input, output })
+//   context.decodeImage({ latents: Float32Array | DeviceTensor, batch, height, width, input, output, scalingFactor? })
 //       → Promise<{ pixels: Buffer, width, height, gpuMs }>  (SdVaeDecodeWorker) uint8 RGB HWC per
-//         image, via the fused VAE kernel; rejects with ERR_VAE_NAN when the decoder produced NaN/Inf
+//         image, via the fused VAE kernel; rejects with ERR_VAE_NAN when the decoder produced NaN/Inf.
+//         Device latents (float32/float16 [batch, 4, height, width] on the engine's device, e.g.
+//         Denoiser.run's with output "device") never visit the host; with scalingFactor the latents
+//         are divided by it on the device (a float32 division, like diffusers and the TS path)
 //   context.encodeImage({ pixels: Float32Array, batch, height, width, input, output })
 //       → Promise<{ data: Float32Array, shape: number[], gpuMs }>  (SdVaeEncodeWorker)
 //
@@ -15,7 +18,7 @@
 //   context.createUnet({ sample, timestep, hidden, out, timestepLayout }) → TrtUnet for the Denoiser
 //   context.disposed / context.dispose()
 //
-// Borrowed inputs (ids, latents, pixels) are pinned on the worker until it settles; every output
+// Borrowed inputs (ids, latents, pixels, a latents DeviceTensor) are pinned on the worker until it settles; every output
 // is a fresh allocation (a new DeviceTensor or a new Buffer), never a view of the context's I/O
 // buffers, which the next call overwrites (design rule 3).
 //

@@ -5,9 +5,9 @@
  * same behaviour against the real addon is in test/gpu/denoiser.test.ts.
  */
 import { describe, expect, test } from "@jest/globals";
-import { AbortError, DisposedError, InvalidOptionError, NativeError } from "../../lib/errors.js";
+import { InvalidOptionError, AbortError, DisposedError, NativeError } from "../../lib/errors.js";
 import { Denoiser } from "../../lib/native/denoiser.js";
-import type { NativeDenoiseOptions, NativeDenoiseResult, NativeDenoiser } from "../../lib/native/types.js";
+import type { NativeDenoiseOptions, NativeDenoiseResult, NativeDenoiser, NativeDeviceTensor } from "../../lib/native/types.js";
 
 /** Records calls; each run settles when the test says so, like the AsyncWorker would. */
 class ScriptedNative implements NativeDenoiser {
@@ -19,7 +19,10 @@ class ScriptedNative implements NativeDenoiser {
   concurrent = 0;
   maxConcurrent = 0;
 
-  run(options: NativeDenoiseOptions): Promise<NativeDenoiseResult> {
+  /** What the next run resolves with as `latents` (default: a copy of the input latents). */
+  nextLatents: NativeDeviceTensor | undefined;
+
+  run(options: NativeDenoiseOptions): Promise<NativeDenoiseResult<Float32Array | NativeDeviceTensor>> {
     if (this.disposed) return Promise.reject(Object.assign(new Error("denoise: Denoiser is disposed"), { code: "ERR_DISPOSED", stage: "denoise" }));
     this.busy = true;
     this.concurrent++;
@@ -33,7 +36,9 @@ class ScriptedNative implements NativeDenoiser {
         options,
         resolve: () => {
           done();
-          resolve({ latents: options.latents.slice(), graph: "captured", evaluations: 1, gpuMs: 1, hostMs: 2 });
+          const latents = this.nextLatents ?? options.latents.slice();
+          this.nextLatents = undefined;
+          resolve({ latents, graph: "captured", evaluations: 1, gpuMs: 1, hostMs: 2 });
         },
         reject: (e) => {
           done();
@@ -166,13 +171,61 @@ describe("Denoiser (TS wrapper)", () => {
     await expect(denoiser.run(request())).rejects.toThrow("Denoiser is disposed");
   });
 
-  test("options are validated in TS with the option's name", () => {
+  test("options are validated in TS with the option's name, as rejections (never a synchronous throw)", async () => {
     const denoiser = Denoiser.fromNative(new ScriptedNative());
-    expect(() => denoiser.run({ ...request(), batch: 0 })).toThrow(new InvalidOptionError("batch", "batch must be an integer from 1 to 1024, got 0 (number)"));
-    expect(() => denoiser.run({ ...request(), latents: new Float32Array(3) })).toThrow(/latents must be 16 values/);
-    expect(() => denoiser.run({ ...request(), guidance: new Float64Array(2) })).toThrow(/guidance must be a Float64Array of 1 scales/);
-    expect(() => denoiser.run({ ...request(), queueDepth: 65 })).toThrow(/queueDepth must be an integer from 0 to 64, got 65/);
-    expect(() => denoiser.run({ ...request(), program: [1] as unknown as Float64Array })).toThrow(/program must be a Float64Array from packProgram\(\)/);
-    expect(() => denoiser.run({ ...request(), noise: [new Float64Array(4) as unknown as Float32Array] })).toThrow(/noise\[0\] must be a Float32Array/);
+    await expect(denoiser.run({ ...request(), batch: 0 })).rejects.toThrow(new InvalidOptionError("batch", "batch must be an integer from 1 to 1024, got 0 (number)"));
+    await expect(denoiser.run({ ...request(), latents: new Float32Array(3) })).rejects.toThrow(/latents must be 16 values/);
+    await expect(denoiser.run({ ...request(), guidance: new Float64Array(2) })).rejects.toThrow(/guidance must be a Float64Array of 1 scales/);
+    await expect(denoiser.run({ ...request(), queueDepth: 65 })).rejects.toThrow(/queueDepth must be an integer from 0 to 64, got 65/);
+    await expect(denoiser.run({ ...request(), program: [1] as unknown as Float64Array })).rejects.toThrow(/program must be a Float64Array from packProgram\(\)/);
+    await expect(denoiser.run({ ...request(), noise: [new Float64Array(4) as unknown as Float32Array] })).rejects.toThrow(/noise\[0\] must be a Float32Array/);
+    await expect(denoiser.run({ ...request(), output: "gpu" as never })).rejects.toThrow(/output must be "host" or "device", got "gpu"/);
+  });
+
+  test("output: host by default (no option sent), \"device\" forwarded and its tensor handed back as is", async () => {
+    const native = new ScriptedNative();
+    const denoiser = Denoiser.fromNative(native);
+    const host = denoiser.run(request());
+    await tick();
+    expect(native.runs[0]!.options).not.toHaveProperty("output");
+    native.runs[0]!.resolve();
+    const hostResult = await host;
+    expect(hostResult.latents).toBeInstanceOf(Float32Array);
+
+    const explicitHost = denoiser.run({ ...request(), output: "host" });
+    await tick();
+    expect(native.runs[1]!.options).not.toHaveProperty("output");
+    native.runs[1]!.resolve();
+    await explicitHost;
+
+    const tensor: NativeDeviceTensor = {
+      dtype: "float32",
+      shape: [1, 4, 2, 2],
+      byteLength: 64,
+      disposed: false,
+      dispose: () => undefined,
+      toHost: () => Promise.resolve(new Float32Array(16)),
+    };
+    native.nextLatents = tensor;
+    const device = denoiser.run({ ...request(), output: "device" });
+    await tick();
+    expect(native.runs[2]!.options.output).toBe("device");
+    native.runs[2]!.resolve();
+    // Typed as NativeDeviceTensor by the overload: no cast needed to read its shape.
+    const deviceResult = await device;
+    expect(deviceResult.latents).toBe(tensor);
+    expect(deviceResult.latents.shape).toEqual([1, 4, 2, 2]);
+  });
+
+  test("device embeddings may be a list of tensors, passed through unchanged", async () => {
+    const native = new ScriptedNative();
+    const denoiser = Denoiser.fromNative(native);
+    const part = { dtype: "float16", shape: [1, 77, 8], byteLength: 1232, disposed: false, dispose: () => undefined } as unknown as NativeDeviceTensor;
+    const parts = [part, part];
+    const run = denoiser.run({ ...request(), embeddings: parts, guidance: new Float64Array([7.5]) });
+    await tick();
+    expect(native.runs[0]!.options.embeddings).toBe(parts);
+    native.runs[0]!.resolve();
+    await run;
   });
 });

@@ -30,7 +30,7 @@ import { packProgram } from "../../sampler/pack.js";
 import { distinctRows } from "../../tokenizer/distinct-rows.js";
 import type { Backend, BackendLimits, GenerationJob, GenerationOutput } from "../backend.js";
 import { Lifecycle } from "../../lifecycle.js";
-import { divideFloat32, img2imgStartLatents, splitPosterior } from "../../sampler/latents.js";
+import { img2imgStartLatents, splitPosterior } from "../../sampler/latents.js";
 
 const TOKENS = 77;
 
@@ -307,17 +307,21 @@ export class TensorRtBackend implements Backend {
           job.onStage?.("encode-image");
         }
 
+        // The latents stay on the device from the loop to the VAE; only the pixels come back.
         t = performance.now();
         const final = await this.#denoise(job, latents, cond, uncond);
-        const denoise = performance.now() - t;
-        throwIfAborted(job.signal);
-
-        t = performance.now();
-        const images = await this.#decode(divideFloat32(final, this.scalingFactor), batch, latentHeight, latentWidth);
-        job.onStage?.("decode");
-        const output: GenerationOutput = { images, timings: { textEncode, imageEncode, denoise, decode: performance.now() - t } };
-        if (job.returnLatents) output.latents = final;
-        return output;
+        try {
+          const denoise = performance.now() - t;
+          throwIfAborted(job.signal);
+          t = performance.now();
+          const images = await this.#decode(final, batch, latentHeight, latentWidth);
+          job.onStage?.("decode");
+          const output: GenerationOutput = { images, timings: { textEncode, imageEncode, denoise, decode: performance.now() - t } };
+          if (job.returnLatents) output.latents = (await final.toHost()) as Float32Array;
+          return output;
+        } finally {
+          final.dispose();
+        }
       } finally {
         cond.dispose();
         uncond?.dispose();
@@ -352,62 +356,63 @@ export class TensorRtBackend implements Backend {
   }
 
   /** The whole sampler program on the device; returns x_M. */
-  async #denoise(job: GenerationJob, latents: Float32Array, condEmbeddings: DeviceEmbeddings, uncondEmbeddings: DeviceEmbeddings | null): Promise<Float32Array> {
-    const request = job;
-    {
-      const denoiser = this.#denoiser;
-      const { batch, latentHeight, latentWidth } = request;
-      const cond = condEmbeddings.device;
-      let guidance: Float64Array | null = null;
-      let parts: NativeDeviceTensor[];
-      if (uncondEmbeddings !== null) {
-        parts = [uncondEmbeddings.device, cond];
-        guidance = request.guidance;
-      } else if (unetAccepts(this.#unet.shapes, batch, latentHeight, latentWidth)) {
-        parts = [cond];
-      } else {
-        // The engines were built for the guidance batch (2B) only: run with uncond = cond and a
-        // scale of 1, which gives m = u + 1·(c − u) = c, the unguided output.
-        parts = [cond, cond];
-        guidance = new Float64Array(batch).fill(1);
-      }
-      const embeddings = await callNativeAsync(() => this.#trt.concatEmbeddings(parts, { dtype: this.#unetEngine.types.hidden === "float16" ? "float16" : "float32" }));
-      try {
-        const result = await denoiser.run({
-          program: packProgram(request.program),
-          latents,
-          noise: request.noise,
-          batch,
-          latentHeight,
-          latentWidth,
-          guidance,
-          embeddings,
-          useGraphs: this.#useGraphs,
-          ...(request.signal ? { signal: request.signal } : {}),
-          ...(request.onStep ? { onStep: request.onStep } : {}),
-        });
-        this.#lastDenoise = {
-          graph: result.graph,
-          ...(result.graphFallbackReason ? { graphFallbackReason: result.graphFallbackReason } : {}),
-          evaluations: result.evaluations,
-          gpuMs: result.gpuMs,
-          hostMs: result.hostMs,
-        };
-        this.#timings.unet = result.gpuMs;
-        return result.latents;
-      } finally {
-        embeddings.dispose();
-      }
+  /** The whole sampler program on the device; returns x_M, still on the device (the caller disposes it). */
+  async #denoise(job: GenerationJob, latents: Float32Array, cond: DeviceEmbeddings, uncond: DeviceEmbeddings | null): Promise<NativeDeviceTensor> {
+    const { batch, latentHeight, latentWidth } = job;
+    let guidance: Float64Array | null = null;
+    let parts: NativeDeviceTensor[];
+    if (uncond !== null) {
+      parts = [uncond.device, cond.device];
+      guidance = job.guidance;
+    } else if (unetAccepts(this.#unet.shapes, batch, latentHeight, latentWidth)) {
+      parts = [cond.device];
+    } else {
+      // The engines were built for the guidance batch (2B) only: run with uncond = cond and a
+      // scale of 1, which gives m = u + 1·(c − u) = c, the unguided output.
+      parts = [cond.device, cond.device];
+      guidance = new Float64Array(batch).fill(1);
     }
+    // The denoiser joins the parts into its own embedding buffer: no concat, stream or allocation here.
+    const result = await this.#denoiser.run({
+      program: packProgram(job.program),
+      latents,
+      noise: job.noise,
+      batch,
+      latentHeight,
+      latentWidth,
+      guidance,
+      embeddings: parts,
+      useGraphs: this.#useGraphs,
+      output: "device",
+      ...(job.signal ? { signal: job.signal } : {}),
+      ...(job.onStep ? { onStep: job.onStep } : {}),
+    });
+    this.#lastDenoise = {
+      graph: result.graph,
+      ...(result.graphFallbackReason ? { graphFallbackReason: result.graphFallbackReason } : {}),
+      evaluations: result.evaluations,
+      gpuMs: result.gpuMs,
+      hostMs: result.hostMs,
+    };
+    this.#timings.unet = result.gpuMs;
+    return result.latents;
   }
 
-  /** The VAE decoder and the uint8 kernel on latents already divided by the scaling factor. */
-  async #decode(latents: Float32Array, batch: number, latentHeight: number, latentWidth: number): Promise<Uint8Array[]> {
+  /** x_M / scaling_factor (divided on the device, float32 as diffusers rounds it) through the VAE decoder and the uint8 kernel. */
+  async #decode(latents: NativeDeviceTensor, batch: number, latentHeight: number, latentWidth: number): Promise<Uint8Array[]> {
     {
       let out: { pixels: Buffer; width: number; height: number; gpuMs: number };
       try {
         out = await callNativeAsync(() =>
-          this.#decoder.context.decodeImage({ latents, batch, height: latentHeight, width: latentWidth, input: this.#decoder.contract.latentName, output: this.#decoder.contract.imageName }),
+          this.#decoder.context.decodeImage({
+            latents,
+            scalingFactor: this.scalingFactor,
+            batch,
+            height: latentHeight,
+            width: latentWidth,
+            input: this.#decoder.contract.latentName,
+            output: this.#decoder.contract.imageName,
+          }),
         );
       } catch (error) {
         if (error instanceof NativeError && error.code === "ERR_VAE_NAN") {
