@@ -128,7 +128,7 @@ describe("manifest against this machine", () => {
 
   test("source differences name the changed file, the shapes and the VAE precision", async () => {
     const manifest = await fixture();
-    const sources = Object.fromEntries(Object.entries(manifest.engines).map(([role, e]) => [role, e!.source.files]));
+    const sources = Object.fromEntries(Object.entries(manifest.engines).map(([role, e]) => [role, e.source.files]));
     expect(sourceDifferences(manifest, { sources, shapes: manifest.shapes, fp32Vae: false })).toEqual([]);
     const changed = structuredClone(sources);
     changed.unet![1] = { ...changed.unet![1]!, sha256: "f".repeat(64) };
