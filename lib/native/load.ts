@@ -135,7 +135,10 @@ export function loadNativeBinding(options: { reload?: boolean } = {}): NativeLoa
       attempts.push({ source: "SDTRT_ADDON", path: explicit, error: "no such file" });
     } else {
       const binding = tryRequire("SDTRT_ADDON", explicit, attempts);
-      if (binding) return (cached = { loaded: true, binding, path: explicit });
+      if (binding) {
+        cached = { loaded: true, binding, path: explicit };
+        return cached;
+      }
     }
   } else {
     let path: string | undefined;
@@ -147,11 +150,15 @@ export function loadNativeBinding(options: { reload?: boolean } = {}): NativeLoa
     }
     if (path) {
       const binding = tryRequire("node-gyp-build", path, attempts);
-      if (binding) return (cached = { loaded: true, binding, path });
+      if (binding) {
+        cached = { loaded: true, binding, path };
+        return cached;
+      }
     }
   }
   const solutions = solutionsFor(attempts);
-  return (cached = { loaded: false, attempts, solutions, message: describeFailure(attempts, solutions) });
+  cached = { loaded: false, attempts, solutions, message: describeFailure(attempts, solutions) };
+  return cached;
 }
 
 /** The addon, or a NativeError (code ERR_NATIVE_UNAVAILABLE, stage "load") with the diagnosis. */

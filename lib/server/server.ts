@@ -22,7 +22,7 @@
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
-import { SdTrtError, InvalidOptionError, AbortError, BusyError, ServiceClosedError, InternalError } from "../errors.js";
+import { SdTrtError, InvalidOptionError, AbortError, BusyError, ServiceClosedError, } from "../errors.js";
 import { packageVersion } from "../package-info.js";
 import type { PipelineService } from "../service/pipeline-service.js";
 import { a1111ProgressResponse, handleA1111Generation } from "./a1111/handlers.js";

@@ -280,7 +280,7 @@ export class BatchingQueue<Req, Res, Progress> {
       return;
     }
     const batch = this.#batch;
-    if (batch && batch.entries.includes(entry)) {
+    if (batch?.entries.includes(entry)) {
       this.#settle(entry, "cancelled", reason);
       // Stop the run only when no one is left to receive its images.
       if (batch.entries.every((e) => e.settled)) batch.controller.abort(reason);
@@ -380,7 +380,9 @@ export class BatchingQueue<Req, Res, Progress> {
             }
           }
         }
-        if (results) entries.forEach((entry, i) => this.#settle(entry, "done", results![i]));
+        if (results) {
+          for (const [i, entry] of entries.entries()) this.#settle(entry, "done", results[i]);
+        }
       }
     } catch (error) {
       const cancelled = batch.controller.signal.aborted;

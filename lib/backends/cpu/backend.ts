@@ -350,7 +350,9 @@ function distinctIds(ids: Int32Array, rows: number): { uniqueIds: Int32Array; ro
   const { unique, rowOf } = distinctRows(ids, rows, TOKENS);
   if (unique.length === rows) return { uniqueIds: ids, rowOf, distinct: rows };
   const uniqueIds = new Int32Array(unique.length * TOKENS);
-  unique.forEach((r, i) => uniqueIds.set(ids.subarray(r * TOKENS, (r + 1) * TOKENS), i * TOKENS));
+  unique.forEach((r, i) => {
+    uniqueIds.set(ids.subarray(r * TOKENS, (r + 1) * TOKENS), i * TOKENS);
+  });
   return { uniqueIds, rowOf, distinct: unique.length };
 }
 

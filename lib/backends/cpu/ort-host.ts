@@ -20,7 +20,7 @@
 import { existsSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { Worker } from "node:worker_threads";
-import { SdTrtError, ModelFileError, DisposedError, OnnxRuntimeError, VaeOverflowError } from "../../errors.js";
+import { type SdTrtError, ModelFileError, DisposedError, OnnxRuntimeError, VaeOverflowError } from "../../errors.js";
 import type { GraphSignature } from "../../model/graph-io.js";
 import { TOKENS, type CpuDenoiseJob } from "./denoise-loop.js";
 import type {
@@ -103,7 +103,10 @@ function workerUrl(): URL {
   const beside = new URL("./ort-worker.js", import.meta.url);
   const built = new URL("../../../dist/backends/cpu/ort-worker.js", import.meta.url);
   for (const url of [beside, built]) {
-    if (existsSync(url)) return (workerFile = url);
+    if (existsSync(url)) {
+      workerFile = url;
+      return url;
+    }
   }
   throw new OnnxRuntimeError(`the ONNX Runtime worker ${fileURLToPath(beside)} is missing (build with: npm run build:ts)`);
 }

@@ -146,7 +146,9 @@ async function encodePrompts(job: GenerateJob, prompts: PromptRows, hiddenSize: 
   const data = hidden.data as Float32Array;
   if (distinct === prompts.rowOf.length) return data;
   const out = new Float32Array(prompts.rowOf.length * rowSize);
-  prompts.rowOf.forEach((u, r) => out.set(data.subarray(u * rowSize, (u + 1) * rowSize), r * rowSize));
+  prompts.rowOf.forEach((u, r) => {
+    out.set(data.subarray(u * rowSize, (u + 1) * rowSize), r * rowSize);
+  });
   return out;
 }
 

@@ -48,7 +48,7 @@ function largestAccepted(ranges: Ranges[], axis: number, scale: number): number 
 /** The smallest batch every engine accepts (1 unless the engines were built for `--batch N-M`, N > 1). */
 export function smallestBatch(engines: Partial<Record<ModelRole, EngineShapeInfo>>): number {
   const decoder = engines.vae_decoder;
-  if (!decoder || decoder.contract.role !== "vae_decoder") return 1;
+  if (decoder?.contract.role !== "vae_decoder") return 1;
   const latent = rangesOf(decoder, decoder.contract.latentName);
   for (let b = 1; b <= 4096; b++) if (accepts(latent, 0, b)) return b;
   return 1;
@@ -70,7 +70,7 @@ export function limitsFromEngines(engines: Partial<Record<ModelRole, EngineShape
   const unet = engines.unet;
   const decoder = engines.vae_decoder;
   const text = engines.text_encoder;
-  if (!unet || unet.contract.role !== "unet" || !decoder || decoder.contract.role !== "vae_decoder" || !text || text.contract.role !== "text_encoder") {
+  if (unet?.contract.role !== "unet" || !decoder || decoder.contract.role !== "vae_decoder" || !text || text.contract.role !== "text_encoder") {
     throw new InternalError("limitsFromEngines needs the text encoder, UNet and VAE decoder engines");
   }
   const sample = rangesOf(unet, unet.contract.sampleName);

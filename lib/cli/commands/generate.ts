@@ -7,7 +7,7 @@
  * (Ctrl-C: exit code 130) leaves no partial or half-written file.
  */
 import type { ArgumentsCamelCase, Argv, CommandModule } from "yargs";
-import { InvalidOptionError, AbortError, throwIfAborted } from "../../errors.js";
+import { InvalidOptionError, AbortError, } from "../../errors.js";
 import { Pipeline, type GenerateOptions, type GenerateResult } from "../../pipeline/pipeline.js";
 import { defaultModelDir } from "../../package-info.js";
 import { encodeImage, formatFromExtension, IMAGE_FORMATS, type ImageFormat } from "../../image/encode.js";

@@ -7,5 +7,5 @@ import build from "./build.js";
 import doctor from "./doctor.js";
 import tokenize from "./tokenize.js";
 
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
+// biome-ignore lint/suspicious/noExplicitAny: each command has its own argument type; yargs takes them as one list
 export const commands: CommandModule<any, any>[] = [generate, serve, bench, build, doctor, tokenize];

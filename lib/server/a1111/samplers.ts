@@ -133,7 +133,7 @@ export function resolveA1111Sampler(samplerName: unknown, samplerIndex: unknown,
   if (typeof scheduleType === "string" && scheduleType !== "") {
     // The docs placeholder is unknown to A1111 too, which then uses its "Automatic" schedule.
     const known = scheduleType === DOCS_STRING_PLACEHOLDER ? SCHEDULE_TYPES[0] : SCHEDULE_TYPES.find((s) => s.name === scheduleType.toLowerCase() || s.label.toLowerCase() === scheduleType.toLowerCase());
-    if (!known || !known.supported) {
+    if (!known?.supported) {
       const offered = SCHEDULE_TYPES.filter((s) => s.supported).map((s) => JSON.stringify(s.label)).join(", ");
       throw invalidField("scheduler", `scheduler must be one of ${offered} (or omitted), got ${JSON.stringify(scheduleType)}`);
     }

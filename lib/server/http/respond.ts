@@ -1,6 +1,6 @@
 /** Writing JSON responses, including the error shape of errors.ts. */
 import type { ServerResponse } from "node:http";
-import { type ErrorBody, HttpError } from "./errors.js";
+import type { ErrorBody, HttpError } from "./errors.js";
 
 export function sendJson(response: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
   if (response.headersSent || response.destroyed) return;

@@ -25,7 +25,10 @@ export class Router {
 
   add(route: Route): this {
     let byMethod = this.#routes.get(route.path);
-    if (!byMethod) this.#routes.set(route.path, (byMethod = new Map()));
+    if (!byMethod) {
+      byMethod = new Map();
+      this.#routes.set(route.path, byMethod);
+    }
     byMethod.set(route.method, route);
     return this;
   }

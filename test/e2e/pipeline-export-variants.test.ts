@@ -78,7 +78,10 @@ describe("img2img with a latent_parameters VAE encoder", () => {
     const pipe = await Pipeline.load(dir, { backend: "cpu" });
     try {
       let x0: Float32Array | undefined;
-      await pipe.generate({ prompt: "p", steps: 20, seed: 5, strength: 0.5, initImage: { data: image, width: 64, height: 64, channels: 3 }, onLatents: (n, x) => (n === 0 ? (x0 = x.slice()) : undefined) });
+      await pipe.generate({ prompt: "p", steps: 20, seed: 5, strength: 0.5, initImage: { data: image, width: 64, height: 64, channels: 3 }, onLatents: (n, x) => {
+        if (n === 0) x0 = x.slice();
+      },
+    });
       expect(latentError(x0!, expected)).toBeLessThan(1e-6);
       // Without the std term (the draw discarded) x₀ would be far off: the check can fail.
       const withoutStd = mean.map((m, i) => Math.fround(signal) * Math.fround(0.18215 * m) + Math.fround(sigma) * noise[i]!);

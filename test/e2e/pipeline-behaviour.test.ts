@@ -245,7 +245,7 @@ const small = { width: 64, height: 64, steps: 5, scheduler: "euler_a" } as const
 
 function expectSameImages(a: GenerateResult, b: GenerateResult): void {
   expect(a.images.map((i) => [i.seed, i.infotext])).toEqual(b.images.map((i) => [i.seed, i.infotext]));
-  a.images.forEach((image, i) => expect(Buffer.compare(Buffer.from(image.rgb), Buffer.from(b.images[i]!.rgb))).toBe(0));
+  for (const [i, image] of a.images.entries()) expect(Buffer.compare(Buffer.from(image.rgb), Buffer.from(b.images[i]!.rgb))).toBe(0);
 }
 
 function delta(after: RuntimeStats, before: RuntimeStats) {
@@ -327,7 +327,7 @@ describe("image sizes the UNet can take", () => {
   });
 
   test("a backend's limits narrowed to a model's multiple", () => {
-    const backend = { maxBatch: 4, minWidth: 64, maxWidth: 2040, minHeight: 200, maxHeight: 1000, sizeMultiple: 8, canEncodeImages: true };
+    const backend = { maxBatch: 4, minWidth: 64, maxWidth: 2040, minHeight: 200, maxHeight: 1000, sizeMultiple: 8, canEncodeImages: true, canObserveLatents: true };
     expect(limitsForModel(backend, 64)).toEqual({ ...backend, sizeMultiple: 64, maxWidth: 1984, minHeight: 256, maxHeight: 960 });
     expect(limitsForModel(backend, 8)).toEqual(backend);
     expect(limitsForModel({ ...backend, sizeMultiple: 24 }, 16).sizeMultiple).toBe(48);

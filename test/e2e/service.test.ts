@@ -215,7 +215,10 @@ describe("validation, backpressure and cancellation", () => {
   test("interrupt cancels the running batch and leaves the queue running", async () => {
     const service = await PipelineService.create(pipe, { batchWindowMs: 0 });
     let interrupted = 0;
-    const first = service.generate({ ...base, steps: 40, prompt: "first", seed: 1, onProgress: (e) => e.stage === "denoise" && e.step === 2 && (interrupted = service.interrupt()) });
+    const first = service.generate({ ...base, steps: 40, prompt: "first", seed: 1, onProgress: (e) => {
+        if (e.stage === "denoise" && e.step === 2) interrupted = service.interrupt();
+      },
+    });
     const second = service.generate({ ...base, prompt: "second", seed: 2, width: 80 });
     await expect(first).rejects.toMatchObject({ name: "AbortError" });
     expect(interrupted).toBe(1);

@@ -3,22 +3,19 @@
  * TensorRT (skipped elsewhere, with the reason): `useGraphs: false` (`sd-trt bench --no-graphs`)
  * really runs the denoise loop without CUDA graphs, and the model's size multiple holds there too.
  */
-import { afterAll, beforeAll, describe, expect, test } from "@jest/globals";
+import { afterAll, beforeAll, expect, test } from "@jest/globals";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Pipeline } from "../../lib/pipeline/pipeline.js";
 import type { TensorRtBackend } from "../../lib/backends/tensorrt/backend.js";
-import { checkTensorRt } from "../../lib/backends/tensorrt/availability.js";
 import { buildEngines } from "../../lib/backends/tensorrt/build.js";
 import { parseShapeOptions } from "../../lib/backends/tensorrt/profiles.js";
 import { runBench } from "../../lib/bench/run-bench.js";
+import { describeTensorRt } from "./support.js";
 
 const TINY = join(process.cwd(), "models", "tiny-sd");
-const availability = checkTensorRt("build");
-const gpuDescribe = availability.usable ? describe : describe.skip;
-
-gpuDescribe(`Pipeline on TensorRT engines of tiny-sd${availability.usable ? "" : ` (skipped: ${availability.reason})`}`, () => {
+describeTensorRt("Pipeline on TensorRT engines of tiny-sd", () => {
   let root: string;
   let engines: string;
   beforeAll(async () => {
