@@ -26,7 +26,7 @@
  */
 import { InternalError, InvalidArgumentError, InvalidOptionError, ModelFileError, throwIfAborted } from "../../errors.js";
 import { Lifecycle } from "../../lifecycle.js";
-import type { Backend, BackendLimits, GenerationJob, GenerationOutput, InitImage } from "../backend.js";
+import type { Backend, BackendLimits, GenerationJob, GenerationOutput } from "../backend.js";
 import { locateModelFolder, type ModelFile, type ModelFolder } from "../../model/folder.js";
 import {
   describeTextEncoder,
@@ -38,7 +38,8 @@ import {
   type VaeDecoderIo,
   type VaeEncoderIo,
 } from "../../model/graph-io.js";
-import { img2imgStartLatents, splitPosterior } from "../../sampler/latents.js";
+import { splitPosterior } from "../../sampler/latents.js";
+import { startLatents } from "../start-latents.js";
 import { OrtHost, type GenerateJob, type HostGenerateOptions, type HostTensor, type SessionOptions } from "./ort-host.js";
 import { checkDenoiseJob, TOKENS } from "./denoise-loop.js";
 import { distinctRows } from "../../tokenizer/distinct-rows.js";
@@ -218,13 +219,8 @@ export class CpuBackend implements Backend {
       const uncond = uncondIds ? prompts(uncondIds) : null;
 
       const imageEncode: number[] = [];
-      let latents: Float32Array;
-      if ("latents" in job.start) {
-        latents = job.start.latents;
-      } else {
-        latents = await this.#img2imgLatents(job, job.start.images, imageEncode);
-        job.onStage?.("encode-image");
-      }
+      const latents = await startLatents(job, (pixels, height, width) => this.#encodeImage(pixels, height, width), this.scalingFactor, imageEncode);
+      if (imageEncode.length > 0) job.onStage?.("encode-image");
       const denoise = { program, latents, noise, batch, latentHeight, latentWidth, hiddenSize: this.hiddenSize, guidance: cfg ? guidance : null, io: this.#unet.io };
       // Here, so a bad job fails with the caller's stack before it travels.
       checkDenoiseJob({ ...denoise, context: new Float32Array(unetBatch * TOKENS * this.hiddenSize) });
@@ -264,27 +260,6 @@ export class CpuBackend implements Backend {
       if (job.returnLatents) output.latents = result.latents;
       return output;
     });
-  }
-
-  /** img2img's x_0 of every init image, in row order; `imageEncode` gets each one's time. */
-  async #img2imgLatents(job: GenerationJob, images: InitImage[], imageEncode: number[]): Promise<Float32Array> {
-    const spec = job.program.addNoise;
-    if (!spec) throw new InternalError(`the ${job.program.scheduler} program was compiled without add_noise (compile it with startIndex for img2img)`);
-    const plane = 4 * job.latentHeight * job.latentWidth;
-    const rows = images.reduce((n, image) => n + image.rows, 0);
-    if (rows !== job.batch) throw new InvalidArgumentError(`generate: the init images start ${rows} rows, the batch has ${job.batch}`);
-    const latents = new Float32Array(job.batch * plane);
-    let row = 0;
-    for (const image of images) {
-      const t = performance.now();
-      // One image encoded once serves its rows; the posterior sample differs per row only with a generator list.
-      const encoded = await this.#encodeImage(image.pixels, job.latentHeight * 8, job.latentWidth * 8);
-      latents.set(img2imgStartLatents(encoded, image.eps, image.noise, spec, this.scalingFactor), row * plane);
-      row += image.rows;
-      imageEncode.push(performance.now() - t);
-      throwIfAborted(job.signal);
-    }
-    return latents;
   }
 
   /** The UNet batch for `batch` images (doubled by classifier-free guidance), checked against a batch fixed at export. */
