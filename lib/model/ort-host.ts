@@ -108,12 +108,33 @@ function workerUrl(): URL {
   throw new SdTrtError("ERR_ONNX_RUNTIME", `the ONNX Runtime worker ${fileURLToPath(beside)} is missing (build with: npm run build:ts)`);
 }
 
+/** Every host whose worker is still running, for `disposeAllOrtHosts`. */
+const liveHosts = new Set<OrtHost>();
+
+/**
+ * Disposes every OrtHost in this process, each once its worker is outside ONNX Runtime (see
+ * `OrtHost.dispose`). Call it before `process.exit` while a generation may be running: exiting
+ * terminates the worker threads, and a worker terminated inside onnxruntime-node's native
+ * `run`/`create` cannot throw into its dying JS environment, so node-addon-api throws a C++
+ * `Napi::Error` that nothing catches and the process aborts (SIGABRT, "terminate called after
+ * throwing an instance of 'Napi::Error'").
+ */
+export async function disposeAllOrtHosts(): Promise<void> {
+  await Promise.all([...liveHosts].map((host) => host.dispose()));
+}
+
 /** One worker thread holding ONNX Runtime sessions. */
 export class OrtHost {
   #worker: Worker | null;
   #pending = new Map<number, Pending>();
   #nextId = 1;
   #failure: Error | null = null;
+  /** Requests posted to the worker and not answered yet (it may be inside ONNX Runtime for them). */
+  #unanswered = new Set<number>();
+  /** Stop flags of the loops running on the worker, raised by `dispose`. */
+  #stopFlags = new Set<Int32Array>();
+  #idleWaiters: Array<() => void> = [];
+  #disposing: Promise<void> | null = null;
 
   constructor() {
     // execArgv: [] — the worker must not inherit the parent's flags: `node --input-type=module
@@ -121,6 +142,7 @@ export class OrtHost {
     const worker = new Worker(workerUrl(), { execArgv: [] });
     worker.unref(); // only in-flight calls keep the process alive
     worker.on("message", (message: WorkerReply) => {
+      if (!("step" in message || "stage" in message)) this.#answered(message.id);
       const pending = this.#pending.get(message.id);
       if (!pending) return;
       if ("step" in message || "stage" in message) {
@@ -134,6 +156,8 @@ export class OrtHost {
     });
     const failAll = (error: Error) => {
       this.#failure = error;
+      // A worker that failed or exited runs nothing any more.
+      for (const id of [...this.#unanswered]) this.#answered(id);
       for (const pending of this.#pending.values()) pending.reject(error);
       this.#pending.clear();
     };
@@ -142,6 +166,13 @@ export class OrtHost {
       if (this.#worker) failAll(new SdTrtError("ERR_ONNX_RUNTIME", `ONNX Runtime worker exited unexpectedly (code ${code})`));
     });
     this.#worker = worker;
+    liveHosts.add(this);
+  }
+
+  #answered(id: number): void {
+    this.#unanswered.delete(id);
+    if (this.#unanswered.size > 0) return;
+    for (const resolve of this.#idleWaiters.splice(0)) resolve();
   }
 
   get disposed(): boolean {
@@ -156,6 +187,7 @@ export class OrtHost {
     return new Promise<T>((resolve, reject) => {
       this.#pending.set(id, { resolve: resolve as (v: unknown) => void, reject, fail, ...(onProgress ? { onProgress } : {}) });
       if (this.#pending.size === 1) worker.ref();
+      this.#unanswered.add(id);
       worker.postMessage({ ...request, id } as WorkerRequest, transfer);
     });
   }
@@ -190,7 +222,11 @@ export class OrtHost {
     const stack = new Error();
     const feeds = unetFeeds(job, job.context);
     const { stop, steps, deliver, done } = watch(options);
-    return this.#call<DenoiseValue>({ op: "denoise", handle, job, stop, steps }, (text) => withStack(ortError(what, feeds, text), stack), deliver).finally(done);
+    this.#stopFlags.add(stop);
+    return this.#call<DenoiseValue>({ op: "denoise", handle, job, stop, steps }, (text) => withStack(ortError(what, feeds, text), stack), deliver).finally(() => {
+      this.#stopFlags.delete(stop);
+      done();
+    });
   }
 
   /**
@@ -216,7 +252,11 @@ export class OrtHost {
       if (code === "ERR_OUTPUT_SHAPE") return withStack(new ModelFileError(file.path, `${file.path} ${text}`), stack);
       return withStack(ortError(file.name, feeds[model], text), stack);
     };
-    return this.#call<GenerateValue>({ op: "generate", job, stop, steps }, fail, deliver).finally(done);
+    this.#stopFlags.add(stop);
+    return this.#call<GenerateValue>({ op: "generate", job, stop, steps }, fail, deliver).finally(() => {
+      this.#stopFlags.delete(stop);
+      done();
+    });
   }
 
   /**
@@ -236,14 +276,30 @@ export class OrtHost {
     return this.#call<void>({ op: "release", handle }, (text) => new SdTrtError("ERR_ONNX_RUNTIME", text));
   }
 
-  /** Stops the worker; sessions go with it. Idempotent. */
-  async dispose(): Promise<void> {
+  /**
+   * Stops the worker; sessions go with it. Idempotent. Pending calls are rejected at once, but
+   * the worker is terminated only when it is outside ONNX Runtime: running loops are told to
+   * stop (they finish the evaluation in progress), other calls run to their end. Terminating it
+   * inside a native ONNX Runtime call aborts the whole process (see `disposeAllOrtHosts`).
+   */
+  dispose(): Promise<void> {
+    this.#disposing ??= this.#dispose();
+    return this.#disposing;
+  }
+
+  async #dispose(): Promise<void> {
     const worker = this.#worker;
     if (!worker) return;
     this.#worker = null;
     for (const pending of this.#pending.values()) pending.reject(new DisposedError("ONNX Runtime session host"));
     this.#pending.clear();
+    for (const stop of this.#stopFlags) Atomics.store(stop, 0, 1);
+    if (this.#unanswered.size > 0) {
+      worker.ref(); // the answers still to come are what we wait for
+      await new Promise<void>((resolve) => this.#idleWaiters.push(resolve));
+    }
     await worker.terminate();
+    liveHosts.delete(this);
   }
 }
 

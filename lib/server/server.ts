@@ -69,6 +69,8 @@ export class SdServer {
   /** Aborted when shutdown gives up waiting: cancels every request still being handled. */
   readonly #shutdown = new AbortController();
   #closing: Promise<void> | null = null;
+  /** Ends the drain wait of a running `close` early (`closeNow`). */
+  #endDrain: (() => void) | null = null;
 
   constructor(options: SdServerOptions) {
     this.#service = options.service;
@@ -114,6 +116,17 @@ export class SdServer {
     return this.#closing;
   }
 
+  /**
+   * Shutdown without the drain: cancels every request still being handled (each client gets a
+   * 503 "shutting down"), waits for the backend to stop at its next safe point (the evaluation
+   * in progress), closes every connection and disposes the service. Works during a `close` too.
+   */
+  closeNow(): Promise<void> {
+    const closing = this.close(0);
+    this.#endDrain?.();
+    return closing;
+  }
+
   async #close(drainMs: number): Promise<void> {
     this.#log("shutting down: no new connections; finishing in-flight requests");
     const stopped = new Promise<void>((resolve) => this.#http.close(() => resolve()));
@@ -123,11 +136,18 @@ export class SdServer {
     const serviceClosed = this.#service.close(drainMs);
     const drained = Promise.all([...this.#inFlight]).then(() => true);
     let timer: NodeJS.Timeout | undefined;
-    const timedOut = new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), Math.max(0, deadline - Date.now()))));
+    let cutShort = false;
+    const timedOut = new Promise<false>((resolve) => {
+      timer = setTimeout(() => resolve(false), Math.max(0, deadline - Date.now()));
+      this.#endDrain = () => {
+        cutShort = true;
+        resolve(false);
+      };
+    });
     const finished = await Promise.race([drained, timedOut]);
     clearTimeout(timer);
     if (!finished) {
-      this.#log("drain timeout: cancelling the requests still running");
+      this.#log(`${cutShort ? "closing now" : "drain timeout"}: cancelling the requests still running`);
       this.#shutdown.abort(new AbortError("the server is shutting down"));
     }
     await serviceClosed;
@@ -201,7 +221,10 @@ export class SdServer {
         this.#inFlight.delete(work);
         response.off("close", onClose);
         this.#shutdown.signal.removeEventListener("abort", onShutdown);
-        this.#log(`${request.method} ${request.url} ${response.statusCode} ${(performance.now() - started).toFixed(1)}ms`);
+        // A client that left before its answer was sent got nothing: log 499 (nginx's "client
+        // closed request"), not the 200 the response object defaults to.
+        const status = response.writableFinished ? String(response.statusCode) : "499 (client closed the connection)";
+        this.#log(`${request.method} ${request.url} ${status} ${(performance.now() - started).toFixed(1)}ms`);
       });
     this.#inFlight.add(work);
   }
@@ -220,7 +243,11 @@ export class SdServer {
   }
 
   #fail(response: ServerResponse, error: unknown): void {
-    const httpError = toHttpError(error);
+    // Cancelled because the server is going down: the client should retry elsewhere or later.
+    const shutdown = this.#shutdown.signal.aborted && (error instanceof AbortError || (error instanceof Error && error.name === "AbortError"));
+    const httpError = shutdown
+      ? new HttpError(503, "ShuttingDown", "the server is shutting down; the request was cancelled", { headers: { Connection: "close" } })
+      : toHttpError(error);
     if (httpError.status >= 500 && !(error instanceof BusyError) && !(error instanceof ServiceClosedError) && !(error instanceof AbortError)) {
       this.#log(`error: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`);
     }

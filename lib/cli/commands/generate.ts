@@ -17,6 +17,7 @@ import { encodeNpyFloat32 } from "../shared/npy.js";
 import { StagedFiles, checkWritable } from "../shared/staged-files.js";
 import { outputPaths, outputPath } from "../shared/output-paths.js";
 import { createProgress } from "../shared/progress.js";
+import { disposeAllOrtHosts } from "../../model/ort-host.js";
 
 export interface GenerateArgs {
   prompt?: string | string[];
@@ -152,11 +153,14 @@ export async function runGenerate(args: GenerateArgs, io: CommandIo = { stdout: 
   // First Ctrl-C: stop between steps and clean up. A second one: remove temporary files, exit now.
   const onSignal = (signal: NodeJS.Signals) => {
     if (!controller.signal.aborted) {
+      if (!args.quiet) io.stderr.write(`\nsd-trt: ${signal}: stopping after the current step (again to exit at once)\n`);
       controller.abort(new AbortError(`interrupted by ${signal}`));
       return;
     }
     staged.discardSync();
-    process.exit(130);
+    // Exit once no ONNX Runtime call is running: terminating the worker inside one aborts the
+    // process (see disposeAllOrtHosts). The first signal already asked the loop to stop.
+    void disposeAllOrtHosts().finally(() => process.exit(130));
   };
   process.on("SIGINT", onSignal);
   process.on("SIGTERM", onSignal);

@@ -3,7 +3,8 @@
  *
  * Binds 127.0.0.1 by default; pass `--host 0.0.0.0` (and preferably `--token`) to expose it.
  * SIGINT/SIGTERM shut it down gracefully: no new connections, in-flight work gets
- * `--drain-timeout` seconds to finish, then it is cancelled. A second signal exits at once.
+ * `--drain-timeout` seconds to finish, then it is cancelled. A second signal cancels in-flight work
+ * at once (clients get 503) and exits with code 130.
  */
 import type { ArgumentsCamelCase, Argv, CommandModule } from "yargs";
 import { InvalidOptionError } from "../../errors.js";
@@ -79,8 +80,13 @@ const command: CommandModule<object, ServeArgs> = {
       let stopping = false;
       const stop = (signal: NodeJS.Signals) => {
         if (stopping) {
-          log(`${signal} again: exiting now`);
-          process.exit(130);
+          // Not process.exit(): that terminates the ONNX Runtime worker wherever it is, and a
+          // worker terminated inside a native run aborts the process (SIGABRT) with the clients
+          // unanswered. Cancel everything instead: the loop stops after its current evaluation.
+          log(`${signal} again: cancelling in-flight requests and exiting`);
+          process.exitCode = 130;
+          void server.closeNow();
+          return;
         }
         stopping = true;
         log(`${signal}: shutting down (in-flight requests get ${argv["drain-timeout"]} s)`);
