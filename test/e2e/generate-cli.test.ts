@@ -166,4 +166,48 @@ describe("sd-trt generate refuses bad input: non-zero exit, the flag or file nam
   test("an unknown flag is a usage error", async () => {
     await expectFailure(["--stepz", "3"], 2, /Unknown argument: stepz/);
   });
+
+  test("an option given without its value is a usage error, not the default", async () => {
+    for (const flag of ["--steps", "--guidance", "--out", "--seed", "--width", "--scheduler", "--backend", "--format", "--prompt"]) {
+      await expectFailure([flag], 2, new RegExp(`^sd-trt: ${flag} needs a value\\. Run sd-trt --help for usage\\.\\n$`));
+    }
+    // Followed by another option, it has no value either.
+    await expectFailure(["--steps", "--quiet"], 2, /--steps needs a value/);
+    await expectFailure(["--negative-prompt", "--steps", "3"], 2, /--negative-prompt needs a value/);
+  });
+
+  test("a prompt given both as an argument and with --prompt is refused", async () => {
+    await expectFailure(["--prompt", "a dog"], 2, /give the prompts either as arguments or with --prompt, not both/);
+  });
+});
+
+describe("sd-trt generate: prompts as arguments", () => {
+  /** Runs generate with `args` and returns the prompt of each image written. */
+  async function promptsOf(args: string[]): Promise<string[]> {
+    const dir = await freshDir();
+    const run = await runCommand(generate, ["generate", "--backend", "cpu", "--steps", "1", "--seed", "1", "--out", join(dir, "{i}.png"), "--json", "--quiet", ...args]);
+    expect({ code: run.code, stderr: run.stderr }).toEqual({ code: 0, stderr: "" });
+    const summary = JSON.parse(run.stdout) as { images: { infotext: string }[] };
+    return summary.images.map((image) => image.infotext.split("\n")[0]!);
+  }
+
+  test("several arguments give one image each, in order, as a repeated --prompt does", async () => {
+    expect(await promptsOf(["a red boat", "a blue car"])).toEqual(["a red boat", "a blue car"]);
+    expect(await promptsOf(["--prompt", "a red boat", "--prompt", "a blue car"])).toEqual(["a red boat", "a blue car"]);
+  });
+
+  test("a prompt that starts with \"-\" is taken after --, or as such when it cannot be an option", async () => {
+    expect(await promptsOf(["--", "-weird prompt"])).toEqual(["-weird prompt"]);
+    expect(await promptsOf(["--", "-weird"])).toEqual(["-weird"]);
+    expect(await promptsOf(["-weird prompt"])).toEqual(["-weird prompt"]);
+    expect(await promptsOf(["-weird prompt", "plain"])).toEqual(["-weird prompt", "plain"]);
+    expect(await promptsOf(["first", "--", "-second"])).toEqual(["first", "-second"]);
+    expect(await promptsOf(["--prompt", "-weird prompt"])).toEqual(["-weird prompt"]);
+    expect(await promptsOf(["--prompt=-weird"])).toEqual(["-weird"]);
+  });
+
+  test("a flag-like prompt outside -- is refused with a hint", async () => {
+    const run = await runCommand(generate, ["generate", "-weird", "--backend", "cpu"]);
+    expect({ code: run.code, stderr: run.stderr }).toEqual({ code: 2, stderr: expect.stringMatching(/Unknown arguments: w, e, i, r, d \(a prompt that starts with "-" goes after --/) });
+  });
 });

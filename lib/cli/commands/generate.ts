@@ -8,6 +8,7 @@
  */
 import type { ArgumentsCamelCase, Argv, CommandModule } from "yargs";
 import { AbortError, InvalidOptionError } from "../../errors.js";
+import { UsageError } from "../errors.js";
 import { Pipeline, type GenerateOptions, type GenerateResult } from "../../pipeline.js";
 import { defaultModelDir } from "../../package-info.js";
 import { encodeImage, formatFromExtension, IMAGE_FORMATS, type ImageFormat } from "../../image/encode.js";
@@ -20,6 +21,9 @@ import { createProgress } from "../shared/progress.js";
 import { disposeAllOrtHosts } from "../../model/ort-host.js";
 
 export interface GenerateArgs {
+  /** Positional prompts, and those after `--`. */
+  prompts?: string[];
+  _?: Array<string | number>;
   prompt?: string | string[];
   "negative-prompt"?: string | string[];
   model: string;
@@ -105,9 +109,14 @@ function resolveFormat(args: GenerateArgs): ImageFormat {
 
 /** Builds the `generate()` options from the flags (the pipeline validates the values). */
 function generateOptions(args: GenerateArgs, signal: AbortSignal): GenerateOptions {
-  if (args.prompt === undefined) throw new InvalidOptionError("prompt", "--prompt (or a positional prompt) is required");
+  // Prompts as arguments (`generate "a cat" "a dog"`, or after `--` when one starts with "-"), or
+  // as --prompt: several give one image each.
+  const positional = [...(args.prompts ?? []), ...(args._ ?? []).slice(1)].map(String);
+  if (positional.length > 0 && args.prompt !== undefined) throw new UsageError("give the prompts either as arguments or with --prompt, not both");
+  const prompt = positional.length > 1 ? positional : positional.length === 1 ? positional[0]! : args.prompt;
+  if (prompt === undefined) throw new InvalidOptionError("prompt", "--prompt (or a positional prompt) is required");
   // A repeated --prompt (or --negative-prompt) gives one per image.
-  const options: GenerateOptions = { prompt: args.prompt, signal };
+  const options: GenerateOptions = { prompt, signal };
   if (args["negative-prompt"] !== undefined) options.negativePrompt = args["negative-prompt"];
   if (args.width !== undefined) options.width = args.width;
   if (args.height !== undefined) options.height = args.height;
@@ -234,11 +243,15 @@ export async function runGenerate(args: GenerateArgs, io: CommandIo = { stdout: 
 }
 
 const command: CommandModule<object, GenerateArgs> = {
-  command: "generate [prompt]",
+  command: "generate [prompts..]",
   describe: "Generate images from a prompt (img2img with --init-image)",
   builder: (yargs: Argv) =>
     yargs
-      .positional("prompt", { type: "string", describe: "The prompt (or use --prompt)" })
+      .positional("prompts", {
+        type: "string",
+        array: true,
+        describe: 'The prompt (or use --prompt); several prompts give one image each. Quote a prompt with spaces; put one that starts with "-" after --: generate -- "-prompt"',
+      })
       .option("prompt", { alias: "p", type: "string", describe: "The prompt; repeat it for one prompt per image" })
       .option("negative-prompt", { alias: "n", type: "string", describe: "What to steer away from (with guidance > 1); repeat it for one per image" })
       .option("model", { type: "string", default: defaultModelDir, defaultDescription: "the tiny test model in models/tiny-sd", describe: "Model folder (optimum ONNX layout or TensorRT demo names)" })
