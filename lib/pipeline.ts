@@ -29,7 +29,7 @@ import { canonicalSchedulerName, createScheduler, SCHEDULER_NAMES, type Schedule
 import { limitsForModel, resolveGenerateOptions, type GenerateOptions, type ResolvedRequest } from "./pipeline/options.js";
 import { executeBatch, prepareRequest, type BatchHooks, type GenerateResult, type GenerationContext } from "./pipeline/generation.js";
 import { ProgramCache } from "./pipeline/program-cache.js";
-import { oneOf } from "./validate.js";
+import { integerInRange, oneOf } from "./validate.js";
 
 export type { GenerateOptions, ProgressEvent, ResolvedRequest } from "./pipeline/options.js";
 export type { BatchHooks, GeneratedImage, GenerateResult, GenerateTimings } from "./pipeline/generation.js";
@@ -108,7 +108,7 @@ export class Pipeline {
     const tokenizer = folder.tokenizer ? await ClipTokenizer.fromDirectory(dirname(folder.tokenizer.vocab)) : await ClipTokenizer.default();
     const loadOptions: { engines?: string; threads?: number; useGraphs?: boolean } = {};
     if (options.engines !== undefined) loadOptions.engines = options.engines;
-    if (options.threads !== undefined) loadOptions.threads = options.threads;
+    if (options.threads !== undefined) loadOptions.threads = integerInRange("threads", options.threads, 1, 1024);
     if (options.useGraphs !== undefined) loadOptions.useGraphs = options.useGraphs;
     const { backend, reason } = await loadBackend(folder, choice, loadOptions);
     return new Pipeline(folder, backend, reason, tokenizer, defaultScheduler);

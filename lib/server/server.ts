@@ -277,7 +277,7 @@ export class SdServer {
 
   #fail(response: ServerResponse, error: unknown): void {
     // Cancelled because the server is going down: the client should retry elsewhere or later.
-    const shutdown = this.#shutdown.signal.aborted && (error instanceof AbortError || (error instanceof Error && error.name === "AbortError"));
+    const shutdown = this.#closing !== null && (error instanceof AbortError || (error instanceof Error && error.name === "AbortError"));
     const httpError = shutdown
       ? new HttpError(503, "ShuttingDown", "the server is shutting down; the request was cancelled", { headers: { Connection: "close" } })
       : toHttpError(error);

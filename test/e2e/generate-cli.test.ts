@@ -163,6 +163,16 @@ describe("sd-trt generate refuses bad input: non-zero exit, the flag or file nam
     await expectFailure(["--quality", "90"], 2, /--quality applies to --format jpeg or webp/);
   });
 
+  test("--threads out of range names --threads (not the model file); an unknown image extension is refused", async () => {
+    await expectFailure(["--threads", "-3"], 2, /^sd-trt: --threads: threads must be an integer from 1 to 1024, got -3 \(number\)\n$/);
+    await expectFailure(["--threads", "1.5"], 2, /--threads: threads must be an integer from 1 to 1024, got 1\.5/);
+    await expectFailure(["--out", "{dir}/x.bmp"], 2, /^sd-trt: --out .*x\.bmp: sd-trt does not write \.bmp files; use \.png, \.jpg, \.jpeg or \.webp, or give --format/);
+  });
+
+  test("an output folder that refuses files (/proc) is found before generating, and the message names --out, not a temporary file", async () => {
+    await expectFailure(["--out", "/proc/x.png"], 1, /^sd-trt: cannot write --out \/proc\/x\.png: ENOENT: no such file or directory\n$/);
+  });
+
   test("an unknown flag is a usage error", async () => {
     await expectFailure(["--stepz", "3"], 2, /Unknown argument: stepz/);
   });

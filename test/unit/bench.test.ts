@@ -91,6 +91,9 @@ describe("runBench on the tiny model", () => {
     const noGraphs = await runCommand(bench, ["bench", "--backend", "cpu", "--no-graphs", "--size", "64", "--runs", "1", "--warmup", "0"]);
     expect(noGraphs.code).toBe(2);
     expect(noGraphs.stderr).toMatch(/--no-graphs applies to the TensorRT backend/);
+    // An unwritable --out is found before the benchmark runs, not after it.
+    const badOut = await runCommand(bench, ["bench", "--backend", "cpu", "--size", "64", "--runs", "1", "--warmup", "0", "--out", "/nonexistent/x.json"]);
+    expect({ code: badOut.code, stderr: badOut.stderr }).toEqual({ code: 1, stderr: "sd-trt: cannot write --out /nonexistent/x.json: ENOENT: no such file or directory\n" });
     const badBatch = await runCommand(bench, ["bench", "--backend", "cpu", "--batch", "1,0"]);
     expect(badBatch.code).toBe(2);
     expect(badBatch.stderr).toMatch(/--batch must be a comma-separated list/);

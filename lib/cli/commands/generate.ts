@@ -6,6 +6,7 @@
  * first and renamed into place only when all of them are written, so a failed or interrupted run
  * (Ctrl-C: exit code 130) leaves no partial or half-written file.
  */
+import { extname } from "node:path";
 import type { ArgumentsCamelCase, Argv, CommandModule } from "yargs";
 import { AbortError, InvalidOptionError } from "../../errors.js";
 import { UsageError } from "../errors.js";
@@ -75,6 +76,7 @@ const FLAG_OF: Record<string, string> = {
   format: "--format",
   quality: "--quality",
   out: "--out",
+  threads: "--threads",
 };
 
 function flagError(error: InvalidOptionError): InvalidOptionError {
@@ -98,6 +100,11 @@ function jsonSeed(seed: bigint): number | string {
 
 function resolveFormat(args: GenerateArgs): ImageFormat {
   const fromExtension = formatFromExtension(args.out);
+  const extension = extname(args.out.replaceAll("{i}", "").replaceAll("{seed}", ""));
+  if (fromExtension === undefined && extension !== "" && args.format === undefined) {
+    // Writing PNG bytes into x.bmp would give a file no .bmp reader can open.
+    throw new InvalidOptionError("out", `--out ${args.out}: sd-trt does not write ${extension} files; use .png, .jpg, .jpeg or .webp, or give --format (png, jpeg, webp)`);
+  }
   if (args.format !== undefined) {
     if (fromExtension !== undefined && fromExtension !== args.format) {
       throw new InvalidOptionError("format", `--format ${args.format} does not match the extension of --out ${args.out} (${fromExtension})`);
@@ -269,7 +276,7 @@ const command: CommandModule<object, GenerateArgs> = {
       .option("height", { type: "number", describe: "Height in pixels, a multiple of 8 (default: the model's native size)" })
       .option("init-image", { type: "string", describe: "img2img: the starting image (any format sharp reads)" })
       .option("strength", { type: "number", describe: "img2img: how much to change the init image, (0, 1] (default 0.8)" })
-      .option("out", { alias: "o", type: "string", default: "out.png", describe: "Output file; {i} = image index, {seed} = its seed; else -<i> is added for several images" })
+      .option("out", { alias: "o", type: "string", default: "out.png", describe: "Output file (.png, .jpg, .jpeg, .webp); {i} = image index, {seed} = its seed; else -<i> is added for several images" })
       .option("format", { choices: IMAGE_FORMATS, describe: "Image format (default: from the --out extension, else png)" })
       .option("quality", { type: "number", describe: "JPEG/WebP quality, 1-100" })
       .option("latents-out", { type: "string", describe: "Also write the final latents as a NumPy .npy file (float32 [B,4,H/8,W/8])" })
