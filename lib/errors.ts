@@ -20,6 +20,13 @@ export class InvalidOptionError extends SdTrtError {
   }
 }
 
+/** A generation ran out of memory; what it allocated has been released. */
+export class OutOfMemoryError extends SdTrtError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super("ERR_OUT_OF_MEMORY", message, options);
+  }
+}
+
 /** A model, vocabulary, engine or other file is missing, unreadable or malformed. */
 export class ModelFileError extends SdTrtError {
   readonly file: string;

@@ -75,5 +75,11 @@ export interface Backend {
   /** VAE encoder: image [batch,3,H,W] in [-1,1] → posterior mean (and std when the graph
    *  returns latent parameters) [batch,4,H/8,W/8], before the scaling factor. */
   encodeImage(pixels: Float32Array, batch: number, height: number, width: number): Promise<{ mean: Float32Array; std?: Float32Array }>;
+  /**
+   * Refuses, before any work, a batch that would need more memory than this backend may use
+   * (InvalidOptionError naming the size, the estimate and the limit). Backends whose limits
+   * already bound memory (TensorRT: the engine profiles) leave it out.
+   */
+  checkMemory?(request: { batch: number; width: number; height: number; guidance: boolean }): void;
   dispose(): Promise<void>;
 }

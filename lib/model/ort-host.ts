@@ -20,7 +20,7 @@
 import { existsSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { Worker } from "node:worker_threads";
-import { ModelFileError, SdTrtError, DisposedError } from "../errors.js";
+import { ModelFileError, OutOfMemoryError, SdTrtError, DisposedError } from "../errors.js";
 import type { GraphSignature } from "./graph-io.js";
 import { TOKENS, type CpuDenoiseJob } from "./cpu-denoise.js";
 import type {
@@ -343,6 +343,13 @@ function ortError(what: string, feeds: Record<string, HostTensor>, text: string)
   const shapes = Object.entries(feeds)
     .map(([name, t]) => `${name} ${t.type} [${t.dims.join(", ")}]`)
     .join(", ");
+  if (/Failed to allocate|bad_alloc|out of memory/i.test(text)) {
+    // The sessions run without a memory arena, so what the failed run took is already released.
+    const size = /size (\d+)/.exec(text)?.[1];
+    return new OutOfMemoryError(
+      `out of memory: ${what} with inputs ${shapes} could not allocate ${size ? `${Number(size)} bytes` : "what it needed"}; use a smaller size or batch (or a lower --memory-limit, so such requests are refused before they run)`,
+    );
+  }
   return new SdTrtError("ERR_ONNX_RUNTIME", `${what} failed in ONNX Runtime with inputs ${shapes}: ${text}`);
 }
 

@@ -39,6 +39,7 @@ import type {
 import type { TensorSpec } from "./graph-io.js";
 
 const ort = createRequire(import.meta.url)("onnxruntime-node") as typeof Ort;
+ort.env.logLevel = "fatal";
 const port = parentPort!;
 const sessions = new Map<number, Ort.InferenceSession>();
 let nextHandle = 1;
@@ -196,7 +197,16 @@ async function generate(id: number, job: GenerateJob, stop: Int32Array, steps: S
 async function handle(message: WorkerRequest): Promise<Answer> {
   switch (message.op) {
     case "load": {
-      const options: Ort.InferenceSession.SessionOptions = { executionProviders: ["cpu"], graphOptimizationLevel: "all" };
+      const options: Ort.InferenceSession.SessionOptions = {
+        executionProviders: ["cpu"],
+        graphOptimizationLevel: "all",
+        // Without the arena, a run's buffers go back when it ends: a huge request that fails (or
+        // succeeds) does not leave gigabytes held for the life of a server.
+        enableCpuMemArena: false,
+        // Only fatal messages: errors come back to the caller as one typed error, not as
+        // ONNX Runtime's coloured log lines on stderr.
+        logSeverityLevel: 4,
+      };
       if (message.intraOpThreads) options.intraOpNumThreads = message.intraOpThreads;
       const s = await ort.InferenceSession.create(message.path, options);
       const handle = nextHandle++;

@@ -22,7 +22,7 @@
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
-import { AbortError, InvalidOptionError, SdTrtError } from "../errors.js";
+import { AbortError, InvalidOptionError, OutOfMemoryError, SdTrtError } from "../errors.js";
 import { packageVersion } from "../package-info.js";
 import type { PipelineService } from "../service/pipeline-service.js";
 import { BusyError, ServiceClosedError } from "../service/errors.js";
@@ -339,6 +339,7 @@ export function toHttpError(error: unknown): HttpError {
     // A1111 would return the partial picture; we have none to return.
     return new HttpError(409, "Interrupted", error.message);
   }
+  if (error instanceof OutOfMemoryError) return new HttpError(507, "OutOfMemory", error.message);
   if (error instanceof SdTrtError) return new HttpError(500, error.code, error.message);
   return new HttpError(500, "InternalError", error instanceof Error ? error.message : String(error));
 }

@@ -31,6 +31,7 @@ export interface GenerateArgs {
   backend: BackendChoice;
   engines?: string;
   threads?: number;
+  "memory-limit"?: number;
   steps?: number;
   guidance?: number;
   scheduler?: string;
@@ -85,6 +86,12 @@ function flagError(error: InvalidOptionError): InvalidOptionError {
   const rethrown = new InvalidOptionError(error.option, `${flag}: ${error.message}`);
   rethrown.stack = error.stack;
   return rethrown;
+}
+
+/** --memory-limit in GiB → bytes; errors name the flag. */
+export function memoryLimitBytes(gib: number): number {
+  if (!Number.isFinite(gib) || gib <= 0 || gib > 1 << 20) throw new InvalidOptionError("memory-limit", `--memory-limit must be a number of GiB greater than 0 and at most 1048576, got ${gib}`);
+  return Math.floor(gib * 2 ** 30);
 }
 
 /** Parses a seed flag: a non-negative decimal integer, kept exact up to 2⁶⁴ − 1. */
@@ -190,7 +197,8 @@ export async function runGenerate(args: GenerateArgs, io: CommandIo = { stdout: 
     await checkWritable(outputPath(args.out, 0, 0n, 1), "--out");
     if (args["latents-out"] !== undefined) await checkWritable(args["latents-out"], "--latents-out");
 
-    const loadOptions: { backend: BackendChoice; engines?: string; threads?: number } = { backend: args.backend };
+    const loadOptions: { backend: BackendChoice; engines?: string; threads?: number; memoryLimit?: number } = { backend: args.backend };
+    if (args["memory-limit"] !== undefined) loadOptions.memoryLimit = memoryLimitBytes(args["memory-limit"]);
     if (args.engines !== undefined) loadOptions.engines = args.engines;
     if (args.threads !== undefined) loadOptions.threads = args.threads;
     pipeline = await Pipeline.load(args.model, loadOptions);
@@ -265,6 +273,7 @@ const command: CommandModule<object, GenerateArgs> = {
       .option("backend", { choices: BACKEND_CHOICES, default: "auto" as BackendChoice, describe: "Inference backend: TensorRT engines, the ONNX Runtime CPU backend, or auto (TensorRT when usable)" })
       .option("engines", { type: "string", describe: "Folder of TensorRT engines built by sd-trt build (tensorrt backend)" })
       .option("threads", { type: "number", describe: "ONNX Runtime threads (cpu backend; default: physical cores)" })
+      .option("memory-limit", { type: "number", describe: "Most memory (GiB) one generation may need on the cpu backend; larger requests are refused before they run (default: this machine's memory)" })
       .option("steps", { type: "number", describe: "Denoising steps, 1-1000 (default 50)" })
       .option("guidance", { type: "number", describe: "Classifier-free guidance scale, 0-100; ≤ 1 turns guidance off (default 7.5)" })
       .option("scheduler", { type: "string", describe: "lms, euler, euler_a, ddim, pndm, dpmpp_2m, dpmpp_2m_karras, heun, ddpm, unipc (default: the model's scheduler config)" })

@@ -11,6 +11,7 @@ import type { ArgumentsCamelCase, Argv, CommandModule } from "yargs";
 import { InvalidOptionError } from "../../errors.js";
 import { Pipeline } from "../../pipeline.js";
 import { defaultModelDir } from "../../package-info.js";
+import { memoryLimitBytes } from "./generate.js";
 import { PipelineService } from "../../service/pipeline-service.js";
 import { createServer } from "node:net";
 import {
@@ -41,6 +42,7 @@ interface ServeArgs {
   "keep-alive-timeout": number;
   "max-connections": number;
   "insecure-no-token": boolean;
+  "memory-limit"?: number;
   quiet: boolean;
 }
 
@@ -81,6 +83,7 @@ const command: CommandModule<object, ServeArgs> = {
       .option("max-batch", { type: "number", describe: "Most images per merged batch (default: the backend's maximum)" })
       .option("max-body", { type: "number", default: DEFAULT_MAX_BODY_BYTES, describe: "Largest request body in bytes; larger gets 413" })
       .option("drain-timeout", { type: "number", default: 30, describe: "Seconds in-flight requests get to finish on shutdown" })
+      .option("memory-limit", { type: "number", describe: "Most memory (GiB) one generation may need on the cpu backend; larger requests get 422 (default: this machine's memory)" })
       .option("insecure-no-token", { type: "boolean", default: false, describe: "Allow a --host other than loopback without --token (anyone on the network can generate)" })
       .option("headers-timeout", { type: "number", default: DEFAULT_HEADERS_TIMEOUT_MS / 1000, describe: "Seconds a client gets to send the request headers (then 408, closed)" })
       .option("request-timeout", { type: "number", default: DEFAULT_REQUEST_TIMEOUT_MS / 1000, describe: "Seconds a client gets to send the whole request (not the time to answer it)" })
@@ -118,7 +121,11 @@ const command: CommandModule<object, ServeArgs> = {
     if (warning) console.error(`sd-trt serve: ${warning}`);
     // A busy port or a bad --host is reported now, not after the model has loaded.
     if (argv.port !== 0) await probeListen(argv.host, argv.port);
-    const pipeline = await Pipeline.load(argv.model, { backend: argv.backend, ...(argv.engines ? { engines: argv.engines } : {}) });
+    const pipeline = await Pipeline.load(argv.model, {
+      backend: argv.backend,
+      ...(argv.engines ? { engines: argv.engines } : {}),
+      ...(argv["memory-limit"] !== undefined ? { memoryLimit: memoryLimitBytes(argv["memory-limit"]) } : {}),
+    });
     const service = await PipelineService.create(pipeline, {
       maxQueue: argv["max-queue"],
       batchWindowMs: argv["batch-window-ms"],
