@@ -24,6 +24,11 @@ try {
   // A test file that fails to load counts as a failure even though it ran no test.
   const failed = results.numFailedTests + results.numRuntimeErrorTestSuites;
   summary = { passed: results.numPassedTests, failed, skipped };
+  // Say what was skipped and why (GPU tests name the reason: no GPU, no TensorRT, …): jest's
+  // default output only counts them.
+  for (const file of results.testResults ?? []) {
+    for (const t of file.assertionResults ?? []) if (t.status === "pending" || t.status === "skipped") console.log(`skipped: ${t.fullName}`);
+  }
 } catch (error) {
   console.error(`could not read jest's results (${error.message})`);
   summary = { passed: 0, failed: 1, skipped: 0 };

@@ -5,6 +5,7 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "@jest/globals";
 import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { spawnSync } from "node:child_process";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import sharp from "sharp";
@@ -97,8 +98,9 @@ describe("sd-trt generate reproduces the reference cases through its files", () 
     const dir = await freshDir();
     const run = await runCommand(generate, ["generate", "a red boat", "--backend", "cpu", "--steps", "5", "--seed", "1", "--out", join(dir, "p.png")]);
     expect(run.code).toBe(0);
-    expect(run.stderr).toMatch(/denoise \[-+\] 0\/6/);
-    expect(run.stderr).toMatch(/denoise \[=+\] 6\/6/);
+    // PNDM evaluates the UNet once more than its steps: the bar says what it counts.
+    expect(run.stderr).toMatch(/denoise \[-+\] 0\/6 UNet evaluations/);
+    expect(run.stderr).toMatch(/denoise \[=+\] 6\/6 UNet evaluations/);
     expect(run.stdout).toMatch(/5 steps of pndm on cpu in [\d.]+ s/);
   });
 });
@@ -219,5 +221,34 @@ describe("sd-trt generate: prompts as arguments", () => {
   test("a flag-like prompt outside -- is refused with a hint", async () => {
     const run = await runCommand(generate, ["generate", "-weird", "--backend", "cpu"]);
     expect({ code: run.code, stderr: run.stderr }).toEqual({ code: 2, stderr: expect.stringMatching(/Unknown arguments: w, e, i, r, d \(a prompt that starts with "-" goes after --/) });
+  });
+});
+
+describe("help and README say what is true", () => {
+  const cli = join(process.cwd(), "dist", "cli", "main.js");
+
+  test("-h is --help, and generate's help states the real size multiple, the PNDM step limit and what several prompts do", () => {
+    const top = spawnSync(process.execPath, [cli, "-h"], { encoding: "utf8" });
+    expect({ status: top.status, stdout: top.stdout }).toEqual({ status: 0, stdout: expect.stringContaining("sd-trt generate [prompts..]") });
+    const help = spawnSync(process.execPath, [cli, "generate", "-h"], { encoding: "utf8" }).stdout.replace(/\s+/g, " ");
+    expect(help).toContain("a multiple of what the model's UNet takes (8 · 2 per downsampling: 64 for SD 1.x, 16 for the tiny model)");
+    expect(help).toContain("pndm, SD 1.x's default, at most 999");
+    expect(help).toContain("several prompts give one image each");
+  });
+
+  test("the tiny model refuses what the help says it refuses: width 72 (not a multiple of 16), PNDM 1000 steps", async () => {
+    const dir = await freshDir();
+    const width = await runCommand(generate, ["generate", "x", "--backend", "cpu", "--width", "72", "--out", join(dir, "a.png")]);
+    expect(width.stderr).toMatch(/multiple of 16/);
+    const steps = await runCommand(generate, ["generate", "x", "--backend", "cpu", "--steps", "1000", "--out", join(dir, "b.png")]);
+    expect({ code: steps.code, stderr: steps.stderr }).toEqual({ code: 2, stderr: expect.stringMatching(/--steps: .*PNDMScheduler timesteps stay within 0…999/) });
+  });
+
+  test("the README's library example is valid JavaScript on Node 20 (no `await using`)", async () => {
+    const readme = await readFile(join(process.cwd(), "README.md"), "utf8");
+    const snippet = /## Library\s+```ts\n([\s\S]*?)```/.exec(readme)![1]!.replace(/^import .*$/m, "");
+    const AsyncFunction = Object.getPrototypeOf(async () => {}).constructor as new (...args: string[]) => unknown;
+    expect(() => new AsyncFunction("Pipeline", snippet)).not.toThrow();
+    expect(snippet).not.toMatch(/^\s*await using/m);
   });
 });

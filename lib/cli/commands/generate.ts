@@ -209,7 +209,9 @@ export async function runGenerate(args: GenerateArgs, io: CommandIo = { stdout: 
       if (event.stage !== "denoise") return;
       if (!denoiseStarted) {
         denoiseStarted = true;
-        progress.start("denoise", event.total);
+        // The bar counts UNet evaluations, which can exceed the steps (PNDM evaluates once
+        // more, Heun twice a step): "51/51 UNet evaluations" for 50 PNDM steps, not "51/51" steps.
+        progress.start("denoise", event.total, "UNet evaluations");
       }
       progress.update(event.step);
     };
@@ -274,15 +276,15 @@ const command: CommandModule<object, GenerateArgs> = {
       .option("engines", { type: "string", describe: "Folder of TensorRT engines built by sd-trt build (tensorrt backend)" })
       .option("threads", { type: "number", describe: "ONNX Runtime threads (cpu backend; default: physical cores)" })
       .option("memory-limit", { type: "number", describe: "Most memory (GiB) one generation may need on the cpu backend; larger requests are refused before they run (default: this machine's memory)" })
-      .option("steps", { type: "number", describe: "Denoising steps, 1-1000 (default 50)" })
+      .option("steps", { type: "number", describe: "Denoising steps, 1-1000 (default 50); some schedulers take fewer (pndm, SD 1.x's default, at most 999)" })
       .option("guidance", { type: "number", describe: "Classifier-free guidance scale, 0-100; ≤ 1 turns guidance off (default 7.5)" })
       .option("scheduler", { type: "string", describe: "lms, euler, euler_a, ddim, pndm, dpmpp_2m, dpmpp_2m_karras, heun, ddpm, unipc (default: the model's scheduler config)" })
       .option("seed", { type: "string", describe: "One seed for the batch (one generator, diffusers semantics); random when absent" })
       .option("seeds", { type: "string", describe: "One seed per image, comma-separated (one generator each, A1111 semantics)" })
       .option("batch", { type: "number", describe: "Images to generate (default: the number of --seeds, else 1)" })
       .option("rng", { choices: RNG_SOURCES, describe: "Noise source: cpu (torch CPU) or nv (torch CUDA / A1111 NV) (default cpu)" })
-      .option("width", { type: "number", describe: "Width in pixels, a multiple of 8 (default: the model's native size)" })
-      .option("height", { type: "number", describe: "Height in pixels, a multiple of 8 (default: the model's native size)" })
+      .option("width", { type: "number", describe: "Width in pixels, a multiple of what the model's UNet takes (8 · 2 per downsampling: 64 for SD 1.x, 16 for the tiny model) (default: the model's native size)" })
+      .option("height", { type: "number", describe: "Height in pixels, a multiple like --width (default: the model's native size)" })
       .option("init-image", { type: "string", describe: "img2img: the starting image (any format sharp reads)" })
       .option("strength", { type: "number", describe: "img2img: how much to change the init image, (0, 1] (default 0.8)" })
       .option("out", { alias: "o", type: "string", default: "out.png", describe: "Output file (.png, .jpg, .jpeg, .webp); {i} = image index, {seed} = its seed; else -<i> is added for several images" })
