@@ -129,7 +129,7 @@ export function cliParser(argv: string[], commands: AnyCommand[], options: { ver
       // requiresArg's "Not enough arguments" comes as a YError: a usage error all the same.
       if (error && error.name !== "YError") throw error;
       const text = (message ?? error?.message ?? "").replace(/^Not enough arguments following: (\S+)/, "--$1 needs a value").replace(/\s*\n\s*/g, " ");
-      const hint = /^Unknown arguments?: /.test(text)
+      const hint = /^Unknown arguments?: /.test(text) && argv[0] === "generate"
         ? ' (a prompt that starts with "-" goes after --: sd-trt generate -- "-prompt")'
         : / needs a value$/.test(text) && followedByDash(argv, text.split(" ")[0]!)
           ? ` (a value that starts with "-" is written ${text.split(" ")[0]}=-value)`

@@ -75,23 +75,33 @@ const command: CommandModule<object, BenchArgs> = {
   handler: async (argv: ArgumentsCamelCase<BenchArgs>) => {
     // A benchmark can take minutes: find out now that its report could not be written.
     if (argv.out) await checkWritable(argv.out, "--out");
-    const report = await runBench({
-      model: argv.model,
-      backend: argv.backend,
-      ...(argv.engines !== undefined ? { engines: argv.engines } : {}),
-      ...(argv.threads !== undefined ? { threads: argv.threads } : {}),
-      batches: parseIntegerList("batch", argv.batch),
-      ...(argv.size !== undefined ? { sizes: parseSizeList(argv.size) } : {}),
-      steps: parseIntegerList("steps", argv.steps),
-      warmup: argv.warmup,
-      runs: argv.runs,
-      ...(argv.scheduler !== undefined ? { scheduler: argv.scheduler } : {}),
-      guidance: argv.guidance,
-      ...(argv.prompt !== undefined ? { prompt: argv.prompt } : {}),
-      rng: argv.rng,
-      useGraphs: argv.graphs,
-      onCase: argv.json ? undefined : (label, index, count) => console.error(`[${index + 1}/${count}] ${label}`),
-    });
+    let report: Awaited<ReturnType<typeof runBench>>;
+    try {
+      report = await runBench({
+        model: argv.model,
+        backend: argv.backend,
+        ...(argv.engines !== undefined ? { engines: argv.engines } : {}),
+        ...(argv.threads !== undefined ? { threads: argv.threads } : {}),
+        batches: parseIntegerList("batch", argv.batch),
+        ...(argv.size !== undefined ? { sizes: parseSizeList(argv.size) } : {}),
+        steps: parseIntegerList("steps", argv.steps),
+        warmup: argv.warmup,
+        runs: argv.runs,
+        ...(argv.scheduler !== undefined ? { scheduler: argv.scheduler } : {}),
+        guidance: argv.guidance,
+        ...(argv.prompt !== undefined ? { prompt: argv.prompt } : {}),
+        rng: argv.rng,
+        useGraphs: argv.graphs,
+        onCase: argv.json ? undefined : (label, index, count) => console.error(`[${index + 1}/${count}] ${label}`),
+      });
+    } catch (error) {
+      // Name the flag the value came from ("sizes[0].width" is --size, "threads" --threads).
+      if (error instanceof InvalidOptionError) {
+        const flag = /^sizes\b/.test(error.option) ? "size" : error.option;
+        if (!error.message.startsWith("--")) throw new InvalidOptionError(error.option, `--${flag}: ${error.message}`);
+      }
+      throw error;
+    }
     const json = JSON.stringify(report, null, 2);
     if (argv.out) {
       const staged = new StagedFiles();
