@@ -253,9 +253,11 @@ export async function runGenerate(args: GenerateArgs, io: CommandIo = { stdout: 
     if (error instanceof InvalidOptionError) throw flagError(error);
     throw error;
   } finally {
+    // The handlers stay until the worker is gone: a second signal during the dispose still
+    // exits 130 through onSignal instead of the default action killing the process.
+    await pipeline?.dispose();
     process.off("SIGINT", onSignal);
     process.off("SIGTERM", onSignal);
-    await pipeline?.dispose();
   }
 }
 
