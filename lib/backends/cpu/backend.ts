@@ -39,6 +39,7 @@ import {
   type VaeEncoderIo,
 } from "../../model/graph-io.js";
 import { splitPosterior } from "../../sampler/latents.js";
+import { defaultMemoryLimit, estimateCpuMemory, formatBytes } from "./memory.js";
 import { startLatents } from "../start-latents.js";
 import { OrtHost, type GenerateJob, type HostGenerateOptions, type HostTensor, type SessionOptions } from "./ort-host.js";
 import { checkDenoiseJob, TOKENS } from "./denoise-loop.js";
@@ -51,7 +52,10 @@ export const CPU_SIZE_LIMITS = { min: 64, max: 2048, multiple: 8 } as const;
 /** Largest batch the CPU backend accepts when the export leaves the batch dynamic. */
 export const CPU_MAX_BATCH = 16;
 
-export interface CpuBackendOptions extends SessionOptions {}
+export interface CpuBackendOptions extends SessionOptions {
+  /** Most memory a generation may need, in bytes (see memory.ts). Defaults to this machine's memory. */
+  memoryLimit?: number;
+}
 
 /** ONNX Runtime calls of one model: how many, the batch rows they processed, and the time inside `run`. */
 export interface ModelCallStats {
@@ -97,6 +101,7 @@ export class CpuBackend implements Backend {
   readonly #vaeDecoder: Session<VaeDecoderIo>;
   readonly #vaeEncoder: Session<VaeEncoderIo> | null;
   #stats = emptyStats();
+  readonly #memoryLimit: number;
 
   private constructor(
     folder: ModelFolder,
@@ -108,8 +113,10 @@ export class CpuBackend implements Backend {
       vaeEncoder: Session<VaeEncoderIo> | null;
     },
     hiddenSize: number,
+    memoryLimit: number,
   ) {
     this.folder = folder;
+    this.#memoryLimit = memoryLimit;
     this.#host = host;
     this.#textEncoder = sessions.textEncoder;
     this.#unet = sessions.unet;
@@ -175,7 +182,7 @@ export class CpuBackend implements Backend {
         const probe = await host.run(textEncoder.handle, folder.textEncoder.name, { [textEncoder.io.idsName]: idsTensor(textEncoder.io, new Int32Array(TOKENS), 1) }, [textEncoder.io.hiddenName]);
         hiddenSize = probe.outputs[textEncoder.io.hiddenName]!.dims[2]!;
       }
-      return new CpuBackend(folder, host, { textEncoder, unet, vaeDecoder, vaeEncoder }, hiddenSize);
+      return new CpuBackend(folder, host, { textEncoder, unet, vaeDecoder, vaeEncoder }, hiddenSize, options.memoryLimit ?? defaultMemoryLimit());
     } catch (error) {
       await host.dispose();
       throw error;
@@ -184,6 +191,16 @@ export class CpuBackend implements Backend {
 
   get disposed(): boolean {
     return this.#life.disposed;
+  }
+
+  checkMemory(request: { batch: number; width: number; height: number; guidance: boolean }): void {
+    const estimate = estimateCpuMemory({ unet: this.folder.unetConfig, vae: this.folder.vaeConfig }, request);
+    if (estimate.bytes <= this.#memoryLimit) return;
+    const images = request.batch === 1 ? "1 image" : `${request.batch} images`;
+    throw new InvalidOptionError(
+      "size",
+      `${request.width}x${request.height} × ${images} needs about ${formatBytes(estimate.bytes)} of memory on the CPU backend (${estimate.detail}), more than the limit of ${formatBytes(this.#memoryLimit)}; use a smaller size or batch, or raise the limit (memoryLimit, --memory-limit)`,
+    );
   }
 
   /** Time spent inside ONNX Runtime since load (or the last `resetRuntimeStats`). */
