@@ -31,9 +31,34 @@ class CleanupRegistry {
   void Remove(const void* key) {
     std::lock_guard<std::mutex> lock(mutex_);
     entries_.erase(key);
+    cancels_.erase(key);
   }
-  // Runs and forgets every registered release function (each at most once).
+  // A cancel function: asks in-flight work (a denoise loop, an engine build) to stop, returns at
+  // once. Removed with Remove(key).
+  void AddCancel(const void* key, std::function<void()> cancel) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    cancels_[key] = std::move(cancel);
+  }
+  // Asks all in-flight work to stop (the addon's cancelAll()). Release functions that wait for a
+  // run (a denoiser's) then wait at most queueDepth evaluations, not for the whole loop.
+  void CancelAll() {
+    std::map<const void*, std::function<void()>> cancels;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      cancels = cancels_;
+    }
+    for (auto& entry : cancels) {
+      try {
+        entry.second();
+      } catch (...) {
+      }
+    }
+  }
+  // Cancels everything first (so no release waits on a lock held by a run nobody stopped: a TensorRT
+  // context is locked for a denoiser's whole run), then runs and forgets every release function
+  // (each at most once).
   void RunAll() {
+    CancelAll();
     std::map<const void*, std::function<void()>> entries;
     {
       std::lock_guard<std::mutex> lock(mutex_);
@@ -51,6 +76,7 @@ class CleanupRegistry {
  private:
   std::mutex mutex_;
   std::map<const void*, std::function<void()>> entries_;
+  std::map<const void*, std::function<void()>> cancels_;
 };
 
 struct AddonData {

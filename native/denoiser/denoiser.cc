@@ -67,6 +67,9 @@ DenoiserCore::DenoiserCore(int device, std::shared_ptr<UnetRunner> runner) : dev
                           " device(s) found)",
                       "cudaErrorInvalidDevice");
   }
+  // One owner per runner (unet_runner.h): a second Denoiser on the same TrtUnet fails here, at
+  // creation, rather than corrupting the first one's runs.
+  runner_->claim(this, stage);
   try {
     SDTRT_CUDA_CHECK(stage, cudaSetDevice(device_));
     SDTRT_CUDA_CHECK(stage, cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
@@ -78,11 +81,14 @@ DenoiserCore::DenoiserCore(int device, std::shared_ptr<UnetRunner> runner) : dev
     *progressHost_ = 0;
     void* progressDevice = nullptr;
     SDTRT_CUDA_CHECK(stage, cudaHostGetDevicePointer(&progressDevice, mapped, 0));
-    control_.Allocate(2 * sizeof(int), stage);
-    SDTRT_CUDA_CHECK(stage, cudaMemset(control_.data(), 0, 2 * sizeof(int)));
+    // [0] step, [1] blocksDone, [2] firstNonFinite, [3] padding, then the 8-byte aligned nonFinite count.
+    control_.Allocate(4 * sizeof(int) + sizeof(unsigned long long), stage);
+    SDTRT_CUDA_CHECK(stage, cudaMemset(control_.data(), 0, control_.bytes()));
     loopControl_.step = control_.as<int>();
     loopControl_.blocksDone = reinterpret_cast<unsigned int*>(control_.as<int>() + 1);
     loopControl_.progressHost = static_cast<int*>(progressDevice);
+    loopControl_.firstNonFinite = control_.as<int>() + 2;
+    loopControl_.nonFinite = reinterpret_cast<unsigned long long*>(control_.as<uint8_t>() + 4 * sizeof(int));
   } catch (...) {
     Release();
     throw;
@@ -116,13 +122,14 @@ void DenoiserCore::Release() {
   start_ = end_ = nullptr;
   stream_ = nullptr;
   layout_.reset();
+  if (runner_) runner_->disown(this);
   runner_.reset();
   (void)cudaGetLastError();
 }
 
 int DenoiserCore::Completed() const { return *static_cast<volatile int*>(progressHost_); }
 
-void DenoiserCore::Prepare(const DenoiseRequest& r) {
+void DenoiserCore::Prepare(const DenoiseRequest& r, bool bindingsLost) {
   const program::Program& program = *r.program;
   UnetRunner& runner = *runner_;
   const bool cfg = !r.guidance.empty();
@@ -149,7 +156,7 @@ void DenoiserCore::Prepare(const DenoiseRequest& r) {
   Layout layout{r.batch, r.channels, r.height, r.width, unetBatch, K, program.evalCount, hiddenSize, cfg,
                 table_.data(), xRing_.data(), mRing_.data(), noise_.data(), guidance_.data(), sample_.data(),
                 out_.data(), timestep_.data(), hiddenSize > 0 ? hidden_.data() : nullptr};
-  if (layout_ && *layout_ == layout) return;
+  if (layout_ && *layout_ == layout && !bindingsLost) return;
 
   DestroyGraph();
   captureFailure_.clear();
@@ -295,6 +302,11 @@ bool DenoiserCore::Capture(std::string* reason) {
 DenoiseResult DenoiserCore::Run(const DenoiseRequest& r, const std::function<void(int)>& progress) {
   std::lock_guard<std::mutex> lock(runMutex_);
   if (released_) throw NativeError("ERR_DISPOSED", kStage, "Denoiser is disposed");
+  // The runner's resources (a TensorRT context and the scratch it shares with the CLIP and VAE
+  // contexts) are held for the whole run, from bind() to the last evaluation: nothing else may
+  // enqueue on them or move their tensor addresses meanwhile. Declared before the try block, so the
+  // catch below synchronises the stream before the lease is released.
+  std::unique_ptr<UnetRunner::RunLease> lease = runner_->acquire(this, kStage);
   const auto wallStart = std::chrono::steady_clock::now();
   const int M = r.program->evalCount;
   DenoiseResult result;
@@ -317,7 +329,7 @@ DenoiseResult DenoiserCore::Run(const DenoiseRequest& r, const std::function<voi
 
   try {
     SDTRT_CUDA_CHECK(kStage, cudaSetDevice(device_));
-    Prepare(r);
+    Prepare(r, lease != nullptr && lease->bindingsLost());
     // The device output is allocated before the loop: out of memory fails the run before it starts.
     std::shared_ptr<DeviceBuffer> deviceLatents;
     if (r.deviceOutput) deviceLatents = std::make_shared<DeviceBuffer>(params_.n * sizeof(float), kStage);
@@ -375,6 +387,18 @@ DenoiseResult DenoiserCore::Run(const DenoiseRequest& r, const std::function<voi
                         "cancelled after " + std::to_string(Completed()) + " of " + std::to_string(M) + " evaluations");
     }
     SDTRT_CUDA_CHECK(kStage, cudaEventElapsedTime(&result.gpuMs, start_, end_));
+    // The fused kernel counted the UNet outputs that were NaN/±Inf (loop_math.h fusedElement).
+    unsigned long long nonFinite = 0;
+    int firstNonFinite = 0;
+    SDTRT_CUDA_CHECK(kStage, cudaMemcpy(&nonFinite, loopControl_.nonFinite, sizeof(nonFinite), cudaMemcpyDeviceToHost));
+    SDTRT_CUDA_CHECK(kStage, cudaMemcpy(&firstNonFinite, loopControl_.firstNonFinite, sizeof(firstNonFinite), cudaMemcpyDeviceToHost));
+    if (nonFinite > 0) {
+      // The status carries the numbers for the typed error (lib/native/load.ts: UnetOverflowError).
+      throw NativeError("ERR_UNET_NAN", kStage,
+                        "the UNet produced NaN/Inf: " + std::to_string(nonFinite) + " non-finite output values, first at evaluation " +
+                            std::to_string(firstNonFinite + 1) + " of " + std::to_string(M),
+                        "evaluation=" + std::to_string(firstNonFinite) + ";count=" + std::to_string(nonFinite));
+    }
     const size_t last = static_cast<size_t>(program::ringSlot(M, params_.depth)) * params_.n;
     if (deviceLatents) {
       // A copy, never the ring slot itself: the next run overwrites the ring.

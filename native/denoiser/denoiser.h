@@ -101,7 +101,7 @@ class DenoiserCore {
 
  private:
   struct Layout;
-  void Prepare(const DenoiseRequest& request);
+  void Prepare(const DenoiseRequest& request, bool bindingsLost);
   void Upload(const DenoiseRequest& request);
   void EnqueueEval(bool useGraph);
   bool Capture(std::string* reason);

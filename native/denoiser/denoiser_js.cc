@@ -241,6 +241,9 @@ DenoiserWrap::DenoiserWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<De
   cleanup_->Add(this, [weak]() {
     if (auto core = weak.lock()) core->Release();
   });
+  cleanup_->AddCancel(this, [weak]() {
+    if (auto core = weak.lock()) core->RequestCancel();
+  });
 #endif
 }
 

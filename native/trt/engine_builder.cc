@@ -213,7 +213,7 @@ class SdEngineBuildWorker : public NativeAsyncWorker {
     // Cancel the build when the environment shuts down (worker_thread exit, process exit).
     cleanup_ = GetAddonData(env).cleanup;
     std::weak_ptr<BuildControl> weak = control_;
-    cleanup_->Add(this, [weak]() {
+    cleanup_->AddCancel(this, [weak]() {
       if (auto control = weak.lock()) control->cancelled.store(true);
     });
   }
@@ -235,6 +235,9 @@ class SdEngineBuildWorker : public NativeAsyncWorker {
     SDTRT_CUDA_CHECK(kStage, cudaSetDevice(device));
     gpu_ = QueryGpuIdentity(device, kStage);
 
+    // Declared first, so destroyed last: the config holds a pointer to the timing cache until the
+    // config (and the builder that made both) is gone, and locals are destroyed in reverse order.
+    TrtPtr<nvinfer1::ITimingCache> cache;
     TrtPtr<nvinfer1::IBuilder> builder(library.CreateBuilder(logger_, kStage));
     TrtPtr<nvinfer1::INetworkDefinition> network(builder->createNetworkV2(kNetworkFlags));
     if (!network) ThrowTrt(kStage, "IBuilder::createNetworkV2 failed", logger_);
@@ -257,8 +260,7 @@ class SdEngineBuildWorker : public NativeAsyncWorker {
 
     // The timing cache: a cache from another GPU or TensorRT version is not an error, it just
     // starts over (and the caller is told, so it can replace the file).
-    TrtPtr<nvinfer1::ITimingCache> cache(
-        config->createTimingCache(options_.timingCache.empty() ? nullptr : options_.timingCache.data(), options_.timingCache.size()));
+    cache.reset(config->createTimingCache(options_.timingCache.empty() ? nullptr : options_.timingCache.data(), options_.timingCache.size()));
     if (!cache || !config->setTimingCache(*cache, false)) {
       timingCacheReset_ = !options_.timingCache.empty();
       cache.reset(config->createTimingCache(nullptr, 0));

@@ -8,7 +8,7 @@
 import { writeFileSync } from "node:fs";
 import { expect, test } from "@jest/globals";
 import { AbortError, DisposedError, NativeError } from "../../lib/errors.js";
-import { analyticReferenceModel } from "../../lib/native/analytic-reference.js";
+import { analyticReferenceModel } from "../support/analytic-reference.js";
 import { Denoiser, type DenoiseRunOptions } from "../../lib/native/denoiser.js";
 import { callNativeAsync, loadNativeBinding } from "../../lib/native/load.js";
 import { packProgram, runProgram, type SamplerProgram } from "../../lib/sampler/index.js";
