@@ -1,6 +1,5 @@
-#!/usr/bin/env node
 /**
- * `sd-trt` command line. Each command is a yargs CommandModule in ./commands; this file only
+ * `sd-trt` command line (started by ./main.ts once the Node.js version is known to be supported). Each command is a yargs CommandModule in ./commands; this file only
  * wires them up and turns errors into one readable line and an exit code:
  * 1 for failures, 2 for invalid options and usage errors, 130 for an interrupted run.
  */
@@ -28,6 +27,11 @@ export async function main(argv: string[] = hideBin(process.argv)): Promise<void
   await cli.parseAsync();
 }
 
-main().catch((error: unknown) => {
-  process.exitCode = reportCliError(error);
-});
+/** Runs the command line on process.argv and sets the exit code. */
+export async function run(): Promise<void> {
+  try {
+    await main();
+  } catch (error) {
+    process.exitCode = reportCliError(error);
+  }
+}
