@@ -355,7 +355,6 @@ export class TensorRtBackend implements Backend {
     }
   }
 
-  /** The whole sampler program on the device; returns x_M. */
   /** The whole sampler program on the device; returns x_M, still on the device (the caller disposes it). */
   async #denoise(job: GenerationJob, latents: Float32Array, cond: DeviceEmbeddings, uncond: DeviceEmbeddings | null): Promise<NativeDeviceTensor> {
     const { batch, latentHeight, latentWidth } = job;
@@ -367,10 +366,13 @@ export class TensorRtBackend implements Backend {
     } else if (unetAccepts(this.#unet.shapes, batch, latentHeight, latentWidth)) {
       parts = [cond.device];
     } else {
-      // The engines were built for the guidance batch (2B) only: run with uncond = cond and a
-      // scale of 1, which gives m = u + 1·(c − u) = c, the unguided output.
+      // The engines were built for the guidance batch (2B) only: both halves get the cond
+      // embeddings and the scale is 0, so m = u + 0·(c − u) = u exactly (the kernel's float32
+      // arithmetic adds ±0), the UNet's unguided output for these prompts. A scale of 1 would give
+      // u + (c − u), which equals c only when the two rows round identically: not guaranteed.
+      // It costs a second UNet row per image; a --batch build with unguided shapes avoids that.
       parts = [cond.device, cond.device];
-      guidance = new Float64Array(batch).fill(1);
+      guidance = new Float64Array(batch).fill(0);
     }
     // The denoiser joins the parts into its own embedding buffer: no concat, stream or allocation here.
     const result = await this.#denoiser.run({
