@@ -5,6 +5,7 @@
  * GPU; {@link collectDoctorReport} gathers both on this machine and never throws.
  */
 import { readFileSync } from "node:fs";
+import { buildNativeCommand } from "../package-info.js";
 import { loadNativeBinding, type NativeLoadAttempt, type NativeLoadResult } from "./load.js";
 import type { NativeBuildInfo, NativeInfo, NativeTensorRtInfo, NativeTensorRtLibraryInfo } from "./types.js";
 
@@ -179,7 +180,7 @@ export function buildDoctorReport(load: NativeLoadResult, info?: NativeInfo, inf
       name: "addon",
       status: "missing",
       summary: `loaded from ${load.path}, but info() failed: ${infoError ?? "unknown error"}`,
-      fix: "Rebuild the addon (`npm run build:native`) and report the error if it persists",
+      fix: `Rebuild the addon (\`${buildNativeCommand()}\`) and report the error if it persists`,
     });
     return report;
   }
@@ -203,7 +204,7 @@ export function buildDoctorReport(load: NativeLoadResult, info?: NativeInfo, inf
       name: "cuda",
       status: "missing",
       summary: "CUDA support was not compiled in (the addon was built without the CUDA toolkit)",
-      fix: "Install the CUDA toolkit (nvcc, CUDA 12.8 or newer) and rebuild: `npm run build:native`",
+      fix: `Install the CUDA toolkit (nvcc, CUDA 12.4 or newer) and rebuild: \`${buildNativeCommand()}\``,
     });
   } else {
     checks.push({
@@ -223,7 +224,7 @@ export function buildDoctorReport(load: NativeLoadResult, info?: NativeInfo, inf
       : `the driver${report.cuda.driverVersion ? ` (supports CUDA ${report.cuda.driverVersion}; release unknown)` : ""}`;
     const cuda12Hint =
       Math.floor(runtime / 1000) >= 13
-        ? `, or rebuild the addon with a CUDA 12 toolkit (CUDACXX=/usr/local/cuda-12.x/bin/nvcc npm run build:native, r525+; TensorRT 10 for CUDA 12 runs on r550/r570)`
+        ? `, or rebuild the addon with a CUDA 12 toolkit (\`${buildNativeCommand("SDTRT_CUDA_TOOLKIT=/usr/local/cuda-12.x")}\`, r525+; TensorRT 10 for CUDA 12 runs on r550/r570)`
         : "";
     const tooOld =
       (machine.driverRelease !== undefined && floor !== undefined && compareReleases(machine.driverRelease, floor) < 0) ||
@@ -301,7 +302,7 @@ export function buildDoctorReport(load: NativeLoadResult, info?: NativeInfo, inf
       name: "tensorrt",
       status: "missing",
       summary: info.tensorrtError ?? "TensorRT support was not compiled in",
-      fix: "Install TensorRT (10.13+ or 11.x) and rebuild with its headers: `TENSORRT_ROOT=/path/to/TensorRT npm run build:native`",
+      fix: `Install TensorRT (10.13+ or 11.x) and rebuild with its headers: \`${buildNativeCommand("TENSORRT_ROOT=/path/to/TensorRT")}\``,
     });
   } else {
     const compiled = report.tensorrt.compiledVersion;

@@ -18,7 +18,7 @@ import { createRequire } from "node:module";
 import { join, relative } from "node:path";
 
 import { AbortError, NativeError, UnetOverflowError } from "../errors.js";
-import { packageRoot } from "../package-info.js";
+import { buildNativeCommand, packageRoot } from "../package-info.js";
 import type { NativeBinding, NativeErrorShape } from "./types.js";
 
 const require = createRequire(import.meta.url);
@@ -113,9 +113,10 @@ function tryRequire(source: string, path: string, attempts: NativeLoadAttempt[])
 export function solutionsFor(attempts: NativeLoadAttempt[]): string[] {
   const errors = attempts.map((a) => a.error).join("\n");
   const solutions: string[] = [];
-  const rebuild = "Rebuild the addon on this machine: `npm run build:native` (needs CMake and a C++17 compiler; the CUDA toolkit for GPU support; TENSORRT_ROOT=<TensorRT folder> for TensorRT)";
+  const needs = "needs CMake and a C++17 compiler; the CUDA toolkit for GPU support; TENSORRT_ROOT=<TensorRT folder> for TensorRT";
+  const rebuild = `Rebuild the addon on this machine: \`${buildNativeCommand()}\` (${needs})`;
   if (/No native build was found/i.test(errors)) {
-    solutions.push("Build the addon: `npm run build:native` (needs CMake and a C++17 compiler; the CUDA toolkit for GPU support; TENSORRT_ROOT=<TensorRT folder> for TensorRT)");
+    solutions.push(`Build the addon: \`${buildNativeCommand()}\` (${needs})`);
     solutions.push("Or install a release of sd-trt that ships a prebuild for this platform (prebuilds/<platform>-<arch>/)");
   }
   if (/GLIBC(XX)?_[0-9.]+' not found|version `GLIBC/i.test(errors)) {

@@ -7,6 +7,7 @@ import { describe, expect, jest, test } from "@jest/globals";
 import { Writable } from "node:stream";
 import yargs from "yargs";
 import doctorCommand, { formatDoctorReport, runDoctor } from "../../lib/cli/commands/doctor.js";
+import { buildNativeCommand } from "../../lib/package-info.js";
 import { buildDoctorReport, compareReleases, cudaVersionString, kernelSupport, parseDriverRelease } from "../../lib/native/doctor-report.js";
 import type { NativeLoadResult } from "../../lib/native/load.js";
 import type { NativeBinding } from "../../lib/native/types.js";
@@ -137,6 +138,12 @@ describe("report branches", () => {
       status: "ok",
       summary: "driver 550.127.05 (supports CUDA 12.4); the addon's CUDA 12.8 runtime needs driver 525.60.13 or newer (r525+)",
     });
+  });
+
+  test("fixes name a command the reader has: npm run build:native in a checkout, npm rebuild sd-trt in an installed package", () => {
+    expect(buildNativeCommand("TENSORRT_ROOT=/opt/trt", true)).toBe("TENSORRT_ROOT=/opt/trt npm run build:native");
+    expect(buildNativeCommand("TENSORRT_ROOT=/opt/trt", false)).toBe("TENSORRT_ROOT=/opt/trt SDTRT_BUILD_FROM_SOURCE=1 npm rebuild sd-trt");
+    expect(buildNativeCommand()).toBe("npm run build:native"); // this test runs in the checkout
   });
 
   test("the driver release is read from the kernel module's version line", () => {
