@@ -79,11 +79,12 @@ function installExitHook(binding: NativeBinding): void {
 
 /**
  * Asks every denoise loop and engine build in flight on this thread to stop (their promises reject
- * with AbortError); returns at once. For a worker thread about to be terminated, and for a second
- * Ctrl-C. A no-op when the addon is not loaded.
+ * with AbortError); returns at once, with how many were running. For a worker thread about to be
+ * terminated, and for a second Ctrl-C. A no-op (0) when the addon is not loaded.
  */
-export function cancelNativeWork(): void {
-  if (cached?.loaded && typeof cached.binding.cancelAll === "function") cached.binding.cancelAll();
+export function cancelNativeWork(): number {
+  if (cached?.loaded && typeof cached.binding.cancelAll === "function") return cached.binding.cancelAll();
+  return 0;
 }
 
 interface NodeGypBuild {

@@ -263,12 +263,14 @@ export interface NativeScaleCastOptions {
 
 export interface NativeBinding {
   info(options?: { freeMemory?: boolean }): NativeInfo;
-  /** Asks every in-flight denoise loop and engine build of this thread's environment to stop; returns at once. */
-  cancelAll(): void;
+  /** Asks every in-flight denoise loop and engine build of this thread's environment to stop;
+   *  returns at once, with how many were running. */
+  cancelAll(): number;
   /** Cancels everything, waits for running denoise loops to stop (within their queueDepth
    *  evaluations) and frees every CUDA/TensorRT object of this environment; later calls on them
-   *  fail with ERR_DISPOSED. What the environment's cleanup hook does, for process.on("exit"). */
-  shutdown(): void;
+   *  fail with ERR_DISPOSED. What the environment's cleanup hook does, for process.on("exit").
+   *  Returns how many loops and builds were running when it cancelled them. */
+  shutdown(): number;
   /** `hostRunProgram` with what the fused kernel counts: latent elements whose UNet output was NaN/±Inf. */
   hostRunProgramStats(options: NativeHostRunProgramOptions): { latents: Float32Array; unetNonFinite: number; firstNonFiniteEvaluation: number };
   /** Why a libnvinfer reporting `library` (major·10000 + minor·100 + patch) must not be used with

@@ -49,6 +49,12 @@ struct DenoiserCore::Layout {
   bool operator==(const Layout& o) const { return key() == o.key(); }
 };
 
+struct DenoiserCore::CachedGraph {
+  Layout layout;
+  cudaGraphExec_t exec = nullptr;  // null when capture failed for this layout
+  std::string failure;
+};
+
 DenoiserCore::DenoiserCore(int device, std::shared_ptr<UnetRunner> runner) : device_(device), runner_(std::move(runner)) {
   constexpr const char* stage = "denoiser-create";
   int count = 0;
@@ -111,6 +117,7 @@ void DenoiserCore::Release() {
   (void)cudaSetDevice(device_);
   if (stream_ != nullptr) (void)cudaStreamSynchronize(stream_);
   DestroyGraph();
+  ClearGraphCache();
   for (DeviceBuffer* b : {&table_, &xRing_, &mRing_, &noise_, &guidance_, &sample_, &out_, &timestep_, &hidden_, &control_}) {
     b->Free();
   }
@@ -158,7 +165,15 @@ void DenoiserCore::Prepare(const DenoiseRequest& r, bool bindingsLost) {
                 out_.data(), timestep_.data(), hiddenSize > 0 ? hidden_.data() : nullptr};
   if (layout_ && *layout_ == layout && !bindingsLost) return;
 
-  DestroyGraph();
+  // A layout change keeps the current layout's graph in a small cache (alternating batch sizes
+  // must not re-capture every run). Cached graphs hold the buffers' addresses, so they are only
+  // kept while no buffer moved, and none survives bindings moved by someone else.
+  if (layout_ && !bindingsLost && SameBuffers(*layout_, layout)) {
+    StashGraph();
+  } else {
+    DestroyGraph();
+    ClearGraphCache();
+  }
   captureFailure_.clear();
   layout_.reset();
 
@@ -201,6 +216,43 @@ void DenoiserCore::Prepare(const DenoiseRequest& r, bool bindingsLost) {
   p.timestepType = runner.timestepType();
   p.timestepCount = timestepCount;
   layout_ = std::make_unique<Layout>(layout);
+  RestoreGraph(layout);
+}
+
+bool DenoiserCore::SameBuffers(const Layout& a, const Layout& b) {
+  return std::tie(a.table, a.xRing, a.mRing, a.noise, a.guidance, a.sample, a.out, a.timestep, a.hidden) ==
+         std::tie(b.table, b.xRing, b.mRing, b.noise, b.guidance, b.sample, b.out, b.timestep, b.hidden);
+}
+
+void DenoiserCore::StashGraph() {
+  if (!layout_ || (graphExec_ == nullptr && captureFailure_.empty())) return;
+  graphCache_.push_back({*layout_, graphExec_, captureFailure_});
+  graphExec_ = nullptr;
+  if (graphCache_.size() > kGraphCacheSize) {
+    if (graphCache_.front().exec != nullptr) (void)cudaGraphExecDestroy(graphCache_.front().exec);
+    graphCache_.erase(graphCache_.begin());
+  }
+}
+
+void DenoiserCore::RestoreGraph(const Layout& layout) {
+  for (auto it = graphCache_.begin(); it != graphCache_.end(); ++it) {
+    if (it->layout == layout) {
+      graphExec_ = it->exec;
+      captureFailure_ = it->failure;
+      graphCache_.erase(it);
+      // The runner was just bound again for this layout: its first evaluation runs as plain
+      // launches (TensorRT's per-shape setup after setInputShape), then the graph is replayed.
+      warmupNeeded_ = graphExec_ != nullptr;
+      return;
+    }
+  }
+}
+
+void DenoiserCore::ClearGraphCache() {
+  for (CachedGraph& g : graphCache_) {
+    if (g.exec != nullptr) (void)cudaGraphExecDestroy(g.exec);
+  }
+  graphCache_.clear();
 }
 
 void DenoiserCore::Upload(const DenoiseRequest& r) {
@@ -302,6 +354,11 @@ bool DenoiserCore::Capture(std::string* reason) {
 DenoiseResult DenoiserCore::Run(const DenoiseRequest& r, const std::function<void(int)>& progress) {
   std::lock_guard<std::mutex> lock(runMutex_);
   if (released_) throw NativeError("ERR_DISPOSED", kStage, "Denoiser is disposed");
+  running_.store(true);
+  struct ClearRunning {
+    std::atomic<bool>& flag;
+    ~ClearRunning() { flag.store(false); }
+  } clearRunning{running_};
   // The runner's resources (a TensorRT context and the scratch it shares with the CLIP and VAE
   // contexts) are held for the whole run, from bind() to the last evaluation: nothing else may
   // enqueue on them or move their tensor addresses meanwhile. Declared before the try block, so the
@@ -358,8 +415,10 @@ DenoiseResult DenoiserCore::Run(const DenoiseRequest& r, const std::function<voi
         cancelled = true;
         break;
       }
-      // A graph captured earlier is kept, but not used by a run that disabled graphs.
-      EnqueueEval(r.useGraphs);
+      // A graph captured earlier is kept, but not used by a run that disabled graphs; a restored
+      // graph waits for one plain evaluation after the re-bind (RestoreGraph).
+      EnqueueEval(r.useGraphs && !(j == 0 && warmupNeeded_));
+      if (j == 0) warmupNeeded_ = false;
       if (j == 0 && r.useGraphs && graphExec_ == nullptr && captureFailure_.empty()) {
         // The first evaluation ran as plain launches (warming TensorRT up); capture the next.
         std::string reason;

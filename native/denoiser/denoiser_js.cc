@@ -242,7 +242,10 @@ DenoiserWrap::DenoiserWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<De
     if (auto core = weak.lock()) core->Release();
   });
   cleanup_->AddCancel(this, [weak]() {
-    if (auto core = weak.lock()) core->RequestCancel();
+    auto core = weak.lock();
+    if (!core || !core->running()) return false;
+    core->RequestCancel();
+    return true;
   });
 #endif
 }

@@ -267,6 +267,25 @@ export class TensorRtBackend implements Backend {
   }
 
   /**
+   * Each engine's layers as TensorRT's IEngineInspector reports them (JSON text; what `trtexec
+   * --dumpLayerInfo` prints): tactics, formats and fused ops for engines built with
+   * `detailedProfiling`, layer names otherwise. For the GPU self-test's report, e.g. whether the
+   * UNet's attention ran as one fused kernel.
+   */
+  inspectEngines(): Partial<Record<ModelRole, { verbosity: string; layers: string }>> {
+    if (this.#life.disposed) throw new DisposedError("TensorRT backend");
+    const out: Partial<Record<ModelRole, { verbosity: string; layers: string }>> = {};
+    const models: Array<[ModelRole, LoadedModel<ModelIo> | undefined]> = [
+      ["text_encoder", this.#text],
+      ["unet", this.#unet],
+      ["vae_decoder", this.#decoder],
+      ["vae_encoder", this.#encoder],
+    ];
+    for (const [role, model] of models) if (model) out[role] = callNative(() => model.engine.inspect());
+    return out;
+  }
+
+  /**
    * A whole batch on the GPU: text encoder (each distinct prompt row once), the VAE encoder for
    * img2img, the denoise loop under CUDA graphs, the VAE decoder. One generation at a time: the
    * contexts share one scratch buffer.
