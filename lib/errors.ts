@@ -226,8 +226,8 @@ export class UnetOverflowError extends SdTrtError {
   static readonly advice = {
     tensorrt:
       "This is the UNet overflowing in float16, not the VAE: rebuilding the VAE with --fp32-vae will not help. " +
-      "Models whose attention scores must be computed in fp32 (upcast_attention: true in unet/config.json, e.g. SD 2.x 768-v) overflow in an fp16 UNet engine, " +
-      "and sd-trt's fp16 conversion does not keep those in fp32 yet: run such a model on the CPU backend with an fp32 export. Otherwise try a lower guidance scale",
+      "Models whose attention scores must be computed in fp32 (upcast_attention: true in unet/config.json, e.g. SD 2.x 768-v) need engines built from an fp32 UNet export, " +
+      "which `sd-trt build` converts with those scores kept in fp32 (an fp16 export cannot be fixed that way); otherwise try a lower guidance scale",
     cpu:
       "This is the UNet, not the VAE. With an fp16 ONNX export of the UNet, use an fp32 export (the CPU backend runs the graph as exported); " +
       "otherwise try a lower guidance scale",
