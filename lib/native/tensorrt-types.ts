@@ -11,7 +11,8 @@
  * ERR_TENSORRT (a TensorRT call failed; the message carries what TensorRT logged), ERR_ONNX_PARSE
  * (with every parser error: node index, name, operator and the parser's code in `status`),
  * ERR_INVALID_PROFILE, ERR_SHAPE (no optimization profile fits), ERR_VAE_NAN, ERR_CUDA, ERR_DISPOSED,
- * ABORT_ERR (a cancelled build).
+ * ABORT_ERR (a cancelled build), ERR_RUNNER_OWNED (a second Denoiser on a UNet context that already
+ * has one; see native/README.md "The UNet runner seam").
  */
 import type { NativeBinding, NativeDeviceTensor, NativeTensorRtInfo } from "./types.js";
 

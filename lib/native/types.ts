@@ -224,7 +224,9 @@ export interface NativeDenoiser {
 }
 
 export interface NativeDenoiserConstructor {
-  /** Throws ERR_NO_CUDA (not compiled in) or ERR_NO_GPU (no usable GPU), stage "denoiser-create". */
+  /** Throws ERR_NO_CUDA (not compiled in) or ERR_NO_GPU (no usable GPU), stage "denoiser-create";
+   *  ERR_RUNNER_OWNED when the TensorRT UNet's context already serves another Denoiser. A run
+   *  rejects with ERR_UNET_NAN (→ UnetOverflowError) when the UNet produced NaN/Inf. */
   new (options: NativeDenoiserOptions): NativeDenoiser;
 }
 

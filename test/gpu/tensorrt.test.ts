@@ -24,7 +24,7 @@ import { NativeError, UnetOverflowError } from "../../lib/errors.js";
 import { Denoiser } from "../../lib/native/denoiser.js";
 import { callNative, callNativeAsync, requireNativeBinding } from "../../lib/native/load.js";
 import { tensorRtBindingOf } from "../../lib/native/tensorrt-types.js";
-import type { UnetIo } from "../../lib/model/graph-io.js";
+import type { UnetIo, VaeDecoderIo } from "../../lib/model/graph-io.js";
 import { createScheduler } from "../../lib/schedulers/index.js";
 import { describeTensorRt } from "./support.js";
 
@@ -227,6 +227,34 @@ describeTensorRt("TensorRT engines vs the CPU backend on tiny-sd", () => {
     context.dispose();
     scratch.dispose();
     engine.dispose();
+  });
+
+  test("a decode that fails after the engine was enqueued waits for it before releasing the shared scratch", async () => {
+    // Naming an input as the output makes the decode fail on its output shape *after* enqueueV3:
+    // the path that used to unlock the scratch while the engine still ran on it.
+    const trtBinding = tensorRtBindingOf(requireNativeBinding())!;
+    const manifest = await readManifest(join(trt.variantDir, "manifest.json"));
+    const entry = manifest.engines.vae_decoder!;
+    const contract = entry.contract as VaeDecoderIo;
+    const engine = await callNativeAsync(async () => trtBinding.loadEngine(await readFile(join(trt.variantDir, entry.plan)), { name: "vae_decoder" }));
+    const scratch = callNative(() => new trtBinding.DeviceScratch(Math.max(engine.deviceMemoryBytes, 1)));
+    const first = callNative(() => engine.createContext(scratch));
+    const second = callNative(() => engine.createContext(scratch));
+    try {
+      const latents = seeded(4 * 8 * 8, 11);
+      const good = { latents, batch: 1, height: 8, width: 8, input: contract.latentName, output: contract.imageName, scalingFactor: 0.18215 };
+      const expected = await callNativeAsync(() => first.decodeImage(good));
+      const failing = callNativeAsync(() => first.decodeImage({ ...good, output: contract.latentName }));
+      // Queued behind the failing call on the same scratch: it must start on a quiet GPU.
+      const after = callNativeAsync(() => second.decodeImage(good));
+      await expect(failing).rejects.toMatchObject({ code: "ERR_SHAPE" });
+      expect(Buffer.from((await after).pixels).equals(Buffer.from(expected.pixels))).toBe(true);
+    } finally {
+      first.dispose();
+      second.dispose();
+      scratch.dispose();
+      engine.dispose();
+    }
   });
 
   test("NaN from the UNet is a UnetOverflowError raised before the VAE, not a VaeOverflowError", async () => {
