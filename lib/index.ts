@@ -9,6 +9,9 @@
  * - `sd-trt/native`: the C++ addon's loader, the native Denoiser, the machine report (`doctor`).
  */
 
+// First: fails with a clear message on an unsupported Node.js (lib/node-version.ts).
+import "./node-check.js";
+
 export * from "./errors.js";
 
 // Generation
