@@ -17,6 +17,15 @@ const TO_A1111: Record<SchedulerName, string | null> = {
   dpmpp_2m_karras: "DPM++ 2M Karras",
   unipc: "UniPC",
   ddpm: null,
+  // A1111's k-diffusion samplers: named by the server's mapping (lib/server/a1111/samplers.ts).
+  k_euler: null,
+  k_euler_a: null,
+  k_lms: null,
+  k_heun: null,
+  k_dpm_2: null,
+  k_dpm_2_a: null,
+  k_dpmpp_2s_a: null,
+  k_dpmpp_2m: null,
 };
 
 /** The A1111 (pre-1.9 style) sampler name for a canonical scheduler name; null for DDPM. */

@@ -13,6 +13,7 @@ import { dpmSolver } from "./dpm-solver.js";
 import { euler } from "./euler.js";
 import { eulerAncestral } from "./euler-ancestral.js";
 import { heun } from "./heun.js";
+import { KDIFFUSION_DEFINITIONS, KDIFFUSION_SAMPLER_NAMES } from "./kdiffusion.js";
 import { lms } from "./lms.js";
 import { pndm } from "./pndm.js";
 import type { SchedulePlan, SchedulerDefinition, SchedulerRun } from "./types.js";
@@ -30,6 +31,8 @@ export const SCHEDULER_NAMES = [
   "heun",
   "ddpm",
   "unipc",
+  // A1111's k-diffusion samplers (kdiffusion.ts); `sigmaSchedule` in the config picks the schedule.
+  ...KDIFFUSION_SAMPLER_NAMES,
 ] as const;
 
 export type SchedulerName = (typeof SCHEDULER_NAMES)[number];
@@ -73,7 +76,14 @@ const ENTRIES: Record<SchedulerName, Entry> = {
   heun: { definition: heun },
   ddpm: { definition: ddpm },
   unipc: { definition: uniPc },
+  ...kdiffusionEntries(),
 };
+
+function kdiffusionEntries(): Record<(typeof KDIFFUSION_SAMPLER_NAMES)[number], Entry> {
+  const out = {} as Record<(typeof KDIFFUSION_SAMPLER_NAMES)[number], Entry>;
+  for (const name of KDIFFUSION_SAMPLER_NAMES) out[name] = { definition: KDIFFUSION_DEFINITIONS[name] as unknown as AnyDefinition };
+  return out;
+}
 
 /** diffusers class name → canonical name (DPM-Solver by its config's `use_karras_sigmas`). */
 const CLASS_NAMES: Record<string, (config: RawSchedulerConfig) => SchedulerName> = {

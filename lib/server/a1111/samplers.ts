@@ -66,7 +66,7 @@ export const A1111_DEFAULT_SAMPLER_INDEX = "Euler";
 
 /** `GET /sdapi/v1/samplers`: our schedulers under their A1111 names (DDPM keeps ours). */
 export function a1111SamplerList(): A1111SamplerItem[] {
-  return SCHEDULER_NAMES.map((canonical): A1111SamplerItem => ({
+  return SCHEDULER_NAMES.filter((canonical) => !canonical.startsWith("k_")).map((canonical): A1111SamplerItem => ({
     name: a1111NameOf(canonical),
     aliases: [...(A1111_ALIASES[canonical] ?? []), canonical].filter((a, i, all) => all.indexOf(a) === i && a !== a1111NameOf(canonical)),
     options: canonical === "dpmpp_2m_karras" ? { scheduler: "karras" } : ({} as Record<string, string>),
