@@ -198,12 +198,14 @@ def vec(tensor, dtype):
     return f32(flat) if dtype == "float32" else flat
 
 
-def run(key, schedule, steps, dtype, seed=7, ensd=0, extra=None, keep_draws=False):
+def run(key, schedule, steps, dtype, seed=7, ensd=0, extra=None, keep_draws=False, parameterization="eps"):
     label, funcname, options = SAMPLERS[key]
     torch_dtype = torch.float32 if dtype == "float32" else torch.float64
     model_log = []
     inner = AnalyticUNet(torch_dtype, model_log)
-    model_wrap = external.CompVisDenoiser(inner, quantize=False)
+    # KDiffusionSampler: CompVisVDenoiser when sd_model.parameterization == "v".
+    denoiser = external.CompVisVDenoiser if parameterization == "v" else external.CompVisDenoiser
+    model_wrap = denoiser(inner, quantize=False)
     sigmas = a1111_get_sigmas(model_wrap, options, schedule, steps)
 
     shared.opts.eta_noise_seed_delta = ensd
@@ -218,7 +220,7 @@ def run(key, schedule, steps, dtype, seed=7, ensd=0, extra=None, keep_draws=Fals
     sampling.torch = TorchHijack(image_rng, draws, lambda: current["i"])
 
     def model(xin, sigma, **kwargs):
-        c_out, c_in = model_wrap.get_scalings(sigma)
+        c_in = model_wrap.get_scalings(sigma)[-1]
         before = len(model_log)
         out = model_wrap(xin, sigma, **kwargs)
         assert len(model_log) == before + 1
@@ -236,10 +238,10 @@ def run(key, schedule, steps, dtype, seed=7, ensd=0, extra=None, keep_draws=Fals
 
     func = getattr(sampling, funcname)
     kwargs = dict(extra or {})
-    final = func(model, x, sigmas, extra_args={}, callback=callback, disable=True, **kwargs)
+    final = func(model, x, sigmas, extra_args={"cond": None}, callback=callback, disable=True, **kwargs)
     sampling.torch = torch
     return {
-        "id": f"{key}/{schedule}/{steps}/{dtype}" + (f"/ensd{ensd}" if ensd else "") + "".join(f"/{k}={v}" for k, v in (extra or {}).items()),
+        "id": f"{key}/{schedule}/{steps}/{dtype}" + (f"/ensd{ensd}" if ensd else "") + ("/v" if parameterization == "v" else "") + "".join(f"/{k}={v}" for k, v in (extra or {}).items()),
         "key": key,
         "sampler": label,
         "function": funcname,
@@ -250,6 +252,7 @@ def run(key, schedule, steps, dtype, seed=7, ensd=0, extra=None, keep_draws=Fals
         "seed": seed,
         "ensd": ensd,
         "extra": extra or {},
+        "parameterization": parameterization,
         "sigmas": f32(sigmas.tolist()),
         "evals": [{"sigma": e["sigma"], "t": e["t"], "c_in": e["c_in"], "starts_step": e.get("starts_step")} for e in evals],
         # Every draw is rng.next() of the CPU source: tests regenerate them; a few runs keep them
@@ -276,6 +279,9 @@ def main():
     for key in ("k_euler_a", "k_dpm_2_a", "k_dpmpp_2s_a"):
         runs.append(run(key, "karras", 8, "float32", seed=1234, ensd=31337, keep_draws=True))
     runs.append(run("k_euler_a", "exponential", 8, "float32", keep_draws=True))
+    for key in SAMPLERS:
+        runs.append(run(key, "automatic", 8, "float32", parameterization="v"))
+        runs.append(run(key, "karras", 8, "float64", parameterization="v"))
     runs.append(run("k_euler", "align_your_steps", 11, "float32"))
     runs.append(run("k_dpmpp_2m", "karras", 1, "float32"))
     runs.append(run("k_heun", "exponential", 2, "float64"))

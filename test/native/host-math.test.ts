@@ -76,7 +76,8 @@ const kdiffusionRuns = loadKDiffusionGoldens().runs.filter((r) => r.dtype === "f
 
 describe.each(kdiffusionRuns.map((r) => [r.id, r] as const))("denoise loop host path, A1111 %s", (_id, run) => {
   test("reproduces the CPU executor and k-diffusion's final latents", () => {
-    const program = createScheduler(run.key, { sigmaSchedule: run.schedule, ...run.extra }).compile(run.steps);
+    const prediction_type = run.parameterization === "v" ? "v_prediction" : "epsilon";
+    const program = createScheduler(run.key, { sigmaSchedule: run.schedule, prediction_type, ...run.extra }).compile(run.steps);
     const x0 = Float32Array.from(run.x0);
     // A1111's ImageRNG, CPU source: the first draw was x0; later ones from seed (+ ENSD).
     const first = new TorchGenerator(run.seed);

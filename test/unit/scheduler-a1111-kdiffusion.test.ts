@@ -17,7 +17,8 @@ const TOLERANCE = 1e-5;
 const SHAPE = [1, 4, 8, 8];
 
 function schedulerFor(run: KDiffusionGoldenRun) {
-  return createScheduler(run.key, { sigmaSchedule: run.schedule, ...run.extra });
+  const prediction_type = run.parameterization === "v" ? "v_prediction" : "epsilon";
+  return createScheduler(run.key, { sigmaSchedule: run.schedule, prediction_type, ...run.extra });
 }
 
 /** A1111's ImageRNG for one image, CPU source: seed for the first draw, seed + ENSD after it. */
