@@ -23,6 +23,8 @@ modules.shared / devices / rng_philox). Nothing upstream is modified.
 Usage (from the repository root):
   KDIFFUSION=/path/to/k-diffusion-checkout A1111=/path/to/stable-diffusion-webui \
     python scripts/reference/gen_a1111_kdiffusion_goldens.py > test/fixtures/a1111/kdiffusion_goldens.json
+  ... gen_a1111_kdiffusion_goldens.py image-rng > test/fixtures/a1111/image_rng.json
+    (A1111's ImageRNG alone: variation seeds via its slerp, seed resize, ENSD; CPU source)
 
 A1111 source used: stable-diffusion-webui v1.10.1 is 82a973c04367123ae98bd9abdf80d9eda9b910e2. The
 two module files were taken from the file versions recorded in PROVENANCE below (the whole
@@ -301,5 +303,38 @@ def main():
     json.dump(doc, sys.stdout, separators=(",", ":"))
 
 
+def image_rng_case(name, shape, seeds, subseeds=None, subseed_strength=0.0, resize_h=0, resize_w=0, ensd=0, nexts=2):
+    shared.opts.eta_noise_seed_delta = ensd
+    g = rng.ImageRNG(shape, seeds, subseeds=subseeds, subseed_strength=subseed_strength,
+                     seed_resize_from_h=resize_h, seed_resize_from_w=resize_w)
+    draws = [g.next() for _ in range(1 + nexts)]
+    return {
+        "name": name, "shape": list(shape), "seeds": seeds, "subseeds": subseeds, "subseed_strength": subseed_strength,
+        "seed_resize_from_h": resize_h, "seed_resize_from_w": resize_w, "ensd": ensd,
+        # draws[0] = first() (the initial latents), then next() calls; each [len(seeds), *shape].
+        "draws": [f32(d.reshape(-1).tolist()) for d in draws],
+    }
+
+
+def image_rng_main():
+    shape = (4, 8, 8)
+    cases = [
+        image_rng_case("plain", shape, [7, 8]),
+        image_rng_case("ensd", shape, [7, 8], ensd=31337),
+        image_rng_case("variation 0.3", shape, [7, 8], subseeds=[100, 101], subseed_strength=0.3),
+        image_rng_case("variation 1", shape, [7, 8], subseeds=[100, 101], subseed_strength=1.0),
+        image_rng_case("variation 0.05 + ensd", shape, [1234], subseeds=[4321], subseed_strength=0.05, ensd=31337),
+        image_rng_case("variation, subseed = seed (the linear branch)", shape, [5], subseeds=[5], subseed_strength=0.6),
+        image_rng_case("seed resize from 48x40 (smaller)", shape, [7, 8], resize_h=40, resize_w=48),
+        image_rng_case("seed resize from 96x80 (larger)", shape, [7], resize_h=80, resize_w=96),
+        image_rng_case("seed resize from 96x40 + variation + ensd", (4, 8, 6), [3, 4], subseeds=[9, 10], subseed_strength=0.5, resize_h=40, resize_w=96, ensd=7),
+    ]
+    json.dump({"format": "sd-trt-a1111-image-rng/1", "provenance": PROVENANCE, "randn_source": "CPU", "cases": cases},
+              sys.stdout, separators=(",", ":"))
+
+
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:] == ["image-rng"]:
+        image_rng_main()
+    else:
+        main()
