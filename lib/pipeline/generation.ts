@@ -27,7 +27,8 @@ import { a1111SamplerName } from "../schedulers/index.js";
 import type { SamplerProgram } from "../sampler/program.js";
 import type { ClipTokenizer } from "../tokenizer/index.js";
 import { scaleFloat32 } from "../sampler/latents.js";
-import { NoiseSource } from "./noise.js";
+import { A1111NoiseSource, NoiseSource, type RequestNoise } from "./noise.js";
+import { a1111InfotextFields } from "./a1111-options.js";
 import type { ProgressEvent, ResolvedRequest } from "./options.js";
 import type { ProgramCache } from "./program-cache.js";
 
@@ -130,7 +131,7 @@ export function batchKey(request: ResolvedRequest, width = request.width, height
   if (request.onLatents) return null;
   if (width === undefined || height === undefined) return null;
   const img2img = request.initImage !== undefined;
-  return JSON.stringify([width, height, request.steps, request.scheduler, request.guidance > 1, img2img ? request.strength : null]);
+  return JSON.stringify([width, height, request.steps, request.scheduler, request.a1111.sigmaSchedule ?? null, request.guidance > 1, img2img ? request.strength : null]);
 }
 
 /** Token ids [rows, 77] for a list of texts, noting truncated ones. Each distinct text is tokenized once. */
@@ -193,9 +194,9 @@ export async function prepareRequest(context: GenerationContext, request: Resolv
   const uncondIds = cfg ? tokenize(tokenizer, r.negativePrompts, "negativePrompt", warnings) : null;
   const tokenizeMs = performance.now() - t;
 
-  const { program } = programs.get(r.scheduler, r.steps, image ? r.strength! : undefined);
-  const noise = new NoiseSource(r.rng, r.generatorSeeds, r.perImageGenerators);
-  const rest = [4, height / 8, width / 8];
+  const { program } = programs.get(r.scheduler, r.steps, image ? r.strength! : undefined, r.a1111.sigmaSchedule);
+  const rest = [4, height / 8, width / 8] as const;
+  const noise: RequestNoise = r.a1111.noise ? new A1111NoiseSource(r.rng, r.generatorSeeds, rest, r.a1111.noise) : new NoiseSource(r.rng, r.generatorSeeds, r.perImageGenerators);
   let initialLatents: Float32Array | null = null;
   let img2img: PreparedRequest["img2img"] = null;
   if (image) {
@@ -303,6 +304,7 @@ export async function executeBatch(context: GenerationContext, prepared: Prepare
         height,
         modelHash,
         ...(r.strength !== undefined ? { denoisingStrength: r.strength } : {}),
+        ...a1111InfotextFields(r.scheduler, r.a1111, i),
         rng: r.rng,
       });
       images.push({ rgb: pixels[row + i]!, width, height, seed, infotext });

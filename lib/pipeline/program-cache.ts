@@ -6,12 +6,12 @@
  *
  * Cached programs are deeply frozen: every request shares them, and none may change them.
  */
-import { createScheduler, strengthToStartStep, type SchedulerName } from "../schedulers/index.js";
+import { createScheduler, strengthToStartStep, type SchedulerName, type SigmaSchedule } from "../schedulers/index.js";
 import type { SamplerProgram } from "../sampler/program.js";
 
 export interface CompiledProgram {
   program: SamplerProgram;
-  /** Equal keys mean equal programs (scheduler, steps, img2img start). */
+  /** Equal keys mean equal programs (scheduler, steps, img2img start, k-diffusion schedule). */
   key: string;
 }
 
@@ -40,16 +40,17 @@ export class ProgramCache {
 
   /**
    * The program for `steps` of `scheduler`; for img2img (`strength` given) the program that
-   * starts at diffusers' `t_start · order` and carries `addNoise`.
+   * starts at diffusers' `t_start · order` and carries `addNoise`. `sigmaSchedule`: the schedule
+   * type of an A1111 k-diffusion sampler.
    */
-  get(scheduler: SchedulerName, steps: number, strength?: number): CompiledProgram {
+  get(scheduler: SchedulerName, steps: number, strength?: number, sigmaSchedule?: SigmaSchedule): CompiledProgram {
     const startStep = strength === undefined ? null : strengthToStartStep(steps, strength);
-    const key = JSON.stringify([scheduler, steps, startStep]);
+    const key = JSON.stringify([scheduler, steps, startStep, sigmaSchedule ?? null]);
     let program = this.#entries.get(key);
     if (program) {
       this.#entries.delete(key);
     } else {
-      const compiler = createScheduler(scheduler, this.#config);
+      const compiler = createScheduler(scheduler, sigmaSchedule === undefined ? this.#config : { ...this.#config, sigmaSchedule });
       program = deepFreeze(startStep === null ? compiler.compile(steps) : compiler.compile(steps, { startIndex: startStep * compiler.order }));
       if (this.#entries.size >= this.#capacity) this.#entries.delete(this.#entries.keys().next().value!);
     }

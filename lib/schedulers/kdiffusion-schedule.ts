@@ -247,3 +247,21 @@ export function a1111Sigmas(
   }
   return sigmas;
 }
+
+/**
+ * A schedule type by sd-trt name or A1111 label ("Karras", "SGM Uniform", its alias
+ * "SGMUniform"), case-insensitively.
+ * @param option the option name errors carry.
+ */
+export function resolveSigmaSchedule(value: unknown, option = "sigmaSchedule"): SigmaSchedule {
+  const names = SIGMA_SCHEDULES.map((n) => JSON.stringify(n)).join(", ");
+  if (typeof value === "string") {
+    const wanted = value.trim().toLowerCase();
+    const found = SIGMA_SCHEDULES.find((n) => n === wanted || SIGMA_SCHEDULE_LABELS[n].toLowerCase() === wanted || (n === "sgm_uniform" && wanted === "sgmuniform"));
+    if (found) return found;
+    if (Object.hasOwn(REFUSED_SIGMA_SCHEDULES, wanted)) {
+      throw new InvalidOptionError(option, `${option} ${JSON.stringify(value)} is not supported: ${REFUSED_SIGMA_SCHEDULES[wanted]}; use one of ${names}`);
+    }
+  }
+  throw new InvalidOptionError(option, `${option} must be one of ${names} (or their A1111 labels), got ${typeof value === "string" ? JSON.stringify(value) : String(value)}`);
+}

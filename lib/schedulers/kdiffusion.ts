@@ -23,6 +23,7 @@ import {
   a1111Sigmas,
   compVisSchedule,
   REFUSED_SIGMA_SCHEDULES,
+  SIGMA_SCHEDULE_LABELS,
   SIGMA_SCHEDULES,
   sigmaToT,
   type DiscreteSchedule,
@@ -300,6 +301,24 @@ const SAMPLERS: Record<KDiffusionSamplerName, SamplerInfo> = {
   k_dpmpp_2s_a: { label: "DPM++ 2S a", functionName: "sample_dpmpp_2s_ancestral", defaultSchedule: "karras", discardNextToLastSigma: false, usesEta: true, body: dpmpp2sAncestral },
   k_dpmpp_2m: { label: "DPM++ 2M", functionName: "sample_dpmpp_2m", defaultSchedule: "karras", discardNextToLastSigma: false, usesEta: false, body: dpmpp2m },
 };
+
+export function isKDiffusionSampler(name: string): name is KDiffusionSamplerName {
+  return (KDIFFUSION_SAMPLER_NAMES as readonly string[]).includes(name);
+}
+
+/** Whether A1111 writes ENSD for the sampler (its `uses_ensd` option; sd-trt's eta is 1). */
+export function kdiffusionUsesEnsd(name: KDiffusionSamplerName): boolean {
+  return SAMPLERS[name].usesEta;
+}
+
+/**
+ * The `Schedule type:` A1111 writes: the schedule's label, where "Automatic" becomes the
+ * sampler's own default (Karras for DPM++ 2M) when it has one.
+ */
+export function sigmaScheduleLabel(name: string, schedule: SigmaSchedule): string {
+  const own = isKDiffusionSampler(name) ? SAMPLERS[name].defaultSchedule : "automatic";
+  return SIGMA_SCHEDULE_LABELS[schedule === "automatic" ? own : schedule];
+}
 
 /** A1111's label for a k-diffusion sampler name. */
 export function kdiffusionLabel(name: KDiffusionSamplerName): string {

@@ -115,3 +115,29 @@ describe("each invalid option is refused, naming it", () => {
     rejects({ negative_prompt: "x" }, "negative_prompt", /unknown option "negative_prompt"/);
   });
 });
+
+describe("A1111 options (sigmaSchedule, subseeds, subseedStrength, seedResizeFrom, ensd)", () => {
+  test("k-diffusion samplers take a schedule type by name or A1111 label, Automatic by default", () => {
+    expect(resolveGenerateOptions({ prompt: "x", scheduler: "k_dpmpp_2m" }, ctx).a1111).toEqual({ sigmaSchedule: "automatic" });
+    expect(resolveGenerateOptions({ prompt: "x", scheduler: "k_euler", sigmaSchedule: "SGM Uniform" }, ctx).a1111).toEqual({ sigmaSchedule: "sgm_uniform" });
+    expect(resolveGenerateOptions({ prompt: "x", scheduler: "euler" }, ctx).a1111).toEqual({});
+  });
+  test("resolves A1111's noise options for per-image generators", () => {
+    const r = resolveGenerateOptions({ prompt: "x", scheduler: "k_euler_a", seeds: [5, 5], subseeds: [70, 71], subseedStrength: 0.4, seedResizeFrom: { width: 48, height: 80 }, ensd: 31337 }, ctx);
+    expect(r.a1111.noise).toEqual({ subseeds: [70n, 71n], subseedStrength: 0.4, seedResizeFromWidth: 48, seedResizeFromHeight: 80, ensd: 31337 });
+  });
+  test("sigmaSchedule", () => {
+    rejects({ scheduler: "euler", sigmaSchedule: "karras" }, "sigmaSchedule", /sigmaSchedule applies to A1111's k-diffusion samplers .*euler has its own schedule/);
+    rejects({ scheduler: "k_euler", sigmaSchedule: "karras9000" }, "sigmaSchedule", /sigmaSchedule must be one of "automatic", "uniform", "karras", .*"ddim" \(or their A1111 labels\), got "karras9000"/);
+    rejects({ scheduler: "k_euler", sigmaSchedule: "Beta" }, "sigmaSchedule", /sigmaSchedule "Beta" is not supported: the Beta schedule needs scipy's inverse incomplete beta function/);
+  });
+  test("subseeds, subseedStrength, seedResizeFrom, ensd", () => {
+    rejects({ seed: 1, subseeds: [2], subseedStrength: 0.5 }, "subseeds", /subseeds follows A1111's noise, which has one generator per image: give seeds/);
+    rejects({ seeds: [1, 2], subseeds: [2], subseedStrength: 0.5 }, "subseeds", /subseeds must be an array of one seed per image \(batch 2\)/);
+    rejects({ seeds: [1], subseeds: [2], subseedStrength: 1.5 }, "subseedStrength", /subseedStrength must be a number from 0 to 1, got 1\.5/);
+    rejects({ seeds: [1], subseedStrength: 0.5 }, "subseedStrength", /subseedStrength needs subseeds/);
+    rejects({ seeds: [1], seedResizeFrom: { width: 4, height: 64 } }, "seedResizeFrom.width", /seedResizeFrom\.width must be an integer from 8 to 16384, got 4/);
+    rejects({ seeds: [1], ensd: -3 }, "ensd", /ensd must be an integer from 0/);
+    rejects({ seeds: [1], ensd: 5, initImage: "in.png" }, "ensd", /ensd applies to txt2img only/);
+  });
+});

@@ -13,6 +13,7 @@ import { defaultModelDir } from "../../package-info.js";
 import { encodeImage, formatFromExtension, IMAGE_FORMATS, type ImageFormat } from "../../image/encode.js";
 import { BACKEND_CHOICES, type BackendChoice } from "../../backends/select.js";
 import { RNG_SOURCES, type RngSource } from "../../rng/index.js";
+import { a1111SamplerName, a1111SamplerSelection, canonicalSchedulerName, KDIFFUSION_SAMPLER_NAMES, REFUSED_KDIFFUSION_SAMPLERS, SCHEDULER_NAMES } from "../../schedulers/index.js";
 import { encodeNpyFloat32 } from "../shared/npy.js";
 import { StagedFiles, checkWritable } from "../shared/staged-files.js";
 import { outputPaths, outputPath } from "../shared/output-paths.js";
@@ -28,6 +29,11 @@ export interface GenerateArgs {
   steps?: number;
   guidance?: number;
   scheduler?: string;
+  schedule?: string;
+  subseed?: string;
+  "subseed-strength"?: number;
+  "seed-resize-from"?: string;
+  ensd?: number;
   seed?: string;
   seeds?: string;
   batch?: number;
@@ -59,6 +65,11 @@ const FLAG_OF: Record<string, string> = {
   steps: "--steps",
   guidance: "--guidance",
   scheduler: "--scheduler",
+  sigmaSchedule: "--schedule",
+  subseeds: "--subseed",
+  subseedStrength: "--subseed-strength",
+  seedResizeFrom: "--seed-resize-from",
+  ensd: "--ensd",
   seed: "--seed",
   seeds: "--seeds",
   batch: "--batch",
@@ -112,15 +123,54 @@ function generateOptions(args: GenerateArgs, signal: AbortSignal): GenerateOptio
   if (args.height !== undefined) options.height = args.height;
   if (args.steps !== undefined) options.steps = args.steps;
   if (args.guidance !== undefined) options.guidance = args.guidance;
-  if (args.scheduler !== undefined) options.scheduler = args.scheduler;
+  if (args.scheduler !== undefined) Object.assign(options, schedulerOptions(String(args.scheduler), args.schedule));
+  else if (args.schedule !== undefined) options.sigmaSchedule = args.schedule;
   if (args.seed !== undefined) options.seed = parseSeed("--seed", "seed", String(args.seed));
   if (args.seeds !== undefined) options.seeds = String(args.seeds).split(",").map((s, i) => parseSeed("--seeds", `seeds[${i}]`, s));
+  if (args.subseed !== undefined) {
+    // A1111: image i of the call gets subseed + i.
+    const subseed = parseSeed("--subseed", "subseeds", String(args.subseed));
+    const count = args.seeds !== undefined ? String(args.seeds).split(",").length : (args.batch ?? 1);
+    options.subseeds = Array.from({ length: count }, (_, i) => subseed + BigInt(i));
+  }
+  if (args["subseed-strength"] !== undefined) options.subseedStrength = args["subseed-strength"];
+  if (args["seed-resize-from"] !== undefined) {
+    const match = /^(\d+)x(\d+)$/.exec(String(args["seed-resize-from"]).trim());
+    if (!match) throw new InvalidOptionError("seedResizeFrom", `--seed-resize-from must be WIDTHxHEIGHT in pixels (e.g. 512x768), got ${JSON.stringify(args["seed-resize-from"])}`);
+    options.seedResizeFrom = { width: Number(match[1]), height: Number(match[2]) };
+  }
+  if (args.ensd !== undefined) options.ensd = args.ensd;
   if (args.batch !== undefined) options.batch = args.batch;
   if (args.rng !== undefined) options.rng = args.rng;
   if (args["init-image"] !== undefined) options.initImage = args["init-image"];
   if (args.strength !== undefined) options.strength = args.strength;
   if (args["latents-out"] !== undefined) options.returnLatents = true;
   return options;
+}
+
+/**
+ * `--scheduler` takes our names (diffusers' schedulers, k_* samplers) or an A1111 sampler name
+ * ("Euler a", "DPM++ 2M", "DPM++ 2M Karras"), which selects the sampler A1111 runs; `--schedule`
+ * is A1111's schedule type (a name's own " Karras" suffix wins, as in A1111).
+ */
+function schedulerOptions(name: string, schedule: string | undefined): Pick<GenerateOptions, "scheduler" | "sigmaSchedule"> {
+  if (canonicalSchedulerName(name) !== undefined) {
+    return schedule === undefined ? { scheduler: name } : { scheduler: name, sigmaSchedule: schedule };
+  }
+  const selection = a1111SamplerSelection(name, schedule);
+  const sampler = a1111SamplerSelection(name);
+  // A k-diffusion sampler with a schedule type A1111's names do not include: the pipeline's
+  // check of sigmaSchedule says what is wrong with it.
+  if (selection === null && sampler?.sigmaSchedule !== undefined && schedule !== undefined) return { scheduler: sampler.scheduler, sigmaSchedule: schedule };
+  if (selection === null) {
+    const labels = [...KDIFFUSION_SAMPLER_NAMES.map((n) => a1111SamplerName(n)), "DDIM", "PLMS", "UniPC"].map((l) => JSON.stringify(l)).join(", ");
+    const refused = REFUSED_KDIFFUSION_SAMPLERS[name];
+    throw new InvalidOptionError(
+      "scheduler",
+      refused ? `--scheduler ${JSON.stringify(name)} is not supported: ${refused}` : `--scheduler must be one of ${SCHEDULER_NAMES.join(", ")} or an A1111 sampler name (${labels}, optionally with a schedule suffix such as " Karras") with a --schedule it takes, got ${JSON.stringify(name)}${schedule !== undefined ? ` with --schedule ${JSON.stringify(schedule)}` : ""}`,
+    );
+  }
+  return selection.sigmaSchedule === undefined ? { scheduler: selection.scheduler } : { scheduler: selection.scheduler, sigmaSchedule: selection.sigmaSchedule };
 }
 
 function summary(result: GenerateResult, files: string[], latentsFile: string | undefined, pipeline: Pipeline) {
@@ -243,7 +293,12 @@ const command: CommandModule<object, GenerateArgs> = {
       .option("threads", { type: "number", describe: "ONNX Runtime threads (cpu backend; default: physical cores)" })
       .option("steps", { type: "number", describe: "Denoising steps, 1-1000 (default 50)" })
       .option("guidance", { type: "number", describe: "Classifier-free guidance scale, 0-100; ≤ 1 turns guidance off (default 7.5)" })
-      .option("scheduler", { type: "string", describe: "lms, euler, euler_a, ddim, pndm, dpmpp_2m, dpmpp_2m_karras, heun, ddpm, unipc (default: the model's scheduler config)" })
+      .option("scheduler", { type: "string", describe: "diffusers' lms, euler, euler_a, ddim, pndm, dpmpp_2m, dpmpp_2m_karras, heun, ddpm, unipc; A1111's samplers by name (\"Euler a\", \"DPM++ 2M\", …) or k_* name (default: the model's scheduler config)" })
+      .option("schedule", { type: "string", describe: "A1111 schedule type for its samplers: automatic, uniform, karras, exponential, polyexponential, sgm_uniform, kl_optimal, align_your_steps, simple, normal, ddim (default automatic)" })
+      .option("subseed", { type: "string", describe: "A1111 variation seed of the first image (image i gets subseed + i); needs --seeds" })
+      .option("subseed-strength", { type: "number", describe: "A1111 variation strength, 0-1 (default 0)" })
+      .option("seed-resize-from", { type: "string", describe: "A1111 \"resize seed from\" size, WIDTHxHEIGHT pixels" })
+      .option("ensd", { type: "number", describe: "A1111 eta noise seed delta (ENSD): re-seeds each image's generator with seed + ENSD after the initial noise" })
       .option("seed", { type: "string", describe: "One seed for the batch (one generator, diffusers semantics); random when absent" })
       .option("seeds", { type: "string", describe: "One seed per image, comma-separated (one generator each, A1111 semantics)" })
       .option("batch", { type: "number", describe: "Images to generate (default: the number of --seeds, else 1)" })
