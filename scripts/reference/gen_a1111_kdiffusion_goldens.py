@@ -186,7 +186,7 @@ class TorchHijack:
         raise AttributeError(item)
 
     def randn_like(self, x):
-        noise = self.rng.next()[0]
+        noise = self.rng.next()
         self.draws.append({"step": self.step_of(), "noise": noise})
         return noise
 
