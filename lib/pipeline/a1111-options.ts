@@ -57,6 +57,15 @@ export function resolveA1111Options(
   img2img: boolean,
 ): A1111Request {
   const out: A1111Request = {};
+  if (img2img && isKDiffusionSampler(scheduler)) {
+    // The program-level rule exists (a1111Img2imgStartIndex); what generate() lacks is A1111's
+    // init latent: A1111 samples the VAE posterior from torch's global generator, which it does
+    // not seed per request, so no draw order can match it.
+    throw new InvalidOptionError(
+      "scheduler",
+      `img2img with A1111's k-diffusion samplers (${scheduler}) is not supported yet: A1111 samples the VAE posterior from torch's unseeded global generator, so its init latents cannot be reproduced; use a diffusers scheduler (euler_a, dpmpp_2m_karras, …) for img2img`,
+    );
+  }
   if (options.sigmaSchedule !== undefined) {
     if (!isKDiffusionSampler(scheduler)) {
       throw new InvalidOptionError("sigmaSchedule", `sigmaSchedule applies to A1111's k-diffusion samplers (k_euler, k_euler_a, k_dpmpp_2m, …); ${scheduler} has its own schedule`);

@@ -20,6 +20,7 @@ export type { NoiseScales, SchedulerRun } from "./types.js";
 export {
   KDIFFUSION_SAMPLER_NAMES,
   REFUSED_KDIFFUSION_SAMPLERS,
+  a1111Img2imgStartIndex,
   isKDiffusionSampler,
   kdiffusionDefaultSchedule,
   kdiffusionLabel,

@@ -16,6 +16,7 @@
  * new ImageRNG), so those draws are not taken.
  */
 import { InvalidOptionError } from "../errors.js";
+import { integerInRange, numberInRange } from "../validate.js";
 import type { LinearAlgebra } from "./algebra.js";
 import type { RawSchedulerConfig } from "./config.js";
 import { check, type ConfigSpec, resolveConfig } from "./config.js";
@@ -465,42 +466,64 @@ function definition(name: KDiffusionSamplerName): SchedulerDefinition<KDiffusion
     },
     plan(config, steps) {
       const model = discreteSchedule(config);
-      const sigmas = a1111Sigmas(model, config.sigmaSchedule, info.defaultSchedule, info.discardNextToLastSigma, steps);
-      const evalSigmas: number[] = [];
-      const generator = info.body(contextFor<null>(config, { sigmas } as KDiffusionPlan, nullAlgebra, null, () => null));
-      for (let r = generator.next(); !r.done; r = generator.next({ x: null, denoised: null })) evalSigmas.push(r.value[1]);
-      const cIn: number[] = [];
-      const cSkip: number[] = [];
-      const cOut: number[] = [];
-      for (const sigma of evalSigmas) {
-        const s = scalings(config.prediction_type, sigma);
-        cIn.push(s.cIn);
-        cSkip.push(s.cSkip);
-        cOut.push(s.cOut);
-      }
-      return {
-        // The UNet gets sigma_to_t(σ) as a float32 tensor.
-        timesteps: evalSigmas.map((sigma) => Math.fround(sigmaToT(model, sigma))),
-        timestepDtype: "float32",
-        // A1111: x = noise * sigmas[0].
-        initNoiseSigma: sigmas[0]!,
-        sigmas,
-        evalSigmas,
-        cIn,
-        cSkip,
-        cOut,
-      };
+      return planFor(config, model, info, a1111Sigmas(model, config.sigmaSchedule, info.defaultSchedule, info.discardNextToLastSigma, steps));
     },
-    start(config, plan, la, beginIndex) {
-      if (beginIndex !== 0) {
-        throw new InvalidOptionError("startIndex", `${info.label} (${name}) does not support img2img yet (A1111's img2img step rule is not implemented)`);
+    img2imgPlan(config, plan, startIndex) {
+      // KDiffusionSampler.sample_img2img: the sampler runs fresh on sigmas[startIndex:].
+      const last = plan.sigmas.length - 2;
+      if (!Number.isInteger(startIndex) || startIndex < 0 || startIndex > last) {
+        throw new InvalidOptionError("startIndex", `startIndex must be an integer from 0 to ${last} (an index into the ${plan.sigmas.length} sigmas that leaves at least one step), got ${String(startIndex)}`);
       }
+      return planFor(config, discreteSchedule(config), info, plan.sigmas.slice(startIndex));
+    },
+    start(config, plan, la) {
       return new KDiffusionRun(config, plan, la, info.body);
     },
-    addNoise(): NoiseScales {
-      throw new InvalidOptionError("startIndex", `${info.label} (${name}) does not support img2img yet (A1111's img2img step rule is not implemented)`);
+    addNoise(_config, plan): NoiseScales {
+      // x = init_latent + noise · sigma_sched[0]
+      return { signal: 1, noise: plan.sigmas[0]! };
     },
   };
+}
+
+/** The evaluations a sampler makes over `sigmas`, with their timesteps and scalings. */
+function planFor(config: KDiffusionConfig, model: DiscreteSchedule, info: SamplerInfo, sigmas: number[]): KDiffusionPlan {
+  const evalSigmas: number[] = [];
+  const generator = info.body(contextFor<null>(config, { sigmas } as KDiffusionPlan, nullAlgebra, null, () => null));
+  for (let r = generator.next(); !r.done; r = generator.next({ x: null, denoised: null })) evalSigmas.push(r.value[1]);
+  const cIn: number[] = [];
+  const cSkip: number[] = [];
+  const cOut: number[] = [];
+  for (const sigma of evalSigmas) {
+    const s = scalings(config.prediction_type, sigma);
+    cIn.push(s.cIn);
+    cSkip.push(s.cSkip);
+    cOut.push(s.cOut);
+  }
+  return {
+    // The UNet gets sigma_to_t(σ) as a float32 tensor.
+    timesteps: evalSigmas.map((sigma) => Math.fround(sigmaToT(model, sigma))),
+    timestepDtype: "float32",
+    // A1111: x = noise * sigmas[0].
+    initNoiseSigma: sigmas[0]!,
+    sigmas,
+    evalSigmas,
+    cIn,
+    cSkip,
+    cOut,
+  };
+}
+
+/**
+ * A1111's img2img start for k-diffusion samplers (sd_samplers_common.setup_img2img_steps with
+ * img2img_fix_steps off, then sample_img2img): t_enc = int(min(strength, 0.999) · steps), and the
+ * sampler runs sigmas[steps − t_enc − 1:], i.e. t_enc + 1 steps. Pass the result as
+ * `compile(steps, { startIndex })` of a k_* scheduler.
+ */
+export function a1111Img2imgStartIndex(steps: number, strength: number): number {
+  integerInRange("steps", steps, 1, Number.MAX_SAFE_INTEGER);
+  numberInRange("strength", strength, 0, 1);
+  return steps - Math.trunc(Math.min(strength, 0.999) * steps) - 1;
 }
 
 export const KDIFFUSION_DEFINITIONS: Record<KDiffusionSamplerName, SchedulerDefinition<KDiffusionConfig, KDiffusionPlan>> = Object.fromEntries(

@@ -104,6 +104,8 @@ export interface CompileOptions {
    * `t_start * scheduler.order` (see `strengthToStartStep`). The program then runs
    * `timesteps[startIndex:]` with fresh scheduler state, as the img2img pipeline does, and carries
    * `addNoise` (given even for 0, which is strength 1). Must be a multiple of `order`.
+   * For A1111's k_* samplers it is an index into the sigmas (`a1111Img2imgStartIndex`): the
+   * sampler runs fresh over `sigmas[startIndex:]` and `addNoise` is x = image + σ_start · n.
    * Omit for txt2img.
    */
   startIndex?: number;
@@ -163,11 +165,29 @@ class DiffusersScheduler implements Scheduler {
     return startIndex;
   }
 
+  /** For samplers whose img2img run is a fresh run over the schedule's tail: that run's plan. */
+  #img2imgPlan(steps: number, startIndex: number | undefined): SchedulePlan | undefined {
+    if (startIndex === undefined || this.definition.img2imgPlan === undefined) return undefined;
+    return this.definition.img2imgPlan(this.config, this.#plan(steps), startIndex);
+  }
+
   timesteps(steps: number): number[] {
     return [...this.#plan(steps).timesteps];
   }
 
   compile(steps: number, options: CompileOptions = {}): SamplerProgram {
+    const tail = this.#img2imgPlan(steps, options.startIndex);
+    if (tail) {
+      const program = traceProgram({
+        scheduler: this.name,
+        steps,
+        plan: tail,
+        startIndex: 0,
+        run: this.definition.start(this.config, tail, symbolicAlgebra, 0),
+        addNoise: this.definition.addNoise(this.config, tail, 0),
+      });
+      return { ...program, startIndex: options.startIndex! };
+    }
     const plan = this.#plan(steps);
     const startIndex = this.#startIndex(plan, options.startIndex);
     return traceProgram({
@@ -181,6 +201,15 @@ class DiffusersScheduler implements Scheduler {
   }
 
   reference<V>(steps: number, algebra: LinearAlgebra<V>, options: CompileOptions = {}): SchedulerReferenceRun<V> {
+    const tail = this.#img2imgPlan(steps, options.startIndex);
+    if (tail) {
+      return {
+        timesteps: [...tail.timesteps],
+        initNoiseSigma: tail.initNoiseSigma,
+        addNoise: { t: tail.timesteps[0]!, ...this.definition.addNoise(this.config, tail, 0) },
+        run: this.definition.start(this.config, tail, algebra, 0),
+      };
+    }
     const plan = this.#plan(steps);
     const startIndex = this.#startIndex(plan, options.startIndex);
     const result: SchedulerReferenceRun<V> = {

@@ -25,6 +25,8 @@ Usage (from the repository root):
     python scripts/reference/gen_a1111_kdiffusion_goldens.py > test/fixtures/a1111/kdiffusion_goldens.json
   ... gen_a1111_kdiffusion_goldens.py image-rng > test/fixtures/a1111/image_rng.json
     (A1111's ImageRNG alone: variation seeds via its slerp, seed resize, ENSD; CPU source)
+  ... gen_a1111_kdiffusion_goldens.py img2img > test/fixtures/a1111/kdiffusion_img2img.json
+    (KDiffusionSampler.sample_img2img's step rule on the analytic model)
 
 A1111 source used: stable-diffusion-webui v1.10.1 is 82a973c04367123ae98bd9abdf80d9eda9b910e2. The
 two module files were taken from the file versions recorded in PROVENANCE below (the whole
@@ -303,6 +305,49 @@ def main():
     json.dump(doc, sys.stdout, separators=(",", ":"))
 
 
+def setup_img2img_steps(steps, denoising_strength):
+    """sd_samplers_common.setup_img2img_steps (A1111 v1.10.1) with opts.img2img_fix_steps off."""
+    return steps, int(min(denoising_strength, 0.999) * steps)
+
+
+def img2img_run(key, schedule, steps, strength, seed=7):
+    """KDiffusionSampler.sample_img2img: sigma_sched = sigmas[steps - t_enc - 1:], xi = x + noise · sigma_sched[0]."""
+    label, funcname, options = SAMPLERS[key]
+    model_log = []
+    inner = AnalyticUNet(torch.float32, model_log)
+    model_wrap = external.CompVisDenoiser(inner, quantize=False)
+    steps, t_enc = setup_img2img_steps(steps, strength)
+    sigmas = a1111_get_sigmas(model_wrap, options, schedule, steps)
+    sigma_sched = sigmas[steps - t_enc - 1:]
+    shared.opts.eta_noise_seed_delta = 0
+    init_latent = (torch.randn([1, 4, 8, 8], generator=torch.Generator().manual_seed(99)) * 0.8).to(torch.float32)
+    image_rng = rng.ImageRNG((4, 8, 8), [seed])
+    noise = image_rng.next()
+    xi = init_latent + noise * sigma_sched[0]
+    sampling.torch = TorchHijack(image_rng, [], lambda: 0)
+    final = getattr(sampling, funcname)(lambda x, sigma, **kw: model_wrap(x, sigma, **kw), xi, sigma_sched, extra_args={"cond": None}, disable=True)
+    sampling.torch = torch
+    return {
+        "id": f"{key}/{schedule}/{steps}/strength{strength}", "key": key, "sampler": label, "schedule": schedule, "steps": steps,
+        "strength": strength, "seed": seed, "t_enc": t_enc, "start_index": steps - t_enc - 1,
+        "sigma_sched": f32(sigma_sched.tolist()), "init_latent": vec(init_latent, "float32"), "noise": vec(noise, "float32"),
+        "evals": len(model_log), "final": vec(final, "float32"),
+    }
+
+
+def img2img_main():
+    runs = []
+    for key in SAMPLERS:
+        runs.append(img2img_run(key, "automatic", 10, 0.6))
+    runs += [img2img_run("k_dpm_2", "karras", 10, 0.35), img2img_run("k_lms", "exponential", 12, 0.5),
+             img2img_run("k_dpmpp_2m", "karras", 10, 1.0), img2img_run("k_euler_a", "kl_optimal", 8, 0.75),
+             img2img_run("k_heun", "uniform", 6, 0.05), img2img_run("k_dpmpp_2s_a", "sgm_uniform", 9, 0.999)]
+    json.dump({"format": "sd-trt-a1111-img2img/1", "provenance": PROVENANCE,
+               "rule": "steps, t_enc = steps, int(min(strength, 0.999) * steps); sigma_sched = get_sigmas(steps)[steps - t_enc - 1:]; "
+                       "x = init_latent + rng.next() * sigma_sched[0]; the sampler runs fresh on sigma_sched",
+               "runs": runs}, sys.stdout, separators=(",", ":"))
+
+
 def image_rng_case(name, shape, seeds, subseeds=None, subseed_strength=0.0, resize_h=0, resize_w=0, ensd=0, nexts=2):
     shared.opts.eta_noise_seed_delta = ensd
     g = rng.ImageRNG(shape, seeds, subseeds=subseeds, subseed_strength=subseed_strength,
@@ -336,5 +381,7 @@ def image_rng_main():
 if __name__ == "__main__":
     if sys.argv[1:] == ["image-rng"]:
         image_rng_main()
+    elif sys.argv[1:] == ["img2img"]:
+        img2img_main()
     else:
         main()

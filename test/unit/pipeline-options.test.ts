@@ -140,4 +140,7 @@ describe("A1111 options (sigmaSchedule, subseeds, subseedStrength, seedResizeFro
     rejects({ seeds: [1], ensd: -3 }, "ensd", /ensd must be an integer from 0/);
     rejects({ seeds: [1], ensd: 5, initImage: "in.png" }, "ensd", /ensd applies to txt2img only/);
   });
+  test("img2img with a k-diffusion sampler is refused, saying why", () => {
+    rejects({ scheduler: "k_euler_a", initImage: "in.png" }, "scheduler", /img2img with A1111's k-diffusion samplers \(k_euler_a\) is not supported yet: A1111 samples the VAE posterior from torch's unseeded global generator/);
+  });
 });
