@@ -55,8 +55,15 @@ export function resolveA1111Options(
   batch: number,
   perImageGenerators: boolean,
   img2img: boolean,
+  fractionalTimesteps: boolean,
 ): A1111Request {
   const out: A1111Request = {};
+  if (isKDiffusionSampler(scheduler) && !fractionalTimesteps) {
+    throw new InvalidOptionError(
+      "scheduler",
+      `${scheduler} feeds the UNet fractional timesteps (A1111's sigma_to_t), but this model's UNet takes an integer timestep, which would truncate them: re-export the UNet with a float timestep, or use a diffusers scheduler`,
+    );
+  }
   if (img2img && isKDiffusionSampler(scheduler)) {
     // The program-level rule exists (a1111Img2imgStartIndex); what generate() lacks is A1111's
     // init latent: A1111 samples the VAE posterior from torch's global generator, which it does

@@ -140,6 +140,11 @@ describe("A1111 options (sigmaSchedule, subseeds, subseedStrength, seedResizeFro
     rejects({ seeds: [1], ensd: -3 }, "ensd", /ensd must be an integer from 0/);
     rejects({ seeds: [1], ensd: 5, initImage: "in.png" }, "ensd", /ensd applies to txt2img only/);
   });
+  test("a k-diffusion sampler on a UNet with an integer timestep is refused, saying why", () => {
+    const intTimestep = { ...ctx, limits: { ...ctx.limits, fractionalTimesteps: false } };
+    rejects({ scheduler: "k_euler" }, "scheduler", /k_euler feeds the UNet fractional timesteps .* this model's UNet takes an integer timestep/, intTimestep);
+    expect(resolveGenerateOptions({ prompt: "x", scheduler: "euler" }, intTimestep).scheduler).toBe("euler");
+  });
   test("img2img with a k-diffusion sampler is refused, saying why", () => {
     rejects({ scheduler: "k_euler_a", initImage: "in.png" }, "scheduler", /img2img with A1111's k-diffusion samplers \(k_euler_a\) is not supported yet: A1111 samples the VAE posterior from torch's unseeded global generator/);
   });

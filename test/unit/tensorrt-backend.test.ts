@@ -177,6 +177,8 @@ describe("limits from the engines' profiles", () => {
       maxHeight: 512,
       sizeMultiple: 8,
       canEncodeImages: false,
+      canObserveLatents: false,
+      fractionalTimesteps: true,
     });
   });
 
