@@ -9,7 +9,7 @@
  * get_sampler_and_scheduler, a schedule label at the end of the name is split off and wins.
  */
 import { kdiffusionLabel, isKDiffusionSampler, KDIFFUSION_SAMPLER_NAMES, type KDiffusionSamplerName } from "./kdiffusion.js";
-import { SIGMA_SCHEDULE_LABELS, SIGMA_SCHEDULES, type SigmaSchedule } from "./kdiffusion-schedule.js";
+import { findSigmaSchedule, SIGMA_SCHEDULE_LABELS, SIGMA_SCHEDULES, type SigmaSchedule } from "./kdiffusion-schedule.js";
 import type { SchedulerName } from "./registry.js";
 
 /** The A1111 names of diffusers' schedulers, for their infotext (A1111 would run its own sampler). */
@@ -44,10 +44,6 @@ export interface A1111SamplerSelection {
   sigmaSchedule?: SigmaSchedule;
 }
 
-function scheduleByLabel(label: string): SigmaSchedule | undefined {
-  const wanted = label.trim().toLowerCase();
-  return SIGMA_SCHEDULES.find((s) => s === wanted || SIGMA_SCHEDULE_LABELS[s].toLowerCase() === wanted || (s === "sgm_uniform" && wanted === "sgmuniform"));
-}
 
 /**
  * The scheduler for an A1111 sampler name and, for v1.9+ requests and infotexts, its schedule
@@ -62,7 +58,7 @@ export function a1111SamplerSelection(sampler: string, scheduleType?: string): A
   let name = sampler.trim().toLowerCase();
   let schedule: SigmaSchedule | undefined;
   if (scheduleType !== undefined && scheduleType.trim() !== "") {
-    schedule = scheduleByLabel(scheduleType);
+    schedule = findSigmaSchedule(scheduleType);
     if (schedule === undefined) return null;
   }
   // "DPM++ 2M Karras": a schedule label at the end of the name is split off and wins.

@@ -32,6 +32,7 @@ export {
   REFUSED_SIGMA_SCHEDULES,
   SIGMA_SCHEDULES,
   SIGMA_SCHEDULE_LABELS,
+  findSigmaSchedule,
   resolveSigmaSchedule,
   type SigmaSchedule,
 } from "./kdiffusion-schedule.js";

@@ -255,13 +255,20 @@ export function a1111Sigmas(
  */
 export function resolveSigmaSchedule(value: unknown, option = "sigmaSchedule"): SigmaSchedule {
   const names = SIGMA_SCHEDULES.map((n) => JSON.stringify(n)).join(", ");
+  const found = findSigmaSchedule(value);
+  if (found) return found;
   if (typeof value === "string") {
     const wanted = value.trim().toLowerCase();
-    const found = SIGMA_SCHEDULES.find((n) => n === wanted || SIGMA_SCHEDULE_LABELS[n].toLowerCase() === wanted || (n === "sgm_uniform" && wanted === "sgmuniform"));
-    if (found) return found;
     if (Object.hasOwn(REFUSED_SIGMA_SCHEDULES, wanted)) {
       throw new InvalidOptionError(option, `${option} ${JSON.stringify(value)} is not supported: ${REFUSED_SIGMA_SCHEDULES[wanted]}; use one of ${names}`);
     }
   }
   throw new InvalidOptionError(option, `${option} must be one of ${names} (or their A1111 labels), got ${typeof value === "string" ? JSON.stringify(value) : String(value)}`);
+}
+
+/** A schedule type by name or A1111 label (case-insensitive), or undefined. */
+export function findSigmaSchedule(value: unknown): SigmaSchedule | undefined {
+  if (typeof value !== "string") return undefined;
+  const wanted = value.trim().toLowerCase();
+  return SIGMA_SCHEDULES.find((n) => n === wanted || SIGMA_SCHEDULE_LABELS[n].toLowerCase() === wanted || (n === "sgm_uniform" && wanted === "sgmuniform"));
 }

@@ -23,6 +23,7 @@ import { check, type ConfigSpec, resolveConfig } from "./config.js";
 import {
   a1111Sigmas,
   compVisSchedule,
+  findSigmaSchedule,
   REFUSED_SIGMA_SCHEDULES,
   SIGMA_SCHEDULE_LABELS,
   SIGMA_SCHEDULES,
@@ -378,7 +379,7 @@ function spec(defaultSchedule: SigmaSchedule): ConfigSpec<KDiffusionConfig> {
         if (typeof v === "string" && Object.hasOwn(REFUSED_SIGMA_SCHEDULES, v)) {
           fail(`one of ${scheduleNames.map((n) => JSON.stringify(n)).join(", ")} (${REFUSED_SIGMA_SCHEDULES[v]})`);
         }
-        return scheduleNames.includes(v as SigmaSchedule) ? v : fail(`one of ${scheduleNames.map((n) => JSON.stringify(n)).join(", ")}`);
+        return findSigmaSchedule(v) ?? fail(`one of ${scheduleNames.map((n) => JSON.stringify(n)).join(", ")} (or their A1111 labels)`);
       },
     },
     eta: { default: 1, check: check.number(0, 100) },

@@ -98,3 +98,10 @@ describe.each(goldens.runs.map((run) => [run.id, run] as const))("%s", (_id, run
 function ancestral(run: KDiffusionGoldenRun): boolean {
   return ["k_euler_a", "k_dpm_2_a", "k_dpmpp_2s_a"].includes(run.key);
 }
+
+test("sigmaSchedule takes A1111's labels too, and refuses others listing the names", () => {
+  expect(createScheduler("k_dpmpp_2m", { sigmaSchedule: "Karras" }).compile(10)).toEqual(createScheduler("k_dpmpp_2m", { sigmaSchedule: "karras" }).compile(10));
+  expect(() => createScheduler("k_euler", { sigmaSchedule: "beta" })).toThrow(/sigmaSchedule must be one of "automatic", .* \(the Beta schedule needs scipy/);
+  expect(() => createScheduler("k_euler", { sigmaSchedule: "linear" })).toThrow(/sigmaSchedule must be one of "automatic", "uniform", .*got "linear"/);
+  expect(() => createScheduler("k_euler", { s_churn: 0.5 })).toThrow(/s_churn must be 0 \(s_churn > 0 is not supported/);
+});

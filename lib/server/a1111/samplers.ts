@@ -14,6 +14,7 @@
 import {
   a1111SamplerName,
   a1111SamplerSelection,
+  findSigmaSchedule,
   isKDiffusionSampler,
   REFUSED_KDIFFUSION_SAMPLERS,
   REFUSED_SIGMA_SCHEDULES,
@@ -126,7 +127,7 @@ export function resolveA1111Sampler(samplerName: unknown, samplerIndex: unknown,
   if (requested === DOCS_STRING_PLACEHOLDER) requested = A1111_DEFAULT_SAMPLER;
   let schedule = typeof scheduleType === "string" && scheduleType !== "" && scheduleType !== DOCS_STRING_PLACEHOLDER ? scheduleType : undefined;
 
-  if (schedule !== undefined && !SIGMA_SCHEDULES.some((s) => s === schedule!.toLowerCase() || SIGMA_SCHEDULE_LABELS[s].toLowerCase() === schedule!.toLowerCase() || (s === "sgm_uniform" && schedule!.toLowerCase() === "sgmuniform"))) {
+  if (schedule !== undefined && findSigmaSchedule(schedule) === undefined) {
     const offered = SIGMA_SCHEDULES.map((s) => JSON.stringify(SIGMA_SCHEDULE_LABELS[s])).join(", ");
     const why = REFUSED_SIGMA_SCHEDULES[schedule.toLowerCase()];
     throw invalidField("scheduler", `scheduler must be one of ${offered} (or omitted), got ${JSON.stringify(schedule)}${why ? `: ${why}` : ""}`);
