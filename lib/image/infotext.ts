@@ -38,6 +38,8 @@ export interface InfotextParameters {
   seedResizeFrom?: string;
   /** A1111's `ENSD` (eta_noise_seed_delta). */
   ensd?: number;
+  /** A1111's hires fields (`Hires upscale`, `Hires steps`, `Hires upscaler`), written after `RNG`. */
+  hires?: [string, string][];
 }
 
 /** A1111's `quote()`: JSON-quote a value that would break the comma-separated list. */
@@ -60,6 +62,7 @@ export function formatInfotext(p: InfotextParameters): string {
   if (p.denoisingStrength !== undefined) fields.push(["Denoising strength", String(p.denoisingStrength)]);
   if (p.ensd !== undefined) fields.push(["ENSD", String(p.ensd)]);
   fields.push(["RNG", p.rng === "nv" ? "NV" : "CPU"]);
+  if (p.hires) fields.push(...p.hires);
   const lines = [p.prompt];
   if (p.negativePrompt) lines.push(`Negative prompt: ${p.negativePrompt}`);
   lines.push(fields.map(([k, v]) => `${k}: ${quote(v)}`).join(", "));

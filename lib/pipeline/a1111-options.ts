@@ -6,6 +6,8 @@
 import { InvalidOptionError } from "../errors.js";
 import { integerInRange, invalidOption, numberInRange } from "../validate.js";
 import { validateSeed } from "../rng/index.js";
+import type { BackendLimits } from "../backends/backend.js";
+import { LATENT_UPSCALERS, type LatentUpscaler } from "../sampler/latent-upscale.js";
 import {
   isKDiffusionSampler,
   kdiffusionUsesEnsd,
@@ -31,9 +33,47 @@ export interface A1111GenerateOptions {
   seedResizeFrom?: { width: number; height: number };
   /** A1111's eta_noise_seed_delta (ENSD): after the initial noise each image's generator is re-seeded with seed + ENSD. Needs `seeds`. */
   ensd?: number;
+  /**
+   * A1111's hires fix (txt2img with a k-diffusion sampler and `seeds`): the first pass at
+   * width × height, its latents upscaled with a latent upscaler, then an img2img pass at the
+   * larger size from them (A1111's sample_hr_pass).
+   */
+  hires?: HiresOptions;
 }
 
-export const A1111_OPTION_NAMES = ["sigmaSchedule", "subseeds", "subseedStrength", "seedResizeFrom", "ensd"] as const;
+export interface HiresOptions {
+  /** Upscale factor (A1111's hr_scale, > 1), unless `resizeWidth` / `resizeHeight` are given. Defaults to 2. */
+  scale?: number;
+  /** A1111's hr_resize_x / hr_resize_y (pixels; one of them 0 keeps the aspect ratio). */
+  resizeWidth?: number;
+  resizeHeight?: number;
+  /** Second-pass steps (A1111's hr_second_pass_steps; 0 or absent = steps). */
+  steps?: number;
+  /** A1111's latent upscaler name ("Latent", "Latent (bicubic antialiased)", …). Defaults to "Latent". */
+  upscaler?: string;
+  /** The second pass's denoising strength, (0, 1]. Defaults to 0.75 (A1111's API default). */
+  strength?: number;
+}
+
+/** Resolved hires fix. */
+export interface HiresRequest {
+  /** The second pass's image size. */
+  width: number;
+  height: number;
+  /** A1111's crop of the upscaled latents when both resize sizes are given (latent pixels). */
+  truncateX: number;
+  truncateY: number;
+  /** Requested second-pass steps (A1111 stretches the schedule to steps / strength). */
+  steps: number;
+  strength: number;
+  upscaler: LatentUpscaler;
+  /** For the infotext: "Hires upscale" or "Hires resize", "Hires steps" when given. */
+  scale?: number;
+  resize?: string;
+  stepsGiven: boolean;
+}
+
+export const A1111_OPTION_NAMES = ["sigmaSchedule", "subseeds", "subseedStrength", "seedResizeFrom", "ensd", "hires"] as const;
 
 /** Resolved A1111 options of a request. */
 export interface A1111Request {
@@ -47,6 +87,7 @@ export interface A1111Request {
     seedResizeFromHeight: number;
     ensd: number;
   };
+  hires?: HiresRequest;
 }
 
 export function resolveA1111Options(
@@ -56,6 +97,7 @@ export function resolveA1111Options(
   perImageGenerators: boolean,
   img2img: boolean,
   fractionalTimesteps: boolean,
+  image?: { width: number | undefined; height: number | undefined; steps: number; limits: BackendLimits },
 ): A1111Request {
   const out: A1111Request = {};
   if (isKDiffusionSampler(scheduler) && !fractionalTimesteps) {
@@ -82,6 +124,7 @@ export function resolveA1111Options(
     out.sigmaSchedule = "automatic";
   }
 
+  if (options.hires !== undefined) out.hires = resolveHires(options.hires, scheduler, perImageGenerators, img2img, image);
   const used = (["subseeds", "subseedStrength", "seedResizeFrom", "ensd"] as const).filter((k) => options[k] !== undefined);
   if (used.length === 0) return out;
   const first = used[0]!;
@@ -115,6 +158,72 @@ export function resolveA1111Options(
   return out;
 }
 
+function resolveHires(
+  raw: HiresOptions,
+  scheduler: SchedulerName,
+  perImageGenerators: boolean,
+  img2img: boolean,
+  image: { width: number | undefined; height: number | undefined; steps: number; limits: BackendLimits } | undefined,
+): HiresRequest {
+  if (typeof raw !== "object" || raw === null) throw invalidOption("hires", "an object { scale, steps, upscaler, strength, resizeWidth, resizeHeight }", raw);
+  if (img2img || !image || image.width === undefined || image.height === undefined) throw new InvalidOptionError("hires", "hires applies to txt2img only");
+  if (!isKDiffusionSampler(scheduler)) {
+    throw new InvalidOptionError("hires", `hires runs A1111's second pass, which sd-trt implements for A1111's k-diffusion samplers (k_*) only, not ${scheduler}`);
+  }
+  if (!perImageGenerators) throw new InvalidOptionError("hires", "hires follows A1111's noise, which has one generator per image: give seeds (A1111's seed, seed + 1, …) instead of seed");
+  const upscaler = raw.upscaler ?? "Latent";
+  if (!(LATENT_UPSCALERS as readonly string[]).includes(upscaler)) {
+    const latent = LATENT_UPSCALERS.map((u) => JSON.stringify(u)).join(", ");
+    throw new InvalidOptionError("hires.upscaler", `hires.upscaler must be one of ${latent} (A1111's latent upscalers; pixel upscalers such as ESRGAN or Lanczos are not supported), got ${JSON.stringify(upscaler)}`);
+  }
+  const { width, height, limits } = image;
+  const rx = raw.resizeWidth === undefined ? 0 : integerInRange("hires.resizeWidth", raw.resizeWidth, 0, limits.maxWidth);
+  const ry = raw.resizeHeight === undefined ? 0 : integerInRange("hires.resizeHeight", raw.resizeHeight, 0, limits.maxHeight);
+  let targetW: number;
+  let targetH: number;
+  let truncateX = 0;
+  let truncateY = 0;
+  let scale: number | undefined;
+  // A1111's StableDiffusionProcessingTxt2Img.calculate_target_resolution.
+  if (rx === 0 && ry === 0) {
+    scale = raw.scale === undefined ? 2 : numberInRange("hires.scale", raw.scale, 0, 8);
+    if (scale <= 1) throw new InvalidOptionError("hires.scale", `hires.scale must be greater than 1 when no resize size is given (A1111's hr_scale), got ${scale}`);
+    targetW = Math.trunc(width * scale);
+    targetH = Math.trunc(height * scale);
+  } else if (ry === 0) {
+    targetW = rx;
+    targetH = Math.floor((rx * height) / width);
+  } else if (rx === 0) {
+    targetW = Math.floor((ry * width) / height);
+    targetH = ry;
+  } else if (width / height < rx / ry) {
+    targetW = rx;
+    targetH = Math.floor((rx * height) / width);
+    truncateY = Math.floor((targetH - ry) / 8);
+  } else {
+    targetW = Math.floor((ry * width) / height);
+    targetH = ry;
+    truncateX = Math.floor((targetW - rx) / 8);
+  }
+  const finalW = targetW - truncateX * 8;
+  const finalH = targetH - truncateY * 8;
+  const fits = (v: number, min: number, max: number) => v >= min && v <= max && v % limits.sizeMultiple === 0;
+  if (!fits(finalW, limits.minWidth, limits.maxWidth) || !fits(finalH, limits.minHeight, limits.maxHeight) || targetW % 8 !== 0 || targetH % 8 !== 0) {
+    throw new InvalidOptionError(
+      raw.scale !== undefined || (rx === 0 && ry === 0) ? "hires.scale" : "hires.resizeWidth",
+      `hires gives a second pass of ${finalW}×${finalH}; the model takes multiples of ${limits.sizeMultiple} in ${limits.minWidth}-${limits.maxWidth} × ${limits.minHeight}-${limits.maxHeight}`,
+    );
+  }
+  const stepsGiven = raw.steps !== undefined && raw.steps !== 0;
+  const steps = stepsGiven ? integerInRange("hires.steps", raw.steps, 1, 1000) : image.steps;
+  const strength = raw.strength === undefined ? 0.75 : numberInRange("hires.strength", raw.strength, 0, 1);
+  if (strength <= 0) throw new InvalidOptionError("hires.strength", "hires.strength must be greater than 0 (A1111 runs no second pass at 0)");
+  const out: HiresRequest = { width: finalW, height: finalH, truncateX, truncateY, steps, strength, upscaler: upscaler as LatentUpscaler, stepsGiven };
+  if (scale !== undefined) out.scale = scale;
+  else out.resize = `${rx}x${ry}`;
+  return out;
+}
+
 /**
  * A1111's infotext fields for these options, in the order its create_infotext writes them:
  * `Schedule type` (after `Sampler`), `Variation seed`, `Variation seed strength`,
@@ -122,6 +231,9 @@ export function resolveA1111Options(
  */
 export interface A1111InfotextFields {
   scheduleType?: string;
+  /** Hires fix: `Denoising strength`, then `Hires upscale` / `Hires resize`, `Hires steps`, `Hires upscaler`. */
+  denoisingStrength?: number;
+  hires?: [string, string][];
   variationSeed?: bigint;
   variationSeedStrength?: number;
   seedResizeFrom?: string;
@@ -131,6 +243,13 @@ export interface A1111InfotextFields {
 export function a1111InfotextFields(scheduler: SchedulerName, a1111: A1111Request, image: number): A1111InfotextFields {
   const out: A1111InfotextFields = {};
   if (a1111.sigmaSchedule !== undefined) out.scheduleType = sigmaScheduleLabel(scheduler, a1111.sigmaSchedule);
+  const hires = a1111.hires;
+  if (hires) {
+    out.denoisingStrength = hires.strength;
+    out.hires = [hires.scale !== undefined ? ["Hires upscale", String(hires.scale)] : ["Hires resize", hires.resize!]];
+    if (hires.stepsGiven) out.hires.push(["Hires steps", String(hires.steps)]);
+    out.hires.push(["Hires upscaler", hires.upscaler]);
+  }
   const noise = a1111.noise;
   if (noise) {
     if (noise.subseedStrength !== 0 && noise.subseeds) {

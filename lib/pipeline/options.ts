@@ -285,7 +285,7 @@ export function resolveGenerateOptions(options: GenerateOptions, ctx: Validation
     perImageGenerators,
     randomSeed: random,
     returnLatents: options.returnLatents ?? false,
-    a1111: resolveA1111Options(options, scheduler, batch, perImageGenerators, img2img, limits.fractionalTimesteps !== false),
+    a1111: resolveA1111Options(options, scheduler, batch, perImageGenerators, img2img, limits.fractionalTimesteps !== false, { width, height, steps, limits }),
   };
   if (img2img) {
     request.initImage = options.initImage!;

@@ -45,6 +45,15 @@ export class ProgramCache {
    */
   get(scheduler: SchedulerName, steps: number, strength?: number, sigmaSchedule?: SigmaSchedule): CompiledProgram {
     const startStep = strength === undefined ? null : strengthToStartStep(steps, strength);
+    return this.#get(scheduler, steps, startStep, sigmaSchedule);
+  }
+
+  /** An A1111 k-diffusion program starting at `startIndex` of its sigmas (hires fix's second pass). */
+  getFrom(scheduler: SchedulerName, steps: number, startIndex: number, sigmaSchedule: SigmaSchedule | undefined): CompiledProgram {
+    return this.#get(scheduler, steps, startIndex, sigmaSchedule);
+  }
+
+  #get(scheduler: SchedulerName, steps: number, startStep: number | null, sigmaSchedule: SigmaSchedule | undefined): CompiledProgram {
     const key = JSON.stringify([scheduler, steps, startStep, sigmaSchedule ?? null]);
     let program = this.#entries.get(key);
     if (program) {

@@ -15,7 +15,12 @@ v1.10.1 in a few lines each:
   rng.next() (TorchHijack), seeds = seed + i, or all the same seed with subseed + i when a
   variation strength is set (process_images);
 - decode: VAE decoder on x / scale_factor, then A1111's ((x + 1) / 2).clamp(0, 1) · 255 cast with
-  astype(uint8) (truncation).
+  astype(uint8) (truncation);
+- hires fix (sample_hr_pass with a latent upscaler): calculate_target_resolution, F.interpolate with
+  shared.latent_upscale_modes' mode/antialias, the truncate_x/y crop, a new ImageRNG at the new
+  latent size whose first draw is the noise, then sample_img2img with steps given
+  (setup_img2img_steps: steps' = int(steps / min(strength, 0.999)), t_enc = steps - 1,
+  sigma_sched = sigmas[steps' - t_enc - 1:], x = samples + noise * sigma_sched[0]).
 
 Usage: KDIFFUSION=... A1111=... python scripts/reference/gen_a1111_tiny_e2e.py > test/fixtures/a1111/tiny_e2e.json
 Made with Python 3.11, torch 2.13.0+cpu, numpy 1.26.4, onnxruntime 1.30.0, transformers' CLIPTokenizer
@@ -82,6 +87,61 @@ def cfg_denoiser(model_wrap, cond, uncond, cfg_scale):
     return forward
 
 
+LATENT_UPSCALE_MODES = {
+    "Latent": {"mode": "bilinear", "antialias": False},
+    "Latent (antialiased)": {"mode": "bilinear", "antialias": True},
+    "Latent (bicubic)": {"mode": "bicubic", "antialias": False},
+    "Latent (bicubic antialiased)": {"mode": "bicubic", "antialias": True},
+    "Latent (nearest)": {"mode": "nearest", "antialias": False},
+    "Latent (nearest-exact)": {"mode": "nearest-exact", "antialias": False},
+}
+
+
+def target_resolution(case):
+    """StableDiffusionProcessingTxt2Img.calculate_target_resolution (v1.10.1)."""
+    w, h = case["width"], case["height"]
+    rx, ry = case.get("hr_resize_x", 0), case.get("hr_resize_y", 0)
+    truncate_x = truncate_y = 0
+    if rx == 0 and ry == 0:
+        to_x, to_y = int(w * case["hr_scale"]), int(h * case["hr_scale"])
+    elif ry == 0:
+        to_x, to_y = rx, rx * h // w
+    elif rx == 0:
+        to_x, to_y = ry * w // h, ry
+    else:
+        if w / h < rx / ry:
+            to_x, to_y = rx, rx * h // w
+        else:
+            to_x, to_y = ry * w // h, ry
+        truncate_x = (to_x - rx) // 8
+        truncate_y = (to_y - ry) // 8
+    return to_x, to_y, truncate_x, truncate_y
+
+
+def hires_pass(case, model_wrap, options, funcname, samples, cond, uncond):
+    to_x, to_y, truncate_x, truncate_y = target_resolution(case)
+    scale = LATENT_UPSCALE_MODES[case["hr_upscaler"]]
+    samples = torch.nn.functional.interpolate(samples, size=(to_y // 8, to_x // 8), mode=scale["mode"], antialias=scale["antialias"])
+    samples = samples[:, :, truncate_y // 2:samples.shape[2] - (truncate_y + 1) // 2, truncate_x // 2:samples.shape[3] - (truncate_x + 1) // 2]
+    image_rng = ref.rng.ImageRNG(samples.shape[1:], case["seeds"], subseeds=case.get("subseeds"),
+                                 subseed_strength=case.get("subseed_strength", 0.0),
+                                 seed_resize_from_h=case.get("seed_resize_from_h", 0),
+                                 seed_resize_from_w=case.get("seed_resize_from_w", 0))
+    noise = image_rng.next()
+    requested = case.get("hr_second_pass_steps") or case["steps"]
+    strength = case["denoising_strength"]
+    steps = int(requested / min(strength, 0.999))
+    t_enc = requested - 1
+    sigmas = ref.a1111_get_sigmas(model_wrap, options, case["schedule"], steps)
+    sigma_sched = sigmas[steps - t_enc - 1:]
+    xi = samples + noise * sigma_sched[0]
+    ref.sampling.torch = ref.TorchHijack(image_rng, [], lambda: 0)
+    out = getattr(ref.sampling, funcname)(cfg_denoiser(model_wrap, cond, uncond, case["cfg_scale"]), xi, sigma_sched,
+                                          extra_args={}, disable=True)
+    ref.sampling.torch = torch
+    return out
+
+
 def run_case(case):
     key = case["sampler"]
     label, funcname, options = ref.SAMPLERS[key]
@@ -101,6 +161,8 @@ def run_case(case):
     samples = getattr(ref.sampling, funcname)(cfg_denoiser(model_wrap, cond, uncond, case["cfg_scale"]), x, sigmas,
                                               extra_args={}, disable=True)
     ref.sampling.torch = torch
+    if case.get("enable_hr"):
+        samples = hires_pass(case, model_wrap, options, funcname, samples, cond, uncond)
     decoded = sessions["vae_decoder"].run(["sample"], {"latent_sample": (samples / SCALE_FACTOR).numpy().astype(np.float32)})[0]
     pixels = (255.0 * np.moveaxis(np.clip((decoded + 1.0) / 2.0, 0.0, 1.0), 1, 3)).astype(np.uint8)
     return {**case, "a1111_sampler": label, "sigmas": ref.f32(sigmas.tolist()),
@@ -115,6 +177,19 @@ CASES = [
     {"id": "dpm2-a-variation-resize", "sampler": "k_dpm_2_a", "schedule": "automatic", "steps": 5, "seeds": [6, 6],
      "subseeds": [99, 100], "subseed_strength": 0.3, "seed_resize_from_w": 48, "seed_resize_from_h": 80},
     {"id": "dpmpp-2s-a-sgm-ensd", "sampler": "k_dpmpp_2s_a", "schedule": "sgm_uniform", "steps": 5, "seeds": [8], "ensd": 7},
+    {"id": "hires-latent-euler-a-ensd", "sampler": "k_euler_a", "schedule": "automatic", "steps": 4, "seeds": [21], "ensd": 31337,
+     "enable_hr": True, "hr_scale": 2.0, "hr_upscaler": "Latent", "denoising_strength": 0.6},
+    {"id": "hires-bicubic-aa-dpmpp-2m", "sampler": "k_dpmpp_2m", "schedule": "automatic", "steps": 4, "seeds": [22, 23],
+     "enable_hr": True, "hr_scale": 1.5, "hr_upscaler": "Latent (bicubic antialiased)", "hr_second_pass_steps": 3, "denoising_strength": 0.5},
+    {"id": "hires-nearest-exact-resize-variation", "sampler": "k_euler", "schedule": "karras", "steps": 3, "seeds": [24],
+     "subseeds": [5], "subseed_strength": 0.2, "enable_hr": True, "hr_resize_x": 96, "hr_resize_y": 128,
+     "hr_upscaler": "Latent (nearest-exact)", "denoising_strength": 0.7},
+    {"id": "hires-antialiased-heun", "sampler": "k_heun", "schedule": "exponential", "steps": 3, "seeds": [25],
+     "enable_hr": True, "hr_scale": 2.0, "hr_upscaler": "Latent (antialiased)", "hr_second_pass_steps": 2, "denoising_strength": 0.45},
+    {"id": "hires-bicubic-lms", "sampler": "k_lms", "schedule": "uniform", "steps": 3, "seeds": [26],
+     "enable_hr": True, "hr_scale": 2.0, "hr_upscaler": "Latent (bicubic)", "denoising_strength": 0.8},
+    {"id": "hires-nearest-dpm2-a", "sampler": "k_dpm_2_a", "schedule": "automatic", "steps": 3, "seeds": [27],
+     "enable_hr": True, "hr_scale": 2.0, "hr_upscaler": "Latent (nearest)", "denoising_strength": 0.55},
 ]
 
 

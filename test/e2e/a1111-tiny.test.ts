@@ -29,6 +29,13 @@ interface Case {
   seed_resize_from_w?: number;
   seed_resize_from_h?: number;
   ensd?: number;
+  enable_hr?: boolean;
+  hr_scale?: number;
+  hr_resize_x?: number;
+  hr_resize_y?: number;
+  hr_upscaler?: string;
+  hr_second_pass_steps?: number;
+  denoising_strength?: number;
   prompt: string;
   negative_prompt: string;
   width: number;
@@ -67,6 +74,17 @@ function optionsFor(c: Case): GenerateOptions {
     ...(c.subseeds ? { subseeds: c.subseeds, subseedStrength: c.subseed_strength! } : {}),
     ...(c.seed_resize_from_w ? { seedResizeFrom: { width: c.seed_resize_from_w, height: c.seed_resize_from_h! } } : {}),
     ...(c.ensd ? { ensd: c.ensd } : {}),
+    ...(c.enable_hr
+      ? {
+          hires: {
+            ...(c.hr_scale !== undefined ? { scale: c.hr_scale } : {}),
+            ...(c.hr_resize_x !== undefined ? { resizeWidth: c.hr_resize_x, resizeHeight: c.hr_resize_y! } : {}),
+            ...(c.hr_second_pass_steps !== undefined ? { steps: c.hr_second_pass_steps } : {}),
+            upscaler: c.hr_upscaler!,
+            strength: c.denoising_strength!,
+          },
+        }
+      : {}),
   };
 }
 
@@ -76,10 +94,13 @@ function maxPixelDiff(actual: ArrayLike<number>, expected: readonly number[]): n
   return worst;
 }
 
-function imagePixels(c: Case, images: { rgb: Uint8Array }[]): Uint8Array {
-  const size = c.width * c.height * 3;
-  const out = new Uint8Array(size * images.length);
-  images.forEach((image, i) => out.set(image.rgb, i * size));
+function imagePixels(_c: Case, images: { rgb: Uint8Array }[]): Uint8Array {
+  const out = new Uint8Array(images.reduce((n, image) => n + image.rgb.length, 0));
+  let offset = 0;
+  for (const image of images) {
+    out.set(image.rgb, offset);
+    offset += image.rgb.length;
+  }
   return out;
 }
 
@@ -89,6 +110,7 @@ describe.each(golden.cases.map((c) => [c.id, c] as const))("A1111 txt2img on the
     expect(latentError(result.latents!, c.final_latents)).toBeLessThan(1e-4);
     expect(maxPixelDiff(imagePixels(c, result.images), c.pixels_hwc)).toBeLessThanOrEqual(1);
     expect(result.images[0]!.infotext).toContain(`Sampler: ${c.a1111_sampler}, `);
+    if (c.enable_hr) expect(result.images[0]!.infotext).toMatch(new RegExp(`Size: ${c.width}x${c.height}, .*Denoising strength: ${c.denoising_strength}, .*Hires (upscale|resize): .*Hires upscaler: ${c.hr_upscaler!.replace(/[()]/g, "\\$&")}`));
   });
 });
 
