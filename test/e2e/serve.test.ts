@@ -162,6 +162,18 @@ describe("A1111 generation", () => {
     expect(Buffer.compare(await sharp(file).raw().toBuffer(), Buffer.from(alone.images[1]!.rgb))).toBe(0);
   });
 
+  test("hires fix: the second pass at hr_scale with a latent upscaler, equal to Pipeline.generate, in A1111's info and infotext", async () => {
+    const body = { ...small, prompt: "a castle", seed: 31, sampler_name: "Euler a", enable_hr: true, hr_scale: 2, hr_upscaler: "Latent (bicubic antialiased)", hr_second_pass_steps: 3, denoising_strength: 0.55, override_settings: { randn_source: "CPU" } };
+    const response = await post(`${s.url}/sdapi/v1/txt2img`, body);
+    expect(response.status).toBe(200);
+    const info = JSON.parse(response.json.info);
+    expect(info).toMatchObject({ width: 64, height: 64, denoising_strength: 0.55 });
+    expect(await sharp(Buffer.from(response.json.images[0], "base64")).metadata()).toMatchObject({ width: 128, height: 128 });
+    const alone = await pipe.generate({ prompt: "a castle", width: 64, height: 64, steps: 4, guidance: 7, scheduler: "k_euler_a", seeds: [31], rng: "cpu", hires: { scale: 2, upscaler: "Latent (bicubic antialiased)", steps: 3, strength: 0.55 } });
+    expect(Buffer.compare(await rawPixels(response.json.images[0]), Buffer.from(alone.images[0]!.rgb))).toBe(0);
+    expect(info.infotexts[0]).toMatch(/Size: 64x64, .*Denoising strength: 0\.55, RNG: CPU, Hires upscale: 2, Hires steps: 3, Hires upscaler: Latent \(bicubic antialiased\)$/);
+  });
+
   test("n_iter runs batch_size × n_iter images with A1111's seeds seed + i", async () => {
     const response = await post(`${s.url}/sdapi/v1/txt2img`, { ...small, prompt: "a kite", seed: 7, batch_size: 2, n_iter: 3 });
     expect(response.status).toBe(200);
@@ -263,7 +275,12 @@ describe("errors name the field", () => {
     [{ prompt: "x", batch_size: 0 }, "batch_size"],
     [{ prompt: "x", seed: 1.5 }, "seed"],
     [{ prompt: "x", sampler_name: "DPM++ SDE" }, "sampler_name"],
-    [{ prompt: "x", enable_hr: true }, "enable_hr"],
+    [{ ...small, prompt: "x", enable_hr: true, hr_scale: 1 }, "hr_scale"],
+    [{ ...small, prompt: "x", enable_hr: true, hr_upscaler: "R-ESRGAN 4x+" }, "hr_upscaler"],
+    [{ ...small, prompt: "x", enable_hr: true, hr_sampler_name: "DDIM" }, "hr_sampler_name"],
+    [{ ...small, prompt: "x", enable_hr: true, sampler_name: "DDIM" }, "enable_hr"],
+    [{ ...small, prompt: "x", subseed_strength: 1.5 }, "subseed_strength"],
+    [{ prompt: "x", sampler_name: "Euler", scheduler: "Beta" }, "scheduler"],
     [{ prompt: "x", cfg_scale: 1000 }, "cfg_scale"],
   ])("%j is a 422 naming %s", async (body, field) => {
     const response = await post(`${s.url}/sdapi/v1/txt2img`, body);

@@ -118,7 +118,8 @@ describe("parseA1111Request", () => {
   });
 
   it.each([
-    [{ enable_hr: true }, "enable_hr"],
+    [{ enable_hr: true, hr_prompt: "another prompt" }, "hr_prompt"],
+    [{ enable_hr: true, hr_checkpoint_name: "other.safetensors" }, "hr_checkpoint_name"],
     [{ subseed_strength: 1.5 }, "subseed_strength"],
     [{ subseed_strength: 0.5, subseed: "x" }, "subseed"],
     [{ seed_resize_from_h: 4, seed_resize_from_w: 512 }, "seed_resize_from_h"],

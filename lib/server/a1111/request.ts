@@ -16,6 +16,8 @@ import { type Body, booleanField, integerField, isAbsent, numberField, optionalA
 import { a1111NameOf, describeValue, resolveA1111Sampler } from "./samplers.js";
 import { checkUnsupportedFields } from "./unsupported.js";
 import { parseA1111Noise, type A1111NoiseFields } from "./a1111-noise.js";
+import { parseA1111Hires } from "./a1111-hires.js";
+import type { HiresOptions } from "../../pipeline/a1111-options.js";
 
 export type A1111Mode = "txt2img" | "img2img";
 
@@ -73,6 +75,8 @@ export interface A1111Generation {
   resizeMode?: 0 | 1;
   /** img2img: diffusers' strength (A1111's denoising_strength). */
   strength?: number;
+  /** Hires fix (a1111-hires.ts); absent when enable_hr is off. */
+  hires?: HiresOptions;
   /** A1111's noise options (a1111-noise.ts); absent when none is in use. */
   noise?: A1111NoiseFields;
   /** Fields accepted with a value we did not honour (see unsupported.ts). */
@@ -201,6 +205,12 @@ export function parseA1111Request(mode: A1111Mode, body: Body, limits: A1111Requ
   };
   const noise = parseA1111Noise(body, ensd);
   if (noise) generation.noise = noise;
+  if (mode === "txt2img") {
+    const hires = parseA1111Hires(body, { samplerName: body.sampler_name, scheduler: body.scheduler, prompt, negativePrompt });
+    if (hires) generation.hires = hires;
+  } else if (body.enable_hr === true) {
+    throw invalidField("enable_hr", "enable_hr applies to txt2img only");
+  }
 
   if (mode === "img2img") {
     const images = optionalArray(body, "init_images");
@@ -247,6 +257,13 @@ export function a1111FieldFor(option: string): string {
     subseedStrength: "subseed_strength",
     seedResizeFrom: "seed_resize_from_w",
     ensd: "override_settings.eta_noise_seed_delta",
+    hires: "enable_hr",
+    "hires.scale": "hr_scale",
+    "hires.resizeWidth": "hr_resize_x",
+    "hires.resizeHeight": "hr_resize_y",
+    "hires.steps": "hr_second_pass_steps",
+    "hires.upscaler": "hr_upscaler",
+    "hires.strength": "denoising_strength",
   };
-  return map[base] ?? option;
+  return map[option.replace(/\[\d+\]$/, "")] ?? map[base] ?? option;
 }

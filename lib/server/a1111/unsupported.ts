@@ -100,8 +100,7 @@ export function checkUnsupportedFields(body: Body, context: CompatContext): stri
   if (!isNoneName(refiner)) refuse("refiner_checkpoint", refiner, "is not supported (this server runs one model): send null, \"\" or \"None\"");
   optionalNumber(body, "refiner_switch_at"); // unused without a refiner
 
-  // Hires fix (txt2img).
-  if (optionalBoolean(body, "enable_hr") === true) refuse("enable_hr", true, "(hires fix) is not supported: send false or null");
+  // Hires fix (txt2img): enable_hr and its fields are read in a1111-hires.ts.
   for (const field of ["firstphase_width", "firstphase_height"]) {
     const value = optionalNumber(body, field);
     // A1111's legacy hires fix changes the first-pass size whenever either is non-zero.
@@ -109,12 +108,6 @@ export function checkUnsupportedFields(body: Body, context: CompatContext): stri
   }
   const firstpass = optionalString(body, "firstpass_image");
   if (!isNoneName(firstpass)) refuse("firstpass_image", firstpass, "(hires fix first pass) is not supported: send null");
-  // Every other hr_* field is read only when enable_hr is true.
-  for (const field of ["hr_scale", "hr_second_pass_steps", "hr_resize_x", "hr_resize_y", "hr_cfg", "hr_distilled_cfg"]) optionalNumber(body, field);
-  for (const field of ["hr_upscaler", "hr_checkpoint_name", "hr_sampler_name", "hr_scheduler", "hr_prompt", "hr_negative_prompt"]) {
-    optionalString(body, field);
-  }
-
   // Scripts.
   const script = optionalString(body, "script_name");
   if (!isNoneName(script)) refuse("script_name", script, "is not supported (no scripts are installed): send null or \"\"");
