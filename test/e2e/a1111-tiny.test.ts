@@ -148,3 +148,18 @@ test("the CLI gives A1111's pixels for A1111's sampler name, ENSD and seeds", as
   const images = await Promise.all(c.seeds.map(async (_s, i) => ({ rgb: new Uint8Array(await sharp(await readFile(out.replace("{i}", String(i)))).raw().toBuffer()) })));
   expect(maxPixelDiff(imagePixels(c, images), c.pixels_hwc)).toBeLessThanOrEqual(1);
 });
+
+test("the CLI's --hires-* flags give A1111's hires-fix pixels (truncating resize, variation seed)", async () => {
+  const c = golden.cases.find((x) => x.id === "hires-nearest-exact-resize-variation")!;
+  const out = join(scratch, "hires-{i}.png");
+  const run = await runCommand(generate, [
+    "generate", "--backend", "cpu", "--prompt", c.prompt, "--negative-prompt", c.negative_prompt, "--width", String(c.width), "--height", String(c.height),
+    "--steps", String(c.steps), "--guidance", String(c.cfg_scale), "--scheduler", c.a1111_sampler, "--schedule", c.schedule, "--seeds", c.seeds.join(","),
+    "--subseed", String(c.subseeds![0]), "--subseed-strength", String(c.subseed_strength), "--hires-resize", `${c.hr_resize_x}x${c.hr_resize_y}`,
+    "--hires-upscaler", c.hr_upscaler!, "--hires-strength", String(c.denoising_strength), "--rng", "cpu", "--out", out, "--quiet",
+  ]);
+  expect(run.code).toBe(0);
+  const file = await readFile(out.replace("{i}", "0"));
+  expect(await sharp(file).metadata()).toMatchObject({ width: c.hr_resize_x, height: c.hr_resize_y });
+  expect(maxPixelDiff(imagePixels(c, [{ rgb: new Uint8Array(await sharp(file).raw().toBuffer()) }]), c.pixels_hwc)).toBeLessThanOrEqual(1);
+});

@@ -132,6 +132,8 @@ describe("sd-trt generate refuses bad input: non-zero exit, the flag or file nam
     await expectFailure(["--scheduler", "karras9000"], 2, /--scheduler must be one of lms, euler.* or an A1111 sampler name \("Euler", "Euler a"/);
     await expectFailure(["--scheduler", "DPM++ SDE"], 2, /--scheduler "DPM\+\+ SDE" is not supported: its noise comes from torchsde's BrownianTree/);
     await expectFailure(["--scheduler", "Euler a", "--schedule", "beta"], 2, /--schedule: sigmaSchedule "beta" is not supported: the Beta schedule needs scipy/);
+    await expectFailure(["--scheduler", "Euler", "--seeds", "1", "--hires-scale", "1"], 2, /--hires-scale: hires\.scale must be greater than 1 when no resize size is given/);
+    await expectFailure(["--scheduler", "Euler", "--seeds", "1", "--hires-upscaler", "ESRGAN_4x"], 2, /--hires-upscaler: hires\.upscaler must be one of "Latent", .*pixel upscalers such as ESRGAN .* are not supported/);
     await expectFailure(["--subseed-strength", "1.5", "--seeds", "1", "--subseed", "3"], 2, /--subseed-strength: subseedStrength must be a number from 0 to 1, got 1\.5/);
     await expectFailure(["--rng", "gpu"], 2, /Invalid values:[\s\S]*rng/);
   });

@@ -145,6 +145,20 @@ describe("A1111 options (sigmaSchedule, subseeds, subseedStrength, seedResizeFro
     rejects({ scheduler: "k_euler" }, "scheduler", /k_euler feeds the UNet fractional timesteps .* this model's UNet takes an integer timestep/, intTimestep);
     expect(resolveGenerateOptions({ prompt: "x", scheduler: "euler" }, intTimestep).scheduler).toBe("euler");
   });
+  test("hires", () => {
+    const ok = resolveGenerateOptions({ prompt: "x", width: 256, height: 256, steps: 20, scheduler: "k_euler", seeds: [1], hires: { scale: 1.5, upscaler: "Latent (nearest)" } }, ctx);
+    expect(ok.a1111.hires).toEqual({ width: 384, height: 384, truncateX: 0, truncateY: 0, steps: 20, strength: 0.75, upscaler: "Latent (nearest)", scale: 1.5, stepsGiven: false });
+    const resized = resolveGenerateOptions({ prompt: "x", width: 256, height: 256, scheduler: "k_euler", seeds: [1], hires: { resizeWidth: 384, resizeHeight: 512 } }, ctx);
+    expect(resized.a1111.hires).toMatchObject({ width: 384, height: 512, truncateX: 16, truncateY: 0, resize: "384x512" });
+    const base = { prompt: "x", width: 256, height: 256, scheduler: "k_euler", seeds: [1] };
+    rejects({ ...base, hires: { scale: 1 } }, "hires.scale", /hires\.scale must be greater than 1 when no resize size is given \(A1111's hr_scale\), got 1/);
+    rejects({ ...base, hires: { upscaler: "R-ESRGAN 4x+" } }, "hires.upscaler", /hires\.upscaler must be one of "Latent", .*pixel upscalers such as ESRGAN or Lanczos are not supported\), got "R-ESRGAN 4x\+"/);
+    rejects({ ...base, hires: { scale: 4 } }, "hires.scale", /hires gives a second pass of 1024×1024; the model takes multiples of 8 in 64-1024 × 64-768/);
+    rejects({ ...base, hires: { strength: 0 } }, "hires.strength", /hires\.strength must be greater than 0/);
+    rejects({ ...base, scheduler: "euler", hires: {} }, "hires", /A1111's k-diffusion samplers \(k_\*\) only, not euler/);
+    rejects({ ...base, seeds: undefined, seed: 1, hires: {} }, "hires", /give seeds/);
+    rejects({ ...base, scheduler: "euler", initImage: "in.png", hires: {} }, "hires", /hires applies to txt2img only/);
+  });
   test("img2img with a k-diffusion sampler is refused, saying why", () => {
     rejects({ scheduler: "k_euler_a", initImage: "in.png" }, "scheduler", /img2img with A1111's k-diffusion samplers \(k_euler_a\) is not supported yet: A1111 samples the VAE posterior from torch's unseeded global generator/);
   });

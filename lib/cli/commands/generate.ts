@@ -34,6 +34,11 @@ export interface GenerateArgs {
   "subseed-strength"?: number;
   "seed-resize-from"?: string;
   ensd?: number;
+  "hires-scale"?: number;
+  "hires-resize"?: string;
+  "hires-steps"?: number;
+  "hires-upscaler"?: string;
+  "hires-strength"?: number;
   seed?: string;
   seeds?: string;
   batch?: number;
@@ -70,6 +75,13 @@ const FLAG_OF: Record<string, string> = {
   subseedStrength: "--subseed-strength",
   seedResizeFrom: "--seed-resize-from",
   ensd: "--ensd",
+  hires: "--hires-scale",
+  "hires.scale": "--hires-scale",
+  "hires.resizeWidth": "--hires-resize",
+  "hires.resizeHeight": "--hires-resize",
+  "hires.steps": "--hires-steps",
+  "hires.upscaler": "--hires-upscaler",
+  "hires.strength": "--hires-strength",
   seed: "--seed",
   seeds: "--seeds",
   batch: "--batch",
@@ -84,7 +96,7 @@ const FLAG_OF: Record<string, string> = {
 };
 
 function flagError(error: InvalidOptionError): InvalidOptionError {
-  const flag = FLAG_OF[error.option.replace(/\[\d+\]$/, "")];
+  const flag = FLAG_OF[error.option.replace(/\[\d+\]$/, "")] ?? FLAG_OF[error.option.split(".")[0]!];
   if (!flag || error.message.startsWith(flag)) return error;
   const rethrown = new InvalidOptionError(error.option, `${flag}: ${error.message}`);
   rethrown.stack = error.stack;
@@ -140,6 +152,22 @@ function generateOptions(args: GenerateArgs, signal: AbortSignal): GenerateOptio
     options.seedResizeFrom = { width: Number(match[1]), height: Number(match[2]) };
   }
   if (args.ensd !== undefined) options.ensd = args.ensd;
+  const hiresFlags = (["hires-scale", "hires-resize", "hires-steps", "hires-upscaler", "hires-strength"] as const).filter((f) => args[f] !== undefined);
+  if (hiresFlags.length > 0) {
+    // Any --hires-* flag turns A1111's hires fix on (scale 2, "Latent", strength 0.75 unless given).
+    const hires: NonNullable<GenerateOptions["hires"]> = {};
+    if (args["hires-scale"] !== undefined) hires.scale = args["hires-scale"];
+    if (args["hires-steps"] !== undefined) hires.steps = args["hires-steps"];
+    if (args["hires-upscaler"] !== undefined) hires.upscaler = String(args["hires-upscaler"]);
+    if (args["hires-strength"] !== undefined) hires.strength = args["hires-strength"];
+    if (args["hires-resize"] !== undefined) {
+      const match = /^(\d+)x(\d+)$/.exec(String(args["hires-resize"]).trim());
+      if (!match) throw new InvalidOptionError("hires.resizeWidth", `--hires-resize must be WIDTHxHEIGHT in pixels (0 for one keeps the aspect ratio), got ${JSON.stringify(args["hires-resize"])}`);
+      hires.resizeWidth = Number(match[1]);
+      hires.resizeHeight = Number(match[2]);
+    }
+    options.hires = hires;
+  }
   if (args.batch !== undefined) options.batch = args.batch;
   if (args.rng !== undefined) options.rng = args.rng;
   if (args["init-image"] !== undefined) options.initImage = args["init-image"];
@@ -298,6 +326,11 @@ const command: CommandModule<object, GenerateArgs> = {
       .option("subseed", { type: "string", describe: "A1111 variation seed of the first image (image i gets subseed + i); needs --seeds" })
       .option("subseed-strength", { type: "number", describe: "A1111 variation strength, 0-1 (default 0)" })
       .option("seed-resize-from", { type: "string", describe: "A1111 \"resize seed from\" size, WIDTHxHEIGHT pixels" })
+      .option("hires-scale", { type: "number", describe: "A1111 hires fix: upscale factor of the second pass (> 1; default 2 when another --hires-* flag is given)" })
+      .option("hires-resize", { type: "string", describe: "A1111 hires fix: second-pass size WIDTHxHEIGHT instead of a scale (hr_resize_x/y)" })
+      .option("hires-steps", { type: "number", describe: "A1111 hires fix: second-pass steps (default: --steps)" })
+      .option("hires-upscaler", { type: "string", describe: "A1111 hires fix: latent upscaler: Latent, \"Latent (antialiased)\", \"Latent (bicubic)\", \"Latent (bicubic antialiased)\", \"Latent (nearest)\", \"Latent (nearest-exact)\" (default Latent)" })
+      .option("hires-strength", { type: "number", describe: "A1111 hires fix: second-pass denoising strength (default 0.75)" })
       .option("ensd", { type: "number", describe: "A1111 eta noise seed delta (ENSD): re-seeds each image's generator with seed + ENSD after the initial noise" })
       .option("seed", { type: "string", describe: "One seed for the batch (one generator, diffusers semantics); random when absent" })
       .option("seeds", { type: "string", describe: "One seed per image, comma-separated (one generator each, A1111 semantics)" })
