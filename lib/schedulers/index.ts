@@ -21,6 +21,7 @@ export {
   KDIFFUSION_SAMPLER_NAMES,
   REFUSED_KDIFFUSION_SAMPLERS,
   a1111Img2imgStartIndex,
+  refusedA1111SamplerReason,
   isKDiffusionSampler,
   kdiffusionDefaultSchedule,
   kdiffusionLabel,

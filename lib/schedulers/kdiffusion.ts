@@ -61,7 +61,18 @@ export const REFUSED_KDIFFUSION_SAMPLERS: Record<string, string> = {
   "DPM fast": "its step count and noise come from k-diffusion's DPMSolver class, which is not ported",
   "DPM adaptive": "its steps are chosen adaptively from the model's outputs, which a precompiled sampler program cannot express",
   Restart: "A1111's Restart sampler is not ported",
+  LCM: "A1111's LCM sampler (its own LCMCompVisDenoiser scalings and timesteps) is not ported",
+  "DDIM CFG++": "A1111's DDIM CFG++ sampler is not ported",
 };
+
+/** Why an A1111 sampler name (with or without a schedule suffix) is refused; undefined if it is not. */
+export function refusedA1111SamplerReason(name: string): string | undefined {
+  const wanted = name.trim().toLowerCase();
+  const key = Object.keys(REFUSED_KDIFFUSION_SAMPLERS)
+    .sort((a, b) => b.length - a.length)
+    .find((r) => wanted === r.toLowerCase() || wanted.startsWith(`${r.toLowerCase()} `));
+  return key === undefined ? undefined : REFUSED_KDIFFUSION_SAMPLERS[key];
+}
 
 interface SamplerInfo {
   /** A1111's label (infotext `Sampler:`). */

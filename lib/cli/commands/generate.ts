@@ -13,7 +13,7 @@ import { defaultModelDir } from "../../package-info.js";
 import { encodeImage, formatFromExtension, IMAGE_FORMATS, type ImageFormat } from "../../image/encode.js";
 import { BACKEND_CHOICES, type BackendChoice } from "../../backends/select.js";
 import { RNG_SOURCES, type RngSource } from "../../rng/index.js";
-import { a1111SamplerName, a1111SamplerSelection, canonicalSchedulerName, KDIFFUSION_SAMPLER_NAMES, REFUSED_KDIFFUSION_SAMPLERS, SCHEDULER_NAMES } from "../../schedulers/index.js";
+import { a1111SamplerName, a1111SamplerSelection, canonicalSchedulerName, KDIFFUSION_SAMPLER_NAMES, refusedA1111SamplerReason, SCHEDULER_NAMES } from "../../schedulers/index.js";
 import { encodeNpyFloat32 } from "../shared/npy.js";
 import { StagedFiles, checkWritable } from "../shared/staged-files.js";
 import { outputPaths, outputPath } from "../shared/output-paths.js";
@@ -192,7 +192,7 @@ function schedulerOptions(name: string, schedule: string | undefined): Pick<Gene
   if (selection === null && sampler?.sigmaSchedule !== undefined && schedule !== undefined) return { scheduler: sampler.scheduler, sigmaSchedule: schedule };
   if (selection === null) {
     const labels = [...KDIFFUSION_SAMPLER_NAMES.map((n) => a1111SamplerName(n)), "DDIM", "PLMS", "UniPC"].map((l) => JSON.stringify(l)).join(", ");
-    const refused = REFUSED_KDIFFUSION_SAMPLERS[name];
+    const refused = refusedA1111SamplerReason(name);
     throw new InvalidOptionError(
       "scheduler",
       refused ? `--scheduler ${JSON.stringify(name)} is not supported: ${refused}` : `--scheduler must be one of ${SCHEDULER_NAMES.join(", ")} or an A1111 sampler name (${labels}, optionally with a schedule suffix such as " Karras") with a --schedule it takes, got ${JSON.stringify(name)}${schedule !== undefined ? ` with --schedule ${JSON.stringify(schedule)}` : ""}`,

@@ -16,7 +16,7 @@ import {
   a1111SamplerSelection,
   findSigmaSchedule,
   isKDiffusionSampler,
-  REFUSED_KDIFFUSION_SAMPLERS,
+  refusedA1111SamplerReason,
   REFUSED_SIGMA_SCHEDULES,
   SCHEDULER_NAMES,
   SIGMA_SCHEDULE_LABELS,
@@ -146,9 +146,8 @@ export function resolveA1111Sampler(samplerName: unknown, samplerIndex: unknown,
   const name = alias ? a1111NameOf(alias.scheduler) : canonical ? a1111NameOf(canonical) : requested;
   const selection = a1111SamplerSelection(name, schedule);
   if (selection === null) {
-    const base = name.trim();
-    const refused = Object.keys(REFUSED_KDIFFUSION_SAMPLERS).find((r) => base.toLowerCase() === r.toLowerCase() || base.toLowerCase().startsWith(`${r.toLowerCase()} `));
-    if (refused !== undefined) throw invalidField(field, `${field} ${JSON.stringify(requested)} is not supported: ${REFUSED_KDIFFUSION_SAMPLERS[refused]}`);
+    const refused = refusedA1111SamplerReason(name);
+    if (refused !== undefined) throw invalidField(field, `${field} ${JSON.stringify(requested)} is not supported: ${refused}`);
     const sampler = a1111SamplerSelection(name);
     if (sampler !== null) {
       throw invalidField("scheduler", `the ${JSON.stringify(schedule)} schedule is not available with ${JSON.stringify(a1111NameOf(sampler.scheduler))} (A1111's DDIM, PLMS and UniPC take no schedule type): use "Automatic"`);
