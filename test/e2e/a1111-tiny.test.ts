@@ -163,3 +163,20 @@ test("the CLI's --hires-* flags give A1111's hires-fix pixels (truncating resize
   expect(await sharp(file).metadata()).toMatchObject({ width: c.hr_resize_x, height: c.hr_resize_y });
   expect(maxPixelDiff(imagePixels(c, [{ rgb: new Uint8Array(await sharp(file).raw().toBuffer()) }]), c.pixels_hwc)).toBeLessThanOrEqual(1);
 });
+
+test("hires requests batched by the service give each image what it gets alone", async () => {
+  const c = golden.cases.find((x) => x.id === "hires-bicubic-aa-dpmpp-2m")!;
+  const service = await PipelineService.create(pipe, { maxQueue: 8, batchWindowMs: 10_000, maxBatch: 3 });
+  try {
+    const a = { ...optionsFor(c), seeds: [40], returnLatents: false };
+    const b = { ...optionsFor(c), seeds: [41, 42], returnLatents: false };
+    const [ra, rb] = await Promise.all(service.generateAll([a, b]));
+    expect(service.counters()).toMatchObject({ batches: 1, batchedRequests: 2 });
+    for (const [request, result] of [[a, ra!], [b, rb!]] as const) {
+      const alone = await pipe.generate(request);
+      result.images.forEach((image, i) => expect(Buffer.compare(Buffer.from(image.rgb), Buffer.from(alone.images[i]!.rgb))).toBe(0));
+    }
+  } finally {
+    await service.dispose();
+  }
+});
