@@ -33,6 +33,7 @@ import {
 } from "./kdiffusion-schedule.js";
 import { add32, div32, exp32, expm132, f32, log32, mul32, sqrt32, square32, sub32 } from "./float32.js";
 import { gaussKronrod21 } from "./quadrature.js";
+import { torchLinspaceFloat32 } from "./numpy.js";
 import type { NoiseScales, SchedulePlan, SchedulerDefinition, SchedulerRun } from "./types.js";
 
 /** sd-trt's names for A1111's k-diffusion samplers (A1111's own aliases, `k_` + function). */
@@ -45,6 +46,7 @@ export const KDIFFUSION_SAMPLER_NAMES = [
   "k_dpm_2_a",
   "k_dpmpp_2s_a",
   "k_dpmpp_2m",
+  "k_dpm_fast",
 ] as const;
 export type KDiffusionSamplerName = (typeof KDIFFUSION_SAMPLER_NAMES)[number];
 
@@ -58,7 +60,6 @@ export const REFUSED_KDIFFUSION_SAMPLERS: Record<string, string> = {
   "DPM++ 2M SDE": "its noise comes from torchsde's BrownianTree, which sd-trt does not reproduce bit for bit",
   "DPM++ 2M SDE Heun": "its noise comes from torchsde's BrownianTree, which sd-trt does not reproduce bit for bit",
   "DPM++ 3M SDE": "its noise comes from torchsde's BrownianTree, which sd-trt does not reproduce bit for bit",
-  "DPM fast": "its step count and noise come from k-diffusion's DPMSolver class, which is not ported",
   "DPM adaptive": "its steps are chosen adaptively from the model's outputs, which a precompiled sampler program cannot express",
   Restart: "A1111's Restart sampler is not ported",
   LCM: "A1111's LCM sampler (its own LCMCompVisDenoiser scalings and timesteps) is not ported",
@@ -98,6 +99,9 @@ interface EvalResult<V> {
 interface SamplerContext<V> {
   la: LinearAlgebra<V>;
   sigmas: readonly number[];
+  /** The model's sigma range (DPM fast integrates over it, whatever the schedule). */
+  sigmaMin: number;
+  sigmaMax: number;
   x: V;
   eta: number;
   sNoise: number;
@@ -304,6 +308,76 @@ function* lms<V>(s: SamplerContext<V>): Generator<EvalRequest<V>, V, EvalResult<
   return x;
 }
 
+/**
+ * DPM-Solver-Fast (k-diffusion's DPMSolver.dpm_solver_fast through sample_dpm_fast): n = the
+ * step count of model calls spread over orders 3, 3, …, then 2/1, from t(σ_max) to t(σ_min) of
+ * the model's range (A1111 passes model_wrap.sigmas[0] / [-1]); it ends at σ_min, not 0. With
+ * eta (A1111: opts.eta_ancestral = 1) every step ends with a draw scaled by su.
+ */
+function* dpmFast<V>(s: SamplerContext<V>): Generator<EvalRequest<V>, V, EvalResult<V>> {
+  const { la } = s;
+  const nfe = s.sigmas.length - 1;
+  const tStart = tFn(s.sigmaMax);
+  const tEnd = tFn(s.sigmaMin);
+  const m = Math.floor(nfe / 3) + 1;
+  const ts = torchLinspaceFloat32(tStart, tEnd, m + 1);
+  const orders = nfe % 3 === 0 ? [...new Array<number>(m - 2).fill(3), 2, 1] : [...new Array<number>(m - 1).fill(3), nfe % 3];
+  let x = s.x;
+  // eps = (x − D) / σ(t) at the point the model saw.
+  const eps = (r: EvalResult<V>, sigma: number) => la.combine([1 / sigma, r.x], [-1 / sigma, r.denoised]);
+  for (let i = 0; i < orders.length; i++) {
+    const t = ts[i]!;
+    const tNext = ts[i + 1]!;
+    let tNext_ = tNext;
+    let su = 0;
+    if (s.eta) {
+      const { down } = ancestralStep(sigmaFn(t), sigmaFn(tNext), s.eta);
+      tNext_ = Math.min(tEnd, tFn(down));
+      su = sqrt32(sub32(square32(sigmaFn(tNext)), square32(sigmaFn(tNext_))));
+    }
+    const sigmaT = sigmaFn(t);
+    const r0 = yield [x, sigmaT];
+    const x0 = r0.x;
+    const e0 = eps(r0, sigmaT);
+    const h = sub32(tNext_, t);
+    const sNext = sigmaFn(tNext_);
+    const order = orders[i]!;
+    if (order === 1) {
+      x = la.combine([1, x0], [-sNext * expm132(h), e0]);
+    } else if (order === 2) {
+      const r1 = 0.5;
+      const s1 = add32(t, mul32(r1, h));
+      const sig1 = sigmaFn(s1);
+      const u1 = la.combine([1, x0], [-sig1 * expm132(mul32(r1, h)), e0]);
+      const ra = yield [u1, sig1];
+      const e1 = eps(ra, sig1);
+      const c = div32(sNext, 2 * r1) * expm132(h);
+      x = la.combine([1, x0], [-sNext * expm132(h) + c, e0], [-c, e1]);
+    } else {
+      const r1 = f32(1 / 3);
+      const r2 = f32(2 / 3);
+      const s1 = add32(t, mul32(r1, h));
+      const s2 = add32(t, mul32(r2, h));
+      const sig1 = sigmaFn(s1);
+      const sig2 = sigmaFn(s2);
+      const u1 = la.combine([1, x0], [-sig1 * expm132(mul32(r1, h)), e0]);
+      const ra = yield [u1, sig1];
+      const e1 = eps(ra, sig1);
+      const r2h = mul32(r2, h);
+      const phi = sub32(div32(expm132(r2h), r2h), 1);
+      const k2 = sig2 * 2 * phi;
+      const u2 = la.combine([1, x0], [-sig2 * expm132(r2h) + k2, e0], [-k2, e1]);
+      const rb = yield [u2, sig2];
+      const e2 = eps(rb, sig2);
+      const k3 = div32(sNext, r2) * sub32(div32(expm132(h), h), 1);
+      x = la.combine([1, x0], [-sNext * expm132(h) + k3, e0], [-k3, e2]);
+    }
+    // k-diffusion draws here on every step, with su = 0 when eta is 0.
+    x = la.combine([1, x], [su * s.sNoise, s.noise()]);
+  }
+  return x;
+}
+
 const SAMPLERS: Record<KDiffusionSamplerName, SamplerInfo> = {
   k_euler: { label: "Euler", functionName: "sample_euler", defaultSchedule: "automatic", discardNextToLastSigma: false, usesEta: false, body: euler },
   k_euler_a: { label: "Euler a", functionName: "sample_euler_ancestral", defaultSchedule: "automatic", discardNextToLastSigma: false, usesEta: true, body: eulerAncestral },
@@ -313,6 +387,7 @@ const SAMPLERS: Record<KDiffusionSamplerName, SamplerInfo> = {
   k_dpm_2_a: { label: "DPM2 a", functionName: "sample_dpm_2_ancestral", defaultSchedule: "karras", discardNextToLastSigma: true, usesEta: true, body: dpm2Ancestral },
   k_dpmpp_2s_a: { label: "DPM++ 2S a", functionName: "sample_dpmpp_2s_ancestral", defaultSchedule: "karras", discardNextToLastSigma: false, usesEta: true, body: dpmpp2sAncestral },
   k_dpmpp_2m: { label: "DPM++ 2M", functionName: "sample_dpmpp_2m", defaultSchedule: "karras", discardNextToLastSigma: false, usesEta: false, body: dpmpp2m },
+  k_dpm_fast: { label: "DPM fast", functionName: "sample_dpm_fast", defaultSchedule: "automatic", discardNextToLastSigma: false, usesEta: true, body: dpmFast },
 };
 
 export function isKDiffusionSampler(name: string): name is KDiffusionSamplerName {
@@ -424,7 +499,10 @@ function discreteSchedule(config: KDiffusionConfig): DiscreteSchedule {
 }
 
 function contextFor<V>(config: KDiffusionConfig, plan: KDiffusionPlan, la: LinearAlgebra<V>, x: V, noise: () => V): SamplerContext<V> {
-  return { la, sigmas: plan.sigmas, x, eta: config.eta, sNoise: config.s_noise, noise };
+  const model = discreteSchedule(config);
+  const sigmaMin = model.sigmas[0]!;
+  const sigmaMax = model.sigmas[model.sigmas.length - 1]!;
+  return { la, sigmas: plan.sigmas, sigmaMin, sigmaMax, x, eta: config.eta, sNoise: config.s_noise, noise };
 }
 
 class KDiffusionRun<V> implements SchedulerRun<V> {

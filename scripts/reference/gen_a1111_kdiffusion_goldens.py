@@ -70,7 +70,21 @@ def stub(name, **attrs):
 stub("torchsde")
 stub("torchdiffeq", odeint=None)
 stub("tqdm")
-stub("tqdm.auto", trange=lambda *a, disable=None, **k: range(*a), tqdm=None)
+class _Progress:
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def update(self, *args):
+        pass
+
+
+stub("tqdm.auto", trange=lambda *a, disable=None, **k: range(*a), tqdm=_Progress)
 stub("PIL", Image=None)
 stub("torchvision")
 stub("torchvision.transforms")
@@ -121,6 +135,7 @@ SAMPLERS = {
     "k_dpm_2_a": ("DPM2 a", "sample_dpm_2_ancestral", {"scheduler": "karras", "discard_next_to_last_sigma": True, "uses_ensd": True, "second_order": True}),
     "k_dpmpp_2s_a": ("DPM++ 2S a", "sample_dpmpp_2s_ancestral", {"scheduler": "karras", "uses_ensd": True, "second_order": True}),
     "k_dpmpp_2m": ("DPM++ 2M", "sample_dpmpp_2m", {"scheduler": "karras"}),
+    "k_dpm_fast": ("DPM fast", "sample_dpm_fast", {"uses_ensd": True}),
 }
 SCHEDULES = ["automatic", "uniform", "karras", "exponential", "polyexponential", "sgm_uniform", "kl_optimal",
              "align_your_steps", "simple", "normal", "ddim"]
@@ -242,7 +257,12 @@ def run(key, schedule, steps, dtype, seed=7, ensd=0, extra=None, keep_draws=Fals
 
     func = getattr(sampling, funcname)
     kwargs = dict(extra or {})
-    final = func(model, x, sigmas, extra_args={"cond": None}, callback=callback, disable=True, **kwargs)
+    if funcname == "sample_dpm_fast":
+        # KDiffusionSampler.sample: n = steps, sigma_min/max = the model's range, eta = opts.eta_ancestral.
+        kwargs.setdefault("eta", 1.0)
+        final = func(model, x, model_wrap.sigmas[0].item(), model_wrap.sigmas[-1].item(), steps, extra_args={"cond": None}, callback=callback, disable=True, **kwargs)
+    else:
+        final = func(model, x, sigmas, extra_args={"cond": None}, callback=callback, disable=True, **kwargs)
     sampling.torch = torch
     return {
         "id": f"{key}/{schedule}/{steps}/{dtype}" + (f"/ensd{ensd}" if ensd else "") + ("/v" if parameterization == "v" else "") + "".join(f"/{k}={v}" for k, v in (extra or {}).items()),
@@ -273,6 +293,8 @@ def run(key, schedule, steps, dtype, seed=7, ensd=0, extra=None, keep_draws=Fals
 def main():
     runs = []
     for key in SAMPLERS:
+        if key == "k_dpm_fast":
+            continue
         for schedule in SCHEDULES:
             for dtype in ("float32", "float64"):
                 runs.append(run(key, schedule, 8, dtype))
@@ -283,7 +305,14 @@ def main():
     for key in ("k_euler_a", "k_dpm_2_a", "k_dpmpp_2s_a"):
         runs.append(run(key, "karras", 8, "float32", seed=1234, ensd=31337, keep_draws=True))
     runs.append(run("k_euler_a", "exponential", 8, "float32", keep_draws=True))
-    for key in SAMPLERS:
+    # DPM fast takes n and the model's sigma range; the schedule only scales the start (sigmas[0]).
+    for steps in (8, 9, 10, 2):
+        for dtype in ("float32", "float64"):
+            runs.append(run("k_dpm_fast", "automatic", steps, dtype))
+    runs.append(run("k_dpm_fast", "karras", 7, "float32"))
+    runs.append(run("k_dpm_fast", "automatic", 9, "float32", extra={"eta": 0.0}))
+    runs.append(run("k_dpm_fast", "automatic", 9, "float32", seed=1234, ensd=31337, keep_draws=True))
+    for key in [k for k in SAMPLERS if k != "k_dpm_fast"]:
         runs.append(run(key, "automatic", 8, "float32", parameterization="v"))
         runs.append(run(key, "karras", 8, "float64", parameterization="v"))
     runs.append(run("k_euler", "align_your_steps", 11, "float32"))

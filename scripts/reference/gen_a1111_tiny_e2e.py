@@ -158,8 +158,13 @@ def run_case(case):
     ref.sampling.torch = ref.TorchHijack(image_rng, [], lambda: 0)
     cond = encode(case["prompt"]).repeat(b, 1, 1)
     uncond = encode(case["negative_prompt"]).repeat(b, 1, 1)
-    samples = getattr(ref.sampling, funcname)(cfg_denoiser(model_wrap, cond, uncond, case["cfg_scale"]), x, sigmas,
-                                              extra_args={}, disable=True)
+    denoiser = cfg_denoiser(model_wrap, cond, uncond, case["cfg_scale"])
+    if funcname == "sample_dpm_fast":
+        # KDiffusionSampler.sample: n = steps, the model's sigma range, eta = opts.eta_ancestral (1).
+        samples = ref.sampling.sample_dpm_fast(denoiser, x, model_wrap.sigmas[0].item(), model_wrap.sigmas[-1].item(), case["steps"],
+                                               extra_args={}, disable=True, eta=1.0)
+    else:
+        samples = getattr(ref.sampling, funcname)(denoiser, x, sigmas, extra_args={}, disable=True)
     ref.sampling.torch = torch
     if case.get("enable_hr"):
         samples = hires_pass(case, model_wrap, options, funcname, samples, cond, uncond)
@@ -177,6 +182,7 @@ CASES = [
     {"id": "dpm2-a-variation-resize", "sampler": "k_dpm_2_a", "schedule": "automatic", "steps": 5, "seeds": [6, 6],
      "subseeds": [99, 100], "subseed_strength": 0.3, "seed_resize_from_w": 48, "seed_resize_from_h": 80},
     {"id": "dpmpp-2s-a-sgm-ensd", "sampler": "k_dpmpp_2s_a", "schedule": "sgm_uniform", "steps": 5, "seeds": [8], "ensd": 7},
+    {"id": "dpm-fast-ensd", "sampler": "k_dpm_fast", "schedule": "automatic", "steps": 7, "seeds": [9, 10], "ensd": 5},
     {"id": "hires-latent-euler-a-ensd", "sampler": "k_euler_a", "schedule": "automatic", "steps": 4, "seeds": [21], "ensd": 31337,
      "enable_hr": True, "hr_scale": 2.0, "hr_upscaler": "Latent", "denoising_strength": 0.6},
     {"id": "hires-bicubic-aa-dpmpp-2m", "sampler": "k_dpmpp_2m", "schedule": "automatic", "steps": 4, "seeds": [22, 23],
