@@ -40,6 +40,8 @@ export interface InfotextParameters {
   ensd?: number;
   /** A1111's hires fields (`Hires upscale`, `Hires steps`, `Hires upscaler`), written after `RNG`. */
   hires?: [string, string][];
+  /** A1111's `Eta` (ancestral samplers, when not 1). */
+  eta?: number;
 }
 
 /** A1111's `quote()`: JSON-quote a value that would break the comma-separated list. */
@@ -63,6 +65,7 @@ export function formatInfotext(p: InfotextParameters): string {
   if (p.ensd !== undefined) fields.push(["ENSD", String(p.ensd)]);
   fields.push(["RNG", p.rng === "nv" ? "NV" : "CPU"]);
   if (p.hires) fields.push(...p.hires);
+  if (p.eta !== undefined) fields.push(["Eta", String(p.eta)]);
   const lines = [p.prompt];
   if (p.negativePrompt) lines.push(`Negative prompt: ${p.negativePrompt}`);
   lines.push(fields.map(([k, v]) => `${k}: ${quote(v)}`).join(", "));

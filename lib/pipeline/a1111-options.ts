@@ -11,6 +11,7 @@ import { LATENT_UPSCALERS, type LatentUpscaler } from "../sampler/latent-upscale
 import {
   isKDiffusionSampler,
   kdiffusionUsesEnsd,
+  kdiffusionUsesEta,
   resolveSigmaSchedule,
   sigmaScheduleLabel,
   type SchedulerName,
@@ -25,6 +26,8 @@ export interface A1111GenerateOptions {
    * `ddim`, or their A1111 labels ("Karras", "SGM Uniform", …). Defaults to `automatic`.
    */
   sigmaSchedule?: string;
+  /** eta of A1111's ancestral samplers and DPM fast (k_euler_a, k_dpm_2_a, k_dpmpp_2s_a, k_dpm_fast), 0 … 100; defaults to 1 (A1111's eta_ancestral). */
+  eta?: number;
   /** A1111's variation seeds, one per image (its all_subseeds: subseed, subseed + 1, …). Needs `seeds`. */
   subseeds?: (number | bigint)[];
   /** How much of the variation seed's noise to blend in (A1111's slerp), 0 … 1. Defaults to 0. */
@@ -73,12 +76,14 @@ export interface HiresRequest {
   stepsGiven: boolean;
 }
 
-export const A1111_OPTION_NAMES = ["sigmaSchedule", "subseeds", "subseedStrength", "seedResizeFrom", "ensd", "hires"] as const;
+export const A1111_OPTION_NAMES = ["sigmaSchedule", "eta", "subseeds", "subseedStrength", "seedResizeFrom", "ensd", "hires"] as const;
 
 /** Resolved A1111 options of a request. */
 export interface A1111Request {
   /** Set for k-diffusion samplers only. */
   sigmaSchedule?: SigmaSchedule;
+  /** Set when the request gives eta (ancestral k-diffusion samplers and DPM fast only). */
+  eta?: number;
   /** A1111's ImageRNG settings; absent when none of its options is used. */
   noise?: {
     subseeds?: bigint[];
@@ -124,6 +129,12 @@ export function resolveA1111Options(
     out.sigmaSchedule = "automatic";
   }
 
+  if (options.eta !== undefined) {
+    if (!isKDiffusionSampler(scheduler) || !kdiffusionUsesEta(scheduler)) {
+      throw new InvalidOptionError("eta", `eta applies to A1111's ancestral samplers and DPM fast (k_euler_a, k_dpm_2_a, k_dpmpp_2s_a, k_dpm_fast), not ${scheduler}`);
+    }
+    out.eta = numberInRange("eta", options.eta, 0, 100);
+  }
   if (options.hires !== undefined) out.hires = resolveHires(options.hires, scheduler, perImageGenerators, img2img, image);
   const used = (["subseeds", "subseedStrength", "seedResizeFrom", "ensd"] as const).filter((k) => options[k] !== undefined);
   if (used.length === 0) return out;
@@ -231,6 +242,8 @@ function resolveHires(
  */
 export interface A1111InfotextFields {
   scheduleType?: string;
+  /** A1111's `Eta` (written when it is not 1), after the hires fields. */
+  eta?: number;
   /** Hires fix: `Denoising strength`, then `Hires upscale` / `Hires resize`, `Hires steps`, `Hires upscaler`. */
   denoisingStrength?: number;
   hires?: [string, string][];
@@ -243,6 +256,7 @@ export interface A1111InfotextFields {
 export function a1111InfotextFields(scheduler: SchedulerName, a1111: A1111Request, image: number): A1111InfotextFields {
   const out: A1111InfotextFields = {};
   if (a1111.sigmaSchedule !== undefined) out.scheduleType = sigmaScheduleLabel(scheduler, a1111.sigmaSchedule);
+  if (a1111.eta !== undefined && a1111.eta !== 1) out.eta = a1111.eta;
   const hires = a1111.hires;
   if (hires) {
     out.denoisingStrength = hires.strength;
@@ -258,7 +272,7 @@ export function a1111InfotextFields(scheduler: SchedulerName, a1111: A1111Reques
     }
     if (noise.seedResizeFromWidth > 0 && noise.seedResizeFromHeight > 0) out.seedResizeFrom = `${noise.seedResizeFromWidth}x${noise.seedResizeFromHeight}`;
     // A1111 writes ENSD only for samplers whose noise it changes (uses_ensd, eta ≠ 0).
-    if (noise.ensd !== 0 && (!isKDiffusionSampler(scheduler) || kdiffusionUsesEnsd(scheduler))) out.ensd = noise.ensd;
+    if (noise.ensd !== 0 && (!isKDiffusionSampler(scheduler) || kdiffusionUsesEnsd(scheduler, a1111.eta ?? 1))) out.ensd = noise.ensd;
   }
   return out;
 }

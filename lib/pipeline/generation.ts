@@ -150,7 +150,7 @@ export function batchKey(request: ResolvedRequest, width = request.width, height
   if (request.onLatents) return null;
   if (width === undefined || height === undefined) return null;
   const img2img = request.initImage !== undefined;
-  return JSON.stringify([width, height, request.steps, request.scheduler, request.a1111.sigmaSchedule ?? null, request.guidance > 1, img2img ? request.strength : null, request.a1111.hires ?? null]);
+  return JSON.stringify([width, height, request.steps, request.scheduler, request.a1111.sigmaSchedule ?? null, request.a1111.eta ?? null, request.guidance > 1, img2img ? request.strength : null, request.a1111.hires ?? null]);
 }
 
 /** Token ids [rows, 77] for a list of texts, noting truncated ones. Each distinct text is tokenized once. */
@@ -213,7 +213,7 @@ export async function prepareRequest(context: GenerationContext, request: Resolv
   const uncondIds = cfg ? tokenize(tokenizer, r.negativePrompts, "negativePrompt", warnings) : null;
   const tokenizeMs = performance.now() - t;
 
-  const { program } = programs.get(r.scheduler, r.steps, image ? r.strength! : undefined, r.a1111.sigmaSchedule);
+  const { program } = programs.get(r.scheduler, r.steps, image ? r.strength! : undefined, r.a1111.sigmaSchedule, r.a1111.eta);
   const rest = [4, height / 8, width / 8] as const;
   const noise: RequestNoise = r.a1111.noise ? new A1111NoiseSource(r.rng, r.generatorSeeds, rest, r.a1111.noise) : new NoiseSource(r.rng, r.generatorSeeds, r.perImageGenerators);
   let initialLatents: Float32Array | null = null;
@@ -254,7 +254,7 @@ export async function prepareRequest(context: GenerationContext, request: Resolv
 function prepareHires(context: GenerationContext, r: ResolvedRequest): HiresPass {
   const h = r.a1111.hires!;
   const stretched = Math.trunc(h.steps / Math.min(h.strength, 0.999));
-  const { program } = context.programs.getFrom(r.scheduler, stretched, stretched - h.steps, r.a1111.sigmaSchedule);
+  const { program } = context.programs.getFrom(r.scheduler, stretched, stretched - h.steps, r.a1111.sigmaSchedule, r.a1111.eta);
   const rest = [4, h.height / 8, h.width / 8] as const;
   const noise: RequestNoise = r.a1111.noise ? new A1111NoiseSource(r.rng, r.generatorSeeds, rest, r.a1111.noise) : new NoiseSource(r.rng, r.generatorSeeds, true);
   const first = noise.draw(r.batch, rest);

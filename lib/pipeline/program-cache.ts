@@ -43,23 +43,23 @@ export class ProgramCache {
    * starts at diffusers' `t_start · order` and carries `addNoise`. `sigmaSchedule`: the schedule
    * type of an A1111 k-diffusion sampler.
    */
-  get(scheduler: SchedulerName, steps: number, strength?: number, sigmaSchedule?: SigmaSchedule): CompiledProgram {
+  get(scheduler: SchedulerName, steps: number, strength?: number, sigmaSchedule?: SigmaSchedule, eta?: number): CompiledProgram {
     const startStep = strength === undefined ? null : strengthToStartStep(steps, strength);
-    return this.#get(scheduler, steps, startStep, sigmaSchedule);
+    return this.#get(scheduler, steps, startStep, sigmaSchedule, eta);
   }
 
   /** An A1111 k-diffusion program starting at `startIndex` of its sigmas (hires fix's second pass). */
-  getFrom(scheduler: SchedulerName, steps: number, startIndex: number, sigmaSchedule: SigmaSchedule | undefined): CompiledProgram {
-    return this.#get(scheduler, steps, startIndex, sigmaSchedule);
+  getFrom(scheduler: SchedulerName, steps: number, startIndex: number, sigmaSchedule: SigmaSchedule | undefined, eta?: number): CompiledProgram {
+    return this.#get(scheduler, steps, startIndex, sigmaSchedule, eta);
   }
 
-  #get(scheduler: SchedulerName, steps: number, startStep: number | null, sigmaSchedule: SigmaSchedule | undefined): CompiledProgram {
-    const key = JSON.stringify([scheduler, steps, startStep, sigmaSchedule ?? null]);
+  #get(scheduler: SchedulerName, steps: number, startStep: number | null, sigmaSchedule: SigmaSchedule | undefined, eta: number | undefined): CompiledProgram {
+    const key = JSON.stringify([scheduler, steps, startStep, sigmaSchedule ?? null, eta ?? null]);
     let program = this.#entries.get(key);
     if (program) {
       this.#entries.delete(key);
     } else {
-      const compiler = createScheduler(scheduler, sigmaSchedule === undefined ? this.#config : { ...this.#config, sigmaSchedule });
+      const compiler = createScheduler(scheduler, sigmaSchedule === undefined ? this.#config : { ...this.#config, sigmaSchedule, ...(eta !== undefined ? { eta } : {}) });
       program = deepFreeze(startStep === null ? compiler.compile(steps) : compiler.compile(steps, { startIndex: startStep * compiler.order }));
       if (this.#entries.size >= this.#capacity) this.#entries.delete(this.#entries.keys().next().value!);
     }

@@ -26,6 +26,7 @@ export {
   kdiffusionDefaultSchedule,
   kdiffusionLabel,
   kdiffusionUsesEnsd,
+  kdiffusionUsesEta,
   sigmaScheduleLabel,
   type KDiffusionSamplerName,
 } from "./kdiffusion.js";

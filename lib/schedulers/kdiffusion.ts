@@ -394,9 +394,14 @@ export function isKDiffusionSampler(name: string): name is KDiffusionSamplerName
   return (KDIFFUSION_SAMPLER_NAMES as readonly string[]).includes(name);
 }
 
-/** Whether A1111 writes ENSD for the sampler (its `uses_ensd` option; sd-trt's eta is 1). */
-export function kdiffusionUsesEnsd(name: KDiffusionSamplerName): boolean {
+/** Whether the sampler takes eta (A1111's ancestral samplers and DPM fast; they are also its `uses_ensd` ones). */
+export function kdiffusionUsesEta(name: KDiffusionSamplerName): boolean {
   return SAMPLERS[name].usesEta;
+}
+
+/** Whether A1111 writes ENSD for the sampler (its `uses_ensd` option, and eta ≠ 0). */
+export function kdiffusionUsesEnsd(name: KDiffusionSamplerName, eta = 1): boolean {
+  return SAMPLERS[name].usesEta && eta !== 0;
 }
 
 /**

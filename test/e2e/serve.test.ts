@@ -174,6 +174,14 @@ describe("A1111 generation", () => {
     expect(info.infotexts[0]).toMatch(/Size: 64x64, .*Denoising strength: 0\.55, RNG: CPU, Hires upscale: 2, Hires steps: 3, Hires upscaler: Latent \(bicubic antialiased\)$/);
   });
 
+  test("eta reaches A1111's ancestral samplers and is written as A1111 writes it", async () => {
+    const response = await post(`${s.url}/sdapi/v1/txt2img`, { ...small, prompt: "a boat", seed: 12, sampler_name: "DPM2 a", eta: 0.5, override_settings: { eta_noise_seed_delta: 9 } });
+    expect(response.status).toBe(200);
+    const alone = await pipe.generate({ prompt: "a boat", width: 64, height: 64, steps: 4, guidance: 7, scheduler: "k_dpm_2_a", eta: 0.5, ensd: 9, seeds: [12], rng: "nv" });
+    expect(Buffer.compare(await rawPixels(response.json.images[0]), Buffer.from(alone.images[0]!.rgb))).toBe(0);
+    expect(JSON.parse(response.json.info).infotexts[0]).toMatch(/Sampler: DPM2 a, Schedule type: Karras, .*ENSD: 9, RNG: NV, Eta: 0\.5$/);
+  });
+
   test("n_iter runs batch_size × n_iter images with A1111's seeds seed + i", async () => {
     const response = await post(`${s.url}/sdapi/v1/txt2img`, { ...small, prompt: "a kite", seed: 7, batch_size: 2, n_iter: 3 });
     expect(response.status).toBe(200);

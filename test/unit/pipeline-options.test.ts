@@ -145,6 +145,11 @@ describe("A1111 options (sigmaSchedule, subseeds, subseedStrength, seedResizeFro
     rejects({ scheduler: "k_euler" }, "scheduler", /k_euler feeds the UNet fractional timesteps .* this model's UNet takes an integer timestep/, intTimestep);
     expect(resolveGenerateOptions({ prompt: "x", scheduler: "euler" }, intTimestep).scheduler).toBe("euler");
   });
+  test("eta", () => {
+    expect(resolveGenerateOptions({ prompt: "x", scheduler: "k_dpm_2_a", eta: 0.5 }, ctx).a1111).toEqual({ sigmaSchedule: "automatic", eta: 0.5 });
+    rejects({ scheduler: "k_euler", eta: 0.5 }, "eta", /eta applies to A1111's ancestral samplers and DPM fast .*not k_euler/);
+    rejects({ scheduler: "k_euler_a", eta: -1 }, "eta", /eta must be a number from 0 to 100, got -1/);
+  });
   test("hires", () => {
     const ok = resolveGenerateOptions({ prompt: "x", width: 256, height: 256, steps: 20, scheduler: "k_euler", seeds: [1], hires: { scale: 1.5, upscaler: "Latent (nearest)" } }, ctx);
     expect(ok.a1111.hires).toEqual({ width: 384, height: 384, truncateX: 0, truncateY: 0, steps: 20, strength: 0.75, upscaler: "Latent (nearest)", scale: 1.5, stepsGiven: false });

@@ -34,6 +34,11 @@ describe("A1111 sampler names", () => {
     expect(resolveA1111Sampler("unipc", undefined, undefined).scheduler).toBe("unipc");
   });
 
+  it("passes eta on to A1111's ancestral samplers", () => {
+    expect(parseA1111Request("txt2img", { sampler_name: "Euler a", eta: 0.4 }, limits)).toMatchObject({ scheduler: "k_euler_a", eta: 0.4 });
+    expect(parseA1111Request("txt2img", { sampler_name: "Euler", eta: 0.4 }, limits).eta).toBeUndefined();
+  });
+
   it("takes our canonical names exactly: diffusers' schedulers stay reachable", () => {
     expect(resolveA1111Sampler("euler_a", undefined, undefined)).toEqual({ scheduler: "euler_a", field: "sampler_name" });
     expect(resolveA1111Sampler("dpmpp_2m_karras", undefined, undefined).scheduler).toBe("dpmpp_2m_karras");
@@ -126,7 +131,7 @@ describe("parseA1111Request", () => {
     [{ override_settings: { eta_noise_seed_delta: -1 } }, "override_settings.eta_noise_seed_delta"],
     [{ s_churn: 0.2 }, "s_churn"],
     [{ sampler_name: "DPM2 a", s_noise: 0.5 }, "s_noise"],
-    [{ sampler_name: "Euler a", eta: 0 }, "eta"],
+    [{ sampler_name: "euler_a", eta: 0 }, "eta"],
     [{ sampler_name: "DDIM", eta: 0.5 }, "eta"],
     [{ refiner_checkpoint: "sdxl_refiner" }, "refiner_checkpoint"],
     [{ firstphase_width: 256 }, "firstphase_width"],

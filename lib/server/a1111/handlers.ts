@@ -69,6 +69,7 @@ function serviceRequests(generation: A1111Generation, initImage: RawImage | unde
       guidance: generation.cfgScale,
       scheduler: generation.scheduler,
       ...(generation.sigmaSchedule !== undefined ? { sigmaSchedule: generation.sigmaSchedule } : {}),
+      ...(generation.eta !== undefined ? { eta: generation.eta } : {}),
       ...noiseOptions(generation.noise, generation.seed, n * generation.batchSize, generation.batchSize),
       ...(generation.hires ? { hires: generation.hires } : {}),
       batch: generation.batchSize,

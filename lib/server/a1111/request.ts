@@ -62,6 +62,8 @@ export interface A1111Generation {
   scheduler: string;
   /** The schedule type of an A1111 k-diffusion sampler. */
   sigmaSchedule?: string;
+  /** eta of an A1111 ancestral sampler (absent: its default 1). */
+  eta?: number;
   /** A1111's name for it (info `sampler_name`). */
   samplerName: string;
   /** The first image's seed (after −1 was resolved); image i has seed + i. */
@@ -203,6 +205,8 @@ export function parseA1111Request(mode: A1111Mode, body: Body, limits: A1111Requ
     ignored,
     parameters: {},
   };
+  const eta = typeof body.eta === "number" ? body.eta : null;
+  if (eta !== null && ["k_euler_a", "k_dpm_2_a", "k_dpmpp_2s_a", "k_dpm_fast"].includes(sampler.scheduler)) generation.eta = eta;
   const noise = parseA1111Noise(body, ensd);
   if (noise) generation.noise = noise;
   if (mode === "txt2img") {
@@ -253,6 +257,7 @@ export function a1111FieldFor(option: string): string {
     initImage: "init_images",
     rng: "override_settings.randn_source",
     sigmaSchedule: "scheduler",
+    eta: "eta",
     subseeds: "subseed",
     subseedStrength: "subseed_strength",
     seedResizeFrom: "seed_resize_from_w",

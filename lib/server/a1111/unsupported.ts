@@ -64,7 +64,7 @@ export interface CompatContext {
  * honour (see the module comment); throws a 422 for values that would change the result.
  */
 /** A1111's ancestral k-diffusion samplers (they read eta and s_noise). */
-const ANCESTRAL = ["k_euler_a", "k_dpm_2_a", "k_dpmpp_2s_a"];
+const ANCESTRAL = ["k_euler_a", "k_dpm_2_a", "k_dpmpp_2s_a", "k_dpm_fast"];
 
 export function checkUnsupportedFields(body: Body, context: CompatContext): string[] {
   const ignored: string[] = [];
@@ -79,9 +79,9 @@ export function checkUnsupportedFields(body: Body, context: CompatContext): stri
   // Sampler parameters.
   const eta = optionalNumber(body, "eta");
   if (eta !== null) {
-    // A1111 passes eta only to ancestral samplers (default 1) and DDIM (default 0); sd-trt runs
-    // the ancestral ones (and diffusers' Euler a) with eta 1 and DDIM with eta 0. Others ignore it.
-    if (["euler_a", ...ANCESTRAL].includes(context.scheduler) && eta !== 1) refuse("eta", eta, "must be 1 or null with the ancestral samplers (other eta values are not supported)");
+    // A1111 passes eta only to ancestral samplers (default 1; request.ts passes it on to A1111's)
+    // and DDIM (default 0); diffusers' Euler a is eta 1 and our DDIM eta 0. Others ignore it.
+    if (context.scheduler === "euler_a" && eta !== 1) refuse("eta", eta, "must be 1 or null with diffusers' euler_a (A1111's \"Euler a\" takes any eta)");
     if (context.scheduler === "ddim" && eta !== 0) refuse("eta", eta, "must be 0 or null with DDIM (other eta values are not supported)");
   }
   const churn = optionalNumber(body, "s_churn");
