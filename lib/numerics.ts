@@ -20,9 +20,13 @@ export {
   SD1_SCHEDULER_CONFIG,
   strengthToStartStep,
   a1111SamplerName,
-  schedulerFromA1111Name,
+  a1111SamplerSelection,
+  KDIFFUSION_SAMPLER_NAMES,
+  SIGMA_SCHEDULES,
+  SIGMA_SCHEDULE_LABELS,
 } from "./schedulers/index.js";
-export type { CompileOptions, RawSchedulerConfig, Scheduler, SchedulerName } from "./schedulers/index.js";
+export { A1111ImageRng, a1111Slerp, type ImageRngOptions } from "./rng/a1111-image-rng.js";
+export type { A1111SamplerSelection, CompileOptions, KDiffusionSamplerName, RawSchedulerConfig, Scheduler, SchedulerName, SigmaSchedule } from "./schedulers/index.js";
 
 export { checkProgram, packProgram, unpackProgram, runProgram, runProgramAsync, ProgramExecution, SAMPLER_PROGRAM_FORMAT } from "./sampler/index.js";
 export type {

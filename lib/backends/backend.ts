@@ -30,6 +30,11 @@ export interface BackendLimits {
   canEncodeImages: boolean;
   /** Whether `GenerationJob.onLatents` is honoured (host backends: the latents are on the host anyway). */
   canObserveLatents: boolean;
+  /**
+   * Whether the UNet takes a float timestep. A1111's k-diffusion samplers feed fractional
+   * timesteps, which an integer-timestep export would truncate. Absent means true.
+   */
+  fractionalTimesteps?: boolean;
 }
 
 /** The stages of a generation, in the order they run. */

@@ -29,6 +29,19 @@ export interface InfotextParameters {
   denoisingStrength?: number;
   /** "cpu" → `RNG: CPU` (torch's CPU generator), "nv" → `RNG: NV` (A1111's Philox source). */
   rng: "cpu" | "nv";
+  /** A1111 ≥ 1.9 `Schedule type` (k-diffusion samplers). */
+  scheduleType?: string;
+  /** A1111's `Variation seed` / `Variation seed strength` (written when the strength is not 0). */
+  variationSeed?: bigint;
+  variationSeedStrength?: number;
+  /** A1111's `Seed resize from` ("WxH"). */
+  seedResizeFrom?: string;
+  /** A1111's `ENSD` (eta_noise_seed_delta). */
+  ensd?: number;
+  /** A1111's hires fields (`Hires upscale`, `Hires steps`, `Hires upscaler`), written after `RNG`. */
+  hires?: [string, string][];
+  /** A1111's `Eta` (ancestral samplers, when not 1). */
+  eta?: number;
 }
 
 /** A1111's `quote()`: JSON-quote a value that would break the comma-separated list. */
@@ -40,13 +53,19 @@ export function formatInfotext(p: InfotextParameters): string {
   const fields: [string, string][] = [
     ["Steps", String(p.steps)],
     ["Sampler", p.sampler],
-    ["CFG scale", String(p.cfgScale)],
-    ["Seed", String(p.seed)],
-    ["Size", `${p.width}x${p.height}`],
   ];
+  // The order of A1111's create_infotext (v1.10).
+  if (p.scheduleType !== undefined) fields.push(["Schedule type", p.scheduleType]);
+  fields.push(["CFG scale", String(p.cfgScale)], ["Seed", String(p.seed)], ["Size", `${p.width}x${p.height}`]);
   if (p.modelHash) fields.push(["Model hash", p.modelHash]);
+  if (p.variationSeed !== undefined) fields.push(["Variation seed", String(p.variationSeed)]);
+  if (p.variationSeedStrength !== undefined) fields.push(["Variation seed strength", String(p.variationSeedStrength)]);
+  if (p.seedResizeFrom !== undefined) fields.push(["Seed resize from", p.seedResizeFrom]);
   if (p.denoisingStrength !== undefined) fields.push(["Denoising strength", String(p.denoisingStrength)]);
+  if (p.ensd !== undefined) fields.push(["ENSD", String(p.ensd)]);
   fields.push(["RNG", p.rng === "nv" ? "NV" : "CPU"]);
+  if (p.hires) fields.push(...p.hires);
+  if (p.eta !== undefined) fields.push(["Eta", String(p.eta)]);
   const lines = [p.prompt];
   if (p.negativePrompt) lines.push(`Negative prompt: ${p.negativePrompt}`);
   lines.push(fields.map(([k, v]) => `${k}: ${quote(v)}`).join(", "));

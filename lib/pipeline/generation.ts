@@ -27,7 +27,9 @@ import { a1111SamplerName } from "../schedulers/index.js";
 import type { SamplerProgram } from "../sampler/program.js";
 import type { ClipTokenizer } from "../tokenizer/index.js";
 import { scaleFloat32 } from "../sampler/latents.js";
-import { NoiseSource } from "./noise.js";
+import { A1111NoiseSource, NoiseSource, type RequestNoise } from "./noise.js";
+import { a1111InfotextFields, type HiresRequest } from "./a1111-options.js";
+import { upscaleLatents } from "../sampler/latent-upscale.js";
 import type { ProgressEvent, ResolvedRequest } from "./options.js";
 import type { ProgramCache } from "./program-cache.js";
 
@@ -97,6 +99,22 @@ export interface BatchHooks {
   onProgress?: (event: ProgressEvent) => void;
 }
 
+/** Hires fix's second pass (A1111's sample_hr_pass), prepared with everything but the first pass's latents. */
+export interface HiresPass {
+  program: SamplerProgram;
+  width: number;
+  height: number;
+  /** The upscale target in latent pixels, before A1111's truncation to width/8 × height/8. */
+  upscaleHeight: number;
+  upscaleWidth: number;
+  truncateX: number;
+  truncateY: number;
+  upscaler: HiresRequest["upscaler"];
+  /** The new ImageRNG's first draw [batch, 4, height/8, width/8]: x = upscaled + σ_start · noise. */
+  noise: Float32Array;
+  stepNoise: Float32Array[];
+}
+
 /** A request with everything computed that needs no model (see the module comment). */
 export interface PreparedRequest {
   readonly request: ResolvedRequest;
@@ -113,6 +131,8 @@ export interface PreparedRequest {
   readonly img2img: { image: RgbImage; eps: Float32Array[]; noise: Float32Array } | null;
   /** One [batch, 4, h, w] draw per evaluation that consumes noise, in order. */
   readonly stepNoise: Float32Array[];
+  /** Hires fix's second pass: its program, size, first ImageRNG draw and step draws. */
+  readonly hires: HiresPass | null;
   readonly warnings: string[];
   /** When the request's call began (`performance.now()`), for `timings.total`. */
   readonly started: number;
@@ -130,7 +150,7 @@ export function batchKey(request: ResolvedRequest, width = request.width, height
   if (request.onLatents) return null;
   if (width === undefined || height === undefined) return null;
   const img2img = request.initImage !== undefined;
-  return JSON.stringify([width, height, request.steps, request.scheduler, request.guidance > 1, img2img ? request.strength : null]);
+  return JSON.stringify([width, height, request.steps, request.scheduler, request.a1111.sigmaSchedule ?? null, request.a1111.eta ?? null, request.guidance > 1, img2img ? request.strength : null, request.a1111.hires ?? null]);
 }
 
 /** Token ids [rows, 77] for a list of texts, noting truncated ones. Each distinct text is tokenized once. */
@@ -195,9 +215,9 @@ export async function prepareRequest(context: GenerationContext, request: Resolv
   const uncondIds = cfg ? tokenize(tokenizer, r.negativePrompts, "negativePrompt", warnings) : null;
   const tokenizeMs = performance.now() - t;
 
-  const { program } = programs.get(r.scheduler, r.steps, image ? r.strength! : undefined);
-  const noise = new NoiseSource(r.rng, r.generatorSeeds, r.perImageGenerators);
-  const rest = [4, height / 8, width / 8];
+  const { program } = programs.get(r.scheduler, r.steps, image ? r.strength! : undefined, r.a1111.sigmaSchedule, r.a1111.eta);
+  const rest = [4, height / 8, width / 8] as const;
+  const noise: RequestNoise = r.a1111.noise ? new A1111NoiseSource(r.rng, r.generatorSeeds, rest, r.a1111.noise) : new NoiseSource(r.rng, r.generatorSeeds, r.perImageGenerators);
   let initialLatents: Float32Array | null = null;
   let img2img: PreparedRequest["img2img"] = null;
   if (image) {
@@ -207,6 +227,7 @@ export async function prepareRequest(context: GenerationContext, request: Resolv
     initialLatents = scaleFloat32(noise.draw(r.batch, rest), program.initNoiseSigma); // randn · init_noise_sigma
   }
   const stepNoise = program.evals.filter((e) => e.drawsNoise).map(() => noise.draw(r.batch, rest));
+  const hires = r.a1111.hires ? prepareHires(context, r) : null;
 
   return {
     request: r,
@@ -219,11 +240,61 @@ export async function prepareRequest(context: GenerationContext, request: Resolv
     initialLatents,
     img2img,
     stepNoise,
+    hires,
     warnings,
     started,
     tokenizeMs,
     readImageMs,
   };
+}
+
+/**
+ * A1111's sample_hr_pass for a k-diffusion sampler: sample_img2img with steps given
+ * (setup_img2img_steps: steps' = int(steps / min(strength, 0.999)), t_enc = steps − 1, the sampler
+ * runs sigmas[steps' − t_enc − 1:]) and a new ImageRNG at the second pass's latent size.
+ */
+function prepareHires(context: GenerationContext, r: ResolvedRequest): HiresPass {
+  const h = r.a1111.hires!;
+  const stretched = Math.trunc(h.steps / Math.min(h.strength, 0.999));
+  const { program } = context.programs.getFrom(r.scheduler, stretched, stretched - h.steps, r.a1111.sigmaSchedule, r.a1111.eta);
+  const rest = [4, h.height / 8, h.width / 8] as const;
+  const noise: RequestNoise = r.a1111.noise ? new A1111NoiseSource(r.rng, r.generatorSeeds, rest, r.a1111.noise) : new NoiseSource(r.rng, r.generatorSeeds, true);
+  const first = noise.draw(r.batch, rest);
+  return {
+    program,
+    width: h.width,
+    height: h.height,
+    upscaleHeight: h.height / 8 + h.truncateY,
+    upscaleWidth: h.width / 8 + h.truncateX,
+    truncateX: h.truncateX,
+    truncateY: h.truncateY,
+    upscaler: h.upscaler,
+    noise: first,
+    stepNoise: program.evals.filter((e) => e.drawsNoise).map(() => noise.draw(r.batch, rest)),
+  };
+}
+
+/**
+ * The second pass's starting latents: the first pass's latents upscaled, cropped as A1111 crops
+ * them (truncate_x/y), plus σ_start · the new ImageRNG's first draw, in float32.
+ */
+function hiresStart(pass: HiresPass, latents: Float32Array, batch: number, latentHeight: number, latentWidth: number): Float32Array {
+  const up = upscaleLatents(latents, [batch, 4, latentHeight, latentWidth], pass.upscaleHeight, pass.upscaleWidth, pass.upscaler);
+  const h = pass.height / 8;
+  const w = pass.width / 8;
+  const y0 = Math.floor(pass.truncateY / 2);
+  const x0 = Math.floor(pass.truncateX / 2);
+  const sigma = pass.program.addNoise!.noise;
+  const out = new Float32Array(batch * 4 * h * w);
+  for (let plane = 0; plane < batch * 4; plane++) {
+    for (let y = 0; y < h; y++) {
+      for (let x = 0; x < w; x++) {
+        const k = (plane * h + y) * w + x;
+        out[k] = up[(plane * pass.upscaleHeight + y0 + y) * pass.upscaleWidth + x0 + x]! + Math.fround(pass.noise[k]! * sigma);
+      }
+    }
+  }
+  return out;
 }
 
 /**
@@ -280,14 +351,48 @@ export async function executeBatch(context: GenerationContext, prepared: Prepare
   if (onProgress) job.onStep = (evalIndex) => onProgress({ stage: "denoise", step: evalIndex + 1, total: evaluations, timestep: program.evals[evalIndex]!.t });
   if (onLatents) job.onLatents = onLatents;
   if (prepared.some((p) => p.request.returnLatents)) job.returnLatents = true;
-  const output = await backend.generate(job);
+  let output = await backend.generate(job.returnLatents || !first.hires ? job : { ...job, returnLatents: true });
+  let outWidth = width;
+  let outHeight = height;
+  let timings = output.timings;
+  if (first.hires) {
+    // Hires fix: the second pass from the first pass's latents (the first decode goes unused).
+    const pass = first.hires;
+    let offset = 0;
+    const starts = prepared.map((p) => {
+      const rows = p.request.batch * 4 * latentHeight * latentWidth;
+      const start = hiresStart(p.hires!, output.latents!.subarray(offset, offset + rows), p.request.batch, latentHeight, latentWidth);
+      offset += rows;
+      return start;
+    });
+    throwIfAborted(signal);
+    const second: GenerationJob = {
+      ...job,
+      program: pass.program,
+      latentHeight: pass.height / 8,
+      latentWidth: pass.width / 8,
+      start: { latents: concatenate(starts) },
+      noise: pass.stepNoise.map((_, k) => concatenate(prepared.map((p) => p.hires!.stepNoise[k]!))),
+    };
+    if (onProgress) second.onStep = (evalIndex) => onProgress({ stage: "denoise", step: evalIndex + 1, total: pass.program.evals.length, timestep: pass.program.evals[evalIndex]!.t });
+    const firstTimings = output.timings;
+    output = await backend.generate(second);
+    timings = {
+      ...output.timings,
+      textEncode: firstTimings.textEncode + output.timings.textEncode,
+      denoise: firstTimings.denoise + output.timings.denoise,
+      decode: firstTimings.decode + output.timings.decode,
+    };
+    outWidth = pass.width;
+    outHeight = pass.height;
+  }
   const final = output.latents;
   const pixels = output.images;
-  const { textEncode: textEncodeMs, denoise: denoiseMs, decode: decodeMs } = output.timings;
+  const { textEncode: textEncodeMs, denoise: denoiseMs, decode: decodeMs } = timings;
   const imageEncodeMs = prepared.map((p, i) => p.readImageMs + (output.timings.imageEncode[i] ?? 0));
 
   const modelHash = await context.modelHash();
-  const perImage = 4 * latentHeight * latentWidth;
+  const perImage = 4 * (outHeight / 8) * (outWidth / 8);
   row = 0;
   return prepared.map((p, index) => {
     const r = p.request;
@@ -306,21 +411,22 @@ export async function executeBatch(context: GenerationContext, prepared: Prepare
         height,
         modelHash,
         ...(r.strength !== undefined ? { denoisingStrength: r.strength } : {}),
+        ...a1111InfotextFields(r.scheduler, r.a1111, i),
         rng: r.rng,
       });
-      images.push({ rgb: pixels[row + i]!, width, height, seed, infotext });
+      images.push({ rgb: pixels[row + i]!, width: outWidth, height: outHeight, seed, infotext });
     }
     const result: GenerateResult = {
       images,
       seeds: [...r.generatorSeeds],
       randomSeed: r.randomSeed,
-      width,
-      height,
+      width: outWidth,
+      height: outHeight,
       steps: r.steps,
       guidance: r.guidance,
       scheduler: r.scheduler,
       backend: backend.name,
-      evaluations,
+      evaluations: evaluations + (first.hires?.program.evals.length ?? 0),
       timings: {
         tokenize: p.tokenizeMs,
         textEncode: textEncodeMs,

@@ -9,9 +9,19 @@
  * and it is discarded, so the stream stays aligned; (2) the add_noise draw [B,4,h,w]; (3…) step
  * noise as in txt2img.
  */
+import { InternalError } from "../errors.js";
+import { A1111ImageRng, type ImageRngOptions } from "../rng/a1111-image-rng.js";
 import { createGenerator, randn, randnRows, type Generator, type RngSource } from "../rng/index.js";
 
-export class NoiseSource {
+/** Where a request's draws come from, in the order generation.ts asks for them. */
+export interface RequestNoise {
+  /** One [batch, ...rest] draw. */
+  draw(batch: number, rest: readonly number[]): Float32Array;
+  /** img2img's VAE posterior draws, one [1, ...rest] per image. */
+  drawPosterior(batch: number, rest: readonly number[]): Float32Array[];
+}
+
+export class NoiseSource implements RequestNoise {
   readonly #generators: Generator[];
   readonly #perImage: boolean;
 
@@ -42,5 +52,27 @@ export class NoiseSource {
       return new Array<Float32Array>(batch).fill(eps);
     }
     return this.#generators.map((g) => randn(shape, g));
+  }
+}
+
+/**
+ * A1111's noise for requests that use its variation seeds, seed resize or ENSD: its ImageRNG
+ * (lib/rng/a1111-image-rng.ts) with one generator per image. Every draw is the ImageRNG's next()
+ * (the first one the initial noise, then one per evaluation that draws, as A1111's sampler calls
+ * randn_like). txt2img only.
+ */
+export class A1111NoiseSource implements RequestNoise {
+  readonly #rng: A1111ImageRng;
+
+  constructor(rng: RngSource, seeds: readonly bigint[], rest: readonly [number, number, number], options: ImageRngOptions) {
+    this.#rng = new A1111ImageRng((seed) => createGenerator(rng, seed), rest, seeds, options);
+  }
+
+  draw(): Float32Array {
+    return this.#rng.next();
+  }
+
+  drawPosterior(): Float32Array[] {
+    throw new InternalError("A1111NoiseSource: img2img requests do not take A1111's noise options");
   }
 }

@@ -9,6 +9,7 @@ import type { BackendLimits } from "../backends/backend.js";
 import { validateSeed, RNG_SOURCES, type RngSource } from "../rng/index.js";
 import type { ImageSource } from "../image/read.js";
 import type { SchedulerName } from "../schedulers/index.js";
+import { A1111_OPTION_NAMES, resolveA1111Options, type A1111GenerateOptions, type A1111Request } from "./a1111-options.js";
 
 /** One `onProgress` event. */
 export interface ProgressEvent {
@@ -22,7 +23,7 @@ export interface ProgressEvent {
   timestep?: number;
 }
 
-export interface GenerateOptions {
+export interface GenerateOptions extends A1111GenerateOptions {
   /**
    * The prompt, or one prompt per image (an array whose length is the batch). Prompts longer than
    * CLIP's 75 tokens are truncated, as diffusers does (reported in `warnings`).
@@ -38,7 +39,7 @@ export interface GenerateOptions {
   steps?: number;
   /** Classifier-free guidance scale, 0…100. A scale ≤ 1 turns guidance off (one UNet row per image, no negative prompt), as in diffusers. Defaults to 7.5. */
   guidance?: number;
-  /** Scheduler: `lms`, `euler`, `euler_a`, `ddim`, `pndm`, `dpmpp_2m`, `dpmpp_2m_karras`, `heun`, `ddpm`, `unipc`, or a diffusers class name. Defaults to the model's `scheduler_config.json` (`_class_name`). */
+  /** Scheduler: diffusers' `lms`, `euler`, `euler_a`, `ddim`, `pndm`, `dpmpp_2m`, `dpmpp_2m_karras`, `heun`, `ddpm`, `unipc` (or a diffusers class name), or A1111's k-diffusion samplers `k_euler`, `k_euler_a`, `k_lms`, `k_heun`, `k_dpm_2`, `k_dpm_2_a`, `k_dpmpp_2s_a`, `k_dpmpp_2m`, `k_dpm_fast` (with `sigmaSchedule`). Defaults to the model's `scheduler_config.json` (`_class_name`). */
   scheduler?: string;
   /**
    * One seed for the whole batch: a single generator draws every image's noise in turn
@@ -111,6 +112,8 @@ export interface ResolvedRequest {
   onProgress?: (event: ProgressEvent) => void;
   returnLatents: boolean;
   onLatents?: (evaluations: number, latents: Float32Array) => void;
+  /** A1111's schedule type and noise options (a1111-options.ts). */
+  a1111: A1111Request;
 }
 
 const DEFAULT_STEPS = 50;
@@ -121,7 +124,7 @@ export const MAX_GUIDANCE = 100;
 
 const KNOWN_OPTIONS = new Set([
   "prompt", "negativePrompt", "width", "height", "steps", "guidance", "scheduler", "seed", "seeds", "batch",
-  "rng", "initImage", "strength", "signal", "onProgress", "returnLatents", "onLatents",
+  "rng", "initImage", "strength", "signal", "onProgress", "returnLatents", "onLatents", ...A1111_OPTION_NAMES,
 ]);
 
 function promptList(name: string, value: unknown): string[] | string {
@@ -282,6 +285,7 @@ export function resolveGenerateOptions(options: GenerateOptions, ctx: Validation
     perImageGenerators,
     randomSeed: random,
     returnLatents: options.returnLatents ?? false,
+    a1111: resolveA1111Options(options, scheduler, batch, perImageGenerators, img2img, limits.fractionalTimesteps !== false, { width, height, steps, limits }),
   };
   if (img2img) {
     request.initImage = options.initImage!;

@@ -6,12 +6,12 @@
  *
  * Cached programs are deeply frozen: every request shares them, and none may change them.
  */
-import { createScheduler, strengthToStartStep, type SchedulerName } from "../schedulers/index.js";
+import { createScheduler, strengthToStartStep, type SchedulerName, type SigmaSchedule } from "../schedulers/index.js";
 import type { SamplerProgram } from "../sampler/program.js";
 
 export interface CompiledProgram {
   program: SamplerProgram;
-  /** Equal keys mean equal programs (scheduler, steps, img2img start). */
+  /** Equal keys mean equal programs (scheduler, steps, img2img start, k-diffusion schedule). */
   key: string;
 }
 
@@ -40,16 +40,26 @@ export class ProgramCache {
 
   /**
    * The program for `steps` of `scheduler`; for img2img (`strength` given) the program that
-   * starts at diffusers' `t_start · order` and carries `addNoise`.
+   * starts at diffusers' `t_start · order` and carries `addNoise`. `sigmaSchedule`: the schedule
+   * type of an A1111 k-diffusion sampler.
    */
-  get(scheduler: SchedulerName, steps: number, strength?: number): CompiledProgram {
+  get(scheduler: SchedulerName, steps: number, strength?: number, sigmaSchedule?: SigmaSchedule, eta?: number): CompiledProgram {
     const startStep = strength === undefined ? null : strengthToStartStep(steps, strength);
-    const key = JSON.stringify([scheduler, steps, startStep]);
+    return this.#get(scheduler, steps, startStep, sigmaSchedule, eta);
+  }
+
+  /** An A1111 k-diffusion program starting at `startIndex` of its sigmas (hires fix's second pass). */
+  getFrom(scheduler: SchedulerName, steps: number, startIndex: number, sigmaSchedule: SigmaSchedule | undefined, eta?: number): CompiledProgram {
+    return this.#get(scheduler, steps, startIndex, sigmaSchedule, eta);
+  }
+
+  #get(scheduler: SchedulerName, steps: number, startStep: number | null, sigmaSchedule: SigmaSchedule | undefined, eta: number | undefined): CompiledProgram {
+    const key = JSON.stringify([scheduler, steps, startStep, sigmaSchedule ?? null, eta ?? null]);
     let program = this.#entries.get(key);
     if (program) {
       this.#entries.delete(key);
     } else {
-      const compiler = createScheduler(scheduler, this.#config);
+      const compiler = createScheduler(scheduler, sigmaSchedule === undefined ? this.#config : { ...this.#config, sigmaSchedule, ...(eta !== undefined ? { eta } : {}) });
       program = deepFreeze(startStep === null ? compiler.compile(steps) : compiler.compile(steps, { startIndex: startStep * compiler.order }));
       if (this.#entries.size >= this.#capacity) this.#entries.delete(this.#entries.keys().next().value!);
     }

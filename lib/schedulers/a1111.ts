@@ -1,12 +1,19 @@
 /**
  * AUTOMATIC1111 web UI sampler names (the `Sampler:` / `Schedule type:` fields of its infotext)
- * for sd-trt's schedulers, both ways. Before v1.9 the Karras variant was its own sampler
- * ("DPM++ 2M Karras"); from v1.9 the sampler is "DPM++ 2M" and the schedule type says "Karras"
- * (and "Automatic" picks the sampler's default, Karras for DPM++ 2M). DDPM has no A1111 sampler.
+ * for sd-trt's schedulers, both ways.
+ *
+ * An A1111 name means what A1111 runs: "Euler a", "DPM++ 2M", … are its k-diffusion samplers
+ * (the `k_*` schedulers, kdiffusion.ts) with a schedule type. "DDIM", "PLMS" and "UniPC" map to
+ * diffusers' DDIM, PNDM and UniPC, the closest sd-trt has to A1111's own implementations.
+ * Before v1.9 the schedule was part of the name ("DPM++ 2M Karras"); like A1111's
+ * get_sampler_and_scheduler, a schedule label at the end of the name is split off and wins.
  */
+import { kdiffusionLabel, isKDiffusionSampler, KDIFFUSION_SAMPLER_NAMES, type KDiffusionSamplerName } from "./kdiffusion.js";
+import { findSigmaSchedule, SIGMA_SCHEDULE_LABELS, SIGMA_SCHEDULES, type SigmaSchedule } from "./kdiffusion-schedule.js";
 import type { SchedulerName } from "./registry.js";
 
-const TO_A1111: Record<SchedulerName, string | null> = {
+/** The A1111 names of diffusers' schedulers, for their infotext (A1111 would run its own sampler). */
+const DIFFUSERS_TO_A1111: Partial<Record<SchedulerName, string>> = {
   pndm: "PLMS",
   ddim: "DDIM",
   euler: "Euler",
@@ -16,33 +23,56 @@ const TO_A1111: Record<SchedulerName, string | null> = {
   dpmpp_2m: "DPM++ 2M",
   dpmpp_2m_karras: "DPM++ 2M Karras",
   unipc: "UniPC",
-  ddpm: null,
 };
 
-/** The A1111 (pre-1.9 style) sampler name for a canonical scheduler name; null for DDPM. */
-export function a1111SamplerName(name: SchedulerName): string | null {
-  return TO_A1111[name];
-}
+/** A1111's timestep samplers, which take no schedule type, → the diffusers schedulers for them. */
+const A1111_TIMESTEP_SAMPLERS: Record<string, SchedulerName> = { ddim: "ddim", plms: "pndm", unipc: "unipc" };
 
 /**
- * The scheduler for an A1111 sampler name and, for v1.9+ infotexts, its schedule type.
- * Names compare case-insensitively. Returns null for samplers (or sampler + schedule type pairs)
- * sd-trt has no exact equivalent for, e.g. "DPM++ SDE" or "Euler" + "Karras".
+ * The A1111 sampler name for a scheduler: k-diffusion samplers by their A1111 label, diffusers'
+ * schedulers by the A1111 sampler closest to them; null for DDPM (A1111 has none).
+ */
+export function a1111SamplerName(name: SchedulerName): string | null {
+  if (isKDiffusionSampler(name)) return kdiffusionLabel(name);
+  return DIFFUSERS_TO_A1111[name] ?? null;
+}
+
+/** What an A1111 sampler name (and schedule type) selects. */
+export interface A1111SamplerSelection {
+  scheduler: SchedulerName;
+  /** For k-diffusion samplers: the schedule type ("automatic" when none was named). */
+  sigmaSchedule?: SigmaSchedule;
+}
+
+
+/**
+ * The scheduler for an A1111 sampler name and, for v1.9+ requests and infotexts, its schedule
+ * type. Names compare case-insensitively. Returns null for names sd-trt does not run (e.g.
+ * "DPM++ SDE") and for an unknown schedule type, or one a timestep sampler (DDIM, PLMS, UniPC)
+ * cannot take.
  *
  * @param sampler e.g. "Euler a", "PLMS", "DPM++ 2M Karras", "DPM++ 2M".
  * @param scheduleType the `Schedule type:` field ("Automatic", "Uniform", "Karras", …), if any.
  */
-export function schedulerFromA1111Name(sampler: string, scheduleType?: string): SchedulerName | null {
-  const wanted = sampler.trim().toLowerCase();
-  const base = (Object.keys(TO_A1111) as SchedulerName[]).find((name) => TO_A1111[name]?.toLowerCase() === wanted);
-  if (base === undefined) return null;
-  const schedule = scheduleType?.trim().toLowerCase();
-  // Pre-1.9 infotexts have no schedule type: the sampler name says it all.
-  if (schedule === undefined || schedule === "") return base;
-  if (base === "dpmpp_2m" || base === "dpmpp_2m_karras") {
-    if (schedule === "karras" || schedule === "automatic") return "dpmpp_2m_karras";
-    if (schedule === "uniform" && base === "dpmpp_2m") return "dpmpp_2m";
-    return null;
+export function a1111SamplerSelection(sampler: string, scheduleType?: string): A1111SamplerSelection | null {
+  let name = sampler.trim().toLowerCase();
+  let schedule: SigmaSchedule | undefined;
+  if (scheduleType !== undefined && scheduleType.trim() !== "") {
+    schedule = findSigmaSchedule(scheduleType);
+    if (schedule === undefined) return null;
   }
-  return schedule === "automatic" || schedule === "uniform" ? base : null;
+  // "DPM++ 2M Karras": a schedule label at the end of the name is split off and wins.
+  for (const s of SIGMA_SCHEDULES) {
+    const suffix = ` ${SIGMA_SCHEDULE_LABELS[s].toLowerCase()}`;
+    if (name.endsWith(suffix)) {
+      name = name.slice(0, -suffix.length);
+      schedule = s;
+      break;
+    }
+  }
+  const k = KDIFFUSION_SAMPLER_NAMES.find((n: KDiffusionSamplerName) => kdiffusionLabel(n).toLowerCase() === name);
+  if (k !== undefined) return { scheduler: k, sigmaSchedule: schedule ?? "automatic" };
+  const timestep = A1111_TIMESTEP_SAMPLERS[name];
+  if (timestep === undefined) return null;
+  return schedule === undefined || schedule === "automatic" || schedule === "uniform" ? { scheduler: timestep } : null;
 }

@@ -14,6 +14,27 @@ export {
 } from "./registry.js";
 export type { RawSchedulerConfig } from "./config.js";
 export { strengthToStartStep } from "./img2img.js";
-export { a1111SamplerName, schedulerFromA1111Name } from "./a1111.js";
+export { a1111SamplerName, a1111SamplerSelection, type A1111SamplerSelection } from "./a1111.js";
 export { float64Algebra, symbolicAlgebra, SymbolicVector, type LinearAlgebra, type Term } from "./algebra.js";
 export type { NoiseScales, SchedulerRun } from "./types.js";
+export {
+  KDIFFUSION_SAMPLER_NAMES,
+  REFUSED_KDIFFUSION_SAMPLERS,
+  a1111Img2imgStartIndex,
+  refusedA1111SamplerReason,
+  isKDiffusionSampler,
+  kdiffusionDefaultSchedule,
+  kdiffusionLabel,
+  kdiffusionUsesEnsd,
+  kdiffusionUsesEta,
+  sigmaScheduleLabel,
+  type KDiffusionSamplerName,
+} from "./kdiffusion.js";
+export {
+  REFUSED_SIGMA_SCHEDULES,
+  SIGMA_SCHEDULES,
+  SIGMA_SCHEDULE_LABELS,
+  findSigmaSchedule,
+  resolveSigmaSchedule,
+  type SigmaSchedule,
+} from "./kdiffusion-schedule.js";

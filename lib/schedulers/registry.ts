@@ -13,6 +13,7 @@ import { dpmSolver } from "./dpm-solver.js";
 import { euler } from "./euler.js";
 import { eulerAncestral } from "./euler-ancestral.js";
 import { heun } from "./heun.js";
+import { KDIFFUSION_DEFINITIONS, KDIFFUSION_SAMPLER_NAMES } from "./kdiffusion.js";
 import { lms } from "./lms.js";
 import { pndm } from "./pndm.js";
 import type { SchedulePlan, SchedulerDefinition, SchedulerRun } from "./types.js";
@@ -30,6 +31,8 @@ export const SCHEDULER_NAMES = [
   "heun",
   "ddpm",
   "unipc",
+  // A1111's k-diffusion samplers (kdiffusion.ts); `sigmaSchedule` in the config picks the schedule.
+  ...KDIFFUSION_SAMPLER_NAMES,
 ] as const;
 
 export type SchedulerName = (typeof SCHEDULER_NAMES)[number];
@@ -73,7 +76,14 @@ const ENTRIES: Record<SchedulerName, Entry> = {
   heun: { definition: heun },
   ddpm: { definition: ddpm },
   unipc: { definition: uniPc },
+  ...kdiffusionEntries(),
 };
+
+function kdiffusionEntries(): Record<(typeof KDIFFUSION_SAMPLER_NAMES)[number], Entry> {
+  const out = {} as Record<(typeof KDIFFUSION_SAMPLER_NAMES)[number], Entry>;
+  for (const name of KDIFFUSION_SAMPLER_NAMES) out[name] = { definition: KDIFFUSION_DEFINITIONS[name] as unknown as AnyDefinition };
+  return out;
+}
 
 /** diffusers class name → canonical name (DPM-Solver by its config's `use_karras_sigmas`). */
 const CLASS_NAMES: Record<string, (config: RawSchedulerConfig) => SchedulerName> = {
@@ -94,6 +104,8 @@ export interface CompileOptions {
    * `t_start * scheduler.order` (see `strengthToStartStep`). The program then runs
    * `timesteps[startIndex:]` with fresh scheduler state, as the img2img pipeline does, and carries
    * `addNoise` (given even for 0, which is strength 1). Must be a multiple of `order`.
+   * For A1111's k_* samplers it is an index into the sigmas (`a1111Img2imgStartIndex`): the
+   * sampler runs fresh over `sigmas[startIndex:]` and `addNoise` is x = image + σ_start · n.
    * Omit for txt2img.
    */
   startIndex?: number;
@@ -153,11 +165,29 @@ class DiffusersScheduler implements Scheduler {
     return startIndex;
   }
 
+  /** For samplers whose img2img run is a fresh run over the schedule's tail: that run's plan. */
+  #img2imgPlan(steps: number, startIndex: number | undefined): SchedulePlan | undefined {
+    if (startIndex === undefined || this.definition.img2imgPlan === undefined) return undefined;
+    return this.definition.img2imgPlan(this.config, this.#plan(steps), startIndex);
+  }
+
   timesteps(steps: number): number[] {
     return [...this.#plan(steps).timesteps];
   }
 
   compile(steps: number, options: CompileOptions = {}): SamplerProgram {
+    const tail = this.#img2imgPlan(steps, options.startIndex);
+    if (tail) {
+      const program = traceProgram({
+        scheduler: this.name,
+        steps,
+        plan: tail,
+        startIndex: 0,
+        run: this.definition.start(this.config, tail, symbolicAlgebra, 0),
+        addNoise: this.definition.addNoise(this.config, tail, 0),
+      });
+      return { ...program, startIndex: options.startIndex! };
+    }
     const plan = this.#plan(steps);
     const startIndex = this.#startIndex(plan, options.startIndex);
     return traceProgram({
@@ -171,6 +201,15 @@ class DiffusersScheduler implements Scheduler {
   }
 
   reference<V>(steps: number, algebra: LinearAlgebra<V>, options: CompileOptions = {}): SchedulerReferenceRun<V> {
+    const tail = this.#img2imgPlan(steps, options.startIndex);
+    if (tail) {
+      return {
+        timesteps: [...tail.timesteps],
+        initNoiseSigma: tail.initNoiseSigma,
+        addNoise: { t: tail.timesteps[0]!, ...this.definition.addNoise(this.config, tail, 0) },
+        run: this.definition.start(this.config, tail, algebra, 0),
+      };
+    }
     const plan = this.#plan(steps);
     const startIndex = this.#startIndex(plan, options.startIndex);
     const result: SchedulerReferenceRun<V> = {

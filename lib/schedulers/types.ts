@@ -51,4 +51,10 @@ export interface SchedulerDefinition<C, P extends SchedulePlan> {
   start<V>(config: C, plan: P, algebra: LinearAlgebra<V>, beginIndex: number): SchedulerRun<V>;
   /** `add_noise` at `plan.timesteps[beginIndex]`, as the img2img pipeline calls it. */
   addNoise(config: C, plan: P, beginIndex: number): NoiseScales;
+  /**
+   * Samplers whose img2img run is a fresh run over the tail of the schedule (A1111's k-diffusion
+   * samplers): the plan of that run, starting at `startIndex` of `plan`'s schedule. Its
+   * evaluations count from 0, `start` is called with beginIndex 0 and `addNoise` with this plan.
+   */
+  img2imgPlan?(config: C, plan: P, startIndex: number): P;
 }

@@ -326,7 +326,9 @@ export function toHttpError(error: unknown): HttpError {
   if (error instanceof HttpError) return error;
   if (error instanceof InvalidOptionError) {
     const field = a1111FieldFor(error.option);
-    return new HttpError(422, "InvalidField", error.message, { field });
+    // The pipeline names its own option ("hires.scale"); the client needs the field it sent.
+    const detail = error.message.includes(field) ? error.message : `${field}: ${error.message}`;
+    return new HttpError(422, "InvalidField", detail, { field });
   }
   if (error instanceof BusyError) {
     return new HttpError(503, "Busy", error.message, { headers: { "Retry-After": "1" } });

@@ -131,7 +131,14 @@ describe("sd-trt generate refuses bad input: non-zero exit, the flag or file nam
     await expectFailure(["--guidance", "250"], 2, /--guidance: guidance must be a number from 0 to 100, got 250/);
     await expectFailure(["--init-image", initImagePath, "--strength", "1.5"], 2, /--strength: strength must be a number greater than 0 and at most 1, got 1\.5/);
     await expectFailure(["--strength", "0.5"], 2, /--strength: strength applies to img2img only/);
-    await expectFailure(["--scheduler", "karras9000"], 2, /--scheduler: scheduler must be one of lms, euler/);
+    await expectFailure(["--scheduler", "karras9000"], 2, /--scheduler must be one of lms, euler.* or an A1111 sampler name \("Euler", "Euler a"/);
+    await expectFailure(["--scheduler", "DPM++ SDE"], 2, /--scheduler "DPM\+\+ SDE" is not supported: its noise comes from torchsde's BrownianTree/);
+    await expectFailure(["--scheduler", "DPM++ 2M SDE Karras"], 2, /--scheduler "DPM\+\+ 2M SDE Karras" is not supported: its noise comes from torchsde's BrownianTree/);
+    await expectFailure(["--scheduler", "LCM"], 2, /--scheduler "LCM" is not supported: A1111's LCM sampler/);
+    await expectFailure(["--scheduler", "Euler a", "--schedule", "beta"], 2, /--schedule: sigmaSchedule "beta" is not supported: the Beta schedule needs scipy/);
+    await expectFailure(["--scheduler", "Euler", "--seeds", "1", "--hires-scale", "1"], 2, /--hires-scale: hires\.scale must be greater than 1 when no resize size is given/);
+    await expectFailure(["--scheduler", "Euler", "--seeds", "1", "--hires-upscaler", "ESRGAN_4x"], 2, /--hires-upscaler: hires\.upscaler must be one of "Latent", .*pixel upscalers such as ESRGAN .* are not supported/);
+    await expectFailure(["--subseed-strength", "1.5", "--seeds", "1", "--subseed", "3"], 2, /--subseed-strength: subseedStrength must be a number from 0 to 1, got 1\.5/);
     await expectFailure(["--rng", "gpu"], 2, /Invalid values:[\s\S]*rng/);
   });
 

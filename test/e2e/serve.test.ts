@@ -107,7 +107,7 @@ describe("A1111 generation", () => {
       const seeds = Array.from({ length: body.batch_size }, (_, k) => body.seed + k);
       expect(info.all_seeds).toEqual(seeds);
       expect(info.sampler_name).toBe("Euler");
-      const alone = await pipe.generate({ prompt: body.prompt!, negativePrompt: body.negative_prompt, width: 64, height: 64, steps: 4, guidance: body.cfg_scale, scheduler: "euler", seeds, rng: "nv" });
+      const alone = await pipe.generate({ prompt: body.prompt!, negativePrompt: body.negative_prompt, width: 64, height: 64, steps: 4, guidance: body.cfg_scale, scheduler: "k_euler", seeds, rng: "nv" });
       expect(response.images).toHaveLength(body.batch_size);
       for (let k = 0; k < body.batch_size; k++) {
         expect(Buffer.compare(await rawPixels(response.images[k]!), Buffer.from(alone.images[k]!.rgb))).toBe(0);
@@ -123,7 +123,7 @@ describe("A1111 generation", () => {
     const response = await post(`${s.url}/sdapi/v1/txt2img`, body);
     expect(response.status).toBe(200);
     const out = join(scratch, "cli-{i}.png");
-    const run = await runCommand(generate, ["generate", "--backend", "cpu", "--prompt", body.prompt, "--negative-prompt", body.negative_prompt, "--seeds", "42,43", "--width", "64", "--height", "64", "--steps", "4", "--guidance", "6", "--scheduler", "dpmpp_2m_karras", "--rng", "cpu", "--out", out, "--quiet"]);
+    const run = await runCommand(generate, ["generate", "--backend", "cpu", "--prompt", body.prompt, "--negative-prompt", body.negative_prompt, "--seeds", "42,43", "--width", "64", "--height", "64", "--steps", "4", "--guidance", "6", "--scheduler", "DPM++ 2M Karras", "--rng", "cpu", "--out", out, "--quiet"]);
     expect(run.code).toBe(0);
     for (let k = 0; k < 2; k++) {
       const file = await readFile(out.replace("{i}", String(k)));
@@ -134,13 +134,66 @@ describe("A1111 generation", () => {
     }
   });
 
+  test("variation seeds, seed resize and ENSD: A1111's seed spreading, equal to Pipeline.generate and the CLI, written in the infotext", async () => {
+    const body = {
+      ...small,
+      prompt: "a lighthouse",
+      seed: 5,
+      subseed: 70,
+      subseed_strength: 0.4,
+      seed_resize_from_w: 48,
+      seed_resize_from_h: 80,
+      batch_size: 2,
+      sampler_name: "Euler a",
+      scheduler: "Exponential",
+      override_settings: { eta_noise_seed_delta: 31337, randn_source: "CPU" },
+    };
+    const response = await post(`${s.url}/sdapi/v1/txt2img`, body);
+    expect(response.status).toBe(200);
+    const info = JSON.parse(response.json.info);
+    // With a variation strength A1111 keeps the seed for every image and steps the subseed.
+    expect(info).toMatchObject({ all_seeds: [5, 5], subseed: 70, all_subseeds: [70, 71], subseed_strength: 0.4, seed_resize_from_w: 48, seed_resize_from_h: 80, sampler_name: "Euler a" });
+    const alone = await pipe.generate({
+      prompt: "a lighthouse", width: 64, height: 64, steps: 4, guidance: 7, scheduler: "k_euler_a", sigmaSchedule: "exponential", seeds: [5, 5], rng: "cpu",
+      subseeds: [70, 71], subseedStrength: 0.4, seedResizeFrom: { width: 48, height: 80 }, ensd: 31337,
+    });
+    for (let k = 0; k < 2; k++) expect(Buffer.compare(await rawPixels(response.json.images[k]), Buffer.from(alone.images[k]!.rgb))).toBe(0);
+    expect(info.infotexts[1]).toBe(alone.images[1]!.infotext);
+    expect(info.infotexts[1]).toMatch(/Sampler: Euler a, Schedule type: Exponential, CFG scale: 7, Seed: 5, Size: 64x64, .*Variation seed: 71, Variation seed strength: 0\.4, Seed resize from: 48x80, ENSD: 31337, RNG: CPU/);
+    const out = join(scratch, "variation-{i}.png");
+    const run = await runCommand(generate, ["generate", "--backend", "cpu", "--prompt", "a lighthouse", "--seeds", "5,5", "--width", "64", "--height", "64", "--steps", "4", "--guidance", "7", "--scheduler", "Euler a", "--schedule", "exponential", "--subseed", "70", "--subseed-strength", "0.4", "--seed-resize-from", "48x80", "--ensd", "31337", "--rng", "cpu", "--out", out, "--quiet"]);
+    expect(run.code).toBe(0);
+    const file = await readFile(out.replace("{i}", "1"));
+    expect(Buffer.compare(await sharp(file).raw().toBuffer(), Buffer.from(alone.images[1]!.rgb))).toBe(0);
+  });
+
+  test("hires fix: the second pass at hr_scale with a latent upscaler, equal to Pipeline.generate, in A1111's info and infotext", async () => {
+    const body = { ...small, prompt: "a castle", seed: 31, sampler_name: "Euler a", enable_hr: true, hr_scale: 2, hr_upscaler: "Latent (bicubic antialiased)", hr_second_pass_steps: 3, denoising_strength: 0.55, override_settings: { randn_source: "CPU" } };
+    const response = await post(`${s.url}/sdapi/v1/txt2img`, body);
+    expect(response.status).toBe(200);
+    const info = JSON.parse(response.json.info);
+    expect(info).toMatchObject({ width: 64, height: 64, denoising_strength: 0.55 });
+    expect(await sharp(Buffer.from(response.json.images[0], "base64")).metadata()).toMatchObject({ width: 128, height: 128 });
+    const alone = await pipe.generate({ prompt: "a castle", width: 64, height: 64, steps: 4, guidance: 7, scheduler: "k_euler_a", seeds: [31], rng: "cpu", hires: { scale: 2, upscaler: "Latent (bicubic antialiased)", steps: 3, strength: 0.55 } });
+    expect(Buffer.compare(await rawPixels(response.json.images[0]), Buffer.from(alone.images[0]!.rgb))).toBe(0);
+    expect(info.infotexts[0]).toMatch(/Size: 64x64, .*Denoising strength: 0\.55, RNG: CPU, Hires upscale: 2, Hires steps: 3, Hires upscaler: Latent \(bicubic antialiased\)$/);
+  });
+
+  test("eta reaches A1111's ancestral samplers and is written as A1111 writes it", async () => {
+    const response = await post(`${s.url}/sdapi/v1/txt2img`, { ...small, prompt: "a boat", seed: 12, sampler_name: "DPM2 a", eta: 0.5, override_settings: { eta_noise_seed_delta: 9 } });
+    expect(response.status).toBe(200);
+    const alone = await pipe.generate({ prompt: "a boat", width: 64, height: 64, steps: 4, guidance: 7, scheduler: "k_dpm_2_a", eta: 0.5, ensd: 9, seeds: [12], rng: "nv" });
+    expect(Buffer.compare(await rawPixels(response.json.images[0]), Buffer.from(alone.images[0]!.rgb))).toBe(0);
+    expect(JSON.parse(response.json.info).infotexts[0]).toMatch(/Sampler: DPM2 a, Schedule type: Karras, .*ENSD: 9, RNG: NV, Eta: 0\.5$/);
+  });
+
   test("n_iter runs batch_size × n_iter images with A1111's seeds seed + i", async () => {
     const response = await post(`${s.url}/sdapi/v1/txt2img`, { ...small, prompt: "a kite", seed: 7, batch_size: 2, n_iter: 3 });
     expect(response.status).toBe(200);
     const info = JSON.parse(response.json.info);
     expect(info.all_seeds).toEqual([7, 8, 9, 10, 11, 12]);
     expect(response.json.images).toHaveLength(6);
-    const alone = await pipe.generate({ prompt: "a kite", width: 64, height: 64, steps: 4, guidance: 7, scheduler: "euler", seeds: [11], rng: "nv" });
+    const alone = await pipe.generate({ prompt: "a kite", width: 64, height: 64, steps: 4, guidance: 7, scheduler: "k_euler", seeds: [11], rng: "nv" });
     expect(Buffer.compare(await rawPixels(response.json.images[4]), Buffer.from(alone.images[0]!.rgb))).toBe(0);
   });
 
@@ -158,7 +211,7 @@ describe("A1111 generation", () => {
     expect(response.json.images).toHaveLength(1);
     expect(await sharp(Buffer.from(response.json.images[0], "base64")).metadata()).toMatchObject({ width: 512, height: 512 });
     const info = JSON.parse(response.json.info);
-    expect(info).toMatchObject({ steps: 50, cfg_scale: 7, width: 512, height: 512, sampler_name: "DPM++ 2M Karras", sd_trt_ignored: ["restore_faces", "tiling"] });
+    expect(info).toMatchObject({ steps: 50, cfg_scale: 7, width: 512, height: 512, sampler_name: "DPM++ 2M", sd_trt_ignored: ["restore_faces", "tiling"] });
     expect(response.headers.get("x-sd-trt-ignored")).toBe("restore_faces, tiling");
     expect(response.json.parameters).toMatchObject(body);
   }, 60_000);
@@ -185,9 +238,10 @@ describe("A1111 generation", () => {
 
   test("samplers, schedulers, progress, health and ping answer in A1111's shapes", async () => {
     const samplers = (await (await fetch(`${s.url}/sdapi/v1/samplers`)).json()) as Array<{ name: string; aliases: string[] }>;
-    expect(samplers.map((x) => x.name)).toEqual(expect.arrayContaining(["Euler a", "Euler", "LMS", "Heun", "DDIM", "PLMS", "DPM++ 2M", "DPM++ 2M Karras", "UniPC"]));
+    expect(samplers.map((x) => x.name)).toEqual(expect.arrayContaining(["Euler a", "Euler", "LMS", "Heun", "DPM2", "DPM2 a", "DPM++ 2S a", "DPM++ 2M", "DPM fast", "DDIM", "PLMS", "UniPC", "euler_a", "dpmpp_2m_karras", "ddpm"]));
+    expect(samplers.map((x) => x.name)).not.toContain("DPM++ SDE");
     const schedulers = (await (await fetch(`${s.url}/sdapi/v1/schedulers`)).json()) as Array<{ label: string }>;
-    expect(schedulers.map((x) => x.label)).toEqual(["Automatic", "Uniform", "Karras"]);
+    expect(schedulers.map((x) => x.label)).toEqual(["Automatic", "Uniform", "Karras", "Exponential", "Polyexponential", "SGM Uniform", "KL Optimal", "Align Your Steps", "Simple", "Normal", "DDIM"]);
     const progress = await (await fetch(`${s.url}/sdapi/v1/progress`)).json();
     expect(progress).toMatchObject({ progress: 0, eta_relative: 0, state: { sampling_step: 0, sampling_steps: 0 }, current_image: null });
     const health = await (await fetch(`${s.url}/health`)).json();
@@ -235,7 +289,12 @@ describe("errors name the field", () => {
     [{ prompt: "x", batch_size: 0 }, "batch_size"],
     [{ prompt: "x", seed: 1.5 }, "seed"],
     [{ prompt: "x", sampler_name: "DPM++ SDE" }, "sampler_name"],
-    [{ prompt: "x", enable_hr: true }, "enable_hr"],
+    [{ ...small, prompt: "x", enable_hr: true, hr_scale: 1 }, "hr_scale"],
+    [{ ...small, prompt: "x", enable_hr: true, hr_upscaler: "R-ESRGAN 4x+" }, "hr_upscaler"],
+    [{ ...small, prompt: "x", enable_hr: true, hr_sampler_name: "DDIM" }, "hr_sampler_name"],
+    [{ ...small, prompt: "x", enable_hr: true, sampler_name: "DDIM" }, "enable_hr"],
+    [{ ...small, prompt: "x", subseed_strength: 1.5 }, "subseed_strength"],
+    [{ prompt: "x", sampler_name: "Euler", scheduler: "Beta" }, "scheduler"],
     [{ prompt: "x", cfg_scale: 1000 }, "cfg_scale"],
   ])("%j is a 422 naming %s", async (body, field) => {
     const response = await post(`${s.url}/sdapi/v1/txt2img`, body);

@@ -8,6 +8,8 @@ import { analyticReferenceModel, roundToFloat16 } from "../support/analytic-refe
 import { packProgram, runProgram, type SamplerProgram } from "../../lib/sampler/index.js";
 import { createScheduler } from "../../lib/schedulers/index.js";
 import { analyticModel, loadSchedulerGoldens, pseudoNormal, relativeError, type GoldenRun } from "../fixtures/schedulers/goldens.js";
+import { loadKDiffusionGoldens } from "../fixtures/a1111/kdiffusion-goldens.js";
+import { TorchGenerator } from "../../lib/rng/index.js";
 import { builtAddon } from "./support.js";
 
 const addon = builtAddon();
@@ -65,6 +67,29 @@ describe.each(float32Runs.map((r) => [r.id, r] as const))("denoise loop host pat
     expect(relativeError(host.subarray(0, IMAGE), run.final)).toBeLessThan(1e-5);
     // Guidance 7.5 must change the result (the stand-in's uncond differs from its cond).
     expect(relativeError(host.subarray(IMAGE), run.final)).toBeGreaterThan(1e-3);
+  });
+});
+
+// A1111's k-diffusion samplers: fractional timesteps, two-call steps, ancestral draws from the
+// image's generator (test/fixtures/a1111/kdiffusion_goldens.json, float32 runs).
+const kdiffusionRuns = loadKDiffusionGoldens().runs.filter((r) => r.dtype === "float32");
+
+describe.each(kdiffusionRuns.map((r) => [r.id, r] as const))("denoise loop host path, A1111 %s", (_id, run) => {
+  test("reproduces the CPU executor and k-diffusion's final latents", () => {
+    const prediction_type = run.parameterization === "v" ? "v_prediction" : "epsilon";
+    const program = createScheduler(run.key, { sigmaSchedule: run.schedule, prediction_type, ...run.extra }).compile(run.steps);
+    const x0 = Float32Array.from(run.x0);
+    // A1111's ImageRNG, CPU source: the first draw was x0; later ones from seed (+ ENSD).
+    const first = new TorchGenerator(run.seed);
+    first.randn([1, 4, 8, 8]);
+    const generator = run.ensd ? new TorchGenerator(run.seed + run.ensd) : first;
+    const draws = program.evals.filter((e) => e.drawsNoise).length;
+    const noise = new Float32Array(draws * IMAGE);
+    for (let d = 0; d < draws; d++) noise.set(generator.randn([1, 4, 8, 8]), d * IMAGE);
+    const host = addon.hostRunProgram({ program: packProgram(program), latents: x0, noise, batch: 1, height: 8, width: 8 });
+    const cpu = runProgram(program, x0, analyticModel("float32"), drawOf(noise, program, IMAGE));
+    expect(relativeError(host, cpu)).toBeLessThan(1e-6);
+    expect(relativeError(host, run.final)).toBeLessThan(1e-5);
   });
 });
 

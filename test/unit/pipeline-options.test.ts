@@ -78,7 +78,7 @@ describe("each invalid option is refused, naming it", () => {
     rejects({ guidance: Number.NaN }, "guidance", /got NaN/);
   });
   test("scheduler", () => {
-    rejects({ scheduler: "euler_b" }, "scheduler", /scheduler must be one of lms, euler, euler_a, ddim, pndm, dpmpp_2m, dpmpp_2m_karras, heun, ddpm, unipc .*got "euler_b"/);
+    rejects({ scheduler: "euler_b" }, "scheduler", /scheduler must be one of lms, euler, euler_a, ddim, pndm, dpmpp_2m, dpmpp_2m_karras, heun, ddpm, unipc, k_euler, k_euler_a, k_lms, k_heun, k_dpm_2, k_dpm_2_a, k_dpmpp_2s_a, k_dpmpp_2m, k_dpm_fast .*got "euler_b"/);
   });
   test("seed and seeds", () => {
     rejects({ seed: -1 }, "seed", /seed must be an integer from 0 to 18446744073709551615/);
@@ -113,5 +113,58 @@ describe("each invalid option is refused, naming it", () => {
   });
   test("unknown options (typos) are refused", () => {
     rejects({ negative_prompt: "x" }, "negative_prompt", /unknown option "negative_prompt"/);
+  });
+});
+
+describe("A1111 options (sigmaSchedule, subseeds, subseedStrength, seedResizeFrom, ensd)", () => {
+  test("k-diffusion samplers take a schedule type by name or A1111 label, Automatic by default", () => {
+    expect(resolveGenerateOptions({ prompt: "x", scheduler: "k_dpmpp_2m" }, ctx).a1111).toEqual({ sigmaSchedule: "automatic" });
+    expect(resolveGenerateOptions({ prompt: "x", scheduler: "k_euler", sigmaSchedule: "SGM Uniform" }, ctx).a1111).toEqual({ sigmaSchedule: "sgm_uniform" });
+    expect(resolveGenerateOptions({ prompt: "x", scheduler: "euler" }, ctx).a1111).toEqual({});
+  });
+  test("resolves A1111's noise options for per-image generators", () => {
+    const r = resolveGenerateOptions({ prompt: "x", scheduler: "k_euler_a", seeds: [5, 5], subseeds: [70, 71], subseedStrength: 0.4, seedResizeFrom: { width: 48, height: 80 }, ensd: 31337 }, ctx);
+    expect(r.a1111.noise).toEqual({ subseeds: [70n, 71n], subseedStrength: 0.4, seedResizeFromWidth: 48, seedResizeFromHeight: 80, ensd: 31337 });
+  });
+  test("sigmaSchedule", () => {
+    rejects({ scheduler: "euler", sigmaSchedule: "karras" }, "sigmaSchedule", /sigmaSchedule applies to A1111's k-diffusion samplers .*euler has its own schedule/);
+    rejects({ scheduler: "k_euler", sigmaSchedule: "karras9000" }, "sigmaSchedule", /sigmaSchedule must be one of "automatic", "uniform", "karras", .*"ddim" \(or their A1111 labels\), got "karras9000"/);
+    rejects({ scheduler: "k_euler", sigmaSchedule: "Beta" }, "sigmaSchedule", /sigmaSchedule "Beta" is not supported: the Beta schedule needs scipy's inverse incomplete beta function/);
+  });
+  test("subseeds, subseedStrength, seedResizeFrom, ensd", () => {
+    rejects({ seed: 1, subseeds: [2], subseedStrength: 0.5 }, "subseeds", /subseeds follows A1111's noise, which has one generator per image: give seeds/);
+    rejects({ seeds: [1, 2], subseeds: [2], subseedStrength: 0.5 }, "subseeds", /subseeds must be an array of one seed per image \(batch 2\)/);
+    rejects({ seeds: [1], subseeds: [2], subseedStrength: 1.5 }, "subseedStrength", /subseedStrength must be a number from 0 to 1, got 1\.5/);
+    rejects({ seeds: [1], subseedStrength: 0.5 }, "subseedStrength", /subseedStrength needs subseeds/);
+    rejects({ seeds: [1], seedResizeFrom: { width: 4, height: 64 } }, "seedResizeFrom.width", /seedResizeFrom\.width must be an integer from 8 to 16384, got 4/);
+    rejects({ seeds: [1], ensd: -3 }, "ensd", /ensd must be an integer from 0/);
+    rejects({ seeds: [1], ensd: 5, initImage: "in.png" }, "ensd", /ensd applies to txt2img only/);
+  });
+  test("a k-diffusion sampler on a UNet with an integer timestep is refused, saying why", () => {
+    const intTimestep = { ...ctx, limits: { ...ctx.limits, fractionalTimesteps: false } };
+    rejects({ scheduler: "k_euler" }, "scheduler", /k_euler feeds the UNet fractional timesteps .* this model's UNet takes an integer timestep/, intTimestep);
+    expect(resolveGenerateOptions({ prompt: "x", scheduler: "euler" }, intTimestep).scheduler).toBe("euler");
+  });
+  test("eta", () => {
+    expect(resolveGenerateOptions({ prompt: "x", scheduler: "k_dpm_2_a", eta: 0.5 }, ctx).a1111).toEqual({ sigmaSchedule: "automatic", eta: 0.5 });
+    rejects({ scheduler: "k_euler", eta: 0.5 }, "eta", /eta applies to A1111's ancestral samplers and DPM fast .*not k_euler/);
+    rejects({ scheduler: "k_euler_a", eta: -1 }, "eta", /eta must be a number from 0 to 100, got -1/);
+  });
+  test("hires", () => {
+    const ok = resolveGenerateOptions({ prompt: "x", width: 256, height: 256, steps: 20, scheduler: "k_euler", seeds: [1], hires: { scale: 1.5, upscaler: "Latent (nearest)" } }, ctx);
+    expect(ok.a1111.hires).toEqual({ width: 384, height: 384, truncateX: 0, truncateY: 0, steps: 20, strength: 0.75, upscaler: "Latent (nearest)", scale: 1.5, stepsGiven: false });
+    const resized = resolveGenerateOptions({ prompt: "x", width: 256, height: 256, scheduler: "k_euler", seeds: [1], hires: { resizeWidth: 384, resizeHeight: 512 } }, ctx);
+    expect(resized.a1111.hires).toMatchObject({ width: 384, height: 512, truncateX: 16, truncateY: 0, resize: "384x512" });
+    const base = { prompt: "x", width: 256, height: 256, scheduler: "k_euler", seeds: [1] };
+    rejects({ ...base, hires: { scale: 1 } }, "hires.scale", /hires\.scale must be greater than 1 when no resize size is given \(A1111's hr_scale\), got 1/);
+    rejects({ ...base, hires: { upscaler: "R-ESRGAN 4x+" } }, "hires.upscaler", /hires\.upscaler must be one of "Latent", .*pixel upscalers such as ESRGAN or Lanczos are not supported\), got "R-ESRGAN 4x\+"/);
+    rejects({ ...base, hires: { scale: 4 } }, "hires.scale", /hires gives a second pass of 1024×1024; the model takes multiples of 8 in 64-1024 × 64-768/);
+    rejects({ ...base, hires: { strength: 0 } }, "hires.strength", /hires\.strength must be greater than 0/);
+    rejects({ ...base, scheduler: "euler", hires: {} }, "hires", /A1111's k-diffusion samplers \(k_\*\) only, not euler/);
+    rejects({ ...base, seeds: undefined, seed: 1, hires: {} }, "hires", /give seeds/);
+    rejects({ ...base, scheduler: "euler", initImage: "in.png", hires: {} }, "hires", /hires applies to txt2img only/);
+  });
+  test("img2img with a k-diffusion sampler is refused, saying why", () => {
+    rejects({ scheduler: "k_euler_a", initImage: "in.png" }, "scheduler", /img2img with A1111's k-diffusion samplers \(k_euler_a\) is not supported yet: A1111 samples the VAE posterior from torch's unseeded global generator/);
   });
 });

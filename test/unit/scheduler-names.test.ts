@@ -1,16 +1,22 @@
 /** AUTOMATIC1111 sampler names ↔ sd-trt scheduler names. */
 import { describe, expect, test } from "@jest/globals";
-import { SCHEDULER_NAMES, a1111SamplerName, schedulerFromA1111Name } from "../../lib/schedulers/index.js";
+import { KDIFFUSION_SAMPLER_NAMES, a1111SamplerName, a1111SamplerSelection } from "../../lib/schedulers/index.js";
 
 describe("a1111SamplerName", () => {
   test.each([
+    ["k_euler", "Euler"],
+    ["k_euler_a", "Euler a"],
+    ["k_lms", "LMS"],
+    ["k_heun", "Heun"],
+    ["k_dpm_2", "DPM2"],
+    ["k_dpm_2_a", "DPM2 a"],
+    ["k_dpmpp_2s_a", "DPM++ 2S a"],
+    ["k_dpmpp_2m", "DPM++ 2M"],
+    // diffusers' schedulers: the A1111 sampler closest to each (their infotext's Sampler field).
     ["pndm", "PLMS"],
     ["ddim", "DDIM"],
     ["euler", "Euler"],
     ["euler_a", "Euler a"],
-    ["lms", "LMS"],
-    ["heun", "Heun"],
-    ["dpmpp_2m", "DPM++ 2M"],
     ["dpmpp_2m_karras", "DPM++ 2M Karras"],
     ["unipc", "UniPC"],
     ["ddpm", null],
@@ -18,34 +24,40 @@ describe("a1111SamplerName", () => {
     expect(a1111SamplerName(name)).toBe(a1111);
   });
 
-  test("every named sampler maps back to its scheduler", () => {
-    for (const name of SCHEDULER_NAMES) {
-      const a1111 = a1111SamplerName(name);
-      if (a1111 !== null) expect(schedulerFromA1111Name(a1111)).toBe(name);
+  test("every k-diffusion sampler's A1111 name selects it again", () => {
+    for (const name of KDIFFUSION_SAMPLER_NAMES) {
+      expect(a1111SamplerSelection(a1111SamplerName(name)!)).toEqual({ scheduler: name, sigmaSchedule: "automatic" });
     }
   });
 });
 
-describe("schedulerFromA1111Name", () => {
-  test("v1.9+ infotexts: the schedule type picks Karras for DPM++ 2M (its Automatic default)", () => {
-    expect(schedulerFromA1111Name("DPM++ 2M", "Karras")).toBe("dpmpp_2m_karras");
-    expect(schedulerFromA1111Name("DPM++ 2M", "Automatic")).toBe("dpmpp_2m_karras");
-    expect(schedulerFromA1111Name("DPM++ 2M", "Uniform")).toBe("dpmpp_2m");
-    expect(schedulerFromA1111Name("DPM++ 2M Karras", "Karras")).toBe("dpmpp_2m_karras");
+describe("a1111SamplerSelection", () => {
+  test("an A1111 name means A1111's k-diffusion sampler, with its schedule type", () => {
+    expect(a1111SamplerSelection("Euler a")).toEqual({ scheduler: "k_euler_a", sigmaSchedule: "automatic" });
+    expect(a1111SamplerSelection("DPM++ 2M", "Karras")).toEqual({ scheduler: "k_dpmpp_2m", sigmaSchedule: "karras" });
+    expect(a1111SamplerSelection("DPM++ 2M", "Automatic")).toEqual({ scheduler: "k_dpmpp_2m", sigmaSchedule: "automatic" });
+    expect(a1111SamplerSelection("Euler", "SGM Uniform")).toEqual({ scheduler: "k_euler", sigmaSchedule: "sgm_uniform" });
+    expect(a1111SamplerSelection("Euler", "SGMUniform")).toEqual({ scheduler: "k_euler", sigmaSchedule: "sgm_uniform" });
   });
 
-  test("pre-1.9 names without a schedule type, case-insensitively", () => {
-    expect(schedulerFromA1111Name("DPM++ 2M")).toBe("dpmpp_2m");
-    expect(schedulerFromA1111Name("euler a")).toBe("euler_a");
-    expect(schedulerFromA1111Name(" plms ")).toBe("pndm");
-    expect(schedulerFromA1111Name("Euler", "Automatic")).toBe("euler");
+  test("pre-1.9 names: a schedule label at the end of the name is split off and wins, case-insensitively", () => {
+    expect(a1111SamplerSelection("DPM++ 2M Karras")).toEqual({ scheduler: "k_dpmpp_2m", sigmaSchedule: "karras" });
+    expect(a1111SamplerSelection("DPM++ 2M Karras", "Uniform")).toEqual({ scheduler: "k_dpmpp_2m", sigmaSchedule: "karras" });
+    expect(a1111SamplerSelection("lms karras")).toEqual({ scheduler: "k_lms", sigmaSchedule: "karras" });
+    expect(a1111SamplerSelection("euler a")).toEqual({ scheduler: "k_euler_a", sigmaSchedule: "automatic" });
   });
 
-  test("samplers or schedules sd-trt cannot reproduce give null", () => {
-    expect(schedulerFromA1111Name("DPM++ SDE")).toBeNull();
-    expect(schedulerFromA1111Name("Euler", "Karras")).toBeNull();
-    expect(schedulerFromA1111Name("DPM++ 2M", "Exponential")).toBeNull();
-    expect(schedulerFromA1111Name("DPM++ 2M Karras", "Uniform")).toBeNull();
-    expect(schedulerFromA1111Name("DDPM")).toBeNull();
+  test("DDIM, PLMS and UniPC are diffusers' versions and take no schedule type", () => {
+    expect(a1111SamplerSelection(" plms ")).toEqual({ scheduler: "pndm" });
+    expect(a1111SamplerSelection("DDIM", "Automatic")).toEqual({ scheduler: "ddim" });
+    expect(a1111SamplerSelection("UniPC", "Karras")).toBeNull();
+  });
+
+  test("samplers and schedule types sd-trt does not run give null", () => {
+    expect(a1111SamplerSelection("DPM++ SDE")).toBeNull();
+    expect(a1111SamplerSelection("DPM++ 2M SDE Karras")).toBeNull();
+    expect(a1111SamplerSelection("Euler", "Beta")).toBeNull();
+    expect(a1111SamplerSelection("Euler", "no such schedule")).toBeNull();
+    expect(a1111SamplerSelection("DDPM")).toBeNull();
   });
 });

@@ -22,40 +22,52 @@ function rejection(body: Record<string, unknown>, mode: "txt2img" | "img2img" = 
 }
 
 describe("A1111 sampler names", () => {
-  it("maps A1111 names, legacy Karras names, schedule types and our canonical names", () => {
-    expect(resolveA1111Sampler("Euler a", undefined, undefined).scheduler).toBe("euler_a");
-    expect(resolveA1111Sampler("PLMS", undefined, undefined).scheduler).toBe("pndm");
-    expect(resolveA1111Sampler("DPM++ 2M Karras", undefined, undefined).scheduler).toBe("dpmpp_2m_karras");
-    expect(resolveA1111Sampler("DPM++ 2M", undefined, "Karras").scheduler).toBe("dpmpp_2m_karras");
-    // A1111 ≥ 1.9: "Automatic" is the sampler's default schedule, Karras for DPM++ 2M.
-    expect(resolveA1111Sampler("DPM++ 2M", undefined, "Automatic").scheduler).toBe("dpmpp_2m_karras");
-    expect(resolveA1111Sampler("DPM++ 2M", undefined, "Uniform").scheduler).toBe("dpmpp_2m");
-    expect(resolveA1111Sampler("DPM++ 2M", undefined, undefined).scheduler).toBe("dpmpp_2m");
-    expect(resolveA1111Sampler("k_lms", undefined, undefined).scheduler).toBe("lms");
+  it("maps A1111 names to the samplers A1111 runs, with legacy Karras names and schedule types", () => {
+    expect(resolveA1111Sampler("Euler a", undefined, undefined)).toEqual({ scheduler: "k_euler_a", sigmaSchedule: "automatic", field: "sampler_name" });
+    expect(resolveA1111Sampler("PLMS", undefined, undefined)).toEqual({ scheduler: "pndm", field: "sampler_name" });
+    expect(resolveA1111Sampler("DPM++ 2M Karras", undefined, undefined)).toMatchObject({ scheduler: "k_dpmpp_2m", sigmaSchedule: "karras" });
+    expect(resolveA1111Sampler("DPM++ 2M", undefined, "Karras")).toMatchObject({ scheduler: "k_dpmpp_2m", sigmaSchedule: "karras" });
+    expect(resolveA1111Sampler("DPM++ 2M", undefined, "Automatic")).toMatchObject({ scheduler: "k_dpmpp_2m", sigmaSchedule: "automatic" });
+    expect(resolveA1111Sampler("DPM++ 2M", undefined, "Exponential")).toMatchObject({ scheduler: "k_dpmpp_2m", sigmaSchedule: "exponential" });
+    expect(resolveA1111Sampler("DPM2 a", undefined, "SGM Uniform")).toMatchObject({ scheduler: "k_dpm_2_a", sigmaSchedule: "sgm_uniform" });
+    expect(resolveA1111Sampler("k_lms", undefined, undefined)).toMatchObject({ scheduler: "k_lms" });
     expect(resolveA1111Sampler("unipc", undefined, undefined).scheduler).toBe("unipc");
+  });
+
+  it("passes eta on to A1111's ancestral samplers", () => {
+    expect(parseA1111Request("txt2img", { sampler_name: "Euler a", eta: 0.4 }, limits)).toMatchObject({ scheduler: "k_euler_a", eta: 0.4 });
+    expect(parseA1111Request("txt2img", { sampler_name: "Euler", eta: 0.4 }, limits).eta).toBeUndefined();
+  });
+
+  it("takes our canonical names exactly: diffusers' schedulers stay reachable", () => {
+    expect(resolveA1111Sampler("euler_a", undefined, undefined)).toEqual({ scheduler: "euler_a", field: "sampler_name" });
+    expect(resolveA1111Sampler("dpmpp_2m_karras", undefined, undefined).scheduler).toBe("dpmpp_2m_karras");
     expect(resolveA1111Sampler("ddpm", undefined, undefined).scheduler).toBe("ddpm");
+    expect(() => resolveA1111Sampler("euler", undefined, "Karras")).toThrow(/not available with euler/);
   });
 
   it("falls back to sampler_index, whose A1111 default is Euler, when sampler_name is absent", () => {
-    expect(resolveA1111Sampler(undefined, undefined, undefined).scheduler).toBe("euler");
+    expect(resolveA1111Sampler(undefined, undefined, undefined)).toEqual({ scheduler: "k_euler", sigmaSchedule: "automatic", field: "sampler_index" });
     expect(resolveA1111Sampler("", "DDIM", undefined)).toEqual({ scheduler: "ddim", field: "sampler_index" });
   });
 
-  it("treats the docs placeholder 'string' as A1111 does: its default sampler, DPM++ 2M Karras", () => {
-    expect(resolveA1111Sampler("string", "Euler", "string").scheduler).toBe("dpmpp_2m_karras");
+  it("treats the docs placeholder 'string' as A1111 does: its default sampler DPM++ 2M, Automatic schedule", () => {
+    expect(resolveA1111Sampler("string", "Euler", "string")).toMatchObject({ scheduler: "k_dpmpp_2m", sigmaSchedule: "automatic" });
   });
 
-  it("refuses unknown samplers and unavailable schedule types, naming the field and listing the choices", () => {
-    expect(() => resolveA1111Sampler("DPM++ SDE", undefined, undefined)).toThrow(/sampler_name must be one of .*"Euler a"/);
-    const karras = (() => {
+  it("refuses unknown and unimplemented samplers and schedule types, naming the field and saying why or listing the choices", () => {
+    expect(() => resolveA1111Sampler("DPM++ SDE", undefined, undefined)).toThrow(/sampler_name "DPM\+\+ SDE" is not supported: its noise comes from torchsde's BrownianTree/);
+    expect(() => resolveA1111Sampler("DPM++ 2M SDE Karras", undefined, undefined)).toThrow(/not supported: .*BrownianTree/);
+    expect(() => resolveA1111Sampler("Euler z", undefined, undefined)).toThrow(/sampler_name must be one of "DPM\+\+ 2M", .*"Euler a"/);
+    const schedule = (() => {
       try {
-        resolveA1111Sampler("Euler", undefined, "Karras");
+        resolveA1111Sampler("PLMS", undefined, "Karras");
       } catch (error) {
         return error as HttpError;
       }
     })();
-    expect(karras?.field).toBe("scheduler");
-    expect(() => resolveA1111Sampler("Euler", undefined, "Exponential")).toThrow(/scheduler must be one of "Automatic", "Uniform", "Karras"/);
+    expect(schedule?.field).toBe("scheduler");
+    expect(() => resolveA1111Sampler("Euler", undefined, "Beta")).toThrow(/scheduler must be one of "Automatic", "Uniform", "Karras", .*got "Beta": the Beta schedule needs scipy/);
     expect(() => resolveA1111Sampler("Euler", undefined, "no such schedule")).toThrow(/scheduler must be one of/);
   });
 
@@ -70,7 +82,7 @@ describe("A1111 sampler names", () => {
 describe("parseA1111Request", () => {
   it("accepts the txt2img example body of A1111's /docs unchanged", () => {
     const generation = parseA1111Request("txt2img", docsBody, limits);
-    expect(generation).toMatchObject({ width: 512, height: 512, steps: 50, cfgScale: 7, batchSize: 1, nIter: 1, scheduler: "dpmpp_2m_karras", rng: "nv", sendImages: true });
+    expect(generation).toMatchObject({ width: 512, height: 512, steps: 50, cfgScale: 7, batchSize: 1, nIter: 1, scheduler: "k_dpmpp_2m", sigmaSchedule: "automatic", rng: "nv", sendImages: true });
     expect(generation.seed).toBeGreaterThanOrEqual(0);
     expect(generation.seed).toBeLessThan(4294967294);
     // The docs body asks for tiling, which we cannot honour: accepted, and reported.
@@ -79,7 +91,7 @@ describe("parseA1111Request", () => {
   });
 
   it("applies A1111's defaults to an empty body", () => {
-    expect(parseA1111Request("txt2img", {}, limits)).toMatchObject({ prompt: "", negativePrompt: "", width: 512, height: 512, steps: 50, cfgScale: 7, scheduler: "euler", batchSize: 1, nIter: 1, ignored: [] });
+    expect(parseA1111Request("txt2img", {}, limits)).toMatchObject({ prompt: "", negativePrompt: "", width: 512, height: 512, steps: 50, cfgScale: 7, scheduler: "k_euler", batchSize: 1, nIter: 1, ignored: [] });
   });
 
   it("keeps an explicit seed and honours override_settings.randn_source", () => {
@@ -111,11 +123,15 @@ describe("parseA1111Request", () => {
   });
 
   it.each([
-    [{ enable_hr: true }, "enable_hr"],
-    [{ subseed_strength: 0.5 }, "subseed_strength"],
-    [{ seed_resize_from_h: 512, seed_resize_from_w: 512 }, "seed_resize_from_h"],
+    [{ enable_hr: true, hr_prompt: "another prompt" }, "hr_prompt"],
+    [{ enable_hr: true, hr_checkpoint_name: "other.safetensors" }, "hr_checkpoint_name"],
+    [{ subseed_strength: 1.5 }, "subseed_strength"],
+    [{ subseed_strength: 0.5, subseed: "x" }, "subseed"],
+    [{ seed_resize_from_h: 4, seed_resize_from_w: 512 }, "seed_resize_from_h"],
+    [{ override_settings: { eta_noise_seed_delta: -1 } }, "override_settings.eta_noise_seed_delta"],
     [{ s_churn: 0.2 }, "s_churn"],
-    [{ sampler_name: "Euler a", eta: 0 }, "eta"],
+    [{ sampler_name: "DPM2 a", s_noise: 0.5 }, "s_noise"],
+    [{ sampler_name: "euler_a", eta: 0 }, "eta"],
     [{ sampler_name: "DDIM", eta: 0.5 }, "eta"],
     [{ refiner_checkpoint: "sdxl_refiner" }, "refiner_checkpoint"],
     [{ firstphase_width: 256 }, "firstphase_width"],
@@ -149,7 +165,7 @@ describe("parseA1111Request", () => {
       comments: { anything: 1 },
       some_field_a1111_does_not_have: [1, 2, 3],
     };
-    expect(parseA1111Request("txt2img", neutral, limits)).toMatchObject({ scheduler: "euler_a", ignored: [] });
+    expect(parseA1111Request("txt2img", neutral, limits)).toMatchObject({ scheduler: "k_euler_a", ignored: [] });
   });
 
   it("reads img2img's init image (data URL or plain base64), strength and resize mode", () => {

@@ -178,6 +178,7 @@ describe("limits from the engines' profiles", () => {
       sizeMultiple: 8,
       canEncodeImages: false,
       canObserveLatents: false,
+      fractionalTimesteps: true,
     });
   });
 

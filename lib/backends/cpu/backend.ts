@@ -143,6 +143,7 @@ export class CpuBackend implements Backend {
       sizeMultiple: multiple,
       canEncodeImages: sessions.vaeEncoder !== null,
       canObserveLatents: true,
+      fractionalTimesteps: unet.timestepType === "float32" || unet.timestepType === "float64",
     };
   }
 

@@ -91,6 +91,7 @@ export function limitsFromEngines(engines: Partial<Record<ModelRole, EngineShape
     canEncodeImages: engines.vae_encoder !== undefined,
     // The engines keep latents on the GPU between evaluations.
     canObserveLatents: false,
+    fractionalTimesteps: unet.contract.timestepType === "float32" || unet.contract.timestepType === "float64",
   };
 }
 

@@ -15,6 +15,7 @@ import { defaultModelDir } from "../../package-info.js";
 import { encodeImage, formatFromExtension, IMAGE_FORMATS, type ImageFormat } from "../../image/encode.js";
 import { BACKEND_CHOICES, type BackendChoice } from "../../backends/select.js";
 import { RNG_SOURCES, type RngSource } from "../../rng/index.js";
+import { a1111SamplerName, a1111SamplerSelection, canonicalSchedulerName, KDIFFUSION_SAMPLER_NAMES, refusedA1111SamplerReason, SCHEDULER_NAMES } from "../../schedulers/index.js";
 import { encodeNpyFloat32 } from "../shared/npy.js";
 import { StagedFiles, checkWritable } from "../shared/staged-files.js";
 import { outputPaths, outputPath } from "../shared/output-paths.js";
@@ -35,6 +36,16 @@ export interface GenerateArgs {
   steps?: number;
   guidance?: number;
   scheduler?: string;
+  schedule?: string;
+  subseed?: string;
+  "subseed-strength"?: number;
+  "seed-resize-from"?: string;
+  ensd?: number;
+  "hires-scale"?: number;
+  "hires-resize"?: string;
+  "hires-steps"?: number;
+  "hires-upscaler"?: string;
+  "hires-strength"?: number;
   seed?: string;
   seeds?: string;
   batch?: number;
@@ -66,6 +77,18 @@ const FLAG_OF: Record<string, string> = {
   steps: "--steps",
   guidance: "--guidance",
   scheduler: "--scheduler",
+  sigmaSchedule: "--schedule",
+  subseeds: "--subseed",
+  subseedStrength: "--subseed-strength",
+  seedResizeFrom: "--seed-resize-from",
+  ensd: "--ensd",
+  hires: "--hires-scale",
+  "hires.scale": "--hires-scale",
+  "hires.resizeWidth": "--hires-resize",
+  "hires.resizeHeight": "--hires-resize",
+  "hires.steps": "--hires-steps",
+  "hires.upscaler": "--hires-upscaler",
+  "hires.strength": "--hires-strength",
   seed: "--seed",
   seeds: "--seeds",
   batch: "--batch",
@@ -81,7 +104,7 @@ const FLAG_OF: Record<string, string> = {
 };
 
 function flagError(error: InvalidOptionError): InvalidOptionError {
-  const flag = FLAG_OF[error.option.replace(/\[\d+\]$/, "")];
+  const flag = FLAG_OF[error.option.replace(/\[\d+\]$/, "")] ?? FLAG_OF[error.option.split(".")[0]!];
   if (!flag || error.message.startsWith(flag)) return error;
   const rethrown = new InvalidOptionError(error.option, `${flag}: ${error.message}`);
   rethrown.stack = error.stack;
@@ -136,15 +159,70 @@ function generateOptions(args: GenerateArgs, signal: AbortSignal): GenerateOptio
   if (args.height !== undefined) options.height = args.height;
   if (args.steps !== undefined) options.steps = args.steps;
   if (args.guidance !== undefined) options.guidance = args.guidance;
-  if (args.scheduler !== undefined) options.scheduler = args.scheduler;
+  if (args.scheduler !== undefined) Object.assign(options, schedulerOptions(String(args.scheduler), args.schedule));
+  else if (args.schedule !== undefined) options.sigmaSchedule = args.schedule;
   if (args.seed !== undefined) options.seed = parseSeed("--seed", "seed", String(args.seed));
   if (args.seeds !== undefined) options.seeds = String(args.seeds).split(",").map((s, i) => parseSeed("--seeds", `seeds[${i}]`, s));
+  if (args.subseed !== undefined) {
+    // A1111: image i of the call gets subseed + i.
+    const subseed = parseSeed("--subseed", "subseeds", String(args.subseed));
+    const count = args.seeds !== undefined ? String(args.seeds).split(",").length : (args.batch ?? 1);
+    options.subseeds = Array.from({ length: count }, (_, i) => subseed + BigInt(i));
+  }
+  if (args["subseed-strength"] !== undefined) options.subseedStrength = args["subseed-strength"];
+  if (args["seed-resize-from"] !== undefined) {
+    const match = /^(\d+)x(\d+)$/.exec(String(args["seed-resize-from"]).trim());
+    if (!match) throw new InvalidOptionError("seedResizeFrom", `--seed-resize-from must be WIDTHxHEIGHT in pixels (e.g. 512x768), got ${JSON.stringify(args["seed-resize-from"])}`);
+    options.seedResizeFrom = { width: Number(match[1]), height: Number(match[2]) };
+  }
+  if (args.ensd !== undefined) options.ensd = args.ensd;
+  const hiresFlags = (["hires-scale", "hires-resize", "hires-steps", "hires-upscaler", "hires-strength"] as const).filter((f) => args[f] !== undefined);
+  if (hiresFlags.length > 0) {
+    // Any --hires-* flag turns A1111's hires fix on (scale 2, "Latent", strength 0.75 unless given).
+    const hires: NonNullable<GenerateOptions["hires"]> = {};
+    if (args["hires-scale"] !== undefined) hires.scale = args["hires-scale"];
+    if (args["hires-steps"] !== undefined) hires.steps = args["hires-steps"];
+    if (args["hires-upscaler"] !== undefined) hires.upscaler = String(args["hires-upscaler"]);
+    if (args["hires-strength"] !== undefined) hires.strength = args["hires-strength"];
+    if (args["hires-resize"] !== undefined) {
+      const match = /^(\d+)x(\d+)$/.exec(String(args["hires-resize"]).trim());
+      if (!match) throw new InvalidOptionError("hires.resizeWidth", `--hires-resize must be WIDTHxHEIGHT in pixels (0 for one keeps the aspect ratio), got ${JSON.stringify(args["hires-resize"])}`);
+      hires.resizeWidth = Number(match[1]);
+      hires.resizeHeight = Number(match[2]);
+    }
+    options.hires = hires;
+  }
   if (args.batch !== undefined) options.batch = args.batch;
   if (args.rng !== undefined) options.rng = args.rng;
   if (args["init-image"] !== undefined) options.initImage = args["init-image"];
   if (args.strength !== undefined) options.strength = args.strength;
   if (args["latents-out"] !== undefined) options.returnLatents = true;
   return options;
+}
+
+/**
+ * `--scheduler` takes our names (diffusers' schedulers, k_* samplers) or an A1111 sampler name
+ * ("Euler a", "DPM++ 2M", "DPM++ 2M Karras"), which selects the sampler A1111 runs; `--schedule`
+ * is A1111's schedule type (a name's own " Karras" suffix wins, as in A1111).
+ */
+function schedulerOptions(name: string, schedule: string | undefined): Pick<GenerateOptions, "scheduler" | "sigmaSchedule"> {
+  if (canonicalSchedulerName(name) !== undefined) {
+    return schedule === undefined ? { scheduler: name } : { scheduler: name, sigmaSchedule: schedule };
+  }
+  const selection = a1111SamplerSelection(name, schedule);
+  const sampler = a1111SamplerSelection(name);
+  // A k-diffusion sampler with a schedule type A1111's names do not include: the pipeline's
+  // check of sigmaSchedule says what is wrong with it.
+  if (selection === null && sampler?.sigmaSchedule !== undefined && schedule !== undefined) return { scheduler: sampler.scheduler, sigmaSchedule: schedule };
+  if (selection === null) {
+    const labels = [...KDIFFUSION_SAMPLER_NAMES.map((n) => a1111SamplerName(n)), "DDIM", "PLMS", "UniPC"].map((l) => JSON.stringify(l)).join(", ");
+    const refused = refusedA1111SamplerReason(name);
+    throw new InvalidOptionError(
+      "scheduler",
+      refused ? `--scheduler ${JSON.stringify(name)} is not supported: ${refused}` : `--scheduler must be one of ${SCHEDULER_NAMES.join(", ")} or an A1111 sampler name (${labels}, optionally with a schedule suffix such as " Karras") with a --schedule it takes, got ${JSON.stringify(name)}${schedule !== undefined ? ` with --schedule ${JSON.stringify(schedule)}` : ""}`,
+    );
+  }
+  return selection.sigmaSchedule === undefined ? { scheduler: selection.scheduler } : { scheduler: selection.scheduler, sigmaSchedule: selection.sigmaSchedule };
 }
 
 function summary(result: GenerateResult, files: string[], latentsFile: string | undefined, pipeline: Pipeline) {
@@ -280,7 +358,17 @@ const command: CommandModule<object, GenerateArgs> = {
       .option("memory-limit", { type: "number", describe: "Most memory (GiB) one generation may need on the cpu backend; larger requests are refused before they run (default: this machine's memory)" })
       .option("steps", { type: "number", describe: "Denoising steps, 1-1000 (default 50); some schedulers take fewer (pndm, SD 1.x's default, at most 999)" })
       .option("guidance", { type: "number", describe: "Classifier-free guidance scale, 0-100; ≤ 1 turns guidance off (default 7.5)" })
-      .option("scheduler", { type: "string", describe: "lms, euler, euler_a, ddim, pndm, dpmpp_2m, dpmpp_2m_karras, heun, ddpm, unipc (default: the model's scheduler config)" })
+      .option("scheduler", { type: "string", describe: "diffusers' lms, euler, euler_a, ddim, pndm, dpmpp_2m, dpmpp_2m_karras, heun, ddpm, unipc; A1111's samplers by name (\"Euler a\", \"DPM++ 2M\", …) or k_* name (default: the model's scheduler config)" })
+      .option("schedule", { type: "string", describe: "A1111 schedule type for its samplers: automatic, uniform, karras, exponential, polyexponential, sgm_uniform, kl_optimal, align_your_steps, simple, normal, ddim (default automatic)" })
+      .option("subseed", { type: "string", describe: "A1111 variation seed of the first image (image i gets subseed + i); needs --seeds" })
+      .option("subseed-strength", { type: "number", describe: "A1111 variation strength, 0-1 (default 0)" })
+      .option("seed-resize-from", { type: "string", describe: "A1111 \"resize seed from\" size, WIDTHxHEIGHT pixels" })
+      .option("hires-scale", { type: "number", describe: "A1111 hires fix: upscale factor of the second pass (> 1; default 2 when another --hires-* flag is given)" })
+      .option("hires-resize", { type: "string", describe: "A1111 hires fix: second-pass size WIDTHxHEIGHT instead of a scale (hr_resize_x/y)" })
+      .option("hires-steps", { type: "number", describe: "A1111 hires fix: second-pass steps (default: --steps)" })
+      .option("hires-upscaler", { type: "string", describe: "A1111 hires fix: latent upscaler: Latent, \"Latent (antialiased)\", \"Latent (bicubic)\", \"Latent (bicubic antialiased)\", \"Latent (nearest)\", \"Latent (nearest-exact)\" (default Latent)" })
+      .option("hires-strength", { type: "number", describe: "A1111 hires fix: second-pass denoising strength (default 0.75)" })
+      .option("ensd", { type: "number", describe: "A1111 eta noise seed delta (ENSD): re-seeds each image's generator with seed + ENSD after the initial noise" })
       .option("seed", { type: "string", describe: "One seed for the batch (one generator, diffusers semantics); random when absent" })
       .option("seeds", { type: "string", describe: "One seed per image, comma-separated (one generator each, A1111 semantics)" })
       .option("batch", { type: "number", describe: "Images to generate (default: the number of --seeds, else 1)" })

@@ -22,6 +22,7 @@ import { invalidField } from "../http/errors.js";
 import { sendJson } from "../http/respond.js";
 import type { RouteContext } from "../http/router.js";
 import { type A1111Generation, type A1111Mode, parseA1111Request } from "./request.js";
+import { noiseOptions } from "./a1111-noise.js";
 
 export interface GenerationContext {
   service: PipelineService;
@@ -59,7 +60,6 @@ async function prepareInitImage(generation: A1111Generation): Promise<RawImage> 
 function serviceRequests(generation: A1111Generation, initImage: RawImage | undefined): ServiceRequest[] {
   const requests: ServiceRequest[] = [];
   for (let n = 0; n < generation.nIter; n++) {
-    const first = generation.seed + n * generation.batchSize;
     requests.push({
       prompt: generation.prompt,
       negativePrompt: generation.negativePrompt,
@@ -68,7 +68,10 @@ function serviceRequests(generation: A1111Generation, initImage: RawImage | unde
       steps: generation.steps,
       guidance: generation.cfgScale,
       scheduler: generation.scheduler,
-      seeds: Array.from({ length: generation.batchSize }, (_, i) => first + i),
+      ...(generation.sigmaSchedule !== undefined ? { sigmaSchedule: generation.sigmaSchedule } : {}),
+      ...(generation.eta !== undefined ? { eta: generation.eta } : {}),
+      ...noiseOptions(generation.noise, generation.seed, n * generation.batchSize, generation.batchSize),
+      ...(generation.hires ? { hires: generation.hires } : {}),
       batch: generation.batchSize,
       rng: generation.rng,
       ...(initImage ? { initImage, strength: generation.strength } : {}),
@@ -110,7 +113,7 @@ export async function handleA1111Generation(mode: A1111Mode, { request, response
   }
 
   const count = allSeeds.length;
-  const subseed = typeof body.subseed === "number" && body.subseed >= 0 ? body.subseed : randomInt(4294967294);
+  const subseed = generation.noise && generation.noise.subseedStrength > 0 ? generation.noise.subseed : typeof body.subseed === "number" && body.subseed >= 0 ? body.subseed : randomInt(4294967294);
   const info = {
     prompt: generation.prompt,
     all_prompts: Array<string>(count).fill(generation.prompt),
@@ -120,7 +123,7 @@ export async function handleA1111Generation(mode: A1111Mode, { request, response
     all_seeds: allSeeds,
     subseed,
     all_subseeds: Array.from({ length: count }, (_, i) => subseed + i),
-    subseed_strength: 0,
+    subseed_strength: generation.noise?.subseedStrength ?? 0,
     width: generation.width,
     height: generation.height,
     sampler_name: generation.samplerName,
@@ -133,9 +136,9 @@ export async function handleA1111Generation(mode: A1111Mode, { request, response
     sd_model_hash: service.modelHash ?? null,
     sd_vae_name: null,
     sd_vae_hash: null,
-    seed_resize_from_w: -1,
-    seed_resize_from_h: -1,
-    denoising_strength: mode === "img2img" ? generation.strength : null,
+    seed_resize_from_w: generation.noise?.seedResizeFrom?.width ?? -1,
+    seed_resize_from_h: generation.noise?.seedResizeFrom?.height ?? -1,
+    denoising_strength: mode === "img2img" ? generation.strength : (generation.hires?.strength ?? null),
     extra_generation_params: {},
     index_of_first_image: 0,
     infotexts,

@@ -15,6 +15,9 @@ import { invalidField } from "../http/errors.js";
 import { type Body, booleanField, integerField, isAbsent, numberField, optionalArray, optionalObject, stringField } from "./fields.js";
 import { a1111NameOf, describeValue, resolveA1111Sampler } from "./samplers.js";
 import { checkUnsupportedFields } from "./unsupported.js";
+import { parseA1111Noise, type A1111NoiseFields } from "./a1111-noise.js";
+import { parseA1111Hires } from "./a1111-hires.js";
+import type { HiresOptions } from "../../pipeline/a1111-options.js";
 
 export type A1111Mode = "txt2img" | "img2img";
 
@@ -57,6 +60,10 @@ export interface A1111Generation {
   cfgScale: number;
   /** Our scheduler name. */
   scheduler: string;
+  /** The schedule type of an A1111 k-diffusion sampler. */
+  sigmaSchedule?: string;
+  /** eta of an A1111 ancestral sampler (absent: its default 1). */
+  eta?: number;
   /** A1111's name for it (info `sampler_name`). */
   samplerName: string;
   /** The first image's seed (after −1 was resolved); image i has seed + i. */
@@ -70,6 +77,10 @@ export interface A1111Generation {
   resizeMode?: 0 | 1;
   /** img2img: diffusers' strength (A1111's denoising_strength). */
   strength?: number;
+  /** Hires fix (a1111-hires.ts); absent when enable_hr is off. */
+  hires?: HiresOptions;
+  /** A1111's noise options (a1111-noise.ts); absent when none is in use. */
+  noise?: A1111NoiseFields;
   /** Fields accepted with a value we did not honour (see unsupported.ts). */
   ignored: string[];
   /** The request as A1111 echoes it back in `parameters`. */
@@ -86,9 +97,10 @@ const HARMLESS_OVERRIDES = new Set([
   "add_model_hash_to_info", "add_model_name_to_info", "add_version_to_infotext", "add_user_name_to_info",
 ]);
 
-function checkOverrideSettings(body: Body, limits: A1111RequestLimits): "cpu" | "nv" {
+function checkOverrideSettings(body: Body, limits: A1111RequestLimits): { rng: "cpu" | "nv"; ensd: number } {
   const overrides = optionalObject(body, "override_settings") ?? {};
   let rng: "cpu" | "nv" = "nv";
+  let ensd = 0;
   for (const [key, value] of Object.entries(overrides)) {
     const field = `override_settings.${key}`;
     if (HARMLESS_OVERRIDES.has(key)) continue;
@@ -103,7 +115,10 @@ function checkOverrideSettings(body: Body, limits: A1111RequestLimits): "cpu" | 
         if (value !== 1 && value !== null) throw invalidField(field, `${field} (clip skip) other than 1 is not supported, got ${describeValue(value)}`);
         break;
       case "eta_noise_seed_delta":
-        if (value !== 0 && value !== null) throw invalidField(field, `${field} (ENSD) other than 0 is not supported, got ${describeValue(value)}`);
+        if (value !== null && (typeof value !== "number" || !Number.isSafeInteger(value) || value < 0)) {
+          throw invalidField(field, `${field} (ENSD) must be an integer from 0 to ${Number.MAX_SAFE_INTEGER} or null, got ${describeValue(value)}`);
+        }
+        ensd = value ?? 0;
         break;
       case "sd_model_checkpoint":
         if (value !== null && value !== limits.modelName) {
@@ -122,7 +137,7 @@ function checkOverrideSettings(body: Body, limits: A1111RequestLimits): "cpu" | 
         throw invalidField(field, `${field} is not a setting this server can apply; remove it or see the README for the supported override_settings`);
     }
   }
-  return rng;
+  return { rng, ensd };
 }
 
 /** Decodes one base64 image, with or without a `data:image/...;base64,` prefix. */
@@ -167,7 +182,7 @@ export function parseA1111Request(mode: A1111Mode, body: Body, limits: A1111Requ
   }
 
   const sampler = resolveA1111Sampler(body.sampler_name, body.sampler_index, body.scheduler);
-  const rng = checkOverrideSettings(body, limits);
+  const { rng, ensd } = checkOverrideSettings(body, limits);
   const sendImages = booleanField(body, "send_images", A1111_DEFAULTS.send_images);
   const ignored = checkUnsupportedFields(body, { mode, scheduler: sampler.scheduler });
 
@@ -180,6 +195,7 @@ export function parseA1111Request(mode: A1111Mode, body: Body, limits: A1111Requ
     steps,
     cfgScale,
     scheduler: sampler.scheduler,
+    ...(sampler.sigmaSchedule !== undefined ? { sigmaSchedule: sampler.sigmaSchedule } : {}),
     samplerName: a1111NameOf(sampler.scheduler),
     seed,
     batchSize,
@@ -189,6 +205,16 @@ export function parseA1111Request(mode: A1111Mode, body: Body, limits: A1111Requ
     ignored,
     parameters: {},
   };
+  const eta = typeof body.eta === "number" ? body.eta : null;
+  if (eta !== null && ["k_euler_a", "k_dpm_2_a", "k_dpmpp_2s_a", "k_dpm_fast"].includes(sampler.scheduler)) generation.eta = eta;
+  const noise = parseA1111Noise(body, ensd);
+  if (noise) generation.noise = noise;
+  if (mode === "txt2img") {
+    const hires = parseA1111Hires(body, { samplerName: body.sampler_name, scheduler: body.scheduler, prompt, negativePrompt });
+    if (hires) generation.hires = hires;
+  } else if (body.enable_hr === true) {
+    throw invalidField("enable_hr", "enable_hr applies to txt2img only");
+  }
 
   if (mode === "img2img") {
     const images = optionalArray(body, "init_images");
@@ -230,6 +256,19 @@ export function a1111FieldFor(option: string): string {
     strength: "denoising_strength",
     initImage: "init_images",
     rng: "override_settings.randn_source",
+    sigmaSchedule: "scheduler",
+    eta: "eta",
+    subseeds: "subseed",
+    subseedStrength: "subseed_strength",
+    seedResizeFrom: "seed_resize_from_w",
+    ensd: "override_settings.eta_noise_seed_delta",
+    hires: "enable_hr",
+    "hires.scale": "hr_scale",
+    "hires.resizeWidth": "hr_resize_x",
+    "hires.resizeHeight": "hr_resize_y",
+    "hires.steps": "hr_second_pass_steps",
+    "hires.upscaler": "hr_upscaler",
+    "hires.strength": "denoising_strength",
   };
-  return map[base] ?? option;
+  return map[option.replace(/\[\d+\]$/, "")] ?? map[base] ?? option;
 }

@@ -1,17 +1,29 @@
 /**
  * A1111 sampler and schedule-type names for the HTTP API, on top of the name mapping of
- * `lib/schedulers/a1111.ts` (`schedulerFromA1111Name`, `a1111SamplerName`).
+ * `lib/schedulers/a1111.ts` (`a1111SamplerSelection`, `a1111SamplerName`).
  *
  * A1111 names a sampler (`sampler_name`, e.g. "DPM++ 2M") and, since v1.9, a schedule type
  * (`scheduler`, e.g. "Karras"); before v1.9 the schedule was part of the sampler name
- * ("DPM++ 2M Karras"). Our schedulers are diffusers' classes, so only the combinations one of
- * them computes are offered; anything else is refused with a 422 naming the field and listing
- * what is available, rather than silently run with a different sampler.
+ * ("DPM++ 2M Karras"). Its k-diffusion samplers run as A1111 runs them (the `k_*` schedulers);
+ * DDIM, PLMS and UniPC run diffusers' versions. Names sd-trt does not run are refused with a 422
+ * naming the field, saying why when A1111 has the sampler.
  *
  * Also accepted as `sampler_name`: A1111's aliases (`k_euler_a`, …) and our canonical names
- * (`euler_a`, `dpmpp_2m_karras`, `ddpm`, …).
+ * (`euler_a`, `dpmpp_2m_karras`, `ddpm`, … — diffusers' schedulers).
  */
-import { a1111SamplerName, SCHEDULER_NAMES, schedulerFromA1111Name, type SchedulerName } from "../../schedulers/index.js";
+import {
+  a1111SamplerName,
+  a1111SamplerSelection,
+  findSigmaSchedule,
+  isKDiffusionSampler,
+  refusedA1111SamplerReason,
+  REFUSED_SIGMA_SCHEDULES,
+  SCHEDULER_NAMES,
+  SIGMA_SCHEDULE_LABELS,
+  SIGMA_SCHEDULES,
+  type SchedulerName,
+  type SigmaSchedule,
+} from "../../schedulers/index.js";
 import { invalidField } from "../http/errors.js";
 
 /** One entry of `GET /sdapi/v1/samplers` (A1111's SamplerItem). */
@@ -21,34 +33,21 @@ export interface A1111SamplerItem {
   options: Record<string, string>;
 }
 
-/** A1111's sampler aliases (its `samplers_k_diffusion` table) for the samplers we have. */
-const A1111_ALIASES: Partial<Record<SchedulerName, string[]>> = {
-  euler_a: ["k_euler_a", "k_euler_ancestral"],
-  euler: ["k_euler"],
-  lms: ["k_lms"],
-  heun: ["k_heun"],
-  dpmpp_2m: ["k_dpmpp_2m"],
-  dpmpp_2m_karras: ["k_dpmpp_2m_ka"],
-  ddim: ["ddim"],
-  pndm: ["plms"],
-  unipc: ["unipc"],
-};
-
-/** A1111 ≥ 1.9 schedule types (`scheduler` field): every label A1111 knows, and the ones we honour. */
-const SCHEDULE_TYPES = [
-  { name: "automatic", label: "Automatic", supported: true },
-  { name: "uniform", label: "Uniform", supported: true },
-  { name: "karras", label: "Karras", supported: true },
-  { name: "exponential", label: "Exponential", supported: false },
-  { name: "polyexponential", label: "Polyexponential", supported: false },
-  { name: "sgm_uniform", label: "SGM Uniform", supported: false },
-  { name: "kl_optimal", label: "KL Optimal", supported: false },
-  { name: "align_your_steps", label: "Align Your Steps", supported: false },
-  { name: "simple", label: "Simple", supported: false },
-  { name: "normal", label: "Normal", supported: false },
-  { name: "ddim", label: "DDIM", supported: false },
-  { name: "beta", label: "Beta", supported: false },
-] as const;
+/** A1111's sampler aliases and options (its samplers table, v1.10.1) for the samplers we run as A1111 does. */
+const A1111_SAMPLERS: Array<{ scheduler: SchedulerName; aliases: string[]; options: Record<string, string> }> = [
+  { scheduler: "k_dpmpp_2m", aliases: ["k_dpmpp_2m"], options: { scheduler: "karras" } },
+  { scheduler: "k_dpmpp_2s_a", aliases: ["k_dpmpp_2s_a"], options: { scheduler: "karras", uses_ensd: "True", second_order: "True" } },
+  { scheduler: "k_euler_a", aliases: ["k_euler_a", "k_euler_ancestral"], options: { uses_ensd: "True" } },
+  { scheduler: "k_euler", aliases: ["k_euler"], options: {} },
+  { scheduler: "k_lms", aliases: ["k_lms"], options: {} },
+  { scheduler: "k_heun", aliases: ["k_heun"], options: { second_order: "True" } },
+  { scheduler: "k_dpm_2", aliases: ["k_dpm_2"], options: { scheduler: "karras", discard_next_to_last_sigma: "True", second_order: "True" } },
+  { scheduler: "k_dpm_2_a", aliases: ["k_dpm_2_a"], options: { scheduler: "karras", discard_next_to_last_sigma: "True", uses_ensd: "True", second_order: "True" } },
+  { scheduler: "k_dpm_fast", aliases: ["k_dpm_fast"], options: { uses_ensd: "True" } },
+  { scheduler: "ddim", aliases: ["ddim"], options: {} },
+  { scheduler: "pndm", aliases: ["plms"], options: {} },
+  { scheduler: "unipc", aliases: ["unipc"], options: {} },
+];
 
 /**
  * The value OpenAPI/Swagger puts in every string field of the example body on A1111's `/docs`
@@ -64,29 +63,34 @@ const A1111_DEFAULT_SAMPLER = "DPM++ 2M";
 /** What A1111's API runs when no `sampler_name` is sent: its `sampler_index` default. */
 export const A1111_DEFAULT_SAMPLER_INDEX = "Euler";
 
-/** `GET /sdapi/v1/samplers`: our schedulers under their A1111 names (DDPM keeps ours). */
+/**
+ * `GET /sdapi/v1/samplers`: A1111's samplers we run, under A1111's names, then diffusers'
+ * schedulers under our names (what `sampler_name` accepts for them).
+ */
 export function a1111SamplerList(): A1111SamplerItem[] {
-  return SCHEDULER_NAMES.map((canonical): A1111SamplerItem => ({
-    name: a1111NameOf(canonical),
-    aliases: [...(A1111_ALIASES[canonical] ?? []), canonical].filter((a, i, all) => all.indexOf(a) === i && a !== a1111NameOf(canonical)),
-    options: canonical === "dpmpp_2m_karras" ? { scheduler: "karras" } : ({} as Record<string, string>),
-  }));
+  const named = A1111_SAMPLERS.map(({ scheduler, aliases, options }) => ({ name: a1111NameOf(scheduler), aliases, options }));
+  const listed = new Set(A1111_SAMPLERS.map((s) => s.scheduler));
+  const diffusers = SCHEDULER_NAMES.filter((n) => !listed.has(n) && !isKDiffusionSampler(n)).map((n) => ({ name: n, aliases: [], options: {} }));
+  return [...named, ...diffusers];
 }
 
 /** `GET /sdapi/v1/schedulers` (A1111 ≥ 1.9 SchedulerItem): the schedule types we honour. */
-export function a1111ScheduleTypeList(): Array<{ name: string; label: string; aliases: string[] | null; default_rho: number | null; need_inner_model: boolean | null }> {
-  return SCHEDULE_TYPES.filter((s) => s.supported).map((s) => ({
-    name: s.name,
-    label: s.label,
-    aliases: null,
-    default_rho: s.name === "karras" ? 7 : null,
-    need_inner_model: false,
+export function a1111ScheduleTypeList(): Array<{ name: string; label: string; aliases: string[] | null; default_rho: number; need_inner_model: boolean }> {
+  const rho: Partial<Record<SigmaSchedule, number>> = { karras: 7, polyexponential: 1 };
+  const innerModel = new Set<SigmaSchedule>(["uniform", "sgm_uniform", "simple", "normal", "ddim"]);
+  return SIGMA_SCHEDULES.map((s) => ({
+    name: s,
+    label: SIGMA_SCHEDULE_LABELS[s],
+    aliases: s === "sgm_uniform" ? ["SGMUniform"] : null,
+    default_rho: rho[s] ?? -1,
+    need_inner_model: innerModel.has(s),
   }));
 }
 
-/** The A1111 display name of one of our schedulers (DDPM, which A1111 lacks, keeps its own). */
+/** The name `info.sampler_name` reports: A1111's for its samplers, ours for diffusers' others. */
 export function a1111NameOf(canonical: string): string {
-  return (SCHEDULER_NAMES as readonly string[]).includes(canonical) ? (a1111SamplerName(canonical as SchedulerName) ?? canonical.toUpperCase()) : canonical;
+  if (isKDiffusionSampler(canonical) || A1111_SAMPLERS.some((s) => s.scheduler === canonical)) return a1111SamplerName(canonical as SchedulerName) ?? canonical;
+  return canonical;
 }
 
 export function describeValue(value: unknown): string {
@@ -97,19 +101,11 @@ export function describeValue(value: unknown): string {
   return `${String(value)} (${typeof value})`;
 }
 
-/** An A1111 name, alias or canonical name → the A1111 display name it stands for. */
-function displayNameOf(name: string): string | undefined {
-  const wanted = name.trim().toLowerCase();
-  for (const canonical of SCHEDULER_NAMES) {
-    const display = a1111NameOf(canonical);
-    if (display.toLowerCase() === wanted || canonical === wanted || A1111_ALIASES[canonical]?.some((a) => a.toLowerCase() === wanted)) return display;
-  }
-  return undefined;
-}
-
 export interface ResolvedSampler {
   /** Our scheduler name, for `Pipeline.generate({scheduler})`. */
   scheduler: SchedulerName;
+  /** The schedule type of a k-diffusion sampler. */
+  sigmaSchedule?: SigmaSchedule;
   /** Which request field named the sampler. */
   field: "sampler_name" | "sampler_index";
 }
@@ -127,36 +123,38 @@ export function resolveA1111Sampler(samplerName: unknown, samplerIndex: unknown,
   }
   const fromName = typeof samplerName === "string" && samplerName !== "";
   const field = fromName ? "sampler_name" : "sampler_index";
-  const requested = fromName ? (samplerName as string) : typeof samplerIndex === "string" && samplerIndex !== "" ? samplerIndex : A1111_DEFAULT_SAMPLER_INDEX;
+  let requested = fromName ? (samplerName as string) : typeof samplerIndex === "string" && samplerIndex !== "" ? samplerIndex : A1111_DEFAULT_SAMPLER_INDEX;
+  // The docs placeholder is unknown to A1111 too: its default sampler, its "Automatic" schedule.
+  if (requested === DOCS_STRING_PLACEHOLDER) requested = A1111_DEFAULT_SAMPLER;
+  const schedule = typeof scheduleType === "string" && scheduleType !== "" && scheduleType !== DOCS_STRING_PLACEHOLDER ? scheduleType : undefined;
 
-  let schedule: string | undefined;
-  if (typeof scheduleType === "string" && scheduleType !== "") {
-    // The docs placeholder is unknown to A1111 too, which then uses its "Automatic" schedule.
-    const known = scheduleType === DOCS_STRING_PLACEHOLDER ? SCHEDULE_TYPES[0] : SCHEDULE_TYPES.find((s) => s.name === scheduleType.toLowerCase() || s.label.toLowerCase() === scheduleType.toLowerCase());
-    if (!known?.supported) {
-      const offered = SCHEDULE_TYPES.filter((s) => s.supported).map((s) => JSON.stringify(s.label)).join(", ");
-      throw invalidField("scheduler", `scheduler must be one of ${offered} (or omitted), got ${JSON.stringify(scheduleType)}`);
+  if (schedule !== undefined && findSigmaSchedule(schedule) === undefined) {
+    const offered = SIGMA_SCHEDULES.map((s) => JSON.stringify(SIGMA_SCHEDULE_LABELS[s])).join(", ");
+    const why = REFUSED_SIGMA_SCHEDULES[schedule.toLowerCase()];
+    throw invalidField("scheduler", `scheduler must be one of ${offered} (or omitted), got ${JSON.stringify(schedule)}${why ? `: ${why}` : ""}`);
+  }
+
+  const wanted = requested.trim().toLowerCase();
+  // A1111's aliases, and our canonical names exactly ("euler" is diffusers' Euler, "Euler" A1111's).
+  const alias = A1111_SAMPLERS.find((s) => s.aliases.some((a) => a.toLowerCase() === wanted));
+  const canonical = SCHEDULER_NAMES.find((n) => n === requested.trim());
+  if (alias === undefined && canonical !== undefined && !isKDiffusionSampler(canonical)) {
+    if (schedule !== undefined && !["automatic", "uniform"].includes(schedule.toLowerCase())) {
+      throw invalidField("scheduler", `the ${JSON.stringify(schedule)} schedule is not available with ${canonical} (a diffusers scheduler with its own schedule): use "Automatic" or an A1111 sampler name`);
     }
-    schedule = known.label;
+    return { scheduler: canonical, field };
   }
-
-  let display: string | undefined;
-  if (requested === DOCS_STRING_PLACEHOLDER) {
-    // A1111 runs its default sampler for an unknown name, with the "Automatic" schedule unless one is named.
-    display = A1111_DEFAULT_SAMPLER;
-    schedule ??= "Automatic";
-  } else {
-    display = displayNameOf(requested);
-  }
-  if (display === undefined) {
+  const name = alias ? a1111NameOf(alias.scheduler) : canonical ? a1111NameOf(canonical) : requested;
+  const selection = a1111SamplerSelection(name, schedule);
+  if (selection === null) {
+    const refused = refusedA1111SamplerReason(name);
+    if (refused !== undefined) throw invalidField(field, `${field} ${JSON.stringify(requested)} is not supported: ${refused}`);
+    const sampler = a1111SamplerSelection(name);
+    if (sampler !== null) {
+      throw invalidField("scheduler", `the ${JSON.stringify(schedule)} schedule is not available with ${JSON.stringify(a1111NameOf(sampler.scheduler))} (A1111's DDIM, PLMS and UniPC take no schedule type): use "Automatic"`);
+    }
     const names = a1111SamplerList().map((s) => JSON.stringify(s.name)).join(", ");
     throw invalidField(field, `${field} must be one of ${names}, got ${JSON.stringify(requested)}`);
   }
-  // DDPM has no A1111 name, so the A1111 mapping does not know it: only its own schedule applies.
-  const scheduler = display === "DDPM" ? (schedule === undefined || schedule === "Automatic" || schedule === "Uniform" ? "ddpm" : null) : schedulerFromA1111Name(display, schedule);
-  if (scheduler === null) {
-    const withKarras = SCHEDULER_NAMES.filter((n) => n.endsWith("_karras")).map((n) => JSON.stringify(a1111SamplerName(n)?.replace(/ Karras$/, ""))).join(", ");
-    throw invalidField("scheduler", `the ${JSON.stringify(schedule)} schedule is not available with ${JSON.stringify(display)}: Karras only with ${withKarras}; "Automatic" or "Uniform" with the others`);
-  }
-  return { scheduler, field };
+  return selection.sigmaSchedule === undefined ? { scheduler: selection.scheduler, field } : { scheduler: selection.scheduler, sigmaSchedule: selection.sigmaSchedule, field };
 }

@@ -63,6 +63,9 @@ export interface CompatContext {
  * Checks every unsupported field. Returns the fields that were accepted with a value we did not
  * honour (see the module comment); throws a 422 for values that would change the result.
  */
+/** A1111's ancestral k-diffusion samplers (they read eta and s_noise). */
+const ANCESTRAL = ["k_euler_a", "k_dpm_2_a", "k_dpmpp_2s_a", "k_dpm_fast"];
+
 export function checkUnsupportedFields(body: Body, context: CompatContext): string[] {
   const ignored: string[] = [];
   checkHarmless(body);
@@ -71,31 +74,24 @@ export function checkUnsupportedFields(body: Body, context: CompatContext): stri
   if (optionalBoolean(body, "restore_faces") === true) ignored.push("restore_faces");
   if (optionalBoolean(body, "tiling") === true) ignored.push("tiling");
 
-  // Variation seeds.
-  optionalNumber(body, "subseed"); // any value: unused while subseed_strength is 0
-  const subseedStrength = optionalNumber(body, "subseed_strength");
-  if (subseedStrength !== null && subseedStrength !== 0) refuse("subseed_strength", subseedStrength, "(variation seeds) is not supported: send 0 or null");
-  const resizeH = optionalNumber(body, "seed_resize_from_h");
-  const resizeW = optionalNumber(body, "seed_resize_from_w");
-  // A1111 applies "seed resize from" only when both are positive.
-  if (resizeH !== null && resizeW !== null && resizeH > 0 && resizeW > 0) {
-    refuse("seed_resize_from_h", resizeH, "(seed resize) is not supported: send -1, 0 or null");
-  }
+  // Variation seeds, seed resize and ENSD: request.ts (a1111-noise.ts).
 
   // Sampler parameters.
   const eta = optionalNumber(body, "eta");
   if (eta !== null) {
-    // A1111 passes eta only to ancestral samplers (default 1) and DDIM (default 0); diffusers'
-    // Euler a is eta 1 and our DDIM is eta 0. Other samplers do not read it.
-    if (context.scheduler === "euler_a" && eta !== 1) refuse("eta", eta, "must be 1 or null with Euler a (other eta values are not supported)");
+    // A1111 passes eta only to ancestral samplers (default 1; request.ts passes it on to A1111's)
+    // and DDIM (default 0); diffusers' Euler a is eta 1 and our DDIM eta 0. Others ignore it.
+    if (context.scheduler === "euler_a" && eta !== 1) refuse("eta", eta, "must be 1 or null with diffusers' euler_a (A1111's \"Euler a\" takes any eta)");
     if (context.scheduler === "ddim" && eta !== 0) refuse("eta", eta, "must be 0 or null with DDIM (other eta values are not supported)");
   }
   const churn = optionalNumber(body, "s_churn");
   if (churn !== null && churn !== 0) refuse("s_churn", churn, "(stochastic churn) is not supported: send 0 or null");
-  // s_tmin, s_tmax and s_noise only scale the churn, which is off.
+  // s_tmin and s_tmax only gate the churn, which is off; s_noise also scales the ancestral
+  // samplers' noise in k-diffusion, so it must be 1 there.
   optionalNumber(body, "s_tmin");
   optionalNumber(body, "s_tmax");
-  optionalNumber(body, "s_noise");
+  const sNoise = optionalNumber(body, "s_noise");
+  if (sNoise !== null && sNoise !== 1 && ANCESTRAL.includes(context.scheduler)) refuse("s_noise", sNoise, "must be 1 or null with the ancestral samplers (other values are not supported)");
   const minUncond = optionalNumber(body, "s_min_uncond");
   if (minUncond !== null && minUncond !== 0) refuse("s_min_uncond", minUncond, "(negative guidance minimum sigma) is not supported: send 0 or null");
 
@@ -104,8 +100,7 @@ export function checkUnsupportedFields(body: Body, context: CompatContext): stri
   if (!isNoneName(refiner)) refuse("refiner_checkpoint", refiner, "is not supported (this server runs one model): send null, \"\" or \"None\"");
   optionalNumber(body, "refiner_switch_at"); // unused without a refiner
 
-  // Hires fix (txt2img).
-  if (optionalBoolean(body, "enable_hr") === true) refuse("enable_hr", true, "(hires fix) is not supported: send false or null");
+  // Hires fix (txt2img): enable_hr and its fields are read in a1111-hires.ts.
   for (const field of ["firstphase_width", "firstphase_height"]) {
     const value = optionalNumber(body, field);
     // A1111's legacy hires fix changes the first-pass size whenever either is non-zero.
@@ -113,12 +108,6 @@ export function checkUnsupportedFields(body: Body, context: CompatContext): stri
   }
   const firstpass = optionalString(body, "firstpass_image");
   if (!isNoneName(firstpass)) refuse("firstpass_image", firstpass, "(hires fix first pass) is not supported: send null");
-  // Every other hr_* field is read only when enable_hr is true.
-  for (const field of ["hr_scale", "hr_second_pass_steps", "hr_resize_x", "hr_resize_y", "hr_cfg", "hr_distilled_cfg"]) optionalNumber(body, field);
-  for (const field of ["hr_upscaler", "hr_checkpoint_name", "hr_sampler_name", "hr_scheduler", "hr_prompt", "hr_negative_prompt"]) {
-    optionalString(body, field);
-  }
-
   // Scripts.
   const script = optionalString(body, "script_name");
   if (!isNoneName(script)) refuse("script_name", script, "is not supported (no scripts are installed): send null or \"\"");

@@ -1,0 +1,278 @@
+/**
+ * The generate() options that exist to reproduce A1111: the schedule type of its k-diffusion
+ * samplers, and its noise (variation seeds, "resize seed from", ENSD). Validated here, kept apart
+ * from options.ts; the resolved values travel on the request as `a1111`.
+ */
+import { InvalidOptionError } from "../errors.js";
+import { integerInRange, invalidOption, numberInRange } from "../validate.js";
+import { validateSeed } from "../rng/index.js";
+import type { BackendLimits } from "../backends/backend.js";
+import { LATENT_UPSCALERS, type LatentUpscaler } from "../sampler/latent-upscale.js";
+import {
+  isKDiffusionSampler,
+  kdiffusionUsesEnsd,
+  kdiffusionUsesEta,
+  resolveSigmaSchedule,
+  sigmaScheduleLabel,
+  type SchedulerName,
+  type SigmaSchedule,
+} from "../schedulers/index.js";
+
+export interface A1111GenerateOptions {
+  /**
+   * A1111's schedule type for its k-diffusion samplers (`k_*` schedulers): `automatic` (the
+   * sampler's own default, as A1111's "Automatic"), `uniform`, `karras`, `exponential`,
+   * `polyexponential`, `sgm_uniform`, `kl_optimal`, `align_your_steps`, `simple`, `normal`,
+   * `ddim`, or their A1111 labels ("Karras", "SGM Uniform", …). Defaults to `automatic`.
+   */
+  sigmaSchedule?: string;
+  /** eta of A1111's ancestral samplers and DPM fast (k_euler_a, k_dpm_2_a, k_dpmpp_2s_a, k_dpm_fast), 0 … 100; defaults to 1 (A1111's eta_ancestral). */
+  eta?: number;
+  /** A1111's variation seeds, one per image (its all_subseeds: subseed, subseed + 1, …). Needs `seeds`. */
+  subseeds?: (number | bigint)[];
+  /** How much of the variation seed's noise to blend in (A1111's slerp), 0 … 1. Defaults to 0. */
+  subseedStrength?: number;
+  /** A1111's "Resize seed from": the size (pixels) the seeds' noise is made at, centred into this image's. Needs `seeds`. */
+  seedResizeFrom?: { width: number; height: number };
+  /** A1111's eta_noise_seed_delta (ENSD): after the initial noise each image's generator is re-seeded with seed + ENSD. Needs `seeds`. */
+  ensd?: number;
+  /**
+   * A1111's hires fix (txt2img with a k-diffusion sampler and `seeds`): the first pass at
+   * width × height, its latents upscaled with a latent upscaler, then an img2img pass at the
+   * larger size from them (A1111's sample_hr_pass).
+   */
+  hires?: HiresOptions;
+}
+
+export interface HiresOptions {
+  /** Upscale factor (A1111's hr_scale, > 1), unless `resizeWidth` / `resizeHeight` are given. Defaults to 2. */
+  scale?: number;
+  /** A1111's hr_resize_x / hr_resize_y (pixels; one of them 0 keeps the aspect ratio). */
+  resizeWidth?: number;
+  resizeHeight?: number;
+  /** Second-pass steps (A1111's hr_second_pass_steps; 0 or absent = steps). */
+  steps?: number;
+  /** A1111's latent upscaler name ("Latent", "Latent (bicubic antialiased)", …). Defaults to "Latent". */
+  upscaler?: string;
+  /** The second pass's denoising strength, (0, 1]. Defaults to 0.75 (A1111's API default). */
+  strength?: number;
+}
+
+/** Resolved hires fix. */
+export interface HiresRequest {
+  /** The second pass's image size. */
+  width: number;
+  height: number;
+  /** A1111's crop of the upscaled latents when both resize sizes are given (latent pixels). */
+  truncateX: number;
+  truncateY: number;
+  /** Requested second-pass steps (A1111 stretches the schedule to steps / strength). */
+  steps: number;
+  strength: number;
+  upscaler: LatentUpscaler;
+  /** For the infotext: "Hires upscale" or "Hires resize", "Hires steps" when given. */
+  scale?: number;
+  resize?: string;
+  stepsGiven: boolean;
+}
+
+export const A1111_OPTION_NAMES = ["sigmaSchedule", "eta", "subseeds", "subseedStrength", "seedResizeFrom", "ensd", "hires"] as const;
+
+/** Resolved A1111 options of a request. */
+export interface A1111Request {
+  /** Set for k-diffusion samplers only. */
+  sigmaSchedule?: SigmaSchedule;
+  /** Set when the request gives eta (ancestral k-diffusion samplers and DPM fast only). */
+  eta?: number;
+  /** A1111's ImageRNG settings; absent when none of its options is used. */
+  noise?: {
+    subseeds?: bigint[];
+    subseedStrength: number;
+    seedResizeFromWidth: number;
+    seedResizeFromHeight: number;
+    ensd: number;
+  };
+  hires?: HiresRequest;
+}
+
+export function resolveA1111Options(
+  options: A1111GenerateOptions,
+  scheduler: SchedulerName,
+  batch: number,
+  perImageGenerators: boolean,
+  img2img: boolean,
+  fractionalTimesteps: boolean,
+  image?: { width: number | undefined; height: number | undefined; steps: number; limits: BackendLimits },
+): A1111Request {
+  const out: A1111Request = {};
+  if (isKDiffusionSampler(scheduler) && !fractionalTimesteps) {
+    throw new InvalidOptionError(
+      "scheduler",
+      `${scheduler} feeds the UNet fractional timesteps (A1111's sigma_to_t), but this model's UNet takes an integer timestep, which would truncate them: re-export the UNet with a float timestep, or use a diffusers scheduler`,
+    );
+  }
+  if (img2img && isKDiffusionSampler(scheduler)) {
+    // The program-level rule exists (a1111Img2imgStartIndex); what generate() lacks is A1111's
+    // init latent: A1111 samples the VAE posterior from torch's global generator, which it does
+    // not seed per request, so no draw order can match it.
+    throw new InvalidOptionError(
+      "scheduler",
+      `img2img with A1111's k-diffusion samplers (${scheduler}) is not supported yet: A1111 samples the VAE posterior from torch's unseeded global generator, so its init latents cannot be reproduced; use a diffusers scheduler (euler_a, dpmpp_2m_karras, …) for img2img`,
+    );
+  }
+  if (options.sigmaSchedule !== undefined) {
+    if (!isKDiffusionSampler(scheduler)) {
+      throw new InvalidOptionError("sigmaSchedule", `sigmaSchedule applies to A1111's k-diffusion samplers (k_euler, k_euler_a, k_dpmpp_2m, …); ${scheduler} has its own schedule`);
+    }
+    out.sigmaSchedule = resolveSigmaSchedule(options.sigmaSchedule);
+  } else if (isKDiffusionSampler(scheduler)) {
+    out.sigmaSchedule = "automatic";
+  }
+
+  if (options.eta !== undefined) {
+    if (!isKDiffusionSampler(scheduler) || !kdiffusionUsesEta(scheduler)) {
+      throw new InvalidOptionError("eta", `eta applies to A1111's ancestral samplers and DPM fast (k_euler_a, k_dpm_2_a, k_dpmpp_2s_a, k_dpm_fast), not ${scheduler}`);
+    }
+    out.eta = numberInRange("eta", options.eta, 0, 100);
+  }
+  if (options.hires !== undefined) out.hires = resolveHires(options.hires, scheduler, perImageGenerators, img2img, image);
+  const used = (["subseeds", "subseedStrength", "seedResizeFrom", "ensd"] as const).filter((k) => options[k] !== undefined);
+  if (used.length === 0) return out;
+  const first = used[0]!;
+  if (!perImageGenerators) {
+    throw new InvalidOptionError(first, `${first} follows A1111's noise, which has one generator per image: give seeds (A1111's seed, seed + 1, …) instead of seed`);
+  }
+  if (img2img) throw new InvalidOptionError(first, `${first} applies to txt2img only (A1111's img2img noise is not implemented)`);
+
+  let subseeds: bigint[] | undefined;
+  if (options.subseeds !== undefined) {
+    if (!Array.isArray(options.subseeds) || options.subseeds.length !== batch) {
+      throw invalidOption("subseeds", `an array of one seed per image (batch ${batch})`, options.subseeds);
+    }
+    subseeds = options.subseeds.map((s, i) => validateSeed(`subseeds[${i}]`, s));
+  }
+  const subseedStrength = options.subseedStrength === undefined ? 0 : numberInRange("subseedStrength", options.subseedStrength, 0, 1);
+  if (subseedStrength > 0 && subseeds === undefined) {
+    throw new InvalidOptionError("subseedStrength", "subseedStrength needs subseeds (the variation seeds it blends in)");
+  }
+  let seedResizeFromWidth = 0;
+  let seedResizeFromHeight = 0;
+  if (options.seedResizeFrom !== undefined) {
+    const r = options.seedResizeFrom;
+    if (typeof r !== "object" || r === null) throw invalidOption("seedResizeFrom", "an object { width, height } in pixels", r);
+    seedResizeFromWidth = integerInRange("seedResizeFrom.width", r.width, 8, 16384);
+    seedResizeFromHeight = integerInRange("seedResizeFrom.height", r.height, 8, 16384);
+  }
+  const ensd = options.ensd === undefined ? 0 : integerInRange("ensd", options.ensd, 0, Number.MAX_SAFE_INTEGER);
+  out.noise = { subseedStrength, seedResizeFromWidth, seedResizeFromHeight, ensd };
+  if (subseeds) out.noise.subseeds = subseeds;
+  return out;
+}
+
+function resolveHires(
+  raw: HiresOptions,
+  scheduler: SchedulerName,
+  perImageGenerators: boolean,
+  img2img: boolean,
+  image: { width: number | undefined; height: number | undefined; steps: number; limits: BackendLimits } | undefined,
+): HiresRequest {
+  if (typeof raw !== "object" || raw === null) throw invalidOption("hires", "an object { scale, steps, upscaler, strength, resizeWidth, resizeHeight }", raw);
+  if (img2img || !image || image.width === undefined || image.height === undefined) throw new InvalidOptionError("hires", "hires applies to txt2img only");
+  if (!isKDiffusionSampler(scheduler)) {
+    throw new InvalidOptionError("hires", `hires runs A1111's second pass, which sd-trt implements for A1111's k-diffusion samplers (k_*) only, not ${scheduler}`);
+  }
+  if (!perImageGenerators) throw new InvalidOptionError("hires", "hires follows A1111's noise, which has one generator per image: give seeds (A1111's seed, seed + 1, …) instead of seed");
+  const upscaler = raw.upscaler ?? "Latent";
+  if (!(LATENT_UPSCALERS as readonly string[]).includes(upscaler)) {
+    const latent = LATENT_UPSCALERS.map((u) => JSON.stringify(u)).join(", ");
+    throw new InvalidOptionError("hires.upscaler", `hires.upscaler must be one of ${latent} (A1111's latent upscalers; pixel upscalers such as ESRGAN or Lanczos are not supported), got ${JSON.stringify(upscaler)}`);
+  }
+  const { width, height, limits } = image;
+  const rx = raw.resizeWidth === undefined ? 0 : integerInRange("hires.resizeWidth", raw.resizeWidth, 0, limits.maxWidth);
+  const ry = raw.resizeHeight === undefined ? 0 : integerInRange("hires.resizeHeight", raw.resizeHeight, 0, limits.maxHeight);
+  let targetW: number;
+  let targetH: number;
+  let truncateX = 0;
+  let truncateY = 0;
+  let scale: number | undefined;
+  // A1111's StableDiffusionProcessingTxt2Img.calculate_target_resolution.
+  if (rx === 0 && ry === 0) {
+    scale = raw.scale === undefined ? 2 : numberInRange("hires.scale", raw.scale, 0, 8);
+    if (scale <= 1) throw new InvalidOptionError("hires.scale", `hires.scale must be greater than 1 when no resize size is given (A1111's hr_scale), got ${scale}`);
+    targetW = Math.trunc(width * scale);
+    targetH = Math.trunc(height * scale);
+  } else if (ry === 0) {
+    targetW = rx;
+    targetH = Math.floor((rx * height) / width);
+  } else if (rx === 0) {
+    targetW = Math.floor((ry * width) / height);
+    targetH = ry;
+  } else if (width / height < rx / ry) {
+    targetW = rx;
+    targetH = Math.floor((rx * height) / width);
+    truncateY = Math.floor((targetH - ry) / 8);
+  } else {
+    targetW = Math.floor((ry * width) / height);
+    targetH = ry;
+    truncateX = Math.floor((targetW - rx) / 8);
+  }
+  const finalW = targetW - truncateX * 8;
+  const finalH = targetH - truncateY * 8;
+  const fits = (v: number, min: number, max: number) => v >= min && v <= max && v % limits.sizeMultiple === 0;
+  if (!fits(finalW, limits.minWidth, limits.maxWidth) || !fits(finalH, limits.minHeight, limits.maxHeight) || targetW % 8 !== 0 || targetH % 8 !== 0) {
+    throw new InvalidOptionError(
+      raw.scale !== undefined || (rx === 0 && ry === 0) ? "hires.scale" : "hires.resizeWidth",
+      `hires gives a second pass of ${finalW}×${finalH}; the model takes multiples of ${limits.sizeMultiple} in ${limits.minWidth}-${limits.maxWidth} × ${limits.minHeight}-${limits.maxHeight}`,
+    );
+  }
+  const stepsGiven = raw.steps !== undefined && raw.steps !== 0;
+  const steps = stepsGiven ? integerInRange("hires.steps", raw.steps, 1, 1000) : image.steps;
+  const strength = raw.strength === undefined ? 0.75 : numberInRange("hires.strength", raw.strength, 0, 1);
+  if (strength <= 0) throw new InvalidOptionError("hires.strength", "hires.strength must be greater than 0 (A1111 runs no second pass at 0)");
+  const out: HiresRequest = { width: finalW, height: finalH, truncateX, truncateY, steps, strength, upscaler: upscaler as LatentUpscaler, stepsGiven };
+  if (scale !== undefined) out.scale = scale;
+  else out.resize = `${rx}x${ry}`;
+  return out;
+}
+
+/**
+ * A1111's infotext fields for these options, in the order its create_infotext writes them:
+ * `Schedule type` (after `Sampler`), `Variation seed`, `Variation seed strength`,
+ * `Seed resize from` (after the model fields), `ENSD` (after `Denoising strength`).
+ */
+export interface A1111InfotextFields {
+  scheduleType?: string;
+  /** A1111's `Eta` (written when it is not 1), after the hires fields. */
+  eta?: number;
+  /** Hires fix: `Denoising strength`, then `Hires upscale` / `Hires resize`, `Hires steps`, `Hires upscaler`. */
+  denoisingStrength?: number;
+  hires?: [string, string][];
+  variationSeed?: bigint;
+  variationSeedStrength?: number;
+  seedResizeFrom?: string;
+  ensd?: number;
+}
+
+export function a1111InfotextFields(scheduler: SchedulerName, a1111: A1111Request, image: number): A1111InfotextFields {
+  const out: A1111InfotextFields = {};
+  if (a1111.sigmaSchedule !== undefined) out.scheduleType = sigmaScheduleLabel(scheduler, a1111.sigmaSchedule);
+  if (a1111.eta !== undefined && a1111.eta !== 1) out.eta = a1111.eta;
+  const hires = a1111.hires;
+  if (hires) {
+    out.denoisingStrength = hires.strength;
+    out.hires = [hires.scale !== undefined ? ["Hires upscale", String(hires.scale)] : ["Hires resize", hires.resize!]];
+    if (hires.stepsGiven) out.hires.push(["Hires steps", String(hires.steps)]);
+    out.hires.push(["Hires upscaler", hires.upscaler]);
+  }
+  const noise = a1111.noise;
+  if (noise) {
+    if (noise.subseedStrength !== 0 && noise.subseeds) {
+      out.variationSeed = noise.subseeds[image]!;
+      out.variationSeedStrength = noise.subseedStrength;
+    }
+    if (noise.seedResizeFromWidth > 0 && noise.seedResizeFromHeight > 0) out.seedResizeFrom = `${noise.seedResizeFromWidth}x${noise.seedResizeFromHeight}`;
+    // A1111 writes ENSD only for samplers whose noise it changes (uses_ensd, eta ≠ 0).
+    if (noise.ensd !== 0 && (!isKDiffusionSampler(scheduler) || kdiffusionUsesEnsd(scheduler, a1111.eta ?? 1))) out.ensd = noise.ensd;
+  }
+  return out;
+}

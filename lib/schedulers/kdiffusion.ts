@@ -1,0 +1,626 @@
+/**
+ * k-diffusion's samplers as A1111 runs them (k_diffusion/sampling.py at ab527a9, the commit A1111
+ * v1.10.1 pins; A1111's sampler table in modules/sd_samplers_kdiffusion.py), compiled to sampler
+ * programs like the diffusers schedulers.
+ *
+ * A1111 wraps the UNet in CompVisDenoiser (CompVisVDenoiser for v-prediction): the model sees
+ * c_in(σ)·x and the fractional timestep sigma_to_t(σ), and the sampler works on the denoised
+ * estimate D = c_skip(σ)·x + c_out(σ)·m, which is linear in the latents and the model output. So
+ * each sampler below is k-diffusion's loop written once over `LinearAlgebra`, as a generator
+ * that yields every latent it wants the model evaluated at and receives D back; run on symbolic
+ * vectors it compiles to the program table, run on a null algebra it lists the evaluations.
+ *
+ * Noise: every `torch.randn_like` k-diffusion makes for an ancestral step is the next draw of
+ * A1111's ImageRNG. Euler, Heun and DPM2 also draw `eps` at every step for s_churn, which with
+ * s_churn = 0 multiplies nothing and nothing later reads the generator (A1111's hires pass makes a
+ * new ImageRNG), so those draws are not taken.
+ */
+import { InvalidOptionError } from "../errors.js";
+import { integerInRange, numberInRange } from "../validate.js";
+import type { LinearAlgebra } from "./algebra.js";
+import type { RawSchedulerConfig } from "./config.js";
+import { check, type ConfigSpec, resolveConfig } from "./config.js";
+import {
+  a1111Sigmas,
+  compVisSchedule,
+  findSigmaSchedule,
+  REFUSED_SIGMA_SCHEDULES,
+  SIGMA_SCHEDULE_LABELS,
+  SIGMA_SCHEDULES,
+  sigmaToT,
+  type DiscreteSchedule,
+  type SigmaSchedule,
+} from "./kdiffusion-schedule.js";
+import { add32, div32, exp32, expm132, f32, log32, mul32, sqrt32, square32, sub32 } from "./float32.js";
+import { gaussKronrod21 } from "./quadrature.js";
+import { torchLinspaceFloat32 } from "./numpy.js";
+import type { NoiseScales, SchedulePlan, SchedulerDefinition, SchedulerRun } from "./types.js";
+
+/** sd-trt's names for A1111's k-diffusion samplers (A1111's own aliases, `k_` + function). */
+export const KDIFFUSION_SAMPLER_NAMES = [
+  "k_euler",
+  "k_euler_a",
+  "k_lms",
+  "k_heun",
+  "k_dpm_2",
+  "k_dpm_2_a",
+  "k_dpmpp_2s_a",
+  "k_dpmpp_2m",
+  "k_dpm_fast",
+] as const;
+export type KDiffusionSamplerName = (typeof KDIFFUSION_SAMPLER_NAMES)[number];
+
+/**
+ * A1111's samplers that are not implemented, with why (the message of the error that refuses
+ * them). The SDE samplers draw from torchsde's BrownianTree, seeded per image; sd-trt does not
+ * reproduce torchsde bit for bit, and a near-miss would give other images than A1111's.
+ */
+export const REFUSED_KDIFFUSION_SAMPLERS: Record<string, string> = {
+  "DPM++ SDE": "its noise comes from torchsde's BrownianTree, which sd-trt does not reproduce bit for bit",
+  "DPM++ 2M SDE": "its noise comes from torchsde's BrownianTree, which sd-trt does not reproduce bit for bit",
+  "DPM++ 2M SDE Heun": "its noise comes from torchsde's BrownianTree, which sd-trt does not reproduce bit for bit",
+  "DPM++ 3M SDE": "its noise comes from torchsde's BrownianTree, which sd-trt does not reproduce bit for bit",
+  "DPM adaptive": "its steps are chosen adaptively from the model's outputs, which a precompiled sampler program cannot express",
+  Restart: "A1111's Restart sampler is not ported",
+  LCM: "A1111's LCM sampler (its own LCMCompVisDenoiser scalings and timesteps) is not ported",
+  "DDIM CFG++": "A1111's DDIM CFG++ sampler is not ported",
+};
+
+/** Why an A1111 sampler name (with or without a schedule suffix) is refused; undefined if it is not. */
+export function refusedA1111SamplerReason(name: string): string | undefined {
+  const wanted = name.trim().toLowerCase();
+  const key = Object.keys(REFUSED_KDIFFUSION_SAMPLERS)
+    .sort((a, b) => b.length - a.length)
+    .find((r) => wanted === r.toLowerCase() || wanted.startsWith(`${r.toLowerCase()} `));
+  return key === undefined ? undefined : REFUSED_KDIFFUSION_SAMPLERS[key];
+}
+
+interface SamplerInfo {
+  /** A1111's label (infotext `Sampler:`). */
+  label: string;
+  /** The k_diffusion.sampling function. */
+  functionName: string;
+  /** A1111's `scheduler` option: what "Automatic" means for this sampler. */
+  defaultSchedule: SigmaSchedule;
+  discardNextToLastSigma: boolean;
+  /** The sampler takes `eta` (ancestral samplers; A1111 passes p.eta or opts.eta_ancestral). */
+  usesEta: boolean;
+  body: SamplerBody;
+}
+
+/** What a sampler generator yields: the latent to evaluate the model at and its sigma. */
+type EvalRequest<V> = readonly [x: V, sigma: number];
+/** What it receives back: the latent as the executor holds it (x_j) and the denoised estimate. */
+interface EvalResult<V> {
+  x: V;
+  denoised: V;
+}
+
+interface SamplerContext<V> {
+  la: LinearAlgebra<V>;
+  sigmas: readonly number[];
+  /** The model's sigma range (DPM fast integrates over it, whatever the schedule). */
+  sigmaMin: number;
+  sigmaMax: number;
+  x: V;
+  eta: number;
+  sNoise: number;
+  /** The next draw of the image's generator. */
+  noise(): V;
+}
+
+type SamplerBody = <V>(s: SamplerContext<V>) => Generator<EvalRequest<V>, V, EvalResult<V>>;
+
+/** `to_d` (A1111 replaces it with the same formula without append_dims): (x − D) / σ. */
+function toD<V>(la: LinearAlgebra<V>, x: V, sigma: number, denoised: V): V {
+  return la.combine([1 / sigma, x], [-1 / sigma, denoised]);
+}
+
+/**
+ * `get_ancestral_step(sigma_from, sigma_to, eta)` on float32 0-d tensors (A1111's sigmas), Python
+ * scalars joining in float32.
+ */
+function ancestralStep(from: number, to: number, eta: number): { down: number; up: number } {
+  if (!eta) return { down: to, up: 0 };
+  const toSq = square32(to);
+  const fromSq = square32(from);
+  const up = Math.min(to, mul32(f32(eta), sqrt32(div32(mul32(toSq, sub32(fromSq, toSq)), fromSq))));
+  return { down: sqrt32(sub32(toSq, square32(up))), up };
+}
+
+/** `a.log().lerp(b.log(), 0.5).exp()` in float32 (torch's lerp for weight ≥ 0.5: end − (end − start)·(1 − w)). */
+function logMidpoint(a: number, b: number): number {
+  const la = log32(a);
+  const lb = log32(b);
+  return exp32(sub32(lb, mul32(sub32(lb, la), 0.5)));
+}
+
+/** DPM-Solver++'s t_fn / sigma_fn: t = −log σ, σ = exp(−t), in float32. */
+const tFn = (sigma: number) => f32(-log32(sigma));
+const sigmaFn = (t: number) => exp32(-t);
+
+function* euler<V>(s: SamplerContext<V>): Generator<EvalRequest<V>, V, EvalResult<V>> {
+  const { la, sigmas } = s;
+  let x = s.x;
+  for (let i = 0; i < sigmas.length - 1; i++) {
+    const sigma = sigmas[i]!;
+    const r = yield [x, sigma];
+    const d = toD(la, r.x, sigma, r.denoised);
+    x = la.combine([1, r.x], [sub32(sigmas[i + 1]!, sigma), d]);
+  }
+  return x;
+}
+
+function* eulerAncestral<V>(s: SamplerContext<V>): Generator<EvalRequest<V>, V, EvalResult<V>> {
+  const { la, sigmas } = s;
+  let x = s.x;
+  for (let i = 0; i < sigmas.length - 1; i++) {
+    const sigma = sigmas[i]!;
+    const next = sigmas[i + 1]!;
+    const r = yield [x, sigma];
+    const { down, up } = ancestralStep(sigma, next, s.eta);
+    const d = toD(la, r.x, sigma, r.denoised);
+    x = la.combine([1, r.x], [sub32(down, sigma), d]);
+    if (next > 0) x = la.combine([1, x], [s.sNoise * up, s.noise()]);
+  }
+  return x;
+}
+
+function* heun<V>(s: SamplerContext<V>): Generator<EvalRequest<V>, V, EvalResult<V>> {
+  const { la, sigmas } = s;
+  let x = s.x;
+  for (let i = 0; i < sigmas.length - 1; i++) {
+    const sigma = sigmas[i]!;
+    const next = sigmas[i + 1]!;
+    const r = yield [x, sigma];
+    const d = toD(la, r.x, sigma, r.denoised);
+    const dt = sub32(next, sigma);
+    if (next === 0) {
+      x = la.combine([1, r.x], [dt, d]);
+    } else {
+      const r2 = yield [la.combine([1, r.x], [dt, d]), next];
+      const d2 = toD(la, r2.x, next, r2.denoised);
+      x = la.combine([1, r.x], [dt / 2, d], [dt / 2, d2]);
+    }
+  }
+  return x;
+}
+
+function* dpm2<V>(s: SamplerContext<V>): Generator<EvalRequest<V>, V, EvalResult<V>> {
+  const { la, sigmas } = s;
+  let x = s.x;
+  for (let i = 0; i < sigmas.length - 1; i++) {
+    const sigma = sigmas[i]!;
+    const next = sigmas[i + 1]!;
+    const r = yield [x, sigma];
+    const d = toD(la, r.x, sigma, r.denoised);
+    if (next === 0) {
+      x = la.combine([1, r.x], [sub32(next, sigma), d]);
+    } else {
+      const mid = logMidpoint(sigma, next);
+      const r2 = yield [la.combine([1, r.x], [sub32(mid, sigma), d]), mid];
+      const d2 = toD(la, r2.x, mid, r2.denoised);
+      x = la.combine([1, r.x], [sub32(next, sigma), d2]);
+    }
+  }
+  return x;
+}
+
+function* dpm2Ancestral<V>(s: SamplerContext<V>): Generator<EvalRequest<V>, V, EvalResult<V>> {
+  const { la, sigmas } = s;
+  let x = s.x;
+  for (let i = 0; i < sigmas.length - 1; i++) {
+    const sigma = sigmas[i]!;
+    const r = yield [x, sigma];
+    const { down, up } = ancestralStep(sigma, sigmas[i + 1]!, s.eta);
+    const d = toD(la, r.x, sigma, r.denoised);
+    if (down === 0) {
+      x = la.combine([1, r.x], [sub32(down, sigma), d]);
+    } else {
+      const mid = logMidpoint(sigma, down);
+      const r2 = yield [la.combine([1, r.x], [sub32(mid, sigma), d]), mid];
+      const d2 = toD(la, r2.x, mid, r2.denoised);
+      x = la.combine([1, r.x], [sub32(down, sigma), d2], [s.sNoise * up, s.noise()]);
+    }
+  }
+  return x;
+}
+
+function* dpmpp2sAncestral<V>(s: SamplerContext<V>): Generator<EvalRequest<V>, V, EvalResult<V>> {
+  const { la, sigmas } = s;
+  let x = s.x;
+  for (let i = 0; i < sigmas.length - 1; i++) {
+    const sigma = sigmas[i]!;
+    const next = sigmas[i + 1]!;
+    const r = yield [x, sigma];
+    const { down, up } = ancestralStep(sigma, next, s.eta);
+    if (down === 0) {
+      x = la.combine([1, r.x], [sub32(down, sigma), toD(la, r.x, sigma, r.denoised)]);
+    } else {
+      // DPM-Solver++(2S) in t = −log σ, midpoint r = 1/2.
+      const t = tFn(sigma);
+      const tNext = tFn(down);
+      const h = sub32(tNext, t);
+      const sMid = f32(t + mul32(0.5, h));
+      const sigmaMid = sigmaFn(sMid);
+      const x2 = la.combine([div32(sigmaMid, sigmaFn(t)), r.x], [-expm132(f32(-h * 0.5)), r.denoised]);
+      const r2 = yield [x2, sigmaMid];
+      x = la.combine([div32(sigmaFn(tNext), sigmaFn(t)), r.x], [-expm132(-h), r2.denoised]);
+    }
+    if (next > 0) x = la.combine([1, x], [s.sNoise * up, s.noise()]);
+  }
+  return x;
+}
+
+function* dpmpp2m<V>(s: SamplerContext<V>): Generator<EvalRequest<V>, V, EvalResult<V>> {
+  const { la, sigmas } = s;
+  let x = s.x;
+  let oldDenoised: V | undefined;
+  for (let i = 0; i < sigmas.length - 1; i++) {
+    const sigma = sigmas[i]!;
+    const next = sigmas[i + 1]!;
+    const r = yield [x, sigma];
+    const t = tFn(sigma);
+    const tNext = tFn(next);
+    const h = sub32(tNext, t);
+    // σ_next = 0: t_next = ∞, and the update is x = D (exp(−∞) = 0, expm1(−∞) = −1).
+    const ratio = div32(sigmaFn(tNext), sigmaFn(t));
+    if (oldDenoised === undefined || next === 0) {
+      x = la.combine([ratio, r.x], [-expm132(-h), r.denoised]);
+    } else {
+      const hLast = sub32(t, tFn(sigmas[i - 1]!));
+      const q = div32(1, mul32(2, div32(hLast, h)));
+      x = la.combine([ratio, r.x], [-expm132(-h) * add32(1, q), r.denoised], [expm132(-h) * q, oldDenoised]);
+    }
+    oldDenoised = r.denoised;
+  }
+  return x;
+}
+
+/** `linear_multistep_coeff(order, sigmas, i, j)`: scipy's quad of the Lagrange basis polynomial. */
+function lmsCoefficient(order: number, sigmas: readonly number[], i: number, j: number): number {
+  const basis = (tau: number) => {
+    let prod = 1;
+    for (let k = 0; k < order; k++) {
+      if (j === k) continue;
+      prod *= (tau - sigmas[i - k]!) / (sigmas[i - j]! - sigmas[i - k]!);
+    }
+    return prod;
+  };
+  return gaussKronrod21(basis, sigmas[i]!, sigmas[i + 1]!);
+}
+
+function* lms<V>(s: SamplerContext<V>): Generator<EvalRequest<V>, V, EvalResult<V>> {
+  const order = 4;
+  const { la, sigmas } = s;
+  let x = s.x;
+  const ds: V[] = [];
+  for (let i = 0; i < sigmas.length - 1; i++) {
+    const sigma = sigmas[i]!;
+    const r = yield [x, sigma];
+    ds.push(toD(la, r.x, sigma, r.denoised));
+    if (ds.length > order) ds.shift();
+    const current = Math.min(i + 1, order);
+    const terms: [number, V][] = [[1, r.x]];
+    for (let j = 0; j < current; j++) terms.push([lmsCoefficient(current, sigmas, i, j), ds[ds.length - 1 - j]!]);
+    x = la.combine(...terms);
+  }
+  return x;
+}
+
+/**
+ * DPM-Solver-Fast (k-diffusion's DPMSolver.dpm_solver_fast through sample_dpm_fast): n = the
+ * step count of model calls spread over orders 3, 3, …, then 2/1, from t(σ_max) to t(σ_min) of
+ * the model's range (A1111 passes model_wrap.sigmas[0] / [-1]); it ends at σ_min, not 0. With
+ * eta (A1111: opts.eta_ancestral = 1) every step ends with a draw scaled by su.
+ */
+function* dpmFast<V>(s: SamplerContext<V>): Generator<EvalRequest<V>, V, EvalResult<V>> {
+  const { la } = s;
+  const nfe = s.sigmas.length - 1;
+  const tStart = tFn(s.sigmaMax);
+  const tEnd = tFn(s.sigmaMin);
+  const m = Math.floor(nfe / 3) + 1;
+  const ts = torchLinspaceFloat32(tStart, tEnd, m + 1);
+  const orders = nfe % 3 === 0 ? [...new Array<number>(m - 2).fill(3), 2, 1] : [...new Array<number>(m - 1).fill(3), nfe % 3];
+  let x = s.x;
+  // eps = (x − D) / σ(t) at the point the model saw.
+  const eps = (r: EvalResult<V>, sigma: number) => la.combine([1 / sigma, r.x], [-1 / sigma, r.denoised]);
+  for (let i = 0; i < orders.length; i++) {
+    const t = ts[i]!;
+    const tNext = ts[i + 1]!;
+    let tNext_ = tNext;
+    let su = 0;
+    if (s.eta) {
+      const { down } = ancestralStep(sigmaFn(t), sigmaFn(tNext), s.eta);
+      tNext_ = Math.min(tEnd, tFn(down));
+      su = sqrt32(sub32(square32(sigmaFn(tNext)), square32(sigmaFn(tNext_))));
+    }
+    const sigmaT = sigmaFn(t);
+    const r0 = yield [x, sigmaT];
+    const x0 = r0.x;
+    const e0 = eps(r0, sigmaT);
+    const h = sub32(tNext_, t);
+    const sNext = sigmaFn(tNext_);
+    const order = orders[i]!;
+    if (order === 1) {
+      x = la.combine([1, x0], [-sNext * expm132(h), e0]);
+    } else if (order === 2) {
+      const r1 = 0.5;
+      const s1 = add32(t, mul32(r1, h));
+      const sig1 = sigmaFn(s1);
+      const u1 = la.combine([1, x0], [-sig1 * expm132(mul32(r1, h)), e0]);
+      const ra = yield [u1, sig1];
+      const e1 = eps(ra, sig1);
+      const c = div32(sNext, 2 * r1) * expm132(h);
+      x = la.combine([1, x0], [-sNext * expm132(h) + c, e0], [-c, e1]);
+    } else {
+      const r1 = f32(1 / 3);
+      const r2 = f32(2 / 3);
+      const s1 = add32(t, mul32(r1, h));
+      const s2 = add32(t, mul32(r2, h));
+      const sig1 = sigmaFn(s1);
+      const sig2 = sigmaFn(s2);
+      const u1 = la.combine([1, x0], [-sig1 * expm132(mul32(r1, h)), e0]);
+      const ra = yield [u1, sig1];
+      const e1 = eps(ra, sig1);
+      const r2h = mul32(r2, h);
+      const phi = sub32(div32(expm132(r2h), r2h), 1);
+      const k2 = sig2 * 2 * phi;
+      const u2 = la.combine([1, x0], [-sig2 * expm132(r2h) + k2, e0], [-k2, e1]);
+      const rb = yield [u2, sig2];
+      const e2 = eps(rb, sig2);
+      const k3 = div32(sNext, r2) * sub32(div32(expm132(h), h), 1);
+      x = la.combine([1, x0], [-sNext * expm132(h) + k3, e0], [-k3, e2]);
+    }
+    // k-diffusion draws here on every step, with su = 0 when eta is 0.
+    x = la.combine([1, x], [su * s.sNoise, s.noise()]);
+  }
+  return x;
+}
+
+const SAMPLERS: Record<KDiffusionSamplerName, SamplerInfo> = {
+  k_euler: { label: "Euler", functionName: "sample_euler", defaultSchedule: "automatic", discardNextToLastSigma: false, usesEta: false, body: euler },
+  k_euler_a: { label: "Euler a", functionName: "sample_euler_ancestral", defaultSchedule: "automatic", discardNextToLastSigma: false, usesEta: true, body: eulerAncestral },
+  k_lms: { label: "LMS", functionName: "sample_lms", defaultSchedule: "automatic", discardNextToLastSigma: false, usesEta: false, body: lms },
+  k_heun: { label: "Heun", functionName: "sample_heun", defaultSchedule: "automatic", discardNextToLastSigma: false, usesEta: false, body: heun },
+  k_dpm_2: { label: "DPM2", functionName: "sample_dpm_2", defaultSchedule: "karras", discardNextToLastSigma: true, usesEta: false, body: dpm2 },
+  k_dpm_2_a: { label: "DPM2 a", functionName: "sample_dpm_2_ancestral", defaultSchedule: "karras", discardNextToLastSigma: true, usesEta: true, body: dpm2Ancestral },
+  k_dpmpp_2s_a: { label: "DPM++ 2S a", functionName: "sample_dpmpp_2s_ancestral", defaultSchedule: "karras", discardNextToLastSigma: false, usesEta: true, body: dpmpp2sAncestral },
+  k_dpmpp_2m: { label: "DPM++ 2M", functionName: "sample_dpmpp_2m", defaultSchedule: "karras", discardNextToLastSigma: false, usesEta: false, body: dpmpp2m },
+  k_dpm_fast: { label: "DPM fast", functionName: "sample_dpm_fast", defaultSchedule: "automatic", discardNextToLastSigma: false, usesEta: true, body: dpmFast },
+};
+
+export function isKDiffusionSampler(name: string): name is KDiffusionSamplerName {
+  return (KDIFFUSION_SAMPLER_NAMES as readonly string[]).includes(name);
+}
+
+/** Whether the sampler takes eta (A1111's ancestral samplers and DPM fast; they are also its `uses_ensd` ones). */
+export function kdiffusionUsesEta(name: KDiffusionSamplerName): boolean {
+  return SAMPLERS[name].usesEta;
+}
+
+/** Whether A1111 writes ENSD for the sampler (its `uses_ensd` option, and eta ≠ 0). */
+export function kdiffusionUsesEnsd(name: KDiffusionSamplerName, eta = 1): boolean {
+  return SAMPLERS[name].usesEta && eta !== 0;
+}
+
+/**
+ * The `Schedule type:` A1111 writes: the schedule's label, where "Automatic" becomes the
+ * sampler's own default (Karras for DPM++ 2M) when it has one.
+ */
+export function sigmaScheduleLabel(name: string, schedule: SigmaSchedule): string {
+  const own = isKDiffusionSampler(name) ? SAMPLERS[name].defaultSchedule : "automatic";
+  return SIGMA_SCHEDULE_LABELS[schedule === "automatic" ? own : schedule];
+}
+
+/** A1111's label for a k-diffusion sampler name. */
+export function kdiffusionLabel(name: KDiffusionSamplerName): string {
+  return SAMPLERS[name].label;
+}
+
+/** What "Automatic" means for the sampler (A1111's `scheduler` option; uniform when absent). */
+export function kdiffusionDefaultSchedule(name: KDiffusionSamplerName): SigmaSchedule {
+  const own = SAMPLERS[name].defaultSchedule;
+  return own === "automatic" ? "uniform" : own;
+}
+
+/** The resolved config of a k-diffusion sampler: the model's beta schedule and A1111's knobs. */
+export interface KDiffusionConfig {
+  num_train_timesteps: number;
+  beta_start: number;
+  beta_end: number;
+  beta_schedule: "scaled_linear";
+  trained_betas: null;
+  prediction_type: "epsilon" | "v_prediction";
+  /** A1111's `Schedule type` (sd_schedulers.py names). */
+  sigmaSchedule: SigmaSchedule;
+  /** Ancestral samplers' eta (A1111: the request's eta, else opts.eta_ancestral = 1). */
+  eta: number;
+  /** s_noise: scales ancestral noise (A1111's opts.s_noise, default 1). */
+  s_noise: number;
+  /** s_churn: only 0 (see the check). */
+  s_churn: number;
+}
+
+export interface KDiffusionPlan extends SchedulePlan {
+  /** The sampler's sigmas (float32 values, the trailing 0 included where the schedule has it). */
+  sigmas: number[];
+  /** The sigma of every model evaluation, in order. */
+  evalSigmas: number[];
+  /** CompVisDenoiser's c_in per evaluation. */
+  cIn: number[];
+  /** D = cSkip·x + cOut·m per evaluation. */
+  cSkip: number[];
+  cOut: number[];
+}
+
+function spec(defaultSchedule: SigmaSchedule): ConfigSpec<KDiffusionConfig> {
+  const scheduleNames = [...SIGMA_SCHEDULES];
+  return {
+    num_train_timesteps: { default: 1000, check: check.integer(2, 100000) },
+    beta_start: { default: 0.00085, check: check.number(Number.MIN_VALUE, 1) },
+    beta_end: { default: 0.012, check: check.number(Number.MIN_VALUE, 1) },
+    // ldm's "linear" schedule is diffusers' "scaled_linear": A1111 builds SD 1.x's from its yaml.
+    beta_schedule: { default: "scaled_linear", check: check.only("scaled_linear", "A1111's k-diffusion samplers use ldm's linear-in-sqrt betas") },
+    trained_betas: { default: null, check: check.only(null, "A1111's k-diffusion samplers use ldm's computed betas") },
+    prediction_type: { default: "epsilon", check: check.oneOf(["epsilon", "v_prediction"]) },
+    sigmaSchedule: {
+      default: defaultSchedule,
+      check: (v, fail) => {
+        if (typeof v === "string" && Object.hasOwn(REFUSED_SIGMA_SCHEDULES, v)) {
+          fail(`one of ${scheduleNames.map((n) => JSON.stringify(n)).join(", ")} (${REFUSED_SIGMA_SCHEDULES[v]})`);
+        }
+        return findSigmaSchedule(v) ?? fail(`one of ${scheduleNames.map((n) => JSON.stringify(n)).join(", ")} (or their A1111 labels)`);
+      },
+    },
+    eta: { default: 1, check: check.number(0, 100) },
+    s_noise: { default: 1, check: check.number(0, 100) },
+    // s_churn > 0 adds noise to x before the model call of the same step, the first step
+    // included, which a program that starts from initNoiseSigma · z cannot express.
+    s_churn: { default: 0, check: check.only(0, "s_churn > 0 is not supported: its noise is added before the first model call") },
+  };
+}
+
+/** k-diffusion's CompVis(V)Denoiser scalings at σ. */
+function scalings(prediction: KDiffusionConfig["prediction_type"], sigma: number): { cIn: number; cSkip: number; cOut: number } {
+  const norm = Math.sqrt(sigma * sigma + 1);
+  if (prediction === "epsilon") return { cIn: 1 / norm, cSkip: 1, cOut: -sigma };
+  return { cIn: 1 / norm, cSkip: 1 / (sigma * sigma + 1), cOut: -sigma / norm };
+}
+
+/** A null algebra: runs a sampler body only to list the sigmas it evaluates at. */
+const nullAlgebra: LinearAlgebra<null> = { combine: () => null };
+
+const scheduleCache = new Map<string, DiscreteSchedule>();
+
+function discreteSchedule(config: KDiffusionConfig): DiscreteSchedule {
+  const key = `${config.beta_start}/${config.beta_end}/${config.num_train_timesteps}`;
+  let schedule = scheduleCache.get(key);
+  if (!schedule) {
+    schedule = compVisSchedule(config.beta_start, config.beta_end, config.num_train_timesteps);
+    scheduleCache.set(key, schedule);
+  }
+  return schedule;
+}
+
+function contextFor<V>(config: KDiffusionConfig, plan: KDiffusionPlan, la: LinearAlgebra<V>, x: V, noise: () => V): SamplerContext<V> {
+  const model = discreteSchedule(config);
+  const sigmaMin = model.sigmas[0]!;
+  const sigmaMax = model.sigmas[model.sigmas.length - 1]!;
+  return { la, sigmas: plan.sigmas, sigmaMin, sigmaMax, x, eta: config.eta, sNoise: config.s_noise, noise };
+}
+
+class KDiffusionRun<V> implements SchedulerRun<V> {
+  readonly #plan: KDiffusionPlan;
+  readonly #la: LinearAlgebra<V>;
+  readonly #config: KDiffusionConfig;
+  readonly #body: SamplerBody;
+  #generator: Generator<EvalRequest<V>, V, EvalResult<V>> | undefined;
+  #j = 0;
+  #draw: (() => V) | undefined;
+
+  constructor(config: KDiffusionConfig, plan: KDiffusionPlan, la: LinearAlgebra<V>, body: SamplerBody) {
+    this.#config = config;
+    this.#plan = plan;
+    this.#la = la;
+    this.#body = body;
+  }
+
+  inputScale(): number {
+    return this.#plan.cIn[this.#j]!;
+  }
+
+  step(modelOutput: V, sample: V, drawNoise: () => V): V {
+    const j = this.#j;
+    const plan = this.#plan;
+    this.#draw = drawNoise;
+    if (this.#generator === undefined) {
+      // The body starts from the first latent; its first yield is that latent at sigmas[0].
+      this.#generator = this.#body(contextFor(this.#config, plan, this.#la, sample, () => this.#draw!()));
+      this.#generator.next();
+    }
+    const denoised = this.#la.combine([plan.cSkip[j]!, sample], [plan.cOut[j]!, modelOutput]);
+    const next = this.#generator.next({ x: sample, denoised });
+    this.#j++;
+    return next.done ? next.value : next.value[0];
+  }
+}
+
+function definition(name: KDiffusionSamplerName): SchedulerDefinition<KDiffusionConfig, KDiffusionPlan> {
+  const info = SAMPLERS[name];
+  const className = `k_diffusion.sampling.${info.functionName}`;
+  const configSpec = spec("automatic");
+  return {
+    className,
+    order: 1,
+    resolveConfig(raw: RawSchedulerConfig) {
+      const config = resolveConfig(className, configSpec, raw);
+      // Samplers without an eta parameter ignore it, as A1111 does (it passes eta only where
+      // the k-diffusion function takes one).
+      return config;
+    },
+    plan(config, steps) {
+      const model = discreteSchedule(config);
+      return planFor(config, model, info, a1111Sigmas(model, config.sigmaSchedule, info.defaultSchedule, info.discardNextToLastSigma, steps));
+    },
+    img2imgPlan(config, plan, startIndex) {
+      // KDiffusionSampler.sample_img2img: the sampler runs fresh on sigmas[startIndex:].
+      const last = plan.sigmas.length - 2;
+      if (!Number.isInteger(startIndex) || startIndex < 0 || startIndex > last) {
+        throw new InvalidOptionError("startIndex", `startIndex must be an integer from 0 to ${last} (an index into the ${plan.sigmas.length} sigmas that leaves at least one step), got ${String(startIndex)}`);
+      }
+      return planFor(config, discreteSchedule(config), info, plan.sigmas.slice(startIndex));
+    },
+    start(config, plan, la) {
+      return new KDiffusionRun(config, plan, la, info.body);
+    },
+    addNoise(_config, plan): NoiseScales {
+      // x = init_latent + noise · sigma_sched[0]
+      return { signal: 1, noise: plan.sigmas[0]! };
+    },
+  };
+}
+
+/** The evaluations a sampler makes over `sigmas`, with their timesteps and scalings. */
+function planFor(config: KDiffusionConfig, model: DiscreteSchedule, info: SamplerInfo, sigmas: number[]): KDiffusionPlan {
+  const evalSigmas: number[] = [];
+  const generator = info.body(contextFor<null>(config, { sigmas } as KDiffusionPlan, nullAlgebra, null, () => null));
+  for (let r = generator.next(); !r.done; r = generator.next({ x: null, denoised: null })) evalSigmas.push(r.value[1]);
+  const cIn: number[] = [];
+  const cSkip: number[] = [];
+  const cOut: number[] = [];
+  for (const sigma of evalSigmas) {
+    const s = scalings(config.prediction_type, sigma);
+    cIn.push(s.cIn);
+    cSkip.push(s.cSkip);
+    cOut.push(s.cOut);
+  }
+  return {
+    // The UNet gets sigma_to_t(σ) as a float32 tensor.
+    timesteps: evalSigmas.map((sigma) => Math.fround(sigmaToT(model, sigma))),
+    timestepDtype: "float32",
+    // A1111: x = noise * sigmas[0].
+    initNoiseSigma: sigmas[0]!,
+    sigmas,
+    evalSigmas,
+    cIn,
+    cSkip,
+    cOut,
+  };
+}
+
+/**
+ * A1111's img2img start for k-diffusion samplers (sd_samplers_common.setup_img2img_steps with
+ * img2img_fix_steps off, then sample_img2img): t_enc = int(min(strength, 0.999) · steps), and the
+ * sampler runs sigmas[steps − t_enc − 1:], i.e. t_enc + 1 steps. Pass the result as
+ * `compile(steps, { startIndex })` of a k_* scheduler.
+ */
+export function a1111Img2imgStartIndex(steps: number, strength: number): number {
+  integerInRange("steps", steps, 1, Number.MAX_SAFE_INTEGER);
+  numberInRange("strength", strength, 0, 1);
+  return steps - Math.trunc(Math.min(strength, 0.999) * steps) - 1;
+}
+
+export const KDIFFUSION_DEFINITIONS: Record<KDiffusionSamplerName, SchedulerDefinition<KDiffusionConfig, KDiffusionPlan>> = Object.fromEntries(
+  KDIFFUSION_SAMPLER_NAMES.map((name) => [name, definition(name)]),
+) as Record<KDiffusionSamplerName, SchedulerDefinition<KDiffusionConfig, KDiffusionPlan>>;

@@ -1,0 +1,212 @@
+"""
+End-to-end goldens for A1111's txt2img sampling path on the tiny model (models/tiny-sd), for
+test/unit/a1111-tiny-e2e.test.ts.
+
+What runs: k-diffusion's own samplers and CompVisDenoiser (crowsonkb/k-diffusion ab527a9, as
+A1111 v1.10.1 pins it) and A1111's own modules/rng.py ImageRNG and modules/sd_schedulers.py (the
+same files and stubs as gen_a1111_kdiffusion_goldens.py, which this script imports), driving the
+tiny model's ONNX graphs through onnxruntime (CPU). A1111's glue around them is transcribed from
+v1.10.1 in a few lines each:
+- conditioning: CLIP's last_hidden_state of the prompt's 77 ids (BOS, tokens, EOS padding; no
+  emphasis in these prompts, so A1111's multiplier renormalisation is the identity);
+- CFGDenoiser.forward + combine_denoised: one UNet call on [x (cond rows); x (uncond rows)],
+  denoised = D_uncond + (D_cond − D_uncond) · cfg_scale;
+- processing: x = rng.next() · sigmas[0] (KDiffusionSampler.sample), the sampler's randn_like =
+  rng.next() (TorchHijack), seeds = seed + i, or all the same seed with subseed + i when a
+  variation strength is set (process_images);
+- decode: VAE decoder on x / scale_factor, then A1111's ((x + 1) / 2).clamp(0, 1) · 255 cast with
+  astype(uint8) (truncation);
+- hires fix (sample_hr_pass with a latent upscaler): calculate_target_resolution, F.interpolate with
+  shared.latent_upscale_modes' mode/antialias, the truncate_x/y crop, a new ImageRNG at the new
+  latent size whose first draw is the noise, then sample_img2img with steps given
+  (setup_img2img_steps: steps' = int(steps / min(strength, 0.999)), t_enc = steps - 1,
+  sigma_sched = sigmas[steps' - t_enc - 1:], x = samples + noise * sigma_sched[0]).
+
+Usage: KDIFFUSION=... A1111=... python scripts/reference/gen_a1111_tiny_e2e.py > test/fixtures/a1111/tiny_e2e.json
+Made with Python 3.11, torch 2.13.0+cpu, numpy 1.26.4, onnxruntime 1.30.0, transformers' CLIPTokenizer
+(the model's own tokenizer files).
+"""
+import json
+import os
+import sys
+
+import numpy as np
+import onnxruntime as ort
+import torch
+
+from transformers import CLIPTokenizer  # before the stubs below replace tqdm
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import gen_a1111_kdiffusion_goldens as ref  # noqa: E402  (loads k-diffusion and A1111's modules, stubbing tqdm & co.)
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
+MODEL = os.path.join(ROOT, "models", "tiny-sd")
+SCALE_FACTOR = 0.18215
+
+tokenizer = CLIPTokenizer.from_pretrained(os.path.join(MODEL, "tokenizer"))
+sessions = {name: ort.InferenceSession(os.path.join(MODEL, name, "model.onnx"), providers=["CPUExecutionProvider"])
+            for name in ("text_encoder", "unet", "vae_decoder")}
+
+
+def encode(text):
+    ids = tokenizer(text, padding="max_length", max_length=77, truncation=True).input_ids
+    out = sessions["text_encoder"].run(["last_hidden_state"], {"input_ids": np.array([ids], dtype=np.int32)})[0]
+    return torch.from_numpy(out)
+
+
+class TinyUNet:
+    """LatentDiffusion stand-in: alphas_cumprod (ldm's SD 1.x table) + apply_model on the ONNX UNet."""
+
+    def __init__(self):
+        self.alphas_cumprod = ref.sd1_alphas_cumprod()
+
+    def apply_model(self, x, t, cond):
+        outs = []
+        for row in range(x.shape[0]):
+            feeds = {"sample": x[row:row + 1].numpy().astype(np.float32),
+                     "timestep": np.array([float(t[row])], dtype=np.float32),
+                     "encoder_hidden_states": cond[row:row + 1].numpy().astype(np.float32)}
+            outs.append(torch.from_numpy(sessions["unet"].run(["out_sample"], feeds)[0]))
+        return torch.cat(outs)
+
+
+def cfg_denoiser(model_wrap, cond, uncond, cfg_scale):
+    """CFGDenoiser.forward for one prompt per image: cond rows, then uncond rows, one call."""
+
+    def forward(x, sigma, **kwargs):
+        b = x.shape[0]
+        x_in = torch.cat([x, x])
+        sigma_in = torch.cat([sigma, sigma])
+        x_out = model_wrap(x_in, sigma_in, cond=torch.cat([cond, uncond]))
+        denoised_uncond = x_out[-b:]
+        denoised = torch.clone(denoised_uncond)
+        for i in range(b):
+            denoised[i] += (x_out[i] - denoised_uncond[i]) * cfg_scale
+        return denoised
+
+    return forward
+
+
+LATENT_UPSCALE_MODES = {
+    "Latent": {"mode": "bilinear", "antialias": False},
+    "Latent (antialiased)": {"mode": "bilinear", "antialias": True},
+    "Latent (bicubic)": {"mode": "bicubic", "antialias": False},
+    "Latent (bicubic antialiased)": {"mode": "bicubic", "antialias": True},
+    "Latent (nearest)": {"mode": "nearest", "antialias": False},
+    "Latent (nearest-exact)": {"mode": "nearest-exact", "antialias": False},
+}
+
+
+def target_resolution(case):
+    """StableDiffusionProcessingTxt2Img.calculate_target_resolution (v1.10.1)."""
+    w, h = case["width"], case["height"]
+    rx, ry = case.get("hr_resize_x", 0), case.get("hr_resize_y", 0)
+    truncate_x = truncate_y = 0
+    if rx == 0 and ry == 0:
+        to_x, to_y = int(w * case["hr_scale"]), int(h * case["hr_scale"])
+    elif ry == 0:
+        to_x, to_y = rx, rx * h // w
+    elif rx == 0:
+        to_x, to_y = ry * w // h, ry
+    else:
+        if w / h < rx / ry:
+            to_x, to_y = rx, rx * h // w
+        else:
+            to_x, to_y = ry * w // h, ry
+        truncate_x = (to_x - rx) // 8
+        truncate_y = (to_y - ry) // 8
+    return to_x, to_y, truncate_x, truncate_y
+
+
+def hires_pass(case, model_wrap, options, funcname, samples, cond, uncond):
+    to_x, to_y, truncate_x, truncate_y = target_resolution(case)
+    scale = LATENT_UPSCALE_MODES[case["hr_upscaler"]]
+    samples = torch.nn.functional.interpolate(samples, size=(to_y // 8, to_x // 8), mode=scale["mode"], antialias=scale["antialias"])
+    samples = samples[:, :, truncate_y // 2:samples.shape[2] - (truncate_y + 1) // 2, truncate_x // 2:samples.shape[3] - (truncate_x + 1) // 2]
+    image_rng = ref.rng.ImageRNG(samples.shape[1:], case["seeds"], subseeds=case.get("subseeds"),
+                                 subseed_strength=case.get("subseed_strength", 0.0),
+                                 seed_resize_from_h=case.get("seed_resize_from_h", 0),
+                                 seed_resize_from_w=case.get("seed_resize_from_w", 0))
+    noise = image_rng.next()
+    requested = case.get("hr_second_pass_steps") or case["steps"]
+    strength = case["denoising_strength"]
+    steps = int(requested / min(strength, 0.999))
+    t_enc = requested - 1
+    sigmas = ref.a1111_get_sigmas(model_wrap, options, case["schedule"], steps)
+    sigma_sched = sigmas[steps - t_enc - 1:]
+    xi = samples + noise * sigma_sched[0]
+    ref.sampling.torch = ref.TorchHijack(image_rng, [], lambda: 0)
+    out = getattr(ref.sampling, funcname)(cfg_denoiser(model_wrap, cond, uncond, case["cfg_scale"]), xi, sigma_sched,
+                                          extra_args={}, disable=True)
+    ref.sampling.torch = torch
+    return out
+
+
+def run_case(case):
+    key = case["sampler"]
+    label, funcname, options = ref.SAMPLERS[key]
+    ref.shared.opts.eta_noise_seed_delta = case.get("ensd", 0)
+    b = len(case["seeds"])
+    h, w = case["height"] // 8, case["width"] // 8
+    model_wrap = ref.external.CompVisDenoiser(TinyUNet(), quantize=False)
+    sigmas = ref.a1111_get_sigmas(model_wrap, options, case["schedule"], case["steps"])
+    image_rng = ref.rng.ImageRNG((4, h, w), case["seeds"], subseeds=case.get("subseeds"),
+                                 subseed_strength=case.get("subseed_strength", 0.0),
+                                 seed_resize_from_h=case.get("seed_resize_from_h", 0),
+                                 seed_resize_from_w=case.get("seed_resize_from_w", 0))
+    x = image_rng.next() * sigmas[0]
+    ref.sampling.torch = ref.TorchHijack(image_rng, [], lambda: 0)
+    cond = encode(case["prompt"]).repeat(b, 1, 1)
+    uncond = encode(case["negative_prompt"]).repeat(b, 1, 1)
+    denoiser = cfg_denoiser(model_wrap, cond, uncond, case["cfg_scale"])
+    if funcname == "sample_dpm_fast":
+        # KDiffusionSampler.sample: n = steps, the model's sigma range, eta = opts.eta_ancestral (1).
+        samples = ref.sampling.sample_dpm_fast(denoiser, x, model_wrap.sigmas[0].item(), model_wrap.sigmas[-1].item(), case["steps"],
+                                               extra_args={}, disable=True, eta=1.0)
+    else:
+        samples = getattr(ref.sampling, funcname)(denoiser, x, sigmas, extra_args={}, disable=True)
+    ref.sampling.torch = torch
+    if case.get("enable_hr"):
+        samples = hires_pass(case, model_wrap, options, funcname, samples, cond, uncond)
+    decoded = sessions["vae_decoder"].run(["sample"], {"latent_sample": (samples / SCALE_FACTOR).numpy().astype(np.float32)})[0]
+    pixels = (255.0 * np.moveaxis(np.clip((decoded + 1.0) / 2.0, 0.0, 1.0), 1, 3)).astype(np.uint8)
+    return {**case, "a1111_sampler": label, "sigmas": ref.f32(sigmas.tolist()),
+            "final_latents": ref.f32(samples.reshape(-1).tolist()), "pixels_hwc": pixels.reshape(-1).tolist()}
+
+
+CASES = [
+    {"id": "euler-a-ensd", "sampler": "k_euler_a", "schedule": "automatic", "steps": 6, "seeds": [11, 12], "ensd": 31337},
+    {"id": "dpmpp-2m-automatic-karras", "sampler": "k_dpmpp_2m", "schedule": "automatic", "steps": 6, "seeds": [3]},
+    {"id": "heun-exponential", "sampler": "k_heun", "schedule": "exponential", "steps": 5, "seeds": [4]},
+    {"id": "lms-uniform", "sampler": "k_lms", "schedule": "uniform", "steps": 6, "seeds": [5]},
+    {"id": "dpm2-a-variation-resize", "sampler": "k_dpm_2_a", "schedule": "automatic", "steps": 5, "seeds": [6, 6],
+     "subseeds": [99, 100], "subseed_strength": 0.3, "seed_resize_from_w": 48, "seed_resize_from_h": 80},
+    {"id": "dpmpp-2s-a-sgm-ensd", "sampler": "k_dpmpp_2s_a", "schedule": "sgm_uniform", "steps": 5, "seeds": [8], "ensd": 7},
+    {"id": "dpm-fast-ensd", "sampler": "k_dpm_fast", "schedule": "automatic", "steps": 7, "seeds": [9, 10], "ensd": 5},
+    {"id": "hires-latent-euler-a-ensd", "sampler": "k_euler_a", "schedule": "automatic", "steps": 4, "seeds": [21], "ensd": 31337,
+     "enable_hr": True, "hr_scale": 2.0, "hr_upscaler": "Latent", "denoising_strength": 0.6},
+    {"id": "hires-bicubic-aa-dpmpp-2m", "sampler": "k_dpmpp_2m", "schedule": "automatic", "steps": 4, "seeds": [22, 23],
+     "enable_hr": True, "hr_scale": 1.5, "hr_upscaler": "Latent (bicubic antialiased)", "hr_second_pass_steps": 3, "denoising_strength": 0.5},
+    {"id": "hires-nearest-exact-resize-variation", "sampler": "k_euler", "schedule": "karras", "steps": 3, "seeds": [24],
+     "subseeds": [5], "subseed_strength": 0.2, "enable_hr": True, "hr_resize_x": 96, "hr_resize_y": 128,
+     "hr_upscaler": "Latent (nearest-exact)", "denoising_strength": 0.7},
+    {"id": "hires-antialiased-heun", "sampler": "k_heun", "schedule": "exponential", "steps": 3, "seeds": [25],
+     "enable_hr": True, "hr_scale": 2.0, "hr_upscaler": "Latent (antialiased)", "hr_second_pass_steps": 2, "denoising_strength": 0.45},
+    {"id": "hires-bicubic-lms", "sampler": "k_lms", "schedule": "uniform", "steps": 3, "seeds": [26],
+     "enable_hr": True, "hr_scale": 2.0, "hr_upscaler": "Latent (bicubic)", "denoising_strength": 0.8},
+    {"id": "hires-nearest-dpm2-a", "sampler": "k_dpm_2_a", "schedule": "automatic", "steps": 3, "seeds": [27],
+     "enable_hr": True, "hr_scale": 2.0, "hr_upscaler": "Latent (nearest)", "denoising_strength": 0.55},
+]
+
+
+def main():
+    out = []
+    for case in CASES:
+        case = {"prompt": "a lighthouse on a cliff", "negative_prompt": "fog", "width": 64, "height": 64, "cfg_scale": 7.0, **case}
+        out.append(run_case(case))
+    json.dump({"format": "sd-trt-a1111-tiny-e2e/1", "provenance": {**ref.PROVENANCE, "onnxruntime": ort.__version__},
+               "randn_source": "CPU", "cases": out}, sys.stdout, separators=(",", ":"))
+
+
+if __name__ == "__main__":
+    main()

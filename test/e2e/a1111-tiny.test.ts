@@ -1,0 +1,182 @@
+/**
+ * A1111's txt2img end to end on the tiny model: k-diffusion's samplers and A1111's ImageRNG,
+ * schedule types, variation seeds, seed resize and ENSD, driving the tiny model's ONNX graphs the
+ * way A1111 v1.10.1 drives its UNet (test/fixtures/a1111/tiny_e2e.json, made by
+ * scripts/reference/gen_a1111_tiny_e2e.py), against Pipeline.generate, the server and the CLI.
+ * The bar: latents within 1e-4 · max(1, max|x|), pixels within ±1 (A1111 truncates to uint8).
+ */
+import { afterAll, beforeAll, describe, expect, test } from "@jest/globals";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import sharp from "sharp";
+import generate from "../../lib/cli/commands/generate.js";
+import { Pipeline, type GenerateOptions } from "../../lib/pipeline/pipeline.js";
+import { PipelineService } from "../../lib/service/pipeline-service.js";
+import { SdServer } from "../../lib/server/server.js";
+import { latentError } from "../fixtures/tiny-sd-cases/compare.js";
+import { runCommand } from "../support/run-cli.js";
+
+interface Case {
+  id: string;
+  sampler: string;
+  a1111_sampler: string;
+  schedule: string;
+  steps: number;
+  seeds: number[];
+  subseeds?: number[];
+  subseed_strength?: number;
+  seed_resize_from_w?: number;
+  seed_resize_from_h?: number;
+  ensd?: number;
+  enable_hr?: boolean;
+  hr_scale?: number;
+  hr_resize_x?: number;
+  hr_resize_y?: number;
+  hr_upscaler?: string;
+  hr_second_pass_steps?: number;
+  denoising_strength?: number;
+  prompt: string;
+  negative_prompt: string;
+  width: number;
+  height: number;
+  cfg_scale: number;
+  final_latents: number[];
+  pixels_hwc: number[];
+}
+
+const golden = JSON.parse(await readFile(new URL("../fixtures/a1111/tiny_e2e.json", import.meta.url), "utf8")) as { cases: Case[] };
+let pipe: Pipeline;
+let scratch: string;
+
+beforeAll(async () => {
+  pipe = await Pipeline.load(undefined, { backend: "cpu" });
+  scratch = await mkdtemp(join(tmpdir(), "sd-trt-a1111-"));
+});
+afterAll(async () => {
+  await pipe?.dispose();
+  await rm(scratch, { recursive: true, force: true });
+});
+
+function optionsFor(c: Case): GenerateOptions {
+  return {
+    prompt: c.prompt,
+    negativePrompt: c.negative_prompt,
+    width: c.width,
+    height: c.height,
+    steps: c.steps,
+    guidance: c.cfg_scale,
+    scheduler: c.sampler,
+    sigmaSchedule: c.schedule,
+    seeds: c.seeds,
+    rng: "cpu",
+    returnLatents: true,
+    ...(c.subseeds ? { subseeds: c.subseeds, subseedStrength: c.subseed_strength! } : {}),
+    ...(c.seed_resize_from_w ? { seedResizeFrom: { width: c.seed_resize_from_w, height: c.seed_resize_from_h! } } : {}),
+    ...(c.ensd ? { ensd: c.ensd } : {}),
+    ...(c.enable_hr
+      ? {
+          hires: {
+            ...(c.hr_scale !== undefined ? { scale: c.hr_scale } : {}),
+            ...(c.hr_resize_x !== undefined ? { resizeWidth: c.hr_resize_x, resizeHeight: c.hr_resize_y! } : {}),
+            ...(c.hr_second_pass_steps !== undefined ? { steps: c.hr_second_pass_steps } : {}),
+            upscaler: c.hr_upscaler!,
+            strength: c.denoising_strength!,
+          },
+        }
+      : {}),
+  };
+}
+
+function maxPixelDiff(actual: ArrayLike<number>, expected: readonly number[]): number {
+  let worst = actual.length === expected.length ? 0 : Infinity;
+  for (let i = 0; i < expected.length; i++) worst = Math.max(worst, Math.abs(actual[i]! - expected[i]!));
+  return worst;
+}
+
+function imagePixels(_c: Case, images: { rgb: Uint8Array }[]): Uint8Array {
+  const out = new Uint8Array(images.reduce((n, image) => n + image.rgb.length, 0));
+  let offset = 0;
+  for (const image of images) {
+    out.set(image.rgb, offset);
+    offset += image.rgb.length;
+  }
+  return out;
+}
+
+describe.each(golden.cases.map((c) => [c.id, c] as const))("A1111 txt2img on the tiny model, %s", (_id, c) => {
+  test("Pipeline.generate gives A1111's latents (1e-4) and pixels (±1)", async () => {
+    const result = await pipe.generate(optionsFor(c));
+    expect(latentError(result.latents!, c.final_latents)).toBeLessThan(1e-4);
+    expect(maxPixelDiff(imagePixels(c, result.images), c.pixels_hwc)).toBeLessThanOrEqual(1);
+    expect(result.images[0]!.infotext).toContain(`Sampler: ${c.a1111_sampler}, `);
+    if (c.enable_hr) expect(result.images[0]!.infotext).toMatch(new RegExp(`Size: ${c.width}x${c.height}, .*Denoising strength: ${c.denoising_strength}, .*Hires (upscale|resize): .*Hires upscaler: ${c.hr_upscaler!.replace(/[()]/g, "\\$&")}`));
+  });
+});
+
+test("the server gives A1111's pixels for A1111's request (variation seed, seed resize, schedule type)", async () => {
+  const c = golden.cases.find((x) => x.id === "dpm2-a-variation-resize")!;
+  const service = await PipelineService.create(pipe, { maxQueue: 8, batchWindowMs: 0 });
+  const server = new SdServer({ service, ownService: true });
+  try {
+    const { url } = await server.listen({ host: "127.0.0.1", port: 0 });
+    const body = {
+      prompt: c.prompt, negative_prompt: c.negative_prompt, width: c.width, height: c.height, steps: c.steps, cfg_scale: c.cfg_scale,
+      sampler_name: c.a1111_sampler, scheduler: "Automatic", seed: c.seeds[0], batch_size: c.seeds.length,
+      subseed: c.subseeds![0], subseed_strength: c.subseed_strength, seed_resize_from_w: c.seed_resize_from_w, seed_resize_from_h: c.seed_resize_from_h,
+      override_settings: { randn_source: "CPU" },
+    };
+    const response = await fetch(`${url}/sdapi/v1/txt2img`, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+    expect(response.status).toBe(200);
+    const json = (await response.json()) as { images: string[] };
+    const pixels = await Promise.all(json.images.map(async (png) => new Uint8Array(await sharp(Buffer.from(png, "base64")).raw().toBuffer())));
+    expect(maxPixelDiff(imagePixels(c, pixels.map((rgb) => ({ rgb }))), c.pixels_hwc)).toBeLessThanOrEqual(1);
+  } finally {
+    await server.close(0);
+  }
+});
+
+test("the CLI gives A1111's pixels for A1111's sampler name, ENSD and seeds", async () => {
+  const c = golden.cases.find((x) => x.id === "euler-a-ensd")!;
+  const out = join(scratch, "euler-a-{i}.png");
+  const run = await runCommand(generate, [
+    "generate", "--backend", "cpu", "--prompt", c.prompt, "--negative-prompt", c.negative_prompt, "--width", String(c.width), "--height", String(c.height),
+    "--steps", String(c.steps), "--guidance", String(c.cfg_scale), "--scheduler", c.a1111_sampler, "--seeds", c.seeds.join(","), "--ensd", String(c.ensd),
+    "--rng", "cpu", "--out", out, "--quiet",
+  ]);
+  expect(run.code).toBe(0);
+  const images = await Promise.all(c.seeds.map(async (_s, i) => ({ rgb: new Uint8Array(await sharp(await readFile(out.replace("{i}", String(i)))).raw().toBuffer()) })));
+  expect(maxPixelDiff(imagePixels(c, images), c.pixels_hwc)).toBeLessThanOrEqual(1);
+});
+
+test("the CLI's --hires-* flags give A1111's hires-fix pixels (truncating resize, variation seed)", async () => {
+  const c = golden.cases.find((x) => x.id === "hires-nearest-exact-resize-variation")!;
+  const out = join(scratch, "hires-{i}.png");
+  const run = await runCommand(generate, [
+    "generate", "--backend", "cpu", "--prompt", c.prompt, "--negative-prompt", c.negative_prompt, "--width", String(c.width), "--height", String(c.height),
+    "--steps", String(c.steps), "--guidance", String(c.cfg_scale), "--scheduler", c.a1111_sampler, "--schedule", c.schedule, "--seeds", c.seeds.join(","),
+    "--subseed", String(c.subseeds![0]), "--subseed-strength", String(c.subseed_strength), "--hires-resize", `${c.hr_resize_x}x${c.hr_resize_y}`,
+    "--hires-upscaler", c.hr_upscaler!, "--hires-strength", String(c.denoising_strength), "--rng", "cpu", "--out", out, "--quiet",
+  ]);
+  expect(run.code).toBe(0);
+  const file = await readFile(out.replace("{i}", "0"));
+  expect(await sharp(file).metadata()).toMatchObject({ width: c.hr_resize_x, height: c.hr_resize_y });
+  expect(maxPixelDiff(imagePixels(c, [{ rgb: new Uint8Array(await sharp(file).raw().toBuffer()) }]), c.pixels_hwc)).toBeLessThanOrEqual(1);
+});
+
+test("hires requests batched by the service give each image what it gets alone", async () => {
+  const c = golden.cases.find((x) => x.id === "hires-bicubic-aa-dpmpp-2m")!;
+  const service = await PipelineService.create(pipe, { maxQueue: 8, batchWindowMs: 10_000, maxBatch: 3 });
+  try {
+    const a = { ...optionsFor(c), seeds: [40], returnLatents: false };
+    const b = { ...optionsFor(c), seeds: [41, 42], returnLatents: false };
+    const [ra, rb] = await Promise.all(service.generateAll([a, b]));
+    expect(service.counters()).toMatchObject({ batches: 1, batchedRequests: 2 });
+    for (const [request, result] of [[a, ra!], [b, rb!]] as const) {
+      const alone = await pipe.generate(request);
+      for (const [i, image] of result.images.entries()) expect(Buffer.compare(Buffer.from(image.rgb), Buffer.from(alone.images[i]!.rgb))).toBe(0);
+    }
+  } finally {
+    await service.dispose();
+  }
+});
