@@ -22,9 +22,9 @@
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
-import { SdTrtError, InvalidOptionError, AbortError, BusyError, ServiceClosedError, } from "../errors.js";
+import { SdTrtError, InvalidOptionError, AbortError, BusyError, ServiceClosedError, QueueUnavailableError } from "../errors.js";
 import { packageVersion } from "../package-info.js";
-import type { PipelineService } from "../service/pipeline-service.js";
+import type { GenerationService } from "../service/generation-service.js";
 import { a1111ProgressResponse, handleA1111Generation } from "./a1111/handlers.js";
 import { a1111FieldFor } from "./a1111/request.js";
 import { a1111SamplerList, a1111ScheduleTypeList } from "./a1111/samplers.js";
@@ -37,8 +37,8 @@ import { type RouteContext, Router } from "./http/router.js";
 export const DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024;
 
 export interface SdServerOptions {
-  /** The service that runs generations; the server does not own it unless `ownService`. */
-  service: PipelineService;
+  /** What runs generations: a PipelineService, or a fleet front end (lib/fleet). Closed and disposed with the server unless `ownService` is false. */
+  service: GenerationService;
   /** Bearer token required on `/sdapi/` endpoints. Defaults to none (open on loopback). */
   token?: string;
   /** Largest request body in bytes; larger bodies get 413. Defaults to 32 MiB. */
@@ -58,7 +58,7 @@ export interface ListenOptions {
 
 export class SdServer {
   readonly #http: Server;
-  readonly #service: PipelineService;
+  readonly #service: GenerationService;
   readonly #auth: BearerAuth | null;
   readonly #maxBody: number;
   readonly #ownService: boolean;
@@ -84,7 +84,7 @@ export class SdServer {
     return this.#http;
   }
 
-  get service(): PipelineService {
+  get service(): GenerationService {
     return this.#service;
   }
 
@@ -177,6 +177,7 @@ export class SdServer {
       model: this.#service.modelName,
       backend: this.#service.backendName,
       counters: this.#service.counters(),
+      ...this.#service.status(),
       memory: { rss: memory.rss, heapUsed: memory.heapUsed, external: memory.external, arrayBuffers: memory.arrayBuffers },
       uptimeSeconds: process.uptime(),
     };
@@ -220,7 +221,7 @@ export class SdServer {
 
   #fail(response: ServerResponse, error: unknown): void {
     const httpError = toHttpError(error);
-    if (httpError.status >= 500 && !(error instanceof BusyError) && !(error instanceof ServiceClosedError) && !(error instanceof AbortError)) {
+    if (httpError.status >= 500 && !(error instanceof BusyError) && !(error instanceof ServiceClosedError) && !(error instanceof AbortError) && !(error instanceof QueueUnavailableError)) {
       this.#log(`error: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`);
     }
     // After a 413 the rest of the body is unread: close the connection instead of draining it.
@@ -239,6 +240,10 @@ export function toHttpError(error: unknown): HttpError {
   }
   if (error instanceof BusyError) {
     return new HttpError(503, "Busy", error.message, { headers: { "Retry-After": "1" } });
+  }
+  if (error instanceof QueueUnavailableError) {
+    // A fleet front end with no worker, or Redis away: as busy, worth retrying later.
+    return new HttpError(503, "QueueUnavailable", error.message, { headers: { "Retry-After": "5" } });
   }
   if (error instanceof ServiceClosedError) {
     return new HttpError(503, "ShuttingDown", error.message, { headers: { Connection: "close" } });

@@ -4,15 +4,18 @@
  * Binds 127.0.0.1 by default; pass `--host 0.0.0.0` (and preferably `--token`) to expose it.
  * SIGINT/SIGTERM shut it down gracefully: no new connections, in-flight work gets
  * `--drain-timeout` seconds to finish, then it is cancelled. A second signal exits at once.
+ *
+ * `--devices 0,1,…` runs one pipeline per device behind the one queue; `--redis URL` makes the
+ * server a front end of a fleet of `sd-trt worker`s instead (no model loaded here; see
+ * docs/scale-out.md and cli/shared/serve-service.ts).
  */
 import type { ArgumentsCamelCase, Argv, CommandModule } from "yargs";
 import { InvalidOptionError } from "../../errors.js";
-import { Pipeline } from "../../pipeline/pipeline.js";
 import { defaultModelDir } from "../../package-info.js";
-import { PipelineService } from "../../service/pipeline-service.js";
 import { DEFAULT_MAX_BODY_BYTES, SdServer } from "../../server/server.js";
+import { addServeServiceOptions, openServeService, type ServeServiceArgs } from "../shared/serve-service.js";
 
-interface ServeArgs {
+interface ServeArgs extends ServeServiceArgs {
   host: string;
   port: number;
   model: string;
@@ -60,16 +63,11 @@ const command: CommandModule<object, ServeArgs> = {
         }
         if (argv.token !== undefined && argv.token.length === 0) throw new InvalidOptionError("token", "--token must not be empty");
         return true;
-      }) as unknown as Argv<ServeArgs>,
+      })
+      .options(addServeServiceOptions()) as unknown as Argv<ServeArgs>,
   handler: async (argv: ArgumentsCamelCase<ServeArgs>) => {
     const log = argv.quiet ? () => {} : (line: string) => console.error(`[${new Date().toISOString()}] ${line}`);
-    const pipeline = await Pipeline.load(argv.model, { backend: argv.backend, ...(argv.engines ? { engines: argv.engines } : {}) });
-    const service = await PipelineService.create(pipeline, {
-      maxQueue: argv["max-queue"],
-      batchWindowMs: argv["batch-window-ms"],
-      ...(argv["max-batch"] !== undefined ? { maxBatch: argv["max-batch"] } : {}),
-      ownPipeline: true,
-    });
+    const service = await openServeService(argv, log);
     const server = new SdServer({ service, token: argv.token, maxBodyBytes: argv["max-body"], log });
     const address = await server.listen({ host: argv.host, port: argv.port });
     // The load-test script and other tools read this line to find the port.
