@@ -126,6 +126,7 @@ export async function createWorker(options: FleetWorkerOptions): Promise<FleetWo
       if (data.model.hash !== model.hash) {
         throw new ModelMismatchError(`job ${job.id} asks for model ${data.model.name} (hash ${data.model.hash}); worker ${id} runs ${model.name} (hash ${model.hash}) — start a worker with that model on this queue, or use one queue per model`);
       }
+      log(`job ${job.id} started (attempt ${job.attemptsStarted})`);
       let lastProgress = 0;
       const onProgress = (event: ProgressEvent) => {
         const now = performance.now();

@@ -12,6 +12,7 @@
  * - `GET /sdapi/v1/progress`, `POST /sdapi/v1/interrupt`: A1111's progress and interrupt.
  * - `GET /health`: liveness, queue counters and memory (never needs the token).
  * - `GET /internal/ping`: A1111's liveness probe (never needs the token).
+ * - `GET /`: the web page (web.ts); its API calls need the token like any other.
  *
  * Errors are JSON `{error, detail, field?}` (http/errors.ts). With a token, every `/sdapi/` call
  * needs `Authorization: Bearer <token>` and gets 401 without it.
@@ -32,6 +33,7 @@ import { BearerAuth } from "./http/auth.js";
 import { HttpError } from "./http/errors.js";
 import { sendError, sendJson } from "./http/respond.js";
 import { type RouteContext, Router } from "./http/router.js";
+import { addWebRoutes } from "./web.js";
 
 /** Default request body limit: room for a few base64 init images of SD sizes. */
 export const DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024;
@@ -158,6 +160,7 @@ export class SdServer {
       .add({ method: "POST", path: "/sdapi/v1/skip", auth: true, handler: ({ response }) => this.#interrupt(response) })
       .add({ method: "POST", path: "/sdapi/v1/txt2img", auth: true, handler: (context) => handleA1111Generation("txt2img", context, this.#generationContext()) })
       .add({ method: "POST", path: "/sdapi/v1/img2img", auth: true, handler: (context) => handleA1111Generation("img2img", context, this.#generationContext()) });
+    addWebRoutes(this.#router);
   }
 
   #interrupt(response: ServerResponse): void {
