@@ -3,7 +3,8 @@
  * no browser download): type a prompt, fix the seed, generate; the progress bar moves; the image
  * appears with its seed and infotext and its bytes equal the API's answer for the same
  * parameters; copy-to-prompt and download; interrupt stops a long generation; with a token the
- * page does nothing until it is given. One browser for the file.
+ * page does nothing until it is given; and the same page in front of a fleet (a Redis front end
+ * and an in-process worker). One browser for the file.
  *
  * Code that runs in the page is passed as strings: the tests are compiled without DOM types.
  *
@@ -13,10 +14,12 @@
 import { afterAll, beforeAll, expect, test } from "@jest/globals";
 import { readFile } from "node:fs/promises";
 import { type Browser, chromium, type Page } from "playwright-core";
+import { RedisQueueClient } from "../../lib/fleet/client.js";
+import { createWorker } from "../../lib/fleet/worker.js";
 import { Pipeline } from "../../lib/pipeline/pipeline.js";
 import { PipelineService } from "../../lib/service/pipeline-service.js";
 import { SdServer } from "../../lib/server/server.js";
-import { CHROMIUM, chromiumPath, describeWith } from "../support/system-tools.js";
+import { CHROMIUM, chromiumPath, describeWith, REDIS, RedisServer } from "../support/system-tools.js";
 
 describeWith([CHROMIUM], "the web page in headless Chromium", () => {
   let pipe: Pipeline;
@@ -152,5 +155,45 @@ describeWith([CHROMIUM], "the web page in headless Chromium", () => {
     await page.waitForSelector(".card img");
     expect(await page.textContent(".card .seed")).toBe("Seed: 3");
     await page.close();
+  });
+});
+
+describeWith([CHROMIUM, REDIS], "the web page in front of a fleet (serve --redis)", () => {
+  test("generates through the queue, with the same image as a local server", async () => {
+    const redis = await RedisServer.start();
+    const pipe = await Pipeline.load(undefined, { backend: "cpu" });
+    const browser = await chromium.launch({ executablePath: chromiumPath(), headless: true, args: ["--no-sandbox"] });
+    const worker = await createWorker({ redis: redis.url, service: await PipelineService.create(pipe), ownService: false });
+    const client = await RedisQueueClient.connect({ redis: redis.url });
+    const front = new SdServer({ service: client });
+    const local = new SdServer({ service: await PipelineService.create(pipe) });
+    try {
+      const { url } = await front.listen({ host: "127.0.0.1", port: 0 });
+      for (let i = 0; i < 500 && client.workers.length === 0; i++) await new Promise((resolve) => setTimeout(resolve, 20));
+      const page = await browser.newPage({ bypassCSP: true });
+      await page.goto(url);
+      await page.waitForSelector("#app:not([hidden])");
+      await page.fill("#prompt", "through the queue");
+      await page.fill("#steps", "4");
+      await page.fill("#width", "64");
+      await page.fill("#height", "64");
+      await page.check("#seed-fixed");
+      await page.fill("#seed", "99");
+      await page.click("#generate");
+      await page.waitForSelector(".card img");
+      const src = (await page.getAttribute(".card img", "src"))!;
+      const { url: localUrl } = await local.listen({ host: "127.0.0.1", port: 0 });
+      const body = { prompt: "through the queue", negative_prompt: "", sampler_name: "Euler", steps: 4, cfg_scale: 7, width: 64, height: 64, seed: 99, batch_size: 1 };
+      const api = (await (await fetch(`${localUrl}/sdapi/v1/txt2img`, { method: "POST", body: JSON.stringify(body) })).json()) as { images: string[] };
+      expect(src).toBe(`data:image/png;base64,${api.images[0]}`);
+      await page.close();
+    } finally {
+      await local.close(0);
+      await front.close(0);
+      await worker.close(0);
+      await browser.close();
+      await pipe.dispose();
+      await redis.stop();
+    }
   });
 });
