@@ -12,6 +12,7 @@
  * | OutputFileError           | ERR_OUTPUT_FILE            | an output file cannot be written                     |
  * | InvalidImageError         | ERR_INVALID_IMAGE          | image bytes are not a valid PNG (text chunks)        |
  * | InvalidProgramError       | ERR_INVALID_PROGRAM        | a sampler program (or its packed form) is malformed  |
+ * | OutOfMemoryError          | ERR_OUT_OF_MEMORY          | a run could not allocate; what it took is released   |
  * | AbortError                | ABORT_ERR                  | cancelled through an AbortSignal                     |
  * | DisposedError             | ERR_DISPOSED               | a call on a disposed object                          |
  * | BusyError                 | ERR_BUSY                   | the service queue is full                            |
@@ -53,6 +54,13 @@ export class InvalidOptionError extends SdTrtError {
 export class InvalidArgumentError extends SdTrtError {
   constructor(message: string) {
     super("ERR_INVALID_ARGUMENT", message);
+  }
+}
+
+/** A generation ran out of memory; what it allocated has been released. */
+export class OutOfMemoryError extends SdTrtError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super("ERR_OUT_OF_MEMORY", message, options);
   }
 }
 

@@ -102,6 +102,12 @@ export interface Backend {
    *   (never a silent black image); DisposedError after `dispose()`.
    */
   generate(job: GenerationJob): Promise<GenerationOutput>;
+  /**
+   * Refuses, before any work, a batch that would need more memory than this backend may use
+   * (InvalidOptionError naming the size, the estimate and the limit). Backends whose limits
+   * already bound memory (TensorRT: the engine profiles) leave it out.
+   */
+  checkMemory?(request: { batch: number; width: number; height: number; guidance: boolean }): void;
   /** Waits for a running generation, then releases everything. Idempotent. */
   dispose(): Promise<void>;
 }

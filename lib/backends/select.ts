@@ -20,6 +20,8 @@ export interface BackendLoadOptions {
   engines?: string;
   /** ONNX Runtime intra-op threads (CPU backend). Defaults to ONNX Runtime's choice. */
   threads?: number;
+  /** CPU backend: most memory a generation may need, bytes. Defaults to this machine's memory. */
+  memoryLimit?: number;
   /** TensorRT backend: run the denoise loop under CUDA graphs. Defaults to true; the CPU backend ignores it. */
   useGraphs?: boolean;
   /**
@@ -51,7 +53,10 @@ async function importTensorRt(): Promise<TensorRtModule> {
 }
 
 async function loadCpu(folder: ModelFolder, options: BackendLoadOptions): Promise<Backend> {
-  return CpuBackend.load(folder, options.threads === undefined ? {} : { intraOpThreads: options.threads });
+  return CpuBackend.load(folder, {
+    ...(options.threads === undefined ? {} : { intraOpThreads: options.threads }),
+    ...(options.memoryLimit === undefined ? {} : { memoryLimit: options.memoryLimit }),
+  });
 }
 
 export async function loadBackend(folder: ModelFolder, choice: BackendChoice, options: BackendLoadOptions = {}): Promise<SelectedBackend> {
@@ -90,3 +95,10 @@ export async function loadBackend(folder: ModelFolder, choice: BackendChoice, op
     return { backend: await loadCpu(folder, options), reason: `auto: TensorRT engines could not be loaded (${firstLine(error)}); using the CPU` };
   }
 }
+
+/**
+ * Stops every backend worker thread of this process, each once it is outside native code. Call it
+ * before `process.exit` while a generation may still run: a worker terminated inside ONNX
+ * Runtime aborts the whole process (see `disposeAllOrtHosts`).
+ */
+export { disposeAllOrtHosts as stopBackendWorkers } from "./cpu/ort-host.js";

@@ -70,6 +70,8 @@ export interface FleetWorker {
   counters(): { completed: number; failed: number; handedBack: number };
   /** Stops taking jobs; running ones get `drainMs` to finish, then are handed back. Idempotent. */
   close(drainMs?: number): Promise<void>;
+  /** Hands the running jobs back to the queue now (a second signal during `close`). */
+  handBack(): void;
 }
 
 /** Errors that a retry cannot fix: the job itself is the cause. */
@@ -193,6 +195,7 @@ export async function createWorker(options: FleetWorkerOptions): Promise<FleetWo
     id,
     queue,
     counters: () => ({ ...counters }),
+    handBack: () => worker.cancelAllJobs(HAND_BACK),
     close(drainMs = 30_000) {
       closed ??= (async () => {
         clearInterval(timer);

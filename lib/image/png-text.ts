@@ -1,7 +1,8 @@
 /**
  * PNG text chunks: sharp cannot write them, so the A1111 `parameters` text is spliced into the
  * encoded PNG here. `tEXt` (Latin-1) when the text fits Latin-1, else `iTXt` (UTF-8, not
- * compressed), exactly as PIL's `PngInfo.add_text` — what A1111 and its readers use.
+ * compressed), exactly as PIL's `PngInfo.add_text` — what A1111 and its readers use — except that
+ * control characters other than newline are escaped (PIL would write them raw).
  */
 import { crc32 } from "node:zlib";
 import { type SdTrtError, InvalidArgumentError, InvalidImageError } from "../errors.js";
@@ -61,7 +62,10 @@ export function textChunk(keyword: string, text: string): Buffer {
   if (!/^[\u0020-\u007e\u00a1-\u00ff]{1,79}$/.test(keyword) || keyword.startsWith(" ") || keyword.endsWith(" ")) {
     throw new InvalidArgumentError(`PNG text keyword must be 1-79 printable Latin-1 characters, got ${JSON.stringify(keyword)}`);
   }
-  if (isLatin1(text) && !text.includes("\0")) {
+  // PNG text may hold newlines but no other control character (a NUL would even end a tEXt
+  // string early in many readers): those are written as \uXXXX, the way JSON spells them.
+  text = text.replace(/[\u0000-\u0009\u000b-\u001f\u007f-\u009f]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`);
+  if (isLatin1(text)) {
     return encodeChunk("tEXt", Buffer.concat([Buffer.from(keyword, "latin1"), Buffer.from([0]), Buffer.from(text, "latin1")]));
   }
   // iTXt: keyword \0, compression flag 0, method 0, empty language tag \0, empty translated keyword \0, UTF-8 text.

@@ -63,6 +63,9 @@ export interface ModelFolder {
    * (n entries, n − 1 downsamplings): 8 · 2^(n−1), e.g. 64 for SD 1.x; 8 without a config.
    */
   sizeMultiple: number;
+  /** The UNet's and the VAE's `config.json`, when the folder has them (for the memory estimate). */
+  unetConfig?: Record<string, unknown>;
+  vaeConfig?: Record<string, unknown>;
 }
 
 /** The size multiple of a UNet config (see `ModelFolder.sizeMultiple`). */
@@ -231,10 +234,13 @@ export async function locateModelFolder(dirInput: string): Promise<ModelFolder> 
   }
 
   let scalingFactor = DEFAULT_SCALING_FACTOR;
+  let vaeConfig: Record<string, unknown> | undefined;
+  let unetConfig: Record<string, unknown> | undefined;
   for (const configName of ["vae_decoder/config.json", "vae/config.json"]) {
     const configPath = join(dir, configName);
     if (!(await isFile(configPath))) continue;
     const config = await readJson(configPath);
+    vaeConfig = config;
     const value = config["scaling_factor"];
     if (value !== undefined) {
       if (typeof value !== "number" || !Number.isFinite(value) || value <= 0) {
@@ -249,7 +255,7 @@ export async function locateModelFolder(dirInput: string): Promise<ModelFolder> 
   let sizeMultiple = 8;
   const unetConfigPath = join(dir, "unet", "config.json");
   if (await isFile(unetConfigPath)) {
-    const unetConfig = await readJson(unetConfigPath);
+    unetConfig = await readJson(unetConfigPath);
     const sampleSize = unetConfig["sample_size"];
     if (typeof sampleSize === "number" && Number.isInteger(sampleSize) && sampleSize > 0) nativeSize = sampleSize * 8;
     // A list [h, w] (some SD 2.x configs) or no value keeps 512: the size is a default, not a limit.
@@ -269,6 +275,8 @@ export async function locateModelFolder(dirInput: string): Promise<ModelFolder> 
     scalingFactor,
     nativeSize,
     sizeMultiple,
+    ...(unetConfig ? { unetConfig } : {}),
+    ...(vaeConfig ? { vaeConfig } : {}),
   };
   if (found.vae_encoder) folder.vaeEncoder = await modelFile(dir, "vae_encoder", found.vae_encoder.name);
   return folder;

@@ -186,6 +186,8 @@ export async function prepareRequest(context: GenerationContext, request: Resolv
   }
   const readImageMs = performance.now() - t;
   if (width === undefined || height === undefined) throw new InternalError("a txt2img request reached prepareRequest without a size");
+  // Before any model runs: a size that cannot fit in memory is refused now, not after minutes.
+  context.backend.checkMemory?.({ batch: r.batch, width, height, guidance: cfg });
 
   t = performance.now();
   const warnings: string[] = [];
@@ -246,6 +248,7 @@ export async function executeBatch(context: GenerationContext, prepared: Prepare
   if (batch > backend.limits.maxBatch) {
     throw new InvalidOptionError("batch", `the merged batch of ${batch} images exceeds the backend's maximum batch ${backend.limits.maxBatch}`);
   }
+  if (prepared.length > 1) backend.checkMemory?.({ batch, width: first.width, height: first.height, guidance: first.uncondIds !== null });
   throwIfAborted(signal);
   const { width, height, program } = first;
   const latentHeight = height / 8;

@@ -30,7 +30,7 @@ import { canonicalSchedulerName, createScheduler, SCHEDULER_NAMES, type Schedule
 import { limitsForModel, resolveGenerateOptions, type GenerateOptions, type ResolvedRequest } from "./options.js";
 import { executeBatch, prepareRequest, type BatchHooks, type GenerateResult, type GenerationContext } from "./generation.js";
 import { ProgramCache } from "./program-cache.js";
-import { oneOf } from "../validate.js";
+import { integerInRange, numberInRange, oneOf } from "../validate.js";
 
 export type { GenerateOptions, ProgressEvent, ResolvedRequest } from "./options.js";
 export type { BatchHooks, GeneratedImage, GenerateResult, GenerateTimings } from "./generation.js";
@@ -47,6 +47,11 @@ export interface PipelineLoadOptions {
   engines?: string;
   /** CPU only: ONNX Runtime intra-op threads. Defaults to ONNX Runtime's choice (physical cores). */
   threads?: number;
+  /**
+   * CPU only: the most memory one generation may need, in bytes; requests estimated to need more
+   * are refused before they run (InvalidOptionError). Defaults to this machine's memory.
+   */
+  memoryLimit?: number;
   /**
    * TensorRT only: run the denoise loop under CUDA graphs (captured once per shape, then
    * replayed). `false` runs every evaluation as separate launches, to compare. Defaults to true;
@@ -114,10 +119,11 @@ export class Pipeline {
     }
     createScheduler(defaultScheduler, folder.schedulerConfig); // a bad config fails at load, not at the first generate
     const tokenizer = folder.tokenizer ? await ClipTokenizer.fromDirectory(dirname(folder.tokenizer.vocab)) : await ClipTokenizer.default();
-    const loadOptions: { engines?: string; threads?: number; useGraphs?: boolean; device?: number } = {};
+    const loadOptions: { engines?: string; threads?: number; useGraphs?: boolean; memoryLimit?: number; device?: number } = {};
+    if (options.memoryLimit !== undefined) loadOptions.memoryLimit = numberInRange("memoryLimit", options.memoryLimit, 1, Number.MAX_SAFE_INTEGER);
     if (options.device !== undefined) loadOptions.device = options.device;
     if (options.engines !== undefined) loadOptions.engines = options.engines;
-    if (options.threads !== undefined) loadOptions.threads = options.threads;
+    if (options.threads !== undefined) loadOptions.threads = integerInRange("threads", options.threads, 1, 1024);
     if (options.useGraphs !== undefined) loadOptions.useGraphs = options.useGraphs;
     const { backend, reason } = await loadBackend(folder, choice, loadOptions);
     return new Pipeline(folder, backend, reason, tokenizer, defaultScheduler, options.device ?? 0);

@@ -23,7 +23,7 @@
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
-import { SdTrtError, InvalidOptionError, AbortError, BusyError, ServiceClosedError, QueueUnavailableError } from "../errors.js";
+import { AbortError, BusyError, InvalidOptionError, OutOfMemoryError, QueueUnavailableError, SdTrtError, ServiceClosedError } from "../errors.js";
 import { packageVersion } from "../package-info.js";
 import type { GenerationService } from "../service/generation-service.js";
 import { a1111ProgressResponse, handleA1111Generation } from "./a1111/handlers.js";
@@ -38,6 +38,12 @@ import { addWebRoutes } from "./web.js";
 /** Default request body limit: room for a few base64 init images of SD sizes. */
 export const DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024;
 
+/** Defaults of the connection limits (see `SdServerOptions`). */
+export const DEFAULT_HEADERS_TIMEOUT_MS = 10_000;
+export const DEFAULT_REQUEST_TIMEOUT_MS = 60_000;
+export const DEFAULT_KEEP_ALIVE_TIMEOUT_MS = 5_000;
+export const DEFAULT_MAX_CONNECTIONS = 1024;
+
 export interface SdServerOptions {
   /** What runs generations: a PipelineService, or a fleet front end (lib/fleet). Closed and disposed with the server unless `ownService` is false. */
   service: GenerationService;
@@ -49,6 +55,17 @@ export interface SdServerOptions {
   ownService?: boolean;
   /** Where to write one line per request and lifecycle events. Defaults to nothing. */
   log?: (line: string) => void;
+  /**
+   * Time a client gets to send the request headers; a connection that has not sent them by then
+   * is answered 408 and closed. Defaults to 10 000 ms.
+   */
+  headersTimeoutMs?: number;
+  /** Time a client gets to send the whole request (headers and body); then 408. Defaults to 60 000 ms. */
+  requestTimeoutMs?: number;
+  /** How long an idle keep-alive connection is kept open. Defaults to 5000 ms. */
+  keepAliveTimeoutMs?: number;
+  /** Most open connections; further ones are closed at once. Defaults to 1024. */
+  maxConnections?: number;
 }
 
 export interface ListenOptions {
@@ -70,6 +87,8 @@ export class SdServer {
   /** Aborted when shutdown gives up waiting: cancels every request still being handled. */
   readonly #shutdown = new AbortController();
   #closing: Promise<void> | null = null;
+  /** Ends the drain wait of a running `close` early (`closeNow`). */
+  #endDrain: (() => void) | null = null;
 
   constructor(options: SdServerOptions) {
     this.#service = options.service;
@@ -77,7 +96,23 @@ export class SdServer {
     this.#maxBody = options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
     this.#ownService = options.ownService ?? true;
     this.#log = options.log ?? (() => {});
-    this.#http = createServer({ requestTimeout: 0, keepAliveTimeout: 5000 }, (request, response) => this.#handle(request, response));
+    // Without these limits a client that opens connections and sends half a request keeps each
+    // one forever, until the process runs out of file descriptors. The timeouts bound the time
+    // to receive a request, not the time to answer it (a generation can take minutes).
+    const headersTimeout = options.headersTimeoutMs ?? DEFAULT_HEADERS_TIMEOUT_MS;
+    const requestTimeout = Math.max(options.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS, headersTimeout);
+    this.#http = createServer(
+      {
+        headersTimeout,
+        requestTimeout,
+        keepAliveTimeout: options.keepAliveTimeoutMs ?? DEFAULT_KEEP_ALIVE_TIMEOUT_MS,
+        // How often node checks the two timeouts above (its default, 30 s, would let a slow
+        // client keep its connection up to 30 s past its deadline).
+        connectionsCheckingInterval: Math.max(50, Math.min(1000, Math.floor(headersTimeout / 4))),
+      },
+      (request, response) => this.#handle(request, response),
+    );
+    this.#http.maxConnections = options.maxConnections ?? DEFAULT_MAX_CONNECTIONS;
     this.#addRoutes();
   }
 
@@ -95,7 +130,7 @@ export class SdServer {
     const host = options.host ?? "127.0.0.1";
     const port = options.port ?? 7860;
     return new Promise((resolve, reject) => {
-      const onError = (error: Error) => reject(error);
+      const onError = (error: Error) => reject(listenError(error, host, port));
       this.#http.once("error", onError);
       this.#http.listen(port, host, () => {
         this.#http.off("error", onError);
@@ -115,6 +150,17 @@ export class SdServer {
     return this.#closing;
   }
 
+  /**
+   * Shutdown without the drain: cancels every request still being handled (each client gets a
+   * 503 "shutting down"), waits for the backend to stop at its next safe point (the evaluation
+   * in progress), closes every connection and disposes the service. Works during a `close` too.
+   */
+  closeNow(): Promise<void> {
+    const closing = this.close(0);
+    this.#endDrain?.();
+    return closing;
+  }
+
   async #close(drainMs: number): Promise<void> {
     this.#log("shutting down: no new connections; finishing in-flight requests");
     const stopped = new Promise<void>((resolve) => this.#http.close(() => resolve()));
@@ -124,11 +170,18 @@ export class SdServer {
     const serviceClosed = this.#service.close(drainMs);
     const drained = Promise.all([...this.#inFlight]).then(() => true);
     let timer: NodeJS.Timeout | undefined;
-    const timedOut = new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), Math.max(0, deadline - Date.now()))));
+    let cutShort = false;
+    const timedOut = new Promise<false>((resolve) => {
+      timer = setTimeout(() => resolve(false), Math.max(0, deadline - Date.now()));
+      this.#endDrain = () => {
+        cutShort = true;
+        resolve(false);
+      };
+    });
     const finished = await Promise.race([drained, timedOut]);
     clearTimeout(timer);
     if (!finished) {
-      this.#log("drain timeout: cancelling the requests still running");
+      this.#log(`${cutShort ? "closing now" : "drain timeout"}: cancelling the requests still running`);
       this.#shutdown.abort(new AbortError("the server is shutting down"));
     }
     await serviceClosed;
@@ -204,7 +257,10 @@ export class SdServer {
         this.#inFlight.delete(work);
         response.off("close", onClose);
         this.#shutdown.signal.removeEventListener("abort", onShutdown);
-        this.#log(`${request.method} ${request.url} ${response.statusCode} ${(performance.now() - started).toFixed(1)}ms`);
+        // A client that left before its answer was sent got nothing: log 499 (nginx's "client
+        // closed request"), not the 200 the response object defaults to.
+        const status = response.writableFinished ? String(response.statusCode) : "499 (client closed the connection)";
+        this.#log(`${request.method} ${request.url} ${status} ${(performance.now() - started).toFixed(1)}ms`);
       });
     this.#inFlight.add(work);
   }
@@ -223,7 +279,11 @@ export class SdServer {
   }
 
   #fail(response: ServerResponse, error: unknown): void {
-    const httpError = toHttpError(error);
+    // Cancelled because the server is going down: the client should retry elsewhere or later.
+    const shutdown = this.#closing !== null && (error instanceof AbortError || (error instanceof Error && error.name === "AbortError"));
+    const httpError = shutdown
+      ? new HttpError(503, "ShuttingDown", "the server is shutting down; the request was cancelled", { headers: { Connection: "close" } })
+      : toHttpError(error);
     if (httpError.status >= 500 && !(error instanceof BusyError) && !(error instanceof ServiceClosedError) && !(error instanceof AbortError) && !(error instanceof QueueUnavailableError)) {
       this.#log(`error: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`);
     }
@@ -231,6 +291,37 @@ export class SdServer {
     const close: Record<string, string> = httpError.status === 413 ? { Connection: "close" } : {};
     sendError(response, httpError, close);
     if (httpError.status === 413) response.once("finish", () => response.socket?.destroy());
+  }
+}
+
+/** Whether `host` names this machine only (a loopback address or localhost). */
+export function isLoopbackHost(host: string): boolean {
+  const h = host.replace(/^\[(.*)\]$/, "$1").toLowerCase();
+  return h === "localhost" || h === "::1" || /^127(\.\d{1,3}){3}$/.test(h) || h === "::ffff:127.0.0.1";
+}
+
+/**
+ * Why the server cannot listen on `host:port`, as one line saying what to do: InvalidOptionError
+ * (naming --host or --port) for a host that does not resolve or is not this machine's, and
+ * for a port that needs privileges; SdTrtError for a port in use.
+ */
+export function listenError(error: unknown, host: string, port: number): Error {
+  const code = (error as NodeJS.ErrnoException)?.code;
+  switch (code) {
+    case "EADDRINUSE":
+      return new SdTrtError("ERR_PORT_IN_USE", `port ${port} on ${host} is already in use (another server?); stop it, or pick another with --port (--port 0 picks a free one)`, { cause: error });
+    case "EACCES":
+      return new InvalidOptionError("port", `--port ${port}: binding it needs privileges on this machine; use a port from 1024 up`);
+    case "ENOTFOUND":
+    case "EAI_AGAIN":
+    case "EAI_FAIL":
+    case "EAI_NONAME":
+      return new InvalidOptionError("host", `--host ${host} does not resolve to an address; give an IP address or a name this machine can resolve (127.0.0.1 for this machine only)`);
+    case "EADDRNOTAVAIL":
+    case "EINVAL":
+      return new InvalidOptionError("host", `--host ${host} is not an address of this machine; use 127.0.0.1 (this machine only) or 0.0.0.0 (every interface)`);
+    default:
+      return error instanceof Error ? new SdTrtError("ERR_LISTEN", `cannot listen on ${host}:${port}: ${error.message}`, { cause: error }) : new SdTrtError("ERR_LISTEN", `cannot listen on ${host}:${port}: ${String(error)}`);
   }
 }
 
@@ -255,6 +346,7 @@ export function toHttpError(error: unknown): HttpError {
     // A1111 would return the partial picture; we have none to return.
     return new HttpError(409, "Interrupted", error.message);
   }
+  if (error instanceof OutOfMemoryError) return new HttpError(507, "OutOfMemory", error.message);
   if (error instanceof SdTrtError) return new HttpError(500, error.code, error.message);
   return new HttpError(500, "InternalError", error instanceof Error ? error.message : String(error));
 }

@@ -91,12 +91,18 @@ describe("runBench on the tiny model", () => {
     const noGraphs = await runCommand(bench, ["bench", "--backend", "cpu", "--no-graphs", "--size", "64", "--runs", "1", "--warmup", "0"]);
     expect(noGraphs.code).toBe(2);
     expect(noGraphs.stderr).toMatch(/--no-graphs applies to the TensorRT backend/);
+    // An unwritable --out is found before the benchmark runs, not after it.
+    const badOut = await runCommand(bench, ["bench", "--backend", "cpu", "--size", "64", "--runs", "1", "--warmup", "0", "--out", "/nonexistent/x.json"]);
+    expect({ code: badOut.code, stderr: badOut.stderr }).toEqual({ code: 1, stderr: "sd-trt: cannot write --out /nonexistent/x.json: ENOENT: no such file or directory\n" });
     const badBatch = await runCommand(bench, ["bench", "--backend", "cpu", "--batch", "1,0"]);
     expect(badBatch.code).toBe(2);
     expect(badBatch.stderr).toMatch(/--batch must be a comma-separated list/);
     const badSize = await runCommand(bench, ["bench", "--backend", "cpu", "--size", "100x64", "--runs", "1", "--warmup", "0"]);
     expect(badSize.code).toBe(2);
-    expect(badSize.stderr).toMatch(/width/);
+    expect(badSize.stderr).toMatch(/^sd-trt: --size: sizes\[0\]\.width must be a multiple of 16/);
+    // --threads is checked before the models load and named as a flag, not blamed on a model file.
+    const badThreads = await runCommand(bench, ["bench", "--backend", "cpu", "--threads=-3", "--runs", "1", "--warmup", "0"]);
+    expect({ code: badThreads.code, stderr: badThreads.stderr }).toEqual({ code: 2, stderr: "sd-trt: --threads: threads must be an integer from 1 to 1024, got -3 (number)\n" });
     const unetSize = await runCommand(bench, ["bench", "--backend", "cpu", "--size", "72x64", "--runs", "1", "--warmup", "0"]);
     expect(unetSize.code).toBe(2);
     expect(unetSize.stderr).toMatch(/sizes\[0\]\.width must be a multiple of 16 from 64 to 2048 for this model, got 72/);

@@ -5,6 +5,7 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "@jest/globals";
 import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { spawnSync } from "node:child_process";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import sharp from "sharp";
@@ -97,8 +98,9 @@ describe("sd-trt generate reproduces the reference cases through its files", () 
     const dir = await freshDir();
     const run = await runCommand(generate, ["generate", "a red boat", "--backend", "cpu", "--steps", "5", "--seed", "1", "--out", join(dir, "p.png")]);
     expect(run.code).toBe(0);
-    expect(run.stderr).toMatch(/denoise \[-+\] 0\/6/);
-    expect(run.stderr).toMatch(/denoise \[=+\] 6\/6/);
+    // PNDM evaluates the UNet once more than its steps: the bar says what it counts.
+    expect(run.stderr).toMatch(/denoise \[-+\] 0\/6 UNet evaluations/);
+    expect(run.stderr).toMatch(/denoise \[=+\] 6\/6 UNet evaluations/);
     expect(run.stdout).toMatch(/5 steps of pndm on cpu in [\d.]+ s/);
   });
 });
@@ -163,7 +165,90 @@ describe("sd-trt generate refuses bad input: non-zero exit, the flag or file nam
     await expectFailure(["--quality", "90"], 2, /--quality applies to --format jpeg or webp/);
   });
 
+  test("--threads out of range names --threads (not the model file); an unknown image extension is refused", async () => {
+    await expectFailure(["--threads", "-3"], 2, /^sd-trt: --threads: threads must be an integer from 1 to 1024, got -3 \(number\)\n$/);
+    await expectFailure(["--threads", "1.5"], 2, /--threads: threads must be an integer from 1 to 1024, got 1\.5/);
+    await expectFailure(["--out", "{dir}/x.bmp"], 2, /^sd-trt: --out .*x\.bmp: sd-trt does not write \.bmp files; use \.png, \.jpg, \.jpeg or \.webp, or give --format/);
+  });
+
+  test("an output folder that refuses files (/proc) is found before generating, and the message names --out, not a temporary file", async () => {
+    await expectFailure(["--out", "/proc/x.png"], 1, /^sd-trt: cannot write --out \/proc\/x\.png: ENOENT: no such file or directory\n$/);
+  });
+
   test("an unknown flag is a usage error", async () => {
     await expectFailure(["--stepz", "3"], 2, /Unknown argument: stepz/);
+  });
+
+  test("an option given without its value is a usage error, not the default", async () => {
+    for (const flag of ["--steps", "--guidance", "--out", "--seed", "--width", "--scheduler", "--backend", "--format", "--prompt"]) {
+      await expectFailure([flag], 2, new RegExp(`^sd-trt: ${flag} needs a value\\. Run sd-trt --help for usage\\.\\n$`));
+    }
+    // Followed by another option, it has no value either.
+    await expectFailure(["--steps", "--quiet"], 2, /--steps needs a value/);
+    await expectFailure(["--negative-prompt", "--steps", "3"], 2, /--negative-prompt needs a value/);
+  });
+
+  test("a prompt given both as an argument and with --prompt is refused", async () => {
+    await expectFailure(["--prompt", "a dog"], 2, /give the prompts either as arguments or with --prompt, not both/);
+  });
+});
+
+describe("sd-trt generate: prompts as arguments", () => {
+  /** Runs generate with `args` and returns the prompt of each image written. */
+  async function promptsOf(args: string[]): Promise<string[]> {
+    const dir = await freshDir();
+    const run = await runCommand(generate, ["generate", "--backend", "cpu", "--steps", "1", "--seed", "1", "--out", join(dir, "{i}.png"), "--json", "--quiet", ...args]);
+    expect({ code: run.code, stderr: run.stderr }).toEqual({ code: 0, stderr: "" });
+    const summary = JSON.parse(run.stdout) as { images: { infotext: string }[] };
+    return summary.images.map((image) => image.infotext.split("\n")[0]!);
+  }
+
+  test("several arguments give one image each, in order, as a repeated --prompt does", async () => {
+    expect(await promptsOf(["a red boat", "a blue car"])).toEqual(["a red boat", "a blue car"]);
+    expect(await promptsOf(["--prompt", "a red boat", "--prompt", "a blue car"])).toEqual(["a red boat", "a blue car"]);
+  });
+
+  test("a prompt that starts with \"-\" is taken after --, or as such when it cannot be an option", async () => {
+    expect(await promptsOf(["--", "-weird prompt"])).toEqual(["-weird prompt"]);
+    expect(await promptsOf(["--", "-weird"])).toEqual(["-weird"]);
+    expect(await promptsOf(["-weird prompt"])).toEqual(["-weird prompt"]);
+    expect(await promptsOf(["-weird prompt", "plain"])).toEqual(["-weird prompt", "plain"]);
+    expect(await promptsOf(["first", "--", "-second"])).toEqual(["first", "-second"]);
+    expect(await promptsOf(["--prompt", "-weird prompt"])).toEqual(["-weird prompt"]);
+    expect(await promptsOf(["--prompt=-weird"])).toEqual(["-weird"]);
+  });
+
+  test("a flag-like prompt outside -- is refused with a hint", async () => {
+    const run = await runCommand(generate, ["generate", "-weird", "--backend", "cpu"]);
+    expect({ code: run.code, stderr: run.stderr }).toEqual({ code: 2, stderr: expect.stringMatching(/Unknown arguments: w, e, i, r, d \(a prompt that starts with "-" goes after --/) });
+  });
+});
+
+describe("help and README say what is true", () => {
+  const cli = join(process.cwd(), "dist", "cli", "main.js");
+
+  test("-h is --help, and generate's help states the real size multiple, the PNDM step limit and what several prompts do", () => {
+    const top = spawnSync(process.execPath, [cli, "-h"], { encoding: "utf8" });
+    expect({ status: top.status, stdout: top.stdout }).toEqual({ status: 0, stdout: expect.stringContaining("sd-trt generate [prompts..]") });
+    const help = spawnSync(process.execPath, [cli, "generate", "-h"], { encoding: "utf8" }).stdout.replace(/\s+/g, " ");
+    expect(help).toContain("a multiple of what the model's UNet takes (8 · 2 per downsampling: 64 for SD 1.x, 16 for the tiny model)");
+    expect(help).toContain("pndm, SD 1.x's default, at most 999");
+    expect(help).toContain("several prompts give one image each");
+  });
+
+  test("the tiny model refuses what the help says it refuses: width 72 (not a multiple of 16), PNDM 1000 steps", async () => {
+    const dir = await freshDir();
+    const width = await runCommand(generate, ["generate", "x", "--backend", "cpu", "--width", "72", "--out", join(dir, "a.png")]);
+    expect(width.stderr).toMatch(/multiple of 16/);
+    const steps = await runCommand(generate, ["generate", "x", "--backend", "cpu", "--steps", "1000", "--out", join(dir, "b.png")]);
+    expect({ code: steps.code, stderr: steps.stderr }).toEqual({ code: 2, stderr: expect.stringMatching(/--steps: .*PNDMScheduler timesteps stay within 0…999/) });
+  });
+
+  test("the README's library example is valid JavaScript on Node 20 (no `await using`)", async () => {
+    const readme = await readFile(join(process.cwd(), "README.md"), "utf8");
+    const snippet = /## Library\s+```ts\n([\s\S]*?)```/.exec(readme)![1]!.replace(/^import .*$/m, "");
+    const AsyncFunction = Object.getPrototypeOf(async () => {}).constructor as new (...args: string[]) => unknown;
+    expect(() => new AsyncFunction("Pipeline", snippet)).not.toThrow();
+    expect(snippet).not.toMatch(/^\s*await using/m);
   });
 });

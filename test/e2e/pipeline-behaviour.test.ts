@@ -342,3 +342,23 @@ describe("load options", () => {
     });
   });
 });
+
+describe("memory: a request that cannot fit is refused before any model runs", () => {
+  test("2048×2048 × 4 images on the CPU backend: refused with the estimate and the limit, no model call made", async () => {
+    const events: ProgressEvent[] = [];
+    const error = await pipe.generate({ prompt: "x", width: 2048, height: 2048, seeds: [1n, 2n, 3n, 4n], onProgress: (e) => events.push(e) }).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(InvalidOptionError);
+    expect((error as Error).message).toMatch(/^2048x2048 × 4 images needs about [\d.]+ TiB of memory on the CPU backend \(UNet attention scores 8 × 8 heads × 65536² floats = [\d.]+ TiB, VAE decoder [\d.]+ GiB\), more than the limit of [\d.]+ [GT]iB; use a smaller size or batch/);
+    expect(events).toEqual([]);
+  });
+
+  test("a configured limit refuses what the machine would allow, and lets smaller requests through", async () => {
+    const small = await Pipeline.load(undefined, { backend: "cpu", memoryLimit: 256 * 2 ** 20 });
+    try {
+      await expect(small.generate({ prompt: "x", width: 512, height: 512, seed: 1n, steps: 1 })).rejects.toThrow(/512x512 × 1 image needs about 1\.0 GiB .* more than the limit of 256 MiB/);
+      expect((await small.generate({ prompt: "x", width: 64, height: 64, seed: 1n, steps: 1 })).images).toHaveLength(1);
+    } finally {
+      await small.dispose();
+    }
+  });
+});

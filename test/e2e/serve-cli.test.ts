@@ -4,7 +4,8 @@
  * command's own listeners see it).
  */
 import { afterEach, describe, expect, test } from "@jest/globals";
-import serve from "../../lib/cli/commands/serve.js";
+import { createServer } from "node:net";
+import serve, { exposureCheck } from "../../lib/cli/commands/serve.js";
 import { runCommand } from "../support/run-cli.js";
 
 /** Runs the serve handler, capturing stdout, and resolves with the URL it prints. */
@@ -19,7 +20,7 @@ function startServe(extra: string[] = []): { url: Promise<string>; done: Promise
     if (match) found(match[1]!);
     return true;
   }) as typeof process.stdout.write;
-  const argv = { _: ["serve"], $0: "sd-trt", host: "127.0.0.1", port: 0, model: undefined, backend: "cpu", "max-queue": 8, "batch-window-ms": 0, "max-body": 1 << 20, "drain-timeout": 30, quiet: true, ...Object.fromEntries(extra.map((e) => e.split("="))) };
+  const argv = { _: ["serve"], $0: "sd-trt", host: "127.0.0.1", port: 0, model: undefined, backend: "cpu", "max-queue": 8, "batch-window-ms": 0, "max-body": 1 << 20, "drain-timeout": 30, "headers-timeout": 10, "request-timeout": 60, "keep-alive-timeout": 5, "max-connections": 1024, "insecure-no-token": false, quiet: true, ...Object.fromEntries(extra.map((e) => e.split("="))) };
   if (argv.model === undefined) delete (argv as Record<string, unknown>).model;
   const done = Promise.resolve(serve.handler(argv as never)) as Promise<void>;
   return { url, done, restore: () => (process.stdout.write = write) };
@@ -66,10 +67,44 @@ describe("sd-trt serve", () => {
       [["--batch-window-ms", "-1"], /--batch-window-ms must be a number from 0/],
       [["--token", ""], /--token must not be empty/],
       [["--backend", "gpu"], /Invalid values:[\s\S]*backend/],
+      [["--headers-timeout", "0"], /--headers-timeout must be a number from 0\.1 to 3600, got 0/],
+      [["--max-connections", "0"], /--max-connections must be an integer from 1 to 1000000, got 0/],
+      [["--port"], /--port needs a value/],
     ] as const) {
       const run = await runCommand(serve, ["serve", ...flags]);
       expect(run.code).toBe(2);
       expect(run.stderr).toMatch(message);
     }
+  });
+});
+
+describe("sd-trt serve: where it listens", () => {
+  test("a host other than loopback without --token is refused before anything binds, naming both ways out", async () => {
+    const run = await runCommand(serve, ["serve", "--host", "0.0.0.0", "--port", "0"]);
+    expect({ code: run.code, stderr: run.stderr }).toEqual({
+      code: 2,
+      stderr: "sd-trt: --host 0.0.0.0 serves anyone who can reach this machine, and without --token anyone can generate (and use all its CPU/GPU); give --token SECRET, or --insecure-no-token if the network is trusted\n",
+    });
+  });
+
+  test("exposure: loopback or a token is fine; --insecure-no-token turns the refusal into a warning", () => {
+    for (const host of ["127.0.0.1", "localhost", "::1", "[::1]", "127.1.2.3"]) expect(exposureCheck(host, undefined, false)).toEqual({});
+    expect(exposureCheck("0.0.0.0", "s3cret", false)).toEqual({});
+    expect(exposureCheck("0.0.0.0", undefined, false).error).toMatch(/give --token SECRET, or --insecure-no-token/);
+    expect(exposureCheck("192.168.1.5", undefined, true)).toEqual({ warning: expect.stringMatching(/^WARNING: --host 192\.168\.1\.5 serves anyone who can reach this machine/) });
+  });
+
+  test("a busy port and a host that does not resolve are one line each, before the model loads", async () => {
+    const busy = createServer();
+    await new Promise<void>((resolve) => busy.listen(0, "127.0.0.1", resolve));
+    const port = (busy.address() as { port: number }).port;
+    try {
+      const run = await runCommand(serve, ["serve", "--port", String(port), "--model", "/nonexistent/model"]);
+      expect({ code: run.code, stderr: run.stderr }).toEqual({ code: 1, stderr: `sd-trt: port ${port} on 127.0.0.1 is already in use (another server?); stop it, or pick another with --port (--port 0 picks a free one)\n` });
+    } finally {
+      busy.close();
+    }
+    const bad = await runCommand(serve, ["serve", "--host", "not.a.host.invalid", "--token", "t", "--port", "7861", "--model", "/nonexistent/model"]);
+    expect({ code: bad.code, stderr: bad.stderr }).toEqual({ code: 2, stderr: expect.stringMatching(/^sd-trt: --host not\.a\.host\.invalid does not resolve to an address; [^\n]*\n$/) });
   });
 });

@@ -1,15 +1,11 @@
 /**
- * Runs one CLI command module in-process with yargs, the way lib/cli/main.ts wires it (strict
- * parsing, errors → one line on stderr and an exit code), capturing stdout and stderr. Fast enough
+ * Runs one CLI command module in-process with the parser lib/cli/main.ts uses (strict parsing,
+ * errors → one line on stderr and an exit code), capturing stdout and stderr. Fast enough
  * to exercise every flag; the child-process tests cover the real binary.
  */
-import yargs from "yargs";
 import type { CommandModule } from "yargs";
-import { reportCliError, EXIT_USAGE } from "../../lib/cli/errors.js";
-
-/** A yargs usage error (unknown flag, bad choice, missing value). */
-class UsageError extends Error {}
-
+import { reportCliError } from "../../lib/cli/errors.js";
+import { cliParser } from "../../lib/cli/parser.js";
 export interface CliRun {
   code: number;
   stdout: string;
@@ -36,24 +32,9 @@ export async function runCommand<Args>(command: CommandModule<object, Args>, arg
   };
   let code = 0;
   try {
-    await yargs(argv)
-      .scriptName("sd-trt")
-      .exitProcess(false)
-      .strict()
-      .command(command)
-      .demandCommand(1)
-      .fail((message, error) => {
-        // Throwing stops yargs before the command's handler runs.
-        throw error ?? new UsageError(message);
-      })
-      .parseAsync();
+    await cliParser(argv, [command], { exitProcess: false }).parseAsync();
   } catch (error) {
-    if (error instanceof UsageError) {
-      stderr += `${error.message}\n`;
-      code = EXIT_USAGE;
-    } else {
-      code = reportCliError(error);
-    }
+    code = reportCliError(error);
   } finally {
     process.stdout.write = writeOut;
     process.stderr.write = writeErr;

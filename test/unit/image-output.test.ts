@@ -6,6 +6,22 @@ import sharp from "sharp";
 import { InvalidOptionError, ModelFileError, SdTrtError } from "../../lib/errors.js";
 import { decodedToRgb, rgbToPixels } from "../../lib/image/pixels.js";
 import { insertPngText, readPngChunks, readPngText, textChunk } from "../../lib/image/png-text.js";
+import { describe as describeBlock } from "@jest/globals";
+
+describeBlock("PNG text with control characters", () => {
+  test("NUL and other control characters are escaped as \\uXXXX; newlines stay; nothing raw reaches the chunk", () => {
+    const chunk = textChunk("parameters", "a\u0000b\u0001c\td\ne\u007f");
+    const type = chunk.subarray(4, 8).toString("latin1");
+    const text = chunk.subarray(8 + "parameters".length + 1, chunk.length - 4);
+    expect(type).toBe("tEXt");
+    expect(text.toString("latin1")).toBe("a\\u0000b\\u0001c\\u0009d\ne\\u007f");
+    expect([...text].filter((byte) => byte < 0x20 && byte !== 0x0a)).toEqual([]);
+    // Non-Latin-1 text goes to iTXt, escaped the same way.
+    const wide = textChunk("parameters", "猫\u0000");
+    expect(wide.subarray(4, 8).toString("latin1")).toBe("iTXt");
+    expect(wide.subarray(8 + "parameters".length + 5, wide.length - 4).toString("utf8")).toBe("猫\\u0000");
+  });
+});
 import { encodeImage, formatFromExtension } from "../../lib/image/encode.js";
 import { readImage } from "../../lib/image/read.js";
 import { formatInfotext } from "../../lib/image/infotext.js";

@@ -26,7 +26,7 @@
  */
 import { InternalError, InvalidArgumentError, InvalidOptionError, ModelFileError, throwIfAborted } from "../../errors.js";
 import { Lifecycle } from "../../lifecycle.js";
-import type { Backend, BackendLimits, GenerationJob, GenerationOutput, InitImage } from "../backend.js";
+import type { Backend, BackendLimits, GenerationJob, GenerationOutput } from "../backend.js";
 import { locateModelFolder, type ModelFile, type ModelFolder } from "../../model/folder.js";
 import {
   describeTextEncoder,
@@ -38,7 +38,9 @@ import {
   type VaeDecoderIo,
   type VaeEncoderIo,
 } from "../../model/graph-io.js";
-import { img2imgStartLatents, splitPosterior } from "../../sampler/latents.js";
+import { splitPosterior } from "../../sampler/latents.js";
+import { defaultMemoryLimit, estimateCpuMemory, formatBytes } from "./memory.js";
+import { startLatents } from "../start-latents.js";
 import { OrtHost, type GenerateJob, type HostGenerateOptions, type HostTensor, type SessionOptions } from "./ort-host.js";
 import { checkDenoiseJob, TOKENS } from "./denoise-loop.js";
 import { distinctRows } from "../../tokenizer/distinct-rows.js";
@@ -50,7 +52,10 @@ export const CPU_SIZE_LIMITS = { min: 64, max: 2048, multiple: 8 } as const;
 /** Largest batch the CPU backend accepts when the export leaves the batch dynamic. */
 export const CPU_MAX_BATCH = 16;
 
-export interface CpuBackendOptions extends SessionOptions {}
+export interface CpuBackendOptions extends SessionOptions {
+  /** Most memory a generation may need, in bytes (see memory.ts). Defaults to this machine's memory. */
+  memoryLimit?: number;
+}
 
 /** ONNX Runtime calls of one model: how many, the batch rows they processed, and the time inside `run`. */
 export interface ModelCallStats {
@@ -96,6 +101,7 @@ export class CpuBackend implements Backend {
   readonly #vaeDecoder: Session<VaeDecoderIo>;
   readonly #vaeEncoder: Session<VaeEncoderIo> | null;
   #stats = emptyStats();
+  readonly #memoryLimit: number;
 
   private constructor(
     folder: ModelFolder,
@@ -107,8 +113,10 @@ export class CpuBackend implements Backend {
       vaeEncoder: Session<VaeEncoderIo> | null;
     },
     hiddenSize: number,
+    memoryLimit: number,
   ) {
     this.folder = folder;
+    this.#memoryLimit = memoryLimit;
     this.#host = host;
     this.#textEncoder = sessions.textEncoder;
     this.#unet = sessions.unet;
@@ -174,7 +182,7 @@ export class CpuBackend implements Backend {
         const probe = await host.run(textEncoder.handle, folder.textEncoder.name, { [textEncoder.io.idsName]: idsTensor(textEncoder.io, new Int32Array(TOKENS), 1) }, [textEncoder.io.hiddenName]);
         hiddenSize = probe.outputs[textEncoder.io.hiddenName]!.dims[2]!;
       }
-      return new CpuBackend(folder, host, { textEncoder, unet, vaeDecoder, vaeEncoder }, hiddenSize);
+      return new CpuBackend(folder, host, { textEncoder, unet, vaeDecoder, vaeEncoder }, hiddenSize, options.memoryLimit ?? defaultMemoryLimit());
     } catch (error) {
       await host.dispose();
       throw error;
@@ -183,6 +191,16 @@ export class CpuBackend implements Backend {
 
   get disposed(): boolean {
     return this.#life.disposed;
+  }
+
+  checkMemory(request: { batch: number; width: number; height: number; guidance: boolean }): void {
+    const estimate = estimateCpuMemory({ unet: this.folder.unetConfig, vae: this.folder.vaeConfig }, request);
+    if (estimate.bytes <= this.#memoryLimit) return;
+    const images = request.batch === 1 ? "1 image" : `${request.batch} images`;
+    throw new InvalidOptionError(
+      "size",
+      `${request.width}x${request.height} × ${images} needs about ${formatBytes(estimate.bytes)} of memory on the CPU backend (${estimate.detail}), more than the limit of ${formatBytes(this.#memoryLimit)}; use a smaller size or batch, or raise the limit (memoryLimit, --memory-limit)`,
+    );
   }
 
   /** Time spent inside ONNX Runtime since load (or the last `resetRuntimeStats`). */
@@ -218,13 +236,8 @@ export class CpuBackend implements Backend {
       const uncond = uncondIds ? prompts(uncondIds) : null;
 
       const imageEncode: number[] = [];
-      let latents: Float32Array;
-      if ("latents" in job.start) {
-        latents = job.start.latents;
-      } else {
-        latents = await this.#img2imgLatents(job, job.start.images, imageEncode);
-        job.onStage?.("encode-image");
-      }
+      const latents = await startLatents(job, (pixels, height, width) => this.#encodeImage(pixels, height, width), this.scalingFactor, imageEncode);
+      if (imageEncode.length > 0) job.onStage?.("encode-image");
       const denoise = { program, latents, noise, batch, latentHeight, latentWidth, hiddenSize: this.hiddenSize, guidance: cfg ? guidance : null, io: this.#unet.io };
       // Here, so a bad job fails with the caller's stack before it travels.
       checkDenoiseJob({ ...denoise, context: new Float32Array(unetBatch * TOKENS * this.hiddenSize) });
@@ -264,27 +277,6 @@ export class CpuBackend implements Backend {
       if (job.returnLatents) output.latents = result.latents;
       return output;
     });
-  }
-
-  /** img2img's x_0 of every init image, in row order; `imageEncode` gets each one's time. */
-  async #img2imgLatents(job: GenerationJob, images: InitImage[], imageEncode: number[]): Promise<Float32Array> {
-    const spec = job.program.addNoise;
-    if (!spec) throw new InternalError(`the ${job.program.scheduler} program was compiled without add_noise (compile it with startIndex for img2img)`);
-    const plane = 4 * job.latentHeight * job.latentWidth;
-    const rows = images.reduce((n, image) => n + image.rows, 0);
-    if (rows !== job.batch) throw new InvalidArgumentError(`generate: the init images start ${rows} rows, the batch has ${job.batch}`);
-    const latents = new Float32Array(job.batch * plane);
-    let row = 0;
-    for (const image of images) {
-      const t = performance.now();
-      // One image encoded once serves its rows; the posterior sample differs per row only with a generator list.
-      const encoded = await this.#encodeImage(image.pixels, job.latentHeight * 8, job.latentWidth * 8);
-      latents.set(img2imgStartLatents(encoded, image.eps, image.noise, spec, this.scalingFactor), row * plane);
-      row += image.rows;
-      imageEncode.push(performance.now() - t);
-      throwIfAborted(job.signal);
-    }
-    return latents;
   }
 
   /** The UNet batch for `batch` images (doubled by classifier-free guidance), checked against a batch fixed at export. */

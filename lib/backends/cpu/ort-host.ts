@@ -20,7 +20,7 @@
 import { existsSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { Worker } from "node:worker_threads";
-import { type SdTrtError, ModelFileError, DisposedError, OnnxRuntimeError, VaeOverflowError } from "../../errors.js";
+import { ModelFileError, DisposedError, OnnxRuntimeError, OutOfMemoryError, VaeOverflowError, type SdTrtError } from "../../errors.js";
 import type { GraphSignature } from "../../model/graph-io.js";
 import { TOKENS, type CpuDenoiseJob } from "./denoise-loop.js";
 import type {
@@ -111,12 +111,33 @@ function workerUrl(): URL {
   throw new OnnxRuntimeError(`the ONNX Runtime worker ${fileURLToPath(beside)} is missing (build with: npm run build:ts)`);
 }
 
+/** Every host whose worker is still running, for `disposeAllOrtHosts`. */
+const liveHosts = new Set<OrtHost>();
+
+/**
+ * Disposes every OrtHost in this process, each once its worker is outside ONNX Runtime (see
+ * `OrtHost.dispose`). Call it before `process.exit` while a generation may be running: exiting
+ * terminates the worker threads, and a worker terminated inside onnxruntime-node's native
+ * `run`/`create` cannot throw into its dying JS environment, so node-addon-api throws a C++
+ * `Napi::Error` that nothing catches and the process aborts (SIGABRT, "terminate called after
+ * throwing an instance of 'Napi::Error'").
+ */
+export async function disposeAllOrtHosts(): Promise<void> {
+  await Promise.all([...liveHosts].map((host) => host.dispose()));
+}
+
 /** One worker thread holding ONNX Runtime sessions. */
 export class OrtHost {
   #worker: Worker | null;
   #pending = new Map<number, Pending>();
   #nextId = 1;
   #failure: Error | null = null;
+  /** Requests posted to the worker and not answered yet (it may be inside ONNX Runtime for them). */
+  #unanswered = new Set<number>();
+  /** Stop flags of the loops running on the worker, raised by `dispose`. */
+  #stopFlags = new Set<Int32Array>();
+  #idleWaiters: Array<() => void> = [];
+  #disposing: Promise<void> | null = null;
 
   constructor() {
     // execArgv: [] — the worker must not inherit the parent's flags: `node --input-type=module
@@ -124,6 +145,7 @@ export class OrtHost {
     const worker = new Worker(workerUrl(), { execArgv: [] });
     worker.unref(); // only in-flight calls keep the process alive
     worker.on("message", (message: WorkerReply) => {
+      if (!("step" in message || "stage" in message)) this.#answered(message.id);
       const pending = this.#pending.get(message.id);
       if (!pending) return;
       if ("step" in message || "stage" in message) {
@@ -137,6 +159,8 @@ export class OrtHost {
     });
     const failAll = (error: Error) => {
       this.#failure = error;
+      // A worker that failed or exited runs nothing any more.
+      for (const id of [...this.#unanswered]) this.#answered(id);
       for (const pending of this.#pending.values()) pending.reject(error);
       this.#pending.clear();
     };
@@ -145,6 +169,13 @@ export class OrtHost {
       if (this.#worker) failAll(new OnnxRuntimeError(`ONNX Runtime worker exited unexpectedly (code ${code})`));
     });
     this.#worker = worker;
+    liveHosts.add(this);
+  }
+
+  #answered(id: number): void {
+    this.#unanswered.delete(id);
+    if (this.#unanswered.size > 0) return;
+    for (const resolve of this.#idleWaiters.splice(0)) resolve();
   }
 
   get disposed(): boolean {
@@ -159,6 +190,7 @@ export class OrtHost {
     return new Promise<T>((resolve, reject) => {
       this.#pending.set(id, { resolve: resolve as (v: unknown) => void, reject, fail, ...(onProgress ? { onProgress } : {}) });
       if (this.#pending.size === 1) worker.ref();
+      this.#unanswered.add(id);
       worker.postMessage({ ...request, id } as WorkerRequest, transfer);
     });
   }
@@ -193,7 +225,11 @@ export class OrtHost {
     const stack = new Error();
     const feeds = unetFeeds(job, job.context);
     const { stop, steps, deliver, done } = watch(options);
-    return this.#call<DenoiseValue>({ op: "denoise", handle, job, stop, steps }, (text) => withStack(ortError(what, feeds, text), stack), deliver).finally(done);
+    this.#stopFlags.add(stop);
+    return this.#call<DenoiseValue>({ op: "denoise", handle, job, stop, steps }, (text) => withStack(ortError(what, feeds, text), stack), deliver).finally(() => {
+      this.#stopFlags.delete(stop);
+      done();
+    });
   }
 
   /**
@@ -219,7 +255,11 @@ export class OrtHost {
       if (code === "ERR_OUTPUT_SHAPE") return withStack(new ModelFileError(file.path, `${file.path} ${text}`), stack);
       return withStack(ortError(file.name, feeds[model], text), stack);
     };
-    return this.#call<GenerateValue>({ op: "generate", job, stop, steps }, fail, deliver).finally(done);
+    this.#stopFlags.add(stop);
+    return this.#call<GenerateValue>({ op: "generate", job, stop, steps }, fail, deliver).finally(() => {
+      this.#stopFlags.delete(stop);
+      done();
+    });
   }
 
   /**
@@ -239,14 +279,30 @@ export class OrtHost {
     return this.#call<void>({ op: "release", handle }, (text) => new OnnxRuntimeError(text));
   }
 
-  /** Stops the worker; sessions go with it. Idempotent. */
-  async dispose(): Promise<void> {
+  /**
+   * Stops the worker; sessions go with it. Idempotent. Pending calls are rejected at once, but
+   * the worker is terminated only when it is outside ONNX Runtime: running loops are told to
+   * stop (they finish the evaluation in progress), other calls run to their end. Terminating it
+   * inside a native ONNX Runtime call aborts the whole process (see `disposeAllOrtHosts`).
+   */
+  dispose(): Promise<void> {
+    this.#disposing ??= this.#dispose();
+    return this.#disposing;
+  }
+
+  async #dispose(): Promise<void> {
     const worker = this.#worker;
     if (!worker) return;
     this.#worker = null;
     for (const pending of this.#pending.values()) pending.reject(new DisposedError("ONNX Runtime session host"));
     this.#pending.clear();
+    for (const stop of this.#stopFlags) Atomics.store(stop, 0, 1);
+    if (this.#unanswered.size > 0) {
+      worker.ref(); // the answers still to come are what we wait for
+      await new Promise<void>((resolve) => this.#idleWaiters.push(resolve));
+    }
     await worker.terminate();
+    liveHosts.delete(this);
   }
 }
 
@@ -290,6 +346,13 @@ function ortError(what: string, feeds: Record<string, HostTensor>, text: string)
   const shapes = Object.entries(feeds)
     .map(([name, t]) => `${name} ${t.type} [${t.dims.join(", ")}]`)
     .join(", ");
+  if (/Failed to allocate|bad_alloc|out of memory/i.test(text)) {
+    // The worker has made its sessions again, so what the failed run took is released.
+    const size = /size (\d+)/.exec(text)?.[1];
+    return new OutOfMemoryError(
+      `out of memory: ${what} with inputs ${shapes} could not allocate ${size ? `${Number(size)} bytes` : "what it needed"}; use a smaller size or batch (or a lower --memory-limit, so such requests are refused before they run)`,
+    );
+  }
   return new OnnxRuntimeError(`${what} failed in ONNX Runtime with inputs ${shapes}: ${text}`);
 }
 

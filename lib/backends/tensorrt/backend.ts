@@ -15,7 +15,7 @@
  */
 import { readFile } from "node:fs/promises";
 import { basename, join, resolve } from "node:path";
-import { DisposedError, InternalError, InvalidArgumentError, InvalidOptionError, ModelFileError, NativeError, VaeOverflowError, throwIfAborted } from "../../errors.js";
+import { DisposedError, InvalidArgumentError, InvalidOptionError, ModelFileError, NativeError, VaeOverflowError, throwIfAborted } from "../../errors.js";
 import { checkTensorRt, requireTensorRt } from "./availability.js";
 import { limitsFromEngines, smallestBatch, textRowsFor, unetAccepts, type EngineShapeInfo } from "./limits.js";
 import { normalizeTensorRtVersion, rebuildCommand, type EngineManifest } from "./manifest.js";
@@ -30,7 +30,8 @@ import { packProgram } from "../../sampler/pack.js";
 import { distinctRows } from "../../tokenizer/distinct-rows.js";
 import type { Backend, BackendLimits, GenerationJob, GenerationOutput } from "../backend.js";
 import { Lifecycle } from "../../lifecycle.js";
-import { img2imgStartLatents, splitPosterior } from "../../sampler/latents.js";
+import { splitPosterior } from "../../sampler/latents.js";
+import { startLatents } from "../start-latents.js";
 
 const TOKENS = 77;
 
@@ -286,26 +287,8 @@ export class TensorRtBackend implements Backend {
         throwIfAborted(job.signal);
 
         const imageEncode: number[] = [];
-        let latents: Float32Array;
-        if ("latents" in job.start) {
-          latents = job.start.latents;
-        } else {
-          const spec = job.program.addNoise;
-          if (!spec) throw new InternalError(`the ${job.program.scheduler} program was compiled without add_noise (compile it with startIndex for img2img)`);
-          const plane = 4 * latentHeight * latentWidth;
-          latents = new Float32Array(batch * plane);
-          let row = 0;
-          for (const image of job.start.images) {
-            t = performance.now();
-            const encoded = await this.#encodeImage(image.pixels, 1, latentHeight * 8, latentWidth * 8);
-            latents.set(img2imgStartLatents(encoded, image.eps, image.noise, spec, this.scalingFactor), row * plane);
-            row += image.rows;
-            imageEncode.push(performance.now() - t);
-            throwIfAborted(job.signal);
-          }
-          if (row !== batch) throw new InvalidArgumentError(`generate: the init images start ${row} rows, the batch has ${batch}`);
-          job.onStage?.("encode-image");
-        }
+        const latents = await startLatents(job, (pixels, height, width) => this.#encodeImage(pixels, 1, height, width), this.scalingFactor, imageEncode);
+        if (imageEncode.length > 0) job.onStage?.("encode-image");
 
         // The latents stay on the device from the loop to the VAE; only the pixels come back.
         t = performance.now();

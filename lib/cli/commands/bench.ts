@@ -3,7 +3,7 @@
  * per-stage times, it/s, images/s, p50/p90/p99, peak RSS (GPU memory on TensorRT), the ONNX
  * Runtime overhead ratio on the CPU backend; a table on stdout, or the JSON report with `--json`.
  */
-import { writeFile } from "node:fs/promises";
+import { checkWritable, StagedFiles } from "../shared/staged-files.js";
 import type { ArgumentsCamelCase, Argv, CommandModule } from "yargs";
 import { InvalidOptionError } from "../../errors.js";
 import { defaultModelDir } from "../../package-info.js";
@@ -73,25 +73,46 @@ const command: CommandModule<object, BenchArgs> = {
       .option("json", { type: "boolean", default: false, describe: "Print the JSON report instead of the table" })
       .option("out", { type: "string", describe: "Also write the JSON report to this file" }) as unknown as Argv<BenchArgs>,
   handler: async (argv: ArgumentsCamelCase<BenchArgs>) => {
-    const report = await runBench({
-      model: argv.model,
-      backend: argv.backend,
-      ...(argv.engines !== undefined ? { engines: argv.engines } : {}),
-      ...(argv.threads !== undefined ? { threads: argv.threads } : {}),
-      batches: parseIntegerList("batch", argv.batch),
-      ...(argv.size !== undefined ? { sizes: parseSizeList(argv.size) } : {}),
-      steps: parseIntegerList("steps", argv.steps),
-      warmup: argv.warmup,
-      runs: argv.runs,
-      ...(argv.scheduler !== undefined ? { scheduler: argv.scheduler } : {}),
-      guidance: argv.guidance,
-      ...(argv.prompt !== undefined ? { prompt: argv.prompt } : {}),
-      rng: argv.rng,
-      useGraphs: argv.graphs,
-      onCase: argv.json ? undefined : (label, index, count) => console.error(`[${index + 1}/${count}] ${label}`),
-    });
+    // A benchmark can take minutes: find out now that its report could not be written.
+    if (argv.out) await checkWritable(argv.out, "--out");
+    let report: Awaited<ReturnType<typeof runBench>>;
+    try {
+      report = await runBench({
+        model: argv.model,
+        backend: argv.backend,
+        ...(argv.engines !== undefined ? { engines: argv.engines } : {}),
+        ...(argv.threads !== undefined ? { threads: argv.threads } : {}),
+        batches: parseIntegerList("batch", argv.batch),
+        ...(argv.size !== undefined ? { sizes: parseSizeList(argv.size) } : {}),
+        steps: parseIntegerList("steps", argv.steps),
+        warmup: argv.warmup,
+        runs: argv.runs,
+        ...(argv.scheduler !== undefined ? { scheduler: argv.scheduler } : {}),
+        guidance: argv.guidance,
+        ...(argv.prompt !== undefined ? { prompt: argv.prompt } : {}),
+        rng: argv.rng,
+        useGraphs: argv.graphs,
+        onCase: argv.json ? undefined : (label, index, count) => console.error(`[${index + 1}/${count}] ${label}`),
+      });
+    } catch (error) {
+      // Name the flag the value came from ("sizes[0].width" is --size, "threads" --threads).
+      if (error instanceof InvalidOptionError) {
+        const flag = /^sizes\b/.test(error.option) ? "size" : error.option;
+        if (!error.message.startsWith("--")) throw new InvalidOptionError(error.option, `--${flag}: ${error.message}`);
+      }
+      throw error;
+    }
     const json = JSON.stringify(report, null, 2);
-    if (argv.out) await writeFile(argv.out, `${json}\n`);
+    if (argv.out) {
+      const staged = new StagedFiles();
+      try {
+        await staged.stage(argv.out, Buffer.from(`${json}\n`), "--out");
+        await staged.commit();
+      } catch (error) {
+        await staged.discard();
+        throw error;
+      }
+    }
     process.stdout.write(`${argv.json ? json : formatBenchReport(report)}\n`);
   },
 };

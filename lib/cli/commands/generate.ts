@@ -6,8 +6,10 @@
  * first and renamed into place only when all of them are written, so a failed or interrupted run
  * (Ctrl-C: exit code 130) leaves no partial or half-written file.
  */
+import { extname } from "node:path";
 import type { ArgumentsCamelCase, Argv, CommandModule } from "yargs";
-import { InvalidOptionError, AbortError, } from "../../errors.js";
+import { AbortError, InvalidOptionError } from "../../errors.js";
+import { UsageError } from "../errors.js";
 import { Pipeline, type GenerateOptions, type GenerateResult } from "../../pipeline/pipeline.js";
 import { defaultModelDir } from "../../package-info.js";
 import { encodeImage, formatFromExtension, IMAGE_FORMATS, type ImageFormat } from "../../image/encode.js";
@@ -17,14 +19,19 @@ import { encodeNpyFloat32 } from "../shared/npy.js";
 import { StagedFiles, checkWritable } from "../shared/staged-files.js";
 import { outputPaths, outputPath } from "../shared/output-paths.js";
 import { createProgress } from "../shared/progress.js";
+import { stopBackendWorkers } from "../../backends/select.js";
 
 export interface GenerateArgs {
+  /** Positional prompts, and those after `--`. */
+  prompts?: string[];
+  _?: Array<string | number>;
   prompt?: string | string[];
   "negative-prompt"?: string | string[];
   model: string;
   backend: BackendChoice;
   engines?: string;
   threads?: number;
+  "memory-limit"?: number;
   steps?: number;
   guidance?: number;
   scheduler?: string;
@@ -70,6 +77,7 @@ const FLAG_OF: Record<string, string> = {
   format: "--format",
   quality: "--quality",
   out: "--out",
+  threads: "--threads",
 };
 
 function flagError(error: InvalidOptionError): InvalidOptionError {
@@ -78,6 +86,12 @@ function flagError(error: InvalidOptionError): InvalidOptionError {
   const rethrown = new InvalidOptionError(error.option, `${flag}: ${error.message}`);
   rethrown.stack = error.stack;
   return rethrown;
+}
+
+/** --memory-limit in GiB → bytes; errors name the flag. */
+export function memoryLimitBytes(gib: number): number {
+  if (!Number.isFinite(gib) || gib <= 0 || gib > 1 << 20) throw new InvalidOptionError("memory-limit", `--memory-limit must be a number of GiB greater than 0 and at most 1048576, got ${gib}`);
+  return Math.floor(gib * 2 ** 30);
 }
 
 /** Parses a seed flag: a non-negative decimal integer, kept exact up to 2⁶⁴ − 1. */
@@ -93,6 +107,11 @@ function jsonSeed(seed: bigint): number | string {
 
 function resolveFormat(args: GenerateArgs): ImageFormat {
   const fromExtension = formatFromExtension(args.out);
+  const extension = extname(args.out.replaceAll("{i}", "").replaceAll("{seed}", ""));
+  if (fromExtension === undefined && extension !== "" && args.format === undefined) {
+    // Writing PNG bytes into x.bmp would give a file no .bmp reader can open.
+    throw new InvalidOptionError("out", `--out ${args.out}: sd-trt does not write ${extension} files; use .png, .jpg, .jpeg or .webp, or give --format (png, jpeg, webp)`);
+  }
   if (args.format !== undefined) {
     if (fromExtension !== undefined && fromExtension !== args.format) {
       throw new InvalidOptionError("format", `--format ${args.format} does not match the extension of --out ${args.out} (${fromExtension})`);
@@ -104,9 +123,14 @@ function resolveFormat(args: GenerateArgs): ImageFormat {
 
 /** Builds the `generate()` options from the flags (the pipeline validates the values). */
 function generateOptions(args: GenerateArgs, signal: AbortSignal): GenerateOptions {
-  if (args.prompt === undefined) throw new InvalidOptionError("prompt", "--prompt (or a positional prompt) is required");
+  // Prompts as arguments (`generate "a cat" "a dog"`, or after `--` when one starts with "-"), or
+  // as --prompt: several give one image each.
+  const positional = [...(args.prompts ?? []), ...(args._ ?? []).slice(1)].map(String);
+  if (positional.length > 0 && args.prompt !== undefined) throw new UsageError("give the prompts either as arguments or with --prompt, not both");
+  const prompt = positional.length > 1 ? positional : positional.length === 1 ? positional[0]! : args.prompt;
+  if (prompt === undefined) throw new InvalidOptionError("prompt", "--prompt (or a positional prompt) is required");
   // A repeated --prompt (or --negative-prompt) gives one per image.
-  const options: GenerateOptions = { prompt: args.prompt, signal };
+  const options: GenerateOptions = { prompt, signal };
   if (args["negative-prompt"] !== undefined) options.negativePrompt = args["negative-prompt"];
   if (args.width !== undefined) options.width = args.width;
   if (args.height !== undefined) options.height = args.height;
@@ -152,11 +176,14 @@ export async function runGenerate(args: GenerateArgs, io: CommandIo = { stdout: 
   // First Ctrl-C: stop between steps and clean up. A second one: remove temporary files, exit now.
   const onSignal = (signal: NodeJS.Signals) => {
     if (!controller.signal.aborted) {
+      if (!args.quiet) io.stderr.write(`\nsd-trt: ${signal}: stopping after the current step (again to exit at once)\n`);
       controller.abort(new AbortError(`interrupted by ${signal}`));
       return;
     }
     staged.discardSync();
-    process.exit(130);
+    // Exit once no ONNX Runtime call is running: terminating the worker inside one aborts the
+    // process (see stopBackendWorkers). The first signal already asked the loop to stop.
+    void stopBackendWorkers().finally(() => process.exit(130));
   };
   process.on("SIGINT", onSignal);
   process.on("SIGTERM", onSignal);
@@ -170,7 +197,8 @@ export async function runGenerate(args: GenerateArgs, io: CommandIo = { stdout: 
     await checkWritable(outputPath(args.out, 0, 0n, 1), "--out");
     if (args["latents-out"] !== undefined) await checkWritable(args["latents-out"], "--latents-out");
 
-    const loadOptions: { backend: BackendChoice; engines?: string; threads?: number } = { backend: args.backend };
+    const loadOptions: { backend: BackendChoice; engines?: string; threads?: number; memoryLimit?: number } = { backend: args.backend };
+    if (args["memory-limit"] !== undefined) loadOptions.memoryLimit = memoryLimitBytes(args["memory-limit"]);
     if (args.engines !== undefined) loadOptions.engines = args.engines;
     if (args.threads !== undefined) loadOptions.threads = args.threads;
     pipeline = await Pipeline.load(args.model, loadOptions);
@@ -181,7 +209,9 @@ export async function runGenerate(args: GenerateArgs, io: CommandIo = { stdout: 
       if (event.stage !== "denoise") return;
       if (!denoiseStarted) {
         denoiseStarted = true;
-        progress.start("denoise", event.total);
+        // The bar counts UNet evaluations, which can exceed the steps (PNDM evaluates once
+        // more, Heun twice a step): "51/51 UNet evaluations" for 50 PNDM steps, not "51/51" steps.
+        progress.start("denoise", event.total, "UNet evaluations");
       }
       progress.update(event.step);
     };
@@ -223,36 +253,43 @@ export async function runGenerate(args: GenerateArgs, io: CommandIo = { stdout: 
     if (error instanceof InvalidOptionError) throw flagError(error);
     throw error;
   } finally {
+    // The handlers stay until the worker is gone: a second signal during the dispose still
+    // exits 130 through onSignal instead of the default action killing the process.
+    await pipeline?.dispose();
     process.off("SIGINT", onSignal);
     process.off("SIGTERM", onSignal);
-    await pipeline?.dispose();
   }
 }
 
 const command: CommandModule<object, GenerateArgs> = {
-  command: "generate [prompt]",
+  command: "generate [prompts..]",
   describe: "Generate images from a prompt (img2img with --init-image)",
   builder: (yargs: Argv) =>
     yargs
-      .positional("prompt", { type: "string", describe: "The prompt (or use --prompt)" })
+      .positional("prompts", {
+        type: "string",
+        array: true,
+        describe: 'The prompt (or use --prompt); several prompts give one image each. Quote a prompt with spaces; put one that starts with "-" after --: generate -- "-prompt"',
+      })
       .option("prompt", { alias: "p", type: "string", describe: "The prompt; repeat it for one prompt per image" })
       .option("negative-prompt", { alias: "n", type: "string", describe: "What to steer away from (with guidance > 1); repeat it for one per image" })
       .option("model", { type: "string", default: defaultModelDir, defaultDescription: "the tiny test model in models/tiny-sd", describe: "Model folder (optimum ONNX layout or TensorRT demo names)" })
       .option("backend", { choices: BACKEND_CHOICES, default: "auto" as BackendChoice, describe: "Inference backend: TensorRT engines, the ONNX Runtime CPU backend, or auto (TensorRT when usable)" })
       .option("engines", { type: "string", describe: "Folder of TensorRT engines built by sd-trt build (tensorrt backend)" })
       .option("threads", { type: "number", describe: "ONNX Runtime threads (cpu backend; default: physical cores)" })
-      .option("steps", { type: "number", describe: "Denoising steps, 1-1000 (default 50)" })
+      .option("memory-limit", { type: "number", describe: "Most memory (GiB) one generation may need on the cpu backend; larger requests are refused before they run (default: this machine's memory)" })
+      .option("steps", { type: "number", describe: "Denoising steps, 1-1000 (default 50); some schedulers take fewer (pndm, SD 1.x's default, at most 999)" })
       .option("guidance", { type: "number", describe: "Classifier-free guidance scale, 0-100; ≤ 1 turns guidance off (default 7.5)" })
       .option("scheduler", { type: "string", describe: "lms, euler, euler_a, ddim, pndm, dpmpp_2m, dpmpp_2m_karras, heun, ddpm, unipc (default: the model's scheduler config)" })
       .option("seed", { type: "string", describe: "One seed for the batch (one generator, diffusers semantics); random when absent" })
       .option("seeds", { type: "string", describe: "One seed per image, comma-separated (one generator each, A1111 semantics)" })
       .option("batch", { type: "number", describe: "Images to generate (default: the number of --seeds, else 1)" })
       .option("rng", { choices: RNG_SOURCES, describe: "Noise source: cpu (torch CPU) or nv (torch CUDA / A1111 NV) (default cpu)" })
-      .option("width", { type: "number", describe: "Width in pixels, a multiple of 8 (default: the model's native size)" })
-      .option("height", { type: "number", describe: "Height in pixels, a multiple of 8 (default: the model's native size)" })
+      .option("width", { type: "number", describe: "Width in pixels, a multiple of what the model's UNet takes (8 · 2 per downsampling: 64 for SD 1.x, 16 for the tiny model) (default: the model's native size)" })
+      .option("height", { type: "number", describe: "Height in pixels, a multiple like --width (default: the model's native size)" })
       .option("init-image", { type: "string", describe: "img2img: the starting image (any format sharp reads)" })
       .option("strength", { type: "number", describe: "img2img: how much to change the init image, (0, 1] (default 0.8)" })
-      .option("out", { alias: "o", type: "string", default: "out.png", describe: "Output file; {i} = image index, {seed} = its seed; else -<i> is added for several images" })
+      .option("out", { alias: "o", type: "string", default: "out.png", describe: "Output file (.png, .jpg, .jpeg, .webp); {i} = image index, {seed} = its seed; else -<i> is added for several images" })
       .option("format", { choices: IMAGE_FORMATS, describe: "Image format (default: from the --out extension, else png)" })
       .option("quality", { type: "number", describe: "JPEG/WebP quality, 1-100" })
       .option("latents-out", { type: "string", describe: "Also write the final latents as a NumPy .npy file (float32 [B,4,H/8,W/8])" })

@@ -1,9 +1,11 @@
 /**
  * `sd-trt serve`: the A1111-compatible HTTP API over a PipelineService (lib/server).
  *
- * Binds 127.0.0.1 by default; pass `--host 0.0.0.0` (and preferably `--token`) to expose it.
+ * Binds 127.0.0.1 by default. Another `--host` (0.0.0.0: every interface) needs `--token`, or
+ * `--insecure-no-token` to serve without one (with a warning on stderr).
  * SIGINT/SIGTERM shut it down gracefully: no new connections, in-flight work gets
- * `--drain-timeout` seconds to finish, then it is cancelled. A second signal exits at once.
+ * `--drain-timeout` seconds to finish, then it is cancelled. A second signal cancels in-flight work
+ * at once (clients get 503) and exits with code 130.
  *
  * `--devices 0,1,…` runs one pipeline per device behind the one queue; `--redis URL` makes the
  * server a front end of a fleet of `sd-trt worker`s instead (no model loaded here; see
@@ -12,7 +14,18 @@
 import type { ArgumentsCamelCase, Argv, CommandModule } from "yargs";
 import { InvalidOptionError } from "../../errors.js";
 import { defaultModelDir } from "../../package-info.js";
-import { DEFAULT_MAX_BODY_BYTES, SdServer } from "../../server/server.js";
+import { memoryLimitBytes } from "./generate.js";
+import { createServer } from "node:net";
+import {
+  DEFAULT_HEADERS_TIMEOUT_MS,
+  DEFAULT_KEEP_ALIVE_TIMEOUT_MS,
+  DEFAULT_MAX_BODY_BYTES,
+  DEFAULT_MAX_CONNECTIONS,
+  DEFAULT_REQUEST_TIMEOUT_MS,
+  isLoopbackHost,
+  listenError,
+  SdServer,
+} from "../../server/server.js";
 import { addServeServiceOptions, openServeService, type ServeServiceArgs } from "../shared/serve-service.js";
 
 interface ServeArgs extends ServeServiceArgs {
@@ -27,7 +40,34 @@ interface ServeArgs extends ServeServiceArgs {
   "max-batch"?: number;
   "max-body": number;
   "drain-timeout": number;
+  "headers-timeout": number;
+  "request-timeout": number;
+  "keep-alive-timeout": number;
+  "max-connections": number;
+  "insecure-no-token": boolean;
+  "memory-limit"?: number;
   quiet: boolean;
+}
+
+/**
+ * What binding `host` without a token means: an error (exposed to the network with no token and
+ * no explicit opt-in), a warning (opted in with --insecure-no-token), or nothing (loopback, or a
+ * token is required).
+ */
+export function exposureCheck(host: string, token: string | undefined, insecureNoToken: boolean): { error?: string; warning?: string } {
+  if (isLoopbackHost(host) || token) return {};
+  const what = `--host ${host} serves anyone who can reach this machine, and without --token anyone can generate (and use all its CPU/GPU)`;
+  if (!insecureNoToken) return { error: `${what}; give --token SECRET, or --insecure-no-token if the network is trusted` };
+  return { warning: `WARNING: ${what} (--insecure-no-token)` };
+}
+
+/** Binds and releases `host:port` so a busy port or a bad host is reported before the model loads. */
+function probeListen(host: string, port: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const probe = createServer();
+    probe.once("error", (error) => reject(listenError(error, host, port)));
+    probe.listen({ host, port, exclusive: true }, () => probe.close(() => resolve()));
+  });
 }
 
 const command: CommandModule<object, ServeArgs> = {
@@ -46,6 +86,12 @@ const command: CommandModule<object, ServeArgs> = {
       .option("max-batch", { type: "number", describe: "Most images per merged batch (default: the backend's maximum)" })
       .option("max-body", { type: "number", default: DEFAULT_MAX_BODY_BYTES, describe: "Largest request body in bytes; larger gets 413" })
       .option("drain-timeout", { type: "number", default: 30, describe: "Seconds in-flight requests get to finish on shutdown" })
+      .option("memory-limit", { type: "number", describe: "Most memory (GiB) one generation may need on the cpu backend; larger requests get 422 (default: this machine's memory)" })
+      .option("insecure-no-token", { type: "boolean", default: false, describe: "Allow a --host other than loopback without --token (anyone on the network can generate)" })
+      .option("headers-timeout", { type: "number", default: DEFAULT_HEADERS_TIMEOUT_MS / 1000, describe: "Seconds a client gets to send the request headers (then 408, closed)" })
+      .option("request-timeout", { type: "number", default: DEFAULT_REQUEST_TIMEOUT_MS / 1000, describe: "Seconds a client gets to send the whole request (not the time to answer it)" })
+      .option("keep-alive-timeout", { type: "number", default: DEFAULT_KEEP_ALIVE_TIMEOUT_MS / 1000, describe: "Seconds an idle keep-alive connection stays open" })
+      .option("max-connections", { type: "number", default: DEFAULT_MAX_CONNECTIONS, describe: "Most open connections; more are closed at once" })
       .option("quiet", { type: "boolean", default: false, describe: "Do not log requests" })
       .check((argv) => {
         const checks: Array<[string, number, number, number]> = [
@@ -54,22 +100,50 @@ const command: CommandModule<object, ServeArgs> = {
           ["batch-window-ms", argv["batch-window-ms"], 0, 60_000],
           ["max-body", argv["max-body"], 1024, 2 ** 31],
           ["drain-timeout", argv["drain-timeout"], 0, 3600],
+          ["headers-timeout", argv["headers-timeout"], 0.1, 3600],
+          ["request-timeout", argv["request-timeout"], 0.1, 86_400],
+          ["keep-alive-timeout", argv["keep-alive-timeout"], 0.1, 3600],
+          ["max-connections", argv["max-connections"], 1, 1_000_000],
         ];
+        const fractional = new Set(["batch-window-ms", "headers-timeout", "request-timeout", "keep-alive-timeout"]);
         if (argv["max-batch"] !== undefined) checks.push(["max-batch", argv["max-batch"], 1, 1024]);
         for (const [name, value, min, max] of checks) {
-          if (!Number.isFinite(value) || value < min || value > max || (name !== "batch-window-ms" && !Number.isInteger(value))) {
-            throw new InvalidOptionError(name, `--${name} must be ${name === "batch-window-ms" ? "a number" : "an integer"} from ${min} to ${max}, got ${value}`);
+          if (!Number.isFinite(value) || value < min || value > max || (!fractional.has(name) && !Number.isInteger(value))) {
+            throw new InvalidOptionError(name, `--${name} must be ${fractional.has(name) ? "a number" : "an integer"} from ${min} to ${max}, got ${value}`);
           }
         }
         if (argv.token !== undefined && argv.token.length === 0) throw new InvalidOptionError("token", "--token must not be empty");
+        const exposure = exposureCheck(argv.host, argv.token, argv["insecure-no-token"]);
+        if (exposure.error) throw new InvalidOptionError("host", exposure.error);
         return true;
       })
       .options(addServeServiceOptions()) as unknown as Argv<ServeArgs>,
   handler: async (argv: ArgumentsCamelCase<ServeArgs>) => {
     const log = argv.quiet ? () => {} : (line: string) => console.error(`[${new Date().toISOString()}] ${line}`);
-    const service = await openServeService(argv, log);
-    const server = new SdServer({ service, token: argv.token, maxBodyBytes: argv["max-body"], log });
-    const address = await server.listen({ host: argv.host, port: argv.port });
+    const { warning } = exposureCheck(argv.host, argv.token, argv["insecure-no-token"]);
+    // Even with --quiet: this is the one line an operator must see.
+    if (warning) console.error(`sd-trt serve: ${warning}`);
+    // A busy port or a bad --host is reported now, not after the model has loaded.
+    if (argv.port !== 0) await probeListen(argv.host, argv.port);
+    const memoryLimit = argv["memory-limit"] !== undefined ? memoryLimitBytes(argv["memory-limit"]) : undefined;
+    const service = await openServeService({ ...argv, ...(memoryLimit !== undefined ? { memoryLimit } : {}) }, log);
+    const server = new SdServer({
+      service,
+      token: argv.token,
+      maxBodyBytes: argv["max-body"],
+      log,
+      headersTimeoutMs: argv["headers-timeout"] * 1000,
+      requestTimeoutMs: argv["request-timeout"] * 1000,
+      keepAliveTimeoutMs: argv["keep-alive-timeout"] * 1000,
+      maxConnections: argv["max-connections"],
+    });
+    let address: Awaited<ReturnType<SdServer["listen"]>>;
+    try {
+      address = await server.listen({ host: argv.host, port: argv.port });
+    } catch (error) {
+      await service.dispose();
+      throw error;
+    }
     // The load-test script and other tools read this line to find the port.
     process.stdout.write(`sd-trt serve: listening on ${address.url} (model ${service.modelName}, backend ${service.backendName}${argv.token ? ", token required" : ""})\n`);
 
@@ -77,8 +151,13 @@ const command: CommandModule<object, ServeArgs> = {
       let stopping = false;
       const stop = (signal: NodeJS.Signals) => {
         if (stopping) {
-          log(`${signal} again: exiting now`);
-          process.exit(130);
+          // Not process.exit(): that terminates the ONNX Runtime worker wherever it is, and a
+          // worker terminated inside a native run aborts the process (SIGABRT) with the clients
+          // unanswered. Cancel everything instead: the loop stops after its current evaluation.
+          log(`${signal} again: cancelling in-flight requests and exiting`);
+          process.exitCode = 130;
+          void server.closeNow();
+          return;
         }
         stopping = true;
         log(`${signal}: shutting down (in-flight requests get ${argv["drain-timeout"]} s)`);

@@ -4,8 +4,8 @@
  * queue that `sd-trt serve --redis` front ends fill (lib/fleet, docs/scale-out.md).
  *
  * SIGINT/SIGTERM: take no new jobs, let running ones finish for `--drain-timeout` seconds, then
- * hand them back to the queue (another worker runs them); a second signal exits at once, and the
- * queue retries its jobs after `--stall-timeout`, as for a crash.
+ * hand them back to the queue (another worker runs them); a second signal hands them back at
+ * once and exits with code 130.
  */
 import type { ArgumentsCamelCase, Argv, CommandModule } from "yargs";
 import { InvalidOptionError } from "../../errors.js";
@@ -96,8 +96,12 @@ const command: CommandModule<object, WorkerArgs> = {
       let stopping = false;
       const stop = (signal: NodeJS.Signals) => {
         if (stopping) {
-          log(`${signal} again: exiting now (running jobs are retried by other workers after --stall-timeout)`);
-          process.exit(130);
+          // Not process.exit(): it would end the ONNX Runtime worker thread inside a native run
+          // (SIGABRT). Handing the jobs back stops the runs between steps, and close() ends.
+          log(`${signal} again: handing the running jobs back now`);
+          process.exitCode = 130;
+          worker.handBack();
+          return;
         }
         stopping = true;
         log(`${signal}: no new jobs; running ones get ${argv["drain-timeout"]} s, then are handed back`);

@@ -22,6 +22,8 @@ export interface PipelineServiceArgs {
   model: string;
   backend: BackendChoice;
   engines?: string;
+  /** CPU backend: the most bytes one generation may need. */
+  memoryLimit?: number;
   devices: number[];
   maxQueue: number;
   batchWindowMs: number;
@@ -30,7 +32,14 @@ export interface PipelineServiceArgs {
 
 /** Loads one pipeline per device (in parallel) behind one service that owns them. */
 export async function openPipelineService(args: PipelineServiceArgs): Promise<PipelineService> {
-  const loads = args.devices.map((device) => Pipeline.load(args.model, { backend: args.backend, device, ...(args.engines ? { engines: args.engines } : {}) }));
+  const loads = args.devices.map((device) =>
+    Pipeline.load(args.model, {
+      backend: args.backend,
+      device,
+      ...(args.engines ? { engines: args.engines } : {}),
+      ...(args.memoryLimit !== undefined ? { memoryLimit: args.memoryLimit } : {}),
+    }),
+  );
   const settled = await Promise.allSettled(loads);
   const failure = settled.find((s): s is PromiseRejectedResult => s.status === "rejected");
   const pipelines = settled.flatMap((s) => (s.status === "fulfilled" ? [s.value] : []));

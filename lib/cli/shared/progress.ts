@@ -6,8 +6,8 @@
 import cliProgress from "cli-progress";
 
 export interface ProgressDisplay {
-  /** Starts (or restarts) the bar for a stage of `total` units. */
-  start(label: string, total: number): void;
+  /** Starts (or restarts) the bar for a stage of `total` units (named after the count, e.g. "UNet evaluations"). */
+  start(label: string, total: number, unit?: string): void;
   update(value: number): void;
   stop(): void;
 }
@@ -19,7 +19,7 @@ export function createProgress(options: { quiet: boolean; stream?: NodeJS.WriteS
   const stream = options.stream ?? process.stderr;
   let bar: cliProgress.SingleBar | null = null;
   return {
-    start(label, total) {
+    start(label, total, unit) {
       bar?.stop();
       bar = new cliProgress.SingleBar(
         {
@@ -27,7 +27,7 @@ export function createProgress(options: { quiet: boolean; stream?: NodeJS.WriteS
           noTTYOutput: true,
           notTTYSchedule: 1000,
           hideCursor: stream.isTTY ? true : null,
-          format: `${label} [{bar}] {value}/{total} | {duration_formatted} | ETA {eta_formatted}`,
+          format: `${label} [{bar}] {value}/{total}${unit ? ` ${unit}` : ""} | {duration_formatted} | ETA {eta_formatted}`,
         },
         stream.isTTY ? cliProgress.Presets.shades_classic : cliProgress.Presets.legacy,
       );

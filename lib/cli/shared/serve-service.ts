@@ -19,6 +19,8 @@ export interface ServeServiceArgs {
   devices?: string;
   redis?: string;
   queue?: string;
+  /** CPU backend: the most bytes one generation may need (`--memory-limit`, converted). */
+  memoryLimit?: number;
 }
 
 export function addServeServiceOptions(): Record<string, Options> {
@@ -41,6 +43,7 @@ export async function openServeService(argv: ServeServiceArgs, log: (line: strin
     model: argv.model,
     backend: argv.backend,
     ...(argv.engines ? { engines: argv.engines } : {}),
+    ...(argv.memoryLimit !== undefined ? { memoryLimit: argv.memoryLimit } : {}),
     devices,
     maxQueue: argv["max-queue"],
     batchWindowMs: argv["batch-window-ms"],

@@ -10,9 +10,12 @@ import { basename, dirname, join, resolve } from "node:path";
 import { randomBytes } from "node:crypto";
 import { OutputFileError } from "../../errors.js";
 
+/** "ENOENT: no such file or directory": the error without the path (ours may be a temporary name). */
 function reason(error: unknown): string {
   const e = error as NodeJS.ErrnoException;
-  return e.code ? `${e.code}: ${e.message}` : String(e?.message ?? e);
+  if (!e?.code) return String(e?.message ?? e);
+  const text = String(e.message).replace(/, \w+ '[^']*'(?: -> '[^']*')?$/, "");
+  return text.startsWith(`${e.code}:`) ? text : `${e.code}: ${text}`;
 }
 
 /**
@@ -36,6 +39,15 @@ export async function checkWritable(path: string, option: string): Promise<void>
   } catch (error) {
     if (error instanceof OutputFileError) throw error; // a missing file is the normal case
   }
+  // Permission bits do not tell everything (/proc, a read-only mount, a full disk, root): create
+  // and remove a file of our own beside it.
+  const probe = join(dir, `.${basename(full)}.${process.pid}.${randomBytes(4).toString("hex")}.probe`);
+  try {
+    await writeFile(probe, "", { flag: "wx" });
+  } catch (error) {
+    throw new OutputFileError(full, `cannot write ${option} ${full}: ${reason(error)}`, { cause: error });
+  }
+  await unlink(probe).catch(() => undefined);
 }
 
 export class StagedFiles {
