@@ -19,7 +19,8 @@
  * tiny model at 64×64 makes a job short, so the overhead shows more than with a real model).
  *
  * Then `--rss-jobs` requests through the fleet (3 workers), sampling each process's RSS
- * (/proc/<pid>/status) every `--rss-every` jobs.
+ * (/proc/<pid>/status) every `--rss-every` jobs, and the same through 3 direct servers, so that
+ * growth of the workers can be told apart from what any serving process does over that run.
  */
 import { spawn, spawnSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
@@ -194,12 +195,27 @@ try {
     });
     return { run, samples };
   });
-  results.push({ rss });
+  const servers = await Promise.all(Array.from({ length: 3 }, () => start(process.execPath, [cli, "serve", "--backend", "cpu", "--port", "0", "--quiet", "--max-queue", "1000", "--batch-window-ms", "0"], /listening on (http:\/\/\S+)/)));
+  let directRss;
+  try {
+    const pids = servers.map((s) => s.child.pid);
+    const samples = [{ done: 0, servers: pids.map(rssMiB) }];
+    const run = await load(servers.map((s) => s.match[1]), jobs, perWorker * 3, 2_000_000, (done) => {
+      if (done % every === 0) samples.push({ done, servers: pids.map(rssMiB) });
+    });
+    directRss = { run, samples };
+  } finally {
+    await Promise.all(servers.map((s) => stop(s.child)));
+  }
+  results.push({ rss, directRss });
   if (args.json) console.log(JSON.stringify(results, null, 2));
   else {
     console.log(`\nRSS (MiB) over ${jobs} jobs through the fleet (3 workers), ${rss.run.rps.toFixed(1)} req/s, errors ${JSON.stringify(rss.run.errors)}:`);
     console.log("  jobs   front  worker1 worker2 worker3  redis");
     for (const s of rss.samples) console.log(`  ${String(s.done).padStart(5)}  ${String(s.front).padStart(5)}  ${s.workers.map((w) => String(w).padStart(7)).join(" ")}  ${String(s.redis).padStart(5)}`);
+    console.log(`\nRSS (MiB) over ${jobs} jobs through 3 direct servers (no Redis), ${directRss.run.rps.toFixed(1)} req/s, errors ${JSON.stringify(directRss.run.errors)}:`);
+    console.log("  jobs  serve1  serve2  serve3");
+    for (const s of directRss.samples) console.log(`  ${String(s.done).padStart(5)}  ${s.servers.map((w) => String(w).padStart(6)).join("  ")}`);
   }
 } finally {
   await stop(redis);

@@ -44,11 +44,10 @@ export interface FleetJobData {
   request: WireRequest;
 }
 
-/** What a worker returns as the job's BullMQ return value. */
+/** What a worker returns as the job's BullMQ return value: where the result is, and who made it. */
 export interface FleetJobReturn {
   resultKey: string;
   worker: string;
-  device: number | null;
 }
 
 /** The stored result: a GenerateResult with pixels in base64 and seeds as strings. */

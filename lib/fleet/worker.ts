@@ -142,7 +142,7 @@ export async function createWorker(options: FleetWorkerOptions): Promise<FleetWo
       await redis.set(key, JSON.stringify(toWireResult(result)), "EX", RESULT_TTL_SECONDS);
       counters.completed++;
       log(`job ${job.id} done (${result.images.length} image(s), ${result.timings.total.toFixed(0)} ms)`);
-      return { resultKey: key, worker: id, device: null };
+      return { resultKey: key, worker: id };
     } catch (error) {
       if (signal?.aborted && signal.reason === HAND_BACK && token !== undefined) {
         // Our own shutdown: put the job back for another worker; it has not failed.

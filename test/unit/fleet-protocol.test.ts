@@ -4,10 +4,12 @@
  * option, failures come back as the same error classes, and the CLI's checks name their flag.
  */
 import { describe, expect, test } from "@jest/globals";
+import worker from "../../lib/cli/commands/worker.js";
 import { AbortError, InvalidOptionError, JobFailedError, ModelMismatchError, VaeOverflowError } from "../../lib/errors.js";
 import { fromFailedReason, fromWireRequest, fromWireResult, toWireFailure, toWireRequest, toWireResult } from "../../lib/fleet/protocol.js";
 import { checkQueueName, checkRedisUrl } from "../../lib/fleet/redis.js";
 import type { GenerateResult } from "../../lib/pipeline/generation.js";
+import { runCommand } from "../support/run-cli.js";
 
 describe("fleet wire format", () => {
   test("a request round-trips, seeds as exact decimal strings and init images inline", () => {
@@ -66,5 +68,22 @@ describe("fleet wire format", () => {
     expect(() => checkRedisUrl("http://x", "--redis")).toThrow(InvalidOptionError);
     expect(checkQueueName("sd15")).toBe("sd15");
     expect(() => checkQueueName("a b:c", "--queue")).toThrow(/--queue must be 1 to 64 letters, digits, '_', '.' or '-', got "a b:c"/);
+  });
+});
+
+describe("sd-trt worker flags", () => {
+  test("bad values are refused before any model loads, naming the flag (exit 2)", async () => {
+    const cases: Array<[string[], RegExp]> = [
+      [["--redis", "localhost:6379"], /--redis must be a redis:\/\/ or rediss:\/\/ URL, got "localhost:6379"/],
+      [["--redis", "redis://127.0.0.1:1", "--queue", "a:b"], /--queue must be 1 to 64 letters/],
+      [["--redis", "redis://127.0.0.1:1", "--devices", "0,0"], /--devices must be a comma-separated list of distinct device indices/],
+      [["--redis", "redis://127.0.0.1:1", "--stall-timeout", "0"], /--stall-timeout must be a number from 1 to 600, got 0/],
+      [["--redis", "redis://127.0.0.1:1", "--concurrency", "1.5"], /--concurrency must be an integer from 1 to 1024, got 1.5/],
+    ];
+    for (const [args, message] of cases) {
+      const run = await runCommand(worker, ["worker", ...args]);
+      expect({ args, code: run.code }).toEqual({ args, code: 2 });
+      expect(run.stderr).toMatch(message);
+    }
   });
 });
