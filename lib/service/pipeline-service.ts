@@ -212,10 +212,11 @@ function checkSameModel(pipelines: readonly Pipeline[]): void {
   const limits = JSON.stringify(first.limits);
   const devices = new Set<number>();
   for (const p of pipelines) {
+    const describe = (q: Pipeline) => `${q.modelDir} on ${q.backendName} (limits ${JSON.stringify(q.limits)})`;
     if (p.modelDir !== first.modelDir || p.backendName !== first.backendName || JSON.stringify(p.limits) !== limits || p.defaultScheduler !== first.defaultScheduler) {
       throw new InvalidOptionError(
         "pipelines",
-        `pipelines of one service must load the same model on the same backend with the same limits; device ${first.device} has ${first.modelDir} on ${first.backendName}, device ${p.device} has ${p.modelDir} on ${p.backendName}`,
+        `pipelines of one service must load the same model on the same backend with the same limits (build the same engine profiles on every device); device ${first.device} has ${describe(first)}, device ${p.device} has ${describe(p)}`,
       );
     }
     if (devices.has(p.device)) throw new InvalidOptionError("pipelines", `pipelines of one service must run on distinct devices; device ${p.device} appears twice`);

@@ -16,6 +16,7 @@ import { encodeImage } from "../../lib/image/encode.js";
 import { Pipeline } from "../../lib/pipeline/pipeline.js";
 import type { PipelineService } from "../../lib/service/pipeline-service.js";
 import { SdServer } from "../../lib/server/server.js";
+import { copyTinyModel } from "../fixtures/tiny-sd-cases/model-variants.js";
 import { runCommand } from "../support/run-cli.js";
 
 // biome-ignore lint/suspicious/noExplicitAny: success and error bodies alike; the assertions check the fields.
@@ -100,6 +101,16 @@ describe("what --devices refuses", () => {
     const { PipelineService } = await import("../../lib/service/pipeline-service.js");
     await expect(PipelineService.create([reference, reference])).rejects.toThrow(/pipelines of one service must run on distinct devices; device 0 appears twice/);
     await expect(PipelineService.create([])).rejects.toThrow(/pipelines must hold at least one pipeline/);
+  });
+
+  test("one service refuses pipelines of different models, naming both", async () => {
+    const { PipelineService } = await import("../../lib/service/pipeline-service.js");
+    const other = await Pipeline.load(await copyTinyModel(join(scratch, "other-model")), { backend: "cpu", device: 1 });
+    try {
+      await expect(PipelineService.create([reference, other])).rejects.toThrow(/must load the same model on the same backend with the same limits .*device 0 has .*tiny-sd on cpu .*device 1 has .*other-model on cpu/);
+    } finally {
+      await other.dispose();
+    }
   });
 
   test("--devices cannot be combined with --redis (the front end runs no model)", async () => {
