@@ -41,6 +41,7 @@ import {
   type FleetModel,
   fromFailedReason,
   fromWireResult,
+  resultKey,
   toWireRequest,
   type WireResult,
 } from "./protocol.js";
@@ -339,6 +340,13 @@ export class RedisQueueClient implements GenerationService {
       const job = await Job.fromId<FleetJobData, FleetJobReturn>(this.#queue, pending.id).catch(() => null);
       if (job === null) continue; // Redis unreachable: try again later
       if (job === undefined) {
+        // Removed on completion (its end event missed), or lost with a Redis that restarted
+        // while it ran; the worker writes the result before completing, so the key tells which.
+        const key = resultKey(this.queueName, pending.id);
+        if ((await this.#redis.exists(key).catch(() => 0)) === 1) {
+          await this.#completed(pending.id, { resultKey: key, worker: "" });
+          continue;
+        }
         if (this.#settle(pending)) {
           this.#counters.failed++;
           pending.reject(new JobFailedError(pending.id, "ERR_JOB_LOST", "the job is no longer in Redis (Redis restarted without persistence?)", 0));
