@@ -3,6 +3,9 @@
  * Runtime on the CPU, TensorRT engines), model folders and their graph contracts, and TensorRT
  * engine builds with their manifests and optimization profiles.
  */
+
+// First: fails with a clear message on an unsupported Node.js (lib/node-version.ts).
+import "./node-check.js";
 export type { Backend, BackendLimits, BackendName, GenerationJob, GenerationOutput, GenerationStage, InitImage } from "./backends/backend.js";
 export { loadBackend, BACKEND_CHOICES } from "./backends/select.js";
 export type { BackendChoice } from "./backends/select.js";

@@ -22,6 +22,7 @@
  * | TensorRtUnavailableError  | ERR_TENSORRT_UNAVAILABLE   | the TensorRT backend cannot run here, and why        |
  * | EngineMismatchError       | ERR_ENGINE_MISMATCH        | engines built for another GPU/TensorRT/model         |
  * | EngineBuildError          | ERR_ENGINE_BUILD           | an engine build failed                               |
+ * | UnetOverflowError         | ERR_UNET_NAN               | the UNet produced NaN/Inf in the loop (either backend) |
  * | VaeOverflowError          | ERR_VAE_NAN                | the VAE decoder produced NaN/Inf (either backend)    |
  * | ModelMismatchError        | ERR_MODEL_MISMATCH         | a fleet job asks for a model this worker does not run |
  * | QueueUnavailableError     | ERR_QUEUE_UNAVAILABLE      | the fleet queue cannot take work (no worker, Redis)  |
@@ -212,6 +213,49 @@ export class VaeOverflowError extends SdTrtError {
   constructor(message: string, rebuildCommand?: string) {
     super("ERR_VAE_NAN", rebuildCommand === undefined ? message : `${message}. Rebuild the VAE engine in fp32:\n  ${rebuildCommand}`);
     if (rebuildCommand !== undefined) this.rebuildCommand = rebuildCommand;
+  }
+}
+
+/**
+ * The UNet produced NaN or ±Inf during the denoise loop, on either backend: an fp16 UNet that
+ * overflowed (typically in the attention scores of a model that needs them in fp32, diffusers'
+ * `upcast_attention`, e.g. SD 2.x 768-v), or a guidance scale so large that the latents blow up.
+ * Raised after the loop, before the VAE runs, so it is never blamed on the VAE (whose fix,
+ * `--fp32-vae`, cannot help here). `evaluation` is the first UNet evaluation (0-based) with a
+ * non-finite output, `count` how many latent values were affected there and later.
+ */
+export class UnetOverflowError extends SdTrtError {
+  readonly evaluation?: number;
+  readonly count?: number;
+  constructor(message: string, details: { evaluation?: number; count?: number; advice?: string } = {}) {
+    super("ERR_UNET_NAN", details.advice ? `${message}. ${details.advice}` : message);
+    if (details.evaluation !== undefined) this.evaluation = details.evaluation;
+    if (details.count !== undefined) this.count = details.count;
+  }
+
+  /** Advice for a UnetOverflowError, by backend (the same wording wherever it is raised). */
+  static readonly advice = {
+    tensorrt:
+      "This is the UNet overflowing in float16, not the VAE: rebuilding the VAE with --fp32-vae will not help. " +
+      "Models whose attention scores must be computed in fp32 (upcast_attention: true in unet/config.json, e.g. SD 2.x 768-v) need engines built from an fp32 UNet export, " +
+      "which `sd-trt build` converts with those scores kept in fp32 (an fp16 export cannot be fixed that way); otherwise try a lower guidance scale",
+    cpu:
+      "This is the UNet, not the VAE. With an fp16 ONNX export of the UNet, use an fp32 export (the CPU backend runs the graph as exported); " +
+      "otherwise try a lower guidance scale",
+  } as const;
+
+  /** The message every backend uses ("… N non-finite output values, first at evaluation J of M"; J 1-based). */
+  static describe(count: number, evaluation: number, evaluations: number): string {
+    return `the UNet produced NaN/Inf: ${count} non-finite output values, first at evaluation ${evaluation + 1} of ${evaluations}`;
+  }
+
+  /** Rebuilds the error from a message made by {@link describe} (it crossed a thread or the addon). */
+  static fromMessage(message: string, advice?: string): UnetOverflowError {
+    const match = / (\d+) non-finite output values, first at evaluation (\d+) of /.exec(message);
+    return new UnetOverflowError(message, {
+      ...(match ? { count: Number(match[1]), evaluation: Number(match[2]) - 1 } : {}),
+      ...(advice !== undefined ? { advice } : {}),
+    });
   }
 }
 

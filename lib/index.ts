@@ -10,6 +10,9 @@
  * - `sd-trt/fleet`: many machines on a BullMQ queue in Redis (`createWorker`, `RedisQueueClient`).
  */
 
+// First: fails with a clear message on an unsupported Node.js (lib/node-version.ts).
+import "./node-check.js";
+
 export * from "./errors.js";
 
 // Generation

@@ -3,7 +3,10 @@
  * or a GPU is missing), the native Denoiser that runs a sampler program under CUDA graphs, and
  * the machine report behind `sd-trt doctor`.
  */
-export { loadNativeBinding } from "./native/load.js";
+
+// First: fails with a clear message on an unsupported Node.js (lib/node-version.ts).
+import "./node-check.js";
+export { loadNativeBinding, cancelNativeWork } from "./native/load.js";
 export type { NativeLoadResult } from "./native/load.js";
 export { Denoiser } from "./native/denoiser.js";
 export type { DenoiserOptions, DenoiseRunOptions, DenoiseRunResult } from "./native/denoiser.js";

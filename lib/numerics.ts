@@ -4,6 +4,9 @@
  * sampler programs (the table both backends run), the CPU program executor, and the float32
  * latent arithmetic around it.
  */
+
+// First: fails with a clear message on an unsupported Node.js (lib/node-version.ts).
+import "./node-check.js";
 export { ClipTokenizer, CLIP_MAX_LENGTH, DEFAULT_VOCABULARY_DIR, normalizeClipText } from "./tokenizer/index.js";
 export type { ClipTokenization, ClipTokenizerOptions } from "./tokenizer/index.js";
 

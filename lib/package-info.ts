@@ -1,5 +1,5 @@
 /** Where the package lives on disk, and its version, whether running from lib/ (ts-jest) or dist/. */
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -14,3 +14,20 @@ export function packageVersion(): string {
 
 /** The tiny SD model shipped in the package: the default model of the CLI and the tests. */
 export const defaultModelDir: string = join(packageRoot, "models", "tiny-sd");
+
+/**
+ * True in a development checkout (tsconfig.json next to package.json), false in an installed
+ * package (npm install sd-trt), where `npm run build:native` does not exist for the user.
+ */
+export const isDevelopmentCheckout: boolean = existsSync(join(packageRoot, "tsconfig.json"));
+
+/**
+ * The command that (re)builds the native addon from source where this package is: `npm run
+ * build:native` in a checkout; in an installed package, `npm rebuild sd-trt` with
+ * SDTRT_BUILD_FROM_SOURCE=1 (scripts/install.mjs then compiles instead of taking the prebuild).
+ * @param env variables to put in front, e.g. "TENSORRT_ROOT=/path/to/TensorRT".
+ */
+export function buildNativeCommand(env = "", checkout: boolean = isDevelopmentCheckout): string {
+  const prefix = env ? `${env} ` : "";
+  return checkout ? `${prefix}npm run build:native` : `${prefix}SDTRT_BUILD_FROM_SOURCE=1 npm rebuild sd-trt`;
+}

@@ -121,6 +121,22 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
   return out;
 }
 
+// cancelAll() → number: asks every in-flight denoise loop and engine build of this environment to
+// stop; returns at once (their promises reject with ABORT_ERR) with how many were running.
+Napi::Value CancelAll(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), static_cast<double>(GetAddonData(info.Env()).cleanup->CancelAll()));
+}
+
+// shutdown(): what the environment cleanup hook does, on demand: cancel everything, wait for running
+// denoise loops to stop (within their queueDepth evaluations) and free every CUDA/TensorRT object.
+// For process.on("exit") (lib/native/load.ts): process.exit() runs no cleanup hooks, and Node waits
+// for pending async work before it runs them, so without this a second Ctrl-C or a worker exit
+// waits for a whole loop. Objects used afterwards report ERR_DISPOSED. Returns how many loops and
+// builds were running when it cancelled them.
+Napi::Value Shutdown(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), static_cast<double>(GetAddonData(info.Env()).cleanup->RunAll()));
+}
+
 }  // namespace
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
@@ -131,6 +147,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   env.AddCleanupHook([registry]() { registry->RunAll(); });
 
   exports.Set("info", Napi::Function::New(env, Info, "info"));
+  exports.Set("cancelAll", Napi::Function::New(env, CancelAll, "cancelAll"));
+  exports.Set("shutdown", Napi::Function::New(env, Shutdown, "shutdown"));
   RegisterDenoiser(env, exports);
   host::RegisterHostMath(env, exports);
 #if SDTRT_WITH_CUDA

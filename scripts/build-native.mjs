@@ -11,13 +11,18 @@
 //                      e.g. SDTRT_CUDA_ARCHS=80-real for a quicker local build
 //   SDTRT_BUILD_DIR    build folder (default build/; the addon lands in <dir>/Release)
 //   SDTRT_BUILD_JOBS   parallel compile jobs (default: the number of CPUs)
+//   SDTRT_CUDA_TOOLKIT CUDA toolkit folder to build with (its bin/nvcc). Default: CUDACXX when set,
+//                      else the newest CUDA 12.x under /usr/local when one is installed, else the nvcc
+//                      on PATH. Why prefer 12.x: the CUDA runtime is linked statically, so the toolkit
+//                      sets the driver floor — r525+ for CUDA 12, r580+ for CUDA 13 (native/README.md,
+//                      "Build matrix"). Delete build/ when switching toolkits (CMake caches nvcc).
 //
 // Missing CUDA or TensorRT is not an error (the addon then says what is missing, and the CPU backend
 // works without it); a missing C++ toolchain or CMake skips the build with instructions. But when the
 // toolchain is there, a failure to configure, compile or load the addon fails this script: a broken
 // native build must never hide behind "optional".
 import { spawnSync } from "node:child_process";
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import os from "node:os";
 import path from "node:path";
@@ -57,6 +62,33 @@ try {
   skip("cmake-js is not installed", "`npm install --include=dev` (cmake-js is a devDependency)");
 }
 
+// ---------------------------------------------------------------- CUDA toolkit
+// The newest /usr/local/cuda-12.x, or undefined.
+function newestCuda12() {
+  let names = [];
+  try {
+    names = readdirSync("/usr/local");
+  } catch {
+    return undefined;
+  }
+  const found = names
+    .map((name) => ({ name, match: /^cuda-12\.(\d+)$/.exec(name) }))
+    .filter((e) => e.match && existsSync(path.join("/usr/local", e.name, "bin", "nvcc")))
+    .sort((a, b) => Number(b.match[1]) - Number(a.match[1]))[0];
+  return found ? path.join("/usr/local", found.name) : undefined;
+}
+const buildEnv = { ...process.env };
+if (process.env.SDTRT_CUDA_TOOLKIT) {
+  buildEnv.CUDACXX = path.join(process.env.SDTRT_CUDA_TOOLKIT, "bin", "nvcc");
+  log(`CUDA toolkit: ${process.env.SDTRT_CUDA_TOOLKIT} (SDTRT_CUDA_TOOLKIT)`);
+} else if (!process.env.CUDACXX && process.env.SDTRT_CUDA !== "OFF") {
+  const cuda12 = newestCuda12();
+  if (cuda12) {
+    buildEnv.CUDACXX = path.join(cuda12, "bin", "nvcc");
+    log(`CUDA toolkit: ${cuda12} (a CUDA 12 toolkit runs on drivers r525+, CUDA 13 needs r580+; SDTRT_CUDA_TOOLKIT overrides)`);
+  }
+}
+
 // ---------------------------------------------------------------- configure + build
 const defines = [
   // Always passed, empty included, so a TENSORRT_ROOT from an earlier configure does not stick.
@@ -73,7 +105,7 @@ function cmakeJsRun(command, extra = []) {
   const result = spawnSync(process.execPath, [cmakeJs, command, ...common, ...extra], {
     cwd: root,
     stdio: "inherit",
-    env: process.env,
+    env: buildEnv,
   });
   if (result.status !== 0) {
     console.error(`sd-trt native: cmake-js ${command} failed (exit ${result.status ?? result.signal}).`);

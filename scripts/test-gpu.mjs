@@ -6,10 +6,14 @@
 //      want of a GPU fails instead): the denoise loop under CUDA graphs with the analytic stand-in
 //      against the scheduler goldens and the CPU executor, device latents, and the TensorRT engine
 //      tests (test/gpu/tensorrt.test.ts) where TensorRT is installed (else they skip, saying why),
-//   4. prints each test's result, the loop timings, and "N passed, N failed".
+//   4. prints each test's result, the loop timings, and "N passed, N failed", and writes everything
+//      to build/gpu-report.json: the machine (info(), doctor's checks), every test with its status
+//      and failure message, the loop timings, and the engine report (differences to the CPU
+//      backend, graph use, each engine's layers from IEngineInspector), so that the first run on a
+//      machine with a GPU and TensorRT answers every question in one file.
 // Extra arguments go to jest (e.g. -t "graph").
 import { spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, readFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -18,6 +22,8 @@ const buildDir = path.resolve(root, process.env.SDTRT_BUILD_DIR || "build");
 const addonPath = path.join(buildDir, "Release", "sd_trt.node");
 const resultsPath = path.join(buildDir, "gpu-tests.json");
 const reportPath = path.join(buildDir, "gpu-loop-timings.json");
+const engineReportPath = path.join(buildDir, "gpu-engines.json");
+const fullReportPath = path.join(buildDir, "gpu-report.json");
 
 function say(line) {
   console.log(`test:gpu: ${line}`);
@@ -80,7 +86,7 @@ const jest = spawnSync(
   {
     cwd: root,
     stdio: "inherit",
-    env: { ...process.env, NODE_NO_WARNINGS: "1", SDTRT_REQUIRE_GPU: "1", SDTRT_ADDON: addonPath, SDTRT_GPU_REPORT: reportPath },
+    env: { ...process.env, NODE_NO_WARNINGS: "1", SDTRT_REQUIRE_GPU: "1", SDTRT_ADDON: addonPath, SDTRT_GPU_REPORT: reportPath, SDTRT_GPU_ENGINE_REPORT: engineReportPath },
   },
 );
 
@@ -115,6 +121,41 @@ if (existsSync(reportPath)) {
   );
 }
 if ((jest.status ?? 1) !== 0 && failed === 0) failed = 1;
+
+// The one-file report.
+const readJson = (file) => {
+  try {
+    return JSON.parse(readFileSync(file, "utf8"));
+  } catch {
+    return null;
+  }
+};
+const jestResults = readJson(resultsPath);
+writeFileSync(
+  fullReportPath,
+  `${JSON.stringify(
+    {
+      date: new Date().toISOString(),
+      node: process.version,
+      info,
+      tests: (jestResults?.testResults ?? []).flatMap((file) =>
+        file.assertionResults.map((t) => ({
+          file: path.relative(root, file.name),
+          name: t.fullName,
+          status: t.status,
+          ms: t.duration ?? null,
+          ...(t.failureMessages?.length ? { failure: t.failureMessages.join("\n").slice(0, 4000) } : {}),
+        })),
+      ),
+      loopTimings: readJson(reportPath),
+      engines: readJson(engineReportPath),
+      summary: { passed, failed, skipped },
+    },
+    null,
+    2,
+  )}\n`,
+);
+say(`report: ${path.relative(root, fullReportPath)}`);
 if (passed === 0 && failed === 0) {
   say("no GPU test ran");
   failed = 1;

@@ -8,6 +8,7 @@
  */
 import { InvalidOptionError, TensorRtUnavailableError } from "../errors.js";
 import { booleanValue, integerInRange, oneOf } from "../validate.js";
+import { buildNativeCommand } from "../package-info.js";
 import type { Backend } from "./backend.js";
 import { CpuBackend } from "./cpu/backend.js";
 import type { ModelFolder } from "../model/folder.js";
@@ -73,7 +74,7 @@ export async function loadBackend(folder: ModelFolder, choice: BackendChoice, op
     trt = await importTensorRt();
   } catch (error) {
     const reason = `the TensorRT backend is not available in this build (${firstLine(error)})`;
-    if (choice === "tensorrt") throw new TensorRtUnavailableError("the TensorRT backend cannot run", [reason], ["rebuild the addon with TensorRT (TENSORRT_ROOT=… npm run build:native) and see sd-trt doctor"]);
+    if (choice === "tensorrt") throw new TensorRtUnavailableError("the TensorRT backend cannot run", [reason], [`rebuild the addon with TensorRT (${buildNativeCommand("TENSORRT_ROOT=…")}) and see sd-trt doctor`]);
     return { backend: await loadCpu(folder, options), reason: `auto: ${reason}; using the CPU` };
   }
   const { usable, reason } = await trt.TensorRtBackend.isUsable();

@@ -1,19 +1,16 @@
 #!/usr/bin/env node
 /**
- * `sd-trt` command line. Each command is a yargs CommandModule in ./commands; this file only
- * wires them up (parser.ts) and turns errors into one readable line and an exit code:
- * 1 for failures, 2 for invalid options and usage errors, 130 for an interrupted run.
+ * The `sd-trt` executable. It checks the Node.js version before loading anything else (yargs 18
+ * and zlib.crc32 need Node ^20.19 || ^22.12 || >=23, lib/node-version.ts): static imports would be
+ * linked before any check could run, so the command line itself is imported dynamically.
  */
-import { hideBin } from "yargs/helpers";
-import { commands } from "./commands/index.js";
-import { reportCliError } from "./errors.js";
-import { cliParser } from "./parser.js";
-import { packageVersion } from "../package-info.js";
+import { nodeVersionProblem } from "../node-version.js";
 
-export async function main(argv: string[] = hideBin(process.argv)): Promise<void> {
-  await cliParser(argv, commands, { version: packageVersion() }).parseAsync();
+const problem = nodeVersionProblem(process.version);
+if (problem) {
+  process.stderr.write(`sd-trt: ${problem}\n`);
+  process.exitCode = 1;
+} else {
+  const { run } = await import("./run.js");
+  await run();
 }
-
-main().catch((error: unknown) => {
-  process.exitCode = reportCliError(error);
-});

@@ -75,7 +75,7 @@ export interface FleetWorker {
 }
 
 /** Errors that a retry cannot fix: the job itself is the cause. */
-const FINAL_CODES = new Set(["ERR_INVALID_OPTION", "ERR_MODEL_MISMATCH", "ABORT_ERR", "ERR_VAE_NAN", "ERR_INVALID_IMAGE"]);
+const FINAL_CODES = new Set(["ERR_INVALID_OPTION", "ERR_MODEL_MISMATCH", "ABORT_ERR", "ERR_VAE_NAN", "ERR_UNET_NAN", "ERR_INVALID_IMAGE"]);
 /** The reason a worker's own shutdown gives the jobs it cancels. */
 const HAND_BACK = "the worker is shutting down: job handed back";
 /** Fewest milliseconds between two progress writes of one job (each is a Redis round trip and an event). */

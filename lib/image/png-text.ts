@@ -4,7 +4,9 @@
  * compressed), exactly as PIL's `PngInfo.add_text` — what A1111 and its readers use — except that
  * control characters other than newline are escaped (PIL would write them raw).
  */
-import { crc32 } from "node:zlib";
+// A namespace import, not `{ crc32 }`: on a Node without zlib.crc32 (< 20.15) a named import fails
+// while modules link, before lib/node-check.ts can say which Node is needed.
+import * as zlib from "node:zlib";
 import { type SdTrtError, InvalidArgumentError, InvalidImageError } from "../errors.js";
 
 const SIGNATURE = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
@@ -37,7 +39,7 @@ export function readPngChunks(png: Uint8Array): PngChunk[] {
     const end = position + 12 + length;
     if (end > buffer.length) throw malformed("truncated chunk");
     const typeAndData = buffer.subarray(position + 4, position + 8 + length);
-    if (crc32(typeAndData) !== buffer.readUInt32BE(position + 8 + length)) throw malformed(`bad CRC in chunk at byte ${position}`);
+    if (zlib.crc32(typeAndData) !== buffer.readUInt32BE(position + 8 + length)) throw malformed(`bad CRC in chunk at byte ${position}`);
     chunks.push({ type: typeAndData.subarray(0, 4).toString("latin1"), data: typeAndData.subarray(4) });
     position = end;
     if (chunks[chunks.length - 1]!.type === "IEND") break;
@@ -51,7 +53,7 @@ function encodeChunk(type: string, data: Buffer): Buffer {
   out.writeUInt32BE(data.length, 0);
   out.write(type, 4, "latin1");
   data.copy(out, 8);
-  out.writeUInt32BE(crc32(out.subarray(4, 8 + data.length)), 8 + data.length);
+  out.writeUInt32BE(zlib.crc32(out.subarray(4, 8 + data.length)), 8 + data.length);
   return out;
 }
 

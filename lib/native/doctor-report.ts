@@ -4,6 +4,8 @@
  * function of the loader's result and the addon's `info()`, so every branch is testable without a
  * GPU; {@link collectDoctorReport} gathers both on this machine and never throws.
  */
+import { readFileSync } from "node:fs";
+import { buildNativeCommand } from "../package-info.js";
 import { loadNativeBinding, type NativeLoadAttempt, type NativeLoadResult } from "./load.js";
 import type { NativeBuildInfo, NativeInfo, NativeTensorRtInfo, NativeTensorRtLibraryInfo } from "./types.js";
 
@@ -50,6 +52,10 @@ export interface DoctorReport {
     runtimeVersion: string | null;
     /** Newest CUDA version the driver supports ("13.0"), null when there is no driver. */
     driverVersion: string | null;
+    /** The driver's own release ("570.86.15", from /proc/driver/nvidia/version), when readable. */
+    driverRelease?: string;
+    /** The oldest driver release the addon's CUDA runtime runs on ("580.65.06"), when known. */
+    driverFloor?: string;
     driverError?: string;
   };
   gpus: DoctorGpu[];
@@ -66,6 +72,31 @@ export interface DoctorReport {
   checks: DoctorCheck[];
   /** Everything the TensorRT backend needs is there (engines still have to be built per GPU). */
   tensorrtUsable: boolean;
+}
+
+/**
+ * The oldest Linux driver release each CUDA runtime major version runs on (CUDA release notes,
+ * "minor version compatibility": any 12.x runtime on r525+, any 13.x runtime on r580+). The addon
+ * links the CUDA runtime statically, so its toolkit sets the floor: an addon built with CUDA 13
+ * needs r580 even where TensorRT 10 for CUDA 12 would run on r550/r570 (docs/build-matrix in
+ * native/README.md).
+ */
+export const DRIVER_FLOORS: Readonly<Record<number, string>> = { 12: "525.60.13", 13: "580.65.06" };
+
+/** "570.86.15" from /proc/driver/nvidia/version ("NVRM version: NVIDIA UNIX x86_64 Kernel Module  570.86.15  …"). */
+export function parseDriverRelease(procVersion: string): string | undefined {
+  return /Kernel Module(?:\s+for\s+\S+)?\s+(\d+\.\d+(?:\.\d+)?)/.exec(procVersion)?.[1];
+}
+
+/** -1, 0, 1 for dotted driver releases ("570.86.15" < "580.65.06"). */
+export function compareReleases(a: string, b: string): number {
+  const pa = a.split(".").map(Number);
+  const pb = b.split(".").map(Number);
+  for (let i = 0; i < Math.max(pa.length, pb.length); i++) {
+    const d = (pa[i] ?? 0) - (pb[i] ?? 0);
+    if (d !== 0) return Math.sign(d);
+  }
+  return 0;
 }
 
 /** 13000 → "13.0", 12040 → "12.4". */
@@ -117,7 +148,11 @@ function versionText(v: unknown): string | undefined {
   return undefined;
 }
 
-export function buildDoctorReport(load: NativeLoadResult, info?: NativeInfo, infoError?: string): DoctorReport {
+/**
+ * @param machine what the addon cannot tell: the driver's release, read from
+ *   /proc/driver/nvidia/version by {@link collectDoctorReport}.
+ */
+export function buildDoctorReport(load: NativeLoadResult, info?: NativeInfo, infoError?: string, machine: { driverRelease?: string } = {}): DoctorReport {
   const checks: DoctorCheck[] = [];
   const report: DoctorReport = {
     addon: { loaded: load.loaded },
@@ -145,7 +180,7 @@ export function buildDoctorReport(load: NativeLoadResult, info?: NativeInfo, inf
       name: "addon",
       status: "missing",
       summary: `loaded from ${load.path}, but info() failed: ${infoError ?? "unknown error"}`,
-      fix: "Rebuild the addon (`npm run build:native`) and report the error if it persists",
+      fix: `Rebuild the addon (\`${buildNativeCommand()}\`) and report the error if it persists`,
     });
     return report;
   }
@@ -155,10 +190,13 @@ export function buildDoctorReport(load: NativeLoadResult, info?: NativeInfo, inf
   checks.push({ name: "addon", status: "ok", summary: `${load.path} (sd-trt ${info.version}, Node-API ${info.napi})` });
 
   // CUDA compiled in
+  const floor = info.cudaCompiledIn ? DRIVER_FLOORS[Math.floor(info.cudaRuntimeVersion / 1000)] : undefined;
   report.cuda = {
     compiledIn: info.cudaCompiledIn,
     runtimeVersion: cudaVersionString(info.cudaRuntimeVersion),
     driverVersion: cudaVersionString(info.cudaDriverVersion),
+    ...(machine.driverRelease ? { driverRelease: machine.driverRelease } : {}),
+    ...(floor ? { driverFloor: floor } : {}),
     ...(info.cudaDriverError ? { driverError: info.cudaDriverError } : {}),
   };
   if (!info.cudaCompiledIn) {
@@ -166,7 +204,7 @@ export function buildDoctorReport(load: NativeLoadResult, info?: NativeInfo, inf
       name: "cuda",
       status: "missing",
       summary: "CUDA support was not compiled in (the addon was built without the CUDA toolkit)",
-      fix: "Install the CUDA toolkit (nvcc, CUDA 12.8 or newer) and rebuild: `npm run build:native`",
+      fix: `Install the CUDA toolkit (nvcc, CUDA 12.4 or newer) and rebuild: \`${buildNativeCommand()}\``,
     });
   } else {
     checks.push({
@@ -176,25 +214,37 @@ export function buildDoctorReport(load: NativeLoadResult, info?: NativeInfo, inf
     });
   }
 
-  // Driver
+  // Driver: said in driver releases (what `nvidia-smi` shows and what people upgrade), against the
+  // floor of the CUDA runtime linked into the addon.
   if (info.cudaCompiledIn) {
     const runtime = info.cudaRuntimeVersion;
+    const floorText = floor ? `driver ${floor} or newer (r${floor.split(".")[0]}+)` : `a driver supporting CUDA ${report.cuda.runtimeVersion}`;
+    const driverText = machine.driverRelease
+      ? `driver ${machine.driverRelease}${report.cuda.driverVersion ? ` (supports CUDA ${report.cuda.driverVersion})` : ""}`
+      : `the driver${report.cuda.driverVersion ? ` (supports CUDA ${report.cuda.driverVersion}; release unknown)` : ""}`;
+    const cuda12Hint =
+      Math.floor(runtime / 1000) >= 13
+        ? `, or rebuild the addon with a CUDA 12 toolkit (\`${buildNativeCommand("SDTRT_CUDA_TOOLKIT=/usr/local/cuda-12.x")}\`, r525+; TensorRT 10 for CUDA 12 runs on r550/r570)`
+        : "";
+    const tooOld =
+      (machine.driverRelease !== undefined && floor !== undefined && compareReleases(machine.driverRelease, floor) < 0) ||
+      (info.cudaDriverVersion > 0 && Math.floor(info.cudaDriverVersion / 1000) < Math.floor(runtime / 1000));
     if (!info.cudaDriverVersion) {
       checks.push({
         name: "driver",
         status: "missing",
         summary: info.cudaDriverError ?? "no NVIDIA driver found",
-        fix: `Install the NVIDIA driver (one that supports CUDA ${report.cuda.runtimeVersion ?? "13.0"} or newer; check with \`nvidia-smi\`). In a container, run it with the GPU exposed (e.g. \`docker run --gpus all\`)`,
+        fix: `Install the NVIDIA driver: the addon's CUDA ${report.cuda.runtimeVersion ?? "13.0"} runtime needs ${floorText} (check with \`nvidia-smi\`). In a container, run it with the GPU exposed (e.g. \`docker run --gpus all\`)`,
       });
-    } else if (Math.floor(info.cudaDriverVersion / 1000) < Math.floor(runtime / 1000)) {
+    } else if (tooOld) {
       checks.push({
         name: "driver",
         status: "missing",
-        summary: `the driver supports CUDA ${report.cuda.driverVersion}, older than the addon's CUDA ${report.cuda.runtimeVersion} runtime`,
-        fix: `Upgrade the NVIDIA driver to one supporting CUDA ${report.cuda.runtimeVersion}, or rebuild the addon with the CUDA ${report.cuda.driverVersion} toolkit`,
+        summary: `${driverText} is older than the addon's CUDA ${report.cuda.runtimeVersion} runtime needs: ${floorText}`,
+        fix: `Upgrade the NVIDIA driver to ${floor ?? `one supporting CUDA ${report.cuda.runtimeVersion}`} or newer${cuda12Hint}`,
       });
     } else {
-      checks.push({ name: "driver", status: "ok", summary: `supports CUDA ${report.cuda.driverVersion}` });
+      checks.push({ name: "driver", status: "ok", summary: `${driverText}; the addon's CUDA ${report.cuda.runtimeVersion} runtime needs ${floorText}` });
     }
   }
 
@@ -252,7 +302,7 @@ export function buildDoctorReport(load: NativeLoadResult, info?: NativeInfo, inf
       name: "tensorrt",
       status: "missing",
       summary: info.tensorrtError ?? "TensorRT support was not compiled in",
-      fix: "Install TensorRT (10.13+ or 11.x) and rebuild with its headers: `TENSORRT_ROOT=/path/to/TensorRT npm run build:native`",
+      fix: `Install TensorRT (10.13+ or 11.x) and rebuild with its headers: \`${buildNativeCommand("TENSORRT_ROOT=/path/to/TensorRT")}\``,
     });
   } else {
     const compiled = report.tensorrt.compiledVersion;
@@ -289,9 +339,20 @@ export function buildDoctorReport(load: NativeLoadResult, info?: NativeInfo, inf
 export function collectDoctorReport(): DoctorReport {
   const load = loadNativeBinding();
   if (!load.loaded) return buildDoctorReport(load);
+  const machine = readDriverRelease();
   try {
-    return buildDoctorReport(load, load.binding.info({ freeMemory: true }));
+    return buildDoctorReport(load, load.binding.info({ freeMemory: true }), undefined, machine);
   } catch (error) {
-    return buildDoctorReport(load, undefined, error instanceof Error ? error.message : String(error));
+    return buildDoctorReport(load, undefined, error instanceof Error ? error.message : String(error), machine);
+  }
+}
+
+/** The driver's release from the kernel module (Linux); {} where there is none. */
+function readDriverRelease(): { driverRelease?: string } {
+  try {
+    const release = parseDriverRelease(readFileSync("/proc/driver/nvidia/version", "utf8"));
+    return release ? { driverRelease: release } : {};
+  } catch {
+    return {};
   }
 }

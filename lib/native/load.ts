@@ -17,8 +17,8 @@ import { existsSync } from "node:fs";
 import { createRequire } from "node:module";
 import { join, relative } from "node:path";
 
-import { AbortError, NativeError } from "../errors.js";
-import { packageRoot } from "../package-info.js";
+import { AbortError, NativeError, UnetOverflowError } from "../errors.js";
+import { buildNativeCommand, packageRoot } from "../package-info.js";
 import type { NativeBinding, NativeErrorShape } from "./types.js";
 
 const require = createRequire(import.meta.url);
@@ -54,6 +54,38 @@ export type NativeLoadResult = NativeLoadSuccess | NativeLoadFailure;
 export const DEFAULT_ADDON_PATH = join("build", "Release", "sd_trt.node");
 
 let cached: NativeLoadResult | undefined;
+let exitHookInstalled = false;
+
+/**
+ * process.on("exit") → the addon's shutdown(): cancel in-flight denoise loops and engine builds,
+ * wait for the loops to stop and free the GPU objects. Needed because process.exit() runs no
+ * environment cleanup hooks, and without process.exit() Node waits for pending async work (a whole
+ * denoise loop, an engine build) before it runs them: a second Ctrl-C would wait for the loop.
+ * In a worker thread, "exit" fires when the worker calls process.exit(); a parent that terminates a
+ * worker should have it call {@link cancelNativeWork} (or dispose its pipeline) first, since
+ * worker.terminate() waits for native work in flight too.
+ */
+function installExitHook(binding: NativeBinding): void {
+  if (exitHookInstalled || typeof binding.shutdown !== "function") return;
+  exitHookInstalled = true;
+  process.once("exit", () => {
+    try {
+      binding.shutdown();
+    } catch {
+      // exiting: nothing can be reported, and nothing may stop the exit
+    }
+  });
+}
+
+/**
+ * Asks every denoise loop and engine build in flight on this thread to stop (their promises reject
+ * with AbortError); returns at once, with how many were running. For a worker thread about to be
+ * terminated, and for a second Ctrl-C. A no-op (0) when the addon is not loaded.
+ */
+export function cancelNativeWork(): number {
+  if (cached?.loaded && typeof cached.binding.cancelAll === "function") return cached.binding.cancelAll();
+  return 0;
+}
 
 interface NodeGypBuild {
   (dir: string): unknown;
@@ -82,9 +114,10 @@ function tryRequire(source: string, path: string, attempts: NativeLoadAttempt[])
 export function solutionsFor(attempts: NativeLoadAttempt[]): string[] {
   const errors = attempts.map((a) => a.error).join("\n");
   const solutions: string[] = [];
-  const rebuild = "Rebuild the addon on this machine: `npm run build:native` (needs CMake and a C++17 compiler; the CUDA toolkit for GPU support; TENSORRT_ROOT=<TensorRT folder> for TensorRT)";
+  const needs = "needs CMake and a C++17 compiler; the CUDA toolkit for GPU support; TENSORRT_ROOT=<TensorRT folder> for TensorRT";
+  const rebuild = `Rebuild the addon on this machine: \`${buildNativeCommand()}\` (${needs})`;
   if (/No native build was found/i.test(errors)) {
-    solutions.push("Build the addon: `npm run build:native` (needs CMake and a C++17 compiler; the CUDA toolkit for GPU support; TENSORRT_ROOT=<TensorRT folder> for TensorRT)");
+    solutions.push(`Build the addon: \`${buildNativeCommand()}\` (${needs})`);
     solutions.push("Or install a release of sd-trt that ships a prebuild for this platform (prebuilds/<platform>-<arch>/)");
   }
   if (/GLIBC(XX)?_[0-9.]+' not found|version `GLIBC/i.test(errors)) {
@@ -136,6 +169,7 @@ export function loadNativeBinding(options: { reload?: boolean } = {}): NativeLoa
     } else {
       const binding = tryRequire("SDTRT_ADDON", explicit, attempts);
       if (binding) {
+        installExitHook(binding);
         cached = { loaded: true, binding, path: explicit };
         return cached;
       }
@@ -151,6 +185,7 @@ export function loadNativeBinding(options: { reload?: boolean } = {}): NativeLoa
     if (path) {
       const binding = tryRequire("node-gyp-build", path, attempts);
       if (binding) {
+        installExitHook(binding);
         cached = { loaded: true, binding, path };
         return cached;
       }
@@ -176,7 +211,8 @@ function isNativeShape(error: unknown): error is NativeErrorShape {
  * Turns an error thrown by the addon into the library's typed error, with the stack of
  * `callerStack` (an `Error` created before the native call, so the trace shows the caller rather
  * than the promise machinery):
- *   ABORT_ERR → AbortError; a TypeError / RangeError stays one (a programming error);
+ *   ABORT_ERR → AbortError; ERR_UNET_NAN (the denoise loop counted NaN/Inf UNet outputs) →
+ *   UnetOverflowError; a TypeError / RangeError stays one (a programming error);
  *   anything else with a code → NativeError(code, stage, message, status).
  */
 export function toTypedError(error: unknown, callerStack: Error): Error {
@@ -188,6 +224,9 @@ export function toTypedError(error: unknown, callerStack: Error): Error {
     typed = error;
   } else if (error.code === "ABORT_ERR") {
     typed = new AbortError(error.message);
+  } else if (error.code === "ERR_UNET_NAN") {
+    // native/denoiser/denoiser.cc words it as UnetOverflowError.describe does.
+    typed = UnetOverflowError.fromMessage(error.message.replace(/^denoise: /, ""), UnetOverflowError.advice.tensorrt);
   } else {
     typed = new NativeError(error.code ?? "ERR_NATIVE", error.stage ?? "native", error.message, error.status);
   }

@@ -11,7 +11,8 @@
  * ERR_TENSORRT (a TensorRT call failed; the message carries what TensorRT logged), ERR_ONNX_PARSE
  * (with every parser error: node index, name, operator and the parser's code in `status`),
  * ERR_INVALID_PROFILE, ERR_SHAPE (no optimization profile fits), ERR_VAE_NAN, ERR_CUDA, ERR_DISPOSED,
- * ABORT_ERR (a cancelled build).
+ * ABORT_ERR (a cancelled build), ERR_RUNNER_OWNED (a second Denoiser on a UNet context that already
+ * has one; see native/README.md "The UNet runner seam").
  */
 import type { NativeBinding, NativeDeviceTensor, NativeTensorRtInfo } from "./types.js";
 
@@ -54,6 +55,10 @@ export interface TrtBuildOptions {
   optimizationLevel?: number;
   /** CUDA device index. Defaults to 0. */
   device?: number;
+  /** ProfilingVerbosity::kDETAILED: keep each layer's tactic and fused ops for `engine.inspect()`. */
+  detailedProfiling?: boolean;
+  /** The network outputs to keep (the others are unmarked, so TensorRT prunes what only they need). */
+  keepOutputs?: string[];
 }
 
 /** A builder progress event (TensorRT's IProgressMonitor phases and steps). */
@@ -118,6 +123,10 @@ export interface TrtEngine {
   readonly disposed: boolean;
   /** A context on `scratch` (which must hold at least deviceMemoryBytes). */
   createContext(scratch: TrtDeviceScratch): TrtContext;
+  /** The engine's layers as IEngineInspector reports them (JSON text, what trtexec --dumpLayerInfo
+   *  prints): tactics, formats and fused ops with `verbosity` "detailed" (plans built with
+   *  `detailedProfiling`), else layer names only. */
+  inspect(): { verbosity: "detailed" | "layer_names_only" | "none"; layers: string };
   /** Drops this handle; contexts keep the engine alive until they are disposed. Idempotent. */
   dispose(): void;
 }

@@ -56,8 +56,11 @@ export interface NativeTensorRtLibraryInfo {
   loaded: boolean;
   /** The name or path that loaded, e.g. "libnvinfer.so.11". */
   library?: string;
-  /** Version of the loaded library ("11.1.0"). */
+  /** TensorRT version of the loaded library ("11.1.0"); libnvinfer only. */
   version?: string;
+  /** libnvonnxparser only: the parser's API version (getNvOnnxParserVersion(), "0.1.0" in every
+   *  TensorRT 10/11 release); not a TensorRT version, so never shown as one. */
+  apiVersion?: string;
   /** Why it did not load (every attempt's dlerror). */
   error?: string;
   /** Every name tried, in order. */
@@ -221,7 +224,9 @@ export interface NativeDenoiser {
 }
 
 export interface NativeDenoiserConstructor {
-  /** Throws ERR_NO_CUDA (not compiled in) or ERR_NO_GPU (no usable GPU), stage "denoiser-create". */
+  /** Throws ERR_NO_CUDA (not compiled in) or ERR_NO_GPU (no usable GPU), stage "denoiser-create";
+   *  ERR_RUNNER_OWNED when the TensorRT UNet's context already serves another Denoiser. A run
+   *  rejects with ERR_UNET_NAN (→ UnetOverflowError) when the UNet produced NaN/Inf. */
   new (options: NativeDenoiserOptions): NativeDenoiser;
 }
 
@@ -260,6 +265,19 @@ export interface NativeScaleCastOptions {
 
 export interface NativeBinding {
   info(options?: { freeMemory?: boolean }): NativeInfo;
+  /** Asks every in-flight denoise loop and engine build of this thread's environment to stop;
+   *  returns at once, with how many were running. */
+  cancelAll(): number;
+  /** Cancels everything, waits for running denoise loops to stop (within their queueDepth
+   *  evaluations) and frees every CUDA/TensorRT object of this environment; later calls on them
+   *  fail with ERR_DISPOSED. What the environment's cleanup hook does, for process.on("exit").
+   *  Returns how many loops and builds were running when it cancelled them. */
+  shutdown(): number;
+  /** `hostRunProgram` with what the fused kernel counts: latent elements whose UNet output was NaN/±Inf. */
+  hostRunProgramStats(options: NativeHostRunProgramOptions): { latents: Float32Array; unetNonFinite: number; firstNonFiniteEvaluation: number };
+  /** Why a libnvinfer reporting `library` (major·10000 + minor·100 + patch) must not be used with
+   *  headers of version `headers`, or "" (native/common/trt_version.h; the rule native/trt applies). */
+  hostTensorRtVersionProblem(library: number, headers: number): string;
   Denoiser: NativeDenoiserConstructor;
   /** Present in CUDA builds; instances come from native calls only. */
   DeviceTensor?: abstract new () => NativeDeviceTensor;

@@ -28,6 +28,8 @@
  *    `<name>__fp16` is added (no Cast node at run time). Inputs whose type is not tied to the
  *    data type (Resize `roi`/`scales`, Upsample `scales`, Pow's exponent, Dropout's ratio,
  *    GridSample's grid) keep float32.
+ * 2a. **Attention scores in fp32 on request** (`fp32Attention`, diffusers' `upcast_attention`):
+ *    the Q·Kᵀ MatMul feeding a Softmax, and the scale/mask ops between them, stay fp32.
  * 6. Weight values are rounded to nearest-even; finite values beyond ±65504 are clamped to
  *    ±65504 (a torch `finfo(float32).min` attention mask must stay finite, not become −Inf);
  *    ±Inf and NaN are kept. The number clamped is reported.
@@ -91,6 +93,13 @@ type Precision = "fp16" | "fp32";
 export interface Fp16ConversionOptions {
   /** Operators kept in fp32. Defaults to `KEEP_FP32_OPS`. */
   keepFp32Ops?: readonly string[];
+  /**
+   * Compute attention scores in fp32: the MatMul whose result reaches a Softmax (through the
+   * scale Mul/Div, a mask Add and reshapes, as torch exports `(q @ kᵀ) * scale`) and that path
+   * stay fp32, its q and k cast up. diffusers' `upcast_attention` (SD 2.x 768-v): without it the
+   * fp16 Q·Kᵀ overflows before the fp32 Softmax can help. Defaults to false.
+   */
+  fp32Attention?: boolean;
 }
 
 export interface Fp16ConversionReport {
@@ -106,6 +115,54 @@ export interface Fp16ConversionReport {
   constantsDuplicated: number;
   /** Weight values clamped to ±65504. */
   valuesClamped: number;
+  /** Attention-score MatMuls kept fp32 (`fp32Attention`). */
+  attentionScoresFp32: number;
+}
+
+/** Operators between an attention-score MatMul and its Softmax (scale, mask, layout changes). */
+const SCORE_PATH_OPS = new Set(["Mul", "Div", "Add", "Sub", "Where", "Cast", "Reshape", "Transpose", "Identity", "Squeeze", "Unsqueeze", "Clip"]);
+const SCORE_OPS = new Set(["MatMul", "Gemm", "Einsum"]);
+
+/**
+ * Indices of the nodes that compute attention scores: for each Softmax, walk back from its input
+ * through SCORE_PATH_OPS (following the input that is computed, not a constant) to a MatMul;
+ * that MatMul and the nodes on the way. Softmaxes not fed by a MatMul (within 8 steps) add nothing.
+ */
+function attentionScoreNodes(graph: PbMessage): { nodes: Set<number>; matmuls: number } {
+  const nodes = graph.messages(GraphField.node);
+  const producer = new Map<string, number>();
+  nodes.forEach((node, index) => {
+    for (const out of node.strings(NodeField.output)) if (out) producer.set(out, index);
+  });
+  const found = new Set<number>();
+  let matmuls = 0;
+  nodes.forEach((node) => {
+    if (node.string(NodeField.opType) !== "Softmax") return;
+    const path: number[] = [];
+    let value = node.strings(NodeField.input)[0] ?? "";
+    for (let step = 0; step < 8; step++) {
+      const index = producer.get(value);
+      if (index === undefined) return;
+      const source = nodes[index]!;
+      const op = source.string(NodeField.opType) ?? "";
+      if (SCORE_OPS.has(op)) {
+        if (!found.has(index)) matmuls++;
+        found.add(index);
+        for (const p of path) found.add(p);
+        return;
+      }
+      if (!SCORE_PATH_OPS.has(op)) return;
+      path.push(index);
+      // The computed input (a constant scale or mask has no producer node, or is a Constant).
+      const computed = source.strings(NodeField.input).filter((name) => {
+        const from = producer.get(name);
+        return from !== undefined && nodes[from]!.string(NodeField.opType) !== "Constant";
+      });
+      if (computed.length === 0) return;
+      value = computed[0]!;
+    }
+  });
+  return { nodes: found, matmuls };
 }
 
 /** What a graph rewrite needs to know about each value. */
@@ -127,7 +184,7 @@ function graphHasSubgraphs(graph: PbMessage): PbMessage | undefined {
   );
 }
 
-function planPrecision(graph: PbMessage, types: Map<string, number>, keep: Set<string>, modelPath: string): Plan {
+function planPrecision(graph: PbMessage, types: Map<string, number>, keep: Set<string>, modelPath: string, forcedFp32: Set<number> = new Set()): Plan {
   const nodes = graph.messages(GraphField.node);
   const follows = new Set(FOLLOWS_INPUTS_OPS);
   const valuePrecision = new Map<string, Precision | "neutral">();
@@ -140,7 +197,7 @@ function planPrecision(graph: PbMessage, types: Map<string, number>, keep: Set<s
   const nodePrecision: Plan["nodePrecision"] = [];
   const inputNeeds: Plan["inputNeeds"] = [];
 
-  nodes.forEach((node) => {
+  nodes.forEach((node, nodeIndex) => {
     const op = node.string(NodeField.opType) ?? "";
     const domain = node.string(NodeField.domain) ?? "";
     const inputs = node.strings(NodeField.input);
@@ -160,7 +217,7 @@ function planPrecision(graph: PbMessage, types: Map<string, number>, keep: Set<s
     else if (ANY_PRECISION_OPS.has(op)) precision = "any";
     else if (op === "Cast" && !floatIn[0]) precision = floatOut[0] ? "fp32" : undefined; // int/bool/fp16 → float: exact in fp32
     else if (op === "Cast" && !floatOut[0]) precision = "any"; // float → int/bool/…: reads either precision
-    else if (keep.has(op)) precision = "fp32";
+    else if (keep.has(op) || forcedFp32.has(nodeIndex)) precision = "fp32";
     else if (op === "Div" && producerOp.get(inputs[1] ?? "") === "Sqrt") precision = "fp32";
     else if (follows.has(op)) {
       const sources = inputs.filter((name, i) => floatIn[i] && valuePrecision.get(name) !== "neutral");
@@ -273,7 +330,8 @@ export async function convertToFp16(
   }
   const types = inferValueTypes(graph, model.path);
   const keep = new Set(options.keepFp32Ops ?? KEEP_FP32_OPS);
-  const plan = planPrecision(graph, types, keep, model.path);
+  const scores = options.fp32Attention ? attentionScoreNodes(graph) : { nodes: new Set<number>(), matmuls: 0 };
+  const plan = planPrecision(graph, types, keep, model.path, scores.nodes);
   const names = new NameAllocator(graph);
   const nodes = graph.messages(GraphField.node);
   const report: Fp16ConversionReport = {
@@ -285,6 +343,7 @@ export async function convertToFp16(
     initializersKeptFp32: 0,
     constantsDuplicated: 0,
     valuesClamped: 0,
+    attentionScoresFp32: scores.matmuls,
   };
 
   // Graph outputs read the fp32 value: an fp16 producer gets its output renamed and a Cast

@@ -4,6 +4,7 @@
  * CLIP word pattern, and byte-level BPE with "</w>" end-of-word tokens. The SD 1.x vocabulary
  * (openai/clip-vit-large-patch14) ships in the package's data/clip-tokenizer/.
  */
+import { existsSync } from "node:fs";
 import { access, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -23,8 +24,19 @@ const MAX_MODEL_LENGTH = 1 << 20;
 /** Words remembered with their tokens; prompts reuse a small vocabulary of words. */
 const WORD_CACHE_SIZE = 10_000;
 
-/** The folder with the default (SD 1.x) vocabulary, from lib/tokenizer/ or dist/tokenizer/. */
-export const DEFAULT_VOCABULARY_DIR = fileURLToPath(new URL("../../data/clip-tokenizer/", import.meta.url));
+/**
+ * The folder with the default (SD 1.x, openai/clip-vit-large-patch14) vocabulary, from lib/tokenizer/
+ * or dist/tokenizer/: `data/clip-tokenizer/` in a checkout. The published package ships the
+ * vocabulary once, in the bundled tiny model's `models/tiny-sd/tokenizer/` (the same bytes: a unit
+ * test compares the two copies), so there `data/clip-tokenizer/` has only its LICENSE and README.
+ */
+export const DEFAULT_VOCABULARY_DIR = defaultVocabularyDir();
+
+function defaultVocabularyDir(): string {
+  const data = fileURLToPath(new URL("../../data/clip-tokenizer/", import.meta.url));
+  if (existsSync(join(data, "vocab.json"))) return data;
+  return fileURLToPath(new URL("../../models/tiny-sd/tokenizer/", import.meta.url));
+}
 
 /** Options for loading a tokenizer. */
 export interface ClipTokenizerOptions {

@@ -31,9 +31,37 @@ class CleanupRegistry {
   void Remove(const void* key) {
     std::lock_guard<std::mutex> lock(mutex_);
     entries_.erase(key);
+    cancels_.erase(key);
   }
-  // Runs and forgets every registered release function (each at most once).
-  void RunAll() {
+  // A cancel function: asks in-flight work (a denoise loop, an engine build) to stop, returns at
+  // once; true when there was work running to stop. Removed with Remove(key).
+  void AddCancel(const void* key, std::function<bool()> cancel) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    cancels_[key] = std::move(cancel);
+  }
+  // Asks all in-flight work to stop (the addon's cancelAll()); returns how many were running.
+  // Release functions that wait for a run (a denoiser's) then wait at most queueDepth
+  // evaluations, not for the whole loop.
+  size_t CancelAll() {
+    std::map<const void*, std::function<bool()>> cancels;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      cancels = cancels_;
+    }
+    size_t stopped = 0;
+    for (auto& entry : cancels) {
+      try {
+        if (entry.second()) ++stopped;
+      } catch (...) {
+      }
+    }
+    return stopped;
+  }
+  // Cancels everything first (so no release waits on a lock held by a run nobody stopped: a TensorRT
+  // context is locked for a denoiser's whole run), then runs and forgets every release function
+  // (each at most once).
+  size_t RunAll() {
+    const size_t stopped = CancelAll();
     std::map<const void*, std::function<void()>> entries;
     {
       std::lock_guard<std::mutex> lock(mutex_);
@@ -46,11 +74,13 @@ class CleanupRegistry {
         // Shutting down: nothing can be reported any more, and nothing may abort the process.
       }
     }
+    return stopped;
   }
 
  private:
   std::mutex mutex_;
   std::map<const void*, std::function<void()>> entries_;
+  std::map<const void*, std::function<bool()>> cancels_;
 };
 
 struct AddonData {

@@ -49,6 +49,12 @@ struct DenoiserCore::Layout {
   bool operator==(const Layout& o) const { return key() == o.key(); }
 };
 
+struct DenoiserCore::CachedGraph {
+  Layout layout;
+  cudaGraphExec_t exec = nullptr;  // null when capture failed for this layout
+  std::string failure;
+};
+
 DenoiserCore::DenoiserCore(int device, std::shared_ptr<UnetRunner> runner) : device_(device), runner_(std::move(runner)) {
   constexpr const char* stage = "denoiser-create";
   int count = 0;
@@ -67,6 +73,9 @@ DenoiserCore::DenoiserCore(int device, std::shared_ptr<UnetRunner> runner) : dev
                           " device(s) found)",
                       "cudaErrorInvalidDevice");
   }
+  // One owner per runner (unet_runner.h): a second Denoiser on the same TrtUnet fails here, at
+  // creation, rather than corrupting the first one's runs.
+  runner_->claim(this, stage);
   try {
     SDTRT_CUDA_CHECK(stage, cudaSetDevice(device_));
     SDTRT_CUDA_CHECK(stage, cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
@@ -78,11 +87,14 @@ DenoiserCore::DenoiserCore(int device, std::shared_ptr<UnetRunner> runner) : dev
     *progressHost_ = 0;
     void* progressDevice = nullptr;
     SDTRT_CUDA_CHECK(stage, cudaHostGetDevicePointer(&progressDevice, mapped, 0));
-    control_.Allocate(2 * sizeof(int), stage);
-    SDTRT_CUDA_CHECK(stage, cudaMemset(control_.data(), 0, 2 * sizeof(int)));
+    // [0] step, [1] blocksDone, [2] firstNonFinite, [3] padding, then the 8-byte aligned nonFinite count.
+    control_.Allocate(4 * sizeof(int) + sizeof(unsigned long long), stage);
+    SDTRT_CUDA_CHECK(stage, cudaMemset(control_.data(), 0, control_.bytes()));
     loopControl_.step = control_.as<int>();
     loopControl_.blocksDone = reinterpret_cast<unsigned int*>(control_.as<int>() + 1);
     loopControl_.progressHost = static_cast<int*>(progressDevice);
+    loopControl_.firstNonFinite = control_.as<int>() + 2;
+    loopControl_.nonFinite = reinterpret_cast<unsigned long long*>(control_.as<uint8_t>() + 4 * sizeof(int));
   } catch (...) {
     Release();
     throw;
@@ -105,6 +117,7 @@ void DenoiserCore::Release() {
   (void)cudaSetDevice(device_);
   if (stream_ != nullptr) (void)cudaStreamSynchronize(stream_);
   DestroyGraph();
+  ClearGraphCache();
   for (DeviceBuffer* b : {&table_, &xRing_, &mRing_, &noise_, &guidance_, &sample_, &out_, &timestep_, &hidden_, &control_}) {
     b->Free();
   }
@@ -116,13 +129,14 @@ void DenoiserCore::Release() {
   start_ = end_ = nullptr;
   stream_ = nullptr;
   layout_.reset();
+  if (runner_) runner_->disown(this);
   runner_.reset();
   (void)cudaGetLastError();
 }
 
 int DenoiserCore::Completed() const { return *static_cast<volatile int*>(progressHost_); }
 
-void DenoiserCore::Prepare(const DenoiseRequest& r) {
+void DenoiserCore::Prepare(const DenoiseRequest& r, bool bindingsLost) {
   const program::Program& program = *r.program;
   UnetRunner& runner = *runner_;
   const bool cfg = !r.guidance.empty();
@@ -149,9 +163,17 @@ void DenoiserCore::Prepare(const DenoiseRequest& r) {
   Layout layout{r.batch, r.channels, r.height, r.width, unetBatch, K, program.evalCount, hiddenSize, cfg,
                 table_.data(), xRing_.data(), mRing_.data(), noise_.data(), guidance_.data(), sample_.data(),
                 out_.data(), timestep_.data(), hiddenSize > 0 ? hidden_.data() : nullptr};
-  if (layout_ && *layout_ == layout) return;
+  if (layout_ && *layout_ == layout && !bindingsLost) return;
 
-  DestroyGraph();
+  // A layout change keeps the current layout's graph in a small cache (alternating batch sizes
+  // must not re-capture every run). Cached graphs hold the buffers' addresses, so they are only
+  // kept while no buffer moved, and none survives bindings moved by someone else.
+  if (layout_ && !bindingsLost && SameBuffers(*layout_, layout)) {
+    StashGraph();
+  } else {
+    DestroyGraph();
+    ClearGraphCache();
+  }
   captureFailure_.clear();
   layout_.reset();
 
@@ -194,6 +216,43 @@ void DenoiserCore::Prepare(const DenoiseRequest& r) {
   p.timestepType = runner.timestepType();
   p.timestepCount = timestepCount;
   layout_ = std::make_unique<Layout>(layout);
+  RestoreGraph(layout);
+}
+
+bool DenoiserCore::SameBuffers(const Layout& a, const Layout& b) {
+  return std::tie(a.table, a.xRing, a.mRing, a.noise, a.guidance, a.sample, a.out, a.timestep, a.hidden) ==
+         std::tie(b.table, b.xRing, b.mRing, b.noise, b.guidance, b.sample, b.out, b.timestep, b.hidden);
+}
+
+void DenoiserCore::StashGraph() {
+  if (!layout_ || (graphExec_ == nullptr && captureFailure_.empty())) return;
+  graphCache_.push_back({*layout_, graphExec_, captureFailure_});
+  graphExec_ = nullptr;
+  if (graphCache_.size() > kGraphCacheSize) {
+    if (graphCache_.front().exec != nullptr) (void)cudaGraphExecDestroy(graphCache_.front().exec);
+    graphCache_.erase(graphCache_.begin());
+  }
+}
+
+void DenoiserCore::RestoreGraph(const Layout& layout) {
+  for (auto it = graphCache_.begin(); it != graphCache_.end(); ++it) {
+    if (it->layout == layout) {
+      graphExec_ = it->exec;
+      captureFailure_ = it->failure;
+      graphCache_.erase(it);
+      // The runner was just bound again for this layout: its first evaluation runs as plain
+      // launches (TensorRT's per-shape setup after setInputShape), then the graph is replayed.
+      warmupNeeded_ = graphExec_ != nullptr;
+      return;
+    }
+  }
+}
+
+void DenoiserCore::ClearGraphCache() {
+  for (CachedGraph& g : graphCache_) {
+    if (g.exec != nullptr) (void)cudaGraphExecDestroy(g.exec);
+  }
+  graphCache_.clear();
 }
 
 void DenoiserCore::Upload(const DenoiseRequest& r) {
@@ -295,6 +354,16 @@ bool DenoiserCore::Capture(std::string* reason) {
 DenoiseResult DenoiserCore::Run(const DenoiseRequest& r, const std::function<void(int)>& progress) {
   std::lock_guard<std::mutex> lock(runMutex_);
   if (released_) throw NativeError("ERR_DISPOSED", kStage, "Denoiser is disposed");
+  running_.store(true);
+  struct ClearRunning {
+    std::atomic<bool>& flag;
+    ~ClearRunning() { flag.store(false); }
+  } clearRunning{running_};
+  // The runner's resources (a TensorRT context and the scratch it shares with the CLIP and VAE
+  // contexts) are held for the whole run, from bind() to the last evaluation: nothing else may
+  // enqueue on them or move their tensor addresses meanwhile. Declared before the try block, so the
+  // catch below synchronises the stream before the lease is released.
+  std::unique_ptr<UnetRunner::RunLease> lease = runner_->acquire(this, kStage);
   const auto wallStart = std::chrono::steady_clock::now();
   const int M = r.program->evalCount;
   DenoiseResult result;
@@ -317,7 +386,7 @@ DenoiseResult DenoiserCore::Run(const DenoiseRequest& r, const std::function<voi
 
   try {
     SDTRT_CUDA_CHECK(kStage, cudaSetDevice(device_));
-    Prepare(r);
+    Prepare(r, lease != nullptr && lease->bindingsLost());
     // The device output is allocated before the loop: out of memory fails the run before it starts.
     std::shared_ptr<DeviceBuffer> deviceLatents;
     if (r.deviceOutput) deviceLatents = std::make_shared<DeviceBuffer>(params_.n * sizeof(float), kStage);
@@ -346,8 +415,10 @@ DenoiseResult DenoiserCore::Run(const DenoiseRequest& r, const std::function<voi
         cancelled = true;
         break;
       }
-      // A graph captured earlier is kept, but not used by a run that disabled graphs.
-      EnqueueEval(r.useGraphs);
+      // A graph captured earlier is kept, but not used by a run that disabled graphs; a restored
+      // graph waits for one plain evaluation after the re-bind (RestoreGraph).
+      EnqueueEval(r.useGraphs && !(j == 0 && warmupNeeded_));
+      if (j == 0) warmupNeeded_ = false;
       if (j == 0 && r.useGraphs && graphExec_ == nullptr && captureFailure_.empty()) {
         // The first evaluation ran as plain launches (warming TensorRT up); capture the next.
         std::string reason;
@@ -375,6 +446,18 @@ DenoiseResult DenoiserCore::Run(const DenoiseRequest& r, const std::function<voi
                         "cancelled after " + std::to_string(Completed()) + " of " + std::to_string(M) + " evaluations");
     }
     SDTRT_CUDA_CHECK(kStage, cudaEventElapsedTime(&result.gpuMs, start_, end_));
+    // The fused kernel counted the UNet outputs that were NaN/±Inf (loop_math.h fusedElement).
+    unsigned long long nonFinite = 0;
+    int firstNonFinite = 0;
+    SDTRT_CUDA_CHECK(kStage, cudaMemcpy(&nonFinite, loopControl_.nonFinite, sizeof(nonFinite), cudaMemcpyDeviceToHost));
+    SDTRT_CUDA_CHECK(kStage, cudaMemcpy(&firstNonFinite, loopControl_.firstNonFinite, sizeof(firstNonFinite), cudaMemcpyDeviceToHost));
+    if (nonFinite > 0) {
+      // The status carries the numbers for the typed error (lib/native/load.ts: UnetOverflowError).
+      throw NativeError("ERR_UNET_NAN", kStage,
+                        "the UNet produced NaN/Inf: " + std::to_string(nonFinite) + " non-finite output values, first at evaluation " +
+                            std::to_string(firstNonFinite + 1) + " of " + std::to_string(M),
+                        "evaluation=" + std::to_string(firstNonFinite) + ";count=" + std::to_string(nonFinite));
+    }
     const size_t last = static_cast<size_t>(program::ringSlot(M, params_.depth)) * params_.n;
     if (deviceLatents) {
       // A copy, never the ring slot itself: the next run overwrites the ring.

@@ -92,6 +92,8 @@ class DenoiserCore {
   DenoiseResult Run(const DenoiseRequest& request, const std::function<void(int)>& progress);
 
   void RequestCancel() { cancel_.store(true); }
+  // True while Run() is in progress (for cancelAll()'s count).
+  bool running() const { return running_.load(); }
   void ResetCancel() { cancel_.store(false); }
   // Frees every CUDA object. Idempotent; cancels and waits for a Run() in progress.
   void Release();
@@ -101,17 +103,22 @@ class DenoiserCore {
 
  private:
   struct Layout;
-  void Prepare(const DenoiseRequest& request);
+  void Prepare(const DenoiseRequest& request, bool bindingsLost);
   void Upload(const DenoiseRequest& request);
   void EnqueueEval(bool useGraph);
   bool Capture(std::string* reason);
   void DestroyGraph();
+  static bool SameBuffers(const Layout& a, const Layout& b);
+  void StashGraph();
+  void RestoreGraph(const Layout& layout);
+  void ClearGraphCache();
   int Completed() const;
 
   int device_;
   std::shared_ptr<UnetRunner> runner_;
   std::mutex runMutex_;
   std::atomic<bool> cancel_{false};
+  std::atomic<bool> running_{false};
   bool released_ = false;
 
   cudaStream_t stream_ = nullptr;
@@ -129,6 +136,12 @@ class DenoiserCore {
   std::unique_ptr<Layout> layout_;  // what the runner is bound to
   cudaGraphExec_t graphExec_ = nullptr;
   std::string captureFailure_;  // why capture failed for the current layout ("" = not tried / worked)
+  // Graphs (or capture failures) of recently used other layouts, oldest first: a run with a layout
+  // in here replays instead of capturing again.
+  struct CachedGraph;
+  static constexpr size_t kGraphCacheSize = 4;
+  std::vector<CachedGraph> graphCache_;
+  bool warmupNeeded_ = false;
 };
 
 }  // namespace sdtrt

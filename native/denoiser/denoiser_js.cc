@@ -241,6 +241,12 @@ DenoiserWrap::DenoiserWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<De
   cleanup_->Add(this, [weak]() {
     if (auto core = weak.lock()) core->Release();
   });
+  cleanup_->AddCancel(this, [weak]() {
+    auto core = weak.lock();
+    if (!core || !core->running()) return false;
+    core->RequestCancel();
+    return true;
+  });
 #endif
 }
 

@@ -11,7 +11,7 @@
 namespace sdtrt::host {
 
 std::vector<float> RunProgramAnalytic(const program::Program& program, const float* x0, const float* noise,
-                                      size_t noiseCount, const AnalyticRunOptions& options) {
+                                      size_t noiseCount, const AnalyticRunOptions& options, LoopStats* stats) {
   const int K = program.historyDepth;
   const int imageElems = options.channels * options.height * options.width;
   const size_t n = static_cast<size_t>(options.batch) * static_cast<size_t>(imageElems);
@@ -67,7 +67,11 @@ std::vector<float> RunProgramAnalytic(const program::Program& program, const flo
   for (size_t i = 0; i < n; ++i) loop::prologueElement(p, i);
   for (int j = 0; j < program.evalCount; ++j) {
     for (size_t i = 0; i < unetElems; ++i) analytic::element(a, i);
-    for (size_t i = 0; i < n; ++i) loop::fusedElement(p, j, i);
+    for (size_t i = 0; i < n; ++i) {
+      if (loop::fusedElement(p, j, i) && stats != nullptr) {
+        if (stats->nonFinite++ == 0) stats->firstNonFinite = j;
+      }
+    }
   }
   const size_t last = static_cast<size_t>(program::ringSlot(program.evalCount, K)) * n;
   return std::vector<float>(xRing.begin() + last, xRing.begin() + last + n);

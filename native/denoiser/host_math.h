@@ -28,8 +28,14 @@ struct AnalyticRunOptions {
 // fused update per evaluation) and returns x_M [batch, channels, h, w]. `x0` holds n = batch ·
 // channels · h · w values, `noise` the program's draws, noiseDraws · n values in order.
 // The ring buffers start filled with NaN, so a read of a slot before it is written shows up.
+// `stats` (optional) receives what the fused kernel's counters would hold: latent elements whose
+// UNet output was NaN/±Inf, and the first evaluation with one (-1 for none).
+struct LoopStats {
+  uint64_t nonFinite = 0;
+  int firstNonFinite = -1;
+};
 std::vector<float> RunProgramAnalytic(const program::Program& program, const float* x0, const float* noise,
-                                      size_t noiseCount, const AnalyticRunOptions& options);
+                                      size_t noiseCount, const AnalyticRunOptions& options, LoopStats* stats = nullptr);
 
 struct VaeFlagsCount {
   uint64_t nanCount = 0;

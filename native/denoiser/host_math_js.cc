@@ -5,6 +5,7 @@
 
 #include "../common/half.h"
 #include "../common/js_error.h"
+#include "../common/trt_version.h"
 #include "host_math.h"
 
 namespace sdtrt::host {
@@ -22,7 +23,8 @@ DType FloatTypeOption(const Napi::Object& options, const char* key, const std::s
 }
 
 // hostRunProgram({ program, latents, noise, batch, height, width, channels?, guidance?, sampleType? })
-Napi::Value HostRunProgram(const Napi::CallbackInfo& info) {
+// → x_M; hostRunProgramStats(same) → { latents: x_M, unetNonFinite, firstNonFiniteEvaluation }.
+Napi::Value RunProgram(const Napi::CallbackInfo& info, bool withStats) {
   Napi::Env env = info.Env();
   const std::string owner = "options";
   Napi::Object options = RequireObject(info[0], owner);
@@ -52,12 +54,18 @@ Napi::Value HostRunProgram(const Napi::CallbackInfo& info) {
   try {
     const program::Program program =
         program::Unpack(packed.As<Napi::Float64Array>().Data(), packed.ElementLength());
+    LoopStats stats;
     const std::vector<float> result =
         RunProgramAnalytic(program, latents.As<Napi::Float32Array>().Data(), noise.As<Napi::Float32Array>().Data(),
-                           noise.ElementLength(), run);
+                           noise.ElementLength(), run, &stats);
     Napi::Float32Array out = Napi::Float32Array::New(env, result.size());
     std::memcpy(out.Data(), result.data(), result.size() * sizeof(float));
-    return out;
+    if (!withStats) return out;
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("latents", out);
+    o.Set("unetNonFinite", Napi::Number::New(env, static_cast<double>(stats.nonFinite)));
+    o.Set("firstNonFiniteEvaluation", Napi::Number::New(env, stats.firstNonFinite));
+    return o;
   } catch (const NativeError& e) {
     throw ToJsError(env, e);
   }
@@ -173,7 +181,23 @@ Napi::TypedArray NewFloatArray(Napi::Env env, DType type, size_t count) {
   return Napi::Float32Array::New(env, count);
 }
 
+static Napi::Value HostRunProgram(const Napi::CallbackInfo& info) { return RunProgram(info, false); }
+static Napi::Value HostRunProgramStats(const Napi::CallbackInfo& info) { return RunProgram(info, true); }
+
+// hostTensorRtVersionProblem(library, headers) → "" or why a libnvinfer reporting `library`
+// (major·10000 + minor·100 + patch) must not be used with headers of version `headers`: the rule
+// native/trt applies when it loads TensorRT, testable without TensorRT (common/trt_version.h).
+static Napi::Value HostTensorRtVersionProblem(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsNumber() || !info[1].IsNumber()) ThrowTypeError(env, "hostTensorRtVersionProblem(library, headers) takes two numbers");
+  const auto library = static_cast<int32_t>(info[0].As<Napi::Number>().Int32Value());
+  const auto headers = static_cast<int32_t>(info[1].As<Napi::Number>().Int32Value());
+  return Napi::String::New(env, trt::LibraryVersionProblem(library, headers, "libnvinfer.so." + std::to_string(library / 10000)));
+}
+
 void RegisterHostMath(Napi::Env env, Napi::Object exports) {
+  exports.Set("hostRunProgramStats", Napi::Function::New(env, HostRunProgramStats, "hostRunProgramStats"));
+  exports.Set("hostTensorRtVersionProblem", Napi::Function::New(env, HostTensorRtVersionProblem, "hostTensorRtVersionProblem"));
   exports.Set("hostScaleCast", Napi::Function::New(env, HostScaleCast, "hostScaleCast"));
   exports.Set("hostRunProgram", Napi::Function::New(env, HostRunProgram, "hostRunProgram"));
   exports.Set("hostVaeToUint8", Napi::Function::New(env, HostVaeToUint8, "hostVaeToUint8"));

@@ -3,6 +3,7 @@
 #include "kernels.h"
 
 #include <algorithm>
+#include <climits>
 
 namespace sdtrt::kernels {
 
@@ -25,6 +26,8 @@ __global__ void loopPrologueKernel(loop::LoopParams p, LoopControl control) {
   if (globalIndex() == 0) {
     *control.step = 0;
     *control.blocksDone = 0;
+    *control.nonFinite = 0;
+    *control.firstNonFinite = INT_MAX;
     *reinterpret_cast<volatile int*>(control.progressHost) = 0;
   }
 }
@@ -33,7 +36,13 @@ __global__ void fusedStepKernel(loop::LoopParams p, LoopControl control) {
   // Every block reads the index before any block can advance it: the advancing block is the last
   // one to arrive below, after all others finished (and thus read `step`).
   const int j = *reinterpret_cast<volatile int*>(control.step);
-  for (size_t i = globalIndex(); i < p.n; i += globalStride()) loop::fusedElement(p, j, i);
+  unsigned long long bad = 0;
+  for (size_t i = globalIndex(); i < p.n; i += globalStride()) bad += loop::fusedElement(p, j, i) ? 1 : 0;
+  // Non-finite UNet outputs are rare (a broken run), so the atomics cost nothing on a healthy one.
+  if (bad != 0) {
+    atomicAdd(control.nonFinite, bad);
+    atomicMin(control.firstNonFinite, j);
+  }
 
   __shared__ bool lastBlock;
   __syncthreads();

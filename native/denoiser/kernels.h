@@ -21,13 +21,19 @@ namespace sdtrt::kernels {
 // `step` (so one captured graph serves every evaluation) and its last block to finish advances it,
 // then publishes it to `progressHost` — mapped pinned host memory the host polls for progress
 // without synchronising.
+//
+// The fused kernel also counts the latent elements whose UNet output was NaN/±Inf (`nonFinite`) and
+// keeps the first evaluation that produced one (`firstNonFinite`, INT_MAX while there is none): a
+// few atomics per block on the values it reads anyway.
 struct LoopControl {
   int* step = nullptr;                 // device
   unsigned int* blocksDone = nullptr;  // device, 0 between launches
   int* progressHost = nullptr;         // device view of mapped host memory: evaluations completed
+  unsigned long long* nonFinite = nullptr;  // device
+  int* firstNonFinite = nullptr;            // device
 };
 
-// Resets the control block and writes the UNet input and timestep of evaluation 0 (x_0 must be in
+// Resets the control block (step, counters) and writes the UNet input and timestep of evaluation 0 (x_0 must be in
 // x ring slot 0).
 cudaError_t launchLoopPrologue(const loop::LoopParams& params, const LoopControl& control, cudaStream_t stream);
 

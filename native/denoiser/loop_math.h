@@ -64,17 +64,29 @@ SDTRT_HD void prologueElement(const LoopParams& p, size_t i) {
   if (i == 0) writeTimestep(p, 0);
 }
 
-// The fused step after the UNet of evaluation j, element i < n.
-SDTRT_HD void fusedElement(const LoopParams& p, int j, size_t i) {
+// x − x is 0 for every finite x and NaN for ±Inf and NaN. Written out (not isfinite) so the host
+// and device paths share one expression with no library call.
+SDTRT_HD bool isFiniteFloat(float x) { return x - x == 0.0f; }
+
+// The fused step after the UNet of evaluation j, element i < n. Returns true when the UNet's output
+// for this element (either CFG half) is NaN or ±Inf: an fp16 UNet that overflowed. The kernel
+// counts these (LoopControl::nonFinite), so the run fails as a UNet overflow, not later as a
+// "VAE overflow" that rebuilding the VAE cannot fix.
+SDTRT_HD bool fusedElement(const LoopParams& p, int j, size_t i) {
   const double* r = row(p, j);
   const size_t n = p.n;
   const int K = p.depth;
   float m;
+  bool finite;
   if (p.cfg) {
     const size_t image = i / static_cast<size_t>(p.imageElems);
-    m = program::guide(loadFloat(p.unetOut, i, p.outType), loadFloat(p.unetOut, i + n, p.outType), p.guidance[image]);
+    const float u = loadFloat(p.unetOut, i, p.outType);
+    const float c = loadFloat(p.unetOut, i + n, p.outType);
+    finite = isFiniteFloat(u) && isFiniteFloat(c);
+    m = program::guide(u, c, p.guidance[image]);
   } else {
     m = loadFloat(p.unetOut, i, p.outType);
+    finite = isFiniteFloat(m);
   }
   p.mRing[static_cast<size_t>(program::ringSlot(j, K)) * n + i] = m;
 
@@ -92,6 +104,7 @@ SDTRT_HD void fusedElement(const LoopParams& p, int j, size_t i) {
     writeUnetInput(p, j + 1, i, next);
     if (i == 0) writeTimestep(p, j + 1);
   }
+  return !finite;
 }
 
 // VAE output element o of the uint8 HWC result [batch][h][w][3] from the NCHW decoder output

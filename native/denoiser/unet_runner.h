@@ -9,6 +9,7 @@
 #include <cuda_runtime_api.h>
 
 #include <cstdint>
+#include <memory>
 
 // DType and dtypeSize() live in common/dtype.h (no CUDA headers there, so host-only builds share them).
 #include "../common/dtype.h"
@@ -52,6 +53,26 @@ class UnetRunner {
   virtual void bind(const UnetBindings& bindings, cudaStream_t stream) = 0;
   // Launches one UNet evaluation on `stream`. Must be CUDA-graph capturable.
   virtual void enqueue(cudaStream_t stream) = 0;
+
+  // Held by the denoiser for a whole run (bind, every enqueue, until its stream is synchronised):
+  // whatever the runner shares (a TensorRT execution context, the scratch memory of its engines)
+  // is not used by anyone else meanwhile. Destroyed after the stream is synchronised.
+  class RunLease {
+   public:
+    virtual ~RunLease() = default;
+    // True when someone else moved the runner's bindings since its last bind() (the denoiser then
+    // binds again and drops its graph, which holds the old addresses).
+    virtual bool bindingsLost() const { return false; }
+  };
+  // A runner whose bindings live in shared state (a TensorRT context: one set of tensor addresses)
+  // has one owner at a time: claim() makes `owner` (a denoiser) it, and throws NativeError
+  // ERR_RUNNER_OWNED (`stage`) while another denoiser holds it — a second denoiser's bind() would
+  // move the addresses under the first one's captured graph. disown() gives it up (the denoiser's
+  // Release()). acquire() is called by the owner at the start of every run; it throws ERR_DISPOSED
+  // once the runner is released. The defaults: nothing shared, any number of owners, no lease.
+  virtual void claim(const void* owner, const char* stage) {}
+  virtual void disown(const void* owner) {}
+  virtual std::unique_ptr<RunLease> acquire(const void* owner, const char* stage) { return nullptr; }
 };
 
 }  // namespace sdtrt

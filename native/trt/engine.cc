@@ -203,6 +203,7 @@ Napi::Function EngineWrap::Define(Napi::Env env) {
                          InstanceAccessor<&EngineWrap::GetDeviceMemoryBytes>("deviceMemoryBytes"),
                          InstanceAccessor<&EngineWrap::GetDisposed>("disposed"),
                          InstanceMethod<&EngineWrap::CreateContext>("createContext"),
+                         InstanceMethod<&EngineWrap::Inspect>("inspect"),
                          InstanceMethod<&EngineWrap::Dispose>("dispose"),
                      });
 }
@@ -266,6 +267,28 @@ Napi::Value EngineWrap::CreateContext(const Napi::CallbackInfo& info) {
     throw ToJsError(env, e);
   }
   return ContextWrap::New(env, std::move(state));
+}
+
+// { verbosity: "detailed" | "layer_names_only" | "none", layers: string }: the engine's layers as
+// IEngineInspector reports them in JSON (the same information as trtexec --dumpLayerInfo
+// --exportLayerInfo). Full detail (tactics, formats, fused ops) needs a plan built with
+// detailedProfiling; otherwise only layer names. Synchronous: it reads the plan, runs nothing.
+Napi::Value EngineWrap::Inspect(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto engine = Require(env, "engine-inspect");
+  const char* verbosity = "layer_names_only";
+  switch (engine->engine->getProfilingVerbosity()) {
+    case nvinfer1::ProfilingVerbosity::kDETAILED: verbosity = "detailed"; break;
+    case nvinfer1::ProfilingVerbosity::kNONE: verbosity = "none"; break;
+    default: break;
+  }
+  TrtPtr<nvinfer1::IEngineInspector> inspector(engine->engine->createEngineInspector());
+  if (!inspector) throw ToJsError(env, NativeError("ERR_TENSORRT", "engine-inspect", "ICudaEngine::createEngineInspector failed for " + engine->name));
+  const char* text = inspector->getEngineInformation(nvinfer1::LayerInformationFormat::kJSON);
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("verbosity", Napi::String::New(env, verbosity));
+  out.Set("layers", Napi::String::New(env, text != nullptr ? text : ""));
+  return out;
 }
 
 Napi::Value EngineWrap::Dispose(const Napi::CallbackInfo& info) {

@@ -2,6 +2,7 @@
 //
 //   tensorrt.loadEngine(plan: Uint8Array, { name, device? }) → Promise<TrtEngine>   (SdEngineLoadWorker)
 //   engine.name / .device / .io / .profiles / .deviceMemoryBytes / .disposed
+//   engine.inspect() → { verbosity, layers }  IEngineInspector's JSON (trtexec --dumpLayerInfo)
 //   engine.createContext(scratch) → TrtContext                                     (execution_context.h)
 //   engine.dispose()
 //
@@ -93,6 +94,7 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
   Napi::Value GetDeviceMemoryBytes(const Napi::CallbackInfo& info);
   Napi::Value GetDisposed(const Napi::CallbackInfo& info);
   Napi::Value CreateContext(const Napi::CallbackInfo& info);
+  Napi::Value Inspect(const Napi::CallbackInfo& info);
   Napi::Value Dispose(const Napi::CallbackInfo& info);
   std::shared_ptr<LoadedEngine> engine_;
   std::shared_ptr<CleanupRegistry> cleanup_;

@@ -4,6 +4,7 @@
 #include <NvOnnxParser.h>
 #include <cuda_runtime_api.h>
 
+#include <algorithm>
 #include <atomic>
 #include <map>
 #include <memory>
@@ -45,6 +46,13 @@ struct BuildOptions {
   int64_t workspaceBytes = 0;  // 0: TensorRT's default (the device's memory)
   int optimizationLevel = -1;  // -1: TensorRT's default (3)
   int device = 0;
+  // ProfilingVerbosity::kDETAILED: the plan keeps each layer's tactic, formats and fused ops, so
+  // engine.inspect() (IEngineInspector, what trtexec --dumpLayerInfo prints) can show e.g. whether
+  // attention ran as one fused kernel. Off by default: it changes nothing numerically but the plan.
+  bool detailedProfiling = false;
+  // When not empty: the network outputs to keep; the others are unmarked before the build, so
+  // TensorRT prunes what only they need (CLIP's pooler_output, which sd-trt never reads).
+  std::vector<std::string> keepOutputs;
 };
 
 // Shared by the JS cancel() function, the progress monitor and the cleanup hook.
@@ -213,8 +221,11 @@ class SdEngineBuildWorker : public NativeAsyncWorker {
     // Cancel the build when the environment shuts down (worker_thread exit, process exit).
     cleanup_ = GetAddonData(env).cleanup;
     std::weak_ptr<BuildControl> weak = control_;
-    cleanup_->Add(this, [weak]() {
-      if (auto control = weak.lock()) control->cancelled.store(true);
+    cleanup_->AddCancel(this, [weak]() {
+      auto control = weak.lock();
+      if (!control) return false;
+      control->cancelled.store(true);
+      return true;  // registered from creation to completion: a build in flight
     });
   }
   ~SdEngineBuildWorker() override {
@@ -235,6 +246,9 @@ class SdEngineBuildWorker : public NativeAsyncWorker {
     SDTRT_CUDA_CHECK(kStage, cudaSetDevice(device));
     gpu_ = QueryGpuIdentity(device, kStage);
 
+    // Declared first, so destroyed last: the config holds a pointer to the timing cache until the
+    // config (and the builder that made both) is gone, and locals are destroyed in reverse order.
+    TrtPtr<nvinfer1::ITimingCache> cache;
     TrtPtr<nvinfer1::IBuilder> builder(library.CreateBuilder(logger_, kStage));
     TrtPtr<nvinfer1::INetworkDefinition> network(builder->createNetworkV2(kNetworkFlags));
     if (!network) ThrowTrt(kStage, "IBuilder::createNetworkV2 failed", logger_);
@@ -244,6 +258,7 @@ class SdEngineBuildWorker : public NativeAsyncWorker {
       ThrowParseErrors(*parser, options_.onnxPath, logger_);
     }
     if (control_->cancelled.load()) ThrowCancelled();
+    if (!options_.keepOutputs.empty()) KeepOnlyOutputs(*network);
     CheckProfiles(options_.profiles, *network);
 
     TrtPtr<nvinfer1::IBuilderConfig> config(builder->createBuilderConfig());
@@ -252,13 +267,13 @@ class SdEngineBuildWorker : public NativeAsyncWorker {
       config->setMemoryPoolLimit(nvinfer1::MemoryPoolType::kWORKSPACE, static_cast<size_t>(options_.workspaceBytes));
     }
     if (options_.optimizationLevel >= 0) config->setBuilderOptimizationLevel(options_.optimizationLevel);
+    if (options_.detailedProfiling) config->setProfilingVerbosity(nvinfer1::ProfilingVerbosity::kDETAILED);
     BuildProgressMonitor monitor(control_, hasTsfn_ ? &tsfn_ : nullptr);
     config->setProgressMonitor(&monitor);
 
     // The timing cache: a cache from another GPU or TensorRT version is not an error, it just
     // starts over (and the caller is told, so it can replace the file).
-    TrtPtr<nvinfer1::ITimingCache> cache(
-        config->createTimingCache(options_.timingCache.empty() ? nullptr : options_.timingCache.data(), options_.timingCache.size()));
+    cache.reset(config->createTimingCache(options_.timingCache.empty() ? nullptr : options_.timingCache.data(), options_.timingCache.size()));
     if (!cache || !config->setTimingCache(*cache, false)) {
       timingCacheReset_ = !options_.timingCache.empty();
       cache.reset(config->createTimingCache(nullptr, 0));
@@ -308,6 +323,26 @@ class SdEngineBuildWorker : public NativeAsyncWorker {
         timingCacheOut_.assign(bytes, bytes + serialized->size());
       }
     }
+  }
+
+  void KeepOnlyOutputs(nvinfer1::INetworkDefinition& network) {
+    std::vector<nvinfer1::ITensor*> drop;
+    std::string names;
+    bool kept = false;
+    for (int32_t i = 0; i < network.getNbOutputs(); ++i) {
+      nvinfer1::ITensor* t = network.getOutput(i);
+      const std::string name = t->getName();
+      names += (names.empty() ? "" : ", ") + name;
+      if (std::find(options_.keepOutputs.begin(), options_.keepOutputs.end(), name) == options_.keepOutputs.end()) {
+        drop.push_back(t);
+      } else {
+        kept = true;
+      }
+    }
+    if (!kept) {
+      throw NativeError("ERR_TENSOR_NAME", kStage, options_.onnxPath + " has none of the outputs to keep (it has " + names + ")");
+    }
+    for (nvinfer1::ITensor* t : drop) network.unmarkOutput(*t);
   }
 
   Napi::Value Result(Napi::Env env) override {
@@ -415,6 +450,16 @@ BuildOptions ReadBuildOptions(Napi::Env env, const Napi::Value& value) {
   out.workspaceBytes = OptionalInteger(options, "workspaceBytes", owner, 0, INT64_C(1) << 50, 0);
   out.optimizationLevel = static_cast<int>(OptionalInteger(options, "optimizationLevel", owner, 0, 5, -1));
   out.device = static_cast<int>(OptionalInteger(options, "device", owner, 0, 1024, 0));
+  out.detailedProfiling = OptionalBoolean(options, "detailedProfiling", owner, false);
+  if (HasOption(options, "keepOutputs")) {
+    Napi::Value keep = options.Get("keepOutputs");
+    if (!keep.IsArray()) ThrowTypeError(env, "options.keepOutputs must be an array of output names, got " + DescribeJsValue(keep));
+    Napi::Array names = keep.As<Napi::Array>();
+    for (uint32_t i = 0; i < names.Length(); ++i) {
+      if (!names.Get(i).IsString()) ThrowTypeError(env, "options.keepOutputs[" + std::to_string(i) + "] must be a string");
+      out.keepOutputs.push_back(names.Get(i).As<Napi::String>().Utf8Value());
+    }
+  }
   return out;
 }
 

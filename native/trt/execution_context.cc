@@ -156,6 +156,7 @@ void* ContextState::Buffer(const std::string& key, size_t bytes, const char* sta
 }
 
 void ContextState::Bind(const std::string& tensor, void* address, const char* stage) {
+  ++bindGeneration;
   if (!context->setTensorAddress(tensor.c_str(), address)) {
     ThrowTrt(stage, "IExecutionContext::setTensorAddress(" + tensor + ") failed", engine->logger);
   }
@@ -200,10 +201,19 @@ class ContextWorker : public NativeAsyncWorker {
     // GPU time of the whole call on the context's stream (uploads, engine, kernels, download),
     // from CUDA events: what `sd-trt bench` reports per stage.
     Events events(stage_);
-    SDTRT_CUDA_CHECK(stage_, cudaEventRecord(events.start, state_->stream));
-    RunLocked(*state_);
-    SDTRT_CUDA_CHECK(stage_, cudaEventRecord(events.end, state_->stream));
-    SDTRT_CUDA_CHECK(stage_, cudaStreamSynchronize(state_->stream));
+    try {
+      SDTRT_CUDA_CHECK(stage_, cudaEventRecord(events.start, state_->stream));
+      RunLocked(*state_);
+      SDTRT_CUDA_CHECK(stage_, cudaEventRecord(events.end, state_->stream));
+      SDTRT_CUDA_CHECK(stage_, cudaStreamSynchronize(state_->stream));
+    } catch (...) {
+      // A throw after enqueueV3 (a failed kernel launch or copy) leaves the engine running on the
+      // shared scratch and the context's buffers: wait for it before the locks are released (by
+      // unwinding, after this), so no other context starts on the same scratch meanwhile.
+      (void)cudaStreamSynchronize(state_->stream);
+      (void)cudaGetLastError();
+      throw;
+    }
     float ms = 0;
     SDTRT_CUDA_CHECK(stage_, cudaEventElapsedTime(&ms, events.start, events.end));
     gpuMs_ = ms;

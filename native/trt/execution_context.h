@@ -30,6 +30,8 @@
 #include <cuda_runtime_api.h>
 #include <napi.h>
 
+#include <atomic>
+#include <cstdint>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -54,6 +56,11 @@ struct ContextState {
   std::mutex mutex;  // one call at a time on this context
   std::map<std::string, DeviceBuffer> buffers;
   int profile = 0;
+  // Bumped by every Bind() (under `mutex`): a UNet runner compares it with the value after its own
+  // bind() to see whether anyone moved the context's tensor addresses since (trt_unet.h).
+  uint64_t bindGeneration = 0;
+  // The denoiser bound to this context's UNet runner(s), or null (one owner: trt_unet.h).
+  std::atomic<const void*> unetOwner{nullptr};
 
   ContextState(std::shared_ptr<LoadedEngine> engine, std::shared_ptr<ScratchState> scratch);
   ~ContextState();

@@ -20,6 +20,8 @@ Napi::Object LibraryToJs(Napi::Env env, const LibraryStatus& status) {
   out.Set("loaded", Napi::Boolean::New(env, status.loaded));
   if (!status.library.empty()) out.Set("library", Napi::String::New(env, status.library));
   if (status.version > 0) out.Set("version", Napi::String::New(env, VersionString(status.version)));
+  // libnvonnxparser: its API version (getNvOnnxParserVersion), which is not TensorRT's version.
+  if (status.apiVersion > 0) out.Set("apiVersion", Napi::String::New(env, VersionString(status.apiVersion)));
   if (!status.loaded && !status.error.empty()) out.Set("error", Napi::String::New(env, status.error));
   Napi::Array attempts = Napi::Array::New(env, status.attempts.size());
   for (size_t i = 0; i < status.attempts.size(); ++i) attempts.Set(static_cast<uint32_t>(i), Napi::String::New(env, status.attempts[i]));

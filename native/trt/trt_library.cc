@@ -8,9 +8,10 @@ namespace sdtrt::trt {
 
 namespace {
 
-// NvInferVersion.h gives the major version the headers (and so the vtable layout) belong to: only
-// a library of that major version may be used.
+// NvInferVersion.h gives the version the headers (and so the vtable layout) belong to: only a
+// library of that major version, and no older than the headers, may be used (trt_version.h).
 constexpr int32_t kHeaderMajor = NV_TENSORRT_MAJOR;
+constexpr int32_t kHeaderVersion = NV_TENSORRT_MAJOR * 10000 + NV_TENSORRT_MINOR * 100 + NV_TENSORRT_PATCH;
 
 std::vector<std::string> Candidates(const char* base) {
   // The versioned soname first (what the TensorRT packages install), then the development symlink.
@@ -62,11 +63,6 @@ void* RequireCreated(void* object, const char* factory, const LibraryStatus& inf
 
 }  // namespace
 
-std::string VersionString(int32_t version) {
-  if (version <= 0) return "";
-  return std::to_string(version / 10000) + "." + std::to_string((version / 100) % 100) + "." + std::to_string(version % 100);
-}
-
 std::string CompiledVersion() {
   return std::to_string(NV_TENSORRT_MAJOR) + "." + std::to_string(NV_TENSORRT_MINOR) + "." + std::to_string(NV_TENSORRT_PATCH);
 }
@@ -88,9 +84,10 @@ void TrtLibrary::LoadInfer() {
   createBuilder_ = reinterpret_cast<CreateFn>(Symbol(inferHandle_, "createInferBuilder_INTERNAL", infer_));
   if (version == nullptr || createRuntime_ == nullptr || createBuilder_ == nullptr) return;
   infer_.version = version();
-  if (infer_.version / 10000 != kHeaderMajor) {
-    infer_.error = infer_.library + " is TensorRT " + VersionString(infer_.version) + ", but this addon was compiled for TensorRT " +
-                   std::to_string(kHeaderMajor) + ".x (headers " + CompiledVersion() + ")";
+  // Checked before any object is created: an older library would be called past its vtables.
+  const std::string problem = LibraryVersionProblem(infer_.version, kHeaderVersion, infer_.library);
+  if (!problem.empty()) {
+    infer_.error = problem;
     return;
   }
   infer_.loaded = true;
@@ -105,7 +102,9 @@ void TrtLibrary::LoadParser() {
   createParser_ = reinterpret_cast<CreateParserFn>(Symbol(parserHandle_, "createNvOnnxParser_INTERNAL", parser_));
   auto version = reinterpret_cast<VersionFn>(Symbol(parserHandle_, "getNvOnnxParserVersion", parser_));
   if (createParser_ == nullptr || version == nullptr) return;
-  parser_.version = version();
+  // getNvOnnxParserVersion() is the parser's own API version (0.1.0 for every TensorRT 10/11
+  // release), not TensorRT's: reported as such, never as "the parser version".
+  parser_.apiVersion = version();
   parser_.loaded = true;
   parser_.error.clear();
 }

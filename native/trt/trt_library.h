@@ -14,6 +14,8 @@
 #include <string>
 #include <vector>
 
+#include "../common/trt_version.h"
+
 namespace sdtrt::trt {
 
 // The outcome of trying to load one library.
@@ -23,10 +25,8 @@ struct LibraryStatus {
   std::string error;                  // why it did not load (dlerror text of every attempt, or a version mismatch)
   std::vector<std::string> attempts;  // every name tried, in order
   int32_t version = 0;                // TensorRT encoding: major·10000 + minor·100 + patch (0 when unknown)
+  int32_t apiVersion = 0;             // libnvonnxparser only: getNvOnnxParserVersion(), the parser API's version
 };
-
-// "11.1.0" from major·10000 + minor·100 + patch.
-std::string VersionString(int32_t version);
 
 // The TensorRT version of the headers this addon was compiled against ("11.1.0").
 std::string CompiledVersion();

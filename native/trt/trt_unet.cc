@@ -39,10 +39,49 @@ TrtUnetRunner::TrtUnetRunner(std::shared_ptr<ContextState> context, UnetTensorNa
   }
 }
 
+class TrtUnetRunner::Lease : public UnetRunner::RunLease {
+ public:
+  Lease(const TrtUnetRunner& runner, std::shared_ptr<ContextState> ctx)
+      : runner_(runner), ctx_(std::move(ctx)), scratchLock_(ctx_->scratch->mutex), contextLock_(ctx_->mutex) {}
+  bool bindingsLost() const override { return ctx_->bindGeneration != runner_.boundGeneration_; }
+
+ private:
+  const TrtUnetRunner& runner_;
+  std::shared_ptr<ContextState> ctx_;
+  std::unique_lock<std::mutex> scratchLock_;  // scratch first, then the context: ContextWorker's order
+  std::unique_lock<std::mutex> contextLock_;
+};
+
+void TrtUnetRunner::claim(const void* owner, const char* stage) {
+  if (released()) throw NativeError("ERR_DISPOSED", stage, "TrtUnet is disposed");
+  const void* expected = nullptr;
+  if (!context_->unetOwner.compare_exchange_strong(expected, owner) && expected != owner) {
+    throw NativeError("ERR_RUNNER_OWNED", stage,
+                      "this TrtUnet (engine " + context_->engine->name +
+                          ") is already used by another Denoiser: a UNet context has one set of tensor addresses, so one "
+                          "Denoiser per context. Dispose the other Denoiser first, or give this one its own context "
+                          "(engine.createContext(scratch).createUnet(…))");
+  }
+}
+
+void TrtUnetRunner::disown(const void* owner) {
+  const void* expected = owner;
+  context_->unetOwner.compare_exchange_strong(expected, nullptr);
+}
+
+std::unique_ptr<UnetRunner::RunLease> TrtUnetRunner::acquire(const void* owner, const char* stage) {
+  if (context_->unetOwner.load() != owner) {
+    throw NativeError("ERR_RUNNER_OWNED", stage, "this Denoiser does not own its TrtUnet's context (it was released)");
+  }
+  auto lease = std::make_unique<Lease>(*this, context_);
+  if (released() || !context_->context) throw NativeError("ERR_DISPOSED", stage, "TrtUnet is disposed");
+  return lease;
+}
+
 void TrtUnetRunner::bind(const UnetBindings& b, cudaStream_t stream) {
   std::shared_ptr<ContextState> ctx = context_;
   if (released() || !ctx->context) throw NativeError("ERR_DISPOSED", kStage, "TrtUnet is disposed");
-  std::lock_guard<std::mutex> lock(ctx->mutex);
+  // No lock here: the denoiser holds this runner's lease (the context's and the scratch's locks).
   if (b.sampleType != sampleType_ || b.hiddenType != hiddenType_ || b.outType != outType_ || b.timestepType != timestepType_) {
     throw NativeError("ERR_INVALID_BINDING", kStage, "the denoiser bound tensors of other types than the UNet engine takes");
   }
@@ -74,6 +113,7 @@ void TrtUnetRunner::bind(const UnetBindings& b, cudaStream_t stream) {
   ctx->Bind(names_.hidden, b.encoderHiddenStates, kStage);
   ctx->Bind(names_.out, b.out, kStage);
   ctx->BindRemaining({names_.sample, names_.timestep, names_.hidden, names_.out}, kStage);
+  boundGeneration_ = ctx->bindGeneration;
 }
 
 void TrtUnetRunner::enqueue(cudaStream_t stream) {

@@ -43,8 +43,14 @@ class TrtUnetRunner : public UnetRunner {
   DType hiddenType() const override { return hiddenType_; }
   DType outType() const override { return outType_; }
   int hiddenSize() const override { return hiddenSize_; }
+  // Called by the owning denoiser while it holds the lease from acquire() (the context's locks).
   void bind(const UnetBindings& bindings, cudaStream_t stream) override;
   void enqueue(cudaStream_t stream) override;
+  // One denoiser per context (ContextState::unetOwner), whichever runner of it the denoiser took.
+  void claim(const void* owner, const char* stage) override;
+  void disown(const void* owner) override;
+  // Locks the scratch and then the context (the order every context worker uses) for a whole run.
+  std::unique_ptr<RunLease> acquire(const void* owner, const char* stage) override;
 
   // TrtUnet.dispose(): later bind() calls fail with ERR_DISPOSED. A run in progress keeps going
   // (the context is freed with the runner, once the Denoiser holding it lets go).
@@ -52,8 +58,11 @@ class TrtUnetRunner : public UnetRunner {
   bool released() const { return released_.load(); }
 
  private:
+  class Lease;
   std::shared_ptr<ContextState> context_;
   std::atomic<bool> released_{false};
+  // ContextState::bindGeneration right after this runner's last bind(); 0 = never bound.
+  uint64_t boundGeneration_ = 0;
   UnetTensorNames names_;
   TimestepLayout layout_;
   int hiddenSize_;

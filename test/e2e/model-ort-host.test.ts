@@ -5,7 +5,7 @@ import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
-import { SdTrtError, ModelFileError, DisposedError } from "../../lib/errors.js";
+import { SdTrtError, ModelFileError, DisposedError, UnetOverflowError } from "../../lib/errors.js";
 import { OrtHost, type HostTensor } from "../../lib/backends/cpu/ort-host.js";
 import { runCpuDenoise, type CpuDenoiseJob } from "../../lib/backends/cpu/denoise-loop.js";
 import { decodedToRgb } from "../../lib/image/pixels.js";
@@ -185,6 +185,20 @@ describe("OrtHost.denoise: the whole loop on the worker", () => {
     } finally {
       loop.stop();
     }
+  });
+
+  test("a UNet output with NaN stops the loop as a UnetOverflowError naming the evaluation, before any VAE runs", async () => {
+    const bad = job(4);
+    // A NaN in one uncond embedding row: the real tiny UNet then outputs NaN for that image, as an
+    // overflowing fp16 UNet would; the loop must blame the UNet, not let the VAE report it.
+    bad.context[3] = Number.NaN;
+    const steps: number[] = [];
+    const error = await host.denoise(unet, "unet", bad, { onStep: (s) => steps.push(s) }).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(UnetOverflowError);
+    expect(error).toMatchObject({ code: "ERR_UNET_NAN", evaluation: 0 });
+    expect((error as UnetOverflowError).count).toBeGreaterThan(0);
+    expect((error as Error).message).toMatch(/the UNet produced NaN\/Inf: \d+ non-finite output values, first at evaluation 1 of 4\. This is the UNet, not the VAE/);
+    expect(steps).toEqual([]);
   });
 
   test("a job whose shapes do not match is refused, naming what is off", async () => {

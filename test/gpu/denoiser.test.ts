@@ -5,12 +5,13 @@
  * cancellation, dispose; and the standalone kernels against their host paths bit for bit.
  * Skipped (with the reason) where there is no GPU; `npm run test:gpu` runs it.
  */
+import { spawnSync } from "node:child_process";
 import { writeFileSync } from "node:fs";
 import { expect, test } from "@jest/globals";
-import { AbortError, DisposedError, NativeError } from "../../lib/errors.js";
-import { analyticReferenceModel } from "../../lib/native/analytic-reference.js";
+import { AbortError, DisposedError, NativeError, UnetOverflowError } from "../../lib/errors.js";
+import { analyticReferenceModel } from "../support/analytic-reference.js";
 import { Denoiser, type DenoiseRunOptions } from "../../lib/native/denoiser.js";
-import { callNativeAsync, loadNativeBinding } from "../../lib/native/load.js";
+import { callNativeAsync, cancelNativeWork, loadNativeBinding } from "../../lib/native/load.js";
 import { packProgram, runProgram, type SamplerProgram } from "../../lib/sampler/index.js";
 import { createScheduler } from "../../lib/schedulers/index.js";
 import { analyticModel, loadSchedulerGoldens, pseudoNormal, relativeError, type GoldenRun } from "../fixtures/schedulers/goldens.js";
@@ -266,6 +267,83 @@ describeGpu("denoise loop on the GPU (analytic stand-in)", ({ addon }) => {
     const denoiser = await Denoiser.create({ unet: "analytic" });
     await denoiser.run(syntheticRequest(createScheduler("euler").compile(5), 1, 8, 8));
     await denoiser.dispose();
+  });
+
+  test("cancelNativeWork() (the addon's cancelAll) stops a running loop between evaluations", async () => {
+    const denoiser = await Denoiser.create({ unet: "analytic" });
+    try {
+      const program = createScheduler("ddim").compile(1000);
+      let stopped = -1;
+      const error = await denoiser
+        .run({
+          ...syntheticRequest(program, 4, 64, 64),
+          queueDepth: 1,
+          onStep: (i) => {
+            if (i === 2) stopped = cancelNativeWork();
+          },
+        })
+        .catch((e: unknown) => e);
+      expect(stopped).toBe(1);
+      expect(error).toBeInstanceOf(AbortError);
+      const done = Number(/cancelled after (\d+) of 1000 evaluations/.exec((error as Error).message)?.[1]);
+      expect(done).toBeLessThan(1000);
+      // The denoiser is not disposed by a cancellation: the next run works.
+      await denoiser.run(syntheticRequest(createScheduler("euler").compile(5), 1, 8, 8));
+    } finally {
+      await denoiser.dispose();
+    }
+  });
+
+  test("process.exit() mid-run: shutdown() on 'exit' stops the running loop and frees it before the process ends", () => {
+    // What lib/native/load.ts installs, on the raw addon so that this hook is the only one: without
+    // it, process.exit() would leave the loop running into the process teardown.
+    const program = createScheduler("ddim").compile(1000);
+    const request = syntheticRequest(program, 4, 64, 64);
+    const script = `
+      const addon = require(process.env.SDTRT_ADDON);
+      const data = JSON.parse(require("node:fs").readFileSync(0, "utf8"));
+      const options = { program: Float64Array.from(data.program), latents: Float32Array.from(data.latents), noise: Float32Array.from(data.noise), batch: 4, height: 64, width: 64, queueDepth: 1 };
+      const denoiser = new addon.Denoiser({ unet: "analytic" });
+      process.on("exit", () => process.stdout.write(JSON.stringify({ stopped: addon.shutdown() })));
+      denoiser.run({ ...options, onProgress: (done) => { if (done === 3) process.exit(0); } }).catch(() => {});
+    `;
+    const input = JSON.stringify({ program: Array.from(request.program), latents: Array.from(request.latents), noise: Array.from(request.noise as Float32Array) });
+    const run = spawnSync(process.execPath, ["-e", script], { input, encoding: "utf8", env: { ...process.env, SDTRT_ADDON: process.env.SDTRT_ADDON ?? addonPath() } });
+    expect(run.stderr).toBe("");
+    expect(run.status).toBe(0);
+    expect(JSON.parse(run.stdout)).toEqual({ stopped: 1 });
+  });
+
+  test("alternating layouts replay their cached graphs instead of capturing every run", async () => {
+    const denoiser = await Denoiser.create({ unet: "analytic" });
+    try {
+      const program = createScheduler("euler").compile(10);
+      // The larger layout first, so the buffers do not grow (and move) afterwards.
+      const two = syntheticRequest(program, 2, 16, 16, 5);
+      const one = syntheticRequest(program, 1, 16, 16, 7);
+      const runs = [];
+      for (const request of [two, one, two, one, two]) runs.push(await denoiser.run(request));
+      expect(runs.map((r) => r.graph)).toEqual(["captured", "captured", "replayed", "replayed", "replayed"]);
+      expect(Array.from(runs[2]!.latents)).toEqual(Array.from(runs[0]!.latents));
+      expect(Array.from(runs[3]!.latents)).toEqual(Array.from(runs[1]!.latents));
+    } finally {
+      await denoiser.dispose();
+    }
+  });
+
+  test("a UNet output that overflows fails the run as a UnetOverflowError, naming the evaluation", async () => {
+    const denoiser = await Denoiser.create({ unet: "analytic", analyticDtype: "float16" });
+    try {
+      const program = createScheduler("euler").compile(8);
+      const request = syntheticRequest(program, 1, 8, 8);
+      request.latents[10] = 1e9; // beyond float16: the stand-in's input and output become Inf
+      const error = await denoiser.run(request).catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(UnetOverflowError);
+      expect(error).toMatchObject({ code: "ERR_UNET_NAN", evaluation: 0 });
+      expect((error as UnetOverflowError).count).toBeGreaterThan(0);
+    } finally {
+      await denoiser.dispose();
+    }
   });
 
   test("a Denoiser on a device index that does not exist is refused", async () => {

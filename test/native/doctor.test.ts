@@ -7,7 +7,8 @@ import { describe, expect, jest, test } from "@jest/globals";
 import { Writable } from "node:stream";
 import yargs from "yargs";
 import doctorCommand, { formatDoctorReport, runDoctor } from "../../lib/cli/commands/doctor.js";
-import { buildDoctorReport, cudaVersionString, kernelSupport } from "../../lib/native/doctor-report.js";
+import { buildNativeCommand } from "../../lib/package-info.js";
+import { buildDoctorReport, compareReleases, cudaVersionString, kernelSupport, parseDriverRelease } from "../../lib/native/doctor-report.js";
 import type { NativeLoadResult } from "../../lib/native/load.js";
 import type { NativeBinding } from "../../lib/native/types.js";
 import { healthyNativeInfo } from "../fixtures/native/info.js";
@@ -110,12 +111,48 @@ describe("report branches", () => {
     expect(report.checks.find((c) => c.name === "cuda")).toMatchObject({ status: "missing", fix: expect.stringContaining("npm run build:native") });
   });
 
-  test("a driver older than the runtime", () => {
+  test("a driver older than the runtime's floor is named in driver releases, with the CUDA 12 rebuild as the other way out", () => {
+    const report = buildDoctorReport(loaded, healthyNativeInfo({ cudaDriverVersion: 12080 }), undefined, { driverRelease: "570.86.15" });
+    expect(report.cuda).toMatchObject({ driverRelease: "570.86.15", driverFloor: "580.65.06" });
+    const driver = report.checks.find((c) => c.name === "driver");
+    expect(driver).toMatchObject({
+      status: "missing",
+      summary: "driver 570.86.15 (supports CUDA 12.8) is older than the addon's CUDA 13.0 runtime needs: driver 580.65.06 or newer (r580+)",
+    });
+    expect(driver?.fix).toMatch(/^Upgrade the NVIDIA driver to 580\.65\.06 or newer, or rebuild the addon with a CUDA 12 toolkit/);
+    expect(driver?.fix).toMatch(/r550\/r570/);
+  });
+
+  test("without the driver's release (no /proc entry) the CUDA version the driver supports still decides", () => {
     const report = buildDoctorReport(loaded, healthyNativeInfo({ cudaDriverVersion: 12040 }));
     expect(report.checks.find((c) => c.name === "driver")).toMatchObject({
       status: "missing",
-      summary: "the driver supports CUDA 12.4, older than the addon's CUDA 13.0 runtime",
+      summary: "the driver (supports CUDA 12.4; release unknown) is older than the addon's CUDA 13.0 runtime needs: driver 580.65.06 or newer (r580+)",
     });
+  });
+
+  test("a CUDA 12 build on an r550 driver is fine, and says which floor it checked", () => {
+    const report = buildDoctorReport(loaded, healthyNativeInfo({ cudaRuntimeVersion: 12080, cudaDriverVersion: 12040 }), undefined, { driverRelease: "550.127.05" });
+    expect(report.checks.find((c) => c.name === "driver")).toEqual({
+      name: "driver",
+      status: "ok",
+      summary: "driver 550.127.05 (supports CUDA 12.4); the addon's CUDA 12.8 runtime needs driver 525.60.13 or newer (r525+)",
+    });
+  });
+
+  test("fixes name a command the reader has: npm run build:native in a checkout, npm rebuild sd-trt in an installed package", () => {
+    expect(buildNativeCommand("TENSORRT_ROOT=/opt/trt", true)).toBe("TENSORRT_ROOT=/opt/trt npm run build:native");
+    expect(buildNativeCommand("TENSORRT_ROOT=/opt/trt", false)).toBe("TENSORRT_ROOT=/opt/trt SDTRT_BUILD_FROM_SOURCE=1 npm rebuild sd-trt");
+    expect(buildNativeCommand()).toBe("npm run build:native"); // this test runs in the checkout
+  });
+
+  test("the driver release is read from the kernel module's version line", () => {
+    expect(parseDriverRelease("NVRM version: NVIDIA UNIX x86_64 Kernel Module  580.65.06  Sun Jul 27 07:09:29 UTC 2025\nGCC version: gcc 12")).toBe("580.65.06");
+    expect(parseDriverRelease("NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  570.86.15  Release Build")).toBe("570.86.15");
+    expect(parseDriverRelease("something else")).toBeUndefined();
+    expect(compareReleases("570.86.15", "580.65.06")).toBe(-1);
+    expect(compareReleases("580.65.06", "580.65.06")).toBe(0);
+    expect(compareReleases("580.95", "580.65.06")).toBe(1);
   });
 
   test("GPUs the kernels do not cover, and newer GPUs that run the PTX", () => {

@@ -4,7 +4,7 @@
  * diffusers' goldens. This is how CI, which has no GPU, checks the kernels' arithmetic.
  */
 import { describe, expect, test } from "@jest/globals";
-import { analyticReferenceModel, roundToFloat16 } from "../../lib/native/analytic-reference.js";
+import { analyticReferenceModel, roundToFloat16 } from "../support/analytic-reference.js";
 import { packProgram, runProgram, type SamplerProgram } from "../../lib/sampler/index.js";
 import { createScheduler } from "../../lib/schedulers/index.js";
 import { analyticModel, loadSchedulerGoldens, pseudoNormal, relativeError, type GoldenRun } from "../fixtures/schedulers/goldens.js";

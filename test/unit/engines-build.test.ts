@@ -6,7 +6,7 @@
  * GPU): it reads the ONNX it is given like TensorRT would, reports progress, and returns bytes.
  */
 import { describe, expect, test, beforeEach, afterEach } from "@jest/globals";
-import { mkdtemp, readdir, readFile, rm, stat } from "node:fs/promises";
+import { cp, mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { basename, join } from "node:path";
 import buildCommand from "../../lib/cli/commands/build.js";
@@ -28,6 +28,7 @@ interface BuilderCall {
   precision: string;
   profiles: TrtBuildOptions["profiles"];
   timingCache: string | undefined;
+  keepOutputs: string[] | undefined;
 }
 
 /** A scripted TensorRT builder: behaves like binding.tensorrt.buildEngine at its interface. */
@@ -50,6 +51,7 @@ function scriptedBuilder(options: { failOn?: string; holdOn?: string } = {}) {
           precision: exportPrecision(model),
           profiles: build.profiles,
           timingCache: build.timingCache ? Buffer.from(build.timingCache).toString() : undefined,
+          keepOutputs: build.keepOutputs,
         });
         onProgress?.({ kind: "start", phase: "Building engine", parent: null, step: 0, steps: 2 });
         onProgress?.({ kind: "step", phase: "Building engine", parent: null, step: 1, steps: 0 });
@@ -72,7 +74,13 @@ function scriptedBuilder(options: { failOn?: string; holdOn?: string } = {}) {
           plan: Buffer.from(`plan of ${role}`),
           timingCache: Buffer.from(`timing cache ${cacheVersion}`),
           timingCacheReset: false,
-          io: [...model.io().inputs.map((i) => ({ ...i, mode: "input" as const })), ...model.io().outputs.map((o) => ({ ...o, mode: "output" as const }))].map((t) => ({
+          io: [
+            ...model.io().inputs.map((i) => ({ ...i, mode: "input" as const })),
+            ...model
+              .io()
+              .outputs.filter((o) => !build.keepOutputs || build.keepOutputs.includes(o.name))
+              .map((o) => ({ ...o, mode: "output" as const })),
+          ].map((t) => ({
             name: t.name,
             mode: t.mode,
             dtype: "float32" as const,
@@ -120,6 +128,8 @@ describe("sd-trt build orchestration", () => {
       ["vae_encoder", "fp16"],
     ]);
     expect(calls.map((c) => c.timingCache)).toEqual([undefined, "timing cache 1", "timing cache 2", "timing cache 3"]);
+    // The text encoder keeps only the embeddings the pipeline reads: TensorRT prunes pooler_output.
+    expect(calls.map((c) => c.keepOutputs)).toEqual([["last_hidden_state"], undefined, undefined, undefined]);
     expect(calls[1]!.profiles.map((p) => p.sample!.min)).toEqual([
       [2, 4, 8, 8],
       [4, 4, 8, 8],
@@ -155,6 +165,32 @@ describe("sd-trt build orchestration", () => {
     expect(calls[2]!.onnxPath).toBe(join(TINY, "vae_decoder", "model.onnx"));
     expect(result.manifest.engines.vae_decoder).toMatchObject({ precision: "fp32", conversion: "none" });
     expect(result.manifest.options.fp32Vae).toBe(true);
+  });
+
+  test("a UNet with upcast_attention gets fp32 attention scores, recorded in the manifest; engines built without them are rebuilt", async () => {
+    const model = join(root, "upcast-sd");
+    await cp(TINY, model, { recursive: true });
+    const shapes = parseShapeOptions({ size: "64x64" });
+    const out = join(root, "engines");
+    const before = await buildEngines({ model, out, shapes }, scriptedBuilder().injected);
+    expect(before.manifest.engines.unet!.conversion).toBe("fp32-to-fp16");
+
+    const config = JSON.parse(await readFile(join(model, "unet", "config.json"), "utf8")) as Record<string, unknown>;
+    await writeFile(join(model, "unet", "config.json"), JSON.stringify({ ...config, upcast_attention: true }));
+    const { calls, injected } = scriptedBuilder();
+    const events: BuildEvent[] = [];
+    const after = await buildEngines({ model, out, shapes, onProgress: (e) => events.push(e) }, injected);
+    expect(after.upToDate).toBe(false); // same ONNX files, but the conversion they need changed
+    expect(calls.map((c) => c.role)).toContain("unet");
+    expect(after.manifest.engines.unet!.conversion).toBe("fp32-to-fp16-fp32-attention");
+    expect(after.manifest.engines.text_encoder!.conversion).toBe("fp32-to-fp16");
+    const converted = events.filter((e): e is Extract<BuildEvent, { type: "converted" }> => e.type === "converted");
+    expect(converted.map((e) => [e.role, e.report.attentionScoresFp32])).toEqual([
+      ["text_encoder", 0],
+      ["unet", 1],
+      ["vae_decoder", 0],
+      ["vae_encoder", 0],
+    ]);
   });
 
   test("an unchanged model, shapes, GPU and TensorRT are up to date; force rebuilds", async () => {

@@ -154,6 +154,63 @@ describe("fp32 → fp16 conversion of the tiny-sd graphs", () => {
     expect(KEEP_FP32_OPS).toContain("LayerNormalization");
   });
 
+  test("fp32Attention (upcast_attention) keeps each Q·Kᵀ MatMul feeding a Softmax, and the scale between, in fp32", async () => {
+    const reader = new ExternalDataReader();
+    try {
+      const source = await OnnxModel.read(join(TINY, "unet", "model.onnx"));
+      const plain = await convertToFp16(source, reader);
+      const upcast = await convertToFp16(source, reader, { fp32Attention: true });
+      // Without the option the score MatMul runs in fp16 (the overflow diffusers' upcast_attention avoids).
+      expect(plain.report.attentionScoresFp32).toBe(0);
+      expect(plain.report.fp32ByOp.MatMul ?? 0).toBe(0);
+      // The tiny UNet has one attention (one Softmax): its score MatMul is fp32 with the option.
+      expect(upcast.report.attentionScoresFp32).toBe(1);
+      expect(upcast.report.fp32ByOp.MatMul).toBe(1);
+      // The Softmax's input is now produced in fp32 straight from the MatMul path: no Cast up before it.
+      const graph = upcast.model.message(ModelField.graph)!;
+      const nodes = graph.messages(GraphField.node);
+      const producer = new Map<string, PbMessage>();
+      for (const n of nodes) for (const o of n.strings(NodeField.output)) producer.set(o, n);
+      const softmax = nodes.find((n) => n.string(NodeField.opType) === "Softmax")!;
+      let op = producer.get(softmax.strings(NodeField.input)[0]!)!.string(NodeField.opType);
+      let value = softmax.strings(NodeField.input)[0]!;
+      for (let i = 0; i < 8 && op !== "MatMul"; i++) {
+        expect(op).not.toBe("Cast");
+        value = producer.get(value)!.strings(NodeField.input)[0]!;
+        op = producer.get(value)!.string(NodeField.opType);
+      }
+      expect(op).toBe("MatMul");
+      // The MatMul's q and k are cast up from the fp16 projections.
+      const matmul = producer.get(value)!;
+      for (const input of matmul.strings(NodeField.input)) {
+        const from = producer.get(input);
+        if (from?.string(NodeField.opType) === "Cast") {
+          expect(from.messages(NodeField.attribute).find((a) => a.string(1) === "to")!.int(3)).toBe(DataType.FLOAT);
+        }
+      }
+      // And the graph is valid: it runs and stays within fp16 tolerance of the fp32 UNet.
+      await mkdir(join(dir, "unet-upcast"), { recursive: true });
+      const out = join(dir, "unet-upcast", "model.onnx");
+      await writeOnnxModel(upcast.model, out);
+      const fp32 = await ort.InferenceSession.create(join(TINY, "unet", "model.onnx"));
+      const fp16 = await ort.InferenceSession.create(out);
+      const feeds = FEEDS.unet!();
+      const x = (await fp32.run(feeds)).out_sample!.data as Float32Array;
+      const y = (await fp16.run(feeds)).out_sample!.data as Float32Array;
+      let maxDiff = 0;
+      let maxAbs = 0;
+      for (let i = 0; i < x.length; i++) {
+        maxDiff = Math.max(maxDiff, Math.abs(x[i]! - y[i]!));
+        maxAbs = Math.max(maxAbs, Math.abs(x[i]!));
+      }
+      expect(maxDiff).toBeLessThan(4e-3 * Math.max(1, maxAbs));
+      await fp32.release();
+      await fp16.release();
+    } finally {
+      await reader.close();
+    }
+  });
+
   test("an operator from another domain is refused with its node name", async () => {
     const valueInfo = (name: string) =>
       new PbMessage([

@@ -15,7 +15,7 @@
  * Nothing here knows about threads or ONNX Runtime objects: the UNet is a function, and a stop
  * request is a function polled before every evaluation.
  */
-import { InvalidArgumentError, AbortError, OnnxRuntimeError } from "../../errors.js";
+import { InvalidArgumentError, AbortError, OnnxRuntimeError, UnetOverflowError } from "../../errors.js";
 import { ProgramExecution } from "../../sampler/execute.js";
 import type { UnetIo } from "../../model/graph-io.js";
 import type { CpuDenoiseJob, HostTensor, } from "./ort-protocol.js";
@@ -84,6 +84,20 @@ export function combineGuidance(output: Float32Array, batch: number, guidance: F
   return guided;
 }
 
+/**
+ * How many latent elements have a NaN/±Inf UNet output (either CFG half): the count the CUDA fused
+ * kernel keeps (native/denoiser/loop_math.h fusedElement), so both backends fail alike.
+ */
+export function countNonFinite(output: Float32Array, n: number, cfg: boolean): number {
+  let bad = 0;
+  for (let i = 0; i < n; i++) {
+    const u = output[i]!;
+    // x − x is 0 exactly for finite x (NaN for ±Inf and NaN), as in the kernel.
+    if (u - u !== 0 || (cfg && output[n + i]! - output[n + i]! !== 0)) bad++;
+  }
+  return bad;
+}
+
 /** Checks a job's shapes; throws SdTrtError ERR_INVALID_ARGUMENT naming what is off. */
 export function checkDenoiseJob(job: CpuDenoiseJob): void {
   const { program, latents, noise, batch, latentHeight, latentWidth, context, hiddenSize, guidance } = job;
@@ -148,6 +162,11 @@ export async function runCpuDenoise(job: CpuDenoiseJob, runUnet: UnetRunner, hoo
     if (output.length !== unetBatch * perImage) {
       throw new OnnxRuntimeError(`the UNet returned ${output.length} values, expected [${unetBatch}, 4, ${latentHeight}, ${latentWidth}]`);
     }
+    // An fp16 UNet that overflowed: fail here, naming the UNet, rather than let the NaN reach the
+    // VAE and be reported as a VAE overflow (whose fix cannot help). Stops at the first such
+    // evaluation; the GPU loop, which does not synchronise, counts to the end.
+    const bad = countNonFinite(output, half, guidance !== null);
+    if (bad > 0) throw new UnetOverflowError(UnetOverflowError.describe(bad, j, program.evals.length), { evaluation: j, count: bad });
     // With guidance, m_j is computed straight into the executor's history (no extra copy).
     run.advance(guidance ? combineGuidance(output, batch, guidance, run.modelOutputBuffer()) : output, noiseFor.get(j));
     hooks.onStep?.(j, run.latents);

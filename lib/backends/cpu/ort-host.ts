@@ -20,7 +20,7 @@
 import { existsSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { Worker } from "node:worker_threads";
-import { ModelFileError, DisposedError, OnnxRuntimeError, OutOfMemoryError, VaeOverflowError, type SdTrtError } from "../../errors.js";
+import { ModelFileError, DisposedError, OnnxRuntimeError, OutOfMemoryError, UnetOverflowError, VaeOverflowError, type SdTrtError } from "../../errors.js";
 import type { GraphSignature } from "../../model/graph-io.js";
 import { TOKENS, type CpuDenoiseJob } from "./denoise-loop.js";
 import type {
@@ -226,7 +226,11 @@ export class OrtHost {
     const feeds = unetFeeds(job, job.context);
     const { stop, steps, deliver, done } = watch(options);
     this.#stopFlags.add(stop);
-    return this.#call<DenoiseValue>({ op: "denoise", handle, job, stop, steps }, (text) => withStack(ortError(what, feeds, text), stack), deliver).finally(() => {
+    return this.#call<DenoiseValue>(
+      { op: "denoise", handle, job, stop, steps },
+      (text, code) => withStack(code === "ERR_UNET_NAN" ? UnetOverflowError.fromMessage(text, UnetOverflowError.advice.cpu) : ortError(what, feeds, text), stack),
+      deliver,
+    ).finally(() => {
       this.#stopFlags.delete(stop);
       done();
     });
@@ -252,6 +256,7 @@ export class OrtHost {
     const fail = (text: string, code?: string, model: GenerateStage = "unet") => {
       const file = files[model];
       if (code === "ERR_VAE_NAN") return withStack(new VaeOverflowError(text), stack);
+      if (code === "ERR_UNET_NAN") return withStack(UnetOverflowError.fromMessage(text, UnetOverflowError.advice.cpu), stack);
       if (code === "ERR_OUTPUT_SHAPE") return withStack(new ModelFileError(file.path, `${file.path} ${text}`), stack);
       return withStack(ortError(file.name, feeds[model], text), stack);
     };

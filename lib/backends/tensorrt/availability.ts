@@ -8,6 +8,7 @@ import { loadNativeBinding, type NativeLoadResult } from "../../native/load.js";
 import { tensorRtBindingOf, type TensorRtBinding } from "../../native/tensorrt-types.js";
 import type { NativeInfo } from "../../native/types.js";
 import { TensorRtUnavailableError } from "../../errors.js";
+import { buildNativeCommand } from "../../package-info.js";
 
 export type TensorRtPurpose = "build" | "run";
 
@@ -48,7 +49,7 @@ export function assessTensorRt(load: NativeLoadResult, info: NativeInfo | undefi
   const binding = load.loaded ? tensorRtBindingOf(load.binding) : undefined;
   if (missing.length === 0 && binding === undefined) {
     problems.push("tensorrt: the addon reports TensorRT but has no `tensorrt` module");
-    fixes.push("Rebuild the addon with TensorRT headers: `TENSORRT_ROOT=/path/to/TensorRT npm run build:native`");
+    fixes.push(`Rebuild the addon with TensorRT headers: \`${buildNativeCommand("TENSORRT_ROOT=/path/to/TensorRT")}\``);
   }
   const usable = problems.length === 0;
   const found = report.checks

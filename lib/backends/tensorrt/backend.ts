@@ -268,6 +268,25 @@ export class TensorRtBackend implements Backend {
   }
 
   /**
+   * Each engine's layers as TensorRT's IEngineInspector reports them (JSON text; what `trtexec
+   * --dumpLayerInfo` prints): tactics, formats and fused ops for engines built with
+   * `detailedProfiling`, layer names otherwise. For the GPU self-test's report, e.g. whether the
+   * UNet's attention ran as one fused kernel.
+   */
+  inspectEngines(): Partial<Record<ModelRole, { verbosity: string; layers: string }>> {
+    if (this.#life.disposed) throw new DisposedError("TensorRT backend");
+    const out: Partial<Record<ModelRole, { verbosity: string; layers: string }>> = {};
+    const models: Array<[ModelRole, LoadedModel<ModelIo> | undefined]> = [
+      ["text_encoder", this.#text],
+      ["unet", this.#unet],
+      ["vae_decoder", this.#decoder],
+      ["vae_encoder", this.#encoder],
+    ];
+    for (const [role, model] of models) if (model) out[role] = callNative(() => model.engine.inspect());
+    return out;
+  }
+
+  /**
    * A whole batch on the GPU: text encoder (each distinct prompt row once), the VAE encoder for
    * img2img, the denoise loop under CUDA graphs, the VAE decoder. One generation at a time: the
    * contexts share one scratch buffer.
@@ -338,7 +357,6 @@ export class TensorRtBackend implements Backend {
     }
   }
 
-  /** The whole sampler program on the device; returns x_M. */
   /** The whole sampler program on the device; returns x_M, still on the device (the caller disposes it). */
   async #denoise(job: GenerationJob, latents: Float32Array, cond: DeviceEmbeddings, uncond: DeviceEmbeddings | null): Promise<NativeDeviceTensor> {
     const { batch, latentHeight, latentWidth } = job;
@@ -350,10 +368,13 @@ export class TensorRtBackend implements Backend {
     } else if (unetAccepts(this.#unet.shapes, batch, latentHeight, latentWidth)) {
       parts = [cond.device];
     } else {
-      // The engines were built for the guidance batch (2B) only: run with uncond = cond and a
-      // scale of 1, which gives m = u + 1·(c − u) = c, the unguided output.
+      // The engines were built for the guidance batch (2B) only: both halves get the cond
+      // embeddings and the scale is 0, so m = u + 0·(c − u) = u exactly (the kernel's float32
+      // arithmetic adds ±0), the UNet's unguided output for these prompts. A scale of 1 would give
+      // u + (c − u), which equals c only when the two rows round identically: not guaranteed.
+      // It costs a second UNet row per image; a --batch build with unguided shapes avoids that.
       parts = [cond.device, cond.device];
-      guidance = new Float64Array(batch).fill(1);
+      guidance = new Float64Array(batch).fill(0);
     }
     // The denoiser joins the parts into its own embedding buffer: no concat, stream or allocation here.
     const result = await this.#denoiser.run({

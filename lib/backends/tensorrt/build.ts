@@ -17,7 +17,7 @@ import { mkdir, readFile, rename, rm, stat } from "node:fs/promises";
 import { basename, dirname, join, relative, sep } from "node:path";
 import { InvalidOptionError, ModelFileError, AbortError, NativeError, EngineBuildError, throwIfAborted } from "../../errors.js";
 import { locateModelFolder, type ModelFile, type ModelFolder } from "../../model/folder.js";
-import { ROLE_TITLES, type ModelIo, type ModelRole } from "../../model/graph-io.js";
+import { ROLE_TITLES, type ModelIo, type ModelRole, type TextEncoderIo } from "../../model/graph-io.js";
 import { callNativeAsync } from "../../native/load.js";
 import type { TensorRtBinding, TrtBuildProgress, TrtBuildResult } from "../../native/tensorrt-types.js";
 import { packageVersion } from "../../package-info.js";
@@ -60,6 +60,9 @@ export interface BuildEnginesOptions {
   workspaceBytes?: number;
   /** CUDA device. Defaults to 0. */
   device?: number;
+  /** Keep each layer's tactic, formats and fused ops in the plans for `engine.inspect()` (the GPU
+   *  self-test's layer report). Changes no result. Defaults to false. */
+  detailedProfiling?: boolean;
   signal?: AbortSignal;
   onProgress?: (event: BuildEvent) => void;
 }
@@ -125,6 +128,21 @@ async function hiddenSizeOf(folder: ModelFolder, contracts: Partial<Record<Model
   );
 }
 
+/** Whether the model folder's unet/config.json sets diffusers' `upcast_attention` (absent: false). */
+async function upcastAttention(folder: ModelFolder): Promise<boolean> {
+  let text: string;
+  try {
+    text = await readFile(join(folder.dir, "unet", "config.json"), "utf8");
+  } catch {
+    return false; // the TensorRT demo layout has no configs
+  }
+  try {
+    return (JSON.parse(text) as { upcast_attention?: unknown }).upcast_attention === true;
+  } catch (cause) {
+    throw new ModelFileError(join(folder.dir, "unet", "config.json"), `${join(folder.dir, "unet", "config.json")} is not valid JSON: ${(cause as Error).message}`, { cause });
+  }
+}
+
 async function planModels(folder: ModelFolder, options: BuildEnginesOptions): Promise<{ models: PlannedModel[]; hiddenSize: number }> {
   const partial: Omit<PlannedModel, "profiles" | "sources">[] = [];
   for (const role of ENGINE_ROLES) {
@@ -143,12 +161,20 @@ async function planModels(folder: ModelFolder, options: BuildEnginesOptions): Pr
       );
     }
     const keepFp32 = isVae && options.fp32Vae === true;
+    // diffusers' upcast_attention (SD 2.x 768-v): the attention scores overflow in fp16.
+    const upcast = role === "unet" && (await upcastAttention(folder));
+    if (upcast && exported === "fp16") {
+      options.onProgress?.({
+        type: "warning",
+        message: `${folder.dir}/unet/config.json sets upcast_attention, but ${file.path} is an fp16 export: its attention scores are computed in fp16 and may overflow (UnetOverflowError). Export the UNet in fp32 and sd-trt keeps them in fp32`,
+      });
+    }
     partial.push({
       role,
       file,
       contract,
       declared: declaredShapes(signature),
-      conversion: exported === "fp32" && !keepFp32 ? "fp32-to-fp16" : "none",
+      conversion: exported === "fp32" && !keepFp32 ? (upcast ? "fp32-to-fp16-fp32-attention" : "fp32-to-fp16") : "none",
       precision: keepFp32 ? "fp32" : "fp16",
     });
   }
@@ -186,6 +212,8 @@ async function upToDate(manifestPath: string, variantDir: string, models: Planne
   }
   const sources = Object.fromEntries(models.map((m) => [m.role, m.sources]));
   if (sourceDifferences(manifest, { sources, shapes: options.shapes, fp32Vae: options.fp32Vae ?? false }).length > 0) return undefined;
+  // A conversion that changed (e.g. fp32 attention scores for an upcast_attention UNet) rebuilds.
+  if (models.some((m) => manifest.engines[m.role]?.conversion !== m.conversion)) return undefined;
   for (const entry of Object.values(manifest.engines)) {
     try {
       if ((await stat(join(variantDir, entry.plan))).size !== entry.planBytes) return undefined;
@@ -271,10 +299,11 @@ export async function buildEngines(options: BuildEnginesOptions, injected?: { bi
       const onnxRel = relative(folder.dir, planned.file.path).split(sep).join("/");
       emit({ type: "model-start", role: planned.role, index, total: models.length, onnx: onnxRel, conversion: planned.conversion, profiles: planned.profiles.length });
       let onnxPath = planned.file.path;
-      if (planned.conversion === "fp32-to-fp16") {
+      if (planned.conversion !== "none") {
         const reader = new ExternalDataReader();
         try {
-          const { model, report } = await convertToFp16(await OnnxModel.read(planned.file.path), reader);
+          const fp32Attention = planned.conversion === "fp32-to-fp16-fp32-attention";
+          const { model, report } = await convertToFp16(await OnnxModel.read(planned.file.path), reader, { fp32Attention });
           onnxPath = join(work, planned.role, "model.onnx");
           await mkdir(dirname(onnxPath), { recursive: true });
           await writeOnnxModel(model, onnxPath);
@@ -366,6 +395,10 @@ async function runBuild(
       ...(timingCache ? { timingCache } : {}),
       ...(options.workspaceBytes !== undefined ? { workspaceBytes: options.workspaceBytes } : {}),
       ...(options.optimizationLevel !== undefined ? { optimizationLevel: options.optimizationLevel } : {}),
+      ...(options.detailedProfiling ? { detailedProfiling: true } : {}),
+      // The text encoder's other outputs (optimum's pooler_output) are never read: unmarked, so
+      // TensorRT does not compute them.
+      ...(planned.role === "text_encoder" ? { keepOutputs: [(planned.contract as TextEncoderIo).hiddenName] } : {}),
       device: options.device ?? 0,
     },
     (progress) => emit({ type: "builder", role: planned.role, progress }),

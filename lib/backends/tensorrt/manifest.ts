@@ -33,8 +33,9 @@ export interface EngineEntry {
   source: { onnx: string; files: FileDigest[] };
   /** What the network computes in. */
   precision: EnginePrecision;
-  /** How the precision was obtained: the export as it was, or sd-trt's fp32 → fp16 conversion. */
-  conversion: "none" | "fp32-to-fp16";
+  /** How the precision was obtained: the export as it was, sd-trt's fp32 → fp16 conversion, or
+   *  that conversion with the attention scores kept fp32 (a UNet with diffusers' upcast_attention). */
+  conversion: "none" | "fp32-to-fp16" | "fp32-to-fp16-fp32-attention";
   profiles: OptimizationProfile[];
   io: EngineTensor[];
   /** The graph's I/O contract as read from the ONNX (tensor names, timestep layout, …). */
@@ -142,7 +143,9 @@ function entry(v: unknown, path: string, role: ModelRole): EngineEntry {
   const precision = e.precision;
   if (precision !== "fp16" && precision !== "fp32") at(`${path}.precision`, 'must be "fp16" or "fp32"');
   const conversion = e.conversion;
-  if (conversion !== "none" && conversion !== "fp32-to-fp16") at(`${path}.conversion`, 'must be "none" or "fp32-to-fp16"');
+  if (conversion !== "none" && conversion !== "fp32-to-fp16" && conversion !== "fp32-to-fp16-fp32-attention") {
+    at(`${path}.conversion`, 'must be "none", "fp32-to-fp16" or "fp32-to-fp16-fp32-attention"');
+  }
   return {
     plan: str(e.plan, `${path}.plan`, /^[A-Za-z0-9_.-]+\.plan$/),
     planSha256: str(e.planSha256, `${path}.planSha256`, SHA256),

@@ -68,7 +68,7 @@ export class BuildReporter {
       case "model-start":
         this.#print(
           `[${event.index + 1}/${event.total}] ${ROLE_TITLES[event.role]}: ${event.onnx}` +
-            `${event.conversion === "fp32-to-fp16" ? ", converting fp32 → fp16" : ""}, ${event.profiles} optimization profile${event.profiles === 1 ? "" : "s"}`,
+            `${event.conversion === "fp32-to-fp16" ? ", converting fp32 → fp16" : event.conversion === "fp32-to-fp16-fp32-attention" ? ", converting fp32 → fp16 with fp32 attention scores (upcast_attention)" : ""}, ${event.profiles} optimization profile${event.profiles === 1 ? "" : "s"}`,
         );
         break;
       case "converted": {

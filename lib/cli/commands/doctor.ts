@@ -39,7 +39,9 @@ export function formatDoctorReport(report: DoctorReport): string {
   }
   if (report.cuda.compiledIn) {
     lines.push("");
-    lines.push(`CUDA runtime ${report.cuda.runtimeVersion ?? "?"} (static), driver supports CUDA ${report.cuda.driverVersion ?? "— (no driver)"}`);
+    const release = report.cuda.driverRelease ? `driver ${report.cuda.driverRelease}, ` : "driver ";
+    const floor = report.cuda.driverFloor ? ` (this runtime needs driver ${report.cuda.driverFloor}+)` : "";
+    lines.push(`CUDA runtime ${report.cuda.runtimeVersion ?? "?"} (static)${floor}, ${release}supports CUDA ${report.cuda.driverVersion ?? "— (no driver)"}`);
     for (const g of report.gpus) {
       lines.push(`  GPU ${g.index}: ${g.name}, compute capability ${g.computeCapability}, ${gib(g.totalMemory)} total, ${gib(g.freeMemory)} free; kernels: ${g.kernels}`);
     }
