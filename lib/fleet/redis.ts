@@ -17,7 +17,11 @@ import type { BackendLimits, BackendName } from "../backends/backend.js";
 import { type FleetModel, keyPrefix } from "./protocol.js";
 
 export const HEARTBEAT_MS = 2000;
-export const WORKER_TTL_MS = 3 * HEARTBEAT_MS;
+/**
+ * A registration outlives five missed heartbeats: a worker whose event loop is slow for a few
+ * seconds on a loaded machine must not vanish from the front ends (which would answer 503).
+ */
+export const WORKER_TTL_MS = 5 * HEARTBEAT_MS;
 
 /** What a worker publishes about itself. */
 export interface WorkerInfo {

@@ -188,7 +188,12 @@ describeWith([REDIS], "a fleet of sd-trt workers on Redis", () => {
     const marks = live.map((w) => w.output.length);
     const request = post(`${url}/sdapi/v1/txt2img`, { ...small, steps, width: 256, height: 256, prompt: "handed back", seed: 5 });
     const startedOn = () => live.find((w, i) => /job \S+ started/.test(w.output.slice(marks[i])));
-    await until(() => startedOn() !== undefined, "a worker to start the job");
+    await until(() => startedOn() !== undefined, "a worker to start the job").catch(async (error: Error) => {
+      // Say what the front end and the workers were doing.
+      const tail = live.map((w, i) => `worker ${i}:\n${w.output.slice(marks[i]).slice(-2000)}`).join("\n");
+      const answer = await Promise.race([request.then((r) => JSON.stringify(r.json).slice(0, 500)), new Promise((resolve) => setTimeout(() => resolve("(no answer yet)"), 100))]);
+      throw new Error(`${error.message}; the request: ${answer}; health: ${JSON.stringify(client.status())} ${JSON.stringify(client.counters())}\n${tail}`);
+    });
     const runner = startedOn()!;
     const stopped = runner.stop("SIGTERM");
     const response = await request;
