@@ -24,6 +24,9 @@
  * | EngineBuildError          | ERR_ENGINE_BUILD           | an engine build failed                               |
  * | UnetOverflowError         | ERR_UNET_NAN               | the UNet produced NaN/Inf in the loop (either backend) |
  * | VaeOverflowError          | ERR_VAE_NAN                | the VAE decoder produced NaN/Inf (either backend)    |
+ * | ModelMismatchError        | ERR_MODEL_MISMATCH         | a fleet job asks for a model this worker does not run |
+ * | QueueUnavailableError     | ERR_QUEUE_UNAVAILABLE      | the fleet queue cannot take work (no worker, Redis)  |
+ * | JobFailedError            | ERR_JOB_FAILED             | a fleet job failed on its workers (reason, attempts) |
  * | InternalError             | ERR_INTERNAL               | a broken invariant inside sd-trt: a bug to report    |
  */
 
@@ -256,6 +259,36 @@ export class UnetOverflowError extends SdTrtError {
   }
 }
 
+/** A fleet job (lib/fleet) names a model other than the one this worker runs. */
+export class ModelMismatchError extends SdTrtError {
+  constructor(message: string) {
+    super("ERR_MODEL_MISMATCH", message);
+  }
+}
+
+/** The fleet queue cannot take work now: no worker has registered on it, or Redis is unreachable. */
+export class QueueUnavailableError extends SdTrtError {
+  constructor(message: string) {
+    super("ERR_QUEUE_UNAVAILABLE", message);
+  }
+}
+
+/**
+ * A fleet job failed on the workers for a reason that has no class of its own here (an ONNX
+ * Runtime or CUDA failure on the worker, retries used up after stalls). `reasonCode` is the
+ * worker-side error's code; `attempts` how many times it ran.
+ */
+export class JobFailedError extends SdTrtError {
+  readonly jobId: string;
+  readonly reasonCode: string;
+  readonly attempts: number;
+  constructor(jobId: string, reasonCode: string, message: string, attempts: number) {
+    super("ERR_JOB_FAILED", `job ${jobId} failed after ${attempts} attempt(s): ${message}`);
+    this.jobId = jobId;
+    this.reasonCode = reasonCode;
+    this.attempts = attempts;
+  }
+}
 
 /** A broken invariant inside sd-trt (a bug, not bad input): please report it with the message. */
 export class InternalError extends SdTrtError {

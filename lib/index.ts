@@ -7,6 +7,7 @@
  *   programs, the CPU executor — exact against diffusers, no model needed.
  * - `sd-trt/engines`: the backends themselves, model folders, TensorRT engine builds and manifests.
  * - `sd-trt/native`: the C++ addon's loader, the native Denoiser, the machine report (`doctor`).
+ * - `sd-trt/fleet`: many machines on a BullMQ queue in Redis (`createWorker`, `RedisQueueClient`).
  */
 
 // First: fails with a clear message on an unsupported Node.js (lib/node-version.ts).
@@ -27,7 +28,7 @@ export type { RngSource } from "./rng/index.js";
 
 // Serving
 export { PipelineService } from "./service/index.js";
-export type { PipelineServiceOptions, RunningState, ServiceCallOptions, ServiceCounters, ServiceRequest, ServiceResult } from "./service/index.js";
+export type { DeviceCounters, GenerationService, PipelineServiceOptions, RunningState, ServiceCallOptions, ServiceCounters, ServiceRequest, ServiceResult } from "./service/index.js";
 export { SdServer, DEFAULT_MAX_BODY_BYTES } from "./server/index.js";
 export type { ErrorBody, ListenOptions, SdServerOptions } from "./server/index.js";
 

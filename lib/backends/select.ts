@@ -7,7 +7,7 @@
  * on machines (and in builds) without it.
  */
 import { InvalidOptionError, TensorRtUnavailableError } from "../errors.js";
-import { booleanValue, oneOf } from "../validate.js";
+import { booleanValue, integerInRange, oneOf } from "../validate.js";
 import { buildNativeCommand } from "../package-info.js";
 import type { Backend } from "./backend.js";
 import { CpuBackend } from "./cpu/backend.js";
@@ -25,7 +25,15 @@ export interface BackendLoadOptions {
   memoryLimit?: number;
   /** TensorRT backend: run the denoise loop under CUDA graphs. Defaults to true; the CPU backend ignores it. */
   useGraphs?: boolean;
+  /**
+   * TensorRT: the CUDA device index the engines load on. The CPU backend has no devices: each
+   * pipeline is its own ONNX Runtime worker thread, and the index only names it. Defaults to 0.
+   */
+  device?: number;
 }
+
+/** Largest device index accepted (far above any machine's GPU count; catches typos like 10000). */
+export const MAX_DEVICE_INDEX = 63;
 
 export interface SelectedBackend {
   backend: Backend;
@@ -55,6 +63,7 @@ async function loadCpu(folder: ModelFolder, options: BackendLoadOptions): Promis
 export async function loadBackend(folder: ModelFolder, choice: BackendChoice, options: BackendLoadOptions = {}): Promise<SelectedBackend> {
   oneOf("backend", choice, BACKEND_CHOICES);
   if (options.useGraphs !== undefined) booleanValue("useGraphs", options.useGraphs);
+  if (options.device !== undefined) integerInRange("device", options.device, 0, MAX_DEVICE_INDEX);
   if (options.engines !== undefined && choice === "cpu") {
     throw new InvalidOptionError("engines", "engines applies to the TensorRT backend; it cannot be used with backend \"cpu\"");
   }
@@ -75,8 +84,9 @@ export async function loadBackend(folder: ModelFolder, choice: BackendChoice, op
     const firstMissing = reason.split("; ")[0]!.replace(/ \(.*$/, "");
     return { backend: await loadCpu(folder, options), reason: `auto: TensorRT is not usable (${firstMissing}; see sd-trt doctor); using the CPU` };
   }
-  const engineOptions: { engines?: string; useGraphs?: boolean } = {};
+  const engineOptions: { engines?: string; useGraphs?: boolean; device?: number } = {};
   if (options.engines !== undefined) engineOptions.engines = options.engines;
+  if (options.device !== undefined) engineOptions.device = options.device;
   if (options.useGraphs !== undefined) engineOptions.useGraphs = options.useGraphs;
   if (choice === "tensorrt") return { backend: await trt.TensorRtBackend.load(folder, engineOptions), reason: "requested" };
   try {

@@ -58,6 +58,13 @@ export interface PipelineLoadOptions {
    * ignored by the CPU backend.
    */
   useGraphs?: boolean;
+  /**
+   * The device this pipeline runs on: TensorRT's CUDA device index (engines, contexts and the
+   * denoiser live there). On the CPU backend each pipeline is its own ONNX Runtime worker thread
+   * and the index only names it (so `serve --devices 0,1,2` runs three CPU pipelines).
+   * 0 … 63, defaults to 0.
+   */
+  device?: number;
 }
 
 /** Hex SHA-256 of a file, streamed. */
@@ -76,12 +83,15 @@ export class Pipeline {
   readonly backendReason: string;
   /** The scheduler used when `generate` names none (from the model's scheduler config). */
   readonly defaultScheduler: SchedulerName;
+  /** The device it runs on (see `PipelineLoadOptions.device`). */
+  readonly device: number;
   /** One batch at a time; dispose waits for the accepted ones, then releases the backend. */
   readonly #life = new Lifecycle("Pipeline");
   #modelHash: Promise<string> | undefined;
 
-  private constructor(folder: ModelFolder, backend: Backend, reason: string, tokenizer: ClipTokenizer, defaultScheduler: SchedulerName) {
+  private constructor(folder: ModelFolder, backend: Backend, reason: string, tokenizer: ClipTokenizer, defaultScheduler: SchedulerName, device: number) {
     this.#folder = folder;
+    this.device = device;
     this.#backend = backend;
     this.#limits = limitsForModel(backend.limits, folder.sizeMultiple);
     this.backendReason = reason;
@@ -109,13 +119,14 @@ export class Pipeline {
     }
     createScheduler(defaultScheduler, folder.schedulerConfig); // a bad config fails at load, not at the first generate
     const tokenizer = folder.tokenizer ? await ClipTokenizer.fromDirectory(dirname(folder.tokenizer.vocab)) : await ClipTokenizer.default();
-    const loadOptions: { engines?: string; threads?: number; useGraphs?: boolean; memoryLimit?: number } = {};
+    const loadOptions: { engines?: string; threads?: number; useGraphs?: boolean; memoryLimit?: number; device?: number } = {};
     if (options.memoryLimit !== undefined) loadOptions.memoryLimit = numberInRange("memoryLimit", options.memoryLimit, 1, Number.MAX_SAFE_INTEGER);
+    if (options.device !== undefined) loadOptions.device = options.device;
     if (options.engines !== undefined) loadOptions.engines = options.engines;
     if (options.threads !== undefined) loadOptions.threads = integerInRange("threads", options.threads, 1, 1024);
     if (options.useGraphs !== undefined) loadOptions.useGraphs = options.useGraphs;
     const { backend, reason } = await loadBackend(folder, choice, loadOptions);
-    return new Pipeline(folder, backend, reason, tokenizer, defaultScheduler);
+    return new Pipeline(folder, backend, reason, tokenizer, defaultScheduler, options.device ?? 0);
   }
 
   /** The backend that runs: `"cpu"` or `"tensorrt"`. */

@@ -12,6 +12,7 @@
  * - `GET /sdapi/v1/progress`, `POST /sdapi/v1/interrupt`: A1111's progress and interrupt.
  * - `GET /health`: liveness, queue counters and memory (never needs the token).
  * - `GET /internal/ping`: A1111's liveness probe (never needs the token).
+ * - `GET /`: the web page (web.ts); its API calls need the token like any other.
  *
  * Errors are JSON `{error, detail, field?}` (http/errors.ts). With a token, every `/sdapi/` call
  * needs `Authorization: Bearer <token>` and gets 401 without it.
@@ -22,9 +23,9 @@
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
-import { AbortError, BusyError, InvalidOptionError, OutOfMemoryError, SdTrtError, ServiceClosedError } from "../errors.js";
+import { AbortError, BusyError, InvalidOptionError, OutOfMemoryError, QueueUnavailableError, SdTrtError, ServiceClosedError } from "../errors.js";
 import { packageVersion } from "../package-info.js";
-import type { PipelineService } from "../service/pipeline-service.js";
+import type { GenerationService } from "../service/generation-service.js";
 import { a1111ProgressResponse, handleA1111Generation } from "./a1111/handlers.js";
 import { a1111FieldFor } from "./a1111/request.js";
 import { a1111SamplerList, a1111ScheduleTypeList } from "./a1111/samplers.js";
@@ -32,6 +33,7 @@ import { BearerAuth } from "./http/auth.js";
 import { HttpError } from "./http/errors.js";
 import { sendError, sendJson } from "./http/respond.js";
 import { type RouteContext, Router } from "./http/router.js";
+import { addWebRoutes } from "./web.js";
 
 /** Default request body limit: room for a few base64 init images of SD sizes. */
 export const DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024;
@@ -43,8 +45,8 @@ export const DEFAULT_KEEP_ALIVE_TIMEOUT_MS = 5_000;
 export const DEFAULT_MAX_CONNECTIONS = 1024;
 
 export interface SdServerOptions {
-  /** The service that runs generations; the server does not own it unless `ownService`. */
-  service: PipelineService;
+  /** What runs generations: a PipelineService, or a fleet front end (lib/fleet). Closed and disposed with the server unless `ownService` is false. */
+  service: GenerationService;
   /** Bearer token required on `/sdapi/` endpoints. Defaults to none (open on loopback). */
   token?: string;
   /** Largest request body in bytes; larger bodies get 413. Defaults to 32 MiB. */
@@ -75,7 +77,7 @@ export interface ListenOptions {
 
 export class SdServer {
   readonly #http: Server;
-  readonly #service: PipelineService;
+  readonly #service: GenerationService;
   readonly #auth: BearerAuth | null;
   readonly #maxBody: number;
   readonly #ownService: boolean;
@@ -119,7 +121,7 @@ export class SdServer {
     return this.#http;
   }
 
-  get service(): PipelineService {
+  get service(): GenerationService {
     return this.#service;
   }
 
@@ -211,6 +213,7 @@ export class SdServer {
       .add({ method: "POST", path: "/sdapi/v1/skip", auth: true, handler: ({ response }) => this.#interrupt(response) })
       .add({ method: "POST", path: "/sdapi/v1/txt2img", auth: true, handler: (context) => handleA1111Generation("txt2img", context, this.#generationContext()) })
       .add({ method: "POST", path: "/sdapi/v1/img2img", auth: true, handler: (context) => handleA1111Generation("img2img", context, this.#generationContext()) });
+    addWebRoutes(this.#router);
   }
 
   #interrupt(response: ServerResponse): void {
@@ -230,6 +233,7 @@ export class SdServer {
       model: this.#service.modelName,
       backend: this.#service.backendName,
       counters: this.#service.counters(),
+      ...this.#service.status(),
       memory: { rss: memory.rss, heapUsed: memory.heapUsed, external: memory.external, arrayBuffers: memory.arrayBuffers },
       uptimeSeconds: process.uptime(),
     };
@@ -280,7 +284,7 @@ export class SdServer {
     const httpError = shutdown
       ? new HttpError(503, "ShuttingDown", "the server is shutting down; the request was cancelled", { headers: { Connection: "close" } })
       : toHttpError(error);
-    if (httpError.status >= 500 && !(error instanceof BusyError) && !(error instanceof ServiceClosedError) && !(error instanceof AbortError)) {
+    if (httpError.status >= 500 && !(error instanceof BusyError) && !(error instanceof ServiceClosedError) && !(error instanceof AbortError) && !(error instanceof QueueUnavailableError)) {
       this.#log(`error: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`);
     }
     // After a 413 the rest of the body is unread: close the connection instead of draining it.
@@ -332,6 +336,10 @@ export function toHttpError(error: unknown): HttpError {
   }
   if (error instanceof BusyError) {
     return new HttpError(503, "Busy", error.message, { headers: { "Retry-After": "1" } });
+  }
+  if (error instanceof QueueUnavailableError) {
+    // A fleet front end with no worker, or Redis away: as busy, worth retrying later.
+    return new HttpError(503, "QueueUnavailable", error.message, { headers: { "Retry-After": "5" } });
   }
   if (error instanceof ServiceClosedError) {
     return new HttpError(503, "ShuttingDown", error.message, { headers: { Connection: "close" } });

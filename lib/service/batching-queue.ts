@@ -2,8 +2,10 @@
  * A bounded FIFO queue that runs one batch at a time and merges compatible requests.
  *
  * What it guarantees (the PipelineService builds on it):
- * - **One batch at a time.** A pipeline runs one batch at a time on its stream (design rule 8);
- *   this queue decides what runs next.
+ * - **One batch at a time per slot.** A pipeline runs one batch at a time on its stream (design
+ *   rule 8); this queue decides what runs next. An engine may have several slots (one pipeline
+ *   per device): each idle slot takes the next batch from the one shared queue, so a request
+ *   goes to whichever device frees up first, and batching happens per slot.
  * - **Bounded.** At most `maxQueue` requests wait; one more is refused at once with a
  *   `BusyError` (code `ERR_BUSY`) instead of growing the queue. Admission of a group of requests
  *   (an HTTP request with `n_iter` > 1) is all or nothing.
@@ -28,16 +30,18 @@ import { AbortError, BusyError, ServiceClosedError, throwIfAborted } from "../er
 export interface BatchEngine<Req, Res, Progress> {
   /** Most images one run may hold (the backend's maximum batch). */
   readonly maxBatch: number;
+  /** How many batches may run at once, one per slot (slots are numbered 0 … slots − 1). Defaults to 1. */
+  readonly slots?: number;
   /** How many images a request makes (counts against maxBatch). */
   imagesOf(request: Req): number;
   /** Requests with equal keys can run merged; null means "always alone". */
   keyOf(request: Req): string | null;
   /** Throws (typed, naming the option) if the request is invalid; called before queueing. */
   validate?(request: Req): void;
-  /** Runs one request alone. */
-  runOne(request: Req, signal: AbortSignal, onProgress: (event: Progress) => void): Promise<Res>;
-  /** Runs compatible requests as one batch; results in the order of `requests`. */
-  runMerged(requests: Req[], signal: AbortSignal, onProgress: (event: Progress) => void): Promise<Res[]>;
+  /** Runs one request alone on `slot`. */
+  runOne(request: Req, signal: AbortSignal, onProgress: (event: Progress) => void, slot: number): Promise<Res>;
+  /** Runs compatible requests as one batch on `slot`; results in the order of `requests`. */
+  runMerged(requests: Req[], signal: AbortSignal, onProgress: (event: Progress) => void, slot: number): Promise<Res[]>;
 }
 
 export interface BatchingQueueOptions {
@@ -77,6 +81,21 @@ export interface QueueCounters {
   images: number;
 }
 
+/** What one slot (one device's pipeline) has done. */
+export interface SlotCounters {
+  slot: number;
+  /** Whether a batch runs on it now. */
+  busy: boolean;
+  /** Batches it ran. */
+  batches: number;
+  /** Requests it finished with a result. */
+  done: number;
+  /** Requests that failed on it (other than cancellation). */
+  failed: number;
+  /** Images made by its successful requests. */
+  images: number;
+}
+
 export interface RunningState<Progress> {
   /** Requests of the running batch still waiting for their result. */
   requests: number;
@@ -100,6 +119,7 @@ interface Entry<Req, Res, Progress> {
 }
 
 interface Batch<Req, Res, Progress> {
+  slot: number;
   entries: Entry<Req, Res, Progress>[];
   controller: AbortController;
   startedAt: number;
@@ -118,7 +138,9 @@ export class BatchingQueue<Req, Res, Progress> {
   readonly #windowMs: number;
   readonly #maxBatch: number;
   #queue: Entry<Req, Res, Progress>[] = [];
-  #batch: Batch<Req, Res, Progress> | null = null;
+  /** The running batch of each slot (null: the slot is idle). */
+  readonly #batches: Array<Batch<Req, Res, Progress> | null>;
+  readonly #slotCounters: SlotCounters[];
   #timer: NodeJS.Timeout | null = null;
   #closed = false;
   #idleWaiters: Array<() => void> = [];
@@ -137,6 +159,22 @@ export class BatchingQueue<Req, Res, Progress> {
     this.#maxQueue = options.maxQueue ?? 64;
     this.#windowMs = options.batchWindowMs ?? 5;
     this.#maxBatch = Math.min(options.maxBatch ?? engine.maxBatch, engine.maxBatch);
+    const slots = engine.slots ?? 1;
+    this.#batches = Array.from({ length: slots }, () => null);
+    this.#slotCounters = Array.from({ length: slots }, (_, slot) => ({ slot, busy: false, batches: 0, done: 0, failed: 0, images: 0 }));
+  }
+
+  get slots(): number {
+    return this.#batches.length;
+  }
+
+  /** Per-slot counters (one per device when the engine runs one pipeline per device). */
+  slotCounters(): SlotCounters[] {
+    return this.#slotCounters.map((c) => ({ ...c, busy: this.#batches[c.slot] !== null }));
+  }
+
+  #live(): Batch<Req, Res, Progress>[] {
+    return this.#batches.filter((b): b is Batch<Req, Res, Progress> => b !== null);
   }
 
   get maxQueue(): number {
@@ -152,20 +190,24 @@ export class BatchingQueue<Req, Res, Progress> {
   }
 
   counters(): QueueCounters {
-    const running = this.#batch ? this.#batch.entries.filter((e) => !e.settled).length : 0;
+    const running = this.#live().reduce((n, b) => n + b.entries.filter((e) => !e.settled).length, 0);
     return { queued: this.#queue.length, running, ...this.#counters };
   }
 
-  /** The running batch, or null when the engine is idle. */
+  /**
+   * What runs now, or null when every slot is idle: the requests and images of all running
+   * batches, with the start time and last progress event of the one that started first.
+   */
   running(): RunningState<Progress> | null {
-    const batch = this.#batch;
-    if (!batch) return null;
-    const live = batch.entries.filter((e) => !e.settled);
+    const batches = this.#live().sort((a, b) => a.startedAt - b.startedAt);
+    const first = batches[0];
+    if (!first) return null;
+    const live = batches.flatMap((b) => b.entries.filter((e) => !e.settled));
     return {
       requests: live.length,
       images: live.reduce((n, e) => n + e.images, 0),
-      startedAt: batch.startedAt,
-      progress: batch.progress,
+      startedAt: first.startedAt,
+      progress: first.progress,
     };
   }
 
@@ -222,17 +264,19 @@ export class BatchingQueue<Req, Res, Progress> {
   }
 
   /**
-   * Cancels the running batch (A1111's `/sdapi/v1/interrupt`): its requests are rejected with an
-   * AbortError; queued requests are untouched.
+   * Cancels the running batches, one per busy slot (A1111's `/sdapi/v1/interrupt`): their
+   * requests are rejected with an AbortError; queued requests are untouched.
    */
   interrupt(reason = "interrupted"): number {
-    const batch = this.#batch;
-    if (!batch) return 0;
-    const live = batch.entries.filter((e) => !e.settled);
-    const error = new AbortError(reason);
-    for (const entry of live) this.#settle(entry, "cancelled", error);
-    batch.controller.abort(error);
-    return live.length;
+    let cancelled = 0;
+    for (const batch of this.#live()) {
+      const live = batch.entries.filter((e) => !e.settled);
+      const error = new AbortError(reason);
+      for (const entry of live) this.#settle(entry, "cancelled", error);
+      batch.controller.abort(error);
+      cancelled += live.length;
+    }
+    return cancelled;
   }
 
   /**
@@ -256,7 +300,7 @@ export class BatchingQueue<Req, Res, Progress> {
   }
 
   #isIdle(): boolean {
-    return this.#batch === null && this.#queue.length === 0;
+    return this.#live().length === 0 && this.#queue.length === 0;
   }
 
   #whenIdle(): Promise<void> {
@@ -279,24 +323,31 @@ export class BatchingQueue<Req, Res, Progress> {
       this.#pump(); // the window may now be satisfied by what is left
       return;
     }
-    const batch = this.#batch;
-    if (batch?.entries.includes(entry)) {
+    const batch = this.#live().find((b) => b.entries.includes(entry));
+    if (batch) {
       this.#settle(entry, "cancelled", reason);
       // Stop the run only when no one is left to receive its images.
       if (batch.entries.every((e) => e.settled)) batch.controller.abort(reason);
     }
   }
 
-  #settle(entry: Entry<Req, Res, Progress>, outcome: "done" | "failed" | "cancelled", value: unknown): void {
+  /** Settles a request once; `slot` is where it ran (for the per-slot counters), if it ran. */
+  #settle(entry: Entry<Req, Res, Progress>, outcome: "done" | "failed" | "cancelled", value: unknown, slot?: number): void {
     if (entry.settled) return;
     entry.settled = true;
     entry.detachAbort?.();
+    const perSlot = slot === undefined ? undefined : this.#slotCounters[slot];
     if (outcome === "done") {
       this.#counters.done++;
       this.#counters.images += entry.images;
+      if (perSlot) {
+        perSlot.done++;
+        perSlot.images += entry.images;
+      }
       entry.resolve(value as Res);
     } else {
       this.#counters[outcome]++;
+      if (perSlot && outcome === "failed") perSlot.failed++;
       entry.reject(value);
     }
   }
@@ -318,36 +369,40 @@ export class BatchingQueue<Req, Res, Progress> {
   }
 
   #pump(): void {
-    if (this.#batch) return;
     if (this.#queue.length === 0) {
       this.#clearTimer();
+      if (this.#live().length > 0) return;
       const waiters = this.#idleWaiters.splice(0);
       for (const resolve of waiters) resolve();
       return;
     }
-    const picked = this.#pickBatch();
-    const head = picked[0]!;
-    const images = picked.reduce((n, e) => n + e.images, 0);
-    const waitLeft = head.enqueuedAt + this.#windowMs - performance.now();
-    if (head.key !== null && images < this.#maxBatch && waitLeft > 0 && !this.#closed) {
-      if (!this.#timer) {
-        this.#timer = setTimeout(() => {
-          this.#timer = null;
-          this.#pump();
-        }, Math.ceil(waitLeft));
+    // Each idle slot takes the next batch; the oldest request always goes first.
+    for (let slot = this.#batches.indexOf(null); slot >= 0 && this.#queue.length > 0; slot = this.#batches.indexOf(null)) {
+      const picked = this.#pickBatch();
+      const head = picked[0]!;
+      const images = picked.reduce((n, e) => n + e.images, 0);
+      const waitLeft = head.enqueuedAt + this.#windowMs - performance.now();
+      if (head.key !== null && images < this.#maxBatch && waitLeft > 0 && !this.#closed) {
+        if (!this.#timer) {
+          this.#timer = setTimeout(() => {
+            this.#timer = null;
+            this.#pump();
+          }, Math.ceil(waitLeft));
+        }
+        return;
       }
-      return;
+      this.#clearTimer();
+      const taken = new Set(picked);
+      this.#queue = this.#queue.filter((e) => !taken.has(e));
+      void this.#run(picked, slot);
     }
-    this.#clearTimer();
-    const taken = new Set(picked);
-    this.#queue = this.#queue.filter((e) => !taken.has(e));
-    void this.#run(picked);
   }
 
-  async #run(entries: Entry<Req, Res, Progress>[]): Promise<void> {
-    const batch: Batch<Req, Res, Progress> = { entries, controller: new AbortController(), startedAt: performance.now(), progress: undefined };
-    this.#batch = batch;
+  async #run(entries: Entry<Req, Res, Progress>[], slot: number): Promise<void> {
+    const batch: Batch<Req, Res, Progress> = { slot, entries, controller: new AbortController(), startedAt: performance.now(), progress: undefined };
+    this.#batches[slot] = batch;
     this.#counters.batches++;
+    this.#slotCounters[slot]!.batches++;
     if (entries.length > 1) this.#counters.batchedRequests += entries.length;
     const onProgress = (event: Progress) => {
       batch.progress = event;
@@ -362,33 +417,33 @@ export class BatchingQueue<Req, Res, Progress> {
     };
     try {
       if (entries.length === 1) {
-        const result = await this.#engine.runOne(entries[0]!.request, batch.controller.signal, onProgress);
-        this.#settle(entries[0]!, "done", result);
+        const result = await this.#engine.runOne(entries[0]!.request, batch.controller.signal, onProgress, slot);
+        this.#settle(entries[0]!, "done", result, slot);
       } else {
         let results: Res[] | null = null;
         try {
-          results = await this.#engine.runMerged(entries.map((e) => e.request), batch.controller.signal, onProgress);
+          results = await this.#engine.runMerged(entries.map((e) => e.request), batch.controller.signal, onProgress, slot);
         } catch (error) {
           if (batch.controller.signal.aborted) throw error;
           // Isolate the failure: every live member runs again alone.
           for (const entry of entries) {
             if (entry.settled) continue;
             try {
-              this.#settle(entry, "done", await this.#engine.runOne(entry.request, batch.controller.signal, onProgress));
+              this.#settle(entry, "done", await this.#engine.runOne(entry.request, batch.controller.signal, onProgress, slot), slot);
             } catch (single) {
-              this.#settle(entry, batch.controller.signal.aborted ? "cancelled" : "failed", single);
+              this.#settle(entry, batch.controller.signal.aborted ? "cancelled" : "failed", single, slot);
             }
           }
         }
         if (results) {
-          for (const [i, entry] of entries.entries()) this.#settle(entry, "done", results[i]);
+          for (const [i, entry] of entries.entries()) this.#settle(entry, "done", results[i], slot);
         }
       }
     } catch (error) {
       const cancelled = batch.controller.signal.aborted;
-      for (const entry of entries) this.#settle(entry, cancelled ? "cancelled" : "failed", error);
+      for (const entry of entries) this.#settle(entry, cancelled ? "cancelled" : "failed", error, slot);
     } finally {
-      this.#batch = null;
+      this.#batches[slot] = null;
       this.#pump();
     }
   }

@@ -9,3 +9,4 @@ export {
 } from "./pipeline-service.js";
 export { BusyError, ServiceClosedError } from "../errors.js";
 export type { RunningState } from "./batching-queue.js";
+export type { DeviceCounters, GenerationService } from "./generation-service.js";

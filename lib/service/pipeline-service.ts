@@ -20,10 +20,16 @@
  * - The queue is bounded: a request that finds `maxQueue` requests waiting is refused with a
  *   `BusyError` (code `ERR_BUSY`).
  * - `counters()`: queued, running, done, failed, cancelled, rejected, batches, batchedRequests, images.
+ * - **Several devices.** Given one pipeline per device (`Pipeline.load(dir, { device })`), the
+ *   service keeps one queue and runs one batch per device at a time: a request goes to whichever
+ *   device is idle first, and batching happens per device. The pipelines must serve the same
+ *   model on the same backend, so a request's images do not depend on the device that ran it.
+ *   `devices()` has the per-device counters.
  *
  * Invalid options are rejected before queueing (InvalidOptionError naming the option), so a bad
  * request never reaches a merged batch.
  */
+import { InvalidOptionError } from "../errors.js";
 import { integerInRange, numberInRange } from "../validate.js";
 import { basename } from "node:path";
 import type { BackendLimits, BackendName } from "../backends/backend.js";
@@ -31,9 +37,9 @@ import type { GenerateOptions, GenerateResult, Pipeline, ProgressEvent } from ".
 import type { ResolvedRequest } from "../pipeline/options.js";
 import { batchKey } from "../pipeline/generation.js";
 import { BatchingQueue, type BatchEngine, type QueueCounters, type RunningState } from "./batching-queue.js";
+import type { DeviceCounters, GenerationService, ServiceCallOptions, ServiceRequest } from "./generation-service.js";
 
-/** A generation request as the service takes it: `generate()` options without the per-call hooks. */
-export type ServiceRequest = Omit<GenerateOptions, "signal" | "onProgress">;
+export type { DeviceCounters, ServiceCallOptions, ServiceRequest } from "./generation-service.js";
 export type ServiceResult = GenerateResult;
 export type ServiceCounters = QueueCounters;
 
@@ -48,74 +54,87 @@ export interface PipelineServiceOptions {
   ownPipeline?: boolean;
 }
 
-export interface ServiceCallOptions {
-  /** Cancels the request (queued: removed; running: rejected at once, see the class comment). */
-  signal?: AbortSignal;
-  /** Progress of the batch the request runs in. */
-  onProgress?: (event: ProgressEvent) => void;
-}
-
 interface Job {
   options: ServiceRequest;
   resolved?: ResolvedRequest;
 }
 
-export class PipelineService {
-  readonly #pipeline: Pipeline;
+export class PipelineService implements GenerationService {
+  readonly #pipelines: readonly Pipeline[];
   readonly #queue: BatchingQueue<Job, GenerateResult, ProgressEvent>;
   readonly #ownPipeline: boolean;
   readonly #modelHash: string | undefined;
   #disposed: Promise<void> | null = null;
 
-  private constructor(pipeline: Pipeline, queue: BatchingQueue<Job, GenerateResult, ProgressEvent>, ownPipeline: boolean, modelHash: string | undefined) {
-    this.#pipeline = pipeline;
+  private constructor(pipelines: readonly Pipeline[], queue: BatchingQueue<Job, GenerateResult, ProgressEvent>, ownPipeline: boolean, modelHash: string | undefined) {
+    this.#pipelines = pipelines;
     this.#queue = queue;
     this.#ownPipeline = ownPipeline;
     this.#modelHash = modelHash;
   }
 
-  /** Wraps a loaded pipeline. */
-  static async create(pipeline: Pipeline, options: PipelineServiceOptions = {}): Promise<PipelineService> {
+  /**
+   * Wraps a loaded pipeline, or one pipeline per device (same model, same backend, distinct devices).
+   * @throws InvalidOptionError (`pipelines`) when the pipelines differ in model, backend or limits, or share a device.
+   */
+  static async create(pipelines: Pipeline | readonly Pipeline[], options: PipelineServiceOptions = {}): Promise<PipelineService> {
+    const all = Array.isArray(pipelines) ? (pipelines as readonly Pipeline[]) : [pipelines as Pipeline];
+    const pipeline = all[0];
+    if (!pipeline) throw new InvalidOptionError("pipelines", "pipelines must hold at least one pipeline, got an empty array");
+    checkSameModel(all);
     const maxQueue = integerInRange("maxQueue", options.maxQueue ?? 64, 1, 100_000);
     const windowMs = numberInRange("batchWindowMs", options.batchWindowMs ?? 5, 0, 60_000);
     const maxBatch = integerInRange("maxBatch", options.maxBatch ?? pipeline.limits.maxBatch, 1, pipeline.limits.maxBatch);
 
-    // Alone or merged, a batch runs through the pipeline's one generation implementation.
-    const run = (jobs: Job[], signal: AbortSignal, onProgress: (event: ProgressEvent) => void) => pipeline.generateBatch(jobs.map((j) => j.resolved!), { signal, onProgress });
+    // Alone or merged, a batch runs through the pipelines' one generation implementation, on the
+    // pipeline of the slot (device) the queue gave it. Requests are validated once, by the first
+    // pipeline: the pipelines are checked to accept exactly the same requests.
+    const run = (jobs: Job[], signal: AbortSignal, onProgress: (event: ProgressEvent) => void, slot: number) =>
+      all[slot]!.generateBatch(
+        jobs.map((j) => j.resolved!),
+        { signal, onProgress },
+      );
     const engine: BatchEngine<Job, GenerateResult, ProgressEvent> = {
       maxBatch,
+      slots: all.length,
       validate(job) {
         job.resolved = pipeline.resolveOptions(job.options);
       },
       imagesOf: (job) => job.resolved!.batch,
       keyOf: (job) => batchKey(job.resolved!),
-      runOne: async (job, signal, onProgress) => (await run([job], signal, onProgress))[0]!,
+      runOne: async (job, signal, onProgress, slot) => (await run([job], signal, onProgress, slot))[0]!,
       runMerged: run,
     };
     const queue = new BatchingQueue(engine, { maxQueue, batchWindowMs: windowMs, maxBatch });
     const modelHash = await pipeline.modelHash().catch(() => undefined);
-    return new PipelineService(pipeline, queue, options.ownPipeline ?? false, modelHash);
+    return new PipelineService(all, queue, options.ownPipeline ?? false, modelHash);
   }
 
+  /** The first pipeline (the only one unless the service runs several devices). */
   get pipeline(): Pipeline {
-    return this.#pipeline;
+    return this.#pipelines[0]!;
+  }
+
+  /** Every pipeline, one per device, in slot order. */
+  get pipelines(): readonly Pipeline[] {
+    return this.#pipelines;
   }
 
   get limits(): BackendLimits {
-    return { ...this.#pipeline.limits, maxBatch: this.#queue.maxBatch };
+    return { ...this.pipeline.limits, maxBatch: this.#queue.maxBatch };
   }
 
   get backendName(): BackendName {
-    return this.#pipeline.backendName;
+    return this.pipeline.backendName;
   }
 
   get modelDir(): string {
-    return this.#pipeline.modelDir;
+    return this.pipeline.modelDir;
   }
 
   /** The model folder's name (A1111's `sd_model_name`). */
   get modelName(): string {
-    return basename(this.#pipeline.modelDir);
+    return basename(this.pipeline.modelDir);
   }
 
   /** A1111's "Model hash" of the loaded model. */
@@ -145,6 +164,16 @@ export class PipelineService {
     return this.#queue.counters();
   }
 
+  /** Per-device counters: what each pipeline ran, and whether it is busy now. */
+  devices(): DeviceCounters[] {
+    return this.#queue.slotCounters().map(({ slot, ...counters }) => ({ device: this.#pipelines[slot]!.device, ...counters }));
+  }
+
+  /** For `/health`: the per-device counters. */
+  status(): Record<string, unknown> {
+    return { devices: this.devices() };
+  }
+
   /** The running batch (requests, images, start time, last progress event), or null when idle. */
   running(): RunningState<ProgressEvent> | null {
     return this.#queue.running();
@@ -167,12 +196,30 @@ export class PipelineService {
   dispose(): Promise<void> {
     this.#disposed ??= (async () => {
       await this.#queue.close(0);
-      if (this.#ownPipeline) await this.#pipeline.dispose();
+      if (this.#ownPipeline) await Promise.all(this.#pipelines.map((p) => p.dispose()));
     })();
     return this.#disposed;
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
     await this.dispose();
+  }
+}
+
+/** The pipelines of one service must accept the same requests and make the same images. */
+function checkSameModel(pipelines: readonly Pipeline[]): void {
+  const first = pipelines[0]!;
+  const limits = JSON.stringify(first.limits);
+  const devices = new Set<number>();
+  for (const p of pipelines) {
+    const describe = (q: Pipeline) => `${q.modelDir} on ${q.backendName} (limits ${JSON.stringify(q.limits)})`;
+    if (p.modelDir !== first.modelDir || p.backendName !== first.backendName || JSON.stringify(p.limits) !== limits || p.defaultScheduler !== first.defaultScheduler) {
+      throw new InvalidOptionError(
+        "pipelines",
+        `pipelines of one service must load the same model on the same backend with the same limits (build the same engine profiles on every device); device ${first.device} has ${describe(first)}, device ${p.device} has ${describe(p)}`,
+      );
+    }
+    if (devices.has(p.device)) throw new InvalidOptionError("pipelines", `pipelines of one service must run on distinct devices; device ${p.device} appears twice`);
+    devices.add(p.device);
   }
 }

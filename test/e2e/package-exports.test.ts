@@ -30,6 +30,7 @@ describe("sd-trt's public tiers from a consumer project", () => {
       const numerics = await import("sd-trt/numerics");
       const engines = await import("sd-trt/engines");
       const native = await import("sd-trt/native");
+      const fleet = await import("sd-trt/fleet");
       let internal = "resolved";
       try { await import("sd-trt/dist/pipeline/generation.js"); } catch (e) { internal = e.code; }
       console.log(JSON.stringify({
@@ -37,11 +38,12 @@ describe("sd-trt's public tiers from a consumer project", () => {
         numerics: ["ClipTokenizer", "TorchGenerator", "createScheduler", "runProgram", "packProgram"].filter((n) => typeof numerics[n] !== "function"),
         engines: ["CpuBackend", "TensorRtBackend", "buildEngines", "locateModelFolder", "readManifest"].filter((n) => typeof engines[n] !== "function"),
         native: ["loadNativeBinding", "Denoiser", "collectDoctorReport"].filter((n) => typeof native[n] !== "function"),
+        fleet: ["createWorker", "RedisQueueClient", "listWorkers"].filter((n) => typeof fleet[n] !== "function"),
         internal,
       }));`;
     const run = spawnSync(process.execPath, ["--input-type=module", "-e", script], { cwd: project, encoding: "utf8" });
     expect(run.stderr).toBe("");
-    const out = JSON.parse(run.stdout) as { root: string[]; numerics: string[]; engines: string[]; native: string[]; internal: string };
+    const out = JSON.parse(run.stdout) as { root: string[]; numerics: string[]; engines: string[]; native: string[]; fleet: string[]; internal: string };
     expect(out.root).toEqual(
       expect.arrayContaining(["Pipeline", "PipelineService", "SdServer", "SdTrtError", "InvalidOptionError", "VaeOverflowError", "encodeImage", "SCHEDULER_NAMES"]),
     );
@@ -49,7 +51,9 @@ describe("sd-trt's public tiers from a consumer project", () => {
     expect(out.root).not.toContain("createScheduler");
     expect(out.root).not.toContain("Denoiser");
     expect(out.root.length).toBeLessThan(40);
-    expect(out).toMatchObject({ numerics: [], engines: [], native: [], internal: "ERR_PACKAGE_PATH_NOT_EXPORTED" });
+    // BullMQ stays out of the root: only sd-trt/fleet loads it.
+    expect(out.root).not.toContain("RedisQueueClient");
+    expect(out).toMatchObject({ numerics: [], engines: [], native: [], fleet: [], internal: "ERR_PACKAGE_PATH_NOT_EXPORTED" });
   });
 
   test("each tier's types check in a strict NodeNext project", async () => {
@@ -59,6 +63,7 @@ describe("sd-trt's public tiers from a consumer project", () => {
 import { createScheduler, type SamplerProgram, ClipTokenizer } from "sd-trt/numerics";
 import { CpuBackend, type Backend, type GenerationJob } from "sd-trt/engines";
 import { loadNativeBinding, type DoctorReport } from "sd-trt/native";
+import { createWorker, RedisQueueClient, type RedisQueueClientOptions, type FleetWorker } from "sd-trt/fleet";
 
 const options: GenerateOptions = { prompt: "a lighthouse", steps: 4, seed: 1 };
 const program: SamplerProgram = createScheduler("euler_a").compile(4);
@@ -70,6 +75,9 @@ export async function use(): Promise<GenerateResult> {
   void job; void backend; void ClipTokenizer; void loadNativeBinding; void InvalidOptionError;
   const report: DoctorReport | undefined = undefined;
   void report;
+  const fleetOptions: RedisQueueClientOptions = { redis: "redis://127.0.0.1:6379", maxQueue: 8 };
+  const worker: FleetWorker | undefined = undefined;
+  void fleetOptions; void worker; void createWorker; void RedisQueueClient;
   return service.generate(options);
 }
 `,

@@ -13,7 +13,7 @@ function newestMtime(dir) {
   for (const entry of readdirSync(dir, { withFileTypes: true })) {
     const full = join(dir, entry.name);
     if (entry.isDirectory()) newest = Math.max(newest, newestMtime(full));
-    else if (entry.name.endsWith(".ts")) newest = Math.max(newest, statSync(full).mtimeMs);
+    else if (/\.(ts|html|css)$/.test(entry.name)) newest = Math.max(newest, statSync(full).mtimeMs);
   }
   return newest;
 }
@@ -25,7 +25,13 @@ function sleep(ms) {
 /** Builds dist/ if it is missing or older than lib/. Returns a note on what happened. */
 function ensureDistBuilt(required = ["cli/main.js", "cli/commands/generate.js", "index.js", "backends/cpu/ort-worker.js"]) {
   const stamp = join(root, "dist", "index.js");
-  const fresh = () => required.every((f) => existsSync(join(root, "dist", f))) && existsSync(stamp) && statSync(stamp).mtimeMs >= newestMtime(join(root, "lib"));
+  const webStamp = join(root, "dist", "web", "app.js");
+  const fresh = () =>
+    required.every((f) => existsSync(join(root, "dist", f))) &&
+    existsSync(stamp) &&
+    statSync(stamp).mtimeMs >= newestMtime(join(root, "lib")) &&
+    existsSync(webStamp) &&
+    statSync(webStamp).mtimeMs >= newestMtime(join(root, "web"));
   if (fresh()) return "dist is up to date";
   // One builder at a time across jest workers: mkdir is atomic.
   mkdirSync(join(root, "dist"), { recursive: true });
@@ -42,6 +48,9 @@ function ensureDistBuilt(required = ["cli/main.js", "cli/commands/generate.js", 
   try {
     if (fresh()) return "dist was built by another worker";
     const tsc = spawnSync(process.execPath, [join(root, "node_modules", "typescript", "bin", "tsc"), "-p", join(root, "tsconfig.json")], { cwd: root, encoding: "utf8" });
+    // The web page (served by sd-trt serve at /): its own tsc run and a copy of the HTML and CSS.
+    const web = spawnSync(process.execPath, [join(root, "scripts", "build-web.mjs")], { cwd: root, encoding: "utf8" });
+    if (web.status !== 0) throw new Error(`the web page did not build:\n${web.stdout}${web.stderr}`);
     const missing = required.filter((f) => !existsSync(join(root, "dist", f)));
     if (missing.length > 0) throw new Error(`tsc did not produce ${missing.join(", ")}:\n${tsc.stdout}${tsc.stderr}`);
     return tsc.status === 0 ? "dist rebuilt" : `dist rebuilt (tsc reported type errors:\n${tsc.stdout.split("\n").slice(0, 10).join("\n")})`;

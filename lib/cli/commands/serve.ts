@@ -6,13 +6,15 @@
  * SIGINT/SIGTERM shut it down gracefully: no new connections, in-flight work gets
  * `--drain-timeout` seconds to finish, then it is cancelled. A second signal cancels in-flight work
  * at once (clients get 503) and exits with code 130.
+ *
+ * `--devices 0,1,…` runs one pipeline per device behind the one queue; `--redis URL` makes the
+ * server a front end of a fleet of `sd-trt worker`s instead (no model loaded here; see
+ * docs/scale-out.md and cli/shared/serve-service.ts).
  */
 import type { ArgumentsCamelCase, Argv, CommandModule } from "yargs";
 import { InvalidOptionError } from "../../errors.js";
-import { Pipeline } from "../../pipeline/pipeline.js";
 import { defaultModelDir } from "../../package-info.js";
 import { memoryLimitBytes } from "./generate.js";
-import { PipelineService } from "../../service/pipeline-service.js";
 import { createServer } from "node:net";
 import {
   DEFAULT_HEADERS_TIMEOUT_MS,
@@ -24,8 +26,9 @@ import {
   listenError,
   SdServer,
 } from "../../server/server.js";
+import { addServeServiceOptions, openServeService, type ServeServiceArgs } from "../shared/serve-service.js";
 
-interface ServeArgs {
+interface ServeArgs extends ServeServiceArgs {
   host: string;
   port: number;
   model: string;
@@ -113,7 +116,8 @@ const command: CommandModule<object, ServeArgs> = {
         const exposure = exposureCheck(argv.host, argv.token, argv["insecure-no-token"]);
         if (exposure.error) throw new InvalidOptionError("host", exposure.error);
         return true;
-      }) as unknown as Argv<ServeArgs>,
+      })
+      .options(addServeServiceOptions()) as unknown as Argv<ServeArgs>,
   handler: async (argv: ArgumentsCamelCase<ServeArgs>) => {
     const log = argv.quiet ? () => {} : (line: string) => console.error(`[${new Date().toISOString()}] ${line}`);
     const { warning } = exposureCheck(argv.host, argv.token, argv["insecure-no-token"]);
@@ -121,17 +125,8 @@ const command: CommandModule<object, ServeArgs> = {
     if (warning) console.error(`sd-trt serve: ${warning}`);
     // A busy port or a bad --host is reported now, not after the model has loaded.
     if (argv.port !== 0) await probeListen(argv.host, argv.port);
-    const pipeline = await Pipeline.load(argv.model, {
-      backend: argv.backend,
-      ...(argv.engines ? { engines: argv.engines } : {}),
-      ...(argv["memory-limit"] !== undefined ? { memoryLimit: memoryLimitBytes(argv["memory-limit"]) } : {}),
-    });
-    const service = await PipelineService.create(pipeline, {
-      maxQueue: argv["max-queue"],
-      batchWindowMs: argv["batch-window-ms"],
-      ...(argv["max-batch"] !== undefined ? { maxBatch: argv["max-batch"] } : {}),
-      ownPipeline: true,
-    });
+    const memoryLimit = argv["memory-limit"] !== undefined ? memoryLimitBytes(argv["memory-limit"]) : undefined;
+    const service = await openServeService({ ...argv, ...(memoryLimit !== undefined ? { memoryLimit } : {}) }, log);
     const server = new SdServer({
       service,
       token: argv.token,

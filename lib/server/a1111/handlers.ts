@@ -16,7 +16,8 @@ import sharp from "sharp";
 import { encodeImage } from "../../image/encode.js";
 import type { RawImage } from "../../image/read.js";
 import { packageVersion } from "../../package-info.js";
-import type { PipelineService, ServiceRequest, ServiceResult } from "../../service/pipeline-service.js";
+import type { GenerationService, ServiceRequest } from "../../service/generation-service.js";
+import type { ServiceResult } from "../../service/pipeline-service.js";
 import { parseJsonObject, readBody } from "../http/body.js";
 import { invalidField } from "../http/errors.js";
 import { sendJson } from "../http/respond.js";
@@ -25,7 +26,7 @@ import { type A1111Generation, type A1111Mode, parseA1111Request } from "./reque
 import { noiseOptions } from "./a1111-noise.js";
 
 export interface GenerationContext {
-  service: PipelineService;
+  service: GenerationService;
   maxBodyBytes: number;
 }
 
@@ -156,7 +157,7 @@ export async function handleA1111Generation(mode: A1111Mode, { request, response
 }
 
 /** `GET /sdapi/v1/progress`: A1111's ProgressResponse for the batch that is running. */
-export function a1111ProgressResponse(service: PipelineService) {
+export function a1111ProgressResponse(service: GenerationService) {
   const running = service.running();
   const counters = service.counters();
   // A1111's progress is the sampling progress: denoise steps; decoding counts as done.
