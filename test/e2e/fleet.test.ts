@@ -55,7 +55,7 @@ describeWith([REDIS], "a fleet of sd-trt workers on Redis", () => {
 
   /** The PNG `sd-trt generate` writes for one A1111 image (same encoder, same infotext). */
   async function expectedPng(prompt: string, seed: number, steps: number = small.steps, size = 64): Promise<Buffer> {
-    const alone = await pipe.generate({ prompt, width: size, height: size, steps, guidance: 7, scheduler: "euler", seeds: [seed], rng: "nv" });
+    const alone = await pipe.generate({ prompt, width: size, height: size, steps, guidance: 7, scheduler: "k_euler", seeds: [seed], rng: "nv" });
     const image = alone.images[0]!;
     return encodeImage(image.rgb, image.width, image.height, { format: "png", parameters: image.infotext });
   }
@@ -114,7 +114,7 @@ describeWith([REDIS], "a fleet of sd-trt workers on Redis", () => {
     }
     // And one of them against the file the CLI itself writes.
     const out = join(scratch, "cli.png");
-    const run = await runCommand(generate, ["generate", "--backend", "cpu", "--prompt", bodies[5]!.prompt, "--seeds", String(bodies[5]!.seed), "--width", "64", "--height", "64", "--steps", "6", "--guidance", "7", "--scheduler", "euler", "--rng", "nv", "--out", out, "--quiet"]);
+    const run = await runCommand(generate, ["generate", "--backend", "cpu", "--prompt", bodies[5]!.prompt, "--seeds", String(bodies[5]!.seed), "--width", "64", "--height", "64", "--steps", "6", "--guidance", "7", "--scheduler", "k_euler", "--rng", "nv", "--out", out, "--quiet"]);
     expect(run.code).toBe(0);
     expect((await readFile(out)).equals(Buffer.from(answered[5]!.json.images[0] as string, "base64"))).toBe(true);
     // The front end's /health lists the live workers; the killed one drops out when its heartbeat expires.

@@ -62,14 +62,14 @@ describe("serve --devices 0,1,2 (CPU: three worker pipelines, one queue)", () =>
     expect(devices.reduce((n, d) => n + d.done, 0)).toBe(60);
 
     for (const [i, body] of bodies.entries()) {
-      const alone = await reference.generate({ prompt: body.prompt, seeds: [body.seed], width: 64, height: 64, steps: 4, guidance: body.cfg_scale, scheduler: "euler", rng: "nv" });
+      const alone = await reference.generate({ prompt: body.prompt, seeds: [body.seed], width: 64, height: 64, steps: 4, guidance: body.cfg_scale, scheduler: "k_euler", rng: "nv" });
       const image = alone.images[0]!;
       const png = await encodeImage(image.rgb, 64, 64, { format: "png", parameters: image.infotext });
       expect(Buffer.from(responses[i]!.json.images[0] as string, "base64").equals(png)).toBe(true);
     }
     // One of them against the file the CLI writes, byte for byte.
     const out = join(scratch, "one.png");
-    const run = await runCommand(generate, ["generate", "--backend", "cpu", "--prompt", bodies[7]!.prompt, "--seeds", String(bodies[7]!.seed), "--width", "64", "--height", "64", "--steps", "4", "--guidance", String(bodies[7]!.cfg_scale), "--scheduler", "euler", "--rng", "nv", "--out", out, "--quiet"]);
+    const run = await runCommand(generate, ["generate", "--backend", "cpu", "--prompt", bodies[7]!.prompt, "--seeds", String(bodies[7]!.seed), "--width", "64", "--height", "64", "--steps", "4", "--guidance", String(bodies[7]!.cfg_scale), "--scheduler", "k_euler", "--rng", "nv", "--out", out, "--quiet"]);
     expect(run.code).toBe(0);
     expect((await readFile(out)).equals(Buffer.from(responses[7]!.json.images[0] as string, "base64"))).toBe(true);
   });

@@ -97,7 +97,7 @@ describeWith([CHROMIUM], "the web page in headless Chromium", () => {
     const size = await page.evaluate(`[document.querySelector(".card img").naturalWidth, document.querySelector(".card img").naturalHeight]`);
     expect(size).toEqual([64, 64]);
     expect(await page.textContent(".card .seed")).toBe("Seed: 1234");
-    expect(await page.textContent(".card .infotext")).toMatch(/^a cozy wooden cabin\nNegative prompt: blurry\nSteps: 800, Sampler: Euler, CFG scale: 7, Seed: 1234, Size: 64x64/);
+    expect(await page.textContent(".card .infotext")).toMatch(/^a cozy wooden cabin\nNegative prompt: blurry\nSteps: 800, Sampler: Euler, Schedule type: Automatic, CFG scale: 7, Seed: 1234, Size: 64x64/);
 
     // Download: the file is the same PNG.
     const [download] = await Promise.all([page.waitForEvent("download"), page.click(".card a.download")]);
