@@ -1,0 +1,121 @@
+/**
+ * The text-encoder input of a list of prompts (one per image), built the way A1111 builds it
+ * (syntax "a1111") or the way diffusers does (syntax "plain"):
+ *
+ * - "a1111": each distinct prompt through `tokenizePrompt` (A1111's parser and chunker); a prompt
+ *   with fewer chunks than the longest of its list is padded with A1111's empty chunk (BOS + 76 EOS,
+ *   weights 1), as A1111's `forward` pads a batch of texts.
+ * - "plain": diffusers' `tokenizer(padding="max_length", truncation=True)`: one 77-token chunk,
+ *   the text literal, tokens past 75 dropped (reported as a warning), weights 1.
+ *
+ * The result holds each distinct prompt once; `rowOf` maps the images to them. The backends
+ * encode each chunk separately, apply the emphasis per chunk and join the chunks along the
+ * sequence: the embeddings of a row are [77 · chunks, hidden].
+ */
+import type { ClipTokenizer } from "../tokenizer/clip-tokenizer.js";
+import { CHUNK_TOKENS, emptyChunk, tokenizePrompt, type PromptChunk } from "./chunks.js";
+import type { Emphasis } from "./emphasis.js";
+
+/** How prompt text is read: A1111's syntax, or diffusers' literal, truncating reading. */
+export type PromptSyntax = "a1111" | "plain";
+export const PROMPT_SYNTAXES: readonly PromptSyntax[] = ["a1111", "plain"];
+
+export interface PromptReading {
+  syntax: PromptSyntax;
+  /** Only with syntax "a1111". */
+  emphasis: Emphasis;
+  /** A1111's `comma_padding_backtrack` (syntax "a1111"). */
+  commaPaddingBacktrack: number;
+}
+
+/** The prompts of one side of classifier-free guidance (cond or uncond), as the text encoder takes them. */
+export interface PromptBatch {
+  /** Chunks per prompt: every prompt has this many, so each row's embeddings are [77 · chunks, hidden]. */
+  chunks: number;
+  /** Distinct prompts. */
+  prompts: number;
+  /** Token ids [prompts, chunks, 77]. */
+  ids: Int32Array;
+  /** Per-token weights [prompts, chunks, 77], float32 as A1111's `torch.asarray(multipliers)` makes them. */
+  multipliers: Float32Array;
+  /** For each image, its prompt. */
+  rowOf: Int32Array;
+}
+
+export interface BuiltPrompts {
+  batch: PromptBatch;
+  /** A1111's token count of the longest prompt (what its counter shows). */
+  tokenCount: number;
+  /** Non-fatal notes (a plain prompt truncated). */
+  warnings: string[];
+}
+
+/**
+ * The text-encoder input for one prompt per image.
+ * @param option the option the texts came from ("prompt", "negativePrompt"), for messages.
+ * @throws InvalidOptionError naming `option` when a weight is not a number (A1111 fails there too).
+ */
+export function buildPromptBatch(tokenizer: ClipTokenizer, texts: readonly string[], reading: PromptReading, option: string): BuiltPrompts {
+  const distinct = new Map<string, number>();
+  const rowOf = new Int32Array(texts.length);
+  texts.forEach((text, row) => {
+    let index = distinct.get(text);
+    if (index === undefined) {
+      index = distinct.size;
+      distinct.set(text, index);
+    }
+    rowOf[row] = index;
+  });
+  const warnings: string[] = [];
+  let tokenCount = 0;
+  const perPrompt: PromptChunk[][] = [];
+  for (const [text, index] of distinct) {
+    const name = texts.length > 1 ? `${option}[${rowOf.indexOf(index)}]` : option;
+    if (reading.syntax === "plain") {
+      const tokens = tokenizer.tokenize(text);
+      if (tokens.truncated) warnings.push(`${name} is longer than CLIP's 77 tokens; the last ${tokens.droppedTokens} tokens are ignored (promptSyntax "plain")`);
+      tokenCount = Math.max(tokenCount, Math.min(tokens.ids.length - 2, CHUNK_TOKENS - 2));
+      perPrompt.push([{ tokens: tokens.inputIds77, multipliers: new Array<number>(CHUNK_TOKENS).fill(1) }]);
+    } else {
+      const tokenized = tokenizePrompt(tokenizer, text, { emphasis: reading.emphasis, commaPaddingBacktrack: reading.commaPaddingBacktrack, option: name });
+      tokenCount = Math.max(tokenCount, tokenized.tokenCount);
+      perPrompt.push(tokenized.chunks);
+    }
+  }
+  return { batch: packPrompts(tokenizer, perPrompt, rowOf), tokenCount, warnings };
+}
+
+/**
+ * The same prompts with `chunks` chunks each, the missing ones A1111's empty chunk: what
+ * `pad_cond_uncond` does to the shorter side (A1111 pads with the empty prompt's conditioning,
+ * which is the encoding of exactly that chunk).
+ */
+export function padPromptBatch(tokenizer: ClipTokenizer, batch: PromptBatch, chunks: number): PromptBatch {
+  if (chunks <= batch.chunks) return batch;
+  const perPrompt: PromptChunk[][] = [];
+  for (let p = 0; p < batch.prompts; p++) {
+    const own: PromptChunk[] = [];
+    for (let c = 0; c < batch.chunks; c++) {
+      const at = (p * batch.chunks + c) * CHUNK_TOKENS;
+      own.push({ tokens: [...batch.ids.subarray(at, at + CHUNK_TOKENS)], multipliers: [...batch.multipliers.subarray(at, at + CHUNK_TOKENS)] });
+    }
+    perPrompt.push(own);
+  }
+  return packPrompts(tokenizer, perPrompt, batch.rowOf, chunks);
+}
+
+function packPrompts(tokenizer: ClipTokenizer, perPrompt: PromptChunk[][], rowOf: Int32Array, atLeast = 1): PromptBatch {
+  const chunks = Math.max(atLeast, ...perPrompt.map((c) => c.length));
+  const ids = new Int32Array(perPrompt.length * chunks * CHUNK_TOKENS);
+  const multipliers = new Float32Array(ids.length);
+  const empty = emptyChunk(tokenizer);
+  perPrompt.forEach((own, p) => {
+    for (let c = 0; c < chunks; c++) {
+      const chunk = own[c] ?? empty;
+      const at = (p * chunks + c) * CHUNK_TOKENS;
+      ids.set(chunk.tokens, at);
+      multipliers.set(chunk.multipliers, at);
+    }
+  });
+  return { chunks, prompts: perPrompt.length, ids, multipliers, rowOf };
+}
