@@ -13,6 +13,10 @@
  * latents never leave the GPU between its stages.
  */
 import type { SamplerProgram } from "../sampler/program.js";
+import type { PromptBatch } from "../prompt/conditioning.js";
+import type { Emphasis } from "../prompt/emphasis.js";
+
+export type { PromptBatch } from "../prompt/conditioning.js";
 
 export type BackendName = "cpu" | "tensorrt";
 
@@ -30,6 +34,8 @@ export interface BackendLimits {
   canEncodeImages: boolean;
   /** Whether `GenerationJob.onLatents` is honoured (host backends: the latents are on the host anyway). */
   canObserveLatents: boolean;
+  /** Most 77-token chunks a prompt may have (75 prompt tokens each): the UNet's text length is 77 · chunks. */
+  maxPromptChunks: number;
 }
 
 /** The stages of a generation, in the order they run. */
@@ -53,11 +59,20 @@ export interface GenerationJob {
   batch: number;
   latentHeight: number;
   latentWidth: number;
-  /** Token ids [batch, 77] of the prompts. */
-  condIds: Int32Array;
-  /** Token ids [batch, 77] of the negative prompts; null when classifier-free guidance is off. */
-  uncondIds: Int32Array | null;
-  /** Guidance scale per image (length batch). Unused when `uncondIds` is null. */
+  /**
+   * The prompts as the text encoder takes them (lib/prompt): each distinct prompt's 77-token
+   * chunks and per-token weights, and each image's prompt. A row's embeddings are the chunks'
+   * encoder outputs, each weighted by `emphasis`, joined along the sequence: [77 · chunks, hidden].
+   */
+  cond: PromptBatch;
+  /**
+   * The negative prompts; null when classifier-free guidance is off. When its chunk count differs
+   * from `cond`'s, the UNet evaluates the uncond and cond halves separately (A1111's default).
+   */
+  uncond: PromptBatch | null;
+  /** What the weights do to each chunk's encoder output (A1111's emphasis setting). */
+  emphasis: Emphasis;
+  /** Guidance scale per image (length batch). Unused when `uncond` is null. */
   guidance: Float64Array;
   /**
    * Where the loop starts: txt2img's x_0 (randn · init_noise_sigma) [batch, 4, h, w], or the
@@ -96,7 +111,7 @@ export interface Backend {
   /** VAE scaling factor (config `scaling_factor`, default 0.18215). */
   readonly scalingFactor: number;
   /**
-   * Runs a whole batch: text encoder (each distinct prompt row once), the VAE encoder for
+   * Runs a whole batch: text encoder (each chunk of each distinct prompt once), the VAE encoder for
    * img2img, the denoise loop with classifier-free guidance, and the VAE decoder.
    * @throws the signal's reason when cancelled; VaeOverflowError when the decoder produced NaN
    *   (never a silent black image); DisposedError after `dispose()`.

@@ -26,13 +26,11 @@ import { readImage, type RgbImage } from "../image/read.js";
 import { a1111SamplerName } from "../schedulers/index.js";
 import type { SamplerProgram } from "../sampler/program.js";
 import type { ClipTokenizer } from "../tokenizer/index.js";
+import type { PromptBatch } from "../prompt/conditioning.js";
 import { scaleFloat32 } from "../sampler/latents.js";
 import { NoiseSource } from "./noise.js";
 import type { ProgressEvent, ResolvedRequest } from "./options.js";
 import type { ProgramCache } from "./program-cache.js";
-
-/** CLIP's token count. */
-const TOKENS = 77;
 
 export interface GeneratedImage {
   /** 8-bit RGB, row-major, interleaved (HWC): width · height · 3 bytes. */
@@ -105,9 +103,6 @@ export interface PreparedRequest {
   readonly program: SamplerProgram;
   /** `batchKey` of the request at its final size (null: it runs alone). */
   readonly batchKey: string | null;
-  /** Token ids [batch, 77] of the prompts, and of the negative prompts when guidance is on. */
-  readonly condIds: Int32Array;
-  readonly uncondIds: Int32Array | null;
   /** txt2img: x_0 = randn · init_noise_sigma. Null for img2img (made from `img2img` when the batch runs). */
   readonly initialLatents: Float32Array | null;
   readonly img2img: { image: RgbImage; eps: Float32Array[]; noise: Float32Array } | null;
@@ -130,26 +125,9 @@ export function batchKey(request: ResolvedRequest, width = request.width, height
   if (request.onLatents) return null;
   if (width === undefined || height === undefined) return null;
   const img2img = request.initImage !== undefined;
-  return JSON.stringify([width, height, request.steps, request.scheduler, request.guidance > 1, img2img ? request.strength : null]);
-}
-
-/** Token ids [rows, 77] for a list of texts, noting truncated ones. Each distinct text is tokenized once. */
-function tokenize(tokenizer: ClipTokenizer, texts: string[], option: string, warnings: string[]): Int32Array {
-  const ids = new Int32Array(texts.length * TOKENS);
-  const seen = new Map<string, number[]>();
-  texts.forEach((text, row) => {
-    let rowIds = seen.get(text);
-    if (!rowIds) {
-      const tokens = tokenizer.tokenize(text);
-      rowIds = tokens.inputIds77;
-      seen.set(text, rowIds);
-      if (tokens.truncated) {
-        warnings.push(`${option}${texts.length > 1 ? `[${row}]` : ""} is longer than CLIP's ${TOKENS} tokens; the last ${tokens.droppedTokens} tokens are ignored`);
-      }
-    }
-    ids.set(rowIds, row * TOKENS);
-  });
-  return ids;
+  // The text lengths and the emphasis shape the UNet and text-encoder calls as well.
+  const text = [request.cond.batch.chunks, request.uncond?.batch.chunks ?? null, request.promptReading.emphasis];
+  return JSON.stringify([width, height, request.steps, request.scheduler, request.guidance > 1, img2img ? request.strength : null, ...text]);
 }
 
 function checkInitImageSize(limits: BackendLimits, width: number, height: number): void {
@@ -187,11 +165,8 @@ export async function prepareRequest(context: GenerationContext, request: Resolv
   const readImageMs = performance.now() - t;
   if (width === undefined || height === undefined) throw new InternalError("a txt2img request reached prepareRequest without a size");
 
-  t = performance.now();
-  const warnings: string[] = [];
-  const condIds = tokenize(tokenizer, r.prompts, "prompt", warnings);
-  const uncondIds = cfg ? tokenize(tokenizer, r.negativePrompts, "negativePrompt", warnings) : null;
-  const tokenizeMs = performance.now() - t;
+  // The prompts were read during validation (their length decides the batch key).
+  const warnings = [...r.cond.warnings, ...(r.uncond?.warnings ?? [])];
 
   const { program } = programs.get(r.scheduler, r.steps, image ? r.strength! : undefined);
   const noise = new NoiseSource(r.rng, r.generatorSeeds, r.perImageGenerators);
@@ -212,14 +187,12 @@ export async function prepareRequest(context: GenerationContext, request: Resolv
     height,
     program,
     batchKey: batchKey(r, width, height),
-    condIds,
-    uncondIds,
     initialLatents,
     img2img,
     stepNoise,
     warnings,
     started,
-    tokenizeMs,
+    tokenizeMs: r.tokenizeMs,
     readImageMs,
   };
 }
@@ -250,7 +223,7 @@ export async function executeBatch(context: GenerationContext, prepared: Prepare
   const { width, height, program } = first;
   const latentHeight = height / 8;
   const latentWidth = width / 8;
-  const cfg = first.uncondIds !== null;
+  const cfg = first.request.uncond !== null;
 
   const guidance = new Float64Array(batch);
   let row = 0;
@@ -264,8 +237,9 @@ export async function executeBatch(context: GenerationContext, prepared: Prepare
     batch,
     latentHeight,
     latentWidth,
-    condIds: concatenate(prepared.map((p) => p.condIds)),
-    uncondIds: cfg ? concatenate(prepared.map((p) => p.uncondIds!)) : null,
+    cond: mergePrompts(prepared.map((p) => p.request.cond.batch)),
+    uncond: cfg ? mergePrompts(prepared.map((p) => p.request.uncond!.batch)) : null,
+    emphasis: first.request.promptReading.emphasis,
     guidance,
     start: first.img2img ? { images: prepared.map((p) => initImage(p)) } : { latents: concatenate(prepared.map((p) => p.initialLatents!)) },
     noise: first.stepNoise.map((_, k) => concatenate(prepared.map((p) => p.stepNoise[k]!))),
@@ -340,6 +314,26 @@ function initImage(p: PreparedRequest): InitImage {
   if (!part) throw new InternalError("executeBatch: a txt2img request was batched with img2img requests");
   const { image, eps, noise } = part;
   return { pixels: rgbToPixels(image.rgb, image.height, image.width), rows: p.request.batch, eps, noise };
+}
+
+/** The prompt lists of requests with the same chunk count (their batch key), as one list. */
+function mergePrompts(parts: PromptBatch[]): PromptBatch {
+  if (parts.length === 1) return parts[0]!;
+  const rowOf = new Int32Array(parts.reduce((n, p) => n + p.rowOf.length, 0));
+  let row = 0;
+  let prompts = 0;
+  for (const part of parts) {
+    part.rowOf.forEach((p, r) => (rowOf[row + r] = prompts + p));
+    row += part.rowOf.length;
+    prompts += part.prompts;
+  }
+  return {
+    chunks: parts[0]!.chunks,
+    prompts,
+    ids: concatenate(parts.map((p) => p.ids)),
+    multipliers: concatenate(parts.map((p) => p.multipliers)),
+    rowOf,
+  };
 }
 
 /** The arrays end to end (the batch axis); a single array is returned as is. */

@@ -163,6 +163,7 @@ export class Pipeline {
       schedulerNames: SCHEDULER_NAMES,
       canonicalScheduler: (name) => canonicalSchedulerName(name, this.#folder.schedulerConfig),
       hostLatents: this.#limits.canObserveLatents,
+      tokenizer: this.#generation.tokenizer,
     });
   }
 

@@ -6,7 +6,7 @@ import { HttpError } from "../../lib/server/http/errors.js";
 import { a1111FieldFor, parseA1111Request, type A1111RequestLimits } from "../../lib/server/a1111/request.js";
 import { a1111NameOf, a1111SamplerList, resolveA1111Sampler } from "../../lib/server/a1111/samplers.js";
 
-const backend: BackendLimits = { maxBatch: 8, minWidth: 64, maxWidth: 2048, minHeight: 64, maxHeight: 2048, sizeMultiple: 8, canEncodeImages: true, canObserveLatents: true };
+const backend: BackendLimits = { maxBatch: 8, minWidth: 64, maxWidth: 2048, minHeight: 64, maxHeight: 2048, sizeMultiple: 8, canEncodeImages: true, canObserveLatents: true, maxPromptChunks: 3 };
 const limits: A1111RequestLimits = { backend, maxIterations: 16, maxSteps: 1000, modelName: "tiny-sd" };
 const docsBody = JSON.parse(readFileSync(join(process.cwd(), "test/fixtures/a1111/txt2img-docs-body.json"), "utf8")) as Record<string, unknown>;
 

@@ -26,6 +26,8 @@ import { TOKENS, type CpuDenoiseJob } from "./denoise-loop.js";
 import type {
   DecodeValue,
   DenoiseValue,
+  EncodeJob,
+  EncodeValue,
   GenerateJob,
   GenerateStage,
   GenerateValue,
@@ -188,7 +190,7 @@ export class OrtHost {
    */
   denoise(handle: number, what: string, job: CpuDenoiseJob, options: HostDenoiseOptions = {}): Promise<HostDenoiseResult> {
     const stack = new Error();
-    const feeds = unetFeeds(job, job.context);
+    const feeds = unetFeeds(job, job.context, job.condTokens, job.uncondTokens);
     const { stop, steps, deliver, done } = watch(options);
     return this.#call<DenoiseValue>({ op: "denoise", handle, job, stop, steps }, (text) => withStack(ortError(what, feeds, text), stack), deliver).finally(done);
   }
@@ -207,7 +209,7 @@ export class OrtHost {
     // Shapes only, for error messages.
     const feeds: Record<GenerateStage, Record<string, HostTensor>> = {
       textEncoder: { [job.textEncoder.idsName]: job.cond.ids },
-      unet: unetFeeds(job.denoise, new Float32Array(0)),
+      unet: unetFeeds(job.denoise, new Float32Array(0), job.cond.chunks * TOKENS, (job.uncond ?? job.cond).chunks * TOKENS),
       vaeDecoder: { [job.decoder.latentName]: { type: "float32", dims: [batch, 4, latentHeight, latentWidth], data: new Float32Array(0) } },
     };
     const fail = (text: string, code?: string, model: GenerateStage = "unet") => {
@@ -231,6 +233,18 @@ export class OrtHost {
     );
   }
 
+  /**
+   * The text encoder alone on one prompt list, emphasis applied (see `EncodeJob`).
+   * @param what names the model in error messages.
+   */
+  encode(what: { name: string; path: string }, job: EncodeJob): Promise<EncodeValue> {
+    const stack = new Error();
+    const feeds = { [job.textEncoder.idsName]: job.prompts.ids };
+    return this.#call<EncodeValue>({ op: "encode", job }, (text, code) =>
+      withStack(code === "ERR_OUTPUT_SHAPE" ? new ModelFileError(what.path, `${what.path} ${text}`) : ortError(what.name, feeds, text), stack),
+    );
+  }
+
   release(handle: number): Promise<void> {
     if (!this.#worker) return Promise.resolve();
     return this.#call<void>({ op: "release", handle }, (text) => new OnnxRuntimeError(text));
@@ -248,11 +262,11 @@ export class OrtHost {
 }
 
 /** The UNet feeds' shapes, for error messages. */
-function unetFeeds(job: Omit<CpuDenoiseJob, "context">, context: Float32Array): Record<string, HostTensor> {
-  const unetBatch = job.batch * (job.guidance ? 2 : 1);
+function unetFeeds(job: Omit<CpuDenoiseJob, "context" | "condTokens" | "uncondTokens">, context: Float32Array, condTokens: number, uncondTokens: number): Record<string, HostTensor> {
+  const unetBatch = job.batch * (job.guidance && condTokens === uncondTokens ? 2 : 1);
   return {
     [job.io.sampleName]: { type: "float32", dims: [unetBatch, 4, job.latentHeight, job.latentWidth], data: job.latents },
-    [job.io.contextName]: { type: "float32", dims: [unetBatch, TOKENS, job.hiddenSize], data: context },
+    [job.io.contextName]: { type: "float32", dims: [unetBatch, condTokens, job.hiddenSize], data: context },
   };
 }
 

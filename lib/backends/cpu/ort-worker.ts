@@ -18,10 +18,12 @@ import type * as Ort from "onnxruntime-node";
 import { AbortError } from "../../errors.js";
 import { decodedToRgb } from "../../image/pixels.js";
 import { divideFloat32 } from "../../sampler/latents.js";
+import { applyEmphasis } from "../../prompt/emphasis.js";
 import { runCpuDenoise, TOKENS, type CpuDenoiseJob } from "./denoise-loop.js";
 import type {
   DecodeValue,
   DenoiseValue,
+  EncodeValue,
   FinalReply,
   GenerateJob,
   GenerateStage,
@@ -131,20 +133,30 @@ async function decode(handle: number, latentName: string, imageName: string, lat
   return { dims, images, ms };
 }
 
-/** Embeddings [batch rows, 77, hidden] of one prompt list: its distinct rows in one call, then repeated. */
-async function encodePrompts(job: GenerateJob, prompts: PromptRows, hiddenSize: number, calls: ModelCalls): Promise<Float32Array> {
+/**
+ * Embeddings [batch rows, 77 · chunks, hidden] of one prompt list: every chunk of every distinct
+ * prompt in one call, each chunk's output weighted by its emphasis (A1111 applies it per chunk,
+ * after the encoder), the chunks of a prompt joined along the sequence, then repeated per row.
+ */
+async function encodePrompts(job: Pick<GenerateJob, "textEncoder" | "emphasis">, prompts: PromptRows, hiddenSize: number, calls: ModelCalls): Promise<Float32Array> {
   const { handle, idsName, hiddenName } = job.textEncoder;
   const { results, ms } = await timedRun(session(handle), { [idsName]: prompts.ids }, [hiddenName]);
   calls.calls++;
   calls.ms += ms;
   const hidden = results[hiddenName]!;
-  const rowSize = TOKENS * hiddenSize;
-  const distinct = prompts.ids.dims[0]!;
-  if (hidden.data.length !== distinct * rowSize) {
-    throw Object.assign(new Error(`returned ${hiddenName} of shape [${hidden.dims.join(", ")}], expected [${distinct}, ${TOKENS}, ${hiddenSize}]`), { code: "ERR_OUTPUT_SHAPE" });
+  const chunkSize = TOKENS * hiddenSize;
+  const chunkRows = prompts.ids.dims[0]!;
+  if (hidden.data.length !== chunkRows * chunkSize) {
+    throw Object.assign(new Error(`returned ${hiddenName} of shape [${hidden.dims.join(", ")}], expected [${chunkRows}, ${TOKENS}, ${hiddenSize}]`), { code: "ERR_OUTPUT_SHAPE" });
   }
   const data = hidden.data as Float32Array;
-  if (distinct === prompts.rowOf.length) return data;
+  for (let c = 0; c < chunkRows; c++) {
+    applyEmphasis(job.emphasis, data.subarray(c * chunkSize, (c + 1) * chunkSize), prompts.multipliers.subarray(c * TOKENS, (c + 1) * TOKENS), hiddenSize);
+  }
+  // Prompt p's chunks are rows p · chunks … (p + 1) · chunks − 1: contiguous, so they are already joined.
+  const rowSize = prompts.chunks * chunkSize;
+  const distinct = chunkRows / prompts.chunks;
+  if (distinct === prompts.rowOf.length && prompts.rowOf.every((p, r) => p === r)) return data;
   const out = new Float32Array(prompts.rowOf.length * rowSize);
   prompts.rowOf.forEach((u, r) => out.set(data.subarray(u * rowSize, (u + 1) * rowSize), r * rowSize));
   return out;
@@ -174,7 +186,9 @@ async function generate(id: number, job: GenerateJob, stop: Int32Array, steps: S
 
     stage = "unet";
     t = performance.now();
-    const latents = await denoise(session(job.unet), { ...d, context }, stop, stepPoster(id, steps), calls.unet);
+    const condTokens = job.cond.chunks * TOKENS;
+    const uncondTokens = job.uncond ? job.uncond.chunks * TOKENS : condTokens;
+    const latents = await denoise(session(job.unet), { ...d, context, condTokens, uncondTokens }, stop, stepPoster(id, steps), calls.unet);
     stageMs.denoise = performance.now() - t;
     if (latents === null || Atomics.load(stop, 0) !== 0) return stopped();
 
@@ -229,6 +243,13 @@ async function handle(message: WorkerRequest): Promise<Answer> {
     }
     case "generate":
       return generate(message.id, message.job, message.stop, message.steps);
+    case "encode": {
+      const { job } = message;
+      const calls: ModelCalls = { calls: 0, ms: 0 };
+      const embeddings = await encodePrompts(job, job.prompts, job.hiddenSize, calls);
+      const value: EncodeValue = { embeddings, ms: calls.ms };
+      return { value, transfer: [embeddings.buffer as ArrayBuffer] };
+    }
     case "release": {
       const s = sessions.get(message.handle);
       sessions.delete(message.handle);

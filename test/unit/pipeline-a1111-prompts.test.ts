@@ -1,0 +1,117 @@
+/**
+ * A1111 prompts through the pipeline on the tiny model (CPU backend): long prompts become 77 · k
+ * tokens of conditioning; a prompt and a negative prompt of different lengths are evaluated as A1111
+ * evaluates them (two UNet calls, or one after `padCondUncond` pads the shorter with empty-prompt
+ * chunks); the text length is part of the batch key; bad prompt options are named.
+ */
+import { afterAll, beforeAll, describe, expect, test } from "@jest/globals";
+import { InvalidOptionError } from "../../lib/errors.js";
+import { Pipeline, type GenerateResult } from "../../lib/pipeline/pipeline.js";
+import { batchKey } from "../../lib/pipeline/generation.js";
+import type { CpuBackend, RuntimeStats } from "../../lib/backends/cpu/backend.js";
+import { CPU_MAX_PROMPT_CHUNKS } from "../../lib/backends/cpu/backend.js";
+
+let pipe: Pipeline;
+beforeAll(async () => {
+  pipe = await Pipeline.load(undefined, { backend: "cpu" });
+});
+afterAll(async () => {
+  await pipe?.dispose();
+});
+
+const base = { width: 64, height: 64, steps: 3, seed: 5, scheduler: "euler" } as const;
+/** Two chunks: BREAK closes the first. */
+const LONG = "a lighthouse at dusk BREAK stormy sea, dramatic clouds";
+
+function unetCalls(run: () => Promise<GenerateResult>): Promise<{ result: GenerateResult; calls: number; rows: number }> {
+  const backend = pipe.backend as CpuBackend;
+  const before: RuntimeStats = backend.runtimeStats;
+  return run().then((result) => {
+    const after = backend.runtimeStats;
+    return { result, calls: after.unet.calls - before.unet.calls, rows: after.unet.rows - before.unet.rows };
+  });
+}
+
+const same = (a: GenerateResult, b: GenerateResult) => Buffer.from(a.images[0]!.rgb).equals(Buffer.from(b.images[0]!.rgb));
+
+describe("prompt and negative prompt of different lengths", () => {
+  test("run as two UNet evaluations per step (A1111's default), one for each half", async () => {
+    const { calls, rows } = await unetCalls(() => pipe.generate({ ...base, prompt: LONG, batch: 2 }));
+    expect({ calls, rows }).toEqual({ calls: 2 * 3, rows: 2 * 3 * 2 });
+  });
+
+  test("with padCondUncond the shorter is padded with empty-prompt chunks and both run in one call: exactly a negative prompt of two empty chunks", async () => {
+    const padded = await unetCalls(() => pipe.generate({ ...base, prompt: LONG, padCondUncond: true }));
+    expect({ calls: padded.calls, rows: padded.rows }).toEqual({ calls: 3, rows: 2 * 3 });
+    // "BREAK BREAK" is two chunks of padding: A1111's empty chunk twice.
+    const explicit = await pipe.generate({ ...base, prompt: LONG, negativePrompt: "BREAK BREAK" });
+    expect(same(padded.result, explicit)).toBe(true);
+    const separate = await pipe.generate({ ...base, prompt: LONG });
+    expect(same(padded.result, separate)).toBe(false);
+  });
+
+  test("the same lengths run in one call whatever padCondUncond says", async () => {
+    const { calls } = await unetCalls(() => pipe.generate({ ...base, prompt: "a cat", negativePrompt: "blurry" }));
+    expect(calls).toBe(3);
+  });
+});
+
+describe("syntax", () => {
+  test("weights change the image; promptSyntax plain and emphasis none read the brackets as text", async () => {
+    const weighted = await pipe.generate({ ...base, prompt: "a (lighthouse:1.6) at dusk" });
+    const bare = await pipe.generate({ ...base, prompt: "a lighthouse at dusk" });
+    const ignored = await pipe.generate({ ...base, prompt: "a (lighthouse:1.6) at dusk", emphasis: "ignore" });
+    const plain = await pipe.generate({ ...base, prompt: "a (lighthouse:1.6) at dusk", promptSyntax: "plain" });
+    expect(same(weighted, bare)).toBe(false);
+    // "Ignore" drops the brackets and the weight: the tokens of "a lighthouse at dusk", split where the spans were.
+    expect(same(plain, bare)).toBe(false);
+    expect(same(ignored, weighted)).toBe(false);
+  });
+
+  test("a prompt without syntax gives diffusers' image with either syntax", async () => {
+    const a1111 = await pipe.generate({ ...base, prompt: "a lighthouse at dusk", negativePrompt: "fog" });
+    const plain = await pipe.generate({ ...base, prompt: "a lighthouse at dusk", negativePrompt: "fog", promptSyntax: "plain" });
+    expect(same(a1111, plain)).toBe(true);
+  });
+});
+
+describe("the batch key holds the text lengths and the emphasis", () => {
+  test("requests of different chunk counts or emphasis never share a batch", () => {
+    const key = (options: Parameters<Pipeline["resolveOptions"]>[0]) => batchKey(pipe.resolveOptions(options));
+    const short = key({ ...base, prompt: "a cat" });
+    expect(key({ ...base, prompt: "a dog" })).toBe(short);
+    expect(key({ ...base, prompt: LONG })).not.toBe(short);
+    expect(key({ ...base, prompt: "a cat", negativePrompt: LONG })).not.toBe(short);
+    expect(key({ ...base, prompt: "a cat", emphasis: "no-norm" })).not.toBe(short);
+  });
+});
+
+describe("prompt options are validated with the option's name", () => {
+  function rejects(options: Record<string, unknown>, option: string, message: RegExp): void {
+    let error: unknown;
+    try {
+      pipe.resolveOptions({ ...base, prompt: "a cat", ...options });
+    } catch (e) {
+      error = e;
+    }
+    expect(error).toBeInstanceOf(InvalidOptionError);
+    expect({ option: (error as InvalidOptionError).option, message: (error as Error).message }).toEqual({ option, message: expect.stringMatching(message) });
+  }
+
+  test("promptSyntax, emphasis, commaPaddingBacktrack, padCondUncond", () => {
+    rejects({ promptSyntax: "comfy" }, "promptSyntax", /promptSyntax must be one of "a1111", "plain", got "comfy"/);
+    rejects({ emphasis: "Original" }, "emphasis", /emphasis must be one of "original", "no-norm", "ignore", "none", got "Original"/);
+    rejects({ commaPaddingBacktrack: 75 }, "commaPaddingBacktrack", /commaPaddingBacktrack must be an integer from 0 to 74, got 75/);
+    rejects({ padCondUncond: 1 }, "padCondUncond", /padCondUncond must be true or false/);
+  });
+
+  test("a weight that is not a number (A1111 raises there too), in the prompt or the negative prompt", () => {
+    rejects({ prompt: "a (cat:1.2.3)" }, "prompt", /prompt has the weight "1\.2\.3", which is not a number/);
+    rejects({ negativePrompt: "(x:.)" }, "negativePrompt", /negativePrompt has the weight "\.", which is not a number/);
+  });
+
+  test("a prompt longer than the backend takes names the chunk count and the limit", () => {
+    const prompt = "a " + "BREAK a ".repeat(CPU_MAX_PROMPT_CHUNKS);
+    rejects({ prompt }, "prompt", new RegExp(`prompt needs ${CPU_MAX_PROMPT_CHUNKS + 1} chunks of 75 tokens .*at most ${CPU_MAX_PROMPT_CHUNKS} \\(${CPU_MAX_PROMPT_CHUNKS * 75} tokens\\)`));
+  });
+});
