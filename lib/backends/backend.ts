@@ -117,6 +117,12 @@ export interface Backend {
    *   (never a silent black image); DisposedError after `dispose()`.
    */
   generate(job: GenerationJob): Promise<GenerationOutput>;
+  /**
+   * The text conditioning of one prompt list as `generate` builds it — each chunk encoded, weighted
+   * by `emphasis`, the chunks joined: [rows, 77 · chunks, hidden] on the host. For inspection
+   * (`sd-trt tokenize --model`); absent where the backend keeps embeddings on the device only.
+   */
+  encodePrompts?(prompts: PromptBatch, emphasis: Emphasis): Promise<{ shape: [number, number, number]; values: Float32Array }>;
   /** Waits for a running generation, then releases everything. Idempotent. */
   dispose(): Promise<void>;
 }

@@ -29,6 +29,8 @@ export interface InfotextParameters {
   denoisingStrength?: number;
   /** "cpu" → `RNG: CPU` (torch's CPU generator), "nv" → `RNG: NV` (A1111's Philox source). */
   rng: "cpu" | "nv";
+  /** A1111's emphasis name ("No norm", "Ignore", "None"): written only when not "Original" and a prompt has "(" or "[", as A1111 writes it. */
+  emphasis?: string;
 }
 
 /** A1111's `quote()`: JSON-quote a value that would break the comma-separated list. */
@@ -47,6 +49,8 @@ export function formatInfotext(p: InfotextParameters): string {
   if (p.modelHash) fields.push(["Model hash", p.modelHash]);
   if (p.denoisingStrength !== undefined) fields.push(["Denoising strength", String(p.denoisingStrength)]);
   fields.push(["RNG", p.rng === "nv" ? "NV" : "CPU"]);
+  // A1111 adds its extra generation parameters (Emphasis, TI hashes) after RNG.
+  if (p.emphasis !== undefined) fields.push(["Emphasis", p.emphasis]);
   const lines = [p.prompt];
   if (p.negativePrompt) lines.push(`Negative prompt: ${p.negativePrompt}`);
   lines.push(fields.map(([k, v]) => `${k}: ${quote(v)}`).join(", "));

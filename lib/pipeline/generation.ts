@@ -27,6 +27,7 @@ import { a1111SamplerName } from "../schedulers/index.js";
 import type { SamplerProgram } from "../sampler/program.js";
 import type { ClipTokenizer } from "../tokenizer/index.js";
 import type { PromptBatch } from "../prompt/conditioning.js";
+import { A1111_EMPHASIS_NAMES } from "../prompt/emphasis.js";
 import { scaleFloat32 } from "../sampler/latents.js";
 import { NoiseSource } from "./noise.js";
 import type { ProgressEvent, ResolvedRequest } from "./options.js";
@@ -278,6 +279,7 @@ export async function executeBatch(context: GenerationContext, prepared: Prepare
         modelHash,
         ...(r.strength !== undefined ? { denoisingStrength: r.strength } : {}),
         rng: r.rng,
+        ...infotextEmphasis(r),
       });
       images.push({ rgb: pixels[row + i]!, width, height, seed, infotext });
     }
@@ -306,6 +308,17 @@ export async function executeBatch(context: GenerationContext, prepared: Prepare
     row += r.batch;
     return result;
   });
+}
+
+/**
+ * A1111 records the emphasis when it is not "Original" and some prompt of the generation (prompt
+ * or negative prompt) has "(" or "[" (sd_hijack_clip.py `forward`).
+ */
+function infotextEmphasis(r: ResolvedRequest): { emphasis?: string } {
+  const { syntax, emphasis } = r.promptReading;
+  if (syntax !== "a1111" || emphasis === "original") return {};
+  const texts = r.uncond ? [...r.prompts, ...r.negativePrompts] : r.prompts;
+  return texts.some((t) => t.includes("(") || t.includes("[")) ? { emphasis: A1111_EMPHASIS_NAMES[emphasis] } : {};
 }
 
 /** The img2img part of a prepared request, as the backend takes it. */

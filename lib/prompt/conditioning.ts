@@ -12,6 +12,7 @@
  * encode each chunk separately, apply the emphasis per chunk and join the chunks along the
  * sequence: the embeddings of a row are [77 · chunks, hidden].
  */
+import { InvalidOptionError } from "../errors.js";
 import type { ClipTokenizer } from "../tokenizer/clip-tokenizer.js";
 import { CHUNK_TOKENS, emptyChunk, tokenizePrompt, type PromptChunk } from "./chunks.js";
 import type { Emphasis } from "./emphasis.js";
@@ -53,7 +54,8 @@ export interface BuiltPrompts {
 /**
  * The text-encoder input for one prompt per image.
  * @param option the option the texts came from ("prompt", "negativePrompt"), for messages.
- * @throws InvalidOptionError naming `option` when a weight is not a number (A1111 fails there too).
+ * @throws InvalidOptionError naming `option` when a weight is not a number (A1111 fails there too),
+ *   or (syntax "a1111") the prompt has an extra-network tag such as `<lora:name:1>`.
  */
 export function buildPromptBatch(tokenizer: ClipTokenizer, texts: readonly string[], reading: PromptReading, option: string): BuiltPrompts {
   const distinct = new Map<string, number>();
@@ -77,12 +79,31 @@ export function buildPromptBatch(tokenizer: ClipTokenizer, texts: readonly strin
       tokenCount = Math.max(tokenCount, Math.min(tokens.ids.length - 2, CHUNK_TOKENS - 2));
       perPrompt.push([{ tokens: tokens.inputIds77, multipliers: new Array<number>(CHUNK_TOKENS).fill(1) }]);
     } else {
+      refuseExtraNetworks(text, name);
       const tokenized = tokenizePrompt(tokenizer, text, { emphasis: reading.emphasis, commaPaddingBacktrack: reading.commaPaddingBacktrack, option: name });
       tokenCount = Math.max(tokenCount, tokenized.tokenCount);
       perPrompt.push(tokenized.chunks);
     }
   }
   return { batch: packPrompts(tokenizer, perPrompt, rowOf), tokenCount, warnings };
+}
+
+// A1111's `re_extra_net` (modules/extra_networks.py): `<kind:arguments>`, `\w` being Unicode.
+const EXTRA_NETWORK_TAG = /<([\p{L}\p{N}_]+):([^>]+)>/u;
+
+/**
+ * A1111 takes every `<kind:…>` tag out of the prompt and applies the network it names (LoRA,
+ * hypernetwork). sd-trt applies none yet, and dropping the tag would silently give another
+ * picture, so a prompt with one is refused, naming the tag.
+ */
+function refuseExtraNetworks(text: string, option: string): void {
+  const tag = EXTRA_NETWORK_TAG.exec(text);
+  if (tag) {
+    throw new InvalidOptionError(
+      option,
+      `${option} has the extra-network tag ${tag[0]}: A1111 would apply the ${tag[1]} network it names, which sd-trt cannot do yet; remove the tag (or use promptSyntax "plain" to read it as text)`,
+    );
+  }
 }
 
 /**

@@ -75,6 +75,16 @@ describe("syntax", () => {
   });
 });
 
+describe("infotext", () => {
+  test("records the emphasis as A1111 does: only when not Original and a prompt has ( or [", async () => {
+    const infotext = async (options: Record<string, unknown>) => (await pipe.generate({ ...base, steps: 1, prompt: "a cat", ...options })).images[0]!.infotext;
+    expect(await infotext({ prompt: "a (cat)", emphasis: "no-norm" })).toMatch(/, RNG: CPU, Emphasis: No norm$/);
+    expect(await infotext({ negativePrompt: "[blurry]", emphasis: "ignore" })).toMatch(/Emphasis: Ignore$/);
+    expect(await infotext({ emphasis: "none" })).not.toContain("Emphasis");
+    expect(await infotext({ prompt: "a (cat)" })).not.toContain("Emphasis");
+  });
+});
+
 describe("the batch key holds the text lengths and the emphasis", () => {
   test("requests of different chunk counts or emphasis never share a batch", () => {
     const key = (options: Parameters<Pipeline["resolveOptions"]>[0]) => batchKey(pipe.resolveOptions(options));
@@ -108,6 +118,12 @@ describe("prompt options are validated with the option's name", () => {
   test("a weight that is not a number (A1111 raises there too), in the prompt or the negative prompt", () => {
     rejects({ prompt: "a (cat:1.2.3)" }, "prompt", /prompt has the weight "1\.2\.3", which is not a number/);
     rejects({ negativePrompt: "(x:.)" }, "negativePrompt", /negativePrompt has the weight "\.", which is not a number/);
+  });
+
+  test("an extra-network tag (A1111 would apply a LoRA or hypernetwork) is refused, naming the tag; plain syntax reads it as text", () => {
+    rejects({ prompt: "a cat <lora:detail:0.8>, sharp" }, "prompt", /prompt has the extra-network tag <lora:detail:0\.8>: A1111 would apply the lora network it names/);
+    rejects({ negativePrompt: "<hypernet:anime:1>" }, "negativePrompt", /negativePrompt has the extra-network tag <hypernet:anime:1>/);
+    expect(pipe.resolveOptions({ ...base, prompt: "a cat <lora:detail:0.8>", promptSyntax: "plain" }).prompts).toEqual(["a cat <lora:detail:0.8>"]);
   });
 
   test("a prompt longer than the backend takes names the chunk count and the limit", () => {
