@@ -19,9 +19,13 @@ import { PY_ISSPACE_CLASS } from "../tokenizer/python-text.js";
 /** One parsed span: its text and its weight (BREAK is `["BREAK", -1]`). */
 export type AttentionSpan = [text: string, weight: number];
 
-// re_attention, alternative for alternative. Python's `\d` in a str pattern is any Unicode
-// decimal digit (\p{Nd}).
-const RE_ATTENTION = /\\\(|\\\)|\\\[|\\\]|\\\\|\\|\(|\[|:([+\-]?[.\p{Nd}]+)\)|\)|\]|[^\\()[\]:]+|:/gu;
+// re_attention, alternative for alternative: `:\s*([+-]?[.\d]+)\s*\)` is a weight with optional
+// spaces around the number. Python's `\d` in a str pattern is any Unicode decimal digit (\p{Nd})
+// and its `\s` is str.isspace().
+const RE_ATTENTION = new RegExp(
+  `\\\\\\(|\\\\\\)|\\\\\\[|\\\\\\]|\\\\\\\\|\\\\|\\(|\\[|:[${PY_ISSPACE_CLASS}]*([+\\-]?[.\\p{Nd}]+)[${PY_ISSPACE_CLASS}]*\\)|\\)|\\]|[^\\\\()[\\]:]+|:`,
+  "gu",
+);
 
 // re_break = \s*\bBREAK\b\s* with Python's Unicode `\s` (str.isspace) and `\b` (word characters:
 // letters, numbers and "_"; JavaScript's `\b` knows only ASCII).
@@ -54,7 +58,7 @@ export function parsePromptAttention(text: string, option = "prompt"): Attention
     } else if (token === "[") {
       squareBrackets.push(res.length);
     } else if (weight !== undefined && roundBrackets.length > 0) {
-      multiplyRange(roundBrackets.pop()!, pythonFloat(weight, token, option));
+      multiplyRange(roundBrackets.pop()!, pythonFloat(weight, option));
     } else if (token === ")" && roundBrackets.length > 0) {
       multiplyRange(roundBrackets.pop()!, ROUND_MULTIPLIER);
     } else if (token === "]" && squareBrackets.length > 0) {
@@ -94,12 +98,12 @@ export function isBreak(span: AttentionSpan): boolean {
  * Python's `float()` on what `[+-]?[.\d]+` matched: digits (any Unicode decimal digit) with at
  * most one point and at least one digit, correctly rounded (as `Number` rounds).
  */
-function pythonFloat(weight: string, token: string, option: string): number {
+function pythonFloat(weight: string, option: string): number {
   const ascii = Array.from(weight, (ch) => (/\p{Nd}/u.test(ch) ? String(decimalValue(ch)) : ch)).join("");
   if (!/^[+-]?(?:\d+\.?\d*|\.\d+)$/.test(ascii)) {
     throw new InvalidOptionError(
       option,
-      `${option} has the weight ${JSON.stringify(token.slice(1, -1))}, which is not a number (A1111 rejects it too: could not convert string to float)`,
+      `${option} has the weight ${JSON.stringify(weight)}, which is not a number (A1111 rejects it too: could not convert string to float)`,
     );
   }
   return Number(ascii);

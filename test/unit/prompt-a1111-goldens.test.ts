@@ -47,3 +47,28 @@ describe("A1111 prompts are parsed and chunked exactly as A1111 does", () => {
     expect(tokenized.tokenCount).toBe(golden.token_count_none);
   });
 });
+
+describe("parse_prompt_attention on the examples of A1111's own docstring and the goldens' notes", () => {
+  // The doctests of modules/prompt_parser.py (A1111 runs them as its own test of this function).
+  test.each([
+    ["normal text", [["normal text", 1.0]]],
+    ["an (important) word", [["an ", 1.0], ["important", 1.1], [" word", 1.0]]],
+    ["(unbalanced", [["unbalanced", 1.1]]],
+    ["\\(literal\\]", [["(literal]", 1.0]]],
+    ["(unnecessary)(parens)", [["unnecessaryparens", 1.1]]],
+  ] as const)("%j", (text, expected) => {
+    expect(parsePromptAttention(text)).toEqual(expected);
+  });
+
+  test("a weight may have spaces around its number; (x:1e2) is text; a lone backslash is dropped", () => {
+    expect(parsePromptAttention("a (x: 1.2 ) b")).toEqual([["a ", 1], ["x", 1.2], [" b", 1]]);
+    expect(parsePromptAttention("(x:.5)")).toEqual([["x", 0.5]]);
+    expect(parsePromptAttention("(x:-1)")).toEqual([["x", -1]]);
+    expect(parsePromptAttention("(x:1e2)")).toEqual([["x:1e2", 1.1]]);
+    expect(parsePromptAttention("C:\\path")).toEqual([["C:path", 1]]);
+  });
+
+  test("BREAK inside brackets is weighted and so no longer a BREAK", () => {
+    expect(parsePromptAttention("(a BREAK b)")).toEqual([["a", 1.1], ["BREAK", -1.1], ["b", 1.1]]);
+  });
+});
