@@ -40,9 +40,11 @@ export interface DenoiseRunOptions {
   latentWidth: number;
   /** Guidance scale per image; omit (or null) to run without classifier-free guidance. */
   guidance?: Float64Array | null;
-  /** Text embeddings [unetBatch, 77, hidden], uncond rows first with guidance. Needed by TensorRT
-   *  UNets; the analytic stand-in ignores them. */
+  /** Text embeddings [unetBatch, sequenceLength, hidden], uncond rows first with guidance. Needed by
+   *  TensorRT UNets; the analytic stand-in ignores them. */
   embeddings?: Float32Array | Uint16Array | NativeDeviceTensor;
+  /** The embeddings' text length, a multiple of 77 up to 77 · 64 (A1111's long prompts: 77 · chunks). Defaults to 77. */
+  sequenceLength?: number;
   /** Capture the loop step in a CUDA graph and replay it. Defaults to true. */
   useGraphs?: boolean;
   /** Evaluations queued ahead on the GPU, 0 (no limit) to 64; cancellation lands within this many.
@@ -61,6 +63,7 @@ interface ValidatedRun {
   width: number;
   useGraphs: boolean;
   queueDepth: number;
+  sequenceLength: number;
   noise: Float32Array;
 }
 
@@ -158,7 +161,9 @@ export class Denoiser {
     const useGraphs = options.useGraphs === undefined ? true : booleanValue("useGraphs", options.useGraphs);
     const queueDepth = options.queueDepth === undefined ? 3 : integerInRange("queueDepth", options.queueDepth, 0, 64);
     if (options.onStep !== undefined && typeof options.onStep !== "function") throw invalidOption("onStep", "a function", options.onStep);
-    return { batch, height, width, useGraphs, queueDepth, noise: concatNoise(options.noise) };
+    const sequenceLength = options.sequenceLength === undefined ? 77 : integerInRange("sequenceLength", options.sequenceLength, 77, 77 * 64);
+    if (sequenceLength % 77 !== 0) throw invalidOption("sequenceLength", "a multiple of 77 (chunks of 77 tokens)", sequenceLength);
+    return { batch, height, width, useGraphs, queueDepth, sequenceLength, noise: concatNoise(options.noise) };
   }
 
   async #runNow(request: ValidatedRun, options: DenoiseRunOptions, callerStack: Error): Promise<DenoiseRunResult> {
@@ -178,6 +183,7 @@ export class Denoiser {
         width: request.width,
         guidance: options.guidance ?? null,
         ...(options.embeddings !== undefined ? { embeddings: options.embeddings } : {}),
+        sequenceLength: request.sequenceLength,
         useGraphs: request.useGraphs,
         queueDepth: request.queueDepth,
         ...(onStep ? { onProgress: (completed: number, total: number) => onStep(completed - 1, total) } : {}),

@@ -150,10 +150,12 @@ export interface NativeProgramRunOptions {
 export interface NativeDenoiseOptions extends NativeProgramRunOptions {
   /** Guidance scale per image; omitted or null = no classifier-free guidance (UNet batch = batch). */
   guidance?: Float64Array | null;
-  /** Text embeddings [unetBatch, 77, hidden], uncond rows first with guidance: host values
+  /** Text embeddings [unetBatch, sequenceLength, hidden], uncond rows first with guidance: host values
    *  (Float32Array, or Uint16Array of float16 bits; borrowed) or a device tensor. Required when the
    *  UNet has a hidden size (TensorRT); ignored by the analytic stand-in. */
   embeddings?: Float32Array | Uint16Array | NativeDeviceTensor;
+  /** The embeddings' text length: 77 · chunks (A1111's long prompts), 77 … 77 · 64. Defaults to 77. */
+  sequenceLength?: number;
   /** Capture the loop step as a CUDA graph and replay it. Defaults to true. */
   useGraphs?: boolean;
   /** At most this many evaluations queued on the GPU ahead of the last finished one; cancellation

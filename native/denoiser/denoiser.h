@@ -44,8 +44,10 @@ struct DenoiseRequest {
   std::vector<float> guidance;  // one scale per image; empty = no classifier-free guidance
   const float* noise = nullptr;  // program->noiseDraws · n values (borrowed)
   size_t noiseCount = 0;
-  // Text embeddings [unetBatch, 77, hidden] (uncond rows first with CFG), when the runner needs them:
-  // host values (float32 or float16 bits, converted to the runner's dtype) or a device buffer.
+  // Text embeddings [unetBatch, sequenceLength, hidden] (uncond rows first with CFG), when the runner
+  // needs them: host values (float32 or float16 bits, converted to the runner's dtype) or a device buffer.
+  // sequenceLength is 77 · chunks (A1111's long prompts).
+  int sequenceLength = 77;
   const void* hostEmbeddings = nullptr;
   DType hostEmbeddingsType = DType::kFloat32;
   size_t hostEmbeddingsCount = 0;

@@ -26,6 +26,8 @@ namespace sdtrt {
 namespace {
 
 constexpr int kSequenceLength = 77;
+// Most 77-token chunks a prompt may have (`sd-trt build --max-prompt-chunks` allows 32).
+constexpr int kMaxChunks = 64;
 
 class DenoiserWrap : public Napi::ObjectWrap<DenoiserWrap> {
  public:
@@ -289,6 +291,11 @@ Napi::Value DenoiserWrap::Run(const Napi::CallbackInfo& info) {
   const int channels = static_cast<int>(OptionalInteger(options, "channels", owner, 1, 64, 4));
   const bool useGraphs = OptionalBoolean(options, "useGraphs", owner, true);
   const int queueDepth = static_cast<int>(OptionalInteger(options, "queueDepth", owner, 0, 1 << 20, 3));
+  // The text length: 77 · chunks for A1111's long prompts.
+  const int sequenceLength = static_cast<int>(OptionalInteger(options, "sequenceLength", owner, kSequenceLength, kSequenceLength * kMaxChunks, kSequenceLength));
+  if (sequenceLength % kSequenceLength != 0) {
+    ThrowRangeError(env, "options.sequenceLength must be a multiple of 77 (chunks of 77 tokens), got " + std::to_string(sequenceLength));
+  }
   Napi::Value onProgress = options.Get("onProgress");
   if (!onProgress.IsUndefined() && !onProgress.IsNull() && !onProgress.IsFunction()) {
     ThrowTypeError(env, "options.onProgress must be a function, got " + DescribeJsValue(onProgress));
@@ -346,13 +353,14 @@ Napi::Value DenoiserWrap::Run(const Napi::CallbackInfo& info) {
   request.noiseCount = noiseCount;
   request.useGraphs = useGraphs;
   request.queueDepth = queueDepth;
+  request.sequenceLength = sequenceLength;
   std::vector<Napi::Value> pinned = {latents, noise};
 
   UnetRunner& runner = core_->runner();
   if (runner.hiddenSize() > 0) {
     const size_t unetBatch = static_cast<size_t>(request.guidance.empty() ? batch : 2 * batch);
-    const size_t count = unetBatch * kSequenceLength * static_cast<size_t>(runner.hiddenSize());
-    const std::string shape = "[" + std::to_string(unetBatch) + ", 77, " + std::to_string(runner.hiddenSize()) + "]";
+    const size_t count = unetBatch * static_cast<size_t>(sequenceLength) * static_cast<size_t>(runner.hiddenSize());
+    const std::string shape = "[" + std::to_string(unetBatch) + ", " + std::to_string(sequenceLength) + ", " + std::to_string(runner.hiddenSize()) + "]";
     if (!hasEmbeddings) {
       ThrowTypeError(env, "options.embeddings is required by this UNet: " + shape +
                               " text embeddings (uncond rows first with guidance)");

@@ -343,13 +343,6 @@ export class TensorRtBackend implements Backend {
     if (prompts.ids.length !== chunkRows * TOKENS || prompts.multipliers.length !== chunkRows * TOKENS || prompts.rowOf.length !== rows) {
       throw new InvalidArgumentError(`generate needs [${prompts.prompts}, ${chunks}, ${TOKENS}] token ids and multipliers and one prompt per image (${rows})`);
     }
-    if (chunks > 1 || (emphasisScales(emphasis) && prompts.multipliers.some((m) => m !== 1))) {
-      // The addon's text encoder call takes neither chunks nor weights yet: refuse rather than ignore them.
-      throw new InvalidOptionError(
-        "prompt",
-        `the TensorRT backend cannot run prompts longer than 75 tokens or with attention weights yet (got ${chunks} chunks${chunks > 1 ? "" : " with weights"}); use the CPU backend, promptSyntax "plain" or emphasis "ignore"`,
-      );
-    }
     const computed = textRowsFor(this.#text.shapes, chunkRows);
     if (computed === undefined) {
       throw new InvalidOptionError(
@@ -376,7 +369,8 @@ export class TensorRtBackend implements Backend {
         output: this.#text.contract.hiddenName,
         outputRows,
         chunks,
-        ...(emphasisScales(emphasis) ? { multipliers, emphasis: emphasis as "original" | "no-norm" } : {}),
+        // A chunk without weights is left as it is (lib/prompt/emphasis.ts does the same).
+        ...(emphasisScales(emphasis) && prompts.multipliers.some((m) => m !== 1) ? { multipliers, emphasis: emphasis as "original" | "no-norm" } : {}),
       }),
     );
     this.#timings.textEncoder = gpuMs;
@@ -414,6 +408,7 @@ export class TensorRtBackend implements Backend {
           latentWidth,
           guidance,
           embeddings,
+          sequenceLength: TOKENS * job.cond.chunks,
           useGraphs: this.#useGraphs,
           ...(request.signal ? { signal: request.signal } : {}),
           ...(request.onStep ? { onStep: request.onStep } : {}),
