@@ -332,21 +332,31 @@ function initImage(p: PreparedRequest): InitImage {
 /** The prompt lists of requests with the same chunk count (their batch key), as one list. */
 function mergePrompts(parts: PromptBatch[]): PromptBatch {
   if (parts.length === 1) return parts[0]!;
-  const rowOf = new Int32Array(parts.reduce((n, p) => n + p.rowOf.length, 0));
-  let row = 0;
+  const rowOf: number[] = [];
+  const groupOf: number[] = [];
+  const schedules: Array<Array<[number, number]>> = [];
   let prompts = 0;
+  let groups = 0;
   for (const part of parts) {
-    part.rowOf.forEach((p, r) => (rowOf[row + r] = prompts + p));
-    row += part.rowOf.length;
+    const offset = prompts;
+    part.rowOf.forEach((p, r) => {
+      rowOf.push(offset + p);
+      schedules.push((part.schedules?.[r] ?? [[Infinity, p]]).map(([end, text]) => [end, offset + text]));
+    });
+    part.groupOf.forEach((g) => groupOf.push(groups + g));
+    groups += Math.max(-1, ...part.groupOf) + 1;
     prompts += part.prompts;
   }
-  return {
+  const merged: PromptBatch = {
     chunks: parts[0]!.chunks,
     prompts,
     ids: concatenate(parts.map((p) => p.ids)),
     multipliers: concatenate(parts.map((p) => p.multipliers)),
-    rowOf,
+    rowOf: Int32Array.from(rowOf),
+    groupOf: Int32Array.from(groupOf),
   };
+  if (parts.some((p) => p.schedules)) merged.schedules = schedules;
+  return merged;
 }
 
 /** The arrays end to end (the batch axis); a single array is returned as is. */

@@ -306,8 +306,8 @@ export function resolveGenerateOptions(options: GenerateOptions, ctx: Validation
   const padCondUncond = options.padCondUncond ?? false;
   const prompts = Array.isArray(prompt) ? prompt : new Array<string>(batch).fill(prompt);
   const negativePrompts = Array.isArray(negative) ? negative : new Array<string>(batch).fill(negative);
-  const cond = readPrompts(ctx, prompts, promptReading, "prompt");
-  let uncond = guidance > 1 ? readPrompts(ctx, negativePrompts, promptReading, "negativePrompt") : null;
+  const cond = readPrompts(ctx, prompts, promptReading, "prompt", steps);
+  let uncond = guidance > 1 ? readPrompts(ctx, negativePrompts, promptReading, "negativePrompt", steps) : null;
   if (uncond && padCondUncond && uncond.batch.chunks !== cond.batch.chunks) {
     const chunks = Math.max(uncond.batch.chunks, cond.batch.chunks);
     uncond = { ...uncond, batch: padPromptBatch(ctx.tokenizer, uncond.batch, chunks) };
@@ -363,8 +363,8 @@ export function resolveGenerateOptions(options: GenerateOptions, ctx: Validation
  * @throws InvalidOptionError naming `option` when a prompt has more chunks than the backend takes,
  *   or a weight that is not a number.
  */
-function readPrompts(ctx: ValidationContext, texts: string[], reading: PromptReading, option: "prompt" | "negativePrompt"): BuiltPrompts {
-  const built = buildPromptBatch(ctx.tokenizer, texts, reading, option);
+function readPrompts(ctx: ValidationContext, texts: string[], reading: PromptReading, option: "prompt" | "negativePrompt", steps: number): BuiltPrompts {
+  const built = buildPromptBatch(ctx.tokenizer, texts, reading, option, steps);
   const max = ctx.limits.maxPromptChunks;
   if (built.batch.chunks > max) {
     throw new InvalidOptionError(

@@ -2,9 +2,10 @@
  * The text-encoder input of a list of prompts (one per image), built the way A1111 builds it
  * (syntax "a1111") or the way diffusers does (syntax "plain"):
  *
- * - "a1111": each distinct prompt through `tokenizePrompt` (A1111's parser and chunker); a prompt
- *   with fewer chunks than the longest of its list is padded with A1111's empty chunk (BOS + 76 EOS,
- *   weights 1), as A1111's `forward` pads a batch of texts.
+ * - "a1111": each distinct prompt's schedule (`promptSchedule`: prompt editing `[a:b:when]` and
+ *   alternation `[a|b]`; one text without them), each text through `tokenizePrompt` (A1111's parser
+ *   and chunker); a text with fewer chunks than the longest of its list is padded with A1111's empty
+ *   chunk (BOS + 76 EOS, weights 1), as A1111's `forward` pads a batch of texts.
  * - "plain": diffusers' `tokenizer(padding="max_length", truncation=True)`: one 77-token chunk,
  *   the text literal, tokens past 75 dropped (reported as a warning), weights 1.
  *
@@ -15,6 +16,7 @@
 import { InvalidOptionError } from "../errors.js";
 import type { ClipTokenizer } from "../tokenizer/clip-tokenizer.js";
 import { CHUNK_TOKENS, emptyChunk, tokenizePrompt, type PromptChunk } from "./chunks.js";
+import { promptSchedule } from "./schedule.js";
 import type { Emphasis } from "./emphasis.js";
 
 /** How prompt text is read: A1111's syntax, or diffusers' literal, truncating reading. */
@@ -33,14 +35,25 @@ export interface PromptReading {
 export interface PromptBatch {
   /** Chunks per prompt: every prompt has this many, so each row's embeddings are [77 · chunks, hidden]. */
   chunks: number;
-  /** Distinct prompts. */
+  /** Texts to encode: each distinct prompt once, or, with prompt editing, each text of its schedule. */
   prompts: number;
   /** Token ids [prompts, chunks, 77]. */
   ids: Int32Array;
   /** Per-token weights [prompts, chunks, 77], float32 as A1111's `torch.asarray(multipliers)` makes them. */
   multipliers: Float32Array;
-  /** For each image, its prompt. */
+  /** For each image, its text at evaluation 0. */
   rowOf: Int32Array;
+  /**
+   * For each text, its emphasis group: the texts of one prompt's schedule, which A1111 encodes in
+   * one call, so emphasis "original" takes its two means over all of them, chunk by chunk.
+   */
+  groupOf: Int32Array;
+  /**
+   * Prompt editing and alternation (A1111's schedules), when some prompt changes: for each image,
+   * its [endAtStep, text] pairs; evaluation j (0-based) uses the first pair with j ≤ endAtStep, else
+   * the first (`reconstruct_cond_batch`).
+   */
+  schedules?: Array<Array<[endAtStep: number, text: number]>>;
 }
 
 export interface BuiltPrompts {
@@ -54,38 +67,54 @@ export interface BuiltPrompts {
 /**
  * The text-encoder input for one prompt per image.
  * @param option the option the texts came from ("prompt", "negativePrompt"), for messages.
+ * @param steps the sampling steps, which prompt editing's `when` refers to. Defaults to 1.
  * @throws InvalidOptionError naming `option` when a weight is not a number (A1111 fails there too),
  *   or (syntax "a1111") the prompt has an extra-network tag such as `<lora:name:1>`.
  */
-export function buildPromptBatch(tokenizer: ClipTokenizer, texts: readonly string[], reading: PromptReading, option: string): BuiltPrompts {
+export function buildPromptBatch(tokenizer: ClipTokenizer, texts: readonly string[], reading: PromptReading, option: string, steps = 1): BuiltPrompts {
   const distinct = new Map<string, number>();
-  const rowOf = new Int32Array(texts.length);
+  const promptOf = new Int32Array(texts.length);
   texts.forEach((text, row) => {
     let index = distinct.get(text);
     if (index === undefined) {
       index = distinct.size;
       distinct.set(text, index);
     }
-    rowOf[row] = index;
+    promptOf[row] = index;
   });
   const warnings: string[] = [];
   let tokenCount = 0;
-  const perPrompt: PromptChunk[][] = [];
+  const perText: PromptChunk[][] = [];
+  const groupOf: number[] = [];
+  // Per distinct prompt: its [endAtStep, text index] schedule.
+  const schedulesOf: Array<Array<[number, number]>> = [];
   for (const [text, index] of distinct) {
-    const name = texts.length > 1 ? `${option}[${rowOf.indexOf(index)}]` : option;
+    const name = texts.length > 1 ? `${option}[${promptOf.indexOf(index)}]` : option;
     if (reading.syntax === "plain") {
       const tokens = tokenizer.tokenize(text);
       if (tokens.truncated) warnings.push(`${name} is longer than CLIP's 77 tokens; the last ${tokens.droppedTokens} tokens are ignored (promptSyntax "plain")`);
       tokenCount = Math.max(tokenCount, Math.min(tokens.ids.length - 2, CHUNK_TOKENS - 2));
-      perPrompt.push([{ tokens: tokens.inputIds77, multipliers: new Array<number>(CHUNK_TOKENS).fill(1) }]);
-    } else {
-      refuseExtraNetworks(text, name);
-      const tokenized = tokenizePrompt(tokenizer, text, { emphasis: reading.emphasis, commaPaddingBacktrack: reading.commaPaddingBacktrack, option: name });
-      tokenCount = Math.max(tokenCount, tokenized.tokenCount);
-      perPrompt.push(tokenized.chunks);
+      schedulesOf.push([[steps, perText.length]]);
+      groupOf.push(index);
+      perText.push([{ tokens: tokens.inputIds77, multipliers: new Array<number>(CHUNK_TOKENS).fill(1) }]);
+      continue;
     }
+    refuseExtraNetworks(text, name);
+    const schedule: Array<[number, number]> = [];
+    for (const [endAtStep, scheduled] of promptSchedule(text, steps)) {
+      const tokenized = tokenizePrompt(tokenizer, scheduled, { emphasis: reading.emphasis, commaPaddingBacktrack: reading.commaPaddingBacktrack, option: name });
+      tokenCount = Math.max(tokenCount, tokenized.tokenCount);
+      schedule.push([endAtStep, perText.length]);
+      groupOf.push(index);
+      perText.push(tokenized.chunks);
+    }
+    schedulesOf.push(schedule);
   }
-  return { batch: packPrompts(tokenizer, perPrompt, rowOf), tokenCount, warnings };
+  const rowSchedules = Array.from(promptOf, (p) => schedulesOf[p]!);
+  const rowOf = Int32Array.from(rowSchedules, (schedule) => schedule[0]![1]);
+  const edited = rowSchedules.some((schedule) => schedule.length > 1);
+  const batch = packPrompts(tokenizer, perText, rowOf, Int32Array.from(groupOf), edited ? rowSchedules : undefined);
+  return { batch, tokenCount, warnings };
 }
 
 // A1111's `re_extra_net` (modules/extra_networks.py): `<kind:arguments>`, `\w` being Unicode.
@@ -122,10 +151,17 @@ export function padPromptBatch(tokenizer: ClipTokenizer, batch: PromptBatch, chu
     }
     perPrompt.push(own);
   }
-  return packPrompts(tokenizer, perPrompt, batch.rowOf, chunks);
+  return packPrompts(tokenizer, perPrompt, batch.rowOf, batch.groupOf, batch.schedules, chunks);
 }
 
-function packPrompts(tokenizer: ClipTokenizer, perPrompt: PromptChunk[][], rowOf: Int32Array, atLeast = 1): PromptBatch {
+function packPrompts(
+  tokenizer: ClipTokenizer,
+  perPrompt: PromptChunk[][],
+  rowOf: Int32Array,
+  groupOf: Int32Array,
+  schedules: PromptBatch["schedules"],
+  atLeast = 1,
+): PromptBatch {
   const chunks = Math.max(atLeast, ...perPrompt.map((c) => c.length));
   const ids = new Int32Array(perPrompt.length * chunks * CHUNK_TOKENS);
   const multipliers = new Float32Array(ids.length);
@@ -138,5 +174,7 @@ function packPrompts(tokenizer: ClipTokenizer, perPrompt: PromptChunk[][], rowOf
       multipliers.set(chunk.multipliers, at);
     }
   });
-  return { chunks, prompts: perPrompt.length, ids, multipliers, rowOf };
+  const batch: PromptBatch = { chunks, prompts: perPrompt.length, ids, multipliers, rowOf, groupOf };
+  if (schedules) batch.schedules = schedules;
+  return batch;
 }

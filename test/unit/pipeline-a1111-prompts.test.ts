@@ -56,6 +56,43 @@ describe("prompt and negative prompt of different lengths", () => {
   });
 });
 
+describe("prompt editing and alternation change the conditioning at the evaluation A1111 changes it", () => {
+  /** x_1 … x_M of a run. */
+  async function trajectory(options: Record<string, unknown>): Promise<Float32Array[]> {
+    const seen: Float32Array[] = [];
+    await pipe.generate({ ...base, steps: 4, prompt: "", ...options, onLatents: (i, x) => (seen[i] = x.slice()) });
+    return seen.slice(1);
+  }
+  const equal = (a: Float32Array, b: Float32Array) => Buffer.from(a.buffer).equals(Buffer.from(b.buffer));
+
+  test("[a red barn:a lighthouse:2]: evaluations 0, 1, 2 read a red barn (j ≤ 2), later ones a lighthouse", async () => {
+    const edited = await trajectory({ prompt: "[a red barn:a lighthouse:2]" });
+    const barn = await trajectory({ prompt: "a red barn" });
+    expect([0, 1, 2].map((j) => equal(edited[j]!, barn[j]!))).toEqual([true, true, true]);
+    expect(equal(edited[3]!, barn[3]!)).toBe(false);
+  });
+
+  test("[a red barn|a lighthouse] alternates from evaluation 2 on (step 1 covers j = 0 and 1); the negative prompt can be edited too", async () => {
+    const alternating = await trajectory({ prompt: "[a red barn|a lighthouse]" });
+    const barn = await trajectory({ prompt: "a red barn" });
+    expect([0, 1, 2].map((j) => equal(alternating[j]!, barn[j]!))).toEqual([true, true, false]);
+    const negative = await trajectory({ prompt: "a cat", negativePrompt: "[blurry::1]" });
+    const blurry = await trajectory({ prompt: "a cat", negativePrompt: "blurry" });
+    expect([equal(negative[1]!, blurry[1]!), equal(negative[2]!, blurry[2]!)]).toEqual([true, false]);
+  });
+
+  test("the texts of one schedule share emphasis Original's means, as A1111 encodes them in one call", async () => {
+    const edited = await pipe.promptConditioning("[(a cat:1.5):a dog:1]");
+    const alone = await pipe.promptConditioning("(a cat:1.5)");
+    expect(edited.shape).toEqual(alone.shape);
+    // Both weight the same tokens, but the means come from different sets of vectors.
+    expect(Buffer.from(edited.values.buffer).equals(Buffer.from(alone.values.buffer))).toBe(false);
+    // Without weights applied the group does not matter: the text's own encoding.
+    const ignored = await pipe.promptConditioning("[(a cat:1.5):a dog:1]", { emphasis: "ignore" });
+    expect(Buffer.from(ignored.values.buffer).equals(Buffer.from((await pipe.promptConditioning("(a cat:1.5)", { emphasis: "ignore" })).values.buffer))).toBe(true);
+  });
+});
+
 describe("syntax", () => {
   test("weights change the image; promptSyntax plain and emphasis none read the brackets as text", async () => {
     const weighted = await pipe.generate({ ...base, prompt: "a (lighthouse:1.6) at dusk" });

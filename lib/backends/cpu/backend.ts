@@ -216,7 +216,7 @@ export class CpuBackend implements Backend {
       const cfg = uncondPrompts !== null;
       const prompts = (p: PromptBatch, name: string): PromptRows => {
         checkPromptBatch(p, batch, name);
-        return { ids: idsTensor(this.#textEncoder.io, p.ids, p.prompts * p.chunks), chunks: p.chunks, multipliers: p.multipliers, rowOf: p.rowOf };
+        return promptRows(this.#textEncoder.io, p);
       };
       const cond = prompts(condPrompts, "cond");
       const uncond = uncondPrompts ? prompts(uncondPrompts, "uncond") : null;
@@ -287,7 +287,7 @@ export class CpuBackend implements Backend {
       const te = this.#textEncoder;
       const { embeddings, ms } = await this.#host.encode(te.file, {
         textEncoder: { handle: te.handle, idsName: te.io.idsName, hiddenName: te.io.hiddenName },
-        prompts: { ids: idsTensor(te.io, prompts.ids, prompts.prompts * prompts.chunks), chunks: prompts.chunks, multipliers: prompts.multipliers, rowOf: prompts.rowOf },
+        prompts: promptRows(te.io, prompts),
         emphasis,
         hiddenSize: this.hiddenSize,
       });
@@ -384,6 +384,13 @@ function checkPromptBatch(p: PromptBatch, batch: number, name: string): void {
   if (p.rowOf.length !== batch || p.rowOf.some((r) => r < 0 || r >= p.prompts)) {
     throw new InvalidArgumentError(`generate: ${name}.rowOf must give each of the ${batch} images one of its ${p.prompts} prompts`);
   }
+}
+
+/** A prompt list as the worker takes it. */
+function promptRows(io: TextEncoderIo, p: PromptBatch): PromptRows {
+  const rows: PromptRows = { ids: idsTensor(io, p.ids, p.prompts * p.chunks), chunks: p.chunks, multipliers: p.multipliers, rowOf: p.rowOf, groupOf: p.groupOf };
+  if (p.schedules) rows.schedules = p.schedules;
+  return rows;
 }
 
 /** input_ids [rows, 77] in the graph's integer type. */

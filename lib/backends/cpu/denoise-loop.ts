@@ -38,6 +38,11 @@ export interface CpuDenoiseHooks {
   stopRequested?: () => boolean;
   /** After evaluation `evalIndex` with x_{evalIndex+1} (a view valid only during the call). */
   onStep?: (evalIndex: number, latents: Float32Array) => void;
+  /**
+   * Prompt editing: the encoder_hidden_states of evaluation `evalIndex` (laid out as `job.context`),
+   * asked before every evaluation; the same array while the conditioning holds.
+   */
+  contextAt?: (evalIndex: number) => Float32Array;
 }
 
 /** Tensor for the UNet timestep, in the graph's dtype and layout. */
@@ -134,6 +139,15 @@ export async function runCpuDenoise(job: CpuDenoiseJob, runUnet: UnetRunner, hoo
   const calls = together
     ? [feedsWith(context, condTokens)]
     : [feedsWith(context.subarray(0, uncondSize), uncondTokens), feedsWith(context.subarray(uncondSize), condTokens)];
+  let current = context;
+  /** Points the context feeds at another conditioning of the same shape (prompt editing). */
+  const useContext = (next: Float32Array): void => {
+    if (next === current) return;
+    if (next.length !== context.length) throw new InvalidArgumentError(`denoise: contextAt returned ${next.length} values, expected ${context.length}`);
+    current = next;
+    const parts = together ? [next] : [next.subarray(0, uncondSize), next.subarray(uncondSize)];
+    calls.forEach((feeds, i) => (feeds[io.contextName]!.data = parts[i]!));
+  };
   const joined = new Float32Array(together ? 0 : 2 * half);
   const checkedOutput = (out: Float32Array): Float32Array => {
     if (out.length !== callBatch * perImage) {
@@ -162,6 +176,7 @@ export async function runCpuDenoise(job: CpuDenoiseJob, runUnet: UnetRunner, hoo
       for (let i = 0; i < half; i++) sample[i] = cIn * x[i]!;
     }
     setTimestep(io, timestep, t);
+    if (hooks.contextAt) useContext(hooks.contextAt(j));
     let output: Float32Array;
     if (calls.length === 1) {
       output = checkedOutput(await runUnet(calls[0]!));

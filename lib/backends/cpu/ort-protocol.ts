@@ -71,8 +71,12 @@ export interface PromptRows {
   chunks: number;
   /** A1111's per-token weights [prompts · chunks · 77] (float32). */
   multipliers: Float32Array;
-  /** For each batch row, its prompt. */
+  /** For each batch row, its prompt at evaluation 0. */
   rowOf: Int32Array;
+  /** For each prompt, its emphasis group (PromptBatch.groupOf). */
+  groupOf: Int32Array;
+  /** Prompt editing: for each batch row, [endAtStep, prompt] pairs (PromptBatch.schedules). */
+  schedules?: Array<Array<[number, number]>>;
 }
 
 /**

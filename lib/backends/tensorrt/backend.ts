@@ -277,6 +277,13 @@ export class TensorRtBackend implements Backend {
       throwIfAborted(job.signal);
       const { batch, latentHeight, latentWidth } = job;
       let t = performance.now();
+      if (job.cond.schedules || job.uncond?.schedules) {
+        // The device loop reads one embeddings buffer for the whole run.
+        throw new InvalidOptionError(
+          job.cond.schedules ? "prompt" : "negativePrompt",
+          "prompt editing and alternation ([from:to:when], [a|b]) change the conditioning during the run, which the TensorRT backend cannot do yet; use the CPU backend",
+        );
+      }
       if (job.uncond && job.uncond.chunks !== job.cond.chunks) {
         // One UNet call takes [uncond; cond]: both halves need one text length here.
         throw new InvalidOptionError(
