@@ -2,10 +2,10 @@
  * One generation implementation for one request or several merged ones, in two phases:
  *
  * 1. `prepareRequest` — everything that needs no model, per request: the init image read (and
- *    its size checked), prompt and negative-prompt ids, the sampler program, and every random
- *    draw in diffusers' order from the request's own generators (txt2img: the initial latents ×
- *    init_noise_sigma; img2img: the posterior eps, then the add_noise draw; then one draw per
- *    evaluation that consumes noise).
+ *    its size checked), the sampler program, and every random draw in diffusers' order from the
+ *    request's own generators (txt2img: the initial latents × init_noise_sigma; img2img: the
+ *    posterior eps, then the add_noise draw; then one draw per evaluation that consumes noise).
+ *    The prompts were read during validation (options.ts), where their length decides the batch key.
  * 2. `executeBatch` — the model calls, once for all the requests given, as ONE `Backend.generate`
  *    job whatever the request kind: one text-encoder call per prompt list (the prompts of every
  *    image, then the negative prompts with guidance), each request's init image through the VAE
@@ -142,18 +142,17 @@ function checkInitImageSize(limits: BackendLimits, width: number, height: number
 }
 
 /**
- * Phase 1: reads the init image, tokenizes, compiles (or reuses) the program and draws every
+ * Phase 1: reads the init image, compiles (or reuses) the program and draws every
  * random number of the request in diffusers' order. Runs no model.
  * @param started when the request's call began, for `timings.total`.
  * @throws InvalidOptionError naming `initImage` when it cannot be read or does not fit.
  */
 export async function prepareRequest(context: GenerationContext, request: ResolvedRequest, started = performance.now()): Promise<PreparedRequest> {
-  const { limits, tokenizer, programs } = context;
+  const { limits, programs } = context;
   const r = request;
-  const cfg = r.guidance > 1;
 
   // The init image first, so an unreadable file fails before any model runs.
-  let t = performance.now();
+  const t = performance.now();
   let width = r.width;
   let height = r.height;
   let image: RgbImage | null = null;

@@ -91,12 +91,12 @@ export function buildPromptBatch(tokenizer: ClipTokenizer, texts: readonly strin
   for (const [text, index] of distinct) {
     const name = texts.length > 1 ? `${option}[${promptOf.indexOf(index)}]` : option;
     if (reading.syntax === "plain") {
-      const tokens = tokenizer.tokenize(text);
-      if (tokens.truncated) warnings.push(`${name} is longer than CLIP's 77 tokens; the last ${tokens.droppedTokens} tokens are ignored (promptSyntax "plain")`);
-      tokenCount = Math.max(tokenCount, Math.min(tokens.ids.length - 2, CHUNK_TOKENS - 2));
+      const plain = plainPrompt(tokenizer, text);
+      if (plain.droppedTokens > 0) warnings.push(`${name} is longer than CLIP's 77 tokens; the last ${plain.droppedTokens} tokens are ignored (promptSyntax "plain")`);
+      tokenCount = Math.max(tokenCount, plain.tokenCount);
       schedulesOf.push([[steps, perText.length]]);
       groupOf.push(index);
-      perText.push([{ tokens: tokens.inputIds77, multipliers: new Array<number>(CHUNK_TOKENS).fill(1) }]);
+      perText.push([plain.chunk]);
       continue;
     }
     refuseExtraNetworks(text, name);
@@ -115,6 +115,19 @@ export function buildPromptBatch(tokenizer: ClipTokenizer, texts: readonly strin
   const edited = rowSchedules.some((schedule) => schedule.length > 1);
   const batch = packPrompts(tokenizer, perText, rowOf, Int32Array.from(groupOf), edited ? rowSchedules : undefined);
   return { batch, tokenCount, warnings };
+}
+
+/**
+ * A prompt read as diffusers reads it (syntax "plain"): one chunk of the text's first 75 tokens
+ * between start and end tokens, padded, weights 1; the tokens it drops.
+ */
+export function plainPrompt(tokenizer: ClipTokenizer, text: string): { chunk: PromptChunk; tokenCount: number; droppedTokens: number } {
+  const tokens = tokenizer.tokenize(text);
+  return {
+    chunk: { tokens: tokens.inputIds77, multipliers: new Array<number>(CHUNK_TOKENS).fill(1) },
+    tokenCount: Math.min(tokens.tokens.length, CHUNK_TOKENS - 2),
+    droppedTokens: tokens.droppedTokens,
+  };
 }
 
 // A1111's `re_extra_net` (modules/extra_networks.py): `<kind:arguments>`, `\w` being Unicode.

@@ -12,5 +12,5 @@ export {
   type TokenizedPrompt,
 } from "./chunks.js";
 export { applyEmphasis, emphasisScales, EMPHASIS_MODES, A1111_EMPHASIS_NAMES, type Emphasis } from "./emphasis.js";
-export { buildPromptBatch, padPromptBatch, PROMPT_SYNTAXES, type BuiltPrompts, type PromptBatch, type PromptReading, type PromptSyntax } from "./conditioning.js";
+export { buildPromptBatch, padPromptBatch, plainPrompt, PROMPT_SYNTAXES, type BuiltPrompts, type PromptBatch, type PromptReading, type PromptSyntax } from "./conditioning.js";
 export { promptSchedule, scheduleIndexAt, type ScheduleEntry } from "./schedule.js";

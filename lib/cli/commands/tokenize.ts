@@ -23,6 +23,7 @@ import {
   EMPHASIS_MODES,
   MAX_COMMA_PADDING_BACKTRACK,
   PROMPT_SYNTAXES,
+  plainPrompt,
   tokenizePrompt,
   type AttentionSpan,
   type Emphasis,
@@ -70,9 +71,8 @@ export interface PromptReadingArgs {
 /** The prompt as the text encoder gets it under `--syntax`: A1111's spans and chunks, or diffusers' one truncated chunk. */
 export function promptJson(tokenizer: ClipTokenizer, prompt: string, reading: PromptReadingArgs = {}): PromptJson & Partial<TokenizeJson> {
   if (reading.syntax === "plain") {
-    const result = tokenizer.tokenize(prompt);
-    const chunk = { tokens: result.inputIds77, multipliers: new Array<number>(CHUNK_TOKENS).fill(1) };
-    return { parsed: [[prompt, 1]], chunks: [chunk], tokenCount: Math.min(result.tokens.length, CLIP_MAX_LENGTH - 2), ...diffusersFields(result) };
+    const { chunk, tokenCount } = plainPrompt(tokenizer, prompt);
+    return { parsed: [[prompt, 1]], chunks: [chunk], tokenCount, ...diffusersFields(tokenizer.tokenize(prompt)) };
   }
   const { parsed, chunks, tokenCount } = tokenizePrompt(tokenizer, prompt, {
     emphasis: reading.emphasis ?? "original",
