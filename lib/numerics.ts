@@ -1,5 +1,6 @@
 /**
  * `sd-trt/numerics`: the exact numerics core, usable without any model — openai/CLIP's tokenizer,
+ * A1111's prompt parser and chunker,
  * torch.randn on the CPU and A1111's NV source bit for bit, diffusers' schedulers compiled to
  * sampler programs (the table both backends run), the CPU program executor, and the float32
  * latent arithmetic around it.
@@ -9,6 +10,9 @@
 import "./node-check.js";
 export { ClipTokenizer, CLIP_MAX_LENGTH, DEFAULT_VOCABULARY_DIR, normalizeClipText } from "./tokenizer/index.js";
 export type { ClipTokenization, ClipTokenizerOptions } from "./tokenizer/index.js";
+
+export { parsePromptAttention, tokenizePrompt, applyEmphasis, buildPromptBatch, EMPHASIS_MODES, PROMPT_SYNTAXES } from "./prompt/index.js";
+export type { AttentionSpan, ChunkOptions, Emphasis, PromptBatch, PromptChunk, PromptReading, PromptSyntax, TokenizedPrompt } from "./prompt/index.js";
 
 export { TorchGenerator, NvGenerator, randn, randnRows, createGenerator, validateSeed, RNG_SOURCES, MAX_SEED } from "./rng/index.js";
 export type { Generator, RngSource } from "./rng/index.js";

@@ -6,13 +6,17 @@
  * TypeScript in `pipeline/`.
  *
  * A backend runs a whole batch in ONE call, the same way for every request kind: `generate(job)`
- * takes token ids, the starting point (txt2img latents, or img2img init images and their draws),
+ * takes the prompts (77-token chunks with per-token weights), the starting point (txt2img latents, or img2img init images and their draws),
  * the compiled sampler program and every noise draw, and returns the images. So the pipeline has
  * one generation path, and each backend keeps its intermediates where they are cheapest: the CPU
  * backend's embeddings never leave its worker thread, the TensorRT backend's embeddings and
  * latents never leave the GPU between its stages.
  */
 import type { SamplerProgram } from "../sampler/program.js";
+import type { PromptBatch } from "../prompt/conditioning.js";
+import type { Emphasis } from "../prompt/emphasis.js";
+
+export type { PromptBatch } from "../prompt/conditioning.js";
 
 export type BackendName = "cpu" | "tensorrt";
 
@@ -35,6 +39,8 @@ export interface BackendLimits {
    * timesteps, which an integer-timestep export would truncate. Absent means true.
    */
   fractionalTimesteps?: boolean;
+  /** Most 77-token chunks a prompt may have (75 prompt tokens each): the UNet's text length is 77 · chunks. */
+  maxPromptChunks: number;
 }
 
 /** The stages of a generation, in the order they run. */
@@ -58,11 +64,20 @@ export interface GenerationJob {
   batch: number;
   latentHeight: number;
   latentWidth: number;
-  /** Token ids [batch, 77] of the prompts. */
-  condIds: Int32Array;
-  /** Token ids [batch, 77] of the negative prompts; null when classifier-free guidance is off. */
-  uncondIds: Int32Array | null;
-  /** Guidance scale per image (length batch). Unused when `uncondIds` is null. */
+  /**
+   * The prompts as the text encoder takes them (lib/prompt): each distinct prompt's 77-token
+   * chunks and per-token weights, and each image's prompt. A row's embeddings are the chunks'
+   * encoder outputs, each weighted by `emphasis`, joined along the sequence: [77 · chunks, hidden].
+   */
+  cond: PromptBatch;
+  /**
+   * The negative prompts; null when classifier-free guidance is off. When its chunk count differs
+   * from `cond`'s, the UNet evaluates the uncond and cond halves separately (A1111's default).
+   */
+  uncond: PromptBatch | null;
+  /** What the weights do to each chunk's encoder output (A1111's emphasis setting). */
+  emphasis: Emphasis;
+  /** Guidance scale per image (length batch). Unused when `uncond` is null. */
   guidance: Float64Array;
   /**
    * Where the loop starts: txt2img's x_0 (randn · init_noise_sigma) [batch, 4, h, w], or the
@@ -101,7 +116,7 @@ export interface Backend {
   /** VAE scaling factor (config `scaling_factor`, default 0.18215). */
   readonly scalingFactor: number;
   /**
-   * Runs a whole batch: text encoder (each distinct prompt row once), the VAE encoder for
+   * Runs a whole batch: text encoder (each chunk of each distinct prompt once), the VAE encoder for
    * img2img, the denoise loop with classifier-free guidance, and the VAE decoder.
    * @throws the signal's reason when cancelled; VaeOverflowError when the decoder produced NaN
    *   (never a silent black image); DisposedError after `dispose()`.
@@ -113,6 +128,12 @@ export interface Backend {
    * already bound memory (TensorRT: the engine profiles) leave it out.
    */
   checkMemory?(request: { batch: number; width: number; height: number; guidance: boolean }): void;
+  /**
+   * The text conditioning of one prompt list as `generate` builds it — each chunk encoded, weighted
+   * by `emphasis`, the chunks joined: [rows, 77 · chunks, hidden] on the host. For inspection
+   * (`sd-trt tokenize --model`); absent where the backend keeps embeddings on the device only.
+   */
+  encodePrompts?(prompts: PromptBatch, emphasis: Emphasis): Promise<{ shape: [number, number, number]; values: Float32Array }>;
   /** Waits for a running generation, then releases everything. Idempotent. */
   dispose(): Promise<void>;
 }

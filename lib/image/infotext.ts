@@ -42,6 +42,8 @@ export interface InfotextParameters {
   hires?: [string, string][];
   /** A1111's `Eta` (ancestral samplers, when not 1). */
   eta?: number;
+  /** A1111's emphasis name ("No norm", "Ignore", "None"): written only when not "Original" and a prompt has "(" or "[", as A1111 writes it. */
+  emphasis?: string;
 }
 
 /** A1111's `quote()`: JSON-quote a value that would break the comma-separated list. */
@@ -65,6 +67,8 @@ export function formatInfotext(p: InfotextParameters): string {
   if (p.ensd !== undefined) fields.push(["ENSD", String(p.ensd)]);
   fields.push(["RNG", p.rng === "nv" ? "NV" : "CPU"]);
   if (p.hires) fields.push(...p.hires);
+  // A1111 adds its extra generation parameters in the order it sets them: hires (at init), Emphasis (with the conditioning), Eta (while sampling).
+  if (p.emphasis !== undefined) fields.push(["Emphasis", p.emphasis]);
   if (p.eta !== undefined) fields.push(["Eta", String(p.eta)]);
   const lines = [p.prompt];
   if (p.negativePrompt) lines.push(`Negative prompt: ${p.negativePrompt}`);

@@ -44,11 +44,13 @@ export interface DenoiseRunOptions<Output extends NativeLatentsOutput = "host"> 
   latentWidth: number;
   /** Guidance scale per image; omit (or null) to run without classifier-free guidance. */
   guidance?: Float64Array | null;
-  /** Text embeddings [unetBatch, 77, hidden], uncond rows first with guidance: host values, one
-   *  device tensor, or a list of device tensors [rows, 77, hidden] joined in order on the device
-   *  (e.g. `[uncond, cond]` from encodeText; no concatEmbeddings needed). Needed by TensorRT UNets;
-   *  the analytic stand-in ignores them. */
+  /** Text embeddings [unetBatch, sequenceLength, hidden], uncond rows first with guidance: host
+   *  values, one device tensor, or a list of device tensors [rows, sequenceLength, hidden] joined in
+   *  order on the device (e.g. `[uncond, cond]` from encodeText; no concatEmbeddings needed). Needed
+   *  by TensorRT UNets; the analytic stand-in ignores them. */
   embeddings?: Float32Array | Uint16Array | NativeDeviceTensor | NativeDeviceTensor[];
+  /** The embeddings' text length, a multiple of 77 up to 77 · 64 (A1111's long prompts: 77 · chunks). Defaults to 77. */
+  sequenceLength?: number;
   /** Where x_M goes: `"host"` (default) → `latents` is a new Float32Array; `"device"` → a new
    *  float32 NativeDeviceTensor [batch, 4, latentHeight, latentWidth] that stays on the GPU (for
    *  `decodeImage({ latents, scalingFactor })`). The tensor is the caller's: dispose() it. */
@@ -76,6 +78,7 @@ interface ValidatedRun {
   useGraphs: boolean;
   queueDepth: number;
   output: NativeLatentsOutput;
+  sequenceLength: number;
   noise: Float32Array;
 }
 
@@ -184,7 +187,9 @@ export class Denoiser {
     if (options.onStep !== undefined && typeof options.onStep !== "function") throw invalidOption("onStep", "a function", options.onStep);
     const output = options.output ?? "host";
     if (output !== "host" && output !== "device") throw invalidOption("output", "\"host\" or \"device\"", options.output);
-    return { batch, height, width, useGraphs, queueDepth, output, noise: concatNoise(options.noise) };
+    const sequenceLength = options.sequenceLength === undefined ? 77 : integerInRange("sequenceLength", options.sequenceLength, 77, 77 * 64);
+    if (sequenceLength % 77 !== 0) throw invalidOption("sequenceLength", "a multiple of 77 (chunks of 77 tokens)", sequenceLength);
+    return { batch, height, width, useGraphs, queueDepth, output, sequenceLength, noise: concatNoise(options.noise) };
   }
 
   async #runNow(request: ValidatedRun, options: DenoiseRunOptions<NativeLatentsOutput>, callerStack: Error): Promise<DenoiseRunResult<Float32Array | NativeDeviceTensor>> {
@@ -205,6 +210,7 @@ export class Denoiser {
         width: request.width,
         guidance: options.guidance ?? null,
         ...(options.embeddings !== undefined ? { embeddings: options.embeddings } : {}),
+        sequenceLength: request.sequenceLength,
         useGraphs: request.useGraphs,
         queueDepth: request.queueDepth,
         ...(request.output === "device" ? { output: "device" as const } : {}),

@@ -148,8 +148,20 @@ export interface TrtEncodeTextOptions {
   rows: number;
   input: string;
   output: string;
-  /** Row r of the result is computed row outputRows[r]. */
+  /** Chunk row r of the result is computed row outputRows[r]. */
   outputRows: Int32Array;
+  /**
+   * 77-token chunks per prompt: the result is [outputRows.length / chunks, 77 · chunks, hidden]
+   * (consecutive output rows joined along the sequence). Defaults to 1.
+   */
+  chunks?: number;
+  /**
+   * A1111's per-token weights [rows, 77] (float32), applied to each computed row's output by the
+   * `emphasis` rule before the rows are gathered. Borrowed until the promise settles.
+   */
+  multipliers?: Float32Array;
+  /** "original": z·m, then the row rescaled to its mean before; "no-norm": z·m. Needs `multipliers`. */
+  emphasis?: "original" | "no-norm";
 }
 
 export interface TrtImageIoOptions {
@@ -204,7 +216,7 @@ export interface TrtUnet {
 
 export interface TrtContext {
   readonly disposed: boolean;
-  /** Text embeddings on the device [outputRows.length, 77, hidden], in the engine's output type.
+  /** Text embeddings on the device [outputRows.length / chunks, 77 · chunks, hidden], in the engine's output type.
    *  `gpuMs` (every call here): GPU time on the context's stream from CUDA events, transfers included. */
   encodeText(options: TrtEncodeTextOptions): Promise<{ embeddings: NativeDeviceTensor; gpuMs: number }>;
   /** Latents [batch, 4, height, width] (host or device; divided by `scalingFactor` on the device

@@ -165,13 +165,16 @@ export type NativeLatentsOutput = "host" | "device";
 export interface NativeDenoiseOptions extends NativeProgramRunOptions {
   /** Guidance scale per image; omitted or null = no classifier-free guidance (UNet batch = batch). */
   guidance?: Float64Array | null;
-  /** Text embeddings [unetBatch, 77, hidden], uncond rows first with guidance: host values
-   *  (Float32Array, or Uint16Array of float16 bits; borrowed), a device tensor, or a list of device
-   *  tensors [rows, 77, hidden] whose rows are joined in order on the device (e.g. `[uncond, cond]`
-   *  as encodeText returned them; together exactly unetBatch rows). Device tensors may be float32
-   *  or float16 (converted to the UNet's type on the device) and are pinned until the promise
-   *  settles. Required when the UNet has a hidden size (TensorRT); ignored by the analytic stand-in. */
+  /** Text embeddings [unetBatch, sequenceLength, hidden], uncond rows first with guidance: host
+   *  values (Float32Array, or Uint16Array of float16 bits; borrowed), a device tensor, or a list of
+   *  device tensors [rows, sequenceLength, hidden] whose rows are joined in order on the device (e.g.
+   *  `[uncond, cond]` as encodeText returned them; together exactly unetBatch rows). Device tensors
+   *  may be float32 or float16 (converted to the UNet's type on the device) and are pinned until the
+   *  promise settles. Required when the UNet has a hidden size (TensorRT); ignored by the analytic
+   *  stand-in. */
   embeddings?: Float32Array | Uint16Array | NativeDeviceTensor | NativeDeviceTensor[];
+  /** The embeddings' text length: 77 · chunks (A1111's long prompts), 77 … 77 · 64. Defaults to 77. */
+  sequenceLength?: number;
   /** Defaults to `"host"`. */
   output?: NativeLatentsOutput;
   /** Capture the loop step as a CUDA graph and replay it. Defaults to true. */
@@ -290,6 +293,8 @@ export interface NativeBinding {
   hostVaeToUint8(options: NativeVaeToUint8Options): NativeVaeBytes;
   /** Device run of the VAE output kernel (CUDA builds; for the GPU self-test). Input borrowed until settled. */
   deviceVaeToUint8?(options: NativeVaeToUint8Options & { device?: number }): Promise<NativeVaeBytes>;
+  /** Device run of A1111's emphasis kernel on z [rows, 77, hidden] (the TensorRT text encoder's; CUDA builds, for the GPU self-test). */
+  deviceEmphasis?(options: { z: Float32Array; multipliers: Float32Array; hidden: number; mode: "original" | "no-norm"; device?: number }): Promise<Float32Array>;
   /** Device run of the float32 → float16 cast kernel (CUDA builds; for the GPU self-test). */
   deviceFloatToHalf?(values: Float32Array, device?: number): Promise<Uint16Array>;
   /** Host path of the scale-cast kernel: Float32Array, or Uint16Array of float16 bits for dtype "float16". */

@@ -2,10 +2,10 @@
  * One generation implementation for one request or several merged ones, in two phases:
  *
  * 1. `prepareRequest` — everything that needs no model, per request: the init image read (and
- *    its size checked), prompt and negative-prompt ids, the sampler program, and every random
- *    draw in diffusers' order from the request's own generators (txt2img: the initial latents ×
- *    init_noise_sigma; img2img: the posterior eps, then the add_noise draw; then one draw per
- *    evaluation that consumes noise).
+ *    its size checked), the sampler program, and every random draw in diffusers' order from the
+ *    request's own generators (txt2img: the initial latents × init_noise_sigma; img2img: the
+ *    posterior eps, then the add_noise draw; then one draw per evaluation that consumes noise).
+ *    The prompts were read during validation (options.ts), where their length decides the batch key.
  * 2. `executeBatch` — the model calls, once for all the requests given, as ONE `Backend.generate`
  *    job whatever the request kind: one text-encoder call per prompt list (the prompts of every
  *    image, then the negative prompts with guidance), each request's init image through the VAE
@@ -26,15 +26,14 @@ import { readImage, type RgbImage } from "../image/read.js";
 import { a1111SamplerName } from "../schedulers/index.js";
 import type { SamplerProgram } from "../sampler/program.js";
 import type { ClipTokenizer } from "../tokenizer/index.js";
+import type { PromptBatch } from "../prompt/conditioning.js";
+import { A1111_EMPHASIS_NAMES } from "../prompt/emphasis.js";
 import { scaleFloat32 } from "../sampler/latents.js";
 import { A1111NoiseSource, NoiseSource, type RequestNoise } from "./noise.js";
 import { a1111InfotextFields, type HiresRequest } from "./a1111-options.js";
 import { upscaleLatents } from "../sampler/latent-upscale.js";
 import type { ProgressEvent, ResolvedRequest } from "./options.js";
 import type { ProgramCache } from "./program-cache.js";
-
-/** CLIP's token count. */
-const TOKENS = 77;
 
 export interface GeneratedImage {
   /** 8-bit RGB, row-major, interleaved (HWC): width · height · 3 bytes. */
@@ -123,9 +122,6 @@ export interface PreparedRequest {
   readonly program: SamplerProgram;
   /** `batchKey` of the request at its final size (null: it runs alone). */
   readonly batchKey: string | null;
-  /** Token ids [batch, 77] of the prompts, and of the negative prompts when guidance is on. */
-  readonly condIds: Int32Array;
-  readonly uncondIds: Int32Array | null;
   /** txt2img: x_0 = randn · init_noise_sigma. Null for img2img (made from `img2img` when the batch runs). */
   readonly initialLatents: Float32Array | null;
   readonly img2img: { image: RgbImage; eps: Float32Array[]; noise: Float32Array } | null;
@@ -150,26 +146,9 @@ export function batchKey(request: ResolvedRequest, width = request.width, height
   if (request.onLatents) return null;
   if (width === undefined || height === undefined) return null;
   const img2img = request.initImage !== undefined;
-  return JSON.stringify([width, height, request.steps, request.scheduler, request.a1111.sigmaSchedule ?? null, request.a1111.eta ?? null, request.guidance > 1, img2img ? request.strength : null, request.a1111.hires ?? null]);
-}
-
-/** Token ids [rows, 77] for a list of texts, noting truncated ones. Each distinct text is tokenized once. */
-function tokenize(tokenizer: ClipTokenizer, texts: string[], option: string, warnings: string[]): Int32Array {
-  const ids = new Int32Array(texts.length * TOKENS);
-  const seen = new Map<string, number[]>();
-  texts.forEach((text, row) => {
-    let rowIds = seen.get(text);
-    if (!rowIds) {
-      const tokens = tokenizer.tokenize(text);
-      rowIds = tokens.inputIds77;
-      seen.set(text, rowIds);
-      if (tokens.truncated) {
-        warnings.push(`${option}${texts.length > 1 ? `[${row}]` : ""} is longer than CLIP's ${TOKENS} tokens; the last ${tokens.droppedTokens} tokens are ignored`);
-      }
-    }
-    ids.set(rowIds, row * TOKENS);
-  });
-  return ids;
+  // The text lengths and the emphasis shape the UNet and text-encoder calls as well.
+  const text = [request.cond.batch.chunks, request.uncond?.batch.chunks ?? null, request.promptReading.emphasis];
+  return JSON.stringify([width, height, request.steps, request.scheduler, request.a1111.sigmaSchedule ?? null, request.a1111.eta ?? null, request.guidance > 1, img2img ? request.strength : null, request.a1111.hires ?? null, ...text]);
 }
 
 function checkInitImageSize(limits: BackendLimits, width: number, height: number): void {
@@ -183,18 +162,17 @@ function checkInitImageSize(limits: BackendLimits, width: number, height: number
 }
 
 /**
- * Phase 1: reads the init image, tokenizes, compiles (or reuses) the program and draws every
+ * Phase 1: reads the init image, compiles (or reuses) the program and draws every
  * random number of the request in diffusers' order. Runs no model.
  * @param started when the request's call began, for `timings.total`.
  * @throws InvalidOptionError naming `initImage` when it cannot be read or does not fit.
  */
 export async function prepareRequest(context: GenerationContext, request: ResolvedRequest, started = performance.now()): Promise<PreparedRequest> {
-  const { limits, tokenizer, programs } = context;
+  const { limits, programs } = context;
   const r = request;
-  const cfg = r.guidance > 1;
 
   // The init image first, so an unreadable file fails before any model runs.
-  let t = performance.now();
+  const t = performance.now();
   let width = r.width;
   let height = r.height;
   let image: RgbImage | null = null;
@@ -207,13 +185,10 @@ export async function prepareRequest(context: GenerationContext, request: Resolv
   const readImageMs = performance.now() - t;
   if (width === undefined || height === undefined) throw new InternalError("a txt2img request reached prepareRequest without a size");
   // Before any model runs: a size that cannot fit in memory is refused now, not after minutes.
-  context.backend.checkMemory?.({ batch: r.batch, width, height, guidance: cfg });
+  context.backend.checkMemory?.({ batch: r.batch, width, height, guidance: r.uncond !== null });
 
-  t = performance.now();
-  const warnings: string[] = [];
-  const condIds = tokenize(tokenizer, r.prompts, "prompt", warnings);
-  const uncondIds = cfg ? tokenize(tokenizer, r.negativePrompts, "negativePrompt", warnings) : null;
-  const tokenizeMs = performance.now() - t;
+  // The prompts were read during validation (their length decides the batch key).
+  const warnings = [...r.cond.warnings, ...(r.uncond?.warnings ?? [])];
 
   const { program } = programs.get(r.scheduler, r.steps, image ? r.strength! : undefined, r.a1111.sigmaSchedule, r.a1111.eta);
   const rest = [4, height / 8, width / 8] as const;
@@ -235,15 +210,13 @@ export async function prepareRequest(context: GenerationContext, request: Resolv
     height,
     program,
     batchKey: batchKey(r, width, height),
-    condIds,
-    uncondIds,
     initialLatents,
     img2img,
     stepNoise,
     hires,
     warnings,
     started,
-    tokenizeMs,
+    tokenizeMs: r.tokenizeMs,
     readImageMs,
   };
 }
@@ -255,6 +228,10 @@ export async function prepareRequest(context: GenerationContext, request: Resolv
  */
 function prepareHires(context: GenerationContext, r: ResolvedRequest): HiresPass {
   const h = r.a1111.hires!;
+  if (r.cond.batch.schedules || r.uncond?.batch.schedules) {
+    // A1111 rebuilds the schedules for the second pass's steps; the job's schedules count the first pass's.
+    throw new InvalidOptionError("hires", "prompt editing and alternation ([from:to:when], [a|b]) with hires fix are not supported yet; use one or the other");
+  }
   const stretched = Math.trunc(h.steps / Math.min(h.strength, 0.999));
   const { program } = context.programs.getFrom(r.scheduler, stretched, stretched - h.steps, r.a1111.sigmaSchedule, r.a1111.eta);
   const rest = [4, h.height / 8, h.width / 8] as const;
@@ -319,12 +296,12 @@ export async function executeBatch(context: GenerationContext, prepared: Prepare
   if (batch > backend.limits.maxBatch) {
     throw new InvalidOptionError("batch", `the merged batch of ${batch} images exceeds the backend's maximum batch ${backend.limits.maxBatch}`);
   }
-  if (prepared.length > 1) backend.checkMemory?.({ batch, width: first.width, height: first.height, guidance: first.uncondIds !== null });
+  if (prepared.length > 1) backend.checkMemory?.({ batch, width: first.width, height: first.height, guidance: first.request.uncond !== null });
   throwIfAborted(signal);
   const { width, height, program } = first;
   const latentHeight = height / 8;
   const latentWidth = width / 8;
-  const cfg = first.uncondIds !== null;
+  const cfg = first.request.uncond !== null;
 
   const guidance = new Float64Array(batch);
   let row = 0;
@@ -338,8 +315,9 @@ export async function executeBatch(context: GenerationContext, prepared: Prepare
     batch,
     latentHeight,
     latentWidth,
-    condIds: concatenate(prepared.map((p) => p.condIds)),
-    uncondIds: cfg ? concatenate(prepared.map((p) => p.uncondIds!)) : null,
+    cond: mergePrompts(prepared.map((p) => p.request.cond.batch)),
+    uncond: cfg ? mergePrompts(prepared.map((p) => p.request.uncond!.batch)) : null,
+    emphasis: first.request.promptReading.emphasis,
     guidance,
     start: first.img2img ? { images: prepared.map((p) => initImage(p)) } : { latents: concatenate(prepared.map((p) => p.initialLatents!)) },
     noise: first.stepNoise.map((_, k) => concatenate(prepared.map((p) => p.stepNoise[k]!))),
@@ -413,6 +391,7 @@ export async function executeBatch(context: GenerationContext, prepared: Prepare
         ...(r.strength !== undefined ? { denoisingStrength: r.strength } : {}),
         ...a1111InfotextFields(r.scheduler, r.a1111, i),
         rng: r.rng,
+        ...infotextEmphasis(r),
       });
       images.push({ rgb: pixels[row + i]!, width: outWidth, height: outHeight, seed, infotext });
     }
@@ -443,12 +422,53 @@ export async function executeBatch(context: GenerationContext, prepared: Prepare
   });
 }
 
+/**
+ * A1111 records the emphasis when it is not "Original" and some prompt of the generation (prompt
+ * or negative prompt) has "(" or "[" (sd_hijack_clip.py `forward`).
+ */
+function infotextEmphasis(r: ResolvedRequest): { emphasis?: string } {
+  const { syntax, emphasis } = r.promptReading;
+  if (syntax !== "a1111" || emphasis === "original") return {};
+  const texts = r.uncond ? [...r.prompts, ...r.negativePrompts] : r.prompts;
+  return texts.some((t) => t.includes("(") || t.includes("[")) ? { emphasis: A1111_EMPHASIS_NAMES[emphasis] } : {};
+}
+
 /** The img2img part of a prepared request, as the backend takes it. */
 function initImage(p: PreparedRequest): InitImage {
   const part = p.img2img;
   if (!part) throw new InternalError("executeBatch: a txt2img request was batched with img2img requests");
   const { image, eps, noise } = part;
   return { pixels: rgbToPixels(image.rgb, image.height, image.width), rows: p.request.batch, eps, noise };
+}
+
+/** The prompt lists of requests with the same chunk count (their batch key), as one list. */
+function mergePrompts(parts: PromptBatch[]): PromptBatch {
+  if (parts.length === 1) return parts[0]!;
+  const rowOf: number[] = [];
+  const groupOf: number[] = [];
+  const schedules: Array<Array<[number, number]>> = [];
+  let prompts = 0;
+  let groups = 0;
+  for (const part of parts) {
+    const offset = prompts;
+    part.rowOf.forEach((p, r) => {
+      rowOf.push(offset + p);
+      schedules.push((part.schedules?.[r] ?? [[Infinity, p]]).map(([end, text]) => [end, offset + text]));
+    });
+    for (const g of part.groupOf) groupOf.push(groups + g);
+    groups += Math.max(-1, ...part.groupOf) + 1;
+    prompts += part.prompts;
+  }
+  const merged: PromptBatch = {
+    chunks: parts[0]!.chunks,
+    prompts,
+    ids: concatenate(parts.map((p) => p.ids)),
+    multipliers: concatenate(parts.map((p) => p.multipliers)),
+    rowOf: Int32Array.from(rowOf),
+    groupOf: Int32Array.from(groupOf),
+  };
+  if (parts.some((p) => p.schedules)) merged.schedules = schedules;
+  return merged;
 }
 
 /** The arrays end to end (the batch axis); a single array is returned as is. */

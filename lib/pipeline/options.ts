@@ -10,6 +10,10 @@ import { validateSeed, RNG_SOURCES, type RngSource } from "../rng/index.js";
 import type { ImageSource } from "../image/read.js";
 import type { SchedulerName } from "../schedulers/index.js";
 import { A1111_OPTION_NAMES, resolveA1111Options, type A1111GenerateOptions, type A1111Request } from "./a1111-options.js";
+import type { ClipTokenizer } from "../tokenizer/clip-tokenizer.js";
+import { buildPromptBatch, padPromptBatch, PROMPT_SYNTAXES, type BuiltPrompts, type PromptReading, type PromptSyntax } from "../prompt/conditioning.js";
+import { CHUNK_LENGTH, DEFAULT_COMMA_PADDING_BACKTRACK, MAX_COMMA_PADDING_BACKTRACK } from "../prompt/chunks.js";
+import { EMPHASIS_MODES, type Emphasis } from "../prompt/emphasis.js";
 
 /** One `onProgress` event. */
 export interface ProgressEvent {
@@ -25,8 +29,9 @@ export interface ProgressEvent {
 
 export interface GenerateOptions extends A1111GenerateOptions {
   /**
-   * The prompt, or one prompt per image (an array whose length is the batch). Prompts longer than
-   * CLIP's 75 tokens are truncated, as diffusers does (reported in `warnings`).
+   * The prompt, or one prompt per image (an array whose length is the batch), read as
+   * `promptSyntax` says: by default A1111's syntax — `(word)`, `[word]`, `(word:1.3)`, `BREAK`,
+   * prompts of any length in chunks of 75 tokens.
    */
   prompt: string | string[];
   /** What to steer away from: a string for every image, or one per image. Defaults to `""` (diffusers' unconditional prompt). Ignored when guidance ≤ 1. */
@@ -61,6 +66,29 @@ export interface GenerateOptions extends A1111GenerateOptions {
   signal?: AbortSignal;
   /** Called after each stage and each model evaluation. */
   onProgress?: (event: ProgressEvent) => void;
+  /**
+   * How prompts are read. `"a1111"`: exactly as AUTOMATIC1111's webui reads them — attention
+   * weights `(x)` ×1.1, `[x]` ÷1.1, `(x:w)`, escapes `\(`, `BREAK`, and long prompts as several
+   * 77-token chunks (the text length is 77 · chunks, up to the backend's `limits.maxPromptChunks`).
+   * `"plain"`: diffusers' reading — the text literal, truncated to CLIP's 77 tokens (reported in
+   * `warnings`). Defaults to `"a1111"`.
+   */
+  promptSyntax?: PromptSyntax;
+  /**
+   * A1111's emphasis setting (promptSyntax "a1111"): `"original"` weights each token's encoder
+   * output and restores the chunk's mean; `"no-norm"` weights without restoring; `"ignore"` parses
+   * the syntax but ignores the weights; `"none"` does not parse the syntax at all (text is literal,
+   * still in 75-token chunks). Defaults to `"original"`.
+   */
+  emphasis?: Emphasis;
+  /** A1111's `comma_padding_backtrack` (promptSyntax "a1111"): a chunk boundary moves back to a comma at most this many tokens before it, 0 (off) … 74. Defaults to 20. */
+  commaPaddingBacktrack?: number;
+  /**
+   * A1111's `pad_cond_uncond`: when prompt and negative prompt have different chunk counts, pad
+   * the shorter with empty-prompt chunks so both run in one UNet call. Off (A1111's default), the
+   * UNet evaluates the two separately, which gives A1111's default images.
+   */
+  padCondUncond?: boolean;
   /** Return the final latents [batch, 4, height/8, width/8] (before the VAE) as `latents`. Defaults to false. */
   returnLatents?: boolean;
   /**
@@ -86,12 +114,23 @@ export interface ValidationContext {
   canonicalScheduler: (name: string) => SchedulerName | undefined;
   /** Whether `onLatents` can be honoured. */
   hostLatents: boolean;
+  /** The model's tokenizer: prompts are read (and their length checked) during validation. */
+  tokenizer: ClipTokenizer;
 }
 
 /** Options after validation, with defaults applied. */
 export interface ResolvedRequest {
   prompts: string[];
   negativePrompts: string[];
+  /** How the prompts were read. */
+  promptReading: PromptReading;
+  padCondUncond: boolean;
+  /** The prompts' text-encoder input. */
+  cond: BuiltPrompts;
+  /** The negative prompts' (null when guidance is off), padded to `cond`'s chunk count with `padCondUncond`. */
+  uncond: BuiltPrompts | null;
+  /** Milliseconds spent reading the prompts. */
+  tokenizeMs: number;
   batch: number;
   /** Undefined for img2img without an explicit size (taken from the init image). */
   width: number | undefined;
@@ -125,6 +164,7 @@ export const MAX_GUIDANCE = 100;
 const KNOWN_OPTIONS = new Set([
   "prompt", "negativePrompt", "width", "height", "steps", "guidance", "scheduler", "seed", "seeds", "batch",
   "rng", "initImage", "strength", "signal", "onProgress", "returnLatents", "onLatents", ...A1111_OPTION_NAMES,
+  "promptSyntax", "emphasis", "commaPaddingBacktrack", "padCondUncond",
 ]);
 
 function promptList(name: string, value: unknown): string[] | string {
@@ -258,6 +298,26 @@ export function resolveGenerateOptions(options: GenerateOptions, ctx: Validation
   }
   if (options.returnLatents !== undefined && typeof options.returnLatents !== "boolean") throw invalidOption("returnLatents", "true or false", options.returnLatents);
 
+  const tokenizeStart = performance.now();
+  const promptReading: PromptReading = {
+    syntax: options.promptSyntax === undefined ? "a1111" : oneOf("promptSyntax", options.promptSyntax, PROMPT_SYNTAXES),
+    emphasis: options.emphasis === undefined ? "original" : oneOf("emphasis", options.emphasis, EMPHASIS_MODES),
+    commaPaddingBacktrack:
+      options.commaPaddingBacktrack === undefined ? DEFAULT_COMMA_PADDING_BACKTRACK : integerInRange("commaPaddingBacktrack", options.commaPaddingBacktrack, 0, MAX_COMMA_PADDING_BACKTRACK),
+  };
+  if (options.padCondUncond !== undefined && typeof options.padCondUncond !== "boolean") throw invalidOption("padCondUncond", "true or false", options.padCondUncond);
+  const padCondUncond = options.padCondUncond ?? false;
+  const prompts = Array.isArray(prompt) ? prompt : new Array<string>(batch).fill(prompt);
+  const negativePrompts = Array.isArray(negative) ? negative : new Array<string>(batch).fill(negative);
+  const cond = readPrompts(ctx, prompts, promptReading, "prompt", steps);
+  let uncond = guidance > 1 ? readPrompts(ctx, negativePrompts, promptReading, "negativePrompt", steps) : null;
+  if (uncond && padCondUncond && uncond.batch.chunks !== cond.batch.chunks) {
+    const chunks = Math.max(uncond.batch.chunks, cond.batch.chunks);
+    uncond = { ...uncond, batch: padPromptBatch(ctx.tokenizer, uncond.batch, chunks) };
+    cond.batch = padPromptBatch(ctx.tokenizer, cond.batch, chunks);
+  }
+  const tokenizeMs = performance.now() - tokenizeStart;
+
   let generatorSeeds: bigint[];
   let perImageGenerators = false;
   let random = false;
@@ -272,8 +332,13 @@ export function resolveGenerateOptions(options: GenerateOptions, ctx: Validation
   }
 
   const request: ResolvedRequest = {
-    prompts: Array.isArray(prompt) ? prompt : new Array<string>(batch).fill(prompt),
-    negativePrompts: Array.isArray(negative) ? negative : new Array<string>(batch).fill(negative),
+    prompts,
+    negativePrompts,
+    promptReading,
+    padCondUncond,
+    cond,
+    uncond,
+    tokenizeMs,
     batch,
     width,
     height,
@@ -295,4 +360,22 @@ export function resolveGenerateOptions(options: GenerateOptions, ctx: Validation
   if (options.onProgress) request.onProgress = options.onProgress;
   if (options.onLatents) request.onLatents = options.onLatents;
   return request;
+}
+
+/**
+ * The text-encoder input of one prompt list, its length checked against the backend.
+ * @throws InvalidOptionError naming `option` when a prompt has more chunks than the backend takes,
+ *   or a weight that is not a number.
+ */
+function readPrompts(ctx: ValidationContext, texts: string[], reading: PromptReading, option: "prompt" | "negativePrompt", steps: number): BuiltPrompts {
+  const built = buildPromptBatch(ctx.tokenizer, texts, reading, option, steps);
+  const max = ctx.limits.maxPromptChunks;
+  if (built.batch.chunks > max) {
+    throw new InvalidOptionError(
+      option,
+      `${option} needs ${built.batch.chunks} chunks of ${CHUNK_LENGTH} tokens (${built.tokenCount} tokens), but the backend takes at most ${max} (${max * CHUNK_LENGTH} tokens)` +
+        " (TensorRT engines: rebuild with a larger --max-prompt-chunks)",
+    );
+  }
+  return built;
 }

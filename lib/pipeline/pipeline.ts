@@ -19,7 +19,7 @@
 import { createHash } from "node:crypto";
 import { createReadStream } from "node:fs";
 import { dirname } from "node:path";
-import { ModelFileError, DisposedError, throwIfAborted } from "../errors.js";
+import { ModelFileError, DisposedError, InvalidOptionError, throwIfAborted } from "../errors.js";
 import { Lifecycle } from "../lifecycle.js";
 import type { Backend, BackendLimits, BackendName } from "../backends/backend.js";
 import { loadBackend, type BackendChoice, BACKEND_CHOICES } from "../backends/select.js";
@@ -180,7 +180,23 @@ export class Pipeline {
       schedulerNames: SCHEDULER_NAMES,
       canonicalScheduler: (name) => canonicalSchedulerName(name, this.#folder.schedulerConfig),
       hostLatents: this.#limits.canObserveLatents,
+      tokenizer: this.#generation.tokenizer,
     });
+  }
+
+  /**
+   * The text conditioning `generate` would give the UNet for this prompt, read with these options
+   * (`promptSyntax`, `emphasis`, `commaPaddingBacktrack`): [77 · chunks, hidden] values. For
+   * inspection and comparison with A1111 (`sd-trt tokenize --model DIR --embeddings`).
+   * @throws InvalidOptionError naming the option; when the backend keeps embeddings on the device
+   *   only (TensorRT), naming `backend`.
+   */
+  async promptConditioning(prompt: string, options: Pick<GenerateOptions, "promptSyntax" | "emphasis" | "commaPaddingBacktrack"> = {}): Promise<{ shape: [number, number]; values: Float32Array }> {
+    const request = this.resolveOptions({ ...options, prompt, guidance: 1 });
+    const encode = this.#backend.encodePrompts?.bind(this.#backend);
+    if (!encode) throw new InvalidOptionError("backend", `the ${this.#backend.name} backend keeps text embeddings on the device; load the pipeline with backend "cpu" to read them`);
+    const { shape, values } = await this.#life.exclusive(() => encode(request.cond.batch, request.promptReading.emphasis));
+    return { shape: [shape[1], shape[2]], values };
   }
 
   /**

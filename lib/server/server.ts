@@ -10,6 +10,8 @@
  * - `POST /sdapi/v1/txt2img`, `POST /sdapi/v1/img2img`: A1111 generation (see a1111/handlers.ts).
  * - `GET /sdapi/v1/samplers`, `GET /sdapi/v1/schedulers`, `GET /sdapi/v1/sd-models`: what can be asked for.
  * - `GET /sdapi/v1/progress`, `POST /sdapi/v1/interrupt`: A1111's progress and interrupt.
+ * - `GET`/`POST /sdapi/v1/options`: the A1111 settings the server honours (a1111/settings.ts).
+ * - `GET /sdapi/v1/embeddings`: textual-inversion embeddings (none yet).
  * - `GET /health`: liveness, queue counters and memory (never needs the token).
  * - `GET /internal/ping`: A1111's liveness probe (never needs the token).
  * - `GET /`: the web page (web.ts); its API calls need the token like any other.
@@ -29,6 +31,8 @@ import type { GenerationService } from "../service/generation-service.js";
 import { a1111ProgressResponse, handleA1111Generation } from "./a1111/handlers.js";
 import { a1111FieldFor } from "./a1111/request.js";
 import { a1111SamplerList, a1111ScheduleTypeList } from "./a1111/samplers.js";
+import { applyA1111Settings, defaultA1111Settings, type A1111Settings } from "./a1111/settings.js";
+import { parseJsonObject, readBody } from "./http/body.js";
 import { BearerAuth } from "./http/auth.js";
 import { HttpError } from "./http/errors.js";
 import { sendError, sendJson } from "./http/respond.js";
@@ -89,6 +93,8 @@ export class SdServer {
   #closing: Promise<void> | null = null;
   /** Ends the drain wait of a running `close` early (`closeNow`). */
   #endDrain: (() => void) | null = null;
+  /** A1111's settings this server honours (`/sdapi/v1/options`); requests' override_settings apply on top. */
+  #settings: A1111Settings;
 
   constructor(options: SdServerOptions) {
     this.#service = options.service;
@@ -96,6 +102,7 @@ export class SdServer {
     this.#maxBody = options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
     this.#ownService = options.ownService ?? true;
     this.#log = options.log ?? (() => {});
+    this.#settings = defaultA1111Settings(this.#service.modelName);
     // Without these limits a client that opens connections and sends half a request keeps each
     // one forever, until the process runs out of file descriptors. The timeouts bound the time
     // to receive a request, not the time to answer it (a generation can take minutes).
@@ -207,6 +214,19 @@ export class SdServer {
             { title: service.modelName, model_name: service.modelName, hash: service.modelHash ?? null, sha256: null, filename: service.modelDir, config: null },
           ]),
       })
+      .add({ method: "GET", path: "/sdapi/v1/options", auth: true, handler: ({ response }) => sendJson(response, 200, this.#settings) })
+      .add({
+        method: "POST",
+        path: "/sdapi/v1/options",
+        auth: true,
+        // All or nothing: a key that cannot be honoured is a 422 and changes nothing.
+        handler: async ({ request, response }) => {
+          this.#settings = applyA1111Settings(this.#settings, parseJsonObject(await readBody(request, this.#maxBody)), "");
+          sendJson(response, 200, null);
+        },
+      })
+      // Textual-inversion embeddings: none are loaded yet (A1111's EmbeddingsResponse shape).
+      .add({ method: "GET", path: "/sdapi/v1/embeddings", auth: true, handler: ({ response }) => sendJson(response, 200, { loaded: {}, skipped: {} }) })
       .add({ method: "GET", path: "/sdapi/v1/progress", auth: true, handler: ({ response }) => sendJson(response, 200, a1111ProgressResponse(service)) })
       // A1111's skip moves on to the next image of a job; a batch here is one job, so it interrupts.
       .add({ method: "POST", path: "/sdapi/v1/interrupt", auth: true, handler: ({ response }) => this.#interrupt(response) })
@@ -222,7 +242,7 @@ export class SdServer {
   }
 
   #generationContext() {
-    return { service: this.#service, maxBodyBytes: this.#maxBody };
+    return { service: this.#service, maxBodyBytes: this.#maxBody, settings: this.#settings };
   }
 
   #health() {
@@ -330,8 +350,13 @@ export function toHttpError(error: unknown): HttpError {
   if (error instanceof HttpError) return error;
   if (error instanceof InvalidOptionError) {
     const field = a1111FieldFor(error.option);
-    // The pipeline names its own option ("hires.scale"); the client needs the field it sent.
-    const detail = error.message.includes(field) ? error.message : `${field}: ${error.message}`;
+    // The library's message starts with its option name (then the client's field replaces it);
+    // otherwise the client needs the field it sent ("hires.scale" → "hr_scale").
+    const detail = error.message.startsWith(error.option)
+      ? field + error.message.slice(error.option.length)
+      : error.message.includes(field)
+        ? error.message
+        : `${field}: ${error.message}`;
     return new HttpError(422, "InvalidField", detail, { field });
   }
   if (error instanceof BusyError) {

@@ -11,7 +11,7 @@ import { fileURLToPath } from "node:url";
 import { InvalidOptionError, ModelFileError } from "../errors.js";
 import { integerInRange, invalidOption, stringValue } from "../validate.js";
 import { BYTE_DECODER, BoundedCache, bytePairEncode, toByteLevel } from "./bpe.js";
-import { normalizeClipText } from "./normalize.js";
+import { normalizeClipText, normalizeTransformersClipText } from "./normalize.js";
 import { splitWords } from "./pretokenize.js";
 import { BOS_TOKEN, EOS_TOKEN, parseJsonFile, readVocabulary, type ClipVocabulary } from "./vocabulary.js";
 
@@ -154,6 +154,21 @@ export class ClipTokenizer {
   encode(text: string): number[] {
     const { ids } = this.#encodeNormalized(this.normalize(text));
     return [this.bosTokenId, ...ids, this.eosTokenId];
+  }
+
+  /**
+   * The token ids of `text` without start and end tokens, as transformers' `CLIPTokenizer` gives
+   * them for `tokenizer(text, add_special_tokens=False)`: A1111 tokenizes each span of a parsed
+   * prompt this way. The cleaning is transformers' (ftfy, whitespace, lower case; unlike openai/CLIP
+   * no `html.unescape`, so "&amp;" stays as written); words and BPE are the same.
+   */
+  encodeSpan(text: string): number[] {
+    return [...this.#encodeNormalized(normalizeTransformersClipText(stringValue("text", text))).ids];
+  }
+
+  /** The id of a vocabulary entry (`",</w>"`), or undefined. */
+  tokenId(token: string): number | undefined {
+    return this.#vocabulary.encoder.get(token);
   }
 
   /**

@@ -18,6 +18,19 @@ const WHITESPACE_RUN = new RegExp(`[${REGEX_MODULE_SPACE_CLASS}]+`, "gu");
 
 /** The cleaned, lower-cased text that CLIP splits into words (the goldens' `normalized`). */
 export function normalizeClipText(text: string): string {
-  const cleaned = pyStrip(htmlUnescape(htmlUnescape(fixText(text))));
+  return cleanClipText(htmlUnescape(htmlUnescape(fixText(text))));
+}
+
+/**
+ * The cleaning of transformers' `CLIPTokenizer` (slow, with ftfy installed), which is what A1111
+ * tokenizes prompts with: `whitespace_clean(ftfy.fix_text(text)).lower()` — no `html.unescape`.
+ */
+export function normalizeTransformersClipText(text: string): string {
+  return cleanClipText(fixText(text));
+}
+
+/** Steps 3 and 4. */
+function cleanClipText(text: string): string {
+  const cleaned = pyStrip(text);
   return pyLower(pyStrip(cleaned.replace(WHITESPACE_RUN, " ")));
 }

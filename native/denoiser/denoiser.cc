@@ -15,7 +15,6 @@ namespace sdtrt {
 namespace {
 
 constexpr const char* kStage = "denoise";
-constexpr int kSequenceLength = 77;
 
 std::string describe(cudaError_t err) {
   const char* text = cudaGetErrorString(err);
@@ -39,12 +38,13 @@ const char* graphUseName(GraphUse use) {
 
 // Everything the bound runner and a captured graph depend on. Any change: re-bind, drop the graph.
 struct DenoiserCore::Layout {
-  int batch, channels, height, width, unetBatch, depth, evalCount, hiddenSize;
+  int batch, channels, height, width, unetBatch, depth, evalCount, hiddenSize, sequenceLength;
   bool cfg;
   const void *table, *xRing, *mRing, *noise, *guidance, *sample, *out, *timestep, *hidden;
+  // A new text length changes the UNet's input shape: the captured graph must not be replayed.
   auto key() const {
-    return std::tie(batch, channels, height, width, unetBatch, depth, evalCount, hiddenSize, cfg, table, xRing, mRing,
-                    noise, guidance, sample, out, timestep, hidden);
+    return std::tie(batch, channels, height, width, unetBatch, depth, evalCount, hiddenSize, sequenceLength, cfg, table, xRing,
+                    mRing, noise, guidance, sample, out, timestep, hidden);
   }
   bool operator==(const Layout& o) const { return key() == o.key(); }
 };
@@ -157,10 +157,10 @@ void DenoiserCore::Prepare(const DenoiseRequest& r, bool bindingsLost) {
   out_.Reserve(unetElems * dtypeSize(runner.outType()), kStage);
   timestep_.Reserve(static_cast<size_t>(timestepCount) * dtypeSize(runner.timestepType()), kStage);
   if (hiddenSize > 0) {
-    hidden_.Reserve(static_cast<size_t>(unetBatch) * kSequenceLength * hiddenSize * dtypeSize(runner.hiddenType()), kStage);
+    hidden_.Reserve(static_cast<size_t>(unetBatch) * r.sequenceLength * hiddenSize * dtypeSize(runner.hiddenType()), kStage);
   }
 
-  Layout layout{r.batch, r.channels, r.height, r.width, unetBatch, K, program.evalCount, hiddenSize, cfg,
+  Layout layout{r.batch, r.channels, r.height, r.width, unetBatch, K, program.evalCount, hiddenSize, r.sequenceLength, cfg,
                 table_.data(), xRing_.data(), mRing_.data(), noise_.data(), guidance_.data(), sample_.data(),
                 out_.data(), timestep_.data(), hiddenSize > 0 ? hidden_.data() : nullptr};
   if (layout_ && *layout_ == layout && !bindingsLost) return;
@@ -183,7 +183,7 @@ void DenoiserCore::Prepare(const DenoiseRequest& r, bool bindingsLost) {
   b.latentHeight = r.height;
   b.latentWidth = r.width;
   b.latentChannels = r.channels;
-  b.sequenceLength = kSequenceLength;
+  b.sequenceLength = r.sequenceLength;
   b.hiddenSize = hiddenSize;
   b.sample = sample_.data();
   b.sampleType = runner.sampleType();
@@ -273,7 +273,7 @@ void DenoiserCore::Upload(const DenoiseRequest& r) {
   }
   if (runner_->hiddenSize() > 0) {
     const DType want = runner_->hiddenType();
-    const size_t count = static_cast<size_t>(layout_->unetBatch) * kSequenceLength * runner_->hiddenSize();
+    const size_t count = static_cast<size_t>(layout_->unetBatch) * layout_->sequenceLength * runner_->hiddenSize();
     if (!r.deviceEmbeddings.empty()) {
       // The parts' rows, joined in order (the JS layer checked that they hold `count` values).
       auto* dst = hidden_.as<uint8_t>();
@@ -292,7 +292,7 @@ void DenoiserCore::Upload(const DenoiseRequest& r) {
       SDTRT_CUDA_CHECK(kStage, cudaMemcpyAsync(hidden_.data(), r.hostEmbeddings, count * dtypeSize(want),
                                                cudaMemcpyHostToDevice, stream_));
     } else {
-      // float32 ↔ float16 on the host: embeddings are small (2·77·768 values for SD 1.x at batch 1).
+      // float32 ↔ float16 on the host: embeddings are small (2·77·768 values per chunk for SD 1.x at batch 1).
       hostStaging_.resize(count * dtypeSize(want));
       for (size_t i = 0; i < count; ++i) {
         const float v = loadFloat(r.hostEmbeddings, i, r.hostEmbeddingsType);

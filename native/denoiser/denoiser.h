@@ -46,10 +46,12 @@ struct DenoiseRequest {
   std::vector<float> guidance;  // one scale per image; empty = no classifier-free guidance
   const float* noise = nullptr;  // program->noiseDraws · n values (borrowed)
   size_t noiseCount = 0;
-  // Text embeddings [unetBatch, 77, hidden] (uncond rows first with CFG), when the runner needs them:
-  // host values (float32 or float16 bits, converted to the runner's dtype) or device tensors whose
-  // rows are joined in order (each float32 or float16, converted on the device), holding together
-  // exactly unetBatch·77·hidden values.
+  // Text embeddings [unetBatch, sequenceLength, hidden] (uncond rows first with CFG), when the runner
+  // needs them: host values (float32 or float16 bits, converted to the runner's dtype) or device
+  // tensors whose rows are joined in order (each float32 or float16, converted on the device),
+  // holding together exactly unetBatch·sequenceLength·hidden values. sequenceLength is 77 · chunks
+  // (A1111's long prompts).
+  int sequenceLength = 77;
   const void* hostEmbeddings = nullptr;
   DType hostEmbeddingsType = DType::kFloat32;
   size_t hostEmbeddingsCount = 0;

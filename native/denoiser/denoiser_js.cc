@@ -28,6 +28,8 @@ namespace {
 constexpr int kSequenceLength = 77;
 constexpr const char* kEmbeddingsTypes =
     "options.embeddings must be a Float32Array, a Uint16Array of float16 bits, a DeviceTensor or an array of DeviceTensors, got ";
+// Most 77-token chunks a prompt may have (`sd-trt build --max-prompt-chunks` allows 32).
+constexpr int kMaxChunks = 64;
 
 class DenoiserWrap : public Napi::ObjectWrap<DenoiserWrap> {
  public:
@@ -303,6 +305,11 @@ Napi::Value DenoiserWrap::Run(const Napi::CallbackInfo& info) {
   const int channels = static_cast<int>(OptionalInteger(options, "channels", owner, 1, 64, 4));
   const bool useGraphs = OptionalBoolean(options, "useGraphs", owner, true);
   const int queueDepth = static_cast<int>(OptionalInteger(options, "queueDepth", owner, 0, 1 << 20, 3));
+  // The text length: 77 · chunks for A1111's long prompts.
+  const int sequenceLength = static_cast<int>(OptionalInteger(options, "sequenceLength", owner, kSequenceLength, kSequenceLength * kMaxChunks, kSequenceLength));
+  if (sequenceLength % kSequenceLength != 0) {
+    ThrowRangeError(env, "options.sequenceLength must be a multiple of 77 (chunks of 77 tokens), got " + std::to_string(sequenceLength));
+  }
   Napi::Value onProgress = options.Get("onProgress");
   if (!onProgress.IsUndefined() && !onProgress.IsNull() && !onProgress.IsFunction()) {
     ThrowTypeError(env, "options.onProgress must be a function, got " + DescribeJsValue(onProgress));
@@ -370,18 +377,19 @@ Napi::Value DenoiserWrap::Run(const Napi::CallbackInfo& info) {
   request.useGraphs = useGraphs;
   request.queueDepth = queueDepth;
   request.deviceOutput = deviceOutput;
+  request.sequenceLength = sequenceLength;
   std::vector<Napi::Value> pinned = {latents, noise};
 
   UnetRunner& runner = core_->runner();
   if (runner.hiddenSize() > 0) {
     const size_t unetBatch = static_cast<size_t>(request.guidance.empty() ? batch : 2 * batch);
-    const size_t count = unetBatch * kSequenceLength * static_cast<size_t>(runner.hiddenSize());
-    const std::string shape = "[" + std::to_string(unetBatch) + ", 77, " + std::to_string(runner.hiddenSize()) + "]";
+    const size_t count = unetBatch * static_cast<size_t>(sequenceLength) * static_cast<size_t>(runner.hiddenSize());
+    const std::string shape = "[" + std::to_string(unetBatch) + ", " + std::to_string(sequenceLength) + ", " + std::to_string(runner.hiddenSize()) + "]";
     if (!hasEmbeddings) {
       ThrowTypeError(env, "options.embeddings is required by this UNet: " + shape +
                               " text embeddings (uncond rows first with guidance)");
     }
-    // Device tensors: one [unetBatch, 77, hidden] tensor, or a list whose rows are joined in order
+    // Device tensors: one [unetBatch, sequenceLength, hidden] tensor, or a list whose rows are joined in order
     // on the device (e.g. [uncond, cond] straight from encodeText), float32 or float16 each.
     std::vector<Napi::Value> parts;
     if (embeddings.IsArray()) {
@@ -400,12 +408,12 @@ Napi::Value DenoiserWrap::Run(const Napi::CallbackInfo& info) {
         if (!tensor->buffer()) throw ToJsError(env, NativeError("ERR_DISPOSED", "denoise", name + ": DeviceTensor is disposed"));
         const std::vector<int64_t>& dims = tensor->shape();
         const bool floatType = tensor->dtype() == DType::kFloat32 || tensor->dtype() == DType::kFloat16;
-        if (!floatType || dims.size() != 3 || dims[1] != kSequenceLength || dims[2] != runner.hiddenSize() ||
+        if (!floatType || dims.size() != 3 || dims[1] != sequenceLength || dims[2] != runner.hiddenSize() ||
             tensor->device() != core_->device()) {
           std::string got = std::string(dtypeName(tensor->dtype())) + " [";
           for (size_t d = 0; d < dims.size(); ++d) got += (d ? ", " : "") + std::to_string(dims[d]);
           got += "] on device " + std::to_string(tensor->device());
-          ThrowRangeError(env, name + " must be a float32 or float16 [rows, 77, " + std::to_string(runner.hiddenSize()) +
+          ThrowRangeError(env, name + " must be a float32 or float16 [rows, " + std::to_string(sequenceLength) + ", " + std::to_string(runner.hiddenSize()) +
                                    "] tensor on device " + std::to_string(core_->device()) + ", got " + got);
         }
         rows += dims[0];

@@ -1,5 +1,6 @@
 #include "device_kernels_js.h"
 
+#include <algorithm>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -169,6 +170,65 @@ Napi::Value DeviceScaleCast(const Napi::CallbackInfo& info) {
   return worker->Start();
 }
 
+// A1111's emphasis kernel on float32 values [rows][77][hidden] (the TensorRT text encoder's path).
+class SdEmphasisWorker : public NativeAsyncWorker {
+ public:
+  SdEmphasisWorker(Napi::Env env, std::vector<float> z, std::vector<float> multipliers, int rows, int hidden, bool restoreMean, int device)
+      : NativeAsyncWorker(env, "SdEmphasisWorker", "emphasis"),
+        z_(std::move(z)),
+        multipliers_(std::move(multipliers)),
+        rows_(rows),
+        hidden_(hidden),
+        restoreMean_(restoreMean),
+        device_(device) {}
+
+ protected:
+  void Run() override {
+    constexpr const char* stage = "emphasis";
+    SDTRT_CUDA_CHECK(stage, cudaSetDevice(device_));
+    ScopedStream stream(stage);
+    DeviceBuffer z(std::max<size_t>(z_.size() * sizeof(float), 1), stage), m(std::max<size_t>(multipliers_.size() * sizeof(float), 1), stage);
+    SDTRT_CUDA_CHECK(stage, cudaMemcpyAsync(z.data(), z_.data(), z_.size() * sizeof(float), cudaMemcpyHostToDevice, stream.get()));
+    SDTRT_CUDA_CHECK(stage, cudaMemcpyAsync(m.data(), multipliers_.data(), multipliers_.size() * sizeof(float), cudaMemcpyHostToDevice, stream.get()));
+    SDTRT_CUDA_CHECK(stage, kernels::launchEmphasis(z.data(), DType::kFloat32, m.as<float>(), rows_, 77, hidden_, restoreMean_, stream.get()));
+    SDTRT_CUDA_CHECK(stage, cudaMemcpyAsync(z_.data(), z.data(), z_.size() * sizeof(float), cudaMemcpyDeviceToHost, stream.get()));
+    SDTRT_CUDA_CHECK(stage, cudaStreamSynchronize(stream.get()));
+  }
+
+  Napi::Value Result(Napi::Env env) override {
+    Napi::Float32Array out = Napi::Float32Array::New(env, z_.size());
+    if (!z_.empty()) std::memcpy(out.Data(), z_.data(), z_.size() * sizeof(float));
+    return out;
+  }
+
+ private:
+  std::vector<float> z_, multipliers_;
+  int rows_, hidden_;
+  bool restoreMean_;
+  int device_;
+};
+
+Napi::Value DeviceEmphasis(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const std::string owner = "options";
+  Napi::Object options = RequireObject(info[0], owner);
+  Napi::TypedArray z = RequireTypedArray(options, "z", owner, napi_float32_array, "Float32Array");
+  Napi::TypedArray m = RequireTypedArray(options, "multipliers", owner, napi_float32_array, "Float32Array");
+  const int hidden = static_cast<int>(RequireInteger(options, "hidden", owner, 1, 1 << 16));
+  const int rows = static_cast<int>(m.ElementLength() / 77);
+  if (m.ElementLength() != static_cast<size_t>(rows) * 77 || z.ElementLength() != static_cast<size_t>(rows) * 77 * hidden) {
+    ThrowRangeError(env, "options.multipliers must hold rows × 77 values and options.z rows × 77 × hidden");
+  }
+  const std::string mode = RequireString(options, "mode", owner);
+  if (mode != "original" && mode != "no-norm") ThrowRangeError(env, "options.mode must be \"original\" or \"no-norm\", got \"" + mode + "\"");
+  const int device = static_cast<int>(OptionalInteger(options, "device", owner, 0, 1024, 0));
+  const float* zp = z.As<Napi::Float32Array>().Data();
+  const float* mp = m.As<Napi::Float32Array>().Data();
+  auto* worker = new SdEmphasisWorker(env, std::vector<float>(zp, zp + z.ElementLength()), std::vector<float>(mp, mp + m.ElementLength()), rows, hidden,
+                                      mode == "original", device);
+  return worker->Start();
+}
+
 Napi::Value DeviceVaeToUint8(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const std::string owner = "options";
@@ -200,6 +260,7 @@ void RegisterDeviceKernels(Napi::Env env, Napi::Object exports) {
   exports.Set("deviceVaeToUint8", Napi::Function::New(env, DeviceVaeToUint8, "deviceVaeToUint8"));
   exports.Set("deviceFloatToHalf", Napi::Function::New(env, DeviceFloatToHalf, "deviceFloatToHalf"));
   exports.Set("deviceScaleCast", Napi::Function::New(env, DeviceScaleCast, "deviceScaleCast"));
+  exports.Set("deviceEmphasis", Napi::Function::New(env, DeviceEmphasis, "deviceEmphasis"));
 }
 
 }  // namespace sdtrt

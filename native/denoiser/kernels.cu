@@ -82,7 +82,49 @@ __global__ void castKernel(const void* src, DType srcType, void* dst, DType dstT
   for (size_t i = globalIndex(); i < count; i += globalStride()) storeAny(dst, i, dstType, loadAny(src, i, srcType));
 }
 
+// Sum over a block of kThreads threads (every thread gets the result).
+__device__ double blockSum(double value, double* shared) {
+  shared[threadIdx.x] = value;
+  __syncthreads();
+  for (int stride = kThreads / 2; stride > 0; stride /= 2) {
+    if (threadIdx.x < stride) shared[threadIdx.x] += shared[threadIdx.x + stride];
+    __syncthreads();
+  }
+  const double sum = shared[0];
+  __syncthreads();  // shared is reused by the next call
+  return sum;
+}
+
+__global__ void emphasisKernel(void* z, DType type, const float* multipliers, int tokens, int hidden, bool restoreMean) {
+  __shared__ double shared[kThreads];
+  const size_t count = static_cast<size_t>(tokens) * hidden;
+  const size_t base = static_cast<size_t>(blockIdx.x) * count;
+  const float* m = multipliers + static_cast<size_t>(blockIdx.x) * tokens;
+  double before = 0;
+  if (restoreMean) {
+    for (size_t i = threadIdx.x; i < count; i += kThreads) before += loadFloat(z, base + i, type);
+    before = blockSum(before, shared);
+  }
+  double after = 0;
+  for (size_t i = threadIdx.x; i < count; i += kThreads) {
+    storeFloat(z, base + i, type, loadFloat(z, base + i, type) * m[i / hidden]);
+    after += loadFloat(z, base + i, type);
+  }
+  if (!restoreMean) return;
+  after = blockSum(after, shared);
+  const float ratio = static_cast<float>(before / count) / static_cast<float>(after / count);
+  for (size_t i = threadIdx.x; i < count; i += kThreads) storeFloat(z, base + i, type, loadFloat(z, base + i, type) * ratio);
+}
+
 }  // namespace
+
+cudaError_t launchEmphasis(void* z, DType type, const float* multipliers, int rows, int tokens, int hidden, bool restoreMean,
+                           cudaStream_t stream) {
+  if (rows == 0) return cudaSuccess;
+  if (type != DType::kFloat32 && type != DType::kFloat16) return cudaErrorInvalidValue;
+  emphasisKernel<<<rows, kThreads, 0, stream>>>(z, type, multipliers, tokens, hidden, restoreMean);
+  return cudaGetLastError();
+}
 
 cudaError_t launchLoopPrologue(const loop::LoopParams& params, const LoopControl& control, cudaStream_t stream) {
   loopPrologueKernel<<<blocksFor(params.n), kThreads, 0, stream>>>(params, control);

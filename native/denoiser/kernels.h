@@ -58,4 +58,12 @@ cudaError_t launchScaleCast(const void* src, DType srcType, float factor, vae::S
 // float → integer truncates toward zero.
 cudaError_t launchCast(const void* src, DType srcType, void* dst, DType dstType, size_t count, cudaStream_t stream);
 
+// A1111's emphasis (modules/sd_emphasis.py) on text-encoder output z [rows][tokens][hidden]
+// (float32 or float16) in place, one block per row (one 77-token chunk): z · m per token
+// (`multipliers` [rows][tokens], float32, device); with `restoreMean` ("Original") the row is then
+// scaled by mean(z before) / mean(z after). Products are rounded to z's type; the means are summed
+// in double and the ratio rounded to float32, as lib/prompt/emphasis.ts does on the CPU.
+cudaError_t launchEmphasis(void* z, DType type, const float* multipliers, int rows, int tokens, int hidden, bool restoreMean,
+                           cudaStream_t stream);
+
 }  // namespace sdtrt::kernels

@@ -98,7 +98,7 @@ Napi::Value ConcatEmbeddings(const Napi::CallbackInfo& info) {
     if (t->dtype() != DType::kFloat32 && t->dtype() != DType::kFloat16) {
       ThrowTypeError(env, name + " must hold float32 or float16 embeddings, got " + dtypeName(t->dtype()));
     }
-    if (t->shape().size() != 3) ThrowRangeError(env, name + " must have shape [rows, 77, hidden]");
+    if (t->shape().size() != 3) ThrowRangeError(env, name + " must have shape [rows, 77 · chunks, hidden]");
     if (shape.empty()) {
       shape = t->shape();
       shape[0] = 0;

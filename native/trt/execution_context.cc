@@ -338,13 +338,19 @@ ImageBatch ReadLatents(const Napi::Object& options, const std::string& owner, in
 
 class SdClipEncodeWorker : public ContextWorker {
  public:
+  // Emphasis applied to each computed row before the gather (A1111's sd_emphasis.py).
+  enum class Emphasis { kNone, kOriginal, kNoNorm };
+
   SdClipEncodeWorker(Napi::Env env, std::shared_ptr<ContextState> state, Napi::TypedArray ids, int rows, TensorNames names,
-                     std::vector<int32_t> outputRows)
+                     std::vector<int32_t> outputRows, int chunks, std::vector<float> multipliers, Emphasis emphasis)
       : ContextWorker(env, "SdClipEncodeWorker", "clip-encode", std::move(state), {ids}),
         ids_(ids.As<Napi::Int32Array>().Data()),
         rows_(rows),
         names_(std::move(names)),
-        outputRows_(std::move(outputRows)) {}
+        outputRows_(std::move(outputRows)),
+        chunks_(chunks),
+        multipliers_(std::move(multipliers)),
+        emphasis_(emphasis) {}
 
  protected:
   std::string ApiName() const override { return "nvinfer1::IExecutionContext::enqueueV3 (text encoder)"; }
@@ -379,9 +385,18 @@ class SdClipEncodeWorker : public ContextWorker {
     hidden_ = shape[2];
     dtype_ = ToDType(ctx.TypeOf(names_.output, stage_), stage_, names_.output);
     const size_t rowBytes = static_cast<size_t>(kTokens * hidden_) * dtypeSize(dtype_);
+    void* output = ctx.Buffer("io:" + names_.output, 0, stage_);
+    if (emphasis_ != Emphasis::kNone) {
+      // Each computed row is one 77-token chunk: A1111 weights and rescales each chunk on its own.
+      const size_t bytes = multipliers_.size() * sizeof(float);
+      void* multipliers = ctx.Buffer("in:emphasis-multipliers", bytes, stage_);
+      SDTRT_CUDA_CHECK(stage_, cudaMemcpyAsync(multipliers, multipliers_.data(), bytes, cudaMemcpyHostToDevice, ctx.stream));
+      SDTRT_CUDA_CHECK(stage_, kernels::launchEmphasis(output, dtype_, static_cast<const float*>(multipliers), rows_, kTokens,
+                                                       static_cast<int>(hidden_), emphasis_ == Emphasis::kOriginal, ctx.stream));
+    }
     // A fresh allocation: the result outlives this call, the context's output buffer does not.
     result_ = std::make_shared<DeviceBuffer>(std::max<size_t>(outputRows_.size() * rowBytes, 1), stage_);
-    const auto* src = static_cast<const uint8_t*>(ctx.Buffer("io:" + names_.output, 0, stage_));
+    const auto* src = static_cast<const uint8_t*>(output);
     auto* dst = result_->as<uint8_t>();
     for (size_t r = 0; r < outputRows_.size(); ++r) {
       SDTRT_CUDA_CHECK(stage_, cudaMemcpyAsync(dst + r * rowBytes, src + static_cast<size_t>(outputRows_[r]) * rowBytes, rowBytes,
@@ -392,7 +407,9 @@ class SdClipEncodeWorker : public ContextWorker {
 
   Napi::Value Result(Napi::Env env) override {
     Napi::Object out = Napi::Object::New(env);
-    out.Set("embeddings", DeviceTensor::New(env, std::move(result_), dtype_, {static_cast<int64_t>(outputRows_.size()), kTokens, hidden_}, device_));
+    // Consecutive chunk rows are contiguous, so [rows · chunks, 77, hidden] is [rows, 77 · chunks, hidden].
+    const int64_t rows = static_cast<int64_t>(outputRows_.size()) / chunks_;
+    out.Set("embeddings", DeviceTensor::New(env, std::move(result_), dtype_, {rows, static_cast<int64_t>(kTokens) * chunks_, hidden_}, device_));
     out.Set("gpuMs", Napi::Number::New(env, gpuMs_));
     return out;
   }
@@ -402,6 +419,9 @@ class SdClipEncodeWorker : public ContextWorker {
   int rows_;
   TensorNames names_;
   std::vector<int32_t> outputRows_;
+  int chunks_;
+  std::vector<float> multipliers_;  // copied on the main thread: [rows][77]
+  Emphasis emphasis_;
   std::shared_ptr<DeviceBuffer> result_;
   DType dtype_ = DType::kFloat32;
   int64_t hidden_ = 0;
@@ -630,7 +650,29 @@ Napi::Value ContextWrap::EncodeText(const Napi::CallbackInfo& info) {
     }
   }
   if (outputRows.empty()) ThrowRangeError(env, "options.outputRows must name at least one row");
-  auto* worker = new SdClipEncodeWorker(env, Require(env, "clip-encode"), ids, rows, ReadNames(options, owner), std::move(outputRows));
+  const int chunks = static_cast<int>(OptionalInteger(options, "chunks", owner, 1, 64, 1));
+  if (outputRows.size() % static_cast<size_t>(chunks) != 0) {
+    ThrowRangeError(env, "options.outputRows must hold whole prompts of options.chunks = " + std::to_string(chunks) + " rows, got " +
+                             std::to_string(outputRows.size()) + " rows");
+  }
+  using Emphasis = SdClipEncodeWorker::Emphasis;
+  Emphasis emphasis = Emphasis::kNone;
+  std::vector<float> multipliers;
+  if (HasOption(options, "emphasis")) {
+    const std::string mode = RequireString(options, "emphasis", owner);
+    if (mode == "original") emphasis = Emphasis::kOriginal;
+    else if (mode == "no-norm") emphasis = Emphasis::kNoNorm;
+    else ThrowRangeError(env, "options.emphasis must be \"original\" or \"no-norm\", got \"" + mode + "\"");
+    Napi::TypedArray m = RequireTypedArray(options, "multipliers", owner, napi_float32_array, "Float32Array");
+    if (m.ElementLength() != static_cast<size_t>(rows) * kTokens) {
+      ThrowRangeError(env, "options.multipliers must hold rows × 77 = " + std::to_string(rows * kTokens) + " weights, got " +
+                               std::to_string(m.ElementLength()));
+    }
+    const float* data = m.As<Napi::Float32Array>().Data();
+    multipliers.assign(data, data + m.ElementLength());
+  }
+  auto* worker = new SdClipEncodeWorker(env, Require(env, "clip-encode"), ids, rows, ReadNames(options, owner), std::move(outputRows), chunks,
+                                        std::move(multipliers), emphasis);
   return worker->Start();
 }
 

@@ -4,6 +4,7 @@ import { CpuBackend, type RuntimeStats } from "../../lib/backends/cpu/backend.js
 import { setTimestep, timestepTensor } from "../../lib/backends/cpu/denoise-loop.js";
 import { createScheduler } from "../../lib/schedulers/index.js";
 import { ClipTokenizer } from "../../lib/tokenizer/index.js";
+import { buildPromptBatch, type PromptBatch } from "../../lib/prompt/index.js";
 import { TINY_MODEL_DIR } from "../fixtures/tiny-sd-cases/model-variants.js";
 
 /** A deterministic pseudo-random array, so outputs are non-trivial. */
@@ -20,11 +21,11 @@ function delta(after: RuntimeStats, before: RuntimeStats) {
 
 describe("CpuBackend.generate: a whole txt2img generation in one worker request", () => {
   let backend: CpuBackend;
-  let ids: (texts: string[]) => Int32Array;
+  let prompts: (texts: string[]) => PromptBatch;
   beforeAll(async () => {
     backend = await CpuBackend.load(TINY_MODEL_DIR);
     const tokenizer = await ClipTokenizer.default();
-    ids = (texts) => Int32Array.from(texts.flatMap((t) => tokenizer.tokenize(t).inputIds77));
+    prompts = (texts) => buildPromptBatch(tokenizer, texts, { syntax: "a1111", emphasis: "original", commaPaddingBacktrack: 20 }, "prompt").batch;
   });
   afterAll(async () => {
     await backend.dispose();
@@ -42,8 +43,9 @@ describe("CpuBackend.generate: a whole txt2img generation in one worker request"
       latentWidth: latentSize,
       guidance: Float64Array.of(7.5, 3),
       noise: program.evals.filter((e) => e.drawsNoise).map((_, k) => values(n, k + 1)),
-      condIds: ids(["a red barn", "a lighthouse at night"]),
-      uncondIds: ids(["", ""]),
+      cond: prompts(["a red barn", "a lighthouse at night"]),
+      uncond: prompts(["", ""]),
+      emphasis: "original",
     };
   }
 
@@ -67,7 +69,7 @@ describe("CpuBackend.generate: a whole txt2img generation in one worker request"
 
   test("without guidance the negative prompts are not encoded and the UNet batch is the image batch", async () => {
     const before = backend.runtimeStats;
-    const result = await backend.generate({ ...request(3), uncondIds: null });
+    const result = await backend.generate({ ...request(3), uncond: null });
     expect(delta(backend.runtimeStats, before)).toEqual({ textEncoder: { calls: 1, rows: 2 }, unet: { calls: 3, rows: 6 }, vaeDecoder: { calls: 1, rows: 2 } });
     expect(result.images).toHaveLength(2);
   });
@@ -114,8 +116,10 @@ describe("CpuBackend.generate: a whole txt2img generation in one worker request"
     await expect(backend.generate(odd)).rejects.toThrow(/^unet\/model\.onnx failed in ONNX Runtime with inputs sample float32 \[4, 4, 7, 9\], encoder_hidden_states float32 \[4, 77, 32\]: /);
   });
 
-  test("token ids that do not make 77 per image are refused before anything runs", async () => {
-    await expect(backend.generate({ ...request(2), condIds: new Int32Array(77) })).rejects.toMatchObject({ code: "ERR_INVALID_ARGUMENT" });
+  test("token ids that do not make 77 per chunk, or images without a prompt, are refused before anything runs", async () => {
+    const r = request(2);
+    await expect(backend.generate({ ...r, cond: { ...r.cond, ids: new Int32Array(76) } })).rejects.toThrow(/cond must hold \[2, 1, 77\] token ids and multipliers/);
+    await expect(backend.generate({ ...r, cond: { ...r.cond, rowOf: Int32Array.of(0) } })).rejects.toMatchObject({ code: "ERR_INVALID_ARGUMENT" });
   });
 });
 

@@ -94,6 +94,24 @@ describe("sd-trt generate reproduces the reference cases through its files", () 
     expect((await sharp(join(dir, "boat-1")).metadata()).format).toBe("webp");
   });
 
+  test("A1111 prompt flags: --emphasis reaches the image's infotext, --prompt-syntax plain reads the brackets as text", async () => {
+    const dir = await freshDir();
+    const flags = ["--backend", "cpu", "--steps", "2", "--seed", "1", "--json", "--quiet"];
+    const read = async (extra: string[], name: string) => {
+      const run = await runCommand(generate, ["generate", "a (red:1.4) boat BREAK at sea", ...flags, ...extra, "--out", join(dir, name)]);
+      expect(run.code).toBe(0);
+      const infotext = (await readPngText(await readFile(join(dir, name)))).find((t) => t.keyword === "parameters")!.text;
+      return { infotext, pixels: await sharp(join(dir, name)).raw().toBuffer() };
+    };
+    const a1111 = await read([], "a.png");
+    const noNorm = await read(["--emphasis", "no-norm", "--pad-cond-uncond"], "b.png");
+    const plain = await read(["--prompt-syntax", "plain"], "c.png");
+    expect(a1111.infotext).not.toContain("Emphasis");
+    expect(noNorm.infotext).toMatch(/Emphasis: No norm$/);
+    expect(a1111.pixels.equals(noNorm.pixels)).toBe(false);
+    expect(a1111.pixels.equals(plain.pixels)).toBe(false);
+  });
+
   test("progress goes to stderr as plain lines when it is not a terminal", async () => {
     const dir = await freshDir();
     const run = await runCommand(generate, ["generate", "a red boat", "--backend", "cpu", "--steps", "5", "--seed", "1", "--out", join(dir, "p.png")]);
@@ -140,6 +158,13 @@ describe("sd-trt generate refuses bad input: non-zero exit, the flag or file nam
     await expectFailure(["--scheduler", "Euler", "--seeds", "1", "--hires-upscaler", "ESRGAN_4x"], 2, /--hires-upscaler: hires\.upscaler must be one of "Latent", .*pixel upscalers such as ESRGAN .* are not supported/);
     await expectFailure(["--subseed-strength", "1.5", "--seeds", "1", "--subseed", "3"], 2, /--subseed-strength: subseedStrength must be a number from 0 to 1, got 1\.5/);
     await expectFailure(["--rng", "gpu"], 2, /Invalid values:[\s\S]*rng/);
+  });
+
+  test("prompt flags out of range, a weight that is not a number, an extra-network tag", async () => {
+    await expectFailure(["--comma-padding-backtrack", "80"], 2, /--comma-padding-backtrack: commaPaddingBacktrack must be an integer from 0 to 74, got 80/);
+    await expectFailure(["--emphasis", "strong"], 2, /Invalid values:[\s\S]*emphasis/);
+    await expectFailure(["--negative-prompt", "a (cat:1.2.3)"], 2, /--negative-prompt: negativePrompt has the weight "1\.2\.3", which is not a number/);
+    await expectFailure(["--negative-prompt", "<lora:detail:1>"], 2, /--negative-prompt: negativePrompt has the extra-network tag <lora:detail:1>/);
   });
 
   test("seeds that are not integers, and seed with seeds", async () => {

@@ -123,6 +123,8 @@ describe("OrtHost.denoise: the whole loop on the worker", () => {
       latentHeight: h,
       latentWidth: w,
       context: latent(4 * 77 * 32),
+      condTokens: 77,
+      uncondTokens: 77,
       hiddenSize: 32,
       guidance: Float64Array.of(7.5, 3),
       io,

@@ -138,9 +138,13 @@ describe("requests beyond the reference cases", () => {
     expect(result.images[0]!.infotext).not.toContain("Negative prompt");
   });
 
-  test("a prompt longer than 77 tokens is truncated with a warning", async () => {
-    const result = await pipe.generate({ ...base, steps: 2, seed: 1, prompt: Array.from({ length: 90 }, (_, i) => `word${i}`).join(" ") });
-    expect(result.warnings).toEqual([expect.stringMatching(/prompt is longer than CLIP's 77 tokens; the last \d+ tokens are ignored/)]);
+  test("a prompt longer than 77 tokens is truncated with a warning with promptSyntax plain, and read whole (two chunks) by default", async () => {
+    const prompt = Array.from({ length: 90 }, (_, i) => `word${i}`).join(" ");
+    const plain = await pipe.generate({ ...base, steps: 2, seed: 1, prompt, promptSyntax: "plain" });
+    expect(plain.warnings).toEqual([expect.stringMatching(/prompt is longer than CLIP's 77 tokens; the last \d+ tokens are ignored \(promptSyntax "plain"\)/)]);
+    const whole = await pipe.generate({ ...base, steps: 2, seed: 1, prompt });
+    expect(whole.warnings).toEqual([]);
+    expect(Buffer.from(whole.images[0]!.rgb).equals(Buffer.from(plain.images[0]!.rgb))).toBe(false);
   });
 
   test("img2img at strength 1 and with a resize to an explicit size", async () => {
@@ -327,7 +331,7 @@ describe("image sizes the UNet can take", () => {
   });
 
   test("a backend's limits narrowed to a model's multiple", () => {
-    const backend = { maxBatch: 4, minWidth: 64, maxWidth: 2040, minHeight: 200, maxHeight: 1000, sizeMultiple: 8, canEncodeImages: true, canObserveLatents: true };
+    const backend = { maxBatch: 4, minWidth: 64, maxWidth: 2040, minHeight: 200, maxHeight: 1000, sizeMultiple: 8, canEncodeImages: true, canObserveLatents: true, maxPromptChunks: 3 };
     expect(limitsForModel(backend, 64)).toEqual({ ...backend, sizeMultiple: 64, maxWidth: 1984, minHeight: 256, maxHeight: 960 });
     expect(limitsForModel(backend, 8)).toEqual(backend);
     expect(limitsForModel({ ...backend, sizeMultiple: 24 }, 16).sizeMultiple).toBe(48);

@@ -249,6 +249,33 @@ describe("A1111 generation", () => {
     expect((await fetch(`${s.url}/internal/ping`)).status).toBe(200);
   });
 
+  test("A1111 prompts: weights and BREAK are read as A1111 reads them, override_settings.emphasis reaches the image and its infotext", async () => {
+    const body = { ...small, prompt: "a (cabin:1.3) BREAK snowy forest", negative_prompt: "[fog]", seed: 9 };
+    const original = (await post(`${s.url}/sdapi/v1/txt2img`, body)).json as A1111Response;
+    const noNorm = (await post(`${s.url}/sdapi/v1/txt2img`, { ...body, override_settings: { emphasis: "No norm" } })).json as A1111Response;
+    const expected = await pipe.generate({ prompt: body.prompt, negativePrompt: body.negative_prompt, width: 64, height: 64, steps: 4, scheduler: "k_euler", seeds: [9], rng: "nv", guidance: 7 });
+    expect((await rawPixels(original.images[0]!)).equals(Buffer.from(expected.images[0]!.rgb))).toBe(true);
+    expect((await rawPixels(noNorm.images[0]!)).equals(Buffer.from(expected.images[0]!.rgb))).toBe(false);
+    expect(JSON.parse(original.info).infotexts[0]).not.toContain("Emphasis");
+    expect(JSON.parse(noNorm.info).infotexts[0]).toMatch(/, RNG: NV, Emphasis: No norm$/);
+  });
+
+  test("GET/POST /sdapi/v1/options read and change the server's settings; embeddings and sd-models answer", async () => {
+    const own = await start();
+    const options = await (await fetch(`${own.url}/sdapi/v1/options`)).json();
+    expect(options).toMatchObject({ emphasis: "Original", comma_padding_backtrack: 20, pad_cond_uncond: false, CLIP_stop_at_last_layers: 1, sd_model_checkpoint: "tiny-sd" });
+    expect((await post(`${own.url}/sdapi/v1/options`, { emphasis: "Ignore", comma_padding_backtrack: 10 })).status).toBe(200);
+    expect(await (await fetch(`${own.url}/sdapi/v1/options`)).json()).toMatchObject({ emphasis: "Ignore", comma_padding_backtrack: 10 });
+    const rejected = await post(`${own.url}/sdapi/v1/options`, { emphasis: "Original", CLIP_stop_at_last_layers: 2 });
+    expect(rejected.status).toBe(422);
+    expect(rejected.json).toMatchObject({ field: "CLIP_stop_at_last_layers" });
+    expect(await (await fetch(`${own.url}/sdapi/v1/options`)).json()).toMatchObject({ emphasis: "Ignore" }); // all or nothing
+    const image = (await post(`${own.url}/sdapi/v1/txt2img`, { ...small, prompt: "a (cabin:1.3)", seed: 3 })).json as A1111Response;
+    expect(JSON.parse(image.info).infotexts[0]).toMatch(/Emphasis: Ignore$/);
+    expect(await (await fetch(`${own.url}/sdapi/v1/embeddings`)).json()).toEqual({ loaded: {}, skipped: {} });
+    expect(await (await fetch(`${own.url}/sdapi/v1/sd-models`)).json()).toEqual([expect.objectContaining({ model_name: "tiny-sd" })]);
+  });
+
   test("progress reports the running batch's step", async () => {
     const running = post(`${s.url}/sdapi/v1/txt2img`, { ...small, steps: 60, prompt: "slow", seed: 1 });
     type Progress = { progress: number; state: { sampling_step: number; sampling_steps: number } };
@@ -296,6 +323,9 @@ describe("errors name the field", () => {
     [{ ...small, prompt: "x", subseed_strength: 1.5 }, "subseed_strength"],
     [{ prompt: "x", sampler_name: "Euler", scheduler: "Beta" }, "scheduler"],
     [{ prompt: "x", cfg_scale: 1000 }, "cfg_scale"],
+    [{ prompt: "a cat <lora:detail:0.8>" }, "prompt"],
+    [{ prompt: "x", negative_prompt: "<hypernet:anime:1>" }, "negative_prompt"],
+    [{ prompt: "a (cat:1.2.3)" }, "prompt"],
   ])("%j is a 422 naming %s", async (body, field) => {
     const response = await post(`${s.url}/sdapi/v1/txt2img`, body);
     expect(response.status).toBe(422);

@@ -14,6 +14,7 @@ import { Denoiser, type DenoiseRunOptions } from "../../lib/native/denoiser.js";
 import { callNativeAsync, cancelNativeWork, loadNativeBinding } from "../../lib/native/load.js";
 import { packProgram, runProgram, type SamplerProgram } from "../../lib/sampler/index.js";
 import { createScheduler } from "../../lib/schedulers/index.js";
+import { applyEmphasis } from "../../lib/prompt/emphasis.js";
 import { analyticModel, loadSchedulerGoldens, pseudoNormal, relativeError, type GoldenRun } from "../fixtures/schedulers/goldens.js";
 import { describeGpu } from "./support.js";
 
@@ -239,6 +240,24 @@ describeGpu("denoise loop on the GPU (analytic stand-in)", ({ addon }) => {
     expect(Array.from(fromHalf.pixels)).toEqual(Array.from(addon.hostVaeToUint8({ decoded: bits, batch, height: h, width: w }).pixels));
     const values = Float32Array.from(pseudoNormal(100000, 4), (v, i) => v * 2 ** ((i % 48) - 24));
     expect(Array.from(await addon.deviceFloatToHalf!(values))).toEqual(Array.from(addon.hostFloatToHalf(values)));
+  });
+
+  test("the TensorRT text encoder's emphasis kernel equals lib/prompt's applyEmphasis, chunk by chunk", async () => {
+    const hidden = 96;
+    const rows = 3;
+    const z = Float32Array.from(pseudoNormal(rows * 77 * hidden, 9), (v) => v + 0.5);
+    const multipliers = Float32Array.from({ length: rows * 77 }, (_, i) => (i % 5 === 0 ? 1.21 : i % 7 === 0 ? 1 / 1.1 : 1));
+    for (const mode of ["original", "no-norm"] as const) {
+      const device = await addon.deviceEmphasis!({ z, multipliers, hidden, mode });
+      const host = z.slice();
+      for (let r = 0; r < rows; r++) applyEmphasis(mode, host.subarray(r * 77 * hidden, (r + 1) * 77 * hidden), multipliers.subarray(r * 77, (r + 1) * 77), hidden);
+      // Products are the same float32 operations; the means differ only in summation order.
+      let worst = 0;
+      host.forEach((v, i) => {
+        worst = Math.max(worst, Math.abs(v - device[i]!));
+      });
+      expect({ mode, worst: worst <= 1e-6 }).toEqual({ mode, worst: true });
+    }
   });
 
   test("a worker thread that exits mid-run frees its denoiser through the cleanup hook", async () => {

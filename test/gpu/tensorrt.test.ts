@@ -110,10 +110,7 @@ describeTensorRt("TensorRT engines vs the CPU backend on tiny-sd", () => {
     const scheduler = createScheduler("euler");
     const program = scheduler.compile(6);
     const prompt = ids([320, 1125, 539, 320, 2368]);
-    const condIds = new Int32Array(77 * batch);
-    for (let b = 0; b < batch; b++) condIds.set(prompt, b * 77);
-    const uncondIds = new Int32Array(77 * batch);
-    for (let b = 0; b < batch; b++) uncondIds.set(ids([]), b * 77);
+    const rowOf = new Int32Array(batch);
     const z = seeded(batch * 4 * 8 * 8, 42).map((v) => v * program.initNoiseSigma);
     edit?.(z);
     const out = await backend.generate({
@@ -122,8 +119,9 @@ describeTensorRt("TensorRT engines vs the CPU backend on tiny-sd", () => {
       batch,
       latentHeight: 8,
       latentWidth: 8,
-      condIds,
-      uncondIds,
+      cond: { chunks: 1, prompts: 1, ids: prompt, multipliers: new Float32Array(77).fill(1), rowOf, groupOf: new Int32Array(1) },
+      uncond: { chunks: 1, prompts: 1, ids: ids([]), multipliers: new Float32Array(77).fill(1), rowOf, groupOf: new Int32Array(1) },
+      emphasis: "original" as const,
       guidance: new Float64Array(batch).fill(7.5),
       noise: [],
       returnLatents: true,
@@ -163,8 +161,9 @@ describeTensorRt("TensorRT engines vs the CPU backend on tiny-sd", () => {
       batch: 1,
       latentHeight: 8,
       latentWidth: 8,
-      condIds: ids([320, 1125]),
-      uncondIds: null,
+      cond: { chunks: 1, prompts: 1, ids: ids([320, 1125]), multipliers: new Float32Array(77).fill(1), rowOf: new Int32Array(1), groupOf: new Int32Array(1) },
+      uncond: null,
+      emphasis: "original" as const,
       guidance: Float64Array.of(1),
       noise: [],
       returnLatents: true,

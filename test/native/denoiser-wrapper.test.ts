@@ -105,7 +105,7 @@ describe("Denoiser (TS wrapper)", () => {
     const options = native.runs[0]!.options;
     expect(options.noise).toHaveLength(32);
     expect(options.noise[16]).toBe(2);
-    expect(options).toMatchObject({ batch: 1, height: 2, width: 2, useGraphs: false, queueDepth: 0 });
+    expect(options).toMatchObject({ batch: 1, height: 2, width: 2, useGraphs: false, queueDepth: 0, sequenceLength: 77 });
     options.onProgress!(1, 4);
     options.onProgress!(4, 4);
     expect(steps).toEqual([
@@ -177,6 +177,9 @@ describe("Denoiser (TS wrapper)", () => {
     await expect(denoiser.run({ ...request(), latents: new Float32Array(3) })).rejects.toThrow(/latents must be 16 values/);
     await expect(denoiser.run({ ...request(), guidance: new Float64Array(2) })).rejects.toThrow(/guidance must be a Float64Array of 1 scales/);
     await expect(denoiser.run({ ...request(), queueDepth: 65 })).rejects.toThrow(/queueDepth must be an integer from 0 to 64, got 65/);
+    // A1111's long prompts: 77 · chunks tokens of text.
+    await expect(denoiser.run({ ...request(), sequenceLength: 100 })).rejects.toThrow(/sequenceLength must be a multiple of 77 \(chunks of 77 tokens\), got 100/);
+    await expect(denoiser.run({ ...request(), sequenceLength: 77 * 65 })).rejects.toThrow(/sequenceLength must be an integer from 77 to 4928, got 5005/);
     await expect(denoiser.run({ ...request(), program: [1] as unknown as Float64Array })).rejects.toThrow(/program must be a Float64Array from packProgram\(\)/);
     await expect(denoiser.run({ ...request(), noise: [new Float64Array(4) as unknown as Float32Array] })).rejects.toThrow(/noise\[0\] must be a Float32Array/);
     await expect(denoiser.run({ ...request(), output: "gpu" as never })).rejects.toThrow(/output must be "host" or "device", got "gpu"/);

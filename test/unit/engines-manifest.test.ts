@@ -42,6 +42,14 @@ describe("manifest validation", () => {
     expect(validateManifest(JSON.parse(serializeManifest(manifest)), "again.json")).toEqual(manifest);
   });
 
+  test("a manifest from before long prompts (no shapes.promptChunks) describes engines of one 77-token chunk, which the rebuild command keeps", async () => {
+    const legacy = JSON.parse(await readFile(FIXTURE, "utf8"));
+    delete legacy.shapes.promptChunks;
+    const manifest = validateManifest(legacy, "old.json");
+    expect(manifest.shapes.promptChunks).toEqual({ min: 1, opt: 1, max: 1 });
+    expect(rebuildCommand(manifest, "/e/sd15/sm89-trt10.13.0")).toMatch(/ --max-prompt-chunks 1$/);
+  });
+
   test("the JSON schema requires exactly the fields the validator requires", async () => {
     const schema = JSON.parse(await readFile(SCHEMA, "utf8"));
     const manifest = JSON.parse(await readFile(FIXTURE, "utf8"));

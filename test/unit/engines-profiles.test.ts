@@ -27,7 +27,16 @@ describe("shape options", () => {
       width: { min: 512, opt: 512, max: 512 },
       height: { min: 512, opt: 512, max: 512 },
       dynamic: false,
+      promptChunks: { min: 1, opt: 1, max: 3 },
     });
+  });
+
+  test("--max-prompt-chunks sets the longest prompt (1 … 32 chunks of 75 tokens), named when out of range", () => {
+    expect(parseShapeOptions({ maxPromptChunks: 1 }).promptChunks).toEqual({ min: 1, opt: 1, max: 1 });
+    expect(parseShapeOptions({ maxPromptChunks: "8" }).promptChunks).toEqual({ min: 1, opt: 1, max: 8 });
+    rejects({ maxPromptChunks: 0 }, "--max-prompt-chunks", /--max-prompt-chunks must be between 1 and 32/);
+    rejects({ maxPromptChunks: 33 }, "--max-prompt-chunks", /--max-prompt-chunks must be between 1 and 32/);
+    rejects({ maxPromptChunks: "1-3" }, "--max-prompt-chunks", /--max-prompt-chunks must be one number from 1 to 32/);
   });
 
   test("a batch range with one size is static (one profile per batch size)", () => {
@@ -91,18 +100,18 @@ describe("optimization profiles of the tiny-sd models", () => {
       {
         sample: { min: [2, 4, 16, 8], opt: [2, 4, 16, 8], max: [2, 4, 16, 8] },
         timestep: { min: [1], opt: [1], max: [1] },
-        encoder_hidden_states: { min: [2, 77, 32], opt: [2, 77, 32], max: [2, 77, 32] },
+        encoder_hidden_states: { min: [2, 77, 32], opt: [2, 77, 32], max: [2, 231, 32] }, // up to 3 chunks of 77
       },
       {
         sample: { min: [4, 4, 16, 8], opt: [4, 4, 16, 8], max: [4, 4, 16, 8] },
         timestep: { min: [1], opt: [1], max: [1] },
-        encoder_hidden_states: { min: [4, 77, 32], opt: [4, 77, 32], max: [4, 77, 32] },
+        encoder_hidden_states: { min: [4, 77, 32], opt: [4, 77, 32], max: [4, 231, 32] },
       },
     ]);
     const text = await contractOf("text_encoder");
     expect(profilesFor(text.contract, shapes, { file: text.file, declared: text.declared, hiddenSize: 32 }).map((p) => p.input_ids)).toEqual([
-      { min: [2, 77], opt: [2, 77], max: [2, 77] },
-      { min: [4, 77], opt: [4, 77], max: [4, 77] },
+      { min: [2, 77], opt: [2, 77], max: [6, 77] }, // every chunk of 2B prompts
+      { min: [4, 77], opt: [4, 77], max: [12, 77] },
     ]);
     const decoder = await contractOf("vae_decoder");
     expect(profilesFor(decoder.contract, shapes, { file: decoder.file, declared: decoder.declared, hiddenSize: 32 })[1]).toEqual({
@@ -120,7 +129,7 @@ describe("optimization profiles of the tiny-sd models", () => {
     const [profile, ...rest] = profilesFor(unet.contract, shapes, { file: unet.file, declared: unet.declared, hiddenSize: 32 });
     expect(rest).toEqual([]);
     expect(profile!.sample).toEqual({ min: [1, 4, 64, 64], opt: [8, 4, 64, 64], max: [8, 4, 128, 96] });
-    expect(profile!.encoder_hidden_states).toEqual({ min: [1, 77, 32], opt: [8, 77, 32], max: [8, 77, 32] });
+    expect(profile!.encoder_hidden_states).toEqual({ min: [1, 77, 32], opt: [8, 77, 32], max: [8, 231, 32] });
   });
 
   test("a fixed axis of the export that the shapes contradict names the option to change", async () => {
@@ -145,7 +154,22 @@ describe("optimization profiles of the tiny-sd models", () => {
   test("inputs whose every axis is fixed get no profile entry", async () => {
     const unet = await contractOf("unet");
     const declared = { sample: [2, 4, 8, 8], timestep: [1], encoder_hidden_states: [2, 77, 32] };
-    const profiles = profilesFor(unet.contract, parseShapeOptions({ size: "64x64" }), { file: unet.file, declared, hiddenSize: 32 });
+    const profiles = profilesFor(unet.contract, parseShapeOptions({ size: "64x64", maxPromptChunks: 1 }), { file: unet.file, declared, hiddenSize: 32 });
     expect(profiles).toEqual([{}]);
+  });
+
+  test("an export whose text length is fixed at 77 takes long prompts only after a re-export: --max-prompt-chunks is named", async () => {
+    const unet = await contractOf("unet");
+    const declared = { ...unet.declared, encoder_hidden_states: ["batch", 77, 32] };
+    let error: unknown;
+    try {
+      profilesFor(unet.contract, parseShapeOptions({ size: "64x64" }), { file: "unet/model.onnx", declared, hiddenSize: 32 });
+    } catch (e) {
+      error = e;
+    }
+    expect(error).toMatchObject({ option: "--max-prompt-chunks" });
+    expect((error as Error).message).toBe(
+      "unet/model.onnx: input encoder_hidden_states has a fixed sequence length of 77, but the engine would need 77-231: change --max-prompt-chunks or export the model with a dynamic sequence length",
+    );
   });
 });

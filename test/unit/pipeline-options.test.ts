@@ -3,15 +3,17 @@ import { describe, expect, test } from "@jest/globals";
 import { InvalidOptionError } from "../../lib/errors.js";
 import { resolveGenerateOptions, type GenerateOptions, type ValidationContext } from "../../lib/pipeline/options.js";
 import { canonicalSchedulerName, SCHEDULER_NAMES } from "../../lib/schedulers/index.js";
+import { ClipTokenizer } from "../../lib/tokenizer/index.js";
 
 const ctx: ValidationContext = {
-  limits: { maxBatch: 4, minWidth: 64, maxWidth: 1024, minHeight: 64, maxHeight: 768, sizeMultiple: 8, canEncodeImages: true, canObserveLatents: true },
+  limits: { maxBatch: 4, minWidth: 64, maxWidth: 1024, minHeight: 64, maxHeight: 768, sizeMultiple: 8, canEncodeImages: true, canObserveLatents: true, maxPromptChunks: 3 },
   defaultWidth: 512,
   defaultHeight: 512,
   defaultScheduler: "pndm",
   schedulerNames: SCHEDULER_NAMES,
   canonicalScheduler: (name) => canonicalSchedulerName(name),
   hostLatents: true,
+  tokenizer: await ClipTokenizer.default(),
 };
 
 function rejects(options: Record<string, unknown>, option: string, message: RegExp, context: ValidationContext = ctx): void {

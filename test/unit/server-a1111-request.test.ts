@@ -5,9 +5,10 @@ import type { BackendLimits } from "../../lib/backends/backend.js";
 import { HttpError } from "../../lib/server/http/errors.js";
 import { a1111FieldFor, parseA1111Request, type A1111RequestLimits } from "../../lib/server/a1111/request.js";
 import { a1111NameOf, a1111SamplerList, resolveA1111Sampler } from "../../lib/server/a1111/samplers.js";
+import { applyA1111Settings, defaultA1111Settings, emphasisOf } from "../../lib/server/a1111/settings.js";
 
-const backend: BackendLimits = { maxBatch: 8, minWidth: 64, maxWidth: 2048, minHeight: 64, maxHeight: 2048, sizeMultiple: 8, canEncodeImages: true, canObserveLatents: true };
-const limits: A1111RequestLimits = { backend, maxIterations: 16, maxSteps: 1000, modelName: "tiny-sd" };
+const backend: BackendLimits = { maxBatch: 8, minWidth: 64, maxWidth: 2048, minHeight: 64, maxHeight: 2048, sizeMultiple: 8, canEncodeImages: true, canObserveLatents: true, maxPromptChunks: 3 };
+const limits: A1111RequestLimits = { backend, maxIterations: 16, maxSteps: 1000, modelName: "tiny-sd", settings: defaultA1111Settings("tiny-sd") };
 const docsBody = JSON.parse(readFileSync(join(process.cwd(), "test/fixtures/a1111/txt2img-docs-body.json"), "utf8")) as Record<string, unknown>;
 
 /** The 422 a parse throws, or fails the test. */
@@ -142,6 +143,9 @@ describe("parseA1111Request", () => {
     [{ override_settings: { CLIP_stop_at_last_layers: 2 } }, "override_settings.CLIP_stop_at_last_layers"],
     [{ override_settings: { some_unknown_setting: 1 } }, "override_settings.some_unknown_setting"],
     [{ override_settings: { randn_source: "MPS" } }, "override_settings.randn_source"],
+    [{ override_settings: { emphasis: "original" } }, "override_settings.emphasis"],
+    [{ override_settings: { comma_padding_backtrack: 75 } }, "override_settings.comma_padding_backtrack"],
+    [{ override_settings: { pad_cond_uncond: "yes" } }, "override_settings.pad_cond_uncond"],
   ])("refuses a result-changing value we cannot honour: %j names %s", (body, field) => {
     const error = rejection(body);
     expect(error.status).toBe(422);
@@ -187,5 +191,29 @@ describe("parseA1111Request", () => {
     expect(a1111FieldFor("seeds[3]")).toBe("seed");
     expect(a1111FieldFor("strength")).toBe("denoising_strength");
     expect(a1111FieldFor("batch")).toBe("batch_size");
+  });
+});
+
+describe("A1111 settings: the server's options, with a request's override_settings on top", () => {
+  it("A1111's defaults, then the prompt settings a request overrides for itself only", () => {
+    const server = defaultA1111Settings("tiny-sd");
+    expect(server).toMatchObject({ emphasis: "Original", comma_padding_backtrack: 20, pad_cond_uncond: false, CLIP_stop_at_last_layers: 1, randn_source: "GPU" });
+    const generation = parseA1111Request("txt2img", { override_settings: { emphasis: "No norm", comma_padding_backtrack: 0, pad_cond_uncond: true } }, limits);
+    expect(generation.settings).toMatchObject({ emphasis: "No norm", comma_padding_backtrack: 0, pad_cond_uncond: true });
+    expect(emphasisOf(generation.settings)).toBe("no-norm");
+    expect(limits.settings.emphasis).toBe("Original");
+  });
+
+  it("server options apply to every request until changed; null leaves a setting as it is", () => {
+    const server = applyA1111Settings(defaultA1111Settings("tiny-sd"), { emphasis: "Ignore", randn_source: "CPU", pad_cond_uncond: null }, "");
+    const generation = parseA1111Request("txt2img", {}, { ...limits, settings: server });
+    expect(emphasisOf(generation.settings)).toBe("ignore");
+    expect(generation.rng).toBe("cpu");
+    expect(generation.settings.pad_cond_uncond).toBe(false);
+  });
+
+  it("an option that cannot be honoured is named, without the override_settings prefix for /sdapi/v1/options", () => {
+    expect(() => applyA1111Settings(defaultA1111Settings("tiny-sd"), { emphasis: "Strong" }, "")).toThrow(/^emphasis must be one of "Original", "No norm", "Ignore", "None", got "Strong"/);
+    expect(() => applyA1111Settings(defaultA1111Settings("tiny-sd"), { sd_hypernetwork: "x" }, "")).toThrow(/^sd_hypernetwork is not a setting this server can apply/);
   });
 });

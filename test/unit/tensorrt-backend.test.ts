@@ -179,7 +179,9 @@ describe("limits from the engines' profiles", () => {
       canEncodeImages: false,
       canObserveLatents: false,
       fractionalTimesteps: true,
+      maxPromptChunks: 3,
     });
+    expect(limitsFromEngines(engineShapes(parseShapeOptions({ size: "512x512", maxPromptChunks: 1 }))).maxPromptChunks).toBe(1);
   });
 
   test("dynamic sizes become ranges; a batch range may start above 1", () => {
@@ -196,9 +198,11 @@ describe("limits from the engines' profiles", () => {
     expect(unetAccepts(statics.unet, 2, 64, 64)).toBe(true); // CFG batch of one image
     expect(unetAccepts(statics.unet, 1, 64, 64)).toBe(false); // no guidance: runs as [cond; cond]
     expect(unetAccepts(statics.unet, 2, 96, 64)).toBe(false);
+    // Rows are prompt chunks: from 2B up to 2B · 3 chunks per profile.
     expect(textRowsFor(statics.text_encoder, 1)).toBe(2); // padded to a profile's row count
-    expect(textRowsFor(statics.text_encoder, 3)).toBe(4);
-    expect(textRowsFor(statics.text_encoder, 5)).toBeUndefined();
+    expect(textRowsFor(statics.text_encoder, 5)).toBe(5);
+    expect(textRowsFor(statics.text_encoder, 12)).toBe(12);
+    expect(textRowsFor(statics.text_encoder, 13)).toBeUndefined();
     const dynamic = engineShapes(parseShapeOptions({ batch: "1-2", size: "512x512", dynamic: true }));
     expect(unetAccepts(dynamic.unet, 1, 64, 64)).toBe(true);
     expect(textRowsFor(dynamic.text_encoder, 3)).toBe(3);

@@ -42,8 +42,10 @@ import { splitPosterior } from "../../sampler/latents.js";
 import { defaultMemoryLimit, estimateCpuMemory, formatBytes } from "./memory.js";
 import { startLatents } from "../start-latents.js";
 import { OrtHost, type GenerateJob, type HostGenerateOptions, type HostTensor, type SessionOptions } from "./ort-host.js";
+import type { PromptRows } from "./ort-protocol.js";
 import { checkDenoiseJob, TOKENS } from "./denoise-loop.js";
-import { distinctRows } from "../../tokenizer/distinct-rows.js";
+import type { PromptBatch } from "../../prompt/conditioning.js";
+import type { Emphasis } from "../../prompt/emphasis.js";
 
 export { combineGuidance, timestepTensor } from "./denoise-loop.js";
 
@@ -51,6 +53,11 @@ export { combineGuidance, timestepTensor } from "./denoise-loop.js";
 export const CPU_SIZE_LIMITS = { min: 64, max: 2048, multiple: 8 } as const;
 /** Largest batch the CPU backend accepts when the export leaves the batch dynamic. */
 export const CPU_MAX_BATCH = 16;
+/**
+ * Most 77-token chunks per prompt on the CPU (2400 prompt tokens). ONNX Runtime takes any text
+ * length; the limit only turns a runaway prompt into a clear error instead of a slow UNet.
+ */
+export const CPU_MAX_PROMPT_CHUNKS = 32;
 
 export interface CpuBackendOptions extends SessionOptions {
   /** Most memory a generation may need, in bytes (see memory.ts). Defaults to this machine's memory. */
@@ -144,6 +151,7 @@ export class CpuBackend implements Backend {
       canEncodeImages: sessions.vaeEncoder !== null,
       canObserveLatents: true,
       fractionalTimesteps: unet.timestepType === "float32" || unet.timestepType === "float64",
+      maxPromptChunks: CPU_MAX_PROMPT_CHUNKS,
     };
   }
 
@@ -223,31 +231,32 @@ export class CpuBackend implements Backend {
   generate(job: GenerationJob): Promise<GenerationOutput> {
     return this.#life.exclusive(async () => {
       throwIfAborted(job.signal);
-      const { program, batch, latentHeight, latentWidth, guidance, noise, condIds, uncondIds } = job;
-      const cfg = uncondIds !== null;
-      const unetBatch = this.#checkUnetBatch(batch, cfg);
-      const prompts = (ids: Int32Array) => {
-        if (ids.length !== batch * TOKENS) {
-          throw new InvalidArgumentError(`generate needs ${TOKENS} token ids per image, got ${ids.length} ids for a batch of ${batch}`);
-        }
-        const { uniqueIds, rowOf, distinct } = distinctIds(ids, batch);
-        return { ids: idsTensor(this.#textEncoder.io, uniqueIds, distinct), rowOf };
+      const { program, batch, latentHeight, latentWidth, guidance, noise, cond: condPrompts, uncond: uncondPrompts } = job;
+      const cfg = uncondPrompts !== null;
+      const prompts = (p: PromptBatch, name: string): PromptRows => {
+        checkPromptBatch(p, batch, name);
+        return promptRows(this.#textEncoder.io, p);
       };
-      const cond = prompts(condIds);
-      const uncond = uncondIds ? prompts(uncondIds) : null;
+      const cond = prompts(condPrompts, "cond");
+      const uncond = uncondPrompts ? prompts(uncondPrompts, "uncond") : null;
 
       const imageEncode: number[] = [];
       const latents = await startLatents(job, (pixels, height, width) => this.#encodeImage(pixels, height, width), this.scalingFactor, imageEncode);
       if (imageEncode.length > 0) job.onStage?.("encode-image");
       const denoise = { program, latents, noise, batch, latentHeight, latentWidth, hiddenSize: this.hiddenSize, guidance: cfg ? guidance : null, io: this.#unet.io };
       // Here, so a bad job fails with the caller's stack before it travels.
-      checkDenoiseJob({ ...denoise, context: new Float32Array(unetBatch * TOKENS * this.hiddenSize) });
+      const condTokens = cond.chunks * TOKENS;
+      const uncondTokens = uncond ? uncond.chunks * TOKENS : condTokens;
+      checkDenoiseJob({ ...denoise, condTokens, uncondTokens, context: new Float32Array(batch * ((cfg ? uncondTokens : 0) + condTokens) * this.hiddenSize) });
+      // Guidance doubles the UNet batch unless cond and uncond differ in length (then each half runs alone).
+      const unetBatch = this.#checkUnetBatch(batch, cfg && condTokens === uncondTokens);
       const te = this.#textEncoder;
       const vae = this.#vaeDecoder;
       const request: GenerateJob = {
         textEncoder: { handle: te.handle, idsName: te.io.idsName, hiddenName: te.io.hiddenName },
         cond,
         uncond,
+        emphasis: job.emphasis,
         unet: this.#unet.handle,
         denoise,
         decoder: { handle: vae.handle, latentName: vae.io.latentName, imageName: vae.io.imageName, scalingFactor: this.scalingFactor, source: vae.file.path },
@@ -280,7 +289,28 @@ export class CpuBackend implements Backend {
     });
   }
 
-  /** The UNet batch for `batch` images (doubled by classifier-free guidance), checked against a batch fixed at export. */
+  /**
+   * The text conditioning of one prompt list, as the denoise loop gets it: each chunk encoded,
+   * weighted by `emphasis`, the chunks joined — [rows, 77 · chunks, hidden], row r for image r.
+   * For inspection (`sd-trt tokenize --model`) and tests; `generate` never brings it back.
+   */
+  encodePrompts(prompts: PromptBatch, emphasis: Emphasis): Promise<{ shape: [number, number, number]; values: Float32Array }> {
+    return this.#life.exclusive(async () => {
+      const rows = prompts.rowOf.length;
+      checkPromptBatch(prompts, rows, "prompts");
+      const te = this.#textEncoder;
+      const { embeddings, ms } = await this.#host.encode(te.file, {
+        textEncoder: { handle: te.handle, idsName: te.io.idsName, hiddenName: te.io.hiddenName },
+        prompts: promptRows(te.io, prompts),
+        emphasis,
+        hiddenSize: this.hiddenSize,
+      });
+      this.#add("textEncoder", 1, prompts.prompts * prompts.chunks, ms);
+      return { shape: [rows, prompts.chunks * TOKENS, this.hiddenSize], values: embeddings };
+    });
+  }
+
+  /** The UNet batch for `batch` images (doubled when one call takes both halves of classifier-free guidance), checked against a batch fixed at export. */
   #checkUnetBatch(batch: number, cfg: boolean): number {
     const unetBatch = cfg ? 2 * batch : batch;
     const { io, file } = this.#unet;
@@ -338,17 +368,25 @@ export class CpuBackend implements Backend {
   }
 }
 
-/** The distinct rows of token ids [rows, 77] packed together, and the distinct row of each row. */
-function distinctIds(ids: Int32Array, rows: number): { uniqueIds: Int32Array; rowOf: Int32Array; distinct: number } {
-  const { unique, rowOf } = distinctRows(ids, rows, TOKENS);
-  if (unique.length === rows) return { uniqueIds: ids, rowOf, distinct: rows };
-  const uniqueIds = new Int32Array(unique.length * TOKENS);
-  unique.forEach((r, i) => {
-    uniqueIds.set(ids.subarray(r * TOKENS, (r + 1) * TOKENS), i * TOKENS);
-  });
-  return { uniqueIds, rowOf, distinct: unique.length };
+/** Checks a prompt list of a job: [prompts, chunks, 77] ids and weights, one prompt index per image. */
+function checkPromptBatch(p: PromptBatch, batch: number, name: string): void {
+  const size = p.prompts * p.chunks * TOKENS;
+  if (!Number.isInteger(p.chunks) || p.chunks < 1 || p.ids.length !== size || p.multipliers.length !== size) {
+    throw new InvalidArgumentError(`generate: ${name} must hold [${p.prompts}, ${p.chunks}, ${TOKENS}] token ids and multipliers, got ${p.ids.length} ids and ${p.multipliers.length} multipliers`);
+  }
+  if (p.rowOf.length !== batch || p.rowOf.some((r) => r < 0 || r >= p.prompts)) {
+    throw new InvalidArgumentError(`generate: ${name}.rowOf must give each of the ${batch} images one of its ${p.prompts} prompts`);
+  }
 }
 
+/** A prompt list as the worker takes it. */
+function promptRows(io: TextEncoderIo, p: PromptBatch): PromptRows {
+  const rows: PromptRows = { ids: idsTensor(io, p.ids, p.prompts * p.chunks), chunks: p.chunks, multipliers: p.multipliers, rowOf: p.rowOf, groupOf: p.groupOf };
+  if (p.schedules) rows.schedules = p.schedules;
+  return rows;
+}
+
+/** input_ids [rows, 77] in the graph's integer type. */
 function idsTensor(io: TextEncoderIo, ids: Int32Array, rows: number): HostTensor {
   const dims = [rows, TOKENS];
   if (io.idsType === "int32") return { type: "int32", dims, data: ids };

@@ -7,7 +7,9 @@
  * Per evaluation j (diffusers `StableDiffusionPipeline.__call__` / `OnnxStableDiffusionPipeline`):
  * - `sample = cat([x, x])` with guidance, `x` without, where x = cIn_j · x_j;
  * - `timestep` = t_j cast to the graph's type in the graph's layout (`timestepTensor`);
- * - `encoder_hidden_states = cat([uncond, cond])`, uncond first (prepared by the caller);
+ * - `encoder_hidden_states = cat([uncond, cond])`, uncond first (prepared by the caller); when
+ *   the two have different lengths (prompts of different chunk counts, A1111's long prompts) the
+ *   UNet runs the uncond half and the cond half separately, as A1111 does by default;
  * - m_j = u + g·(c − u) per image in float32 (`combineGuidance`), or the raw output;
  * - the program's update (`ProgramExecution`, the same CPU executor the tests check against
  *   diffusers and the CUDA kernel).
@@ -22,9 +24,8 @@ import type { CpuDenoiseJob, HostTensor, } from "./ort-protocol.js";
 
 export type { CpuDenoiseJob, UnetFeedIo } from "./ort-protocol.js";
 
-/** CLIP's token count. */
+/** CLIP's token count: one chunk of a prompt. */
 export const TOKENS = 77;
-
 
 /**
  * Runs the UNet once on these feeds and returns its output [unetBatch, 4, h, w]. Every call gets
@@ -37,6 +38,11 @@ export interface CpuDenoiseHooks {
   stopRequested?: () => boolean;
   /** After evaluation `evalIndex` with x_{evalIndex+1} (a view valid only during the call). */
   onStep?: (evalIndex: number, latents: Float32Array) => void;
+  /**
+   * Prompt editing: the encoder_hidden_states of evaluation `evalIndex` (laid out as `job.context`),
+   * asked before every evaluation; the same array while the conditioning holds.
+   */
+  contextAt?: (evalIndex: number) => Float32Array;
 }
 
 /** Tensor for the UNet timestep, in the graph's dtype and layout. */
@@ -100,14 +106,18 @@ export function countNonFinite(output: Float32Array, n: number, cfg: boolean): n
 
 /** Checks a job's shapes; throws SdTrtError ERR_INVALID_ARGUMENT naming what is off. */
 export function checkDenoiseJob(job: CpuDenoiseJob): void {
-  const { program, latents, noise, batch, latentHeight, latentWidth, context, hiddenSize, guidance } = job;
+  const { program, latents, noise, batch, latentHeight, latentWidth, context, hiddenSize, guidance, condTokens, uncondTokens } = job;
   const perImage = 4 * latentHeight * latentWidth;
   if (latents.length !== batch * perImage) {
     throw new InvalidArgumentError(`denoise: latents hold ${latents.length} values, expected [${batch}, 4, ${latentHeight}, ${latentWidth}]`);
   }
-  const unetBatch = guidance ? 2 * batch : batch;
-  if (context.length !== unetBatch * TOKENS * hiddenSize) {
-    throw new InvalidArgumentError(`denoise: encoder_hidden_states hold ${context.length} values, expected [${unetBatch}, ${TOKENS}, ${hiddenSize}]`);
+  for (const [name, tokens] of [["condTokens", condTokens], ["uncondTokens", uncondTokens]] as const) {
+    if (!Number.isInteger(tokens) || tokens < TOKENS || tokens % TOKENS !== 0) throw new InvalidArgumentError(`denoise: ${name} must be a multiple of ${TOKENS}, got ${tokens}`);
+  }
+  const expected = batch * ((guidance ? uncondTokens : 0) + condTokens) * hiddenSize;
+  if (context.length !== expected) {
+    const shape = guidance ? `[${batch}, ${uncondTokens}, ${hiddenSize}] + [${batch}, ${condTokens}, ${hiddenSize}]` : `[${batch}, ${condTokens}, ${hiddenSize}]`;
+    throw new InvalidArgumentError(`denoise: encoder_hidden_states hold ${context.length} values, expected ${shape}`);
   }
   if (guidance && guidance.length !== batch) {
     throw new InvalidArgumentError(`denoise: ${guidance.length} guidance scales for a batch of ${batch}`);
@@ -124,17 +134,42 @@ export function checkDenoiseJob(job: CpuDenoiseJob): void {
  */
 export async function runCpuDenoise(job: CpuDenoiseJob, runUnet: UnetRunner, hooks: CpuDenoiseHooks = {}): Promise<Float32Array> {
   checkDenoiseJob(job);
-  const { program, latents, batch, latentHeight, latentWidth, context, hiddenSize, guidance, io } = job;
+  const { program, latents, batch, latentHeight, latentWidth, context, hiddenSize, guidance, io, condTokens, uncondTokens } = job;
   const perImage = 4 * latentHeight * latentWidth;
-  const unetBatch = guidance ? 2 * batch : batch;
-  // The feeds are made once and passed every time: only the sample's and the timestep's values
-  // change, in place (so a runner may keep whatever it builds around each feed object).
-  const sample = new Float32Array(unetBatch * perImage);
-  const timestep = timestepTensor(io, program.evals[0]!.t, unetBatch);
-  const feeds: Record<string, HostTensor> = {
-    [io.sampleName]: { type: "float32", dims: [unetBatch, 4, latentHeight, latentWidth], data: sample },
+  const half = batch * perImage;
+  // One UNet call over [uncond; cond] when both have the same length, else one call per half.
+  const together = !guidance || condTokens === uncondTokens;
+  const callBatch = guidance && together ? 2 * batch : batch;
+  // The feeds are made once per call shape and passed every time: only the sample's and the
+  // timestep's values change, in place (so a runner may keep whatever it builds around each feed object).
+  const sample = new Float32Array(callBatch * perImage);
+  const timestep = timestepTensor(io, program.evals[0]!.t, callBatch);
+  const feedsWith = (data: Float32Array, tokens: number): Record<string, HostTensor> => ({
+    [io.sampleName]: { type: "float32", dims: [callBatch, 4, latentHeight, latentWidth], data: sample },
     [io.timestepName]: timestep,
-    [io.contextName]: { type: "float32", dims: [unetBatch, TOKENS, hiddenSize], data: context },
+    [io.contextName]: { type: "float32", dims: [callBatch, tokens, hiddenSize], data },
+  });
+  const uncondSize = guidance ? batch * uncondTokens * hiddenSize : 0;
+  const calls = together
+    ? [feedsWith(context, condTokens)]
+    : [feedsWith(context.subarray(0, uncondSize), uncondTokens), feedsWith(context.subarray(uncondSize), condTokens)];
+  let current = context;
+  /** Points the context feeds at another conditioning of the same shape (prompt editing). */
+  const useContext = (next: Float32Array): void => {
+    if (next === current) return;
+    if (next.length !== context.length) throw new InvalidArgumentError(`denoise: contextAt returned ${next.length} values, expected ${context.length}`);
+    current = next;
+    const parts = together ? [next] : [next.subarray(0, uncondSize), next.subarray(uncondSize)];
+    calls.forEach((feeds, i) => {
+      feeds[io.contextName]!.data = parts[i]!;
+    });
+  };
+  const joined = new Float32Array(together ? 0 : 2 * half);
+  const checkedOutput = (out: Float32Array): Float32Array => {
+    if (out.length !== callBatch * perImage) {
+      throw new OnnxRuntimeError(`the UNet returned ${out.length} values, expected [${callBatch}, 4, ${latentHeight}, ${latentWidth}]`);
+    }
+    return out;
   };
 
   // The k-th evaluation that draws noise gets the k-th pre-drawn array.
@@ -145,22 +180,27 @@ export async function runCpuDenoise(job: CpuDenoiseJob, runUnet: UnetRunner, hoo
   });
 
   const run = new ProgramExecution(program, latents);
-  const half = batch * perImage;
   while (!run.done) {
     if (hooks.stopRequested?.()) throw new AbortError("the denoise loop was stopped");
     const j = run.evalIndex;
     const { t, cIn } = program.evals[j]!;
-    // sample = cIn · x_j, twice with guidance (diffusers' cat([x] * 2)), in one pass.
+    // sample = cIn · x_j, twice when one call takes both halves (diffusers' cat([x] * 2)), in one pass.
     const x = run.latents;
-    if (guidance) {
+    if (callBatch !== batch) {
       for (let i = 0; i < half; i++) sample[i] = sample[half + i] = cIn * x[i]!;
     } else {
       for (let i = 0; i < half; i++) sample[i] = cIn * x[i]!;
     }
     setTimestep(io, timestep, t);
-    const output = await runUnet(feeds);
-    if (output.length !== unetBatch * perImage) {
-      throw new OnnxRuntimeError(`the UNet returned ${output.length} values, expected [${unetBatch}, 4, ${latentHeight}, ${latentWidth}]`);
+    if (hooks.contextAt) useContext(hooks.contextAt(j));
+    let output: Float32Array;
+    if (calls.length === 1) {
+      output = checkedOutput(await runUnet(calls[0]!));
+    } else {
+      // [uncond; cond], as one call would have returned them.
+      output = joined;
+      output.set(checkedOutput(await runUnet(calls[0]!)));
+      output.set(checkedOutput(await runUnet(calls[1]!)), half);
     }
     // An fp16 UNet that overflowed: fail here, naming the UNet, rather than let the NaN reach the
     // VAE and be reported as a VAE overflow (whose fix cannot help). Stops at the first such

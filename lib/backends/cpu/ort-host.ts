@@ -26,6 +26,8 @@ import { TOKENS, type CpuDenoiseJob } from "./denoise-loop.js";
 import type {
   DecodeValue,
   DenoiseValue,
+  EncodeJob,
+  EncodeValue,
   GenerateJob,
   GenerateStage,
   GenerateValue,
@@ -223,7 +225,7 @@ export class OrtHost {
    */
   denoise(handle: number, what: string, job: CpuDenoiseJob, options: HostDenoiseOptions = {}): Promise<HostDenoiseResult> {
     const stack = new Error();
-    const feeds = unetFeeds(job, job.context);
+    const feeds = unetFeeds(job, job.context, job.condTokens, job.uncondTokens);
     const { stop, steps, deliver, done } = watch(options);
     this.#stopFlags.add(stop);
     return this.#call<DenoiseValue>(
@@ -250,7 +252,7 @@ export class OrtHost {
     // Shapes only, for error messages.
     const feeds: Record<GenerateStage, Record<string, HostTensor>> = {
       textEncoder: { [job.textEncoder.idsName]: job.cond.ids },
-      unet: unetFeeds(job.denoise, new Float32Array(0)),
+      unet: unetFeeds(job.denoise, new Float32Array(0), job.cond.chunks * TOKENS, (job.uncond ?? job.cond).chunks * TOKENS),
       vaeDecoder: { [job.decoder.latentName]: { type: "float32", dims: [batch, 4, latentHeight, latentWidth], data: new Float32Array(0) } },
     };
     const fail = (text: string, code?: string, model: GenerateStage = "unet") => {
@@ -276,6 +278,18 @@ export class OrtHost {
     const feeds = { [request.latentName]: request.latents };
     return this.#call<DecodeValue>({ op: "decode", handle, ...request, source: what }, (text, code) =>
       withStack(code === "ERR_VAE_NAN" ? new VaeOverflowError(text) : ortError(what, feeds, text), stack),
+    );
+  }
+
+  /**
+   * The text encoder alone on one prompt list, emphasis applied (see `EncodeJob`).
+   * @param what names the model in error messages.
+   */
+  encode(what: { name: string; path: string }, job: EncodeJob): Promise<EncodeValue> {
+    const stack = new Error();
+    const feeds = { [job.textEncoder.idsName]: job.prompts.ids };
+    return this.#call<EncodeValue>({ op: "encode", job }, (text, code) =>
+      withStack(code === "ERR_OUTPUT_SHAPE" ? new ModelFileError(what.path, `${what.path} ${text}`) : ortError(what.name, feeds, text), stack),
     );
   }
 
@@ -312,11 +326,11 @@ export class OrtHost {
 }
 
 /** The UNet feeds' shapes, for error messages. */
-function unetFeeds(job: Omit<CpuDenoiseJob, "context">, context: Float32Array): Record<string, HostTensor> {
-  const unetBatch = job.batch * (job.guidance ? 2 : 1);
+function unetFeeds(job: Omit<CpuDenoiseJob, "context" | "condTokens" | "uncondTokens">, context: Float32Array, condTokens: number, uncondTokens: number): Record<string, HostTensor> {
+  const unetBatch = job.batch * (job.guidance && condTokens === uncondTokens ? 2 : 1);
   return {
     [job.io.sampleName]: { type: "float32", dims: [unetBatch, 4, job.latentHeight, job.latentWidth], data: job.latents },
-    [job.io.contextName]: { type: "float32", dims: [unetBatch, TOKENS, job.hiddenSize], data: context },
+    [job.io.contextName]: { type: "float32", dims: [unetBatch, condTokens, job.hiddenSize], data: context },
   };
 }
 

@@ -7,6 +7,7 @@
  * get `ProgressReply` messages before its final reply, posted without waiting for the main thread.
  */
 import type { TensorSpec, UnetIo } from "../../model/graph-io.js";
+import type { Emphasis } from "../../prompt/emphasis.js";
 import type { SamplerProgram } from "../../sampler/program.js";
 
 export type OrtElementType = "float32" | "float64" | "int32" | "int64";
@@ -51,14 +52,31 @@ export type WorkerRequest =
       stop: Int32Array;
       steps: StepReport;
     }
+  | { op: "encode"; id: number; job: EncodeJob }
   | { op: "release"; id: number; handle: number };
 
-/** Token ids of one prompt list, each distinct row once, and where each batch row takes its embedding. */
+/** The text encoder alone on one prompt list (`encode`): the embeddings come back to the caller. */
+export interface EncodeJob {
+  textEncoder: GenerateJob["textEncoder"];
+  prompts: PromptRows;
+  emphasis: Emphasis;
+  hiddenSize: number;
+}
+
+/** One prompt list: each distinct prompt's chunks once, and which prompt each batch row takes. */
 export interface PromptRows {
-  /** input_ids [distinct rows, 77] in the text encoder's integer type. */
+  /** input_ids [prompts · chunks, 77] in the text encoder's integer type: prompt p's chunk c is row p · chunks + c. */
   ids: HostTensor;
-  /** For each batch row, its row in `ids`. */
+  /** Chunks per prompt: a row's embeddings are [77 · chunks, hidden]. */
+  chunks: number;
+  /** A1111's per-token weights [prompts · chunks · 77] (float32). */
+  multipliers: Float32Array;
+  /** For each batch row, its prompt at evaluation 0. */
   rowOf: Int32Array;
+  /** For each prompt, its emphasis group (PromptBatch.groupOf). */
+  groupOf: Int32Array;
+  /** Prompt editing: for each batch row, [endAtStep, prompt] pairs (PromptBatch.schedules). */
+  schedules?: Array<Array<[number, number]>>;
 }
 
 /**
@@ -70,9 +88,11 @@ export interface GenerateJob {
   cond: PromptRows;
   /** The negative prompts; null when classifier-free guidance is off. */
   uncond: PromptRows | null;
+  /** What the weights do to each chunk's encoder output (A1111's emphasis). */
+  emphasis: Emphasis;
   unet: number;
-  /** The denoise, without its `context`: the worker builds it from the embeddings. */
-  denoise: Omit<CpuDenoiseJob, "context">;
+  /** The denoise, without its `context` and sequence lengths: the worker builds them from the embeddings. */
+  denoise: Omit<CpuDenoiseJob, "context" | "condTokens" | "uncondTokens">;
   decoder: { handle: number; latentName: string; imageName: string; scalingFactor: number; source: string };
 }
 
@@ -125,6 +145,12 @@ export interface DecodeValue {
   ms: number;
 }
 
+export interface EncodeValue {
+  /** [rows, 77 · chunks, hidden]. */
+  embeddings: Float32Array;
+  ms: number;
+}
+
 export interface StepReply {
   id: number;
   step: number;
@@ -156,8 +182,15 @@ export interface CpuDenoiseJob {
   batch: number;
   latentHeight: number;
   latentWidth: number;
-  /** encoder_hidden_states [unetBatch, 77, hiddenSize]: uncond rows first when guided. */
+  /**
+   * encoder_hidden_states: with guidance the uncond rows [batch, uncondTokens, hidden] then the
+   * cond rows [batch, condTokens, hidden]; without, the cond rows only.
+   */
   context: Float32Array;
+  /** Sequence length of the cond rows (77 · chunks). */
+  condTokens: number;
+  /** Sequence length of the uncond rows; when it differs from `condTokens` the UNet runs the two halves separately (A1111). */
+  uncondTokens: number;
   hiddenSize: number;
   /** Guidance scale per image, or null when classifier-free guidance is off (UNet batch = batch). */
   guidance: Float64Array | null;

@@ -18,10 +18,13 @@ import type * as Ort from "onnxruntime-node";
 import { AbortError } from "../../errors.js";
 import { decodedToRgb } from "../../image/pixels.js";
 import { divideFloat32 } from "../../sampler/latents.js";
+import { applyEmphasis } from "../../prompt/emphasis.js";
+import { scheduleIndexAt } from "../../prompt/schedule.js";
 import { runCpuDenoise, TOKENS, type CpuDenoiseJob } from "./denoise-loop.js";
 import type {
   DecodeValue,
   DenoiseValue,
+  EncodeValue,
   FinalReply,
   GenerateJob,
   GenerateStage,
@@ -106,7 +109,14 @@ function stepPoster(id: number, steps: StepReport): ((step: number, x: Float32Ar
 }
 
 /** The whole denoise loop next to the UNet; `latents` is null when the stop flag ended it. */
-async function denoise(unet: Ort.InferenceSession, job: CpuDenoiseJob, stop: Int32Array, onStep: ((step: number, x: Float32Array) => void) | undefined, calls: ModelCalls): Promise<Float32Array | null> {
+async function denoise(
+  unet: Ort.InferenceSession,
+  job: CpuDenoiseJob,
+  stop: Int32Array,
+  onStep: ((step: number, x: Float32Array) => void) | undefined,
+  calls: ModelCalls,
+  contextAt?: (evalIndex: number) => Float32Array,
+): Promise<Float32Array | null> {
   try {
     return await runCpuDenoise(
       job,
@@ -116,7 +126,7 @@ async function denoise(unet: Ort.InferenceSession, job: CpuDenoiseJob, stop: Int
         calls.ms += run.ms;
         return run.results[job.io.outputName]!.data as Float32Array;
       },
-      { stopRequested: () => Atomics.load(stop, 0) !== 0, ...(onStep ? { onStep } : {}) },
+      { stopRequested: () => Atomics.load(stop, 0) !== 0, ...(onStep ? { onStep } : {}), ...(contextAt ? { contextAt } : {}) },
     );
   } catch (error) {
     if (error instanceof AbortError) return null;
@@ -134,25 +144,58 @@ async function decode(handle: number, latentName: string, imageName: string, lat
   return { dims, images, ms };
 }
 
-/** Embeddings [batch rows, 77, hidden] of one prompt list: its distinct rows in one call, then repeated. */
-async function encodePrompts(job: GenerateJob, prompts: PromptRows, hiddenSize: number, calls: ModelCalls): Promise<Float32Array> {
+/**
+ * The embeddings of every text of one prompt list, [texts, 77 · chunks, hidden]: every chunk in one
+ * encoder call, then each chunk's output weighted by the emphasis — A1111 applies it per chunk,
+ * with "original"'s means taken over the texts it encodes together (one prompt's schedule). A
+ * text's chunks are consecutive rows, so they come out joined along the sequence.
+ */
+async function encodeTexts(job: Pick<GenerateJob, "textEncoder" | "emphasis">, prompts: PromptRows, hiddenSize: number, calls: ModelCalls): Promise<Float32Array> {
   const { handle, idsName, hiddenName } = job.textEncoder;
   const { results, ms } = await timedRun(session(handle), { [idsName]: prompts.ids }, [hiddenName]);
   calls.calls++;
   calls.ms += ms;
   const hidden = results[hiddenName]!;
-  const rowSize = TOKENS * hiddenSize;
-  const distinct = prompts.ids.dims[0]!;
-  if (hidden.data.length !== distinct * rowSize) {
-    throw Object.assign(new Error(`returned ${hiddenName} of shape [${hidden.dims.join(", ")}], expected [${distinct}, ${TOKENS}, ${hiddenSize}]`), { code: "ERR_OUTPUT_SHAPE" });
+  const chunkSize = TOKENS * hiddenSize;
+  const chunkRows = prompts.ids.dims[0]!;
+  if (hidden.data.length !== chunkRows * chunkSize) {
+    throw Object.assign(new Error(`returned ${hiddenName} of shape [${hidden.dims.join(", ")}], expected [${chunkRows}, ${TOKENS}, ${hiddenSize}]`), { code: "ERR_OUTPUT_SHAPE" });
   }
   const data = hidden.data as Float32Array;
-  if (distinct === prompts.rowOf.length) return data;
-  const out = new Float32Array(prompts.rowOf.length * rowSize);
-  prompts.rowOf.forEach((u, r) => {
-    out.set(data.subarray(u * rowSize, (u + 1) * rowSize), r * rowSize);
-  });
+  const { chunks, groupOf, multipliers } = prompts;
+  // The texts of a group are consecutive.
+  for (let first = 0; first < groupOf.length; ) {
+    let end = first + 1;
+    while (end < groupOf.length && groupOf[end] === groupOf[first]) end++;
+    for (let c = 0; c < chunks; c++) {
+      const rows = Array.from({ length: end - first }, (_, i) => (first + i) * chunks + c);
+      if (rows.length === 1) {
+        const r = rows[0]!;
+        applyEmphasis(job.emphasis, data.subarray(r * chunkSize, (r + 1) * chunkSize), multipliers.subarray(r * TOKENS, (r + 1) * TOKENS), hiddenSize);
+        continue;
+      }
+      const z = gather(data, chunkSize, rows);
+      applyEmphasis(job.emphasis, z, gather(multipliers, TOKENS, rows), hiddenSize);
+      rows.forEach((r, i) => {
+        data.set(z.subarray(i * chunkSize, (i + 1) * chunkSize), r * chunkSize);
+      });
+    }
+    first = end;
+  }
+  return data;
+}
+
+/** Rows `rows` of a [*, size] array, in that order. */
+function gather(data: Float32Array, size: number, rows: ArrayLike<number>): Float32Array {
+  const out = new Float32Array(rows.length * size);
+  for (let i = 0; i < rows.length; i++) out.set(data.subarray(rows[i]! * size, (rows[i]! + 1) * size), i * size);
   return out;
+}
+
+/** The text of each batch row at evaluation `evalIndex` (A1111's `reconstruct_cond_batch`). */
+function textsAt(prompts: PromptRows, evalIndex: number): ArrayLike<number> {
+  if (!prompts.schedules) return prompts.rowOf;
+  return prompts.schedules.map((schedule) => schedule[scheduleIndexAt(schedule, evalIndex)]![1]);
 }
 
 /** `generate`: text encoder → denoise → decoder without leaving the worker. */
@@ -164,22 +207,38 @@ async function generate(id: number, job: GenerateJob, stop: Int32Array, steps: S
   try {
     const { denoise: d, decoder } = job;
     let t = performance.now();
-    const cond = await encodePrompts(job, job.cond, d.hiddenSize, calls.textEncoder);
-    let context = cond;
-    if (job.uncond) {
-      // encoder_hidden_states = cat([uncond, cond]), uncond first, as diffusers builds it.
-      const uncond = await encodePrompts(job, job.uncond, d.hiddenSize, calls.textEncoder);
-      context = new Float32Array(uncond.length + cond.length);
-      context.set(uncond);
-      context.set(cond, uncond.length);
-    }
+    const cond = await encodeTexts(job, job.cond, d.hiddenSize, calls.textEncoder);
+    const uncond = job.uncond ? await encodeTexts(job, job.uncond, d.hiddenSize, calls.textEncoder) : null;
+    const condTokens = job.cond.chunks * TOKENS;
+    const uncondTokens = job.uncond ? job.uncond.chunks * TOKENS : condTokens;
+    // encoder_hidden_states = cat([uncond, cond]), uncond first, as diffusers builds it; with prompt
+    // editing it changes between evaluations (built once per change, reused while it holds).
+    let key = "";
+    let context: Float32Array = new Float32Array(0);
+    const contextAt = (evalIndex: number): Float32Array => {
+      const condRows = textsAt(job.cond, evalIndex);
+      const uncondRows = job.uncond ? textsAt(job.uncond, evalIndex) : [];
+      const next = `${Array.from(uncondRows).join(",")}|${Array.from(condRows).join(",")}`;
+      if (next !== key) {
+        key = next;
+        const parts = [...(uncond ? [gather(uncond, uncondTokens * d.hiddenSize, uncondRows)] : []), gather(cond, condTokens * d.hiddenSize, condRows)];
+        context = parts.length === 1 ? parts[0]! : new Float32Array(parts[0]!.length + parts[1]!.length);
+        if (parts.length === 2) {
+          context.set(parts[0]!);
+          context.set(parts[1]!, parts[0]!.length);
+        }
+      }
+      return context;
+    };
+    contextAt(0);
     stageMs.textEncode = performance.now() - t;
     if (steps !== "none") port.postMessage({ id, stage: "text-encoded" } satisfies StageReply);
     if (Atomics.load(stop, 0) !== 0) return stopped();
 
     stage = "unet";
     t = performance.now();
-    const latents = await denoise(session(job.unet), { ...d, context }, stop, stepPoster(id, steps), calls.unet);
+    const edited = job.cond.schedules !== undefined || job.uncond?.schedules !== undefined;
+    const latents = await denoise(session(job.unet), { ...d, context, condTokens, uncondTokens }, stop, stepPoster(id, steps), calls.unet, edited ? contextAt : undefined);
     stageMs.denoise = performance.now() - t;
     if (latents === null || Atomics.load(stop, 0) !== 0) return stopped();
 
@@ -243,6 +302,14 @@ async function handle(message: WorkerRequest): Promise<Answer> {
     }
     case "generate":
       return generate(message.id, message.job, message.stop, message.steps);
+    case "encode": {
+      const { job } = message;
+      const calls: ModelCalls = { calls: 0, ms: 0 };
+      const texts = await encodeTexts(job, job.prompts, job.hiddenSize, calls);
+      const embeddings = gather(texts, job.prompts.chunks * TOKENS * job.hiddenSize, job.prompts.rowOf);
+      const value: EncodeValue = { embeddings, ms: calls.ms };
+      return { value, transfer: [embeddings.buffer as ArrayBuffer] };
+    }
     case "release": {
       const s = sessions.get(message.handle);
       sessions.delete(message.handle);

@@ -27,8 +27,8 @@ import { callNative, callNativeAsync } from "../../native/load.js";
 import type { TensorRtBinding, TrtContext, TrtDeviceScratch, TrtEngine, TrtUnet } from "../../native/tensorrt-types.js";
 import type { NativeDeviceTensor } from "../../native/types.js";
 import { packProgram } from "../../sampler/pack.js";
-import { distinctRows } from "../../tokenizer/distinct-rows.js";
-import type { Backend, BackendLimits, GenerationJob, GenerationOutput } from "../backend.js";
+import type { Backend, BackendLimits, GenerationJob, GenerationOutput, PromptBatch } from "../backend.js";
+import { emphasisScales, type Emphasis } from "../../prompt/emphasis.js";
 import { Lifecycle } from "../../lifecycle.js";
 import { splitPosterior } from "../../sampler/latents.js";
 import { startLatents } from "../start-latents.js";
@@ -54,7 +54,7 @@ export interface TensorRtDenoiseStats {
   hostMs: number;
 }
 
-/** Text embeddings [rows, 77, hidden] on the device, as `#encodeText` made them. */
+/** Text embeddings [rows, 77 · chunks, hidden] on the device, as `#encodeText` made them. */
 class DeviceEmbeddings {
   #device: NativeDeviceTensor | undefined;
   constructor(
@@ -297,10 +297,24 @@ export class TensorRtBackend implements Backend {
       throwIfAborted(job.signal);
       const { batch, latentHeight, latentWidth } = job;
       let t = performance.now();
-      const cond = await this.#encodeText(job.condIds, batch);
+      if (job.cond.schedules || job.uncond?.schedules) {
+        // The device loop reads one embeddings buffer for the whole run.
+        throw new InvalidOptionError(
+          job.cond.schedules ? "prompt" : "negativePrompt",
+          "prompt editing and alternation ([from:to:when], [a|b]) change the conditioning during the run, which the TensorRT backend cannot do yet; use the CPU backend",
+        );
+      }
+      if (job.uncond && job.uncond.chunks !== job.cond.chunks) {
+        // One UNet call takes [uncond; cond]: both halves need one text length here.
+        throw new InvalidOptionError(
+          "padCondUncond",
+          `the TensorRT backend evaluates prompt and negative prompt in one UNet call, so they need the same number of 75-token chunks (got ${job.cond.chunks} and ${job.uncond.chunks}): set padCondUncond (A1111's pad_cond_uncond) or give prompts of matching length`,
+        );
+      }
+      const cond = await this.#encodeText(job.cond, batch, job.emphasis);
       let uncond: DeviceEmbeddings | null = null;
       try {
-        if (job.uncondIds) uncond = await this.#encodeText(job.uncondIds, batch);
+        if (job.uncond) uncond = await this.#encodeText(job.uncond, batch, job.emphasis);
         const textEncode = performance.now() - t;
         job.onStage?.("encode-text");
         throwIfAborted(job.signal);
@@ -331,30 +345,49 @@ export class TensorRtBackend implements Backend {
     });
   }
 
-  /** Token ids [rows, 77] → embeddings on the device, each distinct row encoded once. */
-  async #encodeText(ids: Int32Array, rows: number): Promise<DeviceEmbeddings> {
-    if (ids.length !== rows * TOKENS) throw new InvalidArgumentError(`generate needs ${TOKENS} token ids per image, got ${ids.length} ids for a batch of ${rows}`);
-    {
-      // Encode each distinct row once, padded up to a row count the engine's profiles take.
-      const { unique, rowOf } = distinctRows(ids, rows, TOKENS);
-      const computed = textRowsFor(this.#text.shapes, unique.length);
-      if (computed === undefined) {
-        throw new InvalidOptionError(
-          "batch",
-          `the text encoder engine takes at most ${this.limits.maxBatch * 2} prompts per call, got ${unique.length} distinct prompts; rebuild the engines for a larger --batch`,
-        );
-      }
-      const padded = new Int32Array(computed * TOKENS);
-      for (let i = 0; i < computed; i++) {
-        const r = unique[Math.min(i, unique.length - 1)]!;
-        padded.set(ids.subarray(r * TOKENS, (r + 1) * TOKENS), i * TOKENS);
-      }
-      const { embeddings, gpuMs } = await callNativeAsync(() =>
-        this.#text.context.encodeText({ ids: padded, rows: computed, input: this.#text.contract.idsName, output: this.#text.contract.hiddenName, outputRows: rowOf }),
-      );
-      this.#timings.textEncoder = gpuMs;
-      return new DeviceEmbeddings(rows, embeddings);
+  /**
+   * A prompt list → embeddings [rows, 77 · chunks, hidden] on the device: every chunk of every
+   * distinct prompt encoded once (rows padded up to a count the engine's profiles take), each
+   * chunk weighted by the emphasis on the device, then gathered per image.
+   */
+  async #encodeText(prompts: PromptBatch, rows: number, emphasis: Emphasis): Promise<DeviceEmbeddings> {
+    const { chunks } = prompts;
+    const chunkRows = prompts.prompts * chunks;
+    if (prompts.ids.length !== chunkRows * TOKENS || prompts.multipliers.length !== chunkRows * TOKENS || prompts.rowOf.length !== rows) {
+      throw new InvalidArgumentError(`generate needs [${prompts.prompts}, ${chunks}, ${TOKENS}] token ids and multipliers and one prompt per image (${rows})`);
     }
+    const computed = textRowsFor(this.#text.shapes, chunkRows);
+    if (computed === undefined) {
+      throw new InvalidOptionError(
+        "batch",
+        `the text encoder engine takes at most ${this.limits.maxBatch * 2 * this.limits.maxPromptChunks} chunk rows per call, got ${chunkRows} (${prompts.prompts} distinct prompts of ${chunks} chunks); rebuild the engines for a larger --batch`,
+      );
+    }
+    // Rows past the real ones repeat the last chunk (their output is never read).
+    const ids = new Int32Array(computed * TOKENS);
+    const multipliers = new Float32Array(computed * TOKENS).fill(1);
+    ids.set(prompts.ids);
+    multipliers.set(prompts.multipliers);
+    for (let r = chunkRows; r < computed; r++) ids.copyWithin(r * TOKENS, (chunkRows - 1) * TOKENS, chunkRows * TOKENS);
+    // Image r's row is its prompt's chunks in order: chunk rows p · chunks … (p + 1) · chunks − 1.
+    const outputRows = new Int32Array(rows * chunks);
+    prompts.rowOf.forEach((p, r) => {
+      for (let c = 0; c < chunks; c++) outputRows[r * chunks + c] = p * chunks + c;
+    });
+    const { embeddings, gpuMs } = await callNativeAsync(() =>
+      this.#text.context.encodeText({
+        ids,
+        rows: computed,
+        input: this.#text.contract.idsName,
+        output: this.#text.contract.hiddenName,
+        outputRows,
+        chunks,
+        // A chunk without weights is left as it is (lib/prompt/emphasis.ts does the same).
+        ...(emphasisScales(emphasis) && prompts.multipliers.some((m) => m !== 1) ? { multipliers, emphasis: emphasis as "original" | "no-norm" } : {}),
+      }),
+    );
+    this.#timings.textEncoder = gpuMs;
+    return new DeviceEmbeddings(rows, embeddings);
   }
 
   /** The whole sampler program on the device; returns x_M, still on the device (the caller disposes it). */
@@ -386,6 +419,7 @@ export class TensorRtBackend implements Backend {
       latentWidth,
       guidance,
       embeddings: parts,
+      sequenceLength: TOKENS * job.cond.chunks,
       useGraphs: this.#useGraphs,
       output: "device",
       ...(job.signal ? { signal: job.signal } : {}),

@@ -7,7 +7,7 @@ import { InternalError } from "../../errors.js";
 import type { BackendLimits } from "../backend.js";
 import type { ModelIo, ModelRole } from "../../model/graph-io.js";
 import type { EngineTensor } from "./manifest.js";
-import { VAE_FACTOR, type OptimizationProfile } from "./profiles.js";
+import { TOKENS, VAE_FACTOR, type OptimizationProfile } from "./profiles.js";
 
 export interface EngineShapeInfo {
   contract: ModelIo;
@@ -77,6 +77,10 @@ export function limitsFromEngines(engines: Partial<Record<ModelRole, EngineShape
   const latent = rangesOf(decoder, decoder.contract.latentName);
   const ids = rangesOf(text, text.contract.idsName);
   const maxBatch = Math.min(largestAccepted(sample, 0, 2), largestAccepted(latent, 0, 1), largestAccepted(ids, 0, 2));
+  // The text length: the UNet's encoder_hidden_states axis 1 (77 · chunks), and the text encoder
+  // must take as many chunk rows as two prompts of that many chunks for every image.
+  const hidden = span(rangesOf(unet, unet.contract.contextName), 1).max;
+  const maxPromptChunks = Number.isFinite(hidden) ? Math.max(1, Math.floor(hidden / TOKENS)) : 1;
   const h = span(sample, 2);
   const w = span(sample, 3);
   const dh = span(latent, 2);
@@ -92,6 +96,7 @@ export function limitsFromEngines(engines: Partial<Record<ModelRole, EngineShape
     // The engines keep latents on the GPU between evaluations.
     canObserveLatents: false,
     fractionalTimesteps: unet.contract.timestepType === "float32" || unet.contract.timestepType === "float64",
+    maxPromptChunks,
   };
 }
 

@@ -210,6 +210,8 @@ export function validateManifest(value: unknown, file: string): EngineManifest {
         width: range(shapes.width, "shapes.width"),
         height: range(shapes.height, "shapes.height"),
         dynamic: typeof shapes.dynamic === "boolean" ? shapes.dynamic : at("shapes.dynamic", "must be true or false"),
+        // Manifests from before long prompts have none: their engines take one chunk.
+        promptChunks: shapes.promptChunks === undefined ? { min: 1, opt: 1, max: 1 } : range(shapes.promptChunks, "shapes.promptChunks"),
       },
       options: { fp32Vae: typeof options.fp32Vae === "boolean" ? options.fp32Vae : at("options.fp32Vae", "must be true or false") },
       model: {

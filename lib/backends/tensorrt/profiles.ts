@@ -11,14 +11,15 @@
  * Per model (B = images, h×w = latent size = image size / 8):
  * | model        | input                  | shape                    |
  * | ------------ | ---------------------- | ------------------------ |
- * | text encoder | input_ids              | [2B, 77] (prompts and negative prompts in one call) |
+ * | text encoder | input_ids              | [2B … 2B·K, 77] (every 77-token chunk of the prompts and negative prompts in one call) |
  * | UNet         | sample                 | [2B, 4, h, w] (classifier-free guidance doubles the batch) |
  * |              | timestep               | [] / [1] / [2B] (the graph's layout) |
- * |              | encoder_hidden_states  | [2B, 77, hidden]         |
+ * |              | encoder_hidden_states  | [2B, 77 … 77·K, hidden] (A1111's long prompts: K chunks of 77) |
  * | VAE decoder  | latent_sample          | [B, 4, h, w]             |
  * | VAE encoder  | sample                 | [B, 3, H, W]             |
  *
- * In dynamic mode the text encoder and UNet batch ranges start at B_min (without guidance a
+ * K is `--max-prompt-chunks` (default 3, 225 prompt tokens): the text length is a dynamic axis even
+ * of static engines, optimised for one chunk. In dynamic mode the text encoder and UNet batch ranges start at B_min (without guidance a
  * UNet batch is B). Axes the ONNX export fixed must match what is asked, or the option that
  * conflicts is named.
  */
@@ -36,6 +37,10 @@ export const SIZE_LIMITS = { min: 64, max: 4096 } as const;
 export const MAX_BATCH = 64;
 /** Most optimization profiles a static build may make (each multiplies the build time). */
 export const MAX_STATIC_PROFILES = 8;
+/** `--max-prompt-chunks` when not given: prompts up to 3 × 75 tokens. */
+export const DEFAULT_MAX_PROMPT_CHUNKS = 3;
+/** Largest `--max-prompt-chunks` (2400 prompt tokens). */
+export const MAX_PROMPT_CHUNKS = 32;
 
 export interface Range {
   min: number;
@@ -50,6 +55,8 @@ export interface EngineShapes {
   height: Range;
   /** false: static profiles (min = opt = max); true: one dynamic profile. */
   dynamic: boolean;
+  /** 77-token chunks per prompt (the text length is 77 · chunks): min 1, opt 1, max `--max-prompt-chunks`. */
+  promptChunks: Range;
 }
 
 /** The shape options of `sd-trt build` as given on the command line. */
@@ -62,6 +69,8 @@ export interface ShapeOptions {
   width?: string | number;
   height?: string | number;
   dynamic?: boolean;
+  /** Most 77-token chunks a prompt may have (A1111's long prompts), 1 … 32. Defaults to 3. */
+  maxPromptChunks?: string | number;
 }
 
 export interface TensorProfile {
@@ -147,11 +156,14 @@ export function parseShapeOptions(options: ShapeOptions): EngineShapes {
       );
     }
   }
+  const chunks = parseIntegerRange("--max-prompt-chunks", String(options.maxPromptChunks ?? DEFAULT_MAX_PROMPT_CHUNKS), 1, MAX_PROMPT_CHUNKS, "a chunk count");
+  if (chunks.min !== chunks.max) throw invalidOption("--max-prompt-chunks", `one number from 1 to ${MAX_PROMPT_CHUNKS}`, String(options.maxPromptChunks));
   return {
     batch: { min: batch.min, opt: batch.max, max: batch.max },
     width: { min: width.min, opt: width.min, max: width.max },
     height: { min: height.min, opt: height.min, max: height.max },
     dynamic,
+    promptChunks: { min: 1, opt: 1, max: chunks.max },
   };
 }
 
@@ -162,14 +174,15 @@ export function shapeArguments(shapes: EngineShapes): string {
     shapes.width.min === shapes.width.max && shapes.height.min === shapes.height.max
       ? `${shapes.width.min}x${shapes.height.min}`
       : `${shapes.width.min}x${shapes.height.min}-${shapes.width.max}x${shapes.height.max}`;
-  return `--batch ${range(shapes.batch)} --size ${size}${shapes.dynamic ? " --dynamic" : ""}`;
+  const chunks = shapes.promptChunks.max === DEFAULT_MAX_PROMPT_CHUNKS ? "" : ` --max-prompt-chunks ${shapes.promptChunks.max}`;
+  return `--batch ${range(shapes.batch)} --size ${size}${shapes.dynamic ? " --dynamic" : ""}${chunks}`;
 }
 
 /** The graph's declared dims for one input, to check requested shapes against fixed axes. */
 export type DeclaredShapes = Record<string, (number | string)[]>;
 
 /** Which command-line option sets each axis, for conflict messages. */
-type AxisOption = "--batch" | "--height" | "--width" | null;
+type AxisOption = "--batch" | "--height" | "--width" | "--max-prompt-chunks" | null;
 
 interface AxisRequest {
   min: number;
@@ -199,7 +212,7 @@ function tensorProfile(file: string, input: string, declared: (number | string)[
         const message =
           `${file}: input ${input} has a fixed ${axis.what} of ${d}, but the engine would need ${asked}` +
           (axis.option === "--height" || axis.option === "--width" ? ` (${VAE_FACTOR}× for pixels)` : "") +
-          (axis.option ? `: change ${axis.option === "--batch" ? "--batch" : `--size (or ${axis.option})`} or export the model with a dynamic ${axis.what}` : "");
+          (axis.option ? `: change ${axis.option === "--height" || axis.option === "--width" ? `--size (or ${axis.option})` : axis.option} or export the model with a dynamic ${axis.what}` : "");
         throw new InvalidOptionError(axis.option ?? "--model", message);
       }
     } else dynamicInput = true;
@@ -237,6 +250,9 @@ export function profilesFor(io: ModelIo, shapes: EngineShapes, context: ProfileC
     const w: AxisRequest = { ...lat(shapes.width), option: "--width", what: "latent width" };
     const H: AxisRequest = { ...shapes.height, option: "--height", what: "height" };
     const W: AxisRequest = { ...shapes.width, option: "--width", what: "width" };
+    const K = shapes.promptChunks.max;
+    const chunkRows: AxisRequest = { min: doubled.min, opt: doubled.opt, max: doubled.max * K, option: "--batch", what: "batch" };
+    const text: AxisRequest = { min: TOKENS, opt: TOKENS, max: TOKENS * K, option: "--max-prompt-chunks", what: "sequence length" };
     const profile: OptimizationProfile = {};
     const add = (name: string, axes: AxisRequest[]) => {
       const p = tensorProfile(context.file, name, context.declared[name], axes);
@@ -244,13 +260,13 @@ export function profilesFor(io: ModelIo, shapes: EngineShapes, context: ProfileC
     };
     switch (io.role) {
       case "text_encoder":
-        add(io.idsName, [doubled, fixed(TOKENS, "sequence length")]);
+        add(io.idsName, [chunkRows, fixed(TOKENS, "sequence length")]);
         break;
       case "unet":
         add(io.sampleName, [doubled, fixed(4, "channel count"), h, w]);
         if (io.timestepLayout === "single") add(io.timestepName, [fixed(1, "timestep count")]);
         else if (io.timestepLayout === "per-row") add(io.timestepName, [doubled]);
-        add(io.contextName, [doubled, fixed(TOKENS, "sequence length"), fixed(context.hiddenSize, "hidden size")]);
+        add(io.contextName, [doubled, text, fixed(context.hiddenSize, "hidden size")]);
         break;
       case "vae_decoder":
         add(io.latentName, [images, fixed(4, "channel count"), h, w]);

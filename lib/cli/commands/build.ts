@@ -2,7 +2,7 @@
  * `sd-trt build`: builds the TensorRT engines of a model folder for this GPU (engines/README.md).
  *
  *   sd-trt build --model DIR --out engines/NAME [--batch 1-4] [--size 512x512 | --width W --height H]
- *                [--dynamic] [--fp32-vae] [--timing-cache FILE] [--force]
+ *                [--dynamic] [--max-prompt-chunks K] [--fp32-vae] [--timing-cache FILE] [--force]
  *
  * Progress goes to stderr; Ctrl-C cancels the build through TensorRT's progress monitor (a second
  * Ctrl-C quits at once) and leaves the previous engines as they were. Without TensorRT (or a GPU)
@@ -23,6 +23,7 @@ export interface BuildArgs {
   width?: string;
   height?: string;
   dynamic: boolean;
+  maxPromptChunks: number;
   "fp32-vae": boolean;
   "timing-cache"?: string;
   force: boolean;
@@ -112,6 +113,7 @@ const command: CommandModule<object, BuildArgs> = {
       .option("width", { type: "string", describe: "Image width N or N-M (with --height, instead of --size)" })
       .option("height", { type: "string", describe: "Image height N or N-M (with --width, instead of --size)" })
       .option("dynamic", { type: "boolean", default: false, describe: "One dynamic-shape profile over the ranges instead of static profiles" })
+      .option("max-prompt-chunks", { type: "number", default: 3, describe: "Longest prompt in 75-token chunks (A1111's long prompts; the UNet's text length is up to 77 × this), 1-32" })
       .option("fp32-vae", { type: "boolean", default: false, describe: "Build the VAE in fp32 (the fp16 SD VAE can overflow to NaN)" })
       .option("timing-cache", { type: "string", describe: "Timing cache file (default: engines/timing-<gpu-sm>-trt<version>.cache)" })
       .option("force", { type: "boolean", default: false, describe: "Rebuild even when the engines are up to date" })
@@ -126,6 +128,7 @@ const command: CommandModule<object, BuildArgs> = {
       ...(argv.width !== undefined ? { width: argv.width } : {}),
       ...(argv.height !== undefined ? { height: argv.height } : {}),
       dynamic: argv.dynamic,
+      maxPromptChunks: argv.maxPromptChunks,
     });
     const out = argv.out ?? resolve("engines", basename(resolve(argv.model)));
     const controller = new AbortController();

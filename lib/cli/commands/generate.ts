@@ -16,6 +16,7 @@ import { encodeImage, formatFromExtension, IMAGE_FORMATS, type ImageFormat } fro
 import { BACKEND_CHOICES, type BackendChoice } from "../../backends/select.js";
 import { RNG_SOURCES, type RngSource } from "../../rng/index.js";
 import { a1111SamplerName, a1111SamplerSelection, canonicalSchedulerName, KDIFFUSION_SAMPLER_NAMES, refusedA1111SamplerReason, SCHEDULER_NAMES } from "../../schedulers/index.js";
+import { EMPHASIS_MODES, PROMPT_SYNTAXES, type Emphasis, type PromptSyntax } from "../../prompt/index.js";
 import { encodeNpyFloat32 } from "../shared/npy.js";
 import { StagedFiles, checkWritable } from "../shared/staged-files.js";
 import { outputPaths, outputPath } from "../shared/output-paths.js";
@@ -58,6 +59,10 @@ export interface GenerateArgs {
   format?: ImageFormat;
   quality?: number;
   "latents-out"?: string;
+  "prompt-syntax"?: PromptSyntax;
+  emphasis?: Emphasis;
+  "comma-padding-backtrack"?: number;
+  "pad-cond-uncond"?: boolean;
   quiet: boolean;
   json: boolean;
 }
@@ -101,6 +106,10 @@ const FLAG_OF: Record<string, string> = {
   quality: "--quality",
   out: "--out",
   threads: "--threads",
+  promptSyntax: "--prompt-syntax",
+  emphasis: "--emphasis",
+  commaPaddingBacktrack: "--comma-padding-backtrack",
+  padCondUncond: "--pad-cond-uncond",
 };
 
 function flagError(error: InvalidOptionError): InvalidOptionError {
@@ -197,6 +206,10 @@ function generateOptions(args: GenerateArgs, signal: AbortSignal): GenerateOptio
   if (args["init-image"] !== undefined) options.initImage = args["init-image"];
   if (args.strength !== undefined) options.strength = args.strength;
   if (args["latents-out"] !== undefined) options.returnLatents = true;
+  if (args["prompt-syntax"] !== undefined) options.promptSyntax = args["prompt-syntax"];
+  if (args.emphasis !== undefined) options.emphasis = args.emphasis;
+  if (args["comma-padding-backtrack"] !== undefined) options.commaPaddingBacktrack = args["comma-padding-backtrack"];
+  if (args["pad-cond-uncond"] !== undefined) options.padCondUncond = args["pad-cond-uncond"];
   return options;
 }
 
@@ -381,6 +394,10 @@ const command: CommandModule<object, GenerateArgs> = {
       .option("format", { choices: IMAGE_FORMATS, describe: "Image format (default: from the --out extension, else png)" })
       .option("quality", { type: "number", describe: "JPEG/WebP quality, 1-100" })
       .option("latents-out", { type: "string", describe: "Also write the final latents as a NumPy .npy file (float32 [B,4,H/8,W/8])" })
+      .option("prompt-syntax", { choices: PROMPT_SYNTAXES, describe: "a1111: (x:1.2), [x], BREAK and long prompts, read as A1111 reads them; plain: literal text cut at 77 tokens, as diffusers (default a1111)" })
+      .option("emphasis", { choices: EMPHASIS_MODES, describe: "A1111's emphasis: original (weights, then the mean restored), no-norm, ignore (parse, no weights), none (no parsing) (default original)" })
+      .option("comma-padding-backtrack", { type: "number", describe: "A1111's comma_padding_backtrack: move a chunk boundary back to a comma this many tokens away, 0-74 (default 20)" })
+      .option("pad-cond-uncond", { type: "boolean", describe: "A1111's pad_cond_uncond: pad the shorter of prompt and negative prompt with empty chunks (one UNet call) instead of two UNet calls (default false)" })
       .option("quiet", { alias: "q", type: "boolean", default: false, describe: "No progress or summary output" })
       .option("json", { type: "boolean", default: false, describe: "Print a JSON summary on stdout" }) as unknown as Argv<GenerateArgs>,
   handler: async (argv: ArgumentsCamelCase<GenerateArgs>) => {

@@ -1,13 +1,36 @@
 /**
- * `sd-trt tokenize [--json] [--vocab DIR] <prompt words…>`: shows how the CLIP tokenizer splits a
- * prompt — token count, each token with its id — and whether SD truncates it (its text encoder
- * reads 77 tokens, start and end included), naming the words it would drop.
+ * `sd-trt tokenize [--json] [--syntax a1111|plain] [--vocab DIR] [--model DIR --embeddings] <prompt words…>`:
+ * shows how a prompt reaches the text encoder.
+ *
+ * - `--syntax a1111` (the default): A1111's reading — the parsed spans with their weights, the
+ *   77-token chunks with each token's weight, and A1111's token count. `--json` prints
+ *   `{parsed, chunks: [{tokens, multipliers}], tokenCount}`, equal to A1111's own values.
+ * - `--syntax plain`: diffusers' reading — token count, each token with its id, and whether SD
+ *   truncates it (77 tokens, start and end included), naming the words it would drop. `--json`
+ *   adds `{ids, input_ids_77, tokens, truncated}` to the fields above.
+ * - `--model DIR --embeddings`: also the conditioning the UNet gets (`cond`: shape [77·chunks,
+ *   hidden] and values), computed with the model's text encoder on the CPU.
  */
 import { access } from "node:fs/promises";
 import { join } from "node:path";
 import type { ArgumentsCamelCase, Argv, CommandModule } from "yargs";
 import { InvalidOptionError } from "../../errors.js";
+import { integerInRange } from "../../validate.js";
 import { CLIP_MAX_LENGTH, ClipTokenizer, type ClipTokenization } from "../../tokenizer/index.js";
+import {
+  CHUNK_TOKENS,
+  DEFAULT_COMMA_PADDING_BACKTRACK,
+  EMPHASIS_MODES,
+  MAX_COMMA_PADDING_BACKTRACK,
+  PROMPT_SYNTAXES,
+  plainPrompt,
+  tokenizePrompt,
+  type AttentionSpan,
+  type Emphasis,
+  type PromptChunk,
+  type PromptSyntax,
+} from "../../prompt/index.js";
+import { Pipeline } from "../../pipeline/pipeline.js";
 
 interface TokenizeArgs {
   prompt?: string[];
@@ -15,14 +38,75 @@ interface TokenizeArgs {
   "--"?: Array<string | number>;
   json: boolean;
   vocab?: string;
+  syntax: PromptSyntax;
+  emphasis: Emphasis;
+  "comma-padding-backtrack": number;
+  model?: string;
+  embeddings: boolean;
 }
 
-/** What `--json` prints (the field names of the reference goldens). */
+/** The diffusers view (`--syntax plain`): the field names of the openai/CLIP reference goldens. */
 export interface TokenizeJson {
   ids: number[];
   input_ids_77: number[];
   tokens: string[];
   truncated: boolean;
+}
+
+/** What `--json` prints: A1111's `parse_prompt_attention` and `tokenize_line` results (field names as in the A1111 goldens). */
+export interface PromptJson {
+  parsed: AttentionSpan[];
+  chunks: PromptChunk[];
+  tokenCount: number;
+  /** With `--model DIR --embeddings`: the UNet's text conditioning [77 · chunks, hidden], row-major. */
+  cond?: { shape: [number, number]; values: number[] };
+}
+
+export interface PromptReadingArgs {
+  syntax?: PromptSyntax;
+  emphasis?: Emphasis;
+  commaPaddingBacktrack?: number;
+}
+
+/** The prompt as the text encoder gets it under `--syntax`: A1111's spans and chunks, or diffusers' one truncated chunk. */
+export function promptJson(tokenizer: ClipTokenizer, prompt: string, reading: PromptReadingArgs = {}): PromptJson & Partial<TokenizeJson> {
+  if (reading.syntax === "plain") {
+    const { chunk, tokenCount } = plainPrompt(tokenizer, prompt);
+    return { parsed: [[prompt, 1]], chunks: [chunk], tokenCount, ...diffusersFields(tokenizer.tokenize(prompt)) };
+  }
+  const { parsed, chunks, tokenCount } = tokenizePrompt(tokenizer, prompt, {
+    emphasis: reading.emphasis ?? "original",
+    commaPaddingBacktrack: integerInRange("commaPaddingBacktrack", reading.commaPaddingBacktrack ?? DEFAULT_COMMA_PADDING_BACKTRACK, 0, MAX_COMMA_PADDING_BACKTRACK),
+  });
+  return { parsed, chunks, tokenCount };
+}
+
+function diffusersFields(result: ClipTokenization): TokenizeJson {
+  return { ids: result.ids, input_ids_77: result.inputIds77, tokens: result.tokens, truncated: result.truncated };
+}
+
+/**
+ * The human-readable A1111 report: the parsed spans, A1111's token count, and each chunk's
+ * prompt tokens with their weights (padding left out).
+ */
+export function formatPromptReading(reading: PromptJson, decode: (ids: number[]) => string, eos: number): string {
+  const lines: string[] = [];
+  lines.push(`Parsed: ${reading.parsed.map(([text, weight]) => `${JSON.stringify(text)} × ${weight}`).join(", ")}`);
+  const capacity = reading.chunks.length * (CHUNK_TOKENS - 2);
+  lines.push(`Tokens: ${reading.tokenCount}/${capacity} (A1111's count) in ${plural(reading.chunks.length, "chunk")} of 75, each sent as 77 with <|startoftext|> and <|endoftext|>`);
+  reading.chunks.forEach((chunk, c) => {
+    lines.push("");
+    lines.push(`Chunk ${c + 1}:`);
+    // The body: positions 1…75, up to the padding (end-of-text ids with weight 1 at the end).
+    let end = CHUNK_TOKENS - 1;
+    while (end > 1 && chunk.tokens[end - 1] === eos && chunk.multipliers[end - 1] === 1) end--;
+    for (let i = 1; i < end; i++) {
+      const weight = chunk.multipliers[i]!;
+      lines.push(`  ${String(i).padStart(2)}  ${String(chunk.tokens[i]).padStart(5)}  ${decode([chunk.tokens[i]!]).trim()}${weight === 1 ? "" : `  × ${weight}`}`);
+    }
+    if (end === 1) lines.push("  (padding only)");
+  });
+  return lines.join("\n") + "\n";
 }
 
 /**
@@ -56,15 +140,9 @@ async function exists(path: string): Promise<boolean> {
   }
 }
 
-/** `--json` output: one line. */
+/** The diffusers fields of `--syntax plain --json`, as one line. */
 export function tokenizationJson(result: ClipTokenization): string {
-  const json: TokenizeJson = {
-    ids: result.ids,
-    input_ids_77: result.inputIds77,
-    tokens: result.tokens,
-    truncated: result.truncated,
-  };
-  return JSON.stringify(json) + "\n";
+  return JSON.stringify(diffusersFields(result)) + "\n";
 }
 
 /**
@@ -110,16 +188,36 @@ function plural(count: number, noun: string): string {
 }
 
 /** Runs the command for a prompt's words and returns what it prints. */
-export async function runTokenize(args: { words: readonly (string | number)[]; json?: boolean; vocab?: string }): Promise<string> {
+export async function runTokenize(
+  args: { words: readonly (string | number)[]; json?: boolean; vocab?: string; model?: string; embeddings?: boolean } & PromptReadingArgs,
+): Promise<string> {
   const prompt = promptFromArgs(args.words);
-  const tokenizer = await tokenizerForVocab(args.vocab);
-  const result = tokenizer.tokenize(prompt);
-  return args.json ? tokenizationJson(result) : formatTokenization(result, (ids) => tokenizer.decode(ids));
+  if (args.embeddings && args.model === undefined) throw new InvalidOptionError("embeddings", "--embeddings needs --model DIR (the text encoder that computes them)");
+  const tokenizer = await tokenizerForVocab(args.vocab ?? args.model);
+  const reading = promptJson(tokenizer, prompt, args);
+  if (args.embeddings) {
+    const pipeline = await Pipeline.load(args.model, { backend: "cpu" });
+    try {
+      const { shape, values } = await pipeline.promptConditioning(prompt, {
+        promptSyntax: args.syntax ?? "a1111",
+        ...(args.emphasis !== undefined ? { emphasis: args.emphasis } : {}),
+        ...(args.commaPaddingBacktrack !== undefined ? { commaPaddingBacktrack: args.commaPaddingBacktrack } : {}),
+      });
+      reading.cond = { shape, values: Array.from(values) };
+    } finally {
+      await pipeline.dispose();
+    }
+  }
+  if (args.json) return JSON.stringify(reading) + "\n";
+  const decode = (ids: number[]) => tokenizer.decode(ids);
+  let text = args.syntax === "plain" ? formatTokenization(tokenizer.tokenize(prompt), decode) : formatPromptReading(reading, decode, tokenizer.eosTokenId);
+  if (reading.cond) text += `\nConditioning: [${reading.cond.shape.join(", ")}] (use --json for the values)\n`;
+  return text;
 }
 
 const command: CommandModule<object, TokenizeArgs> = {
   command: "tokenize [prompt..]",
-  describe: "Show a prompt's CLIP tokens and whether SD truncates it (77-token limit)",
+  describe: "Show how a prompt reaches the text encoder: A1111's spans, chunks and weights, or diffusers' truncated tokens",
   builder: (yargs: Argv) =>
     yargs
       // Keep "-0.50" and "1e10" as written; collect words after "--" (prompts starting with "-").
@@ -132,8 +230,13 @@ const command: CommandModule<object, TokenizeArgs> = {
       .option("json", {
         type: "boolean",
         default: false,
-        describe: "Print {ids, input_ids_77, tokens, truncated} as JSON",
+        describe: "Print {parsed, chunks, tokenCount} as JSON (plain syntax adds ids, input_ids_77, tokens, truncated)",
       })
+      .option("syntax", { choices: PROMPT_SYNTAXES, default: "a1111" as PromptSyntax, describe: "a1111: A1111's weights, BREAK and 75-token chunks; plain: diffusers' literal text cut at 77 tokens" })
+      .option("emphasis", { choices: EMPHASIS_MODES, default: "original" as Emphasis, describe: "A1111's emphasis (none: no parsing)" })
+      .option("comma-padding-backtrack", { type: "number", default: DEFAULT_COMMA_PADDING_BACKTRACK, describe: "A1111's comma_padding_backtrack, 0-74" })
+      .option("model", { type: "string", describe: "A model folder: its tokenizer, and its text encoder for --embeddings" })
+      .option("embeddings", { type: "boolean", default: false, describe: "With --model: also print the conditioning the UNet gets (cond: shape and values)" })
       .option("vocab", {
         type: "string",
         describe: "Tokenizer folder with vocab.json and merges.txt, or a model folder with tokenizer/ (default: SD 1.x's)",
@@ -142,7 +245,11 @@ const command: CommandModule<object, TokenizeArgs> = {
       .example("$0 tokenize --json -- -0.5 weight", "JSON output; -- lets the prompt start with -") as unknown as Argv<TokenizeArgs>,
   handler: async (argv: ArgumentsCamelCase<TokenizeArgs>) => {
     const words = [...(argv.prompt ?? []), ...(argv["--"] ?? [])];
-    process.stdout.write(await runTokenize({ words, json: argv.json, vocab: argv.vocab }));
+    const model = argv.model !== undefined ? { model: argv.model } : {};
+    const vocab = argv.vocab !== undefined ? { vocab: argv.vocab } : {};
+    process.stdout.write(
+      await runTokenize({ words, json: argv.json, ...vocab, ...model, embeddings: argv.embeddings, syntax: argv.syntax, emphasis: argv.emphasis, commaPaddingBacktrack: argv["comma-padding-backtrack"] }),
+    );
   },
 };
 

@@ -24,10 +24,13 @@ import { sendJson } from "../http/respond.js";
 import type { RouteContext } from "../http/router.js";
 import { type A1111Generation, type A1111Mode, parseA1111Request } from "./request.js";
 import { noiseOptions } from "./a1111-noise.js";
+import { emphasisOf, type A1111Settings } from "./settings.js";
 
 export interface GenerationContext {
   service: GenerationService;
   maxBodyBytes: number;
+  /** The server's A1111 settings (`/sdapi/v1/options`). */
+  settings: A1111Settings;
 }
 
 /** Most steps a request may ask for: SD 1.x schedules have 1000 training timesteps. */
@@ -75,6 +78,10 @@ function serviceRequests(generation: A1111Generation, initImage: RawImage | unde
       ...(generation.hires ? { hires: generation.hires } : {}),
       batch: generation.batchSize,
       rng: generation.rng,
+      promptSyntax: "a1111",
+      emphasis: emphasisOf(generation.settings),
+      commaPaddingBacktrack: generation.settings.comma_padding_backtrack,
+      padCondUncond: generation.settings.pad_cond_uncond,
       ...(initImage ? { initImage, strength: generation.strength } : {}),
     });
   }
@@ -89,6 +96,7 @@ export async function handleA1111Generation(mode: A1111Mode, { request, response
     maxIterations: service.maxQueue,
     maxSteps: MAX_STEPS,
     modelName: service.modelName,
+    settings: context.settings,
   });
   if (mode === "img2img" && !service.limits.canEncodeImages) {
     throw invalidField("init_images", `img2img needs a VAE encoder, and the model ${service.modelName} has none`);
@@ -145,7 +153,7 @@ export async function handleA1111Generation(mode: A1111Mode, { request, response
     infotexts,
     styles: Array.isArray(body.styles) ? body.styles : [],
     job_timestamp: jobTimestamp(),
-    clip_skip: 1,
+    clip_skip: generation.settings.CLIP_stop_at_last_layers,
     is_using_inpainting_conditioning: false,
     version: `sd-trt ${packageVersion()}`,
     sd_trt_ignored: generation.ignored,

@@ -18,6 +18,7 @@ import { checkUnsupportedFields } from "./unsupported.js";
 import { parseA1111Noise, type A1111NoiseFields } from "./a1111-noise.js";
 import { parseA1111Hires } from "./a1111-hires.js";
 import type { HiresOptions } from "../../pipeline/a1111-options.js";
+import { applyA1111Settings, type A1111Settings } from "./settings.js";
 
 export type A1111Mode = "txt2img" | "img2img";
 
@@ -48,6 +49,8 @@ export interface A1111RequestLimits {
   maxSteps: number;
   /** The served model's name (an `override_settings.sd_model_checkpoint` naming it is accepted). */
   modelName: string;
+  /** The server's settings (`/sdapi/v1/options`); a request's `override_settings` apply on top. */
+  settings: A1111Settings;
 }
 
 export interface A1111Generation {
@@ -71,6 +74,8 @@ export interface A1111Generation {
   batchSize: number;
   nIter: number;
   rng: "cpu" | "nv";
+  /** The settings this request runs with: the server's, with its `override_settings`. */
+  settings: A1111Settings;
   sendImages: boolean;
   /** img2img: the init image's encoded bytes (PNG, JPEG, …) and how to fit it to width×height. */
   initImage?: Buffer;
@@ -85,59 +90,6 @@ export interface A1111Generation {
   ignored: string[];
   /** The request as A1111 echoes it back in `parameters`. */
   parameters: Record<string, unknown>;
-}
-
-/** `override_settings` keys that only affect saving files, the UI or logging. */
-const HARMLESS_OVERRIDES = new Set([
-  "samples_save", "grid_save", "samples_format", "grid_format", "save_to_dirs", "grid_save_to_dirs",
-  "save_images_before_face_restoration", "save_images_before_highres_fix", "save_images_before_color_correction",
-  "save_init_img", "outdir_samples", "outdir_txt2img_samples", "outdir_img2img_samples", "outdir_grids",
-  "outdir_txt2img_grids", "outdir_img2img_grids", "outdir_save", "save_txt", "export_for_4chan",
-  "live_previews_enable", "show_progress_every_n_steps", "show_progressbar", "return_grid",
-  "add_model_hash_to_info", "add_model_name_to_info", "add_version_to_infotext", "add_user_name_to_info",
-]);
-
-function checkOverrideSettings(body: Body, limits: A1111RequestLimits): { rng: "cpu" | "nv"; ensd: number } {
-  const overrides = optionalObject(body, "override_settings") ?? {};
-  let rng: "cpu" | "nv" = "nv";
-  let ensd = 0;
-  for (const [key, value] of Object.entries(overrides)) {
-    const field = `override_settings.${key}`;
-    if (HARMLESS_OVERRIDES.has(key)) continue;
-    switch (key) {
-      case "randn_source":
-        // A1111's "GPU" is torch.randn on CUDA, which the "NV" source reproduces on any device.
-        if (value === "GPU" || value === "NV") rng = "nv";
-        else if (value === "CPU") rng = "cpu";
-        else throw invalidField(field, `${field} must be "GPU", "NV" or "CPU", got ${describeValue(value)}`);
-        break;
-      case "CLIP_stop_at_last_layers":
-        if (value !== 1 && value !== null) throw invalidField(field, `${field} (clip skip) other than 1 is not supported, got ${describeValue(value)}`);
-        break;
-      case "eta_noise_seed_delta":
-        if (value !== null && (typeof value !== "number" || !Number.isSafeInteger(value) || value < 0)) {
-          throw invalidField(field, `${field} (ENSD) must be an integer from 0 to ${Number.MAX_SAFE_INTEGER} or null, got ${describeValue(value)}`);
-        }
-        ensd = value ?? 0;
-        break;
-      case "sd_model_checkpoint":
-        if (value !== null && value !== limits.modelName) {
-          throw invalidField(field, `${field} must be ${JSON.stringify(limits.modelName)} (the only model this server runs) or null, got ${describeValue(value)}`);
-        }
-        break;
-      case "sd_vae":
-        if (value !== null && value !== "Automatic" && value !== "None") {
-          throw invalidField(field, `${field} must be "Automatic", "None" or null (this server runs the model's own VAE), got ${describeValue(value)}`);
-        }
-        break;
-      case "enable_pnginfo":
-        if (value !== true && value !== null) throw invalidField(field, `${field} must be true or null (images always carry their parameters), got ${describeValue(value)}`);
-        break;
-      default:
-        throw invalidField(field, `${field} is not a setting this server can apply; remove it or see the README for the supported override_settings`);
-    }
-  }
-  return { rng, ensd };
 }
 
 /** Decodes one base64 image, with or without a `data:image/...;base64,` prefix. */
@@ -182,7 +134,10 @@ export function parseA1111Request(mode: A1111Mode, body: Body, limits: A1111Requ
   }
 
   const sampler = resolveA1111Sampler(body.sampler_name, body.sampler_index, body.scheduler);
-  const { rng, ensd } = checkOverrideSettings(body, limits);
+  const settings = applyA1111Settings(limits.settings, optionalObject(body, "override_settings") ?? {}, "override_settings.");
+  // A1111's "GPU" is torch.randn on CUDA, which the "NV" source reproduces on any device.
+  const rng = settings.randn_source === "CPU" ? "cpu" : "nv";
+  const ensd = settings.eta_noise_seed_delta;
   const sendImages = booleanField(body, "send_images", A1111_DEFAULTS.send_images);
   const ignored = checkUnsupportedFields(body, { mode, scheduler: sampler.scheduler });
 
@@ -201,6 +156,7 @@ export function parseA1111Request(mode: A1111Mode, body: Body, limits: A1111Requ
     batchSize,
     nIter,
     rng,
+    settings,
     sendImages,
     ignored,
     parameters: {},
@@ -269,6 +225,9 @@ export function a1111FieldFor(option: string): string {
     "hires.steps": "hr_second_pass_steps",
     "hires.upscaler": "hr_upscaler",
     "hires.strength": "denoising_strength",
+    emphasis: "override_settings.emphasis",
+    commaPaddingBacktrack: "override_settings.comma_padding_backtrack",
+    padCondUncond: "override_settings.pad_cond_uncond",
   };
   return map[option.replace(/\[\d+\]$/, "")] ?? map[base] ?? option;
 }
