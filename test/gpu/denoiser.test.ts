@@ -16,13 +16,9 @@ import { packProgram, runProgram, type SamplerProgram } from "../../lib/sampler/
 import { createScheduler } from "../../lib/schedulers/index.js";
 import { applyEmphasis } from "../../lib/prompt/emphasis.js";
 import { analyticModel, loadSchedulerGoldens, pseudoNormal, relativeError, type GoldenRun } from "../fixtures/schedulers/goldens.js";
-import { describeGpu } from "./support.js";
+import { describeGpu, syntheticRequest } from "./support.js";
 
 const IMAGE = 4 * 8 * 8;
-
-function drawsOf(program: SamplerProgram): number {
-  return program.evals.filter((e) => e.drawsNoise).length;
-}
 
 function drawOf(noise: Float32Array, program: SamplerProgram, n: number) {
   const index: number[] = [];
@@ -44,19 +40,6 @@ function thrownBy(fn: () => unknown): unknown {
     return error;
   }
   throw new Error("expected a throw");
-}
-
-/** A request for `batch` images of h×w latents with pseudo-random x_0 and noise. */
-function syntheticRequest(program: SamplerProgram, batch: number, h: number, w: number, seed = 1): DenoiseRunOptions {
-  const n = batch * 4 * h * w;
-  return {
-    program: packProgram(program),
-    latents: Float32Array.from(pseudoNormal(n, seed), (v) => v * program.initNoiseSigma),
-    noise: Float32Array.from(pseudoNormal(drawsOf(program) * n, seed + 1)),
-    batch,
-    latentHeight: h,
-    latentWidth: w,
-  };
 }
 
 describeGpu("denoise loop on the GPU (analytic stand-in)", ({ addon }) => {

@@ -8,33 +8,15 @@
  */
 import { join } from "node:path";
 import { expect, test } from "@jest/globals";
-import { Denoiser, type DenoiseRunOptions } from "../../lib/native/denoiser.js";
+import { Denoiser } from "../../lib/native/denoiser.js";
 import { callNative, callNativeAsync, loadNativeBinding } from "../../lib/native/load.js";
 import { tensorRtBindingOf, type TrtContext, type TrtDeviceScratch, type TrtEngine } from "../../lib/native/tensorrt-types.js";
 import type { NativeDeviceTensor } from "../../lib/native/types.js";
-import { packProgram, type SamplerProgram } from "../../lib/sampler/index.js";
 import { createScheduler } from "../../lib/schedulers/index.js";
-import { pseudoNormal } from "../fixtures/schedulers/goldens.js";
 import { divideInTs, floatBits, halfBits, scaleCastInputs } from "../native/float-bits.js";
-import { describeGpu, describeTensorRt } from "./support.js";
+import { describeGpu, describeTensorRt, syntheticRequest } from "./support.js";
 
 const SCALING_FACTOR = 0.18215; // tiny-sd's vae_decoder/config.json
-
-function drawsOf(program: SamplerProgram): number {
-  return program.evals.filter((e) => e.drawsNoise).length;
-}
-
-function syntheticRequest(program: SamplerProgram, batch: number, h: number, w: number, seed = 1): DenoiseRunOptions {
-  const n = batch * 4 * h * w;
-  return {
-    program: packProgram(program),
-    latents: Float32Array.from(pseudoNormal(n, seed), (v) => v * program.initNoiseSigma),
-    noise: Float32Array.from(pseudoNormal(drawsOf(program) * n, seed + 1)),
-    batch,
-    latentHeight: h,
-    latentWidth: w,
-  };
-}
 
 async function download(tensor: NativeDeviceTensor): Promise<Float32Array> {
   const values = await callNativeAsync(() => tensor.toHost());

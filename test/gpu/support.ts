@@ -7,6 +7,9 @@ import { describe, test } from "@jest/globals";
 import { checkTensorRt } from "../../lib/backends/tensorrt/availability.js";
 import { loadNativeBinding } from "../../lib/native/load.js";
 import type { NativeBinding, NativeInfo } from "../../lib/native/types.js";
+import type { DenoiseRunOptions } from "../../lib/native/denoiser.js";
+import { packProgram, type SamplerProgram } from "../../lib/sampler/index.js";
+import { pseudoNormal } from "../fixtures/schedulers/goldens.js";
 
 export type GpuContext = { ok: true; addon: NativeBinding; info: NativeInfo } | { ok: false; reason: string };
 
@@ -57,4 +60,22 @@ export function describeTensorRt(name: string, body: () => void): void {
   const availability = checkTensorRt("build");
   if (availability.usable) describe(name, body);
   else skipWithReason(name, availability.reason);
+}
+
+/** How many noise draws a program consumes. */
+export function drawsOf(program: SamplerProgram): number {
+  return program.evals.filter((e) => e.drawsNoise).length;
+}
+
+/** A request for `batch` images of h×w latents with pseudo-random x_0 and noise. */
+export function syntheticRequest(program: SamplerProgram, batch: number, h: number, w: number, seed = 1): DenoiseRunOptions {
+  const n = batch * 4 * h * w;
+  return {
+    program: packProgram(program),
+    latents: Float32Array.from(pseudoNormal(n, seed), (v) => v * program.initNoiseSigma),
+    noise: Float32Array.from(pseudoNormal(drawsOf(program) * n, seed + 1)),
+    batch,
+    latentHeight: h,
+    latentWidth: w,
+  };
 }

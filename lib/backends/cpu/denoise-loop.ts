@@ -20,7 +20,7 @@
 import { InvalidArgumentError, AbortError, OnnxRuntimeError, UnetOverflowError } from "../../errors.js";
 import { ProgramExecution } from "../../sampler/execute.js";
 import type { UnetIo } from "../../model/graph-io.js";
-import type { CpuDenoiseJob, HostTensor, } from "./ort-protocol.js";
+import type { CpuDenoiseJob, HostTensor } from "./ort-protocol.js";
 
 export type { CpuDenoiseJob, UnetFeedIo } from "./ort-protocol.js";
 

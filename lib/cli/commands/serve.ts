@@ -27,6 +27,7 @@ import {
   SdServer,
 } from "../../server/server.js";
 import { addServeServiceOptions, openServeService, type ServeServiceArgs } from "../shared/serve-service.js";
+import { untilShutdown } from "../shared/shutdown.js";
 
 interface ServeArgs extends ServeServiceArgs {
   host: string;
@@ -147,31 +148,13 @@ const command: CommandModule<object, ServeArgs> = {
     // The load-test script and other tools read this line to find the port.
     process.stdout.write(`sd-trt serve: listening on ${address.url} (model ${service.modelName}, backend ${service.backendName}${argv.token ? ", token required" : ""})\n`);
 
-    await new Promise<void>((resolve) => {
-      let stopping = false;
-      const stop = (signal: NodeJS.Signals) => {
-        if (stopping) {
-          // Not process.exit(): that terminates the ONNX Runtime worker wherever it is, and a
-          // worker terminated inside a native run aborts the process (SIGABRT) with the clients
-          // unanswered. Cancel everything instead: the loop stops after its current evaluation.
-          log(`${signal} again: cancelling in-flight requests and exiting`);
-          process.exitCode = 130;
-          void server.closeNow();
-          return;
-        }
-        stopping = true;
-        log(`${signal}: shutting down (in-flight requests get ${argv["drain-timeout"]} s)`);
-        server
-          .close(argv["drain-timeout"] * 1000)
-          .catch((error: unknown) => log(`shutdown failed: ${String(error)}`))
-          .finally(() => {
-            process.off("SIGINT", stop);
-            process.off("SIGTERM", stop);
-            resolve();
-          });
-      };
-      process.on("SIGINT", stop);
-      process.on("SIGTERM", stop);
+    await untilShutdown({
+      log,
+      drainMessage: `shutting down (in-flight requests get ${argv["drain-timeout"]} s)`,
+      drain: () => server.close(argv["drain-timeout"] * 1000),
+      // The loops stop after their current evaluation; the clients get their answer.
+      hurryMessage: "cancelling in-flight requests and exiting",
+      hurry: () => void server.closeNow(),
     });
     log("stopped");
   },

@@ -12,6 +12,7 @@ import { InvalidOptionError } from "../../errors.js";
 import { BACKEND_CHOICES, type BackendChoice } from "../../backends/select.js";
 import { defaultModelDir } from "../../package-info.js";
 import { openPipelineService, parseDevices } from "../shared/devices.js";
+import { untilShutdown } from "../shared/shutdown.js";
 
 interface WorkerArgs {
   redis: string;
@@ -92,30 +93,13 @@ const command: CommandModule<object, WorkerArgs> = {
     // Tests and scripts read this line to know the worker takes jobs.
     process.stdout.write(`sd-trt worker: ready ${worker.id} (queue ${worker.queue}, model ${service.modelName}, backend ${service.backendName}, devices ${devices.join(",")})\n`);
 
-    await new Promise<void>((resolve) => {
-      let stopping = false;
-      const stop = (signal: NodeJS.Signals) => {
-        if (stopping) {
-          // Not process.exit(): it would end the ONNX Runtime worker thread inside a native run
-          // (SIGABRT). Handing the jobs back stops the runs between steps, and close() ends.
-          log(`${signal} again: handing the running jobs back now`);
-          process.exitCode = 130;
-          worker.handBack();
-          return;
-        }
-        stopping = true;
-        log(`${signal}: no new jobs; running ones get ${argv["drain-timeout"]} s, then are handed back`);
-        worker
-          .close(argv["drain-timeout"] * 1000)
-          .catch((error: unknown) => log(`shutdown failed: ${String(error)}`))
-          .finally(() => {
-            process.off("SIGINT", stop);
-            process.off("SIGTERM", stop);
-            resolve();
-          });
-      };
-      process.on("SIGINT", stop);
-      process.on("SIGTERM", stop);
+    await untilShutdown({
+      log,
+      drainMessage: `no new jobs; running ones get ${argv["drain-timeout"]} s, then are handed back`,
+      drain: () => worker.close(argv["drain-timeout"] * 1000),
+      // Handing the jobs back stops the runs between steps, and close() then ends.
+      hurryMessage: "handing the running jobs back now",
+      hurry: () => worker.handBack(),
     });
     log("stopped");
   },
