@@ -58,6 +58,26 @@ export interface InitImage {
   noise: Float32Array;
 }
 
+/**
+ * SDXL's extra conditioning of a batch, as diffusers' `StableDiffusionXLPipeline` builds it: the
+ * second text encoder's prompts (`prompt_2`, tokenized with `tokenizer_2`), whether the uncond
+ * side is zeros (`force_zeros_for_empty_prompt` with no negative prompt), and the time ids per row.
+ * A row's encoder_hidden_states are [penultimate of text_encoder; penultimate of text_encoder_2]
+ * per token, its `text_embeds` text_encoder_2's pooled output of its first chunk.
+ */
+export interface SdxlConditioning {
+  /** `prompt_2` per image, for text_encoder_2 (same chunk count as `GenerationJob.cond`). */
+  cond2: PromptBatch;
+  /** `negative_prompt_2` per image; null with `zeroUncond` or without guidance. */
+  uncond2: PromptBatch | null;
+  /** The uncond embeddings and pooled embedding are zeros (then `GenerationJob.uncond` only gives the shape). */
+  zeroUncond: boolean;
+  /** `add_time_ids` [batch, n] (original size, crop top-left, target size: n = 6). */
+  timeIds: Float32Array;
+  /** The uncond rows' time ids [batch, n] (`negative_add_time_ids`). */
+  negativeTimeIds: Float32Array;
+}
+
 /** A whole batch for `Backend.generate`. */
 export interface GenerationJob {
   program: SamplerProgram;
@@ -86,6 +106,8 @@ export interface GenerationJob {
   start: { latents: Float32Array } | { images: InitImage[] };
   /** Every noise draw the program consumes, in order (one [batch, 4, h, w] array per eval with drawsNoise). */
   noise: Float32Array[];
+  /** SDXL models only: the second encoder's prompts and the UNet's added conditioning. */
+  sdxl?: SdxlConditioning;
   /** Cancels between stages and between model evaluations. */
   signal?: AbortSignal;
   /** Called when a stage has finished. */

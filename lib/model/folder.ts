@@ -11,6 +11,10 @@
  *   `<name>.onnx`. It has no tokenizer or scheduler files: the bundled CLIP vocabulary and the
  *   SD 1.x scheduler config are used.
  *
+ * An SDXL folder (optimum's SDXL export) also has `text_encoder_2/model.onnx` and `tokenizer_2/`;
+ * its `model_index.json` says `force_zeros_for_empty_prompt` and `requires_aesthetics_score`
+ * (`ModelFolder.sdxl`).
+ *
  * Which graph does what is then checked from the graph itself (`graph-io.ts`); this module only
  * finds files, follows their external-data entries, and fails with the file's name.
  */
@@ -63,9 +67,28 @@ export interface ModelFolder {
    * (n entries, n − 1 downsamplings): 8 · 2^(n−1), e.g. 64 for SD 1.x; 8 without a config.
    */
   sizeMultiple: number;
+  /** SDXL: the second text encoder, its tokenizer and the pipeline facts (absent for SD 1.x/2.x). */
+  sdxl?: SdxlFolderParts;
   /** The UNet's and the VAE's `config.json`, when the folder has them (for the memory estimate). */
   unetConfig?: Record<string, unknown>;
   vaeConfig?: Record<string, unknown>;
+}
+
+/** What an SDXL folder has besides an SD 1.x/2.x folder's parts. */
+export interface SdxlFolderParts {
+  /** `text_encoder_2/model.onnx` (OpenCLIP bigG with projection: penultimate hidden states and `text_embeds`). */
+  textEncoder2: ModelFile;
+  /** `tokenizer_2/` (the same vocabulary; SDXL's pads with "!"). */
+  tokenizer2: { vocab: string; merges: string };
+  /** `model_index.json`'s `force_zeros_for_empty_prompt` (default true, as diffusers'): no negative prompt → zero uncond embeddings. */
+  forceZerosForEmptyPrompt: boolean;
+  /** `model_index.json`'s `requires_aesthetics_score` (the refiner's time ids), default false. */
+  requiresAestheticsScore: boolean;
+  /**
+   * The VAE config's `force_upcast` (default true): the SDXL VAE overflows in fp16, so it runs in
+   * fp32. The CPU backend is fp32 anyway; engine builds read this to keep the VAE fp32.
+   */
+  vaeForceUpcast: boolean;
 }
 
 /** The size multiple of a UNet config (see `ModelFolder.sizeMultiple`). */
@@ -183,7 +206,8 @@ export async function locateModelFolder(dirInput: string): Promise<ModelFolder> 
 
   const modelIndexPath = join(dir, "model_index.json");
   const hasModelIndex = await isFile(modelIndexPath);
-  if (hasModelIndex) await readJson(modelIndexPath); // a corrupt index is an error even though we only need its siblings
+  // A corrupt index is an error even where only its siblings are needed.
+  const modelIndex = hasModelIndex ? await readJson(modelIndexPath) : {};
 
   const found: Partial<Record<ModelRole, { name: string; layout: ModelLayout }>> = {};
   for (const role of Object.keys(CANDIDATES) as ModelRole[]) {
@@ -279,5 +303,32 @@ export async function locateModelFolder(dirInput: string): Promise<ModelFolder> 
     ...(vaeConfig ? { vaeConfig } : {}),
   };
   if (found.vae_encoder) folder.vaeEncoder = await modelFile(dir, "vae_encoder", found.vae_encoder.name);
+  const sdxl = await sdxlParts(dir, modelIndex, modelIndexPath, vaeConfig);
+  if (sdxl) folder.sdxl = sdxl;
   return folder;
+}
+
+function flag(config: Record<string, unknown>, key: string, fallback: boolean, path: string): boolean {
+  const value = config[key];
+  if (value === undefined) return fallback;
+  if (typeof value !== "boolean") throw new ModelFileError(path, `${path}: ${key} must be true or false, got ${JSON.stringify(value)}`);
+  return value;
+}
+
+/** The SDXL parts of an optimum folder, or undefined when it has no `text_encoder_2`. */
+async function sdxlParts(dir: string, modelIndex: Record<string, unknown>, modelIndexPath: string, vaeConfig: Record<string, unknown> | undefined): Promise<SdxlFolderParts | undefined> {
+  const name = "text_encoder_2/model.onnx";
+  if (!(await isFile(join(dir, name)))) return undefined;
+  const tokenizerDir = join(dir, "tokenizer_2");
+  const tokenizer2 = { vocab: join(tokenizerDir, "vocab.json"), merges: join(tokenizerDir, "merges.txt") };
+  for (const file of [tokenizer2.vocab, tokenizer2.merges]) {
+    if (!(await isFile(file))) throw new ModelFileError(file, `model folder ${dir} has text_encoder_2 (SDXL) but is missing the tokenizer file ${file}`);
+  }
+  return {
+    textEncoder2: await modelFile(dir, "text_encoder", name),
+    tokenizer2,
+    forceZerosForEmptyPrompt: flag(modelIndex, "force_zeros_for_empty_prompt", true, modelIndexPath),
+    requiresAestheticsScore: flag(modelIndex, "requires_aesthetics_score", false, modelIndexPath),
+    vaeForceUpcast: flag(vaeConfig ?? {}, "force_upcast", true, join(dir, "vae_decoder", "config.json")),
+  };
 }

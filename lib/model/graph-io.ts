@@ -10,6 +10,11 @@
  * | VAE decoder  | `latent_sample` / `latent` / `z` [B,4,h,w]        | `sample` / `images` [B,3,8h,8w]   |
  * | VAE encoder  | `sample` / `images` [B,3,H,W]                     | `latent_sample` / `latent` (a sample or the mean) or `latent_parameters` [B,8,h,w] (mean and log-variance) |
  *
+ * SDXL (optimum's SDXL export): each text encoder also returns `hidden_states.0…N`, of which the
+ * pipeline takes the penultimate, and `text_encoder_2` returns the pooled `text_embeds`
+ * (`describeSdxlTextEncoder`); the UNet takes `text_embeds` [B, P] and `time_ids` [B, 6] besides
+ * the three inputs above (`UnetIo.addedConditioning`).
+ *
  * Names follow optimum's export (both the ≤ 1.22 and the current conventions) and the TensorRT
  * demo's. Anything else is refused with a message naming the file and what it has.
  */
@@ -55,6 +60,16 @@ export interface TextEncoderIo {
 /** How the UNet wants its timestep: a scalar, a [1] tensor broadcast over the batch, or one per row. */
 export type TimestepLayout = "scalar" | "single" | "per-row";
 
+/** SDXL's extra UNet inputs (`added_cond_kwargs`): the pooled text embedding and the size/crop time ids. */
+export interface AddedConditioningIo {
+  textEmbedsName: string;
+  timeIdsName: string;
+  /** Static size of the pooled embedding (text_encoder_2's projection_dim), when declared. */
+  textEmbedsSize?: number;
+  /** Static number of time ids, when declared: 6 (original size, crop, target size), 5 with an aesthetic score (refiner). */
+  timeIdsSize?: number;
+}
+
 export interface UnetIo {
   role: "unet";
   sampleName: string;
@@ -70,6 +85,8 @@ export interface UnetIo {
   staticWidth?: number;
   /** Static size of the last axis of `encoder_hidden_states`, when declared. */
   contextSize?: number;
+  /** SDXL UNets: the `text_embeds` and `time_ids` inputs. */
+  addedConditioning?: AddedConditioningIo;
 }
 
 export interface VaeDecoderIo {
@@ -184,12 +201,60 @@ export function describeTextEncoder(signature: GraphSignature, file: string): Te
   return io;
 }
 
+/** An SDXL text encoder: what `describeTextEncoder` reads, with `hiddenName` the penultimate hidden state. */
+export interface SdxlTextEncoderIo extends TextEncoderIo {
+  /** `text_embeds` [B, P] (text_encoder_2's pooled, projected output), when asked for. */
+  pooledName?: string;
+}
+
+/**
+ * An SDXL text encoder graph as optimum exports it: `input_ids` → `hidden_states.0…N` (N layers),
+ * plus `text_embeds` for `text_encoder_2`. `hiddenName` is `hidden_states.{N−1}`, the penultimate
+ * layer diffusers' `encode_prompt` takes (`hidden_states[-2]`).
+ */
+export function describeSdxlTextEncoder(signature: GraphSignature, file: string, pooled: boolean): SdxlTextEncoderIo {
+  const base = describeTextEncoder(signature, file);
+  const c = new IoChecker(file, "text_encoder", signature);
+  const layers = signature.outputs
+    .map((o) => /^hidden_states\.(\d+)$/.exec(o.name))
+    .filter((m): m is RegExpExecArray => m !== null)
+    .map((m) => Number(m[1]));
+  const last = Math.max(-1, ...layers);
+  if (last < 1 || !layers.includes(last - 1)) {
+    c.fail("an SDXL text encoder must return its hidden states (outputs hidden_states.0 … hidden_states.N, N ≥ 1; optimum exports them for SDXL)");
+  }
+  const penultimate = c.output("penultimate hidden state", [`hidden_states.${last - 1}`], [3], FLOAT);
+  const io: SdxlTextEncoderIo = { ...base, hiddenName: penultimate.name };
+  const hiddenSize = staticDim(penultimate.shape[2]);
+  if (hiddenSize !== undefined) io.hiddenSize = hiddenSize;
+  else delete io.hiddenSize;
+  if (pooled) {
+    const spec = signature.outputs.find((o) => o.name === "text_embeds");
+    if (!spec) return c.fail("text_encoder_2 must return the pooled, projected embedding \"text_embeds\" (CLIPTextModelWithProjection)");
+    c.checkSpec(spec, "output", [2], FLOAT);
+    io.pooledName = spec.name;
+  }
+  return io;
+}
+
 export function describeUnet(signature: GraphSignature, file: string): UnetIo {
   const c = new IoChecker(file, "unet", signature);
   const sample = c.input("latent sample", ["sample"], [4], FLOAT);
   c.channelsMustBe(sample, "input", [4]);
   const timestep = c.input("timestep", ["timestep", "timesteps", "t"], [0, 1], ["float32", "float64", "int32", "int64"]);
   const context = c.input("text embeddings", ["encoder_hidden_states"], [3], FLOAT);
+  // SDXL: both extra inputs or neither (one alone is no pipeline's contract; noOtherInputs names it).
+  const has = (name: string) => signature.inputs.some((i) => i.name === name);
+  let added: AddedConditioningIo | undefined;
+  if (has("text_embeds") && has("time_ids")) {
+    const textEmbeds = c.input("pooled text embedding", ["text_embeds"], [2], FLOAT);
+    const timeIds = c.input("time ids", ["time_ids"], [2], FLOAT);
+    added = { textEmbedsName: textEmbeds.name, timeIdsName: timeIds.name };
+    const p = staticDim(textEmbeds.shape[1]);
+    const n = staticDim(timeIds.shape[1]);
+    if (p !== undefined) added.textEmbedsSize = p;
+    if (n !== undefined) added.timeIdsSize = n;
+  }
   c.noOtherInputs();
   const output = c.output("noise prediction", ["out_sample", "latent", "noise_pred"], [4], FLOAT);
 
@@ -220,6 +285,7 @@ export function describeUnet(signature: GraphSignature, file: string): UnetIo {
   if (h !== undefined) io.staticHeight = h;
   if (w !== undefined) io.staticWidth = w;
   if (d !== undefined) io.contextSize = d;
+  if (added) io.addedConditioning = added;
   return io;
 }
 

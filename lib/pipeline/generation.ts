@@ -19,7 +19,8 @@
  * for pixel).
  */
 import { InternalError, InvalidOptionError, throwIfAborted } from "../errors.js";
-import type { Backend, BackendLimits, BackendName, GenerationJob, InitImage } from "../backends/backend.js";
+import type { Backend, BackendLimits, BackendName, GenerationJob, InitImage, SdxlConditioning } from "../backends/backend.js";
+import type { SdxlRequest } from "./sdxl-options.js";
 import { formatInfotext } from "../image/infotext.js";
 import { rgbToPixels } from "../image/pixels.js";
 import { readImage, type RgbImage } from "../image/read.js";
@@ -147,7 +148,8 @@ export function batchKey(request: ResolvedRequest, width = request.width, height
   if (width === undefined || height === undefined) return null;
   const img2img = request.initImage !== undefined;
   // The text lengths and the emphasis shape the UNet and text-encoder calls as well.
-  const text = [request.cond.batch.chunks, request.uncond?.batch.chunks ?? null, request.promptReading.emphasis];
+  // SDXL: zero uncond embeddings are one choice for the whole batch.
+  const text: unknown[] = [request.cond.batch.chunks, request.uncond?.batch.chunks ?? null, request.promptReading.emphasis, request.sdxl?.zeroUncond ?? null];
   return JSON.stringify([width, height, request.steps, request.scheduler, request.a1111.sigmaSchedule ?? null, request.a1111.eta ?? null, request.guidance > 1, img2img ? request.strength : null, request.a1111.hires ?? null, ...text]);
 }
 
@@ -322,6 +324,7 @@ export async function executeBatch(context: GenerationContext, prepared: Prepare
     start: first.img2img ? { images: prepared.map((p) => initImage(p)) } : { latents: concatenate(prepared.map((p) => p.initialLatents!)) },
     noise: first.stepNoise.map((_, k) => concatenate(prepared.map((p) => p.stepNoise[k]!))),
   };
+  if (first.request.sdxl) job.sdxl = sdxlConditioning(prepared);
   if (signal) job.signal = signal;
   // Progress only when someone listens: on the CPU each event is a message from the worker.
   const { onProgress } = hooks;
@@ -431,6 +434,30 @@ function infotextEmphasis(r: ResolvedRequest): { emphasis?: string } {
   if (syntax !== "a1111" || emphasis === "original") return {};
   const texts = r.uncond ? [...r.prompts, ...r.negativePrompts] : r.prompts;
   return texts.some((t) => t.includes("(") || t.includes("[")) ? { emphasis: A1111_EMPHASIS_NAMES[emphasis] } : {};
+}
+
+/** The SDXL conditioning of a batch: each request's second prompts and time ids, row by row. */
+function sdxlConditioning(prepared: PreparedRequest[]): SdxlConditioning {
+  const parts = prepared.map((p) => {
+    if (!p.request.sdxl) throw new InternalError("executeBatch: an SD request was batched with SDXL requests");
+    return p.request.sdxl;
+  });
+  const perRow = (ids: (s: SdxlRequest) => Float32Array) => concatenate(prepared.map((p, i) => repeatRows(ids(parts[i]!), p.request.batch)));
+  const zeroUncond = parts[0]!.zeroUncond;
+  return {
+    cond2: mergePrompts(parts.map((s) => s.cond2.batch)),
+    uncond2: parts[0]!.uncond2 ? mergePrompts(parts.map((s) => s.uncond2!.batch)) : null,
+    zeroUncond,
+    timeIds: perRow((s) => s.timeIds),
+    negativeTimeIds: perRow((s) => s.negativeTimeIds),
+  };
+}
+
+/** `row` repeated `times` times: [times, row.length]. */
+function repeatRows(row: Float32Array, times: number): Float32Array {
+  const out = new Float32Array(row.length * times);
+  for (let i = 0; i < times; i++) out.set(row, i * row.length);
+  return out;
 }
 
 /** The img2img part of a prepared request, as the backend takes it. */

@@ -14,6 +14,7 @@ import type { ClipTokenizer } from "../tokenizer/clip-tokenizer.js";
 import { buildPromptBatch, padPromptBatch, PROMPT_SYNTAXES, type BuiltPrompts, type PromptReading, type PromptSyntax } from "../prompt/conditioning.js";
 import { CHUNK_LENGTH, DEFAULT_COMMA_PADDING_BACKTRACK, MAX_COMMA_PADDING_BACKTRACK } from "../prompt/chunks.js";
 import { EMPHASIS_MODES, type Emphasis } from "../prompt/emphasis.js";
+import { resolveSdxlOptions, SDXL_OPTION_NAMES, type SdxlGenerateOptions, type SdxlModelFacts, type SdxlRequest } from "./sdxl-options.js";
 
 /** One `onProgress` event. */
 export interface ProgressEvent {
@@ -27,7 +28,7 @@ export interface ProgressEvent {
   timestep?: number;
 }
 
-export interface GenerateOptions extends A1111GenerateOptions {
+export interface GenerateOptions extends A1111GenerateOptions, SdxlGenerateOptions {
   /**
    * The prompt, or one prompt per image (an array whose length is the batch), read as
    * `promptSyntax` says: by default A1111's syntax — `(word)`, `[word]`, `(word:1.3)`, `BREAK`,
@@ -116,6 +117,8 @@ export interface ValidationContext {
   hostLatents: boolean;
   /** The model's tokenizer: prompts are read (and their length checked) during validation. */
   tokenizer: ClipTokenizer;
+  /** SDXL models: the second tokenizer and the pipeline facts (sdxl-options.ts). */
+  sdxl?: SdxlModelFacts;
 }
 
 /** Options after validation, with defaults applied. */
@@ -153,6 +156,8 @@ export interface ResolvedRequest {
   onLatents?: (evaluations: number, latents: Float32Array) => void;
   /** A1111's schedule type and noise options (a1111-options.ts). */
   a1111: A1111Request;
+  /** SDXL models: the second prompts, the zero-uncond choice and the time ids (sdxl-options.ts). */
+  sdxl?: SdxlRequest;
 }
 
 const DEFAULT_STEPS = 50;
@@ -164,7 +169,7 @@ export const MAX_GUIDANCE = 100;
 const KNOWN_OPTIONS = new Set([
   "prompt", "negativePrompt", "width", "height", "steps", "guidance", "scheduler", "seed", "seeds", "batch",
   "rng", "initImage", "strength", "signal", "onProgress", "returnLatents", "onLatents", ...A1111_OPTION_NAMES,
-  "promptSyntax", "emphasis", "commaPaddingBacktrack", "padCondUncond",
+  "promptSyntax", "emphasis", "commaPaddingBacktrack", "padCondUncond", ...SDXL_OPTION_NAMES,
 ]);
 
 function promptList(name: string, value: unknown): string[] | string {
@@ -316,6 +321,15 @@ export function resolveGenerateOptions(options: GenerateOptions, ctx: Validation
     uncond = { ...uncond, batch: padPromptBatch(ctx.tokenizer, uncond.batch, chunks) };
     cond.batch = padPromptBatch(ctx.tokenizer, cond.batch, chunks);
   }
+  const sdxl = resolveSdxlOptions(
+    options,
+    ctx.sdxl,
+    { prompts, negativePrompts, batch, width, height, guidance: uncond !== null, reading: promptReading, steps, maxPromptChunks: limits.maxPromptChunks },
+    ctx.tokenizer,
+    { cond, uncond },
+  );
+  // SDXL's zero uncond is zeros_like(cond): the uncond side takes the cond side's shape.
+  if (sdxl?.zeroUncond) uncond = { ...cond, warnings: [] };
   const tokenizeMs = performance.now() - tokenizeStart;
 
   let generatorSeeds: bigint[];
@@ -352,6 +366,7 @@ export function resolveGenerateOptions(options: GenerateOptions, ctx: Validation
     returnLatents: options.returnLatents ?? false,
     a1111: resolveA1111Options(options, scheduler, batch, perImageGenerators, img2img, limits.fractionalTimesteps !== false, { width, height, steps, limits }),
   };
+  if (sdxl) request.sdxl = sdxl;
   if (img2img) {
     request.initImage = options.initImage!;
     request.strength = strength!;

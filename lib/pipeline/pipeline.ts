@@ -30,6 +30,7 @@ import { canonicalSchedulerName, createScheduler, SCHEDULER_NAMES, type Schedule
 import { limitsForModel, resolveGenerateOptions, type GenerateOptions, type ResolvedRequest } from "./options.js";
 import { executeBatch, prepareRequest, type BatchHooks, type GenerateResult, type GenerationContext } from "./generation.js";
 import { ProgramCache } from "./program-cache.js";
+import type { SdxlModelFacts } from "./sdxl-options.js";
 import { integerInRange, numberInRange, oneOf } from "../validate.js";
 
 export type { GenerateOptions, ProgressEvent, ResolvedRequest } from "./options.js";
@@ -89,7 +90,11 @@ export class Pipeline {
   readonly #life = new Lifecycle("Pipeline");
   #modelHash: Promise<string> | undefined;
 
-  private constructor(folder: ModelFolder, backend: Backend, reason: string, tokenizer: ClipTokenizer, defaultScheduler: SchedulerName, device: number) {
+  /** SDXL models: the second tokenizer and the pipeline facts options are validated against. */
+  readonly #sdxl: SdxlModelFacts | undefined;
+
+  private constructor(folder: ModelFolder, backend: Backend, reason: string, tokenizer: ClipTokenizer, defaultScheduler: SchedulerName, device: number, sdxl?: SdxlModelFacts) {
+    this.#sdxl = sdxl;
     this.#folder = folder;
     this.device = device;
     this.#backend = backend;
@@ -119,6 +124,9 @@ export class Pipeline {
     }
     createScheduler(defaultScheduler, folder.schedulerConfig); // a bad config fails at load, not at the first generate
     const tokenizer = folder.tokenizer ? await ClipTokenizer.fromDirectory(dirname(folder.tokenizer.vocab)) : await ClipTokenizer.default();
+    const sdxl: SdxlModelFacts | undefined = folder.sdxl
+      ? { tokenizer2: await ClipTokenizer.fromDirectory(dirname(folder.sdxl.tokenizer2.vocab)), forceZerosForEmptyPrompt: folder.sdxl.forceZerosForEmptyPrompt }
+      : undefined;
     const loadOptions: { engines?: string; threads?: number; useGraphs?: boolean; memoryLimit?: number; device?: number } = {};
     if (options.memoryLimit !== undefined) loadOptions.memoryLimit = numberInRange("memoryLimit", options.memoryLimit, 1, Number.MAX_SAFE_INTEGER);
     if (options.device !== undefined) loadOptions.device = options.device;
@@ -126,7 +134,7 @@ export class Pipeline {
     if (options.threads !== undefined) loadOptions.threads = integerInRange("threads", options.threads, 1, 1024);
     if (options.useGraphs !== undefined) loadOptions.useGraphs = options.useGraphs;
     const { backend, reason } = await loadBackend(folder, choice, loadOptions);
-    return new Pipeline(folder, backend, reason, tokenizer, defaultScheduler, options.device ?? 0);
+    return new Pipeline(folder, backend, reason, tokenizer, defaultScheduler, options.device ?? 0, sdxl);
   }
 
   /** The backend that runs: `"cpu"` or `"tensorrt"`. */
@@ -181,6 +189,7 @@ export class Pipeline {
       canonicalScheduler: (name) => canonicalSchedulerName(name, this.#folder.schedulerConfig),
       hostLatents: this.#limits.canObserveLatents,
       tokenizer: this.#generation.tokenizer,
+      ...(this.#sdxl ? { sdxl: this.#sdxl } : {}),
     });
   }
 

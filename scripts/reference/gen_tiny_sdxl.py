@@ -264,12 +264,14 @@ def write_folder(c, out):
         "tokenizer_2": ["transformers", "CLIPTokenizer"], "unet": ["diffusers", "UNet2DConditionModel"],
         "vae": ["diffusers", "AutoencoderKL"],
     })
-    write_json(os.path.join(out, "scheduler", "scheduler_config.json"), dict(c["scheduler"].config))
+    # diffusers' own serialisation (`save_config`'s text: with _class_name and _diffusers_version).
+    diffusers_config = lambda obj: json.loads(obj.to_json_string())
+    write_json(os.path.join(out, "scheduler", "scheduler_config.json"), diffusers_config(c["scheduler"]))
     write_json(os.path.join(out, "text_encoder", "config.json"), c["text_encoder"].config.to_dict())
     write_json(os.path.join(out, "text_encoder_2", "config.json"), c["text_encoder_2"].config.to_dict())
-    write_json(os.path.join(out, "unet", "config.json"), dict(c["unet"].config))
+    write_json(os.path.join(out, "unet", "config.json"), diffusers_config(c["unet"]))
     for name in ("vae_decoder", "vae_encoder"):
-        write_json(os.path.join(out, name, "config.json"), dict(c["vae"].config))
+        write_json(os.path.join(out, name, "config.json"), diffusers_config(c["vae"]))
     for name, pad in (("tokenizer", "<|endoftext|>"), ("tokenizer_2", "!")):
         d = os.path.join(out, name)
         os.makedirs(d, exist_ok=True)

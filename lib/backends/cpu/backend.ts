@@ -29,10 +29,12 @@ import { Lifecycle } from "../../lifecycle.js";
 import type { Backend, BackendLimits, GenerationJob, GenerationOutput } from "../backend.js";
 import { locateModelFolder, type ModelFile, type ModelFolder } from "../../model/folder.js";
 import {
+  describeSdxlTextEncoder,
   describeTextEncoder,
   describeUnet,
   describeVaeDecoder,
   describeVaeEncoder,
+  type SdxlTextEncoderIo,
   type TextEncoderIo,
   type UnetIo,
   type VaeDecoderIo,
@@ -42,7 +44,7 @@ import { splitPosterior } from "../../sampler/latents.js";
 import { defaultMemoryLimit, estimateCpuMemory, formatBytes } from "./memory.js";
 import { startLatents } from "../start-latents.js";
 import { OrtHost, type GenerateJob, type HostGenerateOptions, type HostTensor, type SessionOptions } from "./ort-host.js";
-import type { PromptRows } from "./ort-protocol.js";
+import type { PromptRows, SdxlGenerateJob } from "./ort-protocol.js";
 import { checkDenoiseJob, TOKENS } from "./denoise-loop.js";
 import type { PromptBatch } from "../../prompt/conditioning.js";
 import type { Emphasis } from "../../prompt/emphasis.js";
@@ -85,6 +87,14 @@ interface Session<Io> {
   io: Io;
 }
 
+/** An SDXL model's second encoder and the sizes that tie the three graphs together (checked at load). */
+interface SdxlSessions {
+  textEncoder2: Session<SdxlTextEncoderIo>;
+  hiddenSizes: [number, number];
+  pooledSize: number;
+  timeIdsSize: number;
+}
+
 function emptyStats(): RuntimeStats {
   return {
     textEncoder: { calls: 0, rows: 0, ms: 0 },
@@ -107,6 +117,7 @@ export class CpuBackend implements Backend {
   readonly #unet: Session<UnetIo>;
   readonly #vaeDecoder: Session<VaeDecoderIo>;
   readonly #vaeEncoder: Session<VaeEncoderIo> | null;
+  readonly #sdxl: SdxlSessions | null;
   #stats = emptyStats();
   readonly #memoryLimit: number;
 
@@ -118,10 +129,12 @@ export class CpuBackend implements Backend {
       unet: Session<UnetIo>;
       vaeDecoder: Session<VaeDecoderIo>;
       vaeEncoder: Session<VaeEncoderIo> | null;
+      sdxl: SdxlSessions | null;
     },
     hiddenSize: number,
     memoryLimit: number,
   ) {
+    this.#sdxl = sessions.sdxl;
     this.folder = folder;
     this.#memoryLimit = memoryLimit;
     this.#host = host;
@@ -169,10 +182,18 @@ export class CpuBackend implements Backend {
         const { handle, signature } = await host.load(file.path, options);
         return { handle, file, io: describe(signature, file.path) };
       };
-      const textEncoder = await open(folder.textEncoder, describeTextEncoder);
+      const textEncoder = await open(folder.textEncoder, folder.sdxl ? (sig, f) => describeSdxlTextEncoder(sig, f, false) : describeTextEncoder);
       const unet = await open(folder.unet, describeUnet);
       const vaeDecoder = await open(folder.vaeDecoder, describeVaeDecoder);
       const vaeEncoder = folder.vaeEncoder ? await open(folder.vaeEncoder, describeVaeEncoder) : null;
+      if (folder.sdxl) {
+        const textEncoder2 = await open(folder.sdxl.textEncoder2, (sig, f) => describeSdxlTextEncoder(sig, f, true));
+        const sdxl = await sdxlSessions(host, folder, textEncoder, textEncoder2, unet);
+        return new CpuBackend(folder, host, { textEncoder, unet, vaeDecoder, vaeEncoder, sdxl }, sdxl.hiddenSizes[0] + sdxl.hiddenSizes[1], options.memoryLimit ?? defaultMemoryLimit());
+      }
+      if (unet.io.addedConditioning) {
+        throw new ModelFileError(folder.unet.path, `${folder.unet.path} takes text_embeds and time_ids (an SDXL UNet), but model folder ${folder.dir} has no text_encoder_2/model.onnx`);
+      }
 
       if (textEncoder.io.sequenceLength !== undefined && textEncoder.io.sequenceLength !== TOKENS) {
         throw new ModelFileError(folder.textEncoder.path, `${folder.textEncoder.path}: input_ids must take ${TOKENS} tokens, the graph fixes ${textEncoder.io.sequenceLength}`);
@@ -191,7 +212,7 @@ export class CpuBackend implements Backend {
         const probe = await host.run(textEncoder.handle, folder.textEncoder.name, { [textEncoder.io.idsName]: idsTensor(textEncoder.io, new Int32Array(TOKENS), 1) }, [textEncoder.io.hiddenName]);
         hiddenSize = probe.outputs[textEncoder.io.hiddenName]!.dims[2]!;
       }
-      return new CpuBackend(folder, host, { textEncoder, unet, vaeDecoder, vaeEncoder }, hiddenSize, options.memoryLimit ?? defaultMemoryLimit());
+      return new CpuBackend(folder, host, { textEncoder, unet, vaeDecoder, vaeEncoder, sdxl: null }, hiddenSize, options.memoryLimit ?? defaultMemoryLimit());
     } catch (error) {
       await host.dispose();
       throw error;
@@ -261,6 +282,8 @@ export class CpuBackend implements Backend {
         denoise,
         decoder: { handle: vae.handle, latentName: vae.io.latentName, imageName: vae.io.imageName, scalingFactor: this.scalingFactor, source: vae.file.path },
       };
+      const sdxl = this.#sdxlJob(job, cond, uncond);
+      if (sdxl) request.sdxl = sdxl;
       const options: HostGenerateOptions = {};
       if (job.signal) options.signal = job.signal;
       if (job.onStep) options.onStep = job.onStep;
@@ -294,7 +317,50 @@ export class CpuBackend implements Backend {
    * weighted by `emphasis`, the chunks joined — [rows, 77 · chunks, hidden], row r for image r.
    * For inspection (`sd-trt tokenize --model`) and tests; `generate` never brings it back.
    */
+  /**
+   * The SDXL part of a generate request; null for SD 1.x/2.x. The second encoder's prompts must
+   * have the first's chunk count (the rows are joined token by token).
+   */
+  #sdxlJob(job: GenerationJob, cond: PromptRows, uncond: PromptRows | null): SdxlGenerateJob | null {
+    const model = this.#sdxl;
+    if (!model) {
+      if (job.sdxl) throw new InvalidArgumentError("generate: the job carries SDXL conditioning, but the model is not SDXL");
+      return null;
+    }
+    const x = job.sdxl;
+    if (!x) throw new InvalidArgumentError("generate: an SDXL model needs the job's sdxl conditioning (second prompts, time ids)");
+    const { batch } = job;
+    const te2 = model.textEncoder2;
+    const cond2 = promptRows(te2.io, checkedPromptBatch(x.cond2, batch, "sdxl.cond2"));
+    if (cond2.chunks !== cond.chunks) throw new InvalidArgumentError(`generate: sdxl.cond2 has ${cond2.chunks} chunks, cond ${cond.chunks}; they must match`);
+    let uncond2: PromptRows | null = null;
+    if (uncond && !x.zeroUncond) {
+      if (!x.uncond2) throw new InvalidArgumentError("generate: guidance without zeroUncond needs sdxl.uncond2");
+      uncond2 = promptRows(te2.io, checkedPromptBatch(x.uncond2, batch, "sdxl.uncond2"));
+      if (uncond2.chunks !== uncond.chunks) throw new InvalidArgumentError(`generate: sdxl.uncond2 has ${uncond2.chunks} chunks, uncond ${uncond.chunks}; they must match`);
+    }
+    if (uncond && x.zeroUncond && uncond.chunks !== cond.chunks) throw new InvalidArgumentError("generate: zero uncond embeddings take the cond side's shape, so uncond must have cond's chunk count");
+    for (const [name, ids] of [["timeIds", x.timeIds], ["negativeTimeIds", x.negativeTimeIds]] as const) {
+      if (ids.length !== batch * model.timeIdsSize) throw new InvalidArgumentError(`generate: sdxl.${name} must be [${batch}, ${model.timeIdsSize}], got ${ids.length} values`);
+    }
+    const added = this.#unet.io.addedConditioning!;
+    return {
+      textEncoder2: { handle: te2.handle, idsName: te2.io.idsName, hiddenName: te2.io.hiddenName, pooledName: te2.io.pooledName! },
+      cond2,
+      uncond2,
+      zeroUncond: x.zeroUncond,
+      hiddenSizes: model.hiddenSizes,
+      pooledSize: model.pooledSize,
+      timeIds: x.timeIds,
+      negativeTimeIds: x.negativeTimeIds,
+      timeIdsSize: model.timeIdsSize,
+      textEmbedsName: added.textEmbedsName,
+      timeIdsName: added.timeIdsName,
+    };
+  }
+
   encodePrompts(prompts: PromptBatch, emphasis: Emphasis): Promise<{ shape: [number, number, number]; values: Float32Array }> {
+    if (this.#sdxl) return Promise.reject(new InvalidOptionError("model", "reading the text conditioning of an SDXL model (two text encoders) is not supported yet"));
     return this.#life.exclusive(async () => {
       const rows = prompts.rowOf.length;
       checkPromptBatch(prompts, rows, "prompts");
@@ -369,6 +435,54 @@ export class CpuBackend implements Backend {
 }
 
 /** Checks a prompt list of a job: [prompts, chunks, 77] ids and weights, one prompt index per image. */
+function checkedPromptBatch(p: PromptBatch, batch: number, name: string): PromptBatch {
+  checkPromptBatch(p, batch, name);
+  return p;
+}
+
+/** A graph's static size, or what one call of it returns (its output's last axis). */
+async function outputSize(host: OrtHost, session: Session<TextEncoderIo>, output: string, axis: number, declared: number | undefined): Promise<number> {
+  if (declared !== undefined) return declared;
+  const { io, handle, file } = session;
+  const probe = await host.run(handle, file.name, { [io.idsName]: idsTensor(io, new Int32Array(TOKENS), 1) }, [output]);
+  return probe.outputs[output]!.dims[axis]!;
+}
+
+/**
+ * The sizes an SDXL model's graphs must agree on: the UNet's context = text_encoder's hidden +
+ * text_encoder_2's; its text_embeds = text_encoder_2's pooled size; 6 time ids (the base model's
+ * original size, crop, target size). Each mismatch names both files.
+ */
+async function sdxlSessions(host: OrtHost, folder: ModelFolder, te1: Session<SdxlTextEncoderIo>, te2: Session<SdxlTextEncoderIo>, unet: Session<UnetIo>): Promise<SdxlSessions> {
+  const added = unet.io.addedConditioning;
+  if (!added) {
+    throw new ModelFileError(folder.unet.path, `${folder.unet.path} has no text_embeds and time_ids inputs, but the model folder has text_encoder_2 (SDXL); export the UNet with SDXL's added conditioning`);
+  }
+  for (const te of [te1, te2]) {
+    if (te.io.sequenceLength !== undefined && te.io.sequenceLength !== TOKENS) {
+      throw new ModelFileError(te.file.path, `${te.file.path}: input_ids must take ${TOKENS} tokens, the graph fixes ${te.io.sequenceLength}`);
+    }
+  }
+  const h1 = await outputSize(host, te1, te1.io.hiddenName, 2, te1.io.hiddenSize);
+  const h2 = await outputSize(host, te2, te2.io.hiddenName, 2, te2.io.hiddenSize);
+  const pooledSize = await outputSize(host, te2, te2.io.pooledName!, 1, undefined);
+  if (unet.io.contextSize !== undefined && unet.io.contextSize !== h1 + h2) {
+    throw new ModelFileError(folder.unet.path, `${folder.unet.path} expects text embeddings of size ${unet.io.contextSize}, but the text encoders produce ${h1} + ${h2} = ${h1 + h2}`);
+  }
+  if (added.textEmbedsSize !== undefined && added.textEmbedsSize !== pooledSize) {
+    throw new ModelFileError(folder.unet.path, `${folder.unet.path} expects text_embeds of size ${added.textEmbedsSize}, but ${te2.file.path} returns ${pooledSize}`);
+  }
+  const timeIdsSize = added.timeIdsSize ?? (folder.sdxl!.requiresAestheticsScore ? 5 : 6);
+  if (timeIdsSize !== 6) {
+    throw new ModelFileError(
+      folder.unet.path,
+      `${folder.unet.path} takes ${timeIdsSize} time ids; sd-trt builds SDXL base's 6 (original size, crop top-left, target size)` +
+        (timeIdsSize === 5 ? " — a refiner's aesthetic-score time ids are not supported yet" : ""),
+    );
+  }
+  return { textEncoder2: te2, hiddenSizes: [h1, h2], pooledSize, timeIdsSize };
+}
+
 function checkPromptBatch(p: PromptBatch, batch: number, name: string): void {
   const size = p.prompts * p.chunks * TOKENS;
   if (!Number.isInteger(p.chunks) || p.chunks < 1 || p.ids.length !== size || p.multipliers.length !== size) {

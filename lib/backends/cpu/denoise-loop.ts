@@ -10,6 +10,7 @@
  * - `encoder_hidden_states = cat([uncond, cond])`, uncond first (prepared by the caller); when
  *   the two have different lengths (prompts of different chunk counts, A1111's long prompts) the
  *   UNet runs the uncond half and the cond half separately, as A1111 does by default;
+ * - SDXL: `text_embeds` and `time_ids` (`job.added`), [uncond; cond] like the embeddings;
  * - m_j = u + g·(c − u) per image in float32 (`combineGuidance`), or the raw output;
  * - the program's update (`ProgramExecution`, the same CPU executor the tests check against
  *   diffusers and the CUDA kernel).
@@ -119,6 +120,13 @@ export function checkDenoiseJob(job: CpuDenoiseJob): void {
     const shape = guidance ? `[${batch}, ${uncondTokens}, ${hiddenSize}] + [${batch}, ${condTokens}, ${hiddenSize}]` : `[${batch}, ${condTokens}, ${hiddenSize}]`;
     throw new InvalidArgumentError(`denoise: encoder_hidden_states hold ${context.length} values, expected ${shape}`);
   }
+  if (job.added) {
+    const rows = guidance ? 2 * batch : batch;
+    const { textEmbeds, timeIds, textEmbedsSize, timeIdsSize } = job.added;
+    if (textEmbeds.length !== rows * textEmbedsSize || timeIds.length !== rows * timeIdsSize) {
+      throw new InvalidArgumentError(`denoise: text_embeds hold ${textEmbeds.length} values and time_ids ${timeIds.length}, expected [${rows}, ${textEmbedsSize}] and [${rows}, ${timeIdsSize}]`);
+    }
+  }
   if (guidance && guidance.length !== batch) {
     throw new InvalidArgumentError(`denoise: ${guidance.length} guidance scales for a batch of ${batch}`);
   }
@@ -144,15 +152,23 @@ export async function runCpuDenoise(job: CpuDenoiseJob, runUnet: UnetRunner, hoo
   // timestep's values change, in place (so a runner may keep whatever it builds around each feed object).
   const sample = new Float32Array(callBatch * perImage);
   const timestep = timestepTensor(io, program.evals[0]!.t, callBatch);
-  const feedsWith = (data: Float32Array, tokens: number): Record<string, HostTensor> => ({
+  const { added } = job;
+  /** SDXL's added inputs for the rows from `firstRow` on (0: all, or the uncond half; batch: the cond half). */
+  const addedFeeds = (firstRow: number): Record<string, HostTensor> => {
+    if (!added) return {};
+    const rows = (size: number, data: Float32Array): HostTensor => ({ type: "float32", dims: [callBatch, size], data: data.subarray(firstRow * size, (firstRow + callBatch) * size) });
+    return { [added.textEmbedsName]: rows(added.textEmbedsSize, added.textEmbeds), [added.timeIdsName]: rows(added.timeIdsSize, added.timeIds) };
+  };
+  const feedsWith = (data: Float32Array, tokens: number, firstRow: number): Record<string, HostTensor> => ({
     [io.sampleName]: { type: "float32", dims: [callBatch, 4, latentHeight, latentWidth], data: sample },
     [io.timestepName]: timestep,
     [io.contextName]: { type: "float32", dims: [callBatch, tokens, hiddenSize], data },
+    ...addedFeeds(firstRow),
   });
   const uncondSize = guidance ? batch * uncondTokens * hiddenSize : 0;
   const calls = together
-    ? [feedsWith(context, condTokens)]
-    : [feedsWith(context.subarray(0, uncondSize), uncondTokens), feedsWith(context.subarray(uncondSize), condTokens)];
+    ? [feedsWith(context, condTokens, 0)]
+    : [feedsWith(context.subarray(0, uncondSize), uncondTokens, 0), feedsWith(context.subarray(uncondSize), condTokens, batch)];
   let current = context;
   /** Points the context feeds at another conditioning of the same shape (prompt editing). */
   const useContext = (next: Float32Array): void => {

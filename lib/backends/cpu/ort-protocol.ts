@@ -94,6 +94,27 @@ export interface GenerateJob {
   /** The denoise, without its `context` and sequence lengths: the worker builds them from the embeddings. */
   denoise: Omit<CpuDenoiseJob, "context" | "condTokens" | "uncondTokens">;
   decoder: { handle: number; latentName: string; imageName: string; scalingFactor: number; source: string };
+  /** SDXL: `textEncoder` gives the penultimate hidden states, this the second encoder and the UNet's added inputs. */
+  sdxl?: SdxlGenerateJob;
+}
+
+/** The SDXL part of a `generate` (see `SdxlConditioning` in backends/backend.ts and `sdxl-conditioning.ts`). */
+export interface SdxlGenerateJob {
+  textEncoder2: { handle: number; idsName: string; hiddenName: string; pooledName: string };
+  cond2: PromptRows;
+  /** Null with `zeroUncond` or without guidance. */
+  uncond2: PromptRows | null;
+  zeroUncond: boolean;
+  /** Hidden sizes of text_encoder and text_encoder_2; their sum is the UNet's context size. */
+  hiddenSizes: [number, number];
+  /** Size of text_encoder_2's pooled `text_embeds`. */
+  pooledSize: number;
+  /** [batch, timeIdsSize] each. */
+  timeIds: Float32Array;
+  negativeTimeIds: Float32Array;
+  timeIdsSize: number;
+  textEmbedsName: string;
+  timeIdsName: string;
 }
 
 /** Which model a `generate` error came from. */
@@ -195,4 +216,18 @@ export interface CpuDenoiseJob {
   /** Guidance scale per image, or null when classifier-free guidance is off (UNet batch = batch). */
   guidance: Float64Array | null;
   io: UnetFeedIo;
+  /** SDXL UNets: `text_embeds` and `time_ids`, laid out like `context`. */
+  added?: AddedFeeds;
+}
+
+/** SDXL's extra UNet inputs, with guidance the uncond rows then the cond rows (as `context`), fixed for the whole loop. */
+export interface AddedFeeds {
+  textEmbedsName: string;
+  timeIdsName: string;
+  /** [rows, textEmbedsSize]. */
+  textEmbeds: Float32Array;
+  /** [rows, timeIdsSize]. */
+  timeIds: Float32Array;
+  textEmbedsSize: number;
+  timeIdsSize: number;
 }

@@ -21,7 +21,9 @@ import { divideFloat32 } from "../../sampler/latents.js";
 import { applyEmphasis } from "../../prompt/emphasis.js";
 import { scheduleIndexAt } from "../../prompt/schedule.js";
 import { runCpuDenoise, TOKENS, type CpuDenoiseJob } from "./denoise-loop.js";
+import { joinEncoderStates, pooledOfRows, uncondThenCond } from "./sdxl-conditioning.js";
 import type {
+  AddedFeeds,
   DecodeValue,
   DenoiseValue,
   EncodeValue,
@@ -34,6 +36,7 @@ import type {
   ModelCalls,
   PromptRows,
   RunValue,
+  SdxlGenerateJob,
   StageReply,
   StepReply,
   StepReport,
@@ -151,8 +154,23 @@ async function decode(handle: number, latentName: string, imageName: string, lat
  * text's chunks are consecutive rows, so they come out joined along the sequence.
  */
 async function encodeTexts(job: Pick<GenerateJob, "textEncoder" | "emphasis">, prompts: PromptRows, hiddenSize: number, calls: ModelCalls): Promise<Float32Array> {
-  const { handle, idsName, hiddenName } = job.textEncoder;
-  const { results, ms } = await timedRun(session(handle), { [idsName]: prompts.ids }, [hiddenName]);
+  return (await encodeTextsPooled(job.textEncoder, job.emphasis, prompts, hiddenSize, calls)).states;
+}
+
+/**
+ * `encodeTexts` for an encoder given on its own, also returning its pooled output
+ * [texts · chunks, P] (unweighted) when `encoder.pooledName` names one (SDXL's text_encoder_2).
+ */
+async function encodeTextsPooled(
+  encoder: GenerateJob["textEncoder"] & { pooledName?: string },
+  emphasis: GenerateJob["emphasis"],
+  prompts: PromptRows,
+  hiddenSize: number,
+  calls: ModelCalls,
+): Promise<{ states: Float32Array; pooled?: Float32Array }> {
+  const job = { emphasis };
+  const { handle, idsName, hiddenName, pooledName } = encoder;
+  const { results, ms } = await timedRun(session(handle), { [idsName]: prompts.ids }, pooledName ? [hiddenName, pooledName] : [hiddenName]);
   calls.calls++;
   calls.ms += ms;
   const hidden = results[hiddenName]!;
@@ -182,7 +200,41 @@ async function encodeTexts(job: Pick<GenerateJob, "textEncoder" | "emphasis">, p
     }
     first = end;
   }
-  return data;
+  return pooledName ? { states: data, pooled: results[pooledName]!.data as Float32Array } : { states: data };
+}
+
+/**
+ * SDXL: both encoders on both prompt lists, joined as diffusers joins them (sdxl-conditioning.ts):
+ * the UNet's encoder_hidden_states, text_embeds and time_ids, [uncond; cond] with guidance.
+ */
+async function sdxlConditioning(job: GenerateJob, sdxl: SdxlGenerateJob, calls: ModelCalls): Promise<{ context: Float32Array; added: AddedFeeds }> {
+  const { batch } = job.denoise;
+  const [h1, h2] = sdxl.hiddenSizes;
+  const side = async (first: PromptRows, second: PromptRows) => {
+    const e1 = await encodeTextsPooled(job.textEncoder, job.emphasis, first, h1, calls);
+    const e2 = await encodeTextsPooled(sdxl.textEncoder2, job.emphasis, second, h2, calls);
+    return {
+      context: joinEncoderStates({ states: e1.states, hidden: h1, rowOf: first.rowOf }, { states: e2.states, hidden: h2, rowOf: second.rowOf }, first.chunks, batch),
+      pooled: pooledOfRows(e2.pooled!, sdxl.pooledSize, second.chunks, second.rowOf),
+    };
+  };
+  const cond = await side(job.cond, sdxl.cond2);
+  let uncond: { context: Float32Array; pooled: Float32Array } | null = null;
+  if (job.uncond) {
+    // force_zeros_for_empty_prompt: torch.zeros_like(prompt_embeds), zeros_like(pooled_prompt_embeds).
+    uncond = sdxl.zeroUncond ? { context: new Float32Array(cond.context.length), pooled: new Float32Array(cond.pooled.length) } : await side(job.uncond, sdxl.uncond2!);
+  }
+  return {
+    context: uncondThenCond(uncond?.context ?? null, cond.context),
+    added: {
+      textEmbedsName: sdxl.textEmbedsName,
+      timeIdsName: sdxl.timeIdsName,
+      textEmbeds: uncondThenCond(uncond?.pooled ?? null, cond.pooled),
+      timeIds: uncondThenCond(job.uncond ? sdxl.negativeTimeIds : null, sdxl.timeIds),
+      textEmbedsSize: sdxl.pooledSize,
+      timeIdsSize: sdxl.timeIdsSize,
+    },
+  };
 }
 
 /** Rows `rows` of a [*, size] array, in that order. */
@@ -205,12 +257,27 @@ async function generate(id: number, job: GenerateJob, stop: Int32Array, steps: S
   const stopped = (): Answer => ({ value: { latents: null, images: [], imageDims: [], calls, stageMs } satisfies GenerateValue });
   let stage: GenerateStage = "textEncoder";
   try {
-    const { denoise: d, decoder } = job;
+    const { denoise: d } = job;
     let t = performance.now();
-    const cond = await encodeTexts(job, job.cond, d.hiddenSize, calls.textEncoder);
-    const uncond = job.uncond ? await encodeTexts(job, job.uncond, d.hiddenSize, calls.textEncoder) : null;
     const condTokens = job.cond.chunks * TOKENS;
     const uncondTokens = job.uncond ? job.uncond.chunks * TOKENS : condTokens;
+    if (job.sdxl) {
+      // SDXL: no prompt editing (the pipeline refuses it), so the conditioning is fixed for the loop.
+      const { context, added } = await sdxlConditioning(job, job.sdxl, calls.textEncoder);
+      stageMs.textEncode = performance.now() - t;
+      if (steps !== "none") port.postMessage({ id, stage: "text-encoded" } satisfies StageReply);
+      if (Atomics.load(stop, 0) !== 0) return stopped();
+      stage = "unet";
+      t = performance.now();
+      const latents = await denoise(session(job.unet), { ...d, context, condTokens, uncondTokens, added }, stop, stepPoster(id, steps), calls.unet);
+      stageMs.denoise = performance.now() - t;
+      if (latents === null || Atomics.load(stop, 0) !== 0) return stopped();
+      return await decodeStage(job, latents, calls, stageMs, (s) => {
+        stage = s;
+      });
+    }
+    const cond = await encodeTexts(job, job.cond, d.hiddenSize, calls.textEncoder);
+    const uncond = job.uncond ? await encodeTexts(job, job.uncond, d.hiddenSize, calls.textEncoder) : null;
     // encoder_hidden_states = cat([uncond, cond]), uncond first, as diffusers builds it; with prompt
     // editing it changes between evaluations (built once per change, reused while it holds).
     let key = "";
@@ -242,19 +309,33 @@ async function generate(id: number, job: GenerateJob, stop: Int32Array, steps: S
     stageMs.denoise = performance.now() - t;
     if (latents === null || Atomics.load(stop, 0) !== 0) return stopped();
 
-    stage = "vaeDecoder";
-    t = performance.now();
-    const { batch, latentHeight, latentWidth } = d;
-    const scaled = divideFloat32(latents, decoder.scalingFactor);
-    const image = await decode(decoder.handle, decoder.latentName, decoder.imageName, { type: "float32", dims: [batch, 4, latentHeight, latentWidth], data: scaled }, decoder.source);
-    calls.vaeDecoder = { calls: 1, ms: image.ms };
-    stageMs.decode = performance.now() - t;
-    const value: GenerateValue = { latents, images: image.images, imageDims: image.dims, calls, stageMs };
-    return { value, transfer: [latents.buffer as ArrayBuffer, ...image.images.map((i) => i.buffer as ArrayBuffer)] };
+    return await decodeStage(job, latents, calls, stageMs, (s) => {
+      stage = s;
+    });
   } catch (error) {
     // The host names the model (and its feeds) from the stage.
     throw Object.assign(error instanceof Error ? error : new Error(String(error)), { model: stage });
   }
+}
+
+/** `generate`'s last stage: x_M / scaling_factor through the VAE decoder. */
+async function decodeStage(
+  job: GenerateJob,
+  latents: Float32Array,
+  calls: GenerateValue["calls"],
+  stageMs: GenerateValue["stageMs"],
+  enter: (stage: GenerateStage) => void,
+): Promise<Answer> {
+  enter("vaeDecoder");
+  const t = performance.now();
+  const { decoder, denoise: d } = job;
+  const { batch, latentHeight, latentWidth } = d;
+  const scaled = divideFloat32(latents, decoder.scalingFactor);
+  const image = await decode(decoder.handle, decoder.latentName, decoder.imageName, { type: "float32", dims: [batch, 4, latentHeight, latentWidth], data: scaled }, decoder.source);
+  calls.vaeDecoder = { calls: 1, ms: image.ms };
+  stageMs.decode = performance.now() - t;
+  const value: GenerateValue = { latents, images: image.images, imageDims: image.dims, calls, stageMs };
+  return { value, transfer: [latents.buffer as ArrayBuffer, ...image.images.map((i) => i.buffer as ArrayBuffer)] };
 }
 
 async function handle(message: WorkerRequest): Promise<Answer> {

@@ -21,6 +21,7 @@ import { limitsFromEngines, smallestBatch, textRowsFor, unetAccepts, type Engine
 import { normalizeTensorRtVersion, rebuildCommand, type EngineManifest } from "./manifest.js";
 import { resolveEngines } from "./resolve.js";
 import { locateModelFolder, type ModelFolder } from "../../model/folder.js";
+import { refuseSdxlEngines } from "./sdxl.js";
 import type { ModelIo, ModelRole, TextEncoderIo, UnetIo, VaeDecoderIo, VaeEncoderIo } from "../../model/graph-io.js";
 import { Denoiser, type DenoiseRunResult } from "../../native/denoiser.js";
 import { callNative, callNativeAsync } from "../../native/load.js";
@@ -177,6 +178,7 @@ export class TensorRtBackend implements Backend {
     const gpu = info.devices.find((d) => d.index === device);
     if (!gpu) throw new InvalidOptionError("device", `device ${device} is not a CUDA device here (devices: ${info.devices.map((d) => d.index).join(", ") || "none"})`);
     const folder = typeof model === "string" ? await locateModelFolder(model) : model;
+    refuseSdxlEngines(folder);
     const enginesDir = options.engines ?? defaultEnginesDir(folder.dir);
     const target = { tensorrtVersion: normalizeTensorRtVersion(String(report.tensorrt.runtimeVersion ?? "")), gpu: { name: gpu.name, computeCapability: gpu.computeCapability } };
     const { variantDir, manifest, warnings } = await resolveEngines(enginesDir, folder.dir, target);

@@ -17,6 +17,7 @@ import { mkdir, readFile, rename, rm, stat } from "node:fs/promises";
 import { basename, dirname, join, relative, sep } from "node:path";
 import { InvalidOptionError, ModelFileError, AbortError, NativeError, EngineBuildError, throwIfAborted } from "../../errors.js";
 import { locateModelFolder, type ModelFile, type ModelFolder } from "../../model/folder.js";
+import { refuseSdxlEngines } from "./sdxl.js";
 import { ROLE_TITLES, type ModelIo, type ModelRole, type TextEncoderIo } from "../../model/graph-io.js";
 import { callNativeAsync } from "../../native/load.js";
 import type { TensorRtBinding, TrtBuildProgress, TrtBuildResult } from "../../native/tensorrt-types.js";
@@ -262,6 +263,7 @@ export async function buildEngines(options: BuildEnginesOptions, injected?: { bi
   throwIfAborted(options.signal);
 
   const folder = await locateModelFolder(options.model);
+  refuseSdxlEngines(folder);
   const { models, hiddenSize } = await planModels(folder, options);
   const location = engineLocation(options.out, gpu.computeCapability, tensorrtVersion);
   const timingCachePath = options.timingCache ?? location.timingCache;

@@ -1,0 +1,74 @@
+/**
+ * SDXL's text conditioning from the two text encoders' outputs, as diffusers'
+ * `StableDiffusionXLPipeline.encode_prompt` builds it:
+ *
+ * - encoder_hidden_states of a row = `concat([penultimate of text_encoder, penultimate of
+ *   text_encoder_2], dim=-1)`: per token, text_encoder's values then text_encoder_2's;
+ * - text_embeds (pooled) of a row = text_encoder_2's `text_embeds` of its text's first chunk (the
+ *   only chunk with diffusers' reading; A1111 takes the first chunk's too);
+ * - `force_zeros_for_empty_prompt` with no negative prompt: the uncond side is zeros of the cond
+ *   side's shape (`torch.zeros_like`), both embeddings and pooled.
+ *
+ * Pure functions over host arrays: the worker runs the encoders and hands their outputs here.
+ */
+import { InvalidArgumentError } from "../../errors.js";
+
+/** One encoder's output for one prompt list: [texts · chunks, 77, hidden], a text's chunks consecutive. */
+export interface EncoderStates {
+  states: Float32Array;
+  hidden: number;
+  /** For each batch row, its text. */
+  rowOf: ArrayLike<number>;
+}
+
+export const TOKENS_PER_CHUNK = 77;
+
+/**
+ * The rows' encoder_hidden_states [batch, 77 · chunks, h1 + h2], each token's two encoder states
+ * side by side.
+ */
+export function joinEncoderStates(first: EncoderStates, second: EncoderStates, chunks: number, batch: number): Float32Array {
+  const tokens = chunks * TOKENS_PER_CHUNK;
+  const h1 = first.hidden;
+  const h2 = second.hidden;
+  const width = h1 + h2;
+  for (const [name, e] of [["text_encoder", first], ["text_encoder_2", second]] as const) {
+    if (e.rowOf.length !== batch || e.states.length % (tokens * e.hidden) !== 0) {
+      throw new InvalidArgumentError(`SDXL conditioning: ${name}'s states do not hold [texts, ${tokens}, ${e.hidden}] for ${batch} rows`);
+    }
+  }
+  const out = new Float32Array(batch * tokens * width);
+  for (let row = 0; row < batch; row++) {
+    const a = first.rowOf[row]! * tokens * h1;
+    const b = second.rowOf[row]! * tokens * h2;
+    for (let t = 0; t < tokens; t++) {
+      const at = (row * tokens + t) * width;
+      out.set(first.states.subarray(a + t * h1, a + (t + 1) * h1), at);
+      out.set(second.states.subarray(b + t * h2, b + (t + 1) * h2), at + h1);
+    }
+  }
+  return out;
+}
+
+/**
+ * The rows' pooled embeddings [batch, size]: text_encoder_2's `text_embeds` [texts · chunks, size]
+ * at each row's text's first chunk.
+ */
+export function pooledOfRows(pooled: Float32Array, size: number, chunks: number, rowOf: ArrayLike<number>): Float32Array {
+  const out = new Float32Array(rowOf.length * size);
+  for (let row = 0; row < rowOf.length; row++) {
+    const at = rowOf[row]! * chunks * size;
+    if (at + size > pooled.length) throw new InvalidArgumentError(`SDXL conditioning: no pooled embedding for row ${row}`);
+    out.set(pooled.subarray(at, at + size), row * size);
+  }
+  return out;
+}
+
+/** [uncond; cond] along the batch axis (the layout of every UNet input with guidance). */
+export function uncondThenCond(uncond: Float32Array | null, cond: Float32Array): Float32Array {
+  if (!uncond) return cond;
+  const out = new Float32Array(uncond.length + cond.length);
+  out.set(uncond);
+  out.set(cond, uncond.length);
+  return out;
+}

@@ -1,0 +1,200 @@
+/**
+ * SDXL's `generate()` options and what they resolve to, as diffusers' `StableDiffusionXLPipeline`
+ * reads them:
+ *
+ * - `prompt2` / `negativePrompt2`: the texts for the second text encoder (`prompt_2`,
+ *   `negative_prompt_2`), defaulting to `prompt` / `negativePrompt`; read with `tokenizer_2`
+ *   (which pads with "!" in SDXL's files) the same way `prompt` is read;
+ * - no `negativePrompt` at all with the model's `force_zeros_for_empty_prompt` (SDXL base: true):
+ *   the uncond embeddings are zeros (`zeroUncond`), exactly as diffusers does for
+ *   `negative_prompt=None`. An explicit `""` is encoded like any negative prompt;
+ * - `add_time_ids` = original size (h, w) + crop top-left (top, left) + target size (h, w), each
+ *   size defaulting to the image size and the crop to (0, 0); the negative ones
+ *   (`negative_original_size` …) only when both negative sizes are given, else the positive ones.
+ *
+ * A1111 builds the time ids the same way from width and height (`sd_models_xl.py`), so the server
+ * needs nothing beyond the defaults.
+ */
+import { InvalidOptionError } from "../errors.js";
+import { integerInRange, invalidOption } from "../validate.js";
+import type { ClipTokenizer } from "../tokenizer/clip-tokenizer.js";
+import { buildPromptBatch, padPromptBatch, type BuiltPrompts, type PromptReading } from "../prompt/conditioning.js";
+
+/** A size in pixels, as the time ids take it. */
+export interface SdxlSize {
+  width: number;
+  height: number;
+}
+
+/** Where the training crop began (`crops_coords_top_left`). */
+export interface SdxlCrop {
+  top: number;
+  left: number;
+}
+
+export interface SdxlGenerateOptions {
+  /** SDXL: the prompt(s) for the second text encoder (`prompt_2`). Defaults to `prompt`. */
+  prompt2?: string | string[];
+  /** SDXL: the negative prompt(s) for the second text encoder (`negative_prompt_2`). Defaults to `negativePrompt`. */
+  negativePrompt2?: string | string[];
+  /** SDXL micro-conditioning (`original_size`): the size the picture should look like it was taken at. Defaults to the image size. */
+  originalSize?: SdxlSize;
+  /** SDXL micro-conditioning (`crops_coords_top_left`). Defaults to { top: 0, left: 0 }. */
+  cropsCoordsTopLeft?: SdxlCrop;
+  /** SDXL micro-conditioning (`target_size`). Defaults to the image size. */
+  targetSize?: SdxlSize;
+  /** SDXL: the uncond rows' `original_size`; used only with `negativeTargetSize` (diffusers' rule). */
+  negativeOriginalSize?: SdxlSize;
+  /** SDXL: the uncond rows' crop. Defaults to { top: 0, left: 0 } when the negative sizes are given. */
+  negativeCropsCoordsTopLeft?: SdxlCrop;
+  /** SDXL: the uncond rows' `target_size`; used only with `negativeOriginalSize`. */
+  negativeTargetSize?: SdxlSize;
+}
+
+export const SDXL_OPTION_NAMES: readonly (keyof SdxlGenerateOptions)[] = [
+  "prompt2",
+  "negativePrompt2",
+  "originalSize",
+  "cropsCoordsTopLeft",
+  "targetSize",
+  "negativeOriginalSize",
+  "negativeCropsCoordsTopLeft",
+  "negativeTargetSize",
+];
+
+/** What validation needs to know of an SDXL model. */
+export interface SdxlModelFacts {
+  tokenizer2: ClipTokenizer;
+  /** `model_index.json`'s `force_zeros_for_empty_prompt`. */
+  forceZerosForEmptyPrompt: boolean;
+}
+
+/** The SDXL part of a resolved request. */
+export interface SdxlRequest {
+  prompts2: string[];
+  negativePrompts2: string[];
+  /** `prompt2` through tokenizer_2, with `cond`'s chunk count. */
+  cond2: BuiltPrompts;
+  /** `negativePrompt2` through tokenizer_2; null without guidance or with `zeroUncond`. */
+  uncond2: BuiltPrompts | null;
+  zeroUncond: boolean;
+  /** The 6 time ids of every image of the request, and of its uncond rows. */
+  timeIds: Float32Array;
+  negativeTimeIds: Float32Array;
+}
+
+/** Largest size or crop offset a time id may hold (the values are embedded as float32). */
+const MAX_TIME_ID = 1 << 16;
+
+function sizeOption(name: string, value: unknown): SdxlSize {
+  if (typeof value !== "object" || value === null || Array.isArray(value)) throw invalidOption(name, "an object { width, height }", value);
+  const v = value as Record<string, unknown>;
+  for (const key of Object.keys(v)) if (key !== "width" && key !== "height") throw new InvalidOptionError(name, `${name} takes width and height, got the key ${JSON.stringify(key)}`);
+  return { width: integerInRange(`${name}.width`, v["width"], 1, MAX_TIME_ID), height: integerInRange(`${name}.height`, v["height"], 1, MAX_TIME_ID) };
+}
+
+function cropOption(name: string, value: unknown): SdxlCrop {
+  if (typeof value !== "object" || value === null || Array.isArray(value)) throw invalidOption(name, "an object { top, left }", value);
+  const v = value as Record<string, unknown>;
+  for (const key of Object.keys(v)) if (key !== "top" && key !== "left") throw new InvalidOptionError(name, `${name} takes top and left, got the key ${JSON.stringify(key)}`);
+  return { top: integerInRange(`${name}.top`, v["top"], 0, MAX_TIME_ID), left: integerInRange(`${name}.left`, v["left"], 0, MAX_TIME_ID) };
+}
+
+/** diffusers' `_get_add_time_ids`: list(original_size + crops_coords_top_left + target_size), sizes as (height, width). */
+export function sdxlTimeIds(original: SdxlSize, crop: SdxlCrop, target: SdxlSize): Float32Array {
+  return Float32Array.of(original.height, original.width, crop.top, crop.left, target.height, target.width);
+}
+
+function texts(name: string, value: unknown, fallback: string[], batch: number): string[] {
+  if (value === undefined) return fallback;
+  if (typeof value === "string") return new Array<string>(batch).fill(value);
+  if (!Array.isArray(value) || !value.every((p) => typeof p === "string")) throw invalidOption(name, "a string or an array of strings", value);
+  if (value.length !== batch) throw new InvalidOptionError(name, `${name} must have one entry per image (batch ${batch}), got an array of length ${value.length}`);
+  return value as string[];
+}
+
+/** The request facts SDXL's options are resolved against. */
+export interface SdxlRequestContext {
+  prompts: string[];
+  negativePrompts: string[];
+  batch: number;
+  /** The image size; undefined for img2img sized by its init image (then the time ids wait for it: not supported). */
+  width: number | undefined;
+  height: number | undefined;
+  guidance: boolean;
+  reading: PromptReading;
+  steps: number;
+  maxPromptChunks: number;
+}
+
+/**
+ * Resolves the SDXL options of a request. `cond` and `uncond` are the first encoder's prompts; the
+ * second encoder's are padded to the same chunk counts (and `cond`/`uncond` to theirs) with
+ * A1111's empty chunk, since the rows are joined token by token.
+ * @returns undefined for a model that is not SDXL (and then refuses every SDXL option).
+ * @throws InvalidOptionError naming the option.
+ */
+export function resolveSdxlOptions(
+  options: SdxlGenerateOptions & { negativePrompt?: unknown },
+  model: SdxlModelFacts | undefined,
+  ctx: SdxlRequestContext,
+  tokenizer: ClipTokenizer,
+  sides: { cond: BuiltPrompts; uncond: BuiltPrompts | null },
+): SdxlRequest | undefined {
+  if (!model) {
+    const given = SDXL_OPTION_NAMES.find((name) => options[name] !== undefined);
+    if (given) throw new InvalidOptionError(given, `${given} is an SDXL option, and this model is not SDXL (it has no text_encoder_2)`);
+    return undefined;
+  }
+  const { cond, uncond } = sides;
+  if (cond.batch.schedules || uncond?.batch.schedules) {
+    throw new InvalidOptionError("prompt", "prompt editing and alternation ([from:to:when], [a|b]) are not supported with SDXL models yet");
+  }
+  if (ctx.width === undefined || ctx.height === undefined) {
+    throw new InvalidOptionError("width", "SDXL img2img needs width and height (the time ids are built from the image size)");
+  }
+  const image: SdxlSize = { width: ctx.width, height: ctx.height };
+  const original = options.originalSize === undefined ? image : sizeOption("originalSize", options.originalSize);
+  const crop = options.cropsCoordsTopLeft === undefined ? { top: 0, left: 0 } : cropOption("cropsCoordsTopLeft", options.cropsCoordsTopLeft);
+  const target = options.targetSize === undefined ? image : sizeOption("targetSize", options.targetSize);
+  const timeIds = sdxlTimeIds(original, crop, target);
+  let negativeTimeIds = timeIds;
+  const negOriginal = options.negativeOriginalSize;
+  const negTarget = options.negativeTargetSize;
+  if ((negOriginal === undefined) !== (negTarget === undefined)) {
+    // diffusers ignores one without the other; a silently ignored option is refused instead.
+    const missing = negOriginal === undefined ? "negativeOriginalSize" : "negativeTargetSize";
+    throw new InvalidOptionError(missing, `give negativeOriginalSize and negativeTargetSize together (diffusers uses the negative time ids only when both are set); ${missing} is missing`);
+  }
+  if (negOriginal !== undefined) {
+    const negCrop = options.negativeCropsCoordsTopLeft === undefined ? { top: 0, left: 0 } : cropOption("negativeCropsCoordsTopLeft", options.negativeCropsCoordsTopLeft);
+    negativeTimeIds = sdxlTimeIds(sizeOption("negativeOriginalSize", negOriginal), negCrop, sizeOption("negativeTargetSize", negTarget));
+  } else if (options.negativeCropsCoordsTopLeft !== undefined) {
+    throw new InvalidOptionError("negativeCropsCoordsTopLeft", "negativeCropsCoordsTopLeft needs negativeOriginalSize and negativeTargetSize (diffusers ignores it otherwise)");
+  }
+
+  const prompts2 = texts("prompt2", options.prompt2, ctx.prompts, ctx.batch);
+  const negativePrompts2 = texts("negativePrompt2", options.negativePrompt2, ctx.negativePrompts, ctx.batch);
+  const zeroUncond = ctx.guidance && options.negativePrompt === undefined && model.forceZerosForEmptyPrompt;
+  const read = (list: string[], option: string) => {
+    const built = buildPromptBatch(model.tokenizer2, list, ctx.reading, option, ctx.steps);
+    if (built.batch.schedules) throw new InvalidOptionError(option, `prompt editing and alternation ([from:to:when], [a|b]) are not supported with SDXL models yet (${option})`);
+    return built;
+  };
+  const cond2 = read(prompts2, "prompt2");
+  alignChunks(tokenizer, cond, model.tokenizer2, cond2, ctx.maxPromptChunks, "prompt2");
+  let uncond2: BuiltPrompts | null = null;
+  if (uncond && !zeroUncond) {
+    uncond2 = read(negativePrompts2, "negativePrompt2");
+    alignChunks(tokenizer, uncond, model.tokenizer2, uncond2, ctx.maxPromptChunks, "negativePrompt2");
+  }
+  return { prompts2, negativePrompts2, cond2, uncond2, zeroUncond, timeIds, negativeTimeIds };
+}
+
+/** Pads the side with fewer chunks to the other's count (A1111's empty chunk, each with its own tokenizer). */
+function alignChunks(tokenizer1: ClipTokenizer, first: BuiltPrompts, tokenizer2: ClipTokenizer, second: BuiltPrompts, max: number, option: string): void {
+  const chunks = Math.max(first.batch.chunks, second.batch.chunks);
+  if (chunks > max) throw new InvalidOptionError(option, `${option} needs ${chunks} chunks of 75 tokens, but the backend takes at most ${max}`);
+  first.batch = padPromptBatch(tokenizer1, first.batch, chunks);
+  second.batch = padPromptBatch(tokenizer2, second.batch, chunks);
+}

@@ -1,0 +1,86 @@
+/**
+ * SDXL through `Pipeline.generate` on the CPU backend, from the optimum-layout ONNX folder of the
+ * tiny SDXL (test/fixtures/sdxl), against diffusers' own StableDiffusionXLPipeline and
+ * StableDiffusionXLImg2ImgPipeline on the same weights: final latents within 1e-4 · max(1, max|x|),
+ * pixels within ±1, and what the UNet was fed (time ids, pooled embeddings, batch, timesteps).
+ */
+import { afterAll, beforeAll, describe, expect, test } from "@jest/globals";
+import { Pipeline } from "../../lib/pipeline/pipeline.js";
+import type { CpuBackend } from "../../lib/backends/cpu/backend.js";
+import { InvalidOptionError } from "../../lib/errors.js";
+import { imageDiff, latentError, LATENT_TOLERANCE } from "../fixtures/tiny-sd-cases/compare.js";
+import { caseSize, expectedPixels, loadSdxlReference, optionsForCase, TINY_SDXL_DIR, type SdxlCase } from "../fixtures/sdxl/reference.js";
+
+const reference = loadSdxlReference();
+const caseById = (id: string): SdxlCase => reference.cases.find((c) => c.id === id)!;
+
+let pipe: Pipeline;
+beforeAll(async () => {
+  pipe = await Pipeline.load(TINY_SDXL_DIR, { backend: "cpu" });
+});
+afterAll(async () => {
+  await pipe?.dispose();
+});
+
+describe("SDXL from the optimum ONNX layout matches diffusers", () => {
+  test("the model's defaults: 64×64 (sample_size × 8), EulerDiscrete with leading spacing", () => {
+    expect(pipe.defaultSize).toEqual({ width: 64, height: 64 });
+    expect(pipe.defaultScheduler).toBe("euler");
+  });
+
+  test.each(reference.cases.map((c) => [c.id, c] as const))("%s", async (_id, c) => {
+    const backend = pipe.backend as CpuBackend;
+    const before = backend.runtimeStats;
+    const result = await pipe.generate({ ...optionsForCase(reference, c), returnLatents: true });
+    const after = backend.runtimeStats;
+    const unetCalls = after.unet.calls - before.unet.calls;
+    expect({ calls: unetCalls, rowsPerCall: (after.unet.rows - before.unet.rows) / unetCalls }).toEqual({ calls: c.unet_timesteps.length, rowsPerCall: c.unet_batch });
+
+    const latentErr = latentError(result.latents!, c.final_latents);
+    expect({ case: c.id, length: result.latents!.length, ok: latentErr <= LATENT_TOLERANCE, latentErr }).toEqual({ case: c.id, length: c.final_latents.length, ok: true, latentErr });
+
+    const { width, height } = caseSize(c);
+    const pixels = Buffer.concat(result.images.map((image) => {
+      expect([image.width, image.height]).toEqual([width, height]);
+      return image.rgb;
+    }));
+    const diff = imageDiff(pixels, expectedPixels(c));
+    expect({ case: c.id, length: pixels.length, maxDiff: diff.maxDiff <= 1 }).toEqual({ case: c.id, length: c.image_uint8_hwc_b64.length * width * height * 3, maxDiff: true });
+  });
+});
+
+describe("SDXL options", () => {
+  const base = { prompt: "a castle", steps: 1, seed: 1, promptSyntax: "plain" as const };
+
+  test("negativeOriginalSize without negativeTargetSize is refused, naming the missing one", async () => {
+    await expect(pipe.generate({ ...base, negativeOriginalSize: { width: 64, height: 64 } })).rejects.toThrow(InvalidOptionError);
+    await expect(pipe.generate({ ...base, negativeOriginalSize: { width: 64, height: 64 } })).rejects.toThrow(/negativeTargetSize is missing/);
+  });
+
+  test("a size that is not { width, height } names the option and the key", async () => {
+    await expect(pipe.generate({ ...base, originalSize: { width: 64, height: 0 } })).rejects.toThrow(/originalSize\.height/);
+    await expect(pipe.generate({ ...base, cropsCoordsTopLeft: { top: 1, x: 2 } as never })).rejects.toThrow(/cropsCoordsTopLeft takes top and left, got the key "x"/);
+  });
+
+  test("prompt2 defaults to prompt: giving it equal to prompt changes nothing", async () => {
+    const c = caseById("euler_zeros_negative");
+    const plain = await pipe.generate({ ...optionsForCase(reference, c), returnLatents: true });
+    const same = await pipe.generate({ ...optionsForCase(reference, c), prompt2: c.prompt as string, returnLatents: true });
+    expect(Buffer.from(same.latents!.buffer).equals(Buffer.from(plain.latents!.buffer))).toBe(true);
+  });
+
+  test("prompt editing is refused on SDXL models, naming the prompt", async () => {
+    await expect(pipe.generate({ prompt: "a [cat:dog:0.5]", steps: 2, seed: 1 })).rejects.toThrow(/prompt editing .* not supported with SDXL/);
+  });
+});
+
+describe("SDXL options on an SD 1.x model", () => {
+  test("prompt2 is refused, naming the option", async () => {
+    const sd = await Pipeline.load(undefined, { backend: "cpu" });
+    try {
+      await expect(sd.generate({ prompt: "x", prompt2: "y", steps: 1 })).rejects.toThrow(/prompt2 is an SDXL option, and this model is not SDXL/);
+    } finally {
+      await sd.dispose();
+    }
+  });
+});
