@@ -29,6 +29,14 @@ export interface GenerateArgs {
   _?: Array<string | number>;
   prompt?: string | string[];
   "negative-prompt"?: string | string[];
+  prompt2?: string | string[];
+  "negative-prompt2"?: string | string[];
+  "original-size"?: string;
+  "crops-coords-top-left"?: string;
+  "target-size"?: string;
+  "negative-original-size"?: string;
+  "negative-crops-coords-top-left"?: string;
+  "negative-target-size"?: string;
   model: string;
   backend: BackendChoice;
   engines?: string;
@@ -77,6 +85,14 @@ export interface CommandIo {
 const FLAG_OF: Record<string, string> = {
   prompt: "--prompt",
   negativePrompt: "--negative-prompt",
+  prompt2: "--prompt2",
+  negativePrompt2: "--negative-prompt2",
+  originalSize: "--original-size",
+  cropsCoordsTopLeft: "--crops-coords-top-left",
+  targetSize: "--target-size",
+  negativeOriginalSize: "--negative-original-size",
+  negativeCropsCoordsTopLeft: "--negative-crops-coords-top-left",
+  negativeTargetSize: "--negative-target-size",
   width: "--width",
   height: "--height",
   steps: "--steps",
@@ -210,7 +226,38 @@ function generateOptions(args: GenerateArgs, signal: AbortSignal): GenerateOptio
   if (args.emphasis !== undefined) options.emphasis = args.emphasis;
   if (args["comma-padding-backtrack"] !== undefined) options.commaPaddingBacktrack = args["comma-padding-backtrack"];
   if (args["pad-cond-uncond"] !== undefined) options.padCondUncond = args["pad-cond-uncond"];
+  sdxlOptions(args, options);
   return options;
+}
+
+/** SDXL's flags: the second encoder's prompts and the size/crop micro-conditioning (WIDTHxHEIGHT, TOP,LEFT). */
+function sdxlOptions(args: GenerateArgs, options: GenerateOptions): void {
+  if (args.prompt2 !== undefined) options.prompt2 = args.prompt2;
+  if (args["negative-prompt2"] !== undefined) options.negativePrompt2 = args["negative-prompt2"];
+  const size = (flag: string, option: string, text: string | undefined) => {
+    if (text === undefined) return undefined;
+    const match = /^(\d+)x(\d+)$/.exec(String(text).trim());
+    if (!match) throw new InvalidOptionError(option, `${flag} must be WIDTHxHEIGHT in pixels (e.g. 1024x1024), got ${JSON.stringify(text)}`);
+    return { width: Number(match[1]), height: Number(match[2]) };
+  };
+  const crop = (flag: string, option: string, text: string | undefined) => {
+    if (text === undefined) return undefined;
+    const match = /^(\d+),(\d+)$/.exec(String(text).trim());
+    if (!match) throw new InvalidOptionError(option, `${flag} must be TOP,LEFT in pixels (e.g. 0,0), got ${JSON.stringify(text)}`);
+    return { top: Number(match[1]), left: Number(match[2]) };
+  };
+  const originalSize = size("--original-size", "originalSize", args["original-size"]);
+  const cropsCoordsTopLeft = crop("--crops-coords-top-left", "cropsCoordsTopLeft", args["crops-coords-top-left"]);
+  const targetSize = size("--target-size", "targetSize", args["target-size"]);
+  const negativeOriginalSize = size("--negative-original-size", "negativeOriginalSize", args["negative-original-size"]);
+  const negativeCropsCoordsTopLeft = crop("--negative-crops-coords-top-left", "negativeCropsCoordsTopLeft", args["negative-crops-coords-top-left"]);
+  const negativeTargetSize = size("--negative-target-size", "negativeTargetSize", args["negative-target-size"]);
+  if (originalSize) options.originalSize = originalSize;
+  if (cropsCoordsTopLeft) options.cropsCoordsTopLeft = cropsCoordsTopLeft;
+  if (targetSize) options.targetSize = targetSize;
+  if (negativeOriginalSize) options.negativeOriginalSize = negativeOriginalSize;
+  if (negativeCropsCoordsTopLeft) options.negativeCropsCoordsTopLeft = negativeCropsCoordsTopLeft;
+  if (negativeTargetSize) options.negativeTargetSize = negativeTargetSize;
 }
 
 /**
@@ -364,6 +411,14 @@ const command: CommandModule<object, GenerateArgs> = {
       })
       .option("prompt", { alias: "p", type: "string", describe: "The prompt; repeat it for one prompt per image" })
       .option("negative-prompt", { alias: "n", type: "string", describe: "What to steer away from (with guidance > 1); repeat it for one per image" })
+      .option("prompt2", { type: "string", describe: "SDXL: the prompt for the second text encoder (prompt_2; default: the prompt); repeat it for one per image" })
+      .option("negative-prompt2", { type: "string", describe: "SDXL: the negative prompt for the second text encoder (negative_prompt_2; default: the negative prompt)" })
+      .option("original-size", { type: "string", describe: "SDXL micro-conditioning original_size, WIDTHxHEIGHT (default: the image size)" })
+      .option("crops-coords-top-left", { type: "string", describe: "SDXL micro-conditioning crops_coords_top_left, TOP,LEFT (default 0,0)" })
+      .option("target-size", { type: "string", describe: "SDXL micro-conditioning target_size, WIDTHxHEIGHT (default: the image size)" })
+      .option("negative-original-size", { type: "string", describe: "SDXL: original_size of the uncond rows, WIDTHxHEIGHT (with --negative-target-size)" })
+      .option("negative-crops-coords-top-left", { type: "string", describe: "SDXL: crops_coords_top_left of the uncond rows, TOP,LEFT" })
+      .option("negative-target-size", { type: "string", describe: "SDXL: target_size of the uncond rows, WIDTHxHEIGHT (with --negative-original-size)" })
       .option("model", { type: "string", default: defaultModelDir, defaultDescription: "the tiny test model in models/tiny-sd", describe: "Model folder (optimum ONNX layout or TensorRT demo names)" })
       .option("backend", { choices: BACKEND_CHOICES, default: "auto" as BackendChoice, describe: "Inference backend: TensorRT engines, the ONNX Runtime CPU backend, or auto (TensorRT when usable)" })
       .option("engines", { type: "string", describe: "Folder of TensorRT engines built by sd-trt build (tensorrt backend)" })
