@@ -167,6 +167,18 @@ export function padPromptBatch(tokenizer: ClipTokenizer, batch: PromptBatch, chu
   return packPrompts(tokenizer, perPrompt, batch.rowOf, batch.groupOf, batch.schedules, chunks);
 }
 
+/**
+ * A1111's `process_tokens` (sd_hijack_clip.py): "SD1 uses the same token for padding and end of
+ * text, while SD2 uses different ones" — with a pad token other than EOS (OpenCLIP's "!", SDXL's
+ * tokenizer_2), every id after a chunk's first EOS becomes the pad id. diffusers' reading already
+ * pads that way (`padding="max_length"`), so this changes only A1111-syntax chunks.
+ */
+function padAfterEnd(tokenizer: ClipTokenizer, chunk: Int32Array): void {
+  if (tokenizer.padTokenId === tokenizer.eosTokenId) return;
+  const end = chunk.indexOf(tokenizer.eosTokenId);
+  if (end >= 0) chunk.fill(tokenizer.padTokenId, end + 1);
+}
+
 function packPrompts(
   tokenizer: ClipTokenizer,
   perPrompt: PromptChunk[][],
@@ -185,6 +197,7 @@ function packPrompts(
       const at = (p * chunks + c) * CHUNK_TOKENS;
       ids.set(chunk.tokens, at);
       multipliers.set(chunk.multipliers, at);
+      padAfterEnd(tokenizer, ids.subarray(at, at + CHUNK_TOKENS));
     }
   });
   const batch: PromptBatch = { chunks, prompts: perPrompt.length, ids, multipliers, rowOf, groupOf };

@@ -66,7 +66,10 @@ function serviceRequests(generation: A1111Generation, initImage: RawImage | unde
   for (let n = 0; n < generation.nIter; n++) {
     requests.push({
       prompt: generation.prompt,
-      negativePrompt: generation.negativePrompt,
+      // An empty negative prompt is left out: on SDXL that is the zero-uncond path, as A1111's
+      // force_zero_negative_prompt (sd_models_xl.py) zeroes an all-empty negative batch's text
+      // embeddings; on SD 1.x/2.x the pipeline's default negative prompt is "" anyway.
+      ...(generation.negativePrompt !== "" ? { negativePrompt: generation.negativePrompt } : {}),
       width: generation.width,
       height: generation.height,
       steps: generation.steps,

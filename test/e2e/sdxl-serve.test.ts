@@ -1,0 +1,58 @@
+/**
+ * `sd-trt serve` (the A1111 API over HTTP) on the tiny SDXL, CPU backend: a txt2img request as a
+ * client sends it for SDXL (the same prompt for both encoders, the time ids from width and height,
+ * an empty negative prompt) gives diffusers' StableDiffusionXLPipeline image for
+ * `negative_prompt=None` — A1111 zeroes an empty negative prompt's text conditioning
+ * (`force_zero_negative_prompt`, sd_models_xl.py) as diffusers' force_zeros_for_empty_prompt does.
+ */
+import { afterAll, beforeAll, describe, expect, test } from "@jest/globals";
+import sharp from "sharp";
+import { Pipeline } from "../../lib/pipeline/pipeline.js";
+import { PipelineService } from "../../lib/service/pipeline-service.js";
+import { SdServer } from "../../lib/server/server.js";
+import { imageDiff } from "../fixtures/tiny-sd-cases/compare.js";
+import { expectedPixels, loadSdxlReference, TINY_SDXL_DIR } from "../fixtures/sdxl/reference.js";
+
+const reference = loadSdxlReference();
+let pipe: Pipeline;
+let server: SdServer;
+let url: string;
+
+beforeAll(async () => {
+  pipe = await Pipeline.load(TINY_SDXL_DIR, { backend: "cpu" });
+  const service = await PipelineService.create(pipe, { maxQueue: 8, batchWindowMs: 0 });
+  server = new SdServer({ ownService: true, service });
+  url = (await server.listen({ host: "127.0.0.1", port: 0 })).url;
+});
+afterAll(async () => {
+  await server?.close(0);
+  await pipe?.dispose();
+});
+
+describe("serve on an SDXL model", () => {
+  test("txt2img with an empty negative prompt gives diffusers' zero-uncond image", async () => {
+    const c = reference.cases.find((x) => x.id === "euler_zeros_negative")!;
+    const body = {
+      prompt: c.prompt,
+      negative_prompt: "",
+      seed: c.seed,
+      steps: c.num_inference_steps,
+      cfg_scale: c.guidance_scale,
+      width: 64,
+      height: 64,
+      // Our exact name "euler" is diffusers' EulerDiscrete (A1111's "Euler" is k-diffusion's).
+      sampler_name: "euler",
+      override_settings: { randn_source: "CPU" },
+    };
+    const response = await fetch(`${url}/sdapi/v1/txt2img`, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+    const json = (await response.json()) as { images: string[]; info: string };
+    expect(response.status).toBe(200);
+    expect(json.images).toHaveLength(1);
+    const { data, info } = await sharp(Buffer.from(json.images[0]!, "base64")).raw().toBuffer({ resolveWithObject: true });
+    expect([info.width, info.height, info.channels]).toEqual([64, 64, 3]);
+    const diff = imageDiff(data, expectedPixels(c));
+    expect({ maxDiff: diff.maxDiff, atMostOne: diff.maxDiff <= 1 }).toEqual({ maxDiff: diff.maxDiff, atMostOne: true });
+    // A1111 writes no SDXL-specific fields: the same infotext as for SD 1.x.
+    expect(JSON.parse(json.info).infotexts[0]).toMatch(/^a lighthouse on a cliff at dusk\nSteps: 3, Sampler: Euler, CFG scale: 5, Seed: 7, Size: 64x64, Model hash: [0-9a-f]{10}, RNG: CPU$/);
+  });
+});
