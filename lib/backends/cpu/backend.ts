@@ -24,6 +24,7 @@
  * (one more round trip per image). The embeddings never leave the worker. `runtimeStats` adds up the time inside `session.run`
  * as the worker measures it.
  */
+import { join } from "node:path";
 import { InternalError, InvalidArgumentError, InvalidOptionError, ModelFileError, throwIfAborted } from "../../errors.js";
 import { Lifecycle } from "../../lifecycle.js";
 import type { Backend, BackendLimits, GenerationJob, GenerationOutput } from "../backend.js";
@@ -472,7 +473,17 @@ async function sdxlSessions(host: OrtHost, folder: ModelFolder, te1: Session<Sdx
   if (added.textEmbedsSize !== undefined && added.textEmbedsSize !== pooledSize) {
     throw new ModelFileError(folder.unet.path, `${folder.unet.path} expects text_embeds of size ${added.textEmbedsSize}, but ${te2.file.path} returns ${pooledSize}`);
   }
-  const timeIdsSize = added.timeIdsSize ?? (folder.sdxl!.requiresAestheticsScore ? 5 : 6);
+  // The time-id layout: 6 (original size, crop, target size) for a base model, 5 (original size,
+  // crop, aesthetic score) where model_index.json says requires_aesthetics_score (a refiner).
+  const aesthetic = folder.sdxl!.requiresAestheticsScore;
+  const expected = aesthetic ? 5 : 6;
+  const timeIdsSize = added.timeIdsSize ?? expected;
+  if (timeIdsSize !== expected) {
+    throw new ModelFileError(
+      folder.unet.path,
+      `${folder.unet.path} takes ${timeIdsSize} time ids, but ${join(folder.dir, "model_index.json")} says requires_aesthetics_score: ${aesthetic}, which makes ${expected}; the UNet and the pipeline config do not belong together`,
+    );
+  }
   if (timeIdsSize !== 6) {
     throw new ModelFileError(
       folder.unet.path,
