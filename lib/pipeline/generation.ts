@@ -20,7 +20,7 @@
  */
 import { InternalError, InvalidOptionError, throwIfAborted } from "../errors.js";
 import type { Backend, BackendLimits, BackendName, GenerationJob, InitImage, SdxlConditioning } from "../backends/backend.js";
-import type { SdxlRequest } from "./sdxl-options.js";
+import { sdxlRequestTimeIds } from "./sdxl-options.js";
 import { formatInfotext } from "../image/infotext.js";
 import { rgbToPixels } from "../image/pixels.js";
 import { readImage, type RgbImage } from "../image/read.js";
@@ -442,14 +442,16 @@ function sdxlConditioning(prepared: PreparedRequest[]): SdxlConditioning {
     if (!p.request.sdxl) throw new InternalError("executeBatch: an SD request was batched with SDXL requests");
     return p.request.sdxl;
   });
-  const perRow = (ids: (s: SdxlRequest) => Float32Array) => concatenate(prepared.map((p, i) => repeatRows(ids(parts[i]!), p.request.batch)));
+  // Sizes left out are the image's (for img2img known only now, from the init image).
+  const ids = prepared.map((p, i) => sdxlRequestTimeIds(parts[i]!, p.width, p.height));
+  const perRow = (which: "timeIds" | "negativeTimeIds") => concatenate(prepared.map((p, i) => repeatRows(ids[i]![which], p.request.batch)));
   const zeroUncond = parts[0]!.zeroUncond;
   return {
     cond2: mergePrompts(parts.map((s) => s.cond2.batch)),
     uncond2: parts[0]!.uncond2 ? mergePrompts(parts.map((s) => s.uncond2!.batch)) : null,
     zeroUncond,
-    timeIds: perRow((s) => s.timeIds),
-    negativeTimeIds: perRow((s) => s.negativeTimeIds),
+    timeIds: perRow("timeIds"),
+    negativeTimeIds: perRow("negativeTimeIds"),
   };
 }
 

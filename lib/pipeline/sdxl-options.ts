@@ -78,9 +78,24 @@ export interface SdxlRequest {
   /** `negativePrompt2` through tokenizer_2; null without guidance or with `zeroUncond`. */
   uncond2: BuiltPrompts | null;
   zeroUncond: boolean;
-  /** The 6 time ids of every image of the request, and of its uncond rows. */
-  timeIds: Float32Array;
-  negativeTimeIds: Float32Array;
+  /** The micro-conditioning of the cond rows; a null size is the image's (known once an init image is read). */
+  conditioning: SdxlMicroConditioning;
+  /** The uncond rows'; null: the same as the cond rows' (diffusers without both negative sizes). */
+  negativeConditioning: SdxlMicroConditioning | null;
+}
+
+export interface SdxlMicroConditioning {
+  original: SdxlSize | null;
+  crop: SdxlCrop;
+  target: SdxlSize | null;
+}
+
+/** The time ids of a request's cond and uncond rows at its image size. */
+export function sdxlRequestTimeIds(request: SdxlRequest, width: number, height: number): { timeIds: Float32Array; negativeTimeIds: Float32Array } {
+  const image = { width, height };
+  const ids = (m: SdxlMicroConditioning) => sdxlTimeIds(m.original ?? image, m.crop, m.target ?? image);
+  const timeIds = ids(request.conditioning);
+  return { timeIds, negativeTimeIds: request.negativeConditioning ? ids(request.negativeConditioning) : timeIds };
 }
 
 /** Largest size or crop offset a time id may hold (the values are embedded as float32). */
@@ -118,9 +133,6 @@ export interface SdxlRequestContext {
   prompts: string[];
   negativePrompts: string[];
   batch: number;
-  /** The image size; undefined for img2img sized by its init image (then the time ids wait for it: not supported). */
-  width: number | undefined;
-  height: number | undefined;
   guidance: boolean;
   reading: PromptReading;
   steps: number;
@@ -135,7 +147,7 @@ export interface SdxlRequestContext {
  * @throws InvalidOptionError naming the option.
  */
 export function resolveSdxlOptions(
-  options: SdxlGenerateOptions & { negativePrompt?: unknown },
+  options: SdxlGenerateOptions & { negativePrompt?: unknown; hires?: unknown },
   model: SdxlModelFacts | undefined,
   ctx: SdxlRequestContext,
   tokenizer: ClipTokenizer,
@@ -150,15 +162,16 @@ export function resolveSdxlOptions(
   if (cond.batch.schedules || uncond?.batch.schedules) {
     throw new InvalidOptionError("prompt", "prompt editing and alternation ([from:to:when], [a|b]) are not supported with SDXL models yet");
   }
-  if (ctx.width === undefined || ctx.height === undefined) {
-    throw new InvalidOptionError("width", "SDXL img2img needs width and height (the time ids are built from the image size)");
+  if (options.hires !== undefined) {
+    // A1111 builds the second pass's time ids from the upscaled size; not done here yet.
+    throw new InvalidOptionError("hires", "hires fix is not supported with SDXL models yet");
   }
-  const image: SdxlSize = { width: ctx.width, height: ctx.height };
-  const original = options.originalSize === undefined ? image : sizeOption("originalSize", options.originalSize);
-  const crop = options.cropsCoordsTopLeft === undefined ? { top: 0, left: 0 } : cropOption("cropsCoordsTopLeft", options.cropsCoordsTopLeft);
-  const target = options.targetSize === undefined ? image : sizeOption("targetSize", options.targetSize);
-  const timeIds = sdxlTimeIds(original, crop, target);
-  let negativeTimeIds = timeIds;
+  const conditioning: SdxlMicroConditioning = {
+    original: options.originalSize === undefined ? null : sizeOption("originalSize", options.originalSize),
+    crop: options.cropsCoordsTopLeft === undefined ? { top: 0, left: 0 } : cropOption("cropsCoordsTopLeft", options.cropsCoordsTopLeft),
+    target: options.targetSize === undefined ? null : sizeOption("targetSize", options.targetSize),
+  };
+  let negativeConditioning: SdxlMicroConditioning | null = null;
   const negOriginal = options.negativeOriginalSize;
   const negTarget = options.negativeTargetSize;
   if ((negOriginal === undefined) !== (negTarget === undefined)) {
@@ -167,8 +180,11 @@ export function resolveSdxlOptions(
     throw new InvalidOptionError(missing, `give negativeOriginalSize and negativeTargetSize together (diffusers uses the negative time ids only when both are set); ${missing} is missing`);
   }
   if (negOriginal !== undefined) {
-    const negCrop = options.negativeCropsCoordsTopLeft === undefined ? { top: 0, left: 0 } : cropOption("negativeCropsCoordsTopLeft", options.negativeCropsCoordsTopLeft);
-    negativeTimeIds = sdxlTimeIds(sizeOption("negativeOriginalSize", negOriginal), negCrop, sizeOption("negativeTargetSize", negTarget));
+    negativeConditioning = {
+      original: sizeOption("negativeOriginalSize", negOriginal),
+      crop: options.negativeCropsCoordsTopLeft === undefined ? { top: 0, left: 0 } : cropOption("negativeCropsCoordsTopLeft", options.negativeCropsCoordsTopLeft),
+      target: sizeOption("negativeTargetSize", negTarget),
+    };
   } else if (options.negativeCropsCoordsTopLeft !== undefined) {
     throw new InvalidOptionError("negativeCropsCoordsTopLeft", "negativeCropsCoordsTopLeft needs negativeOriginalSize and negativeTargetSize (diffusers ignores it otherwise)");
   }
@@ -188,7 +204,7 @@ export function resolveSdxlOptions(
     uncond2 = read(negativePrompts2, "negativePrompt2");
     alignChunks(tokenizer, uncond, model.tokenizer2, uncond2, ctx.maxPromptChunks, "negativePrompt2");
   }
-  return { prompts2, negativePrompts2, cond2, uncond2, zeroUncond, timeIds, negativeTimeIds };
+  return { prompts2, negativePrompts2, cond2, uncond2, zeroUncond, conditioning, negativeConditioning };
 }
 
 /** Pads the side with fewer chunks to the other's count (A1111's empty chunk, each with its own tokenizer). */

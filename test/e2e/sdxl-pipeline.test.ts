@@ -69,6 +69,17 @@ describe("SDXL options", () => {
     expect(Buffer.from(same.latents!.buffer).equals(Buffer.from(plain.latents!.buffer))).toBe(true);
   });
 
+  test("img2img without width and height takes the time ids from the init image's size", async () => {
+    const c = caseById("img2img_euler");
+    const { width: _w, height: _h, ...options } = optionsForCase(reference, c);
+    const result = await pipe.generate({ ...options, returnLatents: true });
+    expect(latentError(result.latents!, c.final_latents)).toBeLessThanOrEqual(LATENT_TOLERANCE);
+  });
+
+  test("hires fix is refused on SDXL models", async () => {
+    await expect(pipe.generate({ ...base, hires: { scale: 2 } })).rejects.toThrow(/hires fix is not supported with SDXL models yet/);
+  });
+
   test("prompt editing is refused on SDXL models, naming the prompt", async () => {
     await expect(pipe.generate({ prompt: "a [cat:dog:0.5]", steps: 2, seed: 1 })).rejects.toThrow(/prompt editing .* not supported with SDXL/);
   });
