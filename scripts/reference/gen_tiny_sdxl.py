@@ -11,6 +11,9 @@ What it writes (OUT defaults to test/fixtures/sdxl):
   (their own `__call__`, PyTorch float32 on the CPU) on the same weights: the final latents
   (`output_type="latent"`) and the decoded uint8 pixels (`output_type="np"`, ×255, round half to
   even as `numpy_to_pil` does), plus what the pipeline fed the UNet (time ids, pooled embeds).
+- OUT/tiny-sdxl-refiner/: a refiner-shaped folder (text_encoder_2 only, a UNet with the
+  aesthetic-score time ids, requires_aesthetics_score, force_zeros_for_empty_prompt false) and
+  `refiner_cases` in the JSON: base with `denoising_end`, then the refiner with `denoising_start`.
 - with --diffusers DIR: the diffusers folder (`save_pretrained`) of the same pipeline.
 
 The models are the real classes with small configs and weights from fixed seeds:
@@ -169,6 +172,26 @@ def build_components():
                 tokenizer_2=tokenizer_2, unet=unet, scheduler=scheduler)
 
 
+def build_refiner(c):
+    """SDXL refiner-shaped: text_encoder_2 only (the base's, as the real refiner shares OpenCLIP bigG),
+    a UNet conditioned on it alone (cross_attention_dim 16) with the aesthetic-score time ids
+    (5 · 8 + 16 inputs), the base's VAE and scheduler."""
+    torch.manual_seed(6)
+    unet = UNet2DConditionModel(
+        sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(8, 16),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4), use_linear_projection=True, addition_embed_type="text_time", addition_time_embed_dim=8,
+        transformer_layers_per_block=(1, 1), projection_class_embeddings_input_dim=5 * 8 + 16, cross_attention_dim=16,
+        norm_num_groups=8,
+    ).eval()
+    with torch.no_grad():
+        g = torch.Generator().manual_seed(7)
+        for p in unet.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * 0.05)
+    return dict(vae=c["vae"], text_encoder=None, text_encoder_2=c["text_encoder_2"], tokenizer=None,
+                tokenizer_2=c["tokenizer_2"], unet=unet, scheduler=c["scheduler"])
+
+
 # ---------------------------------------------------------------- ONNX export (optimum's names)
 
 class TextEncoderExport(torch.nn.Module):
@@ -281,6 +304,97 @@ def write_folder(c, out):
         write_json(os.path.join(d, "special_tokens_map.json"), special)
         write_json(os.path.join(d, "tokenizer_config.json"), {**special, "model_max_length": 77, "do_lower_case": True,
                                                                "tokenizer_class": "CLIPTokenizer", "add_prefix_space": False, "errors": "replace"})
+
+
+def write_refiner_folder(r, out):
+    """The refiner's optimum folder: no text_encoder/tokenizer, no vae_encoder (it refines latents)."""
+    if os.path.exists(out):
+        shutil.rmtree(out)
+    ids = torch.tensor([[49406, 320, 1125, 49407] + [0] * 73], dtype=torch.int64)
+    layers = r["text_encoder_2"].config.num_hidden_layers
+    hidden_names = [f"hidden_states.{i}" for i in range(layers + 1)]
+    axes = {"input_ids": {0: "batch_size", 1: "sequence_length"}, "text_embeds": {0: "batch_size"}}
+    for name in ["last_hidden_state"] + hidden_names:
+        axes[name] = {0: "batch_size", 1: "sequence_length"}
+    export(TextEncoderExport(r["text_encoder_2"], "text_embeds"), (ids,), os.path.join(out, "text_encoder_2", "model.onnx"),
+           ["input_ids"], ["text_embeds", "last_hidden_state"] + hidden_names, axes)
+    export(UnetExport(r["unet"]), (torch.randn(2, 4, 8, 8), torch.tensor([999.0]), torch.randn(2, 77, 16), torch.randn(2, 16), torch.randn(2, 5)),
+           os.path.join(out, "unet", "model.onnx"),
+           ["sample", "timestep", "encoder_hidden_states", "text_embeds", "time_ids"], ["out_sample"],
+           {"sample": {0: "batch_size", 2: "height", 3: "width"}, "timestep": {0: "steps"},
+            "encoder_hidden_states": {0: "batch_size", 1: "sequence_length"}, "text_embeds": {0: "batch_size"},
+            "time_ids": {0: "batch_size"}, "out_sample": {0: "batch_size", 2: "height", 3: "width"}})
+    export(VaeDecoderExport(r["vae"]), (torch.randn(1, 4, 8, 8),), os.path.join(out, "vae_decoder", "model.onnx"),
+           ["latent_sample"], ["sample"],
+           {"latent_sample": {0: "batch_size", 2: "latent_height", 3: "latent_width"}, "sample": {0: "batch_size", 2: "height", 3: "width"}})
+    # stabilityai/stable-diffusion-xl-refiner-1.0's model_index: no text_encoder, force_zeros false, aesthetic score on.
+    write_json(os.path.join(out, "model_index.json"), {
+        "_class_name": "ORTStableDiffusionXLImg2ImgPipeline", "_diffusers_version": diffusers.__version__,
+        "force_zeros_for_empty_prompt": False, "requires_aesthetics_score": True,
+        "scheduler": ["diffusers", "EulerDiscreteScheduler"], "text_encoder": [None, None],
+        "text_encoder_2": ["transformers", "CLIPTextModelWithProjection"], "tokenizer": [None, None],
+        "tokenizer_2": ["transformers", "CLIPTokenizer"], "unet": ["diffusers", "UNet2DConditionModel"],
+        "vae": ["diffusers", "AutoencoderKL"],
+    })
+    diffusers_config = lambda obj: json.loads(obj.to_json_string())
+    write_json(os.path.join(out, "scheduler", "scheduler_config.json"), diffusers_config(r["scheduler"]))
+    write_json(os.path.join(out, "text_encoder_2", "config.json"), r["text_encoder_2"].config.to_dict())
+    write_json(os.path.join(out, "unet", "config.json"), diffusers_config(r["unet"]))
+    write_json(os.path.join(out, "vae_decoder", "config.json"), diffusers_config(r["vae"]))
+    d = os.path.join(out, "tokenizer_2")
+    os.makedirs(d, exist_ok=True)
+    for f in ("vocab.json", "merges.txt"):
+        os.symlink(os.path.relpath(os.path.join(CLIP_FILES, f), d), os.path.join(d, f))
+    special = {"bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>", "pad_token": "!", "unk_token": "<|endoftext|>"}
+    write_json(os.path.join(d, "special_tokens_map.json"), special)
+    write_json(os.path.join(d, "tokenizer_config.json"), {**special, "model_max_length": 77, "do_lower_case": True,
+                                                           "tokenizer_class": "CLIPTokenizer", "add_prefix_space": False, "errors": "replace"})
+
+
+REFINER_CASES = [
+    # Base then refiner on one generator object (the refiner's draws continue the base's).
+    dict(id="base_refiner_euler", prompt="a lighthouse on a cliff at dusk", seed=7, steps=4, split=0.75),
+    dict(id="base_refiner_euler_a_negative", scheduler="EulerAncestralDiscreteScheduler", prompt="a castle", negative_prompt="fog",
+         seed=9, steps=5, split=0.6, aesthetic_score=7.0, negative_aesthetic_score=2.0),
+]
+
+
+def run_refiner_case(c, r, case):
+    cls = SCHEDULERS[case.get("scheduler", "EulerDiscreteScheduler")]
+    base = StableDiffusionXLPipeline(**{**c, "scheduler": cls.from_config(c["scheduler"].config)}, add_watermarker=False)
+    refiner = StableDiffusionXLImg2ImgPipeline(**{**r, "scheduler": cls.from_config(r["scheduler"].config)}, add_watermarker=False,
+                                               requires_aesthetics_score=True, force_zeros_for_empty_prompt=False)
+    for p in (base, refiner):
+        p.set_progress_bar_config(disable=True)
+    timesteps = {"base": [], "refiner": []}
+    for name, p in (("base", base), ("refiner", refiner)):
+        forward = p.unet.forward
+        def spy(sample, timestep, *a, _f=forward, _n=name, **k):
+            timesteps[_n].append(float(timestep))
+            return _f(sample, timestep, *a, **k)
+        p.unet.forward = spy
+    common = dict(prompt=case["prompt"], num_inference_steps=case["steps"], guidance_scale=case.get("guidance_scale", 5.0))
+    if "negative_prompt" in case:
+        common["negative_prompt"] = case["negative_prompt"]
+    extra = {k: case[k] for k in ("aesthetic_score", "negative_aesthetic_score") if k in case}
+
+    def run(output_type):
+        g = torch.Generator().manual_seed(case["seed"])
+        with torch.no_grad():
+            latents = base(**common, width=64, height=64, denoising_end=case["split"], output_type="latent", generator=g).images
+            return latents, refiner(**common, **extra, image=latents, denoising_start=case["split"], output_type=output_type, generator=g).images
+
+    base_latents, final = run("latent")
+    steps_seen = {k: list(v) for k, v in timesteps.items()}
+    _, images = run("np")
+    u8 = (images * 255).round().astype(np.uint8)
+    result = dict(case)
+    result.update(
+        scheduler_class=cls.__name__, guidance_scale=common["guidance_scale"], base_timesteps=steps_seen["base"],
+        refiner_timesteps=steps_seen["refiner"], base_latents=flat(base_latents), latent_shape=list(final.shape),
+        final_latents=flat(final), image_shape_hwc=list(u8.shape), image_uint8_hwc_b64=[b64(im) for im in u8],
+    )
+    return result
 
 
 def check_onnx(c, out):
@@ -442,11 +556,16 @@ def main():
         StableDiffusionXLPipeline(**c, add_watermarker=False).save_pretrained(diffusers_dir)
     onnx_check = check_onnx(c, folder)
     cases = [run_case(c, case) for case in CASES]
+    r = build_refiner(c)
+    refiner_folder = os.path.join(out, "tiny-sdxl-refiner")
+    write_refiner_folder(r, refiner_folder)
+    refiner_cases = [run_refiner_case(c, r, case) for case in REFINER_CASES]
     files = {}
-    for dirpath, _, names in os.walk(folder):
-        for n in sorted(names):
-            p = os.path.join(dirpath, n)
-            files[os.path.relpath(p, folder)] = sha256(p)
+    for top in (folder, refiner_folder):
+        for dirpath, _, names in os.walk(top):
+            for n in sorted(names):
+                p = os.path.join(dirpath, n)
+                files[os.path.relpath(p, out)] = sha256(p)
     write_json(os.path.join(out, "tiny_sdxl_reference.json"), {
         "what": "StableDiffusionXL(Img2Img)Pipeline.__call__ on the tiny SDXL whose ONNX export is tiny-sdxl/ (float32, CPU)",
         "generator": "scripts/reference/gen_tiny_sdxl.py",
@@ -467,6 +586,11 @@ def main():
         "onnx_vs_torch_max_abs_diff": onnx_check,
         "files_sha256": files,
         "cases": cases,
+        "refiner_cases": refiner_cases,
+        "refiner_fields": "base = StableDiffusionXLPipeline(denoising_end=split, output_type='latent'), then refiner = "
+                          "StableDiffusionXLImg2ImgPipeline on tiny-sdxl-refiner/ (requires_aesthetics_score, force_zeros_for_empty_prompt "
+                          "false) with image=those latents, denoising_start=split, the SAME generator object; 64x64; "
+                          "base_latents = the base's output; final_latents / images = the refiner's",
     })
     print(json.dumps(onnx_check))
 
