@@ -85,6 +85,11 @@ export interface SdxlFolderParts {
   /** `model_index.json`'s `requires_aesthetics_score` (the refiner's time ids), default false. */
   requiresAestheticsScore: boolean;
   /**
+   * The folder has text_encoder_2 and no text_encoder (SDXL's refiner): the UNet is conditioned on
+   * text_encoder_2 alone, and `ModelFolder.textEncoder` / `tokenizer` are text_encoder_2's.
+   */
+  secondEncoderOnly: boolean;
+  /**
    * The VAE config's `force_upcast` (default true): the SDXL VAE overflows in fp16, so it runs in
    * fp32. The CPU backend is fp32 anyway; engine builds read this to keep the VAE fp32.
    */
@@ -219,6 +224,9 @@ export async function locateModelFolder(dirInput: string): Promise<ModelFolder> 
     const demo = await findFirst(dir, CANDIDATES[role].demo);
     if (demo) found[role] = { name: demo, layout: "tensorrt-demo" };
   }
+  // An SDXL refiner has text_encoder_2 alone; it then stands in for the text encoder.
+  const secondEncoderOnly = !found.text_encoder && (await isFile(join(dir, "text_encoder_2", "model.onnx")));
+  if (secondEncoderOnly) found.text_encoder = { name: "text_encoder_2/model.onnx", layout: "optimum" };
   for (const role of ["text_encoder", "unet", "vae_decoder"] as const) {
     if (!found[role]) {
       const expected = join(dir, CANDIDATES[role].optimum[0]!);
@@ -230,7 +238,7 @@ export async function locateModelFolder(dirInput: string): Promise<ModelFolder> 
   }
   const layout: ModelLayout = found.unet!.layout;
 
-  const tokenizerDir = join(dir, "tokenizer");
+  const tokenizerDir = join(dir, secondEncoderOnly ? "tokenizer_2" : "tokenizer");
   let tokenizer: ModelFolder["tokenizer"] = null;
   const vocab = join(tokenizerDir, "vocab.json");
   const merges = join(tokenizerDir, "merges.txt");
@@ -303,7 +311,7 @@ export async function locateModelFolder(dirInput: string): Promise<ModelFolder> 
     ...(vaeConfig ? { vaeConfig } : {}),
   };
   if (found.vae_encoder) folder.vaeEncoder = await modelFile(dir, "vae_encoder", found.vae_encoder.name);
-  const sdxl = await sdxlParts(dir, modelIndex, modelIndexPath, vaeConfig);
+  const sdxl = await sdxlParts(dir, modelIndex, modelIndexPath, vaeConfig, secondEncoderOnly);
   if (sdxl) folder.sdxl = sdxl;
   return folder;
 }
@@ -316,7 +324,13 @@ function flag(config: Record<string, unknown>, key: string, fallback: boolean, p
 }
 
 /** The SDXL parts of an optimum folder, or undefined when it has no `text_encoder_2`. */
-async function sdxlParts(dir: string, modelIndex: Record<string, unknown>, modelIndexPath: string, vaeConfig: Record<string, unknown> | undefined): Promise<SdxlFolderParts | undefined> {
+async function sdxlParts(
+  dir: string,
+  modelIndex: Record<string, unknown>,
+  modelIndexPath: string,
+  vaeConfig: Record<string, unknown> | undefined,
+  secondEncoderOnly: boolean,
+): Promise<SdxlFolderParts | undefined> {
   const name = "text_encoder_2/model.onnx";
   if (!(await isFile(join(dir, name)))) return undefined;
   const tokenizerDir = join(dir, "tokenizer_2");
@@ -330,5 +344,6 @@ async function sdxlParts(dir: string, modelIndex: Record<string, unknown>, model
     forceZerosForEmptyPrompt: flag(modelIndex, "force_zeros_for_empty_prompt", true, modelIndexPath),
     requiresAestheticsScore: flag(modelIndex, "requires_aesthetics_score", false, modelIndexPath),
     vaeForceUpcast: flag(vaeConfig ?? {}, "force_upcast", true, join(dir, "vae_decoder", "config.json")),
+    secondEncoderOnly,
   };
 }

@@ -20,7 +20,8 @@
  */
 import { InternalError, InvalidOptionError, throwIfAborted } from "../errors.js";
 import type { Backend, BackendLimits, BackendName, GenerationJob, InitImage, SdxlConditioning } from "../backends/backend.js";
-import { sdxlRequestTimeIds } from "./sdxl-options.js";
+import { sdxlRefinerTimeIds, sdxlRequestTimeIds } from "./sdxl-options.js";
+import { splitForRefiner } from "./sdxl-refiner.js";
 import { formatInfotext } from "../image/infotext.js";
 import { rgbToPixels } from "../image/pixels.js";
 import { readImage, type RgbImage } from "../image/read.js";
@@ -90,6 +91,8 @@ export interface GenerationContext {
   programs: ProgramCache;
   /** A1111's "Model hash" for the infotext. */
   modelHash(): Promise<string>;
+  /** SDXL: the refiner loaded with the pipeline (its backend and its scheduler's programs). */
+  refiner?: { backend: Backend; programs: ProgramCache; numTrainTimesteps: number };
 }
 
 /** Per-batch hooks: the batch's cancellation and progress (a request's own, when it runs alone). */
@@ -130,6 +133,8 @@ export interface PreparedRequest {
   readonly stepNoise: Float32Array[];
   /** Hires fix's second pass: its program, size, first ImageRNG draw and step draws. */
   readonly hires: HiresPass | null;
+  /** SDXL base + refiner: the refiner's program (the base's is `program`) and its step draws. */
+  readonly refiner: { program: SamplerProgram; stepNoise: Float32Array[] } | null;
   readonly warnings: string[];
   /** When the request's call began (`performance.now()`), for `timings.total`. */
   readonly started: number;
@@ -150,6 +155,8 @@ export function batchKey(request: ResolvedRequest, width = request.width, height
   // The text lengths and the emphasis shape the UNet and text-encoder calls as well.
   // SDXL: zero uncond embeddings are one choice for the whole batch.
   const text: unknown[] = [request.cond.batch.chunks, request.uncond?.batch.chunks ?? null, request.promptReading.emphasis, request.sdxl?.zeroUncond ?? null];
+  const refiner = request.sdxl?.refiner;
+  if (refiner) text.push(refiner.switchAt, refiner.zeroUncond, refiner.cond.batch.chunks, refiner.uncond?.batch.chunks ?? null);
   return JSON.stringify([width, height, request.steps, request.scheduler, request.a1111.sigmaSchedule ?? null, request.a1111.eta ?? null, request.guidance > 1, img2img ? request.strength : null, request.a1111.hires ?? null, ...text]);
 }
 
@@ -192,7 +199,17 @@ export async function prepareRequest(context: GenerationContext, request: Resolv
   // The prompts were read during validation (their length decides the batch key).
   const warnings = [...r.cond.warnings, ...(r.uncond?.warnings ?? [])];
 
-  const { program } = programs.get(r.scheduler, r.steps, image ? r.strength! : undefined, r.a1111.sigmaSchedule, r.a1111.eta);
+  let { program } = programs.get(r.scheduler, r.steps, image ? r.strength! : undefined, r.a1111.sigmaSchedule, r.a1111.eta);
+  let refinerProgram: SamplerProgram | null = null;
+  const refinerRequest = r.sdxl?.refiner;
+  if (refinerRequest) {
+    const refiner = context.refiner;
+    if (!refiner) throw new InternalError("a refiner request reached a pipeline without a refiner");
+    if (image) throw new InvalidOptionError("refiner", "the refiner runs after a txt2img base pass; img2img with the refiner is not supported yet");
+    const split = splitForRefiner(program, refinerRequest.switchAt, refiner.numTrainTimesteps, (start) => refiner.programs.getFrom(r.scheduler, r.steps, start, undefined).program);
+    program = split.base;
+    refinerProgram = split.refiner;
+  }
   const rest = [4, height / 8, width / 8] as const;
   const noise: RequestNoise = r.a1111.noise ? new A1111NoiseSource(r.rng, r.generatorSeeds, rest, r.a1111.noise) : new NoiseSource(r.rng, r.generatorSeeds, r.perImageGenerators);
   let initialLatents: Float32Array | null = null;
@@ -204,6 +221,8 @@ export async function prepareRequest(context: GenerationContext, request: Resolv
     initialLatents = scaleFloat32(noise.draw(r.batch, rest), program.initNoiseSigma); // randn · init_noise_sigma
   }
   const stepNoise = program.evals.filter((e) => e.drawsNoise).map(() => noise.draw(r.batch, rest));
+  // The refiner's draws continue the same generators (diffusers: one generator object for both calls).
+  const refiner = refinerProgram ? { program: refinerProgram, stepNoise: refinerProgram.evals.filter((e) => e.drawsNoise).map(() => noise.draw(r.batch, rest)) } : null;
   const hires = r.a1111.hires ? prepareHires(context, r) : null;
 
   return {
@@ -216,6 +235,7 @@ export async function prepareRequest(context: GenerationContext, request: Resolv
     img2img,
     stepNoise,
     hires,
+    refiner,
     warnings,
     started,
     tokenizeMs: r.tokenizeMs,
@@ -332,7 +352,18 @@ export async function executeBatch(context: GenerationContext, prepared: Prepare
   if (onProgress) job.onStep = (evalIndex) => onProgress({ stage: "denoise", step: evalIndex + 1, total: evaluations, timestep: program.evals[evalIndex]!.t });
   if (onLatents) job.onLatents = onLatents;
   if (prepared.some((p) => p.request.returnLatents)) job.returnLatents = true;
-  let output = await backend.generate(job.returnLatents || !first.hires ? job : { ...job, returnLatents: true });
+  const twoPasses = first.hires !== null || first.refiner !== null;
+  let output = await backend.generate(job.returnLatents || !twoPasses ? job : { ...job, returnLatents: true });
+  if (first.refiner) {
+    // The refiner from the base's latents (the base's decode goes unused).
+    const refinerBackend = context.refiner!.backend;
+    throwIfAborted(signal);
+    const refined = await refinerBackend.generate(refinerJob(prepared, job, output.latents!));
+    output = {
+      ...refined,
+      timings: { ...refined.timings, textEncode: output.timings.textEncode + refined.timings.textEncode, denoise: output.timings.denoise + refined.timings.denoise, decode: output.timings.decode + refined.timings.decode },
+    };
+  }
   let outWidth = width;
   let outHeight = height;
   let timings = output.timings;
@@ -408,7 +439,7 @@ export async function executeBatch(context: GenerationContext, prepared: Prepare
       guidance: r.guidance,
       scheduler: r.scheduler,
       backend: backend.name,
-      evaluations: evaluations + (first.hires?.program.evals.length ?? 0),
+      evaluations: evaluations + (first.hires?.program.evals.length ?? 0) + (first.refiner?.program.evals.length ?? 0),
       timings: {
         tokenize: p.tokenizeMs,
         textEncode: textEncodeMs,
@@ -434,6 +465,31 @@ function infotextEmphasis(r: ResolvedRequest): { emphasis?: string } {
   if (syntax !== "a1111" || emphasis === "original") return {};
   const texts = r.uncond ? [...r.prompts, ...r.negativePrompts] : r.prompts;
   return texts.some((t) => t.includes("(") || t.includes("[")) ? { emphasis: A1111_EMPHASIS_NAMES[emphasis] } : {};
+}
+
+/**
+ * The refiner's job: its program from the base's latents, the prompts through its tokenizer (it
+ * has only text_encoder_2, so `cond2` is `cond`), its aesthetic-score time ids, its step draws.
+ */
+function refinerJob(prepared: PreparedRequest[], base: GenerationJob, latents: Float32Array): GenerationJob {
+  const first = prepared[0]!;
+  const parts = prepared.map((p) => p.request.sdxl!.refiner!);
+  const cond = mergePrompts(parts.map((r) => r.cond.batch));
+  const uncond = base.uncond ? mergePrompts(parts.map((r) => r.uncond!.batch)) : null;
+  const zeroUncond = parts[0]!.zeroUncond;
+  const ids = prepared.map((p) => sdxlRefinerTimeIds(p.request.sdxl!, p.width, p.height));
+  const perRow = (which: "timeIds" | "negativeTimeIds") => concatenate(prepared.map((p, i) => repeatRows(ids[i]![which], p.request.batch)));
+  const { onStage: _stage, onStep: _step, onLatents: _latents, ...rest } = base;
+  const job: GenerationJob = {
+    ...rest,
+    program: first.refiner!.program,
+    cond,
+    uncond,
+    start: { latents },
+    noise: first.refiner!.stepNoise.map((_, k) => concatenate(prepared.map((p) => p.refiner!.stepNoise[k]!))),
+    sdxl: { cond2: cond, uncond2: zeroUncond ? null : uncond, zeroUncond, timeIds: perRow("timeIds"), negativeTimeIds: perRow("negativeTimeIds") },
+  };
+  return job;
 }
 
 /** The SDXL conditioning of a batch: each request's second prompts and time ids, row by row. */

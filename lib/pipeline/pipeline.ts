@@ -31,6 +31,7 @@ import { limitsForModel, resolveGenerateOptions, type GenerateOptions, type Reso
 import { executeBatch, prepareRequest, type BatchHooks, type GenerateResult, type GenerationContext } from "./generation.js";
 import { ProgramCache } from "./program-cache.js";
 import type { SdxlModelFacts } from "./sdxl-options.js";
+import { checkRefinerMatchesBase } from "./sdxl-refiner.js";
 import { integerInRange, numberInRange, oneOf } from "../validate.js";
 
 export type { GenerateOptions, ProgressEvent, ResolvedRequest } from "./options.js";
@@ -66,6 +67,8 @@ export interface PipelineLoadOptions {
    * 0 … 63, defaults to 0.
    */
   device?: number;
+  /** SDXL: a refiner model folder run after the base in generations that ask for it (`refiner` option). */
+  refiner?: string;
 }
 
 /** Hex SHA-256 of a file, streamed. */
@@ -92,9 +95,21 @@ export class Pipeline {
 
   /** SDXL models: the second tokenizer and the pipeline facts options are validated against. */
   readonly #sdxl: SdxlModelFacts | undefined;
+  /** SDXL: the refiner's backend, owned by this pipeline. */
+  readonly #refinerBackend: Backend | undefined;
 
-  private constructor(folder: ModelFolder, backend: Backend, reason: string, tokenizer: ClipTokenizer, defaultScheduler: SchedulerName, device: number, sdxl?: SdxlModelFacts) {
+  private constructor(
+    folder: ModelFolder,
+    backend: Backend,
+    reason: string,
+    tokenizer: ClipTokenizer,
+    defaultScheduler: SchedulerName,
+    device: number,
+    sdxl?: SdxlModelFacts,
+    refiner?: { backend: Backend; folder: ModelFolder },
+  ) {
     this.#sdxl = sdxl;
+    this.#refinerBackend = refiner?.backend;
     this.#folder = folder;
     this.device = device;
     this.#backend = backend;
@@ -108,6 +123,11 @@ export class Pipeline {
       programs: new ProgramCache(folder.schedulerConfig),
       modelHash: () => this.modelHash(),
     };
+    if (refiner) {
+      const config = refiner.folder.schedulerConfig;
+      const train = config["num_train_timesteps"];
+      this.#generation.refiner = { backend: refiner.backend, programs: new ProgramCache(config), numTrainTimesteps: typeof train === "number" ? train : 1000 };
+    }
   }
 
   /**
@@ -133,8 +153,21 @@ export class Pipeline {
     if (options.engines !== undefined) loadOptions.engines = options.engines;
     if (options.threads !== undefined) loadOptions.threads = integerInRange("threads", options.threads, 1, 1024);
     if (options.useGraphs !== undefined) loadOptions.useGraphs = options.useGraphs;
-    const { backend, reason } = await loadBackend(folder, choice, loadOptions);
-    return new Pipeline(folder, backend, reason, tokenizer, defaultScheduler, options.device ?? 0, sdxl);
+    let refiner: { backend: Backend; folder: ModelFolder } | undefined;
+    if (options.refiner !== undefined) {
+      const refinerFolder = await locateModelFolder(options.refiner);
+      checkRefinerMatchesBase(folder, refinerFolder);
+      const refinerTokenizer = await ClipTokenizer.fromDirectory(dirname(refinerFolder.tokenizer!.vocab));
+      sdxl!.refiner = { tokenizer: refinerTokenizer, forceZerosForEmptyPrompt: refinerFolder.sdxl!.forceZerosForEmptyPrompt };
+      refiner = { backend: (await loadBackend(refinerFolder, choice, loadOptions)).backend, folder: refinerFolder };
+    }
+    try {
+      const { backend, reason } = await loadBackend(folder, choice, loadOptions);
+      return new Pipeline(folder, backend, reason, tokenizer, defaultScheduler, options.device ?? 0, sdxl, refiner);
+    } catch (error) {
+      await refiner?.backend.dispose();
+      throw error;
+    }
   }
 
   /** The backend that runs: `"cpu"` or `"tensorrt"`. */
@@ -244,7 +277,10 @@ export class Pipeline {
 
   /** Waits for the accepted generations, then releases the backend (sessions, engines, worker threads). Idempotent. */
   dispose(): Promise<void> {
-    return this.#life.dispose(() => this.#backend.dispose());
+    return this.#life.dispose(async () => {
+      await this.#backend.dispose();
+      await this.#refinerBackend?.dispose();
+    });
   }
 
   async [Symbol.asyncDispose](): Promise<void> {

@@ -16,7 +16,7 @@
  * needs nothing beyond the defaults.
  */
 import { InvalidOptionError } from "../errors.js";
-import { integerInRange, invalidOption } from "../validate.js";
+import { integerInRange, invalidOption, numberInRange } from "../validate.js";
 import type { ClipTokenizer } from "../tokenizer/clip-tokenizer.js";
 import { buildPromptBatch, padPromptBatch, type BuiltPrompts, type PromptReading } from "../prompt/conditioning.js";
 
@@ -49,6 +49,17 @@ export interface SdxlGenerateOptions {
   negativeCropsCoordsTopLeft?: SdxlCrop;
   /** SDXL: the uncond rows' `target_size`; used only with `negativeOriginalSize`. */
   negativeTargetSize?: SdxlSize;
+  /** SDXL base + refiner in one generation (txt2img; the pipeline must be loaded with a refiner). */
+  refiner?: SdxlRefinerOptions;
+}
+
+export interface SdxlRefinerOptions {
+  /** Where the refiner takes over, (0, 1): the base's `denoising_end` and the refiner's `denoising_start` (A1111's "switch at"). */
+  switchAt: number;
+  /** The refiner's `aesthetic_score` time id. Defaults to 6 (diffusers). */
+  aestheticScore?: number;
+  /** The refiner's `negative_aesthetic_score` time id. Defaults to 2.5 (diffusers). */
+  negativeAestheticScore?: number;
 }
 
 export const SDXL_OPTION_NAMES: readonly (keyof SdxlGenerateOptions)[] = [
@@ -60,6 +71,7 @@ export const SDXL_OPTION_NAMES: readonly (keyof SdxlGenerateOptions)[] = [
   "negativeOriginalSize",
   "negativeCropsCoordsTopLeft",
   "negativeTargetSize",
+  "refiner",
 ];
 
 /** What validation needs to know of an SDXL model. */
@@ -67,6 +79,23 @@ export interface SdxlModelFacts {
   tokenizer2: ClipTokenizer;
   /** `model_index.json`'s `force_zeros_for_empty_prompt`. */
   forceZerosForEmptyPrompt: boolean;
+  /** The refiner loaded with the pipeline: its tokenizer (tokenizer_2) and its own zero-uncond flag. */
+  refiner?: { tokenizer: ClipTokenizer; forceZerosForEmptyPrompt: boolean };
+}
+
+/** The refiner part of a request. */
+export interface SdxlRefinerRequest {
+  switchAt: number;
+  aestheticScore: number;
+  negativeAestheticScore: number;
+  /**
+   * `prompt` through the refiner's tokenizer: diffusers' refiner zips [prompt, prompt_2] with its
+   * one tokenizer (tokenizer_2), so text_encoder_2 encodes `prompt` there.
+   */
+  cond: BuiltPrompts;
+  /** `negativePrompt` (or "") likewise; with `zeroUncond`, the cond side (only its shape is used). */
+  uncond: BuiltPrompts | null;
+  zeroUncond: boolean;
 }
 
 /** The SDXL part of a resolved request. */
@@ -82,12 +111,31 @@ export interface SdxlRequest {
   conditioning: SdxlMicroConditioning;
   /** The uncond rows'; null: the same as the cond rows' (diffusers without both negative sizes). */
   negativeConditioning: SdxlMicroConditioning | null;
+  refiner?: SdxlRefinerRequest;
 }
 
 export interface SdxlMicroConditioning {
   original: SdxlSize | null;
   crop: SdxlCrop;
   target: SdxlSize | null;
+}
+
+/**
+ * The refiner's time ids (`requires_aesthetics_score`): original size + crop + aesthetic score, and
+ * for the uncond rows the negative original size (else the original), the negative crop (else
+ * (0, 0), the img2img pipeline's default) and the negative aesthetic score.
+ */
+export function sdxlRefinerTimeIds(request: SdxlRequest, width: number, height: number): { timeIds: Float32Array; negativeTimeIds: Float32Array } {
+  const r = request.refiner!;
+  const original = request.conditioning.original ?? { width, height };
+  const crop = request.conditioning.crop;
+  const negative = request.negativeConditioning;
+  const negOriginal = negative?.original ?? original;
+  const negCrop = negative?.crop ?? { top: 0, left: 0 };
+  return {
+    timeIds: Float32Array.of(original.height, original.width, crop.top, crop.left, r.aestheticScore),
+    negativeTimeIds: Float32Array.of(negOriginal.height, negOriginal.width, negCrop.top, negCrop.left, r.negativeAestheticScore),
+  };
 }
 
 /** The time ids of a request's cond and uncond rows at its image size. */
@@ -204,7 +252,33 @@ export function resolveSdxlOptions(
     uncond2 = read(negativePrompts2, "negativePrompt2");
     alignChunks(tokenizer, uncond, model.tokenizer2, uncond2, ctx.maxPromptChunks, "negativePrompt2");
   }
-  return { prompts2, negativePrompts2, cond2, uncond2, zeroUncond, conditioning, negativeConditioning };
+  const request: SdxlRequest = { prompts2, negativePrompts2, cond2, uncond2, zeroUncond, conditioning, negativeConditioning };
+  if (options.refiner !== undefined) {
+    if (!model.refiner) throw new InvalidOptionError("refiner", "refiner needs a pipeline loaded with a refiner model (Pipeline.load(model, { refiner: folder }), --refiner)");
+    const r = options.refiner as unknown;
+    if (typeof r !== "object" || r === null || Array.isArray(r)) throw invalidOption("refiner", "an object { switchAt, aestheticScore?, negativeAestheticScore? }", r);
+    const o = r as Record<string, unknown>;
+    for (const key of Object.keys(o)) {
+      if (!["switchAt", "aestheticScore", "negativeAestheticScore"].includes(key)) throw new InvalidOptionError("refiner", `refiner takes switchAt, aestheticScore and negativeAestheticScore, got the key ${JSON.stringify(key)}`);
+    }
+    const switchAt = o["switchAt"];
+    if (typeof switchAt !== "number" || !Number.isFinite(switchAt) || switchAt <= 0 || switchAt >= 1) throw invalidOption("refiner.switchAt", "a number between 0 and 1 (exclusive)", switchAt);
+    const score = (name: string, fallback: number) => (o[name] === undefined ? fallback : numberInRange(`refiner.${name}`, o[name], -1000, 1000));
+    const refinerZero = ctx.guidance && options.negativePrompt === undefined && model.refiner.forceZerosForEmptyPrompt;
+    const readRefiner = (list: string[], option: string) => buildPromptBatch(model.refiner!.tokenizer, list, ctx.reading, option, ctx.steps);
+    const cond = readRefiner(ctx.prompts, "prompt");
+    let refinerUncond: BuiltPrompts | null = null;
+    if (ctx.guidance) refinerUncond = refinerZero ? { ...cond, warnings: [] } : readRefiner(ctx.negativePrompts, "negativePrompt");
+    request.refiner = {
+      switchAt,
+      aestheticScore: score("aestheticScore", 6),
+      negativeAestheticScore: score("negativeAestheticScore", 2.5),
+      cond,
+      uncond: refinerUncond,
+      zeroUncond: refinerZero,
+    };
+  }
+  return request;
 }
 
 /** Pads the side with fewer chunks to the other's count (A1111's empty chunk, each with its own tokenizer). */

@@ -183,12 +183,14 @@ export class CpuBackend implements Backend {
         const { handle, signature } = await host.load(file.path, options);
         return { handle, file, io: describe(signature, file.path) };
       };
-      const textEncoder = await open(folder.textEncoder, folder.sdxl ? (sig, f) => describeSdxlTextEncoder(sig, f, false) : describeTextEncoder);
+      const sdxlFolder = folder.sdxl;
+      // A refiner's only encoder is text_encoder_2 (folder.textEncoder is then that file).
+      const textEncoder = await open(folder.textEncoder, sdxlFolder ? (sig, f) => describeSdxlTextEncoder(sig, f, sdxlFolder.secondEncoderOnly) : describeTextEncoder);
       const unet = await open(folder.unet, describeUnet);
       const vaeDecoder = await open(folder.vaeDecoder, describeVaeDecoder);
       const vaeEncoder = folder.vaeEncoder ? await open(folder.vaeEncoder, describeVaeEncoder) : null;
       if (folder.sdxl) {
-        const textEncoder2 = await open(folder.sdxl.textEncoder2, (sig, f) => describeSdxlTextEncoder(sig, f, true));
+        const textEncoder2 = folder.sdxl.secondEncoderOnly ? textEncoder : await open(folder.sdxl.textEncoder2, (sig, f) => describeSdxlTextEncoder(sig, f, true));
         const sdxl = await sdxlSessions(host, folder, textEncoder, textEncoder2, unet);
         return new CpuBackend(folder, host, { textEncoder, unet, vaeDecoder, vaeEncoder, sdxl }, sdxl.hiddenSizes[0] + sdxl.hiddenSizes[1], options.memoryLimit ?? defaultMemoryLimit());
       }
@@ -464,11 +466,13 @@ async function sdxlSessions(host: OrtHost, folder: ModelFolder, te1: Session<Sdx
       throw new ModelFileError(te.file.path, `${te.file.path}: input_ids must take ${TOKENS} tokens, the graph fixes ${te.io.sequenceLength}`);
     }
   }
-  const h1 = await outputSize(host, te1, te1.io.hiddenName, 2, te1.io.hiddenSize);
+  // A refiner (text_encoder_2 alone) contributes nothing from a first encoder.
+  const h1 = folder.sdxl!.secondEncoderOnly ? 0 : await outputSize(host, te1, te1.io.hiddenName, 2, te1.io.hiddenSize);
   const h2 = await outputSize(host, te2, te2.io.hiddenName, 2, te2.io.hiddenSize);
   const pooledSize = await outputSize(host, te2, te2.io.pooledName!, 1, undefined);
   if (unet.io.contextSize !== undefined && unet.io.contextSize !== h1 + h2) {
-    throw new ModelFileError(folder.unet.path, `${folder.unet.path} expects text embeddings of size ${unet.io.contextSize}, but the text encoders produce ${h1} + ${h2} = ${h1 + h2}`);
+    const produced = h1 === 0 ? `text_encoder_2 produces ${h2}` : `the text encoders produce ${h1} + ${h2} = ${h1 + h2}`;
+    throw new ModelFileError(folder.unet.path, `${folder.unet.path} expects text embeddings of size ${unet.io.contextSize}, but ${produced}`);
   }
   if (added.textEmbedsSize !== undefined && added.textEmbedsSize !== pooledSize) {
     throw new ModelFileError(folder.unet.path, `${folder.unet.path} expects text_embeds of size ${added.textEmbedsSize}, but ${te2.file.path} returns ${pooledSize}`);
@@ -482,13 +486,6 @@ async function sdxlSessions(host: OrtHost, folder: ModelFolder, te1: Session<Sdx
     throw new ModelFileError(
       folder.unet.path,
       `${folder.unet.path} takes ${timeIdsSize} time ids, but ${join(folder.dir, "model_index.json")} says requires_aesthetics_score: ${aesthetic}, which makes ${expected}; the UNet and the pipeline config do not belong together`,
-    );
-  }
-  if (timeIdsSize !== 6) {
-    throw new ModelFileError(
-      folder.unet.path,
-      `${folder.unet.path} takes ${timeIdsSize} time ids; sd-trt builds SDXL base's 6 (original size, crop top-left, target size)` +
-        (timeIdsSize === 5 ? " — a refiner's aesthetic-score time ids are not supported yet" : ""),
     );
   }
   return { textEncoder2: te2, hiddenSizes: [h1, h2], pooledSize, timeIdsSize };

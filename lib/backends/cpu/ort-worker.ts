@@ -211,10 +211,11 @@ async function sdxlConditioning(job: GenerateJob, sdxl: SdxlGenerateJob, calls: 
   const { batch } = job.denoise;
   const [h1, h2] = sdxl.hiddenSizes;
   const side = async (first: PromptRows, second: PromptRows) => {
-    const e1 = await encodeTextsPooled(job.textEncoder, job.emphasis, first, h1, calls);
+    // h1 = 0: a refiner, conditioned on text_encoder_2 alone.
+    const e1 = h1 === 0 ? null : await encodeTextsPooled(job.textEncoder, job.emphasis, first, h1, calls);
     const e2 = await encodeTextsPooled(sdxl.textEncoder2, job.emphasis, second, h2, calls);
     return {
-      context: joinEncoderStates({ states: e1.states, hidden: h1, rowOf: first.rowOf }, { states: e2.states, hidden: h2, rowOf: second.rowOf }, first.chunks, batch),
+      context: joinEncoderStates(e1 && { states: e1.states, hidden: h1, rowOf: first.rowOf }, { states: e2.states, hidden: h2, rowOf: second.rowOf }, second.chunks, batch),
       pooled: pooledOfRows(e2.pooled!, sdxl.pooledSize, second.chunks, second.rowOf),
     };
   };

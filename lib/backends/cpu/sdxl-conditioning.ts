@@ -3,7 +3,8 @@
  * `StableDiffusionXLPipeline.encode_prompt` builds it:
  *
  * - encoder_hidden_states of a row = `concat([penultimate of text_encoder, penultimate of
- *   text_encoder_2], dim=-1)`: per token, text_encoder's values then text_encoder_2's;
+ *   text_encoder_2], dim=-1)`: per token, text_encoder's values then text_encoder_2's (a refiner,
+ *   without text_encoder: text_encoder_2's alone);
  * - text_embeds (pooled) of a row = text_encoder_2's `text_embeds` of its text's first chunk (the
  *   only chunk with diffusers' reading; A1111 takes the first chunk's too);
  * - `force_zeros_for_empty_prompt` with no negative prompt: the uncond side is zeros of the cond
@@ -27,20 +28,26 @@ export const TOKENS_PER_CHUNK = 77;
  * The rows' encoder_hidden_states [batch, 77 · chunks, h1 + h2], each token's two encoder states
  * side by side.
  */
-export function joinEncoderStates(first: EncoderStates, second: EncoderStates, chunks: number, batch: number): Float32Array {
+export function joinEncoderStates(first: EncoderStates | null, second: EncoderStates, chunks: number, batch: number): Float32Array {
   const tokens = chunks * TOKENS_PER_CHUNK;
-  const h1 = first.hidden;
+  // A refiner has no first encoder: its rows are text_encoder_2's states alone.
+  const h1 = first?.hidden ?? 0;
   const h2 = second.hidden;
   const width = h1 + h2;
-  for (const [name, e] of [["text_encoder", first], ["text_encoder_2", second]] as const) {
+  const parts = first ? ([["text_encoder", first], ["text_encoder_2", second]] as const) : ([["text_encoder_2", second]] as const);
+  for (const [name, e] of parts) {
     if (e.rowOf.length !== batch || e.states.length % (tokens * e.hidden) !== 0) {
       throw new InvalidArgumentError(`SDXL conditioning: ${name}'s states do not hold [texts, ${tokens}, ${e.hidden}] for ${batch} rows`);
     }
   }
   const out = new Float32Array(batch * tokens * width);
   for (let row = 0; row < batch; row++) {
-    const a = first.rowOf[row]! * tokens * h1;
     const b = second.rowOf[row]! * tokens * h2;
+    if (!first) {
+      out.set(second.states.subarray(b, b + tokens * h2), row * tokens * width);
+      continue;
+    }
+    const a = first.rowOf[row]! * tokens * h1;
     for (let t = 0; t < tokens; t++) {
       const at = (row * tokens + t) * width;
       out.set(first.states.subarray(a + t * h1, a + (t + 1) * h1), at);
