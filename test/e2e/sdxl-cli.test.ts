@@ -47,6 +47,29 @@ describe("sd-trt generate on an SDXL model", () => {
     expect(imageDiff(data, expectedPixels(c)).maxDiff).toBeLessThanOrEqual(1);
   });
 
+  test("base + refiner through --refiner and --refiner-switch-at", async () => {
+    const c = (reference as unknown as { refiner_cases: Array<{ prompt: string; seed: number; steps: number; split: number; final_latents: number[] }> }).refiner_cases[0]!;
+    const dir = join(scratch, "refiner");
+    await mkdir(dir);
+    const run = await runCommand(generate, [
+      "generate", "--model", TINY_SDXL_DIR, "--refiner", join(TINY_SDXL_DIR, "..", "tiny-sdxl-refiner"), "--refiner-switch-at", String(c.split),
+      "--backend", "cpu", "--prompt", c.prompt, "--prompt-syntax", "plain", "--seed", String(c.seed), "--steps", String(c.steps), "--guidance", "5",
+      "--width", "64", "--height", "64", "--out", join(dir, "img.png"), "--latents-out", join(dir, "latents.npy"), "--quiet",
+    ]);
+    expect({ code: run.code, stderr: run.stderr }).toEqual({ code: 0, stderr: "" });
+    const latents = decodeNpyFloat32(await readFile(join(dir, "latents.npy")));
+    expect(latentError(latents.data, c.final_latents)).toBeLessThanOrEqual(LATENT_TOLERANCE);
+  });
+
+  test("--refiner-switch-at without --refiner is refused, naming both", async () => {
+    const dir = join(scratch, "no-refiner");
+    await mkdir(dir);
+    const run = await runCommand(generate, ["generate", "--model", TINY_SDXL_DIR, "--backend", "cpu", "--prompt", "x", "--steps", "1", "--refiner-switch-at", "0.8", "--out", join(dir, "img.png")]);
+    expect(run.code).not.toBe(0);
+    expect(run.stderr).toMatch(/--refiner-switch-at needs --refiner/);
+    expect(await readdir(dir)).toEqual([]);
+  });
+
   test("a malformed --original-size names the flag and writes nothing", async () => {
     const dir = join(scratch, "bad");
     await mkdir(dir);

@@ -37,6 +37,10 @@ export interface GenerateArgs {
   "negative-original-size"?: string;
   "negative-crops-coords-top-left"?: string;
   "negative-target-size"?: string;
+  refiner?: string;
+  "refiner-switch-at"?: number;
+  "aesthetic-score"?: number;
+  "negative-aesthetic-score"?: number;
   model: string;
   backend: BackendChoice;
   engines?: string;
@@ -93,6 +97,10 @@ const FLAG_OF: Record<string, string> = {
   negativeOriginalSize: "--negative-original-size",
   negativeCropsCoordsTopLeft: "--negative-crops-coords-top-left",
   negativeTargetSize: "--negative-target-size",
+  refiner: "--refiner-switch-at",
+  "refiner.switchAt": "--refiner-switch-at",
+  "refiner.aestheticScore": "--aesthetic-score",
+  "refiner.negativeAestheticScore": "--negative-aesthetic-score",
   width: "--width",
   height: "--height",
   steps: "--steps",
@@ -258,6 +266,15 @@ function sdxlOptions(args: GenerateArgs, options: GenerateOptions): void {
   if (negativeOriginalSize) options.negativeOriginalSize = negativeOriginalSize;
   if (negativeCropsCoordsTopLeft) options.negativeCropsCoordsTopLeft = negativeCropsCoordsTopLeft;
   if (negativeTargetSize) options.negativeTargetSize = negativeTargetSize;
+  const refinerFlags = (["refiner-switch-at", "aesthetic-score", "negative-aesthetic-score"] as const).filter((f) => args[f] !== undefined);
+  if (args.refiner !== undefined || refinerFlags.length > 0) {
+    if (args.refiner === undefined) throw new InvalidOptionError("refiner", `--${refinerFlags[0]} needs --refiner (the refiner model folder)`);
+    if (args["refiner-switch-at"] === undefined) throw new InvalidOptionError("refiner.switchAt", "--refiner needs --refiner-switch-at (where the refiner takes over, e.g. 0.8)");
+    const refiner: NonNullable<GenerateOptions["refiner"]> = { switchAt: args["refiner-switch-at"] };
+    if (args["aesthetic-score"] !== undefined) refiner.aestheticScore = args["aesthetic-score"];
+    if (args["negative-aesthetic-score"] !== undefined) refiner.negativeAestheticScore = args["negative-aesthetic-score"];
+    options.refiner = refiner;
+  }
 }
 
 /**
@@ -335,8 +352,9 @@ export async function runGenerate(args: GenerateArgs, io: CommandIo = { stdout: 
     await checkWritable(outputPath(args.out, 0, 0n, 1), "--out");
     if (args["latents-out"] !== undefined) await checkWritable(args["latents-out"], "--latents-out");
 
-    const loadOptions: { backend: BackendChoice; engines?: string; threads?: number; memoryLimit?: number } = { backend: args.backend };
+    const loadOptions: { backend: BackendChoice; engines?: string; threads?: number; memoryLimit?: number; refiner?: string } = { backend: args.backend };
     if (args["memory-limit"] !== undefined) loadOptions.memoryLimit = memoryLimitBytes(args["memory-limit"]);
+    if (args.refiner !== undefined) loadOptions.refiner = args.refiner;
     if (args.engines !== undefined) loadOptions.engines = args.engines;
     if (args.threads !== undefined) loadOptions.threads = args.threads;
     pipeline = await Pipeline.load(args.model, loadOptions);
@@ -419,6 +437,10 @@ const command: CommandModule<object, GenerateArgs> = {
       .option("negative-original-size", { type: "string", describe: "SDXL: original_size of the uncond rows, WIDTHxHEIGHT (with --negative-target-size)" })
       .option("negative-crops-coords-top-left", { type: "string", describe: "SDXL: crops_coords_top_left of the uncond rows, TOP,LEFT" })
       .option("negative-target-size", { type: "string", describe: "SDXL: target_size of the uncond rows, WIDTHxHEIGHT (with --negative-original-size)" })
+      .option("refiner", { type: "string", describe: "SDXL: a refiner model folder that finishes the base's generation (with --refiner-switch-at)" })
+      .option("refiner-switch-at", { type: "number", describe: "SDXL refiner: where it takes over, (0, 1) (the base's denoising_end, the refiner's denoising_start)" })
+      .option("aesthetic-score", { type: "number", describe: "SDXL refiner: aesthetic_score time id (default 6)" })
+      .option("negative-aesthetic-score", { type: "number", describe: "SDXL refiner: negative_aesthetic_score time id (default 2.5)" })
       .option("model", { type: "string", default: defaultModelDir, defaultDescription: "the tiny test model in models/tiny-sd", describe: "Model folder (optimum ONNX layout or TensorRT demo names)" })
       .option("backend", { choices: BACKEND_CHOICES, default: "auto" as BackendChoice, describe: "Inference backend: TensorRT engines, the ONNX Runtime CPU backend, or auto (TensorRT when usable)" })
       .option("engines", { type: "string", describe: "Folder of TensorRT engines built by sd-trt build (tensorrt backend)" })
