@@ -106,8 +106,11 @@ export class CpuBackend implements Backend {
   readonly #textEncoder: Session<TextEncoderIo>;
   readonly #unet: Session<UnetIo>;
   readonly #vaeDecoder: Session<VaeDecoderIo>;
-  readonly #vaeEncoder: Session<VaeEncoderIo> | null;
+  /** Made at the first img2img (txt2img never needs it; not loading it saves cold-start time). */
+  #vaeEncoder: Promise<Session<VaeEncoderIo>> | null = null;
   #stats = emptyStats();
+  /** How the sessions were made, for the VAE encoder's made later. */
+  readonly #sessionOptions: SessionOptions;
   readonly #memoryLimit: number;
 
   private constructor(
@@ -117,18 +120,18 @@ export class CpuBackend implements Backend {
       textEncoder: Session<TextEncoderIo>;
       unet: Session<UnetIo>;
       vaeDecoder: Session<VaeDecoderIo>;
-      vaeEncoder: Session<VaeEncoderIo> | null;
     },
     hiddenSize: number,
     memoryLimit: number,
+    sessionOptions: SessionOptions,
   ) {
     this.folder = folder;
+    this.#sessionOptions = sessionOptions;
     this.#memoryLimit = memoryLimit;
     this.#host = host;
     this.#textEncoder = sessions.textEncoder;
     this.#unet = sessions.unet;
     this.#vaeDecoder = sessions.vaeDecoder;
-    this.#vaeEncoder = sessions.vaeEncoder;
     this.hiddenSize = hiddenSize;
     this.scalingFactor = folder.scalingFactor;
     const unet = sessions.unet.io;
@@ -148,7 +151,7 @@ export class CpuBackend implements Backend {
       minHeight: height.min,
       maxHeight: height.max,
       sizeMultiple: multiple,
-      canEncodeImages: sessions.vaeEncoder !== null,
+      canEncodeImages: folder.vaeEncoder !== undefined,
       canObserveLatents: true,
       fractionalTimesteps: unet.timestepType === "float32" || unet.timestepType === "float64",
       maxPromptChunks: CPU_MAX_PROMPT_CHUNKS,
@@ -165,14 +168,9 @@ export class CpuBackend implements Backend {
     const folder = typeof model === "string" ? await locateModelFolder(model) : model;
     const host = new OrtHost();
     try {
-      const open = async <Io>(file: ModelFile, describe: (s: Parameters<typeof describeUnet>[0], f: string) => Io): Promise<Session<Io>> => {
-        const { handle, signature } = await host.load(file.path, options);
-        return { handle, file, io: describe(signature, file.path) };
-      };
-      const textEncoder = await open(folder.textEncoder, describeTextEncoder);
-      const unet = await open(folder.unet, describeUnet);
-      const vaeDecoder = await open(folder.vaeDecoder, describeVaeDecoder);
-      const vaeEncoder = folder.vaeEncoder ? await open(folder.vaeEncoder, describeVaeEncoder) : null;
+      const textEncoder = await openSession(host, folder.textEncoder, describeTextEncoder, options);
+      const unet = await openSession(host, folder.unet, describeUnet, options);
+      const vaeDecoder = await openSession(host, folder.vaeDecoder, describeVaeDecoder, options);
 
       if (textEncoder.io.sequenceLength !== undefined && textEncoder.io.sequenceLength !== TOKENS) {
         throw new ModelFileError(folder.textEncoder.path, `${folder.textEncoder.path}: input_ids must take ${TOKENS} tokens, the graph fixes ${textEncoder.io.sequenceLength}`);
@@ -191,7 +189,8 @@ export class CpuBackend implements Backend {
         const probe = await host.run(textEncoder.handle, folder.textEncoder.name, { [textEncoder.io.idsName]: idsTensor(textEncoder.io, new Int32Array(TOKENS), 1) }, [textEncoder.io.hiddenName]);
         hiddenSize = probe.outputs[textEncoder.io.hiddenName]!.dims[2]!;
       }
-      return new CpuBackend(folder, host, { textEncoder, unet, vaeDecoder, vaeEncoder }, hiddenSize, options.memoryLimit ?? defaultMemoryLimit());
+      const sessionOptions: SessionOptions = options.intraOpThreads ? { intraOpThreads: options.intraOpThreads } : {};
+      return new CpuBackend(folder, host, { textEncoder, unet, vaeDecoder }, hiddenSize, options.memoryLimit ?? defaultMemoryLimit(), sessionOptions);
     } catch (error) {
       await host.dispose();
       throw error;
@@ -275,7 +274,7 @@ export class CpuBackend implements Backend {
       const encodedRows = [cond, uncond].slice(0, textEncoder.calls).reduce((n, p) => n + (p?.ids.dims[0] ?? 0), 0);
       this.#add("textEncoder", textEncoder.calls, encodedRows, textEncoder.ms);
       this.#count("unet", unetBatch, unet.ms, unet.calls);
-      this.#count("vaeDecoder", batch, vaeDecoder.ms, vaeDecoder.calls);
+      this.#add("vaeDecoder", vaeDecoder.calls, batch, vaeDecoder.ms);
       if (result.latents === null) {
         throwIfAborted(job.signal); // stopped by the signal: reject with its reason
         throw new InternalError("generate: the ONNX Runtime worker stopped, but the signal did not abort");
@@ -335,10 +334,16 @@ export class CpuBackend implements Backend {
 
   /** The VAE encoder on one image [1, 3, H, W]: the posterior mean (and std when the graph returns latent parameters). */
   async #encodeImage(pixels: Float32Array, height: number, width: number): Promise<{ mean: Float32Array; std?: Float32Array }> {
-    if (!this.#vaeEncoder) {
+    const encoderFile = this.folder.vaeEncoder;
+    if (!encoderFile) {
       throw new ModelFileError(this.folder.dir, `model folder ${this.folder.dir} has no VAE encoder (vae_encoder/model.onnx), which img2img needs`);
     }
-    const { io, handle, file } = this.#vaeEncoder;
+    // A failed load is not kept: the next img2img tries again (and fails with the same message).
+    this.#vaeEncoder ??= openSession(this.#host, encoderFile, describeVaeEncoder, this.#sessionOptions).catch((error: unknown) => {
+      this.#vaeEncoder = null;
+      throw error;
+    });
+    const { io, handle, file } = await this.#vaeEncoder;
     const result = await this.#host.run(handle, file.name, { [io.imageName]: { type: "float32", dims: [1, 3, height, width], data: pixels } }, [io.outputName]);
     this.#count("vaeEncoder", 1, result.ms);
     const out = result.outputs[io.outputName]!;
@@ -366,6 +371,12 @@ export class CpuBackend implements Backend {
   async [Symbol.asyncDispose](): Promise<void> {
     await this.dispose();
   }
+}
+
+/** Creates a session on the worker and checks its graph's I/O contract (`describe`). */
+async function openSession<Io>(host: OrtHost, file: ModelFile, describe: (s: Parameters<typeof describeUnet>[0], f: string) => Io, options: SessionOptions): Promise<Session<Io>> {
+  const { handle, signature } = await host.load(file.path, options);
+  return { handle, file, io: describe(signature, file.path) };
 }
 
 /** Checks a prompt list of a job: [prompts, chunks, 77] ids and weights, one prompt index per image. */
