@@ -29,6 +29,7 @@ import type { ClipTokenizer } from "../tokenizer/index.js";
 import type { PromptBatch } from "../prompt/conditioning.js";
 import { A1111_EMPHASIS_NAMES } from "../prompt/emphasis.js";
 import { scaleFloat32 } from "../sampler/latents.js";
+import { joinStepNoise, lazyStepNoise, noiseDrawCount, type StepNoise } from "../sampler/step-noise.js";
 import { A1111NoiseSource, NoiseSource, type RequestNoise } from "./noise.js";
 import { a1111InfotextFields, type HiresRequest } from "./a1111-options.js";
 import { upscaleLatents } from "../sampler/latent-upscale.js";
@@ -54,6 +55,12 @@ export interface GenerateTimings {
   imageEncode: number;
   denoise: number;
   decode: number;
+  /**
+   * Drawing the step noise (Euler a's and other ancestral samplers' per-step draws). The CPU
+   * backend draws while its worker runs the models and TensorRT while the GPU encodes the
+   * prompts: this time overlaps `textEncode`/`denoise` and is not part of the wall time.
+   */
+  stepNoise: number;
   /** The whole call, including validation and queueing behind earlier calls. */
   total: number;
 }
@@ -111,7 +118,7 @@ export interface HiresPass {
   upscaler: HiresRequest["upscaler"];
   /** The new ImageRNG's first draw [batch, 4, height/8, width/8]: x = upscaled + σ_start · noise. */
   noise: Float32Array;
-  stepNoise: Float32Array[];
+  stepNoise: StepNoise;
 }
 
 /** A request with everything computed that needs no model (see the module comment). */
@@ -125,8 +132,8 @@ export interface PreparedRequest {
   /** txt2img: x_0 = randn · init_noise_sigma. Null for img2img (made from `img2img` when the batch runs). */
   readonly initialLatents: Float32Array | null;
   readonly img2img: { image: RgbImage; eps: Float32Array[]; noise: Float32Array } | null;
-  /** One [batch, 4, h, w] draw per evaluation that consumes noise, in order. */
-  readonly stepNoise: Float32Array[];
+  /** One [batch, 4, h, w] draw per evaluation that consumes noise, in order, drawn when the backend asks (after every draw above). */
+  readonly stepNoise: StepNoise;
   /** Hires fix's second pass: its program, size, first ImageRNG draw and step draws. */
   readonly hires: HiresPass | null;
   readonly warnings: string[];
@@ -201,7 +208,7 @@ export async function prepareRequest(context: GenerationContext, request: Resolv
   } else {
     initialLatents = scaleFloat32(noise.draw(r.batch, rest), program.initNoiseSigma); // randn · init_noise_sigma
   }
-  const stepNoise = program.evals.filter((e) => e.drawsNoise).map(() => noise.draw(r.batch, rest));
+  const stepNoise = lazyStepNoise(noiseDrawCount(program), () => noise.draw(r.batch, rest));
   const hires = r.a1111.hires ? prepareHires(context, r) : null;
 
   return {
@@ -247,7 +254,7 @@ function prepareHires(context: GenerationContext, r: ResolvedRequest): HiresPass
     truncateY: h.truncateY,
     upscaler: h.upscaler,
     noise: first,
-    stepNoise: program.evals.filter((e) => e.drawsNoise).map(() => noise.draw(r.batch, rest)),
+    stepNoise: lazyStepNoise(noiseDrawCount(program), () => noise.draw(r.batch, rest)),
   };
 }
 
@@ -320,7 +327,7 @@ export async function executeBatch(context: GenerationContext, prepared: Prepare
     emphasis: first.request.promptReading.emphasis,
     guidance,
     start: first.img2img ? { images: prepared.map((p) => initImage(p)) } : { latents: concatenate(prepared.map((p) => p.initialLatents!)) },
-    noise: first.stepNoise.map((_, k) => concatenate(prepared.map((p) => p.stepNoise[k]!))),
+    noise: joinStepNoise(prepared.map((p) => p.stepNoise)),
   };
   if (signal) job.signal = signal;
   // Progress only when someone listens: on the CPU each event is a message from the worker.
@@ -350,7 +357,7 @@ export async function executeBatch(context: GenerationContext, prepared: Prepare
       latentHeight: pass.height / 8,
       latentWidth: pass.width / 8,
       start: { latents: concatenate(starts) },
-      noise: pass.stepNoise.map((_, k) => concatenate(prepared.map((p) => p.hires!.stepNoise[k]!))),
+      noise: joinStepNoise(prepared.map((p) => p.hires!.stepNoise)),
     };
     if (onProgress) second.onStep = (evalIndex) => onProgress({ stage: "denoise", step: evalIndex + 1, total: pass.program.evals.length, timestep: pass.program.evals[evalIndex]!.t });
     const firstTimings = output.timings;
@@ -360,6 +367,7 @@ export async function executeBatch(context: GenerationContext, prepared: Prepare
       textEncode: firstTimings.textEncode + output.timings.textEncode,
       denoise: firstTimings.denoise + output.timings.denoise,
       decode: firstTimings.decode + output.timings.decode,
+      stepNoise: firstTimings.stepNoise + output.timings.stepNoise,
     };
     outWidth = pass.width;
     outHeight = pass.height;
@@ -412,6 +420,7 @@ export async function executeBatch(context: GenerationContext, prepared: Prepare
         imageEncode: imageEncodeMs[index]!,
         denoise: denoiseMs,
         decode: decodeMs,
+        stepNoise: timings.stepNoise,
         total: performance.now() - p.started,
       },
       warnings: p.warnings,

@@ -44,6 +44,7 @@ import { startLatents } from "../start-latents.js";
 import { OrtHost, type GenerateJob, type HostGenerateOptions, type HostTensor, type SessionOptions } from "./ort-host.js";
 import type { PromptRows } from "./ort-protocol.js";
 import { checkDenoiseJob, TOKENS } from "./denoise-loop.js";
+import { noiseDrawCount, stepNoiseOf } from "../../sampler/step-noise.js";
 import type { PromptBatch } from "../../prompt/conditioning.js";
 import type { Emphasis } from "../../prompt/emphasis.js";
 
@@ -230,7 +231,8 @@ export class CpuBackend implements Backend {
   generate(job: GenerationJob): Promise<GenerationOutput> {
     return this.#life.exclusive(async () => {
       throwIfAborted(job.signal);
-      const { program, batch, latentHeight, latentWidth, guidance, noise, cond: condPrompts, uncond: uncondPrompts } = job;
+      const { program, batch, latentHeight, latentWidth, guidance, cond: condPrompts, uncond: uncondPrompts } = job;
+      const noise = stepNoiseOf(job.noise);
       const cfg = uncondPrompts !== null;
       const prompts = (p: PromptBatch, name: string): PromptRows => {
         checkPromptBatch(p, batch, name);
@@ -242,11 +244,13 @@ export class CpuBackend implements Backend {
       const imageEncode: number[] = [];
       const latents = await startLatents(job, (pixels, height, width) => this.#encodeImage(pixels, height, width), this.scalingFactor, imageEncode);
       if (imageEncode.length > 0) job.onStage?.("encode-image");
-      const denoise = { program, latents, noise, batch, latentHeight, latentWidth, hiddenSize: this.hiddenSize, guidance: cfg ? guidance : null, io: this.#unet.io };
+      // The step noise is drawn on this thread while the worker runs the models (OrtHost.generate).
+      const denoise = { program, latents, noise: [], batch, latentHeight, latentWidth, hiddenSize: this.hiddenSize, guidance: cfg ? guidance : null, io: this.#unet.io };
+      if (noise.count !== noiseDrawCount(program)) throw new InvalidArgumentError(`generate: the program draws noise ${noiseDrawCount(program)} times, the job brings ${noise.count} draws`);
       // Here, so a bad job fails with the caller's stack before it travels.
       const condTokens = cond.chunks * TOKENS;
       const uncondTokens = uncond ? uncond.chunks * TOKENS : condTokens;
-      checkDenoiseJob({ ...denoise, condTokens, uncondTokens, context: new Float32Array(batch * ((cfg ? uncondTokens : 0) + condTokens) * this.hiddenSize) });
+      checkDenoiseJob({ ...denoise, condTokens, uncondTokens, context: new Float32Array(batch * ((cfg ? uncondTokens : 0) + condTokens) * this.hiddenSize) }, true);
       // Guidance doubles the UNet batch unless cond and uncond differ in length (then each half runs alone).
       const unetBatch = this.#checkUnetBatch(batch, cfg && condTokens === uncondTokens);
       const te = this.#textEncoder;
@@ -269,7 +273,7 @@ export class CpuBackend implements Backend {
         onLatents(0, latents);
         options.onLatents = (evalIndex, x) => onLatents(evalIndex + 1, x);
       }
-      const result = await this.#host.generate(request, { textEncoder: te.file, unet: this.#unet.file, vaeDecoder: vae.file }, options);
+      const result = await this.#host.generate(request, { textEncoder: te.file, unet: this.#unet.file, vaeDecoder: vae.file }, noise, options);
       const { textEncoder, unet, vaeDecoder } = result.calls;
       const encodedRows = [cond, uncond].slice(0, textEncoder.calls).reduce((n, p) => n + (p?.ids.dims[0] ?? 0), 0);
       this.#add("textEncoder", textEncoder.calls, encodedRows, textEncoder.ms);
@@ -282,7 +286,7 @@ export class CpuBackend implements Backend {
       this.#checkImageDims(result.imageDims, batch, latentHeight, latentWidth);
       onStage?.("decode");
       const { textEncode, denoise: denoiseMs, decode } = result.stageMs;
-      const output: GenerationOutput = { images: result.images, timings: { textEncode, imageEncode, denoise: denoiseMs, decode } };
+      const output: GenerationOutput = { images: result.images, timings: { textEncode, imageEncode, denoise: denoiseMs, decode, stepNoise: result.stepNoiseMs } };
       if (job.returnLatents) output.latents = result.latents;
       return output;
     });

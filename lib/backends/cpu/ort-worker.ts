@@ -32,6 +32,7 @@ import type {
   HostTensor,
   LoadValue,
   ModelCalls,
+  NoiseMessage,
   PromptRows,
   RunValue,
   StageReply,
@@ -108,6 +109,64 @@ function stepPoster(id: number, steps: StepReport): ((step: number, x: Float32Ar
   };
 }
 
+/**
+ * The step noise of one `generate` request as it arrives from the main thread (`NoiseMessage`):
+ * draws may come before the request starts or while its loop runs; the loop takes them in order.
+ */
+class NoiseInbox {
+  readonly #draws: Float32Array[] = [];
+  #waiter: { index: number; resolve: (draw: Float32Array) => void; reject: (error: Error) => void } | null = null;
+  #cancelled: Error | null = null;
+
+  put(index: number, draw: Float32Array): void {
+    this.#draws[index] = draw;
+    if (this.#waiter?.index === index) {
+      const { resolve } = this.#waiter;
+      this.#waiter = null;
+      resolve(draw);
+    }
+  }
+
+  /** No more draws will come: the loop stops as if its stop flag were raised. */
+  cancel(): void {
+    this.#cancelled = new AbortError("the generation was stopped");
+    this.#waiter?.reject(this.#cancelled);
+    this.#waiter = null;
+  }
+
+  take(index: number): Float32Array | Promise<Float32Array> {
+    const draw = this.#draws[index];
+    if (draw) {
+      delete this.#draws[index]; // the loop keeps what it needs
+      return draw;
+    }
+    if (this.#cancelled) return Promise.reject(this.#cancelled);
+    return new Promise((resolve, reject) => {
+      this.#waiter = { index, resolve, reject };
+    });
+  }
+}
+
+const noiseInboxes = new Map<number, NoiseInbox>();
+/** Requests are answered in id order: a noise message for an id up to this one is for a finished request. */
+let lastFinishedGenerate = 0;
+
+function noiseInbox(id: number): NoiseInbox | undefined {
+  if (id <= lastFinishedGenerate) return undefined;
+  let inbox = noiseInboxes.get(id);
+  if (!inbox) {
+    inbox = new NoiseInbox();
+    noiseInboxes.set(id, inbox);
+  }
+  return inbox;
+}
+
+function receiveNoise(message: NoiseMessage): void {
+  const inbox = noiseInbox(message.id);
+  if (message.op === "noise") inbox?.put(message.index, message.data);
+  else inbox?.cancel();
+}
+
 /** The whole denoise loop next to the UNet; `latents` is null when the stop flag ended it. */
 async function denoise(
   unet: Ort.InferenceSession,
@@ -116,6 +175,7 @@ async function denoise(
   onStep: ((step: number, x: Float32Array) => void) | undefined,
   calls: ModelCalls,
   contextAt?: (evalIndex: number) => Float32Array,
+  noise?: NoiseInbox,
 ): Promise<Float32Array | null> {
   try {
     return await runCpuDenoise(
@@ -126,7 +186,12 @@ async function denoise(
         calls.ms += run.ms;
         return run.results[job.io.outputName]!.data as Float32Array;
       },
-      { stopRequested: () => Atomics.load(stop, 0) !== 0, ...(onStep ? { onStep } : {}), ...(contextAt ? { contextAt } : {}) },
+      {
+        stopRequested: () => Atomics.load(stop, 0) !== 0,
+        ...(onStep ? { onStep } : {}),
+        ...(contextAt ? { contextAt } : {}),
+        ...(noise ? { noise: (k: number) => noise.take(k) } : {}),
+      },
     );
   } catch (error) {
     if (error instanceof AbortError) return null;
@@ -259,7 +324,7 @@ async function generate(id: number, job: GenerateJob, stop: Int32Array, steps: S
     stage = "unet";
     t = performance.now();
     const edited = job.cond.schedules !== undefined || job.uncond?.schedules !== undefined;
-    const latents = await denoise(session(job.unet), { ...d, context, condTokens, uncondTokens }, stop, stepPoster(id, steps), calls.unet, edited ? contextAt : undefined);
+    const latents = await denoise(session(job.unet), { ...d, context, condTokens, uncondTokens }, stop, stepPoster(id, steps), calls.unet, edited ? contextAt : undefined, noiseInbox(id));
     stageMs.denoise = performance.now() - t;
     if (latents === null || Atomics.load(stop, 0) !== 0) return stopped();
 
@@ -322,7 +387,12 @@ async function handle(message: WorkerRequest): Promise<Answer> {
       return { value, transfer: value.images.map((i) => i.buffer as ArrayBuffer) };
     }
     case "generate":
-      return generate(message.id, message.job, message.stop, message.steps);
+      try {
+        return await generate(message.id, message.job, message.stop, message.steps);
+      } finally {
+        noiseInboxes.delete(message.id);
+        lastFinishedGenerate = message.id;
+      }
     case "encode": {
       const { job } = message;
       const calls: ModelCalls = { calls: 0, ms: 0 };
@@ -389,6 +459,8 @@ async function answer(message: WorkerRequest): Promise<void> {
 // One request at a time, in arrival order: a request waits for the one before it (its
 // session.run calls and, for a denoise, every evaluation) before it starts.
 let previous: Promise<void> = Promise.resolve();
-port.on("message", (message: WorkerRequest) => {
-  previous = previous.then(() => answer(message));
+// Noise messages are not requests: they are delivered at once, also while a request runs.
+port.on("message", (message: WorkerRequest | NoiseMessage) => {
+  if (message.op === "noise" || message.op === "noise-cancel") receiveNoise(message);
+  else previous = previous.then(() => answer(message));
 });
