@@ -11,6 +11,8 @@ Writes, for each family in FAMILIES (sd1, sd2):
   test/fixtures/checkpoints/<family>/component_goldens.json   index: name -> {dtype, shape, offset} (+ inputs)
   test/fixtures/checkpoints/<family>/component_goldens.bin    the arrays, little-endian, concatenated
 
+and test/fixtures/checkpoints/deep-unet/ (unet/ and its goldens): SD 1.5's UNet block layout at tiny widths.
+
 The weights are random (fixed seeds) on top of each class's own initialisation, with every bias and norm
 parameter perturbed too so that none of them is the identity. They are saved as float16, as real SD
 checkpoints are; the goldens come from the models *reloaded from the saved folder* in float32, so they
@@ -224,6 +226,37 @@ def record_goldens(folder: Path, seed: int) -> None:
     g.write(folder, {"prompts": PROMPTS, "unet_timesteps": timesteps})
 
 
+def deep_unet() -> None:
+    """A UNet with SD 1.5's block layout (4 levels, 2 layers per block, cross-attention in the first three)
+    at tiny widths, with a 2-deep transformer at level 1 (a per-block transformer_layers_per_block list,
+    as SDXL has), and its torch output: the skip-connection order and block wiring at full depth."""
+    folder = OUT / "deep-unet"
+    if folder.exists():
+        shutil.rmtree(folder)
+    gen = torch.Generator().manual_seed(1203)
+    torch.manual_seed(1203)
+    model = UNet2DConditionModel(
+        sample_size=16, in_channels=4, out_channels=4,
+        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+        block_out_channels=(8, 8, 16, 16), layers_per_block=2, transformer_layers_per_block=[1, 2, 1, 1],
+        norm_num_groups=4, cross_attention_dim=8, attention_head_dim=2, flip_sin_to_cos=True, freq_shift=0,
+    ).eval()
+    perturb(model, gen)
+    model.to(torch.float16).save_pretrained(folder / "unet", safe_serialization=True)
+    un = UNet2DConditionModel.from_pretrained(folder / "unet", torch_dtype=torch.float32).eval()
+    g = Goldens()
+    with torch.no_grad():
+        sample = torch.randn(2, 4, 16, 8, generator=gen)
+        ehs = torch.randn(2, 77, 8, generator=gen)
+        ts = torch.tensor([321.5], dtype=torch.float32)
+        g.add("unet.sample", sample)
+        g.add("unet.encoder_hidden_states", ehs)
+        g.add("unet.timestep.0", ts)
+        g.add("unet.out_sample.0", un(sample, ts, encoder_hidden_states=ehs).sample)
+    g.write(folder, {"unet_timesteps": [321.5]})
+
+
 def main() -> None:
     assert diffusers.__version__ == "0.40.0.dev0", diffusers.__version__
     assert transformers.__version__ == "5.18.0", transformers.__version__
@@ -251,6 +284,7 @@ def main() -> None:
         pipe.save_config(d)
         record_goldens(folder, spec["seed"])
         print(family, "written to", folder, file=sys.stderr)
+    deep_unet()
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@
  * Error measure: max |onnx − torch| / max |torch| over each output tensor.
  * - fp32 graphs: ≤ 1e-4 (measured worst: 2.2e-6, the sd1 VAE decoder; the rest ≤ 1.2e-6).
  * - fp16 graphs (fp16 weights and activations, norms and softmax in fp32, fp32 I/O): ≤ 2e-3
- *   (measured worst: 7.3e-4, the sd1 VAE decoder; CLIP ≤ 5.7e-4, UNet ≤ 4.2e-4). ORT's CPU
+ *   (measured worst: 7.3e-4, the sd1 VAE decoder; CLIP ≤ 5.7e-4, UNet ≤ 4.2e-4, the deep UNet
+ *   6.2e-4). ORT's CPU
  *   provider runs fp16 nodes without an fp16 kernel in fp32 between casts, so this measures fp16
  *   storage of weights and activations; a GPU adds fp16 arithmetic (test/gpu covers engines).
  */
@@ -25,7 +26,7 @@ import type { CheckpointSource } from "../../lib/convert/types.js";
 import { ModelFileError } from "../../lib/errors.js";
 import { ExternalDataReader, isExternal, OnnxModel, readFloat32Tensor, tensorHeader } from "../../lib/onnx/model.js";
 import { DataType } from "../../lib/onnx/schema.js";
-import { type GoldenArray, relativeError, tinyCheckpoint, tinyGoldens } from "../support/tiny-checkpoints.js";
+import { CHECKPOINTS, componentFromFolder, type GoldenArray, relativeError, tinyCheckpoint, tinyGoldens } from "../support/tiny-checkpoints.js";
 
 const FAMILIES = ["sd1", "sd2"] as const;
 const BOUND: Record<GraphDtype, number> = { fp32: 1e-4, fp16: 2e-3 };
@@ -94,6 +95,18 @@ describe.each(FAMILIES)("%s checkpoint", (family) => {
       const encoded = await encoder.run({ sample: feed(goldens, "vae.encoder.sample") });
       expectClose(encoded["latent_parameters"]!, goldens.get("vae.encoder.moments")!, BOUND[dtype]);
     });
+  });
+});
+
+describe("a UNet with SD 1.5's block layout (4 levels, 2 layers per block, a 2-deep transformer at level 1)", () => {
+  test.each(["fp32", "fp16"] as const)("the %s graph computes UNet2DConditionModel's output", async (dtype) => {
+    const unet = await componentFromFolder(join(CHECKPOINTS, "deep-unet", "unet"));
+    const goldens = await tinyGoldens("deep-unet");
+    const path = join(work, `deep-unet-${dtype}.onnx`);
+    await writeGraphFile(path, "unet", (g) => buildUnetGraph(g, unet, { dtype, origin: "deep-unet" }));
+    const s = await ort.InferenceSession.create(path);
+    const out = await s.run({ sample: feed(goldens, "unet.sample"), timestep: feed(goldens, "unet.timestep.0"), encoder_hidden_states: feed(goldens, "unet.encoder_hidden_states") });
+    expectClose(out["out_sample"]!, goldens.get("unet.out_sample.0")!, BOUND[dtype]);
   });
 });
 
