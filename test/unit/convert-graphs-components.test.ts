@@ -24,6 +24,7 @@ import { buildUnetGraph } from "../../lib/convert/graphs/unet.js";
 import { buildVaeDecoderGraph, buildVaeEncoderGraph } from "../../lib/convert/graphs/vae.js";
 import type { CheckpointSource } from "../../lib/convert/types.js";
 import { ModelFileError } from "../../lib/errors.js";
+import { readExternalTensorRefs } from "../../lib/onnx/external-refs.js";
 import { ExternalDataReader, isExternal, OnnxModel, readFloat32Tensor, tensorHeader } from "../../lib/onnx/model.js";
 import { DataType } from "../../lib/onnx/schema.js";
 import { CHECKPOINTS, componentFromFolder, type GoldenArray, relativeError, tinyCheckpoint, tinyGoldens } from "../support/tiny-checkpoints.js";
@@ -175,6 +176,11 @@ describe("weights in the converted graphs", () => {
       await reader.close();
     }
     expect(external).toBeGreaterThan(10); // the large ones live in model.onnx_data
+    // The scanner engine manifests and TensorRT refits use finds them by the same names, all in one file.
+    const refs = await readExternalTensorRefs(path);
+    expect(refs.length).toBe(external);
+    expect(new Set(refs.map((r) => r.location))).toEqual(new Set(["model.onnx_data"]));
+    expect(refs.every((r) => unet.weights.get(r.tensor) !== undefined && r.offset! % 64 === 0)).toBe(true);
   });
 
   test("an fp16 graph stores Linear/Conv weights in fp16 and norm parameters in fp32", async () => {
