@@ -305,6 +305,12 @@ def sdxl_parts() -> None:
         g.add("text_encoder_2.last_hidden_state", out.last_hidden_state)
         for i, h in enumerate(out.hidden_states):
             g.add(f"text_encoder_2.hidden_states.{i}", h)
+        # A config whose eos_token_id is not 2 pools at the first position holding that id (transformers'
+        # non-legacy rule); 320 is "a</w>", which the first prompt starts with.
+        first_a = CLIPTextModelWithProjection.from_pretrained(folder / "text_encoder_2", torch_dtype=torch.float32,
+                                                              eos_token_id=320).eval()
+        assert first_a.config.eos_token_id == 320 and ids[0, 1] == 320
+        g.add("text_encoder_2.text_embeds.eos_token_id_320", first_a(ids).text_embeds)
         sample = torch.randn(2, 4, 8, 6, generator=gen)
         ehs = torch.randn(2, 77, 16, generator=gen)
         text_embeds = torch.randn(2, 6, generator=gen)

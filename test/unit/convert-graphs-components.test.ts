@@ -125,6 +125,18 @@ describe("SDXL's parts: CLIPTextModelWithProjection and a UNet with the text_tim
     }
   });
 
+  test("with an eos_token_id other than 2 the pooled row is the first position holding that id", async () => {
+    const encoder = await componentFromFolder(join(CHECKPOINTS, "sdxl-parts", "text_encoder_2"));
+    const goldens = await tinyGoldens("sdxl-parts");
+    const path = join(work, "sdxl-te2-eos.onnx");
+    const firstA = { config: { ...encoder.config, eos_token_id: 320 }, weights: encoder.weights };
+    await writeGraphFile(path, "text_encoder_2", (g) => buildClipTextGraph(g, firstA, { dtype: "fp32", origin: "te2" }));
+    const out = await (await ort.InferenceSession.create(path)).run({ input_ids: feed(goldens, "text_encoder_2.input_ids") });
+    const expected = goldens.get("text_encoder_2.text_embeds.eos_token_id_320")!;
+    expectClose(out["text_embeds"]!, expected, BOUND.fp32);
+    expect(relativeError(expected.data, goldens.get("text_encoder_2.text_embeds")!.data)).toBeGreaterThan(0.1); // a different row than argmax's
+  });
+
   test.each(["fp32", "fp16"] as const)("the %s UNet takes text_embeds and time_ids and computes UNet2DConditionModel's output", async (dtype) => {
     const unet = await componentFromFolder(join(CHECKPOINTS, "sdxl-parts", "unet"));
     const goldens = await tinyGoldens("sdxl-parts");
