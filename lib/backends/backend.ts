@@ -13,6 +13,7 @@
  * latents never leave the GPU between its stages.
  */
 import type { SamplerProgram } from "../sampler/program.js";
+import type { StepNoise } from "../sampler/step-noise.js";
 import type { PromptBatch } from "../prompt/conditioning.js";
 import type { Emphasis } from "../prompt/emphasis.js";
 
@@ -104,8 +105,12 @@ export interface GenerationJob {
    * img2img init images in row order (the program must carry `addNoise`).
    */
   start: { latents: Float32Array } | { images: InitImage[] };
-  /** Every noise draw the program consumes, in order (one [batch, 4, h, w] array per eval with drawsNoise). */
-  noise: Float32Array[];
+  /**
+   * Every noise draw the program consumes, in order (one [batch, 4, h, w] array per eval with
+   * drawsNoise): arrays already drawn, or — the pipeline's way — a StepNoise the backend draws
+   * from while the models run (taken once).
+   */
+  noise: readonly Float32Array[] | StepNoise;
   /** SDXL models only: the second encoder's prompts and the UNet's added conditioning. */
   sdxl?: SdxlConditioning;
   /** Cancels between stages and between model evaluations. */
@@ -128,8 +133,12 @@ export interface GenerationOutput {
   images: Uint8Array[];
   /** x_M [batch, 4, h, w] before the scaling factor, when `returnLatents` was asked. */
   latents?: Float32Array;
-  /** Milliseconds per stage; `imageEncode` per init image (0 for txt2img). */
-  timings: { textEncode: number; imageEncode: number[]; denoise: number; decode: number };
+  /**
+   * Milliseconds per stage; `imageEncode` per init image (0 for txt2img). `stepNoise`: drawing the
+   * step noise on the calling thread (the CPU backend does it while its worker runs the models, so
+   * it is not on the critical path; TensorRT draws before its upload).
+   */
+  timings: { textEncode: number; imageEncode: number[]; denoise: number; decode: number; stepNoise: number };
 }
 
 export interface Backend {

@@ -45,7 +45,7 @@ export function formatBenchReport(report: BenchReport): string {
   const gpu = report.cases.some((c) => c.gpuDenoiseMs);
   lines.push(
     table([
-      ["case", "tokenize", "text enc", "denoise", "per step", "decode", "PNG enc", "pipeline", ...(gpu ? ["GPU denoise", "CUDA graphs"] : [])],
+      ["case", "tokenize", "text enc", "denoise", "per step", "decode", "PNG enc", "pipeline", "noise (overlapped)", ...(gpu ? ["GPU denoise", "CUDA graphs"] : [])],
       ...report.cases.map((c) => [
         caseLabel(c),
         ms(c.stagesMs.tokenize.mean),
@@ -55,6 +55,7 @@ export function formatBenchReport(report: BenchReport): string {
         ms(c.stagesMs.decode.mean),
         ms(c.stagesMs.pngEncode.mean),
         ms(c.stagesMs.pipeline.mean),
+        ms(c.stagesMs.stepNoise.mean),
         ...(gpu ? [c.gpuDenoiseMs ? ms(c.gpuDenoiseMs.mean) : "-", c.cudaGraphs ?? "-"] : []),
       ]),
     ]),

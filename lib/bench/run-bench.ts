@@ -71,6 +71,8 @@ export interface StageTimes {
   /** Denoise time divided by the step count. */
   denoisePerStep: Summary;
   decode: Summary;
+  /** Drawing the step noise: overlapped with the model work (see GenerateTimings.stepNoise), not part of `pipeline`. */
+  stepNoise: Summary;
   /** PNG encoding of the batch's images (with the infotext chunk). */
   pngEncode: Summary;
   /** The whole `generate()` call. */
@@ -265,7 +267,7 @@ async function runCase(pipeline: Pipeline, settings: CaseSettings): Promise<Benc
   for (let i = 0; i < settings.warmup; i++) await encodeAll(await pipeline.generate(request));
   const rss = new PeakRssSampler();
   const gpu = backend.name === "tensorrt" ? GpuMemorySampler.start() : null;
-  const samples = { latency: [] as number[], tokenize: [] as number[], textEncode: [] as number[], denoise: [] as number[], perStep: [] as number[], decode: [] as number[], png: [] as number[], pipeline: [] as number[], it: [] as number[], gpuDenoise: [] as number[] };
+  const samples = { latency: [] as number[], tokenize: [] as number[], textEncode: [] as number[], denoise: [] as number[], perStep: [] as number[], decode: [] as number[], stepNoise: [] as number[], png: [] as number[], pipeline: [] as number[], it: [] as number[], gpuDenoise: [] as number[] };
   const graphUses = new Set<string>();
   const ortStart = hasRuntimeStats(backend) ? backend.runtimeStats : null;
   let evaluations = 0;
@@ -286,6 +288,7 @@ async function runCase(pipeline: Pipeline, settings: CaseSettings): Promise<Benc
     samples.denoise.push(result.timings.denoise);
     samples.perStep.push(result.timings.denoise / settings.steps);
     samples.decode.push(result.timings.decode);
+    samples.stepNoise.push(result.timings.stepNoise);
     samples.it.push(settings.steps / (result.timings.denoise / 1000));
     const use = lastGraphUse(backend);
     if (use) {
@@ -325,6 +328,7 @@ async function runCase(pipeline: Pipeline, settings: CaseSettings): Promise<Benc
       denoise: summarize(samples.denoise),
       denoisePerStep: summarize(samples.perStep),
       decode: summarize(samples.decode),
+      stepNoise: summarize(samples.stepNoise),
       pngEncode: summarize(samples.png),
       pipeline: summarize(samples.pipeline),
     },

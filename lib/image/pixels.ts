@@ -16,7 +16,7 @@ import { InvalidArgumentError, VaeOverflowError } from "../errors.js";
  * @param source names the model in the error raised for NaN.
  * @throws SdTrtError if any value is NaN (an fp16 VAE overflow): never a silent black image.
  */
-export function decodedToRgb(decoded: Float32Array, batch: number, height: number, width: number, source = "the VAE decoder"): Uint8Array[] {
+export function decodedToRgb(decoded: Float32Array, batch: number, height: number, width: number, source = "the VAE decoder", firstImage = 0): Uint8Array[] {
   const plane = height * width;
   const images: Uint8Array[] = [];
   for (let b = 0; b < batch; b++) {
@@ -25,7 +25,7 @@ export function decodedToRgb(decoded: Float32Array, batch: number, height: numbe
     if (planesToRgb(decoded, red, plane, rgb)) {
       for (let c = 0; c < 3; c++) {
         const i = decoded.subarray(red + c * plane, red + (c + 1) * plane).findIndex(Number.isNaN);
-        if (i >= 0) throw new VaeOverflowError(`${source} produced NaN in image ${b} (at channel ${c}, pixel ${i}); the image would be black`);
+        if (i >= 0) throw new VaeOverflowError(`${source} produced NaN in image ${firstImage + b} (at channel ${c}, pixel ${i}); the image would be black`);
       }
     }
     images.push(new Uint8Array(rgb.buffer));

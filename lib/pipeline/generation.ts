@@ -31,6 +31,7 @@ import type { ClipTokenizer } from "../tokenizer/index.js";
 import type { PromptBatch } from "../prompt/conditioning.js";
 import { A1111_EMPHASIS_NAMES } from "../prompt/emphasis.js";
 import { scaleFloat32 } from "../sampler/latents.js";
+import { joinStepNoise, lazyStepNoise, noiseDrawCount, type StepNoise } from "../sampler/step-noise.js";
 import { A1111NoiseSource, NoiseSource, type RequestNoise } from "./noise.js";
 import { a1111InfotextFields, type HiresRequest } from "./a1111-options.js";
 import { upscaleLatents } from "../sampler/latent-upscale.js";
@@ -56,6 +57,12 @@ export interface GenerateTimings {
   imageEncode: number;
   denoise: number;
   decode: number;
+  /**
+   * Drawing the step noise (Euler a's and other ancestral samplers' per-step draws). The CPU
+   * backend draws while its worker runs the models and TensorRT while the GPU encodes the
+   * prompts: this time overlaps `textEncode`/`denoise` and is not part of the wall time.
+   */
+  stepNoise: number;
   /** The whole call, including validation and queueing behind earlier calls. */
   total: number;
 }
@@ -115,7 +122,7 @@ export interface HiresPass {
   upscaler: HiresRequest["upscaler"];
   /** The new ImageRNG's first draw [batch, 4, height/8, width/8]: x = upscaled + σ_start · noise. */
   noise: Float32Array;
-  stepNoise: Float32Array[];
+  stepNoise: StepNoise;
 }
 
 /** A request with everything computed that needs no model (see the module comment). */
@@ -129,12 +136,12 @@ export interface PreparedRequest {
   /** txt2img: x_0 = randn · init_noise_sigma. Null for img2img (made from `img2img` when the batch runs). */
   readonly initialLatents: Float32Array | null;
   readonly img2img: { image: RgbImage; eps: Float32Array[]; noise: Float32Array } | null;
-  /** One [batch, 4, h, w] draw per evaluation that consumes noise, in order. */
-  readonly stepNoise: Float32Array[];
+  /** One [batch, 4, h, w] draw per evaluation that consumes noise, in order, drawn when the backend asks (after every draw above). */
+  readonly stepNoise: StepNoise;
   /** Hires fix's second pass: its program, size, first ImageRNG draw and step draws. */
   readonly hires: HiresPass | null;
   /** SDXL base + refiner: the refiner's program (the base's is `program`) and its step draws. */
-  readonly refiner: { program: SamplerProgram; stepNoise: Float32Array[] } | null;
+  readonly refiner: { program: SamplerProgram; stepNoise: StepNoise } | null;
   readonly warnings: string[];
   /** When the request's call began (`performance.now()`), for `timings.total`. */
   readonly started: number;
@@ -220,9 +227,10 @@ export async function prepareRequest(context: GenerationContext, request: Resolv
   } else {
     initialLatents = scaleFloat32(noise.draw(r.batch, rest), program.initNoiseSigma); // randn · init_noise_sigma
   }
-  const stepNoise = program.evals.filter((e) => e.drawsNoise).map(() => noise.draw(r.batch, rest));
-  // The refiner's draws continue the same generators (diffusers: one generator object for both calls).
-  const refiner = refinerProgram ? { program: refinerProgram, stepNoise: refinerProgram.evals.filter((e) => e.drawsNoise).map(() => noise.draw(r.batch, rest)) } : null;
+  const stepNoise = lazyStepNoise(noiseDrawCount(program), () => noise.draw(r.batch, rest));
+  // The refiner's draws continue the same generators after the base's (diffusers: one generator
+  // object for both calls); the refiner job runs after the base job has taken all of its draws.
+  const refiner = refinerProgram ? { program: refinerProgram, stepNoise: lazyStepNoise(noiseDrawCount(refinerProgram), () => noise.draw(r.batch, rest)) } : null;
   const hires = r.a1111.hires ? prepareHires(context, r) : null;
 
   return {
@@ -269,7 +277,7 @@ function prepareHires(context: GenerationContext, r: ResolvedRequest): HiresPass
     truncateY: h.truncateY,
     upscaler: h.upscaler,
     noise: first,
-    stepNoise: program.evals.filter((e) => e.drawsNoise).map(() => noise.draw(r.batch, rest)),
+    stepNoise: lazyStepNoise(noiseDrawCount(program), () => noise.draw(r.batch, rest)),
   };
 }
 
@@ -342,7 +350,7 @@ export async function executeBatch(context: GenerationContext, prepared: Prepare
     emphasis: first.request.promptReading.emphasis,
     guidance,
     start: first.img2img ? { images: prepared.map((p) => initImage(p)) } : { latents: concatenate(prepared.map((p) => p.initialLatents!)) },
-    noise: first.stepNoise.map((_, k) => concatenate(prepared.map((p) => p.stepNoise[k]!))),
+    noise: joinStepNoise(prepared.map((p) => p.stepNoise)),
   };
   if (first.request.sdxl) job.sdxl = sdxlConditioning(prepared);
   if (signal) job.signal = signal;
@@ -361,7 +369,13 @@ export async function executeBatch(context: GenerationContext, prepared: Prepare
     const refined = await refinerBackend.generate(refinerJob(prepared, job, output.latents!));
     output = {
       ...refined,
-      timings: { ...refined.timings, textEncode: output.timings.textEncode + refined.timings.textEncode, denoise: output.timings.denoise + refined.timings.denoise, decode: output.timings.decode + refined.timings.decode },
+      timings: {
+        ...refined.timings,
+        textEncode: output.timings.textEncode + refined.timings.textEncode,
+        denoise: output.timings.denoise + refined.timings.denoise,
+        decode: output.timings.decode + refined.timings.decode,
+        stepNoise: output.timings.stepNoise + refined.timings.stepNoise,
+      },
     };
   }
   let outWidth = width;
@@ -384,7 +398,7 @@ export async function executeBatch(context: GenerationContext, prepared: Prepare
       latentHeight: pass.height / 8,
       latentWidth: pass.width / 8,
       start: { latents: concatenate(starts) },
-      noise: pass.stepNoise.map((_, k) => concatenate(prepared.map((p) => p.hires!.stepNoise[k]!))),
+      noise: joinStepNoise(prepared.map((p) => p.hires!.stepNoise)),
     };
     if (onProgress) second.onStep = (evalIndex) => onProgress({ stage: "denoise", step: evalIndex + 1, total: pass.program.evals.length, timestep: pass.program.evals[evalIndex]!.t });
     const firstTimings = output.timings;
@@ -394,6 +408,7 @@ export async function executeBatch(context: GenerationContext, prepared: Prepare
       textEncode: firstTimings.textEncode + output.timings.textEncode,
       denoise: firstTimings.denoise + output.timings.denoise,
       decode: firstTimings.decode + output.timings.decode,
+      stepNoise: firstTimings.stepNoise + output.timings.stepNoise,
     };
     outWidth = pass.width;
     outHeight = pass.height;
@@ -446,6 +461,7 @@ export async function executeBatch(context: GenerationContext, prepared: Prepare
         imageEncode: imageEncodeMs[index]!,
         denoise: denoiseMs,
         decode: decodeMs,
+        stepNoise: timings.stepNoise,
         total: performance.now() - p.started,
       },
       warnings: p.warnings,
@@ -486,7 +502,7 @@ function refinerJob(prepared: PreparedRequest[], base: GenerationJob, latents: F
     cond,
     uncond,
     start: { latents },
-    noise: first.refiner!.stepNoise.map((_, k) => concatenate(prepared.map((p) => p.refiner!.stepNoise[k]!))),
+    noise: joinStepNoise(prepared.map((p) => p.refiner!.stepNoise)),
     sdxl: { cond2: cond, uncond2: zeroUncond ? null : uncond, zeroUncond, timeIds: perRow("timeIds"), negativeTimeIds: perRow("negativeTimeIds") },
   };
   return job;

@@ -90,6 +90,12 @@ export class SdServer {
   readonly #inFlight = new Set<Promise<void>>();
   /** Aborted when shutdown gives up waiting: cancels every request still being handled. */
   readonly #shutdown = new AbortController();
+  /**
+   * One per request being handled, aborted with the shutdown. Kept here rather than as listeners
+   * on the shutdown signal: a long-lived signal with one listener per in-flight request trips
+   * Node's MaxListenersExceededWarning from 11 concurrent requests on.
+   */
+  readonly #requestControllers = new Set<AbortController>();
   #closing: Promise<void> | null = null;
   /** Ends the drain wait of a running `close` early (`closeNow`). */
   #endDrain: (() => void) | null = null;
@@ -190,6 +196,7 @@ export class SdServer {
     if (!finished) {
       this.#log(`${cutShort ? "closing now" : "drain timeout"}: cancelling the requests still running`);
       this.#shutdown.abort(new AbortError("the server is shutting down"));
+      for (const controller of this.#requestControllers) controller.abort(this.#shutdown.signal.reason);
     }
     await serviceClosed;
     await Promise.all([...this.#inFlight]);
@@ -266,17 +273,16 @@ export class SdServer {
     const onClose = () => {
       if (!response.writableFinished) controller.abort(new AbortError("the client closed the connection"));
     };
-    // Shutdown gave up waiting: cancel it too. (A listener removed when done, rather than
-    // AbortSignal.any, so nothing per request stays attached to the long-lived shutdown signal.)
-    const onShutdown = () => controller.abort(this.#shutdown.signal.reason);
+    // Shutdown gave up waiting: it cancels this request too (#requestControllers).
+    if (this.#shutdown.signal.aborted) controller.abort(this.#shutdown.signal.reason);
+    this.#requestControllers.add(controller);
     response.on("close", onClose);
-    this.#shutdown.signal.addEventListener("abort", onShutdown, { once: true });
     const work = this.#dispatch(request, response, controller.signal)
       .catch((error: unknown) => this.#fail(response, error))
       .finally(() => {
         this.#inFlight.delete(work);
         response.off("close", onClose);
-        this.#shutdown.signal.removeEventListener("abort", onShutdown);
+        this.#requestControllers.delete(controller);
         // A client that left before its answer was sent got nothing: log 499 (nginx's "client
         // closed request"), not the 200 the response object defaults to.
         const status = response.writableFinished ? String(response.statusCode) : "499 (client closed the connection)";

@@ -60,8 +60,8 @@ function checkShape(report: BenchReport): void {
     expect(o.pipelineMs).toBeCloseTo(c.stagesMs.pipeline.mean * c.runs, 6);
     expect(o.ratio).toBeCloseTo(o.pipelineMs / o.ortMs, 12);
     expect(o.ratio).toBeGreaterThan(1); // the pipeline contains its ONNX Runtime calls
-    // One text-encoder call per prompt list (prompt and negative prompt), one UNet call per evaluation, one VAE call.
-    expect(o.callsPerRun).toEqual({ textEncoder: 2, unet: c.evaluations, vaeDecoder: 1, vaeEncoder: 0 });
+    // One text-encoder call per prompt list (prompt and negative prompt), one UNet call per evaluation, one VAE call per image.
+    expect(o.callsPerRun).toEqual({ textEncoder: 2, unet: c.evaluations, vaeDecoder: c.batch, vaeEncoder: 0 });
   }
 }
 

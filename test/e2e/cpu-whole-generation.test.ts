@@ -3,6 +3,7 @@ import type { GenerationJob } from "../../lib/backends/backend.js";
 import { CpuBackend, type RuntimeStats } from "../../lib/backends/cpu/backend.js";
 import { setTimestep, timestepTensor } from "../../lib/backends/cpu/denoise-loop.js";
 import { createScheduler } from "../../lib/schedulers/index.js";
+import { lazyStepNoise } from "../../lib/sampler/step-noise.js";
 import { ClipTokenizer } from "../../lib/tokenizer/index.js";
 import { buildPromptBatch, type PromptBatch } from "../../lib/prompt/index.js";
 import { TINY_MODEL_DIR } from "../fixtures/tiny-sd-cases/model-variants.js";
@@ -61,7 +62,7 @@ describe("CpuBackend.generate: a whole txt2img generation in one worker request"
     expect(withLatents.latents).toHaveLength(2 * 4 * 8 * 8);
     expect(withLatents.images.map((i) => Buffer.from(i))).toEqual(plain.images.map((i) => Buffer.from(i)));
     expect(delta(after, middle)).toEqual(delta(middle, before));
-    expect(delta(after, middle)).toEqual({ textEncoder: { calls: 2, rows: 3 }, unet: { calls: 5, rows: 20 }, vaeDecoder: { calls: 1, rows: 2 } }); // the empty negative prompt once
+    expect(delta(after, middle)).toEqual({ textEncoder: { calls: 2, rows: 3 }, unet: { calls: 5, rows: 20 }, vaeDecoder: { calls: 2, rows: 2 } }); // the empty negative prompt once; the decoder image by image
     expect(after.unet.ms - middle.unet.ms).toBeGreaterThan(0);
     expect(plain.timings.denoise).toBeGreaterThan(0);
     expect(plain.timings.imageEncode).toEqual([]);
@@ -70,7 +71,7 @@ describe("CpuBackend.generate: a whole txt2img generation in one worker request"
   test("without guidance the negative prompts are not encoded and the UNet batch is the image batch", async () => {
     const before = backend.runtimeStats;
     const result = await backend.generate({ ...request(3), uncond: null });
-    expect(delta(backend.runtimeStats, before)).toEqual({ textEncoder: { calls: 1, rows: 2 }, unet: { calls: 3, rows: 6 }, vaeDecoder: { calls: 1, rows: 2 } });
+    expect(delta(backend.runtimeStats, before)).toEqual({ textEncoder: { calls: 1, rows: 2 }, unet: { calls: 3, rows: 6 }, vaeDecoder: { calls: 2, rows: 2 } });
     expect(result.images).toHaveLength(2);
   });
 
@@ -109,10 +110,44 @@ describe("CpuBackend.generate: a whole txt2img generation in one worker request"
     await expect(backend.generate({ ...request(2), signal: AbortSignal.abort(reason) })).rejects.toBe(reason);
   });
 
+  test("step noise given as a StepNoise is drawn while the worker runs, and gives the same images as the same draws given up front", async () => {
+    const r = request(4);
+    const draws = r.noise as Float32Array[];
+    let taken = 0;
+    const lazy = lazyStepNoise(draws.length, () => draws[taken++]!.slice());
+    const run = backend.generate({ ...r, noise: lazy });
+    // Nothing but the first draw is made before the request is on its way to the worker.
+    expect(taken).toBeLessThanOrEqual(1);
+    const streamed = await run;
+    expect(taken).toBe(draws.length);
+    expect(streamed.timings.stepNoise).toBeGreaterThanOrEqual(0);
+    const upFront = await backend.generate(r);
+    expect(streamed.images.map((i) => Buffer.from(i))).toEqual(upFront.images.map((i) => Buffer.from(i)));
+    // The caller's arrays are copied to the worker, never moved: they can be used again.
+    expect(draws.every((d) => d.length === 2 * 4 * 8 * 8)).toBe(true);
+  });
+
+  test("a step-noise draw that fails fails the generation with its own error, and the backend keeps working", async () => {
+    const r = request(4);
+    const failure = new Error("the generator broke");
+    let taken = 0;
+    const broken = lazyStepNoise((r.noise as Float32Array[]).length, () => {
+      if (++taken === 3) throw failure;
+      return (r.noise as Float32Array[])[taken - 1]!.slice();
+    });
+    await expect(backend.generate({ ...r, noise: broken })).rejects.toBe(failure);
+    expect((await backend.generate(r)).images).toHaveLength(2);
+  });
+
+  test("a StepNoise with the wrong number of draws is refused before anything runs", async () => {
+    const r = request(4);
+    await expect(backend.generate({ ...r, noise: lazyStepNoise(1, () => new Float32Array(2 * 4 * 8 * 8)) })).rejects.toThrow(/the program draws noise 4 times, the job brings 1 draws/);
+  });
+
   test("a model that fails in ONNX Runtime is named with its input shapes", async () => {
     // The tiny UNet downsamples once: an odd latent size cannot go through it.
     const r = request(2, 8);
-    const odd = { ...r, latentHeight: 7, latentWidth: 9, start: { latents: values(2 * 4 * 63) }, noise: r.noise.map(() => values(2 * 4 * 63)) };
+    const odd = { ...r, latentHeight: 7, latentWidth: 9, start: { latents: values(2 * 4 * 63) }, noise: (r.noise as Float32Array[]).map(() => values(2 * 4 * 63)) };
     await expect(backend.generate(odd)).rejects.toThrow(/^unet\/model\.onnx failed in ONNX Runtime with inputs sample float32 \[4, 4, 7, 9\], encoder_hidden_states float32 \[4, 77, 32\]: /);
   });
 

@@ -61,4 +61,28 @@ describe("sd-trt serve in a child process", () => {
     expect(stderr).not.toMatch(/terminate called|Napi::Error|Aborted/);
     expect(stderr).toMatch(/SIGTERM again: cancelling in-flight requests and exiting/);
   }, 120_000);
+
+  test("many concurrent requests leave no warning on stderr (nothing per request on a long-lived emitter)", async () => {
+    const child = spawn(process.execPath, [join(root, "dist", "cli", "main.js"), "serve", "--backend", "cpu", "--port", "0"], {
+      cwd: root,
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (chunk: Buffer) => (stdout += chunk.toString()));
+    child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
+    const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
+    try {
+      const url = (await waitFor(child.stdout, () => stdout, /listening on (http:\/\/\S+)/))[1]!;
+      const responses = await Promise.all(
+        Array.from({ length: 16 }, (_, i) => fetch(`${url}/sdapi/v1/txt2img`, { method: "POST", body: JSON.stringify({ prompt: `a lighthouse ${i}`, steps: 2, width: 64, height: 64, seed: i }) })),
+      );
+      expect(responses.map((r) => r.status)).toEqual(Array(16).fill(200));
+    } finally {
+      child.kill("SIGTERM");
+    }
+    expect(await exited).toBe(0);
+    // Node prints MaxListenersExceededWarning (and any other process warning) as "(node:PID) …Warning".
+    expect(stderr).not.toMatch(/Warning/);
+  }, 120_000);
 });

@@ -42,7 +42,7 @@ describe("fleet wire format", () => {
       scheduler: "euler",
       backend: "cpu",
       evaluations: 2,
-      timings: { tokenize: 1, textEncode: 1, imageEncode: 0, denoise: 1, decode: 1, total: 4 },
+      timings: { tokenize: 1, textEncode: 1, imageEncode: 0, denoise: 1, decode: 1, stepNoise: 0, total: 4 },
       warnings: [],
     } satisfies GenerateResult;
     expect(fromWireResult(JSON.parse(JSON.stringify(toWireResult(result))))).toEqual(result);

@@ -47,6 +47,7 @@ import { startLatents } from "../start-latents.js";
 import { OrtHost, type GenerateJob, type HostGenerateOptions, type HostTensor, type SessionOptions } from "./ort-host.js";
 import type { PromptRows, SdxlGenerateJob } from "./ort-protocol.js";
 import { checkDenoiseJob, TOKENS } from "./denoise-loop.js";
+import { noiseDrawCount, stepNoiseOf } from "../../sampler/step-noise.js";
 import type { PromptBatch } from "../../prompt/conditioning.js";
 import type { Emphasis } from "../../prompt/emphasis.js";
 
@@ -117,9 +118,12 @@ export class CpuBackend implements Backend {
   readonly #textEncoder: Session<TextEncoderIo>;
   readonly #unet: Session<UnetIo>;
   readonly #vaeDecoder: Session<VaeDecoderIo>;
-  readonly #vaeEncoder: Session<VaeEncoderIo> | null;
+  /** Made at the first img2img (txt2img never needs it; not loading it saves cold-start time). */
+  #vaeEncoder: Promise<Session<VaeEncoderIo>> | null = null;
   readonly #sdxl: SdxlSessions | null;
   #stats = emptyStats();
+  /** How the sessions were made, for the VAE encoder's made later. */
+  readonly #sessionOptions: SessionOptions;
   readonly #memoryLimit: number;
 
   private constructor(
@@ -129,20 +133,20 @@ export class CpuBackend implements Backend {
       textEncoder: Session<TextEncoderIo>;
       unet: Session<UnetIo>;
       vaeDecoder: Session<VaeDecoderIo>;
-      vaeEncoder: Session<VaeEncoderIo> | null;
       sdxl: SdxlSessions | null;
     },
     hiddenSize: number,
     memoryLimit: number,
+    sessionOptions: SessionOptions,
   ) {
     this.#sdxl = sessions.sdxl;
     this.folder = folder;
+    this.#sessionOptions = sessionOptions;
     this.#memoryLimit = memoryLimit;
     this.#host = host;
     this.#textEncoder = sessions.textEncoder;
     this.#unet = sessions.unet;
     this.#vaeDecoder = sessions.vaeDecoder;
-    this.#vaeEncoder = sessions.vaeEncoder;
     this.hiddenSize = hiddenSize;
     this.scalingFactor = folder.scalingFactor;
     const unet = sessions.unet.io;
@@ -162,7 +166,7 @@ export class CpuBackend implements Backend {
       minHeight: height.min,
       maxHeight: height.max,
       sizeMultiple: multiple,
-      canEncodeImages: sessions.vaeEncoder !== null,
+      canEncodeImages: folder.vaeEncoder !== undefined,
       canObserveLatents: true,
       fractionalTimesteps: unet.timestepType === "float32" || unet.timestepType === "float64",
       maxPromptChunks: CPU_MAX_PROMPT_CHUNKS,
@@ -179,20 +183,17 @@ export class CpuBackend implements Backend {
     const folder = typeof model === "string" ? await locateModelFolder(model) : model;
     const host = new OrtHost();
     try {
-      const open = async <Io>(file: ModelFile, describe: (s: Parameters<typeof describeUnet>[0], f: string) => Io): Promise<Session<Io>> => {
-        const { handle, signature } = await host.load(file.path, options);
-        return { handle, file, io: describe(signature, file.path) };
-      };
       const sdxlFolder = folder.sdxl;
       // A refiner's only encoder is text_encoder_2 (folder.textEncoder is then that file).
-      const textEncoder = await open(folder.textEncoder, sdxlFolder ? (sig, f) => describeSdxlTextEncoder(sig, f, sdxlFolder.secondEncoderOnly) : describeTextEncoder);
-      const unet = await open(folder.unet, describeUnet);
-      const vaeDecoder = await open(folder.vaeDecoder, describeVaeDecoder);
-      const vaeEncoder = folder.vaeEncoder ? await open(folder.vaeEncoder, describeVaeEncoder) : null;
-      if (folder.sdxl) {
-        const textEncoder2 = folder.sdxl.secondEncoderOnly ? textEncoder : await open(folder.sdxl.textEncoder2, (sig, f) => describeSdxlTextEncoder(sig, f, true));
+      const textEncoder = await openSession(host, folder.textEncoder, sdxlFolder ? (sig, f) => describeSdxlTextEncoder(sig, f, sdxlFolder.secondEncoderOnly) : describeTextEncoder, options);
+      const unet = await openSession(host, folder.unet, describeUnet, options);
+      const vaeDecoder = await openSession(host, folder.vaeDecoder, describeVaeDecoder, options);
+      const sessionOptions: SessionOptions = options.intraOpThreads ? { intraOpThreads: options.intraOpThreads } : {};
+      if (sdxlFolder) {
+        const textEncoder2 = sdxlFolder.secondEncoderOnly ? textEncoder : await openSession(host, sdxlFolder.textEncoder2, (sig, f) => describeSdxlTextEncoder(sig, f, true), options);
         const sdxl = await sdxlSessions(host, folder, textEncoder, textEncoder2, unet);
-        return new CpuBackend(folder, host, { textEncoder, unet, vaeDecoder, vaeEncoder, sdxl }, sdxl.hiddenSizes[0] + sdxl.hiddenSizes[1], options.memoryLimit ?? defaultMemoryLimit());
+        const hidden = sdxl.hiddenSizes[0] + sdxl.hiddenSizes[1];
+        return new CpuBackend(folder, host, { textEncoder, unet, vaeDecoder, sdxl }, hidden, options.memoryLimit ?? defaultMemoryLimit(), sessionOptions);
       }
       if (unet.io.addedConditioning) {
         throw new ModelFileError(folder.unet.path, `${folder.unet.path} takes text_embeds and time_ids (an SDXL UNet), but model folder ${folder.dir} has no text_encoder_2/model.onnx`);
@@ -215,7 +216,7 @@ export class CpuBackend implements Backend {
         const probe = await host.run(textEncoder.handle, folder.textEncoder.name, { [textEncoder.io.idsName]: idsTensor(textEncoder.io, new Int32Array(TOKENS), 1) }, [textEncoder.io.hiddenName]);
         hiddenSize = probe.outputs[textEncoder.io.hiddenName]!.dims[2]!;
       }
-      return new CpuBackend(folder, host, { textEncoder, unet, vaeDecoder, vaeEncoder, sdxl: null }, hiddenSize, options.memoryLimit ?? defaultMemoryLimit());
+      return new CpuBackend(folder, host, { textEncoder, unet, vaeDecoder, sdxl: null }, hiddenSize, options.memoryLimit ?? defaultMemoryLimit(), sessionOptions);
     } catch (error) {
       await host.dispose();
       throw error;
@@ -255,7 +256,8 @@ export class CpuBackend implements Backend {
   generate(job: GenerationJob): Promise<GenerationOutput> {
     return this.#life.exclusive(async () => {
       throwIfAborted(job.signal);
-      const { program, batch, latentHeight, latentWidth, guidance, noise, cond: condPrompts, uncond: uncondPrompts } = job;
+      const { program, batch, latentHeight, latentWidth, guidance, cond: condPrompts, uncond: uncondPrompts } = job;
+      const noise = stepNoiseOf(job.noise);
       const cfg = uncondPrompts !== null;
       const prompts = (p: PromptBatch, name: string): PromptRows => {
         checkPromptBatch(p, batch, name);
@@ -267,11 +269,13 @@ export class CpuBackend implements Backend {
       const imageEncode: number[] = [];
       const latents = await startLatents(job, (pixels, height, width) => this.#encodeImage(pixels, height, width), this.scalingFactor, imageEncode);
       if (imageEncode.length > 0) job.onStage?.("encode-image");
-      const denoise = { program, latents, noise, batch, latentHeight, latentWidth, hiddenSize: this.hiddenSize, guidance: cfg ? guidance : null, io: this.#unet.io };
+      // The step noise is drawn on this thread while the worker runs the models (OrtHost.generate).
+      const denoise = { program, latents, noise: [], batch, latentHeight, latentWidth, hiddenSize: this.hiddenSize, guidance: cfg ? guidance : null, io: this.#unet.io };
+      if (noise.count !== noiseDrawCount(program)) throw new InvalidArgumentError(`generate: the program draws noise ${noiseDrawCount(program)} times, the job brings ${noise.count} draws`);
       // Here, so a bad job fails with the caller's stack before it travels.
       const condTokens = cond.chunks * TOKENS;
       const uncondTokens = uncond ? uncond.chunks * TOKENS : condTokens;
-      checkDenoiseJob({ ...denoise, condTokens, uncondTokens, context: new Float32Array(batch * ((cfg ? uncondTokens : 0) + condTokens) * this.hiddenSize) });
+      checkDenoiseJob({ ...denoise, condTokens, uncondTokens, context: new Float32Array(batch * ((cfg ? uncondTokens : 0) + condTokens) * this.hiddenSize) }, true);
       // Guidance doubles the UNet batch unless cond and uncond differ in length (then each half runs alone).
       const unetBatch = this.#checkUnetBatch(batch, cfg && condTokens === uncondTokens);
       const te = this.#textEncoder;
@@ -296,12 +300,12 @@ export class CpuBackend implements Backend {
         onLatents(0, latents);
         options.onLatents = (evalIndex, x) => onLatents(evalIndex + 1, x);
       }
-      const result = await this.#host.generate(request, { textEncoder: te.file, unet: this.#unet.file, vaeDecoder: vae.file }, options);
+      const result = await this.#host.generate(request, { textEncoder: te.file, unet: this.#unet.file, vaeDecoder: vae.file }, noise, options);
       const { textEncoder, unet, vaeDecoder } = result.calls;
       const encodedRows = [cond, uncond].slice(0, textEncoder.calls).reduce((n, p) => n + (p?.ids.dims[0] ?? 0), 0);
       this.#add("textEncoder", textEncoder.calls, encodedRows, textEncoder.ms);
       this.#count("unet", unetBatch, unet.ms, unet.calls);
-      this.#count("vaeDecoder", batch, vaeDecoder.ms, vaeDecoder.calls);
+      this.#add("vaeDecoder", vaeDecoder.calls, batch, vaeDecoder.ms);
       if (result.latents === null) {
         throwIfAborted(job.signal); // stopped by the signal: reject with its reason
         throw new InternalError("generate: the ONNX Runtime worker stopped, but the signal did not abort");
@@ -309,7 +313,7 @@ export class CpuBackend implements Backend {
       this.#checkImageDims(result.imageDims, batch, latentHeight, latentWidth);
       onStage?.("decode");
       const { textEncode, denoise: denoiseMs, decode } = result.stageMs;
-      const output: GenerationOutput = { images: result.images, timings: { textEncode, imageEncode, denoise: denoiseMs, decode } };
+      const output: GenerationOutput = { images: result.images, timings: { textEncode, imageEncode, denoise: denoiseMs, decode, stepNoise: result.stepNoiseMs } };
       if (job.returnLatents) output.latents = result.latents;
       return output;
     });
@@ -404,10 +408,16 @@ export class CpuBackend implements Backend {
 
   /** The VAE encoder on one image [1, 3, H, W]: the posterior mean (and std when the graph returns latent parameters). */
   async #encodeImage(pixels: Float32Array, height: number, width: number): Promise<{ mean: Float32Array; std?: Float32Array }> {
-    if (!this.#vaeEncoder) {
+    const encoderFile = this.folder.vaeEncoder;
+    if (!encoderFile) {
       throw new ModelFileError(this.folder.dir, `model folder ${this.folder.dir} has no VAE encoder (vae_encoder/model.onnx), which img2img needs`);
     }
-    const { io, handle, file } = this.#vaeEncoder;
+    // A failed load is not kept: the next img2img tries again (and fails with the same message).
+    this.#vaeEncoder ??= openSession(this.#host, encoderFile, describeVaeEncoder, this.#sessionOptions).catch((error: unknown) => {
+      this.#vaeEncoder = null;
+      throw error;
+    });
+    const { io, handle, file } = await this.#vaeEncoder;
     const result = await this.#host.run(handle, file.name, { [io.imageName]: { type: "float32", dims: [1, 3, height, width], data: pixels } }, [io.outputName]);
     this.#count("vaeEncoder", 1, result.ms);
     const out = result.outputs[io.outputName]!;
@@ -435,6 +445,12 @@ export class CpuBackend implements Backend {
   async [Symbol.asyncDispose](): Promise<void> {
     await this.dispose();
   }
+}
+
+/** Creates a session on the worker and checks its graph's I/O contract (`describe`). */
+async function openSession<Io>(host: OrtHost, file: ModelFile, describe: (s: Parameters<typeof describeUnet>[0], f: string) => Io, options: SessionOptions): Promise<Session<Io>> {
+  const { handle, signature } = await host.load(file.path, options);
+  return { handle, file, io: describe(signature, file.path) };
 }
 
 /** Checks a prompt list of a job: [prompts, chunks, 77] ids and weights, one prompt index per image. */

@@ -20,6 +20,7 @@
  */
 import { InvalidArgumentError, AbortError, OnnxRuntimeError, UnetOverflowError } from "../../errors.js";
 import { ProgramExecution } from "../../sampler/execute.js";
+import { noiseDrawCount } from "../../sampler/step-noise.js";
 import type { UnetIo } from "../../model/graph-io.js";
 import type { CpuDenoiseJob, HostTensor } from "./ort-protocol.js";
 
@@ -34,6 +35,9 @@ export const TOKENS = 77;
  */
 export type UnetRunner = (feeds: Record<string, HostTensor>) => Promise<Float32Array>;
 
+/** The loop's k-th noise draw (k counts the evaluations with `drawsNoise`), possibly still on its way. */
+export type NoiseFeed = (draw: number) => Float32Array | Promise<Float32Array>;
+
 export interface CpuDenoiseHooks {
   /** Polled before each evaluation; when true the loop stops with an AbortError. */
   stopRequested?: () => boolean;
@@ -44,6 +48,12 @@ export interface CpuDenoiseHooks {
    * asked before every evaluation; the same array while the conditioning holds.
    */
   contextAt?: (evalIndex: number) => Float32Array;
+  /**
+   * Where the noise draws come from when they arrive during the loop (the CPU backend draws them
+   * on the main thread meanwhile); `job.noise` must then be empty. Each draw is asked for after
+   * the UNet call of its evaluation, so it has had that call's time to arrive.
+   */
+  noise?: NoiseFeed;
 }
 
 /** Tensor for the UNet timestep, in the graph's dtype and layout. */
@@ -106,7 +116,7 @@ export function countNonFinite(output: Float32Array, n: number, cfg: boolean): n
 }
 
 /** Checks a job's shapes; throws SdTrtError ERR_INVALID_ARGUMENT naming what is off. */
-export function checkDenoiseJob(job: CpuDenoiseJob): void {
+export function checkDenoiseJob(job: CpuDenoiseJob, streamedNoise = false): void {
   const { program, latents, noise, batch, latentHeight, latentWidth, context, hiddenSize, guidance, condTokens, uncondTokens } = job;
   const perImage = 4 * latentHeight * latentWidth;
   if (latents.length !== batch * perImage) {
@@ -130,8 +140,9 @@ export function checkDenoiseJob(job: CpuDenoiseJob): void {
   if (guidance && guidance.length !== batch) {
     throw new InvalidArgumentError(`denoise: ${guidance.length} guidance scales for a batch of ${batch}`);
   }
-  const draws = program.evals.filter((e) => e.drawsNoise).length;
-  if (draws !== noise.length || noise.some((n) => n.length !== latents.length)) {
+  const draws = noiseDrawCount(program);
+  if (streamedNoise && noise.length !== 0) throw new InvalidArgumentError(`denoise: the noise draws arrive during the loop, but the job also holds ${noise.length}`);
+  if (!streamedNoise && (draws !== noise.length || noise.some((n) => n.length !== latents.length))) {
     throw new InvalidArgumentError(`denoise: the program draws noise ${draws} times, got ${noise.length} arrays (each must match the latents)`);
   }
 }
@@ -141,7 +152,7 @@ export function checkDenoiseJob(job: CpuDenoiseJob): void {
  * @throws AbortError when `hooks.stopRequested()` turns true before an evaluation.
  */
 export async function runCpuDenoise(job: CpuDenoiseJob, runUnet: UnetRunner, hooks: CpuDenoiseHooks = {}): Promise<Float32Array> {
-  checkDenoiseJob(job);
+  checkDenoiseJob(job, hooks.noise !== undefined);
   const { program, latents, batch, latentHeight, latentWidth, context, hiddenSize, guidance, io, condTokens, uncondTokens } = job;
   const perImage = 4 * latentHeight * latentWidth;
   const half = batch * perImage;
@@ -188,12 +199,9 @@ export async function runCpuDenoise(job: CpuDenoiseJob, runUnet: UnetRunner, hoo
     return out;
   };
 
-  // The k-th evaluation that draws noise gets the k-th pre-drawn array.
-  const noiseFor = new Map<number, Float32Array>();
+  // The k-th evaluation that draws noise gets the k-th draw.
+  const noiseAt: NoiseFeed = hooks.noise ?? ((k) => job.noise[k]!);
   let drawn = 0;
-  program.evals.forEach((e, j) => {
-    if (e.drawsNoise) noiseFor.set(j, job.noise[drawn++]!);
-  });
 
   const run = new ProgramExecution(program, latents);
   while (!run.done) {
@@ -224,7 +232,12 @@ export async function runCpuDenoise(job: CpuDenoiseJob, runUnet: UnetRunner, hoo
     const bad = countNonFinite(output, half, guidance !== null);
     if (bad > 0) throw new UnetOverflowError(UnetOverflowError.describe(bad, j, program.evals.length), { evaluation: j, count: bad });
     // With guidance, m_j is computed straight into the executor's history (no extra copy).
-    run.advance(guidance ? combineGuidance(output, batch, guidance, run.modelOutputBuffer()) : output, noiseFor.get(j));
+    let noise: Float32Array | undefined;
+    if (program.evals[j]!.drawsNoise) {
+      noise = await noiseAt(drawn++);
+      if (noise.length !== latents.length) throw new InvalidArgumentError(`denoise: noise draw ${drawn - 1} holds ${noise.length} values, expected ${latents.length}`);
+    }
+    run.advance(guidance ? combineGuidance(output, batch, guidance, run.modelOutputBuffer()) : output, noise);
     hooks.onStep?.(j, run.latents);
   }
   return run.result();

@@ -22,6 +22,7 @@ import { fileURLToPath } from "node:url";
 import { Worker } from "node:worker_threads";
 import { ModelFileError, DisposedError, OnnxRuntimeError, OutOfMemoryError, UnetOverflowError, VaeOverflowError, type SdTrtError } from "../../errors.js";
 import type { GraphSignature } from "../../model/graph-io.js";
+import type { StepNoise } from "../../sampler/step-noise.js";
 import { TOKENS, type CpuDenoiseJob } from "./denoise-loop.js";
 import type {
   DecodeValue,
@@ -33,6 +34,7 @@ import type {
   GenerateValue,
   HostTensor,
   LoadValue,
+  NoiseMessage,
   ProgressReply,
   RunValue,
   StepReport,
@@ -71,6 +73,9 @@ export interface HostGenerateOptions extends HostDenoiseOptions {
   /** When the prompts are encoded (posted by the worker without waiting); not called once `signal` has aborted. */
   onTextEncoded?: () => void;
 }
+
+/** A `generate`'s outcome, with the main thread's time drawing its step noise (while the worker ran). */
+export type HostGenerateResult = GenerateValue & { stepNoiseMs: number };
 
 /** A denoise's outcome: x_M (null when `signal` stopped it) and the UNet calls it made. */
 export type HostDenoiseResult = DenoiseValue;
@@ -184,7 +189,7 @@ export class OrtHost {
     return this.#worker === null;
   }
 
-  #call<T>(request: Request, fail: Pending["fail"], onProgress?: Pending["onProgress"], transfer: ArrayBuffer[] = []): Promise<T> {
+  #call<T>(request: Request, fail: Pending["fail"], onProgress?: Pending["onProgress"], transfer: ArrayBuffer[] = [], onPosted?: (id: number) => void): Promise<T> {
     const worker = this.#worker;
     if (!worker) return Promise.reject(new DisposedError("ONNX Runtime session host"));
     if (this.#failure) return Promise.reject(this.#failure);
@@ -194,6 +199,7 @@ export class OrtHost {
       if (this.#pending.size === 1) worker.ref();
       this.#unanswered.add(id);
       worker.postMessage({ ...request, id } as WorkerRequest, transfer);
+      onPosted?.(id);
     });
   }
 
@@ -245,7 +251,7 @@ export class OrtHost {
    * @param files names each model in error messages; an output of the wrong shape is a
    *   ModelFileError naming its file, a NaN image is ERR_VAE_NAN.
    */
-  generate(job: GenerateJob, files: Record<GenerateStage, { name: string; path: string }>, options: HostGenerateOptions = {}): Promise<GenerateValue> {
+  generate(job: GenerateJob, files: Record<GenerateStage, { name: string; path: string }>, noise: StepNoise, options: HostGenerateOptions = {}): Promise<HostGenerateResult> {
     const stack = new Error();
     const { stop, steps, deliver, done } = watch(options);
     const { batch, latentHeight, latentWidth } = job.denoise;
@@ -263,10 +269,56 @@ export class OrtHost {
       return withStack(ortError(file.name, feeds[model], text), stack);
     };
     this.#stopFlags.add(stop);
-    return this.#call<GenerateValue>({ op: "generate", job, stop, steps }, fail, deliver).finally(() => {
+    let pumping: Promise<{ ms: number; error?: unknown }> = Promise.resolve({ ms: 0 });
+    let answered = false;
+    const generated = this.#call<GenerateValue>({ op: "generate", job, stop, steps }, fail, deliver, [], (id) => {
+      // Posted right after the request, so the worker has draw 0 before its loop needs it.
+      pumping = this.#pumpNoise(id, noise, stop, () => answered);
+    }).finally(() => {
+      answered = true;
       this.#stopFlags.delete(stop);
       done();
     });
+    return generated.then(async (value) => {
+      const { ms, error } = await pumping;
+      if (error !== undefined) throw error; // the loop was cancelled for it
+      return { ...value, stepNoiseMs: ms };
+    });
+  }
+
+  /**
+   * Draws a generate request's step noise on this thread while the worker runs it, posting each
+   * draw as it is made (`NoiseMessage`) and letting the event loop run between draws. Stops with a
+   * cancel message when the request is stopped (`stop`, also raised by `dispose`) or drawing
+   * fails, so the worker's loop never waits for a draw that will not come; stops silently once
+   * the request is answered. Resolves with the milliseconds spent drawing and the error that
+   * stopped it.
+   */
+  async #pumpNoise(id: number, noise: StepNoise, stop: Int32Array, answered: () => boolean): Promise<{ ms: number; error?: unknown }> {
+    const worker = this.#worker!;
+    const post = (message: NoiseMessage, transfer: ArrayBuffer[] = []) => worker.postMessage(message, transfer);
+    let ms = 0;
+    for (let index = 0; index < noise.count; index++) {
+      if (index > 0) await new Promise((resolve) => setImmediate(resolve));
+      if (answered()) return { ms };
+      if (Atomics.load(stop, 0) !== 0) {
+        post({ op: "noise-cancel", id });
+        return { ms };
+      }
+      let data: Float32Array;
+      const start = performance.now();
+      try {
+        data = noise.next();
+      } catch (error) {
+        post({ op: "noise-cancel", id });
+        return { ms, error };
+      }
+      ms += performance.now() - start;
+      // A fresh draw that owns its whole buffer moves without a copy; the caller's arrays are copied.
+      const movable = noise.fresh && data.byteOffset === 0 && data.byteLength === data.buffer.byteLength && data.buffer instanceof ArrayBuffer;
+      post({ op: "noise", id, index, data }, movable ? [data.buffer as ArrayBuffer] : []);
+    }
+    return { ms };
   }
 
   /**

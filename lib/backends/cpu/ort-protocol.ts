@@ -5,6 +5,8 @@
  * Every request carries an `id`; the worker answers each with exactly one `FinalReply`, in the
  * order the requests arrived (it runs one at a time). A `denoise` or `generate` request may also
  * get `ProgressReply` messages before its final reply, posted without waiting for the main thread.
+ * A `generate` request's step noise follows it as `NoiseMessage`s (drawn on the main thread while
+ * the worker runs the models); they are not requests and get no reply.
  */
 import type { TensorSpec, UnetIo } from "../../model/graph-io.js";
 import type { Emphasis } from "../../prompt/emphasis.js";
@@ -55,6 +57,13 @@ export type WorkerRequest =
   | { op: "encode"; id: number; job: EncodeJob }
   | { op: "release"; id: number; handle: number };
 
+/**
+ * Step noise for the `generate` request `id`: draw `index` (in the order the loop consumes them),
+ * or `noise-cancel` when no more will come (the request was stopped, or drawing failed: the main
+ * thread then reports that error itself).
+ */
+export type NoiseMessage = { op: "noise"; id: number; index: number; data: Float32Array } | { op: "noise-cancel"; id: number };
+
 /** The text encoder alone on one prompt list (`encode`): the embeddings come back to the caller. */
 export interface EncodeJob {
   textEncoder: GenerateJob["textEncoder"];
@@ -91,7 +100,10 @@ export interface GenerateJob {
   /** What the weights do to each chunk's encoder output (A1111's emphasis). */
   emphasis: Emphasis;
   unet: number;
-  /** The denoise, without its `context` and sequence lengths: the worker builds them from the embeddings. */
+  /**
+   * The denoise, without its `context` and sequence lengths (the worker builds them from the
+   * embeddings) and with `noise` empty: the draws follow as `NoiseMessage`s.
+   */
   denoise: Omit<CpuDenoiseJob, "context" | "condTokens" | "uncondTokens">;
   decoder: { handle: number; latentName: string; imageName: string; scalingFactor: number; source: string };
   /** SDXL: `textEncoder` gives the penultimate hidden states, this the second encoder and the UNet's added inputs. */

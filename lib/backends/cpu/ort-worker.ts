@@ -34,6 +34,7 @@ import type {
   HostTensor,
   LoadValue,
   ModelCalls,
+  NoiseMessage,
   PromptRows,
   RunValue,
   SdxlGenerateJob,
@@ -111,6 +112,64 @@ function stepPoster(id: number, steps: StepReport): ((step: number, x: Float32Ar
   };
 }
 
+/**
+ * The step noise of one `generate` request as it arrives from the main thread (`NoiseMessage`):
+ * draws may come before the request starts or while its loop runs; the loop takes them in order.
+ */
+class NoiseInbox {
+  readonly #draws: Float32Array[] = [];
+  #waiter: { index: number; resolve: (draw: Float32Array) => void; reject: (error: Error) => void } | null = null;
+  #cancelled: Error | null = null;
+
+  put(index: number, draw: Float32Array): void {
+    this.#draws[index] = draw;
+    if (this.#waiter?.index === index) {
+      const { resolve } = this.#waiter;
+      this.#waiter = null;
+      resolve(draw);
+    }
+  }
+
+  /** No more draws will come: the loop stops as if its stop flag were raised. */
+  cancel(): void {
+    this.#cancelled = new AbortError("the generation was stopped");
+    this.#waiter?.reject(this.#cancelled);
+    this.#waiter = null;
+  }
+
+  take(index: number): Float32Array | Promise<Float32Array> {
+    const draw = this.#draws[index];
+    if (draw) {
+      delete this.#draws[index]; // the loop keeps what it needs
+      return draw;
+    }
+    if (this.#cancelled) return Promise.reject(this.#cancelled);
+    return new Promise((resolve, reject) => {
+      this.#waiter = { index, resolve, reject };
+    });
+  }
+}
+
+const noiseInboxes = new Map<number, NoiseInbox>();
+/** Requests are answered in id order: a noise message for an id up to this one is for a finished request. */
+let lastFinishedGenerate = 0;
+
+function noiseInbox(id: number): NoiseInbox | undefined {
+  if (id <= lastFinishedGenerate) return undefined;
+  let inbox = noiseInboxes.get(id);
+  if (!inbox) {
+    inbox = new NoiseInbox();
+    noiseInboxes.set(id, inbox);
+  }
+  return inbox;
+}
+
+function receiveNoise(message: NoiseMessage): void {
+  const inbox = noiseInbox(message.id);
+  if (message.op === "noise") inbox?.put(message.index, message.data);
+  else inbox?.cancel();
+}
+
 /** The whole denoise loop next to the UNet; `latents` is null when the stop flag ended it. */
 async function denoise(
   unet: Ort.InferenceSession,
@@ -119,6 +178,7 @@ async function denoise(
   onStep: ((step: number, x: Float32Array) => void) | undefined,
   calls: ModelCalls,
   contextAt?: (evalIndex: number) => Float32Array,
+  noise?: NoiseInbox,
 ): Promise<Float32Array | null> {
   try {
     return await runCpuDenoise(
@@ -129,7 +189,12 @@ async function denoise(
         calls.ms += run.ms;
         return run.results[job.io.outputName]!.data as Float32Array;
       },
-      { stopRequested: () => Atomics.load(stop, 0) !== 0, ...(onStep ? { onStep } : {}), ...(contextAt ? { contextAt } : {}) },
+      {
+        stopRequested: () => Atomics.load(stop, 0) !== 0,
+        ...(onStep ? { onStep } : {}),
+        ...(contextAt ? { contextAt } : {}),
+        ...(noise ? { noise: (k: number) => noise.take(k) } : {}),
+      },
     );
   } catch (error) {
     if (error instanceof AbortError) return null;
@@ -137,13 +202,34 @@ async function denoise(
   }
 }
 
-/** The VAE decoder, its output converted to 8-bit RGB here (`decodedToRgb`). */
+/**
+ * Images per VAE decoder call. Decoding a batch image by image keeps ONNX Runtime's arena at one
+ * image's activations (at 512² four images at once held ~0.6 GB more) and was no slower in the
+ * measurements of issue 16; the rows are independent, so the pixels are the same either way.
+ */
+const DECODE_SLICE = 1;
+
+/**
+ * The VAE decoder, `DECODE_SLICE` images per call, each output converted to 8-bit RGB here
+ * (`decodedToRgb`). `dims` is the shape the whole batch's output would have had.
+ */
 async function decode(handle: number, latentName: string, imageName: string, latents: HostTensor, source: string): Promise<DecodeValue> {
-  const { results, ms } = await timedRun(session(handle), { [latentName]: latents }, [imageName]);
-  const image = results[imageName]!;
-  const dims = [...image.dims];
-  const [batch, channels, height, width] = dims;
-  const images = dims.length === 4 && channels === 3 ? decodedToRgb(image.data as Float32Array, batch!, height!, width!, source) : [];
+  const [batch = 0, ...rest] = latents.dims;
+  const perImage = rest.reduce((n, d) => n * d, 1);
+  const images: Uint8Array[] = [];
+  let dims: number[] = [];
+  let ms = 0;
+  for (let first = 0; first < batch; first += DECODE_SLICE) {
+    const rows = Math.min(DECODE_SLICE, batch - first);
+    const slice: HostTensor = { type: "float32", dims: [rows, ...rest], data: (latents.data as Float32Array).subarray(first * perImage, (first + rows) * perImage) };
+    const run = await timedRun(session(handle), { [latentName]: slice }, [imageName]);
+    ms += run.ms;
+    const image = run.results[imageName]!;
+    const [, channels, height, width] = image.dims;
+    dims = [batch, ...image.dims.slice(1)];
+    if (image.dims.length !== 4 || image.dims[0] !== rows || channels !== 3) return { dims: [...image.dims], images: [], ms }; // the caller reports the shape
+    images.push(...decodedToRgb(image.data as Float32Array, rows, height!, width!, source, first));
+  }
   return { dims, images, ms };
 }
 
@@ -270,7 +356,7 @@ async function generate(id: number, job: GenerateJob, stop: Int32Array, steps: S
       if (Atomics.load(stop, 0) !== 0) return stopped();
       stage = "unet";
       t = performance.now();
-      const latents = await denoise(session(job.unet), { ...d, context, condTokens, uncondTokens, added }, stop, stepPoster(id, steps), calls.unet);
+      const latents = await denoise(session(job.unet), { ...d, context, condTokens, uncondTokens, added }, stop, stepPoster(id, steps), calls.unet, undefined, noiseInbox(id));
       stageMs.denoise = performance.now() - t;
       if (latents === null || Atomics.load(stop, 0) !== 0) return stopped();
       return await decodeStage(job, latents, calls, stageMs, (s) => {
@@ -306,7 +392,7 @@ async function generate(id: number, job: GenerateJob, stop: Int32Array, steps: S
     stage = "unet";
     t = performance.now();
     const edited = job.cond.schedules !== undefined || job.uncond?.schedules !== undefined;
-    const latents = await denoise(session(job.unet), { ...d, context, condTokens, uncondTokens }, stop, stepPoster(id, steps), calls.unet, edited ? contextAt : undefined);
+    const latents = await denoise(session(job.unet), { ...d, context, condTokens, uncondTokens }, stop, stepPoster(id, steps), calls.unet, edited ? contextAt : undefined, noiseInbox(id));
     stageMs.denoise = performance.now() - t;
     if (latents === null || Atomics.load(stop, 0) !== 0) return stopped();
 
@@ -333,7 +419,7 @@ async function decodeStage(
   const { batch, latentHeight, latentWidth } = d;
   const scaled = divideFloat32(latents, decoder.scalingFactor);
   const image = await decode(decoder.handle, decoder.latentName, decoder.imageName, { type: "float32", dims: [batch, 4, latentHeight, latentWidth], data: scaled }, decoder.source);
-  calls.vaeDecoder = { calls: 1, ms: image.ms };
+  calls.vaeDecoder = { calls: Math.ceil(batch / DECODE_SLICE), ms: image.ms };
   stageMs.decode = performance.now() - t;
   const value: GenerateValue = { latents, images: image.images, imageDims: image.dims, calls, stageMs };
   return { value, transfer: [latents.buffer as ArrayBuffer, ...image.images.map((i) => i.buffer as ArrayBuffer)] };
@@ -383,7 +469,12 @@ async function handle(message: WorkerRequest): Promise<Answer> {
       return { value, transfer: value.images.map((i) => i.buffer as ArrayBuffer) };
     }
     case "generate":
-      return generate(message.id, message.job, message.stop, message.steps);
+      try {
+        return await generate(message.id, message.job, message.stop, message.steps);
+      } finally {
+        noiseInboxes.delete(message.id);
+        lastFinishedGenerate = message.id;
+      }
     case "encode": {
       const { job } = message;
       const calls: ModelCalls = { calls: 0, ms: 0 };
@@ -450,6 +541,8 @@ async function answer(message: WorkerRequest): Promise<void> {
 // One request at a time, in arrival order: a request waits for the one before it (its
 // session.run calls and, for a denoise, every evaluation) before it starts.
 let previous: Promise<void> = Promise.resolve();
-port.on("message", (message: WorkerRequest) => {
-  previous = previous.then(() => answer(message));
+// Noise messages are not requests: they are delivered at once, also while a request runs.
+port.on("message", (message: WorkerRequest | NoiseMessage) => {
+  if (message.op === "noise" || message.op === "noise-cancel") receiveNoise(message);
+  else previous = previous.then(() => answer(message));
 });

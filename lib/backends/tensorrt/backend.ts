@@ -28,6 +28,7 @@ import { callNative, callNativeAsync } from "../../native/load.js";
 import type { TensorRtBinding, TrtContext, TrtDeviceScratch, TrtEngine, TrtUnet } from "../../native/tensorrt-types.js";
 import type { NativeDeviceTensor } from "../../native/types.js";
 import { packProgram } from "../../sampler/pack.js";
+import { drawAllStepNoise, stepNoiseOf } from "../../sampler/step-noise.js";
 import type { Backend, BackendLimits, GenerationJob, GenerationOutput, PromptBatch } from "../backend.js";
 import { emphasisScales, type Emphasis } from "../../prompt/emphasis.js";
 import { Lifecycle } from "../../lifecycle.js";
@@ -313,7 +314,18 @@ export class TensorRtBackend implements Backend {
           `the TensorRT backend evaluates prompt and negative prompt in one UNet call, so they need the same number of 75-token chunks (got ${job.cond.chunks} and ${job.uncond.chunks}): set padCondUncond (A1111's pad_cond_uncond) or give prompts of matching length`,
         );
       }
-      const cond = await this.#encodeText(job.cond, batch, job.emphasis);
+      const encodingCond = this.#encodeText(job.cond, batch, job.emphasis);
+      // While the GPU encodes the prompts this thread draws the step noise (uploaded with the loop).
+      let noise: Float32Array[];
+      const drawStart = performance.now();
+      try {
+        noise = drawAllStepNoise(stepNoiseOf(job.noise));
+      } catch (error) {
+        await encodingCond.then((embeddings) => embeddings.dispose(), () => undefined);
+        throw error;
+      }
+      const stepNoise = performance.now() - drawStart;
+      const cond = await encodingCond;
       let uncond: DeviceEmbeddings | null = null;
       try {
         if (job.uncond) uncond = await this.#encodeText(job.uncond, batch, job.emphasis);
@@ -327,14 +339,14 @@ export class TensorRtBackend implements Backend {
 
         // The latents stay on the device from the loop to the VAE; only the pixels come back.
         t = performance.now();
-        const final = await this.#denoise(job, latents, cond, uncond);
+        const final = await this.#denoise(job, latents, noise, cond, uncond);
         try {
           const denoise = performance.now() - t;
           throwIfAborted(job.signal);
           t = performance.now();
           const images = await this.#decode(final, batch, latentHeight, latentWidth);
           job.onStage?.("decode");
-          const output: GenerationOutput = { images, timings: { textEncode, imageEncode, denoise, decode: performance.now() - t } };
+          const output: GenerationOutput = { images, timings: { textEncode, imageEncode, denoise, decode: performance.now() - t, stepNoise } };
           if (job.returnLatents) output.latents = (await final.toHost()) as Float32Array;
           return output;
         } finally {
@@ -393,7 +405,7 @@ export class TensorRtBackend implements Backend {
   }
 
   /** The whole sampler program on the device; returns x_M, still on the device (the caller disposes it). */
-  async #denoise(job: GenerationJob, latents: Float32Array, cond: DeviceEmbeddings, uncond: DeviceEmbeddings | null): Promise<NativeDeviceTensor> {
+  async #denoise(job: GenerationJob, latents: Float32Array, noise: Float32Array[], cond: DeviceEmbeddings, uncond: DeviceEmbeddings | null): Promise<NativeDeviceTensor> {
     const { batch, latentHeight, latentWidth } = job;
     let guidance: Float64Array | null = null;
     let parts: NativeDeviceTensor[];
@@ -415,7 +427,7 @@ export class TensorRtBackend implements Backend {
     const result = await this.#denoiser.run({
       program: packProgram(job.program),
       latents,
-      noise: job.noise,
+      noise,
       batch,
       latentHeight,
       latentWidth,
