@@ -4,14 +4,15 @@
  * an empty negative prompt) gives diffusers' StableDiffusionXLPipeline image for
  * `negative_prompt=None` — A1111 zeroes an empty negative prompt's text conditioning
  * (`force_zero_negative_prompt`, sd_models_xl.py) as diffusers' force_zeros_for_empty_prompt does.
+ * And PipelineService merging two SDXL requests into one batch, each still its own diffusers result.
  */
 import { afterAll, beforeAll, describe, expect, test } from "@jest/globals";
 import sharp from "sharp";
 import { Pipeline } from "../../lib/pipeline/pipeline.js";
 import { PipelineService } from "../../lib/service/pipeline-service.js";
 import { SdServer } from "../../lib/server/server.js";
-import { imageDiff } from "../fixtures/tiny-sd-cases/compare.js";
-import { expectedPixels, loadSdxlReference, TINY_SDXL_DIR } from "../fixtures/sdxl/reference.js";
+import { imageDiff, latentError, LATENT_TOLERANCE } from "../fixtures/tiny-sd-cases/compare.js";
+import { expectedPixels, loadSdxlReference, optionsForCase, TINY_SDXL_DIR } from "../fixtures/sdxl/reference.js";
 
 const reference = loadSdxlReference();
 let pipe: Pipeline;
@@ -54,5 +55,24 @@ describe("serve on an SDXL model", () => {
     expect({ maxDiff: diff.maxDiff, atMostOne: diff.maxDiff <= 1 }).toEqual({ maxDiff: diff.maxDiff, atMostOne: true });
     // A1111 writes no SDXL-specific fields: the same infotext as for SD 1.x.
     expect(JSON.parse(json.info).infotexts[0]).toMatch(/^a lighthouse on a cliff at dusk\nSteps: 3, Sampler: Euler, CFG scale: 5, Seed: 7, Size: 64x64, Model hash: [0-9a-f]{10}, RNG: CPU$/);
+  });
+});
+
+describe("the service on an SDXL model", () => {
+  test("two requests merged into one batch each give their own diffusers result (per-row prompts and time ids)", async () => {
+    const service = await PipelineService.create(pipe, { maxQueue: 8, batchWindowMs: 200 });
+    try {
+      const cases = ["euler_zeros_negative", "euler_default_size"].map((id) => reference.cases.find((c) => c.id === id)!);
+      const before = service.counters();
+      const results = await Promise.all(cases.map((c) => service.generate({ ...optionsForCase(reference, c), width: 64, height: 64, returnLatents: true })));
+      const after = service.counters();
+      expect(after.batches - before.batches).toBe(1);
+      results.forEach((result, i) => {
+        const err = latentError(result.latents!, cases[i]!.final_latents);
+        expect({ case: cases[i]!.id, ok: err <= LATENT_TOLERANCE, err }).toEqual({ case: cases[i]!.id, ok: true, err });
+      });
+    } finally {
+      await service.close();
+    }
   });
 });
