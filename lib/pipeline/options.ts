@@ -324,7 +324,7 @@ export function resolveGenerateOptions(options: GenerateOptions, ctx: Validation
   const sdxl = resolveSdxlOptions(
     options,
     ctx.sdxl,
-    { prompts, negativePrompts, batch, guidance: uncond !== null, reading: promptReading, steps, maxPromptChunks: limits.maxPromptChunks },
+    { img2img, prompts, negativePrompts, batch, guidance: uncond !== null, reading: promptReading, steps, maxPromptChunks: limits.maxPromptChunks },
     ctx.tokenizer,
     { cond, uncond },
   );

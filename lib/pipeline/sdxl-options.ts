@@ -178,6 +178,8 @@ function texts(name: string, value: unknown, fallback: string[], batch: number):
 
 /** The request facts SDXL's options are resolved against. */
 export interface SdxlRequestContext {
+  /** img2img (an init image): diffusers' img2img pipeline builds the negative time ids its own way. */
+  img2img: boolean;
   prompts: string[];
   negativePrompts: string[];
   batch: number;
@@ -226,6 +228,12 @@ export function resolveSdxlOptions(
     // diffusers ignores one without the other; a silently ignored option is refused instead.
     const missing = negOriginal === undefined ? "negativeOriginalSize" : "negativeTargetSize";
     throw new InvalidOptionError(missing, `give negativeOriginalSize and negativeTargetSize together (diffusers uses the negative time ids only when both are set); ${missing} is missing`);
+  }
+  if (ctx.img2img) {
+    // StableDiffusionXLImg2ImgPipeline defaults each negative size on its own and pairs them with
+    // the positive crop; that rule is not reproduced, so the negatives are refused there.
+    const given = (["negativeOriginalSize", "negativeCropsCoordsTopLeft", "negativeTargetSize"] as const).find((name) => options[name] !== undefined);
+    if (given) throw new InvalidOptionError(given, `${given} is not supported with initImage yet (diffusers' img2img pipeline builds the negative time ids differently from txt2img)`);
   }
   if (negOriginal !== undefined) {
     negativeConditioning = {

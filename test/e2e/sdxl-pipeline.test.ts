@@ -76,6 +76,13 @@ describe("SDXL options", () => {
     expect(latentError(result.latents!, c.final_latents)).toBeLessThanOrEqual(LATENT_TOLERANCE);
   });
 
+  test("negative size conditioning with img2img is refused, naming the option", async () => {
+    const c = caseById("img2img_euler");
+    await expect(pipe.generate({ ...optionsForCase(reference, c), negativeTargetSize: { width: 64, height: 64 }, negativeOriginalSize: { width: 64, height: 64 } })).rejects.toThrow(
+      /negativeOriginalSize is not supported with initImage yet/,
+    );
+  });
+
   test("hires fix is refused on SDXL models", async () => {
     await expect(pipe.generate({ ...base, hires: { scale: 2 } })).rejects.toThrow(/hires fix is not supported with SDXL models yet/);
   });
