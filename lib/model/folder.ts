@@ -103,7 +103,7 @@ const CANDIDATES: Record<ModelRole, Candidates> = {
   },
 };
 
-async function isFile(path: string): Promise<boolean> {
+export async function isFile(path: string): Promise<boolean> {
   try {
     return (await stat(path)).isFile();
   } catch {
@@ -111,7 +111,8 @@ async function isFile(path: string): Promise<boolean> {
   }
 }
 
-async function readJson(path: string): Promise<Record<string, unknown>> {
+/** A JSON object from `path`. @throws ModelFileError naming the file (unreadable, not JSON, not an object). */
+export async function readJson(path: string): Promise<Record<string, unknown>> {
   let text: string;
   try {
     text = await readFile(path, "utf8");
