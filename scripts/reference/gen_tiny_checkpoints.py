@@ -34,6 +34,7 @@ import numpy as np
 import safetensors
 import torch
 import transformers
+from safetensors.torch import load_file, save_file
 from diffusers import AutoencoderKL, DDIMScheduler, PNDMScheduler, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
@@ -130,6 +131,17 @@ def vae(gen: torch.Generator) -> AutoencoderKL:
     return model
 
 
+def prefix_text_model_keys(path: Path) -> None:
+    """Gives the text encoder's keys the `text_model.` prefix of the real SD folders.
+
+    transformers 5 flattened CLIPTextModel (its state dict is `embeddings.…`, `encoder.…`), but every
+    SD 1.x/2.x diffusers folder people download, and diffusers' single-file conversion, name them
+    `text_model.embeddings.…`; transformers 5 still loads that form (checked in record_goldens).
+    """
+    tensors = load_file(path)
+    save_file({f"text_model.{k}": v for k, v in tensors.items()}, path, metadata={"format": "pt"})
+
+
 def write_tokenizer(folder: Path, pad_token: str) -> None:
     """The tokenizer folder of SD 1.5 / SD 2.1: the bundled CLIP vocab and merges with their configs."""
     folder.mkdir(parents=True)
@@ -168,7 +180,9 @@ class Goldens:
 
 def record_goldens(folder: Path, seed: int) -> None:
     d = folder / "diffusers"
-    te = CLIPTextModel.from_pretrained(d / "text_encoder", torch_dtype=torch.float32).eval()
+    te, info = CLIPTextModel.from_pretrained(d / "text_encoder", torch_dtype=torch.float32, output_loading_info=True)
+    te.eval()
+    assert not any(info.values()), f"text encoder keys not all loaded: {info}"
     un = UNet2DConditionModel.from_pretrained(d / "unet", torch_dtype=torch.float32).eval()
     va = AutoencoderKL.from_pretrained(d / "vae", torch_dtype=torch.float32).eval()
     tok = CLIPTokenizer.from_pretrained(d / "tokenizer")
@@ -222,6 +236,7 @@ def main() -> None:
         torch.manual_seed(spec["seed"])  # the classes' own init draws from the global generator
         te, un, va = text_encoder(spec, gen), unet(spec, gen), vae(gen)
         te.to(torch.float16).save_pretrained(d / "text_encoder", safe_serialization=True)
+        prefix_text_model_keys(d / "text_encoder" / "model.safetensors")
         un.to(torch.float16).save_pretrained(d / "unet", safe_serialization=True)
         va.to(torch.float16).save_pretrained(d / "vae", safe_serialization=True)
         write_tokenizer(d / "tokenizer", spec["tokenizer"]["pad_token"])
