@@ -29,8 +29,8 @@ export type SafetensorsDtype = "F32" | "F16" | "BF16";
 
 /**
  * Every dtype the format defines, with its size. Other dtypes are laid out and checked like the
- * float ones (real checkpoints carry int64 `position_ids` and step counters next to the weights),
- * but reading their values is refused.
+ * float ones (real checkpoints carry int64 `position_ids` and step counters next to the weights)
+ * and listed apart, in `otherTensors`: sd-trt reads no values of theirs.
  */
 const DTYPE_BYTES = {
   F32: 4, F16: 2, BF16: 2, F64: 8, I64: 8, U64: 8, I32: 4, U32: 4, I16: 2, U16: 2, I8: 1, U8: 1, BOOL: 1, F8_E4M3: 1, F8_E5M2: 1,
@@ -41,32 +41,37 @@ const isReadable = (dtype: SafetensorsStoredDtype): dtype is SafetensorsDtype =>
 
 export interface SafetensorsTensor {
   readonly name: string;
+  readonly dtype: SafetensorsDtype;
+  readonly shape: readonly number[];
+  /** The values as float32 (F16 and BF16 widened exactly), row-major; a new array each call. */
+  toFloat32(): Float32Array;
+}
+
+/** A tensor of another dtype (integers, fp64, fp8): its place is checked, its values are not read. */
+export interface OtherSafetensorsTensor {
   readonly dtype: SafetensorsStoredDtype;
   readonly shape: readonly number[];
-  /**
-   * The values as float32 (F16 and BF16 widened exactly), row-major; a new array each call.
-   * @throws ModelFileError for a dtype other than F32, F16, BF16.
-   */
-  toFloat32(): Float32Array;
 }
 
 export interface SafetensorsFile {
   /** The file's `__metadata__` (empty when absent). */
   readonly metadata: Readonly<Record<string, string>>;
-  /** Tensors by name, in the header's order. */
+  /** The F32, F16 and BF16 tensors by name, in the header's order. */
   readonly tensors: ReadonlyMap<string, SafetensorsTensor>;
+  /** The tensors of other dtypes. */
+  readonly otherTensors: ReadonlyMap<string, OtherSafetensorsTensor>;
 }
 
 /** A tensor of a file opened with `openSafetensors`: its values are read from the file on demand. */
 export interface StreamedSafetensorsTensor {
   readonly name: string;
-  readonly dtype: SafetensorsStoredDtype;
+  readonly dtype: SafetensorsDtype;
   readonly shape: readonly number[];
   /** Its size in the file. */
   readonly byteLength: number;
   /**
    * Reads its bytes from the file: float32 values (F16 and BF16 widened exactly), a new array each call.
-   * @throws ModelFileError for a dtype other than F32, F16, BF16, or a file changed since it was opened.
+   * @throws ModelFileError when the file changed since it was opened.
    */
   read(): Promise<Float32Array>;
 }
@@ -76,7 +81,10 @@ export interface StreamedSafetensorsFile {
   /** The file's size when it was opened (a later read refuses a file that has changed size). */
   readonly byteLength: number;
   readonly metadata: Readonly<Record<string, string>>;
+  /** The F32, F16 and BF16 tensors by name, in the header's order. */
   readonly tensors: ReadonlyMap<string, StreamedSafetensorsTensor>;
+  /** The tensors of other dtypes. */
+  readonly otherTensors: ReadonlyMap<string, OtherSafetensorsTensor>;
 }
 
 /** Where one tensor lies: byte offsets from the start of the file. */
@@ -110,10 +118,12 @@ export function parseSafetensors(bytes: Uint8Array, source: string): Safetensors
   const dataStart = 8 + checkHeaderLength(bytes.subarray(0, 8), bytes.length, source);
   const { metadata, spans } = checkHeader(bytes.subarray(8, dataStart), bytes.length, source);
   const tensors = new Map<string, SafetensorsTensor>();
+  const otherTensors = new Map<string, OtherSafetensorsTensor>();
   for (const { name, dtype, shape, start, end } of spans) {
-    tensors.set(name, { name, dtype, shape, toFloat32: () => decode(bytes.subarray(start, end), dtype, name, source) });
+    if (isReadable(dtype)) tensors.set(name, { name, dtype, shape, toFloat32: () => decode(bytes.subarray(start, end), dtype) });
+    else otherTensors.set(name, { dtype, shape });
   }
-  return { metadata, tensors };
+  return { metadata, tensors, otherTensors };
 }
 
 /**
@@ -143,11 +153,13 @@ export async function openSafetensors(path: string): Promise<StreamedSafetensors
   }
   const { metadata, spans } = checkHeader(headerBytes, fileSize, path);
   const tensors = new Map<string, StreamedSafetensorsTensor>();
+  const otherTensors = new Map<string, OtherSafetensorsTensor>();
   for (const span of spans) {
     const { name, dtype, shape, start, end } = span;
-    tensors.set(name, { name, dtype, shape, byteLength: end - start, read: () => readSpan(path, fileSize, span) });
+    if (isReadable(dtype)) tensors.set(name, { name, dtype, shape, byteLength: end - start, read: () => readSpan(path, fileSize, { ...span, dtype }) });
+    else otherTensors.set(name, { dtype, shape });
   }
-  return { path, byteLength: fileSize, metadata, tensors };
+  return { path, byteLength: fileSize, metadata, tensors, otherTensors };
 }
 
 function failWith(source: string): (what: string) => never {
@@ -238,7 +250,7 @@ async function readExactly(fh: import("node:fs/promises").FileHandle, position: 
 }
 
 /** One tensor's bytes from the file, refusing a file that changed since it was opened. */
-async function readSpan(path: string, openedSize: number, span: TensorSpan): Promise<Float32Array> {
+async function readSpan(path: string, openedSize: number, span: TensorSpan & { dtype: SafetensorsDtype }): Promise<Float32Array> {
   let raw: Uint8Array;
   try {
     const fh = await open(path, "r");
@@ -258,16 +270,13 @@ async function readSpan(path: string, openedSize: number, span: TensorSpan): Pro
   if (raw.length !== span.end - span.start) {
     throw new ModelFileError(path, `${path} ended early while reading tensor ${JSON.stringify(span.name)} (truncated while in use?)`);
   }
-  return decode(raw, span.dtype, span.name, path);
+  return decode(raw, span.dtype);
 }
 
 const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 
 /** Little-endian values → float32 (copied into a fresh, aligned array first: the data need not be aligned). */
-function decode(raw: Uint8Array, dtype: SafetensorsStoredDtype, name: string, source: string): Float32Array {
-  if (!isReadable(dtype)) {
-    throw new ModelFileError(source, `${source}: tensor ${JSON.stringify(name)} is ${dtype}; sd-trt reads the values of F32, F16 and BF16 tensors only`);
-  }
+function decode(raw: Uint8Array, dtype: SafetensorsDtype): Float32Array {
   const elements = raw.length / DTYPE_BYTES[dtype];
   if (!LITTLE_ENDIAN) return decodeByteByByte(raw, dtype, elements);
   if (dtype === "F32") {

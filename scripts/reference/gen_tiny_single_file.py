@@ -180,7 +180,8 @@ def main():
         for case in spec["cases"]:
             latents, image = run_case(reference, case)
             cases.append({**case, "height": 64, "width": 64,
-                          "scheduler_config": dict(reference.scheduler.config),
+                          # `_use_default_values` is a set: its order changes run to run.
+                          "scheduler_config": {k: v for k, v in reference.scheduler.config.items() if k != "_use_default_values"},
                           "latents": {"shape": list(latents.shape), "values": [float(x) for x in latents.reshape(-1)]},
                           "image_uint8_hwc": {"shape": list(image.shape), "values": image.reshape(-1).tolist()}})
             print(f"{family}: {case['id']} latents |max| {np.abs(latents).max():.4f}")

@@ -95,11 +95,12 @@ describe("malformed files are refused, naming the defect", () => {
     expect(refusal(file({ __metadata__: { a: 1 } }, 0))).toMatch(/__metadata__\.a is not a string/);
   });
 
-  test("an integer tensor (a checkpoint's position_ids) is listed, but reading its values is refused", () => {
+  test("an integer tensor (a checkpoint's position_ids) is checked and listed apart from the float ones", () => {
     const read = parseSafetensors(file({ ids: tensor("I64", [1], [0, 8]), w: tensor("F32", [1], [8, 12]) }, 12), "ok.safetensors");
-    expect(read.tensors.get("ids")!.dtype).toBe("I64");
-    expect(() => read.tensors.get("ids")!.toFloat32()).toThrow(/^ok\.safetensors: tensor "ids" is I64; sd-trt reads the values of F32, F16 and BF16 tensors only$/);
+    expect([...read.tensors.keys()]).toEqual(["w"]);
+    expect(read.otherTensors.get("ids")).toEqual({ dtype: "I64", shape: [1] });
     expect(Array.from(read.tensors.get("w")!.toFloat32())).toEqual([0]);
+    expect(refusal(file({ ids: tensor("I64", [2], [0, 8]) }, 8))).toMatch(/tensor "ids" of I64 \[2\] needs 16 bytes, its data_offsets give 8/);
   });
 
   test("a file that cannot be read is named", async () => {

@@ -12,7 +12,7 @@ import { pickleRefusal } from "../../model/pickle.js";
 import { openSafetensors } from "../../model/safetensors.js";
 import type { CheckpointSource, ComponentName, ComponentSource, ModelFamily, SourceTensor } from "../types.js";
 import { clipKey } from "./ldm-keys.js";
-import { isFloatTensor, sourceTensor, weightSourceOf } from "./tensors.js";
+import { sourceTensor, weightSourceOf } from "./tensors.js";
 
 /** Each component's weight file stem (diffusers' models, transformers' CLIPTextModel). */
 const WEIGHT_STEMS: Readonly<Record<"text_encoder" | "unet" | "vae", string>> = {
@@ -75,12 +75,11 @@ async function weightFiles(dir: string, stem: string): Promise<string[]> {
   throw new ModelFileError(dir, `${dir} has no ${stem}.safetensors (nor its fp16 variant or a sharded ${stem}.safetensors.index.json)`);
 }
 
-/** A component's tensors from its files (text-encoder keys without transformers 4's `text_model.` prefix). */
+/** A component's tensors from its files (text-encoder keys with the `text_model.` prefix, see ldm-keys.ts `clipKey`). */
 async function componentWeights(component: "text_encoder" | "unet" | "vae", files: readonly string[]): Promise<Map<string, SourceTensor>> {
   const tensors = new Map<string, SourceTensor>();
   for (const file of files) {
     for (const [name, stored] of (await openSafetensors(file)).tensors) {
-      if (!isFloatTensor(stored)) continue;
       const key = component === "text_encoder" ? clipKey(name) : name;
       if (tensors.has(key)) throw new ModelFileError(file, `${file}: weight ${JSON.stringify(key)} is also in another shard of ${component}`);
       tensors.set(key, sourceTensor(key, stored));

@@ -120,8 +120,8 @@ export function vaeLevels(shapes: ShapeIndex): number {
 /** The text encoder's config from its diffusers-named shapes (see ldm-keys.ts `clipKey`). */
 export function deriveTextEncoderConfig(shapes: ShapeIndex, family: SdFamily): Record<string, unknown> {
   const what = "the text encoder";
-  const [vocab, hidden] = shapeOf(shapes, "embeddings.token_embedding.weight", what) as [number, number];
-  const layers = new Set([...shapes.keys()].map((k) => /^encoder\.layers\.(\d+)\./.exec(k)?.[1]).filter((x) => x !== undefined)).size;
+  const [vocab, hidden] = shapeOf(shapes, "text_model.embeddings.token_embedding.weight", what) as [number, number];
+  const layers = new Set([...shapes.keys()].map((k) => /^text_model\.encoder\.layers\.(\d+)\./.exec(k)?.[1]).filter((x) => x !== undefined)).size;
   const defaults = FAMILY_DEFAULTS[family];
   return {
     architectures: ["CLIPTextModel"],
@@ -132,9 +132,9 @@ export function deriveTextEncoderConfig(shapes: ShapeIndex, family: SdFamily): R
     hidden_size: hidden,
     initializer_factor: 1,
     initializer_range: 0.02,
-    intermediate_size: shapeOf(shapes, "encoder.layers.0.mlp.fc1.weight", what)[0],
+    intermediate_size: shapeOf(shapes, "text_model.encoder.layers.0.mlp.fc1.weight", what)[0],
     layer_norm_eps: 1e-5,
-    max_position_embeddings: shapeOf(shapes, "embeddings.position_embedding.weight", what)[0],
+    max_position_embeddings: shapeOf(shapes, "text_model.embeddings.position_embedding.weight", what)[0],
     model_type: "clip_text_model",
     // CLIP ViT-L/14 and OpenCLIP ViT-H/14 both use 64-wide heads.
     num_attention_heads: hidden / 64,

@@ -137,12 +137,13 @@ export function mapVaeKey(key: string, upBlocks: number, shape: readonly number[
 }
 
 /**
- * The text encoder's keys as transformers 5 writes CLIPTextModel (`embeddings.…`, `encoder.layers.…`,
- * `final_layer_norm.…`): single files and folders written by transformers 4 carry a `text_model.`
- * prefix, which is dropped so that every source names a weight one way.
+ * The text encoder's keys as real SD folders, single files and transformers 4 name CLIPTextModel's
+ * weights (`text_model.embeddings.…`, `text_model.encoder.layers.…`): transformers 5 saves them
+ * without the `text_model.` prefix, which is put back so that every source names a weight one way
+ * (the graph builder's names, lib/convert/graphs/clip.ts).
  */
 export function clipKey(key: string): string {
-  return key.startsWith("text_model.") ? key.slice("text_model.".length) : key;
+  return key.startsWith("text_model.") ? key : `text_model.${key}`;
 }
 
 /** An SD 1.x text-encoder key (after `cond_stage_model.transformer.`): transformers' own names. */
@@ -151,10 +152,10 @@ export function mapClipKey(key: string): MappedKey {
 }
 
 const OPEN_CLIP_DIRECT: Record<string, string> = {
-  positional_embedding: "embeddings.position_embedding.weight",
-  "token_embedding.weight": "embeddings.token_embedding.weight",
-  "ln_final.weight": "final_layer_norm.weight",
-  "ln_final.bias": "final_layer_norm.bias",
+  positional_embedding: "text_model.embeddings.position_embedding.weight",
+  "token_embedding.weight": "text_model.embeddings.token_embedding.weight",
+  "ln_final.weight": "text_model.final_layer_norm.weight",
+  "ln_final.bias": "text_model.final_layer_norm.bias",
 };
 
 /**
@@ -168,7 +169,7 @@ export function mapOpenClipKey(key: string, shape: readonly number[]): MappedKey
   if (direct !== undefined) return [{ key: direct }];
   const m = /^transformer\.resblocks\.(\d+)\.(.+)$/.exec(key);
   if (!m || m[1] === "23") return [];
-  const layer = `encoder.layers.${m[1]}`;
+  const layer = `text_model.encoder.layers.${m[1]}`;
   const rest = m[2]!;
   const inProj = /^attn\.in_proj_(weight|bias)$/.exec(rest);
   if (inProj) {

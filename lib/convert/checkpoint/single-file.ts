@@ -16,7 +16,7 @@ import type { CheckpointSource, ModelFamily, SourceTensor } from "../types.js";
 import { readFolderConfigs, sdxlRefusal } from "./diffusers-folder.js";
 import { deriveSchedulerConfig, deriveTextEncoderConfig, deriveUnetConfig, deriveVaeConfig, unetLayersPerBlock, vaeLevels, type ShapeIndex } from "./ldm-configs.js";
 import { LDM_PREFIX, type MappedKey, mapClipKey, mapOpenClipKey, mapUnetKey, mapVaeKey } from "./ldm-keys.js";
-import { isFloatTensor, sourceTensor, weightSourceOf } from "./tensors.js";
+import { sourceTensor, weightSourceOf } from "./tensors.js";
 
 export interface CheckpointOverrides {
   /** The scheduler's prediction type, when the detection's default is wrong for this model. */
@@ -61,10 +61,10 @@ function unknownArchitecture(path: string, keys: readonly string[]): ModelFileEr
   );
 }
 
-/** A component's stored tensors with the prefix removed (float tensors only: integers are not weights). */
+/** A component's stored tensors with the prefix removed (`tensors` holds the float ones: integers such as position_ids are not weights). */
 function withPrefix(tensors: ReadonlyMap<string, StreamedSafetensorsTensor>, prefix: string): Map<string, StreamedSafetensorsTensor> {
   const out = new Map<string, StreamedSafetensorsTensor>();
-  for (const [name, tensor] of tensors) if (name.startsWith(prefix) && isFloatTensor(tensor)) out.set(name.slice(prefix.length), tensor);
+  for (const [name, tensor] of tensors) if (name.startsWith(prefix)) out.set(name.slice(prefix.length), tensor);
   return out;
 }
 
@@ -85,7 +85,7 @@ function mapComponent(path: string, what: string, stored: ReadonlyMap<string, St
 /** Reads a single-file `.safetensors` checkpoint. @throws ModelFileError naming the file and what is wrong. */
 export async function readSingleFile(path: string, options: SingleFileOptions = {}): Promise<CheckpointSource> {
   const file = await openSafetensors(path);
-  const allKeys = [...file.tensors.keys()];
+  const allKeys = [...file.tensors.keys(), ...file.otherTensors.keys()];
   const family = detectFamily(allKeys);
   if (family === undefined) throw unknownArchitecture(path, allKeys);
   if (family === "sdxl") throw sdxlRefusal(path);

@@ -14,14 +14,9 @@ export type TensorTransform =
   /** the same values under another shape (a 1×1 conv kernel read as a linear weight). */
   | { readonly kind: "reshape"; readonly shape: readonly number[] };
 
-/** The stored tensors sd-trt reads values of; integer ones (position_ids, step counters) are not weights. */
-export function isFloatTensor(tensor: StreamedSafetensorsTensor): boolean {
-  return tensor.dtype === "F32" || tensor.dtype === "F16" || tensor.dtype === "BF16";
-}
-
 /** `stored` as the diffusers tensor `key`, after `transform`. */
 export function sourceTensor(key: string, stored: StreamedSafetensorsTensor, transform?: TensorTransform): SourceTensor {
-  const dtype = stored.dtype as SourceTensor["dtype"];
+  const { dtype } = stored;
   if (transform === undefined) return { key, dtype, shape: stored.shape, read: () => stored.read() };
   if (transform.kind === "reshape") return { key, dtype, shape: transform.shape, read: () => stored.read() };
   const rowSize = stored.shape.slice(1).reduce((n, d) => n * d, 1);
