@@ -89,6 +89,8 @@ export interface GenerationContext {
   programs: ProgramCache;
   /** A1111's "Model hash" for the infotext. */
   modelHash(): Promise<string>;
+  /** A1111's "Model" for the infotext, when the model came from a checkpoint file. */
+  modelName?: string;
 }
 
 /** Per-batch hooks: the batch's cancellation and progress (a request's own, when it runs alone). */
@@ -388,6 +390,7 @@ export async function executeBatch(context: GenerationContext, prepared: Prepare
         width,
         height,
         modelHash,
+        ...(context.modelName !== undefined ? { modelName: context.modelName } : {}),
         ...(r.strength !== undefined ? { denoisingStrength: r.strength } : {}),
         ...a1111InfotextFields(r.scheduler, r.a1111, i),
         rng: r.rng,

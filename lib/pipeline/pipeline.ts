@@ -102,6 +102,7 @@ export class Pipeline {
       tokenizer,
       programs: new ProgramCache(folder.schedulerConfig),
       modelHash: () => this.modelHash(),
+      ...(folder.sourceCheckpoint !== undefined ? { modelName: folder.sourceCheckpoint.name } : {}),
     };
   }
 
@@ -160,9 +161,13 @@ export class Pipeline {
     return this.#life.disposed;
   }
 
-  /** A1111's "Model hash": the first 10 hex digits of the UNet ONNX file's SHA-256 (computed once). */
+  /**
+   * A1111's "Model hash": the first 10 hex digits of the SHA-256 of the checkpoint file the model was
+   * converted from (A1111's `calculate_shorthash`), or else of the UNet ONNX file (computed once).
+   */
   modelHash(): Promise<string> {
-    this.#modelHash ??= sha256File(this.#folder.unet.path).then((h) => h.slice(0, 10));
+    const source = this.#folder.sourceCheckpoint?.sha256;
+    this.#modelHash ??= source !== undefined ? Promise.resolve(source.slice(0, 10)) : sha256File(this.#folder.unet.path).then((h) => h.slice(0, 10));
     return this.#modelHash;
   }
 
