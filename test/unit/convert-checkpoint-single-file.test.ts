@@ -5,7 +5,7 @@
  * folder's weights) read back, through our key mapping, to exactly the diffusers folder's tensors;
  * configs from the folder or derived from shapes; detection, overrides and refusals.
  */
-import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, truncateSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, test } from "@jest/globals";
@@ -100,6 +100,46 @@ describe("configs derived from the shapes when no folder is given", () => {
     expect([single.schedulerConfig["prediction_type"], single.components.unet!.config["upcast_attention"]]).toEqual(["epsilon", false]);
     const folder = await readCheckpoint(folderOf("sd2"), overrides);
     expect([folder.schedulerConfig["prediction_type"], folder.components.unet!.config["upcast_attention"]]).toEqual(["epsilon", false]);
+  });
+});
+
+describe("full-size SD 1.5 and SD 2.1 files: configs derived from shapes are the published ones", () => {
+  // scripts/reference/gen_full_size_shapes.py: the names and shapes diffusers' convert script gives
+  // the published models. Written here as sparse files: only the header is ever read.
+  const full = JSON.parse(readFileSync(join(fixtures, "full_size_shapes.json"), "utf8")) as Record<string, { configs: Record<string, Record<string, unknown>>; tensors: Record<string, number[]> }>;
+  const sparseCheckpoint = (family: string): string => {
+    const header: Record<string, unknown> = {};
+    let offset = 0;
+    for (const [name, shape] of Object.entries(full[family]!.tensors)) {
+      const bytes = 2 * shape.reduce((n, d) => n * d, 1);
+      header[name] = { dtype: "F16", shape, data_offsets: [offset, offset + bytes] };
+      offset += bytes;
+    }
+    const json = Buffer.from(JSON.stringify(header));
+    const head = Buffer.alloc(8);
+    head.writeBigUInt64LE(BigInt(json.length));
+    const path = join(scratch, `${family}.safetensors`);
+    writeFileSync(path, Buffer.concat([head, json]));
+    truncateSync(path, 8 + json.length + offset);
+    return path;
+  };
+
+  test.each([
+    ["sd15", "sd1", "epsilon"],
+    ["sd21", "sd2", "v_prediction"],
+  ])("%s: family %s, %s, and every config value the published configs set", async (name, family, prediction) => {
+    const source = await readCheckpoint(sparseCheckpoint(name));
+    expect(source.family).toBe(family);
+    expect(source.schedulerConfig["prediction_type"]).toBe(prediction);
+    const published = full[name]!.configs;
+    for (const component of COMPONENTS) {
+      const config = source.components[component]!.config;
+      const want = published[component]!;
+      expect({ component, config: Object.fromEntries(Object.keys(want).map((k) => [k, config[k]])) }).toEqual({ component, config: want });
+    }
+    // SD 2.x drops OpenCLIP's last layer (the penultimate one conditions the UNet): 23 layers, q/k/v split.
+    const text = [...source.components.text_encoder!.weights.keys()];
+    expect(text.filter((k) => k.endsWith(".self_attn.q_proj.weight"))).toHaveLength(family === "sd2" ? 23 : 12);
   });
 });
 
