@@ -10,6 +10,7 @@ import { mkdtemp, readdir, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, test } from "@jest/globals";
+import bench from "../../lib/cli/commands/bench.js";
 import convert from "../../lib/cli/commands/convert.js";
 import generate from "../../lib/cli/commands/generate.js";
 import { cachedConversion } from "../../lib/convert/cache.js";
@@ -105,6 +106,25 @@ describe("--model <checkpoint>: bad input is refused, naming the file, and nothi
     expect(await cacheEntries(cacheDir)).toEqual([]);
     expect((await readdir(dir)).sort()).toEqual(["cache", name].sort());
   });
+});
+
+test("bench --model <checkpoint> converts it into the cache and benchmarks the converted model", async () => {
+  const cacheDir = fresh("bench-cache");
+  const run = await runCommand(bench, ["bench", "--backend", "cpu", "--json", "--size", "64x64", "--steps", "2", "--warmup", "0", "--runs", "1", "--model", sd1File, "--model-config", sd1Config, "--cache-dir", cacheDir]);
+  expect({ code: run.code, stderr: run.code === 0 ? "" : run.stderr }).toEqual({ code: 0, stderr: "" });
+  const entries = await cacheEntries(cacheDir);
+  expect(entries).toHaveLength(1);
+  expect((JSON.parse(run.stdout) as { model: string }).model).toBe(join(cacheDir, entries[0]!));
+});
+
+test("--model naming another kind of file is left to the model-folder reader: no conversion, no cache", async () => {
+  const dir = fresh("onnx-file");
+  mkdirSync(dir);
+  writeFileSync(join(dir, "unet.onnx"), "not a folder");
+  const run = await runCommand(generate, ["generate", "a fox", "--backend", "cpu", "--model", join(dir, "unet.onnx"), "--cache-dir", join(dir, "cache"), "--out", join(dir, "out.png")]);
+  expect(run.code).toBe(1);
+  expect(run.stderr).toContain(`model folder ${join(dir, "unet.onnx")} is not a directory`);
+  expect(await readdir(dir)).toEqual(["unet.onnx"]);
 });
 
 describe("the model cache", () => {

@@ -7,11 +7,12 @@
  */
 import { rmSync } from "node:fs";
 import { stat } from "node:fs/promises";
-import { join, resolve } from "node:path";
+import { extname, join, resolve } from "node:path";
 import type { Options } from "yargs";
 import { cachedConversion } from "../../convert/cache.js";
 import type { ConvertEvent, ConvertOptions, GraphDtype } from "../../convert/index.js";
 import { AbortError } from "../../errors.js";
+import { PICKLE_EXTENSIONS } from "../../model/pickle.js";
 import { defaultModelCacheDir } from "../../package-info.js";
 import { createProgress, type ProgressDisplay } from "./progress.js";
 
@@ -44,14 +45,18 @@ export function checkpointReadOptions(args: CheckpointArgs): Pick<ConvertOptions
 const exists = (path: string) => stat(path).then(() => true, () => false);
 
 /**
- * True when `model` is a checkpoint to convert: a file, or a diffusers folder (a `unet/config.json`
- * and no `unet/model.onnx`). An ONNX model folder, or a path that does not exist, is left to the
- * model-folder reader and its messages.
+ * True when `model` is a checkpoint to convert: a `.safetensors` file (or a pickle, to be refused
+ * with its own message), or a diffusers folder (a `unet/config.json` and no `unet/model.onnx`).
+ * An ONNX model folder, another file, or a path that does not exist is left to the model-folder
+ * reader and its messages.
  */
 export async function isCheckpoint(model: string): Promise<boolean> {
   const info = await stat(model).catch(() => undefined);
   if (info === undefined) return false;
-  if (info.isFile()) return true;
+  if (info.isFile()) {
+    const extension = extname(model).toLowerCase();
+    return extension === ".safetensors" || PICKLE_EXTENSIONS.includes(extension);
+  }
   return (await exists(join(model, "unet", "config.json"))) && !(await exists(join(model, "unet", "model.onnx")));
 }
 
