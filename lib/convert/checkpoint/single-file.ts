@@ -2,7 +2,9 @@
  * A single-file checkpoint (`model.diffusion_model.*`, `first_stage_model.*`, `cond_stage_model.*`
  * in one `.safetensors`) as a CheckpointSource: the family detected from its keys, every weight
  * renamed to its diffusers key (ldm-keys.ts) and read from the file only when asked, and configs
- * derived from the shapes (ldm-configs.ts) or taken from a diffusers folder.
+ * derived from the shapes (ldm-configs.ts) or taken from a diffusers folder. Tensors outside the
+ * three components (`model_ema.*` EMA copies, `alphas_cumprod`, optimizer state) are left out, as
+ * diffusers leaves them out by default.
  *
  * v-prediction and upcast attention cannot be read off the weights. diffusers decides them for a
  * single file with no config by its `global_step` (absent from `.safetensors` files) and otherwise
