@@ -7,7 +7,7 @@
 //
 //   npx tsc -p tsconfig.json && node scripts/bench-convert-checkpoint.mjs [--family sd15|sd21] [--dtype fp16|fp32] [--tmp DIR] [--json]
 import { open, mkdtemp, readFile, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import os, { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 
@@ -67,6 +67,7 @@ try {
   let stageStart = performance.now();
   let stageName = "read + hash";
   const convertStart = performance.now();
+  const cpuStart = process.cpuUsage();
   const result = await convertCheckpoint(checkpoint, out, {
     dtype: values.dtype,
     onProgress: (event) => {
@@ -84,6 +85,9 @@ try {
     tensors: Object.keys(shapes.tensors).length,
     writeCheckpointSeconds: Number(writeSeconds.toFixed(1)),
     convertSeconds: Number(((performance.now() - convertStart) / 1000).toFixed(1)),
+    // CPU time of this process (user + system): on a shared machine the wall time says more about the neighbours.
+    convertCpuSeconds: Number(((({ user, system }) => (user + system) / 1e6)(process.cpuUsage(cpuStart))).toFixed(1)),
+    loadAverage: os.loadavg().map((l) => Number(l.toFixed(1))),
     stages: stages.map((s) => ({ ...s, seconds: Number(s.seconds.toFixed(1)) })),
     outputMiB: Object.fromEntries(Object.entries(result.graphs).map(([g, s]) => [g, mib(s.modelBytes + s.dataBytes)])),
     peakRssMiBBeforeConvert: rssBefore,
@@ -93,7 +97,7 @@ try {
   if (values.json) console.log(JSON.stringify(report, null, 2));
   else {
     console.log(`${report.family} ${report.dtype}: ${report.checkpointMiB} MiB checkpoint (${report.tensors} tensors), written in ${report.writeCheckpointSeconds} s`);
-    console.log(`converted in ${report.convertSeconds} s: ${report.stages.map((s) => `${s.stage} ${s.seconds} s`).join(", ")}`);
+    console.log(`converted in ${report.convertSeconds} s (${report.convertCpuSeconds} s of CPU; load average ${report.loadAverage.join(", ")}): ${report.stages.map((s) => `${s.stage} ${s.seconds} s`).join(", ")}`);
     console.log(`output MiB: ${JSON.stringify(report.outputMiB)}; peak RSS ${report.peakRssMiB} MiB (${report.peakRssMiBBeforeConvert} MiB before converting)`);
   }
 } finally {
