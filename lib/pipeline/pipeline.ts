@@ -101,8 +101,8 @@ export class Pipeline {
       limits: this.#limits,
       tokenizer,
       programs: new ProgramCache(folder.schedulerConfig),
-      modelHash: () => this.modelHash(),
       ...(folder.sourceCheckpoint !== undefined ? { modelName: folder.sourceCheckpoint.name } : {}),
+      modelHash: () => this.modelHash(),
     };
   }
 
