@@ -17,6 +17,8 @@ import { cachedConversion } from "../../lib/convert/cache.js";
 import { convertCheckpoint } from "../../lib/convert/index.js";
 import { AbortError } from "../../lib/errors.js";
 import { locateModelFolder } from "../../lib/model/folder.js";
+import { Pipeline } from "../../lib/pipeline/pipeline.js";
+import { PipelineService } from "../../lib/service/pipeline-service.js";
 import { runCommand } from "../support/run-cli.js";
 
 const fixtures = new URL("../fixtures/checkpoints/", import.meta.url).pathname;
@@ -49,6 +51,13 @@ describe("sd-trt convert", () => {
     const folder = await locateModelFolder(out);
     expect(folder.sourceCheckpoint).toEqual({ name: "single_file.fp16", sha256 });
     expect((await readdir(out)).sort()).toEqual(["model_index.json", "scheduler", "source_checkpoint.json", "text_encoder", "tokenizer", "unet", "vae_decoder", "vae_encoder"]);
+    // The server names it as A1111 names the checkpoint (sd_model_name, /sdapi/v1/sd-models), with its hash.
+    const service = await PipelineService.create(await Pipeline.load(out, { backend: "cpu" }), { ownPipeline: true });
+    try {
+      expect([service.modelName, service.modelHash]).toEqual(["single_file.fp16", sha256.slice(0, 10)]);
+    } finally {
+      await service.dispose();
+    }
   });
 
   test("an existing --out is refused and left as it was", async () => {
