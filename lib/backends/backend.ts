@@ -41,6 +41,10 @@ export interface BackendLimits {
   fractionalTimesteps?: boolean;
   /** Most 77-token chunks a prompt may have (75 prompt tokens each): the UNet's text length is 77 · chunks. */
   maxPromptChunks: number;
+  /** Largest clip skip (A1111's `CLIP_stop_at_last_layers`): the text encoder's layer count. Absent means 1. */
+  maxClipSkip?: number;
+  /** Why clip skip is unavailable (the text encoder's layers could not be found), when it is. */
+  clipSkipUnavailable?: string;
 }
 
 /** The stages of a generation, in the order they run. */
@@ -77,6 +81,8 @@ export interface GenerationJob {
   uncond: PromptBatch | null;
   /** What the weights do to each chunk's encoder output (A1111's emphasis setting). */
   emphasis: Emphasis;
+  /** A1111's clip skip: the text encoder output is hidden_states[-clipSkip] through the final layer norm. Absent means 1. */
+  clipSkip?: number;
   /** Guidance scale per image (length batch). Unused when `uncond` is null. */
   guidance: Float64Array;
   /**
@@ -133,7 +139,7 @@ export interface Backend {
    * by `emphasis`, the chunks joined: [rows, 77 · chunks, hidden] on the host. For inspection
    * (`sd-trt tokenize --model`); absent where the backend keeps embeddings on the device only.
    */
-  encodePrompts?(prompts: PromptBatch, emphasis: Emphasis): Promise<{ shape: [number, number, number]; values: Float32Array }>;
+  encodePrompts?(prompts: PromptBatch, emphasis: Emphasis, clipSkip?: number): Promise<{ shape: [number, number, number]; values: Float32Array }>;
   /** Waits for a running generation, then releases everything. Idempotent. */
   dispose(): Promise<void>;
 }

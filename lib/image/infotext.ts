@@ -36,6 +36,8 @@ export interface InfotextParameters {
   variationSeedStrength?: number;
   /** A1111's `Seed resize from` ("WxH"). */
   seedResizeFrom?: string;
+  /** A1111's clip skip: written when above 1, as A1111 writes it. */
+  clipSkip?: number;
   /** A1111's `ENSD` (eta_noise_seed_delta). */
   ensd?: number;
   /** A1111's hires fields (`Hires upscale`, `Hires steps`, `Hires upscaler`), written after `RNG`. */
@@ -64,6 +66,7 @@ export function formatInfotext(p: InfotextParameters): string {
   if (p.variationSeedStrength !== undefined) fields.push(["Variation seed strength", String(p.variationSeedStrength)]);
   if (p.seedResizeFrom !== undefined) fields.push(["Seed resize from", p.seedResizeFrom]);
   if (p.denoisingStrength !== undefined) fields.push(["Denoising strength", String(p.denoisingStrength)]);
+  if (p.clipSkip !== undefined && p.clipSkip > 1) fields.push(["Clip skip", String(p.clipSkip)]);
   if (p.ensd !== undefined) fields.push(["ENSD", String(p.ensd)]);
   fields.push(["RNG", p.rng === "nv" ? "NV" : "CPU"]);
   if (p.hires) fields.push(...p.hires);

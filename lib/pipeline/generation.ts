@@ -147,7 +147,7 @@ export function batchKey(request: ResolvedRequest, width = request.width, height
   if (width === undefined || height === undefined) return null;
   const img2img = request.initImage !== undefined;
   // The text lengths and the emphasis shape the UNet and text-encoder calls as well.
-  const text = [request.cond.batch.chunks, request.uncond?.batch.chunks ?? null, request.promptReading.emphasis];
+  const text = [request.cond.batch.chunks, request.uncond?.batch.chunks ?? null, request.promptReading.emphasis, request.clipSkip];
   return JSON.stringify([width, height, request.steps, request.scheduler, request.a1111.sigmaSchedule ?? null, request.a1111.eta ?? null, request.guidance > 1, img2img ? request.strength : null, request.a1111.hires ?? null, ...text]);
 }
 
@@ -318,6 +318,7 @@ export async function executeBatch(context: GenerationContext, prepared: Prepare
     cond: mergePrompts(prepared.map((p) => p.request.cond.batch)),
     uncond: cfg ? mergePrompts(prepared.map((p) => p.request.uncond!.batch)) : null,
     emphasis: first.request.promptReading.emphasis,
+    clipSkip: first.request.clipSkip,
     guidance,
     start: first.img2img ? { images: prepared.map((p) => initImage(p)) } : { latents: concatenate(prepared.map((p) => p.initialLatents!)) },
     noise: first.stepNoise.map((_, k) => concatenate(prepared.map((p) => p.stepNoise[k]!))),
@@ -391,6 +392,7 @@ export async function executeBatch(context: GenerationContext, prepared: Prepare
         ...(r.strength !== undefined ? { denoisingStrength: r.strength } : {}),
         ...a1111InfotextFields(r.scheduler, r.a1111, i),
         rng: r.rng,
+        clipSkip: r.clipSkip,
         ...infotextEmphasis(r),
       });
       images.push({ rgb: pixels[row + i]!, width: outWidth, height: outHeight, seed, infotext });

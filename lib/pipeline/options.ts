@@ -89,6 +89,13 @@ export interface GenerateOptions extends A1111GenerateOptions {
    * UNet evaluates the two separately, which gives A1111's default images.
    */
   padCondUncond?: boolean;
+  /**
+   * A1111's clip skip (`CLIP_stop_at_last_layers`): the conditioning is the text encoder's hidden
+   * state `clipSkip` layers from the end, through its final layer norm, as A1111 takes it. 1 (the
+   * default) is the last layer; at most the encoder's layer count (12 for SD 1.x,
+   * `limits.maxClipSkip`).
+   */
+  clipSkip?: number;
   /** Return the final latents [batch, 4, height/8, width/8] (before the VAE) as `latents`. Defaults to false. */
   returnLatents?: boolean;
   /**
@@ -125,6 +132,8 @@ export interface ResolvedRequest {
   /** How the prompts were read. */
   promptReading: PromptReading;
   padCondUncond: boolean;
+  /** A1111's clip skip, 1 … the text encoder's layers. */
+  clipSkip: number;
   /** The prompts' text-encoder input. */
   cond: BuiltPrompts;
   /** The negative prompts' (null when guidance is off), padded to `cond`'s chunk count with `padCondUncond`. */
@@ -164,7 +173,7 @@ export const MAX_GUIDANCE = 100;
 const KNOWN_OPTIONS = new Set([
   "prompt", "negativePrompt", "width", "height", "steps", "guidance", "scheduler", "seed", "seeds", "batch",
   "rng", "initImage", "strength", "signal", "onProgress", "returnLatents", "onLatents", ...A1111_OPTION_NAMES,
-  "promptSyntax", "emphasis", "commaPaddingBacktrack", "padCondUncond",
+  "promptSyntax", "emphasis", "commaPaddingBacktrack", "padCondUncond", "clipSkip",
 ]);
 
 function promptList(name: string, value: unknown): string[] | string {
@@ -307,6 +316,7 @@ export function resolveGenerateOptions(options: GenerateOptions, ctx: Validation
   };
   if (options.padCondUncond !== undefined && typeof options.padCondUncond !== "boolean") throw invalidOption("padCondUncond", "true or false", options.padCondUncond);
   const padCondUncond = options.padCondUncond ?? false;
+  const clipSkip = validateClipSkip(options.clipSkip, ctx.limits);
   const prompts = Array.isArray(prompt) ? prompt : new Array<string>(batch).fill(prompt);
   const negativePrompts = Array.isArray(negative) ? negative : new Array<string>(batch).fill(negative);
   const cond = readPrompts(ctx, prompts, promptReading, "prompt", steps);
@@ -336,6 +346,7 @@ export function resolveGenerateOptions(options: GenerateOptions, ctx: Validation
     negativePrompts,
     promptReading,
     padCondUncond,
+    clipSkip,
     cond,
     uncond,
     tokenizeMs,
@@ -378,4 +389,21 @@ function readPrompts(ctx: ValidationContext, texts: string[], reading: PromptRea
     );
   }
   return built;
+}
+
+/**
+ * `clipSkip`: 1 … the text encoder's layer count (`limits.maxClipSkip`). Above 1 it needs the
+ * text-encoder edit, which says why when it could not be made.
+ * @throws InvalidOptionError naming clipSkip and the limit.
+ */
+export function validateClipSkip(value: unknown, limits: BackendLimits): number {
+  if (value === undefined) return 1;
+  const max = limits.maxClipSkip ?? 1;
+  if (limits.clipSkipUnavailable && value !== 1) {
+    throw new InvalidOptionError("clipSkip", `clipSkip must be 1 with this model: ${limits.clipSkipUnavailable}`);
+  }
+  if (max === 1 && value !== 1 && !limits.clipSkipUnavailable) {
+    throw new InvalidOptionError("clipSkip", `clipSkip must be 1 on this backend (it cannot take an earlier layer of the text encoder yet), got ${JSON.stringify(value)}`);
+  }
+  return integerInRange("clipSkip", value, 1, max);
 }

@@ -186,16 +186,16 @@ export class Pipeline {
 
   /**
    * The text conditioning `generate` would give the UNet for this prompt, read with these options
-   * (`promptSyntax`, `emphasis`, `commaPaddingBacktrack`): [77 · chunks, hidden] values. For
+   * (`promptSyntax`, `emphasis`, `commaPaddingBacktrack`, `clipSkip`): [77 · chunks, hidden] values. For
    * inspection and comparison with A1111 (`sd-trt tokenize --model DIR --embeddings`).
    * @throws InvalidOptionError naming the option; when the backend keeps embeddings on the device
    *   only (TensorRT), naming `backend`.
    */
-  async promptConditioning(prompt: string, options: Pick<GenerateOptions, "promptSyntax" | "emphasis" | "commaPaddingBacktrack"> = {}): Promise<{ shape: [number, number]; values: Float32Array }> {
+  async promptConditioning(prompt: string, options: Pick<GenerateOptions, "promptSyntax" | "emphasis" | "commaPaddingBacktrack" | "clipSkip"> = {}): Promise<{ shape: [number, number]; values: Float32Array }> {
     const request = this.resolveOptions({ ...options, prompt, guidance: 1 });
     const encode = this.#backend.encodePrompts?.bind(this.#backend);
     if (!encode) throw new InvalidOptionError("backend", `the ${this.#backend.name} backend keeps text embeddings on the device; load the pipeline with backend "cpu" to read them`);
-    const { shape, values } = await this.#life.exclusive(() => encode(request.cond.batch, request.promptReading.emphasis));
+    const { shape, values } = await this.#life.exclusive(() => encode(request.cond.batch, request.promptReading.emphasis, request.clipSkip));
     return { shape: [shape[1], shape[2]], values };
   }
 

@@ -10,6 +10,8 @@ export of transformers' CLIPTextModel. Writes test/fixtures/a1111/clip-ti/:
   embeddings/         textual-inversion files written with safetensors.torch.save_file, and one
                       `.pt` name (never a real pickle: the tests check it is refused unopened)
   goldens.json        A1111's own chunks, fixes, token counts, `TI hashes` and conditioning
+  te05_clip_skip.json A1111's conditioning with clip skip 1 and 2 on test/fixtures/tiny-sd-te05
+                      (the tiny-sd text encoder used by the pipeline-level tests), see below
 
 Upstream code run (nothing re-implemented): AUTOMATIC1111/stable-diffusion-webui at
 82a973c04367123ae98bd9abdf80d9eda9b910e2 (v1.10.1): `modules/sd_hijack_clip.py` (imported:
@@ -33,6 +35,14 @@ does for FrozenCLIPEmbedder (`model_embeddings.token_embedding = EmbeddingsWithF
 final_layer_norm's bias is 0.5 (instead of transformers' initial 0) for the reason given in
 shared/goldens/a1111_prompts.md: with bias 0 every token vector has mean 0 and A1111's "Original"
 emphasis divides by that mean, i.e. by rounding noise.
+
+tiny-sd-te05 is not a transformers model (a CLIP-like module exported to ONNX; its torch source is
+not in this repository), so for te05_clip_skip.json A1111's FrozenCLIPEmbedderWithCustomWords
+runs with a stand-in `transformer`: the ONNX graph in onnxruntime with its residual stream added
+as outputs (`/Add_output_0` = embeddings, `/Add_2_output_0` = after block 0, `/Add_4_output_0` =
+after block 1, picked by the export's node names, which name the blocks) as `hidden_states`, and
+`text_model.final_layer_norm` = torch.nn.LayerNorm with the graph's ln_f weight, bias and eps. The
+script checks that this LayerNorm on hidden_states[-1] gives the graph's own last_hidden_state.
 
 Usage (offline, from the repository root; lark on the path, e.g. pip install --target /tmp/larkpkg lark==1.3.1):
   PYTHONPATH=/tmp/larkpkg python scripts/reference/a1111_clip_skip_ti.py A1111_CHECKOUT
@@ -256,6 +266,8 @@ def main() -> None:
         ref = model(input_ids=torch.from_numpy(ids).long()).last_hidden_state.numpy()
     got = session.run(["last_hidden_state"], {"input_ids": ids})[0]
 
+    te05 = te05_goldens(sd_hijack_clip, model_hijack, tokenizer, opts, shared, embedder)
+
     golden = {
         "format": "a1111-clip-skip-ti/1",
         "provenance": {
@@ -273,8 +285,66 @@ def main() -> None:
         "embeddings": loaded,
         "cases": out_cases,
     }
-    (OUT / "goldens.json").write_text(json.dumps(golden, indent=1) + "\n")
+    (OUT / "goldens.json").write_text(json.dumps(golden, separators=(",", ":")) + "\n")
+    (OUT / "te05_clip_skip.json").write_text(json.dumps(te05, separators=(",", ":")) + "\n")
     print(f"wrote {OUT}: {len(out_cases)} cases, {len(loaded)} embeddings, onnx vs torch {golden['provenance']['onnx_vs_torch_max_abs']:.2e}")
+
+
+def te05_goldens(sd_hijack_clip, model_hijack, tokenizer, opts, shared, ti_embedder):
+    import onnx
+    import onnxruntime
+    from onnx import numpy_helper
+
+    path = "test/fixtures/tiny-sd-te05/text_encoder/model.onnx"
+    graph = onnx.load(path)
+    stream = ["/Add_output_0", "/Add_2_output_0", "/Add_4_output_0"]
+    for name in stream:
+        graph.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+    session = onnxruntime.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"])
+    init = {t.name: numpy_helper.to_array(t) for t in graph.graph.initializer}
+    consts = {n.output[0]: numpy_helper.to_array(n.attribute[0].t) for n in graph.graph.node if n.op_type == "Constant"}
+    weight_name = next(n.input[0] for n in graph.graph.node if n.output[0] == "ln_f.weight")  # an Identity of a shared initializer
+    ln = torch.nn.LayerNorm(32, eps=float(consts["/ln_f/Constant_1_output_0"]))
+    with torch.no_grad():
+        ln.weight.copy_(torch.from_numpy(init[weight_name]))
+        ln.bias.copy_(torch.from_numpy(init["ln_f.bias"]))
+
+    class OnnxTextModel(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.text_model = types.SimpleNamespace(final_layer_norm=ln)
+
+        def forward(self, input_ids, output_hidden_states=False):
+            out = session.run(["last_hidden_state", *stream], {"input_ids": input_ids.numpy().astype(np.int32)})
+            return types.SimpleNamespace(last_hidden_state=torch.from_numpy(out[0]), hidden_states=tuple(torch.from_numpy(o) for o in out[1:]))
+
+    transformer = OnnxTextModel()
+    check = transformer(input_ids=torch.full((1, 77), 49407))
+    with torch.no_grad():
+        ln_error = float((ln(check.hidden_states[-1]) - check.last_hidden_state).abs().max())
+    if ln_error > 1e-5:
+        raise SystemExit(f"the LayerNorm stand-in differs from the graph's ln_f by {ln_error}")
+    embedder = sd_hijack_clip.FrozenCLIPEmbedderWithCustomWords(types.SimpleNamespace(tokenizer=tokenizer, transformer=transformer), model_hijack)
+    saved_db = model_hijack.embedding_db
+    model_hijack.embedding_db = types.SimpleNamespace(find_embedding_at_position=lambda tokens, offset: (None, None))
+    cases = []
+    for text in ["a castle on a hill", "(masterpiece:1.2), a [blurry] castle BREAK dramatic sky"]:
+        chunks, _ = embedder.tokenize_line(text)
+        conds = {}
+        for skip in (1, 2):
+            opts.values["CLIP_stop_at_last_layers"] = skip
+            with torch.no_grad():
+                z = embedder([text])
+            conds[str(skip)] = {"shape": list(z.shape[1:]), "values": f32(z[0])}
+        cases.append({"text": text, "chunks": len(chunks), "conds": conds})
+    opts.values["CLIP_stop_at_last_layers"] = 1
+    model_hijack.embedding_db = saved_db
+    return {
+        "format": "a1111-clip-skip-te05/1",
+        "model": "test/fixtures/tiny-sd-te05/text_encoder/model.onnx",
+        "stand_in": {"hidden_states": stream, "final_layer_norm": "torch.nn.LayerNorm(ln_f weight, bias, eps)", "ln_check_max_abs": ln_error},
+        "cases": cases,
+    }
 
 
 if __name__ == "__main__":

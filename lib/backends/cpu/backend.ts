@@ -42,7 +42,9 @@ import { splitPosterior } from "../../sampler/latents.js";
 import { defaultMemoryLimit, estimateCpuMemory, formatBytes } from "./memory.js";
 import { startLatents } from "../start-latents.js";
 import { OrtHost, type GenerateJob, type HostGenerateOptions, type HostTensor, type SessionOptions } from "./ort-host.js";
-import type { PromptRows } from "./ort-protocol.js";
+import type { PromptRows, TextEncoderCall } from "./ort-protocol.js";
+import { OnnxModel } from "../../onnx/model.js";
+import { CLIP_SKIP_INPUT, editTextEncoder, EXTRA_VECTORS_INPUT } from "../../onnx/text-encoder-edit.js";
 import { checkDenoiseJob, TOKENS } from "./denoise-loop.js";
 import type { PromptBatch } from "../../prompt/conditioning.js";
 import type { Emphasis } from "../../prompt/emphasis.js";
@@ -62,6 +64,12 @@ export const CPU_MAX_PROMPT_CHUNKS = 32;
 export interface CpuBackendOptions extends SessionOptions {
   /** Most memory a generation may need, in bytes (see memory.ts). Defaults to this machine's memory. */
   memoryLimit?: number;
+  /**
+   * Textual-inversion vectors ([rows, hidden], row-major): a prompt token id `vocabSize + r`
+   * stands for row r (lib/prompt puts them there). Needs the text-encoder edit; without it the
+   * load fails.
+   */
+  extraTokenVectors?: { vocabSize: number; vectors: Float32Array };
 }
 
 /** ONNX Runtime calls of one model: how many, the batch rows they processed, and the time inside `run`. */
@@ -109,6 +117,8 @@ export class CpuBackend implements Backend {
   readonly #vaeEncoder: Session<VaeEncoderIo> | null;
   #stats = emptyStats();
   readonly #memoryLimit: number;
+  /** The text encoder's edited inputs: clip skip (when its layers were found) and the textual-inversion vectors. */
+  readonly #textEncoderFeeds: TextEncoderFeeds;
 
   private constructor(
     folder: ModelFolder,
@@ -121,8 +131,10 @@ export class CpuBackend implements Backend {
     },
     hiddenSize: number,
     memoryLimit: number,
+    textEncoderFeeds: TextEncoderFeeds,
   ) {
     this.folder = folder;
+    this.#textEncoderFeeds = textEncoderFeeds;
     this.#memoryLimit = memoryLimit;
     this.#host = host;
     this.#textEncoder = sessions.textEncoder;
@@ -152,7 +164,9 @@ export class CpuBackend implements Backend {
       canObserveLatents: true,
       fractionalTimesteps: unet.timestepType === "float32" || unet.timestepType === "float64",
       maxPromptChunks: CPU_MAX_PROMPT_CHUNKS,
+      maxClipSkip: textEncoderFeeds.layers,
     };
+    if (textEncoderFeeds.unavailable) this.limits.clipSkipUnavailable = textEncoderFeeds.unavailable;
   }
 
   /**
@@ -191,7 +205,8 @@ export class CpuBackend implements Backend {
         const probe = await host.run(textEncoder.handle, folder.textEncoder.name, { [textEncoder.io.idsName]: idsTensor(textEncoder.io, new Int32Array(TOKENS), 1) }, [textEncoder.io.hiddenName]);
         hiddenSize = probe.outputs[textEncoder.io.hiddenName]!.dims[2]!;
       }
-      return new CpuBackend(folder, host, { textEncoder, unet, vaeDecoder, vaeEncoder }, hiddenSize, options.memoryLimit ?? defaultMemoryLimit());
+      const feeds = await editedTextEncoder(host, textEncoder, hiddenSize, options);
+      return new CpuBackend(folder, host, { textEncoder, unet, vaeDecoder, vaeEncoder }, hiddenSize, options.memoryLimit ?? defaultMemoryLimit(), feeds);
     } catch (error) {
       await host.dispose();
       throw error;
@@ -253,7 +268,7 @@ export class CpuBackend implements Backend {
       const te = this.#textEncoder;
       const vae = this.#vaeDecoder;
       const request: GenerateJob = {
-        textEncoder: { handle: te.handle, idsName: te.io.idsName, hiddenName: te.io.hiddenName },
+        textEncoder: this.#textEncoderCall(job.clipSkip ?? 1),
         cond,
         uncond,
         emphasis: job.emphasis,
@@ -294,13 +309,13 @@ export class CpuBackend implements Backend {
    * weighted by `emphasis`, the chunks joined — [rows, 77 · chunks, hidden], row r for image r.
    * For inspection (`sd-trt tokenize --model`) and tests; `generate` never brings it back.
    */
-  encodePrompts(prompts: PromptBatch, emphasis: Emphasis): Promise<{ shape: [number, number, number]; values: Float32Array }> {
+  encodePrompts(prompts: PromptBatch, emphasis: Emphasis, clipSkip = 1): Promise<{ shape: [number, number, number]; values: Float32Array }> {
     return this.#life.exclusive(async () => {
       const rows = prompts.rowOf.length;
       checkPromptBatch(prompts, rows, "prompts");
       const te = this.#textEncoder;
       const { embeddings, ms } = await this.#host.encode(te.file, {
-        textEncoder: { handle: te.handle, idsName: te.io.idsName, hiddenName: te.io.hiddenName },
+        textEncoder: this.#textEncoderCall(clipSkip),
         prompts: promptRows(te.io, prompts),
         emphasis,
         hiddenSize: this.hiddenSize,
@@ -308,6 +323,21 @@ export class CpuBackend implements Backend {
       this.#add("textEncoder", 1, prompts.prompts * prompts.chunks, ms);
       return { shape: [rows, prompts.chunks * TOKENS, this.hiddenSize], values: embeddings };
     });
+  }
+
+  /** The text encoder's session with its extra feeds for `clipSkip` (validated against `limits.maxClipSkip` by the pipeline). */
+  #textEncoderCall(clipSkip: number): TextEncoderCall {
+    const te = this.#textEncoder;
+    const call: TextEncoderCall = { handle: te.handle, idsName: te.io.idsName, hiddenName: te.io.hiddenName };
+    const { vectors } = this.#textEncoderFeeds;
+    if (clipSkip > this.#textEncoderFeeds.layers || (clipSkip !== 1 && this.#textEncoderFeeds.unavailable)) {
+      throw new InvalidArgumentError(`clipSkip ${clipSkip} is beyond this text encoder's ${this.#textEncoderFeeds.layers} layers`);
+    }
+    if (!this.#textEncoderFeeds.unavailable) {
+      call.extraFeeds = { [CLIP_SKIP_INPUT]: { type: "int32", dims: [1], data: Int32Array.of(clipSkip) } };
+      if (vectors) call.extraFeeds[EXTRA_VECTORS_INPUT] = { type: "float32", dims: [vectors.length / this.hiddenSize, this.hiddenSize], data: vectors };
+    }
+    return call;
   }
 
   /** The UNet batch for `batch` images (doubled when one call takes both halves of classifier-free guidance), checked against a batch fixed at export. */
@@ -391,4 +421,36 @@ function idsTensor(io: TextEncoderIo, ids: Int32Array, rows: number): HostTensor
   const dims = [rows, TOKENS];
   if (io.idsType === "int32") return { type: "int32", dims, data: ids };
   return { type: "int64", dims, data: BigInt64Array.from(ids, (v) => BigInt(v)) };
+}
+
+/** What the text-encoder edit gave: its layer count and the vectors fed with every call, or why clip skip is unavailable. */
+interface TextEncoderFeeds {
+  layers: number;
+  vectors?: Float32Array;
+  unavailable?: string;
+}
+
+/**
+ * Replaces the text encoder's session by its edited graph (lib/onnx/text-encoder-edit.ts): a
+ * `clip_skip` input always, an `extra_token_vectors` input when textual-inversion vectors are
+ * given. A graph whose layers cannot be found keeps its session; clip skip is then unavailable
+ * (the reason goes into the limits), and textual inversion fails the load.
+ */
+async function editedTextEncoder(host: OrtHost, session: Session<TextEncoderIo>, hiddenSize: number, options: CpuBackendOptions): Promise<TextEncoderFeeds> {
+  const extra = options.extraTokenVectors;
+  if (extra && (extra.vectors.length === 0 || extra.vectors.length % hiddenSize !== 0)) {
+    throw new InvalidArgumentError(`extraTokenVectors must hold whole rows of ${hiddenSize} values, got ${extra.vectors.length}`);
+  }
+  const model = await OnnxModel.read(session.file.path);
+  let layers: number;
+  try {
+    layers = editTextEncoder(model, { idsName: session.io.idsName, hiddenName: session.io.hiddenName, ...(extra ? { vocabSize: extra.vocabSize } : {}) }).layout.layers;
+  } catch (error) {
+    if (extra || !(error instanceof ModelFileError)) throw error;
+    return { layers: 1, unavailable: error.message };
+  }
+  const edited = await host.load(session.file.path, options, model.encode());
+  await host.release(session.handle);
+  session.handle = edited.handle;
+  return extra ? { layers, vectors: extra.vectors } : { layers };
 }

@@ -23,7 +23,7 @@ export interface HostTensor {
 export type StepReport = "none" | "progress" | "latents";
 
 export type WorkerRequest =
-  | { op: "load"; id: number; path: string; intraOpThreads?: number }
+  | { op: "load"; id: number; path: string; intraOpThreads?: number; /** The graph edited in memory (lib/onnx); `path` still names it. */ bytes?: Uint8Array }
   | { op: "run"; id: number; handle: number; feeds: Record<string, HostTensor>; outputs: string[] }
   | {
       op: "denoise";
@@ -84,7 +84,7 @@ export interface PromptRows {
  * to back on the worker, and the embeddings never cross the thread boundary.
  */
 export interface GenerateJob {
-  textEncoder: { handle: number; idsName: string; hiddenName: string };
+  textEncoder: TextEncoderCall;
   cond: PromptRows;
   /** The negative prompts; null when classifier-free guidance is off. */
   uncond: PromptRows | null;
@@ -94,6 +94,14 @@ export interface GenerateJob {
   /** The denoise, without its `context` and sequence lengths: the worker builds them from the embeddings. */
   denoise: Omit<CpuDenoiseJob, "context" | "condTokens" | "uncondTokens">;
   decoder: { handle: number; latentName: string; imageName: string; scalingFactor: number; source: string };
+}
+
+/** How to call the text encoder: its session and I/O names, and the edited graph's extra feeds (`clip_skip`, `extra_token_vectors`). */
+export interface TextEncoderCall {
+  handle: number;
+  idsName: string;
+  hiddenName: string;
+  extraFeeds?: Record<string, HostTensor>;
 }
 
 /** Which model a `generate` error came from. */

@@ -46,7 +46,7 @@ ort.env.logLevel = "fatal";
 const port = parentPort!;
 const sessions = new Map<number, Ort.InferenceSession>();
 /** How each session was made, so it can be made again (see `freeArenas`). */
-const recipes = new Map<number, { path: string; options: Ort.InferenceSession.SessionOptions }>();
+const recipes = new Map<number, { path: string; bytes?: Uint8Array; options: Ort.InferenceSession.SessionOptions }>();
 let nextHandle = 1;
 
 type Metadata = Ort.InferenceSession["inputMetadata"];
@@ -152,7 +152,7 @@ async function decode(handle: number, latentName: string, imageName: string, lat
  */
 async function encodeTexts(job: Pick<GenerateJob, "textEncoder" | "emphasis">, prompts: PromptRows, hiddenSize: number, calls: ModelCalls): Promise<Float32Array> {
   const { handle, idsName, hiddenName } = job.textEncoder;
-  const { results, ms } = await timedRun(session(handle), { [idsName]: prompts.ids }, [hiddenName]);
+  const { results, ms } = await timedRun(session(handle), { ...job.textEncoder.extraFeeds, [idsName]: prompts.ids }, [hiddenName]);
   calls.calls++;
   calls.ms += ms;
   const hidden = results[hiddenName]!;
@@ -270,10 +270,10 @@ async function handle(message: WorkerRequest): Promise<Answer> {
         logSeverityLevel: 4,
       };
       if (message.intraOpThreads) options.intraOpNumThreads = message.intraOpThreads;
-      const s = await ort.InferenceSession.create(message.path, options);
+      const s = message.bytes ? await ort.InferenceSession.create(message.bytes, options) : await ort.InferenceSession.create(message.path, options);
       const handle = nextHandle++;
       sessions.set(handle, s);
-      recipes.set(handle, { path: message.path, options });
+      recipes.set(handle, message.bytes ? { path: message.path, bytes: message.bytes, options } : { path: message.path, options });
       const value: LoadValue = { handle, inputs: describe(s.inputMetadata), outputs: describe(s.outputMetadata) };
       return { value };
     }
@@ -332,7 +332,7 @@ function isAllocationFailure(error: unknown): boolean {
 async function freeArenas(): Promise<void> {
   for (const [handle, recipe] of recipes) {
     await sessions.get(handle)?.release();
-    sessions.set(handle, await ort.InferenceSession.create(recipe.path, recipe.options));
+    sessions.set(handle, recipe.bytes ? await ort.InferenceSession.create(recipe.bytes, recipe.options) : await ort.InferenceSession.create(recipe.path, recipe.options));
   }
 }
 

@@ -63,6 +63,7 @@ export interface GenerateArgs {
   emphasis?: Emphasis;
   "comma-padding-backtrack"?: number;
   "pad-cond-uncond"?: boolean;
+  "clip-skip"?: number;
   quiet: boolean;
   json: boolean;
 }
@@ -110,6 +111,7 @@ const FLAG_OF: Record<string, string> = {
   emphasis: "--emphasis",
   commaPaddingBacktrack: "--comma-padding-backtrack",
   padCondUncond: "--pad-cond-uncond",
+  clipSkip: "--clip-skip",
 };
 
 function flagError(error: InvalidOptionError): InvalidOptionError {
@@ -210,6 +212,7 @@ function generateOptions(args: GenerateArgs, signal: AbortSignal): GenerateOptio
   if (args.emphasis !== undefined) options.emphasis = args.emphasis;
   if (args["comma-padding-backtrack"] !== undefined) options.commaPaddingBacktrack = args["comma-padding-backtrack"];
   if (args["pad-cond-uncond"] !== undefined) options.padCondUncond = args["pad-cond-uncond"];
+  if (args["clip-skip"] !== undefined) options.clipSkip = args["clip-skip"];
   return options;
 }
 
@@ -398,6 +401,7 @@ const command: CommandModule<object, GenerateArgs> = {
       .option("emphasis", { choices: EMPHASIS_MODES, describe: "A1111's emphasis: original (weights, then the mean restored), no-norm, ignore (parse, no weights), none (no parsing) (default original)" })
       .option("comma-padding-backtrack", { type: "number", describe: "A1111's comma_padding_backtrack: move a chunk boundary back to a comma this many tokens away, 0-74 (default 20)" })
       .option("pad-cond-uncond", { type: "boolean", describe: "A1111's pad_cond_uncond: pad the shorter of prompt and negative prompt with empty chunks (one UNet call) instead of two UNet calls (default false)" })
+      .option("clip-skip", { type: "number", describe: "A1111's clip skip: condition on the text encoder's layer N from the end (through its final layer norm), 1 to its layer count (default 1)" })
       .option("quiet", { alias: "q", type: "boolean", default: false, describe: "No progress or summary output" })
       .option("json", { type: "boolean", default: false, describe: "Print a JSON summary on stdout" }) as unknown as Argv<GenerateArgs>,
   handler: async (argv: ArgumentsCamelCase<GenerateArgs>) => {

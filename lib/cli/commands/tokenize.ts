@@ -43,6 +43,7 @@ interface TokenizeArgs {
   "comma-padding-backtrack": number;
   model?: string;
   embeddings: boolean;
+  "clip-skip"?: number;
 }
 
 /** The diffusers view (`--syntax plain`): the field names of the openai/CLIP reference goldens. */
@@ -189,9 +190,10 @@ function plural(count: number, noun: string): string {
 
 /** Runs the command for a prompt's words and returns what it prints. */
 export async function runTokenize(
-  args: { words: readonly (string | number)[]; json?: boolean; vocab?: string; model?: string; embeddings?: boolean } & PromptReadingArgs,
+  args: { words: readonly (string | number)[]; json?: boolean; vocab?: string; model?: string; embeddings?: boolean; clipSkip?: number } & PromptReadingArgs,
 ): Promise<string> {
   const prompt = promptFromArgs(args.words);
+  if (args.clipSkip !== undefined && !args.embeddings) throw new InvalidOptionError("clipSkip", "--clip-skip needs --model DIR --embeddings (it changes the conditioning, not the tokens)");
   if (args.embeddings && args.model === undefined) throw new InvalidOptionError("embeddings", "--embeddings needs --model DIR (the text encoder that computes them)");
   const tokenizer = await tokenizerForVocab(args.vocab ?? args.model);
   const reading = promptJson(tokenizer, prompt, args);
@@ -202,6 +204,7 @@ export async function runTokenize(
         promptSyntax: args.syntax ?? "a1111",
         ...(args.emphasis !== undefined ? { emphasis: args.emphasis } : {}),
         ...(args.commaPaddingBacktrack !== undefined ? { commaPaddingBacktrack: args.commaPaddingBacktrack } : {}),
+        ...(args.clipSkip !== undefined ? { clipSkip: args.clipSkip } : {}),
       });
       reading.cond = { shape, values: Array.from(values) };
     } finally {
@@ -237,6 +240,7 @@ const command: CommandModule<object, TokenizeArgs> = {
       .option("comma-padding-backtrack", { type: "number", default: DEFAULT_COMMA_PADDING_BACKTRACK, describe: "A1111's comma_padding_backtrack, 0-74" })
       .option("model", { type: "string", describe: "A model folder: its tokenizer, and its text encoder for --embeddings" })
       .option("embeddings", { type: "boolean", default: false, describe: "With --model: also print the conditioning the UNet gets (cond: shape and values)" })
+      .option("clip-skip", { type: "number", describe: "With --embeddings: A1111's clip skip, 1 to the text encoder's layer count (default 1)" })
       .option("vocab", {
         type: "string",
         describe: "Tokenizer folder with vocab.json and merges.txt, or a model folder with tokenizer/ (default: SD 1.x's)",
@@ -248,7 +252,7 @@ const command: CommandModule<object, TokenizeArgs> = {
     const model = argv.model !== undefined ? { model: argv.model } : {};
     const vocab = argv.vocab !== undefined ? { vocab: argv.vocab } : {};
     process.stdout.write(
-      await runTokenize({ words, json: argv.json, ...vocab, ...model, embeddings: argv.embeddings, syntax: argv.syntax, emphasis: argv.emphasis, commaPaddingBacktrack: argv["comma-padding-backtrack"] }),
+      await runTokenize({ words, json: argv.json, ...vocab, ...model, embeddings: argv.embeddings, ...(argv["clip-skip"] !== undefined ? { clipSkip: argv["clip-skip"] } : {}), syntax: argv.syntax, emphasis: argv.emphasis, commaPaddingBacktrack: argv["comma-padding-backtrack"] }),
     );
   },
 };
