@@ -44,8 +44,12 @@ export interface InfotextParameters {
   hires?: [string, string][];
   /** A1111's `Eta` (ancestral samplers, when not 1). */
   eta?: number;
-  /** A1111's emphasis name ("No norm", "Ignore", "None"): written only when not "Original" and a prompt has "(" or "[", as A1111 writes it. */
-  emphasis?: string;
+  /**
+   * What A1111 adds to the infotext while computing the conditioning, in the order it adds them:
+   * `TI hashes` (textual-inversion embeddings used) and `Emphasis` (its name when not "Original"
+   * and a prompt has "(" or "[").
+   */
+  conditioningParams?: [string, string][];
 }
 
 /** A1111's `quote()`: JSON-quote a value that would break the comma-separated list. */
@@ -70,8 +74,8 @@ export function formatInfotext(p: InfotextParameters): string {
   if (p.ensd !== undefined) fields.push(["ENSD", String(p.ensd)]);
   fields.push(["RNG", p.rng === "nv" ? "NV" : "CPU"]);
   if (p.hires) fields.push(...p.hires);
-  // A1111 adds its extra generation parameters in the order it sets them: hires (at init), Emphasis (with the conditioning), Eta (while sampling).
-  if (p.emphasis !== undefined) fields.push(["Emphasis", p.emphasis]);
+  // A1111 adds its extra generation parameters in the order it sets them: hires (at init), TI hashes and Emphasis (with the conditioning), Eta (while sampling).
+  if (p.conditioningParams) fields.push(...p.conditioningParams);
   if (p.eta !== undefined) fields.push(["Eta", String(p.eta)]);
   const lines = [p.prompt];
   if (p.negativePrompt) lines.push(`Negative prompt: ${p.negativePrompt}`);

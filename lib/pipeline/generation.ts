@@ -89,6 +89,8 @@ export interface GenerationContext {
   programs: ProgramCache;
   /** A1111's "Model hash" for the infotext. */
   modelHash(): Promise<string>;
+  /** Textual inversion: the vectors every text-encoder call takes ([rows, hidden]), and each embedding's short hash for `TI hashes`. */
+  embeddings?: { vectors: Float32Array; shorthash: ReadonlyMap<string, string> };
 }
 
 /** Per-batch hooks: the batch's cancellation and progress (a request's own, when it runs alone). */
@@ -319,6 +321,7 @@ export async function executeBatch(context: GenerationContext, prepared: Prepare
     uncond: cfg ? mergePrompts(prepared.map((p) => p.request.uncond!.batch)) : null,
     emphasis: first.request.promptReading.emphasis,
     clipSkip: first.request.clipSkip,
+    ...(context.embeddings ? { tokenVectors: context.embeddings.vectors } : {}),
     guidance,
     start: first.img2img ? { images: prepared.map((p) => initImage(p)) } : { latents: concatenate(prepared.map((p) => p.initialLatents!)) },
     noise: first.stepNoise.map((_, k) => concatenate(prepared.map((p) => p.stepNoise[k]!))),
@@ -393,7 +396,7 @@ export async function executeBatch(context: GenerationContext, prepared: Prepare
         ...a1111InfotextFields(r.scheduler, r.a1111, i),
         rng: r.rng,
         clipSkip: r.clipSkip,
-        ...infotextEmphasis(r),
+        conditioningParams: conditioningParams(r, context.embeddings?.shorthash),
       });
       images.push({ rgb: pixels[row + i]!, width: outWidth, height: outHeight, seed, infotext });
     }
@@ -425,14 +428,31 @@ export async function executeBatch(context: GenerationContext, prepared: Prepare
 }
 
 /**
- * A1111 records the emphasis when it is not "Original" and some prompt of the generation (prompt
- * or negative prompt) has "(" or "[" (sd_hijack_clip.py `forward`).
+ * What A1111's `FrozenCLIPEmbedderWithCustomWords.forward` adds to the infotext, in its order. It
+ * runs once per distinct prompt, negative prompts first (processing.py `setup_conds`), and each
+ * call, when its texts use embeddings, sets `TI hashes` to its own "name: shorthash" list followed
+ * by the value already there; when its texts have "(" or "[" and the emphasis is not "Original",
+ * it sets `Emphasis`. A key keeps the place where it was first set.
  */
-function infotextEmphasis(r: ResolvedRequest): { emphasis?: string } {
-  const { syntax, emphasis } = r.promptReading;
-  if (syntax !== "a1111" || emphasis === "original") return {};
-  const texts = r.uncond ? [...r.prompts, ...r.negativePrompts] : r.prompts;
-  return texts.some((t) => t.includes("(") || t.includes("[")) ? { emphasis: A1111_EMPHASIS_NAMES[emphasis] } : {};
+function conditioningParams(r: ResolvedRequest, shorthash: ReadonlyMap<string, string> | undefined): [string, string][] {
+  if (r.promptReading.syntax !== "a1111") return [];
+  // One call per distinct prompt, in the order buildPromptBatch read them (embeddingsUsed's order).
+  const callsOf = (texts: string[], used: string[][]) => [...new Set(texts)].map((text, i) => ({ used: used[i] ?? [], text }));
+  const calls = [...(r.uncond ? callsOf(r.negativePrompts, r.uncond.embeddingsUsed) : []), ...callsOf(r.prompts, r.cond.embeddingsUsed)];
+  const params = new Map<string, string>();
+  const emphasis = r.promptReading.emphasis;
+  for (const call of calls) {
+    const hashes = call.used.flatMap((name) => {
+      const hash = shorthash?.get(name);
+      return hash ? [`${name.replace(/[:,]/g, "")}: ${hash}`] : [];
+    });
+    if (hashes.length > 0) {
+      const before = params.get("TI hashes");
+      params.set("TI hashes", [...hashes, ...(before ? [before] : [])].join(", "));
+    }
+    if (emphasis !== "original" && (call.text.includes("(") || call.text.includes("["))) params.set("Emphasis", A1111_EMPHASIS_NAMES[emphasis]);
+  }
+  return [...params];
 }
 
 /** The img2img part of a prepared request, as the backend takes it. */

@@ -14,6 +14,7 @@ import type { ClipTokenizer } from "../tokenizer/clip-tokenizer.js";
 import { buildPromptBatch, padPromptBatch, PROMPT_SYNTAXES, type BuiltPrompts, type PromptReading, type PromptSyntax } from "../prompt/conditioning.js";
 import { CHUNK_LENGTH, DEFAULT_COMMA_PADDING_BACKTRACK, MAX_COMMA_PADDING_BACKTRACK } from "../prompt/chunks.js";
 import { EMPHASIS_MODES, type Emphasis } from "../prompt/emphasis.js";
+import type { EmbeddingVocabulary } from "../prompt/embeddings.js";
 
 /** One `onProgress` event. */
 export interface ProgressEvent {
@@ -123,6 +124,8 @@ export interface ValidationContext {
   hostLatents: boolean;
   /** The model's tokenizer: prompts are read (and their length checked) during validation. */
   tokenizer: ClipTokenizer;
+  /** Textual-inversion embeddings prompt words can name. */
+  embeddings?: EmbeddingVocabulary;
 }
 
 /** Options after validation, with defaults applied. */
@@ -379,7 +382,7 @@ export function resolveGenerateOptions(options: GenerateOptions, ctx: Validation
  *   or a weight that is not a number.
  */
 function readPrompts(ctx: ValidationContext, texts: string[], reading: PromptReading, option: "prompt" | "negativePrompt", steps: number): BuiltPrompts {
-  const built = buildPromptBatch(ctx.tokenizer, texts, reading, option, steps);
+  const built = buildPromptBatch(ctx.tokenizer, texts, reading, option, steps, ctx.embeddings);
   const max = ctx.limits.maxPromptChunks;
   if (built.batch.chunks > max) {
     throw new InvalidOptionError(

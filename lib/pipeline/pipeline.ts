@@ -31,6 +31,10 @@ import { limitsForModel, resolveGenerateOptions, type GenerateOptions, type Reso
 import { executeBatch, prepareRequest, type BatchHooks, type GenerateResult, type GenerationContext } from "./generation.js";
 import { ProgramCache } from "./program-cache.js";
 import { integerInRange, numberInRange, oneOf } from "../validate.js";
+import { loadTextualInversions, type TextualInversion } from "../model/textual-inversion.js";
+import { EmbeddingVocabulary } from "../prompt/embeddings.js";
+import { tokenizePrompt, type TokenizedPrompt } from "../prompt/chunks.js";
+import type { Emphasis } from "../prompt/emphasis.js";
 
 export type { GenerateOptions, ProgressEvent, ResolvedRequest } from "./options.js";
 export type { BatchHooks, GeneratedImage, GenerateResult, GenerateTimings } from "./generation.js";
@@ -65,6 +69,21 @@ export interface PipelineLoadOptions {
    * 0 … 63, defaults to 0.
    */
   device?: number;
+  /**
+   * A folder of A1111 textual-inversion embeddings (`.safetensors`, subfolders included): a prompt
+   * word equal to a file's name (without `.safetensors`) stands for its vectors, as in A1111. A
+   * pickle (`.pt`, `.bin`, …), a corrupt file or one of another width fails the load, naming the
+   * file. CPU backend only for now.
+   */
+  embeddingsDir?: string;
+}
+
+/** The textual-inversion embeddings a pipeline loaded, and what its prompts and text encoder use of them. */
+interface LoadedEmbeddings {
+  list: TextualInversion[];
+  vocabulary: EmbeddingVocabulary;
+  vectors: Float32Array;
+  shorthash: Map<string, string>;
 }
 
 /** Hex SHA-256 of a file, streamed. */
@@ -88,9 +107,19 @@ export class Pipeline {
   /** One batch at a time; dispose waits for the accepted ones, then releases the backend. */
   readonly #life = new Lifecycle("Pipeline");
   #modelHash: Promise<string> | undefined;
+  readonly #embeddings: LoadedEmbeddings | undefined;
 
-  private constructor(folder: ModelFolder, backend: Backend, reason: string, tokenizer: ClipTokenizer, defaultScheduler: SchedulerName, device: number) {
+  private constructor(
+    folder: ModelFolder,
+    backend: Backend,
+    reason: string,
+    tokenizer: ClipTokenizer,
+    defaultScheduler: SchedulerName,
+    device: number,
+    embeddings: LoadedEmbeddings | undefined,
+  ) {
     this.#folder = folder;
+    this.#embeddings = embeddings;
     this.device = device;
     this.#backend = backend;
     this.#limits = limitsForModel(backend.limits, folder.sizeMultiple);
@@ -102,6 +131,7 @@ export class Pipeline {
       tokenizer,
       programs: new ProgramCache(folder.schedulerConfig),
       modelHash: () => this.modelHash(),
+      ...(embeddings ? { embeddings: { vectors: embeddings.vectors, shorthash: embeddings.shorthash } } : {}),
     };
   }
 
@@ -125,8 +155,29 @@ export class Pipeline {
     if (options.engines !== undefined) loadOptions.engines = options.engines;
     if (options.threads !== undefined) loadOptions.threads = integerInRange("threads", options.threads, 1, 1024);
     if (options.useGraphs !== undefined) loadOptions.useGraphs = options.useGraphs;
-    const { backend, reason } = await loadBackend(folder, choice, loadOptions);
-    return new Pipeline(folder, backend, reason, tokenizer, defaultScheduler, options.device ?? 0);
+    const embeddingsDir = options.embeddingsDir === undefined ? undefined : nonEmptyString("embeddingsDir", options.embeddingsDir);
+    const { backend, reason } = await loadBackend(folder, choice, { ...loadOptions, ...(embeddingsDir !== undefined ? { tokenVocabularySize: tokenizer.vocabSize } : {}) });
+    let embeddings: LoadedEmbeddings | undefined;
+    try {
+      if (embeddingsDir !== undefined) embeddings = await loadEmbeddings(embeddingsDir, backend, tokenizer);
+    } catch (error) {
+      await backend.dispose();
+      throw error;
+    }
+    return new Pipeline(folder, backend, reason, tokenizer, defaultScheduler, options.device ?? 0, embeddings);
+  }
+
+  /**
+   * A1111's reading of one prompt with this pipeline's tokenizer and embeddings (`tokenize_line`):
+   * parsed spans, chunks (an embedding's vectors as ids from the vocabulary size on), token count.
+   */
+  readPrompt(prompt: string, options: { emphasis?: Emphasis; commaPaddingBacktrack?: number } = {}): TokenizedPrompt {
+    return tokenizePrompt(this.#generation.tokenizer, prompt, { ...options, ...(this.#embeddings ? { embeddings: this.#embeddings.vocabulary } : {}) });
+  }
+
+  /** The textual-inversion embeddings loaded with `embeddingsDir` (name, file, vector count, hashes), sorted by name. */
+  get embeddings(): readonly Omit<TextualInversion, "vectors">[] {
+    return (this.#embeddings?.list ?? []).map(({ vectors: _, ...rest }) => rest);
   }
 
   /** The backend that runs: `"cpu"` or `"tensorrt"`. */
@@ -181,6 +232,7 @@ export class Pipeline {
       canonicalScheduler: (name) => canonicalSchedulerName(name, this.#folder.schedulerConfig),
       hostLatents: this.#limits.canObserveLatents,
       tokenizer: this.#generation.tokenizer,
+      ...(this.#embeddings ? { embeddings: this.#embeddings.vocabulary } : {}),
     });
   }
 
@@ -195,7 +247,7 @@ export class Pipeline {
     const request = this.resolveOptions({ ...options, prompt, guidance: 1 });
     const encode = this.#backend.encodePrompts?.bind(this.#backend);
     if (!encode) throw new InvalidOptionError("backend", `the ${this.#backend.name} backend keeps text embeddings on the device; load the pipeline with backend "cpu" to read them`);
-    const { shape, values } = await this.#life.exclusive(() => encode(request.cond.batch, request.promptReading.emphasis, request.clipSkip));
+    const { shape, values } = await this.#life.exclusive(() => encode(request.cond.batch, request.promptReading.emphasis, request.clipSkip, this.#embeddings?.vectors));
     return { shape: [shape[1], shape[2]], values };
   }
 
@@ -241,4 +293,29 @@ export class Pipeline {
   async [Symbol.asyncDispose](): Promise<void> {
     await this.dispose();
   }
+}
+
+function nonEmptyString(option: string, value: unknown): string {
+  if (typeof value !== "string" || value === "") throw new InvalidOptionError(option, `${option} must be a folder path, got ${JSON.stringify(value)}`);
+  return value;
+}
+
+/**
+ * The embeddings under `dir`, checked against the text encoder's width, with the vocabulary the
+ * prompts are read with and the vectors every text-encoder call takes.
+ * @throws InvalidOptionError when the backend's text encoder cannot take them; ModelFileError naming a bad file.
+ */
+async function loadEmbeddings(dir: string, backend: Backend, tokenizer: ClipTokenizer): Promise<LoadedEmbeddings> {
+  const width = backend.limits.tokenVectorWidth;
+  if (width === undefined) {
+    throw new InvalidOptionError("embeddingsDir", `embeddingsDir (textual inversion) needs the CPU backend for now; the ${backend.name} backend's text encoder cannot take embedding vectors yet`);
+  }
+  const list = await loadTextualInversions(dir, width);
+  const vectors = new Float32Array(list.reduce((n, e) => n + e.vectors.length, 0));
+  let at = 0;
+  for (const e of list) {
+    vectors.set(e.vectors, at);
+    at += e.vectors.length;
+  }
+  return { list, vocabulary: new EmbeddingVocabulary(tokenizer, list), vectors, shorthash: new Map(list.map((e) => [e.name, e.shorthash])) };
 }

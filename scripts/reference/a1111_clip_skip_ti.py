@@ -291,6 +291,7 @@ def main() -> None:
 
 
 def te05_goldens(sd_hijack_clip, model_hijack, tokenizer, opts, shared, ti_embedder):
+    import safetensors.torch
     import onnx
     import onnxruntime
     from onnx import numpy_helper
@@ -327,6 +328,27 @@ def te05_goldens(sd_hijack_clip, model_hijack, tokenizer, opts, shared, ti_embed
     embedder = sd_hijack_clip.FrozenCLIPEmbedderWithCustomWords(types.SimpleNamespace(tokenizer=tokenizer, transformer=transformer), model_hijack)
     saved_db = model_hijack.embedding_db
     model_hijack.embedding_db = types.SimpleNamespace(find_embedding_at_position=lambda tokens, offset: (None, None))
+    # Width-32 embeddings for the pipeline-level tests on tiny-sd-te05: A1111 loads them (hashes,
+    # vectors) and chunks a prompt with them; the conditioning with them is checked through the
+    # edited graph in the tests (this stand-in cannot take token embeddings).
+    folder = OUT / "embeddings-32"
+    folder.mkdir()
+    gen = torch.Generator().manual_seed(3333)
+    safetensors.torch.save_file({"emb_params": torch.randn(1, 32, generator=gen)}, str(folder / "lowpoly.safetensors"))
+    safetensors.torch.save_file({"string_to_param.*": torch.randn(3, 32, generator=gen)}, str(folder / "neg-style.safetensors"))
+    db32 = type(saved_db)()
+    db32.expected_shape = 32
+    for filename in ("lowpoly.safetensors", "neg-style.safetensors"):
+        db32.load_from_file(str(folder / filename), filename)
+    model_hijack.embedding_db = db32
+    ti_cases = []
+    for text in ["a photo of lowpoly", "(neg-style:1.2), worst quality"]:
+        chunks, token_count = embedder.tokenize_line(text)
+        ti_cases.append({"text": text, "token_count": token_count,
+                         "chunks": [{"tokens": c.tokens, "multipliers": c.multipliers, "fixes": [[f.offset, f.embedding.name] for f in c.fixes]} for c in chunks]})
+    embeddings32 = {name: {"file": os.path.basename(e.filename), "vectors": e.vectors, "hash": e.hash, "shorthash": e.shorthash, "values": f32(e.vec)}
+                    for name, e in db32.word_embeddings.items()}
+    model_hijack.embedding_db = types.SimpleNamespace(find_embedding_at_position=lambda tokens, offset: (None, None))
     cases = []
     for text in ["a castle on a hill", "(masterpiece:1.2), a [blurry] castle BREAK dramatic sky"]:
         chunks, _ = embedder.tokenize_line(text)
@@ -344,6 +366,8 @@ def te05_goldens(sd_hijack_clip, model_hijack, tokenizer, opts, shared, ti_embed
         "model": "test/fixtures/tiny-sd-te05/text_encoder/model.onnx",
         "stand_in": {"hidden_states": stream, "final_layer_norm": "torch.nn.LayerNorm(ln_f weight, bias, eps)", "ln_check_max_abs": ln_error},
         "cases": cases,
+        "embeddings": embeddings32,
+        "ti_cases": ti_cases,
     }
 
 

@@ -65,11 +65,11 @@ export interface CpuBackendOptions extends SessionOptions {
   /** Most memory a generation may need, in bytes (see memory.ts). Defaults to this machine's memory. */
   memoryLimit?: number;
   /**
-   * Textual-inversion vectors ([rows, hidden], row-major): a prompt token id `vocabSize + r`
-   * stands for row r (lib/prompt puts them there). Needs the text-encoder edit; without it the
-   * load fails.
+   * Textual inversion: the tokenizer's vocabulary size. The text encoder then takes the vectors of
+   * `GenerationJob.tokenVectors`, a prompt token id `vocabSize + r` standing for row r (lib/prompt
+   * puts them there). Needs the text-encoder edit; a graph it cannot edit fails the load.
    */
-  extraTokenVectors?: { vocabSize: number; vectors: Float32Array };
+  tokenVocabularySize?: number;
 }
 
 /** ONNX Runtime calls of one model: how many, the batch rows they processed, and the time inside `run`. */
@@ -165,6 +165,7 @@ export class CpuBackend implements Backend {
       fractionalTimesteps: unet.timestepType === "float32" || unet.timestepType === "float64",
       maxPromptChunks: CPU_MAX_PROMPT_CHUNKS,
       maxClipSkip: textEncoderFeeds.layers,
+      ...(textEncoderFeeds.tokenVectors ? { tokenVectorWidth: hiddenSize } : {}),
     };
     if (textEncoderFeeds.unavailable) this.limits.clipSkipUnavailable = textEncoderFeeds.unavailable;
   }
@@ -205,7 +206,7 @@ export class CpuBackend implements Backend {
         const probe = await host.run(textEncoder.handle, folder.textEncoder.name, { [textEncoder.io.idsName]: idsTensor(textEncoder.io, new Int32Array(TOKENS), 1) }, [textEncoder.io.hiddenName]);
         hiddenSize = probe.outputs[textEncoder.io.hiddenName]!.dims[2]!;
       }
-      const feeds = await editedTextEncoder(host, textEncoder, hiddenSize, options);
+      const feeds = await editedTextEncoder(host, textEncoder, options);
       return new CpuBackend(folder, host, { textEncoder, unet, vaeDecoder, vaeEncoder }, hiddenSize, options.memoryLimit ?? defaultMemoryLimit(), feeds);
     } catch (error) {
       await host.dispose();
@@ -268,7 +269,7 @@ export class CpuBackend implements Backend {
       const te = this.#textEncoder;
       const vae = this.#vaeDecoder;
       const request: GenerateJob = {
-        textEncoder: this.#textEncoderCall(job.clipSkip ?? 1),
+        textEncoder: this.#textEncoderCall(job.clipSkip ?? 1, job.tokenVectors),
         cond,
         uncond,
         emphasis: job.emphasis,
@@ -309,13 +310,13 @@ export class CpuBackend implements Backend {
    * weighted by `emphasis`, the chunks joined — [rows, 77 · chunks, hidden], row r for image r.
    * For inspection (`sd-trt tokenize --model`) and tests; `generate` never brings it back.
    */
-  encodePrompts(prompts: PromptBatch, emphasis: Emphasis, clipSkip = 1): Promise<{ shape: [number, number, number]; values: Float32Array }> {
+  encodePrompts(prompts: PromptBatch, emphasis: Emphasis, clipSkip = 1, tokenVectors?: Float32Array): Promise<{ shape: [number, number, number]; values: Float32Array }> {
     return this.#life.exclusive(async () => {
       const rows = prompts.rowOf.length;
       checkPromptBatch(prompts, rows, "prompts");
       const te = this.#textEncoder;
       const { embeddings, ms } = await this.#host.encode(te.file, {
-        textEncoder: this.#textEncoderCall(clipSkip),
+        textEncoder: this.#textEncoderCall(clipSkip, tokenVectors),
         prompts: promptRows(te.io, prompts),
         emphasis,
         hiddenSize: this.hiddenSize,
@@ -325,17 +326,26 @@ export class CpuBackend implements Backend {
     });
   }
 
-  /** The text encoder's session with its extra feeds for `clipSkip` (validated against `limits.maxClipSkip` by the pipeline). */
-  #textEncoderCall(clipSkip: number): TextEncoderCall {
+  /**
+   * The text encoder's session with its extra feeds: `clipSkip` (validated against
+   * `limits.maxClipSkip` by the pipeline) and the textual-inversion vectors (one zero row when
+   * there are none: the input takes at least one).
+   */
+  #textEncoderCall(clipSkip: number, tokenVectors: Float32Array | undefined): TextEncoderCall {
     const te = this.#textEncoder;
+    const feeds = this.#textEncoderFeeds;
     const call: TextEncoderCall = { handle: te.handle, idsName: te.io.idsName, hiddenName: te.io.hiddenName };
-    const { vectors } = this.#textEncoderFeeds;
-    if (clipSkip > this.#textEncoderFeeds.layers || (clipSkip !== 1 && this.#textEncoderFeeds.unavailable)) {
-      throw new InvalidArgumentError(`clipSkip ${clipSkip} is beyond this text encoder's ${this.#textEncoderFeeds.layers} layers`);
+    if (clipSkip > feeds.layers || (clipSkip !== 1 && feeds.unavailable)) {
+      throw new InvalidArgumentError(`clipSkip ${clipSkip} is beyond this text encoder's ${feeds.layers} layers`);
     }
-    if (!this.#textEncoderFeeds.unavailable) {
-      call.extraFeeds = { [CLIP_SKIP_INPUT]: { type: "int32", dims: [1], data: Int32Array.of(clipSkip) } };
-      if (vectors) call.extraFeeds[EXTRA_VECTORS_INPUT] = { type: "float32", dims: [vectors.length / this.hiddenSize, this.hiddenSize], data: vectors };
+    if (tokenVectors && (!feeds.tokenVectors || tokenVectors.length % this.hiddenSize !== 0)) {
+      throw new InvalidArgumentError(`tokenVectors needs a text encoder loaded with tokenVocabularySize and whole rows of ${this.hiddenSize} values`);
+    }
+    if (feeds.unavailable) return call;
+    call.extraFeeds = { [CLIP_SKIP_INPUT]: { type: "int32", dims: [1], data: Int32Array.of(clipSkip) } };
+    if (feeds.tokenVectors) {
+      const vectors = tokenVectors && tokenVectors.length > 0 ? tokenVectors : new Float32Array(this.hiddenSize);
+      call.extraFeeds[EXTRA_VECTORS_INPUT] = { type: "float32", dims: [vectors.length / this.hiddenSize, this.hiddenSize], data: vectors };
     }
     return call;
   }
@@ -423,34 +433,30 @@ function idsTensor(io: TextEncoderIo, ids: Int32Array, rows: number): HostTensor
   return { type: "int64", dims, data: BigInt64Array.from(ids, (v) => BigInt(v)) };
 }
 
-/** What the text-encoder edit gave: its layer count and the vectors fed with every call, or why clip skip is unavailable. */
+/** What the text-encoder edit gave: its layer count, whether it takes textual-inversion vectors, or why clip skip is unavailable. */
 interface TextEncoderFeeds {
   layers: number;
-  vectors?: Float32Array;
+  tokenVectors?: boolean;
   unavailable?: string;
 }
 
 /**
  * Replaces the text encoder's session by its edited graph (lib/onnx/text-encoder-edit.ts): a
- * `clip_skip` input always, an `extra_token_vectors` input when textual-inversion vectors are
- * given. A graph whose layers cannot be found keeps its session; clip skip is then unavailable
+ * `clip_skip` input always, an `extra_token_vectors` input with `tokenVocabularySize`. A graph whose layers cannot be found keeps its session; clip skip is then unavailable
  * (the reason goes into the limits), and textual inversion fails the load.
  */
-async function editedTextEncoder(host: OrtHost, session: Session<TextEncoderIo>, hiddenSize: number, options: CpuBackendOptions): Promise<TextEncoderFeeds> {
-  const extra = options.extraTokenVectors;
-  if (extra && (extra.vectors.length === 0 || extra.vectors.length % hiddenSize !== 0)) {
-    throw new InvalidArgumentError(`extraTokenVectors must hold whole rows of ${hiddenSize} values, got ${extra.vectors.length}`);
-  }
+async function editedTextEncoder(host: OrtHost, session: Session<TextEncoderIo>, options: CpuBackendOptions): Promise<TextEncoderFeeds> {
+  const vocabSize = options.tokenVocabularySize;
   const model = await OnnxModel.read(session.file.path);
   let layers: number;
   try {
-    layers = editTextEncoder(model, { idsName: session.io.idsName, hiddenName: session.io.hiddenName, ...(extra ? { vocabSize: extra.vocabSize } : {}) }).layout.layers;
+    layers = editTextEncoder(model, { idsName: session.io.idsName, hiddenName: session.io.hiddenName, ...(vocabSize !== undefined ? { vocabSize } : {}) }).layout.layers;
   } catch (error) {
-    if (extra || !(error instanceof ModelFileError)) throw error;
+    if (vocabSize !== undefined || !(error instanceof ModelFileError)) throw error;
     return { layers: 1, unavailable: error.message };
   }
   const edited = await host.load(session.file.path, options, model.encode());
   await host.release(session.handle);
   session.handle = edited.handle;
-  return extra ? { layers, vectors: extra.vectors } : { layers };
+  return vocabSize !== undefined ? { layers, tokenVectors: true } : { layers };
 }

@@ -44,6 +44,7 @@ interface TokenizeArgs {
   model?: string;
   embeddings: boolean;
   "clip-skip"?: number;
+  "embeddings-dir"?: string;
 }
 
 /** The diffusers view (`--syntax plain`): the field names of the openai/CLIP reference goldens. */
@@ -190,16 +191,21 @@ function plural(count: number, noun: string): string {
 
 /** Runs the command for a prompt's words and returns what it prints. */
 export async function runTokenize(
-  args: { words: readonly (string | number)[]; json?: boolean; vocab?: string; model?: string; embeddings?: boolean; clipSkip?: number } & PromptReadingArgs,
+  args: { words: readonly (string | number)[]; json?: boolean; vocab?: string; model?: string; embeddings?: boolean; clipSkip?: number; embeddingsDir?: string } & PromptReadingArgs,
 ): Promise<string> {
   const prompt = promptFromArgs(args.words);
+  if (args.embeddingsDir !== undefined && !args.embeddings) {
+    throw new InvalidOptionError("embeddingsDir", "--embeddings-dir needs --model DIR --embeddings (the embeddings are read with the model's text encoder)");
+  }
   if (args.clipSkip !== undefined && !args.embeddings) throw new InvalidOptionError("clipSkip", "--clip-skip needs --model DIR --embeddings (it changes the conditioning, not the tokens)");
   if (args.embeddings && args.model === undefined) throw new InvalidOptionError("embeddings", "--embeddings needs --model DIR (the text encoder that computes them)");
   const tokenizer = await tokenizerForVocab(args.vocab ?? args.model);
-  const reading = promptJson(tokenizer, prompt, args);
+  let reading = promptJson(tokenizer, prompt, args);
   if (args.embeddings) {
-    const pipeline = await Pipeline.load(args.model, { backend: "cpu" });
+    const pipeline = await Pipeline.load(args.model, { backend: "cpu", ...(args.embeddingsDir !== undefined ? { embeddingsDir: args.embeddingsDir } : {}) });
     try {
+      // With embeddings the chunks are the pipeline's (embedding words become their vectors' ids).
+      if (args.embeddingsDir !== undefined && args.syntax !== "plain") reading = { ...reading, ...pipeline.readPrompt(prompt, args) };
       const { shape, values } = await pipeline.promptConditioning(prompt, {
         promptSyntax: args.syntax ?? "a1111",
         ...(args.emphasis !== undefined ? { emphasis: args.emphasis } : {}),
@@ -241,6 +247,7 @@ const command: CommandModule<object, TokenizeArgs> = {
       .option("model", { type: "string", describe: "A model folder: its tokenizer, and its text encoder for --embeddings" })
       .option("embeddings", { type: "boolean", default: false, describe: "With --model: also print the conditioning the UNet gets (cond: shape and values)" })
       .option("clip-skip", { type: "number", describe: "With --embeddings: A1111's clip skip, 1 to the text encoder's layer count (default 1)" })
+      .option("embeddings-dir", { type: "string", describe: "With --embeddings: a folder of A1111 textual-inversion embeddings; their words become their vectors (ids from 49408 on in chunks)" })
       .option("vocab", {
         type: "string",
         describe: "Tokenizer folder with vocab.json and merges.txt, or a model folder with tokenizer/ (default: SD 1.x's)",
@@ -252,7 +259,7 @@ const command: CommandModule<object, TokenizeArgs> = {
     const model = argv.model !== undefined ? { model: argv.model } : {};
     const vocab = argv.vocab !== undefined ? { vocab: argv.vocab } : {};
     process.stdout.write(
-      await runTokenize({ words, json: argv.json, ...vocab, ...model, embeddings: argv.embeddings, ...(argv["clip-skip"] !== undefined ? { clipSkip: argv["clip-skip"] } : {}), syntax: argv.syntax, emphasis: argv.emphasis, commaPaddingBacktrack: argv["comma-padding-backtrack"] }),
+      await runTokenize({ words, json: argv.json, ...vocab, ...model, embeddings: argv.embeddings, ...(argv["clip-skip"] !== undefined ? { clipSkip: argv["clip-skip"] } : {}), ...(argv["embeddings-dir"] !== undefined ? { embeddingsDir: argv["embeddings-dir"] } : {}), syntax: argv.syntax, emphasis: argv.emphasis, commaPaddingBacktrack: argv["comma-padding-backtrack"] }),
     );
   },
 };
