@@ -112,6 +112,8 @@ describe("textual inversion through the library, the CLI and the server", () => 
     expect(out.chunks[0]!.embeddings).toEqual(["neg-style"]);
     expect(out.cond.values).toEqual(Array.from((await pipe.promptConditioning(c.text)).values));
     await expect(runTokenize({ words: [c.text], json: true, embeddingsDir: EMBEDDINGS })).rejects.toThrow(/--embeddings-dir needs --model DIR --embeddings/);
+    const listing = await runTokenize({ words: [c.text], model, embeddings: true, embeddingsDir: EMBEDDINGS });
+    expect(listing).toContain("   1  49409  <neg-style vector 1/3>  × 1.2");
   });
 
   test("GET /sdapi/v1/embeddings answers A1111's shape, and a txt2img prompt uses the embeddings", async () => {

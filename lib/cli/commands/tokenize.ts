@@ -201,11 +201,15 @@ export async function runTokenize(
   if (args.embeddings && args.model === undefined) throw new InvalidOptionError("embeddings", "--embeddings needs --model DIR (the text encoder that computes them)");
   const tokenizer = await tokenizerForVocab(args.vocab ?? args.model);
   let reading = promptJson(tokenizer, prompt, args);
+  // Ids from the vocabulary size on are embedding vectors: "<name> vector k" in the listing.
+  const vectorNames = new Map<number, string>();
   if (args.embeddings) {
     const pipeline = await Pipeline.load(args.model, { backend: "cpu", ...(args.embeddingsDir !== undefined ? { embeddingsDir: args.embeddingsDir } : {}) });
     try {
       // With embeddings the chunks are the pipeline's (embedding words become their vectors' ids).
       if (args.embeddingsDir !== undefined && args.syntax !== "plain") reading = { ...reading, ...pipeline.readPrompt(prompt, args) };
+      let id = tokenizer.vocabSize;
+      for (const e of pipeline.embeddings) for (let v = 0; v < e.count; v++) vectorNames.set(id++, `<${e.name} vector ${v + 1}/${e.count}>`);
       const { shape, values } = await pipeline.promptConditioning(prompt, {
         promptSyntax: args.syntax ?? "a1111",
         ...(args.emphasis !== undefined ? { emphasis: args.emphasis } : {}),
@@ -218,7 +222,7 @@ export async function runTokenize(
     }
   }
   if (args.json) return JSON.stringify(reading) + "\n";
-  const decode = (ids: number[]) => tokenizer.decode(ids);
+  const decode = (ids: number[]) => (ids.length === 1 && vectorNames.has(ids[0]!) ? vectorNames.get(ids[0]!)! : tokenizer.decode(ids));
   let text = args.syntax === "plain" ? formatTokenization(tokenizer.tokenize(prompt), decode) : formatPromptReading(reading, decode, tokenizer.eosTokenId);
   if (reading.cond) text += `\nConditioning: [${reading.cond.shape.join(", ")}] (use --json for the values)\n`;
   return text;
