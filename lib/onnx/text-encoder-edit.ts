@@ -9,10 +9,10 @@
  *   what it computed before, bit for bit (Where copies); every N picks its layer's output exactly.
  * - **Textual inversion**: A1111 replaces the token embeddings at an embedding's positions by its
  *   vectors, before the position embeddings are added (`EmbeddingsWithFixes`). The edit adds the
- *   input `extra_token_vectors` (float32 [rows, hidden], at least one row) and makes the token
- *   lookup `Gather(Concat(table, extra_token_vectors), index)`, where a token id t ≥ `vocabSize`
- *   means row t − vocabSize of the extra vectors and any other id is looked up as before (through
- *   whatever the export does to it first: the tiny test encoder takes ids modulo its table size).
+ *   input `extra_token_vectors` (float32 [rows, hidden], at least one row): a token id t ≥
+ *   `vocabSize` takes row t − vocabSize of it (`Gather(extra_token_vectors, t − vocabSize)`), any
+ *   other id is looked up in the table as before (through whatever the export does to it first:
+ *   the tiny test encoder takes ids modulo its table size), and a `Where` per position picks.
  *   One input of ids keeps chunks, batching and the TensorRT profiles as they are.
  *
  * The layers are found structurally, not by name, so every export works (torch.onnx/optimum
@@ -71,8 +71,6 @@ export interface TextEncoderEditOptions {
 
 export interface EditedTextEncoder {
   layout: TextEncoderLayout;
-  /** Rows of the token table (ids below `vocabSize` index it, after the export's own index arithmetic). */
-  tokenRows?: number;
 }
 
 /** Where a graph's tensors come from and go to. */
@@ -189,20 +187,16 @@ export function editTextEncoder(model: OnnxModel, options: TextEncoderEditOption
   for (const consumer of normNodes) replaceInput(consumer, last, selected);
   const inputs = [valueInfo(CLIP_SKIP_INPUT, DataType.INT32, [1])];
 
-  let tokenRows: number | undefined;
   if (options.vocabSize !== undefined) {
     const lookup = findTokenLookup(index, layout, options.idsName) ?? refuse(model.path, "no token-embedding Gather fed by the ids");
     const [tableName, indicesName] = lookup.strings(NodeField.input) as [string, string];
     const table = tensorHeader(index.initializers.get(tableName)!);
-    const [rows, hidden] = table.dims as [number, number];
-    tokenRows = rows;
+    const hidden = table.dims[1]!;
     let extra = EXTRA_VECTORS_INPUT;
     if (table.dataType !== DataType.FLOAT) {
       extra = names.take("extra_token_vectors_cast");
       nodes.push(castNode(EXTRA_VECTORS_INPUT, extra, table.dataType, names.take("ExtraVectorsCast")));
     }
-    const joined = names.take("token_table_with_extra_vectors");
-    nodes.push(node("Concat", [tableName, extra], [joined], names.take("TokenTableConcat"), [intAttribute("axis", 0)]));
     // Ids as int64 in the shape of the lookup's indices.
     const ids64 = names.take("ids_int64");
     nodes.push(castNode(options.idsName, ids64, DataType.INT64, names.take("IdsCast")));
@@ -214,12 +208,30 @@ export function editTextEncoder(model: OnnxModel, options: TextEncoderEditOption
     nodes.push(castNode(indicesName, original, DataType.INT64, names.take("TokenIndicesCast")));
     const isToken = names.take("id_is_token");
     nodes.push(node("Less", [ids, constInt("vocab_size", DataType.INT64, [options.vocabSize], [])], [isToken], names.take("IdIsToken")));
-    const extraRow = names.take("extra_vector_row");
-    nodes.push(node("Add", [ids, constInt("extra_row_offset", DataType.INT64, [rows - options.vocabSize], [])], [extraRow], names.take("ExtraVectorRow")));
-    const lookupIndex = names.take("token_lookup_index");
-    nodes.push(node("Where", [isToken, original, extraRow], [lookupIndex], names.take("TokenLookupIndex")));
-    replaceInput(lookup, tableName, joined);
-    replaceInput(lookup, indicesName, lookupIndex);
+    // Two lookups, each with the other's positions pointed at row 0, then a Where per position:
+    // the table's Gather stays the graph's own (the fp16 converter converts it as before, and no
+    // table-sized Concat runs per call).
+    const zero = constInt("row_zero", DataType.INT64, [0], []);
+    const tokenIndex = names.take("token_table_index");
+    nodes.push(node("Where", [isToken, original, zero], [tokenIndex], names.take("TokenTableIndex")));
+    const extraOffset = names.take("extra_vector_offset");
+    nodes.push(node("Sub", [ids, constInt("vocab_size_offset", DataType.INT64, [options.vocabSize], [])], [extraOffset], names.take("ExtraVectorOffset")));
+    const extraIndex = names.take("extra_vector_index");
+    nodes.push(node("Where", [isToken, zero, extraOffset], [extraIndex], names.take("ExtraVectorIndex")));
+    const looked = lookup.strings(NodeField.output)[0]!;
+    const fromTable = names.take("token_vectors_from_table");
+    lookup.setStrings(NodeField.output, [fromTable]);
+    replaceInput(lookup, indicesName, tokenIndex);
+    const fromExtra = names.take("token_vectors_from_extra");
+    nodes.push(node("Gather", [extra, extraIndex], [fromExtra], names.take("ExtraVectorGather"), [intAttribute("axis", 0)]));
+    const isTokenColumn = names.take("id_is_token_column");
+    const opset = model.opsetVersion() ?? 13;
+    nodes.push(
+      opset >= 13
+        ? node("Unsqueeze", [isToken, constInt("last_axis", DataType.INT64, [-1], [1])], [isTokenColumn], names.take("IdIsTokenColumn"))
+        : node("Unsqueeze", [isToken], [isTokenColumn], names.take("IdIsTokenColumn"), [intsAttribute("axes", [-1])]),
+    );
+    nodes.push(node("Where", [isTokenColumn, fromTable, fromExtra], [looked], names.take("TokenVectors")));
     inputs.push(valueInfo(EXTRA_VECTORS_INPUT, DataType.FLOAT, ["extra_vectors", hidden]));
   }
 
@@ -228,7 +240,7 @@ export function editTextEncoder(model: OnnxModel, options: TextEncoderEditOption
   graph.setMessages(GraphField.initializer, [...graph.messages(GraphField.initializer), ...initializers]);
   graph.setMessages(GraphField.input, [...graph.messages(GraphField.input), ...inputs]);
   graph.setMessages(GraphField.node, topologicalOrder([...graph.messages(GraphField.node), ...nodes], graph));
-  return tokenRows === undefined ? { layout } : { layout, tokenRows };
+  return { layout };
 }
 
 function refuse(path: string, why: string): never {
@@ -320,6 +332,10 @@ function node(opType: string, inputs: string[], outputs: string[], name: string,
 
 function intAttribute(name: string, value: number): PbMessage {
   return new Message([stringField(AttributeField.name, name), intField(AttributeField.i, value), intField(AttributeField.type, AttributeType.INT)], AttributeSchema);
+}
+
+function intsAttribute(name: string, values: number[]): PbMessage {
+  return new Message([stringField(AttributeField.name, name), ...values.map((v) => intField(AttributeField.ints, v)), intField(AttributeField.type, AttributeType.INTS)], AttributeSchema);
 }
 
 function castNode(input: string, output: string, to: number, name: string): PbMessage {
