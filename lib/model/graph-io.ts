@@ -54,6 +54,8 @@ export interface TextEncoderIo {
   /** The inputs sd-trt's text-encoder edit adds (lib/onnx/text-encoder-edit.ts), when the graph (an engine built from the edited graph) has them. */
   clipSkipName?: string;
   extraVectorsName?: string;
+  /** Transformer layers, as the edit found them (recorded by `sd-trt build` in the engine manifest): the largest clip skip. */
+  layers?: number;
 }
 
 /** How the UNet wants its timestep: a scalar, a [1] tensor broadcast over the batch, or one per row. */

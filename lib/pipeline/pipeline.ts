@@ -73,7 +73,7 @@ export interface PipelineLoadOptions {
    * A folder of A1111 textual-inversion embeddings (`.safetensors`, subfolders included): a prompt
    * word equal to a file's name (without `.safetensors`) stands for its vectors, as in A1111. A
    * pickle (`.pt`, `.bin`, …), a corrupt file or one of another width fails the load, naming the
-   * file. CPU backend only for now.
+   * file. TensorRT engines must have been built with the embedding input (this version's `sd-trt build`).
    */
   embeddingsDir?: string;
 }
@@ -308,7 +308,12 @@ function nonEmptyString(option: string, value: unknown): string {
 async function loadEmbeddings(dir: string, backend: Backend, tokenizer: ClipTokenizer): Promise<LoadedEmbeddings> {
   const width = backend.limits.tokenVectorWidth;
   if (width === undefined) {
-    throw new InvalidOptionError("embeddingsDir", `embeddingsDir (textual inversion) needs the CPU backend for now; the ${backend.name} backend's text encoder cannot take embedding vectors yet`);
+    throw new InvalidOptionError(
+      "embeddingsDir",
+      backend.name === "tensorrt"
+        ? "embeddingsDir (textual inversion) needs text-encoder engines built with the embedding input: rebuild them with this version's sd-trt build --force"
+        : `embeddingsDir (textual inversion) needs a text encoder that takes embedding vectors; the ${backend.name} backend's does not`,
+    );
   }
   const list = await loadTextualInversions(dir, width);
   const vectors = new Float32Array(list.reduce((n, e) => n + e.vectors.length, 0));

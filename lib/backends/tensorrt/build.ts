@@ -100,7 +100,7 @@ interface PlannedModel {
    * (lib/onnx/text-encoder-edit.ts: clip_skip and extra_token_vectors inputs, for clip skip and
    * textual inversion); absent when its layers could not be found (then it is built as exported).
    */
-  textEncoderEdit?: { vocabSize: number };
+  textEncoderEdit?: { vocabSize: number; layers: number };
 }
 
 function roleFile(folder: ModelFolder, role: ModelRole): ModelFile | undefined {
@@ -178,6 +178,7 @@ async function planModels(folder: ModelFolder, options: BuildEnginesOptions): Pr
         message: `${folder.dir}/unet/config.json sets upcast_attention, but ${file.path} is an fp16 export: its attention scores are computed in fp16 and may overflow (UnetOverflowError). Export the UNet in fp32 and sd-trt keeps them in fp32`,
       });
     }
+    if (textEncoderEdit) (contract as TextEncoderIo).layers = textEncoderEdit.layers;
     partial.push({
       role,
       file,
@@ -456,19 +457,20 @@ function textEncoderNames(planned: PlannedModel): { idsName: string; hiddenName:
  * whose weights live in external files next to an fp16 export, is built as exported (with a
  * warning): clip skip and textual inversion are then unavailable with its engines.
  */
-async function planTextEncoderEdit(folder: ModelFolder, model: OnnxModel, options: BuildEnginesOptions): Promise<{ vocabSize: number } | undefined> {
+async function planTextEncoderEdit(folder: ModelFolder, model: OnnxModel, options: BuildEnginesOptions): Promise<{ vocabSize: number; layers: number } | undefined> {
   const tokenizer = folder.tokenizer ? await ClipTokenizer.fromDirectory(dirname(folder.tokenizer.vocab)) : await ClipTokenizer.default();
   const io = describeForEngine("text_encoder", onnxSignature(model), model.path) as TextEncoderIo;
   if (exportPrecision(model) === "fp16" && model.externalDataFiles().length > 0) {
     options.onProgress?.({ type: "warning", message: `${model.path} is an fp16 export with external weights: built as exported, without the clip-skip and textual-inversion inputs` });
     return undefined;
   }
+  let layers: number;
   try {
-    editTextEncoder(model, { idsName: io.idsName, hiddenName: io.hiddenName, vocabSize: tokenizer.vocabSize });
+    layers = editTextEncoder(model, { idsName: io.idsName, hiddenName: io.hiddenName, vocabSize: tokenizer.vocabSize }).layout.layers;
   } catch (error) {
     if (!(error instanceof ModelFileError)) throw error;
     options.onProgress?.({ type: "warning", message: `${error.message}; the text encoder is built as exported, without clip skip and textual inversion` });
     return undefined;
   }
-  return { vocabSize: tokenizer.vocabSize };
+  return { vocabSize: tokenizer.vocabSize, layers };
 }
