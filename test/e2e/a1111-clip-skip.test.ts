@@ -17,7 +17,7 @@ import { PipelineService } from "../../lib/service/pipeline-service.js";
 import { SdServer } from "../../lib/server/server.js";
 import { batchKey } from "../../lib/pipeline/generation.js";
 import sharp from "sharp";
-import { copyTe05Model } from "../fixtures/tiny-sd-cases/model-variants.js";
+import { copyTe05Model, moveWeightsToExternalData } from "../fixtures/tiny-sd-cases/model-variants.js";
 
 interface Te05Golden {
   cases: { text: string; chunks: number; conds: Record<string, { shape: [number, number]; values: number[] }> }[];
@@ -63,6 +63,19 @@ describe("clip skip, as A1111 computes it", () => {
     expect(out.cond.shape).toEqual(c.conds["2"]!.shape);
     expect(worstError(out.cond.values, c.conds["2"]!.values)).toBeLessThan(1e-5);
     await expect(runTokenize({ words: [c.text], json: true, clipSkip: 2 })).rejects.toThrow(/--clip-skip needs --model DIR --embeddings/);
+  });
+
+  test("a text encoder whose weights are in an external data file takes clip skip the same", async () => {
+    const external = await copyTe05Model(join(dir, "external"));
+    expect(await moveWeightsToExternalData(join(external, "text_encoder", "model.onnx"), "model.onnx_data")).toBeGreaterThan(0);
+    const other = await Pipeline.load(external, { backend: "cpu" });
+    try {
+      const c = golden.cases[0]!;
+      const { values } = await other.promptConditioning(c.text, { clipSkip: 2 });
+      expect(worstError(values, c.conds["2"]!.values)).toBeLessThan(1e-5);
+    } finally {
+      await other.dispose();
+    }
   });
 
   test("beyond the text encoder's layers is refused naming clipSkip and the limit (2 for tiny-sd)", async () => {

@@ -43,7 +43,8 @@ import { defaultMemoryLimit, estimateCpuMemory, formatBytes } from "./memory.js"
 import { startLatents } from "../start-latents.js";
 import { OrtHost, type GenerateJob, type HostGenerateOptions, type HostTensor, type SessionOptions } from "./ort-host.js";
 import type { PromptRows, TextEncoderCall } from "./ort-protocol.js";
-import { OnnxModel } from "../../onnx/model.js";
+import { ExternalDataReader, OnnxModel } from "../../onnx/model.js";
+import { inlineExternal } from "../../onnx/convert-fp16.js";
 import { CLIP_SKIP_INPUT, editTextEncoder, EXTRA_VECTORS_INPUT } from "../../onnx/text-encoder-edit.js";
 import { checkDenoiseJob, TOKENS } from "./denoise-loop.js";
 import type { PromptBatch } from "../../prompt/conditioning.js";
@@ -448,6 +449,15 @@ interface TextEncoderFeeds {
 async function editedTextEncoder(host: OrtHost, session: Session<TextEncoderIo>, options: CpuBackendOptions): Promise<TextEncoderFeeds> {
   const vocabSize = options.tokenVocabularySize;
   const model = await OnnxModel.read(session.file.path);
+  // ONNX Runtime resolves external data next to a file, not for a model given as bytes: inline it.
+  if (model.externalDataFiles().length > 0) {
+    const reader = new ExternalDataReader();
+    try {
+      for (const t of model.tensors()) await inlineExternal(t, model, reader);
+    } finally {
+      await reader.close();
+    }
+  }
   let layers: number;
   try {
     layers = editTextEncoder(model, { idsName: session.io.idsName, hiddenName: session.io.hiddenName, ...(vocabSize !== undefined ? { vocabSize } : {}) }).layout.layers;
