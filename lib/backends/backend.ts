@@ -42,6 +42,15 @@ export interface BackendLimits {
   fractionalTimesteps?: boolean;
   /** Most 77-token chunks a prompt may have (75 prompt tokens each): the UNet's text length is 77 · chunks. */
   maxPromptChunks: number;
+  /** Largest clip skip (A1111's `CLIP_stop_at_last_layers`): the text encoder's layer count. Absent means 1. */
+  maxClipSkip?: number;
+  /** Why clip skip is unavailable (the text encoder's layers could not be found), when it is. */
+  clipSkipUnavailable?: string;
+  /**
+   * The width of the textual-inversion vectors the text encoder takes (`GenerationJob.tokenVectors`;
+   * its hidden size), when it was loaded to take them. Absent: prompts cannot use embeddings.
+   */
+  tokenVectorWidth?: number;
 }
 
 /** The stages of a generation, in the order they run. */
@@ -98,6 +107,13 @@ export interface GenerationJob {
   uncond: PromptBatch | null;
   /** What the weights do to each chunk's encoder output (A1111's emphasis setting). */
   emphasis: Emphasis;
+  /** A1111's clip skip: the text encoder output is hidden_states[-clipSkip] through the final layer norm. Absent means 1. */
+  clipSkip?: number;
+  /**
+   * Textual-inversion vectors [rows, tokenVectorWidth]: a prompt token id `vocabSize + r` is row r
+   * (lib/prompt/embeddings.ts). Only where `limits.tokenVectorWidth` is set.
+   */
+  tokenVectors?: Float32Array;
   /** Guidance scale per image (length batch). Unused when `uncond` is null. */
   guidance: Float64Array;
   /**
@@ -164,7 +180,7 @@ export interface Backend {
    * by `emphasis`, the chunks joined: [rows, 77 · chunks, hidden] on the host. For inspection
    * (`sd-trt tokenize --model`); absent where the backend keeps embeddings on the device only.
    */
-  encodePrompts?(prompts: PromptBatch, emphasis: Emphasis): Promise<{ shape: [number, number, number]; values: Float32Array }>;
+  encodePrompts?(prompts: PromptBatch, emphasis: Emphasis, clipSkip?: number, tokenVectors?: Float32Array): Promise<{ shape: [number, number, number]; values: Float32Array }>;
   /** Waits for a running generation, then releases everything. Idempotent. */
   dispose(): Promise<void>;
 }

@@ -23,6 +23,8 @@ export interface BackendLoadOptions {
   threads?: number;
   /** CPU backend: most memory a generation may need, bytes. Defaults to this machine's memory. */
   memoryLimit?: number;
+  /** CPU backend: textual inversion (CpuBackendOptions.tokenVocabularySize). */
+  tokenVocabularySize?: number;
   /** TensorRT backend: run the denoise loop under CUDA graphs. Defaults to true; the CPU backend ignores it. */
   useGraphs?: boolean;
   /**
@@ -57,6 +59,7 @@ async function loadCpu(folder: ModelFolder, options: BackendLoadOptions): Promis
   return CpuBackend.load(folder, {
     ...(options.threads === undefined ? {} : { intraOpThreads: options.threads }),
     ...(options.memoryLimit === undefined ? {} : { memoryLimit: options.memoryLimit }),
+    ...(options.tokenVocabularySize === undefined ? {} : { tokenVocabularySize: options.tokenVocabularySize }),
   });
 }
 

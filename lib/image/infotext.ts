@@ -38,14 +38,20 @@ export interface InfotextParameters {
   variationSeedStrength?: number;
   /** A1111's `Seed resize from` ("WxH"). */
   seedResizeFrom?: string;
+  /** A1111's clip skip: written when above 1, as A1111 writes it. */
+  clipSkip?: number;
   /** A1111's `ENSD` (eta_noise_seed_delta). */
   ensd?: number;
   /** A1111's hires fields (`Hires upscale`, `Hires steps`, `Hires upscaler`), written after `RNG`. */
   hires?: [string, string][];
   /** A1111's `Eta` (ancestral samplers, when not 1). */
   eta?: number;
-  /** A1111's emphasis name ("No norm", "Ignore", "None"): written only when not "Original" and a prompt has "(" or "[", as A1111 writes it. */
-  emphasis?: string;
+  /**
+   * What A1111 adds to the infotext while computing the conditioning, in the order it adds them:
+   * `TI hashes` (textual-inversion embeddings used) and `Emphasis` (its name when not "Original"
+   * and a prompt has "(" or "[").
+   */
+  conditioningParams?: [string, string][];
 }
 
 /** A1111's `quote()`: JSON-quote a value that would break the comma-separated list. */
@@ -67,11 +73,12 @@ export function formatInfotext(p: InfotextParameters): string {
   if (p.variationSeedStrength !== undefined) fields.push(["Variation seed strength", String(p.variationSeedStrength)]);
   if (p.seedResizeFrom !== undefined) fields.push(["Seed resize from", p.seedResizeFrom]);
   if (p.denoisingStrength !== undefined) fields.push(["Denoising strength", String(p.denoisingStrength)]);
+  if (p.clipSkip !== undefined && p.clipSkip > 1) fields.push(["Clip skip", String(p.clipSkip)]);
   if (p.ensd !== undefined) fields.push(["ENSD", String(p.ensd)]);
   fields.push(["RNG", p.rng === "nv" ? "NV" : "CPU"]);
   if (p.hires) fields.push(...p.hires);
-  // A1111 adds its extra generation parameters in the order it sets them: hires (at init), Emphasis (with the conditioning), Eta (while sampling).
-  if (p.emphasis !== undefined) fields.push(["Emphasis", p.emphasis]);
+  // A1111 adds its extra generation parameters in the order it sets them: hires (at init), TI hashes and Emphasis (with the conditioning), Eta (while sampling).
+  if (p.conditioningParams) fields.push(...p.conditioningParams);
   if (p.eta !== undefined) fields.push(["Eta", String(p.eta)]);
   const lines = [p.prompt];
   if (p.negativePrompt) lines.push(`Negative prompt: ${p.negativePrompt}`);

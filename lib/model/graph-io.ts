@@ -18,6 +18,7 @@
  * Names follow optimum's export (both the ≤ 1.22 and the current conventions) and the TensorRT
  * demo's. Anything else is refused with a message naming the file and what it has.
  */
+import { CLIP_SKIP_INPUT, EXTRA_VECTORS_INPUT } from "../onnx/text-encoder-edit.js";
 import { ModelFileError } from "../errors.js";
 
 /** A dimension: a number when static, the symbolic name when dynamic. */
@@ -55,6 +56,11 @@ export interface TextEncoderIo {
   hiddenSize?: number;
   /** Static token count, when declared (77 for CLIP). */
   sequenceLength?: number;
+  /** The inputs sd-trt's text-encoder edit adds (lib/onnx/text-encoder-edit.ts), when the graph (an engine built from the edited graph) has them. */
+  clipSkipName?: string;
+  extraVectorsName?: string;
+  /** Transformer layers, as the edit found them (recorded by `sd-trt build` in the engine manifest): the largest clip skip. */
+  layers?: number;
 }
 
 /** How the UNet wants its timestep: a scalar, a [1] tensor broadcast over the batch, or one per row. */
@@ -186,6 +192,9 @@ const staticDim = (d: Dim | undefined): number | undefined => (typeof d === "num
 export function describeTextEncoder(signature: GraphSignature, file: string): TextEncoderIo {
   const c = new IoChecker(file, "text_encoder", signature);
   const ids = c.input("token ids", ["input_ids"], [2], ["int32", "int64"]);
+  const has = (name: string) => signature.inputs.some((i) => i.name === name);
+  const clipSkip = has(CLIP_SKIP_INPUT) ? c.input("clip skip", [CLIP_SKIP_INPUT], [1], ["int32"]) : undefined;
+  const extraVectors = has(EXTRA_VECTORS_INPUT) ? c.input("textual-inversion vectors", [EXTRA_VECTORS_INPUT], [2], ["float32"]) : undefined;
   c.noOtherInputs();
   const hidden = c.output("hidden state", ["last_hidden_state", "text_embeddings"], [3], FLOAT);
   const io: TextEncoderIo = {
@@ -198,6 +207,8 @@ export function describeTextEncoder(signature: GraphSignature, file: string): Te
   if (hiddenSize !== undefined) io.hiddenSize = hiddenSize;
   const sequenceLength = staticDim(ids.shape[1]);
   if (sequenceLength !== undefined) io.sequenceLength = sequenceLength;
+  if (clipSkip) io.clipSkipName = clipSkip.name;
+  if (extraVectors) io.extraVectorsName = extraVectors.name;
   return io;
 }
 

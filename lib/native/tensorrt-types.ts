@@ -162,6 +162,11 @@ export interface TrtEncodeTextOptions {
   multipliers?: Float32Array;
   /** "original": z·m, then the row rescaled to its mean before; "no-norm": z·m. Needs `multipliers`. */
   emphasis?: "original" | "no-norm";
+  /**
+   * The edited graph's other inputs (lib/onnx/text-encoder-edit.ts): `clip_skip` int32 [1],
+   * `extra_token_vectors` float32 [rows, hidden]. Copied at the call.
+   */
+  extraInputs?: { name: string; dims: number[]; data: Int32Array | Float32Array }[];
 }
 
 export interface TrtImageIoOptions {

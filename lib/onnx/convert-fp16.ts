@@ -301,7 +301,7 @@ async function convertTensorToFp16(t: PbMessage, model: OnnxModel, reader: Exter
 }
 
 /** Makes an external tensor self-contained (its data inline) so the model can move folders. */
-async function inlineExternal(t: PbMessage, model: OnnxModel, reader: ExternalDataReader): Promise<void> {
+export async function inlineExternal(t: PbMessage, model: OnnxModel, reader: ExternalDataReader): Promise<void> {
   if (!isExternal(t)) return;
   const bytes = await tensorBytes(t, model, reader);
   t.remove(TensorField.externalData);

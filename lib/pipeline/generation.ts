@@ -102,6 +102,8 @@ export interface GenerationContext {
   modelHash(): Promise<string>;
   /** SDXL: the refiner loaded with the pipeline (its backend and its scheduler's programs). */
   refiner?: { backend: Backend; programs: ProgramCache; numTrainTimesteps: number };
+  /** Textual inversion: the vectors every text-encoder call takes ([rows, hidden]), and each embedding's short hash for `TI hashes`. */
+  embeddings?: { vectors: Float32Array; shorthash: ReadonlyMap<string, string> };
 }
 
 /** Per-batch hooks: the batch's cancellation and progress (a request's own, when it runs alone). */
@@ -163,7 +165,7 @@ export function batchKey(request: ResolvedRequest, width = request.width, height
   const img2img = request.initImage !== undefined;
   // The text lengths and the emphasis shape the UNet and text-encoder calls as well.
   // SDXL: zero uncond embeddings are one choice for the whole batch.
-  const text: unknown[] = [request.cond.batch.chunks, request.uncond?.batch.chunks ?? null, request.promptReading.emphasis, request.sdxl?.zeroUncond ?? null];
+  const text: unknown[] = [request.cond.batch.chunks, request.uncond?.batch.chunks ?? null, request.promptReading.emphasis, request.clipSkip, request.sdxl?.zeroUncond ?? null];
   const refiner = request.sdxl?.refiner;
   if (refiner) text.push(refiner.switchAt, refiner.zeroUncond, refiner.cond.batch.chunks, refiner.uncond?.batch.chunks ?? null);
   return JSON.stringify([width, height, request.steps, request.scheduler, request.a1111.sigmaSchedule ?? null, request.a1111.eta ?? null, request.guidance > 1, img2img ? request.strength : null, request.a1111.hires ?? null, ...text]);
@@ -350,6 +352,8 @@ export async function executeBatch(context: GenerationContext, prepared: Prepare
     cond: mergePrompts(prepared.map((p) => p.request.cond.batch)),
     uncond: cfg ? mergePrompts(prepared.map((p) => p.request.uncond!.batch)) : null,
     emphasis: first.request.promptReading.emphasis,
+    clipSkip: first.request.clipSkip,
+    ...(context.embeddings ? { tokenVectors: context.embeddings.vectors } : {}),
     guidance,
     start: first.img2img ? { images: prepared.map((p) => initImage(p)) } : { latents: concatenate(prepared.map((p) => p.initialLatents!)) },
     noise: joinStepNoise(prepared.map((p) => p.stepNoise)),
@@ -443,7 +447,8 @@ export async function executeBatch(context: GenerationContext, prepared: Prepare
         ...(r.strength !== undefined ? { denoisingStrength: r.strength } : {}),
         ...a1111InfotextFields(r.scheduler, r.a1111, i),
         rng: r.rng,
-        ...infotextEmphasis(r),
+        clipSkip: r.clipSkip,
+        conditioningParams: conditioningParams(r, context.embeddings?.shorthash),
       });
       images.push({ rgb: pixels[row + i]!, width: outWidth, height: outHeight, seed, infotext });
     }
@@ -476,14 +481,31 @@ export async function executeBatch(context: GenerationContext, prepared: Prepare
 }
 
 /**
- * A1111 records the emphasis when it is not "Original" and some prompt of the generation (prompt
- * or negative prompt) has "(" or "[" (sd_hijack_clip.py `forward`).
+ * What A1111's `FrozenCLIPEmbedderWithCustomWords.forward` adds to the infotext, in its order. It
+ * runs once per distinct prompt, negative prompts first (processing.py `setup_conds`), and each
+ * call, when its texts use embeddings, sets `TI hashes` to its own "name: shorthash" list followed
+ * by the value already there; when its texts have "(" or "[" and the emphasis is not "Original",
+ * it sets `Emphasis`. A key keeps the place where it was first set.
  */
-function infotextEmphasis(r: ResolvedRequest): { emphasis?: string } {
-  const { syntax, emphasis } = r.promptReading;
-  if (syntax !== "a1111" || emphasis === "original") return {};
-  const texts = r.uncond ? [...r.prompts, ...r.negativePrompts] : r.prompts;
-  return texts.some((t) => t.includes("(") || t.includes("[")) ? { emphasis: A1111_EMPHASIS_NAMES[emphasis] } : {};
+function conditioningParams(r: ResolvedRequest, shorthash: ReadonlyMap<string, string> | undefined): [string, string][] {
+  if (r.promptReading.syntax !== "a1111") return [];
+  // One call per distinct prompt, in the order buildPromptBatch read them (embeddingsUsed's order).
+  const callsOf = (texts: string[], used: string[][]) => [...new Set(texts)].map((text, i) => ({ used: used[i] ?? [], text }));
+  const calls = [...(r.uncond ? callsOf(r.negativePrompts, r.uncond.embeddingsUsed) : []), ...callsOf(r.prompts, r.cond.embeddingsUsed)];
+  const params = new Map<string, string>();
+  const emphasis = r.promptReading.emphasis;
+  for (const call of calls) {
+    const hashes = call.used.flatMap((name) => {
+      const hash = shorthash?.get(name);
+      return hash ? [`${name.replace(/[:,]/g, "")}: ${hash}`] : [];
+    });
+    if (hashes.length > 0) {
+      const before = params.get("TI hashes");
+      params.set("TI hashes", [...hashes, ...(before ? [before] : [])].join(", "));
+    }
+    if (emphasis !== "original" && (call.text.includes("(") || call.text.includes("["))) params.set("Emphasis", A1111_EMPHASIS_NAMES[emphasis]);
+  }
+  return [...params];
 }
 
 /**

@@ -15,6 +15,7 @@ import { buildPromptBatch, padPromptBatch, PROMPT_SYNTAXES, type BuiltPrompts, t
 import { CHUNK_LENGTH, DEFAULT_COMMA_PADDING_BACKTRACK, MAX_COMMA_PADDING_BACKTRACK } from "../prompt/chunks.js";
 import { EMPHASIS_MODES, type Emphasis } from "../prompt/emphasis.js";
 import { resolveSdxlOptions, SDXL_OPTION_NAMES, type SdxlGenerateOptions, type SdxlModelFacts, type SdxlRequest } from "./sdxl-options.js";
+import type { EmbeddingVocabulary } from "../prompt/embeddings.js";
 
 /** One `onProgress` event. */
 export interface ProgressEvent {
@@ -90,6 +91,13 @@ export interface GenerateOptions extends A1111GenerateOptions, SdxlGenerateOptio
    * UNet evaluates the two separately, which gives A1111's default images.
    */
   padCondUncond?: boolean;
+  /**
+   * A1111's clip skip (`CLIP_stop_at_last_layers`): the conditioning is the text encoder's hidden
+   * state `clipSkip` layers from the end, through its final layer norm, as A1111 takes it. 1 (the
+   * default) is the last layer; at most the encoder's layer count (12 for SD 1.x,
+   * `limits.maxClipSkip`).
+   */
+  clipSkip?: number;
   /** Return the final latents [batch, 4, height/8, width/8] (before the VAE) as `latents`. Defaults to false. */
   returnLatents?: boolean;
   /**
@@ -119,6 +127,8 @@ export interface ValidationContext {
   tokenizer: ClipTokenizer;
   /** SDXL models: the second tokenizer and the pipeline facts (sdxl-options.ts). */
   sdxl?: SdxlModelFacts;
+  /** Textual-inversion embeddings prompt words can name. */
+  embeddings?: EmbeddingVocabulary;
 }
 
 /** Options after validation, with defaults applied. */
@@ -128,6 +138,8 @@ export interface ResolvedRequest {
   /** How the prompts were read. */
   promptReading: PromptReading;
   padCondUncond: boolean;
+  /** A1111's clip skip, 1 … the text encoder's layers. */
+  clipSkip: number;
   /** The prompts' text-encoder input. */
   cond: BuiltPrompts;
   /** The negative prompts' (null when guidance is off), padded to `cond`'s chunk count with `padCondUncond`. */
@@ -169,7 +181,7 @@ export const MAX_GUIDANCE = 100;
 const KNOWN_OPTIONS = new Set([
   "prompt", "negativePrompt", "width", "height", "steps", "guidance", "scheduler", "seed", "seeds", "batch",
   "rng", "initImage", "strength", "signal", "onProgress", "returnLatents", "onLatents", ...A1111_OPTION_NAMES,
-  "promptSyntax", "emphasis", "commaPaddingBacktrack", "padCondUncond", ...SDXL_OPTION_NAMES,
+  "promptSyntax", "emphasis", "commaPaddingBacktrack", "padCondUncond", "clipSkip", ...SDXL_OPTION_NAMES,
 ]);
 
 function promptList(name: string, value: unknown): string[] | string {
@@ -312,6 +324,7 @@ export function resolveGenerateOptions(options: GenerateOptions, ctx: Validation
   };
   if (options.padCondUncond !== undefined && typeof options.padCondUncond !== "boolean") throw invalidOption("padCondUncond", "true or false", options.padCondUncond);
   const padCondUncond = options.padCondUncond ?? false;
+  const clipSkip = validateClipSkip(options.clipSkip, ctx.limits);
   const prompts = Array.isArray(prompt) ? prompt : new Array<string>(batch).fill(prompt);
   const negativePrompts = Array.isArray(negative) ? negative : new Array<string>(batch).fill(negative);
   const cond = readPrompts(ctx, prompts, promptReading, "prompt", steps);
@@ -350,6 +363,7 @@ export function resolveGenerateOptions(options: GenerateOptions, ctx: Validation
     negativePrompts,
     promptReading,
     padCondUncond,
+    clipSkip,
     cond,
     uncond,
     tokenizeMs,
@@ -383,7 +397,7 @@ export function resolveGenerateOptions(options: GenerateOptions, ctx: Validation
  *   or a weight that is not a number.
  */
 function readPrompts(ctx: ValidationContext, texts: string[], reading: PromptReading, option: "prompt" | "negativePrompt", steps: number): BuiltPrompts {
-  const built = buildPromptBatch(ctx.tokenizer, texts, reading, option, steps);
+  const built = buildPromptBatch(ctx.tokenizer, texts, reading, option, steps, ctx.embeddings);
   const max = ctx.limits.maxPromptChunks;
   if (built.batch.chunks > max) {
     throw new InvalidOptionError(
@@ -393,4 +407,21 @@ function readPrompts(ctx: ValidationContext, texts: string[], reading: PromptRea
     );
   }
   return built;
+}
+
+/**
+ * `clipSkip`: 1 … the text encoder's layer count (`limits.maxClipSkip`). Above 1 it needs the
+ * text-encoder edit, which says why when it could not be made.
+ * @throws InvalidOptionError naming clipSkip and the limit.
+ */
+export function validateClipSkip(value: unknown, limits: BackendLimits): number {
+  if (value === undefined) return 1;
+  const max = limits.maxClipSkip ?? 1;
+  if (limits.clipSkipUnavailable && value !== 1) {
+    throw new InvalidOptionError("clipSkip", `clipSkip must be 1 with this model: ${limits.clipSkipUnavailable}`);
+  }
+  if (max === 1 && value !== 1 && !limits.clipSkipUnavailable) {
+    throw new InvalidOptionError("clipSkip", `clipSkip must be 1 on this backend (it cannot take an earlier layer of the text encoder yet), got ${JSON.stringify(value)}`);
+  }
+  return integerInRange("clipSkip", value, 1, max);
 }

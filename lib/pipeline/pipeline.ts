@@ -33,6 +33,10 @@ import { ProgramCache } from "./program-cache.js";
 import type { SdxlModelFacts } from "./sdxl-options.js";
 import { checkRefinerMatchesBase } from "./sdxl-refiner.js";
 import { integerInRange, numberInRange, oneOf } from "../validate.js";
+import { loadTextualInversions, type TextualInversion } from "../model/textual-inversion.js";
+import { EmbeddingVocabulary } from "../prompt/embeddings.js";
+import { tokenizePrompt, type TokenizedPrompt } from "../prompt/chunks.js";
+import type { Emphasis } from "../prompt/emphasis.js";
 
 export type { GenerateOptions, ProgressEvent, ResolvedRequest } from "./options.js";
 export type { BatchHooks, GeneratedImage, GenerateResult, GenerateTimings } from "./generation.js";
@@ -69,6 +73,21 @@ export interface PipelineLoadOptions {
   device?: number;
   /** SDXL: a refiner model folder run after the base in generations that ask for it (`refiner` option). */
   refiner?: string;
+  /**
+   * A folder of A1111 textual-inversion embeddings (`.safetensors`, subfolders included): a prompt
+   * word equal to a file's name (without `.safetensors`) stands for its vectors, as in A1111. A
+   * pickle (`.pt`, `.bin`, …), a corrupt file or one of another width fails the load, naming the
+   * file. TensorRT engines must have been built with the embedding input (this version's `sd-trt build`).
+   */
+  embeddingsDir?: string;
+}
+
+/** The textual-inversion embeddings a pipeline loaded, and what its prompts and text encoder use of them. */
+interface LoadedEmbeddings {
+  list: TextualInversion[];
+  vocabulary: EmbeddingVocabulary;
+  vectors: Float32Array;
+  shorthash: Map<string, string>;
 }
 
 /** Hex SHA-256 of a file, streamed. */
@@ -92,6 +111,7 @@ export class Pipeline {
   /** One batch at a time; dispose waits for the accepted ones, then releases the backend. */
   readonly #life = new Lifecycle("Pipeline");
   #modelHash: Promise<string> | undefined;
+  readonly #embeddings: LoadedEmbeddings | undefined;
 
   /** SDXL models: the second tokenizer and the pipeline facts options are validated against. */
   readonly #sdxl: SdxlModelFacts | undefined;
@@ -105,12 +125,14 @@ export class Pipeline {
     tokenizer: ClipTokenizer,
     defaultScheduler: SchedulerName,
     device: number,
+    embeddings: LoadedEmbeddings | undefined,
     sdxl?: SdxlModelFacts,
     refiner?: { backend: Backend; folder: ModelFolder },
   ) {
     this.#sdxl = sdxl;
     this.#refinerBackend = refiner?.backend;
     this.#folder = folder;
+    this.#embeddings = embeddings;
     this.device = device;
     this.#backend = backend;
     this.#limits = limitsForModel(backend.limits, folder.sizeMultiple);
@@ -123,6 +145,7 @@ export class Pipeline {
       programs: new ProgramCache(folder.schedulerConfig),
       ...(folder.sourceCheckpoint !== undefined ? { modelName: folder.sourceCheckpoint.name } : {}),
       modelHash: () => this.modelHash(),
+      ...(embeddings ? { embeddings: { vectors: embeddings.vectors, shorthash: embeddings.shorthash } } : {}),
     };
     if (refiner) {
       const config = refiner.folder.schedulerConfig;
@@ -150,18 +173,23 @@ export class Pipeline {
     if (options.engines !== undefined) loadOptions.engines = options.engines;
     if (options.threads !== undefined) loadOptions.threads = integerInRange("threads", options.threads, 1, 1024);
     if (options.useGraphs !== undefined) loadOptions.useGraphs = options.useGraphs;
+    const embeddingsDir = options.embeddingsDir === undefined ? undefined : nonEmptyString("embeddingsDir", options.embeddingsDir);
     // A refiner that does not fit the base is refused before anything loads.
     const refinerFolder = options.refiner === undefined ? undefined : await locateModelFolder(options.refiner);
     if (refinerFolder) checkRefinerMatchesBase(folder, refinerFolder);
+    const readTokenizer = () => (folder.tokenizer ? ClipTokenizer.fromDirectory(dirname(folder.tokenizer.vocab)) : ClipTokenizer.default());
+    // Textual-inversion vectors take the ids from the tokenizer's vocabulary size on, which the
+    // backend's text-encoder edit needs: then the tokenizer comes first.
+    const earlyTokenizer = embeddingsDir !== undefined ? await readTokenizer() : undefined;
     // The backend creates its sessions on another thread (ONNX Runtime's worker, or the GPU), so
     // the tokenizer's tables (~0.4 s of BPE set-up) are built here meanwhile, not before.
-    const loading = loadBackend(folder, choice, loadOptions);
+    const loading = loadBackend(folder, choice, { ...loadOptions, ...(earlyTokenizer ? { tokenVocabularySize: earlyTokenizer.vocabSize } : {}) });
     loading.catch(() => undefined); // its failure is reported below, once the tokenizer is built
     let tokenizer: ClipTokenizer;
     let sdxl: SdxlModelFacts | undefined;
     let refiner: { backend: Backend; folder: ModelFolder } | undefined;
     try {
-      tokenizer = folder.tokenizer ? await ClipTokenizer.fromDirectory(dirname(folder.tokenizer.vocab)) : await ClipTokenizer.default();
+      tokenizer = earlyTokenizer ?? (await readTokenizer());
       if (folder.sdxl) sdxl = { tokenizer2: await ClipTokenizer.fromDirectory(dirname(folder.sdxl.tokenizer2.vocab)), forceZerosForEmptyPrompt: folder.sdxl.forceZerosForEmptyPrompt };
       if (refinerFolder) {
         const refinerTokenizer = await ClipTokenizer.fromDirectory(dirname(refinerFolder.tokenizer!.vocab));
@@ -179,7 +207,28 @@ export class Pipeline {
       await refiner?.backend.dispose();
       throw error;
     }
-    return new Pipeline(folder, loaded.backend, loaded.reason, tokenizer, defaultScheduler, options.device ?? 0, sdxl, refiner);
+    let embeddings: LoadedEmbeddings | undefined;
+    try {
+      if (embeddingsDir !== undefined) embeddings = await loadEmbeddings(embeddingsDir, loaded.backend, tokenizer);
+    } catch (error) {
+      await loaded.backend.dispose();
+      await refiner?.backend.dispose();
+      throw error;
+    }
+    return new Pipeline(folder, loaded.backend, loaded.reason, tokenizer, defaultScheduler, options.device ?? 0, embeddings, sdxl, refiner);
+  }
+
+  /**
+   * A1111's reading of one prompt with this pipeline's tokenizer and embeddings (`tokenize_line`):
+   * parsed spans, chunks (an embedding's vectors as ids from the vocabulary size on), token count.
+   */
+  readPrompt(prompt: string, options: { emphasis?: Emphasis; commaPaddingBacktrack?: number } = {}): TokenizedPrompt {
+    return tokenizePrompt(this.#generation.tokenizer, prompt, { ...options, ...(this.#embeddings ? { embeddings: this.#embeddings.vocabulary } : {}) });
+  }
+
+  /** The textual-inversion embeddings loaded with `embeddingsDir` (name, file, vector count, hashes), sorted by name. */
+  get embeddings(): readonly Omit<TextualInversion, "vectors">[] {
+    return (this.#embeddings?.list ?? []).map(({ vectors: _, ...rest }) => rest);
   }
 
   /** The backend that runs: `"cpu"` or `"tensorrt"`. */
@@ -243,21 +292,22 @@ export class Pipeline {
       hostLatents: this.#limits.canObserveLatents,
       tokenizer: this.#generation.tokenizer,
       ...(this.#sdxl ? { sdxl: this.#sdxl } : {}),
+      ...(this.#embeddings ? { embeddings: this.#embeddings.vocabulary } : {}),
     });
   }
 
   /**
    * The text conditioning `generate` would give the UNet for this prompt, read with these options
-   * (`promptSyntax`, `emphasis`, `commaPaddingBacktrack`): [77 · chunks, hidden] values. For
+   * (`promptSyntax`, `emphasis`, `commaPaddingBacktrack`, `clipSkip`): [77 · chunks, hidden] values. For
    * inspection and comparison with A1111 (`sd-trt tokenize --model DIR --embeddings`).
    * @throws InvalidOptionError naming the option; when the backend keeps embeddings on the device
    *   only (TensorRT), naming `backend`.
    */
-  async promptConditioning(prompt: string, options: Pick<GenerateOptions, "promptSyntax" | "emphasis" | "commaPaddingBacktrack"> = {}): Promise<{ shape: [number, number]; values: Float32Array }> {
+  async promptConditioning(prompt: string, options: Pick<GenerateOptions, "promptSyntax" | "emphasis" | "commaPaddingBacktrack" | "clipSkip"> = {}): Promise<{ shape: [number, number]; values: Float32Array }> {
     const request = this.resolveOptions({ ...options, prompt, guidance: 1 });
     const encode = this.#backend.encodePrompts?.bind(this.#backend);
     if (!encode) throw new InvalidOptionError("backend", `the ${this.#backend.name} backend keeps text embeddings on the device; load the pipeline with backend "cpu" to read them`);
-    const { shape, values } = await this.#life.exclusive(() => encode(request.cond.batch, request.promptReading.emphasis));
+    const { shape, values } = await this.#life.exclusive(() => encode(request.cond.batch, request.promptReading.emphasis, request.clipSkip, this.#embeddings?.vectors));
     return { shape: [shape[1], shape[2]], values };
   }
 
@@ -306,4 +356,34 @@ export class Pipeline {
   async [Symbol.asyncDispose](): Promise<void> {
     await this.dispose();
   }
+}
+
+function nonEmptyString(option: string, value: unknown): string {
+  if (typeof value !== "string" || value === "") throw new InvalidOptionError(option, `${option} must be a folder path, got ${JSON.stringify(value)}`);
+  return value;
+}
+
+/**
+ * The embeddings under `dir`, checked against the text encoder's width, with the vocabulary the
+ * prompts are read with and the vectors every text-encoder call takes.
+ * @throws InvalidOptionError when the backend's text encoder cannot take them; ModelFileError naming a bad file.
+ */
+async function loadEmbeddings(dir: string, backend: Backend, tokenizer: ClipTokenizer): Promise<LoadedEmbeddings> {
+  const width = backend.limits.tokenVectorWidth;
+  if (width === undefined) {
+    throw new InvalidOptionError(
+      "embeddingsDir",
+      backend.name === "tensorrt"
+        ? "embeddingsDir (textual inversion) needs text-encoder engines built with the embedding input: rebuild them with this version's sd-trt build --force"
+        : `embeddingsDir (textual inversion) needs a text encoder that takes embedding vectors; the ${backend.name} backend's does not`,
+    );
+  }
+  const list = await loadTextualInversions(dir, width);
+  const vectors = new Float32Array(list.reduce((n, e) => n + e.vectors.length, 0));
+  let at = 0;
+  for (const e of list) {
+    vectors.set(e.vectors, at);
+    at += e.vectors.length;
+  }
+  return { list, vocabulary: new EmbeddingVocabulary(tokenizer, list), vectors, shorthash: new Map(list.map((e) => [e.name, e.shorthash])) };
 }

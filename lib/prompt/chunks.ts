@@ -8,11 +8,14 @@
  * - a BREAK closes the current chunk, even an empty one;
  * - when a token that is not a comma meets a full chunk whose last comma is at most
  *   `commaPaddingBacktrack` tokens back, the tokens after that comma move to the next chunk;
- * - `tokenCount` is what A1111's token counter shows (75 per closed chunk + the last chunk's tokens).
+ * - `tokenCount` is what A1111's token counter shows (75 per closed chunk + the last chunk's tokens);
+ * - a textual-inversion embedding's name (lib/prompt/embeddings.ts) becomes its vectors' ids, all in
+ *   one chunk: when they do not fit in the current chunk, it is closed first.
  */
 import type { ClipTokenizer } from "../tokenizer/clip-tokenizer.js";
 import { isBreak, parsePromptAttention, type AttentionSpan } from "./attention.js";
 import type { Emphasis } from "./emphasis.js";
+import type { EmbeddingVocabulary } from "./embeddings.js";
 
 /** Prompt tokens per chunk (CLIP's 77 less the start and end tokens). */
 export const CHUNK_LENGTH = 75;
@@ -27,6 +30,8 @@ export const MAX_COMMA_PADDING_BACKTRACK = 74;
 export interface PromptChunk {
   tokens: number[];
   multipliers: number[];
+  /** The textual-inversion embeddings in the chunk, in order (absent when none). */
+  embeddings?: string[];
 }
 
 export interface TokenizedPrompt {
@@ -45,6 +50,8 @@ export interface ChunkOptions {
   commaPaddingBacktrack?: number;
   /** The option the text came from, for error messages. Defaults to "prompt". */
   option?: string;
+  /** Textual-inversion embeddings a prompt word can name. */
+  embeddings?: EmbeddingVocabulary;
 }
 
 /** The chunk A1111 pads batches with (`empty_chunk`): BOS + 76 × EOS, multipliers 1. */
@@ -67,6 +74,7 @@ export function tokenizePrompt(tokenizer: ClipTokenizer, text: string, options: 
 
   const chunks: PromptChunk[] = [];
   let chunk: PromptChunk = { tokens: [], multipliers: [] };
+  let used: string[] = [];
   let tokenCount = 0;
   let lastComma = -1;
 
@@ -77,9 +85,10 @@ export function tokenizePrompt(tokenizer: ClipTokenizer, text: string, options: 
       chunk.tokens.push(idEnd);
       chunk.multipliers.push(1.0);
     }
-    chunks.push({ tokens: [idStart, ...chunk.tokens, idEnd], multipliers: [1.0, ...chunk.multipliers, 1.0] });
+    chunks.push({ tokens: [idStart, ...chunk.tokens, idEnd], multipliers: [1.0, ...chunk.multipliers, 1.0], ...(used.length > 0 ? { embeddings: used } : {}) });
     lastComma = -1;
     chunk = { tokens: [], multipliers: [] };
+    used = [];
   };
 
   for (const span of parsed) {
@@ -88,7 +97,9 @@ export function tokenizePrompt(tokenizer: ClipTokenizer, text: string, options: 
       continue;
     }
     const [spanText, weight] = span;
-    for (const token of tokenizer.encodeSpan(spanText)) {
+    const tokens = tokenizer.encodeSpan(spanText);
+    for (let position = 0; position < tokens.length; ) {
+      const token = tokens[position]!;
       if (token === commaToken) {
         lastComma = chunk.tokens.length;
       } else if (backtrack !== 0 && chunk.tokens.length === CHUNK_LENGTH && lastComma !== -1 && chunk.tokens.length - lastComma <= backtrack) {
@@ -103,8 +114,20 @@ export function tokenizePrompt(tokenizer: ClipTokenizer, text: string, options: 
         chunk.multipliers = relocMultipliers;
       }
       if (chunk.tokens.length === CHUNK_LENGTH) nextChunk();
-      chunk.tokens.push(token);
-      chunk.multipliers.push(weight);
+      const embedding = options.embeddings?.at(tokens, position);
+      if (!embedding) {
+        chunk.tokens.push(token);
+        chunk.multipliers.push(weight);
+        position++;
+        continue;
+      }
+      if (chunk.tokens.length + embedding.count > CHUNK_LENGTH) nextChunk();
+      used.push(embedding.name);
+      for (let v = 0; v < embedding.count; v++) {
+        chunk.tokens.push(embedding.firstId + v);
+        chunk.multipliers.push(weight);
+      }
+      position += embedding.length;
     }
   }
   if (chunk.tokens.length > 0 || chunks.length === 0) nextChunk(true);

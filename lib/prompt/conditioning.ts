@@ -18,6 +18,7 @@ import type { ClipTokenizer } from "../tokenizer/clip-tokenizer.js";
 import { CHUNK_TOKENS, emptyChunk, tokenizePrompt, type PromptChunk } from "./chunks.js";
 import { promptSchedule } from "./schedule.js";
 import type { Emphasis } from "./emphasis.js";
+import type { EmbeddingVocabulary } from "./embeddings.js";
 
 /** How prompt text is read: A1111's syntax, or diffusers' literal, truncating reading. */
 export type PromptSyntax = "a1111" | "plain";
@@ -62,6 +63,12 @@ export interface BuiltPrompts {
   tokenCount: number;
   /** Non-fatal notes (a plain prompt truncated). */
   warnings: string[];
+  /**
+   * The textual-inversion embeddings each distinct prompt uses, one list per prompt in order, each
+   * as A1111's `forward` collects them for that prompt's one encoder call (chunk by chunk, every
+   * text of its schedule, first use only): what its `TI hashes` are made of.
+   */
+  embeddingsUsed: string[][];
 }
 
 /**
@@ -71,7 +78,14 @@ export interface BuiltPrompts {
  * @throws InvalidOptionError naming `option` when a weight is not a number (A1111 fails there too),
  *   or (syntax "a1111") the prompt has an extra-network tag such as `<lora:name:1>`.
  */
-export function buildPromptBatch(tokenizer: ClipTokenizer, texts: readonly string[], reading: PromptReading, option: string, steps = 1): BuiltPrompts {
+export function buildPromptBatch(
+  tokenizer: ClipTokenizer,
+  texts: readonly string[],
+  reading: PromptReading,
+  option: string,
+  steps = 1,
+  embeddings?: EmbeddingVocabulary,
+): BuiltPrompts {
   const distinct = new Map<string, number>();
   const promptOf = new Int32Array(texts.length);
   texts.forEach((text, row) => {
@@ -88,6 +102,7 @@ export function buildPromptBatch(tokenizer: ClipTokenizer, texts: readonly strin
   const groupOf: number[] = [];
   // Per distinct prompt: its [endAtStep, text index] schedule.
   const schedulesOf: Array<Array<[number, number]>> = [];
+  const embeddingsUsed: string[][] = [];
   for (const [text, index] of distinct) {
     const name = texts.length > 1 ? `${option}[${promptOf.indexOf(index)}]` : option;
     if (reading.syntax === "plain") {
@@ -97,24 +112,40 @@ export function buildPromptBatch(tokenizer: ClipTokenizer, texts: readonly strin
       schedulesOf.push([[steps, perText.length]]);
       groupOf.push(index);
       perText.push([plain.chunk]);
+      embeddingsUsed.push([]);
       continue;
     }
     refuseExtraNetworks(text, name);
     const schedule: Array<[number, number]> = [];
+    const first = perText.length;
     for (const [endAtStep, scheduled] of promptSchedule(text, steps)) {
-      const tokenized = tokenizePrompt(tokenizer, scheduled, { emphasis: reading.emphasis, commaPaddingBacktrack: reading.commaPaddingBacktrack, option: name });
+      const tokenized = tokenizePrompt(tokenizer, scheduled, {
+        emphasis: reading.emphasis,
+        commaPaddingBacktrack: reading.commaPaddingBacktrack,
+        option: name,
+        ...(embeddings ? { embeddings } : {}),
+      });
       tokenCount = Math.max(tokenCount, tokenized.tokenCount);
       schedule.push([endAtStep, perText.length]);
       groupOf.push(index);
       perText.push(tokenized.chunks);
     }
     schedulesOf.push(schedule);
+    embeddingsUsed.push(usedInOneCall(perText.slice(first)));
   }
   const rowSchedules = Array.from(promptOf, (p) => schedulesOf[p]!);
   const rowOf = Int32Array.from(rowSchedules, (schedule) => schedule[0]![1]);
   const edited = rowSchedules.some((schedule) => schedule.length > 1);
   const batch = packPrompts(tokenizer, perText, rowOf, Int32Array.from(groupOf), edited ? rowSchedules : undefined);
-  return { batch, tokenCount, warnings };
+  return { batch, tokenCount, warnings, embeddingsUsed };
+}
+
+/** The embeddings of texts encoded in one call, in A1111's order: chunk by chunk, text by text, each name once. */
+function usedInOneCall(texts: PromptChunk[][]): string[] {
+  const used = new Set<string>();
+  const chunks = Math.max(...texts.map((t) => t.length));
+  for (let c = 0; c < chunks; c++) for (const text of texts) for (const name of text[c]?.embeddings ?? []) used.add(name);
+  return [...used];
 }
 
 /**

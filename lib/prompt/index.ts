@@ -14,3 +14,4 @@ export {
 export { applyEmphasis, emphasisScales, EMPHASIS_MODES, A1111_EMPHASIS_NAMES, type Emphasis } from "./emphasis.js";
 export { buildPromptBatch, padPromptBatch, plainPrompt, PROMPT_SYNTAXES, type BuiltPrompts, type PromptBatch, type PromptReading, type PromptSyntax } from "./conditioning.js";
 export { promptSchedule, scheduleIndexAt, type ScheduleEntry } from "./schedule.js";
+export { EmbeddingVocabulary, type EmbeddingMatch, type EmbeddingWord } from "./embeddings.js";

@@ -11,7 +11,7 @@
  * - `GET /sdapi/v1/samplers`, `GET /sdapi/v1/schedulers`, `GET /sdapi/v1/sd-models`: what can be asked for.
  * - `GET /sdapi/v1/progress`, `POST /sdapi/v1/interrupt`: A1111's progress and interrupt.
  * - `GET`/`POST /sdapi/v1/options`: the A1111 settings the server honours (a1111/settings.ts).
- * - `GET /sdapi/v1/embeddings`: textual-inversion embeddings (none yet).
+ * - `GET /sdapi/v1/embeddings`: the textual-inversion embeddings loaded (`--embeddings-dir`).
  * - `GET /health`: liveness, queue counters and memory (never needs the token).
  * - `GET /internal/ping`: A1111's liveness probe (never needs the token).
  * - `GET /`: the web page (web.ts); its API calls need the token like any other.
@@ -232,8 +232,7 @@ export class SdServer {
           sendJson(response, 200, null);
         },
       })
-      // Textual-inversion embeddings: none are loaded yet (A1111's EmbeddingsResponse shape).
-      .add({ method: "GET", path: "/sdapi/v1/embeddings", auth: true, handler: ({ response }) => sendJson(response, 200, { loaded: {}, skipped: {} }) })
+      .add({ method: "GET", path: "/sdapi/v1/embeddings", auth: true, handler: ({ response }) => sendJson(response, 200, a1111Embeddings(this.#service)) })
       .add({ method: "GET", path: "/sdapi/v1/progress", auth: true, handler: ({ response }) => sendJson(response, 200, a1111ProgressResponse(service)) })
       // A1111's skip moves on to the next image of a job; a batch here is one job, so it interrupts.
       .add({ method: "POST", path: "/sdapi/v1/interrupt", auth: true, handler: ({ response }) => this.#interrupt(response) })
@@ -382,4 +381,18 @@ export function toHttpError(error: unknown): HttpError {
   if (error instanceof OutOfMemoryError) return new HttpError(507, "OutOfMemory", error.message);
   if (error instanceof SdTrtError) return new HttpError(500, error.code, error.message);
   return new HttpError(500, "InternalError", error instanceof Error ? error.message : String(error));
+}
+
+/**
+ * A1111's EmbeddingsResponse: every loaded embedding by name with its step, checkpoint, width
+ * (`shape`) and vector count. A .safetensors embedding carries no step or checkpoint (A1111 reads
+ * them from a pickle's dict only), so those are null. `skipped` is always empty: a file A1111
+ * would skip (another width) fails the load here.
+ */
+function a1111Embeddings(service: GenerationService) {
+  const width = service.limits.tokenVectorWidth ?? null;
+  const loaded = Object.fromEntries(
+    (service.embeddings?.() ?? []).map((e) => [e.name, { step: null, sd_checkpoint: null, sd_checkpoint_name: null, shape: width, vectors: e.count }]),
+  );
+  return { loaded, skipped: {} };
 }

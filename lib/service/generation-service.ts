@@ -57,4 +57,6 @@ export interface GenerationService {
   dispose(): Promise<void>;
   /** Extra state for `/health`: per-device counters, or the fleet's workers and queue. */
   status(): Record<string, unknown>;
+  /** The textual-inversion embeddings prompts can use (absent: none, or not known here). */
+  embeddings?(): readonly { name: string; count: number }[];
 }

@@ -115,6 +115,10 @@ export class PipelineService implements GenerationService {
     return this.#pipelines[0]!;
   }
 
+  embeddings(): readonly { name: string; count: number }[] {
+    return this.pipeline.embeddings;
+  }
+
   /** Every pipeline, one per device, in slot order. */
   get pipelines(): readonly Pipeline[] {
     return this.#pipelines;

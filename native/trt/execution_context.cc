@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <set>
 
 #include "../common/cuda_check.h"
 #include "../common/device_tensor.h"
@@ -336,13 +337,23 @@ ImageBatch ReadLatents(const Napi::Object& options, const std::string& owner, in
   return out;
 }
 
+// A text-encoder input besides the ids, copied from JS: the edited graph's `clip_skip` (int32) and
+// `extra_token_vectors` (float32) of lib/onnx/text-encoder-edit.ts.
+struct ExtraInput {
+  std::string name;
+  std::vector<int64_t> dims;
+  nvinfer1::DataType type;
+  std::vector<uint8_t> bytes;
+};
+
 class SdClipEncodeWorker : public ContextWorker {
  public:
   // Emphasis applied to each computed row before the gather (A1111's sd_emphasis.py).
   enum class Emphasis { kNone, kOriginal, kNoNorm };
 
   SdClipEncodeWorker(Napi::Env env, std::shared_ptr<ContextState> state, Napi::TypedArray ids, int rows, TensorNames names,
-                     std::vector<int32_t> outputRows, int chunks, std::vector<float> multipliers, Emphasis emphasis)
+                     std::vector<int32_t> outputRows, int chunks, std::vector<float> multipliers, Emphasis emphasis,
+                     std::vector<ExtraInput> extras)
       : ContextWorker(env, "SdClipEncodeWorker", "clip-encode", std::move(state), {ids}),
         ids_(ids.As<Napi::Int32Array>().Data()),
         rows_(rows),
@@ -350,7 +361,8 @@ class SdClipEncodeWorker : public ContextWorker {
         outputRows_(std::move(outputRows)),
         chunks_(chunks),
         multipliers_(std::move(multipliers)),
-        emphasis_(emphasis) {}
+        emphasis_(emphasis),
+        extras_(std::move(extras)) {}
 
  protected:
   std::string ApiName() const override { return "nvinfer1::IExecutionContext::enqueueV3 (text encoder)"; }
@@ -358,7 +370,9 @@ class SdClipEncodeWorker : public ContextWorker {
   void RunLocked(ContextState& ctx) override {
     const size_t count = static_cast<size_t>(rows_) * kTokens;
     const nvinfer1::DataType idsType = ctx.TypeOf(names_.input, stage_);
-    ctx.SetInputShapes({{names_.input, {rows_, kTokens}}}, ctx.stream, stage_);
+    InputShapes shapes{{names_.input, {rows_, kTokens}}};
+    for (const ExtraInput& extra : extras_) shapes.emplace_back(extra.name, extra.dims);
+    ctx.SetInputShapes(shapes, ctx.stream, stage_);
     void* ids = nullptr;
     if (idsType == nvinfer1::DataType::kINT32) {
       ids = ctx.Buffer("in:" + names_.input, count * 4, stage_);
@@ -374,7 +388,19 @@ class SdClipEncodeWorker : public ContextWorker {
                                                                  ", expected int32 or int64 token ids");
     }
     ctx.Bind(names_.input, ids, stage_);
-    ctx.BindRemaining({names_.input}, stage_);
+    std::set<std::string> bound{names_.input};
+    for (const ExtraInput& extra : extras_) {
+      if (ctx.TypeOf(extra.name, stage_) != extra.type) {
+        throw NativeError("ERR_TENSORRT_UNSUPPORTED", stage_, "text encoder input " + extra.name + " is " + DataTypeName(ctx.TypeOf(extra.name, stage_)) +
+                                                                   ", expected " + DataTypeName(extra.type));
+      }
+      void* device = ctx.Buffer("in:" + extra.name, extra.bytes.size(), stage_);
+      // extras_ lives until the worker is deleted, after the stream work it feeds.
+      SDTRT_CUDA_CHECK(stage_, cudaMemcpyAsync(device, extra.bytes.data(), extra.bytes.size(), cudaMemcpyHostToDevice, ctx.stream));
+      ctx.Bind(extra.name, device, stage_);
+      bound.insert(extra.name);
+    }
+    ctx.BindRemaining(bound, stage_);
     ctx.Enqueue(ctx.stream, stage_);
 
     const std::vector<int64_t> shape = ctx.ShapeOf(names_.output, stage_);
@@ -422,6 +448,7 @@ class SdClipEncodeWorker : public ContextWorker {
   int chunks_;
   std::vector<float> multipliers_;  // copied on the main thread: [rows][77]
   Emphasis emphasis_;
+  std::vector<ExtraInput> extras_;
   std::shared_ptr<DeviceBuffer> result_;
   DType dtype_ = DType::kFloat32;
   int64_t hidden_ = 0;
@@ -671,8 +698,45 @@ Napi::Value ContextWrap::EncodeText(const Napi::CallbackInfo& info) {
     const float* data = m.As<Napi::Float32Array>().Data();
     multipliers.assign(data, data + m.ElementLength());
   }
+  // options.extraInputs: [{ name, dims, data: Int32Array | Float32Array }] for the edited graph's inputs.
+  std::vector<ExtraInput> extras;
+  if (HasOption(options, "extraInputs")) {
+    Napi::Value list = options.Get("extraInputs");
+    if (!list.IsArray()) ThrowTypeError(env, "options.extraInputs must be an array, got " + DescribeJsValue(list));
+    Napi::Array array = list.As<Napi::Array>();
+    for (uint32_t i = 0; i < array.Length(); ++i) {
+      const std::string where = "options.extraInputs[" + std::to_string(i) + "]";
+      Napi::Object entry = RequireObject(array.Get(i), where);
+      ExtraInput extra;
+      extra.name = RequireString(entry, "name", where);
+      Napi::Value dimsValue = entry.Get("dims");
+      if (!dimsValue.IsArray()) ThrowTypeError(env, where + ".dims must be an array of sizes, got " + DescribeJsValue(dimsValue));
+      Napi::Array dims = dimsValue.As<Napi::Array>();
+      int64_t volume = 1;
+      for (uint32_t d = 0; d < dims.Length(); ++d) {
+        Napi::Value v = dims.Get(d);
+        if (!v.IsNumber() || v.As<Napi::Number>().DoubleValue() < 1 || v.As<Napi::Number>().DoubleValue() > (1 << 20)) {
+          ThrowRangeError(env, where + ".dims[" + std::to_string(d) + "] must be an integer from 1 to 1048576, got " + DescribeJsValue(v));
+        }
+        extra.dims.push_back(v.As<Napi::Number>().Int64Value());
+        volume *= extra.dims.back();
+      }
+      Napi::Value data = entry.Get("data");
+      if (!data.IsTypedArray()) ThrowTypeError(env, where + ".data must be an Int32Array or a Float32Array, got " + DescribeJsValue(data));
+      Napi::TypedArray typed = data.As<Napi::TypedArray>();
+      if (typed.TypedArrayType() == napi_int32_array) extra.type = nvinfer1::DataType::kINT32;
+      else if (typed.TypedArrayType() == napi_float32_array) extra.type = nvinfer1::DataType::kFLOAT;
+      else ThrowTypeError(env, where + ".data must be an Int32Array or a Float32Array");
+      if (typed.ElementLength() != static_cast<size_t>(volume)) {
+        ThrowRangeError(env, where + ".data must hold " + std::to_string(volume) + " values (the product of dims), got " + std::to_string(typed.ElementLength()));
+      }
+      const auto* bytes = static_cast<const uint8_t*>(typed.ArrayBuffer().Data()) + typed.ByteOffset();
+      extra.bytes.assign(bytes, bytes + typed.ByteLength());
+      extras.push_back(std::move(extra));
+    }
+  }
   auto* worker = new SdClipEncodeWorker(env, Require(env, "clip-encode"), ids, rows, ReadNames(options, owner), std::move(outputRows), chunks,
-                                        std::move(multipliers), emphasis);
+                                        std::move(multipliers), emphasis, std::move(extras));
   return worker->Start();
 }
 

@@ -266,7 +266,7 @@ describe("A1111 generation", () => {
     expect(options).toMatchObject({ emphasis: "Original", comma_padding_backtrack: 20, pad_cond_uncond: false, CLIP_stop_at_last_layers: 1, sd_model_checkpoint: "tiny-sd" });
     expect((await post(`${own.url}/sdapi/v1/options`, { emphasis: "Ignore", comma_padding_backtrack: 10 })).status).toBe(200);
     expect(await (await fetch(`${own.url}/sdapi/v1/options`)).json()).toMatchObject({ emphasis: "Ignore", comma_padding_backtrack: 10 });
-    const rejected = await post(`${own.url}/sdapi/v1/options`, { emphasis: "Original", CLIP_stop_at_last_layers: 2 });
+    const rejected = await post(`${own.url}/sdapi/v1/options`, { emphasis: "Original", CLIP_stop_at_last_layers: 13 });
     expect(rejected.status).toBe(422);
     expect(rejected.json).toMatchObject({ field: "CLIP_stop_at_last_layers" });
     expect(await (await fetch(`${own.url}/sdapi/v1/options`)).json()).toMatchObject({ emphasis: "Ignore" }); // all or nothing

@@ -106,6 +106,17 @@ describe("sd-trt build orchestration", () => {
     await rm(root, { recursive: true, force: true });
   });
 
+  test("the text encoder is built from its edited graph: clip_skip and extra_token_vectors inputs with profiles, its layer count in the manifest", async () => {
+    const { calls, injected } = scriptedBuilder();
+    const result = await buildEngines({ model: TINY, out: join(root, "tiny-sd"), shapes: parseShapeOptions({ batch: "1", size: "64x64" }) }, injected);
+    expect(calls[0]!.role).toBe("text_encoder");
+    // clip_skip is declared [1]: a static input needs no profile.
+    expect(calls[0]!.profiles[0]).toMatchObject({ extra_token_vectors: { min: [1, 32], opt: [1, 32], max: [1024, 32] } });
+    expect(calls[0]!.profiles[0]!.clip_skip).toBeUndefined();
+    expect(result.manifest.engines.text_encoder!.contract).toMatchObject({ role: "text_encoder", clipSkipName: "clip_skip", extraVectorsName: "extra_token_vectors", layers: 2 });
+    expect(result.manifest.engines.text_encoder!.precision).toBe("fp16");
+  });
+
   test("converts, builds every model and writes plans, manifest and timing cache in the cache layout", async () => {
     const { calls, injected } = scriptedBuilder();
     const events: BuildEvent[] = [];

@@ -140,7 +140,8 @@ describe("parseA1111Request", () => {
     [{ alwayson_scripts: { controlnet: { args: [] } } }, "alwayson_scripts.controlnet"],
     [{ infotext: "a cat\nSteps: 20" }, "infotext"],
     [{ override_settings: { sd_model_checkpoint: "v1-5-pruned" } }, "override_settings.sd_model_checkpoint"],
-    [{ override_settings: { CLIP_stop_at_last_layers: 2 } }, "override_settings.CLIP_stop_at_last_layers"],
+    [{ override_settings: { CLIP_stop_at_last_layers: 13 } }, "override_settings.CLIP_stop_at_last_layers"],
+    [{ override_settings: { CLIP_stop_at_last_layers: 1.5 } }, "override_settings.CLIP_stop_at_last_layers"],
     [{ override_settings: { some_unknown_setting: 1 } }, "override_settings.some_unknown_setting"],
     [{ override_settings: { randn_source: "MPS" } }, "override_settings.randn_source"],
     [{ override_settings: { emphasis: "original" } }, "override_settings.emphasis"],
@@ -198,8 +199,8 @@ describe("A1111 settings: the server's options, with a request's override_settin
   it("A1111's defaults, then the prompt settings a request overrides for itself only", () => {
     const server = defaultA1111Settings("tiny-sd");
     expect(server).toMatchObject({ emphasis: "Original", comma_padding_backtrack: 20, pad_cond_uncond: false, CLIP_stop_at_last_layers: 1, randn_source: "GPU" });
-    const generation = parseA1111Request("txt2img", { override_settings: { emphasis: "No norm", comma_padding_backtrack: 0, pad_cond_uncond: true } }, limits);
-    expect(generation.settings).toMatchObject({ emphasis: "No norm", comma_padding_backtrack: 0, pad_cond_uncond: true });
+    const generation = parseA1111Request("txt2img", { override_settings: { emphasis: "No norm", comma_padding_backtrack: 0, pad_cond_uncond: true, CLIP_stop_at_last_layers: 2 } }, limits);
+    expect(generation.settings).toMatchObject({ emphasis: "No norm", comma_padding_backtrack: 0, pad_cond_uncond: true, CLIP_stop_at_last_layers: 2 });
     expect(emphasisOf(generation.settings)).toBe("no-norm");
     expect(limits.settings.emphasis).toBe("Original");
   });

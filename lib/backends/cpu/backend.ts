@@ -45,7 +45,10 @@ import { splitPosterior } from "../../sampler/latents.js";
 import { defaultMemoryLimit, estimateCpuMemory, formatBytes } from "./memory.js";
 import { startLatents } from "../start-latents.js";
 import { OrtHost, type GenerateJob, type HostGenerateOptions, type HostTensor, type SessionOptions } from "./ort-host.js";
-import type { PromptRows, SdxlGenerateJob } from "./ort-protocol.js";
+import type { PromptRows, SdxlGenerateJob, TextEncoderCall } from "./ort-protocol.js";
+import { ExternalDataReader, OnnxModel } from "../../onnx/model.js";
+import { inlineExternal } from "../../onnx/convert-fp16.js";
+import { CLIP_SKIP_INPUT, editTextEncoder, EXTRA_VECTORS_INPUT } from "../../onnx/text-encoder-edit.js";
 import { checkDenoiseJob, TOKENS } from "./denoise-loop.js";
 import { noiseDrawCount, stepNoiseOf } from "../../sampler/step-noise.js";
 import type { PromptBatch } from "../../prompt/conditioning.js";
@@ -66,6 +69,12 @@ export const CPU_MAX_PROMPT_CHUNKS = 32;
 export interface CpuBackendOptions extends SessionOptions {
   /** Most memory a generation may need, in bytes (see memory.ts). Defaults to this machine's memory. */
   memoryLimit?: number;
+  /**
+   * Textual inversion: the tokenizer's vocabulary size. The text encoder then takes the vectors of
+   * `GenerationJob.tokenVectors`, a prompt token id `vocabSize + r` standing for row r (lib/prompt
+   * puts them there). Needs the text-encoder edit; a graph it cannot edit fails the load.
+   */
+  tokenVocabularySize?: number;
 }
 
 /** ONNX Runtime calls of one model: how many, the batch rows they processed, and the time inside `run`. */
@@ -125,6 +134,8 @@ export class CpuBackend implements Backend {
   /** How the sessions were made, for the VAE encoder's made later. */
   readonly #sessionOptions: SessionOptions;
   readonly #memoryLimit: number;
+  /** The text encoder's edited inputs: clip skip (when its layers were found) and the textual-inversion vectors. */
+  readonly #textEncoderFeeds: TextEncoderFeeds;
 
   private constructor(
     folder: ModelFolder,
@@ -138,10 +149,12 @@ export class CpuBackend implements Backend {
     hiddenSize: number,
     memoryLimit: number,
     sessionOptions: SessionOptions,
+    textEncoderFeeds: TextEncoderFeeds,
   ) {
     this.#sdxl = sessions.sdxl;
     this.folder = folder;
     this.#sessionOptions = sessionOptions;
+    this.#textEncoderFeeds = textEncoderFeeds;
     this.#memoryLimit = memoryLimit;
     this.#host = host;
     this.#textEncoder = sessions.textEncoder;
@@ -170,7 +183,10 @@ export class CpuBackend implements Backend {
       canObserveLatents: true,
       fractionalTimesteps: unet.timestepType === "float32" || unet.timestepType === "float64",
       maxPromptChunks: CPU_MAX_PROMPT_CHUNKS,
+      maxClipSkip: textEncoderFeeds.layers,
+      ...(textEncoderFeeds.tokenVectors ? { tokenVectorWidth: hiddenSize } : {}),
     };
+    if (textEncoderFeeds.unavailable) this.limits.clipSkipUnavailable = textEncoderFeeds.unavailable;
   }
 
   /**
@@ -193,7 +209,9 @@ export class CpuBackend implements Backend {
         const textEncoder2 = sdxlFolder.secondEncoderOnly ? textEncoder : await openSession(host, sdxlFolder.textEncoder2, (sig, f) => describeSdxlTextEncoder(sig, f, true), options);
         const sdxl = await sdxlSessions(host, folder, textEncoder, textEncoder2, unet);
         const hidden = sdxl.hiddenSizes[0] + sdxl.hiddenSizes[1];
-        return new CpuBackend(folder, host, { textEncoder, unet, vaeDecoder, sdxl }, hidden, options.memoryLimit ?? defaultMemoryLimit(), sessionOptions);
+        if (options.tokenVocabularySize !== undefined) throw new ModelFileError(folder.dir, `textual-inversion embeddings are not supported for SDXL models (two text encoders) yet: load ${folder.dir} without embeddingsDir`);
+        const noEdit: TextEncoderFeeds = { layers: 1, unavailable: "clip skip is not supported for SDXL's two text encoders yet" };
+        return new CpuBackend(folder, host, { textEncoder, unet, vaeDecoder, sdxl }, hidden, options.memoryLimit ?? defaultMemoryLimit(), sessionOptions, noEdit);
       }
       if (unet.io.addedConditioning) {
         throw new ModelFileError(folder.unet.path, `${folder.unet.path} takes text_embeds and time_ids (an SDXL UNet), but model folder ${folder.dir} has no text_encoder_2/model.onnx`);
@@ -216,7 +234,8 @@ export class CpuBackend implements Backend {
         const probe = await host.run(textEncoder.handle, folder.textEncoder.name, { [textEncoder.io.idsName]: idsTensor(textEncoder.io, new Int32Array(TOKENS), 1) }, [textEncoder.io.hiddenName]);
         hiddenSize = probe.outputs[textEncoder.io.hiddenName]!.dims[2]!;
       }
-      return new CpuBackend(folder, host, { textEncoder, unet, vaeDecoder, sdxl: null }, hiddenSize, options.memoryLimit ?? defaultMemoryLimit(), sessionOptions);
+      const feeds = await editedTextEncoder(host, textEncoder, options);
+      return new CpuBackend(folder, host, { textEncoder, unet, vaeDecoder, sdxl: null }, hiddenSize, options.memoryLimit ?? defaultMemoryLimit(), sessionOptions, feeds);
     } catch (error) {
       await host.dispose();
       throw error;
@@ -281,7 +300,7 @@ export class CpuBackend implements Backend {
       const te = this.#textEncoder;
       const vae = this.#vaeDecoder;
       const request: GenerateJob = {
-        textEncoder: { handle: te.handle, idsName: te.io.idsName, hiddenName: te.io.hiddenName },
+        textEncoder: this.#textEncoderCall(job.clipSkip ?? 1, job.tokenVectors),
         cond,
         uncond,
         emphasis: job.emphasis,
@@ -366,14 +385,14 @@ export class CpuBackend implements Backend {
     };
   }
 
-  encodePrompts(prompts: PromptBatch, emphasis: Emphasis): Promise<{ shape: [number, number, number]; values: Float32Array }> {
+  encodePrompts(prompts: PromptBatch, emphasis: Emphasis, clipSkip = 1, tokenVectors?: Float32Array): Promise<{ shape: [number, number, number]; values: Float32Array }> {
     if (this.#sdxl) return Promise.reject(new InvalidOptionError("model", "reading the text conditioning of an SDXL model (two text encoders) is not supported yet"));
     return this.#life.exclusive(async () => {
       const rows = prompts.rowOf.length;
       checkPromptBatch(prompts, rows, "prompts");
       const te = this.#textEncoder;
       const { embeddings, ms } = await this.#host.encode(te.file, {
-        textEncoder: { handle: te.handle, idsName: te.io.idsName, hiddenName: te.io.hiddenName },
+        textEncoder: this.#textEncoderCall(clipSkip, tokenVectors),
         prompts: promptRows(te.io, prompts),
         emphasis,
         hiddenSize: this.hiddenSize,
@@ -381,6 +400,30 @@ export class CpuBackend implements Backend {
       this.#add("textEncoder", 1, prompts.prompts * prompts.chunks, ms);
       return { shape: [rows, prompts.chunks * TOKENS, this.hiddenSize], values: embeddings };
     });
+  }
+
+  /**
+   * The text encoder's session with its extra feeds: `clipSkip` (validated against
+   * `limits.maxClipSkip` by the pipeline) and the textual-inversion vectors (one zero row when
+   * there are none: the input takes at least one).
+   */
+  #textEncoderCall(clipSkip: number, tokenVectors: Float32Array | undefined): TextEncoderCall {
+    const te = this.#textEncoder;
+    const feeds = this.#textEncoderFeeds;
+    const call: TextEncoderCall = { handle: te.handle, idsName: te.io.idsName, hiddenName: te.io.hiddenName };
+    if (clipSkip > feeds.layers || (clipSkip !== 1 && feeds.unavailable)) {
+      throw new InvalidArgumentError(`clipSkip ${clipSkip} is beyond this text encoder's ${feeds.layers} layers`);
+    }
+    if (tokenVectors && (!feeds.tokenVectors || tokenVectors.length % this.hiddenSize !== 0)) {
+      throw new InvalidArgumentError(`tokenVectors needs a text encoder loaded with tokenVocabularySize and whole rows of ${this.hiddenSize} values`);
+    }
+    if (feeds.unavailable) return call;
+    call.extraFeeds = { [CLIP_SKIP_INPUT]: { type: "int32", dims: [1], data: Int32Array.of(clipSkip) } };
+    if (feeds.tokenVectors) {
+      const vectors = tokenVectors && tokenVectors.length > 0 ? tokenVectors : new Float32Array(this.hiddenSize);
+      call.extraFeeds[EXTRA_VECTORS_INPUT] = { type: "float32", dims: [vectors.length / this.hiddenSize, this.hiddenSize], data: vectors };
+    }
+    return call;
   }
 
   /** The UNet batch for `batch` images (doubled when one call takes both halves of classifier-free guidance), checked against a batch fixed at export. */
@@ -529,4 +572,41 @@ function idsTensor(io: TextEncoderIo, ids: Int32Array, rows: number): HostTensor
   const dims = [rows, TOKENS];
   if (io.idsType === "int32") return { type: "int32", dims, data: ids };
   return { type: "int64", dims, data: BigInt64Array.from(ids, (v) => BigInt(v)) };
+}
+
+/** What the text-encoder edit gave: its layer count, whether it takes textual-inversion vectors, or why clip skip is unavailable. */
+interface TextEncoderFeeds {
+  layers: number;
+  tokenVectors?: boolean;
+  unavailable?: string;
+}
+
+/**
+ * Replaces the text encoder's session by its edited graph (lib/onnx/text-encoder-edit.ts): a
+ * `clip_skip` input always, an `extra_token_vectors` input with `tokenVocabularySize`. A graph whose layers cannot be found keeps its session; clip skip is then unavailable
+ * (the reason goes into the limits), and textual inversion fails the load.
+ */
+async function editedTextEncoder(host: OrtHost, session: Session<TextEncoderIo>, options: CpuBackendOptions): Promise<TextEncoderFeeds> {
+  const vocabSize = options.tokenVocabularySize;
+  const model = await OnnxModel.read(session.file.path);
+  // ONNX Runtime resolves external data next to a file, not for a model given as bytes: inline it.
+  if (model.externalDataFiles().length > 0) {
+    const reader = new ExternalDataReader();
+    try {
+      for (const t of model.tensors()) await inlineExternal(t, model, reader);
+    } finally {
+      await reader.close();
+    }
+  }
+  let layers: number;
+  try {
+    layers = editTextEncoder(model, { idsName: session.io.idsName, hiddenName: session.io.hiddenName, ...(vocabSize !== undefined ? { vocabSize } : {}) }).layout.layers;
+  } catch (error) {
+    if (vocabSize !== undefined || !(error instanceof ModelFileError)) throw error;
+    return { layers: 1, unavailable: error.message };
+  }
+  const edited = await host.load(session.file.path, options, model.encode());
+  await host.release(session.handle);
+  session.handle = edited.handle;
+  return vocabSize !== undefined ? { layers, tokenVectors: true } : { layers };
 }

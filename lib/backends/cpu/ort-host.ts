@@ -204,12 +204,13 @@ export class OrtHost {
   }
 
   /**
-   * Creates a session for an ONNX file (ONNX Runtime follows external-data files beside it).
+   * Creates a session for an ONNX file (ONNX Runtime follows external-data files beside it), or
+   * for `bytes`, that file's graph edited in memory (lib/onnx).
    * @throws ModelFileError naming the file when ONNX Runtime cannot load it.
    */
-  load(path: string, options: SessionOptions = {}): Promise<LoadedSession> {
+  load(path: string, options: SessionOptions = {}, bytes?: Uint8Array): Promise<LoadedSession> {
     const stack = new Error();
-    const request: Request = options.intraOpThreads ? { op: "load", path, intraOpThreads: options.intraOpThreads } : { op: "load", path };
+    const request: Request = { op: "load", path, ...(options.intraOpThreads ? { intraOpThreads: options.intraOpThreads } : {}), ...(bytes ? { bytes } : {}) };
     return this.#call<LoadValue>(request, (text) => withStack(new ModelFileError(path, `ONNX Runtime cannot load ${path}: ${text}`), stack)).then(
       ({ handle, inputs, outputs }) => ({ handle, signature: { inputs, outputs } }),
     );

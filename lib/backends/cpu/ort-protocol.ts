@@ -25,7 +25,7 @@ export interface HostTensor {
 export type StepReport = "none" | "progress" | "latents";
 
 export type WorkerRequest =
-  | { op: "load"; id: number; path: string; intraOpThreads?: number }
+  | { op: "load"; id: number; path: string; intraOpThreads?: number; /** The graph edited in memory (lib/onnx); `path` still names it. */ bytes?: Uint8Array }
   | { op: "run"; id: number; handle: number; feeds: Record<string, HostTensor>; outputs: string[] }
   | {
       op: "denoise";
@@ -93,7 +93,7 @@ export interface PromptRows {
  * to back on the worker, and the embeddings never cross the thread boundary.
  */
 export interface GenerateJob {
-  textEncoder: { handle: number; idsName: string; hiddenName: string };
+  textEncoder: TextEncoderCall;
   cond: PromptRows;
   /** The negative prompts; null when classifier-free guidance is off. */
   uncond: PromptRows | null;
@@ -127,6 +127,14 @@ export interface SdxlGenerateJob {
   timeIdsSize: number;
   textEmbedsName: string;
   timeIdsName: string;
+}
+
+/** How to call the text encoder: its session and I/O names, and the edited graph's extra feeds (`clip_skip`, `extra_token_vectors`). */
+export interface TextEncoderCall {
+  handle: number;
+  idsName: string;
+  hiddenName: string;
+  extraFeeds?: Record<string, HostTensor>;
 }
 
 /** Which model a `generate` error came from. */

@@ -50,7 +50,7 @@ ort.env.logLevel = "fatal";
 const port = parentPort!;
 const sessions = new Map<number, Ort.InferenceSession>();
 /** How each session was made, so it can be made again (see `freeArenas`). */
-const recipes = new Map<number, { path: string; options: Ort.InferenceSession.SessionOptions }>();
+const recipes = new Map<number, { path: string; bytes?: Uint8Array; options: Ort.InferenceSession.SessionOptions }>();
 let nextHandle = 1;
 
 type Metadata = Ort.InferenceSession["inputMetadata"];
@@ -256,7 +256,7 @@ async function encodeTextsPooled(
 ): Promise<{ states: Float32Array; pooled?: Float32Array }> {
   const job = { emphasis };
   const { handle, idsName, hiddenName, pooledName } = encoder;
-  const { results, ms } = await timedRun(session(handle), { [idsName]: prompts.ids }, pooledName ? [hiddenName, pooledName] : [hiddenName]);
+  const { results, ms } = await timedRun(session(handle), { ...encoder.extraFeeds, [idsName]: prompts.ids }, pooledName ? [hiddenName, pooledName] : [hiddenName]);
   calls.calls++;
   calls.ms += ms;
   const hidden = results[hiddenName]!;
@@ -438,10 +438,10 @@ async function handle(message: WorkerRequest): Promise<Answer> {
         logSeverityLevel: 4,
       };
       if (message.intraOpThreads) options.intraOpNumThreads = message.intraOpThreads;
-      const s = await ort.InferenceSession.create(message.path, options);
+      const s = message.bytes ? await ort.InferenceSession.create(message.bytes, options) : await ort.InferenceSession.create(message.path, options);
       const handle = nextHandle++;
       sessions.set(handle, s);
-      recipes.set(handle, { path: message.path, options });
+      recipes.set(handle, message.bytes ? { path: message.path, bytes: message.bytes, options } : { path: message.path, options });
       const value: LoadValue = { handle, inputs: describe(s.inputMetadata), outputs: describe(s.outputMetadata) };
       return { value };
     }
@@ -505,7 +505,7 @@ function isAllocationFailure(error: unknown): boolean {
 async function freeArenas(): Promise<void> {
   for (const [handle, recipe] of recipes) {
     await sessions.get(handle)?.release();
-    sessions.set(handle, await ort.InferenceSession.create(recipe.path, recipe.options));
+    sessions.set(handle, recipe.bytes ? await ort.InferenceSession.create(recipe.bytes, recipe.options) : await ort.InferenceSession.create(recipe.path, recipe.options));
   }
 }
 

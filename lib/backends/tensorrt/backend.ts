@@ -17,6 +17,7 @@ import { readFile } from "node:fs/promises";
 import { basename, join, resolve } from "node:path";
 import { DisposedError, InvalidArgumentError, InvalidOptionError, ModelFileError, NativeError, VaeOverflowError, throwIfAborted } from "../../errors.js";
 import { checkTensorRt, requireTensorRt } from "./availability.js";
+import { MAX_TOKEN_VECTOR_ROWS } from "./profiles.js";
 import { limitsFromEngines, smallestBatch, textRowsFor, unetAccepts, type EngineShapeInfo } from "./limits.js";
 import { normalizeTensorRtVersion, rebuildCommand, type EngineManifest } from "./manifest.js";
 import { resolveEngines } from "./resolve.js";
@@ -151,7 +152,13 @@ export class TensorRtBackend implements Backend {
       vae_decoder: parts.models.decoder.shapes,
       ...(parts.models.encoder ? { vae_encoder: parts.models.encoder.shapes } : {}),
     };
-    this.limits = limitsFromEngines(shapes);
+    const text = parts.models.text.contract;
+    this.limits = {
+      ...limitsFromEngines(shapes),
+      // Engines built from the edited text encoder (lib/onnx/text-encoder-edit.ts) take clip skip and embeddings.
+      ...(text.clipSkipName && text.layers ? { maxClipSkip: text.layers } : {}),
+      ...(text.extraVectorsName ? { tokenVectorWidth: parts.manifest.model.hiddenSize } : {}),
+    };
     const minBatch = smallestBatch(shapes);
     if (minBatch > 1) {
       parts.warnings.push(`the engines in ${parts.variantDir} take batches of ${minBatch} to ${this.limits.maxBatch} images only (built with --batch ${minBatch}-…)`);
@@ -314,7 +321,8 @@ export class TensorRtBackend implements Backend {
           `the TensorRT backend evaluates prompt and negative prompt in one UNet call, so they need the same number of 75-token chunks (got ${job.cond.chunks} and ${job.uncond.chunks}): set padCondUncond (A1111's pad_cond_uncond) or give prompts of matching length`,
         );
       }
-      const encodingCond = this.#encodeText(job.cond, batch, job.emphasis);
+      const text = { emphasis: job.emphasis, clipSkip: job.clipSkip ?? 1, ...(job.tokenVectors ? { tokenVectors: job.tokenVectors } : {}) };
+      const encodingCond = this.#encodeText(job.cond, batch, text);
       // While the GPU encodes the prompts this thread draws the step noise (uploaded with the loop).
       let noise: Float32Array[];
       const drawStart = performance.now();
@@ -328,7 +336,7 @@ export class TensorRtBackend implements Backend {
       const cond = await encodingCond;
       let uncond: DeviceEmbeddings | null = null;
       try {
-        if (job.uncond) uncond = await this.#encodeText(job.uncond, batch, job.emphasis);
+        if (job.uncond) uncond = await this.#encodeText(job.uncond, batch, text);
         const textEncode = performance.now() - t;
         job.onStage?.("encode-text");
         throwIfAborted(job.signal);
@@ -364,7 +372,9 @@ export class TensorRtBackend implements Backend {
    * distinct prompt encoded once (rows padded up to a count the engine's profiles take), each
    * chunk weighted by the emphasis on the device, then gathered per image.
    */
-  async #encodeText(prompts: PromptBatch, rows: number, emphasis: Emphasis): Promise<DeviceEmbeddings> {
+  async #encodeText(prompts: PromptBatch, rows: number, text: { emphasis: Emphasis; clipSkip: number; tokenVectors?: Float32Array }): Promise<DeviceEmbeddings> {
+    const { emphasis } = text;
+    const extraInputs = this.#textEncoderInputs(text.clipSkip, text.tokenVectors);
     const { chunks } = prompts;
     const chunkRows = prompts.prompts * chunks;
     if (prompts.ids.length !== chunkRows * TOKENS || prompts.multipliers.length !== chunkRows * TOKENS || prompts.rowOf.length !== rows) {
@@ -398,10 +408,34 @@ export class TensorRtBackend implements Backend {
         chunks,
         // A chunk without weights is left as it is (lib/prompt/emphasis.ts does the same).
         ...(emphasisScales(emphasis) && prompts.multipliers.some((m) => m !== 1) ? { multipliers, emphasis: emphasis as "original" | "no-norm" } : {}),
+        ...(extraInputs.length > 0 ? { extraInputs } : {}),
       }),
     );
     this.#timings.textEncoder = gpuMs;
     return new DeviceEmbeddings(rows, embeddings);
+  }
+
+  /**
+   * The edited text encoder's other inputs: clip skip (checked against the layers by the
+   * pipeline) and the textual-inversion vectors (one zero row when there are none).
+   */
+  #textEncoderInputs(clipSkip: number, tokenVectors: Float32Array | undefined): { name: string; dims: number[]; data: Int32Array | Float32Array }[] {
+    const io = this.#text.contract;
+    if (clipSkip !== 1 && (!io.clipSkipName || clipSkip > (io.layers ?? 1))) {
+      throw new InvalidOptionError("clipSkip", `clipSkip ${clipSkip} needs text-encoder engines built from the edited graph with at least ${clipSkip} layers; rebuild with sd-trt build --force`);
+    }
+    if (tokenVectors && !io.extraVectorsName) throw new InvalidOptionError("embeddingsDir", "the text-encoder engine takes no embedding vectors; rebuild the engines with sd-trt build --force");
+    const inputs: { name: string; dims: number[]; data: Int32Array | Float32Array }[] = [];
+    if (io.clipSkipName) inputs.push({ name: io.clipSkipName, dims: [1], data: Int32Array.of(clipSkip) });
+    if (io.extraVectorsName) {
+      const vectors = tokenVectors && tokenVectors.length > 0 ? tokenVectors : new Float32Array(this.hiddenSize);
+      const rows = vectors.length / this.hiddenSize;
+      if (rows > MAX_TOKEN_VECTOR_ROWS) {
+        throw new InvalidOptionError("embeddingsDir", `the embeddings have ${rows} vectors in all; the text-encoder engine takes at most ${MAX_TOKEN_VECTOR_ROWS}`);
+      }
+      inputs.push({ name: io.extraVectorsName, dims: [rows, this.hiddenSize], data: vectors });
+    }
+    return inputs;
   }
 
   /** The whole sampler program on the device; returns x_M, still on the device (the caller disposes it). */

@@ -39,6 +39,8 @@ import {
 import { convertToFp16, type Fp16ConversionReport } from "../../onnx/convert-fp16.js";
 import { ExternalDataReader, OnnxModel } from "../../onnx/model.js";
 import { writeOnnxModel } from "../../onnx/write.js";
+import { editTextEncoder } from "../../onnx/text-encoder-edit.js";
+import { ClipTokenizer } from "../../tokenizer/index.js";
 import { profilesFor, type EngineShapes, type OptimizationProfile } from "./profiles.js";
 import { declaredShapes, describeForEngine, exportPrecision, onnxSignature } from "./roles.js";
 
@@ -94,6 +96,12 @@ interface PlannedModel {
   precision: EngineEntry["precision"];
   profiles: OptimizationProfile[];
   sources: FileDigest[];
+  /**
+   * Text encoder: the tokenizer's vocabulary size when the graph is built edited
+   * (lib/onnx/text-encoder-edit.ts: clip_skip and extra_token_vectors inputs, for clip skip and
+   * textual inversion); absent when its layers could not be found (then it is built as exported).
+   */
+  textEncoderEdit?: { vocabSize: number; layers: number };
 }
 
 function roleFile(folder: ModelFolder, role: ModelRole): ModelFile | undefined {
@@ -151,6 +159,7 @@ async function planModels(folder: ModelFolder, options: BuildEnginesOptions): Pr
     if (!file) continue;
     // Read for planning only (an inline fp16 UNet is gigabytes): the conversion reads it again.
     const model = await OnnxModel.read(file.path);
+    const textEncoderEdit = role === "text_encoder" ? await planTextEncoderEdit(folder, model, options) : undefined;
     const signature = onnxSignature(model);
     const contract = describeForEngine(role, signature, file.path);
     const exported = exportPrecision(model);
@@ -170,6 +179,7 @@ async function planModels(folder: ModelFolder, options: BuildEnginesOptions): Pr
         message: `${folder.dir}/unet/config.json sets upcast_attention, but ${file.path} is an fp16 export: its attention scores are computed in fp16 and may overflow (UnetOverflowError). Export the UNet in fp32 and sd-trt keeps them in fp32`,
       });
     }
+    if (textEncoderEdit) (contract as TextEncoderIo).layers = textEncoderEdit.layers;
     partial.push({
       role,
       file,
@@ -177,6 +187,7 @@ async function planModels(folder: ModelFolder, options: BuildEnginesOptions): Pr
       declared: declaredShapes(signature),
       conversion: exported === "fp32" && !keepFp32 ? (upcast ? "fp32-to-fp16-fp32-attention" : "fp32-to-fp16") : "none",
       precision: keepFp32 ? "fp32" : "fp16",
+      ...(textEncoderEdit ? { textEncoderEdit } : {}),
     });
   }
   const contracts = Object.fromEntries(partial.map((p) => [p.role, p.contract])) as Partial<Record<ModelRole, ModelIo>>;
@@ -301,11 +312,21 @@ export async function buildEngines(options: BuildEnginesOptions, injected?: { bi
       const onnxRel = relative(folder.dir, planned.file.path).split(sep).join("/");
       emit({ type: "model-start", role: planned.role, index, total: models.length, onnx: onnxRel, conversion: planned.conversion, profiles: planned.profiles.length });
       let onnxPath = planned.file.path;
+      const source = async (): Promise<OnnxModel> => {
+        const model = await OnnxModel.read(planned.file.path);
+        if (planned.textEncoderEdit) editTextEncoder(model, { ...textEncoderNames(planned), vocabSize: planned.textEncoderEdit.vocabSize });
+        return model;
+      };
+      if (planned.conversion === "none" && planned.textEncoderEdit) {
+        onnxPath = join(work, planned.role, "model.onnx");
+        await mkdir(dirname(onnxPath), { recursive: true });
+        await writeOnnxModel((await source()).proto, onnxPath);
+      }
       if (planned.conversion !== "none") {
         const reader = new ExternalDataReader();
         try {
           const fp32Attention = planned.conversion === "fp32-to-fp16-fp32-attention";
-          const { model, report } = await convertToFp16(await OnnxModel.read(planned.file.path), reader, { fp32Attention });
+          const { model, report } = await convertToFp16(await source(), reader, { fp32Attention });
           onnxPath = join(work, planned.role, "model.onnx");
           await mkdir(dirname(onnxPath), { recursive: true });
           await writeOnnxModel(model, onnxPath);
@@ -425,4 +446,33 @@ async function runBuild(
   } finally {
     options.signal?.removeEventListener("abort", onAbort);
   }
+}
+
+function textEncoderNames(planned: PlannedModel): { idsName: string; hiddenName: string } {
+  const io = planned.contract as TextEncoderIo;
+  return { idsName: io.idsName, hiddenName: io.hiddenName };
+}
+
+/**
+ * Edits the text encoder read for planning (so its signature, contract and profiles include the
+ * new inputs) and says how the build must edit it again. A graph whose layers cannot be found, or
+ * whose weights live in external files next to an fp16 export, is built as exported (with a
+ * warning): clip skip and textual inversion are then unavailable with its engines.
+ */
+async function planTextEncoderEdit(folder: ModelFolder, model: OnnxModel, options: BuildEnginesOptions): Promise<{ vocabSize: number; layers: number } | undefined> {
+  const tokenizer = folder.tokenizer ? await ClipTokenizer.fromDirectory(dirname(folder.tokenizer.vocab)) : await ClipTokenizer.default();
+  const io = describeForEngine("text_encoder", onnxSignature(model), model.path) as TextEncoderIo;
+  if (exportPrecision(model) === "fp16" && model.externalDataFiles().length > 0) {
+    options.onProgress?.({ type: "warning", message: `${model.path} is an fp16 export with external weights: built as exported, without the clip-skip and textual-inversion inputs` });
+    return undefined;
+  }
+  let layers: number;
+  try {
+    layers = editTextEncoder(model, { idsName: io.idsName, hiddenName: io.hiddenName, vocabSize: tokenizer.vocabSize }).layout.layers;
+  } catch (error) {
+    if (!(error instanceof ModelFileError)) throw error;
+    options.onProgress?.({ type: "warning", message: `${error.message}; the text encoder is built as exported, without clip skip and textual inversion` });
+    return undefined;
+  }
+  return { vocabSize: tokenizer.vocabSize, layers };
 }

@@ -184,6 +184,9 @@ export type DeclaredShapes = Record<string, (number | string)[]>;
 /** Which command-line option sets each axis, for conflict messages. */
 type AxisOption = "--batch" | "--height" | "--width" | "--max-prompt-chunks" | null;
 
+/** Most textual-inversion vectors (all embeddings of a folder together) a text-encoder engine takes. */
+export const MAX_TOKEN_VECTOR_ROWS = 1024;
+
 interface AxisRequest {
   min: number;
   opt: number;
@@ -261,6 +264,12 @@ export function profilesFor(io: ModelIo, shapes: EngineShapes, context: ProfileC
     switch (io.role) {
       case "text_encoder":
         add(io.idsName, [chunkRows, fixed(TOKENS, "sequence length")]);
+        // The edited graph's inputs (lib/onnx/text-encoder-edit.ts): one clip skip, and the
+        // textual-inversion vectors of whatever embeddings folder the pipeline loads.
+        if (io.clipSkipName) add(io.clipSkipName, [fixed(1, "clip skip count")]);
+        if (io.extraVectorsName) {
+          add(io.extraVectorsName, [{ min: 1, opt: 1, max: MAX_TOKEN_VECTOR_ROWS, option: null, what: "textual-inversion vector count" }, fixed(context.hiddenSize, "hidden size")]);
+        }
         break;
       case "unet":
         add(io.sampleName, [doubled, fixed(4, "channel count"), h, w]);

@@ -76,6 +76,8 @@ export interface GenerateArgs extends CheckpointArgs {
   emphasis?: Emphasis;
   "comma-padding-backtrack"?: number;
   "pad-cond-uncond"?: boolean;
+  "clip-skip"?: number;
+  "embeddings-dir"?: string;
   quiet: boolean;
   json: boolean;
 }
@@ -135,6 +137,7 @@ const FLAG_OF: Record<string, string> = {
   emphasis: "--emphasis",
   commaPaddingBacktrack: "--comma-padding-backtrack",
   padCondUncond: "--pad-cond-uncond",
+  clipSkip: "--clip-skip",
 };
 
 function flagError(error: InvalidOptionError): InvalidOptionError {
@@ -236,6 +239,7 @@ function generateOptions(args: GenerateArgs, signal: AbortSignal): GenerateOptio
   if (args["comma-padding-backtrack"] !== undefined) options.commaPaddingBacktrack = args["comma-padding-backtrack"];
   if (args["pad-cond-uncond"] !== undefined) options.padCondUncond = args["pad-cond-uncond"];
   sdxlOptions(args, options);
+  if (args["clip-skip"] !== undefined) options.clipSkip = args["clip-skip"];
   return options;
 }
 
@@ -353,11 +357,12 @@ export async function runGenerate(args: GenerateArgs, io: CommandIo = { stdout: 
     await checkWritable(outputPath(args.out, 0, 0n, 1), "--out");
     if (args["latents-out"] !== undefined) await checkWritable(args["latents-out"], "--latents-out");
 
-    const loadOptions: { backend: BackendChoice; engines?: string; threads?: number; memoryLimit?: number; refiner?: string } = { backend: args.backend };
+    const loadOptions: { backend: BackendChoice; engines?: string; threads?: number; memoryLimit?: number; refiner?: string; embeddingsDir?: string } = { backend: args.backend };
     if (args["memory-limit"] !== undefined) loadOptions.memoryLimit = memoryLimitBytes(args["memory-limit"]);
     if (args.refiner !== undefined) loadOptions.refiner = args.refiner;
     if (args.engines !== undefined) loadOptions.engines = args.engines;
     if (args.threads !== undefined) loadOptions.threads = args.threads;
+    if (args["embeddings-dir"] !== undefined) loadOptions.embeddingsDir = args["embeddings-dir"];
     pipeline = await Pipeline.load(await resolveModelArgument(args.model, args, "fp32", io.stderr), loadOptions);
     if (!args.quiet && !args.json) io.stderr.write(`sd-trt: ${pipeline.backendName} backend (${pipeline.backendReason})\n`);
 
@@ -477,6 +482,8 @@ const command: CommandModule<object, GenerateArgs> = {
       .option("emphasis", { choices: EMPHASIS_MODES, describe: "A1111's emphasis: original (weights, then the mean restored), no-norm, ignore (parse, no weights), none (no parsing) (default original)" })
       .option("comma-padding-backtrack", { type: "number", describe: "A1111's comma_padding_backtrack: move a chunk boundary back to a comma this many tokens away, 0-74 (default 20)" })
       .option("pad-cond-uncond", { type: "boolean", describe: "A1111's pad_cond_uncond: pad the shorter of prompt and negative prompt with empty chunks (one UNet call) instead of two UNet calls (default false)" })
+      .option("embeddings-dir", { type: "string", describe: "A folder of A1111 textual-inversion embeddings (.safetensors): a prompt word equal to a file's name uses its vectors (cpu backend)" })
+      .option("clip-skip", { type: "number", describe: "A1111's clip skip: condition on the text encoder's layer N from the end (through its final layer norm), 1 to its layer count (default 1)" })
       .option("quiet", { alias: "q", type: "boolean", default: false, describe: "No progress or summary output" })
       .option("json", { type: "boolean", default: false, describe: "Print a JSON summary on stdout" }) as unknown as Argv<GenerateArgs>,
   handler: async (argv: ArgumentsCamelCase<GenerateArgs>) => {

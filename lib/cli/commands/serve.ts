@@ -48,6 +48,7 @@ interface ServeArgs extends ServeServiceArgs, CheckpointArgs {
   "max-connections": number;
   "insecure-no-token": boolean;
   "memory-limit"?: number;
+  "embeddings-dir"?: string;
   quiet: boolean;
 }
 
@@ -89,6 +90,7 @@ const command: CommandModule<object, ServeArgs> = {
       .option("max-batch", { type: "number", describe: "Most images per merged batch (default: the backend's maximum)" })
       .option("max-body", { type: "number", default: DEFAULT_MAX_BODY_BYTES, describe: "Largest request body in bytes; larger gets 413" })
       .option("drain-timeout", { type: "number", default: 30, describe: "Seconds in-flight requests get to finish on shutdown" })
+      .option("embeddings-dir", { type: "string", describe: "A folder of A1111 textual-inversion embeddings (.safetensors): a prompt word equal to a file's name uses its vectors (cpu backend)" })
       .option("memory-limit", { type: "number", describe: "Most memory (GiB) one generation may need on the cpu backend; larger requests get 422 (default: this machine's memory)" })
       .option("insecure-no-token", { type: "boolean", default: false, describe: "Allow a --host other than loopback without --token (anyone on the network can generate)" })
       .option("headers-timeout", { type: "number", default: DEFAULT_HEADERS_TIMEOUT_MS / 1000, describe: "Seconds a client gets to send the request headers (then 408, closed)" })

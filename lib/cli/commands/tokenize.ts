@@ -43,6 +43,8 @@ interface TokenizeArgs {
   "comma-padding-backtrack": number;
   model?: string;
   embeddings: boolean;
+  "clip-skip"?: number;
+  "embeddings-dir"?: string;
 }
 
 /** The diffusers view (`--syntax plain`): the field names of the openai/CLIP reference goldens. */
@@ -189,19 +191,30 @@ function plural(count: number, noun: string): string {
 
 /** Runs the command for a prompt's words and returns what it prints. */
 export async function runTokenize(
-  args: { words: readonly (string | number)[]; json?: boolean; vocab?: string; model?: string; embeddings?: boolean } & PromptReadingArgs,
+  args: { words: readonly (string | number)[]; json?: boolean; vocab?: string; model?: string; embeddings?: boolean; clipSkip?: number; embeddingsDir?: string } & PromptReadingArgs,
 ): Promise<string> {
   const prompt = promptFromArgs(args.words);
+  if (args.embeddingsDir !== undefined && !args.embeddings) {
+    throw new InvalidOptionError("embeddingsDir", "--embeddings-dir needs --model DIR --embeddings (the embeddings are read with the model's text encoder)");
+  }
+  if (args.clipSkip !== undefined && !args.embeddings) throw new InvalidOptionError("clipSkip", "--clip-skip needs --model DIR --embeddings (it changes the conditioning, not the tokens)");
   if (args.embeddings && args.model === undefined) throw new InvalidOptionError("embeddings", "--embeddings needs --model DIR (the text encoder that computes them)");
   const tokenizer = await tokenizerForVocab(args.vocab ?? args.model);
-  const reading = promptJson(tokenizer, prompt, args);
+  let reading = promptJson(tokenizer, prompt, args);
+  // Ids from the vocabulary size on are embedding vectors: "<name> vector k" in the listing.
+  const vectorNames = new Map<number, string>();
   if (args.embeddings) {
-    const pipeline = await Pipeline.load(args.model, { backend: "cpu" });
+    const pipeline = await Pipeline.load(args.model, { backend: "cpu", ...(args.embeddingsDir !== undefined ? { embeddingsDir: args.embeddingsDir } : {}) });
     try {
+      // With embeddings the chunks are the pipeline's (embedding words become their vectors' ids).
+      if (args.embeddingsDir !== undefined && args.syntax !== "plain") reading = { ...reading, ...pipeline.readPrompt(prompt, args) };
+      let id = tokenizer.vocabSize;
+      for (const e of pipeline.embeddings) for (let v = 0; v < e.count; v++) vectorNames.set(id++, `<${e.name} vector ${v + 1}/${e.count}>`);
       const { shape, values } = await pipeline.promptConditioning(prompt, {
         promptSyntax: args.syntax ?? "a1111",
         ...(args.emphasis !== undefined ? { emphasis: args.emphasis } : {}),
         ...(args.commaPaddingBacktrack !== undefined ? { commaPaddingBacktrack: args.commaPaddingBacktrack } : {}),
+        ...(args.clipSkip !== undefined ? { clipSkip: args.clipSkip } : {}),
       });
       reading.cond = { shape, values: Array.from(values) };
     } finally {
@@ -209,7 +222,7 @@ export async function runTokenize(
     }
   }
   if (args.json) return JSON.stringify(reading) + "\n";
-  const decode = (ids: number[]) => tokenizer.decode(ids);
+  const decode = (ids: number[]) => (ids.length === 1 && vectorNames.has(ids[0]!) ? vectorNames.get(ids[0]!)! : tokenizer.decode(ids));
   let text = args.syntax === "plain" ? formatTokenization(tokenizer.tokenize(prompt), decode) : formatPromptReading(reading, decode, tokenizer.eosTokenId);
   if (reading.cond) text += `\nConditioning: [${reading.cond.shape.join(", ")}] (use --json for the values)\n`;
   return text;
@@ -237,6 +250,8 @@ const command: CommandModule<object, TokenizeArgs> = {
       .option("comma-padding-backtrack", { type: "number", default: DEFAULT_COMMA_PADDING_BACKTRACK, describe: "A1111's comma_padding_backtrack, 0-74" })
       .option("model", { type: "string", describe: "A model folder: its tokenizer, and its text encoder for --embeddings" })
       .option("embeddings", { type: "boolean", default: false, describe: "With --model: also print the conditioning the UNet gets (cond: shape and values)" })
+      .option("clip-skip", { type: "number", describe: "With --embeddings: A1111's clip skip, 1 to the text encoder's layer count (default 1)" })
+      .option("embeddings-dir", { type: "string", describe: "With --embeddings: a folder of A1111 textual-inversion embeddings; their words become their vectors (ids from 49408 on in chunks)" })
       .option("vocab", {
         type: "string",
         describe: "Tokenizer folder with vocab.json and merges.txt, or a model folder with tokenizer/ (default: SD 1.x's)",
@@ -248,7 +263,7 @@ const command: CommandModule<object, TokenizeArgs> = {
     const model = argv.model !== undefined ? { model: argv.model } : {};
     const vocab = argv.vocab !== undefined ? { vocab: argv.vocab } : {};
     process.stdout.write(
-      await runTokenize({ words, json: argv.json, ...vocab, ...model, embeddings: argv.embeddings, syntax: argv.syntax, emphasis: argv.emphasis, commaPaddingBacktrack: argv["comma-padding-backtrack"] }),
+      await runTokenize({ words, json: argv.json, ...vocab, ...model, embeddings: argv.embeddings, ...(argv["clip-skip"] !== undefined ? { clipSkip: argv["clip-skip"] } : {}), ...(argv["embeddings-dir"] !== undefined ? { embeddingsDir: argv["embeddings-dir"] } : {}), syntax: argv.syntax, emphasis: argv.emphasis, commaPaddingBacktrack: argv["comma-padding-backtrack"] }),
     );
   },
 };

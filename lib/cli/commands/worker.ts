@@ -20,6 +20,7 @@ interface WorkerArgs {
   model: string;
   backend: BackendChoice;
   engines?: string;
+  "embeddings-dir"?: string;
   devices: string;
   concurrency?: number;
   "max-batch"?: number;
@@ -39,6 +40,7 @@ const command: CommandModule<object, WorkerArgs> = {
       .option("model", { type: "string", default: defaultModelDir, defaultDescription: "the tiny test model in models/tiny-sd", describe: "Model folder (diffusers/optimum ONNX layout)" })
       .option("backend", { choices: BACKEND_CHOICES, default: "auto" as const, describe: "Inference backend" })
       .option("engines", { type: "string", describe: "TensorRT engine folder (tensorrt backend)" })
+      .option("embeddings-dir", { type: "string", describe: "A folder of A1111 textual-inversion embeddings (.safetensors) for the jobs' prompts (cpu backend); give every worker of a queue the same folder" })
       .option("devices", { type: "string", default: "0", describe: "Devices to run on, one pipeline each (CUDA indices; on the CPU backend, that many worker pipelines), e.g. 0,1" })
       .option("concurrency", { type: "number", describe: "Jobs taken at once (default: 2 per device, so each device has its next job ready)" })
       .option("max-batch", { type: "number", describe: "Most images per merged batch (default: the backend's maximum)" })
@@ -73,6 +75,7 @@ const command: CommandModule<object, WorkerArgs> = {
       model: argv.model,
       backend: argv.backend,
       ...(argv.engines ? { engines: argv.engines } : {}),
+      ...(argv["embeddings-dir"] !== undefined ? { embeddingsDir: argv["embeddings-dir"] } : {}),
       devices,
       maxQueue: 100_000,
       batchWindowMs: argv["batch-window-ms"],

@@ -24,6 +24,8 @@ export interface PipelineServiceArgs {
   engines?: string;
   /** CPU backend: the most bytes one generation may need. */
   memoryLimit?: number;
+  /** Textual-inversion embeddings folder. */
+  embeddingsDir?: string;
   devices: number[];
   maxQueue: number;
   batchWindowMs: number;
@@ -38,6 +40,7 @@ export async function openPipelineService(args: PipelineServiceArgs): Promise<Pi
       device,
       ...(args.engines ? { engines: args.engines } : {}),
       ...(args.memoryLimit !== undefined ? { memoryLimit: args.memoryLimit } : {}),
+      ...(args.embeddingsDir !== undefined ? { embeddingsDir: args.embeddingsDir } : {}),
     }),
   );
   const settled = await Promise.allSettled(loads);

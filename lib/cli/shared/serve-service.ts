@@ -21,6 +21,8 @@ export interface ServeServiceArgs {
   queue?: string;
   /** CPU backend: the most bytes one generation may need (`--memory-limit`, converted). */
   memoryLimit?: number;
+  /** Textual-inversion embeddings folder (`--embeddings-dir`). */
+  "embeddings-dir"?: string;
 }
 
 export function addServeServiceOptions(): Record<string, Options> {
@@ -44,6 +46,7 @@ export async function openServeService(argv: ServeServiceArgs, log: (line: strin
     backend: argv.backend,
     ...(argv.engines ? { engines: argv.engines } : {}),
     ...(argv.memoryLimit !== undefined ? { memoryLimit: argv.memoryLimit } : {}),
+    ...(argv["embeddings-dir"] !== undefined ? { embeddingsDir: argv["embeddings-dir"] } : {}),
     devices,
     maxQueue: argv["max-queue"],
     batchWindowMs: argv["batch-window-ms"],

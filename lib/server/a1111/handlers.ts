@@ -85,6 +85,7 @@ function serviceRequests(generation: A1111Generation, initImage: RawImage | unde
       emphasis: emphasisOf(generation.settings),
       commaPaddingBacktrack: generation.settings.comma_padding_backtrack,
       padCondUncond: generation.settings.pad_cond_uncond,
+      clipSkip: generation.settings.CLIP_stop_at_last_layers,
       ...(initImage ? { initImage, strength: generation.strength } : {}),
     });
   }

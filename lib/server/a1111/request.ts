@@ -228,6 +228,7 @@ export function a1111FieldFor(option: string): string {
     emphasis: "override_settings.emphasis",
     commaPaddingBacktrack: "override_settings.comma_padding_backtrack",
     padCondUncond: "override_settings.pad_cond_uncond",
+    clipSkip: "override_settings.CLIP_stop_at_last_layers",
   };
   return map[option.replace(/\[\d+\]$/, "")] ?? map[base] ?? option;
 }

@@ -9,7 +9,7 @@
  * | `emphasis`                 | "Original", "No norm", "Ignore", "None"     | "Original"    |
  * | `comma_padding_backtrack`  | 0 … 74                                      | 20            |
  * | `pad_cond_uncond`          | true / false                                | false         |
- * | `CLIP_stop_at_last_layers` | 1 (clip skip is not implemented yet)        | 1             |
+ * | `CLIP_stop_at_last_layers` | 1 … 12 (clip skip; the model's layer count) | 1             |
  * | `eta_noise_seed_delta`     | 0 … 2^53 − 1 (ENSD)                         | 0             |
  * | `sd_model_checkpoint`      | the served model's name                     |               |
  * | `sd_vae`                   | "Automatic", "None"                         | "Automatic"   |
@@ -98,7 +98,11 @@ export function applyA1111Settings(base: A1111Settings, changes: Record<string, 
         out.pad_cond_uncond = value;
         break;
       case "CLIP_stop_at_last_layers":
-        if (value !== 1) throw invalidField(field, `${field} (clip skip) other than 1 is not supported yet, got ${describeValue(value)}`);
+        // A1111's slider range; the model's own layer count is checked with the request (validateClipSkip).
+        if (typeof value !== "number" || !Number.isInteger(value) || value < 1 || value > 12) {
+          throw invalidField(field, `${field} (clip skip) must be an integer from 1 to 12, got ${describeValue(value)}`);
+        }
+        out.CLIP_stop_at_last_layers = value;
         break;
       case "eta_noise_seed_delta":
         if (typeof value !== "number" || !Number.isSafeInteger(value) || value < 0) {
