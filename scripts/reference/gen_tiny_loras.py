@@ -13,6 +13,10 @@ Writes test/fixtures/loras/:
   fused.safetensors       for each case, every weight that any case changes, as diffusers' own
                           `load_lora_weights` + `fuse_lora` leave it (`<case>/<component>/<key>`, torch layout,
                           float32); case "base" is the untouched model.
+  generations.safetensors whole generations by diffusers' StableDiffusionPipeline (REQUEST, SEED): `<case>/latents`
+                          (the final latents, [4, h/8, w/8]) and `<case>/pixels` (uint8 RGB HWC stored as float32)
+                          for base, kohya_0.8, kohya_0.8+peft_0.5 and "unloaded" (after unfuse_lora +
+                          unload_lora_weights on the same pipeline).
   reference.json          the cases (which LoRA at which scale), the files' A1111 "addnet" hashes
                           (sha256 of the bytes after the header, as A1111's `hashes.addnet_hash_safetensors`
                           computes them; A1111 itself is not importable without its whole web UI, so the
@@ -31,6 +35,7 @@ import sys
 from pathlib import Path
 
 import diffusers
+import numpy as np
 import peft
 import safetensors
 import safetensors.torch
@@ -43,6 +48,12 @@ from safetensors.torch import save_file
 from transformers import CLIPTextModel, CLIPTokenizer
 
 OUT = Path("test/fixtures/loras")
+# The generation every case runs (small: the tiny model at 64×64).
+REQUEST = {"prompt": "a photo of a cat", "negative_prompt": "", "height": 64, "width": 64, "num_inference_steps": 4, "guidance_scale": 7.5}
+SEED = 42
+# The folder stores float16 weights (as real SD folders do); everything here computes in float32,
+# as sd-trt's fp32 conversion does (float16 → float32 is exact).
+F32 = torch.float32
 TOKENIZER = Path("../shared/data/clip-tokenizer")
 
 # kohya module names (diffusers module path; kohya writes it with "." → "_") → rank. Every layer
@@ -119,8 +130,8 @@ def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     g = torch.Generator().manual_seed(1234)
 
-    unet = UNet2DConditionModel.from_pretrained(model / "unet")
-    te = CLIPTextModel.from_pretrained(model / "text_encoder")
+    unet = UNet2DConditionModel.from_pretrained(model / "unet", torch_dtype=F32)
+    te = CLIPTextModel.from_pretrained(model / "text_encoder", torch_dtype=F32)
 
     # 1. kohya file, written by hand in kohya's layout (its trainer is not installable offline).
     kohya_path = OUT / "kohya_sd1.safetensors"
@@ -146,34 +157,44 @@ def main() -> None:
     # 3. What diffusers' pipeline makes of them: a fresh pipeline per case, so no case sees
     # another's adapters.
     files = {"kohya": kohya_path, "peft": peft_path}
-    # diffusers 0.40 with transformers 5 cannot place kohya's text-encoder names: they keep
-    # transformers 4's `text_model.` level, which CLIPTextModel no longer has, so its rank lookup
-    # finds nothing and load_lora_weights fails. diffusers is handed a copy with that one level
-    # removed from the names (values untouched); the fixture keeps kohya's real names.
+    # diffusers is handed a copy of the kohya file with the same values in float32 (float16 widens
+    # exactly): its pipeline takes the UNet's dtype from the first parameter it finds, which after
+    # loading a float16 LoRA can be a LoRA factor, and then feeds float16 into float32 layers.
+    # diffusers 0.40 with transformers 5 also cannot place kohya's text-encoder names: they keep
+    # transformers 4's `text_model.` level, which CLIPTextModel's module tree no longer has, so its
+    # rank lookup finds nothing and load_lora_weights fails. The copy's names drop that one level;
+    # the fixture keeps kohya's real names and float16.
     loadable = dict(files)
-    if not hasattr(te, "text_model"):
-        loadable["kohya"] = OUT / "kohya_sd1.for-transformers5.tmp.safetensors"
-        state = safetensors.torch.load_file(kohya_path)
-        save_file({k.replace("lora_te_text_model_", "lora_te_"): v for k, v in state.items()}, loadable["kohya"])
+    loadable["kohya"] = OUT / "kohya_sd1.for-diffusers.tmp.safetensors"
+    drop_level = not hasattr(te, "text_model")
+    state = safetensors.torch.load_file(kohya_path)
+    save_file({(k.replace("lora_te_text_model_", "lora_te_") if drop_level else k): v.float() for k, v in state.items()}, loadable["kohya"])
 
     def pipeline() -> StableDiffusionPipeline:
         return StableDiffusionPipeline(
-            vae=None, text_encoder=CLIPTextModel.from_pretrained(model / "text_encoder"), tokenizer=CLIPTokenizer.from_pretrained(TOKENIZER),
-            unet=UNet2DConditionModel.from_pretrained(model / "unet"), scheduler=None, safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+            vae=None, text_encoder=CLIPTextModel.from_pretrained(model / "text_encoder", torch_dtype=F32), tokenizer=CLIPTokenizer.from_pretrained(TOKENIZER),
+            unet=UNet2DConditionModel.from_pretrained(model / "unet", torch_dtype=F32), scheduler=None, safety_checker=None, feature_extractor=None, requires_safety_checker=False,
         )
+
+    on_disk = {**{("unet", k): v for k, v in safetensors.torch.load_file(model / "unet" / "diffusion_pytorch_model.safetensors").items()},
+               **{("text_encoder", k): v for k, v in safetensors.torch.load_file(model / "text_encoder" / "model.safetensors").items()}}
+
+    def folder_key(component: str, key: str) -> tuple:
+        # The folder's keys are what sd-trt sees (and names graph weights by): its text encoder
+        # keeps the `text_model.` level that transformers 5's module tree has dropped.
+        return (component, key) if (component, key) in on_disk else (component, f"text_model.{key}")
 
     def weights(pipe: StableDiffusionPipeline) -> dict:
         # PEFT wraps adapted layers: "x.to_q.base_layer.weight" is the model's "x.to_q.weight".
         return {
-            (c, k.replace(".base_layer", "")): v.detach().clone()
+            folder_key(c, k.replace(".base_layer", "")): v.detach().clone()
             for c, m in (("unet", pipe.unet), ("text_encoder", pipe.text_encoder))
             for k, v in m.state_dict().items()
             if ".lora_" not in k
         }
 
     base = weights(pipeline())
-    on_disk = {**{("unet", k): v for k, v in safetensors.torch.load_file(model / "unet" / "diffusion_pytorch_model.safetensors").items()},
-               **{("text_encoder", k): v for k, v in safetensors.torch.load_file(model / "text_encoder" / "model.safetensors").items()}}
+    assert set(base) == set(on_disk), "the pipeline's weights are not the folder's"
     assert all(torch.equal(base[k], on_disk[k].float()) for k in on_disk), "the pipeline's base weights differ from the files"
     cases = {
         "kohya_0.8": [("kohya", 0.8)],
@@ -192,11 +213,42 @@ def main() -> None:
         pipe.unfuse_lora(components=["unet", "text_encoder"])
         pipe.unload_lora_weights()
         results[f"unloaded_after_{case}"] = weights(pipe)
-    if loadable["kohya"] != kohya_path:
-        loadable["kohya"].unlink()
+
+    # 4. Whole generations through diffusers' StableDiffusionPipeline on the full folder: base, one
+    # LoRA, two LoRAs, and the base again after unfuse_lora + unload_lora_weights on the same pipeline.
+    gen_pipe = StableDiffusionPipeline.from_pretrained(model, torch_dtype=F32, safety_checker=None, requires_safety_checker=False)
+    gen_pipe.set_progress_bar_config(disable=True)
+
+    def generate() -> dict:
+        out = {}
+        for kind in ("latent", "pil"):
+            images = gen_pipe(**REQUEST, generator=torch.Generator().manual_seed(SEED), output_type=kind).images
+            if kind == "latent":
+                out["latents"] = images[0].float().contiguous()
+            else:
+                out["pixels"] = torch.from_numpy(np.array(images[0])).float().contiguous()  # uint8 HWC as float
+        return out
+
+    generations = {"base": generate()}
+    for case in ("kohya_0.8", "kohya_0.8+peft_0.5"):
+        loras = cases[case]
+        for name, _ in loras:
+            gen_pipe.load_lora_weights(str(loadable[name]), adapter_name=name)
+        names = [n for n, _ in loras]
+        gen_pipe.set_adapters(names, adapter_weights=[s for _, s in loras])
+        gen_pipe.fuse_lora(components=["unet", "text_encoder"], lora_scale=1.0, adapter_names=names)
+        generations[case] = generate()
+        gen_pipe.unfuse_lora(components=["unet", "text_encoder"])
+        gen_pipe.unload_lora_weights()
+    generations["unloaded"] = generate()
+    save_file({f"{case}/{what}": t for case, g in generations.items() for what, t in g.items()}, OUT / "generations.safetensors")
+    for case, g in generations.items():
+        if case != "base":
+            assert not torch.equal(g["pixels"], generations["base"]["pixels"]) or case == "unloaded", f"{case} did not change the image"
+    loadable["kohya"].unlink()
 
     # Self-check: every layer each LoRA file names changed in each case that uses it.
-    named = {"kohya": {("unet", p + ".weight") for p in KOHYA_UNET} | {("text_encoder", p.removeprefix("text_model.") + ".weight") for p in KOHYA_TE}}
+    named = {"kohya": {("unet", p + ".weight") for p in KOHYA_UNET} | {("text_encoder", p + ".weight") for p in KOHYA_TE}}
     for case, loras in cases.items():
         for name, _ in loras:
             for key in named.get(name, ()):
@@ -215,6 +267,9 @@ def main() -> None:
         # every weight of the base model (key → torch shape): what the LoRAs are matched against
         "model_weights": {c: {k: list(v.shape) for (cc, k), v in sorted(base.items()) if cc == c} for c in ("unet", "text_encoder")},
         "diffusers_unfuse_max_abs_diff_from_base": unloaded_max_diff,
+        "generation": {**REQUEST, "seed": SEED, "generator": "torch.Generator() (CPU), one for the batch", "scheduler": "the folder's PNDMScheduler",
+                       "cases": ["base", "kohya_0.8", "kohya_0.8+peft_0.5", "unloaded"],
+                       "unloaded_latents_max_abs_diff_from_base": float((generations["unloaded"]["latents"] - generations["base"]["latents"]).abs().max())},
         "addnet_hash": {p.name: addnet_hash(p) for p in files.values()},
         "provenance": {
             "diffusers": diffusers.__version__, "diffusers_git": "58eb52c0803ea9af3abec60841c2a093bdf1f951",

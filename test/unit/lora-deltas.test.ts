@@ -80,11 +80,11 @@ describe("merged weights match diffusers' fuse_lora", () => {
     });
   }
 
-  test("the kohya file's text-encoder layers (transformers 4 names) land on the model's text-encoder weights", async () => {
+  test("the kohya file's text-encoder layers land on the model's text-encoder weights", async () => {
     const lora = await readLoraFile(join(dir, "kohya_sd1.safetensors"));
     expect(lora.format).toBe("kohya");
     const keys = loraDeltas(lora, target, 1).filter((d) => d.component === "text_encoder").map((d) => d.key);
-    expect(keys.sort()).toEqual(["encoder.layers.0.self_attn.out_proj.weight", "encoder.layers.0.self_attn.q_proj.weight", "encoder.layers.1.mlp.fc1.weight"]);
+    expect(keys.sort()).toEqual(["text_model.encoder.layers.0.self_attn.out_proj.weight", "text_model.encoder.layers.0.self_attn.q_proj.weight", "text_model.encoder.layers.1.mlp.fc1.weight"]);
   });
 
   test("the PEFT file's per-module rank and alpha patterns give each layer its own alpha/rank", async () => {
@@ -145,13 +145,13 @@ describe("LoRAs that do not fit are refused, naming the file", () => {
   });
 
   test("a layer whose shape does not fit its weight (another architecture's dimensions)", async () => {
-    // attn2.to_k takes the text hidden size (16 here, 1024 in SD 2.x).
+    // attn2.to_k takes the text hidden size (8 here, 1024 in SD 2.x).
     const path = writeLora("sd2-shaped.safetensors", {
       "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn2_to_k.lora_down.weight": { shape: [2, 24] },
       "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn2_to_k.lora_up.weight": { shape: [16, 2] },
     });
     const error = await refusal(async () => loraDeltas(await readLoraFile(path), target, 1));
-    expect(error.message).toContain("layer lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn2_to_k changes unet weight down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k.weight of shape [16, 16] by [16, 24]");
+    expect(error.message).toContain("layer lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn2_to_k changes unet weight down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k.weight of shape [16, 8] by [16, 24]");
   });
 
   test("network types sd-trt does not apply, and broken layers", async () => {
