@@ -103,7 +103,7 @@ export async function buildClipTextGraph(g: GraphBuilder, source: ComponentSourc
     g.output(g.cast(pooled, "float32"), "pooler_output", ["batch_size", hidden]);
   }
   if (options.hiddenStates) {
-    hiddenStates.forEach((state, i) => g.output(g.cast(state, "float32"), `hidden_states.${i}`, ["batch_size", "sequence_length", hidden]));
+    for (const [i, state] of hiddenStates.entries()) g.output(g.cast(state, "float32"), `hidden_states.${i}`, ["batch_size", "sequence_length", hidden]);
   }
   layers.checkAllRead();
 }

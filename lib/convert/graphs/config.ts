@@ -76,7 +76,7 @@ export class ComponentConfig {
     if (!supported.some((s) => s === v)) {
       throw new ModelFileError(
         this.origin,
-        `${this.origin}: config "${key}" = ${JSON.stringify(v)} is not supported by sd-trt's converter (supported: ${supported.map((s) => JSON.stringify(s)).join(", ")})`,
+        `${this.origin}: config "${key}" = ${JSON.stringify(v ?? null)} is not supported by sd-trt's converter (supported: ${supported.map((s) => JSON.stringify(s ?? null)).join(", ")})`,
       );
     }
   }

@@ -89,9 +89,12 @@ export class Layers {
     return this.g.initializer(key, data, shape, kind === "norm" ? "float32" : this.compute);
   }
 
-  /** Throws when the checkpoint holds weights the graph did not read (an unsupported part of the config). */
-  checkAllRead(): void {
-    const unread = [...this.weights.keys()].filter((k) => !this.loaded.has(k) && !UNREAD_KEYS.has(k));
+  /**
+   * Throws when the checkpoint holds weights the graph did not read (an unsupported part of the
+   * config). `belongs` picks the keys this graph is made of (the VAE's weights make two graphs).
+   */
+  checkAllRead(belongs: (key: string) => boolean = () => true): void {
+    const unread = [...this.weights.keys()].filter((k) => belongs(k) && !this.loaded.has(k) && !UNREAD_KEYS.has(k));
     if (unread.length > 0) {
       const shown = unread.slice(0, 5).map((k) => JSON.stringify(k)).join(", ");
       throw new ModelFileError(

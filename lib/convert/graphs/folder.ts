@@ -1,0 +1,140 @@
+/**
+ * Writes a whole converted model folder in the optimum layout the pipeline reads
+ * (lib/model/folder.ts): model_index.json, scheduler/, tokenizer/, text_encoder/, unet/,
+ * vae_decoder/, vae_encoder/, each graph as model.onnx + model.onnx_data with its component's
+ * config.json.
+ *
+ * Everything is written into a temporary sibling of `outDir` and renamed into place only when
+ * complete, so `outDir` either does not exist or holds a whole model; a failure removes the
+ * temporary folder.
+ */
+import { access, copyFile, mkdir, rename, rm } from "node:fs/promises";
+import { join } from "node:path";
+import { ModelFileError, OutputFileError } from "../../errors.js";
+import { temporaryPathFor, writeFileAtomic } from "../../fs/atomic.js";
+import type { GraphBuilder } from "../../onnx/builder.js";
+import { DEFAULT_VOCABULARY_DIR } from "../../tokenizer/clip-tokenizer.js";
+import type { CheckpointSource, ComponentName, ComponentSource, ModelFamily } from "../types.js";
+import { buildClipTextGraph } from "./clip.js";
+import { type GraphFileSizes, writeGraphFile } from "./graph-file.js";
+import type { GraphDtype } from "./layers.js";
+import { buildUnetGraph } from "./unet.js";
+import { buildVaeDecoderGraph, buildVaeEncoderGraph } from "./vae.js";
+
+export type ConvertedGraph = "text_encoder" | "unet" | "vae_decoder" | "vae_encoder";
+
+export interface ConvertProgress {
+  /** The graph about to be written. */
+  graph: ConvertedGraph;
+  /** 0-based position of this graph, and how many there are. */
+  index: number;
+  count: number;
+}
+
+export interface WriteConvertedModelOptions {
+  dtype: GraphDtype;
+  onProgress?: (progress: ConvertProgress) => void;
+}
+
+export interface ConvertedModelReport {
+  dir: string;
+  graphs: Record<ConvertedGraph, GraphFileSizes>;
+}
+
+type GraphBuild = (g: GraphBuilder, source: ComponentSource, options: { dtype: GraphDtype; origin: string }) => Promise<void>;
+
+const GRAPHS: readonly { graph: ConvertedGraph; component: ComponentName; build: GraphBuild }[] = [
+  { graph: "text_encoder", component: "text_encoder", build: buildClipTextGraph },
+  { graph: "unet", component: "unet", build: buildUnetGraph },
+  { graph: "vae_decoder", component: "vae", build: buildVaeDecoderGraph },
+  { graph: "vae_encoder", component: "vae", build: buildVaeEncoderGraph },
+];
+
+/**
+ * The tokenizer's pad token per family, as the diffusers folders' tokenizer configs name it:
+ * SD 1.x (openai/clip-vit-large-patch14) pads with <|endoftext|>, SD 2.x (OpenCLIP) with "!".
+ */
+const PAD_TOKEN: Readonly<Record<ModelFamily, string>> = { sd1: "<|endoftext|>", sd2: "!", sdxl: "<|endoftext|>" };
+
+async function writeJson(path: string, value: unknown): Promise<void> {
+  await writeFileAtomic(path, `${JSON.stringify(value, null, 2)}\n`);
+}
+
+async function writeTokenizer(dir: string, family: ModelFamily): Promise<void> {
+  await mkdir(dir);
+  for (const name of ["vocab.json", "merges.txt"]) await copyFile(join(DEFAULT_VOCABULARY_DIR, name), join(dir, name));
+  const special = { bos_token: "<|startoftext|>", eos_token: "<|endoftext|>", pad_token: PAD_TOKEN[family], unk_token: "<|endoftext|>" };
+  await writeJson(join(dir, "special_tokens_map.json"), special);
+  await writeJson(join(dir, "tokenizer_config.json"), {
+    add_prefix_space: false,
+    do_lower_case: true,
+    errors: "replace",
+    model_max_length: 77,
+    tokenizer_class: "CLIPTokenizer",
+    ...special,
+  });
+}
+
+function modelIndex(source: CheckpointSource): Record<string, unknown> {
+  const scheduler = source.schedulerConfig["_class_name"];
+  return {
+    _class_name: "OnnxStableDiffusionPipeline",
+    feature_extractor: [null, null],
+    requires_safety_checker: false,
+    safety_checker: [null, null],
+    scheduler: ["diffusers", typeof scheduler === "string" ? scheduler : "PNDMScheduler"],
+    text_encoder: ["diffusers", "OnnxRuntimeModel"],
+    tokenizer: ["transformers", "CLIPTokenizer"],
+    unet: ["diffusers", "OnnxRuntimeModel"],
+    vae_decoder: ["diffusers", "OnnxRuntimeModel"],
+    vae_encoder: ["diffusers", "OnnxRuntimeModel"],
+  };
+}
+
+/**
+ * Converts `source` into an ONNX model folder at `outDir` (which must not exist yet).
+ *
+ * @throws OutputFileError when `outDir` exists or cannot be written; ModelFileError when a
+ *   component is missing or its config/weights are not what the graphs implement.
+ */
+export async function writeConvertedModel(source: CheckpointSource, outDir: string, options: WriteConvertedModelOptions): Promise<ConvertedModelReport> {
+  if (source.family === "sdxl") {
+    throw new ModelFileError(source.path, `${source.path}: converting SDXL checkpoints is not supported yet (its second text encoder and the UNet's text_time embedding are not built)`);
+  }
+  const exists = await access(outDir).then(
+    () => true,
+    () => false,
+  );
+  if (exists) throw new OutputFileError(outDir, `${outDir} already exists; choose a new folder for the converted model or remove it first`);
+  for (const { component } of GRAPHS) {
+    if (!source.components[component]) throw new ModelFileError(source.path, `${source.path}: the checkpoint has no ${component}, which a converted model needs`);
+  }
+
+  const tmp = temporaryPathFor(outDir);
+  const graphs = {} as Record<ConvertedGraph, GraphFileSizes>;
+  try {
+    await mkdir(tmp, { recursive: true });
+    await writeJson(join(tmp, "model_index.json"), modelIndex(source));
+    await mkdir(join(tmp, "scheduler"));
+    await writeJson(join(tmp, "scheduler", "scheduler_config.json"), source.schedulerConfig);
+    await writeTokenizer(join(tmp, "tokenizer"), source.family);
+    for (const [index, { graph, component, build }] of GRAPHS.entries()) {
+      options.onProgress?.({ graph, index, count: GRAPHS.length });
+      const componentSource = source.components[component]!;
+      const dir = join(tmp, graph);
+      await mkdir(dir);
+      await writeJson(join(dir, "config.json"), componentSource.config);
+      const origin = `${source.path} ${component}`;
+      graphs[graph] = await writeGraphFile(join(dir, "model.onnx"), graph, (g) => build(g, componentSource, { dtype: options.dtype, origin }));
+    }
+    await rename(tmp, outDir);
+  } catch (error) {
+    await rm(tmp, { recursive: true, force: true });
+    // File-system failures (disk full, no permission) are about the output; model errors pass as they are.
+    if (error instanceof Error && (error as NodeJS.ErrnoException).syscall !== undefined) {
+      throw new OutputFileError(outDir, `cannot write the converted model to ${outDir}: ${error.message}`, { cause: error });
+    }
+    throw error;
+  }
+  return { dir: outDir, graphs };
+}
