@@ -10,6 +10,7 @@ import { InvalidOptionError, TensorRtUnavailableError } from "../errors.js";
 import { booleanValue, integerInRange, oneOf } from "../validate.js";
 import { buildNativeCommand } from "../package-info.js";
 import type { Backend } from "./backend.js";
+import type { LoraSpec } from "../convert/lora/set.js";
 import { CpuBackend } from "./cpu/backend.js";
 import type { ModelFolder } from "../model/folder.js";
 
@@ -30,6 +31,10 @@ export interface BackendLoadOptions {
    * pipeline is its own ONNX Runtime worker thread, and the index only names it. Defaults to 0.
    */
   device?: number;
+  /** LoRAs merged into the weights (CPU backend; see CpuBackendOptions.loras). */
+  loras?: readonly LoraSpec[];
+  /** Where the CPU backend caches LoRA-merged graphs. */
+  loraCacheDir?: string;
 }
 
 /** Largest device index accepted (far above any machine's GPU count; catches typos like 10000). */
@@ -57,6 +62,8 @@ async function loadCpu(folder: ModelFolder, options: BackendLoadOptions): Promis
   return CpuBackend.load(folder, {
     ...(options.threads === undefined ? {} : { intraOpThreads: options.threads }),
     ...(options.memoryLimit === undefined ? {} : { memoryLimit: options.memoryLimit }),
+    ...(options.loras?.length ? { loras: options.loras } : {}),
+    ...(options.loraCacheDir === undefined ? {} : { loraCacheDir: options.loraCacheDir }),
   });
 }
 
@@ -68,6 +75,13 @@ export async function loadBackend(folder: ModelFolder, choice: BackendChoice, op
     throw new InvalidOptionError("engines", "engines applies to the TensorRT backend; it cannot be used with backend \"cpu\"");
   }
   if (choice === "cpu") return { backend: await loadCpu(folder, options), reason: "requested" };
+  if (options.loras?.length) {
+    // TensorRT applies LoRAs by refitting refittable engines (native/trt/refitter.*); the backend
+    // does not drive that path yet, so LoRAs run on the CPU.
+    const why = "LoRAs are applied on the CPU backend only for now (TensorRT refitting is not wired into the backend yet)";
+    if (choice === "tensorrt") throw new InvalidOptionError("loras", `${why}; use backend "cpu"`);
+    return { backend: await loadCpu(folder, options), reason: `auto: ${why}; using the CPU` };
+  }
 
   let trt: TensorRtModule;
   try {

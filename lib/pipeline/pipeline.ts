@@ -22,7 +22,8 @@ import { dirname } from "node:path";
 import { ModelFileError, DisposedError, InvalidOptionError, throwIfAborted } from "../errors.js";
 import { Lifecycle } from "../lifecycle.js";
 import type { Backend, BackendLimits, BackendName } from "../backends/backend.js";
-import { loadBackend, type BackendChoice, BACKEND_CHOICES } from "../backends/select.js";
+import { loadBackend, type BackendChoice, type BackendLoadOptions, BACKEND_CHOICES } from "../backends/select.js";
+import { checkLoraScale, type LoraSpec } from "../convert/lora/set.js";
 import { locateModelFolder, type ModelFolder } from "../model/folder.js";
 import { defaultModelDir } from "../package-info.js";
 import { ClipTokenizer } from "../tokenizer/index.js";
@@ -65,6 +66,15 @@ export interface PipelineLoadOptions {
    * 0 … 63, defaults to 0.
    */
   device?: number;
+  /**
+   * LoRAs merged into the model's weights for every generation of this pipeline, each
+   * `{ path, scale }`, in order (`--lora FILE[:SCALE]`). The model must be a converted folder
+   * (`sd-trt convert`: weights named by diffusers keys). CPU backend: merged graphs cached under
+   * `loraCacheDir`.
+   */
+  loras?: readonly LoraSpec[];
+  /** Where LoRA-merged graphs are cached. Defaults to `$XDG_CACHE_HOME/sd-trt/lora` (`~/.cache/sd-trt/lora`). */
+  loraCacheDir?: string;
 }
 
 /** Hex SHA-256 of a file, streamed. */
@@ -119,12 +129,17 @@ export class Pipeline {
     }
     createScheduler(defaultScheduler, folder.schedulerConfig); // a bad config fails at load, not at the first generate
     const tokenizer = folder.tokenizer ? await ClipTokenizer.fromDirectory(dirname(folder.tokenizer.vocab)) : await ClipTokenizer.default();
-    const loadOptions: { engines?: string; threads?: number; useGraphs?: boolean; memoryLimit?: number; device?: number } = {};
+    const loadOptions: BackendLoadOptions = {};
     if (options.memoryLimit !== undefined) loadOptions.memoryLimit = numberInRange("memoryLimit", options.memoryLimit, 1, Number.MAX_SAFE_INTEGER);
     if (options.device !== undefined) loadOptions.device = options.device;
     if (options.engines !== undefined) loadOptions.engines = options.engines;
     if (options.threads !== undefined) loadOptions.threads = integerInRange("threads", options.threads, 1, 1024);
     if (options.useGraphs !== undefined) loadOptions.useGraphs = options.useGraphs;
+    if (options.loras?.length) {
+      options.loras.forEach((l, i) => checkLoraScale(l.scale, `loras[${i}].scale`));
+      loadOptions.loras = options.loras;
+    }
+    if (options.loraCacheDir !== undefined) loadOptions.loraCacheDir = options.loraCacheDir;
     const { backend, reason } = await loadBackend(folder, choice, loadOptions);
     return new Pipeline(folder, backend, reason, tokenizer, defaultScheduler, options.device ?? 0);
   }

@@ -46,6 +46,8 @@ import type { PromptRows } from "./ort-protocol.js";
 import { checkDenoiseJob, TOKENS } from "./denoise-loop.js";
 import type { PromptBatch } from "../../prompt/conditioning.js";
 import type { Emphasis } from "../../prompt/emphasis.js";
+import { mergedLoraGraphs } from "../../convert/lora/merged-folder.js";
+import type { LoraSpec } from "../../convert/lora/set.js";
 
 export { combineGuidance, timestepTensor } from "./denoise-loop.js";
 
@@ -62,6 +64,14 @@ export const CPU_MAX_PROMPT_CHUNKS = 32;
 export interface CpuBackendOptions extends SessionOptions {
   /** Most memory a generation may need, in bytes (see memory.ts). Defaults to this machine's memory. */
   memoryLimit?: number;
+  /**
+   * LoRAs merged into the text encoder and UNet weights (lib/convert/lora/merged-folder.ts: the
+   * merged graphs are cached per model and set). The folder must be a converted one (weights named
+   * by diffusers keys).
+   */
+  loras?: readonly LoraSpec[];
+  /** Where merged graphs are cached. Defaults to `defaultLoraCacheDir()`. */
+  loraCacheDir?: string;
 }
 
 /** ONNX Runtime calls of one model: how many, the batch rows they processed, and the time inside `run`. */
@@ -162,7 +172,8 @@ export class CpuBackend implements Backend {
    * @throws ModelFileError naming the folder or file that is missing or unsupported.
    */
   static async load(model: string | ModelFolder, options: CpuBackendOptions = {}): Promise<CpuBackend> {
-    const folder = typeof model === "string" ? await locateModelFolder(model) : model;
+    const located = typeof model === "string" ? await locateModelFolder(model) : model;
+    const folder = options.loras?.length ? await withMergedLoras(located, options.loras, options.loraCacheDir) : located;
     const host = new OrtHost();
     try {
       const open = async <Io>(file: ModelFile, describe: (s: Parameters<typeof describeUnet>[0], f: string) => Io): Promise<Session<Io>> => {
@@ -391,4 +402,11 @@ function idsTensor(io: TextEncoderIo, ids: Int32Array, rows: number): HostTensor
   const dims = [rows, TOKENS];
   if (io.idsType === "int32") return { type: "int32", dims, data: ids };
   return { type: "int64", dims, data: BigInt64Array.from(ids, (v) => BigInt(v)) };
+}
+
+/** The folder with its text encoder and UNet replaced by their LoRA-merged copies (everything else, configs included, unchanged). */
+async function withMergedLoras(folder: ModelFolder, loras: readonly LoraSpec[], cacheDir: string | undefined): Promise<ModelFolder> {
+  const merged = await mergedLoraGraphs(folder, loras, cacheDir);
+  const file = (base: ModelFile, path: string): ModelFile => ({ ...base, path, externalData: [`${path}_data`] });
+  return { ...folder, textEncoder: file(folder.textEncoder, merged.textEncoder), unet: file(folder.unet, merged.unet) };
 }

@@ -20,9 +20,9 @@ import { ModelFileError } from "../../errors.js";
 import type { ComponentName, ModelFamily, WeightDelta } from "../types.js";
 import type { LoraFile, LoraLayer } from "./read.js";
 
-/** What a LoRA is applied to: the model family and, per component, each weight's key and torch-layout shape. */
+/** What a LoRA is applied to: the model family (when known) and, per component, each weight's key and torch-layout shape. */
 export interface LoraTarget {
-  readonly family: ModelFamily;
+  readonly family?: ModelFamily;
   readonly weights: Readonly<Partial<Record<ComponentName, ReadonlyMap<string, readonly number[]>>>>;
 }
 
@@ -91,7 +91,8 @@ function findKey(layer: LoraLayer, format: LoraFile["format"], indexes: Map<Comp
  */
 export function loraDeltas(lora: LoraFile, target: LoraTarget, scale: number): WeightDelta[] {
   const noted = loraFamilyOf(lora.metadata);
-  if (noted && noted.family !== target.family) {
+  const model = target.family ? `this ${FAMILY_TITLES[target.family]} model` : "this model";
+  if (noted && target.family && noted.family !== target.family) {
     throw new ModelFileError(
       lora.path,
       `${lora.path} is a LoRA for ${FAMILY_TITLES[noted.family]} (its metadata says ${noted.evidence}); the model is ${FAMILY_TITLES[target.family]}`,
@@ -110,7 +111,7 @@ export function loraDeltas(lora: LoraFile, target: LoraTarget, scale: number): W
     const more = unmatched.length > 5 ? ` and ${unmatched.length - 5} more` : "";
     throw new ModelFileError(
       lora.path,
-      `${lora.path} does not fit this ${FAMILY_TITLES[target.family]} model: ${unmatched.length} of its ${lora.layers.length} layers match no weight of the model (${shown}${more}); is it a LoRA for another model?`,
+      `${lora.path} does not fit ${model}: ${unmatched.length} of its ${lora.layers.length} layers match no weight of the model (${shown}${more}); is it a LoRA for another model?`,
     );
   }
   return matched.map(({ layer, key, shape }) => {
@@ -118,7 +119,7 @@ export function loraDeltas(lora: LoraFile, target: LoraTarget, scale: number): W
     if (expected.length !== shape.length || expected.some((d, i) => d !== shape[i])) {
       throw new ModelFileError(
         lora.path,
-        `${lora.path} does not fit this ${FAMILY_TITLES[target.family]} model: layer ${layer.name} changes ${layer.component} weight ${key} of shape [${shape.join(", ")}] by [${expected.join(", ")}]; is it a LoRA for another model?`,
+        `${lora.path} does not fit ${model}: layer ${layer.name} changes ${layer.component} weight ${key} of shape [${shape.join(", ")}] by [${expected.join(", ")}]; is it a LoRA for another model?`,
       );
     }
     return { component: layer.component, key, shape, values: lowRankProduct(layer, layer.scale * scale) };
