@@ -136,7 +136,7 @@ export class Pipeline {
     if (options.threads !== undefined) loadOptions.threads = integerInRange("threads", options.threads, 1, 1024);
     if (options.useGraphs !== undefined) loadOptions.useGraphs = options.useGraphs;
     if (options.loras?.length) {
-      options.loras.forEach((l, i) => checkLoraScale(l.scale, `loras[${i}].scale`));
+      for (const [i, lora] of options.loras.entries()) checkLoraScale(lora.scale, `loras[${i}].scale`);
       loadOptions.loras = options.loras;
     }
     if (options.loraCacheDir !== undefined) loadOptions.loraCacheDir = options.loraCacheDir;
