@@ -4,7 +4,7 @@
  * conv, 1×1 conv, text encoder) and a PEFT file (lora_adapter_metadata with rank and alpha
  * patterns), alone and together. Base + deltas must equal diffusers' fused weights to float32
  * rounding, change exactly the weights diffusers changed, and every file that does not fit is
- * refused with a message naming it.
+ * refused with a message naming it. The same merge applied to a checkpoint before conversion.
  */
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -16,6 +16,8 @@ import { addnetHash, loraHashesInfotext } from "../../lib/convert/lora/hash.js";
 import { readLoraFile } from "../../lib/convert/lora/read.js";
 import { loraSetDeltas, loraSetId, mergedWeight, parseLoraSpec } from "../../lib/convert/lora/set.js";
 import { readSafetensors } from "../../lib/model/safetensors.js";
+import { checkpointWithLoras } from "../../lib/convert/lora/checkpoint.js";
+import { tinyCheckpoint } from "../support/tiny-checkpoints.js";
 import type { ComponentName } from "../../lib/convert/types.js";
 
 const dir = new URL("../fixtures/loras/", import.meta.url).pathname;
@@ -214,5 +216,23 @@ describe("hashes and LoRA sets", () => {
     expect(await loraSetId([{ path: k, scale: 0.8 }, { path: p, scale: 0.5 }])).toBe(id);
     expect(await loraSetId([{ path: p, scale: 0.5 }, { path: k, scale: 0.8 }])).not.toBe(id);
     expect(await loraSetId([{ path: k, scale: 0.7 }, { path: p, scale: 0.5 }])).not.toBe(id);
+  });
+});
+
+describe("LoRAs merged into a checkpoint before conversion (sd-trt convert --lora)", () => {
+  test("the changed weights read as diffusers' fused weights; the others are the checkpoint's own", async () => {
+    const source = await tinyCheckpoint("sd1");
+    const merged = await checkpointWithLoras(source, [
+      { path: join(dir, "kohya_sd1.safetensors"), scale: 0.8 },
+      { path: join(dir, "peft_sd1.safetensors"), scale: 0.5 },
+    ]);
+    for (const componentKey of reference.changed) {
+      const [component, ...rest] = componentKey.split("/");
+      const tensor = merged.components[component as ComponentName]!.weights.get(rest.join("/"))!;
+      expectClose(await tensor.read(), fusedWeight("kohya_0.8+peft_0.5", componentKey), componentKey);
+    }
+    const untouched = "conv_in.weight";
+    expect(merged.components.unet!.weights.get(untouched)).toBe(source.components.unet!.weights.get(untouched));
+    expect(await checkpointWithLoras(source, [])).toBe(source);
   });
 });
