@@ -75,14 +75,6 @@ export async function loadBackend(folder: ModelFolder, choice: BackendChoice, op
     throw new InvalidOptionError("engines", "engines applies to the TensorRT backend; it cannot be used with backend \"cpu\"");
   }
   if (choice === "cpu") return { backend: await loadCpu(folder, options), reason: "requested" };
-  if (options.loras?.length) {
-    // TensorRT applies LoRAs by refitting refittable engines (native/trt/refitter.*); the backend
-    // does not drive that path yet, so LoRAs run on the CPU.
-    const why = "LoRAs are applied on the CPU backend only for now (TensorRT refitting is not wired into the backend yet)";
-    if (choice === "tensorrt") throw new InvalidOptionError("loras", `${why}; use backend "cpu"`);
-    return { backend: await loadCpu(folder, options), reason: `auto: ${why}; using the CPU` };
-  }
-
   let trt: TensorRtModule;
   try {
     trt = await importTensorRt();
@@ -102,9 +94,22 @@ export async function loadBackend(folder: ModelFolder, choice: BackendChoice, op
   if (options.engines !== undefined) engineOptions.engines = options.engines;
   if (options.device !== undefined) engineOptions.device = options.device;
   if (options.useGraphs !== undefined) engineOptions.useGraphs = options.useGraphs;
-  if (choice === "tensorrt") return { backend: await trt.TensorRtBackend.load(folder, engineOptions), reason: "requested" };
+  // LoRAs on TensorRT: the engines' weights are refitted (they must have been built --refittable).
+  const loadTensorRt = async () => {
+    const backend = await trt.TensorRtBackend.load(folder, engineOptions);
+    if (options.loras?.length) {
+      try {
+        await backend.setLoras(options.loras);
+      } catch (error) {
+        await backend.dispose();
+        throw error;
+      }
+    }
+    return backend;
+  };
+  if (choice === "tensorrt") return { backend: await loadTensorRt(), reason: "requested" };
   try {
-    return { backend: await trt.TensorRtBackend.load(folder, engineOptions), reason: `auto: TensorRT is usable (${reason})` };
+    return { backend: await loadTensorRt(), reason: `auto: TensorRT is usable (${reason})` };
   } catch (error) {
     // Usable hardware but no engines for this model (not built yet, or built for another GPU).
     return { backend: await loadCpu(folder, options), reason: `auto: TensorRT engines could not be loaded (${firstLine(error)}); using the CPU` };

@@ -19,7 +19,7 @@ import { writeOnnxModel } from "../../onnx/write.js";
 import { mergedWeight, type KeyDeltas } from "./set.js";
 
 /** The names of initializers a MatMul reads as its weight (input 1): Linear weights, stored [in, out]. */
-function matmulWeights(model: OnnxModel): Set<string> {
+export function matmulWeights(model: OnnxModel): Set<string> {
   const names = new Set<string>();
   for (const node of model.graph.messages(GraphField.node)) {
     if (node.string(NodeField.opType) === "MatMul") {
@@ -69,10 +69,7 @@ export async function writeMergedGraph(src: string, out: string, deltas: Readonl
       const { name, dataType, dims } = tensorHeader(t);
       const entry = deltas.get(name);
       if (entry && FLOAT_TYPES.includes(dataType)) {
-        const stored = dataType === DataType.FLOAT ? await readFloat32Tensor(t, model, reader) : float16ArrayToFloat32(toUint16(await tensorBytes(t, model, reader)));
-        const transposed = linear.has(name) && dims.length === 2;
-        const storedDeltas = transposed ? entry.deltas.map((d) => transpose2d(d, dims[1]!, dims[0]!)) : entry.deltas;
-        const values = mergedWeight(stored, storedDeltas);
+        const values = await storedWeight(t, model, reader, linear, entry);
         setInline(t, dataType === DataType.FLOAT ? new Uint8Array(values.buffer) : new Uint8Array(float32ArrayToFloat16(values).bits.buffer));
         merged.add(name);
       } else if (isExternal(t)) {
@@ -85,6 +82,20 @@ export async function writeMergedGraph(src: string, out: string, deltas: Readonl
   const missing = [...deltas.keys()].filter((k) => !merged.has(k));
   if (missing.length > 0) throw new ModelFileError(src, `${src} has no float weight named ${missing.slice(0, 3).join(", ")}: the LoRA deltas were computed for another graph`);
   return writeOnnxModel(model.proto, out);
+}
+
+/**
+ * A float initializer's values as float32 in its stored layout, with `entry`'s deltas merged in
+ * (transposed for a Linear weight) when given: what `writeMergedGraph` writes and what a TensorRT
+ * refit hands the engine.
+ */
+export async function storedWeight(t: PbMessage, model: OnnxModel, reader: ExternalDataReader, linear: ReadonlySet<string>, entry?: KeyDeltas): Promise<Float32Array> {
+  const { name, dataType, dims } = tensorHeader(t);
+  if (!FLOAT_TYPES.includes(dataType)) throw new ModelFileError(model.path, `${model.path}: weight ${name} is not float32 or float16`);
+  const stored = dataType === DataType.FLOAT ? await readFloat32Tensor(t, model, reader) : float16ArrayToFloat32(toUint16(await tensorBytes(t, model, reader)));
+  if (!entry) return stored;
+  const transposed = linear.has(name) && dims.length === 2;
+  return mergedWeight(stored, transposed ? entry.deltas.map((d) => transpose2d(d, dims[1]!, dims[0]!)) : entry.deltas);
 }
 
 function setInline(t: PbMessage, bytes: Uint8Array): void {

@@ -44,6 +44,14 @@ export function familyOfFolder(folder: ModelFolder): ModelFamily | undefined {
   return undefined;
 }
 
+/** A converted folder's text encoder and UNet graphs as a LoRA target (their weights by name, torch layout). */
+export async function folderLoraTarget(folder: ModelFolder): Promise<LoraTarget> {
+  const weights: Partial<Record<ComponentName, ReadonlyMap<string, readonly number[]>>> = {};
+  for (const [component, role] of GRAPHS) weights[component] = graphWeightShapes(await OnnxModel.read(folder[role].path));
+  const family = familyOfFolder(folder);
+  return family === undefined ? { weights } : { family, weights };
+}
+
 export interface MergedGraphs {
   /** The cache entry's name (model identity × LoRA set). */
   readonly id: string;
@@ -76,15 +84,7 @@ export async function mergedLoraGraphs(folder: ModelFolder, set: readonly LoraSp
   );
   if (cached) return { id, ...paths, written: false };
 
-  const models = new Map<ComponentName, OnnxModel>();
-  const weights: Partial<Record<ComponentName, ReadonlyMap<string, readonly number[]>>> = {};
-  for (const [component, role] of GRAPHS) {
-    const model = await OnnxModel.read(folder[role].path);
-    models.set(component, model);
-    weights[component] = graphWeightShapes(model);
-  }
-  const family = familyOfFolder(folder);
-  const target: LoraTarget = family === undefined ? { weights } : { family, weights };
+  const target = await folderLoraTarget(folder);
   const deltas = await loraSetDeltas(set, target); // every file is checked before anything is written
 
   await mkdir(cacheDir, { recursive: true });
