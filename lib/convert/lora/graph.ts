@@ -66,7 +66,7 @@ export async function writeMergedGraph(src: string, out: string, deltas: Readonl
   const merged = new Set<string>();
   try {
     for (const t of model.initializers()) {
-      const { name, dataType, dims } = tensorHeader(t);
+      const { name, dataType } = tensorHeader(t);
       const entry = deltas.get(name);
       if (entry && FLOAT_TYPES.includes(dataType)) {
         const values = await storedWeight(t, model, reader, linear, entry);
