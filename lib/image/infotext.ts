@@ -44,6 +44,8 @@ export interface InfotextParameters {
   eta?: number;
   /** A1111's emphasis name ("No norm", "Ignore", "None"): written only when not "Original" and a prompt has "(" or "[", as A1111 writes it. */
   emphasis?: string;
+  /** A1111's `Lora hashes` value ("name: 0123456789ab, …", lib/convert/lora/hash.ts), set by the LoRA extension before the conditioning. */
+  loraHashes?: string;
 }
 
 /** A1111's `quote()`: JSON-quote a value that would break the comma-separated list. */
@@ -68,6 +70,7 @@ export function formatInfotext(p: InfotextParameters): string {
   fields.push(["RNG", p.rng === "nv" ? "NV" : "CPU"]);
   if (p.hires) fields.push(...p.hires);
   // A1111 adds its extra generation parameters in the order it sets them: hires (at init), Emphasis (with the conditioning), Eta (while sampling).
+  if (p.loraHashes !== undefined) fields.push(["Lora hashes", p.loraHashes]);
   if (p.emphasis !== undefined) fields.push(["Emphasis", p.emphasis]);
   if (p.eta !== undefined) fields.push(["Eta", String(p.eta)]);
   const lines = [p.prompt];

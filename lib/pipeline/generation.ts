@@ -89,6 +89,8 @@ export interface GenerationContext {
   programs: ProgramCache;
   /** A1111's "Model hash" for the infotext. */
   modelHash(): Promise<string>;
+  /** A1111's "Lora hashes" for the infotext (the LoRAs the pipeline was loaded with), or undefined. */
+  loraHashes(): Promise<string | undefined>;
 }
 
 /** Per-batch hooks: the batch's cancellation and progress (a request's own, when it runs alone). */
@@ -370,6 +372,7 @@ export async function executeBatch(context: GenerationContext, prepared: Prepare
   const imageEncodeMs = prepared.map((p, i) => p.readImageMs + (output.timings.imageEncode[i] ?? 0));
 
   const modelHash = await context.modelHash();
+  const loraHashes = await context.loraHashes();
   const perImage = 4 * (outHeight / 8) * (outWidth / 8);
   row = 0;
   return prepared.map((p, index) => {
@@ -391,6 +394,7 @@ export async function executeBatch(context: GenerationContext, prepared: Prepare
         ...(r.strength !== undefined ? { denoisingStrength: r.strength } : {}),
         ...a1111InfotextFields(r.scheduler, r.a1111, i),
         rng: r.rng,
+        ...(loraHashes !== undefined ? { loraHashes } : {}),
         ...infotextEmphasis(r),
       });
       images.push({ rgb: pixels[row + i]!, width: outWidth, height: outHeight, seed, infotext });

@@ -18,12 +18,13 @@
  */
 import { createHash } from "node:crypto";
 import { createReadStream } from "node:fs";
-import { dirname } from "node:path";
+import { basename, dirname } from "node:path";
 import { ModelFileError, DisposedError, InvalidOptionError, throwIfAborted } from "../errors.js";
 import { Lifecycle } from "../lifecycle.js";
 import type { Backend, BackendLimits, BackendName } from "../backends/backend.js";
 import { loadBackend, type BackendChoice, type BackendLoadOptions, BACKEND_CHOICES } from "../backends/select.js";
 import { checkLoraScale, type LoraSpec } from "../convert/lora/set.js";
+import { addnetHash, loraHashesInfotext } from "../convert/lora/hash.js";
 import { locateModelFolder, type ModelFolder } from "../model/folder.js";
 import { defaultModelDir } from "../package-info.js";
 import { ClipTokenizer } from "../tokenizer/index.js";
@@ -98,20 +99,24 @@ export class Pipeline {
   /** One batch at a time; dispose waits for the accepted ones, then releases the backend. */
   readonly #life = new Lifecycle("Pipeline");
   #modelHash: Promise<string> | undefined;
+  readonly #loras: readonly LoraSpec[];
+  #loraHashes: Promise<string | undefined> | undefined;
 
-  private constructor(folder: ModelFolder, backend: Backend, reason: string, tokenizer: ClipTokenizer, defaultScheduler: SchedulerName, device: number) {
+  private constructor(folder: ModelFolder, backend: Backend, reason: string, tokenizer: ClipTokenizer, defaultScheduler: SchedulerName, device: number, loras: readonly LoraSpec[] = []) {
     this.#folder = folder;
     this.device = device;
     this.#backend = backend;
     this.#limits = limitsForModel(backend.limits, folder.sizeMultiple);
     this.backendReason = reason;
     this.defaultScheduler = defaultScheduler;
+    this.#loras = loras;
     this.#generation = {
       backend,
       limits: this.#limits,
       tokenizer,
       programs: new ProgramCache(folder.schedulerConfig),
       modelHash: () => this.modelHash(),
+      loraHashes: () => this.loraHashes(),
     };
   }
 
@@ -141,7 +146,7 @@ export class Pipeline {
     }
     if (options.loraCacheDir !== undefined) loadOptions.loraCacheDir = options.loraCacheDir;
     const { backend, reason } = await loadBackend(folder, choice, loadOptions);
-    return new Pipeline(folder, backend, reason, tokenizer, defaultScheduler, options.device ?? 0);
+    return new Pipeline(folder, backend, reason, tokenizer, defaultScheduler, options.device ?? 0, options.loras ?? []);
   }
 
   /** The backend that runs: `"cpu"` or `"tensorrt"`. */
@@ -176,6 +181,15 @@ export class Pipeline {
   }
 
   /** A1111's "Model hash": the first 10 hex digits of the UNet ONNX file's SHA-256 (computed once). */
+  /**
+   * A1111's "Lora hashes" of the LoRAs this pipeline was loaded with: each file's name without its
+   * extension and its addnet short hash (computed once); undefined without LoRAs.
+   */
+  loraHashes(): Promise<string | undefined> {
+    this.#loraHashes ??= Promise.all(this.#loras.map(async (l) => ({ name: basename(l.path).replace(/\.[^.]*$/, ""), hash: await addnetHash(l.path) }))).then(loraHashesInfotext);
+    return this.#loraHashes;
+  }
+
   modelHash(): Promise<string> {
     this.#modelHash ??= sha256File(this.#folder.unet.path).then((h) => h.slice(0, 10));
     return this.#modelHash;

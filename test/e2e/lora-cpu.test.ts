@@ -21,6 +21,7 @@ import { tinyCheckpoint } from "../support/tiny-checkpoints.js";
 
 const loras = join(process.cwd(), "test", "fixtures", "loras");
 const reference = JSON.parse(await readFile(join(loras, "reference.json"), "utf8")) as {
+  addnet_hash: Record<string, string>;
   generation: { prompt: string; negative_prompt: string; height: number; width: number; num_inference_steps: number; guidance_scale: number; seed: number };
 };
 const goldens = await readSafetensors(join(loras, "generations.safetensors"));
@@ -41,7 +42,7 @@ afterAll(async () => {
   await rm(work, { recursive: true, force: true });
 });
 
-async function generate(set: readonly LoraSpec[]): Promise<{ latents: Float32Array; rgb: Uint8Array }> {
+async function generate(set: readonly LoraSpec[]): Promise<{ latents: Float32Array; rgb: Uint8Array; infotext: string }> {
   const pipe = await Pipeline.load(model, { backend: "cpu", loras: set, loraCacheDir: cache });
   try {
     const g = reference.generation;
@@ -56,7 +57,7 @@ async function generate(set: readonly LoraSpec[]): Promise<{ latents: Float32Arr
       rng: "cpu",
       returnLatents: true,
     });
-    return { latents: result.latents!, rgb: result.images[0]!.rgb };
+    return { latents: result.latents!, rgb: result.images[0]!.rgb, infotext: result.images[0]!.infotext };
   } finally {
     await pipe.dispose();
   }
@@ -77,7 +78,7 @@ function expectMatches(actual: { latents: Float32Array; rgb: Uint8Array }, kase:
 }
 
 describe("generations with LoRAs match diffusers' fuse_lora", () => {
-  let base: { latents: Float32Array; rgb: Uint8Array };
+  let base: { latents: Float32Array; rgb: Uint8Array; infotext: string };
 
   test("base model", async () => {
     base = await generate([]);
@@ -90,8 +91,12 @@ describe("generations with LoRAs match diffusers' fuse_lora", () => {
     expect(Buffer.from(out.rgb).equals(Buffer.from(base.rgb))).toBe(false);
   });
 
-  test("a kohya LoRA at 0.8 and a PEFT LoRA at 0.5", async () => {
-    expectMatches(await generate([KOHYA, PEFT]), "kohya_0.8+peft_0.5");
+  test("a kohya LoRA at 0.8 and a PEFT LoRA at 0.5, with A1111's Lora hashes in the infotext", async () => {
+    const out = await generate([KOHYA, PEFT]);
+    expectMatches(out, "kohya_0.8+peft_0.5");
+    const short = (file: string) => reference.addnet_hash[file]!.slice(0, 12);
+    expect(out.infotext).toContain(`, Lora hashes: "kohya_sd1: ${short("kohya_sd1.safetensors")}, peft_sd1: ${short("peft_sd1.safetensors")}"`);
+    expect(base.infotext).not.toContain("Lora hashes");
   });
 
   test("unloading the LoRAs gives the base output bit for bit", async () => {

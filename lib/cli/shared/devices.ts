@@ -3,6 +3,7 @@
  * PipelineService, or (serve --redis) a front end over the fleet's queue.
  */
 import { InvalidOptionError } from "../../errors.js";
+import type { LoraSpec } from "../../convert/lora/set.js";
 import { MAX_DEVICE_INDEX } from "../../backends/select.js";
 import { Pipeline, type BackendChoice } from "../../pipeline/pipeline.js";
 import { PipelineService } from "../../service/pipeline-service.js";
@@ -24,6 +25,8 @@ export interface PipelineServiceArgs {
   engines?: string;
   /** CPU backend: the most bytes one generation may need. */
   memoryLimit?: number;
+  loras?: readonly LoraSpec[];
+  loraCacheDir?: string;
   devices: number[];
   maxQueue: number;
   batchWindowMs: number;
@@ -38,6 +41,8 @@ export async function openPipelineService(args: PipelineServiceArgs): Promise<Pi
       device,
       ...(args.engines ? { engines: args.engines } : {}),
       ...(args.memoryLimit !== undefined ? { memoryLimit: args.memoryLimit } : {}),
+      ...(args.loras?.length ? { loras: args.loras } : {}),
+      ...(args.loraCacheDir !== undefined ? { loraCacheDir: args.loraCacheDir } : {}),
     }),
   );
   const settled = await Promise.allSettled(loads);

@@ -4,6 +4,7 @@
  */
 import type { Options } from "yargs";
 import { InvalidOptionError } from "../../errors.js";
+import { parseLoraSpec, type LoraSpec } from "../../convert/lora/set.js";
 import type { BackendChoice } from "../../pipeline/pipeline.js";
 import type { GenerationService } from "../../service/generation-service.js";
 import { openPipelineService, parseDevices } from "./devices.js";
@@ -21,6 +22,25 @@ export interface ServeServiceArgs {
   queue?: string;
   /** CPU backend: the most bytes one generation may need (`--memory-limit`, converted). */
   memoryLimit?: number;
+  /** `--lora FILE[:SCALE]`, repeatable: LoRAs merged into every generation. */
+  lora?: string[];
+  "lora-cache-dir"?: string;
+}
+
+/** `--lora FILE[:SCALE]` (repeatable) and `--lora-cache-dir`, for the commands that load a model. */
+export function loraCliOptions(): Record<string, Options> {
+  return {
+    lora: { type: "string", array: true, describe: "A LoRA (.safetensors, kohya/A1111 or diffusers/PEFT) merged into the model, FILE or FILE:SCALE (default scale 1); repeatable. The model must be a converted folder (sd-trt convert); TensorRT engines must be built --refittable" },
+    "lora-cache-dir": { type: "string", describe: "Where the cpu backend caches LoRA-merged graphs (default: ~/.cache/sd-trt/lora)" },
+  };
+}
+
+/** Pipeline.load's `loras` / `loraCacheDir` from those flags. @throws InvalidOptionError naming --lora. */
+export function loraLoadOptions(argv: { lora?: string[]; "lora-cache-dir"?: string }): { loras?: LoraSpec[]; loraCacheDir?: string } {
+  return {
+    ...(argv.lora?.length ? { loras: argv.lora.map((value) => parseLoraSpec(value)) } : {}),
+    ...(argv["lora-cache-dir"] !== undefined ? { loraCacheDir: argv["lora-cache-dir"] } : {}),
+  };
 }
 
 export function addServeServiceOptions(): Record<string, Options> {
@@ -28,6 +48,7 @@ export function addServeServiceOptions(): Record<string, Options> {
     devices: { type: "string", default: "0", describe: "Devices to run on, one pipeline each, behind one queue (CUDA indices; on the CPU backend, that many worker pipelines), e.g. 0,1,2" },
     redis: { type: "string", describe: "Be a front end of a worker fleet: enqueue requests on this Redis (redis://host:port) for `sd-trt worker`s; no model is loaded here" },
     queue: { type: "string", default: "sd-trt", describe: "BullMQ queue name (with --redis)" },
+    ...loraCliOptions(),
   };
 }
 
@@ -44,6 +65,7 @@ export async function openServeService(argv: ServeServiceArgs, log: (line: strin
     backend: argv.backend,
     ...(argv.engines ? { engines: argv.engines } : {}),
     ...(argv.memoryLimit !== undefined ? { memoryLimit: argv.memoryLimit } : {}),
+    ...loraLoadOptions(argv),
     devices,
     maxQueue: argv["max-queue"],
     batchWindowMs: argv["batch-window-ms"],
