@@ -21,6 +21,7 @@
 import { InternalError, InvalidOptionError, throwIfAborted } from "../errors.js";
 import type { Backend, BackendLimits, BackendName, GenerationJob, InitImage } from "../backends/backend.js";
 import { formatInfotext } from "../image/infotext.js";
+import type { LoraSpec } from "../convert/lora/set.js";
 import { rgbToPixels } from "../image/pixels.js";
 import { readImage, type RgbImage } from "../image/read.js";
 import { a1111SamplerName } from "../schedulers/index.js";
@@ -89,8 +90,10 @@ export interface GenerationContext {
   programs: ProgramCache;
   /** A1111's "Model hash" for the infotext. */
   modelHash(): Promise<string>;
-  /** A1111's "Lora hashes" for the infotext (the LoRAs the pipeline was loaded with), or undefined. */
-  loraHashes(): Promise<string | undefined>;
+  /** A1111's "Lora hashes" for the infotext: the pipeline's LoRAs and a request's tagged ones, or undefined. */
+  loraHashes(tagged: readonly LoraSpec[]): Promise<string | undefined>;
+  /** Puts a batch's prompt-tag LoRAs (with the pipeline's own) into the backend's weights. */
+  useLoras(tagged: readonly LoraSpec[]): Promise<void>;
 }
 
 /** Per-batch hooks: the batch's cancellation and progress (a request's own, when it runs alone). */
@@ -150,7 +153,9 @@ export function batchKey(request: ResolvedRequest, width = request.width, height
   const img2img = request.initImage !== undefined;
   // The text lengths and the emphasis shape the UNet and text-encoder calls as well.
   const text = [request.cond.batch.chunks, request.uncond?.batch.chunks ?? null, request.promptReading.emphasis];
-  return JSON.stringify([width, height, request.steps, request.scheduler, request.a1111.sigmaSchedule ?? null, request.a1111.eta ?? null, request.guidance > 1, img2img ? request.strength : null, request.a1111.hires ?? null, ...text]);
+  // Requests with different LoRA sets (prompt tags) need different weights: never one batch.
+  const loras = request.loras.map((l) => [l.path, l.scale]);
+  return JSON.stringify([loras, width, height, request.steps, request.scheduler, request.a1111.sigmaSchedule ?? null, request.a1111.eta ?? null, request.guidance > 1, img2img ? request.strength : null, request.a1111.hires ?? null, ...text]);
 }
 
 function checkInitImageSize(limits: BackendLimits, width: number, height: number): void {
@@ -331,6 +336,8 @@ export async function executeBatch(context: GenerationContext, prepared: Prepare
   if (onProgress) job.onStep = (evalIndex) => onProgress({ stage: "denoise", step: evalIndex + 1, total: evaluations, timestep: program.evals[evalIndex]!.t });
   if (onLatents) job.onLatents = onLatents;
   if (prepared.some((p) => p.request.returnLatents)) job.returnLatents = true;
+  // Every request of the batch names the same LoRAs (they are part of the batch key).
+  await context.useLoras(first.request.loras);
   let output = await backend.generate(job.returnLatents || !first.hires ? job : { ...job, returnLatents: true });
   let outWidth = width;
   let outHeight = height;
@@ -372,7 +379,7 @@ export async function executeBatch(context: GenerationContext, prepared: Prepare
   const imageEncodeMs = prepared.map((p, i) => p.readImageMs + (output.timings.imageEncode[i] ?? 0));
 
   const modelHash = await context.modelHash();
-  const loraHashes = await context.loraHashes();
+  const loraHashes = await context.loraHashes(first.request.loras);
   const perImage = 4 * (outHeight / 8) * (outWidth / 8);
   row = 0;
   return prepared.map((p, index) => {

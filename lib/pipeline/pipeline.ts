@@ -25,6 +25,7 @@ import type { Backend, BackendLimits, BackendName } from "../backends/backend.js
 import { loadBackend, type BackendChoice, type BackendLoadOptions, BACKEND_CHOICES } from "../backends/select.js";
 import { checkLoraScale, type LoraSpec } from "../convert/lora/set.js";
 import { addnetHash, loraHashesInfotext } from "../convert/lora/hash.js";
+import { LoraLibrary, type LoraEntry } from "../convert/lora/library.js";
 import { locateModelFolder, type ModelFolder } from "../model/folder.js";
 import { defaultModelDir } from "../package-info.js";
 import { ClipTokenizer } from "../tokenizer/index.js";
@@ -76,6 +77,11 @@ export interface PipelineLoadOptions {
   loras?: readonly LoraSpec[];
   /** Where LoRA-merged graphs are cached. Defaults to `$XDG_CACHE_HOME/sd-trt/lora` (`~/.cache/sd-trt/lora`). */
   loraCacheDir?: string;
+  /**
+   * A folder of LoRAs (`.safetensors`, searched recursively) that A1111's `<lora:NAME:SCALE>`
+   * prompt tags name by file name or alias (`--lora-dir`). Without it such a tag is an error.
+   */
+  loraDir?: string;
 }
 
 /** Hex SHA-256 of a file, streamed. */
@@ -100,7 +106,10 @@ export class Pipeline {
   readonly #life = new Lifecycle("Pipeline");
   #modelHash: Promise<string> | undefined;
   readonly #loras: readonly LoraSpec[];
-  #loraHashes: Promise<string | undefined> | undefined;
+  readonly #loraFileHashes = new Map<string, Promise<string>>();
+  #loraLibrary: LoraLibrary | undefined;
+  /** The prompt-tag LoRAs the backend's weights hold now (JSON of paths and scales). */
+  #taggedLoras = "[]";
 
   private constructor(folder: ModelFolder, backend: Backend, reason: string, tokenizer: ClipTokenizer, defaultScheduler: SchedulerName, device: number, loras: readonly LoraSpec[] = []) {
     this.#folder = folder;
@@ -116,7 +125,8 @@ export class Pipeline {
       tokenizer,
       programs: new ProgramCache(folder.schedulerConfig),
       modelHash: () => this.modelHash(),
-      loraHashes: () => this.loraHashes(),
+      loraHashes: (tagged) => this.loraHashes(tagged),
+      useLoras: (tagged) => this.#useLoras(tagged),
     };
   }
 
@@ -146,7 +156,16 @@ export class Pipeline {
     }
     if (options.loraCacheDir !== undefined) loadOptions.loraCacheDir = options.loraCacheDir;
     const { backend, reason } = await loadBackend(folder, choice, loadOptions);
-    return new Pipeline(folder, backend, reason, tokenizer, defaultScheduler, options.device ?? 0, options.loras ?? []);
+    const pipeline = new Pipeline(folder, backend, reason, tokenizer, defaultScheduler, options.device ?? 0, options.loras ?? []);
+    if (options.loraDir !== undefined) {
+      try {
+        pipeline.#loraLibrary = await LoraLibrary.scan(options.loraDir);
+      } catch (error) {
+        await pipeline.dispose();
+        throw error;
+      }
+    }
+    return pipeline;
   }
 
   /** The backend that runs: `"cpu"` or `"tensorrt"`. */
@@ -181,13 +200,39 @@ export class Pipeline {
   }
 
   /** A1111's "Model hash": the first 10 hex digits of the UNet ONNX file's SHA-256 (computed once). */
+  /** The LoRAs of `loraDir` (empty without one), in A1111's `GET /sdapi/v1/loras` shape. */
+  get loraLibrary(): readonly LoraEntry[] {
+    return this.#loraLibrary?.entries ?? [];
+  }
+
   /**
-   * A1111's "Lora hashes" of the LoRAs this pipeline was loaded with: each file's name without its
-   * extension and its addnet short hash (computed once); undefined without LoRAs.
+   * Puts the weights of the pipeline's LoRAs plus a batch's prompt-tag LoRAs in the backend (a
+   * refit or a switch of merged graphs), when they are not there already. Called between batches.
    */
-  loraHashes(): Promise<string | undefined> {
-    this.#loraHashes ??= Promise.all(this.#loras.map(async (l) => ({ name: basename(l.path).replace(/\.[^.]*$/, ""), hash: await addnetHash(l.path) }))).then(loraHashesInfotext);
-    return this.#loraHashes;
+  async #useLoras(tagged: readonly LoraSpec[]): Promise<void> {
+    const key = JSON.stringify(tagged.map((l) => [l.path, l.scale]));
+    if (key === this.#taggedLoras) return;
+    if (!this.#backend.setLoras) throw new InvalidOptionError("prompt", `the ${this.#backend.name} backend cannot apply LoRAs named in prompts`);
+    await this.#backend.setLoras([...this.#loras, ...tagged]);
+    this.#taggedLoras = key;
+  }
+
+  /**
+   * A1111's "Lora hashes": the pipeline's LoRAs and then `tagged` (a request's prompt tags), each
+   * by the name its tag used (else its file name without extension) with its addnet short hash
+   * (each file hashed once); undefined when there are none.
+   */
+  loraHashes(tagged: readonly LoraSpec[] = []): Promise<string | undefined> {
+    const hash = (path: string) => {
+      let known = this.#loraFileHashes.get(path);
+      if (!known) {
+        known = addnetHash(path);
+        this.#loraFileHashes.set(path, known);
+      }
+      return known;
+    };
+    const all = [...this.#loras, ...tagged];
+    return Promise.all(all.map(async (l) => ({ name: l.name ?? basename(l.path).replace(/\.[^.]*$/, ""), hash: await hash(l.path) }))).then(loraHashesInfotext);
   }
 
   modelHash(): Promise<string> {
@@ -210,6 +255,7 @@ export class Pipeline {
       canonicalScheduler: (name) => canonicalSchedulerName(name, this.#folder.schedulerConfig),
       hostLatents: this.#limits.canObserveLatents,
       tokenizer: this.#generation.tokenizer,
+      ...(this.#loraLibrary ? { findLora: (name: string) => this.#loraLibrary!.find(name)?.path, loraFolder: this.#loraLibrary.dir } : {}),
     });
   }
 

@@ -7,13 +7,14 @@
  * loading the base model again gives the base output bit for bit.
  */
 import { afterAll, beforeAll, describe, expect, test } from "@jest/globals";
-import { mkdtemp, readdir, readFile, rm } from "node:fs/promises";
+import { copyFile, mkdir, mkdtemp, readdir, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { writeConvertedModel } from "../../lib/convert/graphs/folder.js";
 import { mergedLoraGraphs } from "../../lib/convert/lora/merged-folder.js";
 import type { LoraSpec } from "../../lib/convert/lora/set.js";
-import { ModelFileError } from "../../lib/errors.js";
+import { InvalidOptionError, ModelFileError } from "../../lib/errors.js";
+import { batchKey } from "../../lib/pipeline/generation.js";
 import { locateModelFolder } from "../../lib/model/folder.js";
 import { readSafetensors } from "../../lib/model/safetensors.js";
 import { Pipeline } from "../../lib/pipeline/pipeline.js";
@@ -41,6 +42,11 @@ beforeAll(async () => {
 afterAll(async () => {
   await rm(work, { recursive: true, force: true });
 });
+
+function request(prompt = reference.generation.prompt) {
+  const g = reference.generation;
+  return { prompt, negativePrompt: g.negative_prompt, width: g.width, height: g.height, steps: g.num_inference_steps, guidance: g.guidance_scale, seed: g.seed, rng: "cpu", returnLatents: true } as const;
+}
 
 async function generate(set: readonly LoraSpec[]): Promise<{ latents: Float32Array; rgb: Uint8Array; infotext: string }> {
   const pipe = await Pipeline.load(model, { backend: "cpu", loras: set, loraCacheDir: cache });
@@ -124,5 +130,62 @@ describe("the merged-graph cache", () => {
     await expect(mergedLoraGraphs(folder, [KOHYA], fresh)).rejects.toThrow(ModelFileError);
     await expect(mergedLoraGraphs(folder, [KOHYA], fresh)).rejects.toThrow(`${KOHYA.path} does not fit this model: `);
     expect(await readdir(fresh).catch(() => [])).toEqual([]);
+  });
+});
+
+describe("A1111's <lora:NAME:SCALE> prompt tags, resolved from loraDir", () => {
+  let pipe: Pipeline;
+  let base: Float32Array;
+  beforeAll(async () => {
+    const dir = join(work, "lora-dir");
+    await mkdir(join(dir, "styles"), { recursive: true });
+    await copyFile(KOHYA.path, join(dir, "kohya_sd1.safetensors"));
+    await copyFile(PEFT.path, join(dir, "styles", "peft_sd1.safetensors"));
+    pipe = await Pipeline.load(model, { backend: "cpu", loraDir: dir, loraCacheDir: cache });
+    base = (await pipe.generate(request())).latents!;
+  });
+  afterAll(async () => {
+    await pipe?.dispose();
+  });
+
+  test("the folder's LoRAs are listed as A1111 lists them (name, alias, path, metadata)", () => {
+    expect(pipe.loraLibrary.map((e) => [e.name, e.alias])).toEqual([
+      ["kohya_sd1", "kohya_sd1"],
+      ["peft_sd1", "peft_sd1"],
+    ]);
+    expect(pipe.loraLibrary[0]!.metadata.ss_base_model_version).toBe("sd_v1");
+  });
+
+  test("tags switch the weights per request, as diffusers' fuse_lora does, and back to the base exactly", async () => {
+    const one = await pipe.generate(request(`${reference.generation.prompt}<lora:kohya_sd1:0.8>`));
+    expectMatches({ latents: one.latents!, rgb: one.images[0]!.rgb }, "kohya_0.8");
+    expect(one.images[0]!.infotext.startsWith(`${reference.generation.prompt}<lora:kohya_sd1:0.8>\n`)).toBe(true);
+    expect(one.images[0]!.infotext).toContain(`, Lora hashes: "kohya_sd1: ${reference.addnet_hash["kohya_sd1.safetensors"]!.slice(0, 12)}"`);
+    const two = await pipe.generate(request(`${reference.generation.prompt}<lora:kohya_sd1:0.8><lora:peft_sd1:0.5>`));
+    expectMatches({ latents: two.latents!, rgb: two.images[0]!.rgb }, "kohya_0.8+peft_0.5");
+    const again = await pipe.generate(request());
+    expect(Buffer.from(again.latents!.buffer).equals(Buffer.from(base.buffer))).toBe(true);
+  });
+
+  test("requests naming different LoRAs never share a batch", () => {
+    const key = (prompt: string) => batchKey(pipe.resolveOptions(request(prompt)));
+    expect(key("a cat <lora:kohya_sd1:0.8>")).toBe(key("a dog <lora:kohya_sd1:0.8>"));
+    expect(key("a cat <lora:kohya_sd1:0.8>")).not.toBe(key("a cat <lora:kohya_sd1:0.7>"));
+    expect(key("a cat <lora:kohya_sd1:0.8>")).not.toBe(key("a cat"));
+  });
+
+  test("an unknown name, a bad multiplier or differing TE/UNet multipliers are refused, naming the tag", () => {
+    const refusal = (prompt: string) => {
+      try {
+        pipe.resolveOptions(request(prompt));
+      } catch (error) {
+        expect(error).toBeInstanceOf(InvalidOptionError);
+        return (error as Error).message;
+      }
+      throw new Error("expected a refusal");
+    };
+    expect(refusal("a cat <lora:nope:1>")).toContain(`prompt has the tag <lora:nope:1>, but the LoRA folder ${join(work, "lora-dir")} has no LoRA named "nope"`);
+    expect(refusal("a cat <lora:kohya_sd1:x>")).toContain("its multiplier must be a number");
+    expect(refusal("a cat <lora:kohya_sd1:1:0.5>")).toContain("one multiplier to the text encoder and the UNet");
   });
 });

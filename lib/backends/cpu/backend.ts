@@ -113,12 +113,16 @@ export class CpuBackend implements Backend {
   readonly folder: ModelFolder;
   readonly #host: OrtHost;
   readonly #life = new Lifecycle("CPU backend");
-  readonly #textEncoder: Session<TextEncoderIo>;
-  readonly #unet: Session<UnetIo>;
+  #textEncoder: Session<TextEncoderIo>;
+  #unet: Session<UnetIo>;
+  /** The folder as given (without LoRAs), and where merged graphs are cached: for `setLoras`. */
+  #baseFolder: ModelFolder | undefined;
+  #loraCacheDir: string | undefined;
   readonly #vaeDecoder: Session<VaeDecoderIo>;
   readonly #vaeEncoder: Session<VaeEncoderIo> | null;
   #stats = emptyStats();
   readonly #memoryLimit: number;
+  #sessionOptions: SessionOptions = {};
 
   private constructor(
     folder: ModelFolder,
@@ -202,7 +206,11 @@ export class CpuBackend implements Backend {
         const probe = await host.run(textEncoder.handle, folder.textEncoder.name, { [textEncoder.io.idsName]: idsTensor(textEncoder.io, new Int32Array(TOKENS), 1) }, [textEncoder.io.hiddenName]);
         hiddenSize = probe.outputs[textEncoder.io.hiddenName]!.dims[2]!;
       }
-      return new CpuBackend(folder, host, { textEncoder, unet, vaeDecoder, vaeEncoder }, hiddenSize, options.memoryLimit ?? defaultMemoryLimit());
+      const backend = new CpuBackend(folder, host, { textEncoder, unet, vaeDecoder, vaeEncoder }, hiddenSize, options.memoryLimit ?? defaultMemoryLimit());
+      backend.#baseFolder = located;
+      backend.#loraCacheDir = options.loraCacheDir;
+      backend.#sessionOptions = options.intraOpThreads ? { intraOpThreads: options.intraOpThreads } : {};
+      return backend;
     } catch (error) {
       await host.dispose();
       throw error;
@@ -211,6 +219,27 @@ export class CpuBackend implements Backend {
 
   get disposed(): boolean {
     return this.#life.disposed;
+  }
+
+  /**
+   * Switches the text encoder and UNet to the graphs with `set` merged in (lib/convert/lora/
+   * merged-folder.ts, from its cache when the set was merged before), or back to the model's own
+   * graphs for an empty set; the old sessions are released once the new ones are loaded.
+   * @throws ModelFileError naming a LoRA that does not fit the model (the current weights stay).
+   */
+  setLoras(set: readonly LoraSpec[]): Promise<void> {
+    return this.#life.exclusive(async () => {
+      const folder = set.length > 0 ? await withMergedLoras(this.#baseFolder!, set, this.#loraCacheDir) : this.#baseFolder!;
+      const textEncoder = await this.#host.load(folder.textEncoder.path, this.#sessionOptions);
+      const unet = await this.#host.load(folder.unet.path, this.#sessionOptions).catch(async (error: unknown) => {
+        await this.#host.release(textEncoder.handle);
+        throw error;
+      });
+      const old = [this.#textEncoder.handle, this.#unet.handle];
+      this.#textEncoder = { ...this.#textEncoder, handle: textEncoder.handle, file: folder.textEncoder };
+      this.#unet = { ...this.#unet, handle: unet.handle, file: folder.unet };
+      for (const handle of old) await this.#host.release(handle);
+    });
   }
 
   checkMemory(request: { batch: number; width: number; height: number; guidance: boolean }): void {

@@ -27,6 +27,7 @@ export interface PipelineServiceArgs {
   memoryLimit?: number;
   loras?: readonly LoraSpec[];
   loraCacheDir?: string;
+  loraDir?: string;
   devices: number[];
   maxQueue: number;
   batchWindowMs: number;
@@ -43,6 +44,7 @@ export async function openPipelineService(args: PipelineServiceArgs): Promise<Pi
       ...(args.memoryLimit !== undefined ? { memoryLimit: args.memoryLimit } : {}),
       ...(args.loras?.length ? { loras: args.loras } : {}),
       ...(args.loraCacheDir !== undefined ? { loraCacheDir: args.loraCacheDir } : {}),
+      ...(args.loraDir !== undefined ? { loraDir: args.loraDir } : {}),
     }),
   );
   const settled = await Promise.allSettled(loads);

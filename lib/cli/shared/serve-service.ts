@@ -25,6 +25,7 @@ export interface ServeServiceArgs {
   /** `--lora FILE[:SCALE]`, repeatable: LoRAs merged into every generation. */
   lora?: string[];
   "lora-cache-dir"?: string;
+  "lora-dir"?: string;
 }
 
 /** `--lora FILE[:SCALE]` (repeatable) and `--lora-cache-dir`, for the commands that load a model. */
@@ -32,12 +33,14 @@ export function loraCliOptions(): Record<string, Options> {
   return {
     lora: { type: "string", array: true, describe: "A LoRA (.safetensors, kohya/A1111 or diffusers/PEFT) merged into the model, FILE or FILE:SCALE (default scale 1); repeatable. The model must be a converted folder (sd-trt convert); TensorRT engines must be built --refittable" },
     "lora-cache-dir": { type: "string", describe: "Where the cpu backend caches LoRA-merged graphs (default: ~/.cache/sd-trt/lora)" },
+    "lora-dir": { type: "string", describe: "A folder of LoRAs that A1111's <lora:NAME:SCALE> prompt tags name (file name without .safetensors, or its ss_output_name)" },
   };
 }
 
 /** Pipeline.load's `loras` / `loraCacheDir` from those flags. @throws InvalidOptionError naming --lora. */
-export function loraLoadOptions(argv: { lora?: string[]; "lora-cache-dir"?: string }): { loras?: LoraSpec[]; loraCacheDir?: string } {
+export function loraLoadOptions(argv: { lora?: string[]; "lora-cache-dir"?: string; "lora-dir"?: string }): { loras?: LoraSpec[]; loraCacheDir?: string; loraDir?: string } {
   return {
+    ...(argv["lora-dir"] !== undefined ? { loraDir: argv["lora-dir"] } : {}),
     ...(argv.lora?.length ? { loras: argv.lora.map((value) => parseLoraSpec(value)) } : {}),
     ...(argv["lora-cache-dir"] !== undefined ? { loraCacheDir: argv["lora-cache-dir"] } : {}),
   };

@@ -20,6 +20,8 @@ export interface LoraSpec {
   readonly path: string;
   /** The user's weight (A1111's multiplier, diffusers' adapter weight); 1 when not given. */
   readonly scale: number;
+  /** The name a prompt tag gave it (for infotext); the file name without extension otherwise. */
+  readonly name?: string;
 }
 
 /** Largest |scale| accepted: A1111's UI slider stops at 2, scripts go further; past this it is a typo. */
