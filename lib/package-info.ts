@@ -1,5 +1,6 @@
 /** Where the package lives on disk, and its version, whether running from lib/ (ts-jest) or dist/. */
 import { existsSync, readFileSync } from "node:fs";
+import { homedir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -14,6 +15,18 @@ export function packageVersion(): string {
 
 /** The tiny SD model shipped in the package: the default model of the CLI and the tests. */
 export const defaultModelDir: string = join(packageRoot, "models", "tiny-sd");
+
+/**
+ * Where models converted from checkpoints are kept (`--cache-dir` overrides it): `$SDTRT_CACHE_DIR`,
+ * else the platform's per-user cache folder: `$XDG_CACHE_HOME/sd-trt/models` (`~/.cache/sd-trt/models`)
+ * on Linux, `~/Library/Caches/sd-trt/models` on macOS, `%LOCALAPPDATA%\sd-trt\cache\models` on Windows.
+ */
+export function defaultModelCacheDir(env: NodeJS.ProcessEnv = process.env, platform: NodeJS.Platform = process.platform, home: string = homedir()): string {
+  if (env["SDTRT_CACHE_DIR"]) return env["SDTRT_CACHE_DIR"];
+  if (platform === "darwin") return join(home, "Library", "Caches", "sd-trt", "models");
+  if (platform === "win32") return join(env["LOCALAPPDATA"] || join(home, "AppData", "Local"), "sd-trt", "cache", "models");
+  return join(env["XDG_CACHE_HOME"] || join(home, ".cache"), "sd-trt", "models");
+}
 
 /**
  * True in a development checkout (tsconfig.json next to package.json), false in an installed

@@ -25,6 +25,8 @@ export interface InfotextParameters {
   height: number;
   /** First 10 hex digits of the model's SHA-256 (A1111's "Model hash"). */
   modelHash?: string;
+  /** A1111's "Model": the checkpoint file's name without extension (written after the hash). */
+  modelName?: string;
   /** img2img strength. */
   denoisingStrength?: number;
   /** "cpu" → `RNG: CPU` (torch's CPU generator), "nv" → `RNG: NV` (A1111's Philox source). */
@@ -62,6 +64,7 @@ export function formatInfotext(p: InfotextParameters): string {
   if (p.scheduleType !== undefined) fields.push(["Schedule type", p.scheduleType]);
   fields.push(["CFG scale", String(p.cfgScale)], ["Seed", String(p.seed)], ["Size", `${p.width}x${p.height}`]);
   if (p.modelHash) fields.push(["Model hash", p.modelHash]);
+  if (p.modelName) fields.push(["Model", p.modelName]);
   if (p.variationSeed !== undefined) fields.push(["Variation seed", String(p.variationSeed)]);
   if (p.variationSeedStrength !== undefined) fields.push(["Variation seed strength", String(p.variationSeedStrength)]);
   if (p.seedResizeFrom !== undefined) fields.push(["Seed resize from", p.seedResizeFrom]);

@@ -66,6 +66,29 @@ export interface ModelFolder {
   /** The UNet's and the VAE's `config.json`, when the folder has them (for the memory estimate). */
   unetConfig?: Record<string, unknown>;
   vaeConfig?: Record<string, unknown>;
+  /** The checkpoint the folder was converted from (`SOURCE_CHECKPOINT_FILE`), when sd-trt converted it. */
+  sourceCheckpoint?: SourceCheckpoint;
+}
+
+/**
+ * Written by `sd-trt convert` next to the graphs: which checkpoint they came from, so that images
+ * carry A1111's `Model hash` and `Model` of that checkpoint rather than of the converted files.
+ */
+export const SOURCE_CHECKPOINT_FILE = "source_checkpoint.json";
+
+export interface SourceCheckpoint {
+  /** A1111's model name: the checkpoint file's name without its extension (the folder's name for a diffusers folder). */
+  name: string;
+  /** The checkpoint file's SHA-256 (hex); absent for a diffusers folder, which A1111 has no hash for. */
+  sha256?: string;
+}
+
+async function readSourceCheckpoint(path: string): Promise<SourceCheckpoint> {
+  const value = await readJson(path);
+  const { name, sha256 } = value;
+  if (typeof name !== "string" || name.length === 0) throw new ModelFileError(path, `${path}: "name" must be a non-empty string, got ${JSON.stringify(name)}`);
+  if (sha256 !== undefined && (typeof sha256 !== "string" || !/^[0-9a-f]{64}$/.test(sha256))) throw new ModelFileError(path, `${path}: "sha256" must be 64 lowercase hex digits, got ${JSON.stringify(sha256)}`);
+  return sha256 === undefined ? { name } : { name, sha256 };
 }
 
 /** The size multiple of a UNet config (see `ModelFolder.sizeMultiple`). */
@@ -103,7 +126,7 @@ const CANDIDATES: Record<ModelRole, Candidates> = {
   },
 };
 
-async function isFile(path: string): Promise<boolean> {
+export async function isFile(path: string): Promise<boolean> {
   try {
     return (await stat(path)).isFile();
   } catch {
@@ -111,7 +134,8 @@ async function isFile(path: string): Promise<boolean> {
   }
 }
 
-async function readJson(path: string): Promise<Record<string, unknown>> {
+/** A JSON object from `path`. @throws ModelFileError naming the file (unreadable, not JSON, not an object). */
+export async function readJson(path: string): Promise<Record<string, unknown>> {
   let text: string;
   try {
     text = await readFile(path, "utf8");
@@ -279,5 +303,7 @@ export async function locateModelFolder(dirInput: string): Promise<ModelFolder> 
     ...(vaeConfig ? { vaeConfig } : {}),
   };
   if (found.vae_encoder) folder.vaeEncoder = await modelFile(dir, "vae_encoder", found.vae_encoder.name);
+  const sourcePath = join(dir, SOURCE_CHECKPOINT_FILE);
+  if (await isFile(sourcePath)) folder.sourceCheckpoint = await readSourceCheckpoint(sourcePath);
   return folder;
 }

@@ -88,6 +88,8 @@ export interface GenerationContext {
   limits: BackendLimits;
   tokenizer: ClipTokenizer;
   programs: ProgramCache;
+  /** A1111's "Model" for the infotext, when the model came from a checkpoint file. */
+  modelName?: string;
   /** A1111's "Model hash" for the infotext. */
   modelHash(): Promise<string>;
   /** A1111's "Lora hashes" for the infotext: the pipeline's LoRAs and a request's tagged ones, or undefined. */
@@ -398,6 +400,7 @@ export async function executeBatch(context: GenerationContext, prepared: Prepare
         width,
         height,
         modelHash,
+        ...(context.modelName !== undefined ? { modelName: context.modelName } : {}),
         ...(r.strength !== undefined ? { denoisingStrength: r.strength } : {}),
         ...a1111InfotextFields(r.scheduler, r.a1111, i),
         rng: r.rng,

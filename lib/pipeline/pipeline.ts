@@ -124,6 +124,7 @@ export class Pipeline {
       limits: this.#limits,
       tokenizer,
       programs: new ProgramCache(folder.schedulerConfig),
+      ...(folder.sourceCheckpoint !== undefined ? { modelName: folder.sourceCheckpoint.name } : {}),
       modelHash: () => this.modelHash(),
       loraHashes: (tagged) => this.loraHashes(tagged),
       useLoras: (tagged) => this.#useLoras(tagged),
@@ -183,6 +184,11 @@ export class Pipeline {
     return this.#folder.dir;
   }
 
+  /** The checkpoint the model folder was converted from (`sd-trt convert`, `--model <checkpoint>`), if any. */
+  get sourceCheckpoint(): { readonly name: string; readonly sha256?: string } | undefined {
+    return this.#folder.sourceCheckpoint;
+  }
+
   /** The image size generate() uses when none is given: the model's native size, within the limits. */
   get defaultSize(): { width: number; height: number } {
     const l = this.#limits;
@@ -236,7 +242,10 @@ export class Pipeline {
   }
 
   modelHash(): Promise<string> {
-    this.#modelHash ??= sha256File(this.#folder.unet.path).then((h) => h.slice(0, 10));
+    // A model converted from a checkpoint carries that file's SHA-256: its hash is the file's, as
+    // A1111's `calculate_shorthash` computes it for the same checkpoint.
+    const source = this.#folder.sourceCheckpoint?.sha256;
+    this.#modelHash ??= source !== undefined ? Promise.resolve(source.slice(0, 10)) : sha256File(this.#folder.unet.path).then((h) => h.slice(0, 10));
     return this.#modelHash;
   }
 

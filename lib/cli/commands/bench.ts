@@ -9,8 +9,9 @@ import { InvalidOptionError } from "../../errors.js";
 import { defaultModelDir } from "../../package-info.js";
 import { formatBenchReport } from "../../bench/report.js";
 import { runBench, type BenchSize } from "../../bench/run-bench.js";
+import { type CheckpointArgs, checkpointOptions, resolveModelArgument } from "../shared/model-source.js";
 
-interface BenchArgs {
+interface BenchArgs extends CheckpointArgs {
   model: string;
   backend: "cpu" | "tensorrt" | "auto";
   engines?: string;
@@ -56,7 +57,8 @@ const command: CommandModule<object, BenchArgs> = {
   describe: "Benchmark generation: per-stage times, it/s, images/s, latency percentiles, memory",
   builder: (yargs: Argv) =>
     yargs
-      .option("model", { type: "string", default: defaultModelDir, defaultDescription: "the tiny test model in models/tiny-sd", describe: "Model folder" })
+      .option("model", { type: "string", default: defaultModelDir, defaultDescription: "the tiny test model in models/tiny-sd", describe: "Model folder, or a checkpoint to convert once (.safetensors file, diffusers folder)" })
+      .options(checkpointOptions())
       .option("backend", { choices: ["cpu", "tensorrt", "auto"] as const, default: "auto" as const, describe: "Inference backend" })
       .option("engines", { type: "string", describe: "TensorRT engine folder (tensorrt backend)" })
       .option("threads", { type: "number", describe: "ONNX Runtime threads (cpu backend)" })
@@ -78,7 +80,7 @@ const command: CommandModule<object, BenchArgs> = {
     let report: Awaited<ReturnType<typeof runBench>>;
     try {
       report = await runBench({
-        model: argv.model,
+        model: await resolveModelArgument(argv.model, { ...argv, quiet: argv.json }, "fp32"),
         backend: argv.backend,
         ...(argv.engines !== undefined ? { engines: argv.engines } : {}),
         ...(argv.threads !== undefined ? { threads: argv.threads } : {}),

@@ -14,8 +14,9 @@ import { buildEngines, type BuildEvent } from "../../backends/tensorrt/build.js"
 import { parseShapeOptions } from "../../backends/tensorrt/profiles.js";
 import { defaultModelDir } from "../../package-info.js";
 import { ROLE_TITLES } from "../../model/graph-io.js";
+import { type CheckpointArgs, checkpointOptions, resolveModelArgument } from "../shared/model-source.js";
 
-export interface BuildArgs {
+export interface BuildArgs extends CheckpointArgs {
   model: string;
   out?: string;
   batch: string;
@@ -107,7 +108,8 @@ const command: CommandModule<object, BuildArgs> = {
   describe: "Build the TensorRT engines of a model folder for this GPU (fp16, optimization profiles, timing cache, manifest)",
   builder: (yargs: Argv) =>
     yargs
-      .option("model", { type: "string", default: defaultModelDir, defaultDescription: "the tiny test model in models/tiny-sd", describe: "Model folder (optimum or TensorRT demo ONNX layout)" })
+      .option("model", { type: "string", default: defaultModelDir, defaultDescription: "the tiny test model in models/tiny-sd", describe: "Model folder (optimum or TensorRT demo ONNX layout), or a checkpoint to convert once to fp16 graphs (.safetensors file, diffusers folder)" })
+      .options(checkpointOptions())
       .option("out", { type: "string", describe: "Engine folder engines/<name> (default: engines/<model folder name>); plans go to <out>/<gpu-sm>-trt<version>/" })
       .option("batch", { type: "string", default: "1", describe: "Images per call: N or a range N-M (static: one profile per batch size)" })
       .option("size", { type: "string", describe: "Image size WxH, or a range WxH-WxH with --dynamic (default 512x512)" })
@@ -132,7 +134,9 @@ const command: CommandModule<object, BuildArgs> = {
       dynamic: argv.dynamic,
       maxPromptChunks: argv.maxPromptChunks,
     });
-    const out = argv.out ?? resolve("engines", basename(resolve(argv.model)));
+    // A checkpoint is converted (once, into the model cache) to the fp16 graphs TensorRT takes as they are.
+    const model = await resolveModelArgument(argv.model, argv, "fp16");
+    const out = argv.out ?? resolve("engines", basename(resolve(model)));
     const controller = new AbortController();
     let interrupts = 0;
     const onSigint = () => {
@@ -148,7 +152,7 @@ const command: CommandModule<object, BuildArgs> = {
     const reporter = new BuildReporter();
     try {
       const result = await buildEngines({
-        model: argv.model,
+        model,
         out,
         shapes,
         fp32Vae: argv["fp32-vae"],

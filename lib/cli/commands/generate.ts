@@ -23,8 +23,9 @@ import { StagedFiles, checkWritable } from "../shared/staged-files.js";
 import { outputPaths, outputPath } from "../shared/output-paths.js";
 import { createProgress } from "../shared/progress.js";
 import { stopBackendWorkers } from "../../backends/select.js";
+import { type CheckpointArgs, checkpointOptions, resolveModelArgument } from "../shared/model-source.js";
 
-export interface GenerateArgs {
+export interface GenerateArgs extends CheckpointArgs {
   /** Positional prompts, and those after `--`. */
   prompts?: string[];
   _?: Array<string | number>;
@@ -295,7 +296,7 @@ export async function runGenerate(args: GenerateArgs, io: CommandIo = { stdout: 
     if (args["memory-limit"] !== undefined) loadOptions.memoryLimit = memoryLimitBytes(args["memory-limit"]);
     if (args.engines !== undefined) loadOptions.engines = args.engines;
     if (args.threads !== undefined) loadOptions.threads = args.threads;
-    pipeline = await Pipeline.load(args.model, loadOptions);
+    pipeline = await Pipeline.load(await resolveModelArgument(args.model, args, "fp32", io.stderr), loadOptions);
     if (!args.quiet && !args.json) io.stderr.write(`sd-trt: ${pipeline.backendName} backend (${pipeline.backendReason})\n`);
 
     let denoiseStarted = false;
@@ -367,7 +368,8 @@ const command: CommandModule<object, GenerateArgs> = {
       })
       .option("prompt", { alias: "p", type: "string", describe: "The prompt; repeat it for one prompt per image" })
       .option("negative-prompt", { alias: "n", type: "string", describe: "What to steer away from (with guidance > 1); repeat it for one per image" })
-      .option("model", { type: "string", default: defaultModelDir, defaultDescription: "the tiny test model in models/tiny-sd", describe: "Model folder (optimum ONNX layout or TensorRT demo names)" })
+      .option("model", { type: "string", default: defaultModelDir, defaultDescription: "the tiny test model in models/tiny-sd", describe: "Model folder (optimum ONNX layout or TensorRT demo names), or a checkpoint to convert once: a .safetensors file or a diffusers folder" })
+      .options(checkpointOptions())
       .option("backend", { choices: BACKEND_CHOICES, default: "auto" as BackendChoice, describe: "Inference backend: TensorRT engines, the ONNX Runtime CPU backend, or auto (TensorRT when usable)" })
       .option("engines", { type: "string", describe: "Folder of TensorRT engines built by sd-trt build (tensorrt backend)" })
       .option("threads", { type: "number", describe: "ONNX Runtime threads (cpu backend; default: physical cores)" })

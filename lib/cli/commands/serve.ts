@@ -29,8 +29,9 @@ import {
 } from "../../server/server.js";
 import { addServeServiceOptions, openServeService, type ServeServiceArgs } from "../shared/serve-service.js";
 import { untilShutdown } from "../shared/shutdown.js";
+import { type CheckpointArgs, checkpointOptions, resolveModelArgument } from "../shared/model-source.js";
 
-interface ServeArgs extends ServeServiceArgs {
+interface ServeArgs extends ServeServiceArgs, CheckpointArgs {
   host: string;
   port: number;
   model: string;
@@ -79,7 +80,8 @@ const command: CommandModule<object, ServeArgs> = {
     yargs
       .option("host", { type: "string", default: "127.0.0.1", describe: "Interface to bind (127.0.0.1 = this machine only)" })
       .option("port", { type: "number", default: 7860, describe: "Port to listen on (0 picks a free one)" })
-      .option("model", { type: "string", default: defaultModelDir, defaultDescription: "the tiny test model in models/tiny-sd", describe: "Model folder (diffusers/optimum ONNX layout)" })
+      .option("model", { type: "string", default: defaultModelDir, defaultDescription: "the tiny test model in models/tiny-sd", describe: "Model folder (optimum ONNX layout), or a checkpoint to convert once (.safetensors file, diffusers folder)" })
+      .options(checkpointOptions())
       .option("backend", { choices: ["cpu", "tensorrt", "auto"] as const, default: "auto" as const, describe: "Inference backend" })
       .option("engines", { type: "string", describe: "TensorRT engine folder (tensorrt backend)" })
       .option("token", { type: "string", describe: "Require Authorization: Bearer <token> on /sdapi/ endpoints" })
@@ -127,6 +129,8 @@ const command: CommandModule<object, ServeArgs> = {
     if (warning) console.error(`sd-trt serve: ${warning}`);
     // A busy port or a bad --host is reported now, not after the model has loaded.
     if (argv.port !== 0) await probeListen(argv.host, argv.port);
+    // A checkpoint is converted once into the model cache (with --redis the front end runs no model).
+    if (argv.redis === undefined) argv.model = await resolveModelArgument(argv.model, { ...argv, quiet: false }, "fp32");
     const memoryLimit = argv["memory-limit"] !== undefined ? memoryLimitBytes(argv["memory-limit"]) : undefined;
     const service = await openServeService({ ...argv, ...(memoryLimit !== undefined ? { memoryLimit } : {}) }, log);
     const loraDir = argv["lora-dir"];

@@ -1,0 +1,51 @@
+/**
+ * `sd-trt convert <checkpoint.safetensors | diffusers-folder> --out DIR [--dtype fp16|fp32]`:
+ * writes the ONNX model folder every other command takes as `--model` (lib/convert). Nothing is
+ * left at DIR unless the whole folder was written; Ctrl-C stops between graphs and cleans up.
+ */
+import { resolve } from "node:path";
+import type { ArgumentsCamelCase, Argv, CommandModule } from "yargs";
+import { convertCheckpoint, type GraphDtype } from "../../convert/index.js";
+import { createProgress } from "../shared/progress.js";
+import { type CheckpointArgs, checkpointOptions, checkpointReadOptions, conversionProgress, withConversionSignals } from "../shared/model-source.js";
+
+export interface ConvertArgs extends CheckpointArgs {
+  checkpoint: string;
+  out: string;
+  dtype: GraphDtype;
+  quiet: boolean;
+  json: boolean;
+}
+
+/** Runs `sd-trt convert`. @throws ModelFileError / OutputFileError naming the file, AbortError on Ctrl-C. */
+export async function runConvert(args: ConvertArgs, stderr: NodeJS.WriteStream = process.stderr, stdout: NodeJS.WritableStream = process.stdout): Promise<void> {
+  const log = args.quiet ? () => {} : (line: string) => stderr.write(`sd-trt: ${line}\n`);
+  const progress = createProgress({ quiet: args.quiet, stream: stderr });
+  const started = performance.now();
+  const result = await withConversionSignals(
+    (signal, onTemporaryPath) =>
+      convertCheckpoint(args.checkpoint, resolve(args.out), { ...checkpointReadOptions(args), dtype: args.dtype, signal, onTemporaryPath, onProgress: conversionProgress(progress, log) }),
+    log,
+  ).finally(() => progress.stop());
+  const seconds = ((performance.now() - started) / 1000).toFixed(1);
+  if (args.json) stdout.write(`${JSON.stringify({ ...result, seconds: Number(seconds) }, null, 2)}\n`);
+  else log(`wrote ${result.dir} (${args.dtype}) from ${args.checkpoint} in ${seconds} s`);
+}
+
+const command: CommandModule<object, ConvertArgs> = {
+  command: "convert <checkpoint>",
+  describe: "Convert a .safetensors checkpoint or a diffusers folder into an ONNX model folder",
+  builder: (yargs: Argv) =>
+    yargs
+      .positional("checkpoint", { type: "string", demandOption: true, describe: "A single-file .safetensors checkpoint (SD 1.x/2.x) or a diffusers folder; pickles (.ckpt, .pt, .bin) are refused" })
+      .option("out", { type: "string", demandOption: true, describe: "The model folder to write (must not exist)" })
+      .option("dtype", { choices: ["fp16", "fp32"] as const, default: "fp16" as const, describe: "Precision of the graphs' weights and arithmetic (fp16 for TensorRT, fp32 for the CPU backend's exact results)" })
+      .option("quiet", { type: "boolean", default: false, describe: "No progress output" })
+      .option("json", { type: "boolean", default: false, describe: "Print what was written as JSON" })
+      .options(checkpointOptions()) as unknown as Argv<ConvertArgs>,
+  handler: async (argv: ArgumentsCamelCase<ConvertArgs>) => {
+    await runConvert(argv);
+  },
+};
+
+export default command;
