@@ -2,13 +2,17 @@
  * `sd-trt generate --lora FILE[:SCALE]` (repeatable) on a converted model: the images are the ones
  * Pipeline.load({ loras }) makes (test/e2e/lora-cpu.test.ts checks those against diffusers), the
  * infotext carries A1111's Lora hashes, and a LoRA that is missing, malformed or for another
- * model is an error naming the file, with nothing written.
+ * model is an error naming the file, with nothing written. `sd-trt convert --lora` writes the
+ * merged weights into the model folder: it generates what diffusers' fuse_lora generates.
  */
 import { afterAll, beforeAll, describe, expect, test } from "@jest/globals";
 import { mkdir, mkdtemp, readdir, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import convert from "../../lib/cli/commands/convert.js";
 import generate from "../../lib/cli/commands/generate.js";
+import { readSafetensors } from "../../lib/model/safetensors.js";
+import { Pipeline } from "../../lib/pipeline/pipeline.js";
 import { writeConvertedModel } from "../../lib/convert/graphs/folder.js";
 import { tinyCheckpoint } from "../support/tiny-checkpoints.js";
 import { runCommand } from "../support/run-cli.js";
@@ -56,5 +60,36 @@ describe("generate --lora", () => {
       expect(run.stderr).toContain(message);
     }
     expect(await readdir(out)).toEqual([]);
+  });
+});
+
+describe("convert --lora", () => {
+  test("the converted folder holds the merged weights: it generates diffusers' fused output", async () => {
+    const out = join(work, "merged");
+    const checkpoint = join(process.cwd(), "test", "fixtures", "checkpoints", "sd1", "diffusers");
+    const run = await runCommand(convert, ["convert", checkpoint, "--out", out, "--dtype", "fp32", "--quiet", "--lora", `${join(loras, "kohya_sd1.safetensors")}:0.8`, "--lora", `${join(loras, "peft_sd1.safetensors")}:0.5`]);
+    expect({ code: run.code, stderr: run.stderr }).toEqual({ code: 0, stderr: "" });
+    const g = JSON.parse(await readFile(join(loras, "reference.json"), "utf8")).generation as { prompt: string; negative_prompt: string; height: number; width: number; num_inference_steps: number; guidance_scale: number; seed: number };
+    const pipe = await Pipeline.load(out, { backend: "cpu" });
+    try {
+      const result = await pipe.generate({ prompt: g.prompt, negativePrompt: g.negative_prompt, width: g.width, height: g.height, steps: g.num_inference_steps, guidance: g.guidance_scale, seed: g.seed, rng: "cpu", returnLatents: true });
+      const golden = (await readSafetensors(join(loras, "generations.safetensors"))).tensors;
+      const latents = golden.get("kohya_0.8+peft_0.5/latents")!.toFloat32();
+      const scale = Math.max(1, ...latents.map(Math.abs));
+      expect(Math.max(...latents.map((v, i) => Math.abs(v - result.latents![i]!)))).toBeLessThanOrEqual(1e-4 * scale);
+      const pixels = golden.get("kohya_0.8+peft_0.5/pixels")!.toFloat32();
+      expect(Math.max(...pixels.map((v, i) => Math.abs(v - result.images[0]!.rgb[i]!)))).toBeLessThanOrEqual(1);
+    } finally {
+      await pipe.dispose();
+    }
+  });
+
+  test("a LoRA for another model leaves no folder", async () => {
+    const out = join(work, "not-written");
+    const checkpoint = join(process.cwd(), "test", "fixtures", "checkpoints", "sd2", "diffusers");
+    const run = await runCommand(convert, ["convert", checkpoint, "--out", out, "--quiet", "--lora", join(loras, "kohya_sd1.safetensors")]);
+    expect(run.code).not.toBe(0);
+    expect(run.stderr).toContain(`${join(loras, "kohya_sd1.safetensors")} is a LoRA for SD 1.x (its metadata says ss_base_model_version = sd_v1); the model is SD 2.x`);
+    expect(await readdir(work)).not.toContain("not-written");
   });
 });
