@@ -12,6 +12,7 @@
  * backend's embeddings never leave its worker thread, the TensorRT backend's embeddings and
  * latents never leave the GPU between its stages.
  */
+import type { LoraSpec } from "../convert/lora/set.js";
 import type { SamplerProgram } from "../sampler/program.js";
 import type { StepNoise } from "../sampler/step-noise.js";
 import type { PromptBatch } from "../prompt/conditioning.js";
@@ -169,6 +170,11 @@ export interface Backend {
    *   (never a silent black image); DisposedError after `dispose()`.
    */
   generate(job: GenerationJob): Promise<GenerationOutput>;
+  /**
+   * Puts a LoRA set's weights in place of the current ones (empty: the base model), between
+   * generations: the CPU backend switches to merged graphs, TensorRT refits its engines.
+   */
+  setLoras?(set: readonly LoraSpec[]): Promise<void>;
   /**
    * Refuses, before any work, a batch that would need more memory than this backend may use
    * (InvalidOptionError naming the size, the estimate and the limit). Backends whose limits

@@ -10,6 +10,7 @@ import { InvalidOptionError, TensorRtUnavailableError } from "../errors.js";
 import { booleanValue, integerInRange, oneOf } from "../validate.js";
 import { buildNativeCommand } from "../package-info.js";
 import type { Backend } from "./backend.js";
+import type { LoraSpec } from "../convert/lora/set.js";
 import { CpuBackend } from "./cpu/backend.js";
 import type { ModelFolder } from "../model/folder.js";
 
@@ -32,6 +33,10 @@ export interface BackendLoadOptions {
    * pipeline is its own ONNX Runtime worker thread, and the index only names it. Defaults to 0.
    */
   device?: number;
+  /** LoRAs merged into the weights (CPU backend; see CpuBackendOptions.loras). */
+  loras?: readonly LoraSpec[];
+  /** Where the CPU backend caches LoRA-merged graphs. */
+  loraCacheDir?: string;
 }
 
 /** Largest device index accepted (far above any machine's GPU count; catches typos like 10000). */
@@ -60,6 +65,8 @@ async function loadCpu(folder: ModelFolder, options: BackendLoadOptions): Promis
     ...(options.threads === undefined ? {} : { intraOpThreads: options.threads }),
     ...(options.memoryLimit === undefined ? {} : { memoryLimit: options.memoryLimit }),
     ...(options.tokenVocabularySize === undefined ? {} : { tokenVocabularySize: options.tokenVocabularySize }),
+    ...(options.loras?.length ? { loras: options.loras } : {}),
+    ...(options.loraCacheDir === undefined ? {} : { loraCacheDir: options.loraCacheDir }),
   });
 }
 
@@ -71,7 +78,6 @@ export async function loadBackend(folder: ModelFolder, choice: BackendChoice, op
     throw new InvalidOptionError("engines", "engines applies to the TensorRT backend; it cannot be used with backend \"cpu\"");
   }
   if (choice === "cpu") return { backend: await loadCpu(folder, options), reason: "requested" };
-
   let trt: TensorRtModule;
   try {
     trt = await importTensorRt();
@@ -91,9 +97,22 @@ export async function loadBackend(folder: ModelFolder, choice: BackendChoice, op
   if (options.engines !== undefined) engineOptions.engines = options.engines;
   if (options.device !== undefined) engineOptions.device = options.device;
   if (options.useGraphs !== undefined) engineOptions.useGraphs = options.useGraphs;
-  if (choice === "tensorrt") return { backend: await trt.TensorRtBackend.load(folder, engineOptions), reason: "requested" };
+  // LoRAs on TensorRT: the engines' weights are refitted (they must have been built --refittable).
+  const loadTensorRt = async () => {
+    const backend = await trt.TensorRtBackend.load(folder, engineOptions);
+    if (options.loras?.length) {
+      try {
+        await backend.setLoras(options.loras);
+      } catch (error) {
+        await backend.dispose();
+        throw error;
+      }
+    }
+    return backend;
+  };
+  if (choice === "tensorrt") return { backend: await loadTensorRt(), reason: "requested" };
   try {
-    return { backend: await trt.TensorRtBackend.load(folder, engineOptions), reason: `auto: TensorRT is usable (${reason})` };
+    return { backend: await loadTensorRt(), reason: `auto: TensorRT is usable (${reason})` };
   } catch (error) {
     // Usable hardware but no engines for this model (not built yet, or built for another GPU).
     return { backend: await loadCpu(folder, options), reason: `auto: TensorRT engines could not be loaded (${firstLine(error)}); using the CPU` };

@@ -52,6 +52,8 @@ export interface InfotextParameters {
    * and a prompt has "(" or "[").
    */
   conditioningParams?: [string, string][];
+  /** A1111's `Lora hashes` value ("name: 0123456789ab, …", lib/convert/lora/hash.ts), set by the LoRA extension before the conditioning. */
+  loraHashes?: string;
 }
 
 /** A1111's `quote()`: JSON-quote a value that would break the comma-separated list. */
@@ -77,7 +79,9 @@ export function formatInfotext(p: InfotextParameters): string {
   if (p.ensd !== undefined) fields.push(["ENSD", String(p.ensd)]);
   fields.push(["RNG", p.rng === "nv" ? "NV" : "CPU"]);
   if (p.hires) fields.push(...p.hires);
-  // A1111 adds its extra generation parameters in the order it sets them: hires (at init), TI hashes and Emphasis (with the conditioning), Eta (while sampling).
+  // A1111 adds its extra generation parameters in the order it sets them: hires (at init), Lora hashes
+  // (the LoRA extension, before the conditioning), TI hashes and Emphasis (with the conditioning), Eta (while sampling).
+  if (p.loraHashes !== undefined) fields.push(["Lora hashes", p.loraHashes]);
   if (p.conditioningParams) fields.push(...p.conditioningParams);
   if (p.eta !== undefined) fields.push(["Eta", String(p.eta)]);
   const lines = [p.prompt];

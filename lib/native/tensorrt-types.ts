@@ -59,6 +59,18 @@ export interface TrtBuildOptions {
   detailedProfiling?: boolean;
   /** The network outputs to keep (the others are unmarked, so TensorRT prunes what only they need). */
   keepOutputs?: string[];
+  /** BuilderFlag::kREFIT: the weights can be replaced later with `engine.refit` (LoRA sets). */
+  refittable?: boolean;
+}
+
+/** What `engine.refit` did (native/trt/refitter.h). */
+export interface TrtRefitResult {
+  /** False when TensorRT needs more weights refitted together with the given ones (`missing`); nothing changed then. */
+  refitted: boolean;
+  /** Weights TensorRT fused with the given ones: add them (their current values) and call again. */
+  missing: string[];
+  /** How many weights were refitted. */
+  weights: number;
 }
 
 /** A builder progress event (TensorRT's IProgressMonitor phases and steps). */
@@ -127,6 +139,15 @@ export interface TrtEngine {
    *  prints): tactics, formats and fused ops with `verbosity` "detailed" (plans built with
    *  `detailedProfiling`), else layer names only. */
   inspect(): { verbosity: "detailed" | "layer_names_only" | "none"; layers: string };
+  /** Whether the engine was built refittable (ICudaEngine::isRefittable). */
+  readonly refittable: boolean;
+  /**
+   * Replaces weights, each named as its ONNX initializer and given as float32 in the initializer's
+   * layout (converted to the engine's type natively). The engine must not run meanwhile.
+   * Rejects (NativeError) for an engine built without the refit flag, an unknown weight or a
+   * wrong count.
+   */
+  refit(weights: Record<string, Float32Array>): Promise<TrtRefitResult>;
   /** Drops this handle; contexts keep the engine alive until they are disposed. Idempotent. */
   dispose(): void;
 }

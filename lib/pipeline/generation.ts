@@ -23,6 +23,7 @@ import type { Backend, BackendLimits, BackendName, GenerationJob, InitImage, Sdx
 import { sdxlRefinerTimeIds, sdxlRequestTimeIds } from "./sdxl-options.js";
 import { splitForRefiner } from "./sdxl-refiner.js";
 import { formatInfotext } from "../image/infotext.js";
+import type { LoraSpec } from "../convert/lora/set.js";
 import { rgbToPixels } from "../image/pixels.js";
 import { readImage, type RgbImage } from "../image/read.js";
 import { a1111SamplerName } from "../schedulers/index.js";
@@ -104,6 +105,10 @@ export interface GenerationContext {
   refiner?: { backend: Backend; programs: ProgramCache; numTrainTimesteps: number };
   /** Textual inversion: the vectors every text-encoder call takes ([rows, hidden]), and each embedding's short hash for `TI hashes`. */
   embeddings?: { vectors: Float32Array; shorthash: ReadonlyMap<string, string> };
+  /** A1111's "Lora hashes" for the infotext: the pipeline's LoRAs and a request's tagged ones, or undefined. */
+  loraHashes(tagged: readonly LoraSpec[]): Promise<string | undefined>;
+  /** Puts a batch's prompt-tag LoRAs (with the pipeline's own) into the backend's weights. */
+  useLoras(tagged: readonly LoraSpec[]): Promise<void>;
 }
 
 /** Per-batch hooks: the batch's cancellation and progress (a request's own, when it runs alone). */
@@ -168,7 +173,9 @@ export function batchKey(request: ResolvedRequest, width = request.width, height
   const text: unknown[] = [request.cond.batch.chunks, request.uncond?.batch.chunks ?? null, request.promptReading.emphasis, request.clipSkip, request.sdxl?.zeroUncond ?? null];
   const refiner = request.sdxl?.refiner;
   if (refiner) text.push(refiner.switchAt, refiner.zeroUncond, refiner.cond.batch.chunks, refiner.uncond?.batch.chunks ?? null);
-  return JSON.stringify([width, height, request.steps, request.scheduler, request.a1111.sigmaSchedule ?? null, request.a1111.eta ?? null, request.guidance > 1, img2img ? request.strength : null, request.a1111.hires ?? null, ...text]);
+  // Requests with different LoRA sets (prompt tags) need different weights: never one batch.
+  const loras = request.loras.map((l) => [l.path, l.scale]);
+  return JSON.stringify([loras, width, height, request.steps, request.scheduler, request.a1111.sigmaSchedule ?? null, request.a1111.eta ?? null, request.guidance > 1, img2img ? request.strength : null, request.a1111.hires ?? null, ...text]);
 }
 
 function checkInitImageSize(limits: BackendLimits, width: number, height: number): void {
@@ -366,6 +373,8 @@ export async function executeBatch(context: GenerationContext, prepared: Prepare
   if (onProgress) job.onStep = (evalIndex) => onProgress({ stage: "denoise", step: evalIndex + 1, total: evaluations, timestep: program.evals[evalIndex]!.t });
   if (onLatents) job.onLatents = onLatents;
   if (prepared.some((p) => p.request.returnLatents)) job.returnLatents = true;
+  // Every request of the batch names the same LoRAs (they are part of the batch key).
+  await context.useLoras(first.request.loras);
   const twoPasses = first.hires !== null || first.refiner !== null;
   let output = await backend.generate(job.returnLatents || !twoPasses ? job : { ...job, returnLatents: true });
   if (first.refiner) {
@@ -425,6 +434,7 @@ export async function executeBatch(context: GenerationContext, prepared: Prepare
   const imageEncodeMs = prepared.map((p, i) => p.readImageMs + (output.timings.imageEncode[i] ?? 0));
 
   const modelHash = await context.modelHash();
+  const loraHashes = await context.loraHashes(first.request.loras);
   const perImage = 4 * (outHeight / 8) * (outWidth / 8);
   row = 0;
   return prepared.map((p, index) => {
@@ -448,6 +458,7 @@ export async function executeBatch(context: GenerationContext, prepared: Prepare
         ...a1111InfotextFields(r.scheduler, r.a1111, i),
         rng: r.rng,
         clipSkip: r.clipSkip,
+        ...(loraHashes !== undefined ? { loraHashes } : {}),
         conditioningParams: conditioningParams(r, context.embeddings?.shorthash),
       });
       images.push({ rgb: pixels[row + i]!, width: outWidth, height: outHeight, seed, infotext });

@@ -11,6 +11,8 @@ import type { ImageSource } from "../image/read.js";
 import type { SchedulerName } from "../schedulers/index.js";
 import { A1111_OPTION_NAMES, resolveA1111Options, type A1111GenerateOptions, type A1111Request } from "./a1111-options.js";
 import type { ClipTokenizer } from "../tokenizer/clip-tokenizer.js";
+import { takeLoraTags } from "../prompt/extra-networks.js";
+import { checkLoraScale, type LoraSpec } from "../convert/lora/set.js";
 import { buildPromptBatch, padPromptBatch, PROMPT_SYNTAXES, type BuiltPrompts, type PromptReading, type PromptSyntax } from "../prompt/conditioning.js";
 import { CHUNK_LENGTH, DEFAULT_COMMA_PADDING_BACKTRACK, MAX_COMMA_PADDING_BACKTRACK } from "../prompt/chunks.js";
 import { EMPHASIS_MODES, type Emphasis } from "../prompt/emphasis.js";
@@ -129,11 +131,20 @@ export interface ValidationContext {
   sdxl?: SdxlModelFacts;
   /** Textual-inversion embeddings prompt words can name. */
   embeddings?: EmbeddingVocabulary;
+  /**
+   * The LoRA file a `<lora:NAME:…>` prompt tag names (the pipeline's `loraDir`), or undefined;
+   * absent when the pipeline has no LoRA folder. `loraFolder` names it in messages.
+   */
+  findLora?: (name: string) => string | undefined;
+  loraFolder?: string;
 }
 
 /** Options after validation, with defaults applied. */
 export interface ResolvedRequest {
+  /** As given (with any `<lora:…>` tags: the infotext keeps them, as A1111's does). */
   prompts: string[];
+  /** The LoRAs the first prompt's `<lora:NAME:SCALE>` tags name (A1111 applies them to the batch), in order. */
+  loras: LoraSpec[];
   negativePrompts: string[];
   /** How the prompts were read. */
   promptReading: PromptReading;
@@ -327,7 +338,22 @@ export function resolveGenerateOptions(options: GenerateOptions, ctx: Validation
   const clipSkip = validateClipSkip(options.clipSkip, ctx.limits);
   const prompts = Array.isArray(prompt) ? prompt : new Array<string>(batch).fill(prompt);
   const negativePrompts = Array.isArray(negative) ? negative : new Array<string>(batch).fill(negative);
-  const cond = readPrompts(ctx, prompts, promptReading, "prompt", steps);
+  // A1111 takes the <lora:…> tags out before reading the prompts, and applies the first prompt's.
+  const tagged = promptReading.syntax === "a1111" ? takeLoraTags(prompts, "prompt") : { texts: prompts, loras: [] };
+  const loras = tagged.loras.map(({ name, multiplier, tag }): LoraSpec => {
+    const path = ctx.findLora?.(name);
+    if (path === undefined) {
+      throw new InvalidOptionError(
+        "prompt",
+        ctx.loraFolder === undefined
+          ? `prompt has the tag ${tag}, but no LoRA folder was given (loraDir, --lora-dir)`
+          : `prompt has the tag ${tag}, but the LoRA folder ${ctx.loraFolder} has no LoRA named ${JSON.stringify(name)}`,
+      );
+    }
+    checkLoraScale(multiplier, "prompt", tag);
+    return { path, scale: multiplier, name };
+  });
+  const cond = readPrompts(ctx, tagged.texts, promptReading, "prompt", steps);
   let uncond = guidance > 1 ? readPrompts(ctx, negativePrompts, promptReading, "negativePrompt", steps) : null;
   if (uncond && padCondUncond && uncond.batch.chunks !== cond.batch.chunks) {
     const chunks = Math.max(uncond.batch.chunks, cond.batch.chunks);
@@ -360,6 +386,7 @@ export function resolveGenerateOptions(options: GenerateOptions, ctx: Validation
 
   const request: ResolvedRequest = {
     prompts,
+    loras,
     negativePrompts,
     promptReading,
     padCondUncond,

@@ -18,11 +18,14 @@
  */
 import { createHash } from "node:crypto";
 import { createReadStream } from "node:fs";
-import { dirname } from "node:path";
+import { basename, dirname } from "node:path";
 import { ModelFileError, DisposedError, InvalidOptionError, throwIfAborted } from "../errors.js";
 import { Lifecycle } from "../lifecycle.js";
 import type { Backend, BackendLimits, BackendName } from "../backends/backend.js";
-import { loadBackend, type BackendChoice, BACKEND_CHOICES } from "../backends/select.js";
+import { loadBackend, type BackendChoice, type BackendLoadOptions, BACKEND_CHOICES } from "../backends/select.js";
+import { checkLoraScale, type LoraSpec } from "../convert/lora/set.js";
+import { addnetHash, loraHashesInfotext } from "../convert/lora/hash.js";
+import { LoraLibrary, type LoraEntry } from "../convert/lora/library.js";
 import { locateModelFolder, type ModelFolder } from "../model/folder.js";
 import { defaultModelDir } from "../package-info.js";
 import { ClipTokenizer } from "../tokenizer/index.js";
@@ -80,6 +83,20 @@ export interface PipelineLoadOptions {
    * file. TensorRT engines must have been built with the embedding input (this version's `sd-trt build`).
    */
   embeddingsDir?: string;
+  /**
+   * LoRAs merged into the model's weights for every generation of this pipeline, each
+   * `{ path, scale }`, in order (`--lora FILE[:SCALE]`). The model must be a converted folder
+   * (`sd-trt convert`: weights named by diffusers keys). CPU backend: merged graphs cached under
+   * `loraCacheDir`.
+   */
+  loras?: readonly LoraSpec[];
+  /** Where LoRA-merged graphs are cached. Defaults to `$XDG_CACHE_HOME/sd-trt/lora` (`~/.cache/sd-trt/lora`). */
+  loraCacheDir?: string;
+  /**
+   * A folder of LoRAs (`.safetensors`, searched recursively) that A1111's `<lora:NAME:SCALE>`
+   * prompt tags name by file name or alias (`--lora-dir`). Without it such a tag is an error.
+   */
+  loraDir?: string;
 }
 
 /** The textual-inversion embeddings a pipeline loaded, and what its prompts and text encoder use of them. */
@@ -118,6 +135,12 @@ export class Pipeline {
   /** SDXL: the refiner's backend, owned by this pipeline. */
   readonly #refinerBackend: Backend | undefined;
 
+  readonly #loras: readonly LoraSpec[];
+  readonly #loraFileHashes = new Map<string, Promise<string>>();
+  #loraLibrary: LoraLibrary | undefined;
+  /** The prompt-tag LoRAs the backend's weights hold now (JSON of paths and scales). */
+  #taggedLoras = "[]";
+
   private constructor(
     folder: ModelFolder,
     backend: Backend,
@@ -128,6 +151,7 @@ export class Pipeline {
     embeddings: LoadedEmbeddings | undefined,
     sdxl?: SdxlModelFacts,
     refiner?: { backend: Backend; folder: ModelFolder },
+    loras: readonly LoraSpec[] = [],
   ) {
     this.#sdxl = sdxl;
     this.#refinerBackend = refiner?.backend;
@@ -138,6 +162,7 @@ export class Pipeline {
     this.#limits = limitsForModel(backend.limits, folder.sizeMultiple);
     this.backendReason = reason;
     this.defaultScheduler = defaultScheduler;
+    this.#loras = loras;
     this.#generation = {
       backend,
       limits: this.#limits,
@@ -146,6 +171,8 @@ export class Pipeline {
       ...(folder.sourceCheckpoint !== undefined ? { modelName: folder.sourceCheckpoint.name } : {}),
       modelHash: () => this.modelHash(),
       ...(embeddings ? { embeddings: { vectors: embeddings.vectors, shorthash: embeddings.shorthash } } : {}),
+      loraHashes: (tagged) => this.loraHashes(tagged),
+      useLoras: (tagged) => this.#useLoras(tagged),
     };
     if (refiner) {
       const config = refiner.folder.schedulerConfig;
@@ -167,12 +194,17 @@ export class Pipeline {
       throw new ModelFileError(folder.schedulerConfigFile ?? folder.dir, `${folder.schedulerConfigFile ?? "the default scheduler config"} names the scheduler class ${JSON.stringify(folder.schedulerClass)}, which sd-trt does not implement (supported: ${SCHEDULER_NAMES.join(", ")})`);
     }
     createScheduler(defaultScheduler, folder.schedulerConfig); // a bad config fails at load, not at the first generate
-    const loadOptions: { engines?: string; threads?: number; useGraphs?: boolean; memoryLimit?: number; device?: number } = {};
+    const loadOptions: BackendLoadOptions = {};
     if (options.memoryLimit !== undefined) loadOptions.memoryLimit = numberInRange("memoryLimit", options.memoryLimit, 1, Number.MAX_SAFE_INTEGER);
     if (options.device !== undefined) loadOptions.device = options.device;
     if (options.engines !== undefined) loadOptions.engines = options.engines;
     if (options.threads !== undefined) loadOptions.threads = integerInRange("threads", options.threads, 1, 1024);
     if (options.useGraphs !== undefined) loadOptions.useGraphs = options.useGraphs;
+    if (options.loras?.length) {
+      for (const [i, lora] of options.loras.entries()) checkLoraScale(lora.scale, `loras[${i}].scale`);
+      loadOptions.loras = options.loras;
+    }
+    if (options.loraCacheDir !== undefined) loadOptions.loraCacheDir = options.loraCacheDir;
     const embeddingsDir = options.embeddingsDir === undefined ? undefined : nonEmptyString("embeddingsDir", options.embeddingsDir);
     // A refiner that does not fit the base is refused before anything loads.
     const refinerFolder = options.refiner === undefined ? undefined : await locateModelFolder(options.refiner);
@@ -215,7 +247,16 @@ export class Pipeline {
       await refiner?.backend.dispose();
       throw error;
     }
-    return new Pipeline(folder, loaded.backend, loaded.reason, tokenizer, defaultScheduler, options.device ?? 0, embeddings, sdxl, refiner);
+    const pipeline = new Pipeline(folder, loaded.backend, loaded.reason, tokenizer, defaultScheduler, options.device ?? 0, embeddings, sdxl, refiner, options.loras ?? []);
+    if (options.loraDir !== undefined) {
+      try {
+        pipeline.#loraLibrary = await LoraLibrary.scan(options.loraDir);
+      } catch (error) {
+        await pipeline.dispose();
+        throw error;
+      }
+    }
+    return pipeline;
   }
 
   /**
@@ -268,6 +309,41 @@ export class Pipeline {
   }
 
   /** A1111's "Model hash": the first 10 hex digits of the UNet ONNX file's SHA-256 (computed once). */
+  /** The LoRAs of `loraDir` (empty without one), in A1111's `GET /sdapi/v1/loras` shape. */
+  get loraLibrary(): readonly LoraEntry[] {
+    return this.#loraLibrary?.entries ?? [];
+  }
+
+  /**
+   * Puts the weights of the pipeline's LoRAs plus a batch's prompt-tag LoRAs in the backend (a
+   * refit or a switch of merged graphs), when they are not there already. Called between batches.
+   */
+  async #useLoras(tagged: readonly LoraSpec[]): Promise<void> {
+    const key = JSON.stringify(tagged.map((l) => [l.path, l.scale]));
+    if (key === this.#taggedLoras) return;
+    if (!this.#backend.setLoras) throw new InvalidOptionError("prompt", `the ${this.#backend.name} backend cannot apply LoRAs named in prompts`);
+    await this.#backend.setLoras([...this.#loras, ...tagged]);
+    this.#taggedLoras = key;
+  }
+
+  /**
+   * A1111's "Lora hashes": the pipeline's LoRAs and then `tagged` (a request's prompt tags), each
+   * by the name its tag used (else its file name without extension) with its addnet short hash
+   * (each file hashed once); undefined when there are none.
+   */
+  loraHashes(tagged: readonly LoraSpec[] = []): Promise<string | undefined> {
+    const hash = (path: string) => {
+      let known = this.#loraFileHashes.get(path);
+      if (!known) {
+        known = addnetHash(path);
+        this.#loraFileHashes.set(path, known);
+      }
+      return known;
+    };
+    const all = [...this.#loras, ...tagged];
+    return Promise.all(all.map(async (l) => ({ name: l.name ?? basename(l.path).replace(/\.[^.]*$/, ""), hash: await hash(l.path) }))).then(loraHashesInfotext);
+  }
+
   modelHash(): Promise<string> {
     // A model converted from a checkpoint carries that file's SHA-256: its hash is the file's, as
     // A1111's `calculate_shorthash` computes it for the same checkpoint.
@@ -293,6 +369,7 @@ export class Pipeline {
       tokenizer: this.#generation.tokenizer,
       ...(this.#sdxl ? { sdxl: this.#sdxl } : {}),
       ...(this.#embeddings ? { embeddings: this.#embeddings.vocabulary } : {}),
+      ...(this.#loraLibrary ? { findLora: (name: string) => this.#loraLibrary!.find(name)?.path, loraFolder: this.#loraLibrary.dir } : {}),
     });
   }
 

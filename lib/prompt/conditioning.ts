@@ -166,8 +166,9 @@ const EXTRA_NETWORK_TAG = /<([\p{L}\p{N}_]+):([^>]+)>/u;
 
 /**
  * A1111 takes every `<kind:…>` tag out of the prompt and applies the network it names (LoRA,
- * hypernetwork). sd-trt applies none yet, and dropping the tag would silently give another
- * picture, so a prompt with one is refused, naming the tag.
+ * hypernetwork). The pipeline takes `<lora:…>` tags out of the prompts first (extra-networks.ts);
+ * any tag still here is one sd-trt cannot apply (a hypernetwork, a LoRA in a negative prompt), and
+ * dropping it would silently give another picture, so the prompt is refused, naming the tag.
  */
 function refuseExtraNetworks(text: string, option: string): void {
   const tag = EXTRA_NETWORK_TAG.exec(text);

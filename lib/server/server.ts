@@ -12,6 +12,7 @@
  * - `GET /sdapi/v1/progress`, `POST /sdapi/v1/interrupt`: A1111's progress and interrupt.
  * - `GET`/`POST /sdapi/v1/options`: the A1111 settings the server honours (a1111/settings.ts).
  * - `GET /sdapi/v1/embeddings`: the textual-inversion embeddings loaded (`--embeddings-dir`).
+ * - `GET /sdapi/v1/loras`: the LoRAs of `--lora-dir` as A1111 lists them (name, alias, path, metadata).
  * - `GET /health`: liveness, queue counters and memory (never needs the token).
  * - `GET /internal/ping`: A1111's liveness probe (never needs the token).
  * - `GET /`: the web page (web.ts); its API calls need the token like any other.
@@ -23,6 +24,7 @@
  * drain timeout, then cancel what is left (their clients get a 503 "shutting down"), and close
  * every socket.
  */
+import type { LoraEntry } from "../convert/lora/library.js";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { AbortError, BusyError, InvalidOptionError, OutOfMemoryError, QueueUnavailableError, SdTrtError, ServiceClosedError } from "../errors.js";
@@ -70,6 +72,8 @@ export interface SdServerOptions {
   keepAliveTimeoutMs?: number;
   /** Most open connections; further ones are closed at once. Defaults to 1024. */
   maxConnections?: number;
+  /** The LoRAs `<lora:NAME:SCALE>` prompt tags can name (`--lora-dir`), for `GET /sdapi/v1/loras`. Defaults to none. */
+  loras?: readonly LoraEntry[];
 }
 
 export interface ListenOptions {
@@ -101,6 +105,7 @@ export class SdServer {
   #endDrain: (() => void) | null = null;
   /** A1111's settings this server honours (`/sdapi/v1/options`); requests' override_settings apply on top. */
   #settings: A1111Settings;
+  readonly #loras: readonly LoraEntry[];
 
   constructor(options: SdServerOptions) {
     this.#service = options.service;
@@ -109,6 +114,7 @@ export class SdServer {
     this.#ownService = options.ownService ?? true;
     this.#log = options.log ?? (() => {});
     this.#settings = defaultA1111Settings(this.#service.modelName);
+    this.#loras = options.loras ?? [];
     // Without these limits a client that opens connections and sends half a request keeps each
     // one forever, until the process runs out of file descriptors. The timeouts bound the time
     // to receive a request, not the time to answer it (a generation can take minutes).
@@ -207,6 +213,7 @@ export class SdServer {
 
   #addRoutes(): void {
     const service = this.#service;
+    const loras = this.#loras.map((e) => ({ name: e.name, alias: e.alias, path: e.path, metadata: e.metadata }));
     this.#router
       .add({ method: "GET", path: "/health", auth: false, handler: ({ response }) => sendJson(response, 200, this.#health()) })
       .add({ method: "GET", path: "/internal/ping", auth: false, handler: ({ response }) => sendJson(response, 200, {}) })
@@ -233,6 +240,7 @@ export class SdServer {
         },
       })
       .add({ method: "GET", path: "/sdapi/v1/embeddings", auth: true, handler: ({ response }) => sendJson(response, 200, a1111Embeddings(this.#service)) })
+      .add({ method: "GET", path: "/sdapi/v1/loras", auth: true, handler: ({ response }) => sendJson(response, 200, loras) })
       .add({ method: "GET", path: "/sdapi/v1/progress", auth: true, handler: ({ response }) => sendJson(response, 200, a1111ProgressResponse(service)) })
       // A1111's skip moves on to the next image of a job; a batch here is one job, so it interrupts.
       .add({ method: "POST", path: "/sdapi/v1/interrupt", auth: true, handler: ({ response }) => this.#interrupt(response) })

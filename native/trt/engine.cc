@@ -1,4 +1,5 @@
 #include "engine.h"
+#include "refitter.h"
 
 #include <cuda_runtime_api.h>
 
@@ -204,6 +205,8 @@ Napi::Function EngineWrap::Define(Napi::Env env) {
                          InstanceAccessor<&EngineWrap::GetDisposed>("disposed"),
                          InstanceMethod<&EngineWrap::CreateContext>("createContext"),
                          InstanceMethod<&EngineWrap::Inspect>("inspect"),
+                         InstanceAccessor<&EngineWrap::GetRefittable>("refittable"),
+                         InstanceMethod<&EngineWrap::Refit>("refit"),
                          InstanceMethod<&EngineWrap::Dispose>("dispose"),
                      });
 }
@@ -290,6 +293,12 @@ Napi::Value EngineWrap::Inspect(const Napi::CallbackInfo& info) {
   out.Set("layers", Napi::String::New(env, text != nullptr ? text : ""));
   return out;
 }
+
+Napi::Value EngineWrap::GetRefittable(const Napi::CallbackInfo& info) {
+  return Napi::Boolean::New(info.Env(), Require(info.Env(), "engine")->engine->isRefittable());
+}
+
+Napi::Value EngineWrap::Refit(const Napi::CallbackInfo& info) { return RefitEngine(info, Require(info.Env(), "engine-refit")); }
 
 Napi::Value EngineWrap::Dispose(const Napi::CallbackInfo& info) {
   engine_.reset();

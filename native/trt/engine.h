@@ -3,6 +3,7 @@
 //   tensorrt.loadEngine(plan: Uint8Array, { name, device? }) → Promise<TrtEngine>   (SdEngineLoadWorker)
 //   engine.name / .device / .io / .profiles / .deviceMemoryBytes / .disposed
 //   engine.inspect() → { verbosity, layers }  IEngineInspector's JSON (trtexec --dumpLayerInfo)
+//   engine.refittable / engine.refit(weights) → Promise                             (refitter.h)
 //   engine.createContext(scratch) → TrtContext                                     (execution_context.h)
 //   engine.dispose()
 //
@@ -95,6 +96,8 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
   Napi::Value GetDisposed(const Napi::CallbackInfo& info);
   Napi::Value CreateContext(const Napi::CallbackInfo& info);
   Napi::Value Inspect(const Napi::CallbackInfo& info);
+  Napi::Value GetRefittable(const Napi::CallbackInfo& info);
+  Napi::Value Refit(const Napi::CallbackInfo& info);
   Napi::Value Dispose(const Napi::CallbackInfo& info);
   std::shared_ptr<LoadedEngine> engine_;
   std::shared_ptr<CleanupRegistry> cleanup_;

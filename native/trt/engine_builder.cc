@@ -50,6 +50,9 @@ struct BuildOptions {
   // engine.inspect() (IEngineInspector, what trtexec --dumpLayerInfo prints) can show e.g. whether
   // attention ran as one fused kernel. Off by default: it changes nothing numerically but the plan.
   bool detailedProfiling = false;
+  // BuilderFlag::kREFIT: the weights can be replaced later (engine.refit, refitter.h) without a
+  // rebuild, which is how LoRA sets are applied. TensorRT may then fuse less around the weights.
+  bool refittable = false;
   // When not empty: the network outputs to keep; the others are unmarked before the build, so
   // TensorRT prunes what only they need (CLIP's pooler_output, which sd-trt never reads).
   std::vector<std::string> keepOutputs;
@@ -268,6 +271,7 @@ class SdEngineBuildWorker : public NativeAsyncWorker {
     }
     if (options_.optimizationLevel >= 0) config->setBuilderOptimizationLevel(options_.optimizationLevel);
     if (options_.detailedProfiling) config->setProfilingVerbosity(nvinfer1::ProfilingVerbosity::kDETAILED);
+    if (options_.refittable) config->setFlag(nvinfer1::BuilderFlag::kREFIT);
     BuildProgressMonitor monitor(control_, hasTsfn_ ? &tsfn_ : nullptr);
     config->setProgressMonitor(&monitor);
 
@@ -451,6 +455,7 @@ BuildOptions ReadBuildOptions(Napi::Env env, const Napi::Value& value) {
   out.optimizationLevel = static_cast<int>(OptionalInteger(options, "optimizationLevel", owner, 0, 5, -1));
   out.device = static_cast<int>(OptionalInteger(options, "device", owner, 0, 1024, 0));
   out.detailedProfiling = OptionalBoolean(options, "detailedProfiling", owner, false);
+  out.refittable = OptionalBoolean(options, "refittable", owner, false);
   if (HasOption(options, "keepOutputs")) {
     Napi::Value keep = options.Get("keepOutputs");
     if (!keep.IsArray()) ThrowTypeError(env, "options.keepOutputs must be an array of output names, got " + DescribeJsValue(keep));

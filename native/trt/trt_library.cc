@@ -83,6 +83,7 @@ void TrtLibrary::LoadInfer() {
   createRuntime_ = reinterpret_cast<CreateFn>(Symbol(inferHandle_, "createInferRuntime_INTERNAL", infer_));
   createBuilder_ = reinterpret_cast<CreateFn>(Symbol(inferHandle_, "createInferBuilder_INTERNAL", infer_));
   if (version == nullptr || createRuntime_ == nullptr || createBuilder_ == nullptr) return;
+  createRefitter_ = reinterpret_cast<CreateRefitterFn>(Symbol(inferHandle_, "createInferRefitter_INTERNAL", infer_));
   infer_.version = version();
   // Checked before any object is created: an older library would be called past its vtables.
   const std::string problem = LibraryVersionProblem(infer_.version, kHeaderVersion, infer_.library);
@@ -141,6 +142,14 @@ nvinfer1::IBuilder* TrtLibrary::CreateBuilder(nvinfer1::ILogger& logger, const c
   RequireRuntime(stage);
   void* builder = createBuilder_(&logger, NV_TENSORRT_VERSION);
   return static_cast<nvinfer1::IBuilder*>(RequireCreated(builder, "createInferBuilder", infer_, stage));
+}
+
+nvinfer1::IRefitter* TrtLibrary::CreateRefitter(nvinfer1::ICudaEngine& engine, nvinfer1::ILogger& logger, const char* stage) {
+  RequireRuntime(stage);
+  if (createRefitter_ == nullptr) ThrowMissing(stage, "createInferRefitter in libnvinfer", infer_);
+  // The same call NvInferRuntime.h's inline createInferRefitter() makes.
+  void* refitter = createRefitter_(&engine, &logger, NV_TENSORRT_VERSION);
+  return static_cast<nvinfer1::IRefitter*>(RequireCreated(refitter, "createInferRefitter", infer_, stage));
 }
 
 nvonnxparser::IParser* TrtLibrary::CreateParser(nvinfer1::INetworkDefinition& network, nvinfer1::ILogger& logger,

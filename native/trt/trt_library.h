@@ -49,6 +49,7 @@ class TrtLibrary {
   nvinfer1::IRuntime* CreateRuntime(nvinfer1::ILogger& logger, const char* stage);
   nvinfer1::IBuilder* CreateBuilder(nvinfer1::ILogger& logger, const char* stage);
   nvonnxparser::IParser* CreateParser(nvinfer1::INetworkDefinition& network, nvinfer1::ILogger& logger, const char* stage);
+  nvinfer1::IRefitter* CreateRefitter(nvinfer1::ICudaEngine& engine, nvinfer1::ILogger& logger, const char* stage);
 
  private:
   TrtLibrary() = default;
@@ -57,6 +58,7 @@ class TrtLibrary {
 
   using CreateFn = void* (*)(void* logger, int32_t version);
   using CreateParserFn = void* (*)(void* network, void* logger, int version);
+  using CreateRefitterFn = void* (*)(void* engine, void* logger, int32_t version);
   using VersionFn = int32_t (*)();
 
   std::mutex mutex_;
@@ -69,6 +71,7 @@ class TrtLibrary {
   CreateFn createRuntime_ = nullptr;
   CreateFn createBuilder_ = nullptr;
   CreateParserFn createParser_ = nullptr;
+  CreateRefitterFn createRefitter_ = nullptr;  // looked up with the runtime; only refitting needs it
 };
 
 }  // namespace sdtrt::trt

@@ -166,8 +166,8 @@ describe("prompt options are validated with the option's name", () => {
     rejects({ negativePrompt: "(x:.)" }, "negativePrompt", /negativePrompt has the weight "\.", which is not a number/);
   });
 
-  test("an extra-network tag (A1111 would apply a LoRA or hypernetwork) is refused, naming the tag; plain syntax reads it as text", () => {
-    rejects({ prompt: "a cat <lora:detail:0.8>, sharp" }, "prompt", /prompt has the extra-network tag <lora:detail:0\.8>: A1111 would apply the lora network it names/);
+  test("an extra-network tag sd-trt cannot apply (a LoRA without a LoRA folder, a hypernetwork) is refused, naming the tag; plain syntax reads it as text", () => {
+    rejects({ prompt: "a cat <lora:detail:0.8>, sharp" }, "prompt", /prompt has the tag <lora:detail:0\.8>, but no LoRA folder was given \(loraDir, --lora-dir\)/);
     rejects({ negativePrompt: "<hypernet:anime:1>" }, "negativePrompt", /negativePrompt has the extra-network tag <hypernet:anime:1>/);
     expect(pipe.resolveOptions({ ...base, prompt: "a cat <lora:detail:0.8>", promptSyntax: "plain" }).prompts).toEqual(["a cat <lora:detail:0.8>"]);
   });

@@ -53,6 +53,8 @@ import { checkDenoiseJob, TOKENS } from "./denoise-loop.js";
 import { noiseDrawCount, stepNoiseOf } from "../../sampler/step-noise.js";
 import type { PromptBatch } from "../../prompt/conditioning.js";
 import type { Emphasis } from "../../prompt/emphasis.js";
+import { mergedLoraGraphs } from "../../convert/lora/merged-folder.js";
+import type { LoraSpec } from "../../convert/lora/set.js";
 
 export { combineGuidance, timestepTensor } from "./denoise-loop.js";
 
@@ -75,6 +77,14 @@ export interface CpuBackendOptions extends SessionOptions {
    * puts them there). Needs the text-encoder edit; a graph it cannot edit fails the load.
    */
   tokenVocabularySize?: number;
+  /**
+   * LoRAs merged into the text encoder and UNet weights (lib/convert/lora/merged-folder.ts: the
+   * merged graphs are cached per model and set). The folder must be a converted one (weights named
+   * by diffusers keys).
+   */
+  loras?: readonly LoraSpec[];
+  /** Where merged graphs are cached. Defaults to `defaultLoraCacheDir()`. */
+  loraCacheDir?: string;
 }
 
 /** ONNX Runtime calls of one model: how many, the batch rows they processed, and the time inside `run`. */
@@ -124,8 +134,13 @@ export class CpuBackend implements Backend {
   readonly folder: ModelFolder;
   readonly #host: OrtHost;
   readonly #life = new Lifecycle("CPU backend");
-  readonly #textEncoder: Session<TextEncoderIo>;
-  readonly #unet: Session<UnetIo>;
+  #textEncoder: Session<TextEncoderIo>;
+  #unet: Session<UnetIo>;
+  /** The folder as given (without LoRAs), and where merged graphs are cached: for `setLoras`. */
+  #baseFolder: ModelFolder | undefined;
+  #loraCacheDir: string | undefined;
+  /** The textual-inversion vocabulary size the text encoder was edited for (re-applied by `setLoras`). */
+  #tokenVocabularySize: number | undefined;
   readonly #vaeDecoder: Session<VaeDecoderIo>;
   /** Made at the first img2img (txt2img never needs it; not loading it saves cold-start time). */
   #vaeEncoder: Promise<Session<VaeEncoderIo>> | null = null;
@@ -196,7 +211,8 @@ export class CpuBackend implements Backend {
    * @throws ModelFileError naming the folder or file that is missing or unsupported.
    */
   static async load(model: string | ModelFolder, options: CpuBackendOptions = {}): Promise<CpuBackend> {
-    const folder = typeof model === "string" ? await locateModelFolder(model) : model;
+    const located = typeof model === "string" ? await locateModelFolder(model) : model;
+    const folder = options.loras?.length ? await withMergedLoras(located, options.loras, options.loraCacheDir) : located;
     const host = new OrtHost();
     try {
       const sdxlFolder = folder.sdxl;
@@ -235,7 +251,11 @@ export class CpuBackend implements Backend {
         hiddenSize = probe.outputs[textEncoder.io.hiddenName]!.dims[2]!;
       }
       const feeds = await editedTextEncoder(host, textEncoder, options);
-      return new CpuBackend(folder, host, { textEncoder, unet, vaeDecoder, sdxl: null }, hiddenSize, options.memoryLimit ?? defaultMemoryLimit(), sessionOptions, feeds);
+      const backend = new CpuBackend(folder, host, { textEncoder, unet, vaeDecoder, sdxl: null }, hiddenSize, options.memoryLimit ?? defaultMemoryLimit(), sessionOptions, feeds);
+      backend.#baseFolder = located;
+      backend.#loraCacheDir = options.loraCacheDir;
+      if (options.tokenVocabularySize !== undefined) backend.#tokenVocabularySize = options.tokenVocabularySize;
+      return backend;
     } catch (error) {
       await host.dispose();
       throw error;
@@ -245,6 +265,38 @@ export class CpuBackend implements Backend {
   get disposed(): boolean {
     return this.#life.disposed;
   }
+
+  /**
+   * Switches the text encoder and UNet to the graphs with `set` merged in (lib/convert/lora/
+   * merged-folder.ts, from its cache when the set was merged before), or back to the model's own
+   * graphs for an empty set; the old sessions are released once the new ones are loaded.
+   * @throws ModelFileError naming a LoRA that does not fit the model (the current weights stay).
+   */
+  setLoras(set: readonly LoraSpec[]): Promise<void> {
+    return this.#life.exclusive(async () => {
+      const base = this.#baseFolder;
+      if (!base || this.#sdxl) throw new InvalidOptionError("loras", `LoRAs are not supported for ${this.folder.dir} (SDXL models: not yet)`);
+      const folder = set.length > 0 ? await withMergedLoras(base, set, this.#loraCacheDir) : base;
+      const textEncoder = await this.#host.load(folder.textEncoder.path, this.#sessionOptions);
+      const textEncoderSession = { ...this.#textEncoder, handle: textEncoder.handle, file: folder.textEncoder };
+      let unet: Awaited<ReturnType<OrtHost["load"]>>;
+      try {
+        // The merged text encoder gets the same edit as the model's own (clip skip, textual inversion).
+        if (!this.#textEncoderFeeds.unavailable) {
+          await editedTextEncoder(this.#host, textEncoderSession, { ...this.#sessionOptions, ...(this.#tokenVocabularySize !== undefined ? { tokenVocabularySize: this.#tokenVocabularySize } : {}) });
+        }
+        unet = await this.#host.load(folder.unet.path, this.#sessionOptions);
+      } catch (error) {
+        await this.#host.release(textEncoderSession.handle);
+        throw error;
+      }
+      const old = [this.#textEncoder.handle, this.#unet.handle];
+      this.#textEncoder = textEncoderSession;
+      this.#unet = { ...this.#unet, handle: unet.handle, file: folder.unet };
+      for (const handle of old) await this.#host.release(handle);
+    });
+  }
+
 
   checkMemory(request: { batch: number; width: number; height: number; guidance: boolean }): void {
     const estimate = estimateCpuMemory({ unet: this.folder.unetConfig, vae: this.folder.vaeConfig }, request);
@@ -609,4 +661,11 @@ async function editedTextEncoder(host: OrtHost, session: Session<TextEncoderIo>,
   await host.release(session.handle);
   session.handle = edited.handle;
   return vocabSize !== undefined ? { layers, tokenVectors: true } : { layers };
+}
+
+/** The folder with its text encoder and UNet replaced by their LoRA-merged copies (everything else, configs included, unchanged). */
+async function withMergedLoras(folder: ModelFolder, loras: readonly LoraSpec[], cacheDir: string | undefined): Promise<ModelFolder> {
+  const merged = await mergedLoraGraphs(folder, loras, cacheDir);
+  const file = (base: ModelFile, path: string): ModelFile => ({ ...base, path, externalData: [`${path}_data`] });
+  return { ...folder, textEncoder: file(folder.textEncoder, merged.textEncoder), unet: file(folder.unet, merged.unet) };
 }

@@ -35,6 +35,9 @@ import { emphasisScales, type Emphasis } from "../../prompt/emphasis.js";
 import { Lifecycle } from "../../lifecycle.js";
 import { splitPosterior } from "../../sampler/latents.js";
 import { startLatents } from "../start-latents.js";
+import { folderLoraTarget } from "../../convert/lora/merged-folder.js";
+import { refitEngineWeights } from "../../convert/lora/refit.js";
+import { loraSetDeltas, type LoraSpec } from "../../convert/lora/set.js";
 
 const TOKENS = 77;
 
@@ -118,6 +121,9 @@ export class TensorRtBackend implements Backend {
   #denoiser: Denoiser;
   readonly #life = new Lifecycle("TensorRT backend");
   #lastDenoise: TensorRtDenoiseStats | undefined;
+  readonly #folder: ModelFolder;
+  /** The weights the current LoRA set changed, per refitted engine (empty: base weights). */
+  #loraChanged = { text: new Set<string>(), unet: new Set<string>() };
   #timings: TensorRtStageTimings = {};
 
   private constructor(parts: {
@@ -144,6 +150,7 @@ export class TensorRtBackend implements Backend {
     this.#unetEngine = parts.unetEngine;
     this.#denoiser = parts.denoiser;
     this.#useGraphs = parts.useGraphs;
+    this.#folder = parts.folder;
     this.hiddenSize = parts.manifest.model.hiddenSize;
     this.scalingFactor = parts.folder.scalingFactor;
     const shapes = {
@@ -163,6 +170,24 @@ export class TensorRtBackend implements Backend {
     if (minBatch > 1) {
       parts.warnings.push(`the engines in ${parts.variantDir} take batches of ${minBatch} to ${this.limits.maxBatch} images only (built with --batch ${minBatch}-…)`);
     }
+  }
+
+  /**
+   * Applies a LoRA set (empty: the base model) by refitting the text encoder and UNet engines'
+   * weights in place (lib/convert/lora/refit.ts), between generations; never a rebuild. The weights
+   * the previous set changed go back to the model's own values, so the base is restored exactly.
+   * @throws InvalidOptionError when the engines were built without `--refittable`; ModelFileError
+   *   naming a LoRA that does not fit the model.
+   */
+  setLoras(set: readonly LoraSpec[]): Promise<void> {
+    return this.#life.exclusive(async () => {
+      if (!this.manifest.options.refittable) {
+        throw new InvalidOptionError("loras", `the engines in ${this.variantDir} were built without --refittable, so LoRAs cannot be applied to them; rebuild with\n  ${rebuildCommand(this.manifest, this.variantDir)} --refittable --force`);
+      }
+      const deltas = await loraSetDeltas(set, await folderLoraTarget(this.#folder));
+      this.#loraChanged.text = await refitEngineWeights(this.#text.engine, this.#folder.textEncoder.path, deltas.get("text_encoder") ?? new Map(), this.#loraChanged.text);
+      this.#loraChanged.unet = await refitEngineWeights(this.#unet.engine, this.#folder.unet.path, deltas.get("unet") ?? new Map(), this.#loraChanged.unet);
+    });
   }
 
   /**

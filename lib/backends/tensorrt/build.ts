@@ -66,6 +66,9 @@ export interface BuildEnginesOptions {
   /** Keep each layer's tactic, formats and fused ops in the plans for `engine.inspect()` (the GPU
    *  self-test's layer report). Changes no result. Defaults to false. */
   detailedProfiling?: boolean;
+  /** Build the text encoder and UNet refittable (TensorRT's kREFIT), so LoRA sets can be applied
+   *  by refitting their weights instead of rebuilding; recorded in the manifest. Defaults to false. */
+  refittable?: boolean;
   signal?: AbortSignal;
   onProgress?: (event: BuildEvent) => void;
 }
@@ -376,7 +379,7 @@ export async function buildEngines(options: BuildEnginesOptions, injected?: { bi
       tensorrt: { version: tensorrtVersion },
       gpu: { name: builtGpuName, computeCapability: gpu.computeCapability, driverVersion: driverVersion || "unknown" },
       shapes: options.shapes,
-      options: { fp32Vae: options.fp32Vae ?? false },
+      options: { fp32Vae: options.fp32Vae ?? false, ...(options.refittable ? { refittable: true } : {}) },
       model: { dir: folder.dir, hiddenSize, scalingFactor: folder.scalingFactor },
       engines,
     };
@@ -419,6 +422,7 @@ async function runBuild(
       ...(options.workspaceBytes !== undefined ? { workspaceBytes: options.workspaceBytes } : {}),
       ...(options.optimizationLevel !== undefined ? { optimizationLevel: options.optimizationLevel } : {}),
       ...(options.detailedProfiling ? { detailedProfiling: true } : {}),
+      ...(options.refittable && (planned.role === "text_encoder" || planned.role === "unet") ? { refittable: true } : {}),
       // The text encoder's other outputs (optimum's pooler_output) are never read: unmarked, so
       // TensorRT does not compute them.
       ...(planned.role === "text_encoder" ? { keepOutputs: [(planned.contract as TextEncoderIo).hiddenName] } : {}),

@@ -59,7 +59,9 @@ export interface EngineManifest {
   gpu: EngineGpu;
   shapes: EngineShapes;
   /** Build options that are not shapes. */
-  options: { fp32Vae: boolean };
+  /** `refittable`: the text encoder and UNet were built with TensorRT's refit flag, so LoRA sets
+   *  are applied by refitting their weights (absent in manifests from before LoRAs: false). */
+  options: { fp32Vae: boolean; refittable?: boolean };
   /** The model folder the engines were built from (absolute, as given to `sd-trt build`). */
   model: { dir: string; hiddenSize: number; scalingFactor: number };
   engines: Partial<Record<ModelRole, EngineEntry>>;
@@ -213,7 +215,10 @@ export function validateManifest(value: unknown, file: string): EngineManifest {
         // Manifests from before long prompts have none: their engines take one chunk.
         promptChunks: shapes.promptChunks === undefined ? { min: 1, opt: 1, max: 1 } : range(shapes.promptChunks, "shapes.promptChunks"),
       },
-      options: { fp32Vae: typeof options.fp32Vae === "boolean" ? options.fp32Vae : at("options.fp32Vae", "must be true or false") },
+      options: {
+        fp32Vae: typeof options.fp32Vae === "boolean" ? options.fp32Vae : at("options.fp32Vae", "must be true or false"),
+        ...(options.refittable === undefined ? {} : { refittable: typeof options.refittable === "boolean" ? options.refittable : at("options.refittable", "must be true or false") }),
+      },
       model: {
         dir: str(model.dir, "model.dir"),
         hiddenSize: int(model.hiddenSize, "model.hiddenSize", 1),

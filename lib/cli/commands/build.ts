@@ -2,7 +2,7 @@
  * `sd-trt build`: builds the TensorRT engines of a model folder for this GPU (engines/README.md).
  *
  *   sd-trt build --model DIR --out engines/NAME [--batch 1-4] [--size 512x512 | --width W --height H]
- *                [--dynamic] [--max-prompt-chunks K] [--fp32-vae] [--timing-cache FILE] [--force]
+ *                [--dynamic] [--max-prompt-chunks K] [--fp32-vae] [--refittable] [--timing-cache FILE] [--force]
  *
  * Progress goes to stderr; Ctrl-C cancels the build through TensorRT's progress monitor (a second
  * Ctrl-C quits at once) and leaves the previous engines as they were. Without TensorRT (or a GPU)
@@ -26,6 +26,7 @@ export interface BuildArgs extends CheckpointArgs {
   dynamic: boolean;
   maxPromptChunks: number;
   "fp32-vae": boolean;
+  refittable: boolean;
   "timing-cache"?: string;
   force: boolean;
   "optimization-level"?: number;
@@ -117,6 +118,7 @@ const command: CommandModule<object, BuildArgs> = {
       .option("dynamic", { type: "boolean", default: false, describe: "One dynamic-shape profile over the ranges instead of static profiles" })
       .option("max-prompt-chunks", { type: "number", default: 3, describe: "Longest prompt in 75-token chunks (A1111's long prompts; the UNet's text length is up to 77 × this), 1-32" })
       .option("fp32-vae", { type: "boolean", default: false, describe: "Build the VAE in fp32 (the fp16 SD VAE can overflow to NaN)" })
+      .option("refittable", { type: "boolean", default: false, describe: "Build the text encoder and UNet refittable, so LoRAs (--lora) are applied by refitting their weights" })
       .option("timing-cache", { type: "string", describe: "Timing cache file (default: engines/timing-<gpu-sm>-trt<version>.cache)" })
       .option("force", { type: "boolean", default: false, describe: "Rebuild even when the engines are up to date" })
       .option("optimization-level", { type: "number", describe: "TensorRT builder optimization level 0-5 (default 3)" })
@@ -154,6 +156,7 @@ const command: CommandModule<object, BuildArgs> = {
         out,
         shapes,
         fp32Vae: argv["fp32-vae"],
+        refittable: argv.refittable,
         force: argv.force,
         device: argv.device,
         ...(argv["timing-cache"] !== undefined ? { timingCache: argv["timing-cache"] } : {}),

@@ -1,11 +1,14 @@
 /**
- * `sd-trt convert <checkpoint.safetensors | diffusers-folder> --out DIR [--dtype fp16|fp32]`:
- * writes the ONNX model folder every other command takes as `--model` (lib/convert). Nothing is
+ * `sd-trt convert <checkpoint.safetensors | diffusers-folder> --out DIR [--dtype fp16|fp32]
+ * [--lora FILE[:SCALE]]…`: writes the ONNX model folder every other command takes as `--model`
+ * (lib/convert), with the LoRAs merged into its weights (lib/convert/lora/checkpoint.ts). Nothing is
  * left at DIR unless the whole folder was written; Ctrl-C stops between graphs and cleans up.
  */
 import { resolve } from "node:path";
 import type { ArgumentsCamelCase, Argv, CommandModule } from "yargs";
 import { convertCheckpoint, type GraphDtype } from "../../convert/index.js";
+import { checkpointWithLoras } from "../../convert/lora/checkpoint.js";
+import { parseLoraSpec } from "../../convert/lora/set.js";
 import { createProgress } from "../shared/progress.js";
 import { type CheckpointArgs, checkpointOptions, checkpointReadOptions, conversionProgress, withConversionSignals } from "../shared/model-source.js";
 
@@ -15,16 +18,26 @@ export interface ConvertArgs extends CheckpointArgs {
   dtype: GraphDtype;
   quiet: boolean;
   json: boolean;
+  lora?: string[];
 }
 
 /** Runs `sd-trt convert`. @throws ModelFileError / OutputFileError naming the file, AbortError on Ctrl-C. */
 export async function runConvert(args: ConvertArgs, stderr: NodeJS.WriteStream = process.stderr, stdout: NodeJS.WritableStream = process.stdout): Promise<void> {
+  // Checked before anything is read: a typo in --lora fails at once.
+  const loras = (args.lora ?? []).map((value) => parseLoraSpec(value));
   const log = args.quiet ? () => {} : (line: string) => stderr.write(`sd-trt: ${line}\n`);
   const progress = createProgress({ quiet: args.quiet, stream: stderr });
   const started = performance.now();
   const result = await withConversionSignals(
     (signal, onTemporaryPath) =>
-      convertCheckpoint(args.checkpoint, resolve(args.out), { ...checkpointReadOptions(args), dtype: args.dtype, signal, onTemporaryPath, onProgress: conversionProgress(progress, log) }),
+      convertCheckpoint(args.checkpoint, resolve(args.out), {
+        ...checkpointReadOptions(args),
+        dtype: args.dtype,
+        signal,
+        onTemporaryPath,
+        onProgress: conversionProgress(progress, log),
+        ...(loras.length > 0 ? { transform: (source) => checkpointWithLoras(source, loras) } : {}),
+      }),
     log,
   ).finally(() => progress.stop());
   const seconds = ((performance.now() - started) / 1000).toFixed(1);
@@ -42,6 +55,7 @@ const command: CommandModule<object, ConvertArgs> = {
       .option("dtype", { choices: ["fp16", "fp32"] as const, default: "fp16" as const, describe: "Precision of the graphs' weights and arithmetic (fp16 for TensorRT, fp32 for the CPU backend's exact results)" })
       .option("quiet", { type: "boolean", default: false, describe: "No progress output" })
       .option("json", { type: "boolean", default: false, describe: "Print what was written as JSON" })
+      .option("lora", { type: "string", array: true, describe: "A LoRA (.safetensors, kohya/A1111 or diffusers/PEFT) merged into the written weights, FILE or FILE:SCALE (default scale 1); repeatable" })
       .options(checkpointOptions()) as unknown as Argv<ConvertArgs>,
   handler: async (argv: ArgumentsCamelCase<ConvertArgs>) => {
     await runConvert(argv);

@@ -10,7 +10,8 @@ import { extname } from "node:path";
 import type { ArgumentsCamelCase, Argv, CommandModule } from "yargs";
 import { AbortError, InvalidOptionError } from "../../errors.js";
 import { UsageError } from "../errors.js";
-import { Pipeline, type GenerateOptions, type GenerateResult } from "../../pipeline/pipeline.js";
+import { Pipeline, type GenerateOptions, type GenerateResult, type PipelineLoadOptions } from "../../pipeline/pipeline.js";
+import { loraCliOptions, loraLoadOptions } from "../shared/serve-service.js";
 import { defaultModelDir } from "../../package-info.js";
 import { encodeImage, formatFromExtension, IMAGE_FORMATS, type ImageFormat } from "../../image/encode.js";
 import { BACKEND_CHOICES, type BackendChoice } from "../../backends/select.js";
@@ -47,6 +48,8 @@ export interface GenerateArgs extends CheckpointArgs {
   engines?: string;
   threads?: number;
   "memory-limit"?: number;
+  lora?: string[];
+  "lora-cache-dir"?: string;
   steps?: number;
   guidance?: number;
   scheduler?: string;
@@ -357,7 +360,7 @@ export async function runGenerate(args: GenerateArgs, io: CommandIo = { stdout: 
     await checkWritable(outputPath(args.out, 0, 0n, 1), "--out");
     if (args["latents-out"] !== undefined) await checkWritable(args["latents-out"], "--latents-out");
 
-    const loadOptions: { backend: BackendChoice; engines?: string; threads?: number; memoryLimit?: number; refiner?: string; embeddingsDir?: string } = { backend: args.backend };
+    const loadOptions: PipelineLoadOptions = { backend: args.backend, ...loraLoadOptions(args) };
     if (args["memory-limit"] !== undefined) loadOptions.memoryLimit = memoryLimitBytes(args["memory-limit"]);
     if (args.refiner !== undefined) loadOptions.refiner = args.refiner;
     if (args.engines !== undefined) loadOptions.engines = args.engines;
@@ -453,6 +456,7 @@ const command: CommandModule<object, GenerateArgs> = {
       .option("engines", { type: "string", describe: "Folder of TensorRT engines built by sd-trt build (tensorrt backend)" })
       .option("threads", { type: "number", describe: "ONNX Runtime threads (cpu backend; default: physical cores)" })
       .option("memory-limit", { type: "number", describe: "Most memory (GiB) one generation may need on the cpu backend; larger requests are refused before they run (default: this machine's memory)" })
+      .options(loraCliOptions())
       .option("steps", { type: "number", describe: "Denoising steps, 1-1000 (default 50); some schedulers take fewer (pndm, SD 1.x's default, at most 999)" })
       .option("guidance", { type: "number", describe: "Classifier-free guidance scale, 0-100; ≤ 1 turns guidance off (default 7.5)" })
       .option("scheduler", { type: "string", describe: "diffusers' lms, euler, euler_a, ddim, pndm, dpmpp_2m, dpmpp_2m_karras, heun, ddpm, unipc; A1111's samplers by name (\"Euler a\", \"DPM++ 2M\", …) or k_* name (default: the model's scheduler config)" })

@@ -11,6 +11,7 @@
  * server a front end of a fleet of `sd-trt worker`s instead (no model loaded here; see
  * docs/scale-out.md and cli/shared/serve-service.ts).
  */
+import { LoraLibrary } from "../../convert/lora/library.js";
 import type { ArgumentsCamelCase, Argv, CommandModule } from "yargs";
 import { InvalidOptionError } from "../../errors.js";
 import { defaultModelDir } from "../../package-info.js";
@@ -134,8 +135,10 @@ const command: CommandModule<object, ServeArgs> = {
     if (argv.redis === undefined) argv.model = await resolveModelArgument(argv.model, { ...argv, quiet: false }, "fp32");
     const memoryLimit = argv["memory-limit"] !== undefined ? memoryLimitBytes(argv["memory-limit"]) : undefined;
     const service = await openServeService({ ...argv, ...(memoryLimit !== undefined ? { memoryLimit } : {}) }, log);
+    const loraDir = argv["lora-dir"];
     const server = new SdServer({
       service,
+      ...(loraDir !== undefined ? { loras: (await LoraLibrary.scan(loraDir)).entries } : {}),
       token: argv.token,
       maxBodyBytes: argv["max-body"],
       log,

@@ -3,6 +3,7 @@
  * PipelineService, or (serve --redis) a front end over the fleet's queue.
  */
 import { InvalidOptionError } from "../../errors.js";
+import type { LoraSpec } from "../../convert/lora/set.js";
 import { MAX_DEVICE_INDEX } from "../../backends/select.js";
 import { Pipeline, type BackendChoice } from "../../pipeline/pipeline.js";
 import { PipelineService } from "../../service/pipeline-service.js";
@@ -26,6 +27,9 @@ export interface PipelineServiceArgs {
   memoryLimit?: number;
   /** Textual-inversion embeddings folder. */
   embeddingsDir?: string;
+  loras?: readonly LoraSpec[];
+  loraCacheDir?: string;
+  loraDir?: string;
   devices: number[];
   maxQueue: number;
   batchWindowMs: number;
@@ -41,6 +45,9 @@ export async function openPipelineService(args: PipelineServiceArgs): Promise<Pi
       ...(args.engines ? { engines: args.engines } : {}),
       ...(args.memoryLimit !== undefined ? { memoryLimit: args.memoryLimit } : {}),
       ...(args.embeddingsDir !== undefined ? { embeddingsDir: args.embeddingsDir } : {}),
+      ...(args.loras?.length ? { loras: args.loras } : {}),
+      ...(args.loraCacheDir !== undefined ? { loraCacheDir: args.loraCacheDir } : {}),
+      ...(args.loraDir !== undefined ? { loraDir: args.loraDir } : {}),
     }),
   );
   const settled = await Promise.allSettled(loads);

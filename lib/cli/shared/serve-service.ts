@@ -4,6 +4,7 @@
  */
 import type { Options } from "yargs";
 import { InvalidOptionError } from "../../errors.js";
+import { parseLoraSpec, type LoraSpec } from "../../convert/lora/set.js";
 import type { BackendChoice } from "../../pipeline/pipeline.js";
 import type { GenerationService } from "../../service/generation-service.js";
 import { openPipelineService, parseDevices } from "./devices.js";
@@ -23,6 +24,28 @@ export interface ServeServiceArgs {
   memoryLimit?: number;
   /** Textual-inversion embeddings folder (`--embeddings-dir`). */
   "embeddings-dir"?: string;
+  /** `--lora FILE[:SCALE]`, repeatable: LoRAs merged into every generation. */
+  lora?: string[];
+  "lora-cache-dir"?: string;
+  "lora-dir"?: string;
+}
+
+/** `--lora FILE[:SCALE]` (repeatable) and `--lora-cache-dir`, for the commands that load a model. */
+export function loraCliOptions(): Record<string, Options> {
+  return {
+    lora: { type: "string", array: true, describe: "A LoRA (.safetensors, kohya/A1111 or diffusers/PEFT) merged into the model, FILE or FILE:SCALE (default scale 1); repeatable. The model must be a converted folder (sd-trt convert); TensorRT engines must be built --refittable" },
+    "lora-cache-dir": { type: "string", describe: "Where the cpu backend caches LoRA-merged graphs (default: ~/.cache/sd-trt/lora)" },
+    "lora-dir": { type: "string", describe: "A folder of LoRAs that A1111's <lora:NAME:SCALE> prompt tags name (file name without .safetensors, or its ss_output_name)" },
+  };
+}
+
+/** Pipeline.load's `loras` / `loraCacheDir` from those flags. @throws InvalidOptionError naming --lora. */
+export function loraLoadOptions(argv: { lora?: string[]; "lora-cache-dir"?: string; "lora-dir"?: string }): { loras?: LoraSpec[]; loraCacheDir?: string; loraDir?: string } {
+  return {
+    ...(argv["lora-dir"] !== undefined ? { loraDir: argv["lora-dir"] } : {}),
+    ...(argv.lora?.length ? { loras: argv.lora.map((value) => parseLoraSpec(value)) } : {}),
+    ...(argv["lora-cache-dir"] !== undefined ? { loraCacheDir: argv["lora-cache-dir"] } : {}),
+  };
 }
 
 export function addServeServiceOptions(): Record<string, Options> {
@@ -30,6 +53,7 @@ export function addServeServiceOptions(): Record<string, Options> {
     devices: { type: "string", default: "0", describe: "Devices to run on, one pipeline each, behind one queue (CUDA indices; on the CPU backend, that many worker pipelines), e.g. 0,1,2" },
     redis: { type: "string", describe: "Be a front end of a worker fleet: enqueue requests on this Redis (redis://host:port) for `sd-trt worker`s; no model is loaded here" },
     queue: { type: "string", default: "sd-trt", describe: "BullMQ queue name (with --redis)" },
+    ...loraCliOptions(),
   };
 }
 
@@ -47,6 +71,7 @@ export async function openServeService(argv: ServeServiceArgs, log: (line: strin
     ...(argv.engines ? { engines: argv.engines } : {}),
     ...(argv.memoryLimit !== undefined ? { memoryLimit: argv.memoryLimit } : {}),
     ...(argv["embeddings-dir"] !== undefined ? { embeddingsDir: argv["embeddings-dir"] } : {}),
+    ...loraLoadOptions(argv),
     devices,
     maxQueue: argv["max-queue"],
     batchWindowMs: argv["batch-window-ms"],
