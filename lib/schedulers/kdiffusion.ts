@@ -99,7 +99,7 @@ interface EvalResult<V> {
 interface SamplerContext<V> {
   la: LinearAlgebra<V>;
   sigmas: readonly number[];
-  /** The model's sigma range (DPM fast integrates over it, whatever the schedule). */
+  /** DPM fast's range: the model's sigma range in txt2img (whatever the schedule), the truncated schedule's in img2img. */
   sigmaMin: number;
   sigmaMax: number;
   x: V;
@@ -452,6 +452,11 @@ export interface KDiffusionPlan extends SchedulePlan {
   /** D = cSkip·x + cOut·m per evaluation. */
   cSkip: number[];
   cOut: number[];
+  /**
+   * img2img only: DPM fast's integration range, A1111's sample_img2img sigma_min = sigma_sched[-2],
+   * sigma_max = sigma_sched[0] (txt2img integrates over the model's whole sigma range).
+   */
+  sigmaRange?: { min: number; max: number };
 }
 
 function spec(defaultSchedule: SigmaSchedule): ConfigSpec<KDiffusionConfig> {
@@ -505,8 +510,8 @@ function discreteSchedule(config: KDiffusionConfig): DiscreteSchedule {
 
 function contextFor<V>(config: KDiffusionConfig, plan: KDiffusionPlan, la: LinearAlgebra<V>, x: V, noise: () => V): SamplerContext<V> {
   const model = discreteSchedule(config);
-  const sigmaMin = model.sigmas[0]!;
-  const sigmaMax = model.sigmas[model.sigmas.length - 1]!;
+  const sigmaMin = plan.sigmaRange?.min ?? model.sigmas[0]!;
+  const sigmaMax = plan.sigmaRange?.max ?? model.sigmas[model.sigmas.length - 1]!;
   return { la, sigmas: plan.sigmas, sigmaMin, sigmaMax, x, eta: config.eta, sNoise: config.s_noise, noise };
 }
 
@@ -569,7 +574,8 @@ function definition(name: KDiffusionSamplerName): SchedulerDefinition<KDiffusion
       if (!Number.isInteger(startIndex) || startIndex < 0 || startIndex > last) {
         throw new InvalidOptionError("startIndex", `startIndex must be an integer from 0 to ${last} (an index into the ${plan.sigmas.length} sigmas that leaves at least one step), got ${String(startIndex)}`);
       }
-      return planFor(config, discreteSchedule(config), info, plan.sigmas.slice(startIndex));
+      const sigmas = plan.sigmas.slice(startIndex);
+      return planFor(config, discreteSchedule(config), info, sigmas, { min: sigmas[sigmas.length - 2]!, max: sigmas[0]! });
     },
     start(config, plan, la) {
       return new KDiffusionRun(config, plan, la, info.body);
@@ -582,9 +588,9 @@ function definition(name: KDiffusionSamplerName): SchedulerDefinition<KDiffusion
 }
 
 /** The evaluations a sampler makes over `sigmas`, with their timesteps and scalings. */
-function planFor(config: KDiffusionConfig, model: DiscreteSchedule, info: SamplerInfo, sigmas: number[]): KDiffusionPlan {
+function planFor(config: KDiffusionConfig, model: DiscreteSchedule, info: SamplerInfo, sigmas: number[], sigmaRange?: KDiffusionPlan["sigmaRange"]): KDiffusionPlan {
   const evalSigmas: number[] = [];
-  const generator = info.body(contextFor<null>(config, { sigmas } as KDiffusionPlan, nullAlgebra, null, () => null));
+  const generator = info.body(contextFor<null>(config, { sigmas, ...(sigmaRange ? { sigmaRange } : {}) } as KDiffusionPlan, nullAlgebra, null, () => null));
   for (let r = generator.next(); !r.done; r = generator.next({ x: null, denoised: null })) evalSigmas.push(r.value[1]);
   const cIn: number[] = [];
   const cSkip: number[] = [];
@@ -596,6 +602,7 @@ function planFor(config: KDiffusionConfig, model: DiscreteSchedule, info: Sample
     cOut.push(s.cOut);
   }
   return {
+    ...(sigmaRange ? { sigmaRange } : {}),
     // The UNet gets sigma_to_t(σ) as a float32 tensor.
     timesteps: evalSigmas.map((sigma) => Math.fround(sigmaToT(model, sigma))),
     timestepDtype: "float32",

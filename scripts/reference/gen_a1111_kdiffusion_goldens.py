@@ -36,6 +36,7 @@ at that version is the v1.6+ ImageRNG, and modules/sd_schedulers.py is v1.10's l
 Made with Python 3.11, torch 2.13.0+cpu, numpy 1.26.4, scipy 1.11.1.
 """
 import importlib.util
+import inspect
 import json
 import math
 import os
@@ -339,6 +340,26 @@ def setup_img2img_steps(steps, denoising_strength):
     return steps, int(min(denoising_strength, 0.999) * steps)
 
 
+def a1111_img2img_kwargs(func, sigma_sched):
+    """KDiffusionSampler.sample_img2img (v1.10.1): what it passes the sampler besides the model and xi,
+    chosen by the function's parameters; eta is initialize()'s opts.eta_ancestral (1)."""
+    parameters = inspect.signature(func).parameters
+    kwargs = {}
+    if "sigma_min" in parameters:
+        kwargs["sigma_min"] = sigma_sched[-2]  # the last sigma is 0, which DPM fast / adaptive refuse
+    if "sigma_max" in parameters:
+        kwargs["sigma_max"] = sigma_sched[0]
+    if "n" in parameters:
+        kwargs["n"] = len(sigma_sched) - 1
+    if "sigma_sched" in parameters:
+        kwargs["sigma_sched"] = sigma_sched
+    if "sigmas" in parameters:
+        kwargs["sigmas"] = sigma_sched
+    if "eta" in parameters:
+        kwargs["eta"] = 1.0
+    return kwargs
+
+
 def img2img_run(key, schedule, steps, strength, seed=7):
     """KDiffusionSampler.sample_img2img: sigma_sched = sigmas[steps - t_enc - 1:], xi = x + noise · sigma_sched[0]."""
     label, funcname, options = SAMPLERS[key]
@@ -354,7 +375,9 @@ def img2img_run(key, schedule, steps, strength, seed=7):
     noise = image_rng.next()
     xi = init_latent + noise * sigma_sched[0]
     sampling.torch = TorchHijack(image_rng, [], lambda: 0)
-    final = getattr(sampling, funcname)(lambda x, sigma, **kw: model_wrap(x, sigma, **kw), xi, sigma_sched, extra_args={"cond": None}, disable=True)
+    func = getattr(sampling, funcname)
+    final = func(lambda x, sigma, **kw: model_wrap(x, sigma, **kw), xi, extra_args={"cond": None}, disable=True,
+                 **a1111_img2img_kwargs(func, sigma_sched))
     sampling.torch = torch
     return {
         "id": f"{key}/{schedule}/{steps}/strength{strength}", "key": key, "sampler": label, "schedule": schedule, "steps": steps,
@@ -370,7 +393,9 @@ def img2img_main():
         runs.append(img2img_run(key, "automatic", 10, 0.6))
     runs += [img2img_run("k_dpm_2", "karras", 10, 0.35), img2img_run("k_lms", "exponential", 12, 0.5),
              img2img_run("k_dpmpp_2m", "karras", 10, 1.0), img2img_run("k_euler_a", "kl_optimal", 8, 0.75),
-             img2img_run("k_heun", "uniform", 6, 0.05), img2img_run("k_dpmpp_2s_a", "sgm_uniform", 9, 0.999)]
+             img2img_run("k_heun", "uniform", 6, 0.05), img2img_run("k_dpmpp_2s_a", "sgm_uniform", 9, 0.999),
+             # 0.58 · 50 = 28.999999999999996: int() gives t_enc = 28, not 29
+             img2img_run("k_euler", "automatic", 50, 0.58), img2img_run("k_dpm_fast", "karras", 8, 0.5)]
     json.dump({"format": "sd-trt-a1111-img2img/1", "provenance": PROVENANCE,
                "rule": "steps, t_enc = steps, int(min(strength, 0.999) * steps); sigma_sched = get_sigmas(steps)[steps - t_enc - 1:]; "
                        "x = init_latent + rng.next() * sigma_sched[0]; the sampler runs fresh on sigma_sched",
