@@ -111,15 +111,6 @@ export function resolveA1111Options(
       `${scheduler} feeds the UNet fractional timesteps (A1111's sigma_to_t), but this model's UNet takes an integer timestep, which would truncate them: re-export the UNet with a float timestep, or use a diffusers scheduler`,
     );
   }
-  if (img2img && isKDiffusionSampler(scheduler)) {
-    // The program-level rule exists (a1111Img2imgStartIndex); what generate() lacks is A1111's
-    // init latent: A1111 samples the VAE posterior from torch's global generator, which it does
-    // not seed per request, so no draw order can match it.
-    throw new InvalidOptionError(
-      "scheduler",
-      `img2img with A1111's k-diffusion samplers (${scheduler}) is not supported yet: A1111 samples the VAE posterior from torch's unseeded global generator, so its init latents cannot be reproduced; use a diffusers scheduler (euler_a, dpmpp_2m_karras, …) for img2img`,
-    );
-  }
   if (options.sigmaSchedule !== undefined) {
     if (!isKDiffusionSampler(scheduler)) {
       throw new InvalidOptionError("sigmaSchedule", `sigmaSchedule applies to A1111's k-diffusion samplers (k_euler, k_euler_a, k_dpmpp_2m, …); ${scheduler} has its own schedule`);
@@ -142,7 +133,9 @@ export function resolveA1111Options(
   if (!perImageGenerators) {
     throw new InvalidOptionError(first, `${first} follows A1111's noise, which has one generator per image: give seeds (A1111's seed, seed + 1, …) instead of seed`);
   }
-  if (img2img) throw new InvalidOptionError(first, `${first} applies to txt2img only (A1111's img2img noise is not implemented)`);
+  if (img2img && !isKDiffusionSampler(scheduler)) {
+    throw new InvalidOptionError(first, `${first} applies to txt2img, and to img2img with A1111's k-diffusion samplers (k_euler_a, …), not img2img with ${scheduler}`);
+  }
 
   let subseeds: bigint[] | undefined;
   if (options.subseeds !== undefined) {

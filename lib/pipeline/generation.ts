@@ -23,7 +23,7 @@ import type { Backend, BackendLimits, BackendName, GenerationJob, InitImage } fr
 import { formatInfotext } from "../image/infotext.js";
 import { rgbToPixels } from "../image/pixels.js";
 import { readImage, type RgbImage } from "../image/read.js";
-import { a1111SamplerName } from "../schedulers/index.js";
+import { a1111SamplerName, isKDiffusionSampler } from "../schedulers/index.js";
 import type { SamplerProgram } from "../sampler/program.js";
 import type { ClipTokenizer } from "../tokenizer/index.js";
 import type { PromptBatch } from "../prompt/conditioning.js";
@@ -193,15 +193,20 @@ export async function prepareRequest(context: GenerationContext, request: Resolv
   const { program } = programs.get(r.scheduler, r.steps, image ? r.strength! : undefined, r.a1111.sigmaSchedule, r.a1111.eta);
   const rest = [4, height / 8, width / 8] as const;
   const noise: RequestNoise = r.a1111.noise ? new A1111NoiseSource(r.rng, r.generatorSeeds, rest, r.a1111.noise) : new NoiseSource(r.rng, r.generatorSeeds, r.perImageGenerators);
+  const drawSteps = () => program.evals.filter((e) => e.drawsNoise).map(() => noise.draw(r.batch, rest));
   let initialLatents: Float32Array | null = null;
   let img2img: PreparedRequest["img2img"] = null;
-  if (image) {
+  let stepNoise: Float32Array[];
+  if (image && isKDiffusionSampler(r.scheduler)) {
+    ({ img2img, stepNoise } = drawA1111Img2img(noise, r.batch, rest, image, drawSteps));
+  } else if (image) {
     const eps = noise.drawPosterior(r.batch, rest); // (1) latent_dist.sample(generator)
     img2img = { image, eps, noise: noise.draw(r.batch, rest) }; // (2) the add_noise noise
+    stepNoise = drawSteps();
   } else {
     initialLatents = scaleFloat32(noise.draw(r.batch, rest), program.initNoiseSigma); // randn · init_noise_sigma
+    stepNoise = drawSteps();
   }
-  const stepNoise = program.evals.filter((e) => e.drawsNoise).map(() => noise.draw(r.batch, rest));
   const hires = r.a1111.hires ? prepareHires(context, r) : null;
 
   return {
@@ -219,6 +224,28 @@ export async function prepareRequest(context: GenerationContext, request: Resolv
     tokenizeMs: r.tokenizeMs,
     readImageMs,
   };
+}
+
+/**
+ * img2img's draws for A1111's k-diffusion samplers. A1111 (StableDiffusionProcessingImg2Img)
+ * encodes the init image before any seed is used, sampling the VAE posterior from torch's global
+ * generator, which it never seeds per request: that draw cannot be reproduced. Every other draw
+ * is its ImageRNG's, in its order: the first is the noise (x = init latent + σ_start · noise, with
+ * variation seeds and seed resize applied), then one per evaluation that draws. The posterior eps
+ * — the one deliberate difference from A1111 — is drawn from the same generators after all of
+ * those, so A1111's stream stays untouched and a request stays deterministic. With an encoder that
+ * returns the posterior mean (the eps unused) the result is A1111's exactly.
+ */
+function drawA1111Img2img(
+  noise: RequestNoise,
+  batch: number,
+  rest: readonly [number, number, number],
+  image: RgbImage,
+  drawSteps: () => Float32Array[],
+): { img2img: NonNullable<PreparedRequest["img2img"]>; stepNoise: Float32Array[] } {
+  const first = noise.draw(batch, rest);
+  const stepNoise = drawSteps();
+  return { img2img: { image, eps: noise.drawPosterior(batch, rest), noise: first }, stepNoise };
 }
 
 /**

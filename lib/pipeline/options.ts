@@ -8,7 +8,7 @@ import { integerInRange, invalidOption, numberInRange, oneOf } from "../validate
 import type { BackendLimits } from "../backends/backend.js";
 import { validateSeed, RNG_SOURCES, type RngSource } from "../rng/index.js";
 import type { ImageSource } from "../image/read.js";
-import type { SchedulerName } from "../schedulers/index.js";
+import { isKDiffusionSampler, type SchedulerName } from "../schedulers/index.js";
 import { A1111_OPTION_NAMES, resolveA1111Options, type A1111GenerateOptions, type A1111Request } from "./a1111-options.js";
 import type { ClipTokenizer } from "../tokenizer/clip-tokenizer.js";
 import { buildPromptBatch, padPromptBatch, PROMPT_SYNTAXES, type BuiltPrompts, type PromptReading, type PromptSyntax } from "../prompt/conditioning.js";
@@ -60,7 +60,11 @@ export interface GenerateOptions extends A1111GenerateOptions {
   rng?: RngSource;
   /** img2img: the starting image (a file path, encoded image bytes, or raw pixels). It is resized to width × height when both are given and differ. */
   initImage?: ImageSource;
-  /** img2img: how much of the schedule to run, (0, 1]; `floor(steps · strength)` steps run and must be at least 1. Defaults to 0.8 (diffusers). Only with `initImage`. */
+  /**
+   * img2img: how much of the schedule to run, (0, 1]; `floor(steps · strength)` steps run and must be at least 1
+   * (A1111's k-diffusion samplers: `int(min(strength, 0.999) · steps) + 1` steps, as A1111 runs them).
+   * Defaults to 0.8 (diffusers). Only with `initImage`.
+   */
   strength?: number;
   /** Cancels between model evaluations; `generate` then rejects with `signal.reason` (or an AbortError). */
   signal?: AbortSignal;
@@ -285,7 +289,8 @@ export function resolveGenerateOptions(options: GenerateOptions, ctx: Validation
       if (typeof s !== "number" || !Number.isFinite(s) || s <= 0 || s > 1) throw invalidOption("strength", "a number greater than 0 and at most 1", s);
       strength = s;
     }
-    if (Math.trunc(steps * strength) < 1) {
+    // A1111's rule for its k-diffusion samplers (a1111Img2imgStartIndex) always runs t_enc + 1 ≥ 1 steps.
+    if (!isKDiffusionSampler(scheduler) && Math.trunc(steps * strength) < 1) {
       throw new InvalidOptionError("strength", `strength ${strength} with ${steps} steps runs no step (floor(steps · strength) = 0); raise strength or steps`);
     }
   }

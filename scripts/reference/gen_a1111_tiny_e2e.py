@@ -1,6 +1,6 @@
 """
-End-to-end goldens for A1111's txt2img sampling path on the tiny model (models/tiny-sd), for
-test/unit/a1111-tiny-e2e.test.ts.
+End-to-end goldens for A1111's txt2img and img2img sampling paths on the tiny model
+(models/tiny-sd), for test/e2e/a1111-tiny.test.ts.
 
 What runs: k-diffusion's own samplers and CompVisDenoiser (crowsonkb/k-diffusion ab527a9, as
 A1111 v1.10.1 pins it) and A1111's own modules/rng.py ImageRNG and modules/sd_schedulers.py (the
@@ -20,7 +20,14 @@ v1.10.1 in a few lines each:
   shared.latent_upscale_modes' mode/antialias, the truncate_x/y crop, a new ImageRNG at the new
   latent size whose first draw is the noise, then sample_img2img with steps given
   (setup_img2img_steps: steps' = int(steps / min(strength, 0.999)), t_enc = steps - 1,
-  sigma_sched = sigmas[steps' - t_enc - 1:], x = samples + noise * sigma_sched[0]).
+  sigma_sched = sigmas[steps' - t_enc - 1:], x = samples + noise * sigma_sched[0]);
+- img2img (StableDiffusionProcessingImg2Img.init / .sample, KDiffusionSampler.sample_img2img): the init
+  image as float32 / 255, batch-repeated, x * 2 - 1 (images_tensor_to_samples), the VAE encoder per image,
+  times scale_factor; noise = rng.next() (the ImageRNG's first draw); setup_img2img_steps with
+  img2img_fix_steps off (t_enc = int(min(strength, 0.999) * steps)), sigma_sched = sigmas[steps - t_enc - 1:],
+  xi = init_latent + noise * sigma_sched[0], the sampler given what sample_img2img gives it by its signature
+  (ref.a1111_img2img_kwargs). A1111 samples the VAE posterior (get_first_stage_encoding's .sample()) from
+  torch's unseeded global generator; the tiny encoder returns the posterior mean, so no draw is involved here.
 
 Usage: KDIFFUSION=... A1111=... python scripts/reference/gen_a1111_tiny_e2e.py > test/fixtures/a1111/tiny_e2e.json
 Made with Python 3.11, torch 2.13.0+cpu, numpy 1.26.4, onnxruntime 1.30.0, transformers' CLIPTokenizer
@@ -45,7 +52,7 @@ SCALE_FACTOR = 0.18215
 
 tokenizer = CLIPTokenizer.from_pretrained(os.path.join(MODEL, "tokenizer"))
 sessions = {name: ort.InferenceSession(os.path.join(MODEL, name, "model.onnx"), providers=["CPUExecutionProvider"])
-            for name in ("text_encoder", "unet", "vae_decoder")}
+            for name in ("text_encoder", "unet", "vae_decoder", "vae_encoder")}
 
 
 def encode(text):
@@ -142,6 +149,35 @@ def hires_pass(case, model_wrap, options, funcname, samples, cond, uncond):
     return out
 
 
+def gradient_init_image(width, height):
+    """The init image the tests write (test/fixtures/tiny-sd-cases/reference.ts gradientInitImage), HWC uint8."""
+    y, x = np.mgrid[0:height, 0:width]
+    return np.stack([4 * x + 2, 4 * y + 2, 255 - 2 * (x + y)], axis=-1).astype(np.uint8)
+
+
+def img2img_init_latent(case, b):
+    """StableDiffusionProcessingImg2Img.init for one init image: float32 / 255, CHW, repeated over the
+    batch; images_tensor_to_samples: x * 2 - 1, one encode per image, get_first_stage_encoding = scale_factor * z."""
+    image = gradient_init_image(case["width"], case["height"]).astype(np.float32) / 255.0
+    image = np.moveaxis(image, 2, 0)
+    batch_images = np.expand_dims(image, axis=0).repeat(b, axis=0)
+    image = torch.from_numpy(batch_images) * 2 - 1
+    latents = [torch.from_numpy(sessions["vae_encoder"].run(["latent_sample"], {"sample": img.unsqueeze(0).numpy()})[0])[0] for img in image]
+    return SCALE_FACTOR * torch.stack(latents)
+
+
+def img2img_samples(case, model_wrap, options, funcname, image_rng, denoiser, b):
+    """StableDiffusionProcessingImg2Img.sample + KDiffusionSampler.sample_img2img (v1.10.1)."""
+    init_latent = img2img_init_latent(case, b)
+    noise = image_rng.next()
+    steps, t_enc = ref.setup_img2img_steps(case["steps"], case["denoising_strength"])
+    sigmas = ref.a1111_get_sigmas(model_wrap, options, case["schedule"], steps)
+    sigma_sched = sigmas[steps - t_enc - 1:]
+    xi = init_latent + noise * sigma_sched[0]
+    func = getattr(ref.sampling, funcname)
+    return func(denoiser, xi, extra_args={}, disable=True, **ref.a1111_img2img_kwargs(func, sigma_sched))
+
+
 def run_case(case):
     key = case["sampler"]
     label, funcname, options = ref.SAMPLERS[key]
@@ -154,16 +190,19 @@ def run_case(case):
                                  subseed_strength=case.get("subseed_strength", 0.0),
                                  seed_resize_from_h=case.get("seed_resize_from_h", 0),
                                  seed_resize_from_w=case.get("seed_resize_from_w", 0))
-    x = image_rng.next() * sigmas[0]
     ref.sampling.torch = ref.TorchHijack(image_rng, [], lambda: 0)
     cond = encode(case["prompt"]).repeat(b, 1, 1)
     uncond = encode(case["negative_prompt"]).repeat(b, 1, 1)
     denoiser = cfg_denoiser(model_wrap, cond, uncond, case["cfg_scale"])
-    if funcname == "sample_dpm_fast":
+    if case.get("img2img"):
+        samples = img2img_samples(case, model_wrap, options, funcname, image_rng, denoiser, b)
+    elif funcname == "sample_dpm_fast":
         # KDiffusionSampler.sample: n = steps, the model's sigma range, eta = opts.eta_ancestral (1).
+        x = image_rng.next() * sigmas[0]
         samples = ref.sampling.sample_dpm_fast(denoiser, x, model_wrap.sigmas[0].item(), model_wrap.sigmas[-1].item(), case["steps"],
                                                extra_args={}, disable=True, eta=1.0)
     else:
+        x = image_rng.next() * sigmas[0]
         samples = getattr(ref.sampling, funcname)(denoiser, x, sigmas, extra_args={}, disable=True)
     ref.sampling.torch = torch
     if case.get("enable_hr"):
@@ -196,6 +235,21 @@ CASES = [
      "enable_hr": True, "hr_scale": 2.0, "hr_upscaler": "Latent (bicubic)", "denoising_strength": 0.8},
     {"id": "hires-nearest-dpm2-a", "sampler": "k_dpm_2_a", "schedule": "automatic", "steps": 3, "seeds": [27],
      "enable_hr": True, "hr_scale": 2.0, "hr_upscaler": "Latent (nearest)", "denoising_strength": 0.55},
+    # img2img from gradient_init_image; t_enc = int(min(strength, 0.999) * steps)
+    {"id": "img2img-euler-a-batch", "img2img": True, "sampler": "k_euler_a", "schedule": "automatic", "steps": 8, "seeds": [31, 32],
+     "denoising_strength": 0.75},
+    {"id": "img2img-dpmpp-2m-rounding-edge", "img2img": True, "sampler": "k_dpmpp_2m", "schedule": "automatic", "steps": 50, "seeds": [33],
+     "denoising_strength": 0.58},  # 0.58 * 50 = 28.999999999999996: t_enc = 28
+    {"id": "img2img-heun-strength-1", "img2img": True, "sampler": "k_heun", "schedule": "exponential", "steps": 6, "seeds": [34],
+     "denoising_strength": 1.0},  # min(1, 0.999) * 6 = 5.994: t_enc = 5, the whole schedule from init latent + σ_max · noise
+    {"id": "img2img-lms-one-step", "img2img": True, "sampler": "k_lms", "schedule": "uniform", "steps": 10, "seeds": [35],
+     "denoising_strength": 0.05},  # t_enc = 0: one step from the last sigma
+    {"id": "img2img-dpm2-a-variation-ensd", "img2img": True, "sampler": "k_dpm_2_a", "schedule": "automatic", "steps": 6, "seeds": [36],
+     "subseeds": [7], "subseed_strength": 0.4, "ensd": 31337, "denoising_strength": 0.6},
+    {"id": "img2img-dpm-fast", "img2img": True, "sampler": "k_dpm_fast", "schedule": "automatic", "steps": 7, "seeds": [37],
+     "denoising_strength": 0.5},
+    {"id": "img2img-dpmpp-2s-a-sgm-seed-resize", "img2img": True, "sampler": "k_dpmpp_2s_a", "schedule": "sgm_uniform", "steps": 5,
+     "seeds": [38], "seed_resize_from_w": 48, "seed_resize_from_h": 80, "denoising_strength": 0.45},
 ]
 
 

@@ -140,7 +140,7 @@ describe("A1111 options (sigmaSchedule, subseeds, subseedStrength, seedResizeFro
     rejects({ seeds: [1], subseedStrength: 0.5 }, "subseedStrength", /subseedStrength needs subseeds/);
     rejects({ seeds: [1], seedResizeFrom: { width: 4, height: 64 } }, "seedResizeFrom.width", /seedResizeFrom\.width must be an integer from 8 to 16384, got 4/);
     rejects({ seeds: [1], ensd: -3 }, "ensd", /ensd must be an integer from 0/);
-    rejects({ seeds: [1], ensd: 5, initImage: "in.png" }, "ensd", /ensd applies to txt2img only/);
+    rejects({ scheduler: "euler", seeds: [1], ensd: 5, initImage: "in.png" }, "ensd", /ensd applies to txt2img, and to img2img with A1111's k-diffusion samplers \(k_euler_a, …\), not img2img with euler/);
   });
   test("a k-diffusion sampler on a UNet with an integer timestep is refused, saying why", () => {
     const intTimestep = { ...ctx, limits: { ...ctx.limits, fractionalTimesteps: false } };
@@ -166,7 +166,10 @@ describe("A1111 options (sigmaSchedule, subseeds, subseedStrength, seedResizeFro
     rejects({ ...base, seeds: undefined, seed: 1, hires: {} }, "hires", /give seeds/);
     rejects({ ...base, scheduler: "euler", initImage: "in.png", hires: {} }, "hires", /hires applies to txt2img only/);
   });
-  test("img2img with a k-diffusion sampler is refused, saying why", () => {
-    rejects({ scheduler: "k_euler_a", initImage: "in.png" }, "scheduler", /img2img with A1111's k-diffusion samplers \(k_euler_a\) is not supported yet: A1111 samples the VAE posterior from torch's unseeded global generator/);
+  test("img2img with a k-diffusion sampler takes A1111's strength rule (t_enc = 0 still runs one step) and its noise options", () => {
+    const r = resolveGenerateOptions({ prompt: "x", scheduler: "k_euler_a", initImage: "in.png", strength: 0.04, steps: 20, seeds: [1], subseeds: [2], subseedStrength: 0.3, ensd: 5 }, ctx);
+    expect(r.strength).toBe(0.04);
+    expect(r.a1111.noise).toEqual({ subseeds: [2n], subseedStrength: 0.3, seedResizeFromWidth: 0, seedResizeFromHeight: 0, ensd: 5 });
+    rejects({ scheduler: "euler", initImage: "x.png", strength: 0.04, steps: 20 }, "strength", /runs no step/);
   });
 });
