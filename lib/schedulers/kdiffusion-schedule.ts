@@ -134,6 +134,11 @@ function uniform({ n, model }: ScheduleInputs): number[] {
   return [...Array.from(ts, (t) => tToSigma(model, t)), 0];
 }
 
+/** k-diffusion's get_sigmas_karras (rho 7) from Python-float bounds, float32 values, the trailing 0 included. */
+export function karrasSigmas(n: number, sigmaMin: number, sigmaMax: number): number[] {
+  return karras({ n, sigmaMin, sigmaMax } as ScheduleInputs);
+}
+
 function karras({ n, sigmaMin, sigmaMax }: ScheduleInputs): number[] {
   const rho = 7;
   const ramp = torchLinspaceFloat32(0, 1, n);

@@ -27,6 +27,7 @@ import {
   REFUSED_SIGMA_SCHEDULES,
   SIGMA_SCHEDULE_LABELS,
   SIGMA_SCHEDULES,
+  karrasSigmas,
   sigmaToT,
   type DiscreteSchedule,
   type SigmaSchedule,
@@ -47,6 +48,7 @@ export const KDIFFUSION_SAMPLER_NAMES = [
   "k_dpmpp_2s_a",
   "k_dpmpp_2m",
   "k_dpm_fast",
+  "k_restart",
 ] as const;
 export type KDiffusionSamplerName = (typeof KDIFFUSION_SAMPLER_NAMES)[number];
 
@@ -61,7 +63,6 @@ export const REFUSED_KDIFFUSION_SAMPLERS: Record<string, string> = {
   "DPM++ 2M SDE Heun": "its noise comes from torchsde's BrownianTree, which sd-trt does not reproduce bit for bit",
   "DPM++ 3M SDE": "its noise comes from torchsde's BrownianTree, which sd-trt does not reproduce bit for bit",
   "DPM adaptive": "its steps are chosen adaptively from the model's outputs, which a precompiled sampler program cannot express",
-  Restart: "A1111's Restart sampler is not ported",
   LCM: "A1111's LCM sampler (its own LCMCompVisDenoiser scalings and timesteps) is not ported",
   "DDIM CFG++": "A1111's DDIM CFG++ sampler is not ported",
 };
@@ -378,6 +379,73 @@ function* dpmFast<V>(s: SamplerContext<V>): Generator<EvalRequest<V>, V, EvalRes
   return x;
 }
 
+/** `int(torch.argmin(abs(sigmas - value)))` on float32 sigmas: the first index of the smallest distance. */
+function nearestSigmaIndex(sigmas: readonly number[], value: number): number {
+  let best = 0;
+  for (let i = 1; i < sigmas.length; i++) {
+    if (Math.abs(sub32(sigmas[i]!, value)) < Math.abs(sub32(sigmas[best]!, value))) best = i;
+  }
+  return best;
+}
+
+/**
+ * The (σ_old, σ_new) pairs restart_sampler steps through: the schedule's own steps, and from 20
+ * steps on a shorter Karras schedule with restart segments inserted where σ is nearest 0.1, each a
+ * Karras run from σ ≈ 2 back down (9 steps once; from 36 steps steps/4 steps twice).
+ */
+function restartStepList(scheduled: readonly number[]): [number, number][] {
+  let sigmas = scheduled;
+  const steps = sigmas.length - 1;
+  // {index of the σ nearest 0.1: [restart steps, restart times, restart max σ]}
+  let restart: { at: number; steps: number; times: number; max: number } | undefined;
+  if (steps >= 20) {
+    const times = steps >= 36 ? 2 : 1;
+    const restartSteps = steps >= 36 ? Math.floor(steps / 4) : 9;
+    sigmas = karrasSigmas(steps - restartSteps * times, sigmas[sigmas.length - 2]!, sigmas[0]!);
+    restart = { at: nearestSigmaIndex(sigmas, 0.1), steps: restartSteps + 1, times, max: 2 };
+  }
+  const list: [number, number][] = [];
+  for (let i = 0; i < sigmas.length - 1; i++) {
+    list.push([sigmas[i]!, sigmas[i + 1]!]);
+    if (restart && i + 1 === restart.at) {
+      const maxIndex = nearestSigmaIndex(sigmas, restart.max);
+      if (maxIndex < restart.at) {
+        const segment = karrasSigmas(restart.steps, sigmas[restart.at]!, sigmas[maxIndex]!).slice(0, -1);
+        for (let t = 0; t < restart.times; t++) for (let k = 0; k + 1 < segment.length; k++) list.push([segment[k]!, segment[k + 1]!]);
+      }
+    }
+  }
+  return list;
+}
+
+/**
+ * A1111's Restart sampler (modules/sd_samplers_extra.py restart_sampler): Heun steps (Euler into
+ * σ = 0) over restartStepList; where a pair starts above the σ the last one ended at, noise
+ * raises x back to it first: x += n · sqrt(σ_old² − σ_last²). A1111 passes it no s_noise, so
+ * its default 1 holds whatever opts.s_noise says.
+ */
+function* restart<V>(s: SamplerContext<V>): Generator<EvalRequest<V>, V, EvalResult<V>> {
+  const { la } = s;
+  let x = s.x;
+  let last: number | undefined;
+  for (const [from, to] of restartStepList(s.sigmas)) {
+    if (last === undefined) last = from;
+    else if (last < from) x = la.combine([1, x], [sqrt32(sub32(square32(from), square32(last))), s.noise()]);
+    const r = yield [x, from];
+    const d = toD(la, r.x, from, r.denoised);
+    const dt = sub32(to, from);
+    if (to === 0) {
+      x = la.combine([1, r.x], [dt, d]);
+    } else {
+      const r2 = yield [la.combine([1, r.x], [dt, d]), to];
+      const d2 = toD(la, r2.x, to, r2.denoised);
+      x = la.combine([1, r.x], [dt / 2, d], [dt / 2, d2]);
+    }
+    last = to;
+  }
+  return x;
+}
+
 const SAMPLERS: Record<KDiffusionSamplerName, SamplerInfo> = {
   k_euler: { label: "Euler", functionName: "sample_euler", defaultSchedule: "automatic", discardNextToLastSigma: false, usesEta: false, body: euler },
   k_euler_a: { label: "Euler a", functionName: "sample_euler_ancestral", defaultSchedule: "automatic", discardNextToLastSigma: false, usesEta: true, body: eulerAncestral },
@@ -388,6 +456,7 @@ const SAMPLERS: Record<KDiffusionSamplerName, SamplerInfo> = {
   k_dpmpp_2s_a: { label: "DPM++ 2S a", functionName: "sample_dpmpp_2s_ancestral", defaultSchedule: "karras", discardNextToLastSigma: false, usesEta: true, body: dpmpp2sAncestral },
   k_dpmpp_2m: { label: "DPM++ 2M", functionName: "sample_dpmpp_2m", defaultSchedule: "karras", discardNextToLastSigma: false, usesEta: false, body: dpmpp2m },
   k_dpm_fast: { label: "DPM fast", functionName: "sample_dpm_fast", defaultSchedule: "automatic", discardNextToLastSigma: false, usesEta: true, body: dpmFast },
+  k_restart: { label: "Restart", functionName: "restart_sampler", defaultSchedule: "karras", discardNextToLastSigma: false, usesEta: false, body: restart },
 };
 
 export function isKDiffusionSampler(name: string): name is KDiffusionSamplerName {

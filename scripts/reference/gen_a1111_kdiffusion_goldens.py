@@ -50,6 +50,7 @@ PROVENANCE = {
     "k_diffusion": "crowsonkb/k-diffusion ab527a9a6d347f364e3d185ba6d714e22d80cb3c (k_diffusion/sampling.py, external.py, utils.py)",
     "a1111_sd_schedulers": "AUTOMATIC1111/stable-diffusion-webui modules/sd_schedulers.py, file version of commit 02b0092d5a8450b282bd7d9c2d84fdfed0f3c6db without the post-1.10 'Karras Exponential' entry",
     "a1111_rng": "AUTOMATIC1111/stable-diffusion-webui modules/rng.py, file version of commit 0d5dc9a6e7f6362e423a06bf0e75dd5854025394",
+    "a1111_sd_samplers_extra": "AUTOMATIC1111/stable-diffusion-webui modules/sd_samplers_extra.py: restart_sampler only, as two file versions in the code index agree on it (not checked against an 82a973c checkout)",
     "a1111_release": "v1.10.1 = 82a973c04367123ae98bd9abdf80d9eda9b910e2 (sampler table, get_sigmas, TorchHijack transcribed from it)",
     "python": sys.version.split()[0],
     "torch": torch.__version__,
@@ -70,7 +71,8 @@ def stub(name, **attrs):
 # --- import-time stubs (nothing here is called on the paths this script runs) ---
 stub("torchsde")
 stub("torchdiffeq", odeint=None)
-stub("tqdm")
+# restart_sampler iterates tqdm.tqdm(step_list): a pass-through keeps its loop as is.
+stub("tqdm", tqdm=lambda iterable=None, *args, **kwargs: iterable)
 class _Progress:
     def __init__(self, *args, **kwargs):
         pass
@@ -125,6 +127,7 @@ stub("modules.rng_philox")
 modules.shared, modules.devices, modules.rng_philox = shared, devices, sys.modules["modules.rng_philox"]
 sd_schedulers = load("modules", "sd_schedulers", os.path.join(A1111, "modules", "sd_schedulers.py"))
 rng = load("modules", "rng", os.path.join(A1111, "modules", "rng.py"))
+sd_samplers_extra = load("modules", "sd_samplers_extra", os.path.join(A1111, "modules", "sd_samplers_extra.py"))
 
 # A1111 v1.10.1 samplers_k_diffusion (label, funcname, options) for the samplers this file covers.
 SAMPLERS = {
@@ -137,7 +140,14 @@ SAMPLERS = {
     "k_dpmpp_2s_a": ("DPM++ 2S a", "sample_dpmpp_2s_ancestral", {"scheduler": "karras", "uses_ensd": True, "second_order": True}),
     "k_dpmpp_2m": ("DPM++ 2M", "sample_dpmpp_2m", {"scheduler": "karras"}),
     "k_dpm_fast": ("DPM fast", "sample_dpm_fast", {"uses_ensd": True}),
+    # sd_samplers_kdiffusion: ('Restart', sd_samplers_extra.restart_sampler, ['restart'], {'scheduler': 'karras', "second_order": True})
+    "k_restart": ("Restart", "restart_sampler", {"scheduler": "karras", "second_order": True}),
 }
+
+
+def sampler_function(funcname):
+    """KDiffusionSampler's func: a k_diffusion.sampling function by name, or A1111's own (restart_sampler)."""
+    return getattr(sampling, funcname, None) or getattr(sd_samplers_extra, funcname)
 SCHEDULES = ["automatic", "uniform", "karras", "exponential", "polyexponential", "sgm_uniform", "kl_optimal",
              "align_your_steps", "simple", "normal", "ddim"]
 
@@ -256,7 +266,7 @@ def run(key, schedule, steps, dtype, seed=7, ensd=0, extra=None, keep_draws=Fals
         evals[-1]["starts_step"] = d["i"]
         xs.append(vec(d["x"], dtype))
 
-    func = getattr(sampling, funcname)
+    func = sampler_function(funcname)
     kwargs = dict(extra or {})
     if funcname == "sample_dpm_fast":
         # KDiffusionSampler.sample: n = steps, sigma_min/max = the model's range, eta = opts.eta_ancestral.
@@ -316,6 +326,10 @@ def main():
     for key in [k for k in SAMPLERS if k != "k_dpm_fast"]:
         runs.append(run(key, "automatic", 8, "float32", parameterization="v"))
         runs.append(run(key, "karras", 8, "float64", parameterization="v"))
+    # Restart inserts its restart segments from 20 steps on (twice, steps // 4 long, from 36).
+    for steps, schedule, dtype in [(36, "karras", "float32"), (40, "uniform", "float64"), (24, "exponential", "float64")]:
+        runs.append(run("k_restart", schedule, steps, dtype))
+    runs.append(run("k_restart", "karras", 20, "float32", seed=1234, ensd=31337, keep_draws=True))
     runs.append(run("k_euler", "align_your_steps", 11, "float32"))
     runs.append(run("k_dpmpp_2m", "karras", 1, "float32"))
     runs.append(run("k_heun", "exponential", 2, "float64"))
@@ -375,7 +389,7 @@ def img2img_run(key, schedule, steps, strength, seed=7):
     noise = image_rng.next()
     xi = init_latent + noise * sigma_sched[0]
     sampling.torch = TorchHijack(image_rng, [], lambda: 0)
-    func = getattr(sampling, funcname)
+    func = sampler_function(funcname)
     final = func(lambda x, sigma, **kw: model_wrap(x, sigma, **kw), xi, extra_args={"cond": None}, disable=True,
                  **a1111_img2img_kwargs(func, sigma_sched))
     sampling.torch = torch
@@ -395,7 +409,8 @@ def img2img_main():
              img2img_run("k_dpmpp_2m", "karras", 10, 1.0), img2img_run("k_euler_a", "kl_optimal", 8, 0.75),
              img2img_run("k_heun", "uniform", 6, 0.05), img2img_run("k_dpmpp_2s_a", "sgm_uniform", 9, 0.999),
              # 0.58 · 50 = 28.999999999999996: int() gives t_enc = 28, not 29
-             img2img_run("k_euler", "automatic", 50, 0.58), img2img_run("k_dpm_fast", "karras", 8, 0.5)]
+             img2img_run("k_euler", "automatic", 50, 0.58), img2img_run("k_dpm_fast", "karras", 8, 0.5),
+             img2img_run("k_restart", "automatic", 30, 0.8)]
     json.dump({"format": "sd-trt-a1111-img2img/1", "provenance": PROVENANCE,
                "rule": "steps, t_enc = steps, int(min(strength, 0.999) * steps); sigma_sched = get_sigmas(steps)[steps - t_enc - 1:]; "
                        "x = init_latent + rng.next() * sigma_sched[0]; the sampler runs fresh on sigma_sched",

@@ -143,7 +143,7 @@ def hires_pass(case, model_wrap, options, funcname, samples, cond, uncond):
     sigma_sched = sigmas[steps - t_enc - 1:]
     xi = samples + noise * sigma_sched[0]
     ref.sampling.torch = ref.TorchHijack(image_rng, [], lambda: 0)
-    out = getattr(ref.sampling, funcname)(cfg_denoiser(model_wrap, cond, uncond, case["cfg_scale"]), xi, sigma_sched,
+    out = ref.sampler_function(funcname)(cfg_denoiser(model_wrap, cond, uncond, case["cfg_scale"]), xi, sigma_sched,
                                           extra_args={}, disable=True)
     ref.sampling.torch = torch
     return out
@@ -174,7 +174,7 @@ def img2img_samples(case, model_wrap, options, funcname, image_rng, denoiser, b)
     sigmas = ref.a1111_get_sigmas(model_wrap, options, case["schedule"], steps)
     sigma_sched = sigmas[steps - t_enc - 1:]
     xi = init_latent + noise * sigma_sched[0]
-    func = getattr(ref.sampling, funcname)
+    func = ref.sampler_function(funcname)
     return func(denoiser, xi, extra_args={}, disable=True, **ref.a1111_img2img_kwargs(func, sigma_sched))
 
 
@@ -203,7 +203,7 @@ def run_case(case):
                                                extra_args={}, disable=True, eta=1.0)
     else:
         x = image_rng.next() * sigmas[0]
-        samples = getattr(ref.sampling, funcname)(denoiser, x, sigmas, extra_args={}, disable=True)
+        samples = ref.sampler_function(funcname)(denoiser, x, sigmas, extra_args={}, disable=True)
     ref.sampling.torch = torch
     if case.get("enable_hr"):
         samples = hires_pass(case, model_wrap, options, funcname, samples, cond, uncond)
@@ -250,6 +250,10 @@ CASES = [
      "denoising_strength": 0.5},
     {"id": "img2img-dpmpp-2s-a-sgm-seed-resize", "img2img": True, "sampler": "k_dpmpp_2s_a", "schedule": "sgm_uniform", "steps": 5,
      "seeds": [38], "seed_resize_from_w": 48, "seed_resize_from_h": 80, "denoising_strength": 0.45},
+    # A1111's Restart (sd_samplers_extra.restart_sampler): from 20 steps on a restart segment with one ImageRNG draw
+    {"id": "restart-karras-ensd", "sampler": "k_restart", "schedule": "automatic", "steps": 20, "seeds": [41, 42], "ensd": 31337},
+    {"id": "img2img-restart", "img2img": True, "sampler": "k_restart", "schedule": "automatic", "steps": 24, "seeds": [43],
+     "denoising_strength": 0.9},
 ]
 
 

@@ -1,6 +1,6 @@
 /** AUTOMATIC1111 sampler names ↔ sd-trt scheduler names. */
 import { describe, expect, test } from "@jest/globals";
-import { KDIFFUSION_SAMPLER_NAMES, a1111SamplerName, a1111SamplerSelection } from "../../lib/schedulers/index.js";
+import { KDIFFUSION_SAMPLER_NAMES, a1111SamplerName, a1111SamplerSelection, sigmaScheduleLabel } from "../../lib/schedulers/index.js";
 
 describe("a1111SamplerName", () => {
   test.each([
@@ -45,6 +45,13 @@ describe("a1111SamplerSelection", () => {
     expect(a1111SamplerSelection("DPM++ 2M Karras", "Uniform")).toEqual({ scheduler: "k_dpmpp_2m", sigmaSchedule: "karras" });
     expect(a1111SamplerSelection("lms karras")).toEqual({ scheduler: "k_lms", sigmaSchedule: "karras" });
     expect(a1111SamplerSelection("euler a")).toEqual({ scheduler: "k_euler_a", sigmaSchedule: "automatic" });
+  });
+
+  test("Restart is A1111's restart_sampler, Karras by default", () => {
+    expect(a1111SamplerSelection("Restart")).toEqual({ scheduler: "k_restart", sigmaSchedule: "automatic" });
+    expect(a1111SamplerSelection("Restart", "Exponential")).toEqual({ scheduler: "k_restart", sigmaSchedule: "exponential" });
+    expect(a1111SamplerName("k_restart")).toBe("Restart");
+    expect(sigmaScheduleLabel("k_restart", "automatic")).toBe("Karras");
   });
 
   test("DDIM, PLMS and UniPC are diffusers' versions and take no schedule type", () => {

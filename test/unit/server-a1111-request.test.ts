@@ -59,6 +59,7 @@ describe("A1111 sampler names", () => {
   it("refuses unknown and unimplemented samplers and schedule types, naming the field and saying why or listing the choices", () => {
     expect(() => resolveA1111Sampler("DPM++ SDE", undefined, undefined)).toThrow(/sampler_name "DPM\+\+ SDE" is not supported: its noise comes from torchsde's BrownianTree/);
     expect(() => resolveA1111Sampler("DPM++ 2M SDE Karras", undefined, undefined)).toThrow(/not supported: .*BrownianTree/);
+    expect(() => resolveA1111Sampler("DPM adaptive", undefined, undefined)).toThrow(/sampler_name "DPM adaptive" is not supported: its steps are chosen adaptively from the model's outputs/);
     expect(() => resolveA1111Sampler("Euler z", undefined, undefined)).toThrow(/sampler_name must be one of "DPM\+\+ 2M", .*"Euler a"/);
     const schedule = (() => {
       try {
