@@ -9,6 +9,7 @@ import { validateSeed } from "../rng/index.js";
 import type { BackendLimits } from "../backends/backend.js";
 import { LATENT_UPSCALERS, type LatentUpscaler } from "../sampler/latent-upscale.js";
 import {
+  isA1111Sampler,
   isKDiffusionSampler,
   kdiffusionUsesEnsd,
   kdiffusionUsesEta,
@@ -133,8 +134,8 @@ export function resolveA1111Options(
   if (!perImageGenerators) {
     throw new InvalidOptionError(first, `${first} follows A1111's noise, which has one generator per image: give seeds (A1111's seed, seed + 1, …) instead of seed`);
   }
-  if (img2img && !isKDiffusionSampler(scheduler)) {
-    throw new InvalidOptionError(first, `${first} applies to txt2img, and to img2img with A1111's k-diffusion samplers (k_euler_a, …), not img2img with ${scheduler}`);
+  if (img2img && !isA1111Sampler(scheduler)) {
+    throw new InvalidOptionError(first, `${first} applies to txt2img, and to img2img with A1111's own samplers (k_euler_a, …, a1111_ddim, a1111_plms), not img2img with ${scheduler}`);
   }
 
   let subseeds: bigint[] | undefined;
@@ -264,8 +265,9 @@ export function a1111InfotextFields(scheduler: SchedulerName, a1111: A1111Reques
       out.variationSeedStrength = noise.subseedStrength;
     }
     if (noise.seedResizeFromWidth > 0 && noise.seedResizeFromHeight > 0) out.seedResizeFrom = `${noise.seedResizeFromWidth}x${noise.seedResizeFromHeight}`;
-    // A1111 writes ENSD only for samplers whose noise it changes (uses_ensd, eta ≠ 0).
-    if (noise.ensd !== 0 && (!isKDiffusionSampler(scheduler) || kdiffusionUsesEnsd(scheduler, a1111.eta ?? 1))) out.ensd = noise.ensd;
+    // A1111 writes ENSD only for samplers whose noise it changes (uses_ensd, eta ≠ 0); its DDIM and PLMS have no uses_ensd.
+    const usesEnsd = isKDiffusionSampler(scheduler) ? kdiffusionUsesEnsd(scheduler, a1111.eta ?? 1) : !isA1111Sampler(scheduler);
+    if (noise.ensd !== 0 && usesEnsd) out.ensd = noise.ensd;
   }
   return out;
 }

@@ -23,7 +23,7 @@ import type { Backend, BackendLimits, BackendName, GenerationJob, InitImage } fr
 import { formatInfotext } from "../image/infotext.js";
 import { rgbToPixels } from "../image/pixels.js";
 import { readImage, type RgbImage } from "../image/read.js";
-import { a1111SamplerName, isKDiffusionSampler } from "../schedulers/index.js";
+import { a1111SamplerName, isA1111Sampler } from "../schedulers/index.js";
 import type { SamplerProgram } from "../sampler/program.js";
 import type { ClipTokenizer } from "../tokenizer/index.js";
 import type { PromptBatch } from "../prompt/conditioning.js";
@@ -197,7 +197,7 @@ export async function prepareRequest(context: GenerationContext, request: Resolv
   let initialLatents: Float32Array | null = null;
   let img2img: PreparedRequest["img2img"] = null;
   let stepNoise: Float32Array[];
-  if (image && isKDiffusionSampler(r.scheduler)) {
+  if (image && isA1111Sampler(r.scheduler)) {
     ({ img2img, stepNoise } = drawA1111Img2img(noise, r.batch, rest, image, drawSteps));
   } else if (image) {
     const eps = noise.drawPosterior(r.batch, rest); // (1) latent_dist.sample(generator)
@@ -227,11 +227,12 @@ export async function prepareRequest(context: GenerationContext, request: Resolv
 }
 
 /**
- * img2img's draws for A1111's k-diffusion samplers. A1111 (StableDiffusionProcessingImg2Img)
+ * img2img's draws for A1111's own samplers (k-diffusion's, DDIM, PLMS). A1111 (StableDiffusionProcessingImg2Img)
  * encodes the init image before any seed is used, sampling the VAE posterior from torch's global
  * generator, which it never seeds per request: that draw cannot be reproduced. Every other draw
  * is its ImageRNG's, in its order: the first is the noise (x = init latent + σ_start · noise, with
- * variation seeds and seed resize applied), then one per evaluation that draws. The posterior eps
+ * variation seeds and seed resize applied; x = init latent + σ_start · noise, or
+ * √ᾱ · init latent + √(1 − ᾱ) · noise for DDIM / PLMS), then one per evaluation that draws. The posterior eps
  * — the one deliberate difference from A1111 — is drawn from the same generators after all of
  * those, so A1111's stream stays untouched and a request stays deterministic. With an encoder that
  * returns the posterior mean (the eps unused) the result is A1111's exactly.

@@ -8,7 +8,7 @@ import { integerInRange, invalidOption, numberInRange, oneOf } from "../validate
 import type { BackendLimits } from "../backends/backend.js";
 import { validateSeed, RNG_SOURCES, type RngSource } from "../rng/index.js";
 import type { ImageSource } from "../image/read.js";
-import { isKDiffusionSampler, type SchedulerName } from "../schedulers/index.js";
+import { isA1111Sampler, type SchedulerName } from "../schedulers/index.js";
 import { A1111_OPTION_NAMES, resolveA1111Options, type A1111GenerateOptions, type A1111Request } from "./a1111-options.js";
 import type { ClipTokenizer } from "../tokenizer/clip-tokenizer.js";
 import { buildPromptBatch, padPromptBatch, PROMPT_SYNTAXES, type BuiltPrompts, type PromptReading, type PromptSyntax } from "../prompt/conditioning.js";
@@ -289,8 +289,8 @@ export function resolveGenerateOptions(options: GenerateOptions, ctx: Validation
       if (typeof s !== "number" || !Number.isFinite(s) || s <= 0 || s > 1) throw invalidOption("strength", "a number greater than 0 and at most 1", s);
       strength = s;
     }
-    // A1111's rule for its k-diffusion samplers (a1111Img2imgStartIndex) always runs t_enc + 1 ≥ 1 steps.
-    if (!isKDiffusionSampler(scheduler) && Math.trunc(steps * strength) < 1) {
+    // A1111's rule for its own samplers (a1111Img2imgStartIndex) has its own minimum (checked when compiled).
+    if (!isA1111Sampler(scheduler) && Math.trunc(steps * strength) < 1) {
       throw new InvalidOptionError("strength", `strength ${strength} with ${steps} steps runs no step (floor(steps · strength) = 0); raise strength or steps`);
     }
   }

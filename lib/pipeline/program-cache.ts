@@ -6,7 +6,7 @@
  *
  * Cached programs are deeply frozen: every request shares them, and none may change them.
  */
-import { a1111Img2imgStartIndex, createScheduler, isKDiffusionSampler, strengthToStartStep, type SchedulerName, type SigmaSchedule } from "../schedulers/index.js";
+import { a1111Img2imgStartIndex, createScheduler, isA1111Sampler, strengthToStartStep, type SchedulerName, type SigmaSchedule } from "../schedulers/index.js";
 import type { SamplerProgram } from "../sampler/program.js";
 
 export interface CompiledProgram {
@@ -40,12 +40,12 @@ export class ProgramCache {
 
   /**
    * The program for `steps` of `scheduler`; for img2img (`strength` given) the program that
-   * starts at diffusers' `t_start · order` (A1111's `steps − t_enc − 1` for its k-diffusion
-   * samplers) and carries `addNoise`. `sigmaSchedule`: the schedule type of an A1111 k-diffusion sampler.
+   * starts at diffusers' `t_start · order` (A1111's `steps − t_enc − 1` for its own samplers,
+   * k-diffusion's, DDIM and PLMS) and carries `addNoise`. `sigmaSchedule`: the schedule type of an A1111 k-diffusion sampler.
    */
   get(scheduler: SchedulerName, steps: number, strength?: number, sigmaSchedule?: SigmaSchedule, eta?: number): CompiledProgram {
     let startStep: number | null = null;
-    if (strength !== undefined) startStep = isKDiffusionSampler(scheduler) ? a1111Img2imgStartIndex(steps, strength) : strengthToStartStep(steps, strength);
+    if (strength !== undefined) startStep = isA1111Sampler(scheduler) ? a1111Img2imgStartIndex(steps, strength) : strengthToStartStep(steps, strength);
     return this.#get(scheduler, steps, startStep, sigmaSchedule, eta);
   }
 

@@ -64,7 +64,7 @@ export const REFUSED_KDIFFUSION_SAMPLERS: Record<string, string> = {
   "DPM++ 3M SDE": "its noise comes from torchsde's BrownianTree, which sd-trt does not reproduce bit for bit",
   "DPM adaptive": "its steps are chosen adaptively from the model's outputs, which a precompiled sampler program cannot express",
   LCM: "A1111's LCM sampler (its own LCMCompVisDenoiser scalings and timesteps) is not ported",
-  "DDIM CFG++": "A1111's DDIM CFG++ sampler is not ported",
+  "DDIM CFG++": "A1111's DDIM CFG++ steps with the unconditional prediction beside the guided one (at guidance / 12.5), which a sampler program does not carry; not ported",
 };
 
 /** Why an A1111 sampler name (with or without a schedule suffix) is refused; undefined if it is not. */
@@ -89,10 +89,10 @@ interface SamplerInfo {
   body: SamplerBody;
 }
 
-/** What a sampler generator yields: the latent to evaluate the model at and its sigma. */
-type EvalRequest<V> = readonly [x: V, sigma: number];
+/** What a sampler generator yields: the latent to evaluate the model at and its sigma (or timestep). */
+export type EvalRequest<V> = readonly [x: V, sigma: number];
 /** What it receives back: the latent as the executor holds it (x_j) and the denoised estimate. */
-interface EvalResult<V> {
+export interface EvalResult<V> {
   x: V;
   denoised: V;
 }
@@ -584,33 +584,44 @@ function contextFor<V>(config: KDiffusionConfig, plan: KDiffusionPlan, la: Linea
   return { la, sigmas: plan.sigmas, sigmaMin, sigmaMax, x, eta: config.eta, sNoise: config.s_noise, noise };
 }
 
-class KDiffusionRun<V> implements SchedulerRun<V> {
-  readonly #plan: KDiffusionPlan;
+/** Per evaluation: the UNet input scale, and the model's output as D = cSkip·x + cOut·m. */
+export interface EvalScalings {
+  cIn: number[];
+  cSkip: number[];
+  cOut: number[];
+}
+
+/**
+ * A sampler written as a generator (k-diffusion's loops, A1111's timestep samplers) as a
+ * SchedulerRun: each step hands the generator the latent and D = cSkip·x + cOut·m, and returns
+ * the next latent it yields (or its result).
+ */
+export class GeneratorRun<V> implements SchedulerRun<V> {
+  readonly #scalings: EvalScalings;
   readonly #la: LinearAlgebra<V>;
-  readonly #config: KDiffusionConfig;
-  readonly #body: SamplerBody;
+  readonly #start: (x: V, noise: () => V) => Generator<EvalRequest<V>, V, EvalResult<V>>;
   #generator: Generator<EvalRequest<V>, V, EvalResult<V>> | undefined;
   #j = 0;
   #draw: (() => V) | undefined;
 
-  constructor(config: KDiffusionConfig, plan: KDiffusionPlan, la: LinearAlgebra<V>, body: SamplerBody) {
-    this.#config = config;
-    this.#plan = plan;
+  /** @param start the sampler body from the first latent, drawing noise through `noise`. */
+  constructor(scalings: EvalScalings, la: LinearAlgebra<V>, start: (x: V, noise: () => V) => Generator<EvalRequest<V>, V, EvalResult<V>>) {
+    this.#scalings = scalings;
     this.#la = la;
-    this.#body = body;
+    this.#start = start;
   }
 
   inputScale(): number {
-    return this.#plan.cIn[this.#j]!;
+    return this.#scalings.cIn[this.#j]!;
   }
 
   step(modelOutput: V, sample: V, drawNoise: () => V): V {
     const j = this.#j;
-    const plan = this.#plan;
+    const plan = this.#scalings;
     this.#draw = drawNoise;
     if (this.#generator === undefined) {
-      // The body starts from the first latent; its first yield is that latent at sigmas[0].
-      this.#generator = this.#body(contextFor(this.#config, plan, this.#la, sample, () => this.#draw!()));
+      // The body starts from the first latent; its first yield is that latent at its first sigma / timestep.
+      this.#generator = this.#start(sample, () => this.#draw!());
       this.#generator.next();
     }
     const denoised = this.#la.combine([plan.cSkip[j]!, sample], [plan.cOut[j]!, modelOutput]);
@@ -647,7 +658,7 @@ function definition(name: KDiffusionSamplerName): SchedulerDefinition<KDiffusion
       return planFor(config, discreteSchedule(config), info, sigmas, { min: sigmas[sigmas.length - 2]!, max: sigmas[0]! });
     },
     start(config, plan, la) {
-      return new KDiffusionRun(config, plan, la, info.body);
+      return new GeneratorRun(plan, la, (x, noise) => info.body(contextFor(config, plan, la, x, noise)));
     },
     addNoise(_config, plan): NoiseScales {
       // x = init_latent + noise · sigma_sched[0]

@@ -27,6 +27,8 @@ Usage (from the repository root):
     (A1111's ImageRNG alone: variation seeds via its slerp, seed resize, ENSD; CPU source)
   ... gen_a1111_kdiffusion_goldens.py img2img > test/fixtures/a1111/kdiffusion_img2img.json
     (KDiffusionSampler.sample_img2img's step rule on the analytic model)
+  ... gen_a1111_kdiffusion_goldens.py timesteps > test/fixtures/a1111/timesteps_goldens.json
+    (A1111's own DDIM and PLMS, sd_samplers_timesteps_impl, txt2img and img2img, on the analytic model)
 
 A1111 source used: stable-diffusion-webui v1.10.1 is 82a973c04367123ae98bd9abdf80d9eda9b910e2. The
 two module files were taken from the file versions recorded in PROVENANCE below (the whole
@@ -50,6 +52,7 @@ PROVENANCE = {
     "k_diffusion": "crowsonkb/k-diffusion ab527a9a6d347f364e3d185ba6d714e22d80cb3c (k_diffusion/sampling.py, external.py, utils.py)",
     "a1111_sd_schedulers": "AUTOMATIC1111/stable-diffusion-webui modules/sd_schedulers.py, file version of commit 02b0092d5a8450b282bd7d9c2d84fdfed0f3c6db without the post-1.10 'Karras Exponential' entry",
     "a1111_rng": "AUTOMATIC1111/stable-diffusion-webui modules/rng.py, file version of commit 0d5dc9a6e7f6362e423a06bf0e75dd5854025394",
+    "a1111_sd_samplers_timesteps_impl": "AUTOMATIC1111/stable-diffusion-webui modules/sd_samplers_timesteps_impl.py: ddim and plms, file version of commit 2035cbbd5d6e7678450c701fce1a5de7d8bd7084 (the code index's; its UniPC part left out). It broadcasts the per-step scalars over s_in ([B]), which runs for batch 1 only (later versions use s_x = ones(B, 1, 1, 1)); every golden here is batch 1, where the two are the same scalar",
     "a1111_sd_samplers_extra": "AUTOMATIC1111/stable-diffusion-webui modules/sd_samplers_extra.py: restart_sampler only, as two file versions in the code index agree on it (not checked against an 82a973c checkout)",
     "a1111_release": "v1.10.1 = 82a973c04367123ae98bd9abdf80d9eda9b910e2 (sampler table, get_sigmas, TorchHijack transcribed from it)",
     "python": sys.version.split()[0],
@@ -71,8 +74,8 @@ def stub(name, **attrs):
 # --- import-time stubs (nothing here is called on the paths this script runs) ---
 stub("torchsde")
 stub("torchdiffeq", odeint=None)
-# restart_sampler iterates tqdm.tqdm(step_list): a pass-through keeps its loop as is.
-stub("tqdm", tqdm=lambda iterable=None, *args, **kwargs: iterable)
+# restart_sampler iterates tqdm.tqdm(step_list), the timestep samplers tqdm.trange: pass-throughs keep their loops as they are.
+stub("tqdm", tqdm=lambda iterable=None, *args, **kwargs: iterable, trange=lambda *args, disable=None, **kwargs: range(*args))
 class _Progress:
     def __init__(self, *args, **kwargs):
         pass
@@ -128,6 +131,7 @@ modules.shared, modules.devices, modules.rng_philox = shared, devices, sys.modul
 sd_schedulers = load("modules", "sd_schedulers", os.path.join(A1111, "modules", "sd_schedulers.py"))
 rng = load("modules", "rng", os.path.join(A1111, "modules", "rng.py"))
 sd_samplers_extra = load("modules", "sd_samplers_extra", os.path.join(A1111, "modules", "sd_samplers_extra.py"))
+sd_samplers_timesteps_impl = load("modules", "sd_samplers_timesteps_impl", os.path.join(A1111, "modules", "sd_samplers_timesteps_impl.py"))
 
 # A1111 v1.10.1 samplers_k_diffusion (label, funcname, options) for the samplers this file covers.
 SAMPLERS = {
@@ -417,6 +421,78 @@ def img2img_main():
                "runs": runs}, sys.stdout, separators=(",", ":"))
 
 
+def a1111_get_timesteps(steps):
+    """CompVisSampler.get_timesteps (A1111 v1.10.1, opts.always_discard_next_to_last_sigma off)."""
+    return torch.clip(torch.asarray(list(range(0, 1000, 1000 // steps)), device=torch.device("cpu")) + 1, 0, 999)
+
+
+class TimestepsDenoiser:
+    """What the timestep samplers are handed: CFGDenoiserTimesteps without guidance around
+    CompVisTimestepsDenoiser (forward = inner_model.apply_model(input, timesteps)); they read
+    model.inner_model.inner_model.alphas_cumprod."""
+
+    def __init__(self, unet):
+        self.inner_model = types.SimpleNamespace(inner_model=unet)
+
+    def __call__(self, x, t, **kwargs):
+        return self.inner_model.inner_model.apply_model(x, t)
+
+
+TIMESTEP_SAMPLERS = {"a1111_ddim": ("DDIM", "ddim"), "a1111_plms": ("PLMS", "plms")}
+
+
+def timesteps_run(key, steps, dtype, seed=7, eta=None, strength=None):
+    """CompVisSampler.sample (txt2img: x = rng.next(), unscaled) or sample_img2img (strength given)."""
+    label, funcname = TIMESTEP_SAMPLERS[key]
+    torch_dtype = torch.float32 if dtype == "float32" else torch.float64
+    model_log = []
+    unet = AnalyticUNet(torch_dtype, model_log)
+    shared.opts.eta_noise_seed_delta = 0
+    image_rng = rng.ImageRNG((4, 8, 8), [seed])
+    noise = image_rng.next().to(torch_dtype)
+    timesteps = a1111_get_timesteps(steps)
+    out = {"id": f"{key}/{steps}/{dtype}" + (f"/eta={eta}" if eta is not None else "") + (f"/strength{strength}" if strength is not None else ""),
+           "key": key, "sampler": label, "steps": steps, "dtype": dtype, "seed": seed, "eta": eta, "strength": strength,
+           "timesteps": timesteps.tolist()}
+    if strength is None:
+        x = noise
+    else:
+        steps_, t_enc = setup_img2img_steps(steps, strength)
+        timesteps_sched = timesteps[:t_enc]
+        init_latent = (torch.randn([1, 4, 8, 8], generator=torch.Generator().manual_seed(99)) * 0.8).to(torch_dtype)
+        alphas_cumprod = unet.alphas_cumprod
+        sqrt_alpha_cumprod = torch.sqrt(alphas_cumprod[timesteps[t_enc]])
+        sqrt_one_minus_alpha_cumprod = torch.sqrt(1 - alphas_cumprod[timesteps[t_enc]])
+        x = init_latent * sqrt_alpha_cumprod + noise * sqrt_one_minus_alpha_cumprod
+        timesteps = timesteps_sched
+        out.update({"t_enc": t_enc, "init_latent": vec(init_latent, dtype), "signal": float(sqrt_alpha_cumprod), "noise_scale": float(sqrt_one_minus_alpha_cumprod)})
+    x0 = x.clone()
+    draws = []
+    sampling.torch = TorchHijack(image_rng, draws, lambda: 0)
+    func = getattr(sd_samplers_timesteps_impl, funcname)
+    kwargs = {"eta": eta} if eta is not None else {}
+    final = func(TimestepsDenoiser(unet), x, timesteps, extra_args={}, disable=True, **kwargs)
+    sampling.torch = torch
+    out.update({"evals": [e["t"] for e in model_log], "draw_count": len(draws), "x0": vec(x0, dtype), "noise": vec(noise, "float32"),
+                "final": vec(final, dtype)})
+    return out
+
+
+def timesteps_main():
+    runs = []
+    for key in TIMESTEP_SAMPLERS:
+        for steps in (2, 3, 7, 10, 20, 50):
+            for dtype in ("float32", "float64"):
+                runs.append(timesteps_run(key, steps, dtype))
+        for steps, strength in ((10, 0.6), (20, 0.75), (7, 1.0), (50, 0.58)):
+            runs.append(timesteps_run(key, steps, "float32", strength=strength))
+    runs += [timesteps_run("a1111_ddim", 10, "float32", eta=0.5), timesteps_run("a1111_ddim", 12, "float64", eta=1.0, seed=1234)]
+    json.dump({"format": "sd-trt-a1111-timesteps/1", "provenance": PROVENANCE,
+               "rule": "txt2img: x = rng.next(); img2img: t_enc = int(min(strength, 0.999) * steps), x = init * sqrt(a[ts[t_enc]]) + noise * sqrt(1 - a[ts[t_enc]]), "
+                       "the sampler runs ts[:t_enc]; ts = clip(range(0, 1000, 1000 // steps) + 1, 0, 999)",
+               "runs": runs}, sys.stdout, separators=(",", ":"))
+
+
 def image_rng_case(name, shape, seeds, subseeds=None, subseed_strength=0.0, resize_h=0, resize_w=0, ensd=0, nexts=2):
     shared.opts.eta_noise_seed_delta = ensd
     g = rng.ImageRNG(shape, seeds, subseeds=subseeds, subseed_strength=subseed_strength,
@@ -452,5 +528,7 @@ if __name__ == "__main__":
         image_rng_main()
     elif sys.argv[1:] == ["img2img"]:
         img2img_main()
+    elif sys.argv[1:] == ["timesteps"]:
+        timesteps_main()
     else:
         main()

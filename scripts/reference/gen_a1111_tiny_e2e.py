@@ -34,6 +34,7 @@ Made with Python 3.11, torch 2.13.0+cpu, numpy 1.26.4, onnxruntime 1.30.0, trans
 (the model's own tokenizer files).
 """
 import json
+import types
 import os
 import sys
 
@@ -178,8 +179,39 @@ def img2img_samples(case, model_wrap, options, funcname, image_rng, denoiser, b)
     return func(denoiser, xi, extra_args={}, disable=True, **ref.a1111_img2img_kwargs(func, sigma_sched))
 
 
+class TimestepsCFG:
+    """CFGDenoiserTimesteps as the timestep samplers see it: the CFG combine of CompVisTimestepsDenoiser
+    (the UNet's eps as is, fed the integer timestep), and model.inner_model.inner_model.alphas_cumprod."""
+
+    def __init__(self, unet, cond, uncond, cfg_scale):
+        self.inner_model = types.SimpleNamespace(inner_model=unet)
+        self.forward = cfg_denoiser(lambda x, t, cond: unet.apply_model(x, t, cond), cond, uncond, cfg_scale)
+
+    def __call__(self, x, t, **kwargs):
+        return self.forward(x, t)
+
+
+def timesteps_samples(case, funcname, image_rng, cond, uncond, b):
+    """CompVisSampler.sample (x = rng.next(), unscaled) or sample_img2img (v1.10.1) with A1111's DDIM / PLMS."""
+    unet = TinyUNet()
+    model = TimestepsCFG(unet, cond, uncond, case["cfg_scale"])
+    noise = image_rng.next()
+    timesteps = ref.a1111_get_timesteps(case["steps"])
+    if case.get("img2img"):
+        init_latent = img2img_init_latent(case, b)
+        steps, t_enc = ref.setup_img2img_steps(case["steps"], case["denoising_strength"])
+        alphas_cumprod = unet.alphas_cumprod
+        x = init_latent * torch.sqrt(alphas_cumprod[timesteps[t_enc]]) + noise * torch.sqrt(1 - alphas_cumprod[timesteps[t_enc]])
+        timesteps = timesteps[:t_enc]
+    else:
+        x = noise
+    return getattr(ref.sd_samplers_timesteps_impl, funcname)(model, x, timesteps, extra_args={}, disable=True)
+
+
 def run_case(case):
     key = case["sampler"]
+    if key in ref.TIMESTEP_SAMPLERS:
+        return run_timesteps_case(case)
     label, funcname, options = ref.SAMPLERS[key]
     ref.shared.opts.eta_noise_seed_delta = case.get("ensd", 0)
     b = len(case["seeds"])
@@ -207,9 +239,27 @@ def run_case(case):
     ref.sampling.torch = torch
     if case.get("enable_hr"):
         samples = hires_pass(case, model_wrap, options, funcname, samples, cond, uncond)
+    return finish_case(case, label, samples, sigmas)
+
+
+def run_timesteps_case(case):
+    label, funcname = ref.TIMESTEP_SAMPLERS[case["sampler"]]
+    ref.shared.opts.eta_noise_seed_delta = case.get("ensd", 0)
+    b = len(case["seeds"])
+    image_rng = ref.rng.ImageRNG((4, case["height"] // 8, case["width"] // 8), case["seeds"], subseeds=case.get("subseeds"),
+                                 subseed_strength=case.get("subseed_strength", 0.0))
+    ref.sampling.torch = ref.TorchHijack(image_rng, [], lambda: 0)
+    cond = encode(case["prompt"]).repeat(b, 1, 1)
+    uncond = encode(case["negative_prompt"]).repeat(b, 1, 1)
+    samples = timesteps_samples(case, funcname, image_rng, cond, uncond, b)
+    ref.sampling.torch = torch
+    return finish_case(case, label, samples, None)
+
+
+def finish_case(case, label, samples, sigmas):
     decoded = sessions["vae_decoder"].run(["sample"], {"latent_sample": (samples / SCALE_FACTOR).numpy().astype(np.float32)})[0]
     pixels = (255.0 * np.moveaxis(np.clip((decoded + 1.0) / 2.0, 0.0, 1.0), 1, 3)).astype(np.uint8)
-    return {**case, "a1111_sampler": label, "sigmas": ref.f32(sigmas.tolist()),
+    return {**case, "a1111_sampler": label, "sigmas": ref.f32(sigmas.tolist()) if sigmas is not None else None,
             "final_latents": ref.f32(samples.reshape(-1).tolist()), "pixels_hwc": pixels.reshape(-1).tolist()}
 
 
@@ -254,6 +304,13 @@ CASES = [
     {"id": "restart-karras-ensd", "sampler": "k_restart", "schedule": "automatic", "steps": 20, "seeds": [41, 42], "ensd": 31337},
     {"id": "img2img-restart", "img2img": True, "sampler": "k_restart", "schedule": "automatic", "steps": 24, "seeds": [43],
      "denoising_strength": 0.9},
+    # A1111's own DDIM and PLMS (sd_samplers_timesteps_impl): integer timesteps, DDIM draws (eta 0) every step.
+    # Batch 1 only: the stored file version broadcasts its per-step scalars over s_in ([B]), which only runs for B = 1.
+    {"id": "ddim-variation-ensd", "sampler": "a1111_ddim", "steps": 10, "seeds": [51], "subseeds": [9], "subseed_strength": 0.3,
+     "ensd": 31337},
+    {"id": "plms", "sampler": "a1111_plms", "steps": 12, "seeds": [53]},
+    {"id": "img2img-ddim", "img2img": True, "sampler": "a1111_ddim", "steps": 20, "seeds": [54], "denoising_strength": 0.7},
+    {"id": "img2img-plms", "img2img": True, "sampler": "a1111_plms", "steps": 15, "seeds": [55], "denoising_strength": 0.5},
 ]
 
 

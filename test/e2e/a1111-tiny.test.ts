@@ -23,7 +23,8 @@ interface Case {
   id: string;
   sampler: string;
   a1111_sampler: string;
-  schedule: string;
+  /** k-diffusion samplers only (A1111's DDIM and PLMS take no schedule type). */
+  schedule?: string;
   steps: number;
   seeds: number[];
   subseeds?: number[];
@@ -71,7 +72,7 @@ function optionsFor(c: Case): GenerateOptions {
     steps: c.steps,
     guidance: c.cfg_scale,
     scheduler: c.sampler,
-    sigmaSchedule: c.schedule,
+    ...(c.schedule !== undefined ? { sigmaSchedule: c.schedule } : {}),
     seeds: c.seeds,
     rng: "cpu",
     returnLatents: true,
@@ -160,7 +161,7 @@ test("the CLI's --hires-* flags give A1111's hires-fix pixels (truncating resize
   const out = join(scratch, "hires-{i}.png");
   const run = await runCommand(generate, [
     "generate", "--backend", "cpu", "--prompt", c.prompt, "--negative-prompt", c.negative_prompt, "--width", String(c.width), "--height", String(c.height),
-    "--steps", String(c.steps), "--guidance", String(c.cfg_scale), "--scheduler", c.a1111_sampler, "--schedule", c.schedule, "--seeds", c.seeds.join(","),
+    "--steps", String(c.steps), "--guidance", String(c.cfg_scale), "--scheduler", c.a1111_sampler, "--schedule", c.schedule!, "--seeds", c.seeds.join(","),
     "--subseed", String(c.subseeds![0]), "--subseed-strength", String(c.subseed_strength), "--hires-resize", `${c.hr_resize_x}x${c.hr_resize_y}`,
     "--hires-upscaler", c.hr_upscaler!, "--hires-strength", String(c.denoising_strength), "--rng", "cpu", "--out", out, "--quiet",
   ]);
@@ -229,4 +230,19 @@ test("the CLI's --init-image with an A1111 sampler name, variation seed and ENSD
   const file = await readFile(out.replace("{i}", "0"));
   expect(maxPixelDiff(imagePixels(c, [{ rgb: new Uint8Array(await sharp(file).raw().toBuffer()) }]), c.pixels_hwc)).toBeLessThanOrEqual(1);
   expect((await readPngText(file)).find((t) => t.keyword === "parameters")?.text).toContain(`Denoising strength: ${c.denoising_strength}`);
+});
+
+test("the CLI's --scheduler DDIM runs A1111's own DDIM (variation seed, ENSD): A1111's pixels", async () => {
+  const c = golden.cases.find((x) => x.id === "ddim-variation-ensd")!;
+  const out = join(scratch, "ddim-{i}.png");
+  const run = await runCommand(generate, [
+    "generate", "--backend", "cpu", "--prompt", c.prompt, "--negative-prompt", c.negative_prompt, "--width", String(c.width), "--height", String(c.height),
+    "--steps", String(c.steps), "--guidance", String(c.cfg_scale), "--scheduler", "DDIM", "--seeds", c.seeds.join(","),
+    "--subseed", String(c.subseeds![0]), "--subseed-strength", String(c.subseed_strength), "--ensd", String(c.ensd), "--rng", "cpu", "--out", out, "--quiet",
+  ]);
+  expect(run.code).toBe(0);
+  const file = await readFile(out.replace("{i}", "0"));
+  expect(maxPixelDiff(imagePixels(c, [{ rgb: new Uint8Array(await sharp(file).raw().toBuffer()) }]), c.pixels_hwc)).toBeLessThanOrEqual(1);
+  // A1111 writes no ENSD for DDIM (no uses_ensd option; at eta 0 its draws are scaled by 0).
+  expect((await readPngText(file)).find((t) => t.keyword === "parameters")?.text).toMatch(/Sampler: DDIM, (?!.*ENSD)/);
 });

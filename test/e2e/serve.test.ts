@@ -224,7 +224,7 @@ describe("A1111 generation", () => {
     const response = await post(`${s.url}/sdapi/v1/img2img`, body);
     expect(response.status).toBe(200);
     expect(response.json.parameters.init_images).toBeNull();
-    const alone = await pipe.generate({ prompt: "a painting", width: 64, height: 64, steps: 10, guidance: 7, scheduler: "pndm", seeds: [3], rng: "nv", initImage: png, strength: 0.6 });
+    const alone = await pipe.generate({ prompt: "a painting", width: 64, height: 64, steps: 10, guidance: 7, scheduler: "a1111_plms", seeds: [3], rng: "nv", initImage: png, strength: 0.6 });
     expect(Buffer.compare(await rawPixels(response.json.images[0]), Buffer.from(alone.images[0]!.rgb))).toBe(0);
     expect(JSON.parse(response.json.info).denoising_strength).toBe(0.6);
   });

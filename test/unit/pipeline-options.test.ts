@@ -80,7 +80,7 @@ describe("each invalid option is refused, naming it", () => {
     rejects({ guidance: Number.NaN }, "guidance", /got NaN/);
   });
   test("scheduler", () => {
-    rejects({ scheduler: "euler_b" }, "scheduler", /scheduler must be one of lms, euler, euler_a, ddim, pndm, dpmpp_2m, dpmpp_2m_karras, heun, ddpm, unipc, k_euler, k_euler_a, k_lms, k_heun, k_dpm_2, k_dpm_2_a, k_dpmpp_2s_a, k_dpmpp_2m, k_dpm_fast .*got "euler_b"/);
+    rejects({ scheduler: "euler_b" }, "scheduler", /scheduler must be one of lms, euler, euler_a, ddim, pndm, dpmpp_2m, dpmpp_2m_karras, heun, ddpm, unipc, k_euler, k_euler_a, k_lms, k_heun, k_dpm_2, k_dpm_2_a, k_dpmpp_2s_a, k_dpmpp_2m, k_dpm_fast, k_restart, a1111_ddim, a1111_plms .*got "euler_b"/);
   });
   test("seed and seeds", () => {
     rejects({ seed: -1 }, "seed", /seed must be an integer from 0 to 18446744073709551615/);
@@ -140,7 +140,7 @@ describe("A1111 options (sigmaSchedule, subseeds, subseedStrength, seedResizeFro
     rejects({ seeds: [1], subseedStrength: 0.5 }, "subseedStrength", /subseedStrength needs subseeds/);
     rejects({ seeds: [1], seedResizeFrom: { width: 4, height: 64 } }, "seedResizeFrom.width", /seedResizeFrom\.width must be an integer from 8 to 16384, got 4/);
     rejects({ seeds: [1], ensd: -3 }, "ensd", /ensd must be an integer from 0/);
-    rejects({ scheduler: "euler", seeds: [1], ensd: 5, initImage: "in.png" }, "ensd", /ensd applies to txt2img, and to img2img with A1111's k-diffusion samplers \(k_euler_a, …\), not img2img with euler/);
+    rejects({ scheduler: "euler", seeds: [1], ensd: 5, initImage: "in.png" }, "ensd", /ensd applies to txt2img, and to img2img with A1111's own samplers \(k_euler_a, …, a1111_ddim, a1111_plms\), not img2img with euler/);
   });
   test("a k-diffusion sampler on a UNet with an integer timestep is refused, saying why", () => {
     const intTimestep = { ...ctx, limits: { ...ctx.limits, fractionalTimesteps: false } };

@@ -54,9 +54,9 @@ describe("a1111SamplerSelection", () => {
     expect(sigmaScheduleLabel("k_restart", "automatic")).toBe("Karras");
   });
 
-  test("DDIM, PLMS and UniPC are diffusers' versions and take no schedule type", () => {
-    expect(a1111SamplerSelection(" plms ")).toEqual({ scheduler: "pndm" });
-    expect(a1111SamplerSelection("DDIM", "Automatic")).toEqual({ scheduler: "ddim" });
+  test("DDIM and PLMS are A1111's own, UniPC diffusers', and they take no schedule type", () => {
+    expect(a1111SamplerSelection(" plms ")).toEqual({ scheduler: "a1111_plms" });
+    expect(a1111SamplerSelection("DDIM", "Automatic")).toEqual({ scheduler: "a1111_ddim" });
     expect(a1111SamplerSelection("UniPC", "Karras")).toBeNull();
   });
 

@@ -25,7 +25,7 @@ function rejection(body: Record<string, unknown>, mode: "txt2img" | "img2img" = 
 describe("A1111 sampler names", () => {
   it("maps A1111 names to the samplers A1111 runs, with legacy Karras names and schedule types", () => {
     expect(resolveA1111Sampler("Euler a", undefined, undefined)).toEqual({ scheduler: "k_euler_a", sigmaSchedule: "automatic", field: "sampler_name" });
-    expect(resolveA1111Sampler("PLMS", undefined, undefined)).toEqual({ scheduler: "pndm", field: "sampler_name" });
+    expect(resolveA1111Sampler("PLMS", undefined, undefined)).toEqual({ scheduler: "a1111_plms", field: "sampler_name" });
     expect(resolveA1111Sampler("DPM++ 2M Karras", undefined, undefined)).toMatchObject({ scheduler: "k_dpmpp_2m", sigmaSchedule: "karras" });
     expect(resolveA1111Sampler("DPM++ 2M", undefined, "Karras")).toMatchObject({ scheduler: "k_dpmpp_2m", sigmaSchedule: "karras" });
     expect(resolveA1111Sampler("DPM++ 2M", undefined, "Automatic")).toMatchObject({ scheduler: "k_dpmpp_2m", sigmaSchedule: "automatic" });
@@ -49,7 +49,7 @@ describe("A1111 sampler names", () => {
 
   it("falls back to sampler_index, whose A1111 default is Euler, when sampler_name is absent", () => {
     expect(resolveA1111Sampler(undefined, undefined, undefined)).toEqual({ scheduler: "k_euler", sigmaSchedule: "automatic", field: "sampler_index" });
-    expect(resolveA1111Sampler("", "DDIM", undefined)).toEqual({ scheduler: "ddim", field: "sampler_index" });
+    expect(resolveA1111Sampler("", "DDIM", undefined)).toEqual({ scheduler: "a1111_ddim", field: "sampler_index" });
   });
 
   it("treats the docs placeholder 'string' as A1111 does: its default sampler DPM++ 2M, Automatic schedule", () => {
