@@ -29,6 +29,7 @@ import {
   SIGMA_SCHEDULES,
   karrasSigmas,
   sigmaToT,
+  tToSigma,
   type DiscreteSchedule,
   type SigmaSchedule,
 } from "./kdiffusion-schedule.js";
@@ -49,6 +50,7 @@ export const KDIFFUSION_SAMPLER_NAMES = [
   "k_dpmpp_2m",
   "k_dpm_fast",
   "k_restart",
+  "k_lcm",
 ] as const;
 export type KDiffusionSamplerName = (typeof KDIFFUSION_SAMPLER_NAMES)[number];
 
@@ -63,7 +65,6 @@ export const REFUSED_KDIFFUSION_SAMPLERS: Record<string, string> = {
   "DPM++ 2M SDE Heun": "its noise comes from torchsde's BrownianTree, which sd-trt does not reproduce bit for bit",
   "DPM++ 3M SDE": "its noise comes from torchsde's BrownianTree, which sd-trt does not reproduce bit for bit",
   "DPM adaptive": "its steps are chosen adaptively from the model's outputs, which a precompiled sampler program cannot express",
-  LCM: "A1111's LCM sampler (its own LCMCompVisDenoiser scalings and timesteps) is not ported",
   "DDIM CFG++": "A1111's DDIM CFG++ steps with the unconditional prediction beside the guided one (at guidance / 12.5), which a sampler program does not carry; not ported",
 };
 
@@ -77,6 +78,8 @@ export function refusedA1111SamplerReason(name: string): string | undefined {
 }
 
 interface SamplerInfo {
+  /** A1111's LCMSampler: LCMCompVisDenoiser instead of CompVis(V)Denoiser (see lcmSchedule). */
+  lcm?: true;
   /** A1111's label (infotext `Sampler:`). */
   label: string;
   /** The k_diffusion.sampling function. */
@@ -446,6 +449,21 @@ function* restart<V>(s: SamplerContext<V>): Generator<EvalRequest<V>, V, EvalRes
   return x;
 }
 
+/**
+ * A1111's sample_lcm (modules/sd_samplers_lcm.py): x = D at each sigma, then, unless the next
+ * sigma is 0, x += σ_next · n.
+ */
+function* lcm<V>(s: SamplerContext<V>): Generator<EvalRequest<V>, V, EvalResult<V>> {
+  const { la, sigmas } = s;
+  let x = s.x;
+  for (let i = 0; i < sigmas.length - 1; i++) {
+    const r = yield [x, sigmas[i]!];
+    x = r.denoised;
+    if (sigmas[i + 1]! > 0) x = la.combine([1, x], [sigmas[i + 1]!, s.noise()]);
+  }
+  return x;
+}
+
 const SAMPLERS: Record<KDiffusionSamplerName, SamplerInfo> = {
   k_euler: { label: "Euler", functionName: "sample_euler", defaultSchedule: "automatic", discardNextToLastSigma: false, usesEta: false, body: euler },
   k_euler_a: { label: "Euler a", functionName: "sample_euler_ancestral", defaultSchedule: "automatic", discardNextToLastSigma: false, usesEta: true, body: eulerAncestral },
@@ -457,7 +475,66 @@ const SAMPLERS: Record<KDiffusionSamplerName, SamplerInfo> = {
   k_dpmpp_2m: { label: "DPM++ 2M", functionName: "sample_dpmpp_2m", defaultSchedule: "karras", discardNextToLastSigma: false, usesEta: false, body: dpmpp2m },
   k_dpm_fast: { label: "DPM fast", functionName: "sample_dpm_fast", defaultSchedule: "automatic", discardNextToLastSigma: false, usesEta: true, body: dpmFast },
   k_restart: { label: "Restart", functionName: "restart_sampler", defaultSchedule: "karras", discardNextToLastSigma: false, usesEta: false, body: restart },
+  k_lcm: { label: "LCM", functionName: "sample_lcm", defaultSchedule: "automatic", discardNextToLastSigma: false, usesEta: false, body: lcm, lcm: true },
 };
+
+/** LCMCompVisDenoiser's skip: 1000 training timesteps over LCM's 50 original ones. */
+const LCM_SKIP = 20;
+const LCM_ORIGINAL_STEPS = 50;
+
+/**
+ * LCMCompVisDenoiser's table (a DiscreteEpsDDPMDenoiser): ᾱ at timesteps 19, 39, …, 999 and their
+ * sigmas, ascending.
+ */
+function lcmSchedule(config: KDiffusionConfig): DiscreteSchedule {
+  const key = `lcm/${config.beta_start}/${config.beta_end}/${config.num_train_timesteps}`;
+  let schedule = scheduleCache.get(key);
+  if (!schedule) {
+    const full = discreteSchedule(config).alphasCumprod;
+    const alphasCumprod = Float32Array.from({ length: LCM_ORIGINAL_STEPS }, (_, k) => full[LCM_SKIP - 1 + LCM_SKIP * k]!);
+    const sigmas = alphasCumprod.map((ac) => Math.sqrt(f32(f32(1 - ac) / ac)));
+    schedule = { alphasCumprod, sigmas, logSigmas: sigmas.map((s) => Math.log(s)) };
+    scheduleCache.set(key, schedule);
+  }
+  return schedule;
+}
+
+/** LCMCompVisDenoiser.sigma_to_t: the nearest table entry in log σ (first on ties), as a training timestep. */
+function lcmSigmaToT(model: DiscreteSchedule, sigma: number): number {
+  const logSigma = log32(sigma);
+  let best = 0;
+  for (let k = 1; k < model.logSigmas.length; k++) {
+    if (Math.abs(sub32(logSigma, model.logSigmas[k]!)) < Math.abs(sub32(logSigma, model.logSigmas[best]!))) best = k;
+  }
+  return best * LCM_SKIP + (LCM_SKIP - 1);
+}
+
+/**
+ * LCMCompVisDenoiser.get_sigmas(n) (A1111's "Automatic" for LCM): t = linspace(999, 19, n) in
+ * float32, σ = t_to_sigma(clamp((t − 19) / 20, 0, 49)), then 0.
+ */
+function lcmSigmas(model: DiscreteSchedule, n: number): number[] {
+  const ts = torchLinspaceFloat32(LCM_SKIP * LCM_ORIGINAL_STEPS - 1, LCM_SKIP - 1, n);
+  const last = model.sigmas.length - 1;
+  return [...Array.from(ts, (t) => tToSigma(model, Math.min(Math.max(div32(sub32(t, LCM_SKIP - 1), LCM_SKIP), 0), last))), 0];
+}
+
+/** Schedule types that ask the model to map σ ↔ t (LCM's denoiser maps them its own way); refused for LCM. */
+const LCM_REFUSED_SCHEDULES: readonly SigmaSchedule[] = ["uniform", "sgm_uniform", "simple", "normal", "ddim"];
+
+/** The sigmas A1111's get_sigmas gives LCMSampler. */
+function lcmPlanSigmas(config: KDiffusionConfig, model: DiscreteSchedule, steps: number): number[] {
+  if (config.prediction_type !== "epsilon") {
+    throw new InvalidOptionError("prediction_type", "A1111's LCM (LCMCompVisDenoiser) takes eps-prediction models only, got v_prediction");
+  }
+  if (LCM_REFUSED_SCHEDULES.includes(config.sigmaSchedule)) {
+    throw new InvalidOptionError(
+      "sigmaSchedule",
+      `sigmaSchedule ${JSON.stringify(config.sigmaSchedule)} is not supported with LCM: it maps σ ↔ t through LCM's own denoiser, which sd-trt does not port for schedules; use "automatic", "karras", "exponential", "polyexponential", "kl_optimal" or "align_your_steps"`,
+    );
+  }
+  return config.sigmaSchedule === "automatic" ? lcmSigmas(model, steps) : a1111Sigmas(model, config.sigmaSchedule, "automatic", false, steps);
+}
 
 export function isKDiffusionSampler(name: string): name is KDiffusionSamplerName {
   return (KDIFFUSION_SAMPLER_NAMES as readonly string[]).includes(name);
@@ -562,6 +639,17 @@ function scalings(prediction: KDiffusionConfig["prediction_type"], sigma: number
   return { cIn: 1 / norm, cSkip: 1 / (sigma * sigma + 1), cOut: -sigma / norm };
 }
 
+/**
+ * LCMCompVisDenoiser.forward at σ: eps from the UNet at c_in · x (c_in = 1/√(σ² + 1)), then
+ * D = c_out·(x − σ·eps) + c_skip·x with s = 10·t: c_skip = 0.25/(s² + 0.25), c_out = s/√(s² + 0.25).
+ */
+function lcmScalings(model: DiscreteSchedule, sigma: number): { cIn: number; cSkip: number; cOut: number } {
+  const s = 10 * lcmSigmaToT(model, sigma);
+  const skip = 0.25 / (s * s + 0.25);
+  const out = s / Math.sqrt(s * s + 0.25);
+  return { cIn: 1 / Math.sqrt(sigma * sigma + 1), cSkip: out + skip, cOut: -out * sigma };
+}
+
 /** A null algebra: runs a sampler body only to list the sigmas it evaluates at. */
 const nullAlgebra: LinearAlgebra<null> = { combine: () => null };
 
@@ -645,6 +733,10 @@ function definition(name: KDiffusionSamplerName): SchedulerDefinition<KDiffusion
       return config;
     },
     plan(config, steps) {
+      if (info.lcm) {
+        const model = lcmSchedule(config);
+        return planFor(config, model, info, lcmPlanSigmas(config, model, steps));
+      }
       const model = discreteSchedule(config);
       return planFor(config, model, info, a1111Sigmas(model, config.sigmaSchedule, info.defaultSchedule, info.discardNextToLastSigma, steps));
     },
@@ -655,7 +747,7 @@ function definition(name: KDiffusionSamplerName): SchedulerDefinition<KDiffusion
         throw new InvalidOptionError("startIndex", `startIndex must be an integer from 0 to ${last} (an index into the ${plan.sigmas.length} sigmas that leaves at least one step), got ${String(startIndex)}`);
       }
       const sigmas = plan.sigmas.slice(startIndex);
-      return planFor(config, discreteSchedule(config), info, sigmas, { min: sigmas[sigmas.length - 2]!, max: sigmas[0]! });
+      return planFor(config, info.lcm ? lcmSchedule(config) : discreteSchedule(config), info, sigmas, { min: sigmas[sigmas.length - 2]!, max: sigmas[0]! });
     },
     start(config, plan, la) {
       return new GeneratorRun(plan, la, (x, noise) => info.body(contextFor(config, plan, la, x, noise)));
@@ -676,15 +768,15 @@ function planFor(config: KDiffusionConfig, model: DiscreteSchedule, info: Sample
   const cSkip: number[] = [];
   const cOut: number[] = [];
   for (const sigma of evalSigmas) {
-    const s = scalings(config.prediction_type, sigma);
+    const s = info.lcm ? lcmScalings(model, sigma) : scalings(config.prediction_type, sigma);
     cIn.push(s.cIn);
     cSkip.push(s.cSkip);
     cOut.push(s.cOut);
   }
   return {
     ...(sigmaRange ? { sigmaRange } : {}),
-    // The UNet gets sigma_to_t(σ) as a float32 tensor.
-    timesteps: evalSigmas.map((sigma) => Math.fround(sigmaToT(model, sigma))),
+    // The UNet gets sigma_to_t(σ) as a float32 tensor (LCM: a whole training timestep).
+    timesteps: evalSigmas.map((sigma) => Math.fround(info.lcm ? lcmSigmaToT(model, sigma) : sigmaToT(model, sigma))),
     timestepDtype: "float32",
     // A1111: x = noise * sigmas[0].
     initNoiseSigma: sigmas[0]!,

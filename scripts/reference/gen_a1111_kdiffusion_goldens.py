@@ -53,6 +53,7 @@ PROVENANCE = {
     "a1111_sd_schedulers": "AUTOMATIC1111/stable-diffusion-webui modules/sd_schedulers.py, file version of commit 02b0092d5a8450b282bd7d9c2d84fdfed0f3c6db without the post-1.10 'Karras Exponential' entry",
     "a1111_rng": "AUTOMATIC1111/stable-diffusion-webui modules/rng.py, file version of commit 0d5dc9a6e7f6362e423a06bf0e75dd5854025394",
     "a1111_sd_samplers_timesteps_impl": "AUTOMATIC1111/stable-diffusion-webui modules/sd_samplers_timesteps_impl.py: ddim and plms, file version of commit 2035cbbd5d6e7678450c701fce1a5de7d8bd7084 (the code index's; its UniPC part left out). It broadcasts the per-step scalars over s_in ([B]), which runs for batch 1 only (later versions use s_x = ones(B, 1, 1, 1)); every golden here is batch 1, where the two are the same scalar",
+    "a1111_sd_samplers_lcm": "AUTOMATIC1111/stable-diffusion-webui modules/sd_samplers_lcm.py (LCMCompVisDenoiser, sample_lcm), file version id 441641476 of the code index (not checked against an 82a973c checkout)",
     "a1111_sd_samplers_extra": "AUTOMATIC1111/stable-diffusion-webui modules/sd_samplers_extra.py: restart_sampler only, as two file versions in the code index agree on it (not checked against an 82a973c checkout)",
     "a1111_release": "v1.10.1 = 82a973c04367123ae98bd9abdf80d9eda9b910e2 (sampler table, get_sigmas, TorchHijack transcribed from it)",
     "python": sys.version.split()[0],
@@ -124,7 +125,7 @@ class Opts:
 
 modules = stub("modules")
 modules.__path__ = [os.path.join(A1111, "modules")]
-shared = stub("modules.shared", opts=Opts(), device=torch.device("cpu"), sd_model=types.SimpleNamespace(is_sdxl=False))
+shared = stub("modules.shared", opts=Opts(), device=torch.device("cpu"), sd_model=types.SimpleNamespace(is_sdxl=False, device=torch.device("cpu")))
 devices = stub("modules.devices", cpu=torch.device("cpu"), device=torch.device("cpu"))
 stub("modules.rng_philox")
 modules.shared, modules.devices, modules.rng_philox = shared, devices, sys.modules["modules.rng_philox"]
@@ -132,6 +133,12 @@ sd_schedulers = load("modules", "sd_schedulers", os.path.join(A1111, "modules", 
 rng = load("modules", "rng", os.path.join(A1111, "modules", "rng.py"))
 sd_samplers_extra = load("modules", "sd_samplers_extra", os.path.join(A1111, "modules", "sd_samplers_extra.py"))
 sd_samplers_timesteps_impl = load("modules", "sd_samplers_timesteps_impl", os.path.join(A1111, "modules", "sd_samplers_timesteps_impl.py"))
+# sd_samplers_lcm subclasses A1111's CFGDenoiser and KDiffusionSampler and lists itself as SamplerData at import
+# time; only its LCMCompVisDenoiser and sample_lcm run here.
+for name, attrs in {"sd_samplers_cfg_denoiser": {"CFGDenoiser": object}, "sd_samplers_kdiffusion": {"KDiffusionSampler": object},
+                    "sd_samplers_common": {"SamplerData": lambda *args: None}}.items():
+    setattr(modules, name, stub(f"modules.{name}", **attrs))
+sd_samplers_lcm = load("modules", "sd_samplers_lcm", os.path.join(A1111, "modules", "sd_samplers_lcm.py"))
 
 # A1111 v1.10.1 samplers_k_diffusion (label, funcname, options) for the samplers this file covers.
 SAMPLERS = {
@@ -146,12 +153,24 @@ SAMPLERS = {
     "k_dpm_fast": ("DPM fast", "sample_dpm_fast", {"uses_ensd": True}),
     # sd_samplers_kdiffusion: ('Restart', sd_samplers_extra.restart_sampler, ['restart'], {'scheduler': 'karras', "second_order": True})
     "k_restart": ("Restart", "restart_sampler", {"scheduler": "karras", "second_order": True}),
+    # sd_samplers_lcm: ('LCM', sample_lcm, ['k_lcm'], {}), run by LCMSampler with its LCMCompVisDenoiser
+    "k_lcm": ("LCM", "sample_lcm", {}),
 }
+# LCM's denoiser maps sigma <-> t its own way, which the schedules that ask the inner model (uniform, sgm_uniform,
+# simple, normal, ddim) would follow; sd-trt refuses those for LCM, so they get no goldens.
+LCM_SCHEDULES = ["automatic", "karras", "exponential", "polyexponential", "kl_optimal", "align_your_steps"]
 
 
 def sampler_function(funcname):
-    """KDiffusionSampler's func: a k_diffusion.sampling function by name, or A1111's own (restart_sampler)."""
-    return getattr(sampling, funcname, None) or getattr(sd_samplers_extra, funcname)
+    """KDiffusionSampler's func: a k_diffusion.sampling function by name, or A1111's own (restart_sampler, sample_lcm)."""
+    return getattr(sampling, funcname, None) or getattr(sd_samplers_extra, funcname, None) or getattr(sd_samplers_lcm, funcname)
+
+
+def denoiser_for(key, inner, parameterization="eps"):
+    """KDiffusionSampler's model_wrap: CompVis(V)Denoiser, or LCMSampler's LCMCompVisDenoiser."""
+    if key == "k_lcm":
+        return sd_samplers_lcm.LCMCompVisDenoiser(inner)
+    return (external.CompVisVDenoiser if parameterization == "v" else external.CompVisDenoiser)(inner, quantize=False)
 SCHEDULES = ["automatic", "uniform", "karras", "exponential", "polyexponential", "sgm_uniform", "kl_optimal",
              "align_your_steps", "simple", "normal", "ddim"]
 
@@ -169,6 +188,7 @@ class AnalyticUNet:
 
     def __init__(self, dtype, log):
         self.alphas_cumprod = sd1_alphas_cumprod()
+        self.device = torch.device("cpu")
         self.dtype = dtype
         self.log = log
         self.k = torch.arange(256, dtype=torch.float64).reshape(1, 4, 8, 8)
@@ -238,8 +258,7 @@ def run(key, schedule, steps, dtype, seed=7, ensd=0, extra=None, keep_draws=Fals
     model_log = []
     inner = AnalyticUNet(torch_dtype, model_log)
     # KDiffusionSampler: CompVisVDenoiser when sd_model.parameterization == "v".
-    denoiser = external.CompVisVDenoiser if parameterization == "v" else external.CompVisDenoiser
-    model_wrap = denoiser(inner, quantize=False)
+    model_wrap = denoiser_for(key, inner, parameterization)
     sigmas = a1111_get_sigmas(model_wrap, options, schedule, steps)
 
     shared.opts.eta_noise_seed_delta = ensd
@@ -310,7 +329,7 @@ def main():
     for key in SAMPLERS:
         if key == "k_dpm_fast":
             continue
-        for schedule in SCHEDULES:
+        for schedule in LCM_SCHEDULES if key == "k_lcm" else SCHEDULES:
             for dtype in ("float32", "float64"):
                 runs.append(run(key, schedule, 8, dtype))
         runs.append(run(key, "automatic", 20, "float32"))
@@ -327,7 +346,9 @@ def main():
     runs.append(run("k_dpm_fast", "karras", 7, "float32"))
     runs.append(run("k_dpm_fast", "automatic", 9, "float32", extra={"eta": 0.0}))
     runs.append(run("k_dpm_fast", "automatic", 9, "float32", seed=1234, ensd=31337, keep_draws=True))
-    for key in [k for k in SAMPLERS if k != "k_dpm_fast"]:
+    runs.append(run("k_lcm", "automatic", 4, "float32", seed=1234, ensd=31337, keep_draws=True))
+    runs.append(run("k_lcm", "automatic", 1, "float64"))
+    for key in [k for k in SAMPLERS if k not in ("k_dpm_fast", "k_lcm")]:
         runs.append(run(key, "automatic", 8, "float32", parameterization="v"))
         runs.append(run(key, "karras", 8, "float64", parameterization="v"))
     # Restart inserts its restart segments from 20 steps on (twice, steps // 4 long, from 36).
@@ -383,7 +404,7 @@ def img2img_run(key, schedule, steps, strength, seed=7):
     label, funcname, options = SAMPLERS[key]
     model_log = []
     inner = AnalyticUNet(torch.float32, model_log)
-    model_wrap = external.CompVisDenoiser(inner, quantize=False)
+    model_wrap = denoiser_for(key, inner)
     steps, t_enc = setup_img2img_steps(steps, strength)
     sigmas = a1111_get_sigmas(model_wrap, options, schedule, steps)
     sigma_sched = sigmas[steps - t_enc - 1:]
@@ -414,7 +435,7 @@ def img2img_main():
              img2img_run("k_heun", "uniform", 6, 0.05), img2img_run("k_dpmpp_2s_a", "sgm_uniform", 9, 0.999),
              # 0.58 · 50 = 28.999999999999996: int() gives t_enc = 28, not 29
              img2img_run("k_euler", "automatic", 50, 0.58), img2img_run("k_dpm_fast", "karras", 8, 0.5),
-             img2img_run("k_restart", "automatic", 30, 0.8)]
+             img2img_run("k_restart", "automatic", 30, 0.8), img2img_run("k_lcm", "automatic", 8, 0.5)]
     json.dump({"format": "sd-trt-a1111-img2img/1", "provenance": PROVENANCE,
                "rule": "steps, t_enc = steps, int(min(strength, 0.999) * steps); sigma_sched = get_sigmas(steps)[steps - t_enc - 1:]; "
                        "x = init_latent + rng.next() * sigma_sched[0]; the sampler runs fresh on sigma_sched",

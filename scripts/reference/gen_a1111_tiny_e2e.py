@@ -67,6 +67,7 @@ class TinyUNet:
 
     def __init__(self):
         self.alphas_cumprod = ref.sd1_alphas_cumprod()
+        self.device = torch.device("cpu")
 
     def apply_model(self, x, t, cond):
         outs = []
@@ -216,7 +217,7 @@ def run_case(case):
     ref.shared.opts.eta_noise_seed_delta = case.get("ensd", 0)
     b = len(case["seeds"])
     h, w = case["height"] // 8, case["width"] // 8
-    model_wrap = ref.external.CompVisDenoiser(TinyUNet(), quantize=False)
+    model_wrap = ref.denoiser_for(key, TinyUNet())
     sigmas = ref.a1111_get_sigmas(model_wrap, options, case["schedule"], case["steps"])
     image_rng = ref.rng.ImageRNG((4, h, w), case["seeds"], subseeds=case.get("subseeds"),
                                  subseed_strength=case.get("subseed_strength", 0.0),
@@ -304,6 +305,10 @@ CASES = [
     {"id": "restart-karras-ensd", "sampler": "k_restart", "schedule": "automatic", "steps": 20, "seeds": [41, 42], "ensd": 31337},
     {"id": "img2img-restart", "img2img": True, "sampler": "k_restart", "schedule": "automatic", "steps": 24, "seeds": [43],
      "denoising_strength": 0.9},
+    # A1111's LCM (sd_samplers_lcm: LCMCompVisDenoiser, sample_lcm)
+    {"id": "lcm-ensd", "sampler": "k_lcm", "schedule": "automatic", "steps": 6, "seeds": [45, 46], "ensd": 31337, "cfg_scale": 1.5},
+    {"id": "img2img-lcm-karras", "img2img": True, "sampler": "k_lcm", "schedule": "karras", "steps": 8, "seeds": [47], "cfg_scale": 2.0,
+     "denoising_strength": 0.6},
     # A1111's own DDIM and PLMS (sd_samplers_timesteps_impl): integer timesteps, DDIM draws (eta 0) every step.
     # Batch 1 only: the stored file version broadcasts its per-step scalars over s_in ([B]), which only runs for B = 1.
     {"id": "ddim-variation-ensd", "sampler": "a1111_ddim", "steps": 10, "seeds": [51], "subseeds": [9], "subseed_strength": 0.3,

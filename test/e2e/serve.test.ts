@@ -238,7 +238,7 @@ describe("A1111 generation", () => {
 
   test("samplers, schedulers, progress, health and ping answer in A1111's shapes", async () => {
     const samplers = (await (await fetch(`${s.url}/sdapi/v1/samplers`)).json()) as Array<{ name: string; aliases: string[] }>;
-    expect(samplers.map((x) => x.name)).toEqual(expect.arrayContaining(["Euler a", "Euler", "LMS", "Heun", "DPM2", "DPM2 a", "DPM++ 2S a", "DPM++ 2M", "DPM fast", "Restart", "DDIM", "PLMS", "UniPC", "euler_a", "dpmpp_2m_karras", "ddpm"]));
+    expect(samplers.map((x) => x.name)).toEqual(expect.arrayContaining(["Euler a", "Euler", "LMS", "Heun", "DPM2", "DPM2 a", "DPM++ 2S a", "DPM++ 2M", "DPM fast", "Restart", "LCM", "DDIM", "PLMS", "UniPC", "euler_a", "dpmpp_2m_karras", "ddpm"]));
     expect(samplers.map((x) => x.name)).not.toContain("DPM++ SDE");
     const schedulers = (await (await fetch(`${s.url}/sdapi/v1/schedulers`)).json()) as Array<{ label: string }>;
     expect(schedulers.map((x) => x.label)).toEqual(["Automatic", "Uniform", "Karras", "Exponential", "Polyexponential", "SGM Uniform", "KL Optimal", "Align Your Steps", "Simple", "Normal", "DDIM"]);

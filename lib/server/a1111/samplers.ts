@@ -46,6 +46,7 @@ const A1111_SAMPLERS: Array<{ scheduler: SchedulerName; aliases: string[]; optio
   { scheduler: "k_dpm_2_a", aliases: ["k_dpm_2_a"], options: { scheduler: "karras", discard_next_to_last_sigma: "True", uses_ensd: "True", second_order: "True" } },
   { scheduler: "k_dpm_fast", aliases: ["k_dpm_fast"], options: { uses_ensd: "True" } },
   { scheduler: "k_restart", aliases: ["restart"], options: { scheduler: "karras", second_order: "True" } },
+  { scheduler: "k_lcm", aliases: ["k_lcm"], options: {} },
   { scheduler: "a1111_ddim", aliases: ["ddim"], options: {} },
   { scheduler: "a1111_plms", aliases: ["plms"], options: {} },
   { scheduler: "unipc", aliases: ["unipc"], options: {} },
