@@ -11,6 +11,7 @@ import { LATENT_UPSCALERS, type LatentUpscaler } from "../sampler/latent-upscale
 import {
   isA1111Sampler,
   isKDiffusionSampler,
+  kdiffusionFractionalTimesteps,
   kdiffusionUsesEnsd,
   kdiffusionUsesEta,
   resolveSigmaSchedule,
@@ -106,7 +107,7 @@ export function resolveA1111Options(
   image?: { width: number | undefined; height: number | undefined; steps: number; limits: BackendLimits },
 ): A1111Request {
   const out: A1111Request = {};
-  if (isKDiffusionSampler(scheduler) && !fractionalTimesteps) {
+  if (isKDiffusionSampler(scheduler) && kdiffusionFractionalTimesteps(scheduler) && !fractionalTimesteps) {
     throw new InvalidOptionError(
       "scheduler",
       `${scheduler} feeds the UNet fractional timesteps (A1111's sigma_to_t), but this model's UNet takes an integer timestep, which would truncate them: re-export the UNet with a float timestep, or use a diffusers scheduler`,

@@ -14,8 +14,7 @@ import { InvalidOptionError } from "../errors.js";
 import type { LinearAlgebra } from "./algebra.js";
 import { check, resolveConfig, type ConfigSpec, type RawSchedulerConfig } from "./config.js";
 import { f32, sqrt32, sub32 } from "./float32.js";
-import { compVisSchedule } from "./kdiffusion-schedule.js";
-import { GeneratorRun, type EvalRequest, type EvalResult, type EvalScalings } from "./kdiffusion.js";
+import { discreteSchedule, GeneratorRun, type EvalRequest, type EvalResult, type EvalScalings } from "./kdiffusion.js";
 import type { NoiseScales, SchedulePlan, SchedulerDefinition } from "./types.js";
 
 export const A1111_TIMESTEP_SAMPLER_NAMES = ["a1111_ddim", "a1111_plms"] as const;
@@ -137,7 +136,7 @@ function a1111Timesteps(steps: number): number[] {
 const nullAlgebra: LinearAlgebra<null> = { combine: () => null };
 
 function planFor(config: A1111TimestepsConfig, info: { label: string; body: TimestepsBody }, steps: number, timesteps: number[]): A1111TimestepsPlan {
-  const alphasCumprod = compVisSchedule(config.beta_start, config.beta_end, config.num_train_timesteps).alphasCumprod;
+  const alphasCumprod = discreteSchedule(config).alphasCumprod;
   const evals: number[] = [];
   const generator = info.body({ la: nullAlgebra, timesteps, alphasCumprod, eta: config.eta, x: null, noise: () => null });
   for (let r = generator.next(); !r.done; r = generator.next({ x: null, denoised: null })) evals.push(r.value[1]);
@@ -185,11 +184,11 @@ function definition(name: A1111TimestepSamplerName): SchedulerDefinition<A1111Ti
           `A1111's ${info.label} img2img runs t_enc − 1 steps, t_enc = int(min(strength, 0.999) · steps); with ${plan.steps} steps this strength gives t_enc = ${tEnc}, no step: raise strength or steps`,
         );
       }
-      const alphasCumprod = compVisSchedule(config.beta_start, config.beta_end, config.num_train_timesteps).alphasCumprod;
+      const alphasCumprod = discreteSchedule(config).alphasCumprod;
       return { ...planFor(config, info, plan.steps, plan.schedule.slice(0, tEnc)), img2imgAlpha: alphasCumprod[plan.schedule[tEnc]!]! };
     },
     start(config, plan, la) {
-      const alphasCumprod = compVisSchedule(config.beta_start, config.beta_end, config.num_train_timesteps).alphasCumprod;
+      const alphasCumprod = discreteSchedule(config).alphasCumprod;
       return new GeneratorRun(plan, la, (x, noise) => info.body({ la, timesteps: plan.schedule, alphasCumprod, eta: config.eta, x, noise }));
     },
     addNoise(_config, plan): NoiseScales {

@@ -25,6 +25,7 @@ export {
   refusedA1111SamplerReason,
   isKDiffusionSampler,
   kdiffusionDefaultSchedule,
+  kdiffusionFractionalTimesteps,
   kdiffusionLabel,
   kdiffusionUsesEnsd,
   kdiffusionUsesEta,

@@ -540,6 +540,11 @@ export function isKDiffusionSampler(name: string): name is KDiffusionSamplerName
   return (KDIFFUSION_SAMPLER_NAMES as readonly string[]).includes(name);
 }
 
+/** Whether the UNet gets fractional timesteps (sigma_to_t); LCM's are whole training timesteps. */
+export function kdiffusionFractionalTimesteps(name: KDiffusionSamplerName): boolean {
+  return !SAMPLERS[name].lcm;
+}
+
 /** Whether the sampler takes eta (A1111's ancestral samplers and DPM fast; they are also its `uses_ensd` ones). */
 export function kdiffusionUsesEta(name: KDiffusionSamplerName): boolean {
   return SAMPLERS[name].usesEta;
@@ -655,7 +660,8 @@ const nullAlgebra: LinearAlgebra<null> = { combine: () => null };
 
 const scheduleCache = new Map<string, DiscreteSchedule>();
 
-function discreteSchedule(config: KDiffusionConfig): DiscreteSchedule {
+/** ldm's schedule for a config's betas (compVisSchedule), computed once per beta schedule. */
+export function discreteSchedule(config: Pick<KDiffusionConfig, "beta_start" | "beta_end" | "num_train_timesteps">): DiscreteSchedule {
   const key = `${config.beta_start}/${config.beta_end}/${config.num_train_timesteps}`;
   let schedule = scheduleCache.get(key);
   if (!schedule) {

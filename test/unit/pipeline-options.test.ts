@@ -146,6 +146,8 @@ describe("A1111 options (sigmaSchedule, subseeds, subseedStrength, seedResizeFro
     const intTimestep = { ...ctx, limits: { ...ctx.limits, fractionalTimesteps: false } };
     rejects({ scheduler: "k_euler" }, "scheduler", /k_euler feeds the UNet fractional timesteps .* this model's UNet takes an integer timestep/, intTimestep);
     expect(resolveGenerateOptions({ prompt: "x", scheduler: "euler" }, intTimestep).scheduler).toBe("euler");
+    // LCM and A1111's DDIM / PLMS feed whole training timesteps.
+    for (const scheduler of ["k_lcm", "a1111_ddim", "a1111_plms"]) expect(resolveGenerateOptions({ prompt: "x", scheduler }, intTimestep).scheduler).toBe(scheduler);
   });
   test("eta", () => {
     expect(resolveGenerateOptions({ prompt: "x", scheduler: "k_dpm_2_a", eta: 0.5 }, ctx).a1111).toEqual({ sigmaSchedule: "automatic", eta: 0.5 });
