@@ -227,15 +227,15 @@ export async function prepareRequest(context: GenerationContext, request: Resolv
 }
 
 /**
- * img2img's draws for A1111's own samplers (k-diffusion's, DDIM, PLMS). A1111 (StableDiffusionProcessingImg2Img)
- * encodes the init image before any seed is used, sampling the VAE posterior from torch's global
- * generator, which it never seeds per request: that draw cannot be reproduced. Every other draw
- * is its ImageRNG's, in its order: the first is the noise (x = init latent + σ_start · noise, with
+ * img2img's draws for A1111's own samplers (k-diffusion's, Restart, LCM, DDIM, PLMS). A1111
+ * (StableDiffusionProcessingImg2Img) encodes the init image before any seed is used, sampling the
+ * VAE posterior from torch's global generator, which it never seeds per request: that draw cannot
+ * be reproduced. Every other draw is its ImageRNG's, in its order: the first is the noise (with
  * variation seeds and seed resize applied; x = init latent + σ_start · noise, or
- * √ᾱ · init latent + √(1 − ᾱ) · noise for DDIM / PLMS), then one per evaluation that draws. The posterior eps
- * — the one deliberate difference from A1111 — is drawn from the same generators after all of
- * those, so A1111's stream stays untouched and a request stays deterministic. With an encoder that
- * returns the posterior mean (the eps unused) the result is A1111's exactly.
+ * √ᾱ · init latent + √(1 − ᾱ) · noise for DDIM / PLMS), then one per evaluation that draws. The
+ * posterior eps — the one deliberate difference from A1111 — is drawn from the same generators
+ * after all of those, so A1111's stream stays untouched and a request stays deterministic. With an
+ * encoder that returns the posterior mean (the eps unused) the result is A1111's exactly.
  */
 function drawA1111Img2img(
   noise: RequestNoise,

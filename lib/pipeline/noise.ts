@@ -7,8 +7,8 @@
  * img2img: (1) the VAE posterior eps — [1,4,h,w] for the single encoded image with one
  * generator, one [1,4,h,w] per image with a list — drawn even when the encoder returns a sample
  * and it is discarded, so the stream stays aligned; (2) the add_noise draw [B,4,h,w]; (3…) step
- * noise as in txt2img. A1111's k-diffusion samplers order img2img's draws their own way
- * (generation.ts, `drawImg2img`).
+ * noise as in txt2img. A1111's own samplers order img2img's draws their own way
+ * (generation.ts, `drawA1111Img2img`).
  */
 import { A1111ImageRng, type ImageRngOptions } from "../rng/a1111-image-rng.js";
 import { createGenerator, randn, randnRows, type Generator, type RngSource } from "../rng/index.js";
