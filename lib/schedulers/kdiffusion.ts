@@ -9,6 +9,10 @@
  * each sampler below is k-diffusion's loop written once over `LinearAlgebra`, as a generator
  * that yields every latent it wants the model evaluated at and receives D back; run on symbolic
  * vectors it compiles to the program table, run on a null algebra it lists the evaluations.
+ * A1111's own k-diffusion-style samplers live here too: Restart (modules/sd_samplers_extra.py
+ * restart_sampler) and LCM (modules/sd_samplers_lcm.py, whose LCMCompVisDenoiser gives other
+ * timesteps and scalings over the same D contract). DPM adaptive and the SDE samplers are refused
+ * (REFUSED_KDIFFUSION_SAMPLERS says why).
  *
  * Noise: every `torch.randn_like` k-diffusion makes for an ancestral step is the next draw of
  * A1111's ImageRNG. Euler, Heun and DPM2 also draw `eps` at every step for s_churn, which with
