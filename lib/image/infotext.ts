@@ -42,6 +42,8 @@ export interface InfotextParameters {
   hires?: [string, string][];
   /** A1111's `Eta` (ancestral samplers, when not 1). */
   eta?: number;
+  /** A1111's `Eta DDIM` (its DDIM, when not 0). */
+  etaDdim?: number;
   /** A1111's emphasis name ("No norm", "Ignore", "None"): written only when not "Original" and a prompt has "(" or "[", as A1111 writes it. */
   emphasis?: string;
 }
@@ -70,6 +72,7 @@ export function formatInfotext(p: InfotextParameters): string {
   // A1111 adds its extra generation parameters in the order it sets them: hires (at init), Emphasis (with the conditioning), Eta (while sampling).
   if (p.emphasis !== undefined) fields.push(["Emphasis", p.emphasis]);
   if (p.eta !== undefined) fields.push(["Eta", String(p.eta)]);
+  if (p.etaDdim !== undefined) fields.push(["Eta DDIM", String(p.etaDdim)]);
   const lines = [p.prompt];
   if (p.negativePrompt) lines.push(`Negative prompt: ${p.negativePrompt}`);
   lines.push(fields.map(([k, v]) => `${k}: ${quote(v)}`).join(", "));

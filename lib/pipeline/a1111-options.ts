@@ -28,7 +28,10 @@ export interface A1111GenerateOptions {
    * `ddim`, or their A1111 labels ("Karras", "SGM Uniform", …). Defaults to `automatic`.
    */
   sigmaSchedule?: string;
-  /** eta of A1111's ancestral samplers and DPM fast (k_euler_a, k_dpm_2_a, k_dpmpp_2s_a, k_dpm_fast), 0 … 100; defaults to 1 (A1111's eta_ancestral). */
+  /**
+   * eta of A1111's ancestral samplers and DPM fast (k_euler_a, k_dpm_2_a, k_dpmpp_2s_a, k_dpm_fast), 0 … 100; defaults to 1
+   * (A1111's eta_ancestral). For A1111's DDIM (a1111_ddim) its eta, defaulting to 0 (eta_ddim).
+   */
   eta?: number;
   /** A1111's variation seeds, one per image (its all_subseeds: subseed, subseed + 1, …). Needs `seeds`. */
   subseeds?: (number | bigint)[];
@@ -84,7 +87,7 @@ export const A1111_OPTION_NAMES = ["sigmaSchedule", "eta", "subseeds", "subseedS
 export interface A1111Request {
   /** Set for k-diffusion samplers only. */
   sigmaSchedule?: SigmaSchedule;
-  /** Set when the request gives eta (ancestral k-diffusion samplers and DPM fast only). */
+  /** Set when the request gives eta (ancestral k-diffusion samplers, DPM fast and A1111's DDIM only). */
   eta?: number;
   /** A1111's ImageRNG settings; absent when none of its options is used. */
   noise?: {
@@ -123,8 +126,8 @@ export function resolveA1111Options(
   }
 
   if (options.eta !== undefined) {
-    if (!isKDiffusionSampler(scheduler) || !kdiffusionUsesEta(scheduler)) {
-      throw new InvalidOptionError("eta", `eta applies to A1111's ancestral samplers and DPM fast (k_euler_a, k_dpm_2_a, k_dpmpp_2s_a, k_dpm_fast), not ${scheduler}`);
+    if (!(isKDiffusionSampler(scheduler) && kdiffusionUsesEta(scheduler)) && scheduler !== "a1111_ddim") {
+      throw new InvalidOptionError("eta", `eta applies to A1111's ancestral samplers, DPM fast and DDIM (k_euler_a, k_dpm_2_a, k_dpmpp_2s_a, k_dpm_fast, a1111_ddim), not ${scheduler}`);
     }
     out.eta = numberInRange("eta", options.eta, 0, 100);
   }
@@ -239,6 +242,8 @@ export interface A1111InfotextFields {
   scheduleType?: string;
   /** A1111's `Eta` (written when it is not 1), after the hires fields. */
   eta?: number;
+  /** A1111's `Eta DDIM` (its DDIM's eta, written when it is not 0). */
+  etaDdim?: number;
   /** Hires fix: `Denoising strength`, then `Hires upscale` / `Hires resize`, `Hires steps`, `Hires upscaler`. */
   denoisingStrength?: number;
   hires?: [string, string][];
@@ -251,7 +256,12 @@ export interface A1111InfotextFields {
 export function a1111InfotextFields(scheduler: SchedulerName, a1111: A1111Request, image: number): A1111InfotextFields {
   const out: A1111InfotextFields = {};
   if (a1111.sigmaSchedule !== undefined) out.scheduleType = sigmaScheduleLabel(scheduler, a1111.sigmaSchedule);
-  if (a1111.eta !== undefined && a1111.eta !== 1) out.eta = a1111.eta;
+  // Sampler.initialize writes its eta field when eta differs from the sampler's default (1; DDIM 0).
+  if (scheduler === "a1111_ddim") {
+    if (a1111.eta !== undefined && a1111.eta !== 0) out.etaDdim = a1111.eta;
+  } else if (a1111.eta !== undefined && a1111.eta !== 1) {
+    out.eta = a1111.eta;
+  }
   const hires = a1111.hires;
   if (hires) {
     out.denoisingStrength = hires.strength;

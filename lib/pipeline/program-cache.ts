@@ -60,7 +60,8 @@ export class ProgramCache {
     if (program) {
       this.#entries.delete(key);
     } else {
-      const compiler = createScheduler(scheduler, sigmaSchedule === undefined ? this.#config : { ...this.#config, sigmaSchedule, ...(eta !== undefined ? { eta } : {}) });
+      const options = { ...(sigmaSchedule !== undefined ? { sigmaSchedule } : {}), ...(eta !== undefined ? { eta } : {}) };
+      const compiler = createScheduler(scheduler, { ...this.#config, ...options });
       program = deepFreeze(startStep === null ? compiler.compile(steps) : compiler.compile(steps, { startIndex: startStep * compiler.order }));
       if (this.#entries.size >= this.#capacity) this.#entries.delete(this.#entries.keys().next().value!);
     }

@@ -206,7 +206,9 @@ def timesteps_samples(case, funcname, image_rng, cond, uncond, b):
         timesteps = timesteps[:t_enc]
     else:
         x = noise
-    return getattr(ref.sd_samplers_timesteps_impl, funcname)(model, x, timesteps, extra_args={}, disable=True)
+    # Sampler.initialize: eta = p.eta (else opts.eta_ddim = 0), passed where the function takes it.
+    kwargs = {"eta": case["eta"]} if "eta" in case else {}
+    return getattr(ref.sd_samplers_timesteps_impl, funcname)(model, x, timesteps, extra_args={}, disable=True, **kwargs)
 
 
 def run_case(case):
@@ -314,6 +316,7 @@ CASES = [
     {"id": "ddim-variation-ensd", "sampler": "a1111_ddim", "steps": 10, "seeds": [51], "subseeds": [9], "subseed_strength": 0.3,
      "ensd": 31337},
     {"id": "plms", "sampler": "a1111_plms", "steps": 12, "seeds": [53]},
+    {"id": "ddim-eta-ensd", "sampler": "a1111_ddim", "steps": 8, "seeds": [57], "eta": 0.5, "ensd": 31337},
     {"id": "img2img-ddim", "img2img": True, "sampler": "a1111_ddim", "steps": 20, "seeds": [54], "denoising_strength": 0.7},
     {"id": "img2img-plms", "img2img": True, "sampler": "a1111_plms", "steps": 15, "seeds": [55], "denoising_strength": 0.5},
 ]

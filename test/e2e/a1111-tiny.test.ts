@@ -32,6 +32,8 @@ interface Case {
   seed_resize_from_w?: number;
   seed_resize_from_h?: number;
   ensd?: number;
+  /** A1111's eta (its DDIM: "Eta DDIM"). */
+  eta?: number;
   enable_hr?: boolean;
   hr_scale?: number;
   hr_resize_x?: number;
@@ -79,6 +81,7 @@ function optionsFor(c: Case): GenerateOptions {
     ...(c.subseeds ? { subseeds: c.subseeds, subseedStrength: c.subseed_strength! } : {}),
     ...(c.seed_resize_from_w ? { seedResizeFrom: { width: c.seed_resize_from_w, height: c.seed_resize_from_h! } } : {}),
     ...(c.ensd ? { ensd: c.ensd } : {}),
+    ...(c.eta !== undefined ? { eta: c.eta } : {}),
     ...(c.img2img ? { initImage: { data: gradientInitImage(), width: c.width, height: c.height, channels: 3 as const }, strength: c.denoising_strength! } : {}),
     ...(c.enable_hr
       ? {
@@ -117,6 +120,7 @@ describe.each(golden.cases.map((c) => [c.id, c] as const))("A1111 on the tiny mo
     expect(maxPixelDiff(imagePixels(c, result.images), c.pixels_hwc)).toBeLessThanOrEqual(1);
     expect(result.images[0]!.infotext).toContain(`Sampler: ${c.a1111_sampler}, `);
     if (c.img2img) expect(result.images[0]!.infotext).toContain(`, Denoising strength: ${c.denoising_strength}`);
+    if (c.sampler === "a1111_ddim" && c.eta) expect(result.images[0]!.infotext).toMatch(new RegExp(`, Eta DDIM: ${c.eta}$`));
     if (c.enable_hr) expect(result.images[0]!.infotext).toMatch(new RegExp(`Size: ${c.width}x${c.height}, .*Denoising strength: ${c.denoising_strength}, .*Hires (upscale|resize): .*Hires upscaler: ${c.hr_upscaler!.replace(/[()]/g, "\\$&")}`));
   });
 });

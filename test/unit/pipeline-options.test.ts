@@ -151,7 +151,9 @@ describe("A1111 options (sigmaSchedule, subseeds, subseedStrength, seedResizeFro
   });
   test("eta", () => {
     expect(resolveGenerateOptions({ prompt: "x", scheduler: "k_dpm_2_a", eta: 0.5 }, ctx).a1111).toEqual({ sigmaSchedule: "automatic", eta: 0.5 });
-    rejects({ scheduler: "k_euler", eta: 0.5 }, "eta", /eta applies to A1111's ancestral samplers and DPM fast .*not k_euler/);
+    rejects({ scheduler: "k_euler", eta: 0.5 }, "eta", /eta applies to A1111's ancestral samplers, DPM fast and DDIM .*not k_euler/);
+    expect(resolveGenerateOptions({ prompt: "x", scheduler: "a1111_ddim", eta: 0.5 }, ctx).a1111).toEqual({ eta: 0.5 });
+    rejects({ scheduler: "a1111_plms", eta: 0.5 }, "eta", /not a1111_plms/);
     rejects({ scheduler: "k_euler_a", eta: -1 }, "eta", /eta must be a number from 0 to 100, got -1/);
   });
   test("hires", () => {

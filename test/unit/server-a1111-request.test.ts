@@ -38,6 +38,7 @@ describe("A1111 sampler names", () => {
   it("passes eta on to A1111's ancestral samplers", () => {
     expect(parseA1111Request("txt2img", { sampler_name: "Euler a", eta: 0.4 }, limits)).toMatchObject({ scheduler: "k_euler_a", eta: 0.4 });
     expect(parseA1111Request("txt2img", { sampler_name: "Euler", eta: 0.4 }, limits).eta).toBeUndefined();
+    expect(parseA1111Request("txt2img", { sampler_name: "DDIM", eta: 0.5 }, limits)).toMatchObject({ scheduler: "a1111_ddim", eta: 0.5 });
   });
 
   it("takes our canonical names exactly: diffusers' schedulers stay reachable", () => {
@@ -134,7 +135,6 @@ describe("parseA1111Request", () => {
     [{ s_churn: 0.2 }, "s_churn"],
     [{ sampler_name: "DPM2 a", s_noise: 0.5 }, "s_noise"],
     [{ sampler_name: "euler_a", eta: 0 }, "eta"],
-    [{ sampler_name: "DDIM", eta: 0.5 }, "eta"],
     [{ refiner_checkpoint: "sdxl_refiner" }, "refiner_checkpoint"],
     [{ firstphase_width: 256 }, "firstphase_width"],
     [{ script_name: "x/y/z plot" }, "script_name"],
