@@ -54,6 +54,8 @@ export interface InfotextParameters {
   conditioningParams?: [string, string][];
   /** A1111's `Lora hashes` value ("name: 0123456789ab, …", lib/convert/lora/hash.ts), set by the LoRA extension before the conditioning. */
   loraHashes?: string;
+  /** A1111's `Eta DDIM` (its DDIM, when not 0). */
+  etaDdim?: number;
 }
 
 /** A1111's `quote()`: JSON-quote a value that would break the comma-separated list. */
@@ -84,6 +86,7 @@ export function formatInfotext(p: InfotextParameters): string {
   if (p.loraHashes !== undefined) fields.push(["Lora hashes", p.loraHashes]);
   if (p.conditioningParams) fields.push(...p.conditioningParams);
   if (p.eta !== undefined) fields.push(["Eta", String(p.eta)]);
+  if (p.etaDdim !== undefined) fields.push(["Eta DDIM", String(p.etaDdim)]);
   const lines = [p.prompt];
   if (p.negativePrompt) lines.push(`Negative prompt: ${p.negativePrompt}`);
   lines.push(fields.map(([k, v]) => `${k}: ${quote(v)}`).join(", "));

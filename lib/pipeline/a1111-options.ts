@@ -9,7 +9,9 @@ import { validateSeed } from "../rng/index.js";
 import type { BackendLimits } from "../backends/backend.js";
 import { LATENT_UPSCALERS, type LatentUpscaler } from "../sampler/latent-upscale.js";
 import {
+  isA1111Sampler,
   isKDiffusionSampler,
+  kdiffusionFractionalTimesteps,
   kdiffusionUsesEnsd,
   kdiffusionUsesEta,
   resolveSigmaSchedule,
@@ -26,7 +28,10 @@ export interface A1111GenerateOptions {
    * `ddim`, or their A1111 labels ("Karras", "SGM Uniform", …). Defaults to `automatic`.
    */
   sigmaSchedule?: string;
-  /** eta of A1111's ancestral samplers and DPM fast (k_euler_a, k_dpm_2_a, k_dpmpp_2s_a, k_dpm_fast), 0 … 100; defaults to 1 (A1111's eta_ancestral). */
+  /**
+   * eta of A1111's ancestral samplers and DPM fast (k_euler_a, k_dpm_2_a, k_dpmpp_2s_a, k_dpm_fast), 0 … 100; defaults to 1
+   * (A1111's eta_ancestral). For A1111's DDIM (a1111_ddim) its eta, defaulting to 0 (eta_ddim).
+   */
   eta?: number;
   /** A1111's variation seeds, one per image (its all_subseeds: subseed, subseed + 1, …). Needs `seeds`. */
   subseeds?: (number | bigint)[];
@@ -82,7 +87,7 @@ export const A1111_OPTION_NAMES = ["sigmaSchedule", "eta", "subseeds", "subseedS
 export interface A1111Request {
   /** Set for k-diffusion samplers only. */
   sigmaSchedule?: SigmaSchedule;
-  /** Set when the request gives eta (ancestral k-diffusion samplers and DPM fast only). */
+  /** Set when the request gives eta (ancestral k-diffusion samplers, DPM fast and A1111's DDIM only). */
   eta?: number;
   /** A1111's ImageRNG settings; absent when none of its options is used. */
   noise?: {
@@ -105,19 +110,10 @@ export function resolveA1111Options(
   image?: { width: number | undefined; height: number | undefined; steps: number; limits: BackendLimits },
 ): A1111Request {
   const out: A1111Request = {};
-  if (isKDiffusionSampler(scheduler) && !fractionalTimesteps) {
+  if (isKDiffusionSampler(scheduler) && kdiffusionFractionalTimesteps(scheduler) && !fractionalTimesteps) {
     throw new InvalidOptionError(
       "scheduler",
       `${scheduler} feeds the UNet fractional timesteps (A1111's sigma_to_t), but this model's UNet takes an integer timestep, which would truncate them: re-export the UNet with a float timestep, or use a diffusers scheduler`,
-    );
-  }
-  if (img2img && isKDiffusionSampler(scheduler)) {
-    // The program-level rule exists (a1111Img2imgStartIndex); what generate() lacks is A1111's
-    // init latent: A1111 samples the VAE posterior from torch's global generator, which it does
-    // not seed per request, so no draw order can match it.
-    throw new InvalidOptionError(
-      "scheduler",
-      `img2img with A1111's k-diffusion samplers (${scheduler}) is not supported yet: A1111 samples the VAE posterior from torch's unseeded global generator, so its init latents cannot be reproduced; use a diffusers scheduler (euler_a, dpmpp_2m_karras, …) for img2img`,
     );
   }
   if (options.sigmaSchedule !== undefined) {
@@ -130,8 +126,8 @@ export function resolveA1111Options(
   }
 
   if (options.eta !== undefined) {
-    if (!isKDiffusionSampler(scheduler) || !kdiffusionUsesEta(scheduler)) {
-      throw new InvalidOptionError("eta", `eta applies to A1111's ancestral samplers and DPM fast (k_euler_a, k_dpm_2_a, k_dpmpp_2s_a, k_dpm_fast), not ${scheduler}`);
+    if (!(isKDiffusionSampler(scheduler) && kdiffusionUsesEta(scheduler)) && scheduler !== "a1111_ddim") {
+      throw new InvalidOptionError("eta", `eta applies to A1111's ancestral samplers, DPM fast and DDIM (k_euler_a, k_dpm_2_a, k_dpmpp_2s_a, k_dpm_fast, a1111_ddim), not ${scheduler}`);
     }
     out.eta = numberInRange("eta", options.eta, 0, 100);
   }
@@ -142,7 +138,9 @@ export function resolveA1111Options(
   if (!perImageGenerators) {
     throw new InvalidOptionError(first, `${first} follows A1111's noise, which has one generator per image: give seeds (A1111's seed, seed + 1, …) instead of seed`);
   }
-  if (img2img) throw new InvalidOptionError(first, `${first} applies to txt2img only (A1111's img2img noise is not implemented)`);
+  if (img2img && !isA1111Sampler(scheduler)) {
+    throw new InvalidOptionError(first, `${first} applies to txt2img, and to img2img with A1111's own samplers (k_euler_a, …, a1111_ddim, a1111_plms), not img2img with ${scheduler}`);
+  }
 
   let subseeds: bigint[] | undefined;
   if (options.subseeds !== undefined) {
@@ -244,6 +242,8 @@ export interface A1111InfotextFields {
   scheduleType?: string;
   /** A1111's `Eta` (written when it is not 1), after the hires fields. */
   eta?: number;
+  /** A1111's `Eta DDIM` (its DDIM's eta, written when it is not 0). */
+  etaDdim?: number;
   /** Hires fix: `Denoising strength`, then `Hires upscale` / `Hires resize`, `Hires steps`, `Hires upscaler`. */
   denoisingStrength?: number;
   hires?: [string, string][];
@@ -256,7 +256,12 @@ export interface A1111InfotextFields {
 export function a1111InfotextFields(scheduler: SchedulerName, a1111: A1111Request, image: number): A1111InfotextFields {
   const out: A1111InfotextFields = {};
   if (a1111.sigmaSchedule !== undefined) out.scheduleType = sigmaScheduleLabel(scheduler, a1111.sigmaSchedule);
-  if (a1111.eta !== undefined && a1111.eta !== 1) out.eta = a1111.eta;
+  // Sampler.initialize writes its eta field when eta differs from the sampler's default (1; DDIM 0).
+  if (scheduler === "a1111_ddim") {
+    if (a1111.eta !== undefined && a1111.eta !== 0) out.etaDdim = a1111.eta;
+  } else if (a1111.eta !== undefined && a1111.eta !== 1) {
+    out.eta = a1111.eta;
+  }
   const hires = a1111.hires;
   if (hires) {
     out.denoisingStrength = hires.strength;
@@ -271,8 +276,9 @@ export function a1111InfotextFields(scheduler: SchedulerName, a1111: A1111Reques
       out.variationSeedStrength = noise.subseedStrength;
     }
     if (noise.seedResizeFromWidth > 0 && noise.seedResizeFromHeight > 0) out.seedResizeFrom = `${noise.seedResizeFromWidth}x${noise.seedResizeFromHeight}`;
-    // A1111 writes ENSD only for samplers whose noise it changes (uses_ensd, eta ≠ 0).
-    if (noise.ensd !== 0 && (!isKDiffusionSampler(scheduler) || kdiffusionUsesEnsd(scheduler, a1111.eta ?? 1))) out.ensd = noise.ensd;
+    // A1111 writes ENSD only for samplers whose noise it changes (uses_ensd, eta ≠ 0); its DDIM and PLMS have no uses_ensd.
+    const usesEnsd = isKDiffusionSampler(scheduler) ? kdiffusionUsesEnsd(scheduler, a1111.eta ?? 1) : !isA1111Sampler(scheduler);
+    if (noise.ensd !== 0 && usesEnsd) out.ensd = noise.ensd;
   }
   return out;
 }

@@ -26,13 +26,13 @@ import { formatInfotext } from "../image/infotext.js";
 import type { LoraSpec } from "../convert/lora/set.js";
 import { rgbToPixels } from "../image/pixels.js";
 import { readImage, type RgbImage } from "../image/read.js";
-import { a1111SamplerName } from "../schedulers/index.js";
+import { a1111SamplerName, isA1111Sampler } from "../schedulers/index.js";
 import type { SamplerProgram } from "../sampler/program.js";
 import type { ClipTokenizer } from "../tokenizer/index.js";
 import type { PromptBatch } from "../prompt/conditioning.js";
 import { A1111_EMPHASIS_NAMES } from "../prompt/emphasis.js";
 import { scaleFloat32 } from "../sampler/latents.js";
-import { joinStepNoise, lazyStepNoise, noiseDrawCount, type StepNoise } from "../sampler/step-noise.js";
+import { joinStepNoise, lazyStepNoise, noiseDrawCount, stepNoiseOf, type StepNoise } from "../sampler/step-noise.js";
 import { A1111NoiseSource, NoiseSource, type RequestNoise } from "./noise.js";
 import { a1111InfotextFields, type HiresRequest } from "./a1111-options.js";
 import { upscaleLatents } from "../sampler/latent-upscale.js";
@@ -230,15 +230,25 @@ export async function prepareRequest(context: GenerationContext, request: Resolv
   }
   const rest = [4, height / 8, width / 8] as const;
   const noise: RequestNoise = r.a1111.noise ? new A1111NoiseSource(r.rng, r.generatorSeeds, rest, r.a1111.noise) : new NoiseSource(r.rng, r.generatorSeeds, r.perImageGenerators);
+  const drawCount = noiseDrawCount(program);
+  // The step noise is drawn when the backend asks for it, after every draw made here.
+  const lazySteps = () => lazyStepNoise(drawCount, () => noise.draw(r.batch, rest));
   let initialLatents: Float32Array | null = null;
   let img2img: PreparedRequest["img2img"] = null;
-  if (image) {
+  let stepNoise: StepNoise;
+  if (image && isA1111Sampler(r.scheduler)) {
+    // Here the posterior eps comes after A1111's step draws, so those are drawn now.
+    let steps: Float32Array[];
+    ({ img2img, stepNoise: steps } = drawA1111Img2img(noise, r.batch, rest, image, () => Array.from({ length: drawCount }, () => noise.draw(r.batch, rest))));
+    stepNoise = stepNoiseOf(steps);
+  } else if (image) {
     const eps = noise.drawPosterior(r.batch, rest); // (1) latent_dist.sample(generator)
     img2img = { image, eps, noise: noise.draw(r.batch, rest) }; // (2) the add_noise noise
+    stepNoise = lazySteps();
   } else {
     initialLatents = scaleFloat32(noise.draw(r.batch, rest), program.initNoiseSigma); // randn · init_noise_sigma
+    stepNoise = lazySteps();
   }
-  const stepNoise = lazyStepNoise(noiseDrawCount(program), () => noise.draw(r.batch, rest));
   // The refiner's draws continue the same generators after the base's (diffusers: one generator
   // object for both calls); the refiner job runs after the base job has taken all of its draws.
   const refiner = refinerProgram ? { program: refinerProgram, stepNoise: lazyStepNoise(noiseDrawCount(refinerProgram), () => noise.draw(r.batch, rest)) } : null;
@@ -260,6 +270,29 @@ export async function prepareRequest(context: GenerationContext, request: Resolv
     tokenizeMs: r.tokenizeMs,
     readImageMs,
   };
+}
+
+/**
+ * img2img's draws for A1111's own samplers (k-diffusion's, Restart, LCM, DDIM, PLMS). A1111
+ * (StableDiffusionProcessingImg2Img) encodes the init image before any seed is used, sampling the
+ * VAE posterior from torch's global generator, which it never seeds per request: that draw cannot
+ * be reproduced. Every other draw is its ImageRNG's, in its order: the first is the noise (with
+ * variation seeds and seed resize applied; x = init latent + σ_start · noise, or
+ * √ᾱ · init latent + √(1 − ᾱ) · noise for DDIM / PLMS), then one per evaluation that draws. The
+ * posterior eps — the one deliberate difference from A1111 — is drawn from the same generators
+ * after all of those, so A1111's stream stays untouched and a request stays deterministic. With an
+ * encoder that returns the posterior mean (the eps unused) the result is A1111's exactly.
+ */
+function drawA1111Img2img(
+  noise: RequestNoise,
+  batch: number,
+  rest: readonly [number, number, number],
+  image: RgbImage,
+  drawSteps: () => Float32Array[],
+): { img2img: NonNullable<PreparedRequest["img2img"]>; stepNoise: Float32Array[] } {
+  const first = noise.draw(batch, rest);
+  const stepNoise = drawSteps();
+  return { img2img: { image, eps: noise.drawPosterior(batch, rest), noise: first }, stepNoise };
 }
 
 /**

@@ -7,9 +7,9 @@
  * img2img: (1) the VAE posterior eps — [1,4,h,w] for the single encoded image with one
  * generator, one [1,4,h,w] per image with a list — drawn even when the encoder returns a sample
  * and it is discarded, so the stream stays aligned; (2) the add_noise draw [B,4,h,w]; (3…) step
- * noise as in txt2img.
+ * noise as in txt2img. A1111's own samplers order img2img's draws their own way
+ * (generation.ts, `drawA1111Img2img`).
  */
-import { InternalError } from "../errors.js";
 import { A1111ImageRng, type ImageRngOptions } from "../rng/a1111-image-rng.js";
 import { createGenerator, randn, randnRows, type Generator, type RngSource } from "../rng/index.js";
 
@@ -58,8 +58,8 @@ export class NoiseSource implements RequestNoise {
 /**
  * A1111's noise for requests that use its variation seeds, seed resize or ENSD: its ImageRNG
  * (lib/rng/a1111-image-rng.ts) with one generator per image. Every draw is the ImageRNG's next()
- * (the first one the initial noise, then one per evaluation that draws, as A1111's sampler calls
- * randn_like). txt2img only.
+ * (the first one the initial noise — img2img's too — then one per evaluation that draws, as
+ * A1111's sampler calls randn_like).
  */
 export class A1111NoiseSource implements RequestNoise {
   readonly #rng: A1111ImageRng;
@@ -72,7 +72,10 @@ export class A1111NoiseSource implements RequestNoise {
     return this.#rng.next();
   }
 
-  drawPosterior(): Float32Array[] {
-    throw new InternalError("A1111NoiseSource: img2img requests do not take A1111's noise options");
+  /** img2img's posterior eps: the ImageRNG's next draw, one row per image. */
+  drawPosterior(batch: number): Float32Array[] {
+    const draw = this.#rng.next();
+    const plane = draw.length / batch;
+    return Array.from({ length: batch }, (_, i) => draw.subarray(i * plane, (i + 1) * plane));
   }
 }

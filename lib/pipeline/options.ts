@@ -8,7 +8,7 @@ import { integerInRange, invalidOption, numberInRange, oneOf } from "../validate
 import type { BackendLimits } from "../backends/backend.js";
 import { validateSeed, RNG_SOURCES, type RngSource } from "../rng/index.js";
 import type { ImageSource } from "../image/read.js";
-import type { SchedulerName } from "../schedulers/index.js";
+import { isA1111Sampler, type SchedulerName } from "../schedulers/index.js";
 import { A1111_OPTION_NAMES, resolveA1111Options, type A1111GenerateOptions, type A1111Request } from "./a1111-options.js";
 import type { ClipTokenizer } from "../tokenizer/clip-tokenizer.js";
 import { takeLoraTags } from "../prompt/extra-networks.js";
@@ -48,7 +48,7 @@ export interface GenerateOptions extends A1111GenerateOptions, SdxlGenerateOptio
   steps?: number;
   /** Classifier-free guidance scale, 0…100. A scale ≤ 1 turns guidance off (one UNet row per image, no negative prompt), as in diffusers. Defaults to 7.5. */
   guidance?: number;
-  /** Scheduler: diffusers' `lms`, `euler`, `euler_a`, `ddim`, `pndm`, `dpmpp_2m`, `dpmpp_2m_karras`, `heun`, `ddpm`, `unipc` (or a diffusers class name), or A1111's k-diffusion samplers `k_euler`, `k_euler_a`, `k_lms`, `k_heun`, `k_dpm_2`, `k_dpm_2_a`, `k_dpmpp_2s_a`, `k_dpmpp_2m`, `k_dpm_fast` (with `sigmaSchedule`). Defaults to the model's `scheduler_config.json` (`_class_name`). */
+  /** Scheduler: diffusers' `lms`, `euler`, `euler_a`, `ddim`, `pndm`, `dpmpp_2m`, `dpmpp_2m_karras`, `heun`, `ddpm`, `unipc` (or a diffusers class name), or A1111's k-diffusion samplers `k_euler`, `k_euler_a`, `k_lms`, `k_heun`, `k_dpm_2`, `k_dpm_2_a`, `k_dpmpp_2s_a`, `k_dpmpp_2m`, `k_dpm_fast`, `k_restart`, `k_lcm` (with `sigmaSchedule`), and A1111's own DDIM and PLMS `a1111_ddim`, `a1111_plms`. Defaults to the model's `scheduler_config.json` (`_class_name`). */
   scheduler?: string;
   /**
    * One seed for the whole batch: a single generator draws every image's noise in turn
@@ -64,7 +64,11 @@ export interface GenerateOptions extends A1111GenerateOptions, SdxlGenerateOptio
   rng?: RngSource;
   /** img2img: the starting image (a file path, encoded image bytes, or raw pixels). It is resized to width × height when both are given and differ. */
   initImage?: ImageSource;
-  /** img2img: how much of the schedule to run, (0, 1]; `floor(steps · strength)` steps run and must be at least 1. Defaults to 0.8 (diffusers). Only with `initImage`. */
+  /**
+   * img2img: how much of the schedule to run, (0, 1]; `floor(steps · strength)` steps run and must be at least 1
+   * (A1111's k-diffusion samplers: `int(min(strength, 0.999) · steps) + 1` steps, as A1111 runs them).
+   * Defaults to 0.8 (diffusers). Only with `initImage`.
+   */
   strength?: number;
   /** Cancels between model evaluations; `generate` then rejects with `signal.reason` (or an AbortError). */
   signal?: AbortSignal;
@@ -313,7 +317,8 @@ export function resolveGenerateOptions(options: GenerateOptions, ctx: Validation
       if (typeof s !== "number" || !Number.isFinite(s) || s <= 0 || s > 1) throw invalidOption("strength", "a number greater than 0 and at most 1", s);
       strength = s;
     }
-    if (Math.trunc(steps * strength) < 1) {
+    // A1111's rule for its own samplers (a1111Img2imgStartIndex) has its own minimum (checked when compiled).
+    if (!isA1111Sampler(scheduler) && Math.trunc(steps * strength) < 1) {
       throw new InvalidOptionError("strength", `strength ${strength} with ${steps} steps runs no step (floor(steps · strength) = 0); raise strength or steps`);
     }
   }

@@ -6,7 +6,7 @@
  *
  * Cached programs are deeply frozen: every request shares them, and none may change them.
  */
-import { createScheduler, strengthToStartStep, type SchedulerName, type SigmaSchedule } from "../schedulers/index.js";
+import { a1111Img2imgStartIndex, createScheduler, isA1111Sampler, strengthToStartStep, type SchedulerName, type SigmaSchedule } from "../schedulers/index.js";
 import type { SamplerProgram } from "../sampler/program.js";
 
 export interface CompiledProgram {
@@ -40,11 +40,12 @@ export class ProgramCache {
 
   /**
    * The program for `steps` of `scheduler`; for img2img (`strength` given) the program that
-   * starts at diffusers' `t_start · order` and carries `addNoise`. `sigmaSchedule`: the schedule
-   * type of an A1111 k-diffusion sampler.
+   * starts at diffusers' `t_start · order` (A1111's `steps − t_enc − 1` for its own samplers,
+   * k-diffusion's, DDIM and PLMS) and carries `addNoise`. `sigmaSchedule`: the schedule type of an A1111 k-diffusion sampler.
    */
   get(scheduler: SchedulerName, steps: number, strength?: number, sigmaSchedule?: SigmaSchedule, eta?: number): CompiledProgram {
-    const startStep = strength === undefined ? null : strengthToStartStep(steps, strength);
+    let startStep: number | null = null;
+    if (strength !== undefined) startStep = isA1111Sampler(scheduler) ? a1111Img2imgStartIndex(steps, strength) : strengthToStartStep(steps, strength);
     return this.#get(scheduler, steps, startStep, sigmaSchedule, eta);
   }
 
@@ -59,7 +60,8 @@ export class ProgramCache {
     if (program) {
       this.#entries.delete(key);
     } else {
-      const compiler = createScheduler(scheduler, sigmaSchedule === undefined ? this.#config : { ...this.#config, sigmaSchedule, ...(eta !== undefined ? { eta } : {}) });
+      const options = { ...(sigmaSchedule !== undefined ? { sigmaSchedule } : {}), ...(eta !== undefined ? { eta } : {}) };
+      const compiler = createScheduler(scheduler, { ...this.#config, ...options });
       program = deepFreeze(startStep === null ? compiler.compile(steps) : compiler.compile(steps, { startIndex: startStep * compiler.order }));
       if (this.#entries.size >= this.#capacity) this.#entries.delete(this.#entries.keys().next().value!);
     }

@@ -53,6 +53,8 @@ export const REFUSED_SIGMA_SCHEDULES: Record<string, string> = {
 
 /** CompVisDenoiser's table for one beta schedule. */
 export interface DiscreteSchedule {
+  /** ldm's ᾱ (sd_model.alphas_cumprod) per training timestep (float32). */
+  alphasCumprod: Float32Array;
   /** sqrt((1 − ᾱ) / ᾱ) per training timestep, ascending (float32). */
   sigmas: Float32Array;
   logSigmas: Float32Array;
@@ -65,16 +67,18 @@ export interface DiscreteSchedule {
  */
 export function compVisSchedule(betaStart: number, betaEnd: number, T: number): DiscreteSchedule {
   const roots = linspaceTorchFloat64(Math.sqrt(betaStart), Math.sqrt(betaEnd), T);
+  const alphasCumprod = new Float32Array(T);
   const sigmas = new Float32Array(T);
   const logSigmas = new Float32Array(T);
   let cumprod = 1;
   for (let i = 0; i < T; i++) {
     cumprod *= 1 - roots[i]! * roots[i]!;
     const ac = f32(cumprod);
+    alphasCumprod[i] = ac;
     sigmas[i] = Math.sqrt(f32(f32(1 - ac) / ac));
     logSigmas[i] = Math.log(sigmas[i]!);
   }
-  return { sigmas, logSigmas };
+  return { alphasCumprod, sigmas, logSigmas };
 }
 
 /**
@@ -132,6 +136,11 @@ interface ScheduleInputs {
 function uniform({ n, model }: ScheduleInputs): number[] {
   const ts = torchLinspaceFloat32(model.sigmas.length - 1, 0, n);
   return [...Array.from(ts, (t) => tToSigma(model, t)), 0];
+}
+
+/** k-diffusion's get_sigmas_karras (rho 7) from Python-float bounds, float32 values, the trailing 0 included. */
+export function karrasSigmas(n: number, sigmaMin: number, sigmaMax: number): number[] {
+  return karras({ n, sigmaMin, sigmaMax } as ScheduleInputs);
 }
 
 function karras({ n, sigmaMin, sigmaMax }: ScheduleInputs): number[] {

@@ -9,6 +9,10 @@
  * each sampler below is k-diffusion's loop written once over `LinearAlgebra`, as a generator
  * that yields every latent it wants the model evaluated at and receives D back; run on symbolic
  * vectors it compiles to the program table, run on a null algebra it lists the evaluations.
+ * A1111's own k-diffusion-style samplers live here too: Restart (modules/sd_samplers_extra.py
+ * restart_sampler) and LCM (modules/sd_samplers_lcm.py, whose LCMCompVisDenoiser gives other
+ * timesteps and scalings over the same D contract). DPM adaptive and the SDE samplers are refused
+ * (REFUSED_KDIFFUSION_SAMPLERS says why).
  *
  * Noise: every `torch.randn_like` k-diffusion makes for an ancestral step is the next draw of
  * A1111's ImageRNG. Euler, Heun and DPM2 also draw `eps` at every step for s_churn, which with
@@ -27,7 +31,9 @@ import {
   REFUSED_SIGMA_SCHEDULES,
   SIGMA_SCHEDULE_LABELS,
   SIGMA_SCHEDULES,
+  karrasSigmas,
   sigmaToT,
+  tToSigma,
   type DiscreteSchedule,
   type SigmaSchedule,
 } from "./kdiffusion-schedule.js";
@@ -47,6 +53,8 @@ export const KDIFFUSION_SAMPLER_NAMES = [
   "k_dpmpp_2s_a",
   "k_dpmpp_2m",
   "k_dpm_fast",
+  "k_restart",
+  "k_lcm",
 ] as const;
 export type KDiffusionSamplerName = (typeof KDIFFUSION_SAMPLER_NAMES)[number];
 
@@ -61,9 +69,7 @@ export const REFUSED_KDIFFUSION_SAMPLERS: Record<string, string> = {
   "DPM++ 2M SDE Heun": "its noise comes from torchsde's BrownianTree, which sd-trt does not reproduce bit for bit",
   "DPM++ 3M SDE": "its noise comes from torchsde's BrownianTree, which sd-trt does not reproduce bit for bit",
   "DPM adaptive": "its steps are chosen adaptively from the model's outputs, which a precompiled sampler program cannot express",
-  Restart: "A1111's Restart sampler is not ported",
-  LCM: "A1111's LCM sampler (its own LCMCompVisDenoiser scalings and timesteps) is not ported",
-  "DDIM CFG++": "A1111's DDIM CFG++ sampler is not ported",
+  "DDIM CFG++": "A1111's DDIM CFG++ steps with the unconditional prediction beside the guided one (at guidance / 12.5), which a sampler program does not carry; not ported",
 };
 
 /** Why an A1111 sampler name (with or without a schedule suffix) is refused; undefined if it is not. */
@@ -76,6 +82,8 @@ export function refusedA1111SamplerReason(name: string): string | undefined {
 }
 
 interface SamplerInfo {
+  /** A1111's LCMSampler: LCMCompVisDenoiser instead of CompVis(V)Denoiser (see lcmSchedule). */
+  lcm?: true;
   /** A1111's label (infotext `Sampler:`). */
   label: string;
   /** The k_diffusion.sampling function. */
@@ -88,10 +96,10 @@ interface SamplerInfo {
   body: SamplerBody;
 }
 
-/** What a sampler generator yields: the latent to evaluate the model at and its sigma. */
-type EvalRequest<V> = readonly [x: V, sigma: number];
+/** What a sampler generator yields: the latent to evaluate the model at and its sigma (or timestep). */
+export type EvalRequest<V> = readonly [x: V, sigma: number];
 /** What it receives back: the latent as the executor holds it (x_j) and the denoised estimate. */
-interface EvalResult<V> {
+export interface EvalResult<V> {
   x: V;
   denoised: V;
 }
@@ -99,7 +107,7 @@ interface EvalResult<V> {
 interface SamplerContext<V> {
   la: LinearAlgebra<V>;
   sigmas: readonly number[];
-  /** The model's sigma range (DPM fast integrates over it, whatever the schedule). */
+  /** DPM fast's range: the model's sigma range in txt2img (whatever the schedule), the truncated schedule's in img2img. */
   sigmaMin: number;
   sigmaMax: number;
   x: V;
@@ -378,6 +386,88 @@ function* dpmFast<V>(s: SamplerContext<V>): Generator<EvalRequest<V>, V, EvalRes
   return x;
 }
 
+/** `int(torch.argmin(abs(sigmas - value)))` on float32 sigmas: the first index of the smallest distance. */
+function nearestSigmaIndex(sigmas: readonly number[], value: number): number {
+  let best = 0;
+  for (let i = 1; i < sigmas.length; i++) {
+    if (Math.abs(sub32(sigmas[i]!, value)) < Math.abs(sub32(sigmas[best]!, value))) best = i;
+  }
+  return best;
+}
+
+/**
+ * The (σ_old, σ_new) pairs restart_sampler steps through: the schedule's own steps, and from 20
+ * steps on a shorter Karras schedule with restart segments inserted where σ is nearest 0.1, each a
+ * Karras run from σ ≈ 2 back down (9 steps once; from 36 steps steps/4 steps twice).
+ */
+function restartStepList(scheduled: readonly number[]): [number, number][] {
+  let sigmas = scheduled;
+  const steps = sigmas.length - 1;
+  // {index of the σ nearest 0.1: [restart steps, restart times, restart max σ]}
+  let restart: { at: number; steps: number; times: number; max: number } | undefined;
+  if (steps >= 20) {
+    const times = steps >= 36 ? 2 : 1;
+    const restartSteps = steps >= 36 ? Math.floor(steps / 4) : 9;
+    sigmas = karrasSigmas(steps - restartSteps * times, sigmas[sigmas.length - 2]!, sigmas[0]!);
+    restart = { at: nearestSigmaIndex(sigmas, 0.1), steps: restartSteps + 1, times, max: 2 };
+  }
+  const list: [number, number][] = [];
+  for (let i = 0; i < sigmas.length - 1; i++) {
+    list.push([sigmas[i]!, sigmas[i + 1]!]);
+    if (restart && i + 1 === restart.at) {
+      const maxIndex = nearestSigmaIndex(sigmas, restart.max);
+      if (maxIndex < restart.at) {
+        const segment = karrasSigmas(restart.steps, sigmas[restart.at]!, sigmas[maxIndex]!).slice(0, -1);
+        for (let t = 0; t < restart.times; t++) for (let k = 0; k + 1 < segment.length; k++) list.push([segment[k]!, segment[k + 1]!]);
+      }
+    }
+  }
+  return list;
+}
+
+/**
+ * A1111's Restart sampler (modules/sd_samplers_extra.py restart_sampler): Heun steps (Euler into
+ * σ = 0) over restartStepList; where a pair starts above the σ the last one ended at, noise
+ * raises x back to it first: x += n · sqrt(σ_old² − σ_last²). A1111 passes it no s_noise, so
+ * its default 1 holds whatever opts.s_noise says.
+ */
+function* restart<V>(s: SamplerContext<V>): Generator<EvalRequest<V>, V, EvalResult<V>> {
+  const { la } = s;
+  let x = s.x;
+  let last: number | undefined;
+  for (const [from, to] of restartStepList(s.sigmas)) {
+    if (last === undefined) last = from;
+    else if (last < from) x = la.combine([1, x], [sqrt32(sub32(square32(from), square32(last))), s.noise()]);
+    const r = yield [x, from];
+    const d = toD(la, r.x, from, r.denoised);
+    const dt = sub32(to, from);
+    if (to === 0) {
+      x = la.combine([1, r.x], [dt, d]);
+    } else {
+      const r2 = yield [la.combine([1, r.x], [dt, d]), to];
+      const d2 = toD(la, r2.x, to, r2.denoised);
+      x = la.combine([1, r.x], [dt / 2, d], [dt / 2, d2]);
+    }
+    last = to;
+  }
+  return x;
+}
+
+/**
+ * A1111's sample_lcm (modules/sd_samplers_lcm.py): x = D at each sigma, then, unless the next
+ * sigma is 0, x += σ_next · n.
+ */
+function* lcm<V>(s: SamplerContext<V>): Generator<EvalRequest<V>, V, EvalResult<V>> {
+  const { la, sigmas } = s;
+  let x = s.x;
+  for (let i = 0; i < sigmas.length - 1; i++) {
+    const r = yield [x, sigmas[i]!];
+    x = r.denoised;
+    if (sigmas[i + 1]! > 0) x = la.combine([1, x], [sigmas[i + 1]!, s.noise()]);
+  }
+  return x;
+}
+
 const SAMPLERS: Record<KDiffusionSamplerName, SamplerInfo> = {
   k_euler: { label: "Euler", functionName: "sample_euler", defaultSchedule: "automatic", discardNextToLastSigma: false, usesEta: false, body: euler },
   k_euler_a: { label: "Euler a", functionName: "sample_euler_ancestral", defaultSchedule: "automatic", discardNextToLastSigma: false, usesEta: true, body: eulerAncestral },
@@ -388,10 +478,75 @@ const SAMPLERS: Record<KDiffusionSamplerName, SamplerInfo> = {
   k_dpmpp_2s_a: { label: "DPM++ 2S a", functionName: "sample_dpmpp_2s_ancestral", defaultSchedule: "karras", discardNextToLastSigma: false, usesEta: true, body: dpmpp2sAncestral },
   k_dpmpp_2m: { label: "DPM++ 2M", functionName: "sample_dpmpp_2m", defaultSchedule: "karras", discardNextToLastSigma: false, usesEta: false, body: dpmpp2m },
   k_dpm_fast: { label: "DPM fast", functionName: "sample_dpm_fast", defaultSchedule: "automatic", discardNextToLastSigma: false, usesEta: true, body: dpmFast },
+  k_restart: { label: "Restart", functionName: "restart_sampler", defaultSchedule: "karras", discardNextToLastSigma: false, usesEta: false, body: restart },
+  k_lcm: { label: "LCM", functionName: "sample_lcm", defaultSchedule: "automatic", discardNextToLastSigma: false, usesEta: false, body: lcm, lcm: true },
 };
+
+/** LCMCompVisDenoiser's skip: 1000 training timesteps over LCM's 50 original ones. */
+const LCM_SKIP = 20;
+const LCM_ORIGINAL_STEPS = 50;
+
+/**
+ * LCMCompVisDenoiser's table (a DiscreteEpsDDPMDenoiser): ᾱ at timesteps 19, 39, …, 999 and their
+ * sigmas, ascending.
+ */
+function lcmSchedule(config: KDiffusionConfig): DiscreteSchedule {
+  const key = `lcm/${config.beta_start}/${config.beta_end}/${config.num_train_timesteps}`;
+  let schedule = scheduleCache.get(key);
+  if (!schedule) {
+    const full = discreteSchedule(config).alphasCumprod;
+    const alphasCumprod = Float32Array.from({ length: LCM_ORIGINAL_STEPS }, (_, k) => full[LCM_SKIP - 1 + LCM_SKIP * k]!);
+    const sigmas = alphasCumprod.map((ac) => Math.sqrt(f32(f32(1 - ac) / ac)));
+    schedule = { alphasCumprod, sigmas, logSigmas: sigmas.map((s) => Math.log(s)) };
+    scheduleCache.set(key, schedule);
+  }
+  return schedule;
+}
+
+/** LCMCompVisDenoiser.sigma_to_t: the nearest table entry in log σ (first on ties), as a training timestep. */
+function lcmSigmaToT(model: DiscreteSchedule, sigma: number): number {
+  const logSigma = log32(sigma);
+  let best = 0;
+  for (let k = 1; k < model.logSigmas.length; k++) {
+    if (Math.abs(sub32(logSigma, model.logSigmas[k]!)) < Math.abs(sub32(logSigma, model.logSigmas[best]!))) best = k;
+  }
+  return best * LCM_SKIP + (LCM_SKIP - 1);
+}
+
+/**
+ * LCMCompVisDenoiser.get_sigmas(n) (A1111's "Automatic" for LCM): t = linspace(999, 19, n) in
+ * float32, σ = t_to_sigma(clamp((t − 19) / 20, 0, 49)), then 0.
+ */
+function lcmSigmas(model: DiscreteSchedule, n: number): number[] {
+  const ts = torchLinspaceFloat32(LCM_SKIP * LCM_ORIGINAL_STEPS - 1, LCM_SKIP - 1, n);
+  const last = model.sigmas.length - 1;
+  return [...Array.from(ts, (t) => tToSigma(model, Math.min(Math.max(div32(sub32(t, LCM_SKIP - 1), LCM_SKIP), 0), last))), 0];
+}
+
+/** Schedule types that ask the model to map σ ↔ t (LCM's denoiser maps them its own way); refused for LCM. */
+const LCM_REFUSED_SCHEDULES: readonly SigmaSchedule[] = ["uniform", "sgm_uniform", "simple", "normal", "ddim"];
+
+/** The sigmas A1111's get_sigmas gives LCMSampler. */
+function lcmPlanSigmas(config: KDiffusionConfig, model: DiscreteSchedule, steps: number): number[] {
+  if (config.prediction_type !== "epsilon") {
+    throw new InvalidOptionError("prediction_type", "A1111's LCM (LCMCompVisDenoiser) takes eps-prediction models only, got v_prediction");
+  }
+  if (LCM_REFUSED_SCHEDULES.includes(config.sigmaSchedule)) {
+    throw new InvalidOptionError(
+      "sigmaSchedule",
+      `sigmaSchedule ${JSON.stringify(config.sigmaSchedule)} is not supported with LCM: it maps σ ↔ t through LCM's own denoiser, which sd-trt does not port for schedules; use "automatic", "karras", "exponential", "polyexponential", "kl_optimal" or "align_your_steps"`,
+    );
+  }
+  return config.sigmaSchedule === "automatic" ? lcmSigmas(model, steps) : a1111Sigmas(model, config.sigmaSchedule, "automatic", false, steps);
+}
 
 export function isKDiffusionSampler(name: string): name is KDiffusionSamplerName {
   return (KDIFFUSION_SAMPLER_NAMES as readonly string[]).includes(name);
+}
+
+/** Whether the UNet gets fractional timesteps (sigma_to_t); LCM's are whole training timesteps. */
+export function kdiffusionFractionalTimesteps(name: KDiffusionSamplerName): boolean {
+  return !SAMPLERS[name].lcm;
 }
 
 /** Whether the sampler takes eta (A1111's ancestral samplers and DPM fast; they are also its `uses_ensd` ones). */
@@ -452,6 +607,11 @@ export interface KDiffusionPlan extends SchedulePlan {
   /** D = cSkip·x + cOut·m per evaluation. */
   cSkip: number[];
   cOut: number[];
+  /**
+   * img2img only: DPM fast's integration range, A1111's sample_img2img sigma_min = sigma_sched[-2],
+   * sigma_max = sigma_sched[0] (txt2img integrates over the model's whole sigma range).
+   */
+  sigmaRange?: { min: number; max: number };
 }
 
 function spec(defaultSchedule: SigmaSchedule): ConfigSpec<KDiffusionConfig> {
@@ -488,12 +648,24 @@ function scalings(prediction: KDiffusionConfig["prediction_type"], sigma: number
   return { cIn: 1 / norm, cSkip: 1 / (sigma * sigma + 1), cOut: -sigma / norm };
 }
 
+/**
+ * LCMCompVisDenoiser.forward at σ: eps from the UNet at c_in · x (c_in = 1/√(σ² + 1)), then
+ * D = c_out·(x − σ·eps) + c_skip·x with s = 10·t: c_skip = 0.25/(s² + 0.25), c_out = s/√(s² + 0.25).
+ */
+function lcmScalings(model: DiscreteSchedule, sigma: number): { cIn: number; cSkip: number; cOut: number } {
+  const s = 10 * lcmSigmaToT(model, sigma);
+  const skip = 0.25 / (s * s + 0.25);
+  const out = s / Math.sqrt(s * s + 0.25);
+  return { cIn: 1 / Math.sqrt(sigma * sigma + 1), cSkip: out + skip, cOut: -out * sigma };
+}
+
 /** A null algebra: runs a sampler body only to list the sigmas it evaluates at. */
 const nullAlgebra: LinearAlgebra<null> = { combine: () => null };
 
 const scheduleCache = new Map<string, DiscreteSchedule>();
 
-function discreteSchedule(config: KDiffusionConfig): DiscreteSchedule {
+/** ldm's schedule for a config's betas (compVisSchedule), computed once per beta schedule. */
+export function discreteSchedule(config: Pick<KDiffusionConfig, "beta_start" | "beta_end" | "num_train_timesteps">): DiscreteSchedule {
   const key = `${config.beta_start}/${config.beta_end}/${config.num_train_timesteps}`;
   let schedule = scheduleCache.get(key);
   if (!schedule) {
@@ -505,38 +677,49 @@ function discreteSchedule(config: KDiffusionConfig): DiscreteSchedule {
 
 function contextFor<V>(config: KDiffusionConfig, plan: KDiffusionPlan, la: LinearAlgebra<V>, x: V, noise: () => V): SamplerContext<V> {
   const model = discreteSchedule(config);
-  const sigmaMin = model.sigmas[0]!;
-  const sigmaMax = model.sigmas[model.sigmas.length - 1]!;
+  const sigmaMin = plan.sigmaRange?.min ?? model.sigmas[0]!;
+  const sigmaMax = plan.sigmaRange?.max ?? model.sigmas[model.sigmas.length - 1]!;
   return { la, sigmas: plan.sigmas, sigmaMin, sigmaMax, x, eta: config.eta, sNoise: config.s_noise, noise };
 }
 
-class KDiffusionRun<V> implements SchedulerRun<V> {
-  readonly #plan: KDiffusionPlan;
+/** Per evaluation: the UNet input scale, and the model's output as D = cSkip·x + cOut·m. */
+export interface EvalScalings {
+  cIn: number[];
+  cSkip: number[];
+  cOut: number[];
+}
+
+/**
+ * A sampler written as a generator (k-diffusion's loops, A1111's timestep samplers) as a
+ * SchedulerRun: each step hands the generator the latent and D = cSkip·x + cOut·m, and returns
+ * the next latent it yields (or its result).
+ */
+export class GeneratorRun<V> implements SchedulerRun<V> {
+  readonly #scalings: EvalScalings;
   readonly #la: LinearAlgebra<V>;
-  readonly #config: KDiffusionConfig;
-  readonly #body: SamplerBody;
+  readonly #start: (x: V, noise: () => V) => Generator<EvalRequest<V>, V, EvalResult<V>>;
   #generator: Generator<EvalRequest<V>, V, EvalResult<V>> | undefined;
   #j = 0;
   #draw: (() => V) | undefined;
 
-  constructor(config: KDiffusionConfig, plan: KDiffusionPlan, la: LinearAlgebra<V>, body: SamplerBody) {
-    this.#config = config;
-    this.#plan = plan;
+  /** @param start the sampler body from the first latent, drawing noise through `noise`. */
+  constructor(scalings: EvalScalings, la: LinearAlgebra<V>, start: (x: V, noise: () => V) => Generator<EvalRequest<V>, V, EvalResult<V>>) {
+    this.#scalings = scalings;
     this.#la = la;
-    this.#body = body;
+    this.#start = start;
   }
 
   inputScale(): number {
-    return this.#plan.cIn[this.#j]!;
+    return this.#scalings.cIn[this.#j]!;
   }
 
   step(modelOutput: V, sample: V, drawNoise: () => V): V {
     const j = this.#j;
-    const plan = this.#plan;
+    const plan = this.#scalings;
     this.#draw = drawNoise;
     if (this.#generator === undefined) {
-      // The body starts from the first latent; its first yield is that latent at sigmas[0].
-      this.#generator = this.#body(contextFor(this.#config, plan, this.#la, sample, () => this.#draw!()));
+      // The body starts from the first latent; its first yield is that latent at its first sigma / timestep.
+      this.#generator = this.#start(sample, () => this.#draw!());
       this.#generator.next();
     }
     const denoised = this.#la.combine([plan.cSkip[j]!, sample], [plan.cOut[j]!, modelOutput]);
@@ -560,6 +743,10 @@ function definition(name: KDiffusionSamplerName): SchedulerDefinition<KDiffusion
       return config;
     },
     plan(config, steps) {
+      if (info.lcm) {
+        const model = lcmSchedule(config);
+        return planFor(config, model, info, lcmPlanSigmas(config, model, steps));
+      }
       const model = discreteSchedule(config);
       return planFor(config, model, info, a1111Sigmas(model, config.sigmaSchedule, info.defaultSchedule, info.discardNextToLastSigma, steps));
     },
@@ -569,10 +756,11 @@ function definition(name: KDiffusionSamplerName): SchedulerDefinition<KDiffusion
       if (!Number.isInteger(startIndex) || startIndex < 0 || startIndex > last) {
         throw new InvalidOptionError("startIndex", `startIndex must be an integer from 0 to ${last} (an index into the ${plan.sigmas.length} sigmas that leaves at least one step), got ${String(startIndex)}`);
       }
-      return planFor(config, discreteSchedule(config), info, plan.sigmas.slice(startIndex));
+      const sigmas = plan.sigmas.slice(startIndex);
+      return planFor(config, info.lcm ? lcmSchedule(config) : discreteSchedule(config), info, sigmas, { min: sigmas[sigmas.length - 2]!, max: sigmas[0]! });
     },
     start(config, plan, la) {
-      return new KDiffusionRun(config, plan, la, info.body);
+      return new GeneratorRun(plan, la, (x, noise) => info.body(contextFor(config, plan, la, x, noise)));
     },
     addNoise(_config, plan): NoiseScales {
       // x = init_latent + noise · sigma_sched[0]
@@ -582,22 +770,23 @@ function definition(name: KDiffusionSamplerName): SchedulerDefinition<KDiffusion
 }
 
 /** The evaluations a sampler makes over `sigmas`, with their timesteps and scalings. */
-function planFor(config: KDiffusionConfig, model: DiscreteSchedule, info: SamplerInfo, sigmas: number[]): KDiffusionPlan {
+function planFor(config: KDiffusionConfig, model: DiscreteSchedule, info: SamplerInfo, sigmas: number[], sigmaRange?: KDiffusionPlan["sigmaRange"]): KDiffusionPlan {
   const evalSigmas: number[] = [];
-  const generator = info.body(contextFor<null>(config, { sigmas } as KDiffusionPlan, nullAlgebra, null, () => null));
+  const generator = info.body(contextFor<null>(config, { sigmas, ...(sigmaRange ? { sigmaRange } : {}) } as KDiffusionPlan, nullAlgebra, null, () => null));
   for (let r = generator.next(); !r.done; r = generator.next({ x: null, denoised: null })) evalSigmas.push(r.value[1]);
   const cIn: number[] = [];
   const cSkip: number[] = [];
   const cOut: number[] = [];
   for (const sigma of evalSigmas) {
-    const s = scalings(config.prediction_type, sigma);
+    const s = info.lcm ? lcmScalings(model, sigma) : scalings(config.prediction_type, sigma);
     cIn.push(s.cIn);
     cSkip.push(s.cSkip);
     cOut.push(s.cOut);
   }
   return {
-    // The UNet gets sigma_to_t(σ) as a float32 tensor.
-    timesteps: evalSigmas.map((sigma) => Math.fround(sigmaToT(model, sigma))),
+    ...(sigmaRange ? { sigmaRange } : {}),
+    // The UNet gets sigma_to_t(σ) as a float32 tensor (LCM: a whole training timestep).
+    timesteps: evalSigmas.map((sigma) => Math.fround(info.lcm ? lcmSigmaToT(model, sigma) : sigmaToT(model, sigma))),
     timestepDtype: "float32",
     // A1111: x = noise * sigmas[0].
     initNoiseSigma: sigmas[0]!,

@@ -13,6 +13,7 @@ import { dpmSolver } from "./dpm-solver.js";
 import { euler } from "./euler.js";
 import { eulerAncestral } from "./euler-ancestral.js";
 import { heun } from "./heun.js";
+import { A1111_TIMESTEP_DEFINITIONS, A1111_TIMESTEP_SAMPLER_NAMES } from "./a1111-timesteps.js";
 import { KDIFFUSION_DEFINITIONS, KDIFFUSION_SAMPLER_NAMES } from "./kdiffusion.js";
 import { lms } from "./lms.js";
 import { pndm } from "./pndm.js";
@@ -33,6 +34,8 @@ export const SCHEDULER_NAMES = [
   "unipc",
   // A1111's k-diffusion samplers (kdiffusion.ts); `sigmaSchedule` in the config picks the schedule.
   ...KDIFFUSION_SAMPLER_NAMES,
+  // A1111's own DDIM and PLMS (a1111-timesteps.ts).
+  ...A1111_TIMESTEP_SAMPLER_NAMES,
 ] as const;
 
 export type SchedulerName = (typeof SCHEDULER_NAMES)[number];
@@ -77,6 +80,8 @@ const ENTRIES: Record<SchedulerName, Entry> = {
   ddpm: { definition: ddpm },
   unipc: { definition: uniPc },
   ...kdiffusionEntries(),
+  a1111_ddim: { definition: A1111_TIMESTEP_DEFINITIONS.a1111_ddim as unknown as AnyDefinition },
+  a1111_plms: { definition: A1111_TIMESTEP_DEFINITIONS.a1111_plms as unknown as AnyDefinition },
 };
 
 function kdiffusionEntries(): Record<(typeof KDIFFUSION_SAMPLER_NAMES)[number], Entry> {

@@ -27,6 +27,8 @@ Usage (from the repository root):
     (A1111's ImageRNG alone: variation seeds via its slerp, seed resize, ENSD; CPU source)
   ... gen_a1111_kdiffusion_goldens.py img2img > test/fixtures/a1111/kdiffusion_img2img.json
     (KDiffusionSampler.sample_img2img's step rule on the analytic model)
+  ... gen_a1111_kdiffusion_goldens.py timesteps > test/fixtures/a1111/timesteps_goldens.json
+    (A1111's own DDIM and PLMS, sd_samplers_timesteps_impl, txt2img and img2img, on the analytic model)
 
 A1111 source used: stable-diffusion-webui v1.10.1 is 82a973c04367123ae98bd9abdf80d9eda9b910e2. The
 two module files were taken from the file versions recorded in PROVENANCE below (the whole
@@ -36,6 +38,7 @@ at that version is the v1.6+ ImageRNG, and modules/sd_schedulers.py is v1.10's l
 Made with Python 3.11, torch 2.13.0+cpu, numpy 1.26.4, scipy 1.11.1.
 """
 import importlib.util
+import inspect
 import json
 import math
 import os
@@ -49,6 +52,9 @@ PROVENANCE = {
     "k_diffusion": "crowsonkb/k-diffusion ab527a9a6d347f364e3d185ba6d714e22d80cb3c (k_diffusion/sampling.py, external.py, utils.py)",
     "a1111_sd_schedulers": "AUTOMATIC1111/stable-diffusion-webui modules/sd_schedulers.py, file version of commit 02b0092d5a8450b282bd7d9c2d84fdfed0f3c6db without the post-1.10 'Karras Exponential' entry",
     "a1111_rng": "AUTOMATIC1111/stable-diffusion-webui modules/rng.py, file version of commit 0d5dc9a6e7f6362e423a06bf0e75dd5854025394",
+    "a1111_sd_samplers_timesteps_impl": "AUTOMATIC1111/stable-diffusion-webui modules/sd_samplers_timesteps_impl.py: ddim and plms, file version of commit 2035cbbd5d6e7678450c701fce1a5de7d8bd7084 (the code index's; its UniPC part left out). It broadcasts the per-step scalars over s_in ([B]), which runs for batch 1 only (later versions use s_x = ones(B, 1, 1, 1)); every golden here is batch 1, where the two are the same scalar",
+    "a1111_sd_samplers_lcm": "AUTOMATIC1111/stable-diffusion-webui modules/sd_samplers_lcm.py (LCMCompVisDenoiser, sample_lcm), file version id 441641476 of the code index (not checked against an 82a973c checkout)",
+    "a1111_sd_samplers_extra": "AUTOMATIC1111/stable-diffusion-webui modules/sd_samplers_extra.py: restart_sampler only, as two file versions in the code index agree on it (not checked against an 82a973c checkout)",
     "a1111_release": "v1.10.1 = 82a973c04367123ae98bd9abdf80d9eda9b910e2 (sampler table, get_sigmas, TorchHijack transcribed from it)",
     "python": sys.version.split()[0],
     "torch": torch.__version__,
@@ -69,7 +75,8 @@ def stub(name, **attrs):
 # --- import-time stubs (nothing here is called on the paths this script runs) ---
 stub("torchsde")
 stub("torchdiffeq", odeint=None)
-stub("tqdm")
+# restart_sampler iterates tqdm.tqdm(step_list), the timestep samplers tqdm.trange: pass-throughs keep their loops as they are.
+stub("tqdm", tqdm=lambda iterable=None, *args, **kwargs: iterable, trange=lambda *args, disable=None, **kwargs: range(*args))
 class _Progress:
     def __init__(self, *args, **kwargs):
         pass
@@ -118,12 +125,20 @@ class Opts:
 
 modules = stub("modules")
 modules.__path__ = [os.path.join(A1111, "modules")]
-shared = stub("modules.shared", opts=Opts(), device=torch.device("cpu"), sd_model=types.SimpleNamespace(is_sdxl=False))
+shared = stub("modules.shared", opts=Opts(), device=torch.device("cpu"), sd_model=types.SimpleNamespace(is_sdxl=False, device=torch.device("cpu")))
 devices = stub("modules.devices", cpu=torch.device("cpu"), device=torch.device("cpu"))
 stub("modules.rng_philox")
 modules.shared, modules.devices, modules.rng_philox = shared, devices, sys.modules["modules.rng_philox"]
 sd_schedulers = load("modules", "sd_schedulers", os.path.join(A1111, "modules", "sd_schedulers.py"))
 rng = load("modules", "rng", os.path.join(A1111, "modules", "rng.py"))
+sd_samplers_extra = load("modules", "sd_samplers_extra", os.path.join(A1111, "modules", "sd_samplers_extra.py"))
+sd_samplers_timesteps_impl = load("modules", "sd_samplers_timesteps_impl", os.path.join(A1111, "modules", "sd_samplers_timesteps_impl.py"))
+# sd_samplers_lcm subclasses A1111's CFGDenoiser and KDiffusionSampler and lists itself as SamplerData at import
+# time; only its LCMCompVisDenoiser and sample_lcm run here.
+for name, attrs in {"sd_samplers_cfg_denoiser": {"CFGDenoiser": object}, "sd_samplers_kdiffusion": {"KDiffusionSampler": object},
+                    "sd_samplers_common": {"SamplerData": lambda *args: None}}.items():
+    setattr(modules, name, stub(f"modules.{name}", **attrs))
+sd_samplers_lcm = load("modules", "sd_samplers_lcm", os.path.join(A1111, "modules", "sd_samplers_lcm.py"))
 
 # A1111 v1.10.1 samplers_k_diffusion (label, funcname, options) for the samplers this file covers.
 SAMPLERS = {
@@ -136,7 +151,26 @@ SAMPLERS = {
     "k_dpmpp_2s_a": ("DPM++ 2S a", "sample_dpmpp_2s_ancestral", {"scheduler": "karras", "uses_ensd": True, "second_order": True}),
     "k_dpmpp_2m": ("DPM++ 2M", "sample_dpmpp_2m", {"scheduler": "karras"}),
     "k_dpm_fast": ("DPM fast", "sample_dpm_fast", {"uses_ensd": True}),
+    # sd_samplers_kdiffusion: ('Restart', sd_samplers_extra.restart_sampler, ['restart'], {'scheduler': 'karras', "second_order": True})
+    "k_restart": ("Restart", "restart_sampler", {"scheduler": "karras", "second_order": True}),
+    # sd_samplers_lcm: ('LCM', sample_lcm, ['k_lcm'], {}), run by LCMSampler with its LCMCompVisDenoiser
+    "k_lcm": ("LCM", "sample_lcm", {}),
 }
+# LCM's denoiser maps sigma <-> t its own way, which the schedules that ask the inner model (uniform, sgm_uniform,
+# simple, normal, ddim) would follow; sd-trt refuses those for LCM, so they get no goldens.
+LCM_SCHEDULES = ["automatic", "karras", "exponential", "polyexponential", "kl_optimal", "align_your_steps"]
+
+
+def sampler_function(funcname):
+    """KDiffusionSampler's func: a k_diffusion.sampling function by name, or A1111's own (restart_sampler, sample_lcm)."""
+    return getattr(sampling, funcname, None) or getattr(sd_samplers_extra, funcname, None) or getattr(sd_samplers_lcm, funcname)
+
+
+def denoiser_for(key, inner, parameterization="eps"):
+    """KDiffusionSampler's model_wrap: CompVis(V)Denoiser, or LCMSampler's LCMCompVisDenoiser."""
+    if key == "k_lcm":
+        return sd_samplers_lcm.LCMCompVisDenoiser(inner)
+    return (external.CompVisVDenoiser if parameterization == "v" else external.CompVisDenoiser)(inner, quantize=False)
 SCHEDULES = ["automatic", "uniform", "karras", "exponential", "polyexponential", "sgm_uniform", "kl_optimal",
              "align_your_steps", "simple", "normal", "ddim"]
 
@@ -154,6 +188,7 @@ class AnalyticUNet:
 
     def __init__(self, dtype, log):
         self.alphas_cumprod = sd1_alphas_cumprod()
+        self.device = torch.device("cpu")
         self.dtype = dtype
         self.log = log
         self.k = torch.arange(256, dtype=torch.float64).reshape(1, 4, 8, 8)
@@ -223,8 +258,7 @@ def run(key, schedule, steps, dtype, seed=7, ensd=0, extra=None, keep_draws=Fals
     model_log = []
     inner = AnalyticUNet(torch_dtype, model_log)
     # KDiffusionSampler: CompVisVDenoiser when sd_model.parameterization == "v".
-    denoiser = external.CompVisVDenoiser if parameterization == "v" else external.CompVisDenoiser
-    model_wrap = denoiser(inner, quantize=False)
+    model_wrap = denoiser_for(key, inner, parameterization)
     sigmas = a1111_get_sigmas(model_wrap, options, schedule, steps)
 
     shared.opts.eta_noise_seed_delta = ensd
@@ -255,7 +289,7 @@ def run(key, schedule, steps, dtype, seed=7, ensd=0, extra=None, keep_draws=Fals
         evals[-1]["starts_step"] = d["i"]
         xs.append(vec(d["x"], dtype))
 
-    func = getattr(sampling, funcname)
+    func = sampler_function(funcname)
     kwargs = dict(extra or {})
     if funcname == "sample_dpm_fast":
         # KDiffusionSampler.sample: n = steps, sigma_min/max = the model's range, eta = opts.eta_ancestral.
@@ -295,7 +329,7 @@ def main():
     for key in SAMPLERS:
         if key == "k_dpm_fast":
             continue
-        for schedule in SCHEDULES:
+        for schedule in LCM_SCHEDULES if key == "k_lcm" else SCHEDULES:
             for dtype in ("float32", "float64"):
                 runs.append(run(key, schedule, 8, dtype))
         runs.append(run(key, "automatic", 20, "float32"))
@@ -312,9 +346,15 @@ def main():
     runs.append(run("k_dpm_fast", "karras", 7, "float32"))
     runs.append(run("k_dpm_fast", "automatic", 9, "float32", extra={"eta": 0.0}))
     runs.append(run("k_dpm_fast", "automatic", 9, "float32", seed=1234, ensd=31337, keep_draws=True))
-    for key in [k for k in SAMPLERS if k != "k_dpm_fast"]:
+    runs.append(run("k_lcm", "automatic", 4, "float32", seed=1234, ensd=31337, keep_draws=True))
+    runs.append(run("k_lcm", "automatic", 1, "float64"))
+    for key in [k for k in SAMPLERS if k not in ("k_dpm_fast", "k_lcm")]:
         runs.append(run(key, "automatic", 8, "float32", parameterization="v"))
         runs.append(run(key, "karras", 8, "float64", parameterization="v"))
+    # Restart inserts its restart segments from 20 steps on (twice, steps // 4 long, from 36).
+    for steps, schedule, dtype in [(36, "karras", "float32"), (40, "uniform", "float64"), (24, "exponential", "float64")]:
+        runs.append(run("k_restart", schedule, steps, dtype))
+    runs.append(run("k_restart", "karras", 20, "float32", seed=1234, ensd=31337, keep_draws=True))
     runs.append(run("k_euler", "align_your_steps", 11, "float32"))
     runs.append(run("k_dpmpp_2m", "karras", 1, "float32"))
     runs.append(run("k_heun", "exponential", 2, "float64"))
@@ -339,12 +379,32 @@ def setup_img2img_steps(steps, denoising_strength):
     return steps, int(min(denoising_strength, 0.999) * steps)
 
 
+def a1111_img2img_kwargs(func, sigma_sched):
+    """KDiffusionSampler.sample_img2img (v1.10.1): what it passes the sampler besides the model and xi,
+    chosen by the function's parameters; eta is initialize()'s opts.eta_ancestral (1)."""
+    parameters = inspect.signature(func).parameters
+    kwargs = {}
+    if "sigma_min" in parameters:
+        kwargs["sigma_min"] = sigma_sched[-2]  # the last sigma is 0, which DPM fast / adaptive refuse
+    if "sigma_max" in parameters:
+        kwargs["sigma_max"] = sigma_sched[0]
+    if "n" in parameters:
+        kwargs["n"] = len(sigma_sched) - 1
+    if "sigma_sched" in parameters:
+        kwargs["sigma_sched"] = sigma_sched
+    if "sigmas" in parameters:
+        kwargs["sigmas"] = sigma_sched
+    if "eta" in parameters:
+        kwargs["eta"] = 1.0
+    return kwargs
+
+
 def img2img_run(key, schedule, steps, strength, seed=7):
     """KDiffusionSampler.sample_img2img: sigma_sched = sigmas[steps - t_enc - 1:], xi = x + noise · sigma_sched[0]."""
     label, funcname, options = SAMPLERS[key]
     model_log = []
     inner = AnalyticUNet(torch.float32, model_log)
-    model_wrap = external.CompVisDenoiser(inner, quantize=False)
+    model_wrap = denoiser_for(key, inner)
     steps, t_enc = setup_img2img_steps(steps, strength)
     sigmas = a1111_get_sigmas(model_wrap, options, schedule, steps)
     sigma_sched = sigmas[steps - t_enc - 1:]
@@ -354,7 +414,9 @@ def img2img_run(key, schedule, steps, strength, seed=7):
     noise = image_rng.next()
     xi = init_latent + noise * sigma_sched[0]
     sampling.torch = TorchHijack(image_rng, [], lambda: 0)
-    final = getattr(sampling, funcname)(lambda x, sigma, **kw: model_wrap(x, sigma, **kw), xi, sigma_sched, extra_args={"cond": None}, disable=True)
+    func = sampler_function(funcname)
+    final = func(lambda x, sigma, **kw: model_wrap(x, sigma, **kw), xi, extra_args={"cond": None}, disable=True,
+                 **a1111_img2img_kwargs(func, sigma_sched))
     sampling.torch = torch
     return {
         "id": f"{key}/{schedule}/{steps}/strength{strength}", "key": key, "sampler": label, "schedule": schedule, "steps": steps,
@@ -370,10 +432,85 @@ def img2img_main():
         runs.append(img2img_run(key, "automatic", 10, 0.6))
     runs += [img2img_run("k_dpm_2", "karras", 10, 0.35), img2img_run("k_lms", "exponential", 12, 0.5),
              img2img_run("k_dpmpp_2m", "karras", 10, 1.0), img2img_run("k_euler_a", "kl_optimal", 8, 0.75),
-             img2img_run("k_heun", "uniform", 6, 0.05), img2img_run("k_dpmpp_2s_a", "sgm_uniform", 9, 0.999)]
+             img2img_run("k_heun", "uniform", 6, 0.05), img2img_run("k_dpmpp_2s_a", "sgm_uniform", 9, 0.999),
+             # 0.58 · 50 = 28.999999999999996: int() gives t_enc = 28, not 29
+             img2img_run("k_euler", "automatic", 50, 0.58), img2img_run("k_dpm_fast", "karras", 8, 0.5),
+             img2img_run("k_restart", "automatic", 30, 0.8), img2img_run("k_lcm", "automatic", 8, 0.5)]
     json.dump({"format": "sd-trt-a1111-img2img/1", "provenance": PROVENANCE,
                "rule": "steps, t_enc = steps, int(min(strength, 0.999) * steps); sigma_sched = get_sigmas(steps)[steps - t_enc - 1:]; "
                        "x = init_latent + rng.next() * sigma_sched[0]; the sampler runs fresh on sigma_sched",
+               "runs": runs}, sys.stdout, separators=(",", ":"))
+
+
+def a1111_get_timesteps(steps):
+    """CompVisSampler.get_timesteps (A1111 v1.10.1, opts.always_discard_next_to_last_sigma off)."""
+    return torch.clip(torch.asarray(list(range(0, 1000, 1000 // steps)), device=torch.device("cpu")) + 1, 0, 999)
+
+
+class TimestepsDenoiser:
+    """What the timestep samplers are handed: CFGDenoiserTimesteps without guidance around
+    CompVisTimestepsDenoiser (forward = inner_model.apply_model(input, timesteps)); they read
+    model.inner_model.inner_model.alphas_cumprod."""
+
+    def __init__(self, unet):
+        self.inner_model = types.SimpleNamespace(inner_model=unet)
+
+    def __call__(self, x, t, **kwargs):
+        return self.inner_model.inner_model.apply_model(x, t)
+
+
+TIMESTEP_SAMPLERS = {"a1111_ddim": ("DDIM", "ddim"), "a1111_plms": ("PLMS", "plms")}
+
+
+def timesteps_run(key, steps, dtype, seed=7, eta=None, strength=None):
+    """CompVisSampler.sample (txt2img: x = rng.next(), unscaled) or sample_img2img (strength given)."""
+    label, funcname = TIMESTEP_SAMPLERS[key]
+    torch_dtype = torch.float32 if dtype == "float32" else torch.float64
+    model_log = []
+    unet = AnalyticUNet(torch_dtype, model_log)
+    shared.opts.eta_noise_seed_delta = 0
+    image_rng = rng.ImageRNG((4, 8, 8), [seed])
+    noise = image_rng.next().to(torch_dtype)
+    timesteps = a1111_get_timesteps(steps)
+    out = {"id": f"{key}/{steps}/{dtype}" + (f"/eta={eta}" if eta is not None else "") + (f"/strength{strength}" if strength is not None else ""),
+           "key": key, "sampler": label, "steps": steps, "dtype": dtype, "seed": seed, "eta": eta, "strength": strength,
+           "timesteps": timesteps.tolist()}
+    if strength is None:
+        x = noise
+    else:
+        steps_, t_enc = setup_img2img_steps(steps, strength)
+        timesteps_sched = timesteps[:t_enc]
+        init_latent = (torch.randn([1, 4, 8, 8], generator=torch.Generator().manual_seed(99)) * 0.8).to(torch_dtype)
+        alphas_cumprod = unet.alphas_cumprod
+        sqrt_alpha_cumprod = torch.sqrt(alphas_cumprod[timesteps[t_enc]])
+        sqrt_one_minus_alpha_cumprod = torch.sqrt(1 - alphas_cumprod[timesteps[t_enc]])
+        x = init_latent * sqrt_alpha_cumprod + noise * sqrt_one_minus_alpha_cumprod
+        timesteps = timesteps_sched
+        out.update({"t_enc": t_enc, "init_latent": vec(init_latent, dtype), "signal": float(sqrt_alpha_cumprod), "noise_scale": float(sqrt_one_minus_alpha_cumprod)})
+    x0 = x.clone()
+    draws = []
+    sampling.torch = TorchHijack(image_rng, draws, lambda: 0)
+    func = getattr(sd_samplers_timesteps_impl, funcname)
+    kwargs = {"eta": eta} if eta is not None else {}
+    final = func(TimestepsDenoiser(unet), x, timesteps, extra_args={}, disable=True, **kwargs)
+    sampling.torch = torch
+    out.update({"evals": [e["t"] for e in model_log], "draw_count": len(draws), "x0": vec(x0, dtype), "noise": vec(noise, "float32"),
+                "final": vec(final, dtype)})
+    return out
+
+
+def timesteps_main():
+    runs = []
+    for key in TIMESTEP_SAMPLERS:
+        for steps in (2, 3, 7, 10, 20, 50):
+            for dtype in ("float32", "float64"):
+                runs.append(timesteps_run(key, steps, dtype))
+        for steps, strength in ((10, 0.6), (20, 0.75), (7, 1.0), (50, 0.58)):
+            runs.append(timesteps_run(key, steps, "float32", strength=strength))
+    runs += [timesteps_run("a1111_ddim", 10, "float32", eta=0.5), timesteps_run("a1111_ddim", 12, "float64", eta=1.0, seed=1234)]
+    json.dump({"format": "sd-trt-a1111-timesteps/1", "provenance": PROVENANCE,
+               "rule": "txt2img: x = rng.next(); img2img: t_enc = int(min(strength, 0.999) * steps), x = init * sqrt(a[ts[t_enc]]) + noise * sqrt(1 - a[ts[t_enc]]), "
+                       "the sampler runs ts[:t_enc]; ts = clip(range(0, 1000, 1000 // steps) + 1, 0, 999)",
                "runs": runs}, sys.stdout, separators=(",", ":"))
 
 
@@ -412,5 +549,7 @@ if __name__ == "__main__":
         image_rng_main()
     elif sys.argv[1:] == ["img2img"]:
         img2img_main()
+    elif sys.argv[1:] == ["timesteps"]:
+        timesteps_main()
     else:
         main()

@@ -1,6 +1,6 @@
 """
-End-to-end goldens for A1111's txt2img sampling path on the tiny model (models/tiny-sd), for
-test/unit/a1111-tiny-e2e.test.ts.
+End-to-end goldens for A1111's txt2img and img2img sampling paths on the tiny model
+(models/tiny-sd), for test/e2e/a1111-tiny.test.ts.
 
 What runs: k-diffusion's own samplers and CompVisDenoiser (crowsonkb/k-diffusion ab527a9, as
 A1111 v1.10.1 pins it) and A1111's own modules/rng.py ImageRNG and modules/sd_schedulers.py (the
@@ -20,13 +20,21 @@ v1.10.1 in a few lines each:
   shared.latent_upscale_modes' mode/antialias, the truncate_x/y crop, a new ImageRNG at the new
   latent size whose first draw is the noise, then sample_img2img with steps given
   (setup_img2img_steps: steps' = int(steps / min(strength, 0.999)), t_enc = steps - 1,
-  sigma_sched = sigmas[steps' - t_enc - 1:], x = samples + noise * sigma_sched[0]).
+  sigma_sched = sigmas[steps' - t_enc - 1:], x = samples + noise * sigma_sched[0]);
+- img2img (StableDiffusionProcessingImg2Img.init / .sample, KDiffusionSampler.sample_img2img): the init
+  image as float32 / 255, batch-repeated, x * 2 - 1 (images_tensor_to_samples), the VAE encoder per image,
+  times scale_factor; noise = rng.next() (the ImageRNG's first draw); setup_img2img_steps with
+  img2img_fix_steps off (t_enc = int(min(strength, 0.999) * steps)), sigma_sched = sigmas[steps - t_enc - 1:],
+  xi = init_latent + noise * sigma_sched[0], the sampler given what sample_img2img gives it by its signature
+  (ref.a1111_img2img_kwargs). A1111 samples the VAE posterior (get_first_stage_encoding's .sample()) from
+  torch's unseeded global generator; the tiny encoder returns the posterior mean, so no draw is involved here.
 
 Usage: KDIFFUSION=... A1111=... python scripts/reference/gen_a1111_tiny_e2e.py > test/fixtures/a1111/tiny_e2e.json
 Made with Python 3.11, torch 2.13.0+cpu, numpy 1.26.4, onnxruntime 1.30.0, transformers' CLIPTokenizer
 (the model's own tokenizer files).
 """
 import json
+import types
 import os
 import sys
 
@@ -45,7 +53,7 @@ SCALE_FACTOR = 0.18215
 
 tokenizer = CLIPTokenizer.from_pretrained(os.path.join(MODEL, "tokenizer"))
 sessions = {name: ort.InferenceSession(os.path.join(MODEL, name, "model.onnx"), providers=["CPUExecutionProvider"])
-            for name in ("text_encoder", "unet", "vae_decoder")}
+            for name in ("text_encoder", "unet", "vae_decoder", "vae_encoder")}
 
 
 def encode(text):
@@ -59,6 +67,7 @@ class TinyUNet:
 
     def __init__(self):
         self.alphas_cumprod = ref.sd1_alphas_cumprod()
+        self.device = torch.device("cpu")
 
     def apply_model(self, x, t, cond):
         outs = []
@@ -136,41 +145,124 @@ def hires_pass(case, model_wrap, options, funcname, samples, cond, uncond):
     sigma_sched = sigmas[steps - t_enc - 1:]
     xi = samples + noise * sigma_sched[0]
     ref.sampling.torch = ref.TorchHijack(image_rng, [], lambda: 0)
-    out = getattr(ref.sampling, funcname)(cfg_denoiser(model_wrap, cond, uncond, case["cfg_scale"]), xi, sigma_sched,
+    out = ref.sampler_function(funcname)(cfg_denoiser(model_wrap, cond, uncond, case["cfg_scale"]), xi, sigma_sched,
                                           extra_args={}, disable=True)
     ref.sampling.torch = torch
     return out
 
 
+def gradient_init_image(width, height):
+    """The init image the tests write (test/fixtures/tiny-sd-cases/reference.ts gradientInitImage), HWC uint8."""
+    y, x = np.mgrid[0:height, 0:width]
+    return np.stack([4 * x + 2, 4 * y + 2, 255 - 2 * (x + y)], axis=-1).astype(np.uint8)
+
+
+def img2img_init_latent(case, b):
+    """StableDiffusionProcessingImg2Img.init for one init image: float32 / 255, CHW, repeated over the
+    batch; images_tensor_to_samples: x * 2 - 1, one encode per image, get_first_stage_encoding = scale_factor * z."""
+    image = gradient_init_image(case["width"], case["height"]).astype(np.float32) / 255.0
+    image = np.moveaxis(image, 2, 0)
+    batch_images = np.expand_dims(image, axis=0).repeat(b, axis=0)
+    image = torch.from_numpy(batch_images) * 2 - 1
+    latents = [torch.from_numpy(sessions["vae_encoder"].run(["latent_sample"], {"sample": img.unsqueeze(0).numpy()})[0])[0] for img in image]
+    return SCALE_FACTOR * torch.stack(latents)
+
+
+def img2img_samples(case, model_wrap, options, funcname, image_rng, denoiser, b):
+    """StableDiffusionProcessingImg2Img.sample + KDiffusionSampler.sample_img2img (v1.10.1)."""
+    init_latent = img2img_init_latent(case, b)
+    noise = image_rng.next()
+    steps, t_enc = ref.setup_img2img_steps(case["steps"], case["denoising_strength"])
+    sigmas = ref.a1111_get_sigmas(model_wrap, options, case["schedule"], steps)
+    sigma_sched = sigmas[steps - t_enc - 1:]
+    xi = init_latent + noise * sigma_sched[0]
+    func = ref.sampler_function(funcname)
+    return func(denoiser, xi, extra_args={}, disable=True, **ref.a1111_img2img_kwargs(func, sigma_sched))
+
+
+class TimestepsCFG:
+    """CFGDenoiserTimesteps as the timestep samplers see it: the CFG combine of CompVisTimestepsDenoiser
+    (the UNet's eps as is, fed the integer timestep), and model.inner_model.inner_model.alphas_cumprod."""
+
+    def __init__(self, unet, cond, uncond, cfg_scale):
+        self.inner_model = types.SimpleNamespace(inner_model=unet)
+        self.forward = cfg_denoiser(lambda x, t, cond: unet.apply_model(x, t, cond), cond, uncond, cfg_scale)
+
+    def __call__(self, x, t, **kwargs):
+        return self.forward(x, t)
+
+
+def timesteps_samples(case, funcname, image_rng, cond, uncond, b):
+    """CompVisSampler.sample (x = rng.next(), unscaled) or sample_img2img (v1.10.1) with A1111's DDIM / PLMS."""
+    unet = TinyUNet()
+    model = TimestepsCFG(unet, cond, uncond, case["cfg_scale"])
+    noise = image_rng.next()
+    timesteps = ref.a1111_get_timesteps(case["steps"])
+    if case.get("img2img"):
+        init_latent = img2img_init_latent(case, b)
+        steps, t_enc = ref.setup_img2img_steps(case["steps"], case["denoising_strength"])
+        alphas_cumprod = unet.alphas_cumprod
+        x = init_latent * torch.sqrt(alphas_cumprod[timesteps[t_enc]]) + noise * torch.sqrt(1 - alphas_cumprod[timesteps[t_enc]])
+        timesteps = timesteps[:t_enc]
+    else:
+        x = noise
+    # Sampler.initialize: eta = p.eta (else opts.eta_ddim = 0), passed where the function takes it.
+    kwargs = {"eta": case["eta"]} if "eta" in case else {}
+    return getattr(ref.sd_samplers_timesteps_impl, funcname)(model, x, timesteps, extra_args={}, disable=True, **kwargs)
+
+
 def run_case(case):
     key = case["sampler"]
+    if key in ref.TIMESTEP_SAMPLERS:
+        return run_timesteps_case(case)
     label, funcname, options = ref.SAMPLERS[key]
     ref.shared.opts.eta_noise_seed_delta = case.get("ensd", 0)
     b = len(case["seeds"])
     h, w = case["height"] // 8, case["width"] // 8
-    model_wrap = ref.external.CompVisDenoiser(TinyUNet(), quantize=False)
+    model_wrap = ref.denoiser_for(key, TinyUNet())
     sigmas = ref.a1111_get_sigmas(model_wrap, options, case["schedule"], case["steps"])
     image_rng = ref.rng.ImageRNG((4, h, w), case["seeds"], subseeds=case.get("subseeds"),
                                  subseed_strength=case.get("subseed_strength", 0.0),
                                  seed_resize_from_h=case.get("seed_resize_from_h", 0),
                                  seed_resize_from_w=case.get("seed_resize_from_w", 0))
-    x = image_rng.next() * sigmas[0]
     ref.sampling.torch = ref.TorchHijack(image_rng, [], lambda: 0)
     cond = encode(case["prompt"]).repeat(b, 1, 1)
     uncond = encode(case["negative_prompt"]).repeat(b, 1, 1)
     denoiser = cfg_denoiser(model_wrap, cond, uncond, case["cfg_scale"])
-    if funcname == "sample_dpm_fast":
+    if case.get("img2img"):
+        samples = img2img_samples(case, model_wrap, options, funcname, image_rng, denoiser, b)
+    elif funcname == "sample_dpm_fast":
         # KDiffusionSampler.sample: n = steps, the model's sigma range, eta = opts.eta_ancestral (1).
+        x = image_rng.next() * sigmas[0]
         samples = ref.sampling.sample_dpm_fast(denoiser, x, model_wrap.sigmas[0].item(), model_wrap.sigmas[-1].item(), case["steps"],
                                                extra_args={}, disable=True, eta=1.0)
     else:
-        samples = getattr(ref.sampling, funcname)(denoiser, x, sigmas, extra_args={}, disable=True)
+        x = image_rng.next() * sigmas[0]
+        samples = ref.sampler_function(funcname)(denoiser, x, sigmas, extra_args={}, disable=True)
     ref.sampling.torch = torch
     if case.get("enable_hr"):
         samples = hires_pass(case, model_wrap, options, funcname, samples, cond, uncond)
+    return finish_case(case, label, samples, sigmas)
+
+
+def run_timesteps_case(case):
+    label, funcname = ref.TIMESTEP_SAMPLERS[case["sampler"]]
+    ref.shared.opts.eta_noise_seed_delta = case.get("ensd", 0)
+    b = len(case["seeds"])
+    image_rng = ref.rng.ImageRNG((4, case["height"] // 8, case["width"] // 8), case["seeds"], subseeds=case.get("subseeds"),
+                                 subseed_strength=case.get("subseed_strength", 0.0))
+    ref.sampling.torch = ref.TorchHijack(image_rng, [], lambda: 0)
+    cond = encode(case["prompt"]).repeat(b, 1, 1)
+    uncond = encode(case["negative_prompt"]).repeat(b, 1, 1)
+    samples = timesteps_samples(case, funcname, image_rng, cond, uncond, b)
+    ref.sampling.torch = torch
+    return finish_case(case, label, samples, None)
+
+
+def finish_case(case, label, samples, sigmas):
     decoded = sessions["vae_decoder"].run(["sample"], {"latent_sample": (samples / SCALE_FACTOR).numpy().astype(np.float32)})[0]
     pixels = (255.0 * np.moveaxis(np.clip((decoded + 1.0) / 2.0, 0.0, 1.0), 1, 3)).astype(np.uint8)
-    return {**case, "a1111_sampler": label, "sigmas": ref.f32(sigmas.tolist()),
+    return {**case, "a1111_sampler": label, "sigmas": ref.f32(sigmas.tolist()) if sigmas is not None else None,
             "final_latents": ref.f32(samples.reshape(-1).tolist()), "pixels_hwc": pixels.reshape(-1).tolist()}
 
 
@@ -196,6 +288,37 @@ CASES = [
      "enable_hr": True, "hr_scale": 2.0, "hr_upscaler": "Latent (bicubic)", "denoising_strength": 0.8},
     {"id": "hires-nearest-dpm2-a", "sampler": "k_dpm_2_a", "schedule": "automatic", "steps": 3, "seeds": [27],
      "enable_hr": True, "hr_scale": 2.0, "hr_upscaler": "Latent (nearest)", "denoising_strength": 0.55},
+    # img2img from gradient_init_image; t_enc = int(min(strength, 0.999) * steps)
+    {"id": "img2img-euler-a-batch", "img2img": True, "sampler": "k_euler_a", "schedule": "automatic", "steps": 8, "seeds": [31, 32],
+     "denoising_strength": 0.75},
+    {"id": "img2img-dpmpp-2m-rounding-edge", "img2img": True, "sampler": "k_dpmpp_2m", "schedule": "automatic", "steps": 50, "seeds": [33],
+     "denoising_strength": 0.58},  # 0.58 * 50 = 28.999999999999996: t_enc = 28
+    {"id": "img2img-heun-strength-1", "img2img": True, "sampler": "k_heun", "schedule": "exponential", "steps": 6, "seeds": [34],
+     "denoising_strength": 1.0},  # min(1, 0.999) * 6 = 5.994: t_enc = 5, the whole schedule from init latent + σ_max · noise
+    {"id": "img2img-lms-one-step", "img2img": True, "sampler": "k_lms", "schedule": "uniform", "steps": 10, "seeds": [35],
+     "denoising_strength": 0.05},  # t_enc = 0: one step from the last sigma
+    {"id": "img2img-dpm2-a-variation-ensd", "img2img": True, "sampler": "k_dpm_2_a", "schedule": "automatic", "steps": 6, "seeds": [36],
+     "subseeds": [7], "subseed_strength": 0.4, "ensd": 31337, "denoising_strength": 0.6},
+    {"id": "img2img-dpm-fast", "img2img": True, "sampler": "k_dpm_fast", "schedule": "automatic", "steps": 7, "seeds": [37],
+     "denoising_strength": 0.5},
+    {"id": "img2img-dpmpp-2s-a-sgm-seed-resize", "img2img": True, "sampler": "k_dpmpp_2s_a", "schedule": "sgm_uniform", "steps": 5,
+     "seeds": [38], "seed_resize_from_w": 48, "seed_resize_from_h": 80, "denoising_strength": 0.45},
+    # A1111's Restart (sd_samplers_extra.restart_sampler): from 20 steps on a restart segment with one ImageRNG draw
+    {"id": "restart-karras-ensd", "sampler": "k_restart", "schedule": "automatic", "steps": 20, "seeds": [41, 42], "ensd": 31337},
+    {"id": "img2img-restart", "img2img": True, "sampler": "k_restart", "schedule": "automatic", "steps": 24, "seeds": [43],
+     "denoising_strength": 0.9},
+    # A1111's LCM (sd_samplers_lcm: LCMCompVisDenoiser, sample_lcm)
+    {"id": "lcm-ensd", "sampler": "k_lcm", "schedule": "automatic", "steps": 6, "seeds": [45, 46], "ensd": 31337, "cfg_scale": 1.5},
+    {"id": "img2img-lcm-karras", "img2img": True, "sampler": "k_lcm", "schedule": "karras", "steps": 8, "seeds": [47], "cfg_scale": 2.0,
+     "denoising_strength": 0.6},
+    # A1111's own DDIM and PLMS (sd_samplers_timesteps_impl): integer timesteps, DDIM draws (eta 0) every step.
+    # Batch 1 only: the stored file version broadcasts its per-step scalars over s_in ([B]), which only runs for B = 1.
+    {"id": "ddim-variation-ensd", "sampler": "a1111_ddim", "steps": 10, "seeds": [51], "subseeds": [9], "subseed_strength": 0.3,
+     "ensd": 31337},
+    {"id": "plms", "sampler": "a1111_plms", "steps": 12, "seeds": [53]},
+    {"id": "ddim-eta-ensd", "sampler": "a1111_ddim", "steps": 8, "seeds": [57], "eta": 0.5, "ensd": 31337},
+    {"id": "img2img-ddim", "img2img": True, "sampler": "a1111_ddim", "steps": 20, "seeds": [54], "denoising_strength": 0.7},
+    {"id": "img2img-plms", "img2img": True, "sampler": "a1111_plms", "steps": 15, "seeds": [55], "denoising_strength": 0.5},
 ]
 
 

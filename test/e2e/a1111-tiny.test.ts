@@ -1,12 +1,12 @@
 /**
- * A1111's txt2img end to end on the tiny model: k-diffusion's samplers and A1111's ImageRNG,
- * schedule types, variation seeds, seed resize and ENSD, driving the tiny model's ONNX graphs the
- * way A1111 v1.10.1 drives its UNet (test/fixtures/a1111/tiny_e2e.json, made by
+ * A1111's txt2img and img2img end to end on the tiny model: k-diffusion's samplers and A1111's
+ * ImageRNG, schedule types, variation seeds, seed resize, ENSD, hires fix and img2img's
+ * denoising-strength rule, driving the tiny model's ONNX graphs the way A1111 v1.10.1 drives them (test/fixtures/a1111/tiny_e2e.json, made by
  * scripts/reference/gen_a1111_tiny_e2e.py), against Pipeline.generate, the server and the CLI.
  * The bar: latents within 1e-4 · max(1, max|x|), pixels within ±1 (A1111 truncates to uint8).
  */
 import { afterAll, beforeAll, describe, expect, test } from "@jest/globals";
-import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import sharp from "sharp";
@@ -14,14 +14,17 @@ import generate from "../../lib/cli/commands/generate.js";
 import { Pipeline, type GenerateOptions } from "../../lib/pipeline/pipeline.js";
 import { PipelineService } from "../../lib/service/pipeline-service.js";
 import { SdServer } from "../../lib/server/server.js";
+import { readPngText } from "../../lib/image/index.js";
 import { latentError } from "../fixtures/tiny-sd-cases/compare.js";
+import { gradientInitImage } from "../fixtures/tiny-sd-cases/reference.js";
 import { runCommand } from "../support/run-cli.js";
 
 interface Case {
   id: string;
   sampler: string;
   a1111_sampler: string;
-  schedule: string;
+  /** k-diffusion samplers only (A1111's DDIM and PLMS take no schedule type). */
+  schedule?: string;
   steps: number;
   seeds: number[];
   subseeds?: number[];
@@ -29,6 +32,8 @@ interface Case {
   seed_resize_from_w?: number;
   seed_resize_from_h?: number;
   ensd?: number;
+  /** A1111's eta (its DDIM: "Eta DDIM"). */
+  eta?: number;
   enable_hr?: boolean;
   hr_scale?: number;
   hr_resize_x?: number;
@@ -36,6 +41,8 @@ interface Case {
   hr_upscaler?: string;
   hr_second_pass_steps?: number;
   denoising_strength?: number;
+  /** img2img from gradientInitImage() at denoising_strength. */
+  img2img?: boolean;
   prompt: string;
   negative_prompt: string;
   width: number;
@@ -67,13 +74,15 @@ function optionsFor(c: Case): GenerateOptions {
     steps: c.steps,
     guidance: c.cfg_scale,
     scheduler: c.sampler,
-    sigmaSchedule: c.schedule,
+    ...(c.schedule !== undefined ? { sigmaSchedule: c.schedule } : {}),
     seeds: c.seeds,
     rng: "cpu",
     returnLatents: true,
     ...(c.subseeds ? { subseeds: c.subseeds, subseedStrength: c.subseed_strength! } : {}),
     ...(c.seed_resize_from_w ? { seedResizeFrom: { width: c.seed_resize_from_w, height: c.seed_resize_from_h! } } : {}),
     ...(c.ensd ? { ensd: c.ensd } : {}),
+    ...(c.eta !== undefined ? { eta: c.eta } : {}),
+    ...(c.img2img ? { initImage: { data: gradientInitImage(), width: c.width, height: c.height, channels: 3 as const }, strength: c.denoising_strength! } : {}),
     ...(c.enable_hr
       ? {
           hires: {
@@ -104,12 +113,14 @@ function imagePixels(_c: Case, images: { rgb: Uint8Array }[]): Uint8Array {
   return out;
 }
 
-describe.each(golden.cases.map((c) => [c.id, c] as const))("A1111 txt2img on the tiny model, %s", (_id, c) => {
+describe.each(golden.cases.map((c) => [c.id, c] as const))("A1111 on the tiny model, %s", (_id, c) => {
   test("Pipeline.generate gives A1111's latents (1e-4) and pixels (±1)", async () => {
     const result = await pipe.generate(optionsFor(c));
     expect(latentError(result.latents!, c.final_latents)).toBeLessThan(1e-4);
     expect(maxPixelDiff(imagePixels(c, result.images), c.pixels_hwc)).toBeLessThanOrEqual(1);
     expect(result.images[0]!.infotext).toContain(`Sampler: ${c.a1111_sampler}, `);
+    if (c.img2img) expect(result.images[0]!.infotext).toContain(`, Denoising strength: ${c.denoising_strength}`);
+    if (c.sampler === "a1111_ddim" && c.eta) expect(result.images[0]!.infotext).toMatch(new RegExp(`, Eta DDIM: ${c.eta}$`));
     if (c.enable_hr) expect(result.images[0]!.infotext).toMatch(new RegExp(`Size: ${c.width}x${c.height}, .*Denoising strength: ${c.denoising_strength}, .*Hires (upscale|resize): .*Hires upscaler: ${c.hr_upscaler!.replace(/[()]/g, "\\$&")}`));
   });
 });
@@ -154,7 +165,7 @@ test("the CLI's --hires-* flags give A1111's hires-fix pixels (truncating resize
   const out = join(scratch, "hires-{i}.png");
   const run = await runCommand(generate, [
     "generate", "--backend", "cpu", "--prompt", c.prompt, "--negative-prompt", c.negative_prompt, "--width", String(c.width), "--height", String(c.height),
-    "--steps", String(c.steps), "--guidance", String(c.cfg_scale), "--scheduler", c.a1111_sampler, "--schedule", c.schedule, "--seeds", c.seeds.join(","),
+    "--steps", String(c.steps), "--guidance", String(c.cfg_scale), "--scheduler", c.a1111_sampler, "--schedule", c.schedule!, "--seeds", c.seeds.join(","),
     "--subseed", String(c.subseeds![0]), "--subseed-strength", String(c.subseed_strength), "--hires-resize", `${c.hr_resize_x}x${c.hr_resize_y}`,
     "--hires-upscaler", c.hr_upscaler!, "--hires-strength", String(c.denoising_strength), "--rng", "cpu", "--out", out, "--quiet",
   ]);
@@ -179,4 +190,63 @@ test("hires requests batched by the service give each image what it gets alone",
   } finally {
     await service.dispose();
   }
+});
+
+async function initImagePng(c: Case): Promise<Buffer> {
+  return sharp(gradientInitImage(), { raw: { width: c.width, height: c.height, channels: 3 } }).png().toBuffer();
+}
+
+test("the server's /sdapi/v1/img2img gives A1111's pixels for an A1111 sampler name, with its Denoising strength in the infotext", async () => {
+  const c = golden.cases.find((x) => x.id === "img2img-euler-a-batch")!;
+  const service = await PipelineService.create(pipe, { maxQueue: 8, batchWindowMs: 0 });
+  const server = new SdServer({ service, ownService: true });
+  try {
+    const { url } = await server.listen({ host: "127.0.0.1", port: 0 });
+    const body = {
+      init_images: [`data:image/png;base64,${(await initImagePng(c)).toString("base64")}`], denoising_strength: c.denoising_strength,
+      prompt: c.prompt, negative_prompt: c.negative_prompt, width: c.width, height: c.height, steps: c.steps, cfg_scale: c.cfg_scale,
+      sampler_name: c.a1111_sampler, scheduler: "Automatic", seed: c.seeds[0], batch_size: c.seeds.length, override_settings: { randn_source: "CPU" },
+    };
+    const response = await fetch(`${url}/sdapi/v1/img2img`, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+    expect(response.status).toBe(200);
+    const json = (await response.json()) as { images: string[]; info: string };
+    const pixels = await Promise.all(json.images.map(async (png) => new Uint8Array(await sharp(Buffer.from(png, "base64")).raw().toBuffer())));
+    expect(maxPixelDiff(imagePixels(c, pixels.map((rgb) => ({ rgb }))), c.pixels_hwc)).toBeLessThanOrEqual(1);
+    const info = JSON.parse(json.info) as { infotexts: string[]; denoising_strength: number };
+    expect(info.denoising_strength).toBe(c.denoising_strength);
+    for (const text of info.infotexts) expect(text).toMatch(new RegExp(`Sampler: ${c.a1111_sampler}, .*Denoising strength: ${c.denoising_strength}`));
+  } finally {
+    await server.close(0);
+  }
+});
+
+test("the CLI's --init-image with an A1111 sampler name, variation seed and ENSD gives A1111's img2img pixels", async () => {
+  const c = golden.cases.find((x) => x.id === "img2img-dpm2-a-variation-ensd")!;
+  const init = join(scratch, "init.png");
+  await writeFile(init, await initImagePng(c));
+  const out = join(scratch, "img2img-{i}.png");
+  const run = await runCommand(generate, [
+    "generate", "--backend", "cpu", "--prompt", c.prompt, "--negative-prompt", c.negative_prompt, "--init-image", init, "--strength", String(c.denoising_strength),
+    "--steps", String(c.steps), "--guidance", String(c.cfg_scale), "--scheduler", c.a1111_sampler, "--seeds", c.seeds.join(","),
+    "--subseed", String(c.subseeds![0]), "--subseed-strength", String(c.subseed_strength), "--ensd", String(c.ensd), "--rng", "cpu", "--out", out, "--quiet",
+  ]);
+  expect(run.code).toBe(0);
+  const file = await readFile(out.replace("{i}", "0"));
+  expect(maxPixelDiff(imagePixels(c, [{ rgb: new Uint8Array(await sharp(file).raw().toBuffer()) }]), c.pixels_hwc)).toBeLessThanOrEqual(1);
+  expect((await readPngText(file)).find((t) => t.keyword === "parameters")?.text).toContain(`Denoising strength: ${c.denoising_strength}`);
+});
+
+test("the CLI's --scheduler DDIM runs A1111's own DDIM (variation seed, ENSD): A1111's pixels", async () => {
+  const c = golden.cases.find((x) => x.id === "ddim-variation-ensd")!;
+  const out = join(scratch, "ddim-{i}.png");
+  const run = await runCommand(generate, [
+    "generate", "--backend", "cpu", "--prompt", c.prompt, "--negative-prompt", c.negative_prompt, "--width", String(c.width), "--height", String(c.height),
+    "--steps", String(c.steps), "--guidance", String(c.cfg_scale), "--scheduler", "DDIM", "--seeds", c.seeds.join(","),
+    "--subseed", String(c.subseeds![0]), "--subseed-strength", String(c.subseed_strength), "--ensd", String(c.ensd), "--rng", "cpu", "--out", out, "--quiet",
+  ]);
+  expect(run.code).toBe(0);
+  const file = await readFile(out.replace("{i}", "0"));
+  expect(maxPixelDiff(imagePixels(c, [{ rgb: new Uint8Array(await sharp(file).raw().toBuffer()) }]), c.pixels_hwc)).toBeLessThanOrEqual(1);
+  // A1111 writes no ENSD for DDIM (no uses_ensd option; at eta 0 its draws are scaled by 0).
+  expect((await readPngText(file)).find((t) => t.keyword === "parameters")?.text).toMatch(/Sampler: DDIM, (?!.*ENSD)/);
 });

@@ -224,7 +224,7 @@ describe("A1111 generation", () => {
     const response = await post(`${s.url}/sdapi/v1/img2img`, body);
     expect(response.status).toBe(200);
     expect(response.json.parameters.init_images).toBeNull();
-    const alone = await pipe.generate({ prompt: "a painting", width: 64, height: 64, steps: 10, guidance: 7, scheduler: "pndm", seeds: [3], rng: "nv", initImage: png, strength: 0.6 });
+    const alone = await pipe.generate({ prompt: "a painting", width: 64, height: 64, steps: 10, guidance: 7, scheduler: "a1111_plms", seeds: [3], rng: "nv", initImage: png, strength: 0.6 });
     expect(Buffer.compare(await rawPixels(response.json.images[0]), Buffer.from(alone.images[0]!.rgb))).toBe(0);
     expect(JSON.parse(response.json.info).denoising_strength).toBe(0.6);
   });
@@ -238,7 +238,7 @@ describe("A1111 generation", () => {
 
   test("samplers, schedulers, progress, health and ping answer in A1111's shapes", async () => {
     const samplers = (await (await fetch(`${s.url}/sdapi/v1/samplers`)).json()) as Array<{ name: string; aliases: string[] }>;
-    expect(samplers.map((x) => x.name)).toEqual(expect.arrayContaining(["Euler a", "Euler", "LMS", "Heun", "DPM2", "DPM2 a", "DPM++ 2S a", "DPM++ 2M", "DPM fast", "DDIM", "PLMS", "UniPC", "euler_a", "dpmpp_2m_karras", "ddpm"]));
+    expect(samplers.map((x) => x.name)).toEqual(expect.arrayContaining(["Euler a", "Euler", "LMS", "Heun", "DPM2", "DPM2 a", "DPM++ 2S a", "DPM++ 2M", "DPM fast", "Restart", "LCM", "DDIM", "PLMS", "UniPC", "euler_a", "dpmpp_2m_karras", "ddpm"]));
     expect(samplers.map((x) => x.name)).not.toContain("DPM++ SDE");
     const schedulers = (await (await fetch(`${s.url}/sdapi/v1/schedulers`)).json()) as Array<{ label: string }>;
     expect(schedulers.map((x) => x.label)).toEqual(["Automatic", "Uniform", "Karras", "Exponential", "Polyexponential", "SGM Uniform", "KL Optimal", "Align Your Steps", "Simple", "Normal", "DDIM"]);

@@ -3,6 +3,7 @@
  * per-element code nvcc compiles into the kernels) against the TypeScript CPU executor and
  * diffusers' goldens. This is how CI, which has no GPU, checks the kernels' arithmetic.
  */
+import { readFileSync } from "node:fs";
 import { describe, expect, test } from "@jest/globals";
 import { analyticReferenceModel, roundToFloat16 } from "../support/analytic-reference.js";
 import { packProgram, runProgram, type SamplerProgram } from "../../lib/sampler/index.js";
@@ -83,6 +84,30 @@ describe.each(kdiffusionRuns.map((r) => [r.id, r] as const))("denoise loop host 
     const first = new TorchGenerator(run.seed);
     first.randn([1, 4, 8, 8]);
     const generator = run.ensd ? new TorchGenerator(run.seed + run.ensd) : first;
+    const draws = program.evals.filter((e) => e.drawsNoise).length;
+    const noise = new Float32Array(draws * IMAGE);
+    for (let d = 0; d < draws; d++) noise.set(generator.randn([1, 4, 8, 8]), d * IMAGE);
+    const host = addon.hostRunProgram({ program: packProgram(program), latents: x0, noise, batch: 1, height: 8, width: 8 });
+    const cpu = runProgram(program, x0, analyticModel("float32"), drawOf(noise, program, IMAGE));
+    expect(relativeError(host, cpu)).toBeLessThan(1e-6);
+    expect(relativeError(host, run.final)).toBeLessThan(1e-5);
+  });
+});
+
+// A1111's own DDIM and PLMS: integer timesteps, eps outputs, DDIM's draw every step
+// (test/fixtures/a1111/timesteps_goldens.json, float32 txt2img runs).
+const timestepRuns = (
+  JSON.parse(readFileSync(new URL("../fixtures/a1111/timesteps_goldens.json", import.meta.url), "utf8")) as {
+    runs: { id: string; key: string; steps: number; dtype: string; seed: number; eta: number | null; strength: number | null; x0: number[]; final: number[] }[];
+  }
+).runs.filter((r) => r.dtype === "float32" && r.strength === null);
+
+describe.each(timestepRuns.map((r) => [r.id, r] as const))("denoise loop host path, A1111 %s", (_id, run) => {
+  test("reproduces the CPU executor and A1111's final latents", () => {
+    const program = createScheduler(run.key, run.eta === null ? {} : { eta: run.eta }).compile(run.steps);
+    const x0 = Float32Array.from(run.x0);
+    const generator = new TorchGenerator(run.seed);
+    generator.randn([1, 4, 8, 8]); // x0
     const draws = program.evals.filter((e) => e.drawsNoise).length;
     const noise = new Float32Array(draws * IMAGE);
     for (let d = 0; d < draws; d++) noise.set(generator.randn([1, 4, 8, 8]), d * IMAGE);

@@ -80,7 +80,7 @@ describe("each invalid option is refused, naming it", () => {
     rejects({ guidance: Number.NaN }, "guidance", /got NaN/);
   });
   test("scheduler", () => {
-    rejects({ scheduler: "euler_b" }, "scheduler", /scheduler must be one of lms, euler, euler_a, ddim, pndm, dpmpp_2m, dpmpp_2m_karras, heun, ddpm, unipc, k_euler, k_euler_a, k_lms, k_heun, k_dpm_2, k_dpm_2_a, k_dpmpp_2s_a, k_dpmpp_2m, k_dpm_fast .*got "euler_b"/);
+    rejects({ scheduler: "euler_b" }, "scheduler", /scheduler must be one of lms, euler, euler_a, ddim, pndm, dpmpp_2m, dpmpp_2m_karras, heun, ddpm, unipc, k_euler, k_euler_a, k_lms, k_heun, k_dpm_2, k_dpm_2_a, k_dpmpp_2s_a, k_dpmpp_2m, k_dpm_fast, k_restart, k_lcm, a1111_ddim, a1111_plms .*got "euler_b"/);
   });
   test("seed and seeds", () => {
     rejects({ seed: -1 }, "seed", /seed must be an integer from 0 to 18446744073709551615/);
@@ -140,16 +140,20 @@ describe("A1111 options (sigmaSchedule, subseeds, subseedStrength, seedResizeFro
     rejects({ seeds: [1], subseedStrength: 0.5 }, "subseedStrength", /subseedStrength needs subseeds/);
     rejects({ seeds: [1], seedResizeFrom: { width: 4, height: 64 } }, "seedResizeFrom.width", /seedResizeFrom\.width must be an integer from 8 to 16384, got 4/);
     rejects({ seeds: [1], ensd: -3 }, "ensd", /ensd must be an integer from 0/);
-    rejects({ seeds: [1], ensd: 5, initImage: "in.png" }, "ensd", /ensd applies to txt2img only/);
+    rejects({ scheduler: "euler", seeds: [1], ensd: 5, initImage: "in.png" }, "ensd", /ensd applies to txt2img, and to img2img with A1111's own samplers \(k_euler_a, …, a1111_ddim, a1111_plms\), not img2img with euler/);
   });
   test("a k-diffusion sampler on a UNet with an integer timestep is refused, saying why", () => {
     const intTimestep = { ...ctx, limits: { ...ctx.limits, fractionalTimesteps: false } };
     rejects({ scheduler: "k_euler" }, "scheduler", /k_euler feeds the UNet fractional timesteps .* this model's UNet takes an integer timestep/, intTimestep);
     expect(resolveGenerateOptions({ prompt: "x", scheduler: "euler" }, intTimestep).scheduler).toBe("euler");
+    // LCM and A1111's DDIM / PLMS feed whole training timesteps.
+    for (const scheduler of ["k_lcm", "a1111_ddim", "a1111_plms"]) expect(resolveGenerateOptions({ prompt: "x", scheduler }, intTimestep).scheduler).toBe(scheduler);
   });
   test("eta", () => {
     expect(resolveGenerateOptions({ prompt: "x", scheduler: "k_dpm_2_a", eta: 0.5 }, ctx).a1111).toEqual({ sigmaSchedule: "automatic", eta: 0.5 });
-    rejects({ scheduler: "k_euler", eta: 0.5 }, "eta", /eta applies to A1111's ancestral samplers and DPM fast .*not k_euler/);
+    rejects({ scheduler: "k_euler", eta: 0.5 }, "eta", /eta applies to A1111's ancestral samplers, DPM fast and DDIM .*not k_euler/);
+    expect(resolveGenerateOptions({ prompt: "x", scheduler: "a1111_ddim", eta: 0.5 }, ctx).a1111).toEqual({ eta: 0.5 });
+    rejects({ scheduler: "a1111_plms", eta: 0.5 }, "eta", /not a1111_plms/);
     rejects({ scheduler: "k_euler_a", eta: -1 }, "eta", /eta must be a number from 0 to 100, got -1/);
   });
   test("hires", () => {
@@ -166,7 +170,10 @@ describe("A1111 options (sigmaSchedule, subseeds, subseedStrength, seedResizeFro
     rejects({ ...base, seeds: undefined, seed: 1, hires: {} }, "hires", /give seeds/);
     rejects({ ...base, scheduler: "euler", initImage: "in.png", hires: {} }, "hires", /hires applies to txt2img only/);
   });
-  test("img2img with a k-diffusion sampler is refused, saying why", () => {
-    rejects({ scheduler: "k_euler_a", initImage: "in.png" }, "scheduler", /img2img with A1111's k-diffusion samplers \(k_euler_a\) is not supported yet: A1111 samples the VAE posterior from torch's unseeded global generator/);
+  test("img2img with a k-diffusion sampler takes A1111's strength rule (t_enc = 0 still runs one step) and its noise options", () => {
+    const r = resolveGenerateOptions({ prompt: "x", scheduler: "k_euler_a", initImage: "in.png", strength: 0.04, steps: 20, seeds: [1], subseeds: [2], subseedStrength: 0.3, ensd: 5 }, ctx);
+    expect(r.strength).toBe(0.04);
+    expect(r.a1111.noise).toEqual({ subseeds: [2n], subseedStrength: 0.3, seedResizeFromWidth: 0, seedResizeFromHeight: 0, ensd: 5 });
+    rejects({ scheduler: "euler", initImage: "x.png", strength: 0.04, steps: 20 }, "strength", /runs no step/);
   });
 });

@@ -37,7 +37,9 @@ describe.each(golden.runs.map((r) => [r.id, r] as const))("%s", (_id, run) => {
     const program = createScheduler(run.key, { sigmaSchedule: run.schedule }).compile(run.steps, { startIndex: run.start_index });
     expect(program.startIndex).toBe(run.start_index);
     expect(program.evals).toHaveLength(run.evals);
-    expect(program.addNoise).toMatchObject({ signal: 1, noise: run.sigma_sched[0] });
+    expect(program.addNoise?.signal).toBe(1);
+    // σ_start to float32 rounding (a few ulps at 50 steps, where torch's float32 arithmetic rounds differently).
+    expect(Math.abs(program.addNoise!.noise - run.sigma_sched[0]!) / run.sigma_sched[0]!).toBeLessThan(1e-6);
     // A1111: init_latent + noise * sigma_sched[0] in float32; the later draws continue the image's generator.
     const x0 = Float32Array.from(run.init_latent, (v, i) => v + Math.fround(run.noise[i]! * run.sigma_sched[0]!));
     const generator = new TorchGenerator(run.seed);

@@ -45,8 +45,13 @@ test("CompVisDenoiser's sigma table is ldm's SD 1.x schedule", () => {
 
 test("the goldens cover every implemented sampler with every schedule type, both dtypes", () => {
   // DPM fast integrates over the model's sigma range; a schedule only scales its start.
-  const keys = new Set(goldens.runs.map((r) => r.key).filter((k) => k !== "k_dpm_fast"));
-  expect([...keys].sort()).toEqual(["k_dpm_2", "k_dpm_2_a", "k_dpmpp_2m", "k_dpmpp_2s_a", "k_euler", "k_euler_a", "k_heun", "k_lms"]);
+  // LCM takes the schedule types that need no σ ↔ t mapping of the model (its denoiser has its own): checked below.
+  const keys = new Set(goldens.runs.map((r) => r.key).filter((k) => k !== "k_dpm_fast" && k !== "k_lcm"));
+  expect([...keys].sort()).toEqual(["k_dpm_2", "k_dpm_2_a", "k_dpmpp_2m", "k_dpmpp_2s_a", "k_euler", "k_euler_a", "k_heun", "k_lms", "k_restart"]);
+  const lcmSchedules = new Set(goldens.runs.filter((r) => r.key === "k_lcm").map((r) => `${r.schedule}/${r.dtype}`));
+  for (const schedule of ["automatic", "karras", "exponential", "polyexponential", "kl_optimal", "align_your_steps"]) {
+    for (const dtype of ["float32", "float64"]) expect(lcmSchedules.has(`${schedule}/${dtype}`)).toBe(true);
+  }
   expect(goldens.runs.filter((r) => r.key === "k_dpm_fast").map((r) => r.dtype)).toEqual(expect.arrayContaining(["float32", "float64"]));
   const schedules = new Set(goldens.runs.map((r) => r.schedule));
   expect(schedules.size).toBe(11);
@@ -70,7 +75,7 @@ describe.each(goldens.runs.map((run) => [run.id, run] as const))("%s", (_id, run
     // at the low end of the table an ulp of σ moves t by up to ~1e-5.
     expect(maxRelative(program.evals.map((e) => e.t), run.evals.map((e) => e.t))).toBeLessThan(2e-5);
     expect(maxRelative(program.evals.map((e) => e.cIn), run.evals.map((e) => e.c_in))).toBeLessThan(1e-6);
-    expect(program.evals.filter((e) => e.drawsNoise)).toHaveLength(ancestral(run) ? run.draw_count : 0);
+    expect(program.evals.filter((e) => e.drawsNoise)).toHaveLength(usesItsDraws(run) ? run.draw_count : 0);
   });
 
   test("reproduces the trajectory within 1e-5 relative", () => {
@@ -97,13 +102,20 @@ describe.each(goldens.runs.map((run) => [run.id, run] as const))("%s", (_id, run
   });
 });
 
-function ancestral(run: KDiffusionGoldenRun): boolean {
-  return ["k_euler_a", "k_dpm_2_a", "k_dpmpp_2s_a", "k_dpm_fast"].includes(run.key);
-}
-
 test("sigmaSchedule takes A1111's labels too, and refuses others listing the names", () => {
   expect(createScheduler("k_dpmpp_2m", { sigmaSchedule: "Karras" }).compile(10)).toEqual(createScheduler("k_dpmpp_2m", { sigmaSchedule: "karras" }).compile(10));
   expect(() => createScheduler("k_euler", { sigmaSchedule: "beta" })).toThrow(/sigmaSchedule must be one of "automatic", .* \(the Beta schedule needs scipy/);
   expect(() => createScheduler("k_euler", { sigmaSchedule: "linear" })).toThrow(/sigmaSchedule must be one of "automatic", "uniform", .*got "linear"/);
   expect(() => createScheduler("k_euler", { s_churn: 0.5 })).toThrow(/s_churn must be 0 \(s_churn > 0 is not supported/);
+  expect(() => createScheduler("k_lcm", { sigmaSchedule: "uniform" }).compile(8)).toThrow(/sigmaSchedule "uniform" is not supported with LCM: it maps σ ↔ t through LCM's own denoiser/);
+  expect(() => createScheduler("k_lcm", { prediction_type: "v_prediction" }).compile(8)).toThrow(/A1111's LCM \(LCMCompVisDenoiser\) takes eps-prediction models only/);
 });
+
+/**
+ * Samplers whose draws change x: ancestral ones every step (eta 0 included), Restart once per
+ * restart segment, LCM every step but the last. Euler, Heun and DPM2 draw an unused eps every step (s_churn = 0), which no
+ * later draw of theirs depends on, so their programs draw nothing.
+ */
+function usesItsDraws(run: KDiffusionGoldenRun): boolean {
+  return ["k_euler_a", "k_dpm_2_a", "k_dpmpp_2s_a", "k_dpm_fast", "k_restart", "k_lcm"].includes(run.key);
+}

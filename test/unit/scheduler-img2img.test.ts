@@ -7,7 +7,7 @@ import { fileURLToPath } from "node:url";
 import { describe, expect, test } from "@jest/globals";
 import { InvalidOptionError } from "../../lib/errors.js";
 import { runProgram } from "../../lib/sampler/index.js";
-import { SCHEDULER_NAMES, createScheduler, strengthToStartStep } from "../../lib/schedulers/index.js";
+import { SCHEDULER_NAMES, createScheduler, isA1111Sampler, strengthToStartStep } from "../../lib/schedulers/index.js";
 import { analyticModel, loadSchedulerGoldens, pseudoNormal, relativeError, runReference } from "../fixtures/schedulers/goldens.js";
 
 const f32 = Math.fround;
@@ -98,8 +98,8 @@ describe("every scheduler's img2img program", () => {
   const x0 = pseudoNormal(64, 11);
   const noise = (j: number) => pseudoNormal(64, 1000 + j);
 
-  // A1111's k_* samplers index their sigmas instead (scheduler-a1111-img2img.test.ts).
-  test.each(SCHEDULER_NAMES.filter((n) => !n.startsWith("k_")))("%s runs timesteps[t_start · order:] with fresh state, like its reference run", (name) => {
+  // A1111's own samplers follow its rule instead (scheduler-a1111-img2img.test.ts, scheduler-a1111-timesteps.test.ts).
+  test.each(SCHEDULER_NAMES.filter((n) => !isA1111Sampler(n)))("%s runs timesteps[t_start · order:] with fresh state, like its reference run", (name) => {
     const scheduler = createScheduler(name);
     const startIndex = tStart * scheduler.order;
     const program = scheduler.compile(steps, { startIndex });

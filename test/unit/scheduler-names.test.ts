@@ -1,6 +1,6 @@
 /** AUTOMATIC1111 sampler names ↔ sd-trt scheduler names. */
 import { describe, expect, test } from "@jest/globals";
-import { KDIFFUSION_SAMPLER_NAMES, a1111SamplerName, a1111SamplerSelection } from "../../lib/schedulers/index.js";
+import { KDIFFUSION_SAMPLER_NAMES, a1111SamplerName, a1111SamplerSelection, sigmaScheduleLabel } from "../../lib/schedulers/index.js";
 
 describe("a1111SamplerName", () => {
   test.each([
@@ -47,9 +47,16 @@ describe("a1111SamplerSelection", () => {
     expect(a1111SamplerSelection("euler a")).toEqual({ scheduler: "k_euler_a", sigmaSchedule: "automatic" });
   });
 
-  test("DDIM, PLMS and UniPC are diffusers' versions and take no schedule type", () => {
-    expect(a1111SamplerSelection(" plms ")).toEqual({ scheduler: "pndm" });
-    expect(a1111SamplerSelection("DDIM", "Automatic")).toEqual({ scheduler: "ddim" });
+  test("Restart is A1111's restart_sampler, Karras by default", () => {
+    expect(a1111SamplerSelection("Restart")).toEqual({ scheduler: "k_restart", sigmaSchedule: "automatic" });
+    expect(a1111SamplerSelection("Restart", "Exponential")).toEqual({ scheduler: "k_restart", sigmaSchedule: "exponential" });
+    expect(a1111SamplerName("k_restart")).toBe("Restart");
+    expect(sigmaScheduleLabel("k_restart", "automatic")).toBe("Karras");
+  });
+
+  test("DDIM and PLMS are A1111's own, UniPC diffusers', and they take no schedule type", () => {
+    expect(a1111SamplerSelection(" plms ")).toEqual({ scheduler: "a1111_plms" });
+    expect(a1111SamplerSelection("DDIM", "Automatic")).toEqual({ scheduler: "a1111_ddim" });
     expect(a1111SamplerSelection("UniPC", "Karras")).toBeNull();
   });
 

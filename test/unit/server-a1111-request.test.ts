@@ -25,7 +25,7 @@ function rejection(body: Record<string, unknown>, mode: "txt2img" | "img2img" = 
 describe("A1111 sampler names", () => {
   it("maps A1111 names to the samplers A1111 runs, with legacy Karras names and schedule types", () => {
     expect(resolveA1111Sampler("Euler a", undefined, undefined)).toEqual({ scheduler: "k_euler_a", sigmaSchedule: "automatic", field: "sampler_name" });
-    expect(resolveA1111Sampler("PLMS", undefined, undefined)).toEqual({ scheduler: "pndm", field: "sampler_name" });
+    expect(resolveA1111Sampler("PLMS", undefined, undefined)).toEqual({ scheduler: "a1111_plms", field: "sampler_name" });
     expect(resolveA1111Sampler("DPM++ 2M Karras", undefined, undefined)).toMatchObject({ scheduler: "k_dpmpp_2m", sigmaSchedule: "karras" });
     expect(resolveA1111Sampler("DPM++ 2M", undefined, "Karras")).toMatchObject({ scheduler: "k_dpmpp_2m", sigmaSchedule: "karras" });
     expect(resolveA1111Sampler("DPM++ 2M", undefined, "Automatic")).toMatchObject({ scheduler: "k_dpmpp_2m", sigmaSchedule: "automatic" });
@@ -38,6 +38,7 @@ describe("A1111 sampler names", () => {
   it("passes eta on to A1111's ancestral samplers", () => {
     expect(parseA1111Request("txt2img", { sampler_name: "Euler a", eta: 0.4 }, limits)).toMatchObject({ scheduler: "k_euler_a", eta: 0.4 });
     expect(parseA1111Request("txt2img", { sampler_name: "Euler", eta: 0.4 }, limits).eta).toBeUndefined();
+    expect(parseA1111Request("txt2img", { sampler_name: "DDIM", eta: 0.5 }, limits)).toMatchObject({ scheduler: "a1111_ddim", eta: 0.5 });
   });
 
   it("takes our canonical names exactly: diffusers' schedulers stay reachable", () => {
@@ -49,7 +50,7 @@ describe("A1111 sampler names", () => {
 
   it("falls back to sampler_index, whose A1111 default is Euler, when sampler_name is absent", () => {
     expect(resolveA1111Sampler(undefined, undefined, undefined)).toEqual({ scheduler: "k_euler", sigmaSchedule: "automatic", field: "sampler_index" });
-    expect(resolveA1111Sampler("", "DDIM", undefined)).toEqual({ scheduler: "ddim", field: "sampler_index" });
+    expect(resolveA1111Sampler("", "DDIM", undefined)).toEqual({ scheduler: "a1111_ddim", field: "sampler_index" });
   });
 
   it("treats the docs placeholder 'string' as A1111 does: its default sampler DPM++ 2M, Automatic schedule", () => {
@@ -59,6 +60,7 @@ describe("A1111 sampler names", () => {
   it("refuses unknown and unimplemented samplers and schedule types, naming the field and saying why or listing the choices", () => {
     expect(() => resolveA1111Sampler("DPM++ SDE", undefined, undefined)).toThrow(/sampler_name "DPM\+\+ SDE" is not supported: its noise comes from torchsde's BrownianTree/);
     expect(() => resolveA1111Sampler("DPM++ 2M SDE Karras", undefined, undefined)).toThrow(/not supported: .*BrownianTree/);
+    expect(() => resolveA1111Sampler("DPM adaptive", undefined, undefined)).toThrow(/sampler_name "DPM adaptive" is not supported: its steps are chosen adaptively from the model's outputs/);
     expect(() => resolveA1111Sampler("Euler z", undefined, undefined)).toThrow(/sampler_name must be one of "DPM\+\+ 2M", .*"Euler a"/);
     const schedule = (() => {
       try {
@@ -133,7 +135,6 @@ describe("parseA1111Request", () => {
     [{ s_churn: 0.2 }, "s_churn"],
     [{ sampler_name: "DPM2 a", s_noise: 0.5 }, "s_noise"],
     [{ sampler_name: "euler_a", eta: 0 }, "eta"],
-    [{ sampler_name: "DDIM", eta: 0.5 }, "eta"],
     [{ refiner_checkpoint: "sdxl_refiner" }, "refiner_checkpoint"],
     [{ firstphase_width: 256 }, "firstphase_width"],
     [{ script_name: "x/y/z plot" }, "script_name"],

@@ -477,7 +477,7 @@ const command: CommandModule<object, GenerateArgs> = {
       .option("width", { type: "number", describe: "Width in pixels, a multiple of what the model's UNet takes (8 · 2 per downsampling: 64 for SD 1.x, 16 for the tiny model) (default: the model's native size)" })
       .option("height", { type: "number", describe: "Height in pixels, a multiple like --width (default: the model's native size)" })
       .option("init-image", { type: "string", describe: "img2img: the starting image (any format sharp reads)" })
-      .option("strength", { type: "number", describe: "img2img: how much to change the init image, (0, 1] (default 0.8)" })
+      .option("strength", { type: "number", describe: "img2img: how much to change the init image, (0, 1] (default 0.8); with A1111 samplers A1111's denoising strength" })
       .option("out", { alias: "o", type: "string", default: "out.png", describe: "Output file (.png, .jpg, .jpeg, .webp); {i} = image index, {seed} = its seed; else -<i> is added for several images" })
       .option("format", { choices: IMAGE_FORMATS, describe: "Image format (default: from the --out extension, else png)" })
       .option("quality", { type: "number", describe: "JPEG/WebP quality, 1-100" })

@@ -65,7 +65,7 @@ export interface A1111Generation {
   scheduler: string;
   /** The schedule type of an A1111 k-diffusion sampler. */
   sigmaSchedule?: string;
-  /** eta of an A1111 ancestral sampler (absent: its default 1). */
+  /** eta of an A1111 ancestral sampler (absent: its default 1) or of its DDIM (absent: 0). */
   eta?: number;
   /** A1111's name for it (info `sampler_name`). */
   samplerName: string;
@@ -162,7 +162,7 @@ export function parseA1111Request(mode: A1111Mode, body: Body, limits: A1111Requ
     parameters: {},
   };
   const eta = typeof body.eta === "number" ? body.eta : null;
-  if (eta !== null && ["k_euler_a", "k_dpm_2_a", "k_dpmpp_2s_a", "k_dpm_fast"].includes(sampler.scheduler)) generation.eta = eta;
+  if (eta !== null && ["k_euler_a", "k_dpm_2_a", "k_dpmpp_2s_a", "k_dpm_fast", "a1111_ddim"].includes(sampler.scheduler)) generation.eta = eta;
   const noise = parseA1111Noise(body, ensd);
   if (noise) generation.noise = noise;
   if (mode === "txt2img") {

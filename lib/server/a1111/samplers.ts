@@ -4,8 +4,8 @@
  *
  * A1111 names a sampler (`sampler_name`, e.g. "DPM++ 2M") and, since v1.9, a schedule type
  * (`scheduler`, e.g. "Karras"); before v1.9 the schedule was part of the sampler name
- * ("DPM++ 2M Karras"). Its k-diffusion samplers run as A1111 runs them (the `k_*` schedulers);
- * DDIM, PLMS and UniPC run diffusers' versions. Names sd-trt does not run are refused with a 422
+ * ("DPM++ 2M Karras"). Its k-diffusion samplers, DDIM and PLMS run as A1111 runs them (the `k_*`
+ * schedulers, `a1111_ddim`, `a1111_plms`); UniPC runs diffusers' version. Names sd-trt does not run are refused with a 422
  * naming the field, saying why when A1111 has the sampler.
  *
  * Also accepted as `sampler_name`: A1111's aliases (`k_euler_a`, …) and our canonical names
@@ -15,6 +15,7 @@ import {
   a1111SamplerName,
   a1111SamplerSelection,
   findSigmaSchedule,
+  isA1111Sampler,
   isKDiffusionSampler,
   refusedA1111SamplerReason,
   REFUSED_SIGMA_SCHEDULES,
@@ -44,8 +45,10 @@ const A1111_SAMPLERS: Array<{ scheduler: SchedulerName; aliases: string[]; optio
   { scheduler: "k_dpm_2", aliases: ["k_dpm_2"], options: { scheduler: "karras", discard_next_to_last_sigma: "True", second_order: "True" } },
   { scheduler: "k_dpm_2_a", aliases: ["k_dpm_2_a"], options: { scheduler: "karras", discard_next_to_last_sigma: "True", uses_ensd: "True", second_order: "True" } },
   { scheduler: "k_dpm_fast", aliases: ["k_dpm_fast"], options: { uses_ensd: "True" } },
-  { scheduler: "ddim", aliases: ["ddim"], options: {} },
-  { scheduler: "pndm", aliases: ["plms"], options: {} },
+  { scheduler: "k_restart", aliases: ["restart"], options: { scheduler: "karras", second_order: "True" } },
+  { scheduler: "k_lcm", aliases: ["k_lcm"], options: {} },
+  { scheduler: "a1111_ddim", aliases: ["ddim"], options: {} },
+  { scheduler: "a1111_plms", aliases: ["plms"], options: {} },
   { scheduler: "unipc", aliases: ["unipc"], options: {} },
 ];
 
@@ -70,7 +73,9 @@ export const A1111_DEFAULT_SAMPLER_INDEX = "Euler";
 export function a1111SamplerList(): A1111SamplerItem[] {
   const named = A1111_SAMPLERS.map(({ scheduler, aliases, options }) => ({ name: a1111NameOf(scheduler), aliases, options }));
   const listed = new Set(A1111_SAMPLERS.map((s) => s.scheduler));
-  const diffusers = SCHEDULER_NAMES.filter((n) => !listed.has(n) && !isKDiffusionSampler(n)).map((n) => ({ name: n, aliases: [], options: {} }));
+  // Not "ddim": as a sampler_name it is A1111's alias of its own DDIM.
+  const aliases = new Set(A1111_SAMPLERS.flatMap((s) => s.aliases));
+  const diffusers = SCHEDULER_NAMES.filter((n) => !listed.has(n) && !isA1111Sampler(n) && !aliases.has(n)).map((n) => ({ name: n, aliases: [], options: {} }));
   return [...named, ...diffusers];
 }
 

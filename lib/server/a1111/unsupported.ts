@@ -79,10 +79,10 @@ export function checkUnsupportedFields(body: Body, context: CompatContext): stri
   // Sampler parameters.
   const eta = optionalNumber(body, "eta");
   if (eta !== null) {
-    // A1111 passes eta only to ancestral samplers (default 1; request.ts passes it on to A1111's)
-    // and DDIM (default 0); diffusers' Euler a is eta 1 and our DDIM eta 0. Others ignore it.
+    // A1111 passes eta only to ancestral samplers (default 1) and its DDIM (default 0); request.ts
+    // passes it on to A1111's. diffusers' Euler a is eta 1 and diffusers' DDIM eta 0. Others ignore it.
     if (context.scheduler === "euler_a" && eta !== 1) refuse("eta", eta, "must be 1 or null with diffusers' euler_a (A1111's \"Euler a\" takes any eta)");
-    if (context.scheduler === "ddim" && eta !== 0) refuse("eta", eta, "must be 0 or null with DDIM (other eta values are not supported)");
+    if (context.scheduler === "ddim" && eta !== 0) refuse("eta", eta, "must be 0 or null with diffusers' ddim (A1111's \"DDIM\" takes any eta)");
   }
   const churn = optionalNumber(body, "s_churn");
   if (churn !== null && churn !== 0) refuse("s_churn", churn, "(stochastic churn) is not supported: send 0 or null");

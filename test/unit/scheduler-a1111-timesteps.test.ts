@@ -1,0 +1,83 @@
+/**
+ * A1111's own DDIM and PLMS (a1111_ddim, a1111_plms) against A1111's sd_samplers_timesteps_impl
+ * `ddim` / `plms` driven as its CompVisSampler drives them, txt2img and img2img, on the analytic
+ * model (test/fixtures/a1111/timesteps_goldens.json, scripts/reference/gen_a1111_kdiffusion_goldens.py timesteps).
+ */
+import { readFileSync } from "node:fs";
+import { describe, expect, test } from "@jest/globals";
+import { a1111Img2imgStartIndex, a1111SamplerName, a1111SamplerSelection, createScheduler } from "../../lib/schedulers/index.js";
+import { runProgram } from "../../lib/sampler/index.js";
+import { TorchGenerator } from "../../lib/rng/index.js";
+import { analyticModel, relativeError } from "../fixtures/schedulers/goldens.js";
+
+interface Run {
+  id: string;
+  key: string;
+  sampler: string;
+  steps: number;
+  dtype: "float32" | "float64";
+  seed: number;
+  eta: number | null;
+  strength: number | null;
+  t_enc?: number;
+  init_latent?: number[];
+  signal?: number;
+  noise_scale?: number;
+  evals: number[];
+  draw_count: number;
+  x0: number[];
+  noise: number[];
+  final: number[];
+}
+
+const golden = JSON.parse(readFileSync(new URL("../fixtures/a1111/timesteps_goldens.json", import.meta.url), "utf8")) as { runs: Run[] };
+const SHAPE = [1, 4, 8, 8];
+
+function compile(run: Run) {
+  const scheduler = createScheduler(run.key, run.eta === null ? {} : { eta: run.eta });
+  return run.strength === null ? scheduler.compile(run.steps) : scheduler.compile(run.steps, { startIndex: a1111Img2imgStartIndex(run.steps, run.strength) });
+}
+
+describe.each(golden.runs.map((r) => [r.id, r] as const))("%s", (_id, run) => {
+  const program = compile(run);
+
+  test("evaluates the UNet at A1111's integer timesteps, unscaled, drawing where A1111 draws", () => {
+    expect(program.evals.map((e) => e.t)).toEqual(run.evals);
+    expect(program.evals.every((e) => e.cIn === 1)).toBe(true);
+    expect(program.evals.filter((e) => e.drawsNoise)).toHaveLength(run.draw_count);
+  });
+
+  test("reproduces A1111's result within 1e-5 relative", () => {
+    const generator = new TorchGenerator(run.seed);
+    const noise = generator.randn(SHAPE);
+    expect(Array.from(noise)).toEqual(run.noise);
+    let x0: Float32Array | Float64Array;
+    if (run.strength === null) {
+      expect(program.initNoiseSigma).toBe(1);
+      x0 = run.dtype === "float32" ? Float32Array.from(noise) : Float64Array.from(noise);
+    } else {
+      // xi = init · √ᾱ + noise · √(1 − ᾱ) at timesteps[t_enc], in float32.
+      const { signal, noise: scale } = program.addNoise!;
+      expect(Math.abs(signal - run.signal!)).toBeLessThan(1e-7);
+      expect(Math.abs(scale - run.noise_scale!)).toBeLessThan(1e-7);
+      x0 = Float32Array.from(run.init_latent!, (v, i) => Math.fround(v * Math.fround(signal)) + Math.fround(noise[i]! * Math.fround(scale)));
+      expect(relativeError(x0, run.x0)).toBeLessThan(1e-6);
+    }
+    const final = runProgram(program, x0, analyticModel(run.dtype), () => generator.randn(SHAPE));
+    expect(relativeError(final, run.final)).toBeLessThan(1e-5);
+  });
+});
+
+test("A1111's names DDIM and PLMS select its own samplers, and name them back", () => {
+  expect(a1111SamplerSelection("DDIM")).toEqual({ scheduler: "a1111_ddim" });
+  expect(a1111SamplerSelection("plms", "Automatic")).toEqual({ scheduler: "a1111_plms" });
+  expect(a1111SamplerSelection("DDIM", "Karras")).toBeNull();
+  expect(a1111SamplerName("a1111_ddim")).toBe("DDIM");
+  expect(a1111SamplerName("a1111_plms")).toBe("PLMS");
+});
+
+test("img2img whose t_enc leaves no step, PLMS's eta and v-prediction are refused, naming the option", () => {
+  expect(() => createScheduler("a1111_ddim").compile(10, { startIndex: a1111Img2imgStartIndex(10, 0.15) })).toThrow(/strength.*t_enc = 1, no step/);
+  expect(() => createScheduler("a1111_plms", { eta: 0.5 })).toThrow(/eta must be 0 \(PLMS takes no eta\)/);
+  expect(() => createScheduler("a1111_ddim", { prediction_type: "v_prediction" })).toThrow(/prediction_type must be "epsilon"/);
+});
