@@ -152,11 +152,9 @@ export class GraphBuilder {
   private readonly usedNames = new Set<string>();
   private readonly constants = new Map<string, Value>();
   private readonly scopes: string[] = [];
+  /** The next suffix to try per base name (a UNet has thousands of `/…/Add` nodes). */
+  private readonly nextSuffix = new Map<string, number>();
   private dataOffset = 0;
-  /** Bytes written to the external data file. */
-  get externalBytes(): number {
-    return this.dataOffset;
-  }
 
   private constructor(
     private readonly options: GraphBuilderOptions,
@@ -183,7 +181,9 @@ export class GraphBuilder {
   /** A name not used yet, `base` itself when free. */
   private unique(base: string): string {
     let name = base;
-    for (let i = 1; this.usedNames.has(name); i++) name = `${base}_${i}`;
+    let i = this.nextSuffix.get(base) ?? 1;
+    while (this.usedNames.has(name)) name = `${base}_${i++}`;
+    this.nextSuffix.set(base, i);
     this.usedNames.add(name);
     return name;
   }

@@ -11,6 +11,10 @@ Writes, for each family in FAMILIES (sd1, sd2):
   test/fixtures/checkpoints/<family>/component_goldens.json   index: name -> {dtype, shape, offset} (+ inputs)
   test/fixtures/checkpoints/<family>/component_goldens.bin    the arrays, little-endian, concatenated
 
+and test/fixtures/checkpoints/deep-unet/ (unet/ and its goldens): SD 1.5's UNet block layout at tiny widths;
+test/fixtures/checkpoints/sdxl-parts/ (text_encoder_2/, unet/ and their goldens): SDXL's CLIPTextModelWithProjection
+and a UNet with the "text_time" added embedding.
+
 The weights are random (fixed seeds) on top of each class's own initialisation, with every bias and norm
 parameter perturbed too so that none of them is the identity. They are saved as float16, as real SD
 checkpoints are; the goldens come from the models *reloaded from the saved folder* in float32, so they
@@ -36,7 +40,7 @@ import torch
 import transformers
 from safetensors.torch import load_file, save_file
 from diffusers import AutoencoderKL, DDIMScheduler, PNDMScheduler, UNet2DConditionModel
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
 DIFFUSERS_COMMIT = "58eb52c0803ea9af3abec60841c2a093bdf1f951"
 ROOT = Path(__file__).resolve().parents[2]
@@ -224,6 +228,102 @@ def record_goldens(folder: Path, seed: int) -> None:
     g.write(folder, {"prompts": PROMPTS, "unet_timesteps": timesteps})
 
 
+def deep_unet() -> None:
+    """A UNet with SD 1.5's block layout (4 levels, 2 layers per block, cross-attention in the first three)
+    at tiny widths, with a 2-deep transformer at level 1 (a per-block transformer_layers_per_block list,
+    as SDXL has), and its torch output: the skip-connection order and block wiring at full depth."""
+    folder = OUT / "deep-unet"
+    if folder.exists():
+        shutil.rmtree(folder)
+    gen = torch.Generator().manual_seed(1203)
+    torch.manual_seed(1203)
+    model = UNet2DConditionModel(
+        sample_size=16, in_channels=4, out_channels=4,
+        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+        block_out_channels=(8, 8, 16, 16), layers_per_block=2, transformer_layers_per_block=[1, 2, 1, 1],
+        norm_num_groups=4, cross_attention_dim=8, attention_head_dim=2, flip_sin_to_cos=True, freq_shift=0,
+    ).eval()
+    perturb(model, gen)
+    model.to(torch.float16).save_pretrained(folder / "unet", safe_serialization=True)
+    un = UNet2DConditionModel.from_pretrained(folder / "unet", torch_dtype=torch.float32).eval()
+    g = Goldens()
+    with torch.no_grad():
+        sample = torch.randn(2, 4, 16, 8, generator=gen)
+        ehs = torch.randn(2, 77, 8, generator=gen)
+        ts = torch.tensor([321.5], dtype=torch.float32)
+        g.add("unet.sample", sample)
+        g.add("unet.encoder_hidden_states", ehs)
+        g.add("unet.timestep.0", ts)
+        g.add("unet.out_sample.0", un(sample, ts, encoder_hidden_states=ehs).sample)
+    g.write(folder, {"unet_timesteps": [321.5]})
+
+
+def sdxl_parts() -> None:
+    """SDXL's two new parts at tiny widths, with their torch outputs: the second text encoder
+    (CLIPTextModelWithProjection: text_embeds) and a UNet with addition_embed_type "text_time"
+    (text_embeds and time_ids inputs), linear projections and a per-block transformer depth list."""
+    folder = OUT / "sdxl-parts"
+    if folder.exists():
+        shutil.rmtree(folder)
+    gen = torch.Generator().manual_seed(1204)
+    torch.manual_seed(1204)
+    config = CLIPTextConfig(
+        vocab_size=49408, hidden_size=8, intermediate_size=16, num_hidden_layers=2, num_attention_heads=2,
+        max_position_embeddings=77, projection_dim=6, layer_norm_eps=1e-5, hidden_act="gelu",
+        bos_token_id=0, eos_token_id=2, pad_token_id=1,
+    )
+    te2 = CLIPTextModelWithProjection(config).eval()
+    perturb(te2, gen)
+    te2.to(torch.float16).save_pretrained(folder / "text_encoder_2", safe_serialization=True)
+    path = folder / "text_encoder_2" / "model.safetensors"
+    tensors = load_file(path)
+    # SDXL's folders name them text_model.… and text_projection.weight (transformers 5 saves text_model flattened).
+    save_file({k if k.startswith(("text_model.", "text_projection.")) else f"text_model.{k}": v for k, v in tensors.items()},
+              path, metadata={"format": "pt"})
+    unet = UNet2DConditionModel(
+        sample_size=8, in_channels=4, out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        block_out_channels=(16, 32), layers_per_block=1, transformer_layers_per_block=[1, 2], attention_head_dim=[2, 4],
+        norm_num_groups=8, cross_attention_dim=16, use_linear_projection=True, addition_embed_type="text_time",
+        addition_time_embed_dim=8, projection_class_embeddings_input_dim=6 + 6 * 8, flip_sin_to_cos=True, freq_shift=0,
+    ).eval()
+    perturb(unet, gen)
+    unet.to(torch.float16).save_pretrained(folder / "unet", safe_serialization=True)
+
+    te2, info = CLIPTextModelWithProjection.from_pretrained(folder / "text_encoder_2", torch_dtype=torch.float32,
+                                                            output_loading_info=True)
+    assert not any(info.values()), f"text encoder 2 keys not all loaded: {info}"
+    un = UNet2DConditionModel.from_pretrained(folder / "unet", torch_dtype=torch.float32).eval()
+    tok = CLIPTokenizer(str(TOKENIZER_DATA / "vocab.json"), str(TOKENIZER_DATA / "merges.txt"), pad_token="!")
+    g = Goldens()
+    with torch.no_grad():
+        ids = tok(PROMPTS, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
+        out = te2.eval()(ids, output_hidden_states=True)
+        g.add("text_encoder_2.input_ids", ids)
+        g.add("text_encoder_2.text_embeds", out.text_embeds)
+        g.add("text_encoder_2.last_hidden_state", out.last_hidden_state)
+        for i, h in enumerate(out.hidden_states):
+            g.add(f"text_encoder_2.hidden_states.{i}", h)
+        # A config whose eos_token_id is not 2 pools at the first position holding that id (transformers'
+        # non-legacy rule); 320 is "a</w>", which the first prompt starts with.
+        first_a = CLIPTextModelWithProjection.from_pretrained(folder / "text_encoder_2", torch_dtype=torch.float32,
+                                                              eos_token_id=320).eval()
+        assert first_a.config.eos_token_id == 320 and ids[0, 1] == 320
+        g.add("text_encoder_2.text_embeds.eos_token_id_320", first_a(ids).text_embeds)
+        sample = torch.randn(2, 4, 8, 6, generator=gen)
+        ehs = torch.randn(2, 77, 16, generator=gen)
+        text_embeds = torch.randn(2, 6, generator=gen)
+        time_ids = torch.tensor([[64.0, 48.0, 0.0, 0.0, 64.0, 48.0], [1024.0, 768.0, 16.0, 8.0, 1024.0, 768.0]])
+        ts = torch.tensor([546.2345], dtype=torch.float32)
+        for name, value in [("sample", sample), ("encoder_hidden_states", ehs), ("text_embeds", text_embeds),
+                            ("time_ids", time_ids), ("timestep.0", ts)]:
+            g.add(f"unet.{name}", value)
+        added = {"text_embeds": text_embeds, "time_ids": time_ids}
+        g.add("unet.out_sample.0", un(sample, ts, encoder_hidden_states=ehs, added_cond_kwargs=added).sample)
+    g.write(folder, {"prompts": PROMPTS, "unet_timesteps": [546.2345]})
+
+
 def main() -> None:
     assert diffusers.__version__ == "0.40.0.dev0", diffusers.__version__
     assert transformers.__version__ == "5.18.0", transformers.__version__
@@ -251,6 +351,8 @@ def main() -> None:
         pipe.save_config(d)
         record_goldens(folder, spec["seed"])
         print(family, "written to", folder, file=sys.stderr)
+    deep_unet()
+    sdxl_parts()
 
 
 if __name__ == "__main__":

@@ -16,7 +16,8 @@ async function readJson(path: string): Promise<Record<string, unknown>> {
   return JSON.parse(await readFile(path, "utf8")) as Record<string, unknown>;
 }
 
-async function componentFromFolder(dir: string): Promise<ComponentSource> {
+/** One component folder (config.json + *.safetensors) as a ComponentSource. */
+export async function componentFromFolder(dir: string): Promise<ComponentSource> {
   const tensors = new Map<string, SourceTensor>();
   for (const file of (await readdir(dir)).filter((f) => f.endsWith(".safetensors")).sort()) {
     const st = await readSafetensors(join(dir, file));
@@ -47,7 +48,7 @@ export interface GoldenArray {
 }
 
 /** component_goldens.json + .bin: name → array. */
-export async function tinyGoldens(family: "sd1" | "sd2"): Promise<Map<string, GoldenArray>> {
+export async function tinyGoldens(family: "sd1" | "sd2" | "deep-unet" | "sdxl-parts"): Promise<Map<string, GoldenArray>> {
   const index = (await readJson(join(CHECKPOINTS, family, "component_goldens.json")))["arrays"] as Record<string, { dtype: string; shape: number[]; offset: number }>;
   const bin = await readFile(join(CHECKPOINTS, family, "component_goldens.bin"));
   const out = new Map<string, GoldenArray>();

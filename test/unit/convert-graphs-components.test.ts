@@ -7,7 +7,8 @@
  * Error measure: max |onnx − torch| / max |torch| over each output tensor.
  * - fp32 graphs: ≤ 1e-4 (measured worst: 2.2e-6, the sd1 VAE decoder; the rest ≤ 1.2e-6).
  * - fp16 graphs (fp16 weights and activations, norms and softmax in fp32, fp32 I/O): ≤ 2e-3
- *   (measured worst: 7.3e-4, the sd1 VAE decoder; CLIP ≤ 5.7e-4, UNet ≤ 4.2e-4). ORT's CPU
+ *   (measured worst: 7.3e-4, the sd1 VAE decoder; CLIP ≤ 5.7e-4, UNet ≤ 4.2e-4, the deep UNet
+ *   6.2e-4, SDXL's text encoder 2 5.2e-4 and UNet 3.6e-4). ORT's CPU
  *   provider runs fp16 nodes without an fp16 kernel in fp32 between casts, so this measures fp16
  *   storage of weights and activations; a GPU adds fp16 arithmetic (test/gpu covers engines).
  */
@@ -23,9 +24,10 @@ import { buildUnetGraph } from "../../lib/convert/graphs/unet.js";
 import { buildVaeDecoderGraph, buildVaeEncoderGraph } from "../../lib/convert/graphs/vae.js";
 import type { CheckpointSource } from "../../lib/convert/types.js";
 import { ModelFileError } from "../../lib/errors.js";
+import { readExternalTensorRefs } from "../../lib/onnx/external-refs.js";
 import { ExternalDataReader, isExternal, OnnxModel, readFloat32Tensor, tensorHeader } from "../../lib/onnx/model.js";
 import { DataType } from "../../lib/onnx/schema.js";
-import { type GoldenArray, relativeError, tinyCheckpoint, tinyGoldens } from "../support/tiny-checkpoints.js";
+import { CHECKPOINTS, componentFromFolder, type GoldenArray, relativeError, tinyCheckpoint, tinyGoldens } from "../support/tiny-checkpoints.js";
 
 const FAMILIES = ["sd1", "sd2"] as const;
 const BOUND: Record<GraphDtype, number> = { fp32: 1e-4, fp16: 2e-3 };
@@ -97,6 +99,56 @@ describe.each(FAMILIES)("%s checkpoint", (family) => {
   });
 });
 
+describe("a UNet with SD 1.5's block layout (4 levels, 2 layers per block, a 2-deep transformer at level 1)", () => {
+  test.each(["fp32", "fp16"] as const)("the %s graph computes UNet2DConditionModel's output", async (dtype) => {
+    const unet = await componentFromFolder(join(CHECKPOINTS, "deep-unet", "unet"));
+    const goldens = await tinyGoldens("deep-unet");
+    const path = join(work, `deep-unet-${dtype}.onnx`);
+    await writeGraphFile(path, "unet", (g) => buildUnetGraph(g, unet, { dtype, origin: "deep-unet" }));
+    const s = await ort.InferenceSession.create(path);
+    const out = await s.run({ sample: feed(goldens, "unet.sample"), timestep: feed(goldens, "unet.timestep.0"), encoder_hidden_states: feed(goldens, "unet.encoder_hidden_states") });
+    expectClose(out["out_sample"]!, goldens.get("unet.out_sample.0")!, BOUND[dtype]);
+  });
+});
+
+describe("SDXL's parts: CLIPTextModelWithProjection and a UNet with the text_time embedding", () => {
+  test.each(["fp32", "fp16"] as const)("the %s second text encoder computes text_embeds, last_hidden_state and every hidden state", async (dtype) => {
+    const encoder = await componentFromFolder(join(CHECKPOINTS, "sdxl-parts", "text_encoder_2"));
+    const goldens = await tinyGoldens("sdxl-parts");
+    const path = join(work, `sdxl-te2-${dtype}.onnx`);
+    await writeGraphFile(path, "text_encoder_2", (g) => buildClipTextGraph(g, encoder, { dtype, hiddenStates: true, origin: "te2" }));
+    const s = await ort.InferenceSession.create(path);
+    expect(s.outputNames).toEqual(["last_hidden_state", "text_embeds", "hidden_states.0", "hidden_states.1", "hidden_states.2"]);
+    const out = await s.run({ input_ids: feed(goldens, "text_encoder_2.input_ids") });
+    for (const name of ["text_embeds", "last_hidden_state", "hidden_states.0", "hidden_states.1", "hidden_states.2"]) {
+      expectClose(out[name]!, goldens.get(`text_encoder_2.${name}`)!, BOUND[dtype]);
+    }
+  });
+
+  test("with an eos_token_id other than 2 the pooled row is the first position holding that id", async () => {
+    const encoder = await componentFromFolder(join(CHECKPOINTS, "sdxl-parts", "text_encoder_2"));
+    const goldens = await tinyGoldens("sdxl-parts");
+    const path = join(work, "sdxl-te2-eos.onnx");
+    const firstA = { config: { ...encoder.config, eos_token_id: 320 }, weights: encoder.weights };
+    await writeGraphFile(path, "text_encoder_2", (g) => buildClipTextGraph(g, firstA, { dtype: "fp32", origin: "te2" }));
+    const out = await (await ort.InferenceSession.create(path)).run({ input_ids: feed(goldens, "text_encoder_2.input_ids") });
+    const expected = goldens.get("text_encoder_2.text_embeds.eos_token_id_320")!;
+    expectClose(out["text_embeds"]!, expected, BOUND.fp32);
+    expect(relativeError(expected.data, goldens.get("text_encoder_2.text_embeds")!.data)).toBeGreaterThan(0.1); // a different row than argmax's
+  });
+
+  test.each(["fp32", "fp16"] as const)("the %s UNet takes text_embeds and time_ids and computes UNet2DConditionModel's output", async (dtype) => {
+    const unet = await componentFromFolder(join(CHECKPOINTS, "sdxl-parts", "unet"));
+    const goldens = await tinyGoldens("sdxl-parts");
+    const path = join(work, `sdxl-unet-${dtype}.onnx`);
+    await writeGraphFile(path, "unet", (g) => buildUnetGraph(g, unet, { dtype, origin: "sdxl unet" }));
+    const s = await ort.InferenceSession.create(path);
+    const inputs = Object.fromEntries(["sample", "timestep", "encoder_hidden_states", "text_embeds", "time_ids"].map((n) => [n, feed(goldens, n === "timestep" ? "unet.timestep.0" : `unet.${n}`)]));
+    const out = await s.run(inputs);
+    expectClose(out["out_sample"]!, goldens.get("unet.out_sample.0")!, BOUND[dtype]);
+  });
+});
+
 describe("weights in the converted graphs", () => {
   test("every weight is one initializer named by its diffusers key, Linear weights transposed, read back from model.onnx_data", async () => {
     const checkpoint = await tinyCheckpoint("sd1");
@@ -136,6 +188,11 @@ describe("weights in the converted graphs", () => {
       await reader.close();
     }
     expect(external).toBeGreaterThan(10); // the large ones live in model.onnx_data
+    // The scanner engine manifests and TensorRT refits use finds them by the same names, all in one file.
+    const refs = await readExternalTensorRefs(path);
+    expect(refs.length).toBe(external);
+    expect(new Set(refs.map((r) => r.location))).toEqual(new Set(["model.onnx_data"]));
+    expect(refs.every((r) => unet.weights.get(r.tensor) !== undefined && r.offset! % 64 === 0)).toBe(true);
   });
 
   test("an fp16 graph stores Linear/Conv weights in fp16 and norm parameters in fp32", async () => {
@@ -161,8 +218,8 @@ describe("weights in the converted graphs", () => {
     const extra = { ...unet.weights.get("conv_in.bias")!, key: "add_embedding.linear_1.bias" };
     const withExtra = { config: unet.config, weights: { keys: () => [...unet.weights.keys(), extra.key], get: (k: string) => (k === extra.key ? extra : unet.weights.get(k)) } };
     await expect(writeGraphFile(join(dir, "model.onnx"), "unet", (g) => buildUnetGraph(g, withExtra, { dtype: "fp32", origin: "u" }))).rejects.toThrow(/1 weight\(s\) are not used by the converted graph \("add_embedding.linear_1.bias"\)/);
-    const sdxlConfig = { config: { ...unet.config, addition_embed_type: "text_time" }, weights: unet.weights };
-    await expect(writeGraphFile(join(dir, "model.onnx"), "unet", (g) => buildUnetGraph(g, sdxlConfig, { dtype: "fp32", origin: "u" }))).rejects.toThrow('u: config "addition_embed_type" = "text_time" is not supported by sd-trt\'s converter (supported: null)');
+    const classEmbedding = { config: { ...unet.config, class_embed_type: "timestep" }, weights: unet.weights };
+    await expect(writeGraphFile(join(dir, "model.onnx"), "unet", (g) => buildUnetGraph(g, classEmbedding, { dtype: "fp32", origin: "u" }))).rejects.toThrow('u: config "class_embed_type" = "timestep" is not supported by sd-trt\'s converter (supported: null)');
     expect(await readdir(dir)).toEqual([]);
   });
 });

@@ -90,8 +90,9 @@ export async function buildClipTextGraph(g: GraphBuilder, source: ComponentSourc
 
   // The pooled row: argmax(input_ids) (eos_token_id 2), else the first EOS.
   const pooled = await g.scope("text_model/pooler", async () => {
-    const picked = eosTokenId === 2 ? ids : g.cast(g.op("Equal", [ids, g.constant([eosTokenId], "int32", [])], {}, { type: "bool" }), "int32");
-    const position = g.op("ArgMax", [picked], { axis: -1, keepdims: 1 }, { type: "int64" });
+    // ArgMax over float32 (ids < 2^24 are exact): TensorRT's ArgMax takes float types; ties go to the first index, as in torch.
+    const picked = eosTokenId === 2 ? ids : g.op("Equal", [ids, g.constant([eosTokenId], "int32", [])], {}, { type: "bool" });
+    const position = g.op("ArgMax", [g.cast(picked, "float32")], { axis: -1, keepdims: 1 }, { type: "int64" });
     return g.op("GatherND", [last, position], { batch_dims: 1 });
   });
 

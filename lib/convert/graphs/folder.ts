@@ -99,7 +99,7 @@ function modelIndex(source: CheckpointSource): Record<string, unknown> {
  */
 export async function writeConvertedModel(source: CheckpointSource, outDir: string, options: WriteConvertedModelOptions): Promise<ConvertedModelReport> {
   if (source.family === "sdxl") {
-    throw new ModelFileError(source.path, `${source.path}: converting SDXL checkpoints is not supported yet (its second text encoder and the UNet's text_time embedding are not built)`);
+    throw new ModelFileError(source.path, `${source.path}: converting SDXL checkpoints is not supported yet: sd-trt does not run SDXL models (the graphs of its parts are built, the folder layout and pipeline are not)`);
   }
   const exists = await access(outDir).then(
     () => true,

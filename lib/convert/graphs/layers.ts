@@ -115,7 +115,7 @@ export class Layers {
     return this.has(`${prefix}.bias`) ? this.g.op("Add", [y, await this.weight(`${prefix}.bias`)]) : y;
   }
 
-  /** torch.nn.Conv2d with square kernel, `padding` on every side (or [top, left, bottom, right]). */
+  /** torch.nn.Conv2d: `padding` on every side, or [top, left, bottom, right] (ONNX `pads` order); default k/2. */
   async conv(x: Value, prefix: string, options: { stride?: number; padding?: number | readonly number[] } = {}): Promise<Value> {
     const shape = this.shape(`${prefix}.weight`);
     const k = shape[2]!;

@@ -14,10 +14,11 @@
  * this file does not implement are refused by name (and any weight the graph does not read is an
  * error, so an unknown part cannot be dropped silently).
  *
- * Not yet: SDXL's `addition_embed_type: "text_time"` (`text_embeds`/`time_ids` inputs; it would add
- * `timestepEmbedding` of the time ids + `add_embedding` to `emb`, where marked below), and latent
- * sizes not divisible by 2^(number of upsamplers) (diffusers then passes `upsample_size`; the
- * pipeline only asks for multiples of 8 latent pixels, which are).
+ * SDXL's `addition_embed_type: "text_time"` adds the inputs `text_embeds` float32 [batch_size, D] (the
+ * second text encoder's projection) and `time_ids` float32 [batch_size, n] (optimum's names).
+ *
+ * Not handled: latent sizes not divisible by 2^(number of upsamplers) (diffusers then passes
+ * `upsample_size`; the pipeline only asks for multiples of 8 latent pixels, which are).
  */
 import type { GraphBuilder, Value } from "../../onnx/builder.js";
 import type { ComponentSource } from "../types.js";
@@ -129,7 +130,7 @@ export async function buildUnetGraph(g: GraphBuilder, source: ComponentSource, o
   const layers = new Layers(g, source.weights, options.origin, options.dtype);
   // What the graph implements; anything else is refused by name rather than computed wrongly.
   config.require("act_fn", ["silu"], "silu");
-  config.require("addition_embed_type", [undefined], undefined);
+  config.require("addition_embed_type", [undefined, "text_time"], undefined);
   config.require("class_embed_type", [undefined], undefined);
   config.require("encoder_hid_dim_type", [undefined], undefined);
   config.require("time_cond_proj_dim", [undefined], undefined);
@@ -167,14 +168,29 @@ export async function buildUnetGraph(g: GraphBuilder, source: ComponentSource, o
   const sample = g.input("sample", "float32", ["batch_size", inChannels, "height", "width"]);
   const timestep = g.input("timestep", "float32", ["steps"]);
   const context = layers.toCompute(g.input("encoder_hidden_states", "float32", ["batch_size", "sequence_length", crossDim]));
+  const flipSinToCos = config.boolean("flip_sin_to_cos", true);
+  const freqShift = config.number("freq_shift", 0);
 
   // Time embedding: sinusoids in float32 (fractional timesteps), then the MLP in the compute type.
-  const emb = await g.scope("time_embedding", async () => {
-    const sinusoid = timestepEmbedding(layers, timestep, channels[0]!, config.boolean("flip_sin_to_cos", true), config.number("freq_shift", 0));
+  let emb = await g.scope("time_embedding", async () => {
+    const sinusoid = timestepEmbedding(layers, timestep, channels[0]!, flipSinToCos, freqShift);
     const hidden = layers.silu(await layers.linear(layers.toCompute(sinusoid), "time_embedding.linear_1"));
-    // SDXL's add_embedding (text_time) would be added here.
     return layers.linear(hidden, "time_embedding.linear_2");
   });
+  if (config.optionalString("addition_embed_type") === "text_time") {
+    // SDXL: emb += add_embedding([text_embeds | sinusoids of each time id]) (UNet2DConditionModel.get_aug_embed).
+    const aug = await g.scope("add_embedding", async () => {
+      const textEmbeds = g.input("text_embeds", "float32", ["batch_size", "text_embeds_size"]);
+      const timeIds = g.input("time_ids", "float32", ["batch_size", "time_ids_size"]);
+      const flat = g.op("Reshape", [timeIds, g.constant([-1], "int64")]);
+      const sinusoids = timestepEmbedding(layers, flat, config.integer("addition_time_embed_dim"), flipSinToCos, freqShift);
+      const batch = g.op("Slice", [g.op("Shape", [timeIds], {}, { type: "int64" }), g.constant([0], "int64"), g.constant([1], "int64")]);
+      const perRow = g.op("Reshape", [sinusoids, g.op("Concat", [batch, g.constant([-1], "int64")], { axis: 0 })]);
+      const added = layers.toCompute(g.op("Concat", [textEmbeds, perRow], { axis: -1 }));
+      return layers.linear(layers.silu(await layers.linear(added, "add_embedding.linear_1")), "add_embedding.linear_2");
+    });
+    emb = g.op("Add", [emb, aug]);
+  }
 
   let h = await layers.conv(layers.toCompute(sample), "conv_in");
   const skips: Value[] = [h];
