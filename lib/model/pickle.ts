@@ -1,65 +1,49 @@
 /**
- * Refusing PyTorch pickle files. `.ckpt`, `.pt`, `.pth` and `.bin` checkpoints are Python pickles
- * (bare, or inside torch's zip archive): unpickling one runs whatever code its author put in it,
- * so sd-trt never opens one, whatever it is called, and says how to turn it into `.safetensors`.
+ * Pickle refusal. PyTorch's `.ckpt`, `.pt`, `.pth` and `.bin` files are Python pickles (bare, or
+ * inside torch.save's zip): unpickling one runs whatever code it names, so sd-trt never opens
+ * them. They are refused by their name and, whatever the name, by their first bytes (a pickle's
+ * PROTO opcode 0x80, or the "PK" of torch.save's zip), with the command that converts them. A
+ * `.safetensors` file can start with those bytes too (they are its header length), but its 9th
+ * byte opens the JSON header ("{"), which neither a pickle nor a zip has there.
  */
 import { open } from "node:fs/promises";
 import { extname } from "node:path";
 import { ModelFileError } from "../errors.js";
 
-/** File name extensions that are pickles (torch.save, pickle.dump). */
-export const PICKLE_EXTENSIONS: readonly string[] = [".ckpt", ".pt", ".pth", ".bin", ".pkl", ".pickle"];
+/** File extensions that hold pickles. */
+export const PICKLE_EXTENSIONS: readonly string[] = [".ckpt", ".pt", ".pth", ".bin", ".pkl"];
 
-/**
- * What the first bytes of a file say it is, when it is a pickle: protocol 2–5 pickles start with
- * the PROTO opcode 0x80 and the protocol number (torch.save's legacy format is such a pickle);
- * torch.save's default since torch 1.6 is a zip archive ("PK\x03\x04") holding `data.pkl`.
- */
-export function pickleKindOf(head: Uint8Array): "pickle" | "torch zip archive" | undefined {
-  if (head.length >= 2 && head[0] === 0x80 && head[1]! >= 2 && head[1]! <= 5) return "pickle";
-  if (head.length >= 4 && head[0] === 0x50 && head[1] === 0x4b && head[2] === 0x03 && head[3] === 0x04) return "torch zip archive";
-  return undefined;
-}
-
-/** The refusal, with how to convert the file. */
-export function pickleRefusal(path: string, why: string): ModelFileError {
+function refusal(path: string, why: string): ModelFileError {
   return new ModelFileError(
     path,
-    `${path} is ${why}. Loading a pickle runs any code stored in it, so sd-trt never opens one. ` +
-      "Convert it to .safetensors first with a tool you trust, e.g. the Hugging Face \"Convert to Safetensors\" space, or in Python: " +
-      `python -c "import torch, safetensors.torch as st; sd = torch.load('${basenameForHint(path)}', map_location='cpu', weights_only=True); ` +
-      "sd = sd.get('state_dict', sd); st.save_file({k: v.contiguous() for k, v in sd.items() if isinstance(v, torch.Tensor)}, 'model.safetensors')\" " +
-      "(weights_only=True refuses files that carry code).",
+    `${path} ${why}: loading it would run the code it contains, so sd-trt does not open it. ` +
+      "Convert it to .safetensors first, on a machine where you trust the file " +
+      '(python -c "import torch, safetensors.torch as st; st.save_file({k: v.contiguous() for k, v in torch.load(\'IN\', weights_only=True).items()}, \'OUT.safetensors\')"), ' +
+      "or download the .safetensors version",
   );
 }
 
-function basenameForHint(path: string): string {
-  return path.split(/[\\/]/).pop() ?? path;
-}
-
 /**
- * Throws when `path` is a pickle: by its extension, or by its first bytes whatever its name.
- * `head` is the file's first bytes when the caller has already read them.
- * @throws ModelFileError explaining the refusal and the conversion.
+ * Throws when `path` is a pickle, by name or by content; reads at most its first 9 bytes.
+ * @throws ModelFileError naming the file, why it is refused and how to convert it.
  */
-export async function refusePickle(path: string, head?: Uint8Array): Promise<void> {
-  const extension = extname(path).toLowerCase();
-  if (PICKLE_EXTENSIONS.includes(extension)) throw pickleRefusal(path, `a PyTorch pickle file (${extension})`);
-  let first = head;
-  if (first === undefined) {
+export async function refusePickle(path: string): Promise<void> {
+  const ext = extname(path).toLowerCase();
+  if (PICKLE_EXTENSIONS.includes(ext)) throw refusal(path, `is a PyTorch pickle (${ext})`);
+  let head: Buffer;
+  try {
+    const fh = await open(path, "r");
     try {
-      const fh = await open(path, "r");
-      try {
-        first = new Uint8Array(4);
-        const { bytesRead } = await fh.read(first, 0, 4, 0);
-        first = first.subarray(0, bytesRead);
-      } finally {
-        await fh.close();
-      }
-    } catch (error) {
-      throw new ModelFileError(path, `${path} cannot be read (${(error as Error).message})`, { cause: error });
+      head = Buffer.alloc(9);
+      const { bytesRead } = await fh.read(head, 0, 9, 0);
+      head = head.subarray(0, bytesRead);
+    } finally {
+      await fh.close();
     }
+  } catch (error) {
+    throw new ModelFileError(path, `${path} cannot be read (${(error as Error).message})`, { cause: error });
   }
-  const kind = pickleKindOf(first);
-  if (kind !== undefined) throw pickleRefusal(path, `a PyTorch ${kind} (by its first bytes, whatever its name)`);
+  if (head[8] === 0x7b) return; // a safetensors header
+  if (head[0] === 0x80) throw refusal(path, "is a Python pickle (it starts with pickle's PROTO opcode)");
+  if (head[0] === 0x50 && head[1] === 0x4b) throw refusal(path, "is a zip archive, the layout torch.save writes pickles in");
 }

@@ -19,7 +19,7 @@
 import { open, readFile } from "node:fs/promises";
 import { ModelFileError } from "../errors.js";
 import { float16ArrayToFloat32 } from "../onnx/float16.js";
-import { pickleKindOf, pickleRefusal, refusePickle } from "./pickle.js";
+import { refusePickle } from "./pickle.js";
 
 /** Largest header accepted (huggingface/safetensors' own limit). */
 export const MAX_HEADER_BYTES = 100_000_000;
@@ -96,8 +96,9 @@ interface TensorSpan {
   readonly end: number;
 }
 
-/** Reads and checks a `.safetensors` file, holding it in memory. @throws ModelFileError naming the file and what is wrong. */
+/** Reads and checks a `.safetensors` file, holding it in memory; refuses a pickle (lib/model/pickle.ts). @throws ModelFileError naming the file and what is wrong. */
 export async function readSafetensors(path: string): Promise<SafetensorsFile> {
+  await refusePickle(path);
   let bytes: Buffer;
   try {
     bytes = await readFile(path);
@@ -113,8 +114,6 @@ export async function readSafetensors(path: string): Promise<SafetensorsFile> {
  * @throws ModelFileError naming `source` and what is wrong.
  */
 export function parseSafetensors(bytes: Uint8Array, source: string): SafetensorsFile {
-  const pickle = pickleKindOf(bytes.subarray(0, 8));
-  if (pickle !== undefined) throw pickleRefusal(source, `a PyTorch ${pickle}, not a .safetensors file`);
   const dataStart = 8 + checkHeaderLength(bytes.subarray(0, 8), bytes.length, source);
   const { metadata, spans } = checkHeader(bytes.subarray(8, dataStart), bytes.length, source);
   const tensors = new Map<string, SafetensorsTensor>();
@@ -133,6 +132,7 @@ export function parseSafetensors(bytes: Uint8Array, source: string): Safetensors
  * @throws ModelFileError naming the file and what is wrong.
  */
 export async function openSafetensors(path: string): Promise<StreamedSafetensorsFile> {
+  await refusePickle(path);
   let fileSize: number;
   let head: Uint8Array;
   let headerBytes: Uint8Array;
@@ -141,7 +141,6 @@ export async function openSafetensors(path: string): Promise<StreamedSafetensors
     try {
       fileSize = (await fh.stat()).size;
       head = await readExactly(fh, 0, Math.min(8, fileSize));
-      await refusePickle(path, head);
       const headerLength = checkHeaderLength(head, fileSize, path);
       headerBytes = await readExactly(fh, 8, headerLength);
     } finally {

@@ -87,10 +87,10 @@ export interface GenerationContext {
   limits: BackendLimits;
   tokenizer: ClipTokenizer;
   programs: ProgramCache;
-  /** A1111's "Model hash" for the infotext. */
-  modelHash(): Promise<string>;
   /** A1111's "Model" for the infotext, when the model came from a checkpoint file. */
   modelName?: string;
+  /** A1111's "Model hash" for the infotext. */
+  modelHash(): Promise<string>;
 }
 
 /** Per-batch hooks: the batch's cancellation and progress (a request's own, when it runs alone). */

@@ -101,8 +101,8 @@ export class Pipeline {
       limits: this.#limits,
       tokenizer,
       programs: new ProgramCache(folder.schedulerConfig),
-      modelHash: () => this.modelHash(),
       ...(folder.sourceCheckpoint !== undefined ? { modelName: folder.sourceCheckpoint.name } : {}),
+      modelHash: () => this.modelHash(),
     };
   }
 
@@ -161,11 +161,10 @@ export class Pipeline {
     return this.#life.disposed;
   }
 
-  /**
-   * A1111's "Model hash": the first 10 hex digits of the SHA-256 of the checkpoint file the model was
-   * converted from (A1111's `calculate_shorthash`), or else of the UNet ONNX file (computed once).
-   */
+  /** A1111's "Model hash": the first 10 hex digits of the UNet ONNX file's SHA-256 (computed once). */
   modelHash(): Promise<string> {
+    // A model converted from a checkpoint carries that file's SHA-256: its hash is the file's, as
+    // A1111's `calculate_shorthash` computes it for the same checkpoint.
     const source = this.#folder.sourceCheckpoint?.sha256;
     this.#modelHash ??= source !== undefined ? Promise.resolve(source.slice(0, 10)) : sha256File(this.#folder.unet.path).then((h) => h.slice(0, 10));
     return this.#modelHash;

@@ -140,14 +140,24 @@ describe("files on disk: truncation, changes under the reader, pickles", () => {
 
   test.each([".ckpt", ".pt", ".pth", ".bin"])("a %s file is refused by its name, never opened", async (extension) => {
     const path = join(scratch, `absent-model${extension}`); // does not exist: the name alone decides
-    await expect(refusePickle(path)).rejects.toThrow(new RegExp(`absent-model\\${extension} is a PyTorch pickle file \\(\\${extension}\\)\\. Loading a pickle runs any code stored in it, so sd-trt never opens one\\. Convert it to \\.safetensors`));
+    await expect(refusePickle(path)).rejects.toThrow(new RegExp(`absent-model\\${extension} is a PyTorch pickle \\(\\${extension}\\): loading it would run the code it contains, so sd-trt does not open it\\. Convert it to \\.safetensors first`));
+    await expect(openSafetensors(path)).rejects.toThrow(/is a PyTorch pickle/);
   });
 
-  test("a pickle or torch zip archive named .safetensors is refused by its first bytes", async () => {
+  test("a pickle or torch zip archive named .safetensors is refused by its first bytes, streamed or in memory", async () => {
     const pickle = onDisk("pickle.safetensors", Uint8Array.from([0x80, 0x04, 0x95, 0x10, 0, 0, 0, 0, 0, 0, 0, 0]));
-    await expect(openSafetensors(pickle)).rejects.toThrow(/pickle\.safetensors is a PyTorch pickle \(by its first bytes, whatever its name\)\. Loading a pickle runs any code/);
+    await expect(openSafetensors(pickle)).rejects.toThrow(/pickle\.safetensors is a Python pickle \(it starts with pickle's PROTO opcode\): loading it would run the code it contains/);
+    await expect(readSafetensors(pickle)).rejects.toThrow(/pickle\.safetensors is a Python pickle/);
     const zip = onDisk("zip.safetensors", Uint8Array.from([0x50, 0x4b, 0x03, 0x04, 0, 0, 0, 0, 0, 0]));
-    await expect(openSafetensors(zip)).rejects.toThrow(/zip\.safetensors is a PyTorch torch zip archive/);
-    expect(() => parseSafetensors(readFileSync(pickle), "in-memory.safetensors")).toThrow(/in-memory\.safetensors is a PyTorch pickle, not a \.safetensors file/);
+    await expect(openSafetensors(zip)).rejects.toThrow(/zip\.safetensors is a zip archive, the layout torch\.save writes pickles in/);
+  });
+
+  test("a safetensors file whose header length starts with the bytes of a pickle opcode is read", async () => {
+    // A header of 0x0280 = 640 bytes begins 0x80 0x02, pickle protocol 2's first bytes; its 9th byte is "{".
+    const header = `{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}`;
+    const bytes = file(null, 4, header.padEnd(640, " "));
+    expect([bytes[0], bytes[1], bytes[8]]).toEqual([0x80, 0x02, 0x7b]);
+    const read = await openSafetensors(onDisk("looks-like-pickle.safetensors", bytes));
+    expect(Array.from(await read.tensors.get("a")!.read())).toEqual([0]);
   });
 });

@@ -8,7 +8,7 @@ import { readdir } from "node:fs/promises";
 import { join } from "node:path";
 import { ModelFileError } from "../../errors.js";
 import { isFile, readJson } from "../../model/folder.js";
-import { pickleRefusal } from "../../model/pickle.js";
+import { refusePickle } from "../../model/pickle.js";
 import { openSafetensors } from "../../model/safetensors.js";
 import type { CheckpointSource, ComponentName, ComponentSource, ModelFamily, SourceTensor } from "../types.js";
 import { clipKey } from "./ldm-keys.js";
@@ -71,7 +71,7 @@ async function weightFiles(dir: string, stem: string): Promise<string[]> {
   }
   const present = await readdir(dir).catch(() => [] as string[]);
   const pickle = present.find((name) => /\.(bin|pt|pth|ckpt)$/.test(name));
-  if (pickle !== undefined) throw pickleRefusal(join(dir, pickle), `the only weights of ${dir} and a PyTorch pickle file`);
+  if (pickle !== undefined) await refusePickle(join(dir, pickle)); // throws, saying why and how to convert it
   throw new ModelFileError(dir, `${dir} has no ${stem}.safetensors (nor its fp16 variant or a sharded ${stem}.safetensors.index.json)`);
 }
 
