@@ -17,6 +17,7 @@ import { mkdir, readFile, rename, rm, stat } from "node:fs/promises";
 import { basename, dirname, join, relative, sep } from "node:path";
 import { InvalidOptionError, ModelFileError, AbortError, NativeError, EngineBuildError, throwIfAborted } from "../../errors.js";
 import { locateModelFolder, type ModelFile, type ModelFolder } from "../../model/folder.js";
+import { ATTENTION_SCORES_KEY, modelMetadata } from "../../onnx/sd-trt-metadata.js";
 import { ROLE_TITLES, type ModelIo, type ModelRole, type TextEncoderIo } from "../../model/graph-io.js";
 import { callNativeAsync } from "../../native/load.js";
 import type { TensorRtBinding, TrtBuildProgress, TrtBuildResult } from "../../native/tensorrt-types.js";
@@ -161,9 +162,10 @@ async function planModels(folder: ModelFolder, options: BuildEnginesOptions): Pr
       );
     }
     const keepFp32 = isVae && options.fp32Vae === true;
-    // diffusers' upcast_attention (SD 2.x 768-v): the attention scores overflow in fp16.
+    // diffusers' upcast_attention (SD 2.x 768-v): the attention scores overflow in fp16. sd-trt's
+    // converter keeps them fp32 inside its fp16 graphs and records it (lib/onnx/sd-trt-metadata.ts).
     const upcast = role === "unet" && (await upcastAttention(folder));
-    if (upcast && exported === "fp16") {
+    if (upcast && exported === "fp16" && modelMetadata(model).get(ATTENTION_SCORES_KEY) !== "float32") {
       options.onProgress?.({
         type: "warning",
         message: `${folder.dir}/unet/config.json sets upcast_attention, but ${file.path} is an fp16 export: its attention scores are computed in fp16 and may overflow (UnetOverflowError). Export the UNet in fp32 and sd-trt keeps them in fp32`,
