@@ -17,7 +17,6 @@ import { mkdir, readFile, rename, rm, stat } from "node:fs/promises";
 import { basename, dirname, join, relative, sep } from "node:path";
 import { InvalidOptionError, ModelFileError, AbortError, NativeError, EngineBuildError, throwIfAborted } from "../../errors.js";
 import { locateModelFolder, type ModelFile, type ModelFolder } from "../../model/folder.js";
-import { ATTENTION_SCORES_KEY, modelMetadata } from "../../onnx/sd-trt-metadata.js";
 import { ROLE_TITLES, type ModelIo, type ModelRole, type TextEncoderIo } from "../../model/graph-io.js";
 import { callNativeAsync } from "../../native/load.js";
 import type { TensorRtBinding, TrtBuildProgress, TrtBuildResult } from "../../native/tensorrt-types.js";
@@ -38,6 +37,7 @@ import {
 } from "./manifest.js";
 import { convertToFp16, type Fp16ConversionReport } from "../../onnx/convert-fp16.js";
 import { ExternalDataReader, OnnxModel } from "../../onnx/model.js";
+import { ATTENTION_SCORES_KEY, modelMetadata } from "../../onnx/sd-trt-metadata.js";
 import { writeOnnxModel } from "../../onnx/write.js";
 import { profilesFor, type EngineShapes, type OptimizationProfile } from "./profiles.js";
 import { declaredShapes, describeForEngine, exportPrecision, onnxSignature } from "./roles.js";
