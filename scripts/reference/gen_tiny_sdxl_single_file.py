@@ -9,6 +9,10 @@ Writes test/fixtures/checkpoints/sdxl/:
   single_file.fp16.safetensors  fp16 } scripts/convert_diffusers_to_original_sdxl.py
   component_goldens.json/.bin   torch outputs of each component on fixed inputs (index + little-endian arrays)
   pipeline_goldens.json         one StableDiffusionXLPipeline run on the folder (latents and uint8 pixels)
+  full_size_shapes.json         the tensor names and shapes of a full-size SDXL base single file (no weights) with
+                                the published configs they were made from (FULL_SIZE below), for the configs
+                                derived from shapes: the models built on the meta device, renamed by the same
+                                conversion functions
 
 The models are the real classes at tiny widths with SDXL's structure, so that the conversion script's
 functions (convert_unet_state_dict, convert_vae_state_dict, convert_openai_text_enc_state_dict,
@@ -77,6 +81,25 @@ SDXL_SCHEDULER = dict(
     prediction_type="epsilon", interpolation_type="linear", timestep_spacing="leading", steps_offset=1,
     use_karras_sigmas=False, clip_sample=False, sample_max_value=1.0, set_alpha_to_one=False, skip_prk_steps=True,
 )
+
+# stabilityai/stable-diffusion-xl-base-1.0's unet/, text_encoder/, text_encoder_2/ and vae/ config.json: the keys
+# that decide shapes and those a converter must get right (the rest are the classes' defaults).
+FULL_SIZE = {
+    "unet": dict(
+        act_fn="silu", addition_embed_type="text_time", addition_time_embed_dim=256, attention_head_dim=[5, 10, 20],
+        block_out_channels=[320, 640, 1280], cross_attention_dim=2048, down_block_types=["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
+        flip_sin_to_cos=True, freq_shift=0, in_channels=4, layers_per_block=2, norm_num_groups=32, out_channels=4,
+        projection_class_embeddings_input_dim=2816, sample_size=128, transformer_layers_per_block=[1, 2, 10],
+        up_block_types=["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"], upcast_attention=False, use_linear_projection=True,
+    ),
+    "text_encoder": dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12, hidden_act="quick_gelu",
+                         projection_dim=768, vocab_size=49408, max_position_embeddings=77),
+    "text_encoder_2": dict(hidden_size=1280, intermediate_size=5120, num_hidden_layers=32, num_attention_heads=20, hidden_act="gelu",
+                           projection_dim=1280, vocab_size=49408, max_position_embeddings=77),
+    "vae": dict(block_out_channels=[128, 256, 512, 512], down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4,
+                in_channels=3, out_channels=3, latent_channels=4, layers_per_block=2, norm_num_groups=32, sample_size=1024,
+                scaling_factor=0.13025, force_upcast=True),
+}
 
 CASE = dict(id="sdxl-euler-cfg", prompt="a photograph of an astronaut riding a horse", negative_prompt="blurry",
             seed=42, steps=3, guidance_scale=5.0, height=64, width=64)
@@ -162,6 +185,27 @@ def single_file_state_dict(conv, folder: Path) -> dict:
 COMPONENTS = ("text_encoder", "text_encoder_2", "unet", "vae")
 
 
+def full_size_shapes(conv) -> None:
+    """FULL_SIZE's models on the meta device, renamed as single_file_state_dict renames the tiny ones."""
+    with torch.device("meta"):
+        unet = UNet2DConditionModel(**FULL_SIZE["unet"])
+        vae = AutoencoderKL(**FULL_SIZE["vae"])
+        te = CLIPTextModel(CLIPTextConfig(**FULL_SIZE["text_encoder"]))
+        te2 = CLIPTextModelWithProjection(CLIPTextConfig(**FULL_SIZE["text_encoder_2"]))
+    prefixed = lambda model: {k if k.startswith(("text_model.", "text_projection.")) else f"text_model.{k}": v for k, v in model.state_dict().items()}
+    state = {"model.diffusion_model." + k: v for k, v in conv.convert_unet_state_dict(unet.state_dict()).items()}
+    state.update({"first_stage_model." + k: v for k, v in conv.convert_vae_state_dict(vae.state_dict()).items()})
+    state.update({"conditioner.embedders.0.transformer." + k: v for k, v in conv.convert_openai_text_enc_state_dict(prefixed(te)).items()})
+    te2_state = {"conditioner.embedders.1.model." + k: v for k, v in conv.convert_openclip_text_enc_state_dict(prefixed(te2)).items()}
+    te2_state["conditioner.embedders.1.model.text_projection"] = te2_state.pop("conditioner.embedders.1.model.text_projection.weight").T
+    state.update(te2_state)
+    # position_ids are buffers (int64), not weights: a single file's loader skips them.
+    tensors = {k: list(v.shape) for k, v in state.items() if v.dtype.is_floating_point}
+    doc = {"provenance": PROVENANCE, "configs": FULL_SIZE, "tensors": tensors}
+    (OUT / "full_size_shapes.json").write_text(json.dumps(doc, indent=None) + "\n")
+    print(f"full_size_shapes.json: {len(tensors)} tensors")
+
+
 def component_weights(pipe) -> dict:
     return {f"{name}.{k}": v for name in COMPONENTS for k, v in getattr(pipe, name).state_dict().items()}
 
@@ -230,7 +274,8 @@ def main() -> None:
     reference = StableDiffusionXLPipeline.from_pretrained(folder, torch_dtype=torch.float32)
     reference.set_progress_bar_config(disable=True)
     expected = component_weights(reference)
-    state = single_file_state_dict(load_converter(), folder)
+    conv = load_converter()
+    state = single_file_state_dict(conv, folder)
     files = {}
     latents, image = run_case(reference, CASE)
     for dtype, name in [("fp32", "single_file.safetensors"), ("fp16", "single_file.fp16.safetensors")]:
@@ -255,6 +300,7 @@ def main() -> None:
     doc = {"provenance": PROVENANCE, "single_files": files, "cases": [case]}
     (OUT / "pipeline_goldens.json").write_text(json.dumps(doc, indent=None, default=str) + "\n")
     print(f"{CASE['id']}: latents |max| {np.abs(latents).max():.4f}")
+    full_size_shapes(conv)
 
 
 if __name__ == "__main__":

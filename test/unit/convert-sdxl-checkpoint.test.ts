@@ -7,7 +7,7 @@
  * component, a truncated file.
  */
 import { afterAll, describe, expect, test } from "@jest/globals";
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, truncateSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { readCheckpoint } from "../../lib/convert/checkpoint/index.js";
@@ -93,6 +93,33 @@ describe("SDXL single files read to exactly the diffusers folder's weights", () 
     const scheduler = json(join(FOLDER, "scheduler", "scheduler_config.json"));
     for (const [key, value] of Object.entries(single.schedulerConfig)) expect({ key, value }).toEqual({ key, value: scheduler[key] });
   });
+});
+
+test("a full-size SDXL base's tensor shapes give SDXL base's published configs (no config folder)", async () => {
+  // gen_tiny_sdxl_single_file.py: the names and shapes diffusers' convert script gives the published
+  // model. Written as a sparse file: only the header is read.
+  const full = json(join(SDXL, "full_size_shapes.json")) as { configs: Record<string, Record<string, unknown>>; tensors: Record<string, number[]> };
+  const header: Record<string, unknown> = {};
+  let offset = 0;
+  for (const [name, shape] of Object.entries(full.tensors)) {
+    const bytes = 2 * shape.reduce((n, d) => n * d, 1);
+    header[name] = { dtype: "F16", shape, data_offsets: [offset, offset + bytes] };
+    offset += bytes;
+  }
+  const text = Buffer.from(JSON.stringify(header));
+  const head = Buffer.alloc(8);
+  head.writeBigUInt64LE(BigInt(text.length));
+  const path = join(scratch, "sd_xl_base.safetensors");
+  writeFileSync(path, Buffer.concat([head, text]));
+  truncateSync(path, 8 + text.length + offset);
+
+  const source = await readCheckpoint(path);
+  expect(source.family).toBe("sdxl");
+  for (const [component, published] of Object.entries(full.configs)) {
+    const derived = source.components[component as ComponentName]!.config;
+    for (const [key, value] of Object.entries(published)) expect({ component, key, value: derived[key] }).toEqual({ component, key, value });
+  }
+  expect(source.schedulerConfig).toMatchObject({ _class_name: "EulerDiscreteScheduler", timestep_spacing: "leading", steps_offset: 1, prediction_type: "epsilon" });
 });
 
 describe("bad SDXL input is refused with the reason", () => {

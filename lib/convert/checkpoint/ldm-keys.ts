@@ -164,13 +164,13 @@ const OPEN_CLIP_DIRECT: Record<string, string> = {
  * `in_proj` (rows q, k, v) becomes three tensors. Left out as diffusers leaves them out
  * (`SD_2_TEXT_ENCODER_KEYS_TO_IGNORE`): `text_projection`, and layer 23, the last of ViT-H's 24,
  * which SD 2 does not use (it conditions on the penultimate layer). SDXL's OpenCLIP ViT-bigG keeps
- * every layer (`ignoredLayer` undefined; its projection is mapped by sdxl-single-file.ts).
+ * every layer (`keepEveryLayer`; its projection is mapped by sdxl-single-file.ts).
  */
-export function mapOpenClipKey(key: string, shape: readonly number[], ignoredLayer: string | undefined = "23"): MappedKey[] {
+export function mapOpenClipKey(key: string, shape: readonly number[], keepEveryLayer = false): MappedKey[] {
   const direct = OPEN_CLIP_DIRECT[key];
   if (direct !== undefined) return [{ key: direct }];
   const m = /^transformer\.resblocks\.(\d+)\.(.+)$/.exec(key);
-  if (!m || m[1] === ignoredLayer) return [];
+  if (!m || (m[1] === "23" && !keepEveryLayer)) return [];
   const layer = `text_model.encoder.layers.${m[1]}`;
   const rest = m[2]!;
   const inProj = /^attn\.in_proj_(weight|bias)$/.exec(rest);

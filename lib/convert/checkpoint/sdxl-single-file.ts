@@ -31,7 +31,7 @@ function mapSdxlUnetKey(key: string, layersPerBlock: number): MappedKey | undefi
 /** A text_encoder_2 key (after `conditioner.embedders.1.model.`): OpenCLIP ViT-bigG with its projection. */
 function mapSdxlOpenClipKey(key: string, shape: readonly number[]): MappedKey[] {
   if (key === "text_projection") return [{ key: "text_projection.weight", transform: { kind: "transpose" } }];
-  return mapOpenClipKey(key, shape, undefined);
+  return mapOpenClipKey(key, shape, true);
 }
 
 /** Reads a single-file SDXL checkpoint already opened by readSingleFile. @throws ModelFileError naming the file and what is wrong. */
