@@ -2,7 +2,8 @@
  * Weight sources over `.safetensors` files: a component's tensors under diffusers keys, each read
  * from its file only when asked (lib/model/safetensors.ts streams them), with the few reshapes the
  * original single-file layout needs on the way (q/k/v rows out of a joined in_proj, 1×1 convs as
- * linear weights).
+ * linear weights, OpenCLIP's transposed projection), and the steps every single-file reader
+ * (single-file.ts, sdxl-single-file.ts) takes: a component's tensors by prefix, renamed.
  */
 import { ModelFileError } from "../../errors.js";
 import type { StreamedSafetensorsTensor } from "../../model/safetensors.js";
