@@ -145,6 +145,11 @@ export class Pipeline {
     return this.#folder.dir;
   }
 
+  /** The checkpoint the model folder was converted from (`sd-trt convert`, `--model <checkpoint>`), if any. */
+  get sourceCheckpoint(): { readonly name: string; readonly sha256?: string } | undefined {
+    return this.#folder.sourceCheckpoint;
+  }
+
   /** The image size generate() uses when none is given: the model's native size, within the limits. */
   get defaultSize(): { width: number; height: number } {
     const l = this.#limits;

@@ -132,9 +132,9 @@ export class PipelineService implements GenerationService {
     return this.pipeline.modelDir;
   }
 
-  /** The model folder's name (A1111's `sd_model_name`). */
+  /** A1111's `sd_model_name`: the checkpoint's name for a converted model, else the model folder's name. */
   get modelName(): string {
-    return basename(this.pipeline.modelDir);
+    return this.pipeline.sourceCheckpoint?.name ?? basename(this.pipeline.modelDir);
   }
 
   /** A1111's "Model hash" of the loaded model. */

@@ -13,10 +13,13 @@ import { afterAll, beforeAll, describe, expect, test } from "@jest/globals";
 import bench from "../../lib/cli/commands/bench.js";
 import convert from "../../lib/cli/commands/convert.js";
 import generate from "../../lib/cli/commands/generate.js";
+import serve from "../../lib/cli/commands/serve.js";
 import { cachedConversion } from "../../lib/convert/cache.js";
 import { convertCheckpoint } from "../../lib/convert/index.js";
 import { AbortError } from "../../lib/errors.js";
 import { locateModelFolder } from "../../lib/model/folder.js";
+import { Pipeline } from "../../lib/pipeline/pipeline.js";
+import { PipelineService } from "../../lib/service/pipeline-service.js";
 import { runCommand } from "../support/run-cli.js";
 
 const fixtures = new URL("../fixtures/checkpoints/", import.meta.url).pathname;
@@ -49,6 +52,13 @@ describe("sd-trt convert", () => {
     const folder = await locateModelFolder(out);
     expect(folder.sourceCheckpoint).toEqual({ name: "single_file.fp16", sha256 });
     expect((await readdir(out)).sort()).toEqual(["model_index.json", "scheduler", "source_checkpoint.json", "text_encoder", "tokenizer", "unet", "vae_decoder", "vae_encoder"]);
+    // The server names it as A1111 names the checkpoint (sd_model_name, /sdapi/v1/sd-models), with its hash.
+    const service = await PipelineService.create(await Pipeline.load(out, { backend: "cpu" }), { ownPipeline: true });
+    try {
+      expect([service.modelName, service.modelHash]).toEqual(["single_file.fp16", sha256.slice(0, 10)]);
+    } finally {
+      await service.dispose();
+    }
   });
 
   test("an existing --out is refused and left as it was", async () => {
@@ -115,6 +125,36 @@ test("bench --model <checkpoint> converts it into the cache and benchmarks the c
   const entries = await cacheEntries(cacheDir);
   expect(entries).toHaveLength(1);
   expect((JSON.parse(run.stdout) as { model: string }).model).toBe(join(cacheDir, entries[0]!));
+});
+
+test("serve --model <checkpoint> serves the converted model under the checkpoint's A1111 name and hash", async () => {
+  const cacheDir = fresh("serve-cache");
+  const write = process.stdout.write.bind(process.stdout);
+  let output = "";
+  let found: (url: string) => void;
+  const listening = new Promise<string>((resolve) => (found = resolve));
+  process.stdout.write = ((chunk: string | Uint8Array) => {
+    output += typeof chunk === "string" ? chunk : Buffer.from(chunk).toString("utf8");
+    const match = /listening on (http:\/\/\S+)/.exec(output);
+    if (match) found(match[1]!);
+    return true;
+  }) as typeof process.stdout.write;
+  try {
+    const argv = { _: ["serve"], $0: "sd-trt", host: "127.0.0.1", port: 0, model: sd1File, "model-config": sd1Config, "cache-dir": cacheDir, backend: "cpu", "max-queue": 8, "batch-window-ms": 0, "max-body": 1 << 20, "drain-timeout": 30, "headers-timeout": 10, "request-timeout": 60, "keep-alive-timeout": 5, "max-connections": 1024, "insecure-no-token": false, quiet: true };
+    const done = Promise.resolve(serve.handler(argv as never));
+    const url = await listening;
+    const sha10 = createHash("sha256").update(readFileSync(sd1File)).digest("hex").slice(0, 10);
+    const models = (await (await fetch(`${url}/sdapi/v1/sd-models`)).json()) as { title: string; hash: string }[];
+    expect(models.map((m) => [m.title, m.hash])).toEqual([["single_file.fp16", sha10]]);
+    const response = await fetch(`${url}/sdapi/v1/txt2img`, { method: "POST", body: JSON.stringify({ prompt: "a fox", seed: 1, steps: 2, width: 64, height: 64 }) });
+    expect(response.status).toBe(200);
+    expect(JSON.parse(((await response.json()) as { info: string }).info).infotexts[0]).toContain(`Model hash: ${sha10}, Model: single_file.fp16,`);
+    process.emit("SIGINT");
+    await done;
+  } finally {
+    process.stdout.write = write;
+  }
+  expect(await cacheEntries(cacheDir)).toHaveLength(1);
 });
 
 test("--model naming another kind of file is left to the model-folder reader: no conversion, no cache", async () => {

@@ -7,6 +7,11 @@
  * The fp16 single files hold exactly the fp32 files' values (the tiny weights are fp16 numbers), so
  * the same tolerance applies. A1111's `Model hash` and `Model` of the checkpoint file are in the
  * infotext.
+ *
+ * Converted to fp16 graphs (`sd-trt convert --dtype fp16`, what TensorRT builds take), the same
+ * generations are checked within FP16_LATENT_TOLERANCE · max(1, max|x|) and ±FP16_PIXEL_TOLERANCE:
+ * measured at most 2.9e-3 (sd2 Euler, v-prediction) and ±1, fp16 arithmetic through 3–4 steps of a
+ * guided UNet.
  */
 import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
@@ -18,7 +23,9 @@ import sharp from "sharp";
 import generate from "../../lib/cli/commands/generate.js";
 import { decodeNpyFloat32 } from "../../lib/cli/shared/npy.js";
 import { readPngText } from "../../lib/image/png-text.js";
-import { expectImageClose, expectLatentsClose } from "../fixtures/tiny-sd-cases/compare.js";
+import { cachedConversion } from "../../lib/convert/cache.js";
+import { Pipeline } from "../../lib/pipeline/pipeline.js";
+import { expectImageClose, expectLatentsClose, imageDiff, latentError } from "../fixtures/tiny-sd-cases/compare.js";
 import { runCommand } from "../support/run-cli.js";
 
 const fixtures = new URL("../fixtures/checkpoints/", import.meta.url).pathname;
@@ -97,5 +104,27 @@ describe.each([
     const entries = (await readdir(cacheDir)).filter((e) => e !== "hashes.json");
     expect(entries).toHaveLength(1);
     expect(entries[0]).toMatch(new RegExp(`^${name.endsWith(".safetensors") ? name.replace(/\.safetensors$/, "").replace(/\./g, "\\.") : "diffusers"}-[0-9a-f]{10}-fp32-[0-9a-f]{8}$`));
+  });
+});
+
+const FP16_LATENT_TOLERANCE = 5e-3;
+const FP16_PIXEL_TOLERANCE = 2;
+
+describe.each(["sd1", "sd2"])("%s converted to fp16 graphs stays within the fp16 tolerance of diffusers", (family) => {
+  test.each(goldens(family).cases.map((c) => [c.id, c] as const))("%s", async (_id, c) => {
+    const cacheDir = await mkdtemp(join(scratch, "fp16-"));
+    const { dir } = await cachedConversion(join(fixtures, family, "single_file.fp16.safetensors"), cacheDir, { dtype: "fp16", configFolder: join(fixtures, family, "diffusers") });
+    const pipeline = await Pipeline.load(dir, { backend: "cpu" });
+    try {
+      const result = await pipeline.generate({
+        prompt: c.prompt, negativePrompt: c.negative_prompt, promptSyntax: "plain", width: 64, height: 64, steps: c.steps,
+        guidance: c.guidance_scale, scheduler: SCHEDULER_FLAG[c.scheduler]!, seed: c.seed, returnLatents: true,
+      });
+      const error = latentError(result.latents!, c.latents.values);
+      expect({ id: c.id, withinTolerance: error <= FP16_LATENT_TOLERANCE, error }).toEqual({ id: c.id, withinTolerance: true, error });
+      expect(imageDiff(result.images[0]!.rgb, c.image_uint8_hwc.values).maxDiff).toBeLessThanOrEqual(FP16_PIXEL_TOLERANCE);
+    } finally {
+      await pipeline.dispose();
+    }
   });
 });

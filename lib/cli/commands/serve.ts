@@ -128,10 +128,10 @@ const command: CommandModule<object, ServeArgs> = {
     if (warning) console.error(`sd-trt serve: ${warning}`);
     // A busy port or a bad --host is reported now, not after the model has loaded.
     if (argv.port !== 0) await probeListen(argv.host, argv.port);
+    // A checkpoint is converted once into the model cache (with --redis the front end runs no model).
+    if (argv.redis === undefined) argv.model = await resolveModelArgument(argv.model, { ...argv, quiet: false }, "fp32");
     const memoryLimit = argv["memory-limit"] !== undefined ? memoryLimitBytes(argv["memory-limit"]) : undefined;
-    // With --redis the front end runs no model: nothing to convert.
-    const model = argv.redis === undefined ? await resolveModelArgument(argv.model, { ...argv, quiet: false }, "fp32") : argv.model;
-    const service = await openServeService({ ...argv, model, ...(memoryLimit !== undefined ? { memoryLimit } : {}) }, log);
+    const service = await openServeService({ ...argv, ...(memoryLimit !== undefined ? { memoryLimit } : {}) }, log);
     const server = new SdServer({
       service,
       token: argv.token,
