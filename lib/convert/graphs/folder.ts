@@ -82,6 +82,15 @@ function graphsOf(source: CheckpointSource): readonly GraphPlan[] {
 const PAD_TOKEN: Readonly<Record<ModelFamily, string>> = { sd1: "<|endoftext|>", sd2: "!", sdxl: "<|endoftext|>" };
 const SDXL_TOKENIZER_2_PAD = "!";
 
+/**
+ * SDXL's VAE overflows in fp16: diffusers' StableDiffusionXLPipeline runs it in float32 when its config
+ * sets `force_upcast` (`needs_upcasting`), so an fp16 conversion keeps the VAE graphs fp32. (SD 1.x/2.x
+ * pipelines ignore the flag, which diffusers writes into every AutoencoderKL config.)
+ */
+function vaeNeedsFp32(source: CheckpointSource): boolean {
+  return source.family === "sdxl" && source.components.vae?.config["force_upcast"] !== false;
+}
+
 async function writeJson(path: string, value: unknown): Promise<void> {
   await writeFileAtomic(path, `${JSON.stringify(value, null, 2)}\n`);
 }
@@ -165,7 +174,8 @@ export async function writeConvertedModel(source: CheckpointSource, outDir: stri
       await mkdir(dir);
       await writeJson(join(dir, "config.json"), componentSource.config);
       const origin = `${source.path} ${component}`;
-      graphs[graph] = await writeGraphFile(join(dir, "model.onnx"), graph, (g) => build(g, componentSource, { dtype: options.dtype, origin }));
+      const dtype = component === "vae" && vaeNeedsFp32(source) ? "fp32" : options.dtype;
+      graphs[graph] = await writeGraphFile(join(dir, "model.onnx"), graph, (g) => build(g, componentSource, { dtype, origin }));
     }
     await rename(tmp, outDir);
   } catch (error) {
