@@ -152,6 +152,7 @@ export class GraphBuilder {
   private readonly usedNames = new Set<string>();
   private readonly constants = new Map<string, Value>();
   private readonly scopes: string[] = [];
+  private readonly metadataProps = new Map<string, string>();
   /** The next suffix to try per base name (a UNet has thousands of `/…/Add` nodes). */
   private readonly nextSuffix = new Map<string, number>();
   private dataOffset = 0;
@@ -303,6 +304,11 @@ export class GraphBuilder {
     return this.constant([value], type, []);
   }
 
+  /** A model-level `metadata_props` entry (facts about the graph its readers need, lib/onnx/sd-trt-metadata.ts). */
+  metadata(key: string, value: string): void {
+    this.metadataProps.set(key, value);
+  }
+
   /** Writes `model.onnx` (atomically) and renames the data file into place. Returns the byte sizes. */
   async finish(): Promise<{ modelBytes: number; dataBytes: number }> {
     const graph = new PbMessage(
@@ -322,6 +328,11 @@ export class GraphBuilder {
         stringField(ModelField.producerName, "sd-trt"),
         { no: ModelField.graph, wt: WireType.LengthDelimited, value: graph },
         { no: ModelField.opsetImport, wt: WireType.LengthDelimited, value: opset },
+        ...[...this.metadataProps].map(([key, value]) => ({
+          no: ModelField.metadataProps,
+          wt: WireType.LengthDelimited as const,
+          value: new PbMessage([stringField(StringStringField.key, key), stringField(StringStringField.value, value)], StringStringSchema),
+        })),
       ],
       ModelSchema,
     );

@@ -6,7 +6,9 @@
  * the causal mask, GatherND pooling, Resize, Split) and that the engines compute what ONNX Runtime does:
  * - sd1 converted in fp16: the builder's own fp16 graphs, used by `buildEngines` as they are;
  * - sd2 converted in fp32: `buildEngines` converts them to fp16 itself, with the attention scores in
- *   fp32 (`upcast_attention`; an fp16 export with upcast_attention is refused by the build).
+ *   fp32 (`upcast_attention`);
+ * - sd2 converted in fp16: the builder's fp16 graphs keep the scores fp32 themselves and record it
+ *   (`sd-trt.attention_scores` in metadata_props), so the build takes them as they are.
  */
 import { afterAll, beforeAll, expect, test } from "@jest/globals";
 import { mkdtemp, rm } from "node:fs/promises";
@@ -31,6 +33,7 @@ describeTensorRt("TensorRT engines of converted checkpoints", () => {
   test.each([
     ["sd1", "fp16"],
     ["sd2", "fp32"],
+    ["sd2", "fp16"],
   ] as const)("%s converted in %s: engines build and match the CPU backend (txt2img and img2img)", async (family, dtype) => {
     const model = join(root, `${family}-${dtype}`);
     const engines = join(root, `${family}-${dtype}-engines`);

@@ -48,7 +48,7 @@ export interface GoldenArray {
 }
 
 /** component_goldens.json + .bin: name → array. */
-export async function tinyGoldens(family: "sd1" | "sd2" | "deep-unet" | "sdxl-parts"): Promise<Map<string, GoldenArray>> {
+export async function tinyGoldens(family: "sd1" | "sd2" | "deep-unet" | "sdxl-parts" | "sdxl"): Promise<Map<string, GoldenArray>> {
   const index = (await readJson(join(CHECKPOINTS, family, "component_goldens.json")))["arrays"] as Record<string, { dtype: string; shape: number[]; offset: number }>;
   const bin = await readFile(join(CHECKPOINTS, family, "component_goldens.bin"));
   const out = new Map<string, GoldenArray>();

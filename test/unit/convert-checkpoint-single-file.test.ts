@@ -192,9 +192,9 @@ describe("what is not an SD 1.x/2.x checkpoint is refused, naming the file", () 
     await expect(readCheckpoint(path)).rejects.toThrow(`${path} is not a Stable Diffusion checkpoint sd-trt knows: it has no UNet under "model.diffusion_model." with a text encoder under "cond_stage_model.transformer." (SD 1.x) or "cond_stage_model.model." (SD 2.x). Its 2 tensors begin "transformer.h.0.attn.c_attn.weight", "lm_head.weight"`);
   });
 
-  test("SDXL is detected and refused for now", async () => {
+  test("SDXL is detected by its conditioner and read as SDXL (convert-sdxl-checkpoint.test.ts)", async () => {
     const path = writeSafetensors(join(scratch, "xl.safetensors"), { "model.diffusion_model.input_blocks.0.0.weight": { shape: [1] }, "conditioner.embedders.1.model.transformer.resblocks.9.mlp.c_proj.bias": { shape: [1] } });
-    await expect(readCheckpoint(path)).rejects.toThrow(/xl\.safetensors is an SDXL checkpoint \(two text encoders\); sd-trt converts SD 1\.x and SD 2\.x checkpoints, SDXL is not supported yet/);
+    await expect(readCheckpoint(path)).rejects.toThrow(/xl\.safetensors is an SDXL checkpoint without its VAE .*, CLIP ViT-L text encoder/);
   });
 
   test("a checkpoint without its VAE, an inpainting UNet, a missing file", async () => {

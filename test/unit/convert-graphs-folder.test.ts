@@ -97,9 +97,4 @@ describe("writing the folder", () => {
     expect(seen).toEqual(["text_encoder", "unet", "vae_decoder"]); // it failed after two graphs were written
     expect(await readdir(parent)).toEqual([]);
   });
-
-  test("SDXL is refused by name until its graphs exist", async () => {
-    const checkpoint = { ...(await tinyCheckpoint("sd1")), family: "sdxl" as const };
-    await expect(writeConvertedModel(checkpoint, join(work, "sdxl"), { dtype: "fp16" })).rejects.toThrow(/converting SDXL checkpoints is not supported yet/);
-  });
 });

@@ -13,11 +13,15 @@ import buildCommand from "../../lib/cli/commands/build.js";
 import { AbortError, EngineBuildError } from "../../lib/errors.js";
 import { buildEngines, type BuildEvent } from "../../lib/backends/tensorrt/build.js";
 import { readManifest } from "../../lib/backends/tensorrt/manifest.js";
+import { writeConvertedModel } from "../../lib/convert/graphs/folder.js";
 import { OnnxModel } from "../../lib/onnx/model.js";
+import { ModelField } from "../../lib/onnx/schema.js";
+import { ATTENTION_SCORES_KEY, modelMetadata } from "../../lib/onnx/sd-trt-metadata.js";
 import { parseShapeOptions } from "../../lib/backends/tensorrt/profiles.js";
 import { exportPrecision } from "../../lib/backends/tensorrt/roles.js";
 import type { TensorRtBinding, TrtBuildOptions, TrtBuildProgress, TrtBuildResult } from "../../lib/native/tensorrt-types.js";
 import { runCommand } from "../support/run-cli.js";
+import { tinyCheckpoint } from "../support/tiny-checkpoints.js";
 
 const TINY = join(process.cwd(), "models", "tiny-sd");
 const GPU = { name: "NVIDIA GeForce RTX 4090", computeCapability: "8.9" };
@@ -201,6 +205,30 @@ describe("sd-trt build orchestration", () => {
       ["unet", 1],
       ["vae_decoder", 0],
       ["vae_encoder", 0],
+    ]);
+  });
+
+  test("an fp16 graph from sd-trt's converter that records fp32 attention scores is accepted for an upcast_attention UNet; one without the record is warned about", async () => {
+    // The tiny SD 2.x checkpoint sets upcast_attention; its fp16 conversion keeps Q·Kᵀ and softmax in fp32.
+    const model = join(root, "sd2-fp16");
+    await writeConvertedModel(await tinyCheckpoint("sd2"), model, { dtype: "fp16" });
+    const unetPath = join(model, "unet", "model.onnx");
+    const unet = await OnnxModel.read(unetPath);
+    expect(modelMetadata(unet).get(ATTENTION_SCORES_KEY)).toBe("float32");
+    const shapes = parseShapeOptions({ size: "64x64" });
+    const warnings = async (out: string) => {
+      const events: BuildEvent[] = [];
+      const result = await buildEngines({ model, out: join(root, out), shapes, onProgress: (e) => events.push(e) }, scriptedBuilder().injected);
+      expect(result.manifest.engines.unet).toMatchObject({ precision: "fp16", conversion: "none" });
+      return events.flatMap((e) => (e.type === "warning" && e.message.includes("upcast_attention") ? [e.message] : []));
+    };
+    expect(await warnings("recorded")).toEqual([]);
+
+    // The same graph without the record: the builder cannot tell its scores are fp32.
+    unet.proto.remove(ModelField.metadataProps);
+    await writeFile(unetPath, unet.encode());
+    expect(await warnings("unrecorded")).toEqual([
+      `${model}/unet/config.json sets upcast_attention, but ${unetPath} is an fp16 export: its attention scores are computed in fp16 and may overflow (UnetOverflowError). Export the UNet in fp32 and sd-trt keeps them in fp32`,
     ]);
   });
 

@@ -38,6 +38,7 @@ import {
 } from "./manifest.js";
 import { convertToFp16, type Fp16ConversionReport } from "../../onnx/convert-fp16.js";
 import { ExternalDataReader, OnnxModel } from "../../onnx/model.js";
+import { ATTENTION_SCORES_KEY, modelMetadata } from "../../onnx/sd-trt-metadata.js";
 import { writeOnnxModel } from "../../onnx/write.js";
 import { editTextEncoder } from "../../onnx/text-encoder-edit.js";
 import { ClipTokenizer } from "../../tokenizer/index.js";
@@ -174,9 +175,10 @@ async function planModels(folder: ModelFolder, options: BuildEnginesOptions): Pr
       );
     }
     const keepFp32 = isVae && options.fp32Vae === true;
-    // diffusers' upcast_attention (SD 2.x 768-v): the attention scores overflow in fp16.
+    // diffusers' upcast_attention (SD 2.x 768-v): the attention scores overflow in fp16. sd-trt's
+    // converter keeps them fp32 inside its fp16 graphs and records it (lib/onnx/sd-trt-metadata.ts).
     const upcast = role === "unet" && (await upcastAttention(folder));
-    if (upcast && exported === "fp16") {
+    if (upcast && exported === "fp16" && modelMetadata(model).get(ATTENTION_SCORES_KEY) !== "float32") {
       options.onProgress?.({
         type: "warning",
         message: `${folder.dir}/unet/config.json sets upcast_attention, but ${file.path} is an fp16 export: its attention scores are computed in fp16 and may overflow (UnetOverflowError). Export the UNet in fp32 and sd-trt keeps them in fp32`,

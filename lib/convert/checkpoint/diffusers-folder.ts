@@ -1,6 +1,6 @@
 /**
  * A diffusers folder (`model_index.json`, `text_encoder/`, `unet/`, `vae/`, `scheduler/`, each with
- * its `config.json` and weights) as a CheckpointSource. Weights are `.safetensors` only, in the file
+ * its `config.json` and weights; SDXL also `text_encoder_2/`) as a CheckpointSource. Weights are `.safetensors` only, in the file
  * names diffusers and transformers write: the plain file, the `fp16` variant, or shards listed by a
  * `*.safetensors.index.json`. A folder holding only pickles (`.bin`) is refused with how to convert it.
  */
@@ -12,17 +12,23 @@ import { refusePickle } from "../../model/pickle.js";
 import { openSafetensors } from "../../model/safetensors.js";
 import type { CheckpointSource, ComponentName, ComponentSource, ModelFamily, SourceTensor } from "../types.js";
 import { clipKey } from "./ldm-keys.js";
+import { sdxlRefinerRefusal } from "./sdxl.js";
 import { sourceTensor, weightSourceOf } from "./tensors.js";
 
+type FolderComponent = "text_encoder" | "text_encoder_2" | "unet" | "vae";
+
 /** Each component's weight file stem (diffusers' models, transformers' CLIPTextModel). */
-const WEIGHT_STEMS: Readonly<Record<"text_encoder" | "unet" | "vae", string>> = {
+const WEIGHT_STEMS: Readonly<Record<FolderComponent, string>> = {
   text_encoder: "model",
+  text_encoder_2: "model",
   unet: "diffusion_pytorch_model",
   vae: "diffusion_pytorch_model",
 };
 
 export interface FolderComponentConfigs {
   readonly text_encoder: Record<string, unknown>;
+  /** SDXL's second text encoder, when the folder has one. */
+  readonly text_encoder_2?: Record<string, unknown>;
   readonly unet: Record<string, unknown>;
   readonly vae: Record<string, unknown>;
   readonly scheduler: Record<string, unknown>;
@@ -34,8 +40,10 @@ export async function readFolderConfigs(folder: string): Promise<FolderComponent
     if (!(await isFile(path))) throw new ModelFileError(path, `diffusers folder ${folder} has no ${path}`);
     return readJson(path);
   };
+  const secondEncoder = join(folder, "text_encoder_2", "config.json");
   return {
     text_encoder: await config(join(folder, "text_encoder", "config.json")),
+    ...((await isFile(secondEncoder)) ? { text_encoder_2: await readJson(secondEncoder) } : {}),
     unet: await config(join(folder, "unet", "config.json")),
     vae: await config(join(folder, "vae", "config.json")),
     scheduler: await config(join(folder, "scheduler", "scheduler_config.json")),
@@ -47,7 +55,7 @@ export async function readFolderConfigs(folder: string): Promise<FolderComponent
  * SD 2.x) or CLIP ViT-L's (quick GELU, SD 1.x) tells the other two apart.
  */
 export function folderFamily(modelIndex: Record<string, unknown> | undefined, textEncoder: Record<string, unknown>): ModelFamily {
-  if (modelIndex !== undefined && modelIndex["text_encoder_2"] !== undefined) return "sdxl";
+  if (modelIndex !== undefined && namesComponent(modelIndex["text_encoder_2"])) return "sdxl";
   return textEncoder["hidden_act"] === "gelu" ? "sd2" : "sd1";
 }
 
@@ -76,11 +84,11 @@ async function weightFiles(dir: string, stem: string): Promise<string[]> {
 }
 
 /** A component's tensors from its files (text-encoder keys with the `text_model.` prefix, see ldm-keys.ts `clipKey`). */
-async function componentWeights(component: "text_encoder" | "unet" | "vae", files: readonly string[]): Promise<Map<string, SourceTensor>> {
+async function componentWeights(component: FolderComponent, files: readonly string[]): Promise<Map<string, SourceTensor>> {
   const tensors = new Map<string, SourceTensor>();
   for (const file of files) {
     for (const [name, stored] of (await openSafetensors(file)).tensors) {
-      const key = component === "text_encoder" ? clipKey(name) : name;
+      const key = component === "text_encoder" || component === "text_encoder_2" ? clipKey(name) : name;
       if (tensors.has(key)) throw new ModelFileError(file, `${file}: weight ${JSON.stringify(key)} is also in another shard of ${component}`);
       tensors.set(key, sourceTensor(key, stored));
     }
@@ -88,25 +96,28 @@ async function componentWeights(component: "text_encoder" | "unet" | "vae", file
   return tensors;
 }
 
+/** Whether a model_index.json entry names a component: diffusers writes [null, null] (or null) for one the pipeline lacks. */
+function namesComponent(entry: unknown): boolean {
+  return Array.isArray(entry) ? entry.some((part) => part != null) : entry != null;
+}
+
 /** Reads a diffusers folder. @throws ModelFileError naming the missing or bad file. */
 export async function readDiffusersFolder(folder: string, overrides: { predictionType?: string; upcastAttention?: boolean }): Promise<CheckpointSource> {
   const indexPath = join(folder, "model_index.json");
   const modelIndex = (await isFile(indexPath)) ? await readJson(indexPath) : undefined;
+  // SDXL's refiner names text_encoder_2 alone (text_encoder [null, null]).
+  if (modelIndex !== undefined && namesComponent(modelIndex["text_encoder_2"]) && !namesComponent(modelIndex["text_encoder"])) throw sdxlRefinerRefusal(folder);
   const configs = await readFolderConfigs(folder);
   const family = folderFamily(modelIndex, configs.text_encoder);
-  if (family === "sdxl") throw sdxlRefusal(folder);
+  if (family === "sdxl" && configs.text_encoder_2 === undefined) throw new ModelFileError(folder, `diffusers folder ${folder} names text_encoder_2 (SDXL) in model_index.json but has no ${join(folder, "text_encoder_2", "config.json")}`);
   const components: Partial<Record<ComponentName, ComponentSource>> = {};
-  for (const component of ["text_encoder", "unet", "vae"] as const) {
+  const names: readonly FolderComponent[] = family === "sdxl" ? ["text_encoder", "text_encoder_2", "unet", "vae"] : ["text_encoder", "unet", "vae"];
+  for (const component of names) {
     const files = await weightFiles(join(folder, component), WEIGHT_STEMS[component]);
-    let config = configs[component];
+    let config = configs[component]!;
     if (component === "unet" && overrides.upcastAttention !== undefined) config = { ...config, upcast_attention: overrides.upcastAttention };
     components[component] = { config, weights: weightSourceOf(await componentWeights(component, files)) };
   }
   const schedulerConfig = overrides.predictionType === undefined ? configs.scheduler : { ...configs.scheduler, prediction_type: overrides.predictionType };
   return { family, path: folder, components, schedulerConfig };
-}
-
-/** SDXL's slot: detected, refused until its converter lands. */
-export function sdxlRefusal(path: string): ModelFileError {
-  return new ModelFileError(path, `${path} is an SDXL checkpoint (two text encoders); sd-trt converts SD 1.x and SD 2.x checkpoints, SDXL is not supported yet`);
 }

@@ -143,7 +143,8 @@ export function mapVaeKey(key: string, upBlocks: number, shape: readonly number[
  * (the graph builder's names, lib/convert/graphs/clip.ts).
  */
 export function clipKey(key: string): string {
-  return key.startsWith("text_model.") ? key : `text_model.${key}`;
+  // CLIPTextModelWithProjection's projection (SDXL's text_encoder_2) sits beside text_model in every version.
+  return key.startsWith("text_model.") || key.startsWith("text_projection.") ? key : `text_model.${key}`;
 }
 
 /** An SD 1.x text-encoder key (after `cond_stage_model.transformer.`): transformers' own names. */
@@ -162,13 +163,14 @@ const OPEN_CLIP_DIRECT: Record<string, string> = {
  * An SD 2.x text-encoder key (after `cond_stage_model.model.`), OpenCLIP → CLIPTextModel. The joined
  * `in_proj` (rows q, k, v) becomes three tensors. Left out as diffusers leaves them out
  * (`SD_2_TEXT_ENCODER_KEYS_TO_IGNORE`): `text_projection`, and layer 23, the last of ViT-H's 24,
- * which SD 2 does not use (it conditions on the penultimate layer).
+ * which SD 2 does not use (it conditions on the penultimate layer). SDXL's OpenCLIP ViT-bigG keeps
+ * every layer (`keepEveryLayer`; its projection is mapped by sdxl-single-file.ts).
  */
-export function mapOpenClipKey(key: string, shape: readonly number[]): MappedKey[] {
+export function mapOpenClipKey(key: string, shape: readonly number[], keepEveryLayer = false): MappedKey[] {
   const direct = OPEN_CLIP_DIRECT[key];
   if (direct !== undefined) return [{ key: direct }];
   const m = /^transformer\.resblocks\.(\d+)\.(.+)$/.exec(key);
-  if (!m || m[1] === "23") return [];
+  if (!m || (m[1] === "23" && !keepEveryLayer)) return [];
   const layer = `text_model.encoder.layers.${m[1]}`;
   const rest = m[2]!;
   const inProj = /^attn\.in_proj_(weight|bias)$/.exec(rest);

@@ -13,12 +13,13 @@
  * "base" 512 models are epsilon) and `upcastAttention` override it.
  */
 import { ModelFileError } from "../../errors.js";
-import { openSafetensors, type StreamedSafetensorsTensor } from "../../model/safetensors.js";
-import type { CheckpointSource, ModelFamily, SourceTensor } from "../types.js";
-import { readFolderConfigs, sdxlRefusal } from "./diffusers-folder.js";
-import { deriveSchedulerConfig, deriveTextEncoderConfig, deriveUnetConfig, deriveVaeConfig, unetLayersPerBlock, vaeLevels, type ShapeIndex } from "./ldm-configs.js";
-import { LDM_PREFIX, type MappedKey, mapClipKey, mapOpenClipKey, mapUnetKey, mapVaeKey } from "./ldm-keys.js";
-import { sourceTensor, weightSourceOf } from "./tensors.js";
+import { openSafetensors } from "../../model/safetensors.js";
+import type { CheckpointSource, ModelFamily } from "../types.js";
+import { readFolderConfigs } from "./diffusers-folder.js";
+import { deriveSchedulerConfig, deriveTextEncoderConfig, deriveUnetConfig, deriveVaeConfig, unetLayersPerBlock, vaeLevels } from "./ldm-configs.js";
+import { LDM_PREFIX, mapClipKey, mapOpenClipKey, mapUnetKey, mapVaeKey } from "./ldm-keys.js";
+import { readSdxlSingleFile } from "./sdxl-single-file.js";
+import { mapComponent, shapesOf, weightSourceOf, withPrefix } from "./tensors.js";
 
 export interface CheckpointOverrides {
   /** The scheduler's prediction type, when the detection's default is wrong for this model. */
@@ -63,34 +64,13 @@ function unknownArchitecture(path: string, keys: readonly string[]): ModelFileEr
   );
 }
 
-/** A component's stored tensors with the prefix removed (`tensors` holds the float ones: integers such as position_ids are not weights). */
-function withPrefix(tensors: ReadonlyMap<string, StreamedSafetensorsTensor>, prefix: string): Map<string, StreamedSafetensorsTensor> {
-  const out = new Map<string, StreamedSafetensorsTensor>();
-  for (const [name, tensor] of tensors) if (name.startsWith(prefix)) out.set(name.slice(prefix.length), tensor);
-  return out;
-}
-
-const shapesOf = (tensors: ReadonlyMap<string, { readonly shape: readonly number[] }>): ShapeIndex => new Map([...tensors].map(([k, t]) => [k, t.shape]));
-
-/** Renames a component's tensors; a diffusers key that two stored tensors both claim is an error. */
-function mapComponent(path: string, what: string, stored: ReadonlyMap<string, StreamedSafetensorsTensor>, map: (key: string, tensor: StreamedSafetensorsTensor) => MappedKey[]): Map<string, SourceTensor> {
-  const out = new Map<string, SourceTensor>();
-  for (const [key, tensor] of stored) {
-    for (const mapped of map(key, tensor)) {
-      if (out.has(mapped.key)) throw new ModelFileError(path, `${path}: two ${what} tensors map to the diffusers weight ${JSON.stringify(mapped.key)} (the second is ${JSON.stringify(key)})`);
-      out.set(mapped.key, sourceTensor(mapped.key, tensor, mapped.transform));
-    }
-  }
-  return out;
-}
-
 /** Reads a single-file `.safetensors` checkpoint. @throws ModelFileError naming the file and what is wrong. */
 export async function readSingleFile(path: string, options: SingleFileOptions = {}): Promise<CheckpointSource> {
   const file = await openSafetensors(path);
   const allKeys = [...file.tensors.keys(), ...file.otherTensors.keys()];
   const family = detectFamily(allKeys);
   if (family === undefined) throw unknownArchitecture(path, allKeys);
-  if (family === "sdxl") throw sdxlRefusal(path);
+  if (family === "sdxl") return readSdxlSingleFile(path, file, options);
 
   const unetStored = withPrefix(file.tensors, LDM_PREFIX.unet);
   const vaePrefix = LDM_PREFIX.vae.find((p) => allKeys.some((k) => k.startsWith(p)));

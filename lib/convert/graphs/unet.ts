@@ -21,6 +21,7 @@
  * `upsample_size`; the pipeline only asks for multiples of 8 latent pixels, which are).
  */
 import type { GraphBuilder, Value } from "../../onnx/builder.js";
+import { ATTENTION_SCORES_KEY } from "../../onnx/sd-trt-metadata.js";
 import type { ComponentSource } from "../types.js";
 import { ComponentConfig } from "./config.js";
 import { type GraphDtype, Layers } from "./layers.js";
@@ -29,6 +30,11 @@ export interface UnetGraphOptions {
   dtype: GraphDtype;
   /** For messages: "<checkpoint> unet". */
   origin: string;
+  /**
+   * SDXL: the pooled width (text_encoder_2's projection_dim). With it `text_embeds` [batch_size, P] and
+   * `time_ids` [batch_size, T] get the static widths optimum's export declares, T = (projection_class_embeddings_input_dim − P) / addition_time_embed_dim.
+   */
+  textEmbedsWidth?: number;
 }
 
 /** diffusers' Transformer2DModel GroupNorm epsilon and BasicTransformerBlock LayerNorm epsilon. */
@@ -125,6 +131,14 @@ class UnetBuilder {
 const DOWN_BLOCKS = ["CrossAttnDownBlock2D", "DownBlock2D"];
 const UP_BLOCKS = ["CrossAttnUpBlock2D", "UpBlock2D"];
 
+/** The widths of SDXL's `text_embeds` and `time_ids` inputs: static when the pooled width is known, else named axes. */
+function addedInputWidths(config: ComponentConfig, timeEmbedDim: number, pooled: number | undefined): { textEmbeds: number | string; timeIds: number | string } {
+  if (pooled === undefined) return { textEmbeds: "text_embeds_size", timeIds: "time_ids_size" };
+  const timeIds = (config.integer("projection_class_embeddings_input_dim") - pooled) / timeEmbedDim;
+  if (!Number.isInteger(timeIds) || timeIds <= 0) config.fail("projection_class_embeddings_input_dim", `${pooled} (the pooled text embedding) plus a whole number of ${timeEmbedDim}-wide time-id embeddings`);
+  return { textEmbeds: pooled, timeIds };
+}
+
 export async function buildUnetGraph(g: GraphBuilder, source: ComponentSource, options: UnetGraphOptions): Promise<void> {
   const config = new ComponentConfig(source.config, options.origin);
   const layers = new Layers(g, source.weights, options.origin, options.dtype);
@@ -163,7 +177,10 @@ export async function buildUnetGraph(g: GraphBuilder, source: ComponentSource, o
   const crossDim = config.integer("cross_attention_dim");
   const inChannels = config.integer("in_channels", 4);
   const outChannels = config.integer("out_channels", 4);
-  const unet = new UnetBuilder(layers, config.integer("norm_num_groups", 32), config.number("norm_eps", 1e-5), config.boolean("use_linear_projection", false), config.boolean("upcast_attention", false));
+  const upcastAttention = config.boolean("upcast_attention", false);
+  const unet = new UnetBuilder(layers, config.integer("norm_num_groups", 32), config.number("norm_eps", 1e-5), config.boolean("use_linear_projection", false), upcastAttention);
+  // The engine builder cannot see that Q·Kᵀ and the softmax stay fp32 in an fp16 graph: say so.
+  g.metadata(ATTENTION_SCORES_KEY, upcastAttention || options.dtype === "fp32" ? "float32" : "float16");
 
   const sample = g.input("sample", "float32", ["batch_size", inChannels, "height", "width"]);
   const timestep = g.input("timestep", "float32", ["steps"]);
@@ -180,10 +197,12 @@ export async function buildUnetGraph(g: GraphBuilder, source: ComponentSource, o
   if (config.optionalString("addition_embed_type") === "text_time") {
     // SDXL: emb += add_embedding([text_embeds | sinusoids of each time id]) (UNet2DConditionModel.get_aug_embed).
     const aug = await g.scope("add_embedding", async () => {
-      const textEmbeds = g.input("text_embeds", "float32", ["batch_size", "text_embeds_size"]);
-      const timeIds = g.input("time_ids", "float32", ["batch_size", "time_ids_size"]);
+      const timeEmbedDim = config.integer("addition_time_embed_dim");
+      const widths = addedInputWidths(config, timeEmbedDim, options.textEmbedsWidth);
+      const textEmbeds = g.input("text_embeds", "float32", ["batch_size", widths.textEmbeds]);
+      const timeIds = g.input("time_ids", "float32", ["batch_size", widths.timeIds]);
       const flat = g.op("Reshape", [timeIds, g.constant([-1], "int64")]);
-      const sinusoids = timestepEmbedding(layers, flat, config.integer("addition_time_embed_dim"), flipSinToCos, freqShift);
+      const sinusoids = timestepEmbedding(layers, flat, timeEmbedDim, flipSinToCos, freqShift);
       const batch = g.op("Slice", [g.op("Shape", [timeIds], {}, { type: "int64" }), g.constant([0], "int64"), g.constant([1], "int64")]);
       const perRow = g.op("Reshape", [sinusoids, g.op("Concat", [batch, g.constant([-1], "int64")], { axis: 0 })]);
       const added = layers.toCompute(g.op("Concat", [textEmbeds, perRow], { axis: -1 }));

@@ -128,6 +128,7 @@ export async function buildVaeEncoderGraph(g: GraphBuilder, source: ComponentSou
   h = await vae.midBlock(h, "encoder.mid_block");
   h = await vae.outputHead(h, "encoder");
   if (layers.has("quant_conv.weight")) h = await layers.conv(h, "quant_conv", { padding: 0 });
-  g.output(g.cast(h, "float32"), "latent_parameters", ["batch_size", 2 * vae.latentChannels, "latent_height", "latent_width"]);
+  // optimum's VaeEncoderOnnxConfig names these axes height_latent/width_latent (its decoder's input: latent_height/latent_width).
+  g.output(g.cast(h, "float32"), "latent_parameters", ["batch_size", 2 * vae.latentChannels, "height_latent", "width_latent"]);
   layers.checkAllRead((k) => k.startsWith("encoder.") || k.startsWith("quant_conv."));
 }

@@ -1,0 +1,100 @@
+/**
+ * A single-file SDXL base checkpoint as a CheckpointSource, mapped as diffusers' single_file_utils.py
+ * maps it (at 58eb52c: `infer_diffusers_model_type` "xl_base", `convert_ldm_unet_checkpoint`,
+ * `convert_ldm_vae_checkpoint`, `convert_ldm_clip_checkpoint`, `convert_open_clip_checkpoint`):
+ *
+ * - `conditioner.embedders.0.transformer.*` (CLIP ViT-L, transformers' own names) → text_encoder;
+ * - `conditioner.embedders.1.model.*` (OpenCLIP ViT-bigG) → text_encoder_2: `in_proj` split into
+ *   q/k/v, every layer kept, `text_projection` [width, projection] transposed into the linear weight;
+ * - `model.diffusion_model.*` → unet, SD's renames plus `label_emb` → `add_embedding`;
+ * - `first_stage_model.*` → vae.
+ *
+ * Configs come from the shapes (sdxl.ts) or from a diffusers folder (`configFolder`), as in the SD
+ * reader (single-file.ts). The refiner (`conditioner.embedders.0.model.*` alone) is refused.
+ */
+import { ModelFileError } from "../../errors.js";
+import type { StreamedSafetensorsFile } from "../../model/safetensors.js";
+import type { CheckpointSource } from "../types.js";
+import { readFolderConfigs } from "./diffusers-folder.js";
+import { unetLayersPerBlock, vaeLevels } from "./ldm-configs.js";
+import { LDM_PREFIX, type MappedKey, mapClipKey, mapOpenClipKey, mapUnetKey, mapVaeKey } from "./ldm-keys.js";
+import { deriveSdxlTextEncoderConfigs, deriveSdxlUnetConfig, deriveSdxlVaeConfig, SDXL_PREFIX, SDXL_UNET_DIRECT, sdxlRefinerRefusal, sdxlSchedulerConfig } from "./sdxl.js";
+import type { SingleFileOptions } from "./single-file.js";
+import { mapComponent, shapesOf, weightSourceOf, withPrefix } from "./tensors.js";
+
+/** A UNet key (after `model.diffusion_model.`). */
+function mapSdxlUnetKey(key: string, layersPerBlock: number): MappedKey | undefined {
+  const direct = SDXL_UNET_DIRECT[key];
+  return direct === undefined ? mapUnetKey(key, layersPerBlock) : { key: direct };
+}
+
+/** A text_encoder_2 key (after `conditioner.embedders.1.model.`): OpenCLIP ViT-bigG with its projection. */
+function mapSdxlOpenClipKey(key: string, shape: readonly number[]): MappedKey[] {
+  if (key === "text_projection") return [{ key: "text_projection.weight", transform: { kind: "transpose" } }];
+  return mapOpenClipKey(key, shape, true);
+}
+
+/** Reads a single-file SDXL checkpoint already opened by readSingleFile. @throws ModelFileError naming the file and what is wrong. */
+export async function readSdxlSingleFile(path: string, file: StreamedSafetensorsFile, options: SingleFileOptions): Promise<CheckpointSource> {
+  const allKeys = [...file.tensors.keys(), ...file.otherTensors.keys()];
+  const has = (prefix: string) => allKeys.some((k) => k.startsWith(prefix));
+  if (has(SDXL_PREFIX.refinerOpenClip) && !has(SDXL_PREFIX.clip)) throw sdxlRefinerRefusal(path);
+  const vaePrefix = LDM_PREFIX.vae.find(has);
+  const parts = [
+    { what: "UNet", where: LDM_PREFIX.unet, present: has(LDM_PREFIX.unet) },
+    { what: "VAE", where: LDM_PREFIX.vae.join('" or "'), present: vaePrefix !== undefined },
+    { what: "CLIP ViT-L text encoder", where: SDXL_PREFIX.clip, present: has(SDXL_PREFIX.clip) },
+    { what: "OpenCLIP ViT-bigG text encoder", where: SDXL_PREFIX.openClip, present: has(SDXL_PREFIX.openClip) },
+  ];
+  const missing = parts.filter((part) => !part.present);
+  if (missing.length > 0) {
+    const listed = missing.map((part) => `${part.what} (no tensors under "${part.where}")`).join(", ");
+    throw new ModelFileError(path, `${path} is an SDXL checkpoint without its ${listed}; sd-trt converts a whole SDXL base checkpoint`);
+  }
+
+  const unetStored = withPrefix(file.tensors, LDM_PREFIX.unet);
+  const vaeStored = withPrefix(file.tensors, vaePrefix!);
+  const inChannels = unetStored.get("input_blocks.0.0.weight")?.shape[1];
+  if (inChannels !== undefined && inChannels !== 4) {
+    throw new ModelFileError(path, `${path} has a UNet with ${inChannels} input channels (an inpainting model); sd-trt converts SDXL txt2img/img2img models with 4`);
+  }
+  const folder = options.configFolder === undefined ? undefined : await readFolderConfigs(options.configFolder);
+  const layersPerBlock = typeof folder?.unet["layers_per_block"] === "number" ? (folder.unet["layers_per_block"] as number) : unetLayersPerBlock(shapesOf(unetStored));
+  const upBlocks = Array.isArray(folder?.vae["up_block_types"]) ? (folder.vae["up_block_types"] as unknown[]).length : vaeLevels(shapesOf(vaeStored));
+
+  const unet = mapComponent(path, "UNet", unetStored, (key) => {
+    const mapped = mapSdxlUnetKey(key, layersPerBlock);
+    return mapped === undefined ? [] : [mapped];
+  });
+  const vae = mapComponent(path, "VAE", vaeStored, (key, tensor) => {
+    const mapped = mapVaeKey(key, upBlocks, tensor.shape);
+    return mapped === undefined ? [] : [mapped];
+  });
+  const textEncoder = mapComponent(path, "text encoder", withPrefix(file.tensors, SDXL_PREFIX.clip), (key) => [mapClipKey(key)]);
+  const textEncoder2 = mapComponent(path, "text encoder 2", withPrefix(file.tensors, SDXL_PREFIX.openClip), (key, tensor) => mapSdxlOpenClipKey(key, tensor.shape));
+
+  // SDXL base's configs: epsilon, no upcast attention (its UNet config does not set it).
+  const predictionType = options.predictionType ?? (folder?.scheduler["prediction_type"] as string | undefined) ?? "epsilon";
+  const upcastAttention = options.upcastAttention ?? (folder?.unet["upcast_attention"] as boolean | undefined) ?? false;
+  const derive = <T>(what: string, make: () => T): T => {
+    try {
+      return make();
+    } catch (error) {
+      throw new ModelFileError(path, `${path}: cannot tell the shape of ${what} (${(error as Error).message}); pass a diffusers folder with its configs`, { cause: error });
+    }
+  };
+  const texts = folder?.text_encoder_2 === undefined ? derive("the text encoders", () => deriveSdxlTextEncoderConfigs(shapesOf(textEncoder), shapesOf(textEncoder2))) : undefined;
+  const textEncoder2Config = folder?.text_encoder_2 ?? texts!.textEncoder2;
+  const unetConfig = folder?.unet ?? derive("the UNet", () => deriveSdxlUnetConfig(shapesOf(unetStored), Number(textEncoder2Config["projection_dim"]), upcastAttention));
+  return {
+    family: "sdxl",
+    path,
+    components: {
+      text_encoder: { config: folder?.text_encoder ?? texts!.textEncoder, weights: weightSourceOf(textEncoder) },
+      text_encoder_2: { config: textEncoder2Config, weights: weightSourceOf(textEncoder2) },
+      unet: { config: { ...unetConfig, upcast_attention: upcastAttention }, weights: weightSourceOf(unet) },
+      vae: { config: folder?.vae ?? derive("the VAE", () => deriveSdxlVaeConfig(shapesOf(vaeStored))), weights: weightSourceOf(vae) },
+    },
+    schedulerConfig: { ...(folder?.scheduler ?? sdxlSchedulerConfig(predictionType)), prediction_type: predictionType },
+  };
+}
