@@ -4,11 +4,7 @@
  * model cache and run by `sd-trt generate`, against diffusers' StableDiffusionXLPipeline on the same
  * weights (pipeline_goldens.json, scripts/reference/gen_tiny_sdxl_single_file.py): final latents within
  * 1e-4 · max(1, max|x|), pixels within ±1 (tiny-sd-cases/compare.ts).
- *
- * Skipped on this branch (issue13x): the SDXL pipeline (two text encoders, text_embeds/time_ids through
- * the denoise loop) is issue 13's and is not merged here, so Pipeline.load refuses the converted UNet's
- * text_embeds/time_ids inputs. On a scratch merge of issue 13 into this branch all three cases passed
- * (07:30 UTC, 2026-12-06): un-skip it when the two are merged.
+
  */
 import { readFileSync } from "node:fs";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
@@ -45,7 +41,7 @@ afterAll(async () => {
   await rm(scratch, { recursive: true, force: true });
 });
 
-describe.skip.each(["single_file.safetensors", "single_file.fp16.safetensors", "diffusers"])("generate --model sdxl/%s matches StableDiffusionXLPipeline", (name) => {
+describe.each(["single_file.safetensors", "single_file.fp16.safetensors", "diffusers"])("generate --model sdxl/%s matches StableDiffusionXLPipeline", (name) => {
   const model = join(SDXL, name);
   test.each(cases.map((c) => [c.id, c] as const))("%s: latents and pixels", async (_id, c) => {
     const out = await mkdtemp(join(scratch, "out-"));
