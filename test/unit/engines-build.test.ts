@@ -16,6 +16,8 @@ import { readManifest } from "../../lib/backends/tensorrt/manifest.js";
 import { OnnxModel } from "../../lib/onnx/model.js";
 import { parseShapeOptions, shapesForModel } from "../../lib/backends/tensorrt/profiles.js";
 import { TINY_SDXL_DIR } from "../fixtures/sdxl/reference.js";
+import { sdxlEngineInfo } from "../../lib/backends/tensorrt/sdxl.js";
+import { locateModelFolder } from "../../lib/model/folder.js";
 import { exportPrecision } from "../../lib/backends/tensorrt/roles.js";
 import type { TensorRtBinding, TrtBuildOptions, TrtBuildProgress, TrtBuildResult } from "../../lib/native/tensorrt-types.js";
 import { runCommand } from "../support/run-cli.js";
@@ -360,6 +362,27 @@ describe("sd-trt build for SDXL", () => {
     expect(calls[1]!.profiles[0]!.time_ids).toEqual({ min: [2, 5], opt: [2, 5], max: [2, 5] });
     expect(result.manifest.engines.text_encoder!.source.onnx).toBe("text_encoder_2/model.onnx");
     expect(result.manifest.model.hiddenSize).toBe(16);
+  });
+
+  test("the TensorRT backend reads an SDXL engine set's sizes off its manifest and refuses a set without text_encoder_2, naming the rebuild", async () => {
+    const { injected } = scriptedBuilder();
+    const out = join(root, "tiny-sdxl");
+    const { manifest, variantDir } = await buildEngines({ model: TINY_SDXL_DIR, out, shapes: parseShapeOptions({ size: "64x64" }) }, injected);
+    const folder = await locateModelFolder(TINY_SDXL_DIR);
+    expect(sdxlEngineInfo(folder, manifest, variantDir)).toEqual({
+      secondEncoderOnly: false,
+      hidden1: 16,
+      hidden2: 16,
+      pooledName: "text_embeds",
+      pooledSize: 16,
+      timeIdsSize: 6,
+      textEmbedsName: "text_embeds",
+      timeIdsName: "time_ids",
+    });
+    const { text_encoder_2: _, ...withoutSecond } = manifest.engines;
+    expect(() => sdxlEngineInfo(folder, { ...manifest, engines: withoutSecond }, variantDir)).toThrow(/do not fit the SDXL model .*there is no text_encoder_2 engine; rebuild them with\n {2}sd-trt build --model .* --force/s);
+    // An SD 1.x folder has no SDXL parts to check.
+    expect(sdxlEngineInfo(await locateModelFolder(TINY), manifest, variantDir)).toBeNull();
   });
 
   test("an fp16-fixed SDXL VAE (force_upcast false) is converted to fp16 like the other models", async () => {

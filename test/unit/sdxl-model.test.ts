@@ -11,7 +11,7 @@ import { join } from "node:path";
 import { ModelFileError } from "../../lib/errors.js";
 import { locateModelFolder } from "../../lib/model/folder.js";
 import { describeSdxlTextEncoder, describeUnet, type GraphSignature, type TensorSpec } from "../../lib/model/graph-io.js";
-import { joinEncoderStates, pooledOfRows, uncondThenCond } from "../../lib/backends/cpu/sdxl-conditioning.js";
+import { joinEncoderStates, pooledOfRows, uncondThenCond } from "../../lib/backends/sdxl-conditioning.js";
 import { sdxlTimeIds } from "../../lib/pipeline/sdxl-options.js";
 import { buildPromptBatch } from "../../lib/prompt/conditioning.js";
 import { ClipTokenizer } from "../../lib/tokenizer/index.js";
