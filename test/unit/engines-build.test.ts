@@ -9,7 +9,7 @@ import { describe, expect, test, beforeEach, afterEach } from "@jest/globals";
 import { cp, mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { basename, dirname, join } from "node:path";
-import buildCommand from "../../lib/cli/commands/build.js";
+import buildCommand, { BuildReporter } from "../../lib/cli/commands/build.js";
 import { AbortError, EngineBuildError } from "../../lib/errors.js";
 import { buildEngines, type BuildEvent } from "../../lib/backends/tensorrt/build.js";
 import { readManifest } from "../../lib/backends/tensorrt/manifest.js";
@@ -383,6 +383,22 @@ describe("sd-trt build for SDXL", () => {
     expect(() => sdxlEngineInfo(folder, { ...manifest, engines: withoutSecond }, variantDir)).toThrow(/do not fit the SDXL model .*there is no text_encoder_2 engine; rebuild them with\n {2}sd-trt build --model .* --force/s);
     // An SD 1.x folder has no SDXL parts to check.
     expect(sdxlEngineInfo(await locateModelFolder(TINY), manifest, variantDir)).toBeNull();
+  });
+
+  test("sd-trt build prints each SDXL engine it builds, the VAE's fp32 reason, and how long each part took", async () => {
+    const lines: string[] = [];
+    const stream = { isTTY: false, write: (text: string) => lines.push(...text.split("\n").filter((l) => l.length > 0)) } as unknown as NodeJS.WriteStream;
+    const reporter = new BuildReporter(stream);
+    await buildEngines({ model: TINY_SDXL_DIR, out: join(root, "tiny-sdxl"), shapes: parseShapeOptions({ size: "64x64" }), onProgress: (e) => reporter.event(e) }, scriptedBuilder().injected);
+    reporter.finish();
+    expect(lines.filter((l) => l.startsWith("["))).toEqual([
+      "[1/5] text encoder: text_encoder/model.onnx, converting fp32 → fp16, 1 optimization profile",
+      "[2/5] UNet: unet/model.onnx, converting fp32 → fp16, 1 optimization profile",
+      "[3/5] second text encoder (text_encoder_2): text_encoder_2/model.onnx, converting fp32 → fp16, 1 optimization profile",
+      "[4/5] VAE decoder: vae_decoder/model.onnx, fp32 (force_upcast in the VAE config), 1 optimization profile",
+      "[5/5] VAE encoder: vae_encoder/model.onnx, fp32 (force_upcast in the VAE config), 1 optimization profile",
+    ]);
+    expect(lines.at(-1)).toMatch(/^Built in \d+\.\d s \(text encoder \d+\.\d s, UNet \d+\.\d s, second text encoder \(text_encoder_2\) \d+\.\d s, VAE decoder \d+\.\d s, VAE encoder \d+\.\d s\)$/);
   });
 
   test("an fp16-fixed SDXL VAE (force_upcast false) is converted to fp16 like the other models", async () => {
