@@ -347,6 +347,9 @@ describe("sd-trt build for SDXL", () => {
     expect(calls[3]!.profiles[0]!.latent_sample).toEqual({ min: [1, 4, 80, 80], opt: [1, 4, 128, 128], max: [1, 4, 192, 192] });
     // An explicit size wins; an SD 1.x folder keeps 512².
     expect(shapesForModel({ size: "1024x1024" }, { sdxl: {} }).width).toEqual({ min: 1024, opt: 1024, max: 1024 });
+    // A dynamic range holding 1024 is optimised for it, so the manifest's rebuild command builds the same engines.
+    expect(shapesForModel({ size: "640x640-1536x1536", dynamic: true }, { sdxl: {} })).toEqual(result.manifest.shapes);
+    expect(shapesForModel({ size: "512x512-768x768", dynamic: true }, { sdxl: {} }).width).toEqual({ min: 512, opt: 512, max: 768 });
     expect(shapesForModel({}, {}).width).toEqual({ min: 512, opt: 512, max: 512 });
   });
 

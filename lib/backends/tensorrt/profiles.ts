@@ -179,13 +179,16 @@ export const SDXL_DEFAULT_SIZE = { min: 640, opt: 1024, max: 1536 } as const;
 
 /**
  * `parseShapeOptions` for an SDXL model: without a size option, SDXL's default dynamic range
- * (`SDXL_DEFAULT_SIZE`) instead of 512×512; with one, exactly what was asked.
+ * (`SDXL_DEFAULT_SIZE`) instead of 512×512; with one, what was asked. A dynamic range holding
+ * 1024 is optimised for 1024 (SDXL's native size) rather than its smallest size, so the rebuild
+ * command a manifest prints (`--size 640x640-1536x1536 --dynamic`) builds the same engines again.
  */
 export function parseSdxlShapeOptions(options: ShapeOptions): EngineShapes {
-  if (options.size !== undefined || options.width !== undefined || options.height !== undefined) return parseShapeOptions(options);
-  const { min, opt, max } = SDXL_DEFAULT_SIZE;
-  const shapes = parseShapeOptions({ ...options, size: `${min}x${min}-${max}x${max}`, dynamic: true });
-  return { ...shapes, width: { min, opt, max }, height: { min, opt, max } };
+  const sized = options.size !== undefined || options.width !== undefined || options.height !== undefined;
+  const { min, max, opt } = SDXL_DEFAULT_SIZE;
+  const shapes = parseShapeOptions(sized ? options : { ...options, size: `${min}x${min}-${max}x${max}`, dynamic: true });
+  const native = (r: Range): Range => (shapes.dynamic && r.min <= opt && opt <= r.max ? { ...r, opt } : r);
+  return { ...shapes, width: native(shapes.width), height: native(shapes.height) };
 }
 
 /** The shapes for a model folder: SDXL's defaults (`parseSdxlShapeOptions`) for an SDXL folder, else `parseShapeOptions`. */
