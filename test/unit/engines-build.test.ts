@@ -12,7 +12,7 @@ import { basename, dirname, join } from "node:path";
 import buildCommand, { BuildReporter } from "../../lib/cli/commands/build.js";
 import { AbortError, EngineBuildError } from "../../lib/errors.js";
 import { buildEngines, type BuildEvent } from "../../lib/backends/tensorrt/build.js";
-import { readManifest } from "../../lib/backends/tensorrt/manifest.js";
+import { readManifest, sourceDifferences } from "../../lib/backends/tensorrt/manifest.js";
 import { OnnxModel } from "../../lib/onnx/model.js";
 import { parseShapeOptions, shapesForModel } from "../../lib/backends/tensorrt/profiles.js";
 import { TINY_SDXL_DIR } from "../fixtures/sdxl/reference.js";
@@ -336,6 +336,10 @@ describe("sd-trt build for SDXL", () => {
     // The same build again is up to date: the VAE precision compared is the one actually built.
     const again = await buildEngines({ model: TINY_SDXL_DIR, out: join(root, "tiny-sdxl"), shapes: parseShapeOptions({ batch: "1-2", size: "64x64" }) }, scriptedBuilder().injected);
     expect(again.upToDate).toBe(true);
+    // Another text_encoder_2 file is a difference of its own, named after the engine.
+    const sources = Object.fromEntries(Object.entries(manifest.engines).map(([role, e]) => [role, e!.source.files]));
+    sources.text_encoder_2 = [{ ...sources.text_encoder_2![0]!, sha256: "0".repeat(64) }];
+    expect(sourceDifferences(manifest, { sources, shapes: manifest.shapes, fp32Vae: true }).map((d) => d.field)).toEqual(["model files of the text encoder 2"]);
   });
 
   test("without a size option an SDXL folder gets one dynamic profile over 640…1536 pixels optimised for 1024², an SD folder 512²", async () => {

@@ -321,7 +321,7 @@ export function sourceDifferences(
     const now = wanted.sources[role];
     const key = (files: FileDigest[] | undefined) => (files ? files.map((f) => `${f.path}:${f.sha256}`).join(",") : "none");
     if (key(built) !== key(now)) {
-      out.push({ field: `model files of the ${role.replace("_", " ")}`, built: describeFiles(built), current: describeFiles(now) });
+      out.push({ field: `model files of the ${role.replaceAll("_", " ")}`, built: describeFiles(built), current: describeFiles(now) });
     }
   }
   if (shapeArguments(manifest.shapes) !== shapeArguments(wanted.shapes)) {
