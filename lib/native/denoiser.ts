@@ -49,6 +49,11 @@ export interface DenoiseRunOptions<Output extends NativeLatentsOutput = "host"> 
    *  order on the device (e.g. `[uncond, cond]` from encodeText; no concatEmbeddings needed). Needed
    *  by TensorRT UNets; the analytic stand-in ignores them. */
   embeddings?: Float32Array | Uint16Array | NativeDeviceTensor | NativeDeviceTensor[];
+  /** SDXL UNets (created with `textEmbeds`/`timeIds` names): the pooled text embedding [unetBatch, P]
+   *  and the time ids [unetBatch, 6], float32, uncond rows first with guidance. Uploaded once per
+   *  run and bound as UNet inputs in the captured loop. */
+  textEmbeds?: Float32Array;
+  timeIds?: Float32Array;
   /** The embeddings' text length, a multiple of 77 up to 77 · 64 (A1111's long prompts: 77 · chunks). Defaults to 77. */
   sequenceLength?: number;
   /** Where x_M goes: `"host"` (default) → `latents` is a new Float32Array; `"device"` → a new
@@ -210,6 +215,8 @@ export class Denoiser {
         width: request.width,
         guidance: options.guidance ?? null,
         ...(options.embeddings !== undefined ? { embeddings: options.embeddings } : {}),
+        ...(options.textEmbeds !== undefined ? { textEmbeds: options.textEmbeds } : {}),
+        ...(options.timeIds !== undefined ? { timeIds: options.timeIds } : {}),
         sequenceLength: request.sequenceLength,
         useGraphs: request.useGraphs,
         queueDepth: request.queueDepth,

@@ -188,6 +188,9 @@ export interface TrtEncodeTextOptions {
    * `extra_token_vectors` float32 [rows, hidden]. Copied at the call.
    */
   extraInputs?: { name: string; dims: number[]; data: Int32Array | Float32Array }[];
+  /** SDXL's text_encoder_2: its pooled `text_embeds` output, returned to the host as `pooled`
+   *  [rows, P] (every computed row, float32). The engine must have kept it as an output. */
+  pooledOutput?: string;
 }
 
 export interface TrtImageIoOptions {
@@ -231,6 +234,9 @@ export interface TrtUnetOptions {
   out: string;
   timestepLayout: "scalar" | "single" | "per-row";
   hiddenSize: number;
+  /** SDXL: the engine's text_embeds and time_ids inputs (both or neither); their widths are read off the engine. */
+  textEmbeds?: string;
+  timeIds?: string;
 }
 
 /** A UNet engine for `Denoiser.create({ unet })`. */
@@ -244,7 +250,7 @@ export interface TrtContext {
   readonly disposed: boolean;
   /** Text embeddings on the device [outputRows.length / chunks, 77 · chunks, hidden], in the engine's output type.
    *  `gpuMs` (every call here): GPU time on the context's stream from CUDA events, transfers included. */
-  encodeText(options: TrtEncodeTextOptions): Promise<{ embeddings: NativeDeviceTensor; gpuMs: number }>;
+  encodeText(options: TrtEncodeTextOptions): Promise<{ embeddings: NativeDeviceTensor; gpuMs: number; pooled?: Float32Array }>;
   /** Latents [batch, 4, height, width] (host or device; divided by `scalingFactor` on the device
    *  when given, else already divided) → uint8 RGB HWC. Rejects with ERR_VAE_NAN on NaN/Inf. */
   decodeImage(options: TrtDecodeImageOptions): Promise<TrtDecodedImage>;

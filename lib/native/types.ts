@@ -173,6 +173,11 @@ export interface NativeDenoiseOptions extends NativeProgramRunOptions {
    *  promise settles. Required when the UNet has a hidden size (TensorRT); ignored by the analytic
    *  stand-in. */
   embeddings?: Float32Array | Uint16Array | NativeDeviceTensor | NativeDeviceTensor[];
+  /** SDXL UNets (created with `textEmbeds`/`timeIds` names): the pooled text embedding [unetBatch, P]
+   *  and the time ids [unetBatch, 6], float32, uncond rows first with guidance. Uploaded once per
+   *  run and bound as UNet inputs in the captured loop. */
+  textEmbeds?: Float32Array;
+  timeIds?: Float32Array;
   /** The embeddings' text length: 77 · chunks (A1111's long prompts), 77 … 77 · 64. Defaults to 77. */
   sequenceLength?: number;
   /** Defaults to `"host"`. */

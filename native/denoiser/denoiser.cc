@@ -41,10 +41,11 @@ struct DenoiserCore::Layout {
   int batch, channels, height, width, unetBatch, depth, evalCount, hiddenSize, sequenceLength;
   bool cfg;
   const void *table, *xRing, *mRing, *noise, *guidance, *sample, *out, *timestep, *hidden;
+  const void *textEmbeds, *timeIds;  // SDXL's added conditioning (null for other UNets)
   // A new text length changes the UNet's input shape: the captured graph must not be replayed.
   auto key() const {
     return std::tie(batch, channels, height, width, unetBatch, depth, evalCount, hiddenSize, sequenceLength, cfg, table, xRing,
-                    mRing, noise, guidance, sample, out, timestep, hidden);
+                    mRing, noise, guidance, sample, out, timestep, hidden, textEmbeds, timeIds);
   }
   bool operator==(const Layout& o) const { return key() == o.key(); }
 };
@@ -118,7 +119,7 @@ void DenoiserCore::Release() {
   if (stream_ != nullptr) (void)cudaStreamSynchronize(stream_);
   DestroyGraph();
   ClearGraphCache();
-  for (DeviceBuffer* b : {&table_, &xRing_, &mRing_, &noise_, &guidance_, &sample_, &out_, &timestep_, &hidden_, &control_}) {
+  for (DeviceBuffer* b : {&table_, &xRing_, &mRing_, &noise_, &guidance_, &sample_, &out_, &timestep_, &hidden_, &textEmbeds_, &timeIds_, &control_}) {
     b->Free();
   }
   if (progressHost_ != nullptr) (void)cudaFreeHost(progressHost_);
@@ -159,10 +160,16 @@ void DenoiserCore::Prepare(const DenoiseRequest& r, bool bindingsLost) {
   if (hiddenSize > 0) {
     hidden_.Reserve(static_cast<size_t>(unetBatch) * r.sequenceLength * hiddenSize * dtypeSize(runner.hiddenType()), kStage);
   }
+  const bool added = runner.textEmbedsSize() > 0;
+  if (added) {
+    textEmbeds_.Reserve(static_cast<size_t>(unetBatch) * runner.textEmbedsSize() * dtypeSize(runner.textEmbedsType()), kStage);
+    timeIds_.Reserve(static_cast<size_t>(unetBatch) * runner.timeIdsSize() * dtypeSize(runner.timeIdsType()), kStage);
+  }
 
   Layout layout{r.batch, r.channels, r.height, r.width, unetBatch, K, program.evalCount, hiddenSize, r.sequenceLength, cfg,
                 table_.data(), xRing_.data(), mRing_.data(), noise_.data(), guidance_.data(), sample_.data(),
-                out_.data(), timestep_.data(), hiddenSize > 0 ? hidden_.data() : nullptr};
+                out_.data(), timestep_.data(), hiddenSize > 0 ? hidden_.data() : nullptr,
+                added ? textEmbeds_.data() : nullptr, added ? timeIds_.data() : nullptr};
   if (layout_ && *layout_ == layout && !bindingsLost) return;
 
   // A layout change keeps the current layout's graph in a small cache (alternating batch sizes
@@ -194,6 +201,14 @@ void DenoiserCore::Prepare(const DenoiseRequest& r, bool bindingsLost) {
   b.hiddenType = runner.hiddenType();
   b.out = out_.data();
   b.outType = runner.outType();
+  if (added) {
+    b.textEmbeds = textEmbeds_.data();
+    b.textEmbedsType = runner.textEmbedsType();
+    b.textEmbedsSize = runner.textEmbedsSize();
+    b.timeIds = timeIds_.data();
+    b.timeIdsType = runner.timeIdsType();
+    b.timeIdsSize = runner.timeIdsSize();
+  }
   runner.bind(b, stream_);
 
   loop::LoopParams& p = params_;
@@ -220,8 +235,8 @@ void DenoiserCore::Prepare(const DenoiseRequest& r, bool bindingsLost) {
 }
 
 bool DenoiserCore::SameBuffers(const Layout& a, const Layout& b) {
-  return std::tie(a.table, a.xRing, a.mRing, a.noise, a.guidance, a.sample, a.out, a.timestep, a.hidden) ==
-         std::tie(b.table, b.xRing, b.mRing, b.noise, b.guidance, b.sample, b.out, b.timestep, b.hidden);
+  return std::tie(a.table, a.xRing, a.mRing, a.noise, a.guidance, a.sample, a.out, a.timestep, a.hidden, a.textEmbeds, a.timeIds) ==
+         std::tie(b.table, b.xRing, b.mRing, b.noise, b.guidance, b.sample, b.out, b.timestep, b.hidden, b.textEmbeds, b.timeIds);
 }
 
 void DenoiserCore::StashGraph() {
@@ -254,6 +269,18 @@ void DenoiserCore::ClearGraphCache() {
   }
   graphCache_.clear();
 }
+
+namespace {
+
+// float32 host values → `count` values of `want` at `dst` on the device (`staging` holds the
+// converted bytes until the pageable copy has been staged, i.e. until cudaMemcpyAsync returns).
+void UploadAs(const float* src, size_t count, void* dst, DType want, std::vector<uint8_t>& staging, cudaStream_t stream) {
+  staging.resize(count * dtypeSize(want));
+  for (size_t i = 0; i < count; ++i) storeFloat(staging.data(), i, want, src[i]);
+  SDTRT_CUDA_CHECK(kStage, cudaMemcpyAsync(dst, staging.data(), staging.size(), cudaMemcpyHostToDevice, stream));
+}
+
+}  // namespace
 
 void DenoiserCore::Upload(const DenoiseRequest& r) {
   const size_t n = params_.n;
@@ -301,6 +328,13 @@ void DenoiserCore::Upload(const DenoiseRequest& r) {
       SDTRT_CUDA_CHECK(kStage, cudaMemcpyAsync(hidden_.data(), hostStaging_.data(), hostStaging_.size(),
                                                cudaMemcpyHostToDevice, stream_));
     }
+  }
+  if (runner_->textEmbedsSize() > 0) {
+    // SDXL's text_embeds and time_ids: tiny ([unetBatch, 1280] and [unetBatch, 6] for SDXL), so
+    // converted on the host. The JS layer checked both hold unetBatch rows of the runner's sizes.
+    const size_t rows = static_cast<size_t>(layout_->unetBatch);
+    UploadAs(r.textEmbeds, rows * runner_->textEmbedsSize(), textEmbeds_.data(), runner_->textEmbedsType(), hostStaging_, stream_);
+    UploadAs(r.timeIds, rows * runner_->timeIdsSize(), timeIds_.data(), runner_->timeIdsType(), hostStaging_, stream_);
   }
 }
 

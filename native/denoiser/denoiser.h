@@ -61,6 +61,11 @@ struct DenoiseRequest {
     size_t count = 0;
   };
   std::vector<DevicePart> deviceEmbeddings;
+  // SDXL's added conditioning, when the runner takes it (UnetRunner::textEmbedsSize() > 0): float32
+  // host values (borrowed), text_embeds [unetBatch, textEmbedsSize] and time_ids [unetBatch,
+  // timeIdsSize], uncond rows first with guidance; converted to the runner's types on upload.
+  const float* textEmbeds = nullptr;
+  const float* timeIds = nullptr;
   bool useGraphs = true;
   int queueDepth = 3;  // 0 = no limit
   // x_M into a new device buffer (DenoiseResult::deviceLatents) instead of host memory.
@@ -130,6 +135,7 @@ class DenoiserCore {
 
   DeviceBuffer control_;  // LoopControl step + blocksDone
   DeviceBuffer table_, xRing_, mRing_, noise_, guidance_, sample_, out_, timestep_, hidden_;
+  DeviceBuffer textEmbeds_, timeIds_;  // SDXL's added conditioning (empty for other UNets)
   std::vector<double> hostTable_;
   std::vector<uint8_t> hostStaging_;
 

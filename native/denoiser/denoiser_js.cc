@@ -444,6 +444,27 @@ Napi::Value DenoiserWrap::Run(const Napi::CallbackInfo& info) {
     }
   }
 
+  if (runner.textEmbedsSize() > 0) {
+    // SDXL's added conditioning: float32 [unetBatch, size] each, uncond rows first with guidance.
+    const size_t unetBatch = static_cast<size_t>(request.guidance.empty() ? batch : 2 * batch);
+    const auto addedInput = [&](const char* key, int size) -> const float* {
+      if (!options.Has(key) || options.Get(key).IsUndefined()) {
+        ThrowTypeError(env, std::string("options.") + key + " is required by this UNet (SDXL): a Float32Array [" + std::to_string(unetBatch) +
+                                ", " + std::to_string(size) + "], uncond rows first with guidance");
+      }
+      Napi::TypedArray array = RequireTypedArray(options, key, owner, napi_float32_array, "Float32Array");
+      const size_t want = unetBatch * static_cast<size_t>(size);
+      if (array.ElementLength() != want) {
+        ThrowRangeError(env, std::string("options.") + key + " must hold [" + std::to_string(unetBatch) + ", " + std::to_string(size) + "] = " +
+                                 std::to_string(want) + " values, got " + std::to_string(array.ElementLength()));
+      }
+      pinned.push_back(options.Get(key));
+      return array.As<Napi::Float32Array>().Data();
+    };
+    request.textEmbeds = addedInput("textEmbeds", runner.textEmbedsSize());
+    request.timeIds = addedInput("timeIds", runner.timeIdsSize());
+  }
+
   core_->ResetCancel();
   auto* worker = new SdDenoiseWorker(env, this, core_, std::move(program), std::move(request), std::move(pinned), onProgress);
   Napi::Promise promise = worker->Promise();

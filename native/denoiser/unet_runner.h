@@ -36,6 +36,15 @@ struct UnetBindings {
   DType hiddenType = DType::kFloat16;
   void* out = nullptr;  // [unetBatch, 4, h, w] of outType
   DType outType = DType::kFloat16;
+  // SDXL's added conditioning, for a runner whose textEmbedsSize() > 0 (null / 0 otherwise): the
+  // pooled text embedding [unetBatch, textEmbedsSize] and the time ids [unetBatch, timeIdsSize],
+  // uncond rows first with classifier-free guidance. Uploaded once per run, like the embeddings.
+  void* textEmbeds = nullptr;
+  DType textEmbedsType = DType::kFloat16;
+  int textEmbedsSize = 0;
+  void* timeIds = nullptr;
+  DType timeIdsType = DType::kFloat16;
+  int timeIdsSize = 0;
 };
 
 class UnetRunner {
@@ -49,6 +58,11 @@ class UnetRunner {
   virtual DType hiddenType() const = 0;
   virtual DType outType() const = 0;
   virtual int hiddenSize() const = 0;
+  // SDXL's added conditioning (UnetBindings::textEmbeds/timeIds): 0 when the UNet takes none.
+  virtual int textEmbedsSize() const { return 0; }
+  virtual int timeIdsSize() const { return 0; }
+  virtual DType textEmbedsType() const { return DType::kFloat32; }
+  virtual DType timeIdsType() const { return DType::kFloat32; }
   // Fixes the shapes and device addresses for the following enqueue() calls. May throw NativeError.
   virtual void bind(const UnetBindings& bindings, cudaStream_t stream) = 0;
   // Launches one UNet evaluation on `stream`. Must be CUDA-graph capturable.

@@ -9,6 +9,7 @@
 #include "../common/device_tensor.h"
 #include "../common/js_class.h"
 #include "../common/js_error.h"
+#include "../common/tensor_access.h"
 #include "../denoiser/kernels.h"
 #include "trt_unet.h"
 
@@ -353,7 +354,7 @@ class SdClipEncodeWorker : public ContextWorker {
 
   SdClipEncodeWorker(Napi::Env env, std::shared_ptr<ContextState> state, Napi::TypedArray ids, int rows, TensorNames names,
                      std::vector<int32_t> outputRows, int chunks, std::vector<float> multipliers, Emphasis emphasis,
-                     std::vector<ExtraInput> extras)
+                     std::vector<ExtraInput> extras, std::string pooledName)
       : ContextWorker(env, "SdClipEncodeWorker", "clip-encode", std::move(state), {ids}),
         ids_(ids.As<Napi::Int32Array>().Data()),
         rows_(rows),
@@ -362,7 +363,8 @@ class SdClipEncodeWorker : public ContextWorker {
         chunks_(chunks),
         multipliers_(std::move(multipliers)),
         emphasis_(emphasis),
-        extras_(std::move(extras)) {}
+        extras_(std::move(extras)),
+        pooledName_(std::move(pooledName)) {}
 
  protected:
   std::string ApiName() const override { return "nvinfer1::IExecutionContext::enqueueV3 (text encoder)"; }
@@ -410,6 +412,20 @@ class SdClipEncodeWorker : public ContextWorker {
     }
     hidden_ = shape[2];
     dtype_ = ToDType(ctx.TypeOf(names_.output, stage_), stage_, names_.output);
+    if (!pooledName_.empty()) {
+      // SDXL's text_embeds [rows, P] of every computed row, to the host: a few KiB, read by the
+      // caller for the UNet's added conditioning (the first chunk of each prompt).
+      const std::vector<int64_t> pooled = ctx.ShapeOf(pooledName_, stage_);
+      if (pooled.size() != 2 || pooled[0] != rows_ || pooled[1] <= 0) {
+        throw NativeError("ERR_SHAPE", stage_, "text encoder output " + pooledName_ + " has shape " + ShapeString(pooled) + ", expected [" +
+                                                   std::to_string(rows_) + ", size]");
+      }
+      pooledSize_ = pooled[1];
+      pooledType_ = ToDType(ctx.TypeOf(pooledName_, stage_), stage_, pooledName_);
+      pooledBytes_.resize(static_cast<size_t>(rows_ * pooledSize_) * dtypeSize(pooledType_));
+      SDTRT_CUDA_CHECK(stage_, cudaMemcpyAsync(pooledBytes_.data(), ctx.Buffer("io:" + pooledName_, 0, stage_), pooledBytes_.size(),
+                                               cudaMemcpyDeviceToHost, ctx.stream));
+    }
     const size_t rowBytes = static_cast<size_t>(kTokens * hidden_) * dtypeSize(dtype_);
     void* output = ctx.Buffer("io:" + names_.output, 0, stage_);
     if (emphasis_ != Emphasis::kNone) {
@@ -437,6 +453,13 @@ class SdClipEncodeWorker : public ContextWorker {
     const int64_t rows = static_cast<int64_t>(outputRows_.size()) / chunks_;
     out.Set("embeddings", DeviceTensor::New(env, std::move(result_), dtype_, {rows, static_cast<int64_t>(kTokens) * chunks_, hidden_}, device_));
     out.Set("gpuMs", Napi::Number::New(env, gpuMs_));
+    if (!pooledName_.empty()) {
+      // The worker synchronised its stream before Result(): the bytes are there.
+      const size_t count = static_cast<size_t>(rows_ * pooledSize_);
+      Napi::Float32Array pooled = Napi::Float32Array::New(env, count);
+      for (size_t i = 0; i < count; ++i) pooled[i] = loadFloat(pooledBytes_.data(), i, pooledType_);
+      out.Set("pooled", pooled);
+    }
     return out;
   }
 
@@ -453,6 +476,10 @@ class SdClipEncodeWorker : public ContextWorker {
   DType dtype_ = DType::kFloat32;
   int64_t hidden_ = 0;
   int device_ = 0;
+  std::string pooledName_;  // SDXL's text_embeds output; empty: not read
+  std::vector<uint8_t> pooledBytes_;
+  DType pooledType_ = DType::kFloat32;
+  int64_t pooledSize_ = 0;
 };
 
 // Writes the image batch into `tensor`'s input buffer in the engine's type (float32 or float16):
@@ -736,7 +763,8 @@ Napi::Value ContextWrap::EncodeText(const Napi::CallbackInfo& info) {
     }
   }
   auto* worker = new SdClipEncodeWorker(env, Require(env, "clip-encode"), ids, rows, ReadNames(options, owner), std::move(outputRows), chunks,
-                                        std::move(multipliers), emphasis, std::move(extras));
+                                        std::move(multipliers), emphasis, std::move(extras),
+                                        HasOption(options, "pooledOutput") ? RequireString(options, "pooledOutput", owner) : std::string());
   return worker->Start();
 }
 
@@ -777,6 +805,9 @@ Napi::Value ContextWrap::CreateUnet(const Napi::CallbackInfo& info) {
     ThrowRangeError(env, "options.timestepLayout must be \"scalar\", \"single\" or \"per-row\", got \"" + layout + "\"");
   }
   const int hiddenSize = static_cast<int>(RequireInteger(options, "hiddenSize", owner, 1, 1 << 16));
+  // SDXL's added conditioning: the engine's text_embeds and time_ids inputs, by name.
+  if (options.Has("textEmbeds") && !options.Get("textEmbeds").IsUndefined()) names.textEmbeds = RequireString(options, "textEmbeds", owner);
+  if (options.Has("timeIds") && !options.Get("timeIds").IsUndefined()) names.timeIds = RequireString(options, "timeIds", owner);
   std::shared_ptr<TrtUnetRunner> runner;
   try {
     runner = std::make_shared<TrtUnetRunner>(Require(env, "unet-create"), std::move(names), timestepLayout, hiddenSize);

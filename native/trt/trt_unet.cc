@@ -18,6 +18,17 @@ DType FloatTypeOf(const ContextState& ctx, const std::string& tensor, bool input
   return ToDType(t->type, "unet-create", tensor);
 }
 
+// The fixed width of a [batch, width] input (sd-trt build fixes it: profiles.ts).
+int StaticLastAxis(const ContextState& ctx, const std::string& tensor) {
+  const TensorInfo* t = ctx.engine->Find(tensor);
+  if (t->shape.size() != 2 || t->shape[1] <= 0) {
+    throw NativeError("ERR_SHAPE", "unet-create",
+                      "UNet engine " + ctx.engine->name + " input " + tensor + " has shape " + ShapeString(t->shape) +
+                          ", expected [batch, N] with a fixed N");
+  }
+  return static_cast<int>(t->shape[1]);
+}
+
 }  // namespace
 
 TrtUnetRunner::TrtUnetRunner(std::shared_ptr<ContextState> context, UnetTensorNames names, TimestepLayout layout, int hiddenSize)
@@ -30,6 +41,15 @@ TrtUnetRunner::TrtUnetRunner(std::shared_ptr<ContextState> context, UnetTensorNa
     if (t != DType::kFloat32 && t != DType::kFloat16) {
       throw NativeError("ERR_TENSORRT_UNSUPPORTED", "unet-create", "UNet sample, embeddings and output must be float32 or float16");
     }
+  }
+  if (names_.textEmbeds.empty() != names_.timeIds.empty()) {
+    throw NativeError("ERR_TENSOR_NAME", "unet-create", "SDXL's added conditioning needs both textEmbeds and timeIds (or neither)");
+  }
+  if (!names_.textEmbeds.empty()) {
+    textEmbedsType_ = FloatTypeOf(*context_, names_.textEmbeds, true);
+    timeIdsType_ = FloatTypeOf(*context_, names_.timeIds, true);
+    textEmbedsSize_ = StaticLastAxis(*context_, names_.textEmbeds);
+    timeIdsSize_ = StaticLastAxis(*context_, names_.timeIds);
   }
   const TensorInfo* hidden = context_->engine->Find(names_.hidden);
   if (!hidden->shape.empty() && hidden->shape.back() > 0 && hidden->shape.back() != hiddenSize_) {
@@ -99,10 +119,21 @@ void TrtUnetRunner::bind(const UnetBindings& b, cudaStream_t stream) {
                       "the denoiser bound " + std::to_string(b.timestepCount) + " timestep values, the UNet takes " +
                           std::to_string(timestepCount(b.unetBatch)));
   }
-  ctx->SetInputShapes({{names_.sample, {batch, 4, b.latentHeight, b.latentWidth}},
-                       {names_.timestep, timestep},
-                       {names_.hidden, {batch, b.sequenceLength, b.hiddenSize}}},
-                      stream, kStage);
+  const bool added = textEmbedsSize_ > 0;
+  if (added && (b.textEmbeds == nullptr || b.timeIds == nullptr || b.textEmbedsSize != textEmbedsSize_ || b.timeIdsSize != timeIdsSize_ ||
+                b.textEmbedsType != textEmbedsType_ || b.timeIdsType != timeIdsType_)) {
+    throw NativeError("ERR_INVALID_BINDING", kStage,
+                      "the denoiser bound text_embeds/time_ids of sizes " + std::to_string(b.textEmbedsSize) + "/" + std::to_string(b.timeIdsSize) +
+                          " (or other types); the UNet takes " + std::to_string(textEmbedsSize_) + "/" + std::to_string(timeIdsSize_));
+  }
+  InputShapes shapes = {{names_.sample, {batch, 4, b.latentHeight, b.latentWidth}},
+                                                                      {names_.timestep, timestep},
+                                                                      {names_.hidden, {batch, b.sequenceLength, b.hiddenSize}}};
+  if (added) {
+    shapes.push_back({names_.textEmbeds, {batch, textEmbedsSize_}});
+    shapes.push_back({names_.timeIds, {batch, timeIdsSize_}});
+  }
+  ctx->SetInputShapes(shapes, stream, kStage);
   const std::vector<int64_t> out = ctx->ShapeOf(names_.out, kStage);
   const std::vector<int64_t> expected = {batch, 4, b.latentHeight, b.latentWidth};
   if (out != expected) {
@@ -112,7 +143,14 @@ void TrtUnetRunner::bind(const UnetBindings& b, cudaStream_t stream) {
   ctx->Bind(names_.timestep, b.timestep, kStage);
   ctx->Bind(names_.hidden, b.encoderHiddenStates, kStage);
   ctx->Bind(names_.out, b.out, kStage);
-  ctx->BindRemaining({names_.sample, names_.timestep, names_.hidden, names_.out}, kStage);
+  std::set<std::string> bound = {names_.sample, names_.timestep, names_.hidden, names_.out};
+  if (added) {
+    ctx->Bind(names_.textEmbeds, b.textEmbeds, kStage);
+    ctx->Bind(names_.timeIds, b.timeIds, kStage);
+    bound.insert(names_.textEmbeds);
+    bound.insert(names_.timeIds);
+  }
+  ctx->BindRemaining(bound, kStage);
   boundGeneration_ = ctx->bindGeneration;
 }
 

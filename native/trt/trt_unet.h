@@ -1,6 +1,7 @@
 // The TensorRT UNet as the denoiser's UnetRunner (denoiser/unet_runner.h).
 //
-//   context.createUnet({ sample, timestep, hidden, out, timestepLayout, hiddenSize }) → TrtUnet
+//   context.createUnet({ sample, timestep, hidden, out, timestepLayout, hiddenSize,
+//                        textEmbeds?, timeIds? }) → TrtUnet   (SDXL: the added-conditioning inputs)
 //   new Denoiser({ unet: trtUnet })        the denoiser finds the runner with UnetRunnerFromJs()
 //   trtUnet.disposed / trtUnet.dispose()
 //
@@ -27,6 +28,9 @@ struct UnetTensorNames {
   std::string timestep;
   std::string hidden;
   std::string out;
+  // SDXL's added conditioning inputs (both or neither; empty for other UNets).
+  std::string textEmbeds;
+  std::string timeIds;
 };
 
 // How the graph takes its timestep (lib/model/graph-io.ts TimestepLayout).
@@ -43,6 +47,10 @@ class TrtUnetRunner : public UnetRunner {
   DType hiddenType() const override { return hiddenType_; }
   DType outType() const override { return outType_; }
   int hiddenSize() const override { return hiddenSize_; }
+  int textEmbedsSize() const override { return textEmbedsSize_; }
+  int timeIdsSize() const override { return timeIdsSize_; }
+  DType textEmbedsType() const override { return textEmbedsType_; }
+  DType timeIdsType() const override { return timeIdsType_; }
   // Called by the owning denoiser while it holds the lease from acquire() (the context's locks).
   void bind(const UnetBindings& bindings, cudaStream_t stream) override;
   void enqueue(cudaStream_t stream) override;
@@ -67,6 +75,9 @@ class TrtUnetRunner : public UnetRunner {
   TimestepLayout layout_;
   int hiddenSize_;
   DType sampleType_, timestepType_, hiddenType_, outType_;
+  // SDXL: the engine's static last axes of text_embeds and time_ids (0 without them).
+  int textEmbedsSize_ = 0, timeIdsSize_ = 0;
+  DType textEmbedsType_ = DType::kFloat32, timeIdsType_ = DType::kFloat32;
 };
 
 class UnetWrap : public Napi::ObjectWrap<UnetWrap> {

@@ -8,16 +8,19 @@
 import { describe, expect, test, beforeEach, afterEach } from "@jest/globals";
 import { cp, mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
-import { basename, join } from "node:path";
-import buildCommand from "../../lib/cli/commands/build.js";
+import { basename, dirname, join } from "node:path";
+import buildCommand, { BuildReporter } from "../../lib/cli/commands/build.js";
 import { AbortError, EngineBuildError } from "../../lib/errors.js";
 import { buildEngines, type BuildEvent } from "../../lib/backends/tensorrt/build.js";
-import { readManifest } from "../../lib/backends/tensorrt/manifest.js";
+import { readManifest, sourceDifferences } from "../../lib/backends/tensorrt/manifest.js";
 import { writeConvertedModel } from "../../lib/convert/graphs/folder.js";
 import { OnnxModel } from "../../lib/onnx/model.js";
 import { ModelField } from "../../lib/onnx/schema.js";
 import { ATTENTION_SCORES_KEY, modelMetadata } from "../../lib/onnx/sd-trt-metadata.js";
-import { parseShapeOptions } from "../../lib/backends/tensorrt/profiles.js";
+import { parseShapeOptions, shapesForModel } from "../../lib/backends/tensorrt/profiles.js";
+import { TINY_SDXL_DIR } from "../fixtures/sdxl/reference.js";
+import { sdxlEngineInfo } from "../../lib/backends/tensorrt/sdxl.js";
+import { locateModelFolder } from "../../lib/model/folder.js";
 import { exportPrecision } from "../../lib/backends/tensorrt/roles.js";
 import type { TensorRtBinding, TrtBuildOptions, TrtBuildProgress, TrtBuildResult } from "../../lib/native/tensorrt-types.js";
 import { runCommand } from "../support/run-cli.js";
@@ -315,5 +318,146 @@ describe("sd-trt build command", () => {
     expect(run.code).toBe(2);
     expect(run.stderr).toContain("--size gives a range of sizes, but engines are static unless --dynamic is given");
     expect(await readdir(root)).toEqual([]);
+  });
+});
+
+describe("sd-trt build for SDXL", () => {
+  let root: string;
+  beforeEach(async () => {
+    root = await mkdtemp(join(tmpdir(), "sd-trt-build-sdxl-"));
+  });
+  afterEach(async () => {
+    await rm(root, { recursive: true, force: true });
+  });
+
+  test("builds both text encoders, the UNet with text_embeds and time_ids profiles, and the VAE in fp32 because its config sets force_upcast", async () => {
+    const { calls, injected } = scriptedBuilder();
+    const events: BuildEvent[] = [];
+    const result = await buildEngines({ model: TINY_SDXL_DIR, out: join(root, "tiny-sdxl"), shapes: parseShapeOptions({ batch: "1-2", size: "64x64" }), onProgress: (e) => events.push(e) }, injected);
+
+    expect((await readdir(result.variantDir)).sort()).toEqual(["manifest.json", "text_encoder.plan", "text_encoder_2.plan", "unet.plan", "vae_decoder.plan", "vae_encoder.plan"]);
+    expect(calls.map((c) => [c.role, c.precision])).toEqual([
+      ["text_encoder", "fp16"],
+      ["unet", "fp16"],
+      ["text_encoder_2", "fp16"],
+      ["vae_decoder", "fp32"],
+      ["vae_encoder", "fp32"],
+    ]);
+    // Each encoder computes the penultimate hidden state the UNet reads; text_encoder_2 also its pooled text_embeds.
+    expect(calls.map((c) => c.keepOutputs)).toEqual([["hidden_states.1"], undefined, ["hidden_states.1", "text_embeds"], undefined, undefined]);
+    // CFG doubles every UNet input's batch, text_embeds [2B, 16] and time_ids [2B, 6] included.
+    const unet = calls[1]!.profiles;
+    expect(unet.map((p) => [p.text_embeds!.min, p.time_ids!.max])).toEqual([
+      [
+        [2, 16],
+        [2, 6],
+      ],
+      [
+        [4, 16],
+        [4, 6],
+      ],
+    ]);
+    expect(unet[0]!.encoder_hidden_states!.max).toEqual([2, 77 * 3, 32]);
+
+    const manifest = await readManifest(join(result.variantDir, "manifest.json"));
+    expect(manifest).toEqual(result.manifest);
+    expect(manifest.options.fp32Vae).toBe(true);
+    expect([manifest.engines.vae_decoder!.precision, manifest.engines.vae_decoder!.conversion]).toEqual(["fp32", "none"]);
+    expect(manifest.engines.text_encoder_2!.contract).toMatchObject({ role: "text_encoder", hiddenName: "hidden_states.1", pooledName: "text_embeds" });
+    expect(manifest.engines.unet!.contract).toMatchObject({ addedConditioning: { textEmbedsName: "text_embeds", timeIdsName: "time_ids" } });
+    expect(manifest.model.hiddenSize).toBe(32); // 16 + 16, both encoders' states joined per token
+
+    const vaeStart = events.find((e) => e.type === "model-start" && e.role === "vae_decoder");
+    expect(vaeStart).toMatchObject({ precision: "fp32", fp32Reason: "force_upcast in the VAE config" });
+    const done = events.find((e) => e.type === "done");
+    expect(done && done.type === "done" && done.engines.map((e) => e.role)).toEqual(["text_encoder", "unet", "text_encoder_2", "vae_decoder", "vae_encoder"]);
+
+    // The same build again is up to date: the VAE precision compared is the one actually built.
+    const again = await buildEngines({ model: TINY_SDXL_DIR, out: join(root, "tiny-sdxl"), shapes: parseShapeOptions({ batch: "1-2", size: "64x64" }) }, scriptedBuilder().injected);
+    expect(again.upToDate).toBe(true);
+    // Another text_encoder_2 file is a difference of its own, named after the engine.
+    const sources = Object.fromEntries(Object.entries(manifest.engines).map(([role, e]) => [role, e!.source.files]));
+    sources.text_encoder_2 = [{ ...sources.text_encoder_2![0]!, sha256: "0".repeat(64) }];
+    expect(sourceDifferences(manifest, { sources, shapes: manifest.shapes, fp32Vae: true }).map((d) => d.field)).toEqual(["model files of the text encoder 2"]);
+  });
+
+  test("without a size option an SDXL folder gets one dynamic profile over 640…1536 pixels optimised for 1024², an SD folder 512²", async () => {
+    const { calls, injected } = scriptedBuilder();
+    const result = await buildEngines({ model: TINY_SDXL_DIR, out: join(root, "tiny-sdxl"), shapes: (folder) => shapesForModel({ batch: "1" }, folder) }, injected);
+    expect(result.manifest.shapes).toMatchObject({ dynamic: true, width: { min: 640, opt: 1024, max: 1536 }, height: { min: 640, opt: 1024, max: 1536 } });
+    expect(calls[1]!.profiles).toHaveLength(1);
+    expect(calls[1]!.profiles[0]!.sample).toEqual({ min: [1, 4, 80, 80], opt: [2, 4, 128, 128], max: [2, 4, 192, 192] });
+    expect(calls[3]!.profiles[0]!.latent_sample).toEqual({ min: [1, 4, 80, 80], opt: [1, 4, 128, 128], max: [1, 4, 192, 192] });
+    // An explicit size wins; an SD 1.x folder keeps 512².
+    expect(shapesForModel({ size: "1024x1024" }, { sdxl: {} }).width).toEqual({ min: 1024, opt: 1024, max: 1024 });
+    // A dynamic range holding 1024 is optimised for it, so the manifest's rebuild command builds the same engines.
+    expect(shapesForModel({ size: "640x640-1536x1536", dynamic: true }, { sdxl: {} })).toEqual(result.manifest.shapes);
+    expect(shapesForModel({ size: "512x512-768x768", dynamic: true }, { sdxl: {} }).width).toEqual({ min: 512, opt: 512, max: 768 });
+    expect(shapesForModel({}, {}).width).toEqual({ min: 512, opt: 512, max: 512 });
+  });
+
+  test("the refiner's one encoder (text_encoder_2) keeps its pooled output and its UNet gets 5 aesthetic-score time ids", async () => {
+    const { calls, injected } = scriptedBuilder();
+    const result = await buildEngines({ model: join(dirname(TINY_SDXL_DIR), "tiny-sdxl-refiner"), out: join(root, "refiner"), shapes: parseShapeOptions({ size: "64x64" }) }, injected);
+    expect(calls.map((c) => [c.role, c.precision])).toEqual([
+      ["text_encoder", "fp16"],
+      ["unet", "fp16"],
+      ["vae_decoder", "fp32"],
+    ]);
+    expect(calls[0]!.keepOutputs).toEqual(["hidden_states.1", "text_embeds"]);
+    expect(calls[1]!.profiles[0]!.time_ids).toEqual({ min: [2, 5], opt: [2, 5], max: [2, 5] });
+    expect(result.manifest.engines.text_encoder!.source.onnx).toBe("text_encoder_2/model.onnx");
+    expect(result.manifest.model.hiddenSize).toBe(16);
+  });
+
+  test("the TensorRT backend reads an SDXL engine set's sizes off its manifest and refuses a set without text_encoder_2, naming the rebuild", async () => {
+    const { injected } = scriptedBuilder();
+    const out = join(root, "tiny-sdxl");
+    const { manifest, variantDir } = await buildEngines({ model: TINY_SDXL_DIR, out, shapes: parseShapeOptions({ size: "64x64" }) }, injected);
+    const folder = await locateModelFolder(TINY_SDXL_DIR);
+    expect(sdxlEngineInfo(folder, manifest, variantDir)).toEqual({
+      secondEncoderOnly: false,
+      hidden1: 16,
+      hidden2: 16,
+      pooledName: "text_embeds",
+      pooledSize: 16,
+      timeIdsSize: 6,
+      textEmbedsName: "text_embeds",
+      timeIdsName: "time_ids",
+    });
+    const { text_encoder_2: _, ...withoutSecond } = manifest.engines;
+    expect(() => sdxlEngineInfo(folder, { ...manifest, engines: withoutSecond }, variantDir)).toThrow(/do not fit the SDXL model .*there is no text_encoder_2 engine; rebuild them with\n {2}sd-trt build --model .* --force/s);
+    // An SD 1.x folder has no SDXL parts to check.
+    expect(sdxlEngineInfo(await locateModelFolder(TINY), manifest, variantDir)).toBeNull();
+  });
+
+  test("sd-trt build prints each SDXL engine it builds, the VAE's fp32 reason, and how long each part took", async () => {
+    const lines: string[] = [];
+    const stream = { isTTY: false, write: (text: string) => lines.push(...text.split("\n").filter((l) => l.length > 0)) } as unknown as NodeJS.WriteStream;
+    const reporter = new BuildReporter(stream);
+    await buildEngines({ model: TINY_SDXL_DIR, out: join(root, "tiny-sdxl"), shapes: parseShapeOptions({ size: "64x64" }), onProgress: (e) => reporter.event(e) }, scriptedBuilder().injected);
+    reporter.finish();
+    expect(lines.filter((l) => l.startsWith("["))).toEqual([
+      "[1/5] text encoder: text_encoder/model.onnx, converting fp32 → fp16, 1 optimization profile",
+      "[2/5] UNet: unet/model.onnx, converting fp32 → fp16, 1 optimization profile",
+      "[3/5] second text encoder (text_encoder_2): text_encoder_2/model.onnx, converting fp32 → fp16, 1 optimization profile",
+      "[4/5] VAE decoder: vae_decoder/model.onnx, fp32 (force_upcast in the VAE config), 1 optimization profile",
+      "[5/5] VAE encoder: vae_encoder/model.onnx, fp32 (force_upcast in the VAE config), 1 optimization profile",
+    ]);
+    expect(lines.at(-1)).toMatch(/^Built in \d+\.\d s \(text encoder \d+\.\d s, UNet \d+\.\d s, second text encoder \(text_encoder_2\) \d+\.\d s, VAE decoder \d+\.\d s, VAE encoder \d+\.\d s\)$/);
+  });
+
+  test("an fp16-fixed SDXL VAE (force_upcast false) is converted to fp16 like the other models", async () => {
+    const model = join(root, "fp16-vae-sdxl");
+    await cp(TINY_SDXL_DIR, model, { recursive: true, dereference: true });
+    for (const part of ["vae_decoder", "vae_encoder"]) {
+      const config = join(model, part, "config.json");
+      await writeFile(config, JSON.stringify({ ...JSON.parse(await readFile(config, "utf8")), force_upcast: false }));
+    }
+    const { calls, injected } = scriptedBuilder();
+    const result = await buildEngines({ model, out: join(root, "engines"), shapes: parseShapeOptions({ size: "64x64" }) }, injected);
+    expect(calls.filter((c) => c.role.startsWith("vae")).map((c) => c.precision)).toEqual(["fp16", "fp16"]);
+    expect(result.manifest.options.fp32Vae).toBe(false);
+    expect(result.manifest.engines.vae_decoder!.conversion).toBe("fp32-to-fp16");
   });
 });

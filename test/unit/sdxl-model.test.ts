@@ -11,13 +11,11 @@ import { join } from "node:path";
 import { ModelFileError } from "../../lib/errors.js";
 import { locateModelFolder } from "../../lib/model/folder.js";
 import { describeSdxlTextEncoder, describeUnet, type GraphSignature, type TensorSpec } from "../../lib/model/graph-io.js";
-import { joinEncoderStates, pooledOfRows, uncondThenCond } from "../../lib/backends/cpu/sdxl-conditioning.js";
+import { joinEncoderStates, pooledOfRows, uncondThenCond } from "../../lib/backends/sdxl-conditioning.js";
 import { sdxlTimeIds } from "../../lib/pipeline/sdxl-options.js";
 import { buildPromptBatch } from "../../lib/prompt/conditioning.js";
 import { ClipTokenizer } from "../../lib/tokenizer/index.js";
 import { TINY_SDXL_DIR } from "../fixtures/sdxl/reference.js";
-import { buildEngines } from "../../lib/backends/tensorrt/build.js";
-import { parseShapeOptions } from "../../lib/backends/tensorrt/profiles.js";
 
 let scratch: string;
 let counter = 0;
@@ -125,16 +123,5 @@ describe("A1111's padding with tokenizer_2", () => {
     expect(Array.from(one.subarray(0, 6))).toEqual([49406, 320, 2368, 49407, 49407, 49407]);
     // diffusers' reading pads the same way ("plain").
     expect(Array.from(buildPromptBatch(tokenizer2, ["a cat"], { ...reading, syntax: "plain" }, "prompt").batch.ids)).toEqual(Array.from(two));
-  });
-});
-
-describe("TensorRT and SDXL", () => {
-  test("sd-trt build refuses an SDXL folder before it builds anything, saying to use the CPU backend", async () => {
-    const out = join(scratch, "engines");
-    // The refusal comes before any TensorRT call: this binding is never touched.
-    const injected = { binding: {} as never, gpu: { name: "test GPU", computeCapability: "9.0" }, tensorrtVersion: "10.13.0" };
-    const error = await buildEngines({ model: TINY_SDXL_DIR, out, shapes: parseShapeOptions({ size: "64x64" }) }, injected).catch((e: unknown) => e);
-    expect(error).toBeInstanceOf(ModelFileError);
-    expect((error as ModelFileError).message).toMatch(/is SDXL \(it has text_encoder_2\), which the TensorRT backend does not run yet; use the CPU backend/);
   });
 });

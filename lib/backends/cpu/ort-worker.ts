@@ -21,7 +21,7 @@ import { divideFloat32 } from "../../sampler/latents.js";
 import { applyEmphasis } from "../../prompt/emphasis.js";
 import { scheduleIndexAt } from "../../prompt/schedule.js";
 import { runCpuDenoise, TOKENS, type CpuDenoiseJob } from "./denoise-loop.js";
-import { joinEncoderStates, pooledOfRows, uncondThenCond } from "./sdxl-conditioning.js";
+import { joinEncoderStates, pooledOfRows, uncondThenCond } from "../sdxl-conditioning.js";
 import type {
   AddedFeeds,
   DecodeValue,

@@ -12,6 +12,8 @@
  *   kernel follow. NaN/Inf from the VAE (an overflowing fp16 VAE) is a VaeOverflowError with the
  *   command that rebuilds the VAE in fp32 — never a black image.
  * - Limits (batch, sizes, img2img) come from the engines' optimization profiles.
+ * - SDXL (sdxl.ts): both text encoders, their states joined per token and text_encoder_2's pooled
+ *   output on the host, text_embeds and time_ids bound as UNet inputs by the denoiser.
  */
 import { readFile } from "node:fs/promises";
 import { basename, join, resolve } from "node:path";
@@ -22,8 +24,10 @@ import { limitsFromEngines, smallestBatch, textRowsFor, unetAccepts, type Engine
 import { normalizeTensorRtVersion, rebuildCommand, type EngineManifest } from "./manifest.js";
 import { resolveEngines } from "./resolve.js";
 import { locateModelFolder, type ModelFolder } from "../../model/folder.js";
-import { refuseSdxlEngines } from "./sdxl.js";
-import type { ModelIo, ModelRole, TextEncoderIo, UnetIo, VaeDecoderIo, VaeEncoderIo } from "../../model/graph-io.js";
+import { sdxlConditioning, sdxlEngineInfo, type EncodedRows, type SdxlEngineInfo, type SdxlUnetInputs } from "./sdxl.js";
+import type { EngineRole } from "./layout.js";
+import { float16ArrayToFloat32 } from "../../onnx/float16.js";
+import type { ModelIo, SdxlTextEncoderIo, TextEncoderIo, UnetIo, VaeDecoderIo, VaeEncoderIo } from "../../model/graph-io.js";
 import { Denoiser, type DenoiseRunResult } from "../../native/denoiser.js";
 import { callNative, callNativeAsync } from "../../native/load.js";
 import type { TensorRtBinding, TrtContext, TrtDeviceScratch, TrtEngine, TrtUnet } from "../../native/tensorrt-types.js";
@@ -66,6 +70,8 @@ class DeviceEmbeddings {
   constructor(
     readonly rows: number,
     device: NativeDeviceTensor,
+    /** SDXL's text_encoder_2: text_embeds of every computed chunk row, on the host. */
+    readonly pooled?: Float32Array,
   ) {
     this.#device = device;
   }
@@ -118,6 +124,8 @@ export class TensorRtBackend implements Backend {
   #unetEngine: TrtUnet;
   #decoder: LoadedModel<VaeDecoderIo>;
   #encoder: LoadedModel<VaeEncoderIo> | undefined;
+  /** SDXL: text_encoder_2 (null for a refiner, whose one encoder is #text) and the engines' sizes. */
+  #sdxl: { text2: LoadedModel<SdxlTextEncoderIo> | null; info: SdxlEngineInfo } | null;
   #denoiser: Denoiser;
   readonly #life = new Lifecycle("TensorRT backend");
   #lastDenoise: TensorRtDenoiseStats | undefined;
@@ -134,6 +142,7 @@ export class TensorRtBackend implements Backend {
     warnings: string[];
     scratch: TrtDeviceScratch;
     models: { text: LoadedModel<TextEncoderIo>; unet: LoadedModel<UnetIo>; decoder: LoadedModel<VaeDecoderIo>; encoder?: LoadedModel<VaeEncoderIo> };
+    sdxl: { text2: LoadedModel<SdxlTextEncoderIo> | null; info: SdxlEngineInfo } | null;
     unetEngine: TrtUnet;
     denoiser: Denoiser;
     useGraphs: boolean;
@@ -147,6 +156,7 @@ export class TensorRtBackend implements Backend {
     this.#unet = parts.models.unet;
     this.#decoder = parts.models.decoder;
     this.#encoder = parts.models.encoder;
+    this.#sdxl = parts.sdxl;
     this.#unetEngine = parts.unetEngine;
     this.#denoiser = parts.denoiser;
     this.#useGraphs = parts.useGraphs;
@@ -211,15 +221,15 @@ export class TensorRtBackend implements Backend {
     const gpu = info.devices.find((d) => d.index === device);
     if (!gpu) throw new InvalidOptionError("device", `device ${device} is not a CUDA device here (devices: ${info.devices.map((d) => d.index).join(", ") || "none"})`);
     const folder = typeof model === "string" ? await locateModelFolder(model) : model;
-    refuseSdxlEngines(folder);
     const enginesDir = options.engines ?? defaultEnginesDir(folder.dir);
     const target = { tensorrtVersion: normalizeTensorRtVersion(String(report.tensorrt.runtimeVersion ?? "")), gpu: { name: gpu.name, computeCapability: gpu.computeCapability } };
     const { variantDir, manifest, warnings } = await resolveEngines(enginesDir, folder.dir, target);
+    const sdxlInfo = sdxlEngineInfo(folder, manifest, variantDir);
 
     const engines: TrtEngine[] = [];
     const disposables: Array<{ dispose(): unknown }> = [];
     try {
-      const loadOne = async (role: ModelRole): Promise<{ engine: TrtEngine; entry: NonNullable<EngineManifest["engines"][ModelRole]> } | undefined> => {
+      const loadOne = async (role: EngineRole): Promise<{ engine: TrtEngine; entry: NonNullable<EngineManifest["engines"][EngineRole]> } | undefined> => {
         const entry = manifest.engines[role];
         if (!entry) return undefined;
         const path = join(variantDir, entry.plan);
@@ -236,15 +246,15 @@ export class TensorRtBackend implements Backend {
         engines.push(engine);
         return { engine, entry };
       };
-      const loaded: Partial<Record<ModelRole, { engine: TrtEngine; entry: NonNullable<EngineManifest["engines"][ModelRole]> }>> = {};
-      for (const role of ["text_encoder", "unet", "vae_decoder", "vae_encoder"] as const) {
+      const loaded: Partial<Record<EngineRole, { engine: TrtEngine; entry: NonNullable<EngineManifest["engines"][EngineRole]> }>> = {};
+      for (const role of ["text_encoder", "unet", "vae_decoder", "vae_encoder", ...(sdxlInfo && !sdxlInfo.secondEncoderOnly ? (["text_encoder_2"] as const) : [])] as const) {
         const one = await loadOne(role);
         if (one) loaded[role] = one;
       }
       const scratchBytes = Math.max(...engines.map((e) => e.deviceMemoryBytes), 1);
       const scratch = callNative(() => new trt.DeviceScratch(scratchBytes, { device }));
       disposables.push(scratch);
-      const open = <Io extends ModelIo>(role: ModelRole): LoadedModel<Io> => {
+      const open = <Io extends ModelIo>(role: EngineRole): LoadedModel<Io> => {
         const { engine, entry } = loaded[role]!;
         const context = callNative(() => engine.createContext(scratch));
         disposables.push(context);
@@ -254,6 +264,7 @@ export class TensorRtBackend implements Backend {
       const unet = open<UnetIo>("unet");
       const decoder = open<VaeDecoderIo>("vae_decoder");
       const encoder = loaded.vae_encoder ? open<VaeEncoderIo>("vae_encoder") : undefined;
+      const sdxl = sdxlInfo && { text2: sdxlInfo.secondEncoderOnly ? null : open<SdxlTextEncoderIo>("text_encoder_2"), info: sdxlInfo };
       const unetEngine = callNative(() =>
         unet.context.createUnet({
           sample: unet.contract.sampleName,
@@ -262,6 +273,7 @@ export class TensorRtBackend implements Backend {
           out: unet.contract.outputName,
           timestepLayout: unet.contract.timestepLayout,
           hiddenSize: manifest.model.hiddenSize,
+          ...(sdxlInfo ? { textEmbeds: sdxlInfo.textEmbedsName, timeIds: sdxlInfo.timeIdsName } : {}),
         }),
       );
       disposables.push(unetEngine);
@@ -274,6 +286,7 @@ export class TensorRtBackend implements Backend {
         warnings,
         scratch,
         models: { text, unet, decoder, ...(encoder ? { encoder } : {}) },
+        sdxl,
         unetEngine,
         denoiser,
         useGraphs: options.useGraphs ?? true,
@@ -308,11 +321,12 @@ export class TensorRtBackend implements Backend {
    * `detailedProfiling`, layer names otherwise. For the GPU self-test's report, e.g. whether the
    * UNet's attention ran as one fused kernel.
    */
-  inspectEngines(): Partial<Record<ModelRole, { verbosity: string; layers: string }>> {
+  inspectEngines(): Partial<Record<EngineRole, { verbosity: string; layers: string }>> {
     if (this.#life.disposed) throw new DisposedError("TensorRT backend");
-    const out: Partial<Record<ModelRole, { verbosity: string; layers: string }>> = {};
-    const models: Array<[ModelRole, LoadedModel<ModelIo> | undefined]> = [
+    const out: Partial<Record<EngineRole, { verbosity: string; layers: string }>> = {};
+    const models: Array<[EngineRole, LoadedModel<ModelIo> | null | undefined]> = [
       ["text_encoder", this.#text],
+      ["text_encoder_2", this.#sdxl?.text2],
       ["unet", this.#unet],
       ["vae_decoder", this.#decoder],
       ["vae_encoder", this.#encoder],
@@ -339,6 +353,7 @@ export class TensorRtBackend implements Backend {
           "prompt editing and alternation ([from:to:when], [a|b]) change the conditioning during the run, which the TensorRT backend cannot do yet; use the CPU backend",
         );
       }
+      if (this.#sdxl) return this.#generateSdxl(job, this.#sdxl.info);
       if (job.uncond && job.uncond.chunks !== job.cond.chunks) {
         // One UNet call takes [uncond; cond]: both halves need one text length here.
         throw new InvalidOptionError(
@@ -372,7 +387,7 @@ export class TensorRtBackend implements Backend {
 
         // The latents stay on the device from the loop to the VAE; only the pixels come back.
         t = performance.now();
-        const final = await this.#denoise(job, latents, noise, cond, uncond);
+        const final = await this.#denoise(job, latents, noise, { cond, uncond });
         try {
           const denoise = performance.now() - t;
           throwIfAborted(job.signal);
@@ -393,19 +408,84 @@ export class TensorRtBackend implements Backend {
   }
 
   /**
+   * An SDXL batch (sdxl.ts): both encoders, their states joined on the host, then the same loop
+   * and decoder as SD with text_embeds and time_ids as extra UNet inputs. Runs inside generate's
+   * exclusive section.
+   */
+  async #generateSdxl(job: GenerationJob, info: SdxlEngineInfo): Promise<GenerationOutput> {
+    if (job.uncond && !job.sdxl?.zeroUncond && job.uncond.chunks !== job.cond.chunks) {
+      throw new InvalidOptionError(
+        "padCondUncond",
+        `the TensorRT backend evaluates prompt and negative prompt in one UNet call, so they need the same number of 75-token chunks (got ${job.cond.chunks} and ${job.uncond.chunks}): set padCondUncond (A1111's pad_cond_uncond) or give prompts of matching length`,
+      );
+    }
+    const { batch, latentHeight, latentWidth } = job;
+    let t = performance.now();
+    const duplicateCond = job.uncond === null && !unetAccepts(this.#unet.shapes, batch, latentHeight, latentWidth);
+    const conditioning = sdxlConditioning(job, info, (encoder, prompts) => this.#encodeRows(encoder, prompts, batch, job.emphasis), duplicateCond);
+    // While the GPU encodes the prompts this thread draws the step noise (uploaded with the loop).
+    let noise: Float32Array[];
+    const drawStart = performance.now();
+    try {
+      noise = drawAllStepNoise(stepNoiseOf(job.noise));
+    } catch (error) {
+      await conditioning.catch(() => undefined);
+      throw error;
+    }
+    const stepNoise = performance.now() - drawStart;
+    const inputs = await conditioning;
+    const textEncode = performance.now() - t;
+    job.onStage?.("encode-text");
+    throwIfAborted(job.signal);
+    const imageEncode: number[] = [];
+    const latents = await startLatents(job, (pixels, height, width) => this.#encodeImage(pixels, 1, height, width), this.scalingFactor, imageEncode);
+    if (imageEncode.length > 0) job.onStage?.("encode-image");
+    t = performance.now();
+    const final = await this.#denoise(job, latents, noise, { sdxl: inputs, duplicateCond });
+    try {
+      const denoise = performance.now() - t;
+      throwIfAborted(job.signal);
+      t = performance.now();
+      const images = await this.#decode(final, batch, latentHeight, latentWidth);
+      job.onStage?.("decode");
+      const output: GenerationOutput = { images, timings: { textEncode, imageEncode, denoise, decode: performance.now() - t, stepNoise } };
+      if (job.returnLatents) output.latents = (await final.toHost()) as Float32Array;
+      return output;
+    } finally {
+      final.dispose();
+    }
+  }
+
+  /** SDXL: one encoder's states per image row, on the host as float32 (and text_encoder_2's pooled rows). */
+  async #encodeRows(encoder: 1 | 2, prompts: PromptBatch, rows: number, emphasis: Emphasis): Promise<EncodedRows> {
+    const sdxl = this.#sdxl!;
+    // A refiner's one encoder (#text) is text_encoder_2.
+    const model = encoder === 1 ? this.#text : (sdxl.text2 ?? this.#text);
+    const embeddings = await this.#encodeText(prompts, rows, { emphasis, clipSkip: 1 }, model, encoder === 2 ? sdxl.info.pooledName : undefined);
+    try {
+      const host = await embeddings.device.toHost();
+      const states = host instanceof Uint16Array ? float16ArrayToFloat32(host) : (host as Float32Array);
+      return embeddings.pooled ? { states, pooled: embeddings.pooled } : { states };
+    } finally {
+      embeddings.dispose();
+    }
+  }
+
+  /**
    * A prompt list → embeddings [rows, 77 · chunks, hidden] on the device: every chunk of every
    * distinct prompt encoded once (rows padded up to a count the engine's profiles take), each
    * chunk weighted by the emphasis on the device, then gathered per image.
    */
-  async #encodeText(prompts: PromptBatch, rows: number, text: { emphasis: Emphasis; clipSkip: number; tokenVectors?: Float32Array }): Promise<DeviceEmbeddings> {
+  async #encodeText(prompts: PromptBatch, rows: number, text: { emphasis: Emphasis; clipSkip: number; tokenVectors?: Float32Array }, model: LoadedModel<TextEncoderIo> = this.#text, pooledOutput?: string): Promise<DeviceEmbeddings> {
     const { emphasis } = text;
-    const extraInputs = this.#textEncoderInputs(text.clipSkip, text.tokenVectors);
+    // Clip skip and the textual-inversion vectors: inputs of the (edited) first text encoder only.
+    const extraInputs = model === this.#text ? this.#textEncoderInputs(text.clipSkip, text.tokenVectors) : undefined;
     const { chunks } = prompts;
     const chunkRows = prompts.prompts * chunks;
     if (prompts.ids.length !== chunkRows * TOKENS || prompts.multipliers.length !== chunkRows * TOKENS || prompts.rowOf.length !== rows) {
       throw new InvalidArgumentError(`generate needs [${prompts.prompts}, ${chunks}, ${TOKENS}] token ids and multipliers and one prompt per image (${rows})`);
     }
-    const computed = textRowsFor(this.#text.shapes, chunkRows);
+    const computed = textRowsFor(model.shapes, chunkRows);
     if (computed === undefined) {
       throw new InvalidOptionError(
         "batch",
@@ -423,21 +503,22 @@ export class TensorRtBackend implements Backend {
     prompts.rowOf.forEach((p, r) => {
       for (let c = 0; c < chunks; c++) outputRows[r * chunks + c] = p * chunks + c;
     });
-    const { embeddings, gpuMs } = await callNativeAsync(() =>
-      this.#text.context.encodeText({
+    const { embeddings, gpuMs, pooled } = await callNativeAsync(() =>
+      model.context.encodeText({
         ids,
         rows: computed,
-        input: this.#text.contract.idsName,
-        output: this.#text.contract.hiddenName,
+        input: model.contract.idsName,
+        output: model.contract.hiddenName,
+        ...(pooledOutput !== undefined ? { pooledOutput } : {}),
         outputRows,
         chunks,
         // A chunk without weights is left as it is (lib/prompt/emphasis.ts does the same).
         ...(emphasisScales(emphasis) && prompts.multipliers.some((m) => m !== 1) ? { multipliers, emphasis: emphasis as "original" | "no-norm" } : {}),
-        ...(extraInputs.length > 0 ? { extraInputs } : {}),
+        ...(extraInputs && extraInputs.length > 0 ? { extraInputs } : {}),
       }),
     );
     this.#timings.textEncoder = gpuMs;
-    return new DeviceEmbeddings(rows, embeddings);
+    return new DeviceEmbeddings(rows, embeddings, pooled);
   }
 
   /**
@@ -464,22 +545,35 @@ export class TensorRtBackend implements Backend {
   }
 
   /** The whole sampler program on the device; returns x_M, still on the device (the caller disposes it). */
-  async #denoise(job: GenerationJob, latents: Float32Array, noise: Float32Array[], cond: DeviceEmbeddings, uncond: DeviceEmbeddings | null): Promise<NativeDeviceTensor> {
+  async #denoise(
+    job: GenerationJob,
+    latents: Float32Array,
+    noise: Float32Array[],
+    text: { cond: DeviceEmbeddings; uncond: DeviceEmbeddings | null } | { sdxl: SdxlUnetInputs; duplicateCond: boolean },
+  ): Promise<NativeDeviceTensor> {
     const { batch, latentHeight, latentWidth } = job;
     let guidance: Float64Array | null = null;
-    let parts: NativeDeviceTensor[];
-    if (uncond !== null) {
+    let parts: NativeDeviceTensor[] | Float32Array;
+    let added: { textEmbeds: Float32Array; timeIds: Float32Array } | undefined;
+    if ("sdxl" in text) {
+      // Already [uncond; cond] (or cond twice for engines built for the guidance batch only; see below).
+      parts = text.sdxl.context;
+      added = { textEmbeds: text.sdxl.textEmbeds, timeIds: text.sdxl.timeIds };
+      if (job.uncond) guidance = job.guidance;
+      else if (text.duplicateCond) guidance = new Float64Array(batch).fill(0);
+    } else if (text.uncond !== null) {
+      const { cond, uncond } = text;
       parts = [uncond.device, cond.device];
       guidance = job.guidance;
     } else if (unetAccepts(this.#unet.shapes, batch, latentHeight, latentWidth)) {
-      parts = [cond.device];
+      parts = [text.cond.device];
     } else {
       // The engines were built for the guidance batch (2B) only: both halves get the cond
       // embeddings and the scale is 0, so m = u + 0·(c − u) = u exactly (the kernel's float32
       // arithmetic adds ±0), the UNet's unguided output for these prompts. A scale of 1 would give
       // u + (c − u), which equals c only when the two rows round identically: not guaranteed.
       // It costs a second UNet row per image; a --batch build with unguided shapes avoids that.
-      parts = [cond.device, cond.device];
+      parts = [text.cond.device, text.cond.device];
       guidance = new Float64Array(batch).fill(0);
     }
     // The denoiser joins the parts into its own embedding buffer: no concat, stream or allocation here.
@@ -492,6 +586,7 @@ export class TensorRtBackend implements Backend {
       latentWidth,
       guidance,
       embeddings: parts,
+      ...(added ?? {}),
       sequenceLength: TOKENS * job.cond.chunks,
       useGraphs: this.#useGraphs,
       output: "device",
@@ -558,7 +653,7 @@ export class TensorRtBackend implements Backend {
     return this.#life.dispose(async () => {
       await this.#denoiser.dispose();
       this.#unetEngine.dispose();
-      for (const m of [this.#text, this.#unet, this.#decoder, this.#encoder]) {
+      for (const m of [this.#text, this.#sdxl?.text2, this.#unet, this.#decoder, this.#encoder]) {
         m?.context.dispose();
         m?.engine.dispose();
       }

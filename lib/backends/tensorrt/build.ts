@@ -2,9 +2,11 @@
  * `sd-trt build`: a model folder's ONNX graphs → TensorRT plans for this GPU, with their
  * manifest, in the engine cache layout of `layout.ts`.
  *
- * For each model (text encoder, UNet, VAE decoder, VAE encoder when present):
+ * For each model (text encoder, UNet, VAE decoder, VAE encoder when present; SDXL adds
+ * text_encoder_2 and the UNet's text_embeds/time_ids profiles):
  * 1. read the graph and its I/O contract; fp32 exports are converted to fp16 (`onnx/convert-fp16.ts`;
- *    the VAE stays fp32 with `fp32Vae`) into a temporary folder, fp16 exports are used as they are;
+ *    the VAE stays fp32 with `fp32Vae`, or when an SDXL VAE config sets `force_upcast`) into a
+ *    temporary folder, fp16 exports are used as they are;
  * 2. build with the optimization profiles of `profiles.ts`, the shared timing cache, progress and
  *    cancellation (`binding.tensorrt.buildEngine`);
  * 3. write the plan into a staging folder.
@@ -17,15 +19,14 @@ import { mkdir, readFile, rename, rm, stat } from "node:fs/promises";
 import { basename, dirname, join, relative, sep } from "node:path";
 import { InvalidOptionError, ModelFileError, AbortError, NativeError, EngineBuildError, throwIfAborted } from "../../errors.js";
 import { locateModelFolder, type ModelFile, type ModelFolder } from "../../model/folder.js";
-import { refuseSdxlEngines } from "./sdxl.js";
-import { ROLE_TITLES, type ModelIo, type ModelRole, type TextEncoderIo } from "../../model/graph-io.js";
+import type { ModelIo, ModelRole, SdxlTextEncoderIo, TextEncoderIo } from "../../model/graph-io.js";
 import { callNativeAsync } from "../../native/load.js";
 import type { TensorRtBinding, TrtBuildProgress, TrtBuildResult } from "../../native/tensorrt-types.js";
 import { packageVersion } from "../../package-info.js";
 import { writeFileAtomic } from "../../fs/atomic.js";
 import { requireTensorRt } from "./availability.js";
 import { digestFiles, sha256Bytes, type FileDigest } from "./hash.js";
-import { ENGINE_ROLES, engineLocation, MANIFEST_FILE, planFileName } from "./layout.js";
+import { contractRole, ENGINE_ROLES, engineLocation, engineTitle, MANIFEST_FILE, planFileName, type EngineRole } from "./layout.js";
 import {
   checkManifestTarget,
   MANIFEST_FORMAT,
@@ -43,16 +44,20 @@ import { writeOnnxModel } from "../../onnx/write.js";
 import { editTextEncoder } from "../../onnx/text-encoder-edit.js";
 import { ClipTokenizer } from "../../tokenizer/index.js";
 import { profilesFor, type EngineShapes, type OptimizationProfile } from "./profiles.js";
-import { declaredShapes, describeForEngine, exportPrecision, onnxSignature } from "./roles.js";
+import { declaredShapes, describeForEngine, describeSdxlEncoderForEngine, exportPrecision, onnxSignature } from "./roles.js";
 
 export interface BuildEnginesOptions {
   /** The model folder (optimum or TensorRT demo layout). */
   model: string;
   /** The engine folder of this model, `engines/<model-id>`; plans go to its `<gpu-sm>-trt<version>/`. */
   out: string;
-  /** Batch and image sizes (`parseShapeOptions`). */
-  shapes: EngineShapes;
-  /** Build the VAE decoder and encoder in fp32 (the fp16 SD VAE can overflow). Defaults to false. */
+  /**
+   * Batch and image sizes (`parseShapeOptions`), or a function of the model folder that picks them
+   * (`shapesForModel`: SDXL's default range when no size was given).
+   */
+  shapes: EngineShapes | ((folder: ModelFolder) => EngineShapes);
+  /** Build the VAE decoder and encoder in fp32 (the fp16 SD VAE can overflow). Defaults to false;
+   *  an SDXL VAE whose config sets `force_upcast` is built in fp32 either way. */
   fp32Vae?: boolean;
   /** Timing cache file. Defaults to `engines/timing-<gpu-sm>-trt<version>.cache` beside `out`. */
   timingCache?: string;
@@ -75,12 +80,13 @@ export interface BuildEnginesOptions {
 }
 
 export type BuildEvent =
-  | { type: "plan"; variantDir: string; roles: ModelRole[]; timingCache: string }
+  | { type: "plan"; variantDir: string; roles: EngineRole[]; timingCache: string }
   | { type: "up-to-date"; variantDir: string }
-  | { type: "model-start"; role: ModelRole; index: number; total: number; onnx: string; conversion: EngineEntry["conversion"]; profiles: number }
-  | { type: "converted"; role: ModelRole; report: Fp16ConversionReport }
-  | { type: "builder"; role: ModelRole; progress: TrtBuildProgress }
-  | { type: "model-done"; role: ModelRole; planBytes: number; seconds: number; warnings: number }
+  | { type: "model-start"; role: EngineRole; index: number; total: number; onnx: string; conversion: EngineEntry["conversion"]; precision: EngineEntry["precision"]; fp32Reason?: string; profiles: number }
+  | { type: "converted"; role: EngineRole; report: Fp16ConversionReport }
+  | { type: "builder"; role: EngineRole; progress: TrtBuildProgress }
+  | { type: "model-done"; role: EngineRole; planBytes: number; seconds: number; warnings: number }
+  | { type: "done"; seconds: number; engines: Array<{ role: EngineRole; seconds: number }> }
   | { type: "warning"; message: string };
 
 export interface BuildEnginesResult {
@@ -92,12 +98,14 @@ export interface BuildEnginesResult {
 }
 
 interface PlannedModel {
-  role: ModelRole;
+  role: EngineRole;
   file: ModelFile;
   contract: ModelIo;
   declared: Record<string, (number | string)[]>;
   conversion: EngineEntry["conversion"];
   precision: EngineEntry["precision"];
+  /** Why an fp32 engine is fp32 ("--fp32-vae", "force_upcast in vae_decoder/config.json"). */
+  fp32Reason?: string;
   profiles: OptimizationProfile[];
   sources: FileDigest[];
   /**
@@ -108,10 +116,13 @@ interface PlannedModel {
   textEncoderEdit?: { vocabSize: number; layers: number };
 }
 
-function roleFile(folder: ModelFolder, role: ModelRole): ModelFile | undefined {
+function roleFile(folder: ModelFolder, role: EngineRole): ModelFile | undefined {
   switch (role) {
     case "text_encoder":
       return folder.textEncoder;
+    case "text_encoder_2":
+      // A refiner's only encoder is text_encoder_2, and it is already folder.textEncoder.
+      return folder.sdxl && !folder.sdxl.secondEncoderOnly ? folder.sdxl.textEncoder2 : undefined;
     case "unet":
       return folder.unet;
     case "vae_decoder":
@@ -156,25 +167,69 @@ async function upcastAttention(folder: ModelFolder): Promise<boolean> {
   }
 }
 
-async function planModels(folder: ModelFolder, options: BuildEnginesOptions): Promise<{ models: PlannedModel[]; hiddenSize: number }> {
+/** Whether the VAE is built in fp32: `--fp32-vae`, or an SDXL VAE config's `force_upcast`. */
+function vaePrecision(folder: ModelFolder, options: BuildEnginesOptions): { fp32: boolean; reason?: string } {
+  if (options.fp32Vae === true) return { fp32: true, reason: "--fp32-vae" };
+  if (folder.sdxl?.vaeForceUpcast) return { fp32: true, reason: "force_upcast in the VAE config" };
+  return { fp32: false };
+}
+
+/** The I/O contract of one engine's graph: SDXL's text encoders give their penultimate hidden state (and text_encoder_2 its pooled text_embeds). */
+function engineContract(folder: ModelFolder, role: EngineRole, signature: ReturnType<typeof onnxSignature>, file: string): ModelIo {
+  if (folder.sdxl && contractRole(role) === "text_encoder") {
+    return describeSdxlEncoderForEngine(signature, file, role === "text_encoder_2" || folder.sdxl.secondEncoderOnly);
+  }
+  return describeForEngine(contractRole(role), signature, file);
+}
+
+/**
+ * The sizes of an SDXL UNet's text_embeds and time_ids: from the UNet graph when it declares them,
+ * else text_embeds from text_encoder_2's pooled output and diffusers' 6 time ids (5 for a refiner's
+ * aesthetic-score ids).
+ */
+function addedConditioningSizes(folder: ModelFolder, unetContract: ModelIo | undefined, pooledSize: number | undefined): { textEmbedsSize: number; timeIdsSize: number } | undefined {
+  const added = unetContract?.role === "unet" ? unetContract.addedConditioning : undefined;
+  if (!added) return undefined;
+  const textEmbedsSize = added.textEmbedsSize ?? pooledSize;
+  if (textEmbedsSize === undefined) {
+    throw new ModelFileError(folder.unet.path, `${folder.unet.path}: the size of text_embeds is dynamic in the UNet and in text_encoder_2's text_embeds output; export one of them with a fixed size`);
+  }
+  const timeIdsSize = added.timeIdsSize ?? (folder.sdxl?.requiresAestheticsScore ? 5 : 6);
+  return { textEmbedsSize, timeIdsSize };
+}
+
+async function planModels(folder: ModelFolder, options: BuildEnginesOptions & { shapes: EngineShapes }): Promise<{ models: PlannedModel[]; hiddenSize: number; fp32Vae: boolean }> {
   const partial: Omit<PlannedModel, "profiles" | "sources">[] = [];
+  const vae = vaePrecision(folder, options);
+  // text_encoder_2's text_embeds width, when its graph declares it (for the UNet's text_embeds profile).
+  let pooledSize: number | undefined;
   for (const role of ENGINE_ROLES) {
     const file = roleFile(folder, role);
     if (!file) continue;
     // Read for planning only (an inline fp16 UNet is gigabytes): the conversion reads it again.
     const model = await OnnxModel.read(file.path);
-    const textEncoderEdit = role === "text_encoder" ? await planTextEncoderEdit(folder, model, options) : undefined;
+    // SDXL's encoders are built as exported: clip skip and textual inversion are SD 1.x/2.x only for now (as on the CPU).
+    const textEncoderEdit = role === "text_encoder" && !folder.sdxl ? await planTextEncoderEdit(folder, model, options) : undefined;
     const signature = onnxSignature(model);
-    const contract = describeForEngine(role, signature, file.path);
+    const contract = engineContract(folder, role, signature, file.path);
+    const pooledName = (contract as SdxlTextEncoderIo).pooledName;
+    const pooledDim = signature.outputs.find((o) => o.name === pooledName)?.shape[1];
+    if (typeof pooledDim === "number" && pooledDim > 0) pooledSize = pooledDim;
     const exported = exportPrecision(model);
     const isVae = role === "vae_decoder" || role === "vae_encoder";
-    if (isVae && options.fp32Vae && exported === "fp16") {
-      throw new InvalidOptionError(
-        "--fp32-vae",
-        `--fp32-vae needs an fp32 export of the VAE, but ${file.path} is an fp16 export: export the VAE in fp32, or build without --fp32-vae`,
+    if (isVae && vae.fp32 && exported === "fp16") {
+      if (options.fp32Vae) {
+        throw new InvalidOptionError(
+          "--fp32-vae",
+          `--fp32-vae needs an fp32 export of the VAE, but ${file.path} is an fp16 export: export the VAE in fp32, or build without --fp32-vae`,
+        );
+      }
+      throw new ModelFileError(
+        file.path,
+        `${file.path} is an fp16 export, but the VAE config sets force_upcast (the SDXL VAE overflows in fp16): export the VAE in fp32, or use an fp16-fixed VAE whose config sets force_upcast to false`,
       );
     }
-    const keepFp32 = isVae && options.fp32Vae === true;
+    const keepFp32 = isVae && vae.fp32;
     // diffusers' upcast_attention (SD 2.x 768-v): the attention scores overflow in fp16. sd-trt's
     // converter keeps them fp32 inside its fp16 graphs and records it (lib/onnx/sd-trt-metadata.ts).
     const upcast = role === "unet" && (await upcastAttention(folder));
@@ -193,19 +248,21 @@ async function planModels(folder: ModelFolder, options: BuildEnginesOptions): Pr
       conversion: exported === "fp32" && !keepFp32 ? (upcast ? "fp32-to-fp16-fp32-attention" : "fp32-to-fp16") : "none",
       precision: keepFp32 ? "fp32" : "fp16",
       ...(textEncoderEdit ? { textEncoderEdit } : {}),
+      ...(keepFp32 && vae.reason ? { fp32Reason: vae.reason } : {}),
     });
   }
   const contracts = Object.fromEntries(partial.map((p) => [p.role, p.contract])) as Partial<Record<ModelRole, ModelIo>>;
   const hiddenSize = await hiddenSizeOf(folder, contracts);
+  const addedConditioning = addedConditioningSizes(folder, contracts.unet, pooledSize);
   const models: PlannedModel[] = [];
   for (const p of partial) {
     models.push({
       ...p,
-      profiles: profilesFor(p.contract, options.shapes, { file: p.file.path, declared: p.declared, hiddenSize }),
+      profiles: profilesFor(p.contract, options.shapes, { file: p.file.path, declared: p.declared, hiddenSize, ...(addedConditioning ? { addedConditioning } : {}) }),
       sources: await digestFiles(folder.dir, [p.file.path, ...p.file.externalData]),
     });
   }
-  return { models, hiddenSize };
+  return { models, hiddenSize, fp32Vae: vae.fp32 };
 }
 
 async function exists(path: string): Promise<boolean> {
@@ -218,7 +275,7 @@ async function exists(path: string): Promise<boolean> {
 }
 
 /** The existing manifest when it describes exactly this build and its plans are all there. */
-async function upToDate(manifestPath: string, variantDir: string, models: PlannedModel[], options: BuildEnginesOptions, target: { tensorrtVersion: string; gpu: { name: string; computeCapability: string } }): Promise<EngineManifest | undefined> {
+async function upToDate(manifestPath: string, variantDir: string, models: PlannedModel[], options: BuildEnginesOptions & { shapes: EngineShapes }, fp32Vae: boolean, target: { tensorrtVersion: string; gpu: { name: string; computeCapability: string } }): Promise<EngineManifest | undefined> {
   if (!(await exists(manifestPath))) return undefined;
   let manifest: EngineManifest;
   try {
@@ -228,7 +285,7 @@ async function upToDate(manifestPath: string, variantDir: string, models: Planne
     return undefined;
   }
   const sources = Object.fromEntries(models.map((m) => [m.role, m.sources]));
-  if (sourceDifferences(manifest, { sources, shapes: options.shapes, fp32Vae: options.fp32Vae ?? false }).length > 0) return undefined;
+  if (sourceDifferences(manifest, { sources, shapes: options.shapes, fp32Vae }).length > 0) return undefined;
   // A conversion that changed (e.g. fp32 attention scores for an upcast_attention UNet) rebuilds.
   if (models.some((m) => manifest.engines[m.role]?.conversion !== m.conversion)) return undefined;
   for (const entry of Object.values(manifest.engines)) {
@@ -279,8 +336,8 @@ export async function buildEngines(options: BuildEnginesOptions, injected?: { bi
   throwIfAborted(options.signal);
 
   const folder = await locateModelFolder(options.model);
-  refuseSdxlEngines(folder);
-  const { models, hiddenSize } = await planModels(folder, options);
+  const shapes = typeof options.shapes === "function" ? options.shapes(folder) : options.shapes;
+  const { models, hiddenSize, fp32Vae } = await planModels(folder, { ...options, shapes });
   const location = engineLocation(options.out, gpu.computeCapability, tensorrtVersion);
   const timingCachePath = options.timingCache ?? location.timingCache;
   const warnings: string[] = [];
@@ -294,7 +351,7 @@ export async function buildEngines(options: BuildEnginesOptions, injected?: { bi
 
   const target = { tensorrtVersion, gpu };
   if (!options.force) {
-    const current = await upToDate(location.manifest, location.variantDir, models, options, target);
+    const current = await upToDate(location.manifest, location.variantDir, models, { ...options, shapes }, fp32Vae, target);
     if (current) {
       emit({ type: "up-to-date", variantDir: location.variantDir });
       return { variantDir: location.variantDir, manifest: current, upToDate: true, warnings };
@@ -306,16 +363,18 @@ export async function buildEngines(options: BuildEnginesOptions, injected?: { bi
   const staging = `${location.variantDir}.partial-${suffix}`;
   const work = join(location.modelDir, `.work-${suffix}`);
   let timingCache: Uint8Array | undefined = (await exists(timingCachePath)) ? await readFile(timingCachePath) : undefined;
-  const engines: Partial<Record<ModelRole, EngineEntry>> = {};
+  const engines: Partial<Record<EngineRole, EngineEntry>> = {};
   let driverVersion = "";
   let builtGpuName = gpu.name;
+  const buildStarted = Date.now();
+  const timings: Array<{ role: EngineRole; seconds: number }> = [];
   try {
     await mkdir(staging, { recursive: true });
     for (const [index, planned] of models.entries()) {
       throwIfAborted(options.signal);
       const started = Date.now();
       const onnxRel = relative(folder.dir, planned.file.path).split(sep).join("/");
-      emit({ type: "model-start", role: planned.role, index, total: models.length, onnx: onnxRel, conversion: planned.conversion, profiles: planned.profiles.length });
+      emit({ type: "model-start", role: planned.role, index, total: models.length, onnx: onnxRel, conversion: planned.conversion, precision: planned.precision, ...(planned.fp32Reason ? { fp32Reason: planned.fp32Reason } : {}), profiles: planned.profiles.length });
       let onnxPath = planned.file.path;
       const source = async (): Promise<OnnxModel> => {
         const model = await OnnxModel.read(planned.file.path);
@@ -371,7 +430,9 @@ export async function buildEngines(options: BuildEnginesOptions, injected?: { bi
         io: result.io.map((t) => ({ name: t.name, mode: t.mode, dtype: t.dtype, shape: t.shape })),
         contract: planned.contract,
       };
-      emit({ type: "model-done", role: planned.role, planBytes: result.plan.length, seconds: (Date.now() - started) / 1000, warnings: logged.length });
+      const seconds = (Date.now() - started) / 1000;
+      timings.push({ role: planned.role, seconds });
+      emit({ type: "model-done", role: planned.role, planBytes: result.plan.length, seconds, warnings: logged.length });
     }
     throwIfAborted(options.signal);
     const manifest: EngineManifest = {
@@ -380,13 +441,15 @@ export async function buildEngines(options: BuildEnginesOptions, injected?: { bi
       createdAt: new Date().toISOString(),
       tensorrt: { version: tensorrtVersion },
       gpu: { name: builtGpuName, computeCapability: gpu.computeCapability, driverVersion: driverVersion || "unknown" },
-      shapes: options.shapes,
-      options: { fp32Vae: options.fp32Vae ?? false, ...(options.refittable ? { refittable: true } : {}) },
+      shapes,
+      // The VAE precision actually built (--fp32-vae or SDXL's force_upcast); each entry's precision says it too.
+      options: { fp32Vae, ...(options.refittable ? { refittable: true } : {}) },
       model: { dir: folder.dir, hiddenSize, scalingFactor: folder.scalingFactor },
       engines,
     };
     await writeFileAtomic(join(staging, MANIFEST_FILE), serializeManifest(manifest));
     await replaceFolder(staging, location.variantDir, suffix);
+    emit({ type: "done", seconds: (Date.now() - buildStarted) / 1000, engines: timings });
     return { variantDir: location.variantDir, manifest, upToDate: false, warnings };
   } finally {
     await rm(work, { recursive: true, force: true });
@@ -427,7 +490,8 @@ async function runBuild(
       ...(options.refittable && (planned.role === "text_encoder" || planned.role === "unet") ? { refittable: true } : {}),
       // The text encoder's other outputs (optimum's pooler_output) are never read: unmarked, so
       // TensorRT does not compute them.
-      ...(planned.role === "text_encoder" ? { keepOutputs: [(planned.contract as TextEncoderIo).hiddenName] } : {}),
+      // SDXL's text_embeds (text_encoder_2's pooled projection) is read, so it stays an output.
+      ...(planned.contract.role === "text_encoder" ? { keepOutputs: textEncoderOutputs(planned.contract as SdxlTextEncoderIo) } : {}),
       device: options.device ?? 0,
     },
     (progress) => emit({ type: "builder", role: planned.role, progress }),
@@ -444,7 +508,7 @@ async function runBuild(
     if (error instanceof NativeError) {
       throw new EngineBuildError(
         planned.role,
-        `building the ${ROLE_TITLES[planned.role]} engine from ${basename(dirname(planned.file.path))}/${basename(planned.file.path)} failed: ${error.message}`,
+        `building the ${engineTitle(planned.role)} engine from ${basename(dirname(planned.file.path))}/${basename(planned.file.path)} failed: ${error.message}`,
         { cause: error },
       );
     }
@@ -481,4 +545,9 @@ async function planTextEncoderEdit(folder: ModelFolder, model: OnnxModel, option
     return undefined;
   }
   return { vocabSize: tokenizer.vocabSize, layers };
+}
+
+/** The outputs a text encoder engine computes: the hidden state the UNet reads, and SDXL's pooled text_embeds. */
+function textEncoderOutputs(contract: SdxlTextEncoderIo): string[] {
+  return contract.pooledName !== undefined ? [contract.hiddenName, contract.pooledName] : [contract.hiddenName];
 }

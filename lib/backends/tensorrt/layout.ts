@@ -6,6 +6,7 @@
  *   <model-id>/                     what `sd-trt build --out engines/<model-id>` names
  *     <gpu-sm>-trt<version>/        one folder per GPU architecture and TensorRT version
  *       text_encoder.plan
+ *       text_encoder_2.plan         (SDXL: OpenCLIP ViT-bigG with its pooled projection)
  *       unet.plan
  *       vae_decoder.plan
  *       vae_encoder.plan            (when the model has a VAE encoder)
@@ -18,12 +19,28 @@
  * its own variant next to others'.
  */
 import { basename, dirname, join, resolve } from "node:path";
-import type { ModelRole } from "../../model/graph-io.js";
+import { ROLE_TITLES, type ModelRole } from "../../model/graph-io.js";
 
 export const MANIFEST_FILE = "manifest.json";
 
-/** Every role in build order (the UNet, the longest build, is second so errors come early). */
-export const ENGINE_ROLES: readonly ModelRole[] = ["text_encoder", "unet", "vae_decoder", "vae_encoder"];
+/**
+ * An engine of an engine set: a model role, or SDXL's second text encoder (whose graph contract is
+ * a text encoder's, `contractRole`).
+ */
+export type EngineRole = ModelRole | "text_encoder_2";
+
+/** Every engine in build order (the UNet, the longest build, is second so errors come early). */
+export const ENGINE_ROLES: readonly EngineRole[] = ["text_encoder", "unet", "text_encoder_2", "vae_decoder", "vae_encoder"];
+
+/** The graph-io role whose contract an engine's graph follows. */
+export function contractRole(role: EngineRole): ModelRole {
+  return role === "text_encoder_2" ? "text_encoder" : role;
+}
+
+/** "the second text encoder", "the UNet", … for messages. */
+export function engineTitle(role: EngineRole): string {
+  return role === "text_encoder_2" ? "second text encoder (text_encoder_2)" : ROLE_TITLES[role];
+}
 
 /** "8.9" → "sm89". */
 export function smName(computeCapability: string): string {
@@ -35,7 +52,7 @@ export function variantName(computeCapability: string, tensorrtVersion: string):
   return `${smName(computeCapability)}-trt${tensorrtVersion}`;
 }
 
-export function planFileName(role: ModelRole): string {
+export function planFileName(role: EngineRole): string {
   return `${role}.plan`;
 }
 

@@ -9,7 +9,7 @@ import { readFile } from "node:fs/promises";
 import { ModelFileError, EngineMismatchError, type EngineDifference } from "../../errors.js";
 import type { ModelIo, ModelRole } from "../../model/graph-io.js";
 import type { FileDigest } from "./hash.js";
-import { modelIdDirOf } from "./layout.js";
+import { contractRole, ENGINE_ROLES, modelIdDirOf, type EngineRole } from "./layout.js";
 import { shapeArguments, type EngineShapes, type OptimizationProfile } from "./profiles.js";
 
 export const MANIFEST_FORMAT = "sd-trt-engines/1" as const;
@@ -64,7 +64,8 @@ export interface EngineManifest {
   options: { fp32Vae: boolean; refittable?: boolean };
   /** The model folder the engines were built from (absolute, as given to `sd-trt build`). */
   model: { dir: string; hiddenSize: number; scalingFactor: number };
-  engines: Partial<Record<ModelRole, EngineEntry>>;
+  /** SDXL sets add `text_encoder_2`. */
+  engines: Partial<Record<EngineRole, EngineEntry>>;
 }
 
 /** What the machine loading the engines has. */
@@ -111,7 +112,7 @@ function range(v: unknown, path: string): { min: number; opt: number; max: numbe
   return out;
 }
 
-const ROLES: readonly ModelRole[] = ["text_encoder", "unet", "vae_decoder", "vae_encoder"];
+const ROLES = ENGINE_ROLES;
 const SHA256 = /^[0-9a-f]{64}$/;
 const VERSION = /^\d+\.\d+\.\d+$/;
 const CC = /^\d+\.\d+$/;
@@ -136,7 +137,7 @@ function contract(v: unknown, path: string, role: ModelRole): ModelIo {
   return c as unknown as ModelIo;
 }
 
-function entry(v: unknown, path: string, role: ModelRole): EngineEntry {
+function entry(v: unknown, path: string, role: EngineRole): EngineEntry {
   const e = obj(v, path);
   const source = obj(e.source, `${path}.source`);
   if (!Array.isArray(source.files) || source.files.length === 0) at(`${path}.source.files`, "must be a non-empty array");
@@ -176,7 +177,7 @@ function entry(v: unknown, path: string, role: ModelRole): EngineEntry {
       }
       return out;
     }),
-    contract: contract(e.contract, `${path}.contract`, role),
+    contract: contract(e.contract, `${path}.contract`, contractRole(role)),
     io: e.io.map((t, i) => {
       const p = `${path}.io[${i}]`;
       const o = obj(t, p);
@@ -229,7 +230,7 @@ export function validateManifest(value: unknown, file: string): EngineManifest {
     if (Number.isNaN(Date.parse(out.createdAt))) at("createdAt", "must be an ISO 8601 date");
     for (const [role, e] of Object.entries(engines)) {
       if (!(ROLES as readonly string[]).includes(role)) at(`engines.${role}`, `is not a model role (${ROLES.join(", ")})`);
-      out.engines[role as ModelRole] = entry(e, `engines.${role}`, role as ModelRole);
+      out.engines[role as EngineRole] = entry(e, `engines.${role}`, role as EngineRole);
     }
     for (const role of ["text_encoder", "unet", "vae_decoder"] as const) {
       if (!out.engines[role]) at(`engines.${role}`, "is missing (every engine set has a text encoder, a UNet and a VAE decoder)");
@@ -317,7 +318,7 @@ export function checkManifestTarget(manifest: EngineManifest, variantDir: string
  */
 export function sourceDifferences(
   manifest: EngineManifest,
-  wanted: { sources: Partial<Record<ModelRole, FileDigest[]>>; shapes: EngineShapes; fp32Vae: boolean },
+  wanted: { sources: Partial<Record<EngineRole, FileDigest[]>>; shapes: EngineShapes; fp32Vae: boolean },
 ): EngineDifference[] {
   const out: EngineDifference[] = [];
   for (const role of ROLES) {
@@ -325,7 +326,7 @@ export function sourceDifferences(
     const now = wanted.sources[role];
     const key = (files: FileDigest[] | undefined) => (files ? files.map((f) => `${f.path}:${f.sha256}`).join(",") : "none");
     if (key(built) !== key(now)) {
-      out.push({ field: `model files of the ${role.replace("_", " ")}`, built: describeFiles(built), current: describeFiles(now) });
+      out.push({ field: `model files of the ${role.replaceAll("_", " ")}`, built: describeFiles(built), current: describeFiles(now) });
     }
   }
   if (shapeArguments(manifest.shapes) !== shapeArguments(wanted.shapes)) {

@@ -15,6 +15,8 @@
  * | UNet         | sample                 | [2B, 4, h, w] (classifier-free guidance doubles the batch) |
  * |              | timestep               | [] / [1] / [2B] (the graph's layout) |
  * |              | encoder_hidden_states  | [2B, 77 … 77·K, hidden] (A1111's long prompts: K chunks of 77) |
+ * |              | text_embeds (SDXL)     | [2B, P] (text_encoder_2's pooled projection) |
+ * |              | time_ids (SDXL)        | [2B, 6] (5 for the refiner's aesthetic-score ids) |
  * | VAE decoder  | latent_sample          | [B, 4, h, w]             |
  * | VAE encoder  | sample                 | [B, 3, H, W]             |
  *
@@ -167,6 +169,33 @@ export function parseShapeOptions(options: ShapeOptions): EngineShapes {
   };
 }
 
+/**
+ * SDXL's default engine sizes when `--size`/`--width`/`--height` are not given: one dynamic
+ * profile over 640 … 1536 pixels a side (multiples of 64 inside it at runtime), which holds 1024²
+ * and SDXL's usual aspect-ratio buckets (1152×896, 1216×832, 1344×768, 1536×640 and their
+ * transposes), optimised for 1024².
+ */
+export const SDXL_DEFAULT_SIZE = { min: 640, opt: 1024, max: 1536 } as const;
+
+/**
+ * `parseShapeOptions` for an SDXL model: without a size option, SDXL's default dynamic range
+ * (`SDXL_DEFAULT_SIZE`) instead of 512×512; with one, what was asked. A dynamic range holding
+ * 1024 is optimised for 1024 (SDXL's native size) rather than its smallest size, so the rebuild
+ * command a manifest prints (`--size 640x640-1536x1536 --dynamic`) builds the same engines again.
+ */
+export function parseSdxlShapeOptions(options: ShapeOptions): EngineShapes {
+  const sized = options.size !== undefined || options.width !== undefined || options.height !== undefined;
+  const { min, max, opt } = SDXL_DEFAULT_SIZE;
+  const shapes = parseShapeOptions(sized ? options : { ...options, size: `${min}x${min}-${max}x${max}`, dynamic: true });
+  const native = (r: Range): Range => (shapes.dynamic && r.min <= opt && opt <= r.max ? { ...r, opt } : r);
+  return { ...shapes, width: native(shapes.width), height: native(shapes.height) };
+}
+
+/** The shapes for a model folder: SDXL's defaults (`parseSdxlShapeOptions`) for an SDXL folder, else `parseShapeOptions`. */
+export function shapesForModel(options: ShapeOptions, folder: { sdxl?: unknown }): EngineShapes {
+  return folder.sdxl ? parseSdxlShapeOptions(options) : parseShapeOptions(options);
+}
+
 /** The command-line form of `shapes`, for rebuild commands in messages. */
 export function shapeArguments(shapes: EngineShapes): string {
   const range = (r: { min: number; max: number }) => (r.min === r.max ? `${r.min}` : `${r.min}-${r.max}`);
@@ -232,6 +261,8 @@ export interface ProfileContext {
   declared: DeclaredShapes;
   /** Text-embedding size (768 for SD 1.x): the last axis of encoder_hidden_states. */
   hiddenSize: number;
+  /** SDXL: the sizes of the UNet's `text_embeds` (P) and `time_ids` (6, or 5 for the refiner). */
+  addedConditioning?: { textEmbedsSize: number; timeIdsSize: number };
 }
 
 /**
@@ -276,6 +307,12 @@ export function profilesFor(io: ModelIo, shapes: EngineShapes, context: ProfileC
         if (io.timestepLayout === "single") add(io.timestepName, [fixed(1, "timestep count")]);
         else if (io.timestepLayout === "per-row") add(io.timestepName, [doubled]);
         add(io.contextName, [doubled, text, fixed(context.hiddenSize, "hidden size")]);
+        if (io.addedConditioning) {
+          const sizes = context.addedConditioning;
+          if (!sizes) throw new InvalidOptionError("--model", `${context.file}: the UNet takes text_embeds and time_ids (SDXL), but their sizes are not known`);
+          add(io.addedConditioning.textEmbedsName, [doubled, fixed(sizes.textEmbedsSize, "pooled embedding size")]);
+          add(io.addedConditioning.timeIdsName, [doubled, fixed(sizes.timeIdsSize, "time id count")]);
+        }
         break;
       case "vae_decoder":
         add(io.latentName, [images, fixed(4, "channel count"), h, w]);

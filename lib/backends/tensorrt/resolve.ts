@@ -8,8 +8,7 @@
 import { readdir, stat } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { ModelFileError, EngineMismatchError, type EngineDifference } from "../../errors.js";
-import type { ModelRole } from "../../model/graph-io.js";
-import { isVariantName, MANIFEST_FILE, variantName } from "./layout.js";
+import { isVariantName, MANIFEST_FILE, variantName, type EngineRole } from "./layout.js";
 import { checkManifestTarget, readManifest, rebuildCommand, type EngineManifest, type RuntimeTarget } from "./manifest.js";
 
 export interface ResolvedEngines {
@@ -89,7 +88,7 @@ export async function resolveEngines(enginesDir: string, modelDir: string, targe
 /** The model files each engine was built from must still be there with the same size. */
 async function checkModelFiles(manifest: EngineManifest, variantDir: string, modelDir: string): Promise<void> {
   const differences: EngineDifference[] = [];
-  for (const [role, entry] of Object.entries(manifest.engines) as [ModelRole, NonNullable<EngineManifest["engines"][ModelRole]>][]) {
+  for (const [role, entry] of Object.entries(manifest.engines) as [EngineRole, NonNullable<EngineManifest["engines"][EngineRole]>][]) {
     for (const file of entry.source.files) {
       const path = join(modelDir, file.path);
       let size: number | undefined;

@@ -7,7 +7,7 @@
  */
 import { DATA_TYPE_NAMES, DataType, TensorField } from "../../onnx/schema.js";
 import type { OnnxModel } from "../../onnx/model.js";
-import { describeModel, type GraphSignature, type ModelIo, type ModelRole, type TensorSpec } from "../../model/graph-io.js";
+import { describeModel, describeSdxlTextEncoder, type GraphSignature, type ModelIo, type ModelRole, type SdxlTextEncoderIo, type TensorSpec } from "../../model/graph-io.js";
 
 const ORT_NAMES: Record<string, string> = { float: "float32", double: "float64", float16: "float16" };
 
@@ -26,13 +26,25 @@ export function onnxSignature(model: OnnxModel): GraphSignature {
   return { inputs: io.inputs.map(spec), outputs: io.outputs.map(spec) };
 }
 
-/** Describes a graph for `role`, accepting float16 where the contract says float32. */
-export function describeForEngine(role: ModelRole, signature: GraphSignature, file: string): ModelIo {
-  const relaxed: GraphSignature = {
+function relaxed(signature: GraphSignature): GraphSignature {
+  return {
     inputs: signature.inputs.map((s) => ({ ...s, type: floatAgnostic(s.type) })),
     outputs: signature.outputs.map((s) => ({ ...s, type: floatAgnostic(s.type) })),
   };
-  return describeModel(role, relaxed, file);
+}
+
+/** Describes a graph for `role`, accepting float16 where the contract says float32. */
+export function describeForEngine(role: ModelRole, signature: GraphSignature, file: string): ModelIo {
+  return describeModel(role, relaxed(signature), file);
+}
+
+/**
+ * An SDXL text encoder graph for an engine (the CPU backend's rules, `describeSdxlTextEncoder`):
+ * `hiddenName` is the penultimate hidden state, and with `pooled` (text_encoder_2) `pooledName` is
+ * its `text_embeds`.
+ */
+export function describeSdxlEncoderForEngine(signature: GraphSignature, file: string, pooled: boolean): SdxlTextEncoderIo {
+  return describeSdxlTextEncoder(relaxed(signature), file, pooled);
 }
 
 /** The declared dims of each graph input, for profile checks. */

@@ -11,7 +11,9 @@
 import { basename, resolve } from "node:path";
 import type { ArgumentsCamelCase, Argv, CommandModule } from "yargs";
 import { buildEngines, type BuildEvent } from "../../backends/tensorrt/build.js";
-import { parseShapeOptions } from "../../backends/tensorrt/profiles.js";
+import { parseShapeOptions, shapesForModel } from "../../backends/tensorrt/profiles.js";
+import { engineTitle } from "../../backends/tensorrt/layout.js";
+import type { ModelFolder } from "../../model/folder.js";
 import { defaultModelDir } from "../../package-info.js";
 import { ROLE_TITLES } from "../../model/graph-io.js";
 import { type CheckpointArgs, checkpointOptions, resolveModelArgument } from "../shared/model-source.js";
@@ -70,8 +72,9 @@ export class BuildReporter {
         break;
       case "model-start":
         this.#print(
-          `[${event.index + 1}/${event.total}] ${ROLE_TITLES[event.role]}: ${event.onnx}` +
-            `${event.conversion === "fp32-to-fp16" ? ", converting fp32 → fp16" : event.conversion === "fp32-to-fp16-fp32-attention" ? ", converting fp32 → fp16 with fp32 attention scores (upcast_attention)" : ""}, ${event.profiles} optimization profile${event.profiles === 1 ? "" : "s"}`,
+          `[${event.index + 1}/${event.total}] ${engineTitle(event.role)}: ${event.onnx}` +
+            `${event.conversion === "fp32-to-fp16" ? ", converting fp32 → fp16" : event.conversion === "fp32-to-fp16-fp32-attention" ? ", converting fp32 → fp16 with fp32 attention scores (upcast_attention)" : ""}` +
+            `${event.fp32Reason ? `, fp32 (${event.fp32Reason})` : ""}, ${event.profiles} optimization profile${event.profiles === 1 ? "" : "s"}`,
         );
         break;
       case "converted": {
@@ -95,6 +98,9 @@ export class BuildReporter {
       case "warning":
         this.#print(`warning: ${event.message}`);
         break;
+      case "done":
+        this.#print(`Built in ${event.seconds.toFixed(1)} s (${event.engines.map((e) => `${engineTitle(e.role)} ${e.seconds.toFixed(1)} s`).join(", ")})`);
+        break;
     }
   }
 
@@ -112,7 +118,7 @@ const command: CommandModule<object, BuildArgs> = {
       .options(checkpointOptions())
       .option("out", { type: "string", describe: "Engine folder engines/<name> (default: engines/<model folder name>); plans go to <out>/<gpu-sm>-trt<version>/" })
       .option("batch", { type: "string", default: "1", describe: "Images per call: N or a range N-M (static: one profile per batch size)" })
-      .option("size", { type: "string", describe: "Image size WxH, or a range WxH-WxH with --dynamic (default 512x512)" })
+      .option("size", { type: "string", describe: "Image size WxH, or a range WxH-WxH with --dynamic (default 512x512; SDXL: 640x640-1536x1536 dynamic, optimised for 1024x1024)" })
       .option("width", { type: "string", describe: "Image width N or N-M (with --height, instead of --size)" })
       .option("height", { type: "string", describe: "Image height N or N-M (with --width, instead of --size)" })
       .option("dynamic", { type: "boolean", default: false, describe: "One dynamic-shape profile over the ranges instead of static profiles" })
@@ -126,14 +132,17 @@ const command: CommandModule<object, BuildArgs> = {
       .option("json", { type: "boolean", default: false, describe: "Print the manifest as JSON on stdout" }) as unknown as Argv<BuildArgs>,
   handler: async (argv: ArgumentsCamelCase<BuildArgs>) => {
     // Every option is checked (with its name in the message) before anything is loaded or written.
-    const shapes = parseShapeOptions({
+    const shapeOptions = {
       batch: argv.batch,
       ...(argv.size !== undefined ? { size: argv.size } : {}),
       ...(argv.width !== undefined ? { width: argv.width } : {}),
       ...(argv.height !== undefined ? { height: argv.height } : {}),
       dynamic: argv.dynamic,
       maxPromptChunks: argv.maxPromptChunks,
-    });
+    };
+    parseShapeOptions(shapeOptions);
+    // Without a size the model picks it (SDXL: 640…1536 dynamic, optimised for 1024²; else 512²).
+    const shapes = (folder: ModelFolder) => shapesForModel(shapeOptions, folder);
     // A checkpoint is converted (once, into the model cache) to the fp16 graphs TensorRT takes as they are.
     const model = await resolveModelArgument(argv.model, argv, "fp16");
     const out = argv.out ?? resolve("engines", basename(resolve(model)));

@@ -10,9 +10,10 @@
  * - `force_zeros_for_empty_prompt` with no negative prompt: the uncond side is zeros of the cond
  *   side's shape (`torch.zeros_like`), both embeddings and pooled.
  *
- * Pure functions over host arrays: the worker runs the encoders and hands their outputs here.
+ * Pure functions over host arrays, shared by both backends: the CPU worker and the TensorRT backend
+ * run the encoders and hand their outputs here.
  */
-import { InvalidArgumentError } from "../../errors.js";
+import { InvalidArgumentError } from "../errors.js";
 
 /** One encoder's output for one prompt list: [texts · chunks, 77, hidden], a text's chunks consecutive. */
 export interface EncoderStates {

@@ -1,0 +1,83 @@
+/**
+ * SDXL on TensorRT engines, on a machine with an NVIDIA GPU and TensorRT (skipped elsewhere, with
+ * the reason; `npm run test:gpu` fails instead): `sd-trt build` makes the tiny SDXL's engine set
+ * (both text encoders, the UNet with text_embeds/time_ids, the fp32 VAE its force_upcast asks for),
+ * and every case of the diffusers reference (test/fixtures/sdxl) generated through the TensorRT
+ * backend matches the CPU backend — which matches diffusers — within the fp16 tolerance the SD 1.x
+ * GPU tests use (test/gpu/tensorrt.test.ts): latents 3e-2 relative, pixels within 12 levels and
+ * under 2 on average. The denoise loop must have run under a CUDA graph, with text_embeds and
+ * time_ids bound in it. A size outside the built range is refused with the range.
+ */
+import { afterAll, beforeAll, expect, test } from "@jest/globals";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { InvalidOptionError } from "../../lib/errors.js";
+import { Pipeline } from "../../lib/pipeline/pipeline.js";
+import type { TensorRtBackend } from "../../lib/backends/tensorrt/backend.js";
+import { buildEngines } from "../../lib/backends/tensorrt/build.js";
+import { parseShapeOptions } from "../../lib/backends/tensorrt/profiles.js";
+import { loadSdxlReference, optionsForCase, TINY_SDXL_DIR } from "../fixtures/sdxl/reference.js";
+import { describeTensorRt } from "./support.js";
+
+function relativeError(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  let diff = 0;
+  let scale = 0;
+  for (let i = 0; i < a.length; i++) {
+    diff = Math.max(diff, Math.abs(a[i]! - b[i]!));
+    scale = Math.max(scale, Math.abs(a[i]!));
+  }
+  return diff / Math.max(scale, 1e-6);
+}
+
+describeTensorRt("SDXL on TensorRT engines of the tiny SDXL", () => {
+  let root: string;
+  let engines: string;
+  let trt: Pipeline;
+  let cpu: Pipeline;
+  const reference = loadSdxlReference();
+
+  beforeAll(async () => {
+    root = await mkdtemp(join(tmpdir(), "sd-trt-sdxl-trt-"));
+    engines = join(root, "tiny-sdxl");
+    // 64² and the 96×64 size-conditioning case: one dynamic profile over 64…96.
+    const built = await buildEngines({ model: TINY_SDXL_DIR, out: engines, shapes: parseShapeOptions({ batch: "1-2", size: "64x64-96x96", dynamic: true }) });
+    expect(Object.keys(built.manifest.engines).sort()).toEqual(["text_encoder", "text_encoder_2", "unet", "vae_decoder", "vae_encoder"]);
+    expect(built.manifest.engines.vae_decoder!.precision).toBe("fp32");
+    trt = await Pipeline.load(TINY_SDXL_DIR, { backend: "tensorrt", engines });
+    cpu = await Pipeline.load(TINY_SDXL_DIR, { backend: "cpu" });
+  }, 600_000);
+
+  afterAll(async () => {
+    await trt?.dispose();
+    await cpu?.dispose();
+    await rm(root, { recursive: true, force: true });
+  });
+
+  test.each(reference.cases.map((c) => [c.id, c] as const))("%s matches the CPU backend within fp16 tolerance", async (_id, c) => {
+    const options = { ...optionsForCase(reference, c), returnLatents: true };
+    const a = await cpu.generate(options);
+    const b = await trt.generate(options);
+    expect(b.latents).toHaveLength(a.latents!.length);
+    expect(relativeError(a.latents!, b.latents!)).toBeLessThan(3e-2);
+    expect(b.images).toHaveLength(a.images.length);
+    a.images.forEach((image, i) => {
+      let max = 0;
+      let sum = 0;
+      for (let p = 0; p < image.rgb.length; p++) {
+        const d = Math.abs(image.rgb[p]! - b.images[i]!.rgb[p]!);
+        max = Math.max(max, d);
+        sum += d;
+      }
+      expect(max).toBeLessThanOrEqual(12);
+      expect(sum / image.rgb.length).toBeLessThan(2);
+    });
+    expect(["captured", "replayed"]).toContain((trt.backend as TensorRtBackend).lastDenoise?.graph);
+  });
+
+  test("a size outside the built range is refused with the range", async () => {
+    const error = await trt.generate({ prompt: "a cat", width: 128, height: 64, steps: 2, seed: 1 }).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(InvalidOptionError);
+    expect((error as Error).message).toMatch(/width must be a multiple of \d+ from 64 to 96 for this model, got 128/);
+  });
+});
