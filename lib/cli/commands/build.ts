@@ -15,7 +15,6 @@ import { parseShapeOptions, shapesForModel } from "../../backends/tensorrt/profi
 import { engineTitle } from "../../backends/tensorrt/layout.js";
 import type { ModelFolder } from "../../model/folder.js";
 import { defaultModelDir } from "../../package-info.js";
-import { ROLE_TITLES } from "../../model/graph-io.js";
 import { type CheckpointArgs, checkpointOptions, resolveModelArgument } from "../shared/model-source.js";
 
 export interface BuildArgs extends CheckpointArgs {
