@@ -4,7 +4,7 @@
  * their torch goldens, and what the checkpoint-reading tests share: hand-made `.safetensors` files and
  * a comparison of two readings weight by weight.
  */
-import { writeFileSync } from "node:fs";
+import { truncateSync, writeFileSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { expect } from "@jest/globals";
@@ -41,6 +41,26 @@ export function writeF32Safetensors(path: string, tensors: Record<string, { shap
   const head = Buffer.alloc(8);
   head.writeBigUInt64LE(BigInt(json.length));
   writeFileSync(path, Buffer.concat([head, json, ...chunks.map((c) => Buffer.from(c.buffer))]));
+  return path;
+}
+
+/**
+ * Writes a full-size checkpoint's header (F16 tensors with these names and shapes) as a sparse file
+ * of its full length, for readers that only read the header (the full-size shape tests); returns its path.
+ */
+export function writeSparseF16Safetensors(path: string, tensors: Record<string, number[]>): string {
+  const header: Record<string, unknown> = {};
+  let offset = 0;
+  for (const [name, shape] of Object.entries(tensors)) {
+    const bytes = 2 * shape.reduce((n, d) => n * d, 1);
+    header[name] = { dtype: "F16", shape, data_offsets: [offset, offset + bytes] };
+    offset += bytes;
+  }
+  const json = Buffer.from(JSON.stringify(header));
+  const head = Buffer.alloc(8);
+  head.writeBigUInt64LE(BigInt(json.length));
+  writeFileSync(path, Buffer.concat([head, json]));
+  truncateSync(path, 8 + json.length + offset);
   return path;
 }
 

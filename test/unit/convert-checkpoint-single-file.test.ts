@@ -5,14 +5,14 @@
  * folder's weights) read back, through our key mapping, to exactly the diffusers folder's tensors;
  * configs from the folder or derived from shapes; detection, overrides and refusals.
  */
-import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, truncateSync, writeFileSync } from "node:fs";
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, test } from "@jest/globals";
 import { readCheckpoint } from "../../lib/convert/checkpoint/index.js";
 import type { ComponentName } from "../../lib/convert/types.js";
 import { ModelFileError } from "../../lib/errors.js";
-import { CHECKPOINTS, expectSameWeights, writeF32Safetensors } from "../support/checkpoint-fixtures.js";
+import { CHECKPOINTS, expectSameWeights, writeF32Safetensors, writeSparseF16Safetensors } from "../support/checkpoint-fixtures.js";
 
 const folderOf = (family: string) => join(CHECKPOINTS, family, "diffusers");
 const COMPONENTS: ComponentName[] = ["text_encoder", "unet", "vae"];
@@ -75,22 +75,7 @@ describe("full-size SD 1.5 and SD 2.1 files: configs derived from shapes are the
   // scripts/reference/gen_full_size_shapes.py: the names and shapes diffusers' convert script gives
   // the published models. Written here as sparse files: only the header is ever read.
   const full = JSON.parse(readFileSync(join(CHECKPOINTS, "full_size_shapes.json"), "utf8")) as Record<string, { configs: Record<string, Record<string, unknown>>; tensors: Record<string, number[]> }>;
-  const sparseCheckpoint = (family: string): string => {
-    const header: Record<string, unknown> = {};
-    let offset = 0;
-    for (const [name, shape] of Object.entries(full[family]!.tensors)) {
-      const bytes = 2 * shape.reduce((n, d) => n * d, 1);
-      header[name] = { dtype: "F16", shape, data_offsets: [offset, offset + bytes] };
-      offset += bytes;
-    }
-    const json = Buffer.from(JSON.stringify(header));
-    const head = Buffer.alloc(8);
-    head.writeBigUInt64LE(BigInt(json.length));
-    const path = join(scratch, `${family}.safetensors`);
-    writeFileSync(path, Buffer.concat([head, json]));
-    truncateSync(path, 8 + json.length + offset);
-    return path;
-  };
+  const sparseCheckpoint = (family: string): string => writeSparseF16Safetensors(join(scratch, `${family}.safetensors`), full[family]!.tensors);
 
   test.each([
     ["sd15", "sd1", "epsilon"],

@@ -7,12 +7,12 @@
  * component, a truncated file.
  */
 import { afterAll, describe, expect, test } from "@jest/globals";
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, truncateSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { readCheckpoint } from "../../lib/convert/checkpoint/index.js";
 import type { ComponentName } from "../../lib/convert/types.js";
-import { CHECKPOINTS, expectSameWeights, writeF32Safetensors } from "../support/checkpoint-fixtures.js";
+import { CHECKPOINTS, expectSameWeights, writeF32Safetensors, writeSparseF16Safetensors } from "../support/checkpoint-fixtures.js";
 
 const SDXL = join(CHECKPOINTS, "sdxl");
 const FOLDER = join(SDXL, "diffusers");
@@ -70,19 +70,7 @@ test("a full-size SDXL base's tensor shapes give SDXL base's published configs (
   // gen_tiny_sdxl_single_file.py: the names and shapes diffusers' convert script gives the published
   // model. Written as a sparse file: only the header is read.
   const full = json(join(SDXL, "full_size_shapes.json")) as { configs: Record<string, Record<string, unknown>>; tensors: Record<string, number[]> };
-  const header: Record<string, unknown> = {};
-  let offset = 0;
-  for (const [name, shape] of Object.entries(full.tensors)) {
-    const bytes = 2 * shape.reduce((n, d) => n * d, 1);
-    header[name] = { dtype: "F16", shape, data_offsets: [offset, offset + bytes] };
-    offset += bytes;
-  }
-  const text = Buffer.from(JSON.stringify(header));
-  const head = Buffer.alloc(8);
-  head.writeBigUInt64LE(BigInt(text.length));
-  const path = join(scratch, "sd_xl_base.safetensors");
-  writeFileSync(path, Buffer.concat([head, text]));
-  truncateSync(path, 8 + text.length + offset);
+  const path = writeSparseF16Safetensors(join(scratch, "sd_xl_base.safetensors"), full.tensors);
 
   const source = await readCheckpoint(path);
   expect(source.family).toBe("sdxl");
