@@ -159,6 +159,15 @@ def write_tokenizer(folder: Path, pad_token: str) -> None:
     (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
 
 
+def assert_same_weights(name: str, got: dict, expected: dict) -> None:
+    """The single-file generators' check: a pipeline loaded by from_single_file holds every weight of
+    the folder's pipeline (`expected`, key → tensor), each exactly equal; `name` labels the failure."""
+    missing = sorted(set(expected) - set(got))
+    assert not missing, f"{name}: from_single_file did not load {missing[:5]}"
+    for key, value in expected.items():
+        assert torch.equal(got[key], value), f"{name}: {key} differs from the folder's weights"
+
+
 class Goldens:
     """Arrays appended to one .bin with a json index (float32 or int32, little-endian)."""
 

@@ -57,7 +57,7 @@ from safetensors.torch import load_file, save_file
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import gen_tiny_checkpoints as tiny  # noqa: E402  (perturb, write_tokenizer, Goldens, PROMPTS, add_sdxl_unet_goldens)
+import gen_tiny_checkpoints as tiny  # noqa: E402  (perturb, write_tokenizer, Goldens, PROMPTS, add_sdxl_unet_goldens, assert_same_weights)
 
 DIFFUSERS_COMMIT = "58eb52c0803ea9af3abec60841c2a093bdf1f951"
 DIFFUSERS_SCRIPTS = Path(os.environ.get("DIFFUSERS_SCRIPTS", "/tmp/diffusers-src/scripts"))
@@ -274,11 +274,7 @@ def main() -> None:
         save_file({k: v.to(torch.float32 if dtype == "fp32" else torch.float16).contiguous() for k, v in state.items()}, path)
         loaded = StableDiffusionXLPipeline.from_single_file(str(path), config=str(folder), torch_dtype=torch.float32)
         loaded.set_progress_bar_config(disable=True)
-        got = component_weights(loaded)
-        missing = sorted(set(expected) - set(got))
-        assert not missing, f"{name}: from_single_file did not load {missing[:5]}"
-        for key, value in expected.items():
-            assert torch.equal(got[key], value), f"{name}: {key} differs from the folder's weights"
+        tiny.assert_same_weights(name, component_weights(loaded), expected)
         a, _ = run_case(loaded, CASE)
         assert np.array_equal(a, latents), f"{name}: the single-file pipeline's latents differ from the folder's"
         files[name] = {"dtype": dtype, "bytes": path.stat().st_size, "tensors": len(state)}
