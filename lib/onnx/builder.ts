@@ -24,8 +24,6 @@ import {
   AttributeType,
   DataLocation,
   DataType,
-  DimField,
-  DimSchema,
   GraphField,
   GraphSchema,
   ModelField,
@@ -34,19 +32,12 @@ import {
   NodeSchema,
   OpsetField,
   OpsetSchema,
-  ShapeField,
-  ShapeSchema,
   StringStringField,
   StringStringSchema,
   TensorField,
   TensorSchema,
-  TensorTypeField,
-  TensorTypeSchema,
-  TypeField,
-  TypeSchema,
-  ValueInfoField,
-  ValueInfoSchema,
 } from "./schema.js";
+import { tensorValueInfo } from "./value-info.js";
 
 export const BUILDER_OPSET = 17;
 const IR_VERSION = 8;
@@ -97,25 +88,6 @@ function attributeProto(name: string, value: AttributeValue): PbMessage {
     fields.push(packedIntsField(AttributeField.ints, value), intField(AttributeField.type, AttributeType.INTS));
   }
   return new PbMessage(fields, AttributeSchema);
-}
-
-function valueInfo(name: string, type: ElementType, shape: readonly Dim[]): PbMessage {
-  const dims = shape.map(
-    (d) => new PbMessage([typeof d === "number" ? intField(DimField.dimValue, d) : stringField(DimField.dimParam, d)], DimSchema),
-  );
-  const shapeMsg = new PbMessage(
-    dims.map((value) => ({ no: ShapeField.dim, wt: WireType.LengthDelimited, value })),
-    ShapeSchema,
-  );
-  const tensorType = new PbMessage(
-    [intField(TensorTypeField.elemType, DATA_TYPES[type]), { no: TensorTypeField.shape, wt: WireType.LengthDelimited, value: shapeMsg }],
-    TensorTypeSchema,
-  );
-  const typeMsg = new PbMessage([{ no: TypeField.tensorType, wt: WireType.LengthDelimited, value: tensorType }], TypeSchema);
-  return new PbMessage(
-    [stringField(ValueInfoField.name, name), { no: ValueInfoField.type, wt: WireType.LengthDelimited, value: typeMsg }],
-    ValueInfoSchema,
-  );
 }
 
 function entry(key: string, value: string): PbMessage {
@@ -196,14 +168,14 @@ export class GraphBuilder {
   }
 
   input(name: string, type: ElementType, shape: readonly Dim[]): Value {
-    this.inputs.push(valueInfo(this.claim(name), type, shape));
+    this.inputs.push(tensorValueInfo(this.claim(name), DATA_TYPES[type], shape));
     return new Value(name, type);
   }
 
   /** Declares `value` a graph output called `name` (an Identity node renames it when needed). */
   output(value: Value, name: string, shape: readonly Dim[]): void {
     if (value.name !== name) this.op("Identity", [value], {}, { output: name });
-    this.outputs.push(valueInfo(name, value.type, shape));
+    this.outputs.push(tensorValueInfo(name, DATA_TYPES[value.type], shape));
   }
 
   /**

@@ -31,23 +31,15 @@ import {
   AttributeSchema,
   AttributeType,
   DataType,
-  DimField,
-  DimSchema,
   GraphField,
   NodeField,
   NodeSchema,
-  ShapeField,
-  ShapeSchema,
   TensorField,
   TensorSchema,
-  TensorTypeField,
-  TensorTypeSchema,
-  TypeField,
-  TypeSchema,
   ValueInfoField,
-  ValueInfoSchema,
 } from "./schema.js";
 import { tensorHeader } from "./model.js";
+import { tensorValueInfo } from "./value-info.js";
 
 /** The input the clip-skip edit adds: int32 [1], A1111's `CLIP_stop_at_last_layers` (1 … layers). */
 export const CLIP_SKIP_INPUT = "clip_skip";
@@ -185,7 +177,7 @@ export function editTextEncoder(model: OnnxModel, options: TextEncoderEditOption
     selected = out;
   }
   for (const consumer of normNodes) replaceInput(consumer, last, selected);
-  const inputs = [valueInfo(CLIP_SKIP_INPUT, DataType.INT32, [1])];
+  const inputs = [tensorValueInfo(CLIP_SKIP_INPUT, DataType.INT32, [1])];
 
   if (options.vocabSize !== undefined) {
     const lookup = findTokenLookup(index, layout, options.idsName) ?? refuse(model.path, "no token-embedding Gather fed by the ids");
@@ -232,7 +224,7 @@ export function editTextEncoder(model: OnnxModel, options: TextEncoderEditOption
         : node("Unsqueeze", [isToken], [isTokenColumn], names.take("IdIsTokenColumn"), [intsAttribute("axes", [-1])]),
     );
     nodes.push(node("Where", [isTokenColumn, fromTable, fromExtra], [looked], names.take("TokenVectors")));
-    inputs.push(valueInfo(EXTRA_VECTORS_INPUT, DataType.FLOAT, ["extra_vectors", hidden]));
+    inputs.push(tensorValueInfo(EXTRA_VECTORS_INPUT, DataType.FLOAT, ["extra_vectors", hidden]));
   }
 
   // New nodes go first: each reads only graph inputs, initializers or outputs of nodes that the
@@ -361,16 +353,3 @@ function intTensor(name: string, dataType: number, values: number[], dims: numbe
   );
 }
 
-function valueInfo(name: string, dataType: number, dims: (number | string)[]): PbMessage {
-  const shape = new Message(
-    dims.map((d) => ({
-      no: ShapeField.dim,
-      wt: WireType.LengthDelimited as const,
-      value: new Message([typeof d === "number" ? intField(DimField.dimValue, d) : stringField(DimField.dimParam, d)], DimSchema),
-    })),
-    ShapeSchema,
-  );
-  const tensorType = new Message([intField(TensorTypeField.elemType, dataType), { no: TensorTypeField.shape, wt: WireType.LengthDelimited, value: shape }], TensorTypeSchema);
-  const type = new Message([{ no: TypeField.tensorType, wt: WireType.LengthDelimited, value: tensorType }], TypeSchema);
-  return new Message([stringField(ValueInfoField.name, name), { no: ValueInfoField.type, wt: WireType.LengthDelimited, value: type }], ValueInfoSchema);
-}

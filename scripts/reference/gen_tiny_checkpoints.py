@@ -159,6 +159,15 @@ def write_tokenizer(folder: Path, pad_token: str) -> None:
     (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
 
 
+def assert_same_weights(name: str, got: dict, expected: dict) -> None:
+    """The single-file generators' check: a pipeline loaded by from_single_file holds every weight of
+    the folder's pipeline (`expected`, key → tensor), each exactly equal; `name` labels the failure."""
+    missing = sorted(set(expected) - set(got))
+    assert not missing, f"{name}: from_single_file did not load {missing[:5]}"
+    for key, value in expected.items():
+        assert torch.equal(got[key], value), f"{name}: {key} differs from the folder's weights"
+
+
 class Goldens:
     """Arrays appended to one .bin with a json index (float32 or int32, little-endian)."""
 
@@ -180,6 +189,22 @@ class Goldens:
         (folder / "component_goldens.bin").write_bytes(b"".join(self.chunks))
         doc = {"provenance": PROVENANCE, **extra, "arrays": self.index}
         (folder / "component_goldens.json").write_text(json.dumps(doc, indent=1) + "\n")
+
+
+def add_sdxl_unet_goldens(g: Goldens, unet, gen: torch.Generator, latent_width: int, context_width: int) -> None:
+    """An SDXL UNet's inputs and output (unet.*): random latents 8 × latent_width and context, two
+    rows of time ids (a 64 × 48 image and a 1024 × 768 crop), a fractional timestep. Shared by this
+    script's sdxl-parts and gen_tiny_sdxl_single_file.py; the draws from `gen` are in this order."""
+    sample = torch.randn(2, 4, 8, latent_width, generator=gen)
+    ehs = torch.randn(2, 77, context_width, generator=gen)
+    text_embeds = torch.randn(2, 6, generator=gen)
+    time_ids = torch.tensor([[64.0, 48.0, 0.0, 0.0, 64.0, 48.0], [1024.0, 768.0, 16.0, 8.0, 1024.0, 768.0]])
+    ts = torch.tensor([546.2345], dtype=torch.float32)
+    for name, value in [("sample", sample), ("encoder_hidden_states", ehs), ("text_embeds", text_embeds),
+                        ("time_ids", time_ids), ("timestep.0", ts)]:
+        g.add(f"unet.{name}", value)
+    added = {"text_embeds": text_embeds, "time_ids": time_ids}
+    g.add("unet.out_sample.0", unet(sample, ts, encoder_hidden_states=ehs, added_cond_kwargs=added).sample)
 
 
 def record_goldens(folder: Path, seed: int) -> None:
@@ -311,16 +336,7 @@ def sdxl_parts() -> None:
                                                               eos_token_id=320).eval()
         assert first_a.config.eos_token_id == 320 and ids[0, 1] == 320
         g.add("text_encoder_2.text_embeds.eos_token_id_320", first_a(ids).text_embeds)
-        sample = torch.randn(2, 4, 8, 6, generator=gen)
-        ehs = torch.randn(2, 77, 16, generator=gen)
-        text_embeds = torch.randn(2, 6, generator=gen)
-        time_ids = torch.tensor([[64.0, 48.0, 0.0, 0.0, 64.0, 48.0], [1024.0, 768.0, 16.0, 8.0, 1024.0, 768.0]])
-        ts = torch.tensor([546.2345], dtype=torch.float32)
-        for name, value in [("sample", sample), ("encoder_hidden_states", ehs), ("text_embeds", text_embeds),
-                            ("time_ids", time_ids), ("timestep.0", ts)]:
-            g.add(f"unet.{name}", value)
-        added = {"text_embeds": text_embeds, "time_ids": time_ids}
-        g.add("unet.out_sample.0", un(sample, ts, encoder_hidden_states=ehs, added_cond_kwargs=added).sample)
+        add_sdxl_unet_goldens(g, un, gen, latent_width=6, context_width=16)
     g.write(folder, {"prompts": PROMPTS, "unet_timesteps": [546.2345]})
 
 

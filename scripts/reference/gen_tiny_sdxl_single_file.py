@@ -57,7 +57,7 @@ from safetensors.torch import load_file, save_file
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import gen_tiny_checkpoints as tiny  # noqa: E402  (perturb, write_tokenizer, Goldens, PROMPTS)
+import gen_tiny_checkpoints as tiny  # noqa: E402  (perturb, write_tokenizer, Goldens, PROMPTS, add_sdxl_unet_goldens, assert_same_weights)
 
 DIFFUSERS_COMMIT = "58eb52c0803ea9af3abec60841c2a093bdf1f951"
 DIFFUSERS_SCRIPTS = Path(os.environ.get("DIFFUSERS_SCRIPTS", "/tmp/diffusers-src/scripts"))
@@ -240,16 +240,7 @@ def record_component_goldens(pipe, gen) -> None:
         for i, h in enumerate(out.hidden_states):
             g.add(f"{name}.hidden_states.{i}", h)
     # 8 × 12 latents: divisible by 4, as the two downsamplers need (the pipeline asks multiples of 8).
-    sample = torch.randn(2, 4, 8, 12, generator=gen)
-    ehs = torch.randn(2, 77, 10, generator=gen)
-    text_embeds = torch.randn(2, 6, generator=gen)
-    time_ids = torch.tensor([[64.0, 48.0, 0.0, 0.0, 64.0, 48.0], [1024.0, 768.0, 16.0, 8.0, 1024.0, 768.0]])
-    ts = torch.tensor([546.2345], dtype=torch.float32)
-    for name, value in [("sample", sample), ("encoder_hidden_states", ehs), ("text_embeds", text_embeds),
-                        ("time_ids", time_ids), ("timestep.0", ts)]:
-        g.add(f"unet.{name}", value)
-    added = {"text_embeds": text_embeds, "time_ids": time_ids}
-    g.add("unet.out_sample.0", pipe.unet(sample, ts, encoder_hidden_states=ehs, added_cond_kwargs=added).sample)
+    tiny.add_sdxl_unet_goldens(g, pipe.unet, gen, latent_width=12, context_width=10)
     latent = torch.randn(1, 4, 4, 5, generator=gen)
     g.add("vae.decoder.latent_sample", latent)
     g.add("vae.decoder.sample", pipe.vae.decode(latent).sample)
@@ -283,11 +274,7 @@ def main() -> None:
         save_file({k: v.to(torch.float32 if dtype == "fp32" else torch.float16).contiguous() for k, v in state.items()}, path)
         loaded = StableDiffusionXLPipeline.from_single_file(str(path), config=str(folder), torch_dtype=torch.float32)
         loaded.set_progress_bar_config(disable=True)
-        got = component_weights(loaded)
-        missing = sorted(set(expected) - set(got))
-        assert not missing, f"{name}: from_single_file did not load {missing[:5]}"
-        for key, value in expected.items():
-            assert torch.equal(got[key], value), f"{name}: {key} differs from the folder's weights"
+        tiny.assert_same_weights(name, component_weights(loaded), expected)
         a, _ = run_case(loaded, CASE)
         assert np.array_equal(a, latents), f"{name}: the single-file pipeline's latents differ from the folder's"
         files[name] = {"dtype": dtype, "bytes": path.stat().st_size, "tensors": len(state)}

@@ -48,6 +48,9 @@ import transformers
 from diffusers import EulerDiscreteScheduler, PNDMScheduler, StableDiffusionPipeline
 from safetensors.torch import load_file, save_file
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import gen_tiny_checkpoints as tiny  # noqa: E402  (assert_same_weights)
+
 DIFFUSERS_COMMIT = "58eb52c0803ea9af3abec60841c2a093bdf1f951"
 DIFFUSERS_SCRIPTS = Path(os.environ.get("DIFFUSERS_SCRIPTS", "/tmp/diffusers-src/scripts"))
 ROOT = Path(__file__).resolve().parents[2]
@@ -164,11 +167,7 @@ def main():
             save_file({k: v.to(torch_dtype).contiguous() for k, v in state.items()}, path)
             loaded = StableDiffusionPipeline.from_single_file(str(path), config=str(folder), torch_dtype=torch.float32, safety_checker=None)
             loaded.set_progress_bar_config(disable=True)
-            got = component_weights(loaded)
-            missing = sorted(set(expected) - set(got))
-            assert not missing, f"{path.name}: from_single_file did not load {missing[:5]}"
-            for key, value in expected.items():
-                assert torch.equal(got[key], value), f"{path.name}: {key} differs from the folder's weights"
+            tiny.assert_same_weights(path.name, component_weights(loaded), expected)
             files[path.name] = {"dtype": dtype, "bytes": path.stat().st_size, "tensors": len(state)}
             print(f"{family}: {path.name} ({path.stat().st_size} bytes) loads back to the folder's {len(expected)} weights exactly")
             first = spec["cases"][0]

@@ -13,7 +13,6 @@ import { afterAll, beforeAll, describe, expect, test } from "@jest/globals";
 import bench from "../../lib/cli/commands/bench.js";
 import convert from "../../lib/cli/commands/convert.js";
 import generate from "../../lib/cli/commands/generate.js";
-import serve from "../../lib/cli/commands/serve.js";
 import { cachedConversion } from "../../lib/convert/cache.js";
 import { convertCheckpoint } from "../../lib/convert/index.js";
 import { AbortError } from "../../lib/errors.js";
@@ -21,6 +20,7 @@ import { locateModelFolder } from "../../lib/model/folder.js";
 import { Pipeline } from "../../lib/pipeline/pipeline.js";
 import { PipelineService } from "../../lib/service/pipeline-service.js";
 import { runCommand } from "../support/run-cli.js";
+import { startServe } from "../support/serve-in-process.js";
 
 const fixtures = new URL("../fixtures/checkpoints/", import.meta.url).pathname;
 const sd1File = join(fixtures, "sd1", "single_file.fp16.safetensors");
@@ -129,20 +129,9 @@ test("bench --model <checkpoint> converts it into the cache and benchmarks the c
 
 test("serve --model <checkpoint> serves the converted model under the checkpoint's A1111 name and hash", async () => {
   const cacheDir = fresh("serve-cache");
-  const write = process.stdout.write.bind(process.stdout);
-  let output = "";
-  let found: (url: string) => void;
-  const listening = new Promise<string>((resolve) => (found = resolve));
-  process.stdout.write = ((chunk: string | Uint8Array) => {
-    output += typeof chunk === "string" ? chunk : Buffer.from(chunk).toString("utf8");
-    const match = /listening on (http:\/\/\S+)/.exec(output);
-    if (match) found(match[1]!);
-    return true;
-  }) as typeof process.stdout.write;
+  const server = startServe({ model: sd1File, "model-config": sd1Config, "cache-dir": cacheDir });
   try {
-    const argv = { _: ["serve"], $0: "sd-trt", host: "127.0.0.1", port: 0, model: sd1File, "model-config": sd1Config, "cache-dir": cacheDir, backend: "cpu", "max-queue": 8, "batch-window-ms": 0, "max-body": 1 << 20, "drain-timeout": 30, "headers-timeout": 10, "request-timeout": 60, "keep-alive-timeout": 5, "max-connections": 1024, "insecure-no-token": false, quiet: true };
-    const done = Promise.resolve(serve.handler(argv as never));
-    const url = await listening;
+    const url = await server.url;
     const sha10 = createHash("sha256").update(readFileSync(sd1File)).digest("hex").slice(0, 10);
     const models = (await (await fetch(`${url}/sdapi/v1/sd-models`)).json()) as { title: string; hash: string }[];
     expect(models.map((m) => [m.title, m.hash])).toEqual([["single_file.fp16", sha10]]);
@@ -150,9 +139,9 @@ test("serve --model <checkpoint> serves the converted model under the checkpoint
     expect(response.status).toBe(200);
     expect(JSON.parse(((await response.json()) as { info: string }).info).infotexts[0]).toContain(`Model hash: ${sha10}, Model: single_file.fp16,`);
     process.emit("SIGINT");
-    await done;
+    await server.done;
   } finally {
-    process.stdout.write = write;
+    server.restore();
   }
   expect(await cacheEntries(cacheDir)).toHaveLength(1);
 });

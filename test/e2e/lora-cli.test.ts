@@ -14,7 +14,7 @@ import generate from "../../lib/cli/commands/generate.js";
 import { readSafetensors } from "../../lib/model/safetensors.js";
 import { Pipeline } from "../../lib/pipeline/pipeline.js";
 import { writeConvertedModel } from "../../lib/convert/graphs/folder.js";
-import { tinyCheckpoint } from "../support/tiny-checkpoints.js";
+import { tinyCheckpoint } from "../support/checkpoint-fixtures.js";
 import { runCommand } from "../support/run-cli.js";
 
 const loras = join(process.cwd(), "test", "fixtures", "loras");

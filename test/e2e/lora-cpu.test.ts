@@ -18,7 +18,7 @@ import { batchKey } from "../../lib/pipeline/generation.js";
 import { locateModelFolder } from "../../lib/model/folder.js";
 import { readSafetensors } from "../../lib/model/safetensors.js";
 import { Pipeline } from "../../lib/pipeline/pipeline.js";
-import { tinyCheckpoint } from "../support/tiny-checkpoints.js";
+import { tinyCheckpoint } from "../support/checkpoint-fixtures.js";
 
 const loras = join(process.cwd(), "test", "fixtures", "loras");
 const reference = JSON.parse(await readFile(join(loras, "reference.json"), "utf8")) as {

@@ -12,7 +12,7 @@ import { LoraLibrary } from "../../lib/convert/lora/library.js";
 import { Pipeline } from "../../lib/pipeline/pipeline.js";
 import { SdServer } from "../../lib/server/server.js";
 import { PipelineService } from "../../lib/service/pipeline-service.js";
-import { tinyCheckpoint } from "../support/tiny-checkpoints.js";
+import { tinyCheckpoint } from "../support/checkpoint-fixtures.js";
 
 const fixtures = join(process.cwd(), "test", "fixtures", "loras");
 const reference = JSON.parse(await readFile(join(fixtures, "reference.json"), "utf8")) as { addnet_hash: Record<string, string> };

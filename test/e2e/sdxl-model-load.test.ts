@@ -3,26 +3,15 @@
  * the reason (a refiner-style time-id layout against a base config, an SDXL UNet without its second
  * text encoder). Copies of the tiny SDXL folder, edited.
  */
-import { afterAll, beforeAll, describe, expect, test } from "@jest/globals";
-import { cp, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { describe, expect, test } from "@jest/globals";
+import { readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { CpuBackend } from "../../lib/backends/cpu/backend.js";
 import { TINY_SDXL_DIR } from "../fixtures/sdxl/reference.js";
+import { scratchFolder } from "../support/scratch-folder.js";
 
-let scratch: string;
-let counter = 0;
-beforeAll(async () => {
-  scratch = await mkdtemp(join(tmpdir(), "sd-trt-sdxl-load-"));
-});
-afterAll(async () => {
-  await rm(scratch, { recursive: true, force: true });
-});
-async function copySdxl(): Promise<string> {
-  const dir = join(scratch, `copy-${counter++}`);
-  await cp(TINY_SDXL_DIR, dir, { recursive: true, dereference: true });
-  return dir;
-}
+const scratch = scratchFolder("sd-trt-sdxl-load-");
+const copySdxl = () => scratch.copy(TINY_SDXL_DIR);
 
 describe("SDXL folders that do not fit together", () => {
   test("a UNet whose time ids do not fit model_index's requires_aesthetics_score is refused with the reason", async () => {

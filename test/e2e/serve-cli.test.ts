@@ -7,24 +7,7 @@ import { afterEach, describe, expect, test } from "@jest/globals";
 import { createServer } from "node:net";
 import serve, { exposureCheck } from "../../lib/cli/commands/serve.js";
 import { runCommand } from "../support/run-cli.js";
-
-/** Runs the serve handler, capturing stdout, and resolves with the URL it prints. */
-function startServe(extra: string[] = []): { url: Promise<string>; done: Promise<void>; restore: () => void } {
-  const write = process.stdout.write.bind(process.stdout);
-  let output = "";
-  let found: (url: string) => void;
-  const url = new Promise<string>((resolve) => (found = resolve));
-  process.stdout.write = ((chunk: string | Uint8Array) => {
-    output += typeof chunk === "string" ? chunk : Buffer.from(chunk).toString("utf8");
-    const match = /listening on (http:\/\/\S+)/.exec(output);
-    if (match) found(match[1]!);
-    return true;
-  }) as typeof process.stdout.write;
-  const argv = { _: ["serve"], $0: "sd-trt", host: "127.0.0.1", port: 0, model: undefined, backend: "cpu", "max-queue": 8, "batch-window-ms": 0, "max-body": 1 << 20, "drain-timeout": 30, "headers-timeout": 10, "request-timeout": 60, "keep-alive-timeout": 5, "max-connections": 1024, "insecure-no-token": false, quiet: true, ...Object.fromEntries(extra.map((e) => e.split("="))) };
-  if (argv.model === undefined) delete (argv as Record<string, unknown>).model;
-  const done = Promise.resolve(serve.handler(argv as never)) as Promise<void>;
-  return { url, done, restore: () => (process.stdout.write = write) };
-}
+import { startServe } from "../support/serve-in-process.js";
 
 let restore: (() => void) | undefined;
 afterEach(() => restore?.());

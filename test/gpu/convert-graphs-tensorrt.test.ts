@@ -18,7 +18,7 @@ import { buildEngines } from "../../lib/backends/tensorrt/build.js";
 import { parseShapeOptions } from "../../lib/backends/tensorrt/profiles.js";
 import { writeConvertedModel } from "../../lib/convert/graphs/folder.js";
 import { Pipeline } from "../../lib/pipeline/pipeline.js";
-import { relativeError, tinyCheckpoint } from "../support/tiny-checkpoints.js";
+import { relativeError, tinyCheckpoint } from "../support/checkpoint-fixtures.js";
 import { describeTensorRt } from "./support.js";
 
 describeTensorRt("TensorRT engines of converted checkpoints", () => {

@@ -17,7 +17,7 @@ import { parseShapeOptions } from "../../lib/backends/tensorrt/profiles.js";
 import { writeConvertedModel } from "../../lib/convert/graphs/folder.js";
 import type { LoraSpec } from "../../lib/convert/lora/set.js";
 import { Pipeline } from "../../lib/pipeline/pipeline.js";
-import { relativeError, tinyCheckpoint } from "../support/tiny-checkpoints.js";
+import { relativeError, tinyCheckpoint } from "../support/checkpoint-fixtures.js";
 import { describeTensorRt } from "./support.js";
 
 const loras = join(process.cwd(), "test", "fixtures", "loras");

@@ -5,51 +5,19 @@
  * folder's weights) read back, through our key mapping, to exactly the diffusers folder's tensors;
  * configs from the folder or derived from shapes; detection, overrides and refusals.
  */
-import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, truncateSync, writeFileSync } from "node:fs";
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, test } from "@jest/globals";
 import { readCheckpoint } from "../../lib/convert/checkpoint/index.js";
-import type { CheckpointSource, ComponentName } from "../../lib/convert/types.js";
+import type { ComponentName } from "../../lib/convert/types.js";
 import { ModelFileError } from "../../lib/errors.js";
+import { CHECKPOINTS, expectSameWeights, writeF32Safetensors, writeSparseF16Safetensors } from "../support/checkpoint-fixtures.js";
 
-const fixtures = new URL("../fixtures/checkpoints/", import.meta.url).pathname;
-const folderOf = (family: string) => join(fixtures, family, "diffusers");
+const folderOf = (family: string) => join(CHECKPOINTS, family, "diffusers");
 const COMPONENTS: ComponentName[] = ["text_encoder", "unet", "vae"];
 const scratch = mkdtempSync(join(tmpdir(), "sdtrt-checkpoint-"));
 afterAll(() => rmSync(scratch, { recursive: true, force: true }));
-
-/** A .safetensors file from F32 tensors (zeros unless given). */
-function writeSafetensors(path: string, tensors: Record<string, { shape: number[]; values?: number[] }>): string {
-  const header: Record<string, unknown> = {};
-  let offset = 0;
-  const chunks: Float32Array[] = [];
-  for (const [name, { shape, values }] of Object.entries(tensors)) {
-    const data = new Float32Array(shape.reduce((n, d) => n * d, 1));
-    if (values) data.set(values);
-    header[name] = { dtype: "F32", shape, data_offsets: [offset, offset + data.byteLength] };
-    offset += data.byteLength;
-    chunks.push(data);
-  }
-  const json = Buffer.from(JSON.stringify(header));
-  const head = Buffer.alloc(8);
-  head.writeBigUInt64LE(BigInt(json.length));
-  writeFileSync(path, Buffer.concat([head, json, ...chunks.map((c) => Buffer.from(c.buffer))]));
-  return path;
-}
-
-async function expectSameWeights(got: CheckpointSource, want: CheckpointSource): Promise<void> {
-  for (const component of COMPONENTS) {
-    const [a, b] = [got.components[component]!.weights, want.components[component]!.weights];
-    expect({ component, keys: [...a.keys()].sort() }).toEqual({ component, keys: [...b.keys()].sort() });
-    for (const key of b.keys()) {
-      const [x, y] = [a.get(key)!, b.get(key)!];
-      expect({ key, shape: x.shape }).toEqual({ key, shape: y.shape });
-      const [xs, ys] = [await x.read(), await y.read()];
-      if (!xs.every((v, i) => Object.is(v, ys[i]))) throw new Error(`${component} ${key}: values differ`);
-    }
-  }
-}
 
 describe("single files read to exactly the weights diffusers' from_single_file loads", () => {
   test.each([
@@ -58,15 +26,15 @@ describe("single files read to exactly the weights diffusers' from_single_file l
     ["sd2", "single_file.fp16.safetensors"],
   ])("%s %s: every diffusers key, shape and value of the folder; the folder's configs", async (family, name) => {
     const folder = await readCheckpoint(folderOf(family));
-    const single = await readCheckpoint(join(fixtures, family, name), { configFolder: folderOf(family) });
+    const single = await readCheckpoint(join(CHECKPOINTS, family, name), { configFolder: folderOf(family) });
     expect(single.family).toBe(family);
-    await expectSameWeights(single, folder);
+    await expectSameWeights(single, folder, COMPONENTS);
     for (const component of COMPONENTS) expect(single.components[component]!.config).toEqual(folder.components[component]!.config);
     expect(single.schedulerConfig).toEqual(folder.schedulerConfig);
   });
 
   test("the text encoder's keys are CLIPTextModel's as real SD folders name them (text_model.…), whatever the source", async () => {
-    const single = await readCheckpoint(join(fixtures, "sd2", "single_file.fp16.safetensors"), { configFolder: folderOf("sd2") });
+    const single = await readCheckpoint(join(CHECKPOINTS, "sd2", "single_file.fp16.safetensors"), { configFolder: folderOf("sd2") });
     const keys = [...single.components.text_encoder!.weights.keys()];
     expect(keys).toContain("text_model.embeddings.token_embedding.weight");
     expect(keys).toContain("text_model.encoder.layers.1.self_attn.v_proj.bias");
@@ -77,7 +45,7 @@ describe("single files read to exactly the weights diffusers' from_single_file l
 describe("configs derived from the shapes when no folder is given", () => {
   test.each(["sd1", "sd2"])("%s: everything the shapes say matches the folder's configs", async (family) => {
     const folder = await readCheckpoint(folderOf(family));
-    const single = await readCheckpoint(join(fixtures, family, "single_file.fp16.safetensors"));
+    const single = await readCheckpoint(join(CHECKPOINTS, family, "single_file.fp16.safetensors"));
     const pick = (config: Record<string, unknown>, keys: string[]) => Object.fromEntries(keys.map((k) => [k, config[k]]));
     const unetKeys = ["block_out_channels", "layers_per_block", "down_block_types", "up_block_types", "cross_attention_dim", "in_channels", "out_channels", "use_linear_projection", "transformer_layers_per_block"];
     expect(pick(single.components.unet!.config, unetKeys)).toEqual(pick(folder.components.unet!.config, unetKeys));
@@ -88,15 +56,15 @@ describe("configs derived from the shapes when no folder is given", () => {
   });
 
   test("SD 2.x defaults to v_prediction with upcast attention (diffusers' SD 2.1 config), SD 1.x to epsilon without", async () => {
-    const sd2 = await readCheckpoint(join(fixtures, "sd2", "single_file.fp16.safetensors"));
+    const sd2 = await readCheckpoint(join(CHECKPOINTS, "sd2", "single_file.fp16.safetensors"));
     expect([sd2.schedulerConfig["prediction_type"], sd2.components.unet!.config["upcast_attention"], sd2.schedulerConfig["_class_name"]]).toEqual(["v_prediction", true, "DDIMScheduler"]);
-    const sd1 = await readCheckpoint(join(fixtures, "sd1", "single_file.fp16.safetensors"));
+    const sd1 = await readCheckpoint(join(CHECKPOINTS, "sd1", "single_file.fp16.safetensors"));
     expect([sd1.schedulerConfig["prediction_type"], sd1.components.unet!.config["upcast_attention"], sd1.schedulerConfig["_class_name"]]).toEqual(["epsilon", false, "PNDMScheduler"]);
   });
 
   test("the overrides win over detection and over a folder's configs", async () => {
     const overrides = { predictionType: "epsilon", upcastAttention: false } as const;
-    const single = await readCheckpoint(join(fixtures, "sd2", "single_file.fp16.safetensors"), overrides);
+    const single = await readCheckpoint(join(CHECKPOINTS, "sd2", "single_file.fp16.safetensors"), overrides);
     expect([single.schedulerConfig["prediction_type"], single.components.unet!.config["upcast_attention"]]).toEqual(["epsilon", false]);
     const folder = await readCheckpoint(folderOf("sd2"), overrides);
     expect([folder.schedulerConfig["prediction_type"], folder.components.unet!.config["upcast_attention"]]).toEqual(["epsilon", false]);
@@ -106,23 +74,8 @@ describe("configs derived from the shapes when no folder is given", () => {
 describe("full-size SD 1.5 and SD 2.1 files: configs derived from shapes are the published ones", () => {
   // scripts/reference/gen_full_size_shapes.py: the names and shapes diffusers' convert script gives
   // the published models. Written here as sparse files: only the header is ever read.
-  const full = JSON.parse(readFileSync(join(fixtures, "full_size_shapes.json"), "utf8")) as Record<string, { configs: Record<string, Record<string, unknown>>; tensors: Record<string, number[]> }>;
-  const sparseCheckpoint = (family: string): string => {
-    const header: Record<string, unknown> = {};
-    let offset = 0;
-    for (const [name, shape] of Object.entries(full[family]!.tensors)) {
-      const bytes = 2 * shape.reduce((n, d) => n * d, 1);
-      header[name] = { dtype: "F16", shape, data_offsets: [offset, offset + bytes] };
-      offset += bytes;
-    }
-    const json = Buffer.from(JSON.stringify(header));
-    const head = Buffer.alloc(8);
-    head.writeBigUInt64LE(BigInt(json.length));
-    const path = join(scratch, `${family}.safetensors`);
-    writeFileSync(path, Buffer.concat([head, json]));
-    truncateSync(path, 8 + json.length + offset);
-    return path;
-  };
+  const full = JSON.parse(readFileSync(join(CHECKPOINTS, "full_size_shapes.json"), "utf8")) as Record<string, { configs: Record<string, Record<string, unknown>>; tensors: Record<string, number[]> }>;
+  const sparseCheckpoint = (family: string): string => writeSparseF16Safetensors(join(scratch, `${family}.safetensors`), full[family]!.tensors);
 
   test.each([
     ["sd15", "sd1", "epsilon"],
@@ -163,9 +116,9 @@ describe("diffusers folders: variants and shards", () => {
       shards[shard]![key] = { shape: [...tensor.shape], values: Array.from(await tensor.read()) };
       weightMap[key] = shard;
     }
-    for (const [name, tensors] of Object.entries(shards)) writeSafetensors(join(copy, "unet", name), tensors);
+    for (const [name, tensors] of Object.entries(shards)) writeF32Safetensors(join(copy, "unet", name), tensors);
     writeFileSync(join(copy, "unet/diffusion_pytorch_model.safetensors.index.json"), JSON.stringify({ metadata: {}, weight_map: weightMap }));
-    await expectSameWeights(await readCheckpoint(copy), original);
+    await expectSameWeights(await readCheckpoint(copy), original, COMPONENTS);
   });
 
   test("a folder whose weights are only pickles is refused, naming the file", async () => {
@@ -179,34 +132,34 @@ describe("diffusers folders: variants and shards", () => {
 
 describe("what is not an SD 1.x/2.x checkpoint is refused, naming the file", () => {
   test("a pickle checkpoint, by name or by content", async () => {
-    await expect(readCheckpoint(writeSafetensors(join(scratch, "model.ckpt"), { a: { shape: [1] } }))).rejects.toThrow(/model\.ckpt is a PyTorch pickle \(\.ckpt\): loading it would run the code it contains/);
+    await expect(readCheckpoint(writeF32Safetensors(join(scratch, "model.ckpt"), { a: { shape: [1] } }))).rejects.toThrow(/model\.ckpt is a PyTorch pickle \(\.ckpt\): loading it would run the code it contains/);
     const disguised = join(scratch, "disguised.safetensors");
     writeFileSync(disguised, Buffer.concat([Buffer.from("PK\x03\x04"), Buffer.alloc(64)]));
     await expect(readCheckpoint(disguised)).rejects.toThrow(/disguised\.safetensors is a zip archive, the layout torch\.save writes pickles in/);
   });
 
   test("an unknown architecture lists the keys it has", async () => {
-    const path = writeSafetensors(join(scratch, "other.safetensors"), { "transformer.h.0.attn.c_attn.weight": { shape: [2] }, "lm_head.weight": { shape: [2] } });
+    const path = writeF32Safetensors(join(scratch, "other.safetensors"), { "transformer.h.0.attn.c_attn.weight": { shape: [2] }, "lm_head.weight": { shape: [2] } });
     const refusal = readCheckpoint(path);
     await expect(refusal).rejects.toThrow(ModelFileError);
     await expect(readCheckpoint(path)).rejects.toThrow(`${path} is not a Stable Diffusion checkpoint sd-trt knows: it has no UNet under "model.diffusion_model." with a text encoder under "cond_stage_model.transformer." (SD 1.x) or "cond_stage_model.model." (SD 2.x). Its 2 tensors begin "transformer.h.0.attn.c_attn.weight", "lm_head.weight"`);
   });
 
   test("SDXL is detected by its conditioner and read as SDXL (convert-sdxl-checkpoint.test.ts)", async () => {
-    const path = writeSafetensors(join(scratch, "xl.safetensors"), { "model.diffusion_model.input_blocks.0.0.weight": { shape: [1] }, "conditioner.embedders.1.model.transformer.resblocks.9.mlp.c_proj.bias": { shape: [1] } });
+    const path = writeF32Safetensors(join(scratch, "xl.safetensors"), { "model.diffusion_model.input_blocks.0.0.weight": { shape: [1] }, "conditioner.embedders.1.model.transformer.resblocks.9.mlp.c_proj.bias": { shape: [1] } });
     await expect(readCheckpoint(path)).rejects.toThrow(/xl\.safetensors is an SDXL checkpoint without its VAE .*, CLIP ViT-L text encoder/);
   });
 
   test("a checkpoint without its VAE, an inpainting UNet, a missing file", async () => {
-    const noVae = writeSafetensors(join(scratch, "novae.safetensors"), { "model.diffusion_model.input_blocks.0.0.weight": { shape: [4, 4, 1, 1] }, "cond_stage_model.transformer.text_model.embeddings.token_embedding.weight": { shape: [2, 2] } });
+    const noVae = writeF32Safetensors(join(scratch, "novae.safetensors"), { "model.diffusion_model.input_blocks.0.0.weight": { shape: [4, 4, 1, 1] }, "cond_stage_model.transformer.text_model.embeddings.token_embedding.weight": { shape: [2, 2] } });
     await expect(readCheckpoint(noVae)).rejects.toThrow(/novae\.safetensors has no VAE \(no tensors under "first_stage_model\." or "vae\."\)/);
-    const inpaint = writeSafetensors(join(scratch, "inpaint.safetensors"), { "model.diffusion_model.input_blocks.0.0.weight": { shape: [4, 9, 1, 1] }, "cond_stage_model.transformer.x": { shape: [1] }, "first_stage_model.x": { shape: [1] } });
+    const inpaint = writeF32Safetensors(join(scratch, "inpaint.safetensors"), { "model.diffusion_model.input_blocks.0.0.weight": { shape: [4, 9, 1, 1] }, "cond_stage_model.transformer.x": { shape: [1] }, "first_stage_model.x": { shape: [1] } });
     await expect(readCheckpoint(inpaint)).rejects.toThrow(/inpaint\.safetensors has a UNet with 9 input channels \(an inpainting or instruct-pix2pix model\)/);
     await expect(readCheckpoint(join(scratch, "absent.safetensors"))).rejects.toThrow(/checkpoint .*absent\.safetensors does not exist/);
   });
 
   test("a truncated single file names the file and the tensor past its end", async () => {
-    const bytes = readFileSync(join(fixtures, "sd1", "single_file.fp16.safetensors"));
+    const bytes = readFileSync(join(CHECKPOINTS, "sd1", "single_file.fp16.safetensors"));
     const path = join(scratch, "truncated.safetensors");
     writeFileSync(path, bytes.subarray(0, bytes.length - 1000));
     await expect(readCheckpoint(path)).rejects.toThrow(/truncated\.safetensors is not a valid \.safetensors file: tensor ".*" has data_offsets \[\d+, \d+\] outside the \d+ bytes of data \(the file ends before it: truncated\?\)/);

@@ -27,7 +27,7 @@ import { ModelFileError } from "../../lib/errors.js";
 import { readExternalTensorRefs } from "../../lib/onnx/external-refs.js";
 import { ExternalDataReader, isExternal, OnnxModel, readFloat32Tensor, tensorHeader } from "../../lib/onnx/model.js";
 import { DataType } from "../../lib/onnx/schema.js";
-import { CHECKPOINTS, componentFromFolder, type GoldenArray, relativeError, tinyCheckpoint, tinyGoldens } from "../support/tiny-checkpoints.js";
+import { fixtureComponent, type GoldenArray, relativeError, tinyCheckpoint, tinyGoldens } from "../support/checkpoint-fixtures.js";
 
 const FAMILIES = ["sd1", "sd2"] as const;
 const BOUND: Record<GraphDtype, number> = { fp32: 1e-4, fp16: 2e-3 };
@@ -101,7 +101,7 @@ describe.each(FAMILIES)("%s checkpoint", (family) => {
 
 describe("a UNet with SD 1.5's block layout (4 levels, 2 layers per block, a 2-deep transformer at level 1)", () => {
   test.each(["fp32", "fp16"] as const)("the %s graph computes UNet2DConditionModel's output", async (dtype) => {
-    const unet = await componentFromFolder(join(CHECKPOINTS, "deep-unet", "unet"));
+    const unet = await fixtureComponent("deep-unet", "unet");
     const goldens = await tinyGoldens("deep-unet");
     const path = join(work, `deep-unet-${dtype}.onnx`);
     await writeGraphFile(path, "unet", (g) => buildUnetGraph(g, unet, { dtype, origin: "deep-unet" }));
@@ -113,7 +113,7 @@ describe("a UNet with SD 1.5's block layout (4 levels, 2 layers per block, a 2-d
 
 describe("SDXL's parts: CLIPTextModelWithProjection and a UNet with the text_time embedding", () => {
   test.each(["fp32", "fp16"] as const)("the %s second text encoder computes text_embeds, last_hidden_state and every hidden state", async (dtype) => {
-    const encoder = await componentFromFolder(join(CHECKPOINTS, "sdxl-parts", "text_encoder_2"));
+    const encoder = await fixtureComponent("sdxl-parts", "text_encoder_2");
     const goldens = await tinyGoldens("sdxl-parts");
     const path = join(work, `sdxl-te2-${dtype}.onnx`);
     await writeGraphFile(path, "text_encoder_2", (g) => buildClipTextGraph(g, encoder, { dtype, hiddenStates: true, origin: "te2" }));
@@ -126,7 +126,7 @@ describe("SDXL's parts: CLIPTextModelWithProjection and a UNet with the text_tim
   });
 
   test("with an eos_token_id other than 2 the pooled row is the first position holding that id", async () => {
-    const encoder = await componentFromFolder(join(CHECKPOINTS, "sdxl-parts", "text_encoder_2"));
+    const encoder = await fixtureComponent("sdxl-parts", "text_encoder_2");
     const goldens = await tinyGoldens("sdxl-parts");
     const path = join(work, "sdxl-te2-eos.onnx");
     const firstA = { config: { ...encoder.config, eos_token_id: 320 }, weights: encoder.weights };
@@ -138,7 +138,7 @@ describe("SDXL's parts: CLIPTextModelWithProjection and a UNet with the text_tim
   });
 
   test.each(["fp32", "fp16"] as const)("the %s UNet takes text_embeds and time_ids and computes UNet2DConditionModel's output", async (dtype) => {
-    const unet = await componentFromFolder(join(CHECKPOINTS, "sdxl-parts", "unet"));
+    const unet = await fixtureComponent("sdxl-parts", "unet");
     const goldens = await tinyGoldens("sdxl-parts");
     const path = join(work, `sdxl-unet-${dtype}.onnx`);
     await writeGraphFile(path, "unet", (g) => buildUnetGraph(g, unet, { dtype, origin: "sdxl unet" }));

@@ -14,7 +14,7 @@ import type { CheckpointSource } from "../../lib/convert/types.js";
 import { ModelFileError, OutputFileError } from "../../lib/errors.js";
 import { Pipeline } from "../../lib/pipeline/pipeline.js";
 import { ClipTokenizer } from "../../lib/tokenizer/clip-tokenizer.js";
-import { tinyCheckpoint } from "../support/tiny-checkpoints.js";
+import { tinyCheckpoint } from "../support/checkpoint-fixtures.js";
 
 let work: string;
 beforeAll(async () => {

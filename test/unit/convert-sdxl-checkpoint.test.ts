@@ -7,12 +7,12 @@
  * component, a truncated file.
  */
 import { afterAll, describe, expect, test } from "@jest/globals";
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, truncateSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { readCheckpoint } from "../../lib/convert/checkpoint/index.js";
-import type { CheckpointSource, ComponentName } from "../../lib/convert/types.js";
-import { CHECKPOINTS } from "../support/tiny-checkpoints.js";
+import type { ComponentName } from "../../lib/convert/types.js";
+import { CHECKPOINTS, expectSameWeights, writeF32Safetensors, writeSparseF16Safetensors } from "../support/checkpoint-fixtures.js";
 
 const SDXL = join(CHECKPOINTS, "sdxl");
 const FOLDER = join(SDXL, "diffusers");
@@ -22,42 +22,13 @@ afterAll(() => rmSync(scratch, { recursive: true, force: true }));
 
 const json = (path: string) => JSON.parse(readFileSync(path, "utf8")) as Record<string, unknown>;
 
-/** A .safetensors file of F32 zeros with these keys and shapes. */
-function writeSafetensors(path: string, tensors: Record<string, number[]>): string {
-  const header: Record<string, unknown> = {};
-  let offset = 0;
-  for (const [name, shape] of Object.entries(tensors)) {
-    const bytes = 4 * shape.reduce((n, d) => n * d, 1);
-    header[name] = { dtype: "F32", shape, data_offsets: [offset, offset + bytes] };
-    offset += bytes;
-  }
-  const text = Buffer.from(JSON.stringify(header));
-  const head = Buffer.alloc(8);
-  head.writeBigUInt64LE(BigInt(text.length));
-  writeFileSync(path, Buffer.concat([head, text, Buffer.alloc(offset)]));
-  return path;
-}
-
-async function expectSameWeights(got: CheckpointSource, want: CheckpointSource): Promise<void> {
-  for (const component of COMPONENTS) {
-    const [a, b] = [got.components[component]!.weights, want.components[component]!.weights];
-    expect({ component, keys: [...a.keys()].sort() }).toEqual({ component, keys: [...b.keys()].sort() });
-    for (const key of b.keys()) {
-      const [x, y] = [a.get(key)!, b.get(key)!];
-      expect({ key, shape: x.shape }).toEqual({ key, shape: y.shape });
-      const [xs, ys] = [await x.read(), await y.read()];
-      if (!xs.every((v, i) => Object.is(v, ys[i]))) throw new Error(`${component} ${key}: values differ`);
-    }
-  }
-}
-
 describe("SDXL single files read to exactly the diffusers folder's weights", () => {
   test.each(["single_file.safetensors", "single_file.fp16.safetensors"])("%s: every key, shape and value of the four components; the folder's configs", async (name) => {
     const folder = await readCheckpoint(FOLDER);
     expect(folder.family).toBe("sdxl");
     const single = await readCheckpoint(join(SDXL, name), { configFolder: FOLDER });
     expect(single.family).toBe("sdxl");
-    await expectSameWeights(single, folder);
+    await expectSameWeights(single, folder, COMPONENTS);
     expect(single.components.text_encoder_2!.config).toEqual(json(join(FOLDER, "text_encoder_2", "config.json")));
     expect(single.components.unet!.config).toEqual({ ...json(join(FOLDER, "unet", "config.json")), upcast_attention: false });
     expect(single.schedulerConfig).toEqual(json(join(FOLDER, "scheduler", "scheduler_config.json")));
@@ -99,19 +70,7 @@ test("a full-size SDXL base's tensor shapes give SDXL base's published configs (
   // gen_tiny_sdxl_single_file.py: the names and shapes diffusers' convert script gives the published
   // model. Written as a sparse file: only the header is read.
   const full = json(join(SDXL, "full_size_shapes.json")) as { configs: Record<string, Record<string, unknown>>; tensors: Record<string, number[]> };
-  const header: Record<string, unknown> = {};
-  let offset = 0;
-  for (const [name, shape] of Object.entries(full.tensors)) {
-    const bytes = 2 * shape.reduce((n, d) => n * d, 1);
-    header[name] = { dtype: "F16", shape, data_offsets: [offset, offset + bytes] };
-    offset += bytes;
-  }
-  const text = Buffer.from(JSON.stringify(header));
-  const head = Buffer.alloc(8);
-  head.writeBigUInt64LE(BigInt(text.length));
-  const path = join(scratch, "sd_xl_base.safetensors");
-  writeFileSync(path, Buffer.concat([head, text]));
-  truncateSync(path, 8 + text.length + offset);
+  const path = writeSparseF16Safetensors(join(scratch, "sd_xl_base.safetensors"), full.tensors);
 
   const source = await readCheckpoint(path);
   expect(source.family).toBe("sdxl");
@@ -124,11 +83,11 @@ test("a full-size SDXL base's tensor shapes give SDXL base's published configs (
 
 describe("bad SDXL input is refused with the reason", () => {
   test("a refiner single file (OpenCLIP alone under conditioner.embedders.0.model.) is refused, saying it is the refiner", async () => {
-    const path = writeSafetensors(join(scratch, "refiner.safetensors"), {
-      "model.diffusion_model.input_blocks.0.0.weight": [8, 4, 3, 3],
-      "conditioner.embedders.0.model.positional_embedding": [77, 6],
-      "conditioner.embedders.0.model.text_projection": [6, 6],
-      "first_stage_model.decoder.conv_in.weight": [16, 4, 3, 3],
+    const path = writeF32Safetensors(join(scratch, "refiner.safetensors"), {
+      "model.diffusion_model.input_blocks.0.0.weight": { shape: [8, 4, 3, 3] },
+      "conditioner.embedders.0.model.positional_embedding": { shape: [77, 6] },
+      "conditioner.embedders.0.model.text_projection": { shape: [6, 6] },
+      "first_stage_model.decoder.conv_in.weight": { shape: [16, 4, 3, 3] },
     });
     await expect(readCheckpoint(path)).rejects.toThrow(/refiner\.safetensors is an SDXL refiner \(its only text encoder is OpenCLIP ViT-bigG and its UNet takes aesthetic-score time ids\); sd-trt converts SDXL base checkpoints, not the refiner/);
   });
@@ -141,9 +100,9 @@ describe("bad SDXL input is refused with the reason", () => {
   });
 
   test("a file without its VAE and OpenCLIP encoder names both missing parts", async () => {
-    const path = writeSafetensors(join(scratch, "partial.safetensors"), {
-      "model.diffusion_model.input_blocks.0.0.weight": [8, 4, 3, 3],
-      "conditioner.embedders.0.transformer.text_model.embeddings.position_embedding.weight": [77, 4],
+    const path = writeF32Safetensors(join(scratch, "partial.safetensors"), {
+      "model.diffusion_model.input_blocks.0.0.weight": { shape: [8, 4, 3, 3] },
+      "conditioner.embedders.0.transformer.text_model.embeddings.position_embedding.weight": { shape: [77, 4] },
     });
     await expect(readCheckpoint(path)).rejects.toThrow(
       /partial\.safetensors is an SDXL checkpoint without its VAE \(no tensors under "first_stage_model\." or "vae\."\), OpenCLIP ViT-bigG text encoder \(no tensors under "conditioner\.embedders\.1\.model\."\); sd-trt converts a whole SDXL base checkpoint/,

@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, expect, test } from "@jest/globals";
 import convert from "../../lib/cli/commands/convert.js";
 import { runCommand } from "../support/run-cli.js";
-import { CHECKPOINTS } from "../support/tiny-checkpoints.js";
+import { CHECKPOINTS } from "../support/checkpoint-fixtures.js";
 
 let scratch: string;
 beforeAll(async () => {

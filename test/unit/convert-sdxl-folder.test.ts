@@ -26,7 +26,7 @@ import { ModelFileError } from "../../lib/errors.js";
 import { exportPrecision } from "../../lib/backends/tensorrt/roles.js";
 import { OnnxModel } from "../../lib/onnx/model.js";
 import { ClipTokenizer } from "../../lib/tokenizer/clip-tokenizer.js";
-import { CHECKPOINTS, type GoldenArray, relativeError, tinyGoldens } from "../support/tiny-checkpoints.js";
+import { CHECKPOINTS, type GoldenArray, relativeError, tinyGoldens } from "../support/checkpoint-fixtures.js";
 
 const SDXL = join(CHECKPOINTS, "sdxl");
 const FOLDER = join(SDXL, "diffusers");

@@ -24,7 +24,7 @@ import { locateModelFolder } from "../../lib/model/folder.js";
 import { exportPrecision } from "../../lib/backends/tensorrt/roles.js";
 import type { TensorRtBinding, TrtBuildOptions, TrtBuildProgress, TrtBuildResult } from "../../lib/native/tensorrt-types.js";
 import { runCommand } from "../support/run-cli.js";
-import { tinyCheckpoint } from "../support/tiny-checkpoints.js";
+import { tinyCheckpoint } from "../support/checkpoint-fixtures.js";
 
 const TINY = join(process.cwd(), "models", "tiny-sd");
 const GPU = { name: "NVIDIA GeForce RTX 4090", computeCapability: "8.9" };

@@ -17,7 +17,7 @@ import { readLoraFile } from "../../lib/convert/lora/read.js";
 import { loraSetDeltas, loraSetId, mergedWeight, parseLoraSpec } from "../../lib/convert/lora/set.js";
 import { readSafetensors } from "../../lib/model/safetensors.js";
 import { checkpointWithLoras } from "../../lib/convert/lora/checkpoint.js";
-import { tinyCheckpoint } from "../support/tiny-checkpoints.js";
+import { tinyCheckpoint } from "../support/checkpoint-fixtures.js";
 import type { ComponentName } from "../../lib/convert/types.js";
 
 const dir = new URL("../fixtures/loras/", import.meta.url).pathname;

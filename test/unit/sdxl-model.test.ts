@@ -4,9 +4,8 @@
  * text_embeds/time_ids), the time ids, how the two encoders' outputs are joined, and A1111's
  * padding after the end token with tokenizer_2's "!".
  */
-import { afterAll, beforeAll, describe, expect, test } from "@jest/globals";
-import { cp, mkdtemp, readFile, rm, unlink, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { describe, expect, test } from "@jest/globals";
+import { readFile, unlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { ModelFileError } from "../../lib/errors.js";
 import { locateModelFolder } from "../../lib/model/folder.js";
@@ -16,21 +15,11 @@ import { sdxlTimeIds } from "../../lib/pipeline/sdxl-options.js";
 import { buildPromptBatch } from "../../lib/prompt/conditioning.js";
 import { ClipTokenizer } from "../../lib/tokenizer/index.js";
 import { TINY_SDXL_DIR } from "../fixtures/sdxl/reference.js";
+import { scratchFolder } from "../support/scratch-folder.js";
 
-let scratch: string;
-let counter = 0;
-beforeAll(async () => {
-  scratch = await mkdtemp(join(tmpdir(), "sd-trt-sdxl-model-"));
-});
-afterAll(async () => {
-  await rm(scratch, { recursive: true, force: true });
-});
-/** A copy of the tiny SDXL folder (tokenizer symlinks followed). */
-async function copySdxl(): Promise<string> {
-  const dir = join(scratch, `copy-${counter++}`);
-  await cp(TINY_SDXL_DIR, dir, { recursive: true, dereference: true });
-  return dir;
-}
+const scratch = scratchFolder("sd-trt-sdxl-model-");
+/** A copy of the tiny SDXL folder. */
+const copySdxl = () => scratch.copy(TINY_SDXL_DIR);
 
 describe("the optimum SDXL folder", () => {
   test("has its second text encoder, tokenizer_2 and SDXL's flags", async () => {

@@ -10,12 +10,12 @@ import { ModelFileError } from "../../errors.js";
 import { isFile, readJson } from "../../model/folder.js";
 import { refusePickle } from "../../model/pickle.js";
 import { openSafetensors } from "../../model/safetensors.js";
-import type { CheckpointSource, ComponentName, ComponentSource, ModelFamily, SourceTensor } from "../types.js";
+import type { CheckpointSource, ComponentName, ComponentSource, ModelFamily, SourceTensor, WeightSource } from "../types.js";
 import { clipKey } from "./ldm-keys.js";
 import { sdxlRefinerRefusal } from "./sdxl.js";
 import { sourceTensor, weightSourceOf } from "./tensors.js";
 
-type FolderComponent = "text_encoder" | "text_encoder_2" | "unet" | "vae";
+export type FolderComponent = "text_encoder" | "text_encoder_2" | "unet" | "vae";
 
 /** Each component's weight file stem (diffusers' models, transformers' CLIPTextModel). */
 const WEIGHT_STEMS: Readonly<Record<FolderComponent, string>> = {
@@ -96,6 +96,11 @@ async function componentWeights(component: FolderComponent, files: readonly stri
   return tensors;
 }
 
+/** The weights of one component's folder (`<model>/unet`, …), under the keys the whole-folder reader gives them. @throws ModelFileError naming the missing or bad file. */
+export async function readComponentWeights(dir: string, component: FolderComponent): Promise<WeightSource> {
+  return weightSourceOf(await componentWeights(component, await weightFiles(dir, WEIGHT_STEMS[component])));
+}
+
 /** Whether a model_index.json entry names a component: diffusers writes [null, null] (or null) for one the pipeline lacks. */
 function namesComponent(entry: unknown): boolean {
   return Array.isArray(entry) ? entry.some((part) => part != null) : entry != null;
@@ -113,10 +118,9 @@ export async function readDiffusersFolder(folder: string, overrides: { predictio
   const components: Partial<Record<ComponentName, ComponentSource>> = {};
   const names: readonly FolderComponent[] = family === "sdxl" ? ["text_encoder", "text_encoder_2", "unet", "vae"] : ["text_encoder", "unet", "vae"];
   for (const component of names) {
-    const files = await weightFiles(join(folder, component), WEIGHT_STEMS[component]);
     let config = configs[component]!;
     if (component === "unet" && overrides.upcastAttention !== undefined) config = { ...config, upcast_attention: overrides.upcastAttention };
-    components[component] = { config, weights: weightSourceOf(await componentWeights(component, files)) };
+    components[component] = { config, weights: await readComponentWeights(join(folder, component), component) };
   }
   const schedulerConfig = overrides.predictionType === undefined ? configs.scheduler : { ...configs.scheduler, prediction_type: overrides.predictionType };
   return { family, path: folder, components, schedulerConfig };

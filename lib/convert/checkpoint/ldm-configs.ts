@@ -146,23 +146,28 @@ export function deriveTextEncoderConfig(shapes: ShapeIndex, family: SdFamily): R
 }
 
 /**
+ * The scheduler settings SD 1.x, 2.x and SDXL share: the noise schedule they were trained with
+ * (1000 scaled-linear betas from 0.00085 to 0.012) and the sampling defaults of their published
+ * scheduler configs (leading timesteps offset by 1, no final alpha of one).
+ */
+export const SD_TRAINING_SCHEDULE: Readonly<Record<string, unknown>> = Object.freeze({
+  beta_schedule: "scaled_linear",
+  beta_start: 0.00085,
+  beta_end: 0.012,
+  interpolation_type: "linear",
+  num_train_timesteps: 1000,
+  sample_max_value: 1.0,
+  set_alpha_to_one: false,
+  skip_prk_steps: true,
+  steps_offset: 1,
+  timestep_spacing: "leading",
+});
+
+/**
  * The scheduler config: diffusers' SCHEDULER_DEFAULT_CONFIG for single files (the betas every SD
  * 1.x/2.x model was trained with), in the class of the family's published pipeline (PNDM for SD
  * 1.5, DDIM for 2.1).
  */
 export function deriveSchedulerConfig(family: SdFamily, predictionType: string): Record<string, unknown> {
-  return {
-    _class_name: family === "sd1" ? "PNDMScheduler" : "DDIMScheduler",
-    beta_schedule: "scaled_linear",
-    beta_start: 0.00085,
-    beta_end: 0.012,
-    interpolation_type: "linear",
-    num_train_timesteps: 1000,
-    prediction_type: predictionType,
-    sample_max_value: 1.0,
-    set_alpha_to_one: false,
-    skip_prk_steps: true,
-    steps_offset: 1,
-    timestep_spacing: "leading",
-  };
+  return { _class_name: family === "sd1" ? "PNDMScheduler" : "DDIMScheduler", ...SD_TRAINING_SCHEDULE, prediction_type: predictionType };
 }

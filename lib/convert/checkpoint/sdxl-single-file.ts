@@ -15,9 +15,8 @@
 import { ModelFileError } from "../../errors.js";
 import type { StreamedSafetensorsFile } from "../../model/safetensors.js";
 import type { CheckpointSource } from "../types.js";
-import { readFolderConfigs } from "./diffusers-folder.js";
-import { unetLayersPerBlock, vaeLevels } from "./ldm-configs.js";
-import { LDM_PREFIX, type MappedKey, mapClipKey, mapOpenClipKey, mapUnetKey, mapVaeKey } from "./ldm-keys.js";
+import { LDM_PREFIX, type MappedKey, mapClipKey, mapOpenClipKey, mapUnetKey } from "./ldm-keys.js";
+import { deriveFromShapes, mapLdmUnetAndVae } from "./ldm-unet-vae.js";
 import { deriveSdxlTextEncoderConfigs, deriveSdxlUnetConfig, deriveSdxlVaeConfig, SDXL_PREFIX, SDXL_UNET_DIRECT, sdxlRefinerRefusal, sdxlSchedulerConfig } from "./sdxl.js";
 import type { SingleFileOptions } from "./single-file.js";
 import { mapComponent, shapesOf, weightSourceOf, withPrefix } from "./tensors.js";
@@ -58,31 +57,14 @@ export async function readSdxlSingleFile(path: string, file: StreamedSafetensors
   if (inChannels !== undefined && inChannels !== 4) {
     throw new ModelFileError(path, `${path} has a UNet with ${inChannels} input channels (an inpainting model); sd-trt converts SDXL txt2img/img2img models with 4`);
   }
-  const folder = options.configFolder === undefined ? undefined : await readFolderConfigs(options.configFolder);
-  const layersPerBlock = typeof folder?.unet["layers_per_block"] === "number" ? (folder.unet["layers_per_block"] as number) : unetLayersPerBlock(shapesOf(unetStored));
-  const upBlocks = Array.isArray(folder?.vae["up_block_types"]) ? (folder.vae["up_block_types"] as unknown[]).length : vaeLevels(shapesOf(vaeStored));
-
-  const unet = mapComponent(path, "UNet", unetStored, (key) => {
-    const mapped = mapSdxlUnetKey(key, layersPerBlock);
-    return mapped === undefined ? [] : [mapped];
-  });
-  const vae = mapComponent(path, "VAE", vaeStored, (key, tensor) => {
-    const mapped = mapVaeKey(key, upBlocks, tensor.shape);
-    return mapped === undefined ? [] : [mapped];
-  });
+  const { folder, unet, vae } = await mapLdmUnetAndVae(path, unetStored, vaeStored!, options.configFolder, mapSdxlUnetKey);
   const textEncoder = mapComponent(path, "text encoder", withPrefix(file.tensors, SDXL_PREFIX.clip), (key) => [mapClipKey(key)]);
   const textEncoder2 = mapComponent(path, "text encoder 2", withPrefix(file.tensors, SDXL_PREFIX.openClip), (key, tensor) => mapSdxlOpenClipKey(key, tensor.shape));
 
   // SDXL base's configs: epsilon, no upcast attention (its UNet config does not set it).
   const predictionType = options.predictionType ?? (folder?.scheduler["prediction_type"] as string | undefined) ?? "epsilon";
   const upcastAttention = options.upcastAttention ?? (folder?.unet["upcast_attention"] as boolean | undefined) ?? false;
-  const derive = <T>(what: string, make: () => T): T => {
-    try {
-      return make();
-    } catch (error) {
-      throw new ModelFileError(path, `${path}: cannot tell the shape of ${what} (${(error as Error).message}); pass a diffusers folder with its configs`, { cause: error });
-    }
-  };
+  const derive = <T>(what: string, make: () => T): T => deriveFromShapes(path, what, make);
   const texts = folder?.text_encoder_2 === undefined ? derive("the text encoders", () => deriveSdxlTextEncoderConfigs(shapesOf(textEncoder), shapesOf(textEncoder2))) : undefined;
   const textEncoder2Config = folder?.text_encoder_2 ?? texts!.textEncoder2;
   const unetConfig = folder?.unet ?? derive("the UNet", () => deriveSdxlUnetConfig(shapesOf(unetStored), Number(textEncoder2Config["projection_dim"]), upcastAttention));

@@ -13,7 +13,7 @@
  * SD 2.x's ViT-H), so their configs follow those families' rules.
  */
 import { ModelFileError } from "../../errors.js";
-import { deriveTextEncoderConfig, deriveUnetConfig, deriveVaeConfig, type ShapeIndex, unetLayersPerBlock } from "./ldm-configs.js";
+import { deriveTextEncoderConfig, deriveUnetConfig, deriveVaeConfig, SD_TRAINING_SCHEDULE, type ShapeIndex, unetLayersPerBlock } from "./ldm-configs.js";
 
 /** The single-file prefixes of SDXL's text encoders (`conditioner.embedders.*`). */
 export const SDXL_PREFIX = {
@@ -37,18 +37,9 @@ export const SDXL_UNET_DIRECT: Readonly<Record<string, string>> = {
 export function sdxlSchedulerConfig(predictionType: string): Record<string, unknown> {
   return {
     _class_name: "EulerDiscreteScheduler",
-    beta_end: 0.012,
-    beta_schedule: "scaled_linear",
-    beta_start: 0.00085,
+    ...SD_TRAINING_SCHEDULE,
     clip_sample: false,
-    interpolation_type: "linear",
-    num_train_timesteps: 1000,
     prediction_type: predictionType,
-    sample_max_value: 1.0,
-    set_alpha_to_one: false,
-    skip_prk_steps: true,
-    steps_offset: 1,
-    timestep_spacing: "leading",
     trained_betas: null,
     use_karras_sigmas: false,
   };

@@ -15,9 +15,9 @@
 import { ModelFileError } from "../../errors.js";
 import { openSafetensors } from "../../model/safetensors.js";
 import type { CheckpointSource, ModelFamily } from "../types.js";
-import { readFolderConfigs } from "./diffusers-folder.js";
-import { deriveSchedulerConfig, deriveTextEncoderConfig, deriveUnetConfig, deriveVaeConfig, unetLayersPerBlock, vaeLevels } from "./ldm-configs.js";
-import { LDM_PREFIX, mapClipKey, mapOpenClipKey, mapUnetKey, mapVaeKey } from "./ldm-keys.js";
+import { deriveSchedulerConfig, deriveTextEncoderConfig, deriveUnetConfig, deriveVaeConfig } from "./ldm-configs.js";
+import { LDM_PREFIX, mapClipKey, mapOpenClipKey, mapUnetKey } from "./ldm-keys.js";
+import { deriveFromShapes, mapLdmUnetAndVae } from "./ldm-unet-vae.js";
 import { readSdxlSingleFile } from "./sdxl-single-file.js";
 import { mapComponent, shapesOf, weightSourceOf, withPrefix } from "./tensors.js";
 
@@ -82,29 +82,12 @@ export async function readSingleFile(path: string, options: SingleFileOptions = 
     throw new ModelFileError(path, `${path} has a UNet with ${inChannels} input channels (an inpainting or instruct-pix2pix model); sd-trt converts txt2img/img2img models with 4`);
   }
 
-  const folder = options.configFolder === undefined ? undefined : await readFolderConfigs(options.configFolder);
-  const layersPerBlock = typeof folder?.unet["layers_per_block"] === "number" ? (folder.unet["layers_per_block"] as number) : unetLayersPerBlock(shapesOf(unetStored));
-  const upBlocks = Array.isArray(folder?.vae["up_block_types"]) ? (folder.vae["up_block_types"] as unknown[]).length : vaeLevels(shapesOf(vaeStored));
-
-  const unet = mapComponent(path, "UNet", unetStored, (key) => {
-    const mapped = mapUnetKey(key, layersPerBlock);
-    return mapped === undefined ? [] : [mapped];
-  });
-  const vae = mapComponent(path, "VAE", vaeStored, (key, tensor) => {
-    const mapped = mapVaeKey(key, upBlocks, tensor.shape);
-    return mapped === undefined ? [] : [mapped];
-  });
+  const { folder, unet, vae } = await mapLdmUnetAndVae(path, unetStored, vaeStored, options.configFolder, mapUnetKey);
   const textEncoder = mapComponent(path, "text encoder", textStored, (key, tensor) => (family === "sd1" ? [mapClipKey(key)] : mapOpenClipKey(key, tensor.shape)));
 
   const predictionType = options.predictionType ?? (folder?.scheduler["prediction_type"] as string | undefined) ?? (family === "sd2" ? "v_prediction" : "epsilon");
   const upcastAttention = options.upcastAttention ?? (folder?.unet["upcast_attention"] as boolean | undefined) ?? family === "sd2";
-  const derive = <T>(what: string, make: () => T): T => {
-    try {
-      return make();
-    } catch (error) {
-      throw new ModelFileError(path, `${path}: cannot tell the shape of ${what} (${(error as Error).message}); pass a diffusers folder with its configs`, { cause: error });
-    }
-  };
+  const derive = <T>(what: string, make: () => T): T => deriveFromShapes(path, what, make);
   const unetConfig = folder?.unet ?? derive("the UNet", () => deriveUnetConfig(shapesOf(unetStored), family, upcastAttention));
   return {
     family,
