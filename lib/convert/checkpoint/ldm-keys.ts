@@ -8,12 +8,9 @@
  * leaves it out. The tests check the result against diffusers' `from_single_file` on the tiny
  * checkpoints (test/unit/convert-checkpoint-single-file.test.ts).
  */
-import type { TensorTransform } from "./tensors.js";
+import type { MappedKey } from "./tensors.js";
 
-export interface MappedKey {
-  readonly key: string;
-  readonly transform?: TensorTransform;
-}
+export type { MappedKey } from "./tensors.js";
 
 /** The component prefixes of the single-file layout. */
 export const LDM_PREFIX = {

@@ -18,7 +18,7 @@ import type { CheckpointSource } from "../types.js";
 import { LDM_PREFIX, type MappedKey, mapClipKey, mapOpenClipKey, mapUnetKey } from "./ldm-keys.js";
 import { deriveFromShapes, mapLdmUnetAndVae } from "./ldm-unet-vae.js";
 import { deriveSdxlTextEncoderConfigs, deriveSdxlUnetConfig, deriveSdxlVaeConfig, SDXL_PREFIX, SDXL_UNET_DIRECT, sdxlRefinerRefusal, sdxlSchedulerConfig } from "./sdxl.js";
-import type { SingleFileOptions } from "./single-file.js";
+import type { SingleFileOptions } from "./options.js";
 import { mapComponent, shapesOf, weightSourceOf, withPrefix } from "./tensors.js";
 
 /** A UNet key (after `model.diffusion_model.`). */

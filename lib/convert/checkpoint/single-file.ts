@@ -20,18 +20,9 @@ import { LDM_PREFIX, mapClipKey, mapOpenClipKey, mapUnetKey } from "./ldm-keys.j
 import { deriveFromShapes, mapLdmUnetAndVae } from "./ldm-unet-vae.js";
 import { readSdxlSingleFile } from "./sdxl-single-file.js";
 import { mapComponent, shapesOf, weightSourceOf, withPrefix } from "./tensors.js";
+import type { SingleFileOptions } from "./options.js";
 
-export interface CheckpointOverrides {
-  /** The scheduler's prediction type, when the detection's default is wrong for this model. */
-  readonly predictionType?: "epsilon" | "v_prediction";
-  /** Attention scores in fp32 (SD 2.1 768-v needs it in fp16). */
-  readonly upcastAttention?: boolean;
-}
-
-export interface SingleFileOptions extends CheckpointOverrides {
-  /** A diffusers folder whose configs describe the file (diffusers' `from_single_file(file, config=folder)`). */
-  readonly configFolder?: string;
-}
+export type { CheckpointOverrides, SingleFileOptions } from "./options.js";
 
 /**
  * The family from a single file's keys: SDXL's conditioner, else the UNet with CLIP ViT-L

@@ -9,7 +9,12 @@ import { ModelFileError } from "../../errors.js";
 import type { StreamedSafetensorsTensor } from "../../model/safetensors.js";
 import type { SourceTensor, WeightSource } from "../types.js";
 import type { ShapeIndex } from "./ldm-configs.js";
-import type { MappedKey } from "./ldm-keys.js";
+
+/** A stored tensor's diffusers key, and how its values become that tensor. */
+export interface MappedKey {
+  readonly key: string;
+  readonly transform?: TensorTransform;
+}
 
 /** How a stored tensor becomes the diffusers tensor. */
 export type TensorTransform =
