@@ -54,6 +54,9 @@ export interface DenoiseRunOptions<Output extends NativeLatentsOutput = "host"> 
    *  run and bound as UNet inputs in the captured loop. */
   textEmbeds?: Float32Array;
   timeIds?: Float32Array;
+  /** Prompt editing: `embeddings` is then a bank of device tensors (every conditioning once) and
+   *  entry j · unetBatch + i names the bank row UNet row i reads at evaluation j (NativeDenoiseOptions). */
+  embeddingRows?: Int32Array;
   /** The embeddings' text length, a multiple of 77 up to 77 · 64 (A1111's long prompts: 77 · chunks). Defaults to 77. */
   sequenceLength?: number;
   /** Where x_M goes: `"host"` (default) → `latents` is a new Float32Array; `"device"` → a new
@@ -217,6 +220,7 @@ export class Denoiser {
         ...(options.embeddings !== undefined ? { embeddings: options.embeddings } : {}),
         ...(options.textEmbeds !== undefined ? { textEmbeds: options.textEmbeds } : {}),
         ...(options.timeIds !== undefined ? { timeIds: options.timeIds } : {}),
+        ...(options.embeddingRows !== undefined ? { embeddingRows: options.embeddingRows } : {}),
         sequenceLength: request.sequenceLength,
         useGraphs: request.useGraphs,
         queueDepth: request.queueDepth,

@@ -178,6 +178,12 @@ export interface NativeDenoiseOptions extends NativeProgramRunOptions {
    *  run and bound as UNet inputs in the captured loop. */
   textEmbeds?: Float32Array;
   timeIds?: Float32Array;
+  /** Prompt editing: with this table `embeddings` (device tensors) is a bank of any number of rows —
+   *  every conditioning of the run, each encoded once — and entry j · unetBatch + i is the bank row
+   *  UNet row i reads at evaluation j (evaluations × unetBatch entries, uncond rows first with
+   *  guidance). Every entry is checked (ERR_INVALID_PROGRAM); the table is uploaded once and the
+   *  rows are gathered on the device before each UNet call, inside the captured graph. Not for SDXL. */
+  embeddingRows?: Int32Array;
   /** The embeddings' text length: 77 · chunks (A1111's long prompts), 77 … 77 · 64. Defaults to 77. */
   sequenceLength?: number;
   /** Defaults to `"host"`. */
@@ -286,6 +292,9 @@ export interface NativeBinding {
   /** Why a libnvinfer reporting `library` (major·10000 + minor·100 + patch) must not be used with
    *  headers of version `headers`, or "" (native/common/trt_version.h; the rule native/trt applies). */
   hostTensorRtVersionProblem(library: number, headers: number): string;
+  /** The checks `Denoiser.run` applies to `embeddingRows` (native/denoiser/embedding_rows.h):
+   *  throws ERR_INVALID_PROGRAM naming the entry and the limit. */
+  hostCheckEmbeddingRows(options: { table: Int32Array; evaluations: number; unetBatch: number; bankRows: number }): void;
   Denoiser: NativeDenoiserConstructor;
   /** Present in CUDA builds; instances come from native calls only. */
   DeviceTensor?: abstract new () => NativeDeviceTensor;

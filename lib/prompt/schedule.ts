@@ -215,3 +215,12 @@ export function scheduleIndexAt(schedule: readonly (readonly [endAtStep: number,
   const index = schedule.findIndex(([end]) => evalIndex <= end);
   return Math.max(0, index);
 }
+
+/**
+ * The text each image uses at evaluation `evalIndex` (A1111's `reconstruct_cond_batch`): its
+ * schedule's entry there, or `rowOf` when no prompt changes. Both backends switch with it.
+ */
+export function textsAt(prompts: { rowOf: Int32Array; schedules?: ReadonlyArray<ReadonlyArray<readonly [number, number]>> }, evalIndex: number): ArrayLike<number> {
+  if (!prompts.schedules) return prompts.rowOf;
+  return prompts.schedules.map((schedule) => schedule[scheduleIndexAt(schedule, evalIndex)]![1]);
+}

@@ -42,10 +42,11 @@ struct DenoiserCore::Layout {
   bool cfg;
   const void *table, *xRing, *mRing, *noise, *guidance, *sample, *out, *timestep, *hidden;
   const void *textEmbeds, *timeIds;  // SDXL's added conditioning (null for other UNets)
+  const void *bank, *rowTable;       // prompt editing (null without a row table)
   // A new text length changes the UNet's input shape: the captured graph must not be replayed.
   auto key() const {
     return std::tie(batch, channels, height, width, unetBatch, depth, evalCount, hiddenSize, sequenceLength, cfg, table, xRing,
-                    mRing, noise, guidance, sample, out, timestep, hidden, textEmbeds, timeIds);
+                    mRing, noise, guidance, sample, out, timestep, hidden, textEmbeds, timeIds, bank, rowTable);
   }
   bool operator==(const Layout& o) const { return key() == o.key(); }
 };
@@ -119,7 +120,7 @@ void DenoiserCore::Release() {
   if (stream_ != nullptr) (void)cudaStreamSynchronize(stream_);
   DestroyGraph();
   ClearGraphCache();
-  for (DeviceBuffer* b : {&table_, &xRing_, &mRing_, &noise_, &guidance_, &sample_, &out_, &timestep_, &hidden_, &textEmbeds_, &timeIds_, &control_}) {
+  for (DeviceBuffer* b : {&table_, &xRing_, &mRing_, &noise_, &guidance_, &sample_, &out_, &timestep_, &hidden_, &textEmbeds_, &timeIds_, &bank_, &rowTable_, &control_}) {
     b->Free();
   }
   if (progressHost_ != nullptr) (void)cudaFreeHost(progressHost_);
@@ -160,6 +161,11 @@ void DenoiserCore::Prepare(const DenoiseRequest& r, bool bindingsLost) {
   if (hiddenSize > 0) {
     hidden_.Reserve(static_cast<size_t>(unetBatch) * r.sequenceLength * hiddenSize * dtypeSize(runner.hiddenType()), kStage);
   }
+  const bool edited = hiddenSize > 0 && !r.embeddingRows.empty();
+  if (edited) {
+    bank_.Reserve(static_cast<size_t>(r.embeddingRowCount) * r.sequenceLength * hiddenSize * dtypeSize(runner.hiddenType()), kStage);
+    rowTable_.Reserve(r.embeddingRows.size() * sizeof(int32_t), kStage);
+  }
   const bool added = runner.textEmbedsSize() > 0;
   if (added) {
     textEmbeds_.Reserve(static_cast<size_t>(unetBatch) * runner.textEmbedsSize() * dtypeSize(runner.textEmbedsType()), kStage);
@@ -169,7 +175,8 @@ void DenoiserCore::Prepare(const DenoiseRequest& r, bool bindingsLost) {
   Layout layout{r.batch, r.channels, r.height, r.width, unetBatch, K, program.evalCount, hiddenSize, r.sequenceLength, cfg,
                 table_.data(), xRing_.data(), mRing_.data(), noise_.data(), guidance_.data(), sample_.data(),
                 out_.data(), timestep_.data(), hiddenSize > 0 ? hidden_.data() : nullptr,
-                added ? textEmbeds_.data() : nullptr, added ? timeIds_.data() : nullptr};
+                added ? textEmbeds_.data() : nullptr, added ? timeIds_.data() : nullptr,
+                edited ? bank_.data() : nullptr, edited ? rowTable_.data() : nullptr};
   if (layout_ && *layout_ == layout && !bindingsLost) return;
 
   // A layout change keeps the current layout's graph in a small cache (alternating batch sizes
@@ -235,8 +242,8 @@ void DenoiserCore::Prepare(const DenoiseRequest& r, bool bindingsLost) {
 }
 
 bool DenoiserCore::SameBuffers(const Layout& a, const Layout& b) {
-  return std::tie(a.table, a.xRing, a.mRing, a.noise, a.guidance, a.sample, a.out, a.timestep, a.hidden, a.textEmbeds, a.timeIds) ==
-         std::tie(b.table, b.xRing, b.mRing, b.noise, b.guidance, b.sample, b.out, b.timestep, b.hidden, b.textEmbeds, b.timeIds);
+  return std::tie(a.table, a.xRing, a.mRing, a.noise, a.guidance, a.sample, a.out, a.timestep, a.hidden, a.textEmbeds, a.timeIds, a.bank, a.rowTable) ==
+         std::tie(b.table, b.xRing, b.mRing, b.noise, b.guidance, b.sample, b.out, b.timestep, b.hidden, b.textEmbeds, b.timeIds, b.bank, b.rowTable);
 }
 
 void DenoiserCore::StashGraph() {
@@ -300,10 +307,18 @@ void DenoiserCore::Upload(const DenoiseRequest& r) {
   }
   if (runner_->hiddenSize() > 0) {
     const DType want = runner_->hiddenType();
-    const size_t count = static_cast<size_t>(layout_->unetBatch) * layout_->sequenceLength * runner_->hiddenSize();
+    // With a row table the parts fill the bank (every conditioning of the run) and the gather
+    // kernel fills hidden_ per evaluation; without one they fill hidden_ directly.
+    const bool edited = layout_->rowTable != nullptr;
+    const size_t rows = edited ? static_cast<size_t>(r.embeddingRowCount) : static_cast<size_t>(layout_->unetBatch);
+    const size_t count = rows * layout_->sequenceLength * runner_->hiddenSize();
+    if (edited) {
+      SDTRT_CUDA_CHECK(kStage, cudaMemcpyAsync(rowTable_.data(), r.embeddingRows.data(), r.embeddingRows.size() * sizeof(int32_t),
+                                               cudaMemcpyHostToDevice, stream_));
+    }
     if (!r.deviceEmbeddings.empty()) {
       // The parts' rows, joined in order (the JS layer checked that they hold `count` values).
-      auto* dst = hidden_.as<uint8_t>();
+      auto* dst = edited ? bank_.as<uint8_t>() : hidden_.as<uint8_t>();
       size_t written = 0;
       for (const DenoiseRequest::DevicePart& part : r.deviceEmbeddings) {
         const size_t take = std::min(part.count, count - written);
@@ -338,10 +353,18 @@ void DenoiserCore::Upload(const DenoiseRequest& r) {
   }
 }
 
+cudaError_t DenoiserCore::GatherEmbeddings() {
+  if (layout_->rowTable == nullptr) return cudaSuccess;
+  const size_t rowBytes = static_cast<size_t>(layout_->sequenceLength) * layout_->hiddenSize * dtypeSize(runner_->hiddenType());
+  return kernels::launchGatherEmbeddingRows(bank_.data(), hidden_.data(), rowBytes, rowTable_.as<int32_t>(), loopControl_.step,
+                                            layout_->unetBatch, stream_);
+}
+
 void DenoiserCore::EnqueueEval(bool useGraph) {
   if (useGraph && graphExec_ != nullptr) {
     SDTRT_CUDA_CHECK(kStage, cudaGraphLaunch(graphExec_, stream_));
   } else {
+    SDTRT_CUDA_CHECK(kStage, GatherEmbeddings());
     runner_->enqueue(stream_);
     SDTRT_CUDA_CHECK(kStage, kernels::launchFusedStep(params_, loopControl_, stream_));
   }
@@ -358,9 +381,12 @@ bool DenoiserCore::Capture(std::string* reason) {
   }
   std::string enqueueError;
   try {
-    runner_->enqueue(stream_);
-    status = kernels::launchFusedStep(params_, loopControl_, stream_);
-    if (status != cudaSuccess) enqueueError = "fused step launch: " + describe(status);
+    // The gather reads the evaluation index on the device: one graph for every conditioning.
+    status = GatherEmbeddings();
+    if (status != cudaSuccess) enqueueError = "embeddings gather launch: " + describe(status);
+    if (enqueueError.empty()) runner_->enqueue(stream_);
+    if (enqueueError.empty()) status = kernels::launchFusedStep(params_, loopControl_, stream_);
+    if (enqueueError.empty() && status != cudaSuccess) enqueueError = "fused step launch: " + describe(status);
   } catch (const std::exception& e) {
     enqueueError = e.what();
   }

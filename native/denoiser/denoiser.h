@@ -61,6 +61,11 @@ struct DenoiseRequest {
     size_t count = 0;
   };
   std::vector<DevicePart> deviceEmbeddings;
+  // Prompt editing (embedding_rows.h): when not empty, deviceEmbeddings is a bank of
+  // embeddingRowCount rows and entry j·unetBatch + i (checked) is the bank row UNet row i reads at
+  // evaluation j; a device kernel gathers them before each UNet call.
+  std::vector<int32_t> embeddingRows;
+  int embeddingRowCount = 0;
   // SDXL's added conditioning, when the runner takes it (UnetRunner::textEmbedsSize() > 0): float32
   // host values (borrowed), text_embeds [unetBatch, textEmbedsSize] and time_ids [unetBatch,
   // timeIdsSize], uncond rows first with guidance; converted to the runner's types on upload.
@@ -112,6 +117,8 @@ class DenoiserCore {
   struct Layout;
   void Prepare(const DenoiseRequest& request, bool bindingsLost);
   void Upload(const DenoiseRequest& request);
+  // Prompt editing: the gather kernel of the evaluation in LoopControl::step (no-op without a row table).
+  cudaError_t GatherEmbeddings();
   void EnqueueEval(bool useGraph);
   bool Capture(std::string* reason);
   void DestroyGraph();
@@ -135,6 +142,7 @@ class DenoiserCore {
 
   DeviceBuffer control_;  // LoopControl step + blocksDone
   DeviceBuffer table_, xRing_, mRing_, noise_, guidance_, sample_, out_, timestep_, hidden_;
+  DeviceBuffer bank_, rowTable_;  // prompt editing: every conditioning's rows, and which ones each evaluation reads
   DeviceBuffer textEmbeds_, timeIds_;  // SDXL's added conditioning (empty for other UNets)
   std::vector<double> hostTable_;
   std::vector<uint8_t> hostStaging_;

@@ -1,6 +1,7 @@
 #include "denoiser_js.h"
 
 #include <algorithm>
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
@@ -10,6 +11,7 @@
 #include "../common/js_class.h"
 #include "../common/js_error.h"
 #include "../common/status.h"
+#include "embedding_rows.h"
 #include "program_table.h"
 
 #if SDTRT_WITH_CUDA
@@ -349,6 +351,10 @@ Napi::Value DenoiserWrap::Run(const Napi::CallbackInfo& info) {
       ThrowRangeError(env, "options.output must be \"host\" or \"device\", got \"" + output + "\"");
     }
   }
+  // Prompt editing (embedding_rows.h): the bank row each UNet row reads at each evaluation.
+  const bool hasRowTable = HasOption(options, "embeddingRows");
+  Napi::TypedArray rowTable;
+  if (hasRowTable) rowTable = RequireTypedArray(options, "embeddingRows", owner, napi_int32_array, "Int32Array");
   Napi::Value embeddings = options.Get("embeddings");
   const bool hasEmbeddings = !embeddings.IsUndefined() && !embeddings.IsNull();
   if (hasEmbeddings && !embeddings.IsObject()) {
@@ -359,6 +365,7 @@ Napi::Value DenoiserWrap::Run(const Napi::CallbackInfo& info) {
   (void)useGraphs;
   (void)queueDepth;
   (void)deviceOutput;
+  (void)hasRowTable;
   throw ToJsError(env, NativeError("ERR_NO_CUDA", "denoise", "CUDA support was not compiled in"));
 #else
   if (busy_) {
@@ -420,10 +427,20 @@ Napi::Value DenoiserWrap::Run(const Napi::CallbackInfo& info) {
         request.deviceEmbeddings.push_back({tensor->buffer(), tensor->dtype(), static_cast<size_t>(tensor->elementCount())});
         pinned.push_back(parts[i]);
       }
-      if (static_cast<size_t>(rows) != unetBatch) {
+      if (hasRowTable) {
+        // A bank of any number of rows; the table says which ones each evaluation binds.
+        try {
+          request.embeddingRows = program::CheckEmbeddingRows(rowTable.As<Napi::Int32Array>().Data(), rowTable.ElementLength(),
+                                                             program.evalCount, static_cast<int>(unetBatch), static_cast<int>(std::min<int64_t>(rows, INT32_MAX)));
+        } catch (const NativeError& e) {
+          throw ToJsError(env, e);
+        }
+        request.embeddingRowCount = static_cast<int>(rows);
+      } else if (static_cast<size_t>(rows) != unetBatch) {
         ThrowRangeError(env, "options.embeddings must hold " + shape + " embeddings, got " + std::to_string(rows) + " rows");
       }
     } else if (embeddings.IsTypedArray()) {
+      if (hasRowTable) ThrowTypeError(env, "options.embeddingRows needs the embeddings as DeviceTensors (the bank of every conditioning, encoded on the device)");
       Napi::TypedArray array = embeddings.As<Napi::TypedArray>();
       if (array.TypedArrayType() == napi_float32_array) {
         request.hostEmbeddingsType = DType::kFloat32;
@@ -444,7 +461,11 @@ Napi::Value DenoiserWrap::Run(const Napi::CallbackInfo& info) {
     }
   }
 
+  if (hasRowTable && request.embeddingRows.empty()) {
+    ThrowTypeError(env, "options.embeddingRows selects text embeddings rows, but this UNet takes no text embeddings");
+  }
   if (runner.textEmbedsSize() > 0) {
+    if (hasRowTable) ThrowTypeError(env, "options.embeddingRows (prompt editing) is not supported with SDXL UNets: their pooled text_embeds would have to switch too");
     // SDXL's added conditioning: float32 [unetBatch, size] each, uncond rows first with guidance.
     const size_t unetBatch = static_cast<size_t>(request.guidance.empty() ? batch : 2 * batch);
     const auto addedInput = [&](const char* key, int size) -> const float* {

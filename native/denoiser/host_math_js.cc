@@ -1,11 +1,13 @@
 #include "host_math_js.h"
 
+#include <cstdint>
 #include <cstring>
 #include <string>
 
 #include "../common/half.h"
 #include "../common/js_error.h"
 #include "../common/trt_version.h"
+#include "embedding_rows.h"
 #include "host_math.h"
 
 namespace sdtrt::host {
@@ -195,7 +197,26 @@ static Napi::Value HostTensorRtVersionProblem(const Napi::CallbackInfo& info) {
   return Napi::String::New(env, trt::LibraryVersionProblem(library, headers, "libnvinfer.so." + std::to_string(library / 10000)));
 }
 
+// hostCheckEmbeddingRows({ table: Int32Array, evaluations, unetBatch, bankRows }) → undefined: the
+// checks Denoiser.run applies to options.embeddingRows (embedding_rows.h), testable without a GPU.
+static Napi::Value HostCheckEmbeddingRows(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const std::string owner = "options";
+  Napi::Object options = RequireObject(info[0], owner);
+  Napi::TypedArray table = RequireTypedArray(options, "table", owner, napi_int32_array, "Int32Array");
+  const int evaluations = static_cast<int>(RequireInteger(options, "evaluations", owner, 1, program::kMaxEvals));
+  const int unetBatch = static_cast<int>(RequireInteger(options, "unetBatch", owner, 1, 2048));
+  const int bankRows = static_cast<int>(RequireInteger(options, "bankRows", owner, 0, INT32_MAX));
+  try {
+    (void)program::CheckEmbeddingRows(table.As<Napi::Int32Array>().Data(), table.ElementLength(), evaluations, unetBatch, bankRows);
+  } catch (const NativeError& e) {
+    throw ToJsError(env, e);
+  }
+  return env.Undefined();
+}
+
 void RegisterHostMath(Napi::Env env, Napi::Object exports) {
+  exports.Set("hostCheckEmbeddingRows", Napi::Function::New(env, HostCheckEmbeddingRows, "hostCheckEmbeddingRows"));
   exports.Set("hostRunProgramStats", Napi::Function::New(env, HostRunProgramStats, "hostRunProgramStats"));
   exports.Set("hostTensorRtVersionProblem", Napi::Function::New(env, HostTensorRtVersionProblem, "hostTensorRtVersionProblem"));
   exports.Set("hostScaleCast", Napi::Function::New(env, HostScaleCast, "hostScaleCast"));

@@ -60,6 +60,17 @@ __global__ void fusedStepKernel(loop::LoopParams p, LoopControl control) {
   }
 }
 
+// One UNet row per blockIdx.y: the bank row the table names for the evaluation in `step`
+// (launchGatherEmbeddingRows). Word is the widest unit that divides the row's bytes.
+template <typename Word>
+__global__ void gatherRowsKernel(const Word* bank, Word* dst, size_t rowWords, const int32_t* rowTable, const int* step, int unetBatch) {
+  const int j = *step;
+  const int row = blockIdx.y;
+  const Word* src = bank + static_cast<size_t>(rowTable[static_cast<size_t>(j) * unetBatch + row]) * rowWords;
+  Word* out = dst + static_cast<size_t>(row) * rowWords;
+  for (size_t i = globalIndex(); i < rowWords; i += globalStride()) out[i] = src[i];
+}
+
 __global__ void vaeToUint8Kernel(const void* src, DType srcType, int channels, int height, int width, size_t total,
                                  uint8_t* dst, unsigned long long* counters) {
   unsigned long long nans = 0, infs = 0;
@@ -153,6 +164,26 @@ cudaError_t launchScaleCast(const void* src, DType srcType, float factor, vae::S
   // In place only element for element: a float16 → float32 cast in place would overwrite inputs.
   if (src == dst && srcType != dstType) return cudaErrorInvalidValue;
   scaleCastKernel<<<blocksFor(count), kThreads, 0, stream>>>(src, srcType, factor, op, dst, dstType, count);
+  return cudaGetLastError();
+}
+
+cudaError_t launchGatherEmbeddingRows(const void* bank, void* dst, size_t rowBytes, const int32_t* rowTable, const int* step,
+                                      int unetBatch, cudaStream_t stream) {
+  if (rowBytes == 0 || unetBatch <= 0) return cudaSuccess;
+  const auto launch = [&](auto word) {
+    using Word = decltype(word);
+    const size_t rowWords = rowBytes / sizeof(Word);
+    const dim3 grid(blocksFor(rowWords), static_cast<unsigned int>(unetBatch));
+    gatherRowsKernel<Word><<<grid, kThreads, 0, stream>>>(static_cast<const Word*>(bank), static_cast<Word*>(dst), rowWords, rowTable, step, unetBatch);
+  };
+  // DeviceBuffer allocations are 256-byte aligned, so a row offset that divides by the word is aligned too.
+  if (rowBytes % sizeof(uint4) == 0) {
+    launch(uint4{});
+  } else if (rowBytes % sizeof(uint32_t) == 0) {
+    launch(uint32_t{});
+  } else {
+    launch(uint8_t{});
+  }
   return cudaGetLastError();
 }
 

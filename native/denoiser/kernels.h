@@ -54,6 +54,12 @@ cudaError_t launchVaeToUint8(const void* src, DType srcType, int batch, int chan
 cudaError_t launchScaleCast(const void* src, DType srcType, float factor, vae::ScaleOp op, void* dst, DType dstType,
                             size_t count, cudaStream_t stream);
 
+// Prompt editing (embedding_rows.h): for the evaluation j in *step, copies bank row
+// rowTable[j·unetBatch + i] (rowBytes bytes each) to row i of dst, for every UNet row i. Launched
+// right before the UNet, so it reads the same `step` the following fused kernel does.
+cudaError_t launchGatherEmbeddingRows(const void* bank, void* dst, size_t rowBytes, const int32_t* rowTable, const int* step,
+                                      int unetBatch, cudaStream_t stream);
+
 // Element-wise conversion between any two DTypes (float ↔ half, int32 ↔ int64 token ids, …);
 // float → integer truncates toward zero.
 cudaError_t launchCast(const void* src, DType srcType, void* dst, DType dstType, size_t count, cudaStream_t stream);

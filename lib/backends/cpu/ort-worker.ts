@@ -19,7 +19,7 @@ import { AbortError } from "../../errors.js";
 import { decodedToRgb } from "../../image/pixels.js";
 import { divideFloat32 } from "../../sampler/latents.js";
 import { applyEmphasis } from "../../prompt/emphasis.js";
-import { scheduleIndexAt } from "../../prompt/schedule.js";
+import { textsAt } from "../../prompt/schedule.js";
 import { runCpuDenoise, TOKENS, type CpuDenoiseJob } from "./denoise-loop.js";
 import { joinEncoderStates, pooledOfRows, uncondThenCond } from "../sdxl-conditioning.js";
 import type {
@@ -329,12 +329,6 @@ function gather(data: Float32Array, size: number, rows: ArrayLike<number>): Floa
   const out = new Float32Array(rows.length * size);
   for (let i = 0; i < rows.length; i++) out.set(data.subarray(rows[i]! * size, (rows[i]! + 1) * size), i * size);
   return out;
-}
-
-/** The text of each batch row at evaluation `evalIndex` (A1111's `reconstruct_cond_batch`). */
-function textsAt(prompts: PromptRows, evalIndex: number): ArrayLike<number> {
-  if (!prompts.schedules) return prompts.rowOf;
-  return prompts.schedules.map((schedule) => schedule[scheduleIndexAt(schedule, evalIndex)]![1]);
 }
 
 /** `generate`: text encoder → denoise → decoder without leaving the worker. */

@@ -20,6 +20,7 @@ import { basename, join, resolve } from "node:path";
 import { DisposedError, InvalidArgumentError, InvalidOptionError, ModelFileError, NativeError, VaeOverflowError, throwIfAborted } from "../../errors.js";
 import { checkTensorRt, requireTensorRt } from "./availability.js";
 import { MAX_TOKEN_VECTOR_ROWS } from "./profiles.js";
+import { embeddingRowTable, everyText, type EmbeddingHalf } from "./embedding-rows.js";
 import { limitsFromEngines, smallestBatch, textRowsFor, unetAccepts, type EngineShapeInfo } from "./limits.js";
 import { normalizeTensorRtVersion, rebuildCommand, type EngineManifest } from "./manifest.js";
 import { resolveEngines } from "./resolve.js";
@@ -62,6 +63,24 @@ export interface TensorRtDenoiseStats {
   evaluations: number;
   gpuMs: number;
   hostMs: number;
+}
+
+/**
+ * A1111 encodes the texts of one prompt's schedule in one call, so emphasis "original" restores the
+ * mean over all of them (PromptBatch.groupOf); the device emphasis kernel restores it per text.
+ * They agree unless a group of several texts has weighted tokens: that case is refused.
+ */
+function refuseSharedEmphasisMeans(emphasis: Emphasis, ...batches: Array<PromptBatch | null>): void {
+  if (emphasis !== "original") return;
+  for (const prompts of batches) {
+    if (!prompts?.multipliers.some((m) => m !== 1)) continue;
+    if (new Set(prompts.groupOf).size < prompts.groupOf.length) {
+      throw new InvalidOptionError(
+        "emphasis",
+        "prompt editing with weighted tokens and emphasis \"original\" restores one mean over all texts of a schedule, which the TensorRT backend does not do yet; use emphasis \"no-norm\", unweighted edited prompts, or the CPU backend",
+      );
+    }
+  }
 }
 
 /** Text embeddings [rows, 77 · chunks, hidden] on the device, as `#encodeText` made them. */
@@ -346,13 +365,10 @@ export class TensorRtBackend implements Backend {
       throwIfAborted(job.signal);
       const { batch, latentHeight, latentWidth } = job;
       let t = performance.now();
-      if (job.cond.schedules || job.uncond?.schedules) {
-        // The device loop reads one embeddings buffer for the whole run.
-        throw new InvalidOptionError(
-          job.cond.schedules ? "prompt" : "negativePrompt",
-          "prompt editing and alternation ([from:to:when], [a|b]) change the conditioning during the run, which the TensorRT backend cannot do yet; use the CPU backend",
-        );
-      }
+      // Prompt editing: every text of every schedule is encoded once and the denoise loop switches
+      // rows on the device (embedding-rows.ts). SDXL pipelines refuse schedules before this.
+      const edited = job.cond.schedules !== undefined || job.uncond?.schedules !== undefined;
+      if (edited) refuseSharedEmphasisMeans(job.emphasis, job.cond, job.uncond);
       if (this.#sdxl) return this.#generateSdxl(job, this.#sdxl.info);
       if (job.uncond && job.uncond.chunks !== job.cond.chunks) {
         // One UNet call takes [uncond; cond]: both halves need one text length here.
@@ -362,7 +378,9 @@ export class TensorRtBackend implements Backend {
         );
       }
       const text = { emphasis: job.emphasis, clipSkip: job.clipSkip ?? 1, ...(job.tokenVectors ? { tokenVectors: job.tokenVectors } : {}) };
-      const encodingCond = this.#encodeText(job.cond, batch, text);
+      // With prompt editing the embeddings are a bank: one row per distinct text, not per image.
+      const encode = (prompts: PromptBatch) => (edited ? this.#encodeText(everyText(prompts), prompts.prompts, text) : this.#encodeText(prompts, batch, text));
+      const encodingCond = encode(job.cond);
       // While the GPU encodes the prompts this thread draws the step noise (uploaded with the loop).
       let noise: Float32Array[];
       const drawStart = performance.now();
@@ -376,7 +394,7 @@ export class TensorRtBackend implements Backend {
       const cond = await encodingCond;
       let uncond: DeviceEmbeddings | null = null;
       try {
-        if (job.uncond) uncond = await this.#encodeText(job.uncond, batch, text);
+        if (job.uncond) uncond = await encode(job.uncond);
         const textEncode = performance.now() - t;
         job.onStage?.("encode-text");
         throwIfAborted(job.signal);
@@ -552,9 +570,13 @@ export class TensorRtBackend implements Backend {
     text: { cond: DeviceEmbeddings; uncond: DeviceEmbeddings | null } | { sdxl: SdxlUnetInputs; duplicateCond: boolean },
   ): Promise<NativeDeviceTensor> {
     const { batch, latentHeight, latentWidth } = job;
+    const edited = !("sdxl" in text) && (job.cond.schedules !== undefined || job.uncond?.schedules !== undefined);
     let guidance: Float64Array | null = null;
     let parts: NativeDeviceTensor[] | Float32Array;
     let added: { textEmbeds: Float32Array; timeIds: Float32Array } | undefined;
+    // Prompt editing (SD only): parts are the bank, each text once, and `halves` says which rows
+    // each evaluation reads (embedding-rows.ts).
+    let halves: EmbeddingHalf[] = [];
     if ("sdxl" in text) {
       // Already [uncond; cond] (or cond twice for engines built for the guidance batch only; see below).
       parts = text.sdxl.context;
@@ -565,20 +587,33 @@ export class TensorRtBackend implements Backend {
       const { cond, uncond } = text;
       parts = [uncond.device, cond.device];
       guidance = job.guidance;
+      if (job.uncond) {
+        halves = [
+          { prompts: job.uncond, bankOffset: 0 },
+          { prompts: job.cond, bankOffset: uncond.rows },
+        ];
+      }
     } else if (unetAccepts(this.#unet.shapes, batch, latentHeight, latentWidth)) {
       parts = [text.cond.device];
+      halves = [{ prompts: job.cond, bankOffset: 0 }];
     } else {
       // The engines were built for the guidance batch (2B) only: both halves get the cond
       // embeddings and the scale is 0, so m = u + 0·(c − u) = u exactly (the kernel's float32
       // arithmetic adds ±0), the UNet's unguided output for these prompts. A scale of 1 would give
       // u + (c − u), which equals c only when the two rows round identically: not guaranteed.
       // It costs a second UNet row per image; a --batch build with unguided shapes avoids that.
-      parts = [text.cond.device, text.cond.device];
+      parts = edited ? [text.cond.device] : [text.cond.device, text.cond.device];
       guidance = new Float64Array(batch).fill(0);
+      halves = [
+        { prompts: job.cond, bankOffset: 0 },
+        { prompts: job.cond, bankOffset: 0 },
+      ];
     }
+
     // The denoiser joins the parts into its own embedding buffer: no concat, stream or allocation here.
     const result = await this.#denoiser.run({
       program: packProgram(job.program),
+      ...(edited ? { embeddingRows: embeddingRowTable(halves, job.program.evals.length) } : {}),
       latents,
       noise,
       batch,

@@ -1,0 +1,82 @@
+/**
+ * Prompt editing and alternation on TensorRT engines of tiny-sd, against the CPU backend, on a
+ * machine with an NVIDIA GPU and TensorRT (skipped elsewhere, with the reason). The backend encodes
+ * every text of the schedules once and the native loop switches embeddings rows on the device
+ * (embeddingRows): the TensorRT trajectory must follow the CPU backend's edited run, evaluation by
+ * evaluation, and be far from the unedited one once the prompt has switched — under a replayed CUDA
+ * graph too (the switch is inside the captured step, not a host rebind).
+ */
+import { afterAll, beforeAll, expect, test } from "@jest/globals";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Pipeline, type GenerateOptions } from "../../lib/pipeline/pipeline.js";
+import type { TensorRtBackend } from "../../lib/backends/tensorrt/backend.js";
+import { buildEngines } from "../../lib/backends/tensorrt/build.js";
+import { parseShapeOptions } from "../../lib/backends/tensorrt/profiles.js";
+import { describeTensorRt } from "./support.js";
+
+const TINY = join(process.cwd(), "models", "tiny-sd");
+
+function relativeError(a: Float32Array, b: Float32Array): number {
+  let num = 0;
+  let den = 0;
+  for (let i = 0; i < a.length; i++) {
+    num += (a[i]! - b[i]!) ** 2;
+    den += a[i]! ** 2;
+  }
+  return Math.sqrt(num / den);
+}
+
+describeTensorRt("prompt editing on TensorRT vs the CPU backend (tiny-sd)", () => {
+  let root: string;
+  let trt: Pipeline;
+  let cpu: Pipeline;
+  beforeAll(async () => {
+    root = await mkdtemp(join(tmpdir(), "sd-trt-gpu-editing-"));
+    const engines = join(root, "engines");
+    await buildEngines({ model: TINY, out: engines, shapes: parseShapeOptions({ batch: "1-2", size: "64x64" }) });
+    trt = await Pipeline.load(TINY, { backend: "tensorrt", engines });
+    cpu = await Pipeline.load(TINY, { backend: "cpu" });
+  }, 600_000);
+  afterAll(async () => {
+    await trt?.dispose();
+    await cpu?.dispose();
+    await rm(root, { recursive: true, force: true });
+  });
+
+  const base: GenerateOptions = { prompt: "", width: 64, height: 64, steps: 6, seed: 3, scheduler: "euler", returnLatents: true };
+  const latents = async (pipe: Pipeline, options: Partial<GenerateOptions>) => (await pipe.generate({ ...base, ...options })).latents!;
+
+  test("[a red barn:a lighthouse:3] and an edited negative prompt follow the CPU backend's switch, graph captured then replayed", async () => {
+    const options = { prompt: "[a red barn:a lighthouse:3]", negativePrompt: "[blurry::2]" };
+    const graphs: string[] = [];
+    for (let run = 0; run < 2; run++) {
+      const onTrt = await latents(trt, options);
+      graphs.push(String((trt.backend as TensorRtBackend).lastDenoise?.graph));
+      const same = relativeError(await latents(cpu, options), onTrt);
+      const unedited = relativeError(await latents(cpu, { prompt: "a red barn", negativePrompt: "blurry" }), onTrt);
+      expect(same).toBeLessThan(3e-2);
+      expect(unedited).toBeGreaterThan(5 * same);
+    }
+    expect(graphs).toEqual(["captured", "replayed"]);
+  });
+
+  test("alternation [a red barn|a lighthouse] for two images with different prompts matches the CPU backend", async () => {
+    const options: Partial<GenerateOptions> = { prompt: ["[a red barn|a lighthouse]", "a cat"] };
+    const same = relativeError(await latents(cpu, options), await latents(trt, options));
+    expect(same).toBeLessThan(3e-2);
+  });
+
+  test("without CUDA graphs the plain launches switch the same rows", async () => {
+    const noGraphs = await Pipeline.load(TINY, { backend: "tensorrt", engines: join(root, "engines"), useGraphs: false });
+    try {
+      const options = { prompt: "[a red barn:a lighthouse:0.5]" };
+      const onTrt = await latents(noGraphs, options);
+      expect((noGraphs.backend as TensorRtBackend).lastDenoise?.graph).toBe("disabled");
+      expect(relativeError(await latents(cpu, options), onTrt)).toBeLessThan(3e-2);
+    } finally {
+      await noGraphs.dispose();
+    }
+  });
+});
