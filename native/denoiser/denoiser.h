@@ -6,7 +6,8 @@
 //      also drops the graph (it holds fixed addresses and launch parameters);
 //   2. uploads the coefficient table, x_0, every noise draw, the guidance scales and the text
 //      embeddings once, up front;
-//   3. launches the prologue, then per evaluation the UNet and ONE fused kernel (guidance, update,
+//   3. launches the prologue, then per evaluation (with a prompt-editing row table, first the gather
+//      of that evaluation's embeddings rows from the bank: embedding_rows.h) the UNet and ONE fused kernel (guidance, update,
 //      next UNet input, next timestep). The evaluation index lives on the device, so one captured
 //      graph of "UNet + fused kernel" serves every evaluation: it is captured right after the first
 //      evaluation of a run was enqueued normally (TensorRT's warm-up), then replayed; if capture
