@@ -4,7 +4,8 @@
  * schedules through scheduleIndexAt), with the bank holding each distinct text once.
  */
 import { describe, expect, test } from "@jest/globals";
-import { embeddingRowTable, everyText } from "../../lib/backends/tensorrt/embedding-rows.js";
+import { embeddingRowTable, everyText, refuseSharedEmphasisMeans } from "../../lib/backends/tensorrt/embedding-rows.js";
+import { InvalidOptionError } from "../../lib/errors.js";
 import type { PromptBatch } from "../../lib/prompt/conditioning.js";
 import { promptSchedule, scheduleIndexAt } from "../../lib/prompt/schedule.js";
 
@@ -57,5 +58,29 @@ describe("everyText: the bank's prompts, each distinct text once", () => {
     expect(bank.schedules).toBeUndefined();
     expect(bank.ids).toBe(cond.ids);
     expect(bank.groupOf).toBe(cond.groupOf);
+  });
+});
+
+describe("refuseSharedEmphasisMeans: what the per-text device emphasis cannot reproduce is refused, not approximated", () => {
+  // Two texts of one schedule ([(a cat:1.5):a dog:1]): one emphasis group, as A1111 encodes them in one call.
+  const weighted = () => {
+    const batch = batchOf([[[1, 0], [3, 1]]], [0], 2);
+    batch.multipliers[3] = 1.5;
+    return batch;
+  };
+
+  test("emphasis original with weighted tokens in a group of several texts names the option and the ways out", () => {
+    expect(() => refuseSharedEmphasisMeans("original", weighted(), null)).toThrow(InvalidOptionError);
+    expect(() => refuseSharedEmphasisMeans("original", batchOf(undefined, [0], 1), weighted())).toThrow(
+      expect.objectContaining({ option: "emphasis", message: expect.stringMatching(/restores one mean over all texts of a schedule.*use emphasis "no-norm", unweighted edited prompts, or the CPU backend/) }),
+    );
+  });
+
+  test("other emphasis modes, unweighted schedules and one text per group are accepted", () => {
+    expect(() => refuseSharedEmphasisMeans("no-norm", weighted(), null)).not.toThrow();
+    expect(() => refuseSharedEmphasisMeans("original", batchOf([[[1, 0], [3, 1]]], [0], 2), null)).not.toThrow();
+    const ownGroups = weighted();
+    ownGroups.groupOf[1] = 1;
+    expect(() => refuseSharedEmphasisMeans("original", ownGroups, null)).not.toThrow();
   });
 });

@@ -20,7 +20,7 @@ import { basename, join, resolve } from "node:path";
 import { DisposedError, InvalidArgumentError, InvalidOptionError, ModelFileError, NativeError, VaeOverflowError, throwIfAborted } from "../../errors.js";
 import { checkTensorRt, requireTensorRt } from "./availability.js";
 import { MAX_TOKEN_VECTOR_ROWS } from "./profiles.js";
-import { embeddingRowTable, everyText, type EmbeddingHalf } from "./embedding-rows.js";
+import { embeddingRowTable, everyText, refuseSharedEmphasisMeans, type EmbeddingHalf } from "./embedding-rows.js";
 import { limitsFromEngines, smallestBatch, textRowsFor, unetAccepts, type EngineShapeInfo } from "./limits.js";
 import { normalizeTensorRtVersion, rebuildCommand, type EngineManifest } from "./manifest.js";
 import { resolveEngines } from "./resolve.js";
@@ -63,24 +63,6 @@ export interface TensorRtDenoiseStats {
   evaluations: number;
   gpuMs: number;
   hostMs: number;
-}
-
-/**
- * A1111 encodes the texts of one prompt's schedule in one call, so emphasis "original" restores the
- * mean over all of them (PromptBatch.groupOf); the device emphasis kernel restores it per text.
- * They agree unless a group of several texts has weighted tokens: that case is refused.
- */
-function refuseSharedEmphasisMeans(emphasis: Emphasis, ...batches: Array<PromptBatch | null>): void {
-  if (emphasis !== "original") return;
-  for (const prompts of batches) {
-    if (!prompts?.multipliers.some((m) => m !== 1)) continue;
-    if (new Set(prompts.groupOf).size < prompts.groupOf.length) {
-      throw new InvalidOptionError(
-        "emphasis",
-        "prompt editing with weighted tokens and emphasis \"original\" restores one mean over all texts of a schedule, which the TensorRT backend does not do yet; use emphasis \"no-norm\", unweighted edited prompts, or the CPU backend",
-      );
-    }
-  }
 }
 
 /** Text embeddings [rows, 77 · chunks, hidden] on the device, as `#encodeText` made them. */
@@ -368,7 +350,11 @@ export class TensorRtBackend implements Backend {
       // Prompt editing: every text of every schedule is encoded once and the denoise loop switches
       // rows on the device (embedding-rows.ts). SDXL pipelines refuse schedules before this.
       const edited = job.cond.schedules !== undefined || job.uncond?.schedules !== undefined;
-      if (edited) refuseSharedEmphasisMeans(job.emphasis, job.cond, job.uncond);
+      if (edited) {
+        // SDXL's pooled text_embeds would have to switch with the states (the pipeline refuses it first).
+        if (this.#sdxl) throw new InvalidOptionError(job.cond.schedules ? "prompt" : "negativePrompt", "prompt editing and alternation ([from:to:when], [a|b]) are not supported with SDXL models yet");
+        refuseSharedEmphasisMeans(job.emphasis, job.cond, job.uncond);
+      }
       if (this.#sdxl) return this.#generateSdxl(job, this.#sdxl.info);
       if (job.uncond && job.uncond.chunks !== job.cond.chunks) {
         // One UNet call takes [uncond; cond]: both halves need one text length here.
