@@ -5,20 +5,26 @@
  * latents within 1e-4 · max(1, max|x|) and pixels within ±1, for the base model, the kohya SDXL LoRA
  * (SGM names, both text encoders) at 0.8 and kohya (0.8) + PEFT (0.5). Switching LoRAs per request
  * (`<lora:NAME:SCALE>`, `CpuBackend.setLoras`) merges all three graphs, and going back to the base
- * gives the base output bit for bit. An SD 1.x LoRA is refused naming the file.
+ * gives the base output bit for bit. `sd-trt generate --model <SDXL folder> --lora` does the same through
+ * the model cache. An SD 1.x LoRA is refused naming the file.
  */
 import { afterAll, beforeAll, describe, expect, test } from "@jest/globals";
 import { copyFile, mkdir, mkdtemp, readdir, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import sharp from "sharp";
+import generateCommand from "../../lib/cli/commands/generate.js";
+import { decodeNpyFloat32 } from "../../lib/cli/shared/npy.js";
 import { readCheckpoint } from "../../lib/convert/checkpoint/index.js";
 import { writeConvertedModel } from "../../lib/convert/graphs/folder.js";
 import type { LoraSpec } from "../../lib/convert/lora/set.js";
 import { ModelFileError } from "../../lib/errors.js";
 import { readSafetensors } from "../../lib/model/safetensors.js";
 import { Pipeline } from "../../lib/pipeline/pipeline.js";
+import { runCommand } from "../support/run-cli.js";
 
 const loras = join(process.cwd(), "test", "fixtures", "loras");
+const SDXL_FOLDER = join(process.cwd(), "test", "fixtures", "checkpoints", "sdxl", "diffusers");
 const dir = join(loras, "sdxl");
 const reference = JSON.parse(await readFile(join(dir, "reference.json"), "utf8")) as {
   generation: { prompt: string; negative_prompt: string; height: number; width: number; steps: number; guidance_scale: number; seed: number };
@@ -35,7 +41,7 @@ beforeAll(async () => {
   work = await mkdtemp(join(tmpdir(), "sd-trt-lora-sdxl-e2e-"));
   model = join(work, "sdxl-fp32");
   cache = join(work, "cache");
-  await writeConvertedModel(await readCheckpoint(join(process.cwd(), "test", "fixtures", "checkpoints", "sdxl", "diffusers")), model, { dtype: "fp32" });
+  await writeConvertedModel(await readCheckpoint(SDXL_FOLDER), model, { dtype: "fp32" });
 });
 afterAll(async () => {
   await rm(work, { recursive: true, force: true });
@@ -97,8 +103,9 @@ describe("SDXL generations with LoRAs match StableDiffusionXLPipeline's fuse_lor
   });
 
   test("the merged set caches all three graphs", async () => {
-    const [entry] = await readdir(cache);
-    expect((await readdir(join(cache, entry!))).sort()).toEqual(["text_encoder", "text_encoder_2", "unet"]);
+    const entries = await readdir(cache);
+    expect(entries.length).toBeGreaterThan(0);
+    for (const entry of entries) expect((await readdir(join(cache, entry))).sort()).toEqual(["text_encoder", "text_encoder_2", "unet"]);
   });
 
   test("an SD 1.x LoRA is refused, naming the file, before anything is cached", async () => {
@@ -109,6 +116,21 @@ describe("SDXL generations with LoRAs match StableDiffusionXLPipeline's fuse_lor
     await expect(Pipeline.load(model, { backend: "cpu", loras: [{ path: sd1, scale: 1 }], loraCacheDir: fresh })).rejects.toThrow(`${sd1} is a LoRA for SD 1.x`);
     expect(await readdir(fresh).catch(() => [])).toEqual([]);
   });
+});
+
+test("sd-trt generate --model <SDXL diffusers folder> --lora FILE:0.8 (converted into the model cache) matches diffusers", async () => {
+  const g = reference.generation;
+  const out = await mkdtemp(join(work, "cli-"));
+  const run = await runCommand(generateCommand, [
+    "generate", "--prompt", g.prompt, "--negative-prompt", g.negative_prompt, "--prompt-syntax", "plain",
+    "--backend", "cpu", "--width", String(g.width), "--height", String(g.height), "--steps", String(g.steps), "--guidance", String(g.guidance_scale),
+    "--scheduler", "euler", "--seed", String(g.seed), "--model", SDXL_FOLDER, "--cache-dir", join(work, "model-cache"),
+    "--lora", `${KOHYA.path}:0.8`, "--lora-cache-dir", cache, "--out", join(out, "image.png"), "--latents-out", join(out, "latents.npy"),
+  ]);
+  expect({ code: run.code, stderr: run.code === 0 ? "" : run.stderr }).toEqual({ code: 0, stderr: "" });
+  const latents = decodeNpyFloat32(await readFile(join(out, "latents.npy")));
+  const { data } = await sharp(await readFile(join(out, "image.png"))).raw().toBuffer({ resolveWithObject: true });
+  expectMatches({ latents: latents.data, rgb: new Uint8Array(data) }, "kohya_0.8");
 });
 
 describe("SDXL LoRAs switched per request by <lora:NAME:SCALE> tags", () => {
