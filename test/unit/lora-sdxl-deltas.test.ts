@@ -10,6 +10,8 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, test } from "@jest/globals";
+import { readCheckpoint } from "../../lib/convert/checkpoint/index.js";
+import { checkpointWithLoras } from "../../lib/convert/lora/checkpoint.js";
 import { loraDeltas, loraGenerationOfKeys, type LoraTarget } from "../../lib/convert/lora/deltas.js";
 import { readLoraFile } from "../../lib/convert/lora/read.js";
 import { loraSetDeltas, mergedWeight } from "../../lib/convert/lora/set.js";
@@ -66,6 +68,16 @@ describe("SDXL merged weights match diffusers' fuse_lora", () => {
     const components = new Set(deltas.map((d) => d.component));
     expect([...components].sort()).toEqual(["text_encoder", "text_encoder_2", "unet"]);
   });
+});
+
+test("sd-trt convert --lora: the SDXL checkpoint's changed weights read as StableDiffusionXLPipeline's fused weights", async () => {
+  const source = await readCheckpoint(join(process.cwd(), "test", "fixtures", "checkpoints", "sdxl", "diffusers"));
+  const merged = await checkpointWithLoras(source, [{ path: join(dir, "kohya_sdxl.safetensors"), scale: 0.8 }, { path: join(dir, "peft_sdxl.safetensors"), scale: 0.5 }]);
+  for (const componentKey of reference.changed) {
+    const [component, ...rest] = componentKey.split("/");
+    const tensor = merged.components[component as ComponentName]!.weights.get(rest.join("/"))!;
+    expectClose(await tensor.read(), fusedWeight("kohya_0.8+peft_0.5", componentKey), componentKey);
+  }
 });
 
 describe("kohya's SGM UNet names map as diffusers maps them", () => {
