@@ -368,7 +368,8 @@ export function resolveGenerateOptions(options: GenerateOptions, ctx: Validation
   const sdxl = resolveSdxlOptions(
     options,
     ctx.sdxl,
-    { img2img, prompts, negativePrompts, batch, guidance: uncond !== null, reading: promptReading, steps, maxPromptChunks: limits.maxPromptChunks },
+    // prompt2 defaults to the prompt as the first encoder reads it: without its <lora:…> tags.
+    { img2img, prompts: tagged.texts, negativePrompts, batch, guidance: uncond !== null, reading: promptReading, steps, maxPromptChunks: limits.maxPromptChunks },
     ctx.tokenizer,
     { cond, uncond },
   );

@@ -36,6 +36,7 @@ interface BuilderCall {
   profiles: TrtBuildOptions["profiles"];
   timingCache: string | undefined;
   keepOutputs: string[] | undefined;
+  refittable: boolean | undefined;
 }
 
 /** A scripted TensorRT builder: behaves like binding.tensorrt.buildEngine at its interface. */
@@ -59,6 +60,7 @@ function scriptedBuilder(options: { failOn?: string; holdOn?: string } = {}) {
           profiles: build.profiles,
           timingCache: build.timingCache ? Buffer.from(build.timingCache).toString() : undefined,
           keepOutputs: build.keepOutputs,
+          refittable: build.refittable,
         });
         onProgress?.({ kind: "start", phase: "Building engine", parent: null, step: 0, steps: 2 });
         onProgress?.({ kind: "step", phase: "Building engine", parent: null, step: 1, steps: 0 });
@@ -408,6 +410,19 @@ describe("sd-trt build for SDXL", () => {
     expect(calls[1]!.profiles[0]!.time_ids).toEqual({ min: [2, 5], opt: [2, 5], max: [2, 5] });
     expect(result.manifest.engines.text_encoder!.source.onnx).toBe("text_encoder_2/model.onnx");
     expect(result.manifest.model.hiddenSize).toBe(16);
+  });
+
+  test("--refittable builds both text encoders and the UNet refittable (the engines a LoRA changes), not the VAE", async () => {
+    const { calls, injected } = scriptedBuilder();
+    const result = await buildEngines({ model: TINY_SDXL_DIR, out: join(root, "refittable"), shapes: parseShapeOptions({ size: "64x64" }), refittable: true }, injected);
+    expect(calls.map((c) => [c.role, c.refittable ?? false])).toEqual([
+      ["text_encoder", true],
+      ["unet", true],
+      ["text_encoder_2", true],
+      ["vae_decoder", false],
+      ["vae_encoder", false],
+    ]);
+    expect(result.manifest.options.refittable).toBe(true);
   });
 
   test("the TensorRT backend reads an SDXL engine set's sizes off its manifest and refuses a set without text_encoder_2, naming the rebuild", async () => {

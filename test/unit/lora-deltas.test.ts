@@ -129,13 +129,13 @@ describe("LoRAs that do not fit are refused, naming the file", () => {
   test("layers that match no weight: the count and a few of their names", async () => {
     const tensors: Record<string, { shape: number[] }> = {};
     for (let i = 0; i < 7; i++) {
-      tensors[`lora_unet_input_blocks_${i}_1_proj_in.lora_down.weight`] = { shape: [2, 16] };
-      tensors[`lora_unet_input_blocks_${i}_1_proj_in.lora_up.weight`] = { shape: [16, 2] };
+      tensors[`lora_unet_down_blocks_${i}_attentions_9_proj_in.lora_down.weight`] = { shape: [2, 16] };
+      tensors[`lora_unet_down_blocks_${i}_attentions_9_proj_in.lora_up.weight`] = { shape: [16, 2] };
     }
     const path = writeLora("unmatched.safetensors", tensors);
     const error = await refusal(async () => loraDeltas(await readLoraFile(path), target, 1));
     expect(error.file).toBe(path);
-    expect(error.message).toContain(`${path} does not fit this SD 1.x model: 7 of its 7 layers match no weight of the model (lora_unet_input_blocks_0_1_proj_in`);
+    expect(error.message).toContain(`${path} does not fit this SD 1.x model: 7 of its 7 layers match no weight of the model (lora_unet_down_blocks_0_attentions_9_proj_in`);
     expect(error.message).toContain("and 2 more");
   });
 

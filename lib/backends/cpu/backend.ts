@@ -227,7 +227,10 @@ export class CpuBackend implements Backend {
         const hidden = sdxl.hiddenSizes[0] + sdxl.hiddenSizes[1];
         if (options.tokenVocabularySize !== undefined) throw new ModelFileError(folder.dir, `textual-inversion embeddings are not supported for SDXL models (two text encoders) yet: load ${folder.dir} without embeddingsDir`);
         const noEdit: TextEncoderFeeds = { layers: 1, unavailable: "clip skip is not supported for SDXL's two text encoders yet" };
-        return new CpuBackend(folder, host, { textEncoder, unet, vaeDecoder, sdxl }, hidden, options.memoryLimit ?? defaultMemoryLimit(), sessionOptions, noEdit);
+        const backend = new CpuBackend(folder, host, { textEncoder, unet, vaeDecoder, sdxl }, hidden, options.memoryLimit ?? defaultMemoryLimit(), sessionOptions, noEdit);
+        backend.#baseFolder = located;
+        backend.#loraCacheDir = options.loraCacheDir;
+        return backend;
       }
       if (unet.io.addedConditioning) {
         throw new ModelFileError(folder.unet.path, `${folder.unet.path} takes text_embeds and time_ids (an SDXL UNet), but model folder ${folder.dir} has no text_encoder_2/model.onnx`);
@@ -267,7 +270,7 @@ export class CpuBackend implements Backend {
   }
 
   /**
-   * Switches the text encoder and UNet to the graphs with `set` merged in (lib/convert/lora/
+   * Switches the text encoder(s) and UNet to the graphs with `set` merged in (lib/convert/lora/
    * merged-folder.ts, from its cache when the set was merged before), or back to the model's own
    * graphs for an empty set; the old sessions are released once the new ones are loaded.
    * @throws ModelFileError naming a LoRA that does not fit the model (the current weights stay).
@@ -275,24 +278,37 @@ export class CpuBackend implements Backend {
   setLoras(set: readonly LoraSpec[]): Promise<void> {
     return this.#life.exclusive(async () => {
       const base = this.#baseFolder;
-      if (!base || this.#sdxl) throw new InvalidOptionError("loras", `LoRAs are not supported for ${this.folder.dir} (SDXL models: not yet)`);
+      if (!base) throw new InvalidOptionError("loras", `LoRAs are not supported for ${this.folder.dir}`);
       const folder = set.length > 0 ? await withMergedLoras(base, set, this.#loraCacheDir) : base;
-      const textEncoder = await this.#host.load(folder.textEncoder.path, this.#sessionOptions);
-      const textEncoderSession = { ...this.#textEncoder, handle: textEncoder.handle, file: folder.textEncoder };
+      const sdxl = this.#sdxl;
+      // SDXL's second encoder is a session of its own unless it is the only one (a refiner).
+      const separateEncoder2 = sdxl !== null && sdxl.textEncoder2 !== this.#textEncoder;
+      const loaded: Session<unknown>[] = [];
+      let textEncoderSession: Session<TextEncoderIo>;
+      let textEncoder2Session: Session<SdxlTextEncoderIo> | undefined;
       let unet: Awaited<ReturnType<OrtHost["load"]>>;
       try {
+        const textEncoder = await this.#host.load(folder.textEncoder.path, this.#sessionOptions);
+        textEncoderSession = { ...this.#textEncoder, handle: textEncoder.handle, file: folder.textEncoder };
+        loaded.push(textEncoderSession);
         // The merged text encoder gets the same edit as the model's own (clip skip, textual inversion).
         if (!this.#textEncoderFeeds.unavailable) {
           await editedTextEncoder(this.#host, textEncoderSession, { ...this.#sessionOptions, ...(this.#tokenVocabularySize !== undefined ? { tokenVocabularySize: this.#tokenVocabularySize } : {}) });
         }
+        if (sdxl && separateEncoder2) {
+          const file = folder.sdxl!.textEncoder2;
+          textEncoder2Session = { ...sdxl.textEncoder2, handle: (await this.#host.load(file.path, this.#sessionOptions)).handle, file };
+          loaded.push(textEncoder2Session);
+        }
         unet = await this.#host.load(folder.unet.path, this.#sessionOptions);
       } catch (error) {
-        await this.#host.release(textEncoderSession.handle);
+        for (const session of loaded) await this.#host.release(session.handle);
         throw error;
       }
-      const old = [this.#textEncoder.handle, this.#unet.handle];
+      const old = [this.#textEncoder.handle, this.#unet.handle, ...(sdxl && separateEncoder2 ? [sdxl.textEncoder2.handle] : [])];
       this.#textEncoder = textEncoderSession;
       this.#unet = { ...this.#unet, handle: unet.handle, file: folder.unet };
+      if (sdxl) sdxl.textEncoder2 = textEncoder2Session ?? (textEncoderSession as Session<SdxlTextEncoderIo>);
       for (const handle of old) await this.#host.release(handle);
     });
   }
@@ -663,9 +679,14 @@ async function editedTextEncoder(host: OrtHost, session: Session<TextEncoderIo>,
   return vocabSize !== undefined ? { layers, tokenVectors: true } : { layers };
 }
 
-/** The folder with its text encoder and UNet replaced by their LoRA-merged copies (everything else, configs included, unchanged). */
+/** The folder with its text encoder(s) and UNet replaced by their LoRA-merged copies (everything else, configs included, unchanged). */
 async function withMergedLoras(folder: ModelFolder, loras: readonly LoraSpec[], cacheDir: string | undefined): Promise<ModelFolder> {
-  const merged = await mergedLoraGraphs(folder, loras, cacheDir);
+  const { graphs } = await mergedLoraGraphs(folder, loras, cacheDir);
   const file = (base: ModelFile, path: string): ModelFile => ({ ...base, path, externalData: [`${path}_data`] });
-  return { ...folder, textEncoder: file(folder.textEncoder, merged.textEncoder), unet: file(folder.unet, merged.unet) };
+  const sdxl = folder.sdxl;
+  // A refiner's folder.textEncoder is its text_encoder_2.
+  const textEncoder = file(folder.textEncoder, (graphs.text_encoder ?? graphs.text_encoder_2)!);
+  const merged: ModelFolder = { ...folder, textEncoder, unet: file(folder.unet, graphs.unet!) };
+  if (sdxl) merged.sdxl = { ...sdxl, textEncoder2: sdxl.secondEncoderOnly ? textEncoder : file(sdxl.textEncoder2, graphs.text_encoder_2!) };
+  return merged;
 }

@@ -132,7 +132,7 @@ export class TensorRtBackend implements Backend {
   #lastDenoise: TensorRtDenoiseStats | undefined;
   readonly #folder: ModelFolder;
   /** The weights the current LoRA set changed, per refitted engine (empty: base weights). */
-  #loraChanged = { text: new Set<string>(), unet: new Set<string>() };
+  #loraChanged = { text: new Set<string>(), text2: new Set<string>(), unet: new Set<string>() };
   #timings: TensorRtStageTimings = {};
 
   private constructor(parts: {
@@ -184,7 +184,7 @@ export class TensorRtBackend implements Backend {
   }
 
   /**
-   * Applies a LoRA set (empty: the base model) by refitting the text encoder and UNet engines'
+   * Applies a LoRA set (empty: the base model) by refitting the text encoder(s) and UNet engines'
    * weights in place (lib/convert/lora/refit.ts), between generations; never a rebuild. The weights
    * the previous set changed go back to the model's own values, so the base is restored exactly.
    * @throws InvalidOptionError when the engines were built without `--refittable`; ModelFileError
@@ -196,7 +196,13 @@ export class TensorRtBackend implements Backend {
         throw new InvalidOptionError("loras", `the engines in ${this.variantDir} were built without --refittable, so LoRAs cannot be applied to them; rebuild with\n  ${rebuildCommand(this.manifest, this.variantDir)} --refittable --force`);
       }
       const deltas = await loraSetDeltas(set, await folderLoraTarget(this.#folder));
-      this.#loraChanged.text = await refitEngineWeights(this.#text.engine, this.#folder.textEncoder.path, deltas.get("text_encoder") ?? new Map(), this.#loraChanged.text);
+      // A refiner's one encoder (#text) is text_encoder_2.
+      const textComponent = this.#sdxl && !this.#sdxl.text2 ? "text_encoder_2" : "text_encoder";
+      this.#loraChanged.text = await refitEngineWeights(this.#text.engine, this.#folder.textEncoder.path, deltas.get(textComponent) ?? new Map(), this.#loraChanged.text);
+      const text2 = this.#sdxl?.text2;
+      if (text2) {
+        this.#loraChanged.text2 = await refitEngineWeights(text2.engine, this.#folder.sdxl!.textEncoder2.path, deltas.get("text_encoder_2") ?? new Map(), this.#loraChanged.text2);
+      }
       this.#loraChanged.unet = await refitEngineWeights(this.#unet.engine, this.#folder.unet.path, deltas.get("unet") ?? new Map(), this.#loraChanged.unet);
     });
   }

@@ -26,7 +26,7 @@ import { packageVersion } from "../../package-info.js";
 import { writeFileAtomic } from "../../fs/atomic.js";
 import { requireTensorRt } from "./availability.js";
 import { digestFiles, sha256Bytes, type FileDigest } from "./hash.js";
-import { contractRole, ENGINE_ROLES, engineLocation, engineTitle, MANIFEST_FILE, planFileName, type EngineRole } from "./layout.js";
+import { contractRole, ENGINE_ROLES, engineLocation, engineTitle, MANIFEST_FILE, planFileName, REFITTABLE_ROLES, type EngineRole } from "./layout.js";
 import {
   checkManifestTarget,
   MANIFEST_FORMAT,
@@ -72,8 +72,9 @@ export interface BuildEnginesOptions {
   /** Keep each layer's tactic, formats and fused ops in the plans for `engine.inspect()` (the GPU
    *  self-test's layer report). Changes no result. Defaults to false. */
   detailedProfiling?: boolean;
-  /** Build the text encoder and UNet refittable (TensorRT's kREFIT), so LoRA sets can be applied
-   *  by refitting their weights instead of rebuilding; recorded in the manifest. Defaults to false. */
+  /** Build the engines a LoRA changes (REFITTABLE_ROLES: the text encoders and UNet) refittable
+   *  (TensorRT's kREFIT), so LoRA sets can be applied by refitting their weights instead of
+   *  rebuilding; recorded in the manifest. Defaults to false. */
   refittable?: boolean;
   signal?: AbortSignal;
   onProgress?: (event: BuildEvent) => void;
@@ -487,7 +488,7 @@ async function runBuild(
       ...(options.workspaceBytes !== undefined ? { workspaceBytes: options.workspaceBytes } : {}),
       ...(options.optimizationLevel !== undefined ? { optimizationLevel: options.optimizationLevel } : {}),
       ...(options.detailedProfiling ? { detailedProfiling: true } : {}),
-      ...(options.refittable && (planned.role === "text_encoder" || planned.role === "unet") ? { refittable: true } : {}),
+      ...(options.refittable && REFITTABLE_ROLES.includes(planned.role) ? { refittable: true } : {}),
       // The text encoder's other outputs (optimum's pooler_output) are never read: unmarked, so
       // TensorRT does not compute them.
       // SDXL's text_embeds (text_encoder_2's pooled projection) is read, so it stays an output.

@@ -32,6 +32,9 @@ export type EngineRole = ModelRole | "text_encoder_2";
 /** Every engine in build order (the UNet, the longest build, is second so errors come early). */
 export const ENGINE_ROLES: readonly EngineRole[] = ["text_encoder", "unet", "text_encoder_2", "vae_decoder", "vae_encoder"];
 
+/** The engines `--refittable` builds refittable: those whose weights a LoRA changes (SDXL's second text encoder too). */
+export const REFITTABLE_ROLES: readonly EngineRole[] = ["text_encoder", "text_encoder_2", "unet"];
+
 /** The graph-io role whose contract an engine's graph follows. */
 export function contractRole(role: EngineRole): ModelRole {
   return role === "text_encoder_2" ? "text_encoder" : role;

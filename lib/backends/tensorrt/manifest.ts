@@ -59,7 +59,7 @@ export interface EngineManifest {
   gpu: EngineGpu;
   shapes: EngineShapes;
   /** Build options that are not shapes. */
-  /** `refittable`: the text encoder and UNet were built with TensorRT's refit flag, so LoRA sets
+  /** `refittable`: the text encoder(s) and UNet were built with TensorRT's refit flag, so LoRA sets
    *  are applied by refitting their weights (absent in manifests from before LoRAs: false). */
   options: { fp32Vae: boolean; refittable?: boolean };
   /** The model folder the engines were built from (absolute, as given to `sd-trt build`). */

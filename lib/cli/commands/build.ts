@@ -123,7 +123,7 @@ const command: CommandModule<object, BuildArgs> = {
       .option("dynamic", { type: "boolean", default: false, describe: "One dynamic-shape profile over the ranges instead of static profiles" })
       .option("max-prompt-chunks", { type: "number", default: 3, describe: "Longest prompt in 75-token chunks (A1111's long prompts; the UNet's text length is up to 77 × this), 1-32" })
       .option("fp32-vae", { type: "boolean", default: false, describe: "Build the VAE in fp32 (the fp16 SD VAE can overflow to NaN)" })
-      .option("refittable", { type: "boolean", default: false, describe: "Build the text encoder and UNet refittable, so LoRAs (--lora) are applied by refitting their weights" })
+      .option("refittable", { type: "boolean", default: false, describe: "Build the text encoder(s) and UNet refittable, so LoRAs (--lora) are applied by refitting their weights" })
       .option("timing-cache", { type: "string", describe: "Timing cache file (default: engines/timing-<gpu-sm>-trt<version>.cache)" })
       .option("force", { type: "boolean", default: false, describe: "Rebuild even when the engines are up to date" })
       .option("optimization-level", { type: "number", describe: "TensorRT builder optimization level 0-5 (default 3)" })

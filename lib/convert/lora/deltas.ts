@@ -3,14 +3,18 @@
  *
  * Finding a layer's weight: kohya names a module by its diffusers path with "_" for "." (A1111
  * builds the same table from the model's modules: `network_layer_mapping`), so the model's keys
- * are written that way and looked up; PEFT names the dotted path itself. Text-encoder paths are
- * compared without a leading `text_model.`: kohya's names (and checkpoints saved by transformers 4)
- * keep that level, transformers 5's CLIPTextModel does not, and both name the same weight.
+ * are written that way and looked up; PEFT names the dotted path itself. kohya's SDXL LoRAs name
+ * UNet modules by the original (SGM) layout instead, renamed to diffusers' first (sgm-names.ts), and
+ * their two text encoders `lora_te1_`/`lora_te2_` (read.ts). Text-encoder paths are compared without
+ * a leading `text_model.`: kohya's names (and checkpoints saved by transformers 4) keep that level,
+ * transformers 5's CLIPTextModel does not, and both name the same weight.
  *
  * Every layer must land on a weight of the right shape, or the whole LoRA is refused: layers that
  * match nothing (listed, a few by name) or the wrong shapes mean a LoRA for another model, and a
  * LoRA applied in part would quietly give another image. So does kohya's own note of the base
- * model in the file's metadata when it names another family.
+ * model in the file's metadata when it names another family, and keys only one generation has
+ * (SDXL's second text encoder and SGM block names; SD 1.x/2.x's single `lora_te_`): an SD LoRA on
+ * SDXL, or the reverse, is refused naming the file before any layer is matched.
  *
  * The arithmetic is PEFT's `get_delta_weight`, which diffusers' `fuse_lora` runs:
  * delta = (up · down) × scale in float32, with scale = alpha / rank × the user's weight; a conv's
@@ -19,6 +23,7 @@
 import { ModelFileError } from "../../errors.js";
 import type { ComponentName, ModelFamily, WeightDelta } from "../types.js";
 import type { LoraFile, LoraLayer } from "./read.js";
+import { isSgmModule, sgmModuleToDiffusersFlat } from "./sgm-names.js";
 
 /** What a LoRA is applied to: the model family (when known) and, per component, each weight's key and torch-layout shape. */
 export interface LoraTarget {
@@ -46,6 +51,21 @@ export function loraFamilyOf(metadata: Readonly<Record<string, string>>): { fami
   return undefined;
 }
 
+/**
+ * Whether a LoRA's keys show an SDXL LoRA (a layer of the second text encoder, kohya's
+ * `lora_te1_`/`lora_te2_`, SGM UNet block names) or an SD 1.x/2.x one (kohya's single `lora_te_`),
+ * with the layer that shows it; undefined when they show neither (a UNet-only diffusers-named LoRA).
+ */
+export function loraGenerationOfKeys(lora: LoraFile): { sdxl: boolean; evidence: string } | undefined {
+  for (const layer of lora.layers) {
+    const sdxl =
+      layer.component === "text_encoder_2" || layer.name.startsWith("lora_te1_") || (lora.format === "kohya" && layer.component === "unet" && isSgmModule(layer.module));
+    if (sdxl) return { sdxl: true, evidence: `its layer ${layer.name}` };
+    if (layer.name.startsWith("lora_te_")) return { sdxl: false, evidence: `its layer ${layer.name} (one text encoder)` };
+  }
+  return undefined;
+}
+
 /** A module path as both naming schemes can be compared (text encoders without `text_model.`). */
 function canonicalModule(component: ComponentName, path: string): string {
   return component.startsWith("text_encoder") && path.startsWith("text_model.") ? path.slice("text_model.".length) : path;
@@ -56,19 +76,25 @@ interface KeyIndex {
   dotted: Map<string, string>;
   /** kohya's spelling → key; null when two keys would read the same (never in SD's models). */
   flattened: Map<string, string | null>;
+  /** The UNet's layers_per_block (resnets in its first down block), for SGM block numbers. */
+  layersPerBlock: number;
 }
 
 function indexKeys(target: LoraTarget): Map<ComponentName, KeyIndex> {
   const indexes = new Map<ComponentName, KeyIndex>();
   for (const [component, weights] of Object.entries(target.weights) as [ComponentName, ReadonlyMap<string, readonly number[]>][]) {
-    const index: KeyIndex = { dotted: new Map(), flattened: new Map() };
+    const index: KeyIndex = { dotted: new Map(), flattened: new Map(), layersPerBlock: 0 };
+    const firstLevelResnets = new Set<string>();
     for (const key of weights.keys()) {
       if (!key.endsWith(".weight")) continue;
       const module = canonicalModule(component, key.slice(0, -".weight".length));
       index.dotted.set(module, key);
       const flat = module.replaceAll(".", "_");
       index.flattened.set(flat, index.flattened.has(flat) ? null : key);
+      const resnet = /^down_blocks\.0\.resnets\.(\d+)\./.exec(key);
+      if (resnet) firstLevelResnets.add(resnet[1]!);
     }
+    index.layersPerBlock = firstLevelResnets.size;
     indexes.set(component, index);
   }
   return indexes;
@@ -80,7 +106,9 @@ function findKey(layer: LoraLayer, format: LoraFile["format"], indexes: Map<Comp
   if (format === "peft") return index.dotted.get(canonicalModule(layer.component, layer.module));
   // kohya's flattened name, with `text_model_` dropped as canonicalModule drops `text_model.`.
   const isText = layer.component.startsWith("text_encoder") && layer.module.startsWith("text_model_");
-  return index.flattened.get(isText ? layer.module.slice("text_model_".length) : layer.module) ?? undefined;
+  if (isText) return index.flattened.get(layer.module.slice("text_model_".length)) ?? undefined;
+  const sgm = layer.component === "unet" && isSgmModule(layer.module) ? sgmModuleToDiffusersFlat(layer.module, index.layersPerBlock) : undefined;
+  return index.flattened.get(sgm ?? layer.module) ?? undefined;
 }
 
 /**
@@ -96,6 +124,13 @@ export function loraDeltas(lora: LoraFile, target: LoraTarget, scale: number): W
     throw new ModelFileError(
       lora.path,
       `${lora.path} is a LoRA for ${FAMILY_TITLES[noted.family]} (its metadata says ${noted.evidence}); the model is ${FAMILY_TITLES[target.family]}`,
+    );
+  }
+  const byKeys = loraGenerationOfKeys(lora);
+  if (byKeys && target.family && byKeys.sdxl !== (target.family === "sdxl")) {
+    throw new ModelFileError(
+      lora.path,
+      `${lora.path} is a LoRA for ${byKeys.sdxl ? "SDXL" : "SD 1.x/2.x"} (${byKeys.evidence}); the model is ${FAMILY_TITLES[target.family]}`,
     );
   }
   const indexes = indexKeys(target);

@@ -1,10 +1,11 @@
 /**
  * The CPU backend's merged weights: a LoRA set merged into a converted model folder's text
- * encoder and UNet graphs, written once into a cache folder and reused.
+ * encoder(s) and UNet graphs (SDXL: text_encoder, text_encoder_2 and unet), written once into a
+ * cache folder and reused.
  *
  * ONNX Runtime's Node binding cannot swap a session's initializers and SD 1.5's fp32 UNet (3.4 GB)
  * is past protobuf's 2 GB limit for a model held in memory, so the merged graphs are files:
- * `<cacheDir>/<id>/{text_encoder,unet}/model.onnx(+_data)`, `id` = sha256 of the base graphs'
+ * `<cacheDir>/<id>/{text_encoder,text_encoder_2,unet}/model.onnx(+_data)`, `id` = sha256 of the base graphs'
  * identity (path, size and modification time of each graph and weight file) and the set's id
  * (each LoRA file's sha256 and scale, in order). The same set on the same model finds its folder
  * and computes nothing; the folder appears by one rename when complete, so an interrupted merge
@@ -16,7 +17,7 @@ import { access, mkdir, rename, rm, stat } from "node:fs/promises";
 import { homedir } from "node:os";
 import { join } from "node:path";
 import { temporaryPathFor } from "../../fs/atomic.js";
-import type { ModelFolder } from "../../model/folder.js";
+import type { ModelFile, ModelFolder } from "../../model/folder.js";
 import { OnnxModel } from "../../onnx/model.js";
 import type { ComponentName, ModelFamily } from "../types.js";
 import type { LoraTarget } from "./deltas.js";
@@ -28,11 +29,14 @@ export function defaultLoraCacheDir(): string {
   return join(process.env.XDG_CACHE_HOME || join(homedir(), ".cache"), "sd-trt", "lora");
 }
 
-/** The graphs a LoRA set changes, by component. */
-const GRAPHS = [
-  ["text_encoder", "textEncoder"],
-  ["unet", "unet"],
-] as const satisfies readonly (readonly [ComponentName, "textEncoder" | "unet"])[];
+/** The graphs a LoRA set changes, by component: SD's text encoder and UNet; SDXL's two text encoders and UNet. */
+export function loraGraphs(folder: ModelFolder): (readonly [ComponentName, ModelFile])[] {
+  const sdxl = folder.sdxl;
+  // An SDXL refiner's only encoder is text_encoder_2, standing in as folder.textEncoder.
+  if (sdxl?.secondEncoderOnly) return [["text_encoder_2", folder.textEncoder], ["unet", folder.unet]];
+  if (sdxl) return [["text_encoder", folder.textEncoder], ["text_encoder_2", sdxl.textEncoder2], ["unet", folder.unet]];
+  return [["text_encoder", folder.textEncoder], ["unet", folder.unet]];
+}
 
 /** The model family a folder's UNet config shows (undefined when it does not say, e.g. a tiny test model). */
 export function familyOfFolder(folder: ModelFolder): ModelFamily | undefined {
@@ -44,10 +48,10 @@ export function familyOfFolder(folder: ModelFolder): ModelFamily | undefined {
   return undefined;
 }
 
-/** A converted folder's text encoder and UNet graphs as a LoRA target (their weights by name, torch layout). */
+/** A converted folder's text encoder(s) and UNet graphs as a LoRA target (their weights by name, torch layout). */
 export async function folderLoraTarget(folder: ModelFolder): Promise<LoraTarget> {
   const weights: Partial<Record<ComponentName, ReadonlyMap<string, readonly number[]>>> = {};
-  for (const [component, role] of GRAPHS) weights[component] = graphWeightShapes(await OnnxModel.read(folder[role].path));
+  for (const [component, file] of loraGraphs(folder)) weights[component] = graphWeightShapes(await OnnxModel.read(file.path));
   const family = familyOfFolder(folder);
   return family === undefined ? { weights } : { family, weights };
 }
@@ -55,20 +59,20 @@ export async function folderLoraTarget(folder: ModelFolder): Promise<LoraTarget>
 export interface MergedGraphs {
   /** The cache entry's name (model identity × LoRA set). */
   readonly id: string;
-  readonly textEncoder: string;
-  readonly unet: string;
+  /** The merged graph of each component the set can change (`loraGraphs`). */
+  readonly graphs: Readonly<Partial<Record<ComponentName, string>>>;
   /** Whether this call wrote the entry (false: found in the cache). */
   readonly written: boolean;
 }
 
 /**
- * The text encoder and UNet of `folder` with `set` merged in, from the cache or written now.
+ * The text encoder(s) and UNet of `folder` with `set` merged in, from the cache or written now.
  * @throws ModelFileError naming a LoRA file that does not fit the model (nothing is written then).
  */
 export async function mergedLoraGraphs(folder: ModelFolder, set: readonly LoraSpec[], cacheDir: string = defaultLoraCacheDir()): Promise<MergedGraphs> {
   const identity = createHash("sha256");
-  for (const [, role] of GRAPHS) {
-    const file = folder[role];
+  const graphs = loraGraphs(folder);
+  for (const [, file] of graphs) {
     for (const path of [file.path, ...file.externalData]) {
       const s = await stat(path);
       identity.update(`${path}\0${s.size}\0${s.mtimeMs}\0`);
@@ -77,12 +81,12 @@ export async function mergedLoraGraphs(folder: ModelFolder, set: readonly LoraSp
   identity.update(await loraSetId(set));
   const id = identity.digest("hex").slice(0, 32);
   const dir = join(cacheDir, id);
-  const paths = { textEncoder: join(dir, "text_encoder", "model.onnx"), unet: join(dir, "unet", "model.onnx") };
+  const paths = Object.fromEntries(graphs.map(([component]) => [component, join(dir, component, "model.onnx")]));
   const cached = await access(join(dir, "unet", "model.onnx")).then(
     () => true,
     () => false,
   );
-  if (cached) return { id, ...paths, written: false };
+  if (cached) return { id, graphs: paths, written: false };
 
   const target = await folderLoraTarget(folder);
   const deltas = await loraSetDeltas(set, target); // every file is checked before anything is written
@@ -90,10 +94,10 @@ export async function mergedLoraGraphs(folder: ModelFolder, set: readonly LoraSp
   await mkdir(cacheDir, { recursive: true });
   const tmp = temporaryPathFor(dir);
   try {
-    for (const [component, role] of GRAPHS) {
+    for (const [component, file] of graphs) {
       const out = join(tmp, component, "model.onnx");
       await mkdir(join(tmp, component), { recursive: true });
-      await writeMergedGraph(folder[role].path, out, deltas.get(component) ?? new Map());
+      await writeMergedGraph(file.path, out, deltas.get(component) ?? new Map());
     }
     await rename(tmp, dir);
   } catch (error) {
@@ -105,5 +109,5 @@ export async function mergedLoraGraphs(folder: ModelFolder, set: readonly LoraSp
     );
     if (!raced) throw error;
   }
-  return { id, ...paths, written: true };
+  return { id, graphs: paths, written: true };
 }
