@@ -351,8 +351,8 @@ export class TensorRtBackend implements Backend {
     if (job.onLatents) return Promise.reject(new InvalidOptionError("onLatents", "onLatents needs the CPU backend (the TensorRT backend keeps latents on the GPU)"));
     return this.#life.exclusive(async () => {
       throwIfAborted(job.signal);
-      const { batch, latentHeight, latentWidth } = job;
-      let t = performance.now();
+      const { batch } = job;
+      const t = performance.now();
       // Prompt editing: every text of every schedule is encoded once and the denoise loop switches
       // rows on the device (embedding-rows.ts). SDXL pipelines refuse schedules before this.
       const edited = job.cond.schedules !== undefined || job.uncond?.schedules !== undefined;
@@ -362,27 +362,12 @@ export class TensorRtBackend implements Backend {
         refuseSharedEmphasisMeans(job.emphasis, job.cond, job.uncond);
       }
       if (this.#sdxl) return this.#generateSdxl(job, this.#sdxl.info);
-      if (job.uncond && job.uncond.chunks !== job.cond.chunks) {
-        // One UNet call takes [uncond; cond]: both halves need one text length here.
-        throw new InvalidOptionError(
-          "padCondUncond",
-          `the TensorRT backend evaluates prompt and negative prompt in one UNet call, so they need the same number of 75-token chunks (got ${job.cond.chunks} and ${job.uncond.chunks}): set padCondUncond (A1111's pad_cond_uncond) or give prompts of matching length`,
-        );
-      }
+      refuseUnequalTextLengths(job);
       const text = { emphasis: job.emphasis, clipSkip: job.clipSkip ?? 1, ...(job.tokenVectors ? { tokenVectors: job.tokenVectors } : {}) };
       // With prompt editing the embeddings are a bank: one row per distinct text, not per image.
       const encode = (prompts: PromptBatch) => (edited ? this.#encodeText(everyText(prompts), prompts.prompts, text) : this.#encodeText(prompts, batch, text));
       const encodingCond = encode(job.cond);
-      // While the GPU encodes the prompts this thread draws the step noise (uploaded with the loop).
-      let noise: Float32Array[];
-      const drawStart = performance.now();
-      try {
-        noise = drawAllStepNoise(stepNoiseOf(job.noise));
-      } catch (error) {
-        await encodingCond.then((embeddings) => embeddings.dispose(), () => undefined);
-        throw error;
-      }
-      const stepNoise = performance.now() - drawStart;
+      const { noise, ms: stepNoise } = await drawStepNoiseDuring(job, encodingCond, (embeddings) => embeddings.dispose());
       const cond = await encodingCond;
       let uncond: DeviceEmbeddings | null = null;
       try {
@@ -390,26 +375,7 @@ export class TensorRtBackend implements Backend {
         const textEncode = performance.now() - t;
         job.onStage?.("encode-text");
         throwIfAborted(job.signal);
-
-        const imageEncode: number[] = [];
-        const latents = await startLatents(job, (pixels, height, width) => this.#encodeImage(pixels, 1, height, width), this.scalingFactor, imageEncode);
-        if (imageEncode.length > 0) job.onStage?.("encode-image");
-
-        // The latents stay on the device from the loop to the VAE; only the pixels come back.
-        t = performance.now();
-        const final = await this.#denoise(job, latents, noise, { cond, uncond });
-        try {
-          const denoise = performance.now() - t;
-          throwIfAborted(job.signal);
-          t = performance.now();
-          const images = await this.#decode(final, batch, latentHeight, latentWidth);
-          job.onStage?.("decode");
-          const output: GenerationOutput = { images, timings: { textEncode, imageEncode, denoise, decode: performance.now() - t, stepNoise } };
-          if (job.returnLatents) output.latents = (await final.toHost()) as Float32Array;
-          return output;
-        } finally {
-          final.dispose();
-        }
+        return await this.#denoiseAndDecode(job, noise, { cond, uncond }, { textEncode, stepNoise });
       } finally {
         cond.dispose();
         uncond?.dispose();
@@ -423,42 +389,38 @@ export class TensorRtBackend implements Backend {
    * exclusive section.
    */
   async #generateSdxl(job: GenerationJob, info: SdxlEngineInfo): Promise<GenerationOutput> {
-    if (job.uncond && !job.sdxl?.zeroUncond && job.uncond.chunks !== job.cond.chunks) {
-      throw new InvalidOptionError(
-        "padCondUncond",
-        `the TensorRT backend evaluates prompt and negative prompt in one UNet call, so they need the same number of 75-token chunks (got ${job.cond.chunks} and ${job.uncond.chunks}): set padCondUncond (A1111's pad_cond_uncond) or give prompts of matching length`,
-      );
-    }
+    // Zero uncond embeddings take the cond side's shape.
+    if (!job.sdxl?.zeroUncond) refuseUnequalTextLengths(job);
     const { batch, latentHeight, latentWidth } = job;
-    let t = performance.now();
+    const t = performance.now();
     const duplicateCond = job.uncond === null && !unetAccepts(this.#unet.shapes, batch, latentHeight, latentWidth);
     const conditioning = sdxlConditioning(job, info, (encoder, prompts) => this.#encodeRows(encoder, prompts, batch, job.emphasis), duplicateCond);
-    // While the GPU encodes the prompts this thread draws the step noise (uploaded with the loop).
-    let noise: Float32Array[];
-    const drawStart = performance.now();
-    try {
-      noise = drawAllStepNoise(stepNoiseOf(job.noise));
-    } catch (error) {
-      await conditioning.catch(() => undefined);
-      throw error;
-    }
-    const stepNoise = performance.now() - drawStart;
+    const { noise, ms: stepNoise } = await drawStepNoiseDuring(job, conditioning, () => undefined);
     const inputs = await conditioning;
     const textEncode = performance.now() - t;
     job.onStage?.("encode-text");
     throwIfAborted(job.signal);
+    return this.#denoiseAndDecode(job, noise, { sdxl: inputs, duplicateCond }, { textEncode, stepNoise });
+  }
+
+  /**
+   * From the text conditioning on: img2img's VAE encoder, the whole loop and the VAE decoder. The
+   * latents stay on the device from the loop to the VAE; only the pixels come back.
+   */
+  async #denoiseAndDecode(job: GenerationJob, noise: Float32Array[], text: DenoiseText, timings: { textEncode: number; stepNoise: number }): Promise<GenerationOutput> {
+    const { batch, latentHeight, latentWidth } = job;
     const imageEncode: number[] = [];
     const latents = await startLatents(job, (pixels, height, width) => this.#encodeImage(pixels, 1, height, width), this.scalingFactor, imageEncode);
     if (imageEncode.length > 0) job.onStage?.("encode-image");
-    t = performance.now();
-    const final = await this.#denoise(job, latents, noise, { sdxl: inputs, duplicateCond });
+    let t = performance.now();
+    const final = await this.#denoise(job, latents, noise, text);
     try {
       const denoise = performance.now() - t;
       throwIfAborted(job.signal);
       t = performance.now();
       const images = await this.#decode(final, batch, latentHeight, latentWidth);
       job.onStage?.("decode");
-      const output: GenerationOutput = { images, timings: { textEncode, imageEncode, denoise, decode: performance.now() - t, stepNoise } };
+      const output: GenerationOutput = { images, timings: { ...timings, imageEncode, denoise, decode: performance.now() - t } };
       if (job.returnLatents) output.latents = (await final.toHost()) as Float32Array;
       return output;
     } finally {
@@ -559,7 +521,7 @@ export class TensorRtBackend implements Backend {
     job: GenerationJob,
     latents: Float32Array,
     noise: Float32Array[],
-    text: { cond: DeviceEmbeddings; uncond: DeviceEmbeddings | null } | { sdxl: SdxlUnetInputs; duplicateCond: boolean },
+    text: DenoiseText,
   ): Promise<NativeDeviceTensor> {
     const { batch, latentHeight, latentWidth } = job;
     const edited = !("sdxl" in text) && (job.cond.schedules !== undefined || job.uncond?.schedules !== undefined);
@@ -692,4 +654,30 @@ export class TensorRtBackend implements Backend {
   async [Symbol.asyncDispose](): Promise<void> {
     await this.dispose();
   }
+}
+
+/** What the loop conditions on: SD's embeddings on the device, or SDXL's joined inputs. */
+type DenoiseText = { cond: DeviceEmbeddings; uncond: DeviceEmbeddings | null } | { sdxl: SdxlUnetInputs; duplicateCond: boolean };
+
+/**
+ * The job's step noise, drawn on this thread while the GPU works on `pending` (the prompts); it is
+ * uploaded later with the loop. When drawing fails, `pending` is awaited and `release`d first.
+ */
+async function drawStepNoiseDuring<T>(job: GenerationJob, pending: Promise<T>, release: (value: T) => void): Promise<{ noise: Float32Array[]; ms: number }> {
+  const start = performance.now();
+  try {
+    return { noise: drawAllStepNoise(stepNoiseOf(job.noise)), ms: performance.now() - start };
+  } catch (error) {
+    await pending.then(release, () => undefined);
+    throw error;
+  }
+}
+
+/** One UNet call takes [uncond; cond]: both halves need one text length here (the CPU backend makes two calls instead). */
+function refuseUnequalTextLengths(job: GenerationJob): void {
+  if (!job.uncond || job.uncond.chunks === job.cond.chunks) return;
+  throw new InvalidOptionError(
+    "padCondUncond",
+    `the TensorRT backend evaluates prompt and negative prompt in one UNet call, so they need the same number of 75-token chunks (got ${job.cond.chunks} and ${job.uncond.chunks}): set padCondUncond (A1111's pad_cond_uncond) or give prompts of matching length`,
+  );
 }
