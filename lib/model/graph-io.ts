@@ -20,6 +20,7 @@
  */
 import { CLIP_SKIP_INPUT, EXTRA_VECTORS_INPUT } from "../onnx/text-encoder-edit.js";
 import { ModelFileError } from "../errors.js";
+import type { OnnxModel } from "../onnx/model.js";
 
 /** A dimension: a number when static, the symbolic name when dynamic. */
 export type Dim = number | string;
@@ -35,6 +36,23 @@ export interface TensorSpec {
 export interface GraphSignature {
   inputs: TensorSpec[];
   outputs: TensorSpec[];
+}
+
+const ORT_NAMES: Record<string, string> = { float: "float32", double: "float64", float16: "float16" };
+
+/**
+ * The graph signature of an ONNX model read with our codec, with ONNX Runtime's type names: what a
+ * session would report, without making one (engine planning, and the CPU backend's text-encoder
+ * edit before its one session is made).
+ */
+export function onnxSignature(model: OnnxModel): GraphSignature {
+  const io = model.io();
+  const spec = (v: { name: string; dtype: string; shape: (number | string)[] }): TensorSpec => ({
+    name: v.name,
+    type: ORT_NAMES[v.dtype] ?? v.dtype,
+    shape: v.shape.map((d) => (typeof d === "number" && d < 0 ? "?" : d)),
+  });
+  return { inputs: io.inputs.map(spec), outputs: io.outputs.map(spec) };
 }
 
 export type ModelRole = "text_encoder" | "unet" | "vae_decoder" | "vae_encoder";

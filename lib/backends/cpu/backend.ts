@@ -32,6 +32,7 @@ import { locateModelFolder, type ModelFile, type ModelFolder } from "../../model
 import {
   describeSdxlTextEncoder,
   describeTextEncoder,
+  onnxSignature,
   describeUnet,
   describeVaeDecoder,
   describeVaeEncoder,
@@ -216,12 +217,17 @@ export class CpuBackend implements Backend {
     const host = new OrtHost();
     try {
       const sdxlFolder = folder.sdxl;
+      // SD 1.x/2.x: the text encoder's graph is read and edited on this thread (clip skip, textual
+      // inversion) while the worker creates the other sessions; its one session is made after.
+      const editing = sdxlFolder ? undefined : editTextEncoderGraph(folder.textEncoder, options);
+      editing?.catch(() => undefined); // awaited below; a failure is reported there
       // A refiner's only encoder is text_encoder_2 (folder.textEncoder is then that file).
-      const textEncoder = await openSession(host, folder.textEncoder, sdxlFolder ? (sig, f) => describeSdxlTextEncoder(sig, f, sdxlFolder.secondEncoderOnly) : describeTextEncoder, options);
+      const sdxlTextEncoder = sdxlFolder ? await openSession(host, folder.textEncoder, (sig, f) => describeSdxlTextEncoder(sig, f, sdxlFolder.secondEncoderOnly), options) : undefined;
       const unet = await openSession(host, folder.unet, describeUnet, options);
       const vaeDecoder = await openSession(host, folder.vaeDecoder, describeVaeDecoder, options);
       const sessionOptions: SessionOptions = options.intraOpThreads ? { intraOpThreads: options.intraOpThreads } : {};
-      if (sdxlFolder) {
+      if (sdxlFolder && sdxlTextEncoder) {
+        const textEncoder = sdxlTextEncoder;
         const textEncoder2 = sdxlFolder.secondEncoderOnly ? textEncoder : await openSession(host, sdxlFolder.textEncoder2, (sig, f) => describeSdxlTextEncoder(sig, f, true), options);
         const sdxl = await sdxlSessions(host, folder, textEncoder, textEncoder2, unet);
         const hidden = sdxl.hiddenSizes[0] + sdxl.hiddenSizes[1];
@@ -235,6 +241,9 @@ export class CpuBackend implements Backend {
       if (unet.io.addedConditioning) {
         throw new ModelFileError(folder.unet.path, `${folder.unet.path} takes text_embeds and time_ids (an SDXL UNet), but model folder ${folder.dir} has no text_encoder_2/model.onnx`);
       }
+      const prepared = await editing!;
+      const textEncoder: Session<TextEncoderIo> = { handle: (await host.load(folder.textEncoder.path, options, prepared.bytes)).handle, file: folder.textEncoder, io: prepared.io };
+      const feeds = prepared.feeds;
 
       if (textEncoder.io.sequenceLength !== undefined && textEncoder.io.sequenceLength !== TOKENS) {
         throw new ModelFileError(folder.textEncoder.path, `${folder.textEncoder.path}: input_ids must take ${TOKENS} tokens, the graph fixes ${textEncoder.io.sequenceLength}`);
@@ -253,7 +262,6 @@ export class CpuBackend implements Backend {
         const probe = await host.run(textEncoder.handle, folder.textEncoder.name, { [textEncoder.io.idsName]: idsTensor(textEncoder.io, new Int32Array(TOKENS), 1) }, [textEncoder.io.hiddenName]);
         hiddenSize = probe.outputs[textEncoder.io.hiddenName]!.dims[2]!;
       }
-      const feeds = await editedTextEncoder(host, textEncoder, options);
       const backend = new CpuBackend(folder, host, { textEncoder, unet, vaeDecoder, sdxl: null }, hiddenSize, options.memoryLimit ?? defaultMemoryLimit(), sessionOptions, feeds);
       backend.#baseFolder = located;
       backend.#loraCacheDir = options.loraCacheDir;
@@ -655,8 +663,24 @@ interface TextEncoderFeeds {
  * (the reason goes into the limits), and textual inversion fails the load.
  */
 async function editedTextEncoder(host: OrtHost, session: Session<TextEncoderIo>, options: CpuBackendOptions): Promise<TextEncoderFeeds> {
+  const prepared = await editTextEncoderGraph(session.file, options);
+  if (!prepared.bytes) return prepared.feeds;
+  const edited = await host.load(session.file.path, options, prepared.bytes);
+  await host.release(session.handle);
+  session.handle = edited.handle;
+  return prepared.feeds;
+}
+
+/**
+ * A text encoder's graph read with our codec, its I/O contract, and the edited graph's bytes
+ * (lib/onnx/text-encoder-edit.ts): a `clip_skip` input always, an `extra_token_vectors` input with
+ * `tokenVocabularySize`. No bytes when its layers cannot be found: then the file is used as it is,
+ * clip skip is unavailable (the reason goes into the limits), and textual inversion fails the load.
+ */
+async function editTextEncoderGraph(file: ModelFile, options: CpuBackendOptions): Promise<{ io: TextEncoderIo; bytes?: Uint8Array; feeds: TextEncoderFeeds }> {
   const vocabSize = options.tokenVocabularySize;
-  const model = await OnnxModel.read(session.file.path);
+  const model = await OnnxModel.read(file.path);
+  const io = describeTextEncoder(onnxSignature(model), file.path);
   // ONNX Runtime resolves external data next to a file, not for a model given as bytes: inline it.
   if (model.externalDataFiles().length > 0) {
     const reader = new ExternalDataReader();
@@ -668,15 +692,12 @@ async function editedTextEncoder(host: OrtHost, session: Session<TextEncoderIo>,
   }
   let layers: number;
   try {
-    layers = editTextEncoder(model, { idsName: session.io.idsName, hiddenName: session.io.hiddenName, ...(vocabSize !== undefined ? { vocabSize } : {}) }).layout.layers;
+    layers = editTextEncoder(model, { idsName: io.idsName, hiddenName: io.hiddenName, ...(vocabSize !== undefined ? { vocabSize } : {}) }).layout.layers;
   } catch (error) {
     if (vocabSize !== undefined || !(error instanceof ModelFileError)) throw error;
-    return { layers: 1, unavailable: error.message };
+    return { io, feeds: { layers: 1, unavailable: error.message } };
   }
-  const edited = await host.load(session.file.path, options, model.encode());
-  await host.release(session.handle);
-  session.handle = edited.handle;
-  return vocabSize !== undefined ? { layers, tokenVectors: true } : { layers };
+  return { io, bytes: model.encode(), feeds: vocabSize !== undefined ? { layers, tokenVectors: true } : { layers } };
 }
 
 /** The folder with its text encoder(s) and UNet replaced by their LoRA-merged copies (everything else, configs included, unchanged). */

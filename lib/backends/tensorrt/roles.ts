@@ -7,23 +7,12 @@
  */
 import { DATA_TYPE_NAMES, DataType, TensorField } from "../../onnx/schema.js";
 import type { OnnxModel } from "../../onnx/model.js";
-import { describeModel, describeSdxlTextEncoder, type GraphSignature, type ModelIo, type ModelRole, type SdxlTextEncoderIo, type TensorSpec } from "../../model/graph-io.js";
+import { describeModel, describeSdxlTextEncoder, type GraphSignature, type ModelIo, type ModelRole, type SdxlTextEncoderIo } from "../../model/graph-io.js";
 
-const ORT_NAMES: Record<string, string> = { float: "float32", double: "float64", float16: "float16" };
+export { onnxSignature } from "../../model/graph-io.js";
 
 function floatAgnostic(type: string): string {
   return type === "float16" || type === "bfloat16" ? "float32" : type;
-}
-
-/** The graph signature of an ONNX model, with ONNX Runtime's type names. */
-export function onnxSignature(model: OnnxModel): GraphSignature {
-  const io = model.io();
-  const spec = (v: { name: string; dtype: string; shape: (number | string)[] }): TensorSpec => ({
-    name: v.name,
-    type: ORT_NAMES[v.dtype] ?? v.dtype,
-    shape: v.shape.map((d) => (typeof d === "number" && d < 0 ? "?" : d)),
-  });
-  return { inputs: io.inputs.map(spec), outputs: io.outputs.map(spec) };
 }
 
 function relaxed(signature: GraphSignature): GraphSignature {
