@@ -4,6 +4,7 @@
  * order). Problems are reported as ModelFileError naming the file and what is wrong with it, at
  * load time, so encoding can never meet a token the vocabulary lacks.
  */
+import { createHash } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import { ModelFileError } from "../errors.js";
 import { BYTE_ENCODER, END_OF_WORD, pairKey } from "./bpe.js";
@@ -166,14 +167,28 @@ export async function readTextFile(file: string, what: string): Promise<string> 
   }
 }
 
+/**
+ * Vocabularies built from these texts (SHA-256 of both files), the latest few: SDXL's two
+ * tokenizers and a refiner's ship the same files in other folders, and building the tables takes
+ * ~0.3 s each. A vocabulary is immutable, so the tokenizers share it.
+ */
+const builtVocabularies = new Map<string, ClipVocabulary>();
+const BUILT_VOCABULARIES_KEPT = 4;
+
 /** Reads and checks `vocab.json` and `merges.txt`. */
 export async function readVocabulary(vocabPath: string, mergesPath: string): Promise<ClipVocabulary> {
   const [vocabText, mergesText] = await Promise.all([
     readTextFile(vocabPath, "CLIP vocabulary"),
     readTextFile(mergesPath, "CLIP merges file"),
   ]);
-  return buildVocabulary(parseVocabJson(vocabText, vocabPath), parseMergesTxt(mergesText, mergesPath), {
+  const key = createHash("sha256").update(vocabText).update("\0").update(mergesText).digest("hex");
+  const built = builtVocabularies.get(key);
+  if (built) return built;
+  const vocabulary = buildVocabulary(parseVocabJson(vocabText, vocabPath), parseMergesTxt(mergesText, mergesPath), {
     vocab: vocabPath,
     merges: mergesPath,
   });
+  builtVocabularies.set(key, vocabulary);
+  if (builtVocabularies.size > BUILT_VOCABULARIES_KEPT) builtVocabularies.delete(builtVocabularies.keys().next().value!);
+  return vocabulary;
 }
