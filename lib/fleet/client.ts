@@ -183,6 +183,11 @@ export class RedisQueueClient implements GenerationService {
     return this.#pinned?.hash ?? this.#workers[0]?.model.hash;
   }
 
+  /** The embeddings of the worker jobs go to (the front end holds none of its own). */
+  embeddings(): readonly { name: string; count: number }[] {
+    return this.#worker().embeddings ?? [];
+  }
+
   /** The workers' limits. @throws QueueUnavailableError when no worker is registered. */
   get limits(): BackendLimits {
     return { ...this.#worker().limits };

@@ -34,6 +34,8 @@ export interface WorkerInfo {
   limits: BackendLimits;
   devices: number[];
   startedAt: string;
+  /** The textual-inversion embeddings its prompts can use (`--embeddings-dir`); absent from workers that predate it. */
+  embeddings?: { name: string; count: number }[];
 }
 
 /** Checks a Redis URL early, naming the option, instead of letting ioredis retry a typo forever. */

@@ -116,6 +116,8 @@ export async function createWorker(options: FleetWorkerOptions): Promise<FleetWo
     limits: service.limits,
     devices,
     startedAt: new Date().toISOString(),
+    // Published so that a front end's GET /sdapi/v1/embeddings lists what its workers' prompts can use.
+    embeddings: (service.embeddings?.() ?? []).map(({ name, count }) => ({ name, count })),
   };
   const heartbeat = () => redis.set(workerKey(queue, id), JSON.stringify(info), "PX", WORKER_TTL_MS).catch(() => undefined);
 

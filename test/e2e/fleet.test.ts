@@ -11,6 +11,7 @@ import { afterAll, beforeAll, expect, test } from "@jest/globals";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { Queue } from "bullmq";
 import generate from "../../lib/cli/commands/generate.js";
 import { ModelMismatchError } from "../../lib/errors.js";
@@ -18,6 +19,7 @@ import { RedisQueueClient } from "../../lib/fleet/client.js";
 import { encodeImage } from "../../lib/image/encode.js";
 import { Pipeline } from "../../lib/pipeline/pipeline.js";
 import { SdServer } from "../../lib/server/server.js";
+import { copyTe05Model } from "../fixtures/tiny-sd-cases/model-variants.js";
 import { runCommand } from "../support/run-cli.js";
 import { CliProcess, describeWith, REDIS, RedisServer } from "../support/system-tools.js";
 
@@ -41,6 +43,8 @@ async function until(predicate: () => Promise<boolean> | boolean, what: string, 
 function jobIds(log: string, what: "started" | "done" | "handed back"): string[] {
   return [...log.matchAll(new RegExp(`job (\\S+) ${what}`, "g"))].map((m) => m[1]!);
 }
+
+const EMBEDDINGS = fileURLToPath(new URL("../fixtures/a1111/clip-ti/embeddings-32", import.meta.url));
 
 const small = { width: 64, height: 64, steps: 6, sampler_name: "Euler", cfg_scale: 7 } as const;
 
@@ -202,4 +206,28 @@ describeWith([REDIS], "a fleet of sd-trt workers on Redis", () => {
     expect(jobIds(runner.stderr, "handed back")).toHaveLength(1);
     expect(Buffer.from(response.json.images[0] as string, "base64").equals(await expectedPng("handed back", 5, steps, 256))).toBe(true);
   }, 120_000);
+  test("the front end's GET /sdapi/v1/embeddings lists the embeddings its workers load (--embeddings-dir)", async () => {
+    // A queue of its own: one worker on the width-32 text encoder with A1111 embeddings of that width.
+    const model = await copyTe05Model(join(scratch, "te05"));
+    const tiWorker = new CliProcess(["worker", "--redis", redis.url, "--queue", "sd-trt-ti", "--backend", "cpu", "--model", model, "--embeddings-dir", EMBEDDINGS]);
+    workers.push(tiWorker);
+    await tiWorker.waitFor(/sd-trt worker: ready/);
+    const tiClient = await RedisQueueClient.connect({ redis: redis.url, queue: "sd-trt-ti" });
+    const tiServer = new SdServer({ service: tiClient });
+    try {
+      await until(() => tiClient.workers.length === 1, "the worker to register");
+      const local = await Pipeline.load(model, { backend: "cpu", embeddingsDir: EMBEDDINGS });
+      const expected = local.embeddings.map(({ name, count }) => [name, count]);
+      await local.dispose();
+      expect(expected.length).toBeGreaterThan(0);
+      const { url: tiUrl } = await tiServer.listen({ host: "127.0.0.1", port: 0 });
+      const listed = (await (await fetch(`${tiUrl}/sdapi/v1/embeddings`)).json()) as Json;
+      expect(Object.entries(listed.loaded).map(([name, e]) => [name, (e as Json).vectors])).toEqual(expected);
+      expect(Object.values(listed.loaded).every((e) => (e as Json).shape === 32)).toBe(true);
+    } finally {
+      await tiServer.close(0);
+      await tiClient.dispose();
+      await tiWorker.stop("SIGKILL");
+    }
+  }, 90_000);
 });
