@@ -45,6 +45,8 @@ import types
 import numpy as np
 import torch
 
+from transformers import CLIPTokenizer  # noqa: F401  (the tiny mode's tokenizer, imported before the stubs below replace tqdm)
+
 # The 82a973c sd_samplers_timesteps_impl imports A1111's UniPC port at import time; it is not used here.
 for name in ("modules.models", "modules.models.diffusion"):
     sys.modules[name] = types.ModuleType(name)
