@@ -20,6 +20,9 @@ import {
   type SigmaSchedule,
 } from "../schedulers/index.js";
 
+/** A1111's timestep samplers that take eta (CompVisSampler's eta_ddim, infotext `Eta DDIM`). */
+const DDIM_ETA_SAMPLERS: readonly string[] = ["a1111_ddim", "a1111_ddim_cfgpp"];
+
 export interface A1111GenerateOptions {
   /**
    * A1111's schedule type for its k-diffusion samplers (`k_*` schedulers): `automatic` (the
@@ -126,8 +129,8 @@ export function resolveA1111Options(
   }
 
   if (options.eta !== undefined) {
-    if (!(isKDiffusionSampler(scheduler) && kdiffusionUsesEta(scheduler)) && scheduler !== "a1111_ddim") {
-      throw new InvalidOptionError("eta", `eta applies to A1111's ancestral samplers, DPM fast and DDIM (k_euler_a, k_dpm_2_a, k_dpmpp_2s_a, k_dpm_fast, a1111_ddim), not ${scheduler}`);
+    if (!(isKDiffusionSampler(scheduler) && kdiffusionUsesEta(scheduler)) && !DDIM_ETA_SAMPLERS.includes(scheduler)) {
+      throw new InvalidOptionError("eta", `eta applies to A1111's ancestral samplers, DPM fast, DDIM and DDIM CFG++ (k_euler_a, k_dpm_2_a, k_dpmpp_2s_a, k_dpm_fast, a1111_ddim, a1111_ddim_cfgpp), not ${scheduler}`);
     }
     out.eta = numberInRange("eta", options.eta, 0, 100);
   }
@@ -257,7 +260,7 @@ export function a1111InfotextFields(scheduler: SchedulerName, a1111: A1111Reques
   const out: A1111InfotextFields = {};
   if (a1111.sigmaSchedule !== undefined) out.scheduleType = sigmaScheduleLabel(scheduler, a1111.sigmaSchedule);
   // Sampler.initialize writes its eta field when eta differs from the sampler's default (1; DDIM 0).
-  if (scheduler === "a1111_ddim") {
+  if (DDIM_ETA_SAMPLERS.includes(scheduler)) {
     if (a1111.eta !== undefined && a1111.eta !== 0) out.etaDdim = a1111.eta;
   } else if (a1111.eta !== undefined && a1111.eta !== 1) {
     out.eta = a1111.eta;

@@ -175,7 +175,7 @@ export function batchKey(request: ResolvedRequest, width = request.width, height
   if (refiner) text.push(refiner.switchAt, refiner.zeroUncond, refiner.cond.batch.chunks, refiner.uncond?.batch.chunks ?? null);
   // Requests with different LoRA sets (prompt tags) need different weights: never one batch.
   const loras = request.loras.map((l) => [l.path, l.scale]);
-  return JSON.stringify([loras, width, height, request.steps, request.scheduler, request.a1111.sigmaSchedule ?? null, request.a1111.eta ?? null, request.guidance > 1, img2img ? request.strength : null, request.a1111.hires ?? null, ...text]);
+  return JSON.stringify([loras, width, height, request.steps, request.scheduler, request.a1111.sigmaSchedule ?? null, request.a1111.eta ?? null, request.uncond !== null, img2img ? request.strength : null, request.a1111.hires ?? null, ...text]);
 }
 
 function checkInitImageSize(limits: BackendLimits, width: number, height: number): void {

@@ -8,7 +8,7 @@ import { integerInRange, invalidOption, numberInRange, oneOf } from "../validate
 import type { BackendLimits } from "../backends/backend.js";
 import { validateSeed, RNG_SOURCES, type RngSource } from "../rng/index.js";
 import type { ImageSource } from "../image/read.js";
-import { isA1111Sampler, type SchedulerName } from "../schedulers/index.js";
+import { isA1111Sampler, samplerNeedsUncond, type SchedulerName } from "../schedulers/index.js";
 import { A1111_OPTION_NAMES, resolveA1111Options, type A1111GenerateOptions, type A1111Request } from "./a1111-options.js";
 import type { ClipTokenizer } from "../tokenizer/clip-tokenizer.js";
 import { takeLoraTags } from "../prompt/extra-networks.js";
@@ -38,7 +38,7 @@ export interface GenerateOptions extends A1111GenerateOptions, SdxlGenerateOptio
    * prompts of any length in chunks of 75 tokens.
    */
   prompt: string | string[];
-  /** What to steer away from: a string for every image, or one per image. Defaults to `""` (diffusers' unconditional prompt). Ignored when guidance ≤ 1. */
+  /** What to steer away from: a string for every image, or one per image. Defaults to `""` (diffusers' unconditional prompt). Ignored when guidance ≤ 1 (except with `a1111_ddim_cfgpp`, which always runs it, as A1111 does). */
   negativePrompt?: string | string[];
   /** Image width in pixels: a multiple of the model's `limits.sizeMultiple` (8 · 2 per UNet downsampling: 64 for SD 1.x) within its limits. Defaults to the model's native size (UNet `sample_size` × 8, 512 for SD 1.5) or, for img2img, the init image's width rounded down to that multiple. */
   width?: number;
@@ -48,7 +48,7 @@ export interface GenerateOptions extends A1111GenerateOptions, SdxlGenerateOptio
   steps?: number;
   /** Classifier-free guidance scale, 0…100. A scale ≤ 1 turns guidance off (one UNet row per image, no negative prompt), as in diffusers. Defaults to 7.5. */
   guidance?: number;
-  /** Scheduler: diffusers' `lms`, `euler`, `euler_a`, `ddim`, `pndm`, `dpmpp_2m`, `dpmpp_2m_karras`, `heun`, `ddpm`, `unipc` (or a diffusers class name), or A1111's k-diffusion samplers `k_euler`, `k_euler_a`, `k_lms`, `k_heun`, `k_dpm_2`, `k_dpm_2_a`, `k_dpmpp_2s_a`, `k_dpmpp_2m`, `k_dpm_fast`, `k_restart`, `k_lcm` (with `sigmaSchedule`), and A1111's own DDIM and PLMS `a1111_ddim`, `a1111_plms`. Defaults to the model's `scheduler_config.json` (`_class_name`). */
+  /** Scheduler: diffusers' `lms`, `euler`, `euler_a`, `ddim`, `pndm`, `dpmpp_2m`, `dpmpp_2m_karras`, `heun`, `ddpm`, `unipc` (or a diffusers class name), or A1111's k-diffusion samplers `k_euler`, `k_euler_a`, `k_lms`, `k_heun`, `k_dpm_2`, `k_dpm_2_a`, `k_dpmpp_2s_a`, `k_dpmpp_2m`, `k_dpm_fast`, `k_restart`, `k_lcm` (with `sigmaSchedule`), and A1111's own DDIM, DDIM CFG++ and PLMS `a1111_ddim`, `a1111_ddim_cfgpp`, `a1111_plms`. Defaults to the model's `scheduler_config.json` (`_class_name`). */
   scheduler?: string;
   /**
    * One seed for the whole batch: a single generator draws every image's noise in turn
@@ -359,7 +359,8 @@ export function resolveGenerateOptions(options: GenerateOptions, ctx: Validation
     return { path, scale: multiplier, name };
   });
   const cond = readPrompts(ctx, tagged.texts, promptReading, "prompt", steps);
-  let uncond = guidance > 1 ? readPrompts(ctx, negativePrompts, promptReading, "negativePrompt", steps) : null;
+  // DDIM CFG++ steps with the uncond output itself, which A1111 computes at every scale.
+  let uncond = guidance > 1 || samplerNeedsUncond(scheduler) ? readPrompts(ctx, negativePrompts, promptReading, "negativePrompt", steps) : null;
   if (uncond && padCondUncond && uncond.batch.chunks !== cond.batch.chunks) {
     const chunks = Math.max(uncond.batch.chunks, cond.batch.chunks);
     uncond = { ...uncond, batch: padPromptBatch(ctx.tokenizer, uncond.batch, chunks) };

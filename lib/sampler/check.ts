@@ -27,6 +27,7 @@ export function checkProgram(program: SamplerProgram): void {
     if (!isFiniteNumber(e.t) || !isFiniteNumber(e.cIn) || !isFiniteNumber(e.c)) invalid(`evaluation ${j}: t, cIn and c must be finite numbers`);
     if (typeof e.drawsNoise !== "boolean") invalid(`evaluation ${j}: drawsNoise must be a boolean`);
     if (!e.drawsNoise && e.c !== 0) invalid(`evaluation ${j} has a noise coefficient but draws no noise`);
+    if (e.d !== undefined && !isFiniteNumber(e.d)) invalid(`evaluation ${j}: d (the coefficient on the unconditional output) must be a finite number when given, got ${JSON.stringify(e.d)}`);
     for (const [name, list] of [["a", e.a], ["b", e.b]] as const) {
       if (!Array.isArray(list) || list.length !== K || !list.every(isFiniteNumber)) {
         invalid(`evaluation ${j}: ${name} must hold historyDepth (${K}) finite numbers`);

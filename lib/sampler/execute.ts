@@ -16,13 +16,22 @@ export type LatentArray = Float32Array | Float64Array;
 /** Supplies the standard-normal draw for an evaluation whose `drawsNoise` is true. */
 export type NoiseSource = (evalIndex: number) => ArrayLike<number>;
 
-/** The UNet (already guided): gets cIn · x_j and the timestep as diffusers passes it. */
-export type ProgramModel<T extends LatentArray> = (input: T, t: number, evalIndex: number) => ArrayLike<number>;
+/** A guided model's two outputs: m_j and the unconditional u_j it was guided from. */
+export interface GuidedOutput {
+  guided: ArrayLike<number>;
+  uncond: ArrayLike<number>;
+}
+
+/**
+ * The UNet (already guided): gets cIn · x_j and the timestep as diffusers passes it, and returns
+ * m_j, or m_j with u_j (programs whose evaluations carry `d`; without u_j, u_j = m_j).
+ */
+export type ProgramModel<T extends LatentArray> = (input: T, t: number, evalIndex: number) => ArrayLike<number> | GuidedOutput;
 export type AsyncProgramModel<T extends LatentArray> = (
   input: T,
   t: number,
   evalIndex: number,
-) => ArrayLike<number> | Promise<ArrayLike<number>>;
+) => ArrayLike<number> | GuidedOutput | Promise<ArrayLike<number> | GuidedOutput>;
 
 /** Called after evaluation `evalIndex` with x_{evalIndex+1}, a view valid only during the call. */
 export type StepObserver<T extends LatentArray> = (evalIndex: number, latents: T) => void;
@@ -130,8 +139,12 @@ export class ProgramExecution<T extends LatentArray> {
     return this.#ms[this.#j % this.#program.historyDepth]!;
   }
 
-  /** Applies evaluation j's update with its model output m_j (and noise n_j when it draws). */
-  advance(modelOutput: ArrayLike<number>, noise?: ArrayLike<number>): void {
+  /**
+   * Applies evaluation j's update with its model output m_j (and noise n_j when it draws).
+   * `uncond` is u_j, the unconditional output m_j was guided from; omitted (no guidance), u_j = m_j.
+   * Only evaluations with a coefficient `d` read it.
+   */
+  advance(modelOutput: ArrayLike<number>, noise?: ArrayLike<number>, uncond?: ArrayLike<number>): void {
     const e = this.#evalOrThrow();
     const j = this.#j;
     const K = this.#program.historyDepth;
@@ -145,9 +158,19 @@ export class ProgramExecution<T extends LatentArray> {
           : `noise for evaluation ${j} has ${noise.length} values, expected ${this.#length}`,
       );
     }
+    if (uncond !== undefined && uncond.length !== this.#length) {
+      throw new InvalidArgumentError(`unconditional output for evaluation ${j} has ${uncond.length} values, expected ${this.#length}`);
+    }
     const slot = this.#ms[j % K]!;
     if (modelOutput !== slot) slot.set(modelOutput);
-    const { values, coefs } = this.#terms[j]!;
+    const terms = this.#terms[j]!;
+    let values: ArrayLike<number>[] = terms.values;
+    let coefs = terms.coefs;
+    // The same order as program_math.h's updateElement: x terms, m terms, d·u_j, then the noise.
+    if (e.d !== undefined && e.d !== 0) {
+      values = [...values, uncond ?? slot];
+      coefs = [...coefs, e.d];
+    }
     const out = this.#xs[(j + 1) % K]!;
     // x_{j+1} overwrites the slot of x_{j−K+1}; updateInto reads every term of an element first.
     if (e.drawsNoise && e.c !== 0) updateInto(out, [...coefs, e.c], [...values, noise!]);
@@ -169,7 +192,7 @@ export class ProgramExecution<T extends LatentArray> {
 
 /**
  * out[i] = Σ_k coefs[k] · values[k][i]: the same float64 sum as program_math.h's updateElement —
- * from 0, the x terms, the m terms, then the noise, in that order — rounded once when stored.
+ * from 0, the x terms, the m terms, the u term, then the noise, in that order — rounded once when stored.
  * Every term of an element is read before the element is written, so `out` may be one of the
  * `values`. One pass over memory (the arrays are larger than the caches at SD sizes, so a pass
  * per term would cost more than the arithmetic); the common term counts are unrolled, because a
@@ -210,6 +233,11 @@ function updateInto(out: LatentArray, coefs: number[], values: ArrayLike<number>
   }
 }
 
+/** A model's return value as (m_j, u_j); u_j undefined when the model gave only m_j. */
+function splitOutput(output: ArrayLike<number> | GuidedOutput): [ArrayLike<number>, ArrayLike<number> | undefined] {
+  return "guided" in output ? [output.guided, output.uncond] : [output, undefined];
+}
+
 function noiseFor(program: SamplerProgram, source: NoiseSource | undefined, j: number): ArrayLike<number> | undefined {
   if (!program.evals[j]!.drawsNoise) return undefined;
   if (source === undefined) {
@@ -222,7 +250,7 @@ function noiseFor(program: SamplerProgram, source: NoiseSource | undefined, j: n
 
 /**
  * Runs a sampler program on the CPU: x_0 = `latents` → x_M (a new array; inputs are untouched).
- * @param model the guided UNet; its input buffer is reused, copy it to keep it.
+ * @param model the guided UNet (m_j, or { guided: m_j, uncond: u_j }); its input buffer is reused, copy it to keep it.
  * @param noise the draw for each evaluation with `drawsNoise` (required if there is one).
  */
 export function runProgram<T extends LatentArray>(
@@ -235,8 +263,8 @@ export function runProgram<T extends LatentArray>(
   const run = new ProgramExecution(program, latents);
   while (!run.done) {
     const j = run.evalIndex;
-    const output = model(run.modelInput(), run.timestep, j);
-    run.advance(output, noiseFor(program, noise, j));
+    const [guided, uncond] = splitOutput(model(run.modelInput(), run.timestep, j));
+    run.advance(guided, noiseFor(program, noise, j), uncond);
     options.onStep?.(j, run.latents);
   }
   return run.result();
@@ -257,9 +285,9 @@ export async function runProgramAsync<T extends LatentArray>(
   const run = new ProgramExecution(program, latents);
   while (!run.done) {
     const j = run.evalIndex;
-    const output = await model(run.modelInput(), run.timestep, j);
+    const [guided, uncond] = splitOutput(await model(run.modelInput(), run.timestep, j));
     throwIfAborted(signal);
-    run.advance(output, noiseFor(program, noise, j));
+    run.advance(guided, noiseFor(program, noise, j), uncond);
     onStep?.(j, run.latents);
   }
   return run.result();

@@ -6,6 +6,7 @@ export {
   runProgram,
   runProgramAsync,
   type AsyncProgramModel,
+  type GuidedOutput,
   type LatentArray,
   type NoiseSource,
   type ProgramModel,

@@ -1,12 +1,12 @@
 /**
  * The flat Float64Array form of a sampler program that the native addon reads
- * (native/denoiser/program_table.h). Layout (PACKED_LAYOUT_VERSION 1):
+ * (native/denoiser/program_table.h). Layout (PACKED_LAYOUT_VERSION 2):
  *
  *   header, PACKED_HEADER_WORDS = 8 words:
  *     [0] layout version  [1] M = evals.length  [2] K = historyDepth  [3] initNoiseSigma
  *     [4] timestep dtype (0 = float32, 1 = int64)  [5] steps  [6] startIndex  [7] reserved (0)
- *   then M rows of 4 + 2K words:
- *     [t, cIn, c, drawsNoise (0/1), a[0..K−1], b[0..K−1]]
+ *   then M rows of 5 + 2K words:
+ *     [t, cIn, c, drawsNoise (0/1), d (0 when absent), a[0..K−1], b[0..K−1]]
  *
  * The device needs nothing else: the scheduler name and img2img's `addNoise` (applied on the host
  * before the loop) are not packed, so `unpackProgram` takes them back as metadata.
@@ -16,6 +16,7 @@ import { checkProgram } from "./check.js";
 import {
   PACKED_HEADER_WORDS,
   PACKED_LAYOUT_VERSION,
+  PACKED_ROW_FIXED_WORDS,
   SAMPLER_PROGRAM_FORMAT,
   type AddNoiseSpec,
   type SamplerEval,
@@ -28,7 +29,7 @@ export function packProgram(program: SamplerProgram): Float64Array {
   checkProgram(program);
   const K = program.historyDepth;
   const M = program.evals.length;
-  const stride = 4 + 2 * K;
+  const stride = PACKED_ROW_FIXED_WORDS + 2 * K;
   const words = new Float64Array(PACKED_HEADER_WORDS + M * stride);
   words.set([
     PACKED_LAYOUT_VERSION,
@@ -42,7 +43,7 @@ export function packProgram(program: SamplerProgram): Float64Array {
   ]);
   program.evals.forEach((e, j) => {
     const row = PACKED_HEADER_WORDS + j * stride;
-    words.set([e.t, e.cIn, e.c, e.drawsNoise ? 1 : 0, ...e.a, ...e.b], row);
+    words.set([e.t, e.cIn, e.c, e.drawsNoise ? 1 : 0, e.d ?? 0, ...e.a, ...e.b], row);
   });
   return words;
 }
@@ -67,21 +68,24 @@ export function unpackProgram(words: Float64Array, metadata: UnpackMetadata): Sa
   const dtype = words[4]!;
   if (!Number.isInteger(M) || M < 1 || !Number.isInteger(K) || K < 1) invalid(`bad evaluation count ${M} or history depth ${K}`);
   if (dtype !== 0 && dtype !== 1) invalid(`timestep dtype code must be 0 or 1, got ${dtype}`);
-  const stride = 4 + 2 * K;
+  const stride = PACKED_ROW_FIXED_WORDS + 2 * K;
   if (words.length !== PACKED_HEADER_WORDS + M * stride) {
     invalid(`expected ${PACKED_HEADER_WORDS + M * stride} words for ${M} evaluations of depth ${K}, got ${words.length}`);
   }
   const evals: SamplerEval[] = [];
   for (let j = 0; j < M; j++) {
     const row = words.subarray(PACKED_HEADER_WORDS + j * stride, PACKED_HEADER_WORDS + (j + 1) * stride);
-    evals.push({
+    const e: SamplerEval = {
       t: row[0]!,
       cIn: row[1]!,
       c: row[2]!,
       drawsNoise: row[3] === 1,
-      a: Array.from(row.subarray(4, 4 + K)),
-      b: Array.from(row.subarray(4 + K, 4 + 2 * K)),
-    });
+      a: Array.from(row.subarray(PACKED_ROW_FIXED_WORDS, PACKED_ROW_FIXED_WORDS + K)),
+      b: Array.from(row.subarray(PACKED_ROW_FIXED_WORDS + K, PACKED_ROW_FIXED_WORDS + 2 * K)),
+    };
+    // d = 0 is "absent", as the compiler writes it.
+    if (row[4] !== 0) e.d = row[4]!;
+    evals.push(e);
   }
   const program: SamplerProgram = {
     format: SAMPLER_PROGRAM_FORMAT,

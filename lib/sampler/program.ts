@@ -4,13 +4,17 @@
  *
  * Every supported scheduler is linear in its history for epsilon and v prediction, so a
  * scheduler + step count + config compiles to a table. Model evaluation j sees
- * `input_j = cIn_j · x_j` and the timestep `t_j`, and returns m_j (already guided). Then
+ * `input_j = cIn_j · x_j` and the timestep `t_j`, and returns m_j (already guided) and u_j, its
+ * unconditional half. Then
  *
- *     x_{j+1} = Σ_k a_j[k] · x_{j−k}  +  Σ_k b_j[k] · m_{j−k}  +  c_j · n_j
+ *     x_{j+1} = Σ_k a_j[k] · x_{j−k}  +  Σ_k b_j[k] · m_{j−k}  +  d_j · u_j  +  c_j · n_j
  *
  * where k = 0 … historyDepth−1 (entries that would reach before x_0 / m_0 are 0), and n_j is
  * a fresh standard-normal draw taken only when `drawsNoise` is true (a draw may happen with
  * c_j = 0: Euler a's last step consumes the generator without using the noise).
+ * u_j is read only where d_j ≠ 0 (A1111's DDIM CFG++ renoises with it) and only from the current
+ * evaluation, so executors keep no history of it; without guidance there is one prediction and
+ * u_j = m_j (what A1111 hands CFG++ when it skips the uncond: the cond output in its place).
  * The final latents are x_M, M = evals.length.
  */
 export const SAMPLER_PROGRAM_FORMAT = "sd-trt-sampler/1" as const;
@@ -27,6 +31,8 @@ export interface SamplerEval {
   b: number[];
   /** Multiplies the noise drawn at this evaluation (0 when none is used). */
   c: number;
+  /** Multiplies u_j, this evaluation's unconditional model output; absent means 0 (every sampler but CFG++). */
+  d?: number;
   /** Whether this evaluation consumes one noise draw of the latent shape from the generator. */
   drawsNoise: boolean;
 }
@@ -62,9 +68,11 @@ export interface SamplerProgram {
  * Number of float64 words in the flat header written by `packProgram` (lib/sampler/pack.ts):
  * [0] layout version, [1] M = evals.length, [2] K = historyDepth, [3] initNoiseSigma,
  * [4] timestep dtype (0 = float32, 1 = int64), [5] steps, [6] startIndex, [7] reserved (0).
- * Then M rows of 4 + 2K words: [t, cIn, c, drawsNoise (0/1), a[0..K−1], b[0..K−1]].
+ * Then M rows of PACKED_ROW_FIXED_WORDS + 2K words: [t, cIn, c, drawsNoise (0/1), d, a[0..K−1], b[0..K−1]].
  * `scheduler` and `addNoise` are host-side only and not packed.
  */
 export const PACKED_HEADER_WORDS = 8;
-/** Layout version written in word 0 of the flat program. */
-export const PACKED_LAYOUT_VERSION = 1;
+/** Words of a packed row before a[] and b[]: t, cIn, c, drawsNoise, d. */
+export const PACKED_ROW_FIXED_WORDS = 5;
+/** Layout version written in word 0 of the flat program (2: rows gained d, the coefficient on u_j). */
+export const PACKED_LAYOUT_VERSION = 2;

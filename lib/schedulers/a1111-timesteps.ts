@@ -44,7 +44,7 @@ export interface A1111TimestepsPlan extends SchedulePlan, EvalScalings {
   img2imgAlpha?: number;
 }
 
-interface TimestepsContext<V> {
+export interface TimestepsContext<V> {
   la: LinearAlgebra<V>;
   /** The timesteps the sampler gets (ascending; sliced to t_enc for img2img). */
   timesteps: readonly number[];
@@ -55,10 +55,18 @@ interface TimestepsContext<V> {
   noise(): V;
 }
 
-type TimestepsBody = <V>(s: TimestepsContext<V>) => Generator<EvalRequest<V>, V, EvalResult<V>>;
+export type TimestepsBody = <V>(s: TimestepsContext<V>) => Generator<EvalRequest<V>, V, EvalResult<V>>;
+
+/** One timestep sampler: A1111's label, its sd_samplers_timesteps_impl function, its loop, whether it takes eta. */
+export interface TimestepSamplerInfo {
+  label: string;
+  functionName: string;
+  body: TimestepsBody;
+  takesEta: boolean;
+}
 
 /** The per-iteration tables both samplers build: ᾱ_t, ᾱ_prev (ᾱ of the timestep before; ᾱ[0] first), √(1 − ᾱ_t). */
-function alphaTables(s: TimestepsContext<unknown>): { alphas: number[]; alphasPrev: number[]; sqrtOneMinus: number[] } {
+export function alphaTables(s: TimestepsContext<unknown>): { alphas: number[]; alphasPrev: number[]; sqrtOneMinus: number[] } {
   const alphas = s.timesteps.map((t) => s.alphasCumprod[t]!);
   // alphas_cumprod[pad(timesteps[:-1], (1, 0))]: the first entry is ᾱ[0].
   const alphasPrev = s.timesteps.map((_, k) => s.alphasCumprod[k === 0 ? 0 : s.timesteps[k - 1]!]!);
@@ -116,9 +124,9 @@ function* plms<V>(s: TimestepsContext<V>): Generator<EvalRequest<V>, V, EvalResu
   return x;
 }
 
-const SAMPLERS: Record<A1111TimestepSamplerName, { label: string; functionName: string; body: TimestepsBody }> = {
-  a1111_ddim: { label: "DDIM", functionName: "ddim", body: ddim },
-  a1111_plms: { label: "PLMS", functionName: "plms", body: plms },
+const SAMPLERS: Record<A1111TimestepSamplerName, TimestepSamplerInfo> = {
+  a1111_ddim: { label: "DDIM", functionName: "ddim", body: ddim, takesEta: true },
+  a1111_plms: { label: "PLMS", functionName: "plms", body: plms, takesEta: false },
 };
 
 /** A1111's label ("DDIM", "PLMS"). */
@@ -139,7 +147,7 @@ function planFor(config: A1111TimestepsConfig, info: { label: string; body: Time
   const alphasCumprod = discreteSchedule(config).alphasCumprod;
   const evals: number[] = [];
   const generator = info.body({ la: nullAlgebra, timesteps, alphasCumprod, eta: config.eta, x: null, noise: () => null });
-  for (let r = generator.next(); !r.done; r = generator.next({ x: null, denoised: null })) evals.push(r.value[1]);
+  for (let r = generator.next(); !r.done; r = generator.next({ x: null, denoised: null, uncondDenoised: null })) evals.push(r.value[1]);
   if (evals.length === 0) {
     throw new InvalidOptionError("steps", `A1111's ${info.label} runs len(timesteps) − 1 model steps; ${steps} steps give none`);
   }
@@ -157,8 +165,8 @@ function planFor(config: A1111TimestepsConfig, info: { label: string; body: Time
   };
 }
 
-function definition(name: A1111TimestepSamplerName): SchedulerDefinition<A1111TimestepsConfig, A1111TimestepsPlan> {
-  const info = SAMPLERS[name];
+/** The scheduler definition of a timestep sampler (its own DDIM, PLMS, and DDIM CFG++ in a1111-ddim-cfgpp.ts). */
+export function timestepSamplerDefinition(info: TimestepSamplerInfo): SchedulerDefinition<A1111TimestepsConfig, A1111TimestepsPlan> {
   const className = `modules.sd_samplers_timesteps_impl.${info.functionName}`;
   const configSpec: ConfigSpec<A1111TimestepsConfig> = {
     num_train_timesteps: { default: 1000, check: check.only(1000, "A1111's timestep samplers use ldm's 1000 training timesteps") },
@@ -167,7 +175,7 @@ function definition(name: A1111TimestepSamplerName): SchedulerDefinition<A1111Ti
     beta_schedule: { default: "scaled_linear", check: check.only("scaled_linear", "A1111's samplers use ldm's linear-in-sqrt betas") },
     trained_betas: { default: null, check: check.only(null, "A1111's samplers use ldm's computed betas") },
     prediction_type: { default: "epsilon", check: check.only("epsilon", "A1111's DDIM and PLMS are ported for eps-prediction models only so far") },
-    eta: { default: 0, check: name === "a1111_ddim" ? check.number(0, 100) : check.only(0, "PLMS takes no eta") },
+    eta: { default: 0, check: info.takesEta ? check.number(0, 100) : check.only(0, `${info.label} takes no eta`) },
   };
   return {
     className,
@@ -200,6 +208,6 @@ function definition(name: A1111TimestepSamplerName): SchedulerDefinition<A1111Ti
 }
 
 export const A1111_TIMESTEP_DEFINITIONS: Record<A1111TimestepSamplerName, SchedulerDefinition<A1111TimestepsConfig, A1111TimestepsPlan>> = {
-  a1111_ddim: definition("a1111_ddim"),
-  a1111_plms: definition("a1111_plms"),
+  a1111_ddim: timestepSamplerDefinition(SAMPLERS.a1111_ddim),
+  a1111_plms: timestepSamplerDefinition(SAMPLERS.a1111_plms),
 };

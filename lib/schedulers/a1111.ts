@@ -10,6 +10,7 @@
  * get_sampler_and_scheduler, a schedule label at the end of the name is split off and wins.
  */
 import { a1111TimestepLabel, isA1111TimestepSampler } from "./a1111-timesteps.js";
+import { A1111_DDIM_CFGPP, A1111_DDIM_CFGPP_LABEL } from "./a1111-ddim-cfgpp.js";
 import { kdiffusionLabel, isKDiffusionSampler, KDIFFUSION_SAMPLER_NAMES, type KDiffusionSamplerName } from "./kdiffusion.js";
 import { findSigmaSchedule, SIGMA_SCHEDULE_LABELS, SIGMA_SCHEDULES, type SigmaSchedule } from "./kdiffusion-schedule.js";
 import type { SchedulerName } from "./registry.js";
@@ -28,14 +29,14 @@ const DIFFUSERS_TO_A1111: Partial<Record<SchedulerName, string>> = {
 };
 
 /** A1111's timestep samplers, which take no schedule type: its own DDIM and PLMS, and diffusers' UniPC for its UniPC. */
-const A1111_TIMESTEP_SAMPLERS: Record<string, SchedulerName> = { ddim: "a1111_ddim", plms: "a1111_plms", unipc: "unipc" };
+const A1111_TIMESTEP_SAMPLERS: Record<string, SchedulerName> = { ddim: "a1111_ddim", [A1111_DDIM_CFGPP_LABEL.toLowerCase()]: A1111_DDIM_CFGPP, plms: "a1111_plms", unipc: "unipc" };
 
 /**
  * Whether the scheduler is one of A1111's own samplers (k-diffusion's or its DDIM / PLMS): these
  * follow A1111's img2img rule and draw from its ImageRNG in its order.
  */
 export function isA1111Sampler(name: string): boolean {
-  return isKDiffusionSampler(name) || isA1111TimestepSampler(name);
+  return isKDiffusionSampler(name) || isA1111TimestepSampler(name) || name === A1111_DDIM_CFGPP;
 }
 
 /**
@@ -45,6 +46,7 @@ export function isA1111Sampler(name: string): boolean {
 export function a1111SamplerName(name: SchedulerName): string | null {
   if (isKDiffusionSampler(name)) return kdiffusionLabel(name);
   if (isA1111TimestepSampler(name)) return a1111TimestepLabel(name);
+  if (name === A1111_DDIM_CFGPP) return A1111_DDIM_CFGPP_LABEL;
   return DIFFUSERS_TO_A1111[name] ?? null;
 }
 

@@ -3,9 +3,10 @@
  * forms linear combinations of latents, model outputs and noise with scalar coefficients, so one
  * operation is enough. Two implementations:
  *
- * - `symbolicAlgebra`: vectors are sparse maps from the basis {x_i, m_i, n_i} to coefficients.
- *   Running a scheduler on x_j = {x_j: 1}, m_j = {m_j: 1}, n_j = {n_j: 1} reads the sampler
- *   program's coefficient table off the result (compile.ts).
+ * - `symbolicAlgebra`: vectors are sparse maps from the basis {x_i, m_i, n_i, u_i} to coefficients.
+ *   Running a scheduler on x_j = {x_j: 1}, m_j = {m_j: 1}, n_j = {n_j: 1} (and u_j = {u_j: 1}, the
+ *   unconditional prediction, for samplers that read it) reads the sampler program's coefficient
+ *   table off the result (compile.ts).
  * - `float64Algebra`: plain Float64Array vectors, to run the very same step code on real numbers
  *   (the tests check the compiled program against it).
  */
@@ -18,13 +19,16 @@ export interface LinearAlgebra<V> {
 }
 
 /** What a symbolic basis element stands for. */
-export type BasisKind = "x" | "m" | "n";
-const KIND_CODES: Record<BasisKind, number> = { x: 0, m: 1, n: 2 };
-const KINDS: BasisKind[] = ["x", "m", "n"];
+export type BasisKind = "x" | "m" | "n" | "u";
+const KIND_CODES: Record<BasisKind, number> = { x: 0, m: 1, n: 2, u: 3 };
+const KINDS: BasisKind[] = ["x", "m", "n", "u"];
 
-/** A sparse linear combination of basis elements x_i (latents), m_i (model outputs), n_i (noise). */
+/**
+ * A sparse linear combination of basis elements x_i (latents), m_i (guided model outputs), n_i
+ * (noise) and u_i (unconditional model outputs).
+ */
 export class SymbolicVector {
-  /** key = 3·index + kind code. */
+  /** key = 4·index + kind code. */
   readonly terms: ReadonlyMap<number, number>;
 
   constructor(terms: ReadonlyMap<number, number>) {
@@ -32,18 +36,18 @@ export class SymbolicVector {
   }
 
   static basis(kind: BasisKind, index: number): SymbolicVector {
-    return new SymbolicVector(new Map([[3 * index + KIND_CODES[kind], 1]]));
+    return new SymbolicVector(new Map([[4 * index + KIND_CODES[kind], 1]]));
   }
 
   /** The coefficient of one basis element (0 when absent). */
   coefficient(kind: BasisKind, index: number): number {
-    return this.terms.get(3 * index + KIND_CODES[kind]) ?? 0;
+    return this.terms.get(4 * index + KIND_CODES[kind]) ?? 0;
   }
 
   /** Every (kind, index, coefficient) with a non-zero coefficient. */
   *entries(): Generator<{ kind: BasisKind; index: number; coefficient: number }> {
     for (const [key, coefficient] of this.terms) {
-      yield { kind: KINDS[key % 3]!, index: Math.floor(key / 3), coefficient };
+      yield { kind: KINDS[key % 4]!, index: Math.floor(key / 4), coefficient };
     }
   }
 }

@@ -1,8 +1,8 @@
 /**
  * Compiles a scheduler run into a SamplerProgram by running the scheduler's own `step` code on
  * symbolic vectors: evaluation j feeds x_j = {x_j: 1}, m_j = {m_j: 1} (and n_j = {n_j: 1} when the
- * step draws noise), and the returned prev_sample, a sparse combination of basis elements, is the
- * row a_j[k]·x_{j−k} + b_j[k]·m_{j−k} + c_j·n_j of the table.
+ * step draws noise, u_j = {u_j: 1} the unconditional output), and the returned prev_sample, a sparse
+ * combination of basis elements, is the row a_j[k]·x_{j−k} + b_j[k]·m_{j−k} + c_j·n_j + d_j·u_j.
  */
 import { InvalidOptionError, InternalError } from "../errors.js";
 import { SAMPLER_PROGRAM_FORMAT, type AddNoiseSpec, type SamplerEval, type SamplerProgram } from "../sampler/program.js";
@@ -31,6 +31,7 @@ function toEval(row: RawRow, j: number, depth: number, scheduler: string): Sampl
   const a = new Array<number>(depth).fill(0);
   const b = new Array<number>(depth).fill(0);
   let c = 0;
+  let d = 0;
   for (const { kind, index, coefficient } of row.result.entries()) {
     if (!Number.isFinite(coefficient)) {
       throw new InvalidOptionError(
@@ -39,19 +40,24 @@ function toEval(row: RawRow, j: number, depth: number, scheduler: string): Sampl
       );
     }
     if (kind === "n") c = coefficient;
+    else if (kind === "u") d = coefficient;
     else (kind === "x" ? a : b)[j - index] = coefficient;
   }
-  return { t: row.t, cIn: row.cIn, a, b, c, drawsNoise: row.drawsNoise };
+  const e: SamplerEval = { t: row.t, cIn: row.cIn, a, b, c, drawsNoise: row.drawsNoise };
+  // Only samplers that read u_j carry `d`, so every other program stays as it was.
+  if (d !== 0) e.d = d;
+  return e;
 }
 
 /** How far back a row reaches (0 = only x_j / m_j), checking it only uses what the contract allows. */
 function lagOf(row: RawRow, j: number): number {
   let lag = 0;
   for (const { kind, index } of row.result.entries()) {
-    if (kind === "n" ? index !== j : index > j) {
+    // Noise and the unconditional output exist for the current evaluation only.
+    if (kind === "n" || kind === "u" ? index !== j : index > j) {
       throw new InternalError(`scheduler step ${j} referenced ${kind}_${index}, which a sampler program cannot express`);
     }
-    if (kind !== "n") lag = Math.max(lag, j - index);
+    if (kind === "x" || kind === "m") lag = Math.max(lag, j - index);
   }
   return lag;
 }
@@ -65,7 +71,7 @@ export function traceProgram(input: TraceInput): SamplerProgram {
     const result = run.step(SymbolicVector.basis("m", j), SymbolicVector.basis("x", j), () => {
       drawsNoise = true;
       return SymbolicVector.basis("n", j);
-    });
+    }, SymbolicVector.basis("u", j));
     rows.push({ t: plan.timesteps[startIndex + j]!, cIn, drawsNoise, result });
   }
   const depth = 1 + Math.max(...rows.map((row, j) => lagOf(row, j)));

@@ -69,7 +69,6 @@ export const REFUSED_KDIFFUSION_SAMPLERS: Record<string, string> = {
   "DPM++ 2M SDE Heun": "its noise comes from torchsde's BrownianTree, which sd-trt does not reproduce bit for bit",
   "DPM++ 3M SDE": "its noise comes from torchsde's BrownianTree, which sd-trt does not reproduce bit for bit",
   "DPM adaptive": "its steps are chosen adaptively from the model's outputs, which a precompiled sampler program cannot express",
-  "DDIM CFG++": "A1111's DDIM CFG++ steps with the unconditional prediction beside the guided one (at guidance / 12.5), which a sampler program does not carry; not ported",
 };
 
 /** Why an A1111 sampler name (with or without a schedule suffix) is refused; undefined if it is not. */
@@ -98,10 +97,14 @@ interface SamplerInfo {
 
 /** What a sampler generator yields: the latent to evaluate the model at and its sigma (or timestep). */
 export type EvalRequest<V> = readonly [x: V, sigma: number];
-/** What it receives back: the latent as the executor holds it (x_j) and the denoised estimate. */
+/**
+ * What it receives back: the latent as the executor holds it (x_j), the denoised estimate, and the
+ * same estimate from the unconditional prediction alone (= `denoised` without guidance).
+ */
 export interface EvalResult<V> {
   x: V;
   denoised: V;
+  uncondDenoised: V;
 }
 
 interface SamplerContext<V> {
@@ -713,7 +716,7 @@ export class GeneratorRun<V> implements SchedulerRun<V> {
     return this.#scalings.cIn[this.#j]!;
   }
 
-  step(modelOutput: V, sample: V, drawNoise: () => V): V {
+  step(modelOutput: V, sample: V, drawNoise: () => V, uncond?: V): V {
     const j = this.#j;
     const plan = this.#scalings;
     this.#draw = drawNoise;
@@ -723,7 +726,8 @@ export class GeneratorRun<V> implements SchedulerRun<V> {
       this.#generator.next();
     }
     const denoised = this.#la.combine([plan.cSkip[j]!, sample], [plan.cOut[j]!, modelOutput]);
-    const next = this.#generator.next({ x: sample, denoised });
+    const uncondDenoised = uncond === undefined ? denoised : this.#la.combine([plan.cSkip[j]!, sample], [plan.cOut[j]!, uncond]);
+    const next = this.#generator.next({ x: sample, denoised, uncondDenoised });
     this.#j++;
     return next.done ? next.value : next.value[0];
   }
@@ -773,7 +777,7 @@ function definition(name: KDiffusionSamplerName): SchedulerDefinition<KDiffusion
 function planFor(config: KDiffusionConfig, model: DiscreteSchedule, info: SamplerInfo, sigmas: number[], sigmaRange?: KDiffusionPlan["sigmaRange"]): KDiffusionPlan {
   const evalSigmas: number[] = [];
   const generator = info.body(contextFor<null>(config, { sigmas, ...(sigmaRange ? { sigmaRange } : {}) } as KDiffusionPlan, nullAlgebra, null, () => null));
-  for (let r = generator.next(); !r.done; r = generator.next({ x: null, denoised: null })) evalSigmas.push(r.value[1]);
+  for (let r = generator.next(); !r.done; r = generator.next({ x: null, denoised: null, uncondDenoised: null })) evalSigmas.push(r.value[1]);
   const cIn: number[] = [];
   const cSkip: number[] = [];
   const cOut: number[] = [];

@@ -14,6 +14,7 @@ import { euler } from "./euler.js";
 import { eulerAncestral } from "./euler-ancestral.js";
 import { heun } from "./heun.js";
 import { A1111_TIMESTEP_DEFINITIONS, A1111_TIMESTEP_SAMPLER_NAMES } from "./a1111-timesteps.js";
+import { A1111_DDIM_CFGPP, A1111_DDIM_CFGPP_DEFINITION } from "./a1111-ddim-cfgpp.js";
 import { KDIFFUSION_DEFINITIONS, KDIFFUSION_SAMPLER_NAMES } from "./kdiffusion.js";
 import { lms } from "./lms.js";
 import { pndm } from "./pndm.js";
@@ -36,6 +37,8 @@ export const SCHEDULER_NAMES = [
   ...KDIFFUSION_SAMPLER_NAMES,
   // A1111's own DDIM and PLMS (a1111-timesteps.ts).
   ...A1111_TIMESTEP_SAMPLER_NAMES,
+  // A1111's DDIM CFG++ (a1111-ddim-cfgpp.ts).
+  A1111_DDIM_CFGPP,
 ] as const;
 
 export type SchedulerName = (typeof SCHEDULER_NAMES)[number];
@@ -82,6 +85,7 @@ const ENTRIES: Record<SchedulerName, Entry> = {
   ...kdiffusionEntries(),
   a1111_ddim: { definition: A1111_TIMESTEP_DEFINITIONS.a1111_ddim as unknown as AnyDefinition },
   a1111_plms: { definition: A1111_TIMESTEP_DEFINITIONS.a1111_plms as unknown as AnyDefinition },
+  a1111_ddim_cfgpp: { definition: A1111_DDIM_CFGPP_DEFINITION as unknown as AnyDefinition },
 };
 
 function kdiffusionEntries(): Record<(typeof KDIFFUSION_SAMPLER_NAMES)[number], Entry> {

@@ -28,8 +28,10 @@ export interface SchedulerRun<V> {
    * `scheduler.step(model_output, t, sample, generator)` for the current call: returns
    * `prev_sample` and moves to the next call. `drawNoise()` returns one fresh standard-normal draw
    * of the latent shape; call it exactly where diffusers calls `randn_tensor`.
+   * `uncond` is the unconditional model output of the same call, for samplers that renoise with
+   * it (A1111's DDIM CFG++); omitted, it is `modelOutput` (no guidance: one prediction).
    */
-  step(modelOutput: V, sample: V, drawNoise: () => V): V;
+  step(modelOutput: V, sample: V, drawNoise: () => V, uncond?: V): V;
 }
 
 /** `add_noise(original, noise, t) = signal · original + noise · n`. */

@@ -5,7 +5,8 @@
 // Loop, for a program of M evaluations and history depth K (x_0 already in x ring slot 0):
 //   prologue:            UNet input ← cIn_0·x_0, timestep ← t_0
 //   for j = 0 … M−1:     UNet (runner->enqueue)                           out ← UNet(input, t_j)
-//                        fused(j): m_j ← guidance(out); x_{j+1} ← update; input ← cIn_{j+1}·x_{j+1};
+//                        fused(j): m_j ← guidance(out); x_{j+1} ← update (m_j, and u_j from out's
+//                                  uncond half where the row has d); input ← cIn_{j+1}·x_{j+1};
 //                                  timestep ← t_{j+1}
 // The final latents x_M are in x ring slot M mod K.
 #pragma once
@@ -77,15 +78,17 @@ SDTRT_HD bool fusedElement(const LoopParams& p, int j, size_t i) {
   const size_t n = p.n;
   const int K = p.depth;
   float m;
+  float u;  // the unconditional output; without CFG the one prediction there is (program_math.h)
   bool finite;
   if (p.cfg) {
     const size_t image = i / static_cast<size_t>(p.imageElems);
-    const float u = loadFloat(p.unetOut, i, p.outType);
+    u = loadFloat(p.unetOut, i, p.outType);
     const float c = loadFloat(p.unetOut, i + n, p.outType);
     finite = isFiniteFloat(u) && isFiniteFloat(c);
     m = program::guide(u, c, p.guidance[image]);
   } else {
     m = loadFloat(p.unetOut, i, p.outType);
+    u = m;
     finite = isFiniteFloat(m);
   }
   p.mRing[static_cast<size_t>(program::ringSlot(j, K)) * n + i] = m;
@@ -97,7 +100,7 @@ SDTRT_HD bool fusedElement(const LoopParams& p, int j, size_t i) {
   const float next = program::updateElement(
       r, K, program::historyTerms(j, K),
       [&](int k) { return xRing[static_cast<size_t>(program::ringSlot(j - k, K)) * n + i]; },
-      [&](int k) { return k == 0 ? m : mRing[static_cast<size_t>(program::ringSlot(j - k, K)) * n + i]; }, noise);
+      [&](int k) { return k == 0 ? m : mRing[static_cast<size_t>(program::ringSlot(j - k, K)) * n + i]; }, u, noise);
   p.xRing[static_cast<size_t>(program::ringSlot(j + 1, K)) * n + i] = next;
 
   if (j + 1 < p.evalCount) {

@@ -5,8 +5,10 @@
 // For evaluation j and element i (see program.ts):
 //   input_j   = cIn_j · x_j                               (UNet input, cast to the model's dtype)
 //   m_j       = u + g · (c − u)   with CFG (uncond u first, cond c second, g per image)
-//             = out               without CFG
-//   x_{j+1}   = Σ_k a_j[k] · x_{j−k} + Σ_k b_j[k] · m_{j−k} + c_j · n_j
+//             = out               without CFG (and u = out)
+//   x_{j+1}   = Σ_k a_j[k] · x_{j−k} + Σ_k b_j[k] · m_{j−k} + d_j · u_j + c_j · n_j
+// d_j (A1111's DDIM CFG++ renoises with the unconditional output) is added only where it is non-zero,
+// so every other program sums exactly the terms it summed before.
 // Terms reaching before x_0 / m_0 are skipped (program.ts: they are 0), so ring slots that were
 // never written — possibly NaN garbage — are never read.
 //
@@ -26,13 +28,14 @@
 namespace sdtrt::program {
 
 // Row layout of the device coefficient table, one row of doubles per evaluation:
-//   [t, cIn, c, drawIndex (−1 = no noise), a[0..K-1], b[0..K-1]]
+//   [t, cIn, c, drawIndex (−1 = no noise), d, a[0..K-1], b[0..K-1]]
 // built on the host from the packed program (program_table.h) and uploaded once per run.
 constexpr int kRowT = 0;
 constexpr int kRowCIn = 1;
 constexpr int kRowC = 2;
 constexpr int kRowDraw = 3;
-constexpr int kRowA = 4;
+constexpr int kRowD = 4;
+constexpr int kRowA = 5;
 SDTRT_HD int rowStride(int historyDepth) { return kRowA + 2 * historyDepth; }
 SDTRT_HD int rowB(int historyDepth) { return kRowA + historyDepth; }
 
@@ -51,14 +54,16 @@ SDTRT_HD float scaleInput(double cIn, float x) { return static_cast<float>(cIn *
 SDTRT_HD float guide(float uncond, float cond, float scale) { return uncond + scale * (cond - uncond); }
 
 // x_{j+1}[i] from one row of the table. xAt(k) / mAt(k) return x_{j−k}[i] / m_{j−k}[i] as float;
-// `noise` is n_j[i] (ignored when the row draws none).
+// `uncond` is u_j[i] (read only when d ≠ 0), `noise` is n_j[i] (ignored when the row draws none).
+// Summed in the TS executor's order: x terms, m terms, d·u, noise.
 template <class XAt, class MAt>
-SDTRT_HD float updateElement(const double* row, int depth, int terms, XAt xAt, MAt mAt, float noise) {
+SDTRT_HD float updateElement(const double* row, int depth, int terms, XAt xAt, MAt mAt, float uncond, float noise) {
   const double* a = row + kRowA;
   const double* b = row + rowB(depth);
   double acc = 0.0;
   for (int k = 0; k < terms; ++k) acc += a[k] * static_cast<double>(xAt(k));
   for (int k = 0; k < terms; ++k) acc += b[k] * static_cast<double>(mAt(k));
+  if (row[kRowD] != 0.0) acc += row[kRowD] * static_cast<double>(uncond);
   if (row[kRowDraw] >= 0.0) acc += row[kRowC] * static_cast<double>(noise);
   return static_cast<float>(acc);
 }

@@ -43,7 +43,7 @@ Program Unpack(const double* words, size_t count) {
   p.startIndex = wholeNumber(words[6], "startIndex (word 6)", 0, kMaxEvals);
 
   const int K = p.historyDepth;
-  const size_t stride = static_cast<size_t>(4 + 2 * K);
+  const size_t stride = static_cast<size_t>(kPackedRowFixedWords + 2 * K);
   const size_t expected = kPackedHeaderWords + stride * static_cast<size_t>(p.evalCount);
   if (count != expected) {
     invalid("expected " + std::to_string(expected) + " words for " + std::to_string(p.evalCount) +
@@ -64,8 +64,9 @@ Program Unpack(const double* words, size_t count) {
     if (!e.drawsNoise && e.c != 0.0) {
       invalid("evaluation " + std::to_string(j) + " has a noise coefficient c but draws no noise");
     }
-    e.a.assign(row + 4, row + 4 + K);
-    e.b.assign(row + 4 + K, row + 4 + 2 * K);
+    e.d = row[4];
+    e.a.assign(row + kPackedRowFixedWords, row + kPackedRowFixedWords + K);
+    e.b.assign(row + kPackedRowFixedWords + K, row + kPackedRowFixedWords + 2 * K);
     if (e.drawsNoise) ++p.noiseDraws;
   }
   return p;
@@ -83,6 +84,7 @@ std::vector<double> BuildDeviceTable(const Program& p) {
     row[kRowCIn] = e.cIn;
     row[kRowC] = e.c;
     row[kRowDraw] = e.drawsNoise ? draw++ : -1;
+    row[kRowD] = e.d;
     for (int k = 0; k < K; ++k) {
       row[kRowA + k] = e.a[k];
       row[rowB(K) + k] = e.b[k];

@@ -2,13 +2,14 @@
 // the host, and turned into the coefficient table the fused kernel reads (program_math.h).
 //
 // Flat layout (lib/sampler/program.ts is the source of truth; PACKED_HEADER_WORDS = 8):
-//   header[0] layout version (PACKED_LAYOUT_VERSION = 1)
+//   header[0] layout version (PACKED_LAYOUT_VERSION = 2)
 //   header[1] M, the number of model evaluations
 //   header[2] K, the history depth
 //   header[3] initNoiseSigma
 //   header[4] timestep dtype of the schedule (0 = float32, 1 = int64)
 //   header[5] steps, header[6] startIndex, header[7] reserved
-//   then M rows of 4 + 2K words: [t, cIn, c, drawsNoise (0/1), a[0..K-1], b[0..K-1]]
+//   then M rows of 5 + 2K words: [t, cIn, c, drawsNoise (0/1), d, a[0..K-1], b[0..K-1]]
+//   (d: the coefficient on the evaluation's unconditional output, 0 for every sampler but CFG++)
 #pragma once
 
 #include <cstddef>
@@ -18,7 +19,8 @@
 namespace sdtrt::program {
 
 constexpr int kPackedHeaderWords = 8;
-constexpr int kPackedLayoutVersion = 1;
+constexpr int kPackedLayoutVersion = 2;
+constexpr int kPackedRowFixedWords = 5;  // t, cIn, c, drawsNoise, d
 constexpr int kMaxHistoryDepth = 16;
 constexpr int kMaxEvals = 100000;
 
@@ -27,6 +29,7 @@ struct Eval {
   double cIn = 1;
   double c = 0;
   bool drawsNoise = false;
+  double d = 0;           // coefficient on the unconditional output u_j
   std::vector<double> a;  // K entries
   std::vector<double> b;  // K entries
 };
@@ -46,7 +49,7 @@ struct Program {
 // "program") naming the word that is wrong; never reads past `count`.
 Program Unpack(const double* words, size_t count);
 
-// Rows [t, cIn, c, drawIndex, a[K], b[K]] (program_math.h), drawIndex counting the draws in order.
+// Rows [t, cIn, c, drawIndex, d, a[K], b[K]] (program_math.h), drawIndex counting the draws in order.
 std::vector<double> BuildDeviceTable(const Program& program);
 
 }  // namespace sdtrt::program

@@ -17,6 +17,8 @@ import { createScheduler } from "../../lib/schedulers/index.js";
 import { applyEmphasis } from "../../lib/prompt/emphasis.js";
 import { analyticModel, loadSchedulerGoldens, pseudoNormal, relativeError, type GoldenRun } from "../fixtures/schedulers/goldens.js";
 import { describeGpu, syntheticRequest } from "./support.js";
+import { loadDdimCfgppGoldens } from "../fixtures/a1111/ddim-cfgpp-goldens.js";
+import { TorchGenerator } from "../../lib/rng/index.js";
 
 const IMAGE = 4 * 8 * 8;
 
@@ -96,6 +98,26 @@ describeGpu("denoise loop on the GPU (analytic stand-in)", ({ addon }) => {
         const noise = request.noise as Float32Array;
         const cpu = runProgram(program, request.latents, model, drawOf(noise, program, 3 * IMAGE));
         expect(relativeError(result.latents, cpu)).toBeLessThan(tolerance);
+      }
+    } finally {
+      await denoiser.dispose();
+    }
+  });
+
+  test("A1111's DDIM CFG++ renoises with the uncond half on the device: A1111's latents, the CPU mirror's", async () => {
+    const denoiser = await Denoiser.create({ unet: "analytic" });
+    try {
+      for (const run of loadDdimCfgppGoldens().runs.filter((r) => r.dtype === "float32" && r.strength === null)) {
+        const program = createScheduler("a1111_ddim_cfgpp", run.eta === null ? {} : { eta: run.eta }).compile(run.steps);
+        const generator = new TorchGenerator(run.seed);
+        generator.randn([1, 4, 8, 8]); // the initial noise
+        const noise = program.evals.filter((e) => e.drawsNoise).map(() => generator.randn([1, 4, 8, 8]));
+        const guidance = Float64Array.of(run.cfg_scale);
+        const x0 = Float32Array.from(run.x0);
+        const result = await denoiser.run({ program: packProgram(program), latents: x0, noise, batch: 1, latentHeight: 8, latentWidth: 8, guidance });
+        const cpu = runProgram(program, x0, analyticReferenceModel({ batch: 1, imageElems: IMAGE, guidance }), (j) => noise[program.evals.slice(0, j).filter((e) => e.drawsNoise).length]!);
+        expect(relativeError(result.latents, cpu)).toBeLessThan(1e-6);
+        expect(relativeError(result.latents, run.final)).toBeLessThan(1e-5);
       }
     } finally {
       await denoiser.dispose();

@@ -269,7 +269,7 @@ describe("packed programs are checked before use", () => {
       return copy;
     };
     expectProgramError(program.subarray(0, 5), /expected at least 8 header words, got 5/);
-    expectProgramError(withWord(0, 2), /layout version 2 is not supported/);
+    expectProgramError(withWord(0, 1), /layout version 1 is not supported/);
     expectProgramError(withWord(1, 0), /evaluation count \(word 1\) must be an integer from 1/);
     expectProgramError(withWord(2, 1.5), /history depth \(word 2\) must be an integer/);
     expectProgramError(program.subarray(0, program.length - 1), /expected \d+ words for 4 evaluations of history depth 1, got \d+/);

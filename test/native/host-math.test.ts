@@ -7,9 +7,10 @@ import { readFileSync } from "node:fs";
 import { describe, expect, test } from "@jest/globals";
 import { analyticReferenceModel, roundToFloat16 } from "../support/analytic-reference.js";
 import { packProgram, runProgram, type SamplerProgram } from "../../lib/sampler/index.js";
-import { createScheduler } from "../../lib/schedulers/index.js";
+import { a1111Img2imgStartIndex, createScheduler } from "../../lib/schedulers/index.js";
 import { analyticModel, loadSchedulerGoldens, pseudoNormal, relativeError, type GoldenRun } from "../fixtures/schedulers/goldens.js";
 import { loadKDiffusionGoldens } from "../fixtures/a1111/kdiffusion-goldens.js";
+import { loadDdimCfgppGoldens } from "../fixtures/a1111/ddim-cfgpp-goldens.js";
 import { TorchGenerator } from "../../lib/rng/index.js";
 import { builtAddon } from "./support.js";
 
@@ -116,6 +117,44 @@ describe.each(timestepRuns.map((r) => [r.id, r] as const))("denoise loop host pa
     expect(relativeError(host, cpu)).toBeLessThan(1e-6);
     expect(relativeError(host, run.final)).toBeLessThan(1e-5);
   });
+});
+
+// A1111's DDIM CFG++: the fused kernel reads u_j from the uncond half of the UNet output. The golden's
+// model is the stand-in's own guided model (uncond = 0.9 · cond), so the host path meets A1111 directly
+// (test/fixtures/a1111/ddim_cfgpp_goldens.json, float32 runs).
+const cfgppRuns = loadDdimCfgppGoldens().runs.filter((r) => r.dtype === "float32");
+
+describe.each(cfgppRuns.map((r) => [r.id, r] as const))("denoise loop host path, A1111 DDIM CFG++ %s", (_id, run) => {
+  test("renoises with the uncond half: A1111's final latents and the CPU executor's", () => {
+    const scheduler = createScheduler("a1111_ddim_cfgpp", run.eta === null ? {} : { eta: run.eta });
+    const program = run.strength === null ? scheduler.compile(run.steps) : scheduler.compile(run.steps, { startIndex: a1111Img2imgStartIndex(run.steps, run.strength) });
+    const x0 = Float32Array.from(run.x0);
+    const generator = new TorchGenerator(run.seed);
+    generator.randn([1, 4, 8, 8]); // the initial noise
+    const draws = program.evals.filter((e) => e.drawsNoise).length;
+    const noise = new Float32Array(draws * IMAGE);
+    for (let d = 0; d < draws; d++) noise.set(generator.randn([1, 4, 8, 8]), d * IMAGE);
+    const guidance = Float64Array.of(run.cfg_scale);
+    const host = addon.hostRunProgram({ program: packProgram(program), latents: x0, noise, batch: 1, height: 8, width: 8, guidance });
+    const cpu = runProgram(program, x0, analyticReferenceModel({ batch: 1, imageElems: IMAGE, guidance }), drawOf(noise, program, IMAGE));
+    expect(relativeError(host, cpu)).toBeLessThan(1e-6);
+    expect(relativeError(host, run.final)).toBeLessThan(1e-5);
+  });
+});
+
+test("denoise loop host path, DDIM CFG++ per image and without guidance: u_j per image, u_j = m_j without", () => {
+  const program = createScheduler("a1111_ddim_cfgpp").compile(10);
+  const latents = Float32Array.from(pseudoNormal(2 * IMAGE, 4));
+  const noise = Float32Array.from(pseudoNormal(program.evals.filter((e) => e.drawsNoise).length * 2 * IMAGE, 6));
+  const guidance = Float64Array.of(7.5, 2);
+  const host = addon.hostRunProgram({ program: packProgram(program), latents, noise, batch: 2, height: 8, width: 8, guidance });
+  const cpu = runProgram(program, latents, analyticReferenceModel({ batch: 2, imageElems: IMAGE, guidance }), drawOf(noise, program, 2 * IMAGE));
+  expect(relativeError(host, cpu)).toBeLessThan(1e-6);
+  const unguided = addon.hostRunProgram({ program: packProgram(program), latents, noise, batch: 2, height: 8, width: 8 });
+  const unguidedCpu = runProgram(program, latents, analyticReferenceModel({ batch: 2, imageElems: IMAGE }), drawOf(noise, program, 2 * IMAGE));
+  expect(relativeError(unguided, unguidedCpu)).toBeLessThan(1e-6);
+  const ddim = addon.hostRunProgram({ program: packProgram(createScheduler("a1111_ddim").compile(10)), latents, noise, batch: 2, height: 8, width: 8 });
+  expect(relativeError(unguided, ddim)).toBeLessThan(1e-6);
 });
 
 describe("denoise loop host path, float16 model", () => {

@@ -13,6 +13,7 @@
  * the same way). So guidance 1 reproduces the scheduler goldens' analytic model up to float32
  * rounding, and other scales give u ≠ c, which exercises the guidance arithmetic.
  */
+import type { GuidedOutput } from "../../lib/sampler/index.js";
 
 /** The stand-in's uncond output is this factor times its cond output. */
 export const ANALYTIC_UNCOND_FACTOR = 0.9;
@@ -55,8 +56,11 @@ export interface AnalyticReferenceOptions {
   sampleType?: "float32" | "float16";
 }
 
-/** A `runProgram` model computing what the native stand-in plus the fused guidance compute. */
-export function analyticReferenceModel(options: AnalyticReferenceOptions): (input: ArrayLike<number>, t: number) => Float32Array {
+/**
+ * A `runProgram` model computing what the native stand-in plus the fused guidance compute: with
+ * guidance the guided m and the uncond half u it came from (programs with `d` read u), else m.
+ */
+export function analyticReferenceModel(options: AnalyticReferenceOptions): (input: ArrayLike<number>, t: number) => Float32Array | GuidedOutput {
   const { batch, imageElems, guidance } = options;
   const cast = options.sampleType === "float16" ? (x: number) => roundToFloat16(x) : (x: number) => Math.fround(x);
   const scales = guidance ? Array.from(guidance, (g) => Math.fround(g)) : undefined;
@@ -64,6 +68,7 @@ export function analyticReferenceModel(options: AnalyticReferenceOptions): (inpu
     const tModel = Math.fround(t);
     const c = Math.cos(tModel / 300);
     const out = new Float32Array(batch * imageElems);
+    const uncondOut = new Float32Array(scales ? batch * imageElems : 0);
     for (let b = 0; b < batch; b++) {
       for (let k = 0; k < imageElems; k++) {
         const i = b * imageElems + k;
@@ -74,10 +79,11 @@ export function analyticReferenceModel(options: AnalyticReferenceOptions): (inpu
           continue;
         }
         const uncond = cast(ANALYTIC_UNCOND_FACTOR * f);
+        uncondOut[i] = uncond;
         const g = scales[b]!;
         out[i] = Math.fround(uncond + Math.fround(g * Math.fround(cond - uncond)));
       }
     }
-    return out;
+    return scales ? { guided: out, uncond: uncondOut } : out;
   };
 }

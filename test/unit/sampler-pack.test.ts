@@ -3,6 +3,7 @@ import { describe, expect, test } from "@jest/globals";
 import {
   PACKED_HEADER_WORDS,
   PACKED_LAYOUT_VERSION,
+  PACKED_ROW_FIXED_WORDS,
   packProgram,
   runProgram,
   unpackProgram,
@@ -21,7 +22,7 @@ describe("packProgram / unpackProgram", () => {
   test.each(programs)("%s round-trips (scheduler and addNoise travel as metadata)", (_name, program) => {
     const words = packProgram(program);
     const K = program.historyDepth;
-    expect(words.length).toBe(PACKED_HEADER_WORDS + program.evals.length * (4 + 2 * K));
+    expect(words.length).toBe(PACKED_HEADER_WORDS + program.evals.length * (PACKED_ROW_FIXED_WORDS + 2 * K));
     expect(unpackProgram(words, { scheduler: program.scheduler, addNoise: program.addNoise })).toEqual(program);
   });
 
@@ -39,16 +40,22 @@ describe("packProgram / unpackProgram", () => {
       0,
     ]);
     const e = program.evals[1]!;
-    const row = Array.from(words.subarray(PACKED_HEADER_WORDS + (4 + 2 * program.historyDepth), PACKED_HEADER_WORDS + 2 * (4 + 2 * program.historyDepth)));
-    expect(row).toEqual([e.t, e.cIn, e.c, 1, ...e.a, ...e.b]);
+    const stride = 5 + 2 * program.historyDepth;
+    const row = Array.from(words.subarray(PACKED_HEADER_WORDS + stride, PACKED_HEADER_WORDS + 2 * stride));
+    expect(row).toEqual([e.t, e.cIn, e.c, 1, 0, ...e.a, ...e.b]);
+    // DDIM CFG++ puts its coefficient on the unconditional output in word 4 of each row.
+    const cfgpp = createScheduler("a1111_ddim_cfgpp").compile(3);
+    const cfgppWords = packProgram(cfgpp);
+    const cfgppStride = 5 + 2 * cfgpp.historyDepth;
+    expect(cfgppWords[PACKED_HEADER_WORDS + cfgppStride + 4]).toBe(cfgpp.evals[1]!.d);
     expect(packProgram(createScheduler("ddim").compile(3))[4]).toBe(1); // int64 timesteps
   });
 
   test("rejects a wrong version or length", () => {
     const words = packProgram(createScheduler("euler").compile(4));
     const wrongVersion = words.slice();
-    wrongVersion[0] = 2;
-    expect(() => unpackProgram(wrongVersion, { scheduler: "euler" })).toThrow(/layout version 2 is not 1/);
+    wrongVersion[0] = 1;
+    expect(() => unpackProgram(wrongVersion, { scheduler: "euler" })).toThrow(/layout version 1 is not 2/);
     expect(() => unpackProgram(words.subarray(0, words.length - 1), { scheduler: "euler" })).toThrow(/expected \d+ words/);
     expect(() => unpackProgram(new Float64Array(3), { scheduler: "euler" })).toThrow(/at least 8 words/);
   });

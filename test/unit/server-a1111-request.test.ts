@@ -39,6 +39,13 @@ describe("A1111 sampler names", () => {
     expect(parseA1111Request("txt2img", { sampler_name: "Euler a", eta: 0.4 }, limits)).toMatchObject({ scheduler: "k_euler_a", eta: 0.4 });
     expect(parseA1111Request("txt2img", { sampler_name: "Euler", eta: 0.4 }, limits).eta).toBeUndefined();
     expect(parseA1111Request("txt2img", { sampler_name: "DDIM", eta: 0.5 }, limits)).toMatchObject({ scheduler: "a1111_ddim", eta: 0.5 });
+    expect(parseA1111Request("txt2img", { sampler_name: "DDIM CFG++", eta: 0.5 }, limits)).toMatchObject({ scheduler: "a1111_ddim_cfgpp", samplerName: "DDIM CFG++", eta: 0.5 });
+  });
+
+  it("runs DDIM CFG++ by its name and alias, without a schedule type", () => {
+    expect(resolveA1111Sampler("DDIM CFG++", undefined, undefined)).toEqual({ scheduler: "a1111_ddim_cfgpp", field: "sampler_name" });
+    expect(resolveA1111Sampler("ddim_cfgpp", undefined, "Automatic")).toEqual({ scheduler: "a1111_ddim_cfgpp", field: "sampler_name" });
+    expect(() => resolveA1111Sampler("DDIM CFG++", undefined, "Karras")).toThrow(/the "Karras" schedule is not available with "DDIM CFG\+\+"/);
   });
 
   it("takes our canonical names exactly: diffusers' schedulers stay reachable", () => {

@@ -11,7 +11,8 @@
  *   the two have different lengths (prompts of different chunk counts, A1111's long prompts) the
  *   UNet runs the uncond half and the cond half separately, as A1111 does by default;
  * - SDXL: `text_embeds` and `time_ids` (`job.added`), [uncond; cond] like the embeddings;
- * - m_j = u + g·(c − u) per image in float32 (`combineGuidance`), or the raw output;
+ * - m_j = u + g·(c − u) per image in float32 (`combineGuidance`), or the raw output; u itself
+ *   goes to the executor too (programs with a `d` coefficient, A1111's DDIM CFG++, renoise with it);
  * - the program's update (`ProgramExecution`, the same CPU executor the tests check against
  *   diffusers and the CUDA kernel).
  *
@@ -237,7 +238,9 @@ export async function runCpuDenoise(job: CpuDenoiseJob, runUnet: UnetRunner, hoo
       noise = await noiseAt(drawn++);
       if (noise.length !== latents.length) throw new InvalidArgumentError(`denoise: noise draw ${drawn - 1} holds ${noise.length} values, expected ${latents.length}`);
     }
-    run.advance(guidance ? combineGuidance(output, batch, guidance, run.modelOutputBuffer()) : output, noise);
+    // u_j (the uncond half) for the programs that renoise with it (DDIM CFG++); without guidance u_j = m_j.
+    if (guidance) run.advance(combineGuidance(output, batch, guidance, run.modelOutputBuffer()), noise, output.subarray(0, half));
+    else run.advance(output, noise);
     hooks.onStep?.(j, run.latents);
   }
   return run.result();

@@ -300,7 +300,7 @@ function schedulerOptions(name: string, schedule: string | undefined): Pick<Gene
   // check of sigmaSchedule says what is wrong with it.
   if (selection === null && sampler?.sigmaSchedule !== undefined && schedule !== undefined) return { scheduler: sampler.scheduler, sigmaSchedule: schedule };
   if (selection === null) {
-    const labels = [...KDIFFUSION_SAMPLER_NAMES.map((n) => a1111SamplerName(n)), "DDIM", "PLMS", "UniPC"].map((l) => JSON.stringify(l)).join(", ");
+    const labels = [...KDIFFUSION_SAMPLER_NAMES.map((n) => a1111SamplerName(n)), "DDIM", "DDIM CFG++", "PLMS", "UniPC"].map((l) => JSON.stringify(l)).join(", ");
     const refused = refusedA1111SamplerReason(name);
     throw new InvalidOptionError(
       "scheduler",

@@ -162,7 +162,7 @@ export function parseA1111Request(mode: A1111Mode, body: Body, limits: A1111Requ
     parameters: {},
   };
   const eta = typeof body.eta === "number" ? body.eta : null;
-  if (eta !== null && ["k_euler_a", "k_dpm_2_a", "k_dpmpp_2s_a", "k_dpm_fast", "a1111_ddim"].includes(sampler.scheduler)) generation.eta = eta;
+  if (eta !== null && ["k_euler_a", "k_dpm_2_a", "k_dpmpp_2s_a", "k_dpm_fast", "a1111_ddim", "a1111_ddim_cfgpp"].includes(sampler.scheduler)) generation.eta = eta;
   const noise = parseA1111Noise(body, ensd);
   if (noise) generation.noise = noise;
   if (mode === "txt2img") {

@@ -1,0 +1,122 @@
+/**
+ * A1111's DDIM CFG++ end to end on the tiny model: A1111's own ddim_cfgpp through its own
+ * CFGDenoiserTimesteps, driving the tiny model's ONNX graphs as its txt2img and img2img do
+ * (test/fixtures/a1111/tiny_e2e_ddim_cfgpp.json, scripts/reference/gen_a1111_ddim_cfgpp.py tiny),
+ * against Pipeline.generate and the server. The bar: latents within 1e-4 · max(1, max|x|), pixels
+ * within ±1 (A1111 truncates to uint8).
+ */
+import { afterAll, beforeAll, describe, expect, test } from "@jest/globals";
+import { readFile } from "node:fs/promises";
+import sharp from "sharp";
+import { Pipeline, type GenerateOptions } from "../../lib/pipeline/pipeline.js";
+import { PipelineService } from "../../lib/service/pipeline-service.js";
+import { SdServer } from "../../lib/server/server.js";
+import { latentError } from "../fixtures/tiny-sd-cases/compare.js";
+import { gradientInitImage } from "../fixtures/tiny-sd-cases/reference.js";
+
+interface Case {
+  id: string;
+  sampler: string;
+  a1111_sampler: string;
+  steps: number;
+  seeds: number[];
+  eta?: number;
+  img2img?: boolean;
+  denoising_strength?: number;
+  prompt: string;
+  negative_prompt: string;
+  width: number;
+  height: number;
+  cfg_scale: number;
+  final_latents: number[];
+  pixels_hwc: number[];
+}
+
+const golden = JSON.parse(await readFile(new URL("../fixtures/a1111/tiny_e2e_ddim_cfgpp.json", import.meta.url), "utf8")) as { cases: Case[] };
+let pipe: Pipeline;
+
+beforeAll(async () => {
+  pipe = await Pipeline.load(undefined, { backend: "cpu" });
+});
+afterAll(async () => {
+  await pipe?.dispose();
+});
+
+function optionsFor(c: Case): GenerateOptions {
+  return {
+    prompt: c.prompt,
+    negativePrompt: c.negative_prompt,
+    width: c.width,
+    height: c.height,
+    steps: c.steps,
+    guidance: c.cfg_scale,
+    scheduler: c.sampler,
+    seeds: c.seeds,
+    rng: "cpu",
+    returnLatents: true,
+    ...(c.eta !== undefined ? { eta: c.eta } : {}),
+    ...(c.img2img ? { initImage: { data: gradientInitImage(), width: c.width, height: c.height, channels: 3 as const }, strength: c.denoising_strength! } : {}),
+  };
+}
+
+function maxPixelDiff(actual: ArrayLike<number>, expected: readonly number[]): number {
+  let worst = actual.length === expected.length ? 0 : Infinity;
+  for (let i = 0; i < expected.length; i++) worst = Math.max(worst, Math.abs(actual[i]! - expected[i]!));
+  return worst;
+}
+
+function joined(images: { rgb: Uint8Array }[]): Uint8Array {
+  const out = new Uint8Array(images.reduce((n, image) => n + image.rgb.length, 0));
+  let offset = 0;
+  for (const image of images) {
+    out.set(image.rgb, offset);
+    offset += image.rgb.length;
+  }
+  return out;
+}
+
+describe.each(golden.cases.map((c) => [c.id, c] as const))("A1111's DDIM CFG++ on the tiny model, %s", (_id, c) => {
+  test("Pipeline.generate gives A1111's latents (1e-4) and pixels (±1), with its infotext", async () => {
+    const result = await pipe.generate(optionsFor(c));
+    expect(latentError(result.latents!, c.final_latents)).toBeLessThan(1e-4);
+    expect(maxPixelDiff(joined(result.images), c.pixels_hwc)).toBeLessThanOrEqual(1);
+    const infotext = result.images[0]!.infotext;
+    expect(infotext).toContain(`Sampler: DDIM CFG++, CFG scale: ${c.cfg_scale}, `);
+    if (c.img2img) expect(infotext).toContain(`, Denoising strength: ${c.denoising_strength}`);
+    if (c.eta) expect(infotext).toMatch(new RegExp(`, Eta DDIM: ${c.eta}$`));
+    else expect(infotext).not.toContain("Eta");
+  });
+});
+
+test("at CFG scale 1 the negative prompt still steers (A1111 runs the uncond at every scale for CFG++)", async () => {
+  const c = golden.cases.find((x) => x.id === "ddim-cfgpp-cfg-1")!;
+  const other = await pipe.generate({ ...optionsFor(c), negativePrompt: "a storm" });
+  expect(latentError(other.latents!, c.final_latents)).toBeGreaterThan(1e-3);
+});
+
+test("the server runs sampler_name DDIM CFG++ as A1111 does, lists it, and writes it in the infotext", async () => {
+  const c = golden.cases.find((x) => x.id === "ddim-cfgpp-batch")!;
+  const service = await PipelineService.create(pipe, { maxQueue: 8, batchWindowMs: 0 });
+  const server = new SdServer({ service, ownService: true });
+  try {
+    const { url } = await server.listen({ host: "127.0.0.1", port: 0 });
+    const samplers = (await (await fetch(`${url}/sdapi/v1/samplers`)).json()) as { name: string; aliases: string[] }[];
+    const names = samplers.map((s) => s.name);
+    expect(samplers.find((s) => s.name === "DDIM CFG++")).toEqual({ name: "DDIM CFG++", aliases: ["ddim_cfgpp"], options: {} });
+    expect(names.indexOf("DDIM CFG++")).toBe(names.indexOf("DDIM") + 1);
+    const body = {
+      prompt: c.prompt, negative_prompt: c.negative_prompt, width: c.width, height: c.height, steps: c.steps, cfg_scale: c.cfg_scale,
+      sampler_name: "DDIM CFG++", seed: c.seeds[0], batch_size: c.seeds.length, override_settings: { randn_source: "CPU" },
+    };
+    const response = await fetch(`${url}/sdapi/v1/txt2img`, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+    expect(response.status).toBe(200);
+    const json = (await response.json()) as { images: string[]; info: string };
+    const pixels = await Promise.all(json.images.map(async (png) => ({ rgb: new Uint8Array(await sharp(Buffer.from(png, "base64")).raw().toBuffer()) })));
+    expect(maxPixelDiff(joined(pixels), c.pixels_hwc)).toBeLessThanOrEqual(1);
+    const info = JSON.parse(json.info) as { sampler_name: string; infotexts: string[] };
+    expect(info.sampler_name).toBe("DDIM CFG++");
+    for (const text of info.infotexts) expect(text).toContain("Sampler: DDIM CFG++, ");
+  } finally {
+    await server.close(0);
+  }
+});
