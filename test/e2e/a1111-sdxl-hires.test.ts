@@ -122,6 +122,13 @@ describe.each(golden.cases.map((c) => [c.id, c] as const))("A1111's hires fix on
   });
 });
 
+test("originalSize and targetSize given by the caller hold in the second pass too (only sizes left out follow the upscale size)", async () => {
+  const c = golden.cases.find((x) => x.hr_scale !== undefined)!;
+  // The first pass's own sizes, given: the first pass is unchanged, the second keeps (64, 64) instead of A1111's (96, 96).
+  const given = await pipe.generate({ ...optionsFor(c), originalSize: { width: 64, height: 64 }, targetSize: { width: 64, height: 64 } });
+  expect(latentError(given.latents!, c.final_latents)).toBeGreaterThan(1e-3);
+});
+
 test("the server runs enable_hr on an SDXL model as A1111 does (empty negative prompt, resize, A1111's infotext)", async () => {
   const c = golden.cases.find((x) => x.negative_prompt === "" && x.hr_resize_x !== undefined)!;
   const service = await PipelineService.create(pipe, { maxQueue: 8, batchWindowMs: 0 });
