@@ -129,6 +129,23 @@ test("originalSize and targetSize given by the caller hold in the second pass to
   expect(latentError(given.latents!, c.final_latents)).toBeGreaterThan(1e-3);
 });
 
+test("SDXL hires requests batched by the service give each image what it gets alone (each request's own time ids in both passes)", async () => {
+  const c = golden.cases.find((x) => x.hr_resize_x !== undefined)!;
+  const service = await PipelineService.create(pipe, { maxQueue: 8, batchWindowMs: 10_000, maxBatch: 3 });
+  try {
+    const a = { ...optionsFor(c), seeds: [40], returnLatents: false };
+    const b = { ...optionsFor(c), seeds: [41, 42], originalSize: { width: 200, height: 300 }, returnLatents: false };
+    const [ra, rb] = await Promise.all(service.generateAll([a, b]));
+    expect(service.counters()).toMatchObject({ batches: 1, batchedRequests: 2 });
+    for (const [request, result] of [[a, ra!], [b, rb!]] as const) {
+      const alone = await pipe.generate(request);
+      for (const [i, image] of result.images.entries()) expect(Buffer.compare(Buffer.from(image.rgb), Buffer.from(alone.images[i]!.rgb))).toBe(0);
+    }
+  } finally {
+    await service.dispose();
+  }
+});
+
 test("the server runs enable_hr on an SDXL model as A1111 does (empty negative prompt, resize, A1111's infotext)", async () => {
   const c = golden.cases.find((x) => x.negative_prompt === "" && x.hr_resize_x !== undefined)!;
   const service = await PipelineService.create(pipe, { maxQueue: 8, batchWindowMs: 0 });
