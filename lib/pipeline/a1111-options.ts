@@ -47,7 +47,8 @@ export interface A1111GenerateOptions {
   /**
    * A1111's hires fix (txt2img with a k-diffusion sampler and `seeds`): the first pass at
    * width × height, its latents upscaled with a latent upscaler, then an img2img pass at the
-   * larger size from them (A1111's sample_hr_pass).
+   * larger size from them (A1111's sample_hr_pass). SDXL: the second pass's time ids are those of
+   * the upscale size (A1111's calculate_hr_conds), except sizes given as originalSize / targetSize.
    */
   hires?: HiresOptions;
 }

@@ -123,7 +123,10 @@ export interface HiresPass {
   program: SamplerProgram;
   width: number;
   height: number;
-  /** The upscale target in latent pixels, before A1111's truncation to width/8 × height/8. */
+  /**
+   * The upscale target in latent pixels, before A1111's truncation to width/8 × height/8; × 8 it is
+   * A1111's hr_upscale_to_x/y (resolveHires takes only multiples of 8).
+   */
   upscaleHeight: number;
   upscaleWidth: number;
   truncateX: number;
@@ -398,7 +401,7 @@ export async function executeBatch(context: GenerationContext, prepared: Prepare
     start: first.img2img ? { images: prepared.map((p) => initImage(p)) } : { latents: concatenate(prepared.map((p) => p.initialLatents!)) },
     noise: joinStepNoise(prepared.map((p) => p.stepNoise)),
   };
-  if (first.request.sdxl) job.sdxl = sdxlConditioning(prepared);
+  if (first.request.sdxl) job.sdxl = sdxlConditioning(prepared, (p) => p);
   if (signal) job.signal = signal;
   // Progress only when someone listens: on the CPU each event is a message from the worker.
   const { onProgress } = hooks;
@@ -448,6 +451,9 @@ export async function executeBatch(context: GenerationContext, prepared: Prepare
       start: { latents: concatenate(starts) },
       noise: joinStepNoise(prepared.map((p) => p.hires!.stepNoise)),
     };
+    // SDXL: A1111's calculate_hr_conds conditions the second pass anew at its upscale size
+    // (hr_upscale_to_x/y, before the resize crop): the same texts, the time ids of that size.
+    if (job.sdxl) second.sdxl = sdxlConditioning(prepared, (p) => ({ width: p.hires!.upscaleWidth * 8, height: p.hires!.upscaleHeight * 8 }));
     if (onProgress) second.onStep = (evalIndex) => onProgress({ stage: "denoise", step: evalIndex + 1, total: pass.program.evals.length, timestep: pass.program.evals[evalIndex]!.t });
     const firstTimings = output.timings;
     output = await backend.generate(second);
@@ -577,14 +583,20 @@ function refinerJob(prepared: PreparedRequest[], base: GenerationJob, latents: F
   return job;
 }
 
-/** The SDXL conditioning of a batch: each request's second prompts and time ids, row by row. */
-function sdxlConditioning(prepared: PreparedRequest[]): SdxlConditioning {
+/**
+ * The SDXL conditioning of a batch: each request's second prompts and time ids, row by row.
+ * `size`: the image size a request's time ids default to in this pass.
+ */
+function sdxlConditioning(prepared: PreparedRequest[], size: (p: PreparedRequest) => { width: number; height: number }): SdxlConditioning {
   const parts = prepared.map((p) => {
     if (!p.request.sdxl) throw new InternalError("executeBatch: an SD request was batched with SDXL requests");
     return p.request.sdxl;
   });
   // Sizes left out are the image's (for img2img known only now, from the init image).
-  const ids = prepared.map((p, i) => sdxlRequestTimeIds(parts[i]!, p.width, p.height));
+  const ids = prepared.map((p, i) => {
+    const { width, height } = size(p);
+    return sdxlRequestTimeIds(parts[i]!, width, height);
+  });
   const perRow = (which: "timeIds" | "negativeTimeIds") => concatenate(prepared.map((p, i) => repeatRows(ids[i]![which], p.request.batch)));
   const zeroUncond = parts[0]!.zeroUncond;
   return {

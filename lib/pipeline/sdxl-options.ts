@@ -13,7 +13,8 @@
  *   (`negative_original_size` …) only when both negative sizes are given, else the positive ones.
  *
  * A1111 builds the time ids the same way from width and height (`sd_models_xl.py`), so the server
- * needs nothing beyond the defaults.
+ * needs nothing beyond the defaults. Hires fix's second pass takes its sizes left out from A1111's
+ * upscale size (hr_upscale_to_x/y, before the resize crop), as its calculate_hr_conds does.
  */
 import { InvalidOptionError } from "../errors.js";
 import { integerInRange, invalidOption, numberInRange } from "../validate.js";
@@ -212,9 +213,9 @@ export function resolveSdxlOptions(
   if (cond.batch.schedules || uncond?.batch.schedules) {
     throw new InvalidOptionError("prompt", "prompt editing and alternation ([from:to:when], [a|b]) are not supported with SDXL models yet");
   }
-  if (options.hires !== undefined) {
-    // A1111 builds the second pass's time ids from the upscaled size; not done here yet.
-    throw new InvalidOptionError("hires", "hires fix is not supported with SDXL models yet");
+  if (options.hires !== undefined && options.refiner !== undefined) {
+    // A1111 switches to the refiner in either pass or both (opts.hires_fix_refiner_pass); not reproduced.
+    throw new InvalidOptionError("hires", "hires fix with the refiner is not supported yet; use one or the other");
   }
   const conditioning: SdxlMicroConditioning = {
     original: options.originalSize === undefined ? null : sizeOption("originalSize", options.originalSize),

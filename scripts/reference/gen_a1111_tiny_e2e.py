@@ -79,14 +79,15 @@ class TinyUNet:
         return torch.cat(outs)
 
 
-def cfg_denoiser(model_wrap, cond, uncond, cfg_scale):
-    """CFGDenoiser.forward for one prompt per image: cond rows, then uncond rows, one call."""
+def cfg_denoiser(model_wrap, cond, uncond, cfg_scale, catenate_conds=torch.cat):
+    """CFGDenoiser.forward for one prompt per image: cond rows, then uncond rows, one call. SDXL's
+    conds are dicts: pass A1111's catenate_conds (gen_a1111_tiny_sdxl_hires.py)."""
 
     def forward(x, sigma, **kwargs):
         b = x.shape[0]
         x_in = torch.cat([x, x])
         sigma_in = torch.cat([sigma, sigma])
-        x_out = model_wrap(x_in, sigma_in, cond=torch.cat([cond, uncond]))
+        x_out = model_wrap(x_in, sigma_in, cond=catenate_conds([cond, uncond]))
         denoised_uncond = x_out[-b:]
         denoised = torch.clone(denoised_uncond)
         for i in range(b):
@@ -127,7 +128,7 @@ def target_resolution(case):
     return to_x, to_y, truncate_x, truncate_y
 
 
-def hires_pass(case, model_wrap, options, funcname, samples, cond, uncond):
+def hires_pass(case, model_wrap, options, funcname, samples, cond, uncond, catenate_conds=torch.cat):
     to_x, to_y, truncate_x, truncate_y = target_resolution(case)
     scale = LATENT_UPSCALE_MODES[case["hr_upscaler"]]
     samples = torch.nn.functional.interpolate(samples, size=(to_y // 8, to_x // 8), mode=scale["mode"], antialias=scale["antialias"])
@@ -145,7 +146,7 @@ def hires_pass(case, model_wrap, options, funcname, samples, cond, uncond):
     sigma_sched = sigmas[steps - t_enc - 1:]
     xi = samples + noise * sigma_sched[0]
     ref.sampling.torch = ref.TorchHijack(image_rng, [], lambda: 0)
-    out = ref.sampler_function(funcname)(cfg_denoiser(model_wrap, cond, uncond, case["cfg_scale"]), xi, sigma_sched,
+    out = ref.sampler_function(funcname)(cfg_denoiser(model_wrap, cond, uncond, case["cfg_scale"], catenate_conds), xi, sigma_sched,
                                           extra_args={}, disable=True)
     ref.sampling.torch = torch
     return out

@@ -83,8 +83,9 @@ describe("SDXL options", () => {
     );
   });
 
-  test("hires fix is refused on SDXL models", async () => {
-    await expect(pipe.generate({ ...base, hires: { scale: 2 } })).rejects.toThrow(/hires fix is not supported with SDXL models yet/);
+  test("hires fix with the refiner is refused, naming hires", async () => {
+    const options = { prompt: "a castle", steps: 1, scheduler: "k_euler", seeds: [1], hires: { scale: 2 }, refiner: { switchAt: 0.5 } };
+    await expect(pipe.generate(options)).rejects.toMatchObject({ option: "hires", message: expect.stringMatching(/hires fix with the refiner is not supported yet/) });
   });
 
   test("prompt editing is refused on SDXL models, naming the prompt", async () => {

@@ -75,6 +75,24 @@ describeTensorRt("SDXL on TensorRT engines of the tiny SDXL", () => {
     expect(["captured", "replayed"]).toContain((trt.backend as TensorRtBackend).lastDenoise?.graph);
   });
 
+  test("A1111's hires fix (second pass at 96², its own time ids) matches the CPU backend within fp16 tolerance", async () => {
+    // 64² → 96² with two images: inside the built profile. The CPU backend matches A1111 (test/e2e/a1111-sdxl-hires.test.ts).
+    const options = {
+      prompt: "a lighthouse on a cliff", negativePrompt: "fog", width: 64, height: 64, steps: 4, guidance: 7, scheduler: "k_euler_a", seeds: [21, 22],
+      rng: "cpu" as const, returnLatents: true, hires: { scale: 1.5, upscaler: "Latent", steps: 6, strength: 0.8 },
+    };
+    const a = await cpu.generate(options);
+    const b = await trt.generate(options);
+    expect([b.width, b.height, b.latents?.length]).toEqual([96, 96, a.latents!.length]);
+    expect(relativeError(a.latents!, b.latents!)).toBeLessThan(3e-2);
+    a.images.forEach((image, i) => {
+      let max = 0;
+      for (let p = 0; p < image.rgb.length; p++) max = Math.max(max, Math.abs(image.rgb[p]! - b.images[i]!.rgb[p]!));
+      expect(max).toBeLessThanOrEqual(12);
+    });
+    expect(["captured", "replayed"]).toContain((trt.backend as TensorRtBackend).lastDenoise?.graph);
+  });
+
   test("a size outside the built range is refused with the range", async () => {
     const error = await trt.generate({ prompt: "a cat", width: 128, height: 64, steps: 2, seed: 1 }).catch((e: unknown) => e);
     expect(error).toBeInstanceOf(InvalidOptionError);
