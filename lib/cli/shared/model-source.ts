@@ -125,7 +125,9 @@ export function refinerCheckpointArgs(args: CheckpointArgs & { "refiner-config"?
  */
 async function checkRole(model: string, args: CheckpointArgs, role: CheckpointRole): Promise<void> {
   const { readCheckpoint } = await import("../../convert/checkpoint/index.js");
-  const source = await readCheckpoint(model, checkpointReadOptions(args));
+  // A checkpoint that cannot be read is left to the conversion, which reports why (one place for those messages).
+  const source = await readCheckpoint(model, checkpointReadOptions(args)).catch(() => undefined);
+  if (source === undefined) return;
   const isRefiner = source.refiner === true;
   if (role === "base" && isRefiner) {
     throw new InvalidOptionError("model", `--model ${model} is an SDXL refiner checkpoint (text_encoder_2 alone, aesthetic-score time ids): it finishes a base model's generation; pass an SDXL base as --model and this one as --refiner`);
