@@ -5,14 +5,18 @@
  * `conditioner.embedders.0.model.`) and as its diffusers folder. diffusers' from_single_file loads the
  * file to exactly the folder's weights (checked by the generator), so our reading of the file must give
  * the same diffusers keys, shapes and values; a full-size refiner's shapes must give its published
- * configs. Bad input: a config folder of the other kind, a refiner without its OpenCLIP encoder.
+ * configs, and its fp16 conversion must be a refiner folder as optimum exports one. Bad input: a config folder of the other kind, a refiner without its OpenCLIP encoder.
  */
 import { afterAll, describe, expect, test } from "@jest/globals";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { exportPrecision } from "../../lib/backends/tensorrt/roles.js";
 import { readCheckpoint } from "../../lib/convert/checkpoint/index.js";
+import { writeConvertedModel } from "../../lib/convert/graphs/folder.js";
 import type { ComponentName } from "../../lib/convert/types.js";
+import { locateModelFolder } from "../../lib/model/folder.js";
+import { OnnxModel } from "../../lib/onnx/model.js";
 import { CHECKPOINTS, expectSameWeights, writeF32Safetensors, writeSparseF16Safetensors } from "../support/checkpoint-fixtures.js";
 
 const REFINER = join(CHECKPOINTS, "sdxl-refiner");
@@ -70,6 +74,23 @@ test("a full-size SDXL refiner's tensor shapes give the refiner's published conf
     const derived = source.components[component as ComponentName]!.config;
     for (const [key, value] of Object.entries(published)) expect({ component, key, value: derived[key] }).toEqual({ component, key, value });
   }
+});
+
+test("an fp16 conversion is a refiner folder as optimum exports it: text_encoder_2 alone, a UNet taking 5 time ids, the VAE kept fp32", async () => {
+  const dir = join(scratch, "refiner-fp16");
+  const report = await writeConvertedModel(await readCheckpoint(FILE, { configFolder: FOLDER }), dir, { dtype: "fp16" });
+  expect(Object.keys(report.graphs).sort()).toEqual(["text_encoder_2", "unet", "vae_decoder", "vae_encoder"]);
+  const precisions = await Promise.all(Object.keys(report.graphs).map(async (graph) => [graph, exportPrecision(await OnnxModel.read(join(dir, graph, "model.onnx")))]));
+  expect(Object.fromEntries(precisions)).toEqual({ text_encoder_2: "fp16", unet: "fp16", vae_decoder: "fp32", vae_encoder: "fp32" });
+  const unet = (await OnnxModel.read(join(dir, "unet", "model.onnx"))).io();
+  expect(unet.inputs.find((v) => v.name === "time_ids")!.shape).toEqual(["batch_size", 5]);
+  expect(unet.inputs.find((v) => v.name === "text_embeds")!.shape).toEqual(["batch_size", 6]);
+  expect(unet.inputs.find((v) => v.name === "encoder_hidden_states")!.shape).toEqual(["batch_size", "sequence_length", 6]);
+  // optimum's ORTStableDiffusionXLImg2ImgPipeline folder (gen_tiny_sdxl.py's refiner) names the same components and flags.
+  const { _diffusers_version: _, ...optimumIndex } = json(join(CHECKPOINTS, "..", "sdxl", "tiny-sdxl-refiner", "model_index.json"));
+  expect(json(join(dir, "model_index.json"))).toEqual(optimumIndex);
+  const folder = await locateModelFolder(dir);
+  expect([folder.sdxl?.secondEncoderOnly, folder.sdxl?.requiresAestheticsScore, folder.sdxl?.forceZerosForEmptyPrompt, folder.textEncoder.path]).toEqual([true, true, false, join(dir, "text_encoder_2", "model.onnx")]);
 });
 
 describe("bad SDXL refiner input is refused with the reason", () => {
