@@ -20,7 +20,7 @@ import type { StreamedSafetensorsFile } from "../../model/safetensors.js";
 import type { CheckpointSource } from "../types.js";
 import { LDM_PREFIX, type MappedKey, mapClipKey, mapOpenClipKey, mapUnetKey } from "./ldm-keys.js";
 import { deriveFromShapes, mapLdmUnetAndVae } from "./ldm-unet-vae.js";
-import { deriveSdxlOpenClipConfig, deriveSdxlTextEncoderConfigs, deriveSdxlUnetConfig, deriveSdxlVaeConfig, SDXL_PREFIX, SDXL_TIME_IDS, SDXL_UNET_DIRECT, sdxlSchedulerConfig } from "./sdxl.js";
+import { deriveSdxlClipConfig, deriveSdxlOpenClipConfig, deriveSdxlUnetConfig, deriveSdxlVaeConfig, SDXL_PREFIX, SDXL_TIME_IDS, SDXL_UNET_DIRECT, sdxlSchedulerConfig } from "./sdxl.js";
 import type { SingleFileOptions } from "./options.js";
 import { mapComponent, shapesOf, weightSourceOf, withPrefix } from "./tensors.js";
 
@@ -30,7 +30,7 @@ function mapSdxlUnetKey(key: string, layersPerBlock: number): MappedKey | undefi
   return direct === undefined ? mapUnetKey(key, layersPerBlock) : { key: direct };
 }
 
-/** A text_encoder_2 key (after `conditioner.embedders.1.model.`): OpenCLIP ViT-bigG with its projection. */
+/** A text_encoder_2 key (after `conditioner.embedders.1.model.`, the refiner's `conditioner.embedders.0.model.`): OpenCLIP ViT-bigG with its projection. */
 function mapSdxlOpenClipKey(key: string, shape: readonly number[]): MappedKey[] {
   if (key === "text_projection") return [{ key: "text_projection.weight", transform: { kind: "transpose" } }];
   return mapOpenClipKey(key, shape, true);
@@ -85,13 +85,13 @@ export async function readSdxlSingleFile(path: string, file: StreamedSafetensors
   const textEncoder2Config = folder?.text_encoder_2 ?? derive("text_encoder_2", () => deriveSdxlOpenClipConfig(shapesOf(textEncoder2)));
   const timeIds = refiner ? SDXL_TIME_IDS.refiner : SDXL_TIME_IDS.base;
   const unetConfig = folder?.unet ?? derive("the UNet", () => deriveSdxlUnetConfig(shapesOf(unetStored), Number(textEncoder2Config["projection_dim"]), upcastAttention, timeIds));
-  const first = textEncoder && { config: folder?.text_encoder ?? derive("the text encoder", () => deriveSdxlTextEncoderConfigs(shapesOf(textEncoder), shapesOf(textEncoder2)).textEncoder), weights: weightSourceOf(textEncoder) };
+  const textEncoderSource = textEncoder && { config: folder?.text_encoder ?? derive("the text encoder", () => deriveSdxlClipConfig(shapesOf(textEncoder))), weights: weightSourceOf(textEncoder) };
   return {
     family: "sdxl",
     ...(refiner ? { refiner } : {}),
     path,
     components: {
-      ...(first ? { text_encoder: first } : {}),
+      ...(textEncoderSource ? { text_encoder: textEncoderSource } : {}),
       text_encoder_2: { config: textEncoder2Config, weights: weightSourceOf(textEncoder2) },
       unet: { config: { ...unetConfig, upcast_attention: upcastAttention }, weights: weightSourceOf(unet) },
       vae: { config: folder?.vae ?? derive("the VAE", () => deriveSdxlVaeConfig(shapesOf(vaeStored))), weights: weightSourceOf(vae) },

@@ -102,9 +102,9 @@ export function deriveSdxlOpenClipConfig(openClip: ShapeIndex): Record<string, u
   return { ...deriveTextEncoderConfig(openClip, "sd2"), architectures: ["CLIPTextModelWithProjection"], projection_dim: projection };
 }
 
-/** text_encoder (CLIP ViT-L) and text_encoder_2 (OpenCLIP ViT-bigG with projection) from their diffusers-named shapes. */
-export function deriveSdxlTextEncoderConfigs(clip: ShapeIndex, openClip: ShapeIndex): { textEncoder: Record<string, unknown>; textEncoder2: Record<string, unknown> } {
-  return { textEncoder: deriveTextEncoderConfig(clip, "sd1"), textEncoder2: deriveSdxlOpenClipConfig(openClip) };
+/** The base's text_encoder (CLIP ViT-L: SD 1.x's rules) from its diffusers-named shapes. */
+export function deriveSdxlClipConfig(clip: ShapeIndex): Record<string, unknown> {
+  return deriveTextEncoderConfig(clip, "sd1");
 }
 
 /** The VAE's config (LDM names): SD's VAE architecture with SDXL's scaling and fp32 upcast. */
