@@ -48,6 +48,11 @@ export interface ComponentSource {
 /** A whole checkpoint read into diffusers terms (what `checkpoint/` yields and `graphs/` consumes). */
 export interface CheckpointSource {
   readonly family: ModelFamily;
+  /**
+   * SDXL's refiner: text_encoder_2 alone (no text_encoder) and a UNet taking the aesthetic-score time
+   * ids; it converts to a refiner folder (model_index.json's requires_aesthetics_score).
+   */
+  readonly refiner?: boolean;
   /** Where it came from, for messages and infotext. */
   readonly path: string;
   readonly components: Readonly<Partial<Record<ComponentName, ComponentSource>>>;

@@ -34,7 +34,7 @@ import { limitsForModel, resolveGenerateOptions, type GenerateOptions, type Reso
 import { executeBatch, prepareRequest, type BatchHooks, type GenerateResult, type GenerationContext } from "./generation.js";
 import { ProgramCache } from "./program-cache.js";
 import type { SdxlModelFacts } from "./sdxl-options.js";
-import { checkRefinerMatchesBase } from "./sdxl-refiner.js";
+import { checkNotRefiner, checkRefinerMatchesBase } from "./sdxl-refiner.js";
 import { integerInRange, numberInRange, oneOf } from "../validate.js";
 import { loadTextualInversions, type TextualInversion } from "../model/textual-inversion.js";
 import { EmbeddingVocabulary } from "../prompt/embeddings.js";
@@ -189,6 +189,7 @@ export class Pipeline {
   static async load(modelDir: string = defaultModelDir, options: PipelineLoadOptions = {}): Promise<Pipeline> {
     const choice = oneOf("backend", options.backend ?? "auto", BACKEND_CHOICES);
     const folder = await locateModelFolder(modelDir);
+    checkNotRefiner(folder);
     const defaultScheduler = canonicalSchedulerName(folder.schedulerClass, folder.schedulerConfig);
     if (!defaultScheduler) {
       throw new ModelFileError(folder.schedulerConfigFile ?? folder.dir, `${folder.schedulerConfigFile ?? "the default scheduler config"} names the scheduler class ${JSON.stringify(folder.schedulerClass)}, which sd-trt does not implement (supported: ${SCHEDULER_NAMES.join(", ")})`);

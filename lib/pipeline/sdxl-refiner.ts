@@ -12,7 +12,7 @@
  * Both programs come from the same scheduler and step count. Only schedulers with one model
  * evaluation per step are split (diffusers' +1 for second-order ones is not reproduced).
  */
-import { InvalidOptionError } from "../errors.js";
+import { InvalidOptionError, ModelFileError } from "../errors.js";
 import type { ModelFolder } from "../model/folder.js";
 import type { SamplerProgram } from "../sampler/program.js";
 
@@ -61,6 +61,20 @@ export function splitForRefiner(full: SamplerProgram, switchAt: number, numTrain
   const base: SamplerProgram = { ...full, evals: full.evals.slice(0, baseSteps) };
   const { addNoise: _unused, ...refiner } = refinerFrom(full.steps - refinerSteps);
   return { base, refiner };
+}
+
+/**
+ * A refiner is not a model of its own: its UNet takes the aesthetic-score time ids of a refiner pass,
+ * which a generation from the model gives only to the refiner. Refused, saying how to use it.
+ * @throws ModelFileError naming the folder.
+ */
+export function checkNotRefiner(folder: ModelFolder): void {
+  if (folder.sdxl?.requiresAestheticsScore) {
+    throw new ModelFileError(
+      folder.dir,
+      `${folder.dir} is an SDXL refiner (model_index.json says requires_aesthetics_score: its time ids carry an aesthetic score); it finishes a base model's generation: load an SDXL base model with this one as its refiner (the refiner option, --refiner)`,
+    );
+  }
 }
 
 /** What a refiner folder must share with its base; the first mismatch is refused with the reason. */

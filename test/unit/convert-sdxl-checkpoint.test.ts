@@ -3,11 +3,11 @@
  * (scripts/reference/gen_tiny_sdxl_single_file.py) as single files, written by diffusers'
  * convert_diffusers_to_original_sdxl.py, and as a diffusers folder. diffusers' from_single_file loads
  * each file back to exactly the folder's weights (checked by the generator), so the readers must give
- * the same diffusers keys, shapes and values from every form. Bad input: the refiner, a file missing a
- * component, a truncated file.
+ * the same diffusers keys, shapes and values from every form. Bad input: a file missing a component,
+ * a truncated file. (The refiner: convert-sdxl-refiner.test.ts.)
  */
 import { afterAll, describe, expect, test } from "@jest/globals";
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { readCheckpoint } from "../../lib/convert/checkpoint/index.js";
@@ -82,23 +82,6 @@ test("a full-size SDXL base's tensor shapes give SDXL base's published configs (
 });
 
 describe("bad SDXL input is refused with the reason", () => {
-  test("a refiner single file (OpenCLIP alone under conditioner.embedders.0.model.) is refused, saying it is the refiner", async () => {
-    const path = writeF32Safetensors(join(scratch, "refiner.safetensors"), {
-      "model.diffusion_model.input_blocks.0.0.weight": { shape: [8, 4, 3, 3] },
-      "conditioner.embedders.0.model.positional_embedding": { shape: [77, 6] },
-      "conditioner.embedders.0.model.text_projection": { shape: [6, 6] },
-      "first_stage_model.decoder.conv_in.weight": { shape: [16, 4, 3, 3] },
-    });
-    await expect(readCheckpoint(path)).rejects.toThrow(/refiner\.safetensors is an SDXL refiner \(its only text encoder is OpenCLIP ViT-bigG and its UNet takes aesthetic-score time ids\); sd-trt converts SDXL base checkpoints, not the refiner/);
-  });
-
-  test("a refiner diffusers folder (text_encoder_2 without text_encoder) is refused the same way", async () => {
-    const dir = join(scratch, "refiner-folder");
-    mkdirSync(dir);
-    writeFileSync(join(dir, "model_index.json"), JSON.stringify({ _class_name: "StableDiffusionXLImg2ImgPipeline", text_encoder: [null, null], text_encoder_2: ["transformers", "CLIPTextModelWithProjection"], requires_aesthetics_score: true }));
-    await expect(readCheckpoint(dir)).rejects.toThrow(/refiner-folder is an SDXL refiner/);
-  });
-
   test("a file without its VAE and OpenCLIP encoder names both missing parts", async () => {
     const path = writeF32Safetensors(join(scratch, "partial.safetensors"), {
       "model.diffusion_model.input_blocks.0.0.weight": { shape: [8, 4, 3, 3] },

@@ -51,7 +51,7 @@ const command: CommandModule<object, ConvertArgs> = {
   describe: "Convert a .safetensors checkpoint or a diffusers folder into an ONNX model folder",
   builder: (yargs: Argv) =>
     yargs
-      .positional("checkpoint", { type: "string", demandOption: true, describe: "A single-file .safetensors checkpoint (SD 1.x, 2.x or SDXL base) or a diffusers folder; pickles (.ckpt, .pt, .bin) are refused" })
+      .positional("checkpoint", { type: "string", demandOption: true, describe: "A single-file .safetensors checkpoint (SD 1.x, 2.x, SDXL base or refiner) or a diffusers folder; pickles (.ckpt, .pt, .bin) are refused" })
       .option("out", { type: "string", demandOption: true, describe: "The model folder to write (must not exist)" })
       .option("dtype", { choices: ["fp16", "fp32"] as const, default: "fp16" as const, describe: "Precision of the graphs' weights and arithmetic (fp16 for TensorRT, fp32 for the CPU backend's exact results)" })
       .option("quiet", { type: "boolean", default: false, describe: "No progress output" })

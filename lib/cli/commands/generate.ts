@@ -23,7 +23,7 @@ import { StagedFiles, checkWritable } from "../shared/staged-files.js";
 import { outputPaths, outputPath } from "../shared/output-paths.js";
 import { createProgress } from "../shared/progress.js";
 import { stopBackendWorkers } from "../../backends/select.js";
-import { type CheckpointArgs, checkpointOptions, resolveModelArgument } from "../shared/model-source.js";
+import { type CheckpointArgs, checkpointOptions, refinerCheckpointArgs, resolveModelArgument } from "../shared/model-source.js";
 
 export interface GenerateArgs extends CheckpointArgs {
   /** Positional prompts, and those after `--`. */
@@ -40,6 +40,7 @@ export interface GenerateArgs extends CheckpointArgs {
   "negative-crops-coords-top-left"?: string;
   "negative-target-size"?: string;
   refiner?: string;
+  "refiner-config"?: string;
   "refiner-switch-at"?: number;
   "aesthetic-score"?: number;
   "negative-aesthetic-score"?: number;
@@ -274,9 +275,9 @@ function sdxlOptions(args: GenerateArgs, options: GenerateOptions): void {
   if (negativeOriginalSize) options.negativeOriginalSize = negativeOriginalSize;
   if (negativeCropsCoordsTopLeft) options.negativeCropsCoordsTopLeft = negativeCropsCoordsTopLeft;
   if (negativeTargetSize) options.negativeTargetSize = negativeTargetSize;
-  const refinerFlags = (["refiner-switch-at", "aesthetic-score", "negative-aesthetic-score"] as const).filter((f) => args[f] !== undefined);
+  const refinerFlags = (["refiner-switch-at", "refiner-config", "aesthetic-score", "negative-aesthetic-score"] as const).filter((f) => args[f] !== undefined);
   if (args.refiner !== undefined || refinerFlags.length > 0) {
-    if (args.refiner === undefined) throw new InvalidOptionError("refiner", `--${refinerFlags[0]} needs --refiner (the refiner model folder)`);
+    if (args.refiner === undefined) throw new InvalidOptionError("refiner", `--${refinerFlags[0]} needs --refiner (the refiner model folder or checkpoint)`);
     if (args["refiner-switch-at"] === undefined) throw new InvalidOptionError("refiner.switchAt", "--refiner needs --refiner-switch-at (where the refiner takes over, e.g. 0.8)");
     const refiner: NonNullable<GenerateOptions["refiner"]> = { switchAt: args["refiner-switch-at"] };
     if (args["aesthetic-score"] !== undefined) refiner.aestheticScore = args["aesthetic-score"];
@@ -362,11 +363,11 @@ export async function runGenerate(args: GenerateArgs, io: CommandIo = { stdout: 
 
     const loadOptions: PipelineLoadOptions = { backend: args.backend, ...loraLoadOptions(args) };
     if (args["memory-limit"] !== undefined) loadOptions.memoryLimit = memoryLimitBytes(args["memory-limit"]);
-    if (args.refiner !== undefined) loadOptions.refiner = args.refiner;
+    if (args.refiner !== undefined) loadOptions.refiner = await resolveModelArgument(args.refiner, refinerCheckpointArgs(args), "fp32", io.stderr, "refiner");
     if (args.engines !== undefined) loadOptions.engines = args.engines;
     if (args.threads !== undefined) loadOptions.threads = args.threads;
     if (args["embeddings-dir"] !== undefined) loadOptions.embeddingsDir = args["embeddings-dir"];
-    pipeline = await Pipeline.load(await resolveModelArgument(args.model, args, "fp32", io.stderr), loadOptions);
+    pipeline = await Pipeline.load(await resolveModelArgument(args.model, args, "fp32", io.stderr, "base"), loadOptions);
     if (!args.quiet && !args.json) io.stderr.write(`sd-trt: ${pipeline.backendName} backend (${pipeline.backendReason})\n`);
 
     let denoiseStarted = false;
@@ -446,7 +447,8 @@ const command: CommandModule<object, GenerateArgs> = {
       .option("negative-original-size", { type: "string", describe: "SDXL: original_size of the uncond rows, WIDTHxHEIGHT (with --negative-target-size)" })
       .option("negative-crops-coords-top-left", { type: "string", describe: "SDXL: crops_coords_top_left of the uncond rows, TOP,LEFT" })
       .option("negative-target-size", { type: "string", describe: "SDXL: target_size of the uncond rows, WIDTHxHEIGHT (with --negative-original-size)" })
-      .option("refiner", { type: "string", describe: "SDXL: a refiner model folder that finishes the base's generation (with --refiner-switch-at)" })
+      .option("refiner", { type: "string", describe: "SDXL: a refiner that finishes the base's generation (with --refiner-switch-at): a model folder, or a checkpoint (.safetensors file, diffusers folder) converted once into the model cache" })
+      .option("refiner-config", { type: "string", describe: "A diffusers folder whose configs describe a single-file --refiner (as --model-config for --model)" })
       .option("refiner-switch-at", { type: "number", describe: "SDXL refiner: where it takes over, (0, 1) (the base's denoising_end, the refiner's denoising_start)" })
       .option("aesthetic-score", { type: "number", describe: "SDXL refiner: aesthetic_score time id (default 6)" })
       .option("negative-aesthetic-score", { type: "number", describe: "SDXL refiner: negative_aesthetic_score time id (default 2.5)" })

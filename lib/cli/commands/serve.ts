@@ -132,7 +132,7 @@ const command: CommandModule<object, ServeArgs> = {
     // A busy port or a bad --host is reported now, not after the model has loaded.
     if (argv.port !== 0) await probeListen(argv.host, argv.port);
     // A checkpoint is converted once into the model cache (with --redis the front end runs no model).
-    if (argv.redis === undefined) argv.model = await resolveModelArgument(argv.model, { ...argv, quiet: false }, "fp32");
+    if (argv.redis === undefined) argv.model = await resolveModelArgument(argv.model, { ...argv, quiet: false }, "fp32", process.stderr, "base");
     const memoryLimit = argv["memory-limit"] !== undefined ? memoryLimitBytes(argv["memory-limit"]) : undefined;
     const service = await openServeService({ ...argv, ...(memoryLimit !== undefined ? { memoryLimit } : {}) }, log);
     const loraDir = argv["lora-dir"];

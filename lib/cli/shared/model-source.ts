@@ -3,14 +3,15 @@
  * folder is used as it is; a checkpoint (`.safetensors` file, diffusers folder) is converted once
  * into the model cache (lib/convert/cache.ts) and the converted folder used. One resolver, one set
  * of options (`--cache-dir`, `--model-config`, `--prediction-type`, `--upcast-attention`), shared
- * with `sd-trt convert`.
+ * with `sd-trt convert`. `generate --refiner` takes the same kinds of paths through the same resolver
+ * and cache (its configs from `--refiner-config`).
  */
 import { rmSync } from "node:fs";
 import { stat } from "node:fs/promises";
 import { extname, join, resolve } from "node:path";
 import type { Options } from "yargs";
 import type { ConvertEvent, ConvertOptions, GraphDtype } from "../../convert/index.js";
-import { AbortError } from "../../errors.js";
+import { AbortError, InvalidOptionError } from "../../errors.js";
 import { PICKLE_EXTENSIONS } from "../../model/pickle.js";
 import { defaultModelCacheDir } from "../../package-info.js";
 import { createProgress, type ProgressDisplay } from "./progress.js";
@@ -103,11 +104,48 @@ export async function withConversionSignals<T>(work: (signal: AbortSignal, onTem
 }
 
 /**
- * The model folder `--model` names: itself, or the cached conversion of the checkpoint it names.
- * @param dtype the graphs' precision: fp32 for ONNX Runtime (exact), fp16 for TensorRT builds.
+ * What a command runs the checkpoint as: `base` (generate and serve's `--model`: an SDXL refiner is
+ * refused), `refiner` (generate's `--refiner`: only an SDXL refiner), or either (build, bench, convert).
  */
-export async function resolveModelArgument(model: string, args: CheckpointArgs & { quiet?: boolean }, dtype: GraphDtype, stderr: NodeJS.WriteStream = process.stderr): Promise<string> {
+export type CheckpointRole = "base" | "refiner";
+
+/** The flags that resolve `--refiner`: the same cache, the refiner's own config folder; the base's overrides do not apply. */
+export function refinerCheckpointArgs(args: CheckpointArgs & { "refiner-config"?: string; quiet?: boolean }): CheckpointArgs & { quiet?: boolean } {
+  return {
+    ...(args["cache-dir"] !== undefined ? { "cache-dir": args["cache-dir"] } : {}),
+    ...(args["refiner-config"] !== undefined ? { "model-config": args["refiner-config"] } : {}),
+    ...(args.quiet !== undefined ? { quiet: args.quiet } : {}),
+  };
+}
+
+/**
+ * Refuses a checkpoint read as the wrong kind for `role`, before anything is hashed or converted
+ * (reading a checkpoint reads its header and configs only).
+ * @throws InvalidOptionError naming the flag, the file and what it is.
+ */
+async function checkRole(model: string, args: CheckpointArgs, role: CheckpointRole): Promise<void> {
+  const { readCheckpoint } = await import("../../convert/checkpoint/index.js");
+  // A checkpoint that cannot be read is left to the conversion, which reports why (one place for those messages).
+  const source = await readCheckpoint(model, checkpointReadOptions(args)).catch(() => undefined);
+  if (source === undefined) return;
+  const isRefiner = source.refiner === true;
+  if (role === "base" && isRefiner) {
+    throw new InvalidOptionError("model", `--model ${model} is an SDXL refiner checkpoint (text_encoder_2 alone, aesthetic-score time ids): it finishes a base model's generation; pass an SDXL base as --model and this one as --refiner`);
+  }
+  if (role === "refiner" && !isRefiner) {
+    const kind = source.family === "sdxl" ? "an SDXL base" : source.family === "sd2" ? "an SD 2.x" : "an SD 1.x";
+    throw new InvalidOptionError("refiner", `--refiner ${model} is ${kind} checkpoint, not an SDXL refiner (text_encoder_2 alone, aesthetic-score time ids)`);
+  }
+}
+
+/**
+ * The model folder `--model` (or `--refiner`) names: itself, or the cached conversion of the checkpoint it names.
+ * @param dtype the graphs' precision: fp32 for ONNX Runtime (exact), fp16 for TensorRT builds.
+ * @param role when given, a checkpoint of the other kind is refused before it is converted.
+ */
+export async function resolveModelArgument(model: string, args: CheckpointArgs & { quiet?: boolean }, dtype: GraphDtype, stderr: NodeJS.WriteStream = process.stderr, role?: CheckpointRole): Promise<string> {
   if (!(await isCheckpoint(model))) return model;
+  if (role !== undefined) await checkRole(model, args, role);
   // Loaded only for a checkpoint: a model folder skips the converter's modules (~85 ms of imports).
   const { cachedConversion } = await import("../../convert/cache.js");
   const log = args.quiet ? () => {} : (line: string) => stderr.write(`sd-trt: ${line}\n`);

@@ -1,6 +1,7 @@
 /**
  * A diffusers folder (`model_index.json`, `text_encoder/`, `unet/`, `vae/`, `scheduler/`, each with
- * its `config.json` and weights; SDXL also `text_encoder_2/`) as a CheckpointSource. Weights are `.safetensors` only, in the file
+ * its `config.json` and weights; SDXL also `text_encoder_2/`, SDXL's refiner `text_encoder_2/` in place
+ * of `text_encoder/`) as a CheckpointSource. Weights are `.safetensors` only, in the file
  * names diffusers and transformers write: the plain file, the `fp16` variant, or shards listed by a
  * `*.safetensors.index.json`. A folder holding only pickles (`.bin`) is refused with how to convert it.
  */
@@ -12,7 +13,6 @@ import { refusePickle } from "../../model/pickle.js";
 import { openSafetensors } from "../../model/safetensors.js";
 import type { CheckpointSource, ComponentName, ComponentSource, ModelFamily, SourceTensor, WeightSource } from "../types.js";
 import { clipKey } from "./ldm-keys.js";
-import { sdxlRefinerRefusal } from "./sdxl.js";
 import { sourceTensor, weightSourceOf } from "./tensors.js";
 
 export type FolderComponent = "text_encoder" | "text_encoder_2" | "unet" | "vae";
@@ -26,7 +26,8 @@ const WEIGHT_STEMS: Readonly<Record<FolderComponent, string>> = {
 };
 
 export interface FolderComponentConfigs {
-  readonly text_encoder: Record<string, unknown>;
+  /** Absent in an SDXL refiner's folder (text_encoder_2 alone). */
+  readonly text_encoder?: Record<string, unknown>;
   /** SDXL's second text encoder, when the folder has one. */
   readonly text_encoder_2?: Record<string, unknown>;
   readonly unet: Record<string, unknown>;
@@ -41,9 +42,13 @@ export async function readFolderConfigs(folder: string): Promise<FolderComponent
     return readJson(path);
   };
   const secondEncoder = join(folder, "text_encoder_2", "config.json");
+  const hasSecondEncoder = await isFile(secondEncoder);
+  const firstEncoder = join(folder, "text_encoder", "config.json");
+  // Only SDXL's refiner goes without the first encoder, and it has the second.
+  const hasFirstEncoder = !hasSecondEncoder || (await isFile(firstEncoder));
   return {
-    text_encoder: await config(join(folder, "text_encoder", "config.json")),
-    ...((await isFile(secondEncoder)) ? { text_encoder_2: await readJson(secondEncoder) } : {}),
+    ...(hasFirstEncoder ? { text_encoder: await config(firstEncoder) } : {}),
+    ...(hasSecondEncoder ? { text_encoder_2: await readJson(secondEncoder) } : {}),
     unet: await config(join(folder, "unet", "config.json")),
     vae: await config(join(folder, "vae", "config.json")),
     scheduler: await config(join(folder, "scheduler", "scheduler_config.json")),
@@ -110,18 +115,18 @@ function namesComponent(entry: unknown): boolean {
 export async function readDiffusersFolder(folder: string, overrides: { predictionType?: string; upcastAttention?: boolean }): Promise<CheckpointSource> {
   const indexPath = join(folder, "model_index.json");
   const modelIndex = (await isFile(indexPath)) ? await readJson(indexPath) : undefined;
-  // SDXL's refiner names text_encoder_2 alone (text_encoder [null, null]).
-  if (modelIndex !== undefined && namesComponent(modelIndex["text_encoder_2"]) && !namesComponent(modelIndex["text_encoder"])) throw sdxlRefinerRefusal(folder);
   const configs = await readFolderConfigs(folder);
-  const family = folderFamily(modelIndex, configs.text_encoder);
+  // SDXL's refiner has text_encoder_2 alone (model_index.json names text_encoder [null, null]).
+  const refiner = configs.text_encoder === undefined || (modelIndex !== undefined && namesComponent(modelIndex["text_encoder_2"]) && !namesComponent(modelIndex["text_encoder"]));
+  const family = refiner ? "sdxl" : folderFamily(modelIndex, configs.text_encoder!);
   if (family === "sdxl" && configs.text_encoder_2 === undefined) throw new ModelFileError(folder, `diffusers folder ${folder} names text_encoder_2 (SDXL) in model_index.json but has no ${join(folder, "text_encoder_2", "config.json")}`);
   const components: Partial<Record<ComponentName, ComponentSource>> = {};
-  const names: readonly FolderComponent[] = family === "sdxl" ? ["text_encoder", "text_encoder_2", "unet", "vae"] : ["text_encoder", "unet", "vae"];
+  const names: readonly FolderComponent[] = refiner ? ["text_encoder_2", "unet", "vae"] : family === "sdxl" ? ["text_encoder", "text_encoder_2", "unet", "vae"] : ["text_encoder", "unet", "vae"];
   for (const component of names) {
     let config = configs[component]!;
     if (component === "unet" && overrides.upcastAttention !== undefined) config = { ...config, upcast_attention: overrides.upcastAttention };
     components[component] = { config, weights: await readComponentWeights(join(folder, component), component) };
   }
   const schedulerConfig = overrides.predictionType === undefined ? configs.scheduler : { ...configs.scheduler, prediction_type: overrides.predictionType };
-  return { family, path: folder, components, schedulerConfig };
+  return { family, ...(refiner ? { refiner } : {}), path: folder, components, schedulerConfig };
 }

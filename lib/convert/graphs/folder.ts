@@ -4,7 +4,9 @@
  * vae_decoder/, vae_encoder/, each graph as model.onnx + model.onnx_data with its component's
  * config.json. SDXL adds tokenizer_2/ and text_encoder_2/, both text encoders return their hidden
  * states (`hidden_states.0…N`, of which the pipeline takes the penultimate) as optimum's SDXL export
- * does, and the UNet takes `text_embeds` and `time_ids`.
+ * does, and the UNet takes `text_embeds` and `time_ids`. SDXL's refiner has text_encoder_2 and
+ * tokenizer_2 alone (no text_encoder/, tokenizer/), as optimum exports it, and model_index.json's
+ * `requires_aesthetics_score` says its time ids.
  *
  * Everything is written into a temporary sibling of `outDir` and renamed into place only when
  * complete, so `outDir` either does not exist or holds a whole model; a failure removes the
@@ -67,7 +69,7 @@ function graphsOf(source: CheckpointSource): readonly GraphPlan[] {
   const pooled = source.components.text_encoder_2?.config["projection_dim"];
   const unet: GraphBuild = (g, s, o) => buildUnetGraph(g, s, { ...o, textEmbedsWidth: typeof pooled === "number" ? pooled : undefined });
   return [
-    { graph: "text_encoder", component: "text_encoder", build: withHiddenStates },
+    ...(source.refiner ? [] : [{ graph: "text_encoder", component: "text_encoder", build: withHiddenStates } as const]),
     { graph: "text_encoder_2", component: "text_encoder_2", build: withHiddenStates },
     { graph: "unet", component: "unet", build: unet },
     ...VAE_GRAPHS,
@@ -113,15 +115,17 @@ async function writeTokenizer(dir: string, padToken: string): Promise<void> {
 function modelIndex(source: CheckpointSource): Record<string, unknown> {
   const scheduler = source.schedulerConfig["_class_name"];
   if (source.family === "sdxl") {
-    // As optimum's ORTStableDiffusionXLPipeline folder names it (test/fixtures/sdxl), with SDXL base's flags.
+    // As optimum's ORTStableDiffusionXL(Img2Img)Pipeline folders name it (test/fixtures/sdxl), with the published flags.
+    const refiner = source.refiner === true;
     return {
-      _class_name: "ORTStableDiffusionXLPipeline",
-      force_zeros_for_empty_prompt: true,
-      requires_aesthetics_score: false,
+      _class_name: refiner ? "ORTStableDiffusionXLImg2ImgPipeline" : "ORTStableDiffusionXLPipeline",
+      // The refiner's time ids carry an aesthetic score, and its empty negative prompt is encoded, not zeroed.
+      force_zeros_for_empty_prompt: !refiner,
+      requires_aesthetics_score: refiner,
       scheduler: ["diffusers", typeof scheduler === "string" ? scheduler : "EulerDiscreteScheduler"],
-      text_encoder: ["transformers", "CLIPTextModel"],
+      text_encoder: refiner ? [null, null] : ["transformers", "CLIPTextModel"],
       text_encoder_2: ["transformers", "CLIPTextModelWithProjection"],
-      tokenizer: ["transformers", "CLIPTokenizer"],
+      tokenizer: refiner ? [null, null] : ["transformers", "CLIPTokenizer"],
       tokenizer_2: ["transformers", "CLIPTokenizer"],
       unet: ["diffusers", "UNet2DConditionModel"],
       vae: ["diffusers", "AutoencoderKL"],
@@ -165,7 +169,7 @@ export async function writeConvertedModel(source: CheckpointSource, outDir: stri
     await writeJson(join(tmp, "model_index.json"), modelIndex(source));
     await mkdir(join(tmp, "scheduler"));
     await writeJson(join(tmp, "scheduler", "scheduler_config.json"), source.schedulerConfig);
-    await writeTokenizer(join(tmp, "tokenizer"), PAD_TOKEN[source.family]);
+    if (!source.refiner) await writeTokenizer(join(tmp, "tokenizer"), PAD_TOKEN[source.family]);
     if (source.family === "sdxl") await writeTokenizer(join(tmp, "tokenizer_2"), SDXL_TOKENIZER_2_PAD);
     for (const [index, { graph, component, build }] of plan.entries()) {
       options.onProgress?.({ graph, index, count: plan.length });
