@@ -13,7 +13,7 @@
  *   interrupted conversion leaves no entry; temporary folders of processes that died are removed.
  */
 import { createHash } from "node:crypto";
-import { mkdir, readdir, readFile, rm, stat } from "node:fs/promises";
+import { mkdir, readdir, readFile, realpath, rm, stat } from "node:fs/promises";
 import { join, relative, resolve, sep } from "node:path";
 import { OutputFileError } from "../errors.js";
 import { writeFileAtomic } from "../fs/atomic.js";
@@ -58,20 +58,27 @@ async function cachedSha256(path: string, cacheDir: string, options: Pick<Conver
   return sha256;
 }
 
-/** A diffusers folder's identity: every file's relative path, size and modification time. */
-async function folderFingerprint(dir: string): Promise<string> {
+/**
+ * A diffusers folder's identity: every file's relative path, size and modification time. Symbolic
+ * links are followed (a Hugging Face snapshot folder is made of links into its blob store, so the
+ * links' own entries would never change); a link back into a folder already on the path is skipped.
+ */
+export async function folderFingerprint(dir: string): Promise<string> {
   const hash = createHash("sha256");
-  const walk = async (at: string): Promise<void> => {
+  const walk = async (at: string, ancestors: readonly string[]): Promise<void> => {
     for (const entry of (await readdir(at, { withFileTypes: true })).sort((a, b) => (a.name < b.name ? -1 : 1))) {
       const path = join(at, entry.name);
-      if (entry.isDirectory()) await walk(path);
-      else if (entry.isFile()) {
-        const info = await stat(path);
-        hash.update(`${relative(dir, path).split(sep).join("/")}\0${info.size}\0${info.mtimeMs}\n`);
+      const info = entry.isSymbolicLink() ? await stat(path).catch(() => undefined) : entry;
+      if (info?.isDirectory()) {
+        const real = await realpath(path);
+        if (!ancestors.includes(real)) await walk(path, [...ancestors, real]);
+      } else if (info?.isFile()) {
+        const { size, mtimeMs } = await stat(path);
+        hash.update(`${relative(dir, path).split(sep).join("/")}\0${size}\0${mtimeMs}\n`);
       }
     }
   };
-  await walk(dir);
+  await walk(dir, [await realpath(dir)]);
   return hash.digest("hex");
 }
 
