@@ -186,6 +186,13 @@ export interface NativeDenoiseOptions extends NativeProgramRunOptions {
   embeddingRows?: Int32Array;
   /** The embeddings' text length: 77 · chunks (A1111's long prompts), 77 … 77 · 64. Defaults to 77. */
   sequenceLength?: number;
+  /** A1111's prompt and negative prompt of different lengths (pad_cond_uncond off), with guidance:
+   *  the uncond rows run as their own UNet call at `uncondSequenceLength` tokens, then the cond rows
+   *  at `sequenceLength` (both calls inside the captured step; native/denoiser/unet_layout.h).
+   *  `callRows` is the batch, or twice it for engines that take only the guidance batch (each call
+   *  then computes its rows twice). `embeddings` are the batch's uncond rows, then its cond rows, no
+   *  tensor holding both. Not with `embeddingRows` or SDXL UNets. */
+  splitCalls?: NativeSplitCalls;
   /** Defaults to `"host"`. */
   output?: NativeLatentsOutput;
   /** Capture the loop step as a CUDA graph and replay it. Defaults to true. */
@@ -247,6 +254,15 @@ export interface NativeDenoiserConstructor {
 export interface NativeHostRunProgramOptions extends NativeProgramRunOptions {
   guidance?: Float64Array;
   sampleType?: "float32" | "float16";
+  /** With guidance: run uncond and cond as two stand-in UNet calls of this many rows (batch or
+   *  2 · batch) in the device loop's split buffer layout; 0 or omitted: one call. */
+  splitCallRows?: number;
+}
+
+/** `splitCalls` of `Denoiser.run`: the uncond call's text length and the rows of each call. */
+export interface NativeSplitCalls {
+  uncondSequenceLength: number;
+  callRows: number;
 }
 
 /** The VAE output kernel's input: decoder output NCHW in [-1, 1], float32 or float16 bits. */

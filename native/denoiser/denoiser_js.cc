@@ -312,6 +312,25 @@ Napi::Value DenoiserWrap::Run(const Napi::CallbackInfo& info) {
   if (sequenceLength % kSequenceLength != 0) {
     ThrowRangeError(env, "options.sequenceLength must be a multiple of 77 (chunks of 77 tokens), got " + std::to_string(sequenceLength));
   }
+  // A1111's prompt and negative prompt of different lengths: the uncond rows as their own UNet call
+  // (unet_layout.h), { uncondSequenceLength, callRows } with callRows = batch or 2 · batch.
+  int splitCallRows = 0;
+  int uncondSequenceLength = sequenceLength;
+  if (HasOption(options, "splitCalls")) {
+    const std::string where = "options.splitCalls";
+    Napi::Object split = RequireObject(options.Get("splitCalls"), where);
+    uncondSequenceLength = static_cast<int>(RequireInteger(split, "uncondSequenceLength", where, kSequenceLength, kSequenceLength * kMaxChunks));
+    if (uncondSequenceLength % kSequenceLength != 0) {
+      ThrowRangeError(env, where + ".uncondSequenceLength must be a multiple of 77 (chunks of 77 tokens), got " + std::to_string(uncondSequenceLength));
+    }
+    splitCallRows = static_cast<int>(RequireInteger(split, "callRows", where, 1, 2048));
+    if (splitCallRows != batch && splitCallRows != 2 * batch) {
+      ThrowRangeError(env, where + ".callRows must be the batch (" + std::to_string(batch) + ") or twice it (" + std::to_string(2 * batch) +
+                               ", for engines that take only the guidance batch), got " + std::to_string(splitCallRows));
+    }
+    if (!HasOption(options, "guidance")) ThrowTypeError(env, where + " needs options.guidance: only the uncond rows of classifier-free guidance run as their own call");
+    if (HasOption(options, "embeddingRows")) ThrowTypeError(env, where + " cannot be combined with options.embeddingRows (prompt editing): the bank's rows have one text length");
+  }
   Napi::Value onProgress = options.Get("onProgress");
   if (!onProgress.IsUndefined() && !onProgress.IsNull() && !onProgress.IsFunction()) {
     ThrowTypeError(env, "options.onProgress must be a function, got " + DescribeJsValue(onProgress));
@@ -366,6 +385,8 @@ Napi::Value DenoiserWrap::Run(const Napi::CallbackInfo& info) {
   (void)queueDepth;
   (void)deviceOutput;
   (void)hasRowTable;
+  (void)splitCallRows;
+  (void)uncondSequenceLength;
   throw ToJsError(env, NativeError("ERR_NO_CUDA", "denoise", "CUDA support was not compiled in"));
 #else
   if (busy_) {
@@ -385,13 +406,22 @@ Napi::Value DenoiserWrap::Run(const Napi::CallbackInfo& info) {
   request.queueDepth = queueDepth;
   request.deviceOutput = deviceOutput;
   request.sequenceLength = sequenceLength;
+  request.splitCallRows = splitCallRows;
+  request.uncondSequenceLength = uncondSequenceLength;
   std::vector<Napi::Value> pinned = {latents, noise};
 
   UnetRunner& runner = core_->runner();
   if (runner.hiddenSize() > 0) {
     const size_t unetBatch = static_cast<size_t>(request.guidance.empty() ? batch : 2 * batch);
-    const size_t count = unetBatch * static_cast<size_t>(sequenceLength) * static_cast<size_t>(runner.hiddenSize());
-    const std::string shape = "[" + std::to_string(unetBatch) + ", " + std::to_string(sequenceLength) + ", " + std::to_string(runner.hiddenSize()) + "]";
+    const size_t hidden = static_cast<size_t>(runner.hiddenSize());
+    // With two calls the first `batch` rows (uncond) are uncondSequenceLength tokens long.
+    const size_t uncondRows = splitCallRows > 0 ? static_cast<size_t>(batch) : 0;
+    const auto lengthOfRow = [&](int64_t row) { return static_cast<size_t>(row) < uncondRows ? uncondSequenceLength : sequenceLength; };
+    const size_t count = (uncondRows * uncondSequenceLength + (unetBatch - uncondRows) * sequenceLength) * hidden;
+    const std::string shape = splitCallRows > 0 ? "[" + std::to_string(batch) + ", " + std::to_string(uncondSequenceLength) + ", " + std::to_string(hidden) +
+                                                      "] uncond rows then [" + std::to_string(batch) + ", " + std::to_string(sequenceLength) + ", " +
+                                                      std::to_string(hidden) + "] cond rows"
+                                                : "[" + std::to_string(unetBatch) + ", " + std::to_string(sequenceLength) + ", " + std::to_string(hidden) + "]";
     if (!hasEmbeddings) {
       ThrowTypeError(env, "options.embeddings is required by this UNet: " + shape +
                               " text embeddings (uncond rows first with guidance)");
@@ -415,13 +445,17 @@ Napi::Value DenoiserWrap::Run(const Napi::CallbackInfo& info) {
         if (!tensor->buffer()) throw ToJsError(env, NativeError("ERR_DISPOSED", "denoise", name + ": DeviceTensor is disposed"));
         const std::vector<int64_t>& dims = tensor->shape();
         const bool floatType = tensor->dtype() == DType::kFloat32 || tensor->dtype() == DType::kFloat16;
-        if (!floatType || dims.size() != 3 || dims[1] != sequenceLength || dims[2] != runner.hiddenSize() ||
+        const int length = lengthOfRow(rows);
+        if (!floatType || dims.size() != 3 || dims[1] != length || dims[2] != runner.hiddenSize() ||
             tensor->device() != core_->device()) {
           std::string got = std::string(dtypeName(tensor->dtype())) + " [";
           for (size_t d = 0; d < dims.size(); ++d) got += (d ? ", " : "") + std::to_string(dims[d]);
           got += "] on device " + std::to_string(tensor->device());
-          ThrowRangeError(env, name + " must be a float32 or float16 [rows, " + std::to_string(sequenceLength) + ", " + std::to_string(runner.hiddenSize()) +
+          ThrowRangeError(env, name + " must be a float32 or float16 [rows, " + std::to_string(length) + ", " + std::to_string(runner.hiddenSize()) +
                                    "] tensor on device " + std::to_string(core_->device()) + ", got " + got);
+        }
+        if (static_cast<size_t>(rows) < uncondRows && static_cast<size_t>(rows + dims[0]) > uncondRows) {
+          ThrowRangeError(env, name + " holds uncond and cond rows, but with options.splitCalls they have different text lengths: give them as separate tensors");
         }
         rows += dims[0];
         request.deviceEmbeddings.push_back({tensor->buffer(), tensor->dtype(), static_cast<size_t>(tensor->elementCount())});

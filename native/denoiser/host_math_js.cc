@@ -24,7 +24,7 @@ DType FloatTypeOption(const Napi::Object& options, const char* key, const std::s
   ThrowRangeError(options.Env(), owner + "." + key + " must be \"float32\" or \"float16\", got \"" + value + "\"");
 }
 
-// hostRunProgram({ program, latents, noise, batch, height, width, channels?, guidance?, sampleType? })
+// hostRunProgram({ program, latents, noise, batch, height, width, channels?, guidance?, sampleType?, splitCallRows? })
 // → x_M; hostRunProgramStats(same) → { latents: x_M, unetNonFinite, firstNonFiniteEvaluation }.
 Napi::Value RunProgram(const Napi::CallbackInfo& info, bool withStats) {
   Napi::Env env = info.Env();
@@ -39,6 +39,8 @@ Napi::Value RunProgram(const Napi::CallbackInfo& info, bool withStats) {
   run.width = static_cast<int>(RequireInteger(options, "width", owner, 1, kMaxDim));
   run.channels = static_cast<int>(OptionalInteger(options, "channels", owner, 1, 64, 4));
   run.sampleType = FloatTypeOption(options, "sampleType", owner);
+  // Two UNet calls per evaluation (unet_layout.h): 0, batch or 2 · batch rows each (checked by RunProgramAnalytic).
+  run.splitCallRows = static_cast<int>(OptionalInteger(options, "splitCallRows", owner, 0, 2048, 0));
   if (HasOption(options, "guidance")) {
     Napi::TypedArray g = RequireTypedArray(options, "guidance", owner, napi_float64_array, "Float64Array");
     if (g.ElementLength() != static_cast<size_t>(run.batch)) {

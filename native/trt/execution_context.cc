@@ -74,6 +74,10 @@ void ContextState::Release() noexcept {
     (void)cudaStreamDestroy(stream);
     stream = nullptr;
   }
+  if (sibling) {
+    sibling->Release();
+    sibling.reset();
+  }
   context.reset();  // before the engine it came from
   buffers.clear();
   engine.reset();
@@ -178,6 +182,12 @@ void ContextState::BindRemaining(const std::set<std::string>& bound, const char*
 
 void ContextState::Enqueue(cudaStream_t s, const char* stage) {
   if (!context->enqueueV3(s)) ThrowTrt(stage, "IExecutionContext::enqueueV3 failed for " + engine->name, engine->logger);
+}
+
+ContextState& ContextState::Sibling(const char* stage) {
+  RequireAlive(stage);
+  if (!sibling) sibling = std::make_shared<ContextState>(engine, scratch);
+  return *sibling;
 }
 
 // ---------------------------------------------------------------------------------------- workers

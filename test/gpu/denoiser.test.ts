@@ -333,6 +333,34 @@ describeGpu("denoise loop on the GPU (analytic stand-in)", ({ addon }) => {
     }
   });
 
+  test("uncond and cond as two calls (splitCalls): the one-call latents bit for bit, each layout captured then replayed, and the host path's", async () => {
+    const denoiser = await Denoiser.create({ unet: "analytic", analyticDtype: "float16" });
+    try {
+      const program = createScheduler("euler_a").compile(8);
+      // 3 images of 3×5 latents: the cond blocks' natural offsets are not 256-byte aligned (unet_layout.h).
+      const request = { ...syntheticRequest(program, 3, 3, 5, 9), guidance: new Float64Array([7.5, 1, 3]) };
+      const oneCall = await denoiser.run(request);
+      const host = addon.hostRunProgram({ ...request, height: 3, width: 5, noise: request.noise as Float32Array, sampleType: "float16" });
+      // Device sin/cos may differ from libm's by an ulp, which can flip one float16 rounding.
+      expect(relativeError(oneCall.latents, host)).toBeLessThan(2e-4);
+      for (const split of [
+        { uncondSequenceLength: 154, callRows: 3 },
+        { uncondSequenceLength: 154, callRows: 6 },
+        { uncondSequenceLength: 231, callRows: 3 },
+      ]) {
+        const runs = [await denoiser.run({ ...request, splitCalls: split }), await denoiser.run({ ...request, splitCalls: split })];
+        expect(runs.map((r) => r.graph)).toEqual(["captured", "replayed"]);
+        for (const run of runs) expect(Array.from(run.latents)).toEqual(Array.from(oneCall.latents));
+        const hostSplit = addon.hostRunProgram({ ...request, height: 3, width: 5, noise: request.noise as Float32Array, sampleType: "float16", splitCallRows: split.callRows });
+        expect(Array.from(hostSplit)).toEqual(Array.from(host));
+      }
+      await expect(denoiser.run({ ...request, splitCalls: { uncondSequenceLength: 154, callRows: 4 } })).rejects.toThrow(/splitCalls.callRows must be the batch \(3\) or twice it \(6\), got 4/);
+      await expect(denoiser.run({ ...request, guidance: null, splitCalls: { uncondSequenceLength: 154, callRows: 3 } })).rejects.toThrow(/splitCalls needs guidance/);
+    } finally {
+      await denoiser.dispose();
+    }
+  });
+
   test("a UNet output that overflows fails the run as a UnetOverflowError, naming the evaluation", async () => {
     const denoiser = await Denoiser.create({ unet: "analytic", analyticDtype: "float16" });
     try {

@@ -14,19 +14,9 @@ import { Pipeline, type GenerateOptions } from "../../lib/pipeline/pipeline.js";
 import type { TensorRtBackend } from "../../lib/backends/tensorrt/backend.js";
 import { buildEngines } from "../../lib/backends/tensorrt/build.js";
 import { parseShapeOptions } from "../../lib/backends/tensorrt/profiles.js";
-import { describeTensorRt } from "./support.js";
+import { describeTensorRt, l2RelativeError as relativeError } from "./support.js";
 
 const TINY = join(process.cwd(), "models", "tiny-sd");
-
-function relativeError(a: Float32Array, b: Float32Array): number {
-  let num = 0;
-  let den = 0;
-  for (let i = 0; i < a.length; i++) {
-    num += (a[i]! - b[i]!) ** 2;
-    den += a[i]! ** 2;
-  }
-  return Math.sqrt(num / den);
-}
 
 describeTensorRt("prompt editing on TensorRT vs the CPU backend (tiny-sd)", () => {
   let root: string;
