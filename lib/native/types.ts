@@ -191,7 +191,8 @@ export interface NativeDenoiseOptions extends NativeProgramRunOptions {
    *  at `sequenceLength` (both calls inside the captured step; native/denoiser/unet_layout.h).
    *  `callRows` is the batch, or twice it for engines that take only the guidance batch (each call
    *  then computes its rows twice). `embeddings` are the batch's uncond rows, then its cond rows, no
-   *  tensor holding both. Not with `embeddingRows` or SDXL UNets. */
+   *  tensor holding both; with `embeddingRows`, the bank's uncond texts, then its cond texts, and
+   *  the uncond UNet rows must read the first, the cond rows the second. Not with SDXL UNets. */
   splitCalls?: NativeSplitCalls;
   /** Defaults to `"host"`. */
   output?: NativeLatentsOutput;
@@ -310,7 +311,7 @@ export interface NativeBinding {
   hostTensorRtVersionProblem(library: number, headers: number): string;
   /** The checks `Denoiser.run` applies to `embeddingRows` (native/denoiser/embedding_rows.h):
    *  throws ERR_INVALID_PROGRAM naming the entry and the limit. */
-  hostCheckEmbeddingRows(options: { table: Int32Array; evaluations: number; unetBatch: number; bankRows: number }): void;
+  hostCheckEmbeddingRows(options: { table: Int32Array; evaluations: number; unetBatch: number; bankRows: number; uncondUnetRows?: number; uncondBankRows?: number }): void;
   Denoiser: NativeDenoiserConstructor;
   /** Present in CUDA builds; instances come from native calls only. */
   DeviceTensor?: abstract new () => NativeDeviceTensor;

@@ -40,6 +40,7 @@ const char* graphUseName(GraphUse use) {
 struct DenoiserCore::Layout {
   int batch, channels, height, width, unetBatch, depth, evalCount, hiddenSize, sequenceLength;
   int splitCallRows, uncondSequenceLength;  // two UNet calls (unet_layout.h); 0 and sequenceLength for one
+  int uncondBankRows;                       // prompt editing with two calls: the bank's uncond block (0 otherwise)
   bool cfg;
   const void *table, *xRing, *mRing, *noise, *guidance, *sample, *out, *timestep, *hidden;
   const void *textEmbeds, *timeIds;  // SDXL's added conditioning (null for other UNets)
@@ -47,7 +48,7 @@ struct DenoiserCore::Layout {
   // A new text length (of either call) changes the UNet's input shapes: the captured graph must not be replayed.
   auto key() const {
     return std::tie(batch, channels, height, width, unetBatch, depth, evalCount, hiddenSize, sequenceLength, splitCallRows,
-                    uncondSequenceLength, cfg, table, xRing,
+                    uncondSequenceLength, uncondBankRows, cfg, table, xRing,
                     mRing, noise, guidance, sample, out, timestep, hidden, textEmbeds, timeIds, bank, rowTable);
   }
   bool operator==(const Layout& o) const { return key() == o.key(); }
@@ -166,14 +167,20 @@ void DenoiserCore::Prepare(const DenoiseRequest& r, bool bindingsLost) {
   timestep_.Reserve(static_cast<size_t>(timestepCount) * dtypeSize(runner.timestepType()), kStage);
   if (hiddenSize > 0) hidden_.Reserve(u.hiddenElems * dtypeSize(runner.hiddenType()), kStage);
   const bool edited = hiddenSize > 0 && !r.embeddingRows.empty();
+  const int uncondBankRows = edited && split ? r.uncondBankRows : 0;
   if (edited) {
-    bank_.Reserve(static_cast<size_t>(r.embeddingRowCount) * r.sequenceLength * hiddenSize * dtypeSize(runner.hiddenType()), kStage);
+    // With two calls: the uncond texts' block, then the cond texts' at an aligned offset (CondBankBlock).
+    const size_t hs = dtypeSize(runner.hiddenType());
+    const size_t uncondBlock = static_cast<size_t>(uncondBankRows) * uncondLength * hiddenSize;
+    const size_t condStart = uncondBankRows > 0 ? loop::alignedElements(uncondBlock, hs) : 0;
+    bank_.Reserve((condStart + static_cast<size_t>(r.embeddingRowCount - uncondBankRows) * r.sequenceLength * hiddenSize) * hs, kStage);
     rowTable_.Reserve(r.embeddingRows.size() * sizeof(int32_t), kStage);
   }
   const bool added = runner.textEmbedsSize() > 0;
-  if (split && (edited || added)) {
-    // The JS layer refuses these first; the bank gather and SDXL's added rows assume one call.
-    throw NativeError("ERR_INVALID_ARG", kStage, "two UNet calls per evaluation are not supported with prompt editing or SDXL's added conditioning");
+  if (split && (added || (edited && (uncondBankRows < 1 || uncondBankRows >= r.embeddingRowCount)))) {
+    // The JS layer refuses these first: SDXL's added rows assume one call; the bank needs both blocks.
+    throw NativeError("ERR_INVALID_ARG", kStage, added ? "two UNet calls per evaluation are not supported with SDXL's added conditioning"
+                                                       : "two UNet calls with prompt editing need the bank's uncond and cond blocks");
   }
   if (added) {
     textEmbeds_.Reserve(static_cast<size_t>(unetBatch) * runner.textEmbedsSize() * dtypeSize(runner.textEmbedsType()), kStage);
@@ -181,7 +188,7 @@ void DenoiserCore::Prepare(const DenoiseRequest& r, bool bindingsLost) {
   }
 
   Layout layout{r.batch, r.channels, r.height, r.width, unetBatch, K, program.evalCount, hiddenSize, r.sequenceLength,
-                split ? u.callRows : 0, uncondLength, cfg,
+                split ? u.callRows : 0, uncondLength, uncondBankRows, cfg,
                 table_.data(), xRing_.data(), mRing_.data(), noise_.data(), guidance_.data(), sample_.data(),
                 out_.data(), timestep_.data(), hiddenSize > 0 ? hidden_.data() : nullptr,
                 added ? textEmbeds_.data() : nullptr, added ? timeIds_.data() : nullptr,
@@ -342,7 +349,10 @@ void DenoiserCore::Upload(const DenoiseRequest& r) {
     if (layout_->rowTable != nullptr) {
       SDTRT_CUDA_CHECK(kStage, cudaMemcpyAsync(rowTable_.data(), r.embeddingRows.data(), r.embeddingRows.size() * sizeof(int32_t),
                                                cudaMemcpyHostToDevice, stream_));
-      segments.push_back({bank_.as<uint8_t>(), static_cast<size_t>(r.embeddingRowCount) * layout_->sequenceLength * width});
+      const size_t uncondBank = static_cast<size_t>(layout_->uncondBankRows);
+      if (uncondBank > 0) segments.push_back({bank_.as<uint8_t>(), uncondBank * layout_->uncondSequenceLength * width});
+      segments.push_back({bank_.as<uint8_t>() + CondBankBlock() * wantSize,
+                          (static_cast<size_t>(r.embeddingRowCount) - uncondBank) * layout_->sequenceLength * width});
     } else if (u.split) {
       segments.push_back({hidden_.as<uint8_t>(), images * layout_->uncondSequenceLength * width});
       segments.push_back({hidden_.as<uint8_t>() + u.condCallHidden * wantSize, images * layout_->sequenceLength * width});
@@ -387,8 +397,8 @@ void DenoiserCore::Upload(const DenoiseRequest& r) {
         src += segment.count * dtypeSize(r.hostEmbeddingsType);
       }
     }
-    if (u.split && u.callRows == 2 * layout_->batch) {
-      // Engines that take only the guidance batch: each call computes its rows twice, so its
+    if (u.split && u.callRows == 2 * layout_->batch && layout_->rowTable == nullptr) {
+      // Engines that take only the guidance batch (with a row table the gather writes both copies): each call computes its rows twice, so its
       // embeddings block holds its B rows twice (the second copy's output is never read).
       for (const Segment& segment : segments) {
         SDTRT_CUDA_CHECK(kStage, cudaMemcpyAsync(segment.dst + segment.count * wantSize, segment.dst, segment.count * wantSize,
@@ -405,11 +415,31 @@ void DenoiserCore::Upload(const DenoiseRequest& r) {
   }
 }
 
+size_t DenoiserCore::CondBankBlock() const {
+  if (layout_->uncondBankRows == 0) return 0;
+  const size_t uncondBlock = static_cast<size_t>(layout_->uncondBankRows) * layout_->uncondSequenceLength * layout_->hiddenSize;
+  return loop::alignedElements(uncondBlock, dtypeSize(runner_->hiddenType()));
+}
+
 cudaError_t DenoiserCore::GatherEmbeddings() {
   if (layout_->rowTable == nullptr) return cudaSuccess;
-  const size_t rowBytes = static_cast<size_t>(layout_->sequenceLength) * layout_->hiddenSize * dtypeSize(runner_->hiddenType());
-  return kernels::launchGatherEmbeddingRows(bank_.data(), hidden_.data(), rowBytes, rowTable_.as<int32_t>(), loopControl_.step,
-                                            layout_->unetBatch, stream_);
+  const size_t hs = dtypeSize(runner_->hiddenType());
+  const size_t width = static_cast<size_t>(layout_->hiddenSize);
+  const int32_t* table = rowTable_.as<int32_t>();
+  if (!unetLayout_.split) {
+    return kernels::launchGatherEmbeddingRows(bank_.data(), hidden_.data(), layout_->sequenceLength * width * hs, table, loopControl_.step,
+                                              layout_->unetBatch, {}, stream_);
+  }
+  // Two calls: each call's block from its half of the bank, at its own text length, written
+  // callRows / batch times (unet_layout.h).
+  const int images = layout_->batch;
+  const int copies = unetLayout_.callRows / images;
+  const cudaError_t uncond = kernels::launchGatherEmbeddingRows(bank_.data(), hidden_.data(), layout_->uncondSequenceLength * width * hs, table,
+                                                                loopControl_.step, layout_->unetBatch, {0, images, 0, copies}, stream_);
+  if (uncond != cudaSuccess) return uncond;
+  return kernels::launchGatherEmbeddingRows(bank_.as<uint8_t>() + CondBankBlock() * hs, hidden_.as<uint8_t>() + unetLayout_.condCallHidden * hs,
+                                            layout_->sequenceLength * width * hs, table, loopControl_.step, layout_->unetBatch,
+                                            {images, images, layout_->uncondBankRows, copies}, stream_);
 }
 
 void DenoiserCore::EnqueueEval(bool useGraph) {

@@ -73,9 +73,13 @@ struct DenoiseRequest {
   // splitCallRows > 0 (batch, or 2 · batch for engines that take only the guidance batch) the uncond
   // rows run as their own UNet call at uncondSequenceLength tokens and the cond rows as a second
   // call at sequenceLength; the embeddings are then B rows of uncondSequenceLength followed by B
-  // rows of sequenceLength. Not with a row table or SDXL's added conditioning (refused by the JS layer).
+  // rows of sequenceLength. With a row table the bank is likewise two blocks: its first
+  // uncondBankRows rows (the uncond texts) at uncondSequenceLength, the rest at sequenceLength, and
+  // each call's rows are gathered into its own block. Not with SDXL's added conditioning (refused by
+  // the JS layer).
   int splitCallRows = 0;
   int uncondSequenceLength = 77;
+  int uncondBankRows = 0;
   // SDXL's added conditioning, when the runner takes it (UnetRunner::textEmbedsSize() > 0): float32
   // host values (borrowed), text_embeds [unetBatch, textEmbedsSize] and time_ids [unetBatch,
   // timeIdsSize], uncond rows first with guidance; converted to the runner's types on upload.
@@ -127,8 +131,10 @@ class DenoiserCore {
   struct Layout;
   void Prepare(const DenoiseRequest& request, bool bindingsLost);
   void Upload(const DenoiseRequest& request);
-  // Prompt editing: the gather kernel of the evaluation in LoopControl::step (no-op without a row table).
+  // Prompt editing: the gather kernel(s) of the evaluation in LoopControl::step (no-op without a row table).
   cudaError_t GatherEmbeddings();
+  // Prompt editing with two UNet calls: where the bank's cond block starts (elements; 0 otherwise).
+  size_t CondBankBlock() const;
   void EnqueueEval(bool useGraph);
   bool Capture(std::string* reason);
   void DestroyGraph();

@@ -329,7 +329,6 @@ Napi::Value DenoiserWrap::Run(const Napi::CallbackInfo& info) {
                                ", for engines that take only the guidance batch), got " + std::to_string(splitCallRows));
     }
     if (!HasOption(options, "guidance")) ThrowTypeError(env, where + " needs options.guidance: only the uncond rows of classifier-free guidance run as their own call");
-    if (HasOption(options, "embeddingRows")) ThrowTypeError(env, where + " cannot be combined with options.embeddingRows (prompt editing): the bank's rows have one text length");
   }
   Napi::Value onProgress = options.Get("onProgress");
   if (!onProgress.IsUndefined() && !onProgress.IsNull() && !onProgress.IsFunction()) {
@@ -438,6 +437,9 @@ Napi::Value DenoiserWrap::Run(const Napi::CallbackInfo& info) {
     }
     if (!parts.empty()) {
       int64_t rows = 0;
+      // A bank (row table) with two calls: its uncond texts' parts come first, at uncondSequenceLength.
+      int64_t uncondBankRows = 0;
+      bool condPartSeen = false;
       for (size_t i = 0; i < parts.size(); ++i) {
         const std::string name = embeddings.IsArray() ? "options.embeddings[" + std::to_string(i) + "]" : "options.embeddings";
         DeviceTensor* tensor = DeviceTensor::FromJs(parts[i]);
@@ -445,7 +447,11 @@ Napi::Value DenoiserWrap::Run(const Napi::CallbackInfo& info) {
         if (!tensor->buffer()) throw ToJsError(env, NativeError("ERR_DISPOSED", "denoise", name + ": DeviceTensor is disposed"));
         const std::vector<int64_t>& dims = tensor->shape();
         const bool floatType = tensor->dtype() == DType::kFloat32 || tensor->dtype() == DType::kFloat16;
-        const int length = lengthOfRow(rows);
+        int length = lengthOfRow(rows);
+        if (hasRowTable && splitCallRows > 0) {
+          condPartSeen = condPartSeen || (dims.size() == 3 && dims[1] == sequenceLength);
+          length = condPartSeen ? sequenceLength : uncondSequenceLength;
+        }
         if (!floatType || dims.size() != 3 || dims[1] != length || dims[2] != runner.hiddenSize() ||
             tensor->device() != core_->device()) {
           std::string got = std::string(dtypeName(tensor->dtype())) + " [";
@@ -454,7 +460,8 @@ Napi::Value DenoiserWrap::Run(const Napi::CallbackInfo& info) {
           ThrowRangeError(env, name + " must be a float32 or float16 [rows, " + std::to_string(length) + ", " + std::to_string(runner.hiddenSize()) +
                                    "] tensor on device " + std::to_string(core_->device()) + ", got " + got);
         }
-        if (static_cast<size_t>(rows) < uncondRows && static_cast<size_t>(rows + dims[0]) > uncondRows) {
+        if (hasRowTable && splitCallRows > 0 && !condPartSeen) uncondBankRows += dims[0];
+        if (!hasRowTable && static_cast<size_t>(rows) < uncondRows && static_cast<size_t>(rows + dims[0]) > uncondRows) {
           ThrowRangeError(env, name + " holds uncond and cond rows, but with options.splitCalls they have different text lengths: give them as separate tensors");
         }
         rows += dims[0];
@@ -462,14 +469,24 @@ Napi::Value DenoiserWrap::Run(const Napi::CallbackInfo& info) {
         pinned.push_back(parts[i]);
       }
       if (hasRowTable) {
-        // A bank of any number of rows; the table says which ones each evaluation binds.
+        // A bank of any number of rows; the table says which ones each evaluation binds. With two
+        // calls the uncond UNet rows must read the uncond block and the cond rows the cond block.
+        program::BankHalves halves;
+        if (splitCallRows > 0) {
+          if (uncondBankRows == 0 || uncondBankRows == rows) {
+            ThrowRangeError(env, "options.embeddings with options.splitCalls and options.embeddingRows must be the uncond texts' rows at " +
+                                     std::to_string(uncondSequenceLength) + " tokens, then the cond texts' rows at " + std::to_string(sequenceLength));
+          }
+          halves = {batch, static_cast<int>(std::min<int64_t>(uncondBankRows, INT32_MAX))};
+        }
         try {
           request.embeddingRows = program::CheckEmbeddingRows(rowTable.As<Napi::Int32Array>().Data(), rowTable.ElementLength(),
-                                                             program.evalCount, static_cast<int>(unetBatch), static_cast<int>(std::min<int64_t>(rows, INT32_MAX)));
+                                                             program.evalCount, static_cast<int>(unetBatch), static_cast<int>(std::min<int64_t>(rows, INT32_MAX)), halves);
         } catch (const NativeError& e) {
           throw ToJsError(env, e);
         }
         request.embeddingRowCount = static_cast<int>(rows);
+        request.uncondBankRows = halves.uncondBankRows;
       } else if (static_cast<size_t>(rows) != unetBatch) {
         ThrowRangeError(env, "options.embeddings must hold " + shape + " embeddings, got " + std::to_string(rows) + " rows");
       }

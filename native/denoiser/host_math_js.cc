@@ -199,7 +199,7 @@ static Napi::Value HostTensorRtVersionProblem(const Napi::CallbackInfo& info) {
   return Napi::String::New(env, trt::LibraryVersionProblem(library, headers, "libnvinfer.so." + std::to_string(library / 10000)));
 }
 
-// hostCheckEmbeddingRows({ table: Int32Array, evaluations, unetBatch, bankRows }) → undefined: the
+// hostCheckEmbeddingRows({ table: Int32Array, evaluations, unetBatch, bankRows, uncondUnetRows?, uncondBankRows? }) → undefined: the
 // checks Denoiser.run applies to options.embeddingRows (embedding_rows.h), testable without a GPU.
 static Napi::Value HostCheckEmbeddingRows(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -209,8 +209,11 @@ static Napi::Value HostCheckEmbeddingRows(const Napi::CallbackInfo& info) {
   const int evaluations = static_cast<int>(RequireInteger(options, "evaluations", owner, 1, program::kMaxEvals));
   const int unetBatch = static_cast<int>(RequireInteger(options, "unetBatch", owner, 1, 2048));
   const int bankRows = static_cast<int>(RequireInteger(options, "bankRows", owner, 0, INT32_MAX));
+  program::BankHalves halves;
+  halves.uncondUnetRows = static_cast<int>(OptionalInteger(options, "uncondUnetRows", owner, 0, 2048, 0));
+  halves.uncondBankRows = static_cast<int>(OptionalInteger(options, "uncondBankRows", owner, 0, INT32_MAX, 0));
   try {
-    (void)program::CheckEmbeddingRows(table.As<Napi::Int32Array>().Data(), table.ElementLength(), evaluations, unetBatch, bankRows);
+    (void)program::CheckEmbeddingRows(table.As<Napi::Int32Array>().Data(), table.ElementLength(), evaluations, unetBatch, bankRows, halves);
   } catch (const NativeError& e) {
     throw ToJsError(env, e);
   }

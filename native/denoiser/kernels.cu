@@ -60,14 +60,16 @@ __global__ void fusedStepKernel(loop::LoopParams p, LoopControl control) {
   }
 }
 
-// One UNet row per blockIdx.y: the bank row the table names for the evaluation in `step`
-// (launchGatherEmbeddingRows). Word is the widest unit that divides the row's bytes.
+// One UNet row per blockIdx.y, one copy per blockIdx.z: the bank row the table names for the
+// evaluation in `step` (launchGatherEmbeddingRows). Word is the widest unit that divides the row's bytes.
 template <typename Word>
-__global__ void gatherRowsKernel(const Word* bank, Word* dst, size_t rowWords, const int32_t* rowTable, const int* step, int unetBatch) {
+__global__ void gatherRowsKernel(const Word* bank, Word* dst, size_t rowWords, const int32_t* rowTable, const int* step, int unetBatch,
+                                 GatherRows rows) {
   const int j = *step;
   const int row = blockIdx.y;
-  const Word* src = bank + static_cast<size_t>(rowTable[static_cast<size_t>(j) * unetBatch + row]) * rowWords;
-  Word* out = dst + static_cast<size_t>(row) * rowWords;
+  const int32_t bankRow = rowTable[static_cast<size_t>(j) * unetBatch + rows.first + row] - rows.bankBase;
+  const Word* src = bank + static_cast<size_t>(bankRow) * rowWords;
+  Word* out = dst + (static_cast<size_t>(blockIdx.z) * rows.count + row) * rowWords;
   for (size_t i = globalIndex(); i < rowWords; i += globalStride()) out[i] = src[i];
 }
 
@@ -168,13 +170,14 @@ cudaError_t launchScaleCast(const void* src, DType srcType, float factor, vae::S
 }
 
 cudaError_t launchGatherEmbeddingRows(const void* bank, void* dst, size_t rowBytes, const int32_t* rowTable, const int* step,
-                                      int unetBatch, cudaStream_t stream) {
-  if (rowBytes == 0 || unetBatch <= 0) return cudaSuccess;
+                                      int unetBatch, GatherRows rows, cudaStream_t stream) {
+  if (rows.count < 0) rows.count = unetBatch;
+  if (rowBytes == 0 || unetBatch <= 0 || rows.count == 0 || rows.copies <= 0) return cudaSuccess;
   const auto launch = [&](auto word) {
     using Word = decltype(word);
     const size_t rowWords = rowBytes / sizeof(Word);
-    const dim3 grid(blocksFor(rowWords), static_cast<unsigned int>(unetBatch));
-    gatherRowsKernel<Word><<<grid, kThreads, 0, stream>>>(static_cast<const Word*>(bank), static_cast<Word*>(dst), rowWords, rowTable, step, unetBatch);
+    const dim3 grid(blocksFor(rowWords), static_cast<unsigned int>(rows.count), static_cast<unsigned int>(rows.copies));
+    gatherRowsKernel<Word><<<grid, kThreads, 0, stream>>>(static_cast<const Word*>(bank), static_cast<Word*>(dst), rowWords, rowTable, step, unetBatch, rows);
   };
   // DeviceBuffer allocations are 256-byte aligned, so a row offset that divides by the word is aligned too.
   if (rowBytes % sizeof(uint4) == 0) {

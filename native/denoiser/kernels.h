@@ -54,11 +54,23 @@ cudaError_t launchVaeToUint8(const void* src, DType srcType, int batch, int chan
 cudaError_t launchScaleCast(const void* src, DType srcType, float factor, vae::ScaleOp op, void* dst, DType dstType,
                             size_t count, cudaStream_t stream);
 
+// Which UNet rows one gather launch fills (default: all of them, once). With uncond and cond as two
+// UNet calls of different text lengths (unet_layout.h) each call's block is gathered on its own:
+// UNet rows [first, first + count) from a bank block whose row 0 is bank row `bankBase`, written
+// `copies` times in a row (2 when each call computes its rows twice).
+struct GatherRows {
+  int first = 0;
+  int count = -1;  // -1: unetBatch
+  int bankBase = 0;
+  int copies = 1;
+};
+
 // Prompt editing (embedding_rows.h): for the evaluation j in *step, copies bank row
-// rowTable[j·unetBatch + i] (rowBytes bytes each) to row i of dst, for every UNet row i. Launched
-// right before the UNet, so it reads the same `step` the following fused kernel does.
+// rowTable[j·unetBatch + first + i] − bankBase (rowBytes bytes each) to row c·count + i of dst,
+// for i < count and c < copies. Launched right before the UNet, so it reads the same `step` the
+// following fused kernel does.
 cudaError_t launchGatherEmbeddingRows(const void* bank, void* dst, size_t rowBytes, const int32_t* rowTable, const int* step,
-                                      int unetBatch, cudaStream_t stream);
+                                      int unetBatch, GatherRows rows, cudaStream_t stream);
 
 // Element-wise conversion between any two DTypes (float ↔ half, int32 ↔ int64 token ids, …);
 // float → integer truncates toward zero.

@@ -4,7 +4,8 @@
  * evaluation, on two execution contexts of one engine, both inside the captured step. Checked
  * against the CPU backend's two-call path (same tolerances as the other engine tests), for both
  * call layouts: batch 1 on static `--batch 1-2` engines takes each call at the guidance batch
- * (rows computed twice), batch 2 at its own batch. On a machine with an NVIDIA GPU and TensorRT;
+ * (rows computed twice), batch 2 at its own batch; with prompt editing too (the embeddings bank
+ * in two blocks, one per text length). On a machine with an NVIDIA GPU and TensorRT;
  * skipped elsewhere, with the reason.
  */
 import { afterAll, beforeAll, expect, test } from "@jest/globals";
@@ -18,8 +19,8 @@ import { parseShapeOptions } from "../../lib/backends/tensorrt/profiles.js";
 import { describeTensorRt, l2RelativeError as relativeError } from "./support.js";
 
 const TINY = join(process.cwd(), "models", "tiny-sd");
-// More than 75 tokens: two chunks of 77.
-const LONG = Array.from({ length: 40 }, (_, i) => `a red barn ${i % 2 ? "at dusk" : "in snow"}`).join(", ");
+// 95 tokens: two chunks of 77 (the engines take up to three).
+const LONG = Array.from({ length: 16 }, (_, i) => `a red barn ${i % 2 ? "at dusk" : "in snow"}`).join(", ");
 
 describeTensorRt("prompt and negative prompt of different lengths on TensorRT vs the CPU backend (tiny-sd)", () => {
   let root: string;
@@ -66,6 +67,18 @@ describeTensorRt("prompt and negative prompt of different lengths on TensorRT vs
   test("two images with their own prompts (each call at the batch of 2) follow the CPU backend", async () => {
     const options: Partial<GenerateOptions> = { prompt: [LONG, "a lighthouse"], negativePrompt: ["", "fog"], scheduler: "euler_a" };
     expect(relativeError(await latents(cpu, options), await latents(trt, options))).toBeLessThan(3e-2);
+  });
+
+  test("prompt editing of a long prompt with a short negative prompt: the switch follows the CPU backend in both call layouts", async () => {
+    for (const batch of [1, 2]) {
+      // The cond texts have 2 and 1 chunks (the bank holds both at 2), the negative texts 1.
+      const options = { batch, prompt: `[${LONG}:a lighthouse at night:2]`, negativePrompt: "[fog:blurry:2]" };
+      const onTrt = await latents(trt, options);
+      const same = relativeError(await latents(cpu, options), onTrt);
+      const unedited = relativeError(await latents(cpu, { batch, prompt: LONG, negativePrompt: "fog" }), onTrt);
+      expect(same).toBeLessThan(3e-2);
+      expect(unedited).toBeGreaterThan(5 * same);
+    }
   });
 
   test("the replayed graph runs both calls exactly as plain launches do: the same latents, bit for bit", async () => {

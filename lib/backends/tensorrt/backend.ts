@@ -360,7 +360,6 @@ export class TensorRtBackend implements Backend {
         // SDXL's pooled text_embeds would have to switch with the states (the pipeline refuses it first).
         if (this.#sdxl) throw new InvalidOptionError(job.cond.schedules ? "prompt" : "negativePrompt", "prompt editing and alternation ([from:to:when], [a|b]) are not supported with SDXL models yet");
         refuseSharedEmphasisMeans(job.emphasis, job.cond, job.uncond);
-        refuseUnequalTextLengths(job, "with prompt editing or alternation the embeddings bank holds one text length");
       }
       if (this.#sdxl) return this.#generateSdxl(job, this.#sdxl.info);
       const text = { emphasis: job.emphasis, clipSkip: job.clipSkip ?? 1, ...(job.tokenVectors ? { tokenVectors: job.tokenVectors } : {}) };
@@ -698,8 +697,8 @@ async function drawStepNoiseDuring<T>(job: GenerationJob, pending: Promise<T>, r
 }
 
 /**
- * Where the TensorRT backend still evaluates [uncond; cond] in one UNet call (`why`), both halves
- * need one text length (SD's plain conditioning runs two calls instead, as A1111 and the CPU backend do).
+ * Where the TensorRT backend still evaluates [uncond; cond] in one UNet call (`why`: SDXL), both
+ * halves need one text length (SD runs two calls instead, as A1111 and the CPU backend do).
  */
 function refuseUnequalTextLengths(job: GenerationJob, why: string): void {
   if (!job.uncond || job.uncond.chunks === job.cond.chunks) return;
