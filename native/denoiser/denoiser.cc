@@ -398,8 +398,9 @@ void DenoiserCore::Upload(const DenoiseRequest& r) {
       }
     }
     if (u.split && u.callRows == 2 * layout_->batch && layout_->rowTable == nullptr) {
-      // Engines that take only the guidance batch (with a row table the gather writes both copies): each call computes its rows twice, so its
-      // embeddings block holds its B rows twice (the second copy's output is never read).
+      // Engines that take only the guidance batch: each call computes its rows twice, so its
+      // embeddings block holds its B rows twice (the second copy's output is never read). With a
+      // row table the gather writes both copies instead.
       for (const Segment& segment : segments) {
         SDTRT_CUDA_CHECK(kStage, cudaMemcpyAsync(segment.dst + segment.count * wantSize, segment.dst, segment.count * wantSize,
                                                  cudaMemcpyDeviceToDevice, stream_));
