@@ -325,7 +325,7 @@ export interface NativeBinding {
   /** Device run of the VAE output kernel (CUDA builds; for the GPU self-test). Input borrowed until settled. */
   deviceVaeToUint8?(options: NativeVaeToUint8Options & { device?: number }): Promise<NativeVaeBytes>;
   /** Device run of A1111's emphasis kernel on z [rows, 77, hidden] (the TensorRT text encoder's; CUDA builds, for the GPU self-test). */
-  deviceEmphasis?(options: { z: Float32Array; multipliers: Float32Array; hidden: number; mode: "original" | "no-norm"; device?: number }): Promise<Float32Array>;
+  deviceEmphasis?(options: { z: Float32Array; multipliers: Float32Array; hidden: number; mode: "original" | "no-norm"; groups?: Int32Array; device?: number }): Promise<Float32Array>;
   /** Device run of the float32 → float16 cast kernel (CUDA builds; for the GPU self-test). */
   deviceFloatToHalf?(values: Float32Array, device?: number): Promise<Uint16Array>;
   /** Host path of the scale-cast kernel: Float32Array, or Uint16Array of float16 bits for dtype "float16". */

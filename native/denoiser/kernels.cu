@@ -129,13 +129,65 @@ __global__ void emphasisKernel(void* z, DType type, const float* multipliers, in
   for (size_t i = threadIdx.x; i < count; i += kThreads) storeFloat(z, base + i, type, loadFloat(z, base + i, type) * ratio);
 }
 
+// "Original" over groups of rows (launchEmphasis with `groups`), pass 1, one block per row: z · m,
+// and the row's sums before and after into rowSums[2·row], rowSums[2·row + 1].
+__global__ void emphasisRowSumsKernel(void* z, DType type, const float* multipliers, int tokens, int hidden, double* rowSums) {
+  __shared__ double shared[kThreads];
+  const size_t count = static_cast<size_t>(tokens) * hidden;
+  const size_t base = static_cast<size_t>(blockIdx.x) * count;
+  const float* m = multipliers + static_cast<size_t>(blockIdx.x) * tokens;
+  double before = 0, after = 0;
+  for (size_t i = threadIdx.x; i < count; i += kThreads) {
+    before += loadFloat(z, base + i, type);
+    storeFloat(z, base + i, type, loadFloat(z, base + i, type) * m[i / hidden]);
+    after += loadFloat(z, base + i, type);
+  }
+  before = blockSum(before, shared);
+  after = blockSum(after, shared);
+  if (threadIdx.x == 0) {
+    rowSums[2 * blockIdx.x] = before;
+    rowSums[2 * blockIdx.x + 1] = after;
+  }
+}
+
+// Pass 2, one block per row: the row's group means (every row with its group id, in row order), and
+// the row scaled by mean(before) / mean(after) of the group, as `z.mean()` over A1111's batch.
+__global__ void emphasisRestoreGroupKernel(void* z, DType type, int rows, int tokens, int hidden, const int32_t* groups, const double* rowSums) {
+  __shared__ float ratio;
+  const size_t count = static_cast<size_t>(tokens) * hidden;
+  const size_t base = static_cast<size_t>(blockIdx.x) * count;
+  if (threadIdx.x == 0) {
+    const int32_t group = groups[blockIdx.x];
+    double before = 0, after = 0;
+    size_t members = 0;
+    for (int r = 0; r < rows; ++r) {
+      if (groups[r] != group) continue;
+      before += rowSums[2 * r];
+      after += rowSums[2 * r + 1];
+      ++members;
+    }
+    const double n = static_cast<double>(count * members);
+    ratio = static_cast<float>(before / n) / static_cast<float>(after / n);
+  }
+  __syncthreads();
+  for (size_t i = threadIdx.x; i < count; i += kThreads) storeFloat(z, base + i, type, loadFloat(z, base + i, type) * ratio);
+}
+
 }  // namespace
 
 cudaError_t launchEmphasis(void* z, DType type, const float* multipliers, int rows, int tokens, int hidden, bool restoreMean,
-                           cudaStream_t stream) {
+                           const EmphasisGroups& groups, cudaStream_t stream) {
   if (rows == 0) return cudaSuccess;
   if (type != DType::kFloat32 && type != DType::kFloat16) return cudaErrorInvalidValue;
-  emphasisKernel<<<rows, kThreads, 0, stream>>>(z, type, multipliers, tokens, hidden, restoreMean);
+  if (!restoreMean || groups.ids == nullptr) {
+    emphasisKernel<<<rows, kThreads, 0, stream>>>(z, type, multipliers, tokens, hidden, restoreMean);
+    return cudaGetLastError();
+  }
+  if (groups.rowSums == nullptr) return cudaErrorInvalidValue;
+  emphasisRowSumsKernel<<<rows, kThreads, 0, stream>>>(z, type, multipliers, tokens, hidden, groups.rowSums);
+  const cudaError_t sums = cudaGetLastError();
+  if (sums != cudaSuccess) return sums;
+  emphasisRestoreGroupKernel<<<rows, kThreads, 0, stream>>>(z, type, rows, tokens, hidden, groups.ids, groups.rowSums);
   return cudaGetLastError();
 }
 

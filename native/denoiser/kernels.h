@@ -76,12 +76,22 @@ cudaError_t launchGatherEmbeddingRows(const void* bank, void* dst, size_t rowByt
 // float → integer truncates toward zero.
 cudaError_t launchCast(const void* src, DType srcType, void* dst, DType dstType, size_t count, cudaStream_t stream);
 
+// Rows that restore one mean together ("Original"): A1111 encodes the texts of one prompt's
+// prompt-editing schedule in one call, and `z.mean()` then spans all of them (per chunk index).
+// `ids` (device int32 [rows]): rows with the same id form a group; `rowSums` (device double
+// [2 · rows]): scratch. Both null: every row on its own.
+struct EmphasisGroups {
+  const int32_t* ids = nullptr;
+  double* rowSums = nullptr;
+};
+
 // A1111's emphasis (modules/sd_emphasis.py) on text-encoder output z [rows][tokens][hidden]
 // (float32 or float16) in place, one block per row (one 77-token chunk): z · m per token
 // (`multipliers` [rows][tokens], float32, device); with `restoreMean` ("Original") the row is then
-// scaled by mean(z before) / mean(z after). Products are rounded to z's type; the means are summed
-// in double and the ratio rounded to float32, as lib/prompt/emphasis.ts does on the CPU.
+// scaled by mean(z before) / mean(z after) of its group (`groups`; without, of the row). Products
+// are rounded to z's type; the means are summed in double and the ratio rounded to float32, as
+// lib/prompt/emphasis.ts does on the CPU.
 cudaError_t launchEmphasis(void* z, DType type, const float* multipliers, int rows, int tokens, int hidden, bool restoreMean,
-                           cudaStream_t stream);
+                           const EmphasisGroups& groups, cudaStream_t stream);
 
 }  // namespace sdtrt::kernels

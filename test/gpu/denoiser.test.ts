@@ -243,6 +243,38 @@ describeGpu("denoise loop on the GPU (analytic stand-in)", ({ addon }) => {
     }
   });
 
+  test("emphasis \"original\" over groups of rows (a prompt's schedule in one A1111 call) equals applyEmphasis on each group", async () => {
+    const hidden = 96;
+    const rows = 5;
+    const z = Float32Array.from(pseudoNormal(rows * 77 * hidden, 4), (v) => v + 0.5);
+    // Row 1 has no weights: in its group it is still rescaled by the group's ratio, as in A1111.
+    const multipliers = Float32Array.from({ length: rows * 77 }, (_, i) => (Math.floor(i / 77) === 1 ? 1 : i % 3 === 0 ? 1.4 : 1));
+    const groups = Int32Array.from([7, 7, 2, 7, 5]);
+    const device = await addon.deviceEmphasis!({ z, multipliers, hidden, mode: "original", groups });
+    const chunk = 77 * hidden;
+    const host = z.slice();
+    for (const group of new Set(groups)) {
+      const members = [...groups.keys()].filter((r) => groups[r] === group);
+      const joined = new Float32Array(members.length * chunk);
+      const weights = new Float32Array(members.length * 77);
+      members.forEach((r, k) => {
+        joined.set(z.subarray(r * chunk, (r + 1) * chunk), k * chunk);
+        weights.set(multipliers.subarray(r * 77, (r + 1) * 77), k * 77);
+      });
+      applyEmphasis("original", joined, weights, hidden);
+      members.forEach((r, k) => {
+        host.set(joined.subarray(k * chunk, (k + 1) * chunk), r * chunk);
+      });
+    }
+    let worst = 0;
+    host.forEach((v, i) => {
+      worst = Math.max(worst, Math.abs(v - device[i]!));
+    });
+    expect(worst).toBeLessThanOrEqual(1e-6);
+    // The unweighted row of group 7 really moved (its group's mean was restored, not its own).
+    expect(Array.from(device.subarray(chunk, 2 * chunk))).not.toEqual(Array.from(z.subarray(chunk, 2 * chunk)));
+  });
+
   test("a worker thread that exits mid-run frees its denoiser through the cleanup hook", async () => {
     const program = createScheduler("ddim").compile(1000);
     const request = syntheticRequest(program, 4, 64, 64);

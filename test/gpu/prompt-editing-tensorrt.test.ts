@@ -58,6 +58,14 @@ describeTensorRt("prompt editing on TensorRT vs the CPU backend (tiny-sd)", () =
     expect(same).toBeLessThan(3e-2);
   });
 
+  test("weighted tokens in a schedule with emphasis \"original\": one mean over the schedule's texts, as the CPU backend and A1111 restore it", async () => {
+    const options: Partial<GenerateOptions> = { prompt: "[(a red barn:1.4), (snow:0.7):a lighthouse:3]", negativePrompt: "(blurry:1.3)", emphasis: "original" };
+    const onTrt = await latents(trt, options);
+    const same = relativeError(await latents(cpu, options), onTrt);
+    expect(same).toBeLessThan(3e-2);
+    expect(relativeError(await latents(cpu, { ...options, emphasis: "ignore" }), onTrt)).toBeGreaterThan(2 * same);
+  });
+
   test("the replayed graph switches exactly where plain launches do: the same latents, bit for bit", async () => {
     const noGraphs = await Pipeline.load(TINY, { backend: "tensorrt", engines: join(root, "engines"), useGraphs: false });
     try {

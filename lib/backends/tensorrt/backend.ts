@@ -20,7 +20,7 @@ import { basename, join, resolve } from "node:path";
 import { DisposedError, InvalidArgumentError, InvalidOptionError, ModelFileError, NativeError, VaeOverflowError, throwIfAborted } from "../../errors.js";
 import { checkTensorRt, requireTensorRt } from "./availability.js";
 import { MAX_TOKEN_VECTOR_ROWS, shapeArguments } from "./profiles.js";
-import { embeddingRowTable, everyText, refuseSharedEmphasisMeans, type EmbeddingHalf } from "./embedding-rows.js";
+import { embeddingRowTable, emphasisGroupIds, everyText, type EmbeddingHalf } from "./embedding-rows.js";
 import { limitsFromEngines, smallestBatch, splitCallRows, textRowsFor, unetAccepts, type EngineShapeInfo } from "./limits.js";
 import { normalizeTensorRtVersion, rebuildCommand, type EngineManifest } from "./manifest.js";
 import { resolveEngines } from "./resolve.js";
@@ -359,7 +359,6 @@ export class TensorRtBackend implements Backend {
       if (edited) {
         // SDXL's pooled text_embeds would have to switch with the states (the pipeline refuses it first).
         if (this.#sdxl) throw new InvalidOptionError(job.cond.schedules ? "prompt" : "negativePrompt", "prompt editing and alternation ([from:to:when], [a|b]) are not supported with SDXL models yet");
-        refuseSharedEmphasisMeans(job.emphasis, job.cond, job.uncond);
       }
       if (this.#sdxl) return this.#generateSdxl(job, this.#sdxl.info);
       const text = { emphasis: job.emphasis, clipSkip: job.clipSkip ?? 1, ...(job.tokenVectors ? { tokenVectors: job.tokenVectors } : {}) };
@@ -474,6 +473,9 @@ export class TensorRtBackend implements Backend {
     prompts.rowOf.forEach((p, r) => {
       for (let c = 0; c < chunks; c++) outputRows[r * chunks + c] = p * chunks + c;
     });
+    const weighted = emphasisScales(emphasis) && prompts.multipliers.some((m) => m !== 1);
+    // "original" over a prompt's schedule: its texts share one mean per chunk index (emphasisGroupIds).
+    const emphasisGroups = weighted && emphasis === "original" ? emphasisGroupIds(prompts, computed) : undefined;
     const { embeddings, gpuMs, pooled } = await callNativeAsync(() =>
       model.context.encodeText({
         ids,
@@ -484,7 +486,8 @@ export class TensorRtBackend implements Backend {
         outputRows,
         chunks,
         // A chunk without weights is left as it is (lib/prompt/emphasis.ts does the same).
-        ...(emphasisScales(emphasis) && prompts.multipliers.some((m) => m !== 1) ? { multipliers, emphasis: emphasis as "original" | "no-norm" } : {}),
+        ...(weighted ? { multipliers, emphasis: emphasis as "original" | "no-norm" } : {}),
+        ...(emphasisGroups ? { emphasisGroups } : {}),
         ...(extraInputs && extraInputs.length > 0 ? { extraInputs } : {}),
       }),
     );
