@@ -192,7 +192,8 @@ export interface NativeDenoiseOptions extends NativeProgramRunOptions {
    *  `callRows` is the batch, or twice it for engines that take only the guidance batch (each call
    *  then computes its rows twice). `embeddings` are the batch's uncond rows, then its cond rows, no
    *  tensor holding both; with `embeddingRows`, the bank's uncond texts, then its cond texts, and
-   *  the uncond UNet rows must read the first, the cond rows the second. Not with SDXL UNets. */
+   *  the uncond UNet rows must read the first, the cond rows the second. SDXL's `textEmbeds` and
+   *  `timeIds` stay [uncond; cond] (each call gets its half). */
   splitCalls?: NativeSplitCalls;
   /** Defaults to `"host"`. */
   output?: NativeLatentsOutput;

@@ -177,14 +177,17 @@ void DenoiserCore::Prepare(const DenoiseRequest& r, bool bindingsLost) {
     rowTable_.Reserve(r.embeddingRows.size() * sizeof(int32_t), kStage);
   }
   const bool added = runner.textEmbedsSize() > 0;
-  if (split && (added || (edited && (uncondBankRows < 1 || uncondBankRows >= r.embeddingRowCount)))) {
-    // The JS layer refuses these first: SDXL's added rows assume one call; the bank needs both blocks.
-    throw NativeError("ERR_INVALID_ARG", kStage, added ? "two UNet calls per evaluation are not supported with SDXL's added conditioning"
-                                                       : "two UNet calls with prompt editing need the bank's uncond and cond blocks");
+  if (split && edited && (uncondBankRows < 1 || uncondBankRows >= r.embeddingRowCount)) {
+    // The JS layer refuses this first: the bank needs both blocks.
+    throw NativeError("ERR_INVALID_ARG", kStage, "two UNet calls with prompt editing need the bank's uncond and cond blocks");
   }
   if (added) {
-    textEmbeds_.Reserve(static_cast<size_t>(unetBatch) * runner.textEmbedsSize() * dtypeSize(runner.textEmbedsType()), kStage);
-    timeIds_.Reserve(static_cast<size_t>(unetBatch) * runner.timeIdsSize() * dtypeSize(runner.timeIdsType()), kStage);
+    // One call: [unetBatch] rows; two calls: each call's callRows rows, the cond call's block aligned.
+    const size_t te = static_cast<size_t>(runner.textEmbedsSize()), ti = static_cast<size_t>(runner.timeIdsSize());
+    const size_t teSize = dtypeSize(runner.textEmbedsType()), tiSize = dtypeSize(runner.timeIdsType());
+    const size_t rows = static_cast<size_t>(u.callRows);
+    textEmbeds_.Reserve((split ? loop::alignedElements(rows * te, teSize) + rows * te : static_cast<size_t>(unetBatch) * te) * teSize, kStage);
+    timeIds_.Reserve((split ? loop::alignedElements(rows * ti, tiSize) + rows * ti : static_cast<size_t>(unetBatch) * ti) * tiSize, kStage);
   }
 
   Layout layout{r.batch, r.channels, r.height, r.width, unetBatch, K, program.evalCount, hiddenSize, r.sequenceLength,
@@ -230,6 +233,10 @@ void DenoiserCore::Prepare(const DenoiseRequest& r, bool bindingsLost) {
     b.condSample = sample_.as<uint8_t>() + u.condCallSample * dtypeSize(runner.sampleType());
     b.condOut = out_.as<uint8_t>() + u.condCallOut * dtypeSize(runner.outType());
     b.condEncoderHiddenStates = hiddenSize > 0 ? hidden_.as<uint8_t>() + u.condCallHidden * dtypeSize(runner.hiddenType()) : nullptr;
+  }
+  if (added && split) {
+    b.condTextEmbeds = textEmbeds_.as<uint8_t>() + AddedCondBlock(runner.textEmbedsSize(), runner.textEmbedsType(), u.callRows);
+    b.condTimeIds = timeIds_.as<uint8_t>() + AddedCondBlock(runner.timeIdsSize(), runner.timeIdsType(), u.callRows);
   }
   if (added) {
     b.textEmbeds = textEmbeds_.data();
@@ -410,10 +417,27 @@ void DenoiserCore::Upload(const DenoiseRequest& r) {
   if (runner_->textEmbedsSize() > 0) {
     // SDXL's text_embeds and time_ids: tiny ([unetBatch, 1280] and [unetBatch, 6] for SDXL), so
     // converted on the host. The JS layer checked both hold unetBatch rows of the runner's sizes.
-    const size_t rows = static_cast<size_t>(layout_->unetBatch);
-    UploadAs(r.textEmbeds, rows * runner_->textEmbedsSize(), textEmbeds_.data(), runner_->textEmbedsType(), hostStaging_, stream_);
-    UploadAs(r.timeIds, rows * runner_->timeIdsSize(), timeIds_.data(), runner_->timeIdsType(), hostStaging_, stream_);
+    // With two calls each half goes to its call's block, twice when the calls take 2 × batch rows.
+    const auto upload = [&](const float* values, int width, DType type, DeviceBuffer& buffer) {
+      const size_t w = static_cast<size_t>(width);
+      if (!unetLayout_.split) {
+        UploadAs(values, static_cast<size_t>(layout_->unetBatch) * w, buffer.data(), type, hostStaging_, stream_);
+        return;
+      }
+      const size_t half = static_cast<size_t>(layout_->batch) * w;
+      const size_t copies = static_cast<size_t>(unetLayout_.callRows / layout_->batch);
+      uint8_t* blocks[2] = {buffer.as<uint8_t>(), buffer.as<uint8_t>() + AddedCondBlock(width, type, unetLayout_.callRows)};
+      for (size_t h = 0; h < 2; ++h) {
+        for (size_t c = 0; c < copies; ++c) UploadAs(values + h * half, half, blocks[h] + c * half * dtypeSize(type), type, hostStaging_, stream_);
+      }
+    };
+    upload(r.textEmbeds, runner_->textEmbedsSize(), runner_->textEmbedsType(), textEmbeds_);
+    upload(r.timeIds, runner_->timeIdsSize(), runner_->timeIdsType(), timeIds_);
   }
+}
+
+size_t DenoiserCore::AddedCondBlock(int width, DType type, int callRows) {
+  return loop::alignedElements(static_cast<size_t>(callRows) * static_cast<size_t>(width), dtypeSize(type)) * dtypeSize(type);
 }
 
 size_t DenoiserCore::CondBankBlock() const {

@@ -75,8 +75,8 @@ struct DenoiseRequest {
   // call at sequenceLength; the embeddings are then B rows of uncondSequenceLength followed by B
   // rows of sequenceLength. With a row table the bank is likewise two blocks: its first
   // uncondBankRows rows (the uncond texts) at uncondSequenceLength, the rest at sequenceLength, and
-  // each call's rows are gathered into its own block. Not with SDXL's added conditioning (refused by
-  // the JS layer).
+  // each call's rows are gathered into its own block. SDXL's textEmbeds/timeIds stay [uncond; cond]
+  // here; each half is uploaded to its call's block.
   int splitCallRows = 0;
   int uncondSequenceLength = 77;
   int uncondBankRows = 0;
@@ -135,6 +135,9 @@ class DenoiserCore {
   cudaError_t GatherEmbeddings();
   // Prompt editing with two UNet calls: where the bank's cond block starts (elements; 0 otherwise).
   size_t CondBankBlock() const;
+  // SDXL's added inputs with two UNet calls: where the cond call's block of callRows rows of
+  // `width` values starts (bytes, 256-byte aligned).
+  static size_t AddedCondBlock(int width, DType type, int callRows);
   void EnqueueEval(bool useGraph);
   bool Capture(std::string* reason);
   void DestroyGraph();

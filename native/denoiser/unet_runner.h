@@ -49,13 +49,16 @@ struct UnetBindings {
   // when splitCallRows > 0 each evaluation is two calls of splitCallRows rows (images, or 2 × images
   // for engines that take only the guidance batch): first the uncond call on sample /
   // encoderHiddenStates (uncondSequenceLength tokens) / out, then the cond call on condSample /
-  // condEncoderHiddenStates (sequenceLength tokens) / condOut. Both read `timestep`
-  // (timestepCount values for splitCallRows rows). Every address is 256-byte aligned.
+  // condEncoderHiddenStates (sequenceLength tokens) / condOut (and SDXL's condTextEmbeds /
+  // condTimeIds, splitCallRows rows each). Both read `timestep` (timestepCount values for
+  // splitCallRows rows). Every address is 256-byte aligned.
   int splitCallRows = 0;
   int uncondSequenceLength = 0;
   void* condSample = nullptr;
   void* condEncoderHiddenStates = nullptr;
   void* condOut = nullptr;
+  void* condTextEmbeds = nullptr;
+  void* condTimeIds = nullptr;
 };
 
 class UnetRunner {

@@ -124,24 +124,24 @@ void TrtUnetRunner::bind(const UnetBindings& b, cudaStream_t stream) {
                       "the denoiser bound text_embeds/time_ids of sizes " + std::to_string(b.textEmbedsSize) + "/" + std::to_string(b.timeIdsSize) +
                           " (or other types); the UNet takes " + std::to_string(textEmbedsSize_) + "/" + std::to_string(timeIdsSize_));
   }
-  if (split && (added || b.condSample == nullptr || b.condEncoderHiddenStates == nullptr || b.condOut == nullptr)) {
-    throw NativeError("ERR_INVALID_BINDING", kStage,
-                      added ? "two UNet calls per evaluation (uncond and cond of different text lengths) are not supported with SDXL's added conditioning"
-                            : "the denoiser asked for two UNet calls without the cond call's buffers");
+  if (split && (b.condSample == nullptr || b.condEncoderHiddenStates == nullptr || b.condOut == nullptr ||
+                (added && (b.condTextEmbeds == nullptr || b.condTimeIds == nullptr)))) {
+    throw NativeError("ERR_INVALID_BINDING", kStage, "the denoiser asked for two UNet calls without the cond call's buffers");
   }
   if (split) {
     // The uncond call on this context, the cond call on its sibling: each keeps its own text length
     // and addresses, so the captured loop never re-binds (execution_context.h).
-    BindCall(*ctx, callRows, b.uncondSequenceLength, b.sample, b.encoderHiddenStates, b.out, b, stream);
-    BindCall(ctx->Sibling(kStage), callRows, b.sequenceLength, b.condSample, b.condEncoderHiddenStates, b.condOut, b, stream);
+    BindCall(*ctx, callRows, b.uncondSequenceLength, {b.sample, b.encoderHiddenStates, b.out, b.textEmbeds, b.timeIds}, b, stream);
+    BindCall(ctx->Sibling(kStage), callRows, b.sequenceLength, {b.condSample, b.condEncoderHiddenStates, b.condOut, b.condTextEmbeds, b.condTimeIds}, b,
+             stream);
   } else {
-    BindCall(*ctx, callRows, b.sequenceLength, b.sample, b.encoderHiddenStates, b.out, b, stream);
+    BindCall(*ctx, callRows, b.sequenceLength, {b.sample, b.encoderHiddenStates, b.out, b.textEmbeds, b.timeIds}, b, stream);
   }
   split_ = split;
   boundGeneration_ = ctx->bindGeneration;
 }
 
-void TrtUnetRunner::BindCall(ContextState& ctx, int rows, int sequenceLength, void* sample, void* hidden, void* out, const UnetBindings& b,
+void TrtUnetRunner::BindCall(ContextState& ctx, int rows, int sequenceLength, const CallAddresses& at, const UnetBindings& b,
                              cudaStream_t stream) {
   const int64_t batch = rows;
   std::vector<int64_t> timestep;
@@ -161,14 +161,14 @@ void TrtUnetRunner::BindCall(ContextState& ctx, int rows, int sequenceLength, vo
   if (outShape != expected) {
     throw NativeError("ERR_SHAPE", kStage, "UNet output " + names_.out + " has shape " + ShapeString(outShape) + ", expected " + ShapeString(expected));
   }
-  ctx.Bind(names_.sample, sample, kStage);
+  ctx.Bind(names_.sample, at.sample, kStage);
   ctx.Bind(names_.timestep, b.timestep, kStage);
-  ctx.Bind(names_.hidden, hidden, kStage);
-  ctx.Bind(names_.out, out, kStage);
+  ctx.Bind(names_.hidden, at.hidden, kStage);
+  ctx.Bind(names_.out, at.out, kStage);
   std::set<std::string> bound = {names_.sample, names_.timestep, names_.hidden, names_.out};
   if (added) {
-    ctx.Bind(names_.textEmbeds, b.textEmbeds, kStage);
-    ctx.Bind(names_.timeIds, b.timeIds, kStage);
+    ctx.Bind(names_.textEmbeds, at.textEmbeds, kStage);
+    ctx.Bind(names_.timeIds, at.timeIds, kStage);
     bound.insert(names_.textEmbeds);
     bound.insert(names_.timeIds);
   }

@@ -73,9 +73,16 @@ class TrtUnetRunner : public UnetRunner {
 
  private:
   class Lease;
+  // One call's tensors (the timestep is shared by both calls).
+  struct CallAddresses {
+    void* sample;
+    void* hidden;
+    void* out;
+    void* textEmbeds;  // SDXL (null otherwise)
+    void* timeIds;
+  };
   // Sets one call's input shapes (the profile holding them) on `ctx` and binds its addresses.
-  void BindCall(ContextState& ctx, int rows, int sequenceLength, void* sample, void* hidden, void* out, const UnetBindings& b,
-                cudaStream_t stream);
+  void BindCall(ContextState& ctx, int rows, int sequenceLength, const CallAddresses& at, const UnetBindings& b, cudaStream_t stream);
   std::shared_ptr<ContextState> context_;
   std::atomic<bool> released_{false};
   // ContextState::bindGeneration right after this runner's last bind(); 0 = never bound.

@@ -388,7 +388,6 @@ export class TensorRtBackend implements Backend {
    */
   async #generateSdxl(job: GenerationJob, info: SdxlEngineInfo): Promise<GenerationOutput> {
     // Zero uncond embeddings take the cond side's shape.
-    if (!job.sdxl?.zeroUncond) refuseUnequalTextLengths(job, "SDXL's prompt and negative prompt run in one UNet call here");
     const { batch, latentHeight, latentWidth } = job;
     const t = performance.now();
     const duplicateCond = job.uncond === null && !unetAccepts(this.#unet.shapes, batch, latentHeight, latentWidth);
@@ -540,6 +539,8 @@ export class TensorRtBackend implements Backend {
       added = { textEmbeds: text.sdxl.textEmbeds, timeIds: text.sdxl.timeIds };
       if (job.uncond) guidance = job.guidance;
       else if (text.duplicateCond) guidance = new Float64Array(batch).fill(0);
+      // A1111's default for a prompt and negative prompt of different lengths: two UNet calls (no padding).
+      if (job.uncond && job.uncond.chunks !== job.cond.chunks) splitCalls = this.#splitCalls(job, job.uncond.chunks);
     } else if (text.uncond !== null) {
       const { cond, uncond } = text;
       parts = [uncond.device, cond.device];
@@ -697,16 +698,4 @@ async function drawStepNoiseDuring<T>(job: GenerationJob, pending: Promise<T>, r
     await pending.then(release, () => undefined);
     throw error;
   }
-}
-
-/**
- * Where the TensorRT backend still evaluates [uncond; cond] in one UNet call (`why`: SDXL), both
- * halves need one text length (SD runs two calls instead, as A1111 and the CPU backend do).
- */
-function refuseUnequalTextLengths(job: GenerationJob, why: string): void {
-  if (!job.uncond || job.uncond.chunks === job.cond.chunks) return;
-  throw new InvalidOptionError(
-    "padCondUncond",
-    `the prompt and negative prompt have ${job.cond.chunks} and ${job.uncond.chunks} chunks of 75 tokens, and on the TensorRT backend ${why}, so they need the same number: set padCondUncond (A1111's pad_cond_uncond), give prompts of matching length, or use the CPU backend`,
-  );
 }
