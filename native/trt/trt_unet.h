@@ -15,7 +15,10 @@
 // splitCallRows): the uncond call runs on this context and the cond call on a second context of the
 // same engine and scratch (ContextState::sibling), each with its own shapes fixed in bind(), so one
 // captured graph holds both enqueues. The lease's locks (this context's and the scratch's) cover
-// the sibling too: it is private to this runner, so it needs no lock of its own.
+// the sibling too: it is private to this runner, so it needs no lock of its own. The two contexts
+// may select the same optimization profile: TensorRT asks for separate profiles only for contexts
+// "in concurrent use" (NvInferRuntime.h, IExecutionContext), and these run one after the other on
+// one stream, as the contexts sharing the scratch memory must.
 #pragma once
 
 #include <napi.h>
