@@ -5,7 +5,7 @@
  * (later calls wait their turn instead of failing with ERR_BUSY), typed errors with the caller's
  * stack, and an idempotent `dispose()` / `Symbol.asyncDispose`.
  */
-import { AbortError, DisposedError, throwIfAborted } from "../errors.js";
+import { AbortError, DisposedError, InvalidOptionError, throwIfAborted } from "../errors.js";
 import { Lifecycle } from "../lifecycle.js";
 import { booleanValue, integerInRange, invalidOption } from "../validate.js";
 import { callNative, requireNativeBinding, toTypedError } from "./load.js";
@@ -15,6 +15,7 @@ import type {
   NativeDenoiserOptions,
   NativeDeviceTensor,
   NativeLatentsOutput,
+  NativeSplitCalls,
   NativeUnetEngine,
 } from "./types.js";
 
@@ -59,6 +60,11 @@ export interface DenoiseRunOptions<Output extends NativeLatentsOutput = "host"> 
   embeddingRows?: Int32Array;
   /** The embeddings' text length, a multiple of 77 up to 77 · 64 (A1111's long prompts: 77 · chunks). Defaults to 77. */
   sequenceLength?: number;
+  /** Prompt and negative prompt of different lengths (A1111 without pad_cond_uncond), with guidance:
+   *  uncond runs as its own UNet call at `uncondSequenceLength`, cond at `sequenceLength`; `callRows`
+   *  is the batch, or twice it when the engine takes only the guidance batch. `embeddings` are then
+   *  the uncond rows followed by the cond rows, in separate tensors (NativeDenoiseOptions). */
+  splitCalls?: NativeSplitCalls;
   /** Where x_M goes: `"host"` (default) → `latents` is a new Float32Array; `"device"` → a new
    *  float32 NativeDeviceTensor [batch, 4, latentHeight, latentWidth] that stays on the GPU (for
    *  `decodeImage({ latents, scalingFactor })`). The tensor is the caller's: dispose() it. */
@@ -87,7 +93,18 @@ interface ValidatedRun {
   queueDepth: number;
   output: NativeLatentsOutput;
   sequenceLength: number;
+  splitCalls?: NativeSplitCalls;
   noise: Float32Array;
+}
+
+/** `splitCalls`: the uncond call's text length (a multiple of 77) and each call's rows (batch or 2 · batch), with guidance only. */
+function validateSplitCalls(split: NativeSplitCalls, batch: number, guidance: boolean): NativeSplitCalls {
+  if (typeof split !== "object" || split === null) throw invalidOption("splitCalls", "an object { uncondSequenceLength, callRows }", split);
+  if (!guidance) throw new InvalidOptionError("splitCalls", "splitCalls needs guidance: only the uncond rows of classifier-free guidance run as their own UNet call");
+  const uncondSequenceLength = integerInRange("splitCalls.uncondSequenceLength", split.uncondSequenceLength, 77, 77 * 64);
+  if (uncondSequenceLength % 77 !== 0) throw invalidOption("splitCalls.uncondSequenceLength", "a multiple of 77 (chunks of 77 tokens)", uncondSequenceLength);
+  if (split.callRows !== batch && split.callRows !== 2 * batch) throw invalidOption("splitCalls.callRows", `the batch (${batch}) or twice it (${2 * batch})`, split.callRows);
+  return { uncondSequenceLength, callRows: split.callRows };
 }
 
 function concatNoise(noise: Float32Array[] | Float32Array): Float32Array {
@@ -197,7 +214,8 @@ export class Denoiser {
     if (output !== "host" && output !== "device") throw invalidOption("output", "\"host\" or \"device\"", options.output);
     const sequenceLength = options.sequenceLength === undefined ? 77 : integerInRange("sequenceLength", options.sequenceLength, 77, 77 * 64);
     if (sequenceLength % 77 !== 0) throw invalidOption("sequenceLength", "a multiple of 77 (chunks of 77 tokens)", sequenceLength);
-    return { batch, height, width, useGraphs, queueDepth, output, sequenceLength, noise: concatNoise(options.noise) };
+    const splitCalls = options.splitCalls === undefined ? undefined : validateSplitCalls(options.splitCalls, batch, options.guidance != null);
+    return { batch, height, width, useGraphs, queueDepth, output, sequenceLength, ...(splitCalls ? { splitCalls } : {}), noise: concatNoise(options.noise) };
   }
 
   async #runNow(request: ValidatedRun, options: DenoiseRunOptions<NativeLatentsOutput>, callerStack: Error): Promise<DenoiseRunResult<Float32Array | NativeDeviceTensor>> {
@@ -222,6 +240,7 @@ export class Denoiser {
         ...(options.timeIds !== undefined ? { timeIds: options.timeIds } : {}),
         ...(options.embeddingRows !== undefined ? { embeddingRows: options.embeddingRows } : {}),
         sequenceLength: request.sequenceLength,
+        ...(request.splitCalls ? { splitCalls: request.splitCalls } : {}),
         useGraphs: request.useGraphs,
         queueDepth: request.queueDepth,
         ...(request.output === "device" ? { output: "device" as const } : {}),

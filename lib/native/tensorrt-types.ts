@@ -183,6 +183,10 @@ export interface TrtEncodeTextOptions {
   multipliers?: Float32Array;
   /** "original": z·m, then the row rescaled to its mean before; "no-norm": z·m. Needs `multipliers`. */
   emphasis?: "original" | "no-norm";
+  /** "original" only: one group id per computed row; rows of one id are rescaled by one ratio, the
+   *  means taken over all of them (A1111 encodes the texts of a prompt's schedule in one call, and
+   *  `z.mean()` spans them, per chunk index). Omitted: every row on its own. Copied at the call. */
+  emphasisGroups?: Int32Array;
   /**
    * The edited graph's other inputs (lib/onnx/text-encoder-edit.ts): `clip_skip` int32 [1],
    * `extra_token_vectors` float32 [rows, hidden]. Copied at the call.

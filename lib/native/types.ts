@@ -186,6 +186,15 @@ export interface NativeDenoiseOptions extends NativeProgramRunOptions {
   embeddingRows?: Int32Array;
   /** The embeddings' text length: 77 · chunks (A1111's long prompts), 77 … 77 · 64. Defaults to 77. */
   sequenceLength?: number;
+  /** A1111's prompt and negative prompt of different lengths (pad_cond_uncond off), with guidance:
+   *  the uncond rows run as their own UNet call at `uncondSequenceLength` tokens, then the cond rows
+   *  at `sequenceLength` (both calls inside the captured step; native/denoiser/unet_layout.h).
+   *  `callRows` is the batch, or twice it for engines that take only the guidance batch (each call
+   *  then computes its rows twice). `embeddings` are the batch's uncond rows, then its cond rows, no
+   *  tensor holding both; with `embeddingRows`, the bank's uncond texts, then its cond texts, and
+   *  the uncond UNet rows must read the first, the cond rows the second. SDXL's `textEmbeds` and
+   *  `timeIds` stay [uncond; cond] (each call gets its half). */
+  splitCalls?: NativeSplitCalls;
   /** Defaults to `"host"`. */
   output?: NativeLatentsOutput;
   /** Capture the loop step as a CUDA graph and replay it. Defaults to true. */
@@ -247,6 +256,15 @@ export interface NativeDenoiserConstructor {
 export interface NativeHostRunProgramOptions extends NativeProgramRunOptions {
   guidance?: Float64Array;
   sampleType?: "float32" | "float16";
+  /** With guidance: run uncond and cond as two stand-in UNet calls of this many rows (batch or
+   *  2 · batch) in the device loop's split buffer layout; 0 or omitted: one call. */
+  splitCallRows?: number;
+}
+
+/** `splitCalls` of `Denoiser.run`: the uncond call's text length and the rows of each call. */
+export interface NativeSplitCalls {
+  uncondSequenceLength: number;
+  callRows: number;
 }
 
 /** The VAE output kernel's input: decoder output NCHW in [-1, 1], float32 or float16 bits. */
@@ -294,7 +312,7 @@ export interface NativeBinding {
   hostTensorRtVersionProblem(library: number, headers: number): string;
   /** The checks `Denoiser.run` applies to `embeddingRows` (native/denoiser/embedding_rows.h):
    *  throws ERR_INVALID_PROGRAM naming the entry and the limit. */
-  hostCheckEmbeddingRows(options: { table: Int32Array; evaluations: number; unetBatch: number; bankRows: number }): void;
+  hostCheckEmbeddingRows(options: { table: Int32Array; evaluations: number; unetBatch: number; bankRows: number; uncondUnetRows?: number; uncondBankRows?: number }): void;
   Denoiser: NativeDenoiserConstructor;
   /** Present in CUDA builds; instances come from native calls only. */
   DeviceTensor?: abstract new () => NativeDeviceTensor;
@@ -308,7 +326,7 @@ export interface NativeBinding {
   /** Device run of the VAE output kernel (CUDA builds; for the GPU self-test). Input borrowed until settled. */
   deviceVaeToUint8?(options: NativeVaeToUint8Options & { device?: number }): Promise<NativeVaeBytes>;
   /** Device run of A1111's emphasis kernel on z [rows, 77, hidden] (the TensorRT text encoder's; CUDA builds, for the GPU self-test). */
-  deviceEmphasis?(options: { z: Float32Array; multipliers: Float32Array; hidden: number; mode: "original" | "no-norm"; device?: number }): Promise<Float32Array>;
+  deviceEmphasis?(options: { z: Float32Array; multipliers: Float32Array; hidden: number; mode: "original" | "no-norm"; groups?: Int32Array; device?: number }): Promise<Float32Array>;
   /** Device run of the float32 → float16 cast kernel (CUDA builds; for the GPU self-test). */
   deviceFloatToHalf?(values: Float32Array, device?: number): Promise<Uint16Array>;
   /** Host path of the scale-cast kernel: Float32Array, or Uint16Array of float16 bits for dtype "float16". */

@@ -39,7 +39,9 @@ struct AnalyticParams {
   DType outType = DType::kFloat32;
   int unetBatch = 0;
   int imageElems = 0;
-  bool cfg = false;  // rows [0, unetBatch/2) are uncond
+  // Rows [0, uncondRows) are uncond (unetBatch / 2 with guidance in one call; all or none of a
+  // call's rows when uncond and cond run as two calls, unet_layout.h).
+  int uncondRows = 0;
 };
 
 // Element i < unetBatch · imageElems of the stand-in UNet's output.
@@ -48,7 +50,7 @@ SDTRT_HD void element(const AnalyticParams& p, size_t i) {
   const int k = static_cast<int>(i - rowIndex * static_cast<size_t>(p.imageElems));
   const double t = loadAny(p.timestep, 0, p.timestepType);
   double out = modelOutput(static_cast<double>(loadFloat(p.sample, i, p.sampleType)), t, k);
-  if (p.cfg && rowIndex < static_cast<size_t>(p.unetBatch / 2)) out = kUncondFactor * out;
+  if (rowIndex < static_cast<size_t>(p.uncondRows)) out = kUncondFactor * out;
   storeFloat(p.out, i, p.outType, static_cast<float>(out));
 }
 

@@ -33,21 +33,32 @@ void AnalyticUnetRunner::bind(const UnetBindings& b, cudaStream_t) {
   if (b.sampleType != type_ || b.outType != type_ || b.timestepType != DType::kFloat32) {
     throw NativeError("ERR_INVALID_ARG", "unet-bind", "analytic UNet bound with dtypes other than the ones it asked for");
   }
-  params_.sample = b.sample;
-  params_.sampleType = b.sampleType;
-  params_.timestep = b.timestep;
-  params_.timestepType = b.timestepType;
-  params_.out = b.out;
-  params_.outType = b.outType;
-  params_.unetBatch = b.unetBatch;
-  params_.imageElems = b.latentChannels * b.latentHeight * b.latentWidth;
-  params_.cfg = b.classifierFreeGuidance;
+  const bool split = b.splitCallRows > 0;
+  if (split && (b.condSample == nullptr || b.condOut == nullptr)) {
+    throw NativeError("ERR_INVALID_ARG", "unet-bind", "analytic UNet asked for two calls without the cond call's buffers");
+  }
+  // One call over [uncond; cond], or (split) an all-uncond call and an all-cond call, as a real
+  // UNet sees them.
+  calls_ = split ? 2 : 1;
+  for (int c = 0; c < calls_; ++c) {
+    analytic::AnalyticParams& p = params_[c];
+    const bool condCall = c == 1;
+    p.sample = condCall ? b.condSample : b.sample;
+    p.sampleType = b.sampleType;
+    p.timestep = b.timestep;
+    p.timestepType = b.timestepType;
+    p.out = condCall ? b.condOut : b.out;
+    p.outType = b.outType;
+    p.unetBatch = split ? b.splitCallRows : b.unetBatch;
+    p.imageElems = b.latentChannels * b.latentHeight * b.latentWidth;
+    p.uncondRows = split ? (condCall ? 0 : b.splitCallRows) : (b.classifierFreeGuidance ? b.unetBatch / 2 : 0);
+  }
   bound_ = true;
 }
 
 void AnalyticUnetRunner::enqueue(cudaStream_t stream) {
   if (!bound_) throw NativeError("ERR_INVALID_STATE", "unet-enqueue", "analytic UNet enqueued before bind()");
-  SDTRT_CUDA_CHECK("unet-enqueue", launchAnalyticUnet(params_, stream));
+  for (int c = 0; c < calls_; ++c) SDTRT_CUDA_CHECK("unet-enqueue", launchAnalyticUnet(params_[c], stream));
 }
 
 }  // namespace sdtrt

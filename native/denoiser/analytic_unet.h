@@ -31,7 +31,9 @@ class AnalyticUnetRunner final : public UnetRunner {
 
  private:
   DType type_;
-  analytic::AnalyticParams params_;
+  // One call, or the uncond and the cond call (UnetBindings::splitCallRows).
+  analytic::AnalyticParams params_[2];
+  int calls_ = 1;
   bool bound_ = false;
 };
 

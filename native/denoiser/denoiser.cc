@@ -39,13 +39,16 @@ const char* graphUseName(GraphUse use) {
 // Everything the bound runner and a captured graph depend on. Any change: re-bind, drop the graph.
 struct DenoiserCore::Layout {
   int batch, channels, height, width, unetBatch, depth, evalCount, hiddenSize, sequenceLength;
+  int splitCallRows, uncondSequenceLength;  // two UNet calls (unet_layout.h); 0 and sequenceLength for one
+  int uncondBankRows;                       // prompt editing with two calls: the bank's uncond block (0 otherwise)
   bool cfg;
   const void *table, *xRing, *mRing, *noise, *guidance, *sample, *out, *timestep, *hidden;
   const void *textEmbeds, *timeIds;  // SDXL's added conditioning (null for other UNets)
   const void *bank, *rowTable;       // prompt editing (null without a row table)
-  // A new text length changes the UNet's input shape: the captured graph must not be replayed.
+  // A new text length (of either call) changes the UNet's input shapes: the captured graph must not be replayed.
   auto key() const {
-    return std::tie(batch, channels, height, width, unetBatch, depth, evalCount, hiddenSize, sequenceLength, cfg, table, xRing,
+    return std::tie(batch, channels, height, width, unetBatch, depth, evalCount, hiddenSize, sequenceLength, splitCallRows,
+                    uncondSequenceLength, uncondBankRows, cfg, table, xRing,
                     mRing, noise, guidance, sample, out, timestep, hidden, textEmbeds, timeIds, bank, rowTable);
   }
   bool operator==(const Layout& o) const { return key() == o.key(); }
@@ -145,34 +148,50 @@ void DenoiserCore::Prepare(const DenoiseRequest& r, bool bindingsLost) {
   const int imageElems = r.channels * r.height * r.width;
   const size_t n = static_cast<size_t>(r.batch) * static_cast<size_t>(imageElems);
   const int unetBatch = cfg ? 2 * r.batch : r.batch;
-  const size_t unetElems = static_cast<size_t>(unetBatch) * static_cast<size_t>(imageElems);
   const int K = program.historyDepth;
   const int hiddenSize = runner.hiddenSize();
-  const int timestepCount = runner.timestepCount(unetBatch);
+  const bool split = cfg && r.splitCallRows > 0;
+  const int uncondLength = split ? r.uncondSequenceLength : r.sequenceLength;
+  const loop::UnetLayout u = loop::unetLayout(n, r.batch, cfg, split ? r.splitCallRows : 0, uncondLength, r.sequenceLength, hiddenSize,
+                                              dtypeSize(runner.sampleType()), dtypeSize(runner.outType()), dtypeSize(runner.hiddenType()));
+  // Both calls of a split evaluation read the one timestep buffer.
+  const int timestepCount = runner.timestepCount(u.callRows);
 
   table_.Reserve(static_cast<size_t>(program::rowStride(K)) * program.evalCount * sizeof(double), kStage);
   xRing_.Reserve(static_cast<size_t>(K) * n * sizeof(float), kStage);
   mRing_.Reserve(static_cast<size_t>(K) * n * sizeof(float), kStage);
   noise_.Reserve(static_cast<size_t>(program.noiseDraws) * n * sizeof(float), kStage);
   guidance_.Reserve(static_cast<size_t>(r.batch) * sizeof(float), kStage);
-  sample_.Reserve(unetElems * dtypeSize(runner.sampleType()), kStage);
-  out_.Reserve(unetElems * dtypeSize(runner.outType()), kStage);
+  sample_.Reserve(u.sampleElems * dtypeSize(runner.sampleType()), kStage);
+  out_.Reserve(u.outElems * dtypeSize(runner.outType()), kStage);
   timestep_.Reserve(static_cast<size_t>(timestepCount) * dtypeSize(runner.timestepType()), kStage);
-  if (hiddenSize > 0) {
-    hidden_.Reserve(static_cast<size_t>(unetBatch) * r.sequenceLength * hiddenSize * dtypeSize(runner.hiddenType()), kStage);
-  }
+  if (hiddenSize > 0) hidden_.Reserve(u.hiddenElems * dtypeSize(runner.hiddenType()), kStage);
   const bool edited = hiddenSize > 0 && !r.embeddingRows.empty();
+  const int uncondBankRows = edited && split ? r.uncondBankRows : 0;
   if (edited) {
-    bank_.Reserve(static_cast<size_t>(r.embeddingRowCount) * r.sequenceLength * hiddenSize * dtypeSize(runner.hiddenType()), kStage);
+    // With two calls: the uncond texts' block, then the cond texts' at an aligned offset (CondBankBlock).
+    const size_t hs = dtypeSize(runner.hiddenType());
+    const size_t uncondBlock = static_cast<size_t>(uncondBankRows) * uncondLength * hiddenSize;
+    const size_t condStart = uncondBankRows > 0 ? loop::alignedElements(uncondBlock, hs) : 0;
+    bank_.Reserve((condStart + static_cast<size_t>(r.embeddingRowCount - uncondBankRows) * r.sequenceLength * hiddenSize) * hs, kStage);
     rowTable_.Reserve(r.embeddingRows.size() * sizeof(int32_t), kStage);
   }
   const bool added = runner.textEmbedsSize() > 0;
+  if (split && edited && (uncondBankRows < 1 || uncondBankRows >= r.embeddingRowCount)) {
+    // The JS layer refuses this first: the bank needs both blocks.
+    throw NativeError("ERR_INVALID_ARG", kStage, "two UNet calls with prompt editing need the bank's uncond and cond blocks");
+  }
   if (added) {
-    textEmbeds_.Reserve(static_cast<size_t>(unetBatch) * runner.textEmbedsSize() * dtypeSize(runner.textEmbedsType()), kStage);
-    timeIds_.Reserve(static_cast<size_t>(unetBatch) * runner.timeIdsSize() * dtypeSize(runner.timeIdsType()), kStage);
+    // One call: [unetBatch] rows; two calls: each call's callRows rows, the cond call's block aligned.
+    const size_t te = static_cast<size_t>(runner.textEmbedsSize()), ti = static_cast<size_t>(runner.timeIdsSize());
+    const size_t teSize = dtypeSize(runner.textEmbedsType()), tiSize = dtypeSize(runner.timeIdsType());
+    const size_t rows = static_cast<size_t>(u.callRows);
+    textEmbeds_.Reserve((split ? loop::alignedElements(rows * te, teSize) + rows * te : static_cast<size_t>(unetBatch) * te) * teSize, kStage);
+    timeIds_.Reserve((split ? loop::alignedElements(rows * ti, tiSize) + rows * ti : static_cast<size_t>(unetBatch) * ti) * tiSize, kStage);
   }
 
-  Layout layout{r.batch, r.channels, r.height, r.width, unetBatch, K, program.evalCount, hiddenSize, r.sequenceLength, cfg,
+  Layout layout{r.batch, r.channels, r.height, r.width, unetBatch, K, program.evalCount, hiddenSize, r.sequenceLength,
+                split ? u.callRows : 0, uncondLength, uncondBankRows, cfg,
                 table_.data(), xRing_.data(), mRing_.data(), noise_.data(), guidance_.data(), sample_.data(),
                 out_.data(), timestep_.data(), hiddenSize > 0 ? hidden_.data() : nullptr,
                 added ? textEmbeds_.data() : nullptr, added ? timeIds_.data() : nullptr,
@@ -208,6 +227,17 @@ void DenoiserCore::Prepare(const DenoiseRequest& r, bool bindingsLost) {
   b.hiddenType = runner.hiddenType();
   b.out = out_.data();
   b.outType = runner.outType();
+  if (split) {
+    b.splitCallRows = u.callRows;
+    b.uncondSequenceLength = uncondLength;
+    b.condSample = sample_.as<uint8_t>() + u.condCallSample * dtypeSize(runner.sampleType());
+    b.condOut = out_.as<uint8_t>() + u.condCallOut * dtypeSize(runner.outType());
+    b.condEncoderHiddenStates = hiddenSize > 0 ? hidden_.as<uint8_t>() + u.condCallHidden * dtypeSize(runner.hiddenType()) : nullptr;
+  }
+  if (added && split) {
+    b.condTextEmbeds = textEmbeds_.as<uint8_t>() + AddedCondBlock(runner.textEmbedsSize(), runner.textEmbedsType(), u.callRows);
+    b.condTimeIds = timeIds_.as<uint8_t>() + AddedCondBlock(runner.timeIdsSize(), runner.timeIdsType(), u.callRows);
+  }
   if (added) {
     b.textEmbeds = textEmbeds_.data();
     b.textEmbedsType = runner.textEmbedsType();
@@ -228,6 +258,8 @@ void DenoiserCore::Prepare(const DenoiseRequest& r, bool bindingsLost) {
   p.imageElems = imageElems;
   p.batch = r.batch;
   p.cfg = cfg;
+  p.sampleCondOffset = u.sampleCondOffset;
+  p.outCondOffset = u.outCondOffset;
   p.guidance = guidance_.as<float>();
   p.noise = noise_.as<float>();
   p.unetOut = out_.data();
@@ -238,6 +270,7 @@ void DenoiserCore::Prepare(const DenoiseRequest& r, bool bindingsLost) {
   p.timestepType = runner.timestepType();
   p.timestepCount = timestepCount;
   layout_ = std::make_unique<Layout>(layout);
+  unetLayout_ = u;
   RestoreGraph(layout);
 }
 
@@ -307,57 +340,131 @@ void DenoiserCore::Upload(const DenoiseRequest& r) {
   }
   if (runner_->hiddenSize() > 0) {
     const DType want = runner_->hiddenType();
-    // With a row table the parts fill the bank (every conditioning of the run) and the gather
-    // kernel fills hidden_ per evaluation; without one they fill hidden_ directly.
-    const bool edited = layout_->rowTable != nullptr;
-    const size_t rows = edited ? static_cast<size_t>(r.embeddingRowCount) : static_cast<size_t>(layout_->unetBatch);
-    const size_t count = rows * layout_->sequenceLength * runner_->hiddenSize();
-    if (edited) {
+    const size_t width = static_cast<size_t>(runner_->hiddenSize());
+    const size_t wantSize = dtypeSize(want);
+    // Where the embeddings' values go, in order. With a row table the parts fill the bank (every
+    // conditioning of the run) and the gather kernel fills hidden_ per evaluation; with two UNet
+    // calls the uncond rows fill the uncond call's block and the cond rows the cond call's
+    // (unet_layout.h); else they fill hidden_ directly.
+    struct Segment {
+      uint8_t* dst;
+      size_t count;
+    };
+    std::vector<Segment> segments;
+    const loop::UnetLayout& u = unetLayout_;
+    const size_t images = static_cast<size_t>(layout_->batch);
+    if (layout_->rowTable != nullptr) {
       SDTRT_CUDA_CHECK(kStage, cudaMemcpyAsync(rowTable_.data(), r.embeddingRows.data(), r.embeddingRows.size() * sizeof(int32_t),
                                                cudaMemcpyHostToDevice, stream_));
+      const size_t uncondBank = static_cast<size_t>(layout_->uncondBankRows);
+      if (uncondBank > 0) segments.push_back({bank_.as<uint8_t>(), uncondBank * layout_->uncondSequenceLength * width});
+      segments.push_back({bank_.as<uint8_t>() + CondBankBlock() * wantSize,
+                          (static_cast<size_t>(r.embeddingRowCount) - uncondBank) * layout_->sequenceLength * width});
+    } else if (u.split) {
+      segments.push_back({hidden_.as<uint8_t>(), images * layout_->uncondSequenceLength * width});
+      segments.push_back({hidden_.as<uint8_t>() + u.condCallHidden * wantSize, images * layout_->sequenceLength * width});
+    } else {
+      segments.push_back({hidden_.as<uint8_t>(), static_cast<size_t>(layout_->unetBatch) * layout_->sequenceLength * width});
     }
     if (!r.deviceEmbeddings.empty()) {
-      // The parts' rows, joined in order (the JS layer checked that they hold `count` values).
-      auto* dst = edited ? bank_.as<uint8_t>() : hidden_.as<uint8_t>();
-      size_t written = 0;
+      // The parts' rows, joined in order (the JS layer checked that they hold every segment's values;
+      // with two calls no part spans both halves, but nothing here depends on that).
+      size_t segment = 0, filled = 0;
       for (const DenoiseRequest::DevicePart& part : r.deviceEmbeddings) {
-        const size_t take = std::min(part.count, count - written);
-        if (part.type == want) {
-          SDTRT_CUDA_CHECK(kStage, cudaMemcpyAsync(dst, part.buffer->data(), take * dtypeSize(want), cudaMemcpyDeviceToDevice, stream_));
-        } else {
-          SDTRT_CUDA_CHECK(kStage, kernels::launchCast(part.buffer->data(), part.type, dst, want, take, stream_));
+        const auto* src = static_cast<const uint8_t*>(part.buffer->data());
+        size_t left = part.count;
+        while (left > 0 && segment < segments.size()) {
+          const size_t take = std::min(left, segments[segment].count - filled);
+          uint8_t* dst = segments[segment].dst + filled * wantSize;
+          if (part.type == want) {
+            SDTRT_CUDA_CHECK(kStage, cudaMemcpyAsync(dst, src, take * wantSize, cudaMemcpyDeviceToDevice, stream_));
+          } else {
+            SDTRT_CUDA_CHECK(kStage, kernels::launchCast(src, part.type, dst, want, take, stream_));
+          }
+          src += take * dtypeSize(part.type);
+          left -= take;
+          filled += take;
+          if (filled == segments[segment].count) {
+            ++segment;
+            filled = 0;
+          }
         }
-        dst += take * dtypeSize(want);
-        written += take;
       }
-    } else if (r.hostEmbeddingsType == want) {
-      SDTRT_CUDA_CHECK(kStage, cudaMemcpyAsync(hidden_.data(), r.hostEmbeddings, count * dtypeSize(want),
-                                               cudaMemcpyHostToDevice, stream_));
     } else {
-      // float32 ↔ float16 on the host: embeddings are small (2·77·768 values per chunk for SD 1.x at batch 1).
-      hostStaging_.resize(count * dtypeSize(want));
-      for (size_t i = 0; i < count; ++i) {
-        const float v = loadFloat(r.hostEmbeddings, i, r.hostEmbeddingsType);
-        storeFloat(hostStaging_.data(), i, want, v);
+      const auto* src = static_cast<const uint8_t*>(r.hostEmbeddings);
+      for (const Segment& segment : segments) {
+        if (r.hostEmbeddingsType == want) {
+          SDTRT_CUDA_CHECK(kStage, cudaMemcpyAsync(segment.dst, src, segment.count * wantSize, cudaMemcpyHostToDevice, stream_));
+        } else {
+          // float32 ↔ float16 on the host: embeddings are small (2·77·768 values per chunk for SD 1.x at batch 1).
+          hostStaging_.resize(segment.count * wantSize);
+          for (size_t i = 0; i < segment.count; ++i) storeFloat(hostStaging_.data(), i, want, loadFloat(src, i, r.hostEmbeddingsType));
+          SDTRT_CUDA_CHECK(kStage, cudaMemcpyAsync(segment.dst, hostStaging_.data(), hostStaging_.size(), cudaMemcpyHostToDevice, stream_));
+        }
+        src += segment.count * dtypeSize(r.hostEmbeddingsType);
       }
-      SDTRT_CUDA_CHECK(kStage, cudaMemcpyAsync(hidden_.data(), hostStaging_.data(), hostStaging_.size(),
-                                               cudaMemcpyHostToDevice, stream_));
+    }
+    if (u.split && u.callRows == 2 * layout_->batch && layout_->rowTable == nullptr) {
+      // Engines that take only the guidance batch: each call computes its rows twice, so its
+      // embeddings block holds its B rows twice (the second copy's output is never read). With a
+      // row table the gather writes both copies instead.
+      for (const Segment& segment : segments) {
+        SDTRT_CUDA_CHECK(kStage, cudaMemcpyAsync(segment.dst + segment.count * wantSize, segment.dst, segment.count * wantSize,
+                                                 cudaMemcpyDeviceToDevice, stream_));
+      }
     }
   }
   if (runner_->textEmbedsSize() > 0) {
     // SDXL's text_embeds and time_ids: tiny ([unetBatch, 1280] and [unetBatch, 6] for SDXL), so
     // converted on the host. The JS layer checked both hold unetBatch rows of the runner's sizes.
-    const size_t rows = static_cast<size_t>(layout_->unetBatch);
-    UploadAs(r.textEmbeds, rows * runner_->textEmbedsSize(), textEmbeds_.data(), runner_->textEmbedsType(), hostStaging_, stream_);
-    UploadAs(r.timeIds, rows * runner_->timeIdsSize(), timeIds_.data(), runner_->timeIdsType(), hostStaging_, stream_);
+    // With two calls each half goes to its call's block, twice when the calls take 2 × batch rows.
+    const auto upload = [&](const float* values, int width, DType type, DeviceBuffer& buffer) {
+      const size_t w = static_cast<size_t>(width);
+      if (!unetLayout_.split) {
+        UploadAs(values, static_cast<size_t>(layout_->unetBatch) * w, buffer.data(), type, hostStaging_, stream_);
+        return;
+      }
+      const size_t half = static_cast<size_t>(layout_->batch) * w;
+      const size_t copies = static_cast<size_t>(unetLayout_.callRows / layout_->batch);
+      uint8_t* blocks[2] = {buffer.as<uint8_t>(), buffer.as<uint8_t>() + AddedCondBlock(width, type, unetLayout_.callRows)};
+      for (size_t h = 0; h < 2; ++h) {
+        for (size_t c = 0; c < copies; ++c) UploadAs(values + h * half, half, blocks[h] + c * half * dtypeSize(type), type, hostStaging_, stream_);
+      }
+    };
+    upload(r.textEmbeds, runner_->textEmbedsSize(), runner_->textEmbedsType(), textEmbeds_);
+    upload(r.timeIds, runner_->timeIdsSize(), runner_->timeIdsType(), timeIds_);
   }
+}
+
+size_t DenoiserCore::AddedCondBlock(int width, DType type, int callRows) {
+  return loop::alignedElements(static_cast<size_t>(callRows) * static_cast<size_t>(width), dtypeSize(type)) * dtypeSize(type);
+}
+
+size_t DenoiserCore::CondBankBlock() const {
+  if (layout_->uncondBankRows == 0) return 0;
+  const size_t uncondBlock = static_cast<size_t>(layout_->uncondBankRows) * layout_->uncondSequenceLength * layout_->hiddenSize;
+  return loop::alignedElements(uncondBlock, dtypeSize(runner_->hiddenType()));
 }
 
 cudaError_t DenoiserCore::GatherEmbeddings() {
   if (layout_->rowTable == nullptr) return cudaSuccess;
-  const size_t rowBytes = static_cast<size_t>(layout_->sequenceLength) * layout_->hiddenSize * dtypeSize(runner_->hiddenType());
-  return kernels::launchGatherEmbeddingRows(bank_.data(), hidden_.data(), rowBytes, rowTable_.as<int32_t>(), loopControl_.step,
-                                            layout_->unetBatch, stream_);
+  const size_t hs = dtypeSize(runner_->hiddenType());
+  const size_t width = static_cast<size_t>(layout_->hiddenSize);
+  const int32_t* table = rowTable_.as<int32_t>();
+  if (!unetLayout_.split) {
+    return kernels::launchGatherEmbeddingRows(bank_.data(), hidden_.data(), layout_->sequenceLength * width * hs, table, loopControl_.step,
+                                              layout_->unetBatch, {}, stream_);
+  }
+  // Two calls: each call's block from its half of the bank, at its own text length, written
+  // callRows / batch times (unet_layout.h).
+  const int images = layout_->batch;
+  const int copies = unetLayout_.callRows / images;
+  const cudaError_t uncond = kernels::launchGatherEmbeddingRows(bank_.data(), hidden_.data(), layout_->uncondSequenceLength * width * hs, table,
+                                                                loopControl_.step, layout_->unetBatch, {0, images, 0, copies}, stream_);
+  if (uncond != cudaSuccess) return uncond;
+  return kernels::launchGatherEmbeddingRows(bank_.as<uint8_t>() + CondBankBlock() * hs, hidden_.as<uint8_t>() + unetLayout_.condCallHidden * hs,
+                                            layout_->sequenceLength * width * hs, table, loopControl_.step, layout_->unetBatch,
+                                            {images, images, layout_->uncondBankRows, copies}, stream_);
 }
 
 void DenoiserCore::EnqueueEval(bool useGraph) {

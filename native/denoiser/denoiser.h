@@ -2,7 +2,8 @@
 // device buffers sized for the last request, the bound UNet runner and the captured CUDA graph.
 //
 // Run() (a libuv thread, never the JS thread):
-//   1. (re)allocates and re-binds when shapes grow, program length or history depth change, which
+//   1. (re)allocates and re-binds when shapes grow, program length, history depth or the text lengths
+//      (one UNet call, or uncond and cond as two calls: unet_layout.h) change, which
 //      also drops the graph (it holds fixed addresses and launch parameters);
 //   2. uploads the coefficient table, x_0, every noise draw, the guidance scales and the text
 //      embeddings once, up front;
@@ -33,6 +34,7 @@
 #include "../common/dtype.h"
 #include "kernels.h"
 #include "program_table.h"
+#include "unet_layout.h"
 #include "unet_runner.h"
 
 namespace sdtrt {
@@ -67,6 +69,17 @@ struct DenoiseRequest {
   // evaluation j; a device kernel gathers them before each UNet call.
   std::vector<int32_t> embeddingRows;
   int embeddingRowCount = 0;
+  // A1111's prompt and negative prompt of different lengths (unet_layout.h), with guidance: when
+  // splitCallRows > 0 (batch, or 2 · batch for engines that take only the guidance batch) the uncond
+  // rows run as their own UNet call at uncondSequenceLength tokens and the cond rows as a second
+  // call at sequenceLength; the embeddings are then B rows of uncondSequenceLength followed by B
+  // rows of sequenceLength. With a row table the bank is likewise two blocks: its first
+  // uncondBankRows rows (the uncond texts) at uncondSequenceLength, the rest at sequenceLength, and
+  // each call's rows are gathered into its own block. SDXL's textEmbeds/timeIds stay [uncond; cond]
+  // here; each half is uploaded to its call's block.
+  int splitCallRows = 0;
+  int uncondSequenceLength = 77;
+  int uncondBankRows = 0;
   // SDXL's added conditioning, when the runner takes it (UnetRunner::textEmbedsSize() > 0): float32
   // host values (borrowed), text_embeds [unetBatch, textEmbedsSize] and time_ids [unetBatch,
   // timeIdsSize], uncond rows first with guidance; converted to the runner's types on upload.
@@ -118,8 +131,13 @@ class DenoiserCore {
   struct Layout;
   void Prepare(const DenoiseRequest& request, bool bindingsLost);
   void Upload(const DenoiseRequest& request);
-  // Prompt editing: the gather kernel of the evaluation in LoopControl::step (no-op without a row table).
+  // Prompt editing: the gather kernel(s) of the evaluation in LoopControl::step (no-op without a row table).
   cudaError_t GatherEmbeddings();
+  // Prompt editing with two UNet calls: where the bank's cond block starts (elements; 0 otherwise).
+  size_t CondBankBlock() const;
+  // SDXL's added inputs with two UNet calls: where the cond call's block of callRows rows of
+  // `width` values starts (bytes, 256-byte aligned).
+  static size_t AddedCondBlock(int width, DType type, int callRows);
   void EnqueueEval(bool useGraph);
   bool Capture(std::string* reason);
   void DestroyGraph();
@@ -151,6 +169,7 @@ class DenoiserCore {
   loop::LoopParams params_;
   kernels::LoopControl loopControl_;
   std::unique_ptr<Layout> layout_;  // what the runner is bound to
+  loop::UnetLayout unetLayout_;     // where layout_'s UNet rows live in sample_, out_ and hidden_
   cudaGraphExec_t graphExec_ = nullptr;
   std::string captureFailure_;  // why capture failed for the current layout ("" = not tried / worked)
   // Graphs (or capture failures) of recently used other layouts, oldest first: a run with a layout

@@ -312,6 +312,24 @@ Napi::Value DenoiserWrap::Run(const Napi::CallbackInfo& info) {
   if (sequenceLength % kSequenceLength != 0) {
     ThrowRangeError(env, "options.sequenceLength must be a multiple of 77 (chunks of 77 tokens), got " + std::to_string(sequenceLength));
   }
+  // A1111's prompt and negative prompt of different lengths: the uncond rows as their own UNet call
+  // (unet_layout.h), { uncondSequenceLength, callRows } with callRows = batch or 2 · batch.
+  int splitCallRows = 0;
+  int uncondSequenceLength = sequenceLength;
+  if (HasOption(options, "splitCalls")) {
+    const std::string where = "options.splitCalls";
+    Napi::Object split = RequireObject(options.Get("splitCalls"), where);
+    uncondSequenceLength = static_cast<int>(RequireInteger(split, "uncondSequenceLength", where, kSequenceLength, kSequenceLength * kMaxChunks));
+    if (uncondSequenceLength % kSequenceLength != 0) {
+      ThrowRangeError(env, where + ".uncondSequenceLength must be a multiple of 77 (chunks of 77 tokens), got " + std::to_string(uncondSequenceLength));
+    }
+    splitCallRows = static_cast<int>(RequireInteger(split, "callRows", where, 1, 2048));
+    if (splitCallRows != batch && splitCallRows != 2 * batch) {
+      ThrowRangeError(env, where + ".callRows must be the batch (" + std::to_string(batch) + ") or twice it (" + std::to_string(2 * batch) +
+                               ", for engines that take only the guidance batch), got " + std::to_string(splitCallRows));
+    }
+    if (!HasOption(options, "guidance")) ThrowTypeError(env, where + " needs options.guidance: only the uncond rows of classifier-free guidance run as their own call");
+  }
   Napi::Value onProgress = options.Get("onProgress");
   if (!onProgress.IsUndefined() && !onProgress.IsNull() && !onProgress.IsFunction()) {
     ThrowTypeError(env, "options.onProgress must be a function, got " + DescribeJsValue(onProgress));
@@ -366,6 +384,8 @@ Napi::Value DenoiserWrap::Run(const Napi::CallbackInfo& info) {
   (void)queueDepth;
   (void)deviceOutput;
   (void)hasRowTable;
+  (void)splitCallRows;
+  (void)uncondSequenceLength;
   throw ToJsError(env, NativeError("ERR_NO_CUDA", "denoise", "CUDA support was not compiled in"));
 #else
   if (busy_) {
@@ -385,13 +405,22 @@ Napi::Value DenoiserWrap::Run(const Napi::CallbackInfo& info) {
   request.queueDepth = queueDepth;
   request.deviceOutput = deviceOutput;
   request.sequenceLength = sequenceLength;
+  request.splitCallRows = splitCallRows;
+  request.uncondSequenceLength = uncondSequenceLength;
   std::vector<Napi::Value> pinned = {latents, noise};
 
   UnetRunner& runner = core_->runner();
   if (runner.hiddenSize() > 0) {
     const size_t unetBatch = static_cast<size_t>(request.guidance.empty() ? batch : 2 * batch);
-    const size_t count = unetBatch * static_cast<size_t>(sequenceLength) * static_cast<size_t>(runner.hiddenSize());
-    const std::string shape = "[" + std::to_string(unetBatch) + ", " + std::to_string(sequenceLength) + ", " + std::to_string(runner.hiddenSize()) + "]";
+    const size_t hidden = static_cast<size_t>(runner.hiddenSize());
+    // With two calls the first `batch` rows (uncond) are uncondSequenceLength tokens long.
+    const size_t uncondRows = splitCallRows > 0 ? static_cast<size_t>(batch) : 0;
+    const auto lengthOfRow = [&](int64_t row) { return static_cast<size_t>(row) < uncondRows ? uncondSequenceLength : sequenceLength; };
+    const size_t count = (uncondRows * uncondSequenceLength + (unetBatch - uncondRows) * sequenceLength) * hidden;
+    const std::string shape = splitCallRows > 0 ? "[" + std::to_string(batch) + ", " + std::to_string(uncondSequenceLength) + ", " + std::to_string(hidden) +
+                                                      "] uncond rows then [" + std::to_string(batch) + ", " + std::to_string(sequenceLength) + ", " +
+                                                      std::to_string(hidden) + "] cond rows"
+                                                : "[" + std::to_string(unetBatch) + ", " + std::to_string(sequenceLength) + ", " + std::to_string(hidden) + "]";
     if (!hasEmbeddings) {
       ThrowTypeError(env, "options.embeddings is required by this UNet: " + shape +
                               " text embeddings (uncond rows first with guidance)");
@@ -408,6 +437,9 @@ Napi::Value DenoiserWrap::Run(const Napi::CallbackInfo& info) {
     }
     if (!parts.empty()) {
       int64_t rows = 0;
+      // A bank (row table) with two calls: its uncond texts' parts come first, at uncondSequenceLength.
+      int64_t uncondBankRows = 0;
+      bool condPartSeen = false;
       for (size_t i = 0; i < parts.size(); ++i) {
         const std::string name = embeddings.IsArray() ? "options.embeddings[" + std::to_string(i) + "]" : "options.embeddings";
         DeviceTensor* tensor = DeviceTensor::FromJs(parts[i]);
@@ -415,27 +447,46 @@ Napi::Value DenoiserWrap::Run(const Napi::CallbackInfo& info) {
         if (!tensor->buffer()) throw ToJsError(env, NativeError("ERR_DISPOSED", "denoise", name + ": DeviceTensor is disposed"));
         const std::vector<int64_t>& dims = tensor->shape();
         const bool floatType = tensor->dtype() == DType::kFloat32 || tensor->dtype() == DType::kFloat16;
-        if (!floatType || dims.size() != 3 || dims[1] != sequenceLength || dims[2] != runner.hiddenSize() ||
+        int length = lengthOfRow(rows);
+        if (hasRowTable && splitCallRows > 0) {
+          condPartSeen = condPartSeen || (dims.size() == 3 && dims[1] == sequenceLength);
+          length = condPartSeen ? sequenceLength : uncondSequenceLength;
+        }
+        if (!floatType || dims.size() != 3 || dims[1] != length || dims[2] != runner.hiddenSize() ||
             tensor->device() != core_->device()) {
           std::string got = std::string(dtypeName(tensor->dtype())) + " [";
           for (size_t d = 0; d < dims.size(); ++d) got += (d ? ", " : "") + std::to_string(dims[d]);
           got += "] on device " + std::to_string(tensor->device());
-          ThrowRangeError(env, name + " must be a float32 or float16 [rows, " + std::to_string(sequenceLength) + ", " + std::to_string(runner.hiddenSize()) +
+          ThrowRangeError(env, name + " must be a float32 or float16 [rows, " + std::to_string(length) + ", " + std::to_string(runner.hiddenSize()) +
                                    "] tensor on device " + std::to_string(core_->device()) + ", got " + got);
+        }
+        if (hasRowTable && splitCallRows > 0 && !condPartSeen) uncondBankRows += dims[0];
+        if (!hasRowTable && static_cast<size_t>(rows) < uncondRows && static_cast<size_t>(rows + dims[0]) > uncondRows) {
+          ThrowRangeError(env, name + " holds uncond and cond rows, but with options.splitCalls they have different text lengths: give them as separate tensors");
         }
         rows += dims[0];
         request.deviceEmbeddings.push_back({tensor->buffer(), tensor->dtype(), static_cast<size_t>(tensor->elementCount())});
         pinned.push_back(parts[i]);
       }
       if (hasRowTable) {
-        // A bank of any number of rows; the table says which ones each evaluation binds.
+        // A bank of any number of rows; the table says which ones each evaluation binds. With two
+        // calls the uncond UNet rows must read the uncond block and the cond rows the cond block.
+        program::BankHalves halves;
+        if (splitCallRows > 0) {
+          if (uncondBankRows == 0 || uncondBankRows == rows) {
+            ThrowRangeError(env, "options.embeddings with options.splitCalls and options.embeddingRows must be the uncond texts' rows at " +
+                                     std::to_string(uncondSequenceLength) + " tokens, then the cond texts' rows at " + std::to_string(sequenceLength));
+          }
+          halves = {batch, static_cast<int>(std::min<int64_t>(uncondBankRows, INT32_MAX))};
+        }
         try {
           request.embeddingRows = program::CheckEmbeddingRows(rowTable.As<Napi::Int32Array>().Data(), rowTable.ElementLength(),
-                                                             program.evalCount, static_cast<int>(unetBatch), static_cast<int>(std::min<int64_t>(rows, INT32_MAX)));
+                                                             program.evalCount, static_cast<int>(unetBatch), static_cast<int>(std::min<int64_t>(rows, INT32_MAX)), halves);
         } catch (const NativeError& e) {
           throw ToJsError(env, e);
         }
         request.embeddingRowCount = static_cast<int>(rows);
+        request.uncondBankRows = halves.uncondBankRows;
       } else if (static_cast<size_t>(rows) != unetBatch) {
         ThrowRangeError(env, "options.embeddings must hold " + shape + " embeddings, got " + std::to_string(rows) + " rows");
       }

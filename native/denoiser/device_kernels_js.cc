@@ -173,10 +173,12 @@ Napi::Value DeviceScaleCast(const Napi::CallbackInfo& info) {
 // A1111's emphasis kernel on float32 values [rows][77][hidden] (the TensorRT text encoder's path).
 class SdEmphasisWorker : public NativeAsyncWorker {
  public:
-  SdEmphasisWorker(Napi::Env env, std::vector<float> z, std::vector<float> multipliers, int rows, int hidden, bool restoreMean, int device)
+  SdEmphasisWorker(Napi::Env env, std::vector<float> z, std::vector<float> multipliers, std::vector<int32_t> groups, int rows, int hidden,
+                   bool restoreMean, int device)
       : NativeAsyncWorker(env, "SdEmphasisWorker", "emphasis"),
         z_(std::move(z)),
         multipliers_(std::move(multipliers)),
+        groups_(std::move(groups)),
         rows_(rows),
         hidden_(hidden),
         restoreMean_(restoreMean),
@@ -190,7 +192,15 @@ class SdEmphasisWorker : public NativeAsyncWorker {
     DeviceBuffer z(std::max<size_t>(z_.size() * sizeof(float), 1), stage), m(std::max<size_t>(multipliers_.size() * sizeof(float), 1), stage);
     SDTRT_CUDA_CHECK(stage, cudaMemcpyAsync(z.data(), z_.data(), z_.size() * sizeof(float), cudaMemcpyHostToDevice, stream.get()));
     SDTRT_CUDA_CHECK(stage, cudaMemcpyAsync(m.data(), multipliers_.data(), multipliers_.size() * sizeof(float), cudaMemcpyHostToDevice, stream.get()));
-    SDTRT_CUDA_CHECK(stage, kernels::launchEmphasis(z.data(), DType::kFloat32, m.as<float>(), rows_, 77, hidden_, restoreMean_, stream.get()));
+    kernels::EmphasisGroups groups;
+    DeviceBuffer ids, sums;
+    if (!groups_.empty()) {
+      ids.Allocate(groups_.size() * sizeof(int32_t), stage);
+      sums.Allocate(2 * groups_.size() * sizeof(double), stage);
+      SDTRT_CUDA_CHECK(stage, cudaMemcpyAsync(ids.data(), groups_.data(), groups_.size() * sizeof(int32_t), cudaMemcpyHostToDevice, stream.get()));
+      groups = {ids.as<int32_t>(), sums.as<double>()};
+    }
+    SDTRT_CUDA_CHECK(stage, kernels::launchEmphasis(z.data(), DType::kFloat32, m.as<float>(), rows_, 77, hidden_, restoreMean_, groups, stream.get()));
     SDTRT_CUDA_CHECK(stage, cudaMemcpyAsync(z_.data(), z.data(), z_.size() * sizeof(float), cudaMemcpyDeviceToHost, stream.get()));
     SDTRT_CUDA_CHECK(stage, cudaStreamSynchronize(stream.get()));
   }
@@ -203,6 +213,7 @@ class SdEmphasisWorker : public NativeAsyncWorker {
 
  private:
   std::vector<float> z_, multipliers_;
+  std::vector<int32_t> groups_;
   int rows_, hidden_;
   bool restoreMean_;
   int device_;
@@ -222,10 +233,17 @@ Napi::Value DeviceEmphasis(const Napi::CallbackInfo& info) {
   const std::string mode = RequireString(options, "mode", owner);
   if (mode != "original" && mode != "no-norm") ThrowRangeError(env, "options.mode must be \"original\" or \"no-norm\", got \"" + mode + "\"");
   const int device = static_cast<int>(OptionalInteger(options, "device", owner, 0, 1024, 0));
+  // options.groups: Int32Array [rows], rows of one id restore one mean (kernels::EmphasisGroups).
+  std::vector<int32_t> groups;
+  if (HasOption(options, "groups")) {
+    Napi::TypedArray g = RequireTypedArray(options, "groups", owner, napi_int32_array, "Int32Array");
+    if (g.ElementLength() != static_cast<size_t>(rows)) ThrowRangeError(env, "options.groups must hold one group id per row (" + std::to_string(rows) + ")");
+    groups.assign(g.As<Napi::Int32Array>().Data(), g.As<Napi::Int32Array>().Data() + rows);
+  }
   const float* zp = z.As<Napi::Float32Array>().Data();
   const float* mp = m.As<Napi::Float32Array>().Data();
-  auto* worker = new SdEmphasisWorker(env, std::vector<float>(zp, zp + z.ElementLength()), std::vector<float>(mp, mp + m.ElementLength()), rows, hidden,
-                                      mode == "original", device);
+  auto* worker = new SdEmphasisWorker(env, std::vector<float>(zp, zp + z.ElementLength()), std::vector<float>(mp, mp + m.ElementLength()),
+                                      std::move(groups), rows, hidden, mode == "original", device);
   return worker->Start();
 }
 

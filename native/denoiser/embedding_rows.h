@@ -18,9 +18,20 @@ namespace sdtrt::program {
 // Most bank rows a run may upload (distinct conditionings × images); far above what A1111 prompts make.
 constexpr int kMaxBankRows = 1 << 16;
 
+// With uncond and cond as two UNet calls of different text lengths (unet_layout.h) the bank is two
+// blocks: the uncond texts' rows [0, uncondBankRows) at the uncond length, then the cond texts'
+// rows at the cond length. UNet rows [0, uncondUnetRows) must read the first block, the others the
+// second. Zeros: one block.
+struct BankHalves {
+  int uncondUnetRows = 0;
+  int uncondBankRows = 0;
+};
+
 // Checks every word of the table: exactly evalCount · unetBatch entries, each a row in
-// [0, bankRows). Throws sdtrt::NativeError (ERR_INVALID_PROGRAM, stage "program") naming the
-// evaluation, the UNet row and the limit; never reads past `count`.
-std::vector<int32_t> CheckEmbeddingRows(const int32_t* words, size_t count, int evalCount, int unetBatch, int bankRows);
+// [0, bankRows) (and in its half's block with `halves`). Throws sdtrt::NativeError
+// (ERR_INVALID_PROGRAM, stage "program") naming the evaluation, the UNet row and the limit; never
+// reads past `count`.
+std::vector<int32_t> CheckEmbeddingRows(const int32_t* words, size_t count, int evalCount, int unetBatch, int bankRows,
+                                        BankHalves halves = {});
 
 }  // namespace sdtrt::program

@@ -22,12 +22,17 @@ struct AnalyticRunOptions {
   std::vector<float> guidance;  // empty: no classifier-free guidance; else one scale per image
   DType sampleType = DType::kFloat32;  // the stand-in's input/output dtype (float32 or float16)
   DType timestepType = DType::kFloat32;
+  // With guidance: 0 runs [uncond; cond] as one UNet call; batch or 2 · batch runs them as two calls
+  // of that many rows each (A1111's prompt and negative prompt of different lengths), with the
+  // device loop's buffer layout (unet_layout.h).
+  int splitCallRows = 0;
 };
 
 // Runs `program` with the analytic stand-in UNet exactly as the device loop does (prologue, UNet,
 // fused update per evaluation) and returns x_M [batch, channels, h, w]. `x0` holds n = batch ·
 // channels · h · w values, `noise` the program's draws, noiseDraws · n values in order.
-// The ring buffers start filled with NaN, so a read of a slot before it is written shows up.
+// The ring buffers, and the gaps between the two calls' blocks, start filled with NaN, so a read of a
+// slot before it is written, or of a misplaced row, shows up.
 // `stats` (optional) receives what the fused kernel's counters would hold: latent elements whose
 // UNet output was NaN/±Inf, and the first evaluation with one (-1 for none).
 struct LoopStats {

@@ -24,7 +24,7 @@ DType FloatTypeOption(const Napi::Object& options, const char* key, const std::s
   ThrowRangeError(options.Env(), owner + "." + key + " must be \"float32\" or \"float16\", got \"" + value + "\"");
 }
 
-// hostRunProgram({ program, latents, noise, batch, height, width, channels?, guidance?, sampleType? })
+// hostRunProgram({ program, latents, noise, batch, height, width, channels?, guidance?, sampleType?, splitCallRows? })
 // → x_M; hostRunProgramStats(same) → { latents: x_M, unetNonFinite, firstNonFiniteEvaluation }.
 Napi::Value RunProgram(const Napi::CallbackInfo& info, bool withStats) {
   Napi::Env env = info.Env();
@@ -39,6 +39,8 @@ Napi::Value RunProgram(const Napi::CallbackInfo& info, bool withStats) {
   run.width = static_cast<int>(RequireInteger(options, "width", owner, 1, kMaxDim));
   run.channels = static_cast<int>(OptionalInteger(options, "channels", owner, 1, 64, 4));
   run.sampleType = FloatTypeOption(options, "sampleType", owner);
+  // Two UNet calls per evaluation (unet_layout.h): 0, batch or 2 · batch rows each (checked by RunProgramAnalytic).
+  run.splitCallRows = static_cast<int>(OptionalInteger(options, "splitCallRows", owner, 0, 2048, 0));
   if (HasOption(options, "guidance")) {
     Napi::TypedArray g = RequireTypedArray(options, "guidance", owner, napi_float64_array, "Float64Array");
     if (g.ElementLength() != static_cast<size_t>(run.batch)) {
@@ -197,7 +199,7 @@ static Napi::Value HostTensorRtVersionProblem(const Napi::CallbackInfo& info) {
   return Napi::String::New(env, trt::LibraryVersionProblem(library, headers, "libnvinfer.so." + std::to_string(library / 10000)));
 }
 
-// hostCheckEmbeddingRows({ table: Int32Array, evaluations, unetBatch, bankRows }) → undefined: the
+// hostCheckEmbeddingRows({ table: Int32Array, evaluations, unetBatch, bankRows, uncondUnetRows?, uncondBankRows? }) → undefined: the
 // checks Denoiser.run applies to options.embeddingRows (embedding_rows.h), testable without a GPU.
 static Napi::Value HostCheckEmbeddingRows(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -207,8 +209,11 @@ static Napi::Value HostCheckEmbeddingRows(const Napi::CallbackInfo& info) {
   const int evaluations = static_cast<int>(RequireInteger(options, "evaluations", owner, 1, program::kMaxEvals));
   const int unetBatch = static_cast<int>(RequireInteger(options, "unetBatch", owner, 1, 2048));
   const int bankRows = static_cast<int>(RequireInteger(options, "bankRows", owner, 0, INT32_MAX));
+  program::BankHalves halves;
+  halves.uncondUnetRows = static_cast<int>(OptionalInteger(options, "uncondUnetRows", owner, 0, 2048, 0));
+  halves.uncondBankRows = static_cast<int>(OptionalInteger(options, "uncondBankRows", owner, 0, INT32_MAX, 0));
   try {
-    (void)program::CheckEmbeddingRows(table.As<Napi::Int32Array>().Data(), table.ElementLength(), evaluations, unetBatch, bankRows);
+    (void)program::CheckEmbeddingRows(table.As<Napi::Int32Array>().Data(), table.ElementLength(), evaluations, unetBatch, bankRows, halves);
   } catch (const NativeError& e) {
     throw ToJsError(env, e);
   }

@@ -60,14 +60,16 @@ __global__ void fusedStepKernel(loop::LoopParams p, LoopControl control) {
   }
 }
 
-// One UNet row per blockIdx.y: the bank row the table names for the evaluation in `step`
-// (launchGatherEmbeddingRows). Word is the widest unit that divides the row's bytes.
+// One UNet row per blockIdx.y, one copy per blockIdx.z: the bank row the table names for the
+// evaluation in `step` (launchGatherEmbeddingRows). Word is the widest unit that divides the row's bytes.
 template <typename Word>
-__global__ void gatherRowsKernel(const Word* bank, Word* dst, size_t rowWords, const int32_t* rowTable, const int* step, int unetBatch) {
+__global__ void gatherRowsKernel(const Word* bank, Word* dst, size_t rowWords, const int32_t* rowTable, const int* step, int unetBatch,
+                                 GatherRows rows) {
   const int j = *step;
   const int row = blockIdx.y;
-  const Word* src = bank + static_cast<size_t>(rowTable[static_cast<size_t>(j) * unetBatch + row]) * rowWords;
-  Word* out = dst + static_cast<size_t>(row) * rowWords;
+  const int32_t bankRow = rowTable[static_cast<size_t>(j) * unetBatch + rows.first + row] - rows.bankBase;
+  const Word* src = bank + static_cast<size_t>(bankRow) * rowWords;
+  Word* out = dst + (static_cast<size_t>(blockIdx.z) * rows.count + row) * rowWords;
   for (size_t i = globalIndex(); i < rowWords; i += globalStride()) out[i] = src[i];
 }
 
@@ -127,13 +129,65 @@ __global__ void emphasisKernel(void* z, DType type, const float* multipliers, in
   for (size_t i = threadIdx.x; i < count; i += kThreads) storeFloat(z, base + i, type, loadFloat(z, base + i, type) * ratio);
 }
 
+// "Original" over groups of rows (launchEmphasis with `groups`), pass 1, one block per row: z · m,
+// and the row's sums before and after into rowSums[2·row], rowSums[2·row + 1].
+__global__ void emphasisRowSumsKernel(void* z, DType type, const float* multipliers, int tokens, int hidden, double* rowSums) {
+  __shared__ double shared[kThreads];
+  const size_t count = static_cast<size_t>(tokens) * hidden;
+  const size_t base = static_cast<size_t>(blockIdx.x) * count;
+  const float* m = multipliers + static_cast<size_t>(blockIdx.x) * tokens;
+  double before = 0, after = 0;
+  for (size_t i = threadIdx.x; i < count; i += kThreads) {
+    before += loadFloat(z, base + i, type);
+    storeFloat(z, base + i, type, loadFloat(z, base + i, type) * m[i / hidden]);
+    after += loadFloat(z, base + i, type);
+  }
+  before = blockSum(before, shared);
+  after = blockSum(after, shared);
+  if (threadIdx.x == 0) {
+    rowSums[2 * blockIdx.x] = before;
+    rowSums[2 * blockIdx.x + 1] = after;
+  }
+}
+
+// Pass 2, one block per row: the row's group means (every row with its group id, in row order), and
+// the row scaled by mean(before) / mean(after) of the group, as `z.mean()` over A1111's batch.
+__global__ void emphasisRestoreGroupKernel(void* z, DType type, int rows, int tokens, int hidden, const int32_t* groups, const double* rowSums) {
+  __shared__ float ratio;
+  const size_t count = static_cast<size_t>(tokens) * hidden;
+  const size_t base = static_cast<size_t>(blockIdx.x) * count;
+  if (threadIdx.x == 0) {
+    const int32_t group = groups[blockIdx.x];
+    double before = 0, after = 0;
+    size_t members = 0;
+    for (int r = 0; r < rows; ++r) {
+      if (groups[r] != group) continue;
+      before += rowSums[2 * r];
+      after += rowSums[2 * r + 1];
+      ++members;
+    }
+    const double n = static_cast<double>(count * members);
+    ratio = static_cast<float>(before / n) / static_cast<float>(after / n);
+  }
+  __syncthreads();
+  for (size_t i = threadIdx.x; i < count; i += kThreads) storeFloat(z, base + i, type, loadFloat(z, base + i, type) * ratio);
+}
+
 }  // namespace
 
 cudaError_t launchEmphasis(void* z, DType type, const float* multipliers, int rows, int tokens, int hidden, bool restoreMean,
-                           cudaStream_t stream) {
+                           const EmphasisGroups& groups, cudaStream_t stream) {
   if (rows == 0) return cudaSuccess;
   if (type != DType::kFloat32 && type != DType::kFloat16) return cudaErrorInvalidValue;
-  emphasisKernel<<<rows, kThreads, 0, stream>>>(z, type, multipliers, tokens, hidden, restoreMean);
+  if (!restoreMean || groups.ids == nullptr) {
+    emphasisKernel<<<rows, kThreads, 0, stream>>>(z, type, multipliers, tokens, hidden, restoreMean);
+    return cudaGetLastError();
+  }
+  if (groups.rowSums == nullptr) return cudaErrorInvalidValue;
+  emphasisRowSumsKernel<<<rows, kThreads, 0, stream>>>(z, type, multipliers, tokens, hidden, groups.rowSums);
+  const cudaError_t sums = cudaGetLastError();
+  if (sums != cudaSuccess) return sums;
+  emphasisRestoreGroupKernel<<<rows, kThreads, 0, stream>>>(z, type, rows, tokens, hidden, groups.ids, groups.rowSums);
   return cudaGetLastError();
 }
 
@@ -168,13 +222,14 @@ cudaError_t launchScaleCast(const void* src, DType srcType, float factor, vae::S
 }
 
 cudaError_t launchGatherEmbeddingRows(const void* bank, void* dst, size_t rowBytes, const int32_t* rowTable, const int* step,
-                                      int unetBatch, cudaStream_t stream) {
-  if (rowBytes == 0 || unetBatch <= 0) return cudaSuccess;
+                                      int unetBatch, GatherRows rows, cudaStream_t stream) {
+  if (rows.count < 0) rows.count = unetBatch;
+  if (rowBytes == 0 || unetBatch <= 0 || rows.count == 0 || rows.copies <= 0) return cudaSuccess;
   const auto launch = [&](auto word) {
     using Word = decltype(word);
     const size_t rowWords = rowBytes / sizeof(Word);
-    const dim3 grid(blocksFor(rowWords), static_cast<unsigned int>(unetBatch));
-    gatherRowsKernel<Word><<<grid, kThreads, 0, stream>>>(static_cast<const Word*>(bank), static_cast<Word*>(dst), rowWords, rowTable, step, unetBatch);
+    const dim3 grid(blocksFor(rowWords), static_cast<unsigned int>(rows.count), static_cast<unsigned int>(rows.copies));
+    gatherRowsKernel<Word><<<grid, kThreads, 0, stream>>>(static_cast<const Word*>(bank), static_cast<Word*>(dst), rowWords, rowTable, step, unetBatch, rows);
   };
   // DeviceBuffer allocations are 256-byte aligned, so a row offset that divides by the word is aligned too.
   if (rowBytes % sizeof(uint4) == 0) {

@@ -54,22 +54,44 @@ cudaError_t launchVaeToUint8(const void* src, DType srcType, int batch, int chan
 cudaError_t launchScaleCast(const void* src, DType srcType, float factor, vae::ScaleOp op, void* dst, DType dstType,
                             size_t count, cudaStream_t stream);
 
+// Which UNet rows one gather launch fills (default: all of them, once). With uncond and cond as two
+// UNet calls of different text lengths (unet_layout.h) each call's block is gathered on its own:
+// UNet rows [first, first + count) from a bank block whose row 0 is bank row `bankBase`, written
+// `copies` times in a row (2 when each call computes its rows twice).
+struct GatherRows {
+  int first = 0;
+  int count = -1;  // -1: unetBatch
+  int bankBase = 0;
+  int copies = 1;
+};
+
 // Prompt editing (embedding_rows.h): for the evaluation j in *step, copies bank row
-// rowTable[j·unetBatch + i] (rowBytes bytes each) to row i of dst, for every UNet row i. Launched
-// right before the UNet, so it reads the same `step` the following fused kernel does.
+// rowTable[j·unetBatch + first + i] − bankBase (rowBytes bytes each) to row c·count + i of dst,
+// for i < count and c < copies. Launched right before the UNet, so it reads the same `step` the
+// following fused kernel does.
 cudaError_t launchGatherEmbeddingRows(const void* bank, void* dst, size_t rowBytes, const int32_t* rowTable, const int* step,
-                                      int unetBatch, cudaStream_t stream);
+                                      int unetBatch, GatherRows rows, cudaStream_t stream);
 
 // Element-wise conversion between any two DTypes (float ↔ half, int32 ↔ int64 token ids, …);
 // float → integer truncates toward zero.
 cudaError_t launchCast(const void* src, DType srcType, void* dst, DType dstType, size_t count, cudaStream_t stream);
 
+// Rows that restore one mean together ("Original"): A1111 encodes the texts of one prompt's
+// prompt-editing schedule in one call, and `z.mean()` then spans all of them (per chunk index).
+// `ids` (device int32 [rows]): rows with the same id form a group; `rowSums` (device double
+// [2 · rows]): scratch. Both null: every row on its own.
+struct EmphasisGroups {
+  const int32_t* ids = nullptr;
+  double* rowSums = nullptr;
+};
+
 // A1111's emphasis (modules/sd_emphasis.py) on text-encoder output z [rows][tokens][hidden]
 // (float32 or float16) in place, one block per row (one 77-token chunk): z · m per token
 // (`multipliers` [rows][tokens], float32, device); with `restoreMean` ("Original") the row is then
-// scaled by mean(z before) / mean(z after). Products are rounded to z's type; the means are summed
-// in double and the ratio rounded to float32, as lib/prompt/emphasis.ts does on the CPU.
+// scaled by mean(z before) / mean(z after) of its group (`groups`; without, of the row). Products
+// are rounded to z's type; the means are summed in double and the ratio rounded to float32, as
+// lib/prompt/emphasis.ts does on the CPU.
 cudaError_t launchEmphasis(void* z, DType type, const float* multipliers, int rows, int tokens, int hidden, bool restoreMean,
-                           cudaStream_t stream);
+                           const EmphasisGroups& groups, cudaStream_t stream);
 
 }  // namespace sdtrt::kernels

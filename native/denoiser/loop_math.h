@@ -32,6 +32,10 @@ struct LoopParams {
   int imageElems = 0;             // channels · h · w
   int batch = 0;                  // images
   bool cfg = false;               // UNet batch is [uncond; cond] = 2·batch
+  // Where the cond rows start in `sample` and `unetOut` (elements): n when one UNet call takes
+  // [uncond; cond]; aligned offsets when they run as two calls (unet_layout.h).
+  size_t sampleCondOffset = 0;
+  size_t outCondOffset = 0;
   const float* guidance = nullptr;  // [batch] guidance scales (float32), used when cfg
   const float* noise = nullptr;     // [draws][n]
   const void* unetOut = nullptr;    // [unetBatch][imageElems] of outType
@@ -51,7 +55,7 @@ SDTRT_HD const double* row(const LoopParams& p, int j) {
 SDTRT_HD void writeUnetInput(const LoopParams& p, int j, size_t i, float x) {
   const float input = program::scaleInput(row(p, j)[program::kRowCIn], x);
   storeFloat(p.sample, i, p.sampleType, input);
-  if (p.cfg) storeFloat(p.sample, i + p.n, p.sampleType, input);
+  if (p.cfg) storeFloat(p.sample, i + p.sampleCondOffset, p.sampleType, input);
 }
 
 SDTRT_HD void writeTimestep(const LoopParams& p, int j) {
@@ -83,7 +87,7 @@ SDTRT_HD bool fusedElement(const LoopParams& p, int j, size_t i) {
   if (p.cfg) {
     const size_t image = i / static_cast<size_t>(p.imageElems);
     u = loadFloat(p.unetOut, i, p.outType);
-    const float c = loadFloat(p.unetOut, i + n, p.outType);
+    const float c = loadFloat(p.unetOut, i + p.outCondOffset, p.outType);
     finite = isFiniteFloat(u) && isFiniteFloat(c);
     m = program::guide(u, c, p.guidance[image]);
   } else {

@@ -45,6 +45,20 @@ struct UnetBindings {
   void* timeIds = nullptr;
   DType timeIdsType = DType::kFloat16;
   int timeIdsSize = 0;
+  // A1111's prompt and negative prompt of different lengths (unet_layout.h), with guidance only:
+  // when splitCallRows > 0 each evaluation is two calls of splitCallRows rows (images, or 2 × images
+  // for engines that take only the guidance batch): first the uncond call on sample /
+  // encoderHiddenStates (uncondSequenceLength tokens) / out, then the cond call on condSample /
+  // condEncoderHiddenStates (sequenceLength tokens) / condOut (and SDXL's condTextEmbeds /
+  // condTimeIds, splitCallRows rows each). Both read `timestep` (timestepCount values for
+  // splitCallRows rows). Every address is 256-byte aligned.
+  int splitCallRows = 0;
+  int uncondSequenceLength = 0;
+  void* condSample = nullptr;
+  void* condEncoderHiddenStates = nullptr;
+  void* condOut = nullptr;
+  void* condTextEmbeds = nullptr;
+  void* condTimeIds = nullptr;
 };
 
 class UnetRunner {
@@ -53,8 +67,8 @@ class UnetRunner {
   // What the model wants for each tensor, so the denoiser can allocate and cast to match.
   virtual DType sampleType() const = 0;
   virtual DType timestepType() const = 0;
-  // 1 for a scalar or [1] timestep; unetBatch for a [B] timestep.
-  virtual int timestepCount(int unetBatch) const = 0;
+  // 1 for a scalar or [1] timestep; the call's rows for a [B] timestep.
+  virtual int timestepCount(int callRows) const = 0;
   virtual DType hiddenType() const = 0;
   virtual DType outType() const = 0;
   virtual int hiddenSize() const = 0;
@@ -65,7 +79,8 @@ class UnetRunner {
   virtual DType timeIdsType() const { return DType::kFloat32; }
   // Fixes the shapes and device addresses for the following enqueue() calls. May throw NativeError.
   virtual void bind(const UnetBindings& bindings, cudaStream_t stream) = 0;
-  // Launches one UNet evaluation on `stream`. Must be CUDA-graph capturable.
+  // Launches one UNet evaluation (one call, or the uncond and the cond call) on `stream`. Must be
+  // CUDA-graph capturable.
   virtual void enqueue(cudaStream_t stream) = 0;
 
   // Held by the denoiser for a whole run (bind, every enqueue, until its stream is synchronised):

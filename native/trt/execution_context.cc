@@ -74,6 +74,10 @@ void ContextState::Release() noexcept {
     (void)cudaStreamDestroy(stream);
     stream = nullptr;
   }
+  if (sibling) {
+    sibling->Release();
+    sibling.reset();
+  }
   context.reset();  // before the engine it came from
   buffers.clear();
   engine.reset();
@@ -178,6 +182,12 @@ void ContextState::BindRemaining(const std::set<std::string>& bound, const char*
 
 void ContextState::Enqueue(cudaStream_t s, const char* stage) {
   if (!context->enqueueV3(s)) ThrowTrt(stage, "IExecutionContext::enqueueV3 failed for " + engine->name, engine->logger);
+}
+
+ContextState& ContextState::Sibling(const char* stage) {
+  RequireAlive(stage);
+  if (!sibling) sibling = std::make_shared<ContextState>(engine, scratch);
+  return *sibling;
 }
 
 // ---------------------------------------------------------------------------------------- workers
@@ -354,7 +364,7 @@ class SdClipEncodeWorker : public ContextWorker {
 
   SdClipEncodeWorker(Napi::Env env, std::shared_ptr<ContextState> state, Napi::TypedArray ids, int rows, TensorNames names,
                      std::vector<int32_t> outputRows, int chunks, std::vector<float> multipliers, Emphasis emphasis,
-                     std::vector<ExtraInput> extras, std::string pooledName)
+                     std::vector<int32_t> emphasisGroups, std::vector<ExtraInput> extras, std::string pooledName)
       : ContextWorker(env, "SdClipEncodeWorker", "clip-encode", std::move(state), {ids}),
         ids_(ids.As<Napi::Int32Array>().Data()),
         rows_(rows),
@@ -363,6 +373,7 @@ class SdClipEncodeWorker : public ContextWorker {
         chunks_(chunks),
         multipliers_(std::move(multipliers)),
         emphasis_(emphasis),
+        emphasisGroups_(std::move(emphasisGroups)),
         extras_(std::move(extras)),
         pooledName_(std::move(pooledName)) {}
 
@@ -429,12 +440,21 @@ class SdClipEncodeWorker : public ContextWorker {
     const size_t rowBytes = static_cast<size_t>(kTokens * hidden_) * dtypeSize(dtype_);
     void* output = ctx.Buffer("io:" + names_.output, 0, stage_);
     if (emphasis_ != Emphasis::kNone) {
-      // Each computed row is one 77-token chunk: A1111 weights and rescales each chunk on its own.
+      // Each computed row is one 77-token chunk: A1111 weights each chunk, and "Original" rescales
+      // it on its own, or with the rows of its group (the texts of one prompt's schedule).
       const size_t bytes = multipliers_.size() * sizeof(float);
       void* multipliers = ctx.Buffer("in:emphasis-multipliers", bytes, stage_);
       SDTRT_CUDA_CHECK(stage_, cudaMemcpyAsync(multipliers, multipliers_.data(), bytes, cudaMemcpyHostToDevice, ctx.stream));
+      kernels::EmphasisGroups groups;
+      if (!emphasisGroups_.empty()) {
+        const size_t groupBytes = emphasisGroups_.size() * sizeof(int32_t);
+        void* ids = ctx.Buffer("in:emphasis-groups", groupBytes, stage_);
+        SDTRT_CUDA_CHECK(stage_, cudaMemcpyAsync(ids, emphasisGroups_.data(), groupBytes, cudaMemcpyHostToDevice, ctx.stream));
+        groups.ids = static_cast<const int32_t*>(ids);
+        groups.rowSums = static_cast<double*>(ctx.Buffer("scratch:emphasis-row-sums", 2 * emphasisGroups_.size() * sizeof(double), stage_));
+      }
       SDTRT_CUDA_CHECK(stage_, kernels::launchEmphasis(output, dtype_, static_cast<const float*>(multipliers), rows_, kTokens,
-                                                       static_cast<int>(hidden_), emphasis_ == Emphasis::kOriginal, ctx.stream));
+                                                       static_cast<int>(hidden_), emphasis_ == Emphasis::kOriginal, groups, ctx.stream));
     }
     // A fresh allocation: the result outlives this call, the context's output buffer does not.
     result_ = std::make_shared<DeviceBuffer>(std::max<size_t>(outputRows_.size() * rowBytes, 1), stage_);
@@ -471,6 +491,7 @@ class SdClipEncodeWorker : public ContextWorker {
   int chunks_;
   std::vector<float> multipliers_;  // copied on the main thread: [rows][77]
   Emphasis emphasis_;
+  std::vector<int32_t> emphasisGroups_;  // [rows] or empty (every row on its own)
   std::vector<ExtraInput> extras_;
   std::shared_ptr<DeviceBuffer> result_;
   DType dtype_ = DType::kFloat32;
@@ -725,6 +746,18 @@ Napi::Value ContextWrap::EncodeText(const Napi::CallbackInfo& info) {
     const float* data = m.As<Napi::Float32Array>().Data();
     multipliers.assign(data, data + m.ElementLength());
   }
+  // options.emphasisGroups: Int32Array [rows]; rows with one id restore one mean ("original").
+  std::vector<int32_t> emphasisGroups;
+  if (HasOption(options, "emphasisGroups")) {
+    if (emphasis != Emphasis::kOriginal) ThrowTypeError(env, "options.emphasisGroups needs options.emphasis \"original\" (the only mode that restores a mean)");
+    Napi::TypedArray g = RequireTypedArray(options, "emphasisGroups", owner, napi_int32_array, "Int32Array");
+    if (g.ElementLength() != static_cast<size_t>(rows)) {
+      ThrowRangeError(env, "options.emphasisGroups must hold one group id per computed row (" + std::to_string(rows) + "), got " +
+                               std::to_string(g.ElementLength()));
+    }
+    const int32_t* data = g.As<Napi::Int32Array>().Data();
+    emphasisGroups.assign(data, data + g.ElementLength());
+  }
   // options.extraInputs: [{ name, dims, data: Int32Array | Float32Array }] for the edited graph's inputs.
   std::vector<ExtraInput> extras;
   if (HasOption(options, "extraInputs")) {
@@ -763,7 +796,7 @@ Napi::Value ContextWrap::EncodeText(const Napi::CallbackInfo& info) {
     }
   }
   auto* worker = new SdClipEncodeWorker(env, Require(env, "clip-encode"), ids, rows, ReadNames(options, owner), std::move(outputRows), chunks,
-                                        std::move(multipliers), emphasis, std::move(extras),
+                                        std::move(multipliers), emphasis, std::move(emphasisGroups), std::move(extras),
                                         HasOption(options, "pooledOutput") ? RequireString(options, "pooledOutput", owner) : std::string());
   return worker->Start();
 }

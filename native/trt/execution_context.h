@@ -61,6 +61,11 @@ struct ContextState {
   uint64_t bindGeneration = 0;
   // The denoiser bound to this context's UNet runner(s), or null (one owner: trt_unet.h).
   std::atomic<const void*> unetOwner{nullptr};
+  // A second context of the same engine on the same scratch, made on first use by a UNet runner
+  // that evaluates uncond and cond as two calls of different text lengths (trt_unet.h): each context
+  // keeps its own input shapes and addresses, so neither call re-binds inside the captured loop. It
+  // is used only under this context's `mutex` (and the scratch's) and released with it.
+  std::shared_ptr<ContextState> sibling;
 
   ContextState(std::shared_ptr<LoadedEngine> engine, std::shared_ptr<ScratchState> scratch);
   ~ContextState();
@@ -78,6 +83,8 @@ struct ContextState {
   // Binds every I/O tensor not in `bound` to an owned buffer sized for the current shapes.
   void BindRemaining(const std::set<std::string>& bound, const char* stage);
   void Enqueue(cudaStream_t stream, const char* stage);
+  // `sibling`, created when missing. Callers hold `mutex`.
+  ContextState& Sibling(const char* stage);
 };
 
 class ContextWrap : public Napi::ObjectWrap<ContextWrap> {

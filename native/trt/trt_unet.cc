@@ -110,14 +110,12 @@ void TrtUnetRunner::bind(const UnetBindings& b, cudaStream_t stream) {
                       "the denoiser bound embeddings of size " + std::to_string(b.hiddenSize) + " and " + std::to_string(b.latentChannels) +
                           " latent channels; the UNet takes " + std::to_string(hiddenSize_) + " and 4");
   }
-  const int64_t batch = b.unetBatch;
-  std::vector<int64_t> timestep;
-  if (layout_ == TimestepLayout::kSingle) timestep = {1};
-  if (layout_ == TimestepLayout::kPerRow) timestep = {batch};
-  if (b.timestepCount != timestepCount(b.unetBatch)) {
+  const bool split = b.splitCallRows > 0;
+  const int callRows = split ? b.splitCallRows : b.unetBatch;
+  if (b.timestepCount != timestepCount(callRows)) {
     throw NativeError("ERR_INVALID_BINDING", kStage,
                       "the denoiser bound " + std::to_string(b.timestepCount) + " timestep values, the UNet takes " +
-                          std::to_string(timestepCount(b.unetBatch)));
+                          std::to_string(timestepCount(callRows)));
   }
   const bool added = textEmbedsSize_ > 0;
   if (added && (b.textEmbeds == nullptr || b.timeIds == nullptr || b.textEmbedsSize != textEmbedsSize_ || b.timeIdsSize != timeIdsSize_ ||
@@ -126,37 +124,62 @@ void TrtUnetRunner::bind(const UnetBindings& b, cudaStream_t stream) {
                       "the denoiser bound text_embeds/time_ids of sizes " + std::to_string(b.textEmbedsSize) + "/" + std::to_string(b.timeIdsSize) +
                           " (or other types); the UNet takes " + std::to_string(textEmbedsSize_) + "/" + std::to_string(timeIdsSize_));
   }
+  if (split && (b.condSample == nullptr || b.condEncoderHiddenStates == nullptr || b.condOut == nullptr ||
+                (added && (b.condTextEmbeds == nullptr || b.condTimeIds == nullptr)))) {
+    throw NativeError("ERR_INVALID_BINDING", kStage, "the denoiser asked for two UNet calls without the cond call's buffers");
+  }
+  if (split) {
+    // The uncond call on this context, the cond call on its sibling: each keeps its own text length
+    // and addresses, so the captured loop never re-binds (execution_context.h).
+    BindCall(*ctx, callRows, b.uncondSequenceLength, {b.sample, b.encoderHiddenStates, b.out, b.textEmbeds, b.timeIds}, b, stream);
+    BindCall(ctx->Sibling(kStage), callRows, b.sequenceLength, {b.condSample, b.condEncoderHiddenStates, b.condOut, b.condTextEmbeds, b.condTimeIds}, b,
+             stream);
+  } else {
+    BindCall(*ctx, callRows, b.sequenceLength, {b.sample, b.encoderHiddenStates, b.out, b.textEmbeds, b.timeIds}, b, stream);
+  }
+  split_ = split;
+  boundGeneration_ = ctx->bindGeneration;
+}
+
+void TrtUnetRunner::BindCall(ContextState& ctx, int rows, int sequenceLength, const CallAddresses& at, const UnetBindings& b,
+                             cudaStream_t stream) {
+  const int64_t batch = rows;
+  std::vector<int64_t> timestep;
+  if (layout_ == TimestepLayout::kSingle) timestep = {1};
+  if (layout_ == TimestepLayout::kPerRow) timestep = {batch};
+  const bool added = textEmbedsSize_ > 0;
   InputShapes shapes = {{names_.sample, {batch, 4, b.latentHeight, b.latentWidth}},
-                                                                      {names_.timestep, timestep},
-                                                                      {names_.hidden, {batch, b.sequenceLength, b.hiddenSize}}};
+                        {names_.timestep, timestep},
+                        {names_.hidden, {batch, sequenceLength, b.hiddenSize}}};
   if (added) {
     shapes.push_back({names_.textEmbeds, {batch, textEmbedsSize_}});
     shapes.push_back({names_.timeIds, {batch, timeIdsSize_}});
   }
-  ctx->SetInputShapes(shapes, stream, kStage);
-  const std::vector<int64_t> out = ctx->ShapeOf(names_.out, kStage);
+  ctx.SetInputShapes(shapes, stream, kStage);
+  const std::vector<int64_t> outShape = ctx.ShapeOf(names_.out, kStage);
   const std::vector<int64_t> expected = {batch, 4, b.latentHeight, b.latentWidth};
-  if (out != expected) {
-    throw NativeError("ERR_SHAPE", kStage, "UNet output " + names_.out + " has shape " + ShapeString(out) + ", expected " + ShapeString(expected));
+  if (outShape != expected) {
+    throw NativeError("ERR_SHAPE", kStage, "UNet output " + names_.out + " has shape " + ShapeString(outShape) + ", expected " + ShapeString(expected));
   }
-  ctx->Bind(names_.sample, b.sample, kStage);
-  ctx->Bind(names_.timestep, b.timestep, kStage);
-  ctx->Bind(names_.hidden, b.encoderHiddenStates, kStage);
-  ctx->Bind(names_.out, b.out, kStage);
+  ctx.Bind(names_.sample, at.sample, kStage);
+  ctx.Bind(names_.timestep, b.timestep, kStage);
+  ctx.Bind(names_.hidden, at.hidden, kStage);
+  ctx.Bind(names_.out, at.out, kStage);
   std::set<std::string> bound = {names_.sample, names_.timestep, names_.hidden, names_.out};
   if (added) {
-    ctx->Bind(names_.textEmbeds, b.textEmbeds, kStage);
-    ctx->Bind(names_.timeIds, b.timeIds, kStage);
+    ctx.Bind(names_.textEmbeds, at.textEmbeds, kStage);
+    ctx.Bind(names_.timeIds, at.timeIds, kStage);
     bound.insert(names_.textEmbeds);
     bound.insert(names_.timeIds);
   }
-  ctx->BindRemaining(bound, kStage);
-  boundGeneration_ = ctx->bindGeneration;
+  ctx.BindRemaining(bound, kStage);
 }
 
 void TrtUnetRunner::enqueue(cudaStream_t stream) {
-  // No lock and no allocation here: this runs inside CUDA graph capture.
+  // No lock and no allocation here: this runs inside CUDA graph capture. With two calls the uncond
+  // call comes first, then the cond call, both on the denoiser's stream (they share the scratch).
   context_->Enqueue(stream, kStage);
+  if (split_) context_->sibling->Enqueue(stream, kStage);
 }
 
 Napi::Function UnetWrap::Define(Napi::Env env) {

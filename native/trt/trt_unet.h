@@ -10,6 +10,15 @@
 // name; enqueue() is a bare enqueueV3() on the denoiser's stream: no allocation, no host
 // synchronisation, no address change, so the denoiser can capture it into a CUDA graph after one
 // warm run. Every other output of the engine is bound once, in bind(), to a context buffer.
+//
+// Uncond and cond of different text lengths (A1111 without pad_cond_uncond; UnetBindings::
+// splitCallRows): the uncond call runs on this context and the cond call on a second context of the
+// same engine and scratch (ContextState::sibling), each with its own shapes fixed in bind(), so one
+// captured graph holds both enqueues. The lease's locks (this context's and the scratch's) cover
+// the sibling too: it is private to this runner, so it needs no lock of its own. The two contexts
+// may select the same optimization profile: TensorRT asks for separate profiles only for contexts
+// "in concurrent use" (NvInferRuntime.h, IExecutionContext), and these run one after the other on
+// one stream, as the contexts sharing the scratch memory must.
 #pragma once
 
 #include <napi.h>
@@ -43,7 +52,7 @@ class TrtUnetRunner : public UnetRunner {
 
   DType sampleType() const override { return sampleType_; }
   DType timestepType() const override { return timestepType_; }
-  int timestepCount(int unetBatch) const override { return layout_ == TimestepLayout::kPerRow ? unetBatch : 1; }
+  int timestepCount(int callRows) const override { return layout_ == TimestepLayout::kPerRow ? callRows : 1; }
   DType hiddenType() const override { return hiddenType_; }
   DType outType() const override { return outType_; }
   int hiddenSize() const override { return hiddenSize_; }
@@ -67,10 +76,22 @@ class TrtUnetRunner : public UnetRunner {
 
  private:
   class Lease;
+  // One call's tensors (the timestep is shared by both calls).
+  struct CallAddresses {
+    void* sample;
+    void* hidden;
+    void* out;
+    void* textEmbeds;  // SDXL (null otherwise)
+    void* timeIds;
+  };
+  // Sets one call's input shapes (the profile holding them) on `ctx` and binds its addresses.
+  void BindCall(ContextState& ctx, int rows, int sequenceLength, const CallAddresses& at, const UnetBindings& b, cudaStream_t stream);
   std::shared_ptr<ContextState> context_;
   std::atomic<bool> released_{false};
   // ContextState::bindGeneration right after this runner's last bind(); 0 = never bound.
   uint64_t boundGeneration_ = 0;
+  // The last bind() asked for two calls: enqueue() runs the context (uncond) and its sibling (cond).
+  bool split_ = false;
   UnetTensorNames names_;
   TimestepLayout layout_;
   int hiddenSize_;

@@ -265,6 +265,38 @@ describeGpu("denoise loop on the GPU (analytic stand-in)", ({ addon }) => {
     }
   });
 
+  test("emphasis \"original\" over groups of rows (a prompt's schedule in one A1111 call) equals applyEmphasis on each group", async () => {
+    const hidden = 96;
+    const rows = 5;
+    const z = Float32Array.from(pseudoNormal(rows * 77 * hidden, 4), (v) => v + 0.5);
+    // Row 1 has no weights: in its group it is still rescaled by the group's ratio, as in A1111.
+    const multipliers = Float32Array.from({ length: rows * 77 }, (_, i) => (Math.floor(i / 77) === 1 ? 1 : i % 3 === 0 ? 1.4 : 1));
+    const groups = Int32Array.from([7, 7, 2, 7, 5]);
+    const device = await addon.deviceEmphasis!({ z, multipliers, hidden, mode: "original", groups });
+    const chunk = 77 * hidden;
+    const host = z.slice();
+    for (const group of new Set(groups)) {
+      const members = [...groups.keys()].filter((r) => groups[r] === group);
+      const joined = new Float32Array(members.length * chunk);
+      const weights = new Float32Array(members.length * 77);
+      members.forEach((r, k) => {
+        joined.set(z.subarray(r * chunk, (r + 1) * chunk), k * chunk);
+        weights.set(multipliers.subarray(r * 77, (r + 1) * 77), k * 77);
+      });
+      applyEmphasis("original", joined, weights, hidden);
+      members.forEach((r, k) => {
+        host.set(joined.subarray(k * chunk, (k + 1) * chunk), r * chunk);
+      });
+    }
+    let worst = 0;
+    host.forEach((v, i) => {
+      worst = Math.max(worst, Math.abs(v - device[i]!));
+    });
+    expect(worst).toBeLessThanOrEqual(1e-6);
+    // The unweighted row of group 7 really moved (its group's mean was restored, not its own).
+    expect(Array.from(device.subarray(chunk, 2 * chunk))).not.toEqual(Array.from(z.subarray(chunk, 2 * chunk)));
+  });
+
   test("a worker thread that exits mid-run frees its denoiser through the cleanup hook", async () => {
     const program = createScheduler("ddim").compile(1000);
     const request = syntheticRequest(program, 4, 64, 64);
@@ -350,6 +382,34 @@ describeGpu("denoise loop on the GPU (analytic stand-in)", ({ addon }) => {
       expect(runs.map((r) => r.graph)).toEqual(["captured", "captured", "replayed", "replayed", "replayed"]);
       expect(Array.from(runs[2]!.latents)).toEqual(Array.from(runs[0]!.latents));
       expect(Array.from(runs[3]!.latents)).toEqual(Array.from(runs[1]!.latents));
+    } finally {
+      await denoiser.dispose();
+    }
+  });
+
+  test("uncond and cond as two calls (splitCalls): the one-call latents bit for bit, each layout captured then replayed, and the host path's", async () => {
+    const denoiser = await Denoiser.create({ unet: "analytic", analyticDtype: "float16" });
+    try {
+      const program = createScheduler("euler_a").compile(8);
+      // 3 images of 3×5 latents: the cond blocks' natural offsets are not 256-byte aligned (unet_layout.h).
+      const request = { ...syntheticRequest(program, 3, 3, 5, 9), guidance: new Float64Array([7.5, 1, 3]) };
+      const oneCall = await denoiser.run(request);
+      const host = addon.hostRunProgram({ ...request, height: 3, width: 5, noise: request.noise as Float32Array, sampleType: "float16" });
+      // Device sin/cos may differ from libm's by an ulp, which can flip one float16 rounding.
+      expect(relativeError(oneCall.latents, host)).toBeLessThan(2e-4);
+      for (const split of [
+        { uncondSequenceLength: 154, callRows: 3 },
+        { uncondSequenceLength: 154, callRows: 6 },
+        { uncondSequenceLength: 231, callRows: 3 },
+      ]) {
+        const runs = [await denoiser.run({ ...request, splitCalls: split }), await denoiser.run({ ...request, splitCalls: split })];
+        expect(runs.map((r) => r.graph)).toEqual(["captured", "replayed"]);
+        for (const run of runs) expect(Array.from(run.latents)).toEqual(Array.from(oneCall.latents));
+        const hostSplit = addon.hostRunProgram({ ...request, height: 3, width: 5, noise: request.noise as Float32Array, sampleType: "float16", splitCallRows: split.callRows });
+        expect(Array.from(hostSplit)).toEqual(Array.from(host));
+      }
+      await expect(denoiser.run({ ...request, splitCalls: { uncondSequenceLength: 154, callRows: 4 } })).rejects.toThrow(/splitCalls.callRows must be the batch \(3\) or twice it \(6\), got 4/);
+      await expect(denoiser.run({ ...request, guidance: null, splitCalls: { uncondSequenceLength: 154, callRows: 3 } })).rejects.toThrow(/splitCalls needs guidance/);
     } finally {
       await denoiser.dispose();
     }

@@ -14,19 +14,9 @@ import { Pipeline, type GenerateOptions } from "../../lib/pipeline/pipeline.js";
 import type { TensorRtBackend } from "../../lib/backends/tensorrt/backend.js";
 import { buildEngines } from "../../lib/backends/tensorrt/build.js";
 import { parseShapeOptions } from "../../lib/backends/tensorrt/profiles.js";
-import { describeTensorRt } from "./support.js";
+import { describeTensorRt, l2RelativeError as relativeError } from "./support.js";
 
 const TINY = join(process.cwd(), "models", "tiny-sd");
-
-function relativeError(a: Float32Array, b: Float32Array): number {
-  let num = 0;
-  let den = 0;
-  for (let i = 0; i < a.length; i++) {
-    num += (a[i]! - b[i]!) ** 2;
-    den += a[i]! ** 2;
-  }
-  return Math.sqrt(num / den);
-}
 
 describeTensorRt("prompt editing on TensorRT vs the CPU backend (tiny-sd)", () => {
   let root: string;
@@ -66,6 +56,14 @@ describeTensorRt("prompt editing on TensorRT vs the CPU backend (tiny-sd)", () =
     const options: Partial<GenerateOptions> = { prompt: ["[a red barn|a lighthouse]", "a cat"] };
     const same = relativeError(await latents(cpu, options), await latents(trt, options));
     expect(same).toBeLessThan(3e-2);
+  });
+
+  test("weighted tokens in a schedule with emphasis \"original\": one mean over the schedule's texts, as the CPU backend and A1111 restore it", async () => {
+    const options: Partial<GenerateOptions> = { prompt: "[(a red barn:1.4), (snow:0.7):a lighthouse:3]", negativePrompt: "(blurry:1.3)", emphasis: "original" };
+    const onTrt = await latents(trt, options);
+    const same = relativeError(await latents(cpu, options), onTrt);
+    expect(same).toBeLessThan(3e-2);
+    expect(relativeError(await latents(cpu, { ...options, emphasis: "ignore" }), onTrt)).toBeGreaterThan(2 * same);
   });
 
   test("the replayed graph switches exactly where plain launches do: the same latents, bit for bit", async () => {

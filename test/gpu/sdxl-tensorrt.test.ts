@@ -93,6 +93,18 @@ describeTensorRt("SDXL on TensorRT engines of the tiny SDXL", () => {
     expect(["captured", "replayed"]).toContain((trt.backend as TensorRtBackend).lastDenoise?.graph);
   });
 
+  test("a long prompt and a short negative prompt run unpadded as two UNet calls, each with its text_embeds and time_ids, like the CPU backend", async () => {
+    // 95 tokens (two chunks) against one chunk: A1111's default (pad_cond_uncond off).
+    const prompt = Array.from({ length: 16 }, (_, i) => `a red barn ${i % 2 ? "at dusk" : "in snow"}`).join(", ");
+    const options = { prompt, negativePrompt: "blurry", width: 64, height: 64, steps: 4, seed: 5, returnLatents: true };
+    const a = await cpu.generate(options);
+    for (let run = 0; run < 2; run++) {
+      const b = await trt.generate(options);
+      expect(relativeError(a.latents!, b.latents!)).toBeLessThan(3e-2);
+    }
+    expect((trt.backend as TensorRtBackend).lastDenoise?.graph).toBe("replayed");
+  });
+
   test("a size outside the built range is refused with the range", async () => {
     const error = await trt.generate({ prompt: "a cat", width: 128, height: 64, steps: 2, seed: 1 }).catch((e: unknown) => e);
     expect(error).toBeInstanceOf(InvalidOptionError);

@@ -79,3 +79,14 @@ export function syntheticRequest(program: SamplerProgram, batch: number, h: numb
     latentWidth: w,
   };
 }
+
+/** ‖a − b‖ / ‖a‖: how far a backend's latents are from another's (the engine tests' measure). */
+export function l2RelativeError(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  let num = 0;
+  let den = 0;
+  for (let i = 0; i < a.length; i++) {
+    num += (a[i]! - b[i]!) ** 2;
+    den += a[i]! ** 2;
+  }
+  return Math.sqrt(num / den);
+}

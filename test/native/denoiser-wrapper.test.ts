@@ -231,4 +231,28 @@ describe("Denoiser (TS wrapper)", () => {
     native.runs[0]!.resolve();
     await run;
   });
+
+  test("splitCalls (uncond and cond as two UNet calls) is checked in TS and passed through; without it nothing is sent", async () => {
+    const denoiser = Denoiser.fromNative(new ScriptedNative());
+    const guidance = new Float64Array([7.5]);
+    await expect(denoiser.run({ ...request(), splitCalls: { uncondSequenceLength: 77, callRows: 1 } })).rejects.toThrow(
+      new InvalidOptionError("splitCalls", "splitCalls needs guidance: only the uncond rows of classifier-free guidance run as their own UNet call"),
+    );
+    await expect(denoiser.run({ ...request(), guidance, splitCalls: { uncondSequenceLength: 100, callRows: 1 } })).rejects.toThrow(
+      /splitCalls.uncondSequenceLength must be a multiple of 77 \(chunks of 77 tokens\), got 100/,
+    );
+    await expect(denoiser.run({ ...request(), guidance, splitCalls: { uncondSequenceLength: 77, callRows: 3 } })).rejects.toThrow(
+      /splitCalls.callRows must be the batch \(1\) or twice it \(2\), got 3/,
+    );
+    const native = new ScriptedNative();
+    const passing = Denoiser.fromNative(native);
+    for (const splitCalls of [{ uncondSequenceLength: 154, callRows: 2 }, undefined]) {
+      const run = passing.run({ ...request(), guidance, sequenceLength: 77, ...(splitCalls ? { splitCalls } : {}) });
+      await tick();
+      expect(native.runs.at(-1)!.options.splitCalls).toEqual(splitCalls);
+      expect("splitCalls" in native.runs.at(-1)!.options).toBe(splitCalls !== undefined);
+      native.runs.at(-1)!.resolve();
+      await run;
+    }
+  });
 });

@@ -43,4 +43,21 @@ describe("embeddingRows: evaluations × unetBatch bank rows, every entry checked
       /options\.table must be a Int32Array, got a typed array/,
     );
   });
+
+  test("with uncond and cond as two calls of different text lengths, uncond rows read the bank's uncond block and cond rows the cond block", () => {
+    // 2 evaluations, 2 images: UNet rows [u0, u1, c0, c1]; bank [uncond "" | barn, lighthouse] (1 uncond row).
+    const halves = { uncondUnetRows: 2, uncondBankRows: 1 };
+    const split = (table: number[]) => () => addon.hostCheckEmbeddingRows({ table: Int32Array.from(table), evaluations: 2, unetBatch: 4, bankRows: 3, ...halves });
+    expect(split([0, 0, 1, 2, 0, 0, 2, 2])).not.toThrow();
+    expect(split([0, 0, 1, 2, 0, 0, 0, 2])).toThrow(
+      expect.objectContaining({
+        code: "ERR_INVALID_PROGRAM",
+        message: expect.stringContaining("evaluation 1, UNet row 2 (cond) reads embeddings row 0; with uncond and cond of different text lengths the cond rows read rows 1 to 2"),
+      }),
+    );
+    expect(split([0, 1, 1, 2, 0, 0, 2, 2])).toThrow(/evaluation 0, UNet row 1 \(uncond\) reads embeddings row 1; .* the uncond rows read rows 0 to 0/);
+    expect(() => addon.hostCheckEmbeddingRows({ table: new Int32Array(8), evaluations: 2, unetBatch: 4, bankRows: 3, uncondUnetRows: 2, uncondBankRows: 3 })).toThrow(
+      /the uncond rows \(2 of 4 UNet rows, 3 of 3 embeddings rows\) leave no cond rows/,
+    );
+  });
 });

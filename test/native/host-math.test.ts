@@ -176,6 +176,46 @@ describe("denoise loop host path, float16 model", () => {
   });
 });
 
+// A1111's prompt and negative prompt of different lengths (pad_cond_uncond off): uncond and cond
+// run as two UNet calls per evaluation, in the buffer layout of native/denoiser/unet_layout.h (the
+// cond blocks at 256-byte aligned offsets, NaN in the gaps). A 3×5 latent makes the blocks' natural
+// offsets unaligned, so the gaps are really there; a misplaced row would read NaN or the other half.
+describe("denoise loop host path, uncond and cond as two UNet calls", () => {
+  const batch = 3;
+  const [height, width] = [3, 5];
+  const n = batch * 4 * height * width;
+  test.each([
+    ["euler_a", "float32"],
+    ["dpmpp_2m", "float16"],
+    ["pndm", "float32"],
+    ["heun", "float16"],
+  ] as const)("%s, %s: the same latents bit for bit as one call, with each call of batch or 2 × batch rows", (name, sampleType) => {
+    const program = createScheduler(name).compile(10);
+    const latents = Float32Array.from(pseudoNormal(n, 3), (v) => v * program.initNoiseSigma);
+    const draws = program.evals.filter((e) => e.drawsNoise).length;
+    const noise = Float32Array.from(pseudoNormal(draws * n, 4));
+    const guidance = new Float64Array([7.5, 1, 3]);
+    const options = { program: packProgram(program), latents, noise, batch, height, width, guidance, sampleType };
+    const oneCall = addon.hostRunProgramStats(options);
+    expect(oneCall.unetNonFinite).toBe(0);
+    const model = analyticReferenceModel({ batch, imageElems: 4 * height * width, guidance, sampleType });
+    expect(relativeError(oneCall.latents, runProgram(program, latents, model, drawOf(noise, program, n)))).toBeLessThan(sampleType === "float16" ? 2e-4 : 1e-6);
+    for (const splitCallRows of [batch, 2 * batch]) {
+      const split = addon.hostRunProgramStats({ ...options, splitCallRows });
+      expect(split.unetNonFinite).toBe(0);
+      expect(Array.from(split.latents)).toEqual(Array.from(oneCall.latents));
+    }
+  });
+
+  test("two calls need guidance, and each call takes the batch or twice it", () => {
+    const program = createScheduler("euler").compile(2);
+    const base = { program: packProgram(program), latents: new Float32Array(n), noise: new Float32Array(0), batch, height, width };
+    const guidance = new Float64Array(batch).fill(7);
+    expect(() => addon.hostRunProgram({ ...base, splitCallRows: batch })).toThrow(/splitCallRows must be 0, or batch or 2 · batch with guidance, got 3/);
+    expect(() => addon.hostRunProgram({ ...base, guidance, splitCallRows: batch + 1 })).toThrow(/splitCallRows .* got 4/);
+  });
+});
+
 describe("float16 conversion (half.h)", () => {
   test("known values: rounding to nearest even, subnormals, overflow, NaN", () => {
     const cases: [number, number][] = [

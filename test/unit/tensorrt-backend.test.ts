@@ -9,7 +9,7 @@ import { TensorRtBackend, defaultEnginesDir } from "../../lib/backends/tensorrt/
 import { loadBackend } from "../../lib/backends/select.js";
 import { assessTensorRt, checkTensorRt } from "../../lib/backends/tensorrt/availability.js";
 import { TensorRtUnavailableError } from "../../lib/errors.js";
-import { limitsFromEngines, smallestBatch, textRowsFor, unetAccepts, type EngineShapeInfo } from "../../lib/backends/tensorrt/limits.js";
+import { limitsFromEngines, smallestBatch, splitCallRows, textRowsFor, unetAccepts, type EngineShapeInfo } from "../../lib/backends/tensorrt/limits.js";
 import { parseShapeOptions, profilesFor, type EngineShapes } from "../../lib/backends/tensorrt/profiles.js";
 import { locateModelFolder } from "../../lib/model/folder.js";
 import type { NativeLoadResult } from "../../lib/native/load.js";
@@ -206,5 +206,16 @@ describe("limits from the engines' profiles", () => {
     const dynamic = engineShapes(parseShapeOptions({ batch: "1-2", size: "512x512", dynamic: true }));
     expect(unetAccepts(dynamic.unet, 1, 64, 64)).toBe(true);
     expect(textRowsFor(dynamic.text_encoder, 3)).toBe(3);
+  });
+
+  test("a prompt and negative prompt of different lengths: each UNet call takes the batch where a profile does, else the guidance batch", () => {
+    // Static --batch 1-2: profiles of UNet batch 2 and 4, text lengths 77 … 231.
+    const statics = engineShapes(parseShapeOptions({ batch: "1-2", size: "512x512" }));
+    expect(splitCallRows(statics.unet, 1, 64, 64, [77, 154])).toBe(2); // batch 1 is not a profile: each call computes its rows twice
+    expect(splitCallRows(statics.unet, 2, 64, 64, [77, 231])).toBe(2); // the batch-1 profile's 2 rows hold both images
+    expect(splitCallRows(statics.unet, 2, 64, 64, [77, 308])).toBeUndefined(); // longer than --max-prompt-chunks 3
+    expect(splitCallRows(statics.unet, 1, 96, 64, [77, 154])).toBeUndefined(); // a size no profile has
+    const dynamic = engineShapes(parseShapeOptions({ batch: "1-2", size: "512x512", dynamic: true, maxPromptChunks: 4 }));
+    expect(splitCallRows(dynamic.unet, 1, 64, 64, [77, 308])).toBe(1);
   });
 });

@@ -1,11 +1,11 @@
 /**
  * The TensorRT backend's prompt-editing table (lib/backends/tensorrt/embedding-rows.ts): which bank
  * row each UNet row reads at each evaluation, switching where the CPU backend switches (A1111's
- * schedules through scheduleIndexAt), with the bank holding each distinct text once.
+ * schedules through scheduleIndexAt), with the bank holding each distinct text once; and the rows
+ * whose emphasis "original" shares one mean (the texts of one schedule).
  */
 import { describe, expect, test } from "@jest/globals";
-import { embeddingRowTable, everyText, refuseSharedEmphasisMeans } from "../../lib/backends/tensorrt/embedding-rows.js";
-import { InvalidOptionError } from "../../lib/errors.js";
+import { embeddingRowTable, emphasisGroupIds, everyText } from "../../lib/backends/tensorrt/embedding-rows.js";
 import type { PromptBatch } from "../../lib/prompt/conditioning.js";
 import { promptSchedule, scheduleIndexAt } from "../../lib/prompt/schedule.js";
 
@@ -61,26 +61,21 @@ describe("everyText: the bank's prompts, each distinct text once", () => {
   });
 });
 
-describe("refuseSharedEmphasisMeans: what the per-text device emphasis cannot reproduce is refused, not approximated", () => {
-  // Two texts of one schedule ([(a cat:1.5):a dog:1]): one emphasis group, as A1111 encodes them in one call.
-  const weighted = () => {
-    const batch = batchOf([[[1, 0], [3, 1]]], [0], 2);
-    batch.multipliers[3] = 1.5;
-    return batch;
-  };
-
-  test("emphasis original with weighted tokens in a group of several texts names the option and the ways out", () => {
-    expect(() => refuseSharedEmphasisMeans("original", weighted(), null)).toThrow(InvalidOptionError);
-    expect(() => refuseSharedEmphasisMeans("original", batchOf(undefined, [0], 1), weighted())).toThrow(
-      expect.objectContaining({ option: "emphasis", message: expect.stringMatching(/restores one mean over all texts of a schedule.*use emphasis "no-norm", unweighted edited prompts, or the CPU backend/) }),
-    );
+describe("emphasisGroupIds: the rows whose emphasis \"original\" restores one mean together, as A1111's one call per schedule does", () => {
+  test("the texts of one schedule share a group per chunk index; other prompts and padding rows are their own", () => {
+    // Texts 0 and 1: one prompt's schedule ([(a cat:1.5):a dog:1]); text 2: another prompt. Two chunks each, 8 computed rows.
+    const batch = { ...batchOf([[[1, 0], [3, 1]], [[3, 2]]], [0, 1], 3), chunks: 2, groupOf: Int32Array.from([0, 0, 1]) };
+    const ids = emphasisGroupIds(batch, 8)!;
+    // Rows p · 2 + c: (text 0, c 0), (0, 1), (1, 0), (1, 1), (2, 0), (2, 1), then two padding rows.
+    expect(ids[0]).toBe(ids[2]);
+    expect(ids[1]).toBe(ids[3]);
+    expect(ids[0]).not.toBe(ids[1]);
+    expect(new Set(ids).size).toBe(6);
+    expect(new Set([ids[4], ids[5], ids[6], ids[7]]).size).toBe(4);
+    expect([ids[0], ids[1]]).not.toContain(ids[4]);
   });
 
-  test("other emphasis modes, unweighted schedules and one text per group are accepted", () => {
-    expect(() => refuseSharedEmphasisMeans("no-norm", weighted(), null)).not.toThrow();
-    expect(() => refuseSharedEmphasisMeans("original", batchOf([[[1, 0], [3, 1]]], [0], 2), null)).not.toThrow();
-    const ownGroups = weighted();
-    ownGroups.groupOf[1] = 1;
-    expect(() => refuseSharedEmphasisMeans("original", ownGroups, null)).not.toThrow();
+  test("one text per group (no prompt editing) needs no groups: every row restores its own mean", () => {
+    expect(emphasisGroupIds({ ...batchOf(undefined, [0, 1], 2), groupOf: Int32Array.from([0, 1]) }, 4)).toBeUndefined();
   });
 });

@@ -19,9 +19,9 @@ import { readFile } from "node:fs/promises";
 import { basename, join, resolve } from "node:path";
 import { DisposedError, InvalidArgumentError, InvalidOptionError, ModelFileError, NativeError, VaeOverflowError, throwIfAborted } from "../../errors.js";
 import { checkTensorRt, requireTensorRt } from "./availability.js";
-import { MAX_TOKEN_VECTOR_ROWS } from "./profiles.js";
-import { embeddingRowTable, everyText, refuseSharedEmphasisMeans, type EmbeddingHalf } from "./embedding-rows.js";
-import { limitsFromEngines, smallestBatch, textRowsFor, unetAccepts, type EngineShapeInfo } from "./limits.js";
+import { MAX_TOKEN_VECTOR_ROWS, shapeArguments } from "./profiles.js";
+import { embeddingRowTable, emphasisGroupIds, everyText, type EmbeddingHalf } from "./embedding-rows.js";
+import { limitsFromEngines, smallestBatch, splitCallRows, textRowsFor, unetAccepts, type EngineShapeInfo } from "./limits.js";
 import { normalizeTensorRtVersion, rebuildCommand, type EngineManifest } from "./manifest.js";
 import { resolveEngines } from "./resolve.js";
 import { locateModelFolder, type ModelFolder } from "../../model/folder.js";
@@ -32,7 +32,7 @@ import type { ModelIo, SdxlTextEncoderIo, TextEncoderIo, UnetIo, VaeDecoderIo, V
 import { Denoiser, type DenoiseRunResult } from "../../native/denoiser.js";
 import { callNative, callNativeAsync } from "../../native/load.js";
 import type { TensorRtBinding, TrtContext, TrtDeviceScratch, TrtEngine, TrtUnet } from "../../native/tensorrt-types.js";
-import type { NativeDeviceTensor } from "../../native/types.js";
+import type { NativeDeviceTensor, NativeSplitCalls } from "../../native/types.js";
 import { packProgram } from "../../sampler/pack.js";
 import { drawAllStepNoise, stepNoiseOf } from "../../sampler/step-noise.js";
 import type { Backend, BackendLimits, GenerationJob, GenerationOutput, PromptBatch } from "../backend.js";
@@ -359,10 +359,8 @@ export class TensorRtBackend implements Backend {
       if (edited) {
         // SDXL's pooled text_embeds would have to switch with the states (the pipeline refuses it first).
         if (this.#sdxl) throw new InvalidOptionError(job.cond.schedules ? "prompt" : "negativePrompt", "prompt editing and alternation ([from:to:when], [a|b]) are not supported with SDXL models yet");
-        refuseSharedEmphasisMeans(job.emphasis, job.cond, job.uncond);
       }
       if (this.#sdxl) return this.#generateSdxl(job, this.#sdxl.info);
-      refuseUnequalTextLengths(job);
       const text = { emphasis: job.emphasis, clipSkip: job.clipSkip ?? 1, ...(job.tokenVectors ? { tokenVectors: job.tokenVectors } : {}) };
       // With prompt editing the embeddings are a bank: one row per distinct text, not per image.
       const encode = (prompts: PromptBatch) => (edited ? this.#encodeText(everyText(prompts), prompts.prompts, text) : this.#encodeText(prompts, batch, text));
@@ -390,7 +388,6 @@ export class TensorRtBackend implements Backend {
    */
   async #generateSdxl(job: GenerationJob, info: SdxlEngineInfo): Promise<GenerationOutput> {
     // Zero uncond embeddings take the cond side's shape.
-    if (!job.sdxl?.zeroUncond) refuseUnequalTextLengths(job);
     const { batch, latentHeight, latentWidth } = job;
     const t = performance.now();
     const duplicateCond = job.uncond === null && !unetAccepts(this.#unet.shapes, batch, latentHeight, latentWidth);
@@ -475,6 +472,9 @@ export class TensorRtBackend implements Backend {
     prompts.rowOf.forEach((p, r) => {
       for (let c = 0; c < chunks; c++) outputRows[r * chunks + c] = p * chunks + c;
     });
+    const weighted = emphasisScales(emphasis) && prompts.multipliers.some((m) => m !== 1);
+    // "original" over a prompt's schedule: its texts share one mean per chunk index (emphasisGroupIds).
+    const emphasisGroups = weighted && emphasis === "original" ? emphasisGroupIds(prompts, computed) : undefined;
     const { embeddings, gpuMs, pooled } = await callNativeAsync(() =>
       model.context.encodeText({
         ids,
@@ -485,7 +485,8 @@ export class TensorRtBackend implements Backend {
         outputRows,
         chunks,
         // A chunk without weights is left as it is (lib/prompt/emphasis.ts does the same).
-        ...(emphasisScales(emphasis) && prompts.multipliers.some((m) => m !== 1) ? { multipliers, emphasis: emphasis as "original" | "no-norm" } : {}),
+        ...(weighted ? { multipliers, emphasis: emphasis as "original" | "no-norm" } : {}),
+        ...(emphasisGroups ? { emphasisGroups } : {}),
         ...(extraInputs && extraInputs.length > 0 ? { extraInputs } : {}),
       }),
     );
@@ -528,6 +529,7 @@ export class TensorRtBackend implements Backend {
     let guidance: Float64Array | null = null;
     let parts: NativeDeviceTensor[] | Float32Array;
     let added: { textEmbeds: Float32Array; timeIds: Float32Array } | undefined;
+    let splitCalls: NativeSplitCalls | undefined;
     // Prompt editing (SD only): parts are the bank, each text once, and `halves` says which rows
     // each evaluation reads (embedding-rows.ts).
     let halves: EmbeddingHalf[] = [];
@@ -537,10 +539,14 @@ export class TensorRtBackend implements Backend {
       added = { textEmbeds: text.sdxl.textEmbeds, timeIds: text.sdxl.timeIds };
       if (job.uncond) guidance = job.guidance;
       else if (text.duplicateCond) guidance = new Float64Array(batch).fill(0);
+      // A1111's default for a prompt and negative prompt of different lengths: two UNet calls (no padding).
+      if (job.uncond && job.uncond.chunks !== job.cond.chunks) splitCalls = this.#splitCalls(job, job.uncond.chunks);
     } else if (text.uncond !== null) {
       const { cond, uncond } = text;
       parts = [uncond.device, cond.device];
       guidance = job.guidance;
+      // A1111's default for a prompt and negative prompt of different lengths: two UNet calls (no padding).
+      if (job.uncond && job.uncond.chunks !== job.cond.chunks) splitCalls = this.#splitCalls(job, job.uncond.chunks);
       if (job.uncond) {
         halves = [
           { prompts: job.uncond, bankOffset: 0 },
@@ -577,6 +583,7 @@ export class TensorRtBackend implements Backend {
       embeddings: parts,
       ...(added ?? {}),
       sequenceLength: TOKENS * job.cond.chunks,
+      ...(splitCalls ? { splitCalls } : {}),
       useGraphs: this.#useGraphs,
       output: "device",
       ...(job.signal ? { signal: job.signal } : {}),
@@ -591,6 +598,26 @@ export class TensorRtBackend implements Backend {
     };
     this.#timings.unet = result.gpuMs;
     return result.latents;
+  }
+
+  /**
+   * The uncond call of a prompt and negative prompt of different lengths: its text length, and the
+   * rows of each call (the batch, or twice it for engines built for the guidance batch only).
+   * @throws InvalidOptionError when no UNet profile takes either row count at both lengths.
+   */
+  #splitCalls(job: GenerationJob, uncondChunks: number): NativeSplitCalls {
+    const { batch, latentHeight, latentWidth } = job;
+    const lengths = [TOKENS * uncondChunks, TOKENS * job.cond.chunks];
+    const callRows = splitCallRows(this.#unet.shapes, batch, latentHeight, latentWidth, lengths);
+    if (callRows === undefined) {
+      const chunks = this.manifest.shapes.promptChunks;
+      const rebuild = rebuildCommand({ ...this.manifest, shapes: { ...this.manifest.shapes, promptChunks: { ...chunks, max: Math.max(chunks.max, job.cond.chunks, uncondChunks) } } }, this.variantDir);
+      throw new InvalidOptionError(
+        "padCondUncond",
+        `the prompt and negative prompt have ${job.cond.chunks} and ${uncondChunks} chunks of 75 tokens, which run as two UNet calls (A1111's default), but no optimization profile of the UNet engine in ${this.variantDir} takes ${batch} or ${2 * batch} rows at both ${lengths[1]} and ${lengths[0]} tokens (built for prompts of at most ${chunks.max} chunks, ${shapeArguments(this.manifest.shapes)}): set padCondUncond (A1111's pad_cond_uncond), or rebuild with\n  ${rebuild} --force`,
+      );
+    }
+    return { uncondSequenceLength: lengths[0]!, callRows };
   }
 
   /** x_M / scaling_factor (divided on the device, float32 as diffusers rounds it) through the VAE decoder and the uint8 kernel. */
@@ -671,13 +698,4 @@ async function drawStepNoiseDuring<T>(job: GenerationJob, pending: Promise<T>, r
     await pending.then(release, () => undefined);
     throw error;
   }
-}
-
-/** One UNet call takes [uncond; cond]: both halves need one text length here (the CPU backend makes two calls instead). */
-function refuseUnequalTextLengths(job: GenerationJob): void {
-  if (!job.uncond || job.uncond.chunks === job.cond.chunks) return;
-  throw new InvalidOptionError(
-    "padCondUncond",
-    `the TensorRT backend evaluates prompt and negative prompt in one UNet call, so they need the same number of 75-token chunks (got ${job.cond.chunks} and ${job.uncond.chunks}): set padCondUncond (A1111's pad_cond_uncond) or give prompts of matching length`,
-  );
 }

@@ -3,11 +3,10 @@
  * embeddings row each UNet row reads at each evaluation (`embeddingRows`,
  * native/denoiser/embedding_rows.h). Every distinct text is encoded once into a bank on the device;
  * the table switches between them on the device, at the evaluation where the CPU backend switches
- * (`textsAt`, A1111's `reconstruct_cond_batch`).
+ * (`textsAt`, A1111's `reconstruct_cond_batch`). The texts of one schedule also share emphasis
+ * "original"'s mean, as in A1111's one encoder call per schedule (`emphasisGroupIds`).
  */
-import { InvalidOptionError } from "../../errors.js";
 import type { PromptBatch } from "../../prompt/conditioning.js";
-import type { Emphasis } from "../../prompt/emphasis.js";
 import { textsAt } from "../../prompt/schedule.js";
 
 /** One half of the UNet batch (uncond, then cond with guidance): its prompts and where their texts start in the bank. */
@@ -39,19 +38,21 @@ export function everyText(prompts: PromptBatch): PromptBatch {
 }
 
 /**
- * A1111 encodes the texts of one prompt's schedule in one call, so emphasis "original" restores the
- * mean over all of them (PromptBatch.groupOf); the device emphasis kernel restores it per text.
- * They agree unless a group of several texts has weighted tokens: that case is refused.
+ * The emphasis group of each computed text-encoder row (`encodeText`'s `emphasisGroups`), or
+ * undefined when every row is its own group. A1111 encodes the texts of one prompt's schedule in one
+ * call, so emphasis "original" restores one mean over all of them for each chunk index
+ * (modules/sd_hijack_clip.py: `process_tokens` per chunk over the batch of texts; sd_emphasis.py:
+ * `z.mean()`): row p · chunks + c belongs to group (groupOf[p], c). Rows past the real ones (padding
+ * up to a profile's row count) are groups of their own, so they never change a mean.
  */
-export function refuseSharedEmphasisMeans(emphasis: Emphasis, ...batches: Array<PromptBatch | null>): void {
-  if (emphasis !== "original") return;
-  for (const prompts of batches) {
-    if (!prompts?.multipliers.some((m) => m !== 1)) continue;
-    if (new Set(prompts.groupOf).size < prompts.groupOf.length) {
-      throw new InvalidOptionError(
-        "emphasis",
-        "prompt editing with weighted tokens and emphasis \"original\" restores one mean over all texts of a schedule, which the TensorRT backend does not do yet; use emphasis \"no-norm\", unweighted edited prompts, or the CPU backend",
-      );
-    }
+export function emphasisGroupIds(prompts: Pick<PromptBatch, "groupOf" | "chunks" | "prompts">, computedRows: number): Int32Array | undefined {
+  const { groupOf, chunks } = prompts;
+  if (new Set(groupOf).size === groupOf.length) return undefined;
+  const ids = new Int32Array(computedRows);
+  const groups = Math.max(-1, ...groupOf) + 1;
+  for (let r = 0; r < computedRows; r++) {
+    const p = Math.floor(r / chunks);
+    ids[r] = p < prompts.prompts ? groupOf[p]! * chunks + (r % chunks) : groups * chunks + r;
   }
+  return ids;
 }

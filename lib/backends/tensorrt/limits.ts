@@ -124,3 +124,22 @@ export function textRowsFor(text: EngineShapeInfo, rows: number): number | undef
   }
   return best;
 }
+
+/** Whether one profile of the UNet takes `rows` rows of this latent size at a text length of `sequenceLength` tokens. */
+function unetTakesText(unet: EngineShapeInfo, rows: number, latentHeight: number, latentWidth: number, sequenceLength: number): boolean {
+  if (unet.contract.role !== "unet") return false;
+  const sample = rangesOf(unet, unet.contract.sampleName);
+  const text = rangesOf(unet, unet.contract.contextName);
+  const within = (r: Ranges, axis: number, value: number) => r.min[axis] !== undefined && r.min[axis]! <= value && value <= r.max[axis]!;
+  return sample.some((s, p) => within(s, 0, rows) && within(s, 2, latentHeight) && within(s, 3, latentWidth) && within(text[p]!, 0, rows) && within(text[p]!, 1, sequenceLength));
+}
+
+/**
+ * The rows of each UNet call when a prompt and negative prompt of different lengths run as two calls
+ * (A1111 without pad_cond_uncond): the batch when a profile takes it at both text lengths; else twice
+ * the batch (engines built for the guidance batch only: each call computes its rows twice); else
+ * undefined.
+ */
+export function splitCallRows(unet: EngineShapeInfo, batch: number, latentHeight: number, latentWidth: number, lengths: readonly number[]): number | undefined {
+  return [batch, 2 * batch].find((rows) => lengths.every((length) => unetTakesText(unet, rows, latentHeight, latentWidth, length)));
+}
