@@ -14,6 +14,7 @@ import { euler } from "./euler.js";
 import { eulerAncestral } from "./euler-ancestral.js";
 import { heun } from "./heun.js";
 import { A1111_TIMESTEP_DEFINITIONS, A1111_TIMESTEP_SAMPLER_NAMES } from "./a1111-timesteps.js";
+import { a1111UniPc } from "./a1111-unipc.js";
 import { KDIFFUSION_DEFINITIONS, KDIFFUSION_SAMPLER_NAMES } from "./kdiffusion.js";
 import { lms } from "./lms.js";
 import { pndm } from "./pndm.js";
@@ -36,6 +37,8 @@ export const SCHEDULER_NAMES = [
   ...KDIFFUSION_SAMPLER_NAMES,
   // A1111's own DDIM and PLMS (a1111-timesteps.ts).
   ...A1111_TIMESTEP_SAMPLER_NAMES,
+  // A1111's own UniPC (a1111-unipc.ts); its uni_pc_* options are config keys.
+  "a1111_unipc",
 ] as const;
 
 export type SchedulerName = (typeof SCHEDULER_NAMES)[number];
@@ -82,6 +85,7 @@ const ENTRIES: Record<SchedulerName, Entry> = {
   ...kdiffusionEntries(),
   a1111_ddim: { definition: A1111_TIMESTEP_DEFINITIONS.a1111_ddim as unknown as AnyDefinition },
   a1111_plms: { definition: A1111_TIMESTEP_DEFINITIONS.a1111_plms as unknown as AnyDefinition },
+  a1111_unipc: { definition: a1111UniPc as unknown as AnyDefinition },
 };
 
 function kdiffusionEntries(): Record<(typeof KDIFFUSION_SAMPLER_NAMES)[number], Entry> {
