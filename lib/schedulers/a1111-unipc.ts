@@ -31,13 +31,14 @@ export type UniPcVariant = (typeof UNI_PC_VARIANTS)[number];
 export type UniPcSkipType = (typeof UNI_PC_SKIP_TYPES)[number];
 
 /** A1111's UniPC settings under its option names (shared_options.py; these are its defaults). */
-export interface A1111UniPcSettings {
+// A type, not an interface: it travels as scheduler config keys (a Record).
+export type A1111UniPcSettings = {
   uni_pc_variant: UniPcVariant;
   uni_pc_skip_type: UniPcSkipType;
   /** 1 … 15 (A1111's slider allows 50; see MAX_ORDER); uni_pc.py asserts the run has at least this many steps. */
   uni_pc_order: number;
   uni_pc_lower_order_final: boolean;
-}
+};
 
 export const A1111_UNI_PC_DEFAULTS: Readonly<A1111UniPcSettings> = Object.freeze({
   uni_pc_variant: "bh1",
