@@ -34,6 +34,9 @@ import types
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+if sys.argv[1:] == ["tiny"]:
+    # The tiny model's sessions, CFG combine, hires and img2img glue; it imports transformers before ref's stubs.
+    import gen_a1111_tiny_e2e as e2e  # noqa: E402
 import gen_a1111_kdiffusion_goldens as ref  # noqa: E402  (k-diffusion, A1111's modules, the stubs)
 
 impl = ref.sd_samplers_timesteps_impl
@@ -162,8 +165,93 @@ def analytic_main():
                "runs": runs}, sys.stdout, separators=(",", ":"))
 
 
+def timesteps_tiny_samples(case, image_rng, cond, uncond, b):
+    """CompVisSampler.sample / sample_img2img (v1.10.1) on the tiny model, A1111's DDIM / PLMS / UniPC."""
+    key = case["sampler"]
+    set_unipc_options(case.get("unipc", {}))
+    unet = e2e.TinyUNet()
+    model = e2e.TimestepsCFG(unet, cond, uncond, case["cfg_scale"])
+    noise = image_rng.next()
+    timesteps = ref.a1111_get_timesteps(case["steps"])
+    if case.get("img2img"):
+        init_latent = e2e.img2img_init_latent(case, b)
+        _steps, t_enc = ref.setup_img2img_steps(case["steps"], case["denoising_strength"])
+        a = unet.alphas_cumprod[timesteps[t_enc]]
+        x = init_latent * torch.sqrt(a) + noise * torch.sqrt(1 - a)
+        timesteps = timesteps[:t_enc]
+    else:
+        x = noise
+    # Sampler.initialize: eta = p.eta (else opts.eta_ddim = 0), passed where the function takes it.
+    kwargs = {"eta": case["eta"]} if "eta" in case else {}
+    samples = run_timesteps_sampler(key, model, x, timesteps, bool(case.get("img2img")), **kwargs)
+    if case.get("enable_hr"):
+        samples = timesteps_hires_pass(case, unet, model, samples, kwargs)
+    return samples
+
+
+def timesteps_hires_pass(case, unet, model, samples, kwargs):
+    """sample_hr_pass with a latent upscaler (as gen_a1111_tiny_e2e.hires_pass), then CompVisSampler.sample_img2img
+    with steps given: steps' = int(steps / min(strength, 0.999)), t_enc = steps - 1, timesteps = get_timesteps(steps')."""
+    to_x, to_y, truncate_x, truncate_y = e2e.target_resolution(case)
+    scale = e2e.LATENT_UPSCALE_MODES[case["hr_upscaler"]]
+    samples = torch.nn.functional.interpolate(samples, size=(to_y // 8, to_x // 8), mode=scale["mode"], antialias=scale["antialias"])
+    samples = samples[:, :, truncate_y // 2:samples.shape[2] - (truncate_y + 1) // 2, truncate_x // 2:samples.shape[3] - (truncate_x + 1) // 2]
+    image_rng = ref.rng.ImageRNG(samples.shape[1:], case["seeds"], subseeds=case.get("subseeds"), subseed_strength=case.get("subseed_strength", 0.0))
+    noise = image_rng.next()
+    requested = case.get("hr_second_pass_steps") or case["steps"]
+    strength = case["denoising_strength"]
+    steps = int(requested / min(strength, 0.999))
+    t_enc = requested - 1
+    timesteps = ref.a1111_get_timesteps(steps)
+    a = unet.alphas_cumprod[timesteps[t_enc]]
+    xi = samples * torch.sqrt(a) + noise * torch.sqrt(1 - a)
+    ref.sampling.torch = ref.TorchHijack(image_rng, [], lambda: 0)
+    out = run_timesteps_sampler(case["sampler"], model, xi, timesteps[:t_enc], True, **kwargs)
+    return out
+
+
+def run_tiny_case(case):
+    label, _funcname = TIMESTEP_FUNCTIONS[case["sampler"]]
+    ref.shared.opts.eta_noise_seed_delta = case.get("ensd", 0)
+    b = len(case["seeds"])
+    image_rng = ref.rng.ImageRNG((4, case["height"] // 8, case["width"] // 8), case["seeds"], subseeds=case.get("subseeds"),
+                                 subseed_strength=case.get("subseed_strength", 0.0))
+    ref.sampling.torch = ref.TorchHijack(image_rng, [], lambda: 0)
+    cond = e2e.encode(case["prompt"]).repeat(b, 1, 1)
+    uncond = e2e.encode(case["negative_prompt"]).repeat(b, 1, 1)
+    samples = timesteps_tiny_samples(case, image_rng, cond, uncond, b)
+    ref.sampling.torch = torch
+    set_unipc_options({})
+    return e2e.finish_case(case, label, samples, None)
+
+
+TINY_CASES = [
+    {"id": "unipc", "sampler": "a1111_unipc", "steps": 10, "seeds": [61]},
+    {"id": "unipc-bh2-logsnr-order2-batch", "sampler": "a1111_unipc", "steps": 8, "seeds": [62, 63],
+     "unipc": {"uni_pc_variant": "bh2", "uni_pc_skip_type": "logSNR", "uni_pc_order": 2}},
+    {"id": "unipc-vary-coeff-quadratic-7-steps", "sampler": "a1111_unipc", "steps": 7, "seeds": [64],  # 7 steps run len(timesteps) = 8
+     "unipc": {"uni_pc_variant": "vary_coeff", "uni_pc_skip_type": "time_quadratic", "uni_pc_lower_order_final": False}},
+    {"id": "img2img-unipc", "img2img": True, "sampler": "a1111_unipc", "steps": 20, "seeds": [65], "denoising_strength": 0.6},
+    {"id": "hires-ddim-eta-ensd", "sampler": "a1111_ddim", "steps": 6, "seeds": [66], "eta": 0.5, "ensd": 31337,
+     "enable_hr": True, "hr_scale": 2.0, "hr_upscaler": "Latent", "denoising_strength": 0.6},
+    {"id": "hires-plms-bicubic-aa", "sampler": "a1111_plms", "steps": 8, "seeds": [67],
+     "enable_hr": True, "hr_scale": 1.5, "hr_upscaler": "Latent (bicubic antialiased)", "hr_second_pass_steps": 5, "denoising_strength": 0.5},
+    {"id": "hires-unipc-nearest", "sampler": "a1111_unipc", "steps": 6, "seeds": [68],
+     "enable_hr": True, "hr_scale": 2.0, "hr_upscaler": "Latent (nearest)", "hr_second_pass_steps": 5, "denoising_strength": 0.7},
+]
+
+
+def tiny_main():
+    out = []
+    for case in TINY_CASES:
+        case = {"prompt": "a lighthouse on a cliff", "negative_prompt": "fog", "width": 64, "height": 64, "cfg_scale": 7.0, **case}
+        out.append(run_tiny_case(case))
+    json.dump({"format": "sd-trt-a1111-tiny-e2e/1", "provenance": {**PROVENANCE, "onnxruntime": e2e.ort.__version__},
+               "randn_source": "CPU", "cases": out}, sys.stdout, separators=(",", ":"))
+
+
 if __name__ == "__main__":
     if sys.argv[1:] == ["tiny"]:
-        import gen_a1111_unipc_tiny  # noqa: F401  (written below when the e2e goldens are added)
+        tiny_main()
     else:
         analytic_main()
