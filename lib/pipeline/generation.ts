@@ -308,7 +308,14 @@ function prepareHires(context: GenerationContext, r: ResolvedRequest): HiresPass
     throw new InvalidOptionError("hires", "prompt editing and alternation ([from:to:when], [a|b]) with hires fix are not supported yet; use one or the other");
   }
   const stretched = Math.trunc(h.steps / Math.min(h.strength, 0.999));
-  const { program } = context.programs.getFrom(r.scheduler, stretched, stretched - h.steps, r.a1111.sigmaSchedule, r.a1111.eta, r.a1111.uniPc);
+  let program: SamplerProgram;
+  try {
+    ({ program } = context.programs.getFrom(r.scheduler, stretched, stretched - h.steps, r.a1111.sigmaSchedule, r.a1111.eta, r.a1111.uniPc));
+  } catch (error) {
+    // The second pass runs t_enc = hires steps − 1 steps: too few for DDIM / PLMS (≥ 2) or UniPC (≥ its order).
+    if (error instanceof InvalidOptionError) throw new InvalidOptionError("hires.steps", `hires fix's second pass (t_enc = hires steps − 1 = ${h.steps - 1}): ${error.message}`);
+    throw error;
+  }
   const rest = [4, h.height / 8, h.width / 8] as const;
   const noise: RequestNoise = r.a1111.noise ? new A1111NoiseSource(r.rng, r.generatorSeeds, rest, r.a1111.noise) : new NoiseSource(r.rng, r.generatorSeeds, true);
   const first = noise.draw(r.batch, rest);

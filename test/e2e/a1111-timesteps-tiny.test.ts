@@ -180,3 +180,14 @@ test("the CLI's --hires-* flags with --scheduler PLMS give A1111's hires-fix pix
   expect(await sharp(file).metadata()).toMatchObject({ width: c.width * c.hr_scale!, height: c.height * c.hr_scale! });
   expect(maxPixelDiff(await pngPixels([file]), c.pixels_hwc)).toBeLessThanOrEqual(1);
 });
+
+test("a hires second pass too short for the sampler is refused naming hires.steps, before any model runs", async () => {
+  const base = { prompt: "x", width: 64, height: 64, steps: 6, seeds: [1], rng: "cpu" as const };
+  // UniPC: t_enc = hires steps − 1 = 2 steps, fewer than uni_pc_order 3 (A1111 fails its assertion).
+  await expect(pipe.generate({ ...base, scheduler: "a1111_unipc", hires: { scale: 2, steps: 3, strength: 0.5 } })).rejects.toMatchObject({
+    option: "hires.steps",
+    message: expect.stringMatching(/^hires fix's second pass \(t_enc = hires steps − 1 = 2\): A1111's UniPC needs at least uni_pc_order \(3\) steps/),
+  });
+  // DDIM: t_enc = 1 leaves it no iteration.
+  await expect(pipe.generate({ ...base, scheduler: "a1111_ddim", hires: { scale: 2, steps: 2, strength: 0.5 } })).rejects.toMatchObject({ option: "hires.steps" });
+});
