@@ -254,7 +254,7 @@ function updateBasics<V>(s: UniPcContext<V>, modelPrev: readonly V[], tPrev: rea
     d1s.push(la.combine([1 / rk, modelPrev[modelPrev.length - 1 - i]!], [-1 / rk, model0]));
   }
   rks.push(1);
-  return { h, hh: -h, model0, rks, d1s, sigmaRatio: div32(ns.std(t), ns.std(tPrev0)), alphaT: ns.alpha(t) };
+  return { hh: -h, model0, rks, d1s, sigmaRatio: div32(ns.std(t), ns.std(tPrev0)), alphaT: ns.alpha(t) };
 }
 
 /** Σ_k w[k] · v[k] (torch.einsum over the D1s). */
@@ -309,8 +309,7 @@ function* bhUpdate<V>(
     [-residualScale * last, at.model],
     [residualScale * last, model0],
   );
-  const modelT = at.model;
-  return { x: corrected, modelT };
+  return { x: corrected, modelT: at.model };
 }
 
 /** UniPC.multistep_uni_pc_vary_update (predict_x0): the coefficients from the inverse of C, C[i][k] = r_i^k / (k + 1)!. */
@@ -362,8 +361,7 @@ function* varyUpdate<V>(
   const weight = mul32(alphaT, hPhiKs[K]!) * Ac[Math.max(K - 2, 0)]![K - 1]!;
   // x_t_ − Σ residuals(A_c) − weight·(m_t − m_0), from the predictor's latent as in bhUpdate.
   const corrected = la.combine([1, at.x], ...predictorTerms.map(([c, v]): [number, V] => [-c, v]), ...residuals(Ac), [-weight, at.model], [weight, model0]);
-  const modelT = at.model;
-  return { x: corrected, modelT };
+  return { x: corrected, modelT: at.model };
 }
 
 const nullAlgebra: LinearAlgebra<null> = { combine: () => null };
