@@ -191,3 +191,24 @@ test("a hires second pass too short for the sampler is refused naming hires.step
   // DDIM: t_enc = 1 leaves it no iteration.
   await expect(pipe.generate({ ...base, scheduler: "a1111_ddim", hires: { scale: 2, steps: 2, strength: 0.5 } })).rejects.toMatchObject({ option: "hires.steps" });
 });
+
+test("the server's /sdapi/v1/img2img with sampler_name UniPC gives A1111's pixels", async () => {
+  const c = byId("img2img-unipc");
+  const service = await PipelineService.create(pipe, { maxQueue: 8, batchWindowMs: 0 });
+  const server = new SdServer({ service, ownService: true });
+  try {
+    const { url } = await server.listen({ host: "127.0.0.1", port: 0 });
+    const init = await sharp(gradientInitImage(), { raw: { width: c.width, height: c.height, channels: 3 } }).png().toBuffer();
+    const body = {
+      init_images: [init.toString("base64")], denoising_strength: c.denoising_strength, prompt: c.prompt, negative_prompt: c.negative_prompt,
+      width: c.width, height: c.height, steps: c.steps, cfg_scale: c.cfg_scale, sampler_name: "UniPC", seed: c.seeds[0], override_settings: { randn_source: "CPU" },
+    };
+    const response = await fetch(`${url}/sdapi/v1/img2img`, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+    expect(response.status).toBe(200);
+    const json = (await response.json()) as { images: string[]; info: string };
+    expect(maxPixelDiff(await pngPixels(json.images.map((png) => Buffer.from(png, "base64"))), c.pixels_hwc)).toBeLessThanOrEqual(1);
+    expect((JSON.parse(json.info) as { infotexts: string[] }).infotexts[0]).toMatch(new RegExp(`Sampler: UniPC, .*Denoising strength: ${c.denoising_strength}`));
+  } finally {
+    await server.close(0);
+  }
+});
