@@ -10,6 +10,7 @@
  *
  * A1111 computes every scalar (t, λ, α, σ, h, the B(h) and φ tables, the small linear solves) on
  * float32 tensors; so does this file (float32.ts), so the coefficients carry the same rounding.
+ * v-prediction models run as A1111 runs them, through its CompVisTimestepsVDenoiser (epsScalings).
  * The goldens are A1111's own code (scripts/reference/gen_a1111_unipc_goldens.py).
  */
 import { InvalidOptionError } from "../errors.js";
@@ -53,7 +54,8 @@ export interface A1111UniPcConfig extends A1111UniPcSettings {
   beta_end: number;
   beta_schedule: "scaled_linear";
   trained_betas: null;
-  prediction_type: "epsilon";
+  /** v models go through A1111's CompVisTimestepsVDenoiser: eps = √ᾱ[⌊t⌋]·v + √(1 − ᾱ[⌊t⌋])·x. */
+  prediction_type: "epsilon" | "v_prediction";
 }
 
 export interface A1111UniPcPlan extends SchedulePlan {
@@ -390,11 +392,20 @@ function planFor(config: A1111UniPcConfig, steps: number, schedule: number[], sa
     steps,
     schedule,
     times,
-    // The run's D is the UNet's eps (CompVisTimestepsDenoiser); uniPc makes x0 from it.
     cIn: evals.map(() => 1),
-    cSkip: evals.map(() => 0),
-    cOut: evals.map(() => 1),
+    ...epsScalings(config, evals),
   };
+}
+
+/**
+ * The run's D is the eps uniPc makes x0 from: the UNet's output as is (CompVisTimestepsDenoiser), or
+ * for v models CompVisTimestepsVDenoiser's √ᾱ[t.to(int)]·v + √(1 − ᾱ[t.to(int)])·x, the fractional
+ * timestep truncated to index the float32 tables.
+ */
+function epsScalings(config: A1111UniPcConfig, evals: readonly number[]): { cSkip: number[]; cOut: number[] } {
+  if (config.prediction_type === "epsilon") return { cSkip: evals.map(() => 0), cOut: evals.map(() => 1) };
+  const ac = discreteSchedule(config).alphasCumprod;
+  return { cSkip: evals.map((t) => sqrt32(sub32(1, ac[Math.trunc(t)]!))), cOut: evals.map((t) => sqrt32(ac[Math.trunc(t)]!)) };
 }
 
 const noiseSchedules = new Map<string, DiscreteNoiseSchedule>();
@@ -418,7 +429,7 @@ const CONFIG_SPEC: ConfigSpec<A1111UniPcConfig> = {
   beta_end: { default: 0.012, check: check.number(Number.MIN_VALUE, 1) },
   beta_schedule: { default: "scaled_linear", check: check.only("scaled_linear", "A1111's samplers use ldm's linear-in-sqrt betas") },
   trained_betas: { default: null, check: check.only(null, "A1111's samplers use ldm's computed betas") },
-  prediction_type: { default: "epsilon", check: check.only("epsilon", "A1111's UniPC is ported for eps-prediction models only so far") },
+  prediction_type: { default: "epsilon", check: check.oneOf(["epsilon", "v_prediction"]) },
   uni_pc_variant: { default: A1111_UNI_PC_DEFAULTS.uni_pc_variant, check: check.oneOf(UNI_PC_VARIANTS) },
   uni_pc_skip_type: { default: A1111_UNI_PC_DEFAULTS.uni_pc_skip_type, check: check.oneOf(UNI_PC_SKIP_TYPES) },
   uni_pc_order: {

@@ -61,9 +61,27 @@ class _ProgressBar:
 
 uni_pc.tqdm = types.SimpleNamespace(tqdm=_ProgressBar)
 
+# modules/sd_samplers_timesteps.py for its CompVisTimestepsVDenoiser (v-prediction models): its import-time
+# names from modules that do not run here (ref already stubs sd_samplers_common and sd_samplers_cfg_denoiser).
+sys.modules["modules.sd_samplers_common"].Sampler = object
+ref.modules.script_callbacks = ref.stub("modules.script_callbacks", ExtraNoiseParams=None, extra_noise_callback=None)
+sd_samplers_timesteps = ref.load("modules", "sd_samplers_timesteps", os.path.join(ref.A1111, "modules", "sd_samplers_timesteps.py"))
+
+
+class TimestepsVDenoiser:
+    """What the timestep samplers are handed for a v model: CFGDenoiserTimesteps without guidance around
+    A1111's CompVisTimestepsVDenoiser (eps from v with alphas_cumprod[t.to(int)])."""
+
+    def __init__(self, unet):
+        self.inner_model = sd_samplers_timesteps.CompVisTimestepsVDenoiser(unet)
+
+    def __call__(self, x, t, **kwargs):
+        return self.inner_model(x, t)
+
 PROVENANCE = {
     **{k: v for k, v in ref.PROVENANCE.items() if not k.startswith("a1111_sd_samplers_")},
     "a1111": "AUTOMATIC1111/stable-diffusion-webui 82a973c04367123ae98bd9abdf80d9eda9b910e2 (v1.10.1): "
+             "modules/sd_samplers_timesteps.py blob 81edd67d6e49465caff903133eeb61bc1ce32154 (CompVisTimestepsVDenoiser), "
              "modules/sd_samplers_timesteps_impl.py blob 180e43899887e5af50287831b6a44fa928ada41e, "
              "modules/models/diffusion/uni_pc/uni_pc.py blob 3333bc808d036f88b93ae1b248fd411bd01548c9, "
              "modules/models/diffusion/uni_pc/__init__.py blob dbb35964ce08f4d3e1b2f77d2a5359c87bf6f3fa, "
@@ -91,7 +109,7 @@ def run_timesteps_sampler(key, model, x, timesteps, is_img2img, callback=None, *
     return func(model, x, timesteps, extra_args={}, callback=callback or (lambda d: None), disable=True, **kwargs)
 
 
-def unipc_run(steps, dtype, options=None, seed=7, strength=None):
+def unipc_run(steps, dtype, options=None, seed=7, strength=None, parameterization="eps"):
     options = options or {}
     set_unipc_options(options)
     torch_dtype = torch.float32 if dtype == "float32" else torch.float64
@@ -102,8 +120,8 @@ def unipc_run(steps, dtype, options=None, seed=7, strength=None):
     noise = image_rng.next().to(torch_dtype)
     timesteps = ref.a1111_get_timesteps(steps)
     suffix = "".join(f"/{k[len('uni_pc_'):]}={v}" for k, v in options.items())
-    out = {"id": f"a1111_unipc/{steps}/{dtype}{suffix}" + (f"/strength{strength}" if strength is not None else ""),
-           "key": "a1111_unipc", "steps": steps, "dtype": dtype, "seed": seed, "options": {**DEFAULT_OPTIONS, **options},
+    out = {"id": f"a1111_unipc/{steps}/{dtype}{suffix}" + (f"/strength{strength}" if strength is not None else "") + ("/v" if parameterization == "v" else ""),
+           "key": "a1111_unipc", "steps": steps, "dtype": dtype, "seed": seed, "options": {**DEFAULT_OPTIONS, **options}, "parameterization": parameterization,
            "strength": strength, "timesteps": timesteps.tolist()}
     if strength is None:
         x = noise
@@ -116,7 +134,8 @@ def unipc_run(steps, dtype, options=None, seed=7, strength=None):
         timesteps = timesteps[:t_enc]
         out.update({"t_enc": t_enc, "init_latent": ref.vec(init_latent, dtype), "signal": float(signal), "noise_scale": float(noise_scale)})
     x0 = x.clone()
-    final = run_timesteps_sampler("a1111_unipc", ref.TimestepsDenoiser(unet), x, timesteps, strength is not None)
+    model = TimestepsVDenoiser(unet) if parameterization == "v" else ref.TimestepsDenoiser(unet)
+    final = run_timesteps_sampler("a1111_unipc", model, x, timesteps, strength is not None)
     out.update({"evals": [e["t"] for e in model_log], "x0": ref.vec(x0, dtype), "noise": ref.vec(noise, "float32"),
                 "final": ref.vec(final, dtype)})
     return out
@@ -152,6 +171,11 @@ def analytic_main():
                                      (16, 0.5, {"uni_pc_variant": "bh2", "uni_pc_skip_type": "logSNR"}),
                                      (12, 0.9, {"uni_pc_variant": "vary_coeff", "uni_pc_skip_type": "time_quadratic", "uni_pc_order": 2})):
         runs.append(try_run(steps, "float32", options=options, strength=strength))
+    # v-prediction models (CompVisTimestepsVDenoiser: the analytic model's output read as v).
+    runs.append(try_run(10, "float32", parameterization="v"))
+    runs.append(try_run(12, "float32", options={"uni_pc_variant": "vary_coeff", "uni_pc_skip_type": "logSNR"}, parameterization="v"))
+    runs.append(try_run(20, "float32", strength=0.6, parameterization="v"))
+    runs.append(try_run(9, "float64", options={"uni_pc_order": 1}, parameterization="v"))
     # A1111's assertion: fewer steps than the order.
     runs.append(try_run(2, "float32"))
     runs.append(try_run(10, "float32", strength=0.25))

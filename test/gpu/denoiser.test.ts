@@ -85,12 +85,12 @@ describeGpu("denoise loop on the GPU (analytic stand-in)", ({ addon }) => {
   // loop (test/fixtures/a1111/unipc_goldens.json, float32 txt2img runs).
   const uniPcRuns = (
     JSON.parse(readFileSync(new URL("../fixtures/a1111/unipc_goldens.json", import.meta.url), "utf8")) as {
-      runs: { id: string; steps: number; dtype: string; options: Record<string, unknown>; strength: number | null; x0: number[]; final: number[]; refused?: string }[];
+      runs: { id: string; steps: number; dtype: string; options: Record<string, unknown>; parameterization?: string; strength: number | null; x0: number[]; final: number[]; refused?: string }[];
     }
   ).runs.filter((r) => r.refused === undefined && r.dtype === "float32" && r.strength === null);
 
   test.each(uniPcRuns.map((r) => [r.id, r] as const))("A1111 %s: the captured loop matches the CPU executor and A1111's final latents", async (_id, run) => {
-    const program = createScheduler("a1111_unipc", run.options).compile(run.steps);
+    const program = createScheduler("a1111_unipc", { ...run.options, prediction_type: run.parameterization === "v" ? "v_prediction" : "epsilon" }).compile(run.steps);
     const latents = Float32Array.from(run.x0);
     const denoiser = await Denoiser.create({ unet: "analytic" });
     try {

@@ -122,13 +122,13 @@ describe.each(timestepRuns.map((r) => [r.id, r] as const))("denoise loop host pa
 // to order + 1 (test/fixtures/a1111/unipc_goldens.json, float32 txt2img runs).
 const uniPcRuns = (
   JSON.parse(readFileSync(new URL("../fixtures/a1111/unipc_goldens.json", import.meta.url), "utf8")) as {
-    runs: { id: string; steps: number; dtype: string; options: Record<string, unknown>; strength: number | null; x0: number[]; final: number[]; refused?: string }[];
+    runs: { id: string; steps: number; dtype: string; options: Record<string, unknown>; parameterization?: string; strength: number | null; x0: number[]; final: number[]; refused?: string }[];
   }
 ).runs.filter((r) => r.refused === undefined && r.dtype === "float32" && r.strength === null);
 
 describe.each(uniPcRuns.map((r) => [r.id, r] as const))("denoise loop host path, A1111 %s", (_id, run) => {
   test("reproduces the CPU executor and A1111's final latents", () => {
-    const program = createScheduler("a1111_unipc", run.options).compile(run.steps);
+    const program = createScheduler("a1111_unipc", { ...run.options, prediction_type: run.parameterization === "v" ? "v_prediction" : "epsilon" }).compile(run.steps);
     const x0 = Float32Array.from(run.x0);
     const host = addon.hostRunProgram({ program: packProgram(program), latents: x0, noise: new Float32Array(0), batch: 1, height: 8, width: 8 });
     const cpu = runProgram(program, x0, analyticModel("float32"), () => {

@@ -1,7 +1,7 @@
 /**
  * A1111's own UniPC (a1111_unipc) against A1111's sd_samplers_timesteps_impl.unipc (its uni_pc.py
  * port) driven as its CompVisSampler drives it — txt2img and img2img, each variant, skip type,
- * order and lower_order_final — on the analytic model (test/fixtures/a1111/unipc_goldens.json,
+ * order and lower_order_final, eps and v models — on the analytic model (test/fixtures/a1111/unipc_goldens.json,
  * scripts/reference/gen_a1111_unipc_goldens.py).
  */
 import { readFileSync } from "node:fs";
@@ -17,6 +17,7 @@ interface Run {
   dtype: "float32" | "float64";
   seed: number;
   options: Record<string, unknown>;
+  parameterization?: "eps" | "v";
   strength: number | null;
   init_latent?: number[];
   signal?: number;
@@ -31,8 +32,8 @@ interface Run {
 const golden = JSON.parse(readFileSync(new URL("../fixtures/a1111/unipc_goldens.json", import.meta.url), "utf8")) as { runs: Run[] };
 const SHAPE = [1, 4, 8, 8];
 
-function compile(run: Pick<Run, "options" | "steps" | "strength">) {
-  const scheduler = createScheduler("a1111_unipc", run.options);
+function compile(run: Pick<Run, "options" | "steps" | "strength" | "parameterization">) {
+  const scheduler = createScheduler("a1111_unipc", { ...run.options, ...(run.parameterization === "v" ? { prediction_type: "v_prediction" } : {}) });
   return run.strength === null ? scheduler.compile(run.steps) : scheduler.compile(run.steps, { startIndex: a1111Img2imgStartIndex(run.steps, run.strength) });
 }
 
@@ -89,7 +90,7 @@ test("options outside A1111's choices are refused, naming the key and its values
   expect(() => createScheduler("a1111_unipc", { uni_pc_order: 16 })).toThrow(/uni_pc_order must be an integer from 1 to 15 \(A1111's slider goes to 50; sd-trt's executors keep 16 steps of history/);
   expect(createScheduler("a1111_unipc", { uni_pc_order: 15 }).compile(50).historyDepth).toBe(16);
   expect(() => createScheduler("a1111_unipc", { uni_pc_lower_order_final: "yes" })).toThrow(/uni_pc_lower_order_final must be true or false/);
-  expect(() => createScheduler("a1111_unipc", { prediction_type: "v_prediction" })).toThrow(/prediction_type must be "epsilon"/);
+  expect(() => createScheduler("a1111_unipc", { prediction_type: "sample" })).toThrow(/prediction_type must be one of "epsilon", "v_prediction"/);
 });
 
 test("A1111's name UniPC selects its own port and names it back; diffusers' UniPC stays `unipc`", () => {
