@@ -9,8 +9,11 @@ the last step) plus its `ddim` and `plms`, with the shared.opts values uni_pc_va
 uni_pc_order and uni_pc_lower_order_final set per run. The A1111 files come from the commit sd-trt
 targets (82a973c, blob ids in PROVENANCE); gen_a1111_kdiffusion_goldens.py (imported as `ref`) supplies
 the import-time stubs, A1111's ImageRNG and the analytic model, and gen_a1111_tiny_e2e.py (imported as
-`e2e`) the tiny model, the CFG combine and the hires-fix glue. The one stub added here: uni_pc.py's
-`tqdm.tqdm(total=steps)` progress bar becomes a no-op context manager.
+`e2e`) the tiny model, the CFG combine and the hires-fix glue. v-prediction runs go through A1111's own
+CompVisTimestepsVDenoiser (modules/sd_samplers_timesteps.py, loaded whole). Stubs added here, import-time
+only: uni_pc.py's `tqdm.tqdm(total=steps)` progress bar becomes a no-op context manager, and
+sd_samplers_timesteps.py's base class `sd_samplers_common.Sampler` and `modules.script_callbacks` names
+(neither runs here).
 
 Driven as A1111's CompVisSampler drives them (transcribed from sd_samplers_timesteps.py):
 - txt2img: x = rng.next() (unscaled); timesteps = clip(range(0, 1000, 1000 // steps) + 1, 0, 999), so
