@@ -4,18 +4,23 @@
  * from options.ts; the resolved values travel on the request as `a1111`.
  */
 import { InvalidOptionError } from "../errors.js";
-import { integerInRange, invalidOption, numberInRange } from "../validate.js";
+import { booleanValue, integerInRange, invalidOption, numberInRange, oneOf } from "../validate.js";
 import { validateSeed } from "../rng/index.js";
 import type { BackendLimits } from "../backends/backend.js";
 import { LATENT_UPSCALERS, type LatentUpscaler } from "../sampler/latent-upscale.js";
 import {
+  A1111_UNI_PC_DEFAULTS,
+  UNI_PC_SKIP_TYPES,
+  UNI_PC_VARIANTS,
   isA1111Sampler,
+  isA1111UniPc,
   isKDiffusionSampler,
   kdiffusionFractionalTimesteps,
   kdiffusionUsesEnsd,
   kdiffusionUsesEta,
   resolveSigmaSchedule,
   sigmaScheduleLabel,
+  type A1111UniPcSettings,
   type SchedulerName,
   type SigmaSchedule,
 } from "../schedulers/index.js";
@@ -45,12 +50,28 @@ export interface A1111GenerateOptions {
   /** A1111's eta_noise_seed_delta (ENSD): after the initial noise each image's generator is re-seeded with seed + ENSD. Needs `seeds`. */
   ensd?: number;
   /**
-   * A1111's hires fix (txt2img with a k-diffusion sampler and `seeds`): the first pass at
+   * A1111's hires fix (txt2img with one of A1111's own samplers and `seeds`): the first pass at
    * width × height, its latents upscaled with a latent upscaler, then an img2img pass at the
    * larger size from them (A1111's sample_hr_pass). SDXL: the second pass's time ids are those of
    * the upscale size (A1111's calculate_hr_conds), except sizes given as originalSize / targetSize.
    */
   hires?: HiresOptions;
+  /**
+   * A1111's UniPC settings (its options uni_pc_variant, uni_pc_skip_type, uni_pc_order,
+   * uni_pc_lower_order_final), for `a1111_unipc` only; each defaults to A1111's.
+   */
+  uniPc?: UniPcOptions;
+}
+
+export interface UniPcOptions {
+  /** "bh1" (default), "bh2" or "vary_coeff". */
+  variant?: string;
+  /** "time_uniform" (default), "time_quadratic" or "logSNR". */
+  skipType?: string;
+  /** 1 … 15, default 3; the run needs at least this many steps (A1111 asserts it). */
+  order?: number;
+  /** Lower the order over the last steps (default true). */
+  lowerOrderFinal?: boolean;
 }
 
 export interface HiresOptions {
@@ -85,7 +106,7 @@ export interface HiresRequest {
   stepsGiven: boolean;
 }
 
-export const A1111_OPTION_NAMES = ["sigmaSchedule", "eta", "subseeds", "subseedStrength", "seedResizeFrom", "ensd", "hires"] as const;
+export const A1111_OPTION_NAMES = ["sigmaSchedule", "eta", "subseeds", "subseedStrength", "seedResizeFrom", "ensd", "hires", "uniPc"] as const;
 
 /** Resolved A1111 options of a request. */
 export interface A1111Request {
@@ -102,6 +123,8 @@ export interface A1111Request {
     ensd: number;
   };
   hires?: HiresRequest;
+  /** Set for a1111_unipc only: every setting, defaults filled in. */
+  uniPc?: A1111UniPcSettings;
 }
 
 export function resolveA1111Options(
@@ -120,6 +143,16 @@ export function resolveA1111Options(
       `${scheduler} feeds the UNet fractional timesteps (A1111's sigma_to_t), but this model's UNet takes an integer timestep, which would truncate them: re-export the UNet with a float timestep, or use a diffusers scheduler`,
     );
   }
+  if (isA1111UniPc(scheduler) && !fractionalTimesteps) {
+    throw new InvalidOptionError(
+      "scheduler",
+      `${scheduler} feeds the UNet fractional timesteps (A1111's UniPC time (t − 1/1000) · 1000), but this model's UNet takes an integer timestep, which would truncate them: re-export the UNet with a float timestep, or use a diffusers scheduler`,
+    );
+  }
+  if (options.uniPc !== undefined && !isA1111UniPc(scheduler)) {
+    throw new InvalidOptionError("uniPc", `uniPc applies to A1111's own UniPC (a1111_unipc), not ${scheduler}`);
+  }
+  if (isA1111UniPc(scheduler)) out.uniPc = resolveUniPc(options.uniPc);
   if (options.sigmaSchedule !== undefined) {
     if (!isKDiffusionSampler(scheduler)) {
       throw new InvalidOptionError("sigmaSchedule", `sigmaSchedule applies to A1111's k-diffusion samplers (k_euler, k_euler_a, k_dpmpp_2m, …); ${scheduler} has its own schedule`);
@@ -143,7 +176,7 @@ export function resolveA1111Options(
     throw new InvalidOptionError(first, `${first} follows A1111's noise, which has one generator per image: give seeds (A1111's seed, seed + 1, …) instead of seed`);
   }
   if (img2img && !isA1111Sampler(scheduler)) {
-    throw new InvalidOptionError(first, `${first} applies to txt2img, and to img2img with A1111's own samplers (k_euler_a, …, a1111_ddim, a1111_plms), not img2img with ${scheduler}`);
+    throw new InvalidOptionError(first, `${first} applies to txt2img, and to img2img with A1111's own samplers (k_euler_a, …, a1111_ddim, a1111_plms, a1111_unipc), not img2img with ${scheduler}`);
   }
 
   let subseeds: bigint[] | undefined;
@@ -171,6 +204,19 @@ export function resolveA1111Options(
   return out;
 }
 
+function resolveUniPc(raw: UniPcOptions | undefined): A1111UniPcSettings {
+  if (raw === undefined) return { ...A1111_UNI_PC_DEFAULTS };
+  if (typeof raw !== "object" || raw === null) throw invalidOption("uniPc", "an object { variant, skipType, order, lowerOrderFinal }", raw);
+  const d = A1111_UNI_PC_DEFAULTS;
+  return {
+    uni_pc_variant: raw.variant === undefined ? d.uni_pc_variant : oneOf("uniPc.variant", raw.variant, UNI_PC_VARIANTS),
+    uni_pc_skip_type: raw.skipType === undefined ? d.uni_pc_skip_type : oneOf("uniPc.skipType", raw.skipType, UNI_PC_SKIP_TYPES),
+    // Order k keeps k + 1 steps of history; the executors hold 16 (A1111's slider goes to 50).
+    uni_pc_order: raw.order === undefined ? d.uni_pc_order : integerInRange("uniPc.order", raw.order, 1, 15),
+    uni_pc_lower_order_final: raw.lowerOrderFinal === undefined ? d.uni_pc_lower_order_final : booleanValue("uniPc.lowerOrderFinal", raw.lowerOrderFinal),
+  };
+}
+
 function resolveHires(
   raw: HiresOptions,
   scheduler: SchedulerName,
@@ -180,8 +226,8 @@ function resolveHires(
 ): HiresRequest {
   if (typeof raw !== "object" || raw === null) throw invalidOption("hires", "an object { scale, steps, upscaler, strength, resizeWidth, resizeHeight }", raw);
   if (img2img || !image || image.width === undefined || image.height === undefined) throw new InvalidOptionError("hires", "hires applies to txt2img only");
-  if (!isKDiffusionSampler(scheduler)) {
-    throw new InvalidOptionError("hires", `hires runs A1111's second pass, which sd-trt implements for A1111's k-diffusion samplers (k_*) only, not ${scheduler}`);
+  if (!isA1111Sampler(scheduler)) {
+    throw new InvalidOptionError("hires", `hires runs A1111's second pass, which sd-trt implements for A1111's own samplers (k_*, a1111_ddim, a1111_plms, a1111_unipc) only, not ${scheduler}`);
   }
   if (!perImageGenerators) throw new InvalidOptionError("hires", "hires follows A1111's noise, which has one generator per image: give seeds (A1111's seed, seed + 1, …) instead of seed");
   const upscaler = raw.upscaler ?? "Latent";

@@ -178,7 +178,7 @@ export function batchKey(request: ResolvedRequest, width = request.width, height
   if (refiner) text.push(refiner.switchAt, refiner.zeroUncond, refiner.cond.batch.chunks, refiner.uncond?.batch.chunks ?? null);
   // Requests with different LoRA sets (prompt tags) need different weights: never one batch.
   const loras = request.loras.map((l) => [l.path, l.scale]);
-  return JSON.stringify([loras, width, height, request.steps, request.scheduler, request.a1111.sigmaSchedule ?? null, request.a1111.eta ?? null, request.uncond !== null, img2img ? request.strength : null, request.a1111.hires ?? null, ...text]);
+  return JSON.stringify([loras, width, height, request.steps, request.scheduler, request.a1111.sigmaSchedule ?? null, request.a1111.eta ?? null, request.a1111.uniPc ?? null, request.uncond !== null, img2img ? request.strength : null, request.a1111.hires ?? null, ...text]);
 }
 
 function checkInitImageSize(limits: BackendLimits, width: number, height: number): void {
@@ -220,7 +220,7 @@ export async function prepareRequest(context: GenerationContext, request: Resolv
   // The prompts were read during validation (their length decides the batch key).
   const warnings = [...r.cond.warnings, ...(r.uncond?.warnings ?? [])];
 
-  let { program } = programs.get(r.scheduler, r.steps, image ? r.strength! : undefined, r.a1111.sigmaSchedule, r.a1111.eta);
+  let { program } = programs.get(r.scheduler, r.steps, image ? r.strength! : undefined, r.a1111.sigmaSchedule, r.a1111.eta, r.a1111.uniPc);
   let refinerProgram: SamplerProgram | null = null;
   const refinerRequest = r.sdxl?.refiner;
   if (refinerRequest) {
@@ -299,9 +299,10 @@ function drawA1111Img2img(
 }
 
 /**
- * A1111's sample_hr_pass for a k-diffusion sampler: sample_img2img with steps given
- * (setup_img2img_steps: steps' = int(steps / min(strength, 0.999)), t_enc = steps − 1, the sampler
- * runs sigmas[steps' − t_enc − 1:]) and a new ImageRNG at the second pass's latent size.
+ * A1111's sample_hr_pass: sample_img2img with steps given (setup_img2img_steps: steps' =
+ * int(steps / min(strength, 0.999)), t_enc = steps − 1; a k-diffusion sampler runs
+ * sigmas[steps' − t_enc − 1:], DDIM / PLMS / UniPC timesteps[:t_enc] of get_timesteps(steps'))
+ * and a new ImageRNG at the second pass's latent size.
  */
 function prepareHires(context: GenerationContext, r: ResolvedRequest): HiresPass {
   const h = r.a1111.hires!;
@@ -310,7 +311,14 @@ function prepareHires(context: GenerationContext, r: ResolvedRequest): HiresPass
     throw new InvalidOptionError("hires", "prompt editing and alternation ([from:to:when], [a|b]) with hires fix are not supported yet; use one or the other");
   }
   const stretched = Math.trunc(h.steps / Math.min(h.strength, 0.999));
-  const { program } = context.programs.getFrom(r.scheduler, stretched, stretched - h.steps, r.a1111.sigmaSchedule, r.a1111.eta);
+  let program: SamplerProgram;
+  try {
+    ({ program } = context.programs.getFrom(r.scheduler, stretched, stretched - h.steps, r.a1111.sigmaSchedule, r.a1111.eta, r.a1111.uniPc));
+  } catch (error) {
+    // The second pass runs t_enc = hires steps − 1 steps: too few for DDIM / PLMS (≥ 2) or UniPC (≥ its order).
+    if (error instanceof InvalidOptionError) throw new InvalidOptionError("hires.steps", `hires fix's second pass (t_enc = hires steps − 1 = ${h.steps - 1}): ${error.message}`);
+    throw error;
+  }
   const rest = [4, h.height / 8, h.width / 8] as const;
   const noise: RequestNoise = r.a1111.noise ? new A1111NoiseSource(r.rng, r.generatorSeeds, rest, r.a1111.noise) : new NoiseSource(r.rng, r.generatorSeeds, true);
   const first = noise.draw(r.batch, rest);
@@ -330,7 +338,8 @@ function prepareHires(context: GenerationContext, r: ResolvedRequest): HiresPass
 
 /**
  * The second pass's starting latents: the first pass's latents upscaled, cropped as A1111 crops
- * them (truncate_x/y), plus σ_start · the new ImageRNG's first draw, in float32.
+ * them (truncate_x/y), noised with the new ImageRNG's first draw as the sampler's
+ * sample_img2img does (the program's addNoise), in float32.
  */
 function hiresStart(pass: HiresPass, latents: Float32Array, batch: number, latentHeight: number, latentWidth: number): Float32Array {
   const up = upscaleLatents(latents, [batch, 4, latentHeight, latentWidth], pass.upscaleHeight, pass.upscaleWidth, pass.upscaler);
@@ -338,13 +347,14 @@ function hiresStart(pass: HiresPass, latents: Float32Array, batch: number, laten
   const w = pass.width / 8;
   const y0 = Math.floor(pass.truncateY / 2);
   const x0 = Math.floor(pass.truncateX / 2);
-  const sigma = pass.program.addNoise!.noise;
+  // k-diffusion: samples + noise · σ_start (signal 1); DDIM / PLMS / UniPC: samples · √ᾱ + noise · √(1 − ᾱ).
+  const { signal, noise: sigma } = pass.program.addNoise!;
   const out = new Float32Array(batch * 4 * h * w);
   for (let plane = 0; plane < batch * 4; plane++) {
     for (let y = 0; y < h; y++) {
       for (let x = 0; x < w; x++) {
         const k = (plane * h + y) * w + x;
-        out[k] = up[(plane * pass.upscaleHeight + y0 + y) * pass.upscaleWidth + x0 + x]! + Math.fround(pass.noise[k]! * sigma);
+        out[k] = Math.fround(up[(plane * pass.upscaleHeight + y0 + y) * pass.upscaleWidth + x0 + x]! * signal) + Math.fround(pass.noise[k]! * sigma);
       }
     }
   }

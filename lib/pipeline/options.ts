@@ -48,7 +48,7 @@ export interface GenerateOptions extends A1111GenerateOptions, SdxlGenerateOptio
   steps?: number;
   /** Classifier-free guidance scale, 0…100. A scale ≤ 1 turns guidance off (one UNet row per image, no negative prompt), as in diffusers. Defaults to 7.5. */
   guidance?: number;
-  /** Scheduler: diffusers' `lms`, `euler`, `euler_a`, `ddim`, `pndm`, `dpmpp_2m`, `dpmpp_2m_karras`, `heun`, `ddpm`, `unipc` (or a diffusers class name), or A1111's k-diffusion samplers `k_euler`, `k_euler_a`, `k_lms`, `k_heun`, `k_dpm_2`, `k_dpm_2_a`, `k_dpmpp_2s_a`, `k_dpmpp_2m`, `k_dpm_fast`, `k_restart`, `k_lcm` (with `sigmaSchedule`), and A1111's own DDIM, DDIM CFG++ and PLMS `a1111_ddim`, `a1111_ddim_cfgpp`, `a1111_plms`. Defaults to the model's `scheduler_config.json` (`_class_name`). */
+  /** Scheduler: diffusers' `lms`, `euler`, `euler_a`, `ddim`, `pndm`, `dpmpp_2m`, `dpmpp_2m_karras`, `heun`, `ddpm`, `unipc` (or a diffusers class name), or A1111's k-diffusion samplers `k_euler`, `k_euler_a`, `k_lms`, `k_heun`, `k_dpm_2`, `k_dpm_2_a`, `k_dpmpp_2s_a`, `k_dpmpp_2m`, `k_dpm_fast`, `k_restart`, `k_lcm` (with `sigmaSchedule`), and A1111's own DDIM, DDIM CFG++, PLMS and UniPC `a1111_ddim`, `a1111_ddim_cfgpp`, `a1111_plms`, `a1111_unipc` (with `uniPc`). Defaults to the model's `scheduler_config.json` (`_class_name`). */
   scheduler?: string;
   /**
    * One seed for the whole batch: a single generator draws every image's noise in turn

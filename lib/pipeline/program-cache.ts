@@ -6,7 +6,7 @@
  *
  * Cached programs are deeply frozen: every request shares them, and none may change them.
  */
-import { a1111Img2imgStartIndex, createScheduler, isA1111Sampler, strengthToStartStep, type SchedulerName, type SigmaSchedule } from "../schedulers/index.js";
+import { a1111Img2imgStartIndex, createScheduler, isA1111Sampler, strengthToStartStep, type RawSchedulerConfig, type SchedulerName, type SigmaSchedule } from "../schedulers/index.js";
 import type { SamplerProgram } from "../sampler/program.js";
 
 export interface CompiledProgram {
@@ -42,25 +42,26 @@ export class ProgramCache {
    * The program for `steps` of `scheduler`; for img2img (`strength` given) the program that
    * starts at diffusers' `t_start · order` (A1111's `steps − t_enc − 1` for its own samplers,
    * k-diffusion's, DDIM and PLMS) and carries `addNoise`. `sigmaSchedule`: the schedule type of an A1111 k-diffusion sampler.
+   * `settings`: more config keys of the scheduler (A1111's uni_pc_* settings for a1111_unipc).
    */
-  get(scheduler: SchedulerName, steps: number, strength?: number, sigmaSchedule?: SigmaSchedule, eta?: number): CompiledProgram {
+  get(scheduler: SchedulerName, steps: number, strength?: number, sigmaSchedule?: SigmaSchedule, eta?: number, settings?: RawSchedulerConfig): CompiledProgram {
     let startStep: number | null = null;
     if (strength !== undefined) startStep = isA1111Sampler(scheduler) ? a1111Img2imgStartIndex(steps, strength) : strengthToStartStep(steps, strength);
-    return this.#get(scheduler, steps, startStep, sigmaSchedule, eta);
+    return this.#get(scheduler, steps, startStep, sigmaSchedule, eta, settings);
   }
 
-  /** An A1111 k-diffusion program starting at `startIndex` of its sigmas (hires fix's second pass). */
-  getFrom(scheduler: SchedulerName, steps: number, startIndex: number, sigmaSchedule: SigmaSchedule | undefined, eta?: number): CompiledProgram {
-    return this.#get(scheduler, steps, startIndex, sigmaSchedule, eta);
+  /** An A1111 program starting at `startIndex` of its sigmas / timesteps (hires fix's second pass). */
+  getFrom(scheduler: SchedulerName, steps: number, startIndex: number, sigmaSchedule: SigmaSchedule | undefined, eta?: number, settings?: RawSchedulerConfig): CompiledProgram {
+    return this.#get(scheduler, steps, startIndex, sigmaSchedule, eta, settings);
   }
 
-  #get(scheduler: SchedulerName, steps: number, startStep: number | null, sigmaSchedule: SigmaSchedule | undefined, eta: number | undefined): CompiledProgram {
-    const key = JSON.stringify([scheduler, steps, startStep, sigmaSchedule ?? null, eta ?? null]);
+  #get(scheduler: SchedulerName, steps: number, startStep: number | null, sigmaSchedule: SigmaSchedule | undefined, eta: number | undefined, settings: RawSchedulerConfig | undefined): CompiledProgram {
+    const key = JSON.stringify([scheduler, steps, startStep, sigmaSchedule ?? null, eta ?? null, settings ?? null]);
     let program = this.#entries.get(key);
     if (program) {
       this.#entries.delete(key);
     } else {
-      const options = { ...(sigmaSchedule !== undefined ? { sigmaSchedule } : {}), ...(eta !== undefined ? { eta } : {}) };
+      const options = { ...settings, ...(sigmaSchedule !== undefined ? { sigmaSchedule } : {}), ...(eta !== undefined ? { eta } : {}) };
       const compiler = createScheduler(scheduler, { ...this.#config, ...options });
       program = deepFreeze(startStep === null ? compiler.compile(steps) : compiler.compile(steps, { startIndex: startStep * compiler.order }));
       if (this.#entries.size >= this.#capacity) this.#entries.delete(this.#entries.keys().next().value!);

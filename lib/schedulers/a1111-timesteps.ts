@@ -135,7 +135,7 @@ export function a1111TimestepLabel(name: A1111TimestepSamplerName): string {
 }
 
 /** CompVisSampler.get_timesteps (no discard_next_to_last_sigma: A1111's default). */
-function a1111Timesteps(steps: number): number[] {
+export function a1111Timesteps(steps: number): number[] {
   const out: number[] = [];
   for (let t = 0; t < 1000; t += Math.floor(1000 / steps)) out.push(Math.min(Math.max(t + 1, 0), 999));
   return out;

@@ -4,13 +4,14 @@
  *
  * An A1111 name means what A1111 runs: "Euler a", "DPM++ 2M", … are its k-diffusion samplers
  * (the `k_*` schedulers, kdiffusion.ts) with a schedule type; "DDIM" and "PLMS" its own timestep
- * samplers (`a1111_ddim`, `a1111_plms`, a1111-timesteps.ts). "UniPC" maps to diffusers' UniPC, the
- * closest sd-trt has to A1111's (which runs its own uni_pc port).
+ * samplers (`a1111_ddim`, `a1111_plms`, a1111-timesteps.ts) and "UniPC" its own UniPC port
+ * (`a1111_unipc`, a1111-unipc.ts); diffusers' UniPC (`unipc`) is written as "UniPC" in infotexts.
  * Before v1.9 the schedule was part of the name ("DPM++ 2M Karras"); like A1111's
  * get_sampler_and_scheduler, a schedule label at the end of the name is split off and wins.
  */
 import { a1111TimestepLabel, isA1111TimestepSampler } from "./a1111-timesteps.js";
 import { A1111_DDIM_CFGPP, A1111_DDIM_CFGPP_LABEL } from "./a1111-ddim-cfgpp.js";
+import { isA1111UniPc } from "./a1111-unipc.js";
 import { kdiffusionLabel, isKDiffusionSampler, KDIFFUSION_SAMPLER_NAMES, type KDiffusionSamplerName } from "./kdiffusion.js";
 import { findSigmaSchedule, SIGMA_SCHEDULE_LABELS, SIGMA_SCHEDULES, type SigmaSchedule } from "./kdiffusion-schedule.js";
 import type { SchedulerName } from "./registry.js";
@@ -28,15 +29,15 @@ const DIFFUSERS_TO_A1111: Partial<Record<SchedulerName, string>> = {
   unipc: "UniPC",
 };
 
-/** A1111's timestep samplers, which take no schedule type: its own DDIM and PLMS, and diffusers' UniPC for its UniPC. */
-const A1111_TIMESTEP_SAMPLERS: Record<string, SchedulerName> = { ddim: "a1111_ddim", [A1111_DDIM_CFGPP_LABEL.toLowerCase()]: A1111_DDIM_CFGPP, plms: "a1111_plms", unipc: "unipc" };
+/** A1111's timestep samplers, which take no schedule type: its own DDIM, DDIM CFG++, PLMS and UniPC. */
+const A1111_TIMESTEP_SAMPLERS: Record<string, SchedulerName> = { ddim: "a1111_ddim", [A1111_DDIM_CFGPP_LABEL.toLowerCase()]: A1111_DDIM_CFGPP, plms: "a1111_plms", unipc: "a1111_unipc" };
 
 /**
- * Whether the scheduler is one of A1111's own samplers (k-diffusion's or its DDIM / PLMS): these
- * follow A1111's img2img rule and draw from its ImageRNG in its order.
+ * Whether the scheduler is one of A1111's own samplers (k-diffusion's or its DDIM / PLMS / UniPC):
+ * these follow A1111's img2img rule and draw from its ImageRNG in its order.
  */
 export function isA1111Sampler(name: string): boolean {
-  return isKDiffusionSampler(name) || isA1111TimestepSampler(name) || name === A1111_DDIM_CFGPP;
+  return isKDiffusionSampler(name) || isA1111TimestepSampler(name) || name === A1111_DDIM_CFGPP || isA1111UniPc(name);
 }
 
 /**
@@ -47,6 +48,7 @@ export function a1111SamplerName(name: SchedulerName): string | null {
   if (isKDiffusionSampler(name)) return kdiffusionLabel(name);
   if (isA1111TimestepSampler(name)) return a1111TimestepLabel(name);
   if (name === A1111_DDIM_CFGPP) return A1111_DDIM_CFGPP_LABEL;
+  if (isA1111UniPc(name)) return "UniPC";
   return DIFFUSERS_TO_A1111[name] ?? null;
 }
 

@@ -17,6 +17,15 @@ export { strengthToStartStep } from "./img2img.js";
 export { a1111SamplerName, a1111SamplerSelection, isA1111Sampler, type A1111SamplerSelection } from "./a1111.js";
 export { A1111_TIMESTEP_SAMPLER_NAMES, isA1111TimestepSampler, type A1111TimestepSamplerName } from "./a1111-timesteps.js";
 export { A1111_DDIM_CFGPP, samplerNeedsUncond } from "./a1111-ddim-cfgpp.js";
+export {
+  A1111_UNI_PC_DEFAULTS,
+  UNI_PC_SKIP_TYPES,
+  UNI_PC_VARIANTS,
+  isA1111UniPc,
+  type A1111UniPcSettings,
+  type UniPcSkipType,
+  type UniPcVariant,
+} from "./a1111-unipc.js";
 export { float64Algebra, symbolicAlgebra, SymbolicVector, type LinearAlgebra, type Term } from "./algebra.js";
 export type { NoiseScales, SchedulerRun } from "./types.js";
 export {

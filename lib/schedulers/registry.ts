@@ -15,6 +15,7 @@ import { eulerAncestral } from "./euler-ancestral.js";
 import { heun } from "./heun.js";
 import { A1111_TIMESTEP_DEFINITIONS, A1111_TIMESTEP_SAMPLER_NAMES } from "./a1111-timesteps.js";
 import { A1111_DDIM_CFGPP, A1111_DDIM_CFGPP_DEFINITION } from "./a1111-ddim-cfgpp.js";
+import { a1111UniPc } from "./a1111-unipc.js";
 import { KDIFFUSION_DEFINITIONS, KDIFFUSION_SAMPLER_NAMES } from "./kdiffusion.js";
 import { lms } from "./lms.js";
 import { pndm } from "./pndm.js";
@@ -39,6 +40,8 @@ export const SCHEDULER_NAMES = [
   ...A1111_TIMESTEP_SAMPLER_NAMES,
   // A1111's DDIM CFG++ (a1111-ddim-cfgpp.ts).
   A1111_DDIM_CFGPP,
+  // A1111's own UniPC (a1111-unipc.ts); its uni_pc_* options are config keys.
+  "a1111_unipc",
 ] as const;
 
 export type SchedulerName = (typeof SCHEDULER_NAMES)[number];
@@ -86,6 +89,7 @@ const ENTRIES: Record<SchedulerName, Entry> = {
   a1111_ddim: { definition: A1111_TIMESTEP_DEFINITIONS.a1111_ddim as unknown as AnyDefinition },
   a1111_plms: { definition: A1111_TIMESTEP_DEFINITIONS.a1111_plms as unknown as AnyDefinition },
   a1111_ddim_cfgpp: { definition: A1111_DDIM_CFGPP_DEFINITION as unknown as AnyDefinition },
+  a1111_unipc: { definition: a1111UniPc as unknown as AnyDefinition },
 };
 
 function kdiffusionEntries(): Record<(typeof KDIFFUSION_SAMPLER_NAMES)[number], Entry> {

@@ -319,7 +319,7 @@ describe("errors name the field", () => {
     [{ ...small, prompt: "x", enable_hr: true, hr_scale: 1 }, "hr_scale"],
     [{ ...small, prompt: "x", enable_hr: true, hr_upscaler: "R-ESRGAN 4x+" }, "hr_upscaler"],
     [{ ...small, prompt: "x", enable_hr: true, hr_sampler_name: "DDIM" }, "hr_sampler_name"],
-    [{ ...small, prompt: "x", enable_hr: true, sampler_name: "DDIM" }, "enable_hr"],
+    [{ ...small, prompt: "x", enable_hr: true, sampler_name: "ddpm" }, "enable_hr"], // hires runs A1111's own samplers only (not diffusers' DDPM)
     [{ ...small, prompt: "x", subseed_strength: 1.5 }, "subseed_strength"],
     [{ prompt: "x", sampler_name: "Euler", scheduler: "Beta" }, "scheduler"],
     [{ prompt: "x", cfg_scale: 1000 }, "cfg_scale"],

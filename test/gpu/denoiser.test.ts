@@ -6,7 +6,7 @@
  * Skipped (with the reason) where there is no GPU; `npm run test:gpu` runs it.
  */
 import { spawnSync } from "node:child_process";
-import { writeFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { expect, test } from "@jest/globals";
 import { AbortError, DisposedError, NativeError, UnetOverflowError } from "../../lib/errors.js";
 import { analyticReferenceModel } from "../support/analytic-reference.js";
@@ -82,6 +82,31 @@ describeGpu("denoise loop on the GPU (analytic stand-in)", ({ addon }) => {
       }
     },
   );
+
+  // A1111's own UniPC: fractional timesteps and history up to order + 1 (order 5 → 6) in the device
+  // loop (test/fixtures/a1111/unipc_goldens.json, float32 txt2img runs).
+  const uniPcRuns = (
+    JSON.parse(readFileSync(new URL("../fixtures/a1111/unipc_goldens.json", import.meta.url), "utf8")) as {
+      runs: { id: string; steps: number; dtype: string; options: Record<string, unknown>; parameterization?: string; strength: number | null; x0: number[]; final: number[]; refused?: string }[];
+    }
+  ).runs.filter((r) => r.refused === undefined && r.dtype === "float32" && r.strength === null);
+
+  test.each(uniPcRuns.map((r) => [r.id, r] as const))("A1111 %s: the captured loop matches the CPU executor and A1111's final latents", async (_id, run) => {
+    const program = createScheduler("a1111_unipc", { ...run.options, prediction_type: run.parameterization === "v" ? "v_prediction" : "epsilon" }).compile(run.steps);
+    const latents = Float32Array.from(run.x0);
+    const denoiser = await Denoiser.create({ unet: "analytic" });
+    try {
+      const result = await denoiser.run({ program: packProgram(program), latents, noise: [], batch: 1, latentHeight: 8, latentWidth: 8 });
+      const cpu = runProgram(program, latents, analyticModel("float32"), () => {
+        throw new Error("UniPC draws no noise");
+      });
+      expect(result.evaluations).toBe(program.evals.length);
+      expect(relativeError(result.latents, cpu)).toBeLessThan(1e-6);
+      expect(relativeError(result.latents, run.final)).toBeLessThan(1e-5);
+    } finally {
+      await denoiser.dispose();
+    }
+  });
 
   test.each([
     ["float32", 1e-6],

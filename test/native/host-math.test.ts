@@ -142,6 +142,27 @@ describe.each(cfgppRuns.map((r) => [r.id, r] as const))("denoise loop host path,
   });
 });
 
+// A1111's own UniPC: fractional timesteps, eps outputs made into x0 in the coefficients, history up
+// to order + 1 (test/fixtures/a1111/unipc_goldens.json, float32 txt2img runs).
+const uniPcRuns = (
+  JSON.parse(readFileSync(new URL("../fixtures/a1111/unipc_goldens.json", import.meta.url), "utf8")) as {
+    runs: { id: string; steps: number; dtype: string; options: Record<string, unknown>; parameterization?: string; strength: number | null; x0: number[]; final: number[]; refused?: string }[];
+  }
+).runs.filter((r) => r.refused === undefined && r.dtype === "float32" && r.strength === null);
+
+describe.each(uniPcRuns.map((r) => [r.id, r] as const))("denoise loop host path, A1111 %s", (_id, run) => {
+  test("reproduces the CPU executor and A1111's final latents", () => {
+    const program = createScheduler("a1111_unipc", { ...run.options, prediction_type: run.parameterization === "v" ? "v_prediction" : "epsilon" }).compile(run.steps);
+    const x0 = Float32Array.from(run.x0);
+    const host = addon.hostRunProgram({ program: packProgram(program), latents: x0, noise: new Float32Array(0), batch: 1, height: 8, width: 8 });
+    const cpu = runProgram(program, x0, analyticModel("float32"), () => {
+      throw new Error("UniPC draws no noise");
+    });
+    expect(relativeError(host, cpu)).toBeLessThan(1e-6);
+    expect(relativeError(host, run.final)).toBeLessThan(1e-5);
+  });
+});
+
 test("denoise loop host path, DDIM CFG++ per image and without guidance: u_j per image, u_j = m_j without", () => {
   const program = createScheduler("a1111_ddim_cfgpp").compile(10);
   const latents = Float32Array.from(pseudoNormal(2 * IMAGE, 4));

@@ -80,7 +80,7 @@ describe("each invalid option is refused, naming it", () => {
     rejects({ guidance: Number.NaN }, "guidance", /got NaN/);
   });
   test("scheduler", () => {
-    rejects({ scheduler: "euler_b" }, "scheduler", /scheduler must be one of lms, euler, euler_a, ddim, pndm, dpmpp_2m, dpmpp_2m_karras, heun, ddpm, unipc, k_euler, k_euler_a, k_lms, k_heun, k_dpm_2, k_dpm_2_a, k_dpmpp_2s_a, k_dpmpp_2m, k_dpm_fast, k_restart, k_lcm, a1111_ddim, a1111_plms, a1111_ddim_cfgpp .*got "euler_b"/);
+    rejects({ scheduler: "euler_b" }, "scheduler", /scheduler must be one of lms, euler, euler_a, ddim, pndm, dpmpp_2m, dpmpp_2m_karras, heun, ddpm, unipc, k_euler, k_euler_a, k_lms, k_heun, k_dpm_2, k_dpm_2_a, k_dpmpp_2s_a, k_dpmpp_2m, k_dpm_fast, k_restart, k_lcm, a1111_ddim, a1111_plms, a1111_ddim_cfgpp, a1111_unipc .*got "euler_b"/);
   });
   test("seed and seeds", () => {
     rejects({ seed: -1 }, "seed", /seed must be an integer from 0 to 18446744073709551615/);
@@ -140,7 +140,7 @@ describe("A1111 options (sigmaSchedule, subseeds, subseedStrength, seedResizeFro
     rejects({ seeds: [1], subseedStrength: 0.5 }, "subseedStrength", /subseedStrength needs subseeds/);
     rejects({ seeds: [1], seedResizeFrom: { width: 4, height: 64 } }, "seedResizeFrom.width", /seedResizeFrom\.width must be an integer from 8 to 16384, got 4/);
     rejects({ seeds: [1], ensd: -3 }, "ensd", /ensd must be an integer from 0/);
-    rejects({ scheduler: "euler", seeds: [1], ensd: 5, initImage: "in.png" }, "ensd", /ensd applies to txt2img, and to img2img with A1111's own samplers \(k_euler_a, …, a1111_ddim, a1111_plms\), not img2img with euler/);
+    rejects({ scheduler: "euler", seeds: [1], ensd: 5, initImage: "in.png" }, "ensd", /ensd applies to txt2img, and to img2img with A1111's own samplers \(k_euler_a, …, a1111_ddim, a1111_plms, a1111_unipc\), not img2img with euler/);
   });
   test("a k-diffusion sampler on a UNet with an integer timestep is refused, saying why", () => {
     const intTimestep = { ...ctx, limits: { ...ctx.limits, fractionalTimesteps: false } };
@@ -155,6 +155,23 @@ describe("A1111 options (sigmaSchedule, subseeds, subseedStrength, seedResizeFro
     expect(resolveGenerateOptions({ prompt: "x", negativePrompt: "fog", guidance: 1, scheduler: "a1111_ddim" }, ctx).uncond).toBeNull();
   });
 
+  test("A1111's UniPC settings: defaults filled in for a1111_unipc, checked, refused elsewhere and on an integer-timestep UNet", () => {
+    expect(resolveGenerateOptions({ prompt: "x", scheduler: "a1111_unipc" }, ctx).a1111.uniPc).toEqual({
+      uni_pc_variant: "bh1",
+      uni_pc_skip_type: "time_uniform",
+      uni_pc_order: 3,
+      uni_pc_lower_order_final: true,
+    });
+    const set = resolveGenerateOptions({ prompt: "x", scheduler: "a1111_unipc", uniPc: { variant: "vary_coeff", skipType: "logSNR", order: 2, lowerOrderFinal: false } }, ctx);
+    expect(set.a1111.uniPc).toEqual({ uni_pc_variant: "vary_coeff", uni_pc_skip_type: "logSNR", uni_pc_order: 2, uni_pc_lower_order_final: false });
+    rejects({ scheduler: "unipc", uniPc: { order: 2 } }, "uniPc", /uniPc applies to A1111's own UniPC \(a1111_unipc\), not unipc/);
+    rejects({ scheduler: "a1111_unipc", uniPc: { variant: "bh3" } }, "uniPc.variant", /uniPc\.variant must be one of "bh1", "bh2", "vary_coeff", got "bh3"/);
+    rejects({ scheduler: "a1111_unipc", uniPc: { skipType: "karras" } }, "uniPc.skipType", /uniPc\.skipType must be one of "time_uniform", "time_quadratic", "logSNR", got "karras"/);
+    rejects({ scheduler: "a1111_unipc", uniPc: { order: 16 } }, "uniPc.order", /uniPc\.order must be an integer from 1 to 15, got 16/);
+    rejects({ scheduler: "a1111_unipc", uniPc: { lowerOrderFinal: 1 } }, "uniPc.lowerOrderFinal", /uniPc\.lowerOrderFinal must be/);
+    const intTimestep = { ...ctx, limits: { ...ctx.limits, fractionalTimesteps: false } };
+    rejects({ scheduler: "a1111_unipc" }, "scheduler", /a1111_unipc feeds the UNet fractional timesteps .* this model's UNet takes an integer timestep/, intTimestep);
+  });
   test("eta", () => {
     expect(resolveGenerateOptions({ prompt: "x", scheduler: "k_dpm_2_a", eta: 0.5 }, ctx).a1111).toEqual({ sigmaSchedule: "automatic", eta: 0.5 });
     rejects({ scheduler: "k_euler", eta: 0.5 }, "eta", /eta applies to A1111's ancestral samplers, DPM fast, DDIM and DDIM CFG\+\+ .*not k_euler/);
@@ -173,7 +190,8 @@ describe("A1111 options (sigmaSchedule, subseeds, subseedStrength, seedResizeFro
     rejects({ ...base, hires: { upscaler: "R-ESRGAN 4x+" } }, "hires.upscaler", /hires\.upscaler must be one of "Latent", .*pixel upscalers such as ESRGAN or Lanczos are not supported\), got "R-ESRGAN 4x\+"/);
     rejects({ ...base, hires: { scale: 4 } }, "hires.scale", /hires gives a second pass of 1024×1024; the model takes multiples of 8 in 64-1024 × 64-768/);
     rejects({ ...base, hires: { strength: 0 } }, "hires.strength", /hires\.strength must be greater than 0/);
-    rejects({ ...base, scheduler: "euler", hires: {} }, "hires", /A1111's k-diffusion samplers \(k_\*\) only, not euler/);
+    rejects({ ...base, scheduler: "euler", hires: {} }, "hires", /A1111's own samplers \(k_\*, a1111_ddim, a1111_plms, a1111_unipc\) only, not euler/);
+    for (const scheduler of ["a1111_ddim", "a1111_plms", "a1111_unipc"]) expect(resolveGenerateOptions({ ...base, scheduler, hires: {} }, ctx).a1111.hires).toMatchObject({ width: 512, height: 512 });
     rejects({ ...base, seeds: undefined, seed: 1, hires: {} }, "hires", /give seeds/);
     rejects({ ...base, scheduler: "euler", initImage: "in.png", hires: {} }, "hires", /hires applies to txt2img only/);
   });

@@ -32,7 +32,8 @@ describe("A1111 sampler names", () => {
     expect(resolveA1111Sampler("DPM++ 2M", undefined, "Exponential")).toMatchObject({ scheduler: "k_dpmpp_2m", sigmaSchedule: "exponential" });
     expect(resolveA1111Sampler("DPM2 a", undefined, "SGM Uniform")).toMatchObject({ scheduler: "k_dpm_2_a", sigmaSchedule: "sgm_uniform" });
     expect(resolveA1111Sampler("k_lms", undefined, undefined)).toMatchObject({ scheduler: "k_lms" });
-    expect(resolveA1111Sampler("unipc", undefined, undefined).scheduler).toBe("unipc");
+    expect(resolveA1111Sampler("unipc", undefined, undefined).scheduler).toBe("a1111_unipc");
+    expect(resolveA1111Sampler("UniPC", undefined, undefined).scheduler).toBe("a1111_unipc");
   });
 
   it("passes eta on to A1111's ancestral samplers", () => {
@@ -155,6 +156,10 @@ describe("parseA1111Request", () => {
     [{ override_settings: { emphasis: "original" } }, "override_settings.emphasis"],
     [{ override_settings: { comma_padding_backtrack: 75 } }, "override_settings.comma_padding_backtrack"],
     [{ override_settings: { pad_cond_uncond: "yes" } }, "override_settings.pad_cond_uncond"],
+    [{ override_settings: { uni_pc_variant: "bh3" } }, "override_settings.uni_pc_variant"],
+    [{ override_settings: { uni_pc_skip_type: "karras" } }, "override_settings.uni_pc_skip_type"],
+    [{ override_settings: { uni_pc_order: 16 } }, "override_settings.uni_pc_order"],
+    [{ override_settings: { uni_pc_lower_order_final: "no" } }, "override_settings.uni_pc_lower_order_final"],
   ])("refuses a result-changing value we cannot honour: %j names %s", (body, field) => {
     const error = rejection(body);
     expect(error.status).toBe(422);
@@ -211,6 +216,16 @@ describe("A1111 settings: the server's options, with a request's override_settin
     expect(generation.settings).toMatchObject({ emphasis: "No norm", comma_padding_backtrack: 0, pad_cond_uncond: true, CLIP_stop_at_last_layers: 2 });
     expect(emphasisOf(generation.settings)).toBe("no-norm");
     expect(limits.settings.emphasis).toBe("Original");
+  });
+
+  it("A1111's UniPC settings (uni_pc_*) default to A1111's and are overridden per request", () => {
+    expect(defaultA1111Settings("tiny-sd")).toMatchObject({ uni_pc_variant: "bh1", uni_pc_skip_type: "time_uniform", uni_pc_order: 3, uni_pc_lower_order_final: true });
+    const body = { sampler_name: "UniPC", override_settings: { uni_pc_variant: "bh2", uni_pc_skip_type: "logSNR", uni_pc_order: 2, uni_pc_lower_order_final: false } };
+    const generation = parseA1111Request("txt2img", body, limits);
+    expect(generation).toMatchObject({ scheduler: "a1111_unipc", samplerName: "UniPC" });
+    expect(generation.settings).toMatchObject({ uni_pc_variant: "bh2", uni_pc_skip_type: "logSNR", uni_pc_order: 2, uni_pc_lower_order_final: false });
+    expect(() => applyA1111Settings(defaultA1111Settings("tiny-sd"), { uni_pc_order: 20 }, "")).toThrow(/^uni_pc_order must be an integer from 1 to 15 \(A1111 allows 50/);
+    expect(a1111FieldFor("uniPc.order")).toBe("override_settings.uni_pc_order");
   });
 
   it("server options apply to every request until changed; null leaves a setting as it is", () => {

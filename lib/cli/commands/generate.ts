@@ -59,6 +59,10 @@ export interface GenerateArgs extends CheckpointArgs {
   "subseed-strength"?: number;
   "seed-resize-from"?: string;
   ensd?: number;
+  "unipc-variant"?: string;
+  "unipc-skip-type"?: string;
+  "unipc-order"?: number;
+  "unipc-lower-order-final"?: boolean;
   "hires-scale"?: number;
   "hires-resize"?: string;
   "hires-steps"?: number;
@@ -118,6 +122,11 @@ const FLAG_OF: Record<string, string> = {
   subseedStrength: "--subseed-strength",
   seedResizeFrom: "--seed-resize-from",
   ensd: "--ensd",
+  uniPc: "--unipc-order",
+  "uniPc.variant": "--unipc-variant",
+  "uniPc.skipType": "--unipc-skip-type",
+  "uniPc.order": "--unipc-order",
+  "uniPc.lowerOrderFinal": "--unipc-lower-order-final",
   hires: "--hires-scale",
   "hires.scale": "--hires-scale",
   "hires.resizeWidth": "--hires-resize",
@@ -217,6 +226,13 @@ function generateOptions(args: GenerateArgs, signal: AbortSignal): GenerateOptio
     options.seedResizeFrom = { width: Number(match[1]), height: Number(match[2]) };
   }
   if (args.ensd !== undefined) options.ensd = args.ensd;
+  // A1111's uni_pc_* settings, for its own UniPC (--scheduler UniPC / a1111_unipc).
+  const uniPc: NonNullable<GenerateOptions["uniPc"]> = {};
+  if (args["unipc-variant"] !== undefined) uniPc.variant = args["unipc-variant"];
+  if (args["unipc-skip-type"] !== undefined) uniPc.skipType = args["unipc-skip-type"];
+  if (args["unipc-order"] !== undefined) uniPc.order = args["unipc-order"];
+  if (args["unipc-lower-order-final"] !== undefined) uniPc.lowerOrderFinal = args["unipc-lower-order-final"];
+  if (Object.keys(uniPc).length > 0) options.uniPc = uniPc;
   const hiresFlags = (["hires-scale", "hires-resize", "hires-steps", "hires-upscaler", "hires-strength"] as const).filter((f) => args[f] !== undefined);
   if (hiresFlags.length > 0) {
     // Any --hires-* flag turns A1111's hires fix on (scale 2, "Latent", strength 0.75 unless given).
@@ -461,7 +477,7 @@ const command: CommandModule<object, GenerateArgs> = {
       .options(loraCliOptions())
       .option("steps", { type: "number", describe: "Denoising steps, 1-1000 (default 50); some schedulers take fewer (pndm, SD 1.x's default, at most 999)" })
       .option("guidance", { type: "number", describe: "Classifier-free guidance scale, 0-100; ≤ 1 turns guidance off (default 7.5)" })
-      .option("scheduler", { type: "string", describe: "diffusers' lms, euler, euler_a, ddim, pndm, dpmpp_2m, dpmpp_2m_karras, heun, ddpm, unipc; A1111's samplers by name (\"Euler a\", \"DPM++ 2M\", …) or k_* name (default: the model's scheduler config)" })
+      .option("scheduler", { type: "string", describe: "diffusers' lms, euler, euler_a, ddim, pndm, dpmpp_2m, dpmpp_2m_karras, heun, ddpm, unipc; A1111's samplers by name (\"Euler a\", \"DPM++ 2M\", \"DDIM\", \"UniPC\", …) or k_* / a1111_* name (default: the model's scheduler config)" })
       .option("schedule", { type: "string", describe: "A1111 schedule type for its samplers: automatic, uniform, karras, exponential, polyexponential, sgm_uniform, kl_optimal, align_your_steps, simple, normal, ddim (default automatic)" })
       .option("subseed", { type: "string", describe: "A1111 variation seed of the first image (image i gets subseed + i); needs --seeds" })
       .option("subseed-strength", { type: "number", describe: "A1111 variation strength, 0-1 (default 0)" })
@@ -472,6 +488,10 @@ const command: CommandModule<object, GenerateArgs> = {
       .option("hires-upscaler", { type: "string", describe: "A1111 hires fix: latent upscaler: Latent, \"Latent (antialiased)\", \"Latent (bicubic)\", \"Latent (bicubic antialiased)\", \"Latent (nearest)\", \"Latent (nearest-exact)\" (default Latent)" })
       .option("hires-strength", { type: "number", describe: "A1111 hires fix: second-pass denoising strength (default 0.75)" })
       .option("ensd", { type: "number", describe: "A1111 eta noise seed delta (ENSD): re-seeds each image's generator with seed + ENSD after the initial noise" })
+      .option("unipc-variant", { type: "string", describe: "A1111's UniPC (--scheduler UniPC): uni_pc_variant bh1, bh2 or vary_coeff (default bh1)" })
+      .option("unipc-skip-type", { type: "string", describe: "A1111's UniPC: uni_pc_skip_type time_uniform, time_quadratic or logSNR (default time_uniform)" })
+      .option("unipc-order", { type: "number", describe: "A1111's UniPC: uni_pc_order, 1-15 (default 3; needs at least that many steps)" })
+      .option("unipc-lower-order-final", { type: "boolean", describe: "A1111's UniPC: uni_pc_lower_order_final (default true)" })
       .option("seed", { type: "string", describe: "One seed for the batch (one generator, diffusers semantics); random when absent" })
       .option("seeds", { type: "string", describe: "One seed per image, comma-separated (one generator each, A1111 semantics)" })
       .option("batch", { type: "number", describe: "Images to generate (default: the number of --seeds, else 1)" })

@@ -60,6 +60,11 @@ async function prepareInitImage(generation: A1111Generation): Promise<RawImage> 
   }
 }
 
+/** A1111's uni_pc_* settings as the pipeline's `uniPc` option. */
+function uniPcOptions(settings: A1111Settings) {
+  return { variant: settings.uni_pc_variant, skipType: settings.uni_pc_skip_type, order: settings.uni_pc_order, lowerOrderFinal: settings.uni_pc_lower_order_final };
+}
+
 /** The service requests of one A1111 request: n_iter batches with seeds seed + i. */
 function serviceRequests(generation: A1111Generation, initImage: RawImage | undefined): ServiceRequest[] {
   const requests: ServiceRequest[] = [];
@@ -79,6 +84,7 @@ function serviceRequests(generation: A1111Generation, initImage: RawImage | unde
       ...(generation.eta !== undefined ? { eta: generation.eta } : {}),
       ...noiseOptions(generation.noise, generation.seed, n * generation.batchSize, generation.batchSize),
       ...(generation.hires ? { hires: generation.hires } : {}),
+      ...(generation.scheduler === "a1111_unipc" ? { uniPc: uniPcOptions(generation.settings) } : {}),
       batch: generation.batchSize,
       rng: generation.rng,
       promptSyntax: "a1111",

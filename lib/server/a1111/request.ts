@@ -229,6 +229,10 @@ export function a1111FieldFor(option: string): string {
     commaPaddingBacktrack: "override_settings.comma_padding_backtrack",
     padCondUncond: "override_settings.pad_cond_uncond",
     clipSkip: "override_settings.CLIP_stop_at_last_layers",
+    "uniPc.variant": "override_settings.uni_pc_variant",
+    "uniPc.skipType": "override_settings.uni_pc_skip_type",
+    "uniPc.order": "override_settings.uni_pc_order",
+    "uniPc.lowerOrderFinal": "override_settings.uni_pc_lower_order_final",
   };
   return map[option.replace(/\[\d+\]$/, "")] ?? map[base] ?? option;
 }

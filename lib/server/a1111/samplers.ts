@@ -4,8 +4,8 @@
  *
  * A1111 names a sampler (`sampler_name`, e.g. "DPM++ 2M") and, since v1.9, a schedule type
  * (`scheduler`, e.g. "Karras"); before v1.9 the schedule was part of the sampler name
- * ("DPM++ 2M Karras"). Its k-diffusion samplers, DDIM, DDIM CFG++ and PLMS run as A1111 runs them (the `k_*`
- * schedulers, `a1111_ddim`, `a1111_ddim_cfgpp`, `a1111_plms`); UniPC runs diffusers' version. Names sd-trt does not run are refused with a 422
+ * ("DPM++ 2M Karras"). Its k-diffusion samplers, DDIM, DDIM CFG++, PLMS and UniPC run as A1111 runs them (the
+ * `k_*` schedulers, `a1111_ddim`, `a1111_ddim_cfgpp`, `a1111_plms`, `a1111_unipc`). Names sd-trt does not run are refused with a 422
  * naming the field, saying why when A1111 has the sampler.
  *
  * Also accepted as `sampler_name`: A1111's aliases (`k_euler_a`, …) and our canonical names
@@ -50,7 +50,7 @@ const A1111_SAMPLERS: Array<{ scheduler: SchedulerName; aliases: string[]; optio
   { scheduler: "a1111_ddim", aliases: ["ddim"], options: {} },
   { scheduler: "a1111_ddim_cfgpp", aliases: ["ddim_cfgpp"], options: {} },
   { scheduler: "a1111_plms", aliases: ["plms"], options: {} },
-  { scheduler: "unipc", aliases: ["unipc"], options: {} },
+  { scheduler: "a1111_unipc", aliases: ["unipc"], options: {} },
 ];
 
 /**

@@ -14,6 +14,10 @@
  * | `sd_model_checkpoint`      | the served model's name                     |               |
  * | `sd_vae`                   | "Automatic", "None"                         | "Automatic"   |
  * | `enable_pnginfo`           | true                                        | true          |
+ * | `uni_pc_variant`           | "bh1", "bh2", "vary_coeff" (A1111's UniPC)  | "bh1"         |
+ * | `uni_pc_skip_type`         | "time_uniform", "time_quadratic", "logSNR"  | "time_uniform"|
+ * | `uni_pc_order`             | 1 … 15 (A1111's slider: 50)                 | 3             |
+ * | `uni_pc_lower_order_final` | true / false                                | true          |
  *
  * Options that only affect saving files, the UI or logging are accepted and ignored; any other
  * key is a 422 naming it, so nothing that would change the picture is silently dropped.
@@ -21,8 +25,9 @@
 import { invalidField } from "../http/errors.js";
 import { describeValue } from "./samplers.js";
 import { A1111_EMPHASIS_NAMES, MAX_COMMA_PADDING_BACKTRACK, type Emphasis } from "../../prompt/index.js";
+import { A1111_UNI_PC_DEFAULTS, UNI_PC_SKIP_TYPES, UNI_PC_VARIANTS, type A1111UniPcSettings } from "../../schedulers/index.js";
 
-export interface A1111Settings {
+export interface A1111Settings extends A1111UniPcSettings {
   randn_source: "GPU" | "NV" | "CPU";
   emphasis: string;
   comma_padding_backtrack: number;
@@ -46,6 +51,7 @@ export function defaultA1111Settings(modelName: string): A1111Settings {
     sd_model_checkpoint: modelName,
     sd_vae: "Automatic",
     enable_pnginfo: true,
+    ...A1111_UNI_PC_DEFAULTS,
   };
 }
 
@@ -121,6 +127,26 @@ export function applyA1111Settings(base: A1111Settings, changes: Record<string, 
         break;
       case "enable_pnginfo":
         if (value !== true) throw invalidField(field, `${field} must be true or null (images always carry their parameters), got ${describeValue(value)}`);
+        break;
+      case "uni_pc_variant":
+      case "uni_pc_skip_type": {
+        const allowed: readonly string[] = key === "uni_pc_variant" ? UNI_PC_VARIANTS : UNI_PC_SKIP_TYPES;
+        if (typeof value !== "string" || !allowed.includes(value)) {
+          throw invalidField(field, `${field} must be one of ${allowed.map((n) => JSON.stringify(n)).join(", ")}, got ${describeValue(value)}`);
+        }
+        (out as Record<string, unknown>)[key] = value;
+        break;
+      }
+      case "uni_pc_order":
+        // Order k keeps k + 1 steps of history; sd-trt's executors hold 16.
+        if (typeof value !== "number" || !Number.isInteger(value) || value < 1 || value > 15) {
+          throw invalidField(field, `${field} must be an integer from 1 to 15 (A1111 allows 50; sd-trt's executors keep 16 steps of history), got ${describeValue(value)}`);
+        }
+        out.uni_pc_order = value;
+        break;
+      case "uni_pc_lower_order_final":
+        if (typeof value !== "boolean") throw invalidField(field, `${field} must be true or false, got ${describeValue(value)}`);
+        out.uni_pc_lower_order_final = value;
         break;
       default:
         throw invalidField(field, `${field} is not a setting this server can apply; remove it or see the README for the supported settings`);

@@ -1,0 +1,214 @@
+/**
+ * A1111's own timestep samplers end to end on the tiny model: its UniPC (a1111_unipc, with its
+ * uni_pc_* settings), txt2img and img2img, and hires fix with DDIM, PLMS and UniPC — A1111 v1.10.1's
+ * own sd_samplers_timesteps_impl / uni_pc.py driving the tiny model's ONNX graphs
+ * (test/fixtures/a1111/timesteps_tiny_e2e.json, scripts/reference/gen_a1111_unipc_goldens.py tiny),
+ * against Pipeline.generate, the server and the CLI.
+ * The bar (as test/e2e/a1111-tiny.test.ts): latents within 1e-4 · max(1, max|x|), pixels within ±1.
+ */
+import { afterAll, beforeAll, describe, expect, test } from "@jest/globals";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import sharp from "sharp";
+import generate from "../../lib/cli/commands/generate.js";
+import { Pipeline, type GenerateOptions } from "../../lib/pipeline/pipeline.js";
+import { PipelineService } from "../../lib/service/pipeline-service.js";
+import { SdServer } from "../../lib/server/server.js";
+import { readPngText } from "../../lib/image/index.js";
+import { latentError } from "../fixtures/tiny-sd-cases/compare.js";
+import { gradientInitImage } from "../fixtures/tiny-sd-cases/reference.js";
+import { runCommand } from "../support/run-cli.js";
+
+interface Case {
+  id: string;
+  sampler: string;
+  a1111_sampler: string;
+  steps: number;
+  seeds: number[];
+  ensd?: number;
+  eta?: number;
+  /** A1111's uni_pc_* settings (shared.opts) for this case; A1111's defaults otherwise. */
+  unipc?: { uni_pc_variant?: string; uni_pc_skip_type?: string; uni_pc_order?: number; uni_pc_lower_order_final?: boolean };
+  enable_hr?: boolean;
+  hr_scale?: number;
+  hr_upscaler?: string;
+  hr_second_pass_steps?: number;
+  denoising_strength?: number;
+  img2img?: boolean;
+  prompt: string;
+  negative_prompt: string;
+  width: number;
+  height: number;
+  cfg_scale: number;
+  final_latents: number[];
+  pixels_hwc: number[];
+}
+
+const golden = JSON.parse(await readFile(new URL("../fixtures/a1111/timesteps_tiny_e2e.json", import.meta.url), "utf8")) as { cases: Case[] };
+const byId = (id: string) => golden.cases.find((c) => c.id === id)!;
+let pipe: Pipeline;
+let scratch: string;
+
+beforeAll(async () => {
+  pipe = await Pipeline.load(undefined, { backend: "cpu" });
+  scratch = await mkdtemp(join(tmpdir(), "sd-trt-a1111-ts-"));
+});
+afterAll(async () => {
+  await pipe?.dispose();
+  await rm(scratch, { recursive: true, force: true });
+});
+
+function uniPcOf(c: Case): GenerateOptions["uniPc"] {
+  const u = c.unipc ?? {};
+  return {
+    ...(u.uni_pc_variant !== undefined ? { variant: u.uni_pc_variant } : {}),
+    ...(u.uni_pc_skip_type !== undefined ? { skipType: u.uni_pc_skip_type } : {}),
+    ...(u.uni_pc_order !== undefined ? { order: u.uni_pc_order } : {}),
+    ...(u.uni_pc_lower_order_final !== undefined ? { lowerOrderFinal: u.uni_pc_lower_order_final } : {}),
+  };
+}
+
+function optionsFor(c: Case): GenerateOptions {
+  return {
+    prompt: c.prompt,
+    negativePrompt: c.negative_prompt,
+    width: c.width,
+    height: c.height,
+    steps: c.steps,
+    guidance: c.cfg_scale,
+    scheduler: c.sampler,
+    seeds: c.seeds,
+    rng: "cpu",
+    returnLatents: true,
+    ...(c.unipc ? { uniPc: uniPcOf(c) } : {}),
+    ...(c.ensd ? { ensd: c.ensd } : {}),
+    ...(c.eta !== undefined ? { eta: c.eta } : {}),
+    ...(c.img2img ? { initImage: { data: gradientInitImage(), width: c.width, height: c.height, channels: 3 as const }, strength: c.denoising_strength! } : {}),
+    ...(c.enable_hr
+      ? {
+          hires: {
+            scale: c.hr_scale!,
+            ...(c.hr_second_pass_steps !== undefined ? { steps: c.hr_second_pass_steps } : {}),
+            upscaler: c.hr_upscaler!,
+            strength: c.denoising_strength!,
+          },
+        }
+      : {}),
+  };
+}
+
+function maxPixelDiff(actual: ArrayLike<number>, expected: readonly number[]): number {
+  let worst = actual.length === expected.length ? 0 : Infinity;
+  for (let i = 0; i < expected.length; i++) worst = Math.max(worst, Math.abs(actual[i]! - expected[i]!));
+  return worst;
+}
+
+function joined(images: { rgb: Uint8Array }[]): Uint8Array {
+  const out = new Uint8Array(images.reduce((n, image) => n + image.rgb.length, 0));
+  let offset = 0;
+  for (const image of images) {
+    out.set(image.rgb, offset);
+    offset += image.rgb.length;
+  }
+  return out;
+}
+
+async function pngPixels(pngs: Buffer[]): Promise<Uint8Array> {
+  return joined(await Promise.all(pngs.map(async (png) => ({ rgb: new Uint8Array(await sharp(png).raw().toBuffer()) }))));
+}
+
+describe.each(golden.cases.map((c) => [c.id, c] as const))("A1111 on the tiny model, %s", (_id, c) => {
+  test("Pipeline.generate gives A1111's latents (1e-4) and pixels (±1)", async () => {
+    const result = await pipe.generate(optionsFor(c));
+    expect(latentError(result.latents!, c.final_latents)).toBeLessThan(1e-4);
+    expect(maxPixelDiff(joined(result.images), c.pixels_hwc)).toBeLessThanOrEqual(1);
+    expect(result.images[0]!.infotext).toContain(`Sampler: ${c.a1111_sampler}, `);
+    if (c.enable_hr) expect(result.images[0]!.infotext).toMatch(new RegExp(`Size: ${c.width}x${c.height}, .*Denoising strength: ${c.denoising_strength}, .*Hires upscale: .*Hires upscaler: ${c.hr_upscaler!.replace(/[()]/g, "\\$&")}`));
+  });
+});
+
+test("the server's sampler_name UniPC with override_settings uni_pc_* gives A1111's pixels", async () => {
+  const c = byId("unipc-bh2-logsnr-order2-batch");
+  const service = await PipelineService.create(pipe, { maxQueue: 8, batchWindowMs: 0 });
+  const server = new SdServer({ service, ownService: true });
+  try {
+    const { url } = await server.listen({ host: "127.0.0.1", port: 0 });
+    const body = {
+      prompt: c.prompt, negative_prompt: c.negative_prompt, width: c.width, height: c.height, steps: c.steps, cfg_scale: c.cfg_scale,
+      sampler_name: "UniPC", seed: c.seeds[0], batch_size: c.seeds.length, override_settings: { randn_source: "CPU", ...c.unipc },
+    };
+    const response = await fetch(`${url}/sdapi/v1/txt2img`, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+    expect(response.status).toBe(200);
+    const json = (await response.json()) as { images: string[]; info: string };
+    expect(maxPixelDiff(await pngPixels(json.images.map((png) => Buffer.from(png, "base64"))), c.pixels_hwc)).toBeLessThanOrEqual(1);
+    expect((JSON.parse(json.info) as { sampler_name: string }).sampler_name).toBe("UniPC");
+    // Fewer steps than uni_pc_order: A1111 fails its assertion; here a 422 naming steps.
+    const refused = await fetch(`${url}/sdapi/v1/txt2img`, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ ...body, steps: 2, override_settings: { uni_pc_order: 3 } }) });
+    expect(refused.status).toBe(422);
+    const error = (await refused.json()) as { field: string; detail: string };
+    expect(error).toMatchObject({ field: "steps", detail: expect.stringMatching(/A1111's UniPC needs at least uni_pc_order \(3\) steps .*steps = 2 gives 2 UniPC steps/) });
+  } finally {
+    await server.close(0);
+  }
+});
+
+test("the CLI's --scheduler UniPC with --unipc-* flags gives A1111's pixels", async () => {
+  const c = byId("unipc-vary-coeff-quadratic-7-steps");
+  const out = join(scratch, "unipc-{i}.png");
+  const run = await runCommand(generate, [
+    "generate", "--backend", "cpu", "--prompt", c.prompt, "--negative-prompt", c.negative_prompt, "--width", String(c.width), "--height", String(c.height),
+    "--steps", String(c.steps), "--guidance", String(c.cfg_scale), "--scheduler", "UniPC", "--seeds", c.seeds.join(","), "--unipc-variant", "vary_coeff",
+    "--unipc-skip-type", "time_quadratic", "--no-unipc-lower-order-final", "--rng", "cpu", "--out", out, "--quiet",
+  ]);
+  expect(run.code).toBe(0);
+  const file = await readFile(out.replace("{i}", "0"));
+  expect(maxPixelDiff(await pngPixels([file]), c.pixels_hwc)).toBeLessThanOrEqual(1);
+  expect((await readPngText(file)).find((t) => t.keyword === "parameters")?.text).toContain("Sampler: UniPC, ");
+});
+
+test("the CLI's --hires-* flags with --scheduler PLMS give A1111's hires-fix pixels", async () => {
+  const c = byId("hires-plms-bicubic-aa");
+  const out = join(scratch, "hires-plms-{i}.png");
+  const run = await runCommand(generate, [
+    "generate", "--backend", "cpu", "--prompt", c.prompt, "--negative-prompt", c.negative_prompt, "--width", String(c.width), "--height", String(c.height),
+    "--steps", String(c.steps), "--guidance", String(c.cfg_scale), "--scheduler", "PLMS", "--seeds", c.seeds.join(","), "--hires-scale", String(c.hr_scale),
+    "--hires-steps", String(c.hr_second_pass_steps), "--hires-upscaler", c.hr_upscaler!, "--hires-strength", String(c.denoising_strength), "--rng", "cpu", "--out", out, "--quiet",
+  ]);
+  expect(run.code).toBe(0);
+  const file = await readFile(out.replace("{i}", "0"));
+  expect(await sharp(file).metadata()).toMatchObject({ width: c.width * c.hr_scale!, height: c.height * c.hr_scale! });
+  expect(maxPixelDiff(await pngPixels([file]), c.pixels_hwc)).toBeLessThanOrEqual(1);
+});
+
+test("a hires second pass too short for the sampler is refused naming hires.steps, before any model runs", async () => {
+  const base = { prompt: "x", width: 64, height: 64, steps: 6, seeds: [1], rng: "cpu" as const };
+  // UniPC: t_enc = hires steps − 1 = 2 steps, fewer than uni_pc_order 3 (A1111 fails its assertion).
+  await expect(pipe.generate({ ...base, scheduler: "a1111_unipc", hires: { scale: 2, steps: 3, strength: 0.5 } })).rejects.toMatchObject({
+    option: "hires.steps",
+    message: expect.stringMatching(/^hires fix's second pass \(t_enc = hires steps − 1 = 2\): A1111's UniPC needs at least uni_pc_order \(3\) steps/),
+  });
+  // DDIM: t_enc = 1 leaves it no iteration.
+  await expect(pipe.generate({ ...base, scheduler: "a1111_ddim", hires: { scale: 2, steps: 2, strength: 0.5 } })).rejects.toMatchObject({ option: "hires.steps" });
+});
+
+test("the server's /sdapi/v1/img2img with sampler_name UniPC gives A1111's pixels", async () => {
+  const c = byId("img2img-unipc");
+  const service = await PipelineService.create(pipe, { maxQueue: 8, batchWindowMs: 0 });
+  const server = new SdServer({ service, ownService: true });
+  try {
+    const { url } = await server.listen({ host: "127.0.0.1", port: 0 });
+    const init = await sharp(gradientInitImage(), { raw: { width: c.width, height: c.height, channels: 3 } }).png().toBuffer();
+    const body = {
+      init_images: [init.toString("base64")], denoising_strength: c.denoising_strength, prompt: c.prompt, negative_prompt: c.negative_prompt,
+      width: c.width, height: c.height, steps: c.steps, cfg_scale: c.cfg_scale, sampler_name: "UniPC", seed: c.seeds[0], override_settings: { randn_source: "CPU" },
+    };
+    const response = await fetch(`${url}/sdapi/v1/img2img`, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+    expect(response.status).toBe(200);
+    const json = (await response.json()) as { images: string[]; info: string };
+    expect(maxPixelDiff(await pngPixels(json.images.map((png) => Buffer.from(png, "base64"))), c.pixels_hwc)).toBeLessThanOrEqual(1);
+    expect((JSON.parse(json.info) as { infotexts: string[] }).infotexts[0]).toMatch(new RegExp(`Sampler: UniPC, .*Denoising strength: ${c.denoising_strength}`));
+  } finally {
+    await server.close(0);
+  }
+});
