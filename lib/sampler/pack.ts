@@ -18,6 +18,7 @@ import {
   PACKED_LAYOUT_VERSION,
   SAMPLER_PROGRAM_FORMAT,
   type AddNoiseSpec,
+  type BrownianNoiseSpec,
   type SamplerEval,
   type SamplerProgram,
 } from "./program.js";
@@ -53,6 +54,8 @@ export interface UnpackMetadata {
   scheduler: string;
   /** img2img's add_noise spec, if the program was compiled for img2img. */
   addNoise?: AddNoiseSpec;
+  /** The Brownian step noise of A1111's SDE samplers, if the program has it. */
+  brownian?: BrownianNoiseSpec;
 }
 
 function invalid(what: string): never {
@@ -94,6 +97,7 @@ export function unpackProgram(words: Float64Array, metadata: UnpackMetadata): Sa
     evals,
   };
   if (metadata.addNoise !== undefined) program.addNoise = { ...metadata.addNoise };
+  if (metadata.brownian !== undefined) program.brownian = { ...metadata.brownian, draws: metadata.brownian.draws.map(([a, b]) => [a, b]) };
   checkProgram(program);
   return program;
 }

@@ -57,9 +57,15 @@ describe("A1111 sampler names", () => {
     expect(resolveA1111Sampler("string", "Euler", "string")).toMatchObject({ scheduler: "k_dpmpp_2m", sigmaSchedule: "automatic" });
   });
 
+  it("runs A1111's SDE samplers under their names, aliases and pre-1.9 schedule suffixes", () => {
+    expect(resolveA1111Sampler("DPM++ SDE", undefined, undefined)).toEqual({ scheduler: "k_dpmpp_sde", sigmaSchedule: "automatic", field: "sampler_name" });
+    expect(resolveA1111Sampler("DPM++ 2M SDE Karras", undefined, undefined)).toMatchObject({ scheduler: "k_dpmpp_2m_sde", sigmaSchedule: "karras" });
+    expect(resolveA1111Sampler("DPM++ 2M SDE Heun", undefined, "Exponential")).toMatchObject({ scheduler: "k_dpmpp_2m_sde_heun", sigmaSchedule: "exponential" });
+    expect(resolveA1111Sampler("k_dpmpp_3m_sde", undefined, undefined)).toMatchObject({ scheduler: "k_dpmpp_3m_sde", sigmaSchedule: "automatic" });
+  });
+
   it("refuses unknown and unimplemented samplers and schedule types, naming the field and saying why or listing the choices", () => {
-    expect(() => resolveA1111Sampler("DPM++ SDE", undefined, undefined)).toThrow(/sampler_name "DPM\+\+ SDE" is not supported: its noise comes from torchsde's BrownianTree/);
-    expect(() => resolveA1111Sampler("DPM++ 2M SDE Karras", undefined, undefined)).toThrow(/not supported: .*BrownianTree/);
+    expect(() => resolveA1111Sampler("DPM adaptive Karras", undefined, undefined)).toThrow(/not supported: .*adaptively/);
     expect(() => resolveA1111Sampler("DPM adaptive", undefined, undefined)).toThrow(/sampler_name "DPM adaptive" is not supported: its steps are chosen adaptively from the model's outputs/);
     expect(() => resolveA1111Sampler("Euler z", undefined, undefined)).toThrow(/sampler_name must be one of "DPM\+\+ 2M", .*"Euler a"/);
     const schedule = (() => {
