@@ -27,6 +27,8 @@ orders torchsde's tree search; no number passes through it.
 Usage (from the repository root):
   TORCHSDE=/path/to/torchsde-0.2.6-checkout KDIFFUSION=/path/to/k-diffusion-ab527a9 A1111=/path/to/webui-82a973c \
     python scripts/reference/gen_a1111_sde_goldens.py > test/fixtures/a1111/sde_goldens.json
+  ... gen_a1111_sde_goldens.py tiny-e2e > test/fixtures/a1111/sde_tiny_e2e.json
+    (end to end on models/tiny-sd: gen_a1111_tiny_e2e.py's ONNX model, prompts, CFG and decode, with the SDE samplers)
 Made with Python 3.11, torch 2.13.0+cpu, numpy 2.4.6 (SeedSequence is stream-compatible since numpy 1.19;
 A1111 pins 1.26.2), scipy 1.17.1.
 """
@@ -72,6 +74,9 @@ def trampoline(generator):
 TRAMPOLINE.TailCall = TailCall
 TRAMPOLINE.trampoline = trampoline
 sys.modules["trampoline"] = TRAMPOLINE
+
+if sys.argv[1:] == ["tiny-e2e"]:
+    from transformers import CLIPTokenizer  # noqa: F401  (before the stubs of gen_a1111_kdiffusion_goldens replace tqdm)
 
 sys.path.insert(0, os.environ["TORCHSDE"])
 import torchsde  # noqa: E402
@@ -295,5 +300,61 @@ def main():
     }, sys.stdout, separators=(",", ":"))
 
 
+TINY_CASES = [
+    {"id": "sde-2m-automatic-batch", "sampler": "k_dpmpp_2m_sde", "schedule": "automatic", "steps": 6, "seeds": [61, 62]},
+    {"id": "sde-karras-eta", "sampler": "k_dpmpp_sde", "schedule": "automatic", "steps": 5, "seeds": [63], "eta": 0.5},
+    {"id": "sde-3m-exponential", "sampler": "k_dpmpp_3m_sde", "schedule": "exponential", "steps": 7, "seeds": [64]},
+    {"id": "img2img-sde-2m-heun", "img2img": True, "sampler": "k_dpmpp_2m_sde_heun", "schedule": "karras", "steps": 8, "seeds": [65],
+     "denoising_strength": 0.6},
+]
+
+
+def tiny_case(tiny, case):
+    """KDiffusionSampler.sample / sample_img2img on the tiny model (gen_a1111_tiny_e2e.py's model, prompts and decode),
+    with A1111's noise sampler: create_noise_sampler(x, sigmas, p) over the full sigmas, seeds = p.all_seeds."""
+    key = case["sampler"]
+    label, funcname, options = SAMPLERS[key]
+    base.shared.opts.randn_source = "CPU"
+    base.shared.opts.eta_noise_seed_delta = 0
+    seeds = case["seeds"]
+    b = len(seeds)
+    h, w = case["height"] // 8, case["width"] // 8
+    model_wrap = base.denoiser_for(key, tiny.TinyUNet())
+    cond = tiny.encode(case["prompt"]).repeat(b, 1, 1)
+    uncond = tiny.encode(case["negative_prompt"]).repeat(b, 1, 1)
+    denoiser = tiny.cfg_denoiser(model_wrap, cond, uncond, case["cfg_scale"])
+    image_rng = base.rng.ImageRNG((4, h, w), seeds)
+    p = types.SimpleNamespace(all_seeds=seeds, iteration=0, batch_size=b)
+    func = getattr(base.sampling, funcname)
+    extra = {"solver_type": "heun"} if options.get("solver_type") == "heun" else {}
+    if case.get("img2img"):
+        init_latent = tiny.img2img_init_latent(case, b)
+        noise = image_rng.next()
+        steps, t_enc = base.setup_img2img_steps(case["steps"], case["denoising_strength"])
+        sigmas = base.a1111_get_sigmas(model_wrap, options, case["schedule"], steps)
+        sigma_sched = sigmas[steps - t_enc - 1:]
+        xi = init_latent + noise * sigma_sched[0]
+        kwargs = {**base.a1111_img2img_kwargs(func, sigma_sched), **extra, "noise_sampler": create_noise_sampler(None, init_latent, sigmas, p)}
+        samples = func(denoiser, xi, extra_args={}, disable=True, **kwargs)
+    else:
+        sigmas = base.a1111_get_sigmas(model_wrap, options, case["schedule"], case["steps"])
+        x = image_rng.next() * sigmas[0]
+        kwargs = {"eta": case.get("eta", 1.0), **extra, "noise_sampler": create_noise_sampler(None, x, sigmas, p)}
+        samples = func(denoiser, x, sigmas, extra_args={}, disable=True, **kwargs)
+    return tiny.finish_case(case, label, samples, sigmas)
+
+
+def tiny_main():
+    import json
+    import gen_a1111_tiny_e2e as tiny  # the tiny model's ONNX sessions, prompts, CFG and decode
+    cases = [tiny_case(tiny, {"prompt": "a lighthouse on a cliff", "negative_prompt": "fog", "width": 64, "height": 64, "cfg_scale": 7.0, **case})
+             for case in TINY_CASES]
+    json.dump({"format": "sd-trt-a1111-tiny-e2e/1", "provenance": {**PROVENANCE, "onnxruntime": tiny.ort.__version__},
+               "randn_source": "CPU", "cases": cases}, sys.stdout, separators=(",", ":"))
+
+
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:] == ["tiny-e2e"]:
+        tiny_main()
+    else:
+        main()
