@@ -11,13 +11,16 @@
  * vectors it compiles to the program table, run on a null algebra it lists the evaluations.
  * A1111's own k-diffusion-style samplers live here too: Restart (modules/sd_samplers_extra.py
  * restart_sampler) and LCM (modules/sd_samplers_lcm.py, whose LCMCompVisDenoiser gives other
- * timesteps and scalings over the same D contract). DPM adaptive and the SDE samplers are refused
+ * timesteps and scalings over the same D contract). DPM adaptive is refused
  * (REFUSED_KDIFFUSION_SAMPLERS says why).
  *
  * Noise: every `torch.randn_like` k-diffusion makes for an ancestral step is the next draw of
  * A1111's ImageRNG. Euler, Heun and DPM2 also draw `eps` at every step for s_churn, which with
  * s_churn = 0 multiplies nothing and nothing later reads the generator (A1111's hires pass makes a
- * new ImageRNG), so those draws are not taken.
+ * new ImageRNG), so those draws are not taken. The SDE samplers (A1111's `brownian_noise` ones) draw
+ * from its BrownianTreeNoiseSampler instead, at (σ, σ_next) pairs fixed by the schedule: the plan
+ * lists them (`brownian`), and the pipeline supplies those draws from per-image Brownian trees
+ * (lib/rng/brownian-tree.ts); ENSD does not touch them (their seeds are the image seeds).
  */
 import { InvalidOptionError } from "../errors.js";
 import { integerInRange, numberInRange } from "../validate.js";

@@ -129,6 +129,35 @@ describe.each(golden.cases.map((c) => [c.id, c] as const))("A1111 on the tiny mo
   });
 });
 
+test("ENSD leaves the SDE samplers alone (their Brownian trees are seeded by the image seeds) and stays out of their infotext", async () => {
+  const c = golden.cases.find((x) => x.id === "sde-2m-automatic-batch")!;
+  const result = await pipe.generate({ ...optionsFor(c), ensd: 31337 });
+  expect(latentError(result.latents!, c.final_latents)).toBeLessThan(1e-4);
+  expect(result.images[0]!.infotext).not.toContain("ENSD");
+});
+
+test("the server runs DPM++ 2M SDE Heun img2img by A1111's name with A1111's pixels", async () => {
+  const c = golden.cases.find((x) => x.id === "img2img-sde-2m-heun")!;
+  const service = await PipelineService.create(pipe, { maxQueue: 8, batchWindowMs: 0 });
+  const server = new SdServer({ service, ownService: true });
+  try {
+    const { url } = await server.listen({ host: "127.0.0.1", port: 0 });
+    const body = {
+      init_images: [(await initImagePng(c)).toString("base64")], denoising_strength: c.denoising_strength,
+      prompt: c.prompt, negative_prompt: c.negative_prompt, width: c.width, height: c.height, steps: c.steps, cfg_scale: c.cfg_scale,
+      sampler_name: c.a1111_sampler, scheduler: "Karras", seed: c.seeds[0], override_settings: { randn_source: "CPU", no_dpmpp_sde_batch_determinism: false },
+    };
+    const response = await fetch(`${url}/sdapi/v1/img2img`, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+    expect(response.status).toBe(200);
+    const json = (await response.json()) as { images: string[]; info: string };
+    const pixels = new Uint8Array(await sharp(Buffer.from(json.images[0]!, "base64")).raw().toBuffer());
+    expect(maxPixelDiff(pixels, c.pixels_hwc)).toBeLessThanOrEqual(1);
+    expect(JSON.parse(json.info).infotexts[0]).toContain("Sampler: DPM++ 2M SDE Heun, Schedule type: Karras");
+  } finally {
+    await server.close(0);
+  }
+});
+
 test("the server gives A1111's pixels for A1111's request (variation seed, seed resize, schedule type)", async () => {
   const c = golden.cases.find((x) => x.id === "dpm2-a-variation-resize")!;
   const service = await PipelineService.create(pipe, { maxQueue: 8, batchWindowMs: 0 });

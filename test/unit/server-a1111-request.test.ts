@@ -224,4 +224,11 @@ describe("A1111 settings: the server's options, with a request's override_settin
     expect(() => applyA1111Settings(defaultA1111Settings("tiny-sd"), { emphasis: "Strong" }, "")).toThrow(/^emphasis must be one of "Original", "No norm", "Ignore", "None", got "Strong"/);
     expect(() => applyA1111Settings(defaultA1111Settings("tiny-sd"), { sd_hypernetwork: "x" }, "")).toThrow(/^sd_hypernetwork is not a setting this server can apply/);
   });
+
+  it("no_dpmpp_sde_batch_determinism: its default (false) is accepted, true is refused saying why", () => {
+    expect(applyA1111Settings(defaultA1111Settings("tiny-sd"), { no_dpmpp_sde_batch_determinism: false }, "override_settings.")).toEqual(defaultA1111Settings("tiny-sd"));
+    expect(() => applyA1111Settings(defaultA1111Settings("tiny-sd"), { no_dpmpp_sde_batch_determinism: true }, "override_settings.")).toThrow(
+      /^override_settings\.no_dpmpp_sde_batch_determinism must be false or null: with it A1111 seeds the SDE samplers' noise from torch's unseeded global generator/,
+    );
+  });
 });

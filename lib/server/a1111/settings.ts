@@ -14,6 +14,7 @@
  * | `sd_model_checkpoint`      | the served model's name                     |               |
  * | `sd_vae`                   | "Automatic", "None"                         | "Automatic"   |
  * | `enable_pnginfo`           | true                                        | true          |
+ * | `no_dpmpp_sde_batch_determinism` | false                                 | false         |
  *
  * Options that only affect saving files, the UI or logging are accepted and ignored; any other
  * key is a 422 naming it, so nothing that would change the picture is silently dropped.
@@ -121,6 +122,10 @@ export function applyA1111Settings(base: A1111Settings, changes: Record<string, 
         break;
       case "enable_pnginfo":
         if (value !== true) throw invalidField(field, `${field} must be true or null (images always carry their parameters), got ${describeValue(value)}`);
+        break;
+      case "no_dpmpp_sde_batch_determinism":
+        // true hands k-diffusion no noise sampler: its own then seeds the tree from torch's unseeded global generator.
+        if (value !== false) throw invalidField(field, `${field} must be false or null: with it A1111 seeds the SDE samplers' noise from torch's unseeded global generator, which cannot be reproduced; got ${describeValue(value)}`);
         break;
       default:
         throw invalidField(field, `${field} is not a setting this server can apply; remove it or see the README for the supported settings`);
