@@ -306,6 +306,8 @@ TINY_CASES = [
     {"id": "sde-3m-exponential", "sampler": "k_dpmpp_3m_sde", "schedule": "exponential", "steps": 7, "seeds": [64]},
     {"id": "img2img-sde-2m-heun", "img2img": True, "sampler": "k_dpmpp_2m_sde_heun", "schedule": "karras", "steps": 8, "seeds": [65],
      "denoising_strength": 0.6},
+    {"id": "hires-sde-2m-bicubic", "sampler": "k_dpmpp_2m_sde", "schedule": "automatic", "steps": 4, "seeds": [66],
+     "enable_hr": True, "hr_scale": 1.5, "hr_upscaler": "Latent (bicubic)", "hr_second_pass_steps": 3, "denoising_strength": 0.5},
 ]
 
 
@@ -341,6 +343,20 @@ def tiny_case(tiny, case):
         x = image_rng.next() * sigmas[0]
         kwargs = {"eta": case.get("eta", 1.0), **extra, "noise_sampler": create_noise_sampler(None, x, sigmas, p)}
         samples = func(denoiser, x, sigmas, extra_args={}, disable=True, **kwargs)
+    if case.get("enable_hr"):
+        # gen_a1111_tiny_e2e's hires_pass calls the sampler with (model, xi, sigma_sched) alone; A1111's sample_img2img adds
+        # create_noise_sampler(x, sigmas, p) over the second pass's whole (stretched) schedule: supplied here around the call.
+        requested = case.get("hr_second_pass_steps") or case["steps"]
+        stretched = base.a1111_get_sigmas(model_wrap, options, case["schedule"], int(requested / min(case["denoising_strength"], 0.999)))
+
+        def with_noise_sampler(model, xi, sigma_sched, **kw):
+            return func(model, xi, sigma_sched, noise_sampler=create_noise_sampler(None, xi, stretched, p), eta=1.0, **extra, **kw)
+
+        setattr(base.sampling, funcname, with_noise_sampler)
+        try:
+            samples = tiny.hires_pass(case, model_wrap, options, funcname, samples, cond, uncond)
+        finally:
+            setattr(base.sampling, funcname, func)
     return tiny.finish_case(case, label, samples, sigmas)
 
 
