@@ -9,7 +9,7 @@ import { BrownianNoiseSampler } from "../../lib/rng/brownian-tree.js";
 import { runProgram } from "../../lib/sampler/index.js";
 import { createScheduler } from "../../lib/schedulers/index.js";
 import { relativeError } from "../fixtures/schedulers/goldens.js";
-import { float32Of, loadSdeGoldens, type SdeGoldenRun } from "../fixtures/a1111/sde-goldens.js";
+import { loadSdeGoldens, torchNoiseOf, type SdeGoldenRun } from "../fixtures/a1111/sde-goldens.js";
 
 const goldens = loadSdeGoldens();
 /** The bar: within 1e-5 relative, both dtypes. */
@@ -69,7 +69,7 @@ describe.each(goldens.runs.map((run) => [run.id, run] as const))("%s", (_id, run
     const ours = spec.draws.map(([sigma, next]) => sampler.noise(sigma, next));
     const sameQueries = run.noise === null || spec.draws.every(([sigma, next], k) => sigma === run.noise![k]!.sigma && next === run.noise![k]!.sigma_next);
     // torch's own draws, where the goldens kept them: the sampler's arithmetic alone.
-    if (run.noise) expect(relativeError(finalWith(run.noise.map((q) => float32Of(q.noise))), run.final)).toBeLessThan(TOLERANCE);
+    if (run.noise) expect(relativeError(finalWith(run.noise.map(torchNoiseOf)), run.final)).toBeLessThan(TOLERANCE);
     if (sameQueries) {
       expect(relativeError(finalWith(ours), run.final)).toBeLessThan(TOLERANCE);
     } else {
