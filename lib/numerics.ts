@@ -30,12 +30,14 @@ export {
   SIGMA_SCHEDULE_LABELS,
 } from "./schedulers/index.js";
 export { A1111ImageRng, a1111Slerp, type ImageRngOptions } from "./rng/a1111-image-rng.js";
+export { BrownianNoiseSampler } from "./rng/brownian-tree.js";
 export type { A1111SamplerSelection, CompileOptions, KDiffusionSamplerName, RawSchedulerConfig, Scheduler, SchedulerName, SigmaSchedule } from "./schedulers/index.js";
 
 export { checkProgram, packProgram, unpackProgram, runProgram, runProgramAsync, ProgramExecution, SAMPLER_PROGRAM_FORMAT } from "./sampler/index.js";
 export type {
   AddNoiseSpec,
   AsyncProgramModel,
+  BrownianNoiseSpec,
   LatentArray,
   NoiseSource,
   ProgramModel,

@@ -37,7 +37,7 @@ export interface A1111GenerateOptions {
    */
   sigmaSchedule?: string;
   /**
-   * eta of A1111's ancestral samplers and DPM fast (k_euler_a, k_dpm_2_a, k_dpmpp_2s_a, k_dpm_fast), 0 … 100; defaults to 1
+   * eta of A1111's ancestral and SDE samplers and DPM fast (k_euler_a, k_dpm_2_a, k_dpmpp_2s_a, k_dpmpp_sde, k_dpmpp_2m_sde, k_dpmpp_2m_sde_heun, k_dpmpp_3m_sde, k_dpm_fast), 0 … 100; defaults to 1
    * (A1111's eta_ancestral). For A1111's DDIM (a1111_ddim) its eta, defaulting to 0 (eta_ddim).
    */
   eta?: number;
@@ -112,7 +112,7 @@ export const A1111_OPTION_NAMES = ["sigmaSchedule", "eta", "subseeds", "subseedS
 export interface A1111Request {
   /** Set for k-diffusion samplers only. */
   sigmaSchedule?: SigmaSchedule;
-  /** Set when the request gives eta (ancestral k-diffusion samplers, DPM fast and A1111's DDIM only). */
+  /** Set when the request gives eta (ancestral and SDE k-diffusion samplers, DPM fast and A1111's DDIM only). */
   eta?: number;
   /** A1111's ImageRNG settings; absent when none of its options is used. */
   noise?: {
@@ -164,7 +164,7 @@ export function resolveA1111Options(
 
   if (options.eta !== undefined) {
     if (!(isKDiffusionSampler(scheduler) && kdiffusionUsesEta(scheduler)) && !DDIM_ETA_SAMPLERS.includes(scheduler)) {
-      throw new InvalidOptionError("eta", `eta applies to A1111's ancestral samplers, DPM fast, DDIM and DDIM CFG++ (k_euler_a, k_dpm_2_a, k_dpmpp_2s_a, k_dpm_fast, a1111_ddim, a1111_ddim_cfgpp), not ${scheduler}`);
+      throw new InvalidOptionError("eta", `eta applies to A1111's ancestral and SDE samplers, DPM fast, DDIM and DDIM CFG++ (k_euler_a, k_dpm_2_a, k_dpmpp_2s_a, k_dpmpp_sde, k_dpmpp_2m_sde, k_dpmpp_2m_sde_heun, k_dpmpp_3m_sde, k_dpm_fast, a1111_ddim, a1111_ddim_cfgpp), not ${scheduler}`);
     }
     out.eta = numberInRange("eta", options.eta, 0, 100);
   }

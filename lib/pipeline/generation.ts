@@ -32,7 +32,7 @@ import type { ClipTokenizer } from "../tokenizer/index.js";
 import type { PromptBatch } from "../prompt/conditioning.js";
 import { A1111_EMPHASIS_NAMES } from "../prompt/emphasis.js";
 import { scaleFloat32 } from "../sampler/latents.js";
-import { joinStepNoise, lazyStepNoise, noiseDrawCount, stepNoiseOf, type StepNoise } from "../sampler/step-noise.js";
+import { brownianStepNoise, joinStepNoise, lazyStepNoise, noiseDrawCount, stepNoiseOf, type StepNoise } from "../sampler/step-noise.js";
 import { A1111NoiseSource, NoiseSource, type RequestNoise } from "./noise.js";
 import { a1111InfotextFields, type HiresRequest } from "./a1111-options.js";
 import { upscaleLatents } from "../sampler/latent-upscale.js";
@@ -234,16 +234,21 @@ export async function prepareRequest(context: GenerationContext, request: Resolv
   const rest = [4, height / 8, width / 8] as const;
   const noise: RequestNoise = r.a1111.noise ? new A1111NoiseSource(r.rng, r.generatorSeeds, rest, r.a1111.noise) : new NoiseSource(r.rng, r.generatorSeeds, r.perImageGenerators);
   const drawCount = noiseDrawCount(program);
-  // The step noise is drawn when the backend asks for it, after every draw made here.
-  const lazySteps = () => lazyStepNoise(drawCount, () => noise.draw(r.batch, rest));
+  // The step noise is drawn when the backend asks for it, after every draw made here; A1111's
+  // SDE samplers take theirs from Brownian trees, leaving the generators alone.
+  const brownian = program.brownian;
+  const lazySteps = () => (brownian ? brownianStepNoise(brownian, r.rng, a1111ImageSeeds(r), rest) : lazyStepNoise(drawCount, () => noise.draw(r.batch, rest)));
   let initialLatents: Float32Array | null = null;
   let img2img: PreparedRequest["img2img"] = null;
   let stepNoise: StepNoise;
-  if (image && isA1111Sampler(r.scheduler)) {
+  if (image && isA1111Sampler(r.scheduler) && !brownian) {
     // Here the posterior eps comes after A1111's step draws, so those are drawn now.
     let steps: Float32Array[];
     ({ img2img, stepNoise: steps } = drawA1111Img2img(noise, r.batch, rest, image, () => Array.from({ length: drawCount }, () => noise.draw(r.batch, rest))));
     stepNoise = stepNoiseOf(steps);
+  } else if (image && isA1111Sampler(r.scheduler)) {
+    ({ img2img } = drawA1111Img2img(noise, r.batch, rest, image, () => []));
+    stepNoise = lazySteps();
   } else if (image) {
     const eps = noise.drawPosterior(r.batch, rest); // (1) latent_dist.sample(generator)
     img2img = { image, eps, noise: noise.draw(r.batch, rest) }; // (2) the add_noise noise
@@ -332,8 +337,18 @@ function prepareHires(context: GenerationContext, r: ResolvedRequest): HiresPass
     truncateY: h.truncateY,
     upscaler: h.upscaler,
     noise: first,
-    stepNoise: lazyStepNoise(noiseDrawCount(program), () => noise.draw(r.batch, rest)),
+    stepNoise: program.brownian
+      ? brownianStepNoise(program.brownian, r.rng, a1111ImageSeeds(r), rest)
+      : lazyStepNoise(noiseDrawCount(program), () => noise.draw(r.batch, rest)),
   };
+}
+
+/**
+ * A1111's seeds of the batch's images (p.all_seeds of the iteration), which seed its SDE samplers'
+ * Brownian trees: the request's `seeds`, or seed, seed + 1, … from one `seed`.
+ */
+function a1111ImageSeeds(r: ResolvedRequest): bigint[] {
+  return Array.from({ length: r.batch }, (_, i) => (r.perImageGenerators ? r.generatorSeeds[i]! : r.generatorSeeds[0]! + BigInt(i)));
 }
 
 /**
@@ -490,8 +505,9 @@ export async function executeBatch(context: GenerationContext, prepared: Prepare
     const r = p.request;
     const sampler = a1111SamplerName(r.scheduler) ?? r.scheduler;
     const images: GeneratedImage[] = [];
+    const seeds = a1111ImageSeeds(r);
     for (let i = 0; i < r.batch; i++) {
-      const seed = r.perImageGenerators ? r.generatorSeeds[i]! : r.generatorSeeds[0]! + BigInt(i);
+      const seed = seeds[i]!;
       const infotext = formatInfotext({
         prompt: r.prompts[i]!,
         negativePrompt: cfg ? r.negativePrompts[i]! : "",

@@ -45,6 +45,10 @@ export interface RefinerSplit {
  *   scheduler evaluates the model more than once per step.
  */
 export function splitForRefiner(full: SamplerProgram, switchAt: number, numTrainTimesteps: number, refinerFrom: (startIndex: number) => SamplerProgram): RefinerSplit {
+  if (full.brownian) {
+    // A1111 has no such split; its noise sampler spans the whole schedule, one draw list for both halves.
+    throw new InvalidOptionError("refiner", `the refiner split does not take A1111's SDE samplers (${full.scheduler}): their Brownian noise spans the whole schedule; use another scheduler with the refiner`);
+  }
   if (full.evals.length !== full.steps) {
     throw new InvalidOptionError("refiner", `the refiner split needs a scheduler with one model evaluation per step; ${full.scheduler} makes ${full.evals.length} for ${full.steps} steps`);
   }

@@ -34,4 +34,12 @@ export function checkProgram(program: SamplerProgram): void {
       }
     }
   });
+  const brownian = program.brownian;
+  if (brownian !== undefined) {
+    const draws = program.evals.filter((e) => e.drawsNoise).length;
+    if (!isFiniteNumber(brownian.sigmaMin) || !isFiniteNumber(brownian.sigmaMax) || !(brownian.sigmaMin <= brownian.sigmaMax)) invalid("brownian: sigmaMin and sigmaMax must be finite, sigmaMin ≤ sigmaMax");
+    if (!Array.isArray(brownian.draws) || brownian.draws.length !== draws || !brownian.draws.every((d) => Array.isArray(d) && d.length === 2 && d.every(isFiniteNumber))) {
+      invalid(`brownian: draws must hold one (σ, σ_next) pair of finite numbers per evaluation that draws noise (${draws})`);
+    }
+  }
 }

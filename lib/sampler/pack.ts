@@ -19,6 +19,7 @@ import {
   PACKED_ROW_FIXED_WORDS,
   SAMPLER_PROGRAM_FORMAT,
   type AddNoiseSpec,
+  type BrownianNoiseSpec,
   type SamplerEval,
   type SamplerProgram,
 } from "./program.js";
@@ -54,6 +55,8 @@ export interface UnpackMetadata {
   scheduler: string;
   /** img2img's add_noise spec, if the program was compiled for img2img. */
   addNoise?: AddNoiseSpec;
+  /** The Brownian step noise of A1111's SDE samplers, if the program has it. */
+  brownian?: BrownianNoiseSpec;
 }
 
 function invalid(what: string): never {
@@ -98,6 +101,7 @@ export function unpackProgram(words: Float64Array, metadata: UnpackMetadata): Sa
     evals,
   };
   if (metadata.addNoise !== undefined) program.addNoise = { ...metadata.addNoise };
+  if (metadata.brownian !== undefined) program.brownian = { ...metadata.brownian, draws: metadata.brownian.draws.map(([a, b]) => [a, b]) };
   checkProgram(program);
   return program;
 }

@@ -45,6 +45,17 @@ export interface AddNoiseSpec {
   noise: number;
 }
 
+/**
+ * The step noise of A1111's SDE samplers: not the generator's draws but k-diffusion's
+ * BrownianTreeNoiseSampler over [sigmaMin, sigmaMax], one tree per image seed
+ * (lib/rng/brownian-tree.ts); draw k is its value at draws[k] = (σ, σ_next).
+ */
+export interface BrownianNoiseSpec {
+  sigmaMin: number;
+  sigmaMax: number;
+  draws: [sigma: number, sigmaNext: number][];
+}
+
 export interface SamplerProgram {
   format: typeof SAMPLER_PROGRAM_FORMAT;
   /** Canonical scheduler name (`lms`, `euler`, `euler_a`, `ddim`, `pndm`, `dpmpp_2m`, …). */
@@ -62,6 +73,8 @@ export interface SamplerProgram {
   evals: SamplerEval[];
   /** Present when compiled for img2img (startIndex > 0 or strength given). */
   addNoise?: AddNoiseSpec;
+  /** Present when the step noise is Brownian (A1111's SDE samplers); host-side, not packed. */
+  brownian?: BrownianNoiseSpec;
 }
 
 /**
@@ -69,7 +82,7 @@ export interface SamplerProgram {
  * [0] layout version, [1] M = evals.length, [2] K = historyDepth, [3] initNoiseSigma,
  * [4] timestep dtype (0 = float32, 1 = int64), [5] steps, [6] startIndex, [7] reserved (0).
  * Then M rows of PACKED_ROW_FIXED_WORDS + 2K words: [t, cIn, c, drawsNoise (0/1), d, a[0..K−1], b[0..K−1]].
- * `scheduler` and `addNoise` are host-side only and not packed.
+ * `scheduler`, `addNoise` and `brownian` are host-side only and not packed.
  */
 export const PACKED_HEADER_WORDS = 8;
 /** Words of a packed row before a[] and b[]: t, cIn, c, drawsNoise, d. */

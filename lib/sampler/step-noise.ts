@@ -6,9 +6,13 @@
  * leave the critical path; the TensorRT backend draws them all before its one upload.
  *
  * The order is the generators' order, so the numbers are the ones an up-front draw would give.
+ * A1111's SDE samplers draw from Brownian trees instead (`brownianStepNoise`), also lazily: the
+ * trees are built at the first draw and walked one query per draw.
  */
 import { InternalError } from "../errors.js";
-import type { SamplerProgram } from "./program.js";
+import { BrownianNoiseSampler } from "../rng/brownian-tree.js";
+import type { RngSource } from "../rng/index.js";
+import type { BrownianNoiseSpec, SamplerProgram } from "./program.js";
 
 export interface StepNoise {
   /** How many draws the program consumes. */
@@ -68,4 +72,19 @@ export function joinStepNoise(parts: readonly StepNoise[]): StepNoise {
 /** Every draw, in order (for a backend that uploads them at once). */
 export function drawAllStepNoise(noise: StepNoise): Float32Array[] {
   return Array.from({ length: noise.count }, () => noise.next());
+}
+
+/**
+ * The step noise of a program with Brownian draws (A1111's SDE samplers): draw k is the noise
+ * sampler's value at `spec.draws[k]`, one tree per image seed (A1111's p.all_seeds of the batch).
+ * @param shape one image's latent shape [4, h, w].
+ */
+export function brownianStepNoise(spec: BrownianNoiseSpec, rng: RngSource, seeds: readonly bigint[], shape: readonly number[]): StepNoise {
+  let sampler: BrownianNoiseSampler | undefined;
+  let k = 0;
+  return lazyStepNoise(spec.draws.length, () => {
+    sampler ??= new BrownianNoiseSampler(rng, seeds, shape, spec.sigmaMin, spec.sigmaMax);
+    const [sigma, next] = spec.draws[k++]!;
+    return sampler.noise(sigma, next);
+  });
 }

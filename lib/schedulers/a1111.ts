@@ -63,7 +63,7 @@ export interface A1111SamplerSelection {
 /**
  * The scheduler for an A1111 sampler name and, for v1.9+ requests and infotexts, its schedule
  * type. Names compare case-insensitively. Returns null for names sd-trt does not run (e.g.
- * "DPM++ SDE") and for an unknown schedule type, or one a timestep sampler (DDIM, PLMS, UniPC)
+ * "DPM adaptive") and for an unknown schedule type, or one a timestep sampler (DDIM, PLMS, UniPC)
  * cannot take.
  *
  * @param sampler e.g. "Euler a", "PLMS", "DPM++ 2M Karras", "DPM++ 2M".

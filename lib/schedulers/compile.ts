@@ -85,6 +85,7 @@ export function traceProgram(input: TraceInput): SamplerProgram {
     historyDepth: depth,
     evals: rows.map((row, j) => toEval(row, j, depth, input.scheduler)),
   };
+  if (plan.brownian) program.brownian = plan.brownian;
   if (input.addNoise) {
     const addNoise: AddNoiseSpec = { t: plan.timesteps[startIndex]!, ...input.addNoise };
     program.addNoise = addNoise;

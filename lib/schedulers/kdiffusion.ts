@@ -11,13 +11,16 @@
  * vectors it compiles to the program table, run on a null algebra it lists the evaluations.
  * A1111's own k-diffusion-style samplers live here too: Restart (modules/sd_samplers_extra.py
  * restart_sampler) and LCM (modules/sd_samplers_lcm.py, whose LCMCompVisDenoiser gives other
- * timesteps and scalings over the same D contract). DPM adaptive and the SDE samplers are refused
+ * timesteps and scalings over the same D contract). DPM adaptive is refused
  * (REFUSED_KDIFFUSION_SAMPLERS says why).
  *
  * Noise: every `torch.randn_like` k-diffusion makes for an ancestral step is the next draw of
  * A1111's ImageRNG. Euler, Heun and DPM2 also draw `eps` at every step for s_churn, which with
  * s_churn = 0 multiplies nothing and nothing later reads the generator (A1111's hires pass makes a
- * new ImageRNG), so those draws are not taken.
+ * new ImageRNG), so those draws are not taken. The SDE samplers (A1111's `brownian_noise` ones) draw
+ * from its BrownianTreeNoiseSampler instead, at (σ, σ_next) pairs fixed by the schedule: the plan
+ * lists them (`brownian`), and the pipeline supplies those draws from per-image Brownian trees
+ * (lib/rng/brownian-tree.ts); ENSD does not touch them (their seeds are the image seeds).
  */
 import { InvalidOptionError } from "../errors.js";
 import { integerInRange, numberInRange } from "../validate.js";
@@ -52,22 +55,18 @@ export const KDIFFUSION_SAMPLER_NAMES = [
   "k_dpm_2_a",
   "k_dpmpp_2s_a",
   "k_dpmpp_2m",
+  "k_dpmpp_sde",
+  "k_dpmpp_2m_sde",
+  "k_dpmpp_2m_sde_heun",
+  "k_dpmpp_3m_sde",
   "k_dpm_fast",
   "k_restart",
   "k_lcm",
 ] as const;
 export type KDiffusionSamplerName = (typeof KDIFFUSION_SAMPLER_NAMES)[number];
 
-/**
- * A1111's samplers that are not implemented, with why (the message of the error that refuses
- * them). The SDE samplers draw from torchsde's BrownianTree, seeded per image; sd-trt does not
- * reproduce torchsde bit for bit, and a near-miss would give other images than A1111's.
- */
+/** A1111's samplers that are not implemented, with why (the message of the error that refuses them). */
 export const REFUSED_KDIFFUSION_SAMPLERS: Record<string, string> = {
-  "DPM++ SDE": "its noise comes from torchsde's BrownianTree, which sd-trt does not reproduce bit for bit",
-  "DPM++ 2M SDE": "its noise comes from torchsde's BrownianTree, which sd-trt does not reproduce bit for bit",
-  "DPM++ 2M SDE Heun": "its noise comes from torchsde's BrownianTree, which sd-trt does not reproduce bit for bit",
-  "DPM++ 3M SDE": "its noise comes from torchsde's BrownianTree, which sd-trt does not reproduce bit for bit",
   "DPM adaptive": "its steps are chosen adaptively from the model's outputs, which a precompiled sampler program cannot express",
 };
 
@@ -90,8 +89,12 @@ interface SamplerInfo {
   /** A1111's `scheduler` option: what "Automatic" means for this sampler. */
   defaultSchedule: SigmaSchedule;
   discardNextToLastSigma: boolean;
-  /** The sampler takes `eta` (ancestral samplers; A1111 passes p.eta or opts.eta_ancestral). */
+  /** The sampler takes `eta` (ancestral and SDE samplers; A1111 passes p.eta or opts.eta_ancestral). */
   usesEta: boolean;
+  /** A1111's `uses_ensd` option: its noise comes from the ImageRNG, which ENSD re-seeds. */
+  usesEnsd: boolean;
+  /** A1111's `brownian_noise` option: the step noise is the Brownian tree's, not the ImageRNG's. */
+  brownian?: true;
   body: SamplerBody;
 }
 
@@ -118,6 +121,8 @@ interface SamplerContext<V> {
   sNoise: number;
   /** The next draw of the image's generator. */
   noise(): V;
+  /** A1111's Brownian noise sampler for the SDE samplers: noise_sampler(σ, σ_next), one step draw. */
+  brownian(sigma: number, sigmaNext: number): V;
 }
 
 type SamplerBody = <V>(s: SamplerContext<V>) => Generator<EvalRequest<V>, V, EvalResult<V>>;
@@ -284,6 +289,133 @@ function* dpmpp2m<V>(s: SamplerContext<V>): Generator<EvalRequest<V>, V, EvalRes
       x = la.combine([ratio, r.x], [-expm132(-h) * add32(1, q), r.denoised], [expm132(-h) * q, oldDenoised]);
     }
     oldDenoised = r.denoised;
+  }
+  return x;
+}
+
+/**
+ * DPM-Solver++ (stochastic), k-diffusion's sample_dpmpp_sde with r = 1/2: each step an ancestral
+ * half step to the log-midpoint, then a full one from the blended estimate (fac = 1: the
+ * midpoint's alone), each followed by Brownian noise over the interval it covered (both drawn even
+ * with eta = 0, where su = 0); into σ = 0 an Euler step.
+ */
+function* dpmppSde<V>(s: SamplerContext<V>): Generator<EvalRequest<V>, V, EvalResult<V>> {
+  const { la, sigmas } = s;
+  let x = s.x;
+  for (let i = 0; i < sigmas.length - 1; i++) {
+    const sigma = sigmas[i]!;
+    const next = sigmas[i + 1]!;
+    const r = yield [x, sigma];
+    if (next === 0) {
+      x = la.combine([1, r.x], [sub32(next, sigma), toD(la, r.x, sigma, r.denoised)]);
+      continue;
+    }
+    const t = tFn(sigma);
+    const tNext = tFn(next);
+    const h = sub32(tNext, t);
+    const sMid = add32(t, mul32(h, 0.5));
+    // Step 1: to the midpoint.
+    const first = ancestralStep(sigmaFn(t), sigmaFn(sMid), s.eta);
+    const sTo = tFn(first.down);
+    const x2 = la.combine([div32(sigmaFn(sTo), sigmaFn(t)), r.x], [-expm132(sub32(t, sTo)), r.denoised]);
+    const r2 = yield [la.combine([1, x2], [s.sNoise * first.up, s.brownian(sigmaFn(t), sigmaFn(sMid))]), sigmaFn(sMid)];
+    // Step 2: denoised_d = (1 − fac)·denoised + fac·denoised_2 with fac = 1.
+    const second = ancestralStep(sigmaFn(t), sigmaFn(tNext), s.eta);
+    const tTo = tFn(second.down);
+    x = la.combine([div32(sigmaFn(tTo), sigmaFn(t)), r.x], [-expm132(sub32(t, tTo)), r2.denoised]);
+    x = la.combine([1, x], [s.sNoise * second.up, s.brownian(sigmaFn(t), sigmaFn(tNext))]);
+  }
+  return x;
+}
+
+/**
+ * DPM-Solver++(2M) SDE, k-diffusion's sample_dpmpp_2m_sde (A1111's "DPM++ 2M SDE" with the
+ * midpoint solver, "DPM++ 2M SDE Heun" with heun): the exact exponential-integrator step with
+ * eta·h of noise, the second-order correction from the previous estimate, then Brownian noise
+ * over [σ, σ_next] (none when eta = 0); into σ = 0, x = D.
+ */
+function dpmpp2mSde(solver: "midpoint" | "heun"): SamplerBody {
+  return function* <V>(s: SamplerContext<V>): Generator<EvalRequest<V>, V, EvalResult<V>> {
+    const { la, sigmas } = s;
+    let x = s.x;
+    let oldDenoised: V | undefined;
+    let hLast = 0;
+    const eta = f32(s.eta);
+    for (let i = 0; i < sigmas.length - 1; i++) {
+      const sigma = sigmas[i]!;
+      const next = sigmas[i + 1]!;
+      const r = yield [x, sigma];
+      if (next === 0) {
+        // k-diffusion keeps h from the step before here (and has none after a single step, where it fails).
+        x = r.denoised;
+        oldDenoised = r.denoised;
+        continue;
+      }
+      const t = f32(-log32(sigma));
+      const sNext = f32(-log32(next));
+      const h = sub32(sNext, t);
+      const etaH = mul32(eta, h);
+      const negHEta = sub32(-h, etaH);
+      const phi1 = -expm132(negHEta);
+      const terms: [number, V][] = [[mul32(div32(next, sigma), exp32(-etaH)), r.x], [phi1, r.denoised]];
+      if (oldDenoised !== undefined) {
+        const inverseR = div32(1, div32(hLast, h));
+        const k = solver === "heun" ? mul32(add32(div32(phi1, negHEta), 1), inverseR) : mul32(mul32(0.5, phi1), inverseR);
+        terms.push([k, r.denoised], [-k, oldDenoised]);
+      }
+      x = la.combine(...terms);
+      if (s.eta) x = la.combine([1, x], [mul32(next, sqrt32(-expm132(mul32(-2, etaH)))) * s.sNoise, s.brownian(sigma, next)]);
+      oldDenoised = r.denoised;
+      hLast = h;
+    }
+    return x;
+  };
+}
+
+/**
+ * DPM-Solver++(3M) SDE, k-diffusion's sample_dpmpp_3m_sde: the exponential-integrator step with
+ * (1 + eta)·h, third-order (second-order on the second step) corrections from the last two
+ * estimates, then Brownian noise over [σ, σ_next] (none when eta = 0); into σ = 0, x = D.
+ */
+function* dpmpp3mSde<V>(s: SamplerContext<V>): Generator<EvalRequest<V>, V, EvalResult<V>> {
+  const { la, sigmas } = s;
+  let x = s.x;
+  let denoised1: V | undefined;
+  let denoised2: V | undefined;
+  let h1: number | undefined;
+  let h2: number | undefined;
+  for (let i = 0; i < sigmas.length - 1; i++) {
+    const sigma = sigmas[i]!;
+    const next = sigmas[i + 1]!;
+    const r = yield [x, sigma];
+    if (next === 0) {
+      x = r.denoised;
+      continue;
+    }
+    const t = f32(-log32(sigma));
+    const sNext = f32(-log32(next));
+    const h = sub32(sNext, t);
+    const hEta = mul32(h, f32(s.eta + 1));
+    const terms: [number, V][] = [[exp32(-hEta), r.x], [-expm132(-hEta), r.denoised]];
+    const phi2 = add32(div32(expm132(-hEta), hEta), 1);
+    if (h2 !== undefined) {
+      // d1_0 = (D − D1)/r0, d1_1 = (D1 − D2)/r1; x += φ2·(d1_0 + (d1_0 − d1_1)·r0/(r0 + r1)) − φ3·(d1_0 − d1_1)/(r0 + r1).
+      const r0 = div32(h1!, h);
+      const r1 = div32(h2, h);
+      const phi3 = sub32(div32(phi2, hEta), 0.5);
+      const c0 = phi2 * (1 + r0 / (r0 + r1)) - phi3 / (r0 + r1);
+      const c1 = phi3 / (r0 + r1) - (phi2 * r0) / (r0 + r1);
+      terms.push([c0 / r0, r.denoised], [-c0 / r0 + c1 / r1, denoised1!], [-c1 / r1, denoised2!]);
+    } else if (h1 !== undefined) {
+      const k = phi2 / div32(h1, h);
+      terms.push([k, r.denoised], [-k, denoised1!]);
+    }
+    x = la.combine(...terms);
+    if (s.eta) x = la.combine([1, x], [mul32(next, sqrt32(-expm132(mul32(mul32(-2, h), f32(s.eta))))) * s.sNoise, s.brownian(sigma, next)]);
+    denoised2 = denoised1;
+    denoised1 = r.denoised;
+    h2 = h1;
+    h1 = h;
   }
   return x;
 }
@@ -472,17 +604,21 @@ function* lcm<V>(s: SamplerContext<V>): Generator<EvalRequest<V>, V, EvalResult<
 }
 
 const SAMPLERS: Record<KDiffusionSamplerName, SamplerInfo> = {
-  k_euler: { label: "Euler", functionName: "sample_euler", defaultSchedule: "automatic", discardNextToLastSigma: false, usesEta: false, body: euler },
-  k_euler_a: { label: "Euler a", functionName: "sample_euler_ancestral", defaultSchedule: "automatic", discardNextToLastSigma: false, usesEta: true, body: eulerAncestral },
-  k_lms: { label: "LMS", functionName: "sample_lms", defaultSchedule: "automatic", discardNextToLastSigma: false, usesEta: false, body: lms },
-  k_heun: { label: "Heun", functionName: "sample_heun", defaultSchedule: "automatic", discardNextToLastSigma: false, usesEta: false, body: heun },
-  k_dpm_2: { label: "DPM2", functionName: "sample_dpm_2", defaultSchedule: "karras", discardNextToLastSigma: true, usesEta: false, body: dpm2 },
-  k_dpm_2_a: { label: "DPM2 a", functionName: "sample_dpm_2_ancestral", defaultSchedule: "karras", discardNextToLastSigma: true, usesEta: true, body: dpm2Ancestral },
-  k_dpmpp_2s_a: { label: "DPM++ 2S a", functionName: "sample_dpmpp_2s_ancestral", defaultSchedule: "karras", discardNextToLastSigma: false, usesEta: true, body: dpmpp2sAncestral },
-  k_dpmpp_2m: { label: "DPM++ 2M", functionName: "sample_dpmpp_2m", defaultSchedule: "karras", discardNextToLastSigma: false, usesEta: false, body: dpmpp2m },
-  k_dpm_fast: { label: "DPM fast", functionName: "sample_dpm_fast", defaultSchedule: "automatic", discardNextToLastSigma: false, usesEta: true, body: dpmFast },
-  k_restart: { label: "Restart", functionName: "restart_sampler", defaultSchedule: "karras", discardNextToLastSigma: false, usesEta: false, body: restart },
-  k_lcm: { label: "LCM", functionName: "sample_lcm", defaultSchedule: "automatic", discardNextToLastSigma: false, usesEta: false, body: lcm, lcm: true },
+  k_euler: { label: "Euler", functionName: "sample_euler", defaultSchedule: "automatic", discardNextToLastSigma: false, usesEta: false, usesEnsd: false, body: euler },
+  k_euler_a: { label: "Euler a", functionName: "sample_euler_ancestral", defaultSchedule: "automatic", discardNextToLastSigma: false, usesEta: true, usesEnsd: true, body: eulerAncestral },
+  k_lms: { label: "LMS", functionName: "sample_lms", defaultSchedule: "automatic", discardNextToLastSigma: false, usesEta: false, usesEnsd: false, body: lms },
+  k_heun: { label: "Heun", functionName: "sample_heun", defaultSchedule: "automatic", discardNextToLastSigma: false, usesEta: false, usesEnsd: false, body: heun },
+  k_dpm_2: { label: "DPM2", functionName: "sample_dpm_2", defaultSchedule: "karras", discardNextToLastSigma: true, usesEta: false, usesEnsd: false, body: dpm2 },
+  k_dpm_2_a: { label: "DPM2 a", functionName: "sample_dpm_2_ancestral", defaultSchedule: "karras", discardNextToLastSigma: true, usesEta: true, usesEnsd: true, body: dpm2Ancestral },
+  k_dpmpp_2s_a: { label: "DPM++ 2S a", functionName: "sample_dpmpp_2s_ancestral", defaultSchedule: "karras", discardNextToLastSigma: false, usesEta: true, usesEnsd: true, body: dpmpp2sAncestral },
+  k_dpmpp_2m: { label: "DPM++ 2M", functionName: "sample_dpmpp_2m", defaultSchedule: "karras", discardNextToLastSigma: false, usesEta: false, usesEnsd: false, body: dpmpp2m },
+  k_dpmpp_sde: { label: "DPM++ SDE", functionName: "sample_dpmpp_sde", defaultSchedule: "karras", discardNextToLastSigma: false, usesEta: true, usesEnsd: false, brownian: true, body: dpmppSde },
+  k_dpmpp_2m_sde: { label: "DPM++ 2M SDE", functionName: "sample_dpmpp_2m_sde", defaultSchedule: "exponential", discardNextToLastSigma: false, usesEta: true, usesEnsd: false, brownian: true, body: dpmpp2mSde("midpoint") },
+  k_dpmpp_2m_sde_heun: { label: "DPM++ 2M SDE Heun", functionName: "sample_dpmpp_2m_sde", defaultSchedule: "exponential", discardNextToLastSigma: false, usesEta: true, usesEnsd: false, brownian: true, body: dpmpp2mSde("heun") },
+  k_dpmpp_3m_sde: { label: "DPM++ 3M SDE", functionName: "sample_dpmpp_3m_sde", defaultSchedule: "exponential", discardNextToLastSigma: true, usesEta: true, usesEnsd: false, brownian: true, body: dpmpp3mSde },
+  k_dpm_fast: { label: "DPM fast", functionName: "sample_dpm_fast", defaultSchedule: "automatic", discardNextToLastSigma: false, usesEta: true, usesEnsd: true, body: dpmFast },
+  k_restart: { label: "Restart", functionName: "restart_sampler", defaultSchedule: "karras", discardNextToLastSigma: false, usesEta: false, usesEnsd: false, body: restart },
+  k_lcm: { label: "LCM", functionName: "sample_lcm", defaultSchedule: "automatic", discardNextToLastSigma: false, usesEta: false, usesEnsd: false, body: lcm, lcm: true },
 };
 
 /** LCMCompVisDenoiser's skip: 1000 training timesteps over LCM's 50 original ones. */
@@ -552,14 +688,14 @@ export function kdiffusionFractionalTimesteps(name: KDiffusionSamplerName): bool
   return !SAMPLERS[name].lcm;
 }
 
-/** Whether the sampler takes eta (A1111's ancestral samplers and DPM fast; they are also its `uses_ensd` ones). */
+/** Whether the sampler takes eta (A1111's ancestral samplers, DPM fast and the SDE samplers). */
 export function kdiffusionUsesEta(name: KDiffusionSamplerName): boolean {
   return SAMPLERS[name].usesEta;
 }
 
 /** Whether A1111 writes ENSD for the sampler (its `uses_ensd` option, and eta ≠ 0). */
 export function kdiffusionUsesEnsd(name: KDiffusionSamplerName, eta = 1): boolean {
-  return SAMPLERS[name].usesEta && eta !== 0;
+  return SAMPLERS[name].usesEnsd && eta !== 0;
 }
 
 /**
@@ -678,11 +814,24 @@ export function discreteSchedule(config: Pick<KDiffusionConfig, "beta_start" | "
   return schedule;
 }
 
-function contextFor<V>(config: KDiffusionConfig, plan: KDiffusionPlan, la: LinearAlgebra<V>, x: V, noise: () => V): SamplerContext<V> {
+/** @param queries where the Brownian draws' (σ, σ_next) are listed, in draw order (the plan's trace). */
+function contextFor<V>(config: KDiffusionConfig, plan: KDiffusionPlan, la: LinearAlgebra<V>, x: V, noise: () => V, queries?: [number, number][]): SamplerContext<V> {
   const model = discreteSchedule(config);
   const sigmaMin = plan.sigmaRange?.min ?? model.sigmas[0]!;
   const sigmaMax = plan.sigmaRange?.max ?? model.sigmas[model.sigmas.length - 1]!;
-  return { la, sigmas: plan.sigmas, sigmaMin, sigmaMax, x, eta: config.eta, sNoise: config.s_noise, noise };
+  const brownian = (sigma: number, sigmaNext: number): V => {
+    queries?.push([sigma, sigmaNext]);
+    return noise();
+  };
+  return { la, sigmas: plan.sigmas, sigmaMin, sigmaMax, x, eta: config.eta, sNoise: config.s_noise, noise, brownian };
+}
+
+/**
+ * A1111's create_noise_sampler range: the smallest non-zero and the largest sigma of the whole
+ * schedule (get_sigmas' result, in img2img too, not the tail the sampler runs).
+ */
+function brownianRange(sigmas: readonly number[]): { sigmaMin: number; sigmaMax: number } {
+  return { sigmaMin: Math.min(...sigmas.filter((v) => v > 0)), sigmaMax: Math.max(...sigmas) };
 }
 
 /** Per evaluation: the UNet input scale, and the model's output as D = cSkip·x + cOut·m. */
@@ -761,7 +910,7 @@ function definition(name: KDiffusionSamplerName): SchedulerDefinition<KDiffusion
         throw new InvalidOptionError("startIndex", `startIndex must be an integer from 0 to ${last} (an index into the ${plan.sigmas.length} sigmas that leaves at least one step), got ${String(startIndex)}`);
       }
       const sigmas = plan.sigmas.slice(startIndex);
-      return planFor(config, info.lcm ? lcmSchedule(config) : discreteSchedule(config), info, sigmas, { min: sigmas[sigmas.length - 2]!, max: sigmas[0]! });
+      return planFor(config, info.lcm ? lcmSchedule(config) : discreteSchedule(config), info, sigmas, { min: sigmas[sigmas.length - 2]!, max: sigmas[0]! }, plan.sigmas);
     },
     start(config, plan, la) {
       return new GeneratorRun(plan, la, (x, noise) => info.body(contextFor(config, plan, la, x, noise)));
@@ -774,9 +923,21 @@ function definition(name: KDiffusionSamplerName): SchedulerDefinition<KDiffusion
 }
 
 /** The evaluations a sampler makes over `sigmas`, with their timesteps and scalings. */
-function planFor(config: KDiffusionConfig, model: DiscreteSchedule, info: SamplerInfo, sigmas: number[], sigmaRange?: KDiffusionPlan["sigmaRange"]): KDiffusionPlan {
+/**
+ * @param fullSigmas the whole schedule (img2img: `sigmas` is its tail), whose range A1111's
+ *   Brownian noise sampler spans.
+ */
+function planFor(
+  config: KDiffusionConfig,
+  model: DiscreteSchedule,
+  info: SamplerInfo,
+  sigmas: number[],
+  sigmaRange?: KDiffusionPlan["sigmaRange"],
+  fullSigmas: readonly number[] = sigmas,
+): KDiffusionPlan {
   const evalSigmas: number[] = [];
-  const generator = info.body(contextFor<null>(config, { sigmas, ...(sigmaRange ? { sigmaRange } : {}) } as KDiffusionPlan, nullAlgebra, null, () => null));
+  const queries: [number, number][] = [];
+  const generator = info.body(contextFor<null>(config, { sigmas, ...(sigmaRange ? { sigmaRange } : {}) } as KDiffusionPlan, nullAlgebra, null, () => null, queries));
   for (let r = generator.next(); !r.done; r = generator.next({ x: null, denoised: null, uncondDenoised: null })) evalSigmas.push(r.value[1]);
   const cIn: number[] = [];
   const cSkip: number[] = [];
@@ -789,6 +950,7 @@ function planFor(config: KDiffusionConfig, model: DiscreteSchedule, info: Sample
   }
   return {
     ...(sigmaRange ? { sigmaRange } : {}),
+    ...(info.brownian ? { brownian: { ...brownianRange(fullSigmas), draws: queries } } : {}),
     // The UNet gets sigma_to_t(σ) as a float32 tensor (LCM: a whole training timestep).
     timesteps: evalSigmas.map((sigma) => Math.fround(info.lcm ? lcmSigmaToT(model, sigma) : sigmaToT(model, sigma))),
     timestepDtype: "float32",

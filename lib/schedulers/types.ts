@@ -9,6 +9,7 @@
  *   run only, so compiling or executing twice concurrently never interferes (diffusers #5749).
  * - `addNoise(config, plan, beginIndex)`: `add_noise` as two scalars.
  */
+import type { BrownianNoiseSpec } from "../sampler/program.js";
 import type { LinearAlgebra } from "./algebra.js";
 
 export interface SchedulePlan {
@@ -18,6 +19,8 @@ export interface SchedulePlan {
   timestepDtype: "float32" | "int64";
   /** `scheduler.init_noise_sigma` as a number (float32 value where diffusers has a tensor). */
   initNoiseSigma: number;
+  /** A1111's SDE samplers: their step noise is Brownian (the program's `brownian`). */
+  brownian?: BrownianNoiseSpec;
 }
 
 /** One denoising run's scheduler state, stepping call by call like diffusers' loop. */

@@ -2,7 +2,7 @@
  * A1111's txt2img and img2img end to end on the tiny model: k-diffusion's samplers and A1111's
  * ImageRNG, schedule types, variation seeds, seed resize, ENSD, hires fix and img2img's
  * denoising-strength rule, driving the tiny model's ONNX graphs the way A1111 v1.10.1 drives them (test/fixtures/a1111/tiny_e2e.json, made by
- * scripts/reference/gen_a1111_tiny_e2e.py), against Pipeline.generate, the server and the CLI.
+ * scripts/reference/gen_a1111_tiny_e2e.py; the SDE samplers' sde_tiny_e2e.json by gen_a1111_sde_goldens.py), against Pipeline.generate, the server and the CLI.
  * The bar: latents within 1e-4 · max(1, max|x|), pixels within ±1 (A1111 truncates to uint8).
  */
 import { afterAll, beforeAll, describe, expect, test } from "@jest/globals";
@@ -52,7 +52,9 @@ interface Case {
   pixels_hwc: number[];
 }
 
-const golden = JSON.parse(await readFile(new URL("../fixtures/a1111/tiny_e2e.json", import.meta.url), "utf8")) as { cases: Case[] };
+const readCases = async (name: string) => (JSON.parse(await readFile(new URL(`../fixtures/a1111/${name}`, import.meta.url), "utf8")) as { cases: Case[] }).cases;
+// The SDE samplers' cases (Brownian noise seeded per image) come from scripts/reference/gen_a1111_sde_goldens.py tiny-e2e.
+const golden = { cases: [...(await readCases("tiny_e2e.json")), ...(await readCases("sde_tiny_e2e.json"))] };
 let pipe: Pipeline;
 let scratch: string;
 
@@ -121,8 +123,39 @@ describe.each(golden.cases.map((c) => [c.id, c] as const))("A1111 on the tiny mo
     expect(result.images[0]!.infotext).toContain(`Sampler: ${c.a1111_sampler}, `);
     if (c.img2img) expect(result.images[0]!.infotext).toContain(`, Denoising strength: ${c.denoising_strength}`);
     if (c.sampler === "a1111_ddim" && c.eta) expect(result.images[0]!.infotext).toMatch(new RegExp(`, Eta DDIM: ${c.eta}$`));
+    if (c.sampler !== "a1111_ddim" && c.eta !== undefined) expect(result.images[0]!.infotext).toContain(`, Eta: ${c.eta}`);
+    if (c.sampler.endsWith("_sde") || c.sampler.endsWith("_sde_heun")) expect(result.images[0]!.infotext).not.toContain("ENSD");
     if (c.enable_hr) expect(result.images[0]!.infotext).toMatch(new RegExp(`Size: ${c.width}x${c.height}, .*Denoising strength: ${c.denoising_strength}, .*Hires (upscale|resize): .*Hires upscaler: ${c.hr_upscaler!.replace(/[()]/g, "\\$&")}`));
   });
+});
+
+test("ENSD leaves the SDE samplers alone (their Brownian trees are seeded by the image seeds) and stays out of their infotext", async () => {
+  const c = golden.cases.find((x) => x.id === "sde-2m-automatic-batch")!;
+  const result = await pipe.generate({ ...optionsFor(c), ensd: 31337 });
+  expect(latentError(result.latents!, c.final_latents)).toBeLessThan(1e-4);
+  expect(result.images[0]!.infotext).not.toContain("ENSD");
+});
+
+test("the server runs DPM++ 2M SDE Heun img2img by A1111's name with A1111's pixels", async () => {
+  const c = golden.cases.find((x) => x.id === "img2img-sde-2m-heun")!;
+  const service = await PipelineService.create(pipe, { maxQueue: 8, batchWindowMs: 0 });
+  const server = new SdServer({ service, ownService: true });
+  try {
+    const { url } = await server.listen({ host: "127.0.0.1", port: 0 });
+    const body = {
+      init_images: [(await initImagePng(c)).toString("base64")], denoising_strength: c.denoising_strength,
+      prompt: c.prompt, negative_prompt: c.negative_prompt, width: c.width, height: c.height, steps: c.steps, cfg_scale: c.cfg_scale,
+      sampler_name: c.a1111_sampler, scheduler: "Karras", seed: c.seeds[0], override_settings: { randn_source: "CPU", no_dpmpp_sde_batch_determinism: false },
+    };
+    const response = await fetch(`${url}/sdapi/v1/img2img`, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+    expect(response.status).toBe(200);
+    const json = (await response.json()) as { images: string[]; info: string };
+    const pixels = new Uint8Array(await sharp(Buffer.from(json.images[0]!, "base64")).raw().toBuffer());
+    expect(maxPixelDiff(pixels, c.pixels_hwc)).toBeLessThanOrEqual(1);
+    expect(JSON.parse(json.info).infotexts[0]).toContain("Sampler: DPM++ 2M SDE Heun, Schedule type: Karras");
+  } finally {
+    await server.close(0);
+  }
 });
 
 test("the server gives A1111's pixels for A1111's request (variation seed, seed resize, schedule type)", async () => {

@@ -150,8 +150,7 @@ describe("sd-trt generate refuses bad input: non-zero exit, the flag or file nam
     await expectFailure(["--init-image", initImagePath, "--strength", "1.5"], 2, /--strength: strength must be a number greater than 0 and at most 1, got 1\.5/);
     await expectFailure(["--strength", "0.5"], 2, /--strength: strength applies to img2img only/);
     await expectFailure(["--scheduler", "karras9000"], 2, /--scheduler must be one of lms, euler.* or an A1111 sampler name \("Euler", "Euler a"/);
-    await expectFailure(["--scheduler", "DPM++ SDE"], 2, /--scheduler "DPM\+\+ SDE" is not supported: its noise comes from torchsde's BrownianTree/);
-    await expectFailure(["--scheduler", "DPM++ 2M SDE Karras"], 2, /--scheduler "DPM\+\+ 2M SDE Karras" is not supported: its noise comes from torchsde's BrownianTree/);
+    await expectFailure(["--scheduler", "DPM adaptive Karras"], 2, /--scheduler "DPM adaptive Karras" is not supported: its steps are chosen adaptively/);
     await expectFailure(["--scheduler", "DPM adaptive"], 2, /--scheduler "DPM adaptive" is not supported: its steps are chosen adaptively from the model's outputs/);
     await expectFailure(["--scheduler", "Euler a", "--schedule", "beta"], 2, /--schedule: sigmaSchedule "beta" is not supported: the Beta schedule needs scipy/);
     await expectFailure(["--scheduler", "Euler", "--seeds", "1", "--hires-scale", "1"], 2, /--hires-scale: hires\.scale must be greater than 1 when no resize size is given/);

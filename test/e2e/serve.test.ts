@@ -238,8 +238,8 @@ describe("A1111 generation", () => {
 
   test("samplers, schedulers, progress, health and ping answer in A1111's shapes", async () => {
     const samplers = (await (await fetch(`${s.url}/sdapi/v1/samplers`)).json()) as Array<{ name: string; aliases: string[] }>;
-    expect(samplers.map((x) => x.name)).toEqual(expect.arrayContaining(["Euler a", "Euler", "LMS", "Heun", "DPM2", "DPM2 a", "DPM++ 2S a", "DPM++ 2M", "DPM fast", "Restart", "LCM", "DDIM", "PLMS", "UniPC", "euler_a", "dpmpp_2m_karras", "ddpm"]));
-    expect(samplers.map((x) => x.name)).not.toContain("DPM++ SDE");
+    expect(samplers.map((x) => x.name)).toEqual(expect.arrayContaining(["Euler a", "Euler", "LMS", "Heun", "DPM2", "DPM2 a", "DPM++ 2S a", "DPM++ 2M", "DPM++ SDE", "DPM++ 2M SDE", "DPM++ 2M SDE Heun", "DPM++ 3M SDE", "DPM fast", "Restart", "LCM", "DDIM", "PLMS", "UniPC", "euler_a", "dpmpp_2m_karras", "ddpm"]));
+    expect(samplers.map((x) => x.name)).not.toContain("DPM adaptive");
     const schedulers = (await (await fetch(`${s.url}/sdapi/v1/schedulers`)).json()) as Array<{ label: string }>;
     expect(schedulers.map((x) => x.label)).toEqual(["Automatic", "Uniform", "Karras", "Exponential", "Polyexponential", "SGM Uniform", "KL Optimal", "Align Your Steps", "Simple", "Normal", "DDIM"]);
     const progress = await (await fetch(`${s.url}/sdapi/v1/progress`)).json();
@@ -315,7 +315,7 @@ describe("errors name the field", () => {
     [{ prompt: "x", height: 4096 }, "height"],
     [{ prompt: "x", batch_size: 0 }, "batch_size"],
     [{ prompt: "x", seed: 1.5 }, "seed"],
-    [{ prompt: "x", sampler_name: "DPM++ SDE" }, "sampler_name"],
+    [{ prompt: "x", sampler_name: "DPM adaptive" }, "sampler_name"],
     [{ ...small, prompt: "x", enable_hr: true, hr_scale: 1 }, "hr_scale"],
     [{ ...small, prompt: "x", enable_hr: true, hr_upscaler: "R-ESRGAN 4x+" }, "hr_upscaler"],
     [{ ...small, prompt: "x", enable_hr: true, hr_sampler_name: "DDIM" }, "hr_sampler_name"],

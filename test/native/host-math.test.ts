@@ -12,6 +12,8 @@ import { analyticModel, loadSchedulerGoldens, pseudoNormal, relativeError, type 
 import { loadKDiffusionGoldens } from "../fixtures/a1111/kdiffusion-goldens.js";
 import { loadDdimCfgppGoldens } from "../fixtures/a1111/ddim-cfgpp-goldens.js";
 import { TorchGenerator } from "../../lib/rng/index.js";
+import { BrownianNoiseSampler } from "../../lib/rng/brownian-tree.js";
+import { loadSdeGoldens } from "../fixtures/a1111/sde-goldens.js";
 import { builtAddon } from "./support.js";
 
 const addon = builtAddon();
@@ -351,5 +353,26 @@ describe("VAE output conversion (vae_math.h)", () => {
     expect(Array.from(fromHalf.pixels)).toEqual(Array.from(fromFloat.pixels));
     const nanBits = new Uint16Array(3).fill(0x7e00);
     expect(addon.hostVaeToUint8({ decoded: nanBits, batch: 1, height: 1, width: 1 }).nanCount).toBe(3);
+  });
+});
+
+// A1111's SDE samplers: the program's Brownian draws (one tree per image seed) fed to the kernels'
+// host path (test/fixtures/a1111/sde_goldens.json, float32 txt2img runs whose queries torch computed as we do).
+const sdeRuns = loadSdeGoldens().runs.filter((r) => r.dtype === "float32" && r.strength === null && !r.id.includes("/uniform/"));
+
+describe.each(sdeRuns.map((r) => [r.id, r] as const))("denoise loop host path, A1111 %s", (_id, run) => {
+  test("reproduces the CPU executor and k-diffusion's final latents from the Brownian noise", () => {
+    const prediction_type = run.parameterization === "v" ? "v_prediction" : "epsilon";
+    const program = createScheduler(run.key, { sigmaSchedule: run.schedule, prediction_type, ...run.extra }).compile(run.steps);
+    const batch = run.seeds.length;
+    const spec = program.brownian!;
+    const sampler = new BrownianNoiseSampler(run.randn_source === "NV" ? "nv" : "cpu", run.seeds.map(BigInt), [4, 8, 8], spec.sigmaMin, spec.sigmaMax);
+    const noise = new Float32Array(spec.draws.length * batch * IMAGE);
+    for (const [d, [sigma, next]] of spec.draws.entries()) noise.set(sampler.noise(sigma, next), d * batch * IMAGE);
+    const x0 = Float32Array.from(run.x0);
+    const host = addon.hostRunProgram({ program: packProgram(program), latents: x0, noise, batch, height: 8, width: 8 });
+    const cpu = runProgram(program, x0, analyticReferenceModel({ batch, imageElems: IMAGE }), drawOf(noise, program, batch * IMAGE));
+    expect(relativeError(host, cpu)).toBeLessThan(1e-6);
+    expect(relativeError(host, run.final)).toBeLessThan(1e-5);
   });
 });

@@ -19,11 +19,11 @@ const programs: [string, SamplerProgram][] = [
 ];
 
 describe("packProgram / unpackProgram", () => {
-  test.each(programs)("%s round-trips (scheduler and addNoise travel as metadata)", (_name, program) => {
+  test.each(programs)("%s round-trips (scheduler, addNoise and brownian travel as metadata)", (_name, program) => {
     const words = packProgram(program);
     const K = program.historyDepth;
     expect(words.length).toBe(PACKED_HEADER_WORDS + program.evals.length * (PACKED_ROW_FIXED_WORDS + 2 * K));
-    expect(unpackProgram(words, { scheduler: program.scheduler, addNoise: program.addNoise })).toEqual(program);
+    expect(unpackProgram(words, { scheduler: program.scheduler, addNoise: program.addNoise, brownian: program.brownian })).toEqual(program);
   });
 
   test("header and rows follow the documented layout", () => {

@@ -60,9 +60,16 @@ describe("a1111SamplerSelection", () => {
     expect(a1111SamplerSelection("UniPC", "Karras")).toBeNull();
   });
 
+  test("A1111's SDE samplers are its k-diffusion ones, the schedule suffix split off", () => {
+    expect(a1111SamplerSelection("DPM++ SDE")).toEqual({ scheduler: "k_dpmpp_sde", sigmaSchedule: "automatic" });
+    expect(a1111SamplerSelection("DPM++ 2M SDE Karras")).toEqual({ scheduler: "k_dpmpp_2m_sde", sigmaSchedule: "karras" });
+    expect(a1111SamplerSelection("DPM++ 2M SDE Heun Exponential")).toEqual({ scheduler: "k_dpmpp_2m_sde_heun", sigmaSchedule: "exponential" });
+    expect(a1111SamplerSelection("DPM++ 3M SDE")).toEqual({ scheduler: "k_dpmpp_3m_sde", sigmaSchedule: "automatic" });
+  });
+
   test("samplers and schedule types sd-trt does not run give null", () => {
-    expect(a1111SamplerSelection("DPM++ SDE")).toBeNull();
-    expect(a1111SamplerSelection("DPM++ 2M SDE Karras")).toBeNull();
+    expect(a1111SamplerSelection("DPM adaptive")).toBeNull();
+    expect(a1111SamplerSelection("DPM adaptive Karras")).toBeNull();
     expect(a1111SamplerSelection("Euler", "Beta")).toBeNull();
     expect(a1111SamplerSelection("Euler", "no such schedule")).toBeNull();
     expect(a1111SamplerSelection("DDPM")).toBeNull();

@@ -65,9 +65,15 @@ describe("A1111 sampler names", () => {
     expect(resolveA1111Sampler("string", "Euler", "string")).toMatchObject({ scheduler: "k_dpmpp_2m", sigmaSchedule: "automatic" });
   });
 
+  it("runs A1111's SDE samplers under their names, aliases and pre-1.9 schedule suffixes", () => {
+    expect(resolveA1111Sampler("DPM++ SDE", undefined, undefined)).toEqual({ scheduler: "k_dpmpp_sde", sigmaSchedule: "automatic", field: "sampler_name" });
+    expect(resolveA1111Sampler("DPM++ 2M SDE Karras", undefined, undefined)).toMatchObject({ scheduler: "k_dpmpp_2m_sde", sigmaSchedule: "karras" });
+    expect(resolveA1111Sampler("DPM++ 2M SDE Heun", undefined, "Exponential")).toMatchObject({ scheduler: "k_dpmpp_2m_sde_heun", sigmaSchedule: "exponential" });
+    expect(resolveA1111Sampler("k_dpmpp_3m_sde", undefined, undefined)).toMatchObject({ scheduler: "k_dpmpp_3m_sde", sigmaSchedule: "automatic" });
+  });
+
   it("refuses unknown and unimplemented samplers and schedule types, naming the field and saying why or listing the choices", () => {
-    expect(() => resolveA1111Sampler("DPM++ SDE", undefined, undefined)).toThrow(/sampler_name "DPM\+\+ SDE" is not supported: its noise comes from torchsde's BrownianTree/);
-    expect(() => resolveA1111Sampler("DPM++ 2M SDE Karras", undefined, undefined)).toThrow(/not supported: .*BrownianTree/);
+    expect(() => resolveA1111Sampler("DPM adaptive Karras", undefined, undefined)).toThrow(/not supported: .*adaptively/);
     expect(() => resolveA1111Sampler("DPM adaptive", undefined, undefined)).toThrow(/sampler_name "DPM adaptive" is not supported: its steps are chosen adaptively from the model's outputs/);
     expect(() => resolveA1111Sampler("Euler z", undefined, undefined)).toThrow(/sampler_name must be one of "DPM\+\+ 2M", .*"Euler a"/);
     const schedule = (() => {
@@ -239,5 +245,12 @@ describe("A1111 settings: the server's options, with a request's override_settin
   it("an option that cannot be honoured is named, without the override_settings prefix for /sdapi/v1/options", () => {
     expect(() => applyA1111Settings(defaultA1111Settings("tiny-sd"), { emphasis: "Strong" }, "")).toThrow(/^emphasis must be one of "Original", "No norm", "Ignore", "None", got "Strong"/);
     expect(() => applyA1111Settings(defaultA1111Settings("tiny-sd"), { sd_hypernetwork: "x" }, "")).toThrow(/^sd_hypernetwork is not a setting this server can apply/);
+  });
+
+  it("no_dpmpp_sde_batch_determinism: its default (false) is accepted, true is refused saying why", () => {
+    expect(applyA1111Settings(defaultA1111Settings("tiny-sd"), { no_dpmpp_sde_batch_determinism: false }, "override_settings.")).toEqual(defaultA1111Settings("tiny-sd"));
+    expect(() => applyA1111Settings(defaultA1111Settings("tiny-sd"), { no_dpmpp_sde_batch_determinism: true }, "override_settings.")).toThrow(
+      /^override_settings\.no_dpmpp_sde_batch_determinism must be false or null: with it A1111 seeds the SDE samplers' noise from torch's unseeded global generator/,
+    );
   });
 });

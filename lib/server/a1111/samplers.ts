@@ -37,7 +37,11 @@ export interface A1111SamplerItem {
 /** A1111's sampler aliases and options (its samplers table, v1.10.1) for the samplers we run as A1111 does. */
 const A1111_SAMPLERS: Array<{ scheduler: SchedulerName; aliases: string[]; options: Record<string, string> }> = [
   { scheduler: "k_dpmpp_2m", aliases: ["k_dpmpp_2m"], options: { scheduler: "karras" } },
+  { scheduler: "k_dpmpp_sde", aliases: ["k_dpmpp_sde"], options: { scheduler: "karras", second_order: "True", brownian_noise: "True" } },
+  { scheduler: "k_dpmpp_2m_sde", aliases: ["k_dpmpp_2m_sde"], options: { scheduler: "exponential", brownian_noise: "True" } },
+  { scheduler: "k_dpmpp_2m_sde_heun", aliases: ["k_dpmpp_2m_sde_heun"], options: { scheduler: "exponential", brownian_noise: "True", solver_type: "heun" } },
   { scheduler: "k_dpmpp_2s_a", aliases: ["k_dpmpp_2s_a"], options: { scheduler: "karras", uses_ensd: "True", second_order: "True" } },
+  { scheduler: "k_dpmpp_3m_sde", aliases: ["k_dpmpp_3m_sde"], options: { scheduler: "exponential", discard_next_to_last_sigma: "True", brownian_noise: "True" } },
   { scheduler: "k_euler_a", aliases: ["k_euler_a", "k_euler_ancestral"], options: { uses_ensd: "True" } },
   { scheduler: "k_euler", aliases: ["k_euler"], options: {} },
   { scheduler: "k_lms", aliases: ["k_lms"], options: {} },

@@ -18,6 +18,7 @@
  * | `uni_pc_skip_type`         | "time_uniform", "time_quadratic", "logSNR"  | "time_uniform"|
  * | `uni_pc_order`             | 1 … 15 (A1111's slider: 50)                 | 3             |
  * | `uni_pc_lower_order_final` | true / false                                | true          |
+ * | `no_dpmpp_sde_batch_determinism` | false                                 | false         |
  *
  * Options that only affect saving files, the UI or logging are accepted and ignored; any other
  * key is a 422 naming it, so nothing that would change the picture is silently dropped.
@@ -147,6 +148,10 @@ export function applyA1111Settings(base: A1111Settings, changes: Record<string, 
       case "uni_pc_lower_order_final":
         if (typeof value !== "boolean") throw invalidField(field, `${field} must be true or false, got ${describeValue(value)}`);
         out.uni_pc_lower_order_final = value;
+        break;
+      case "no_dpmpp_sde_batch_determinism":
+        // true hands k-diffusion no noise sampler: its own then seeds the tree from torch's unseeded global generator.
+        if (value !== false) throw invalidField(field, `${field} must be false or null: with it A1111 seeds the SDE samplers' noise from torch's unseeded global generator, which cannot be reproduced; got ${describeValue(value)}`);
         break;
       default:
         throw invalidField(field, `${field} is not a setting this server can apply; remove it or see the README for the supported settings`);
