@@ -80,7 +80,7 @@ describe("each invalid option is refused, naming it", () => {
     rejects({ guidance: Number.NaN }, "guidance", /got NaN/);
   });
   test("scheduler", () => {
-    rejects({ scheduler: "euler_b" }, "scheduler", /scheduler must be one of lms, euler, euler_a, ddim, pndm, dpmpp_2m, dpmpp_2m_karras, heun, ddpm, unipc, k_euler, k_euler_a, k_lms, k_heun, k_dpm_2, k_dpm_2_a, k_dpmpp_2s_a, k_dpmpp_2m, k_dpmpp_sde, k_dpmpp_2m_sde, k_dpmpp_2m_sde_heun, k_dpmpp_3m_sde, k_dpm_fast, k_restart, k_lcm, a1111_ddim, a1111_plms .*got "euler_b"/);
+    rejects({ scheduler: "euler_b" }, "scheduler", /scheduler must be one of lms, euler, euler_a, ddim, pndm, dpmpp_2m, dpmpp_2m_karras, heun, ddpm, unipc, k_euler, k_euler_a, k_lms, k_heun, k_dpm_2, k_dpm_2_a, k_dpmpp_2s_a, k_dpmpp_2m, k_dpmpp_sde, k_dpmpp_2m_sde, k_dpmpp_2m_sde_heun, k_dpmpp_3m_sde, k_dpm_fast, k_restart, k_lcm, a1111_ddim, a1111_plms, a1111_ddim_cfgpp, a1111_unipc .*got "euler_b"/);
   });
   test("seed and seeds", () => {
     rejects({ seed: -1 }, "seed", /seed must be an integer from 0 to 18446744073709551615/);
