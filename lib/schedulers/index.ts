@@ -28,6 +28,7 @@ export {
   kdiffusionDefaultSchedule,
   kdiffusionFractionalTimesteps,
   kdiffusionLabel,
+  kdiffusionTotalSteps,
   kdiffusionUsesEnsd,
   kdiffusionUsesEta,
   sigmaScheduleLabel,
