@@ -363,9 +363,11 @@ export function resolveGenerateOptions(options: GenerateOptions, ctx: Validation
     checkLoraScale(multiplier, "prompt", tag);
     return { path, scale: multiplier, name };
   });
-  const cond = readPrompts(ctx, tagged.texts, promptReading, "prompt", steps);
+  // Prompt editing counts A1111's CFG denoiser calls: its total_steps (2 × steps for second-order samplers).
+  const promptSteps = isKDiffusionSampler(scheduler) ? kdiffusionTotalSteps(scheduler, steps) : steps;
+  const cond = readPrompts(ctx, tagged.texts, promptReading, "prompt", promptSteps);
   // DDIM CFG++ steps with the uncond output itself, which A1111 computes at every scale.
-  let uncond = guidance > 1 || samplerNeedsUncond(scheduler) ? readPrompts(ctx, negativePrompts, promptReading, "negativePrompt", steps) : null;
+  let uncond = guidance > 1 || samplerNeedsUncond(scheduler) ? readPrompts(ctx, negativePrompts, promptReading, "negativePrompt", promptSteps) : null;
   if (uncond && padCondUncond && uncond.batch.chunks !== cond.batch.chunks) {
     const chunks = Math.max(uncond.batch.chunks, cond.batch.chunks);
     uncond = { ...uncond, batch: padPromptBatch(ctx.tokenizer, uncond.batch, chunks) };
@@ -375,7 +377,7 @@ export function resolveGenerateOptions(options: GenerateOptions, ctx: Validation
     options,
     ctx.sdxl,
     // prompt2 defaults to the prompt as the first encoder reads it: without its <lora:…> tags.
-    { img2img, prompts: tagged.texts, negativePrompts, batch, guidance: uncond !== null, reading: promptReading, steps, maxPromptChunks: limits.maxPromptChunks },
+    { img2img, prompts: tagged.texts, negativePrompts, batch, guidance: uncond !== null, reading: promptReading, steps: promptSteps, maxPromptChunks: limits.maxPromptChunks },
     ctx.tokenizer,
     { cond, uncond },
   );

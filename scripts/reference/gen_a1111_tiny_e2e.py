@@ -459,6 +459,10 @@ HIRES_PROMPT_CASES = [
     {"id": "hires-sampler-schedule-dpmpp-2m-to-dpm2-a-exponential", "sampler": "k_dpmpp_2m", "schedule": "automatic", "steps": 3,
      "seeds": [76], "hr_sampler": "k_dpm_2_a", "hr_schedule": "exponential", "enable_hr": True, "hr_scale": 2.0,
      "hr_upscaler": "Latent (nearest-exact)", "hr_second_pass_steps": 3, "denoising_strength": 0.65},
+    # The first pass's schedules of a second-order sampler span 2 x steps (a fraction and alternation there).
+    {"id": "hires-first-pass-fraction-alternation-heun", "sampler": "k_heun", "schedule": "automatic", "steps": 3, "seeds": [77],
+     "prompt": "a [lighthouse:castle:0.5] on a cliff", "negative_prompt": "[fog|rain]", "enable_hr": True, "hr_scale": 2.0,
+     "hr_upscaler": "Latent", "hr_second_pass_steps": 2, "denoising_strength": 0.5},
 ]
 
 
