@@ -7,7 +7,9 @@
  * (merged batches) and the A1111 server. The bar: latents within 1e-4 · max(1, max|x|), pixels ±1.
  */
 import { afterAll, beforeAll, describe, expect, test } from "@jest/globals";
-import { readFile } from "node:fs/promises";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import sharp from "sharp";
 import { Pipeline, type GenerateOptions } from "../../lib/pipeline/pipeline.js";
 import { PipelineService } from "../../lib/service/pipeline-service.js";
@@ -15,7 +17,10 @@ import { SdServer } from "../../lib/server/server.js";
 import { promptSchedule } from "../../lib/prompt/index.js";
 import { kdiffusionTotalSteps, type KDiffusionSamplerName } from "../../lib/schedulers/index.js";
 import { InvalidOptionError } from "../../lib/errors.js";
+import generate from "../../lib/cli/commands/generate.js";
+import { readPngText } from "../../lib/image/index.js";
 import { latentError } from "../fixtures/tiny-sd-cases/compare.js";
+import { runCommand } from "../support/run-cli.js";
 
 interface Case {
   id: string;
@@ -45,12 +50,15 @@ interface Case {
 const golden = JSON.parse(await readFile(new URL("../fixtures/a1111/tiny_e2e_hires_prompts.json", import.meta.url), "utf8")) as { cases: Case[] };
 const byId = (id: string) => golden.cases.find((c) => c.id === id)!;
 let pipe: Pipeline;
+let scratch: string;
 
 beforeAll(async () => {
   pipe = await Pipeline.load(undefined, { backend: "cpu" });
+  scratch = await mkdtemp(join(tmpdir(), "sd-trt-hires-prompts-"));
 });
 afterAll(async () => {
   await pipe?.dispose();
+  await rm(scratch, { recursive: true, force: true });
 });
 
 function optionsFor(c: Case, seeds = c.seeds): GenerateOptions {
@@ -186,6 +194,33 @@ test("the A1111 server runs hr_prompt, hr_negative_prompt, hr_sampler_name and h
   } finally {
     await server.close(0);
   }
+});
+
+test("the CLI's --hires-prompt, --hires-negative-prompt, --hires-scheduler and --hires-schedule give A1111's images", async () => {
+  for (const c of [byId("hires-prompt-negative-dpmpp-2m"), byId("hires-sampler-schedule-dpmpp-2m-to-dpm2-a-exponential")]) {
+    const out = join(scratch, `${c.id}-{i}.png`);
+    const hires = [
+      ...(c.hr_prompt ? ["--hires-prompt", c.hr_prompt] : []),
+      ...(c.hr_negative_prompt ? ["--hires-negative-prompt", c.hr_negative_prompt] : []),
+      ...(c.hr_sampler ? ["--hires-scheduler", { k_dpm_2_a: "DPM2 a" }[c.hr_sampler as string]!] : []),
+      ...(c.hr_schedule ? ["--hires-schedule", c.hr_schedule] : []),
+      ...(c.hr_second_pass_steps ? ["--hires-steps", String(c.hr_second_pass_steps)] : []),
+    ];
+    const run = await runCommand(generate, [
+      "generate", "--backend", "cpu", "--prompt", c.prompt, "--negative-prompt", c.negative_prompt, "--width", String(c.width), "--height", String(c.height),
+      "--steps", String(c.steps), "--guidance", String(c.cfg_scale), "--scheduler", c.sampler, "--seeds", c.seeds.join(","),
+      "--hires-scale", String(c.hr_scale), "--hires-upscaler", c.hr_upscaler, "--hires-strength", String(c.denoising_strength), ...hires,
+      "--rng", "cpu", "--out", out, "--quiet",
+    ]);
+    expect(run.code).toBe(0);
+    const file = await readFile(out.replace("{i}", "0"));
+    expect(maxPixelDiff(new Uint8Array(await sharp(file).raw().toBuffer()), c.pixels_hwc)).toBeLessThanOrEqual(1);
+    const parameters = (await readPngText(file)).find((t) => t.keyword === "parameters")?.text;
+    expect(parameters?.endsWith(hiresInfotext(c))).toBe(true);
+  }
+  const bad = await runCommand(generate, ["generate", "--backend", "cpu", "--prompt", "x", "--width", "64", "--height", "64", "--steps", "2", "--scheduler", "k_euler", "--seeds", "1", "--hires-scheduler", "DPM++ SDE", "--out", join(scratch, "bad.png")]);
+  expect(bad.code).toBe(2);
+  expect(bad.stderr).toMatch(/--hires-scheduler "DPM\+\+ SDE" is not supported/);
 });
 
 test("bad second-pass options are refused naming the option", async () => {
