@@ -441,17 +441,15 @@ export function resolveGenerateOptions(options: GenerateOptions, ctx: Validation
  * or the first pass's, their schedules made for the second pass's steps after the first pass's (both
  * as A1111's CFG denoiser counts them: total_steps, 2 × steps for second-order samplers).
  * Undefined for SDXL, whose second pass takes the first pass's conditioning.
- * @throws InvalidOptionError naming `hires.prompt` for SDXL with hires prompts or prompt editing.
+ * @throws InvalidOptionError naming `hires.prompt` / `hires.negativePrompt` for SDXL.
  */
 function readHiresPrompts(ctx: ValidationContext, r: ResolvedRequest, texts: string[]): ResolvedRequest["hiresPrompts"] {
   const hires = r.a1111.hires!;
   if (r.sdxl) {
-    const edited = r.cond.batch.schedules || r.uncond?.batch.schedules;
-    if (hires.prompt !== undefined || hires.negativePrompt !== undefined || edited) {
-      throw new InvalidOptionError(
-        hires.prompt === undefined && hires.negativePrompt !== undefined ? "hires.negativePrompt" : "hires.prompt",
-        "SDXL's hires fix runs its second pass with the first pass's prompts: hires.prompt, hires.negativePrompt and prompt editing ([from:to:when], [a|b]) with hires are supported for SD models only",
-      );
+    // (SDXL refuses prompt editing altogether, in sdxl-options.ts.)
+    if (hires.prompt !== undefined || hires.negativePrompt !== undefined) {
+      const option = hires.prompt === undefined ? "hires.negativePrompt" : "hires.prompt";
+      throw new InvalidOptionError(option, `${option}: SDXL's hires fix runs its second pass with the first pass's prompts; second-pass prompts are supported for SD models only`);
     }
     return undefined;
   }
