@@ -15,10 +15,13 @@ import {
   isA1111Sampler,
   isA1111UniPc,
   isKDiffusionSampler,
+  KDIFFUSION_SAMPLER_NAMES,
   kdiffusionFractionalTimesteps,
   kdiffusionUsesEnsd,
   kdiffusionUsesEta,
+  a1111SamplerName,
   resolveSigmaSchedule,
+  SIGMA_SCHEDULE_LABELS,
   sigmaScheduleLabel,
   type A1111UniPcSettings,
   type SchedulerName,
@@ -86,6 +89,14 @@ export interface HiresOptions {
   upscaler?: string;
   /** The second pass's denoising strength, (0, 1]. Defaults to 0.75 (A1111's API default). */
   strength?: number;
+  /** The second pass's prompt for every image (A1111's hr_prompt); absent or "" = the first pass's prompts. */
+  prompt?: string;
+  /** The second pass's negative prompt for every image (A1111's hr_negative_prompt); absent or "" = the first pass's. */
+  negativePrompt?: string;
+  /** The second pass's sampler, one of A1111's k-diffusion samplers (k_euler, k_dpmpp_2m, …; A1111's hr_sampler_name). Defaults to the first pass's. */
+  scheduler?: string;
+  /** The second pass's schedule type (A1111's hr_scheduler, as `sigmaSchedule`). Defaults to the first pass's `sigmaSchedule` ("automatic": the second pass's sampler's own default). */
+  sigmaSchedule?: string;
 }
 
 /** Resolved hires fix. */
@@ -100,6 +111,13 @@ export interface HiresRequest {
   steps: number;
   strength: number;
   upscaler: LatentUpscaler;
+  /** The second pass's sampler and schedule (the first pass's unless given), and its eta when the sampler takes one. */
+  scheduler: SchedulerName;
+  sigmaSchedule: SigmaSchedule;
+  eta?: number;
+  /** The second pass's prompt / negative prompt for every image, when given (not empty). */
+  prompt?: string;
+  negativePrompt?: string;
   /** For the infotext: "Hires upscale" or "Hires resize", "Hires steps" when given. */
   scale?: number;
   resize?: string;
@@ -168,7 +186,7 @@ export function resolveA1111Options(
     }
     out.eta = numberInRange("eta", options.eta, 0, 100);
   }
-  if (options.hires !== undefined) out.hires = resolveHires(options.hires, scheduler, perImageGenerators, img2img, image);
+  if (options.hires !== undefined) out.hires = resolveHires(options.hires, scheduler, out, perImageGenerators, img2img, fractionalTimesteps, image);
   const used = (["subseeds", "subseedStrength", "seedResizeFrom", "ensd"] as const).filter((k) => options[k] !== undefined);
   if (used.length === 0) return out;
   const first = used[0]!;
@@ -220,11 +238,15 @@ function resolveUniPc(raw: UniPcOptions | undefined): A1111UniPcSettings {
 function resolveHires(
   raw: HiresOptions,
   scheduler: SchedulerName,
+  first: A1111Request,
   perImageGenerators: boolean,
   img2img: boolean,
+  fractionalTimesteps: boolean,
   image: { width: number | undefined; height: number | undefined; steps: number; limits: BackendLimits } | undefined,
 ): HiresRequest {
-  if (typeof raw !== "object" || raw === null) throw invalidOption("hires", "an object { scale, steps, upscaler, strength, resizeWidth, resizeHeight }", raw);
+  if (typeof raw !== "object" || raw === null) {
+    throw invalidOption("hires", "an object { scale, steps, upscaler, strength, resizeWidth, resizeHeight, prompt, negativePrompt, scheduler, sigmaSchedule }", raw);
+  }
   if (img2img || !image || image.width === undefined || image.height === undefined) throw new InvalidOptionError("hires", "hires applies to txt2img only");
   if (!isA1111Sampler(scheduler)) {
     throw new InvalidOptionError("hires", `hires runs A1111's second pass, which sd-trt implements for A1111's own samplers (k_*, a1111_ddim, a1111_plms, a1111_unipc) only, not ${scheduler}`);
@@ -277,7 +299,28 @@ function resolveHires(
   const steps = stepsGiven ? integerInRange("hires.steps", raw.steps, 1, 1000) : image.steps;
   const strength = raw.strength === undefined ? 0.75 : numberInRange("hires.strength", raw.strength, 0, 1);
   if (strength <= 0) throw new InvalidOptionError("hires.strength", "hires.strength must be greater than 0 (A1111 runs no second pass at 0)");
-  const out: HiresRequest = { width: finalW, height: finalH, truncateX, truncateY, steps, strength, upscaler: upscaler as LatentUpscaler, stepsGiven };
+  // A1111's hr_sampler_name / hr_scheduler: the second pass's sampler, and its schedule type (hr_scheduler None is the first pass's).
+  let hiresScheduler: SchedulerName = scheduler;
+  if (raw.scheduler !== undefined) {
+    if (typeof raw.scheduler !== "string" || !isKDiffusionSampler(raw.scheduler)) {
+      throw invalidOption("hires.scheduler", `one of A1111's k-diffusion samplers (${KDIFFUSION_SAMPLER_NAMES.join(", ")})`, raw.scheduler);
+    }
+    hiresScheduler = raw.scheduler;
+    if (kdiffusionFractionalTimesteps(hiresScheduler) && !fractionalTimesteps) {
+      throw new InvalidOptionError("hires.scheduler", `${hiresScheduler} feeds the UNet fractional timesteps (A1111's sigma_to_t), but this model's UNet takes an integer timestep: re-export the UNet with a float timestep`);
+    }
+  }
+  const sigmaSchedule = raw.sigmaSchedule === undefined ? first.sigmaSchedule! : resolveSigmaSchedule(raw.sigmaSchedule, "hires.sigmaSchedule");
+  const out: HiresRequest = { width: finalW, height: finalH, truncateX, truncateY, steps, strength, upscaler: upscaler as LatentUpscaler, stepsGiven, scheduler: hiresScheduler, sigmaSchedule };
+  // Sampler.initialize: eta = p.eta, else the option's default (the program's own).
+  if (first.eta !== undefined && (isKDiffusionSampler(hiresScheduler) ? kdiffusionUsesEta(hiresScheduler) : DDIM_ETA_SAMPLERS.includes(hiresScheduler))) out.eta = first.eta;
+  for (const key of ["prompt", "negativePrompt"] as const) {
+    const text = raw[key];
+    if (text === undefined) continue;
+    if (typeof text !== "string") throw invalidOption(`hires.${key}`, "a string (the second pass's text for every image)", text);
+    // A1111's setup_prompts: an empty hr_prompt is the first pass's.
+    if (text !== "") out[key] = text;
+  }
   if (scale !== undefined) out.scale = scale;
   else out.resize = `${rx}x${ry}`;
   return out;
@@ -288,6 +331,16 @@ function resolveHires(
  * `Schedule type` (after `Sampler`), `Variation seed`, `Variation seed strength`,
  * `Seed resize from` (after the model fields), `ENSD` (after `Denoising strength`).
  */
+/**
+ * The `Schedule type` A1111's get_sigmas puts in extra_generation_params: the schedule's label,
+ * none when "Automatic" leaves the sampler without a schedule function (its default sigmas).
+ */
+function scheduleTypeSet(scheduler: SchedulerName, schedule: SigmaSchedule | undefined): string | undefined {
+  if (schedule === undefined || !isKDiffusionSampler(scheduler)) return undefined;
+  const label = sigmaScheduleLabel(scheduler, schedule);
+  return label === SIGMA_SCHEDULE_LABELS.automatic ? undefined : label;
+}
+
 export interface A1111InfotextFields {
   scheduleType?: string;
   /** A1111's `Eta` (written when it is not 1), after the hires fields. */
@@ -303,7 +356,11 @@ export interface A1111InfotextFields {
   ensd?: number;
 }
 
-export function a1111InfotextFields(scheduler: SchedulerName, a1111: A1111Request, image: number): A1111InfotextFields {
+/**
+ * `texts`: the image's first-pass prompt and negative prompt, which A1111's `Hires prompt` /
+ * `Hires negative prompt` are written against.
+ */
+export function a1111InfotextFields(scheduler: SchedulerName, a1111: A1111Request, image: number, texts: { prompt: string; negativePrompt: string }): A1111InfotextFields {
   const out: A1111InfotextFields = {};
   if (a1111.sigmaSchedule !== undefined) out.scheduleType = sigmaScheduleLabel(scheduler, a1111.sigmaSchedule);
   // Sampler.initialize writes its eta field when eta differs from the sampler's default (1; DDIM 0).
@@ -315,7 +372,15 @@ export function a1111InfotextFields(scheduler: SchedulerName, a1111: A1111Reques
   const hires = a1111.hires;
   if (hires) {
     out.denoisingStrength = hires.strength;
-    out.hires = [hires.scale !== undefined ? ["Hires upscale", String(hires.scale)] : ["Hires resize", hires.resize!]];
+    // StableDiffusionProcessingTxt2Img.init sets these in this order, before calculate_target_resolution's.
+    out.hires = [];
+    if (hires.scheduler !== scheduler) out.hires.push(["Hires sampler", a1111SamplerName(hires.scheduler) ?? hires.scheduler]);
+    if (hires.prompt !== undefined && hires.prompt !== texts.prompt) out.hires.push(["Hires prompt", hires.prompt]);
+    if (hires.negativePrompt !== undefined && hires.negativePrompt !== texts.negativePrompt) out.hires.push(["Hires negative prompt", hires.negativePrompt]);
+    // KDiffusionSampler.get_sigmas in the second pass: its schedule's label when it has one and it is not the first pass's `Schedule type`.
+    const hiresLabel = scheduleTypeSet(hires.scheduler, hires.sigmaSchedule);
+    if (hiresLabel !== undefined && hiresLabel !== scheduleTypeSet(scheduler, a1111.sigmaSchedule)) out.hires.push(["Hires schedule type", hiresLabel]);
+    out.hires.push(hires.scale !== undefined ? ["Hires upscale", String(hires.scale)] : ["Hires resize", hires.resize!]);
     if (hires.stepsGiven) out.hires.push(["Hires steps", String(hires.steps)]);
     out.hires.push(["Hires upscaler", hires.upscaler]);
   }

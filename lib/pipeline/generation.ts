@@ -176,6 +176,8 @@ export function batchKey(request: ResolvedRequest, width = request.width, height
   const text: unknown[] = [request.cond.batch.chunks, request.uncond?.batch.chunks ?? null, request.promptReading.emphasis, request.clipSkip, request.sdxl?.zeroUncond ?? null];
   const refiner = request.sdxl?.refiner;
   if (refiner) text.push(refiner.switchAt, refiner.zeroUncond, refiner.cond.batch.chunks, refiner.uncond?.batch.chunks ?? null);
+  const hiresPrompts = request.hiresPrompts;
+  if (hiresPrompts) text.push(hiresPrompts.cond.batch.chunks, hiresPrompts.uncond?.batch.chunks ?? null);
   // Requests with different LoRA sets (prompt tags) need different weights: never one batch.
   const loras = request.loras.map((l) => [l.path, l.scale]);
   return JSON.stringify([loras, width, height, request.steps, request.scheduler, request.a1111.sigmaSchedule ?? null, request.a1111.eta ?? null, request.a1111.uniPc ?? null, request.uncond !== null, img2img ? request.strength : null, request.a1111.hires ?? null, ...text]);
@@ -304,21 +306,18 @@ function drawA1111Img2img(
 }
 
 /**
- * A1111's sample_hr_pass: sample_img2img with steps given (setup_img2img_steps: steps' =
- * int(steps / min(strength, 0.999)), t_enc = steps − 1; a k-diffusion sampler runs
- * sigmas[steps' − t_enc − 1:], DDIM / PLMS / UniPC timesteps[:t_enc] of get_timesteps(steps'))
- * and a new ImageRNG at the second pass's latent size.
+ * A1111's sample_hr_pass with the second pass's own sampler (hr_sampler_name): sample_img2img with
+ * steps given (setup_img2img_steps: steps' = int(steps / min(strength, 0.999)), t_enc = steps − 1;
+ * a k-diffusion sampler runs sigmas[steps' − t_enc − 1:], DDIM / PLMS / UniPC timesteps[:t_enc] of
+ * get_timesteps(steps')) and a new ImageRNG at the second pass's latent size.
  */
 function prepareHires(context: GenerationContext, r: ResolvedRequest): HiresPass {
   const h = r.a1111.hires!;
-  if (r.cond.batch.schedules || r.uncond?.batch.schedules) {
-    // A1111 rebuilds the schedules for the second pass's steps; the job's schedules count the first pass's.
-    throw new InvalidOptionError("hires", "prompt editing and alternation ([from:to:when], [a|b]) with hires fix are not supported yet; use one or the other");
-  }
   const stretched = Math.trunc(h.steps / Math.min(h.strength, 0.999));
+  // create_sampler(hr_sampler_name or sampler_name); get_sigmas with hr_scheduler.
   let program: SamplerProgram;
   try {
-    ({ program } = context.programs.getFrom(r.scheduler, stretched, stretched - h.steps, r.a1111.sigmaSchedule, r.a1111.eta, r.a1111.uniPc));
+    ({ program } = context.programs.getFrom(h.scheduler, stretched, stretched - h.steps, h.sigmaSchedule, h.eta, r.a1111.uniPc));
   } catch (error) {
     // The second pass runs t_enc = hires steps − 1 steps: too few for DDIM / PLMS (≥ 2) or UniPC (≥ its order).
     if (error instanceof InvalidOptionError) throw new InvalidOptionError("hires.steps", `hires fix's second pass (t_enc = hires steps − 1 = ${h.steps - 1}): ${error.message}`);
@@ -470,6 +469,8 @@ export async function executeBatch(context: GenerationContext, prepared: Prepare
     throwIfAborted(signal);
     const second: GenerationJob = {
       ...job,
+      // calculate_hr_conds: the second pass's prompts and schedules (a new CFG denoiser counts its steps from 0).
+      ...(first.request.hiresPrompts ? hiresConditioning(prepared) : {}),
       program: pass.program,
       latentHeight: pass.height / 8,
       latentWidth: pass.width / 8,
@@ -520,7 +521,7 @@ export async function executeBatch(context: GenerationContext, prepared: Prepare
         modelHash,
         ...(context.modelName !== undefined ? { modelName: context.modelName } : {}),
         ...(r.strength !== undefined ? { denoisingStrength: r.strength } : {}),
-        ...a1111InfotextFields(r.scheduler, r.a1111, i),
+        ...a1111InfotextFields(r.scheduler, r.a1111, i, { prompt: r.prompts[i]!, negativePrompt: r.negativePrompts[i]! }),
         rng: r.rng,
         clipSkip: r.clipSkip,
         ...(loraHashes !== undefined ? { loraHashes } : {}),
@@ -607,6 +608,15 @@ function refinerJob(prepared: PreparedRequest[], base: GenerationJob, latents: F
     sdxl: { cond2: cond, uncond2: zeroUncond ? null : uncond, zeroUncond, timeIds: perRow("timeIds"), negativeTimeIds: perRow("negativeTimeIds") },
   };
   return job;
+}
+
+/** The second pass's prompt lists of a hires batch (every request has `hiresPrompts`: they are in the batch key). */
+function hiresConditioning(prepared: PreparedRequest[]): Pick<GenerationJob, "cond" | "uncond"> {
+  const parts = prepared.map((p) => {
+    if (!p.request.hiresPrompts) throw new InternalError("executeBatch: hires requests with and without second-pass prompts were batched");
+    return p.request.hiresPrompts;
+  });
+  return { cond: mergePrompts(parts.map((h) => h.cond.batch)), uncond: parts[0]!.uncond ? mergePrompts(parts.map((h) => h.uncond!.batch)) : null };
 }
 
 /**

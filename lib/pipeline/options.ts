@@ -8,7 +8,7 @@ import { integerInRange, invalidOption, numberInRange, oneOf } from "../validate
 import type { BackendLimits } from "../backends/backend.js";
 import { validateSeed, RNG_SOURCES, type RngSource } from "../rng/index.js";
 import type { ImageSource } from "../image/read.js";
-import { isA1111Sampler, samplerNeedsUncond, type SchedulerName } from "../schedulers/index.js";
+import { isA1111Sampler, isKDiffusionSampler, kdiffusionTotalSteps, samplerNeedsUncond, type SchedulerName } from "../schedulers/index.js";
 import { A1111_OPTION_NAMES, resolveA1111Options, type A1111GenerateOptions, type A1111Request } from "./a1111-options.js";
 import type { ClipTokenizer } from "../tokenizer/clip-tokenizer.js";
 import { takeLoraTags } from "../prompt/extra-networks.js";
@@ -185,6 +185,11 @@ export interface ResolvedRequest {
   a1111: A1111Request;
   /** SDXL models: the second prompts, the zero-uncond choice and the time ids (sdxl-options.ts). */
   sdxl?: SdxlRequest;
+  /**
+   * Hires fix's second pass (SD models): its prompts' and negative prompts' text-encoder input,
+   * with A1111's second-pass schedules (calculate_hr_conds); SDXL's second pass reuses `cond`/`uncond`.
+   */
+  hiresPrompts?: { cond: BuiltPrompts; uncond: BuiltPrompts | null };
 }
 
 const DEFAULT_STEPS = 50;
@@ -358,9 +363,11 @@ export function resolveGenerateOptions(options: GenerateOptions, ctx: Validation
     checkLoraScale(multiplier, "prompt", tag);
     return { path, scale: multiplier, name };
   });
-  const cond = readPrompts(ctx, tagged.texts, promptReading, "prompt", steps);
+  // Prompt editing counts A1111's CFG denoiser calls: its total_steps (2 × steps for second-order samplers).
+  const promptSteps = isKDiffusionSampler(scheduler) ? kdiffusionTotalSteps(scheduler, steps) : steps;
+  const cond = readPrompts(ctx, tagged.texts, promptReading, "prompt", promptSteps);
   // DDIM CFG++ steps with the uncond output itself, which A1111 computes at every scale.
-  let uncond = guidance > 1 || samplerNeedsUncond(scheduler) ? readPrompts(ctx, negativePrompts, promptReading, "negativePrompt", steps) : null;
+  let uncond = guidance > 1 || samplerNeedsUncond(scheduler) ? readPrompts(ctx, negativePrompts, promptReading, "negativePrompt", promptSteps) : null;
   if (uncond && padCondUncond && uncond.batch.chunks !== cond.batch.chunks) {
     const chunks = Math.max(uncond.batch.chunks, cond.batch.chunks);
     uncond = { ...uncond, batch: padPromptBatch(ctx.tokenizer, uncond.batch, chunks) };
@@ -370,7 +377,7 @@ export function resolveGenerateOptions(options: GenerateOptions, ctx: Validation
     options,
     ctx.sdxl,
     // prompt2 defaults to the prompt as the first encoder reads it: without its <lora:…> tags.
-    { img2img, prompts: tagged.texts, negativePrompts, batch, guidance: uncond !== null, reading: promptReading, steps, maxPromptChunks: limits.maxPromptChunks },
+    { img2img, prompts: tagged.texts, negativePrompts, batch, guidance: uncond !== null, reading: promptReading, steps: promptSteps, maxPromptChunks: limits.maxPromptChunks },
     ctx.tokenizer,
     { cond, uncond },
   );
@@ -415,6 +422,10 @@ export function resolveGenerateOptions(options: GenerateOptions, ctx: Validation
     a1111: resolveA1111Options(options, scheduler, batch, perImageGenerators, img2img, limits.fractionalTimesteps !== false, { width, height, steps, limits }),
   };
   if (sdxl) request.sdxl = sdxl;
+  if (request.a1111.hires) {
+    const hiresPrompts = readHiresPrompts(ctx, request, tagged.texts);
+    if (hiresPrompts) request.hiresPrompts = hiresPrompts;
+  }
   if (img2img) {
     request.initImage = options.initImage!;
     request.strength = strength!;
@@ -426,12 +437,51 @@ export function resolveGenerateOptions(options: GenerateOptions, ctx: Validation
 }
 
 /**
+ * Hires fix's second-pass prompts (A1111's calculate_hr_conds): `hires.prompt` / `hires.negativePrompt`
+ * or the first pass's, their schedules made for the second pass's steps after the first pass's (both
+ * as A1111's CFG denoiser counts them: total_steps, 2 × steps for second-order samplers).
+ * Undefined for SDXL, whose second pass takes the first pass's conditioning.
+ * @throws InvalidOptionError naming `hires.prompt` / `hires.negativePrompt` for SDXL.
+ */
+function readHiresPrompts(ctx: ValidationContext, r: ResolvedRequest, texts: string[]): ResolvedRequest["hiresPrompts"] {
+  const hires = r.a1111.hires!;
+  if (r.sdxl) {
+    // (SDXL refuses prompt editing altogether, in sdxl-options.ts.)
+    if (hires.prompt !== undefined || hires.negativePrompt !== undefined) {
+      const option = hires.prompt === undefined ? "hires.negativePrompt" : "hires.prompt";
+      throw new InvalidOptionError(option, `${option}: SDXL's hires fix runs its second pass with the first pass's prompts; second-pass prompts are supported for SD models only`);
+    }
+    return undefined;
+  }
+  const firstPassSteps = isKDiffusionSampler(r.scheduler) ? kdiffusionTotalSteps(r.scheduler, r.steps) : r.steps;
+  const hiresSteps = isKDiffusionSampler(hires.scheduler) ? kdiffusionTotalSteps(hires.scheduler, hires.steps) : hires.steps;
+  const read = (list: string[], option: string) => {
+    const built = buildPromptBatch(ctx.tokenizer, list, r.promptReading, option, firstPassSteps, ctx.embeddings, hiresSteps);
+    checkPromptChunks(ctx, built, option);
+    return built;
+  };
+  const cond = read(hires.prompt === undefined ? texts : texts.map(() => hires.prompt!), hires.prompt === undefined ? "prompt" : "hires.prompt");
+  let uncond = r.uncond ? read(hires.negativePrompt === undefined ? r.negativePrompts : r.negativePrompts.map(() => hires.negativePrompt!), hires.negativePrompt === undefined ? "negativePrompt" : "hires.negativePrompt") : null;
+  if (uncond && r.padCondUncond && uncond.batch.chunks !== cond.batch.chunks) {
+    const chunks = Math.max(uncond.batch.chunks, cond.batch.chunks);
+    uncond = { ...uncond, batch: padPromptBatch(ctx.tokenizer, uncond.batch, chunks) };
+    cond.batch = padPromptBatch(ctx.tokenizer, cond.batch, chunks);
+  }
+  return { cond, uncond };
+}
+
+/**
  * The text-encoder input of one prompt list, its length checked against the backend.
  * @throws InvalidOptionError naming `option` when a prompt has more chunks than the backend takes,
  *   or a weight that is not a number.
  */
 function readPrompts(ctx: ValidationContext, texts: string[], reading: PromptReading, option: "prompt" | "negativePrompt", steps: number): BuiltPrompts {
   const built = buildPromptBatch(ctx.tokenizer, texts, reading, option, steps, ctx.embeddings);
+  checkPromptChunks(ctx, built, option);
+  return built;
+}
+
+function checkPromptChunks(ctx: ValidationContext, built: BuiltPrompts, option: string): void {
   const max = ctx.limits.maxPromptChunks;
   if (built.batch.chunks > max) {
     throw new InvalidOptionError(
@@ -440,7 +490,6 @@ function readPrompts(ctx: ValidationContext, texts: string[], reading: PromptRea
         " (TensorRT engines: rebuild with a larger --max-prompt-chunks)",
     );
   }
-  return built;
 }
 
 /**

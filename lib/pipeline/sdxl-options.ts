@@ -186,6 +186,7 @@ export interface SdxlRequestContext {
   batch: number;
   guidance: boolean;
   reading: PromptReading;
+  /** The steps prompt editing's schedules span (A1111's total_steps). */
   steps: number;
   maxPromptChunks: number;
 }

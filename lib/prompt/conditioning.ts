@@ -75,6 +75,7 @@ export interface BuiltPrompts {
  * The text-encoder input for one prompt per image.
  * @param option the option the texts came from ("prompt", "negativePrompt"), for messages.
  * @param steps the sampling steps, which prompt editing's `when` refers to. Defaults to 1.
+ * @param hiresSteps hires fix's second pass: its steps, the schedules then being that pass's (`steps` the first pass's).
  * @throws InvalidOptionError naming `option` when a weight is not a number (A1111 fails there too),
  *   or (syntax "a1111") the prompt has an extra-network tag such as `<lora:name:1>`.
  */
@@ -85,6 +86,7 @@ export function buildPromptBatch(
   option: string,
   steps = 1,
   embeddings?: EmbeddingVocabulary,
+  hiresSteps?: number,
 ): BuiltPrompts {
   const distinct = new Map<string, number>();
   const promptOf = new Int32Array(texts.length);
@@ -109,7 +111,7 @@ export function buildPromptBatch(
       const plain = plainPrompt(tokenizer, text);
       if (plain.droppedTokens > 0) warnings.push(`${name} is longer than CLIP's 77 tokens; the last ${plain.droppedTokens} tokens are ignored (promptSyntax "plain")`);
       tokenCount = Math.max(tokenCount, plain.tokenCount);
-      schedulesOf.push([[steps, perText.length]]);
+      schedulesOf.push([[hiresSteps ?? steps, perText.length]]);
       groupOf.push(index);
       perText.push([plain.chunk]);
       embeddingsUsed.push([]);
@@ -118,7 +120,7 @@ export function buildPromptBatch(
     refuseExtraNetworks(text, name);
     const schedule: Array<[number, number]> = [];
     const first = perText.length;
-    for (const [endAtStep, scheduled] of promptSchedule(text, steps)) {
+    for (const [endAtStep, scheduled] of promptSchedule(text, steps, hiresSteps)) {
       const tokenized = tokenizePrompt(tokenizer, scheduled, {
         emphasis: reading.emphasis,
         commaPaddingBacktrack: reading.commaPaddingBacktrack,

@@ -1,7 +1,7 @@
 /**
  * A1111's prompt editing and alternation: `get_learned_conditioning_prompt_schedules` of
- * modules/prompt_parser.py (AUTOMATIC1111/stable-diffusion-webui@82a973c04367123ae98bd9abdf80d9eda9b910e2),
- * without hires fix: which text the prompt is at each sampling step.
+ * modules/prompt_parser.py (AUTOMATIC1111/stable-diffusion-webui@82a973c04367123ae98bd9abdf80d9eda9b910e2):
+ * which text the prompt is at each sampling step, of the first pass or of hires fix's second pass.
  *
  * - `[from:to:when]` is `from` up to step `when`, then `to`; `[to:when]` adds `to` after `when`;
  *   `[from::when]` removes `from` after `when`. `when` with a "." is a fraction of the steps
@@ -158,36 +158,48 @@ class Parser {
   }
 }
 
-/** The step a `when` stands for (`CollectSteps.scheduled`, no hires fix): capped at `steps`, truncated toward 0. */
-function stepOf(when: string, steps: number): number {
-  const v = Number(when);
-  return Math.min(steps, Math.trunc(when.includes(".") ? v * steps : v));
+/**
+ * How a `when` maps to a step of the pass (`CollectSteps.scheduled`): `steps` of this pass and, in
+ * hires fix's second pass, the offsets that make the first pass's steps count first (a whole
+ * `when` less the first pass's steps; a fraction less 1, so 1.5 is half way through the second pass).
+ */
+interface StepScale {
+  steps: number;
+  intOffset: number;
+  floatOffset: number;
 }
 
-function collectSteps(nodes: Node[], steps: number, out: Set<number>): void {
+/** The step a `when` stands for: capped at `steps`, truncated toward 0. */
+function stepOf(when: string, scale: StepScale): number {
+  const v = Number(when);
+  return Math.min(scale.steps, Math.trunc(when.includes(".") ? (v - scale.floatOffset) * scale.steps : v - scale.intOffset));
+}
+
+function collectSteps(nodes: Node[], scale: StepScale, out: Set<number>): void {
+  const { steps } = scale;
   for (const node of nodes) {
     if (node.kind === "scheduled") {
-      const step = stepOf(node.when, steps);
+      const step = stepOf(node.when, scale);
       if (step >= 1) out.add(step);
-      if (node.before) collectSteps(node.before, steps, out);
-      collectSteps(node.after, steps, out);
+      if (node.before) collectSteps(node.before, scale, out);
+      collectSteps(node.after, scale, out);
     } else if (node.kind === "alternate") {
       for (let s = 1; s <= steps; s++) out.add(s);
-      for (const option of node.options) if (option) collectSteps(option, steps, out);
+      for (const option of node.options) if (option) collectSteps(option, scale, out);
     }
   }
 }
 
-function textAt(nodes: Node[], step: number, steps: number): string {
+function textAt(nodes: Node[], step: number, scale: StepScale): string {
   let out = "";
   for (const node of nodes) {
     if (node.kind === "text") out += node.text;
     else if (node.kind === "scheduled") {
-      const part = step <= stepOf(node.when, steps) ? node.before : node.after;
-      if (part) out += textAt(part, step, steps);
+      const part = step <= stepOf(node.when, scale) ? node.before : node.after;
+      if (part) out += textAt(part, step, scale);
     } else {
       const option = node.options[(step - 1) % node.options.length];
-      if (option) out += textAt(option, step, steps);
+      if (option) out += textAt(option, step, scale);
     }
   }
   return out;
@@ -196,18 +208,21 @@ function textAt(nodes: Node[], step: number, steps: number): string {
 /**
  * A1111's schedule of one prompt for `steps` sampling steps: `[[endAtStep, text], …]`, the last
  * entry ending at `steps`. A prompt without editing or alternation is `[[steps, prompt]]`.
+ * With `hiresSteps` (A1111's `hires_steps`), the schedule of hires fix's second pass: `steps` is
+ * then the first pass's, and the schedule spans the second pass's `hiresSteps`.
  */
-export function promptSchedule(prompt: string, steps: number): ScheduleEntry[] {
+export function promptSchedule(prompt: string, steps: number, hiresSteps?: number): ScheduleEntry[] {
+  const scale: StepScale = hiresSteps === undefined ? { steps, intOffset: 0, floatOffset: 0 } : { steps: hiresSteps, intOffset: steps, floatOffset: 1 };
   let tree: Node[];
   try {
     tree = new Parser(prompt).parseStart();
   } catch (error) {
-    if (error instanceof ParseError) return [[steps, prompt]];
+    if (error instanceof ParseError) return [[scale.steps, prompt]];
     throw error;
   }
-  const stepSet = new Set<number>([steps]);
-  collectSteps(tree, steps, stepSet);
-  return [...stepSet].sort((a, b) => a - b).map((t) => [t, textAt(tree, t, steps)]);
+  const stepSet = new Set<number>([scale.steps]);
+  collectSteps(tree, scale, stepSet);
+  return [...stepSet].sort((a, b) => a - b).map((t) => [t, textAt(tree, t, scale)]);
 }
 
 /** The entry of a schedule that evaluation `evalIndex` (0-based) uses: the first with evalIndex ≤ endAtStep, else the first. */

@@ -37,6 +37,7 @@ export {
   kdiffusionDefaultSchedule,
   kdiffusionFractionalTimesteps,
   kdiffusionLabel,
+  kdiffusionTotalSteps,
   kdiffusionUsesEnsd,
   kdiffusionUsesEta,
   sigmaScheduleLabel,

@@ -693,6 +693,17 @@ export function kdiffusionUsesEta(name: KDiffusionSamplerName): boolean {
   return SAMPLERS[name].usesEta;
 }
 
+/** A1111's samplers with its "second_order" option (sd_samplers_kdiffusion.py): two model calls a step. */
+const SECOND_ORDER: ReadonlySet<string> = new Set(["k_heun", "k_dpm_2", "k_dpm_2_a", "k_dpmpp_2s_a", "k_restart"]);
+
+/**
+ * A1111's `SamplerData.total_steps`: the CFG denoiser calls it expects for `steps`, which is the
+ * step count prompt editing's schedules are made for (2 × steps for second-order samplers).
+ */
+export function kdiffusionTotalSteps(name: KDiffusionSamplerName, steps: number): number {
+  return SECOND_ORDER.has(name) ? 2 * steps : steps;
+}
+
 /** Whether A1111 writes ENSD for the sampler (its `uses_ensd` option, and eta ≠ 0). */
 export function kdiffusionUsesEnsd(name: KDiffusionSamplerName, eta = 1): boolean {
   return SAMPLERS[name].usesEnsd && eta !== 0;

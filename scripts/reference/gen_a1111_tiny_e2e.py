@@ -29,7 +29,21 @@ v1.10.1 in a few lines each:
   (ref.a1111_img2img_kwargs). A1111 samples the VAE posterior (get_first_stage_encoding's .sample()) from
   torch's unseeded global generator; the tiny encoder returns the posterior mean, so no draw is involved here.
 
+Mode `hires-prompts` (test/fixtures/a1111/tiny_e2e_hires_prompts.json, test/e2e/a1111-hires-prompts.test.ts): the
+hires fix with prompt editing / alternation, A1111's hr_prompt / hr_negative_prompt and hr_sampler_name /
+hr_scheduler. Here the conditioning and the CFG step counter are A1111's own code, not transcribed:
+modules/prompt_parser.py (SdConditioning, get_learned_conditioning with hires_steps, get_multicond_learned_conditioning,
+reconstruct_*_batch) and modules/sd_samplers_cfg_denoiser.py's CFGDenoiser.forward (loaded with
+gen_a1111_ddim_cfgpp.py's stubs; its inner_model is KDiffusionSampler's CompVisDenoiser, as CFGDenoiserKDiffusion
+makes it). Transcribed from processing.py (v1.10.1): setup_conds (first pass: total_steps =
+sampler_config.total_steps(steps), x2 for "second_order" samplers), calculate_hr_conds (hires conds with
+steps = firstpass_steps and hires_steps = total_steps of the hires sampler for hr_second_pass_steps or steps),
+sample_hr_pass (create_sampler(hr_sampler_name or sampler_name): a new CFG denoiser whose step restarts at 0 in
+Sampler.initialize; get_sigmas with hr_scheduler, which defaults to the first pass's scheduler name).
+
 Usage: KDIFFUSION=... A1111=... python scripts/reference/gen_a1111_tiny_e2e.py > test/fixtures/a1111/tiny_e2e.json
+       KDIFFUSION=... A1111=... PYTHONPATH=<lark> python scripts/reference/gen_a1111_tiny_e2e.py hires-prompts \
+         > test/fixtures/a1111/tiny_e2e_hires_prompts.json   (lark 1.3.1 for prompt_parser)
 Made with Python 3.11, torch 2.13.0+cpu, numpy 1.26.4, onnxruntime 1.30.0, transformers' CLIPTokenizer
 (the model's own tokenizer files).
 """
@@ -323,6 +337,145 @@ CASES = [
 ]
 
 
+def a1111_total_steps(options, steps):
+    """SamplerData.total_steps (sd_samplers_common.py): the CFG denoiser's expected calls."""
+    return steps * 2 if options.get("second_order", False) else steps
+
+
+def run_hires_prompts_case(case):
+    """txt2img + hires fix with A1111's conds and CFG denoiser (see the module comment, mode hires-prompts)."""
+    import gen_a1111_ddim_cfgpp as cfgpp  # A1111's CFGDenoiser and prompt_parser, with their stubs
+
+    prompt_parser = cfgpp.prompt_parser
+
+    class TinyCondModel(TinyUNet):
+        """shared.sd_model as CFGDenoiser reads it: crossattn conditioning, eps."""
+        parameterization = "eps"
+        cond_stage_key = "crossattn"
+        model = types.SimpleNamespace(conditioning_key="crossattn")
+
+        def get_learned_conditioning(self, texts):
+            return torch.cat([encode(text) for text in texts])
+
+        def apply_model(self, x, t, cond):
+            return super().apply_model(x, t, cond["c_crossattn"][0])
+
+    class CFGDenoiserKDiffusion(cfgpp.cfg_denoiser.CFGDenoiser):
+        """sd_samplers_kdiffusion.CFGDenoiserKDiffusion: inner_model is the sampler's CompVisDenoiser."""
+
+        def __init__(self, sampler, model_wrap):
+            super().__init__(sampler)
+            self.model_wrap = model_wrap
+
+        @property
+        def inner_model(self):
+            return self.model_wrap
+
+    model = TinyCondModel()
+    cfgpp.shared.sd_model = model
+    ref.shared.opts.eta_noise_seed_delta = case.get("ensd", 0)
+    b = len(case["seeds"])
+    prompts = [case["prompt"]] * b
+    negatives = [case["negative_prompt"]] * b
+
+    def sample(key, schedule, x_or_noise, c, uc, steps, img2img_from=None):
+        """KDiffusionSampler.sample / sample_img2img with a new sampler (Sampler.initialize: step = 0)."""
+        _, funcname, options = ref.SAMPLERS[key]
+        model_wrap = ref.denoiser_for(key, model)
+        sampler = types.SimpleNamespace(last_latent=None, sampler_extra_args=None)
+        denoiser = CFGDenoiserKDiffusion(sampler, model_wrap)
+        denoiser.p = types.SimpleNamespace(extra_generation_params={}, scripts=None)
+        denoiser.step = 0
+        image_cond = x_or_noise.new_zeros(x_or_noise.shape[0], 5, 1, 1)  # txt2img_image_conditioning
+        extra_args = {"cond": c, "image_cond": image_cond, "uncond": uc, "cond_scale": case["cfg_scale"], "s_min_uncond": 0.0}
+        sampler.sampler_extra_args = extra_args
+        func = ref.sampler_function(funcname)
+        if img2img_from is None:
+            sigmas = ref.a1111_get_sigmas(model_wrap, options, schedule, steps)
+            denoiser.total_steps = a1111_total_steps(options, steps)
+            return func(denoiser, x_or_noise * sigmas[0], sigmas, extra_args=extra_args, disable=True), sigmas
+        # setup_img2img_steps with steps given (sample_hr_pass): steps' = int(steps / min(strength, 0.999)), t_enc = steps - 1.
+        stretched, t_enc = int(steps / min(case["denoising_strength"], 0.999)), steps - 1
+        sigmas = ref.a1111_get_sigmas(model_wrap, options, schedule, stretched)
+        sigma_sched = sigmas[stretched - t_enc - 1:]
+        xi = img2img_from + x_or_noise * sigma_sched[0]
+        denoiser.total_steps = a1111_total_steps(options, t_enc + 1)
+        return func(denoiser, xi, extra_args=extra_args, disable=True, **ref.a1111_img2img_kwargs(func, sigma_sched)), sigmas
+
+    # First pass: setup_conds.
+    options = ref.SAMPLERS[case["sampler"]][2]
+    firstpass_steps = a1111_total_steps(options, case["steps"])
+    uc = prompt_parser.get_learned_conditioning(model, prompt_parser.SdConditioning(negatives, width=case["width"], height=case["height"], is_negative_prompt=True), firstpass_steps, None, False)
+    c = prompt_parser.get_multicond_learned_conditioning(model, prompt_parser.SdConditioning(prompts, width=case["width"], height=case["height"]), firstpass_steps, None, False)
+    image_rng = ref.rng.ImageRNG((4, case["height"] // 8, case["width"] // 8), case["seeds"])
+    ref.sampling.torch = ref.TorchHijack(image_rng, [], lambda: 0)
+    samples, first_sigmas = sample(case["sampler"], case["schedule"], image_rng.next(), c, uc, case["steps"])
+    ref.sampling.torch = torch
+
+    # Second pass: sample_hr_pass with calculate_hr_conds.
+    to_x, to_y, truncate_x, truncate_y = target_resolution(case)
+    scale = LATENT_UPSCALE_MODES[case["hr_upscaler"]]
+    samples = torch.nn.functional.interpolate(samples, size=(to_y // 8, to_x // 8), mode=scale["mode"], antialias=scale["antialias"])
+    samples = samples[:, :, truncate_y // 2:samples.shape[2] - (truncate_y + 1) // 2, truncate_x // 2:samples.shape[3] - (truncate_x + 1) // 2]
+    hr_rng = ref.rng.ImageRNG(samples.shape[1:], case["seeds"])
+    noise = hr_rng.next()
+    hr_key = case.get("hr_sampler") or case["sampler"]
+    hr_schedule = case.get("hr_schedule") or case["schedule"]  # hr_scheduler None: self.scheduler
+    hr_steps = case.get("hr_second_pass_steps") or case["steps"]
+    hr_total = a1111_total_steps(ref.SAMPLERS[hr_key][2], hr_steps)
+    hr_prompts = [case.get("hr_prompt") or case["prompt"]] * b
+    hr_negatives = [case.get("hr_negative_prompt") or case["negative_prompt"]] * b
+    hr_uc = prompt_parser.get_learned_conditioning(model, prompt_parser.SdConditioning(hr_negatives, width=to_x, height=to_y, is_negative_prompt=True), firstpass_steps, hr_total, False)
+    hr_c = prompt_parser.get_multicond_learned_conditioning(model, prompt_parser.SdConditioning(hr_prompts, width=to_x, height=to_y), firstpass_steps, hr_total, False)
+    ref.sampling.torch = ref.TorchHijack(hr_rng, [], lambda: 0)
+    samples, _ = sample(hr_key, hr_schedule, noise, hr_c, hr_uc, hr_steps, img2img_from=samples)
+    ref.sampling.torch = torch
+    schedules = {
+        "first": prompt_parser.get_learned_conditioning_prompt_schedules([case["prompt"], case["negative_prompt"]], firstpass_steps),
+        "hires": prompt_parser.get_learned_conditioning_prompt_schedules([hr_prompts[0], hr_negatives[0]], firstpass_steps, hr_total),
+    }
+    return {**finish_case(case, ref.SAMPLERS[case["sampler"]][0], samples, first_sigmas), "prompt_schedules": schedules}
+
+
+HIRES_PROMPT_CASES = [
+    # Editing with a fraction (< 1: the first pass only; > 1: the second pass, counted from its own step 1),
+    # alternation restarting in the second pass.
+    {"id": "hires-editing-alternation-euler-a", "sampler": "k_euler_a", "schedule": "automatic", "steps": 4, "seeds": [71],
+     "prompt": "a [lighthouse:castle:0.5] on a [red|blue] [cliff:beach:1.5]", "enable_hr": True, "hr_scale": 2.0,
+     "hr_upscaler": "Latent", "hr_second_pass_steps": 4, "denoising_strength": 0.7},
+    # A second-order sampler (schedules over 2 x steps), a whole-number `when` past the first pass, and a batch of two.
+    {"id": "hires-editing-integer-heun-batch", "sampler": "k_heun", "schedule": "karras", "steps": 3, "seeds": [72, 73],
+     "prompt": "a lighthouse [at night:at dawn:8] on a cliff", "negative_prompt": "[fog:rain:2]", "enable_hr": True,
+     "hr_scale": 1.5, "hr_upscaler": "Latent (bicubic antialiased)", "hr_second_pass_steps": 2, "denoising_strength": 0.55},
+    # hr_prompt / hr_negative_prompt (with editing of their own) and the first pass's sampler.
+    {"id": "hires-prompt-negative-dpmpp-2m", "sampler": "k_dpmpp_2m", "schedule": "automatic", "steps": 4, "seeds": [74],
+     "hr_prompt": "a castle [on a hill:by the sea:1.5]", "hr_negative_prompt": "blur", "enable_hr": True, "hr_scale": 2.0,
+     "hr_upscaler": "Latent", "denoising_strength": 0.6},
+    # hr_sampler_name with hr_scheduler left to the first pass's name ("Automatic": the hires sampler's own default).
+    {"id": "hires-sampler-euler-a-to-dpmpp-2m", "sampler": "k_euler_a", "schedule": "automatic", "steps": 4, "seeds": [75],
+     "hr_sampler": "k_dpmpp_2m", "enable_hr": True, "hr_scale": 2.0, "hr_upscaler": "Latent", "hr_second_pass_steps": 3,
+     "denoising_strength": 0.5},
+    # hr_sampler_name and hr_scheduler both given, an ancestral sampler in the second pass only.
+    {"id": "hires-sampler-schedule-dpmpp-2m-to-dpm2-a-exponential", "sampler": "k_dpmpp_2m", "schedule": "automatic", "steps": 3,
+     "seeds": [76], "hr_sampler": "k_dpm_2_a", "hr_schedule": "exponential", "enable_hr": True, "hr_scale": 2.0,
+     "hr_upscaler": "Latent (nearest-exact)", "hr_second_pass_steps": 3, "denoising_strength": 0.65},
+    # The first pass's schedules of a second-order sampler span 2 x steps (a fraction and alternation there).
+    {"id": "hires-first-pass-fraction-alternation-heun", "sampler": "k_heun", "schedule": "automatic", "steps": 3, "seeds": [77],
+     "prompt": "a [lighthouse:castle:0.5] on a cliff", "negative_prompt": "[fog|rain]", "enable_hr": True, "hr_scale": 2.0,
+     "hr_upscaler": "Latent", "hr_second_pass_steps": 2, "denoising_strength": 0.5},
+]
+
+
+def hires_prompts_main():
+    out = []
+    for case in HIRES_PROMPT_CASES:
+        case = {"prompt": "a lighthouse on a cliff", "negative_prompt": "fog", "width": 64, "height": 64, "cfg_scale": 7.0, **case}
+        out.append(run_hires_prompts_case(case))
+    import gen_a1111_ddim_cfgpp as cfgpp
+    json.dump({"format": "sd-trt-a1111-tiny-e2e/1", "provenance": {**cfgpp.PROVENANCE, "onnxruntime": ort.__version__},
+               "randn_source": "CPU", "cases": out}, sys.stdout, separators=(",", ":"))
+
+
 def main():
     out = []
     for case in CASES:
@@ -333,4 +486,7 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:] == ["hires-prompts"]:
+        hires_prompts_main()
+    else:
+        main()

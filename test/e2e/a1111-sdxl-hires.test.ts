@@ -171,3 +171,10 @@ test("the server runs enable_hr on an SDXL model as A1111 does (empty negative p
     await server.close(0);
   }
 });
+
+test("second-pass prompts are refused on SDXL, naming hires.prompt / hires.negativePrompt, before any model runs", async () => {
+  const c = golden.cases[0]!;
+  const base = optionsFor(c);
+  await expect(pipe.generate({ ...base, hires: { ...base.hires, prompt: "a castle" } })).rejects.toMatchObject({ option: "hires.prompt", message: expect.stringMatching(/supported for SD models only/) });
+  await expect(pipe.generate({ ...base, hires: { ...base.hires, negativePrompt: "fog" } })).rejects.toMatchObject({ option: "hires.negativePrompt" });
+});

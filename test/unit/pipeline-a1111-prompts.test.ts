@@ -92,13 +92,17 @@ describe("prompt editing and alternation change the conditioning at the evaluati
     expect(Buffer.from(ignored.values.buffer).equals(Buffer.from((await pipe.promptConditioning("(a cat:1.5)", { emphasis: "ignore" })).values.buffer))).toBe(true);
   });
 
-  test("with hires fix they are refused before any model runs (A1111 rebuilds the schedules for the second pass's steps)", async () => {
-    // Hires follows A1111's noise: one generator per image (seeds).
-    const hires = () => ({ width: 64, height: 64, steps: 3, seeds: [5], scheduler: "k_euler", hires: { scale: 2 } });
-    await expect(pipe.generate({ ...hires(), prompt: "[a red barn:a lighthouse:2]" })).rejects.toThrow(new InvalidOptionError("hires", "prompt editing and alternation ([from:to:when], [a|b]) with hires fix are not supported yet; use one or the other"));
-    await expect(pipe.generate({ ...hires(), prompt: "a cat", negativePrompt: "[blurry|fog]" })).rejects.toThrow(/with hires fix are not supported yet/);
-    const plain = await pipe.generate({ ...hires(), prompt: "a red barn" });
-    expect(plain.images[0]!.width).toBe(128);
+  test("with hires fix the second pass follows A1111's second-pass schedule: an edit done in the first pass holds through the second", async () => {
+    // Hires follows A1111's noise: one generator per image (seeds). 3 steps: [..:2] switches in the first pass (2 − 3 < 1 in the second).
+    const hires = (prompt?: string) => ({ width: 64, height: 64, steps: 3, seeds: [5], scheduler: "k_euler", hires: { scale: 2, ...(prompt ? { prompt } : {}) } });
+    const edited = await pipe.generate({ ...hires(), prompt: "[a red barn:a lighthouse:2]" });
+    const secondPassGiven = await pipe.generate({ ...hires("a lighthouse"), prompt: "[a red barn:a lighthouse:2]" });
+    const secondPassUnedited = await pipe.generate({ ...hires("a red barn"), prompt: "[a red barn:a lighthouse:2]" });
+    expect(edited.images[0]!.width).toBe(128);
+    expect(same(edited, secondPassGiven)).toBe(true);
+    expect(same(edited, secondPassUnedited)).toBe(false);
+    expect(secondPassGiven.images[0]!.infotext).toContain("Hires prompt: a lighthouse, ");
+    expect(edited.images[0]!.infotext).not.toContain("Hires prompt");
   });
 });
 

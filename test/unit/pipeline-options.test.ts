@@ -182,7 +182,7 @@ describe("A1111 options (sigmaSchedule, subseeds, subseedStrength, seedResizeFro
   });
   test("hires", () => {
     const ok = resolveGenerateOptions({ prompt: "x", width: 256, height: 256, steps: 20, scheduler: "k_euler", seeds: [1], hires: { scale: 1.5, upscaler: "Latent (nearest)" } }, ctx);
-    expect(ok.a1111.hires).toEqual({ width: 384, height: 384, truncateX: 0, truncateY: 0, steps: 20, strength: 0.75, upscaler: "Latent (nearest)", scale: 1.5, stepsGiven: false });
+    expect(ok.a1111.hires).toEqual({ width: 384, height: 384, truncateX: 0, truncateY: 0, steps: 20, strength: 0.75, upscaler: "Latent (nearest)", scale: 1.5, stepsGiven: false, scheduler: "k_euler", sigmaSchedule: "automatic" });
     const resized = resolveGenerateOptions({ prompt: "x", width: 256, height: 256, scheduler: "k_euler", seeds: [1], hires: { resizeWidth: 384, resizeHeight: 512 } }, ctx);
     expect(resized.a1111.hires).toMatchObject({ width: 384, height: 512, truncateX: 16, truncateY: 0, resize: "384x512" });
     const base = { prompt: "x", width: 256, height: 256, scheduler: "k_euler", seeds: [1] };

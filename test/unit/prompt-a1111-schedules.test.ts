@@ -39,3 +39,17 @@ describe("which entry an evaluation uses (A1111's reconstruct_cond_batch)", () =
     expect([0, 1, 2, 3, 4, 9, 10, 11].map((j) => scheduleIndexAt(schedule, j))).toEqual([0, 0, 0, 0, 1, 1, 1, 0]);
   });
 });
+
+describe("hires fix's second pass (A1111's hires_steps)", () => {
+  test("A1111's doctests: a fraction below 1 belongs to the first pass, 1.5 is half way through the second", () => {
+    // modules/prompt_parser.py's doctests with g = get_learned_conditioning_prompt_schedules([p], 10, 10).
+    expect(promptSchedule("a [b:.5] c", 10, 10)).toEqual([[10, "a b c"]]);
+    expect(promptSchedule("a [b:1.5] c", 10, 10)).toEqual([[5, "a  c"], [10, "a b c"]]);
+  });
+
+  test("a whole-number `when` counts the first pass's steps first; alternation restarts at the second pass's step 1", () => {
+    expect(promptSchedule("a [b:c:13]", 10, 6)).toEqual([[3, "a b"], [6, "a c"]]);
+    expect(promptSchedule("a [b:c:4]", 10, 6)).toEqual([[6, "a c"]]);
+    expect(promptSchedule("[x|y]", 10, 3)).toEqual([[1, "x"], [2, "y"], [3, "x"]]);
+  });
+});

@@ -22,6 +22,23 @@ function rejection(body: Record<string, unknown>, mode: "txt2img" | "img2img" = 
   throw new Error(`expected ${JSON.stringify(body)} to be rejected`);
 }
 
+describe("A1111's hires second-pass fields", () => {
+  it("maps hr_prompt, hr_negative_prompt, hr_sampler_name and hr_scheduler to the hires options; empty and \"Use same …\" keep the first pass's", () => {
+    const hires = (body: Record<string, unknown>) => parseA1111Request("txt2img", { prompt: "a", enable_hr: true, ...body }, limits).hires;
+    expect(hires({ hr_prompt: "a castle", hr_negative_prompt: "blur", hr_sampler_name: "DPM2 a", hr_scheduler: "Exponential" })).toMatchObject({
+      prompt: "a castle", negativePrompt: "blur", scheduler: "k_dpm_2_a", sigmaSchedule: "exponential",
+    });
+    expect(hires({ hr_sampler_name: "DPM++ 2M Karras" })).toMatchObject({ scheduler: "k_dpmpp_2m", sigmaSchedule: "karras" });
+    expect(hires({ hr_scheduler: "Karras" })).toMatchObject({ sigmaSchedule: "Karras" });
+    const same = hires({ hr_prompt: "", hr_negative_prompt: null, hr_sampler_name: "Use same sampler", hr_scheduler: "Use same scheduler" })!;
+    for (const key of ["prompt", "negativePrompt", "scheduler", "sigmaSchedule"]) expect(same).not.toHaveProperty(key);
+  });
+
+  it("names the hr_ fields for the pipeline's hires options", () => {
+    expect(["hires.scheduler", "hires.sigmaSchedule", "hires.prompt", "hires.negativePrompt"].map(a1111FieldFor)).toEqual(["hr_sampler_name", "hr_scheduler", "hr_prompt", "hr_negative_prompt"]);
+  });
+});
+
 describe("A1111 sampler names", () => {
   it("maps A1111 names to the samplers A1111 runs, with legacy Karras names and schedule types", () => {
     expect(resolveA1111Sampler("Euler a", undefined, undefined)).toEqual({ scheduler: "k_euler_a", sigmaSchedule: "automatic", field: "sampler_name" });
@@ -140,7 +157,8 @@ describe("parseA1111Request", () => {
   });
 
   it.each([
-    [{ enable_hr: true, hr_prompt: "another prompt" }, "hr_prompt"],
+    [{ enable_hr: true, hr_sampler_name: "Sideways" }, "hr_sampler_name"],
+    [{ enable_hr: true, hr_sampler_name: "DPM++ 2M", hr_scheduler: "Sideways" }, "hr_scheduler"],
     [{ enable_hr: true, hr_checkpoint_name: "other.safetensors" }, "hr_checkpoint_name"],
     [{ subseed_strength: 1.5 }, "subseed_strength"],
     [{ subseed_strength: 0.5, subseed: "x" }, "subseed"],

@@ -68,6 +68,10 @@ export interface GenerateArgs extends CheckpointArgs {
   "hires-steps"?: number;
   "hires-upscaler"?: string;
   "hires-strength"?: number;
+  "hires-prompt"?: string;
+  "hires-negative-prompt"?: string;
+  "hires-scheduler"?: string;
+  "hires-schedule"?: string;
   seed?: string;
   seeds?: string;
   batch?: number;
@@ -134,6 +138,10 @@ const FLAG_OF: Record<string, string> = {
   "hires.steps": "--hires-steps",
   "hires.upscaler": "--hires-upscaler",
   "hires.strength": "--hires-strength",
+  "hires.prompt": "--hires-prompt",
+  "hires.negativePrompt": "--hires-negative-prompt",
+  "hires.scheduler": "--hires-scheduler",
+  "hires.sigmaSchedule": "--hires-schedule",
   seed: "--seed",
   seeds: "--seeds",
   batch: "--batch",
@@ -233,7 +241,9 @@ function generateOptions(args: GenerateArgs, signal: AbortSignal): GenerateOptio
   if (args["unipc-order"] !== undefined) uniPc.order = args["unipc-order"];
   if (args["unipc-lower-order-final"] !== undefined) uniPc.lowerOrderFinal = args["unipc-lower-order-final"];
   if (Object.keys(uniPc).length > 0) options.uniPc = uniPc;
-  const hiresFlags = (["hires-scale", "hires-resize", "hires-steps", "hires-upscaler", "hires-strength"] as const).filter((f) => args[f] !== undefined);
+  const hiresFlags = (
+    ["hires-scale", "hires-resize", "hires-steps", "hires-upscaler", "hires-strength", "hires-prompt", "hires-negative-prompt", "hires-scheduler", "hires-schedule"] as const
+  ).filter((f) => args[f] !== undefined);
   if (hiresFlags.length > 0) {
     // Any --hires-* flag turns A1111's hires fix on (scale 2, "Latent", strength 0.75 unless given).
     const hires: NonNullable<GenerateOptions["hires"]> = {};
@@ -241,6 +251,15 @@ function generateOptions(args: GenerateArgs, signal: AbortSignal): GenerateOptio
     if (args["hires-steps"] !== undefined) hires.steps = args["hires-steps"];
     if (args["hires-upscaler"] !== undefined) hires.upscaler = String(args["hires-upscaler"]);
     if (args["hires-strength"] !== undefined) hires.strength = args["hires-strength"];
+    if (args["hires-prompt"] !== undefined) hires.prompt = String(args["hires-prompt"]);
+    if (args["hires-negative-prompt"] !== undefined) hires.negativePrompt = String(args["hires-negative-prompt"]);
+    if (args["hires-scheduler"] !== undefined) {
+      const sampler = schedulerOptions(String(args["hires-scheduler"]), args["hires-schedule"], HIRES_SAMPLER_FLAGS);
+      hires.scheduler = sampler.scheduler!;
+      if (sampler.sigmaSchedule !== undefined) hires.sigmaSchedule = sampler.sigmaSchedule;
+    } else if (args["hires-schedule"] !== undefined) {
+      hires.sigmaSchedule = String(args["hires-schedule"]);
+    }
     if (args["hires-resize"] !== undefined) {
       const match = /^(\d+)x(\d+)$/.exec(String(args["hires-resize"]).trim());
       if (!match) throw new InvalidOptionError("hires.resizeWidth", `--hires-resize must be WIDTHxHEIGHT in pixels (0 for one keeps the aspect ratio), got ${JSON.stringify(args["hires-resize"])}`);
@@ -302,12 +321,23 @@ function sdxlOptions(args: GenerateArgs, options: GenerateOptions): void {
   }
 }
 
+/** The flags a sampler and its schedule type come from, and the option their errors name. */
+interface SamplerFlags {
+  sampler: string;
+  schedule: string;
+  option: string;
+}
+const SAMPLER_FLAGS: SamplerFlags = { sampler: "--scheduler", schedule: "--schedule", option: "scheduler" };
+/** Hires fix's second-pass sampler (A1111's hr_sampler_name / hr_scheduler). */
+const HIRES_SAMPLER_FLAGS: SamplerFlags = { sampler: "--hires-scheduler", schedule: "--hires-schedule", option: "hires.scheduler" };
+
 /**
  * `--scheduler` takes our names (diffusers' schedulers, k_* samplers) or an A1111 sampler name
  * ("Euler a", "DPM++ 2M", "DPM++ 2M Karras"), which selects the sampler A1111 runs; `--schedule`
  * is A1111's schedule type (a name's own " Karras" suffix wins, as in A1111).
  */
-function schedulerOptions(name: string, schedule: string | undefined): Pick<GenerateOptions, "scheduler" | "sigmaSchedule"> {
+function schedulerOptions(name: string, schedule: string | undefined, flags: SamplerFlags = SAMPLER_FLAGS): Pick<GenerateOptions, "scheduler" | "sigmaSchedule"> {
+  const { sampler: samplerFlag, schedule: scheduleFlag, option } = flags;
   if (canonicalSchedulerName(name) !== undefined) {
     return schedule === undefined ? { scheduler: name } : { scheduler: name, sigmaSchedule: schedule };
   }
@@ -320,8 +350,10 @@ function schedulerOptions(name: string, schedule: string | undefined): Pick<Gene
     const labels = [...KDIFFUSION_SAMPLER_NAMES.map((n) => a1111SamplerName(n)), "DDIM", "DDIM CFG++", "PLMS", "UniPC"].map((l) => JSON.stringify(l)).join(", ");
     const refused = refusedA1111SamplerReason(name);
     throw new InvalidOptionError(
-      "scheduler",
-      refused ? `--scheduler ${JSON.stringify(name)} is not supported: ${refused}` : `--scheduler must be one of ${SCHEDULER_NAMES.join(", ")} or an A1111 sampler name (${labels}, optionally with a schedule suffix such as " Karras") with a --schedule it takes, got ${JSON.stringify(name)}${schedule !== undefined ? ` with --schedule ${JSON.stringify(schedule)}` : ""}`,
+      option,
+      refused
+        ? `${samplerFlag} ${JSON.stringify(name)} is not supported: ${refused}`
+        : `${samplerFlag} must be one of ${SCHEDULER_NAMES.join(", ")} or an A1111 sampler name (${labels}, optionally with a schedule suffix such as " Karras") with a ${scheduleFlag} it takes, got ${JSON.stringify(name)}${schedule !== undefined ? ` with ${scheduleFlag} ${JSON.stringify(schedule)}` : ""}`,
     );
   }
   return selection.sigmaSchedule === undefined ? { scheduler: selection.scheduler } : { scheduler: selection.scheduler, sigmaSchedule: selection.sigmaSchedule };
@@ -484,6 +516,10 @@ const command: CommandModule<object, GenerateArgs> = {
       .option("seed-resize-from", { type: "string", describe: "A1111 \"resize seed from\" size, WIDTHxHEIGHT pixels" })
       .option("hires-scale", { type: "number", describe: "A1111 hires fix: upscale factor of the second pass (> 1; default 2 when another --hires-* flag is given)" })
       .option("hires-resize", { type: "string", describe: "A1111 hires fix: second-pass size WIDTHxHEIGHT instead of a scale (hr_resize_x/y)" })
+      .option("hires-prompt", { type: "string", describe: "A1111 hires fix: the second pass's prompt (hr_prompt; default: --prompt)" })
+      .option("hires-negative-prompt", { type: "string", describe: "A1111 hires fix: the second pass's negative prompt (hr_negative_prompt; default: --negative-prompt)" })
+      .option("hires-scheduler", { type: "string", describe: "A1111 hires fix: the second pass's sampler, a k_* sampler or its A1111 name (hr_sampler_name; default: --scheduler)" })
+      .option("hires-schedule", { type: "string", describe: "A1111 hires fix: the second pass's schedule type (hr_scheduler; default: --schedule)" })
       .option("hires-steps", { type: "number", describe: "A1111 hires fix: second-pass steps (default: --steps)" })
       .option("hires-upscaler", { type: "string", describe: "A1111 hires fix: latent upscaler: Latent, \"Latent (antialiased)\", \"Latent (bicubic)\", \"Latent (bicubic antialiased)\", \"Latent (nearest)\", \"Latent (nearest-exact)\" (default Latent)" })
       .option("hires-strength", { type: "number", describe: "A1111 hires fix: second-pass denoising strength (default 0.75)" })

@@ -166,7 +166,7 @@ export function parseA1111Request(mode: A1111Mode, body: Body, limits: A1111Requ
   const noise = parseA1111Noise(body, ensd);
   if (noise) generation.noise = noise;
   if (mode === "txt2img") {
-    const hires = parseA1111Hires(body, { samplerName: body.sampler_name, scheduler: body.scheduler, prompt, negativePrompt });
+    const hires = parseA1111Hires(body);
     if (hires) generation.hires = hires;
   } else if (body.enable_hr === true) {
     throw invalidField("enable_hr", "enable_hr applies to txt2img only");
@@ -225,6 +225,10 @@ export function a1111FieldFor(option: string): string {
     "hires.steps": "hr_second_pass_steps",
     "hires.upscaler": "hr_upscaler",
     "hires.strength": "denoising_strength",
+    "hires.scheduler": "hr_sampler_name",
+    "hires.sigmaSchedule": "hr_scheduler",
+    "hires.prompt": "hr_prompt",
+    "hires.negativePrompt": "hr_negative_prompt",
     emphasis: "override_settings.emphasis",
     commaPaddingBacktrack: "override_settings.comma_padding_backtrack",
     padCondUncond: "override_settings.pad_cond_uncond",
