@@ -170,7 +170,7 @@ export function batchKey(request: ResolvedRequest, width = request.width, height
   const img2img = request.initImage !== undefined;
   // The text lengths and the emphasis shape the UNet and text-encoder calls as well.
   // SDXL: zero uncond embeddings are one choice for the whole batch.
-  const text: unknown[] = [request.cond.batch.chunks, request.uncond?.batch.chunks ?? null, request.promptReading.emphasis, request.clipSkip, request.sdxl?.zeroUncond ?? null];
+  const text: unknown[] = [request.cond.batch.chunks, request.uncond?.batch.chunks ?? null, request.promptReading.emphasis, request.clipSkip, request.sdxl?.zeroUncond ?? null, request.sdxl?.clipLSkip ?? null];
   const refiner = request.sdxl?.refiner;
   if (refiner) text.push(refiner.switchAt, refiner.zeroUncond, refiner.cond.batch.chunks, refiner.uncond?.batch.chunks ?? null);
   // Requests with different LoRA sets (prompt tags) need different weights: never one batch.
@@ -587,13 +587,20 @@ function sdxlConditioning(prepared: PreparedRequest[]): SdxlConditioning {
   const ids = prepared.map((p, i) => sdxlRequestTimeIds(parts[i]!, p.width, p.height));
   const perRow = (which: "timeIds" | "negativeTimeIds") => concatenate(prepared.map((p, i) => repeatRows(ids[i]![which], p.request.batch)));
   const zeroUncond = parts[0]!.zeroUncond;
-  return {
+  const conditioning: SdxlConditioning = {
     cond2: mergePrompts(parts.map((s) => s.cond2.batch)),
     uncond2: parts[0]!.uncond2 ? mergePrompts(parts.map((s) => s.uncond2!.batch)) : null,
     zeroUncond,
     timeIds: perRow("timeIds"),
     negativeTimeIds: perRow("negativeTimeIds"),
   };
+  const { clipLSkip } = parts[0]!;
+  if (clipLSkip !== undefined) conditioning.clipLSkip = clipLSkip;
+  // A1111's empty negative prompts, row by row (requests without any have none).
+  if (parts.some((s) => s.zeroUncondRows)) {
+    conditioning.zeroUncondRows = Uint8Array.from(prepared.flatMap((p, i) => Array.from(parts[i]!.zeroUncondRows ?? new Uint8Array(p.request.batch))));
+  }
+  return conditioning;
 }
 
 /** `row` repeated `times` times: [times, row.length]. */

@@ -33,7 +33,7 @@ import { canonicalSchedulerName, createScheduler, SCHEDULER_NAMES, type Schedule
 import { limitsForModel, resolveGenerateOptions, type GenerateOptions, type ResolvedRequest } from "./options.js";
 import { executeBatch, prepareRequest, type BatchHooks, type GenerateResult, type GenerationContext } from "./generation.js";
 import { ProgramCache } from "./program-cache.js";
-import type { SdxlModelFacts } from "./sdxl-options.js";
+import { sdxlRequestTimeIds, type SdxlModelFacts } from "./sdxl-options.js";
 import { checkRefinerMatchesBase } from "./sdxl-refiner.js";
 import { integerInRange, numberInRange, oneOf } from "../validate.js";
 import { loadTextualInversions, type TextualInversion } from "../model/textual-inversion.js";
@@ -41,6 +41,23 @@ import { EmbeddingVocabulary } from "../prompt/embeddings.js";
 import { tokenizePrompt, type TokenizedPrompt } from "../prompt/chunks.js";
 import type { Emphasis } from "../prompt/emphasis.js";
 
+/** What `Pipeline.promptConditioning` reads the prompt with. */
+export type PromptConditioningOptions = Pick<GenerateOptions, "promptSyntax" | "emphasis" | "commaPaddingBacktrack" | "clipSkip" | "steps" | "width" | "height" | "sdxlClipLSkip"> & {
+  /** SDXL: read the prompt as a negative prompt. */
+  negative?: boolean;
+};
+
+/** A prompt's conditioning as `generate` gives it to the UNet. */
+export interface PromptConditioning {
+  /** [77 · chunks, hidden] of `values` (evaluation 0's text). */
+  shape: [number, number];
+  values: Float32Array;
+  /**
+   * SDXL: the pooled `text_embeds` and the time ids of this side, and every text of the prompt's
+   * schedule (one without prompt editing) with the last evaluation index it holds for.
+   */
+  sdxl?: { pooled: Float32Array; timeIds: Float32Array; schedule: Array<{ endAtStep: number; values: Float32Array; pooled: Float32Array }> };
+}
 export type { GenerateOptions, ProgressEvent, ResolvedRequest } from "./options.js";
 export type { BatchHooks, GeneratedImage, GenerateResult, GenerateTimings } from "./generation.js";
 export type { BackendChoice } from "../backends/select.js";
@@ -377,15 +394,42 @@ export class Pipeline {
    * The text conditioning `generate` would give the UNet for this prompt, read with these options
    * (`promptSyntax`, `emphasis`, `commaPaddingBacktrack`, `clipSkip`): [77 · chunks, hidden] values. For
    * inspection and comparison with A1111 (`sd-trt tokenize --model DIR --embeddings`).
+   *
+   * SDXL (`sdxl` in the result): both encoders joined per token, the pooled `text_embeds` and the
+   * time ids, for the prompt as a prompt or (`negative: true`) as a negative prompt — A1111 gives an
+   * empty negative prompt zeros — and every text of its schedule (prompt editing needs `steps`);
+   * `width`/`height` and `sdxlClipLSkip` as `generate` takes them.
    * @throws InvalidOptionError naming the option; when the backend keeps embeddings on the device
    *   only (TensorRT), naming `backend`.
    */
-  async promptConditioning(prompt: string, options: Pick<GenerateOptions, "promptSyntax" | "emphasis" | "commaPaddingBacktrack" | "clipSkip"> = {}): Promise<{ shape: [number, number]; values: Float32Array }> {
-    const request = this.resolveOptions({ ...options, prompt, guidance: 1 });
+  async promptConditioning(prompt: string, options: PromptConditioningOptions = {}): Promise<PromptConditioning> {
+    if (this.#sdxl) return this.#sdxlPromptConditioning(prompt, options);
+    const { negative: _negative, ...rest } = options;
+    const request = this.resolveOptions({ ...rest, prompt, guidance: 1 });
     const encode = this.#backend.encodePrompts?.bind(this.#backend);
     if (!encode) throw new InvalidOptionError("backend", `the ${this.#backend.name} backend keeps text embeddings on the device; load the pipeline with backend "cpu" to read them`);
     const { shape, values } = await this.#life.exclusive(() => encode(request.cond.batch, request.promptReading.emphasis, request.clipSkip, this.#embeddings?.vectors));
     return { shape: [shape[1], shape[2]], values };
+  }
+
+  async #sdxlPromptConditioning(prompt: string, options: PromptConditioningOptions): Promise<PromptConditioning> {
+    const { negative, ...rest } = options;
+    // The negative side is read as `generate` reads a negative prompt (A1111's zeros for "").
+    const request = this.resolveOptions(negative ? { ...rest, prompt: "", negativePrompt: prompt, guidance: 2 } : { ...rest, prompt, guidance: 1 });
+    const sdxl = request.sdxl!;
+    const encode = this.#backend.encodeSdxlTexts?.bind(this.#backend);
+    if (!encode) throw new InvalidOptionError("backend", `the ${this.#backend.name} backend keeps text embeddings on the device; load the pipeline with backend "cpu" to read them`);
+    const first = negative ? request.uncond!.batch : request.cond.batch;
+    const second = negative ? sdxl.uncond2!.batch : sdxl.cond2.batch;
+    const zero = negative && sdxl.zeroUncondRows?.[0] === 1;
+    const encodeOptions = { ...(sdxl.clipLSkip !== undefined ? { clipLSkip: sdxl.clipLSkip } : {}), ...(zero ? { zeroTexts: new Uint8Array(first.prompts).fill(1) } : {}) };
+    const { shape, values, pooled } = await this.#life.exclusive(() => encode(first, second, request.promptReading.emphasis, encodeOptions));
+    const [, tokens, hidden] = shape;
+    const pooledSize = pooled.length / shape[0];
+    const text = (t: number) => ({ values: values.slice(t * tokens * hidden, (t + 1) * tokens * hidden), pooled: pooled.slice(t * pooledSize, (t + 1) * pooledSize) });
+    const schedule = (first.schedules?.[0] ?? [[request.steps, first.rowOf[0]!]]).map(([endAtStep, t]) => ({ endAtStep, ...text(t) }));
+    const ids = sdxlRequestTimeIds(sdxl, request.width!, request.height!);
+    return { shape: [tokens, hidden], values: schedule[0]!.values, sdxl: { pooled: schedule[0]!.pooled, timeIds: negative ? ids.negativeTimeIds : ids.timeIds, schedule } };
   }
 
   /**

@@ -199,10 +199,15 @@ export class CpuBackend implements Backend {
       canObserveLatents: true,
       fractionalTimesteps: unet.timestepType === "float32" || unet.timestepType === "float64",
       maxPromptChunks: CPU_MAX_PROMPT_CHUNKS,
-      maxClipSkip: textEncoderFeeds.layers,
+      maxClipSkip: textEncoderFeeds.sdxlHiddenStates ?? textEncoderFeeds.layers,
       ...(textEncoderFeeds.tokenVectors ? { tokenVectorWidth: hiddenSize } : {}),
     };
-    if (textEncoderFeeds.unavailable) this.limits.clipSkipUnavailable = textEncoderFeeds.unavailable;
+    if (sessions.sdxl) {
+      // A refiner has no CLIP-L to skip layers of.
+      if (textEncoderFeeds.sdxlHiddenStates === undefined) this.limits.sdxlClipLSkipUnavailable = "this model has no text_encoder (CLIP-L)";
+    } else if (textEncoderFeeds.unavailable) {
+      this.limits.clipSkipUnavailable = textEncoderFeeds.unavailable;
+    }
   }
 
   /**
@@ -232,7 +237,10 @@ export class CpuBackend implements Backend {
         const sdxl = await sdxlSessions(host, folder, textEncoder, textEncoder2, unet);
         const hidden = sdxl.hiddenSizes[0] + sdxl.hiddenSizes[1];
         if (options.tokenVocabularySize !== undefined) throw new ModelFileError(folder.dir, `textual-inversion embeddings are not supported for SDXL models (two text encoders) yet: load ${folder.dir} without embeddingsDir`);
-        const noEdit: TextEncoderFeeds = { layers: 1, unavailable: "clip skip is not supported for SDXL's two text encoders yet" };
+        // SDXL's encoders are not edited: text_encoder returns every hidden state, and A1111's clip
+        // skip on CLIP-L (sdxlClipLSkip) picks one of them (`#sdxlJob`).
+        const noEdit: TextEncoderFeeds = { layers: 1, unavailable: "SDXL's text encoders are not edited" };
+        if (!sdxlFolder.secondEncoderOnly) noEdit.sdxlHiddenStates = penultimateIndex(textEncoder.io) + 2;
         const backend = new CpuBackend(folder, host, { textEncoder, unet, vaeDecoder, sdxl }, hidden, options.memoryLimit ?? defaultMemoryLimit(), sessionOptions, noEdit);
         backend.#baseFolder = located;
         backend.#loraCacheDir = options.loraCacheDir;
@@ -376,7 +384,7 @@ export class CpuBackend implements Backend {
       const te = this.#textEncoder;
       const vae = this.#vaeDecoder;
       const request: GenerateJob = {
-        textEncoder: this.#textEncoderCall(job.clipSkip ?? 1, job.tokenVectors),
+        textEncoder: this.#sdxl ? this.#sdxlFirstEncoderCall(job.sdxl?.clipLSkip) : this.#textEncoderCall(job.clipSkip ?? 1, job.tokenVectors),
         cond,
         uncond,
         emphasis: job.emphasis,
@@ -445,12 +453,14 @@ export class CpuBackend implements Backend {
     for (const [name, ids] of [["timeIds", x.timeIds], ["negativeTimeIds", x.negativeTimeIds]] as const) {
       if (ids.length !== batch * model.timeIdsSize) throw new InvalidArgumentError(`generate: sdxl.${name} must be [${batch}, ${model.timeIdsSize}], got ${ids.length} values`);
     }
+    if (x.zeroUncondRows && x.zeroUncondRows.length !== batch) throw new InvalidArgumentError(`generate: sdxl.zeroUncondRows must have one flag per image (${batch}), got ${x.zeroUncondRows.length}`);
     const added = this.#unet.io.addedConditioning!;
     return {
       textEncoder2: { handle: te2.handle, idsName: te2.io.idsName, hiddenName: te2.io.hiddenName, pooledName: te2.io.pooledName! },
       cond2,
       uncond2,
       zeroUncond: x.zeroUncond,
+      ...(x.zeroUncondRows && uncond2 ? { zeroUncondRows: x.zeroUncondRows } : {}),
       hiddenSizes: model.hiddenSizes,
       pooledSize: model.pooledSize,
       timeIds: x.timeIds,
@@ -478,6 +488,42 @@ export class CpuBackend implements Backend {
     });
   }
 
+  encodeSdxlTexts(
+    first: PromptBatch,
+    second: PromptBatch,
+    emphasis: Emphasis,
+    options: { clipLSkip?: number; zeroTexts?: Uint8Array } = {},
+  ): Promise<{ shape: [number, number, number]; values: Float32Array; pooled: Float32Array }> {
+    const sdxl = this.#sdxl;
+    if (!sdxl) return Promise.reject(new InvalidOptionError("model", "encodeSdxlTexts needs an SDXL model (text_encoder_2)"));
+    return this.#life.exclusive(async () => {
+      const texts = first.prompts;
+      if (second.prompts !== texts || second.chunks !== first.chunks) {
+        throw new InvalidArgumentError(`encodeSdxlTexts: both prompt lists must hold the same texts (${texts} and ${second.prompts} texts, ${first.chunks} and ${second.chunks} chunks)`);
+      }
+      if (options.zeroTexts && options.zeroTexts.length !== texts) throw new InvalidArgumentError(`encodeSdxlTexts: zeroTexts needs one flag per text (${texts})`);
+      // Every text once: the rows are the texts themselves.
+      const allTexts = (p: PromptBatch): PromptBatch => ({ ...p, rowOf: Int32Array.from({ length: texts }, (_, i) => i) });
+      const te = this.#textEncoder;
+      const te2 = sdxl.textEncoder2;
+      const { embeddings, pooled, ms } = await this.#host.encode(te.file, {
+        textEncoder: this.#sdxlFirstEncoderCall(options.clipLSkip),
+        prompts: promptRows(te.io, allTexts(first)),
+        emphasis,
+        hiddenSize: this.hiddenSize,
+        sdxl: {
+          textEncoder2: { handle: te2.handle, idsName: te2.io.idsName, hiddenName: te2.io.hiddenName, pooledName: te2.io.pooledName! },
+          prompts2: promptRows(te2.io, allTexts(second)),
+          hiddenSizes: sdxl.hiddenSizes,
+          pooledSize: sdxl.pooledSize,
+          ...(options.zeroTexts ? { zeroTexts: options.zeroTexts } : {}),
+        },
+      });
+      this.#add("textEncoder", 2, 2 * texts * first.chunks, ms);
+      return { shape: [texts, first.chunks * TOKENS, this.hiddenSize], values: embeddings, pooled: pooled! };
+    });
+  }
+
   /**
    * The text encoder's session with its extra feeds: `clipSkip` (validated against
    * `limits.maxClipSkip` by the pipeline) and the textual-inversion vectors (one zero row when
@@ -500,6 +546,20 @@ export class CpuBackend implements Backend {
       call.extraFeeds[EXTRA_VECTORS_INPUT] = { type: "float32", dims: [vectors.length / this.hiddenSize, this.hiddenSize], data: vectors };
     }
     return call;
+  }
+
+  /**
+   * SDXL's text_encoder call: its penultimate hidden state, or with A1111's clip skip on CLIP-L
+   * (`clipLSkip`) `hidden_states[-clipLSkip]` of its N + 1 hidden states.
+   */
+  #sdxlFirstEncoderCall(clipLSkip: number | undefined): TextEncoderCall {
+    const call = this.#textEncoderCall(1, undefined);
+    if (clipLSkip === undefined) return call;
+    const states = this.#textEncoderFeeds.sdxlHiddenStates;
+    if (states === undefined || !Number.isInteger(clipLSkip) || clipLSkip < 1 || clipLSkip > states) {
+      throw new InvalidArgumentError(`sdxl.clipLSkip ${clipLSkip} is beyond this text_encoder's ${states ?? 0} hidden states`);
+    }
+    return { ...call, hiddenName: `hidden_states.${states - clipLSkip}` };
   }
 
   /** The UNet batch for `batch` images (doubled when one call takes both halves of classifier-free guidance), checked against a batch fixed at export. */
@@ -655,6 +715,15 @@ interface TextEncoderFeeds {
   layers: number;
   tokenVectors?: boolean;
   unavailable?: string;
+  /** SDXL (not edited): how many hidden states text_encoder returns (`hidden_states.0…N`: N + 1), what A1111's clip skip on CLIP-L indexes from the end. */
+  sdxlHiddenStates?: number;
+}
+
+/** N − 1 of an SDXL text encoder's penultimate output `hidden_states.{N−1}` (describeSdxlTextEncoder). */
+function penultimateIndex(io: TextEncoderIo): number {
+  const index = /^hidden_states\.(\d+)$/.exec(io.hiddenName);
+  if (!index) throw new InternalError(`an SDXL text encoder's conditioning output is ${io.hiddenName}, not hidden_states.N`);
+  return Number(index[1]);
 }
 
 /**

@@ -176,6 +176,8 @@ export class TensorRtBackend implements Backend {
       // Engines built from the edited text encoder (lib/onnx/text-encoder-edit.ts) take clip skip and embeddings.
       ...(text.clipSkipName && text.layers ? { maxClipSkip: text.layers } : {}),
       ...(text.extraVectorsName ? { tokenVectorWidth: parts.manifest.model.hiddenSize } : {}),
+      // SDXL's text_encoder engine is bound at its penultimate state only.
+      ...(parts.folder.sdxl ? { sdxlClipLSkipUnavailable: "the TensorRT backend binds text_encoder's penultimate hidden state only (use the CPU backend)" } : {}),
     };
     const minBatch = smallestBatch(shapes);
     if (minBatch > 1) {

@@ -1,0 +1,166 @@
+/**
+ * SDXL's text conditioning against A1111's own code: test/fixtures/a1111/sdxl-conditioning is what
+ * A1111 v1.10.1's `prompt_parser.get_learned_conditioning` gives on the tiny SDXL (sgm's
+ * GeneralConditioner with A1111's FrozenCLIPEmbedderForSDXLWithCustomWords and
+ * FrozenOpenCLIPEmbedder2WithCustomWords; scripts/reference/a1111_sdxl_conditioning.py): per
+ * schedule entry, `crossattn` [77 · chunks, h1 + h2] and `vector` [pooled, embed(original size),
+ * embed(crop), embed(target size)]. sd-trt feeds the UNet the crossattn, the pooled text_embeds and
+ * the time ids that diffusers' UNet embeds into the rest of `vector` (the generator checks that
+ * diffusers' add_time_proj equals sgm's size embedder); each is compared here within 1e-5.
+ */
+import { readFileSync } from "node:fs";
+import { afterAll, beforeAll, describe, expect, test } from "@jest/globals";
+import { InvalidOptionError } from "../../lib/errors.js";
+import { Pipeline, type PromptConditioningOptions } from "../../lib/pipeline/pipeline.js";
+import { TINY_SDXL_DIR } from "../fixtures/sdxl/reference.js";
+
+interface Stored {
+  offset: number;
+  shape: number[];
+}
+interface GoldenCase {
+  id: string;
+  side: "prompt" | "negative";
+  text: string;
+  note: string;
+  width: number;
+  height: number;
+  steps: number;
+  opts: { sdxl_clip_l_skip?: boolean; CLIP_stop_at_last_layers?: number };
+  texts: string[];
+  sdxl_conds: { original_size_as_tuple: [number, number]; crop_coords_top_left: [number, number]; target_size_as_tuple: [number, number] };
+  ti_hashes: string | null;
+  schedule: { end_at_step: number; crossattn: Stored; vector: Stored }[];
+}
+interface Golden {
+  layout: { hidden: [number, number]; pooled: number; size_embedding: number };
+  cases: GoldenCase[];
+}
+
+const FIXTURE = new URL("../fixtures/a1111/sdxl-conditioning/", import.meta.url);
+const golden = JSON.parse(readFileSync(new URL("goldens.json", FIXTURE), "utf8")) as Golden;
+const bin = readFileSync(new URL("goldens.bin", FIXTURE));
+const floats = new Float32Array(bin.buffer, bin.byteOffset, bin.byteLength / 4);
+const stored = (s: Stored) => floats.subarray(s.offset, s.offset + s.shape.reduce((a, b) => a * b, 1));
+const caseById = (id: string) => golden.cases.find((c) => c.id === id)!;
+
+/** Worst |a − b| / max(1, |b|). */
+function worstError(actual: ArrayLike<number>, expected: ArrayLike<number>): number {
+  expect(actual.length).toBe(expected.length);
+  let worst = 0;
+  for (let i = 0; i < expected.length; i++) worst = Math.max(worst, Math.abs(actual[i]! - expected[i]!) / Math.max(1, Math.abs(expected[i]!)));
+  return worst;
+}
+
+/**
+ * What diffusers' UNet (and sgm's ConcatTimestepEmbedderND) makes of time ids: each id's
+ * sinusoidal embedding [cos(id · f), sin(id · f)], f_i = 10000^(−i / half), side by side.
+ */
+function sizeEmbeddings(timeIds: ArrayLike<number>, dim: number): Float64Array {
+  const half = dim / 2;
+  const out = new Float64Array(timeIds.length * dim);
+  Array.from(timeIds).forEach((id, k) => {
+    for (let i = 0; i < half; i++) {
+      const arg = id * Math.exp((-Math.log(10000) * i) / half);
+      out[k * dim + i] = Math.cos(arg);
+      out[k * dim + half + i] = Math.sin(arg);
+    }
+  });
+  return out;
+}
+
+function optionsOf(c: GoldenCase): PromptConditioningOptions {
+  const options: PromptConditioningOptions = { steps: c.steps, width: c.width, height: c.height };
+  if (c.side === "negative") options.negative = true;
+  if (c.opts.sdxl_clip_l_skip) {
+    options.sdxlClipLSkip = true;
+    options.clipSkip = c.opts.CLIP_stop_at_last_layers!;
+  }
+  return options;
+}
+
+let pipe: Pipeline;
+beforeAll(async () => {
+  pipe = await Pipeline.load(TINY_SDXL_DIR, { backend: "cpu" });
+});
+afterAll(async () => {
+  await pipe?.dispose();
+});
+
+/** Checks every schedule entry of a case: crossattn, the pooled part of vector, the time ids and their embedding. */
+async function expectA1111(c: GoldenCase, options = optionsOf(c)): Promise<void> {
+  const { shape, sdxl } = await pipe.promptConditioning(c.text, options);
+  const pooledSize = golden.layout.pooled;
+  const { original_size_as_tuple: original, crop_coords_top_left: crop, target_size_as_tuple: target } = c.sdxl_conds;
+  expect(Array.from(sdxl!.timeIds)).toEqual([...original, ...crop, ...target]);
+  expect(sdxl!.schedule.map((s) => s.endAtStep)).toEqual(c.schedule.map((s) => s.end_at_step));
+  c.schedule.forEach((entry, i) => {
+    const mine = sdxl!.schedule[i]!;
+    expect(shape).toEqual(entry.crossattn.shape);
+    const vector = stored(entry.vector);
+    const errors = {
+      crossattn: worstError(mine.values, stored(entry.crossattn)) < 1e-5,
+      pooled: worstError(mine.pooled, vector.subarray(0, pooledSize)) < 1e-5,
+      sizes: worstError(sizeEmbeddings(sdxl!.timeIds, golden.layout.size_embedding), vector.subarray(pooledSize)) < 1e-5,
+    };
+    expect([c.id, i, errors]).toEqual([c.id, i, { crossattn: true, pooled: true, sizes: true }]);
+  });
+}
+
+describe("SDXL conditioning, as A1111 computes it (crossattn and vector within 1e-5)", () => {
+  test.each(["p01", "p02", "p03", "p04", "p05"])("prompt %s: weights, BREAK and prompts over 75 tokens on both encoders", async (id) => {
+    await expectA1111(caseById(id));
+  });
+
+  test.each(["n01", "n02", "n03"])("negative prompt %s: an empty one is zeros except the size embeddings", async (id) => {
+    await expectA1111(caseById(id));
+  });
+
+  test("an empty negative prompt gives zero crossattn and pooled, and a non-empty one does not", async () => {
+    const empty = await pipe.promptConditioning("", { negative: true });
+    expect(empty.values.every((v) => v === 0) && empty.sdxl!.pooled.every((v) => v === 0)).toBe(true);
+    const asPrompt = await pipe.promptConditioning("", {});
+    expect(asPrompt.values.some((v) => v !== 0)).toBe(true);
+  });
+});
+
+describe("SDXL prompt editing and alternation, as A1111 conditions each step", () => {
+  test.each(["s01", "s02", "s03"])("%s: every text of the schedule, crossattn and vector", async (id) => {
+    const c = caseById(id);
+    expect(c.schedule.length).toBeGreaterThan(1);
+    await expectA1111(c);
+  });
+});
+
+describe("clip skip on SDXL, as A1111 takes it (CLIP-L only, with sdxl_clip_l_skip)", () => {
+  test.each(["k01", "k02", "k03"])("%s: sdxlClipLSkip with clipSkip takes text_encoder's hidden_states[-clipSkip]", async (id) => {
+    await expectA1111(caseById(id));
+  });
+
+  test("clip skip 1 with sdxlClipLSkip differs from the default, clip skip 2 is the default", async () => {
+    const plain = await pipe.promptConditioning(caseById("k01").text, {});
+    const skip1 = await pipe.promptConditioning(caseById("k01").text, { sdxlClipLSkip: true, clipSkip: 1 });
+    const skip2 = await pipe.promptConditioning(caseById("k01").text, { sdxlClipLSkip: true, clipSkip: 2 });
+    expect(worstError(skip1.values, plain.values)).toBeGreaterThan(1e-3);
+    expect(Array.from(skip2.values)).toEqual(Array.from(plain.values));
+    // text_encoder_2 is never skipped: its half of every token and the pooled embedding are unchanged.
+    const [h1, h2] = golden.layout.hidden;
+    for (let t = 0; t < 77; t++) {
+      const at = t * (h1 + h2) + h1;
+      expect(Array.from(skip1.values.subarray(at, at + h2))).toEqual(Array.from(plain.values.subarray(at, at + h2)));
+    }
+    expect(Array.from(skip1.sdxl!.pooled)).toEqual(Array.from(plain.sdxl!.pooled));
+  });
+
+  test("without sdxlClipLSkip A1111 ignores clip skip (k04 is the default conditioning); sd-trt refuses it rather than ignore it", async () => {
+    const c = caseById("k04");
+    await expectA1111(c, { steps: c.steps, width: c.width, height: c.height });
+    const refusal = pipe.promptConditioning(c.text, { clipSkip: 3 });
+    await expect(refusal).rejects.toThrow(InvalidOptionError);
+    await expect(refusal).rejects.toThrow(/sdxlClipLSkip/);
+  });
+
+  test("clipSkip beyond text_encoder's hidden states is refused naming the limit", async () => {
+    await expect(pipe.promptConditioning("a cat", { sdxlClipLSkip: true, clipSkip: 4 })).rejects.toThrow(/clipSkip must be an integer from 1 to 3/);
+  });
+});
