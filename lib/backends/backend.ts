@@ -52,8 +52,11 @@ export interface BackendLimits {
   /**
    * The width of the textual-inversion vectors the text encoder takes (`GenerationJob.tokenVectors`;
    * its hidden size), when it was loaded to take them. Absent: prompts cannot use embeddings.
+   * SDXL: text_encoder's (clip_l), with `tokenVectorWidth2` text_encoder_2's (clip_g).
    */
   tokenVectorWidth?: number;
+  /** SDXL: the width of text_encoder_2's textual-inversion vectors (`SdxlConditioning.tokenVectors2`). */
+  tokenVectorWidth2?: number;
 }
 
 /** The stages of a generation, in the order they run. */
@@ -96,6 +99,8 @@ export interface SdxlConditioning {
    * `hidden_states[-clipLSkip]` (no final layer norm). Absent: the penultimate (`hidden_states[-2]`).
    */
   clipLSkip?: number;
+  /** Textual inversion: text_encoder_2's vectors (the files' clip_g), rows as `GenerationJob.tokenVectors` (clip_l). */
+  tokenVectors2?: Float32Array;
   /** `add_time_ids` [batch, n] (original size, crop top-left, target size: n = 6). */
   timeIds: Float32Array;
   /** The uncond rows' time ids [batch, n] (`negative_add_time_ids`). */
@@ -210,7 +215,7 @@ export interface Backend {
     first: PromptBatch,
     second: PromptBatch,
     emphasis: Emphasis,
-    options?: { clipLSkip?: number; zeroTexts?: Uint8Array },
+    options?: { clipLSkip?: number; zeroTexts?: Uint8Array; tokenVectors?: Float32Array; tokenVectors2?: Float32Array },
   ): Promise<{ shape: [number, number, number]; values: Float32Array; pooled: Float32Array }>;
   /** Waits for a running generation, then releases everything. Idempotent. */
   dispose(): Promise<void>;

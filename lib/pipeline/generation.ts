@@ -104,7 +104,7 @@ export interface GenerationContext {
   /** SDXL: the refiner loaded with the pipeline (its backend and its scheduler's programs). */
   refiner?: { backend: Backend; programs: ProgramCache; numTrainTimesteps: number };
   /** Textual inversion: the vectors every text-encoder call takes ([rows, hidden]), and each embedding's short hash for `TI hashes`. */
-  embeddings?: { vectors: Float32Array; shorthash: ReadonlyMap<string, string> };
+  embeddings?: { vectors: Float32Array; vectorsClipG?: Float32Array; shorthash: ReadonlyMap<string, string> };
   /** A1111's "Lora hashes" for the infotext: the pipeline's LoRAs and a request's tagged ones, or undefined. */
   loraHashes(tagged: readonly LoraSpec[]): Promise<string | undefined>;
   /** Puts a batch's prompt-tag LoRAs (with the pipeline's own) into the backend's weights. */
@@ -398,7 +398,10 @@ export async function executeBatch(context: GenerationContext, prepared: Prepare
     start: first.img2img ? { images: prepared.map((p) => initImage(p)) } : { latents: concatenate(prepared.map((p) => p.initialLatents!)) },
     noise: joinStepNoise(prepared.map((p) => p.stepNoise)),
   };
-  if (first.request.sdxl) job.sdxl = sdxlConditioning(prepared);
+  if (first.request.sdxl) {
+    job.sdxl = sdxlConditioning(prepared);
+    if (context.embeddings?.vectorsClipG) job.sdxl.tokenVectors2 = context.embeddings.vectorsClipG;
+  }
   if (signal) job.signal = signal;
   // Progress only when someone listens: on the CPU each event is a message from the worker.
   const { onProgress } = hooks;
@@ -529,13 +532,17 @@ export async function executeBatch(context: GenerationContext, prepared: Prepare
  * runs once per distinct prompt, negative prompts first (processing.py `setup_conds`), and each
  * call, when its texts use embeddings, sets `TI hashes` to its own "name: shorthash" list followed
  * by the value already there; when its texts have "(" or "[" and the emphasis is not "Original",
- * it sets `Emphasis`. A key keeps the place where it was first set.
+ * it sets `Emphasis`. A key keeps the place where it was first set. On SDXL both embedders run
+ * that `forward` per call (CLIP-L's, then OpenCLIP's), so each call's hashes go in twice.
  */
 function conditioningParams(r: ResolvedRequest, shorthash: ReadonlyMap<string, string> | undefined): [string, string][] {
   if (r.promptReading.syntax !== "a1111") return [];
   // One call per distinct prompt, in the order buildPromptBatch read them (embeddingsUsed's order).
   const callsOf = (texts: string[], used: string[][]) => [...new Set(texts)].map((text, i) => ({ used: used[i] ?? [], text }));
-  const calls = [...(r.uncond ? callsOf(r.negativePrompts, r.uncond.embeddingsUsed) : []), ...callsOf(r.prompts, r.cond.embeddingsUsed)];
+  // SDXL's zero uncond (no negative prompt) is a copy of the cond side: the negative "" uses no embeddings.
+  const negativeUsed = r.sdxl?.zeroUncond ? [] : (r.uncond?.embeddingsUsed ?? []);
+  const calls = [...(r.uncond ? callsOf(r.negativePrompts, negativeUsed) : []), ...callsOf(r.prompts, r.cond.embeddingsUsed)];
+  const embedders = r.sdxl ? 2 : 1;
   const params = new Map<string, string>();
   const emphasis = r.promptReading.emphasis;
   for (const call of calls) {
@@ -543,7 +550,7 @@ function conditioningParams(r: ResolvedRequest, shorthash: ReadonlyMap<string, s
       const hash = shorthash?.get(name);
       return hash ? [`${name.replace(/[:,]/g, "")}: ${hash}`] : [];
     });
-    if (hashes.length > 0) {
+    for (let e = 0; e < embedders && hashes.length > 0; e++) {
       const before = params.get("TI hashes");
       params.set("TI hashes", [...hashes, ...(before ? [before] : [])].join(", "));
     }

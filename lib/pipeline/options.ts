@@ -369,7 +369,19 @@ export function resolveGenerateOptions(options: GenerateOptions, ctx: Validation
     options,
     ctx.sdxl,
     // prompt2 defaults to the prompt as the first encoder reads it: without its <lora:…> tags.
-    { img2img, prompts: tagged.texts, negativePrompts, batch, guidance: uncond !== null, reading: promptReading, steps, maxPromptChunks: limits.maxPromptChunks, clipSkip, ...(limits.sdxlClipLSkipUnavailable ? { clipLSkipUnavailable: limits.sdxlClipLSkipUnavailable } : {}) },
+    {
+      img2img,
+      prompts: tagged.texts,
+      negativePrompts,
+      batch,
+      guidance: uncond !== null,
+      reading: promptReading,
+      steps,
+      maxPromptChunks: limits.maxPromptChunks,
+      clipSkip,
+      ...(limits.sdxlClipLSkipUnavailable ? { clipLSkipUnavailable: limits.sdxlClipLSkipUnavailable } : {}),
+      ...(ctx.embeddings ? { embeddings: ctx.embeddings } : {}),
+    },
     ctx.tokenizer,
     { cond, uncond },
   );

@@ -121,6 +121,8 @@ interface LoadedEmbeddings {
   list: TextualInversion[];
   vocabulary: EmbeddingVocabulary;
   vectors: Float32Array;
+  /** SDXL: text_encoder_2's vectors (clip_g), rows as `vectors`. */
+  vectorsClipG?: Float32Array;
   shorthash: Map<string, string>;
 }
 
@@ -187,7 +189,7 @@ export class Pipeline {
       programs: new ProgramCache(folder.schedulerConfig),
       ...(folder.sourceCheckpoint !== undefined ? { modelName: folder.sourceCheckpoint.name } : {}),
       modelHash: () => this.modelHash(),
-      ...(embeddings ? { embeddings: { vectors: embeddings.vectors, shorthash: embeddings.shorthash } } : {}),
+      ...(embeddings ? { embeddings: { vectors: embeddings.vectors, shorthash: embeddings.shorthash, ...(embeddings.vectorsClipG ? { vectorsClipG: embeddings.vectorsClipG } : {}) } } : {}),
       loraHashes: (tagged) => this.loraHashes(tagged),
       useLoras: (tagged) => this.#useLoras(tagged),
     };
@@ -258,7 +260,7 @@ export class Pipeline {
     }
     let embeddings: LoadedEmbeddings | undefined;
     try {
-      if (embeddingsDir !== undefined) embeddings = await loadEmbeddings(embeddingsDir, loaded.backend, tokenizer);
+      if (embeddingsDir !== undefined) embeddings = await loadEmbeddings(embeddingsDir, loaded.backend, tokenizer, folder.sdxl !== undefined);
     } catch (error) {
       await loaded.backend.dispose();
       await refiner?.backend.dispose();
@@ -422,7 +424,12 @@ export class Pipeline {
     const first = negative ? request.uncond!.batch : request.cond.batch;
     const second = negative ? sdxl.uncond2!.batch : sdxl.cond2.batch;
     const zero = negative && sdxl.zeroUncondRows?.[0] === 1;
-    const encodeOptions = { ...(sdxl.clipLSkip !== undefined ? { clipLSkip: sdxl.clipLSkip } : {}), ...(zero ? { zeroTexts: new Uint8Array(first.prompts).fill(1) } : {}) };
+    const embeddings = this.#embeddings;
+    const encodeOptions = {
+      ...(sdxl.clipLSkip !== undefined ? { clipLSkip: sdxl.clipLSkip } : {}),
+      ...(zero ? { zeroTexts: new Uint8Array(first.prompts).fill(1) } : {}),
+      ...(embeddings?.vectorsClipG ? { tokenVectors: embeddings.vectors, tokenVectors2: embeddings.vectorsClipG } : {}),
+    };
     const { shape, values, pooled } = await this.#life.exclusive(() => encode(first, second, request.promptReading.emphasis, encodeOptions));
     const [, tokens, hidden] = shape;
     const pooledSize = pooled.length / shape[0];
@@ -489,22 +496,31 @@ function nonEmptyString(option: string, value: unknown): string {
  * prompts are read with and the vectors every text-encoder call takes.
  * @throws InvalidOptionError when the backend's text encoder cannot take them; ModelFileError naming a bad file.
  */
-async function loadEmbeddings(dir: string, backend: Backend, tokenizer: ClipTokenizer): Promise<LoadedEmbeddings> {
+async function loadEmbeddings(dir: string, backend: Backend, tokenizer: ClipTokenizer, sdxl: boolean): Promise<LoadedEmbeddings> {
   const width = backend.limits.tokenVectorWidth;
   if (width === undefined) {
     throw new InvalidOptionError(
       "embeddingsDir",
-      backend.name === "tensorrt"
-        ? "embeddingsDir (textual inversion) needs text-encoder engines built with the embedding input: rebuild them with this version's sd-trt build --force"
-        : `embeddingsDir (textual inversion) needs a text encoder that takes embedding vectors; the ${backend.name} backend's does not`,
+      sdxl && backend.name === "tensorrt"
+        ? "embeddingsDir (textual inversion) on SDXL runs on the CPU backend only: the TensorRT engines of SDXL's two text encoders are built without the embedding input"
+        : backend.name === "tensorrt"
+          ? "embeddingsDir (textual inversion) needs text-encoder engines built with the embedding input: rebuild them with this version's sd-trt build --force"
+          : `embeddingsDir (textual inversion) needs a text encoder that takes embedding vectors; the ${backend.name} backend's does not`,
     );
   }
-  const list = await loadTextualInversions(dir, width);
-  const vectors = new Float32Array(list.reduce((n, e) => n + e.vectors.length, 0));
-  let at = 0;
-  for (const e of list) {
-    vectors.set(e.vectors, at);
-    at += e.vectors.length;
-  }
-  return { list, vocabulary: new EmbeddingVocabulary(tokenizer, list), vectors, shorthash: new Map(list.map((e) => [e.name, e.shorthash])) };
+  // SDXL: each file's clip_l goes to text_encoder, its clip_g to text_encoder_2.
+  const width2 = backend.limits.tokenVectorWidth2;
+  const list = await loadTextualInversions(dir, width2 === undefined ? width : { clipL: width, clipG: width2 });
+  const rows = (part: (e: TextualInversion) => Float32Array) => {
+    const out = new Float32Array(list.reduce((n, e) => n + part(e).length, 0));
+    let at = 0;
+    for (const e of list) {
+      out.set(part(e), at);
+      at += part(e).length;
+    }
+    return out;
+  };
+  const loaded: LoadedEmbeddings = { list, vocabulary: new EmbeddingVocabulary(tokenizer, list), vectors: rows((e) => e.vectors), shorthash: new Map(list.map((e) => [e.name, e.shorthash])) };
+  if (width2 !== undefined) loaded.vectorsClipG = rows((e) => e.vectorsClipG!);
+  return loaded;
 }

@@ -23,6 +23,7 @@ import { integerInRange, invalidOption, numberInRange } from "../validate.js";
 import type { ClipTokenizer } from "../tokenizer/clip-tokenizer.js";
 import { buildPromptBatch, padPromptBatch, type BuiltPrompts, type PromptReading } from "../prompt/conditioning.js";
 import { promptSchedule } from "../prompt/schedule.js";
+import type { EmbeddingVocabulary } from "../prompt/embeddings.js";
 
 /** A size in pixels, as the time ids take it. */
 export interface SdxlSize {
@@ -208,6 +209,8 @@ export interface SdxlRequestContext {
   clipSkip: number;
   /** Why the backend cannot take another text_encoder layer (`limits.sdxlClipLSkipUnavailable`). */
   clipLSkipUnavailable?: string;
+  /** Textual-inversion embeddings: tokenizer_2 puts their vectors where tokenizer does (the same ids). */
+  embeddings?: EmbeddingVocabulary;
 }
 
 /**
@@ -268,7 +271,7 @@ export function resolveSdxlOptions(
   const zeroUncond = ctx.guidance && options.negativePrompt === undefined && model.forceZerosForEmptyPrompt;
   // Prompt editing and alternation: text_encoder_2 reads the same schedules (A1111 switches both
   // the crossattn and the pooled vector per step; the backends pick each step's texts).
-  const read = (list: string[], option: string) => buildPromptBatch(model.tokenizer2, list, ctx.reading, option, ctx.steps);
+  const read = (list: string[], option: string) => buildPromptBatch(model.tokenizer2, list, ctx.reading, option, ctx.steps, ctx.embeddings);
   const cond2 = read(prompts2, "prompt2");
   alignChunks(tokenizer, cond, model.tokenizer2, cond2, ctx.maxPromptChunks, "prompt2");
   let uncond2: BuiltPrompts | null = null;

@@ -164,3 +164,51 @@ describe("clip skip on SDXL, as A1111 takes it (CLIP-L only, with sdxl_clip_l_sk
     await expect(pipe.promptConditioning("a cat", { sdxlClipLSkip: true, clipSkip: 4 })).rejects.toThrow(/clipSkip must be an integer from 1 to 3/);
   });
 });
+
+describe("SDXL textual inversion, as A1111 applies it (clip_l to text_encoder, clip_g to text_encoder_2)", () => {
+  let withEmbeddings: Pipeline;
+  beforeAll(async () => {
+    withEmbeddings = await Pipeline.load(TINY_SDXL_DIR, { backend: "cpu", embeddingsDir: new URL("embeddings", FIXTURE).pathname });
+  });
+  afterAll(async () => {
+    await withEmbeddings?.dispose();
+  });
+
+  test("the embeddings load with A1111's vector counts and hashes", () => {
+    const byName = Object.fromEntries(withEmbeddings.embeddings.map((e) => [e.name, { count: e.count, hash: e.hash }]));
+    expect(byName).toEqual({ lowpoly: { count: 1, hash: expect.stringMatching(/^cea397fa928c/) }, "neg-style": { count: 3, hash: expect.stringMatching(/^f338238b567c/) } });
+  });
+
+  test.each(["t01", "t02", "t03"])("%s: crossattn and vector with the embedding's vectors in both encoders", async (id) => {
+    const saved = pipe;
+    pipe = withEmbeddings;
+    try {
+      await expectA1111(caseById(id));
+    } finally {
+      pipe = saved;
+    }
+  });
+
+  test("without the embeddings the same prompt reads the name as words (the goldens need the vectors)", async () => {
+    const c = caseById("t01");
+    const { values } = await pipe.promptConditioning(c.text, optionsOf(c));
+    expect(worstError(values, stored(c.schedule[0]!.crossattn))).toBeGreaterThan(1e-3);
+  });
+});
+
+describe("SDXL textual inversion in a generation", () => {
+  test("generate uses both encoders' vectors and writes A1111's SDXL TI hashes (each embedder adds them)", async () => {
+    const c = caseById("t02");
+    const withEmbeddings = await Pipeline.load(TINY_SDXL_DIR, { backend: "cpu", embeddingsDir: new URL("embeddings", FIXTURE).pathname });
+    try {
+      const options = { prompt: c.text, negativePrompt: "", steps: 2, seed: 5, guidance: 5, width: 64, height: 64, returnLatents: true };
+      const result = await withEmbeddings.generate(options);
+      expect(result.images[0]!.infotext).toContain(`TI hashes: "${c.ti_hashes}"`);
+      // The names read as plain words give another picture.
+      const plain = await pipe.generate(options);
+      expect(Buffer.from(plain.latents!.buffer).equals(Buffer.from(result.latents!.buffer))).toBe(false);
+    } finally {
+      await withEmbeddings.dispose();
+    }
+  });
+});

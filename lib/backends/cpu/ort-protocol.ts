@@ -118,7 +118,7 @@ export interface GenerateJob {
 
 /** The SDXL part of a `generate` (see `SdxlConditioning` in backends/backend.ts and `sdxl-conditioning.ts`). */
 export interface SdxlGenerateJob {
-  textEncoder2: { handle: number; idsName: string; hiddenName: string; pooledName: string };
+  textEncoder2: { handle: number; idsName: string; hiddenName: string; pooledName: string; extraFeeds?: Record<string, HostTensor> };
   cond2: PromptRows;
   /** Null with `zeroUncond` or without guidance. */
   uncond2: PromptRows | null;
