@@ -60,8 +60,10 @@ export interface SdxlGenerateOptions {
    * SDXL: A1111's "Clip skip SDXL" setting (`sdxl_clip_l_skip`). With it, `clipSkip` applies to
    * text_encoder (CLIP-L) as A1111's `FrozenCLIPEmbedderForSDXLWithCustomWords` takes it:
    * `hidden_states[-clipSkip]`, no final layer norm (so clipSkip 1 is the last layer, 2 the
-   * default penultimate); text_encoder_2 is never skipped. Without it (A1111's default) A1111
-   * ignores clip skip on SDXL, and sd-trt refuses a clipSkip other than 1 rather than ignore it.
+   * default penultimate); text_encoder_2 is never skipped. `false` is A1111's default: clip skip
+   * then has no effect on SDXL (the infotext still records it, as A1111's does). Left out, a
+   * clipSkip other than 1 on SDXL is refused rather than ignored. Like A1111's setting it has no
+   * effect on SD 1.x/2.x models (accepted there).
    */
   sdxlClipLSkip?: boolean;
 }
@@ -228,7 +230,9 @@ export function resolveSdxlOptions(
   sides: { cond: BuiltPrompts; uncond: BuiltPrompts | null },
 ): SdxlRequest | undefined {
   if (!model) {
-    const given = SDXL_OPTION_NAMES.find((name) => options[name] !== undefined);
+    // A1111's sdxl_clip_l_skip is a setting with no effect on SD 1.x/2.x, not a per-image input.
+    if (options.sdxlClipLSkip !== undefined && typeof options.sdxlClipLSkip !== "boolean") throw invalidOption("sdxlClipLSkip", "true or false", options.sdxlClipLSkip);
+    const given = SDXL_OPTION_NAMES.find((name) => name !== "sdxlClipLSkip" && options[name] !== undefined);
     if (given) throw new InvalidOptionError(given, `${given} is an SDXL option, and this model is not SDXL (it has no text_encoder_2)`);
     return undefined;
   }
@@ -322,10 +326,10 @@ export function resolveSdxlOptions(
 function sdxlClipLSkip(value: unknown, clipSkip: number, unavailable: string | undefined): number | undefined {
   if (value !== undefined && typeof value !== "boolean") throw invalidOption("sdxlClipLSkip", "true or false", value);
   if (value !== true) {
-    if (clipSkip !== 1) {
+    if (clipSkip !== 1 && value === undefined) {
       throw new InvalidOptionError(
         "clipSkip",
-        `clipSkip ${clipSkip} has no effect on SDXL unless sdxlClipLSkip is true (A1111's "Clip skip SDXL" setting, sdxl_clip_l_skip); set it to apply clip skip to text_encoder (CLIP-L), or leave clipSkip at 1`,
+        `clipSkip ${clipSkip} has no effect on SDXL unless sdxlClipLSkip is true (A1111's "Clip skip SDXL" setting, sdxl_clip_l_skip); set it true to apply clip skip to text_encoder (CLIP-L), false to have it ignored as A1111 does, or leave clipSkip at 1`,
       );
     }
     return undefined;

@@ -229,6 +229,7 @@ export function a1111FieldFor(option: string): string {
     commaPaddingBacktrack: "override_settings.comma_padding_backtrack",
     padCondUncond: "override_settings.pad_cond_uncond",
     clipSkip: "override_settings.CLIP_stop_at_last_layers",
+    sdxlClipLSkip: "override_settings.sdxl_clip_l_skip",
   };
   return map[option.replace(/\[\d+\]$/, "")] ?? map[base] ?? option;
 }
