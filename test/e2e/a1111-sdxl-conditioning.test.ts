@@ -12,6 +12,7 @@ import { readFileSync } from "node:fs";
 import { afterAll, beforeAll, describe, expect, test } from "@jest/globals";
 import { InvalidOptionError } from "../../lib/errors.js";
 import { Pipeline, type PromptConditioningOptions } from "../../lib/pipeline/pipeline.js";
+import { runTokenize } from "../../lib/cli/commands/tokenize.js";
 import { TINY_SDXL_DIR } from "../fixtures/sdxl/reference.js";
 
 interface Stored {
@@ -210,5 +211,20 @@ describe("SDXL textual inversion in a generation", () => {
     } finally {
       await withEmbeddings.dispose();
     }
+  });
+});
+
+describe("sd-trt tokenize --json --model <SDXL folder> --embeddings", () => {
+  test("prints A1111's SDXL conditioning: crossattn, the pooled part of vector and the time ids", async () => {
+    const c = caseById("t02");
+    const out = JSON.parse(await runTokenize({ words: [c.text], json: true, model: TINY_SDXL_DIR, embeddings: true, embeddingsDir: new URL("embeddings", FIXTURE).pathname })) as {
+      cond: { shape: number[]; values: number[]; pooled: number[]; timeIds: number[] };
+    };
+    const entry = c.schedule[0]!;
+    expect(out.cond.shape).toEqual(entry.crossattn.shape);
+    expect(worstError(out.cond.values, stored(entry.crossattn))).toBeLessThan(1e-5);
+    expect(worstError(out.cond.pooled, stored(entry.vector).subarray(0, golden.layout.pooled))).toBeLessThan(1e-5);
+    // The model's default size (the tiny SDXL's 64 × 64), as A1111 takes width and height.
+    expect(out.cond.timeIds).toEqual([64, 64, 0, 0, 64, 64]);
   });
 });
