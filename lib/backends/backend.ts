@@ -49,6 +49,8 @@ export interface BackendLimits {
   clipSkipUnavailable?: string;
   /** SDXL: why A1111's clip skip on CLIP-L (`sdxlClipLSkip`) is unavailable, when it is. */
   sdxlClipLSkipUnavailable?: string;
+  /** SDXL: why prompt editing and alternation are unavailable (the pooled text_embeds cannot switch per step), when they are. */
+  sdxlPromptEditingUnavailable?: string;
   /**
    * The width of the textual-inversion vectors the text encoder takes (`GenerationJob.tokenVectors`;
    * its hidden size), when it was loaded to take them. Absent: prompts cannot use embeddings.

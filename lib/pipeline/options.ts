@@ -380,6 +380,7 @@ export function resolveGenerateOptions(options: GenerateOptions, ctx: Validation
       maxPromptChunks: limits.maxPromptChunks,
       clipSkip,
       ...(limits.sdxlClipLSkipUnavailable ? { clipLSkipUnavailable: limits.sdxlClipLSkipUnavailable } : {}),
+      ...(limits.sdxlPromptEditingUnavailable ? { promptEditingUnavailable: limits.sdxlPromptEditingUnavailable } : {}),
       ...(ctx.embeddings ? { embeddings: ctx.embeddings } : {}),
     },
     ctx.tokenizer,

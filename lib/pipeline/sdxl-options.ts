@@ -211,6 +211,8 @@ export interface SdxlRequestContext {
   clipSkip: number;
   /** Why the backend cannot take another text_encoder layer (`limits.sdxlClipLSkipUnavailable`). */
   clipLSkipUnavailable?: string;
+  /** Why the backend cannot switch SDXL's conditioning per step (`limits.sdxlPromptEditingUnavailable`). */
+  promptEditingUnavailable?: string;
   /** Textual-inversion embeddings: tokenizer_2 puts their vectors where tokenizer does (the same ids). */
   embeddings?: EmbeddingVocabulary;
 }
@@ -282,6 +284,17 @@ export function resolveSdxlOptions(
   if (uncond && !zeroUncond) {
     uncond2 = read(negativePrompts2, "negativePrompt2");
     alignChunks(tokenizer, uncond, model.tokenizer2, uncond2, ctx.maxPromptChunks, "negativePrompt2");
+  }
+  if (ctx.promptEditingUnavailable) {
+    const edited = (
+      [
+        ["prompt", cond],
+        ["negativePrompt", uncond],
+        ["prompt2", cond2],
+        ["negativePrompt2", uncond2],
+      ] as const
+    ).find(([, side]) => side?.batch.schedules !== undefined);
+    if (edited) throw new InvalidOptionError(edited[0], `prompt editing and alternation ([from:to:when], [a|b]) on SDXL: ${ctx.promptEditingUnavailable}`);
   }
   const request: SdxlRequest = { prompts2, negativePrompts2, cond2, uncond2, zeroUncond, conditioning, negativeConditioning };
   const clipLSkip = sdxlClipLSkip(options.sdxlClipLSkip, ctx.clipSkip, ctx.clipLSkipUnavailable);

@@ -228,3 +228,20 @@ describe("sd-trt tokenize --json --model <SDXL folder> --embeddings", () => {
     expect(out.cond.timeIds).toEqual([64, 64, 0, 0, 64, 64]);
   });
 });
+
+describe("A1111's empty negative prompt in a generation", () => {
+  test("negativePrompt \"\" gives the zero-uncond image (diffusers' force_zeros_for_empty_prompt), a non-empty one another", async () => {
+    const options = { prompt: "a lighthouse", steps: 3, seed: 4, guidance: 5, width: 64, height: 64, returnLatents: true };
+    const noNegative = await pipe.generate(options);
+    const empty = await pipe.generate({ ...options, negativePrompt: "" });
+    const editedToEmpty = await pipe.generate({ ...options, negativePrompt: "[|]" });
+    const blurry = await pipe.generate({ ...options, negativePrompt: "blurry" });
+    const bytes = (r: { latents?: Float32Array }) => Buffer.from(r.latents!.buffer);
+    expect(bytes(empty).equals(bytes(noNegative))).toBe(true);
+    expect(bytes(editedToEmpty).equals(bytes(noNegative))).toBe(true);
+    expect(bytes(blurry).equals(bytes(noNegative))).toBe(false);
+    // With prompt syntax "plain" (diffusers) "" is encoded like any negative prompt.
+    const plain = await pipe.generate({ ...options, negativePrompt: "", promptSyntax: "plain" });
+    expect(bytes(plain).equals(bytes(noNegative))).toBe(false);
+  });
+});
