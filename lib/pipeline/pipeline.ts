@@ -227,6 +227,8 @@ export class Pipeline {
     const embeddingsDir = options.embeddingsDir === undefined ? undefined : nonEmptyString("embeddingsDir", options.embeddingsDir);
     // A refiner that does not fit the base is refused before anything loads.
     const refinerFolder = options.refiner === undefined ? undefined : await locateModelFolder(options.refiner);
+    // A1111 gives the refiner's text_encoder_2 the files' clip_g vectors too; the refiner's encoder is not edited for them yet.
+    if (refinerFolder && options.embeddingsDir !== undefined) throw new InvalidOptionError("embeddingsDir", "textual-inversion embeddings (embeddingsDir) are not supported with a refiner yet");
     if (refinerFolder) checkRefinerMatchesBase(folder, refinerFolder);
     const readTokenizer = () => (folder.tokenizer ? ClipTokenizer.fromDirectory(dirname(folder.tokenizer.vocab)) : ClipTokenizer.default());
     // Textual-inversion vectors take the ids from the tokenizer's vocabulary size on, which the

@@ -305,6 +305,10 @@ export function resolveSdxlOptions(
   }
   if (options.refiner !== undefined) {
     if (!model.refiner) throw new InvalidOptionError("refiner", "refiner needs a pipeline loaded with a refiner model (Pipeline.load(model, { refiner: folder }), --refiner)");
+    // The refiner's program counts its evaluations from 0, while A1111's schedules count the whole run's steps.
+    if (sides.cond.batch.schedules || sides.uncond?.batch.schedules || cond2.batch.schedules || uncond2?.batch.schedules) {
+      throw new InvalidOptionError("refiner", "prompt editing and alternation ([from:to:when], [a|b]) are not supported with a refiner yet");
+    }
     const r = options.refiner as unknown;
     if (typeof r !== "object" || r === null || Array.isArray(r)) throw invalidOption("refiner", "an object { switchAt, aestheticScore?, negativeAestheticScore? }", r);
     const o = r as Record<string, unknown>;
