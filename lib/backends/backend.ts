@@ -47,11 +47,18 @@ export interface BackendLimits {
   maxClipSkip?: number;
   /** Why clip skip is unavailable (the text encoder's layers could not be found), when it is. */
   clipSkipUnavailable?: string;
+  /** SDXL: why A1111's clip skip on CLIP-L (`sdxlClipLSkip`) is unavailable, when it is. */
+  sdxlClipLSkipUnavailable?: string;
+  /** SDXL: why prompt editing and alternation are unavailable (the pooled text_embeds cannot switch per step), when they are. */
+  sdxlPromptEditingUnavailable?: string;
   /**
    * The width of the textual-inversion vectors the text encoder takes (`GenerationJob.tokenVectors`;
    * its hidden size), when it was loaded to take them. Absent: prompts cannot use embeddings.
+   * SDXL: text_encoder's (clip_l), with `tokenVectorWidth2` text_encoder_2's (clip_g).
    */
   tokenVectorWidth?: number;
+  /** SDXL: the width of text_encoder_2's textual-inversion vectors (`SdxlConditioning.tokenVectors2`). */
+  tokenVectorWidth2?: number;
 }
 
 /** The stages of a generation, in the order they run. */
@@ -83,6 +90,19 @@ export interface SdxlConditioning {
   uncond2: PromptBatch | null;
   /** The uncond embeddings and pooled embedding are zeros (then `GenerationJob.uncond` only gives the shape). */
   zeroUncond: boolean;
+  /**
+   * A1111's empty negative prompt (prompt syntax "a1111"): per image, 1 where its negative prompt
+   * is empty in every text of its schedule; those uncond rows' embeddings and pooled embedding are
+   * zeros (of the negative side's own length), their time ids stay (sdxl-conditioning.ts `zeroRows`).
+   */
+  zeroUncondRows?: Uint8Array;
+  /**
+   * A1111's clip skip on CLIP-L (`sdxl_clip_l_skip`): text_encoder's conditioning is
+   * `hidden_states[-clipLSkip]` (no final layer norm). Absent: the penultimate (`hidden_states[-2]`).
+   */
+  clipLSkip?: number;
+  /** Textual inversion: text_encoder_2's vectors (the files' clip_g), rows as `GenerationJob.tokenVectors` (clip_l). */
+  tokenVectors2?: Float32Array;
   /** `add_time_ids` [batch, n] (original size, crop top-left, target size: n = 6). */
   timeIds: Float32Array;
   /** The uncond rows' time ids [batch, n] (`negative_add_time_ids`). */
@@ -187,6 +207,18 @@ export interface Backend {
    * (`sd-trt tokenize --model`); absent where the backend keeps embeddings on the device only.
    */
   encodePrompts?(prompts: PromptBatch, emphasis: Emphasis, clipSkip?: number, tokenVectors?: Float32Array): Promise<{ shape: [number, number, number]; values: Float32Array }>;
+  /**
+   * SDXL: every text of `first` and `second` (text t is the same text in both) through both
+   * encoders as the denoise loop gets it: [texts, 77 · chunks, h1 + h2], and each text's pooled
+   * text_embeds [texts, P]; texts flagged in `zeroTexts` are zeros (A1111's empty negative prompt).
+   * Backends that keep embeddings on the device do not have it.
+   */
+  encodeSdxlTexts?(
+    first: PromptBatch,
+    second: PromptBatch,
+    emphasis: Emphasis,
+    options?: { clipLSkip?: number; zeroTexts?: Uint8Array; tokenVectors?: Float32Array; tokenVectors2?: Float32Array },
+  ): Promise<{ shape: [number, number, number]; values: Float32Array; pooled: Float32Array }>;
   /** Waits for a running generation, then releases everything. Idempotent. */
   dispose(): Promise<void>;
 }

@@ -8,7 +8,10 @@
  * - text_embeds (pooled) of a row = text_encoder_2's `text_embeds` of its text's first chunk (the
  *   only chunk with diffusers' reading; A1111 takes the first chunk's too);
  * - `force_zeros_for_empty_prompt` with no negative prompt: the uncond side is zeros of the cond
- *   side's shape (`torch.zeros_like`), both embeddings and pooled.
+ *   side's shape (`torch.zeros_like`), both embeddings and pooled;
+ * - A1111's rule (`sd_models_xl.get_learned_conditioning`: `force_zero_embeddings=['txt']` when a
+ *   negative prompt's texts are all empty): those uncond rows' embeddings and pooled are zeros of
+ *   the negative side's own shape (`zeroRows`); their time ids stay.
  *
  * Pure functions over host arrays, shared by both backends: the CPU worker and the TensorRT backend
  * run the encoders and hand their outputs here.
@@ -70,6 +73,22 @@ export function pooledOfRows(pooled: Float32Array, size: number, chunks: number,
     out.set(pooled.subarray(at, at + size), row * size);
   }
   return out;
+}
+
+/**
+ * Zeros, in place, the rows flagged in `rows` of a side's embeddings [batch, tokens, width] and
+ * pooled [batch, size] (A1111's empty negative prompt on SDXL).
+ */
+export function zeroRows(rows: ArrayLike<number>, context: Float32Array, pooled: Float32Array): void {
+  const batch = rows.length;
+  if (context.length % batch !== 0 || pooled.length % batch !== 0) throw new InvalidArgumentError(`SDXL conditioning: ${batch} zero-row flags for embeddings of ${context.length} and pooled of ${pooled.length} values`);
+  const perRow = context.length / batch;
+  const perPooled = pooled.length / batch;
+  for (let row = 0; row < batch; row++) {
+    if (!rows[row]) continue;
+    context.fill(0, row * perRow, (row + 1) * perRow);
+    pooled.fill(0, row * perPooled, (row + 1) * perPooled);
+  }
 }
 
 /** [uncond; cond] along the batch axis (the layout of every UNet input with guidance). */

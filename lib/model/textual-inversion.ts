@@ -10,10 +10,15 @@
  *   vector; the width must be the text encoder's hidden size;
  * - `hash` is the file's SHA-256 and `shorthash` its first 12 characters (A1111's `TI hashes`).
  *
+ * - SDXL (`widths` given for both encoders): the file holds `clip_l` [vectors, text_encoder's
+ *   width] and `clip_g` [vectors, text_encoder_2's width] (A1111's SDXL layout; `vectors` is
+ *   clip_g's row count there, and `EmbeddingsWithFixes` gives each encoder its own tensor).
+ *
  * Where A1111 differs, sd-trt fails the load with a message naming the file rather than leaving an
  * embedding out (A1111 only prints it): a pickle (`.pt`, `.bin`, …, refused unopened,
- * lib/model/pickle.ts), several tensors, an SDXL embedding (`clip_g` + `clip_l`), a wrong width,
- * more than 75 vectors (more than a chunk), two files with the same name. Embeddings hidden in
+ * lib/model/pickle.ts), several tensors, an SDXL embedding on an SD model or the reverse, a wrong
+ * width, clip_l and clip_g with different vector counts, more than 75 vectors (more than a chunk),
+ * two files with the same name. Embeddings hidden in
  * PNG/WebP images are not read (those files are left alone, like other non-embedding files).
  */
 import { createHash } from "node:crypto";
@@ -33,19 +38,27 @@ export interface TextualInversion {
   file: string;
   /** Number of vectors (tokens it takes in a chunk). */
   count: number;
-  /** The vectors, [count, width] row-major, float32. */
+  /** The vectors, [count, width] row-major, float32 (SDXL: clip_l's, for text_encoder). */
   vectors: Float32Array;
+  /** SDXL: clip_g's vectors [count, text_encoder_2's width], for text_encoder_2. */
+  vectorsClipG?: Float32Array;
   /** SHA-256 of the file (hex); A1111's infotext writes its first 12 characters. */
   hash: string;
   shorthash: string;
 }
 
+/** The widths an SDXL model's two text encoders take (clip_l: text_encoder, clip_g: text_encoder_2). */
+export interface SdxlEmbeddingWidths {
+  clipL: number;
+  clipG: number;
+}
+
 /**
  * Every textual-inversion embedding under `dir`, sorted by name as A1111 lists them (case-insensitively).
- * @param width the text encoder's hidden size (768 for SD 1.x).
+ * @param width the text encoder's hidden size (768 for SD 1.x), or an SDXL model's two widths.
  * @throws ModelFileError naming the folder or file and what is wrong with it.
  */
-export async function loadTextualInversions(dir: string, width: number): Promise<TextualInversion[]> {
+export async function loadTextualInversions(dir: string, width: number | SdxlEmbeddingWidths): Promise<TextualInversion[]> {
   const files = await listFiles(dir);
   const byName = new Map<string, TextualInversion>();
   for (const file of files) {
@@ -76,11 +89,28 @@ async function listFiles(dir: string): Promise<string[]> {
   return files.sort((a, b) => relative(dir, a).localeCompare(relative(dir, b)));
 }
 
-async function readEmbedding(file: string, width: number): Promise<TextualInversion> {
+async function readEmbedding(file: string, width: number | SdxlEmbeddingWidths): Promise<TextualInversion> {
   const bytes = await readFile(file);
   const tensors = [...parseSafetensors(bytes, file).tensors.values()];
   const names = tensors.map((t) => t.name);
-  if (names.includes("clip_g") && names.includes("clip_l")) {
+  const sdxlFile = names.includes("clip_g") && names.includes("clip_l");
+  const hash = createHash("sha256").update(bytes).digest("hex");
+  const identity = { name: basename(file, extname(file)), file, hash, shorthash: hash.slice(0, 12) };
+  if (typeof width !== "number") {
+    if (!sdxlFile) throw new ModelFileError(file, `${file} is not an SDXL embedding (it has ${names.join(", ")}); an SDXL model takes files with clip_l [vectors, ${width.clipL}] and clip_g [vectors, ${width.clipG}]`);
+    const part = (key: "clip_l" | "clip_g", w: number) => {
+      const t = tensors.find((x) => x.name === key)!;
+      if (t.shape.length !== 2 || t.shape[1] !== w) throw new ModelFileError(file, `${file}: ${key} has shape [${t.shape.join(", ")}], expected [vectors, ${w}]: it was made for another model`);
+      return t;
+    };
+    const clipL = part("clip_l", width.clipL);
+    const clipG = part("clip_g", width.clipG);
+    const count = clipG.shape[0]!;
+    if (clipL.shape[0] !== count) throw new ModelFileError(file, `${file}: clip_l has ${clipL.shape[0]} vectors and clip_g ${count}; an SDXL embedding gives both encoders the same number`);
+    checkCount(file, count);
+    return { ...identity, count, vectors: clipL.toFloat32(), vectorsClipG: clipG.toFloat32() };
+  }
+  if (sdxlFile) {
     throw new ModelFileError(file, `${file} is an SDXL embedding (clip_g and clip_l); this model's text encoder takes vectors of ${width}`);
   }
   if (tensors.length !== 1) {
@@ -93,9 +123,12 @@ async function readEmbedding(file: string, width: number): Promise<TextualInvers
     throw new ModelFileError(file, `${file}: the embedding ${tensor.name} has shape [${tensor.shape.join(", ")}], expected ${expected}: it was made for a model whose text encoder has another width`);
   }
   const count = shape[0]!;
+  checkCount(file, count);
+  return { ...identity, count, vectors: tensor.toFloat32() };
+}
+
+function checkCount(file: string, count: number): void {
   if (count < 1 || count > MAX_EMBEDDING_VECTORS) {
     throw new ModelFileError(file, `${file}: the embedding has ${count} vectors; it must have 1 to ${MAX_EMBEDDING_VECTORS} (one prompt chunk)`);
   }
-  const hash = createHash("sha256").update(bytes).digest("hex");
-  return { name: basename(file, extname(file)), file, count, vectors: tensor.toFloat32(), hash, shorthash: hash.slice(0, 12) };
 }

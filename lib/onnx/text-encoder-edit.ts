@@ -59,6 +59,11 @@ export interface TextEncoderEditOptions {
   hiddenName: string;
   /** The tokenizer's vocabulary size: ids from here on mean extra vectors. Omit to add no vectors input. */
   vocabSize?: number;
+  /**
+   * Add the `clip_skip` input (default true). SDXL's encoders leave it out: they return every
+   * hidden state, and A1111's clip skip there picks one of those (no final layer norm).
+   */
+  clipSkip?: boolean;
 }
 
 export interface EditedTextEncoder {
@@ -165,19 +170,22 @@ export function editTextEncoder(model: OnnxModel, options: TextEncoderEditOption
     return name;
   };
 
-  // Clip skip: a chain of Where nodes selecting the layer boundary the final layer norm reads.
-  const last = layout.hiddenStates[layout.layers]!;
-  const normNodes = index.consumers.get(last) ?? [];
-  let selected = last;
-  for (let n = 2; n <= layout.layers; n++) {
-    const is = names.take(`clip_skip_is_${n}`);
-    nodes.push(node("Equal", [CLIP_SKIP_INPUT, constInt(`clip_skip_${n}`, DataType.INT32, [n], [1])], [is], names.take(`ClipSkipEqual${n}`)));
-    const out = names.take(`clip_skip_hidden_${n}`);
-    nodes.push(node("Where", [is, layout.hiddenStates[layout.layers - n + 1]!, selected], [out], names.take(`ClipSkipWhere${n}`)));
-    selected = out;
+  const inputs: PbMessage[] = [];
+  if (options.clipSkip !== false) {
+    // Clip skip: a chain of Where nodes selecting the layer boundary the final layer norm reads.
+    const last = layout.hiddenStates[layout.layers]!;
+    const normNodes = index.consumers.get(last) ?? [];
+    let selected = last;
+    for (let n = 2; n <= layout.layers; n++) {
+      const is = names.take(`clip_skip_is_${n}`);
+      nodes.push(node("Equal", [CLIP_SKIP_INPUT, constInt(`clip_skip_${n}`, DataType.INT32, [n], [1])], [is], names.take(`ClipSkipEqual${n}`)));
+      const out = names.take(`clip_skip_hidden_${n}`);
+      nodes.push(node("Where", [is, layout.hiddenStates[layout.layers - n + 1]!, selected], [out], names.take(`ClipSkipWhere${n}`)));
+      selected = out;
+    }
+    for (const consumer of normNodes) replaceInput(consumer, last, selected);
+    inputs.push(tensorValueInfo(CLIP_SKIP_INPUT, DataType.INT32, [1]));
   }
-  for (const consumer of normNodes) replaceInput(consumer, last, selected);
-  const inputs = [tensorValueInfo(CLIP_SKIP_INPUT, DataType.INT32, [1])];
 
   if (options.vocabSize !== undefined) {
     const lookup = findTokenLookup(index, layout, options.idsName) ?? refuse(model.path, "no token-embedding Gather fed by the ids");

@@ -104,7 +104,7 @@ export interface GenerationContext {
   /** SDXL: the refiner loaded with the pipeline (its backend and its scheduler's programs). */
   refiner?: { backend: Backend; programs: ProgramCache; numTrainTimesteps: number };
   /** Textual inversion: the vectors every text-encoder call takes ([rows, hidden]), and each embedding's short hash for `TI hashes`. */
-  embeddings?: { vectors: Float32Array; shorthash: ReadonlyMap<string, string> };
+  embeddings?: { vectors: Float32Array; vectorsClipG?: Float32Array; shorthash: ReadonlyMap<string, string> };
   /** A1111's "Lora hashes" for the infotext: the pipeline's LoRAs and a request's tagged ones, or undefined. */
   loraHashes(tagged: readonly LoraSpec[]): Promise<string | undefined>;
   /** Puts a batch's prompt-tag LoRAs (with the pipeline's own) into the backend's weights. */
@@ -173,7 +173,7 @@ export function batchKey(request: ResolvedRequest, width = request.width, height
   const img2img = request.initImage !== undefined;
   // The text lengths and the emphasis shape the UNet and text-encoder calls as well.
   // SDXL: zero uncond embeddings are one choice for the whole batch.
-  const text: unknown[] = [request.cond.batch.chunks, request.uncond?.batch.chunks ?? null, request.promptReading.emphasis, request.clipSkip, request.sdxl?.zeroUncond ?? null];
+  const text: unknown[] = [request.cond.batch.chunks, request.uncond?.batch.chunks ?? null, request.promptReading.emphasis, request.clipSkip, request.sdxl?.zeroUncond ?? null, request.sdxl?.clipLSkip ?? null];
   const refiner = request.sdxl?.refiner;
   if (refiner) text.push(refiner.switchAt, refiner.zeroUncond, refiner.cond.batch.chunks, refiner.uncond?.batch.chunks ?? null);
   const hiresPrompts = request.hiresPrompts;
@@ -425,7 +425,10 @@ export async function executeBatch(context: GenerationContext, prepared: Prepare
     start: first.img2img ? { images: prepared.map((p) => initImage(p)) } : { latents: concatenate(prepared.map((p) => p.initialLatents!)) },
     noise: joinStepNoise(prepared.map((p) => p.stepNoise)),
   };
-  if (first.request.sdxl) job.sdxl = sdxlConditioning(prepared, (p) => p);
+  if (first.request.sdxl) {
+    job.sdxl = sdxlConditioning(prepared, (p) => p);
+    if (context.embeddings?.vectorsClipG) job.sdxl.tokenVectors2 = context.embeddings.vectorsClipG;
+  }
   if (signal) job.signal = signal;
   // Progress only when someone listens: on the CPU each event is a message from the worker.
   const { onProgress } = hooks;
@@ -479,7 +482,10 @@ export async function executeBatch(context: GenerationContext, prepared: Prepare
     };
     // SDXL: A1111's calculate_hr_conds conditions the second pass anew at its upscale size
     // (hr_upscale_to_x/y, before the resize crop): the same texts, the time ids of that size.
-    if (job.sdxl) second.sdxl = sdxlConditioning(prepared, (p) => ({ width: p.hires!.upscaleWidth * 8, height: p.hires!.upscaleHeight * 8 }));
+    if (job.sdxl) {
+      second.sdxl = sdxlConditioning(prepared, (p) => ({ width: p.hires!.upscaleWidth * 8, height: p.hires!.upscaleHeight * 8 }));
+      if (job.sdxl.tokenVectors2) second.sdxl.tokenVectors2 = job.sdxl.tokenVectors2;
+    }
     if (onProgress) second.onStep = (evalIndex) => onProgress({ stage: "denoise", step: evalIndex + 1, total: pass.program.evals.length, timestep: pass.program.evals[evalIndex]!.t });
     const firstTimings = output.timings;
     output = await backend.generate(second);
@@ -562,13 +568,17 @@ export async function executeBatch(context: GenerationContext, prepared: Prepare
  * runs once per distinct prompt, negative prompts first (processing.py `setup_conds`), and each
  * call, when its texts use embeddings, sets `TI hashes` to its own "name: shorthash" list followed
  * by the value already there; when its texts have "(" or "[" and the emphasis is not "Original",
- * it sets `Emphasis`. A key keeps the place where it was first set.
+ * it sets `Emphasis`. A key keeps the place where it was first set. On SDXL both embedders run
+ * that `forward` per call (CLIP-L's, then OpenCLIP's), so each call's hashes go in twice.
  */
 function conditioningParams(r: ResolvedRequest, shorthash: ReadonlyMap<string, string> | undefined): [string, string][] {
   if (r.promptReading.syntax !== "a1111") return [];
   // One call per distinct prompt, in the order buildPromptBatch read them (embeddingsUsed's order).
   const callsOf = (texts: string[], used: string[][]) => [...new Set(texts)].map((text, i) => ({ used: used[i] ?? [], text }));
-  const calls = [...(r.uncond ? callsOf(r.negativePrompts, r.uncond.embeddingsUsed) : []), ...callsOf(r.prompts, r.cond.embeddingsUsed)];
+  // SDXL's zero uncond (no negative prompt) is a copy of the cond side: the negative "" uses no embeddings.
+  const negativeUsed = r.sdxl?.zeroUncond ? [] : (r.uncond?.embeddingsUsed ?? []);
+  const calls = [...(r.uncond ? callsOf(r.negativePrompts, negativeUsed) : []), ...callsOf(r.prompts, r.cond.embeddingsUsed)];
+  const embedders = r.sdxl ? 2 : 1;
   const params = new Map<string, string>();
   const emphasis = r.promptReading.emphasis;
   for (const call of calls) {
@@ -576,7 +586,7 @@ function conditioningParams(r: ResolvedRequest, shorthash: ReadonlyMap<string, s
       const hash = shorthash?.get(name);
       return hash ? [`${name.replace(/[:,]/g, "")}: ${hash}`] : [];
     });
-    if (hashes.length > 0) {
+    for (let e = 0; e < embedders && hashes.length > 0; e++) {
       const before = params.get("TI hashes");
       params.set("TI hashes", [...hashes, ...(before ? [before] : [])].join(", "));
     }
@@ -635,13 +645,20 @@ function sdxlConditioning(prepared: PreparedRequest[], size: (p: PreparedRequest
   });
   const perRow = (which: "timeIds" | "negativeTimeIds") => concatenate(prepared.map((p, i) => repeatRows(ids[i]![which], p.request.batch)));
   const zeroUncond = parts[0]!.zeroUncond;
-  return {
+  const conditioning: SdxlConditioning = {
     cond2: mergePrompts(parts.map((s) => s.cond2.batch)),
     uncond2: parts[0]!.uncond2 ? mergePrompts(parts.map((s) => s.uncond2!.batch)) : null,
     zeroUncond,
     timeIds: perRow("timeIds"),
     negativeTimeIds: perRow("negativeTimeIds"),
   };
+  const { clipLSkip } = parts[0]!;
+  if (clipLSkip !== undefined) conditioning.clipLSkip = clipLSkip;
+  // A1111's empty negative prompts, row by row (requests without any have none).
+  if (parts.some((s) => s.zeroUncondRows)) {
+    conditioning.zeroUncondRows = Uint8Array.from(prepared.flatMap((p, i) => Array.from(parts[i]!.zeroUncondRows ?? new Uint8Array(p.request.batch))));
+  }
+  return conditioning;
 }
 
 /** `row` repeated `times` times: [times, row.length]. */

@@ -377,7 +377,20 @@ export function resolveGenerateOptions(options: GenerateOptions, ctx: Validation
     options,
     ctx.sdxl,
     // prompt2 defaults to the prompt as the first encoder reads it: without its <lora:…> tags.
-    { img2img, prompts: tagged.texts, negativePrompts, batch, guidance: uncond !== null, reading: promptReading, steps: promptSteps, maxPromptChunks: limits.maxPromptChunks },
+    {
+      img2img,
+      prompts: tagged.texts,
+      negativePrompts,
+      batch,
+      guidance: uncond !== null,
+      reading: promptReading,
+      steps: promptSteps,
+      maxPromptChunks: limits.maxPromptChunks,
+      clipSkip,
+      ...(limits.sdxlClipLSkipUnavailable ? { clipLSkipUnavailable: limits.sdxlClipLSkipUnavailable } : {}),
+      ...(limits.sdxlPromptEditingUnavailable ? { promptEditingUnavailable: limits.sdxlPromptEditingUnavailable } : {}),
+      ...(ctx.embeddings ? { embeddings: ctx.embeddings } : {}),
+    },
     ctx.tokenizer,
     { cond, uncond },
   );

@@ -33,7 +33,7 @@ import { canonicalSchedulerName, createScheduler, SCHEDULER_NAMES, type Schedule
 import { limitsForModel, resolveGenerateOptions, type GenerateOptions, type ResolvedRequest } from "./options.js";
 import { executeBatch, prepareRequest, type BatchHooks, type GenerateResult, type GenerationContext } from "./generation.js";
 import { ProgramCache } from "./program-cache.js";
-import type { SdxlModelFacts } from "./sdxl-options.js";
+import { sdxlRequestTimeIds, type SdxlModelFacts } from "./sdxl-options.js";
 import { checkNotRefiner, checkRefinerMatchesBase } from "./sdxl-refiner.js";
 import { integerInRange, numberInRange, oneOf } from "../validate.js";
 import { loadTextualInversions, type TextualInversion } from "../model/textual-inversion.js";
@@ -41,6 +41,23 @@ import { EmbeddingVocabulary } from "../prompt/embeddings.js";
 import { tokenizePrompt, type TokenizedPrompt } from "../prompt/chunks.js";
 import type { Emphasis } from "../prompt/emphasis.js";
 
+/** What `Pipeline.promptConditioning` reads the prompt with. */
+export type PromptConditioningOptions = Pick<GenerateOptions, "promptSyntax" | "emphasis" | "commaPaddingBacktrack" | "clipSkip" | "steps" | "width" | "height" | "sdxlClipLSkip"> & {
+  /** SDXL: read the prompt as a negative prompt. */
+  negative?: boolean;
+};
+
+/** A prompt's conditioning as `generate` gives it to the UNet. */
+export interface PromptConditioning {
+  /** [77 · chunks, hidden] of `values` (evaluation 0's text). */
+  shape: [number, number];
+  values: Float32Array;
+  /**
+   * SDXL: the pooled `text_embeds` and the time ids of this side, and every text of the prompt's
+   * schedule (one without prompt editing) with the last evaluation index it holds for.
+   */
+  sdxl?: { pooled: Float32Array; timeIds: Float32Array; schedule: Array<{ endAtStep: number; values: Float32Array; pooled: Float32Array }> };
+}
 export type { GenerateOptions, ProgressEvent, ResolvedRequest } from "./options.js";
 export type { BatchHooks, GeneratedImage, GenerateResult, GenerateTimings } from "./generation.js";
 export type { BackendChoice } from "../backends/select.js";
@@ -104,6 +121,8 @@ interface LoadedEmbeddings {
   list: TextualInversion[];
   vocabulary: EmbeddingVocabulary;
   vectors: Float32Array;
+  /** SDXL: text_encoder_2's vectors (clip_g), rows as `vectors`. */
+  vectorsClipG?: Float32Array;
   shorthash: Map<string, string>;
 }
 
@@ -170,7 +189,7 @@ export class Pipeline {
       programs: new ProgramCache(folder.schedulerConfig),
       ...(folder.sourceCheckpoint !== undefined ? { modelName: folder.sourceCheckpoint.name } : {}),
       modelHash: () => this.modelHash(),
-      ...(embeddings ? { embeddings: { vectors: embeddings.vectors, shorthash: embeddings.shorthash } } : {}),
+      ...(embeddings ? { embeddings: { vectors: embeddings.vectors, shorthash: embeddings.shorthash, ...(embeddings.vectorsClipG ? { vectorsClipG: embeddings.vectorsClipG } : {}) } } : {}),
       loraHashes: (tagged) => this.loraHashes(tagged),
       useLoras: (tagged) => this.#useLoras(tagged),
     };
@@ -209,6 +228,8 @@ export class Pipeline {
     const embeddingsDir = options.embeddingsDir === undefined ? undefined : nonEmptyString("embeddingsDir", options.embeddingsDir);
     // A refiner that does not fit the base is refused before anything loads.
     const refinerFolder = options.refiner === undefined ? undefined : await locateModelFolder(options.refiner);
+    // A1111 gives the refiner's text_encoder_2 the files' clip_g vectors too; the refiner's encoder is not edited for them yet.
+    if (refinerFolder && options.embeddingsDir !== undefined) throw new InvalidOptionError("embeddingsDir", "textual-inversion embeddings (embeddingsDir) are not supported with a refiner yet");
     if (refinerFolder) checkRefinerMatchesBase(folder, refinerFolder);
     const readTokenizer = () => (folder.tokenizer ? ClipTokenizer.fromDirectory(dirname(folder.tokenizer.vocab)) : ClipTokenizer.default());
     // Textual-inversion vectors take the ids from the tokenizer's vocabulary size on, which the
@@ -242,7 +263,7 @@ export class Pipeline {
     }
     let embeddings: LoadedEmbeddings | undefined;
     try {
-      if (embeddingsDir !== undefined) embeddings = await loadEmbeddings(embeddingsDir, loaded.backend, tokenizer);
+      if (embeddingsDir !== undefined) embeddings = await loadEmbeddings(embeddingsDir, loaded.backend, tokenizer, folder.sdxl !== undefined);
     } catch (error) {
       await loaded.backend.dispose();
       await refiner?.backend.dispose();
@@ -378,15 +399,47 @@ export class Pipeline {
    * The text conditioning `generate` would give the UNet for this prompt, read with these options
    * (`promptSyntax`, `emphasis`, `commaPaddingBacktrack`, `clipSkip`): [77 · chunks, hidden] values. For
    * inspection and comparison with A1111 (`sd-trt tokenize --model DIR --embeddings`).
+   *
+   * SDXL (`sdxl` in the result): both encoders joined per token, the pooled `text_embeds` and the
+   * time ids, for the prompt as a prompt or (`negative: true`) as a negative prompt — A1111 gives an
+   * empty negative prompt zeros — and every text of its schedule (prompt editing needs `steps`);
+   * `width`/`height` and `sdxlClipLSkip` as `generate` takes them.
    * @throws InvalidOptionError naming the option; when the backend keeps embeddings on the device
    *   only (TensorRT), naming `backend`.
    */
-  async promptConditioning(prompt: string, options: Pick<GenerateOptions, "promptSyntax" | "emphasis" | "commaPaddingBacktrack" | "clipSkip"> = {}): Promise<{ shape: [number, number]; values: Float32Array }> {
-    const request = this.resolveOptions({ ...options, prompt, guidance: 1 });
+  async promptConditioning(prompt: string, options: PromptConditioningOptions = {}): Promise<PromptConditioning> {
+    if (this.#sdxl) return this.#sdxlPromptConditioning(prompt, options);
+    const { negative: _negative, ...rest } = options;
+    const request = this.resolveOptions({ ...rest, prompt, guidance: 1 });
     const encode = this.#backend.encodePrompts?.bind(this.#backend);
     if (!encode) throw new InvalidOptionError("backend", `the ${this.#backend.name} backend keeps text embeddings on the device; load the pipeline with backend "cpu" to read them`);
     const { shape, values } = await this.#life.exclusive(() => encode(request.cond.batch, request.promptReading.emphasis, request.clipSkip, this.#embeddings?.vectors));
     return { shape: [shape[1], shape[2]], values };
+  }
+
+  async #sdxlPromptConditioning(prompt: string, options: PromptConditioningOptions): Promise<PromptConditioning> {
+    const { negative, ...rest } = options;
+    // The negative side is read as `generate` reads a negative prompt (A1111's zeros for "").
+    const request = this.resolveOptions(negative ? { ...rest, prompt: "", negativePrompt: prompt, guidance: 2 } : { ...rest, prompt, guidance: 1 });
+    const sdxl = request.sdxl!;
+    const encode = this.#backend.encodeSdxlTexts?.bind(this.#backend);
+    if (!encode) throw new InvalidOptionError("backend", `the ${this.#backend.name} backend keeps text embeddings on the device; load the pipeline with backend "cpu" to read them`);
+    const first = negative ? request.uncond!.batch : request.cond.batch;
+    const second = negative ? sdxl.uncond2!.batch : sdxl.cond2.batch;
+    const zero = negative && sdxl.zeroUncondRows?.[0] === 1;
+    const embeddings = this.#embeddings;
+    const encodeOptions = {
+      ...(sdxl.clipLSkip !== undefined ? { clipLSkip: sdxl.clipLSkip } : {}),
+      ...(zero ? { zeroTexts: new Uint8Array(first.prompts).fill(1) } : {}),
+      ...(embeddings?.vectorsClipG ? { tokenVectors: embeddings.vectors, tokenVectors2: embeddings.vectorsClipG } : {}),
+    };
+    const { shape, values, pooled } = await this.#life.exclusive(() => encode(first, second, request.promptReading.emphasis, encodeOptions));
+    const [, tokens, hidden] = shape;
+    const pooledSize = pooled.length / shape[0];
+    const text = (t: number) => ({ values: values.slice(t * tokens * hidden, (t + 1) * tokens * hidden), pooled: pooled.slice(t * pooledSize, (t + 1) * pooledSize) });
+    const schedule = (first.schedules?.[0] ?? [[request.steps, first.rowOf[0]!]]).map(([endAtStep, t]) => ({ endAtStep, ...text(t) }));
+    const ids = sdxlRequestTimeIds(sdxl, request.width!, request.height!);
+    return { shape: [tokens, hidden], values: schedule[0]!.values, sdxl: { pooled: schedule[0]!.pooled, timeIds: negative ? ids.negativeTimeIds : ids.timeIds, schedule } };
   }
 
   /**
@@ -446,22 +499,31 @@ function nonEmptyString(option: string, value: unknown): string {
  * prompts are read with and the vectors every text-encoder call takes.
  * @throws InvalidOptionError when the backend's text encoder cannot take them; ModelFileError naming a bad file.
  */
-async function loadEmbeddings(dir: string, backend: Backend, tokenizer: ClipTokenizer): Promise<LoadedEmbeddings> {
+async function loadEmbeddings(dir: string, backend: Backend, tokenizer: ClipTokenizer, sdxl: boolean): Promise<LoadedEmbeddings> {
   const width = backend.limits.tokenVectorWidth;
   if (width === undefined) {
     throw new InvalidOptionError(
       "embeddingsDir",
-      backend.name === "tensorrt"
-        ? "embeddingsDir (textual inversion) needs text-encoder engines built with the embedding input: rebuild them with this version's sd-trt build --force"
-        : `embeddingsDir (textual inversion) needs a text encoder that takes embedding vectors; the ${backend.name} backend's does not`,
+      sdxl && backend.name === "tensorrt"
+        ? "embeddingsDir (textual inversion) on SDXL runs on the CPU backend only: the TensorRT engines of SDXL's two text encoders are built without the embedding input"
+        : backend.name === "tensorrt"
+          ? "embeddingsDir (textual inversion) needs text-encoder engines built with the embedding input: rebuild them with this version's sd-trt build --force"
+          : `embeddingsDir (textual inversion) needs a text encoder that takes embedding vectors; the ${backend.name} backend's does not`,
     );
   }
-  const list = await loadTextualInversions(dir, width);
-  const vectors = new Float32Array(list.reduce((n, e) => n + e.vectors.length, 0));
-  let at = 0;
-  for (const e of list) {
-    vectors.set(e.vectors, at);
-    at += e.vectors.length;
-  }
-  return { list, vocabulary: new EmbeddingVocabulary(tokenizer, list), vectors, shorthash: new Map(list.map((e) => [e.name, e.shorthash])) };
+  // SDXL: each file's clip_l goes to text_encoder, its clip_g to text_encoder_2.
+  const width2 = backend.limits.tokenVectorWidth2;
+  const list = await loadTextualInversions(dir, width2 === undefined ? width : { clipL: width, clipG: width2 });
+  const rows = (part: (e: TextualInversion) => Float32Array) => {
+    const out = new Float32Array(list.reduce((n, e) => n + part(e).length, 0));
+    let at = 0;
+    for (const e of list) {
+      out.set(part(e), at);
+      at += part(e).length;
+    }
+    return out;
+  };
+  const loaded: LoadedEmbeddings = { list, vocabulary: new EmbeddingVocabulary(tokenizer, list), vectors: rows((e) => e.vectors), shorthash: new Map(list.map((e) => [e.name, e.shorthash])) };
+  if (width2 !== undefined) loaded.vectorsClipG = rows((e) => e.vectorsClipG!);
+  return loaded;
 }

@@ -7,7 +7,10 @@
  *   (which pads with "!" in SDXL's files) the same way `prompt` is read;
  * - no `negativePrompt` at all with the model's `force_zeros_for_empty_prompt` (SDXL base: true):
  *   the uncond embeddings are zeros (`zeroUncond`), exactly as diffusers does for
- *   `negative_prompt=None`. An explicit `""` is encoded like any negative prompt;
+ *   `negative_prompt=None`. An explicit `""` is encoded like any negative prompt with prompt syntax
+ *   "plain" (diffusers); with "a1111" it gives zeros as A1111 does (`a1111ZeroUncondRows`);
+ * - prompt editing and alternation apply to both encoders' texts (tokenizer_2 reads the same
+ *   schedules), and the backend switches the embeddings and the pooled `text_embeds` per step;
  * - `add_time_ids` = original size (h, w) + crop top-left (top, left) + target size (h, w), each
  *   size defaulting to the image size and the crop to (0, 0); the negative ones
  *   (`negative_original_size` …) only when both negative sizes are given, else the positive ones.
@@ -20,6 +23,8 @@ import { InvalidOptionError } from "../errors.js";
 import { integerInRange, invalidOption, numberInRange } from "../validate.js";
 import type { ClipTokenizer } from "../tokenizer/clip-tokenizer.js";
 import { buildPromptBatch, padPromptBatch, type BuiltPrompts, type PromptReading } from "../prompt/conditioning.js";
+import { promptSchedule } from "../prompt/schedule.js";
+import type { EmbeddingVocabulary } from "../prompt/embeddings.js";
 
 /** A size in pixels, as the time ids take it. */
 export interface SdxlSize {
@@ -52,6 +57,16 @@ export interface SdxlGenerateOptions {
   negativeTargetSize?: SdxlSize;
   /** SDXL base + refiner in one generation (txt2img; the pipeline must be loaded with a refiner). */
   refiner?: SdxlRefinerOptions;
+  /**
+   * SDXL: A1111's "Clip skip SDXL" setting (`sdxl_clip_l_skip`). With it, `clipSkip` applies to
+   * text_encoder (CLIP-L) as A1111's `FrozenCLIPEmbedderForSDXLWithCustomWords` takes it:
+   * `hidden_states[-clipSkip]`, no final layer norm (so clipSkip 1 is the last layer, 2 the
+   * default penultimate); text_encoder_2 is never skipped. `false` is A1111's default: clip skip
+   * then has no effect on SDXL (the infotext still records it, as A1111's does). Left out, a
+   * clipSkip other than 1 on SDXL is refused rather than ignored. Like A1111's setting it has no
+   * effect on SD 1.x/2.x models (accepted there).
+   */
+  sdxlClipLSkip?: boolean;
 }
 
 export interface SdxlRefinerOptions {
@@ -73,6 +88,7 @@ export const SDXL_OPTION_NAMES: readonly (keyof SdxlGenerateOptions)[] = [
   "negativeCropsCoordsTopLeft",
   "negativeTargetSize",
   "refiner",
+  "sdxlClipLSkip",
 ];
 
 /** What validation needs to know of an SDXL model. */
@@ -101,6 +117,8 @@ export interface SdxlRefinerRequest {
 
 /** The SDXL part of a resolved request. */
 export interface SdxlRequest {
+  /** `sdxlClipLSkip`: text_encoder's conditioning is `hidden_states[-clipLSkip]` (A1111's clip skip on CLIP-L). */
+  clipLSkip?: number;
   prompts2: string[];
   negativePrompts2: string[];
   /** `prompt2` through tokenizer_2, with `cond`'s chunk count. */
@@ -108,6 +126,8 @@ export interface SdxlRequest {
   /** `negativePrompt2` through tokenizer_2; null without guidance or with `zeroUncond`. */
   uncond2: BuiltPrompts | null;
   zeroUncond: boolean;
+  /** Prompt syntax "a1111": the images whose negative prompt is empty get zero uncond embeddings (`a1111ZeroUncondRows`). */
+  zeroUncondRows?: Uint8Array;
   /** The micro-conditioning of the cond rows; a null size is the image's (known once an init image is read). */
   conditioning: SdxlMicroConditioning;
   /** The uncond rows'; null: the same as the cond rows' (diffusers without both negative sizes). */
@@ -189,6 +209,14 @@ export interface SdxlRequestContext {
   /** The steps prompt editing's schedules span (A1111's total_steps). */
   steps: number;
   maxPromptChunks: number;
+  /** The request's clip skip (checked against the backend's limits). */
+  clipSkip: number;
+  /** Why the backend cannot take another text_encoder layer (`limits.sdxlClipLSkipUnavailable`). */
+  clipLSkipUnavailable?: string;
+  /** Why the backend cannot switch SDXL's conditioning per step (`limits.sdxlPromptEditingUnavailable`). */
+  promptEditingUnavailable?: string;
+  /** Textual-inversion embeddings: tokenizer_2 puts their vectors where tokenizer does (the same ids). */
+  embeddings?: EmbeddingVocabulary;
 }
 
 /**
@@ -206,17 +234,20 @@ export function resolveSdxlOptions(
   sides: { cond: BuiltPrompts; uncond: BuiltPrompts | null },
 ): SdxlRequest | undefined {
   if (!model) {
-    const given = SDXL_OPTION_NAMES.find((name) => options[name] !== undefined);
+    // A1111's sdxl_clip_l_skip is a setting with no effect on SD 1.x/2.x, not a per-image input.
+    if (options.sdxlClipLSkip !== undefined && typeof options.sdxlClipLSkip !== "boolean") throw invalidOption("sdxlClipLSkip", "true or false", options.sdxlClipLSkip);
+    const given = SDXL_OPTION_NAMES.find((name) => name !== "sdxlClipLSkip" && options[name] !== undefined);
     if (given) throw new InvalidOptionError(given, `${given} is an SDXL option, and this model is not SDXL (it has no text_encoder_2)`);
     return undefined;
   }
   const { cond, uncond } = sides;
-  if (cond.batch.schedules || uncond?.batch.schedules) {
-    throw new InvalidOptionError("prompt", "prompt editing and alternation ([from:to:when], [a|b]) are not supported with SDXL models yet");
-  }
   if (options.hires !== undefined && options.refiner !== undefined) {
     // A1111 switches to the refiner in either pass or both (opts.hires_fix_refiner_pass); not reproduced.
     throw new InvalidOptionError("hires", "hires fix with the refiner is not supported yet; use one or the other");
+  }
+  if (options.hires !== undefined && (cond.batch.schedules || uncond?.batch.schedules)) {
+    // The second pass would need text_encoder_2's schedules rebuilt for its steps as well (calculate_hr_conds); not done.
+    throw new InvalidOptionError("hires", "prompt editing and alternation ([from:to:when], [a|b]) with hires fix are not supported with SDXL models yet; use one or the other");
   }
   const conditioning: SdxlMicroConditioning = {
     original: options.originalSize === undefined ? null : sizeOption("originalSize", options.originalSize),
@@ -250,11 +281,9 @@ export function resolveSdxlOptions(
   const prompts2 = texts("prompt2", options.prompt2, ctx.prompts, ctx.batch);
   const negativePrompts2 = texts("negativePrompt2", options.negativePrompt2, ctx.negativePrompts, ctx.batch);
   const zeroUncond = ctx.guidance && options.negativePrompt === undefined && model.forceZerosForEmptyPrompt;
-  const read = (list: string[], option: string) => {
-    const built = buildPromptBatch(model.tokenizer2, list, ctx.reading, option, ctx.steps);
-    if (built.batch.schedules) throw new InvalidOptionError(option, `prompt editing and alternation ([from:to:when], [a|b]) are not supported with SDXL models yet (${option})`);
-    return built;
-  };
+  // Prompt editing and alternation: text_encoder_2 reads the same schedules (A1111 switches both
+  // the crossattn and the pooled vector per step; the backends pick each step's texts).
+  const read = (list: string[], option: string) => buildPromptBatch(model.tokenizer2, list, ctx.reading, option, ctx.steps, ctx.embeddings);
   const cond2 = read(prompts2, "prompt2");
   alignChunks(tokenizer, cond, model.tokenizer2, cond2, ctx.maxPromptChunks, "prompt2");
   let uncond2: BuiltPrompts | null = null;
@@ -262,9 +291,30 @@ export function resolveSdxlOptions(
     uncond2 = read(negativePrompts2, "negativePrompt2");
     alignChunks(tokenizer, uncond, model.tokenizer2, uncond2, ctx.maxPromptChunks, "negativePrompt2");
   }
+  if (ctx.promptEditingUnavailable) {
+    const edited = (
+      [
+        ["prompt", cond],
+        ["negativePrompt", uncond],
+        ["prompt2", cond2],
+        ["negativePrompt2", uncond2],
+      ] as const
+    ).find(([, side]) => side?.batch.schedules !== undefined);
+    if (edited) throw new InvalidOptionError(edited[0], `prompt editing and alternation ([from:to:when], [a|b]) on SDXL: ${ctx.promptEditingUnavailable}`);
+  }
   const request: SdxlRequest = { prompts2, negativePrompts2, cond2, uncond2, zeroUncond, conditioning, negativeConditioning };
+  const clipLSkip = sdxlClipLSkip(options.sdxlClipLSkip, ctx.clipSkip, ctx.clipLSkipUnavailable);
+  if (clipLSkip !== undefined) request.clipLSkip = clipLSkip;
+  if (uncond && !zeroUncond && ctx.reading.syntax === "a1111") {
+    const rows = a1111ZeroUncondRows(ctx.negativePrompts, negativePrompts2, ctx.steps);
+    if (rows.some((r) => r === 1)) request.zeroUncondRows = rows;
+  }
   if (options.refiner !== undefined) {
     if (!model.refiner) throw new InvalidOptionError("refiner", "refiner needs a pipeline loaded with a refiner model (Pipeline.load(model, { refiner: folder }), --refiner)");
+    // The refiner's program counts its evaluations from 0, while A1111's schedules count the whole run's steps.
+    if (sides.cond.batch.schedules || sides.uncond?.batch.schedules || cond2.batch.schedules || uncond2?.batch.schedules) {
+      throw new InvalidOptionError("refiner", "prompt editing and alternation ([from:to:when], [a|b]) are not supported with a refiner yet");
+    }
     const r = options.refiner as unknown;
     if (typeof r !== "object" || r === null || Array.isArray(r)) throw invalidOption("refiner", "an object { switchAt, aestheticScore?, negativeAestheticScore? }", r);
     const o = r as Record<string, unknown>;
@@ -289,6 +339,37 @@ export function resolveSdxlOptions(
     };
   }
   return request;
+}
+
+/**
+ * `sdxlClipLSkip` with the request's (range-checked) clip skip: the CLIP-L layer from the end, or
+ * undefined for SDXL's own penultimate layer.
+ * @throws InvalidOptionError for clip skip without `sdxlClipLSkip` (A1111 would ignore it), or where the backend cannot take it.
+ */
+function sdxlClipLSkip(value: unknown, clipSkip: number, unavailable: string | undefined): number | undefined {
+  if (value !== undefined && typeof value !== "boolean") throw invalidOption("sdxlClipLSkip", "true or false", value);
+  if (value !== true) {
+    if (clipSkip !== 1 && value === undefined) {
+      throw new InvalidOptionError(
+        "clipSkip",
+        `clipSkip ${clipSkip} has no effect on SDXL unless sdxlClipLSkip is true (A1111's "Clip skip SDXL" setting, sdxl_clip_l_skip); set it true to apply clip skip to text_encoder (CLIP-L), false to have it ignored as A1111 does, or leave clipSkip at 1`,
+      );
+    }
+    return undefined;
+  }
+  if (unavailable) throw new InvalidOptionError("sdxlClipLSkip", `sdxlClipLSkip is not supported here: ${unavailable}`);
+  return clipSkip;
+}
+
+/**
+ * A1111's empty negative prompt on SDXL: `sd_models_xl.get_learned_conditioning` zeros the text
+ * embeddings (crossattn and the pooled part of `vector`) of a negative prompt whose schedule texts
+ * are all empty (`force_zero_embeddings=['txt']`), keeping the size embeddings. Per image: 1 when
+ * its negative prompt (and its `negativePrompt2`, which A1111 does not have) reads as "" at every step.
+ */
+export function a1111ZeroUncondRows(negativePrompts: readonly string[], negativePrompts2: readonly string[], steps: number): Uint8Array {
+  const empty = (text: string) => promptSchedule(text, steps).every(([, t]) => t === "");
+  return Uint8Array.from(negativePrompts, (text, row) => (empty(text) && empty(negativePrompts2[row]!) ? 1 : 0));
 }
 
 /** Pads the side with fewer chunks to the other's count (A1111's empty chunk, each with its own tokenizer). */

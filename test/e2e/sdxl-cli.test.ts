@@ -70,6 +70,23 @@ describe("sd-trt generate on an SDXL model", () => {
     expect(await readdir(dir)).toEqual([]);
   });
 
+  test("--clip-skip on SDXL takes --sdxl-clip-l-skip (A1111's sdxl_clip_l_skip); alone it is refused naming the flag", async () => {
+    const dir = join(scratch, "clip-skip");
+    await mkdir(dir);
+    const base = ["generate", "--model", TINY_SDXL_DIR, "--backend", "cpu", "--prompt", "a castle", "--steps", "1", "--seed", "2", "--quiet"];
+    const defaultSkip = await runCommand(generate, [...base, "--clip-skip", "1", "--out", join(dir, "default.png")]);
+    expect(defaultSkip.code).toBe(0); // clip skip 1 is the default, accepted without the flag
+    const alone = await runCommand(generate, [...base, "--clip-skip", "2", "--out", join(dir, "refused.png")]);
+    expect(alone.code).not.toBe(0);
+    expect(alone.stderr).toMatch(/--clip-skip: clipSkip 2 has no effect on SDXL unless sdxlClipLSkip is true/);
+    const skipped = await runCommand(generate, [...base, "--clip-skip", "1", "--sdxl-clip-l-skip", "--latents-out", join(dir, "skip1.npy"), "--out", join(dir, "skip1.png")]);
+    const plain = await runCommand(generate, [...base, "--latents-out", join(dir, "plain.npy"), "--out", join(dir, "plain.png")]);
+    expect([skipped.code, plain.code]).toEqual([0, 0]);
+    const [a, b] = await Promise.all([readFile(join(dir, "skip1.npy")), readFile(join(dir, "plain.npy"))]);
+    expect(a.equals(b)).toBe(false);
+    expect((await readdir(dir)).sort()).toEqual(["default.png", "plain.npy", "plain.png", "skip1.npy", "skip1.png"]);
+  });
+
   test("a malformed --original-size names the flag and writes nothing", async () => {
     const dir = join(scratch, "bad");
     await mkdir(dir);

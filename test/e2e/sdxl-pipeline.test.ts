@@ -88,8 +88,26 @@ describe("SDXL options", () => {
     await expect(pipe.generate(options)).rejects.toMatchObject({ option: "hires", message: expect.stringMatching(/hires fix with the refiner is not supported yet/) });
   });
 
-  test("prompt editing is refused on SDXL models, naming the prompt", async () => {
-    await expect(pipe.generate({ prompt: "a [cat:dog:0.5]", steps: 2, seed: 1 })).rejects.toThrow(/prompt editing .* not supported with SDXL/);
+  test("prompt editing with hires fix is refused, naming hires (text_encoder_2's second-pass schedules are not rebuilt)", async () => {
+    const options = { prompt: "a [cat:dog:2] on a roof", steps: 4, scheduler: "k_euler", seeds: [1], hires: { scale: 1.5 } };
+    await expect(pipe.generate(options)).rejects.toMatchObject({ option: "hires", message: expect.stringMatching(/prompt editing and alternation .* with hires fix are not supported with SDXL models yet/) });
+  });
+
+  test("prompt editing switches the conditioning per step: the first text's steps, then another run", async () => {
+    // [cat:dog:2] at 4 steps: evaluations 0-2 take "a cat …", evaluation 3 "a dog …" (both the
+    // embeddings and the pooled text_embeds; per-step values: a1111-sdxl-conditioning.test.ts).
+    const run = async (prompt: string) => {
+      const seen: Float32Array[] = [];
+      await pipe.generate({ prompt, negativePrompt: "blurry", steps: 4, seed: 3, guidance: 5, width: 64, height: 64, onLatents: (i, x) => (seen[i] = x.slice()) });
+      return seen;
+    };
+    const edited = await run("a [cat:dog:2] in the snow");
+    const cat = await run("a cat in the snow");
+    const dog = await run("a dog in the snow");
+    for (let i = 1; i <= 3; i++) expect(latentError(edited[i]!, Array.from(cat[i]!))).toBeLessThan(1e-6);
+    // The last step changes a little on this tiny model, far above float noise (the steps above agree to 1e-6).
+    expect(latentError(edited[4]!, Array.from(cat[4]!))).toBeGreaterThan(1e-5);
+    expect(latentError(edited[4]!, Array.from(dog[4]!))).toBeGreaterThan(1e-5);
   });
 });
 

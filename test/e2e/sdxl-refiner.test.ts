@@ -70,6 +70,16 @@ describe("SDXL base + refiner matches diffusers' two pipelines", () => {
     await expect(pipe.generate({ prompt: "x", steps: 4, seed: 1, refiner: { switchAt: 0.1 } })).rejects.toThrow(/refiner\.switchAt 0\.1 puts all 4 steps on the refiner \(timestep cutoff 900\)/);
   });
 
+  test("prompt editing with a refiner is refused, naming the refiner (its evaluations are counted from its own start)", async () => {
+    await expect(pipe.generate({ prompt: "a [cat:dog:2]", steps: 4, seed: 1, refiner: { switchAt: 0.5 } })).rejects.toThrow(/prompt editing .* not supported with a refiner yet/);
+  });
+
+  test("textual-inversion embeddings with a refiner are refused at load", async () => {
+    await expect(Pipeline.load(TINY_SDXL_DIR, { backend: "cpu", refiner: REFINER_DIR, embeddingsDir: new URL("../fixtures/a1111/sdxl-conditioning/embeddings", import.meta.url).pathname })).rejects.toThrow(
+      /embeddingsDir\) are not supported with a refiner yet/,
+    );
+  });
+
   test("a scheduler with two evaluations per step is refused for the split", async () => {
     await expect(pipe.generate({ prompt: "x", steps: 4, seed: 1, scheduler: "heun", refiner: { switchAt: 0.5 } })).rejects.toThrow(/one model evaluation per step; heun makes/);
   });

@@ -6,6 +6,7 @@
  * (`force_zero_negative_prompt`, sd_models_xl.py) as diffusers' force_zeros_for_empty_prompt does.
  * And PipelineService merging two SDXL requests into one batch, each still its own diffusers result.
  */
+import { createHash } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, test } from "@jest/globals";
 import sharp from "sharp";
 import { Pipeline } from "../../lib/pipeline/pipeline.js";
@@ -74,5 +75,31 @@ describe("the service on an SDXL model", () => {
     } finally {
       await service.close();
     }
+  });
+});
+
+describe("clip skip through the A1111 API on SDXL", () => {
+  const txt2img = async (override: Record<string, unknown>) => {
+    const body = { prompt: "a castle BREAK dramatic sky", seed: 3, steps: 2, cfg_scale: 5, width: 64, height: 64, sampler_name: "euler", override_settings: { randn_source: "CPU", ...override } };
+    const response = await fetch(`${url}/sdapi/v1/txt2img`, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+    const json = (await response.json()) as { images: string[]; info: string };
+    expect(response.status).toBe(200);
+    // The pixels (the PNG's text chunk holds the infotext, which differs by the clip skip field).
+    const pixels = await sharp(Buffer.from(json.images[0]!, "base64")).raw().toBuffer();
+    return { image: createHash("sha256").update(pixels).digest("hex"), infotext: (JSON.parse(json.info) as { infotexts: string[] }).infotexts[0]! };
+  };
+
+  test("CLIP_stop_at_last_layers alone changes nothing on SDXL (A1111 ignores it without sdxl_clip_l_skip) but is in the infotext", async () => {
+    const plain = await txt2img({});
+    const skipped = await txt2img({ CLIP_stop_at_last_layers: 3 });
+    expect(skipped.image).toBe(plain.image);
+    expect(skipped.infotext).toContain("Clip skip: 3");
+  });
+
+  test("with sdxl_clip_l_skip it reaches CLIP-L: clip skip 2 is SDXL's default layer, 1 and 3 are others", async () => {
+    const plain = await txt2img({});
+    expect((await txt2img({ sdxl_clip_l_skip: true, CLIP_stop_at_last_layers: 2 })).image).toBe(plain.image);
+    expect((await txt2img({ sdxl_clip_l_skip: true, CLIP_stop_at_last_layers: 1 })).image).not.toBe(plain.image);
+    expect((await txt2img({ sdxl_clip_l_skip: true, CLIP_stop_at_last_layers: 3 })).image).not.toBe(plain.image);
   });
 });

@@ -110,4 +110,21 @@ describeTensorRt("SDXL on TensorRT engines of the tiny SDXL", () => {
     expect(error).toBeInstanceOf(InvalidOptionError);
     expect((error as Error).message).toMatch(/width must be a multiple of \d+ from 64 to 96 for this model, got 128/);
   });
+
+  // A1111's SDXL features that run on the CPU backend only (issue 13): each refused before any model runs, naming the option.
+  test("prompt editing, clip skip on CLIP-L and SDXL embeddings are refused by name; an empty negative prompt matches the CPU backend", async () => {
+    const refusal = (options: Parameters<Pipeline["generate"]>[0]) => trt.generate({ width: 64, height: 64, steps: 2, seed: 1, ...options }).catch((e: unknown) => e);
+    const editing = await refusal({ prompt: "a [cat:dog:1]" });
+    expect(editing).toBeInstanceOf(InvalidOptionError);
+    expect(editing).toMatchObject({ option: "prompt", message: expect.stringMatching(/cannot switch them per step \(use the CPU backend\)/) });
+    const skip = await refusal({ prompt: "a cat", sdxlClipLSkip: true, clipSkip: 2 });
+    expect(skip).toMatchObject({ option: "sdxlClipLSkip", message: expect.stringMatching(/penultimate hidden state only/) });
+    const embeddings = await Pipeline.load(TINY_SDXL_DIR, { backend: "tensorrt", engines, embeddingsDir: new URL("../fixtures/a1111/sdxl-conditioning/embeddings", import.meta.url).pathname }).catch((e: unknown) => e);
+    expect(embeddings).toMatchObject({ option: "embeddingsDir", message: expect.stringMatching(/on SDXL runs on the CPU backend only/) });
+    // A1111's zeros for an explicit empty negative prompt (zeroUncondRows) on the engines.
+    const options = { prompt: ["a lighthouse", "a lighthouse"], negativePrompt: ["", "blurry"], width: 64, height: 64, steps: 3, seed: 4, guidance: 5, returnLatents: true };
+    const a = await cpu.generate(options);
+    const b = await trt.generate(options);
+    expect(relativeError(b.latents!, a.latents!)).toBeLessThan(3e-2);
+  });
 });

@@ -107,6 +107,8 @@ interface Session<Io> {
   handle: number;
   file: ModelFile;
   io: Io;
+  /** Inputs an edited graph needs besides its ids when it is probed for an output's size (zero textual-inversion vectors). */
+  probeFeeds?: Record<string, HostTensor>;
 }
 
 /** An SDXL model's second encoder and the sizes that tie the three graphs together (checked at load). */
@@ -199,10 +201,16 @@ export class CpuBackend implements Backend {
       canObserveLatents: true,
       fractionalTimesteps: unet.timestepType === "float32" || unet.timestepType === "float64",
       maxPromptChunks: CPU_MAX_PROMPT_CHUNKS,
-      maxClipSkip: textEncoderFeeds.layers,
-      ...(textEncoderFeeds.tokenVectors ? { tokenVectorWidth: hiddenSize } : {}),
+      maxClipSkip: textEncoderFeeds.sdxlHiddenStates ?? textEncoderFeeds.layers,
+      // SDXL: text_encoder takes the clip_l vectors, text_encoder_2 the clip_g ones.
+      ...(textEncoderFeeds.tokenVectors ? (sessions.sdxl ? { tokenVectorWidth: sessions.sdxl.hiddenSizes[0], tokenVectorWidth2: sessions.sdxl.hiddenSizes[1] } : { tokenVectorWidth: hiddenSize }) : {}),
     };
-    if (textEncoderFeeds.unavailable) this.limits.clipSkipUnavailable = textEncoderFeeds.unavailable;
+    if (sessions.sdxl) {
+      // A refiner has no CLIP-L to skip layers of.
+      if (textEncoderFeeds.sdxlHiddenStates === undefined) this.limits.sdxlClipLSkipUnavailable = "this model has no text_encoder (CLIP-L)";
+    } else if (textEncoderFeeds.unavailable) {
+      this.limits.clipSkipUnavailable = textEncoderFeeds.unavailable;
+    }
   }
 
   /**
@@ -222,20 +230,27 @@ export class CpuBackend implements Backend {
       const editing = sdxlFolder ? undefined : editTextEncoderGraph(folder.textEncoder, options);
       editing?.catch(() => undefined); // awaited below; a failure is reported there
       // A refiner's only encoder is text_encoder_2 (folder.textEncoder is then that file).
-      const sdxlTextEncoder = sdxlFolder ? await openSession(host, folder.textEncoder, (sig, f) => describeSdxlTextEncoder(sig, f, sdxlFolder.secondEncoderOnly), options) : undefined;
+      const sdxlTextEncoder = sdxlFolder ? await openSdxlTextEncoder(host, folder.textEncoder, sdxlFolder.secondEncoderOnly, options) : undefined;
       const unet = await openSession(host, folder.unet, describeUnet, options);
       const vaeDecoder = await openSession(host, folder.vaeDecoder, describeVaeDecoder, options);
       const sessionOptions: SessionOptions = options.intraOpThreads ? { intraOpThreads: options.intraOpThreads } : {};
       if (sdxlFolder && sdxlTextEncoder) {
         const textEncoder = sdxlTextEncoder;
-        const textEncoder2 = sdxlFolder.secondEncoderOnly ? textEncoder : await openSession(host, sdxlFolder.textEncoder2, (sig, f) => describeSdxlTextEncoder(sig, f, true), options);
+        const textEncoder2 = sdxlFolder.secondEncoderOnly ? textEncoder : await openSdxlTextEncoder(host, sdxlFolder.textEncoder2, true, options);
         const sdxl = await sdxlSessions(host, folder, textEncoder, textEncoder2, unet);
         const hidden = sdxl.hiddenSizes[0] + sdxl.hiddenSizes[1];
-        if (options.tokenVocabularySize !== undefined) throw new ModelFileError(folder.dir, `textual-inversion embeddings are not supported for SDXL models (two text encoders) yet: load ${folder.dir} without embeddingsDir`);
-        const noEdit: TextEncoderFeeds = { layers: 1, unavailable: "clip skip is not supported for SDXL's two text encoders yet" };
+        if (options.tokenVocabularySize !== undefined && sdxlFolder.secondEncoderOnly) {
+          throw new ModelFileError(folder.dir, `textual-inversion embeddings are not supported for an SDXL refiner (text_encoder_2 alone) yet: load ${folder.dir} without embeddingsDir`);
+        }
+        // SDXL's encoders are not edited: text_encoder returns every hidden state, and A1111's clip
+        // skip on CLIP-L (sdxlClipLSkip) picks one of them (`#sdxlJob`).
+        const noEdit: TextEncoderFeeds = { layers: 1, unavailable: "SDXL's text encoders are not edited" };
+        if (!sdxlFolder.secondEncoderOnly) noEdit.sdxlHiddenStates = penultimateIndex(textEncoder.io) + 2;
+        if (options.tokenVocabularySize !== undefined) noEdit.tokenVectors = true;
         const backend = new CpuBackend(folder, host, { textEncoder, unet, vaeDecoder, sdxl }, hidden, options.memoryLimit ?? defaultMemoryLimit(), sessionOptions, noEdit);
         backend.#baseFolder = located;
         backend.#loraCacheDir = options.loraCacheDir;
+        if (options.tokenVocabularySize !== undefined) backend.#tokenVocabularySize = options.tokenVocabularySize;
         return backend;
       }
       if (unet.io.addedConditioning) {
@@ -296,16 +311,18 @@ export class CpuBackend implements Backend {
       let textEncoder2Session: Session<SdxlTextEncoderIo> | undefined;
       let unet: Awaited<ReturnType<OrtHost["load"]>>;
       try {
-        const textEncoder = await this.#host.load(folder.textEncoder.path, this.#sessionOptions);
+        const vocabulary = this.#tokenVocabularySize !== undefined ? { tokenVocabularySize: this.#tokenVocabularySize } : {};
+        // SDXL's encoders (textual inversion edits them too) are opened as at load.
+        const textEncoder = sdxl ? await openSdxlTextEncoder(this.#host, folder.textEncoder, !separateEncoder2, { ...this.#sessionOptions, ...vocabulary }) : await this.#host.load(folder.textEncoder.path, this.#sessionOptions);
         textEncoderSession = { ...this.#textEncoder, handle: textEncoder.handle, file: folder.textEncoder };
         loaded.push(textEncoderSession);
         // The merged text encoder gets the same edit as the model's own (clip skip, textual inversion).
-        if (!this.#textEncoderFeeds.unavailable) {
-          await editedTextEncoder(this.#host, textEncoderSession, { ...this.#sessionOptions, ...(this.#tokenVocabularySize !== undefined ? { tokenVocabularySize: this.#tokenVocabularySize } : {}) });
+        if (!sdxl && !this.#textEncoderFeeds.unavailable) {
+          await editedTextEncoder(this.#host, textEncoderSession, { ...this.#sessionOptions, ...vocabulary });
         }
         if (sdxl && separateEncoder2) {
           const file = folder.sdxl!.textEncoder2;
-          textEncoder2Session = { ...sdxl.textEncoder2, handle: (await this.#host.load(file.path, this.#sessionOptions)).handle, file };
+          textEncoder2Session = { ...sdxl.textEncoder2, handle: (await openSdxlTextEncoder(this.#host, file, true, { ...this.#sessionOptions, ...vocabulary })).handle, file };
           loaded.push(textEncoder2Session);
         }
         unet = await this.#host.load(folder.unet.path, this.#sessionOptions);
@@ -376,7 +393,7 @@ export class CpuBackend implements Backend {
       const te = this.#textEncoder;
       const vae = this.#vaeDecoder;
       const request: GenerateJob = {
-        textEncoder: this.#textEncoderCall(job.clipSkip ?? 1, job.tokenVectors),
+        textEncoder: this.#sdxl ? this.#sdxlFirstEncoderCall(job.sdxl?.clipLSkip, job.tokenVectors) : this.#textEncoderCall(job.clipSkip ?? 1, job.tokenVectors),
         cond,
         uncond,
         emphasis: job.emphasis,
@@ -445,12 +462,14 @@ export class CpuBackend implements Backend {
     for (const [name, ids] of [["timeIds", x.timeIds], ["negativeTimeIds", x.negativeTimeIds]] as const) {
       if (ids.length !== batch * model.timeIdsSize) throw new InvalidArgumentError(`generate: sdxl.${name} must be [${batch}, ${model.timeIdsSize}], got ${ids.length} values`);
     }
+    if (x.zeroUncondRows && x.zeroUncondRows.length !== batch) throw new InvalidArgumentError(`generate: sdxl.zeroUncondRows must have one flag per image (${batch}), got ${x.zeroUncondRows.length}`);
     const added = this.#unet.io.addedConditioning!;
     return {
-      textEncoder2: { handle: te2.handle, idsName: te2.io.idsName, hiddenName: te2.io.hiddenName, pooledName: te2.io.pooledName! },
+      textEncoder2: { handle: te2.handle, idsName: te2.io.idsName, hiddenName: te2.io.hiddenName, pooledName: te2.io.pooledName!, ...this.#sdxlVectorsFeed(x.tokenVectors2, model.hiddenSizes[1]) },
       cond2,
       uncond2,
       zeroUncond: x.zeroUncond,
+      ...(x.zeroUncondRows && uncond2 ? { zeroUncondRows: x.zeroUncondRows } : {}),
       hiddenSizes: model.hiddenSizes,
       pooledSize: model.pooledSize,
       timeIds: x.timeIds,
@@ -478,6 +497,42 @@ export class CpuBackend implements Backend {
     });
   }
 
+  encodeSdxlTexts(
+    first: PromptBatch,
+    second: PromptBatch,
+    emphasis: Emphasis,
+    options: { clipLSkip?: number; zeroTexts?: Uint8Array; tokenVectors?: Float32Array; tokenVectors2?: Float32Array } = {},
+  ): Promise<{ shape: [number, number, number]; values: Float32Array; pooled: Float32Array }> {
+    const sdxl = this.#sdxl;
+    if (!sdxl) return Promise.reject(new InvalidOptionError("model", "encodeSdxlTexts needs an SDXL model (text_encoder_2)"));
+    return this.#life.exclusive(async () => {
+      const texts = first.prompts;
+      if (second.prompts !== texts || second.chunks !== first.chunks) {
+        throw new InvalidArgumentError(`encodeSdxlTexts: both prompt lists must hold the same texts (${texts} and ${second.prompts} texts, ${first.chunks} and ${second.chunks} chunks)`);
+      }
+      if (options.zeroTexts && options.zeroTexts.length !== texts) throw new InvalidArgumentError(`encodeSdxlTexts: zeroTexts needs one flag per text (${texts})`);
+      // Every text once: the rows are the texts themselves.
+      const allTexts = (p: PromptBatch): PromptBatch => ({ ...p, rowOf: Int32Array.from({ length: texts }, (_, i) => i) });
+      const te = this.#textEncoder;
+      const te2 = sdxl.textEncoder2;
+      const { embeddings, pooled, ms } = await this.#host.encode(te.file, {
+        textEncoder: this.#sdxlFirstEncoderCall(options.clipLSkip, options.tokenVectors),
+        prompts: promptRows(te.io, allTexts(first)),
+        emphasis,
+        hiddenSize: this.hiddenSize,
+        sdxl: {
+          textEncoder2: { handle: te2.handle, idsName: te2.io.idsName, hiddenName: te2.io.hiddenName, pooledName: te2.io.pooledName!, ...this.#sdxlVectorsFeed(options.tokenVectors2, sdxl.hiddenSizes[1]) },
+          prompts2: promptRows(te2.io, allTexts(second)),
+          hiddenSizes: sdxl.hiddenSizes,
+          pooledSize: sdxl.pooledSize,
+          ...(options.zeroTexts ? { zeroTexts: options.zeroTexts } : {}),
+        },
+      });
+      this.#add("textEncoder", 2, 2 * texts * first.chunks, ms);
+      return { shape: [texts, first.chunks * TOKENS, this.hiddenSize], values: embeddings, pooled: pooled! };
+    });
+  }
+
   /**
    * The text encoder's session with its extra feeds: `clipSkip` (validated against
    * `limits.maxClipSkip` by the pipeline) and the textual-inversion vectors (one zero row when
@@ -500,6 +555,32 @@ export class CpuBackend implements Backend {
       call.extraFeeds[EXTRA_VECTORS_INPUT] = { type: "float32", dims: [vectors.length / this.hiddenSize, this.hiddenSize], data: vectors };
     }
     return call;
+  }
+
+  /**
+   * SDXL's text_encoder call: its penultimate hidden state, or with A1111's clip skip on CLIP-L
+   * (`clipLSkip`) `hidden_states[-clipLSkip]` of its N + 1 hidden states.
+   */
+  #sdxlFirstEncoderCall(clipLSkip: number | undefined, tokenVectors: Float32Array | undefined): TextEncoderCall {
+    const te = this.#textEncoder;
+    const call: TextEncoderCall = { handle: te.handle, idsName: te.io.idsName, hiddenName: te.io.hiddenName, ...this.#sdxlVectorsFeed(tokenVectors, this.#sdxl!.hiddenSizes[0] || this.#sdxl!.hiddenSizes[1]) };
+    if (clipLSkip === undefined) return call;
+    const states = this.#textEncoderFeeds.sdxlHiddenStates;
+    if (states === undefined || !Number.isInteger(clipLSkip) || clipLSkip < 1 || clipLSkip > states) {
+      throw new InvalidArgumentError(`sdxl.clipLSkip ${clipLSkip} is beyond this text_encoder's ${states ?? 0} hidden states`);
+    }
+    return { ...call, hiddenName: `hidden_states.${states - clipLSkip}` };
+  }
+
+  /** SDXL textual inversion: an encoder's `extra_token_vectors` feed ([rows, width]; one zero row when there are none), when its graph takes it. */
+  #sdxlVectorsFeed(vectors: Float32Array | undefined, width: number): Pick<TextEncoderCall, "extraFeeds"> {
+    if (!this.#textEncoderFeeds.tokenVectors) {
+      if (vectors) throw new InvalidArgumentError("tokenVectors needs an SDXL model loaded with tokenVocabularySize");
+      return {};
+    }
+    if (vectors && vectors.length % width !== 0) throw new InvalidArgumentError(`tokenVectors must hold whole rows of ${width} values, got ${vectors.length}`);
+    const data = vectors && vectors.length > 0 ? vectors : new Float32Array(width);
+    return { extraFeeds: { [EXTRA_VECTORS_INPUT]: { type: "float32", dims: [data.length / width, width], data } } };
   }
 
   /** The UNet batch for `batch` images (doubled when one call takes both halves of classifier-free guidance), checked against a batch fixed at export. */
@@ -582,7 +663,7 @@ function checkedPromptBatch(p: PromptBatch, batch: number, name: string): Prompt
 async function outputSize(host: OrtHost, session: Session<TextEncoderIo>, output: string, axis: number, declared: number | undefined): Promise<number> {
   if (declared !== undefined) return declared;
   const { io, handle, file } = session;
-  const probe = await host.run(handle, file.name, { [io.idsName]: idsTensor(io, new Int32Array(TOKENS), 1) }, [output]);
+  const probe = await host.run(handle, file.name, { ...session.probeFeeds, [io.idsName]: idsTensor(io, new Int32Array(TOKENS), 1) }, [output]);
   return probe.outputs[output]!.dims[axis]!;
 }
 
@@ -655,6 +736,49 @@ interface TextEncoderFeeds {
   layers: number;
   tokenVectors?: boolean;
   unavailable?: string;
+  /** SDXL (not edited): how many hidden states text_encoder returns (`hidden_states.0…N`: N + 1), what A1111's clip skip on CLIP-L indexes from the end. */
+  sdxlHiddenStates?: number;
+}
+
+/** N − 1 of an SDXL text encoder's penultimate output `hidden_states.{N−1}` (describeSdxlTextEncoder). */
+function penultimateIndex(io: TextEncoderIo): number {
+  const index = /^hidden_states\.(\d+)$/.exec(io.hiddenName);
+  if (!index) throw new InternalError(`an SDXL text encoder's conditioning output is ${io.hiddenName}, not hidden_states.N`);
+  return Number(index[1]);
+}
+
+/**
+ * An SDXL text encoder's session. With `tokenVocabularySize` its graph is edited to take
+ * textual-inversion vectors (lib/onnx/text-encoder-edit.ts, without the clip_skip input: SDXL's
+ * clip skip picks among the hidden states it returns); the edit finds the layers from its
+ * `last_hidden_state` output.
+ */
+async function openSdxlTextEncoder(host: OrtHost, file: ModelFile, pooled: boolean, options: CpuBackendOptions): Promise<Session<SdxlTextEncoderIo>> {
+  const vocabSize = options.tokenVocabularySize;
+  if (vocabSize === undefined) return openSession(host, file, (sig, f) => describeSdxlTextEncoder(sig, f, pooled), options);
+  const model = await readInlined(file);
+  const io = describeSdxlTextEncoder(onnxSignature(model), file.path, pooled);
+  if (!model.io().outputs.some((o) => o.name === "last_hidden_state")) {
+    throw new ModelFileError(file.path, `${file.path} has no last_hidden_state output, which textual inversion needs to find the encoder's layers; load the model without embeddingsDir`);
+  }
+  editTextEncoder(model, { idsName: io.idsName, hiddenName: "last_hidden_state", vocabSize, clipSkip: false });
+  const width = model.io().inputs.find((i) => i.name === EXTRA_VECTORS_INPUT)!.shape[1] as number;
+  const { handle } = await host.load(file.path, options, model.encode());
+  return { handle, file, io, probeFeeds: { [EXTRA_VECTORS_INPUT]: { type: "float32", dims: [1, width], data: new Float32Array(width) } } };
+}
+
+/** A graph read with our codec, its external data inlined (ONNX Runtime resolves it next to a file, not for a model given as bytes). */
+async function readInlined(file: ModelFile): Promise<OnnxModel> {
+  const model = await OnnxModel.read(file.path);
+  if (model.externalDataFiles().length > 0) {
+    const reader = new ExternalDataReader();
+    try {
+      for (const t of model.tensors()) await inlineExternal(t, model, reader);
+    } finally {
+      await reader.close();
+    }
+  }
+  return model;
 }
 
 /**
@@ -679,17 +803,8 @@ async function editedTextEncoder(host: OrtHost, session: Session<TextEncoderIo>,
  */
 async function editTextEncoderGraph(file: ModelFile, options: CpuBackendOptions): Promise<{ io: TextEncoderIo; bytes?: Uint8Array; feeds: TextEncoderFeeds }> {
   const vocabSize = options.tokenVocabularySize;
-  const model = await OnnxModel.read(file.path);
+  const model = await readInlined(file);
   const io = describeTextEncoder(onnxSignature(model), file.path);
-  // ONNX Runtime resolves external data next to a file, not for a model given as bytes: inline it.
-  if (model.externalDataFiles().length > 0) {
-    const reader = new ExternalDataReader();
-    try {
-      for (const t of model.tensors()) await inlineExternal(t, model, reader);
-    } finally {
-      await reader.close();
-    }
-  }
   let layers: number;
   try {
     layers = editTextEncoder(model, { idsName: io.idsName, hiddenName: io.hiddenName, ...(vocabSize !== undefined ? { vocabSize } : {}) }).layout.layers;

@@ -50,6 +50,11 @@ export interface CpuDenoiseHooks {
    */
   contextAt?: (evalIndex: number) => Float32Array;
   /**
+   * SDXL prompt editing: the pooled text_embeds of evaluation `evalIndex` (laid out as
+   * `job.added.textEmbeds`), asked with `contextAt`; the same array while the conditioning holds.
+   */
+  textEmbedsAt?: (evalIndex: number) => Float32Array;
+  /**
    * Where the noise draws come from when they arrive during the loop (the CPU backend draws them
    * on the main thread meanwhile); `job.noise` must then be empty. Each draw is asked for after
    * the UNet call of its evaluation, so it has had that call's time to arrive.
@@ -192,6 +197,18 @@ export async function runCpuDenoise(job: CpuDenoiseJob, runUnet: UnetRunner, hoo
       feeds[io.contextName]!.data = parts[i]!;
     });
   };
+  let currentTextEmbeds = added?.textEmbeds;
+  /** Points the text_embeds feeds at another pooled conditioning of the same shape (SDXL prompt editing). */
+  const useTextEmbeds = (next: Float32Array): void => {
+    if (next === currentTextEmbeds || !added) return;
+    if (next.length !== added.textEmbeds.length) throw new InvalidArgumentError(`denoise: textEmbedsAt returned ${next.length} values, expected ${added.textEmbeds.length}`);
+    currentTextEmbeds = next;
+    const size = added.textEmbedsSize;
+    calls.forEach((feeds, i) => {
+      const firstRow = together ? 0 : i * batch;
+      feeds[added.textEmbedsName]!.data = next.subarray(firstRow * size, (firstRow + callBatch) * size);
+    });
+  };
   const joined = new Float32Array(together ? 0 : 2 * half);
   const checkedOutput = (out: Float32Array): Float32Array => {
     if (out.length !== callBatch * perImage) {
@@ -218,6 +235,7 @@ export async function runCpuDenoise(job: CpuDenoiseJob, runUnet: UnetRunner, hoo
     }
     setTimestep(io, timestep, t);
     if (hooks.contextAt) useContext(hooks.contextAt(j));
+    if (hooks.textEmbedsAt) useTextEmbeds(hooks.textEmbedsAt(j));
     let output: Float32Array;
     if (calls.length === 1) {
       output = checkedOutput(await runUnet(calls[0]!));

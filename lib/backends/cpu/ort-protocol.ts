@@ -70,6 +70,12 @@ export interface EncodeJob {
   prompts: PromptRows;
   emphasis: Emphasis;
   hiddenSize: number;
+  /**
+   * SDXL: the second encoder on `prompts2` (text t of both lists is the same text); the answer then
+   * holds every TEXT's joined states [texts, 77 · chunks, h1 + h2] and `pooled` [texts, P], with
+   * the texts flagged in `zeroTexts` zeros (A1111's empty negative prompt).
+   */
+  sdxl?: Pick<SdxlGenerateJob, "textEncoder2" | "hiddenSizes" | "pooledSize"> & { prompts2: PromptRows; zeroTexts?: Uint8Array };
 }
 
 /** One prompt list: each distinct prompt's chunks once, and which prompt each batch row takes. */
@@ -112,11 +118,13 @@ export interface GenerateJob {
 
 /** The SDXL part of a `generate` (see `SdxlConditioning` in backends/backend.ts and `sdxl-conditioning.ts`). */
 export interface SdxlGenerateJob {
-  textEncoder2: { handle: number; idsName: string; hiddenName: string; pooledName: string };
+  textEncoder2: { handle: number; idsName: string; hiddenName: string; pooledName: string; extraFeeds?: Record<string, HostTensor> };
   cond2: PromptRows;
   /** Null with `zeroUncond` or without guidance. */
   uncond2: PromptRows | null;
   zeroUncond: boolean;
+  /** A1111's empty negative prompts: the uncond rows to zero (`SdxlConditioning.zeroUncondRows`). */
+  zeroUncondRows?: Uint8Array;
   /** Hidden sizes of text_encoder and text_encoder_2; their sum is the UNet's context size. */
   hiddenSizes: [number, number];
   /** Size of text_encoder_2's pooled `text_embeds`. */
@@ -187,8 +195,10 @@ export interface DecodeValue {
 }
 
 export interface EncodeValue {
-  /** [rows, 77 · chunks, hidden]. */
+  /** [rows, 77 · chunks, hidden] (SDXL: [texts, 77 · chunks, h1 + h2]). */
   embeddings: Float32Array;
+  /** SDXL: each text's pooled text_embeds [texts, P]. */
+  pooled?: Float32Array;
   ms: number;
 }
 

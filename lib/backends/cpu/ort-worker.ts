@@ -20,12 +20,13 @@ import { decodedToRgb } from "../../image/pixels.js";
 import { divideFloat32 } from "../../sampler/latents.js";
 import { applyEmphasis } from "../../prompt/emphasis.js";
 import { textsAt } from "../../prompt/schedule.js";
-import { runCpuDenoise, TOKENS, type CpuDenoiseJob } from "./denoise-loop.js";
-import { joinEncoderStates, pooledOfRows, uncondThenCond } from "../sdxl-conditioning.js";
+import { runCpuDenoise, TOKENS, type CpuDenoiseHooks, type CpuDenoiseJob } from "./denoise-loop.js";
+import { joinEncoderStates, pooledOfRows, uncondThenCond, zeroRows } from "../sdxl-conditioning.js";
 import type {
   AddedFeeds,
   DecodeValue,
   DenoiseValue,
+  EncodeJob,
   EncodeValue,
   FinalReply,
   GenerateJob,
@@ -177,7 +178,7 @@ async function denoise(
   stop: Int32Array,
   onStep: ((step: number, x: Float32Array) => void) | undefined,
   calls: ModelCalls,
-  contextAt?: (evalIndex: number) => Float32Array,
+  switching?: Pick<CpuDenoiseHooks, "contextAt" | "textEmbedsAt">,
   noise?: NoiseInbox,
 ): Promise<Float32Array | null> {
   try {
@@ -192,7 +193,7 @@ async function denoise(
       {
         stopRequested: () => Atomics.load(stop, 0) !== 0,
         ...(onStep ? { onStep } : {}),
-        ...(contextAt ? { contextAt } : {}),
+        ...switching,
         ...(noise ? { noise: (k: number) => noise.take(k) } : {}),
       },
     );
@@ -291,37 +292,75 @@ async function encodeTextsPooled(
 
 /**
  * SDXL: both encoders on both prompt lists, joined as diffusers joins them (sdxl-conditioning.ts):
- * the UNet's encoder_hidden_states, text_embeds and time_ids, [uncond; cond] with guidance.
+ * the UNet's encoder_hidden_states, text_embeds and time_ids, [uncond; cond] with guidance. Every
+ * text is encoded once; `at(evalIndex)` joins each row's texts of that evaluation (prompt editing
+ * switches both the embeddings and the pooled text_embeds, as A1111's dict conds do), the same
+ * arrays while the texts hold.
  */
-async function sdxlConditioning(job: GenerateJob, sdxl: SdxlGenerateJob, calls: ModelCalls): Promise<{ context: Float32Array; added: AddedFeeds }> {
+async function sdxlConditioning(
+  job: GenerateJob,
+  sdxl: SdxlGenerateJob,
+  calls: ModelCalls,
+): Promise<{ at: (evalIndex: number) => { context: Float32Array; textEmbeds: Float32Array }; added: Omit<AddedFeeds, "textEmbeds">; edited: boolean }> {
   const { batch } = job.denoise;
   const [h1, h2] = sdxl.hiddenSizes;
-  const side = async (first: PromptRows, second: PromptRows) => {
+  const encodeSide = async (first: PromptRows, second: PromptRows) => ({
     // h1 = 0: a refiner, conditioned on text_encoder_2 alone.
-    const e1 = h1 === 0 ? null : await encodeTextsPooled(job.textEncoder, job.emphasis, first, h1, calls);
-    const e2 = await encodeTextsPooled(sdxl.textEncoder2, job.emphasis, second, h2, calls);
-    return {
-      context: joinEncoderStates(e1 && { states: e1.states, hidden: h1, rowOf: first.rowOf }, { states: e2.states, hidden: h2, rowOf: second.rowOf }, second.chunks, batch),
-      pooled: pooledOfRows(e2.pooled!, sdxl.pooledSize, second.chunks, second.rowOf),
-    };
+    first,
+    second,
+    e1: h1 === 0 ? null : await encodeTextsPooled(job.textEncoder, job.emphasis, first, h1, calls),
+    e2: await encodeTextsPooled(sdxl.textEncoder2, job.emphasis, second, h2, calls),
+  });
+  type Side = Awaited<ReturnType<typeof encodeSide>>;
+  const joinAt = (side: Side, evalIndex: number, zero?: Uint8Array) => {
+    const rows1 = textsAt(side.first, evalIndex);
+    const rows2 = textsAt(side.second, evalIndex);
+    const context = joinEncoderStates(side.e1 && { states: side.e1.states, hidden: h1, rowOf: rows1 }, { states: side.e2.states, hidden: h2, rowOf: rows2 }, side.second.chunks, batch);
+    const pooled = pooledOfRows(side.e2.pooled!, sdxl.pooledSize, side.second.chunks, rows2);
+    if (zero) zeroRows(zero, context, pooled);
+    return { context, pooled, key: `${Array.from(rows1).join(",")}/${Array.from(rows2).join(",")}` };
   };
-  const cond = await side(job.cond, sdxl.cond2);
-  let uncond: { context: Float32Array; pooled: Float32Array } | null = null;
-  if (job.uncond) {
+  const cond = await encodeSide(job.cond, sdxl.cond2);
+  const uncond = job.uncond && !sdxl.zeroUncond ? await encodeSide(job.uncond, sdxl.uncond2!) : null;
+  const edited = [job.cond, sdxl.cond2, job.uncond, sdxl.uncond2].some((p) => p?.schedules !== undefined);
+  let key = "";
+  let current: { context: Float32Array; textEmbeds: Float32Array } = { context: new Float32Array(0), textEmbeds: new Float32Array(0) };
+  const at = (evalIndex: number) => {
+    const c = joinAt(cond, evalIndex);
     // force_zeros_for_empty_prompt: torch.zeros_like(prompt_embeds), zeros_like(pooled_prompt_embeds).
-    uncond = sdxl.zeroUncond ? { context: new Float32Array(cond.context.length), pooled: new Float32Array(cond.pooled.length) } : await side(job.uncond, sdxl.uncond2!);
-  }
+    const u = !job.uncond ? null : uncond ? joinAt(uncond, evalIndex, sdxl.zeroUncondRows) : { context: new Float32Array(c.context.length), pooled: new Float32Array(c.pooled.length), key: "0" };
+    const next = `${u?.key ?? ""}|${c.key}`;
+    if (next !== key) {
+      key = next;
+      current = { context: uncondThenCond(u?.context ?? null, c.context), textEmbeds: uncondThenCond(u?.pooled ?? null, c.pooled) };
+    }
+    return current;
+  };
   return {
-    context: uncondThenCond(uncond?.context ?? null, cond.context),
+    at,
+    edited,
     added: {
       textEmbedsName: sdxl.textEmbedsName,
       timeIdsName: sdxl.timeIdsName,
-      textEmbeds: uncondThenCond(uncond?.pooled ?? null, cond.pooled),
       timeIds: uncondThenCond(job.uncond ? sdxl.negativeTimeIds : null, sdxl.timeIds),
       textEmbedsSize: sdxl.pooledSize,
       timeIdsSize: sdxl.timeIdsSize,
     },
   };
+}
+
+/** `encode` on SDXL: every text through both encoders, joined per token, with its pooled embedding. */
+async function sdxlTexts(job: EncodeJob, sdxl: NonNullable<EncodeJob["sdxl"]>, calls: ModelCalls): Promise<{ embeddings: Float32Array; pooled: Float32Array }> {
+  const [h1, h2] = sdxl.hiddenSizes;
+  const { chunks } = job.prompts;
+  const texts = job.prompts.ids.dims[0]! / chunks;
+  const identity = Int32Array.from({ length: texts }, (_, i) => i);
+  const e1 = h1 === 0 ? null : await encodeTextsPooled(job.textEncoder, job.emphasis, job.prompts, h1, calls);
+  const e2 = await encodeTextsPooled(sdxl.textEncoder2, job.emphasis, sdxl.prompts2, h2, calls);
+  const embeddings = joinEncoderStates(e1 && { states: e1.states, hidden: h1, rowOf: identity }, { states: e2.states, hidden: h2, rowOf: identity }, chunks, texts);
+  const pooled = pooledOfRows(e2.pooled!, sdxl.pooledSize, chunks, identity);
+  if (sdxl.zeroTexts) zeroRows(sdxl.zeroTexts, embeddings, pooled);
+  return { embeddings, pooled };
 }
 
 /** Rows `rows` of a [*, size] array, in that order. */
@@ -343,14 +382,15 @@ async function generate(id: number, job: GenerateJob, stop: Int32Array, steps: S
     const condTokens = job.cond.chunks * TOKENS;
     const uncondTokens = job.uncond ? job.uncond.chunks * TOKENS : condTokens;
     if (job.sdxl) {
-      // SDXL: no prompt editing (the pipeline refuses it), so the conditioning is fixed for the loop.
-      const { context, added } = await sdxlConditioning(job, job.sdxl, calls.textEncoder);
+      const { at, added, edited } = await sdxlConditioning(job, job.sdxl, calls.textEncoder);
+      const { context, textEmbeds } = at(0);
       stageMs.textEncode = performance.now() - t;
       if (steps !== "none") port.postMessage({ id, stage: "text-encoded" } satisfies StageReply);
       if (Atomics.load(stop, 0) !== 0) return stopped();
       stage = "unet";
       t = performance.now();
-      const latents = await denoise(session(job.unet), { ...d, context, condTokens, uncondTokens, added }, stop, stepPoster(id, steps), calls.unet, undefined, noiseInbox(id));
+      const switching = edited ? { contextAt: (j: number) => at(j).context, textEmbedsAt: (j: number) => at(j).textEmbeds } : undefined;
+      const latents = await denoise(session(job.unet), { ...d, context, condTokens, uncondTokens, added: { ...added, textEmbeds } }, stop, stepPoster(id, steps), calls.unet, switching, noiseInbox(id));
       stageMs.denoise = performance.now() - t;
       if (latents === null || Atomics.load(stop, 0) !== 0) return stopped();
       return await decodeStage(job, latents, calls, stageMs, (s) => {
@@ -386,7 +426,7 @@ async function generate(id: number, job: GenerateJob, stop: Int32Array, steps: S
     stage = "unet";
     t = performance.now();
     const edited = job.cond.schedules !== undefined || job.uncond?.schedules !== undefined;
-    const latents = await denoise(session(job.unet), { ...d, context, condTokens, uncondTokens }, stop, stepPoster(id, steps), calls.unet, edited ? contextAt : undefined, noiseInbox(id));
+    const latents = await denoise(session(job.unet), { ...d, context, condTokens, uncondTokens }, stop, stepPoster(id, steps), calls.unet, edited ? { contextAt } : undefined, noiseInbox(id));
     stageMs.denoise = performance.now() - t;
     if (latents === null || Atomics.load(stop, 0) !== 0) return stopped();
 
@@ -472,6 +512,11 @@ async function handle(message: WorkerRequest): Promise<Answer> {
     case "encode": {
       const { job } = message;
       const calls: ModelCalls = { calls: 0, ms: 0 };
+      if (job.sdxl) {
+        const { embeddings, pooled } = await sdxlTexts(job, job.sdxl, calls);
+        const value: EncodeValue = { embeddings, pooled, ms: calls.ms };
+        return { value, transfer: [embeddings.buffer as ArrayBuffer, pooled.buffer as ArrayBuffer] };
+      }
       const texts = await encodeTexts(job, job.prompts, job.hiddenSize, calls);
       const embeddings = gather(texts, job.prompts.chunks * TOKENS * job.hiddenSize, job.prompts.rowOf);
       const value: EncodeValue = { embeddings, ms: calls.ms };

@@ -176,6 +176,14 @@ export class TensorRtBackend implements Backend {
       // Engines built from the edited text encoder (lib/onnx/text-encoder-edit.ts) take clip skip and embeddings.
       ...(text.clipSkipName && text.layers ? { maxClipSkip: text.layers } : {}),
       ...(text.extraVectorsName ? { tokenVectorWidth: parts.manifest.model.hiddenSize } : {}),
+      // SDXL's text_encoder engine is bound at its penultimate state only.
+      ...(parts.folder.sdxl
+        ? {
+            sdxlClipLSkipUnavailable: "the TensorRT backend binds text_encoder's penultimate hidden state only (use the CPU backend)",
+            // The embedding bank switches the states per step, but SDXL's pooled text_embeds is bound once per run.
+            sdxlPromptEditingUnavailable: "the TensorRT backend binds SDXL's pooled text_embeds once per run, so it cannot switch them per step (use the CPU backend)",
+          }
+        : {}),
     };
     const minBatch = smallestBatch(shapes);
     if (minBatch > 1) {
@@ -354,11 +362,12 @@ export class TensorRtBackend implements Backend {
       const { batch } = job;
       const t = performance.now();
       // Prompt editing: every text of every schedule is encoded once and the denoise loop switches
-      // rows on the device (embedding-rows.ts). SDXL pipelines refuse schedules before this.
-      const edited = job.cond.schedules !== undefined || job.uncond?.schedules !== undefined;
+      // rows on the device (embedding-rows.ts). SDXL pipelines refuse schedules before this
+      // (limits.sdxlPromptEditingUnavailable); this guards a job built some other way.
+      const edited = [job.cond, job.uncond, job.sdxl?.cond2, job.sdxl?.uncond2].some((p) => p?.schedules !== undefined);
       if (edited) {
-        // SDXL's pooled text_embeds would have to switch with the states (the pipeline refuses it first).
-        if (this.#sdxl) throw new InvalidOptionError(job.cond.schedules ? "prompt" : "negativePrompt", "prompt editing and alternation ([from:to:when], [a|b]) are not supported with SDXL models yet");
+        // SDXL's pooled text_embeds would have to switch with the states.
+        if (this.#sdxl) throw new InvalidOptionError("prompt", `prompt editing and alternation ([from:to:when], [a|b]) on SDXL: ${this.limits.sdxlPromptEditingUnavailable}`);
       }
       if (this.#sdxl) return this.#generateSdxl(job, this.#sdxl.info);
       const text = { emphasis: job.emphasis, clipSkip: job.clipSkip ?? 1, ...(job.tokenVectors ? { tokenVectors: job.tokenVectors } : {}) };

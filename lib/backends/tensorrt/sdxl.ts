@@ -8,7 +8,8 @@
  * - `sdxlConditioning` builds the UNet's inputs from the encoders' outputs exactly as the CPU
  *   backend does (`../sdxl-conditioning.ts`, diffusers' `encode_prompt`): both penultimate states
  *   joined per token, text_encoder_2's pooled output of each row's first chunk, zeros for the
- *   uncond side with `force_zeros_for_empty_prompt`, and the time ids, all [uncond; cond].
+ *   uncond side with `force_zeros_for_empty_prompt` (and A1111's empty negative rows), and the
+ *   time ids, all [uncond; cond]. Prompt editing is refused on this backend (backend.ts).
  *   The per-token join happens on the host (the encoders' outputs come down once per generation,
  *   a few MiB at 1024² batch 4); the denoiser uploads the result once and binds text_embeds and
  *   time_ids as UNet inputs in its captured loop.
@@ -17,7 +18,7 @@ import { InvalidArgumentError, ModelFileError } from "../../errors.js";
 import type { ModelFolder } from "../../model/folder.js";
 import type { SdxlTextEncoderIo, UnetIo } from "../../model/graph-io.js";
 import type { GenerationJob, PromptBatch } from "../backend.js";
-import { joinEncoderStates, pooledOfRows, uncondThenCond } from "../sdxl-conditioning.js";
+import { joinEncoderStates, pooledOfRows, uncondThenCond, zeroRows } from "../sdxl-conditioning.js";
 import { rebuildCommand, type EngineEntry, type EngineManifest } from "./manifest.js";
 
 /** What the TensorRT backend needs to know of an SDXL engine set. */
@@ -130,6 +131,8 @@ export async function sdxlConditioning(job: GenerationJob, info: SdxlEngineInfo,
   } else {
     if (!x.uncond2) throw new InvalidArgumentError("generate: guidance without zeroUncond needs sdxl.uncond2");
     uncond = await side(job.uncond, x.uncond2);
+    // A1111's empty negative prompts: those rows are zeros of the negative side's own length.
+    if (x.zeroUncondRows) zeroRows(x.zeroUncondRows, uncond.context, uncond.pooled);
   }
   return { context: uncondThenCond(uncond.context, cond.context), textEmbeds: uncondThenCond(uncond.pooled, cond.pooled), timeIds: uncondThenCond(x.negativeTimeIds, x.timeIds) };
 }

@@ -89,6 +89,7 @@ export interface GenerateArgs extends CheckpointArgs {
   "comma-padding-backtrack"?: number;
   "pad-cond-uncond"?: boolean;
   "clip-skip"?: number;
+  "sdxl-clip-l-skip"?: boolean;
   "embeddings-dir"?: string;
   quiet: boolean;
   json: boolean;
@@ -159,6 +160,7 @@ const FLAG_OF: Record<string, string> = {
   commaPaddingBacktrack: "--comma-padding-backtrack",
   padCondUncond: "--pad-cond-uncond",
   clipSkip: "--clip-skip",
+  sdxlClipLSkip: "--sdxl-clip-l-skip",
 };
 
 function flagError(error: InvalidOptionError): InvalidOptionError {
@@ -279,6 +281,7 @@ function generateOptions(args: GenerateArgs, signal: AbortSignal): GenerateOptio
   if (args["pad-cond-uncond"] !== undefined) options.padCondUncond = args["pad-cond-uncond"];
   sdxlOptions(args, options);
   if (args["clip-skip"] !== undefined) options.clipSkip = args["clip-skip"];
+  if (args["sdxl-clip-l-skip"] !== undefined) options.sdxlClipLSkip = args["sdxl-clip-l-skip"];
   return options;
 }
 
@@ -546,6 +549,7 @@ const command: CommandModule<object, GenerateArgs> = {
       .option("pad-cond-uncond", { type: "boolean", describe: "A1111's pad_cond_uncond: pad the shorter of prompt and negative prompt with empty chunks (one UNet call) instead of two UNet calls (default false)" })
       .option("embeddings-dir", { type: "string", describe: "A folder of A1111 textual-inversion embeddings (.safetensors): a prompt word equal to a file's name uses its vectors (cpu backend)" })
       .option("clip-skip", { type: "number", describe: "A1111's clip skip: condition on the text encoder's layer N from the end (through its final layer norm), 1 to its layer count (default 1)" })
+      .option("sdxl-clip-l-skip", { type: "boolean", describe: "SDXL: A1111's \"Clip skip SDXL\" (sdxl_clip_l_skip): --clip-skip N takes CLIP-L's hidden_states[-N] (no final norm); false: clip skip has no effect on SDXL, as in A1111 (cpu backend)" })
       .option("quiet", { alias: "q", type: "boolean", default: false, describe: "No progress or summary output" })
       .option("json", { type: "boolean", default: false, describe: "Print a JSON summary on stdout" }) as unknown as Argv<GenerateArgs>,
   handler: async (argv: ArgumentsCamelCase<GenerateArgs>) => {

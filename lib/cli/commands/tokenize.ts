@@ -61,7 +61,8 @@ export interface PromptJson {
   chunks: PromptChunk[];
   tokenCount: number;
   /** With `--model DIR --embeddings`: the UNet's text conditioning [77 · chunks, hidden], row-major. */
-  cond?: { shape: [number, number]; values: number[] };
+  /** The conditioning (`--embeddings`); SDXL adds text_encoder_2's pooled text_embeds and the time ids (A1111's `vector` before its size embeddings). */
+  cond?: { shape: [number, number]; values: number[]; pooled?: number[]; timeIds?: number[] };
 }
 
 export interface PromptReadingArgs {
@@ -210,13 +211,13 @@ export async function runTokenize(
       if (args.embeddingsDir !== undefined && args.syntax !== "plain") reading = { ...reading, ...pipeline.readPrompt(prompt, args) };
       let id = tokenizer.vocabSize;
       for (const e of pipeline.embeddings) for (let v = 0; v < e.count; v++) vectorNames.set(id++, `<${e.name} vector ${v + 1}/${e.count}>`);
-      const { shape, values } = await pipeline.promptConditioning(prompt, {
+      const { shape, values, sdxl } = await pipeline.promptConditioning(prompt, {
         promptSyntax: args.syntax ?? "a1111",
         ...(args.emphasis !== undefined ? { emphasis: args.emphasis } : {}),
         ...(args.commaPaddingBacktrack !== undefined ? { commaPaddingBacktrack: args.commaPaddingBacktrack } : {}),
         ...(args.clipSkip !== undefined ? { clipSkip: args.clipSkip } : {}),
       });
-      reading.cond = { shape, values: Array.from(values) };
+      reading.cond = { shape, values: Array.from(values), ...(sdxl ? { pooled: Array.from(sdxl.pooled), timeIds: Array.from(sdxl.timeIds) } : {}) };
     } finally {
       await pipeline.dispose();
     }

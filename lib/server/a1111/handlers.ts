@@ -92,6 +92,8 @@ function serviceRequests(generation: A1111Generation, initImage: RawImage | unde
       commaPaddingBacktrack: generation.settings.comma_padding_backtrack,
       padCondUncond: generation.settings.pad_cond_uncond,
       clipSkip: generation.settings.CLIP_stop_at_last_layers,
+      // A1111: clip skip reaches SDXL's CLIP-L only with this setting (no effect on SD 1.x/2.x).
+      sdxlClipLSkip: generation.settings.sdxl_clip_l_skip,
       ...(initImage ? { initImage, strength: generation.strength } : {}),
     });
   }

@@ -237,6 +237,7 @@ export function a1111FieldFor(option: string): string {
     "uniPc.skipType": "override_settings.uni_pc_skip_type",
     "uniPc.order": "override_settings.uni_pc_order",
     "uniPc.lowerOrderFinal": "override_settings.uni_pc_lower_order_final",
+    sdxlClipLSkip: "override_settings.sdxl_clip_l_skip",
   };
   return map[option.replace(/\[\d+\]$/, "")] ?? map[base] ?? option;
 }

@@ -10,6 +10,7 @@
  * | `comma_padding_backtrack`  | 0 … 74                                      | 20            |
  * | `pad_cond_uncond`          | true / false                                | false         |
  * | `CLIP_stop_at_last_layers` | 1 … 12 (clip skip; the model's layer count) | 1             |
+ * | `sdxl_clip_l_skip`         | true / false (clip skip on SDXL's CLIP-L)   | false         |
  * | `eta_noise_seed_delta`     | 0 … 2^53 − 1 (ENSD)                         | 0             |
  * | `sd_model_checkpoint`      | the served model's name                     |               |
  * | `sd_vae`                   | "Automatic", "None"                         | "Automatic"   |
@@ -34,6 +35,7 @@ export interface A1111Settings extends A1111UniPcSettings {
   comma_padding_backtrack: number;
   pad_cond_uncond: boolean;
   CLIP_stop_at_last_layers: number;
+  sdxl_clip_l_skip: boolean;
   eta_noise_seed_delta: number;
   sd_model_checkpoint: string;
   sd_vae: string;
@@ -48,6 +50,7 @@ export function defaultA1111Settings(modelName: string): A1111Settings {
     comma_padding_backtrack: 20,
     pad_cond_uncond: false,
     CLIP_stop_at_last_layers: 1,
+    sdxl_clip_l_skip: false,
     eta_noise_seed_delta: 0,
     sd_model_checkpoint: modelName,
     sd_vae: "Automatic",
@@ -103,6 +106,10 @@ export function applyA1111Settings(base: A1111Settings, changes: Record<string, 
       case "pad_cond_uncond":
         if (typeof value !== "boolean") throw invalidField(field, `${field} must be true or false, got ${describeValue(value)}`);
         out.pad_cond_uncond = value;
+        break;
+      case "sdxl_clip_l_skip":
+        if (typeof value !== "boolean") throw invalidField(field, `${field} must be true or false, got ${describeValue(value)}`);
+        out.sdxl_clip_l_skip = value;
         break;
       case "CLIP_stop_at_last_layers":
         // A1111's slider range; the model's own layer count is checked with the request (validateClipSkip).
