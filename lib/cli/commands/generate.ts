@@ -14,6 +14,7 @@ import { Pipeline, type GenerateOptions, type GenerateResult, type PipelineLoadO
 import { loraCliOptions, loraLoadOptions } from "../shared/serve-service.js";
 import { defaultModelDir } from "../../package-info.js";
 import { encodeImage, formatFromExtension, IMAGE_FORMATS, type ImageFormat } from "../../image/encode.js";
+import { preloadSharp } from "../../image/sharp.js";
 import { BACKEND_CHOICES, type BackendChoice } from "../../backends/select.js";
 import { RNG_SOURCES, type RngSource } from "../../rng/index.js";
 import { a1111SamplerName, a1111SamplerSelection, canonicalSchedulerName, KDIFFUSION_SAMPLER_NAMES, refusedA1111SamplerReason, SCHEDULER_NAMES } from "../../schedulers/index.js";
@@ -374,6 +375,9 @@ export async function runGenerate(args: GenerateArgs, io: CommandIo = { stdout: 
       if (event.stage !== "denoise") return;
       if (!denoiseStarted) {
         denoiseStarted = true;
+        // The image encoder (sharp) loads while the worker thread runs the denoise loop, not
+        // before: earlier, its import would hold up this thread while the model loads.
+        preloadSharp();
         // The bar counts UNet evaluations, which can exceed the steps (PNDM evaluates once
         // more, Heun twice a step): "51/51 UNet evaluations" for 50 PNDM steps, not "51/51" steps.
         progress.start("denoise", event.total, "UNet evaluations");
