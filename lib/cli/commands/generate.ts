@@ -367,6 +367,8 @@ export async function runGenerate(args: GenerateArgs, io: CommandIo = { stdout: 
     if (args.engines !== undefined) loadOptions.engines = args.engines;
     if (args.threads !== undefined) loadOptions.threads = args.threads;
     if (args["embeddings-dir"] !== undefined) loadOptions.embeddingsDir = args["embeddings-dir"];
+    // The image encoder (sharp) loads while the worker thread makes the model's sessions.
+    loadOptions.onWaitingForModel = preloadSharp;
     pipeline = await Pipeline.load(await resolveModelArgument(args.model, args, "fp32", io.stderr), loadOptions);
     if (!args.quiet && !args.json) io.stderr.write(`sd-trt: ${pipeline.backendName} backend (${pipeline.backendReason})\n`);
 
@@ -375,9 +377,6 @@ export async function runGenerate(args: GenerateArgs, io: CommandIo = { stdout: 
       if (event.stage !== "denoise") return;
       if (!denoiseStarted) {
         denoiseStarted = true;
-        // The image encoder (sharp) loads while the worker thread runs the denoise loop, not
-        // before: earlier, its import would hold up this thread while the model loads.
-        preloadSharp();
         // The bar counts UNet evaluations, which can exceed the steps (PNDM evaluates once
         // more, Heun twice a step): "51/51 UNet evaluations" for 50 PNDM steps, not "51/51" steps.
         progress.start("denoise", event.total, "UNet evaluations");
