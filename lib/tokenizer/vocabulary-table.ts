@@ -230,7 +230,10 @@ export class VocabularyTable {
     const pairMerged = int32(p);
     const units16 = next((b, o, l) => new Uint16Array(b, o, l), units, 2);
     const arrays: Arrays = { ids, ends, byToken, pairFirst, pairSecond, pairRank, pairMerged, text: stringOfUnits(units16) };
-    return wellFormed(arrays) ? new VocabularyTable(arrays) : undefined;
+    if (!wellFormed(arrays)) return undefined;
+    const table = new VocabularyTable(arrays);
+    // Every byte must be a symbol, as the files were checked for (a table without them is not one of ours).
+    return table.#byteEntries.every((entry) => entry >= 0) ? table : undefined;
   }
 }
 

@@ -202,7 +202,7 @@ export async function readVocabulary(vocabPath: string, mergesPath: string, { ca
   const built = builtVocabularies.get(name);
   if (built) return built;
   const cached = cacheDir === null ? undefined : await readCachedVocabulary(cacheDir, key);
-  if (cached) return remember(cached);
+  if (cached && cached.idOf(BOS_TOKEN) !== undefined && cached.idOf(EOS_TOKEN) !== undefined) return remember(cached);
   const vocabText = utf8Text(vocabBytes, vocabPath, "CLIP vocabulary");
   const mergesText = utf8Text(mergesBytes, mergesPath, "CLIP merges file");
   const vocabulary = buildVocabulary(parseVocabJson(vocabText, vocabPath), parseMergesTxt(mergesText, mergesPath), {

@@ -86,7 +86,10 @@ describe("the vocabulary cache", () => {
     ["of another format version", (bytes: Buffer) => Buffer.concat([bytes.subarray(0, 8), Buffer.from([9, 0, 0, 0]), bytes.subarray(12)])],
     ["not a table at all", () => Buffer.from("not a vocabulary table")],
     ["empty", () => Buffer.alloc(0)],
-  ])("a cache file %s is ignored and written again", async (_what, spoil) => {
+    // Whole and checksummed, but not a table the files could have made.
+    ["without the byte symbols", (_bytes: Buffer, key: Uint8Array) => Buffer.from(VocabularyTable.fromEntries(new Map([["<|startoftext|>", 0], ["<|endoftext|>", 1]]), []).serialize(key))],
+    ["without the start and end tokens", (_bytes: Buffer, key: Uint8Array) => Buffer.from(VocabularyTable.fromEntries(new Map([...BYTE_ENCODER, ...BYTE_ENCODER.map((t) => t + "</w>")].map((t, id) => [t, id])), []).serialize(key))],
+  ])("a cache file %s is ignored and written again", async (_what, spoil: (bytes: Buffer, key: Uint8Array) => Buffer) => {
     const { dir, key } = await tokenizerFolder(HELLO, `spoiled-${count}`);
     const cacheDir = await freshDir("cache");
     const file = vocabularyCacheFile(cacheDir, key);
@@ -94,7 +97,7 @@ describe("the vocabulary cache", () => {
       new Map([...BYTE_ENCODER, ...BYTE_ENCODER.map((t) => t + "</w>"), "lo</w>", "<|startoftext|>", "<|endoftext|>"].map((t, id) => [t, id])),
       [["l", "o</w>"]],
     ).serialize(key);
-    await writeFile(file, spoil(Buffer.from(good)));
+    await writeFile(file, spoil(Buffer.from(good), key));
     const tokenizer = await ClipTokenizer.fromDirectory(dir, { cacheDir });
     expect(tokenizer.tokenize("hello").tokens).toEqual(["hello</w>"]); // built from the files
     const rewritten = VocabularyTable.deserialize(await readFile(file), key);
