@@ -12,9 +12,11 @@ import { crc32 } from "node:zlib";
 import { BYTE_ENCODER, END_OF_WORD } from "./bpe.js";
 
 const MAGIC = "SDTRTVOC";
-const FORMAT_VERSION = 1;
+const FORMAT_VERSION = 2;
 /** magic, version, crc32, key, entries, pairs, text length (UTF-16 units), reserved. */
 const HEADER_BYTES = 8 + 4 + 4 + 32 + 4 + 4 + 4 + 4;
+/** The byte symbols' entries: 256 bytes, alone and with "</w>". */
+const BYTE_ENTRIES = 512;
 /** The checksum covers everything after it. */
 const CHECKSUMMED_FROM = 16;
 
@@ -31,6 +33,8 @@ interface Arrays {
   pairSecond: Int32Array;
   pairRank: Int32Array;
   pairMerged: Int32Array;
+  /** Entry of each byte's stand-in character, then (at 256 + byte) of it with "</w>". */
+  byteEntries: Int32Array;
   /** Every token, one after the other. */
   text: string;
 }
@@ -39,16 +43,10 @@ export class VocabularyTable {
   /** Number of entries. */
   readonly size: number;
   readonly #a: Arrays;
-  /** Entry of each byte's stand-in character, then (at 256 + byte) of it with "</w>". */
-  readonly #byteEntries = new Int32Array(512);
 
   private constructor(arrays: Arrays) {
     this.#a = arrays;
     this.size = arrays.ids.length;
-    BYTE_ENCODER.forEach((symbol, byte) => {
-      this.#byteEntries[byte] = this.#entryOfToken(symbol);
-      this.#byteEntries[256 + byte] = this.#entryOfToken(symbol + END_OF_WORD);
-    });
   }
 
   /**
@@ -78,6 +76,11 @@ export class VocabularyTable {
       pairs.set(a * sorted.length + b, [a, b, rank, merged]);
     });
     const ordered = [...pairs.values()].sort((x, y) => x[0] - y[0] || x[1] - y[1]);
+    const byteEntries = new Int32Array(512);
+    BYTE_ENCODER.forEach((symbol, byte) => {
+      byteEntries[byte] = entryOf.get(symbol) ?? -1;
+      byteEntries[256 + byte] = entryOf.get(symbol + END_OF_WORD) ?? -1;
+    });
     return new VocabularyTable({
       ids,
       ends,
@@ -86,6 +89,7 @@ export class VocabularyTable {
       pairSecond: Int32Array.from(ordered, (p) => p[1]),
       pairRank: Int32Array.from(ordered, (p) => p[2]),
       pairMerged: Int32Array.from(ordered, (p) => p[3]),
+      byteEntries,
       text: sorted.map(([token]) => token).join(""),
     });
   }
@@ -104,7 +108,7 @@ export class VocabularyTable {
 
   /** The entry of a byte's stand-in character (with "</w>" when `endOfWord`). */
   byteEntry(byte: number, endOfWord: boolean): number {
-    return this.#byteEntries[endOfWord ? 256 + byte : byte]!;
+    return this.#a.byteEntries[endOfWord ? 256 + byte : byte]!;
   }
 
   /** The merge of two adjacent entries: its index for `mergeRank`/`mergeResult`, or −1. */
@@ -177,7 +181,7 @@ export class VocabularyTable {
     const a = this.#a;
     const n = a.ids.length;
     const p = a.pairFirst.length;
-    const bytes = new Uint8Array(HEADER_BYTES + 4 * (3 * n + 4 * p) + 2 * a.text.length);
+    const bytes = new Uint8Array(HEADER_BYTES + 4 * (3 * n + 4 * p + BYTE_ENTRIES) + 2 * a.text.length);
     const view = new DataView(bytes.buffer);
     for (let i = 0; i < MAGIC.length; i++) bytes[i] = MAGIC.charCodeAt(i);
     view.setUint32(8, FORMAT_VERSION, true);
@@ -186,7 +190,7 @@ export class VocabularyTable {
     view.setUint32(52, p, true);
     view.setUint32(56, a.text.length, true);
     let at = HEADER_BYTES;
-    for (const array of [a.ids, a.ends, a.byToken, a.pairFirst, a.pairSecond, a.pairRank, a.pairMerged]) {
+    for (const array of [a.ids, a.ends, a.byToken, a.pairFirst, a.pairSecond, a.pairRank, a.pairMerged, a.byteEntries]) {
       bytes.set(new Uint8Array(array.buffer, array.byteOffset, array.byteLength), at);
       at += array.byteLength;
     }
@@ -208,7 +212,7 @@ export class VocabularyTable {
     const n = view.getUint32(48, true);
     const p = view.getUint32(52, true);
     const units = view.getUint32(56, true);
-    if (bytes.length !== HEADER_BYTES + 4 * (3 * n + 4 * p) + 2 * units) return undefined;
+    if (bytes.length !== HEADER_BYTES + 4 * (3 * n + 4 * p + BYTE_ENTRIES) + 2 * units) return undefined;
     if (view.getUint32(12, true) !== crc32(bytes.subarray(CHECKSUMMED_FROM))) return undefined;
     // One aligned copy (a Buffer from readFile may start anywhere in its ArrayBuffer, and a
     // Buffer's slice is a view, not a copy).
@@ -228,19 +232,19 @@ export class VocabularyTable {
     const pairSecond = int32(p);
     const pairRank = int32(p);
     const pairMerged = int32(p);
+    const byteEntries = int32(BYTE_ENTRIES);
     const units16 = next((b, o, l) => new Uint16Array(b, o, l), units, 2);
-    const arrays: Arrays = { ids, ends, byToken, pairFirst, pairSecond, pairRank, pairMerged, text: stringOfUnits(units16) };
-    if (!wellFormed(arrays)) return undefined;
-    const table = new VocabularyTable(arrays);
-    // Every byte must be a symbol, as the files were checked for (a table without them is not one of ours).
-    return table.#byteEntries.every((entry) => entry >= 0) ? table : undefined;
+    const arrays: Arrays = { ids, ends, byToken, pairFirst, pairSecond, pairRank, pairMerged, byteEntries, text: stringOfUnits(units16) };
+    return wellFormed(arrays) ? new VocabularyTable(arrays) : undefined;
   }
 }
 
 /** Whether every index in the arrays is in range, so no lookup can read outside them. */
 function wellFormed(a: Arrays): boolean {
-  const { ids, ends, byToken, pairFirst, pairSecond, pairMerged } = a;
+  const { ids, ends, byToken, pairFirst, pairSecond, pairMerged, byteEntries } = a;
   const n = ids.length;
+  // Every byte is a symbol, as the files were checked for (a table without them is not one of ours).
+  for (let i = 0; i < BYTE_ENTRIES; i++) if (byteEntries[i]! < 0 || byteEntries[i]! >= n) return false;
   if (n === 0 || ids[0]! < 0 || ends[n - 1] !== a.text.length) return false;
   for (let i = 1; i < n; i++) {
     if (ids[i]! <= ids[i - 1]! || ends[i]! < ends[i - 1]!) return false;
