@@ -12,7 +12,8 @@ import { crc32 } from "node:zlib";
 import { BYTE_ENCODER, END_OF_WORD } from "./bpe.js";
 
 const MAGIC = "SDTRTVOC";
-const FORMAT_VERSION = 2;
+/** The layout of `serialize`; a cache file of another version is not read (vocabulary-cache.ts names files by it). */
+export const VOCABULARY_FORMAT_VERSION = 2;
 /** magic, version, crc32, key, entries, pairs, text length (UTF-16 units), reserved. */
 const HEADER_BYTES = 8 + 4 + 4 + 32 + 4 + 4 + 4 + 4;
 /** The byte symbols' entries: 256 bytes, alone and with "</w>". */
@@ -184,7 +185,7 @@ export class VocabularyTable {
     const bytes = new Uint8Array(HEADER_BYTES + 4 * (3 * n + 4 * p + BYTE_ENTRIES) + 2 * a.text.length);
     const view = new DataView(bytes.buffer);
     for (let i = 0; i < MAGIC.length; i++) bytes[i] = MAGIC.charCodeAt(i);
-    view.setUint32(8, FORMAT_VERSION, true);
+    view.setUint32(8, VOCABULARY_FORMAT_VERSION, true);
     bytes.set(key, 16);
     view.setUint32(48, n, true);
     view.setUint32(52, p, true);
@@ -207,7 +208,7 @@ export class VocabularyTable {
     if (bytes.length < HEADER_BYTES) return undefined;
     const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
     for (let i = 0; i < MAGIC.length; i++) if (bytes[i] !== MAGIC.charCodeAt(i)) return undefined;
-    if (view.getUint32(8, true) !== FORMAT_VERSION) return undefined;
+    if (view.getUint32(8, true) !== VOCABULARY_FORMAT_VERSION) return undefined;
     if (Buffer.compare(bytes.subarray(16, 48), key) !== 0) return undefined;
     const n = view.getUint32(48, true);
     const p = view.getUint32(52, true);

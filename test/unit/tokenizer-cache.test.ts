@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, test } from "@jest/globals";
 import { BYTE_ENCODER, bytePairEncode } from "../../lib/tokenizer/bpe.js";
 import { ClipTokenizer, DEFAULT_VOCABULARY_DIR } from "../../lib/tokenizer/index.js";
 import { defaultVocabularyCacheDir, vocabularyCacheFile, writeCachedVocabulary } from "../../lib/tokenizer/vocabulary-cache.js";
-import { VocabularyTable } from "../../lib/tokenizer/vocabulary-table.js";
+import { VOCABULARY_FORMAT_VERSION, VocabularyTable } from "../../lib/tokenizer/vocabulary-table.js";
 import { readVocabulary, vocabularyKey } from "../../lib/tokenizer/vocabulary.js";
 
 let root: string;
@@ -60,6 +60,8 @@ describe("the vocabulary cache", () => {
     expect(tokenizer.tokenize("hello help").tokens).toEqual(["hello</w>", "he", "l", "p</w>"]);
     const file = vocabularyCacheFile(cacheDir, key);
     expect(await readdir(cacheDir)).toEqual([file.slice(cacheDir.length + 1)]); // no temporary file left
+    // Named by the files' key and the format, so two versions sharing the folder keep a file each.
+    expect(file.slice(cacheDir.length + 1)).toBe(`${Buffer.from(key).toString("hex")}.v${VOCABULARY_FORMAT_VERSION}.vocab`);
     expect(VocabularyTable.deserialize(await readFile(file), key)).toBeInstanceOf(VocabularyTable);
   });
 
