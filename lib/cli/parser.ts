@@ -112,6 +112,20 @@ function followedByDash(argv: string[], flag: string): boolean {
   return at >= 0 && (argv[at + 1]?.startsWith("-") ?? false);
 }
 
+/**
+ * yargs renders the running command's whole help text right after it starts the handler, in case
+ * the handler later asks to show it (command.js: `cacheHelpMessage`). For generate's options that
+ * is 0.1–0.2 s of cliui/string-width on the main thread while the command loads its model. No
+ * sd-trt command shows help once it runs (usage errors come through `.fail`), so the text is not
+ * rendered; `--help` renders it as before. (yargs' internal methods are not in its types; if they
+ * change, yargs simply renders the text as it did.)
+ */
+function skipHelpCache(cli: Argv): void {
+  const internals = (cli as unknown as { getInternalMethods?: () => { getUsageInstance?: () => { cacheHelpMessage?: unknown } } }).getInternalMethods?.();
+  const usage = internals?.getUsageInstance?.();
+  if (usage && typeof usage.cacheHelpMessage === "function") usage.cacheHelpMessage = () => undefined;
+}
+
 /** yargs for `sd-trt` over `argv` (without the node and script paths). */
 export function cliParser(argv: string[], commands: AnyCommand[], options: { version?: string; exitProcess?: boolean } = {}): Argv {
   let cli = yargs(normalizeArgv(argv, commands))
@@ -136,6 +150,7 @@ export function cliParser(argv: string[], commands: AnyCommand[], options: { ver
           : "";
       throw new UsageError(`${text}${hint}. Run sd-trt --help for usage.`);
     });
+  skipHelpCache(cli);
   cli = options.version !== undefined ? cli.version(options.version) : cli.version(false);
   if (options.exitProcess === false) cli = cli.exitProcess(false);
   for (const command of commands) cli = cli.command(requireValues(command));

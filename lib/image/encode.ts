@@ -2,7 +2,7 @@
  * Encodes RGB pixels to PNG, JPEG or WebP with sharp, carrying the generation parameters the way
  * A1111 does: a PNG `parameters` text chunk, or the EXIF `UserComment` for JPEG/WebP.
  */
-import sharp from "sharp";
+import { loadSharp } from "./sharp.js";
 import { oneOf, integerInRange } from "../validate.js";
 import { insertPngText } from "./png-text.js";
 
@@ -36,6 +36,7 @@ export function formatFromExtension(path: string): ImageFormat | undefined {
 export async function encodeImage(rgb: Uint8Array, width: number, height: number, options: EncodeOptions = {}): Promise<Buffer> {
   const format = oneOf("format", options.format ?? "png", IMAGE_FORMATS);
   const quality = options.quality === undefined ? undefined : integerInRange("quality", options.quality, 1, 100);
+  const sharp = await loadSharp();
   let image = sharp(rgb, { raw: { width, height, channels: 3 } });
   const exifText = options.parameters !== undefined && /^[\x00-\x7f]*$/.test(options.parameters) ? options.parameters : undefined;
   if (format === "png") {

@@ -10,7 +10,8 @@
  * exactly that size (stretched, A1111's "Just resize"). Resizing uses Lanczos-3, so only images
  * that need no resize reproduce diffusers bit for bit (PIL's Lanczos differs in the last bits).
  */
-import sharp, { type OutputInfo, type Sharp } from "sharp";
+import type { OutputInfo, Sharp } from "sharp";
+import { loadSharp } from "./sharp.js";
 import { InvalidOptionError, ModelFileError } from "../errors.js";
 
 /** Raw 8-bit pixels, row-major, interleaved (HWC). */
@@ -55,6 +56,7 @@ function describeSource(source: ImageSource): string {
 export async function readImage(source: ImageSource, options: ReadImageOptions = {}): Promise<RgbImage> {
   const option = options.option ?? "initImage";
   const multiple = options.multiple ?? 8;
+  const sharp = await loadSharp();
   let input: Sharp;
   if (isRawImage(source)) {
     const { data, width, height, channels } = source;

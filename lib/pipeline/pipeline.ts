@@ -114,6 +114,12 @@ export interface PipelineLoadOptions {
    * prompt tags name by file name or alias (`--lora-dir`). Without it such a tag is an error.
    */
   loraDir?: string;
+  /**
+   * Called once only the backend's model loading is left, which runs on another thread (ONNX
+   * Runtime's worker) or the GPU while this thread waits: a caller can load what it needs next
+   * meanwhile (`sd-trt generate` imports its image encoder).
+   */
+  onWaitingForModel?: () => void;
 }
 
 /** The textual-inversion embeddings a pipeline loaded, and what its prompts and text encoder use of them. */
@@ -256,6 +262,7 @@ export class Pipeline {
     }
     let loaded: Awaited<typeof loading>;
     try {
+      options.onWaitingForModel?.();
       loaded = await loading;
     } catch (error) {
       await refiner?.backend.dispose();

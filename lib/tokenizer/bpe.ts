@@ -37,40 +37,45 @@ export const END_OF_WORD = "</w>";
 
 const utf8 = new TextEncoder();
 
-/** A word's UTF-8 bytes as stand-in characters. */
-export function toByteLevel(word: string): string {
-  let out = "";
-  for (const byte of utf8.encode(word)) out += BYTE_ENCODER[byte];
-  return out;
+/** What byte-pair encoding needs of a vocabulary (VocabularyTable): symbols are entry numbers. */
+export interface MergeTable {
+  /** The entry of a byte's stand-in character (with "</w>" when `endOfWord`). */
+  byteEntry(byte: number, endOfWord: boolean): number;
+  /** The merge of two adjacent entries (an index for `mergeRank`/`mergeResult`), or −1. */
+  mergeOf(first: number, second: number): number;
+  mergeRank(merge: number): number;
+  mergeResult(merge: number): number;
 }
 
-/** Key of a merge pair in the rank table; stand-in characters never include a space. */
-export function pairKey(first: string, second: string): string {
-  return first + " " + second;
-}
-
-/** Byte-pair encodes one byte-level word into vocabulary tokens (simple_tokenizer.py `bpe`). */
-export function bytePairEncode(byteLevelWord: string, ranks: ReadonlyMap<string, number>): string[] {
-  let symbols = Array.from(byteLevelWord);
-  symbols[symbols.length - 1] += END_OF_WORD;
+/**
+ * Byte-pair encodes one word (simple_tokenizer.py `bpe`) into vocabulary entries: its UTF-8
+ * bytes, "</w>" on the last, then the adjacent pair of lowest rank merged everywhere, again and
+ * again, until no pair has a rank.
+ */
+export function bytePairEncode(word: string, table: MergeTable): number[] {
+  const bytes = utf8.encode(word);
+  let symbols = Array.from(bytes, (byte, i) => table.byteEntry(byte, i === bytes.length - 1));
   while (symbols.length > 1) {
     let bestRank = Infinity;
     let bestIndex = -1;
+    let bestMerge = -1;
     for (let i = 0; i + 1 < symbols.length; i++) {
-      const rank = ranks.get(pairKey(symbols[i]!, symbols[i + 1]!));
-      if (rank !== undefined && rank < bestRank) {
-        bestRank = rank;
+      const merge = table.mergeOf(symbols[i]!, symbols[i + 1]!);
+      if (merge >= 0 && table.mergeRank(merge) < bestRank) {
+        bestRank = table.mergeRank(merge);
         bestIndex = i;
+        bestMerge = merge;
       }
     }
     if (bestIndex < 0) break;
     const first = symbols[bestIndex]!;
     const second = symbols[bestIndex + 1]!;
+    const result = table.mergeResult(bestMerge);
     // Merge every occurrence, scanning left to right without overlap ("aaa" → "aa" + "a").
-    const merged: string[] = [];
+    const merged: number[] = [];
     for (let i = 0; i < symbols.length; ) {
       if (i + 1 < symbols.length && symbols[i] === first && symbols[i + 1] === second) {
-        merged.push(first + second);
+        merged.push(result);
         i += 2;
       } else {
         merged.push(symbols[i]!);

@@ -10,10 +10,11 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { InvalidOptionError, ModelFileError } from "../errors.js";
 import { integerInRange, invalidOption, stringValue } from "../validate.js";
-import { BYTE_DECODER, BoundedCache, bytePairEncode, toByteLevel } from "./bpe.js";
+import { BYTE_DECODER, BoundedCache, bytePairEncode } from "./bpe.js";
 import { normalizeClipText, normalizeTransformersClipText } from "./normalize.js";
 import { splitWords } from "./pretokenize.js";
 import { BOS_TOKEN, EOS_TOKEN, parseJsonFile, readVocabulary, type ClipVocabulary } from "./vocabulary.js";
+import { defaultVocabularyCacheDir } from "./vocabulary-cache.js";
 
 /** The sequence length of SD 1.x/2.x text encoders (CLIP's context length). */
 export const CLIP_MAX_LENGTH = 77;
@@ -47,6 +48,12 @@ export interface ClipTokenizerOptions {
    * pad token of SD 1.x's tokenizer; SD 2.x's folders name `"!"`).
    */
   padToken?: string;
+  /**
+   * Where the built vocabulary is kept for the next process (it is read back in milliseconds
+   * instead of ~0.3 s of parsing and checking vocab.json and merges.txt); null: not kept.
+   * Defaults to `$SDTRT_TOKENIZER_CACHE_DIR`, else `~/.cache/sd-trt/tokenizer`.
+   */
+  cacheDir?: string | null;
 }
 
 /** Everything the tokenizer made of one text. */
@@ -84,9 +91,9 @@ export class ClipTokenizer {
 
   private constructor(vocabulary: ClipVocabulary, padToken: string) {
     this.#vocabulary = vocabulary;
-    this.bosTokenId = vocabulary.encoder.get(BOS_TOKEN)!;
-    this.eosTokenId = vocabulary.encoder.get(EOS_TOKEN)!;
-    this.padTokenId = vocabulary.encoder.get(padToken)!;
+    this.bosTokenId = vocabulary.idOf(BOS_TOKEN)!;
+    this.eosTokenId = vocabulary.idOf(EOS_TOKEN)!;
+    this.padTokenId = vocabulary.idOf(padToken)!;
   }
 
   /** The SD 1.x tokenizer (openai/clip-vit-large-patch14), loaded once and shared. */
@@ -108,7 +115,7 @@ export class ClipTokenizer {
     stringValue("vocabPath", vocabPath);
     stringValue("mergesPath", mergesPath);
     const padToken = checkPadTokenOption(options);
-    const vocabulary = await readVocabulary(vocabPath, mergesPath);
+    const vocabulary = await readVocabulary(vocabPath, mergesPath, cacheOptions(options));
     return ClipTokenizer.#create(vocabulary, vocabPath, padToken);
   }
 
@@ -125,12 +132,12 @@ export class ClipTokenizer {
       throw new ModelFileError(dir, `tokenizer folder ${dir} does not exist or cannot be read`, { cause: error });
     }
     const vocabPath = join(dir, "vocab.json");
-    const vocabulary = await readVocabulary(vocabPath, join(dir, "merges.txt"));
+    const vocabulary = await readVocabulary(vocabPath, join(dir, "merges.txt"), cacheOptions(options));
     return ClipTokenizer.#create(vocabulary, vocabPath, padToken ?? (await readPadToken(dir)));
   }
 
   static #create(vocabulary: ClipVocabulary, vocabPath: string, padToken?: PadToken): ClipTokenizer {
-    if (padToken !== undefined && !vocabulary.encoder.has(padToken.token)) {
+    if (padToken !== undefined && vocabulary.idOf(padToken.token) === undefined) {
       if (padToken.file === undefined) throw invalidOption("padToken", `a token of ${vocabPath}`, padToken.token);
       throw new ModelFileError(
         padToken.file,
@@ -142,7 +149,7 @@ export class ClipTokenizer {
 
   /** Number of entries in the vocabulary (49408 for SD 1.x). */
   get vocabSize(): number {
-    return this.#vocabulary.encoder.size;
+    return this.#vocabulary.size;
   }
 
   /** The cleaned, lower-cased text that CLIP splits into words. */
@@ -168,7 +175,7 @@ export class ClipTokenizer {
 
   /** The id of a vocabulary entry (`",</w>"`), or undefined. */
   tokenId(token: string): number | undefined {
-    return this.#vocabulary.encoder.get(token);
+    return this.#vocabulary.idOf(token);
   }
 
   /**
@@ -221,7 +228,7 @@ export class ClipTokenizer {
     const bytes: number[] = [];
     const utf8 = new TextEncoder();
     ids.forEach((id, index) => {
-      const token = typeof id === "number" ? this.#vocabulary.decoder.get(id) : undefined;
+      const token = typeof id === "number" ? this.#vocabulary.tokenOf(id) : undefined;
       if (token === undefined) {
         throw new InvalidOptionError(
           `ids[${index}]`,
@@ -251,16 +258,13 @@ export class ClipTokenizer {
   #encodeWord(word: string): EncodedWord {
     const cached = this.#cache.get(word);
     if (cached !== undefined) return cached;
+    const vocabulary = this.#vocabulary;
     // The special tokens written out in a prompt are the special tokens, not BPE'd text.
-    const tokens =
-      word === BOS_TOKEN || word === EOS_TOKEN ? [word] : bytePairEncode(toByteLevel(word), this.#vocabulary.ranks);
-    const ids = tokens.map((token) => {
-      const id = this.#vocabulary.encoder.get(token);
-      // Unreachable: loading checked that every byte token and every merge result is in the vocabulary.
-      if (id === undefined) throw new Error(`internal: BPE produced ${JSON.stringify(token)}, which is not in the vocabulary`);
-      return id;
-    });
-    const encoded = { tokens, ids };
+    const special = word === BOS_TOKEN || word === EOS_TOKEN;
+    const entries = special ? [] : bytePairEncode(word, vocabulary);
+    const encoded = special
+      ? { tokens: [word], ids: [vocabulary.idOf(word)!] }
+      : { tokens: entries.map((entry) => vocabulary.tokenAt(entry)), ids: entries.map((entry) => vocabulary.idAt(entry)) };
     this.#cache.set(word, encoded);
     return encoded;
   }
@@ -276,6 +280,12 @@ export class ClipTokenizer {
 interface PadToken {
   token: string;
   file?: string;
+}
+
+function cacheOptions(options: ClipTokenizerOptions): { cacheDir: string | null } {
+  const { cacheDir } = options;
+  if (cacheDir === undefined) return { cacheDir: defaultVocabularyCacheDir() };
+  return { cacheDir: cacheDir === null ? null : stringValue("cacheDir", cacheDir) };
 }
 
 function checkPadTokenOption(options: ClipTokenizerOptions): PadToken | undefined {

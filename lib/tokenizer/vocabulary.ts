@@ -7,7 +7,9 @@
 import { createHash } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import { ModelFileError } from "../errors.js";
-import { BYTE_ENCODER, END_OF_WORD, pairKey } from "./bpe.js";
+import { BYTE_ENCODER, END_OF_WORD } from "./bpe.js";
+import { readCachedVocabulary, writeCachedVocabulary } from "./vocabulary-cache.js";
+import { VocabularyTable } from "./vocabulary-table.js";
 
 export const BOS_TOKEN = "<|startoftext|>";
 export const EOS_TOKEN = "<|endoftext|>";
@@ -20,14 +22,7 @@ export const EOS_TOKEN = "<|endoftext|>";
 export const MAX_MERGES = 49152 - 256 - 2;
 
 /** A loaded, checked vocabulary. */
-export interface ClipVocabulary {
-  /** Token → id. */
-  readonly encoder: ReadonlyMap<string, number>;
-  /** Id → token. */
-  readonly decoder: ReadonlyMap<number, string>;
-  /** Merge pair (`pairKey(first, second)`) → rank; lower merges first. */
-  readonly ranks: ReadonlyMap<string, number>;
-}
+export type ClipVocabulary = VocabularyTable;
 
 const MAX_ID = 0x7fffffff; // ids go to the model as int32
 
@@ -126,7 +121,6 @@ export function buildVocabulary(
       }
     }
   }
-  const ranks = new Map<string, number>();
   merges.forEach(([first, second], rank) => {
     if (!encoder.has(first + second)) {
       throw new ModelFileError(
@@ -135,21 +129,16 @@ export function buildVocabulary(
           `${JSON.stringify(first + second)}, which ${files.vocab} does not have (the files do not belong together)`,
       );
     }
-    // A repeated pair takes its later rank, as dict(zip(merges, range(...))) does in the reference.
-    ranks.set(pairKey(first, second), rank);
   });
-  const decoder = new Map<number, string>();
-  for (const [token, id] of encoder) decoder.set(id, token);
-  return { encoder, decoder, ranks };
+  return VocabularyTable.fromEntries(encoder, merges);
 }
 
 const utf8 = new TextDecoder("utf-8", { fatal: true });
 
-/** Reads a UTF-8 text file, turning failures into ModelFileError. */
-export async function readTextFile(file: string, what: string): Promise<string> {
-  let bytes: Buffer;
+/** Reads a tokenizer file, turning failures into ModelFileError. */
+async function readModelFile(file: string, what: string): Promise<Buffer> {
   try {
-    bytes = await readFile(file);
+    return await readFile(file);
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
     const reason =
@@ -160,6 +149,9 @@ export async function readTextFile(file: string, what: string): Promise<string> 
           : `cannot be read (${(error as Error).message})`;
     throw new ModelFileError(file, `${what} ${file} ${reason}`, { cause: error });
   }
+}
+
+function utf8Text(bytes: Uint8Array, file: string, what: string): string {
   try {
     return utf8.decode(bytes);
   } catch (error) {
@@ -168,27 +160,55 @@ export async function readTextFile(file: string, what: string): Promise<string> 
 }
 
 /**
- * Vocabularies built from these texts (SHA-256 of both files), the latest few: SDXL's two
- * tokenizers and a refiner's ship the same files in other folders, and building the tables takes
- * ~0.3 s each. A vocabulary is immutable, so the tokenizers share it.
+ * Vocabularies built in this process, by `vocabularyKey`, the latest few: SDXL's two tokenizers
+ * and a refiner's ship the same files in other folders. A vocabulary is immutable, so the
+ * tokenizers share it.
  */
 const builtVocabularies = new Map<string, ClipVocabulary>();
 const BUILT_VOCABULARIES_KEPT = 4;
 
-/** Reads and checks `vocab.json` and `merges.txt`. */
-export async function readVocabulary(vocabPath: string, mergesPath: string): Promise<ClipVocabulary> {
-  const [vocabText, mergesText] = await Promise.all([
-    readTextFile(vocabPath, "CLIP vocabulary"),
-    readTextFile(mergesPath, "CLIP merges file"),
+/** SHA-256 of both files (the first one's length first, so no two pairs of files share it). */
+export function vocabularyKey(vocab: Uint8Array, merges: Uint8Array): Uint8Array {
+  const length = Buffer.alloc(8);
+  length.writeBigUInt64LE(BigInt(vocab.length));
+  return createHash("sha256").update(length).update(vocab).update(merges).digest();
+}
+
+/** Where and whether built vocabularies are kept on disk. */
+export interface VocabularyCacheOptions {
+  /**
+   * A folder of built vocabulary tables (vocabulary-cache.ts), so that the next process reads one
+   * in milliseconds instead of parsing and checking the files (~0.3 s); null: none.
+   */
+  cacheDir: string | null;
+}
+
+/**
+ * Reads and checks `vocab.json` and `merges.txt`, or takes the table built from the same bytes
+ * before: in this process, or in the cache folder (where a table built here is then written).
+ */
+export async function readVocabulary(vocabPath: string, mergesPath: string, { cacheDir }: VocabularyCacheOptions): Promise<ClipVocabulary> {
+  const [vocabBytes, mergesBytes] = await Promise.all([
+    readModelFile(vocabPath, "CLIP vocabulary"),
+    readModelFile(mergesPath, "CLIP merges file"),
   ]);
-  const key = createHash("sha256").update(vocabText).update("\0").update(mergesText).digest("hex");
-  const built = builtVocabularies.get(key);
+  const key = vocabularyKey(vocabBytes, mergesBytes);
+  const name = Buffer.from(key).toString("hex");
+  const remember = (vocabulary: ClipVocabulary) => {
+    builtVocabularies.set(name, vocabulary);
+    if (builtVocabularies.size > BUILT_VOCABULARIES_KEPT) builtVocabularies.delete(builtVocabularies.keys().next().value!);
+    return vocabulary;
+  };
+  const built = builtVocabularies.get(name);
   if (built) return built;
+  const cached = cacheDir === null ? undefined : await readCachedVocabulary(cacheDir, key);
+  if (cached && cached.idOf(BOS_TOKEN) !== undefined && cached.idOf(EOS_TOKEN) !== undefined) return remember(cached);
+  const vocabText = utf8Text(vocabBytes, vocabPath, "CLIP vocabulary");
+  const mergesText = utf8Text(mergesBytes, mergesPath, "CLIP merges file");
   const vocabulary = buildVocabulary(parseVocabJson(vocabText, vocabPath), parseMergesTxt(mergesText, mergesPath), {
     vocab: vocabPath,
     merges: mergesPath,
   });
-  builtVocabularies.set(key, vocabulary);
-  if (builtVocabularies.size > BUILT_VOCABULARIES_KEPT) builtVocabularies.delete(builtVocabularies.keys().next().value!);
-  return vocabulary;
+  if (cacheDir !== null) await writeCachedVocabulary(cacheDir, key, vocabulary);
+  return remember(vocabulary);
 }

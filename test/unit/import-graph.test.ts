@@ -76,7 +76,8 @@ describe("lib/ import graph", () => {
 
   test("the numerics core (tokenizer, prompt, rng, schedulers, sampler) depends on nothing above it", () => {
     const core = /^(tokenizer|prompt|rng|schedulers|sampler)\//;
-    const allowed = /^(tokenizer|prompt|rng|schedulers|sampler)\/|^(errors|validate)\.ts$/;
+    // fs/atomic.ts is a leaf over Node's fs (the tokenizer's vocabulary cache writes with it).
+    const allowed = /^(tokenizer|prompt|rng|schedulers|sampler)\/|^(errors|validate|fs\/atomic)\.ts$/;
     const edges = [...graph].flatMap(([from, deps]) => (core.test(from) ? deps.filter((d) => !allowed.test(d)).map((d) => `${from} → ${d}`) : []));
     expect(edges).toEqual([]);
   });

@@ -6,7 +6,8 @@
  */
 import { beforeAll, describe, expect, test } from "@jest/globals";
 import { InvalidOptionError } from "../../lib/errors.js";
-import { BoundedCache, bytePairEncode, toByteLevel } from "../../lib/tokenizer/bpe.js";
+import { BYTE_ENCODER, BoundedCache, bytePairEncode } from "../../lib/tokenizer/bpe.js";
+import { VocabularyTable } from "../../lib/tokenizer/vocabulary-table.js";
 import { fixText, htmlUnescape, normalizeClipText, ClipTokenizer } from "../../lib/tokenizer/index.js";
 import { splitWords } from "../../lib/tokenizer/pretokenize.js";
 
@@ -145,30 +146,42 @@ describe("word splitting", () => {
 });
 
 describe("byte-pair encoding", () => {
-  const ranks = new Map([
-    ["h e", 0],
-    ["l l", 1],
-    ["he ll", 2],
-    ["a a", 3],
-  ]);
+  const MERGES: Array<[string, string]> = [
+    ["h", "e"],
+    ["l", "l"],
+    ["he", "ll"],
+    ["a", "a"],
+  ];
+
+  /** The tokens of `word` with a byte-level vocabulary holding `merges`' results. */
+  function bpe(word: string, merges: ReadonlyArray<[string, string]> = MERGES): string[] {
+    const tokens = [...BYTE_ENCODER, ...BYTE_ENCODER.map((t) => t + "</w>"), ...merges.map(([a, b]) => a + b)];
+    const table = VocabularyTable.fromEntries(new Map(tokens.map((token, id) => [token, id])), merges);
+    return bytePairEncode(word, table).map((entry) => table.tokenAt(entry));
+  }
 
   test("merges the lowest-ranked pair first until none has a rank", () => {
-    expect(bytePairEncode("hello", ranks)).toEqual(["hell", "o</w>"]);
+    expect(bpe("hello")).toEqual(["hell", "o</w>"]);
   });
 
   test("merges every occurrence left to right without overlap", () => {
-    expect(bytePairEncode("aaa", ranks)).toEqual(["aa", "a</w>"]);
-    expect(bytePairEncode("aaaa", ranks)).toEqual(["aa", "a", "a</w>"]);
+    expect(bpe("aaa")).toEqual(["aa", "a</w>"]);
+    expect(bpe("aaaa")).toEqual(["aa", "a", "a</w>"]);
   });
 
   test("a one-character word is that character with </w>", () => {
-    expect(bytePairEncode("x", ranks)).toEqual(["x</w>"]);
+    expect(bpe("x")).toEqual(["x</w>"]);
+  });
+
+  test("a repeated merge line takes its later rank", () => {
+    expect(bpe("helo", [["e", "l"], ["h", "e"]])).toEqual(["h", "el", "o</w>"]);
+    expect(bpe("helo", [["e", "l"], ["h", "e"], ["e", "l"]])).toEqual(["he", "l", "o</w>"]);
   });
 
   test("words are UTF-8 bytes written with GPT-2's stand-in characters", () => {
-    expect(toByteLevel("a b")).toBe("aĠb");
-    expect(toByteLevel("é")).toBe("Ã©");
-    expect(toByteLevel("🐱")).toBe("ðŁĲ±");
+    expect(bpe("a b", [])).toEqual(["a", "Ġ", "b</w>"]);
+    expect(bpe("é", [])).toEqual(["Ã", "©</w>"]);
+    expect(bpe("🐱", [])).toEqual(["ð", "Ł", "Ĳ", "±</w>"]);
   });
 
   test("special tokens written in the prompt are the special ids", () => {

@@ -229,10 +229,18 @@ export class CpuBackend implements Backend {
       // inversion) while the worker creates the other sessions; its one session is made after.
       const editing = sdxlFolder ? undefined : editTextEncoderGraph(folder.textEncoder, options);
       editing?.catch(() => undefined); // awaited below; a failure is reported there
+      // Every load is posted at once: the worker makes the sessions one after the other without
+      // waiting for this thread, which meanwhile builds the tokenizer and edits the text encoder.
       // A refiner's only encoder is text_encoder_2 (folder.textEncoder is then that file).
-      const sdxlTextEncoder = sdxlFolder ? await openSdxlTextEncoder(host, folder.textEncoder, sdxlFolder.secondEncoderOnly, options) : undefined;
-      const unet = await openSession(host, folder.unet, describeUnet, options);
-      const vaeDecoder = await openSession(host, folder.vaeDecoder, describeVaeDecoder, options);
+      const loads = {
+        sdxlTextEncoder: sdxlFolder ? openSdxlTextEncoder(host, folder.textEncoder, sdxlFolder.secondEncoderOnly, options) : undefined,
+        unet: openSession(host, folder.unet, describeUnet, options),
+        vaeDecoder: openSession(host, folder.vaeDecoder, describeVaeDecoder, options),
+      };
+      for (const load of Object.values(loads)) load?.catch(() => undefined); // awaited below, in this order
+      const sdxlTextEncoder = await loads.sdxlTextEncoder;
+      const unet = await loads.unet;
+      const vaeDecoder = await loads.vaeDecoder;
       const sessionOptions: SessionOptions = options.intraOpThreads ? { intraOpThreads: options.intraOpThreads } : {};
       if (sdxlFolder && sdxlTextEncoder) {
         const textEncoder = sdxlTextEncoder;

@@ -14,6 +14,7 @@ import { Pipeline, type GenerateOptions, type GenerateResult, type PipelineLoadO
 import { loraCliOptions, loraLoadOptions } from "../shared/serve-service.js";
 import { defaultModelDir } from "../../package-info.js";
 import { encodeImage, formatFromExtension, IMAGE_FORMATS, type ImageFormat } from "../../image/encode.js";
+import { preloadSharp } from "../../image/sharp.js";
 import { BACKEND_CHOICES, type BackendChoice } from "../../backends/select.js";
 import { RNG_SOURCES, type RngSource } from "../../rng/index.js";
 import { a1111SamplerName, a1111SamplerSelection, canonicalSchedulerName, KDIFFUSION_SAMPLER_NAMES, refusedA1111SamplerReason, SCHEDULER_NAMES } from "../../schedulers/index.js";
@@ -418,6 +419,8 @@ export async function runGenerate(args: GenerateArgs, io: CommandIo = { stdout: 
     if (args.engines !== undefined) loadOptions.engines = args.engines;
     if (args.threads !== undefined) loadOptions.threads = args.threads;
     if (args["embeddings-dir"] !== undefined) loadOptions.embeddingsDir = args["embeddings-dir"];
+    // The image encoder (sharp) loads while the worker thread makes the model's sessions.
+    loadOptions.onWaitingForModel = preloadSharp;
     pipeline = await Pipeline.load(await resolveModelArgument(args.model, args, "fp32", io.stderr, "base"), loadOptions);
     if (!args.quiet && !args.json) io.stderr.write(`sd-trt: ${pipeline.backendName} backend (${pipeline.backendReason})\n`);
 

@@ -29,6 +29,7 @@ import {
 } from "../../server/server.js";
 import { addServeServiceOptions, openServeService, type ServeServiceArgs } from "../shared/serve-service.js";
 import { untilShutdown } from "../shared/shutdown.js";
+import { preloadSharp } from "../../image/sharp.js";
 import { type CheckpointArgs, checkpointOptions, resolveModelArgument } from "../shared/model-source.js";
 
 interface ServeArgs extends ServeServiceArgs, CheckpointArgs {
@@ -135,6 +136,7 @@ const command: CommandModule<object, ServeArgs> = {
     if (argv.redis === undefined) argv.model = await resolveModelArgument(argv.model, { ...argv, quiet: false }, "fp32", process.stderr, "base");
     const memoryLimit = argv["memory-limit"] !== undefined ? memoryLimitBytes(argv["memory-limit"]) : undefined;
     const service = await openServeService({ ...argv, ...(memoryLimit !== undefined ? { memoryLimit } : {}) }, log);
+    preloadSharp(); // the image encoder, loaded on first use, is ready for the first request
     const loraDir = argv["lora-dir"];
     const server = new SdServer({
       service,

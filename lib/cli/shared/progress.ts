@@ -3,7 +3,19 @@
  * lines when stderr is not a TTY (one at the start, then about every second, then one at the
  * end), and nothing with `--quiet`.
  */
-import cliProgress from "cli-progress";
+import { createRequire } from "node:module";
+import type CliProgress from "cli-progress";
+
+/**
+ * cli-progress, loaded when the first bar starts (it and its dependencies cost tens of ms at every
+ * start, and `--quiet` or a command that fails early never shows a bar). It is CommonJS, so this
+ * synchronous require serves the synchronous `start`.
+ */
+let cliProgress: typeof CliProgress | undefined;
+function loadCliProgress(): typeof CliProgress {
+  cliProgress ??= createRequire(import.meta.url)("cli-progress") as typeof CliProgress;
+  return cliProgress;
+}
 
 export interface ProgressDisplay {
   /** Starts (or restarts) the bar for a stage of `total` units (named after the count, e.g. "UNet evaluations"). */
@@ -17,10 +29,11 @@ const SILENT: ProgressDisplay = { start() {}, update() {}, stop() {} };
 export function createProgress(options: { quiet: boolean; stream?: NodeJS.WriteStream }): ProgressDisplay {
   if (options.quiet) return SILENT;
   const stream = options.stream ?? process.stderr;
-  let bar: cliProgress.SingleBar | null = null;
+  let bar: CliProgress.SingleBar | null = null;
   return {
     start(label, total, unit) {
       bar?.stop();
+      const cliProgress = loadCliProgress();
       bar = new cliProgress.SingleBar(
         {
           stream,

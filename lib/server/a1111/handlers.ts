@@ -12,7 +12,7 @@
  * returns the half-denoised picture, which this server cannot produce.
  */
 import { randomInt } from "node:crypto";
-import sharp from "sharp";
+import { loadSharp } from "../../image/sharp.js";
 import { encodeImage } from "../../image/encode.js";
 import type { RawImage } from "../../image/read.js";
 import { packageVersion } from "../../package-info.js";
@@ -45,6 +45,7 @@ function jobTimestamp(date = new Date()): string {
 /** Decodes the init image and fits it to width×height as A1111's resize_mode asks. */
 async function prepareInitImage(generation: A1111Generation): Promise<RawImage> {
   const { width, height } = generation;
+  const sharp = await loadSharp();
   try {
     const fit = generation.resizeMode === 1 ? "cover" : "fill";
     const { data, info } = await sharp(generation.initImage!, { failOn: "error" })
