@@ -9,6 +9,8 @@ import { validateSeed } from "../rng/index.js";
 import type { BackendLimits } from "../backends/backend.js";
 import { LATENT_UPSCALERS, type LatentUpscaler } from "../sampler/latent-upscale.js";
 import {
+  A1111_DDIM_CFGPP,
+  A1111_TIMESTEP_SAMPLER_NAMES,
   A1111_UNI_PC_DEFAULTS,
   UNI_PC_SKIP_TYPES,
   UNI_PC_VARIANTS,
@@ -31,6 +33,11 @@ import {
 /** A1111's timestep samplers that take eta (CompVisSampler's eta_ddim, infotext `Eta DDIM`). */
 const DDIM_ETA_SAMPLERS: readonly string[] = ["a1111_ddim", "a1111_ddim_cfgpp"];
 
+/** Whether A1111 hands this sampler p.eta (its function has an `eta` parameter: Sampler.initialize). */
+export function a1111SamplerUsesEta(scheduler: string): boolean {
+  return isKDiffusionSampler(scheduler) ? kdiffusionUsesEta(scheduler) : DDIM_ETA_SAMPLERS.includes(scheduler);
+}
+
 export interface A1111GenerateOptions {
   /**
    * A1111's schedule type for its k-diffusion samplers (`k_*` schedulers): `automatic` (the
@@ -42,6 +49,7 @@ export interface A1111GenerateOptions {
   /**
    * eta of A1111's ancestral and SDE samplers and DPM fast (k_euler_a, k_dpm_2_a, k_dpmpp_2s_a, k_dpmpp_sde, k_dpmpp_2m_sde, k_dpmpp_2m_sde_heun, k_dpmpp_3m_sde, k_dpm_fast), 0 … 100; defaults to 1
    * (A1111's eta_ancestral). For A1111's DDIM (a1111_ddim) its eta, defaulting to 0 (eta_ddim).
+   * As A1111's p.eta it applies to both passes of the hires fix: accepted when either pass's sampler takes it.
    */
   eta?: number;
   /** A1111's variation seeds, one per image (its all_subseeds: subseed, subseed + 1, …). Needs `seeds`. */
@@ -61,7 +69,7 @@ export interface A1111GenerateOptions {
   hires?: HiresOptions;
   /**
    * A1111's UniPC settings (its options uni_pc_variant, uni_pc_skip_type, uni_pc_order,
-   * uni_pc_lower_order_final), for `a1111_unipc` only; each defaults to A1111's.
+   * uni_pc_lower_order_final), for `a1111_unipc` (either pass of the hires fix) only; each defaults to A1111's.
    */
   uniPc?: UniPcOptions;
 }
@@ -93,7 +101,7 @@ export interface HiresOptions {
   prompt?: string;
   /** The second pass's negative prompt for every image (A1111's hr_negative_prompt); absent or "" = the first pass's. */
   negativePrompt?: string;
-  /** The second pass's sampler, one of A1111's k-diffusion samplers (k_euler, k_dpmpp_2m, …; A1111's hr_sampler_name). Defaults to the first pass's. */
+  /** The second pass's sampler, any of A1111's own (k_euler, k_dpmpp_2m, …, a1111_ddim, a1111_ddim_cfgpp, a1111_plms, a1111_unipc; A1111's hr_sampler_name). Defaults to the first pass's. */
   scheduler?: string;
   /** The second pass's schedule type (A1111's hr_scheduler, as `sigmaSchedule`). Defaults to the first pass's `sigmaSchedule` ("automatic": the second pass's sampler's own default). */
   sigmaSchedule?: string;
@@ -111,9 +119,9 @@ export interface HiresRequest {
   steps: number;
   strength: number;
   upscaler: LatentUpscaler;
-  /** The second pass's sampler and schedule (the first pass's unless given), and its eta when the sampler takes one. */
+  /** The second pass's sampler and schedule (the first pass's unless given; a schedule for k-diffusion samplers only), and its eta when the sampler takes one. */
   scheduler: SchedulerName;
-  sigmaSchedule: SigmaSchedule;
+  sigmaSchedule?: SigmaSchedule;
   eta?: number;
   /** The second pass's prompt / negative prompt for every image, when given (not empty). */
   prompt?: string;
@@ -141,7 +149,7 @@ export interface A1111Request {
     ensd: number;
   };
   hires?: HiresRequest;
-  /** Set for a1111_unipc only: every setting, defaults filled in. */
+  /** Set when either pass runs a1111_unipc: every setting, defaults filled in. */
   uniPc?: A1111UniPcSettings;
 }
 
@@ -167,10 +175,14 @@ export function resolveA1111Options(
       `${scheduler} feeds the UNet fractional timesteps (A1111's UniPC time (t − 1/1000) · 1000), but this model's UNet takes an integer timestep, which would truncate them: re-export the UNet with a float timestep, or use a diffusers scheduler`,
     );
   }
-  if (options.uniPc !== undefined && !isA1111UniPc(scheduler)) {
-    throw new InvalidOptionError("uniPc", `uniPc applies to A1111's own UniPC (a1111_unipc), not ${scheduler}`);
+  // The hires fix's second-pass sampler as given (checked in resolveHires): A1111 reads its UniPC
+  // settings and p.eta for whichever pass's sampler uses them.
+  const hiresScheduler = typeof options.hires === "object" && options.hires !== null && typeof options.hires.scheduler === "string" ? options.hires.scheduler : undefined;
+  const uniPcRuns = isA1111UniPc(scheduler) || (hiresScheduler !== undefined && isA1111UniPc(hiresScheduler));
+  if (options.uniPc !== undefined && !uniPcRuns) {
+    throw new InvalidOptionError("uniPc", `uniPc applies to A1111's own UniPC (a1111_unipc, first pass or hires.scheduler), not ${scheduler}`);
   }
-  if (isA1111UniPc(scheduler)) out.uniPc = resolveUniPc(options.uniPc);
+  if (uniPcRuns) out.uniPc = resolveUniPc(options.uniPc);
   if (options.sigmaSchedule !== undefined) {
     if (!isKDiffusionSampler(scheduler)) {
       throw new InvalidOptionError("sigmaSchedule", `sigmaSchedule applies to A1111's k-diffusion samplers (k_euler, k_euler_a, k_dpmpp_2m, …); ${scheduler} has its own schedule`);
@@ -180,13 +192,16 @@ export function resolveA1111Options(
     out.sigmaSchedule = "automatic";
   }
 
+  let eta: number | undefined;
   if (options.eta !== undefined) {
-    if (!(isKDiffusionSampler(scheduler) && kdiffusionUsesEta(scheduler)) && !DDIM_ETA_SAMPLERS.includes(scheduler)) {
-      throw new InvalidOptionError("eta", `eta applies to A1111's ancestral and SDE samplers, DPM fast, DDIM and DDIM CFG++ (k_euler_a, k_dpm_2_a, k_dpmpp_2s_a, k_dpmpp_sde, k_dpmpp_2m_sde, k_dpmpp_2m_sde_heun, k_dpmpp_3m_sde, k_dpm_fast, a1111_ddim, a1111_ddim_cfgpp), not ${scheduler}`);
+    if (!a1111SamplerUsesEta(scheduler) && !(options.hires !== undefined && hiresScheduler !== undefined && a1111SamplerUsesEta(hiresScheduler))) {
+      throw new InvalidOptionError("eta", `eta applies to A1111's ancestral and SDE samplers, DPM fast, DDIM and DDIM CFG++ (k_euler_a, k_dpm_2_a, k_dpmpp_2s_a, k_dpmpp_sde, k_dpmpp_2m_sde, k_dpmpp_2m_sde_heun, k_dpmpp_3m_sde, k_dpm_fast, a1111_ddim, a1111_ddim_cfgpp) in either pass, not ${hiresScheduler === undefined ? scheduler : `${scheduler} then ${hiresScheduler}`}`);
     }
-    out.eta = numberInRange("eta", options.eta, 0, 100);
+    eta = numberInRange("eta", options.eta, 0, 100);
+    // The first pass takes it only where its sampler does (the second pass: resolveHires).
+    if (a1111SamplerUsesEta(scheduler)) out.eta = eta;
   }
-  if (options.hires !== undefined) out.hires = resolveHires(options.hires, scheduler, out, perImageGenerators, img2img, fractionalTimesteps, image);
+  if (options.hires !== undefined) out.hires = resolveHires(options.hires, scheduler, out, eta, perImageGenerators, img2img, fractionalTimesteps, image);
   const used = (["subseeds", "subseedStrength", "seedResizeFrom", "ensd"] as const).filter((k) => options[k] !== undefined);
   if (used.length === 0) return out;
   const first = used[0]!;
@@ -239,6 +254,7 @@ function resolveHires(
   raw: HiresOptions,
   scheduler: SchedulerName,
   first: A1111Request,
+  eta: number | undefined,
   perImageGenerators: boolean,
   img2img: boolean,
   fractionalTimesteps: boolean,
@@ -302,18 +318,25 @@ function resolveHires(
   // A1111's hr_sampler_name / hr_scheduler: the second pass's sampler, and its schedule type (hr_scheduler None is the first pass's).
   let hiresScheduler: SchedulerName = scheduler;
   if (raw.scheduler !== undefined) {
-    if (typeof raw.scheduler !== "string" || !isKDiffusionSampler(raw.scheduler)) {
-      throw invalidOption("hires.scheduler", `one of A1111's k-diffusion samplers (${KDIFFUSION_SAMPLER_NAMES.join(", ")})`, raw.scheduler);
+    // sample_hr_pass creates any of A1111's samplers by name (create_sampler(hr_sampler_name)).
+    if (typeof raw.scheduler !== "string" || !isA1111Sampler(raw.scheduler)) {
+      throw invalidOption("hires.scheduler", `one of A1111's own samplers (${[...KDIFFUSION_SAMPLER_NAMES, ...A1111_TIMESTEP_SAMPLER_NAMES, A1111_DDIM_CFGPP, "a1111_unipc"].join(", ")})`, raw.scheduler);
     }
-    hiresScheduler = raw.scheduler;
-    if (kdiffusionFractionalTimesteps(hiresScheduler) && !fractionalTimesteps) {
-      throw new InvalidOptionError("hires.scheduler", `${hiresScheduler} feeds the UNet fractional timesteps (A1111's sigma_to_t), but this model's UNet takes an integer timestep: re-export the UNet with a float timestep`);
+    hiresScheduler = raw.scheduler as SchedulerName;
+    const fractional = isKDiffusionSampler(hiresScheduler) ? kdiffusionFractionalTimesteps(hiresScheduler) : isA1111UniPc(hiresScheduler);
+    if (fractional && !fractionalTimesteps) {
+      throw new InvalidOptionError("hires.scheduler", `${hiresScheduler} feeds the UNet fractional timesteps, but this model's UNet takes an integer timestep: re-export the UNet with a float timestep`);
     }
   }
-  const sigmaSchedule = raw.sigmaSchedule === undefined ? first.sigmaSchedule! : resolveSigmaSchedule(raw.sigmaSchedule, "hires.sigmaSchedule");
-  const out: HiresRequest = { width: finalW, height: finalH, truncateX, truncateY, steps, strength, upscaler: upscaler as LatentUpscaler, stepsGiven, scheduler: hiresScheduler, sigmaSchedule };
+  const out: HiresRequest = { width: finalW, height: finalH, truncateX, truncateY, steps, strength, upscaler: upscaler as LatentUpscaler, stepsGiven, scheduler: hiresScheduler };
+  if (isKDiffusionSampler(hiresScheduler)) {
+    // hr_scheduler None is the first pass's name: "Automatic" after a timestep sampler (which has none).
+    out.sigmaSchedule = raw.sigmaSchedule === undefined ? (first.sigmaSchedule ?? "automatic") : resolveSigmaSchedule(raw.sigmaSchedule, "hires.sigmaSchedule");
+  } else if (raw.sigmaSchedule !== undefined) {
+    throw new InvalidOptionError("hires.sigmaSchedule", `hires.sigmaSchedule applies to A1111's k-diffusion samplers (k_euler, k_dpmpp_2m, …); the second pass's ${hiresScheduler} has its own schedule`);
+  }
   // Sampler.initialize: eta = p.eta, else the option's default (the program's own).
-  if (first.eta !== undefined && (isKDiffusionSampler(hiresScheduler) ? kdiffusionUsesEta(hiresScheduler) : DDIM_ETA_SAMPLERS.includes(hiresScheduler))) out.eta = first.eta;
+  if (eta !== undefined && a1111SamplerUsesEta(hiresScheduler)) out.eta = eta;
   for (const key of ["prompt", "negativePrompt"] as const) {
     const text = raw[key];
     if (text === undefined) continue;
@@ -370,6 +393,12 @@ export function a1111InfotextFields(scheduler: SchedulerName, a1111: A1111Reques
     out.eta = a1111.eta;
   }
   const hires = a1111.hires;
+  // The second pass's sampler writes its own eta field the same way (into the same parameters).
+  if (hires?.eta !== undefined && DDIM_ETA_SAMPLERS.includes(hires.scheduler)) {
+    if (hires.eta !== 0) out.etaDdim = hires.eta;
+  } else if (hires?.eta !== undefined && hires.eta !== 1) {
+    out.eta = hires.eta;
+  }
   if (hires) {
     out.denoisingStrength = hires.strength;
     // StableDiffusionProcessingTxt2Img.init sets these in this order, before calculate_target_resolution's.

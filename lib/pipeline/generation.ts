@@ -26,7 +26,7 @@ import { formatInfotext } from "../image/infotext.js";
 import type { LoraSpec } from "../convert/lora/set.js";
 import { rgbToPixels } from "../image/pixels.js";
 import { readImage, type RgbImage } from "../image/read.js";
-import { a1111SamplerName, isA1111Sampler } from "../schedulers/index.js";
+import { a1111SamplerName, isA1111Sampler, isA1111UniPc, type SchedulerName } from "../schedulers/index.js";
 import type { SamplerProgram } from "../sampler/program.js";
 import type { ClipTokenizer } from "../tokenizer/index.js";
 import type { PromptBatch } from "../prompt/conditioning.js";
@@ -222,7 +222,7 @@ export async function prepareRequest(context: GenerationContext, request: Resolv
   // The prompts were read during validation (their length decides the batch key).
   const warnings = [...r.cond.warnings, ...(r.uncond?.warnings ?? [])];
 
-  let { program } = programs.get(r.scheduler, r.steps, image ? r.strength! : undefined, r.a1111.sigmaSchedule, r.a1111.eta, r.a1111.uniPc);
+  let { program } = programs.get(r.scheduler, r.steps, image ? r.strength! : undefined, r.a1111.sigmaSchedule, r.a1111.eta, uniPcSettingsFor(r.scheduler, r));
   let refinerProgram: SamplerProgram | null = null;
   const refinerRequest = r.sdxl?.refiner;
   if (refinerRequest) {
@@ -317,7 +317,7 @@ function prepareHires(context: GenerationContext, r: ResolvedRequest): HiresPass
   // create_sampler(hr_sampler_name or sampler_name); get_sigmas with hr_scheduler.
   let program: SamplerProgram;
   try {
-    ({ program } = context.programs.getFrom(h.scheduler, stretched, stretched - h.steps, h.sigmaSchedule, h.eta, r.a1111.uniPc));
+    ({ program } = context.programs.getFrom(h.scheduler, stretched, stretched - h.steps, h.sigmaSchedule, h.eta, uniPcSettingsFor(h.scheduler, r)));
   } catch (error) {
     // The second pass runs t_enc = hires steps − 1 steps: too few for DDIM / PLMS (≥ 2) or UniPC (≥ its order).
     if (error instanceof InvalidOptionError) throw new InvalidOptionError("hires.steps", `hires fix's second pass (t_enc = hires steps − 1 = ${h.steps - 1}): ${error.message}`);
@@ -340,6 +340,11 @@ function prepareHires(context: GenerationContext, r: ResolvedRequest): HiresPass
       ? brownianStepNoise(program.brownian, r.rng, a1111ImageSeeds(r), rest)
       : lazyStepNoise(noiseDrawCount(program), () => noise.draw(r.batch, rest)),
   };
+}
+
+/** A1111's uni_pc_* settings for a pass that runs its UniPC (the request holds them when either pass does). */
+function uniPcSettingsFor(scheduler: SchedulerName, r: ResolvedRequest): ResolvedRequest["a1111"]["uniPc"] {
+  return isA1111UniPc(scheduler) ? r.a1111.uniPc : undefined;
 }
 
 /**

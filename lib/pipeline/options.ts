@@ -435,6 +435,13 @@ export function resolveGenerateOptions(options: GenerateOptions, ctx: Validation
     a1111: resolveA1111Options(options, scheduler, batch, perImageGenerators, img2img, limits.fractionalTimesteps !== false, { width, height, steps, limits }),
   };
   if (sdxl) request.sdxl = sdxl;
+  if (request.a1111.hires && samplerNeedsUncond(request.a1111.hires.scheduler) && request.uncond === null) {
+    // One guidance setting serves both passes: at guidance ≤ 1 the first pass skips the uncond, which DDIM CFG++ steps with.
+    throw new InvalidOptionError(
+      "hires.scheduler",
+      `hires.scheduler ${request.a1111.hires.scheduler} steps with the unconditional prediction, which A1111 computes at every scale but this request skips at guidance ${guidance} (≤ 1): raise guidance above 1, or run ${request.a1111.hires.scheduler} in the first pass too`,
+    );
+  }
   if (request.a1111.hires) {
     const hiresPrompts = readHiresPrompts(ctx, request, tagged.texts);
     if (hiresPrompts) request.hiresPrompts = hiresPrompts;

@@ -26,9 +26,11 @@ Driven as A1111's CompVisSampler drives them (transcribed from sd_samplers_times
 Usage (from the repository root):
   KDIFFUSION=/path/to/k-diffusion@ab527a9 A1111=/path/to/stable-diffusion-webui@82a973c \\
     python scripts/reference/gen_a1111_unipc_goldens.py > test/fixtures/a1111/unipc_goldens.json
-  ... gen_a1111_unipc_goldens.py tiny > test/fixtures/a1111/timesteps_tiny_e2e.json
+  ... gen_a1111_unipc_goldens.py tiny > test/fixtures/a1111/timesteps_tiny_e2e.json   (also hr_sampler_name cases:
+  a k-diffusion first pass as gen_a1111_tiny_e2e.run_case runs it, then a timestep sampler's second pass)
 Made with Python 3.11, torch 2.13.0+cpu, numpy, onnxruntime 1.30.0 (/tmp/dvenv).
 """
+import inspect
 import json
 import os
 import sys
@@ -101,6 +103,11 @@ TIMESTEP_FUNCTIONS = {"a1111_ddim": ("DDIM", "ddim"), "a1111_plms": ("PLMS", "pl
 def set_unipc_options(options):
     for key, value in {**DEFAULT_OPTIONS, **options}.items():
         setattr(ref.shared.opts, key, value)
+
+
+def eta_kwargs(case, func):
+    """Sampler.initialize: p.eta reaches the sampler's function when it has an `eta` parameter (either pass)."""
+    return {"eta": case["eta"]} if "eta" in case and "eta" in inspect.signature(func).parameters else {}
 
 
 def run_timesteps_sampler(key, model, x, timesteps, is_img2img, callback=None, **kwargs):
@@ -193,11 +200,21 @@ def analytic_main():
 
 
 def timesteps_tiny_samples(case, image_rng, cond, uncond, b):
-    """CompVisSampler.sample / sample_img2img (v1.10.1) on the tiny model, A1111's DDIM / PLMS / UniPC."""
+    """CompVisSampler.sample / sample_img2img (v1.10.1) on the tiny model, A1111's DDIM / PLMS / UniPC; or a
+    k-diffusion first pass (KDiffusionSampler.sample, as gen_a1111_tiny_e2e.run_case) before a timestep sampler's
+    hires pass (hr_sampler_name)."""
     key = case["sampler"]
     set_unipc_options(case.get("unipc", {}))
     unet = e2e.TinyUNet()
     model = e2e.TimestepsCFG(unet, cond, uncond, case["cfg_scale"])
+    if key in ref.SAMPLERS:
+        _label, funcname, options = ref.SAMPLERS[key]
+        model_wrap = ref.denoiser_for(key, unet)
+        sigmas = ref.a1111_get_sigmas(model_wrap, options, case.get("schedule", "automatic"), case["steps"])
+        func = ref.sampler_function(funcname)
+        denoiser = e2e.cfg_denoiser(model_wrap, cond, uncond, case["cfg_scale"])
+        samples = func(denoiser, image_rng.next() * sigmas[0], sigmas, extra_args={}, disable=True, **eta_kwargs(case, func))
+        return timesteps_hires_pass(case, unet, model, samples)
     noise = image_rng.next()
     timesteps = ref.a1111_get_timesteps(case["steps"])
     if case.get("img2img"):
@@ -209,16 +226,18 @@ def timesteps_tiny_samples(case, image_rng, cond, uncond, b):
     else:
         x = noise
     # Sampler.initialize: eta = p.eta (else opts.eta_ddim = 0), passed where the function takes it.
-    kwargs = {"eta": case["eta"]} if "eta" in case else {}
+    kwargs = eta_kwargs(case, getattr(impl, TIMESTEP_FUNCTIONS[key][1]))
     samples = run_timesteps_sampler(key, model, x, timesteps, bool(case.get("img2img")), **kwargs)
     if case.get("enable_hr"):
-        samples = timesteps_hires_pass(case, unet, model, samples, kwargs)
+        samples = timesteps_hires_pass(case, unet, model, samples)
     return samples
 
 
-def timesteps_hires_pass(case, unet, model, samples, kwargs):
+def timesteps_hires_pass(case, unet, model, samples):
     """sample_hr_pass with a latent upscaler (as gen_a1111_tiny_e2e.hires_pass), then CompVisSampler.sample_img2img
-    with steps given: steps' = int(steps / min(strength, 0.999)), t_enc = steps - 1, timesteps = get_timesteps(steps')."""
+    with steps given: steps' = int(steps / min(strength, 0.999)), t_enc = steps - 1, timesteps = get_timesteps(steps').
+    The second pass's sampler is hr_sampler_name's (create_sampler), else the first pass's."""
+    hr_key = case.get("hr_sampler") or case["sampler"]
     to_x, to_y, truncate_x, truncate_y = e2e.target_resolution(case)
     scale = e2e.LATENT_UPSCALE_MODES[case["hr_upscaler"]]
     samples = torch.nn.functional.interpolate(samples, size=(to_y // 8, to_x // 8), mode=scale["mode"], antialias=scale["antialias"])
@@ -233,12 +252,12 @@ def timesteps_hires_pass(case, unet, model, samples, kwargs):
     a = unet.alphas_cumprod[timesteps[t_enc]]
     xi = samples * torch.sqrt(a) + noise * torch.sqrt(1 - a)
     ref.sampling.torch = ref.TorchHijack(image_rng, [], lambda: 0)
-    out = run_timesteps_sampler(case["sampler"], model, xi, timesteps[:t_enc], True, **kwargs)
-    return out
+    kwargs = eta_kwargs(case, getattr(impl, TIMESTEP_FUNCTIONS[hr_key][1]))
+    return run_timesteps_sampler(hr_key, model, xi, timesteps[:t_enc], True, **kwargs)
 
 
 def run_tiny_case(case):
-    label, _funcname = TIMESTEP_FUNCTIONS[case["sampler"]]
+    label = (ref.SAMPLERS.get(case["sampler"]) or TIMESTEP_FUNCTIONS[case["sampler"]])[0]
     ref.shared.opts.eta_noise_seed_delta = case.get("ensd", 0)
     b = len(case["seeds"])
     image_rng = ref.rng.ImageRNG((4, case["height"] // 8, case["width"] // 8), case["seeds"], subseeds=case.get("subseeds"),
@@ -265,6 +284,15 @@ TINY_CASES = [
      "enable_hr": True, "hr_scale": 1.5, "hr_upscaler": "Latent (bicubic antialiased)", "hr_second_pass_steps": 5, "denoising_strength": 0.5},
     {"id": "hires-unipc-nearest", "sampler": "a1111_unipc", "steps": 6, "seeds": [68],
      "enable_hr": True, "hr_scale": 2.0, "hr_upscaler": "Latent (nearest)", "hr_second_pass_steps": 5, "denoising_strength": 0.7},
+    # hr_sampler_name: a timestep sampler's second pass after a k-diffusion first pass. UniPC reads its uni_pc_* options
+    # whichever pass runs it; p.eta reaches DDIM's second pass though the first pass's sampler takes none.
+    {"id": "hires-euler-to-unipc-bh2-order2", "sampler": "k_euler", "steps": 5, "seeds": [69], "hr_sampler": "a1111_unipc",
+     "unipc": {"uni_pc_variant": "bh2", "uni_pc_order": 2}, "enable_hr": True, "hr_scale": 2.0, "hr_upscaler": "Latent",
+     "hr_second_pass_steps": 4, "denoising_strength": 0.6},
+    {"id": "hires-dpmpp-2m-to-ddim-eta", "sampler": "k_dpmpp_2m", "steps": 5, "seeds": [70], "hr_sampler": "a1111_ddim", "eta": 0.4,
+     "enable_hr": True, "hr_scale": 1.5, "hr_upscaler": "Latent (bicubic antialiased)", "hr_second_pass_steps": 4, "denoising_strength": 0.55},
+    {"id": "hires-euler-a-eta-to-plms", "sampler": "k_euler_a", "steps": 4, "seeds": [71], "hr_sampler": "a1111_plms", "eta": 0.7,
+     "enable_hr": True, "hr_scale": 2.0, "hr_upscaler": "Latent (nearest-exact)", "hr_second_pass_steps": 3, "denoising_strength": 0.7},
 ]
 
 

@@ -185,7 +185,7 @@ test("the A1111 server runs hr_prompt, hr_negative_prompt, hr_sampler_name and h
       expect(maxPixelDiff(pixels, c.pixels_hwc)).toBeLessThanOrEqual(1);
       expect(JSON.parse(response.json.info).infotexts[0].endsWith(hiresInfotext(c))).toBe(true);
     }
-    const refused = await post({ ...request(byId("hires-prompt-negative-dpmpp-2m")), hr_sampler_name: "DDIM" });
+    const refused = await post({ ...request(byId("hires-prompt-negative-dpmpp-2m")), hr_sampler_name: "DPM adaptive" });
     expect(refused.status).toBe(422);
     expect(JSON.stringify(refused.json)).toContain("hr_sampler_name");
     const unknown = await post({ ...request(byId("hires-prompt-negative-dpmpp-2m")), hr_sampler_name: "DPM++ 2M", hr_scheduler: "Sideways" });

@@ -1,6 +1,7 @@
 /**
  * A1111's own timestep samplers end to end on the tiny model: its UniPC (a1111_unipc, with its
- * uni_pc_* settings), txt2img and img2img, and hires fix with DDIM, PLMS and UniPC — A1111 v1.10.1's
+ * uni_pc_* settings), txt2img and img2img, and hires fix with DDIM, PLMS and UniPC (in both passes, or as
+ * hr_sampler_name's second pass after a k-diffusion first pass, with p.eta and uni_pc_*) — A1111 v1.10.1's
  * own sd_samplers_timesteps_impl / uni_pc.py driving the tiny model's ONNX graphs
  * (test/fixtures/a1111/timesteps_tiny_e2e.json, scripts/reference/gen_a1111_unipc_goldens.py tiny),
  * against Pipeline.generate, the server and the CLI.
@@ -31,6 +32,8 @@ interface Case {
   /** A1111's uni_pc_* settings (shared.opts) for this case; A1111's defaults otherwise. */
   unipc?: { uni_pc_variant?: string; uni_pc_skip_type?: string; uni_pc_order?: number; uni_pc_lower_order_final?: boolean };
   enable_hr?: boolean;
+  /** hr_sampler_name: the second pass's sampler (the first pass's when absent). */
+  hr_sampler?: string;
   hr_scale?: number;
   hr_upscaler?: string;
   hr_second_pass_steps?: number;
@@ -92,6 +95,7 @@ function optionsFor(c: Case): GenerateOptions {
             ...(c.hr_second_pass_steps !== undefined ? { steps: c.hr_second_pass_steps } : {}),
             upscaler: c.hr_upscaler!,
             strength: c.denoising_strength!,
+            ...(c.hr_sampler !== undefined ? { scheduler: c.hr_sampler } : {}),
           },
         }
       : {}),
@@ -126,6 +130,62 @@ describe.each(golden.cases.map((c) => [c.id, c] as const))("A1111 on the tiny mo
     expect(result.images[0]!.infotext).toContain(`Sampler: ${c.a1111_sampler}, `);
     if (c.enable_hr) expect(result.images[0]!.infotext).toMatch(new RegExp(`Size: ${c.width}x${c.height}, .*Denoising strength: ${c.denoising_strength}, .*Hires upscale: .*Hires upscaler: ${c.hr_upscaler!.replace(/[()]/g, "\\$&")}`));
   });
+});
+
+test("a timestep sampler's second pass writes Hires sampler, and each pass's sampler its own eta field, as A1111's infotext does", async () => {
+  const infotext = async (id: string) => (await pipe.generate(optionsFor(byId(id)))).images[0]!.infotext;
+  // Sampler.initialize writes the eta field of each sampler that takes p.eta, when it is not that sampler's default.
+  expect(await infotext("hires-dpmpp-2m-to-ddim-eta")).toMatch(/Sampler: DPM\+\+ 2M, .*Hires sampler: DDIM, .*Eta DDIM: 0\.4$/);
+  expect(await infotext("hires-euler-a-eta-to-plms")).toMatch(/Sampler: Euler a, .*Hires sampler: PLMS, .*Eta: 0\.7$/);
+  expect(await infotext("hires-euler-to-unipc-bh2-order2")).toMatch(/Sampler: Euler, .*Hires sampler: UniPC, /);
+});
+
+test("the server's hr_sampler_name DDIM with eta and UniPC with override_settings uni_pc_* give A1111's pixels", async () => {
+  const service = await PipelineService.create(pipe, { maxQueue: 8, batchWindowMs: 0 });
+  const server = new SdServer({ service, ownService: true });
+  try {
+    const { url } = await server.listen({ host: "127.0.0.1", port: 0 });
+    for (const [c, extra] of [
+      [byId("hires-dpmpp-2m-to-ddim-eta"), { sampler_name: "DPM++ 2M", scheduler: "Automatic", hr_sampler_name: "DDIM", eta: 0.4 }],
+      [byId("hires-euler-to-unipc-bh2-order2"), { sampler_name: "Euler", hr_sampler_name: "UniPC", override_settings: { randn_source: "CPU", ...byId("hires-euler-to-unipc-bh2-order2").unipc } }],
+    ] as const) {
+      const body = {
+        prompt: c.prompt, negative_prompt: c.negative_prompt, width: c.width, height: c.height, steps: c.steps, cfg_scale: c.cfg_scale, seed: c.seeds[0],
+        enable_hr: true, hr_scale: c.hr_scale, hr_upscaler: c.hr_upscaler, hr_second_pass_steps: c.hr_second_pass_steps, denoising_strength: c.denoising_strength,
+        override_settings: { randn_source: "CPU" }, ...extra,
+      };
+      const response = await fetch(`${url}/sdapi/v1/txt2img`, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+      expect(response.status).toBe(200);
+      const json = (await response.json()) as { images: string[] };
+      expect(maxPixelDiff(await pngPixels(json.images.map((png) => Buffer.from(png, "base64"))), c.pixels_hwc)).toBeLessThanOrEqual(1);
+    }
+  } finally {
+    await server.close(0);
+  }
+});
+
+test("the CLI's --hires-scheduler UniPC with --unipc-* flags gives A1111's pixels after a k-diffusion first pass", async () => {
+  const c = byId("hires-euler-to-unipc-bh2-order2");
+  const out = join(scratch, "hires-unipc-{i}.png");
+  const run = await runCommand(generate, [
+    "generate", "--backend", "cpu", "--prompt", c.prompt, "--negative-prompt", c.negative_prompt, "--width", String(c.width), "--height", String(c.height),
+    "--steps", String(c.steps), "--guidance", String(c.cfg_scale), "--scheduler", "Euler", "--seeds", c.seeds.join(","), "--hires-scale", String(c.hr_scale),
+    "--hires-steps", String(c.hr_second_pass_steps), "--hires-upscaler", c.hr_upscaler!, "--hires-strength", String(c.denoising_strength), "--hires-scheduler", "UniPC",
+    "--unipc-variant", "bh2", "--unipc-order", "2", "--rng", "cpu", "--out", out, "--quiet",
+  ]);
+  expect(run.code).toBe(0);
+  expect(maxPixelDiff(await pngPixels([await readFile(out.replace("{i}", "0"))]), c.pixels_hwc)).toBeLessThanOrEqual(1);
+});
+
+test("a DDIM CFG++ second pass at guidance ≤ 1 is refused naming hires.scheduler (its step needs the uncond the first pass skips)", async () => {
+  const base = { prompt: "x", width: 64, height: 64, steps: 4, seeds: [1], rng: "cpu" as const, scheduler: "k_euler" };
+  await expect(pipe.generate({ ...base, guidance: 1, hires: { scale: 2, steps: 3, scheduler: "a1111_ddim_cfgpp" } })).rejects.toMatchObject({
+    option: "hires.scheduler",
+    message: expect.stringMatching(/a1111_ddim_cfgpp steps with the unconditional prediction, .*guidance 1 \(≤ 1\): raise guidance above 1, or run a1111_ddim_cfgpp in the first pass too/),
+  });
+  // Above 1 the first pass computes the uncond, and the second pass runs.
+  const ran = await pipe.generate({ ...base, guidance: 3, hires: { scale: 2, steps: 3, scheduler: "a1111_ddim_cfgpp" } });
+  expect(ran.images[0]!.infotext).toContain("Hires sampler: DDIM CFG++, ");
 });
 
 test("the server's sampler_name UniPC with override_settings uni_pc_* gives A1111's pixels", async () => {

@@ -318,7 +318,7 @@ describe("errors name the field", () => {
     [{ prompt: "x", sampler_name: "DPM adaptive" }, "sampler_name"],
     [{ ...small, prompt: "x", enable_hr: true, hr_scale: 1 }, "hr_scale"],
     [{ ...small, prompt: "x", enable_hr: true, hr_upscaler: "R-ESRGAN 4x+" }, "hr_upscaler"],
-    [{ ...small, prompt: "x", enable_hr: true, hr_sampler_name: "DDIM" }, "hr_sampler_name"],
+    [{ ...small, prompt: "x", enable_hr: true, hr_sampler_name: "DPM adaptive" }, "hr_sampler_name"],
     [{ ...small, prompt: "x", enable_hr: true, sampler_name: "ddpm" }, "enable_hr"], // hires runs A1111's own samplers only (not diffusers' DDPM)
     [{ ...small, prompt: "x", subseed_strength: 1.5 }, "subseed_strength"],
     [{ prompt: "x", sampler_name: "Euler", scheduler: "Beta" }, "scheduler"],

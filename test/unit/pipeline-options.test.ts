@@ -164,7 +164,7 @@ describe("A1111 options (sigmaSchedule, subseeds, subseedStrength, seedResizeFro
     });
     const set = resolveGenerateOptions({ prompt: "x", scheduler: "a1111_unipc", uniPc: { variant: "vary_coeff", skipType: "logSNR", order: 2, lowerOrderFinal: false } }, ctx);
     expect(set.a1111.uniPc).toEqual({ uni_pc_variant: "vary_coeff", uni_pc_skip_type: "logSNR", uni_pc_order: 2, uni_pc_lower_order_final: false });
-    rejects({ scheduler: "unipc", uniPc: { order: 2 } }, "uniPc", /uniPc applies to A1111's own UniPC \(a1111_unipc\), not unipc/);
+    rejects({ scheduler: "unipc", uniPc: { order: 2 } }, "uniPc", /uniPc applies to A1111's own UniPC \(a1111_unipc, first pass or hires\.scheduler\), not unipc/);
     rejects({ scheduler: "a1111_unipc", uniPc: { variant: "bh3" } }, "uniPc.variant", /uniPc\.variant must be one of "bh1", "bh2", "vary_coeff", got "bh3"/);
     rejects({ scheduler: "a1111_unipc", uniPc: { skipType: "karras" } }, "uniPc.skipType", /uniPc\.skipType must be one of "time_uniform", "time_quadratic", "logSNR", got "karras"/);
     rejects({ scheduler: "a1111_unipc", uniPc: { order: 16 } }, "uniPc.order", /uniPc\.order must be an integer from 1 to 15, got 16/);
@@ -194,6 +194,36 @@ describe("A1111 options (sigmaSchedule, subseeds, subseedStrength, seedResizeFro
     for (const scheduler of ["a1111_ddim", "a1111_plms", "a1111_unipc"]) expect(resolveGenerateOptions({ ...base, scheduler, hires: {} }, ctx).a1111.hires).toMatchObject({ width: 512, height: 512 });
     rejects({ ...base, seeds: undefined, seed: 1, hires: {} }, "hires", /give seeds/);
     rejects({ ...base, scheduler: "euler", initImage: "in.png", hires: {} }, "hires", /hires applies to txt2img only/);
+  });
+  test("hires.scheduler takes any of A1111's samplers (hr_sampler_name), with p.eta and the uni_pc_* settings for whichever pass uses them", () => {
+    const base = { prompt: "x", width: 256, height: 256, scheduler: "k_euler", seeds: [1] };
+    // A timestep sampler's second pass has no schedule type; a k-diffusion one after a timestep first pass gets "Automatic".
+    for (const scheduler of ["a1111_ddim", "a1111_ddim_cfgpp", "a1111_plms", "a1111_unipc"]) {
+      const hires = resolveGenerateOptions({ ...base, hires: { scheduler } }, ctx).a1111.hires!;
+      expect(hires.scheduler).toBe(scheduler);
+      expect(hires).not.toHaveProperty("sigmaSchedule");
+    }
+    expect(resolveGenerateOptions({ ...base, scheduler: "a1111_ddim", hires: { scheduler: "k_dpmpp_2m" } }, ctx).a1111.hires).toMatchObject({ scheduler: "k_dpmpp_2m", sigmaSchedule: "automatic" });
+    rejects({ ...base, hires: { scheduler: "a1111_ddim", sigmaSchedule: "karras" } }, "hires.sigmaSchedule", /applies to A1111's k-diffusion samplers .*the second pass's a1111_ddim has its own schedule/);
+    rejects({ ...base, hires: { scheduler: "euler" } }, "hires.scheduler", /one of A1111's own samplers \(k_euler, .*a1111_ddim, a1111_plms, a1111_ddim_cfgpp, a1111_unipc\), got "euler"/);
+    // UniPC settings: filled in when either pass runs it, and handed to that pass only.
+    const unipc = resolveGenerateOptions({ ...base, uniPc: { variant: "bh2" }, hires: { scheduler: "a1111_unipc" } }, ctx).a1111;
+    expect(unipc.uniPc).toMatchObject({ uni_pc_variant: "bh2", uni_pc_order: 3 });
+    expect(resolveGenerateOptions({ ...base, hires: { scheduler: "a1111_unipc" } }, ctx).a1111.uniPc).toMatchObject({ uni_pc_variant: "bh1" });
+    rejects({ ...base, uniPc: { variant: "bh2" }, hires: { scheduler: "a1111_ddim" } }, "uniPc", /not k_euler/);
+    const intTimestep = { ...ctx, limits: { ...ctx.limits, fractionalTimesteps: false } };
+    rejects({ ...base, scheduler: "a1111_ddim", hires: { scheduler: "a1111_unipc" } }, "hires.scheduler", /a1111_unipc feeds the UNet fractional timesteps/, intTimestep);
+    // eta: p.eta for both passes, accepted when either sampler takes it, applied where one does.
+    const secondOnly = resolveGenerateOptions({ ...base, eta: 0.4, hires: { scheduler: "a1111_ddim" } }, ctx).a1111;
+    expect(secondOnly.eta).toBeUndefined();
+    expect(secondOnly.hires!.eta).toBe(0.4);
+    const firstOnly = resolveGenerateOptions({ ...base, scheduler: "k_euler_a", eta: 0.7, hires: { scheduler: "a1111_plms" } }, ctx).a1111;
+    expect(firstOnly.eta).toBe(0.7);
+    expect(firstOnly.hires).not.toHaveProperty("eta");
+    rejects({ ...base, eta: 0.4, hires: { scheduler: "a1111_plms" } }, "eta", /in either pass, not k_euler then a1111_plms/);
+    // DDIM CFG++ steps with the uncond, which guidance ≤ 1 leaves out of the first pass.
+    rejects({ ...base, guidance: 1, hires: { scheduler: "a1111_ddim_cfgpp" } }, "hires.scheduler", /steps with the unconditional prediction/);
+    expect(resolveGenerateOptions({ ...base, guidance: 1, scheduler: "a1111_ddim_cfgpp", hires: { scheduler: "a1111_ddim_cfgpp" } }, ctx).uncond).not.toBeNull();
   });
   test("img2img with a k-diffusion sampler takes A1111's strength rule (t_enc = 0 still runs one step) and its noise options", () => {
     const r = resolveGenerateOptions({ prompt: "x", scheduler: "k_euler_a", initImage: "in.png", strength: 0.04, steps: 20, seeds: [1], subseeds: [2], subseedStrength: 0.3, ensd: 5 }, ctx);

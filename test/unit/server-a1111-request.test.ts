@@ -58,6 +58,9 @@ describe("A1111 sampler names", () => {
     expect(parseA1111Request("txt2img", { sampler_name: "Euler", eta: 0.4 }, limits).eta).toBeUndefined();
     expect(parseA1111Request("txt2img", { sampler_name: "DDIM", eta: 0.5 }, limits)).toMatchObject({ scheduler: "a1111_ddim", eta: 0.5 });
     expect(parseA1111Request("txt2img", { sampler_name: "DDIM CFG++", eta: 0.5 }, limits)).toMatchObject({ scheduler: "a1111_ddim_cfgpp", samplerName: "DDIM CFG++", eta: 0.5 });
+    // p.eta reaches the hires pass's sampler too (its own Sampler.initialize).
+    expect(parseA1111Request("txt2img", { sampler_name: "Euler", eta: 0.5, enable_hr: true, hr_sampler_name: "DDIM" }, limits)).toMatchObject({ scheduler: "k_euler", eta: 0.5, hires: { scheduler: "a1111_ddim" } });
+    expect(parseA1111Request("txt2img", { sampler_name: "Euler", eta: 0.5, enable_hr: true, hr_sampler_name: "PLMS" }, limits).eta).toBeUndefined();
   });
 
   it("runs DDIM CFG++ by its name and alias, without a schedule type", () => {

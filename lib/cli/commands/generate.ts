@@ -237,7 +237,7 @@ function generateOptions(args: GenerateArgs, signal: AbortSignal): GenerateOptio
     options.seedResizeFrom = { width: Number(match[1]), height: Number(match[2]) };
   }
   if (args.ensd !== undefined) options.ensd = args.ensd;
-  // A1111's uni_pc_* settings, for its own UniPC (--scheduler UniPC / a1111_unipc).
+  // A1111's uni_pc_* settings, for its own UniPC in either pass (--scheduler / --hires-scheduler UniPC).
   const uniPc: NonNullable<GenerateOptions["uniPc"]> = {};
   if (args["unipc-variant"] !== undefined) uniPc.variant = args["unipc-variant"];
   if (args["unipc-skip-type"] !== undefined) uniPc.skipType = args["unipc-skip-type"];

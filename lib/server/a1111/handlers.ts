@@ -85,7 +85,7 @@ function serviceRequests(generation: A1111Generation, initImage: RawImage | unde
       ...(generation.eta !== undefined ? { eta: generation.eta } : {}),
       ...noiseOptions(generation.noise, generation.seed, n * generation.batchSize, generation.batchSize),
       ...(generation.hires ? { hires: generation.hires } : {}),
-      ...(generation.scheduler === "a1111_unipc" ? { uniPc: uniPcOptions(generation.settings) } : {}),
+      ...(generation.scheduler === "a1111_unipc" || generation.hires?.scheduler === "a1111_unipc" ? { uniPc: uniPcOptions(generation.settings) } : {}),
       batch: generation.batchSize,
       rng: generation.rng,
       promptSyntax: "a1111",

@@ -17,7 +17,7 @@ import { a1111NameOf, describeValue, resolveA1111Sampler } from "./samplers.js";
 import { checkUnsupportedFields } from "./unsupported.js";
 import { parseA1111Noise, type A1111NoiseFields } from "./a1111-noise.js";
 import { parseA1111Hires } from "./a1111-hires.js";
-import type { HiresOptions } from "../../pipeline/a1111-options.js";
+import { a1111SamplerUsesEta, type HiresOptions } from "../../pipeline/a1111-options.js";
 import { applyA1111Settings, type A1111Settings } from "./settings.js";
 
 export type A1111Mode = "txt2img" | "img2img";
@@ -161,8 +161,6 @@ export function parseA1111Request(mode: A1111Mode, body: Body, limits: A1111Requ
     ignored,
     parameters: {},
   };
-  const eta = typeof body.eta === "number" ? body.eta : null;
-  if (eta !== null && ["k_euler_a", "k_dpm_2_a", "k_dpmpp_2s_a", "k_dpm_fast", "a1111_ddim", "a1111_ddim_cfgpp"].includes(sampler.scheduler)) generation.eta = eta;
   const noise = parseA1111Noise(body, ensd);
   if (noise) generation.noise = noise;
   if (mode === "txt2img") {
@@ -171,6 +169,10 @@ export function parseA1111Request(mode: A1111Mode, body: Body, limits: A1111Requ
   } else if (body.enable_hr === true) {
     throw invalidField("enable_hr", "enable_hr applies to txt2img only");
   }
+  // p.eta reaches whichever pass's sampler takes it (Sampler.initialize); the others ignore it.
+  const eta = typeof body.eta === "number" ? body.eta : null;
+  const hiresScheduler = generation.hires?.scheduler;
+  if (eta !== null && (a1111SamplerUsesEta(sampler.scheduler) || (hiresScheduler !== undefined && a1111SamplerUsesEta(hiresScheduler)))) generation.eta = eta;
 
   if (mode === "img2img") {
     const images = optionalArray(body, "init_images");
