@@ -524,7 +524,7 @@ const command: CommandModule<object, GenerateArgs> = {
       .option("hires-resize", { type: "string", describe: "A1111 hires fix: second-pass size WIDTHxHEIGHT instead of a scale (hr_resize_x/y)" })
       .option("hires-prompt", { type: "string", describe: "A1111 hires fix: the second pass's prompt (hr_prompt; default: --prompt)" })
       .option("hires-negative-prompt", { type: "string", describe: "A1111 hires fix: the second pass's negative prompt (hr_negative_prompt; default: --negative-prompt)" })
-      .option("hires-scheduler", { type: "string", describe: "A1111 hires fix: the second pass's sampler, a k_* sampler or its A1111 name (hr_sampler_name; default: --scheduler)" })
+      .option("hires-scheduler", { type: "string", describe: "A1111 hires fix: the second pass's sampler, any of A1111's own (k_*, DDIM, DDIM CFG++, PLMS, UniPC) by key or A1111 name (hr_sampler_name; default: --scheduler)" })
       .option("hires-schedule", { type: "string", describe: "A1111 hires fix: the second pass's schedule type (hr_scheduler; default: --schedule)" })
       .option("hires-steps", { type: "number", describe: "A1111 hires fix: second-pass steps (default: --steps)" })
       .option("hires-upscaler", { type: "string", describe: "A1111 hires fix: latent upscaler: Latent, \"Latent (antialiased)\", \"Latent (bicubic)\", \"Latent (bicubic antialiased)\", \"Latent (nearest)\", \"Latent (nearest-exact)\" (default Latent)" })
