@@ -4,7 +4,8 @@
  * PNDM. They step over ldm's integer timesteps `clip(range(0, 1000, 1000 // steps) + 1, 0, 999)`
  * with the model's eps (CompVisTimestepsDenoiser: the UNet's output as is, no input scaling),
  * starting from the unscaled noise, and stop at the schedule's first timestep: `len − 1`
- * iterations, the last one stepping to ᾱ[timesteps[0]] (t = 1), not to t = 0.
+ * iterations, the last one stepping to ᾱ[timesteps[0]] (t = 1), not to t = 0. v-prediction models
+ * run as A1111 runs them, through its CompVisTimestepsVDenoiser (epsScalings).
  *
  * Written as generators over the same LinearAlgebra as the k-diffusion samplers (kdiffusion.ts'
  * GeneratorRun), so they compile to ordinary sampler programs; the goldens are A1111's own
@@ -30,7 +31,8 @@ export interface A1111TimestepsConfig {
   beta_end: number;
   beta_schedule: "scaled_linear";
   trained_betas: null;
-  prediction_type: "epsilon";
+  /** v models go through A1111's CompVisTimestepsVDenoiser: eps = √ᾱ[t]·v + √(1 − ᾱ[t])·x. */
+  prediction_type: "epsilon" | "v_prediction";
   /** DDIM's eta (A1111: the request's eta, else opts.eta_ddim = 0); PLMS has none. */
   eta: number;
 }
@@ -143,6 +145,21 @@ export function a1111Timesteps(steps: number): number[] {
 
 const nullAlgebra: LinearAlgebra<null> = { combine: () => null };
 
+/**
+ * A timestep sampler's D is the eps it steps with: the UNet's output as is (CompVisTimestepsDenoiser),
+ * or for v models CompVisTimestepsVDenoiser's √ᾱ[t.to(int)]·v + √(1 − ᾱ[t.to(int)])·x (a fractional
+ * timestep, UniPC's, truncated to index the float32 tables). Linear in the output, so the guided
+ * eps is this of the guided v, as A1111's CFG combine of the eps gives.
+ */
+export function epsScalings(
+  config: Pick<A1111TimestepsConfig, "beta_start" | "beta_end" | "num_train_timesteps" | "prediction_type">,
+  evals: readonly number[],
+): { cSkip: number[]; cOut: number[] } {
+  if (config.prediction_type === "epsilon") return { cSkip: evals.map(() => 0), cOut: evals.map(() => 1) };
+  const ac = discreteSchedule(config).alphasCumprod;
+  return { cSkip: evals.map((t) => sqrt32(sub32(1, ac[Math.trunc(t)]!))), cOut: evals.map((t) => sqrt32(ac[Math.trunc(t)]!)) };
+}
+
 function planFor(config: A1111TimestepsConfig, info: { label: string; body: TimestepsBody }, steps: number, timesteps: number[]): A1111TimestepsPlan {
   const alphasCumprod = discreteSchedule(config).alphasCumprod;
   const evals: number[] = [];
@@ -158,10 +175,9 @@ function planFor(config: A1111TimestepsConfig, info: { label: string; body: Time
     initNoiseSigma: 1,
     steps,
     schedule: timesteps,
-    // CompVisTimestepsDenoiser: the eps is the UNet's output, D = m.
+    // The UNet input is x as is (no c_in); D is the eps (epsScalings).
     cIn: evals.map(() => 1),
-    cSkip: evals.map(() => 0),
-    cOut: evals.map(() => 1),
+    ...epsScalings(config, evals),
   };
 }
 
@@ -174,7 +190,7 @@ export function timestepSamplerDefinition(info: TimestepSamplerInfo): SchedulerD
     beta_end: { default: 0.012, check: check.number(Number.MIN_VALUE, 1) },
     beta_schedule: { default: "scaled_linear", check: check.only("scaled_linear", "A1111's samplers use ldm's linear-in-sqrt betas") },
     trained_betas: { default: null, check: check.only(null, "A1111's samplers use ldm's computed betas") },
-    prediction_type: { default: "epsilon", check: check.only("epsilon", "A1111's DDIM and PLMS are ported for eps-prediction models only so far") },
+    prediction_type: { default: "epsilon", check: check.oneOf(["epsilon", "v_prediction"]) },
     eta: { default: 0, check: info.takesEta ? check.number(0, 100) : check.only(0, `${info.label} takes no eta`) },
   };
   return {

@@ -15,7 +15,7 @@
  */
 import { InvalidOptionError } from "../errors.js";
 import type { LinearAlgebra } from "./algebra.js";
-import { a1111Timesteps } from "./a1111-timesteps.js";
+import { a1111Timesteps, epsScalings } from "./a1111-timesteps.js";
 import { check, resolveConfig, type ConfigSpec, type RawSchedulerConfig } from "./config.js";
 import { add32, div32, exp32, expm132, f32, log32, mul32, sqrt32, sub32 } from "./float32.js";
 import { discreteSchedule, GeneratorRun, type EvalRequest, type EvalResult } from "./kdiffusion.js";
@@ -395,17 +395,6 @@ function planFor(config: A1111UniPcConfig, steps: number, schedule: number[], sa
     cIn: evals.map(() => 1),
     ...epsScalings(config, evals),
   };
-}
-
-/**
- * The run's D is the eps uniPc makes x0 from: the UNet's output as is (CompVisTimestepsDenoiser), or
- * for v models CompVisTimestepsVDenoiser's √ᾱ[t.to(int)]·v + √(1 − ᾱ[t.to(int)])·x, the fractional
- * timestep truncated to index the float32 tables.
- */
-function epsScalings(config: A1111UniPcConfig, evals: readonly number[]): { cSkip: number[]; cOut: number[] } {
-  if (config.prediction_type === "epsilon") return { cSkip: evals.map(() => 0), cOut: evals.map(() => 1) };
-  const ac = discreteSchedule(config).alphasCumprod;
-  return { cSkip: evals.map((t) => sqrt32(sub32(1, ac[Math.trunc(t)]!))), cOut: evals.map((t) => sqrt32(ac[Math.trunc(t)]!)) };
 }
 
 const noiseSchedules = new Map<string, DiscreteNoiseSchedule>();

@@ -153,16 +153,20 @@ class AnalyticCondModel(ref.AnalyticUNet):
         return (out * factor).to(self.dtype)
 
 
-def analytic_run(steps, dtype, cfg_scale, seed=7, eta=None, strength=None):
+def analytic_run(steps, dtype, cfg_scale, seed=7, eta=None, strength=None, parameterization="eps"):
     torch_dtype = torch.float32 if dtype == "float32" else torch.float64
     log = []
     model = AnalyticCondModel(torch_dtype, log)
+    # A v model: CFGDenoiserTimesteps wraps it in A1111's CompVisTimestepsVDenoiser (shared.sd_model.parameterization == "v").
+    model.parameterization = parameterization
     shared.opts.eta_noise_seed_delta = 0
     image_rng = ref.rng.ImageRNG((4, 8, 8), [seed])
     noise = image_rng.next().to(torch_dtype)
     timesteps = ref.a1111_get_timesteps(steps)
-    out = {"id": f"a1111_ddim_cfgpp/{steps}/{dtype}/cfg={cfg_scale}" + (f"/eta={eta}" if eta is not None else "") + (f"/strength{strength}" if strength is not None else ""),
+    out = {"id": f"a1111_ddim_cfgpp/{steps}/{dtype}/cfg={cfg_scale}" + (f"/eta={eta}" if eta is not None else "") + (f"/strength{strength}" if strength is not None else "") + ("/v" if parameterization == "v" else ""),
            "steps": steps, "dtype": dtype, "seed": seed, "cfg_scale": cfg_scale, "eta": eta, "strength": strength, "timesteps": timesteps.tolist()}
+    if parameterization == "v":
+        out["parameterization"] = "v"
     if strength is None:
         x = noise
     else:
@@ -193,6 +197,9 @@ def analytic_main():
             runs.append(analytic_run(steps, dtype, 7.5))
     runs += [analytic_run(10, "float32", 1.0), analytic_run(10, "float64", 12.5), analytic_run(12, "float32", 3.0, eta=0.5, seed=1234),
              analytic_run(10, "float32", 7.5, strength=0.6), analytic_run(20, "float64", 5.0, strength=0.75)]
+    # v-prediction models (the analytic model's output read as v).
+    runs += [analytic_run(10, "float32", 7.5, parameterization="v"), analytic_run(12, "float64", 3.0, eta=0.5, seed=1234, parameterization="v"),
+             analytic_run(20, "float32", 5.0, strength=0.6, parameterization="v")]
     json.dump({"format": "sd-trt-a1111-ddim-cfgpp/1", "provenance": PROVENANCE,
                "model": "the analytic model of schedulers.json; the uncond rows (empty conditioning) return 0.9 times it",
                "rule": "A1111's CFGDenoiserTimesteps + ddim_cfgpp; txt2img: x = rng.next(); img2img: t_enc = int(min(strength, 0.999) * steps), "

@@ -462,8 +462,9 @@ class TimestepsDenoiser:
 TIMESTEP_SAMPLERS = {"a1111_ddim": ("DDIM", "ddim"), "a1111_plms": ("PLMS", "plms")}
 
 
-def timesteps_run(key, steps, dtype, seed=7, eta=None, strength=None):
-    """CompVisSampler.sample (txt2img: x = rng.next(), unscaled) or sample_img2img (strength given)."""
+def timesteps_run(key, steps, dtype, seed=7, eta=None, strength=None, denoiser=TimestepsDenoiser):
+    """CompVisSampler.sample (txt2img: x = rng.next(), unscaled) or sample_img2img (strength given). `denoiser`
+    wraps the model as the sampler sees it (gen_a1111_unipc_goldens.py passes A1111's v-prediction one)."""
     label, funcname = TIMESTEP_SAMPLERS[key]
     torch_dtype = torch.float32 if dtype == "float32" else torch.float64
     model_log = []
@@ -492,7 +493,7 @@ def timesteps_run(key, steps, dtype, seed=7, eta=None, strength=None):
     sampling.torch = TorchHijack(image_rng, draws, lambda: 0)
     func = getattr(sd_samplers_timesteps_impl, funcname)
     kwargs = {"eta": eta} if eta is not None else {}
-    final = func(TimestepsDenoiser(unet), x, timesteps, extra_args={}, disable=True, **kwargs)
+    final = func(denoiser(unet), x, timesteps, extra_args={}, disable=True, **kwargs)
     sampling.torch = torch
     out.update({"evals": [e["t"] for e in model_log], "draw_count": len(draws), "x0": vec(x0, dtype), "noise": vec(noise, "float32"),
                 "final": vec(final, dtype)})

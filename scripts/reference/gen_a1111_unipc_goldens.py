@@ -26,6 +26,8 @@ Driven as A1111's CompVisSampler drives them (transcribed from sd_samplers_times
 Usage (from the repository root):
   KDIFFUSION=/path/to/k-diffusion@ab527a9 A1111=/path/to/stable-diffusion-webui@82a973c \\
     python scripts/reference/gen_a1111_unipc_goldens.py > test/fixtures/a1111/unipc_goldens.json
+  ... gen_a1111_unipc_goldens.py timesteps-v > test/fixtures/a1111/timesteps_v_goldens.json   (A1111's DDIM and PLMS
+  on the analytic model read as v, through CompVisTimestepsVDenoiser; runs as gen_a1111_kdiffusion_goldens.py timesteps)
   ... gen_a1111_unipc_goldens.py tiny > test/fixtures/a1111/timesteps_tiny_e2e.json   (also hr_sampler_name cases:
   a k-diffusion first pass as gen_a1111_tiny_e2e.run_case runs it, then a timestep sampler's second pass)
 Made with Python 3.11, torch 2.13.0+cpu, numpy, onnxruntime 1.30.0 (/tmp/dvenv).
@@ -199,6 +201,21 @@ def analytic_main():
                "runs": runs}, sys.stdout, separators=(",", ":"))
 
 
+def timesteps_v_main():
+    """A1111's DDIM and PLMS on a v model: ref.timesteps_run (txt2img, img2img, eta) with CompVisTimestepsVDenoiser."""
+    runs = []
+    for key, steps, dtype, kwargs in (("a1111_ddim", 10, "float32", {}), ("a1111_ddim", 7, "float64", {}), ("a1111_ddim", 12, "float32", {"eta": 0.5, "seed": 1234}),
+                                      ("a1111_ddim", 20, "float32", {"strength": 0.6}), ("a1111_plms", 10, "float32", {}), ("a1111_plms", 3, "float64", {}),
+                                      ("a1111_plms", 20, "float64", {"strength": 0.75})):
+        run = ref.timesteps_run(key, steps, dtype, denoiser=TimestepsVDenoiser, **kwargs)
+        runs.append({**run, "id": run["id"] + "/v", "parameterization": "v"})
+    json.dump({"format": "sd-trt-a1111-timesteps/1", "provenance": PROVENANCE,
+               "model": "the analytic model of gen_a1111_kdiffusion_goldens.py, its output read as v (CompVisTimestepsVDenoiser: eps = sqrt(a[t]) v + sqrt(1 - a[t]) x)",
+               "rule": "as timesteps_goldens.json: txt2img x = rng.next(); img2img t_enc = int(min(strength, 0.999) * steps), "
+                       "x = init * sqrt(a[ts[t_enc]]) + noise * sqrt(1 - a[ts[t_enc]]), the sampler runs ts[:t_enc]",
+               "runs": runs}, sys.stdout, separators=(",", ":"))
+
+
 def timesteps_tiny_samples(case, image_rng, cond, uncond, b):
     """CompVisSampler.sample / sample_img2img (v1.10.1) on the tiny model, A1111's DDIM / PLMS / UniPC; or a
     k-diffusion first pass (KDiffusionSampler.sample, as gen_a1111_tiny_e2e.run_case) before a timestep sampler's
@@ -308,5 +325,7 @@ def tiny_main():
 if __name__ == "__main__":
     if sys.argv[1:] == ["tiny"]:
         tiny_main()
+    elif sys.argv[1:] == ["timesteps-v"]:
+        timesteps_v_main()
     else:
         analytic_main()

@@ -10,7 +10,7 @@ import { packProgram, runProgram, type SamplerProgram } from "../../lib/sampler/
 import { a1111Img2imgStartIndex, createScheduler } from "../../lib/schedulers/index.js";
 import { analyticModel, loadSchedulerGoldens, pseudoNormal, relativeError, type GoldenRun } from "../fixtures/schedulers/goldens.js";
 import { loadKDiffusionGoldens } from "../fixtures/a1111/kdiffusion-goldens.js";
-import { loadDdimCfgppGoldens } from "../fixtures/a1111/ddim-cfgpp-goldens.js";
+import { ddimCfgppConfig, loadDdimCfgppGoldens } from "../fixtures/a1111/ddim-cfgpp-goldens.js";
 import { TorchGenerator } from "../../lib/rng/index.js";
 import { BrownianNoiseSampler } from "../../lib/rng/brownian-tree.js";
 import { loadSdeGoldens } from "../fixtures/a1111/sde-goldens.js";
@@ -97,17 +97,16 @@ describe.each(kdiffusionRuns.map((r) => [r.id, r] as const))("denoise loop host 
   });
 });
 
-// A1111's own DDIM and PLMS: integer timesteps, eps outputs, DDIM's draw every step
-// (test/fixtures/a1111/timesteps_goldens.json, float32 txt2img runs).
-const timestepRuns = (
-  JSON.parse(readFileSync(new URL("../fixtures/a1111/timesteps_goldens.json", import.meta.url), "utf8")) as {
-    runs: { id: string; key: string; steps: number; dtype: string; seed: number; eta: number | null; strength: number | null; x0: number[]; final: number[] }[];
-  }
-).runs.filter((r) => r.dtype === "float32" && r.strength === null);
+// A1111's own DDIM and PLMS: integer timesteps, eps outputs (v models: eps from v), DDIM's draw every step
+// (test/fixtures/a1111/timesteps_goldens.json and timesteps_v_goldens.json, float32 txt2img runs).
+type TimestepRun = { id: string; key: string; steps: number; dtype: string; seed: number; eta: number | null; strength: number | null; parameterization?: "v"; x0: number[]; final: number[] };
+const timestepRuns = ["timesteps_goldens.json", "timesteps_v_goldens.json"]
+  .flatMap((file) => (JSON.parse(readFileSync(new URL(`../fixtures/a1111/${file}`, import.meta.url), "utf8")) as { runs: TimestepRun[] }).runs)
+  .filter((r) => r.dtype === "float32" && r.strength === null);
 
 describe.each(timestepRuns.map((r) => [r.id, r] as const))("denoise loop host path, A1111 %s", (_id, run) => {
   test("reproduces the CPU executor and A1111's final latents", () => {
-    const program = createScheduler(run.key, run.eta === null ? {} : { eta: run.eta }).compile(run.steps);
+    const program = createScheduler(run.key, { ...(run.eta === null ? {} : { eta: run.eta }), ...(run.parameterization === "v" ? { prediction_type: "v_prediction" } : {}) }).compile(run.steps);
     const x0 = Float32Array.from(run.x0);
     const generator = new TorchGenerator(run.seed);
     generator.randn([1, 4, 8, 8]); // x0
@@ -128,7 +127,7 @@ const cfgppRuns = loadDdimCfgppGoldens().runs.filter((r) => r.dtype === "float32
 
 describe.each(cfgppRuns.map((r) => [r.id, r] as const))("denoise loop host path, A1111 DDIM CFG++ %s", (_id, run) => {
   test("renoises with the uncond half: A1111's final latents and the CPU executor's", () => {
-    const scheduler = createScheduler("a1111_ddim_cfgpp", run.eta === null ? {} : { eta: run.eta });
+    const scheduler = createScheduler("a1111_ddim_cfgpp", ddimCfgppConfig(run));
     const program = run.strength === null ? scheduler.compile(run.steps) : scheduler.compile(run.steps, { startIndex: a1111Img2imgStartIndex(run.steps, run.strength) });
     const x0 = Float32Array.from(run.x0);
     const generator = new TorchGenerator(run.seed);

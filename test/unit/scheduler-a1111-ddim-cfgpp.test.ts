@@ -9,14 +9,14 @@ import { a1111Img2imgStartIndex, a1111SamplerName, a1111SamplerSelection, create
 import { runProgram } from "../../lib/sampler/index.js";
 import { TorchGenerator } from "../../lib/rng/index.js";
 import { analyticModel, relativeError } from "../fixtures/schedulers/goldens.js";
-import { guidedAnalyticModel64, loadDdimCfgppGoldens, type DdimCfgppRun } from "../fixtures/a1111/ddim-cfgpp-goldens.js";
+import { ddimCfgppConfig, guidedAnalyticModel64, loadDdimCfgppGoldens, type DdimCfgppRun } from "../fixtures/a1111/ddim-cfgpp-goldens.js";
 import { analyticReferenceModel } from "../support/analytic-reference.js";
 
 const SHAPE = [1, 4, 8, 8];
 const golden = loadDdimCfgppGoldens();
 
 function compile(run: DdimCfgppRun) {
-  const scheduler = createScheduler("a1111_ddim_cfgpp", run.eta === null ? {} : { eta: run.eta });
+  const scheduler = createScheduler("a1111_ddim_cfgpp", ddimCfgppConfig(run));
   return run.strength === null ? scheduler.compile(run.steps) : scheduler.compile(run.steps, { startIndex: a1111Img2imgStartIndex(run.steps, run.strength) });
 }
 
@@ -80,8 +80,8 @@ test("A1111's name DDIM CFG++ selects it, takes no schedule type, and names it b
   expect(samplerNeedsUncond("a1111_ddim")).toBe(false);
 });
 
-test("img2img whose t_enc leaves no step and v-prediction are refused, naming the option", () => {
+test("img2img whose t_enc leaves no step and other prediction types are refused, naming the option", () => {
   expect(() => createScheduler("a1111_ddim_cfgpp").compile(10, { startIndex: a1111Img2imgStartIndex(10, 0.15) })).toThrow(/DDIM CFG\+\+ img2img .*t_enc = 1, no step/);
-  expect(() => createScheduler("a1111_ddim_cfgpp", { prediction_type: "v_prediction" })).toThrow(/prediction_type must be "epsilon"/);
+  expect(() => createScheduler("a1111_ddim_cfgpp", { prediction_type: "sample" })).toThrow(/prediction_type must be one of "epsilon", "v_prediction"/);
   expect(() => createScheduler("a1111_ddim_cfgpp", { eta: -1 })).toThrow(/eta/);
 });

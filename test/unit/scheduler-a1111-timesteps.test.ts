@@ -1,7 +1,8 @@
 /**
  * A1111's own DDIM and PLMS (a1111_ddim, a1111_plms) against A1111's sd_samplers_timesteps_impl
  * `ddim` / `plms` driven as its CompVisSampler drives them, txt2img and img2img, on the analytic
- * model (test/fixtures/a1111/timesteps_goldens.json, scripts/reference/gen_a1111_kdiffusion_goldens.py timesteps).
+ * model (test/fixtures/a1111/timesteps_goldens.json, scripts/reference/gen_a1111_kdiffusion_goldens.py timesteps), and
+ * on it read as v through A1111's CompVisTimestepsVDenoiser (timesteps_v_goldens.json, gen_a1111_unipc_goldens.py timesteps-v).
  */
 import { readFileSync } from "node:fs";
 import { describe, expect, test } from "@jest/globals";
@@ -19,6 +20,8 @@ interface Run {
   seed: number;
   eta: number | null;
   strength: number | null;
+  /** "v": a v-prediction model; eps when absent. */
+  parameterization?: "v";
   t_enc?: number;
   init_latent?: number[];
   signal?: number;
@@ -30,11 +33,15 @@ interface Run {
   final: number[];
 }
 
-const golden = JSON.parse(readFileSync(new URL("../fixtures/a1111/timesteps_goldens.json", import.meta.url), "utf8")) as { runs: Run[] };
+const golden = {
+  runs: ["timesteps_goldens.json", "timesteps_v_goldens.json"].flatMap(
+    (file) => (JSON.parse(readFileSync(new URL(`../fixtures/a1111/${file}`, import.meta.url), "utf8")) as { runs: Run[] }).runs,
+  ),
+};
 const SHAPE = [1, 4, 8, 8];
 
 function compile(run: Run) {
-  const scheduler = createScheduler(run.key, run.eta === null ? {} : { eta: run.eta });
+  const scheduler = createScheduler(run.key, { ...(run.eta === null ? {} : { eta: run.eta }), ...(run.parameterization === "v" ? { prediction_type: "v_prediction" } : {}) });
   return run.strength === null ? scheduler.compile(run.steps) : scheduler.compile(run.steps, { startIndex: a1111Img2imgStartIndex(run.steps, run.strength) });
 }
 
@@ -76,8 +83,15 @@ test("A1111's names DDIM and PLMS select its own samplers, and name them back", 
   expect(a1111SamplerName("a1111_plms")).toBe("PLMS");
 });
 
-test("img2img whose t_enc leaves no step, PLMS's eta and v-prediction are refused, naming the option", () => {
+test("img2img whose t_enc leaves no step, PLMS's eta and other prediction types are refused, naming the option", () => {
   expect(() => createScheduler("a1111_ddim").compile(10, { startIndex: a1111Img2imgStartIndex(10, 0.15) })).toThrow(/strength.*t_enc = 1, no step/);
   expect(() => createScheduler("a1111_plms", { eta: 0.5 })).toThrow(/eta must be 0 \(PLMS takes no eta\)/);
-  expect(() => createScheduler("a1111_ddim", { prediction_type: "v_prediction" })).toThrow(/prediction_type must be "epsilon"/);
+  expect(() => createScheduler("a1111_plms", { prediction_type: "sample" })).toThrow(/prediction_type must be one of "epsilon", "v_prediction"/);
+});
+
+test("a v model's output is not its eps: reading the v runs as eps misses A1111", () => {
+  const run = golden.runs.find((r) => r.id === "a1111_plms/10/float32/v")!;
+  const program = createScheduler(run.key).compile(run.steps);
+  const final = runProgram(program, Float32Array.from(run.x0), analyticModel(run.dtype), () => new Float32Array(256));
+  expect(relativeError(final, run.final)).toBeGreaterThan(1e-2);
 });
