@@ -6,13 +6,9 @@
  * within ±1 (A1111 truncates to uint8).
  */
 import { afterAll, beforeAll, describe, expect, test } from "@jest/globals";
-import { readFile } from "node:fs/promises";
-import sharp from "sharp";
 import { Pipeline, type GenerateOptions } from "../../lib/pipeline/pipeline.js";
-import { PipelineService } from "../../lib/service/pipeline-service.js";
-import { SdServer } from "../../lib/server/server.js";
 import { latentError } from "../fixtures/tiny-sd-cases/compare.js";
-import { gradientInitImage } from "../fixtures/tiny-sd-cases/reference.js";
+import { base64PngPixels, caseBaseOptions, caseById, gradientImg2imgOptions, joinedRgb, maxPixelDiff, postA1111, readA1111Cases, withA1111Server } from "../support/a1111-goldens.js";
 
 interface Case {
   id: string;
@@ -32,7 +28,7 @@ interface Case {
   pixels_hwc: number[];
 }
 
-const golden = JSON.parse(await readFile(new URL("../fixtures/a1111/tiny_e2e_ddim_cfgpp.json", import.meta.url), "utf8")) as { cases: Case[] };
+const golden = { cases: await readA1111Cases<Case>("tiny_e2e_ddim_cfgpp.json") };
 let pipe: Pipeline;
 
 beforeAll(async () => {
@@ -44,42 +40,17 @@ afterAll(async () => {
 
 function optionsFor(c: Case): GenerateOptions {
   return {
-    prompt: c.prompt,
-    negativePrompt: c.negative_prompt,
-    width: c.width,
-    height: c.height,
-    steps: c.steps,
-    guidance: c.cfg_scale,
-    scheduler: c.sampler,
-    seeds: c.seeds,
-    rng: "cpu",
-    returnLatents: true,
+    ...caseBaseOptions(c),
     ...(c.eta !== undefined ? { eta: c.eta } : {}),
-    ...(c.img2img ? { initImage: { data: gradientInitImage(), width: c.width, height: c.height, channels: 3 as const }, strength: c.denoising_strength! } : {}),
+    ...(c.img2img ? gradientImg2imgOptions(c) : {}),
   };
-}
-
-function maxPixelDiff(actual: ArrayLike<number>, expected: readonly number[]): number {
-  let worst = actual.length === expected.length ? 0 : Infinity;
-  for (let i = 0; i < expected.length; i++) worst = Math.max(worst, Math.abs(actual[i]! - expected[i]!));
-  return worst;
-}
-
-function joined(images: { rgb: Uint8Array }[]): Uint8Array {
-  const out = new Uint8Array(images.reduce((n, image) => n + image.rgb.length, 0));
-  let offset = 0;
-  for (const image of images) {
-    out.set(image.rgb, offset);
-    offset += image.rgb.length;
-  }
-  return out;
 }
 
 describe.each(golden.cases.map((c) => [c.id, c] as const))("A1111's DDIM CFG++ on the tiny model, %s", (_id, c) => {
   test("Pipeline.generate gives A1111's latents (1e-4) and pixels (±1), with its infotext", async () => {
     const result = await pipe.generate(optionsFor(c));
     expect(latentError(result.latents!, c.final_latents)).toBeLessThan(1e-4);
-    expect(maxPixelDiff(joined(result.images), c.pixels_hwc)).toBeLessThanOrEqual(1);
+    expect(maxPixelDiff(joinedRgb(result.images), c.pixels_hwc)).toBeLessThanOrEqual(1);
     const infotext = result.images[0]!.infotext;
     expect(infotext).toContain(`Sampler: DDIM CFG++, CFG scale: ${c.cfg_scale}, `);
     if (c.img2img) expect(infotext).toContain(`, Denoising strength: ${c.denoising_strength}`);
@@ -89,17 +60,14 @@ describe.each(golden.cases.map((c) => [c.id, c] as const))("A1111's DDIM CFG++ o
 });
 
 test("at CFG scale 1 the negative prompt still steers (A1111 runs the uncond at every scale for CFG++)", async () => {
-  const c = golden.cases.find((x) => x.id === "ddim-cfgpp-cfg-1")!;
+  const c = caseById(golden.cases, "ddim-cfgpp-cfg-1");
   const other = await pipe.generate({ ...optionsFor(c), negativePrompt: "a storm" });
   expect(latentError(other.latents!, c.final_latents)).toBeGreaterThan(1e-3);
 });
 
 test("the server runs sampler_name DDIM CFG++ as A1111 does, lists it, and writes it in the infotext", async () => {
-  const c = golden.cases.find((x) => x.id === "ddim-cfgpp-batch")!;
-  const service = await PipelineService.create(pipe, { maxQueue: 8, batchWindowMs: 0 });
-  const server = new SdServer({ service, ownService: true });
-  try {
-    const { url } = await server.listen({ host: "127.0.0.1", port: 0 });
+  const c = caseById(golden.cases, "ddim-cfgpp-batch");
+  await withA1111Server(pipe, async (url) => {
     const samplers = (await (await fetch(`${url}/sdapi/v1/samplers`)).json()) as { name: string; aliases: string[] }[];
     const names = samplers.map((s) => s.name);
     expect(samplers.find((s) => s.name === "DDIM CFG++")).toEqual({ name: "DDIM CFG++", aliases: ["ddim_cfgpp"], options: {} });
@@ -108,15 +76,12 @@ test("the server runs sampler_name DDIM CFG++ as A1111 does, lists it, and write
       prompt: c.prompt, negative_prompt: c.negative_prompt, width: c.width, height: c.height, steps: c.steps, cfg_scale: c.cfg_scale,
       sampler_name: "DDIM CFG++", seed: c.seeds[0], batch_size: c.seeds.length, override_settings: { randn_source: "CPU" },
     };
-    const response = await fetch(`${url}/sdapi/v1/txt2img`, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+    const response = await postA1111(url, "txt2img", body);
     expect(response.status).toBe(200);
     const json = (await response.json()) as { images: string[]; info: string };
-    const pixels = await Promise.all(json.images.map(async (png) => ({ rgb: new Uint8Array(await sharp(Buffer.from(png, "base64")).raw().toBuffer()) })));
-    expect(maxPixelDiff(joined(pixels), c.pixels_hwc)).toBeLessThanOrEqual(1);
+    expect(maxPixelDiff(await base64PngPixels(json.images), c.pixels_hwc)).toBeLessThanOrEqual(1);
     const info = JSON.parse(json.info) as { sampler_name: string; infotexts: string[] };
     expect(info.sampler_name).toBe("DDIM CFG++");
     for (const text of info.infotexts) expect(text).toContain("Sampler: DDIM CFG++, ");
-  } finally {
-    await server.close(0);
-  }
+  });
 });

@@ -10,16 +10,15 @@ import { afterAll, beforeAll, describe, expect, test } from "@jest/globals";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import sharp from "sharp";
 import { Pipeline, type GenerateOptions } from "../../lib/pipeline/pipeline.js";
 import { PipelineService } from "../../lib/service/pipeline-service.js";
-import { SdServer } from "../../lib/server/server.js";
 import { promptSchedule } from "../../lib/prompt/index.js";
 import { kdiffusionTotalSteps, type KDiffusionSamplerName } from "../../lib/schedulers/index.js";
 import { InvalidOptionError } from "../../lib/errors.js";
 import generate from "../../lib/cli/commands/generate.js";
 import { readPngText } from "../../lib/image/index.js";
 import { latentError } from "../fixtures/tiny-sd-cases/compare.js";
+import { base64PngPixels, caseBaseOptions, caseById, joinedRgb, maxPixelDiff, pngPixels, postA1111, readA1111Cases, withA1111Server } from "../support/a1111-goldens.js";
 import { runCommand } from "../support/run-cli.js";
 
 interface Case {
@@ -47,8 +46,8 @@ interface Case {
   prompt_schedules: { first: [number, string][][]; hires: [number, string][][] };
 }
 
-const golden = JSON.parse(await readFile(new URL("../fixtures/a1111/tiny_e2e_hires_prompts.json", import.meta.url), "utf8")) as { cases: Case[] };
-const byId = (id: string) => golden.cases.find((c) => c.id === id)!;
+const golden = { cases: await readA1111Cases<Case>("tiny_e2e_hires_prompts.json") };
+const byId = (id: string) => caseById(golden.cases, id);
 let pipe: Pipeline;
 let scratch: string;
 
@@ -63,17 +62,8 @@ afterAll(async () => {
 
 function optionsFor(c: Case, seeds = c.seeds): GenerateOptions {
   return {
-    prompt: c.prompt,
-    negativePrompt: c.negative_prompt,
-    width: c.width,
-    height: c.height,
-    steps: c.steps,
-    guidance: c.cfg_scale,
-    scheduler: c.sampler,
+    ...caseBaseOptions(c, seeds),
     sigmaSchedule: c.schedule,
-    seeds,
-    rng: "cpu",
-    returnLatents: true,
     hires: {
       scale: c.hr_scale,
       upscaler: c.hr_upscaler,
@@ -85,16 +75,6 @@ function optionsFor(c: Case, seeds = c.seeds): GenerateOptions {
       ...(c.hr_schedule !== undefined ? { sigmaSchedule: c.hr_schedule } : {}),
     },
   };
-}
-
-function maxPixelDiff(actual: ArrayLike<number>, expected: readonly number[]): number {
-  let worst = actual.length === expected.length ? 0 : Infinity;
-  for (let i = 0; i < expected.length; i++) worst = Math.max(worst, Math.abs(actual[i]! - expected[i]!));
-  return worst;
-}
-
-function joined(images: { rgb: Uint8Array }[]): Uint8Array {
-  return Uint8Array.from(images.flatMap((image) => Array.from(image.rgb)));
 }
 
 /** The hires fields A1111's create_infotext writes for the case (processing.py's init order). */
@@ -124,7 +104,7 @@ describe.each(golden.cases.map((c) => [c.id, c] as const))("A1111's hires second
   test("Pipeline.generate gives A1111's latents (1e-4), pixels (±1) and hires infotext", async () => {
     const result = await pipe.generate(optionsFor(c));
     expect(latentError(result.latents!, c.final_latents)).toBeLessThan(1e-4);
-    expect(maxPixelDiff(joined(result.images), c.pixels_hwc)).toBeLessThanOrEqual(1);
+    expect(maxPixelDiff(joinedRgb(result.images), c.pixels_hwc)).toBeLessThanOrEqual(1);
     expect(result.images[0]!.infotext.endsWith(hiresInfotext(c))).toBe(true);
   });
 });
@@ -135,7 +115,7 @@ test("requests with edited hires prompts merged into one batch each get A1111's 
   try {
     const results = await Promise.all(c.seeds.map((seed) => service.generate(optionsFor(c, [seed]))));
     expect(service.counters()).toMatchObject({ batches: 1, batchedRequests: 2 });
-    expect(maxPixelDiff(joined(results.flatMap((r) => r.images)), c.pixels_hwc)).toBeLessThanOrEqual(1);
+    expect(maxPixelDiff(joinedRgb(results.flatMap((r) => r.images)), c.pixels_hwc)).toBeLessThanOrEqual(1);
   } finally {
     await service.dispose();
   }
@@ -152,7 +132,7 @@ test("requests whose second passes differ (hires prompt, sampler) never share a 
       service.generate({ ...base, hires: { ...base.hires, scheduler: "k_euler" } }),
     ]);
     expect(service.counters()).toMatchObject({ batches: 3, batchedRequests: 0 });
-    expect(maxPixelDiff(joined(a.images), c.pixels_hwc)).toBeLessThanOrEqual(1);
+    expect(maxPixelDiff(joinedRgb(a.images), c.pixels_hwc)).toBeLessThanOrEqual(1);
     expect(b.images[0]!.infotext).toContain("Hires prompt: a windmill, ");
     expect(d.images[0]!.infotext).toContain("Hires sampler: Euler, ");
   } finally {
@@ -161,12 +141,9 @@ test("requests whose second passes differ (hires prompt, sampler) never share a 
 });
 
 test("the A1111 server runs hr_prompt, hr_negative_prompt, hr_sampler_name and hr_scheduler as A1111 does", async () => {
-  const service = await PipelineService.create(pipe, { maxQueue: 8, batchWindowMs: 0 });
-  const server = new SdServer({ service, ownService: true });
-  try {
-    const { url } = await server.listen({ host: "127.0.0.1", port: 0 });
+  await withA1111Server(pipe, async (url) => {
     const post = async (body: Record<string, unknown>) => {
-      const response = await fetch(`${url}/sdapi/v1/txt2img`, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+      const response = await postA1111(url, "txt2img", body);
       return { status: response.status, json: (await response.json()) as { images: string[]; info: string; detail?: string } };
     };
     const request = (c: Case) => ({
@@ -181,8 +158,7 @@ test("the A1111 server runs hr_prompt, hr_negative_prompt, hr_sampler_name and h
     ] as const) {
       const response = await post({ ...request(c), ...extra });
       expect(response.status).toBe(200);
-      const pixels = new Uint8Array(await sharp(Buffer.from(response.json.images[0]!, "base64")).raw().toBuffer());
-      expect(maxPixelDiff(pixels, c.pixels_hwc)).toBeLessThanOrEqual(1);
+      expect(maxPixelDiff(await base64PngPixels(response.json.images.slice(0, 1)), c.pixels_hwc)).toBeLessThanOrEqual(1);
       expect(JSON.parse(response.json.info).infotexts[0].endsWith(hiresInfotext(c))).toBe(true);
     }
     const refused = await post({ ...request(byId("hires-prompt-negative-dpmpp-2m")), hr_sampler_name: "DPM adaptive" });
@@ -191,9 +167,7 @@ test("the A1111 server runs hr_prompt, hr_negative_prompt, hr_sampler_name and h
     const unknown = await post({ ...request(byId("hires-prompt-negative-dpmpp-2m")), hr_sampler_name: "DPM++ 2M", hr_scheduler: "Sideways" });
     expect(unknown.status).toBe(422);
     expect(JSON.stringify(unknown.json)).toContain("hr_scheduler");
-  } finally {
-    await server.close(0);
-  }
+  });
 });
 
 test("the CLI's --hires-prompt, --hires-negative-prompt, --hires-scheduler and --hires-schedule give A1111's images", async () => {
@@ -214,7 +188,7 @@ test("the CLI's --hires-prompt, --hires-negative-prompt, --hires-scheduler and -
     ]);
     expect(run.code).toBe(0);
     const file = await readFile(out.replace("{i}", "0"));
-    expect(maxPixelDiff(new Uint8Array(await sharp(file).raw().toBuffer()), c.pixels_hwc)).toBeLessThanOrEqual(1);
+    expect(maxPixelDiff(await pngPixels([file]), c.pixels_hwc)).toBeLessThanOrEqual(1);
     const parameters = (await readPngText(file)).find((t) => t.keyword === "parameters")?.text;
     expect(parameters?.endsWith(hiresInfotext(c))).toBe(true);
   }

@@ -8,13 +8,11 @@
  * The bar: latents within 1e-4 · max(1, max|x|), pixels within ±1 (A1111 truncates to uint8).
  */
 import { afterAll, beforeAll, describe, expect, test } from "@jest/globals";
-import { readFile } from "node:fs/promises";
-import sharp from "sharp";
 import { Pipeline, type GenerateOptions } from "../../lib/pipeline/pipeline.js";
 import { PipelineService } from "../../lib/service/pipeline-service.js";
-import { SdServer } from "../../lib/server/server.js";
 import { latentError, LATENT_TOLERANCE } from "../fixtures/tiny-sd-cases/compare.js";
 import { TINY_SDXL_DIR } from "../fixtures/sdxl/reference.js";
+import { base64PngPixels, joinedRgb, maxPixelDiff, postA1111, readA1111Cases, regexLiteral, withA1111Server } from "../support/a1111-goldens.js";
 
 interface Case {
   id: string;
@@ -42,7 +40,7 @@ interface Case {
   pixels_hwc: number[];
 }
 
-const golden = JSON.parse(await readFile(new URL("../fixtures/a1111/tiny_sdxl_hires.json", import.meta.url), "utf8")) as { cases: Case[] };
+const golden = { cases: await readA1111Cases<Case>("tiny_sdxl_hires.json") };
 let pipe: Pipeline;
 
 beforeAll(async () => {
@@ -77,29 +75,12 @@ function optionsFor(c: Case): GenerateOptions {
   };
 }
 
-function maxPixelDiff(actual: ArrayLike<number>, expected: readonly number[]): number {
-  let worst = actual.length === expected.length ? 0 : Infinity;
-  for (let i = 0; i < expected.length; i++) worst = Math.max(worst, Math.abs(actual[i]! - expected[i]!));
-  return worst;
-}
-
-function joined(images: { rgb: Uint8Array }[]): Uint8Array {
-  const out = new Uint8Array(images.reduce((n, image) => n + image.rgb.length, 0));
-  let offset = 0;
-  for (const image of images) {
-    out.set(image.rgb, offset);
-    offset += image.rgb.length;
-  }
-  return out;
-}
-
 /** A1111's infotext for these cases from the size on: the first pass's size, then its hires fields, in its order. */
 function infotextPattern(c: Case): RegExp {
   const hires = c.hr_scale !== undefined ? `Hires upscale: ${c.hr_scale}` : `Hires resize: ${c.hr_resize_x}x${c.hr_resize_y}`;
   const steps = c.hr_second_pass_steps !== undefined ? `, Hires steps: ${c.hr_second_pass_steps}` : "";
   const tail = `Denoising strength: ${c.denoising_strength}, RNG: CPU, ${hires}${steps}, Hires upscaler: ${c.hr_upscaler}`;
-  const literal = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
-  return new RegExp(`, Sampler: ${literal(c.a1111_sampler)}, .*Size: ${c.width}x${c.height}, .*${literal(tail)}$`);
+  return new RegExp(`, Sampler: ${regexLiteral(c.a1111_sampler)}, .*Size: ${c.width}x${c.height}, .*${regexLiteral(tail)}$`);
 }
 
 describe.each(golden.cases.map((c) => [c.id, c] as const))("A1111's hires fix on the tiny SDXL, %s", (_id, c) => {
@@ -115,7 +96,7 @@ describe.each(golden.cases.map((c) => [c.id, c] as const))("A1111's hires fix on
   test("Pipeline.generate gives A1111's latents (1e-4), pixels (±1) and infotext", async () => {
     const result = await pipe.generate(optionsFor(c));
     expect(latentError(result.latents!, c.final_latents)).toBeLessThanOrEqual(LATENT_TOLERANCE);
-    expect(maxPixelDiff(joined(result.images), c.pixels_hwc)).toBeLessThanOrEqual(1);
+    expect(maxPixelDiff(joinedRgb(result.images), c.pixels_hwc)).toBeLessThanOrEqual(1);
     const final = result.images[0]!;
     expect(final.width * final.height * 3 * c.seeds.length).toBe(c.pixels_hwc.length);
     expect(final.infotext).toMatch(infotextPattern(c));
@@ -148,10 +129,7 @@ test("SDXL hires requests batched by the service give each image what it gets al
 
 test("the server runs enable_hr on an SDXL model as A1111 does (empty negative prompt, resize, A1111's infotext)", async () => {
   const c = golden.cases.find((x) => x.negative_prompt === "" && x.hr_resize_x !== undefined)!;
-  const service = await PipelineService.create(pipe, { maxQueue: 8, batchWindowMs: 0 });
-  const server = new SdServer({ service });
-  try {
-    const { url } = await server.listen({ host: "127.0.0.1", port: 0 });
+  await withA1111Server(pipe, async (url) => {
     const body = {
       prompt: c.prompt, negative_prompt: "", width: c.width, height: c.height, steps: c.steps, cfg_scale: c.cfg_scale,
       sampler_name: c.a1111_sampler, scheduler: "Automatic", seed: c.seeds[0], batch_size: c.seeds.length,
@@ -159,17 +137,14 @@ test("the server runs enable_hr on an SDXL model as A1111 does (empty negative p
       hr_second_pass_steps: c.hr_second_pass_steps ?? 0, denoising_strength: c.denoising_strength,
       override_settings: { randn_source: "CPU" },
     };
-    const response = await fetch(`${url}/sdapi/v1/txt2img`, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+    const response = await postA1111(url, "txt2img", body);
     expect(response.status).toBe(200);
     const json = (await response.json()) as { images: string[]; info: string };
-    const pixels = await Promise.all(json.images.map(async (png) => ({ rgb: new Uint8Array(await sharp(Buffer.from(png, "base64")).raw().toBuffer()) })));
-    expect(maxPixelDiff(joined(pixels), c.pixels_hwc)).toBeLessThanOrEqual(1);
+    expect(maxPixelDiff(await base64PngPixels(json.images), c.pixels_hwc)).toBeLessThanOrEqual(1);
     const infotext = (JSON.parse(json.info) as { infotexts: string[] }).infotexts[0]!;
     expect(infotext.startsWith(`${c.prompt}\nSteps: ${c.steps}, `)).toBe(true);
     expect(infotext).toMatch(infotextPattern(c));
-  } finally {
-    await server.close(0);
-  }
+  });
 });
 
 test("second-pass prompts are refused on SDXL, naming hires.prompt / hires.negativePrompt, before any model runs", async () => {

@@ -14,11 +14,11 @@ import { join } from "node:path";
 import sharp from "sharp";
 import generate from "../../lib/cli/commands/generate.js";
 import { Pipeline, type GenerateOptions } from "../../lib/pipeline/pipeline.js";
-import { PipelineService } from "../../lib/service/pipeline-service.js";
-import { SdServer } from "../../lib/server/server.js";
 import { readPngText } from "../../lib/image/index.js";
 import { latentError } from "../fixtures/tiny-sd-cases/compare.js";
-import { gradientInitImage } from "../fixtures/tiny-sd-cases/reference.js";
+import {
+  base64PngPixels, caseBaseOptions, caseById, gradientImg2imgOptions, gradientInitPng, joinedRgb, maxPixelDiff, pngPixels, postA1111, readA1111Cases, regexLiteral, withA1111Server,
+} from "../support/a1111-goldens.js";
 import { runCommand } from "../support/run-cli.js";
 
 interface Case {
@@ -48,8 +48,8 @@ interface Case {
   pixels_hwc: number[];
 }
 
-const golden = JSON.parse(await readFile(new URL("../fixtures/a1111/timesteps_tiny_e2e.json", import.meta.url), "utf8")) as { cases: Case[] };
-const byId = (id: string) => golden.cases.find((c) => c.id === id)!;
+const golden = { cases: await readA1111Cases<Case>("timesteps_tiny_e2e.json") };
+const byId = (id: string) => caseById(golden.cases, id);
 let pipe: Pipeline;
 let scratch: string;
 
@@ -74,20 +74,11 @@ function uniPcOf(c: Case): GenerateOptions["uniPc"] {
 
 function optionsFor(c: Case): GenerateOptions {
   return {
-    prompt: c.prompt,
-    negativePrompt: c.negative_prompt,
-    width: c.width,
-    height: c.height,
-    steps: c.steps,
-    guidance: c.cfg_scale,
-    scheduler: c.sampler,
-    seeds: c.seeds,
-    rng: "cpu",
-    returnLatents: true,
+    ...caseBaseOptions(c),
     ...(c.unipc ? { uniPc: uniPcOf(c) } : {}),
     ...(c.ensd ? { ensd: c.ensd } : {}),
     ...(c.eta !== undefined ? { eta: c.eta } : {}),
-    ...(c.img2img ? { initImage: { data: gradientInitImage(), width: c.width, height: c.height, channels: 3 as const }, strength: c.denoising_strength! } : {}),
+    ...(c.img2img ? gradientImg2imgOptions(c) : {}),
     ...(c.enable_hr
       ? {
           hires: {
@@ -102,33 +93,13 @@ function optionsFor(c: Case): GenerateOptions {
   };
 }
 
-function maxPixelDiff(actual: ArrayLike<number>, expected: readonly number[]): number {
-  let worst = actual.length === expected.length ? 0 : Infinity;
-  for (let i = 0; i < expected.length; i++) worst = Math.max(worst, Math.abs(actual[i]! - expected[i]!));
-  return worst;
-}
-
-function joined(images: { rgb: Uint8Array }[]): Uint8Array {
-  const out = new Uint8Array(images.reduce((n, image) => n + image.rgb.length, 0));
-  let offset = 0;
-  for (const image of images) {
-    out.set(image.rgb, offset);
-    offset += image.rgb.length;
-  }
-  return out;
-}
-
-async function pngPixels(pngs: Buffer[]): Promise<Uint8Array> {
-  return joined(await Promise.all(pngs.map(async (png) => ({ rgb: new Uint8Array(await sharp(png).raw().toBuffer()) }))));
-}
-
 describe.each(golden.cases.map((c) => [c.id, c] as const))("A1111 on the tiny model, %s", (_id, c) => {
   test("Pipeline.generate gives A1111's latents (1e-4) and pixels (±1)", async () => {
     const result = await pipe.generate(optionsFor(c));
     expect(latentError(result.latents!, c.final_latents)).toBeLessThan(1e-4);
-    expect(maxPixelDiff(joined(result.images), c.pixels_hwc)).toBeLessThanOrEqual(1);
+    expect(maxPixelDiff(joinedRgb(result.images), c.pixels_hwc)).toBeLessThanOrEqual(1);
     expect(result.images[0]!.infotext).toContain(`Sampler: ${c.a1111_sampler}, `);
-    if (c.enable_hr) expect(result.images[0]!.infotext).toMatch(new RegExp(`Size: ${c.width}x${c.height}, .*Denoising strength: ${c.denoising_strength}, .*Hires upscale: .*Hires upscaler: ${c.hr_upscaler!.replace(/[()]/g, "\\$&")}`));
+    if (c.enable_hr) expect(result.images[0]!.infotext).toMatch(new RegExp(`Size: ${c.width}x${c.height}, .*Denoising strength: ${c.denoising_strength}, .*Hires upscale: .*Hires upscaler: ${regexLiteral(c.hr_upscaler!)}`));
   });
 });
 
@@ -141,10 +112,7 @@ test("a timestep sampler's second pass writes Hires sampler, and each pass's sam
 });
 
 test("the server's hr_sampler_name DDIM with eta and UniPC with override_settings uni_pc_* give A1111's pixels", async () => {
-  const service = await PipelineService.create(pipe, { maxQueue: 8, batchWindowMs: 0 });
-  const server = new SdServer({ service, ownService: true });
-  try {
-    const { url } = await server.listen({ host: "127.0.0.1", port: 0 });
+  await withA1111Server(pipe, async (url) => {
     for (const [c, extra] of [
       [byId("hires-dpmpp-2m-to-ddim-eta"), { sampler_name: "DPM++ 2M", scheduler: "Automatic", hr_sampler_name: "DDIM", eta: 0.4 }],
       [byId("hires-euler-to-unipc-bh2-order2"), { sampler_name: "Euler", hr_sampler_name: "UniPC", override_settings: { randn_source: "CPU", ...byId("hires-euler-to-unipc-bh2-order2").unipc } }],
@@ -154,14 +122,12 @@ test("the server's hr_sampler_name DDIM with eta and UniPC with override_setting
         enable_hr: true, hr_scale: c.hr_scale, hr_upscaler: c.hr_upscaler, hr_second_pass_steps: c.hr_second_pass_steps, denoising_strength: c.denoising_strength,
         override_settings: { randn_source: "CPU" }, ...extra,
       };
-      const response = await fetch(`${url}/sdapi/v1/txt2img`, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+      const response = await postA1111(url, "txt2img", body);
       expect(response.status).toBe(200);
       const json = (await response.json()) as { images: string[] };
-      expect(maxPixelDiff(await pngPixels(json.images.map((png) => Buffer.from(png, "base64"))), c.pixels_hwc)).toBeLessThanOrEqual(1);
+      expect(maxPixelDiff(await base64PngPixels(json.images), c.pixels_hwc)).toBeLessThanOrEqual(1);
     }
-  } finally {
-    await server.close(0);
-  }
+  });
 });
 
 test("the CLI's --hires-scheduler UniPC with --unipc-* flags gives A1111's pixels after a k-diffusion first pass", async () => {
@@ -190,27 +156,22 @@ test("a DDIM CFG++ second pass at guidance ≤ 1 is refused naming hires.schedul
 
 test("the server's sampler_name UniPC with override_settings uni_pc_* gives A1111's pixels", async () => {
   const c = byId("unipc-bh2-logsnr-order2-batch");
-  const service = await PipelineService.create(pipe, { maxQueue: 8, batchWindowMs: 0 });
-  const server = new SdServer({ service, ownService: true });
-  try {
-    const { url } = await server.listen({ host: "127.0.0.1", port: 0 });
+  await withA1111Server(pipe, async (url) => {
     const body = {
       prompt: c.prompt, negative_prompt: c.negative_prompt, width: c.width, height: c.height, steps: c.steps, cfg_scale: c.cfg_scale,
       sampler_name: "UniPC", seed: c.seeds[0], batch_size: c.seeds.length, override_settings: { randn_source: "CPU", ...c.unipc },
     };
-    const response = await fetch(`${url}/sdapi/v1/txt2img`, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+    const response = await postA1111(url, "txt2img", body);
     expect(response.status).toBe(200);
     const json = (await response.json()) as { images: string[]; info: string };
-    expect(maxPixelDiff(await pngPixels(json.images.map((png) => Buffer.from(png, "base64"))), c.pixels_hwc)).toBeLessThanOrEqual(1);
+    expect(maxPixelDiff(await base64PngPixels(json.images), c.pixels_hwc)).toBeLessThanOrEqual(1);
     expect((JSON.parse(json.info) as { sampler_name: string }).sampler_name).toBe("UniPC");
     // Fewer steps than uni_pc_order: A1111 fails its assertion; here a 422 naming steps.
-    const refused = await fetch(`${url}/sdapi/v1/txt2img`, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ ...body, steps: 2, override_settings: { uni_pc_order: 3 } }) });
+    const refused = await postA1111(url, "txt2img", { ...body, steps: 2, override_settings: { uni_pc_order: 3 } });
     expect(refused.status).toBe(422);
     const error = (await refused.json()) as { field: string; detail: string };
     expect(error).toMatchObject({ field: "steps", detail: expect.stringMatching(/A1111's UniPC needs at least uni_pc_order \(3\) steps .*steps = 2 gives 2 UniPC steps/) });
-  } finally {
-    await server.close(0);
-  }
+  });
 });
 
 test("the CLI's --scheduler UniPC with --unipc-* flags gives A1111's pixels", async () => {
@@ -254,21 +215,16 @@ test("a hires second pass too short for the sampler is refused naming hires.step
 
 test("the server's /sdapi/v1/img2img with sampler_name UniPC gives A1111's pixels", async () => {
   const c = byId("img2img-unipc");
-  const service = await PipelineService.create(pipe, { maxQueue: 8, batchWindowMs: 0 });
-  const server = new SdServer({ service, ownService: true });
-  try {
-    const { url } = await server.listen({ host: "127.0.0.1", port: 0 });
-    const init = await sharp(gradientInitImage(), { raw: { width: c.width, height: c.height, channels: 3 } }).png().toBuffer();
+  await withA1111Server(pipe, async (url) => {
+    const init = await gradientInitPng(c);
     const body = {
       init_images: [init.toString("base64")], denoising_strength: c.denoising_strength, prompt: c.prompt, negative_prompt: c.negative_prompt,
       width: c.width, height: c.height, steps: c.steps, cfg_scale: c.cfg_scale, sampler_name: "UniPC", seed: c.seeds[0], override_settings: { randn_source: "CPU" },
     };
-    const response = await fetch(`${url}/sdapi/v1/img2img`, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+    const response = await postA1111(url, "img2img", body);
     expect(response.status).toBe(200);
     const json = (await response.json()) as { images: string[]; info: string };
-    expect(maxPixelDiff(await pngPixels(json.images.map((png) => Buffer.from(png, "base64"))), c.pixels_hwc)).toBeLessThanOrEqual(1);
+    expect(maxPixelDiff(await base64PngPixels(json.images), c.pixels_hwc)).toBeLessThanOrEqual(1);
     expect((JSON.parse(json.info) as { infotexts: string[] }).infotexts[0]).toMatch(new RegExp(`Sampler: UniPC, .*Denoising strength: ${c.denoising_strength}`));
-  } finally {
-    await server.close(0);
-  }
+  });
 });

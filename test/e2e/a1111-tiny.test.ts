@@ -13,10 +13,11 @@ import sharp from "sharp";
 import generate from "../../lib/cli/commands/generate.js";
 import { Pipeline, type GenerateOptions } from "../../lib/pipeline/pipeline.js";
 import { PipelineService } from "../../lib/service/pipeline-service.js";
-import { SdServer } from "../../lib/server/server.js";
 import { readPngText } from "../../lib/image/index.js";
 import { latentError } from "../fixtures/tiny-sd-cases/compare.js";
-import { gradientInitImage } from "../fixtures/tiny-sd-cases/reference.js";
+import {
+  base64PngPixels, caseBaseOptions, caseById, gradientImg2imgOptions, gradientInitPng, joinedRgb, maxPixelDiff, pngPixels, postA1111, readA1111Cases, regexLiteral, withA1111Server,
+} from "../support/a1111-goldens.js";
 import { runCommand } from "../support/run-cli.js";
 
 interface Case {
@@ -52,9 +53,8 @@ interface Case {
   pixels_hwc: number[];
 }
 
-const readCases = async (name: string) => (JSON.parse(await readFile(new URL(`../fixtures/a1111/${name}`, import.meta.url), "utf8")) as { cases: Case[] }).cases;
 // The SDE samplers' cases (Brownian noise seeded per image) come from scripts/reference/gen_a1111_sde_goldens.py tiny-e2e.
-const golden = { cases: [...(await readCases("tiny_e2e.json")), ...(await readCases("sde_tiny_e2e.json"))] };
+const golden = { cases: [...(await readA1111Cases<Case>("tiny_e2e.json")), ...(await readA1111Cases<Case>("sde_tiny_e2e.json"))] };
 let pipe: Pipeline;
 let scratch: string;
 
@@ -69,22 +69,13 @@ afterAll(async () => {
 
 function optionsFor(c: Case): GenerateOptions {
   return {
-    prompt: c.prompt,
-    negativePrompt: c.negative_prompt,
-    width: c.width,
-    height: c.height,
-    steps: c.steps,
-    guidance: c.cfg_scale,
-    scheduler: c.sampler,
+    ...caseBaseOptions(c),
     ...(c.schedule !== undefined ? { sigmaSchedule: c.schedule } : {}),
-    seeds: c.seeds,
-    rng: "cpu",
-    returnLatents: true,
     ...(c.subseeds ? { subseeds: c.subseeds, subseedStrength: c.subseed_strength! } : {}),
     ...(c.seed_resize_from_w ? { seedResizeFrom: { width: c.seed_resize_from_w, height: c.seed_resize_from_h! } } : {}),
     ...(c.ensd ? { ensd: c.ensd } : {}),
     ...(c.eta !== undefined ? { eta: c.eta } : {}),
-    ...(c.img2img ? { initImage: { data: gradientInitImage(), width: c.width, height: c.height, channels: 3 as const }, strength: c.denoising_strength! } : {}),
+    ...(c.img2img ? gradientImg2imgOptions(c) : {}),
     ...(c.enable_hr
       ? {
           hires: {
@@ -99,89 +90,61 @@ function optionsFor(c: Case): GenerateOptions {
   };
 }
 
-function maxPixelDiff(actual: ArrayLike<number>, expected: readonly number[]): number {
-  let worst = actual.length === expected.length ? 0 : Infinity;
-  for (let i = 0; i < expected.length; i++) worst = Math.max(worst, Math.abs(actual[i]! - expected[i]!));
-  return worst;
-}
-
-function imagePixels(_c: Case, images: { rgb: Uint8Array }[]): Uint8Array {
-  const out = new Uint8Array(images.reduce((n, image) => n + image.rgb.length, 0));
-  let offset = 0;
-  for (const image of images) {
-    out.set(image.rgb, offset);
-    offset += image.rgb.length;
-  }
-  return out;
-}
-
 describe.each(golden.cases.map((c) => [c.id, c] as const))("A1111 on the tiny model, %s", (_id, c) => {
   test("Pipeline.generate gives A1111's latents (1e-4) and pixels (±1)", async () => {
     const result = await pipe.generate(optionsFor(c));
     expect(latentError(result.latents!, c.final_latents)).toBeLessThan(1e-4);
-    expect(maxPixelDiff(imagePixels(c, result.images), c.pixels_hwc)).toBeLessThanOrEqual(1);
+    expect(maxPixelDiff(joinedRgb(result.images), c.pixels_hwc)).toBeLessThanOrEqual(1);
     expect(result.images[0]!.infotext).toContain(`Sampler: ${c.a1111_sampler}, `);
     if (c.img2img) expect(result.images[0]!.infotext).toContain(`, Denoising strength: ${c.denoising_strength}`);
     if (c.sampler === "a1111_ddim" && c.eta) expect(result.images[0]!.infotext).toMatch(new RegExp(`, Eta DDIM: ${c.eta}$`));
     if (c.sampler !== "a1111_ddim" && c.eta !== undefined) expect(result.images[0]!.infotext).toContain(`, Eta: ${c.eta}`);
     if (c.sampler.endsWith("_sde") || c.sampler.endsWith("_sde_heun")) expect(result.images[0]!.infotext).not.toContain("ENSD");
-    if (c.enable_hr) expect(result.images[0]!.infotext).toMatch(new RegExp(`Size: ${c.width}x${c.height}, .*Denoising strength: ${c.denoising_strength}, .*Hires (upscale|resize): .*Hires upscaler: ${c.hr_upscaler!.replace(/[()]/g, "\\$&")}`));
+    if (c.enable_hr) expect(result.images[0]!.infotext).toMatch(new RegExp(`Size: ${c.width}x${c.height}, .*Denoising strength: ${c.denoising_strength}, .*Hires (upscale|resize): .*Hires upscaler: ${regexLiteral(c.hr_upscaler!)}`));
   });
 });
 
 test("ENSD leaves the SDE samplers alone (their Brownian trees are seeded by the image seeds) and stays out of their infotext", async () => {
-  const c = golden.cases.find((x) => x.id === "sde-2m-automatic-batch")!;
+  const c = caseById(golden.cases, "sde-2m-automatic-batch");
   const result = await pipe.generate({ ...optionsFor(c), ensd: 31337 });
   expect(latentError(result.latents!, c.final_latents)).toBeLessThan(1e-4);
   expect(result.images[0]!.infotext).not.toContain("ENSD");
 });
 
 test("the server runs DPM++ 2M SDE Heun img2img by A1111's name with A1111's pixels", async () => {
-  const c = golden.cases.find((x) => x.id === "img2img-sde-2m-heun")!;
-  const service = await PipelineService.create(pipe, { maxQueue: 8, batchWindowMs: 0 });
-  const server = new SdServer({ service, ownService: true });
-  try {
-    const { url } = await server.listen({ host: "127.0.0.1", port: 0 });
+  const c = caseById(golden.cases, "img2img-sde-2m-heun");
+  await withA1111Server(pipe, async (url) => {
     const body = {
-      init_images: [(await initImagePng(c)).toString("base64")], denoising_strength: c.denoising_strength,
+      init_images: [(await gradientInitPng(c)).toString("base64")], denoising_strength: c.denoising_strength,
       prompt: c.prompt, negative_prompt: c.negative_prompt, width: c.width, height: c.height, steps: c.steps, cfg_scale: c.cfg_scale,
       sampler_name: c.a1111_sampler, scheduler: "Karras", seed: c.seeds[0], override_settings: { randn_source: "CPU", no_dpmpp_sde_batch_determinism: false },
     };
-    const response = await fetch(`${url}/sdapi/v1/img2img`, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+    const response = await postA1111(url, "img2img", body);
     expect(response.status).toBe(200);
     const json = (await response.json()) as { images: string[]; info: string };
-    const pixels = new Uint8Array(await sharp(Buffer.from(json.images[0]!, "base64")).raw().toBuffer());
-    expect(maxPixelDiff(pixels, c.pixels_hwc)).toBeLessThanOrEqual(1);
+    expect(maxPixelDiff(await base64PngPixels(json.images.slice(0, 1)), c.pixels_hwc)).toBeLessThanOrEqual(1);
     expect(JSON.parse(json.info).infotexts[0]).toContain("Sampler: DPM++ 2M SDE Heun, Schedule type: Karras");
-  } finally {
-    await server.close(0);
-  }
+  });
 });
 
 test("the server gives A1111's pixels for A1111's request (variation seed, seed resize, schedule type)", async () => {
-  const c = golden.cases.find((x) => x.id === "dpm2-a-variation-resize")!;
-  const service = await PipelineService.create(pipe, { maxQueue: 8, batchWindowMs: 0 });
-  const server = new SdServer({ service, ownService: true });
-  try {
-    const { url } = await server.listen({ host: "127.0.0.1", port: 0 });
+  const c = caseById(golden.cases, "dpm2-a-variation-resize");
+  await withA1111Server(pipe, async (url) => {
     const body = {
       prompt: c.prompt, negative_prompt: c.negative_prompt, width: c.width, height: c.height, steps: c.steps, cfg_scale: c.cfg_scale,
       sampler_name: c.a1111_sampler, scheduler: "Automatic", seed: c.seeds[0], batch_size: c.seeds.length,
       subseed: c.subseeds![0], subseed_strength: c.subseed_strength, seed_resize_from_w: c.seed_resize_from_w, seed_resize_from_h: c.seed_resize_from_h,
       override_settings: { randn_source: "CPU" },
     };
-    const response = await fetch(`${url}/sdapi/v1/txt2img`, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+    const response = await postA1111(url, "txt2img", body);
     expect(response.status).toBe(200);
     const json = (await response.json()) as { images: string[] };
-    const pixels = await Promise.all(json.images.map(async (png) => new Uint8Array(await sharp(Buffer.from(png, "base64")).raw().toBuffer())));
-    expect(maxPixelDiff(imagePixels(c, pixels.map((rgb) => ({ rgb }))), c.pixels_hwc)).toBeLessThanOrEqual(1);
-  } finally {
-    await server.close(0);
-  }
+    expect(maxPixelDiff(await base64PngPixels(json.images), c.pixels_hwc)).toBeLessThanOrEqual(1);
+  });
 });
 
 test("the CLI gives A1111's pixels for A1111's sampler name, ENSD and seeds", async () => {
-  const c = golden.cases.find((x) => x.id === "euler-a-ensd")!;
+  const c = caseById(golden.cases, "euler-a-ensd");
   const out = join(scratch, "euler-a-{i}.png");
   const run = await runCommand(generate, [
     "generate", "--backend", "cpu", "--prompt", c.prompt, "--negative-prompt", c.negative_prompt, "--width", String(c.width), "--height", String(c.height),
@@ -189,12 +152,12 @@ test("the CLI gives A1111's pixels for A1111's sampler name, ENSD and seeds", as
     "--rng", "cpu", "--out", out, "--quiet",
   ]);
   expect(run.code).toBe(0);
-  const images = await Promise.all(c.seeds.map(async (_s, i) => ({ rgb: new Uint8Array(await sharp(await readFile(out.replace("{i}", String(i)))).raw().toBuffer()) })));
-  expect(maxPixelDiff(imagePixels(c, images), c.pixels_hwc)).toBeLessThanOrEqual(1);
+  const files = await Promise.all(c.seeds.map((_s, i) => readFile(out.replace("{i}", String(i)))));
+  expect(maxPixelDiff(await pngPixels(files), c.pixels_hwc)).toBeLessThanOrEqual(1);
 });
 
 test("the CLI's --hires-* flags give A1111's hires-fix pixels (truncating resize, variation seed)", async () => {
-  const c = golden.cases.find((x) => x.id === "hires-nearest-exact-resize-variation")!;
+  const c = caseById(golden.cases, "hires-nearest-exact-resize-variation");
   const out = join(scratch, "hires-{i}.png");
   const run = await runCommand(generate, [
     "generate", "--backend", "cpu", "--prompt", c.prompt, "--negative-prompt", c.negative_prompt, "--width", String(c.width), "--height", String(c.height),
@@ -205,11 +168,11 @@ test("the CLI's --hires-* flags give A1111's hires-fix pixels (truncating resize
   expect(run.code).toBe(0);
   const file = await readFile(out.replace("{i}", "0"));
   expect(await sharp(file).metadata()).toMatchObject({ width: c.hr_resize_x, height: c.hr_resize_y });
-  expect(maxPixelDiff(imagePixels(c, [{ rgb: new Uint8Array(await sharp(file).raw().toBuffer()) }]), c.pixels_hwc)).toBeLessThanOrEqual(1);
+  expect(maxPixelDiff(await pngPixels([file]), c.pixels_hwc)).toBeLessThanOrEqual(1);
 });
 
 test("hires requests batched by the service give each image what it gets alone", async () => {
-  const c = golden.cases.find((x) => x.id === "hires-bicubic-aa-dpmpp-2m")!;
+  const c = caseById(golden.cases, "hires-bicubic-aa-dpmpp-2m");
   const service = await PipelineService.create(pipe, { maxQueue: 8, batchWindowMs: 10_000, maxBatch: 3 });
   try {
     const a = { ...optionsFor(c), seeds: [40], returnLatents: false };
@@ -225,38 +188,28 @@ test("hires requests batched by the service give each image what it gets alone",
   }
 });
 
-async function initImagePng(c: Case): Promise<Buffer> {
-  return sharp(gradientInitImage(), { raw: { width: c.width, height: c.height, channels: 3 } }).png().toBuffer();
-}
-
 test("the server's /sdapi/v1/img2img gives A1111's pixels for an A1111 sampler name, with its Denoising strength in the infotext", async () => {
-  const c = golden.cases.find((x) => x.id === "img2img-euler-a-batch")!;
-  const service = await PipelineService.create(pipe, { maxQueue: 8, batchWindowMs: 0 });
-  const server = new SdServer({ service, ownService: true });
-  try {
-    const { url } = await server.listen({ host: "127.0.0.1", port: 0 });
+  const c = caseById(golden.cases, "img2img-euler-a-batch");
+  await withA1111Server(pipe, async (url) => {
     const body = {
-      init_images: [`data:image/png;base64,${(await initImagePng(c)).toString("base64")}`], denoising_strength: c.denoising_strength,
+      init_images: [`data:image/png;base64,${(await gradientInitPng(c)).toString("base64")}`], denoising_strength: c.denoising_strength,
       prompt: c.prompt, negative_prompt: c.negative_prompt, width: c.width, height: c.height, steps: c.steps, cfg_scale: c.cfg_scale,
       sampler_name: c.a1111_sampler, scheduler: "Automatic", seed: c.seeds[0], batch_size: c.seeds.length, override_settings: { randn_source: "CPU" },
     };
-    const response = await fetch(`${url}/sdapi/v1/img2img`, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+    const response = await postA1111(url, "img2img", body);
     expect(response.status).toBe(200);
     const json = (await response.json()) as { images: string[]; info: string };
-    const pixels = await Promise.all(json.images.map(async (png) => new Uint8Array(await sharp(Buffer.from(png, "base64")).raw().toBuffer())));
-    expect(maxPixelDiff(imagePixels(c, pixels.map((rgb) => ({ rgb }))), c.pixels_hwc)).toBeLessThanOrEqual(1);
+    expect(maxPixelDiff(await base64PngPixels(json.images), c.pixels_hwc)).toBeLessThanOrEqual(1);
     const info = JSON.parse(json.info) as { infotexts: string[]; denoising_strength: number };
     expect(info.denoising_strength).toBe(c.denoising_strength);
     for (const text of info.infotexts) expect(text).toMatch(new RegExp(`Sampler: ${c.a1111_sampler}, .*Denoising strength: ${c.denoising_strength}`));
-  } finally {
-    await server.close(0);
-  }
+  });
 });
 
 test("the CLI's --init-image with an A1111 sampler name, variation seed and ENSD gives A1111's img2img pixels", async () => {
-  const c = golden.cases.find((x) => x.id === "img2img-dpm2-a-variation-ensd")!;
+  const c = caseById(golden.cases, "img2img-dpm2-a-variation-ensd");
   const init = join(scratch, "init.png");
-  await writeFile(init, await initImagePng(c));
+  await writeFile(init, await gradientInitPng(c));
   const out = join(scratch, "img2img-{i}.png");
   const run = await runCommand(generate, [
     "generate", "--backend", "cpu", "--prompt", c.prompt, "--negative-prompt", c.negative_prompt, "--init-image", init, "--strength", String(c.denoising_strength),
@@ -265,12 +218,12 @@ test("the CLI's --init-image with an A1111 sampler name, variation seed and ENSD
   ]);
   expect(run.code).toBe(0);
   const file = await readFile(out.replace("{i}", "0"));
-  expect(maxPixelDiff(imagePixels(c, [{ rgb: new Uint8Array(await sharp(file).raw().toBuffer()) }]), c.pixels_hwc)).toBeLessThanOrEqual(1);
+  expect(maxPixelDiff(await pngPixels([file]), c.pixels_hwc)).toBeLessThanOrEqual(1);
   expect((await readPngText(file)).find((t) => t.keyword === "parameters")?.text).toContain(`Denoising strength: ${c.denoising_strength}`);
 });
 
 test("the CLI's --scheduler DDIM runs A1111's own DDIM (variation seed, ENSD): A1111's pixels", async () => {
-  const c = golden.cases.find((x) => x.id === "ddim-variation-ensd")!;
+  const c = caseById(golden.cases, "ddim-variation-ensd");
   const out = join(scratch, "ddim-{i}.png");
   const run = await runCommand(generate, [
     "generate", "--backend", "cpu", "--prompt", c.prompt, "--negative-prompt", c.negative_prompt, "--width", String(c.width), "--height", String(c.height),
@@ -279,7 +232,7 @@ test("the CLI's --scheduler DDIM runs A1111's own DDIM (variation seed, ENSD): A
   ]);
   expect(run.code).toBe(0);
   const file = await readFile(out.replace("{i}", "0"));
-  expect(maxPixelDiff(imagePixels(c, [{ rgb: new Uint8Array(await sharp(file).raw().toBuffer()) }]), c.pixels_hwc)).toBeLessThanOrEqual(1);
+  expect(maxPixelDiff(await pngPixels([file]), c.pixels_hwc)).toBeLessThanOrEqual(1);
   // A1111 writes no ENSD for DDIM (no uses_ensd option; at eta 0 its draws are scaled by 0).
   expect((await readPngText(file)).find((t) => t.keyword === "parameters")?.text).toMatch(/Sampler: DDIM, (?!.*ENSD)/);
 });
