@@ -18,6 +18,7 @@ import { SdServer } from "../../lib/server/server.js";
 import { batchKey } from "../../lib/pipeline/generation.js";
 import sharp from "sharp";
 import { copyTe05Model, moveWeightsToExternalData } from "../fixtures/tiny-sd-cases/model-variants.js";
+import { postA1111 } from "../support/a1111-goldens.js";
 
 interface Te05Golden {
   cases: { text: string; chunks: number; conds: Record<string, { shape: [number, number]; values: number[] }> }[];
@@ -101,7 +102,7 @@ describe("clip skip, as A1111 computes it", () => {
     const { url } = await server.listen({ host: "127.0.0.1", port: 0 });
     try {
       const body = { prompt: "a castle on a hill", width: 64, height: 64, steps: 2, seed: 3, sampler_name: "Euler", override_settings: { CLIP_stop_at_last_layers: 2 } };
-      const response = await fetch(`${url}/sdapi/v1/txt2img`, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+      const response = await postA1111(url, "txt2img", body);
       expect(response.status).toBe(200);
       const json = (await response.json()) as { info: string; images: string[] };
       const info = JSON.parse(json.info) as { clip_skip: number; infotexts: string[] };
@@ -112,7 +113,7 @@ describe("clip skip, as A1111 computes it", () => {
       expect(info.infotexts[0]).toBe(library.images[0]!.infotext);
       const served = await sharp(Buffer.from(json.images[0]!, "base64")).removeAlpha().raw().toBuffer();
       expect(served.equals(Buffer.from(library.images[0]!.rgb))).toBe(true);
-      const tooFar = await fetch(`${url}/sdapi/v1/txt2img`, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ ...body, override_settings: { CLIP_stop_at_last_layers: 3 } }) });
+      const tooFar = await postA1111(url, "txt2img", { ...body, override_settings: { CLIP_stop_at_last_layers: 3 } });
       expect(tooFar.status).toBe(422);
       expect(await tooFar.text()).toMatch(/CLIP_stop_at_last_layers.*from 1 to 2, got 3/);
     } finally {

@@ -22,6 +22,7 @@ import { OnnxModel } from "../../lib/onnx/model.js";
 import { CLIP_SKIP_INPUT, EXTRA_VECTORS_INPUT, editTextEncoder } from "../../lib/onnx/text-encoder-edit.js";
 import { applyEmphasis } from "../../lib/prompt/emphasis.js";
 import { copyTe05Model } from "../fixtures/tiny-sd-cases/model-variants.js";
+import { postA1111 } from "../support/a1111-goldens.js";
 
 const FIXTURE = fileURLToPath(new URL("../fixtures/a1111/clip-ti/", import.meta.url));
 const EMBEDDINGS = `${FIXTURE}embeddings-32`;
@@ -129,7 +130,7 @@ describe("textual inversion through the library, the CLI and the server", () => 
         },
         skipped: {},
       });
-      const response = await fetch(`${url}/sdapi/v1/txt2img`, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ prompt: "a photo of lowpoly", width: 64, height: 64, steps: 1 }) });
+      const response = await postA1111(url, "txt2img", { prompt: "a photo of lowpoly", width: 64, height: 64, steps: 1 });
       expect(response.status).toBe(200);
       const info = JSON.parse(((await response.json()) as { info: string }).info) as { infotexts: string[] };
       expect(info.infotexts[0]).toContain(`TI hashes: "lowpoly: ${golden.embeddings.lowpoly!.shorthash}"`);
