@@ -5,43 +5,12 @@
  * a second denoise job with its own program and conditioning: the engines must follow the CPU
  * backend's run and be far from the run whose second pass keeps the first pass's prompt.
  */
-import { afterAll, beforeAll, expect, test } from "@jest/globals";
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { Pipeline, type GenerateOptions } from "../../lib/pipeline/pipeline.js";
-import { buildEngines } from "../../lib/backends/tensorrt/build.js";
-import { parseShapeOptions } from "../../lib/backends/tensorrt/profiles.js";
-import { describeTensorRt } from "./support.js";
-
-const TINY = join(process.cwd(), "models", "tiny-sd");
-
-function relativeError(a: Float32Array, b: Float32Array): number {
-  let num = 0;
-  let den = 0;
-  for (let i = 0; i < a.length; i++) {
-    num += (a[i]! - b[i]!) ** 2;
-    den += a[i]! ** 2;
-  }
-  return Math.sqrt(num / den);
-}
+import { expect, test } from "@jest/globals";
+import type { GenerateOptions } from "../../lib/pipeline/pipeline.js";
+import { cpuAndTensorRtPipelines, describeTensorRt, l2RelativeError as relativeError } from "./support.js";
 
 describeTensorRt("hires fix's second-pass prompts, editing and sampler on TensorRT vs the CPU backend (tiny-sd)", () => {
-  let root: string;
-  let trt: Pipeline;
-  let cpu: Pipeline;
-  beforeAll(async () => {
-    root = await mkdtemp(join(tmpdir(), "sd-trt-gpu-hires-prompts-"));
-    const engines = join(root, "engines");
-    await buildEngines({ model: TINY, out: engines, shapes: parseShapeOptions({ batch: "1-2", size: "64x64-96x96", dynamic: true }) });
-    trt = await Pipeline.load(TINY, { backend: "tensorrt", engines });
-    cpu = await Pipeline.load(TINY, { backend: "cpu" });
-  }, 600_000);
-  afterAll(async () => {
-    await trt?.dispose();
-    await cpu?.dispose();
-    await rm(root, { recursive: true, force: true });
-  });
+  const pipes = cpuAndTensorRtPipelines({ scratchPrefix: "sd-trt-gpu-hires-prompts-", shapes: { batch: "1-2", size: "64x64-96x96", dynamic: true } });
 
   const options: GenerateOptions = {
     prompt: "a [lighthouse:castle:0.5] on a [red|blue] cliff", negativePrompt: "fog", width: 64, height: 64, steps: 4, guidance: 7,
@@ -50,12 +19,12 @@ describeTensorRt("hires fix's second-pass prompts, editing and sampler on Tensor
   };
 
   test("the second pass's prompts, their editing and its own sampler follow the CPU backend", async () => {
-    const a = await cpu.generate(options);
-    const b = await trt.generate(options);
+    const a = await pipes.cpu.generate(options);
+    const b = await pipes.trt.generate(options);
     expect([b.width, b.height, b.latents?.length]).toEqual([96, 96, a.latents!.length]);
     const same = relativeError(a.latents!, b.latents!);
     expect(same).toBeLessThan(3e-2);
-    const firstPassPrompts = await cpu.generate({ ...options, hires: { ...options.hires, prompt: "", negativePrompt: "" } });
+    const firstPassPrompts = await pipes.cpu.generate({ ...options, hires: { ...options.hires, prompt: "", negativePrompt: "" } });
     expect(relativeError(firstPassPrompts.latents!, b.latents!)).toBeGreaterThan(5 * same);
     expect(b.images[0]!.infotext).toBe(a.images[0]!.infotext);
   });

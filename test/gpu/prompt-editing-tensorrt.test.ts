@@ -6,34 +6,13 @@
  * evaluation, and be far from the unedited one once the prompt has switched — under a replayed CUDA
  * graph too (the switch is inside the captured step, not a host rebind), bit for bit as plain launches.
  */
-import { afterAll, beforeAll, expect, test } from "@jest/globals";
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { expect, test } from "@jest/globals";
 import { Pipeline, type GenerateOptions } from "../../lib/pipeline/pipeline.js";
 import type { TensorRtBackend } from "../../lib/backends/tensorrt/backend.js";
-import { buildEngines } from "../../lib/backends/tensorrt/build.js";
-import { parseShapeOptions } from "../../lib/backends/tensorrt/profiles.js";
-import { describeTensorRt, l2RelativeError as relativeError } from "./support.js";
-
-const TINY = join(process.cwd(), "models", "tiny-sd");
+import { cpuAndTensorRtPipelines, describeTensorRt, l2RelativeError as relativeError } from "./support.js";
 
 describeTensorRt("prompt editing on TensorRT vs the CPU backend (tiny-sd)", () => {
-  let root: string;
-  let trt: Pipeline;
-  let cpu: Pipeline;
-  beforeAll(async () => {
-    root = await mkdtemp(join(tmpdir(), "sd-trt-gpu-editing-"));
-    const engines = join(root, "engines");
-    await buildEngines({ model: TINY, out: engines, shapes: parseShapeOptions({ batch: "1-2", size: "64x64" }) });
-    trt = await Pipeline.load(TINY, { backend: "tensorrt", engines });
-    cpu = await Pipeline.load(TINY, { backend: "cpu" });
-  }, 600_000);
-  afterAll(async () => {
-    await trt?.dispose();
-    await cpu?.dispose();
-    await rm(root, { recursive: true, force: true });
-  });
+  const pipes = cpuAndTensorRtPipelines({ scratchPrefix: "sd-trt-gpu-editing-", shapes: { batch: "1-2", size: "64x64" } });
 
   const base: GenerateOptions = { prompt: "", width: 64, height: 64, steps: 6, seed: 3, scheduler: "euler", returnLatents: true };
   const latents = async (pipe: Pipeline, options: Partial<GenerateOptions>) => (await pipe.generate({ ...base, ...options })).latents!;
@@ -42,10 +21,10 @@ describeTensorRt("prompt editing on TensorRT vs the CPU backend (tiny-sd)", () =
     const options = { prompt: "[a red barn:a lighthouse:3]", negativePrompt: "[blurry::2]" };
     const graphs: string[] = [];
     for (let run = 0; run < 2; run++) {
-      const onTrt = await latents(trt, options);
-      graphs.push(String((trt.backend as TensorRtBackend).lastDenoise?.graph));
-      const same = relativeError(await latents(cpu, options), onTrt);
-      const unedited = relativeError(await latents(cpu, { prompt: "a red barn", negativePrompt: "blurry" }), onTrt);
+      const onTrt = await latents(pipes.trt, options);
+      graphs.push(String((pipes.trt.backend as TensorRtBackend).lastDenoise?.graph));
+      const same = relativeError(await latents(pipes.cpu, options), onTrt);
+      const unedited = relativeError(await latents(pipes.cpu, { prompt: "a red barn", negativePrompt: "blurry" }), onTrt);
       expect(same).toBeLessThan(3e-2);
       expect(unedited).toBeGreaterThan(5 * same);
     }
@@ -54,29 +33,29 @@ describeTensorRt("prompt editing on TensorRT vs the CPU backend (tiny-sd)", () =
 
   test("alternation [a red barn|a lighthouse] for two images with different prompts matches the CPU backend", async () => {
     const options: Partial<GenerateOptions> = { prompt: ["[a red barn|a lighthouse]", "a cat"] };
-    const same = relativeError(await latents(cpu, options), await latents(trt, options));
+    const same = relativeError(await latents(pipes.cpu, options), await latents(pipes.trt, options));
     expect(same).toBeLessThan(3e-2);
   });
 
   test("weighted tokens in a schedule with emphasis \"original\": one mean over the schedule's texts, as the CPU backend and A1111 restore it", async () => {
     const options: Partial<GenerateOptions> = { prompt: "[(a red barn:1.4), (snow:0.7):a lighthouse:3]", negativePrompt: "(blurry:1.3)", emphasis: "original" };
-    const onTrt = await latents(trt, options);
-    const same = relativeError(await latents(cpu, options), onTrt);
+    const onTrt = await latents(pipes.trt, options);
+    const same = relativeError(await latents(pipes.cpu, options), onTrt);
     expect(same).toBeLessThan(3e-2);
-    expect(relativeError(await latents(cpu, { ...options, emphasis: "ignore" }), onTrt)).toBeGreaterThan(2 * same);
+    expect(relativeError(await latents(pipes.cpu, { ...options, emphasis: "ignore" }), onTrt)).toBeGreaterThan(2 * same);
   });
 
   test("the replayed graph switches exactly where plain launches do: the same latents, bit for bit", async () => {
-    const noGraphs = await Pipeline.load(TINY, { backend: "tensorrt", engines: join(root, "engines"), useGraphs: false });
+    const noGraphs = await Pipeline.load(pipes.model, { backend: "tensorrt", engines: pipes.engines, useGraphs: false });
     try {
       const options = { prompt: "[a red barn:a lighthouse:0.5]", negativePrompt: "[fog|blurry]" };
-      await latents(trt, options); // captures this layout's graph
-      const replayed = await latents(trt, options);
-      expect((trt.backend as TensorRtBackend).lastDenoise?.graph).toBe("replayed");
+      await latents(pipes.trt, options); // captures this layout's graph
+      const replayed = await latents(pipes.trt, options);
+      expect((pipes.trt.backend as TensorRtBackend).lastDenoise?.graph).toBe("replayed");
       const plain = await latents(noGraphs, options);
       expect((noGraphs.backend as TensorRtBackend).lastDenoise?.graph).toBe("disabled");
       expect(Array.from(replayed)).toEqual(Array.from(plain));
-      expect(relativeError(await latents(cpu, options), plain)).toBeLessThan(3e-2);
+      expect(relativeError(await latents(pipes.cpu, options), plain)).toBeLessThan(3e-2);
     } finally {
       await noGraphs.dispose();
     }

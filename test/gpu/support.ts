@@ -3,8 +3,14 @@
  * can build engines); everywhere else they are skipped with the reason (normal `npm test`). `npm run test:gpu` (scripts/test-gpu.mjs) runs them
  * on a GPU machine and fails instead when there is no GPU.
  */
-import { describe, test } from "@jest/globals";
+import { afterAll, beforeAll, describe, test } from "@jest/globals";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { checkTensorRt } from "../../lib/backends/tensorrt/availability.js";
+import { buildEngines } from "../../lib/backends/tensorrt/build.js";
+import { parseShapeOptions, type ShapeOptions } from "../../lib/backends/tensorrt/profiles.js";
+import { Pipeline, type PipelineLoadOptions } from "../../lib/pipeline/pipeline.js";
 import { loadNativeBinding } from "../../lib/native/load.js";
 import type { NativeBinding, NativeInfo } from "../../lib/native/types.js";
 import type { DenoiseRunOptions } from "../../lib/native/denoiser.js";
@@ -89,4 +95,48 @@ export function l2RelativeError(a: ArrayLike<number>, b: ArrayLike<number>): num
     den += a[i]! ** 2;
   }
   return Math.sqrt(num / den);
+}
+
+/** The bundled tiny SD model (models/tiny-sd), the one the engine tests build from. */
+export const TINY_SD = join(process.cwd(), "models", "tiny-sd");
+
+/** What cpuAndTensorRtPipelines loads; its fields are set in beforeAll, so read them inside tests. */
+export interface CpuAndTensorRt {
+  /** The scratch folder (engines, a prepared model), removed in afterAll. */
+  root: string;
+  /** The model folder both pipelines load. */
+  model: string;
+  /** The engine folder built for it. */
+  engines: string;
+  trt: Pipeline;
+  cpu: Pipeline;
+}
+
+/**
+ * Inside describeTensorRt: builds engines of `model` (tiny-sd by default, or what `prepareModel`
+ * writes into the scratch folder) for `shapes` in a fresh scratch folder, and loads that model on
+ * the TensorRT backend over them and on the CPU backend, both with `load`; afterAll disposes both
+ * and removes the folder. The engine tests compare the two.
+ */
+export function cpuAndTensorRtPipelines(setup: {
+  scratchPrefix: string;
+  shapes: ShapeOptions;
+  prepareModel?: (root: string) => Promise<string>;
+  load?: Omit<PipelineLoadOptions, "backend" | "engines">;
+}): CpuAndTensorRt {
+  const pipes = {} as CpuAndTensorRt;
+  beforeAll(async () => {
+    pipes.root = await mkdtemp(join(tmpdir(), setup.scratchPrefix));
+    pipes.model = setup.prepareModel ? await setup.prepareModel(pipes.root) : TINY_SD;
+    pipes.engines = join(pipes.root, "engines");
+    await buildEngines({ model: pipes.model, out: pipes.engines, shapes: parseShapeOptions(setup.shapes) });
+    pipes.trt = await Pipeline.load(pipes.model, { ...setup.load, backend: "tensorrt", engines: pipes.engines });
+    pipes.cpu = await Pipeline.load(pipes.model, { ...setup.load, backend: "cpu" });
+  }, 600_000);
+  afterAll(async () => {
+    await pipes.trt?.dispose();
+    await pipes.cpu?.dispose();
+    if (pipes.root) await rm(pipes.root, { recursive: true, force: true });
+  });
+  return pipes;
 }

@@ -8,57 +8,36 @@
  * in two blocks, one per text length). On a machine with an NVIDIA GPU and TensorRT;
  * skipped elsewhere, with the reason.
  */
-import { afterAll, beforeAll, expect, test } from "@jest/globals";
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { expect, test } from "@jest/globals";
 import { Pipeline, type GenerateOptions } from "../../lib/pipeline/pipeline.js";
 import type { TensorRtBackend } from "../../lib/backends/tensorrt/backend.js";
-import { buildEngines } from "../../lib/backends/tensorrt/build.js";
-import { parseShapeOptions } from "../../lib/backends/tensorrt/profiles.js";
-import { describeTensorRt, l2RelativeError as relativeError } from "./support.js";
+import { cpuAndTensorRtPipelines, describeTensorRt, l2RelativeError as relativeError } from "./support.js";
 
-const TINY = join(process.cwd(), "models", "tiny-sd");
 // 95 tokens: two chunks of 77 (the engines take up to three).
 const LONG = Array.from({ length: 16 }, (_, i) => `a red barn ${i % 2 ? "at dusk" : "in snow"}`).join(", ");
 
 describeTensorRt("prompt and negative prompt of different lengths on TensorRT vs the CPU backend (tiny-sd)", () => {
-  let root: string;
-  let engines: string;
-  let trt: Pipeline;
-  let cpu: Pipeline;
-  beforeAll(async () => {
-    root = await mkdtemp(join(tmpdir(), "sd-trt-gpu-unequal-"));
-    engines = join(root, "engines");
-    await buildEngines({ model: TINY, out: engines, shapes: parseShapeOptions({ batch: "1-2", size: "64x64" }) });
-    trt = await Pipeline.load(TINY, { backend: "tensorrt", engines });
-    cpu = await Pipeline.load(TINY, { backend: "cpu" });
-  }, 600_000);
-  afterAll(async () => {
-    await trt?.dispose();
-    await cpu?.dispose();
-    await rm(root, { recursive: true, force: true });
-  });
+  const pipes = cpuAndTensorRtPipelines({ scratchPrefix: "sd-trt-gpu-unequal-", shapes: { batch: "1-2", size: "64x64" } });
 
   const base: GenerateOptions = { prompt: LONG, negativePrompt: "", width: 64, height: 64, steps: 6, seed: 11, scheduler: "euler", returnLatents: true };
   const latents = async (pipe: Pipeline, options: Partial<GenerateOptions>) => (await pipe.generate({ ...base, ...options })).latents!;
 
   test("a long prompt and an empty negative prompt, unpadded: the CPU backend's two-call latents, graph captured then replayed", async () => {
-    const onCpu = await latents(cpu, {});
+    const onCpu = await latents(pipes.cpu, {});
     const graphs: string[] = [];
     for (let run = 0; run < 2; run++) {
-      expect(relativeError(await latents(trt, {}), onCpu)).toBeLessThan(3e-2);
-      graphs.push(String((trt.backend as TensorRtBackend).lastDenoise?.graph));
+      expect(relativeError(await latents(pipes.trt, {}), onCpu)).toBeLessThan(3e-2);
+      graphs.push(String((pipes.trt.backend as TensorRtBackend).lastDenoise?.graph));
     }
     expect(graphs).toEqual(["captured", "replayed"]);
   });
 
   test("padCondUncond on and off differ, and each follows the CPU backend", async () => {
     const options = { negativePrompt: "blurry, low quality" };
-    const unpadded = await latents(trt, options);
-    const padded = await latents(trt, { ...options, padCondUncond: true });
-    const unpaddedError = relativeError(await latents(cpu, options), unpadded);
-    const paddedError = relativeError(await latents(cpu, { ...options, padCondUncond: true }), padded);
+    const unpadded = await latents(pipes.trt, options);
+    const padded = await latents(pipes.trt, { ...options, padCondUncond: true });
+    const unpaddedError = relativeError(await latents(pipes.cpu, options), unpadded);
+    const paddedError = relativeError(await latents(pipes.cpu, { ...options, padCondUncond: true }), padded);
     expect(unpaddedError).toBeLessThan(3e-2);
     expect(paddedError).toBeLessThan(3e-2);
     expect(relativeError(padded, unpadded)).toBeGreaterThan(5 * Math.max(unpaddedError, paddedError));
@@ -66,28 +45,28 @@ describeTensorRt("prompt and negative prompt of different lengths on TensorRT vs
 
   test("two images with their own prompts (each call at the batch of 2) follow the CPU backend", async () => {
     const options: Partial<GenerateOptions> = { prompt: [LONG, "a lighthouse"], negativePrompt: ["", "fog"], scheduler: "euler_a" };
-    expect(relativeError(await latents(cpu, options), await latents(trt, options))).toBeLessThan(3e-2);
+    expect(relativeError(await latents(pipes.cpu, options), await latents(pipes.trt, options))).toBeLessThan(3e-2);
   });
 
   test("prompt editing of a long prompt with a short negative prompt: the switch follows the CPU backend in both call layouts", async () => {
     for (const batch of [1, 2]) {
       // The cond texts have 2 and 1 chunks (the bank holds both at 2), the negative texts 1.
       const options = { batch, prompt: `[${LONG}:a lighthouse at night:2]`, negativePrompt: "[fog:blurry:2]" };
-      const onTrt = await latents(trt, options);
-      const same = relativeError(await latents(cpu, options), onTrt);
-      const unedited = relativeError(await latents(cpu, { batch, prompt: LONG, negativePrompt: "fog" }), onTrt);
+      const onTrt = await latents(pipes.trt, options);
+      const same = relativeError(await latents(pipes.cpu, options), onTrt);
+      const unedited = relativeError(await latents(pipes.cpu, { batch, prompt: LONG, negativePrompt: "fog" }), onTrt);
       expect(same).toBeLessThan(3e-2);
       expect(unedited).toBeGreaterThan(5 * same);
     }
   });
 
   test("the replayed graph runs both calls exactly as plain launches do: the same latents, bit for bit", async () => {
-    const noGraphs = await Pipeline.load(TINY, { backend: "tensorrt", engines, useGraphs: false });
+    const noGraphs = await Pipeline.load(pipes.model, { backend: "tensorrt", engines: pipes.engines, useGraphs: false });
     try {
       for (const batch of [1, 2]) {
-        await latents(trt, { batch }); // captures this layout's graph
-        const replayed = await latents(trt, { batch });
-        expect((trt.backend as TensorRtBackend).lastDenoise?.graph).toBe("replayed");
+        await latents(pipes.trt, { batch }); // captures this layout's graph
+        const replayed = await latents(pipes.trt, { batch });
+        expect((pipes.trt.backend as TensorRtBackend).lastDenoise?.graph).toBe("replayed");
         const plain = await latents(noGraphs, { batch });
         expect((noGraphs.backend as TensorRtBackend).lastDenoise?.graph).toBe("disabled");
         expect(Array.from(replayed)).toEqual(Array.from(plain));
