@@ -15,7 +15,7 @@
  * evaluates it for this sampler even at guidance ≤ 1 (`samplerNeedsUncond`). Without an uncond
  * (a bare executor run) u = m, which is what A1111 hands the step when it skips the uncond.
  */
-import { alphaTables, timestepSamplerDefinition, type TimestepsContext } from "./a1111-timesteps.js";
+import { alphaTables, ddimStepScalars, timestepSamplerDefinition, type TimestepsContext } from "./a1111-timesteps.js";
 import type { EvalRequest, EvalResult } from "./kdiffusion.js";
 
 export const A1111_DDIM_CFGPP = "a1111_ddim_cfgpp" as const;
@@ -35,12 +35,9 @@ function* ddimCfgpp<V>(s: TimestepsContext<V>): Generator<EvalRequest<V>, V, Eva
     const r = yield [x, timesteps[index]!];
     // e_t with the scale times 1/12.5, from m = u + g·(c − u): u + (m − u)/12.5.
     const eps = la.combine([CFGPP_SCALE_MULTIPLIER, r.denoised], [1 - CFGPP_SCALE_MULTIPLIER, r.uncondDenoised]);
-    const aT = alphas[index]!;
-    const aPrev = alphasPrev[index]!;
-    const sigma = s.eta * Math.sqrt(((1 - aPrev) / (1 - aT)) * (1 - aT / aPrev));
+    const { sigma, toPrev, direction } = ddimStepScalars(s.eta, alphas[index]!, alphasPrev[index]!);
     // x = √ᾱ_prev · (x − √(1 − ᾱ_t) · e) / √ᾱ_t + √(1 − ᾱ_prev − σ²) · u + σ · n; n is drawn even when σ = 0.
-    const toPrev = Math.sqrt(aPrev) / Math.sqrt(aT);
-    x = la.combine([toPrev, r.x], [-toPrev * sqrtOneMinus[index]!, eps], [Math.sqrt(1 - aPrev - sigma * sigma), r.uncondDenoised], [sigma, s.noise()]);
+    x = la.combine([toPrev, r.x], [-toPrev * sqrtOneMinus[index]!, eps], [direction, r.uncondDenoised], [sigma, s.noise()]);
   }
   return x;
 }

@@ -75,6 +75,15 @@ export function alphaTables(s: TimestepsContext<unknown>): { alphas: number[]; a
   return { alphas, alphasPrev, sqrtOneMinus: alphas.map((a) => sqrt32(sub32(1, a))) };
 }
 
+/**
+ * One DDIM step's scalars at ᾱ_t → ᾱ_prev, as ddim and ddim_cfgpp both compute them: σ_t =
+ * eta·√((1 − ᾱ_prev)/(1 − ᾱ_t)·(1 − ᾱ_t/ᾱ_prev)), the x term's √ᾱ_prev/√ᾱ_t, and the direction's √(1 − ᾱ_prev − σ²).
+ */
+export function ddimStepScalars(eta: number, aT: number, aPrev: number): { sigma: number; toPrev: number; direction: number } {
+  const sigma = eta * Math.sqrt(((1 - aPrev) / (1 - aT)) * (1 - aT / aPrev));
+  return { sigma, toPrev: Math.sqrt(aPrev) / Math.sqrt(aT), direction: Math.sqrt(1 - aPrev - sigma * sigma) };
+}
+
 /** sd_samplers_timesteps_impl.ddim. */
 function* ddim<V>(s: TimestepsContext<V>): Generator<EvalRequest<V>, V, EvalResult<V>> {
   const { la, timesteps } = s;
@@ -83,12 +92,9 @@ function* ddim<V>(s: TimestepsContext<V>): Generator<EvalRequest<V>, V, EvalResu
   for (let i = 0; i < timesteps.length - 1; i++) {
     const index = timesteps.length - 1 - i;
     const r = yield [x, timesteps[index]!];
-    const aT = alphas[index]!;
-    const aPrev = alphasPrev[index]!;
-    const sigma = s.eta * Math.sqrt(((1 - aPrev) / (1 - aT)) * (1 - aT / aPrev));
+    const { sigma, toPrev, direction } = ddimStepScalars(s.eta, alphas[index]!, alphasPrev[index]!);
     // x = √ᾱ_prev · (x − √(1 − ᾱ_t) · e) / √ᾱ_t + √(1 − ᾱ_prev − σ²) · e + σ · n; n is drawn even when σ = 0.
-    const toPrev = Math.sqrt(aPrev) / Math.sqrt(aT);
-    x = la.combine([toPrev, r.x], [-toPrev * sqrtOneMinus[index]! + Math.sqrt(1 - aPrev - sigma * sigma), r.denoised], [sigma, s.noise()]);
+    x = la.combine([toPrev, r.x], [-toPrev * sqrtOneMinus[index]! + direction, r.denoised], [sigma, s.noise()]);
   }
   return x;
 }
