@@ -7,10 +7,11 @@ import { readFileSync } from "node:fs";
 import { describe, expect, test } from "@jest/globals";
 import { analyticReferenceModel, roundToFloat16 } from "../support/analytic-reference.js";
 import { packProgram, runProgram, type SamplerProgram } from "../../lib/sampler/index.js";
-import { a1111Img2imgStartIndex, createScheduler } from "../../lib/schedulers/index.js";
+import { createScheduler } from "../../lib/schedulers/index.js";
 import { analyticModel, loadSchedulerGoldens, pseudoNormal, relativeError, type GoldenRun } from "../fixtures/schedulers/goldens.js";
 import { loadKDiffusionGoldens } from "../fixtures/a1111/kdiffusion-goldens.js";
 import { ddimCfgppConfig, loadDdimCfgppGoldens } from "../fixtures/a1111/ddim-cfgpp-goldens.js";
+import { compileA1111Run } from "../fixtures/a1111/timestep-runs.js";
 import { TorchGenerator } from "../../lib/rng/index.js";
 import { BrownianNoiseSampler } from "../../lib/rng/brownian-tree.js";
 import { loadSdeGoldens } from "../fixtures/a1111/sde-goldens.js";
@@ -128,7 +129,7 @@ const cfgppRuns = loadDdimCfgppGoldens().runs.filter((r) => r.dtype === "float32
 describe.each(cfgppRuns.map((r) => [r.id, r] as const))("denoise loop host path, A1111 DDIM CFG++ %s", (_id, run) => {
   test("renoises with the uncond half: A1111's final latents and the CPU executor's", () => {
     const scheduler = createScheduler("a1111_ddim_cfgpp", ddimCfgppConfig(run));
-    const program = run.strength === null ? scheduler.compile(run.steps) : scheduler.compile(run.steps, { startIndex: a1111Img2imgStartIndex(run.steps, run.strength) });
+    const program = compileA1111Run(scheduler, run);
     const x0 = Float32Array.from(run.x0);
     const generator = new TorchGenerator(run.seed);
     generator.randn([1, 4, 8, 8]); // the initial noise

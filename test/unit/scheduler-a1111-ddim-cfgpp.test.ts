@@ -11,13 +11,13 @@ import { TorchGenerator } from "../../lib/rng/index.js";
 import { analyticModel, relativeError } from "../fixtures/schedulers/goldens.js";
 import { ddimCfgppConfig, guidedAnalyticModel64, loadDdimCfgppGoldens, type DdimCfgppRun } from "../fixtures/a1111/ddim-cfgpp-goldens.js";
 import { analyticReferenceModel } from "../support/analytic-reference.js";
+import { compileA1111Run, expectA1111Img2imgStart } from "../fixtures/a1111/timestep-runs.js";
 
 const SHAPE = [1, 4, 8, 8];
 const golden = loadDdimCfgppGoldens();
 
 function compile(run: DdimCfgppRun) {
-  const scheduler = createScheduler("a1111_ddim_cfgpp", ddimCfgppConfig(run));
-  return run.strength === null ? scheduler.compile(run.steps) : scheduler.compile(run.steps, { startIndex: a1111Img2imgStartIndex(run.steps, run.strength) });
+  return compileA1111Run(createScheduler("a1111_ddim_cfgpp", ddimCfgppConfig(run)), run);
 }
 
 describe.each(golden.runs.map((r) => [r.id, r] as const))("%s", (_id, run) => {
@@ -37,11 +37,7 @@ describe.each(golden.runs.map((r) => [r.id, r] as const))("%s", (_id, run) => {
     if (run.strength === null) {
       expect(relativeError(x0, noise)).toBe(0);
     } else {
-      const { signal, noise: scale } = program.addNoise!;
-      expect(Math.abs(signal - run.signal!)).toBeLessThan(1e-7);
-      expect(Math.abs(scale - run.noise_scale!)).toBeLessThan(1e-7);
-      x0 = Float32Array.from(run.init_latent!, (v, i) => Math.fround(v * Math.fround(signal)) + Math.fround(noise[i]! * Math.fround(scale)));
-      expect(relativeError(x0, run.x0)).toBeLessThan(1e-6);
+      x0 = expectA1111Img2imgStart(program, run, noise);
     }
     const model =
       run.dtype === "float32" ? analyticReferenceModel({ batch: 1, imageElems: 256, guidance: Float64Array.of(run.cfg_scale) }) : guidedAnalyticModel64(run.cfg_scale);

@@ -10,6 +10,7 @@ import { a1111Img2imgStartIndex, a1111SamplerName, a1111SamplerSelection, create
 import { runProgram } from "../../lib/sampler/index.js";
 import { TorchGenerator } from "../../lib/rng/index.js";
 import { analyticModel, relativeError } from "../fixtures/schedulers/goldens.js";
+import { compileA1111Run, expectA1111Img2imgStart } from "../fixtures/a1111/timestep-runs.js";
 
 interface Run {
   id: string;
@@ -41,8 +42,7 @@ const golden = {
 const SHAPE = [1, 4, 8, 8];
 
 function compile(run: Run) {
-  const scheduler = createScheduler(run.key, { ...(run.eta === null ? {} : { eta: run.eta }), ...(run.parameterization === "v" ? { prediction_type: "v_prediction" } : {}) });
-  return run.strength === null ? scheduler.compile(run.steps) : scheduler.compile(run.steps, { startIndex: a1111Img2imgStartIndex(run.steps, run.strength) });
+  return compileA1111Run(createScheduler(run.key, { ...(run.eta === null ? {} : { eta: run.eta }), ...(run.parameterization === "v" ? { prediction_type: "v_prediction" } : {}) }), run);
 }
 
 describe.each(golden.runs.map((r) => [r.id, r] as const))("%s", (_id, run) => {
@@ -63,12 +63,7 @@ describe.each(golden.runs.map((r) => [r.id, r] as const))("%s", (_id, run) => {
       expect(program.initNoiseSigma).toBe(1);
       x0 = run.dtype === "float32" ? Float32Array.from(noise) : Float64Array.from(noise);
     } else {
-      // xi = init · √ᾱ + noise · √(1 − ᾱ) at timesteps[t_enc], in float32.
-      const { signal, noise: scale } = program.addNoise!;
-      expect(Math.abs(signal - run.signal!)).toBeLessThan(1e-7);
-      expect(Math.abs(scale - run.noise_scale!)).toBeLessThan(1e-7);
-      x0 = Float32Array.from(run.init_latent!, (v, i) => Math.fround(v * Math.fround(signal)) + Math.fround(noise[i]! * Math.fround(scale)));
-      expect(relativeError(x0, run.x0)).toBeLessThan(1e-6);
+      x0 = expectA1111Img2imgStart(program, run, noise);
     }
     const final = runProgram(program, x0, analyticModel(run.dtype), () => generator.randn(SHAPE));
     expect(relativeError(final, run.final)).toBeLessThan(1e-5);

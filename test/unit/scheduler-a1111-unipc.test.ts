@@ -6,10 +6,11 @@
  */
 import { readFileSync } from "node:fs";
 import { describe, expect, test } from "@jest/globals";
-import { a1111Img2imgStartIndex, a1111SamplerName, a1111SamplerSelection, createScheduler } from "../../lib/schedulers/index.js";
+import { a1111SamplerName, a1111SamplerSelection, createScheduler } from "../../lib/schedulers/index.js";
 import { runProgram } from "../../lib/sampler/index.js";
 import { TorchGenerator } from "../../lib/rng/index.js";
 import { analyticModel, relativeError } from "../fixtures/schedulers/goldens.js";
+import { compileA1111Run, expectA1111Img2imgStart } from "../fixtures/a1111/timestep-runs.js";
 
 interface Run {
   id: string;
@@ -33,8 +34,7 @@ const golden = JSON.parse(readFileSync(new URL("../fixtures/a1111/unipc_goldens.
 const SHAPE = [1, 4, 8, 8];
 
 function compile(run: Pick<Run, "options" | "steps" | "strength" | "parameterization">) {
-  const scheduler = createScheduler("a1111_unipc", { ...run.options, ...(run.parameterization === "v" ? { prediction_type: "v_prediction" } : {}) });
-  return run.strength === null ? scheduler.compile(run.steps) : scheduler.compile(run.steps, { startIndex: a1111Img2imgStartIndex(run.steps, run.strength) });
+  return compileA1111Run(createScheduler("a1111_unipc", { ...run.options, ...(run.parameterization === "v" ? { prediction_type: "v_prediction" } : {}) }), run);
 }
 
 const ran = golden.runs.filter((r) => r.refused === undefined);
@@ -59,12 +59,7 @@ describe.each(ran.map((r) => [r.id, r] as const))("%s", (_id, run) => {
       expect(program.initNoiseSigma).toBe(1);
       x0 = run.dtype === "float32" ? Float32Array.from(noise) : Float64Array.from(noise);
     } else {
-      // xi = init · √ᾱ + noise · √(1 − ᾱ) at timesteps[t_enc], in float32.
-      const { signal, noise: scale } = program.addNoise!;
-      expect(Math.abs(signal - run.signal!)).toBeLessThan(1e-7);
-      expect(Math.abs(scale - run.noise_scale!)).toBeLessThan(1e-7);
-      x0 = Float32Array.from(run.init_latent!, (v, i) => Math.fround(v * signal) + Math.fround(noise[i]! * scale));
-      expect(relativeError(x0, run.x0)).toBeLessThan(1e-6);
+      x0 = expectA1111Img2imgStart(program, run, noise);
     }
     const final = runProgram(program, x0, analyticModel(run.dtype), () => {
       throw new Error("UniPC draws no noise");
