@@ -8,24 +8,13 @@
 import { afterAll, beforeAll, describe, expect, test } from "@jest/globals";
 import { Pipeline, type GenerateOptions } from "../../lib/pipeline/pipeline.js";
 import { latentError } from "../fixtures/tiny-sd-cases/compare.js";
-import { base64PngPixels, caseBaseOptions, caseById, gradientImg2imgOptions, joinedRgb, maxPixelDiff, postA1111, readA1111Cases, withA1111Server } from "../support/a1111-goldens.js";
+import { base64PngPixels, caseBaseOptions, caseById, gradientImg2imgOptions, joinedRgb, maxPixelDiff, postA1111, readA1111Cases, withA1111Server, type A1111GoldenCase } from "../support/a1111-goldens.js";
 
-interface Case {
-  id: string;
-  sampler: string;
+interface Case extends A1111GoldenCase {
   a1111_sampler: string;
-  steps: number;
-  seeds: number[];
   eta?: number;
   img2img?: boolean;
   denoising_strength?: number;
-  prompt: string;
-  negative_prompt: string;
-  width: number;
-  height: number;
-  cfg_scale: number;
-  final_latents: number[];
-  pixels_hwc: number[];
 }
 
 const golden = { cases: await readA1111Cases<Case>("tiny_e2e_ddim_cfgpp.json") };

@@ -7,8 +7,7 @@
  * (merged batches) and the A1111 server. The bar: latents within 1e-4 · max(1, max|x|), pixels ±1.
  */
 import { afterAll, beforeAll, describe, expect, test } from "@jest/globals";
-import { mkdtemp, readFile, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { Pipeline, type GenerateOptions } from "../../lib/pipeline/pipeline.js";
 import { PipelineService } from "../../lib/service/pipeline-service.js";
@@ -18,15 +17,13 @@ import { InvalidOptionError } from "../../lib/errors.js";
 import generate from "../../lib/cli/commands/generate.js";
 import { readPngText } from "../../lib/image/index.js";
 import { latentError } from "../fixtures/tiny-sd-cases/compare.js";
-import { base64PngPixels, caseBaseOptions, caseById, joinedRgb, maxPixelDiff, pngPixels, postA1111, readA1111Cases, withA1111Server } from "../support/a1111-goldens.js";
+import { base64PngPixels, caseBaseOptions, caseById, joinedRgb, maxPixelDiff, pngPixels, postA1111, readA1111Cases, withA1111Server, type A1111GoldenCase } from "../support/a1111-goldens.js";
 import { runCommand } from "../support/run-cli.js";
+import { scratchFolder } from "../support/scratch-folder.js";
 
-interface Case {
-  id: string;
+interface Case extends A1111GoldenCase {
   sampler: KDiffusionSamplerName;
   schedule: string;
-  steps: number;
-  seeds: number[];
   hr_scale: number;
   hr_upscaler: string;
   hr_second_pass_steps?: number;
@@ -35,29 +32,20 @@ interface Case {
   hr_negative_prompt?: string;
   hr_sampler?: KDiffusionSamplerName;
   hr_schedule?: string;
-  prompt: string;
-  negative_prompt: string;
-  width: number;
-  height: number;
-  cfg_scale: number;
-  final_latents: number[];
-  pixels_hwc: number[];
   /** A1111's get_learned_conditioning_prompt_schedules of [prompt, negative prompt] in each pass. */
   prompt_schedules: { first: [number, string][][]; hires: [number, string][][] };
 }
 
 const golden = { cases: await readA1111Cases<Case>("tiny_e2e_hires_prompts.json") };
 const byId = (id: string) => caseById(golden.cases, id);
+const scratch = scratchFolder("sd-trt-hires-prompts-");
 let pipe: Pipeline;
-let scratch: string;
 
 beforeAll(async () => {
   pipe = await Pipeline.load(undefined, { backend: "cpu" });
-  scratch = await mkdtemp(join(tmpdir(), "sd-trt-hires-prompts-"));
 });
 afterAll(async () => {
   await pipe?.dispose();
-  await rm(scratch, { recursive: true, force: true });
 });
 
 function optionsFor(c: Case, seeds = c.seeds): GenerateOptions {
@@ -172,7 +160,7 @@ test("the A1111 server runs hr_prompt, hr_negative_prompt, hr_sampler_name and h
 
 test("the CLI's --hires-prompt, --hires-negative-prompt, --hires-scheduler and --hires-schedule give A1111's images", async () => {
   for (const c of [byId("hires-prompt-negative-dpmpp-2m"), byId("hires-sampler-schedule-dpmpp-2m-to-dpm2-a-exponential")]) {
-    const out = join(scratch, `${c.id}-{i}.png`);
+    const out = join(scratch.dir, `${c.id}-{i}.png`);
     const hires = [
       ...(c.hr_prompt ? ["--hires-prompt", c.hr_prompt] : []),
       ...(c.hr_negative_prompt ? ["--hires-negative-prompt", c.hr_negative_prompt] : []),
@@ -192,7 +180,7 @@ test("the CLI's --hires-prompt, --hires-negative-prompt, --hires-scheduler and -
     const parameters = (await readPngText(file)).find((t) => t.keyword === "parameters")?.text;
     expect(parameters?.endsWith(hiresInfotext(c))).toBe(true);
   }
-  const bad = await runCommand(generate, ["generate", "--backend", "cpu", "--prompt", "x", "--width", "64", "--height", "64", "--steps", "2", "--scheduler", "k_euler", "--seeds", "1", "--hires-scheduler", "DPM adaptive", "--out", join(scratch, "bad.png")]);
+  const bad = await runCommand(generate, ["generate", "--backend", "cpu", "--prompt", "x", "--width", "64", "--height", "64", "--steps", "2", "--scheduler", "k_euler", "--seeds", "1", "--hires-scheduler", "DPM adaptive", "--out", join(scratch.dir, "bad.png")]);
   expect(bad.code).toBe(2);
   expect(bad.stderr).toMatch(/--hires-scheduler "DPM adaptive" is not supported/);
 });

@@ -9,35 +9,23 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "@jest/globals";
 import { Pipeline, type GenerateOptions } from "../../lib/pipeline/pipeline.js";
-import { PipelineService } from "../../lib/service/pipeline-service.js";
 import { latentError, LATENT_TOLERANCE } from "../fixtures/tiny-sd-cases/compare.js";
 import { TINY_SDXL_DIR } from "../fixtures/sdxl/reference.js";
-import { base64PngPixels, joinedRgb, maxPixelDiff, postA1111, readA1111Cases, regexLiteral, withA1111Server } from "../support/a1111-goldens.js";
+import { base64PngPixels, expectMergedBatchAsAlone, joinedRgb, maxPixelDiff, postA1111, readA1111Cases, regexLiteral, withA1111Server, type A1111GoldenCase } from "../support/a1111-goldens.js";
 
-interface Case {
-  id: string;
-  sampler: string;
+interface Case extends A1111GoldenCase {
   a1111_sampler: string;
   schedule: string;
-  steps: number;
-  seeds: number[];
   hr_scale?: number;
   hr_resize_x?: number;
   hr_resize_y?: number;
   hr_upscaler: string;
   hr_second_pass_steps?: number;
   denoising_strength: number;
-  prompt: string;
-  negative_prompt: string;
-  width: number;
-  height: number;
-  cfg_scale: number;
   /** A1111's hr_upscale_to_x/y. */
   hr_upscale_to: [number, number];
   /** What A1111's get_learned_conditioning handed the conditioner in each pass (negative prompt first). */
   conditioner_calls: Record<"first_pass" | "hires_pass", { texts: string[]; time_ids: number[][]; zeroed: boolean }[]>;
-  final_latents: number[];
-  pixels_hwc: number[];
 }
 
 const golden = { cases: await readA1111Cases<Case>("tiny_sdxl_hires.json") };
@@ -112,19 +100,9 @@ test("originalSize and targetSize given by the caller hold in the second pass to
 
 test("SDXL hires requests batched by the service give each image what it gets alone (each request's own time ids in both passes)", async () => {
   const c = golden.cases.find((x) => x.hr_resize_x !== undefined)!;
-  const service = await PipelineService.create(pipe, { maxQueue: 8, batchWindowMs: 10_000, maxBatch: 3 });
-  try {
-    const a = { ...optionsFor(c), seeds: [40], returnLatents: false };
-    const b = { ...optionsFor(c), seeds: [41, 42], originalSize: { width: 200, height: 300 }, returnLatents: false };
-    const [ra, rb] = await Promise.all(service.generateAll([a, b]));
-    expect(service.counters()).toMatchObject({ batches: 1, batchedRequests: 2 });
-    for (const [request, result] of [[a, ra!], [b, rb!]] as const) {
-      const alone = await pipe.generate(request);
-      for (const [i, image] of result.images.entries()) expect(Buffer.compare(Buffer.from(image.rgb), Buffer.from(alone.images[i]!.rgb))).toBe(0);
-    }
-  } finally {
-    await service.dispose();
-  }
+  const a = { ...optionsFor(c), seeds: [40], returnLatents: false };
+  const b = { ...optionsFor(c), seeds: [41, 42], originalSize: { width: 200, height: 300 }, returnLatents: false };
+  await expectMergedBatchAsAlone(pipe, [a, b], 3);
 });
 
 test("the server runs enable_hr on an SDXL model as A1111 does (empty negative prompt, resize, A1111's infotext)", async () => {

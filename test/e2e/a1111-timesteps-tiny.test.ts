@@ -8,8 +8,7 @@
  * The bar (as test/e2e/a1111-tiny.test.ts): latents within 1e-4 · max(1, max|x|), pixels within ±1.
  */
 import { afterAll, beforeAll, describe, expect, test } from "@jest/globals";
-import { mkdtemp, readFile, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import sharp from "sharp";
 import generate from "../../lib/cli/commands/generate.js";
@@ -17,16 +16,13 @@ import { Pipeline, type GenerateOptions } from "../../lib/pipeline/pipeline.js";
 import { readPngText } from "../../lib/image/index.js";
 import { latentError } from "../fixtures/tiny-sd-cases/compare.js";
 import {
-  base64PngPixels, caseBaseOptions, caseById, gradientImg2imgOptions, gradientInitPng, joinedRgb, maxPixelDiff, pngPixels, postA1111, readA1111Cases, regexLiteral, withA1111Server,
+  base64PngPixels, caseBaseOptions, caseById, gradientImg2imgOptions, gradientInitPng, joinedRgb, maxPixelDiff, pngPixels, postA1111, readA1111Cases, regexLiteral, withA1111Server, type A1111GoldenCase,
 } from "../support/a1111-goldens.js";
 import { runCommand } from "../support/run-cli.js";
+import { scratchFolder } from "../support/scratch-folder.js";
 
-interface Case {
-  id: string;
-  sampler: string;
+interface Case extends A1111GoldenCase {
   a1111_sampler: string;
-  steps: number;
-  seeds: number[];
   ensd?: number;
   eta?: number;
   /** A1111's uni_pc_* settings (shared.opts) for this case; A1111's defaults otherwise. */
@@ -39,27 +35,18 @@ interface Case {
   hr_second_pass_steps?: number;
   denoising_strength?: number;
   img2img?: boolean;
-  prompt: string;
-  negative_prompt: string;
-  width: number;
-  height: number;
-  cfg_scale: number;
-  final_latents: number[];
-  pixels_hwc: number[];
 }
 
 const golden = { cases: await readA1111Cases<Case>("timesteps_tiny_e2e.json") };
 const byId = (id: string) => caseById(golden.cases, id);
+const scratch = scratchFolder("sd-trt-a1111-ts-");
 let pipe: Pipeline;
-let scratch: string;
 
 beforeAll(async () => {
   pipe = await Pipeline.load(undefined, { backend: "cpu" });
-  scratch = await mkdtemp(join(tmpdir(), "sd-trt-a1111-ts-"));
 });
 afterAll(async () => {
   await pipe?.dispose();
-  await rm(scratch, { recursive: true, force: true });
 });
 
 function uniPcOf(c: Case): GenerateOptions["uniPc"] {
@@ -132,7 +119,7 @@ test("the server's hr_sampler_name DDIM with eta and UniPC with override_setting
 
 test("the CLI's --hires-scheduler UniPC with --unipc-* flags gives A1111's pixels after a k-diffusion first pass", async () => {
   const c = byId("hires-euler-to-unipc-bh2-order2");
-  const out = join(scratch, "hires-unipc-{i}.png");
+  const out = join(scratch.dir, "hires-unipc-{i}.png");
   const run = await runCommand(generate, [
     "generate", "--backend", "cpu", "--prompt", c.prompt, "--negative-prompt", c.negative_prompt, "--width", String(c.width), "--height", String(c.height),
     "--steps", String(c.steps), "--guidance", String(c.cfg_scale), "--scheduler", "Euler", "--seeds", c.seeds.join(","), "--hires-scale", String(c.hr_scale),
@@ -176,7 +163,7 @@ test("the server's sampler_name UniPC with override_settings uni_pc_* gives A111
 
 test("the CLI's --scheduler UniPC with --unipc-* flags gives A1111's pixels", async () => {
   const c = byId("unipc-vary-coeff-quadratic-7-steps");
-  const out = join(scratch, "unipc-{i}.png");
+  const out = join(scratch.dir, "unipc-{i}.png");
   const run = await runCommand(generate, [
     "generate", "--backend", "cpu", "--prompt", c.prompt, "--negative-prompt", c.negative_prompt, "--width", String(c.width), "--height", String(c.height),
     "--steps", String(c.steps), "--guidance", String(c.cfg_scale), "--scheduler", "UniPC", "--seeds", c.seeds.join(","), "--unipc-variant", "vary_coeff",
@@ -190,7 +177,7 @@ test("the CLI's --scheduler UniPC with --unipc-* flags gives A1111's pixels", as
 
 test("the CLI's --hires-* flags with --scheduler PLMS give A1111's hires-fix pixels", async () => {
   const c = byId("hires-plms-bicubic-aa");
-  const out = join(scratch, "hires-plms-{i}.png");
+  const out = join(scratch.dir, "hires-plms-{i}.png");
   const run = await runCommand(generate, [
     "generate", "--backend", "cpu", "--prompt", c.prompt, "--negative-prompt", c.negative_prompt, "--width", String(c.width), "--height", String(c.height),
     "--steps", String(c.steps), "--guidance", String(c.cfg_scale), "--scheduler", "PLMS", "--seeds", c.seeds.join(","), "--hires-scale", String(c.hr_scale),

@@ -6,28 +6,23 @@
  * The bar: latents within 1e-4 · max(1, max|x|), pixels within ±1 (A1111 truncates to uint8).
  */
 import { afterAll, beforeAll, describe, expect, test } from "@jest/globals";
-import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import sharp from "sharp";
 import generate from "../../lib/cli/commands/generate.js";
 import { Pipeline, type GenerateOptions } from "../../lib/pipeline/pipeline.js";
-import { PipelineService } from "../../lib/service/pipeline-service.js";
 import { readPngText } from "../../lib/image/index.js";
 import { latentError } from "../fixtures/tiny-sd-cases/compare.js";
 import {
-  base64PngPixels, caseBaseOptions, caseById, gradientImg2imgOptions, gradientInitPng, joinedRgb, maxPixelDiff, pngPixels, postA1111, readA1111Cases, regexLiteral, withA1111Server,
+  base64PngPixels, caseBaseOptions, caseById, expectMergedBatchAsAlone, gradientImg2imgOptions, gradientInitPng, joinedRgb, maxPixelDiff, pngPixels, postA1111, readA1111Cases, regexLiteral, withA1111Server, type A1111GoldenCase,
 } from "../support/a1111-goldens.js";
 import { runCommand } from "../support/run-cli.js";
+import { scratchFolder } from "../support/scratch-folder.js";
 
-interface Case {
-  id: string;
-  sampler: string;
+interface Case extends A1111GoldenCase {
   a1111_sampler: string;
   /** k-diffusion samplers only (A1111's DDIM and PLMS take no schedule type). */
   schedule?: string;
-  steps: number;
-  seeds: number[];
   subseeds?: number[];
   subseed_strength?: number;
   seed_resize_from_w?: number;
@@ -44,27 +39,18 @@ interface Case {
   denoising_strength?: number;
   /** img2img from gradientInitImage() at denoising_strength. */
   img2img?: boolean;
-  prompt: string;
-  negative_prompt: string;
-  width: number;
-  height: number;
-  cfg_scale: number;
-  final_latents: number[];
-  pixels_hwc: number[];
 }
 
 // The SDE samplers' cases (Brownian noise seeded per image) come from scripts/reference/gen_a1111_sde_goldens.py tiny-e2e.
 const golden = { cases: [...(await readA1111Cases<Case>("tiny_e2e.json")), ...(await readA1111Cases<Case>("sde_tiny_e2e.json"))] };
+const scratch = scratchFolder("sd-trt-a1111-");
 let pipe: Pipeline;
-let scratch: string;
 
 beforeAll(async () => {
   pipe = await Pipeline.load(undefined, { backend: "cpu" });
-  scratch = await mkdtemp(join(tmpdir(), "sd-trt-a1111-"));
 });
 afterAll(async () => {
   await pipe?.dispose();
-  await rm(scratch, { recursive: true, force: true });
 });
 
 function optionsFor(c: Case): GenerateOptions {
@@ -145,7 +131,7 @@ test("the server gives A1111's pixels for A1111's request (variation seed, seed 
 
 test("the CLI gives A1111's pixels for A1111's sampler name, ENSD and seeds", async () => {
   const c = caseById(golden.cases, "euler-a-ensd");
-  const out = join(scratch, "euler-a-{i}.png");
+  const out = join(scratch.dir, "euler-a-{i}.png");
   const run = await runCommand(generate, [
     "generate", "--backend", "cpu", "--prompt", c.prompt, "--negative-prompt", c.negative_prompt, "--width", String(c.width), "--height", String(c.height),
     "--steps", String(c.steps), "--guidance", String(c.cfg_scale), "--scheduler", c.a1111_sampler, "--seeds", c.seeds.join(","), "--ensd", String(c.ensd),
@@ -158,7 +144,7 @@ test("the CLI gives A1111's pixels for A1111's sampler name, ENSD and seeds", as
 
 test("the CLI's --hires-* flags give A1111's hires-fix pixels (truncating resize, variation seed)", async () => {
   const c = caseById(golden.cases, "hires-nearest-exact-resize-variation");
-  const out = join(scratch, "hires-{i}.png");
+  const out = join(scratch.dir, "hires-{i}.png");
   const run = await runCommand(generate, [
     "generate", "--backend", "cpu", "--prompt", c.prompt, "--negative-prompt", c.negative_prompt, "--width", String(c.width), "--height", String(c.height),
     "--steps", String(c.steps), "--guidance", String(c.cfg_scale), "--scheduler", c.a1111_sampler, "--schedule", c.schedule!, "--seeds", c.seeds.join(","),
@@ -173,19 +159,9 @@ test("the CLI's --hires-* flags give A1111's hires-fix pixels (truncating resize
 
 test("hires requests batched by the service give each image what it gets alone", async () => {
   const c = caseById(golden.cases, "hires-bicubic-aa-dpmpp-2m");
-  const service = await PipelineService.create(pipe, { maxQueue: 8, batchWindowMs: 10_000, maxBatch: 3 });
-  try {
-    const a = { ...optionsFor(c), seeds: [40], returnLatents: false };
-    const b = { ...optionsFor(c), seeds: [41, 42], returnLatents: false };
-    const [ra, rb] = await Promise.all(service.generateAll([a, b]));
-    expect(service.counters()).toMatchObject({ batches: 1, batchedRequests: 2 });
-    for (const [request, result] of [[a, ra!], [b, rb!]] as const) {
-      const alone = await pipe.generate(request);
-      for (const [i, image] of result.images.entries()) expect(Buffer.compare(Buffer.from(image.rgb), Buffer.from(alone.images[i]!.rgb))).toBe(0);
-    }
-  } finally {
-    await service.dispose();
-  }
+  const a = { ...optionsFor(c), seeds: [40], returnLatents: false };
+  const b = { ...optionsFor(c), seeds: [41, 42], returnLatents: false };
+  await expectMergedBatchAsAlone(pipe, [a, b], 3);
 });
 
 test("the server's /sdapi/v1/img2img gives A1111's pixels for an A1111 sampler name, with its Denoising strength in the infotext", async () => {
@@ -208,9 +184,9 @@ test("the server's /sdapi/v1/img2img gives A1111's pixels for an A1111 sampler n
 
 test("the CLI's --init-image with an A1111 sampler name, variation seed and ENSD gives A1111's img2img pixels", async () => {
   const c = caseById(golden.cases, "img2img-dpm2-a-variation-ensd");
-  const init = join(scratch, "init.png");
+  const init = join(scratch.dir, "init.png");
   await writeFile(init, await gradientInitPng(c));
-  const out = join(scratch, "img2img-{i}.png");
+  const out = join(scratch.dir, "img2img-{i}.png");
   const run = await runCommand(generate, [
     "generate", "--backend", "cpu", "--prompt", c.prompt, "--negative-prompt", c.negative_prompt, "--init-image", init, "--strength", String(c.denoising_strength),
     "--steps", String(c.steps), "--guidance", String(c.cfg_scale), "--scheduler", c.a1111_sampler, "--seeds", c.seeds.join(","),
@@ -224,7 +200,7 @@ test("the CLI's --init-image with an A1111 sampler name, variation seed and ENSD
 
 test("the CLI's --scheduler DDIM runs A1111's own DDIM (variation seed, ENSD): A1111's pixels", async () => {
   const c = caseById(golden.cases, "ddim-variation-ensd");
-  const out = join(scratch, "ddim-{i}.png");
+  const out = join(scratch.dir, "ddim-{i}.png");
   const run = await runCommand(generate, [
     "generate", "--backend", "cpu", "--prompt", c.prompt, "--negative-prompt", c.negative_prompt, "--width", String(c.width), "--height", String(c.height),
     "--steps", String(c.steps), "--guidance", String(c.cfg_scale), "--scheduler", "DDIM", "--seeds", c.seeds.join(","),

@@ -5,6 +5,7 @@
  * same way, and an A1111 server over the test's pipeline. Each test keeps its own tolerances and
  * infotext checks; only the plumbing lives here.
  */
+import { expect } from "@jest/globals";
 import { readFile } from "node:fs/promises";
 import sharp from "sharp";
 import type { GenerateOptions, Pipeline } from "../../lib/pipeline/pipeline.js";
@@ -34,6 +35,15 @@ export interface A1111CaseBase {
   width: number;
   height: number;
   cfg_scale: number;
+}
+
+/** A case of the A1111 e2e goldens: the request fields every case has, and what A1111 made of it. */
+export interface A1111GoldenCase extends A1111CaseBase {
+  id: string;
+  /** A1111's final latents, the batch flattened. */
+  final_latents: number[];
+  /** A1111's images as uint8 RGB (HWC), one after another. */
+  pixels_hwc: number[];
 }
 
 /** The options every case sets the same way: its prompts, size, steps, guidance, sampler and seeds, A1111's CPU noise, latents returned. */
@@ -99,6 +109,25 @@ export async function withA1111Server<T>(pipe: Pipeline, body: (url: string) => 
     return await body(url);
   } finally {
     await server.close(0);
+  }
+}
+
+/**
+ * Sends `requests` to a service over `pipe` whose window merges them into one batch of up to
+ * `maxBatch` images, and checks that they were merged and that every image is, byte for byte, what
+ * `pipe.generate` gives its request alone.
+ */
+export async function expectMergedBatchAsAlone(pipe: Pipeline, requests: readonly GenerateOptions[], maxBatch: number): Promise<void> {
+  const service = await PipelineService.create(pipe, { maxQueue: 8, batchWindowMs: 10_000, maxBatch });
+  try {
+    const results = await Promise.all(service.generateAll([...requests]));
+    expect(service.counters()).toMatchObject({ batches: 1, batchedRequests: requests.length });
+    for (const [k, request] of requests.entries()) {
+      const alone = await pipe.generate(request);
+      for (const [i, image] of results[k]!.images.entries()) expect(Buffer.compare(Buffer.from(image.rgb), Buffer.from(alone.images[i]!.rgb))).toBe(0);
+    }
+  } finally {
+    await service.dispose();
   }
 }
 
