@@ -5,11 +5,11 @@
  * another CLIP-L layer) — each naming the option.
  */
 import { describe, expect, test } from "@jest/globals";
-import { InvalidOptionError } from "../../lib/errors.js";
-import { resolveGenerateOptions, type GenerateOptions, type ValidationContext } from "../../lib/pipeline/options.js";
+import { resolveGenerateOptions, type ValidationContext } from "../../lib/pipeline/options.js";
 import { a1111ZeroUncondRows } from "../../lib/pipeline/sdxl-options.js";
 import { canonicalSchedulerName, SCHEDULER_NAMES } from "../../lib/schedulers/index.js";
 import { ClipTokenizer } from "../../lib/tokenizer/index.js";
+import { expectOptionRefused as rejects } from "../support/option-refusals.js";
 
 const tokenizer = await ClipTokenizer.default();
 const cpu: ValidationContext = {
@@ -27,17 +27,6 @@ const tensorrt: ValidationContext = {
   ...cpu,
   limits: { ...cpu.limits, maxClipSkip: 1, sdxlClipLSkipUnavailable: "the TensorRT backend binds text_encoder's penultimate hidden state only", sdxlPromptEditingUnavailable: "the TensorRT backend binds SDXL's pooled text_embeds once per run" },
 };
-
-function rejects(options: Partial<GenerateOptions>, option: string, message: RegExp, context: ValidationContext): void {
-  let error: unknown;
-  try {
-    resolveGenerateOptions({ prompt: "a cat", ...options } as GenerateOptions, context);
-  } catch (e) {
-    error = e;
-  }
-  expect(error).toBeInstanceOf(InvalidOptionError);
-  expect({ option: (error as InvalidOptionError).option, message: (error as Error).message }).toEqual({ option, message: expect.stringMatching(message) });
-}
 
 describe("A1111's empty negative prompt on SDXL", () => {
   test("per image: zero where every text of the negative prompt's schedule is empty", () => {

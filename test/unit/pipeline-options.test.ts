@@ -1,9 +1,9 @@
 /** Validation of every `generate()` option, before any model runs: one throws-test per rule. */
 import { describe, expect, test } from "@jest/globals";
-import { InvalidOptionError } from "../../lib/errors.js";
-import { resolveGenerateOptions, type GenerateOptions, type ValidationContext } from "../../lib/pipeline/options.js";
+import { resolveGenerateOptions, type ValidationContext } from "../../lib/pipeline/options.js";
 import { canonicalSchedulerName, SCHEDULER_NAMES } from "../../lib/schedulers/index.js";
 import { ClipTokenizer } from "../../lib/tokenizer/index.js";
+import { expectOptionRefused } from "../support/option-refusals.js";
 
 const ctx: ValidationContext = {
   limits: { maxBatch: 4, minWidth: 64, maxWidth: 1024, minHeight: 64, maxHeight: 768, sizeMultiple: 8, canEncodeImages: true, canObserveLatents: true, maxPromptChunks: 3 },
@@ -17,14 +17,7 @@ const ctx: ValidationContext = {
 };
 
 function rejects(options: Record<string, unknown>, option: string, message: RegExp, context: ValidationContext = ctx): void {
-  let error: unknown;
-  try {
-    resolveGenerateOptions({ prompt: "a cat", ...options } as GenerateOptions, context);
-  } catch (e) {
-    error = e;
-  }
-  expect(error).toBeInstanceOf(InvalidOptionError);
-  expect({ option: (error as InvalidOptionError).option, message: (error as Error).message }).toEqual({ option, message: expect.stringMatching(message) });
+  expectOptionRefused(options, option, message, context);
 }
 
 describe("defaults", () => {
