@@ -6,7 +6,7 @@
  * Skipped (with the reason) where there is no GPU; `npm run test:gpu` runs it.
  */
 import { spawnSync } from "node:child_process";
-import { readFileSync, writeFileSync } from "node:fs";
+import { writeFileSync } from "node:fs";
 import { expect, test } from "@jest/globals";
 import { AbortError, DisposedError, NativeError, UnetOverflowError } from "../../lib/errors.js";
 import { analyticReferenceModel } from "../support/analytic-reference.js";
@@ -18,6 +18,7 @@ import { applyEmphasis } from "../../lib/prompt/emphasis.js";
 import { analyticModel, loadSchedulerGoldens, pseudoNormal, relativeError, type GoldenRun } from "../fixtures/schedulers/goldens.js";
 import { describeGpu, syntheticRequest } from "./support.js";
 import { loadDdimCfgppGoldens } from "../fixtures/a1111/ddim-cfgpp-goldens.js";
+import { loadUniPcGoldens, uniPcRunConfig } from "../fixtures/a1111/timestep-runs.js";
 import { TorchGenerator } from "../../lib/rng/index.js";
 
 const IMAGE = 4 * 8 * 8;
@@ -85,14 +86,10 @@ describeGpu("denoise loop on the GPU (analytic stand-in)", ({ addon }) => {
 
   // A1111's own UniPC: fractional timesteps and history up to order + 1 (order 5 → 6) in the device
   // loop (test/fixtures/a1111/unipc_goldens.json, float32 txt2img runs).
-  const uniPcRuns = (
-    JSON.parse(readFileSync(new URL("../fixtures/a1111/unipc_goldens.json", import.meta.url), "utf8")) as {
-      runs: { id: string; steps: number; dtype: string; options: Record<string, unknown>; parameterization?: string; strength: number | null; x0: number[]; final: number[]; refused?: string }[];
-    }
-  ).runs.filter((r) => r.refused === undefined && r.dtype === "float32" && r.strength === null);
+  const uniPcRuns = loadUniPcGoldens().filter((r) => r.refused === undefined && r.dtype === "float32" && r.strength === null);
 
   test.each(uniPcRuns.map((r) => [r.id, r] as const))("A1111 %s: the captured loop matches the CPU executor and A1111's final latents", async (_id, run) => {
-    const program = createScheduler("a1111_unipc", { ...run.options, prediction_type: run.parameterization === "v" ? "v_prediction" : "epsilon" }).compile(run.steps);
+    const program = createScheduler("a1111_unipc", uniPcRunConfig(run)).compile(run.steps);
     const latents = Float32Array.from(run.x0);
     const denoiser = await Denoiser.create({ unet: "analytic" });
     try {

@@ -3,15 +3,14 @@
  * per-element code nvcc compiles into the kernels) against the TypeScript CPU executor and
  * diffusers' goldens. This is how CI, which has no GPU, checks the kernels' arithmetic.
  */
-import { readFileSync } from "node:fs";
 import { describe, expect, test } from "@jest/globals";
 import { analyticReferenceModel, roundToFloat16 } from "../support/analytic-reference.js";
 import { packProgram, runProgram, type SamplerProgram } from "../../lib/sampler/index.js";
 import { createScheduler } from "../../lib/schedulers/index.js";
 import { analyticModel, loadSchedulerGoldens, pseudoNormal, relativeError, type GoldenRun } from "../fixtures/schedulers/goldens.js";
 import { loadKDiffusionGoldens } from "../fixtures/a1111/kdiffusion-goldens.js";
-import { ddimCfgppConfig, loadDdimCfgppGoldens } from "../fixtures/a1111/ddim-cfgpp-goldens.js";
-import { compileA1111Run } from "../fixtures/a1111/timestep-runs.js";
+import { loadDdimCfgppGoldens } from "../fixtures/a1111/ddim-cfgpp-goldens.js";
+import { compileA1111Run, etaRunConfig, loadDdimPlmsGoldens, loadUniPcGoldens, uniPcRunConfig } from "../fixtures/a1111/timestep-runs.js";
 import { TorchGenerator } from "../../lib/rng/index.js";
 import { BrownianNoiseSampler } from "../../lib/rng/brownian-tree.js";
 import { loadSdeGoldens } from "../fixtures/a1111/sde-goldens.js";
@@ -100,14 +99,11 @@ describe.each(kdiffusionRuns.map((r) => [r.id, r] as const))("denoise loop host 
 
 // A1111's own DDIM and PLMS: integer timesteps, eps outputs (v models: eps from v), DDIM's draw every step
 // (test/fixtures/a1111/timesteps_goldens.json and timesteps_v_goldens.json, float32 txt2img runs).
-type TimestepRun = { id: string; key: string; steps: number; dtype: string; seed: number; eta: number | null; strength: number | null; parameterization?: "v"; x0: number[]; final: number[] };
-const timestepRuns = ["timesteps_goldens.json", "timesteps_v_goldens.json"]
-  .flatMap((file) => (JSON.parse(readFileSync(new URL(`../fixtures/a1111/${file}`, import.meta.url), "utf8")) as { runs: TimestepRun[] }).runs)
-  .filter((r) => r.dtype === "float32" && r.strength === null);
+const timestepRuns = loadDdimPlmsGoldens().filter((r) => r.dtype === "float32" && r.strength === null);
 
 describe.each(timestepRuns.map((r) => [r.id, r] as const))("denoise loop host path, A1111 %s", (_id, run) => {
   test("reproduces the CPU executor and A1111's final latents", () => {
-    const program = createScheduler(run.key, { ...(run.eta === null ? {} : { eta: run.eta }), ...(run.parameterization === "v" ? { prediction_type: "v_prediction" } : {}) }).compile(run.steps);
+    const program = createScheduler(run.key, etaRunConfig(run)).compile(run.steps);
     const x0 = Float32Array.from(run.x0);
     const generator = new TorchGenerator(run.seed);
     generator.randn([1, 4, 8, 8]); // x0
@@ -128,7 +124,7 @@ const cfgppRuns = loadDdimCfgppGoldens().runs.filter((r) => r.dtype === "float32
 
 describe.each(cfgppRuns.map((r) => [r.id, r] as const))("denoise loop host path, A1111 DDIM CFG++ %s", (_id, run) => {
   test("renoises with the uncond half: A1111's final latents and the CPU executor's", () => {
-    const scheduler = createScheduler("a1111_ddim_cfgpp", ddimCfgppConfig(run));
+    const scheduler = createScheduler("a1111_ddim_cfgpp", etaRunConfig(run));
     const program = compileA1111Run(scheduler, run);
     const x0 = Float32Array.from(run.x0);
     const generator = new TorchGenerator(run.seed);
@@ -146,15 +142,11 @@ describe.each(cfgppRuns.map((r) => [r.id, r] as const))("denoise loop host path,
 
 // A1111's own UniPC: fractional timesteps, eps outputs made into x0 in the coefficients, history up
 // to order + 1 (test/fixtures/a1111/unipc_goldens.json, float32 txt2img runs).
-const uniPcRuns = (
-  JSON.parse(readFileSync(new URL("../fixtures/a1111/unipc_goldens.json", import.meta.url), "utf8")) as {
-    runs: { id: string; steps: number; dtype: string; options: Record<string, unknown>; parameterization?: string; strength: number | null; x0: number[]; final: number[]; refused?: string }[];
-  }
-).runs.filter((r) => r.refused === undefined && r.dtype === "float32" && r.strength === null);
+const uniPcRuns = loadUniPcGoldens().filter((r) => r.refused === undefined && r.dtype === "float32" && r.strength === null);
 
 describe.each(uniPcRuns.map((r) => [r.id, r] as const))("denoise loop host path, A1111 %s", (_id, run) => {
   test("reproduces the CPU executor and A1111's final latents", () => {
-    const program = createScheduler("a1111_unipc", { ...run.options, prediction_type: run.parameterization === "v" ? "v_prediction" : "epsilon" }).compile(run.steps);
+    const program = createScheduler("a1111_unipc", uniPcRunConfig(run)).compile(run.steps);
     const x0 = Float32Array.from(run.x0);
     const host = addon.hostRunProgram({ program: packProgram(program), latents: x0, noise: new Float32Array(0), batch: 1, height: 8, width: 8 });
     const cpu = runProgram(program, x0, analyticModel("float32"), () => {

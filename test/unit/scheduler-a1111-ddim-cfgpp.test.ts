@@ -9,15 +9,15 @@ import { a1111Img2imgStartIndex, a1111SamplerName, a1111SamplerSelection, create
 import { runProgram } from "../../lib/sampler/index.js";
 import { TorchGenerator } from "../../lib/rng/index.js";
 import { analyticModel, relativeError } from "../fixtures/schedulers/goldens.js";
-import { ddimCfgppConfig, guidedAnalyticModel64, loadDdimCfgppGoldens, type DdimCfgppRun } from "../fixtures/a1111/ddim-cfgpp-goldens.js";
+import { guidedAnalyticModel64, loadDdimCfgppGoldens, type DdimCfgppRun } from "../fixtures/a1111/ddim-cfgpp-goldens.js";
 import { analyticReferenceModel } from "../support/analytic-reference.js";
-import { compileA1111Run, expectA1111Img2imgStart } from "../fixtures/a1111/timestep-runs.js";
+import { compileA1111Run, etaRunConfig, expectA1111Img2imgStart } from "../fixtures/a1111/timestep-runs.js";
 
 const SHAPE = [1, 4, 8, 8];
 const golden = loadDdimCfgppGoldens();
 
 function compile(run: DdimCfgppRun) {
-  return compileA1111Run(createScheduler("a1111_ddim_cfgpp", ddimCfgppConfig(run)), run);
+  return compileA1111Run(createScheduler("a1111_ddim_cfgpp", etaRunConfig(run)), run);
 }
 
 describe.each(golden.runs.map((r) => [r.id, r] as const))("%s", (_id, run) => {

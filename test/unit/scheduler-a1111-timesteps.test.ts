@@ -4,45 +4,18 @@
  * model (test/fixtures/a1111/timesteps_goldens.json, scripts/reference/gen_a1111_kdiffusion_goldens.py timesteps), and
  * on it read as v through A1111's CompVisTimestepsVDenoiser (timesteps_v_goldens.json, gen_a1111_unipc_goldens.py timesteps-v).
  */
-import { readFileSync } from "node:fs";
 import { describe, expect, test } from "@jest/globals";
 import { a1111Img2imgStartIndex, a1111SamplerName, a1111SamplerSelection, createScheduler } from "../../lib/schedulers/index.js";
 import { runProgram } from "../../lib/sampler/index.js";
 import { TorchGenerator } from "../../lib/rng/index.js";
 import { analyticModel, relativeError } from "../fixtures/schedulers/goldens.js";
-import { compileA1111Run, expectA1111Img2imgStart } from "../fixtures/a1111/timestep-runs.js";
+import { compileA1111Run, etaRunConfig, expectA1111Start, loadDdimPlmsGoldens, type DdimPlmsRun } from "../fixtures/a1111/timestep-runs.js";
 
-interface Run {
-  id: string;
-  key: string;
-  sampler: string;
-  steps: number;
-  dtype: "float32" | "float64";
-  seed: number;
-  eta: number | null;
-  strength: number | null;
-  /** "v": a v-prediction model; eps when absent. */
-  parameterization?: "v";
-  t_enc?: number;
-  init_latent?: number[];
-  signal?: number;
-  noise_scale?: number;
-  evals: number[];
-  draw_count: number;
-  x0: number[];
-  noise: number[];
-  final: number[];
-}
-
-const golden = {
-  runs: ["timesteps_goldens.json", "timesteps_v_goldens.json"].flatMap(
-    (file) => (JSON.parse(readFileSync(new URL(`../fixtures/a1111/${file}`, import.meta.url), "utf8")) as { runs: Run[] }).runs,
-  ),
-};
+const golden = { runs: loadDdimPlmsGoldens() };
 const SHAPE = [1, 4, 8, 8];
 
-function compile(run: Run) {
-  return compileA1111Run(createScheduler(run.key, { ...(run.eta === null ? {} : { eta: run.eta }), ...(run.parameterization === "v" ? { prediction_type: "v_prediction" } : {}) }), run);
+function compile(run: DdimPlmsRun) {
+  return compileA1111Run(createScheduler(run.key, etaRunConfig(run)), run);
 }
 
 describe.each(golden.runs.map((r) => [r.id, r] as const))("%s", (_id, run) => {
@@ -58,13 +31,7 @@ describe.each(golden.runs.map((r) => [r.id, r] as const))("%s", (_id, run) => {
     const generator = new TorchGenerator(run.seed);
     const noise = generator.randn(SHAPE);
     expect(Array.from(noise)).toEqual(run.noise);
-    let x0: Float32Array | Float64Array;
-    if (run.strength === null) {
-      expect(program.initNoiseSigma).toBe(1);
-      x0 = run.dtype === "float32" ? Float32Array.from(noise) : Float64Array.from(noise);
-    } else {
-      x0 = expectA1111Img2imgStart(program, run, noise);
-    }
+    const x0 = expectA1111Start(program, run, noise);
     const final = runProgram(program, x0, analyticModel(run.dtype), () => generator.randn(SHAPE));
     expect(relativeError(final, run.final)).toBeLessThan(1e-5);
   });

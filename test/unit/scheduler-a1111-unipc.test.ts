@@ -4,37 +4,18 @@
  * order and lower_order_final, eps and v models — on the analytic model (test/fixtures/a1111/unipc_goldens.json,
  * scripts/reference/gen_a1111_unipc_goldens.py).
  */
-import { readFileSync } from "node:fs";
 import { describe, expect, test } from "@jest/globals";
 import { a1111SamplerName, a1111SamplerSelection, createScheduler } from "../../lib/schedulers/index.js";
 import { runProgram } from "../../lib/sampler/index.js";
 import { TorchGenerator } from "../../lib/rng/index.js";
 import { analyticModel, relativeError } from "../fixtures/schedulers/goldens.js";
-import { compileA1111Run, expectA1111Img2imgStart } from "../fixtures/a1111/timestep-runs.js";
+import { compileA1111Run, expectA1111Start, loadUniPcGoldens, uniPcRunConfig, type UniPcRun } from "../fixtures/a1111/timestep-runs.js";
 
-interface Run {
-  id: string;
-  steps: number;
-  dtype: "float32" | "float64";
-  seed: number;
-  options: Record<string, unknown>;
-  parameterization?: "eps" | "v";
-  strength: number | null;
-  init_latent?: number[];
-  signal?: number;
-  noise_scale?: number;
-  evals: number[];
-  x0: number[];
-  noise: number[];
-  final: number[];
-  refused?: string;
-}
-
-const golden = JSON.parse(readFileSync(new URL("../fixtures/a1111/unipc_goldens.json", import.meta.url), "utf8")) as { runs: Run[] };
+const golden = { runs: loadUniPcGoldens() };
 const SHAPE = [1, 4, 8, 8];
 
-function compile(run: Pick<Run, "options" | "steps" | "strength" | "parameterization">) {
-  return compileA1111Run(createScheduler("a1111_unipc", { ...run.options, ...(run.parameterization === "v" ? { prediction_type: "v_prediction" } : {}) }), run);
+function compile(run: UniPcRun) {
+  return compileA1111Run(createScheduler("a1111_unipc", uniPcRunConfig(run)), run);
 }
 
 const ran = golden.runs.filter((r) => r.refused === undefined);
@@ -54,13 +35,7 @@ describe.each(ran.map((r) => [r.id, r] as const))("%s", (_id, run) => {
     const generator = new TorchGenerator(run.seed);
     const noise = generator.randn(SHAPE);
     expect(Array.from(noise)).toEqual(run.noise);
-    let x0: Float32Array | Float64Array;
-    if (run.strength === null) {
-      expect(program.initNoiseSigma).toBe(1);
-      x0 = run.dtype === "float32" ? Float32Array.from(noise) : Float64Array.from(noise);
-    } else {
-      x0 = expectA1111Img2imgStart(program, run, noise);
-    }
+    const x0 = expectA1111Start(program, run, noise);
     const final = runProgram(program, x0, analyticModel(run.dtype), () => {
       throw new Error("UniPC draws no noise");
     });
