@@ -9,9 +9,9 @@
 import { expect, test } from "@jest/globals";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import type { GenerateOptions, Pipeline } from "../../lib/pipeline/pipeline.js";
+import type { GenerateOptions } from "../../lib/pipeline/pipeline.js";
 import { copyTe05Model } from "../fixtures/tiny-sd-cases/model-variants.js";
-import { cpuAndTensorRtPipelines, describeTensorRt, l2RelativeError as relativeError } from "./support.js";
+import { cpuAndTensorRtPipelines, describeTensorRt, latentsOver, l2RelativeError as relativeError } from "./support.js";
 
 const EMBEDDINGS = fileURLToPath(new URL("../fixtures/a1111/clip-ti/embeddings-32", import.meta.url));
 
@@ -24,7 +24,7 @@ describeTensorRt("clip skip and textual inversion on TensorRT vs the CPU backend
   });
 
   const base: GenerateOptions = { prompt: "a castle on a hill", width: 64, height: 64, steps: 4, seed: 7, scheduler: "euler", returnLatents: true };
-  const latents = async (pipe: Pipeline, options: Partial<GenerateOptions>) => (await pipe.generate({ ...base, ...options })).latents!;
+  const latents = latentsOver(base);
 
   test("the engines take clip skip up to the encoder's 2 layers and embedding vectors", () => {
     expect(pipes.trt.limits.maxClipSkip).toBe(2);

@@ -9,13 +9,13 @@
 import { expect, test } from "@jest/globals";
 import { Pipeline, type GenerateOptions } from "../../lib/pipeline/pipeline.js";
 import type { TensorRtBackend } from "../../lib/backends/tensorrt/backend.js";
-import { cpuAndTensorRtPipelines, describeTensorRt, l2RelativeError as relativeError } from "./support.js";
+import { cpuAndTensorRtPipelines, describeTensorRt, latentsOver, l2RelativeError as relativeError } from "./support.js";
 
 describeTensorRt("prompt editing on TensorRT vs the CPU backend (tiny-sd)", () => {
   const pipes = cpuAndTensorRtPipelines({ scratchPrefix: "sd-trt-gpu-editing-", shapes: { batch: "1-2", size: "64x64" } });
 
   const base: GenerateOptions = { prompt: "", width: 64, height: 64, steps: 6, seed: 3, scheduler: "euler", returnLatents: true };
-  const latents = async (pipe: Pipeline, options: Partial<GenerateOptions>) => (await pipe.generate({ ...base, ...options })).latents!;
+  const latents = latentsOver(base);
 
   test("[a red barn:a lighthouse:3] and an edited negative prompt follow the CPU backend's switch, graph captured then replayed", async () => {
     const options = { prompt: "[a red barn:a lighthouse:3]", negativePrompt: "[blurry::2]" };

@@ -6,14 +6,14 @@
  * does — close to it, and far from the same sampler without noise (eta = 0).
  */
 import { expect, test } from "@jest/globals";
-import type { GenerateOptions, Pipeline } from "../../lib/pipeline/pipeline.js";
-import { cpuAndTensorRtPipelines, describeTensorRt, l2RelativeError as relativeError } from "./support.js";
+import type { GenerateOptions } from "../../lib/pipeline/pipeline.js";
+import { cpuAndTensorRtPipelines, describeTensorRt, latentsOver, l2RelativeError as relativeError } from "./support.js";
 
 describeTensorRt("A1111's SDE samplers on TensorRT vs the CPU backend (tiny-sd)", () => {
   const pipes = cpuAndTensorRtPipelines({ scratchPrefix: "sd-trt-gpu-sde-", shapes: { batch: "1-2", size: "64x64" } });
 
   const base: GenerateOptions = { prompt: "a lighthouse on a cliff", negativePrompt: "fog", width: 64, height: 64, steps: 6, seeds: [61, 62], rng: "cpu", returnLatents: true };
-  const latents = async (pipe: Pipeline, options: Partial<GenerateOptions>) => (await pipe.generate({ ...base, ...options })).latents!;
+  const latents = latentsOver(base);
 
   test.each(["k_dpmpp_sde", "k_dpmpp_2m_sde", "k_dpmpp_2m_sde_heun", "k_dpmpp_3m_sde"])("%s: two images with their own trees follow the CPU backend", async (scheduler) => {
     const onTrt = await latents(pipes.trt, { scheduler });

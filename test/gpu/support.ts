@@ -10,7 +10,7 @@ import { join } from "node:path";
 import { checkTensorRt } from "../../lib/backends/tensorrt/availability.js";
 import { buildEngines } from "../../lib/backends/tensorrt/build.js";
 import { parseShapeOptions, type ShapeOptions } from "../../lib/backends/tensorrt/profiles.js";
-import { Pipeline, type PipelineLoadOptions } from "../../lib/pipeline/pipeline.js";
+import { Pipeline, type GenerateOptions, type PipelineLoadOptions } from "../../lib/pipeline/pipeline.js";
 import { loadNativeBinding } from "../../lib/native/load.js";
 import type { NativeBinding, NativeInfo } from "../../lib/native/types.js";
 import type { DenoiseRunOptions } from "../../lib/native/denoiser.js";
@@ -139,4 +139,9 @@ export function cpuAndTensorRtPipelines(setup: {
     if (pipes.root) await rm(pipes.root, { recursive: true, force: true });
   });
   return pipes;
+}
+
+/** `(pipe, options)` → the latents `pipe` generates for `base` with `options` over it (`base` must ask for returnLatents). */
+export function latentsOver(base: GenerateOptions): (pipe: Pipeline, options: Partial<GenerateOptions>) => Promise<Float32Array> {
+  return async (pipe, options) => (await pipe.generate({ ...base, ...options })).latents!;
 }

@@ -11,7 +11,7 @@
 import { expect, test } from "@jest/globals";
 import { Pipeline, type GenerateOptions } from "../../lib/pipeline/pipeline.js";
 import type { TensorRtBackend } from "../../lib/backends/tensorrt/backend.js";
-import { cpuAndTensorRtPipelines, describeTensorRt, l2RelativeError as relativeError } from "./support.js";
+import { cpuAndTensorRtPipelines, describeTensorRt, latentsOver, l2RelativeError as relativeError } from "./support.js";
 
 // 95 tokens: two chunks of 77 (the engines take up to three).
 const LONG = Array.from({ length: 16 }, (_, i) => `a red barn ${i % 2 ? "at dusk" : "in snow"}`).join(", ");
@@ -20,7 +20,7 @@ describeTensorRt("prompt and negative prompt of different lengths on TensorRT vs
   const pipes = cpuAndTensorRtPipelines({ scratchPrefix: "sd-trt-gpu-unequal-", shapes: { batch: "1-2", size: "64x64" } });
 
   const base: GenerateOptions = { prompt: LONG, negativePrompt: "", width: 64, height: 64, steps: 6, seed: 11, scheduler: "euler", returnLatents: true };
-  const latents = async (pipe: Pipeline, options: Partial<GenerateOptions>) => (await pipe.generate({ ...base, ...options })).latents!;
+  const latents = latentsOver(base);
 
   test("a long prompt and an empty negative prompt, unpadded: the CPU backend's two-call latents, graph captured then replayed", async () => {
     const onCpu = await latents(pipes.cpu, {});
