@@ -25,8 +25,12 @@ export function caseById<C extends { id: string }>(cases: readonly C[], id: stri
   return found;
 }
 
-/** The fields every A1111 golden case has, as it writes them (A1111's txt2img request names). */
-export interface A1111CaseBase {
+/**
+ * The fields every case of the A1111 e2e goldens has: the request (A1111's field names; `sampler`
+ * is sd-trt's scheduler name for it) and what A1111 made of it. Each test's Case extends it.
+ */
+export interface A1111GoldenCase {
+  id: string;
   sampler: string;
   steps: number;
   seeds: number[];
@@ -35,11 +39,6 @@ export interface A1111CaseBase {
   width: number;
   height: number;
   cfg_scale: number;
-}
-
-/** A case of the A1111 e2e goldens: the request fields every case has, and what A1111 made of it. */
-export interface A1111GoldenCase extends A1111CaseBase {
-  id: string;
   /** A1111's final latents, the batch flattened. */
   final_latents: number[];
   /** A1111's images as uint8 RGB (HWC), one after another. */
@@ -47,7 +46,7 @@ export interface A1111GoldenCase extends A1111CaseBase {
 }
 
 /** The options every case sets the same way: its prompts, size, steps, guidance, sampler and seeds, A1111's CPU noise, latents returned. */
-export function caseBaseOptions(c: A1111CaseBase, seeds = c.seeds): GenerateOptions {
+export function caseBaseOptions(c: A1111GoldenCase, seeds = c.seeds): GenerateOptions {
   return {
     prompt: c.prompt,
     negativePrompt: c.negative_prompt,
