@@ -130,6 +130,29 @@ test("the CLI's --hires-scheduler UniPC with --unipc-* flags gives A1111's pixel
   expect(maxPixelDiff(await pngPixels([await readFile(out.replace("{i}", "0"))]), c.pixels_hwc)).toBeLessThanOrEqual(1);
 });
 
+test("the CLI's --eta reaches the sampler that takes it: DPM++ 2M, then a DDIM second pass with A1111's eta, gives A1111's pixels", async () => {
+  const c = byId("hires-dpmpp-2m-to-ddim-eta");
+  const out = join(scratch.dir, "hires-ddim-eta-{i}.png");
+  const args = [
+    "generate", "--backend", "cpu", "--prompt", c.prompt, "--negative-prompt", c.negative_prompt, "--width", String(c.width), "--height", String(c.height),
+    "--steps", String(c.steps), "--guidance", String(c.cfg_scale), "--scheduler", "DPM++ 2M", "--seeds", c.seeds.join(","), "--hires-scale", String(c.hr_scale),
+    "--hires-steps", String(c.hr_second_pass_steps), "--hires-upscaler", c.hr_upscaler!, "--hires-strength", String(c.denoising_strength), "--hires-scheduler", "DDIM",
+    "--rng", "cpu", "--out", out, "--quiet",
+  ];
+  const run = await runCommand(generate, [...args, "--eta", String(c.eta)]);
+  expect(run.code).toBe(0);
+  const file = await readFile(out.replace("{i}", "0"));
+  expect(maxPixelDiff(await pngPixels([file]), c.pixels_hwc)).toBeLessThanOrEqual(1);
+  expect((await readPngText(file)).find((t) => t.keyword === "parameters")?.text).toMatch(/Eta DDIM: 0\.4$/);
+  // Without --eta the second pass runs DDIM's default (0): another image.
+  const plain = await runCommand(generate, args);
+  expect(plain.code).toBe(0);
+  expect(maxPixelDiff(await pngPixels([await readFile(out.replace("{i}", "0"))]), c.pixels_hwc)).toBeGreaterThan(1);
+  const refused = await runCommand(generate, ["generate", "--backend", "cpu", "--prompt", "x", "--width", "64", "--height", "64", "--steps", "2", "--scheduler", "Euler", "--seeds", "1", "--eta", "0.5", "--out", join(scratch.dir, "eta-refused.png")]);
+  expect(refused.code).toBe(2);
+  expect(refused.stderr).toMatch(/--eta: .*eta applies to A1111's ancestral and SDE samplers/);
+});
+
 test("a DDIM CFG++ second pass at guidance ≤ 1 is refused naming hires.scheduler (its step needs the uncond the first pass skips)", async () => {
   const base = { prompt: "x", width: 64, height: 64, steps: 4, seeds: [1], rng: "cpu" as const, scheduler: "k_euler" };
   await expect(pipe.generate({ ...base, guidance: 1, hires: { scale: 2, steps: 3, scheduler: "a1111_ddim_cfgpp" } })).rejects.toMatchObject({

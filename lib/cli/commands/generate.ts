@@ -60,6 +60,7 @@ export interface GenerateArgs extends CheckpointArgs {
   "subseed-strength"?: number;
   "seed-resize-from"?: string;
   ensd?: number;
+  eta?: number;
   "unipc-variant"?: string;
   "unipc-skip-type"?: string;
   "unipc-order"?: number;
@@ -128,6 +129,7 @@ const FLAG_OF: Record<string, string> = {
   subseedStrength: "--subseed-strength",
   seedResizeFrom: "--seed-resize-from",
   ensd: "--ensd",
+  eta: "--eta",
   uniPc: "--unipc-order",
   "uniPc.variant": "--unipc-variant",
   "uniPc.skipType": "--unipc-skip-type",
@@ -237,6 +239,7 @@ function generateOptions(args: GenerateArgs, signal: AbortSignal): GenerateOptio
     options.seedResizeFrom = { width: Number(match[1]), height: Number(match[2]) };
   }
   if (args.ensd !== undefined) options.ensd = args.ensd;
+  if (args.eta !== undefined) options.eta = args.eta;
   // A1111's uni_pc_* settings, for its own UniPC in either pass (--scheduler / --hires-scheduler UniPC).
   const uniPc: NonNullable<GenerateOptions["uniPc"]> = {};
   if (args["unipc-variant"] !== undefined) uniPc.variant = args["unipc-variant"];
@@ -529,6 +532,7 @@ const command: CommandModule<object, GenerateArgs> = {
       .option("hires-steps", { type: "number", describe: "A1111 hires fix: second-pass steps (default: --steps)" })
       .option("hires-upscaler", { type: "string", describe: "A1111 hires fix: latent upscaler: Latent, \"Latent (antialiased)\", \"Latent (bicubic)\", \"Latent (bicubic antialiased)\", \"Latent (nearest)\", \"Latent (nearest-exact)\" (default Latent)" })
       .option("hires-strength", { type: "number", describe: "A1111 hires fix: second-pass denoising strength (default 0.75)" })
+      .option("eta", { type: "number", describe: "A1111 eta: noise of the ancestral and SDE samplers, DPM fast, DDIM and DDIM CFG++ (A1111's default for each when left out)" })
       .option("ensd", { type: "number", describe: "A1111 eta noise seed delta (ENSD): re-seeds each image's generator with seed + ENSD after the initial noise" })
       .option("unipc-variant", { type: "string", describe: "A1111's UniPC (--scheduler UniPC): uni_pc_variant bh1, bh2 or vary_coeff (default bh1)" })
       .option("unipc-skip-type", { type: "string", describe: "A1111's UniPC: uni_pc_skip_type time_uniform, time_quadratic or logSNR (default time_uniform)" })
