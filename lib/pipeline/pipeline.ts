@@ -94,6 +94,11 @@ export interface PipelineLoadOptions {
   /** SDXL: a refiner model folder run after the base in generations that ask for it (`refiner` option). */
   refiner?: string;
   /**
+   * TensorRT only: the refiner's engine folder. `engines` names the base's; without this the refiner's
+   * engines are looked for where `sd-trt build --model <refiner>` puts them by default.
+   */
+  refinerEngines?: string;
+  /**
    * A folder of A1111 textual-inversion embeddings (`.safetensors`, subfolders included): a prompt
    * word equal to a file's name (without `.safetensors`) stands for its vectors, as in A1111. A
    * pickle (`.pt`, `.bin`, …), a corrupt file or one of another width fails the load, naming the
@@ -237,6 +242,10 @@ export class Pipeline {
     // A1111 gives the refiner's text_encoder_2 the files' clip_g vectors too; the refiner's encoder is not edited for them yet.
     if (refinerFolder && options.embeddingsDir !== undefined) throw new InvalidOptionError("embeddingsDir", "textual-inversion embeddings (embeddingsDir) are not supported with a refiner yet");
     if (refinerFolder) checkRefinerMatchesBase(folder, refinerFolder);
+    if (options.refinerEngines !== undefined) {
+      if (!refinerFolder) throw new InvalidOptionError("refinerEngines", "refinerEngines needs refiner (the refiner whose engines they are)");
+      if (choice === "cpu") throw new InvalidOptionError("refinerEngines", 'refinerEngines applies to the TensorRT backend; it cannot be used with backend "cpu"');
+    }
     const readTokenizer = () => (folder.tokenizer ? ClipTokenizer.fromDirectory(dirname(folder.tokenizer.vocab)) : ClipTokenizer.default());
     // Textual-inversion vectors take the ids from the tokenizer's vocabulary size on, which the
     // backend's text-encoder edit needs: then the tokenizer comes first.
@@ -254,7 +263,11 @@ export class Pipeline {
       if (refinerFolder) {
         const refinerTokenizer = await ClipTokenizer.fromDirectory(dirname(refinerFolder.tokenizer!.vocab));
         sdxl!.refiner = { tokenizer: refinerTokenizer, forceZerosForEmptyPrompt: refinerFolder.sdxl!.forceZerosForEmptyPrompt };
-        refiner = { backend: (await loadBackend(refinerFolder, choice, loadOptions)).backend, folder: refinerFolder };
+        // The base's engine folder holds the base's engines only: the refiner's are its own.
+        const refinerLoadOptions: BackendLoadOptions = { ...loadOptions };
+        delete refinerLoadOptions.engines;
+        if (options.refinerEngines !== undefined) refinerLoadOptions.engines = options.refinerEngines;
+        refiner = { backend: (await loadBackend(refinerFolder, choice, refinerLoadOptions)).backend, folder: refinerFolder };
       }
     } catch (error) {
       await loading.then(({ backend }) => backend.dispose(), () => undefined);

@@ -70,6 +70,19 @@ describe("sd-trt generate on an SDXL model", () => {
     expect(await readdir(dir)).toEqual([]);
   });
 
+  test("--refiner-engines without --refiner is refused, naming both; with the cpu backend it names --refiner-engines", async () => {
+    const dir = join(scratch, "no-refiner-engines");
+    await mkdir(dir);
+    const alone = await runCommand(generate, ["generate", "--model", TINY_SDXL_DIR, "--backend", "cpu", "--prompt", "x", "--steps", "1", "--refiner-engines", dir, "--out", join(dir, "img.png")]);
+    expect(alone.code).toBe(2);
+    expect(alone.stderr).toMatch(/--refiner-engines needs --refiner/);
+    const refiner = join(TINY_SDXL_DIR, "..", "tiny-sdxl-refiner");
+    const onCpu = await runCommand(generate, ["generate", "--model", TINY_SDXL_DIR, "--backend", "cpu", "--prompt", "x", "--steps", "2", "--refiner", refiner, "--refiner-switch-at", "0.5", "--refiner-engines", dir, "--out", join(dir, "img.png")]);
+    expect(onCpu.code).toBe(2);
+    expect(onCpu.stderr).toMatch(/--refiner-engines: refinerEngines applies to the TensorRT backend/);
+    expect(await readdir(dir)).toEqual([]);
+  });
+
   test("--clip-skip on SDXL takes --sdxl-clip-l-skip (A1111's sdxl_clip_l_skip); alone it is refused naming the flag", async () => {
     const dir = join(scratch, "clip-skip");
     await mkdir(dir);

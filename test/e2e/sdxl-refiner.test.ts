@@ -94,6 +94,14 @@ describe("refiners that do not fit", () => {
     await expect(Pipeline.load(undefined, { backend: "cpu", refiner: REFINER_DIR })).rejects.toThrow(/the base is not an SDXL base model/);
   });
 
+  test("refinerEngines needs a refiner and the TensorRT backend, and says so by name", async () => {
+    await expect(Pipeline.load(TINY_SDXL_DIR, { backend: "cpu", refinerEngines: "/nonexistent" })).rejects.toMatchObject({ option: "refinerEngines", message: expect.stringMatching(/refinerEngines needs refiner/) });
+    await expect(Pipeline.load(TINY_SDXL_DIR, { backend: "cpu", refiner: REFINER_DIR, refinerEngines: "/nonexistent" })).rejects.toMatchObject({
+      option: "refinerEngines",
+      message: expect.stringMatching(/refinerEngines applies to the TensorRT backend/),
+    });
+  });
+
   test("the refiner option without a loaded refiner is refused", async () => {
     const base = await Pipeline.load(TINY_SDXL_DIR, { backend: "cpu" });
     try {

@@ -127,4 +127,20 @@ describeTensorRt("SDXL on TensorRT engines of the tiny SDXL", () => {
     const b = await trt.generate(options);
     expect(relativeError(b.latents!, a.latents!)).toBeLessThan(3e-2);
   });
+  test("a refiner runs on its own engines (refinerEngines), not in the base's engine folder, like the CPU backend", async () => {
+    const refinerDir = join(TINY_SDXL_DIR, "..", "tiny-sdxl-refiner");
+    const refinerEngines = join(root, "tiny-sdxl-refiner");
+    await buildEngines({ model: refinerDir, out: refinerEngines, shapes: parseShapeOptions({ batch: "1-2", size: "64x64-96x96", dynamic: true }) });
+    const options = { prompt: "a lighthouse on a cliff", width: 64, height: 64, steps: 6, seed: 3, scheduler: "euler", refiner: { switchAt: 0.5 }, returnLatents: true };
+    const cpuWithRefiner = await Pipeline.load(TINY_SDXL_DIR, { backend: "cpu", refiner: refinerDir });
+    const trtWithRefiner = await Pipeline.load(TINY_SDXL_DIR, { backend: "tensorrt", engines, refiner: refinerDir, refinerEngines });
+    try {
+      const a = await cpuWithRefiner.generate(options);
+      const b = await trtWithRefiner.generate(options);
+      expect(relativeError(a.latents!, b.latents!)).toBeLessThan(3e-2);
+    } finally {
+      await trtWithRefiner.dispose();
+      await cpuWithRefiner.dispose();
+    }
+  }, 600_000);
 });

@@ -42,6 +42,7 @@ export interface GenerateArgs extends CheckpointArgs {
   "negative-target-size"?: string;
   refiner?: string;
   "refiner-config"?: string;
+  "refiner-engines"?: string;
   "refiner-switch-at"?: number;
   "aesthetic-score"?: number;
   "negative-aesthetic-score"?: number;
@@ -117,6 +118,7 @@ const FLAG_OF: Record<string, string> = {
   negativeTargetSize: "--negative-target-size",
   refiner: "--refiner-switch-at",
   "refiner.switchAt": "--refiner-switch-at",
+  refinerEngines: "--refiner-engines",
   "refiner.aestheticScore": "--aesthetic-score",
   "refiner.negativeAestheticScore": "--negative-aesthetic-score",
   width: "--width",
@@ -420,6 +422,10 @@ export async function runGenerate(args: GenerateArgs, io: CommandIo = { stdout: 
     if (args["memory-limit"] !== undefined) loadOptions.memoryLimit = memoryLimitBytes(args["memory-limit"]);
     if (args.refiner !== undefined) loadOptions.refiner = await resolveModelArgument(args.refiner, refinerCheckpointArgs(args), "fp32", io.stderr, "refiner");
     if (args.engines !== undefined) loadOptions.engines = args.engines;
+    if (args["refiner-engines"] !== undefined) {
+      if (args.refiner === undefined) throw new InvalidOptionError("refinerEngines", "--refiner-engines needs --refiner (the refiner whose engines they are)");
+      loadOptions.refinerEngines = args["refiner-engines"];
+    }
     if (args.threads !== undefined) loadOptions.threads = args.threads;
     if (args["embeddings-dir"] !== undefined) loadOptions.embeddingsDir = args["embeddings-dir"];
     // The image encoder (sharp) loads while the worker thread makes the model's sessions.
@@ -512,6 +518,7 @@ const command: CommandModule<object, GenerateArgs> = {
       .option("model", { type: "string", default: defaultModelDir, defaultDescription: "the tiny test model in models/tiny-sd", describe: "Model folder (optimum ONNX layout or TensorRT demo names), or a checkpoint to convert once: a .safetensors file or a diffusers folder" })
       .options(checkpointOptions())
       .option("backend", { choices: BACKEND_CHOICES, default: "auto" as BackendChoice, describe: "Inference backend: TensorRT engines, the ONNX Runtime CPU backend, or auto (TensorRT when usable)" })
+      .option("refiner-engines", { type: "string", describe: "Folder of the refiner's TensorRT engines (sd-trt build --model <refiner>; default: the refiner's own engine folder, not --engines)" })
       .option("engines", { type: "string", describe: "Folder of TensorRT engines built by sd-trt build (tensorrt backend)" })
       .option("threads", { type: "number", describe: "ONNX Runtime threads (cpu backend; default: physical cores)" })
       .option("memory-limit", { type: "number", describe: "Most memory (GiB) one generation may need on the cpu backend; larger requests are refused before they run (default: this machine's memory)" })
