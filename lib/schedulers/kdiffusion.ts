@@ -182,23 +182,21 @@ function* eulerAncestral<V>(s: SamplerContext<V>): Generator<EvalRequest<V>, V, 
   return x;
 }
 
+/** One Heun step from σ to σ_next (an Euler step into σ_next = 0), as sample_heun and Restart take it. */
+function* heunStep<V>(la: LinearAlgebra<V>, x: V, sigma: number, next: number): Generator<EvalRequest<V>, V, EvalResult<V>> {
+  const r = yield [x, sigma];
+  const d = toD(la, r.x, sigma, r.denoised);
+  const dt = sub32(next, sigma);
+  if (next === 0) return la.combine([1, r.x], [dt, d]);
+  const r2 = yield [la.combine([1, r.x], [dt, d]), next];
+  const d2 = toD(la, r2.x, next, r2.denoised);
+  return la.combine([1, r.x], [dt / 2, d], [dt / 2, d2]);
+}
+
 function* heun<V>(s: SamplerContext<V>): Generator<EvalRequest<V>, V, EvalResult<V>> {
   const { la, sigmas } = s;
   let x = s.x;
-  for (let i = 0; i < sigmas.length - 1; i++) {
-    const sigma = sigmas[i]!;
-    const next = sigmas[i + 1]!;
-    const r = yield [x, sigma];
-    const d = toD(la, r.x, sigma, r.denoised);
-    const dt = sub32(next, sigma);
-    if (next === 0) {
-      x = la.combine([1, r.x], [dt, d]);
-    } else {
-      const r2 = yield [la.combine([1, r.x], [dt, d]), next];
-      const d2 = toD(la, r2.x, next, r2.denoised);
-      x = la.combine([1, r.x], [dt / 2, d], [dt / 2, d2]);
-    }
-  }
+  for (let i = 0; i < sigmas.length - 1; i++) x = yield* heunStep(la, x, sigmas[i]!, sigmas[i + 1]!);
   return x;
 }
 
@@ -573,16 +571,7 @@ function* restart<V>(s: SamplerContext<V>): Generator<EvalRequest<V>, V, EvalRes
   for (const [from, to] of restartStepList(s.sigmas)) {
     if (last === undefined) last = from;
     else if (last < from) x = la.combine([1, x], [sqrt32(sub32(square32(from), square32(last))), s.noise()]);
-    const r = yield [x, from];
-    const d = toD(la, r.x, from, r.denoised);
-    const dt = sub32(to, from);
-    if (to === 0) {
-      x = la.combine([1, r.x], [dt, d]);
-    } else {
-      const r2 = yield [la.combine([1, r.x], [dt, d]), to];
-      const d2 = toD(la, r2.x, to, r2.denoised);
-      x = la.combine([1, r.x], [dt / 2, d], [dt / 2, d2]);
-    }
+    x = yield* heunStep(la, x, from, to);
     last = to;
   }
   return x;

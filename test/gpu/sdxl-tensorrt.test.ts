@@ -18,17 +18,7 @@ import type { TensorRtBackend } from "../../lib/backends/tensorrt/backend.js";
 import { buildEngines } from "../../lib/backends/tensorrt/build.js";
 import { parseShapeOptions } from "../../lib/backends/tensorrt/profiles.js";
 import { loadSdxlReference, optionsForCase, TINY_SDXL_DIR } from "../fixtures/sdxl/reference.js";
-import { describeTensorRt } from "./support.js";
-
-function relativeError(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let diff = 0;
-  let scale = 0;
-  for (let i = 0; i < a.length; i++) {
-    diff = Math.max(diff, Math.abs(a[i]! - b[i]!));
-    scale = Math.max(scale, Math.abs(a[i]!));
-  }
-  return diff / Math.max(scale, 1e-6);
-}
+import { describeTensorRt, maxRelativeError } from "./support.js";
 
 describeTensorRt("SDXL on TensorRT engines of the tiny SDXL", () => {
   let root: string;
@@ -59,7 +49,7 @@ describeTensorRt("SDXL on TensorRT engines of the tiny SDXL", () => {
     const a = await cpu.generate(options);
     const b = await trt.generate(options);
     expect(b.latents).toHaveLength(a.latents!.length);
-    expect(relativeError(a.latents!, b.latents!)).toBeLessThan(3e-2);
+    expect(maxRelativeError(a.latents!, b.latents!)).toBeLessThan(3e-2);
     expect(b.images).toHaveLength(a.images.length);
     a.images.forEach((image, i) => {
       let max = 0;
@@ -84,7 +74,7 @@ describeTensorRt("SDXL on TensorRT engines of the tiny SDXL", () => {
     const a = await cpu.generate(options);
     const b = await trt.generate(options);
     expect([b.width, b.height, b.latents?.length]).toEqual([96, 96, a.latents!.length]);
-    expect(relativeError(a.latents!, b.latents!)).toBeLessThan(3e-2);
+    expect(maxRelativeError(a.latents!, b.latents!)).toBeLessThan(3e-2);
     a.images.forEach((image, i) => {
       let max = 0;
       for (let p = 0; p < image.rgb.length; p++) max = Math.max(max, Math.abs(image.rgb[p]! - b.images[i]!.rgb[p]!));
@@ -100,7 +90,7 @@ describeTensorRt("SDXL on TensorRT engines of the tiny SDXL", () => {
     const a = await cpu.generate(options);
     for (let run = 0; run < 2; run++) {
       const b = await trt.generate(options);
-      expect(relativeError(a.latents!, b.latents!)).toBeLessThan(3e-2);
+      expect(maxRelativeError(a.latents!, b.latents!)).toBeLessThan(3e-2);
     }
     expect((trt.backend as TensorRtBackend).lastDenoise?.graph).toBe("replayed");
   });
@@ -125,7 +115,7 @@ describeTensorRt("SDXL on TensorRT engines of the tiny SDXL", () => {
     const options = { prompt: ["a lighthouse", "a lighthouse"], negativePrompt: ["", "blurry"], width: 64, height: 64, steps: 3, seed: 4, guidance: 5, returnLatents: true };
     const a = await cpu.generate(options);
     const b = await trt.generate(options);
-    expect(relativeError(b.latents!, a.latents!)).toBeLessThan(3e-2);
+    expect(maxRelativeError(b.latents!, a.latents!)).toBeLessThan(3e-2);
   });
   test("a refiner runs on its own engines (refinerEngines), not in the base's engine folder, like the CPU backend", async () => {
     const refinerDir = join(TINY_SDXL_DIR, "..", "tiny-sdxl-refiner");
@@ -137,7 +127,7 @@ describeTensorRt("SDXL on TensorRT engines of the tiny SDXL", () => {
     try {
       const a = await cpuWithRefiner.generate(options);
       const b = await trtWithRefiner.generate(options);
-      expect(relativeError(a.latents!, b.latents!)).toBeLessThan(3e-2);
+      expect(maxRelativeError(a.latents!, b.latents!)).toBeLessThan(3e-2);
     } finally {
       await trtWithRefiner.dispose();
       await cpuWithRefiner.dispose();

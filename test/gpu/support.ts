@@ -97,6 +97,17 @@ export function l2RelativeError(a: ArrayLike<number>, b: ArrayLike<number>): num
   return Math.sqrt(num / den);
 }
 
+/** The largest element difference over the largest |a| (a's scale, at least 1e-6). */
+export function maxRelativeError(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  let diff = 0;
+  let scale = 0;
+  for (let i = 0; i < a.length; i++) {
+    diff = Math.max(diff, Math.abs(a[i]! - b[i]!));
+    scale = Math.max(scale, Math.abs(a[i]!));
+  }
+  return diff / Math.max(scale, 1e-6);
+}
+
 /** The bundled tiny SD model (models/tiny-sd), the one the engine tests build from. */
 export const TINY_SD = join(process.cwd(), "models", "tiny-sd");
 

@@ -26,7 +26,7 @@ import { callNative, callNativeAsync, requireNativeBinding } from "../../lib/nat
 import { tensorRtBindingOf } from "../../lib/native/tensorrt-types.js";
 import type { UnetIo, VaeDecoderIo } from "../../lib/model/graph-io.js";
 import { createScheduler } from "../../lib/schedulers/index.js";
-import { describeTensorRt } from "./support.js";
+import { describeTensorRt, maxRelativeError } from "./support.js";
 
 /** What the run measured, for the JSON report (SDTRT_GPU_ENGINE_REPORT). */
 const report: Record<string, unknown> = {};
@@ -70,16 +70,6 @@ function seeded(n: number, seed: number): Float32Array {
   };
   for (let i = 0; i < n; i++) out[i] = Math.sqrt(-2 * Math.log(next())) * Math.cos(2 * Math.PI * next());
   return out;
-}
-
-function relativeError(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let diff = 0;
-  let scale = 0;
-  for (let i = 0; i < a.length; i++) {
-    diff = Math.max(diff, Math.abs(a[i]! - b[i]!));
-    scale = Math.max(scale, Math.abs(a[i]!));
-  }
-  return diff / Math.max(scale, 1e-6);
 }
 
 describeTensorRt("TensorRT engines vs the CPU backend on tiny-sd", () => {
@@ -135,8 +125,8 @@ describeTensorRt("TensorRT engines vs the CPU backend on tiny-sd", () => {
     for (const batch of [1, 2]) {
       const a = await generate(cpu, batch);
       const b = await generate(trt, batch);
-      comparisons.push({ batch, latentsRelativeError: relativeError(a.latents, b.latents), denoise: trt.lastDenoise });
-      expect(relativeError(a.latents, b.latents)).toBeLessThan(3e-2);
+      comparisons.push({ batch, latentsRelativeError: maxRelativeError(a.latents, b.latents), denoise: trt.lastDenoise });
+      expect(maxRelativeError(a.latents, b.latents)).toBeLessThan(3e-2);
       for (let i = 0; i < batch; i++) {
         let max = 0;
         let sum = 0;
@@ -170,7 +160,7 @@ describeTensorRt("TensorRT engines vs the CPU backend on tiny-sd", () => {
     };
     const a = await cpu.generate(job);
     const b = await trt.generate(job);
-    expect(relativeError(a.latents!, b.latents!)).toBeLessThan(3e-2);
+    expect(maxRelativeError(a.latents!, b.latents!)).toBeLessThan(3e-2);
   });
 
   test("each engine reports its layers in detail (IEngineInspector), recorded in the report", () => {
@@ -190,7 +180,7 @@ describeTensorRt("TensorRT engines vs the CPU backend on tiny-sd", () => {
       const graphs = await generate(trt, 1);
       const graphUse = trt.lastDenoise?.graph;
       const launches = await generate(plain, 1);
-      report.graphsOnOff = { graphUse, plainUse: plain.lastDenoise?.graph, relativeError: relativeError(graphs.latents, launches.latents) };
+      report.graphsOnOff = { graphUse, plainUse: plain.lastDenoise?.graph, relativeError: maxRelativeError(graphs.latents, launches.latents) };
       expect(plain.lastDenoise?.graph).toBe("disabled");
       expect(Array.from(launches.latents)).toEqual(Array.from(graphs.latents));
     } finally {
